@@ -1,0 +1,111 @@
+//! `ferry scan`: walk the given roots and write what is found.
+
+use crate::output::{EntryWriter, Format};
+use crate::progress::Progress;
+use crate::task::{Summary, surrogate};
+use crate::walk::{Walk, WalkEvent, WalkOptions};
+use std::io::{self, Write};
+use std::time::{Duration, Instant};
+
+/// One scan, as the command line describes it.
+#[derive(Clone, Debug)]
+pub struct ScanRequest {
+    /// Root paths as raw bytes.
+    pub roots: Vec<Vec<u8>>,
+    /// How to walk.
+    pub walk: WalkOptions,
+    /// How to write entries; `None` writes none (summary only).
+    pub format: Option<Format>,
+    /// Show a progress line: `Some(true)` always, `Some(false)` never,
+    /// `None` when stderr is a terminal.
+    pub progress: Option<bool>,
+}
+
+/// What a finished scan found.
+#[derive(Clone, Debug)]
+pub struct ScanReport {
+    /// The counts.
+    pub summary: Summary,
+    /// When the scan started (ISO 8601, UTC, microseconds).
+    pub started: String,
+    /// How long it ran.
+    pub elapsed: Duration,
+    /// The reader of the output went away (e.g. `| head`), so the scan
+    /// stopped before the end.
+    pub output_closed: bool,
+}
+
+/// Runs a scan, writing entries to `out` and one line per failed path to
+/// `errors`. Failed paths do not stop the scan; they are counted.
+pub fn scan(req: &ScanRequest, out: impl Write, errors: &mut impl Write) -> io::Result<ScanReport> {
+    let started = now_iso8601();
+    let t0 = Instant::now();
+    let walk = Walk::start(req.roots.clone(), req.walk.clone())?;
+    let _progress = Progress::start(walk.counters().clone(), req.progress);
+    let mut writer = req.format.map(|f| EntryWriter::new(out, f));
+    let mut output_closed = false;
+    let mut walk = walk;
+    for ev in walk.by_ref() {
+        match ev {
+            WalkEvent::Entries(entries) => {
+                if let Some(w) = writer.as_mut() {
+                    if let Err(e) = entries.iter().try_for_each(|e| w.write(e)) {
+                        if e.kind() == io::ErrorKind::BrokenPipe {
+                            output_closed = true;
+                            break;
+                        }
+                        return Err(e);
+                    }
+                }
+            }
+            WalkEvent::Error(e) => writeln!(errors, "ferry: {e}")?,
+        }
+    }
+    if let Some(w) = writer {
+        match w.finish() {
+            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => output_closed = true,
+            other => drop(other?),
+        }
+    }
+    let summary = walk.summary();
+    drop(walk);
+    Ok(ScanReport {
+        summary,
+        started,
+        elapsed: t0.elapsed(),
+        output_closed,
+    })
+}
+
+/// Writes the scan's status object in the seed's shape:
+/// `{"task", "input_paths", "input_total", "summary", "started", "elapsed"}`.
+pub fn write_status(out: &mut impl Write, roots: &[Vec<u8>], report: &ScanReport) -> io::Result<()> {
+    let mut buf = Vec::new();
+    buf.extend_from_slice(b"{\"task\":\"scan\",\"input_paths\":[");
+    for (i, r) in roots.iter().enumerate() {
+        if i > 0 {
+            buf.push(b',');
+        }
+        surrogate::encode(r, &mut buf);
+    }
+    buf.extend_from_slice(format!("],\"input_total\":{},\"summary\":", roots.len()).as_bytes());
+    serde_json::to_writer(&mut buf, &report.summary).map_err(io::Error::other)?;
+    buf.extend_from_slice(
+        format!(
+            ",\"started\":\"{}\",\"elapsed\":{:.6}}}\n",
+            report.started,
+            report.elapsed.as_secs_f64()
+        )
+        .as_bytes(),
+    );
+    out.write_all(&buf)?;
+    out.flush()
+}
+
+/// The current time as `2023-04-25T14:56:31.253043+00:00`, the seed's
+/// `started` format made timezone-aware.
+pub fn now_iso8601() -> String {
+    jiff::Timestamp::now()
+        .strftime("%Y-%m-%dT%H:%M:%S%.6f+00:00")
+        .to_string()
+}

@@ -1,0 +1,138 @@
+//! `statx` with a minimal mask, an `fstatat` fallback, and the inode
+//! generation ioctl.
+
+use super::{Base, check};
+use std::ffi::CStr;
+use std::io;
+use std::mem::MaybeUninit;
+use std::os::fd::{AsRawFd, BorrowedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Which `statx` fields a caller needs. Asking for less lets network
+/// filesystems answer from cached or partial attributes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StatMask(pub u32);
+
+impl StatMask {
+    /// File type only (`STATX_TYPE`): enough to decide whether to descend.
+    pub const TYPE: StatMask = StatMask(libc::STATX_TYPE);
+    /// Every field an [`crate::entry::Entry`] can carry.
+    pub const ALL: StatMask = StatMask(
+        libc::STATX_TYPE
+            | libc::STATX_MODE
+            | libc::STATX_NLINK
+            | libc::STATX_UID
+            | libc::STATX_GID
+            | libc::STATX_ATIME
+            | libc::STATX_MTIME
+            | libc::STATX_CTIME
+            | libc::STATX_INO
+            | libc::STATX_SIZE,
+    );
+}
+
+/// Seconds and nanoseconds since the Unix epoch.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Timestamp {
+    /// Whole seconds (negative before 1970).
+    pub sec: i64,
+    /// Nanoseconds within the second, `0..1_000_000_000`.
+    pub nsec: u32,
+}
+
+/// The attributes of one inode, as far as the mask asked for them (fields
+/// outside the mask are zero).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FileStat {
+    /// Device the inode lives on (always filled).
+    pub dev: u64,
+    /// Inode number.
+    pub ino: u64,
+    /// Type and permission bits (`st_mode`).
+    pub mode: u32,
+    /// Hard link count.
+    pub nlink: u64,
+    /// Owner.
+    pub uid: u32,
+    /// Group.
+    pub gid: u32,
+    /// Size in bytes.
+    pub size: u64,
+    /// Last access.
+    pub atime: Timestamp,
+    /// Last data modification.
+    pub mtime: Timestamp,
+    /// Last status change.
+    pub ctime: Timestamp,
+}
+
+static STATX_MISSING: AtomicBool = AtomicBool::new(false);
+
+/// Stats `name` relative to `base`, following a final symlink only when
+/// `follow` is set. Uses `statx` with `mask`; on kernels or sandboxes without
+/// `statx` it falls back to `fstatat` (which fills every field).
+pub fn stat_at(base: Base<'_>, name: &CStr, follow: bool, mask: StatMask) -> io::Result<FileStat> {
+    let nofollow = if follow { 0 } else { libc::AT_SYMLINK_NOFOLLOW };
+    if !STATX_MISSING.load(Ordering::Relaxed) {
+        let mut buf = MaybeUninit::<libc::statx>::zeroed();
+        // SAFETY: valid C string, valid descriptor or AT_FDCWD, writable buffer.
+        let ret = unsafe { libc::statx(base.raw(), name.as_ptr(), nofollow, mask.0, buf.as_mut_ptr()) };
+        match check(ret) {
+            Ok(_) => {
+                // SAFETY: statx succeeded and filled the buffer (it was zeroed anyway).
+                let s = unsafe { buf.assume_init() };
+                return Ok(FileStat {
+                    dev: libc::makedev(s.stx_dev_major, s.stx_dev_minor),
+                    ino: s.stx_ino,
+                    mode: s.stx_mode as u32,
+                    nlink: s.stx_nlink as u64,
+                    uid: s.stx_uid,
+                    gid: s.stx_gid,
+                    size: s.stx_size,
+                    atime: ts(s.stx_atime.tv_sec, s.stx_atime.tv_nsec),
+                    mtime: ts(s.stx_mtime.tv_sec, s.stx_mtime.tv_nsec),
+                    ctime: ts(s.stx_ctime.tv_sec, s.stx_ctime.tv_nsec),
+                });
+            }
+            Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => {
+                STATX_MISSING.store(true, Ordering::Relaxed);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    fstatat(base, name, nofollow)
+}
+
+fn ts(sec: i64, nsec: u32) -> Timestamp {
+    Timestamp { sec, nsec }
+}
+
+fn fstatat(base: Base<'_>, name: &CStr, flags: libc::c_int) -> io::Result<FileStat> {
+    let mut buf = MaybeUninit::<libc::stat>::zeroed();
+    // SAFETY: valid C string, valid descriptor or AT_FDCWD, writable buffer.
+    check(unsafe { libc::fstatat(base.raw(), name.as_ptr(), buf.as_mut_ptr(), flags) })?;
+    // SAFETY: fstatat succeeded and filled the buffer.
+    let s = unsafe { buf.assume_init() };
+    Ok(FileStat {
+        dev: s.st_dev,
+        ino: s.st_ino,
+        mode: s.st_mode,
+        nlink: s.st_nlink,
+        uid: s.st_uid,
+        gid: s.st_gid,
+        size: s.st_size as u64,
+        atime: ts(s.st_atime, s.st_atime_nsec as u32),
+        mtime: ts(s.st_mtime, s.st_mtime_nsec as u32),
+        ctime: ts(s.st_ctime, s.st_ctime_nsec as u32),
+    })
+}
+
+/// Reads the inode generation number (`FS_IOC_GETVERSION`) of an open file.
+/// Together with the inode number it identifies a file across inode reuse.
+/// Filesystems without it answer `ENOTTY` or `EOPNOTSUPP`.
+pub fn inode_generation(fd: BorrowedFd<'_>) -> io::Result<u32> {
+    let mut generation: libc::c_long = 0;
+    // SAFETY: FS_IOC_GETVERSION writes one `long` into the pointed-to value.
+    check(unsafe { libc::ioctl(fd.as_raw_fd(), libc::FS_IOC_GETVERSION, &mut generation) })?;
+    Ok(generation as u32)
+}

@@ -1,0 +1,494 @@
+//! The per-directory work of a walk: open, read, stat, spawn, send.
+
+use super::{Op, WalkError, WalkEvent, WalkOptions};
+use crate::entry::{Entry, FileType};
+use crate::rules::Verdict;
+use crate::sys::{self, Base, DirEntries, FileStat, StatMask};
+use crate::task::{Summary, SummaryCounters};
+use crossbeam_channel::Sender;
+use rayon::Scope;
+use std::cell::Cell;
+use std::ffi::{CStr, CString};
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
+
+/// State shared by every job of one walk.
+pub(super) struct Shared {
+    opts: WalkOptions,
+    tx: Sender<WalkEvent>,
+    counters: Arc<SummaryCounters>,
+    cancel: Arc<AtomicBool>,
+    /// Stat jobs handed to other threads and not yet finished.
+    stat_jobs: AtomicUsize,
+    /// Directory descriptors kept open for their children.
+    open_dirs: AtomicUsize,
+    fd_budget: usize,
+    mask: StatMask,
+}
+
+/// An open directory whose children are still being opened or stat'ed.
+struct Dir<'a> {
+    fd: OwnedFd,
+    /// The walk's count of retained descriptors, when this one is counted
+    /// (children then open relative to it); `None` once the budget is
+    /// spent, and children open by full path instead.
+    retained: Option<&'a AtomicUsize>,
+    path: Vec<u8>,
+    depth: usize,
+    root_dev: u64,
+    ancestors: Option<Arc<Ancestor>>,
+}
+
+/// A directory on the current path, for symlink-loop detection.
+struct Ancestor {
+    dev: u64,
+    ino: u64,
+    parent: Option<Arc<Ancestor>>,
+}
+
+/// A directory waiting to be read.
+struct DirJob<'a> {
+    parent: Option<Arc<Dir<'a>>>,
+    /// Name relative to the parent, or the full path when opened detached.
+    name: CString,
+    path: Vec<u8>,
+    depth: usize,
+    root_dev: u64,
+    /// Whether the directory itself was emitted (for `empty_dirs`).
+    emitted: bool,
+    ancestors: Option<Arc<Ancestor>>,
+}
+
+/// An entry whose name was copied out of the buffer to be stat'ed elsewhere.
+struct Pending {
+    name: CString,
+    path: Vec<u8>,
+    ino: u64,
+    verdict: Verdict,
+}
+
+/// Entries and counts being gathered for the next send.
+struct Chunk {
+    entries: Vec<Entry>,
+    summary: Summary,
+}
+
+thread_local! {
+    static BUFFER: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
+}
+
+/// How many entries a stat job handed to another thread carries.
+const STAT_JOB_ENTRIES: usize = 1024;
+
+impl Drop for Dir<'_> {
+    fn drop(&mut self) {
+        if let Some(open) = self.retained {
+            open.fetch_sub(1, Relaxed);
+        }
+    }
+}
+
+impl Shared {
+    pub(super) fn new(
+        opts: WalkOptions,
+        tx: Sender<WalkEvent>,
+        counters: Arc<SummaryCounters>,
+        cancel: Arc<AtomicBool>,
+    ) -> Shared {
+        let limit = sys::raise_nofile_limit().unwrap_or(1024) as usize;
+        let fd_budget = (limit.saturating_sub(64) / 2).clamp(16, 16_384);
+        let mask = if opts.stat { StatMask::ALL } else { StatMask::TYPE };
+        Shared {
+            opts,
+            tx,
+            counters,
+            cancel,
+            stat_jobs: AtomicUsize::new(0),
+            open_dirs: AtomicUsize::new(0),
+            fd_budget,
+            mask,
+        }
+    }
+
+    /// Walks every root on `pool` and returns when all jobs are done.
+    pub(super) fn run(self, pool: &rayon::ThreadPool, roots: Vec<Vec<u8>>) {
+        let this = &self;
+        pool.scope(|s| {
+            for root in roots {
+                s.spawn(move |s| this.root(s, root));
+            }
+        });
+    }
+
+    fn cancelled(&self) -> bool {
+        self.cancel.load(Relaxed)
+    }
+
+    fn send(&self, ev: WalkEvent) {
+        if self.tx.send(ev).is_err() {
+            // The consumer is gone: stop producing.
+            self.cancel.store(true, Relaxed);
+        }
+    }
+
+    fn fail(&self, path: Vec<u8>, op: Op, error: io::Error) {
+        self.counters.add(&Summary {
+            failures: 1,
+            ..Summary::default()
+        });
+        self.send(WalkEvent::Error(WalkError { path, op, error }));
+    }
+
+    fn flush(&self, chunk: &mut Chunk) {
+        self.counters.add(&chunk.summary);
+        chunk.summary = Summary::default();
+        if !chunk.entries.is_empty() {
+            let entries = std::mem::replace(&mut chunk.entries, Vec::with_capacity(64));
+            self.send(WalkEvent::Entries(entries));
+        }
+    }
+
+    fn root<'s>(&'s self, s: &Scope<'s>, path: Vec<u8>) {
+        let name = match CString::new(path.clone()) {
+            Ok(n) => n,
+            Err(_) => {
+                let e = io::Error::new(io::ErrorKind::InvalidInput, "path contains a NUL byte");
+                return self.fail(path, Op::InvalidPath, e);
+            }
+        };
+        let st = match self.stat(Base::Cwd, &name, self.opts.follow_links) {
+            Ok(st) => st,
+            Err(e) => return self.fail(path, Op::Stat, e),
+        };
+        let verdict = self.opts.filter.verdict(&path);
+        if verdict == Verdict::Prune {
+            return;
+        }
+        let file_type = FileType::from_mode(st.mode);
+        let mut chunk = Chunk {
+            entries: Vec::new(),
+            summary: Summary::default(),
+        };
+        if file_type == FileType::Directory && self.may_descend(0) {
+            let ancestors = self.opts.follow_links.then(|| {
+                Arc::new(Ancestor {
+                    dev: st.dev,
+                    ino: st.ino,
+                    parent: None,
+                })
+            });
+            let job = DirJob {
+                parent: None,
+                name: name.clone(),
+                path: path.clone(),
+                depth: 0,
+                root_dev: st.dev,
+                emitted: verdict == Verdict::Keep,
+                ancestors,
+            };
+            s.spawn(move |s| self.dir(s, job));
+        }
+        if verdict == Verdict::Keep {
+            let generation = self.generation(Base::Cwd, &name, file_type);
+            self.push(&mut chunk, path, file_type, st.ino, Some(st), generation);
+        }
+        self.flush(&mut chunk);
+    }
+
+    fn may_descend(&self, depth: usize) -> bool {
+        self.opts.max_depth.is_none_or(|m| depth < m)
+    }
+
+    fn stat(&self, base: Base<'_>, name: &CStr, follow: bool) -> io::Result<FileStat> {
+        match sys::stat_at(base, name, follow, self.mask) {
+            // A dangling symlink, or a symlink loop, is reported as the link itself.
+            Err(e) if follow && matches!(e.raw_os_error(), Some(libc::ENOENT) | Some(libc::ELOOP)) => {
+                sys::stat_at(base, name, false, self.mask).map_err(|_| e)
+            }
+            other => other,
+        }
+    }
+
+    fn generation(&self, base: Base<'_>, name: &CStr, t: FileType) -> Option<u32> {
+        if !self.opts.generation || !matches!(t, FileType::File | FileType::Directory) {
+            return None;
+        }
+        let fd = sys::open_file_at(base, name).ok()?;
+        sys::inode_generation(fd.as_fd()).ok()
+    }
+
+    fn push(
+        &self,
+        chunk: &mut Chunk,
+        path: Vec<u8>,
+        file_type: FileType,
+        ino: u64,
+        meta: Option<FileStat>,
+        generation: Option<u32>,
+    ) {
+        let s = &mut chunk.summary;
+        match file_type {
+            FileType::File => {
+                s.files += 1;
+                s.bytes += meta.map_or(0, |m| m.size);
+            }
+            FileType::Directory => s.dirs += 1,
+            FileType::Symlink => s.symlinks += 1,
+            FileType::Other => s.other += 1,
+        }
+        let ino = meta.map_or(ino, |m| m.ino);
+        chunk.entries.push(Entry {
+            path,
+            file_type,
+            ino,
+            meta: meta.filter(|_| self.opts.stat),
+            generation,
+        });
+        if chunk.entries.len() >= self.opts.chunk_entries {
+            self.flush(chunk);
+        }
+    }
+
+    /// Opens, reads and dispatches one directory.
+    fn dir<'s>(&'s self, s: &Scope<'s>, job: DirJob<'s>) {
+        if self.cancelled() {
+            return;
+        }
+        let base = match &job.parent {
+            Some(p) => Base::Dir(p.fd.as_fd()),
+            None => Base::Cwd,
+        };
+        let opened = sys::open_dir_at(base, &job.name, self.opts.follow_links);
+        drop(job.parent);
+        let fd = match opened {
+            Ok(fd) => fd,
+            Err(e) => return self.fail(job.path, Op::OpenDir, e),
+        };
+        let retained = if self.open_dirs.fetch_add(1, Relaxed) < self.fd_budget {
+            Some(&self.open_dirs)
+        } else {
+            self.open_dirs.fetch_sub(1, Relaxed);
+            None
+        };
+        let dir = Arc::new(Dir {
+            fd,
+            retained,
+            path: job.path,
+            depth: job.depth,
+            root_dev: job.root_dev,
+            ancestors: job.ancestors,
+        });
+        if self.read_dir(s, &dir) && job.emitted {
+            self.counters.add(&Summary {
+                empty_dirs: 1,
+                ..Summary::default()
+            });
+        }
+    }
+
+    /// Reads the directory; returns whether it had no entries.
+    fn read_dir<'s>(&'s self, s: &Scope<'s>, dir: &Arc<Dir<'s>>) -> bool {
+        let fd = &dir.fd;
+        let retained = dir.retained.is_some();
+        let mut buf = BUFFER.take();
+        buf.resize(self.opts.getdents_buffer, 0);
+        let mut chunk = Chunk {
+            entries: Vec::with_capacity(64),
+            summary: Summary::default(),
+        };
+        let mut empty = true;
+        let mut first_buffer = true;
+        while !self.cancelled() {
+            let n = match sys::getdents(fd.as_fd(), &mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) => {
+                    self.fail(dir.path.clone(), Op::ReadDir, e);
+                    break;
+                }
+            };
+            // Later buffers of a big directory go to other threads to stat.
+            let offload = retained && !first_buffer && self.opts.threads > 1 && self.opts.stat;
+            first_buffer = false;
+            let mut pending: Vec<Pending> = Vec::new();
+            for d in DirEntries::new(&buf[..n]) {
+                let name = d.name.to_bytes();
+                if name == b"." || name == b".." {
+                    continue;
+                }
+                empty = false;
+                if self.opts.skip_snapshots && name == b".snapshots" {
+                    continue;
+                }
+                let path = join(&dir.path, name);
+                let verdict = self.opts.filter.verdict(&path);
+                if verdict == Verdict::Prune {
+                    continue;
+                }
+                let dtype = FileType::from_dirent(d.d_type);
+                if !self.needs_stat(dtype) {
+                    let t = dtype.expect("known type when no stat is needed");
+                    self.found(s, dir, &mut chunk, d.name, path, t, d.ino, None, verdict);
+                } else if offload && self.stat_jobs.load(Relaxed) < 2 * self.opts.threads {
+                    pending.push(Pending {
+                        name: d.name.to_owned(),
+                        path,
+                        ino: d.ino,
+                        verdict,
+                    });
+                    if pending.len() >= STAT_JOB_ENTRIES {
+                        self.hand_off(s, dir, std::mem::take(&mut pending));
+                    }
+                } else {
+                    self.stat_entry(s, dir, &mut chunk, d.name, path, d.ino, verdict);
+                }
+            }
+            if !pending.is_empty() {
+                self.hand_off(s, dir, pending);
+            }
+            // Send what this buffer produced: first results must not wait
+            // for the end of a huge directory.
+            self.flush(&mut chunk);
+        }
+        self.flush(&mut chunk);
+        BUFFER.set(buf);
+        empty
+    }
+
+    fn needs_stat(&self, dtype: Option<FileType>) -> bool {
+        match dtype {
+            None => true,
+            Some(_) if self.opts.stat => true,
+            Some(FileType::Directory) => self.opts.one_file_system || self.opts.follow_links,
+            Some(FileType::Symlink) => self.opts.follow_links,
+            Some(_) => false,
+        }
+    }
+
+    fn hand_off<'s>(&'s self, s: &Scope<'s>, dir: &Arc<Dir<'s>>, pending: Vec<Pending>) {
+        self.stat_jobs.fetch_add(1, Relaxed);
+        let dir = dir.clone();
+        s.spawn(move |s| {
+            let mut chunk = Chunk {
+                entries: Vec::with_capacity(pending.len()),
+                summary: Summary::default(),
+            };
+            for p in pending {
+                if self.cancelled() {
+                    break;
+                }
+                self.stat_entry(s, &dir, &mut chunk, &p.name, p.path, p.ino, p.verdict);
+            }
+            self.flush(&mut chunk);
+            self.stat_jobs.fetch_sub(1, Relaxed);
+        });
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn stat_entry<'s>(
+        &'s self,
+        s: &Scope<'s>,
+        dir: &Arc<Dir<'s>>,
+        chunk: &mut Chunk,
+        name: &CStr,
+        path: Vec<u8>,
+        ino: u64,
+        verdict: Verdict,
+    ) {
+        match self.stat(Base::Dir(dir.fd.as_fd()), name, self.opts.follow_links) {
+            Ok(st) => {
+                let t = FileType::from_mode(st.mode);
+                self.found(s, dir, chunk, name, path, t, ino, Some(st), verdict);
+            }
+            // Deleted between getdents and stat: a race, not a failure.
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+            Err(e) => self.fail(path, Op::Stat, e),
+        }
+    }
+
+    /// Emits an examined entry and spawns a job for it if it is a directory
+    /// to descend.
+    #[allow(clippy::too_many_arguments)]
+    fn found<'s>(
+        &'s self,
+        s: &Scope<'s>,
+        dir: &Arc<Dir<'s>>,
+        chunk: &mut Chunk,
+        name: &CStr,
+        path: Vec<u8>,
+        t: FileType,
+        ino: u64,
+        st: Option<FileStat>,
+        verdict: Verdict,
+    ) {
+        let depth = dir.depth + 1;
+        if t == FileType::Directory && self.may_descend(depth) && self.crosses_ok(dir, st.as_ref()) {
+            match self.loop_check(dir, st.as_ref()) {
+                // Like `find -L`: a loop is reported, not listed.
+                Err(e) => return self.fail(path, Op::Loop, e),
+                Ok(ancestors) => {
+                    let (parent, name) = if dir.retained.is_some() {
+                        (Some(dir.clone()), name.to_owned())
+                    } else {
+                        (
+                            None,
+                            CString::new(path.clone()).expect("paths from getdents have no NUL"),
+                        )
+                    };
+                    let job = DirJob {
+                        parent,
+                        name,
+                        path: path.clone(),
+                        depth,
+                        root_dev: dir.root_dev,
+                        emitted: verdict == Verdict::Keep,
+                        ancestors,
+                    };
+                    s.spawn(move |s| self.dir(s, job));
+                }
+            }
+        }
+        if verdict == Verdict::Keep {
+            let generation = self.generation(Base::Dir(dir.fd.as_fd()), name, t);
+            self.push(chunk, path, t, ino, st, generation);
+        }
+    }
+
+    /// With `-x`, a directory on another device is reported but not entered.
+    fn crosses_ok(&self, dir: &Dir<'_>, st: Option<&FileStat>) -> bool {
+        !self.opts.one_file_system || st.is_none_or(|st| st.dev == dir.root_dev)
+    }
+
+    /// When following symlinks, refuses to enter a directory that is one of
+    /// its own ancestors; returns the ancestor chain for the new job.
+    fn loop_check(&self, dir: &Dir<'_>, st: Option<&FileStat>) -> io::Result<Option<Arc<Ancestor>>> {
+        let (Some(parent), Some(st)) = (&dir.ancestors, st) else {
+            return Ok(None);
+        };
+        let mut cur = Some(parent);
+        while let Some(a) = cur {
+            if a.dev == st.dev && a.ino == st.ino {
+                return Err(io::Error::from_raw_os_error(libc::ELOOP));
+            }
+            cur = a.parent.as_ref();
+        }
+        Ok(Some(Arc::new(Ancestor {
+            dev: st.dev,
+            ino: st.ino,
+            parent: Some(parent.clone()),
+        })))
+    }
+}
+
+/// Joins a directory path and a name with exactly one `/`.
+fn join(dir: &[u8], name: &[u8]) -> Vec<u8> {
+    let mut p = Vec::with_capacity(dir.len() + 1 + name.len());
+    p.extend_from_slice(dir);
+    if !dir.ends_with(b"/") {
+        p.push(b'/');
+    }
+    p.extend_from_slice(name);
+    p
+}
