@@ -167,6 +167,8 @@ impl Walk {
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(opts.threads.max(1))
             .thread_name(|i| format!("ferry-walk-{i}"))
+            // Directories past the descriptor budget are walked recursively.
+            .stack_size(16 << 20)
             .build()
             .map_err(io::Error::other)?;
         let shared = worker::Shared::new(opts, tx, counters.clone(), cancel.clone());

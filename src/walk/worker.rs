@@ -70,9 +70,18 @@ struct Pending {
 }
 
 /// Entries and counts being gathered for the next send.
-struct Chunk {
+struct Chunk<'a> {
     entries: Vec<Entry>,
     summary: Summary,
+    /// Subdirectories of a directory past the descriptor budget, to be
+    /// walked in place once it has been read (see [`Shared::dir`]).
+    deferred: Vec<DirJob<'a>>,
+}
+
+impl Chunk<'_> {
+    fn new(capacity: usize) -> Self {
+        Chunk { entries: Vec::with_capacity(capacity), summary: Summary::default(), deferred: Vec::new() }
+    }
 }
 
 thread_local! {
@@ -141,7 +150,7 @@ impl Shared {
         self.send(WalkEvent::Error(WalkError { path, op, error }));
     }
 
-    fn flush(&self, chunk: &mut Chunk) {
+    fn flush(&self, chunk: &mut Chunk<'_>) {
         self.counters.add(&chunk.summary);
         chunk.summary = Summary::default();
         if !chunk.entries.is_empty() {
@@ -167,10 +176,7 @@ impl Shared {
             return;
         }
         let file_type = FileType::from_mode(st.mode);
-        let mut chunk = Chunk {
-            entries: Vec::new(),
-            summary: Summary::default(),
-        };
+        let mut chunk = Chunk::new(1);
         if file_type == FileType::Directory && self.may_descend(0) {
             let ancestors = self.opts.follow_links.then(|| {
                 Arc::new(Ancestor {
@@ -203,8 +209,9 @@ impl Shared {
 
     fn stat(&self, base: Base<'_>, name: &CStr, follow: bool) -> io::Result<FileStat> {
         match sys::stat_at(base, name, follow, self.mask) {
-            // A dangling symlink, or a symlink loop, is reported as the link itself.
-            Err(e) if follow && matches!(e.raw_os_error(), Some(libc::ENOENT) | Some(libc::ELOOP)) => {
+            // A dangling symlink is reported as the link itself (a chain of
+            // links that loops, ELOOP, is a failure, as with `find -L`).
+            Err(e) if follow && e.raw_os_error() == Some(libc::ENOENT) => {
                 sys::stat_at(base, name, false, self.mask).map_err(|_| e)
             }
             other => other,
@@ -221,7 +228,7 @@ impl Shared {
 
     fn push(
         &self,
-        chunk: &mut Chunk,
+        chunk: &mut Chunk<'_>,
         path: Vec<u8>,
         file_type: FileType,
         ino: u64,
@@ -280,24 +287,30 @@ impl Shared {
             root_dev: job.root_dev,
             ancestors: job.ancestors,
         });
-        if self.read_dir(s, &dir) && job.emitted {
+        let (empty, deferred) = self.read_dir(s, &dir);
+        if empty && job.emitted {
             self.counters.add(&Summary {
                 empty_dirs: 1,
                 ..Summary::default()
             });
         }
+        // Past the descriptor budget, subdirectories are walked here, depth
+        // first, relative to this still-open directory: no new descriptor
+        // is kept per pending directory and no full path is ever resolved
+        // (paths may exceed PATH_MAX).
+        for job in deferred {
+            self.dir(s, job);
+        }
     }
 
-    /// Reads the directory; returns whether it had no entries.
-    fn read_dir<'s>(&'s self, s: &Scope<'s>, dir: &Arc<Dir<'s>>) -> bool {
+    /// Reads the directory; returns whether it had no entries, and the
+    /// subdirectories left to walk in place.
+    fn read_dir<'s>(&'s self, s: &Scope<'s>, dir: &Arc<Dir<'s>>) -> (bool, Vec<DirJob<'s>>) {
         let fd = &dir.fd;
         let retained = dir.retained.is_some();
         let mut buf = BUFFER.take();
         buf.resize(self.opts.getdents_buffer, 0);
-        let mut chunk = Chunk {
-            entries: Vec::with_capacity(64),
-            summary: Summary::default(),
-        };
+        let mut chunk = Chunk::new(64);
         let mut empty = true;
         let mut first_buffer = true;
         while !self.cancelled() {
@@ -319,9 +332,6 @@ impl Shared {
                     continue;
                 }
                 empty = false;
-                if self.opts.skip_snapshots && name == b".snapshots" {
-                    continue;
-                }
                 let path = join(&dir.path, name);
                 let verdict = self.opts.filter.verdict(&path);
                 if verdict == Verdict::Prune {
@@ -354,7 +364,7 @@ impl Shared {
         }
         self.flush(&mut chunk);
         BUFFER.set(buf);
-        empty
+        (empty, chunk.deferred)
     }
 
     fn needs_stat(&self, dtype: Option<FileType>) -> bool {
@@ -371,10 +381,7 @@ impl Shared {
         self.stat_jobs.fetch_add(1, Relaxed);
         let dir = dir.clone();
         s.spawn(move |s| {
-            let mut chunk = Chunk {
-                entries: Vec::with_capacity(pending.len()),
-                summary: Summary::default(),
-            };
+            let mut chunk = Chunk::new(pending.len());
             for p in pending {
                 if self.cancelled() {
                     break;
@@ -391,7 +398,7 @@ impl Shared {
         &'s self,
         s: &Scope<'s>,
         dir: &Arc<Dir<'s>>,
-        chunk: &mut Chunk,
+        chunk: &mut Chunk<'s>,
         name: &CStr,
         path: Vec<u8>,
         ino: u64,
@@ -415,7 +422,7 @@ impl Shared {
         &'s self,
         s: &Scope<'s>,
         dir: &Arc<Dir<'s>>,
-        chunk: &mut Chunk,
+        chunk: &mut Chunk<'s>,
         name: &CStr,
         path: Vec<u8>,
         t: FileType,
@@ -423,31 +430,31 @@ impl Shared {
         st: Option<FileStat>,
         verdict: Verdict,
     ) {
+        let is_dir = t == FileType::Directory;
+        if is_dir && self.opts.skip_snapshots && name.to_bytes() == b".snapshots" {
+            return;
+        }
+        // Like `find -L`: a directory that is its own ancestor is reported, not listed.
+        let ancestors = match is_dir.then(|| self.loop_check(dir, st.as_ref())) {
+            Some(Err(e)) => return self.fail(path, Op::Loop, e),
+            Some(Ok(a)) => a,
+            None => None,
+        };
         let depth = dir.depth + 1;
-        if t == FileType::Directory && self.may_descend(depth) && self.crosses_ok(dir, st.as_ref()) {
-            match self.loop_check(dir, st.as_ref()) {
-                // Like `find -L`: a loop is reported, not listed.
-                Err(e) => return self.fail(path, Op::Loop, e),
-                Ok(ancestors) => {
-                    let (parent, name) = if dir.retained.is_some() {
-                        (Some(dir.clone()), name.to_owned())
-                    } else {
-                        (
-                            None,
-                            CString::new(path.clone()).expect("paths from getdents have no NUL"),
-                        )
-                    };
-                    let job = DirJob {
-                        parent,
-                        name,
-                        path: path.clone(),
-                        depth,
-                        root_dev: dir.root_dev,
-                        emitted: verdict == Verdict::Keep,
-                        ancestors,
-                    };
-                    s.spawn(move |s| self.dir(s, job));
-                }
+        if is_dir && self.may_descend(depth) && self.crosses_ok(dir, st.as_ref()) {
+            let job = DirJob {
+                parent: Some(dir.clone()),
+                name: name.to_owned(),
+                path: path.clone(),
+                depth,
+                root_dev: dir.root_dev,
+                emitted: verdict == Verdict::Keep,
+                ancestors,
+            };
+            if dir.retained.is_some() {
+                s.spawn(move |s| self.dir(s, job));
+            } else {
+                chunk.deferred.push(job);
             }
         }
         if verdict == Verdict::Keep {
