@@ -100,17 +100,18 @@ impl<T> Batcher<T> {
     pub fn push(&mut self, item: T, data_bytes: u64, message_bytes: usize, mut emit: impl FnMut(Vec<T>)) {
         let max_paths = self.limits.paths_limit(self.discovered);
         self.discovered += 1;
-        let over_data = self.limits.max_data_bytes.is_some_and(|m| self.data + data_bytes > m);
+        let over_data = self.limits.max_data_bytes.is_some_and(|m| self.data.checked_add(data_bytes).is_none_or(|t| t > m));
         let over_msg = self
             .limits
             .max_message_bytes
-            .is_some_and(|m| self.message + message_bytes > m);
+            .is_some_and(|m| self.message.checked_add(message_bytes).is_none_or(|t| t > m));
         if !self.items.is_empty() && (self.items.len() >= max_paths || over_data || over_msg) {
             emit(self.take());
         }
         self.items.push(item);
-        self.data += data_bytes;
-        self.message += message_bytes;
+        // Sizes can reach i64::MAX (sparse files): saturate, never wrap.
+        self.data = self.data.saturating_add(data_bytes);
+        self.message = self.message.saturating_add(message_bytes);
         let full_data = self.limits.max_data_bytes.is_some_and(|m| self.data >= m);
         let full_msg = self.limits.max_message_bytes.is_some_and(|m| self.message >= m);
         if self.items.len() >= max_paths || full_data || full_msg {

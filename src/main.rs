@@ -175,7 +175,7 @@ fn run_scan(a: ScanArgs) -> ExitCode {
             BufWriter::with_capacity(256 * 1024, stdout),
             &mut io::stderr().lock(),
         )
-        .map_err(|e| format!("output error: {e}"))?;
+        .map_err(|e| format!("scan failed: {e}"))?;
         if a.summary {
             write_status(&mut io::stdout().lock(), &req.roots, &report).map_err(|e| format!("output error: {e}"))?;
         }

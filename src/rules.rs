@@ -3,10 +3,9 @@
 //! path is kept when it matches any include (or there are none) and no
 //! exclude; an excluded directory is not descended.
 
-use globset::{Candidate, GlobBuilder, GlobSet, GlobSetBuilder};
-use std::ffi::OsStr;
+use globset::GlobBuilder;
+use regex::bytes::RegexSet;
 use std::fmt;
-use std::os::unix::ffi::OsStrExt;
 
 /// What to do with one discovered path.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -37,19 +36,22 @@ impl fmt::Display for FilterError {
 impl std::error::Error for FilterError {}
 
 /// Compiled include and exclude patterns.
+///
+/// globset parses each glob and translates it to a regular expression over
+/// bytes; the set is matched against the whole raw path. (globset's own
+/// matcher derives file names and extensions through `Path`, which has no
+/// file name for a path ending in `..`; matching the translated regexes
+/// directly has no such special cases.)
 #[derive(Clone, Debug, Default)]
 pub struct Filter {
-    include: Option<GlobSet>,
-    exclude: Option<GlobSet>,
+    include: Option<RegexSet>,
+    exclude: Option<RegexSet>,
 }
 
 impl Filter {
     /// Compiles the patterns. An empty include list includes everything.
     pub fn new<S: AsRef<str>>(includes: &[S], excludes: &[S]) -> Result<Filter, FilterError> {
-        Ok(Filter {
-            include: compile(includes)?,
-            exclude: compile(excludes)?,
-        })
+        Ok(Filter { include: compile(includes)?, exclude: compile(excludes)? })
     }
 
     /// Whether this filter keeps everything (no patterns at all).
@@ -59,25 +61,21 @@ impl Filter {
 
     /// Decides the fate of a full path.
     pub fn verdict(&self, path: &[u8]) -> Verdict {
-        if self.is_empty() {
-            return Verdict::Keep;
-        }
-        let cand = Candidate::new(OsStr::from_bytes(path));
-        if self.exclude.as_ref().is_some_and(|x| x.is_match_candidate(&cand)) {
+        if self.exclude.as_ref().is_some_and(|x| x.is_match(path)) {
             return Verdict::Prune;
         }
         match &self.include {
-            Some(inc) if !inc.is_match_candidate(&cand) => Verdict::Hide,
+            Some(inc) if !inc.is_match(path) => Verdict::Hide,
             _ => Verdict::Keep,
         }
     }
 }
 
-fn compile<S: AsRef<str>>(patterns: &[S]) -> Result<Option<GlobSet>, FilterError> {
+fn compile<S: AsRef<str>>(patterns: &[S]) -> Result<Option<RegexSet>, FilterError> {
     if patterns.is_empty() {
         return Ok(None);
     }
-    let mut set = GlobSetBuilder::new();
+    let mut regexes = Vec::with_capacity(patterns.len());
     for p in patterns {
         let p = p.as_ref();
         let glob = GlobBuilder::new(p)
@@ -85,13 +83,10 @@ fn compile<S: AsRef<str>>(patterns: &[S]) -> Result<Option<GlobSet>, FilterError
             .backslash_escape(true)
             .empty_alternates(true)
             .build()
-            .map_err(|e| FilterError {
-                pattern: p.to_string(),
-                reason: e.kind().to_string(),
-            })?;
-        set.add(glob);
+            .map_err(|e| FilterError { pattern: p.to_string(), reason: e.kind().to_string() })?;
+        regexes.push(glob.regex().to_string());
     }
-    set.build().map(Some).map_err(|e| FilterError {
+    RegexSet::new(&regexes).map(Some).map_err(|e| FilterError {
         pattern: patterns.iter().map(AsRef::as_ref).collect::<Vec<_>>().join(" "),
         reason: e.to_string(),
     })

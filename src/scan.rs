@@ -40,11 +40,10 @@ pub struct ScanReport {
 pub fn scan(req: &ScanRequest, out: impl Write, errors: &mut impl Write) -> io::Result<ScanReport> {
     let started = now_iso8601();
     let t0 = Instant::now();
-    let walk = Walk::start(req.roots.clone(), req.walk.clone())?;
+    let mut walk = Walk::start(req.roots.clone(), req.walk.clone())?;
     let _progress = Progress::start(walk.counters().clone(), req.progress);
     let mut writer = req.format.map(|f| EntryWriter::new(out, f));
     let mut output_closed = false;
-    let mut walk = walk;
     for ev in walk.by_ref() {
         match ev {
             WalkEvent::Entries(entries) => {
@@ -67,8 +66,7 @@ pub fn scan(req: &ScanRequest, out: impl Write, errors: &mut impl Write) -> io::
             other => drop(other?),
         }
     }
-    let summary = walk.summary();
-    drop(walk);
+    let summary = walk.finish()?;
     Ok(ScanReport {
         summary,
         started,

@@ -1654,3 +1654,33 @@ fn follow_links_with_depth_limit_reports_loops_it_does_not_enter() {
     assert_eq!(out.status.code(), Some(1), "a loop is a reported failure");
     assert!(out.stderr.contains("loop"), "{}", out.stderr);
 }
+
+#[test]
+fn files_of_maximum_size_do_not_overflow_counts_or_batches() {
+    // ext4 caps file sizes at 16 TiB; tmpfs takes i64::MAX sparse files.
+    let tmp = tempfile::tempdir_in("/dev/shm").expect("/dev/shm (tmpfs) is available");
+    for i in 0..3 {
+        std::fs::File::create(tmp.path().join(format!("f{i}")))
+            .unwrap()
+            .set_len(i64::MAX as u64)
+            .unwrap();
+    }
+    let out = ferry(args!["scan", "--summary", tmp.path()]);
+    out.assert_ok();
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(status["summary"]["files"], 3);
+    assert_eq!(status["summary"]["bytes"], u64::MAX, "saturates, never wraps");
+    // Without a data limit everything shares one batch. With 2e10 GB the
+    // limit is u64::MAX bytes: two files (2^64 - 2 bytes) fit, three never.
+    let out = ferry(args!["scan", "--batch", "--file-batch-gb", "0", tmp.path()]);
+    out.assert_ok();
+    assert_eq!(batches(&out).iter().map(Vec::len).collect::<Vec<_>>(), vec![4]);
+    let out = ferry(args!["scan", "--batch", "--file-batch-gb", "2e10", tmp.path()]);
+    out.assert_ok();
+    let b = batches(&out);
+    assert_eq!(b.iter().map(Vec::len).sum::<usize>(), 4);
+    for batch in &b {
+        let files = batch.iter().filter(|o| o.kind == "file").count();
+        assert!(files <= 2, "a batch of {files} files of i64::MAX bytes exceeds u64::MAX bytes");
+    }
+}

@@ -71,7 +71,10 @@ fn stat_matches_std_and_respects_follow() {
 
     let st = sys::stat_at(base, c"file", false, StatMask::ALL).unwrap();
     let m = fs::symlink_metadata(&f).unwrap();
-    assert_eq!((st.ino, st.size, st.mode, st.uid, st.gid, st.nlink), (m.ino(), 5, m.mode(), m.uid(), m.gid(), 1));
+    assert_eq!(
+        (st.ino, st.size, st.mode, st.uid, st.gid, st.nlink),
+        (m.ino(), 5, m.mode(), m.uid(), m.gid(), 1)
+    );
     assert_eq!((st.mtime.sec, st.mtime.nsec as i64), (m.mtime(), m.mtime_nsec()));
     assert_eq!(st.dev, m.dev());
 
@@ -94,7 +97,10 @@ fn open_dir_refuses_a_symlink_unless_following() {
     symlink("real", tmp.path().join("link")).unwrap();
     let dir = sys::open_dir_at(Base::Cwd, &cstr(tmp.path()), false).unwrap();
     let e = sys::open_dir_at(Base::Dir(dir.as_fd()), c"link", false).unwrap_err();
-    assert!(matches!(e.raw_os_error(), Some(libc::ELOOP) | Some(libc::ENOTDIR)), "{e}");
+    assert!(
+        matches!(e.raw_os_error(), Some(libc::ELOOP) | Some(libc::ENOTDIR)),
+        "{e}"
+    );
     sys::open_dir_at(Base::Dir(dir.as_fd()), c"link", true).unwrap();
     let e = sys::open_dir_at(Base::Cwd, c"/nonexistent-ferry-test", false).unwrap_err();
     assert_eq!(e.raw_os_error(), Some(libc::ENOENT));
@@ -110,14 +116,22 @@ fn inode_generation_matches_lsattr() {
     let generation = match sys::inode_generation(fd.as_fd()) {
         Ok(g) => g,
         Err(e) if matches!(e.raw_os_error(), Some(libc::ENOTTY) | Some(libc::EOPNOTSUPP)) => {
-            assert_ne!(std::env::var("CI").as_deref(), Ok("true"), "the CI filesystem must support FS_IOC_GETVERSION");
+            assert_ne!(
+                std::env::var("CI").as_deref(),
+                Ok("true"),
+                "the CI filesystem must support FS_IOC_GETVERSION"
+            );
             eprintln!("SKIPPED: this filesystem has no inode generations ({e})");
             return;
         }
         Err(e) => panic!("{e}"),
     };
     // lsattr -v prints "<generation> <flags> <path>".
-    let out = Command::new("lsattr").arg("-v").arg(&f).output().expect("lsattr (e2fsprogs) is installed");
+    let out = Command::new("lsattr")
+        .arg("-v")
+        .arg(&f)
+        .output()
+        .expect("lsattr (e2fsprogs) is installed");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let text = String::from_utf8(out.stdout).unwrap();
     let want: u32 = text.split_whitespace().next().unwrap().parse().unwrap();
@@ -138,7 +152,10 @@ fn xattrs_are_listed_without_following_symlinks() {
     let link = tmp.path().join("link");
     symlink("file", &link).unwrap();
     let on_link = sys::list_xattrs(&cstr(&link)).unwrap();
-    assert!(!on_link.iter().any(|n| n.starts_with(b"user.")), "followed the symlink: {on_link:?}");
+    assert!(
+        !on_link.iter().any(|n| n.starts_with(b"user.")),
+        "followed the symlink: {on_link:?}"
+    );
 
     let e = sys::list_xattrs(&cstr(&tmp.path().join("missing"))).unwrap_err();
     assert_eq!(e.raw_os_error(), Some(libc::ENOENT));

@@ -20,7 +20,7 @@ fn collect(root: &Path, opts: WalkOptions) -> (Vec<Entry>, usize, ferry::task::S
             WalkEvent::Error(_) => errors += 1,
         }
     }
-    let summary = walk.summary();
+    let summary = walk.finish().unwrap();
     (entries, errors, summary)
 }
 
@@ -30,7 +30,10 @@ fn mixed_tree_is_complete_and_counted() {
     let root = tmp.path().join("t");
     generate(&root, Shape::Mixed, 20_000).unwrap();
     for threads in [1, 3, 16] {
-        let opts = WalkOptions { threads, ..WalkOptions::default() };
+        let opts = WalkOptions {
+            threads,
+            ..WalkOptions::default()
+        };
         let (entries, errors, s) = collect(&root, opts);
         assert_eq!(errors, 0);
         let unique: HashSet<&[u8]> = entries.iter().map(|e| &e.path[..]).collect();
@@ -50,7 +53,13 @@ fn names_only_walk_does_not_stat() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().join("t");
     generate(&root, Shape::Wide, 500).unwrap();
-    let (entries, _, s) = collect(&root, WalkOptions { stat: false, ..WalkOptions::default() });
+    let (entries, _, s) = collect(
+        &root,
+        WalkOptions {
+            stat: false,
+            ..WalkOptions::default()
+        },
+    );
     assert_eq!(s.files, 500);
     // Only the root is stat'ed (to learn its type).
     assert_eq!(entries.iter().filter(|e| e.meta.is_some()).count(), 0);
@@ -62,12 +71,22 @@ fn depth_limit_and_generations() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().join("t");
     generate(&root, Shape::Deep, DEEP_LEVELS * 2).unwrap();
-    let (entries, _, _) = collect(&root, WalkOptions { max_depth: Some(3), generation: true, ..WalkOptions::default() });
+    let (entries, _, _) = collect(
+        &root,
+        WalkOptions {
+            max_depth: Some(3),
+            generation: true,
+            ..WalkOptions::default()
+        },
+    );
     // Depth 0: root; 1: level00; 2: level01 + 2 files; 3: level02 + 2 files.
     assert_eq!(entries.len(), 1 + 1 + 3 + 3);
     let files: Vec<&Entry> = entries.iter().filter(|e| e.file_type == FileType::File).collect();
     assert_eq!(files.len(), 4);
-    assert!(files.iter().all(|e| e.generation.is_some()), "ext4 has inode generations");
+    assert!(
+        files.iter().all(|e| e.generation.is_some()),
+        "ext4 has inode generations"
+    );
 }
 
 #[test]
@@ -75,7 +94,11 @@ fn dropping_a_walk_cancels_it_promptly() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().join("t");
     generate(&root, Shape::Flat, 30_000).unwrap();
-    let opts = WalkOptions { channel_chunks: 1, chunk_entries: 16, ..WalkOptions::default() };
+    let opts = WalkOptions {
+        channel_chunks: 1,
+        chunk_entries: 16,
+        ..WalkOptions::default()
+    };
     let mut walk = Walk::start(vec![root.as_os_str().as_bytes().to_vec()], opts).unwrap();
     assert!(matches!(walk.next(), Some(WalkEvent::Entries(_))));
     let t0 = Instant::now();

@@ -82,7 +82,7 @@ impl PathObject {
             match k.as_str() {
                 "path" => path = Some(decode_path("path", &v)?),
                 "source" => source = Some(decode_path("source", &v)?),
-                _ => extra.push((k, v)),
+                _ => extra.push((k, compact(v))),
             }
         }
         let path = path.ok_or(PathObjectError::MissingPath)?;
@@ -105,6 +105,33 @@ impl PathObject {
         }
         out.push(b'}');
     }
+}
+
+/// Removes whitespace outside strings from a raw JSON value, so that an
+/// object written back is always one line (a pretty-printed task payload
+/// must not break JSON Lines output).
+fn compact(v: Box<RawValue>) -> Box<RawValue> {
+    let text = v.get();
+    if !text.bytes().any(|b| matches!(b, b' ' | b'\n' | b'\r' | b'\t')) {
+        return v;
+    }
+    let mut out = String::with_capacity(text.len());
+    let (mut in_string, mut escaped) = (false, false);
+    for c in text.chars() {
+        if in_string {
+            out.push(c);
+            match c {
+                _ if escaped => escaped = false,
+                '\\' => escaped = true,
+                '"' => in_string = false,
+                _ => {}
+            }
+        } else if !matches!(c, ' ' | '\n' | '\r' | '\t') {
+            in_string = c == '"';
+            out.push(c);
+        }
+    }
+    RawValue::from_string(out).expect("removing insignificant whitespace keeps valid JSON")
 }
 
 fn decode_path(key: &'static str, v: &RawValue) -> Result<Vec<u8>, PathObjectError> {

@@ -27,6 +27,11 @@ pub struct Summary {
 }
 
 impl Summary {
+    /// Adds one file's size, saturating rather than wrapping.
+    pub fn add_bytes(&mut self, size: u64) {
+        self.bytes = self.bytes.saturating_add(size);
+    }
+
     /// Every entry counted, of any type.
     pub fn entries(&self) -> u64 {
         self.dirs + self.files + self.symlinks + self.other
@@ -61,7 +66,8 @@ impl SummaryCounters {
             (&self.bytes, s.bytes),
         ] {
             if v != 0 {
-                c.fetch_add(v, Relaxed);
+                // Saturate: sparse files can make byte totals reach u64::MAX.
+                let _ = c.fetch_update(Relaxed, Relaxed, |old| Some(old.saturating_add(v)));
             }
         }
     }

@@ -197,6 +197,31 @@ impl Walk {
     pub fn cancel(&self) {
         self.cancel.store(true, Ordering::Relaxed);
     }
+
+    /// Stops the walk if it is still running, waits for its threads, and
+    /// returns the final counts. A walker thread that panicked is an error
+    /// here, never a quietly short result.
+    pub fn finish(mut self) -> io::Result<Summary> {
+        self.stop()?;
+        Ok(self.summary())
+    }
+
+    fn stop(&mut self) -> io::Result<()> {
+        self.cancel();
+        // Dropping the receiver unblocks workers waiting to send.
+        self.rx.take();
+        match self.thread.take().map(JoinHandle::join) {
+            Some(Err(panic)) => {
+                let msg = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                Err(io::Error::other(format!("walker thread panicked: {msg}")))
+            }
+            _ => Ok(()),
+        }
+    }
 }
 
 impl Iterator for Walk {
@@ -209,11 +234,7 @@ impl Iterator for Walk {
 
 impl Drop for Walk {
     fn drop(&mut self) {
-        self.cancel();
-        // Dropping the receiver unblocks workers waiting to send.
-        self.rx.take();
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+        // Whoever drops a walk without `finish` has given up on its result.
+        let _ = self.stop();
     }
 }

@@ -80,7 +80,11 @@ struct Chunk<'a> {
 
 impl Chunk<'_> {
     fn new(capacity: usize) -> Self {
-        Chunk { entries: Vec::with_capacity(capacity), summary: Summary::default(), deferred: Vec::new() }
+        Chunk {
+            entries: Vec::with_capacity(capacity),
+            summary: Summary::default(),
+            deferred: Vec::new(),
+        }
     }
 }
 
@@ -239,7 +243,7 @@ impl Shared {
         match file_type {
             FileType::File => {
                 s.files += 1;
-                s.bytes += meta.map_or(0, |m| m.size);
+                s.add_bytes(meta.map_or(0, |m| m.size));
             }
             FileType::Directory => s.dirs += 1,
             FileType::Symlink => s.symlinks += 1,
