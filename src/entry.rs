@@ -2,9 +2,6 @@
 //! raw path bytes and as much metadata as the caller asked for.
 
 use crate::sys::{FileStat, Timestamp};
-use std::ffi::OsStr;
-use std::os::unix::ffi::OsStrExt;
-use std::path::Path;
 
 /// What kind of inode an entry is, with the names the seed's filter rules use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -71,10 +68,6 @@ pub struct Entry {
 }
 
 impl Entry {
-    /// The path as a `Path`, for use with std APIs.
-    pub fn as_path(&self) -> &Path {
-        Path::new(OsStr::from_bytes(&self.path))
-    }
 
     /// Size in bytes of a regular file's data; `0` for other types or when
     /// the entry was not stat'ed.
@@ -133,11 +126,10 @@ impl Fields {
         ("nlink", Fields::NLINK),
     ];
 
-    /// Path and type: answerable from `getdents` alone.
-    pub const NAMES_ONLY: Fields = Fields(Fields::PATH.0 | Fields::TYPE.0);
 
-    /// Everything that one `statx` call gives (all but `generation`).
-    pub const DEFAULT: Fields = Fields(0x0fff & !Fields::GENERATION.0);
+    /// The default selection: everything one `statx` call gives (all but
+    /// `generation`, which costs an open and an ioctl per file).
+    pub const DEFAULT_LIST: &'static str = "path,type,size,mtime,ctime,atime,inode,mode,uid,gid,nlink";
 
     /// Whether every field in `other` is selected.
     pub fn contains(self, other: Fields) -> bool {
@@ -208,12 +200,14 @@ mod tests {
     #[test]
     fn fields_parse_and_stat_need() {
         let f = Fields::parse("type").unwrap();
-        assert_eq!(f, Fields::NAMES_ONLY);
+        assert_eq!(f, Fields::PATH.with(Fields::TYPE));
         assert!(!f.needs_stat());
         assert!(Fields::parse("path,size").unwrap().needs_stat());
         assert!(!Fields::parse("inode").unwrap().needs_stat());
         assert!(Fields::parse("all").unwrap().contains(Fields::GENERATION));
-        assert!(!Fields::DEFAULT.contains(Fields::GENERATION));
+        let default = Fields::parse(Fields::DEFAULT_LIST).unwrap();
+        assert!(!default.contains(Fields::GENERATION));
+        assert!(default.with(Fields::GENERATION) == Fields::parse("all").unwrap());
         assert!(Fields::parse("bogus").unwrap_err().contains("bogus"));
     }
 

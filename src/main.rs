@@ -93,7 +93,7 @@ struct ScanArgs {
     #[arg(
         long,
         value_name = "LIST",
-        default_value = "path,type,size,mtime,ctime,atime,inode,mode,uid,gid,nlink"
+        default_value = Fields::DEFAULT_LIST
     )]
     fields: String,
 
