@@ -100,7 +100,10 @@ impl<T> Batcher<T> {
     pub fn push(&mut self, item: T, data_bytes: u64, message_bytes: usize, mut emit: impl FnMut(Vec<T>)) {
         let max_paths = self.limits.paths_limit(self.discovered);
         self.discovered += 1;
-        let over_data = self.limits.max_data_bytes.is_some_and(|m| self.data.checked_add(data_bytes).is_none_or(|t| t > m));
+        let over_data = self
+            .limits
+            .max_data_bytes
+            .is_some_and(|m| self.data.checked_add(data_bytes).is_none_or(|t| t > m));
         let over_msg = self
             .limits
             .max_message_bytes

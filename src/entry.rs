@@ -68,7 +68,6 @@ pub struct Entry {
 }
 
 impl Entry {
-
     /// Size in bytes of a regular file's data; `0` for other types or when
     /// the entry was not stat'ed.
     pub fn data_size(&self) -> u64 {
@@ -125,7 +124,6 @@ impl Fields {
         ("gid", Fields::GID),
         ("nlink", Fields::NLINK),
     ];
-
 
     /// The default selection: everything one `statx` call gives (all but
     /// `generation`, which costs an open and an ioctl per file).

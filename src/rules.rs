@@ -51,7 +51,10 @@ pub struct Filter {
 impl Filter {
     /// Compiles the patterns. An empty include list includes everything.
     pub fn new<S: AsRef<str>>(includes: &[S], excludes: &[S]) -> Result<Filter, FilterError> {
-        Ok(Filter { include: compile(includes)?, exclude: compile(excludes)? })
+        Ok(Filter {
+            include: compile(includes)?,
+            exclude: compile(excludes)?,
+        })
     }
 
     /// Whether this filter keeps everything (no patterns at all).
@@ -83,7 +86,10 @@ fn compile<S: AsRef<str>>(patterns: &[S]) -> Result<Option<RegexSet>, FilterErro
             .backslash_escape(true)
             .empty_alternates(true)
             .build()
-            .map_err(|e| FilterError { pattern: p.to_string(), reason: e.kind().to_string() })?;
+            .map_err(|e| FilterError {
+                pattern: p.to_string(),
+                reason: e.kind().to_string(),
+            })?;
         regexes.push(glob.regex().to_string());
     }
     RegexSet::new(&regexes).map(Some).map_err(|e| FilterError {

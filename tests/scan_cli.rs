@@ -1681,6 +1681,9 @@ fn files_of_maximum_size_do_not_overflow_counts_or_batches() {
     assert_eq!(b.iter().map(Vec::len).sum::<usize>(), 4);
     for batch in &b {
         let files = batch.iter().filter(|o| o.kind == "file").count();
-        assert!(files <= 2, "a batch of {files} files of i64::MAX bytes exceeds u64::MAX bytes");
+        assert!(
+            files <= 2,
+            "a batch of {files} files of i64::MAX bytes exceeds u64::MAX bytes"
+        );
     }
 }

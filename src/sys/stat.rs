@@ -72,7 +72,8 @@ static STATX_MISSING: AtomicBool = AtomicBool::new(false);
 /// `follow` is set. Uses `statx` with `mask`; on kernels or sandboxes without
 /// `statx` it falls back to `fstatat` (which fills every field).
 pub fn stat_at(base: Base<'_>, name: &CStr, follow: bool, mask: StatMask) -> io::Result<FileStat> {
-    let nofollow = if follow { 0 } else { libc::AT_SYMLINK_NOFOLLOW };
+    // A scan must never trigger an automount (fstatat implies this; statx does not).
+    let nofollow = libc::AT_NO_AUTOMOUNT | if follow { 0 } else { libc::AT_SYMLINK_NOFOLLOW };
     if !STATX_MISSING.load(Ordering::Relaxed) {
         let mut buf = MaybeUninit::<libc::statx>::zeroed();
         // SAFETY: valid C string, valid descriptor or AT_FDCWD, writable buffer.

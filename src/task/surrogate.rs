@@ -42,6 +42,15 @@ const HEX: &[u8; 16] = b"0123456789abcdef";
 /// Appends `bytes` to `out` as a quoted JSON string literal.
 pub fn encode(bytes: &[u8], out: &mut Vec<u8>) {
     out.push(b'"');
+    // Most paths are printable ASCII with nothing to escape: copy them.
+    if bytes
+        .iter()
+        .all(|&b| matches!(b, b' '..=b'~') && b != b'"' && b != b'\\')
+    {
+        out.extend_from_slice(bytes);
+        out.push(b'"');
+        return;
+    }
     for chunk in bytes.utf8_chunks() {
         escape_str(chunk.valid().as_bytes(), out);
         for &b in chunk.invalid() {

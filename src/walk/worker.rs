@@ -69,7 +69,12 @@ struct Pending {
     verdict: Verdict,
 }
 
-/// Entries and counts being gathered for the next send.
+/// Entries and counts being gathered for the next send, by one job.
+///
+/// Entries of many small directories share one chunk: a job starts with
+/// what its thread carried over from the previous job (see [`CARRY`]) and
+/// sends only when the chunk is full or the thread has no queued work left,
+/// instead of one channel send (and consumer wake-up) per directory.
 struct Chunk<'a> {
     entries: Vec<Entry>,
     summary: Summary,
@@ -79,10 +84,12 @@ struct Chunk<'a> {
 }
 
 impl Chunk<'_> {
-    fn new(capacity: usize) -> Self {
+    /// Starts a job's chunk with what this thread carried over.
+    fn resume() -> Self {
+        let (entries, summary) = CARRY.take();
         Chunk {
-            entries: Vec::with_capacity(capacity),
-            summary: Summary::default(),
+            entries,
+            summary,
             deferred: Vec::new(),
         }
     }
@@ -90,6 +97,8 @@ impl Chunk<'_> {
 
 thread_local! {
     static BUFFER: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
+    /// Entries and counts a thread has gathered but not sent yet.
+    static CARRY: Cell<(Vec<Entry>, Summary)> = Cell::new((Vec::new(), Summary::default()));
 }
 
 /// How many entries a stat job handed to another thread carries.
@@ -133,6 +142,8 @@ impl Shared {
                 s.spawn(move |s| this.root(s, root));
             }
         });
+        // Every thread sends what it still carries.
+        pool.broadcast(|_| this.flush(&mut Chunk::resume()));
     }
 
     fn cancelled(&self) -> bool {
@@ -158,9 +169,29 @@ impl Shared {
         self.counters.add(&chunk.summary);
         chunk.summary = Summary::default();
         if !chunk.entries.is_empty() {
-            let entries = std::mem::replace(&mut chunk.entries, Vec::with_capacity(64));
+            let entries = std::mem::replace(&mut chunk.entries, Vec::with_capacity(self.opts.chunk_entries));
             self.send(WalkEvent::Entries(entries));
         }
+    }
+
+    /// Ends a job: sends its chunk if it is full or this thread has nothing
+    /// queued (it may go idle, and its entries must not wait), otherwise
+    /// carries it over to the thread's next job.
+    fn end_job(&self, mut chunk: Chunk<'_>) {
+        if chunk.entries.len() >= self.opts.chunk_entries
+            || rayon_core::current_thread_has_pending_tasks() != Some(true)
+        {
+            self.flush(&mut chunk);
+        }
+        let (mut entries, mut summary) = CARRY.take();
+        if entries.is_empty() && summary == Summary::default() {
+            (entries, summary) = (chunk.entries, chunk.summary);
+        } else {
+            // Never the case today (jobs do not nest), but never lose entries.
+            entries.append(&mut chunk.entries);
+            self.counters.add(&chunk.summary);
+        }
+        CARRY.set((entries, summary));
     }
 
     fn root<'s>(&'s self, s: &Scope<'s>, path: Vec<u8>) {
@@ -180,7 +211,7 @@ impl Shared {
             return;
         }
         let file_type = FileType::from_mode(st.mode);
-        let mut chunk = Chunk::new(1);
+        let mut chunk = Chunk::resume();
         if file_type == FileType::Directory && self.may_descend(0) {
             let ancestors = self.opts.follow_links.then(|| {
                 Arc::new(Ancestor {
@@ -204,7 +235,7 @@ impl Shared {
             let generation = self.generation(Base::Cwd, &name, file_type);
             self.push(&mut chunk, path, file_type, st.ino, Some(st), generation);
         }
-        self.flush(&mut chunk);
+        self.end_job(chunk);
     }
 
     fn may_descend(&self, depth: usize) -> bool {
@@ -314,7 +345,7 @@ impl Shared {
         let retained = dir.retained.is_some();
         let mut buf = BUFFER.take();
         buf.resize(self.opts.getdents_buffer, 0);
-        let mut chunk = Chunk::new(64);
+        let mut chunk = Chunk::resume();
         let mut empty = true;
         let mut first_buffer = true;
         while !self.cancelled() {
@@ -362,13 +393,11 @@ impl Shared {
             if !pending.is_empty() {
                 self.hand_off(s, dir, pending);
             }
-            // Send what this buffer produced: first results must not wait
-            // for the end of a huge directory.
-            self.flush(&mut chunk);
         }
-        self.flush(&mut chunk);
         BUFFER.set(buf);
-        (empty, chunk.deferred)
+        let deferred = std::mem::take(&mut chunk.deferred);
+        self.end_job(chunk);
+        (empty, deferred)
     }
 
     fn needs_stat(&self, dtype: Option<FileType>) -> bool {
@@ -385,14 +414,14 @@ impl Shared {
         self.stat_jobs.fetch_add(1, Relaxed);
         let dir = dir.clone();
         s.spawn(move |s| {
-            let mut chunk = Chunk::new(pending.len());
+            let mut chunk = Chunk::resume();
             for p in pending {
                 if self.cancelled() {
                     break;
                 }
                 self.stat_entry(s, &dir, &mut chunk, &p.name, p.path, p.ino, p.verdict);
             }
-            self.flush(&mut chunk);
+            self.end_job(chunk);
             self.stat_jobs.fetch_sub(1, Relaxed);
         });
     }
