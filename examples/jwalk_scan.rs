@@ -11,9 +11,10 @@
 //! jwalk's parallel `process_read_dir` callback, so it is spread over the
 //! pool exactly like the directory reads, which makes a fair baseline.
 
+mod common;
+
+use common::Records;
 use jwalk::{Parallelism, WalkDirGeneric};
-use std::io::{self, BufWriter, Write};
-use std::os::unix::ffi::OsStrExt;
 use std::process::ExitCode;
 
 /// Per-entry state: the size from `lstat`, when `--stat` asked for it.
@@ -50,40 +51,26 @@ fn main() -> ExitCode {
         });
     }
 
-    let mut out = BufWriter::with_capacity(256 * 1024, io::stdout().lock());
-    let mut errors = 0u64;
-    let mut itoa = itoa::Buffer::new();
+    let mut records = Records::new("jwalk_scan");
     for entry in walk {
         let entry = match entry {
             Ok(e) => e,
             Err(e) => {
-                eprintln!("jwalk_scan: {e}");
-                errors += 1;
+                records.error(e);
                 continue;
             }
         };
-        let path = entry.path();
-        let written = (|| {
-            if stat {
-                let size = match entry.client_state {
-                    Some(s) => itoa.format(s),
-                    None if entry.depth == 0 => itoa.format(entry.metadata().map_or(0, |m| m.len())),
-                    None => "?",
-                };
-                out.write_all(size.as_bytes())?;
-                out.write_all(b" ")?;
-            }
-            out.write_all(path.as_os_str().as_bytes())?;
-            out.write_all(b"\0")
-        })();
-        if written.is_err() {
+        let size = stat.then(|| match entry.client_state {
+            Some(s) => Some(s),
+            // The root is not a child of any read_dir: stat it here.
+            None if entry.depth == 0 => entry.metadata().ok().map(|m| m.len()),
+            None => None,
+        });
+        if records.write(size, &entry.path()).is_err() {
             return ExitCode::FAILURE;
         }
     }
-    if out.flush().is_err() || errors > 0 {
-        return ExitCode::FAILURE;
-    }
-    ExitCode::SUCCESS
+    records.finish()
 }
 
 fn usage() -> ExitCode {

@@ -9,10 +9,12 @@
 //! `--stat` calls `lstat` (`symlink_metadata`) on every entry and prints
 //! `SIZE PATH\0` (like `find -printf '%s %p\0'`).
 
-use std::io::{self, BufWriter, Write};
-use std::os::unix::ffi::OsStrExt;
 use std::process::ExitCode;
 use walkdir::WalkDir;
+
+mod common;
+
+use common::Records;
 
 fn main() -> ExitCode {
     let mut stat = false;
@@ -26,38 +28,21 @@ fn main() -> ExitCode {
     }
     let Some(root) = root else { return usage() };
 
-    let mut out = BufWriter::with_capacity(256 * 1024, io::stdout().lock());
-    let mut errors = 0u64;
-    let mut itoa = itoa::Buffer::new();
+    let mut records = Records::new("walkdir_scan");
     for entry in WalkDir::new(root).follow_links(false) {
         let entry = match entry {
             Ok(e) => e,
             Err(e) => {
-                eprintln!("walkdir_scan: {e}");
-                errors += 1;
+                records.error(e);
                 continue;
             }
         };
-        let written = (|| {
-            if stat {
-                let size = match std::fs::symlink_metadata(entry.path()) {
-                    Ok(m) => itoa.format(m.len()),
-                    Err(_) => "?",
-                };
-                out.write_all(size.as_bytes())?;
-                out.write_all(b" ")?;
-            }
-            out.write_all(entry.path().as_os_str().as_bytes())?;
-            out.write_all(b"\0")
-        })();
-        if written.is_err() {
+        let size = stat.then(|| std::fs::symlink_metadata(entry.path()).ok().map(|m| m.len()));
+        if records.write(size, entry.path()).is_err() {
             return ExitCode::FAILURE;
         }
     }
-    if out.flush().is_err() || errors > 0 {
-        return ExitCode::FAILURE;
-    }
-    ExitCode::SUCCESS
+    records.finish()
 }
 
 fn usage() -> ExitCode {
