@@ -320,6 +320,24 @@ struct TreeOpts {
     cycle: bool,
 }
 
+impl TreeOpts {
+    /// Everything, including the beyond-PATH_MAX chain and the link cycle.
+    const ALL: TreeOpts = TreeOpts {
+        deep: true,
+        cycle: true,
+    };
+    /// No deep chain (GNU `find -L` cannot walk it), with the link cycle.
+    const SHALLOW: TreeOpts = TreeOpts {
+        deep: false,
+        cycle: true,
+    };
+    /// Neither.
+    const PLAIN: TreeOpts = TreeOpts {
+        deep: false,
+        cycle: false,
+    };
+}
+
 fn awkward_tree(tmp: tempfile::TempDir, o: TreeOpts) -> Tree {
     set_mode(tmp.path(), 0o755);
     let root = tmp.path().join("tree root");
@@ -550,13 +568,7 @@ fn raw_fields(line: &str) -> BTreeMap<String, String> {
 #[test]
 fn awkward_tree_nul_output_matches_find() {
     assert_gnu_find();
-    let t = awkward_tree(
-        tempdir(),
-        TreeOpts {
-            deep: true,
-            cycle: true,
-        },
-    );
+    let t = awkward_tree(tempdir(), TreeOpts::ALL);
     let f = find(&[], &[&t.root], &["-print0"]);
     let want = nul_paths(&f.stdout);
     // GNU find handles paths beyond PATH_MAX; the comparison relies on it.
@@ -589,13 +601,7 @@ fn awkward_tree_nul_output_matches_find() {
 #[test]
 fn awkward_tree_follow_links_matches_find_l() {
     // GNU `find -L` cannot walk paths beyond PATH_MAX, so no deep chain here.
-    let t = awkward_tree(
-        tempdir(),
-        TreeOpts {
-            deep: false,
-            cycle: true,
-        },
-    );
+    let t = awkward_tree(tempdir(), TreeOpts::SHALLOW);
     let f = find(&["-L"], &[&t.root], &["-print0"]);
     // find reports both kinds of loop and does not list them.
     assert!(f.stderr.contains("loop"), "{}", f.stderr);
@@ -624,13 +630,7 @@ fn awkward_tree_follow_links_matches_find_l() {
 
 #[test]
 fn follow_links_descends_symlinked_dirs_and_reports_directory_loops() {
-    let t = awkward_tree(
-        tempdir(),
-        TreeOpts {
-            deep: false,
-            cycle: false,
-        },
-    );
+    let t = awkward_tree(tempdir(), TreeOpts::PLAIN);
     let f = find(&["-L"], &[&t.root], &["-print0"]);
     let want = nul_paths(&f.stdout);
     let out = ferry(args!["scan", "-0", "-L", t.root]);
@@ -672,13 +672,7 @@ fn unreadable_directory_as_unprivileged_user() {
         fs::copy(FERRY, &bin).unwrap();
     }
     set_mode(&bin, 0o755);
-    let t = awkward_tree(
-        tmp,
-        TreeOpts {
-            deep: true,
-            cycle: true,
-        },
-    );
+    let t = awkward_tree(tmp, TreeOpts::ALL);
     let noread = bytes(&t.unreadable);
 
     let mut fc = as_nobody(Path::new("find"), args![t.root, "-print0"]);
@@ -755,13 +749,7 @@ fn deep_tree_beyond_path_max_with_few_descriptors() {
 
 #[test]
 fn json_lines_round_trip_paths_via_python() {
-    let t = awkward_tree(
-        tempdir(),
-        TreeOpts {
-            deep: true,
-            cycle: true,
-        },
-    );
+    let t = awkward_tree(tempdir(), TreeOpts::ALL);
     let f = find(&[], &[&t.root], &["-print0"]);
     let want = nul_paths(&f.stdout);
     for fields in [None, Some("path"), Some("all")] {
@@ -890,13 +878,7 @@ fn json_default_fields_match_lstat() {
 
 #[test]
 fn json_fields_selection_and_types_match_find() {
-    let t = awkward_tree(
-        tempdir(),
-        TreeOpts {
-            deep: true,
-            cycle: true,
-        },
-    );
+    let t = awkward_tree(tempdir(), TreeOpts::ALL);
     let f = find(&[], &[&t.root], &["-printf", "%y\\0%p\\0"]);
     let parts = nul_paths(&f.stdout);
     let want: BTreeMap<Vec<u8>, &str> = parts
@@ -937,13 +919,7 @@ fn json_fields_selection_and_types_match_find() {
 
 #[test]
 fn max_depth_matches_find_maxdepth() {
-    let t = awkward_tree(
-        tempdir(),
-        TreeOpts {
-            deep: true,
-            cycle: true,
-        },
-    );
+    let t = awkward_tree(tempdir(), TreeOpts::ALL);
     for n in [0, 1, 2, 3, 7, 30] {
         let ns = n.to_string();
         let want = nul_paths(&find(&[], &[&t.root], &["-maxdepth", &ns, "-print0"]).stdout);
@@ -1532,13 +1508,7 @@ fn threads_zero_is_rejected() {
 
 #[test]
 fn multiple_roots_match_find() {
-    let t = awkward_tree(
-        tempdir(),
-        TreeOpts {
-            deep: false,
-            cycle: true,
-        },
-    );
+    let t = awkward_tree(tempdir(), TreeOpts::SHALLOW);
     let a = t.root.join("with space");
     let b = t.root.join(OsStr::from_bytes(b"\xff\xfe"));
     let file = t.root.join("tab\there");
