@@ -1,7 +1,7 @@
 //! The unit every discovery stage produces: one filesystem entry with its
 //! raw path bytes and as much metadata as the caller asked for.
 
-use crate::sys::{FileStat, Timestamp};
+use crate::sys::{FileStat, StatMask, Timestamp};
 
 /// What kind of inode an entry is, with the names the seed's filter rules use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -145,6 +145,29 @@ impl Fields {
         self.0 & !(Fields::PATH.0 | Fields::TYPE.0 | Fields::INODE.0 | Fields::GENERATION.0) != 0
     }
 
+    /// The `statx` fields these output fields need: the type and inode
+    /// always, plus one attribute per selected field. Asking for no more
+    /// than is printed spares a parallel filesystem work it would otherwise
+    /// do to make, say, sizes or times exact.
+    pub fn stat_mask(self) -> StatMask {
+        let mut mask = libc::STATX_TYPE | libc::STATX_INO;
+        for (field, bit) in [
+            (Fields::SIZE, libc::STATX_SIZE),
+            (Fields::MTIME, libc::STATX_MTIME),
+            (Fields::CTIME, libc::STATX_CTIME),
+            (Fields::ATIME, libc::STATX_ATIME),
+            (Fields::MODE, libc::STATX_MODE),
+            (Fields::UID, libc::STATX_UID),
+            (Fields::GID, libc::STATX_GID),
+            (Fields::NLINK, libc::STATX_NLINK),
+        ] {
+            if self.contains(field) {
+                mask |= bit;
+            }
+        }
+        StatMask(mask)
+    }
+
     /// Parses a comma-separated list such as `path,size,mtime`; `path` is
     /// always included. `all` selects every field, generation included.
     pub fn parse(list: &str) -> Result<Fields, String> {
@@ -207,6 +230,12 @@ mod tests {
         assert!(!default.contains(Fields::GENERATION));
         assert!(default.with(Fields::GENERATION) == Fields::parse("all").unwrap());
         assert!(Fields::parse("bogus").unwrap_err().contains("bogus"));
+        let m = Fields::parse("size").unwrap().stat_mask();
+        assert_eq!(m.0, libc::STATX_TYPE | libc::STATX_INO | libc::STATX_SIZE);
+        assert_eq!(
+            Fields::parse("all").unwrap().stat_mask().0 & StatMask::ALL.0,
+            StatMask::ALL.0
+        );
     }
 
     #[test]

@@ -170,12 +170,8 @@ fn main() -> ExitCode {
 fn run_scan(a: ScanArgs) -> ExitCode {
     match scan_request(&a).and_then(|req| {
         let stdout = io::stdout().lock();
-        let report = scan(
-            &req,
-            BufWriter::with_capacity(256 * 1024, stdout),
-            &mut io::stderr().lock(),
-        )
-        .map_err(|e| format!("scan failed: {e}"))?;
+        let report = scan(&req, BufWriter::with_capacity(256 * 1024, stdout), &mut io::stderr())
+            .map_err(|e| format!("scan failed: {e}"))?;
         if a.summary {
             write_status(&mut io::stdout().lock(), &req.roots, &report).map_err(|e| format!("output error: {e}"))?;
         }
@@ -223,6 +219,8 @@ fn scan_request(a: &ScanArgs) -> Result<ScanRequest, String> {
         filter,
         skip_snapshots: !a.include_snapshots,
         stat: a.summary || batch_needs_size || (format.is_some() && fields.needs_stat()),
+        // Counts and byte-limited batches need sizes; the output needs its fields.
+        stat_mask: Fields::SIZE.with(fields).stat_mask(),
         generation: !a.summary && fields.contains(Fields::GENERATION),
         getdents_buffer: a.getdents_buffer,
         ..WalkOptions::default()

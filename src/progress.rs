@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 /// A running progress display; stops when dropped.
 pub struct Progress {
+    bar: Option<ProgressBar>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
@@ -21,13 +22,17 @@ impl Progress {
     pub fn start(counters: Arc<SummaryCounters>, enabled: Option<bool>) -> Progress {
         let stop = Arc::new(AtomicBool::new(false));
         let enabled = enabled.unwrap_or_else(|| std::io::stderr().is_terminal());
-        let thread = enabled.then(|| {
+        let bar = enabled.then(|| {
+            let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr_with_hz(5));
+            bar.set_style(ProgressStyle::with_template("{spinner} {elapsed_precise} {msg}").expect("valid template"));
+            // Drawn at once, so even a short scan shows that it ran.
+            bar.set_message("starting");
+            bar.tick();
+            bar
+        });
+        let thread = bar.clone().map(|bar| {
             let stop = stop.clone();
             std::thread::spawn(move || {
-                let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr_with_hz(5));
-                bar.set_style(
-                    ProgressStyle::with_template("{spinner} {elapsed_precise} {msg}").expect("valid template"),
-                );
                 let start = Instant::now();
                 while !stop.load(Ordering::Relaxed) {
                     let s = counters.snapshot();
@@ -46,7 +51,16 @@ impl Progress {
                 bar.finish_and_clear();
             })
         });
-        Progress { stop, thread }
+        Progress { bar, stop, thread }
+    }
+
+    /// Runs `f` (which writes to stderr) with the progress line cleared, so
+    /// that messages and the line do not garble each other.
+    pub fn suspend<R>(&self, f: impl FnOnce() -> R) -> R {
+        match &self.bar {
+            Some(bar) => bar.suspend(f),
+            None => f(),
+        }
     }
 }
 

@@ -41,7 +41,7 @@ pub fn scan(req: &ScanRequest, out: impl Write, errors: &mut impl Write) -> io::
     let started = now_iso8601();
     let t0 = Instant::now();
     let mut walk = Walk::start(req.roots.clone(), req.walk.clone())?;
-    let _progress = Progress::start(walk.counters().clone(), req.progress);
+    let progress = Progress::start(walk.counters().clone(), req.progress);
     let mut writer = req.format.map(|f| EntryWriter::new(out, f));
     let mut output_closed = false;
     for ev in walk.by_ref() {
@@ -57,7 +57,7 @@ pub fn scan(req: &ScanRequest, out: impl Write, errors: &mut impl Write) -> io::
                     }
                 }
             }
-            WalkEvent::Error(e) => writeln!(errors, "ferry: {e}")?,
+            WalkEvent::Error(e) => progress.suspend(|| writeln!(errors, "ferry: {e}"))?,
         }
     }
     if let Some(w) = writer {

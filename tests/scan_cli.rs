@@ -1657,3 +1657,52 @@ fn files_of_maximum_size_do_not_overflow_counts_or_batches() {
         );
     }
 }
+
+#[test]
+fn statx_asks_only_for_what_the_output_needs() {
+    let tmp = tempdir();
+    let root = tmp.path().join("m");
+    mkdir(&root);
+    write(&root.join("a"), b"abc");
+    let trace = tmp.path().join("trace");
+    let mut cmd = Command::new("strace");
+    cmd.args(["-f", "-e", "trace=statx", "-o"])
+        .arg(&trace)
+        .arg(env!("CARGO_BIN_EXE_ferry"));
+    cmd.args(["scan", "--fields", "path,size"]).arg(&root);
+    let out = run(cmd);
+    out.assert_ok();
+    let text = fs::read_to_string(&trace).unwrap();
+    let ours: Vec<&str> = text.lines().filter(|l| l.contains("AT_NO_AUTOMOUNT")).collect();
+    assert_eq!(ours.len(), 2, "the root and its one file:\n{text}");
+    for line in ours {
+        assert!(
+            line.contains(", STATX_TYPE|STATX_INO|STATX_SIZE, "),
+            "mask not minimal: {line}"
+        );
+    }
+}
+
+#[test]
+fn progress_line_is_drawn_on_a_terminal() {
+    let tmp = tempdir();
+    let root = tmp.path().join("p");
+    mkdir(&root);
+    write(&root.join("a"), b"abc");
+    // script(1) gives ferry a pseudo-terminal as stdout and stderr; the
+    // entries go to /dev/null, so what remains is the progress line.
+    let inner = format!(
+        "{} scan --progress {} >/dev/null",
+        env!("CARGO_BIN_EXE_ferry"),
+        root.display()
+    );
+    let mut cmd = Command::new("script");
+    cmd.args(["-qec", &inner, "/dev/null"]);
+    let out = run(cmd);
+    out.assert_ok();
+    let screen = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        screen.contains("entries"),
+        "no progress line on the terminal: {screen:?}"
+    );
+}

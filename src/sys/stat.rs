@@ -16,6 +16,11 @@ pub struct StatMask(pub u32);
 impl StatMask {
     /// File type only (`STATX_TYPE`): enough to decide whether to descend.
     pub const TYPE: StatMask = StatMask(libc::STATX_TYPE);
+    /// The fields of both masks.
+    pub fn union(self, other: StatMask) -> StatMask {
+        StatMask(self.0 | other.0)
+    }
+
     /// Every field an [`crate::entry::Entry`] can carry.
     pub const ALL: StatMask = StatMask(
         libc::STATX_TYPE

@@ -20,6 +20,7 @@ mod worker;
 
 use crate::entry::Entry;
 use crate::rules::Filter;
+use crate::sys::StatMask;
 use crate::task::{Summary, SummaryCounters};
 use crossbeam_channel::Receiver;
 use std::fmt;
@@ -45,6 +46,9 @@ pub struct WalkOptions {
     pub skip_snapshots: bool,
     /// `stat` every entry (the output or a filter needs more than the type).
     pub stat: bool,
+    /// The attributes to ask `statx` for when stat'ing (the type is always
+    /// asked for); fields outside the mask are zero in entries.
+    pub stat_mask: StatMask,
     /// Read each file's and directory's inode generation.
     pub generation: bool,
     /// Bytes of `getdents64` buffer per thread (at least 64 KiB).
@@ -65,6 +69,7 @@ impl Default for WalkOptions {
             filter: Filter::default(),
             skip_snapshots: true,
             stat: true,
+            stat_mask: StatMask::ALL,
             generation: false,
             getdents_buffer: 128 * 1024,
             chunk_entries: 1024,

@@ -121,7 +121,11 @@ impl Shared {
     ) -> Shared {
         let limit = sys::raise_nofile_limit().unwrap_or(1024) as usize;
         let fd_budget = (limit.saturating_sub(64) / 2).clamp(16, 16_384);
-        let mask = if opts.stat { StatMask::ALL } else { StatMask::TYPE };
+        let mask = if opts.stat {
+            opts.stat_mask.union(StatMask::TYPE)
+        } else {
+            StatMask::TYPE
+        };
         Shared {
             opts,
             tx,
