@@ -4,7 +4,7 @@
 //! exclude; an excluded directory is not descended.
 
 use globset::GlobBuilder;
-use regex::bytes::RegexSet;
+use regex::bytes::{RegexSet, RegexSetBuilder};
 use std::fmt;
 
 /// What to do with one discovered path.
@@ -92,10 +92,16 @@ fn compile<S: AsRef<str>>(patterns: &[S]) -> Result<Option<RegexSet>, FilterErro
             })?;
         regexes.push(glob.regex().to_string());
     }
-    RegexSet::new(&regexes).map(Some).map_err(|e| FilterError {
-        pattern: patterns.iter().map(AsRef::as_ref).collect::<Vec<_>>().join(" "),
-        reason: e.to_string(),
-    })
+    // As globset compiles them: `.` (from `*` and `?`) matches a newline too,
+    // since names may contain one.
+    RegexSetBuilder::new(&regexes)
+        .dot_matches_new_line(true)
+        .build()
+        .map(Some)
+        .map_err(|e| FilterError {
+            pattern: patterns.iter().map(AsRef::as_ref).collect::<Vec<_>>().join(" "),
+            reason: e.to_string(),
+        })
 }
 
 #[cfg(test)]
@@ -122,6 +128,14 @@ mod tests {
         assert!(f.is_empty());
         assert_eq!(f.verdict(b"/\xff\xfe"), Verdict::Keep);
         let x = Filter::new(&[] as &[&str], &["*\u{fffd}*"]).unwrap();
+        // Names may hold newlines: `*` and `?` match them like any byte.
+        let nl = Filter::new(&["/d/*.txt", "/d/a?b"], &[] as &[&str]).unwrap();
+        assert_eq!(nl.verdict(b"/d/x\ny.txt"), Verdict::Keep);
+        assert_eq!(nl.verdict(b"/d/a\nb"), Verdict::Keep);
+        assert_eq!(
+            Filter::new(&[] as &[&str], &["*"]).unwrap().verdict(b"\n\n"),
+            Verdict::Prune
+        );
         assert_eq!(x.verdict(b"/a\xffb"), Verdict::Keep);
     }
 

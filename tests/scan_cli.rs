@@ -1016,6 +1016,7 @@ fn glob_tree(tmp: &tempfile::TempDir) -> PathBuf {
     for f in [
         "keep.txt",
         "a/b.txt",
+        "a/new\nline.txt",
         "a/c.dat",
         "skip/x.txt",
         "skip/in/y.txt",
@@ -1053,7 +1054,14 @@ fn include_exclude_globs() {
     // excluded directories are not entered (skip/x.txt matches the include);
     // non-matching directories (a, sub, sub/deep) are entered but not listed.
     let got = scan(args!["--include", "*.txt", "--exclude", "*/skip"]);
-    let want = ps(&["keep.txt", "a/b.txt", "sub/deep/e.txt", "sub/deep/skip.txt"]);
+    // `*` matches a newline in a name, as with find.
+    let want = ps(&[
+        "keep.txt",
+        "a/b.txt",
+        "a/new\nline.txt",
+        "sub/deep/e.txt",
+        "sub/deep/skip.txt",
+    ]);
     assert_same_paths("include *.txt exclude */skip", &got, &want);
     let oracle = found(&["-path", "*/skip", "-prune", "-o", "-path", "*.txt", "-print0"]);
     assert_same_paths("same vs find -path/-prune", &got, &oracle);
