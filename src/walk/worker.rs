@@ -181,21 +181,17 @@ impl Shared {
     /// Ends a job: sends its chunk if it is full or this thread has nothing
     /// queued (it may go idle, and its entries must not wait), otherwise
     /// carries it over to the thread's next job.
+    ///
+    /// [`Chunk::resume`] emptied the carry when the job began, and jobs do
+    /// not nest on a thread (rayon runs another job only inside a `join` or
+    /// `scope` wait, which no job makes), so nothing is overwritten here.
     fn end_job(&self, mut chunk: Chunk<'_>) {
         if chunk.entries.len() >= self.opts.chunk_entries
             || rayon_core::current_thread_has_pending_tasks() != Some(true)
         {
             self.flush(&mut chunk);
         }
-        let (mut entries, mut summary) = CARRY.take();
-        if entries.is_empty() && summary == Summary::default() {
-            (entries, summary) = (chunk.entries, chunk.summary);
-        } else {
-            // Never the case today (jobs do not nest), but never lose entries.
-            entries.append(&mut chunk.entries);
-            self.counters.add(&chunk.summary);
-        }
-        CARRY.set((entries, summary));
+        CARRY.set((chunk.entries, chunk.summary));
     }
 
     fn root<'s>(&'s self, s: &Scope<'s>, path: Vec<u8>) {
