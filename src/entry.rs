@@ -61,6 +61,10 @@ pub struct Entry {
     pub file_type: FileType,
     /// Inode number (from the directory entry, or from stat when stat ran).
     pub ino: u64,
+    /// Inode number of the directory the entry was found in; `0` for the
+    /// paths a walk started from. With `ino`, it places the entry in the
+    /// tree without its path (snapshot manifests are keyed this way).
+    pub parent: u64,
     /// Attributes from `statx`, when the caller's fields or filters need them.
     pub meta: Option<Metadata>,
     /// Inode generation (`FS_IOC_GETVERSION`), when asked for and supported.

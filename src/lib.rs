@@ -15,6 +15,7 @@ pub mod output;
 pub mod progress;
 pub mod rules;
 pub mod scan;
+pub mod snapdiff;
 #[allow(unsafe_code)]
 pub mod sys;
 pub mod task;

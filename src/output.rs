@@ -103,6 +103,7 @@ mod tests {
             ino: 1,
             meta: None,
             generation: None,
+            parent: 0,
         }
     }
 

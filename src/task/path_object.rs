@@ -260,6 +260,7 @@ mod tests {
             ino: 7,
             meta: None,
             generation: None,
+            parent: 0,
         };
         let mut out = Vec::new();
         write_entry(&e, Fields::parse("type,size,inode").unwrap(), &mut out);

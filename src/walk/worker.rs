@@ -36,6 +36,8 @@ struct Dir<'a> {
     /// spent, and children open by full path instead.
     retained: Option<&'a AtomicUsize>,
     path: Vec<u8>,
+    /// Inode number, the `parent` of the entries found in it.
+    ino: u64,
     depth: usize,
     root_dev: u64,
     ancestors: Option<Arc<Ancestor>>,
@@ -54,6 +56,7 @@ struct DirJob<'a> {
     /// Name relative to the parent, or the full path when opened detached.
     name: CString,
     path: Vec<u8>,
+    ino: u64,
     depth: usize,
     root_dev: u64,
     /// Whether the directory itself was emitted (for `empty_dirs`).
@@ -224,6 +227,7 @@ impl Shared {
                 parent: None,
                 name: name.clone(),
                 path: path.clone(),
+                ino: st.ino,
                 depth: 0,
                 root_dev: st.dev,
                 emitted: verdict == Verdict::Keep,
@@ -233,7 +237,7 @@ impl Shared {
         }
         if verdict == Verdict::Keep {
             let generation = self.generation(Base::Cwd, &name, file_type);
-            self.push(&mut chunk, path, file_type, st.ino, Some(st), generation);
+            self.push(&mut chunk, path, file_type, (st.ino, 0), Some(st), generation);
         }
         self.end_job(chunk);
     }
@@ -266,7 +270,7 @@ impl Shared {
         chunk: &mut Chunk<'_>,
         path: Vec<u8>,
         file_type: FileType,
-        ino: u64,
+        (ino, parent): (u64, u64),
         meta: Option<FileStat>,
         generation: Option<u32>,
     ) {
@@ -280,11 +284,11 @@ impl Shared {
             FileType::Symlink => s.symlinks += 1,
             FileType::Other => s.other += 1,
         }
-        let ino = meta.map_or(ino, |m| m.ino);
         chunk.entries.push(Entry {
             path,
             file_type,
             ino,
+            parent,
             meta: meta.filter(|_| self.opts.stat),
             generation,
         });
@@ -318,6 +322,7 @@ impl Shared {
             fd,
             retained,
             path: job.path,
+            ino: job.ino,
             depth: job.depth,
             root_dev: job.root_dev,
             ancestors: job.ancestors,
@@ -474,11 +479,13 @@ impl Shared {
             None => None,
         };
         let depth = dir.depth + 1;
+        let ino = st.map_or(ino, |st| st.ino);
         if is_dir && self.may_descend(depth) && self.crosses_ok(dir, st.as_ref()) {
             let job = DirJob {
                 parent: Some(dir.clone()),
                 name: name.to_owned(),
                 path: path.clone(),
+                ino,
                 depth,
                 root_dev: dir.root_dev,
                 emitted: verdict == Verdict::Keep,
@@ -492,7 +499,7 @@ impl Shared {
         }
         if verdict == Verdict::Keep {
             let generation = self.generation(Base::Dir(dir.fd.as_fd()), name, t);
-            self.push(chunk, path, t, ino, st, generation);
+            self.push(chunk, path, t, (ino, dir.ino), st, generation);
         }
     }
 

@@ -1,0 +1,179 @@
+//! Making a manifest: records arrive in any order (from a walk, a policy
+//! scan or a test), are sorted within the memory budget, and are written
+//! out as a manifest file.
+
+use super::extsort::{ExternalSorter, SortItem};
+use super::manifest::{Header, ManifestError, ManifestWriter, Section};
+use super::record::Record;
+use crate::entry::Entry;
+use crate::walk::{Walk, WalkEvent, WalkOptions};
+use std::io::{self, Write};
+use std::path::Path;
+
+impl SortItem for Record {
+    type Key = (u64, u64);
+
+    fn key(&self) -> (u64, u64) {
+        Record::key(self)
+    }
+
+    fn encode(&self, out: &mut Vec<u8>) {
+        Record::encode(self, 0, out);
+    }
+
+    fn decode(mut buf: &[u8]) -> io::Result<Self> {
+        let mut r = Record::default();
+        r.decode_into(0, &mut buf)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        Ok(r)
+    }
+}
+
+/// Sorts records into a manifest within a memory budget.
+pub struct ManifestBuilder {
+    all: ExternalSorter<Record>,
+    dirs: ExternalSorter<Record>,
+}
+
+impl ManifestBuilder {
+    /// A builder that keeps at most about `mem_limit` bytes of records in
+    /// memory and spills sorted runs to `spill_dir` beyond that.
+    pub fn new(mem_limit: usize, spill_dir: &Path) -> Self {
+        ManifestBuilder {
+            all: ExternalSorter::new(mem_limit - mem_limit / 4, spill_dir),
+            dirs: ExternalSorter::new(mem_limit / 4, spill_dir),
+        }
+    }
+
+    /// Adds one record (checked first: a bad record is an error here, not
+    /// a corrupt manifest later).
+    pub fn push(&mut self, r: &Record) -> Result<(), ManifestError> {
+        r.validate()
+            .map_err(|e| ManifestError::Header(format!("inode {}: {e}", r.ino)))?;
+        if r.is_dir() {
+            self.dirs.push(r)?;
+        }
+        self.all.push(r)?;
+        Ok(())
+    }
+
+    /// Records added so far.
+    pub fn len(&self) -> u64 {
+        self.all.len()
+    }
+
+    /// Whether no record was added.
+    pub fn is_empty(&self) -> bool {
+        self.all.is_empty()
+    }
+
+    /// Sorted runs spilled to disk so far.
+    pub fn spilled_runs(&self) -> usize {
+        self.all.spilled_runs() + self.dirs.spilled_runs()
+    }
+
+    /// Writes the manifest to `out`; returns the counts (directories,
+    /// entries). Two identical records are one record.
+    pub fn write<W: Write>(self, out: W, header: &Header) -> Result<(W, [u64; 2]), ManifestError> {
+        let mut w = ManifestWriter::new(out, header)?;
+        for (section, sorter) in [(Section::Dirs, self.dirs), (Section::Entries, self.all)] {
+            let mut last: Option<Record> = None;
+            for r in sorter.finish()? {
+                let r = r?;
+                if last.as_ref() == Some(&r) {
+                    continue;
+                }
+                w.push(section, &r)?;
+                last = Some(r);
+            }
+        }
+        w.finish()
+    }
+}
+
+/// The record for an entry found by a walk started at the fileset root:
+/// the root itself gets parent 0 and an empty name.
+pub fn record_from_entry(e: &Entry) -> Option<Record> {
+    let m = e.meta.as_ref()?;
+    let name = if e.parent == 0 {
+        Vec::new()
+    } else {
+        let at = e.path.iter().rposition(|&b| b == b'/').map_or(0, |i| i + 1);
+        e.path[at..].to_vec()
+    };
+    Some(Record {
+        ino: m.ino,
+        generation: e.generation.map_or(0, u64::from),
+        parent: e.parent,
+        name,
+        mode: m.mode,
+        size: m.size,
+        mtime: m.mtime,
+        ctime: m.ctime,
+        uid: m.uid,
+        gid: m.gid,
+        nlink: m.nlink,
+    })
+}
+
+/// Why a walk could not produce a complete manifest.
+#[derive(Debug, thiserror::Error)]
+pub enum WalkManifestError {
+    /// Some paths could not be read: a manifest without them would make
+    /// their files look deleted, so none is written.
+    #[error("{failures} path(s) could not be read, e.g. {first}; no manifest written")]
+    Incomplete {
+        /// How many paths failed.
+        failures: u64,
+        /// The first failure, for the message.
+        first: String,
+    },
+    /// Writing the manifest failed.
+    #[error("{0}")]
+    Manifest(#[from] ManifestError),
+    /// The walk could not start or a walker thread failed.
+    #[error("{0}")]
+    Io(#[from] io::Error),
+}
+
+/// The walk settings for a manifest: every attribute and the generation,
+/// one filesystem, snapshot directories skipped, no symlinks followed.
+pub fn manifest_walk_options(threads: usize) -> WalkOptions {
+    WalkOptions {
+        threads,
+        one_file_system: true,
+        follow_links: false,
+        stat: true,
+        generation: true,
+        skip_snapshots: true,
+        ..WalkOptions::default()
+    }
+}
+
+/// Walks `dir` (a snapshot or a live fileset) into a builder.
+pub fn walk_into(dir: &[u8], opts: WalkOptions, builder: &mut ManifestBuilder) -> Result<u64, WalkManifestError> {
+    let mut walk = Walk::start(vec![dir.to_vec()], opts)?;
+    let mut first = None;
+    for ev in walk.by_ref() {
+        match ev {
+            WalkEvent::Entries(entries) => {
+                for e in &entries {
+                    if let Some(r) = record_from_entry(e) {
+                        builder.push(&r)?;
+                    }
+                }
+            }
+            WalkEvent::Error(e) => {
+                first.get_or_insert_with(|| e.to_string());
+            }
+        }
+    }
+    let summary = walk.finish()?;
+    if let Some(first) = first {
+        return Err(WalkManifestError::Incomplete {
+            failures: summary.failures.max(1),
+            first,
+        });
+    }
+    Ok(builder.len())
+}

@@ -1,0 +1,539 @@
+//! The diff engine: a merge join of two manifests on (inode, generation).
+//!
+//! Every link of an inode is compared: links only in the old manifest are
+//! `deleted`, links only in the new one `created`, and a link that changed
+//! place is `moved` (old and new links of one inode are paired in order).
+//! An inode in both whose size or modification time changed is `updated`;
+//! one whose owner, group, permissions or (for an entry that did not move)
+//! change time changed is `updated` with `metadata_only`. A reused inode
+//! number has another generation, so it is a delete and a create.
+//!
+//! Changes come out in the order that makes applying them safe:
+//!
+//! 1. `deleted` and `moved`, deepest old path first. A consumer moves each
+//!    `moved` source aside (to a temporary name) when it meets the record,
+//!    so a directory's contents are deleted or moved out before it is
+//!    deleted, and swaps and chains need no special case;
+//! 2. then it puts every moved entry in place, shallowest destination
+//!    first, creating missing parent directories;
+//! 3. `created`, shallowest first (a directory that step 2 already made
+//!    only gets its attributes);
+//! 4. `updated`, shallowest first.
+//!
+//! `docs/snapdiff.md` states the contract for consumers.
+
+use super::codec;
+use super::extsort::{ExternalSorter, SortItem, Sorted};
+use super::manifest::{ManifestError, ManifestReader};
+use super::paths::{DirTable, Namespace, OrphanError, Resolver, depth};
+use super::record::Record;
+use serde::Serialize;
+use std::io::{self, Read};
+use std::path::Path;
+
+/// What happened to a path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum State {
+    /// New since the old manifest.
+    Created,
+    /// Content (size or mtime) or metadata changed.
+    Updated,
+    /// Now at another path (`source` holds the old one).
+    Moved,
+    /// Gone.
+    Deleted,
+}
+
+impl State {
+    /// The name in path objects and rules.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Created => "created",
+            State::Updated => "updated",
+            State::Moved => "moved",
+            State::Deleted => "deleted",
+        }
+    }
+
+    fn from_u8(v: u8) -> Option<State> {
+        [State::Created, State::Updated, State::Moved, State::Deleted]
+            .get(usize::from(v))
+            .copied()
+    }
+}
+
+/// One change, with paths relative to the fileset root.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Change {
+    /// What happened.
+    pub state: State,
+    /// The entry's path (relative; empty for the root). For `deleted`, its
+    /// last path; for the others, its new path.
+    pub path: Vec<u8>,
+    /// For `moved`, the old path (relative).
+    pub source: Option<Vec<u8>>,
+    /// The entry's attributes: new ones, or the last known for `deleted`.
+    pub record: Record,
+    /// For `updated`: only metadata changed, not the content.
+    pub metadata_only: bool,
+}
+
+/// How to diff.
+#[derive(Clone, Debug)]
+pub struct DiffOptions {
+    /// Report a moved directory once instead of also every entry under it
+    /// (seed `condense_moves`, default true).
+    pub condense_moves: bool,
+    /// Leave out created and updated entries whose ctime is older than the
+    /// old manifest (seed `skip_old_ctimes`, default false).
+    pub skip_old_ctimes: bool,
+    /// Memory for ordering the changes before they spill to disk.
+    pub mem_limit: usize,
+}
+
+impl Default for DiffOptions {
+    fn default() -> Self {
+        DiffOptions {
+            condense_moves: true,
+            skip_old_ctimes: false,
+            mem_limit: 256 << 20,
+        }
+    }
+}
+
+/// Counts of a diff.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct DiffSummary {
+    /// `created` changes.
+    pub created: u64,
+    /// `updated` changes (including metadata-only ones).
+    pub updated: u64,
+    /// Of which metadata only.
+    pub metadata_only: u64,
+    /// `moved` changes.
+    pub moved: u64,
+    /// `deleted` changes.
+    pub deleted: u64,
+    /// Links in both manifests with no change.
+    pub unchanged: u64,
+    /// Changes left out by `skip_old_ctimes`.
+    pub skipped_old_ctime: u64,
+    /// Records read from the old and new manifests.
+    pub records: u64,
+}
+
+/// Why a diff failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DiffError {
+    /// A manifest is unreadable or damaged.
+    #[error("{0}")]
+    Manifest(#[from] ManifestError),
+    /// A manifest's tree is inconsistent.
+    #[error("{0}")]
+    Orphan(#[from] OrphanError),
+    /// The manifests are of different filesets.
+    #[error("the manifests are of different roots (inode {0} and {1})")]
+    Roots(u64, u64),
+    /// Spilling to disk failed.
+    #[error("{0}")]
+    Io(#[from] io::Error),
+}
+
+/// A change with its place in the output order.
+#[derive(PartialEq, Eq)]
+struct Ordered {
+    key: (u8, u32, u64),
+    change: Change,
+}
+
+impl Ord for Ordered {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.key.cmp(&other.key)
+    }
+}
+
+impl PartialOrd for Ordered {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl SortItem for Ordered {
+    type Key = (u8, u32, u64);
+
+    fn key(&self) -> Self::Key {
+        self.key
+    }
+
+    fn encode(&self, out: &mut Vec<u8>) {
+        let c = &self.change;
+        out.push(self.key.0);
+        codec::put_u64(out, u64::from(self.key.1));
+        codec::put_u64(out, self.key.2);
+        out.push(c.state as u8 | (u8::from(c.metadata_only) << 4));
+        put_bytes(out, &c.path);
+        match &c.source {
+            Some(s) => {
+                out.push(1);
+                put_bytes(out, s);
+            }
+            None => out.push(0),
+        }
+        c.record.encode(0, out);
+    }
+
+    fn decode(mut buf: &[u8]) -> io::Result<Self> {
+        let bad = |e: &dyn std::fmt::Display| io::Error::new(io::ErrorKind::InvalidData, e.to_string());
+        let b = &mut buf;
+        let phase = codec::get_bytes(b, 1).map_err(|e| bad(&e))?[0];
+        let depth = codec::get_u32(b).map_err(|e| bad(&e))?;
+        let seq = codec::get_u64(b).map_err(|e| bad(&e))?;
+        let flags = codec::get_bytes(b, 1).map_err(|e| bad(&e))?[0];
+        let state = State::from_u8(flags & 0xf).ok_or_else(|| bad(&"bad state"))?;
+        let path = get_bytes(b).map_err(|e| bad(&e))?;
+        let source = match codec::get_bytes(b, 1).map_err(|e| bad(&e))?[0] {
+            0 => None,
+            _ => Some(get_bytes(b).map_err(|e| bad(&e))?),
+        };
+        let mut record = Record::default();
+        record.decode_into(0, b).map_err(|e| bad(&e))?;
+        Ok(Ordered {
+            key: (phase, depth, seq),
+            change: Change {
+                state,
+                path,
+                source,
+                record,
+                metadata_only: flags & 0x10 != 0,
+            },
+        })
+    }
+}
+
+fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
+    codec::put_u64(out, b.len() as u64);
+    out.extend_from_slice(b);
+}
+
+fn get_bytes(buf: &mut &[u8]) -> Result<Vec<u8>, codec::CodecError> {
+    let n = codec::get_u64(buf)?;
+    let n = usize::try_from(n).map_err(|_| codec::CodecError::Overflow)?;
+    Ok(codec::get_bytes(buf, n)?.to_vec())
+}
+
+/// Deletes and moves, deepest old path first.
+const PHASE_OUT: u8 = 0;
+/// Creates, shallowest first.
+const PHASE_CREATE: u8 = 1;
+/// Updates, shallowest first.
+const PHASE_UPDATE: u8 = 2;
+
+/// One side of the merge: the next record, and the group of records of
+/// the current (inode, generation).
+struct Side<R: Read> {
+    rd: ManifestReader<R>,
+    head: Record,
+    has_head: bool,
+    group: Vec<Record>,
+    n: usize,
+}
+
+impl<R: Read> Side<R> {
+    fn new(rd: ManifestReader<R>) -> Self {
+        Side {
+            rd,
+            head: Record::default(),
+            has_head: false,
+            group: Vec::new(),
+            n: 0,
+        }
+    }
+
+    fn advance(&mut self) -> Result<(), ManifestError> {
+        match self.rd.next_entry()? {
+            Some(r) => {
+                self.head.clone_from(r);
+                self.has_head = true;
+            }
+            None => self.has_head = false,
+        }
+        Ok(())
+    }
+
+    /// Moves the head and every following record with its key into `group`.
+    fn take_group(&mut self) -> Result<(), ManifestError> {
+        self.n = 0;
+        let key = self.head.key();
+        loop {
+            if self.group.len() == self.n {
+                self.group.push(Record::default());
+            }
+            std::mem::swap(&mut self.group[self.n], &mut self.head);
+            self.n += 1;
+            self.advance()?;
+            if !self.has_head || self.head.key() != key {
+                return Ok(());
+            }
+        }
+    }
+
+    fn records(&self) -> &[Record] {
+        &self.group[..self.n]
+    }
+}
+
+/// Diffs two manifests: returns the changes in apply order and the counts.
+/// Changes are ordered within `opts.mem_limit`, spilling to `spill_dir`.
+pub fn diff<A: Read, B: Read>(
+    old: ManifestReader<A>,
+    new: ManifestReader<B>,
+    opts: &DiffOptions,
+    spill_dir: &Path,
+) -> Result<(Changes, DiffSummary), DiffError> {
+    let mut old = Side::new(old);
+    let mut new = Side::new(new);
+    let (ro, rn) = (old.rd.header().root_ino, new.rd.header().root_ino);
+    if ro != rn {
+        return Err(DiffError::Roots(ro, rn));
+    }
+    let old_time = old.rd.header().created_unix;
+    let tables = (DirTable::load(&mut old.rd)?, DirTable::load(&mut new.rd)?);
+    let mut d = Differ {
+        res: Resolver::new(tables.0, tables.1),
+        out: ExternalSorter::new(opts.mem_limit / 2, spill_dir),
+        opts: opts.clone(),
+        old_time,
+        seq: 0,
+        sum: DiffSummary::default(),
+        path: Vec::new(),
+    };
+    old.advance()?;
+    new.advance()?;
+    while old.has_head || new.has_head {
+        let ord = match (old.has_head, new.has_head) {
+            (true, true) => old.head.key().cmp(&new.head.key()),
+            (true, false) => std::cmp::Ordering::Less,
+            _ => std::cmp::Ordering::Greater,
+        };
+        match ord {
+            std::cmp::Ordering::Less => {
+                old.take_group()?;
+                for r in old.records() {
+                    d.deleted(r)?;
+                }
+            }
+            std::cmp::Ordering::Greater => {
+                new.take_group()?;
+                for r in new.records() {
+                    d.created(r)?;
+                }
+            }
+            std::cmp::Ordering::Equal => {
+                old.take_group()?;
+                new.take_group()?;
+                d.both(old.records(), new.records())?;
+            }
+        }
+    }
+    d.sum.records = old.rd.totals()[1] + new.rd.totals()[1];
+    d.finish()
+}
+
+struct Differ {
+    res: Resolver,
+    out: ExternalSorter<Ordered>,
+    opts: DiffOptions,
+    old_time: i64,
+    seq: u64,
+    sum: DiffSummary,
+    path: Vec<u8>,
+}
+
+impl Differ {
+    fn path(&mut self, ns: Namespace, r: &Record) -> Result<Vec<u8>, OrphanError> {
+        self.path.clear();
+        self.res.link_path(ns, r.parent, &r.name, &mut self.path)?;
+        Ok(self.path.clone())
+    }
+
+    fn push(&mut self, phase: u8, change: Change) -> io::Result<()> {
+        let d = depth(change.source.as_deref().unwrap_or(&change.path));
+        let d = if phase == PHASE_OUT { u32::MAX - d } else { d };
+        self.seq += 1;
+        self.out.push(&Ordered {
+            key: (phase, d, self.seq),
+            change,
+        })
+    }
+
+    fn skip_ctime(&mut self, r: &Record) -> bool {
+        let skip = self.opts.skip_old_ctimes && r.ctime.sec < self.old_time;
+        if skip {
+            self.sum.skipped_old_ctime += 1;
+        }
+        skip
+    }
+
+    fn deleted(&mut self, r: &Record) -> Result<(), DiffError> {
+        let path = self.path(Namespace::Old, r)?;
+        self.sum.deleted += 1;
+        self.push(
+            PHASE_OUT,
+            Change {
+                state: State::Deleted,
+                path,
+                source: None,
+                record: r.clone(),
+                metadata_only: false,
+            },
+        )?;
+        Ok(())
+    }
+
+    fn created(&mut self, r: &Record) -> Result<(), DiffError> {
+        if self.skip_ctime(r) {
+            return Ok(());
+        }
+        let path = self.path(Namespace::New, r)?;
+        self.sum.created += 1;
+        self.push(
+            PHASE_CREATE,
+            Change {
+                state: State::Created,
+                path,
+                source: None,
+                record: r.clone(),
+                metadata_only: false,
+            },
+        )?;
+        Ok(())
+    }
+
+    fn moved(&mut self, from: &Record, to: &Record) -> Result<(), DiffError> {
+        let source = self.path(Namespace::Old, from)?;
+        let path = self.path(Namespace::New, to)?;
+        self.sum.moved += 1;
+        self.push(
+            PHASE_OUT,
+            Change {
+                state: State::Moved,
+                path,
+                source: Some(source),
+                record: to.clone(),
+                metadata_only: false,
+            },
+        )?;
+        Ok(())
+    }
+
+    fn updated(&mut self, r: &Record, metadata_only: bool) -> Result<(), DiffError> {
+        if self.skip_ctime(r) {
+            return Ok(());
+        }
+        let path = self.path(Namespace::New, r)?;
+        self.sum.updated += 1;
+        self.sum.metadata_only += u64::from(metadata_only);
+        self.push(
+            PHASE_UPDATE,
+            Change {
+                state: State::Updated,
+                path,
+                source: None,
+                record: r.clone(),
+                metadata_only,
+            },
+        )?;
+        Ok(())
+    }
+
+    /// An inode in both manifests: compare its links and its attributes.
+    fn both(&mut self, old: &[Record], new: &[Record]) -> Result<(), DiffError> {
+        if let ([o], [n]) = (old, new) {
+            if o == n && self.res.same_parent(o.parent) {
+                self.sum.unchanged += 1;
+                return self.unchanged_link(o, n);
+            }
+        }
+        // Links present in both, and the rest paired in order as moves.
+        let res = &self.res;
+        let same = |a: &Record, b: &Record| a.same_link(b) && res.same_parent(a.parent);
+        let mut old_only: Vec<&Record> = old.iter().filter(|o| !new.iter().any(|n| same(o, n))).collect();
+        let mut new_only: Vec<&Record> = new.iter().filter(|n| !old.iter().any(|o| same(o, n))).collect();
+        let links_changed = !old_only.is_empty() || !new_only.is_empty();
+        let (o, n) = (&old[0], &new[0]);
+        let data = !o.is_dir() && !o.same_data(n);
+        let meta = !o.same_ownership(n)
+            || (o.is_dir() && o.mtime != n.mtime)
+            || (o.ctime != n.ctime && !links_changed && o.nlink == n.nlink);
+        let pairs = old_only.len().min(new_only.len());
+        for (from, to) in old_only.drain(..pairs).zip(new_only.drain(..pairs)) {
+            self.moved(from, to)?;
+        }
+        for r in old_only {
+            self.deleted(r)?;
+        }
+        let created: Vec<&Record> = new_only;
+        for r in &created {
+            self.created(r)?;
+        }
+        for r in new {
+            if created.iter().any(|c| c.same_link(r)) {
+                continue;
+            }
+            if data || meta {
+                self.updated(r, !data)?;
+            } else if let Some(o) = old.iter().find(|o| o.same_link(r) && self.res.same_parent(o.parent)) {
+                self.sum.unchanged += 1;
+                self.unchanged_link(o, r)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A link at the same place: with `condense_moves` off, an entry under
+    /// a moved directory is reported as moved too.
+    fn unchanged_link(&mut self, o: &Record, n: &Record) -> Result<(), DiffError> {
+        if self.opts.condense_moves || o.parent == 0 {
+            return Ok(());
+        }
+        let source = self.path(Namespace::Old, o)?;
+        let path = self.path(Namespace::New, n)?;
+        if source != path {
+            self.sum.unchanged -= 1;
+            self.sum.moved += 1;
+            self.push(
+                PHASE_OUT,
+                Change {
+                    state: State::Moved,
+                    path,
+                    source: Some(source),
+                    record: n.clone(),
+                    metadata_only: false,
+                },
+            )?;
+        }
+        Ok(())
+    }
+
+    fn finish(self) -> Result<(Changes, DiffSummary), DiffError> {
+        Ok((
+            Changes {
+                sorted: self.out.finish()?,
+            },
+            self.sum,
+        ))
+    }
+}
+
+/// The changes of a diff, in apply order.
+pub struct Changes {
+    sorted: Sorted<Ordered>,
+}
+
+impl Iterator for Changes {
+    type Item = io::Result<Change>;
+
+    fn next(&mut self) -> Option<io::Result<Change>> {
+        Some(self.sorted.next()?.map(|o| o.change))
+    }
+}

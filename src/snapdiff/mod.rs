@@ -1,0 +1,15 @@
+//! Snapshot-diff discovery: what was created, updated, moved and deleted in
+//! a fileset since the last successful run.
+//!
+//! A [`manifest`] records every link of the fileset at one point in time,
+//! sorted by inode; the [`diff`] merge-joins two manifests on (inode,
+//! generation) and orders the changes so that applying them is safe.
+//! See `docs/snapdiff.md`.
+
+pub mod build;
+pub mod codec;
+pub mod diff;
+pub mod extsort;
+pub mod manifest;
+pub mod paths;
+pub mod record;
