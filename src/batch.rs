@@ -124,6 +124,11 @@ impl<T> Batcher<T> {
 
     /// Returns the last, partial batch, if any.
     pub fn finish(mut self) -> Option<Vec<T>> {
+        self.flush()
+    }
+
+    /// Closes the batch being filled early, if it holds anything.
+    pub fn flush(&mut self) -> Option<Vec<T>> {
         (!self.items.is_empty()).then(|| self.take())
     }
 

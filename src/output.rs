@@ -42,19 +42,31 @@ impl<W: Write> EntryWriter<W> {
 
     /// Writes one entry (a batch is written once it is full).
     pub fn write(&mut self, e: &Entry) -> io::Result<()> {
+        self.write_with(e, |_| {})
+    }
+
+    /// Writes one entry whose path object gets more keys: `extra` appends
+    /// them (each starting with a comma) before the closing brace.
+    pub fn write_with(&mut self, e: &Entry, extra: impl FnOnce(&mut Vec<u8>)) -> io::Result<()> {
         self.line.clear();
+        let object = |line: &mut Vec<u8>, fields| {
+            write_entry(e, fields, line);
+            line.pop();
+            extra(line);
+            line.push(b'}');
+        };
         match self.format {
             Format::Nul => {
                 self.out.write_all(&e.path)?;
                 self.out.write_all(b"\0")
             }
             Format::JsonLines(fields) => {
-                write_entry(e, fields, &mut self.line);
+                object(&mut self.line, fields);
                 self.line.push(b'\n');
                 self.out.write_all(&self.line)
             }
             Format::Batches(fields, _) => {
-                write_entry(e, fields, &mut self.line);
+                object(&mut self.line, fields);
                 let obj = self.line.clone();
                 let len = obj.len() + 1;
                 let out = &mut self.out;
@@ -68,6 +80,23 @@ impl<W: Write> EntryWriter<W> {
                 result
             }
         }
+    }
+
+    /// Writes the batch being filled, if any, so that the next entry starts
+    /// a new one (snapdiff keeps each batch to one state).
+    pub fn end_batch(&mut self) -> io::Result<()> {
+        if let Some(b) = self.batcher.as_mut() {
+            if let Some(batch) = b.flush() {
+                write_batch(&mut self.out, &batch)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes any partial batch and flushes, keeping the writer usable.
+    pub fn flush(&mut self) -> io::Result<()> {
+        self.end_batch()?;
+        self.out.flush()
     }
 
     /// Writes any partial batch and flushes; returns the inner writer.

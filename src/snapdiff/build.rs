@@ -33,6 +33,7 @@ impl SortItem for Record {
 pub struct ManifestBuilder {
     all: ExternalSorter<Record>,
     dirs: ExternalSorter<Record>,
+    root_ino: Option<u64>,
 }
 
 impl ManifestBuilder {
@@ -42,6 +43,7 @@ impl ManifestBuilder {
         ManifestBuilder {
             all: ExternalSorter::new(mem_limit - mem_limit / 4, spill_dir),
             dirs: ExternalSorter::new(mem_limit / 4, spill_dir),
+            root_ino: None,
         }
     }
 
@@ -50,11 +52,24 @@ impl ManifestBuilder {
     pub fn push(&mut self, r: &Record) -> Result<(), ManifestError> {
         r.validate()
             .map_err(|e| ManifestError::Header(format!("inode {}: {e}", r.ino)))?;
+        if r.parent == 0 {
+            match self.root_ino {
+                Some(ino) if ino != r.ino => {
+                    return Err(ManifestError::Header(format!("two roots: inodes {ino} and {}", r.ino)));
+                }
+                _ => self.root_ino = Some(r.ino),
+            }
+        }
         if r.is_dir() {
             self.dirs.push(r)?;
         }
         self.all.push(r)?;
         Ok(())
+    }
+
+    /// The inode of the root record (the one without a parent), once added.
+    pub fn root_ino(&self) -> Option<u64> {
+        self.root_ino
     }
 
     /// Records added so far.

@@ -5,6 +5,7 @@
 //! returns `std::io::Result`, and leaves policy (what to retry, what to count
 //! as a failure) to its callers.
 
+pub mod btrfs;
 mod dir;
 mod limits;
 mod stat;

@@ -1,0 +1,174 @@
+//! Writing changes as path objects: the scan's formats plus `state`,
+//! `source` for moves, and the seed's `additional_metadata`.
+
+use super::diff::{Change, State};
+use super::run::{ChangeSink, SnapdiffReport};
+use crate::entry::{Entry, Fields};
+use crate::output::{EntryWriter, Format};
+use crate::sys::FileStat;
+use crate::task::surrogate;
+use std::io::{self, Write};
+
+/// The seed's `extra_fields`, written under `additional_metadata`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ExtraFields {
+    /// `inode`.
+    pub inode: bool,
+    /// `generation`.
+    pub generation: bool,
+    /// `is_metadata_only_update` (for `updated` entries).
+    pub is_metadata_only_update: bool,
+}
+
+impl ExtraFields {
+    /// Parses a comma-separated list of the seed's names.
+    pub fn parse(list: &str) -> Result<ExtraFields, String> {
+        let mut x = ExtraFields::default();
+        for name in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            match name {
+                "inode" => x.inode = true,
+                "generation" => x.generation = true,
+                "is_metadata_only_update" => x.is_metadata_only_update = true,
+                other => {
+                    return Err(format!(
+                        "unknown extra field '{other}' (known: inode, generation, is_metadata_only_update)"
+                    ));
+                }
+            }
+        }
+        Ok(x)
+    }
+
+    fn any(self) -> bool {
+        self.inode || self.generation || self.is_metadata_only_update
+    }
+}
+
+/// The fields a snapdiff path object can carry (a manifest has no atime).
+pub const DEFAULT_FIELDS: &str = "path,type,size,mtime,ctime,mode,uid,gid,nlink";
+
+/// Writes changes under the fileset's live path.
+pub struct ChangeWriter<W: Write> {
+    out: EntryWriter<W>,
+    root: Vec<u8>,
+    extra: ExtraFields,
+    last: Option<State>,
+}
+
+impl<W: Write> ChangeWriter<W> {
+    /// A writer of `format` for changes of the fileset at `root`. Fails if
+    /// the fields ask for `atime`, which manifests do not record.
+    pub fn new(out: W, format: Format, root: &[u8], extra: ExtraFields) -> Result<Self, String> {
+        if let Format::JsonLines(f) | Format::Batches(f, _) = format {
+            if f.contains(Fields::ATIME) {
+                return Err("snapdiff cannot report atime (manifests do not record it)".into());
+            }
+        }
+        Ok(ChangeWriter {
+            out: EntryWriter::new(out, format),
+            root: root.to_vec(),
+            extra,
+            last: None,
+        })
+    }
+
+    fn absolute(&self, rel: &[u8]) -> Vec<u8> {
+        let mut p = self.root.clone();
+        if !rel.is_empty() {
+            if !p.ends_with(b"/") {
+                p.push(b'/');
+            }
+            p.extend_from_slice(rel);
+        }
+        p
+    }
+
+    /// Writes one change; a batch never mixes states.
+    pub fn write(&mut self, c: &Change) -> io::Result<()> {
+        if self.last.is_some_and(|s| s != c.state) {
+            self.out.end_batch()?;
+        }
+        self.last = Some(c.state);
+        let r = &c.record;
+        let e = Entry {
+            path: self.absolute(&c.path),
+            file_type: r.file_type(),
+            ino: r.ino,
+            parent: r.parent,
+            meta: Some(FileStat {
+                dev: 0,
+                ino: r.ino,
+                mode: r.mode,
+                nlink: r.nlink,
+                uid: r.uid,
+                gid: r.gid,
+                size: r.size,
+                atime: Default::default(),
+                mtime: r.mtime,
+                ctime: r.ctime,
+            }),
+            generation: u32::try_from(r.generation).ok(),
+        };
+        let source = c.source.as_ref().map(|s| self.absolute(s));
+        let extra = self.extra;
+        self.out.write_with(&e, |o| {
+            o.extend_from_slice(b",\"state\":\"");
+            o.extend_from_slice(c.state.as_str().as_bytes());
+            o.push(b'"');
+            if let Some(s) = &source {
+                o.extend_from_slice(b",\"source\":");
+                surrogate::encode(s, o);
+            }
+            if extra.any() {
+                let mut sep = b'{';
+                o.extend_from_slice(b",\"additional_metadata\":");
+                let mut num = itoa::Buffer::new();
+                if extra.inode {
+                    o.push(sep);
+                    sep = b',';
+                    o.extend_from_slice(b"\"inode\":");
+                    o.extend_from_slice(num.format(r.ino).as_bytes());
+                }
+                if extra.generation {
+                    o.push(sep);
+                    sep = b',';
+                    o.extend_from_slice(b"\"generation\":");
+                    o.extend_from_slice(num.format(r.generation).as_bytes());
+                }
+                if extra.is_metadata_only_update && c.state == State::Updated {
+                    o.push(sep);
+                    sep = b',';
+                    o.extend_from_slice(b"\"is_metadata_only_update\":");
+                    o.extend_from_slice(if c.metadata_only { b"true" } else { b"false" });
+                }
+                if sep == b'{' {
+                    o.push(b'{');
+                }
+                o.push(b'}');
+            }
+        })
+    }
+}
+
+impl<W: Write> ChangeSink for ChangeWriter<W> {
+    fn change(&mut self, c: &Change) -> io::Result<()> {
+        self.write(c)
+    }
+
+    fn finish(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
+}
+
+/// Writes a run's report as one JSON object in the shape of the seed's task
+/// status: `{"task":"snapdiff","input_paths":[...],"summary":{...},...}`.
+pub fn write_report(out: &mut impl Write, root: &[u8], report: &SnapdiffReport) -> io::Result<()> {
+    let mut buf = b"{\"task\":\"snapdiff\",\"input_paths\":[".to_vec();
+    surrogate::encode(root, &mut buf);
+    buf.extend_from_slice(b"],\"input_total\":1,");
+    let body = serde_json::to_vec(report).map_err(io::Error::other)?;
+    buf.extend_from_slice(&body[1..]);
+    buf.push(b'\n');
+    out.write_all(&buf)?;
+    out.flush()
+}

@@ -1,0 +1,239 @@
+//! Snapshot providers: they take and delete a fileset's snapshots and read
+//! a snapshot (or, without snapshots, the live tree) into a manifest.
+//!
+//! - [`btrfs`]: the fileset is a subvolume; snapshots are read-only
+//!   subvolume snapshots in `<fileset>/.snapshots/`.
+//! - [`gpfs`]: an independent fileset; `mm*` commands make the snapshots
+//!   and `mmapplypolicy` lists them.
+//! - [`none`]: no snapshots; the previous run's manifest of the live tree
+//!   is the baseline.
+
+pub mod btrfs;
+pub mod gpfs;
+pub mod none;
+
+use super::build::{ManifestBuilder, WalkManifestError};
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// The fileset a provider works on.
+#[derive(Clone, Debug)]
+pub struct Fileset {
+    /// Its name (GPFS fileset name, or the directory's name).
+    pub name: String,
+    /// Its id (GPFS fileset id, btrfs subvolume id, or root inode).
+    pub id: String,
+    /// The live path, absolute and canonical (raw bytes).
+    pub path: Vec<u8>,
+    /// The root of the filesystem it is on, where `.rotate/` lives.
+    pub fs_root: PathBuf,
+}
+
+/// A snapshot operation failed.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct SnapshotError {
+    /// Worth retrying (busy, quiesce failure) rather than a usage error.
+    pub transient: bool,
+    /// What happened.
+    pub message: String,
+}
+
+impl SnapshotError {
+    /// An error from a system call: permission and argument errors are
+    /// final, the rest are worth retrying.
+    pub fn from_io(what: &str, e: io::Error) -> Self {
+        let final_errno = matches!(
+            e.raw_os_error(),
+            Some(libc::EEXIST | libc::ENOENT | libc::EPERM | libc::EACCES | libc::EINVAL | libc::ENOTTY | libc::EROFS)
+        );
+        SnapshotError {
+            transient: !final_errno,
+            message: format!("{what}: {e}"),
+        }
+    }
+}
+
+/// What every provider does.
+pub trait Provider: Send + Sync {
+    /// `btrfs`, `gpfs` or `none`.
+    fn kind(&self) -> &'static str;
+    /// The fileset.
+    fn fileset(&self) -> &Fileset;
+    /// Whether runs take snapshots (`none` does not).
+    fn has_snapshots(&self) -> bool;
+    /// Takes a snapshot called `name`.
+    fn create_snapshot(&self, name: &str) -> Result<(), SnapshotError>;
+    /// Deletes snapshot `name`.
+    fn delete_snapshot(&self, name: &str) -> Result<(), SnapshotError>;
+    /// The fileset's snapshots, by name.
+    fn snapshots(&self) -> io::Result<Vec<String>>;
+    /// Reads snapshot `snapshot` (or the live tree, for `None`) into
+    /// `builder`, walking with `threads` threads where it walks.
+    fn scan(&self, snapshot: Option<&str>, builder: &mut ManifestBuilder, threads: usize) -> Result<(), ScanError>;
+}
+
+/// Why a snapshot could not be read into a manifest.
+#[derive(Debug, thiserror::Error)]
+pub enum ScanError {
+    /// The walk failed or was incomplete.
+    #[error("{0}")]
+    Walk(#[from] WalkManifestError),
+    /// A command or parser failed.
+    #[error("{0}")]
+    Other(String),
+}
+
+/// Which provider to use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// btrfs if the path is a btrfs subvolume, otherwise none.
+    Auto,
+    /// [`btrfs::Btrfs`].
+    Btrfs,
+    /// [`gpfs::Gpfs`].
+    Gpfs,
+    /// [`none::NoSnapshots`].
+    None,
+}
+
+/// Opens the fileset at `path` with provider `kind`.
+pub fn open(kind: Kind, path: &Path, gpfs: &gpfs::GpfsOptions) -> io::Result<Box<dyn Provider>> {
+    Ok(match kind {
+        Kind::Btrfs => Box::new(btrfs::Btrfs::open(path)?),
+        Kind::Gpfs => Box::new(gpfs::Gpfs::open(path, gpfs)?),
+        Kind::None => Box::new(none::NoSnapshots::open(path)?),
+        Kind::Auto => match btrfs::Btrfs::open(path) {
+            Ok(b) => Box::new(b),
+            Err(_) => Box::new(none::NoSnapshots::open(path)?),
+        },
+    })
+}
+
+/// Runs `op` until it succeeds, fails for good, or `timeout` has passed
+/// (seed `snapshot_create_delete_retry_timeout`; 0 means one attempt).
+/// Waits grow from a tenth of the timeout (at most 5 s) to at most 300 s.
+pub fn with_retries<T>(
+    timeout: Duration,
+    mut op: impl FnMut() -> Result<T, SnapshotError>,
+    mut on_retry: impl FnMut(&SnapshotError, Duration),
+) -> Result<T, SnapshotError> {
+    let start = Instant::now();
+    let mut wait = (timeout / 10)
+        .min(Duration::from_secs(5))
+        .max(Duration::from_millis(10));
+    loop {
+        match op() {
+            Ok(v) => return Ok(v),
+            Err(e) if e.transient && start.elapsed() + wait <= timeout => {
+                on_retry(&e, wait);
+                std::thread::sleep(wait);
+                wait = (wait * 2).min(Duration::from_secs(300));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// The mount point of the filesystem holding `path` (which must be
+/// absolute and canonical), from `/proc/self/mountinfo`.
+pub fn mount_point(path: &Path) -> io::Result<PathBuf> {
+    let info = std::fs::read("/proc/self/mountinfo")?;
+    let mut best: Option<PathBuf> = None;
+    for line in info.split(|&b| b == b'\n') {
+        let Some(field) = line.split(|&b| b == b' ').nth(4) else {
+            continue;
+        };
+        let mp = PathBuf::from(std::ffi::OsStr::from_bytes(&unescape_octal(field)));
+        if path.starts_with(&mp) && best.as_ref().is_none_or(|b| mp.as_os_str().len() > b.as_os_str().len()) {
+            best = Some(mp);
+        }
+    }
+    best.ok_or_else(|| io::Error::other(format!("no mount point found for {}", path.display())))
+}
+
+/// Undoes mountinfo's `\ooo` escapes (space, tab, newline, backslash).
+fn unescape_octal(s: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(s.len());
+    let mut i = 0;
+    while i < s.len() {
+        if s[i] == b'\\'
+            && i + 3 < s.len() + 1
+            && s.len() >= i + 4
+            && s[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
+            let v = (s[i + 1] - b'0') * 64 + (s[i + 2] - b'0') * 8 + (s[i + 3] - b'0');
+            out.push(v);
+            i += 4;
+        } else {
+            out.push(s[i]);
+            i += 1;
+        }
+    }
+    out
+}
+
+/// The last component of a path, as the fileset's name.
+pub fn base_name(path: &Path) -> String {
+    path.file_name()
+        .map_or_else(|| "root".into(), |n| n.to_string_lossy().replace(['/', '\0'], "_"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retries_transient_errors_within_the_timeout() {
+        let mut calls = 0;
+        let r = with_retries(
+            Duration::from_millis(500),
+            || {
+                calls += 1;
+                if calls < 3 {
+                    Err(SnapshotError {
+                        transient: true,
+                        message: "busy".into(),
+                    })
+                } else {
+                    Ok(calls)
+                }
+            },
+            |_, _| {},
+        );
+        assert_eq!(r.unwrap(), 3);
+        let mut calls = 0;
+        let r: Result<(), _> = with_retries(
+            Duration::from_secs(100),
+            || {
+                calls += 1;
+                Err(SnapshotError {
+                    transient: false,
+                    message: "exists".into(),
+                })
+            },
+            |_, _| {},
+        );
+        assert!(r.is_err());
+        assert_eq!(calls, 1);
+        let r: Result<(), _> = with_retries(
+            Duration::ZERO,
+            || {
+                Err(SnapshotError {
+                    transient: true,
+                    message: "x".into(),
+                })
+            },
+            |_, _| {},
+        );
+        assert!(r.is_err());
+    }
+
+    #[test]
+    fn mount_points() {
+        assert_eq!(mount_point(Path::new("/proc/self")).unwrap(), Path::new("/proc"));
+        assert_eq!(unescape_octal(br"/a\040b\134"), b"/a b\\");
+    }
+}

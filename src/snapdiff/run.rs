@@ -1,0 +1,532 @@
+//! One snapdiff run, end to end: lock the fileset, take a snapshot, read it
+//! into a manifest, diff it against the last synced one, hand every change
+//! to the caller, then rotate (the new snapshot becomes the last synced one
+//! and older ones are deleted) or roll back.
+
+use super::build::ManifestBuilder;
+use super::diff::{Change, DiffOptions, DiffSummary, diff};
+use super::manifest::{Header, ManifestReader, ManifestWriter};
+use super::provider::{Provider, ScanError, SnapshotError, with_retries};
+use super::state::{AcquireError, Lock, LockInfo, StateDir, hostname, write_atomic};
+use crate::scan::now_iso8601;
+use serde::{Deserialize, Serialize};
+use std::fs::File;
+use std::io::{self, BufReader, BufWriter, Seek};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// Where a run's changes go. `finish` must make them durable (or
+/// delivered): the run rotates only after it succeeds.
+pub trait ChangeSink {
+    /// Takes one change, in apply order.
+    fn change(&mut self, c: &Change) -> io::Result<()>;
+    /// Called once after the last change, before the run rotates.
+    fn finish(&mut self) -> io::Result<()>;
+}
+
+/// Writing nothing (a summary-only run) is a sink too.
+impl<S: ChangeSink> ChangeSink for Option<S> {
+    fn change(&mut self, c: &Change) -> io::Result<()> {
+        self.as_mut().map_or(Ok(()), |s| s.change(c))
+    }
+
+    fn finish(&mut self) -> io::Result<()> {
+        self.as_mut().map_or(Ok(()), |s| s.finish())
+    }
+}
+
+/// Collecting changes in memory (tests, small filesets).
+impl ChangeSink for Vec<Change> {
+    fn change(&mut self, c: &Change) -> io::Result<()> {
+        self.push(c.clone());
+        Ok(())
+    }
+
+    fn finish(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// How to run.
+#[derive(Clone, Debug)]
+pub struct SnapdiffOptions {
+    /// Where the last-snap, manifest and lock files live (default
+    /// `<fs root>/.rotate`).
+    pub state_dir: Option<PathBuf>,
+    /// Prefix of snapshot and state file names.
+    pub prefix: String,
+    /// Age after which a lock is stale (seed `lock_threshold`, 86400 s).
+    pub lock_threshold: Duration,
+    /// How long to retry snapshot creation and deletion (seed
+    /// `snapshot_create_delete_retry_timeout`, 1000 s).
+    pub retry_timeout: Duration,
+    /// Diff settings.
+    pub diff: DiffOptions,
+    /// Memory for sorting the new manifest before it spills to disk.
+    pub mem_limit: usize,
+    /// Walker threads.
+    pub threads: usize,
+    /// Diff, but leave no trace: the new snapshot is deleted and the state
+    /// is not rotated.
+    pub dry_run: bool,
+    /// Keep the lock and the new snapshot after the diff, for a later
+    /// `rotate` to commit or roll back.
+    pub hold: bool,
+}
+
+impl Default for SnapdiffOptions {
+    fn default() -> Self {
+        SnapdiffOptions {
+            state_dir: None,
+            prefix: "ferry".into(),
+            lock_threshold: Duration::from_secs(86400),
+            retry_timeout: Duration::from_secs(1000),
+            diff: DiffOptions::default(),
+            mem_limit: 1 << 30,
+            threads: crate::walk::WalkOptions::default().threads,
+            dry_run: false,
+            hold: false,
+        }
+    }
+}
+
+/// How a run ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// The new snapshot is now the last synced one.
+    Rotated,
+    /// Nothing changed on disk (`--dry-run`).
+    DryRun,
+    /// Waiting for `rotate` (`--hold`).
+    Held,
+    /// The new snapshot was discarded; the next run diffs from the old one.
+    RolledBack,
+}
+
+/// What a run did.
+#[derive(Clone, Debug, Serialize)]
+pub struct SnapdiffReport {
+    /// Provider kind.
+    pub provider: &'static str,
+    /// Fileset name.
+    pub fileset: String,
+    /// Fileset id.
+    pub fileset_id: String,
+    /// The baseline snapshot (`None` on a first run).
+    pub old_snapshot: Option<String>,
+    /// The snapshot taken by this run.
+    pub new_snapshot: String,
+    /// No baseline: everything is `created`.
+    pub first_run: bool,
+    /// Counts of changes.
+    pub summary: DiffSummary,
+    /// How it ended.
+    pub outcome: Outcome,
+    /// Things that went wrong without failing the run (an old snapshot
+    /// that could not be deleted).
+    pub warnings: Vec<String>,
+    /// When it started.
+    pub started: String,
+    /// Seconds spent reading the snapshot into a manifest.
+    pub manifest_seconds: f64,
+    /// Seconds spent diffing and writing changes.
+    pub diff_seconds: f64,
+    /// Entries in the new manifest.
+    pub entries: u64,
+}
+
+/// Why a run failed. Every failure rolls back: the new snapshot is
+/// deleted and the last-snap file is untouched.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapdiffError {
+    /// Another run holds the lock.
+    #[error("{0}")]
+    Lock(#[from] AcquireError),
+    /// A snapshot could not be taken.
+    #[error("{0}")]
+    Snapshot(#[from] SnapshotError),
+    /// The snapshot could not be read completely.
+    #[error("{0}")]
+    Scan(#[from] ScanError),
+    /// No baseline where one should be.
+    #[error(
+        "the last synced snapshot {0} has neither a manifest nor a snapshot any more; \
+         remove {1} to sync everything again"
+    )]
+    NoBaseline(String, String),
+    /// Diffing failed.
+    #[error("{0}")]
+    Diff(#[from] super::diff::DiffError),
+    /// The manifest could not be written.
+    #[error("{0}")]
+    Manifest(#[from] super::manifest::ManifestError),
+    /// The consumer of the changes failed (nothing is rotated).
+    #[error("writing changes failed: {0}")]
+    Output(io::Error),
+    /// State files could not be read or written.
+    #[error("{0}")]
+    Io(#[from] io::Error),
+    /// `rotate` found no held run.
+    #[error("no held run for this fileset ({0} does not exist)")]
+    NotHeld(String),
+}
+
+/// A run held open by `--hold`.
+#[derive(Serialize, Deserialize)]
+struct Pending {
+    run: String,
+    snapshot: String,
+    old_snapshot: Option<String>,
+    started: String,
+}
+
+struct Ctx<'a> {
+    provider: &'a dyn Provider,
+    opts: &'a SnapdiffOptions,
+    state: StateDir,
+    log: &'a mut dyn FnMut(&str),
+}
+
+impl Ctx<'_> {
+    fn retry<T>(&mut self, op: impl FnMut() -> Result<T, SnapshotError>) -> Result<T, SnapshotError> {
+        let log = &mut self.log;
+        with_retries(self.opts.retry_timeout, op, |e, wait| {
+            log(&format!("{e}; retrying in {:.1}s", wait.as_secs_f64()))
+        })
+    }
+
+    fn delete_snapshot(&mut self, name: &str) -> Result<(), SnapshotError> {
+        let p = self.provider;
+        self.retry(|| p.delete_snapshot(name))
+    }
+
+    /// Reads `snapshot` (or the live tree) into a manifest file in the
+    /// state directory; returns it, rewound, with its entry count.
+    fn build(&mut self, snapshot: Option<&str>) -> Result<(File, u64), SnapdiffError> {
+        let mut b = ManifestBuilder::new(self.opts.mem_limit, &self.state.dir);
+        self.provider.scan(snapshot, &mut b, self.opts.threads)?;
+        let header = Header {
+            root: self.provider.fileset().path.clone(),
+            root_ino: b.root_ino().unwrap_or(0),
+            provider: self.provider.kind().into(),
+            snapshot: snapshot.map(str::to_string),
+            created: now_iso8601(),
+            created_unix: jiff::Timestamp::now().as_second(),
+        };
+        let file = tempfile::tempfile_in(&self.state.dir)?;
+        let (w, [_, entries]) = b.write(BufWriter::with_capacity(1 << 20, file), &header)?;
+        let mut file = w.into_inner().map_err(|e| e.into_error())?;
+        file.sync_all()?;
+        file.rewind()?;
+        Ok((file, entries))
+    }
+
+    /// Makes `snap` the last synced snapshot, then deletes older snapshots
+    /// and manifests; failures to delete are warnings.
+    fn commit(&mut self, snap: &str, manifest: Option<File>, warnings: &mut Vec<String>) -> Result<(), SnapdiffError> {
+        let path = self.state.manifest_path(snap);
+        if let Some(mut f) = manifest {
+            // Copy the unnamed file into place under a temporary name.
+            let mut tmp = tempfile::NamedTempFile::new_in(&self.state.dir)?;
+            io::copy(&mut f, &mut tmp)?;
+            tmp.as_file().sync_all()?;
+            tmp.persist(&path).map_err(|e| e.error)?;
+        }
+        self.state.set_last_snapshot(snap)?;
+        let prefix = self.state.snapshot_prefix();
+        for old in self.provider.snapshots()? {
+            if old.starts_with(&prefix) && old != snap {
+                if let Err(e) = self.delete_snapshot(&old) {
+                    warnings.push(format!("old snapshot {old} was not deleted: {e}"));
+                }
+            }
+        }
+        for stale in self.state.stale_manifests(snap)? {
+            if let Err(e) = std::fs::remove_file(&stale) {
+                warnings.push(format!("{}: {e}", stale.display()));
+            }
+        }
+        Ok(())
+    }
+
+    fn rollback(&mut self, snap: &str) -> Result<(), SnapdiffError> {
+        if self.provider.has_snapshots() {
+            self.delete_snapshot(snap)?;
+        }
+        let _ = std::fs::remove_file(self.state.manifest_path(snap));
+        Ok(())
+    }
+}
+
+fn state_dir(provider: &dyn Provider, opts: &SnapdiffOptions) -> io::Result<StateDir> {
+    let fs = provider.fileset();
+    let dir = opts.state_dir.clone().unwrap_or_else(|| fs.fs_root.join(".rotate"));
+    let state = StateDir::new(dir, &opts.prefix, &fs.name, &fs.id)?;
+    state.create()?;
+    Ok(state)
+}
+
+fn empty_manifest(root: &[u8], root_ino: u64) -> Result<Vec<u8>, SnapdiffError> {
+    let header = Header {
+        root: root.to_vec(),
+        root_ino,
+        provider: "empty".into(),
+        snapshot: None,
+        created: String::new(),
+        created_unix: i64::MIN,
+    };
+    Ok(ManifestWriter::new(Vec::new(), &header)?.finish()?.0)
+}
+
+/// Runs a snapdiff on `provider`'s fileset. Every change is passed to
+/// `sink` in apply order (paths relative to the fileset root); `log` gets
+/// progress messages (retries, rebuilt manifests).
+pub fn snapdiff(
+    provider: &dyn Provider,
+    opts: &SnapdiffOptions,
+    sink: &mut dyn ChangeSink,
+    log: &mut dyn FnMut(&str),
+) -> Result<SnapdiffReport, SnapdiffError> {
+    let started = now_iso8601();
+    let state = state_dir(provider, opts)?;
+    let run = format!("{}-{}", std::process::id(), jiff::Timestamp::now().as_nanosecond());
+    let lock = Lock::acquire(
+        &state.lock_path(),
+        LockInfo {
+            pid: if opts.hold { 0 } else { std::process::id() },
+            host: hostname(),
+            run: run.clone(),
+            started: started.clone(),
+        },
+        opts.lock_threshold,
+    )?;
+    let mut ctx = Ctx {
+        provider,
+        opts,
+        state,
+        log,
+    };
+    let last = ctx.state.last_snapshot()?;
+
+    // The baseline: the last synced snapshot's manifest, rebuilt from the
+    // snapshot itself if the manifest is missing.
+    let old: Option<File> = match &last {
+        None => None,
+        Some(s) => match File::open(ctx.state.manifest_path(s)) {
+            Ok(f) => Some(f),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                if !provider.has_snapshots() || !provider.snapshots()?.contains(s) {
+                    return Err(SnapdiffError::NoBaseline(
+                        s.clone(),
+                        ctx.state.lastsnap_path().display().to_string(),
+                    ));
+                }
+                (ctx.log)(&format!("rebuilding the manifest of snapshot {s}"));
+                Some(ctx.build(Some(s))?.0)
+            }
+            Err(e) => return Err(e.into()),
+        },
+    };
+
+    let mut name = format!(
+        "{}{}",
+        ctx.state.snapshot_prefix(),
+        jiff::Timestamp::now().strftime("%Y%m%dT%H%M%S%.6fZ")
+    );
+    if last.as_deref() == Some(name.as_str()) {
+        name.push_str(".1");
+    }
+    ctx.retry(|| provider.create_snapshot(&name))?;
+
+    let t0 = Instant::now();
+    let (new_file, entries) = match ctx.build(provider.has_snapshots().then_some(name.as_str())) {
+        Ok(v) => v,
+        Err(e) => {
+            ctx.rollback(&name)?;
+            return Err(e);
+        }
+    };
+    let manifest_seconds = t0.elapsed().as_secs_f64();
+
+    let t1 = Instant::now();
+    let result = run_diff(&mut ctx, old, &new_file, sink);
+    let diff_seconds = t1.elapsed().as_secs_f64();
+    let summary = match result {
+        Ok(s) => s,
+        Err(e) => {
+            ctx.rollback(&name)?;
+            return Err(e);
+        }
+    };
+
+    let mut warnings = Vec::new();
+    let outcome = if opts.dry_run {
+        ctx.rollback(&name)?;
+        Outcome::DryRun
+    } else if opts.hold {
+        ctx.commit_pending(&name, new_file, &run, &last, &started)?;
+        lock.keep();
+        return Ok(report(
+            provider,
+            last,
+            name,
+            summary,
+            Outcome::Held,
+            warnings,
+            started,
+            manifest_seconds,
+            diff_seconds,
+            entries,
+        ));
+    } else {
+        ctx.commit(&name, Some(new_file), &mut warnings)?;
+        Outcome::Rotated
+    };
+    lock.release()?;
+    Ok(report(
+        provider,
+        last,
+        name,
+        summary,
+        outcome,
+        warnings,
+        started,
+        manifest_seconds,
+        diff_seconds,
+        entries,
+    ))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn report(
+    provider: &dyn Provider,
+    old_snapshot: Option<String>,
+    new_snapshot: String,
+    summary: DiffSummary,
+    outcome: Outcome,
+    warnings: Vec<String>,
+    started: String,
+    manifest_seconds: f64,
+    diff_seconds: f64,
+    entries: u64,
+) -> SnapdiffReport {
+    let fs = provider.fileset();
+    SnapdiffReport {
+        provider: provider.kind(),
+        fileset: fs.name.clone(),
+        fileset_id: fs.id.clone(),
+        first_run: old_snapshot.is_none(),
+        old_snapshot,
+        new_snapshot,
+        summary,
+        outcome,
+        warnings,
+        started,
+        manifest_seconds,
+        diff_seconds,
+        entries,
+    }
+}
+
+fn run_diff(
+    ctx: &mut Ctx<'_>,
+    old: Option<File>,
+    new: &File,
+    sink: &mut dyn ChangeSink,
+) -> Result<DiffSummary, SnapdiffError> {
+    let new_rd = ManifestReader::new(BufReader::with_capacity(1 << 20, new.try_clone()?))?;
+    let old_input: Box<dyn io::Read> = match old {
+        Some(f) => Box::new(BufReader::with_capacity(1 << 20, f)),
+        None => {
+            let h = new_rd.header();
+            Box::new(io::Cursor::new(empty_manifest(&h.root, h.root_ino)?))
+        }
+    };
+    let old_rd = ManifestReader::new(old_input)?;
+    let (changes, summary) = diff(old_rd, new_rd, &ctx.opts.diff, &ctx.state.dir)?;
+    for c in changes {
+        sink.change(&c?).map_err(SnapdiffError::Output)?;
+    }
+    sink.finish().map_err(SnapdiffError::Output)?;
+    new.try_clone()?.rewind()?;
+    Ok(summary)
+}
+
+impl Ctx<'_> {
+    fn commit_pending(
+        &mut self,
+        snap: &str,
+        mut manifest: File,
+        run: &str,
+        last: &Option<String>,
+        started: &str,
+    ) -> Result<(), SnapdiffError> {
+        manifest.rewind()?;
+        let mut tmp = tempfile::NamedTempFile::new_in(&self.state.dir)?;
+        io::copy(&mut manifest, &mut tmp)?;
+        tmp.as_file().sync_all()?;
+        tmp.persist(self.state.manifest_path(snap)).map_err(|e| e.error)?;
+        let pending = Pending {
+            run: run.into(),
+            snapshot: snap.into(),
+            old_snapshot: last.clone(),
+            started: started.into(),
+        };
+        write_atomic(
+            &self.state.pending_path(),
+            &serde_json::to_vec(&pending).map_err(io::Error::other)?,
+        )?;
+        Ok(())
+    }
+}
+
+/// Ends a run held by `--hold`: rotates if the sync `succeeded` or
+/// `rotate_on_error` is set (the seed's default), otherwise rolls back so
+/// that the next run diffs from the old snapshot again.
+pub fn rotate(
+    provider: &dyn Provider,
+    opts: &SnapdiffOptions,
+    succeeded: bool,
+    rotate_on_error: bool,
+    log: &mut dyn FnMut(&str),
+) -> Result<SnapdiffReport, SnapdiffError> {
+    let state = state_dir(provider, opts)?;
+    let pending_path = state.pending_path();
+    let pending: Pending = match std::fs::read(&pending_path) {
+        Ok(b) => serde_json::from_slice(&b).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Err(SnapdiffError::NotHeld(pending_path.display().to_string()));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let lock = Lock::resume(&state.lock_path(), &pending.run)?;
+    let mut ctx = Ctx {
+        provider,
+        opts,
+        state,
+        log,
+    };
+    let mut warnings = Vec::new();
+    let outcome = if succeeded || rotate_on_error {
+        ctx.commit(&pending.snapshot, None, &mut warnings)?;
+        Outcome::Rotated
+    } else {
+        ctx.rollback(&pending.snapshot)?;
+        Outcome::RolledBack
+    };
+    std::fs::remove_file(&pending_path)?;
+    lock.release()?;
+    Ok(report(
+        provider,
+        pending.old_snapshot,
+        pending.snapshot,
+        DiffSummary::default(),
+        outcome,
+        warnings,
+        pending.started,
+        0.0,
+        0.0,
+        0,
+    ))
+}
