@@ -220,6 +220,21 @@ struct FilesetArgs {
     /// GPFS filesystem device (e.g. gpfs0) [default: from the mount table].
     #[arg(long, value_name = "DEVICE")]
     gpfs_device: Option<String>,
+
+    /// Nodes to run the GPFS policy scan on (mmapplypolicy -N; worker
+    /// setting gpfs_nodes), comma-separated.
+    #[arg(long, value_name = "NODES", value_delimiter = ',')]
+    gpfs_nodes: Vec<String>,
+
+    /// Inode scan threads for the policy scan (mmapplypolicy -a; site
+    /// setting iscanThreads).
+    #[arg(long, value_name = "N")]
+    gpfs_iscan_threads: Option<u32>,
+
+    /// Read GPFS snapshots by walking <fileset>/.snapshots/<name> instead
+    /// of with an mmapplypolicy inode scan.
+    #[arg(long)]
+    gpfs_walk: bool,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -241,6 +256,9 @@ impl FilesetArgs {
         let gpfs = GpfsOptions {
             bin_dir: Some(self.gpfs_bin.clone()),
             device: self.gpfs_device.clone(),
+            nodes: self.gpfs_nodes.clone(),
+            iscan_threads: self.gpfs_iscan_threads,
+            walk: self.gpfs_walk,
         };
         provider::open(kind, &self.fileset, &gpfs).map_err(|e| format!("{}: {e}", self.fileset.display()))
     }

@@ -43,6 +43,18 @@ pub fn put_i64(out: &mut Vec<u8>, v: i64) {
 /// Reads one LEB128 value and advances `buf` past it.
 #[inline]
 pub fn get_u64(buf: &mut &[u8]) -> Result<u64, CodecError> {
+    // Most values (deltas, lengths, ids, nanoseconds' high bytes) are one byte.
+    if let Some(&b) = buf.first() {
+        if b < 0x80 {
+            *buf = &buf[1..];
+            return Ok(u64::from(b));
+        }
+    }
+    get_u64_slow(buf)
+}
+
+#[inline(never)]
+fn get_u64_slow(buf: &mut &[u8]) -> Result<u64, CodecError> {
     let mut v = 0u64;
     for (i, &b) in buf.iter().enumerate().take(10) {
         let bits = u64::from(b & 0x7f);

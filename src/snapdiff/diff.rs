@@ -250,13 +250,7 @@ impl<R: Read> Side<R> {
     }
 
     fn advance(&mut self) -> Result<(), ManifestError> {
-        match self.rd.next_entry()? {
-            Some(r) => {
-                self.head.clone_from(r);
-                self.has_head = true;
-            }
-            None => self.has_head = false,
-        }
+        self.has_head = self.rd.read_entry(&mut self.head)?;
         Ok(())
     }
 

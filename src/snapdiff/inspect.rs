@@ -31,13 +31,15 @@ pub fn dump(input: impl Read, mut out: impl Write, mode: DumpMode) -> Result<(),
     let (mut files, mut dirs, mut bytes) = (0u64, 0u64, 0u64);
     let mut line = Vec::with_capacity(256);
     let mut num = itoa::Buffer::new();
-    while let Some(r) = rd.next_entry()? {
+    let mut r = super::record::Record::default();
+    while rd.read_entry(&mut r)? {
         if r.is_dir() {
             dirs += 1;
         } else {
             files += 1;
             bytes = bytes.saturating_add(r.size);
         }
+        let r = &r;
         let Some(res) = res.as_mut() else { continue };
         line.clear();
         let mut path = h.root.clone();

@@ -243,8 +243,10 @@ pub struct ManifestReader<R: Read> {
     left: u32,
     blocks: u64,
     prev_ino: u64,
+    /// The record last read (for the order check and `next_*`).
     cur: Record,
-    prev: Option<Record>,
+    /// Whether `cur` holds a record of the current section.
+    has_prev: bool,
     totals: [u64; 2],
     /// The trailer's counts, once the end block was read.
     expected: Option<[u64; 2]>,
@@ -299,7 +301,7 @@ impl<R: Read> ManifestReader<R> {
             blocks: 0,
             prev_ino: 0,
             cur: Record::default(),
-            prev: None,
+            has_prev: false,
             totals: [0; 2],
             expected: None,
         })
@@ -345,7 +347,7 @@ impl<R: Read> ManifestReader<R> {
         self.block.truncate(len);
         self.blocks += 1;
         if section != self.section {
-            self.prev = None;
+            self.has_prev = false;
         }
         self.section = section;
         self.pos = 0;
@@ -376,35 +378,32 @@ impl<R: Read> ManifestReader<R> {
         Ok(true)
     }
 
-    fn next_in(&mut self, want: Section) -> Result<Option<&Record>, ManifestError> {
+    /// Reads the next record of section `want` into `out`; `false` after
+    /// the section's last one. Records of an earlier section are checked
+    /// and skipped.
+    fn read_in(&mut self, want: Section, out: &mut Record) -> Result<bool, ManifestError> {
         loop {
             if self.left > 0 {
                 if self.section > want {
-                    return Ok(None);
+                    return Ok(false);
                 }
-                self.decode_next()?;
+                self.decode_next(out)?;
                 if self.section == want {
-                    return Ok(Some(&self.cur));
+                    return Ok(true);
                 }
-                // A directory record when entries are asked for: checked, skipped.
                 continue;
             }
             if self.section > want || !self.next_block()? {
-                return Ok(None);
+                return Ok(false);
             }
         }
     }
 
-    fn decode_next(&mut self) -> Result<(), ManifestError> {
+    fn decode_next(&mut self, out: &mut Record) -> Result<(), ManifestError> {
         let n = self.blocks - 1;
-        match self.prev.as_mut() {
-            Some(prev) => std::mem::swap(prev, &mut self.cur),
-            None => self.prev = Some(Record::default()),
-        }
         let mut buf = &self.block[self.pos..];
         let before = buf.len();
-        self.cur
-            .decode_into(self.prev_ino, &mut buf)
+        out.decode_into(self.prev_ino, &mut buf)
             .map_err(|e: RecordError| ManifestError::corrupt(n, e))?;
         self.pos += before - buf.len();
         self.left -= 1;
@@ -414,28 +413,48 @@ impl<R: Read> ManifestReader<R> {
         if self.left > 0 && self.pos == self.block.len() {
             return Err(ManifestError::corrupt(n, "fewer records than the block says"));
         }
-        if self.section == Section::Dirs && !self.cur.is_dir() {
+        if self.section == Section::Dirs && !out.is_dir() {
             return Err(ManifestError::corrupt(n, "non-directory in the directories section"));
         }
-        let total = &mut self.totals[self.section as usize - 1];
-        if *total > 0 && self.prev.as_ref().is_some_and(|p| *p >= self.cur) {
-            return Err(ManifestError::Unsorted(self.cur.ino));
+        if self.has_prev && self.cur >= *out {
+            return Err(ManifestError::Unsorted(out.ino));
         }
-        *total += 1;
-        self.prev_ino = self.cur.ino;
+        // Keep what the order check needs of this record.
+        self.cur.ino = out.ino;
+        self.cur.generation = out.generation;
+        self.cur.parent = out.parent;
+        self.cur.name.clear();
+        self.cur.name.extend_from_slice(&out.name);
+        self.has_prev = true;
+        self.totals[self.section as usize - 1] += 1;
+        self.prev_ino = out.ino;
         Ok(())
     }
 
+    /// Reads the next directory record into `out`; `false` after the last.
+    pub fn read_dir(&mut self, out: &mut Record) -> Result<bool, ManifestError> {
+        self.read_in(Section::Dirs, out)
+    }
+
+    /// Reads the next record of the entries section into `out` (skipping
+    /// directory records not read yet); `false` after the last one, once
+    /// the trailer has been checked.
+    pub fn read_entry(&mut self, out: &mut Record) -> Result<bool, ManifestError> {
+        self.read_in(Section::Entries, out)
+    }
+
     /// The next directory record, or `None` after the last one.
-    pub fn next_dir(&mut self) -> Result<Option<&Record>, ManifestError> {
-        self.next_in(Section::Dirs)
+    pub fn next_dir(&mut self) -> Result<Option<Record>, ManifestError> {
+        let mut r = Record::default();
+        Ok(self.read_dir(&mut r)?.then_some(r))
     }
 
     /// The next record of the entries section (skipping any directory
     /// records not read yet), or `None` after the last one, once the
     /// trailer has been checked.
-    pub fn next_entry(&mut self) -> Result<Option<&Record>, ManifestError> {
-        self.next_in(Section::Entries)
+    pub fn next_entry(&mut self) -> Result<Option<Record>, ManifestError> {
+        let mut r = Record::default();
+        Ok(self.read_entry(&mut r)?.then_some(r))
     }
 
     /// Record counts read so far (directories, entries).
@@ -499,7 +518,7 @@ mod tests {
         let mut n = 0;
         while let Some(rec) = r.next_entry().unwrap() {
             if n >= 2 {
-                assert_eq!(rec, &file(1000 + n - 2, 300, format!("f{}", n - 2).as_bytes()));
+                assert_eq!(rec, file(1000 + n - 2, 300, format!("f{}", n - 2).as_bytes()));
             }
             n += 1;
         }

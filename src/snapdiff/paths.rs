@@ -25,7 +25,8 @@ impl DirTable {
             root: rd.header().root_ino,
             ..DirTable::default()
         };
-        while let Some(r) = rd.next_dir()? {
+        let mut r = super::record::Record::default();
+        while rd.read_dir(&mut r)? {
             let off = u32::try_from(t.names.len())
                 .map_err(|_| ManifestError::Header("directory names exceed 4 GiB".into()))?;
             t.names.extend_from_slice(&r.name);

@@ -51,7 +51,10 @@ impl LoopBtrfs {
         let image = dir.path().join("btrfs.img");
         let mount = dir.path().join("mnt");
         std::fs::create_dir(&mount).map_err(|e| e.to_string())?;
-        run(Command::new("truncate").arg("-s").arg(format!("{size_mb}M")).arg(&image))?;
+        run(Command::new("truncate")
+            .arg("-s")
+            .arg(format!("{size_mb}M"))
+            .arg(&image))?;
         run(Command::new("mkfs.btrfs").arg("-q").arg(&image))?;
         run(Command::new("mount").arg("-o").arg("loop").arg(&image).arg(&mount))?;
         Ok(LoopBtrfs { dir, mount })

@@ -1,53 +1,317 @@
-//! GPFS (IBM Storage Scale): an independent fileset; snapshots by
-//! `mmcrsnapshot`/`mmdelsnapshot`, listed by `mmlssnapshot`, the fileset
-//! found by `mmlsfileset`. (Being written.)
+//! GPFS (IBM Storage Scale): an independent fileset, found with
+//! `mmlsfileset`; snapshots made with `mmcrsnapshot`, listed with
+//! `mmlssnapshot`, deleted with `mmdelsnapshot`; a snapshot read with
+//! `mmapplypolicy` (an inode scan, much faster than a walk on GPFS) or, on
+//! request, by walking `<fileset>/.snapshots/<name>`.
+//!
+//! Commands are called by their documented interfaces only; their messages
+//! are never parsed (after a failure, the state is checked by listing).
 
-use super::{Fileset, Provider, ScanError, SnapshotError};
-use crate::snapdiff::build::ManifestBuilder;
-use std::io;
+use super::policy::{LIST_POLICY, ListRecord, parse_list_line, parse_y};
+use super::{Fileset, Provider, ScanError, SnapshotError, mount_point};
+use crate::snapdiff::build::{ManifestBuilder, manifest_walk_options, walk_into};
+use crate::snapdiff::record::Record;
+use rustc_hash::FxHashMap;
+use std::io::{self, BufRead, BufReader};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 
-/// Where the `mm*` commands are and which device and fileset to use.
+/// How to reach GPFS and how to read snapshots.
 #[derive(Clone, Debug, Default)]
 pub struct GpfsOptions {
     /// Directory of the `mm*` commands (default `/usr/lpp/mmfs/bin`).
     pub bin_dir: Option<PathBuf>,
-    /// The filesystem device, e.g. `gpfs0`.
+    /// The filesystem device, e.g. `gpfs0` (default: the mount table's).
     pub device: Option<String>,
+    /// Nodes for the policy scan (`mmapplypolicy -N`, worker setting
+    /// `gpfs_nodes`).
+    pub nodes: Vec<String>,
+    /// Inode scan threads (`-a`, site setting `iscanThreads`).
+    pub iscan_threads: Option<u32>,
+    /// Walk the snapshot instead of running a policy scan.
+    pub walk: bool,
 }
 
 /// A GPFS independent fileset.
 pub struct Gpfs {
     fileset: Fileset,
+    junction: PathBuf,
+    device: String,
+    bin: PathBuf,
+    opts: GpfsOptions,
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
 }
 
 impl Gpfs {
-    /// The independent fileset linked at `path`.
-    pub fn open(_path: &Path, _opts: &GpfsOptions) -> io::Result<Gpfs> {
-        Err(io::Error::other("the gpfs provider is not available yet"))
+    /// The independent fileset whose junction is `path`.
+    pub fn open(path: &Path, opts: &GpfsOptions) -> io::Result<Gpfs> {
+        let junction = std::fs::canonicalize(path)?;
+        let bin = opts.bin_dir.clone().unwrap_or_else(|| "/usr/lpp/mmfs/bin".into());
+        let device = match &opts.device {
+            Some(d) => d.clone(),
+            None => gpfs_device(&junction)?,
+        };
+        let mut g = Gpfs {
+            fileset: Fileset {
+                name: String::new(),
+                id: String::new(),
+                path: junction.as_os_str().as_bytes().to_vec(),
+                fs_root: PathBuf::new(),
+            },
+            junction,
+            device,
+            bin,
+            opts: opts.clone(),
+        };
+        let out = g
+            .run("mmlsfileset", &[&g.device.clone(), "-Y"])
+            .map_err(|e| io::Error::other(e.message))?;
+        let rows = parse_y(&out, "mmlsfileset").map_err(io::Error::other)?;
+        let field =
+            |r: &std::collections::HashMap<String, Vec<u8>>, k: &str| r.get(k).map(|v| text(v)).unwrap_or_default();
+        let me = g.fileset.path.clone();
+        let row = rows
+            .iter()
+            .find(|r| r.get("path").is_some_and(|p| *p == me))
+            .ok_or_else(|| {
+                io::Error::other(format!(
+                    "no fileset of {} is linked at {}",
+                    g.device,
+                    g.junction.display()
+                ))
+            })?;
+        if field(row, "isInodeSpaceOwner") != "1" {
+            return Err(io::Error::other(format!(
+                "fileset {} is a dependent fileset; snapdiff needs an independent fileset (its own inode space)",
+                field(row, "filesetName")
+            )));
+        }
+        g.fileset.name = field(row, "filesetName");
+        g.fileset.id = field(row, "id");
+        // `.rotate` lives at the filesystem root, where the root fileset is linked.
+        g.fileset.fs_root = match rows.iter().find(|r| field(r, "id") == "0") {
+            Some(root) => PathBuf::from(std::ffi::OsStr::from_bytes(&root["path"])),
+            None => mount_point(&g.junction)?,
+        };
+        Ok(g)
     }
+
+    fn run(&self, cmd: &str, args: &[&str]) -> Result<Vec<u8>, SnapshotError> {
+        let mut c = Command::new(self.bin.join(cmd));
+        c.args(args);
+        let out = c.output().map_err(|e| SnapshotError {
+            transient: false,
+            message: format!("cannot run {}: {e}", self.bin.join(cmd).display()),
+        })?;
+        if out.status.success() {
+            return Ok(out.stdout);
+        }
+        let stderr = text(&out.stderr).trim().replace('\n', " / ");
+        Err(SnapshotError {
+            transient: true,
+            message: format!("{cmd} {} failed ({}): {stderr}", args.join(" "), out.status),
+        })
+    }
+
+    fn snapshot_dir(&self, snap: &str) -> PathBuf {
+        self.junction.join(".snapshots").join(snap)
+    }
+
+    fn exists(&self, snap: &str) -> bool {
+        self.snapshots().is_ok_and(|s| s.iter().any(|n| n == snap))
+    }
+
+    /// Reads a snapshot with an inode scan: one list record per link.
+    fn policy_scan(&self, dir: &Path, builder: &mut ManifestBuilder) -> Result<(), ScanError> {
+        let work = tempfile::tempdir().map_err(|e| ScanError::Other(e.to_string()))?;
+        let policy = work.path().join("ferry-list.pol");
+        std::fs::write(&policy, LIST_POLICY).map_err(|e| ScanError::Other(e.to_string()))?;
+        let prefix = work.path().join("ferry");
+        let (d, p, f) = (
+            dir.to_string_lossy(),
+            policy.to_string_lossy(),
+            prefix.to_string_lossy(),
+        );
+        let mut args = vec![
+            &*d,
+            "-P",
+            &*p,
+            "-I",
+            "defer",
+            "-f",
+            &*f,
+            "--scope",
+            "inodespace",
+            "-L",
+            "0",
+        ];
+        let nodes = self.opts.nodes.join(",");
+        if !nodes.is_empty() {
+            args.extend(["-N", &nodes]);
+        }
+        let threads = self.opts.iscan_threads.map(|t| t.to_string());
+        if let Some(t) = &threads {
+            args.extend(["-a", t]);
+        }
+        self.run("mmapplypolicy", &args)
+            .map_err(|e| ScanError::Other(e.message))?;
+        let list = work.path().join("ferry.list.ferry");
+        let root = dir.as_os_str().as_bytes();
+        // Pass 1: directories by path, to find each record's parent inode.
+        let mut dirs: FxHashMap<Vec<u8>, u64> = FxHashMap::default();
+        for_each_record(&list, |r| {
+            if r.mode & libc::S_IFMT == libc::S_IFDIR {
+                dirs.insert(r.path, r.ino);
+            }
+            Ok(())
+        })?;
+        // Pass 2: every record, placed by its parent directory's inode.
+        for_each_record(&list, |r| {
+            let rec = to_record(r, root, &dirs)?;
+            builder.push(&rec).map_err(|e| ScanError::Other(e.to_string()))
+        })
+    }
+}
+
+fn for_each_record(list: &Path, mut f: impl FnMut(ListRecord) -> Result<(), ScanError>) -> Result<(), ScanError> {
+    let file = match std::fs::File::open(list) {
+        Ok(f) => f,
+        // GPFS may not write an empty list.
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(ScanError::Other(format!("{}: {e}", list.display()))),
+    };
+    let mut rd = BufReader::with_capacity(1 << 20, file);
+    let mut line = Vec::new();
+    let mut n = 0u64;
+    loop {
+        line.clear();
+        if rd
+            .read_until(b'\n', &mut line)
+            .map_err(|e| ScanError::Other(e.to_string()))?
+            == 0
+        {
+            return Ok(());
+        }
+        n += 1;
+        if line.pop() != Some(b'\n') {
+            return Err(ScanError::Other(format!(
+                "{} line {n}: no newline at the end",
+                list.display()
+            )));
+        }
+        let r = parse_list_line(&line).map_err(|e| ScanError::Other(format!("{} line {n}: {e}", list.display())))?;
+        f(r)?;
+    }
+}
+
+fn to_record(r: ListRecord, root: &[u8], dirs: &FxHashMap<Vec<u8>, u64>) -> Result<Record, ScanError> {
+    let (parent, name) = if r.path == root {
+        (0, Vec::new())
+    } else {
+        let cut = r.path.iter().rposition(|&b| b == b'/').unwrap_or(0);
+        let parent = dirs.get(&r.path[..cut]).copied().ok_or_else(|| {
+            ScanError::Other(format!(
+                "policy list: no directory record for the parent of {}",
+                String::from_utf8_lossy(&r.path)
+            ))
+        })?;
+        (parent, r.path[cut + 1..].to_vec())
+    };
+    Ok(Record {
+        ino: r.ino,
+        generation: r.generation,
+        parent,
+        name,
+        mode: r.mode,
+        size: r.size,
+        mtime: r.mtime,
+        ctime: r.ctime,
+        uid: r.uid,
+        gid: r.gid,
+        nlink: r.nlink,
+    })
+}
+
+/// The GPFS device mounted at or above `path`, from the mount table.
+fn gpfs_device(path: &Path) -> io::Result<String> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo")?;
+    let mut best: Option<(usize, String)> = None;
+    for line in info.lines() {
+        let f: Vec<&str> = line.split(' ').collect();
+        let Some(dash) = f.iter().position(|&x| x == "-") else {
+            continue;
+        };
+        let (Some(mp), Some(fstype), Some(source)) = (f.get(4), f.get(dash + 1), f.get(dash + 2)) else {
+            continue;
+        };
+        if *fstype == "gpfs" && path.starts_with(mp) && best.as_ref().is_none_or(|b| mp.len() > b.0) {
+            best = Some((mp.len(), source.trim_start_matches("/dev/").to_string()));
+        }
+    }
+    best.map(|b| b.1).ok_or_else(|| {
+        io::Error::other(format!(
+            "{} is not on a mounted GPFS filesystem (give --gpfs-device)",
+            path.display()
+        ))
+    })
 }
 
 impl Provider for Gpfs {
     fn kind(&self) -> &'static str {
         "gpfs"
     }
+
     fn fileset(&self) -> &Fileset {
         &self.fileset
     }
+
     fn has_snapshots(&self) -> bool {
         true
     }
-    fn create_snapshot(&self, _: &str) -> Result<(), SnapshotError> {
-        unreachable!()
+
+    fn create_snapshot(&self, name: &str) -> Result<(), SnapshotError> {
+        let spec = format!("{}:{name}", self.fileset.name);
+        match self.run("mmcrsnapshot", &[&self.device, &spec]) {
+            // A create that reported failure but happened (a timeout) is done.
+            Err(_) if self.exists(name) => Ok(()),
+            other => other.map(drop),
+        }
     }
-    fn delete_snapshot(&self, _: &str) -> Result<(), SnapshotError> {
-        unreachable!()
+
+    fn delete_snapshot(&self, name: &str) -> Result<(), SnapshotError> {
+        let spec = format!("{}:{name}", self.fileset.name);
+        match self.run("mmdelsnapshot", &[&self.device, &spec]) {
+            Err(_) if !self.exists(name) && self.snapshots().is_ok() => Ok(()),
+            other => other.map(drop),
+        }
     }
+
     fn snapshots(&self) -> io::Result<Vec<String>> {
-        unreachable!()
+        let out = self
+            .run("mmlssnapshot", &[&self.device, "-j", &self.fileset.name, "-Y"])
+            .map_err(|e| io::Error::other(e.message))?;
+        let rows = parse_y(&out, "mmlssnapshot").map_err(io::Error::other)?;
+        Ok(rows
+            .iter()
+            .filter(|r| r.get("fileset").is_none_or(|f| *f == self.fileset.name.as_bytes()))
+            .filter_map(|r| r.get("directory").map(|d| text(d)))
+            .collect())
     }
-    fn scan(&self, _: Option<&str>, _: &mut ManifestBuilder, _: usize) -> Result<(), ScanError> {
-        unreachable!()
+
+    fn scan(&self, snapshot: Option<&str>, builder: &mut ManifestBuilder, threads: usize) -> Result<(), ScanError> {
+        let dir = match snapshot {
+            Some(s) => self.snapshot_dir(s),
+            None => self.junction.clone(),
+        };
+        if self.opts.walk {
+            walk_into(dir.as_os_str().as_bytes(), manifest_walk_options(threads), builder)?;
+            Ok(())
+        } else {
+            self.policy_scan(&dir, builder)
+        }
     }
 }

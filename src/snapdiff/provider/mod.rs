@@ -11,6 +11,7 @@
 pub mod btrfs;
 pub mod gpfs;
 pub mod none;
+pub mod policy;
 
 use super::build::{ManifestBuilder, WalkManifestError};
 use std::io;

@@ -1,0 +1,3 @@
+//! Fixtures shared by integration tests.
+
+pub mod btrfs;
