@@ -55,7 +55,7 @@ impl Gpfs {
         c.arg(&self.fileset).output().unwrap()
     }
 
-    fn snapdiff(&self, extra: &[&str], env: &[(&str, &str)]) -> Vec<(String, Vec<u8>, Option<Vec<u8>>)> {
+    fn snapdiff(&self, extra: &[&str], env: &[(&str, &str)]) -> Vec<Line> {
         let mut args = vec!["snapdiff"];
         args.extend(extra);
         let out = self.ferry(&args, env);
@@ -77,8 +77,11 @@ impl Gpfs {
     }
 }
 
+/// One change line: state, path and source.
+type Line = (String, Vec<u8>, Option<Vec<u8>>);
+
 /// (state, path, source) of every change line.
-fn changes(stdout: &[u8]) -> Vec<(String, Vec<u8>, Option<Vec<u8>>)> {
+fn changes(stdout: &[u8]) -> Vec<Line> {
     stdout
         .split(|&b| b == b'\n')
         .filter(|l| !l.is_empty())
@@ -97,7 +100,7 @@ fn changes(stdout: &[u8]) -> Vec<(String, Vec<u8>, Option<Vec<u8>>)> {
         .collect()
 }
 
-fn set(c: &[(String, Vec<u8>, Option<Vec<u8>>)], state: &str) -> BTreeSet<Vec<u8>> {
+fn set(c: &[Line], state: &str) -> BTreeSet<Vec<u8>> {
     c.iter().filter(|x| x.0 == state).map(|x| x.1.clone()).collect()
 }
 
@@ -158,7 +161,7 @@ fn policy_scan_snapdiff_round_trip() {
     std::fs::write(f.join("new"), b"66").unwrap();
     let walked = g.snapdiff(&["--gpfs-walk", "--dry-run"], &[]);
     let listed = g.snapdiff(&["--dry-run"], &[]);
-    let paths = |c: &[(String, Vec<u8>, Option<Vec<u8>>)]| -> BTreeSet<(String, Vec<u8>)> {
+    let paths = |c: &[Line]| -> BTreeSet<(String, Vec<u8>)> {
         c.iter()
             .filter(|x| x.0 != "updated" || !x.1.ends_with(b"fs1"))
             .map(|x| (x.0.clone(), x.1.clone()))
