@@ -60,6 +60,7 @@ fn manifest(n: u64, changed: bool) -> Vec<u8> {
         snapshot: None,
         created: String::new(),
         created_unix: 0,
+        generation: "inode".into(),
     };
     let dir_rec = |d: u64| {
         let ino = ROOT + 1 + d;

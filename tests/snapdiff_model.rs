@@ -290,6 +290,7 @@ impl Fs {
             snapshot: None,
             created: String::new(),
             created_unix: self.clock,
+            generation: "inode".into(),
         };
         b.write(Vec::new(), &header).unwrap().0
     }

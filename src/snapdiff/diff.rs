@@ -232,6 +232,9 @@ const PHASE_UPDATE: u8 = 2;
 /// the current (inode, generation).
 struct Side<R: Read> {
     rd: ManifestReader<R>,
+    /// Generations of the two manifests come from different sources: read
+    /// them as unknown (0) on both sides.
+    ignore_generation: bool,
     head: Record,
     has_head: bool,
     group: Vec<Record>,
@@ -242,6 +245,7 @@ impl<R: Read> Side<R> {
     fn new(rd: ManifestReader<R>) -> Self {
         Side {
             rd,
+            ignore_generation: false,
             head: Record::default(),
             has_head: false,
             group: Vec::new(),
@@ -251,6 +255,9 @@ impl<R: Read> Side<R> {
 
     fn advance(&mut self) -> Result<(), ManifestError> {
         self.has_head = self.rd.read_entry(&mut self.head)?;
+        if self.ignore_generation {
+            self.head.generation = 0;
+        }
         Ok(())
     }
 
@@ -291,9 +298,17 @@ pub fn diff<A: Read, B: Read>(
         return Err(DiffError::Roots(ro, rn));
     }
     let old_time = old.rd.header().created_unix;
+    if old.rd.header().generation != new.rd.header().generation {
+        old.ignore_generation = true;
+        new.ignore_generation = true;
+    }
     let tables = (DirTable::load(&mut old.rd)?, DirTable::load(&mut new.rd)?);
+    let mut res = Resolver::new(tables.0, tables.1);
+    if old.ignore_generation {
+        res.ignore_generations();
+    }
     let mut d = Differ {
-        res: Resolver::new(tables.0, tables.1),
+        res,
         out: ExternalSorter::new(opts.mem_limit / 2, spill_dir),
         opts: opts.clone(),
         old_time,
@@ -529,5 +544,61 @@ impl Iterator for Changes {
 
     fn next(&mut self) -> Option<io::Result<Change>> {
         Some(self.sorted.next()?.map(|o| o.change))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::snapdiff::build::ManifestBuilder;
+    use crate::snapdiff::manifest::Header;
+    use crate::snapdiff::record::tests::file;
+
+    fn manifest(generation: u64, source: &str) -> Vec<u8> {
+        let spill = tempfile::tempdir().unwrap();
+        let mut b = ManifestBuilder::new(1 << 20, spill.path());
+        let root = Record {
+            mode: libc::S_IFDIR | 0o755,
+            generation,
+            ..file(256, 0, b"")
+        };
+        b.push(&root).unwrap();
+        b.push(&Record {
+            generation,
+            ..file(300, 256, b"f")
+        })
+        .unwrap();
+        let h = Header {
+            root: b"/r".to_vec(),
+            root_ino: 256,
+            provider: "test".into(),
+            snapshot: None,
+            created: String::new(),
+            created_unix: 0,
+            generation: source.into(),
+        };
+        b.write(Vec::new(), &h).unwrap().0
+    }
+
+    fn states(old: &[u8], new: &[u8]) -> Vec<(State, Vec<u8>)> {
+        let spill = tempfile::tempdir().unwrap();
+        let (changes, _) = diff(
+            ManifestReader::new(old).unwrap(),
+            ManifestReader::new(new).unwrap(),
+            &DiffOptions::default(),
+            spill.path(),
+        )
+        .unwrap();
+        changes.map(|c| c.unwrap()).map(|c| (c.state, c.path)).collect()
+    }
+
+    #[test]
+    fn generations_of_different_sources_are_not_compared() {
+        // Same source, other generation: a reused inode number.
+        let got = states(&manifest(1, "btime"), &manifest(2, "btime"));
+        assert_eq!(got.len(), 4, "{got:?}");
+        assert!(got.contains(&(State::Deleted, b"f".to_vec())) && got.contains(&(State::Created, b"f".to_vec())));
+        // Another source (a provider or method switch): the same tree.
+        assert_eq!(states(&manifest(1, "inode"), &manifest(2, "btime")), vec![]);
     }
 }

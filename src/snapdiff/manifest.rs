@@ -56,6 +56,10 @@ pub struct Header {
     pub created: String,
     /// The same instant in seconds since the epoch (for `skip_old_ctimes`).
     pub created_unix: i64,
+    /// Where record generations come from (`inode`: the inode generation
+    /// number; `btime`: the birth time, packed). Generations of manifests
+    /// from different sources are not compared.
+    pub generation: String,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -69,6 +73,7 @@ struct HeaderJson<'a> {
     snapshot: Option<String>,
     created: String,
     created_unix: i64,
+    generation: String,
 }
 
 /// Why a manifest could not be read or written.
@@ -149,6 +154,7 @@ impl<W: Write> ManifestWriter<W> {
             snapshot: header.snapshot.clone(),
             created: header.created.clone(),
             created_unix: header.created_unix,
+            generation: header.generation.clone(),
         })
         .map_err(|e| ManifestError::Header(e.to_string()))?;
         out.write_all(MAGIC)?;
@@ -290,6 +296,7 @@ impl<R: Read> ManifestReader<R> {
             snapshot: h.snapshot,
             created: h.created,
             created_unix: h.created_unix,
+            generation: h.generation,
         };
         Ok(ManifestReader {
             input,
@@ -490,6 +497,7 @@ mod tests {
             snapshot: None,
             created: "2026-11-24T00:00:00+00:00".into(),
             created_unix: 1_795_000_000,
+            generation: "inode".into(),
         }
     }
 

@@ -106,6 +106,7 @@ impl<W: Write> ChangeWriter<W> {
                 atime: Default::default(),
                 mtime: r.mtime,
                 ctime: r.ctime,
+                btime: None,
             }),
             generation: u32::try_from(r.generation).ok(),
         };

@@ -135,6 +135,12 @@ impl Resolver {
         }
     }
 
+    /// Treats every directory inode number in both tables as the same
+    /// directory (generations of different sources cannot be compared).
+    pub fn ignore_generations(&mut self) {
+        self.reused.clear();
+    }
+
     /// Whether a link under `parent` in the old tree and one under `parent`
     /// in the new tree are under the same directory.
     pub fn same_parent(&self, parent: u64) -> bool {

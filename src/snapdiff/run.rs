@@ -213,6 +213,7 @@ impl Ctx<'_> {
             snapshot: snapshot.map(str::to_string),
             created: now_iso8601(),
             created_unix: jiff::Timestamp::now().as_second(),
+            generation: self.provider.generation_source().as_str().into(),
         };
         let file = tempfile::tempfile_in(&self.state.dir)?;
         let (w, [_, entries]) = b.write(BufWriter::with_capacity(1 << 20, file), &header)?;
@@ -267,10 +268,11 @@ fn state_dir(provider: &dyn Provider, opts: &SnapdiffOptions) -> io::Result<Stat
     Ok(state)
 }
 
-fn empty_manifest(root: &[u8], root_ino: u64) -> Result<Vec<u8>, SnapdiffError> {
+fn empty_manifest(like: &Header) -> Result<Vec<u8>, SnapdiffError> {
     let header = Header {
-        root: root.to_vec(),
-        root_ino,
+        root: like.root.clone(),
+        root_ino: like.root_ino,
+        generation: like.generation.clone(),
         provider: "empty".into(),
         snapshot: None,
         created: String::new(),
@@ -438,10 +440,7 @@ fn run_diff(
     let new_rd = ManifestReader::new(BufReader::with_capacity(1 << 20, new.try_clone()?))?;
     let old_input: Box<dyn io::Read> = match old {
         Some(f) => Box::new(BufReader::with_capacity(1 << 20, f)),
-        None => {
-            let h = new_rd.header();
-            Box::new(io::Cursor::new(empty_manifest(&h.root, h.root_ino)?))
-        }
+        None => Box::new(io::Cursor::new(empty_manifest(new_rd.header())?)),
     };
     let old_rd = ManifestReader::new(old_input)?;
     let (changes, summary) = diff(old_rd, new_rd, &ctx.opts.diff, &ctx.state.dir)?;

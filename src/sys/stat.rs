@@ -16,6 +16,8 @@ pub struct StatMask(pub u32);
 impl StatMask {
     /// File type only (`STATX_TYPE`): enough to decide whether to descend.
     pub const TYPE: StatMask = StatMask(libc::STATX_TYPE);
+    /// Birth time (`STATX_BTIME`), where the filesystem records it.
+    pub const BTIME: StatMask = StatMask(libc::STATX_BTIME);
     /// The fields of both masks.
     pub fn union(self, other: StatMask) -> StatMask {
         StatMask(self.0 | other.0)
@@ -69,6 +71,9 @@ pub struct FileStat {
     pub mtime: Timestamp,
     /// Last status change.
     pub ctime: Timestamp,
+    /// Creation (birth) time, when asked for with [`StatMask::BTIME`] and
+    /// the filesystem keeps it.
+    pub btime: Option<Timestamp>,
 }
 
 static STATX_MISSING: AtomicBool = AtomicBool::new(false);
@@ -98,6 +103,7 @@ pub fn stat_at(base: Base<'_>, name: &CStr, follow: bool, mask: StatMask) -> io:
                     atime: ts(s.stx_atime.tv_sec, s.stx_atime.tv_nsec),
                     mtime: ts(s.stx_mtime.tv_sec, s.stx_mtime.tv_nsec),
                     ctime: ts(s.stx_ctime.tv_sec, s.stx_ctime.tv_nsec),
+                    btime: (s.stx_mask & libc::STATX_BTIME != 0).then(|| ts(s.stx_btime.tv_sec, s.stx_btime.tv_nsec)),
                 });
             }
             Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => {
@@ -130,6 +136,7 @@ fn fstatat(base: Base<'_>, name: &CStr, flags: libc::c_int) -> io::Result<FileSt
         atime: ts(s.st_atime, s.st_atime_nsec as u32),
         mtime: ts(s.st_mtime, s.st_mtime_nsec as u32),
         ctime: ts(s.st_ctime, s.st_ctime_nsec as u32),
+        btime: None,
     })
 }
 

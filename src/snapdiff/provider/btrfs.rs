@@ -3,7 +3,7 @@
 //! snapshots too; walks skip `.snapshots`), and walks the snapshot.
 
 use super::{Fileset, Provider, ScanError, SnapshotError, base_name, mount_point};
-use crate::snapdiff::build::{ManifestBuilder, manifest_walk_options, walk_into};
+use crate::snapdiff::build::{GenerationSource, ManifestBuilder, walk_into};
 use crate::sys::btrfs;
 use crate::sys::{self, Base};
 use std::ffi::CString;
@@ -71,6 +71,10 @@ impl Provider for Btrfs {
         &self.fileset
     }
 
+    fn generation_source(&self) -> GenerationSource {
+        GenerationSource::Btime
+    }
+
     fn has_snapshots(&self) -> bool {
         true
     }
@@ -108,7 +112,7 @@ impl Provider for Btrfs {
             Some(s) => self.snapshots_dir().join(s),
             None => self.root.clone(),
         };
-        walk_into(dir.as_os_str().as_bytes(), manifest_walk_options(threads), builder)?;
+        walk_into(dir.as_os_str().as_bytes(), threads, GenerationSource::Btime, builder)?;
         Ok(())
     }
 }

@@ -9,7 +9,7 @@
 
 use super::policy::{LIST_POLICY, ListRecord, parse_list_line, parse_y};
 use super::{Fileset, Provider, ScanError, SnapshotError, mount_point};
-use crate::snapdiff::build::{ManifestBuilder, manifest_walk_options, walk_into};
+use crate::snapdiff::build::{GenerationSource, ManifestBuilder, walk_into};
 use crate::snapdiff::record::Record;
 use rustc_hash::FxHashMap;
 use std::io::{self, BufRead, BufReader};
@@ -269,6 +269,10 @@ impl Provider for Gpfs {
         &self.fileset
     }
 
+    fn generation_source(&self) -> GenerationSource {
+        GenerationSource::Inode
+    }
+
     fn has_snapshots(&self) -> bool {
         true
     }
@@ -308,7 +312,7 @@ impl Provider for Gpfs {
             None => self.junction.clone(),
         };
         if self.opts.walk {
-            walk_into(dir.as_os_str().as_bytes(), manifest_walk_options(threads), builder)?;
+            walk_into(dir.as_os_str().as_bytes(), threads, GenerationSource::Inode, builder)?;
             Ok(())
         } else {
             self.policy_scan(&dir, builder)

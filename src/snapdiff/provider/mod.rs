@@ -13,7 +13,7 @@ pub mod gpfs;
 pub mod none;
 pub mod policy;
 
-use super::build::{ManifestBuilder, WalkManifestError};
+use super::build::{GenerationSource, ManifestBuilder, WalkManifestError};
 use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -63,6 +63,8 @@ pub trait Provider: Send + Sync {
     fn kind(&self) -> &'static str;
     /// The fileset.
     fn fileset(&self) -> &Fileset;
+    /// Where the generations of its records come from.
+    fn generation_source(&self) -> GenerationSource;
     /// Whether runs take snapshots (`none` does not).
     fn has_snapshots(&self) -> bool;
     /// Takes a snapshot called `name`.

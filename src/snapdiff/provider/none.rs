@@ -7,7 +7,7 @@
 //! of a quiet tree, but only a snapshot gives one consistent point in time.
 
 use super::{Fileset, Provider, ScanError, SnapshotError, base_name, mount_point};
-use crate::snapdiff::build::{ManifestBuilder, manifest_walk_options, walk_into};
+use crate::snapdiff::build::{GenerationSource, ManifestBuilder, walk_into};
 use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
@@ -46,6 +46,10 @@ impl Provider for NoSnapshots {
         &self.fileset
     }
 
+    fn generation_source(&self) -> GenerationSource {
+        GenerationSource::Btime
+    }
+
     fn has_snapshots(&self) -> bool {
         false
     }
@@ -63,7 +67,7 @@ impl Provider for NoSnapshots {
     }
 
     fn scan(&self, _: Option<&str>, builder: &mut ManifestBuilder, threads: usize) -> Result<(), ScanError> {
-        walk_into(&self.fileset.path, manifest_walk_options(threads), builder)?;
+        walk_into(&self.fileset.path, threads, GenerationSource::Btime, builder)?;
         Ok(())
     }
 }

@@ -201,9 +201,15 @@ pub fn parse_time(date: &[u8], clock: &[u8]) -> Result<Timestamp, ParseError> {
     let ts = jiff::tz::TimeZone::UTC
         .to_timestamp(dt)
         .map_err(|e| ParseError(format!("bad time {text:?}: {e}")))?;
-    Ok(Timestamp {
-        sec: ts.as_second(),
-        nsec: ts.subsec_nanosecond() as u32,
+    // jiff's sub-second part is negative before 1970; ours never is.
+    let (sec, nsec) = (ts.as_second(), ts.subsec_nanosecond());
+    Ok(if nsec < 0 {
+        Timestamp {
+            sec: sec - 1,
+            nsec: (nsec + 1_000_000_000) as u32,
+        }
+    } else {
+        Timestamp { sec, nsec: nsec as u32 }
     })
 }
 
@@ -228,6 +234,14 @@ mod tests {
             }
         );
         assert_eq!(r.path, b"/gpfs/a\nb\xff c");
+        // Before 1970 the nanoseconds stay positive (found by fuzzing).
+        assert_eq!(
+            parse_time(b"1969-12-31", b"23:59:59.5").unwrap(),
+            Timestamp {
+                sec: -1,
+                nsec: 500_000_000
+            }
+        );
         for bad in [
             &b"1 2 3 -- /x"[..],
             b"1 2 3  %ZZ -- %2F",
