@@ -9,7 +9,7 @@ use ferry::scan::{ScanRequest, scan, write_status};
 use ferry::snapdiff::inspect::{DumpMode, dump};
 use ferry::snapdiff::manifest::ManifestError;
 use ferry::snapdiff::output::{ChangeWriter, DEFAULT_FIELDS, ExtraFields, write_report};
-use ferry::snapdiff::provider::{self, Kind, Provider, gpfs::GpfsOptions};
+use ferry::snapdiff::provider::{self, Kind, Provider, ProviderOptions, gpfs::GpfsOptions};
 use ferry::snapdiff::run::{SnapdiffError, SnapdiffOptions, rotate, snapdiff};
 use ferry::snapdiff::state::AcquireError;
 use ferry::testtree::{Shape, generate};
@@ -231,10 +231,11 @@ struct FilesetArgs {
     #[arg(long, value_name = "N")]
     gpfs_iscan_threads: Option<u32>,
 
-    /// Read GPFS snapshots by walking <fileset>/.snapshots/<name> instead
-    /// of with an mmapplypolicy inode scan.
-    #[arg(long)]
-    gpfs_walk: bool,
+    /// Read snapshots by walking them (<fileset>/.snapshots/<name>) instead
+    /// of the provider's fast way: btrfs's tree search (needs root),
+    /// GPFS's mmapplypolicy inode scan.
+    #[arg(long, alias = "gpfs-walk")]
+    walk: bool,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -253,14 +254,16 @@ impl FilesetArgs {
             ProviderKind::Gpfs => Kind::Gpfs,
             ProviderKind::None => Kind::None,
         };
-        let gpfs = GpfsOptions {
-            bin_dir: Some(self.gpfs_bin.clone()),
-            device: self.gpfs_device.clone(),
-            nodes: self.gpfs_nodes.clone(),
-            iscan_threads: self.gpfs_iscan_threads,
-            walk: self.gpfs_walk,
+        let opts = ProviderOptions {
+            walk: self.walk,
+            gpfs: GpfsOptions {
+                bin_dir: Some(self.gpfs_bin.clone()),
+                device: self.gpfs_device.clone(),
+                nodes: self.gpfs_nodes.clone(),
+                iscan_threads: self.gpfs_iscan_threads,
+            },
         };
-        provider::open(kind, &self.fileset, &gpfs).map_err(|e| format!("{}: {e}", self.fileset.display()))
+        provider::open(kind, &self.fileset, &opts).map_err(|e| format!("{}: {e}", self.fileset.display()))
     }
 
     fn options(&self) -> SnapdiffOptions {

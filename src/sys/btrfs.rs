@@ -106,3 +106,76 @@ pub fn delete_snapshot(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<()> {
     check(unsafe { libc::ioctl(dir.as_raw_fd(), IOC_SNAP_DESTROY as _, &args) })?;
     Ok(())
 }
+
+/// The key range and limits of a tree search (`struct
+/// btrfs_ioctl_search_key`). Keys compare as (objectid, type, offset).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SearchKey {
+    /// The tree to search; 0 for the subvolume the descriptor is in.
+    pub tree_id: u64,
+    /// Smallest key's objectid.
+    pub min_objectid: u64,
+    /// Largest key's objectid.
+    pub max_objectid: u64,
+    /// Smallest key's offset.
+    pub min_offset: u64,
+    /// Largest key's offset.
+    pub max_offset: u64,
+    /// Only items in tree blocks written in this transaction or later.
+    pub min_transid: u64,
+    /// Only items in tree blocks written up to this transaction.
+    pub max_transid: u64,
+    /// Smallest key's type.
+    pub min_type: u32,
+    /// Largest key's type.
+    pub max_type: u32,
+    /// In: most items to return; out: items returned.
+    pub nr_items: u32,
+    pub(crate) unused: u32,
+    pub(crate) unused1: u64,
+    pub(crate) unused2: u64,
+    pub(crate) unused3: u64,
+    pub(crate) unused4: u64,
+}
+
+const _: () = assert!(std::mem::size_of::<SearchKey>() == 104);
+
+const SEARCH_ARGS_V2: usize = std::mem::size_of::<SearchKey>() + 8;
+const IOC_TREE_SEARCH_V2: u64 = iowr(17, SEARCH_ARGS_V2);
+
+/// Bytes of one result header (`struct btrfs_ioctl_search_header`):
+/// transid, objectid, offset (u64 each), type, item length (u32 each).
+pub const SEARCH_HEADER: usize = 32;
+
+/// Runs one `BTRFS_IOC_TREE_SEARCH_V2` on the subvolume holding `dir`:
+/// fills `out` with result headers and item bytes (native endian headers,
+/// little-endian items) and returns how many items it holds. `key` is
+/// updated by the kernel (`nr_items`). Needs `CAP_SYS_ADMIN`.
+pub fn tree_search(dir: BorrowedFd<'_>, key: &mut SearchKey, buf_size: usize, out: &mut Vec<u8>) -> io::Result<u32> {
+    // u64 words keep the argument block aligned for the kernel's struct.
+    let words = (SEARCH_ARGS_V2 + buf_size).div_ceil(8);
+    let mut args = vec![0u64; words];
+    // SAFETY: the block is at least SEARCH_ARGS_V2 bytes and 8-aligned;
+    // SearchKey is repr(C) plain data, written at its start.
+    unsafe {
+        std::ptr::write(args.as_mut_ptr().cast::<SearchKey>(), *key);
+        std::ptr::write(
+            args.as_mut_ptr()
+                .cast::<u8>()
+                .add(std::mem::size_of::<SearchKey>())
+                .cast::<u64>(),
+            buf_size as u64,
+        );
+    }
+    // SAFETY: the kernel reads the key and buffer size and writes at most
+    // buf_size bytes after them, all inside `args`.
+    check(unsafe { libc::ioctl(dir.as_raw_fd(), IOC_TREE_SEARCH_V2 as _, args.as_mut_ptr()) })?;
+    // SAFETY: the key is plain data at the start of the block.
+    *key = unsafe { std::ptr::read(args.as_ptr().cast::<SearchKey>()) };
+    out.clear();
+    // SAFETY: `args` holds words * 8 initialised bytes.
+    let bytes = unsafe { std::slice::from_raw_parts(args.as_ptr().cast::<u8>(), words * 8) };
+    out.extend_from_slice(&bytes[SEARCH_ARGS_V2..SEARCH_ARGS_V2 + buf_size]);
+    Ok(key.nr_items)
+}

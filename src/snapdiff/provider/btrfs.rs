@@ -2,6 +2,7 @@
 //! of it in `<fileset>/.snapshots/<name>` (where GPFS keeps fileset
 //! snapshots too; walks skip `.snapshots`), and walks the snapshot.
 
+use super::btrfs_tree::{TreeError, read_tree};
 use super::{Fileset, Provider, ScanError, SnapshotError, base_name, mount_point};
 use crate::snapdiff::build::{GenerationSource, ManifestBuilder, walk_into};
 use crate::sys::btrfs;
@@ -16,11 +17,13 @@ use std::path::{Path, PathBuf};
 pub struct Btrfs {
     fileset: Fileset,
     root: PathBuf,
+    walk: bool,
 }
 
 impl Btrfs {
-    /// The subvolume whose root directory is `path`.
-    pub fn open(path: &Path) -> io::Result<Btrfs> {
+    /// The subvolume whose root directory is `path`. Snapshots are read
+    /// from the btrfs tree (as root), or walked when `walk` is set.
+    pub fn open(path: &Path, walk: bool) -> io::Result<Btrfs> {
         let root = std::fs::canonicalize(path)?;
         let fd = open_dir(&root)?;
         if !btrfs::is_btrfs(fd.as_fd())? {
@@ -42,6 +45,7 @@ impl Btrfs {
                 fs_root: mount_point(&root)?,
             },
             root,
+            walk,
         })
     }
 
@@ -112,6 +116,16 @@ impl Provider for Btrfs {
             Some(s) => self.snapshots_dir().join(s),
             None => self.root.clone(),
         };
+        if !self.walk {
+            let fd = open_dir(&dir).map_err(|e| ScanError::Other(format!("{}: {e}", dir.display())))?;
+            match read_tree(fd.as_fd(), builder) {
+                Ok(_) => return Ok(()),
+                // Without CAP_SYS_ADMIN the tree cannot be searched: walk,
+                // unless the search already added records.
+                Err(TreeError::Io(e)) if e.raw_os_error() == Some(libc::EPERM) && builder.is_empty() => {}
+                Err(e) => return Err(ScanError::Other(e.to_string())),
+            }
+        }
         walk_into(dir.as_os_str().as_bytes(), threads, GenerationSource::Btime, builder)?;
         Ok(())
     }

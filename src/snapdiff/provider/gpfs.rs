@@ -29,8 +29,6 @@ pub struct GpfsOptions {
     pub nodes: Vec<String>,
     /// Inode scan threads (`-a`, site setting `iscanThreads`).
     pub iscan_threads: Option<u32>,
-    /// Walk the snapshot instead of running a policy scan.
-    pub walk: bool,
 }
 
 /// A GPFS independent fileset.
@@ -40,6 +38,7 @@ pub struct Gpfs {
     device: String,
     bin: PathBuf,
     opts: GpfsOptions,
+    walk: bool,
 }
 
 fn text(b: &[u8]) -> String {
@@ -47,8 +46,9 @@ fn text(b: &[u8]) -> String {
 }
 
 impl Gpfs {
-    /// The independent fileset whose junction is `path`.
-    pub fn open(path: &Path, opts: &GpfsOptions) -> io::Result<Gpfs> {
+    /// The independent fileset whose junction is `path`; snapshots are
+    /// read with a policy scan, or walked when `walk` is set.
+    pub fn open(path: &Path, opts: &GpfsOptions, walk: bool) -> io::Result<Gpfs> {
         let junction = std::fs::canonicalize(path)?;
         let bin = opts.bin_dir.clone().unwrap_or_else(|| "/usr/lpp/mmfs/bin".into());
         let device = match &opts.device {
@@ -66,6 +66,7 @@ impl Gpfs {
             device,
             bin,
             opts: opts.clone(),
+            walk,
         };
         let out = g
             .run("mmlsfileset", &[&g.device.clone(), "-Y"])
@@ -311,7 +312,7 @@ impl Provider for Gpfs {
             Some(s) => self.snapshot_dir(s),
             None => self.junction.clone(),
         };
-        if self.opts.walk {
+        if self.walk {
             walk_into(dir.as_os_str().as_bytes(), threads, GenerationSource::Inode, builder)?;
             Ok(())
         } else {

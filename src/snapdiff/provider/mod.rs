@@ -9,6 +9,7 @@
 //!   is the baseline.
 
 pub mod btrfs;
+pub mod btrfs_tree;
 pub mod gpfs;
 pub mod none;
 pub mod policy;
@@ -102,13 +103,23 @@ pub enum Kind {
     None,
 }
 
+/// How providers read snapshots.
+#[derive(Clone, Debug, Default)]
+pub struct ProviderOptions {
+    /// Walk snapshots instead of reading them the provider's fast way (the
+    /// btrfs tree search, the GPFS policy scan).
+    pub walk: bool,
+    /// GPFS settings.
+    pub gpfs: gpfs::GpfsOptions,
+}
+
 /// Opens the fileset at `path` with provider `kind`.
-pub fn open(kind: Kind, path: &Path, gpfs: &gpfs::GpfsOptions) -> io::Result<Box<dyn Provider>> {
+pub fn open(kind: Kind, path: &Path, opts: &ProviderOptions) -> io::Result<Box<dyn Provider>> {
     Ok(match kind {
-        Kind::Btrfs => Box::new(btrfs::Btrfs::open(path)?),
-        Kind::Gpfs => Box::new(gpfs::Gpfs::open(path, gpfs)?),
+        Kind::Btrfs => Box::new(btrfs::Btrfs::open(path, opts.walk)?),
+        Kind::Gpfs => Box::new(gpfs::Gpfs::open(path, &opts.gpfs, opts.walk)?),
         Kind::None => Box::new(none::NoSnapshots::open(path)?),
-        Kind::Auto => match btrfs::Btrfs::open(path) {
+        Kind::Auto => match btrfs::Btrfs::open(path, opts.walk) {
             Ok(b) => Box::new(b),
             Err(_) => Box::new(none::NoSnapshots::open(path)?),
         },
