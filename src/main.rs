@@ -328,8 +328,10 @@ struct SnapdiffArgs {
     #[arg(long)]
     hold: bool,
 
-    /// Memory for sorting manifests and changes before they spill to disk
-    /// in the state directory (K, M, G suffixes).
+    /// Memory budget (K, M, G suffixes; at least 16M): sorting manifests
+    /// and changes spills to disk in the state directory beyond it, less
+    /// 8 MiB kept for the rest of the process. Directory tables (about 50
+    /// bytes per directory) come on top.
     #[arg(long, value_name = "BYTES", default_value = "1G", value_parser = parse_bytes)]
     mem_limit: usize,
 
@@ -386,11 +388,14 @@ fn parse_bytes(s: &str) -> Result<usize, String> {
     };
     let n: usize = num.parse().map_err(|_| format!("'{s}' is not a size"))?;
     let bytes = n.checked_mul(mult).ok_or_else(|| format!("'{s}' is too large"))?;
-    if bytes < 1 << 20 {
-        return Err("at least 1M".into());
+    if bytes < 2 * MEM_RESERVE {
+        return Err("at least 16M".into());
     }
     Ok(bytes)
 }
+
+/// Memory a snapdiff needs besides its sorts: code, I/O and search buffers.
+const MEM_RESERVE: usize = 8 << 20;
 
 fn parse_size(s: &str) -> Result<usize, String> {
     let (num, mult) = match s.as_bytes().last() {
@@ -511,8 +516,11 @@ fn run_snapdiff(a: SnapdiffArgs) -> ExitCode {
         let mut opts = a.fileset.options();
         opts.diff.condense_moves = !a.no_condense_moves;
         opts.diff.skip_old_ctimes = a.skip_old_ctimes;
-        opts.diff.mem_limit = a.mem_limit / 2;
-        opts.mem_limit = a.mem_limit / 2;
+        // The manifest sort and the diff run one after the other; each gets
+        // the budget less what the process needs besides (code, I/O buffers).
+        let sort = a.mem_limit - MEM_RESERVE;
+        opts.diff.mem_limit = sort;
+        opts.mem_limit = sort;
         opts.dry_run = a.dry_run;
         opts.hold = a.hold;
         if let Some(t) = a.threads {

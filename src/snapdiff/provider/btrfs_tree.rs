@@ -16,7 +16,7 @@ const INODE_REF: u32 = 12;
 const INODE_EXTREF: u32 = 13;
 const LAST_FREE_OBJECTID: u64 = u64::MAX - 255;
 const INODE_ITEM_LEN: usize = 160;
-const BUFFER: usize = 4 << 20;
+const BUFFER: usize = 1 << 20;
 
 /// Why the tree could not be read into records.
 #[derive(Debug, thiserror::Error)]
