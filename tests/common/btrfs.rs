@@ -4,8 +4,11 @@
 
 #![allow(dead_code)]
 
+use std::io::Read;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::time::{Duration, Instant};
 
 /// A mounted btrfs image.
 pub struct LoopBtrfs {
@@ -78,4 +81,230 @@ impl Drop for LoopBtrfs {
         let _ = Command::new("umount").arg(&self.mount).status();
         let _ = self.dir.path();
     }
+}
+
+// ---------------------------------------------------------------------------
+// Running ferry and reading its snapdiff output (shared by the snapdiff tests)
+
+/// The ferry binary under test.
+pub const FERRY: &str = env!("CARGO_BIN_EXE_ferry");
+
+/// How long any one command may run before the test fails (a hung command
+/// must fail the test, not hang the suite; no result depends on it).
+pub const DEADLINE: Duration = Duration::from_secs(120);
+
+/// Waits for `child`, failing the test after [`DEADLINE`].
+pub fn wait_deadline(child: &mut Child, what: &str) -> ExitStatus {
+    let end = Instant::now() + DEADLINE;
+    let mut nap = Duration::from_millis(1);
+    loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            return s;
+        }
+        if Instant::now() > end {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what} did not finish within {DEADLINE:?}");
+        }
+        std::thread::sleep(nap);
+        nap = (nap * 2).min(Duration::from_millis(20));
+    }
+}
+
+/// Runs `cmd` with no stdin, capturing stdout and stderr, within [`DEADLINE`].
+pub fn output(cmd: &mut Command) -> Output {
+    let what = format!("{cmd:?}");
+    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot run {what}: {e}"));
+    let mut so = child.stdout.take().unwrap();
+    let mut se = child.stderr.take().unwrap();
+    let t1 = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        so.read_to_end(&mut v).map(|_| v)
+    });
+    let t2 = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        se.read_to_end(&mut v).map(|_| v)
+    });
+    let status = wait_deadline(&mut child, &what);
+    Output {
+        status,
+        stdout: t1.join().unwrap().unwrap(),
+        stderr: t2.join().unwrap().unwrap(),
+    }
+}
+
+/// The subvolume id btrfs gives `path` (ferry's fileset id for it).
+pub fn subvolume_id(path: &Path) -> String {
+    let out = output(Command::new("btrfs").args(["inspect-internal", "rootid"]).arg(path));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// A path's bytes.
+pub fn bytes(p: &Path) -> Vec<u8> {
+    p.as_os_str().as_bytes().to_vec()
+}
+
+/// Bytes made printable for messages (`\n`, `\xff`, ...).
+pub fn show(b: &[u8]) -> String {
+    b.escape_ascii().to_string()
+}
+
+/// The members of one JSON object, in order: key and the raw text of the
+/// value (a string value keeps its quotes and escapes, so that lone
+/// surrogates, which no Rust `String` can hold, reach
+/// `ferry::task::surrogate::decode` intact).
+pub fn json_members(text: &str) -> Vec<(String, String)> {
+    let s = text.trim().as_bytes();
+    assert!(
+        s.first() == Some(&b'{') && s.last() == Some(&b'}'),
+        "not an object: {text}"
+    );
+    let mut out = Vec::new();
+    let mut i = 1;
+    let skip_ws = |i: &mut usize| {
+        while *i < s.len() && s[*i].is_ascii_whitespace() {
+            *i += 1;
+        }
+    };
+    // The end (exclusive) of the string literal starting at `i`.
+    let string_end = |mut i: usize| -> usize {
+        assert_eq!(s[i], b'"', "expected a string in {text}");
+        i += 1;
+        while s[i] != b'"' {
+            i += if s[i] == b'\\' { 2 } else { 1 };
+        }
+        i + 1
+    };
+    loop {
+        skip_ws(&mut i);
+        if s[i] == b'}' {
+            return out;
+        }
+        let kend = string_end(i);
+        let key = ferry::task::surrogate::decode(&text.trim()[i..kend]).expect("key");
+        i = kend;
+        skip_ws(&mut i);
+        assert_eq!(s[i], b':', "{text}");
+        i += 1;
+        skip_ws(&mut i);
+        let start = i;
+        if s[i] == b'"' {
+            i = string_end(i);
+        } else {
+            let mut depth = 0usize;
+            while i < s.len() {
+                match s[i] {
+                    b'"' => {
+                        i = string_end(i);
+                        continue;
+                    }
+                    b'{' | b'[' => depth += 1,
+                    b'}' | b']' if depth > 0 => depth -= 1,
+                    b',' | b'}' if depth == 0 => break,
+                    _ => {}
+                }
+                i += 1;
+            }
+        }
+        out.push((
+            String::from_utf8(key).unwrap(),
+            text.trim()[start..i].trim().to_string(),
+        ));
+        skip_ws(&mut i);
+        if s[i] == b',' {
+            i += 1;
+        }
+    }
+}
+
+/// A JSON string literal as path bytes (surrogateescape).
+pub fn json_path(literal: &str) -> Vec<u8> {
+    ferry::task::surrogate::decode(literal).unwrap_or_else(|e| panic!("{literal}: {e}"))
+}
+
+/// One line of `ferry snapdiff` JSON output.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChangeLine {
+    /// created, updated, moved or deleted.
+    pub state: String,
+    /// Absolute path, exact bytes.
+    pub path: Vec<u8>,
+    /// For moves, the old absolute path.
+    pub source: Option<Vec<u8>>,
+    /// file, directory, symlink, ...
+    pub kind: String,
+    /// st_mode.
+    pub mode: u32,
+    /// Owner.
+    pub uid: u32,
+    /// Group.
+    pub gid: u32,
+    /// Size.
+    pub size: u64,
+    /// Modification time (seconds, nanoseconds).
+    pub mtime: (i64, u32),
+    /// Link count.
+    pub nlink: u64,
+    /// `additional_metadata.inode`, if asked for.
+    pub inode: Option<u64>,
+    /// `additional_metadata.generation`, if asked for.
+    pub generation: Option<u64>,
+    /// `additional_metadata.is_metadata_only_update`, if present.
+    pub metadata_only: Option<bool>,
+    /// The line as written.
+    pub raw: String,
+}
+
+/// "1700000000.000000123" as (seconds, nanoseconds).
+pub fn parse_time(t: &str) -> (i64, u32) {
+    let (s, ns) = t.split_once('.').unwrap_or((t, "0"));
+    assert!(!s.starts_with('-'), "negative times are not used here: {t}");
+    assert_eq!(ns.len(), 9, "nanoseconds in {t}");
+    (s.parse().unwrap(), ns.parse().unwrap())
+}
+
+impl ChangeLine {
+    /// Parses one JSON line of `ferry snapdiff` output.
+    pub fn parse(line: &str) -> ChangeLine {
+        let m = json_members(line);
+        let get = |k: &str| m.iter().find(|(key, _)| key == k).map(|(_, v)| v.as_str());
+        let num = |k: &str| -> u64 {
+            get(k)
+                .unwrap_or_else(|| panic!("no {k} in {line}"))
+                .parse()
+                .unwrap_or_else(|e| panic!("{k} in {line}: {e}"))
+        };
+        let text =
+            |k: &str| String::from_utf8(json_path(get(k).unwrap_or_else(|| panic!("no {k} in {line}")))).unwrap();
+        let extra = get("additional_metadata").map(json_members).unwrap_or_default();
+        let xget = |k: &str| extra.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone());
+        ChangeLine {
+            state: text("state"),
+            path: json_path(get("path").expect("path")),
+            source: get("source").map(json_path),
+            kind: text("type"),
+            mode: num("mode") as u32,
+            uid: num("uid") as u32,
+            gid: num("gid") as u32,
+            size: num("size"),
+            mtime: parse_time(get("mtime").expect("mtime")),
+            nlink: num("nlink"),
+            inode: xget("inode").map(|v| v.parse().unwrap()),
+            generation: xget("generation").map(|v| v.parse().unwrap()),
+            metadata_only: xget("is_metadata_only_update").map(|v| v == "true"),
+            raw: line.to_string(),
+        }
+    }
+}
+
+/// Every line of `ferry snapdiff` JSON Lines output.
+pub fn parse_changes(stdout: &[u8]) -> Vec<ChangeLine> {
+    std::str::from_utf8(stdout)
+        .expect("JSON output is UTF-8")
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(ChangeLine::parse)
+        .collect()
 }
