@@ -71,7 +71,7 @@ fn manifest(n: u64, changed: bool) -> Vec<u8> {
             ROOT
         };
         let mut r = record(ino, parent, true, 10);
-        if changed && d % 10 == 0 {
+        if changed && d.is_multiple_of(10) {
             r.mtime.sec = 20;
             r.ctime.sec = 20;
         }

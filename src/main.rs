@@ -13,7 +13,7 @@ use ferry::snapdiff::provider::{self, Kind, Provider, ProviderOptions, gpfs::Gpf
 use ferry::snapdiff::run::{SnapdiffError, SnapdiffOptions, rotate, snapdiff};
 use ferry::snapdiff::state::AcquireError;
 use ferry::testtree::{Shape, generate};
-use ferry::walk::{MIN_GETDENTS_BUFFER, WalkOptions};
+use ferry::walk::{MIN_GETDENTS_BUFFER, SnapshotDirs, WalkOptions};
 use std::ffi::OsString;
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
@@ -465,7 +465,11 @@ fn scan_request(a: &ScanArgs) -> Result<ScanRequest, String> {
         follow_links: a.follow,
         max_depth: a.max_depth,
         filter,
-        skip_snapshots: !a.include_snapshots,
+        skip_snapshots: if a.include_snapshots {
+            SnapshotDirs::Never
+        } else {
+            SnapshotDirs::Everywhere
+        },
         stat: o.summary || batch_needs_size || (format.is_some() && fields.needs_stat()),
         // Counts and byte-limited batches need sizes; the output needs its fields.
         stat_mask: Fields::SIZE.with(fields).stat_mask(),
@@ -553,11 +557,11 @@ fn run_snapdiff(a: SnapdiffArgs) -> ExitCode {
             for w in &report.warnings {
                 eprintln!("ferry: warning: {w}");
             }
-            if a.output.summary {
-                if let Err(e) = write_report(&mut io::stdout().lock(), &root, &report) {
-                    eprintln!("ferry: output error: {e}");
-                    return ExitCode::from(2);
-                }
+            if a.output.summary
+                && let Err(e) = write_report(&mut io::stdout().lock(), &root, &report)
+            {
+                eprintln!("ferry: output error: {e}");
+                return ExitCode::from(2);
             }
             ExitCode::SUCCESS
         }

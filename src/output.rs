@@ -85,10 +85,10 @@ impl<W: Write> EntryWriter<W> {
     /// Writes the batch being filled, if any, so that the next entry starts
     /// a new one (snapdiff keeps each batch to one state).
     pub fn end_batch(&mut self) -> io::Result<()> {
-        if let Some(b) = self.batcher.as_mut() {
-            if let Some(batch) = b.flush() {
-                write_batch(&mut self.out, &batch)?;
-            }
+        if let Some(b) = self.batcher.as_mut()
+            && let Some(batch) = b.flush()
+        {
+            write_batch(&mut self.out, &batch)?;
         }
         Ok(())
     }

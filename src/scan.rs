@@ -47,14 +47,14 @@ pub fn scan(req: &ScanRequest, out: impl Write, errors: &mut impl Write) -> io::
     for ev in walk.by_ref() {
         match ev {
             WalkEvent::Entries(entries) => {
-                if let Some(w) = writer.as_mut() {
-                    if let Err(e) = entries.iter().try_for_each(|e| w.write(e)) {
-                        if e.kind() == io::ErrorKind::BrokenPipe {
-                            output_closed = true;
-                            break;
-                        }
-                        return Err(e);
+                if let Some(w) = writer.as_mut()
+                    && let Err(e) = entries.iter().try_for_each(|e| w.write(e))
+                {
+                    if e.kind() == io::ErrorKind::BrokenPipe {
+                        output_closed = true;
+                        break;
                     }
+                    return Err(e);
                 }
             }
             WalkEvent::Error(e) => progress.suspend(|| writeln!(errors, "ferry: {e}"))?,

@@ -7,7 +7,7 @@ use super::manifest::{Header, ManifestError, ManifestWriter, Section};
 use super::record::Record;
 use crate::entry::Entry;
 use crate::sys::StatMask;
-use crate::walk::{Walk, WalkEvent, WalkOptions};
+use crate::walk::{SnapshotDirs, Walk, WalkEvent, WalkOptions};
 use std::io::{self, Write};
 use std::path::Path;
 
@@ -178,8 +178,8 @@ pub enum WalkManifestError {
 }
 
 /// The walk settings for a manifest: every attribute and the generation
-/// from `source`, one filesystem, snapshot directories skipped, no symlinks
-/// followed.
+/// from `source`, one filesystem, the fileset's own `.snapshots` directory
+/// (at its root) skipped, no symlinks followed.
 pub fn manifest_walk_options(threads: usize, source: GenerationSource) -> WalkOptions {
     WalkOptions {
         threads,
@@ -191,7 +191,7 @@ pub fn manifest_walk_options(threads: usize, source: GenerationSource) -> WalkOp
             GenerationSource::Btime => StatMask::ALL.union(StatMask::BTIME),
         },
         generation: source == GenerationSource::Inode,
-        skip_snapshots: true,
+        skip_snapshots: SnapshotDirs::AtRoot,
         ..WalkOptions::default()
     }
 }

@@ -44,11 +44,11 @@ pub fn put_i64(out: &mut Vec<u8>, v: i64) {
 #[inline]
 pub fn get_u64(buf: &mut &[u8]) -> Result<u64, CodecError> {
     // Most values (deltas, lengths, ids, nanoseconds' high bytes) are one byte.
-    if let Some(&b) = buf.first() {
-        if b < 0x80 {
-            *buf = &buf[1..];
-            return Ok(u64::from(b));
-        }
+    if let Some(&b) = buf.first()
+        && b < 0x80
+    {
+        *buf = &buf[1..];
+        return Ok(u64::from(b));
     }
     get_u64_slow(buf)
 }

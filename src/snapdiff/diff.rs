@@ -457,11 +457,12 @@ impl Differ {
 
     /// An inode in both manifests: compare its links and its attributes.
     fn both(&mut self, old: &[Record], new: &[Record]) -> Result<(), DiffError> {
-        if let ([o], [n]) = (old, new) {
-            if o == n && self.res.same_parent(o.parent) {
-                self.sum.unchanged += 1;
-                return self.unchanged_link(o, n);
-            }
+        if let ([o], [n]) = (old, new)
+            && o == n
+            && self.res.same_parent(o.parent)
+        {
+            self.sum.unchanged += 1;
+            return self.unchanged_link(o, n);
         }
         // Links present in both, and the rest paired in order as moves.
         let res = &self.res;
@@ -485,11 +486,14 @@ impl Differ {
         for r in &created {
             self.created(r)?;
         }
+        // Without condensing, a moved directory's entries are put back one
+        // by one, which changes its mtime: restore it with an update.
+        let refresh = !self.opts.condense_moves && o.is_dir() && links_changed;
         for r in new {
             if created.iter().any(|c| c.same_link(r)) {
                 continue;
             }
-            if data || meta {
+            if data || meta || refresh {
                 self.updated(r, !data)?;
             } else if let Some(o) = old.iter().find(|o| o.same_link(r) && self.res.same_parent(o.parent)) {
                 self.sum.unchanged += 1;
@@ -520,6 +524,10 @@ impl Differ {
                     metadata_only: false,
                 },
             )?;
+            if n.is_dir() {
+                // Its entries are put back one by one: restore its mtime.
+                self.updated(n, true)?;
+            }
         }
         Ok(())
     }

@@ -187,10 +187,10 @@ impl<W: Write> ManifestWriter<W> {
         if section == Section::Dirs && !r.is_dir() {
             return Err(ManifestError::Header("non-directory in the directories section".into()));
         }
-        if let Some(last) = &self.last {
-            if last >= r {
-                return Err(ManifestError::Unsorted(r.ino));
-            }
+        if let Some(last) = &self.last
+            && last >= r
+        {
+            return Err(ManifestError::Unsorted(r.ino));
         }
         r.validate()
             .map_err(|e| ManifestError::corrupt(0, format!("inode {}: {e}", r.ino)))?;

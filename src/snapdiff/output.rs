@@ -59,10 +59,10 @@ impl<W: Write> ChangeWriter<W> {
     /// A writer of `format` for changes of the fileset at `root`. Fails if
     /// the fields ask for `atime`, which manifests do not record.
     pub fn new(out: W, format: Format, root: &[u8], extra: ExtraFields) -> Result<Self, String> {
-        if let Format::JsonLines(f) | Format::Batches(f, _) = format {
-            if f.contains(Fields::ATIME) {
-                return Err("snapdiff cannot report atime (manifests do not record it)".into());
-            }
+        if let Format::JsonLines(f) | Format::Batches(f, _) = format
+            && f.contains(Fields::ATIME)
+        {
+            return Err("snapdiff cannot report atime (manifests do not record it)".into());
         }
         Ok(ChangeWriter {
             out: EntryWriter::new(out, format),

@@ -237,10 +237,11 @@ impl Ctx<'_> {
         self.state.set_last_snapshot(snap)?;
         let prefix = self.state.snapshot_prefix();
         for old in self.provider.snapshots()? {
-            if old.starts_with(&prefix) && old != snap {
-                if let Err(e) = self.delete_snapshot(&old) {
-                    warnings.push(format!("old snapshot {old} was not deleted: {e}"));
-                }
+            if old.starts_with(&prefix)
+                && old != snap
+                && let Err(e) = self.delete_snapshot(&old)
+            {
+                warnings.push(format!("old snapshot {old} was not deleted: {e}"));
             }
         }
         for stale in self.state.stale_manifests(snap)? {

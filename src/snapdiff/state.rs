@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -111,10 +111,10 @@ impl StateDir {
             let e = e?;
             let name = e.file_name();
             let Some(name) = name.to_str() else { continue };
-            if let Some(snap) = name.strip_prefix(&start) {
-                if snap != keep {
-                    out.push(e.path());
-                }
+            if let Some(snap) = name.strip_prefix(&start)
+                && snap != keep
+            {
+                out.push(e.path());
             }
         }
         Ok(out)
@@ -187,12 +187,14 @@ impl Lock {
     /// (by its modification time), or one whose process is gone from this
     /// host, is stale and taken over; any other is a [`LockError`].
     pub fn acquire(path: &Path, info: LockInfo, threshold: Duration) -> Result<Lock, AcquireError> {
+        let mut pending_guard: Option<File> = None;
         for _ in 0..3 {
             match OpenOptions::new().write(true).create_new(true).mode(0o644).open(path) {
                 Ok(mut f) => {
                     f.write_all(&serde_json::to_vec(&info).map_err(io::Error::other)?)?;
                     f.write_all(b"\n")?;
                     f.sync_all()?;
+                    drop(pending_guard);
                     return Ok(Lock {
                         path: path.to_path_buf(),
                         info,
@@ -200,30 +202,49 @@ impl Lock {
                     });
                 }
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                    let old = match File::open(path) {
+                        Ok(f) => f,
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                        Err(e) => return Err(e.into()),
+                    };
                     let (holder, age) = describe(path)?;
                     let stale = age > threshold || holder.as_ref().is_some_and(|h| dead_here(h, &info.host));
-                    if !stale {
-                        return Err(LockError {
+                    let held = || -> AcquireError {
+                        LockError {
                             path: path.display().to_string(),
-                            holder: holder.map_or_else(
+                            holder: holder.as_ref().map_or_else(
                                 || "an unknown run".to_string(),
                                 |h| format!("run {} (pid {} on {}, started {})", h.run, h.pid, h.host, h.started),
                             ),
                             age: age.as_secs(),
                             threshold: threshold.as_secs(),
                         }
-                        .into());
+                        .into()
+                    };
+                    if !stale {
+                        return Err(held());
                     }
-                    // Take over: only one of several racing runs can rename
-                    // the stale file away; the others then find a fresh lock.
-                    let aside = path.with_extension(format!("lock.stale.{}", info.run));
-                    match fs::rename(path, &aside) {
-                        Ok(()) => {
-                            let _ = fs::remove_file(&aside);
+                    // Take over under an exclusive flock of the stale file:
+                    // of several runs that judged it stale, one gets the
+                    // flock; it checks that the path still names that very
+                    // file before removing it, so a fresh lock made by
+                    // another run meanwhile is never removed.
+                    if old.try_lock().is_err() {
+                        return Err(held());
+                    }
+                    let same = match (fs::metadata(path), old.metadata()) {
+                        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+                        _ => false,
+                    };
+                    if same {
+                        match fs::remove_file(path) {
+                            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e.into()),
+                            _ => {}
                         }
-                        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                        Err(e) => return Err(e.into()),
                     }
+                    // `old` (and its flock) is held until the next attempt
+                    // has created the new lock or failed.
+                    pending_guard = Some(old);
                 }
                 Err(e) => return Err(e.into()),
             }

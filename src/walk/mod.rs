@@ -42,8 +42,8 @@ pub struct WalkOptions {
     pub max_depth: Option<usize>,
     /// Include/exclude globs over the whole path.
     pub filter: Filter,
-    /// Skip directories named `.snapshots` (GPFS snapshot links).
-    pub skip_snapshots: bool,
+    /// Which directories named `.snapshots` (GPFS snapshot links) to skip.
+    pub skip_snapshots: SnapshotDirs,
     /// `stat` every entry (the output or a filter needs more than the type).
     pub stat: bool,
     /// The attributes to ask `statx` for when stat'ing (the type is always
@@ -67,7 +67,7 @@ impl Default for WalkOptions {
             follow_links: false,
             max_depth: None,
             filter: Filter::default(),
-            skip_snapshots: true,
+            skip_snapshots: SnapshotDirs::Everywhere,
             stat: true,
             stat_mask: StatMask::ALL,
             generation: false,
@@ -76,6 +76,18 @@ impl Default for WalkOptions {
             channel_chunks: 64,
         }
     }
+}
+
+/// Where directories named `.snapshots` are skipped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SnapshotDirs {
+    /// At any depth: a scan may cross many filesets' junctions.
+    Everywhere,
+    /// Only directly under a root: one fileset's own snapshot directory;
+    /// deeper ones are user data.
+    AtRoot,
+    /// Nowhere.
+    Never,
 }
 
 /// The smallest `getdents64` buffer accepted.

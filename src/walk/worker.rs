@@ -1,6 +1,6 @@
 //! The per-directory work of a walk: open, read, stat, spawn, send.
 
-use super::{Op, WalkError, WalkEvent, WalkOptions};
+use super::{Op, SnapshotDirs, WalkError, WalkEvent, WalkOptions};
 use crate::entry::{Entry, FileType};
 use crate::rules::Verdict;
 use crate::sys::{self, Base, DirEntries, FileStat, StatMask};
@@ -469,7 +469,12 @@ impl Shared {
         verdict: Verdict,
     ) {
         let is_dir = t == FileType::Directory;
-        if is_dir && self.opts.skip_snapshots && name.to_bytes() == b".snapshots" {
+        let skip = match self.opts.skip_snapshots {
+            SnapshotDirs::Everywhere => true,
+            SnapshotDirs::AtRoot => dir.depth == 0,
+            SnapshotDirs::Never => false,
+        };
+        if is_dir && skip && name.to_bytes() == b".snapshots" {
             return;
         }
         // Like `find -L`: a directory that is its own ancestor is reported, not listed.

@@ -1,6 +1,9 @@
 //! A btrfs filesystem on a loop-mounted image, made for one test and torn
 //! down after it. Needs root and mkfs.btrfs: without them the test fails
 //! under CI (`CI=true`) and is skipped with a loud message elsewhere.
+//!
+//! Also what the snapdiff tests share: running commands within a deadline,
+//! and reading `ferry snapdiff` JSON lines with their surrogateescape paths.
 
 #![allow(dead_code)]
 

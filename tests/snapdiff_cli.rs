@@ -1,0 +1,1035 @@
+//! `ferry snapdiff`, `ferry rotate` and `ferry manifest` end to end: the
+//! real binary on loop-mounted btrfs subvolumes (or, for `--provider none`,
+//! a temporary directory): first and unchanged runs, the fileset lock under
+//! contention, stale locks, dry runs, held runs and rotation, rollback when
+//! the output fails or the tree cannot be read, manifest inspection, and
+//! names that are not UTF-8 or hold newlines.
+//!
+//! Nothing here waits for time to pass: contention is made certain by a
+//! held lock, or by a winner blocked on a full stdout pipe.
+
+mod common;
+
+use common::btrfs::{self, ChangeLine, FERRY, LoopBtrfs, bytes, output, parse_changes, show};
+use std::collections::{BTreeMap, BTreeSet};
+use std::ffi::OsStr;
+use std::fs::{self, File};
+use std::io::{Read, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, SystemTime};
+
+const LOCK_MESSAGE: &str =
+    "SnapdiffLockError: Could not perform snapdiff as one is currently running for provided fileset";
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[track_caller]
+fn assert_code(o: &Output, code: i32) {
+    assert_eq!(
+        o.status.code(),
+        Some(code),
+        "want exit status {code}, got {}\nstderr:\n{}",
+        o.status,
+        stderr(o)
+    );
+}
+
+/// A btrfs subvolume `fs1` on its own loop-mounted image, with its state
+/// directory next to it.
+struct Sub {
+    fs: LoopBtrfs,
+    root: PathBuf,
+    state: PathBuf,
+    id: String,
+}
+
+fn subvolume() -> Option<Sub> {
+    let fs = LoopBtrfs::new(320)?;
+    let root = fs::canonicalize(fs.subvolume("fs1")).unwrap();
+    let state = fs.path().join("state");
+    let id = btrfs::subvolume_id(&root);
+    Some(Sub { fs, root, state, id })
+}
+
+impl Sub {
+    /// `ferry <sub> --provider btrfs --state-dir STATE ARGS... FILESET`.
+    fn cmd(&self, sub: &str, args: &[&str]) -> Command {
+        let mut c = Command::new(FERRY);
+        c.arg(sub)
+            .args(["--provider", "btrfs", "--state-dir"])
+            .arg(&self.state)
+            .args(args)
+            .arg(&self.root);
+        c
+    }
+
+    fn run(&self, sub: &str, args: &[&str]) -> Output {
+        output(&mut self.cmd(sub, args))
+    }
+
+    /// A successful snapdiff's changes.
+    #[track_caller]
+    fn snapdiff(&self, args: &[&str]) -> (Vec<ChangeLine>, Vec<u8>) {
+        let o = self.run("snapdiff", args);
+        assert_code(&o, 0);
+        (parse_changes(&o.stdout), o.stdout)
+    }
+
+    fn p(&self, rel: &str) -> PathBuf {
+        self.root.join(rel)
+    }
+
+    fn key(&self) -> String {
+        format!("name.fs1.id.{}", self.id)
+    }
+
+    fn lastsnap_path(&self) -> PathBuf {
+        self.state.join(format!("ferry.lastsnap.{}", self.key()))
+    }
+
+    fn lock_path(&self) -> PathBuf {
+        self.state.join(format!("snapdiff.{}.lock", self.key()))
+    }
+
+    fn pending_path(&self) -> PathBuf {
+        self.state.join(format!("ferry.pending.{}", self.key()))
+    }
+
+    fn manifest_path(&self, snap: &str) -> PathBuf {
+        self.state.join(format!("ferry.manifest.{}.{snap}", self.key()))
+    }
+
+    /// The last synced snapshot, from the last-snap file.
+    fn lastsnap(&self) -> Option<String> {
+        let text = fs::read_to_string(self.lastsnap_path()).ok()?;
+        assert!(
+            text.ends_with('\n') && text.lines().count() == 1,
+            "last-snap file {text:?}"
+        );
+        Some(text.trim_end().to_string())
+    }
+
+    fn snapshots(&self) -> BTreeSet<String> {
+        names(&self.root.join(".snapshots"))
+    }
+
+    /// Every file in the state directory, with its content.
+    fn state_files(&self) -> BTreeMap<String, Vec<u8>> {
+        names(&self.state)
+            .into_iter()
+            .map(|n| {
+                let data = fs::read(self.state.join(&n)).unwrap();
+                (n, data)
+            })
+            .collect()
+    }
+
+    /// Everything `find` lists in the fileset except `.snapshots`.
+    fn find(&self) -> BTreeSet<Vec<u8>> {
+        find_paths(&self.root)
+    }
+
+    /// After a successful rotation to `snap`: it is the only snapshot, the
+    /// last-snap file names it, and the state holds exactly its manifest
+    /// and the last-snap file (no lock, no pending run, no temporary file).
+    #[track_caller]
+    fn assert_rotated_to(&self, snap: &str) {
+        assert_eq!(self.lastsnap().as_deref(), Some(snap));
+        assert_eq!(self.snapshots(), BTreeSet::from([snap.to_string()]));
+        let want = BTreeSet::from([file_name(&self.lastsnap_path()), file_name(&self.manifest_path(snap))]);
+        assert_eq!(self.state_files().into_keys().collect::<BTreeSet<_>>(), want);
+    }
+}
+
+fn file_name(p: &Path) -> String {
+    p.file_name().unwrap().to_str().unwrap().to_string()
+}
+
+fn names(dir: &Path) -> BTreeSet<String> {
+    match fs::read_dir(dir) {
+        Ok(rd) => rd
+            .map(|e| e.unwrap().file_name().into_string().expect("UTF-8 name"))
+            .collect(),
+        Err(_) => BTreeSet::new(),
+    }
+}
+
+fn find_paths(root: &Path) -> BTreeSet<Vec<u8>> {
+    let snapshots = root.join(".snapshots");
+    let o = output(
+        Command::new("find")
+            .arg(root)
+            .arg("-path")
+            .arg(&snapshots)
+            .args(["-prune", "-o", "-print0"]),
+    );
+    assert_code(&o, 0);
+    o.stdout
+        .split(|&b| b == 0)
+        .filter(|p| !p.is_empty())
+        .map(<[u8]>::to_vec)
+        .collect()
+}
+
+fn write(p: &Path, data: &[u8]) {
+    fs::write(p, data).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+}
+
+fn mkdir(p: &Path) {
+    fs::create_dir(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+}
+
+/// A small tree with a bit of everything.
+fn populate(root: &Path) {
+    mkdir(&root.join("d"));
+    mkdir(&root.join("d/e"));
+    mkdir(&root.join("d/e/f"));
+    write(&root.join("d/e/f/deep"), b"deep");
+    write(&root.join("d/file"), b"0123456789");
+    write(&root.join("empty"), b"");
+    write(&root.join("nl\nname"), b"newline");
+    write(&root.join(OsStr::from_bytes(b"bad\xffutf8")), b"not utf-8");
+    fs::hard_link(root.join("d/file"), root.join("d/e/link")).unwrap();
+    symlink("d/file", root.join("sym")).unwrap();
+    fs::set_permissions(root.join("empty"), fs::Permissions::from_mode(0o600)).unwrap();
+}
+
+/// `n` files in a new directory `dir`: enough output to fill a pipe.
+fn many_files(dir: &Path, n: usize) {
+    mkdir(dir);
+    for i in 0..n {
+        write(&dir.join(format!("file-with-a-rather-long-name-{i:05}")), b"x");
+    }
+}
+
+fn states(c: &[ChangeLine]) -> BTreeMap<String, usize> {
+    let mut m = BTreeMap::new();
+    for x in c {
+        *m.entry(x.state.clone()).or_default() += 1;
+    }
+    m
+}
+
+fn set_mtime(p: &Path, t: SystemTime) {
+    File::options().write(true).open(p).unwrap().set_modified(t).unwrap();
+}
+
+fn hostname() -> String {
+    fs::read_to_string("/proc/sys/kernel/hostname")
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
+/// Writes a lock file as ferry does (JSON holder and a newline).
+fn write_lock(path: &Path, pid: u32, host: &str, run: &str) {
+    let info = serde_json::json!({"pid": pid, "host": host, "run": run, "started": "2020-01-01T00:00:00Z"});
+    let mut text = serde_json::to_vec(&info).unwrap();
+    text.push(b'\n');
+    write(path, &text);
+}
+
+// ---------------------------------------------------------------------------
+
+#[test]
+fn first_run_reports_everything_and_an_unchanged_tree_nothing() {
+    let Some(s) = subvolume() else { return };
+    populate(&s.root);
+    let want = s.find();
+
+    let (first, _) = s.snapdiff(&["--extra-fields", "inode"]);
+    assert!(first.iter().all(|c| c.state == "created"), "{first:#?}");
+    assert_eq!(first.len(), want.len(), "one line per path");
+    let got: BTreeSet<Vec<u8>> = first.iter().map(|c| c.path.clone()).collect();
+    assert_eq!(got, want);
+    // Every reported attribute is the one on disk (nothing changed since).
+    for c in &first {
+        let m = fs::symlink_metadata(OsStr::from_bytes(&c.path)).unwrap();
+        let p = show(&c.path);
+        assert_eq!(c.mode, m.mode(), "{p}");
+        assert_eq!((c.uid, c.gid), (m.uid(), m.gid()), "{p}");
+        assert_eq!(c.size, m.size(), "{p}");
+        assert_eq!(c.nlink, m.nlink(), "{p}");
+        assert_eq!(c.mtime, (m.mtime(), m.mtime_nsec() as u32), "{p}");
+        assert_eq!(c.inode, Some(m.ino()), "{p}");
+    }
+
+    // The state: a last-snap file naming the one snapshot, its manifest.
+    let snap1 = s.lastsnap().expect("a last-snap file after the first run");
+    let stamp = snap1.strip_prefix("ferry.snapdiff.").expect("snapshot prefix");
+    let b = stamp.as_bytes();
+    assert!(
+        b.len() == 23
+            && b[8] == b'T'
+            && b[15] == b'.'
+            && b[22] == b'Z'
+            && b.iter()
+                .enumerate()
+                .all(|(i, c)| [8, 15, 22].contains(&i) || c.is_ascii_digit()),
+        "snapshot name {snap1}"
+    );
+    s.assert_rotated_to(&snap1);
+
+    // The first run made `.snapshots` before taking its snapshot, so the
+    // root's new mtime is already in that snapshot; the second snapshot
+    // changes only `.snapshots`, which is not part of the fileset. Nothing
+    // changed, so nothing at all is reported, not even the root.
+    let (second, raw) = s.snapdiff(&[]);
+    assert!(raw.is_empty(), "an unchanged tree reports nothing: {second:#?}");
+    let snap2 = s.lastsnap().unwrap();
+    assert_ne!(snap2, snap1);
+    s.assert_rotated_to(&snap2);
+
+    // The summary says the same in numbers.
+    let o = s.run("snapdiff", &["--summary"]);
+    assert_code(&o, 0);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let n = want.len() as u64;
+    assert_eq!(v["first_run"], false, "{v}");
+    assert_eq!(v["outcome"], "rotated", "{v}");
+    assert_eq!(v["old_snapshot"], snap2.as_str(), "{v}");
+    assert_eq!(v["entries"], n, "{v}");
+    let sum = &v["summary"];
+    for k in [
+        "created",
+        "updated",
+        "metadata_only",
+        "moved",
+        "deleted",
+        "skipped_old_ctime",
+    ] {
+        assert_eq!(sum[k], 0, "{k} in {v}");
+    }
+    assert_eq!(sum["unchanged"], n, "{v}");
+    assert_eq!(sum["records"], 2 * n, "{v}");
+    s.assert_rotated_to(v["new_snapshot"].as_str().unwrap());
+}
+
+#[test]
+fn a_held_lock_refuses_a_second_run_with_exit_3() {
+    let Some(s) = subvolume() else { return };
+    populate(&s.root);
+    s.snapdiff(&[]);
+    let snap1 = s.lastsnap().unwrap();
+    write(&s.p("new"), b"new");
+
+    // --hold keeps the lock (pid 0: only the threshold expires it).
+    let (held, _) = s.snapdiff(&["--hold"]);
+    assert_eq!(states(&held)["created"], 1);
+    let lock: serde_json::Value = serde_json::from_slice(&fs::read(s.lock_path()).unwrap()).unwrap();
+    assert_eq!(lock["pid"], 0, "{lock}");
+    assert_eq!(lock["host"], hostname().as_str(), "{lock}");
+    let snaps = s.snapshots();
+    assert_eq!(snaps.len(), 2);
+
+    for args in [&[][..], &["--lock-threshold", "3600"], &["--dry-run"]] {
+        let o = s.run("snapdiff", args);
+        assert_code(&o, 3);
+        assert!(stderr(&o).contains(LOCK_MESSAGE), "{}", stderr(&o));
+        assert!(o.stdout.is_empty(), "a refused run writes no changes");
+    }
+    // The refused runs took no snapshot and left the held run alone.
+    assert_eq!(s.snapshots(), snaps);
+    assert_eq!(s.lastsnap().as_deref(), Some(snap1.as_str()));
+    assert!(s.lock_path().exists() && s.pending_path().exists());
+
+    let o = s.run("rotate", &[]);
+    assert_code(&o, 0);
+    let snap2 = s.lastsnap().unwrap();
+    assert_ne!(snap2, snap1);
+    s.assert_rotated_to(&snap2);
+    let (after, _) = s.snapdiff(&[]);
+    assert!(after.is_empty(), "{after:#?}");
+}
+
+#[test]
+fn of_four_racing_runs_exactly_one_proceeds() {
+    let Some(s) = subvolume() else { return };
+    // Enough output that the winner blocks on its full stdout pipe (64 KiB)
+    // until this test reads it: it holds the lock while the others try.
+    many_files(&s.p("many"), 1500);
+    let mut children: Vec<_> = (0..4)
+        .map(|_| {
+            let mut c = s.cmd("snapdiff", &[]);
+            c.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+            let mut child = c.spawn().unwrap();
+            let mut err = child.stderr.take().unwrap();
+            let errs = std::thread::spawn(move || {
+                let mut v = String::new();
+                err.read_to_string(&mut v).map(|_| v)
+            });
+            (child, Some(errs))
+        })
+        .collect();
+
+    // Three must give up while the fourth is stuck writing.
+    let deadline = std::time::Instant::now() + btrfs::DEADLINE;
+    let mut done: BTreeMap<usize, std::process::ExitStatus> = BTreeMap::new();
+    while done.len() < 3 {
+        for (i, (c, _)) in children.iter_mut().enumerate() {
+            if let std::collections::btree_map::Entry::Vacant(e) = done.entry(i)
+                && let Some(st) = c.try_wait().unwrap()
+            {
+                e.insert(st);
+            }
+        }
+        assert!(std::time::Instant::now() < deadline, "runs did not finish: {done:?}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let winner = (0..4).find(|i| !done.contains_key(i)).unwrap();
+    assert!(done.values().all(|st| st.code() == Some(3)), "exit statuses {done:?}");
+    for (i, (_, errs)) in children.iter_mut().enumerate() {
+        if i != winner {
+            let text = errs.take().unwrap().join().unwrap().unwrap();
+            assert!(text.contains(LOCK_MESSAGE), "{text}");
+        }
+    }
+    assert!(
+        children[winner].0.try_wait().unwrap().is_none(),
+        "the winner ended early"
+    );
+
+    let (child, errs) = &mut children[winner];
+    let mut out = Vec::new();
+    child.stdout.take().unwrap().read_to_end(&mut out).unwrap();
+    let st = btrfs::wait_deadline(child, "the winning snapdiff");
+    let text = errs.take().unwrap().join().unwrap().unwrap();
+    assert_eq!(st.code(), Some(0), "{text}");
+    assert!(out.len() > 128 << 10, "output too small to block: {} bytes", out.len());
+    assert_eq!(parse_changes(&out).len(), s.find().len());
+    s.assert_rotated_to(&s.lastsnap().unwrap());
+}
+
+#[test]
+fn stale_locks_are_taken_over_and_live_ones_are_not() {
+    let Some(s) = subvolume() else { return };
+    populate(&s.root);
+    fs::create_dir_all(&s.state).unwrap();
+    let lock = s.lock_path();
+    let me = std::process::id();
+    let two_hours_ago = SystemTime::now() - Duration::from_secs(7200);
+
+    // Held by a live process on this host, but two hours old: with the
+    // default threshold (a day) it holds, with 60 s it is stale.
+    write_lock(&lock, me, &hostname(), "old-run");
+    set_mtime(&lock, two_hours_ago);
+    let o = s.run("snapdiff", &[]);
+    assert_code(&o, 3);
+    assert!(
+        stderr(&o).contains(LOCK_MESSAGE) && stderr(&o).contains("old-run"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(s.lastsnap().is_none() && s.snapshots().is_empty());
+    let (c, _) = s.snapdiff(&["--lock-threshold", "60"]);
+    assert_eq!(c.len(), s.find().len());
+    assert!(!lock.exists(), "the run released the lock it took over");
+    let snap1 = s.lastsnap().unwrap();
+
+    // A fresh lock of a live process holds whatever the threshold.
+    write_lock(&lock, me, &hostname(), "fresh-run");
+    let before = fs::read(&lock).unwrap();
+    for args in [&[][..], &["--lock-threshold", "60"]] {
+        let o = s.run("snapdiff", args);
+        assert_code(&o, 3);
+        assert!(
+            stderr(&o).contains(LOCK_MESSAGE) && stderr(&o).contains("fresh-run"),
+            "{}",
+            stderr(&o)
+        );
+    }
+    assert_eq!(fs::read(&lock).unwrap(), before, "a refused run leaves the lock alone");
+    assert_eq!(s.lastsnap().as_deref(), Some(snap1.as_str()));
+
+    // A fresh lock of a process that is gone: on another host nobody can
+    // tell, so it holds; on this host it is stale at once.
+    let mut gone = Command::new("true").spawn().unwrap();
+    let dead = gone.id();
+    gone.wait().unwrap();
+    write_lock(&lock, dead, "some-other-host", "elsewhere-run");
+    assert_code(&s.run("snapdiff", &[]), 3);
+    write_lock(&lock, dead, &hostname(), "crashed-run");
+    s.snapdiff(&[]);
+    assert!(!lock.exists());
+    s.assert_rotated_to(&s.lastsnap().unwrap());
+}
+
+/// A baseline run, then one of each kind of change.
+fn baseline_and_changes(s: &Sub) -> String {
+    populate(&s.root);
+    s.snapdiff(&[]);
+    write(&s.p("created"), b"created");
+    write(&s.p("d/file"), b"0123456789 and more");
+    fs::rename(s.p("d/e"), s.p("moved")).unwrap();
+    fs::remove_file(s.p("empty")).unwrap();
+    s.lastsnap().unwrap()
+}
+
+#[test]
+fn a_dry_run_leaves_no_trace_and_the_next_run_reports_the_same() {
+    let Some(s) = subvolume() else { return };
+    let snap1 = baseline_and_changes(&s);
+    let before = s.state_files();
+
+    let (dry, raw) = s.snapdiff(&["--dry-run"]);
+    let got = states(&dry);
+    for st in ["created", "updated", "moved", "deleted"] {
+        assert!(got.contains_key(st), "no {st} change: {dry:#?}");
+    }
+    assert_eq!(s.state_files(), before, "the state directory is unchanged");
+    assert_eq!(s.snapshots(), BTreeSet::from([snap1.clone()]));
+
+    let (_, real) = s.snapdiff(&[]);
+    assert_eq!(show(&real), show(&raw), "the real run reports what the dry run did");
+    assert_ne!(s.lastsnap().unwrap(), snap1);
+}
+
+#[test]
+fn held_runs_rotate_or_roll_back_on_rotate() {
+    let Some(s) = subvolume() else { return };
+    let snap0 = baseline_and_changes(&s);
+
+    // Success: rotate.
+    let (held, _) = s.snapdiff(&["--hold"]);
+    assert!(!held.is_empty());
+    assert_eq!(s.lastsnap().as_deref(), Some(snap0.as_str()), "held: not rotated yet");
+    let snaps = s.snapshots();
+    assert!(snaps.contains(&snap0) && snaps.len() == 2);
+    let snap1 = snaps.iter().find(|n| **n != snap0).unwrap().clone();
+    assert!(s.pending_path().exists() && s.lock_path().exists());
+    let o = s.run("rotate", &[]);
+    assert_code(&o, 0);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["outcome"], "rotated", "{v}");
+    assert_eq!(v["old_snapshot"], snap0.as_str(), "{v}");
+    assert_eq!(v["new_snapshot"], snap1.as_str(), "{v}");
+    s.assert_rotated_to(&snap1);
+    assert!(s.snapdiff(&[]).1.is_empty(), "rotated: nothing left to report");
+    let snap1 = s.lastsnap().unwrap();
+
+    // Failed sync: still rotates by default.
+    write(&s.p("second"), b"2");
+    s.snapdiff(&["--hold"]);
+    let o = s.run("rotate", &["--failed"]);
+    assert_code(&o, 0);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["outcome"], "rotated", "{v}");
+    let snap2 = s.lastsnap().unwrap();
+    assert_ne!(snap2, snap1);
+    s.assert_rotated_to(&snap2);
+
+    // Failed sync without rotate-on-error: rolls back.
+    write(&s.p("third"), b"3");
+    fs::rename(s.p("second"), s.p("d/second")).unwrap();
+    let (_, held_raw) = s.snapdiff(&["--hold"]);
+    let o = s.run("rotate", &["--failed", "--no-rotate-on-error"]);
+    assert_code(&o, 0);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["outcome"], "rolled_back", "{v}");
+    s.assert_rotated_to(&snap2);
+    let (again, raw) = s.snapdiff(&[]);
+    assert_eq!(show(&raw), show(&held_raw), "rolled back: the same changes again");
+    assert_eq!(states(&again)["moved"], 1);
+
+    // Nothing held any more.
+    let o = s.run("rotate", &[]);
+    assert_code(&o, 2);
+    assert!(stderr(&o).contains("no held run"), "{}", stderr(&o));
+}
+
+/// `ferry snapdiff ... | head -c 10`: reads 10 bytes, closes the pipe.
+fn snapdiff_into_closed_pipe(s: &Sub) -> Output {
+    let mut c = s.cmd("snapdiff", &[]);
+    c.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    let mut first = [0u8; 10];
+    child.stdout.take().unwrap().read_exact(&mut first).unwrap();
+    let mut err = child.stderr.take().unwrap();
+    let st = btrfs::wait_deadline(&mut child, "snapdiff into a closed pipe");
+    let mut text = Vec::new();
+    err.read_to_end(&mut text).unwrap();
+    assert_eq!(&first, b"{\"path\":\"/");
+    Output {
+        status: st,
+        stdout: Vec::new(),
+        stderr: text,
+    }
+}
+
+#[test]
+fn an_output_failure_rolls_back() {
+    let Some(s) = subvolume() else { return };
+    // A first run whose reader goes away: no state at all is left.
+    many_files(&s.p("many"), 1500);
+    let o = snapdiff_into_closed_pipe(&s);
+    assert_code(&o, 2);
+    assert!(stderr(&o).contains("writing changes failed"), "{}", stderr(&o));
+    assert!(s.snapshots().is_empty(), "{:?}", s.snapshots());
+    assert!(s.state_files().is_empty(), "{:?}", s.state_files().keys());
+    let (all, _) = s.snapdiff(&[]);
+    assert_eq!(all.len(), s.find().len());
+    let snap1 = s.lastsnap().unwrap();
+    let before = s.state_files();
+
+    // A later run: the baseline stays.
+    many_files(&s.p("more"), 1500);
+    let o = snapdiff_into_closed_pipe(&s);
+    assert_code(&o, 2);
+    assert!(stderr(&o).contains("writing changes failed"), "{}", stderr(&o));
+    assert_eq!(s.state_files(), before);
+    assert_eq!(s.snapshots(), BTreeSet::from([snap1]));
+    let (c, _) = s.snapdiff(&[]);
+    let created: BTreeSet<Vec<u8>> = c
+        .iter()
+        .filter(|c| c.state == "created")
+        .map(|c| c.path.clone())
+        .collect();
+    let want: BTreeSet<Vec<u8>> = find_paths(&s.p("more"));
+    assert_eq!(created, want);
+    assert_eq!(c.len(), want.len() + 1, "and the root's update");
+    assert!(c.iter().any(|c| c.state == "updated" && c.path == bytes(&s.root)));
+}
+
+#[test]
+fn manifest_prints_counts_records_and_detects_damage() {
+    let Some(s) = subvolume() else { return };
+    populate(&s.root);
+    s.snapdiff(&[]);
+    let snap = s.lastsnap().unwrap();
+    let manifest = s.manifest_path(&snap);
+    let want = s.find();
+    let meta: BTreeMap<Vec<u8>, fs::Metadata> = want
+        .iter()
+        .map(|p| (p.clone(), fs::symlink_metadata(OsStr::from_bytes(p)).unwrap()))
+        .collect();
+
+    let o = output(Command::new(FERRY).arg("manifest").arg(&manifest));
+    assert_code(&o, 0);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let dirs = meta.values().filter(|m| m.is_dir()).count() as u64;
+    let bytes_total: u64 = meta.values().filter(|m| !m.is_dir()).map(|m| m.size()).sum();
+    assert_eq!(v["format"], "ferry-manifest", "{v}");
+    assert_eq!(v["root"], s.root.to_str().unwrap(), "{v}");
+    assert_eq!(v["root_ino"], 256, "{v}");
+    assert_eq!(v["provider"], "btrfs", "{v}");
+    assert_eq!(v["snapshot"], snap.as_str(), "{v}");
+    assert_eq!(v["entries"], want.len() as u64, "{v}");
+    assert_eq!(v["directories"], dirs, "{v}");
+    assert_eq!(v["non_directories"], want.len() as u64 - dirs, "{v}");
+    assert_eq!(v["bytes"], bytes_total, "{v}");
+
+    let o = output(Command::new(FERRY).args(["manifest", "--records"]).arg(&manifest));
+    assert_code(&o, 0);
+    let mut seen = BTreeSet::new();
+    for line in std::str::from_utf8(&o.stdout).unwrap().lines() {
+        let m: BTreeMap<String, String> = btrfs::json_members(line).into_iter().collect();
+        let path = btrfs::json_path(&m["path"]);
+        let st = meta
+            .get(&path)
+            .unwrap_or_else(|| panic!("record of a path not on disk: {}", show(&path)));
+        let num = |k: &str| m[k].parse::<u64>().unwrap();
+        assert_eq!(num("inode"), st.ino(), "{line}");
+        assert_eq!(num("size"), st.size(), "{line}");
+        assert_eq!(num("mode"), u64::from(st.mode()), "{line}");
+        assert_eq!(num("nlink"), st.nlink(), "{line}");
+        assert_eq!(
+            btrfs::parse_time(&m["mtime"]),
+            (st.mtime(), st.mtime_nsec() as u32),
+            "{line}"
+        );
+        assert!(seen.insert(path), "two records of one path: {line}");
+    }
+    assert_eq!(seen, want);
+
+    let verify = |p: &Path| output(Command::new(FERRY).args(["manifest", "--verify"]).arg(p));
+    let o = verify(&manifest);
+    assert_code(&o, 0);
+    assert!(o.stdout.is_empty());
+    let good = fs::read(&manifest).unwrap();
+    let n = good.len();
+    let copy = s.state.join("damaged");
+    // Every 7th byte, and the last one (each flip must be found).
+    for at in (0..n).step_by(7).chain([n - 1]) {
+        let mut bad = good.clone();
+        bad[at] ^= 0x01;
+        write(&copy, &bad);
+        let o = verify(&copy);
+        assert_code(&o, 1);
+        assert!(
+            stderr(&o).contains(copy.to_str().unwrap()),
+            "byte {at} of {n} flipped: {}",
+            stderr(&o)
+        );
+    }
+    for len in [0, 8, 40, n / 2, n - 16, n - 1] {
+        write(&copy, &good[..len]);
+        let o = verify(&copy);
+        assert_code(&o, 1);
+        assert!(
+            stderr(&o).contains(copy.to_str().unwrap()),
+            "cut to {len} of {n}: {}",
+            stderr(&o)
+        );
+    }
+    // Anything after the end block is damage too.
+    write(&copy, &[&good[..], b"more"].concat());
+    assert_code(&verify(&copy), 1);
+}
+
+#[test]
+fn an_unreadable_directory_fails_the_run_and_reports_no_deletes() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        assert!(std::env::var("CI").as_deref() != Ok("true"), "needs root");
+        eprintln!("\n*** SKIPPED: needs root (setpriv) ***\n");
+        return;
+    }
+    // In /tmp, traversable by the unprivileged user, with its own ferry.
+    let tmp = tempfile::tempdir_in("/tmp").unwrap();
+    fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let bin = tmp.path().join("ferry");
+    if fs::hard_link(FERRY, &bin).is_err() {
+        fs::copy(FERRY, &bin).unwrap();
+    }
+    let tree = tmp.path().join("tree");
+    let state = tmp.path().join("state");
+    mkdir(&tree);
+    mkdir(&state);
+    std::os::unix::fs::chown(&state, Some(65534), Some(65534)).unwrap();
+    write(&tree.join("top"), b"1");
+    mkdir(&tree.join("sub"));
+    write(&tree.join("sub/x"), b"2");
+    mkdir(&tree.join("sub/deeper"));
+    write(&tree.join("sub/deeper/y"), b"3");
+    let run = || {
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(&bin)
+            .args(["snapdiff", "--provider", "none", "--state-dir"])
+            .arg(&state)
+            .arg(&tree)
+            .current_dir("/");
+        output(&mut c)
+    };
+
+    let o = run();
+    assert_code(&o, 0);
+    assert_eq!(parse_changes(&o.stdout).len(), 6);
+    let before = names(&state)
+        .into_iter()
+        .map(|n| (n.clone(), fs::read(state.join(n)).unwrap()))
+        .collect::<BTreeMap<_, _>>();
+    assert_eq!(before.len(), 2, "a last-snap file and a manifest: {:?}", before.keys());
+
+    fs::set_permissions(tree.join("sub"), fs::Permissions::from_mode(0o000)).unwrap();
+    let o = run();
+    assert_code(&o, 2);
+    assert!(stderr(&o).contains("could not be read"), "{}", stderr(&o));
+    assert!(o.stdout.is_empty(), "no change (and no delete) written");
+    let after = names(&state)
+        .into_iter()
+        .map(|n| (n.clone(), fs::read(state.join(n)).unwrap()))
+        .collect::<BTreeMap<_, _>>();
+    assert_eq!(after, before, "the state is untouched");
+
+    // Readable again: nothing was lost; only sub's ctime changed.
+    fs::set_permissions(tree.join("sub"), fs::Permissions::from_mode(0o755)).unwrap();
+    let o = run();
+    assert_code(&o, 0);
+    let c = parse_changes(&o.stdout);
+    assert_eq!(c.len(), 1, "{c:#?}");
+    assert_eq!(
+        (c[0].state.as_str(), c[0].path.clone()),
+        ("updated", bytes(&tree.join("sub")))
+    );
+}
+
+#[test]
+fn names_with_newlines_and_invalid_utf8_survive() {
+    let Some(s) = subvolume() else { return };
+    let names: [&[u8]; 8] = [
+        b"new\nline",
+        b"\xff\xfe",
+        b"\xc3\xa9 and \xe9 x",
+        b"quote\"back\\slash",
+        b"tab\tcr\r",
+        b"\x01ctl\x7f",
+        b" lead and trail ",
+        "emoji \u{1f600}".as_bytes(),
+    ];
+    let odd = s.root.join(OsStr::from_bytes(b"dir\n\xff"));
+    mkdir(&odd);
+    for n in names {
+        write(&s.root.join(OsStr::from_bytes(n)), n);
+        write(&odd.join(OsStr::from_bytes(n)), n);
+    }
+    let want = s.find();
+
+    // -0 writes the raw bytes; JSON's surrogateescape decodes to them.
+    let o = s.run("snapdiff", &["-0", "--dry-run"]);
+    assert_code(&o, 0);
+    let raw: BTreeSet<Vec<u8>> = o
+        .stdout
+        .split(|&b| b == 0)
+        .filter(|p| !p.is_empty())
+        .map(<[u8]>::to_vec)
+        .collect();
+    assert_eq!(raw, want);
+    let (c, _) = s.snapdiff(&[]);
+    assert_eq!(c.iter().map(|c| c.path.clone()).collect::<BTreeSet<_>>(), want);
+
+    let to_dir = s.root.join(OsStr::from_bytes(b"moved\xfe\ndir"));
+    let to_file = s.root.join(OsStr::from_bytes(b"x\xff\"\n"));
+    fs::rename(&odd, &to_dir).unwrap();
+    fs::rename(s.root.join(OsStr::from_bytes(b"\xff\xfe")), &to_file).unwrap();
+    let (c, _) = s.snapdiff(&[]);
+    let moved: BTreeSet<(Vec<u8>, Vec<u8>)> = c
+        .iter()
+        .filter(|c| c.state == "moved")
+        .map(|c| (c.source.clone().unwrap(), c.path.clone()))
+        .collect();
+    assert_eq!(
+        moved,
+        BTreeSet::from([
+            (bytes(&odd), bytes(&to_dir)),
+            (bytes(&s.root.join(OsStr::from_bytes(b"\xff\xfe"))), bytes(&to_file))
+        ])
+    );
+    assert_eq!(c.len(), 3, "two moves and the root's update: {c:#?}");
+}
+
+#[test]
+fn rotate_and_manifest_refuse_what_they_cannot_use() {
+    let Some(s) = subvolume() else { return };
+    let o = s.run("rotate", &["--failed"]);
+    assert_code(&o, 2);
+    assert!(stderr(&o).contains("no held run"), "{}", stderr(&o));
+    let o = output(
+        Command::new(FERRY)
+            .args(["manifest", "--verify"])
+            .arg(s.root.join("nope")),
+    );
+    assert_code(&o, 1);
+    let mut f = File::create(s.fs.path().join("notes")).unwrap();
+    f.write_all(b"not a manifest at all").unwrap();
+    let o = output(Command::new(FERRY).arg("manifest").arg(s.fs.path().join("notes")));
+    assert_code(&o, 1);
+}
+
+/// Starts `cmd` traced and stops it at the entry of its first flock system
+/// call (the takeover of a stale lock starts by flock'ing it), before the
+/// kernel performs it; returns the child and the path of the file it is
+/// about to flock. No timing is involved: the child simply does not run on
+/// until it is detached.
+fn stop_at_first_flock(mut cmd: Command) -> (std::process::Child, Vec<u8>) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: ptrace(PTRACE_TRACEME) is async-signal-safe and touches no
+    // memory of the parent.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::ptrace(libc::PTRACE_TRACEME, 0, 0, 0) == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = cmd.spawn().unwrap();
+    let pid = child.id() as libc::pid_t;
+    let wait = || {
+        let mut status = 0;
+        // SAFETY: waits for our own child; status is a valid out pointer.
+        let r = unsafe { libc::waitpid(pid, &mut status, libc::__WALL) };
+        assert_eq!(r, pid, "waitpid: {}", std::io::Error::last_os_error());
+        assert!(
+            libc::WIFSTOPPED(status),
+            "the traced run ended (status {status:#x}) before any rename"
+        );
+        libc::WSTOPSIG(status)
+    };
+    // Stopped by SIGTRAP at exec.
+    assert_eq!(wait(), libc::SIGTRAP);
+    let opts = libc::PTRACE_O_TRACESYSGOOD | libc::PTRACE_O_EXITKILL;
+    // SAFETY: plain ptrace requests on our stopped tracee.
+    assert_eq!(unsafe { libc::ptrace(libc::PTRACE_SETOPTIONS, pid, 0, opts) }, 0);
+    let mut deliver = 0;
+    loop {
+        // SAFETY: as above.
+        assert_eq!(unsafe { libc::ptrace(libc::PTRACE_SYSCALL, pid, 0, deliver) }, 0);
+        let sig = wait();
+        deliver = 0;
+        if sig != libc::SIGTRAP | 0x80 {
+            deliver = sig;
+            continue;
+        }
+        // SAFETY: all-zero is a valid ptrace_syscall_info, which the kernel fills.
+        let mut info: libc::ptrace_syscall_info = unsafe { std::mem::zeroed() };
+        let size = std::mem::size_of_val(&info);
+        // SAFETY: the kernel writes at most `size` bytes into `info`.
+        let r = unsafe { libc::ptrace(libc::PTRACE_GET_SYSCALL_INFO, pid, size, &mut info) };
+        assert!(r > 0, "PTRACE_GET_SYSCALL_INFO: {}", std::io::Error::last_os_error());
+        if info.op != libc::PTRACE_SYSCALL_INFO_ENTRY {
+            continue;
+        }
+        // SAFETY: op says the entry member is the one filled in.
+        let entry = unsafe { info.u.entry };
+        let nr = entry.nr as libc::c_long;
+        if nr != libc::SYS_flock {
+            continue;
+        }
+        let fd = entry.args[0];
+        let path = fs::read_link(format!("/proc/{pid}/fd/{fd}")).unwrap();
+        let path = path.as_os_str().as_bytes().to_vec();
+        return (child, path);
+    }
+}
+
+/// Two runs find the same stale lock. The first takes it over; the second,
+/// which judged the *old* file stale, must not then remove the first run's
+/// fresh lock too ("of several runs that find
+/// it stale only one wins", docs/snapdiff.md).
+#[test]
+fn only_one_of_two_runs_that_find_a_lock_stale_takes_it_over() {
+    let Some(s) = subvolume() else { return };
+    populate(&s.root);
+    fs::create_dir_all(&s.state).unwrap();
+    let lock = s.lock_path();
+    write_lock(&lock, std::process::id(), &hostname(), "stale-run");
+    set_mtime(&lock, SystemTime::now() - Duration::from_secs(7200));
+
+    // Run B has found the lock stale and is about to take it over.
+    let mut b = s.cmd("snapdiff", &["--lock-threshold", "60"]);
+    b.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let (mut b, locking) = stop_at_first_flock(b);
+    assert_eq!(show(&locking), show(&bytes(&lock)), "B's first flock is the takeover");
+
+    // Meanwhile run A takes the stale lock over and holds it (--hold).
+    let a = s.run("snapdiff", &["--hold", "--lock-threshold", "60"]);
+    assert_code(&a, 0);
+    let held: serde_json::Value = serde_json::from_slice(&fs::read(&lock).unwrap()).unwrap();
+    assert_eq!(held["pid"], 0, "A holds the lock: {held}");
+
+    // B goes on. The lock is A's now, fresh: B must give up.
+    // SAFETY: detaching our stopped tracee lets it run on.
+    assert_eq!(
+        unsafe { libc::ptrace(libc::PTRACE_DETACH, b.id() as libc::pid_t, 0, 0) },
+        0
+    );
+    let (mut so, mut se) = (b.stdout.take().unwrap(), b.stderr.take().unwrap());
+    let out = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        so.read_to_end(&mut v).map(|_| v)
+    });
+    let mut err = String::new();
+    se.read_to_string(&mut err).unwrap();
+    let st = btrfs::wait_deadline(&mut b, "run B");
+    let b_out = out.join().unwrap().unwrap();
+    let now_lock = fs::read_to_string(&lock).unwrap_or_else(|e| format!("({e})"));
+    assert_eq!(
+        st.code(),
+        Some(3),
+        "run B took over the lock that run A had just taken over and holds: both runs \
+         proceeded (B wrote {} changes; lock file now {now_lock:?})\nB's stderr:\n{err}",
+        parse_changes(&b_out).len()
+    );
+    assert!(err.contains(LOCK_MESSAGE), "{err}");
+    // A's held run is intact and can be finished.
+    assert_code(&s.run("rotate", &[]), 0);
+}
+
+#[test]
+fn a_lost_manifest_is_rebuilt_from_its_snapshot_and_a_lost_baseline_is_refused() {
+    let Some(s) = subvolume() else { return };
+    populate(&s.root);
+    s.snapdiff(&[]);
+    let snap1 = s.lastsnap().unwrap();
+
+    // The manifest is gone but the snapshot is there: rebuilt, same diff.
+    fs::remove_file(s.manifest_path(&snap1)).unwrap();
+    write(&s.p("new"), b"new");
+    let o = s.run("snapdiff", &[]);
+    assert_code(&o, 0);
+    assert!(
+        stderr(&o).contains(&format!("rebuilding the manifest of snapshot {snap1}")),
+        "{}",
+        stderr(&o)
+    );
+    let c = parse_changes(&o.stdout);
+    let got: BTreeSet<(String, Vec<u8>)> = c.iter().map(|c| (c.state.clone(), c.path.clone())).collect();
+    let want = BTreeSet::from([
+        ("created".to_string(), bytes(&s.p("new"))),
+        ("updated".to_string(), bytes(&s.root)),
+    ]);
+    assert_eq!(got, want);
+    let snap2 = s.lastsnap().unwrap();
+    s.assert_rotated_to(&snap2);
+
+    // Manifest and snapshot both gone: refused, nothing changed, and the
+    // message says what to do.
+    fs::remove_file(s.manifest_path(&snap2)).unwrap();
+    let del = output(
+        Command::new("btrfs")
+            .args(["subvolume", "delete"])
+            .arg(s.root.join(".snapshots").join(&snap2)),
+    );
+    assert_code(&del, 0);
+    let o = s.run("snapdiff", &[]);
+    assert_code(&o, 2);
+    let lastsnap = s.lastsnap_path();
+    assert!(
+        stderr(&o).contains("has neither a manifest nor a snapshot") && stderr(&o).contains(lastsnap.to_str().unwrap()),
+        "{}",
+        stderr(&o)
+    );
+    assert!(o.stdout.is_empty());
+    assert_eq!(s.lastsnap().as_deref(), Some(snap2.as_str()));
+    assert!(s.snapshots().is_empty());
+    assert!(!s.lock_path().exists());
+
+    // Removing the last-snap file makes the next run a first run.
+    fs::remove_file(lastsnap).unwrap();
+    let (all, _) = s.snapdiff(&[]);
+    assert!(all.iter().all(|c| c.state == "created"));
+    assert_eq!(all.len(), s.find().len());
+}
+
+/// Only the fileset's own `<fileset>/.snapshots` holds ferry's snapshots;
+/// a user's directory called `.snapshots` deeper down is data. Both ways of
+/// reading a btrfs snapshot (the tree search, and `--walk`) must see the
+/// same tree, and neither may drop that directory.
+#[test]
+fn both_snapshot_readers_see_a_nested_directory_named_snapshots() {
+    let Some(s) = subvolume() else { return };
+    populate(&s.root);
+    mkdir(&s.p("d/.snapshots"));
+    write(&s.p("d/.snapshots/precious"), b"user data");
+    let want = s.find();
+    let listed = |args: &[&str]| -> BTreeSet<Vec<u8>> {
+        let o = s.run("snapdiff", args);
+        assert_code(&o, 0);
+        o.stdout
+            .split(|&b| b == 0)
+            .filter(|p| !p.is_empty())
+            .map(<[u8]>::to_vec)
+            .collect()
+    };
+    let tree = listed(&["-0", "--dry-run"]);
+    let walk = listed(&["-0", "--dry-run", "--walk"]);
+    let only = |a: &BTreeSet<Vec<u8>>, b: &BTreeSet<Vec<u8>>| a.difference(b).map(|p| show(p)).collect::<Vec<_>>();
+    assert!(
+        tree == want,
+        "tree search: missing {:?}, extra {:?}",
+        only(&want, &tree),
+        only(&tree, &want)
+    );
+    assert!(
+        walk == want,
+        "--walk: missing {:?}, extra {:?}",
+        only(&want, &walk),
+        only(&walk, &want)
+    );
+}
