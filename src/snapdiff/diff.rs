@@ -328,13 +328,13 @@ pub fn diff<A: Read, B: Read>(
             std::cmp::Ordering::Less => {
                 old.take_group()?;
                 for r in old.records() {
-                    d.deleted(r)?;
+                    d.emit(State::Deleted, r, None, false)?;
                 }
             }
             std::cmp::Ordering::Greater => {
                 new.take_group()?;
                 for r in new.records() {
-                    d.created(r)?;
+                    d.emit(State::Created, r, None, false)?;
                 }
             }
             std::cmp::Ordering::Equal => {
@@ -383,71 +383,34 @@ impl Differ {
         skip
     }
 
-    fn deleted(&mut self, r: &Record) -> Result<(), DiffError> {
-        let path = self.path(Namespace::Old, r)?;
-        self.sum.deleted += 1;
-        self.push(
-            PHASE_OUT,
-            Change {
-                state: State::Deleted,
-                path,
-                source: None,
-                record: r.clone(),
-                metadata_only: false,
-            },
-        )?;
-        Ok(())
-    }
-
-    fn created(&mut self, r: &Record) -> Result<(), DiffError> {
-        if self.skip_ctime(r) {
+    /// Records one change of `r` (for a move, `from` is the old link):
+    /// names it, counts it and queues it in its phase.
+    fn emit(&mut self, state: State, r: &Record, from: Option<&Record>, metadata_only: bool) -> Result<(), DiffError> {
+        let (phase, ns) = match state {
+            State::Deleted => (PHASE_OUT, Namespace::Old),
+            State::Moved => (PHASE_OUT, Namespace::New),
+            State::Created => (PHASE_CREATE, Namespace::New),
+            State::Updated => (PHASE_UPDATE, Namespace::New),
+        };
+        if matches!(state, State::Created | State::Updated) && self.skip_ctime(r) {
             return Ok(());
         }
-        let path = self.path(Namespace::New, r)?;
-        self.sum.created += 1;
-        self.push(
-            PHASE_CREATE,
-            Change {
-                state: State::Created,
-                path,
-                source: None,
-                record: r.clone(),
-                metadata_only: false,
-            },
-        )?;
-        Ok(())
-    }
-
-    fn moved(&mut self, from: &Record, to: &Record) -> Result<(), DiffError> {
-        let source = self.path(Namespace::Old, from)?;
-        let path = self.path(Namespace::New, to)?;
-        self.sum.moved += 1;
-        self.push(
-            PHASE_OUT,
-            Change {
-                state: State::Moved,
-                path,
-                source: Some(source),
-                record: to.clone(),
-                metadata_only: false,
-            },
-        )?;
-        Ok(())
-    }
-
-    fn updated(&mut self, r: &Record, metadata_only: bool) -> Result<(), DiffError> {
-        if self.skip_ctime(r) {
-            return Ok(());
-        }
-        let path = self.path(Namespace::New, r)?;
-        self.sum.updated += 1;
+        let path = self.path(ns, r)?;
+        let source = from.map(|f| self.path(Namespace::Old, f)).transpose()?;
+        let count = match state {
+            State::Created => &mut self.sum.created,
+            State::Updated => &mut self.sum.updated,
+            State::Moved => &mut self.sum.moved,
+            State::Deleted => &mut self.sum.deleted,
+        };
+        *count += 1;
         self.sum.metadata_only += u64::from(metadata_only);
         self.push(
-            PHASE_UPDATE,
+            phase,
             Change {
-                state: State::Updated,
+                state,
                 path,
-                source: None,
+                source,
                 record: r.clone(),
                 metadata_only,
             },
@@ -477,14 +440,14 @@ impl Differ {
             || (o.ctime != n.ctime && !links_changed && o.nlink == n.nlink);
         let pairs = old_only.len().min(new_only.len());
         for (from, to) in old_only.drain(..pairs).zip(new_only.drain(..pairs)) {
-            self.moved(from, to)?;
+            self.emit(State::Moved, to, Some(from), false)?;
         }
         for r in old_only {
-            self.deleted(r)?;
+            self.emit(State::Deleted, r, None, false)?;
         }
         let created: Vec<&Record> = new_only;
         for r in &created {
-            self.created(r)?;
+            self.emit(State::Created, r, None, false)?;
         }
         // Without condensing, a moved directory's entries are put back one
         // by one, which changes its mtime: restore it with an update.
@@ -494,7 +457,7 @@ impl Differ {
                 continue;
             }
             if data || meta || refresh {
-                self.updated(r, !data)?;
+                self.emit(State::Updated, r, None, !data)?;
             } else if let Some(o) = old.iter().find(|o| o.same_link(r) && self.res.same_parent(o.parent)) {
                 self.sum.unchanged += 1;
                 self.unchanged_link(o, r)?;
@@ -513,20 +476,10 @@ impl Differ {
         let path = self.path(Namespace::New, n)?;
         if source != path {
             self.sum.unchanged -= 1;
-            self.sum.moved += 1;
-            self.push(
-                PHASE_OUT,
-                Change {
-                    state: State::Moved,
-                    path,
-                    source: Some(source),
-                    record: n.clone(),
-                    metadata_only: false,
-                },
-            )?;
+            self.emit(State::Moved, n, Some(o), false)?;
             if n.is_dir() {
                 // Its entries are put back one by one: restore its mtime.
-                self.updated(n, true)?;
+                self.emit(State::Updated, n, None, true)?;
             }
         }
         Ok(())

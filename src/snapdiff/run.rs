@@ -366,27 +366,17 @@ pub fn snapdiff(
     let mut warnings = Vec::new();
     let outcome = if opts.dry_run {
         ctx.rollback(&name)?;
+        lock.release()?;
         Outcome::DryRun
     } else if opts.hold {
         ctx.commit_pending(&name, new_file, &run, &last, &started)?;
         lock.keep();
-        return Ok(report(
-            provider,
-            last,
-            name,
-            summary,
-            Outcome::Held,
-            warnings,
-            started,
-            manifest_seconds,
-            diff_seconds,
-            entries,
-        ));
+        Outcome::Held
     } else {
         ctx.commit(&name, Some(new_file), &mut warnings)?;
+        lock.release()?;
         Outcome::Rotated
     };
-    lock.release()?;
     Ok(report(
         provider,
         last,
