@@ -169,8 +169,12 @@ fn find_paths(root: &Path) -> BTreeSet<Vec<u8>> {
             .args(["-prune", "-o", "-print0"]),
     );
     assert_code(&o, 0);
-    o.stdout
-        .split(|&b| b == 0)
+    nul_paths(&o.stdout)
+}
+
+/// The paths of NUL-separated output (`find -print0`, `ferry -0`).
+fn nul_paths(out: &[u8]) -> BTreeSet<Vec<u8>> {
+    out.split(|&b| b == 0)
         .filter(|p| !p.is_empty())
         .map(<[u8]>::to_vec)
         .collect()
@@ -773,12 +777,7 @@ fn names_with_newlines_and_invalid_utf8_survive() {
     // -0 writes the raw bytes; JSON's surrogateescape decodes to them.
     let o = s.run("snapdiff", &["-0", "--dry-run"]);
     assert_code(&o, 0);
-    let raw: BTreeSet<Vec<u8>> = o
-        .stdout
-        .split(|&b| b == 0)
-        .filter(|p| !p.is_empty())
-        .map(<[u8]>::to_vec)
-        .collect();
+    let raw = nul_paths(&o.stdout);
     assert_eq!(raw, want);
     let (c, _) = s.snapdiff(&[]);
     assert_eq!(c.iter().map(|c| c.path.clone()).collect::<BTreeSet<_>>(), want);
@@ -1011,11 +1010,7 @@ fn both_snapshot_readers_see_a_nested_directory_named_snapshots() {
     let listed = |args: &[&str]| -> BTreeSet<Vec<u8>> {
         let o = s.run("snapdiff", args);
         assert_code(&o, 0);
-        o.stdout
-            .split(|&b| b == 0)
-            .filter(|p| !p.is_empty())
-            .map(<[u8]>::to_vec)
-            .collect()
+        nul_paths(&o.stdout)
     };
     let tree = listed(&["-0", "--dry-run"]);
     let walk = listed(&["-0", "--dry-run", "--walk"]);

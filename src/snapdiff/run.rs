@@ -377,48 +377,41 @@ pub fn snapdiff(
         lock.release()?;
         Outcome::Rotated
     };
-    Ok(report(
-        provider,
-        last,
-        name,
+    Ok(SnapdiffReport {
         summary,
-        outcome,
         warnings,
-        started,
         manifest_seconds,
         diff_seconds,
         entries,
-    ))
+        ..SnapdiffReport::new(provider, last, name, outcome, started)
+    })
 }
 
-#[allow(clippy::too_many_arguments)]
-fn report(
-    provider: &dyn Provider,
-    old_snapshot: Option<String>,
-    new_snapshot: String,
-    summary: DiffSummary,
-    outcome: Outcome,
-    warnings: Vec<String>,
-    started: String,
-    manifest_seconds: f64,
-    diff_seconds: f64,
-    entries: u64,
-) -> SnapdiffReport {
-    let fs = provider.fileset();
-    SnapdiffReport {
-        provider: provider.kind(),
-        fileset: fs.name.clone(),
-        fileset_id: fs.id.clone(),
-        first_run: old_snapshot.is_none(),
-        old_snapshot,
-        new_snapshot,
-        summary,
-        outcome,
-        warnings,
-        started,
-        manifest_seconds,
-        diff_seconds,
-        entries,
+impl SnapdiffReport {
+    /// A report with no changes counted and no timings yet.
+    fn new(
+        provider: &dyn Provider,
+        old_snapshot: Option<String>,
+        new_snapshot: String,
+        outcome: Outcome,
+        started: String,
+    ) -> Self {
+        let fs = provider.fileset();
+        SnapdiffReport {
+            provider: provider.kind(),
+            fileset: fs.name.clone(),
+            fileset_id: fs.id.clone(),
+            first_run: old_snapshot.is_none(),
+            old_snapshot,
+            new_snapshot,
+            summary: DiffSummary::default(),
+            outcome,
+            warnings: Vec::new(),
+            started,
+            manifest_seconds: 0.0,
+            diff_seconds: 0.0,
+            entries: 0,
+        }
     }
 }
 
@@ -507,16 +500,14 @@ pub fn rotate(
     };
     std::fs::remove_file(&pending_path)?;
     lock.release()?;
-    Ok(report(
-        provider,
-        pending.old_snapshot,
-        pending.snapshot,
-        DiffSummary::default(),
-        outcome,
+    Ok(SnapdiffReport {
         warnings,
-        pending.started,
-        0.0,
-        0.0,
-        0,
-    ))
+        ..SnapdiffReport::new(
+            provider,
+            pending.old_snapshot,
+            pending.snapshot,
+            outcome,
+            pending.started,
+        )
+    })
 }
