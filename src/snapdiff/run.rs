@@ -14,6 +14,7 @@ use std::fs::File;
 use std::io::{self, BufReader, BufWriter, Seek};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
+use tempfile::NamedTempFile;
 
 /// Where a run's changes go. `finish` must make them durable (or
 /// delivered): the run rotates only after it succeeds.
@@ -201,9 +202,10 @@ impl Ctx<'_> {
         self.retry(|| p.delete_snapshot(name))
     }
 
-    /// Reads `snapshot` (or the live tree) into a manifest file in the
-    /// state directory; returns it, rewound, with its entry count.
-    fn build(&mut self, snapshot: Option<&str>) -> Result<(File, u64), SnapdiffError> {
+    /// Reads `snapshot` (or the live tree) into a manifest file under a
+    /// temporary name in the state directory (so that committing it is a
+    /// rename); returns it, synced, with its entry count.
+    fn build(&mut self, snapshot: Option<&str>) -> Result<(NamedTempFile, u64), SnapdiffError> {
         let mut b = ManifestBuilder::new(self.opts.mem_limit, &self.state.dir);
         self.provider.scan(snapshot, &mut b, self.opts.threads)?;
         let header = Header {
@@ -215,24 +217,31 @@ impl Ctx<'_> {
             created_unix: jiff::Timestamp::now().as_second(),
             generation: self.provider.generation_source().as_str().into(),
         };
-        let file = tempfile::tempfile_in(&self.state.dir)?;
+        let file = tempfile::Builder::new()
+            .prefix(&self.state.manifest_temp_prefix())
+            .tempfile_in(&self.state.dir)?;
         let (w, [_, entries]) = b.write(BufWriter::with_capacity(1 << 20, file), &header)?;
-        let mut file = w.into_inner().map_err(|e| e.into_error())?;
-        file.sync_all()?;
-        file.rewind()?;
+        let file = w.into_inner().map_err(|e| e.into_error())?;
+        file.as_file().sync_all()?;
         Ok((file, entries))
+    }
+
+    /// Renames a built manifest into place as the manifest of `snap`.
+    fn install(&self, snap: &str, manifest: NamedTempFile) -> io::Result<()> {
+        manifest.persist(self.state.manifest_path(snap)).map_err(|e| e.error)?;
+        Ok(())
     }
 
     /// Makes `snap` the last synced snapshot, then deletes older snapshots
     /// and manifests; failures to delete are warnings.
-    fn commit(&mut self, snap: &str, manifest: Option<File>, warnings: &mut Vec<String>) -> Result<(), SnapdiffError> {
-        let path = self.state.manifest_path(snap);
-        if let Some(mut f) = manifest {
-            // Copy the unnamed file into place under a temporary name.
-            let mut tmp = tempfile::NamedTempFile::new_in(&self.state.dir)?;
-            io::copy(&mut f, &mut tmp)?;
-            tmp.as_file().sync_all()?;
-            tmp.persist(&path).map_err(|e| e.error)?;
+    fn commit(
+        &mut self,
+        snap: &str,
+        manifest: Option<NamedTempFile>,
+        warnings: &mut Vec<String>,
+    ) -> Result<(), SnapdiffError> {
+        if let Some(m) = manifest {
+            self.install(snap, m)?;
         }
         self.state.set_last_snapshot(snap)?;
         let prefix = self.state.snapshot_prefix();
@@ -326,7 +335,9 @@ pub fn snapdiff(
                     ));
                 }
                 (ctx.log)(&format!("rebuilding the manifest of snapshot {s}"));
-                Some(ctx.build(Some(s))?.0)
+                let mut f = ctx.build(Some(s))?.0.into_file();
+                f.rewind()?;
+                Some(f)
             }
             Err(e) => return Err(e.into()),
         },
@@ -418,10 +429,10 @@ impl SnapdiffReport {
 fn run_diff(
     ctx: &mut Ctx<'_>,
     old: Option<File>,
-    new: &File,
+    new: &NamedTempFile,
     sink: &mut dyn ChangeSink,
 ) -> Result<DiffSummary, SnapdiffError> {
-    let new_rd = ManifestReader::new(BufReader::with_capacity(1 << 20, new.try_clone()?))?;
+    let new_rd = ManifestReader::new(BufReader::with_capacity(1 << 20, new.reopen()?))?;
     let old_input: Box<dyn io::Read> = match old {
         Some(f) => Box::new(BufReader::with_capacity(1 << 20, f)),
         None => Box::new(io::Cursor::new(empty_manifest(new_rd.header())?)),
@@ -432,7 +443,6 @@ fn run_diff(
         sink.change(&c?).map_err(SnapdiffError::Output)?;
     }
     sink.finish().map_err(SnapdiffError::Output)?;
-    new.try_clone()?.rewind()?;
     Ok(summary)
 }
 
@@ -440,16 +450,12 @@ impl Ctx<'_> {
     fn commit_pending(
         &mut self,
         snap: &str,
-        mut manifest: File,
+        manifest: NamedTempFile,
         run: &str,
         last: &Option<String>,
         started: &str,
     ) -> Result<(), SnapdiffError> {
-        manifest.rewind()?;
-        let mut tmp = tempfile::NamedTempFile::new_in(&self.state.dir)?;
-        io::copy(&mut manifest, &mut tmp)?;
-        tmp.as_file().sync_all()?;
-        tmp.persist(self.state.manifest_path(snap)).map_err(|e| e.error)?;
+        self.install(snap, manifest)?;
         let pending = Pending {
             run: run.into(),
             snapshot: snap.into(),

@@ -62,6 +62,13 @@ impl StateDir {
         self.dir.join(format!("{}.manifest.{}.{snap}", self.prefix, self.key()))
     }
 
+    /// Prefix of a manifest being written. It sorts with this fileset's
+    /// manifests, so one left by a killed run is removed as stale by the
+    /// next rotation.
+    pub fn manifest_temp_prefix(&self) -> String {
+        format!("{}.manifest.{}.tmp-", self.prefix, self.key())
+    }
+
     /// A run held open by `ferry snapdiff --hold`, waiting for `ferry rotate`.
     pub fn pending_path(&self) -> PathBuf {
         self.dir.join(format!("{}.pending.{}", self.prefix, self.key()))
