@@ -83,11 +83,6 @@ impl ManifestBuilder {
         self.all.is_empty()
     }
 
-    /// Sorted runs spilled to disk so far.
-    pub fn spilled_runs(&self) -> usize {
-        self.all.spilled_runs() + self.dirs.spilled_runs()
-    }
-
     /// Writes the manifest to `out`; returns the counts (directories,
     /// entries). Two identical records are one record.
     pub fn write<W: Write>(self, out: W, header: &Header) -> Result<(W, [u64; 2]), ManifestError> {

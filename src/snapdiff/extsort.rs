@@ -278,21 +278,20 @@ impl<T: SortItem> Merge<T> {
         Ok(())
     }
 
-    fn pop(&mut self) -> io::Result<Option<Head<T>>> {
+    /// The smallest item; its run's next item takes its place, read into
+    /// the same buffer.
+    fn next_item(&mut self) -> io::Result<Option<T>> {
         let Some(Reverse(head)) = self.heap.pop() else {
             return Ok(None);
         };
-        Ok(Some(head))
-    }
-
-    fn next_item(&mut self) -> io::Result<Option<T>> {
-        let Some(head) = self.pop()? else { return Ok(None) };
-        self.refill(head.run, Vec::new())?;
+        self.refill(head.run, head.bytes)?;
         Ok(Some(head.item))
     }
 
     fn next_framed(&mut self) -> io::Result<Option<Vec<u8>>> {
-        let Some(head) = self.pop()? else { return Ok(None) };
+        let Some(Reverse(head)) = self.heap.pop() else {
+            return Ok(None);
+        };
         let out = head.bytes.clone();
         self.refill(head.run, head.bytes)?;
         Ok(Some(out))

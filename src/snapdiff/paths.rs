@@ -38,11 +38,6 @@ impl DirTable {
         Ok(t)
     }
 
-    /// Whether the manifest has this directory.
-    pub fn contains(&self, ino: u64) -> bool {
-        self.nodes.contains_key(&ino)
-    }
-
     /// The parent and name of a directory.
     pub fn get(&self, ino: u64) -> Option<(u64, &[u8])> {
         self.nodes
@@ -63,11 +58,6 @@ impl DirTable {
     /// Whether the table is empty.
     pub fn is_empty(&self) -> bool {
         self.nodes.is_empty()
-    }
-
-    /// Bytes held, for memory accounting.
-    pub fn memory(&self) -> usize {
-        self.nodes.capacity() * 32 + self.generations.capacity() * 24 + self.names.capacity()
     }
 }
 
