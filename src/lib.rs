@@ -10,7 +10,9 @@
 #![warn(missing_docs)]
 
 pub mod batch;
+pub mod config;
 pub mod entry;
+pub mod ops;
 pub mod output;
 pub mod progress;
 pub mod rules;
@@ -18,6 +20,7 @@ pub mod scan;
 pub mod snapdiff;
 #[allow(unsafe_code)]
 pub mod sys;
+pub mod target;
 pub mod task;
 pub mod testtree;
 pub mod walk;

@@ -1,5 +1,9 @@
 //! The `ferry` command line: parses arguments and calls the library.
 
+mod cli {
+    pub mod ops;
+}
+
 use clap::{Args, Parser, Subcommand};
 use ferry::batch::BatchLimits;
 use ferry::entry::Fields;
@@ -36,6 +40,9 @@ enum Command {
     Snapdiff(SnapdiffArgs),
     Rotate(RotateArgs),
     Manifest(ManifestArgs),
+    Migrate(cli::ops::MigrateCmd),
+    Premigrate(cli::ops::PremigrateCmd),
+    Recall(cli::ops::RecallCmd),
     /// Generate a test tree for benchmarks (wide, deep, flat or mixed).
     #[command(hide = true)]
     GenTree {
@@ -417,6 +424,9 @@ fn main() -> ExitCode {
         Command::Snapdiff(args) => run_snapdiff(args),
         Command::Rotate(args) => run_rotate(args),
         Command::Manifest(args) => run_manifest(args),
+        Command::Migrate(c) => cli::ops::run_migrate(c),
+        Command::Premigrate(c) => cli::ops::run_premigrate(c),
+        Command::Recall(c) => cli::ops::run_recall(c),
         Command::GenTree { shape, files, dir } => match generate(&dir, shape, files) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

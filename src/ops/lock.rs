@@ -1,0 +1,142 @@
+//! Per-file locking: the seed's `lock_level` (`none`, `implicit`,
+//! `partial`) and `no_flock`, defined for ferry in `docs/operations.md`.
+//!
+//! The lock is an exclusive `flock(2)` on the descriptor ferry opened the
+//! file with (no separate lock file, so no extra metadata operation). It is
+//! advisory: it keeps ferry operations (other threads, other agents, other
+//! nodes where the filesystem shares `flock` across the cluster) off a file
+//! that one is working on, and never blocks: a file locked elsewhere fails
+//! at once with a reason, to be retried later.
+//!
+//! - `none`: no lock.
+//! - `implicit`: the lock is held only while ferry changes the file (its
+//!   data, stub or ferry xattrs), the commit step. Copies run unlocked, and
+//!   the commit re-checks that nothing changed meanwhile.
+//! - `partial`: the lock is held for the whole operation on the file, from
+//!   opening it to the end, data transfer included.
+//!
+//! `no_flock` turns the lock off whatever the level; combined with
+//! `partial` it is an error, as in the seed.
+
+use serde::Deserialize;
+use std::fmt;
+use std::fs::{File, TryLockError};
+
+/// The seed's `lock_level` values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LockLevel {
+    /// No per-file lock.
+    None,
+    /// Lock while committing changes.
+    Implicit,
+    /// Lock for the whole operation.
+    Partial,
+}
+
+impl LockLevel {
+    /// Parses `none`, `implicit` or `partial`.
+    pub fn parse(s: &str) -> Result<LockLevel, String> {
+        match s {
+            "none" => Ok(LockLevel::None),
+            "implicit" => Ok(LockLevel::Implicit),
+            "partial" => Ok(LockLevel::Partial),
+            _ => Err(format!("lock_level must be none, implicit or partial, not {s:?}")),
+        }
+    }
+}
+
+impl fmt::Display for LockLevel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            LockLevel::None => "none",
+            LockLevel::Implicit => "implicit",
+            LockLevel::Partial => "partial",
+        })
+    }
+}
+
+/// When an operation takes its per-file lock.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Locking {
+    level: LockLevel,
+}
+
+impl Locking {
+    /// Resolves `lock_level` (the task's default when absent) and
+    /// `no_flock`.
+    pub fn new(level: Option<LockLevel>, default: LockLevel, no_flock: bool) -> Result<Locking, String> {
+        let level = match (level, no_flock) {
+            (Some(LockLevel::Partial), true) => {
+                return Err("no_flock conflicts with lock_level partial, which holds a flock".into());
+            }
+            (_, true) => LockLevel::None,
+            (Some(l), false) => l,
+            (None, false) => default,
+        };
+        Ok(Locking { level })
+    }
+
+    /// The effective level.
+    pub fn level(self) -> LockLevel {
+        self.level
+    }
+
+    /// Takes the lock right after opening, if the level says so.
+    pub fn at_open(self, file: &File) -> Result<(), String> {
+        if self.level == LockLevel::Partial {
+            lock(file)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Takes the lock before committing, if the level says so (under
+    /// `partial` it is already held).
+    pub fn at_commit(self, file: &File) -> Result<(), String> {
+        if self.level == LockLevel::Implicit {
+            lock(file)
+        } else {
+            Ok(())
+        }
+    }
+}
+
+fn lock(file: &File) -> Result<(), String> {
+    match file.try_lock() {
+        Ok(()) => Ok(()),
+        Err(TryLockError::WouldBlock) => {
+            Err("locked by another operation (flock held elsewhere); try again later".into())
+        }
+        Err(TryLockError::Error(e)) => Err(format!("cannot lock: {e}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn levels_and_no_flock() {
+        let l = |level, no_flock| Locking::new(level, LockLevel::Implicit, no_flock).map(Locking::level);
+        assert_eq!(l(None, false), Ok(LockLevel::Implicit));
+        assert_eq!(l(Some(LockLevel::Partial), false), Ok(LockLevel::Partial));
+        assert_eq!(l(None, true), Ok(LockLevel::None));
+        assert_eq!(l(Some(LockLevel::Implicit), true), Ok(LockLevel::None));
+        assert!(l(Some(LockLevel::Partial), true).is_err());
+        assert!(LockLevel::parse("explicit").is_err());
+    }
+
+    #[test]
+    fn a_second_descriptor_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f");
+        std::fs::write(&p, b"x").unwrap();
+        let (a, b) = (File::open(&p).unwrap(), File::open(&p).unwrap());
+        let partial = Locking::new(Some(LockLevel::Partial), LockLevel::Implicit, false).unwrap();
+        partial.at_open(&a).unwrap();
+        assert!(partial.at_open(&b).unwrap_err().contains("locked by another operation"));
+        drop(a);
+        partial.at_open(&b).unwrap();
+    }
+}

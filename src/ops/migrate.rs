@@ -1,0 +1,422 @@
+//! `migrate` and `premigrate` (`dynamo.tasks.migrate`): copy each file's
+//! data to an endpoint while hashing it with BLAKE3, make the copies
+//! durable, check the endpoint holds them, record the location and state
+//! xattrs, and, unless premigrating, punch the data out beyond `stub_size`.
+//!
+//! A batch goes through in commit windows of at most
+//! [`super::COMMIT_WINDOW`] files: copy all (in parallel), one target sync,
+//! then commit each. Local data is removed only after the object is durable
+//! and verified, under a write lease that proves no other process has the
+//! file open, and only if size, mtime and ctime never changed since the
+//! file was opened.
+
+use super::lock::{LockLevel, Locking};
+use super::xattrs::{HsmState, Residency};
+use super::{OpContext, Snap, par_map, set_times};
+use crate::sys::{Lease, punch_hole, set_lease};
+use crate::target::{ObjectMeta, Target, TransferError};
+use crate::task::{FileState, Outcome, PathObject};
+use object_store::path::Path as ObjPath;
+use serde::Deserialize;
+use std::fs::File;
+use std::io;
+use std::sync::Arc;
+
+/// The seed's migrate arguments, with its defaults.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct MigrateArgs {
+    /// Endpoint to migrate to.
+    pub endpoint: Option<String>,
+    /// Keep the data on disk (premigrate) instead of stubbing.
+    pub premigrate: bool,
+    /// Bytes to keep at the start of each stub (rounded up to a block).
+    pub stub_size: u64,
+    /// Replace an existing object at the file's key instead of writing a
+    /// new instance beside it.
+    pub overwrite: bool,
+    /// Fail a file whose key already holds different content or metadata.
+    pub fail_on_mismatch: bool,
+    /// Locking level (default `implicit`).
+    pub lock_level: Option<LockLevel>,
+    /// Missing files are `aborted` rather than failed.
+    pub abort_missing: bool,
+    /// Re-verify already-migrated files against the endpoint instead of
+    /// skipping them unchecked.
+    pub migrate_offline_files: bool,
+    /// Paths per sequential chunk (at most [`super::COMMIT_WINDOW`]).
+    pub sub_batch: Option<usize>,
+    /// A file modified during its copy is `skipped` rather than failed.
+    pub skip_modified_during_migrate: bool,
+}
+
+/// Migrates (or premigrates) `paths`, one outcome per path in order.
+/// Errors that concern the whole task (unknown endpoint, conflicting
+/// arguments) are returned as `Err`.
+pub fn migrate(ctx: &OpContext, args: &MigrateArgs, paths: &[PathObject]) -> Result<Vec<Outcome>, String> {
+    let endpoint = args.endpoint.as_deref().ok_or("migrate needs an endpoint")?;
+    let job = Job {
+        ctx,
+        args,
+        target: ctx.target(endpoint)?,
+        locking: Locking::new(args.lock_level, LockLevel::Implicit, false)?,
+    };
+    let window = args
+        .sub_batch
+        .unwrap_or(super::COMMIT_WINDOW)
+        .clamp(1, super::COMMIT_WINDOW);
+    let mut out = Vec::with_capacity(paths.len());
+    for chunk in paths.chunks(window) {
+        let steps = par_map(chunk.iter().collect(), ctx.threads, |obj: &PathObject| {
+            job.copy(&obj.path)
+        });
+        let synced = if steps.iter().any(|s| matches!(s, Step::Commit(_))) {
+            job.target.sync()
+        } else {
+            Ok(())
+        };
+        let outcomes = par_map(steps, ctx.threads, |step| {
+            let (outcome, bytes) = match step {
+                Step::Done(o) => (o, 0),
+                Step::Commit(p) => {
+                    let size = p.meta.size;
+                    match &synced {
+                        Ok(()) => (job.commit(p), size),
+                        Err(e) => (
+                            Outcome::failed(format!("{e}; copy not durable, file left as it was")),
+                            0,
+                        ),
+                    }
+                }
+            };
+            ctx.count(&outcome, bytes);
+            outcome
+        });
+        out.extend(outcomes);
+    }
+    Ok(out)
+}
+
+struct Job<'a> {
+    ctx: &'a OpContext,
+    args: &'a MigrateArgs,
+    target: Arc<Target>,
+    locking: Locking,
+}
+
+enum Step {
+    Done(Outcome),
+    Commit(Pending),
+}
+
+/// A file whose data is at the endpoint, waiting for the sync and commit.
+struct Pending {
+    file: File,
+    key: ObjPath,
+    meta: ObjectMeta,
+    before: Snap,
+}
+
+impl Job<'_> {
+    fn op(&self) -> &'static str {
+        if self.args.premigrate { "premigrate" } else { "migrate" }
+    }
+
+    /// Opens, checks and copies one file.
+    fn copy(&self, path: &[u8]) -> Step {
+        match self.try_copy(path) {
+            Ok(step) => step,
+            Err(outcome) => Step::Done(outcome),
+        }
+    }
+
+    fn try_copy(&self, path: &[u8]) -> Result<Step, Outcome> {
+        let xattrs = &self.ctx.xattrs;
+        let file =
+            super::open_file(path, !self.args.premigrate).map_err(|e| e.outcome(self.op(), self.args.abort_missing))?;
+        self.locking.at_open(&file).map_err(Outcome::failed)?;
+        let before = Snap::of(&file).map_err(|e| io_failure("stat", e))?;
+        if !before.is_file() {
+            return Err(Outcome::skipped(format!(
+                "not a regular file: {} works on regular files only",
+                self.op()
+            )));
+        }
+        let state = match xattrs.state(&file).map_err(|e| io_failure("reading xattrs", e))? {
+            None => None,
+            Some(Ok(s)) => Some(s),
+            Some(Err(e)) => {
+                return Err(Outcome::failed(format!(
+                    "damaged {} xattr ({e}); inspect it, or remove it with `ferry unmanage`",
+                    xattrs.state_name()
+                )));
+            }
+        };
+        let location = xattrs
+            .location(&file, self.target.name())
+            .map_err(|e| io_failure("reading xattrs", e))?;
+        if let Some(s) = &state {
+            let current = s.size == before.size && s.mtime == before.mtime;
+            match (s.residency, current, &location) {
+                (Residency::Migrated, true, Some(key)) => return self.already_migrated(key, s),
+                (Residency::Migrated, _, _) => {
+                    return Err(Outcome::failed(if current {
+                        "file is a stub migrated to another endpoint; recall it before migrating it elsewhere".into()
+                    } else {
+                        format!(
+                            "stub changed since it was migrated (size or mtime differs from {}); recall it first",
+                            xattrs.state_name()
+                        )
+                    }));
+                }
+                (Residency::Premigrated, true, Some(_)) if self.args.premigrate => {
+                    return Err(Outcome::skipped("already premigrated"));
+                }
+                (Residency::Premigrated, true, Some(key)) => {
+                    // Data already at the endpoint: stub it if the object
+                    // is still there, else copy again.
+                    if let Some(key) = self.verified_object(key, s) {
+                        let meta = self.file_meta(&file, &before)?;
+                        let meta = ObjectMeta { hash: s.hash, ..meta };
+                        return Ok(Step::Commit(Pending {
+                            file,
+                            key,
+                            meta,
+                            before,
+                        }));
+                    }
+                }
+                _ => {}
+            }
+        }
+        let key = self.target.key(path).map_err(|e| Outcome::failed(e.to_string()))?;
+        let meta = self.file_meta(&file, &before)?;
+        let key = match self.choose_key(&file, key, &meta)? {
+            KeyChoice::Reuse(key, meta) => {
+                return Ok(Step::Commit(Pending {
+                    file,
+                    key,
+                    meta,
+                    before,
+                }));
+            }
+            KeyChoice::Write(key) => key,
+        };
+        let meta = self.target.upload(&key, &file, meta).map_err(|e| match e {
+            TransferError::Local(e) if e.kind() == io::ErrorKind::UnexpectedEof => self.modified(),
+            TransferError::Mismatch(_) => self.modified(),
+            e => Outcome::failed(format!("copy to endpoint `{}` failed: {e}", self.target.name())),
+        })?;
+        let after = Snap::of(&file).map_err(|e| io_failure("stat", e))?;
+        if !before.unchanged(&after) {
+            // Best effort: the object holds a torn copy nobody refers to.
+            let _ = self.target.delete(&key);
+            return Err(self.modified());
+        }
+        Ok(Step::Commit(Pending {
+            file,
+            key,
+            meta,
+            before,
+        }))
+    }
+
+    fn modified(&self) -> Outcome {
+        let msg = "modified during migrate (size, mtime or ctime changed); not stubbed, migrate it again later";
+        if self.args.skip_modified_during_migrate {
+            Outcome::skipped(msg)
+        } else {
+            Outcome::failed(msg)
+        }
+    }
+
+    /// An already-migrated file: skipped, after checking its object when
+    /// `migrate_offline_files` asks for it.
+    fn already_migrated(&self, key: &[u8], s: &HsmState) -> Result<Step, Outcome> {
+        if !self.args.migrate_offline_files {
+            return Err(Outcome::skipped("already migrated"));
+        }
+        match self.verified_object(key, s) {
+            Some(_) => Err(Outcome::skipped("already migrated; object verified")),
+            None => Err(Outcome::failed(format!(
+                "file is a stub but endpoint `{}` does not hold its object as recorded",
+                self.target.name()
+            ))),
+        }
+    }
+
+    /// The object at `key` if the endpoint holds it with the size and hash
+    /// the state records.
+    fn verified_object(&self, key: &[u8], s: &HsmState) -> Option<ObjPath> {
+        let key = ObjPath::parse(std::str::from_utf8(key).ok()?).ok()?;
+        match self.target.head(&key) {
+            Ok(Some(obj)) if obj.size == s.size && matches!(&obj.meta, Some(Ok(m)) if m.hash == s.hash) => Some(key),
+            _ => None,
+        }
+    }
+
+    /// The object metadata of `file`, without its hash yet.
+    fn file_meta(&self, file: &File, st: &Snap) -> Result<ObjectMeta, Outcome> {
+        Ok(ObjectMeta {
+            size: st.size,
+            hash: blake3::Hash::from_bytes([0; 32]),
+            mode: st.mode,
+            uid: st.uid,
+            gid: st.gid,
+            mtime: st.mtime,
+            atime: st.atime,
+            xattrs: self
+                .ctx
+                .xattrs
+                .user_xattrs(file)
+                .map_err(|e| io_failure("reading xattrs", e))?,
+        })
+    }
+
+    /// Decides where the copy goes when the key may already hold an object.
+    fn choose_key(&self, file: &File, key: ObjPath, meta: &ObjectMeta) -> Result<KeyChoice, Outcome> {
+        let remote_failure = |e| Outcome::failed(format!("{e}"));
+        let Some(existing) = self.target.head(&key).map_err(remote_failure)? else {
+            return Ok(KeyChoice::Write(key));
+        };
+        if self.args.overwrite {
+            return Ok(KeyChoice::Write(key));
+        }
+        if let Some(Ok(theirs)) = &existing.meta {
+            let mut ours = meta.clone();
+            ours.hash = crate::target::hash_file(file, meta.size).map_err(|e| io_failure("reading", e))?;
+            if theirs.size == ours.size && same_file(theirs, &ours) {
+                return Ok(KeyChoice::Reuse(key, ours));
+            }
+        }
+        if self.args.fail_on_mismatch {
+            return Err(Outcome::failed(format!(
+                "endpoint `{}` already holds a different object at {key} (fail_on_mismatch)",
+                self.target.name()
+            )));
+        }
+        let instance = format!("{key}.{}", uuid::Uuid::new_v4().simple());
+        Ok(KeyChoice::Write(
+            ObjPath::parse(instance).expect("valid key plus suffix"),
+        ))
+    }
+
+    /// Verifies the object and records the file as premigrated or stubbed.
+    fn commit(&self, p: Pending) -> Outcome {
+        let xattrs = &self.ctx.xattrs;
+        if let Err(e) = self.locking.at_commit(&p.file) {
+            return Outcome::failed(e);
+        }
+        match self.target.head(&p.key) {
+            Ok(Some(obj)) if obj.size == p.meta.size && matches!(&obj.meta, Some(Ok(m)) if m.hash == p.meta.hash) => {}
+            Ok(_) => {
+                return Outcome::failed(format!(
+                    "endpoint `{}` does not hold the object as written at {}; file left as it was",
+                    self.target.name(),
+                    p.key
+                ));
+            }
+            Err(e) => return Outcome::failed(format!("{e}; file left as it was")),
+        }
+        let now = match Snap::of(&p.file) {
+            Ok(s) => s,
+            Err(e) => return io_failure("stat", e),
+        };
+        if !p.before.unchanged(&now) {
+            let done_elsewhere = matches!(xattrs.state(&p.file), Ok(Some(Ok(s)))
+                if s.hash == p.meta.hash && s.size == now.size && s.mtime == now.mtime);
+            return if done_elsewhere {
+                Outcome::skipped("migrated meanwhile by another operation")
+            } else {
+                self.modified()
+            };
+        }
+        if let Err(e) = xattrs.set_location(&p.file, self.target.name(), p.key.as_ref()) {
+            return io_failure("writing xattrs", e);
+        }
+        let mut state = HsmState {
+            residency: Residency::Premigrated,
+            size: p.before.size,
+            mtime: p.before.mtime,
+            stub_size: self.args.stub_size,
+            hash: p.meta.hash,
+        };
+        if self.args.premigrate {
+            return match xattrs.set_state(&p.file, &state) {
+                Ok(()) => Outcome::processed(),
+                Err(e) => io_failure("writing xattrs", e),
+            };
+        }
+        let leased = match set_lease(&p.file, Lease::Write) {
+            Ok(()) => true,
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EAGAIN | libc::EBUSY)) => {
+                return match xattrs.set_state(&p.file, &state) {
+                    Ok(()) => Outcome::failed(
+                        "file is open in another process; premigrated but not stubbed (its data is safe at the endpoint)",
+                    ),
+                    Err(e) => io_failure("writing xattrs", e),
+                };
+            }
+            // No lease support here (NFS, some FUSE filesystems): rely on
+            // the stat checks alone.
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::ENOSYS | libc::EOPNOTSUPP)) => false,
+            Err(e) => return io_failure("taking a lease", e),
+        };
+        state.residency = Residency::Migrated;
+        let result = self.stub(&p, &state);
+        if leased {
+            let _ = set_lease(&p.file, Lease::None);
+        }
+        result
+    }
+
+    /// Marks the file migrated, punches its data out and restores its
+    /// times. The state is written first: a stub is never without it.
+    fn stub(&self, p: &Pending, state: &HsmState) -> Outcome {
+        let xattrs = &self.ctx.xattrs;
+        match Snap::of(&p.file) {
+            Ok(now) if now.size == p.before.size && now.mtime == p.before.mtime => {}
+            Ok(_) => return self.modified(),
+            Err(e) => return io_failure("stat", e),
+        }
+        if let Err(e) = xattrs.set_state(&p.file, state) {
+            return io_failure("writing xattrs", e);
+        }
+        let offset = p.before.stub_offset(state.stub_size);
+        if offset < p.before.size
+            && let Err(e) = punch_hole(&p.file, offset, p.before.size - offset)
+        {
+            let premigrated = HsmState {
+                residency: Residency::Premigrated,
+                ..state.clone()
+            };
+            let _ = xattrs.set_state(&p.file, &premigrated);
+            return io_failure("punching the data out (left premigrated)", e);
+        }
+        match set_times(&p.file, p.before.atime, p.before.mtime) {
+            Ok(()) => Outcome::processed(),
+            Err(e) => io_failure("restoring times", e),
+        }
+    }
+}
+
+enum KeyChoice {
+    /// The key already holds this exact content and metadata.
+    Reuse(ObjPath, ObjectMeta),
+    /// Write the copy here.
+    Write(ObjPath),
+}
+
+/// Same content and the metadata a restore would apply (atime aside).
+fn same_file(a: &ObjectMeta, b: &ObjectMeta) -> bool {
+    a.hash == b.hash
+        && a.mode == b.mode
+        && a.uid == b.uid
+        && a.gid == b.gid
+        && a.mtime == b.mtime
+        && a.xattrs == b.xattrs
+}
+
+fn io_failure(what: &str, e: io::Error) -> Outcome {
+    Outcome::with(FileState::Failures, format!("{what}: {e}"))
+}

@@ -1,0 +1,313 @@
+//! File operations on batches of paths: one module per operation, each
+//! returning one [`Outcome`] per input path in the seed's per-file states.
+//!
+//! Shared pieces live here: the [`OpContext`] (configuration, open targets,
+//! progress counters), opening a file without following symlinks, the stat
+//! facts that prove a file did not change, and a small ordered parallel
+//! map. Locks and ferry's xattrs have their own modules. The data-safety
+//! rules every operation follows are in `docs/operations.md`.
+
+pub mod lock;
+pub mod migrate;
+pub mod recall;
+pub mod xattrs;
+
+use crate::config::Config;
+use crate::sys::Timestamp;
+use crate::target::Target;
+use crate::task::{FileState, Outcome, Summary, SummaryCounters};
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::fs::{File, FileTimes, Metadata};
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use xattrs::Xattrs;
+
+/// One operation with its arguments, as a task or a command asks for it.
+#[derive(Clone, Debug)]
+pub enum Operation {
+    /// `dynamo.tasks.migrate` (premigrate too, by its argument).
+    Migrate(migrate::MigrateArgs),
+    /// `dynamo.tasks.recall`.
+    Recall(recall::RecallArgs),
+}
+
+impl Operation {
+    /// The seed's task name.
+    pub fn task_name(&self) -> &'static str {
+        match self {
+            Operation::Migrate(_) => "dynamo.tasks.migrate",
+            Operation::Recall(_) => "dynamo.tasks.recall",
+        }
+    }
+
+    /// Runs the operation on `paths`: one outcome per path, in order, or an
+    /// error for the whole task (unknown endpoint, conflicting arguments).
+    pub fn run(&self, ctx: &OpContext, paths: &[crate::task::PathObject]) -> Result<Vec<Outcome>, String> {
+        match self {
+            Operation::Migrate(a) => migrate::migrate(ctx, a, paths),
+            Operation::Recall(a) => recall::recall(ctx, a, paths),
+        }
+    }
+}
+
+/// How many files one commit window holds at most: the files copied, then
+/// made durable with one target sync, then committed. It bounds open
+/// descriptors and memory whatever the batch size.
+pub const COMMIT_WINDOW: usize = 512;
+
+/// Everything an operation needs besides its arguments.
+pub struct OpContext {
+    /// The configuration (endpoints, xattr prefix).
+    pub config: Config,
+    /// ferry's xattr names.
+    pub xattrs: Xattrs,
+    /// Files worked on at once.
+    pub threads: usize,
+    /// Files done, bytes moved and failures so far, for progress displays.
+    pub counters: Arc<SummaryCounters>,
+    runtime: tokio::runtime::Runtime,
+    targets: Mutex<HashMap<String, Arc<Target>>>,
+}
+
+impl OpContext {
+    /// A context for `config`, working on `threads` files at once (the
+    /// configuration's `threads` when `None`).
+    pub fn new(config: Config, threads: Option<usize>) -> io::Result<OpContext> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("ferry-io")
+            .enable_all()
+            .build()?;
+        Ok(OpContext {
+            xattrs: Xattrs::new(&config.settings.xattr_prefix),
+            threads: threads.unwrap_or(config.settings.threads).max(1),
+            config,
+            counters: Arc::new(SummaryCounters::default()),
+            runtime,
+            targets: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The endpoint called `name`, opened once and shared.
+    pub fn target(&self, name: &str) -> Result<Arc<Target>, String> {
+        let mut targets = self.targets.lock().expect("target cache");
+        if let Some(t) = targets.get(name) {
+            return Ok(t.clone());
+        }
+        let cfg = self.config.endpoint(name)?;
+        let t = Arc::new(
+            Target::open(cfg, self.xattrs.prefix(), self.runtime.handle().clone()).map_err(|e| e.to_string())?,
+        );
+        targets.insert(name.to_string(), t.clone());
+        Ok(t)
+    }
+
+    /// Counts one finished file for progress displays.
+    fn count(&self, outcome: &Outcome, bytes: u64) {
+        let mut s = Summary {
+            files: 1,
+            ..Summary::default()
+        };
+        if outcome.state == FileState::Processed {
+            s.add_bytes(bytes);
+        }
+        if outcome.state == FileState::Failures {
+            s.failures = 1;
+        }
+        self.counters.add(&s);
+    }
+}
+
+/// Why a path could not be opened as an operation wanted.
+pub enum OpenError {
+    /// Nothing at the path.
+    Missing,
+    /// The path is a symbolic link (never followed).
+    Symlink,
+    /// The path is a directory and the operation needs a file.
+    Directory,
+    /// Any other error.
+    Other(io::Error),
+}
+
+impl OpenError {
+    /// The usual outcome: missing paths fail (or are aborted when the task
+    /// says so), links and directories are skipped with the reason.
+    pub fn outcome(self, op: &str, abort_missing: bool) -> Outcome {
+        match self {
+            OpenError::Missing if abort_missing => Outcome::with(FileState::Aborted, "no such file or directory"),
+            OpenError::Missing => Outcome::failed("no such file or directory"),
+            OpenError::Symlink => Outcome::skipped(format!("symbolic link: {op} works on regular files only")),
+            OpenError::Directory => Outcome::skipped(format!("directory: {op} works on regular files only")),
+            OpenError::Other(e) => Outcome::failed(format!("cannot open: {e}")),
+        }
+    }
+}
+
+/// Opens `path` without following a final symlink, without blocking on
+/// FIFOs and without updating its access time where permitted.
+pub fn open_file(path: &[u8], write: bool) -> Result<File, OpenError> {
+    let path = OsStr::from_bytes(path);
+    let flags = libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC;
+    let open = |extra: libc::c_int| {
+        File::options()
+            .read(true)
+            .write(write)
+            .custom_flags(flags | extra)
+            .open(path)
+    };
+    let result = match open(libc::O_NOATIME) {
+        // O_NOATIME needs ownership or CAP_FOWNER.
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => open(0),
+        other => other,
+    };
+    result.map_err(|e| match e.raw_os_error() {
+        Some(libc::ENOENT) => OpenError::Missing,
+        Some(libc::ELOOP) => OpenError::Symlink,
+        Some(libc::EISDIR) => OpenError::Directory,
+        _ => OpenError::Other(e),
+    })
+}
+
+/// The attributes of an open file that prove whether it changed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Snap {
+    /// Size in bytes.
+    pub size: u64,
+    /// Modification time.
+    pub mtime: Timestamp,
+    /// Status change time.
+    pub ctime: Timestamp,
+    /// Access time.
+    pub atime: Timestamp,
+    /// Type and permission bits.
+    pub mode: u32,
+    /// Owner.
+    pub uid: u32,
+    /// Group.
+    pub gid: u32,
+    /// The filesystem's preferred I/O block size (hole-punch granularity).
+    pub blksize: u64,
+}
+
+impl Snap {
+    /// Reads the facts of `file`.
+    pub fn of(file: &File) -> io::Result<Snap> {
+        Ok(Snap::from_metadata(&file.metadata()?))
+    }
+
+    fn from_metadata(m: &Metadata) -> Snap {
+        let ts = |sec: i64, nsec: i64| Timestamp { sec, nsec: nsec as u32 };
+        Snap {
+            size: m.size(),
+            mtime: ts(m.mtime(), m.mtime_nsec()),
+            ctime: ts(m.ctime(), m.ctime_nsec()),
+            atime: ts(m.atime(), m.atime_nsec()),
+            mode: m.mode(),
+            uid: m.uid(),
+            gid: m.gid(),
+            blksize: m.blksize().max(512),
+        }
+    }
+
+    /// Whether this is a regular file.
+    pub fn is_file(&self) -> bool {
+        self.mode & libc::S_IFMT == libc::S_IFREG
+    }
+
+    /// Same size, mtime and ctime: nothing wrote to the file in between.
+    pub fn unchanged(&self, later: &Snap) -> bool {
+        self.size == later.size && self.mtime == later.mtime && self.ctime == later.ctime
+    }
+
+    /// Where a stub's punched range starts: `stub_size` rounded up to a
+    /// whole block, so a partial block is never zeroed.
+    pub fn stub_offset(&self, stub_size: u64) -> u64 {
+        stub_size.div_ceil(self.blksize).saturating_mul(self.blksize)
+    }
+}
+
+/// A `SystemTime` for a timestamp, before 1970 included.
+pub fn system_time(t: Timestamp) -> SystemTime {
+    if t.sec >= 0 {
+        UNIX_EPOCH + Duration::new(t.sec as u64, t.nsec)
+    } else {
+        UNIX_EPOCH - Duration::from_secs(t.sec.unsigned_abs()) + Duration::from_nanos(u64::from(t.nsec))
+    }
+}
+
+/// The current time as a [`Timestamp`].
+pub fn now() -> Timestamp {
+    let d = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    Timestamp {
+        sec: d.as_secs() as i64,
+        nsec: d.subsec_nanos(),
+    }
+}
+
+/// Sets a file's access and modification times.
+pub fn set_times(file: &File, atime: Timestamp, mtime: Timestamp) -> io::Result<()> {
+    file.set_times(
+        FileTimes::new()
+            .set_accessed(system_time(atime))
+            .set_modified(system_time(mtime)),
+    )
+}
+
+/// Maps `items` through `f` on up to `threads` threads, keeping the order.
+pub fn par_map<T: Send, R: Send>(items: Vec<T>, threads: usize, f: impl Fn(T) -> R + Sync) -> Vec<R> {
+    let n = items.len();
+    if threads <= 1 || n <= 1 {
+        return items.into_iter().map(f).collect();
+    }
+    let queue = Mutex::new(items.into_iter().enumerate());
+    let results: Mutex<Vec<Option<R>>> = Mutex::new((0..n).map(|_| None).collect());
+    std::thread::scope(|s| {
+        for _ in 0..threads.min(n) {
+            s.spawn(|| {
+                loop {
+                    let next = queue.lock().expect("queue").next();
+                    let Some((i, item)) = next else { break };
+                    let r = f(item);
+                    results.lock().expect("results")[i] = Some(r);
+                }
+            });
+        }
+    });
+    results
+        .into_inner()
+        .expect("results")
+        .into_iter()
+        .map(|r| r.expect("every item mapped"))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn par_map_keeps_order() {
+        let v: Vec<u32> = (0..1000).collect();
+        assert_eq!(
+            par_map(v.clone(), 7, |x| x * 2),
+            v.iter().map(|x| x * 2).collect::<Vec<_>>()
+        );
+    }
+
+    #[test]
+    fn times_before_1970() {
+        let t = Timestamp {
+            sec: -2,
+            nsec: 250_000_000,
+        };
+        assert_eq!(
+            UNIX_EPOCH.duration_since(system_time(t)).unwrap(),
+            Duration::from_millis(1750)
+        );
+    }
+}

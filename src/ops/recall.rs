@@ -1,0 +1,345 @@
+//! `recall` (`dynamo.tasks.recall`): bring a stub's data back from its
+//! endpoint, in place (same inode, so hard links and open handles stay
+//! valid).
+//!
+//! The object is downloaded and hashed before anything touches the stub:
+//! into memory when small, into an unnamed temporary file in the stub's
+//! directory when large. Only verified data is ever written into the stub.
+//! Ranges the stub still holds (the resident head, or data an interrupted
+//! recall already wrote) are compared, never overwritten: a difference
+//! means someone wrote into the stub, and the file fails instead of losing
+//! that change. After the data is durable the file becomes premigrated.
+
+use super::lock::{LockLevel, Locking};
+use super::xattrs::{HsmState, Residency};
+use super::{OpContext, Snap, par_map, set_times};
+use crate::sys::{next_data, next_hole};
+use crate::target::{SMALL_OBJECT, Target, TransferError};
+use crate::task::{Outcome, PathObject};
+use object_store::path::Path as ObjPath;
+use serde::Deserialize;
+use std::fs::File;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::FileExt;
+use std::sync::Arc;
+
+/// The seed's recall arguments, with its defaults.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RecallArgs {
+    /// Endpoint to recall from; the file's only (or first configured)
+    /// location when absent.
+    pub endpoint: Option<String>,
+    /// Do not check the downloaded data's BLAKE3 hash.
+    pub skip_hash: bool,
+    /// Locking level (default `partial`).
+    pub lock_level: Option<LockLevel>,
+    /// Set the access time to now instead of keeping it.
+    pub update_atime: bool,
+    /// Set the modification time to now instead of restoring it.
+    pub update_mtime: bool,
+    /// Delete the object after the data is back and durable.
+    pub delete_remote: bool,
+    /// Paths per sequential chunk.
+    pub sub_batch: Option<usize>,
+}
+
+/// Recalls `paths`, one outcome per path in order.
+pub fn recall(ctx: &OpContext, args: &RecallArgs, paths: &[PathObject]) -> Result<Vec<Outcome>, String> {
+    let locking = Locking::new(args.lock_level, LockLevel::Partial, false)?;
+    if let Some(e) = &args.endpoint {
+        ctx.target(e)?;
+    }
+    let job = Job { ctx, args, locking };
+    let window = args
+        .sub_batch
+        .unwrap_or(super::COMMIT_WINDOW)
+        .clamp(1, super::COMMIT_WINDOW);
+    let mut out = Vec::with_capacity(paths.len());
+    for chunk in paths.chunks(window) {
+        out.extend(par_map(chunk.iter().collect(), ctx.threads, |obj: &PathObject| {
+            let (outcome, bytes) = match job.recall_one(&obj.path) {
+                Ok(bytes) => (Outcome::processed(), bytes),
+                Err(o) => (o, 0),
+            };
+            ctx.count(&outcome, bytes);
+            outcome
+        }));
+    }
+    Ok(out)
+}
+
+struct Job<'a> {
+    ctx: &'a OpContext,
+    args: &'a RecallArgs,
+    locking: Locking,
+}
+
+impl Job<'_> {
+    /// Recalls one file; `Ok` carries the bytes restored.
+    fn recall_one(&self, path: &[u8]) -> Result<u64, Outcome> {
+        let xattrs = &self.ctx.xattrs;
+        let file = super::open_file(path, true).map_err(|e| e.outcome("recall", false))?;
+        self.locking.at_open(&file).map_err(Outcome::failed)?;
+        let before = Snap::of(&file).map_err(|e| failure("stat", e))?;
+        if !before.is_file() {
+            return Err(Outcome::skipped(
+                "not a regular file: recall works on regular files only",
+            ));
+        }
+        let state = match xattrs.state(&file).map_err(|e| failure("reading xattrs", e))? {
+            None => return Err(Outcome::skipped("not migrated: nothing to recall")),
+            Some(Err(e)) => {
+                return Err(Outcome::failed(format!("damaged {} xattr: {e}", xattrs.state_name())));
+            }
+            Some(Ok(s)) => s,
+        };
+        let (target, key) = self.location(&file)?;
+        if state.residency == Residency::Premigrated {
+            if !self.args.delete_remote {
+                return Err(Outcome::skipped("data is resident (premigrated)"));
+            }
+            self.locking.at_commit(&file).map_err(Outcome::failed)?;
+            self.drop_remote(&file, &target, &key)?;
+            return Ok(0);
+        }
+        if before.size != state.size {
+            return Err(Outcome::failed(format!(
+                "stub is {} bytes but was {} when migrated; refusing to recall over it",
+                before.size, state.size
+            )));
+        }
+        match target.head(&key) {
+            Ok(Some(o)) if o.size == state.size && matches!(&o.meta, Some(Ok(m)) if m.hash == state.hash) => {}
+            Ok(_) => {
+                return Err(Outcome::failed(format!(
+                    "endpoint `{}` does not hold the object recorded for this stub at {key}",
+                    target.name()
+                )));
+            }
+            Err(e) => return Err(Outcome::failed(e.to_string())),
+        }
+        let staged = self.stage(path, &target, &key, &state)?;
+        self.locking.at_commit(&file).map_err(Outcome::failed)?;
+        let now = Snap::of(&file).map_err(|e| failure("stat", e))?;
+        if !before.unchanged(&now) {
+            return Err(Outcome::failed("stub changed during recall; left as it was"));
+        }
+        install(&file, &staged, state.size)?;
+        file.sync_data().map_err(|e| failure("flushing recalled data", e))?;
+        let mtime = if self.args.update_mtime {
+            super::now()
+        } else {
+            state.mtime
+        };
+        let atime = if self.args.update_atime {
+            super::now()
+        } else {
+            before.atime
+        };
+        let premigrated = HsmState {
+            residency: Residency::Premigrated,
+            ..state.clone()
+        };
+        if self.args.delete_remote {
+            self.drop_remote(&file, &target, &key)?;
+        } else {
+            xattrs
+                .set_state(&file, &HsmState { mtime, ..premigrated })
+                .map_err(|e| failure("writing xattrs", e))?;
+        }
+        set_times(&file, atime, mtime).map_err(|e| failure("restoring times", e))?;
+        Ok(state.size)
+    }
+
+    /// The endpoint and key to recall from.
+    fn location(&self, file: &File) -> Result<(Arc<Target>, ObjPath), Outcome> {
+        let xattrs = &self.ctx.xattrs;
+        let (endpoint, key) = match &self.args.endpoint {
+            Some(e) => {
+                let key = xattrs.location(file, e).map_err(|e| failure("reading xattrs", e))?;
+                let key = key.ok_or_else(|| Outcome::failed(format!("file has no location on endpoint `{e}`")))?;
+                (e.clone(), key)
+            }
+            None => {
+                let all = xattrs.locations(file).map_err(|e| failure("reading xattrs", e))?;
+                let known = all.iter().find(|(e, _)| self.ctx.config.endpoints.contains_key(e));
+                match known {
+                    Some(found) => found.clone(),
+                    None if all.is_empty() => return Err(Outcome::failed("file records no location")),
+                    None => {
+                        let names: Vec<&str> = all.iter().map(|(e, _)| e.as_str()).collect();
+                        return Err(Outcome::failed(format!(
+                            "none of the file's endpoints ({}) is configured",
+                            names.join(", ")
+                        )));
+                    }
+                }
+            }
+        };
+        let target = self.ctx.target(&endpoint).map_err(Outcome::failed)?;
+        let key = std::str::from_utf8(&key)
+            .ok()
+            .and_then(|k| ObjPath::parse(k).ok())
+            .ok_or_else(|| Outcome::failed(format!("location xattr for `{endpoint}` is not a valid key")))?;
+        Ok((target, key))
+    }
+
+    /// Downloads and verifies the object, into memory or a temporary file
+    /// beside the stub.
+    fn stage(&self, path: &[u8], target: &Target, key: &ObjPath, state: &HsmState) -> Result<Staged, Outcome> {
+        let remote = |e: TransferError| match e {
+            TransferError::Local(e) => failure("staging recalled data", e),
+            e => Outcome::failed(format!("download from endpoint `{}` failed: {e}", target.name())),
+        };
+        let (staged, hash) = if state.size <= SMALL_OBJECT {
+            let mut buf = Vec::with_capacity(state.size as usize);
+            let hash = target
+                .download(key, state.size, &mut |chunk| {
+                    buf.extend_from_slice(chunk);
+                    Ok(())
+                })
+                .map_err(remote)?;
+            (Staged::Memory(buf), hash)
+        } else {
+            let dir = std::path::Path::new(std::ffi::OsStr::from_bytes(path))
+                .parent()
+                .unwrap_or(std::path::Path::new("/"));
+            let tmp = tempfile::tempfile_in(dir).map_err(|e| failure("creating a staging file", e))?;
+            let mut offset = 0u64;
+            let hash = target
+                .download(key, state.size, &mut |chunk| {
+                    write_sparse(&tmp, offset, chunk)?;
+                    offset += chunk.len() as u64;
+                    Ok(())
+                })
+                .map_err(remote)?;
+            tmp.set_len(state.size)
+                .map_err(|e| failure("staging recalled data", e))?;
+            (Staged::File(tmp), hash)
+        };
+        if !self.args.skip_hash && hash != state.hash {
+            return Err(Outcome::failed(format!(
+                "hash mismatch: object at {key} on endpoint `{}` is corrupt (blake3 {}, expected {}); stub left as it was",
+                target.name(),
+                hash.to_hex(),
+                state.hash.to_hex()
+            )));
+        }
+        Ok(staged)
+    }
+
+    /// Forgets the file's location and state, then deletes the object.
+    fn drop_remote(&self, file: &File, target: &Target, key: &ObjPath) -> Result<(), Outcome> {
+        let xattrs = &self.ctx.xattrs;
+        xattrs
+            .remove_location(file, target.name())
+            .and_then(|()| xattrs.clear_state(file))
+            .map_err(|e| failure("removing xattrs", e))?;
+        target
+            .delete(key)
+            .map_err(|e| Outcome::failed(format!("data recalled, but deleting the object failed: {e}")))
+    }
+}
+
+/// Recalled data waiting to be written into the stub.
+enum Staged {
+    Memory(Vec<u8>),
+    File(File),
+}
+
+impl Staged {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        match self {
+            Staged::Memory(v) => {
+                let start = offset as usize;
+                buf.copy_from_slice(&v[start..start + buf.len()]);
+                Ok(())
+            }
+            Staged::File(f) => f.read_exact_at(buf, offset),
+        }
+    }
+}
+
+/// The block size of hole detection and sparse writes.
+const BLOCK: usize = 4096;
+
+/// Writes the verified content into the stub: holes are filled (keeping
+/// all-zero blocks as holes), and ranges holding data are compared.
+fn install(file: &File, staged: &Staged, size: u64) -> Result<(), Outcome> {
+    let mut offset = 0u64;
+    while offset < size {
+        // Without SEEK_DATA support everything counts as data, and the
+        // comparison still fills the zeroed blocks.
+        let data = next_data(file, offset)
+            .unwrap_or(Some(offset))
+            .unwrap_or(size)
+            .min(size);
+        if data > offset {
+            copy_range(staged, file, offset, data, false)?;
+        }
+        if data >= size {
+            break;
+        }
+        let hole = next_hole(file, data).unwrap_or(size).clamp(data + 1, size);
+        copy_range(staged, file, data, hole, true)?;
+        offset = hole;
+    }
+    Ok(())
+}
+
+/// Copies `from..to` of the staged data into `file`. With `compare`, the
+/// file's range holds data already: equal blocks stay, zero blocks are
+/// filled, and any other difference fails the file.
+fn copy_range(staged: &Staged, file: &File, from: u64, to: u64, compare: bool) -> Result<(), Outcome> {
+    const CHUNK: usize = 1 << 20;
+    let io_err = |e| failure("writing recalled data", e);
+    let mut want = vec![0u8; CHUNK];
+    let mut have = vec![0u8; if compare { CHUNK } else { 0 }];
+    let mut off = from;
+    while off < to {
+        let n = CHUNK.min((to - off) as usize);
+        staged.read_at(&mut want[..n], off).map_err(io_err)?;
+        if compare {
+            file.read_exact_at(&mut have[..n], off).map_err(io_err)?;
+            for (i, (w, h)) in want[..n].chunks(BLOCK).zip(have[..n].chunks(BLOCK)).enumerate() {
+                if w != h && h.iter().any(|&b| b != 0) {
+                    let at = off + (i * BLOCK) as u64;
+                    return Err(Outcome::failed(format!(
+                        "stub holds data at offset {at} that differs from its object (written after migration?); refusing to overwrite it"
+                    )));
+                }
+            }
+        }
+        write_sparse(file, off, &want[..n]).map_err(io_err)?;
+        off += n as u64;
+    }
+    Ok(())
+}
+
+/// Writes `data` at `offset`, skipping whole zero blocks so holes stay.
+fn write_sparse(file: &File, offset: u64, data: &[u8]) -> io::Result<()> {
+    let mut start = None;
+    let mut pos = 0;
+    for block in data.chunks(BLOCK) {
+        let zero = block.iter().all(|&b| b == 0);
+        match (zero, start) {
+            (false, None) => start = Some(pos),
+            (true, Some(s)) => {
+                file.write_all_at(&data[s..pos], offset + s as u64)?;
+                start = None;
+            }
+            _ => {}
+        }
+        pos += block.len();
+    }
+    if let Some(s) = start {
+        file.write_all_at(&data[s..], offset + s as u64)?;
+    }
+    Ok(())
+}
+
+fn failure(what: &str, e: io::Error) -> Outcome {
+    Outcome::failed(format!("{what}: {e}"))
+}

@@ -1,0 +1,249 @@
+//! Per-file outcomes of an operation and the seed's result object:
+//! `{jobid, paths, status: {task, input_paths, input_total, summary,
+//! details, started}}`. Only `processed` and `skipped` paths appear in
+//! `paths`, the list a workflow passes to its next step.
+
+use super::PathObject;
+use super::surrogate;
+use std::fmt;
+
+/// What happened to one path (the seed's per-file states).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum FileState {
+    /// Done.
+    Processed,
+    /// Already in the desired state; goes on to the next step.
+    Skipped,
+    /// Not processed and must not be processed by later steps; the job is
+    /// not failed.
+    Aborted,
+    /// Failed, with a reason.
+    Failures,
+}
+
+impl FileState {
+    /// Every state, in the order results list them.
+    pub const ALL: [FileState; 4] = [
+        FileState::Processed,
+        FileState::Skipped,
+        FileState::Aborted,
+        FileState::Failures,
+    ];
+
+    /// The seed's key for the state.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FileState::Processed => "processed",
+            FileState::Skipped => "skipped",
+            FileState::Aborted => "aborted",
+            FileState::Failures => "failures",
+        }
+    }
+
+    /// Whether the path goes on to a workflow's next step.
+    pub fn continues(self) -> bool {
+        matches!(self, FileState::Processed | FileState::Skipped)
+    }
+}
+
+impl fmt::Display for FileState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The outcome of one path: a state and, except for plain success, why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Outcome {
+    /// The state.
+    pub state: FileState,
+    /// The reason, shown as the path object's `message` list.
+    pub message: Option<String>,
+}
+
+impl Outcome {
+    /// Success with nothing to add.
+    pub fn processed() -> Outcome {
+        Outcome {
+            state: FileState::Processed,
+            message: None,
+        }
+    }
+
+    /// An outcome with a reason.
+    pub fn with(state: FileState, message: impl Into<String>) -> Outcome {
+        Outcome {
+            state,
+            message: Some(message.into()),
+        }
+    }
+
+    /// Skipped because already done.
+    pub fn skipped(message: impl Into<String>) -> Outcome {
+        Outcome::with(FileState::Skipped, message)
+    }
+
+    /// Failed.
+    pub fn failed(message: impl Into<String>) -> Outcome {
+        Outcome::with(FileState::Failures, message)
+    }
+}
+
+/// Writes `obj` with the outcome's `message` (a list of strings, as the
+/// seed's failure entries have it) and, if `with_state`, a `state` key.
+pub fn write_outcome(obj: &PathObject, outcome: &Outcome, with_state: bool, out: &mut Vec<u8>) {
+    let mut o = PathObject {
+        path: obj.path.clone(),
+        source: obj.source.clone(),
+        extra: obj
+            .extra
+            .iter()
+            .filter(|(k, _)| k != "message" && !(with_state && k == "state"))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+    };
+    let mut raw = Vec::new();
+    if with_state {
+        raw.clear();
+        surrogate::encode(outcome.state.as_str().as_bytes(), &mut raw);
+        o.extra.push(("state".into(), raw_value(&raw)));
+    }
+    if let Some(m) = &outcome.message {
+        raw.clear();
+        raw.push(b'[');
+        surrogate::encode(m.as_bytes(), &mut raw);
+        raw.push(b']');
+        o.extra.push(("message".into(), raw_value(&raw)));
+    }
+    o.write_json(out);
+}
+
+fn raw_value(json: &[u8]) -> Box<serde_json::value::RawValue> {
+    let text = String::from_utf8(json.to_vec()).expect("encoder writes UTF-8");
+    serde_json::value::RawValue::from_string(text).expect("encoder writes valid JSON")
+}
+
+/// Collects outcomes into the seed's result object.
+pub struct TaskResult {
+    task: String,
+    jobid: Option<Box<serde_json::value::RawValue>>,
+    started: String,
+    input: Vec<u8>,
+    input_total: u64,
+    paths: Vec<u8>,
+    details: [Vec<u8>; 4],
+    summary: [u64; 4],
+}
+
+impl TaskResult {
+    /// Starts a result for `task` (a seed task name such as
+    /// `dynamo.tasks.migrate`), started now.
+    pub fn new(task: &str, jobid: Option<Box<serde_json::value::RawValue>>) -> TaskResult {
+        TaskResult {
+            task: task.to_string(),
+            jobid,
+            started: jiff::Timestamp::now().to_string(),
+            input: Vec::new(),
+            input_total: 0,
+            paths: Vec::new(),
+            details: Default::default(),
+            summary: [0; 4],
+        }
+    }
+
+    /// Records one input path and its outcome.
+    pub fn add(&mut self, obj: &PathObject, outcome: &Outcome) {
+        push_item(&mut self.input, |out| obj.write_json(out));
+        self.input_total += 1;
+        let i = FileState::ALL
+            .iter()
+            .position(|s| *s == outcome.state)
+            .expect("known state");
+        self.summary[i] += 1;
+        push_item(&mut self.details[i], |out| write_outcome(obj, outcome, false, out));
+        if outcome.state.continues() {
+            push_item(&mut self.paths, |out| write_outcome(obj, outcome, false, out));
+        }
+    }
+
+    /// Counts per state so far.
+    pub fn count(&self, state: FileState) -> u64 {
+        self.summary[FileState::ALL.iter().position(|s| *s == state).expect("known state")]
+    }
+
+    /// The result object as one line of JSON.
+    pub fn to_json(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.input.len() * 3 + 256);
+        out.extend_from_slice(b"{\"jobid\":");
+        match &self.jobid {
+            Some(j) => out.extend_from_slice(j.get().as_bytes()),
+            None => out.extend_from_slice(b"null"),
+        }
+        out.extend_from_slice(b",\"paths\":[");
+        out.extend_from_slice(&self.paths);
+        out.extend_from_slice(b"],\"status\":{\"task\":");
+        surrogate::encode(self.task.as_bytes(), &mut out);
+        out.extend_from_slice(b",\"input_paths\":[");
+        out.extend_from_slice(&self.input);
+        out.extend_from_slice(b"],\"input_total\":");
+        out.extend_from_slice(itoa::Buffer::new().format(self.input_total).as_bytes());
+        out.extend_from_slice(b",\"summary\":{");
+        for (i, s) in FileState::ALL.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            out.extend_from_slice(format!("\"{}\":{}", s.as_str(), self.summary[i]).as_bytes());
+        }
+        out.extend_from_slice(b"},\"details\":{");
+        for (i, s) in FileState::ALL.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            out.extend_from_slice(format!("\"{}\":[", s.as_str()).as_bytes());
+            out.extend_from_slice(&self.details[i]);
+            out.push(b']');
+        }
+        out.extend_from_slice(b"},\"started\":");
+        surrogate::encode(self.started.as_bytes(), &mut out);
+        out.extend_from_slice(b"}}");
+        out
+    }
+}
+
+fn push_item(list: &mut Vec<u8>, write: impl FnOnce(&mut Vec<u8>)) {
+    if !list.is_empty() {
+        list.push(b',');
+    }
+    write(list);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn result_object_has_the_seed_shape() {
+        let mut r = TaskResult::new("dynamo.tasks.migrate", None);
+        let ok = PathObject::parse(br#"{"path":"/a","size":3}"#).unwrap();
+        let bad = PathObject::parse(br#"{"path":"/b","message":["old"]}"#).unwrap();
+        r.add(&ok, &Outcome::processed());
+        r.add(&bad, &Outcome::failed("no such file"));
+        let v: serde_json::Value = serde_json::from_slice(&r.to_json()).unwrap();
+        assert_eq!(v["jobid"], serde_json::Value::Null);
+        assert_eq!(v["paths"], serde_json::json!([{"path": "/a", "size": 3}]));
+        let st = &v["status"];
+        assert_eq!(st["task"], "dynamo.tasks.migrate");
+        assert_eq!(st["input_total"], 2);
+        assert_eq!(
+            st["summary"],
+            serde_json::json!({"processed":1,"skipped":0,"aborted":0,"failures":1})
+        );
+        assert_eq!(
+            st["details"]["failures"][0]["message"],
+            serde_json::json!(["no such file"])
+        );
+        assert_eq!(st["details"]["failures"][0]["path"], "/b");
+        assert_eq!(st["input_paths"][1]["message"], serde_json::json!(["old"]));
+        assert!(st["started"].as_str().unwrap().ends_with('Z'));
+    }
+}
