@@ -43,6 +43,11 @@ enum Command {
     Migrate(cli::ops::MigrateCmd),
     Premigrate(cli::ops::PremigrateCmd),
     Recall(cli::ops::RecallCmd),
+    ReverseStub(cli::ops::ReverseStubCmd),
+    Move(cli::ops::MoveCmd),
+    Delete(cli::ops::DeleteCmd),
+    Unmanage(cli::ops::UnmanageCmd),
+    Stat(cli::ops::StatCmd),
     /// Generate a test tree for benchmarks (wide, deep, flat or mixed).
     #[command(hide = true)]
     GenTree {
@@ -427,6 +432,11 @@ fn main() -> ExitCode {
         Command::Migrate(c) => cli::ops::run_migrate(c),
         Command::Premigrate(c) => cli::ops::run_premigrate(c),
         Command::Recall(c) => cli::ops::run_recall(c),
+        Command::ReverseStub(c) => cli::ops::run_reverse_stub(c),
+        Command::Move(c) => cli::ops::run_move(c),
+        Command::Delete(c) => cli::ops::run_delete(c),
+        Command::Unmanage(c) => cli::ops::run_unmanage(c),
+        Command::Stat(c) => cli::ops::run_stat(c),
         Command::GenTree { shape, files, dir } => match generate(&dir, shape, files) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

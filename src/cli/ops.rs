@@ -4,9 +4,13 @@
 
 use clap::Args;
 use ferry::config::Config;
+use ferry::ops::delete::DeleteArgs;
 use ferry::ops::lock::LockLevel;
 use ferry::ops::migrate::MigrateArgs;
+use ferry::ops::moves::MoveArgs;
 use ferry::ops::recall::RecallArgs;
+use ferry::ops::reverse_stub::ReverseStubArgs;
+use ferry::ops::unmanage::UnmanageArgs;
 use ferry::ops::{COMMIT_WINDOW, OpContext, Operation};
 use ferry::progress::Progress;
 use ferry::task::input::{InputFormat, PathReader, absolute};
@@ -47,16 +51,6 @@ pub struct OpCommon {
     #[arg(short = 'j', long, value_name = "N")]
     threads: Option<usize>,
 
-    /// Per-file locking: none, implicit (lock while committing) or partial
-    /// (lock for the whole operation). See docs/operations.md.
-    #[arg(long, value_name = "LEVEL", value_parser = LockLevel::parse)]
-    lock_level: Option<LockLevel>,
-
-    /// Paths per sequential chunk; each chunk is copied, made durable and
-    /// committed before the next starts (at most 512).
-    #[arg(long, value_name = "N")]
-    sub_batch: Option<usize>,
-
     /// Write one JSON line per path as it finishes, with `state` and
     /// `message`, instead of the result object at the end.
     #[arg(long)]
@@ -69,6 +63,20 @@ pub struct OpCommon {
     /// Never show a progress line.
     #[arg(long)]
     no_progress: bool,
+}
+
+/// Locking and chunking (operations that change files' data or xattrs).
+#[derive(Args)]
+pub struct LockArgs {
+    /// Per-file locking: none, implicit (lock while committing) or partial
+    /// (lock for the whole operation). See docs/operations.md.
+    #[arg(long, value_name = "LEVEL", value_parser = LockLevel::parse)]
+    lock_level: Option<LockLevel>,
+
+    /// Paths per sequential chunk; each chunk is copied, made durable and
+    /// committed before the next starts (at most 512).
+    #[arg(long, value_name = "N")]
+    sub_batch: Option<usize>,
 }
 
 /// Copy files' data to an endpoint and turn them into stubs.
@@ -90,6 +98,9 @@ pub struct MigrateCmd {
     common: OpCommon,
 
     #[command(flatten)]
+    lock: LockArgs,
+
+    #[command(flatten)]
     migrate: MigrateFlags,
 }
 
@@ -101,6 +112,9 @@ pub struct MigrateCmd {
 pub struct PremigrateCmd {
     #[command(flatten)]
     common: OpCommon,
+
+    #[command(flatten)]
+    lock: LockArgs,
 
     #[command(flatten)]
     migrate: MigrateFlags,
@@ -150,6 +164,9 @@ pub struct RecallCmd {
     #[command(flatten)]
     common: OpCommon,
 
+    #[command(flatten)]
+    lock: LockArgs,
+
     /// Endpoint to recall from (default: the file's recorded location).
     #[arg(long, value_name = "NAME")]
     endpoint: Option<String>,
@@ -172,17 +189,17 @@ pub struct RecallCmd {
 }
 
 impl MigrateFlags {
-    fn args(&self, common: &OpCommon, premigrate: bool) -> MigrateArgs {
+    fn args(&self, lock: &LockArgs, premigrate: bool) -> MigrateArgs {
         MigrateArgs {
             endpoint: Some(self.endpoint.clone()),
             premigrate,
             stub_size: self.stub_size,
             overwrite: self.overwrite,
             fail_on_mismatch: self.fail_on_mismatch,
-            lock_level: common.lock_level,
+            lock_level: lock.lock_level,
             abort_missing: self.abort_missing,
             migrate_offline_files: self.migrate_offline_files,
-            sub_batch: common.sub_batch,
+            sub_batch: lock.sub_batch,
             skip_modified_during_migrate: self.skip_modified_during_migrate,
         }
     }
@@ -190,14 +207,14 @@ impl MigrateFlags {
 
 /// `ferry migrate`.
 pub fn run_migrate(c: MigrateCmd) -> ExitCode {
-    let op = Operation::Migrate(c.migrate.args(&c.common, false));
-    run(&c.common, op)
+    let op = Operation::Migrate(c.migrate.args(&c.lock, false));
+    run(&c.common, op, false)
 }
 
 /// `ferry premigrate`.
 pub fn run_premigrate(c: PremigrateCmd) -> ExitCode {
-    let op = Operation::Migrate(c.migrate.args(&c.common, true));
-    run(&c.common, op)
+    let op = Operation::Migrate(c.migrate.args(&c.lock, true));
+    run(&c.common, op, false)
 }
 
 /// `ferry recall`.
@@ -205,13 +222,202 @@ pub fn run_recall(c: RecallCmd) -> ExitCode {
     let op = Operation::Recall(RecallArgs {
         endpoint: c.endpoint,
         skip_hash: c.skip_hash,
-        lock_level: c.common.lock_level,
+        lock_level: c.lock.lock_level,
         update_atime: c.update_atime,
         update_mtime: c.update_mtime,
         delete_remote: c.delete_remote,
-        sub_batch: c.common.sub_batch,
+        sub_batch: c.lock.sub_batch,
     });
-    run(&c.common, op)
+    run(&c.common, op, false)
+}
+
+/// Create stubs (or whole files, with --hydrate) from an endpoint's
+/// objects, with no local copy needed.
+///
+/// Each PATH is where a file should appear; its object is found by the same
+/// key mapping migrate uses. The file gets the object's size, mode, owner,
+/// times and user xattrs, its first --stub-size bytes, and ferry's location
+/// and state, and is renamed into place. An existing different file is
+/// replaced only with --overwrite or --conflict-preference.
+#[derive(Args)]
+pub struct ReverseStubCmd {
+    #[command(flatten)]
+    common: OpCommon,
+
+    #[command(flatten)]
+    lock: LockArgs,
+
+    /// Endpoint holding the objects.
+    #[arg(long, value_name = "NAME")]
+    endpoint: String,
+
+    /// Write all the data (a premigrated file) instead of a stub.
+    #[arg(long)]
+    hydrate: bool,
+
+    /// Bytes to keep at the start of each stub; smaller files are written
+    /// whole.
+    #[arg(long, value_name = "BYTES", default_value_t = 0)]
+    stub_size: u64,
+
+    /// Do not check a hydrated file's hash.
+    #[arg(long)]
+    skip_hash: bool,
+
+    /// Replace an existing local file whose content differs.
+    #[arg(long)]
+    overwrite: bool,
+
+    /// When a different local file exists: newest, local or ignore.
+    #[arg(long, value_name = "WHICH")]
+    conflict_preference: Option<String>,
+
+    /// Retry a file once after a stale file handle: stub or all.
+    #[arg(long, value_name = "WHICH")]
+    retry_stale: Option<String>,
+
+    /// Set the access time to now.
+    #[arg(long)]
+    update_atime: bool,
+
+    /// Set the modification time to now.
+    #[arg(long)]
+    update_mtime: bool,
+}
+
+/// Remove the link between files and their endpoints (ferry's location and
+/// state xattrs). Objects are kept. A stub's last location is never
+/// removed: recall it first.
+#[derive(Args)]
+pub struct UnmanageCmd {
+    #[command(flatten)]
+    common: OpCommon,
+
+    #[command(flatten)]
+    lock: LockArgs,
+
+    /// Only endpoints whose name matches one of these globs, separated by |.
+    #[arg(long, value_name = "GLOBS", conflicts_with = "moved")]
+    storage_key: Option<String>,
+
+    /// Take no per-file lock (conflicts with --lock-level partial).
+    #[arg(long)]
+    no_flock: bool,
+
+    /// Remove every location of moved files, unlocked (the seed's
+    /// remove_location_xattrs_for_moved task).
+    #[arg(long)]
+    moved: bool,
+}
+
+/// Report each path's attributes (type, size, times, mode, owner, inode,
+/// links) and ferry's residency (hsm) without following symlinks.
+#[derive(Args)]
+pub struct StatCmd {
+    #[command(flatten)]
+    common: OpCommon,
+}
+
+/// Delete files, empty directories or, with --recursive, whole trees.
+///
+/// Snapshot directories, mount points and subvolume roots inside a tree are
+/// never removed; what was left, and why, is in the path's message. A
+/// missing path is skipped.
+#[derive(Args)]
+pub struct DeleteCmd {
+    #[command(flatten)]
+    common: OpCommon,
+
+    /// Remove directories with everything in them.
+    #[arg(long, short = 'r')]
+    recursive: bool,
+}
+
+/// Rename paths: SOURCE DEST pairs as arguments, or path objects with a
+/// "source" key (as `ferry snapdiff` writes moved entries) from a list.
+///
+/// By default the batch moves in two steps through a staging directory, so
+/// swaps and cycles (a→b, b→c, c→a) end right; --one-step renames directly
+/// in the order given. With -0, list entries alternate source and
+/// destination.
+#[derive(Args)]
+pub struct MoveCmd {
+    #[command(flatten)]
+    common: OpCommon,
+
+    /// Rename each source straight to its destination, in order.
+    #[arg(long)]
+    one_step: bool,
+
+    /// Remove ferry's location xattrs from moved files (stubs keep theirs).
+    #[arg(long)]
+    delete_remote_xattrs: bool,
+
+    /// When a destination exists, move only if its ctime (seconds since the
+    /// epoch) is at most this; otherwise remove the source.
+    #[arg(long, value_name = "SECONDS")]
+    target_max_age: Option<i64>,
+}
+
+/// `ferry reverse-stub`.
+pub fn run_reverse_stub(c: ReverseStubCmd) -> ExitCode {
+    let op = Operation::ReverseStub(ReverseStubArgs {
+        endpoint: Some(c.endpoint),
+        hydrate: c.hydrate,
+        stub_size: c.stub_size,
+        skip_hash: c.skip_hash,
+        overwrite: c.overwrite,
+        retry_stale: c.retry_stale,
+        lock_level: c.lock.lock_level,
+        update_atime: c.update_atime,
+        update_mtime: c.update_mtime,
+        conflict_preference: c.conflict_preference,
+        sub_batch: c.lock.sub_batch,
+    });
+    run(&c.common, op, false)
+}
+
+/// `ferry unmanage`.
+pub fn run_unmanage(c: UnmanageCmd) -> ExitCode {
+    let op = if c.moved {
+        Operation::RemoveLocations
+    } else {
+        Operation::Unmanage(UnmanageArgs {
+            lock_level: c.lock.lock_level,
+            no_flock: c.no_flock,
+            storage_key: c.storage_key,
+            sub_batch: c.lock.sub_batch,
+        })
+    };
+    run(&c.common, op, false)
+}
+
+/// `ferry stat`.
+pub fn run_stat(c: StatCmd) -> ExitCode {
+    run(&c.common, Operation::Stat, false)
+}
+
+/// `ferry delete`.
+pub fn run_delete(c: DeleteCmd) -> ExitCode {
+    run(
+        &c.common,
+        Operation::Delete(DeleteArgs { recursive: c.recursive }),
+        false,
+    )
+}
+
+/// `ferry move`.
+pub fn run_move(c: MoveCmd) -> ExitCode {
+    let args = MoveArgs {
+        delete_remote_xattrs: c.delete_remote_xattrs,
+        target_max_age: c.target_max_age,
+    };
+    let op = if c.one_step {
+        Operation::OneStepMove(args)
+    } else {
+        Operation::Move(args)
+    };
+    run(&c.common, op, true)
 }
 
 /// Where results go.
@@ -237,8 +443,8 @@ impl Sink {
     }
 }
 
-fn run(common: &OpCommon, op: Operation) -> ExitCode {
-    match drive(common, &op) {
+fn run(common: &OpCommon, op: Operation, pairs: bool) -> ExitCode {
+    match drive(common, &op, pairs) {
         Ok((failed, bad_input)) => {
             if bad_input > 0 {
                 eprintln!("ferry: {bad_input} entr(y/ies) of the path list could not be read (reported above)");
@@ -261,7 +467,7 @@ fn run(common: &OpCommon, op: Operation) -> ExitCode {
 
 /// Runs `op` over every input path; returns the failed count and the count
 /// of unreadable path-list entries.
-fn drive(common: &OpCommon, op: &Operation) -> Result<(u64, u64), String> {
+fn drive(common: &OpCommon, op: &Operation, pairs: bool) -> Result<(u64, u64), String> {
     let config = Config::load(common.config.as_deref()).map_err(|e| e.to_string())?;
     let ctx = OpContext::new(config, common.threads).map_err(|e| format!("cannot start: {e}"))?;
     let progress = Progress::start(
@@ -277,7 +483,7 @@ fn drive(common: &OpCommon, op: &Operation) -> Result<(u64, u64), String> {
     } else {
         Sink::Result(Box::new(TaskResult::new(op.task_name(), None)))
     };
-    let mut inputs = Inputs::new(common)?;
+    let mut inputs = Inputs::new(common, pairs)?;
     let (mut failed, mut bad_input) = (0u64, 0u64);
     loop {
         let batch = inputs.next_batch(COMMIT_WINDOW, &mut bad_input)?;
@@ -311,10 +517,15 @@ struct Inputs {
     current: Option<PathReader<Box<dyn BufRead>>>,
     format: InputFormat,
     cwd: Vec<u8>,
+    /// Entries are SOURCE DEST pairs (moves): arguments always, NUL lists
+    /// alternate.
+    pairs: bool,
+    /// A source read from a NUL list, waiting for its destination.
+    pending_source: Option<Vec<u8>>,
 }
 
 impl Inputs {
-    fn new(c: &OpCommon) -> Result<Inputs, String> {
+    fn new(c: &OpCommon, pairs: bool) -> Result<Inputs, String> {
         let mut lists: Vec<(String, Box<dyn BufRead>)> = Vec::new();
         let mut args = Vec::new();
         let stdin = || -> (String, Box<dyn BufRead>) { ("stdin".into(), Box::new(BufReader::new(io::stdin()))) };
@@ -332,6 +543,9 @@ impl Inputs {
                 lists.push((p.display().to_string(), Box::new(BufReader::with_capacity(1 << 16, f))));
             }
             None => {}
+        }
+        if pairs && args.len() % 2 == 1 {
+            return Err("paths come in SOURCE DEST pairs; the last source has no destination".into());
         }
         if args.is_empty() && lists.is_empty() {
             return Err("no paths given (give PATHs, `-` to read a list from stdin, or --from FILE)".into());
@@ -351,6 +565,8 @@ impl Inputs {
                 InputFormat::JsonLines
             },
             cwd,
+            pairs,
+            pending_source: None,
         })
     }
 
@@ -360,8 +576,21 @@ impl Inputs {
         let mut out = Vec::with_capacity(n);
         while out.len() < n {
             if let Some(p) = self.args.next() {
-                match absolute(&self.cwd, &p) {
-                    Ok(p) => out.push(PathObject::new(p)),
+                let source = if self.pairs {
+                    self.args.next().map(|dst| (p.clone(), dst))
+                } else {
+                    None
+                };
+                let obj = match source {
+                    Some((src, dst)) => absolute(&self.cwd, &src).and_then(|src| {
+                        let mut o = PathObject::new(absolute(&self.cwd, &dst)?);
+                        o.source = Some(src);
+                        Ok(o)
+                    }),
+                    None => absolute(&self.cwd, &p).map(PathObject::new),
+                };
+                match obj {
+                    Ok(o) => out.push(o),
                     Err(e) => {
                         eprintln!("ferry: {e}");
                         *bad += 1;
@@ -379,12 +608,26 @@ impl Inputs {
             }
             let reader = self.current.as_mut().expect("set above");
             match reader.next_entry().map_err(|e| format!("reading the path list: {e}"))? {
+                Some(Ok(obj)) if self.pairs && self.format == InputFormat::Nul => match self.pending_source.take() {
+                    None => self.pending_source = Some(obj.path),
+                    Some(src) => {
+                        let mut o = obj;
+                        o.source = Some(src);
+                        out.push(o);
+                    }
+                },
                 Some(Ok(obj)) => out.push(obj),
                 Some(Err(e)) => {
                     eprintln!("ferry: {e}");
                     *bad += 1;
                 }
-                None => self.current = None,
+                None => {
+                    self.current = None;
+                    if self.pending_source.take().is_some() {
+                        eprintln!("ferry: the NUL list ends with a source that has no destination");
+                        *bad += 1;
+                    }
+                }
             }
         }
         Ok(out)

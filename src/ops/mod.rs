@@ -7,9 +7,14 @@
 //! map. Locks and ferry's xattrs have their own modules. The data-safety
 //! rules every operation follows are in `docs/operations.md`.
 
+pub mod delete;
 pub mod lock;
 pub mod migrate;
+pub mod moves;
 pub mod recall;
+pub mod reverse_stub;
+pub mod stat;
+pub mod unmanage;
 pub mod xattrs;
 
 use crate::config::Config;
@@ -21,7 +26,7 @@ use std::ffi::OsStr;
 use std::fs::{File, FileTimes, Metadata};
 use std::io;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use xattrs::Xattrs;
@@ -33,6 +38,20 @@ pub enum Operation {
     Migrate(migrate::MigrateArgs),
     /// `dynamo.tasks.recall`.
     Recall(recall::RecallArgs),
+    /// `dynamo.tasks.reverse_stub`.
+    ReverseStub(reverse_stub::ReverseStubArgs),
+    /// `dynamo.tasks.unmanage`.
+    Unmanage(unmanage::UnmanageArgs),
+    /// `dynamo.tasks.remove_location_xattrs_for_moved`.
+    RemoveLocations,
+    /// `dynamo.tasks.stat_paths`.
+    Stat,
+    /// `dynamo.tasks.delete_paths_from_gpfs`.
+    Delete(delete::DeleteArgs),
+    /// `dynamo.tasks.move_paths_on_gpfs`.
+    Move(moves::MoveArgs),
+    /// `dynamo.tasks.one_step_move_paths_on_gpfs`.
+    OneStepMove(moves::MoveArgs),
 }
 
 impl Operation {
@@ -41,6 +60,13 @@ impl Operation {
         match self {
             Operation::Migrate(_) => "dynamo.tasks.migrate",
             Operation::Recall(_) => "dynamo.tasks.recall",
+            Operation::ReverseStub(_) => "dynamo.tasks.reverse_stub",
+            Operation::Unmanage(_) => "dynamo.tasks.unmanage",
+            Operation::RemoveLocations => "dynamo.tasks.remove_location_xattrs_for_moved",
+            Operation::Stat => "dynamo.tasks.stat_paths",
+            Operation::Delete(_) => "dynamo.tasks.delete_paths_from_gpfs",
+            Operation::Move(_) => "dynamo.tasks.move_paths_on_gpfs",
+            Operation::OneStepMove(_) => "dynamo.tasks.one_step_move_paths_on_gpfs",
         }
     }
 
@@ -50,6 +76,13 @@ impl Operation {
         match self {
             Operation::Migrate(a) => migrate::migrate(ctx, a, paths),
             Operation::Recall(a) => recall::recall(ctx, a, paths),
+            Operation::ReverseStub(a) => reverse_stub::reverse_stub(ctx, a, paths),
+            Operation::Unmanage(a) => unmanage::unmanage(ctx, a, paths),
+            Operation::RemoveLocations => Ok(unmanage::remove_location_xattrs(ctx, paths)),
+            Operation::Stat => Ok(stat::stat_paths(ctx, paths)),
+            Operation::Delete(a) => Ok(delete::delete(ctx, a, paths)),
+            Operation::Move(a) => Ok(moves::move_paths(ctx, a, paths)),
+            Operation::OneStepMove(a) => Ok(moves::one_step_move_paths(ctx, a, paths)),
         }
     }
 }
@@ -256,6 +289,31 @@ pub fn set_times(file: &File, atime: Timestamp, mtime: Timestamp) -> io::Result<
             .set_accessed(system_time(atime))
             .set_modified(system_time(mtime)),
     )
+}
+
+/// The block size of sparse writes: whole zero blocks are left as holes.
+pub const BLOCK: usize = 4096;
+
+/// Writes `data` at `offset`, skipping whole zero blocks so holes stay.
+pub(crate) fn write_sparse(file: &File, offset: u64, data: &[u8]) -> io::Result<()> {
+    let mut start = None;
+    let mut pos = 0;
+    for block in data.chunks(BLOCK) {
+        let zero = block.iter().all(|&b| b == 0);
+        match (zero, start) {
+            (false, None) => start = Some(pos),
+            (true, Some(s)) => {
+                file.write_all_at(&data[s..pos], offset + s as u64)?;
+                start = None;
+            }
+            _ => {}
+        }
+        pos += block.len();
+    }
+    if let Some(s) = start {
+        file.write_all_at(&data[s..], offset + s as u64)?;
+    }
+    Ok(())
 }
 
 /// Maps `items` through `f` on up to `threads` threads, keeping the order.

@@ -12,7 +12,7 @@
 
 use super::lock::{LockLevel, Locking};
 use super::xattrs::{HsmState, Residency};
-use super::{OpContext, Snap, par_map, set_times};
+use super::{OpContext, Snap, par_map, set_times, write_sparse};
 use crate::sys::{next_data, next_hole};
 use crate::target::{SMALL_OBJECT, Target, TransferError};
 use crate::task::{Outcome, PathObject};
@@ -262,9 +262,6 @@ impl Staged {
     }
 }
 
-/// The block size of hole detection and sparse writes.
-const BLOCK: usize = 4096;
-
 /// Writes the verified content into the stub: holes are filled (keeping
 /// all-zero blocks as holes), and ranges holding data are compared.
 fn install(file: &File, staged: &Staged, size: u64) -> Result<(), Outcome> {
@@ -303,9 +300,13 @@ fn copy_range(staged: &Staged, file: &File, from: u64, to: u64, compare: bool) -
         staged.read_at(&mut want[..n], off).map_err(io_err)?;
         if compare {
             file.read_exact_at(&mut have[..n], off).map_err(io_err)?;
-            for (i, (w, h)) in want[..n].chunks(BLOCK).zip(have[..n].chunks(BLOCK)).enumerate() {
+            for (i, (w, h)) in want[..n]
+                .chunks(super::BLOCK)
+                .zip(have[..n].chunks(super::BLOCK))
+                .enumerate()
+            {
                 if w != h && h.iter().any(|&b| b != 0) {
-                    let at = off + (i * BLOCK) as u64;
+                    let at = off + (i * super::BLOCK) as u64;
                     return Err(Outcome::failed(format!(
                         "stub holds data at offset {at} that differs from its object (written after migration?); refusing to overwrite it"
                     )));
@@ -314,28 +315,6 @@ fn copy_range(staged: &Staged, file: &File, from: u64, to: u64, compare: bool) -
         }
         write_sparse(file, off, &want[..n]).map_err(io_err)?;
         off += n as u64;
-    }
-    Ok(())
-}
-
-/// Writes `data` at `offset`, skipping whole zero blocks so holes stay.
-fn write_sparse(file: &File, offset: u64, data: &[u8]) -> io::Result<()> {
-    let mut start = None;
-    let mut pos = 0;
-    for block in data.chunks(BLOCK) {
-        let zero = block.iter().all(|&b| b == 0);
-        match (zero, start) {
-            (false, None) => start = Some(pos),
-            (true, Some(s)) => {
-                file.write_all_at(&data[s..pos], offset + s as u64)?;
-                start = None;
-            }
-            _ => {}
-        }
-        pos += block.len();
-    }
-    if let Some(s) = start {
-        file.write_all_at(&data[s..], offset + s as u64)?;
     }
     Ok(())
 }

@@ -53,12 +53,15 @@ impl fmt::Display for FileState {
 }
 
 /// The outcome of one path: a state and, except for plain success, why.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct Outcome {
     /// The state.
     pub state: FileState,
     /// The reason, shown as the path object's `message` list.
     pub message: Option<String>,
+    /// Keys added to the path object (such as `stat_paths`' attributes),
+    /// as (key, JSON value).
+    pub extra: Vec<(String, Box<serde_json::value::RawValue>)>,
 }
 
 impl Outcome {
@@ -67,6 +70,7 @@ impl Outcome {
         Outcome {
             state: FileState::Processed,
             message: None,
+            extra: Vec::new(),
         }
     }
 
@@ -75,6 +79,7 @@ impl Outcome {
         Outcome {
             state,
             message: Some(message.into()),
+            extra: Vec::new(),
         }
     }
 
@@ -98,8 +103,11 @@ pub fn write_outcome(obj: &PathObject, outcome: &Outcome, with_state: bool, out:
         extra: obj
             .extra
             .iter()
-            .filter(|(k, _)| k != "message" && !(with_state && k == "state"))
+            .filter(|(k, _)| {
+                k != "message" && !(with_state && k == "state") && !outcome.extra.iter().any(|(e, _)| e == k)
+            })
             .map(|(k, v)| (k.clone(), v.clone()))
+            .chain(outcome.extra.iter().cloned())
             .collect(),
     };
     let mut raw = Vec::new();

@@ -1,0 +1,179 @@
+//! `delete_paths_from_gpfs`: remove files, empty directories, or (with
+//! `recursive`) whole trees.
+//!
+//! Some entries are never removed: snapshot directories (`.snapshots`),
+//! mount points and subvolume or fileset roots below the path (the
+//! seed's fileset junctions). The seed passes over them silently; ferry
+//! removes everything else, keeps them and the directories above them, and
+//! says what it left and why in the file's message. A missing path is
+//! `skipped` (already in the desired state). Removal works relative to open
+//! directories, so a symlink swapped in mid-way is removed, not followed.
+
+use super::{OpContext, par_map};
+use crate::sys::btrfs::{SUBVOL_ROOT_INO, is_btrfs};
+use crate::sys::{Base, DirEntries, FileStat, StatMask, getdents, open_dir_at, stat_at, unlink_at};
+use crate::task::{Outcome, PathObject};
+use serde::Deserialize;
+use std::ffi::{CStr, CString};
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+
+/// The seed's `delete_paths_from_gpfs` arguments.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct DeleteArgs {
+    /// Remove directories with everything in them; otherwise only empty
+    /// directories are removed.
+    pub recursive: bool,
+}
+
+/// Deletes `paths`, one outcome per path in order.
+pub fn delete(ctx: &OpContext, args: &DeleteArgs, paths: &[PathObject]) -> Vec<Outcome> {
+    par_map(paths.iter().collect(), ctx.threads, |obj: &PathObject| {
+        let outcome = delete_one(&obj.path, args.recursive);
+        ctx.count(&outcome, 0);
+        outcome
+    })
+}
+
+fn delete_one(path: &[u8], recursive: bool) -> Outcome {
+    let Ok(cpath) = CString::new(path) else {
+        return Outcome::failed("path contains a NUL byte");
+    };
+    let st = match stat_at(Base::Cwd, &cpath, false, StatMask::TYPE.union(StatMask::ALL)) {
+        Ok(st) => st,
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Outcome::skipped("not found"),
+        Err(e) => return Outcome::failed(format!("stat: {e}")),
+    };
+    if !is_dir(&st) {
+        return match unlink_at(Base::Cwd, &cpath, false) {
+            Ok(()) => Outcome::processed(),
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Outcome::skipped("not found"),
+            Err(e) => Outcome::failed(format!("cannot remove: {e}")),
+        };
+    }
+    if let Some(why) = protected_name(path) {
+        return Outcome::skipped(format!("not deleted: {why}"));
+    }
+    if !recursive {
+        return match unlink_at(Base::Cwd, &cpath, true) {
+            Ok(()) => Outcome::processed(),
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOTEMPTY | libc::EEXIST)) => {
+                Outcome::skipped("directory not empty; not deleted (recursive is not set)")
+            }
+            Err(e) => Outcome::failed(format!("cannot remove directory: {e}")),
+        };
+    }
+    let dir = match open_dir_at(Base::Cwd, &cpath, false) {
+        Ok(d) => d,
+        Err(e) => return Outcome::failed(format!("cannot open directory: {e}")),
+    };
+    let mut left = Vec::new();
+    let mut t = Tree {
+        dev: st.dev,
+        btrfs: is_btrfs(dir.as_fd()).unwrap_or(false),
+        left: &mut left,
+    };
+    match t.empty(&dir, path) {
+        Ok(true) => {}
+        Ok(false) => {
+            let list: Vec<String> = left
+                .iter()
+                .map(|(p, why)| format!("{} ({why})", String::from_utf8_lossy(p)))
+                .collect();
+            let mut o = Outcome::processed();
+            o.message = Some(format!("removed all but: {}", list.join(", ")));
+            return o;
+        }
+        Err(e) => return Outcome::failed(format!("{e}")),
+    }
+    drop(dir);
+    match unlink_at(Base::Cwd, &cpath, true) {
+        Ok(()) => Outcome::processed(),
+        Err(e) => Outcome::failed(format!("cannot remove directory: {e}")),
+    }
+}
+
+fn is_dir(st: &FileStat) -> bool {
+    st.mode & libc::S_IFMT == libc::S_IFDIR
+}
+
+/// Why a directory must stay whatever it holds, judged by its name.
+fn protected_name(path: &[u8]) -> Option<&'static str> {
+    let name = path.rsplit(|&b| b == b'/').find(|p| !p.is_empty()).unwrap_or(b"/");
+    (name == b".snapshots").then_some("snapshot directory")
+}
+
+/// A recursive removal below one directory.
+struct Tree<'a> {
+    dev: u64,
+    btrfs: bool,
+    left: &'a mut Vec<(Vec<u8>, &'static str)>,
+}
+
+impl Tree<'_> {
+    /// Removes everything inside `dir` (at `path`) that may be removed;
+    /// `Ok(true)` when it is now empty.
+    fn empty(&mut self, dir: &OwnedFd, path: &[u8]) -> io::Result<bool> {
+        let names = read_names(dir).map_err(|e| annotate(path, e))?;
+        let mut all_gone = true;
+        for name in names {
+            let child_path = [path, b"/", name.as_bytes()].concat();
+            let st = match stat_at(Base::Dir(dir.as_fd()), &name, false, StatMask::ALL) {
+                Ok(st) => st,
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => continue,
+                Err(e) => return Err(annotate(&child_path, e)),
+            };
+            if !is_dir(&st) {
+                match unlink_at(Base::Dir(dir.as_fd()), &name, false) {
+                    Ok(()) => {}
+                    Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+                    Err(e) => return Err(annotate(&child_path, e)),
+                }
+                continue;
+            }
+            let why = protected_name(&child_path).or(if st.dev != self.dev {
+                Some("mount point")
+            } else if self.btrfs && st.ino == SUBVOL_ROOT_INO {
+                Some("subvolume root")
+            } else {
+                None
+            });
+            if let Some(why) = why {
+                self.left.push((child_path, why));
+                all_gone = false;
+                continue;
+            }
+            let child = open_dir_at(Base::Dir(dir.as_fd()), &name, false).map_err(|e| annotate(&child_path, e))?;
+            if self.empty(&child, &child_path)? {
+                drop(child);
+                unlink_at(Base::Dir(dir.as_fd()), &name, true).map_err(|e| annotate(&child_path, e))?;
+            } else {
+                all_gone = false;
+            }
+        }
+        Ok(all_gone)
+    }
+}
+
+/// Every name in `dir` but `.` and `..`, read before anything is removed.
+fn read_names(dir: &OwnedFd) -> io::Result<Vec<CString>> {
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut names = Vec::new();
+    loop {
+        let n = getdents(dir.as_fd(), &mut buf)?;
+        if n == 0 {
+            return Ok(names);
+        }
+        for d in DirEntries::new(&buf[..n]) {
+            let name: &CStr = d.name;
+            if name.to_bytes() != b"." && name.to_bytes() != b".." {
+                names.push(name.to_owned());
+            }
+        }
+    }
+}
+
+fn annotate(path: &[u8], e: io::Error) -> io::Error {
+    io::Error::new(e.kind(), format!("{}: {e}", String::from_utf8_lossy(path)))
+}

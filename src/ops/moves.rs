@@ -1,0 +1,291 @@
+//! `move_paths_on_gpfs` and `one_step_move_paths_on_gpfs`: rename each
+//! path object's `source` to its `path`.
+//!
+//! The two-step move makes swaps and cycles (a→b, b→a; a→b, b→c, c→a) work
+//! in one batch: every source is first renamed into a staging directory
+//! (deepest source first, so a moved directory's moved-out children go
+//! before it), then every staged entry goes to its destination (shallowest
+//! destination first, so a moved directory exists before entries move into
+//! it). The staging directory, `.ferry-move-<id>` in the deepest directory
+//! common to the batch, holds a `plan` file naming each staged entry's
+//! source and destination until the batch is done, so an interrupted batch
+//! can be finished by hand. A destination that cannot be reached puts the
+//! entry back at its source.
+
+use super::OpContext;
+use crate::sys::{Base, StatMask, rename, stat_at};
+use crate::task::{Outcome, PathObject, surrogate};
+use serde::Deserialize;
+use std::ffi::{CString, OsStr};
+use std::fs;
+use std::io::{self, Write};
+use std::os::unix::ffi::OsStrExt;
+
+/// The seed's move arguments.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct MoveArgs {
+    /// Remove ferry's location and state xattrs from moved files (their
+    /// object keys no longer match their paths). Stubs keep theirs: their
+    /// data is reachable only through them.
+    pub delete_remote_xattrs: bool,
+    /// When the destination exists, move only if its ctime (seconds since
+    /// the epoch) is at most this; otherwise remove the source.
+    pub target_max_age: Option<i64>,
+}
+
+/// Two-step move of `paths` (each with a `source`), one outcome per path.
+pub fn move_paths(ctx: &OpContext, args: &MoveArgs, paths: &[PathObject]) -> Vec<Outcome> {
+    let mut outcomes: Vec<Option<Outcome>> = paths.iter().map(|_| None).collect();
+    let mut items: Vec<(usize, &[u8], &[u8])> = Vec::new();
+    for (i, obj) in paths.iter().enumerate() {
+        match check_item(obj) {
+            Ok((src, dst)) => items.push((i, src, dst)),
+            Err(o) => outcomes[i] = Some(o),
+        }
+    }
+    if !items.is_empty() {
+        let staging = common_dir(items.iter().flat_map(|(_, s, d)| [*s, *d]));
+        match Staging::create(&staging, &items) {
+            Err(e) => {
+                for (i, ..) in &items {
+                    outcomes[*i] = Some(Outcome::failed(format!("cannot create a staging directory: {e}")));
+                }
+            }
+            Ok(stage) => stage.run(ctx, args, &items, &mut outcomes),
+        }
+    }
+    let outcomes: Vec<Outcome> = outcomes.into_iter().map(|o| o.expect("every path decided")).collect();
+    for o in &outcomes {
+        ctx.count(o, 0);
+    }
+    outcomes
+}
+
+/// One-step move: each source renamed straight to its destination, in the
+/// order given. A swap in one batch loses one of the two files, as the
+/// seed warns.
+pub fn one_step_move_paths(ctx: &OpContext, args: &MoveArgs, paths: &[PathObject]) -> Vec<Outcome> {
+    paths
+        .iter()
+        .map(|obj| {
+            let outcome = match check_item(obj) {
+                Err(o) => o,
+                Ok((src, dst)) => match target_too_new(args, dst) {
+                    Some(o) => remove_source(src, o),
+                    None => match rename_paths(src, dst) {
+                        Ok(()) => after_move(ctx, args, dst),
+                        Err(e) => Outcome::failed(format!("cannot move: {e}")),
+                    },
+                },
+            };
+            ctx.count(&outcome, 0);
+            outcome
+        })
+        .collect()
+}
+
+fn check_item(obj: &PathObject) -> Result<(&[u8], &[u8]), Outcome> {
+    let src = obj
+        .source
+        .as_deref()
+        .ok_or_else(|| Outcome::failed("path object has no \"source\" to move from"))?;
+    if src == obj.path.as_slice() {
+        return Err(Outcome::skipped("source and destination are the same"));
+    }
+    if obj.path.starts_with(src) && obj.path.get(src.len()) == Some(&b'/') {
+        return Err(Outcome::failed("cannot move a directory into itself"));
+    }
+    match lstat(src) {
+        Ok(_) => Ok((src, &obj.path)),
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Err(Outcome::failed("source missing")),
+        Err(e) => Err(Outcome::failed(format!("source: {e}"))),
+    }
+}
+
+/// `Some` when `target_max_age` says the existing destination wins.
+fn target_too_new(args: &MoveArgs, dst: &[u8]) -> Option<Outcome> {
+    let max = args.target_max_age?;
+    let st = lstat(dst).ok()?;
+    (st.ctime.sec > max).then(|| {
+        let mut o = Outcome::processed();
+        o.message = Some(format!(
+            "destination changed after target_max_age ({} > {max}); kept it and removed the source",
+            st.ctime.sec
+        ));
+        o
+    })
+}
+
+fn remove_source(src: &[u8], done: Outcome) -> Outcome {
+    let st = match lstat(src) {
+        Ok(st) => st,
+        Err(e) => return Outcome::failed(format!("source: {e}")),
+    };
+    let path = std::path::Path::new(OsStr::from_bytes(src));
+    let r = if st.mode & libc::S_IFMT == libc::S_IFDIR {
+        fs::remove_dir_all(path)
+    } else {
+        fs::remove_file(path)
+    };
+    match r {
+        Ok(()) => done,
+        Err(e) => Outcome::failed(format!("destination kept, but removing the source failed: {e}")),
+    }
+}
+
+/// Post-move xattr clean-up for `delete_remote_xattrs`.
+fn after_move(ctx: &OpContext, args: &MoveArgs, dst: &[u8]) -> Outcome {
+    if !args.delete_remote_xattrs {
+        return Outcome::processed();
+    }
+    match super::unmanage::forget_locations(ctx, dst, None) {
+        Ok(_) => Outcome::processed(),
+        Err(o) => {
+            let mut done = Outcome::processed();
+            done.message = Some(format!(
+                "moved; location xattrs kept: {}",
+                o.message.unwrap_or_default()
+            ));
+            done
+        }
+    }
+}
+
+/// The staging directory of one two-step batch.
+struct Staging {
+    dir: Vec<u8>,
+}
+
+impl Staging {
+    fn create(parent: &[u8], items: &[(usize, &[u8], &[u8])]) -> io::Result<Staging> {
+        let dir = [
+            parent,
+            format!("/.ferry-move-{}", uuid::Uuid::new_v4().simple()).as_bytes(),
+        ]
+        .concat();
+        let p = std::path::Path::new(OsStr::from_bytes(&dir));
+        fs::create_dir(p)?;
+        let mut plan = Vec::new();
+        for (n, (_, src, dst)) in items.iter().enumerate() {
+            plan.extend_from_slice(format!("{{\"staged\":\"{n}\",\"source\":").as_bytes());
+            surrogate::encode(src, &mut plan);
+            plan.extend_from_slice(b",\"path\":");
+            surrogate::encode(dst, &mut plan);
+            plan.extend_from_slice(b"}\n");
+        }
+        let mut f = fs::File::create(p.join("plan"))?;
+        f.write_all(&plan)?;
+        f.sync_all()?;
+        Ok(Staging { dir })
+    }
+
+    fn staged(&self, n: usize) -> Vec<u8> {
+        [self.dir.as_slice(), format!("/{n}").as_bytes()].concat()
+    }
+
+    fn run(self, ctx: &OpContext, args: &MoveArgs, items: &[(usize, &[u8], &[u8])], outcomes: &mut [Option<Outcome>]) {
+        // Step 1: deepest source first.
+        let mut order: Vec<usize> = (0..items.len()).collect();
+        order.sort_by_key(|&n| std::cmp::Reverse(depth(items[n].1)));
+        let mut staged = vec![false; items.len()];
+        for &n in &order {
+            let (i, src, _) = items[n];
+            match rename_paths(src, &self.staged(n)) {
+                Ok(()) => staged[n] = true,
+                Err(e) => outcomes[i] = Some(Outcome::failed(format!("cannot move the source aside: {e}"))),
+            }
+        }
+        // Step 2: shallowest destination first.
+        order.sort_by_key(|&n| depth(items[n].2));
+        let mut stuck = false;
+        for &n in order.iter().filter(|&&n| staged[n]) {
+            let (i, src, dst) = items[n];
+            let tmp = self.staged(n);
+            let outcome = if let Some(done) = target_too_new(args, dst) {
+                remove_source(&tmp, done)
+            } else {
+                match rename_paths(&tmp, dst) {
+                    Ok(()) => after_move(ctx, args, dst),
+                    Err(e) => match rename_paths(&tmp, src) {
+                        Ok(()) => {
+                            Outcome::failed(format!("cannot move to the destination ({e}); source left in place"))
+                        }
+                        Err(back) => {
+                            stuck = true;
+                            Outcome::failed(format!(
+                                "cannot move to the destination ({e}) nor back ({back}); it is at {}",
+                                String::from_utf8_lossy(&tmp)
+                            ))
+                        }
+                    },
+                }
+            };
+            outcomes[i] = Some(outcome);
+        }
+        // An entry that could go neither forward nor back keeps the staging
+        // directory and its plan.
+        if !stuck {
+            let p = std::path::Path::new(OsStr::from_bytes(&self.dir));
+            let _ = fs::remove_file(p.join("plan")).and_then(|()| fs::remove_dir(p));
+        }
+    }
+}
+
+fn depth(p: &[u8]) -> usize {
+    p.iter().filter(|&&b| b == b'/').count()
+}
+
+/// The deepest directory containing every path's parent, without a
+/// trailing slash (empty for `/`).
+fn common_dir<'a>(paths: impl Iterator<Item = &'a [u8]>) -> Vec<u8> {
+    let mut common: Option<Vec<&[u8]>> = None;
+    for p in paths {
+        let parts: Vec<&[u8]> = p.split(|&b| b == b'/').filter(|c| !c.is_empty()).collect();
+        let parent = &parts[..parts.len().saturating_sub(1)];
+        common = Some(match common {
+            None => parent.to_vec(),
+            Some(c) => c
+                .iter()
+                .zip(parent)
+                .take_while(|(a, b)| a == b)
+                .map(|(a, _)| *a)
+                .collect(),
+        });
+    }
+    common
+        .unwrap_or_default()
+        .iter()
+        .flat_map(|c| [b"/".as_slice(), c])
+        .flatten()
+        .copied()
+        .collect()
+}
+
+fn rename_paths(from: &[u8], to: &[u8]) -> io::Result<()> {
+    let (f, t) = (cstr(from)?, cstr(to)?);
+    rename(&f, &t, false)
+}
+
+fn lstat(p: &[u8]) -> io::Result<crate::sys::FileStat> {
+    stat_at(Base::Cwd, &cstr(p)?, false, StatMask::ALL)
+}
+
+fn cstr(p: &[u8]) -> io::Result<CString> {
+    CString::new(p).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::common_dir;
+
+    #[test]
+    fn common_directory() {
+        let c = |v: &[&[u8]]| common_dir(v.iter().copied());
+        assert_eq!(c(&[b"/a/b/x", b"/a/b/y"]), b"/a/b");
+        assert_eq!(c(&[b"/a/b/x", b"/a/bc/y"]), b"/a");
+        assert_eq!(c(&[b"/a/b/x", b"/a/b/c/y"]), b"/a/b");
+        assert_eq!(c(&[b"/a/x", b"/b/y"]), b"");
+        assert_eq!(c(&[b"/x"]), b"");
+    }
+}

@@ -1,0 +1,295 @@
+//! `reverse_stub` (`dynamo.tasks.reverse_stub`): create a stub, or with
+//! `hydrate` a whole premigrated file, from an object alone, with no local
+//! copy needed (the other half of a site-to-site sync).
+//!
+//! The file is built under a temporary name in its directory: size, the
+//! resident head (`stub_size` bytes) or all the data (verified against the
+//! object's hash), mode, owner, user xattrs, ferry's location and state,
+//! then times; it is flushed and renamed into place. It never replaces a
+//! file that appeared meanwhile, and replaces an existing different file
+//! only as `overwrite` or `conflict_preference` allow. Missing parent
+//! directories are created (mode 0755).
+
+use super::lock::{LockLevel, Locking};
+use super::xattrs::{HsmState, Residency};
+use super::{OpContext, Snap, open_file, par_map, set_times, write_sparse};
+use crate::target::{ObjectMeta, Target, TransferError};
+use crate::task::{Outcome, PathObject};
+use object_store::path::Path as ObjPath;
+use serde::Deserialize;
+use std::ffi::OsStr;
+use std::fs::{self, File};
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{PermissionsExt, fchown};
+use std::path::Path;
+use std::sync::Arc;
+
+/// The seed's `reverse_stub` arguments.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct ReverseStubArgs {
+    /// Endpoint holding the objects.
+    pub endpoint: Option<String>,
+    /// Write all the data (a premigrated file) instead of a stub.
+    pub hydrate: bool,
+    /// Bytes kept at the start of a stub; files no larger are written
+    /// whole.
+    pub stub_size: u64,
+    /// Do not check a hydrated file's hash.
+    pub skip_hash: bool,
+    /// Replace an existing local file whose content differs.
+    pub overwrite: bool,
+    /// Retry a file once after a stale file handle (`stub` or `all`).
+    pub retry_stale: Option<String>,
+    /// Locking level (default `implicit`): the lock is on a local file
+    /// being replaced.
+    pub lock_level: Option<LockLevel>,
+    /// Set the access time to now.
+    pub update_atime: bool,
+    /// Set the modification time to now.
+    pub update_mtime: bool,
+    /// When a different local file exists: `newest` (the newer mtime
+    /// wins), `local` (keep it) or `ignore` (take the object's).
+    pub conflict_preference: Option<String>,
+    /// Paths per sequential chunk.
+    pub sub_batch: Option<usize>,
+}
+
+/// Creates stubs for `paths`, one outcome per path in order.
+pub fn reverse_stub(ctx: &OpContext, args: &ReverseStubArgs, paths: &[PathObject]) -> Result<Vec<Outcome>, String> {
+    let endpoint = args.endpoint.as_deref().ok_or("reverse_stub needs an endpoint")?;
+    if let Some(p) = args.conflict_preference.as_deref()
+        && !matches!(p, "newest" | "local" | "ignore")
+    {
+        return Err(format!(
+            "conflict_preference must be newest, local or ignore, not {p:?}"
+        ));
+    }
+    if let Some(r) = args.retry_stale.as_deref()
+        && !matches!(r, "stub" | "all")
+    {
+        return Err(format!("retry_stale must be stub or all, not {r:?}"));
+    }
+    let job = Job {
+        ctx,
+        args,
+        target: ctx.target(endpoint)?,
+        locking: Locking::new(args.lock_level, LockLevel::Implicit, false)?,
+    };
+    let window = args
+        .sub_batch
+        .unwrap_or(super::COMMIT_WINDOW)
+        .clamp(1, super::COMMIT_WINDOW);
+    let mut out = Vec::with_capacity(paths.len());
+    for chunk in paths.chunks(window) {
+        out.extend(par_map(chunk.iter().collect(), ctx.threads, |obj: &PathObject| {
+            let mut result = job.one(&obj.path);
+            let stale = matches!(&result, Err(o) if o.message.as_deref().is_some_and(|m| m.contains("os error 116")));
+            if stale && args.retry_stale.is_some() {
+                result = job.one(&obj.path);
+            }
+            let (outcome, bytes) = match result {
+                Ok(b) => (Outcome::processed(), b),
+                Err(o) => (o, 0),
+            };
+            ctx.count(&outcome, bytes);
+            outcome
+        }));
+    }
+    Ok(out)
+}
+
+struct Job<'a> {
+    ctx: &'a OpContext,
+    args: &'a ReverseStubArgs,
+    target: Arc<Target>,
+    locking: Locking,
+}
+
+impl Job<'_> {
+    /// Builds one file; `Ok` carries the bytes written.
+    fn one(&self, path: &[u8]) -> Result<u64, Outcome> {
+        let key = self.target.key(path).map_err(|e| Outcome::failed(e.to_string()))?;
+        let meta = match self.target.head(&key) {
+            Ok(Some(o)) => match o.meta {
+                Some(Ok(m)) if m.size == o.size => m,
+                Some(Ok(_)) => return Err(Outcome::failed(format!("object at {key} does not match its metadata"))),
+                Some(Err(e)) => return Err(Outcome::failed(format!("object at {key}: {e}"))),
+                None => {
+                    return Err(Outcome::failed(format!(
+                        "object at {key} has no ferry metadata, so no verifiable stub can be made"
+                    )));
+                }
+            },
+            Ok(None) => {
+                return Err(Outcome::failed(format!(
+                    "endpoint `{}` has no object at {key}",
+                    self.target.name()
+                )));
+            }
+            Err(e) => return Err(Outcome::failed(e.to_string())),
+        };
+        let existing = match open_file(path, false) {
+            Ok(f) => Some(f),
+            Err(super::OpenError::Missing) => None,
+            Err(super::OpenError::Symlink) => return Err(Outcome::failed("a symbolic link is in the way")),
+            Err(super::OpenError::Directory) => return Err(Outcome::failed("a directory is in the way")),
+            Err(super::OpenError::Other(e)) => return Err(Outcome::failed(format!("cannot open: {e}"))),
+        };
+        let before = match &existing {
+            Some(f) => Some(self.conflict(f, &key, &meta)?),
+            None => None,
+        };
+        let (tmp, written) = self.build(path, &key, &meta)?;
+        if let (Some(f), Some(before)) = (&existing, before) {
+            self.locking.at_commit(f).map_err(Outcome::failed)?;
+            let now = Snap::of(f).map_err(|e| failure("stat", e))?;
+            if !before.unchanged(&now) {
+                return Err(Outcome::failed("local file changed meanwhile; left as it was"));
+            }
+            tmp.persist(os_path(path))
+                .map_err(|e| failure("renaming into place", e.error))?;
+        } else {
+            tmp.persist_noclobber(os_path(path)).map_err(|e| {
+                if e.error.kind() == io::ErrorKind::AlreadyExists {
+                    Outcome::failed("a file appeared at the path meanwhile; left as it was")
+                } else {
+                    failure("renaming into place", e.error)
+                }
+            })?;
+        }
+        if let Some(dir) = os_path(path).parent()
+            && let Ok(d) = File::open(dir)
+        {
+            d.sync_all().map_err(|e| failure("flushing the directory", e))?;
+        }
+        Ok(written)
+    }
+
+    /// Decides about an existing local file: `Ok` with its facts when it
+    /// is to be replaced, else the outcome that keeps it.
+    fn conflict(&self, f: &File, key: &ObjPath, meta: &ObjectMeta) -> Result<Snap, Outcome> {
+        self.locking.at_open(f).map_err(Outcome::failed)?;
+        let st = Snap::of(f).map_err(|e| failure("stat", e))?;
+        if !st.is_file() {
+            return Err(Outcome::failed("something other than a regular file is in the way"));
+        }
+        let x = &self.ctx.xattrs;
+        if let Ok(Some(Ok(s))) = x.state(f)
+            && s.hash == meta.hash
+            && x.location(f, self.target.name()).ok().flatten().as_deref() == Some(key.as_ref().as_bytes())
+        {
+            return Err(Outcome::skipped(format!(
+                "already a {} copy of this object",
+                s.residency.as_str()
+            )));
+        }
+        let same_content = st.size == meta.size
+            && !matches!(x.state(f), Ok(Some(Ok(s))) if s.residency == Residency::Migrated)
+            && crate::target::hash_file(f, st.size).map_err(|e| failure("reading", e))? == meta.hash;
+        if same_content {
+            return Err(Outcome::skipped(
+                "local file has the same content (only metadata may differ)",
+            ));
+        }
+        let replace = match self.args.conflict_preference.as_deref() {
+            Some("local") => false,
+            Some("newest") => meta.mtime > st.mtime,
+            Some(_) => true,
+            None if self.args.overwrite => true,
+            None => {
+                return Err(Outcome::failed(
+                    "a different local file exists; set overwrite or conflict_preference to replace it",
+                ));
+            }
+        };
+        if replace {
+            Ok(st)
+        } else {
+            Err(Outcome::skipped("kept the local file (conflict_preference)"))
+        }
+    }
+
+    /// Builds the file under a temporary name beside `path`.
+    fn build(&self, path: &[u8], key: &ObjPath, meta: &ObjectMeta) -> Result<(tempfile::NamedTempFile, u64), Outcome> {
+        let dir = os_path(path).parent().unwrap_or(Path::new("/"));
+        fs::create_dir_all(dir).map_err(|e| failure("creating parent directories", e))?;
+        let tmp = tempfile::Builder::new()
+            .prefix(".ferry-reverse-stub.")
+            .tempfile_in(dir)
+            .map_err(|e| failure("creating the file", e))?;
+        let f = tmp.as_file();
+        let whole = self.args.hydrate || meta.size <= self.args.stub_size;
+        let remote = |e: TransferError| Outcome::failed(format!("download from `{}` failed: {e}", self.target.name()));
+        let written = if whole {
+            let mut offset = 0u64;
+            let hash = self
+                .target
+                .download(key, meta.size, &mut |chunk| {
+                    write_sparse(f, offset, chunk)?;
+                    offset += chunk.len() as u64;
+                    Ok(())
+                })
+                .map_err(remote)?;
+            if !self.args.skip_hash && hash != meta.hash {
+                return Err(Outcome::failed(format!(
+                    "hash mismatch: object at {key} is corrupt (blake3 {}, expected {})",
+                    hash.to_hex(),
+                    meta.hash.to_hex()
+                )));
+            }
+            meta.size
+        } else {
+            let head = self
+                .target
+                .download_head(key, self.args.stub_size.min(meta.size))
+                .map_err(|e| Outcome::failed(e.to_string()))?;
+            write_sparse(f, 0, &head).map_err(|e| failure("writing", e))?;
+            head.len() as u64
+        };
+        f.set_len(meta.size).map_err(|e| failure("setting the size", e))?;
+        let x = &self.ctx.xattrs;
+        let io = |e| failure("setting metadata", e);
+        fchown(f, Some(meta.uid), Some(meta.gid)).map_err(io)?;
+        f.set_permissions(fs::Permissions::from_mode(meta.mode & 0o7777))
+            .map_err(io)?;
+        for (name, value) in &meta.xattrs {
+            xattr::FileExt::set_xattr(f, OsStr::from_bytes(name), value).map_err(io)?;
+        }
+        x.set_location(f, self.target.name(), key.as_ref()).map_err(io)?;
+        let mtime = if self.args.update_mtime {
+            super::now()
+        } else {
+            meta.mtime
+        };
+        let atime = if self.args.update_atime {
+            super::now()
+        } else {
+            meta.atime
+        };
+        let state = HsmState {
+            residency: if whole {
+                Residency::Premigrated
+            } else {
+                Residency::Migrated
+            },
+            size: meta.size,
+            mtime,
+            stub_size: self.args.stub_size,
+            hash: meta.hash,
+        };
+        x.set_state(f, &state).map_err(io)?;
+        set_times(f, atime, mtime).map_err(io)?;
+        f.sync_all().map_err(|e| failure("flushing", e))?;
+        Ok((tmp, written))
+    }
+}
+
+fn os_path(p: &[u8]) -> &Path {
+    Path::new(OsStr::from_bytes(p))
+}
+
+fn failure(what: &str, e: io::Error) -> Outcome {
+    Outcome::failed(format!("{what}: {e}"))
+}

@@ -1,0 +1,130 @@
+//! `unmanage` and `remove_location_xattrs_for_moved`: forget the link
+//! between files and their endpoints by removing ferry's location xattrs,
+//! and the state xattr once no location is left.
+//!
+//! A stub's data exists only at its endpoints, so ferry refuses to remove
+//! a stub's last location: recall it first. Objects are never deleted here.
+
+use super::lock::{LockLevel, Locking};
+use super::xattrs::Residency;
+use super::{OpContext, OpenError, open_file, par_map};
+use crate::task::{Outcome, PathObject};
+use globset::{Glob, GlobSet, GlobSetBuilder};
+use serde::Deserialize;
+use std::fs::File;
+
+/// The seed's `unmanage` arguments.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct UnmanageArgs {
+    /// Locking level (default `implicit`).
+    pub lock_level: Option<LockLevel>,
+    /// Take no per-file lock (conflicts with `partial`).
+    pub no_flock: bool,
+    /// Only endpoints whose name matches one of these globs, separated by
+    /// `|`; every endpoint when absent.
+    pub storage_key: Option<String>,
+    /// Paths per sequential chunk.
+    pub sub_batch: Option<usize>,
+}
+
+/// Unmanages `paths`, one outcome per path in order.
+pub fn unmanage(ctx: &OpContext, args: &UnmanageArgs, paths: &[PathObject]) -> Result<Vec<Outcome>, String> {
+    let locking = Locking::new(args.lock_level, LockLevel::Implicit, args.no_flock)?;
+    let pattern = args.storage_key.as_deref().map(storage_key_globs).transpose()?;
+    let window = args
+        .sub_batch
+        .unwrap_or(super::COMMIT_WINDOW)
+        .clamp(1, super::COMMIT_WINDOW);
+    let mut out = Vec::with_capacity(paths.len());
+    for chunk in paths.chunks(window) {
+        out.extend(par_map(chunk.iter().collect(), ctx.threads, |obj: &PathObject| {
+            let outcome = match open_file(&obj.path, false) {
+                Err(e) => e.outcome("unmanage", false),
+                Ok(file) => locking
+                    .at_open(&file)
+                    .and_then(|()| locking.at_commit(&file))
+                    .map_err(Outcome::failed)
+                    .and_then(|()| forget(ctx, &file, pattern.as_ref()))
+                    .map_or_else(|o| o, |n| removed(n, "not managed by any matching endpoint")),
+            };
+            ctx.count(&outcome, 0);
+            outcome
+        }));
+    }
+    Ok(out)
+}
+
+/// `remove_location_xattrs_for_moved`: removes every location (and the
+/// state) from each path; directories and links carry none and are
+/// skipped.
+pub fn remove_location_xattrs(ctx: &OpContext, paths: &[PathObject]) -> Vec<Outcome> {
+    par_map(paths.iter().collect(), ctx.threads, |obj: &PathObject| {
+        let outcome = forget_locations(ctx, &obj.path, None).map_or_else(|o| o, |n| removed(n, "no location xattrs"));
+        ctx.count(&outcome, 0);
+        outcome
+    })
+}
+
+fn removed(n: usize, none: &str) -> Outcome {
+    if n == 0 {
+        Outcome::skipped(none)
+    } else {
+        Outcome::processed()
+    }
+}
+
+/// Splits a `storage_key` value into globs.
+fn storage_key_globs(s: &str) -> Result<GlobSet, String> {
+    let mut b = GlobSetBuilder::new();
+    for part in s.split('|').map(str::trim).filter(|p| !p.is_empty()) {
+        b.add(Glob::new(part).map_err(|e| format!("storage_key {part:?}: {e}"))?);
+    }
+    b.build().map_err(|e| format!("storage_key: {e}"))
+}
+
+/// Removes the locations of the file at `path` whose endpoint matches
+/// `pattern` (all when `None`); returns how many went. A path that is not
+/// a regular file has none.
+pub(super) fn forget_locations(ctx: &OpContext, path: &[u8], pattern: Option<&GlobSet>) -> Result<usize, Outcome> {
+    match open_file(path, false) {
+        Ok(file) => forget(ctx, &file, pattern),
+        Err(OpenError::Symlink | OpenError::Directory) => Ok(0),
+        Err(e) => Err(e.outcome("removing location xattrs", false)),
+    }
+}
+
+fn forget(ctx: &OpContext, file: &File, pattern: Option<&GlobSet>) -> Result<usize, Outcome> {
+    let x = &ctx.xattrs;
+    let io = |e: std::io::Error| Outcome::failed(format!("xattrs: {e}"));
+    let locations = x.locations(file).map_err(io)?;
+    let (matching, kept): (Vec<_>, Vec<_>) = locations
+        .iter()
+        .partition(|(endpoint, _)| pattern.is_none_or(|p| p.is_match(endpoint)));
+    let state = x.state(file).map_err(io)?;
+    if matching.is_empty() && (state.is_none() || !kept.is_empty()) {
+        return Ok(0);
+    }
+    let stub = match &state {
+        Some(Ok(s)) => s.residency == Residency::Migrated,
+        Some(Err(e)) => {
+            return Err(Outcome::failed(format!(
+                "damaged {} xattr ({e}); not changed, in case the file is a stub",
+                x.state_name()
+            )));
+        }
+        None => false,
+    };
+    if stub && kept.is_empty() {
+        return Err(Outcome::failed(
+            "file is a stub whose data exists only at its endpoint(s); recall it before removing its locations",
+        ));
+    }
+    for (endpoint, _) in &matching {
+        x.remove_location(file, endpoint).map_err(io)?;
+    }
+    if kept.is_empty() {
+        x.clear_state(file).map_err(io)?;
+    }
+    Ok(matching.len().max(1))
+}
