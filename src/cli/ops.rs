@@ -486,7 +486,9 @@ fn drive(common: &OpCommon, op: &Operation, pairs: bool) -> Result<(u64, u64), S
     let mut inputs = Inputs::new(common, pairs)?;
     let (mut failed, mut bad_input) = (0u64, 0u64);
     loop {
-        let batch = inputs.next_batch(COMMIT_WINDOW, &mut bad_input)?;
+        // A move batch is taken whole: its two steps must see every move,
+        // or a swap split across batches would lose a file.
+        let batch = inputs.next_batch(if pairs { usize::MAX } else { COMMIT_WINDOW }, &mut bad_input)?;
         if batch.is_empty() {
             break;
         }
@@ -573,7 +575,7 @@ impl Inputs {
     /// Up to `n` more paths; unreadable list entries are reported on
     /// stderr and counted.
     fn next_batch(&mut self, n: usize, bad: &mut u64) -> Result<Vec<PathObject>, String> {
-        let mut out = Vec::with_capacity(n);
+        let mut out = Vec::with_capacity(n.min(COMMIT_WINDOW));
         while out.len() < n {
             if let Some(p) = self.args.next() {
                 let source = if self.pairs {

@@ -132,10 +132,12 @@ impl Tree<'_> {
                 }
                 continue;
             }
-            let why = protected_name(&child_path).or(if st.dev != self.dev {
-                Some("mount point")
-            } else if self.btrfs && st.ino == SUBVOL_ROOT_INO {
+            // A btrfs subvolume has a device number of its own, so it is
+            // told apart from a mount point first.
+            let why = protected_name(&child_path).or(if self.btrfs && st.ino == SUBVOL_ROOT_INO {
                 Some("subvolume root")
+            } else if st.dev != self.dev {
+                Some("mount point")
             } else {
                 None
             });

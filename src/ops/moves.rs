@@ -13,9 +13,10 @@
 //! entry back at its source.
 
 use super::OpContext;
-use crate::sys::{Base, StatMask, rename, stat_at};
+use crate::sys::{Base, StatMask, rename, stat_at, unlink_at};
 use crate::task::{Outcome, PathObject, surrogate};
 use serde::Deserialize;
+use std::collections::BTreeMap;
 use std::ffi::{CString, OsStr};
 use std::fs;
 use std::io::{self, Write};
@@ -35,18 +36,32 @@ pub struct MoveArgs {
 }
 
 /// Two-step move of `paths` (each with a `source`), one outcome per path.
+/// Moves are staged per filesystem (renames never cross one), in the
+/// deepest directory common to that filesystem's moves.
 pub fn move_paths(ctx: &OpContext, args: &MoveArgs, paths: &[PathObject]) -> Vec<Outcome> {
     let mut outcomes: Vec<Option<Outcome>> = paths.iter().map(|_| None).collect();
-    let mut items: Vec<(usize, &[u8], &[u8])> = Vec::new();
+    let mut groups: BTreeMap<Vec<u8>, Vec<Item<'_>>> = BTreeMap::new();
+    let mut by_dev: BTreeMap<u64, Vec<Item<'_>>> = BTreeMap::new();
     for (i, obj) in paths.iter().enumerate() {
         match check_item(obj) {
-            Ok((src, dst)) => items.push((i, src, dst)),
+            Ok((src, dst, dev)) => by_dev.entry(dev).or_default().push((i, src, dst)),
             Err(o) => outcomes[i] = Some(o),
         }
     }
-    if !items.is_empty() {
-        let staging = common_dir(items.iter().flat_map(|(_, s, d)| [*s, *d]));
-        match Staging::create(&staging, &items) {
+    for (dev, items) in by_dev {
+        let common = common_dir(items.iter().flat_map(|(_, s, d)| [*s, *d]));
+        if lstat(if common.is_empty() { b"/" } else { &common }).is_ok_and(|st| st.dev == dev) {
+            groups.entry(common).or_default().extend(items);
+        } else {
+            // The common directory is on another filesystem (bind mounts):
+            // stage beside each source instead.
+            for item in items {
+                groups.entry(parent(item.1).to_vec()).or_default().push(item);
+            }
+        }
+    }
+    for (dir, items) in groups {
+        match Staging::create(&dir, &items) {
             Err(e) => {
                 for (i, ..) in &items {
                     outcomes[*i] = Some(Outcome::failed(format!("cannot create a staging directory: {e}")));
@@ -62,6 +77,9 @@ pub fn move_paths(ctx: &OpContext, args: &MoveArgs, paths: &[PathObject]) -> Vec
     outcomes
 }
 
+/// One move: input position, source, destination.
+type Item<'a> = (usize, &'a [u8], &'a [u8]);
+
 /// One-step move: each source renamed straight to its destination, in the
 /// order given. A swap in one batch loses one of the two files, as the
 /// seed warns.
@@ -71,7 +89,7 @@ pub fn one_step_move_paths(ctx: &OpContext, args: &MoveArgs, paths: &[PathObject
         .map(|obj| {
             let outcome = match check_item(obj) {
                 Err(o) => o,
-                Ok((src, dst)) => match target_too_new(args, dst) {
+                Ok((src, dst, _)) => match target_too_new(args, dst) {
                     Some(o) => remove_source(src, o),
                     None => match rename_paths(src, dst) {
                         Ok(()) => after_move(ctx, args, dst),
@@ -85,7 +103,8 @@ pub fn one_step_move_paths(ctx: &OpContext, args: &MoveArgs, paths: &[PathObject
         .collect()
 }
 
-fn check_item(obj: &PathObject) -> Result<(&[u8], &[u8]), Outcome> {
+/// The source and destination of a move, and the source's device.
+fn check_item(obj: &PathObject) -> Result<(&[u8], &[u8], u64), Outcome> {
     let src = obj
         .source
         .as_deref()
@@ -97,7 +116,7 @@ fn check_item(obj: &PathObject) -> Result<(&[u8], &[u8]), Outcome> {
         return Err(Outcome::failed("cannot move a directory into itself"));
     }
     match lstat(src) {
-        Ok(_) => Ok((src, &obj.path)),
+        Ok(st) => Ok((src, &obj.path, st.dev)),
         Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Err(Outcome::failed("source missing")),
         Err(e) => Err(Outcome::failed(format!("source: {e}"))),
     }
@@ -158,7 +177,7 @@ struct Staging {
 }
 
 impl Staging {
-    fn create(parent: &[u8], items: &[(usize, &[u8], &[u8])]) -> io::Result<Staging> {
+    fn create(parent: &[u8], items: &[Item<'_>]) -> io::Result<Staging> {
         let dir = [
             parent,
             format!("/.ferry-move-{}", uuid::Uuid::new_v4().simple()).as_bytes(),
@@ -184,7 +203,7 @@ impl Staging {
         [self.dir.as_slice(), format!("/{n}").as_bytes()].concat()
     }
 
-    fn run(self, ctx: &OpContext, args: &MoveArgs, items: &[(usize, &[u8], &[u8])], outcomes: &mut [Option<Outcome>]) {
+    fn run(self, ctx: &OpContext, args: &MoveArgs, items: &[Item<'_>], outcomes: &mut [Option<Outcome>]) {
         // Step 1: deepest source first.
         let mut order: Vec<usize> = (0..items.len()).collect();
         order.sort_by_key(|&n| std::cmp::Reverse(depth(items[n].1)));
@@ -262,9 +281,26 @@ fn common_dir<'a>(paths: impl Iterator<Item = &'a [u8]>) -> Vec<u8> {
         .collect()
 }
 
+/// Renames `from` to `to`. When both already name one inode (hard links),
+/// `rename(2)` does nothing, so the source name is removed to finish the
+/// move.
 fn rename_paths(from: &[u8], to: &[u8]) -> io::Result<()> {
     let (f, t) = (cstr(from)?, cstr(to)?);
-    rename(&f, &t, false)
+    rename(&f, &t, false)?;
+    if let (Ok(a), Ok(b)) = (lstat(from), lstat(to))
+        && (a.dev, a.ino) == (b.dev, b.ino)
+    {
+        unlink_at(Base::Cwd, &f, false)?;
+    }
+    Ok(())
+}
+
+/// The directory part of `p` (empty for a path directly under `/`).
+fn parent(p: &[u8]) -> &[u8] {
+    match p.iter().rposition(|&b| b == b'/') {
+        Some(i) => &p[..i],
+        None => b"",
+    }
 }
 
 fn lstat(p: &[u8]) -> io::Result<crate::sys::FileStat> {

@@ -178,6 +178,8 @@ impl Job<'_> {
         let x = &self.ctx.xattrs;
         if let Ok(Some(Ok(s))) = x.state(f)
             && s.hash == meta.hash
+            && s.size == st.size
+            && s.mtime == st.mtime
             && x.location(f, self.target.name()).ok().flatten().as_deref() == Some(key.as_ref().as_bytes())
         {
             return Err(Outcome::skipped(format!(

@@ -419,32 +419,46 @@ impl Target {
             .map_err(|e| self.err(e))?;
         let part = part_size(size);
         let mut writer = WriteMultipart::new_with_chunk_size(upload, part as usize);
-        let mut hasher = blake3::Hasher::new();
-        let mut done = 0u64;
-        let result = (|| {
-            while done < size {
-                let n = part.min(size - done);
-                let chunk = read_exact(file, n)?;
-                hasher.update(&chunk);
-                self.rt
-                    .block_on(writer.wait_for_capacity(PARTS_IN_FLIGHT))
-                    .map_err(|e| self.err(e))?;
-                writer.put(chunk);
-                done += n;
+        // Hashing runs on its own thread, beside the reads and the part
+        // writes, so it adds little to the copy's wall time.
+        let (to_hasher, chunks) = crossbeam_channel::bounded::<Bytes>(PARTS_IN_FLIGHT);
+        std::thread::scope(|scope| {
+            let hasher = scope.spawn(move || {
+                let mut h = blake3::Hasher::new();
+                for chunk in chunks {
+                    h.update(&chunk);
+                }
+                h.finalize()
+            });
+            let mut done = 0u64;
+            let result = (|| {
+                while done < size {
+                    let n = part.min(size - done);
+                    let chunk = read_exact(file, n)?;
+                    // The hasher only stops early if it panicked.
+                    let _ = to_hasher.send(chunk.clone());
+                    self.rt
+                        .block_on(writer.wait_for_capacity(PARTS_IN_FLIGHT))
+                        .map_err(|e| self.err(e))?;
+                    writer.put(chunk);
+                    done += n;
+                }
+                Ok::<(), TransferError>(())
+            })();
+            drop(to_hasher);
+            let hash = hasher.join().expect("hasher thread");
+            match result {
+                Ok(()) => {
+                    self.rt.block_on(writer.finish()).map_err(|e| self.err(e))?;
+                    Ok(hash)
+                }
+                Err(e) => {
+                    // Best effort: an abandoned upload leaves nothing visible.
+                    let _ = self.rt.block_on(writer.abort());
+                    Err(e)
+                }
             }
-            Ok::<(), TransferError>(())
-        })();
-        match result {
-            Ok(()) => {
-                self.rt.block_on(writer.finish()).map_err(|e| self.err(e))?;
-                Ok(hasher.finalize())
-            }
-            Err(e) => {
-                // Best effort: an abandoned upload leaves nothing visible.
-                let _ = self.rt.block_on(writer.abort());
-                Err(e)
-            }
-        }
+        })
     }
 
     /// Streams the object at `key` into `sink` in order, and returns the
