@@ -12,8 +12,8 @@
 
 use super::lock::{LockLevel, Locking};
 use super::xattrs::{HsmState, Residency};
-use super::{OpContext, Snap, par_map, set_times};
-use crate::sys::{Lease, punch_hole, set_lease};
+use super::{Inodes, OpContext, Snap, link_outcome, par_map, set_times};
+use crate::sys::{Lease, next_data, punch_hole, set_lease};
 use crate::target::{ObjectMeta, Target, TransferError};
 use crate::task::{FileState, Outcome, PathObject};
 use object_store::path::Path as ObjPath;
@@ -67,9 +67,12 @@ pub fn migrate(ctx: &OpContext, args: &MigrateArgs, paths: &[PathObject]) -> Res
         .clamp(1, super::COMMIT_WINDOW);
     let mut out = Vec::with_capacity(paths.len());
     for chunk in paths.chunks(window) {
-        let steps = par_map(chunk.iter().collect(), ctx.threads, |obj: &PathObject| {
-            job.copy(&obj.path)
-        });
+        let inodes = Inodes::default();
+        let steps = par_map(
+            chunk.iter().enumerate().collect(),
+            ctx.threads,
+            |(i, obj): (usize, &PathObject)| job.copy(i, &obj.path, &inodes),
+        );
         let synced = if steps.iter().any(|s| matches!(s, Step::Commit(_))) {
             job.target.sync()
         } else {
@@ -77,24 +80,48 @@ pub fn migrate(ctx: &OpContext, args: &MigrateArgs, paths: &[PathObject]) -> Res
         };
         let outcomes = par_map(steps, ctx.threads, |step| {
             let (outcome, bytes) = match step {
-                Step::Done(o) => (o, 0),
+                Step::Done(o) => (Some(o), 0),
+                Step::Link(first) => return Err(first),
                 Step::Commit(p) => {
                     let size = p.meta.size;
                     match &synced {
-                        Ok(()) => (job.commit(p), size),
+                        Ok(()) => (Some(job.commit(p)), size),
                         Err(e) => (
-                            Outcome::failed(format!("{e}; copy not durable, file left as it was")),
+                            Some(Outcome::failed(format!("{e}; copy not durable, file left as it was"))),
                             0,
                         ),
                     }
                 }
             };
+            let outcome = outcome.expect("decided");
             ctx.count(&outcome, bytes);
-            outcome
+            Ok(outcome)
         });
-        out.extend(outcomes);
+        out.extend(resolve_links(ctx, chunk, outcomes));
     }
     Ok(out)
+}
+
+/// Gives each hard link (`Err(first)`) its first name's outcome.
+pub(super) fn resolve_links(
+    ctx: &OpContext,
+    chunk: &[PathObject],
+    outcomes: Vec<Result<Outcome, usize>>,
+) -> Vec<Outcome> {
+    let firsts: Vec<Option<Outcome>> = outcomes.iter().map(|o| o.as_ref().ok().cloned()).collect();
+    outcomes
+        .into_iter()
+        .map(|o| {
+            o.unwrap_or_else(|first| {
+                let link = link_outcome(
+                    firsts[first].as_ref().expect("a first name has an outcome"),
+                    &chunk[first].path,
+                );
+                ctx.count(&link, 0);
+                link
+            })
+        })
+        .collect()
 }
 
 struct Job<'a> {
@@ -107,6 +134,8 @@ struct Job<'a> {
 enum Step {
     Done(Outcome),
     Commit(Pending),
+    /// Another name (hard link) of the file at this input index.
+    Link(usize),
 }
 
 /// A file whose data is at the endpoint, waiting for the sync and commit.
@@ -122,19 +151,18 @@ impl Job<'_> {
         if self.args.premigrate { "premigrate" } else { "migrate" }
     }
 
-    /// Opens, checks and copies one file.
-    fn copy(&self, path: &[u8]) -> Step {
-        match self.try_copy(path) {
+    /// Opens, checks and copies one file (input `index` of its window).
+    fn copy(&self, index: usize, path: &[u8], inodes: &Inodes) -> Step {
+        match self.try_copy(index, path, inodes) {
             Ok(step) => step,
             Err(outcome) => Step::Done(outcome),
         }
     }
 
-    fn try_copy(&self, path: &[u8]) -> Result<Step, Outcome> {
+    fn try_copy(&self, index: usize, path: &[u8], inodes: &Inodes) -> Result<Step, Outcome> {
         let xattrs = &self.ctx.xattrs;
         let file =
             super::open_file(path, !self.args.premigrate).map_err(|e| e.outcome(self.op(), self.args.abort_missing))?;
-        self.locking.at_open(&file).map_err(Outcome::failed)?;
         let before = Snap::of(&file).map_err(|e| io_failure("stat", e))?;
         if !before.is_file() {
             return Err(Outcome::skipped(format!(
@@ -142,6 +170,10 @@ impl Job<'_> {
                 self.op()
             )));
         }
+        if let Some(first) = inodes.first_name(before.id, index) {
+            return Ok(Step::Link(first));
+        }
+        self.locking.at_open(&file).map_err(Outcome::failed)?;
         let state = match xattrs.state(&file).map_err(|e| io_failure("reading xattrs", e))? {
             None => None,
             Some(Ok(s)) => Some(s),
@@ -159,6 +191,15 @@ impl Job<'_> {
             let current = s.size == before.size && s.mtime == before.mtime;
             match (s.residency, current, &location) {
                 (Residency::Migrated, true, Some(key)) => return self.already_migrated(key, s),
+                (Residency::Migrated, false, Some(_)) if self.interrupted_stub(&file, &before, s) => {
+                    return set_times(&file, before.atime, s.mtime)
+                        .map(|()| {
+                            Step::Done(Outcome::skipped(
+                                "already migrated; restored the mtime an interrupted stub left",
+                            ))
+                        })
+                        .map_err(|e| io_failure("restoring times", e));
+                }
                 (Residency::Migrated, _, _) => {
                     return Err(Outcome::failed(if current {
                         "file is a stub migrated to another endpoint; recall it before migrating it elsewhere".into()
@@ -174,8 +215,13 @@ impl Job<'_> {
                 }
                 (Residency::Premigrated, true, Some(key)) => {
                     // Data already at the endpoint: stub it if the object
-                    // is still there, else copy again.
-                    if let Some(key) = self.verified_object(key, s) {
+                    // is still there and the file still holds that content
+                    // (size and mtime alone do not prove it: `cp -p` or
+                    // `touch -r` restore an mtime), else copy again.
+                    let content = crate::target::hash_file(&file, before.size).map_err(|e| io_failure("reading", e))?;
+                    if content == s.hash
+                        && let Some(key) = self.verified_object(key, s)
+                    {
                         let meta = self.file_meta(&file, &before)?;
                         let meta = ObjectMeta { hash: s.hash, ..meta };
                         return Ok(Step::Commit(Pending {
@@ -228,6 +274,14 @@ impl Job<'_> {
         } else {
             Outcome::failed(msg)
         }
+    }
+
+    /// Whether a migrated file whose mtime differs from its state is a stub
+    /// that ferry was stopped in the middle of making: same size, and no
+    /// data beyond the stub's head (the punch happened, the mtime was not
+    /// yet restored). A stub written into after migration has data there.
+    fn interrupted_stub(&self, file: &File, now: &Snap, s: &HsmState) -> bool {
+        now.size == s.size && matches!(next_data(file, now.stub_offset(s.stub_size)), Ok(None))
     }
 
     /// An already-migrated file: skipped, after checking its object when
@@ -323,8 +377,13 @@ impl Job<'_> {
             Err(e) => return io_failure("stat", e),
         };
         if !p.before.unchanged(&now) {
+            let wanted = if self.args.premigrate {
+                Residency::Premigrated
+            } else {
+                Residency::Migrated
+            };
             let done_elsewhere = matches!(xattrs.state(&p.file), Ok(Some(Ok(s)))
-                if s.hash == p.meta.hash && s.size == now.size && s.mtime == now.mtime);
+                if s.residency == wanted && s.hash == p.meta.hash && s.size == now.size && s.mtime == now.mtime);
             return if done_elsewhere {
                 Outcome::skipped("migrated meanwhile by another operation")
             } else {
@@ -382,9 +441,12 @@ impl Job<'_> {
         if let Err(e) = xattrs.set_state(&p.file, state) {
             return io_failure("writing xattrs", e);
         }
+        // The punch runs to the end of the last block, so a partial final
+        // block is freed too.
         let offset = p.before.stub_offset(state.stub_size);
+        let end = p.before.stub_offset(p.before.size);
         if offset < p.before.size
-            && let Err(e) = punch_hole(&p.file, offset, p.before.size - offset)
+            && let Err(e) = punch_hole(&p.file, offset, end - offset)
         {
             let premigrated = HsmState {
                 residency: Residency::Premigrated,

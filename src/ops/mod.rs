@@ -225,6 +225,8 @@ pub struct Snap {
     pub gid: u32,
     /// The filesystem's preferred I/O block size (hole-punch granularity).
     pub blksize: u64,
+    /// Device and inode: which file this is, whatever its name.
+    pub id: (u64, u64),
 }
 
 impl Snap {
@@ -244,6 +246,7 @@ impl Snap {
             uid: m.uid(),
             gid: m.gid(),
             blksize: m.blksize().max(512),
+            id: (m.dev(), m.ino()),
         }
     }
 
@@ -261,6 +264,45 @@ impl Snap {
     /// whole block, so a partial block is never zeroed.
     pub fn stub_offset(&self, stub_size: u64) -> u64 {
         stub_size.div_ceil(self.blksize).saturating_mul(self.blksize)
+    }
+}
+
+/// The files of one window by inode, so that a second name of a
+/// hard-linked file takes the first name's outcome instead of racing it
+/// (each name's open descriptor would otherwise hold off the other's lease
+/// and lock).
+#[derive(Default)]
+pub struct Inodes(Mutex<HashMap<(u64, u64), usize>>);
+
+impl Inodes {
+    /// Records that input `index` is the file `id`; returns the index of an
+    /// earlier name of the same file, if any.
+    pub fn first_name(&self, id: (u64, u64), index: usize) -> Option<usize> {
+        let mut seen = self.0.lock().expect("inode table");
+        match seen.get(&id) {
+            Some(&first) => Some(first),
+            None => {
+                seen.insert(id, index);
+                None
+            }
+        }
+    }
+}
+
+/// The outcome of a hard link whose file was handled through `first`.
+pub fn link_outcome(first: &Outcome, first_path: &[u8]) -> Outcome {
+    let name = String::from_utf8_lossy(first_path);
+    match first.state {
+        FileState::Processed | FileState::Skipped => {
+            Outcome::skipped(format!("hard link of {name}, handled through that name"))
+        }
+        state => Outcome::with(
+            state,
+            format!(
+                "hard link of {name}: {}",
+                first.message.as_deref().unwrap_or(state.as_str())
+            ),
+        ),
     }
 }
 

@@ -12,7 +12,7 @@
 
 use super::lock::{LockLevel, Locking};
 use super::xattrs::{HsmState, Residency};
-use super::{OpContext, Snap, par_map, set_times, write_sparse};
+use super::{Inodes, OpContext, Snap, par_map, set_times, write_sparse};
 use crate::sys::{next_data, next_hole};
 use crate::target::{SMALL_OBJECT, Target, TransferError};
 use crate::task::{Outcome, PathObject};
@@ -58,16 +58,31 @@ pub fn recall(ctx: &OpContext, args: &RecallArgs, paths: &[PathObject]) -> Resul
         .clamp(1, super::COMMIT_WINDOW);
     let mut out = Vec::with_capacity(paths.len());
     for chunk in paths.chunks(window) {
-        out.extend(par_map(chunk.iter().collect(), ctx.threads, |obj: &PathObject| {
-            let (outcome, bytes) = match job.recall_one(&obj.path) {
-                Ok(bytes) => (Outcome::processed(), bytes),
-                Err(o) => (o, 0),
-            };
-            ctx.count(&outcome, bytes);
-            outcome
-        }));
+        let inodes = Inodes::default();
+        let outcomes = par_map(
+            chunk.iter().enumerate().collect(),
+            ctx.threads,
+            |(i, obj): (usize, &PathObject)| {
+                let (outcome, bytes) = match job.recall_one(i, &obj.path, &inodes) {
+                    Ok(Recalled::Bytes(bytes)) => (Outcome::processed(), bytes),
+                    Ok(Recalled::Link(first)) => return Err(first),
+                    Err(o) => (o, 0),
+                };
+                ctx.count(&outcome, bytes);
+                Ok(outcome)
+            },
+        );
+        out.extend(super::migrate::resolve_links(ctx, chunk, outcomes));
     }
     Ok(out)
+}
+
+/// What became of a file that did not fail.
+enum Recalled {
+    /// Its data is back: this many bytes.
+    Bytes(u64),
+    /// Another name (hard link) of the file at this input index.
+    Link(usize),
 }
 
 struct Job<'a> {
@@ -77,17 +92,20 @@ struct Job<'a> {
 }
 
 impl Job<'_> {
-    /// Recalls one file; `Ok` carries the bytes restored.
-    fn recall_one(&self, path: &[u8]) -> Result<u64, Outcome> {
+    /// Recalls one file (input `index` of its window).
+    fn recall_one(&self, index: usize, path: &[u8], inodes: &Inodes) -> Result<Recalled, Outcome> {
         let xattrs = &self.ctx.xattrs;
         let file = super::open_file(path, true).map_err(|e| e.outcome("recall", false))?;
-        self.locking.at_open(&file).map_err(Outcome::failed)?;
         let before = Snap::of(&file).map_err(|e| failure("stat", e))?;
         if !before.is_file() {
             return Err(Outcome::skipped(
                 "not a regular file: recall works on regular files only",
             ));
         }
+        if let Some(first) = inodes.first_name(before.id, index) {
+            return Ok(Recalled::Link(first));
+        }
+        self.locking.at_open(&file).map_err(Outcome::failed)?;
         let state = match xattrs.state(&file).map_err(|e| failure("reading xattrs", e))? {
             None => return Err(Outcome::skipped("not migrated: nothing to recall")),
             Some(Err(e)) => {
@@ -102,7 +120,7 @@ impl Job<'_> {
             }
             self.locking.at_commit(&file).map_err(Outcome::failed)?;
             self.drop_remote(&file, &target, &key)?;
-            return Ok(0);
+            return Ok(Recalled::Bytes(0));
         }
         if before.size != state.size {
             return Err(Outcome::failed(format!(
@@ -150,7 +168,7 @@ impl Job<'_> {
                 .map_err(|e| failure("writing xattrs", e))?;
         }
         set_times(&file, atime, mtime).map_err(|e| failure("restoring times", e))?;
-        Ok(state.size)
+        Ok(Recalled::Bytes(state.size))
     }
 
     /// The endpoint and key to recall from.
@@ -262,58 +280,92 @@ impl Staged {
     }
 }
 
-/// Writes the verified content into the stub: holes are filled (keeping
-/// all-zero blocks as holes), and ranges holding data are compared.
+/// Writes the verified content into the stub. Ranges that hold data are
+/// compared first, all of them, before anything is written: a difference
+/// (someone wrote into the stub) fails the file with the stub untouched.
+/// Then the holes are filled, all-zero blocks staying holes.
 fn install(file: &File, staged: &Staged, size: u64) -> Result<(), Outcome> {
-    let mut offset = 0u64;
-    while offset < size {
-        // Without SEEK_DATA support everything counts as data, and the
-        // comparison still fills the zeroed blocks.
-        let data = next_data(file, offset)
-            .unwrap_or(Some(offset))
-            .unwrap_or(size)
-            .min(size);
-        if data > offset {
-            copy_range(staged, file, offset, data, false)?;
+    let ranges = data_ranges(file, size);
+    for &(from, to) in &ranges {
+        copy_range(staged, file, from, to, Mode::Compare)?;
+    }
+    let mut offset = 0;
+    for &(from, to) in ranges.iter().chain([(size, size)].iter()) {
+        if from > offset {
+            copy_range(staged, file, offset, from, Mode::Fill)?;
         }
-        if data >= size {
-            break;
+        if to > from {
+            copy_range(staged, file, from, to, Mode::Patch)?;
         }
-        let hole = next_hole(file, data).unwrap_or(size).clamp(data + 1, size);
-        copy_range(staged, file, data, hole, true)?;
-        offset = hole;
+        offset = to;
     }
     Ok(())
 }
 
-/// Copies `from..to` of the staged data into `file`. With `compare`, the
-/// file's range holds data already: equal blocks stay, zero blocks are
-/// filled, and any other difference fails the file.
-fn copy_range(staged: &Staged, file: &File, from: u64, to: u64, compare: bool) -> Result<(), Outcome> {
+/// The ranges of `file` below `size` that hold data. Without SEEK_DATA
+/// support everything counts as data, and the comparison then treats
+/// zeroed blocks as holes.
+fn data_ranges(file: &File, size: u64) -> Vec<(u64, u64)> {
+    let mut ranges = Vec::new();
+    let mut offset = 0;
+    while offset < size {
+        let data = next_data(file, offset)
+            .unwrap_or(Some(offset))
+            .unwrap_or(size)
+            .min(size);
+        if data >= size {
+            break;
+        }
+        let hole = next_hole(file, data).unwrap_or(size).clamp(data + 1, size);
+        ranges.push((data, hole));
+        offset = hole;
+    }
+    ranges
+}
+
+/// What [`copy_range`] does with a range.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Check the file against the staged data: equal or zero blocks pass,
+    /// anything else fails the file.
+    Compare,
+    /// Write the staged data into a hole, keeping zero blocks as holes.
+    Fill,
+    /// Write the staged data into the file's zero blocks only (a range
+    /// that holds data, already compared).
+    Patch,
+}
+
+fn copy_range(staged: &Staged, file: &File, from: u64, to: u64, mode: Mode) -> Result<(), Outcome> {
     const CHUNK: usize = 1 << 20;
+    const BLOCK: usize = super::BLOCK;
     let io_err = |e| failure("writing recalled data", e);
     let mut want = vec![0u8; CHUNK];
-    let mut have = vec![0u8; if compare { CHUNK } else { 0 }];
+    let mut have = vec![0u8; if mode == Mode::Fill { 0 } else { CHUNK }];
     let mut off = from;
     while off < to {
         let n = CHUNK.min((to - off) as usize);
         staged.read_at(&mut want[..n], off).map_err(io_err)?;
-        if compare {
-            file.read_exact_at(&mut have[..n], off).map_err(io_err)?;
-            for (i, (w, h)) in want[..n]
-                .chunks(super::BLOCK)
-                .zip(have[..n].chunks(super::BLOCK))
-                .enumerate()
-            {
-                if w != h && h.iter().any(|&b| b != 0) {
-                    let at = off + (i * super::BLOCK) as u64;
-                    return Err(Outcome::failed(format!(
-                        "stub holds data at offset {at} that differs from its object (written after migration?); refusing to overwrite it"
-                    )));
-                }
+        if mode == Mode::Fill {
+            write_sparse(file, off, &want[..n]).map_err(io_err)?;
+            off += n as u64;
+            continue;
+        }
+        file.read_exact_at(&mut have[..n], off).map_err(io_err)?;
+        for (i, (w, h)) in want[..n].chunks(BLOCK).zip(have[..n].chunks(BLOCK)).enumerate() {
+            if w == h {
+                continue;
+            }
+            let at = off + (i * BLOCK) as u64;
+            if h.iter().any(|&b| b != 0) {
+                return Err(Outcome::failed(format!(
+                    "stub holds data at offset {at} that differs from its object (written after migration?); refusing to overwrite it"
+                )));
+            }
+            if mode == Mode::Patch {
+                write_sparse(file, at, w).map_err(io_err)?;
             }
         }
-        write_sparse(file, off, &want[..n]).map_err(io_err)?;
         off += n as u64;
     }
     Ok(())

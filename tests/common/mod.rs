@@ -1,4 +1,5 @@
 //! Fixtures shared by integration tests.
 
 pub mod btrfs;
+pub mod ops;
 pub mod s3;
