@@ -5,6 +5,9 @@
 //! (mounting a tmpfs, btrfs) are skipped loudly when not root, and fail
 //! under `CI=true`.
 
+// `args!` builds the Vec that some callers extend and others only borrow.
+#![allow(clippy::useless_vec)]
+
 mod common;
 
 use common::btrfs::{LoopBtrfs, json_members, json_path, parse_time, wait_deadline};
@@ -843,8 +846,8 @@ proptest! {
             let r = move_pairs(&[], &pairs);
             prop_assert_eq!(r.code, 0, "{}", r.show());
         }
-        for i in 0..n {
-            prop_assert_eq!(get(&name(perm[i])), format!("content {i}").into_bytes());
+        for (i, &dest) in perm.iter().enumerate().take(n) {
+            prop_assert_eq!(get(&name(dest)), format!("content {i}").into_bytes());
         }
         prop_assert!(staging_litter(d).is_empty());
     }
@@ -1071,12 +1074,7 @@ fn assert_same_metadata(p: &Path, size: u64) {
     assert_eq!((m.atime(), m.atime_nsec() as u32), ATIME, "{}", p.display());
     assert_eq!(xattr::get(p, "user.color").unwrap().as_deref(), Some(&b"blue"[..]));
     assert_eq!(xattr::get(p, "user.bin").unwrap().as_deref(), Some(&b"\0\xff\x01"[..]));
-    assert_eq!(
-        xattr::get(p, "user.ferry.loc.e").unwrap().is_some(),
-        true,
-        "{}",
-        p.display()
-    );
+    assert!(xattr::get(p, "user.ferry.loc.e").unwrap().is_some(), "{}", p.display());
     let user: Vec<String> = xattr_names(p)
         .into_iter()
         .filter(|n| !n.starts_with("user.ferry."))
@@ -1182,17 +1180,17 @@ fn reverse_stub_conflicts() {
     let target = c.join("conflict");
     // Identical content, different metadata: skipped.
     put(&target, &original("conflict"));
-    let r = reverse_stub(&cfg, &[], &[target.clone()]);
+    let r = reverse_stub(&cfg, &[], std::slice::from_ref(&target));
     assert_eq!(r.code, 0, "{}", r.show());
     assert_state(&r.lines(), &target, "skipped", "same content");
     // Different content: refused without a policy.
     put(&target, b"local edit");
-    let r = reverse_stub(&cfg, &[], &[target.clone()]);
+    let r = reverse_stub(&cfg, &[], std::slice::from_ref(&target));
     assert_eq!(r.code, 1, "{}", r.show());
     assert_state(&r.lines(), &target, "failures", "different local file");
     assert_eq!(get(&target), b"local edit");
     // conflict_preference local: kept.
-    let r = reverse_stub(&cfg, &["--conflict-preference", "local"], &[target.clone()]);
+    let r = reverse_stub(&cfg, &["--conflict-preference", "local"], std::slice::from_ref(&target));
     assert_eq!(r.code, 0, "{}", r.show());
     assert_state(&r.lines(), &target, "skipped", "kept the local file");
     assert_eq!(get(&target), b"local edit");
@@ -1200,7 +1198,7 @@ fn reverse_stub_conflicts() {
     let r = reverse_stub(
         &cfg,
         &["--conflict-preference", "newest", "--hydrate"],
-        &[target.clone()],
+        std::slice::from_ref(&target),
     );
     assert_eq!(r.code, 0, "{}", r.show());
     assert_state(&r.lines(), &target, "skipped", "kept the local file");
@@ -1210,7 +1208,7 @@ fn reverse_stub_conflicts() {
     let r = reverse_stub(
         &cfg,
         &["--conflict-preference", "newest", "--hydrate"],
-        &[target.clone()],
+        std::slice::from_ref(&target),
     );
     assert_eq!(r.code, 0, "{}", r.show());
     assert_state(&r.lines(), &target, "processed", "");
@@ -1219,7 +1217,7 @@ fn reverse_stub_conflicts() {
     // reverse_stub_does_not_trust_a_stale_state_on_an_edited_file).
     std::fs::remove_file(&target).unwrap();
     put(&target, b"another local edit");
-    let r = reverse_stub(&cfg, &["--overwrite", "--hydrate"], &[target.clone()]);
+    let r = reverse_stub(&cfg, &["--overwrite", "--hydrate"], std::slice::from_ref(&target));
     assert_eq!(r.code, 0, "{}", r.show());
     assert_state(&r.lines(), &target, "processed", "");
     assert_same_metadata(&target, original("conflict").len() as u64);
@@ -1227,13 +1225,17 @@ fn reverse_stub_conflicts() {
     // ignore replaces too (and makes a stub).
     std::fs::remove_file(&target).unwrap();
     put(&target, b"yet another edit");
-    let r = reverse_stub(&cfg, &["--conflict-preference", "ignore"], &[target.clone()]);
+    let r = reverse_stub(
+        &cfg,
+        &["--conflict-preference", "ignore"],
+        std::slice::from_ref(&target),
+    );
     assert_eq!(r.code, 0, "{}", r.show());
     assert_state(&r.lines(), &target, "processed", "");
     assert!(state_xattr(&target).unwrap().starts_with("migrated "));
     assert_eq!(target.metadata().unwrap().size(), original("conflict").len() as u64);
     // A bad preference is a bad argument.
-    let r = reverse_stub(&cfg, &["--conflict-preference", "mine"], &[target.clone()]);
+    let r = reverse_stub(&cfg, &["--conflict-preference", "mine"], std::slice::from_ref(&target));
     assert_eq!(r.code, 2, "{}", r.show());
     // A directory in the way.
     std::fs::create_dir_all(c.join("small")).unwrap();
@@ -1252,12 +1254,12 @@ fn reverse_stub_does_not_trust_a_stale_state_on_an_edited_file() {
     let c = s.d.join("E");
     let cfg = config(&s.d, "e.conf", &[("e", &s.objdir, &c)]);
     let target = c.join("conflict");
-    let r = reverse_stub(&cfg, &["--hydrate"], &[target.clone()]);
+    let r = reverse_stub(&cfg, &["--hydrate"], std::slice::from_ref(&target));
     assert_eq!(r.code, 0, "{}", r.show());
     assert!(state_xattr(&target).unwrap().starts_with("premigrated "));
     // Edited in place: the xattrs stay, the content does not.
     std::fs::write(&target, b"edited at this site").unwrap();
-    let r = reverse_stub(&cfg, &["--overwrite", "--hydrate"], &[target.clone()]);
+    let r = reverse_stub(&cfg, &["--overwrite", "--hydrate"], std::slice::from_ref(&target));
     let l = line_for(&r.lines(), &target).clone();
     assert!(
         get(&target) == original("conflict"),
