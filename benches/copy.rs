@@ -5,22 +5,21 @@
 //! - `ferry_upload`: `Target::upload`, the migrate copy path (read, hash,
 //!   streamed multipart write, metadata xattr);
 //! - `no_hash`: the same `object_store` multipart write with the same part
-//!   size and parts in flight, without hashing.
+//!   size, parts in flight and reused part buffers, without hashing.
 //!
 //! `cargo bench --bench copy` copies a 1 GiB file (`FERRY_COPY_MIB` sets the
 //! size) from the page cache, under `target/bench-copy/` (`FERRY_COPY_DIR`
 //! sets another place, such as a tmpfs for the CPU ceiling). Under `cargo test`
 //! it runs once on 16 MiB.
 
-use bytes::Bytes;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use ferry::sys::Timestamp;
-use ferry::target::{EndpointConfig, ObjectMeta, StoreConfig, Target};
+use ferry::target::{EndpointConfig, ObjectMeta, PartPool, StoreConfig, Target};
 use object_store::local::LocalFileSystem;
 use object_store::path::Path as ObjPath;
 use object_store::{ObjectStoreExt, WriteMultipart};
 use std::fs::File;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -98,16 +97,16 @@ fn bench(c: &mut Criterion) {
     g.bench_function("no_hash", |b| {
         b.iter(|| {
             let _rt = rt.enter();
-            let mut f = File::open(&src).unwrap();
+            let f = File::open(&src).unwrap();
+            let pool = PartPool::default();
             let upload = rt.block_on(store.put_multipart(&ObjPath::from("no-hash"))).unwrap();
             let mut w = WriteMultipart::new_with_chunk_size(upload, PART);
             let mut left = size;
             while left > 0 {
                 let n = (PART as u64).min(left);
-                let mut buf = Vec::with_capacity(n as usize);
-                (&mut f).take(n).read_to_end(&mut buf).unwrap();
+                let part = pool.read(&f, n).unwrap();
                 rt.block_on(w.wait_for_capacity(IN_FLIGHT)).unwrap();
-                w.put(Bytes::from(buf));
+                w.put(part);
                 left -= n;
             }
             rt.block_on(w.finish()).unwrap()

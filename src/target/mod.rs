@@ -431,10 +431,11 @@ impl Target {
                 h.finalize()
             });
             let mut done = 0u64;
+            let pool = PartPool::default();
             let result = (|| {
                 while done < size {
                     let n = part.min(size - done);
-                    let chunk = read_exact(file, n)?;
+                    let chunk = pool.read(file, n)?;
                     // The hasher only stops early if it panicked.
                     let _ = to_hasher.send(chunk.clone());
                     self.rt
@@ -571,14 +572,58 @@ fn part_size(size: u64) -> u64 {
 /// buffer first; a file that ends early has shrunk while being read.
 fn read_exact(file: &File, n: u64) -> io::Result<Bytes> {
     let mut buf = Vec::with_capacity(usize::try_from(n).map_err(|_| io::Error::from_raw_os_error(libc::EFBIG))?);
-    file.take(n).read_to_end(&mut buf)?;
+    fill(file, n, &mut buf)?;
+    Ok(Bytes::from(buf))
+}
+
+fn fill(file: &File, n: u64, buf: &mut Vec<u8>) -> io::Result<()> {
+    file.take(n).read_to_end(buf)?;
     if (buf.len() as u64) < n {
         return Err(io::Error::new(
             io::ErrorKind::UnexpectedEof,
             "file shrank while being read",
         ));
     }
-    Ok(Bytes::from(buf))
+    Ok(())
+}
+
+/// Part buffers of one streamed upload, reused once a part is written, so
+/// a large file costs a few buffers instead of fresh pages for every part.
+#[derive(Clone, Default)]
+pub struct PartPool(Arc<std::sync::Mutex<Vec<Vec<u8>>>>);
+
+/// A part buffer that goes back to its pool when the store drops it.
+struct PooledPart {
+    buf: Vec<u8>,
+    pool: PartPool,
+}
+
+impl AsRef<[u8]> for PooledPart {
+    fn as_ref(&self) -> &[u8] {
+        &self.buf
+    }
+}
+
+impl Drop for PooledPart {
+    fn drop(&mut self) {
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.clear();
+        self.pool.0.lock().expect("part pool").push(buf);
+    }
+}
+
+impl PartPool {
+    /// The next `n` bytes of `file` in a pooled buffer; a file that ends
+    /// early has shrunk while being read.
+    pub fn read(&self, file: &File, n: u64) -> io::Result<Bytes> {
+        let mut buf = self.0.lock().expect("part pool").pop().unwrap_or_default();
+        buf.reserve(n as usize);
+        fill(file, n, &mut buf)?;
+        Ok(Bytes::from_owner(PooledPart {
+            buf,
+            pool: self.clone(),
+        }))
+    }
 }
 
 /// The BLAKE3 hash of the first `n` bytes of `file` (read from the start;
