@@ -239,3 +239,57 @@ fn dependent_filesets_are_refused() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// `ferry delete -r` keeps GPFS fileset junctions: it asks `mmlsfileset`
+/// for them, keeps a dependent fileset (a plain directory here) with its
+/// contents, refuses a junction given as the path, and deletes nothing when
+/// the filesets cannot be listed.
+#[test]
+fn delete_keeps_fileset_junctions() {
+    let Some(g) = setup() else { return };
+    let work = g.fileset.join("work");
+    std::fs::create_dir_all(work.join("dep2/inner")).unwrap();
+    std::fs::create_dir_all(work.join("plain/sub")).unwrap();
+    std::fs::write(work.join("dep2/inner/keep"), b"k").unwrap();
+    std::fs::write(work.join("plain/sub/gone"), b"g").unwrap();
+    let cfg = serde_json::json!({
+        "devices": {"gpfs0": {"mount": g.fs.path()}},
+        "filesets": {"gpfs0": [
+            {"name": "fs1", "id": 7, "path": g.fileset, "independent": true},
+            {"name": "dep2", "id": 9, "path": work.join("dep2"), "independent": false},
+        ]},
+    });
+    std::fs::write(&g.config, serde_json::to_vec(&cfg).unwrap()).unwrap();
+    let delete = |path: &Path, device: &str| {
+        Command::new(env!("CARGO_BIN_EXE_ferry"))
+            .args(["delete", "-r", "--jsonl", "--gpfs-device", device, "--gpfs-bin"])
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fake-mm"))
+            .arg(path)
+            .env("FAKE_MM_CONFIG", &g.config)
+            .output()
+            .unwrap()
+    };
+
+    // mmlsfileset fails for a device it does not know.
+    let out = delete(&work, "gpfs9");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("\"failures\"") && text.contains("cannot list GPFS fileset junctions"),
+        "{text}"
+    );
+    assert!(
+        work.join("plain/sub/gone").exists(),
+        "nothing may go when junctions are unknown"
+    );
+
+    let out = delete(&work.join("dep2"), "gpfs0");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("not deleted: fileset junction"), "{text}");
+
+    let out = delete(&work, "gpfs0");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("dep2 (fileset junction)"), "{text}");
+    assert_eq!(std::fs::read(work.join("dep2/inner/keep")).unwrap(), b"k");
+    assert!(!work.join("plain").exists());
+}

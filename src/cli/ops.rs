@@ -13,6 +13,7 @@ use ferry::ops::reverse_stub::ReverseStubArgs;
 use ferry::ops::unmanage::UnmanageArgs;
 use ferry::ops::{COMMIT_WINDOW, OpContext, Operation};
 use ferry::progress::Progress;
+use ferry::snapdiff::provider::gpfs::GpfsOptions;
 use ferry::task::input::{InputFormat, PathReader, absolute};
 use ferry::task::result::write_outcome;
 use ferry::task::{FileState, Outcome, PathObject, TaskResult};
@@ -320,9 +321,9 @@ pub struct StatCmd {
 
 /// Delete files, empty directories or, with --recursive, whole trees.
 ///
-/// Snapshot directories, mount points and subvolume roots inside a tree are
-/// never removed; what was left, and why, is in the path's message. A
-/// missing path is skipped.
+/// Snapshot directories, mount points, subvolume roots and GPFS fileset
+/// junctions inside a tree are never removed; what was left, and why, is in
+/// the path's message. A missing path is skipped.
 #[derive(Args)]
 pub struct DeleteCmd {
     #[command(flatten)]
@@ -331,6 +332,15 @@ pub struct DeleteCmd {
     /// Remove directories with everything in them.
     #[arg(long, short = 'r')]
     recursive: bool,
+
+    /// GPFS device whose fileset junctions are kept (default: the device
+    /// mounted at the path, when it is on GPFS).
+    #[arg(long, value_name = "DEVICE")]
+    gpfs_device: Option<String>,
+
+    /// Directory of the GPFS mm* commands.
+    #[arg(long, value_name = "DIR", default_value = "/usr/lpp/mmfs/bin")]
+    gpfs_bin: PathBuf,
 }
 
 /// Rename paths: SOURCE DEST pairs as arguments, or path objects with a
@@ -399,10 +409,16 @@ pub fn run_stat(c: StatCmd) -> ExitCode {
 
 /// `ferry delete`.
 pub fn run_delete(c: DeleteCmd) -> ExitCode {
-    run(
+    let gpfs = GpfsOptions {
+        bin_dir: Some(c.gpfs_bin),
+        device: c.gpfs_device,
+        ..GpfsOptions::default()
+    };
+    run_with(
         &c.common,
         Operation::Delete(DeleteArgs { recursive: c.recursive }),
         false,
+        gpfs,
     )
 }
 
@@ -444,7 +460,11 @@ impl Sink {
 }
 
 fn run(common: &OpCommon, op: Operation, pairs: bool) -> ExitCode {
-    match drive(common, &op, pairs) {
+    run_with(common, op, pairs, GpfsOptions::default())
+}
+
+fn run_with(common: &OpCommon, op: Operation, pairs: bool, gpfs: GpfsOptions) -> ExitCode {
+    match drive(common, &op, pairs, gpfs) {
         Ok((failed, bad_input)) => {
             if bad_input > 0 {
                 eprintln!("ferry: {bad_input} entr(y/ies) of the path list could not be read (reported above)");
@@ -467,9 +487,10 @@ fn run(common: &OpCommon, op: Operation, pairs: bool) -> ExitCode {
 
 /// Runs `op` over every input path; returns the failed count and the count
 /// of unreadable path-list entries.
-fn drive(common: &OpCommon, op: &Operation, pairs: bool) -> Result<(u64, u64), String> {
+fn drive(common: &OpCommon, op: &Operation, pairs: bool, gpfs: GpfsOptions) -> Result<(u64, u64), String> {
     let config = Config::load(common.config.as_deref()).map_err(|e| e.to_string())?;
-    let ctx = OpContext::new(config, common.threads).map_err(|e| format!("cannot start: {e}"))?;
+    let mut ctx = OpContext::new(config, common.threads).map_err(|e| format!("cannot start: {e}"))?;
+    ctx.gpfs = gpfs;
     let progress = Progress::start(
         ctx.counters.clone(),
         if common.no_progress {

@@ -2,21 +2,24 @@
 //! `recursive`) whole trees.
 //!
 //! Some entries are never removed: snapshot directories (`.snapshots`),
-//! mount points and subvolume or fileset roots below the path (the
-//! seed's fileset junctions). The seed passes over them silently; ferry
+//! mount points, btrfs subvolume roots and GPFS fileset junctions (asked of
+//! `mmlsfileset` when the path is on GPFS or a GPFS device is configured). The seed passes over them silently; ferry
 //! removes everything else, keeps them and the directories above them, and
 //! says what it left and why in the file's message. A missing path is
 //! `skipped` (already in the desired state). Removal works relative to open
 //! directories, so a symlink swapped in mid-way is removed, not followed.
 
 use super::{OpContext, par_map};
+use crate::snapdiff::provider::gpfs::linked_junctions;
 use crate::sys::btrfs::{SUBVOL_ROOT_INO, is_btrfs};
 use crate::sys::{Base, DirEntries, FileStat, StatMask, getdents, open_dir_at, stat_at, unlink_at};
 use crate::task::{Outcome, PathObject};
 use serde::Deserialize;
-use std::ffi::{CStr, CString};
+use std::ffi::{CStr, CString, OsStr};
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
 
 /// The seed's `delete_paths_from_gpfs` arguments.
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -30,13 +33,13 @@ pub struct DeleteArgs {
 /// Deletes `paths`, one outcome per path in order.
 pub fn delete(ctx: &OpContext, args: &DeleteArgs, paths: &[PathObject]) -> Vec<Outcome> {
     par_map(paths.iter().collect(), ctx.threads, |obj: &PathObject| {
-        let outcome = delete_one(&obj.path, args.recursive);
+        let outcome = delete_one(ctx, &obj.path, args.recursive);
         ctx.count(&outcome, 0);
         outcome
     })
 }
 
-fn delete_one(path: &[u8], recursive: bool) -> Outcome {
+fn delete_one(ctx: &OpContext, path: &[u8], recursive: bool) -> Outcome {
     let Ok(cpath) = CString::new(path) else {
         return Outcome::failed("path contains a NUL byte");
     };
@@ -55,6 +58,17 @@ fn delete_one(path: &[u8], recursive: bool) -> Outcome {
     if let Some(why) = protected_name(path) {
         return Outcome::skipped(format!("not deleted: {why}"));
     }
+    let junctions = match linked_junctions(&ctx.gpfs, Path::new(OsStr::from_bytes(path))) {
+        Ok(j) => j.unwrap_or_default(),
+        Err(e) => {
+            return Outcome::failed(format!(
+                "cannot list GPFS fileset junctions, so nothing was deleted: {e}"
+            ));
+        }
+    };
+    if junctions.iter().any(|j| j.as_slice() == path) {
+        return Outcome::skipped("not deleted: fileset junction");
+    }
     if !recursive {
         return match unlink_at(Base::Cwd, &cpath, true) {
             Ok(()) => Outcome::processed(),
@@ -70,6 +84,7 @@ fn delete_one(path: &[u8], recursive: bool) -> Outcome {
     };
     let mut left = Vec::new();
     let mut t = Tree {
+        junctions: &junctions,
         dev: st.dev,
         btrfs: is_btrfs(dir.as_fd()).unwrap_or(false),
         left: &mut left,
@@ -106,6 +121,7 @@ fn protected_name(path: &[u8]) -> Option<&'static str> {
 
 /// A recursive removal below one directory.
 struct Tree<'a> {
+    junctions: &'a [Vec<u8>],
     dev: u64,
     btrfs: bool,
     left: &'a mut Vec<(Vec<u8>, &'static str)>,
@@ -134,7 +150,9 @@ impl Tree<'_> {
             }
             // A btrfs subvolume has a device number of its own, so it is
             // told apart from a mount point first.
-            let why = protected_name(&child_path).or(if self.btrfs && st.ino == SUBVOL_ROOT_INO {
+            let why = protected_name(&child_path).or(if self.junctions.contains(&child_path) {
+                Some("fileset junction")
+            } else if self.btrfs && st.ino == SUBVOL_ROOT_INO {
                 Some("subvolume root")
             } else if st.dev != self.dev {
                 Some("mount point")

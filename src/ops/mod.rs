@@ -102,6 +102,8 @@ pub struct OpContext {
     pub threads: usize,
     /// Files done, bytes moved and failures so far, for progress displays.
     pub counters: Arc<SummaryCounters>,
+    /// How to reach GPFS commands (deletes ask them for fileset junctions).
+    pub gpfs: crate::snapdiff::provider::gpfs::GpfsOptions,
     runtime: tokio::runtime::Runtime,
     targets: Mutex<HashMap<String, Arc<Target>>>,
 }
@@ -120,6 +122,7 @@ impl OpContext {
             threads: threads.unwrap_or(config.settings.threads).max(1),
             config,
             counters: Arc::new(SummaryCounters::default()),
+            gpfs: Default::default(),
             runtime,
             targets: Mutex::new(HashMap::new()),
         })

@@ -102,20 +102,7 @@ impl Gpfs {
     }
 
     fn run(&self, cmd: &str, args: &[&str]) -> Result<Vec<u8>, SnapshotError> {
-        let mut c = Command::new(self.bin.join(cmd));
-        c.args(args);
-        let out = c.output().map_err(|e| SnapshotError {
-            transient: false,
-            message: format!("cannot run {}: {e}", self.bin.join(cmd).display()),
-        })?;
-        if out.status.success() {
-            return Ok(out.stdout);
-        }
-        let stderr = text(&out.stderr).trim().replace('\n', " / ");
-        Err(SnapshotError {
-            transient: true,
-            message: format!("{cmd} {} failed ({}): {stderr}", args.join(" "), out.status),
-        })
+        run_mm(&self.bin, cmd, args)
     }
 
     fn snapshot_dir(&self, snap: &str) -> PathBuf {
@@ -235,6 +222,48 @@ fn to_record(r: ListRecord, root: &[u8], dirs: &FxHashMap<Vec<u8>, u64>) -> Resu
         gid: r.gid,
         nlink: r.nlink,
     })
+}
+
+/// Runs `bin/cmd args`; a failure to start is permanent, a failing status
+/// may be transient (GPFS commands fail while nodes are busy).
+fn run_mm(bin: &Path, cmd: &str, args: &[&str]) -> Result<Vec<u8>, SnapshotError> {
+    let out = Command::new(bin.join(cmd))
+        .args(args)
+        .output()
+        .map_err(|e| SnapshotError {
+            transient: false,
+            message: format!("cannot run {}: {e}", bin.join(cmd).display()),
+        })?;
+    if out.status.success() {
+        return Ok(out.stdout);
+    }
+    let stderr = text(&out.stderr).trim().replace('\n', " / ");
+    Err(SnapshotError {
+        transient: true,
+        message: format!("{cmd} {} failed ({}): {stderr}", args.join(" "), out.status),
+    })
+}
+
+/// The junction paths of every linked fileset of the GPFS filesystem that
+/// holds `path` (`mmlsfileset -Y`), or `None` when `path` is not on GPFS
+/// and no device is configured. Deletes keep these directories.
+pub fn linked_junctions(opts: &GpfsOptions, path: &Path) -> io::Result<Option<Vec<Vec<u8>>>> {
+    let device = match &opts.device {
+        Some(d) => d.clone(),
+        None => match gpfs_device(path) {
+            Ok(d) => d,
+            Err(_) => return Ok(None),
+        },
+    };
+    let bin = opts.bin_dir.clone().unwrap_or_else(|| "/usr/lpp/mmfs/bin".into());
+    let out = run_mm(&bin, "mmlsfileset", &[&device, "-Y"]).map_err(|e| io::Error::other(e.message))?;
+    let rows = parse_y(&out, "mmlsfileset").map_err(io::Error::other)?;
+    Ok(Some(
+        rows.into_iter()
+            .filter(|r| r.get("status").is_some_and(|s| s == b"Linked"))
+            .filter_map(|mut r| r.remove("path"))
+            .collect(),
+    ))
 }
 
 /// The GPFS device mounted at or above `path`, from the mount table.
