@@ -41,7 +41,12 @@ enum Command {
     Rotate(RotateArgs),
     Manifest(ManifestArgs),
     Migrate(cli::ops::MigrateCmd),
-    Premigrate(cli::ops::PremigrateCmd),
+    /// Copy files' data to an endpoint and keep it on disk too.
+    ///
+    /// Like `ferry migrate` without the final step: the files stay whole,
+    /// and are recorded as premigrated, so a later migrate only has to stub
+    /// them (after checking that their content still matches the object).
+    Premigrate(cli::ops::MigrateCmd),
     Recall(cli::ops::RecallCmd),
     ReverseStub(cli::ops::ReverseStubCmd),
     Move(cli::ops::MoveCmd),

@@ -105,22 +105,6 @@ pub struct MigrateCmd {
     migrate: MigrateFlags,
 }
 
-/// Copy files' data to an endpoint and keep it on disk too.
-///
-/// Like `ferry migrate` without the final step: the files stay whole, and
-/// are recorded as premigrated, so a later migrate only has to stub them.
-#[derive(Args)]
-pub struct PremigrateCmd {
-    #[command(flatten)]
-    common: OpCommon,
-
-    #[command(flatten)]
-    lock: LockArgs,
-
-    #[command(flatten)]
-    migrate: MigrateFlags,
-}
-
 #[derive(Args)]
 struct MigrateFlags {
     /// Endpoint (a [Endpoint NAME] section of the configuration).
@@ -213,7 +197,7 @@ pub fn run_migrate(c: MigrateCmd) -> ExitCode {
 }
 
 /// `ferry premigrate`.
-pub fn run_premigrate(c: PremigrateCmd) -> ExitCode {
+pub fn run_premigrate(c: MigrateCmd) -> ExitCode {
     let op = Operation::Migrate(c.migrate.args(&c.lock, true));
     run(&c.common, op, false)
 }

@@ -12,7 +12,7 @@
 
 use super::lock::{LockLevel, Locking};
 use super::xattrs::{HsmState, Residency};
-use super::{Inodes, OpContext, Snap, link_outcome, par_map, set_times};
+use super::{Inodes, OpContext, Snap, par_map, set_times};
 use crate::sys::{Lease, next_data, punch_hole, set_lease};
 use crate::target::{ObjectMeta, Target, TransferError};
 use crate::task::{FileState, Outcome, PathObject};
@@ -61,12 +61,8 @@ pub fn migrate(ctx: &OpContext, args: &MigrateArgs, paths: &[PathObject]) -> Res
         target: ctx.target(endpoint)?,
         locking: Locking::new(args.lock_level, LockLevel::Implicit, false)?,
     };
-    let window = args
-        .sub_batch
-        .unwrap_or(super::COMMIT_WINDOW)
-        .clamp(1, super::COMMIT_WINDOW);
     let mut out = Vec::with_capacity(paths.len());
-    for chunk in paths.chunks(window) {
+    for chunk in paths.chunks(super::window(args.sub_batch)) {
         let inodes = Inodes::default();
         let steps = par_map(
             chunk.iter().enumerate().collect(),
@@ -97,31 +93,9 @@ pub fn migrate(ctx: &OpContext, args: &MigrateArgs, paths: &[PathObject]) -> Res
             ctx.count(&outcome, bytes);
             Ok(outcome)
         });
-        out.extend(resolve_links(ctx, chunk, outcomes));
+        out.extend(super::resolve_links(ctx, chunk, outcomes));
     }
     Ok(out)
-}
-
-/// Gives each hard link (`Err(first)`) its first name's outcome.
-pub(super) fn resolve_links(
-    ctx: &OpContext,
-    chunk: &[PathObject],
-    outcomes: Vec<Result<Outcome, usize>>,
-) -> Vec<Outcome> {
-    let firsts: Vec<Option<Outcome>> = outcomes.iter().map(|o| o.as_ref().ok().cloned()).collect();
-    outcomes
-        .into_iter()
-        .map(|o| {
-            o.unwrap_or_else(|first| {
-                let link = link_outcome(
-                    firsts[first].as_ref().expect("a first name has an outcome"),
-                    &chunk[first].path,
-                );
-                ctx.count(&link, 0);
-                link
-            })
-        })
-        .collect()
 }
 
 struct Job<'a> {

@@ -20,7 +20,7 @@ pub mod xattrs;
 use crate::config::Config;
 use crate::sys::Timestamp;
 use crate::target::Target;
-use crate::task::{FileState, Outcome, Summary, SummaryCounters};
+use crate::task::{FileState, Outcome, PathObject, Summary, SummaryCounters};
 use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::fs::{File, FileTimes, Metadata};
@@ -72,7 +72,7 @@ impl Operation {
 
     /// Runs the operation on `paths`: one outcome per path, in order, or an
     /// error for the whole task (unknown endpoint, conflicting arguments).
-    pub fn run(&self, ctx: &OpContext, paths: &[crate::task::PathObject]) -> Result<Vec<Outcome>, String> {
+    pub fn run(&self, ctx: &OpContext, paths: &[PathObject]) -> Result<Vec<Outcome>, String> {
         match self {
             Operation::Migrate(a) => migrate::migrate(ctx, a, paths),
             Operation::Recall(a) => recall::recall(ctx, a, paths),
@@ -290,6 +290,79 @@ impl Inodes {
             }
         }
     }
+}
+
+/// The commit window for a task's `sub_batch`: the paths processed, made
+/// durable and committed together, at most [`COMMIT_WINDOW`].
+pub fn window(sub_batch: Option<usize>) -> usize {
+    sub_batch.unwrap_or(COMMIT_WINDOW).clamp(1, COMMIT_WINDOW)
+}
+
+/// What one path's step ended in.
+pub enum Step {
+    /// An outcome, and the bytes it moved.
+    Done(Outcome, u64),
+    /// Another name (hard link) of the file at this index of the window,
+    /// which takes that name's outcome.
+    Link(usize),
+}
+
+/// Runs `one` on every path, window by window (`sub_batch`), `threads`
+/// paths at once, and returns the outcomes in input order. `one` gets the
+/// path's index in its window and the window's inode table.
+pub fn for_each_window(
+    ctx: &OpContext,
+    sub_batch: Option<usize>,
+    paths: &[PathObject],
+    one: impl Fn(usize, &PathObject, &Inodes) -> Step + Sync,
+) -> Vec<Outcome> {
+    let mut out = Vec::with_capacity(paths.len());
+    for chunk in paths.chunks(window(sub_batch)) {
+        let inodes = Inodes::default();
+        let steps = par_map(chunk.iter().enumerate().collect(), ctx.threads, |(i, obj)| {
+            match one(i, obj, &inodes) {
+                Step::Done(outcome, bytes) => {
+                    ctx.count(&outcome, bytes);
+                    Ok(outcome)
+                }
+                Step::Link(first) => Err(first),
+            }
+        });
+        out.extend(resolve_links(ctx, chunk, steps));
+    }
+    out
+}
+
+/// Gives each hard link (`Err(first)`) its first name's outcome.
+pub fn resolve_links(ctx: &OpContext, chunk: &[PathObject], outcomes: Vec<Result<Outcome, usize>>) -> Vec<Outcome> {
+    let firsts: Vec<Option<Outcome>> = outcomes.iter().map(|o| o.as_ref().ok().cloned()).collect();
+    outcomes
+        .into_iter()
+        .map(|o| {
+            o.unwrap_or_else(|first| {
+                let link = link_outcome(
+                    firsts[first].as_ref().expect("a first name has an outcome"),
+                    &chunk[first].path,
+                );
+                ctx.count(&link, 0);
+                link
+            })
+        })
+        .collect()
+}
+
+/// The access and modification times to set: now where the task asks to
+/// update them, else the given ones.
+pub fn chosen_times(
+    update_atime: bool,
+    update_mtime: bool,
+    atime: Timestamp,
+    mtime: Timestamp,
+) -> (Timestamp, Timestamp) {
+    (
+        if update_atime { now() } else { atime },
+        if update_mtime { now() } else { mtime },
+    )
 }
 
 /// The outcome of a hard link whose file was handled through `first`.

@@ -12,7 +12,7 @@
 
 use super::lock::{LockLevel, Locking};
 use super::xattrs::{HsmState, Residency};
-use super::{Inodes, OpContext, Snap, par_map, set_times, write_sparse};
+use super::{Inodes, OpContext, Snap, Step, chosen_times, for_each_window, set_times, write_sparse};
 use crate::sys::{next_data, next_hole};
 use crate::target::{SMALL_OBJECT, Target, TransferError};
 use crate::task::{Outcome, PathObject};
@@ -52,29 +52,16 @@ pub fn recall(ctx: &OpContext, args: &RecallArgs, paths: &[PathObject]) -> Resul
         ctx.target(e)?;
     }
     let job = Job { ctx, args, locking };
-    let window = args
-        .sub_batch
-        .unwrap_or(super::COMMIT_WINDOW)
-        .clamp(1, super::COMMIT_WINDOW);
-    let mut out = Vec::with_capacity(paths.len());
-    for chunk in paths.chunks(window) {
-        let inodes = Inodes::default();
-        let outcomes = par_map(
-            chunk.iter().enumerate().collect(),
-            ctx.threads,
-            |(i, obj): (usize, &PathObject)| {
-                let (outcome, bytes) = match job.recall_one(i, &obj.path, &inodes) {
-                    Ok(Recalled::Bytes(bytes)) => (Outcome::processed(), bytes),
-                    Ok(Recalled::Link(first)) => return Err(first),
-                    Err(o) => (o, 0),
-                };
-                ctx.count(&outcome, bytes);
-                Ok(outcome)
-            },
-        );
-        out.extend(super::migrate::resolve_links(ctx, chunk, outcomes));
-    }
-    Ok(out)
+    Ok(for_each_window(
+        ctx,
+        args.sub_batch,
+        paths,
+        |i, obj, inodes| match job.recall_one(i, &obj.path, inodes) {
+            Ok(Recalled::Bytes(bytes)) => Step::Done(Outcome::processed(), bytes),
+            Ok(Recalled::Link(first)) => Step::Link(first),
+            Err(o) => Step::Done(o, 0),
+        },
+    ))
 }
 
 /// What became of a file that did not fail.
@@ -146,16 +133,12 @@ impl Job<'_> {
         }
         install(&file, &staged, state.size)?;
         file.sync_data().map_err(|e| failure("flushing recalled data", e))?;
-        let mtime = if self.args.update_mtime {
-            super::now()
-        } else {
-            state.mtime
-        };
-        let atime = if self.args.update_atime {
-            super::now()
-        } else {
-            before.atime
-        };
+        let (atime, mtime) = chosen_times(
+            self.args.update_atime,
+            self.args.update_mtime,
+            before.atime,
+            state.mtime,
+        );
         let premigrated = HsmState {
             residency: Residency::Premigrated,
             ..state.clone()

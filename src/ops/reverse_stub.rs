@@ -12,7 +12,7 @@
 
 use super::lock::{LockLevel, Locking};
 use super::xattrs::{HsmState, Residency};
-use super::{OpContext, Snap, open_file, par_map, set_times, write_sparse};
+use super::{OpContext, Snap, Step, chosen_times, for_each_window, open_file, set_times, write_sparse};
 use crate::target::{ObjectMeta, Target, TransferError};
 use crate::task::{Outcome, PathObject};
 use object_store::path::Path as ObjPath;
@@ -77,27 +77,17 @@ pub fn reverse_stub(ctx: &OpContext, args: &ReverseStubArgs, paths: &[PathObject
         target: ctx.target(endpoint)?,
         locking: Locking::new(args.lock_level, LockLevel::Implicit, false)?,
     };
-    let window = args
-        .sub_batch
-        .unwrap_or(super::COMMIT_WINDOW)
-        .clamp(1, super::COMMIT_WINDOW);
-    let mut out = Vec::with_capacity(paths.len());
-    for chunk in paths.chunks(window) {
-        out.extend(par_map(chunk.iter().collect(), ctx.threads, |obj: &PathObject| {
-            let mut result = job.one(&obj.path);
-            let stale = matches!(&result, Err(o) if o.message.as_deref().is_some_and(|m| m.contains("os error 116")));
-            if stale && args.retry_stale.is_some() {
-                result = job.one(&obj.path);
-            }
-            let (outcome, bytes) = match result {
-                Ok(b) => (Outcome::processed(), b),
-                Err(o) => (o, 0),
-            };
-            ctx.count(&outcome, bytes);
-            outcome
-        }));
-    }
-    Ok(out)
+    Ok(for_each_window(ctx, args.sub_batch, paths, |_, obj, _| {
+        let mut result = job.one(&obj.path);
+        let stale = matches!(&result, Err(o) if o.message.as_deref().is_some_and(|m| m.contains("os error 116")));
+        if stale && args.retry_stale.is_some() {
+            result = job.one(&obj.path);
+        }
+        match result {
+            Ok(bytes) => Step::Done(Outcome::processed(), bytes),
+            Err(o) => Step::Done(o, 0),
+        }
+    }))
 }
 
 struct Job<'a> {
@@ -260,16 +250,7 @@ impl Job<'_> {
             xattr::FileExt::set_xattr(f, OsStr::from_bytes(name), value).map_err(io)?;
         }
         x.set_location(f, self.target.name(), key.as_ref()).map_err(io)?;
-        let mtime = if self.args.update_mtime {
-            super::now()
-        } else {
-            meta.mtime
-        };
-        let atime = if self.args.update_atime {
-            super::now()
-        } else {
-            meta.atime
-        };
+        let (atime, mtime) = chosen_times(self.args.update_atime, self.args.update_mtime, meta.atime, meta.mtime);
         let state = HsmState {
             residency: if whole {
                 Residency::Premigrated

@@ -7,7 +7,7 @@
 
 use super::lock::{LockLevel, Locking};
 use super::xattrs::Residency;
-use super::{OpContext, OpenError, open_file, par_map};
+use super::{OpContext, OpenError, Step, for_each_window, open_file, par_map};
 use crate::task::{Outcome, PathObject};
 use globset::{Glob, GlobSet, GlobSetBuilder};
 use serde::Deserialize;
@@ -32,27 +32,18 @@ pub struct UnmanageArgs {
 pub fn unmanage(ctx: &OpContext, args: &UnmanageArgs, paths: &[PathObject]) -> Result<Vec<Outcome>, String> {
     let locking = Locking::new(args.lock_level, LockLevel::Implicit, args.no_flock)?;
     let pattern = args.storage_key.as_deref().map(storage_key_globs).transpose()?;
-    let window = args
-        .sub_batch
-        .unwrap_or(super::COMMIT_WINDOW)
-        .clamp(1, super::COMMIT_WINDOW);
-    let mut out = Vec::with_capacity(paths.len());
-    for chunk in paths.chunks(window) {
-        out.extend(par_map(chunk.iter().collect(), ctx.threads, |obj: &PathObject| {
-            let outcome = match open_file(&obj.path, false) {
-                Err(e) => e.outcome("unmanage", false),
-                Ok(file) => locking
-                    .at_open(&file)
-                    .and_then(|()| locking.at_commit(&file))
-                    .map_err(Outcome::failed)
-                    .and_then(|()| forget(ctx, &file, pattern.as_ref()))
-                    .map_or_else(|o| o, |n| removed(n, "not managed by any matching endpoint")),
-            };
-            ctx.count(&outcome, 0);
-            outcome
-        }));
-    }
-    Ok(out)
+    Ok(for_each_window(ctx, args.sub_batch, paths, |_, obj, _| {
+        let outcome = match open_file(&obj.path, false) {
+            Err(e) => e.outcome("unmanage", false),
+            Ok(file) => locking
+                .at_open(&file)
+                .and_then(|()| locking.at_commit(&file))
+                .map_err(Outcome::failed)
+                .and_then(|()| forget(ctx, &file, pattern.as_ref()))
+                .map_or_else(|o| o, |n| removed(n, "not managed by any matching endpoint")),
+        };
+        Step::Done(outcome, 0)
+    }))
 }
 
 /// `remove_location_xattrs_for_moved`: removes every location (and the
