@@ -13,7 +13,7 @@
 use super::lock::{LockLevel, Locking};
 use super::xattrs::{HsmState, Residency};
 use super::{Inodes, OpContext, Snap, Step, chosen_times, for_each_window, set_times, write_sparse};
-use crate::sys::{next_data, next_hole};
+use crate::sys::{copy_range, next_data, next_hole};
 use crate::target::{SMALL_OBJECT, Target, TransferError};
 use crate::task::{Outcome, PathObject};
 use object_store::path::Path as ObjPath;
@@ -270,15 +270,15 @@ impl Staged {
 fn install(file: &File, staged: &Staged, size: u64) -> Result<(), Outcome> {
     let ranges = data_ranges(file, size);
     for &(from, to) in &ranges {
-        copy_range(staged, file, from, to, Mode::Compare)?;
+        transfer(staged, file, from, to, Mode::Compare)?;
     }
     let mut offset = 0;
     for &(from, to) in ranges.iter().chain([(size, size)].iter()) {
         if from > offset {
-            copy_range(staged, file, offset, from, Mode::Fill)?;
+            transfer(staged, file, offset, from, Mode::Fill)?;
         }
         if to > from {
-            copy_range(staged, file, from, to, Mode::Patch)?;
+            transfer(staged, file, from, to, Mode::Patch)?;
         }
         offset = to;
     }
@@ -306,7 +306,7 @@ fn data_ranges(file: &File, size: u64) -> Vec<(u64, u64)> {
     ranges
 }
 
-/// What [`copy_range`] does with a range.
+/// What [`transfer`] does with a range.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Mode {
     /// Check the file against the staged data: equal or zero blocks pass,
@@ -319,10 +319,15 @@ enum Mode {
     Patch,
 }
 
-fn copy_range(staged: &Staged, file: &File, from: u64, to: u64, mode: Mode) -> Result<(), Outcome> {
+fn transfer(staged: &Staged, file: &File, from: u64, to: u64, mode: Mode) -> Result<(), Outcome> {
     const CHUNK: usize = 1 << 20;
     const BLOCK: usize = super::BLOCK;
     let io_err = |e| failure("writing recalled data", e);
+    if let (Mode::Fill, Staged::File(tmp)) = (mode, staged) {
+        // The staging file was written sparse, so its data extents are
+        // exactly the non-zero blocks: copy them in the kernel.
+        return copy_extents(tmp, file, from, to).map_err(io_err);
+    }
     let mut want = vec![0u8; CHUNK];
     let mut have = vec![0u8; if mode == Mode::Fill { 0 } else { CHUNK }];
     let mut off = from;
@@ -350,6 +355,28 @@ fn copy_range(staged: &Staged, file: &File, from: u64, to: u64, mode: Mode) -> R
             }
         }
         off += n as u64;
+    }
+    Ok(())
+}
+
+/// Copies the data extents of `src` within `from..to` to the same offsets
+/// of `dst` (`copy_file_range`: no copy through user space, shared extents
+/// where the filesystem can), leaving holes as holes.
+fn copy_extents(src: &File, dst: &File, from: u64, to: u64) -> io::Result<()> {
+    let mut off = from;
+    while off < to {
+        let Some(data) = next_data(src, off)?.filter(|&d| d < to) else {
+            return Ok(());
+        };
+        let end = next_hole(src, data)?.min(to);
+        let mut at = data;
+        while at < end {
+            match copy_range(src, at, dst, at, end - at)? {
+                0 => return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "staging file ended early")),
+                n => at += n,
+            }
+        }
+        off = end;
     }
     Ok(())
 }
