@@ -112,17 +112,23 @@ mod tests {
     use std::io::Write;
     use std::os::unix::fs::FileExt;
 
-    #[test]
-    fn punch_keeps_size_and_zeroes_the_range() {
+    /// A new empty file, open for reading and writing, in a directory that
+    /// lives as long as the returned guard.
+    fn scratch() -> (tempfile::TempDir, std::path::PathBuf, File) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("f");
-        let mut f = File::options()
+        let f = File::options()
             .read(true)
             .write(true)
-            .create(true)
-            .truncate(true)
+            .create_new(true)
             .open(&path)
             .unwrap();
+        (dir, path, f)
+    }
+
+    #[test]
+    fn punch_keeps_size_and_zeroes_the_range() {
+        let (_dir, _path, mut f) = scratch();
         f.write_all(&vec![7u8; 1 << 20]).unwrap();
         punch_hole(&f, 4096, (1 << 20) - 4096).unwrap();
         assert_eq!(f.metadata().unwrap().len(), 1 << 20);
@@ -137,15 +143,7 @@ mod tests {
 
     #[test]
     fn write_lease_refused_while_another_open_exists() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("f");
-        let f = File::options()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&path)
-            .unwrap();
+        let (_dir, path, f) = scratch();
         set_lease(&f, Lease::Write).unwrap();
         set_lease(&f, Lease::None).unwrap();
         let other = File::open(&path).unwrap();
