@@ -1405,6 +1405,56 @@ fn unmanage_by_storage_key() {
     assert_eq!(r.code, 2, "{}", r.show());
 }
 
+/// A file premigrated to e1, then changed and migrated to e2: e1's location
+/// names the old content, so it goes; the stub's only location is e2's,
+/// which `unmanage --storage-key e2` must then refuse to remove, and a plain
+/// recall restores the new content.
+#[test]
+fn migrate_of_changed_content_drops_other_endpoints_locations() {
+    let (_t, root, cfg) = two_endpoint_site();
+    let f = root.join("f");
+    put(&f, b"old content");
+    assert_eq!(op(&cfg, "premigrate", &["--endpoint", "e1"], &[&f]).code, 0);
+    put(&f, b"new content, longer");
+    let r = op(&cfg, "migrate", &["--endpoint", "e2"], &[&f]);
+    assert_eq!(r.code, 0, "{}", r.show());
+    assert_eq!(ferry_xattrs(&f), vec!["user.ferry.loc.e2", "user.ferry.state"]);
+    let r = op(&cfg, "unmanage", &["--storage-key", "e2"], &[&f]);
+    assert_state(&r.lines(), &f, "failures", "recall it");
+    let r = op(&cfg, "recall", &[], &[&f]);
+    assert_eq!(r.code, 0, "{}", r.show());
+    assert_eq!(get(&f), b"new content, longer");
+}
+
+/// A stub written into within its resident head is not taken for a stub
+/// whose making was interrupted: migrate fails it ("recall it first") and
+/// leaves its mtime alone, and recall refuses to overwrite the edit.
+#[test]
+fn edited_stub_head_is_not_an_interrupted_stub() {
+    let t = tmp();
+    let d = t.path();
+    let root = d.join("tree");
+    let cfg = config(d, "s.conf", &[("e", &d.join("obj"), &root)]);
+    let f = root.join("f");
+    put(&f, &content(9, 200_000));
+    assert_eq!(
+        op(&cfg, "migrate", &["--endpoint", "e", "--stub-size", "65536"], &[&f]).code,
+        0
+    );
+    {
+        use std::os::unix::fs::FileExt;
+        let h = std::fs::OpenOptions::new().write(true).open(&f).unwrap();
+        h.write_all_at(b"IMPORTANT EDIT", 0).unwrap();
+    }
+    let mtime = std::fs::metadata(&f).unwrap().modified().unwrap();
+    let r = op(&cfg, "migrate", &["--endpoint", "e", "--stub-size", "65536"], &[&f]);
+    assert_state(&r.lines(), &f, "failures", "recall it first");
+    assert_eq!(std::fs::metadata(&f).unwrap().modified().unwrap(), mtime);
+    let r = op(&cfg, "recall", &[], &[&f]);
+    assert_state(&r.lines(), &f, "failures", "differs from its object");
+    assert_eq!(&get(&f)[..14], b"IMPORTANT EDIT");
+}
+
 // ---------------------------------------------------------------------------
 // stat
 

@@ -9,9 +9,12 @@
 //! at once with a reason, to be retried later.
 //!
 //! - `none`: no lock.
-//! - `implicit`: the lock is held only while ferry changes the file (its
-//!   data, stub or ferry xattrs), the commit step. Copies run unlocked, and
-//!   the commit re-checks that nothing changed meanwhile.
+//! - `implicit`: the lock is held while ferry changes the file (its data,
+//!   stub or ferry xattrs) or the object its xattrs will name: for migrate
+//!   from the upload to the file's key on, for recall and reverse stub only
+//!   the commit step (their downloads run unlocked, and the commit re-checks
+//!   that nothing changed meanwhile). Two migrations of one file can then
+//!   never overwrite each other's object.
 //! - `partial`: the lock is held for the whole operation on the file, from
 //!   opening it to the end, data transfer included.
 //!
@@ -91,8 +94,19 @@ impl Locking {
         }
     }
 
+    /// Takes the lock before writing the object a file's xattrs will name
+    /// (migrate's upload): under both `implicit` and `partial`.
+    pub fn before_upload(self, file: &File) -> Result<(), String> {
+        if self.level == LockLevel::None {
+            Ok(())
+        } else {
+            lock(file)
+        }
+    }
+
     /// Takes the lock before committing, if the level says so (under
-    /// `partial` it is already held).
+    /// `partial` it is already held; taking it again on the same
+    /// descriptor is a no-op).
     pub fn at_commit(self, file: &File) -> Result<(), String> {
         if self.level == LockLevel::Implicit {
             lock(file)

@@ -20,6 +20,7 @@ use object_store::path::Path as ObjPath;
 use serde::Deserialize;
 use std::fs::File;
 use std::io;
+use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 
 /// The seed's migrate arguments, with its defaults.
@@ -147,7 +148,7 @@ impl Job<'_> {
         if let Some(first) = inodes.first_name(before.id, index) {
             return Ok(Step::Link(first));
         }
-        self.locking.at_open(&file).map_err(Outcome::failed)?;
+        self.locking.before_upload(&file).map_err(Outcome::failed)?;
         let state = match xattrs.state(&file).map_err(|e| io_failure("reading xattrs", e))? {
             None => None,
             Some(Ok(s)) => Some(s),
@@ -165,7 +166,7 @@ impl Job<'_> {
             let current = s.size == before.size && s.mtime == before.mtime;
             match (s.residency, current, &location) {
                 (Residency::Migrated, true, Some(key)) => return self.already_migrated(key, s),
-                (Residency::Migrated, false, Some(_)) if self.interrupted_stub(&file, &before, s) => {
+                (Residency::Migrated, false, Some(key)) if self.interrupted_stub(&file, &before, s, key) => {
                     return set_times(&file, before.atime, s.mtime)
                         .map(|()| {
                             Step::Done(Outcome::skipped(
@@ -253,9 +254,18 @@ impl Job<'_> {
     /// Whether a migrated file whose mtime differs from its state is a stub
     /// that ferry was stopped in the middle of making: same size, and no
     /// data beyond the stub's head (the punch happened, the mtime was not
-    /// yet restored). A stub written into after migration has data there.
-    fn interrupted_stub(&self, file: &File, now: &Snap, s: &HsmState) -> bool {
-        now.size == s.size && matches!(next_data(file, now.stub_offset(s.stub_size)), Ok(None))
+    /// yet restored), and a head that still equals the object's. A stub
+    /// written into after migration differs in one or the other.
+    fn interrupted_stub(&self, file: &File, now: &Snap, s: &HsmState, key: &[u8]) -> bool {
+        let head = now.stub_offset(s.stub_size).min(now.size);
+        if now.size != s.size || !matches!(next_data(file, head), Ok(None)) {
+            return false;
+        }
+        let Some(key) = self.verified_object(key, s) else {
+            return false;
+        };
+        let mut local = vec![0u8; head as usize];
+        matches!(self.target.download_head(&key, head), Ok(theirs) if file.read_exact_at(&mut local, 0).is_ok() && theirs == local)
     }
 
     /// An already-migrated file: skipped, after checking its object when
@@ -331,7 +341,6 @@ impl Job<'_> {
 
     /// Verifies the object and records the file as premigrated or stubbed.
     fn commit(&self, p: Pending) -> Outcome {
-        let xattrs = &self.ctx.xattrs;
         if let Err(e) = self.locking.at_commit(&p.file) {
             return Outcome::failed(e);
         }
@@ -346,48 +355,23 @@ impl Job<'_> {
             }
             Err(e) => return Outcome::failed(format!("{e}; file left as it was")),
         }
-        let now = match Snap::of(&p.file) {
-            Ok(s) => s,
-            Err(e) => return io_failure("stat", e),
-        };
-        if !p.before.unchanged(&now) {
-            let wanted = if self.args.premigrate {
-                Residency::Premigrated
-            } else {
-                Residency::Migrated
-            };
-            let done_elsewhere = matches!(xattrs.state(&p.file), Ok(Some(Ok(s)))
-                if s.residency == wanted && s.hash == p.meta.hash && s.size == now.size && s.mtime == now.mtime);
-            return if done_elsewhere {
-                Outcome::skipped("migrated meanwhile by another operation")
-            } else {
-                self.modified()
-            };
-        }
-        if let Err(e) = xattrs.set_location(&p.file, self.target.name(), p.key.as_ref()) {
-            return io_failure("writing xattrs", e);
-        }
-        let mut state = HsmState {
-            residency: Residency::Premigrated,
-            size: p.before.size,
-            mtime: p.before.mtime,
-            stub_size: self.args.stub_size,
-            hash: p.meta.hash,
-        };
         if self.args.premigrate {
-            return match xattrs.set_state(&p.file, &state) {
-                Ok(()) => Outcome::processed(),
-                Err(e) => io_failure("writing xattrs", e),
+            return match self.check_and_record(&p, Residency::Premigrated) {
+                Ok(_) => Outcome::processed(),
+                Err(o) => o,
             };
         }
+        // The lease comes before the last check: once it is held no other
+        // process can open the file, so nothing can change it between the
+        // check and the punch.
         let leased = match set_lease(&p.file, Lease::Write) {
             Ok(()) => true,
             Err(e) if matches!(e.raw_os_error(), Some(libc::EAGAIN | libc::EBUSY)) => {
-                return match xattrs.set_state(&p.file, &state) {
-                    Ok(()) => Outcome::failed(
+                return match self.check_and_record(&p, Residency::Premigrated) {
+                    Ok(_) => Outcome::failed(
                         "file is open in another process; premigrated but not stubbed (its data is safe at the endpoint)",
                     ),
-                    Err(e) => io_failure("writing xattrs", e),
+                    Err(o) => o,
                 };
             }
             // No lease support here (NFS, some FUSE filesystems): rely on
@@ -395,44 +379,71 @@ impl Job<'_> {
             Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::ENOSYS | libc::EOPNOTSUPP)) => false,
             Err(e) => return io_failure("taking a lease", e),
         };
-        state.residency = Residency::Migrated;
-        let result = self.stub(&p, &state);
+        let result = self
+            .check_and_record(&p, Residency::Migrated)
+            .and_then(|state| self.stub(&p, &state));
         if leased {
             let _ = set_lease(&p.file, Lease::None);
         }
-        result
+        result.unwrap_or_else(|o| o)
     }
 
-    /// Marks the file migrated, punches its data out and restores its
-    /// times. The state is written first: a stub is never without it.
-    fn stub(&self, p: &Pending, state: &HsmState) -> Outcome {
+    /// Checks that the file did not change since it was opened (size,
+    /// mtime and ctime), then records its location and its state. Other
+    /// endpoints' locations stay only if they hold this same content.
+    fn check_and_record(&self, p: &Pending, residency: Residency) -> Result<HsmState, Outcome> {
         let xattrs = &self.ctx.xattrs;
-        match Snap::of(&p.file) {
-            Ok(now) if now.size == p.before.size && now.mtime == p.before.mtime => {}
-            Ok(_) => return self.modified(),
-            Err(e) => return io_failure("stat", e),
+        let now = Snap::of(&p.file).map_err(|e| io_failure("stat", e))?;
+        let current = xattrs.state(&p.file).map_err(|e| io_failure("reading xattrs", e))?;
+        if !p.before.unchanged(&now) {
+            let done_elsewhere = matches!(&current, Some(Ok(s))
+                if s.residency == residency && s.hash == p.meta.hash && s.size == now.size && s.mtime == now.mtime);
+            return Err(if done_elsewhere {
+                Outcome::skipped("migrated meanwhile by another operation")
+            } else {
+                self.modified()
+            });
         }
-        if let Err(e) = xattrs.set_state(&p.file, state) {
-            return io_failure("writing xattrs", e);
+        let same_content = matches!(&current, Some(Ok(s)) if s.hash == p.meta.hash);
+        if !same_content {
+            let io = |e| io_failure("removing stale location xattrs", e);
+            for (endpoint, _) in xattrs.locations(&p.file).map_err(io)? {
+                if endpoint != self.target.name() {
+                    xattrs.remove_location(&p.file, &endpoint).map_err(io)?;
+                }
+            }
         }
+        xattrs
+            .set_location(&p.file, self.target.name(), p.key.as_ref())
+            .map_err(|e| io_failure("writing xattrs", e))?;
+        let state = HsmState {
+            residency,
+            size: p.before.size,
+            mtime: p.before.mtime,
+            stub_size: self.args.stub_size,
+            hash: p.meta.hash,
+        };
+        xattrs
+            .set_state(&p.file, &state)
+            .map_err(|e| io_failure("writing xattrs", e))?;
+        Ok(state)
+    }
+
+    /// Punches a file already recorded as migrated and restores its times.
+    /// A punch that fails leaves the state migrated: part of the range may
+    /// be gone already, and recall compares what the file still holds
+    /// before it fills the rest.
+    fn stub(&self, p: &Pending, state: &HsmState) -> Result<Outcome, Outcome> {
         // The punch runs to the end of the last block, so a partial final
         // block is freed too.
         let offset = p.before.stub_offset(state.stub_size);
         let end = p.before.stub_offset(p.before.size);
-        if offset < p.before.size
-            && let Err(e) = punch_hole(&p.file, offset, end - offset)
-        {
-            let premigrated = HsmState {
-                residency: Residency::Premigrated,
-                ..state.clone()
-            };
-            let _ = xattrs.set_state(&p.file, &premigrated);
-            return io_failure("punching the data out (left premigrated)", e);
+        if offset < p.before.size {
+            punch_hole(&p.file, offset, end - offset)
+                .map_err(|e| io_failure("punching the data out (recorded as migrated; recall restores it)", e))?;
         }
-        match set_times(&p.file, p.before.atime, p.before.mtime) {
-            Ok(()) => Outcome::processed(),
-            Err(e) => io_failure("restoring times", e),
-        }
+        set_times(&p.file, p.before.atime, p.before.mtime).map_err(|e| io_failure("restoring times", e))?;
+        Ok(Outcome::processed())
     }
 }
 

@@ -414,9 +414,17 @@ pub const BLOCK: usize = 4096;
 
 /// Writes `data` at `offset`, skipping whole zero blocks so holes stay.
 pub(crate) fn write_sparse(file: &File, offset: u64, data: &[u8]) -> io::Result<()> {
+    // Blocks are aligned to the file, not to `data`: a chunk that starts
+    // mid-block (downloads arrive in any sizes) must not turn a zero block
+    // into written data.
+    let head = (BLOCK - (offset % BLOCK as u64) as usize) % BLOCK;
+    let (first, rest) = data.split_at(head.min(data.len()));
+    let blocks = std::iter::once(first)
+        .filter(|b| !b.is_empty())
+        .chain(rest.chunks(BLOCK));
     let mut start = None;
     let mut pos = 0;
-    for block in data.chunks(BLOCK) {
+    for block in blocks {
         let zero = block.iter().all(|&b| b == 0);
         match (zero, start) {
             (false, None) => start = Some(pos),
@@ -465,6 +473,30 @@ pub fn par_map<T: Send, R: Send>(items: Vec<T>, threads: usize, f: impl Fn(T) ->
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sparse_writes_align_blocks_to_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = File::options()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(dir.path().join("f"))
+            .unwrap();
+        f.set_len(64 * 1024).unwrap();
+        // Data only in the block at 8192, delivered in chunks that start
+        // mid-block: the zero blocks around it must stay holes.
+        let mut content = vec![0u8; 64 * 1024];
+        content[9000] = 1;
+        for (i, chunk) in content.chunks(1000).enumerate() {
+            write_sparse(&f, (i * 1000) as u64, chunk).unwrap();
+        }
+        assert_eq!(crate::sys::next_data(&f, 0).unwrap(), Some(8192));
+        assert_eq!(crate::sys::next_hole(&f, 8192).unwrap(), 12288);
+        let mut back = vec![0u8; content.len()];
+        f.read_exact_at(&mut back, 0).unwrap();
+        assert_eq!(back, content);
+    }
 
     #[test]
     fn par_map_keeps_order() {

@@ -373,6 +373,9 @@ impl Target {
             let attrs = self.attributes(&meta)?;
             let sent = self.put_streaming(key, file, meta.size, attrs)?;
             if sent != meta.hash {
+                // The object's metadata names a hash its bytes do not have:
+                // it must not stay.
+                let _ = self.delete(key);
                 return Err(TransferError::Mismatch("file changed while it was being sent".into()));
             }
         } else {
