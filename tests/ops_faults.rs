@@ -182,7 +182,8 @@ fn sigkill_during_migrate() {
         let sub_batch = ["1", "7", "64", "512"][rng.below(4) as usize];
         let threads = (1 + rng.below(8)).to_string();
         let stub = ["0", "4096", "10000"][rng.below(3) as usize];
-        let delay = Duration::from_millis(rng.below(300));
+        // Migrate of this tree takes about 250-400 ms here: kill within it.
+        let delay = Duration::from_millis(rng.below(180));
         let args = [
             "--endpoint",
             EP,
@@ -267,7 +268,8 @@ fn sigkill_during_recall() {
     for round in 0..10 {
         let sub_batch = ["1", "7", "64", "512"][rng.below(4) as usize];
         let threads = (1 + rng.below(8)).to_string();
-        let delay = Duration::from_millis(rng.below(300));
+        // Recall of this tree takes about 150-300 ms here: kill within it.
+        let delay = Duration::from_millis(rng.below(120));
         let args = ["--sub-batch", sub_batch, "-j", &threads];
         let when = format!("round {round} (recall {args:?} killed after {delay:?})");
         killed += usize::from(run_and_kill(&env, "recall", &args, &files, delay));
