@@ -139,18 +139,21 @@ impl Job<'_> {
             before.atime,
             state.mtime,
         );
-        let premigrated = HsmState {
-            residency: Residency::Premigrated,
-            ..state.clone()
-        };
+        // Times before the state: a recall stopped in between leaves the
+        // file migrated, and the next recall finishes it (times included).
+        set_times(&file, atime, mtime).map_err(|e| failure("restoring times", e))?;
         if self.args.delete_remote {
             self.drop_remote(&file, &target, &key)?;
         } else {
+            let premigrated = HsmState {
+                residency: Residency::Premigrated,
+                mtime,
+                ..state.clone()
+            };
             xattrs
-                .set_state(&file, &HsmState { mtime, ..premigrated })
+                .set_state(&file, &premigrated)
                 .map_err(|e| failure("writing xattrs", e))?;
         }
-        set_times(&file, atime, mtime).map_err(|e| failure("restoring times", e))?;
         Ok(Recalled::Bytes(state.size))
     }
 
