@@ -1,11 +1,13 @@
 //! The configuration file, `/etc/ferry/ferry.conf`: an INI file in the
-//! shape of the seed's worker configuration, with a `[settings]` section
-//! and one `[Endpoint <name>]` section per storage target.
+//! shape of the seed's worker configuration, with a `[settings]` section,
+//! one `[Endpoint <name>]` section per storage target and one
+//! `[Queue <name>]` section per extra queue the agent serves.
 //!
 //! Every value is checked when the file is read, and every error names the
 //! file and line, so a typo never surfaces later as a failed migration.
 //! `docs/configuration.md` documents each key.
 
+use crate::agent::queues::{AGENT_KEYS, AgentSettings, ConsumerSpec, QueueConfig};
 use crate::target::EndpointConfig;
 use std::collections::BTreeMap;
 use std::fmt;
@@ -27,6 +29,11 @@ pub struct Config {
     pub settings: Settings,
     /// Storage targets by name (the seed's `endpoint`).
     pub endpoints: BTreeMap<String, EndpointConfig>,
+    /// The agent's broker, batching and health settings.
+    pub agent: AgentSettings,
+    /// The queues the agent serves: `default` first, then each
+    /// `[Queue <name>]` section in file order.
+    pub queues: Vec<QueueConfig>,
 }
 
 /// The `[settings]` section.
@@ -150,6 +157,8 @@ impl Config {
             source: "(no configuration file)".into(),
             settings: Settings::default(),
             endpoints: BTreeMap::new(),
+            agent: AgentSettings::default(),
+            queues: vec![QueueConfig::default_queue()],
         }
     }
 
@@ -185,7 +194,9 @@ impl Config {
                 }
                 seen_settings = true;
                 config.settings = read_settings(&mut section)?;
-                section.finish("site, xattr_prefix, threads")?;
+                config.agent = AgentSettings::read(&mut section)?;
+                config.queues[0].read_functions(&mut section)?;
+                section.finish(&format!("site, xattr_prefix, threads, {AGENT_KEYS}"))?;
             } else if let Some(name) = header.strip_prefix("Endpoint ") {
                 let name = name.trim();
                 valid_name(name).map_err(|e| section.error(line, format!("endpoint name: {e}")))?;
@@ -195,14 +206,44 @@ impl Config {
                 let endpoint = EndpointConfig::from_section(name, &mut section)?;
                 section.finish(crate::target::ENDPOINT_KEYS)?;
                 config.endpoints.insert(name.to_string(), endpoint);
+            } else if let Some(name) = header.strip_prefix("Queue ") {
+                let name = name.trim();
+                if config.queues.iter().any(|q| q.name == name) {
+                    return Err(section.error(line, format!("queue `{name}` is defined twice")));
+                }
+                let queue = QueueConfig::from_section(name, &mut section)?;
+                section.finish("threads, worker, discovery, custom")?;
+                config.queues.push(queue);
             } else {
                 return Err(section.error(
                     line,
-                    format!("unknown section [{header}] (expected [settings] or [Endpoint <name>])"),
+                    format!("unknown section [{header}] (expected [settings], [Endpoint <name>] or [Queue <name>])"),
                 ));
             }
         }
         Ok(config)
+    }
+
+    /// Every consumer the agent runs, or an error when `site` is not set
+    /// (queue names begin with it).
+    pub fn consumers(&self) -> Result<Vec<ConsumerSpec>, String> {
+        let site = self
+            .settings
+            .site
+            .as_deref()
+            .ok_or_else(|| format!("{}: the agent needs `site = <name>` in [settings]", self.source))?;
+        let all: Vec<ConsumerSpec> = self
+            .queues
+            .iter()
+            .flat_map(|q| q.consumers(site, self.settings.threads))
+            .collect();
+        if all.is_empty() {
+            return Err(format!(
+                "{}: every function of every queue is switched off",
+                self.source
+            ));
+        }
+        Ok(all)
     }
 
     /// The endpoint called `name`, or an error listing the defined ones.
@@ -338,7 +379,7 @@ mod tests {
             ("site = a\n", 1, "before any [section]"),
             ("[settings]\nthreads = zero\n", 2, "whole number"),
             ("[settings]\nthraeds = 3\n", 2, "unknown key `thraeds`"),
-            ("[Queue x]\n", 1, "unknown section"),
+            ("[Queues x]\n", 1, "unknown section"),
             ("[settings\n", 1, "closing"),
             ("[settings]\nxattr_prefix = security.x.\n", 2, "user. or trusted."),
             ("[Endpoint a b]\n", 1, "endpoint name"),

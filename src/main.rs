@@ -1,6 +1,7 @@
 //! The `ferry` command line: parses arguments and calls the library.
 
 mod cli {
+    pub mod agent;
     pub mod ops;
 }
 
@@ -53,6 +54,7 @@ enum Command {
     Delete(cli::ops::DeleteCmd),
     Unmanage(cli::ops::UnmanageCmd),
     Stat(cli::ops::StatCmd),
+    Agent(cli::agent::AgentCmd),
     /// Generate a test tree for benchmarks (wide, deep, flat or mixed).
     #[command(hide = true)]
     GenTree {
@@ -442,6 +444,7 @@ fn main() -> ExitCode {
         Command::Delete(c) => cli::ops::run_delete(c),
         Command::Unmanage(c) => cli::ops::run_unmanage(c),
         Command::Stat(c) => cli::ops::run_stat(c),
+        Command::Agent(c) => cli::agent::run_agent(c),
         Command::GenTree { shape, files, dir } => match generate(&dir, shape, files) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

@@ -70,6 +70,28 @@ impl Operation {
         }
     }
 
+    /// The operation a task message names, with its keyword arguments
+    /// (a JSON object; unknown keys are ignored, as the seed's `**kwargs`
+    /// does). `None` when `task` is not an operation; `Err` when an argument
+    /// has the wrong type.
+    pub fn from_task(task: &str, kwargs: &str) -> Option<Result<Operation, String>> {
+        fn args<T: serde::de::DeserializeOwned>(kwargs: &str) -> Result<T, String> {
+            serde_json::from_str(kwargs).map_err(|e| format!("invalid arguments: {e}"))
+        }
+        Some(match task {
+            "dynamo.tasks.migrate" => args(kwargs).map(Operation::Migrate),
+            "dynamo.tasks.recall" => args(kwargs).map(Operation::Recall),
+            "dynamo.tasks.reverse_stub" => args(kwargs).map(Operation::ReverseStub),
+            "dynamo.tasks.unmanage" => args(kwargs).map(Operation::Unmanage),
+            "dynamo.tasks.remove_location_xattrs_for_moved" => Ok(Operation::RemoveLocations),
+            "dynamo.tasks.stat_paths" => Ok(Operation::Stat),
+            "dynamo.tasks.delete_paths_from_gpfs" => args(kwargs).map(Operation::Delete),
+            "dynamo.tasks.move_paths_on_gpfs" => args(kwargs).map(Operation::Move),
+            "dynamo.tasks.one_step_move_paths_on_gpfs" => args(kwargs).map(Operation::OneStepMove),
+            _ => return None,
+        })
+    }
+
     /// Runs the operation on `paths`: one outcome per path, in order, or an
     /// error for the whole task (unknown endpoint, conflicting arguments).
     pub fn run(&self, ctx: &OpContext, paths: &[PathObject]) -> Result<Vec<Outcome>, String> {
@@ -104,8 +126,18 @@ pub struct OpContext {
     pub counters: Arc<SummaryCounters>,
     /// How to reach GPFS commands (deletes ask them for fileset junctions).
     pub gpfs: crate::snapdiff::provider::gpfs::GpfsOptions,
-    runtime: tokio::runtime::Runtime,
+    runtime: Option<tokio::runtime::Runtime>,
     targets: Mutex<HashMap<String, Arc<Target>>>,
+}
+
+impl Drop for OpContext {
+    /// Lets the I/O runtime's threads wind down in the background, so a
+    /// context can be dropped anywhere, even inside the agent's runtime.
+    fn drop(&mut self) {
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
+    }
 }
 
 impl OpContext {
@@ -123,7 +155,7 @@ impl OpContext {
             config,
             counters: Arc::new(SummaryCounters::default()),
             gpfs: Default::default(),
-            runtime,
+            runtime: Some(runtime),
             targets: Mutex::new(HashMap::new()),
         })
     }
@@ -136,7 +168,16 @@ impl OpContext {
         }
         let cfg = self.config.endpoint(name)?;
         let t = Arc::new(
-            Target::open(cfg, self.xattrs.prefix(), self.runtime.handle().clone()).map_err(|e| e.to_string())?,
+            Target::open(
+                cfg,
+                self.xattrs.prefix(),
+                self.runtime
+                    .as_ref()
+                    .expect("runtime lives until drop")
+                    .handle()
+                    .clone(),
+            )
+            .map_err(|e| e.to_string())?,
         );
         targets.insert(name.to_string(), t.clone());
         Ok(t)

@@ -146,7 +146,7 @@ fn decode_path(key: &'static str, v: &RawValue) -> Result<Vec<u8>, PathObjectErr
 }
 
 /// A JSON object read as key/raw-value pairs in document order.
-struct OrderedMap(Vec<(String, Box<RawValue>)>);
+pub(crate) struct OrderedMap(pub(crate) Vec<(String, Box<RawValue>)>);
 
 impl<'de> serde::Deserialize<'de> for OrderedMap {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {

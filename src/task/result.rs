@@ -141,6 +141,7 @@ pub struct TaskResult {
     paths: Vec<u8>,
     details: [Vec<u8>; 4],
     summary: [u64; 4],
+    queue: Option<String>,
 }
 
 impl TaskResult {
@@ -156,7 +157,14 @@ impl TaskResult {
             paths: Vec::new(),
             details: Default::default(),
             summary: [0; 4],
+            queue: None,
         }
+    }
+
+    /// Names the queue the task ran on (the seed's `result.queue`), for
+    /// results sent back over a broker.
+    pub fn set_queue(&mut self, queue: &str) {
+        self.queue = Some(queue.to_string());
     }
 
     /// Records one input path and its outcome.
@@ -174,6 +182,12 @@ impl TaskResult {
         }
     }
 
+    /// The path objects that go on to the next step (`processed` and
+    /// `skipped`), as JSON objects separated by commas.
+    pub fn continuing(&self) -> &[u8] {
+        &self.paths
+    }
+
     /// Counts per state so far.
     pub fn count(&self, state: FileState) -> u64 {
         self.summary[FileState::ALL.iter().position(|s| *s == state).expect("known state")]
@@ -186,6 +200,10 @@ impl TaskResult {
         match &self.jobid {
             Some(j) => out.extend_from_slice(j.get().as_bytes()),
             None => out.extend_from_slice(b"null"),
+        }
+        if let Some(q) = &self.queue {
+            out.extend_from_slice(b",\"queue\":");
+            surrogate::encode(q.as_bytes(), &mut out);
         }
         out.extend_from_slice(b",\"paths\":[");
         out.extend_from_slice(&self.paths);

@@ -1,0 +1,228 @@
+//! `dynamo.tasks.recursive_navigate`: walk the given paths, apply the
+//! workflow's filter rules to each entry, cut each rule's paths into batches
+//! by count and bytes, and publish one child task per batch for the rule's
+//! first action (the rest of its actions ride along as a Celery chain)
+//! while the walk goes on.
+//!
+//! Children are published through a [`ChildSink`], which returns only once
+//! the broker has confirmed the message, so a task whose result says it
+//! spawned a child has really spawned it.
+
+use super::celery::{Outgoing, TaskMessage, child_task};
+use super::registry::Env;
+use super::workflow::{self, Context, Routing, Rule, RuleSpec, kwargs_with};
+use crate::batch::Batcher;
+use crate::entry::{Entry, Fields, FileType};
+use crate::task::{PathObject, Summary, surrogate, write_entry};
+use crate::walk::{Walk, WalkEvent, WalkOptions};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+
+/// Where child tasks go.
+pub trait ChildSink {
+    /// Publishes `msg` to `queue` and waits for the broker's confirmation.
+    fn send(&mut self, queue: &str, msg: Outgoing) -> Result<(), String>;
+}
+
+/// Most failed paths listed in a discovery result's details; all are counted.
+pub const MAX_LISTED_FAILURES: usize = 10_000;
+
+/// The keyword arguments of `recursive_navigate` besides `paths` and `jobid`.
+#[derive(Deserialize)]
+struct NavigateArgs {
+    #[serde(default)]
+    skip_missing: bool,
+    #[serde(default, alias = "rules")]
+    filter_rules: Vec<RuleSpec>,
+    #[serde(flatten)]
+    ctx: Context,
+    #[serde(default)]
+    site: Option<String>,
+    #[serde(default)]
+    queue: Option<String>,
+}
+
+/// What a discovery task produced: its result object and its children.
+pub struct Discovered {
+    /// The result object (JSON).
+    pub result: Vec<u8>,
+    /// Ids of the child tasks published.
+    pub children: Vec<String>,
+}
+
+/// Runs `recursive_navigate` for `msg`, publishing children to `sink`.
+pub fn recursive_navigate(msg: &TaskMessage, env: &Env, sink: &mut dyn ChildSink) -> Result<Discovered, String> {
+    let started = crate::scan::now_iso8601();
+    let roots = input_paths(msg)?;
+    let args: NavigateArgs =
+        serde_json::from_str(&msg.kwargs_object(&["paths", "jobid"])).map_err(|e| format!("invalid arguments: {e}"))?;
+    let routing = Routing {
+        site: args.site.clone().unwrap_or_else(|| env.site.clone()),
+        queue: args.queue.clone().unwrap_or_else(|| env.queue.clone()),
+    };
+    let rules = workflow::compile(&args.filter_rules, &args.ctx, &routing)?;
+    if rules.is_empty() {
+        return Err("no filter_rules: discovery would find paths and do nothing with them".into());
+    }
+    let jobid = msg.kwarg("jobid");
+    let mut run = Run {
+        msg,
+        env,
+        sink,
+        rules: &rules,
+        jobid,
+        batchers: rules.iter().map(|_| Batcher::new(env.agent.batch)).collect(),
+        children: Vec::new(),
+        matched: Vec::new(),
+    };
+    let mut failures = Vec::new();
+    let mut failed = 0u64;
+    let mut fail = |path: &[u8], why: String, failures: &mut Vec<u8>| {
+        failed += 1;
+        if (failed as usize) <= MAX_LISTED_FAILURES {
+            if !failures.is_empty() {
+                failures.push(b',');
+            }
+            failures.extend_from_slice(b"{\"path\":");
+            surrogate::encode(path, failures);
+            failures.extend_from_slice(b",\"message\":[");
+            surrogate::encode(why.as_bytes(), failures);
+            failures.extend_from_slice(b"]}");
+        }
+    };
+
+    let mut walk_roots = Vec::new();
+    let mut missing = 0u64;
+    for r in &roots {
+        match std::fs::symlink_metadata(OsStr::from_bytes(&r.path)) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && args.skip_missing => {
+                missing += 1;
+                run.entry(&Entry {
+                    path: r.path.clone(),
+                    file_type: FileType::File,
+                    ino: 0,
+                    parent: 0,
+                    meta: None,
+                    generation: None,
+                })?;
+            }
+            _ => walk_roots.push(r.path.clone()),
+        }
+    }
+    let mut opts = WalkOptions {
+        threads: env.walk_threads,
+        ..WalkOptions::default()
+    };
+    if let [only] = &rules[..] {
+        opts.filter = only.filter().clone();
+    }
+    let mut summary = Summary::default();
+    if !walk_roots.is_empty() {
+        let mut walk = Walk::start(walk_roots, opts).map_err(|e| format!("cannot start the walk: {e}"))?;
+        for ev in walk.by_ref() {
+            match ev {
+                WalkEvent::Entries(entries) => {
+                    for e in &entries {
+                        run.entry(e)?;
+                    }
+                }
+                WalkEvent::Error(e) => fail(&e.path, e.to_string(), &mut failures),
+            }
+        }
+        summary = walk.finish().map_err(|e| format!("the walk failed: {e}"))?;
+    }
+    run.finish()?;
+    summary.files += missing;
+
+    let mut out = Vec::with_capacity(1024 + failures.len());
+    out.extend_from_slice(b"{\"jobid\":");
+    out.extend_from_slice(jobid.map_or("null", RawValue::get).as_bytes());
+    out.extend_from_slice(b",\"queue\":");
+    surrogate::encode(env.queue_name.as_bytes(), &mut out);
+    out.extend_from_slice(b",\"paths\":[],\"status\":{\"task\":\"dynamo.tasks.recursive_navigate\",\"input_paths\":[");
+    for (i, r) in roots.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        r.write_json(&mut out);
+    }
+    out.extend_from_slice(format!("],\"input_total\":{},\"summary\":", roots.len()).as_bytes());
+    let mut s = serde_json::to_value(summary).expect("json");
+    s["failures"] = failed.into();
+    s["children"] = run.children.len().into();
+    out.extend_from_slice(s.to_string().as_bytes());
+    out.extend_from_slice(b",\"details\":{\"failures\":[");
+    out.extend_from_slice(&failures);
+    out.extend_from_slice(b"]},\"started\":");
+    surrogate::encode(started.as_bytes(), &mut out);
+    out.extend_from_slice(format!(",\"has_dynamic_children\":{}}}}}", !run.children.is_empty()).as_bytes());
+    Ok(Discovered {
+        result: out,
+        children: run.children,
+    })
+}
+
+/// The task's `paths`, decoded.
+pub fn input_paths(msg: &TaskMessage) -> Result<Vec<PathObject>, String> {
+    let Some(raw) = msg.kwarg("paths") else {
+        return Err("no `paths` argument".into());
+    };
+    let list: Vec<Box<RawValue>> =
+        serde_json::from_str(raw.get()).map_err(|e| format!("`paths` must be a list: {e}"))?;
+    list.iter()
+        .enumerate()
+        .map(|(i, p)| PathObject::parse(p.get().as_bytes()).map_err(|e| format!("paths[{i}]: {e}")))
+        .collect()
+}
+
+struct Run<'a> {
+    msg: &'a TaskMessage,
+    env: &'a Env,
+    sink: &'a mut dyn ChildSink,
+    rules: &'a [Rule],
+    jobid: Option<&'a RawValue>,
+    batchers: Vec<Batcher<Vec<u8>>>,
+    children: Vec<String>,
+    matched: Vec<usize>,
+}
+
+impl Run<'_> {
+    fn entry(&mut self, e: &Entry) -> Result<(), String> {
+        let mut matched = std::mem::take(&mut self.matched);
+        workflow::matching(self.rules, &e.path, e.file_type, "all", &mut matched);
+        for &i in &matched {
+            let mut obj = Vec::with_capacity(e.path.len() + 40);
+            write_entry(e, Fields::PATH.with(Fields::SIZE), &mut obj);
+            let mut full = None;
+            self.batchers[i].push(obj, e.data_size(), 0, |b| full = Some(b));
+            if let Some(batch) = full {
+                self.publish(i, batch)?;
+            }
+        }
+        self.matched = matched;
+        Ok(())
+    }
+
+    fn finish(&mut self) -> Result<(), String> {
+        for i in 0..self.batchers.len() {
+            if let Some(batch) = self.batchers[i].flush() {
+                self.publish(i, batch)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn publish(&mut self, rule: usize, batch: Vec<Vec<u8>>) -> Result<(), String> {
+        let actions = &self.rules[rule].actions;
+        let paths = batch.join(&b","[..]);
+        let kwargs = kwargs_with(&actions[0].kwargs, self.jobid, Some(&paths));
+        let chain: Vec<_> = actions[1..].iter().rev().map(|a| a.signature(self.jobid)).collect();
+        let out = child_task(&actions[0].task, &kwargs, self.msg, &chain, &self.env.node);
+        let id = out.id.clone();
+        self.sink.send(&actions[0].queue, out)?;
+        self.children.push(id);
+        Ok(())
+    }
+}

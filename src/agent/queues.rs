@@ -1,0 +1,371 @@
+//! The agent's part of the configuration: broker and batching settings in
+//! `[settings]`, and the queues it serves, each split into functions
+//! (`worker`, `discovery`, `custom`, and on the default queue also
+//! `interactive` and `settings`), as the seed's worker configuration does.
+//!
+//! A queue's functions share its `threads` unless a function sets its own
+//! (`custom = {"threads": 10}`); `custom = false` switches one off. Every
+//! enabled function becomes one consumer of `<site>.<queue>#<function>`.
+
+use crate::batch::BatchLimits;
+use crate::config::{ConfigError, Section, parse_bool, parse_count, valid_name};
+use std::fmt;
+use std::time::Duration;
+
+/// What a queue's consumer is for; the part of a queue name after `#`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Function {
+    /// Workflow steps: migrate, recall, move, delete, ...
+    Worker,
+    /// Recursive scans and snapshot diffs.
+    Discovery,
+    /// Plugin tasks (`dynamo.custom.*`).
+    Custom,
+    /// Browsing (default queue only).
+    Interactive,
+    /// Configuration tasks (default queue only).
+    Settings,
+}
+
+impl Function {
+    /// Every function, in queue-name order.
+    pub const ALL: [Function; 5] = [
+        Function::Worker,
+        Function::Discovery,
+        Function::Custom,
+        Function::Interactive,
+        Function::Settings,
+    ];
+
+    /// The name used in queue names and configuration keys.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Function::Worker => "worker",
+            Function::Discovery => "discovery",
+            Function::Custom => "custom",
+            Function::Interactive => "interactive",
+            Function::Settings => "settings",
+        }
+    }
+
+    /// Whether custom queues have this function (the last two exist only
+    /// on the default queue).
+    pub fn on_custom_queues(self) -> bool {
+        matches!(self, Function::Worker | Function::Discovery | Function::Custom)
+    }
+}
+
+impl fmt::Display for Function {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One function's setting in a queue section.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FunctionSetting {
+    /// Served with the queue's threads (`true`, or no key).
+    On,
+    /// Served with its own thread count (`{"threads": N}`).
+    Threads(usize),
+    /// Not served (`false`).
+    Off,
+}
+
+/// Parses `true`, `false` or `{"threads": N}`.
+pub fn parse_function(s: &str) -> Result<FunctionSetting, String> {
+    if let Ok(b) = parse_bool(s) {
+        return Ok(if b { FunctionSetting::On } else { FunctionSetting::Off });
+    }
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Threads {
+        threads: usize,
+    }
+    match serde_json::from_str::<Threads>(s) {
+        Ok(Threads { threads }) if threads > 0 => Ok(FunctionSetting::Threads(threads)),
+        _ => Err(format!(
+            "expected true, false or {{\"threads\": N}} with N above 0, found {s:?}"
+        )),
+    }
+}
+
+/// One queue the agent serves.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QueueConfig {
+    /// The queue's name (`default` or a `[Queue <name>]` section's name).
+    pub name: String,
+    /// Its own `threads`, if set; otherwise `[settings]` `threads` applies.
+    pub threads: Option<usize>,
+    /// Settings of the functions named in the section, in [`Function::ALL`] order.
+    pub functions: Vec<(Function, FunctionSetting)>,
+}
+
+impl QueueConfig {
+    /// The default queue with every function on.
+    pub fn default_queue() -> QueueConfig {
+        QueueConfig {
+            name: "default".into(),
+            threads: None,
+            functions: Vec::new(),
+        }
+    }
+
+    /// Reads the function keys (and, for custom queues, `threads`) of a
+    /// section. `[settings]` carries the default queue's functions.
+    pub fn read_functions(&mut self, s: &mut Section<'_>) -> Result<(), ConfigError> {
+        for f in Function::ALL {
+            let allowed = self.name == "default" || f.on_custom_queues();
+            if let Some(v) = s.take(f.as_str()) {
+                if !allowed {
+                    return Err(s.error(v.line, format!("the `{f}` function exists only on the default queue")));
+                }
+                let setting = parse_function(&v.text).map_err(|e| s.error(v.line, format!("`{f}`: {e}")))?;
+                self.functions.push((f, setting));
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads a `[Queue <name>]` section.
+    pub fn from_section(name: &str, s: &mut Section<'_>) -> Result<QueueConfig, ConfigError> {
+        valid_name(name).map_err(|e| s.error(s.line, format!("queue name: {e}")))?;
+        let mut q = QueueConfig {
+            name: name.to_string(),
+            threads: s.take_parsed("threads", parse_count)?,
+            functions: Vec::new(),
+        };
+        q.read_functions(s)?;
+        Ok(q)
+    }
+
+    /// The consumers this queue needs: one per enabled function, with its
+    /// thread count (`default_threads` unless the queue or function says).
+    pub fn consumers(&self, site: &str, default_threads: usize) -> Vec<ConsumerSpec> {
+        let threads = self.threads.unwrap_or(default_threads);
+        Function::ALL
+            .into_iter()
+            .filter(|f| self.name == "default" || f.on_custom_queues())
+            .filter_map(|f| {
+                let setting = self
+                    .functions
+                    .iter()
+                    .find(|(g, _)| *g == f)
+                    .map_or(FunctionSetting::On, |(_, s)| *s);
+                let threads = match setting {
+                    FunctionSetting::Off => return None,
+                    FunctionSetting::On => threads,
+                    FunctionSetting::Threads(n) => n,
+                };
+                Some(ConsumerSpec {
+                    queue: queue_name(site, &self.name, f),
+                    queue_config: self.name.clone(),
+                    function: f,
+                    threads,
+                })
+            })
+            .collect()
+    }
+}
+
+/// One consumer: a broker queue and how many of its tasks run at once.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConsumerSpec {
+    /// The broker queue, `<site>.<queue>#<function>`.
+    pub queue: String,
+    /// The configured queue it belongs to.
+    pub queue_config: String,
+    /// The function.
+    pub function: Function,
+    /// Tasks at once, and the prefetch count.
+    pub threads: usize,
+}
+
+/// The seed's queue name: `<site>.<queue>#<function>`.
+pub fn queue_name(site: &str, queue: &str, function: Function) -> String {
+    format!("{site}.{queue}#{function}")
+}
+
+/// Splits a queue name into site, queue and function, if it has that shape.
+pub fn parse_queue_name(name: &str) -> Option<(&str, &str, Function)> {
+    let (rest, function) = name.rsplit_once('#')?;
+    let (site, queue) = rest.split_once('.')?;
+    let function = Function::ALL.into_iter().find(|f| f.as_str() == function)?;
+    Some((site, queue, function))
+}
+
+/// Agent settings from `[settings]`, with the seed's defaults.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AgentSettings {
+    /// The broker, an `amqp://` or `amqps://` URL (`broker_url`).
+    pub broker_url: String,
+    /// The node name in events and results; `ferry@<hostname>` by default.
+    pub node_name: Option<String>,
+    /// Batches cut by discovery (`file_batch_size`, `file_batch_gb`,
+    /// `enable_auto_file_batch_sizing`).
+    pub batch: BatchLimits,
+    /// Age after which a snapdiff lock is stale, seconds (`lock_threshold`).
+    pub lock_threshold: u64,
+    /// Send `worker-heartbeat` events (`heartbeat`).
+    pub heartbeat: bool,
+    /// Seconds between heartbeats (`heartbeat_interval`, Celery's 2.0).
+    pub heartbeat_interval: Duration,
+    /// Send `task-*` events (`task_events`).
+    pub task_events: bool,
+    /// Largest task message accepted, bytes (`max_message_bytes`).
+    pub max_message_bytes: usize,
+    /// Most published messages awaiting the broker's confirmation (`confirm_window`).
+    pub confirm_window: usize,
+    /// Where to serve Prometheus metrics (`metrics_listen`), if anywhere.
+    pub metrics_listen: Option<std::net::SocketAddr>,
+    /// Longest wait for one delete or move batch of a snapdiff to be
+    /// handled (`snapdiff_stream_timeout`, minutes in the file).
+    pub snapdiff_stream_timeout: Duration,
+}
+
+impl Default for AgentSettings {
+    fn default() -> Self {
+        AgentSettings {
+            broker_url: "amqp://guest:guest@127.0.0.1:5672/%2f".into(),
+            node_name: None,
+            batch: BatchLimits::from_seed(40, 1.0, true),
+            lock_threshold: 86_400,
+            heartbeat: true,
+            heartbeat_interval: Duration::from_secs(2),
+            task_events: true,
+            max_message_bytes: 64 << 20,
+            confirm_window: 1024,
+            metrics_listen: None,
+            snapdiff_stream_timeout: Duration::from_secs(600),
+        }
+    }
+}
+
+/// The `[settings]` keys [`AgentSettings::read`] knows.
+pub const AGENT_KEYS: &str = "broker_url, node_name, file_batch_size, file_batch_gb, enable_auto_file_batch_sizing, lock_threshold, heartbeat, heartbeat_interval, task_events, max_message_bytes, confirm_window, metrics_listen, snapdiff_stream_timeout, worker, discovery, custom, interactive, settings";
+
+impl AgentSettings {
+    /// Reads the agent's keys from `[settings]`.
+    pub fn read(s: &mut Section<'_>) -> Result<AgentSettings, ConfigError> {
+        let mut a = AgentSettings::default();
+        if let Some(v) = s.take("broker_url") {
+            if !(v.text.starts_with("amqp://") || v.text.starts_with("amqps://")) {
+                return Err(s.error(
+                    v.line,
+                    format!("`broker_url`: expected amqp://... or amqps://..., found {:?}", v.text),
+                ));
+            }
+            a.broker_url = v.text;
+        }
+        if let Some(v) = s.take("node_name") {
+            if v.text.is_empty() || v.text.chars().any(char::is_whitespace) {
+                return Err(s.error(v.line, "`node_name`: expected a name without spaces"));
+            }
+            a.node_name = Some(v.text);
+        }
+        let size = s.take_parsed("file_batch_size", parse_count)?.unwrap_or(40);
+        let gb = s.take_parsed("file_batch_gb", parse_gb)?.unwrap_or(1.0);
+        let dynamic = s
+            .take_parsed("enable_auto_file_batch_sizing", parse_bool)?
+            .unwrap_or(true);
+        a.batch = BatchLimits::from_seed(size, gb, dynamic);
+        if let Some(n) = s.take_parsed("lock_threshold", parse_count)? {
+            a.lock_threshold = n as u64;
+        }
+        if let Some(b) = s.take_parsed("heartbeat", parse_bool)? {
+            a.heartbeat = b;
+        }
+        if let Some(d) = s.take_parsed("heartbeat_interval", parse_seconds)? {
+            a.heartbeat_interval = d;
+        }
+        if let Some(b) = s.take_parsed("task_events", parse_bool)? {
+            a.task_events = b;
+        }
+        if let Some(n) = s.take_parsed("max_message_bytes", parse_count)? {
+            a.max_message_bytes = n;
+        }
+        if let Some(n) = s.take_parsed("confirm_window", parse_count)? {
+            a.confirm_window = n;
+        }
+        a.metrics_listen = s.take_parsed("metrics_listen", |t| {
+            t.parse()
+                .map_err(|_| format!("expected an address such as 127.0.0.1:9464, found {t:?}"))
+        })?;
+        if let Some(m) = s.take_parsed("snapdiff_stream_timeout", parse_count)? {
+            a.snapdiff_stream_timeout = Duration::from_secs(m as u64 * 60);
+        }
+        Ok(a)
+    }
+}
+
+fn parse_gb(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(g) if g.is_finite() && g >= 0.0 => Ok(g),
+        _ => Err(format!("expected a number of GB (0 for no limit), found {s:?}")),
+    }
+}
+
+fn parse_seconds(s: &str) -> Result<Duration, String> {
+    match s.parse::<f64>() {
+        Ok(x) if x.is_finite() && x > 0.0 && x <= 3600.0 => Ok(Duration::from_secs_f64(x)),
+        _ => Err(format!("expected seconds above 0 and at most 3600, found {s:?}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    #[test]
+    fn consumers_follow_the_seed() {
+        let c = Config::parse(
+            "t.conf",
+            "[settings]\nsite = london\nthreads = 20\nsettings = false\ncustom = {\"threads\": 3}\n\n[Queue highpriority]\nthreads = 4\ncustom = false\n",
+        )
+        .unwrap();
+        let all: Vec<(String, usize)> = c
+            .consumers()
+            .unwrap()
+            .into_iter()
+            .map(|s| (s.queue, s.threads))
+            .collect();
+        assert_eq!(
+            all,
+            [
+                ("london.default#worker".to_string(), 20),
+                ("london.default#discovery".into(), 20),
+                ("london.default#custom".into(), 3),
+                ("london.default#interactive".into(), 20),
+                ("london.highpriority#worker".into(), 4),
+                ("london.highpriority#discovery".into(), 4),
+            ]
+        );
+        assert_eq!(
+            parse_queue_name("london.highpriority#custom"),
+            Some(("london", "highpriority", Function::Custom))
+        );
+    }
+
+    #[test]
+    fn errors_name_the_line() {
+        let cases = [
+            ("[settings]\nsite=a\ncustom = maybe\n", 3, "`custom`"),
+            (
+                "[settings]\nsite=a\n[Queue q]\ninteractive = true\n",
+                4,
+                "only on the default queue",
+            ),
+            ("[Queue bad name]\n", 1, "queue name"),
+            ("[settings]\nbroker_url = redis://x\n", 2, "amqp://"),
+            ("[settings]\nfile_batch_gb = -1\n", 2, "GB"),
+            ("[settings]\nsite=a\n[Queue q]\n[Queue q]\n", 4, "twice"),
+            ("[settings]\ncustom = {\"threads\": 0}\n", 2, "above 0"),
+        ];
+        for (text, line, msg) in cases {
+            let e = Config::parse("t.conf", text).unwrap_err();
+            assert_eq!(e.line, line, "{text:?}: {e}");
+            assert!(e.to_string().contains(msg), "{text:?}: {e}");
+        }
+    }
+}

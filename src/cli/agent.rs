@@ -1,0 +1,104 @@
+//! `ferry agent`: parse, load the configuration, run the daemon.
+
+use clap::Args;
+use ferry::agent::runtime;
+use ferry::config::Config;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Run the node-local agent: consume tasks from RabbitMQ and run them.
+///
+/// Serves one queue per enabled function of each configured queue,
+/// `<site>.<queue>#<function>` (e.g. london.default#worker), speaking
+/// Celery's message protocol v2, so a Celery client or a hub can send it
+/// `dynamo.tasks.*` tasks. Results go to each task's `reply_to` queue as
+/// Celery's rpc:// backend expects; heartbeats and task events go to the
+/// `celeryev` exchange. Stops cleanly on SIGTERM or SIGINT: running tasks
+/// finish and report, waiting ones go back to their queues.
+///
+/// Configuration: `[settings]` (site, broker_url, threads, batching) and
+/// `[Queue <name>]` sections in /etc/ferry/ferry.conf; see
+/// docs/configuration.md and docs/agent.md. Logs go to stderr (the journal
+/// under systemd); RUST_LOG=debug shows more.
+#[derive(Args)]
+pub struct AgentCmd {
+    /// Configuration file (default: $FERRY_CONFIG, then /etc/ferry/ferry.conf).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+
+    /// Check the configuration, print the queues that would be consumed
+    /// (as JSON), and exit.
+    #[arg(long)]
+    check: bool,
+}
+
+/// Runs `ferry agent`.
+pub fn run_agent(c: AgentCmd) -> ExitCode {
+    let config = match Config::load(c.config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("ferry: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let consumers = match config.consumers() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("ferry: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if c.check {
+        let list: Vec<_> = consumers
+            .iter()
+            .map(|s| serde_json::json!({"queue": s.queue, "function": s.function.as_str(), "threads": s.threads}))
+            .collect();
+        println!(
+            "{}",
+            serde_json::json!({"node": runtime::node_name(&config), "broker": runtime::redact(&config.agent.broker_url), "consumers": list})
+        );
+        return ExitCode::SUCCESS;
+    }
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,lapin=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("ferry-agent")
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("ferry: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    rt.block_on(async move {
+        let (handle, serve) = match runtime::prepare(config) {
+            Ok(x) => x,
+            Err(e) => {
+                eprintln!("ferry: {e}");
+                return ExitCode::from(2);
+            }
+        };
+        let stopper = handle.clone();
+        tokio::spawn(async move {
+            use tokio::signal::unix::{SignalKind, signal};
+            let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+                return;
+            };
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+            stopper.stop();
+        });
+        runtime::notify_ready();
+        serve.await;
+        ExitCode::SUCCESS
+    })
+}
