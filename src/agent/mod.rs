@@ -10,6 +10,7 @@
 pub mod broker;
 pub mod celery;
 pub mod discovery;
+pub mod metrics;
 pub mod queues;
 pub mod registry;
 pub mod runtime;

@@ -17,6 +17,7 @@
 use super::broker::{self, EVENT_EXCHANGE, Session};
 use super::celery::{self, Incoming, Outgoing, State, TaskMessage};
 use super::discovery::ChildSink;
+use super::metrics::Metrics;
 use super::queues::ConsumerSpec;
 use super::registry::{self, Env, Finished};
 use crate::config::Config;
@@ -27,7 +28,7 @@ use lapin::options::{BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, B
 use lapin::types::FieldTable;
 use lapin::{Channel, PublisherConfirm};
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{Notify, Semaphore, watch};
@@ -35,25 +36,6 @@ use tracing::{debug, error, info, warn};
 
 /// How many finished tasks' results are kept for redeliveries.
 const REMEMBERED_RESULTS: usize = 10_000;
-
-/// Counters the agent keeps (heartbeats and metrics read them).
-#[derive(Default, Debug)]
-pub struct Counters {
-    /// Tasks running now.
-    pub active: AtomicUsize,
-    /// Tasks finished (success or failure).
-    pub processed: AtomicU64,
-    /// Tasks that failed.
-    pub failed: AtomicU64,
-    /// Messages rejected as malformed or unknown.
-    pub rejected: AtomicU64,
-    /// Child tasks published.
-    pub children: AtomicU64,
-    /// Paths carried by finished tasks' inputs.
-    pub paths: AtomicU64,
-    /// Broker sessions lost.
-    pub reconnects: AtomicU64,
-}
 
 struct Done {
     reply_to: Option<String>,
@@ -90,7 +72,7 @@ struct Shared {
     site: String,
     node: String,
     ops: OpContext,
-    counters: Arc<Counters>,
+    metrics: Arc<Metrics>,
     session: watch::Sender<Option<Arc<Session>>>,
     shutdown: watch::Sender<bool>,
     inflight: watch::Sender<usize>,
@@ -102,11 +84,11 @@ struct Shared {
     handle: tokio::runtime::Handle,
 }
 
-/// A running agent's handle: ask it to stop, read its counters.
+/// A running agent's handle: ask it to stop, read its metrics.
 #[derive(Clone)]
 pub struct AgentHandle {
     shutdown: watch::Sender<bool>,
-    counters: Arc<Counters>,
+    metrics: Arc<Metrics>,
 }
 
 impl AgentHandle {
@@ -115,9 +97,9 @@ impl AgentHandle {
         self.shutdown.send_replace(true);
     }
 
-    /// The agent's counters.
-    pub fn counters(&self) -> &Arc<Counters> {
-        &self.counters
+    /// The agent's metrics.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 }
 
@@ -146,12 +128,12 @@ pub fn prepare(config: Config) -> Result<(AgentHandle, impl std::future::Future<
         .iter()
         .map(|s| (s.queue.clone(), Arc::new(Semaphore::new(s.threads))))
         .collect();
-    let counters = Arc::new(Counters::default());
+    let metrics = Arc::new(Metrics::default());
     let shared = Arc::new(Shared {
         site,
         node,
         ops,
-        counters: counters.clone(),
+        metrics: metrics.clone(),
         session: watch::channel(None).0,
         shutdown: watch::channel(false).0,
         inflight: watch::channel(0).0,
@@ -163,9 +145,16 @@ pub fn prepare(config: Config) -> Result<(AgentHandle, impl std::future::Future<
         handle: tokio::runtime::Handle::current(),
         config,
     });
+    if let Some(addr) = shared.config.agent.metrics_listen {
+        let listener = std::net::TcpListener::bind(addr)
+            .and_then(|l| l.set_nonblocking(true).map(|()| l))
+            .and_then(tokio::net::TcpListener::from_std)
+            .map_err(|e| format!("cannot serve metrics on {addr} (metrics_listen): {e}"))?;
+        tokio::spawn(serve_metrics(listener, metrics.clone()));
+    }
     let handle = AgentHandle {
         shutdown: shared.shutdown.clone(),
-        counters,
+        metrics,
     };
     Ok((handle, serve(shared)))
 }
@@ -173,6 +162,7 @@ pub fn prepare(config: Config) -> Result<(AgentHandle, impl std::future::Future<
 async fn serve(shared: Arc<Shared>) {
     info!(node = %shared.node, queues = ?shared.specs.iter().map(|s| &s.queue).collect::<Vec<_>>(), "ferry agent starting");
     tokio::spawn(heartbeats(shared.clone()));
+    tokio::spawn(queue_depths(shared.clone()));
     let mut shutdown = shared.shutdown.subscribe();
     let mut backoff = Duration::from_millis(100);
     'outer: loop {
@@ -204,6 +194,7 @@ async fn serve(shared: Arc<Shared>) {
         };
         backoff = Duration::from_millis(100);
         shared.session.send_replace(Some(session.clone()));
+        shared.metrics.connected.store(true, Relaxed);
         event(&shared, &session, "worker-online", serde_json::json!({})).await;
         info!("connected; consuming {} queues", consumers.len());
         notify_status("connected");
@@ -221,7 +212,8 @@ async fn serve(shared: Arc<Shared>) {
             }
         }
         shared.session.send_replace(None);
-        shared.counters.reconnects.fetch_add(1, Relaxed);
+        shared.metrics.connected.store(false, Relaxed);
+        shared.metrics.reconnects.inc();
         warn!("lost the broker; unacknowledged tasks go back to their queues; reconnecting");
         for (_, _, t) in consumers {
             t.abort();
@@ -299,6 +291,7 @@ impl Drop for Inflight {
 
 async fn handle(shared: Arc<Shared>, spec: ConsumerSpec, d: Delivery) {
     let _inflight = Inflight::new(&shared);
+    let arrived = std::time::Instant::now();
     let headers = d
         .properties
         .headers()
@@ -326,8 +319,7 @@ async fn handle(shared: Arc<Shared>, spec: ConsumerSpec, d: Delivery) {
         let why = format!("{:?} is not a task ferry runs", msg.task);
         let f = Finished::failure("NotRegistered", "celery.exceptions", &why);
         warn!(task = %msg.task, id = %msg.id, queue = %spec.queue, "unknown task");
-        shared.counters.rejected.fetch_add(1, Relaxed);
-        finish(&shared, &msg, f, &d).await;
+        finish(&shared, &msg, f, &d, "rejected").await;
         return;
     }
     if let Some(exp) = msg.expires
@@ -340,7 +332,7 @@ async fn handle(shared: Arc<Shared>, spec: ConsumerSpec, d: Delivery) {
             children: Vec::new(),
         };
         info!(id = %msg.id, "task expired before it ran");
-        finish(&shared, &msg, f, &d).await;
+        finish(&shared, &msg, f, &d, "revoked").await;
         return;
     }
     if let Some(eta) = msg.eta {
@@ -379,6 +371,7 @@ async fn handle(shared: Arc<Shared>, spec: ConsumerSpec, d: Delivery) {
         .lock()
         .expect("running")
         .insert(msg.id.clone(), notify.clone());
+    shared.metrics.queue_wait.observe(arrived.elapsed().as_secs_f64());
     run_task(&shared, &spec, msg, &d).await;
     drop(permit);
     notify.notify_waiters();
@@ -398,7 +391,7 @@ async fn run_task(shared: &Arc<Shared>, spec: &ConsumerSpec, msg: TaskMessage, d
         event(shared, &session, "task-started", serde_json::json!({"uuid": msg.id})).await;
     }
     info!(id = %msg.id, task = %msg.task, queue = %spec.queue, redelivered = d.redelivered, "task started");
-    shared.counters.active.fetch_add(1, Relaxed);
+    shared.metrics.active.inc();
     let t0 = std::time::Instant::now();
     let env = Env {
         site: shared.site.clone(),
@@ -423,11 +416,13 @@ async fn run_task(shared: &Arc<Shared>, spec: &ConsumerSpec, msg: TaskMessage, d
         };
         let f = registry::run(&msg, &env, &shared2.ops, &mut sink);
         let flushed = sink.flush();
-        shared2.counters.children.fetch_add(sink.sent, Relaxed);
+        shared2.metrics.children.inc_by(sink.sent);
         (msg, f, flushed)
     })
     .await;
-    shared.counters.active.fetch_sub(1, Relaxed);
+    shared.metrics.active.dec();
+    let ops = shared.ops.counters.snapshot();
+    shared.metrics.sync_ops(ops.files, ops.bytes);
     let (msg, f, flushed) = match joined {
         Ok(x) => x,
         Err(e) => {
@@ -462,16 +457,19 @@ async fn run_task(shared: &Arc<Shared>, spec: &ConsumerSpec, msg: TaskMessage, d
         };
         event(shared, &session, kind, fields).await;
     }
-    finish(shared, &msg, f, d).await;
+    let outcome = if f.state == State::Success {
+        "succeeded"
+    } else {
+        "failed"
+    };
+    finish(shared, &msg, f, d, outcome).await;
     shared.running.lock().expect("running").remove(&msg.id);
 }
 
-/// Records, publishes and acknowledges a finished task.
-async fn finish(shared: &Arc<Shared>, msg: &TaskMessage, f: Finished, d: &Delivery) {
-    shared.counters.processed.fetch_add(1, Relaxed);
-    if f.state != State::Success {
-        shared.counters.failed.fetch_add(1, Relaxed);
-    }
+/// Records, publishes and acknowledges a finished task; `outcome` labels
+/// it in the metrics.
+async fn finish(shared: &Arc<Shared>, msg: &TaskMessage, f: Finished, d: &Delivery, outcome: &str) {
+    shared.metrics.finished(outcome);
     let document = celery::result_document(
         &msg.id,
         f.state,
@@ -532,7 +530,7 @@ async fn reject(
     reply_to: Option<String>,
     corr: Option<String>,
 ) {
-    shared.counters.rejected.fetch_add(1, Relaxed);
+    shared.metrics.finished("rejected");
     warn!(queue = %spec.queue, id = ?rej.id, task = ?rej.task, reason = %rej.reason, "rejected a message");
     let Some(session) = shared.session.borrow().clone() else {
         return;
@@ -698,18 +696,87 @@ async fn heartbeats(shared: Arc<Shared>) {
         };
         let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
         let loadavg: Vec<f64> = load.split_whitespace().take(3).filter_map(|x| x.parse().ok()).collect();
-        let c = &shared.counters;
+        let m = &shared.metrics;
         let fields = serde_json::json!({
             "freq": interval.as_secs_f64(),
             "sw_ident": "ferry",
             "sw_ver": env!("CARGO_PKG_VERSION"),
             "sw_sys": "Linux",
-            "active": c.active.load(Relaxed),
-            "processed": c.processed.load(Relaxed),
+            "active": m.active.get(),
+            "processed": m.processed(),
             "loadavg": loadavg,
             "queues": shared.specs.iter().map(|s| s.queue.clone()).collect::<Vec<_>>(),
         });
         event(&shared, &session, "worker-heartbeat", fields).await;
+    }
+}
+
+async fn serve_metrics(listener: tokio::net::TcpListener, metrics: Arc<Metrics>) {
+    use axum::routing::get;
+    let m2 = metrics.clone();
+    let app = axum::Router::new()
+        .route(
+            "/metrics",
+            get(move || {
+                let m = metrics.clone();
+                async move {
+                    (
+                        [(
+                            "content-type",
+                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        )],
+                        m.render(),
+                    )
+                }
+            }),
+        )
+        .route(
+            "/health",
+            get(move || {
+                let m = m2.clone();
+                async move { ([("content-type", "application/json")], m.health()) }
+            }),
+        );
+    if let Err(e) = axum::serve(listener, app).await {
+        error!(error = %e, "the metrics server stopped");
+    }
+}
+
+/// Polls how many messages wait in each consumed queue, every 10 s.
+async fn queue_depths(shared: Arc<Shared>) {
+    let mut sessions = shared.session.subscribe();
+    loop {
+        let session = sessions.borrow_and_update().clone();
+        if let Some(session) = session
+            && let Ok(ch) = session.channel().await
+        {
+            'poll: while session.alive() {
+                for spec in &shared.specs {
+                    let opts = lapin::options::QueueDeclareOptions {
+                        passive: true,
+                        ..Default::default()
+                    };
+                    match ch
+                        .queue_declare(spec.queue.as_str().into(), opts, FieldTable::default())
+                        .await
+                    {
+                        Ok(q) => {
+                            let labels = vec![("queue".to_string(), spec.queue.clone())];
+                            shared
+                                .metrics
+                                .queue_messages
+                                .get_or_create(&labels)
+                                .set(q.message_count() as i64);
+                        }
+                        Err(_) => break 'poll,
+                    }
+                }
+                tokio::time::sleep(Duration::from_secs(10)).await;
+            }
+        }
+        if sessions.changed().await.is_err() {
+            return;
+        }
     }
 }
 

@@ -1,5 +1,6 @@
 //! Fixtures shared by integration tests.
 
+pub mod agent;
 pub mod btrfs;
 pub mod ops;
 pub mod s3;
