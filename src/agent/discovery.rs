@@ -20,10 +20,22 @@ use serde_json::value::RawValue;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 
-/// Where child tasks go.
+/// Where child tasks and streamed results go, and where a task reads
+/// what others stream to it.
 pub trait ChildSink {
-    /// Publishes `msg` to `queue` and waits for the broker's confirmation.
+    /// Publishes a task message to `queue`. It is confirmed by the broker
+    /// before the task's own result is published.
     fn send(&mut self, queue: &str, msg: Outgoing) -> Result<(), String>;
+    /// Publishes a stream message (JSON) to `queue`.
+    fn stream(&mut self, queue: &str, correlation_id: &str, body: Vec<u8>) -> Result<(), String>;
+    /// Declares a private queue for this task and reads from it.
+    fn subscribe(&mut self, queue: &str) -> Result<Box<dyn Inbox>, String>;
+}
+
+/// Messages streamed to a task.
+pub trait Inbox {
+    /// The next message body, or `None` if none came within `idle`.
+    fn next(&mut self, idle: std::time::Duration) -> Result<Option<Vec<u8>>, String>;
 }
 
 /// Most failed paths listed in a discovery result's details; all are counted.

@@ -14,4 +14,5 @@ pub mod metrics;
 pub mod queues;
 pub mod registry;
 pub mod runtime;
+pub mod snapdiff;
 pub mod workflow;

@@ -14,7 +14,14 @@ use crate::task::TaskResult;
 use serde_json::value::RawValue;
 
 /// Task names the agent runs besides the file operations.
-pub const DISCOVERY_TASKS: [&str; 1] = ["dynamo.tasks.recursive_navigate"];
+pub const DISCOVERY_TASKS: [&str; 3] = [
+    "dynamo.tasks.recursive_navigate",
+    "dynamo.tasks.snapdiff",
+    "dynamo.tasks.rotate_snapshot",
+];
+
+/// Per-file results per stream message of a task run with `stream_results`.
+pub const STREAM_BATCH: usize = 1000;
 
 /// Every task name the agent accepts.
 pub fn known(task: &str) -> bool {
@@ -65,6 +72,10 @@ impl Finished {
 pub fn run(msg: &TaskMessage, env: &Env, ops: &OpContext, sink: &mut dyn ChildSink) -> Finished {
     let outcome = if msg.task == "dynamo.tasks.recursive_navigate" {
         discovery::recursive_navigate(msg, env, sink).map(|d| (d.result, d.children))
+    } else if msg.task == "dynamo.tasks.snapdiff" {
+        super::snapdiff::snapdiff_task(msg, env, &ops.gpfs, sink).map(|d| (d.result, d.children))
+    } else if msg.task == "dynamo.tasks.rotate_snapshot" {
+        super::snapdiff::rotate_task(msg, env, &ops.gpfs).map(|r| (r, Vec::new()))
     } else {
         match Operation::from_task(&msg.task, &msg.kwargs_object(&["paths", "jobid"])) {
             None => {
@@ -104,6 +115,31 @@ fn run_op(
     for (p, o) in paths.iter().zip(&outcomes) {
         result.add(p, o);
     }
+    if let Some(to) = stream_target(msg)? {
+        // Per-file results in batches, then a last message: what a
+        // snapdiff waits for before it goes on.
+        let chunks: Vec<_> = paths.chunks(STREAM_BATCH).zip(outcomes.chunks(STREAM_BATCH)).collect();
+        let n = chunks.len().max(1);
+        for seq in 0..n {
+            let mut body = format!(
+                "{{\"task_id\":{},\"task\":{},\"seq\":{seq},\"last\":{},\"paths\":[",
+                serde_json::to_string(&msg.id).expect("json"),
+                serde_json::to_string(&msg.task).expect("json"),
+                seq + 1 == n
+            )
+            .into_bytes();
+            if let Some((ps, os)) = chunks.get(seq) {
+                for (i, (p, o)) in ps.iter().zip(os.iter()).enumerate() {
+                    if i > 0 {
+                        body.push(b',');
+                    }
+                    crate::task::result::write_outcome(p, o, true, &mut body);
+                }
+            }
+            body.extend_from_slice(b"]}");
+            sink.stream(&to, &msg.id, body)?;
+        }
+    }
     let mut children = Vec::new();
     if let Some((next, rest)) = msg.chain.split_last() {
         // The next link of the chain runs on the paths that continue.
@@ -124,6 +160,25 @@ fn run_op(
         sink.send(&queue, out)?;
     }
     Ok((result.to_json(), children))
+}
+
+/// Where to stream per-file results: `stream_to` when `stream_results` is true.
+fn stream_target(msg: &TaskMessage) -> Result<Option<String>, String> {
+    let on = match msg.kwarg("stream_results") {
+        None => false,
+        Some(v) => serde_json::from_str::<Option<bool>>(v.get())
+            .map_err(|e| format!("invalid arguments: stream_results: {e}"))?
+            .unwrap_or(false),
+    };
+    if !on {
+        return Ok(None);
+    }
+    match msg.kwarg("stream_to") {
+        None => Ok(None),
+        Some(v) => {
+            serde_json::from_str::<Option<String>>(v.get()).map_err(|e| format!("invalid arguments: stream_to: {e}"))
+        }
+    }
 }
 
 fn own_jobid(kwargs: &[(String, Box<RawValue>)]) -> Option<&RawValue> {

@@ -16,7 +16,7 @@
 
 use super::broker::{self, EVENT_EXCHANGE, Session};
 use super::celery::{self, Incoming, Outgoing, State, TaskMessage};
-use super::discovery::ChildSink;
+use super::discovery::{ChildSink, Inbox};
 use super::metrics::Metrics;
 use super::queues::ConsumerSpec;
 use super::registry::{self, Env, Finished};
@@ -621,20 +621,20 @@ impl BrokerSink {
     }
 }
 
-impl ChildSink for BrokerSink {
-    fn send(&mut self, queue: &str, msg: Outgoing) -> Result<(), String> {
+impl BrokerSink {
+    /// Publishes `body` to `queue` (declared first), keeping at most
+    /// `window` confirmations outstanding.
+    fn publish(&mut self, queue: &str, body: &[u8], props: lapin::BasicProperties) -> Result<(), String> {
         if let Some(e) = &self.lost {
             return Err(e.clone());
         }
-        let props = broker::task_properties(&msg.id, self.reply_to.as_deref(), &msg.headers);
         let session = self.session.clone();
         let r = self.handle.block_on(async {
             session.declare_queue(None, queue).await?;
-            session.publish("", queue, &msg.body, props).await
+            session.publish("", queue, body, props).await
         });
         match r {
             Ok(c) => {
-                self.sent += 1;
                 self.pending.push_back(c);
                 if self.pending.len() > self.window {
                     let oldest = self.pending.pop_front().expect("pending");
@@ -648,6 +648,109 @@ impl ChildSink for BrokerSink {
                 Err(e)
             }
         }
+    }
+}
+
+impl ChildSink for BrokerSink {
+    fn send(&mut self, queue: &str, msg: Outgoing) -> Result<(), String> {
+        let props = broker::task_properties(&msg.id, self.reply_to.as_deref(), &msg.headers);
+        self.publish(queue, &msg.body, props)?;
+        self.sent += 1;
+        Ok(())
+    }
+
+    fn stream(&mut self, queue: &str, correlation_id: &str, body: Vec<u8>) -> Result<(), String> {
+        // Stream queues belong to the task reading them; never declare one
+        // here, so a stream to a task that is gone is simply dropped.
+        if let Some(e) = &self.lost {
+            return Err(e.clone());
+        }
+        let props = broker::result_properties(correlation_id);
+        let session = self.session.clone();
+        let c = self
+            .handle
+            .block_on(session.publish("", queue, &body, props))
+            .map_err(|e| format!("cannot stream to {queue}: {e}"));
+        match c {
+            Ok(c) => {
+                self.pending.push_back(c);
+                Ok(())
+            }
+            Err(e) => {
+                self.lost = Some(e.clone());
+                Err(e)
+            }
+        }
+    }
+
+    fn subscribe(&mut self, queue: &str) -> Result<Box<dyn Inbox>, String> {
+        let session = self.session.clone();
+        let q = queue.to_string();
+        let consumer = self
+            .handle
+            .block_on(async move {
+                let ch = session.channel().await?;
+                ch.queue_declare(
+                    q.as_str().into(),
+                    lapin::options::QueueDeclareOptions {
+                        exclusive: true,
+                        auto_delete: true,
+                        ..Default::default()
+                    },
+                    FieldTable::default(),
+                )
+                .await?;
+                let c = ch
+                    .basic_consume(
+                        q.as_str().into(),
+                        "".into(),
+                        BasicConsumeOptions {
+                            no_ack: true,
+                            ..Default::default()
+                        },
+                        FieldTable::default(),
+                    )
+                    .await?;
+                Ok::<_, lapin::Error>((ch, c))
+            })
+            .map_err(|e| {
+                let e = format!("cannot read stream queue {queue}: {e}");
+                self.lost = Some(e.clone());
+                e
+            })?;
+        Ok(Box::new(BrokerInbox {
+            handle: self.handle.clone(),
+            channel: consumer.0,
+            consumer: consumer.1,
+        }))
+    }
+}
+
+/// A task's private stream queue.
+struct BrokerInbox {
+    handle: tokio::runtime::Handle,
+    channel: Channel,
+    consumer: lapin::Consumer,
+}
+
+impl Inbox for BrokerInbox {
+    fn next(&mut self, idle: Duration) -> Result<Option<Vec<u8>>, String> {
+        let next = self.handle.block_on(tokio::time::timeout(idle, self.consumer.next()));
+        match next {
+            Err(_) => Ok(None),
+            Ok(Some(Ok(d))) => Ok(Some(d.data)),
+            Ok(Some(Err(e))) => Err(format!("lost the stream queue: {e}")),
+            Ok(None) => Err("the stream queue closed".into()),
+        }
+    }
+}
+
+impl Drop for BrokerInbox {
+    fn drop(&mut self) {
+        let ch = self.channel.clone();
+        self.handle.spawn(async move {
+            let _ = ch.close(200, "stream read".into()).await;
+        });
     }
 }
 

@@ -72,82 +72,95 @@ impl<W: Write> ChangeWriter<W> {
         })
     }
 
-    fn absolute(&self, rel: &[u8]) -> Vec<u8> {
-        let mut p = self.root.clone();
-        if !rel.is_empty() {
-            if !p.ends_with(b"/") {
-                p.push(b'/');
-            }
-            p.extend_from_slice(rel);
-        }
-        p
-    }
-
     /// Writes one change; a batch never mixes states.
     pub fn write(&mut self, c: &Change) -> io::Result<()> {
         if self.last.is_some_and(|s| s != c.state) {
             self.out.end_batch()?;
         }
         self.last = Some(c.state);
-        let r = &c.record;
-        let e = Entry {
-            path: self.absolute(&c.path),
-            file_type: r.file_type(),
-            ino: r.ino,
-            parent: r.parent,
-            meta: Some(FileStat {
-                dev: 0,
-                ino: r.ino,
-                mode: r.mode,
-                nlink: r.nlink,
-                uid: r.uid,
-                gid: r.gid,
-                size: r.size,
-                atime: Default::default(),
-                mtime: r.mtime,
-                ctime: r.ctime,
-                btime: None,
-            }),
-            generation: u32::try_from(r.generation).ok(),
-        };
-        let source = c.source.as_ref().map(|s| self.absolute(s));
+        let (e, source) = change_entry(&self.root, c);
         let extra = self.extra;
-        self.out.write_with(&e, |o| {
-            o.extend_from_slice(b",\"state\":\"");
-            o.extend_from_slice(c.state.as_str().as_bytes());
-            o.push(b'"');
-            if let Some(s) = &source {
-                o.extend_from_slice(b",\"source\":");
-                surrogate::encode(s, o);
-            }
-            if extra.any() {
-                let mut sep = b'{';
-                o.extend_from_slice(b",\"additional_metadata\":");
-                let mut num = itoa::Buffer::new();
-                if extra.inode {
-                    o.push(sep);
-                    sep = b',';
-                    o.extend_from_slice(b"\"inode\":");
-                    o.extend_from_slice(num.format(r.ino).as_bytes());
-                }
-                if extra.generation {
-                    o.push(sep);
-                    sep = b',';
-                    o.extend_from_slice(b"\"generation\":");
-                    o.extend_from_slice(num.format(r.generation).as_bytes());
-                }
-                if extra.is_metadata_only_update && c.state == State::Updated {
-                    o.push(sep);
-                    sep = b',';
-                    o.extend_from_slice(b"\"is_metadata_only_update\":");
-                    o.extend_from_slice(if c.metadata_only { b"true" } else { b"false" });
-                }
-                if sep == b'{' {
-                    o.push(b'{');
-                }
-                o.push(b'}');
-            }
-        })
+        self.out
+            .write_with(&e, |o| write_change_keys(c, source.as_deref(), extra, o))
+    }
+}
+
+/// `rel` under `root`.
+fn absolute(root: &[u8], rel: &[u8]) -> Vec<u8> {
+    let mut p = root.to_vec();
+    if !rel.is_empty() {
+        if !p.ends_with(b"/") {
+            p.push(b'/');
+        }
+        p.extend_from_slice(rel);
+    }
+    p
+}
+
+/// A change as an entry under the fileset's live path `root`, with its
+/// absolute source path for moves.
+pub fn change_entry(root: &[u8], c: &Change) -> (Entry, Option<Vec<u8>>) {
+    let r = &c.record;
+    let e = Entry {
+        path: absolute(root, &c.path),
+        file_type: r.file_type(),
+        ino: r.ino,
+        parent: r.parent,
+        meta: Some(FileStat {
+            dev: 0,
+            ino: r.ino,
+            mode: r.mode,
+            nlink: r.nlink,
+            uid: r.uid,
+            gid: r.gid,
+            size: r.size,
+            atime: Default::default(),
+            mtime: r.mtime,
+            ctime: r.ctime,
+            btime: None,
+        }),
+        generation: u32::try_from(r.generation).ok(),
+    };
+    (e, c.source.as_ref().map(|s| absolute(root, s)))
+}
+
+/// Writes the keys a change adds to its path object: `state`, `source`
+/// (absolute) and the seed's `additional_metadata`, each after a comma.
+pub fn write_change_keys(c: &Change, source: Option<&[u8]>, extra: ExtraFields, o: &mut Vec<u8>) {
+    let r = &c.record;
+    o.extend_from_slice(b",\"state\":\"");
+    o.extend_from_slice(c.state.as_str().as_bytes());
+    o.push(b'"');
+    if let Some(s) = source {
+        o.extend_from_slice(b",\"source\":");
+        surrogate::encode(s, o);
+    }
+    if extra.any() {
+        let mut sep = b'{';
+        o.extend_from_slice(b",\"additional_metadata\":");
+        let mut num = itoa::Buffer::new();
+        if extra.inode {
+            o.push(sep);
+            sep = b',';
+            o.extend_from_slice(b"\"inode\":");
+            o.extend_from_slice(num.format(r.ino).as_bytes());
+        }
+        if extra.generation {
+            o.push(sep);
+            sep = b',';
+            o.extend_from_slice(b"\"generation\":");
+            o.extend_from_slice(num.format(r.generation).as_bytes());
+        }
+        if extra.is_metadata_only_update && c.state == State::Updated {
+            o.push(sep);
+            sep = b',';
+            o.extend_from_slice(b"\"is_metadata_only_update\":");
+            o.extend_from_slice(if c.metadata_only { b"true" } else { b"false" });
+        }
+        if sep == b'{' {
+            o.push(b'{');
+        }
+        o.push(b'}');
     }
 }
 
