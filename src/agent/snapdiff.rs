@@ -261,6 +261,9 @@ struct StreamedPath {
     state: String,
 }
 
+/// A rule (by index) and a change state: batches never mix states.
+type BatchKey = (usize, State);
+
 struct Phased<'a> {
     msg: &'a TaskMessage,
     env: &'a Env,
@@ -272,7 +275,7 @@ struct Phased<'a> {
     extra: ExtraFields,
     stream_to: String,
     /// One batcher per (rule, state).
-    batchers: Vec<((usize, State), Batcher<Vec<u8>>)>,
+    batchers: Vec<(BatchKey, Batcher<Vec<u8>>)>,
     children: Vec<String>,
     streaming: HashSet<String>,
     stream_failures: u64,
