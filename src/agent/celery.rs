@@ -100,6 +100,11 @@ impl TaskMessage {
         self.kwargs.iter().find(|(k, _)| k == key).map(|(_, v)| &**v)
     }
 
+    /// The keyword arguments besides `paths` and `jobid`, read into `T`.
+    pub fn kwargs_as<T: serde::de::DeserializeOwned>(&self) -> Result<T, String> {
+        crate::task::parse_kwargs(&self.kwargs_object(&["paths", "jobid"]))
+    }
+
     /// The keyword arguments except those in `skip`, as one JSON object.
     pub fn kwargs_object(&self, skip: &[&str]) -> String {
         object_text(self.kwargs.iter().filter(|(k, _)| !skip.contains(&k.as_str())))

@@ -68,8 +68,7 @@ pub struct Discovered {
 pub fn recursive_navigate(msg: &TaskMessage, env: &Env, sink: &mut dyn ChildSink) -> Result<Discovered, String> {
     let started = crate::scan::now_iso8601();
     let roots = input_paths(msg)?;
-    let args: NavigateArgs =
-        serde_json::from_str(&msg.kwargs_object(&["paths", "jobid"])).map_err(|e| format!("invalid arguments: {e}"))?;
+    let args: NavigateArgs = msg.kwargs_as()?;
     let routing = Routing {
         site: args.site.clone().unwrap_or_else(|| env.site.clone()),
         queue: args.queue.clone().unwrap_or_else(|| env.queue.clone()),

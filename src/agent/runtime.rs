@@ -182,9 +182,13 @@ async fn serve(shared: Arc<Shared>) {
                 continue;
             }
         };
+        // Deliveries may arrive as soon as the first consumer starts; their
+        // handlers need the session.
+        shared.session.send_replace(Some(session.clone()));
         let consumers = match start_consumers(&shared, &session).await {
             Ok(c) => c,
             Err(e) => {
+                shared.session.send_replace(None);
                 warn!(error = %e, "cannot set up the consumers");
                 let _ = session.conn.close(320, "ferry: setup failed".into()).await;
                 tokio::time::sleep(backoff).await;
@@ -193,7 +197,6 @@ async fn serve(shared: Arc<Shared>) {
             }
         };
         backoff = Duration::from_millis(100);
-        shared.session.send_replace(Some(session.clone()));
         shared.metrics.connected.store(true, Relaxed);
         event(&shared, &session, "worker-online", serde_json::json!({})).await;
         info!("connected; consuming {} queues", consumers.len());
@@ -311,15 +314,28 @@ async fn handle(shared: Arc<Shared>, spec: ConsumerSpec, d: Delivery) {
         Err(rej) => {
             let reply_to = incoming.reply_to.filter(|r| !r.is_empty()).map(str::to_string);
             let corr = incoming.correlation_id.map(str::to_string);
-            reject(&shared, &spec, &d, rej, reply_to, corr).await;
+            let exc = ("InvalidTaskError", "celery.exceptions");
+            reject(&shared, &spec, &d, rej, exc, reply_to, corr).await;
             return;
         }
     };
     if !registry::known(&msg.task) {
-        let why = format!("{:?} is not a task ferry runs", msg.task);
-        let f = Finished::failure("NotRegistered", "celery.exceptions", &why);
-        warn!(task = %msg.task, id = %msg.id, queue = %spec.queue, "unknown task");
-        finish(&shared, &msg, f, &d, "rejected").await;
+        let rej = celery::Rejection {
+            reason: format!("{:?} is not a task ferry runs", msg.task),
+            id: Some(msg.id.clone()),
+            task: Some(msg.task.clone()),
+        };
+        let exc = ("NotRegistered", "celery.exceptions");
+        reject(
+            &shared,
+            &spec,
+            &d,
+            rej,
+            exc,
+            msg.reply_to.clone(),
+            Some(msg.correlation_id.clone()),
+        )
+        .await;
         return;
     }
     if let Some(exp) = msg.expires
@@ -335,10 +351,17 @@ async fn handle(shared: Arc<Shared>, spec: ConsumerSpec, d: Delivery) {
         finish(&shared, &msg, f, &d, "revoked").await;
         return;
     }
+    let mut shutdown = shared.shutdown.subscribe();
     if let Some(eta) = msg.eta {
         let wait = eta.duration_since(jiff::Timestamp::now());
         if wait.is_positive() {
-            tokio::time::sleep(Duration::try_from(wait).unwrap_or_default()).await;
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::try_from(wait).unwrap_or_default()) => {}
+                _ = async { shutdown.wait_for(|s| *s).await.map(|_| ()) } => {
+                    requeue(&d).await;
+                    return;
+                }
+            }
         }
     }
     // A redelivery of a task that finished, or that is running here now.
@@ -357,11 +380,10 @@ async fn handle(shared: Arc<Shared>, spec: ConsumerSpec, d: Delivery) {
         return;
     }
     let slot = shared.slots[&spec.queue].clone();
-    let mut shutdown = shared.shutdown.subscribe();
     let permit = tokio::select! {
         p = slot.acquire_owned() => p.expect("semaphore open"),
         _ = async { shutdown.wait_for(|s| *s).await.map(|_| ()) } => {
-            let _ = d.acker.nack(BasicNackOptions { requeue: true, ..Default::default() }).await;
+            requeue(&d).await;
             return;
         }
     };
@@ -510,6 +532,17 @@ async fn publish_result(shared: &Arc<Shared>, done: &Done) {
     }
 }
 
+/// Gives a delivery back to its queue (shutdown before it ran).
+async fn requeue(d: &Delivery) {
+    let _ = d
+        .acker
+        .nack(BasicNackOptions {
+            requeue: true,
+            ..Default::default()
+        })
+        .await;
+}
+
 async fn ack(d: &Delivery) {
     match d.acker.ack(BasicAckOptions::default()).await {
         Ok(true) => {}
@@ -527,6 +560,7 @@ async fn reject(
     spec: &ConsumerSpec,
     d: &Delivery,
     rej: celery::Rejection,
+    (exc_type, exc_module): (&str, &str),
     reply_to: Option<String>,
     corr: Option<String>,
 ) {
@@ -540,7 +574,7 @@ async fn reject(
             let doc = celery::result_document(
                 id,
                 State::Failure,
-                &celery::exception("InvalidTaskError", "celery.exceptions", &rej.reason),
+                &celery::exception(exc_type, exc_module, &rej.reason),
                 Some(&rej.reason),
                 &[],
                 None,

@@ -116,8 +116,7 @@ pub fn snapdiff_task(
             roots.len()
         ));
     };
-    let args: SnapdiffArgs =
-        serde_json::from_str(&msg.kwargs_object(&["paths", "jobid"])).map_err(|e| format!("invalid arguments: {e}"))?;
+    let args: SnapdiffArgs = msg.kwargs_as()?;
     let routing = Routing {
         site: args.site.clone().unwrap_or_else(|| env.site.clone()),
         queue: args.queue.clone().unwrap_or_else(|| env.queue.clone()),
@@ -219,8 +218,7 @@ pub fn rotate_task(msg: &TaskMessage, env: &Env, gpfs: &provider::gpfs::GpfsOpti
     let [root] = &roots[..] else {
         return Err(format!("rotate_snapshot takes exactly one path, got {}", roots.len()));
     };
-    let args: RotateArgs =
-        serde_json::from_str(&msg.kwargs_object(&["paths", "jobid"])).map_err(|e| format!("invalid arguments: {e}"))?;
+    let args: RotateArgs = msg.kwargs_as()?;
     let prov = args.fileset.open(&root.path, gpfs)?;
     let opts = args.fileset.options(env);
     let mut log = |m: &str| tracing::info!(task = %msg.id, "{m}");

@@ -76,7 +76,7 @@ impl Operation {
     /// has the wrong type.
     pub fn from_task(task: &str, kwargs: &str) -> Option<Result<Operation, String>> {
         fn args<T: serde::de::DeserializeOwned>(kwargs: &str) -> Result<T, String> {
-            serde_json::from_str(kwargs).map_err(|e| format!("invalid arguments: {e}"))
+            crate::task::parse_kwargs(kwargs)
         }
         Some(match task {
             "dynamo.tasks.migrate" => args(kwargs).map(Operation::Migrate),
