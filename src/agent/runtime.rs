@@ -436,7 +436,19 @@ async fn run_task(shared: &Arc<Shared>, spec: &ConsumerSpec, msg: TaskMessage, d
             lost: None,
             sent: 0,
         };
-        let f = registry::run(&msg, &env, &shared2.ops, &mut sink);
+        // A bug must not leave the message unanswered or kill the agent:
+        // a panic becomes the task's failure.
+        let f = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            registry::run(&msg, &env, &shared2.ops, &mut sink)
+        }))
+        .unwrap_or_else(|p| {
+            let what = p
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| p.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            Finished::failure("InternalError", "ferry", &format!("the task panicked: {what}"))
+        });
         let flushed = sink.flush();
         shared2.metrics.children.inc_by(sink.sent);
         (msg, f, flushed)
@@ -448,7 +460,7 @@ async fn run_task(shared: &Arc<Shared>, spec: &ConsumerSpec, msg: TaskMessage, d
     let (msg, f, flushed) = match joined {
         Ok(x) => x,
         Err(e) => {
-            error!(error = %e, "a task panicked; its message goes back to the queue");
+            error!(error = %e, "a task thread was lost; its message goes back to the queue at the next reconnect");
             return;
         }
     };

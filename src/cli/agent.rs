@@ -32,6 +32,24 @@ pub struct AgentCmd {
     check: bool,
 }
 
+/// Logs go to the journal with structured fields when systemd connected
+/// stderr to it (`JOURNAL_STREAM`), otherwise as text lines on stderr.
+fn init_logging() {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,lapin=warn".into());
+    let journald = std::env::var_os("JOURNAL_STREAM")
+        .and_then(|_| tracing_journald::layer().ok())
+        .map(|l| l.with_syslog_identifier("ferry-agent".into()));
+    match journald {
+        Some(layer) => tracing_subscriber::registry().with(filter).with(layer).init(),
+        None => tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init(),
+    }
+}
+
 /// Runs `ferry agent`.
 pub fn run_agent(c: AgentCmd) -> ExitCode {
     let config = match Config::load(c.config.as_deref()) {
@@ -59,12 +77,7 @@ pub fn run_agent(c: AgentCmd) -> ExitCode {
         );
         return ExitCode::SUCCESS;
     }
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,lapin=warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    init_logging();
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("ferry-agent")
