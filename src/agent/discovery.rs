@@ -237,3 +237,166 @@ impl Run<'_> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::agent::celery::{HeaderValue, Incoming, decode};
+    use crate::agent::queues::AgentSettings;
+    use crate::batch::BatchLimits;
+
+    struct Memory(Vec<(String, TaskMessage)>);
+
+    impl ChildSink for Memory {
+        fn send(&mut self, queue: &str, msg: Outgoing) -> Result<(), String> {
+            let m = decode(
+                &Incoming {
+                    headers: &msg.headers,
+                    body: &msg.body,
+                    ..Default::default()
+                },
+                usize::MAX,
+            )
+            .map_err(|e| e.reason)?;
+            self.0.push((queue.to_string(), m));
+            Ok(())
+        }
+
+        fn stream(&mut self, _: &str, _: &str, _: Vec<u8>) -> Result<(), String> {
+            unreachable!("discovery does not stream")
+        }
+
+        fn subscribe(&mut self, _: &str) -> Result<Box<dyn Inbox>, String> {
+            unreachable!("discovery does not subscribe")
+        }
+    }
+
+    fn message(kwargs: serde_json::Value) -> TaskMessage {
+        let headers = vec![
+            (
+                "task".into(),
+                HeaderValue::Str("dynamo.tasks.recursive_navigate".into()),
+            ),
+            ("id".into(), HeaderValue::Str("parent".into())),
+        ];
+        let body = format!("[[], {kwargs}, null]");
+        decode(
+            &Incoming {
+                headers: &headers,
+                body: body.as_bytes(),
+                ..Default::default()
+            },
+            usize::MAX,
+        )
+        .unwrap()
+    }
+
+    fn env() -> Env {
+        Env {
+            site: "s1".into(),
+            queue: "default".into(),
+            queue_name: "s1.default#discovery".into(),
+            node: "ferry@test".into(),
+            agent: AgentSettings {
+                batch: BatchLimits::from_seed(3, 0.0, false),
+                ..AgentSettings::default()
+            },
+            walk_threads: 2,
+        }
+    }
+
+    #[test]
+    fn batches_rules_chains_and_missing_paths() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::create_dir(d.join("sub")).unwrap();
+        for i in 0..7 {
+            std::fs::write(d.join(format!("f{i}")), b"x").unwrap();
+        }
+        std::fs::write(d.join("sub/skip.tmp"), b"x").unwrap();
+        let missing = d.join("gone");
+        let kwargs = serde_json::json!({
+            "paths": [d.to_str().unwrap(), missing.to_str().unwrap()],
+            "jobid": 5,
+            "skip_missing": true,
+            "fields": {"ep": "archive"},
+            "filter_rules": [
+                {"state": "all", "type": "file", "exclude": ["*.tmp"], "action": [
+                    {"name": "dynamo.tasks.migrate", "endpoint": "*ep"},
+                    {"name": "dynamo.tasks.recall", "queue": "q2"}]},
+                {"state": "all", "type": "directory", "action": [{"name": "dynamo.tasks.stat_paths", "site": "s9"}]},
+            ],
+        });
+        let mut sink = Memory(Vec::new());
+        let out = recursive_navigate(&message(kwargs), &env(), &mut sink).unwrap();
+        let r: serde_json::Value = serde_json::from_slice(&out.result).unwrap();
+        let st = &r["status"];
+        assert_eq!(r["jobid"], 5);
+        assert_eq!(st["has_dynamic_children"], true);
+        // 8 files on disk plus the missing one taken as a file.
+        assert_eq!(st["summary"]["files"], 9, "{r}");
+        assert_eq!(st["summary"]["dirs"], 2, "{r}");
+        assert_eq!(out.children.len(), sink.0.len());
+
+        let migrate: Vec<&TaskMessage> = sink
+            .0
+            .iter()
+            .filter(|(q, _)| q == "s1.default#worker")
+            .map(|(_, m)| m)
+            .collect();
+        let stat: Vec<&TaskMessage> = sink
+            .0
+            .iter()
+            .filter(|(q, _)| q == "s9.default#worker")
+            .map(|(_, m)| m)
+            .collect();
+        assert_eq!(
+            migrate.len() + stat.len(),
+            sink.0.len(),
+            "{:?}",
+            sink.0.iter().map(|x| &x.0).collect::<Vec<_>>()
+        );
+        // 7 files + the missing one, 3 per batch; the .tmp file is excluded.
+        let mut files = Vec::new();
+        for m in &migrate {
+            assert_eq!(m.task, "dynamo.tasks.migrate");
+            assert_eq!(m.parent_id.as_deref(), Some("parent"));
+            assert_eq!(m.kwarg("endpoint").unwrap().get(), "\"archive\"");
+            assert_eq!(m.kwarg("jobid").unwrap().get(), "5");
+            assert_eq!(m.chain.len(), 1);
+            assert_eq!(m.chain[0].task, "dynamo.tasks.recall");
+            assert_eq!(
+                m.chain[0].options.as_ref().unwrap().queue.as_deref(),
+                Some("s1.q2#worker")
+            );
+            let paths = input_paths(m).unwrap();
+            assert!(paths.len() <= 3);
+            files.extend(paths.into_iter().map(|p| p.path));
+        }
+        files.sort();
+        assert_eq!(files.len(), 8, "{files:?}");
+        assert!(files.iter().all(|f| !f.ends_with(b".tmp")));
+        assert!(files.contains(&missing.to_str().unwrap().as_bytes().to_vec()));
+        let dirs: usize = stat.iter().map(|m| input_paths(m).unwrap().len()).sum();
+        assert_eq!(dirs, 2);
+    }
+
+    #[test]
+    fn bad_arguments_fail_the_task() {
+        let env = env();
+        let mut sink = Memory(Vec::new());
+        for (kwargs, why) in [
+            (serde_json::json!({"filter_rules": []}), "no `paths`"),
+            (serde_json::json!({"paths": ["/"]}), "no filter_rules"),
+            (serde_json::json!({"paths": [5], "filter_rules": []}), "paths[0]"),
+            (
+                serde_json::json!({"paths": ["/"], "skip_missing": "yes", "filter_rules": []}),
+                "`skip_missing`",
+            ),
+        ] {
+            let e = recursive_navigate(&message(kwargs), &env, &mut sink).err().unwrap();
+            assert!(e.contains(why), "{e}");
+        }
+        assert!(sink.0.is_empty());
+    }
+}
