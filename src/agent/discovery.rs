@@ -123,7 +123,7 @@ pub fn recursive_navigate(msg: &TaskMessage, env: &Env, sink: &mut dyn ChildSink
         }
     }
     let mut opts = WalkOptions {
-        threads: env.walk_threads,
+        threads: env.agent.walk_threads,
         ..WalkOptions::default()
     };
     if let [only] = &rules[..] {
@@ -299,9 +299,9 @@ mod tests {
             node: "ferry@test".into(),
             agent: AgentSettings {
                 batch: BatchLimits::from_seed(3, 0.0, false),
+                walk_threads: 2,
                 ..AgentSettings::default()
             },
-            walk_threads: 2,
         }
     }
 

@@ -216,6 +216,10 @@ pub struct AgentSettings {
     pub max_message_bytes: usize,
     /// Most published messages awaiting the broker's confirmation (`confirm_window`).
     pub confirm_window: usize,
+    /// Metadata calls in flight per discovery walk (`walk_threads`): the
+    /// core count by default; 64 to 256 on a parallel filesystem, where each
+    /// call waits on the network.
+    pub walk_threads: usize,
     /// Where to serve Prometheus metrics (`metrics_listen`), if anywhere.
     pub metrics_listen: Option<std::net::SocketAddr>,
     /// Longest wait for one delete or move batch of a snapdiff to be
@@ -235,6 +239,7 @@ impl Default for AgentSettings {
             task_events: true,
             max_message_bytes: 64 << 20,
             confirm_window: 1024,
+            walk_threads: crate::walk::WalkOptions::default().threads,
             metrics_listen: None,
             snapdiff_stream_timeout: Duration::from_secs(600),
         }
@@ -242,7 +247,7 @@ impl Default for AgentSettings {
 }
 
 /// The `[settings]` keys [`AgentSettings::read`] knows.
-pub const AGENT_KEYS: &str = "broker_url, node_name, file_batch_size, file_batch_gb, enable_auto_file_batch_sizing, lock_threshold, heartbeat, heartbeat_interval, task_events, max_message_bytes, confirm_window, metrics_listen, snapdiff_stream_timeout, worker, discovery, custom, interactive, settings";
+pub const AGENT_KEYS: &str = "broker_url, node_name, file_batch_size, file_batch_gb, enable_auto_file_batch_sizing, lock_threshold, heartbeat, heartbeat_interval, task_events, max_message_bytes, confirm_window, walk_threads, metrics_listen, snapdiff_stream_timeout, worker, discovery, custom, interactive, settings";
 
 impl AgentSettings {
     /// Reads the agent's keys from `[settings]`.
@@ -286,6 +291,9 @@ impl AgentSettings {
         }
         if let Some(n) = s.take_parsed("confirm_window", parse_count)? {
             a.confirm_window = n;
+        }
+        if let Some(n) = s.take_parsed("walk_threads", parse_count)? {
+            a.walk_threads = n;
         }
         a.metrics_listen = s.take_parsed("metrics_listen", |t| {
             t.parse()

@@ -38,10 +38,8 @@ pub struct Env {
     pub queue_name: String,
     /// The node name (`ferry@<host>`), the `origin` of child tasks.
     pub node: String,
-    /// Agent settings (batching, limits).
+    /// Agent settings (batching, limits, walker threads).
     pub agent: AgentSettings,
-    /// Walker threads for discovery.
-    pub walk_threads: usize,
 }
 
 /// How a task ended, ready for the result document.

@@ -421,9 +421,6 @@ async fn run_task(shared: &Arc<Shared>, spec: &ConsumerSpec, msg: TaskMessage, d
         queue_name: spec.queue.clone(),
         node: shared.node.clone(),
         agent: shared.config.agent.clone(),
-        walk_threads: crate::walk::WalkOptions::default()
-            .threads
-            .max(shared.config.settings.threads),
     };
     let (shared2, session2) = (shared.clone(), session.clone());
     let joined = tokio::task::spawn_blocking(move || {

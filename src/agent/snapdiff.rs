@@ -91,7 +91,7 @@ impl FilesetArgs {
         let mut o = SnapdiffOptions {
             state_dir: self.state_dir.clone(),
             lock_threshold: Duration::from_secs(env.agent.lock_threshold),
-            threads: env.walk_threads,
+            threads: env.agent.walk_threads,
             ..SnapdiffOptions::default()
         };
         if let Some(p) = &self.prefix {
