@@ -5,7 +5,13 @@
 //! agent_bench publish    SITE TREE RUNS   # discovery of TREE publishing batches
 //! agent_bench first-child SITE TREE RUNS  # send → first child on its queue
 //! agent_bench roundtrip  SITE FILE RUNS   # stat_paths of one file, send → result
+//! agent_bench pipeline   SITE BATCH PATHS # publishing alone, no walk
 //! ```
+//!
+//! `pipeline` measures the publishing side without a walk: PATHS path
+//! objects, cut into batches of BATCH, each built into a child task message
+//! with ferry's codec and published through ferry's broker session with up
+//! to 1,024 confirmations outstanding, all confirmed at the end.
 //!
 //! `publish` sends `dynamo.tasks.recursive_navigate` with one `all` rule
 //! whose action goes to `SITE.sink#worker`, a queue nobody consumes, so the
@@ -80,6 +86,27 @@ async fn reply(c: &mut Consumer, id: &str) -> serde_json::Value {
     }
 }
 
+/// A parent task for child messages (only its ids are used).
+fn parent_message() -> ferry::agent::celery::TaskMessage {
+    use ferry::agent::celery::{HeaderValue, Incoming, decode};
+    let headers = vec![
+        (
+            "task".to_string(),
+            HeaderValue::Str("dynamo.tasks.recursive_navigate".into()),
+        ),
+        ("id".to_string(), HeaderValue::Str("bench-parent".into())),
+    ];
+    decode(
+        &Incoming {
+            headers: &headers,
+            body: b"[[], {}, null]",
+            ..Default::default()
+        },
+        usize::MAX,
+    )
+    .unwrap()
+}
+
 fn median(mut v: Vec<f64>) -> (f64, f64, f64) {
     v.sort_by(f64::total_cmp);
     let p = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
@@ -89,7 +116,7 @@ fn median(mut v: Vec<f64>) -> (f64, f64, f64) {
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let [mode, site, target, runs] = &args[..] else {
-        eprintln!("usage: agent_bench publish|first-child|roundtrip SITE PATH RUNS");
+        eprintln!("usage: agent_bench publish|first-child|roundtrip SITE PATH RUNS | pipeline SITE BATCH PATHS");
         std::process::exit(2);
     };
     let runs: usize = runs.parse().unwrap();
@@ -154,6 +181,47 @@ fn main() {
                 }
                 let (med, min, p99) = median(ms);
                 println!("{}", serde_json::json!({"mode": "first-child", "median_ms": med, "min_ms": min, "p99_ms": p99, "runs": runs}));
+            }
+            "pipeline" => {
+                let batch: usize = target.parse().unwrap();
+                let sess = ferry::agent::broker::Session::connect(BROKER, "bench").await.unwrap();
+                let parent = parent_message();
+                let mut rates = Vec::new();
+                for _ in 0..3 {
+                    ch.queue_purge(sink.as_str().into(), QueuePurgeOptions::default()).await.unwrap();
+                    let t0 = Instant::now();
+                    let mut pending = std::collections::VecDeque::new();
+                    let mut obj = Vec::new();
+                    let mut n = 0;
+                    while n < runs {
+                        let mut paths = Vec::with_capacity(batch * 64);
+                        for i in n..(n + batch).min(runs) {
+                            if i > n {
+                                paths.push(b',');
+                            }
+                            obj.clear();
+                            let p = format!("/work/bench-agent/tree/d{:05}/file{:07}", i / 1000, i);
+                            ferry::task::PathObject::new(p.into_bytes()).write_json(&mut obj);
+                            paths.extend_from_slice(&obj);
+                        }
+                        n = (n + batch).min(runs);
+                        let kwargs = ferry::agent::workflow::kwargs_with("\"endpoint\":\"archive\"", None, Some(&paths));
+                        let out = ferry::agent::celery::child_task("dynamo.tasks.migrate", &kwargs, &parent, &[], "bench@h");
+                        let props = ferry::agent::broker::task_properties(&out.id, Some(&reply_to), &out.headers);
+                        pending.push_back(sess.publish("", &sink, &out.body, props).await.unwrap());
+                        if pending.len() > 1024 {
+                            ferry::agent::broker::confirmed(pending.pop_front().unwrap().await).unwrap();
+                        }
+                    }
+                    for c in pending {
+                        ferry::agent::broker::confirmed(c.await).unwrap();
+                    }
+                    let rate = runs as f64 / t0.elapsed().as_secs_f64();
+                    eprintln!("batch={batch} paths={runs} rate={rate:.0}/s");
+                    rates.push(rate);
+                }
+                let (med, min, max) = median(rates);
+                println!("{}", serde_json::json!({"mode": "pipeline", "batch": batch, "median_paths_per_s": med.round(), "min": min.round(), "max": max.round()}));
             }
             "roundtrip" => {
                 let kwargs = serde_json::json!({"paths": [target]}).to_string();

@@ -5,7 +5,9 @@
 #      per batch, to a queue nobody consumes), beside `ferry scan` of the
 #      same tree (the walk alone) in the same run;
 #   2. time from sending a discovery to its first child arriving;
-#   3. round trip of a small task (stat_paths of one file).
+#   3. round trip of a small task (stat_paths of one file);
+#   4. publishing alone: 1 M path objects built into child tasks and
+#      published with confirms, no walk (the pipeline's own capacity).
 #
 #   scripts/bench-agent.sh            FILES=500000 RUNS=3 by default
 # The tree is kept in $BENCH_DIR (default /work/bench-agent) for reuse.
@@ -58,6 +60,9 @@ for cfg in "40 true" "1000 false"; do
   $bench publish "$site" "$tree" "$runs"
   stop_agent
 done
+echo "== publishing alone (no walk): 1,000,000 paths, batches of 40 and 1,000"
+$bench pipeline "$site" 40 1000000
+$bench pipeline "$site" 1000 1000000
 echo "== time to first child and small-task round trip (seed defaults)"
 start_agent 40 true
 $bench first-child "$site" "$tree" 20
