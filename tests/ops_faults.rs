@@ -789,3 +789,41 @@ fn premigrated_file_rewritten_with_mtime_restored() {
         assert_same_data(&std::fs::read(&p).unwrap(), &new, &p);
     }
 }
+
+/// A kill between an object's data and its metadata (directory endpoint)
+/// leaves an object without `user.ferry.object`. The next migrate of the
+/// same file takes it over when it holds the file's content, so the
+/// endpoint ends with one object, not two; an object without metadata that
+/// holds something else is never overwritten.
+#[test]
+fn object_without_metadata_is_taken_over_only_when_it_matches() {
+    let env = Env::dir();
+    let same = env.path(b"same");
+    let other = env.path(b"other");
+    std::fs::write(&same, b"the file's content").unwrap();
+    std::fs::write(&other, b"this file's content").unwrap();
+    let arch = env.arch().to_path_buf();
+    std::fs::write(arch.join(env.key_of(&same)), b"the file's content").unwrap();
+    std::fs::write(arch.join(env.key_of(&other)), b"someone else's data").unwrap();
+
+    let run = env.migrate(&["--jsonl"], &[same.clone(), other.clone()]);
+    run.assert_all("processed", 2);
+    let names = |prefix: &str| -> Vec<String> {
+        std::fs::read_dir(&arch)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n.starts_with(prefix))
+            .collect()
+    };
+    assert_eq!(names("same"), ["same"], "one object for the matching file");
+    let meta = xattr::get(arch.join("same"), "user.ferry.object").unwrap();
+    assert!(meta.is_some(), "the object got its metadata");
+    let mut others = names("other");
+    others.sort();
+    assert_eq!(others.len(), 2, "{others:?}");
+    assert_eq!(std::fs::read(arch.join("other")).unwrap(), b"someone else's data");
+    let recall = env.recall(&["--jsonl"], &[same.clone(), other.clone()]);
+    recall.assert_all("processed", 2);
+    assert_eq!(std::fs::read(&same).unwrap(), b"the file's content");
+    assert_eq!(std::fs::read(&other).unwrap(), b"this file's content");
+}

@@ -401,7 +401,9 @@ async fn handle(shared: Arc<Shared>, spec: ConsumerSpec, d: Delivery) {
 
 async fn run_task(shared: &Arc<Shared>, spec: &ConsumerSpec, msg: TaskMessage, d: &Delivery) {
     let Some(session) = shared.session.borrow().clone() else {
+        // Between sessions: the delivery's channel is gone or going.
         shared.running.lock().expect("running").remove(&msg.id);
+        requeue(d).await;
         return;
     };
     if shared.config.agent.task_events {
@@ -576,6 +578,7 @@ async fn reject(
     shared.metrics.finished("rejected");
     warn!(queue = %spec.queue, id = ?rej.id, task = ?rej.task, reason = %rej.reason, "rejected a message");
     let Some(session) = shared.session.borrow().clone() else {
+        requeue(d).await;
         return;
     };
     match (&rej.id, reply_to) {
@@ -893,6 +896,11 @@ async fn queue_depths(shared: Arc<Shared>) {
     let mut sessions = shared.session.subscribe();
     loop {
         let session = sessions.borrow_and_update().clone();
+        // The queues exist once the consumers are up (`connected`); a
+        // passive declare of a missing queue would close the channel.
+        while session.as_ref().is_some_and(|s| s.alive()) && !shared.metrics.connected.load(Relaxed) {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
         if let Some(session) = session
             && let Ok(ch) = session.channel().await
         {

@@ -320,6 +320,22 @@ impl Job<'_> {
         if self.args.overwrite {
             return Ok(KeyChoice::Write(key));
         }
+        if existing.meta.is_none() && existing.size == meta.size {
+            // An object without ferry's metadata is, most likely, this very
+            // file's upload cut off between its data and its metadata (a
+            // crash); no file records it, since locations are recorded only
+            // after the metadata is verified. If it holds the file's content
+            // it is written again in place, with its metadata; anything else
+            // is left alone and a new instance goes beside it.
+            let ours = crate::target::hash_file(file, meta.size).map_err(|e| io_failure("reading", e))?;
+            if self
+                .target
+                .download(&key, existing.size, &mut |_| Ok(()))
+                .is_ok_and(|theirs| theirs == ours)
+            {
+                return Ok(KeyChoice::Write(key));
+            }
+        }
         if let Some(Ok(theirs)) = &existing.meta {
             let mut ours = meta.clone();
             ours.hash = crate::target::hash_file(file, meta.size).map_err(|e| io_failure("reading", e))?;
