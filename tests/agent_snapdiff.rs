@@ -6,7 +6,16 @@ mod common;
 
 use common::agent::*;
 use serde_json::{Value, json};
+use std::collections::HashMap;
 use std::time::Duration;
+
+/// Reads replies into `results` (by task id) until `done` says so.
+async fn collect(c: &mut Client, results: &mut HashMap<String, Value>, done: impl Fn(&HashMap<String, Value>) -> bool) {
+    while !done(results) {
+        let r = c.reply(Duration::from_secs(60)).await;
+        results.insert(r["task_id"].as_str().unwrap().to_string(), r);
+    }
+}
 
 fn children(r: &Value) -> Vec<String> {
     r["children"]
@@ -45,8 +54,11 @@ fn snapdiff_streams_deletes_and_moves_before_creates() {
     rt().block_on(async {
         let mut c = Client::connect().await;
         // First run: everything is created.
+        // Children may report before their parent: keep every reply.
+        let mut results = HashMap::new();
         let id = c.send_task(&queue, "dynamo.tasks.snapdiff", &kwargs).await;
-        let r = c.reply_for(&id, Duration::from_secs(60)).await;
+        collect(&mut c, &mut results, |r| r.contains_key(&id)).await;
+        let r = results[&id].clone();
         assert_eq!(r["status"], "SUCCESS", "{r}\n{}", agent.log());
         let st = &r["result"]["status"];
         // The root directory and the three files.
@@ -54,23 +66,19 @@ fn snapdiff_streams_deletes_and_moves_before_creates() {
         assert_eq!(st["snapdiff"]["outcome"], "rotated", "{r}");
         assert_eq!(st["snapdiff"]["first_run"], true, "{r}");
         assert_eq!(st["has_dynamic_children"], true);
-        for child in children(&r) {
-            let cr = c.reply_for(&child, Duration::from_secs(30)).await;
-            assert_eq!(cr["status"], "SUCCESS", "{cr}");
+        let kids = children(&r);
+        collect(&mut c, &mut results, |r| kids.iter().all(|k| r.contains_key(k))).await;
+        for k in &kids {
+            assert_eq!(results[k]["status"], "SUCCESS", "{}", results[k]);
         }
 
         // Second run: b deleted, c moved to d, e created.
         std::fs::remove_file(data.join("b")).unwrap();
         std::fs::rename(data.join("c"), data.join("d")).unwrap();
         std::fs::write(data.join("e"), b"e").unwrap();
+        let mut results = HashMap::new();
         let id = c.send_task(&queue, "dynamo.tasks.snapdiff", &kwargs).await;
-        let mut results = std::collections::HashMap::new();
-        let t0 = std::time::Instant::now();
-        while !results.contains_key(&id) || results.len() < 4 {
-            assert!(t0.elapsed() < Duration::from_secs(60), "{results:?}\n{}", agent.log());
-            let r = c.reply(Duration::from_secs(60)).await;
-            results.insert(r["task_id"].as_str().unwrap().to_string(), r);
-        }
+        collect(&mut c, &mut results, |r| r.contains_key(&id) && r.len() >= 4).await;
         let r = &results[&id];
         assert_eq!(r["status"], "SUCCESS", "{r}");
         let st = &r["result"]["status"];
@@ -89,7 +97,7 @@ fn snapdiff_streams_deletes_and_moves_before_creates() {
         assert_eq!(st["snapdiff"]["outcome"], "rotated", "{r}");
         let kids = children(r);
         assert_eq!(kids.len(), 3, "{r}");
-        let mut by_task = std::collections::HashMap::new();
+        let mut by_task = HashMap::new();
         for k in &kids {
             let cr = &results[k];
             assert_eq!(cr["status"], "SUCCESS", "{cr}");

@@ -181,6 +181,8 @@ pub struct Client {
     /// The reply queue's name (use as `reply_to`).
     pub reply_to: String,
     consumer: lapin::Consumer,
+    /// Replies read while waiting for another task's.
+    pending: Vec<serde_json::Value>,
 }
 
 impl Client {
@@ -220,6 +222,7 @@ impl Client {
             ch,
             reply_to,
             consumer,
+            pending: Vec::new(),
         }
     }
 
@@ -286,8 +289,12 @@ impl Client {
         serde_json::from_slice(&d.data).unwrap()
     }
 
-    /// Replies until one for `id` arrives; others are returned too.
+    /// The reply for `id`; replies for other tasks read meanwhile are kept
+    /// for later calls (children may report before their parent).
     pub async fn reply_for(&mut self, id: &str, limit: Duration) -> serde_json::Value {
+        if let Some(i) = self.pending.iter().position(|r| r["task_id"] == id) {
+            return self.pending.remove(i);
+        }
         let t0 = Instant::now();
         loop {
             let left = limit.saturating_sub(t0.elapsed());
@@ -295,6 +302,7 @@ impl Client {
             if r["task_id"] == id {
                 return r;
             }
+            self.pending.push(r);
         }
     }
 }
