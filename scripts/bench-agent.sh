@@ -31,13 +31,14 @@ echo x > "$small"
 
 site=bench$$
 agent_pid=
-start_agent() { # batch size, dynamic sizing
+start_agent() { # batch size, dynamic sizing, batch GB
   cat > "$dir/ferry.conf" <<CONF
 [settings]
 site = $site
 threads = 4
 file_batch_size = $1
 enable_auto_file_batch_sizing = $2
+file_batch_gb = ${3:-1}
 CONF
   RUST_LOG=warn $ferry agent --config "$dir/ferry.conf" 2>"$dir/agent.log" &
   agent_pid=$!
@@ -48,15 +49,16 @@ trap 'stop_agent 2>/dev/null || true' EXIT
 
 echo "== machine"
 nproc; grep -m1 'model name' /proc/cpuinfo; uname -r
-echo "== walk alone: ferry scan --summary (warm cache)"
+echo "== walk alone: ferry scan, full stat and names only, JSON to /dev/null (warm cache)"
 $ferry scan --summary "$tree" >/dev/null
 for _ in $(seq "$runs"); do
-  /usr/bin/time -f "scan wall=%e s" $ferry scan --summary "$tree" >/dev/null
+  /usr/bin/time -f "scan (stat) wall=%e s" $ferry scan "$tree" >/dev/null
+  /usr/bin/time -f "scan (names) wall=%e s" $ferry scan --fields path,type "$tree" >/dev/null
 done
-for cfg in "40 true" "1000 false"; do
+for cfg in "40 true 1" "1000 false 1" "40 true 0" "1000 false 0"; do
   set -- $cfg
-  echo "== publish: file_batch_size=$1 dynamic=$2"
-  start_agent "$1" "$2"
+  echo "== publish: file_batch_size=$1 dynamic=$2 file_batch_gb=$3"
+  start_agent "$1" "$2" "$3"
   $bench publish "$site" "$tree" "$runs"
   stop_agent
 done

@@ -78,6 +78,11 @@ pub fn recursive_navigate(msg: &TaskMessage, env: &Env, sink: &mut dyn ChildSink
         return Err("no filter_rules: discovery would find paths and do nothing with them".into());
     }
     let jobid = msg.kwarg("jobid");
+    // Sizes are needed only when batches are limited by bytes
+    // (`file_batch_gb`); without that limit the walk needs no stat at all,
+    // since types come from the directory entries, and runs several times
+    // faster. Path objects then carry no `size`.
+    let sizes = env.agent.batch.max_data_bytes.is_some();
     let mut run = Run {
         msg,
         env,
@@ -87,6 +92,7 @@ pub fn recursive_navigate(msg: &TaskMessage, env: &Env, sink: &mut dyn ChildSink
         batchers: rules.iter().map(|_| Batcher::new(env.agent.batch)).collect(),
         children: Vec::new(),
         matched: Vec::new(),
+        fields: if sizes { Fields::PATH.with(Fields::SIZE) } else { Fields::PATH },
     };
     let mut failures = Vec::new();
     let mut failed = 0u64;
@@ -124,6 +130,7 @@ pub fn recursive_navigate(msg: &TaskMessage, env: &Env, sink: &mut dyn ChildSink
     }
     let mut opts = WalkOptions {
         threads: env.agent.walk_threads,
+        stat: sizes,
         ..WalkOptions::default()
     };
     if let [only] = &rules[..] {
@@ -197,6 +204,7 @@ struct Run<'a> {
     batchers: Vec<Batcher<Vec<u8>>>,
     children: Vec<String>,
     matched: Vec<usize>,
+    fields: Fields,
 }
 
 impl Run<'_> {
@@ -205,7 +213,7 @@ impl Run<'_> {
         workflow::matching(self.rules, &e.path, e.file_type, "all", &mut matched);
         for &i in &matched {
             let mut obj = Vec::with_capacity(e.path.len() + 40);
-            write_entry(e, Fields::PATH.with(Fields::SIZE), &mut obj);
+            write_entry(e, self.fields, &mut obj);
             let mut full = None;
             self.batchers[i].push(obj, e.data_size(), 0, |b| full = Some(b));
             if let Some(batch) = full {
@@ -379,6 +387,27 @@ mod tests {
         assert!(files.contains(&missing.to_str().unwrap().as_bytes().to_vec()));
         let dirs: usize = stat.iter().map(|m| input_paths(m).unwrap().len()).sum();
         assert_eq!(dirs, 2);
+        // No byte limit: the walk did not stat, and path objects have no size.
+        assert!(!migrate[0].kwarg("paths").unwrap().get().contains("size"));
+    }
+
+    #[test]
+    fn a_byte_limit_reads_sizes() {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, len) in [("a", 600usize), ("b", 600), ("c", 10)] {
+            std::fs::write(dir.path().join(name), vec![b'x'; len]).unwrap();
+        }
+        let mut env = env();
+        env.agent.batch = BatchLimits::from_seed(40, 0.000001, false);
+        let kwargs = serde_json::json!({
+            "paths": [dir.path().to_str().unwrap()],
+            "filter_rules": [{"state": "all", "type": "file", "action": [{"name": "dynamo.tasks.stat_paths"}]}],
+        });
+        let mut sink = Memory(Vec::new());
+        recursive_navigate(&message(kwargs), &env, &mut sink).unwrap();
+        // 1,000 bytes per batch: a and b cannot share one.
+        assert_eq!(sink.0.len(), 2, "{:?}", sink.0.iter().map(|(_, m)| m.kwarg("paths").unwrap().get().to_string()).collect::<Vec<_>>());
+        assert!(sink.0[0].1.kwarg("paths").unwrap().get().contains("\"size\":600"));
     }
 
     #[test]
