@@ -63,14 +63,21 @@ fn metrics_and_health_endpoints() {
         let r = c.reply_for(&id, Duration::from_secs(30)).await;
         assert_eq!(r["status"], "FAILURE", "{r}");
     });
-    let m = http_get(&addr, "/metrics");
+    // Queue depths are polled once the consumers are up, then every 10 s.
+    let gauge = format!("ferry_agent_queue_messages{{queue=\"{queue}\"}} 0");
+    let t0 = std::time::Instant::now();
+    let mut m = http_get(&addr, "/metrics");
+    while !m.contains(&gauge) && t0.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(100));
+        m = http_get(&addr, "/metrics");
+    }
     for line in [
         "ferry_agent_tasks_total{outcome=\"succeeded\"} 1",
         "ferry_agent_tasks_total{outcome=\"rejected\"} 1",
         "ferry_agent_paths_total 1",
         "ferry_agent_active_tasks 0",
         "ferry_agent_queue_wait_seconds_count 1",
-        &format!("ferry_agent_queue_messages{{queue=\"{queue}\"}} 0"),
+        &gauge,
     ] {
         assert!(m.contains(line), "{line} not in\n{m}");
     }

@@ -92,7 +92,11 @@ pub fn recursive_navigate(msg: &TaskMessage, env: &Env, sink: &mut dyn ChildSink
         batchers: rules.iter().map(|_| Batcher::new(env.agent.batch)).collect(),
         children: Vec::new(),
         matched: Vec::new(),
-        fields: if sizes { Fields::PATH.with(Fields::SIZE) } else { Fields::PATH },
+        fields: if sizes {
+            Fields::PATH.with(Fields::SIZE)
+        } else {
+            Fields::PATH
+        },
     };
     let mut failures = Vec::new();
     let mut failed = 0u64;
@@ -406,7 +410,15 @@ mod tests {
         let mut sink = Memory(Vec::new());
         recursive_navigate(&message(kwargs), &env, &mut sink).unwrap();
         // 1,000 bytes per batch: a and b cannot share one.
-        assert_eq!(sink.0.len(), 2, "{:?}", sink.0.iter().map(|(_, m)| m.kwarg("paths").unwrap().get().to_string()).collect::<Vec<_>>());
+        assert_eq!(
+            sink.0.len(),
+            2,
+            "{:?}",
+            sink.0
+                .iter()
+                .map(|(_, m)| m.kwarg("paths").unwrap().get().to_string())
+                .collect::<Vec<_>>()
+        );
         assert!(sink.0[0].1.kwarg("paths").unwrap().get().contains("\"size\":600"));
     }
 

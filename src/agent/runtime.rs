@@ -31,7 +31,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::{Notify, Semaphore, watch};
+use tokio::sync::{Semaphore, watch};
 use tracing::{debug, error, info, warn};
 
 /// How many finished tasks' results are kept for redeliveries.
@@ -78,7 +78,9 @@ struct Shared {
     inflight: watch::Sender<usize>,
     clock: AtomicU64,
     done: Mutex<Remembered>,
-    running: Mutex<HashMap<String, Arc<Notify>>>,
+    /// Tasks being handled here, by id: a redelivery of one waits until
+    /// the first handler is done (its receiver turns true).
+    running: Mutex<HashMap<String, watch::Receiver<bool>>>,
     slots: HashMap<String, Arc<Semaphore>>,
     specs: Vec<ConsumerSpec>,
     handle: tokio::runtime::Handle,
@@ -364,14 +366,27 @@ async fn handle(shared: Arc<Shared>, spec: ConsumerSpec, d: Delivery) {
             }
         }
     }
-    // A redelivery of a task that finished, or that is running here now.
-    loop {
-        let running = shared.running.lock().expect("running").get(&msg.id).cloned();
-        match running {
-            Some(n) => n.notified().await,
-            None => break,
-        }
-    }
+    // A redelivery of a task that is being handled here waits for that
+    // handler; then this one takes the id (checked and taken under one lock).
+    let _running = loop {
+        let waiting = {
+            let mut map = shared.running.lock().expect("running");
+            match map.get(&msg.id) {
+                Some(rx) => rx.clone(),
+                None => {
+                    let (tx, rx) = watch::channel(false);
+                    map.insert(msg.id.clone(), rx);
+                    break Running {
+                        shared: shared.clone(),
+                        id: msg.id.clone(),
+                        done: tx,
+                    };
+                }
+            }
+        };
+        let mut rx = waiting;
+        let _ = rx.wait_for(|done| *done).await.map(|_| ());
+    };
     let done = shared.done.lock().expect("done").get(&msg.id);
     if let Some(done) = done {
         info!(id = %msg.id, "redelivered task already finished; sending its result again");
@@ -387,22 +402,29 @@ async fn handle(shared: Arc<Shared>, spec: ConsumerSpec, d: Delivery) {
             return;
         }
     };
-    let notify = Arc::new(Notify::new());
-    shared
-        .running
-        .lock()
-        .expect("running")
-        .insert(msg.id.clone(), notify.clone());
     shared.metrics.queue_wait.observe(arrived.elapsed().as_secs_f64());
     run_task(&shared, &spec, msg, &d).await;
     drop(permit);
-    notify.notify_waiters();
+}
+
+/// A task id taken by one handler; dropping it frees the id and wakes any
+/// redelivery of the same task waiting for it.
+struct Running {
+    shared: Arc<Shared>,
+    id: String,
+    done: watch::Sender<bool>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.shared.running.lock().expect("running").remove(&self.id);
+        self.done.send_replace(true);
+    }
 }
 
 async fn run_task(shared: &Arc<Shared>, spec: &ConsumerSpec, msg: TaskMessage, d: &Delivery) {
     let Some(session) = shared.session.borrow().clone() else {
         // Between sessions: the delivery's channel is gone or going.
-        shared.running.lock().expect("running").remove(&msg.id);
         requeue(d).await;
         return;
     };
@@ -465,7 +487,6 @@ async fn run_task(shared: &Arc<Shared>, spec: &ConsumerSpec, msg: TaskMessage, d
     };
     if let Err(e) = flushed {
         warn!(id = %msg.id, error = %e, "lost the broker while publishing child tasks; the task will run again");
-        shared.running.lock().expect("running").remove(&msg.id);
         return;
     }
     let secs = t0.elapsed().as_secs_f64();
@@ -496,7 +517,6 @@ async fn run_task(shared: &Arc<Shared>, spec: &ConsumerSpec, msg: TaskMessage, d
         "failed"
     };
     finish(shared, &msg, f, d, outcome).await;
-    shared.running.lock().expect("running").remove(&msg.id);
 }
 
 /// Records, publishes and acknowledges a finished task; `outcome` labels
