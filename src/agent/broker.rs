@@ -55,23 +55,37 @@ impl Session {
         self.conn.status().connected() && self.publish.status().connected()
     }
 
-    /// Declares a task queue as Celery creates missing ones: durable, not
-    /// auto-delete, no arguments. Declared once per session.
-    pub async fn declare_queue(&self, channel: Option<&Channel>, name: &str) -> lapin::Result<()> {
-        if channel.is_none() && self.declared.lock().expect("declared").contains(name) {
+    /// Makes sure a task queue exists, declared as Celery creates missing
+    /// ones (durable, not auto-delete, no arguments) when it does not.
+    /// Declares run on their own short-lived channels: a queue that exists
+    /// with other arguments (priority, quorum) is used as it is, and a
+    /// refused declare never closes the publishing channel. Once per
+    /// session per queue.
+    pub async fn declare_queue(&self, name: &str) -> lapin::Result<()> {
+        if self.declared.lock().expect("declared").contains(name) {
             return Ok(());
         }
-        channel
-            .unwrap_or(&self.publish)
-            .queue_declare(
-                name.into(),
-                QueueDeclareOptions {
-                    durable: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await?;
+        let passive = QueueDeclareOptions {
+            passive: true,
+            ..Default::default()
+        };
+        let ch = self.conn.create_channel().await?;
+        if ch
+            .queue_declare(name.into(), passive, FieldTable::default())
+            .await
+            .is_err()
+        {
+            // The passive declare closed that channel: the queue is missing.
+            let ch = self.conn.create_channel().await?;
+            let durable = QueueDeclareOptions {
+                durable: true,
+                ..Default::default()
+            };
+            ch.queue_declare(name.into(), durable, FieldTable::default()).await?;
+            let _ = ch.close(200, "declared".into()).await;
+        } else {
+            let _ = ch.close(200, "declared".into()).await;
+        }
         self.declared.lock().expect("declared").insert(name.to_string());
         Ok(())
     }

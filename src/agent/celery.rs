@@ -105,6 +105,26 @@ impl TaskMessage {
         crate::task::parse_kwargs(&self.kwargs_object(&["paths", "jobid"]))
     }
 
+    /// At most about 1 KiB of the keyword arguments, for display (events),
+    /// without copying what is not shown.
+    pub fn kwargs_repr(&self) -> String {
+        let mut out = String::from("{");
+        for (i, (k, v)) in self.kwargs.iter().enumerate() {
+            if out.len() > 1024 {
+                out.push_str("...");
+                break;
+            }
+            if i > 0 {
+                out.push_str(", ");
+            }
+            out.push_str(&serde_json::to_string(k).expect("string"));
+            out.push_str(": ");
+            out.push_str(&repr_prefix(v.get()));
+        }
+        out.push('}');
+        out
+    }
+
     /// The keyword arguments except those in `skip`, as one JSON object.
     pub fn kwargs_object(&self, skip: &[&str]) -> String {
         object_text(self.kwargs.iter().filter(|(k, _)| !skip.contains(&k.as_str())))
@@ -331,8 +351,6 @@ pub fn object_text<'a>(pairs: impl Iterator<Item = &'a (String, Box<RawValue>)>)
 /// A Celery task state as stored in a result document.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum State {
-    /// Running (sent only when asked to track starts).
-    Started,
     /// Finished; `result` is the task's return value.
     Success,
     /// Failed; `result` is an exception document.
@@ -345,7 +363,6 @@ impl State {
     /// Celery's name for the state.
     pub fn as_str(self) -> &'static str {
         match self {
-            State::Started => "STARTED",
             State::Success => "SUCCESS",
             State::Failure => "FAILURE",
             State::Revoked => "REVOKED",
@@ -396,10 +413,7 @@ pub fn result_document(
         out.extend_from_slice(b",null],null]");
     }
     out.extend_from_slice(b"],\"date_done\":");
-    match state {
-        State::Started => out.extend_from_slice(b"null"),
-        _ => surrogate::encode(crate::scan::now_iso8601().as_bytes(), &mut out),
-    }
+    surrogate::encode(crate::scan::now_iso8601().as_bytes(), &mut out);
     out.extend_from_slice(b",\"task_id\":");
     surrogate::encode(task_id.as_bytes(), &mut out);
     if let Some(p) = parent_id {

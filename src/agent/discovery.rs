@@ -215,12 +215,18 @@ impl Run<'_> {
     fn entry(&mut self, e: &Entry) -> Result<(), String> {
         let mut matched = std::mem::take(&mut self.matched);
         workflow::matching(self.rules, &e.path, e.file_type, "all", &mut matched);
+        if matched.is_empty() {
+            self.matched = matched;
+            return Ok(());
+        }
+        let mut obj = Vec::with_capacity(e.path.len() + 40);
+        write_entry(e, self.fields, &mut obj);
         for &i in &matched {
-            let mut obj = Vec::with_capacity(e.path.len() + 40);
-            write_entry(e, self.fields, &mut obj);
-            let mut full = None;
-            self.batchers[i].push(obj, e.data_size(), 0, |b| full = Some(b));
-            if let Some(batch) = full {
+            // One push can close two batches (the one filling, then a full
+            // new one): publish every batch it hands back.
+            let mut full = Vec::new();
+            self.batchers[i].push(obj.clone(), e.data_size(), 0, |b| full.push(b));
+            for batch in full {
                 self.publish(i, batch)?;
             }
         }
@@ -255,6 +261,7 @@ mod tests {
     use super::*;
     use crate::agent::celery::{HeaderValue, Incoming, decode};
     use crate::agent::queues::AgentSettings;
+    use crate::agent::workflow::Routing;
     use crate::batch::BatchLimits;
 
     struct Memory(Vec<(String, TaskMessage)>);
@@ -420,6 +427,65 @@ mod tests {
                 .collect::<Vec<_>>()
         );
         assert!(sink.0[0].1.kwarg("paths").unwrap().get().contains("\"size\":600"));
+    }
+
+    /// A file at least as big as the byte limit, after a partly filled
+    /// batch, closes two batches in one push; both are published.
+    #[test]
+    fn a_push_that_closes_two_batches_publishes_both() {
+        let mut env = env();
+        env.agent.batch = BatchLimits::from_seed(40, 0.000001, false);
+        let specs: Vec<RuleSpec> =
+            serde_json::from_str(r#"[{"state":"all","type":"file","action":[{"name":"dynamo.tasks.stat_paths"}]}]"#)
+                .unwrap();
+        let routing = Routing {
+            site: "s1".into(),
+            queue: "default".into(),
+        };
+        let rules = workflow::compile(&specs, &Context::default(), &routing).unwrap();
+        let msg = message(serde_json::json!({"paths": ["/x"]}));
+        let mut sink = Memory(Vec::new());
+        let mut run = Run {
+            msg: &msg,
+            env: &env,
+            sink: &mut sink,
+            rules: &rules,
+            jobid: None,
+            batchers: vec![Batcher::new(env.agent.batch)],
+            children: Vec::new(),
+            matched: Vec::new(),
+            fields: Fields::PATH.with(Fields::SIZE),
+        };
+        for (name, size) in [("/x/small", 10), ("/x/huge", 3_000_000_000u64), ("/x/last", 10)] {
+            let meta = crate::sys::FileStat {
+                size,
+                mode: libc::S_IFREG | 0o644,
+                ..Default::default()
+            };
+            run.entry(&Entry {
+                path: name.as_bytes().to_vec(),
+                file_type: FileType::File,
+                ino: 1,
+                parent: 0,
+                meta: Some(meta),
+                generation: None,
+            })
+            .unwrap();
+        }
+        run.finish().unwrap();
+        let batches: Vec<Vec<Vec<u8>>> = sink
+            .0
+            .iter()
+            .map(|(_, m)| input_paths(m).unwrap().into_iter().map(|p| p.path).collect())
+            .collect();
+        assert_eq!(
+            batches,
+            [
+                vec![b"/x/small".to_vec()],
+                vec![b"/x/huge".to_vec()],
+                vec![b"/x/last".to_vec()]
+            ]
+        );
     }
 
     #[test]

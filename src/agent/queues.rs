@@ -186,14 +186,6 @@ pub fn queue_name(site: &str, queue: &str, function: Function) -> String {
     format!("{site}.{queue}#{function}")
 }
 
-/// Splits a queue name into site, queue and function, if it has that shape.
-pub fn parse_queue_name(name: &str) -> Option<(&str, &str, Function)> {
-    let (rest, function) = name.rsplit_once('#')?;
-    let (site, queue) = rest.split_once('.')?;
-    let function = Function::ALL.into_iter().find(|f| f.as_str() == function)?;
-    Some((site, queue, function))
-}
-
 /// Agent settings from `[settings]`, with the seed's defaults.
 #[derive(Clone, Debug, PartialEq)]
 pub struct AgentSettings {
@@ -322,7 +314,6 @@ fn parse_seconds(s: &str) -> Result<Duration, String> {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
     use crate::config::Config;
 
     #[test]
@@ -348,10 +339,6 @@ mod tests {
                 ("london.highpriority#worker".into(), 4),
                 ("london.highpriority#discovery".into(), 4),
             ]
-        );
-        assert_eq!(
-            parse_queue_name("london.highpriority#custom"),
-            Some(("london", "highpriority", Function::Custom))
         );
     }
 

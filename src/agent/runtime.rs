@@ -86,22 +86,16 @@ struct Shared {
     handle: tokio::runtime::Handle,
 }
 
-/// A running agent's handle: ask it to stop, read its metrics.
+/// A running agent's handle: asks it to stop.
 #[derive(Clone)]
 pub struct AgentHandle {
     shutdown: watch::Sender<bool>,
-    metrics: Arc<Metrics>,
 }
 
 impl AgentHandle {
     /// Starts the drain: no new tasks, running ones finish.
     pub fn stop(&self) {
         self.shutdown.send_replace(true);
-    }
-
-    /// The agent's metrics.
-    pub fn metrics(&self) -> &Arc<Metrics> {
-        &self.metrics
     }
 }
 
@@ -125,7 +119,7 @@ pub fn prepare(config: Config) -> Result<(AgentHandle, impl std::future::Future<
     let specs = config.consumers()?;
     let site = config.settings.site.clone().expect("consumers() checked the site");
     let node = node_name(&config);
-    let ops = OpContext::new(config.clone(), None).map_err(|e| format!("cannot start the I/O runtime: {e}"))?;
+    let ops = OpContext::with_handle(config.clone(), None, tokio::runtime::Handle::current());
     let slots = specs
         .iter()
         .map(|s| (s.queue.clone(), Arc::new(Semaphore::new(s.threads))))
@@ -156,7 +150,6 @@ pub fn prepare(config: Config) -> Result<(AgentHandle, impl std::future::Future<
     }
     let handle = AgentHandle {
         shutdown: shared.shutdown.clone(),
-        metrics,
     };
     Ok((handle, serve(shared)))
 }
@@ -235,7 +228,7 @@ async fn start_consumers(shared: &Arc<Shared>, session: &Arc<Session>) -> lapin:
         let ch = session.channel().await?;
         ch.basic_qos(spec.threads.min(u16::MAX as usize) as u16, BasicQosOptions::default())
             .await?;
-        session.declare_queue(Some(&ch), &spec.queue).await?;
+        session.declare_queue(&spec.queue).await?;
         let tag = format!("{}/{}", shared.node, spec.queue);
         let mut consumer = ch
             .basic_consume(
@@ -272,8 +265,20 @@ async fn drain(shared: &Arc<Shared>, session: &Arc<Session>, consumers: &[Consum
             .basic_cancel(tag.as_str().into(), BasicCancelOptions::default())
             .await;
     }
+    // Running tasks report on this session; if it dies meanwhile their
+    // results cannot be sent, and their messages return to the queue.
     let mut inflight = shared.inflight.subscribe();
-    let _ = inflight.wait_for(|n| *n == 0).await.map(|_| ());
+    loop {
+        tokio::select! {
+            r = inflight.wait_for(|n| *n == 0) => { let _ = r.map(|_| ()); break; }
+            _ = tokio::time::sleep(Duration::from_millis(250)) => {
+                if !session.alive() {
+                    warn!("lost the broker while stopping; unfinished tasks will run again elsewhere");
+                    return;
+                }
+            }
+        }
+    }
     event(shared, session, "worker-offline", serde_json::json!({})).await;
     let _ = session.conn.close(200, "ferry agent stopped".into()).await;
     info!("stopped");
@@ -430,7 +435,7 @@ async fn run_task(shared: &Arc<Shared>, spec: &ConsumerSpec, msg: TaskMessage, d
     };
     if shared.config.agent.task_events {
         let fields = serde_json::json!({
-            "uuid": msg.id, "name": msg.task, "args": "()", "kwargs": celery::repr_prefix(&msg.kwargs_object(&[])),
+            "uuid": msg.id, "name": msg.task, "args": "()", "kwargs": msg.kwargs_repr(),
             "retries": msg.retries, "root_id": msg.root_id, "parent_id": msg.parent_id,
         });
         event(shared, &session, "task-received", fields).await;
@@ -481,12 +486,14 @@ async fn run_task(shared: &Arc<Shared>, spec: &ConsumerSpec, msg: TaskMessage, d
     let (msg, f, flushed) = match joined {
         Ok(x) => x,
         Err(e) => {
-            error!(error = %e, "a task thread was lost; its message goes back to the queue at the next reconnect");
+            error!(error = %e, "a task thread was lost; its message goes back to the queue");
+            requeue(d).await;
             return;
         }
     };
     if let Err(e) = flushed {
-        warn!(id = %msg.id, error = %e, "lost the broker while publishing child tasks; the task will run again");
+        warn!(id = %msg.id, error = %e, "child tasks were not all confirmed; the task goes back to the queue to run again");
+        requeue(d).await;
         return;
     }
     let secs = t0.elapsed().as_secs_f64();
@@ -639,7 +646,7 @@ async fn reject(
                 lapin::types::AMQPValue::LongString(spec.queue.as_bytes().into()),
             );
             let props = d.properties.clone().with_headers(headers);
-            let sent = match session.declare_queue(None, &queue).await {
+            let sent = match session.declare_queue(&queue).await {
                 Ok(()) => session.publish_confirmed("", &queue, &d.data, props).await,
                 Err(e) => Err(e.to_string()),
             };
@@ -688,15 +695,23 @@ impl BrokerSink {
 }
 
 impl BrokerSink {
-    /// Publishes `body` to `queue` (declared first), keeping at most
-    /// `window` confirmations outstanding.
-    fn publish(&mut self, queue: &str, body: &[u8], props: lapin::BasicProperties) -> Result<(), String> {
+    /// Publishes `body` to `queue` (declared first when `declare`),
+    /// keeping at most `window` confirmations outstanding.
+    fn publish(
+        &mut self,
+        queue: &str,
+        declare: bool,
+        body: &[u8],
+        props: lapin::BasicProperties,
+    ) -> Result<(), String> {
         if let Some(e) = &self.lost {
             return Err(e.clone());
         }
         let session = self.session.clone();
         let r = self.handle.block_on(async {
-            session.declare_queue(None, queue).await?;
+            if declare {
+                session.declare_queue(queue).await?;
+            }
             session.publish("", queue, body, props).await
         });
         match r {
@@ -720,7 +735,7 @@ impl BrokerSink {
 impl ChildSink for BrokerSink {
     fn send(&mut self, queue: &str, msg: Outgoing) -> Result<(), String> {
         let props = broker::task_properties(&msg.id, self.reply_to.as_deref(), &msg.headers);
-        self.publish(queue, &msg.body, props)?;
+        self.publish(queue, true, &msg.body, props)?;
         self.sent += 1;
         Ok(())
     }
@@ -728,25 +743,7 @@ impl ChildSink for BrokerSink {
     fn stream(&mut self, queue: &str, correlation_id: &str, body: Vec<u8>) -> Result<(), String> {
         // Stream queues belong to the task reading them; never declare one
         // here, so a stream to a task that is gone is simply dropped.
-        if let Some(e) = &self.lost {
-            return Err(e.clone());
-        }
-        let props = broker::result_properties(correlation_id);
-        let session = self.session.clone();
-        let c = self
-            .handle
-            .block_on(session.publish("", queue, &body, props))
-            .map_err(|e| format!("cannot stream to {queue}: {e}"));
-        match c {
-            Ok(c) => {
-                self.pending.push_back(c);
-                Ok(())
-            }
-            Err(e) => {
-                self.lost = Some(e.clone());
-                Err(e)
-            }
-        }
+        self.publish(queue, false, &body, broker::result_properties(correlation_id))
     }
 
     fn subscribe(&mut self, queue: &str) -> Result<Box<dyn Inbox>, String> {

@@ -367,12 +367,14 @@ impl Phased<'_> {
         let (e, source) = change_entry(&self.root, c);
         let mut matched = std::mem::take(&mut self.matched);
         workflow::matching(self.rules, &e.path, e.file_type, c.state.as_str(), &mut matched);
-        for &rule in &matched {
-            let mut obj = Vec::with_capacity(e.path.len() + 64);
+        let mut obj = Vec::with_capacity(e.path.len() + 64);
+        if !matched.is_empty() {
             write_entry(&e, Fields::PATH.with(Fields::SIZE), &mut obj);
             obj.pop();
             write_change_keys(c, source.as_deref(), self.extra, &mut obj);
             obj.push(b'}');
+        }
+        for &rule in &matched {
             let key = (rule, c.state);
             let i = match self.batchers.iter().position(|(k, _)| *k == key) {
                 Some(i) => i,
@@ -381,9 +383,10 @@ impl Phased<'_> {
                     self.batchers.len() - 1
                 }
             };
-            let mut full = None;
-            self.batchers[i].1.push(obj, e.data_size(), 0, |b| full = Some(b));
-            if let Some(batch) = full {
+            // One push can close two batches: publish all it hands back.
+            let mut full = Vec::new();
+            self.batchers[i].1.push(obj.clone(), e.data_size(), 0, |b| full.push(b));
+            for batch in full {
                 self.publish(rule, c.state, batch)?;
             }
         }

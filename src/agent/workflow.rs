@@ -154,10 +154,9 @@ pub struct Routing {
 /// The function queue a task runs on.
 pub fn function_of(task: &str) -> Function {
     match task {
-        "dynamo.tasks.recursive_navigate"
-        | "dynamo.tasks.recursive_action"
-        | "dynamo.tasks.snapdiff"
-        | "dynamo.tasks.rotate_snapshot" => Function::Discovery,
+        "dynamo.tasks.recursive_navigate" | "dynamo.tasks.snapdiff" | "dynamo.tasks.rotate_snapshot" => {
+            Function::Discovery
+        }
         t if t.starts_with("dynamo.custom.") => Function::Custom,
         _ => Function::Worker,
     }

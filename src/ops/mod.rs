@@ -126,38 +126,49 @@ pub struct OpContext {
     pub counters: Arc<SummaryCounters>,
     /// How to reach GPFS commands (deletes ask them for fileset junctions).
     pub gpfs: crate::snapdiff::provider::gpfs::GpfsOptions,
-    runtime: Option<tokio::runtime::Runtime>,
+    /// The runtime that drives the stores' I/O, when this context owns one
+    /// (the command line); the agent lends its own through `handle`.
+    _runtime: Option<tokio::runtime::Runtime>,
+    handle: tokio::runtime::Handle,
     targets: Mutex<HashMap<String, Arc<Target>>>,
-}
-
-impl Drop for OpContext {
-    /// Lets the I/O runtime's threads wind down in the background, so a
-    /// context can be dropped anywhere, even inside the agent's runtime.
-    fn drop(&mut self) {
-        if let Some(rt) = self.runtime.take() {
-            rt.shutdown_background();
-        }
-    }
 }
 
 impl OpContext {
     /// A context for `config`, working on `threads` files at once (the
-    /// configuration's `threads` when `None`).
+    /// configuration's `threads` when `None`), with its own I/O runtime.
     pub fn new(config: Config, threads: Option<usize>) -> io::Result<OpContext> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("ferry-io")
             .enable_all()
             .build()?;
-        Ok(OpContext {
+        let handle = runtime.handle().clone();
+        Ok(Self::build(config, threads, Some(runtime), handle))
+    }
+
+    /// A context whose stores' I/O runs on `handle`'s runtime (the agent's).
+    /// Operations must then run outside that runtime's async tasks (on its
+    /// blocking threads), since they wait for the I/O.
+    pub fn with_handle(config: Config, threads: Option<usize>, handle: tokio::runtime::Handle) -> OpContext {
+        Self::build(config, threads, None, handle)
+    }
+
+    fn build(
+        config: Config,
+        threads: Option<usize>,
+        runtime: Option<tokio::runtime::Runtime>,
+        handle: tokio::runtime::Handle,
+    ) -> OpContext {
+        OpContext {
             xattrs: Xattrs::new(&config.settings.xattr_prefix),
             threads: threads.unwrap_or(config.settings.threads).max(1),
             config,
             counters: Arc::new(SummaryCounters::default()),
             gpfs: Default::default(),
-            runtime: Some(runtime),
+            _runtime: runtime,
+            handle,
             targets: Mutex::new(HashMap::new()),
-        })
+        }
     }
 
     /// The endpoint called `name`, opened once and shared.
@@ -167,18 +178,7 @@ impl OpContext {
             return Ok(t.clone());
         }
         let cfg = self.config.endpoint(name)?;
-        let t = Arc::new(
-            Target::open(
-                cfg,
-                self.xattrs.prefix(),
-                self.runtime
-                    .as_ref()
-                    .expect("runtime lives until drop")
-                    .handle()
-                    .clone(),
-            )
-            .map_err(|e| e.to_string())?,
-        );
+        let t = Arc::new(Target::open(cfg, self.xattrs.prefix(), self.handle.clone()).map_err(|e| e.to_string())?);
         targets.insert(name.to_string(), t.clone());
         Ok(t)
     }
