@@ -10,7 +10,7 @@
 
 use super::celery::{Outgoing, TaskMessage, child_task};
 use super::registry::Env;
-use super::workflow::{self, Context, Routing, Rule, RuleSpec, kwargs_with};
+use super::workflow::{self, Rule, RuleArgs, kwargs_with};
 use crate::batch::Batcher;
 use crate::entry::{Entry, Fields, FileType};
 use crate::task::{PathObject, Summary, surrogate, write_entry};
@@ -46,14 +46,8 @@ pub const MAX_LISTED_FAILURES: usize = 10_000;
 struct NavigateArgs {
     #[serde(default)]
     skip_missing: bool,
-    #[serde(default, alias = "rules")]
-    filter_rules: Vec<RuleSpec>,
     #[serde(flatten)]
-    ctx: Context,
-    #[serde(default)]
-    site: Option<String>,
-    #[serde(default)]
-    queue: Option<String>,
+    rules: RuleArgs,
 }
 
 /// What a discovery task produced: its result object and its children.
@@ -69,14 +63,7 @@ pub fn recursive_navigate(msg: &TaskMessage, env: &Env, sink: &mut dyn ChildSink
     let started = crate::scan::now_iso8601();
     let roots = input_paths(msg)?;
     let args: NavigateArgs = msg.kwargs_as()?;
-    let routing = Routing {
-        site: args.site.clone().unwrap_or_else(|| env.site.clone()),
-        queue: args.queue.clone().unwrap_or_else(|| env.queue.clone()),
-    };
-    let rules = workflow::compile(&args.filter_rules, &args.ctx, &routing)?;
-    if rules.is_empty() {
-        return Err("no filter_rules: discovery would find paths and do nothing with them".into());
-    }
+    let rules = args.rules.compile(&env.site, &env.queue)?;
     let jobid = msg.kwarg("jobid");
     // Sizes are needed only when batches are limited by bytes
     // (`file_batch_gb`); without that limit the walk needs no stat at all,
@@ -261,7 +248,7 @@ mod tests {
     use super::*;
     use crate::agent::celery::{HeaderValue, Incoming, decode};
     use crate::agent::queues::AgentSettings;
-    use crate::agent::workflow::Routing;
+    use crate::agent::workflow::{Context, Routing, RuleSpec};
     use crate::batch::BatchLimits;
 
     struct Memory(Vec<(String, TaskMessage)>);

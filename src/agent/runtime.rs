@@ -570,7 +570,7 @@ async fn publish_result(shared: &Arc<Shared>, done: &Done) {
     }
 }
 
-/// Gives a delivery back to its queue (shutdown before it ran).
+/// Gives a delivery back to its queue.
 async fn requeue(d: &Delivery) {
     let _ = d
         .acker
@@ -652,13 +652,7 @@ async fn reject(
             };
             if let Err(e) = sent {
                 warn!(error = %e, "cannot dead-letter the message; it stays in its queue");
-                let _ = d
-                    .acker
-                    .nack(BasicNackOptions {
-                        requeue: true,
-                        ..Default::default()
-                    })
-                    .await;
+                requeue(d).await;
                 return;
             }
         }

@@ -14,7 +14,7 @@
 use super::celery::{TaskMessage, child_task};
 use super::discovery::{ChildSink, Discovered, Inbox, input_paths};
 use super::registry::Env;
-use super::workflow::{self, Context, Routing, Rule, RuleSpec, kwargs_with};
+use super::workflow::{self, Rule, RuleArgs, kwargs_with};
 use crate::batch::Batcher;
 use crate::entry::Fields;
 use crate::snapdiff::diff::{Change, State};
@@ -37,14 +37,8 @@ fn yes() -> bool {
 
 #[derive(Deserialize)]
 struct SnapdiffArgs {
-    #[serde(default, alias = "rules")]
-    filter_rules: Vec<RuleSpec>,
     #[serde(flatten)]
-    ctx: Context,
-    #[serde(default)]
-    site: Option<String>,
-    #[serde(default)]
-    queue: Option<String>,
+    rules: RuleArgs,
     #[serde(default)]
     skip_old_ctimes: bool,
     #[serde(default = "yes")]
@@ -117,14 +111,7 @@ pub fn snapdiff_task(
         ));
     };
     let args: SnapdiffArgs = msg.kwargs_as()?;
-    let routing = Routing {
-        site: args.site.clone().unwrap_or_else(|| env.site.clone()),
-        queue: args.queue.clone().unwrap_or_else(|| env.queue.clone()),
-    };
-    let rules = workflow::compile(&args.filter_rules, &args.ctx, &routing)?;
-    if rules.is_empty() {
-        return Err("no filter_rules: the diff would be taken and nothing done with it".into());
-    }
+    let rules = args.rules.compile(&env.site, &env.queue)?;
     let extra = ExtraFields::parse(&args.extra_fields.clone().unwrap_or_default().join(","))?;
     let prov = args.fileset.open(&root.path, gpfs)?;
     let mut opts = args.fileset.options(env);

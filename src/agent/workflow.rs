@@ -75,6 +75,40 @@ pub struct Context {
     pub fields: serde_json::Map<String, Value>,
 }
 
+/// The rule arguments every discovery task takes: the rules, the
+/// submission's patterns and fields, and where actions go by default.
+#[derive(Deserialize)]
+pub struct RuleArgs {
+    /// The workflow's filter rules (`filter_rules`, or `rules`).
+    #[serde(default, alias = "rules")]
+    pub filter_rules: Vec<RuleSpec>,
+    /// Runtime and site patterns, runtime fields.
+    #[serde(flatten)]
+    pub ctx: Context,
+    /// Site of actions that name none (default: the agent's).
+    #[serde(default)]
+    pub site: Option<String>,
+    /// Queue of actions that name none (default: the task's own).
+    #[serde(default)]
+    pub queue: Option<String>,
+}
+
+impl RuleArgs {
+    /// Compiles the rules, routing actions by default to `site` and
+    /// `queue`; a task with no rules would do nothing, so that is an error.
+    pub fn compile(&self, site: &str, queue: &str) -> Result<Vec<Rule>, String> {
+        let routing = Routing {
+            site: self.site.clone().unwrap_or_else(|| site.to_string()),
+            queue: self.queue.clone().unwrap_or_else(|| queue.to_string()),
+        };
+        let rules = compile(&self.filter_rules, &self.ctx, &routing)?;
+        if rules.is_empty() {
+            return Err("no filter_rules: the discovered paths would go nowhere".into());
+        }
+        Ok(rules)
+    }
+}
+
 /// Which paths a rule takes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Kind {
