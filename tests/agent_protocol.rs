@@ -52,31 +52,7 @@ impl Caller {
             .await
             .unwrap();
         let ch = conn.create_channel().await.unwrap();
-        let q = ch
-            .queue_declare(
-                "".into(),
-                QueueDeclareOptions {
-                    exclusive: true,
-                    auto_delete: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .unwrap();
-        let reply_to = q.name().as_str().to_string();
-        let consumer = ch
-            .basic_consume(
-                reply_to.as_str().into(),
-                "".into(),
-                BasicConsumeOptions {
-                    no_ack: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .unwrap();
+        let (reply_to, consumer) = reply_queue(&ch).await;
         Caller {
             conn,
             ch,

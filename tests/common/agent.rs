@@ -192,31 +192,7 @@ impl Client {
             .await
             .unwrap();
         let ch = conn.create_channel().await.unwrap();
-        let q = ch
-            .queue_declare(
-                "".into(),
-                QueueDeclareOptions {
-                    exclusive: true,
-                    auto_delete: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .unwrap();
-        let reply_to = q.name().as_str().to_string();
-        let consumer = ch
-            .basic_consume(
-                reply_to.as_str().into(),
-                "".into(),
-                BasicConsumeOptions {
-                    no_ack: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .unwrap();
+        let (reply_to, consumer) = reply_queue(&ch).await;
         Client {
             conn,
             ch,
@@ -305,6 +281,37 @@ impl Client {
             self.pending.push(r);
         }
     }
+}
+
+/// Declares an exclusive reply queue on `ch` and consumes it without
+/// acknowledgements, as a Celery client's result queue; returns its name.
+pub async fn reply_queue(ch: &Channel) -> (String, lapin::Consumer) {
+    let q = ch
+        .queue_declare(
+            "".into(),
+            QueueDeclareOptions {
+                exclusive: true,
+                auto_delete: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let name = q.name().as_str().to_string();
+    let consumer = ch
+        .basic_consume(
+            name.as_str().into(),
+            "".into(),
+            BasicConsumeOptions {
+                no_ack: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    (name, consumer)
 }
 
 /// A long-string header value.
