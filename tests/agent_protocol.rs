@@ -65,17 +65,7 @@ impl Caller {
     /// Publishes `body` with `props` to `queue` on the default exchange
     /// (declaring the queue durable first, as kombu does).
     async fn publish(&self, queue: &str, props: BasicProperties, body: &[u8]) {
-        self.ch
-            .queue_declare(
-                queue.into(),
-                QueueDeclareOptions {
-                    durable: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .unwrap();
+        declare_durable(&self.ch, queue).await;
         self.ch
             .basic_publish("".into(), queue.into(), BasicPublishOptions::default(), body, props)
             .await

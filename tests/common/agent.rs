@@ -205,17 +205,7 @@ impl Client {
     /// Publishes raw bytes to `queue` (declared durable first) with
     /// `headers` (string values) and `reply_to` when given.
     pub async fn publish_raw(&self, queue: &str, headers: &[(&str, AMQPValue)], body: &[u8], reply: bool) {
-        self.ch
-            .queue_declare(
-                queue.into(),
-                QueueDeclareOptions {
-                    durable: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .unwrap();
+        declare_durable(&self.ch, queue).await;
         let mut t = FieldTable::default();
         for (k, v) in headers {
             t.insert((*k).into(), v.clone());
@@ -281,6 +271,17 @@ impl Client {
             self.pending.push(r);
         }
     }
+}
+
+/// Declares a task queue as kombu does (durable, no arguments).
+pub async fn declare_durable(ch: &Channel, queue: &str) {
+    let opts = QueueDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
+    ch.queue_declare(queue.into(), opts, FieldTable::default())
+        .await
+        .unwrap();
 }
 
 /// Declares an exclusive reply queue on `ch` and consumes it without
