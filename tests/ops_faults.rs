@@ -827,3 +827,41 @@ fn object_without_metadata_is_taken_over_only_when_it_matches() {
     assert_eq!(std::fs::read(&same).unwrap(), b"the file's content");
     assert_eq!(std::fs::read(&other).unwrap(), b"this file's content");
 }
+
+/// A kill between recording a file as migrated and punching its data
+/// leaves a file marked migrated that still holds its data. The next
+/// migrate finishes the stub (after checking content and object) instead
+/// of skipping it as done.
+#[test]
+fn migrated_state_with_data_left_is_finished() {
+    let env = Env::dir();
+    let f = env.path(b"f");
+    let data = vec![7u8; 200_000];
+    std::fs::write(&f, &data).unwrap();
+    env.premigrate(&["--jsonl"], &[f.clone()]).assert_all("processed", 1);
+    // What the kill leaves: the state says migrated, the data is all there.
+    let state = xattr::get(&f, "user.ferry.state").unwrap().unwrap();
+    let text = String::from_utf8(state).unwrap();
+    let migrated = text.replacen("premigrated", "migrated", 1);
+    assert_ne!(migrated, text);
+    xattr::set(&f, "user.ferry.state", migrated.as_bytes()).unwrap();
+
+    // A file stubbed in one go, for the blocks a stub keeps (its xattrs may
+    // take a block of their own).
+    let reference = env.path(b"reference");
+    std::fs::write(&reference, &data).unwrap();
+    let run = env.migrate(&["--jsonl"], &[f.clone(), reference.clone()]);
+    run.assert_all("processed", 2);
+    let st = std::fs::metadata(&f).unwrap();
+    assert_eq!(st.len(), 200_000);
+    assert!(
+        st.blocks() < 200_000 / 512,
+        "the data was punched out: {} blocks",
+        st.blocks()
+    );
+    assert_eq!(st.blocks(), std::fs::metadata(&reference).unwrap().blocks());
+    // Done now: a further migrate skips it.
+    env.migrate(&["--jsonl"], &[f.clone()]).assert_all("skipped", 1);
+    env.recall(&["--jsonl"], &[f.clone()]).assert_all("processed", 1);
+    assert_eq!(std::fs::read(&f).unwrap(), data);
+}

@@ -165,7 +165,32 @@ impl Job<'_> {
         if let Some(s) = &state {
             let current = s.size == before.size && s.mtime == before.mtime;
             match (s.residency, current, &location) {
-                (Residency::Migrated, true, Some(key)) => return self.already_migrated(key, s),
+                (Residency::Migrated, true, Some(key)) => {
+                    // Recorded as migrated but still holding data beyond the
+                    // stub's head: ferry was stopped between recording the
+                    // state and punching. Finish the stub when the file holds
+                    // the recorded content and the object verifies; content
+                    // that differs is migrated afresh below.
+                    let head = before.stub_offset(s.stub_size).min(before.size);
+                    if !matches!(next_data(&file, head), Ok(Some(_))) {
+                        return self.already_migrated(key, s);
+                    }
+                    let content = crate::target::hash_file(&file, before.size).map_err(|e| io_failure("reading", e))?;
+                    if content == s.hash
+                        && let Some(key) = self.verified_object(key, s)
+                    {
+                        let meta = ObjectMeta {
+                            hash: s.hash,
+                            ..self.file_meta(&file, &before)?
+                        };
+                        return Ok(Step::Commit(Pending {
+                            file,
+                            key,
+                            meta,
+                            before,
+                        }));
+                    }
+                }
                 (Residency::Migrated, false, Some(key)) if self.interrupted_stub(&file, &before, s, key) => {
                     return set_times(&file, before.atime, s.mtime)
                         .map(|()| {
