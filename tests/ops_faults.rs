@@ -838,7 +838,8 @@ fn migrated_state_with_data_left_is_finished() {
     let f = env.path(b"f");
     let data = vec![7u8; 200_000];
     std::fs::write(&f, &data).unwrap();
-    env.premigrate(&["--jsonl"], std::slice::from_ref(&f)).assert_all("processed", 1);
+    env.premigrate(&["--jsonl"], std::slice::from_ref(&f))
+        .assert_all("processed", 1);
     // What the kill leaves: the state says migrated, the data is all there.
     let state = xattr::get(&f, "user.ferry.state").unwrap().unwrap();
     let text = String::from_utf8(state).unwrap();
@@ -861,7 +862,9 @@ fn migrated_state_with_data_left_is_finished() {
     );
     assert_eq!(st.blocks(), std::fs::metadata(&reference).unwrap().blocks());
     // Done now: a further migrate skips it.
-    env.migrate(&["--jsonl"], std::slice::from_ref(&f)).assert_all("skipped", 1);
-    env.recall(&["--jsonl"], std::slice::from_ref(&f)).assert_all("processed", 1);
+    env.migrate(&["--jsonl"], std::slice::from_ref(&f))
+        .assert_all("skipped", 1);
+    env.recall(&["--jsonl"], std::slice::from_ref(&f))
+        .assert_all("processed", 1);
     assert_eq!(std::fs::read(&f).unwrap(), data);
 }
