@@ -1062,20 +1062,9 @@ fn heartbeats_and_task_events_reach_celeryev() {
         )
         .await
         .unwrap();
-        let evq = ech
-            .queue_declare(
-                "".into(),
-                QueueDeclareOptions {
-                    exclusive: true,
-                    auto_delete: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .unwrap();
+        let evq = temp_queue(&ech).await;
         ech.queue_bind(
-            evq.name().as_str().into(),
+            evq.as_str().into(),
             "celeryev".into(),
             "#".into(),
             QueueBindOptions::default(),
@@ -1085,7 +1074,7 @@ fn heartbeats_and_task_events_reach_celeryev() {
         .unwrap();
         let mut events = ech
             .basic_consume(
-                evq.name().as_str().into(),
+                evq.as_str().into(),
                 "".into(),
                 BasicConsumeOptions {
                     no_ack: true,

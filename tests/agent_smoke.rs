@@ -5,16 +5,23 @@ mod common;
 use common::agent::*;
 use std::time::Duration;
 
+/// A started agent with `settings`, a file `a` in its data directory, and
+/// its worker queue.
+fn started_with_a_file(settings: &str) -> (Agent, std::path::PathBuf, String) {
+    let mut agent = Agent::new(settings);
+    let a = agent.data().join("a");
+    std::fs::write(&a, b"abc").unwrap();
+    agent.start();
+    let queue = agent.queue("worker");
+    (agent, a, queue)
+}
+
 #[test]
 fn stat_task_round_trip_and_clean_stop() {
     if !broker_or_skip() {
         return;
     }
-    let mut agent = Agent::new("");
-    std::fs::write(agent.data().join("a"), b"abc").unwrap();
-    agent.start();
-    let a = agent.data().join("a");
-    let queue = agent.queue("worker");
+    let (mut agent, a, queue) = started_with_a_file("");
     rt().block_on(async {
         let mut c = Client::connect().await;
         let kwargs = format!("{{\"paths\": [\"{}\"], \"jobid\": 3}}", a.display());
@@ -48,11 +55,8 @@ fn metrics_and_health_endpoints() {
         .unwrap()
         .port();
     let addr = format!("127.0.0.1:{port}");
-    let mut agent = Agent::new(&format!("metrics_listen = {addr}"));
-    std::fs::write(agent.data().join("a"), b"abc").unwrap();
-    agent.start();
-    let a = agent.data().join("a");
-    let queue = agent.queue("worker");
+    // Kept alive for the scrapes below (dropping it stops the agent).
+    let (_agent, a, queue) = started_with_a_file(&format!("metrics_listen = {addr}"));
     rt().block_on(async {
         let mut c = Client::connect().await;
         let kwargs = format!("{{\"paths\": [\"{}\"]}}", a.display());

@@ -284,22 +284,21 @@ pub async fn declare_durable(ch: &Channel, queue: &str) {
         .unwrap();
 }
 
+/// Declares an exclusive, auto-deleted queue with a broker-chosen name.
+pub async fn temp_queue(ch: &Channel) -> String {
+    let opts = QueueDeclareOptions {
+        exclusive: true,
+        auto_delete: true,
+        ..Default::default()
+    };
+    let q = ch.queue_declare("".into(), opts, FieldTable::default()).await.unwrap();
+    q.name().as_str().to_string()
+}
+
 /// Declares an exclusive reply queue on `ch` and consumes it without
 /// acknowledgements, as a Celery client's result queue; returns its name.
 pub async fn reply_queue(ch: &Channel) -> (String, lapin::Consumer) {
-    let q = ch
-        .queue_declare(
-            "".into(),
-            QueueDeclareOptions {
-                exclusive: true,
-                auto_delete: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
-    let name = q.name().as_str().to_string();
+    let name = temp_queue(ch).await;
     let consumer = ch
         .basic_consume(
             name.as_str().into(),
