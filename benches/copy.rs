@@ -2,7 +2,7 @@
 //! wall time). Two copies of one file to a directory endpoint on the same
 //! filesystem, in the same run:
 //!
-//! - `ferry_upload`: `Target::upload`, the migrate copy path (read, hash,
+//! - `ferry_upload`: `Endpoint::upload`, the migrate copy path (read, hash,
 //!   streamed multipart write, metadata xattr);
 //! - `no_hash`: the same `object_store` multipart write with the same part
 //!   size, parts in flight and reused part buffers, without hashing.
@@ -13,8 +13,8 @@
 //! it runs once on 16 MiB.
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use ferry::endpoint::{Endpoint, EndpointConfig, ObjectMeta, PartPool, StoreConfig};
 use ferry::sys::Timestamp;
-use ferry::target::{EndpointConfig, ObjectMeta, PartPool, StoreConfig, Target};
 use object_store::local::LocalFileSystem;
 use object_store::path::Path as ObjPath;
 use object_store::{ObjectStoreExt, WriteMultipart};
@@ -72,7 +72,7 @@ fn bench(c: &mut Criterion) {
         root: b"/".to_vec(),
         prefix: String::new(),
     };
-    let target = Target::open(&cfg, "user.ferry.", rt.handle().clone()).unwrap();
+    let target = Endpoint::open(&cfg, "user.ferry.", rt.handle().clone()).unwrap();
     let store = LocalFileSystem::new_with_prefix(&dst).unwrap();
     let meta = ObjectMeta {
         size,

@@ -205,7 +205,7 @@ fn main() {
                             paths.extend_from_slice(&obj);
                         }
                         n = (n + batch).min(runs);
-                        let kwargs = ferry::agent::workflow::kwargs_with("\"endpoint\":\"archive\"", None, Some(&paths));
+                        let kwargs = ferry::task::args::kwargs_with("\"endpoint\":\"archive\"", None, Some(&paths));
                         let out = ferry::agent::celery::child_task("dynamo.tasks.migrate", &kwargs, &parent, &[], "bench@h");
                         let props = ferry::agent::broker::task_properties(&out.id, Some(&reply_to), &out.headers);
                         pending.push_back(sess.publish("", &sink, &out.body, props).await.unwrap());

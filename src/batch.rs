@@ -7,6 +7,9 @@
 //! its encoded message size. With dynamic sizing the path limit grows with
 //! the number of paths discovered so far (see `docs/batching.md`).
 
+use crate::config::BatchSettings;
+use crate::config::defaults;
+
 /// Limits that close a batch.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct BatchLimits {
@@ -29,12 +32,12 @@ pub const DYNAMIC_RANGES: [(u64, usize); 5] =
     [(0, 40), (1_000, 100), (10_000, 250), (100_000, 500), (1_000_000, 1_000)];
 
 impl BatchLimits {
-    /// The seed's site defaults: 40 paths, 1 GB, no dynamic sizing.
+    /// The seed's site defaults: 40 paths, 1 GB, dynamic sizing on.
     pub const SEED_DEFAULT: BatchLimits = BatchLimits {
-        max_paths: 40,
-        max_data_bytes: Some(GB),
+        max_paths: defaults::FILE_BATCH_SIZE,
+        max_data_bytes: Some((defaults::FILE_BATCH_GB * GB as f64) as u64),
         max_message_bytes: None,
-        dynamic: false,
+        dynamic: defaults::AUTO_FILE_BATCH_SIZING,
     };
 
     /// Large batches for streaming results: 10,000 paths or a 1 MiB message.
@@ -55,6 +58,11 @@ impl BatchLimits {
             max_message_bytes: None,
             dynamic,
         }
+    }
+
+    /// Limits from the seed's site settings.
+    pub fn from_settings(s: &BatchSettings) -> BatchLimits {
+        BatchLimits::from_seed(s.file_batch_size, s.file_batch_gb, s.auto_sizing)
     }
 
     /// The path limit in force after `discovered` paths.

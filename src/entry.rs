@@ -174,7 +174,7 @@ impl Fields {
 
     /// Parses a comma-separated list such as `path,size,mtime`; `path` is
     /// always included. `all` selects every field, generation included.
-    pub fn parse(list: &str) -> Result<Fields, String> {
+    pub fn parse(list: &str) -> Result<Fields, UnknownField> {
         let mut f = Fields::PATH;
         for name in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
             if name == "all" {
@@ -183,15 +183,17 @@ impl Fields {
             }
             match Fields::NAMES.iter().find(|(n, _)| *n == name) {
                 Some((_, bit)) => f = f.with(*bit),
-                None => {
-                    let known: Vec<&str> = Fields::NAMES.iter().map(|(n, _)| *n).collect();
-                    return Err(format!("unknown field '{name}' (known: {}, all)", known.join(", ")));
-                }
+                None => return Err(UnknownField(name.to_string())),
             }
         }
         Ok(f)
     }
 }
+
+/// A field name [`Fields::parse`] does not know.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown field '{0}' (known: {known}, all)", known = Fields::NAMES.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", "))]
+pub struct UnknownField(pub String);
 
 /// Formats a timestamp as a JSON number of seconds with nine decimals,
 /// e.g. `1700000000.123456789`, so no precision is lost in the text.
@@ -233,7 +235,7 @@ mod tests {
         let default = Fields::parse(Fields::DEFAULT_LIST).unwrap();
         assert!(!default.contains(Fields::GENERATION));
         assert!(default.with(Fields::GENERATION) == Fields::parse("all").unwrap());
-        assert!(Fields::parse("bogus").unwrap_err().contains("bogus"));
+        assert!(Fields::parse("bogus").unwrap_err().to_string().contains("bogus"));
         let m = Fields::parse("size").unwrap().stat_mask();
         assert_eq!(m.0, libc::STATX_TYPE | libc::STATX_INO | libc::STATX_SIZE);
         assert_eq!(

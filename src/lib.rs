@@ -1,10 +1,23 @@
 //! ferry: high-throughput filesystem discovery and sync for HPC storage.
 //!
 //! Data flows one way through typed values and bounded channels:
-//! [`walk`] discovers [`entry::Entry`] values (filtered by [`rules`]),
-//! [`batch`] cuts them into batches, and [`output`] writes them for the
-//! shell; [`scan`] ties these together for `ferry scan`. `sys` is the only
-//! module with `unsafe` code. See `docs/architecture.md`.
+//!
+//! ```text
+//! discovery: walk (parallel getdents64/statx) | snapdiff (snapshot → manifest → diff)
+//!     → rules (include/exclude, state, type → actions)
+//!     → batch (file_batch_size, file_batch_gb, dynamic sizing)
+//!     → sink: stdout (output) | child tasks on RabbitMQ (agent)
+//!     → ops (migrate, recall, reverse stub, move, delete, ...) with endpoint and gpfs
+//!     → per-file outcomes → result objects (task) → stdout | the caller's reply queue
+//! ```
+//!
+//! The layers, lowest first; a module imports only from layers below it:
+//! [`sys`] (the only module with `unsafe`) → [`config`] → [`entry`],
+//! [`rules`], [`batch`], [`task`] (the wire contract) → [`walk`] →
+//! [`snapdiff`], [`endpoint`], [`gpfs`] → [`ops`] → [`agent`]; the `ferry`
+//! binary's `cli` sits on top and only turns flags into library requests.
+//! [`scan`], [`output`] and [`progress`] are the shell's side of discovery.
+//! See `docs/architecture.md`.
 
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
@@ -12,7 +25,9 @@
 pub mod agent;
 pub mod batch;
 pub mod config;
+pub mod endpoint;
 pub mod entry;
+pub mod gpfs;
 pub mod ops;
 pub mod output;
 pub mod progress;
@@ -21,7 +36,6 @@ pub mod scan;
 pub mod snapdiff;
 #[allow(unsafe_code)]
 pub mod sys;
-pub mod target;
 pub mod task;
 pub mod testtree;
 pub mod walk;

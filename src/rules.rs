@@ -5,7 +5,6 @@
 
 use globset::GlobBuilder;
 use regex::bytes::{RegexSet, RegexSetBuilder};
-use std::fmt;
 
 /// What to do with one discovered path.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -19,21 +18,14 @@ pub enum Verdict {
 }
 
 /// A pattern that is not a valid glob.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid glob '{pattern}': {reason}")]
 pub struct FilterError {
     /// The offending pattern.
     pub pattern: String,
     /// What is wrong with it.
     pub reason: String,
 }
-
-impl fmt::Display for FilterError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "invalid glob '{}': {}", self.pattern, self.reason)
-    }
-}
-
-impl std::error::Error for FilterError {}
 
 /// Compiled include and exclude patterns.
 ///

@@ -2,7 +2,8 @@
 
 use crate::output::{EntryWriter, Format};
 use crate::progress::Progress;
-use crate::task::{Summary, surrogate};
+use crate::task::Summary;
+use crate::task::status::{Status, now_iso8601};
 use crate::walk::{Walk, WalkEvent, WalkOptions};
 use std::io::{self, Write};
 use std::time::{Duration, Instant};
@@ -78,32 +79,14 @@ pub fn scan(req: &ScanRequest, out: impl Write, errors: &mut impl Write) -> io::
 /// Writes the scan's status object in the seed's shape:
 /// `{"task", "input_paths", "input_total", "summary", "started", "elapsed"}`.
 pub fn write_status(out: &mut impl Write, roots: &[Vec<u8>], report: &ScanReport) -> io::Result<()> {
-    let mut buf = Vec::new();
-    buf.extend_from_slice(b"{\"task\":\"scan\",\"input_paths\":[");
-    for (i, r) in roots.iter().enumerate() {
-        if i > 0 {
-            buf.push(b',');
-        }
-        surrogate::encode(r, &mut buf);
-    }
-    buf.extend_from_slice(format!("],\"input_total\":{},\"summary\":", roots.len()).as_bytes());
-    serde_json::to_writer(&mut buf, &report.summary).map_err(io::Error::other)?;
-    buf.extend_from_slice(
-        format!(
-            ",\"started\":\"{}\",\"elapsed\":{:.6}}}\n",
-            report.started,
-            report.elapsed.as_secs_f64()
-        )
-        .as_bytes(),
-    );
+    let mut status = Status::new("scan");
+    status
+        .input_raw_paths(roots)
+        .value("summary", &report.summary)
+        .string("started", &report.started)
+        .raw("elapsed", format!("{:.6}", report.elapsed.as_secs_f64()).as_bytes());
+    let mut buf = status.finish();
+    buf.push(b'\n');
     out.write_all(&buf)?;
     out.flush()
-}
-
-/// The current time as `2023-04-25T14:56:31.253043+00:00`, the seed's
-/// `started` format made timezone-aware.
-pub fn now_iso8601() -> String {
-    jiff::Timestamp::now()
-        .strftime("%Y-%m-%dT%H:%M:%S%.6f+00:00")
-        .to_string()
 }

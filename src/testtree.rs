@@ -21,15 +21,20 @@ pub enum Shape {
     Mixed,
 }
 
+/// A shape name [`Shape`] does not know.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown shape '{0}' (wide, deep, flat, mixed)")]
+pub struct UnknownShape(pub String);
+
 impl std::str::FromStr for Shape {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Shape, String> {
+    type Err = UnknownShape;
+    fn from_str(s: &str) -> Result<Shape, UnknownShape> {
         match s {
             "wide" => Ok(Shape::Wide),
             "deep" => Ok(Shape::Deep),
             "flat" => Ok(Shape::Flat),
             "mixed" => Ok(Shape::Mixed),
-            _ => Err(format!("unknown shape '{s}' (wide, deep, flat, mixed)")),
+            _ => Err(UnknownShape(s.to_string())),
         }
     }
 }

@@ -469,7 +469,7 @@ fn malformed_messages_fail_or_dead_letter_and_the_agent_keeps_serving() {
             let id = uuid::Uuid::new_v4().to_string();
             c.publish(&q, c.props(&id, task_headers(task, &id)), body.as_bytes())
                 .await;
-            expect.push((case, id, "TaskError", why.to_vec()));
+            expect.push((case, id, "InvalidArguments", why.to_vec()));
         }
 
         // An unknown task.

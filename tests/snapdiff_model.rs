@@ -5,7 +5,7 @@
 //! in docs/snapdiff.md, must give the new state exactly.
 
 use ferry::snapdiff::build::ManifestBuilder;
-use ferry::snapdiff::diff::{Change, DiffOptions, State, diff};
+use ferry::snapdiff::diff::{Change, ChangeState, DiffOptions, diff};
 use ferry::snapdiff::manifest::{Header, ManifestReader};
 use ferry::snapdiff::record::Record;
 use ferry::sys::Timestamp;
@@ -364,16 +364,16 @@ fn apply(tree: &mut BTreeMap<Vec<u8>, Attrs>, changes: &[Change]) {
     let mut staged = Vec::new();
     while i < changes.len() {
         let c = &changes[i];
-        if !matches!(c.state, State::Deleted | State::Moved) && !staged.is_empty() {
+        if !matches!(c.state, ChangeState::Deleted | ChangeState::Moved) && !staged.is_empty() {
             place(tree, std::mem::take(&mut staged));
         }
         match c.state {
-            State::Deleted => {
+            ChangeState::Deleted => {
                 assert!(!has_children(tree, &c.path), "delete of non-empty {:?}", c.path);
                 assert!(tree.remove(&c.path).is_some(), "delete of missing {:?}", c.path);
                 i += 1;
             }
-            State::Moved => {
+            ChangeState::Moved => {
                 // Aside now, with its subtree; into place once the deletes and
                 // moves are done.
                 let src = c.source.as_ref().unwrap();
@@ -391,7 +391,7 @@ fn apply(tree: &mut BTreeMap<Vec<u8>, Attrs>, changes: &[Change]) {
                 staged.push((c.path.clone(), sub));
                 i += 1;
             }
-            State::Created => {
+            ChangeState::Created => {
                 let a = Attrs::of(&c.record);
                 match tree.get(&c.path) {
                     Some(old) if old.mode & libc::S_IFMT == DIR && c.record.is_dir() => {}
@@ -405,7 +405,7 @@ fn apply(tree: &mut BTreeMap<Vec<u8>, Attrs>, changes: &[Change]) {
                 tree.insert(c.path.clone(), a);
                 i += 1;
             }
-            State::Updated => {
+            ChangeState::Updated => {
                 let a = tree
                     .get_mut(&c.path)
                     .unwrap_or_else(|| panic!("update of missing {:?}", c.path));

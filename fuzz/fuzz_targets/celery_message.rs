@@ -2,11 +2,13 @@
 //! deliver: any headers, content type, compression and body. What it
 //! accepts yields keyword arguments that re-read as JSON, and a child task
 //! built from it decodes again with the same lineage. Workflow filter rules
-//! in a body compile or fail with a reason, never a panic.
+//! in a body compile or fail with a reason, never a panic, and so does
+//! reading a message into the agent's typed request.
 #![no_main]
 
 use ferry::agent::celery::{HeaderValue, Incoming, child_task, decode};
-use ferry::agent::workflow::{Context, Routing, RuleSpec, compile};
+use ferry::agent::tasks::Request;
+use ferry::agent::tasks::rules::{Context, Routing, RuleSpec, compile};
 use libfuzzer_sys::fuzz_target;
 
 fn header(v: &serde_json::Value) -> HeaderValue {
@@ -52,6 +54,9 @@ fuzz_target!(|data: &[u8]| {
         body,
     };
     if let Ok(msg) = decode(&m, 1 << 20) {
+        // Reading the message into a typed request fails with a reason or
+        // succeeds; it never panics.
+        let _ = Request::decode(&msg);
         let kw = msg.kwargs_object(&[]);
         assert!(serde_json::from_str::<Box<serde_json::value::RawValue>>(&kw).is_ok(), "{kw}");
         let out = child_task("dynamo.tasks.stat_paths", &kw, &msg, &msg.chain, "fuzz@h");

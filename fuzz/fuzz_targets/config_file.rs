@@ -5,7 +5,7 @@
 #![no_main]
 
 use ferry::config::{Config, valid_name};
-use ferry::target::StoreConfig;
+use ferry::endpoint::StoreConfig;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -7,8 +7,8 @@
 #![no_main]
 
 use ferry::ops::xattrs::HsmState;
-use ferry::target::ObjectMeta;
-use ferry::target::key::key_for;
+use ferry::endpoint::ObjectMeta;
+use ferry::endpoint::key::key_for;
 use ferry::task::input::{InputFormat, PathReader};
 use libfuzzer_sys::fuzz_target;
 

@@ -4,7 +4,7 @@
 //! path with escapes for every byte decodes back to the same bytes.
 #![no_main]
 
-use ferry::snapdiff::provider::policy::{parse_list_line, parse_y, percent_decode};
+use ferry::gpfs::policy::{parse_list_line, parse_y, percent_decode};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -1,18 +1,42 @@
 //! The broker connection: one AMQP connection with a confirmed publishing
-//! channel, and the conversions between lapin's header tables and the
-//! codec's [`HeaderValue`]s.
+//! channel; the broker side of a task's [`ChildSink`] and [`Inbox`]; and
+//! the conversions between lapin's header tables and the codec's
+//! [`HeaderValue`]s.
 //!
 //! A [`Session`] lives as long as its connection. When the connection
 //! drops, the agent makes a new session; nothing here retries by itself,
 //! so what was lost is always visible to the caller.
 
-use super::celery::HeaderValue;
-use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueDeclareOptions};
+use super::celery::{HeaderValue, Outgoing};
+use super::tasks::{ChildSink, Inbox, SinkError};
+use futures::StreamExt;
+use lapin::options::{
+    BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueDeclareOptions,
+};
 use lapin::types::{AMQPValue, FieldArray, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
 use lapin::{Confirmation, PublisherConfirm};
-use std::collections::HashSet;
-use std::sync::Mutex;
+use std::collections::{HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::runtime::Handle;
+
+/// Why a publish did not reach the broker's responsibility.
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    /// The AMQP call failed (connection or channel gone, refused declare).
+    #[error("{0}")]
+    Amqp(#[from] lapin::Error),
+    /// The message had no queue to go to.
+    #[error("the broker returned the message as unroutable")]
+    Unroutable,
+    /// The broker refused it.
+    #[error("the broker refused the message (nack)")]
+    Refused,
+    /// The connection went before the confirmation came.
+    #[error("lost the broker before it confirmed: {0}")]
+    Unconfirmed(lapin::Error),
+}
 
 /// Celery's event exchange.
 pub const EVENT_EXCHANGE: &str = "celeryev";
@@ -117,11 +141,8 @@ impl Session {
         routing_key: &str,
         body: &[u8],
         props: BasicProperties,
-    ) -> Result<(), String> {
-        let confirm = self
-            .publish(exchange, routing_key, body, props)
-            .await
-            .map_err(|e| e.to_string())?;
+    ) -> Result<(), BrokerError> {
+        let confirm = self.publish(exchange, routing_key, body, props).await?;
         confirmed(confirm.await)
     }
 
@@ -132,12 +153,174 @@ impl Session {
 }
 
 /// Turns a confirmation into success or the reason it failed.
-pub fn confirmed(c: lapin::Result<Confirmation>) -> Result<(), String> {
+pub fn confirmed(c: lapin::Result<Confirmation>) -> Result<(), BrokerError> {
     match c {
         Ok(Confirmation::Ack(None)) | Ok(Confirmation::NotRequested) => Ok(()),
-        Ok(Confirmation::Ack(Some(_))) => Err("the broker returned the message as unroutable".into()),
-        Ok(Confirmation::Nack(_)) => Err("the broker refused the message (nack)".into()),
-        Err(e) => Err(format!("lost the broker before it confirmed: {e}")),
+        Ok(Confirmation::Ack(Some(_))) => Err(BrokerError::Unroutable),
+        Ok(Confirmation::Nack(_)) => Err(BrokerError::Refused),
+        Err(e) => Err(BrokerError::Unconfirmed(e)),
+    }
+}
+
+/// Publishes a task's child tasks and streams from its blocking thread,
+/// keeping at most `window` unconfirmed; after the first failure every
+/// call fails the same way, so a task cannot report children it lost.
+pub struct BrokerSink {
+    session: Arc<Session>,
+    handle: Handle,
+    reply_to: Option<String>,
+    pending: VecDeque<(String, PublisherConfirm)>,
+    window: usize,
+    lost: Option<SinkError>,
+    sent: u64,
+}
+
+impl BrokerSink {
+    /// A sink on `session` whose children answer to `reply_to`, driven
+    /// from a blocking thread through `handle`.
+    pub fn new(session: Arc<Session>, handle: Handle, reply_to: Option<String>, window: usize) -> BrokerSink {
+        BrokerSink {
+            session,
+            handle,
+            reply_to,
+            pending: VecDeque::new(),
+            window,
+            lost: None,
+            sent: 0,
+        }
+    }
+
+    /// Child tasks published so far.
+    pub fn sent(&self) -> u64 {
+        self.sent
+    }
+
+    /// Waits for every outstanding confirmation.
+    pub fn flush(&mut self) -> Result<(), SinkError> {
+        while let Some((queue, c)) = self.pending.pop_front() {
+            self.wait(&queue, c)?;
+        }
+        self.check()
+    }
+
+    fn check(&self) -> Result<(), SinkError> {
+        self.lost.clone().map_or(Ok(()), Err)
+    }
+
+    fn fail(&mut self, queue: &str, e: BrokerError) -> SinkError {
+        let e = SinkError::Publish {
+            queue: queue.to_string(),
+            reason: e.to_string(),
+        };
+        self.lost.get_or_insert(e).clone()
+    }
+
+    fn wait(&mut self, queue: &str, c: PublisherConfirm) -> Result<(), SinkError> {
+        confirmed(self.handle.block_on(c)).map_err(|e| self.fail(queue, e))
+    }
+
+    /// Publishes `body` to `queue` (declared first when `declare`),
+    /// keeping at most `window` confirmations outstanding.
+    fn publish(&mut self, queue: &str, declare: bool, body: &[u8], props: BasicProperties) -> Result<(), SinkError> {
+        self.check()?;
+        let session = self.session.clone();
+        let r = self.handle.block_on(async {
+            if declare {
+                session.declare_queue(queue).await?;
+            }
+            session.publish("", queue, body, props).await
+        });
+        match r {
+            Ok(c) => {
+                self.pending.push_back((queue.to_string(), c));
+                if self.pending.len() > self.window {
+                    let (q, oldest) = self.pending.pop_front().expect("pending");
+                    self.wait(&q, oldest)?;
+                }
+                Ok(())
+            }
+            Err(e) => Err(self.fail(queue, e.into())),
+        }
+    }
+}
+
+impl ChildSink for BrokerSink {
+    fn send(&mut self, queue: &str, msg: Outgoing) -> Result<(), SinkError> {
+        let props = task_properties(&msg.id, self.reply_to.as_deref(), &msg.headers);
+        self.publish(queue, true, &msg.body, props)?;
+        self.sent += 1;
+        Ok(())
+    }
+
+    fn stream(&mut self, queue: &str, correlation_id: &str, body: Vec<u8>) -> Result<(), SinkError> {
+        // Stream queues belong to the task reading them; never declare one
+        // here, so a stream to a task that is gone is simply dropped.
+        self.publish(queue, false, &body, result_properties(correlation_id))
+    }
+
+    fn subscribe(&mut self, queue: &str) -> Result<Box<dyn Inbox>, SinkError> {
+        let session = self.session.clone();
+        let q = queue.to_string();
+        let consumer = self
+            .handle
+            .block_on(async move {
+                let ch = session.channel().await?;
+                let private = QueueDeclareOptions {
+                    exclusive: true,
+                    auto_delete: true,
+                    ..Default::default()
+                };
+                ch.queue_declare(q.as_str().into(), private, FieldTable::default())
+                    .await?;
+                let no_ack = BasicConsumeOptions {
+                    no_ack: true,
+                    ..Default::default()
+                };
+                let c = ch
+                    .basic_consume(q.as_str().into(), "".into(), no_ack, FieldTable::default())
+                    .await?;
+                Ok::<_, lapin::Error>((ch, c))
+            })
+            .map_err(|e| {
+                let e = SinkError::Subscribe {
+                    queue: queue.to_string(),
+                    reason: e.to_string(),
+                };
+                self.lost.get_or_insert(e).clone()
+            })?;
+        Ok(Box::new(BrokerInbox {
+            handle: self.handle.clone(),
+            channel: consumer.0,
+            consumer: consumer.1,
+        }))
+    }
+}
+
+/// A task's private stream queue.
+struct BrokerInbox {
+    handle: Handle,
+    channel: Channel,
+    consumer: lapin::Consumer,
+}
+
+impl Inbox for BrokerInbox {
+    fn next(&mut self, idle: Duration) -> Result<Option<Vec<u8>>, SinkError> {
+        let next = self.handle.block_on(tokio::time::timeout(idle, self.consumer.next()));
+        match next {
+            Err(_) => Ok(None),
+            Ok(Some(Ok(d))) => Ok(Some(d.data)),
+            Ok(Some(Err(e))) => Err(SinkError::StreamLost(e.to_string())),
+            Ok(None) => Err(SinkError::StreamLost("the stream queue closed".into())),
+        }
+    }
+}
+
+impl Drop for BrokerInbox {
+    fn drop(&mut self) {
+        let ch = self.channel.clone();
+        self.handle.spawn(async move {
+            let _ = ch.close(200, "stream read".into()).await;
+        });
     }
 }
 

@@ -8,10 +8,10 @@
 //! (`\udcNN`), which a strict JSON string parser rejects, so arguments are
 //! kept as raw JSON text and decoded where their meaning is known.
 
-use crate::task::surrogate;
+use crate::task::status::now_iso8601;
+use crate::task::{ArgumentError, parse_kwargs, surrogate};
 use serde::Deserialize;
 use serde_json::value::RawValue;
-use std::fmt;
 use std::io::Read;
 
 /// A header value, reduced to what AMQP tables carry and Celery uses.
@@ -101,8 +101,8 @@ impl TaskMessage {
     }
 
     /// The keyword arguments besides `paths` and `jobid`, read into `T`.
-    pub fn kwargs_as<T: serde::de::DeserializeOwned>(&self) -> Result<T, String> {
-        crate::task::parse_kwargs(&self.kwargs_object(&["paths", "jobid"]))
+    pub fn kwargs_as<T: serde::de::DeserializeOwned>(&self) -> Result<T, ArgumentError> {
+        parse_kwargs(&self.kwargs_object(&["paths", "jobid"]))
     }
 
     /// At most about 1 KiB of the keyword arguments, for display (events),
@@ -153,7 +153,8 @@ pub struct SignatureOptions {
 }
 
 /// Why a message was not accepted, with whatever identified it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{reason}")]
 pub struct Rejection {
     /// The task id, if the headers named one.
     pub id: Option<String>,
@@ -161,12 +162,6 @@ pub struct Rejection {
     pub task: Option<String>,
     /// What is wrong.
     pub reason: String,
-}
-
-impl fmt::Display for Rejection {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.reason)
-    }
 }
 
 /// Decodes a protocol v2 task message of at most `max_bytes` (after
@@ -323,7 +318,7 @@ fn inflate(data: &[u8], max: usize) -> Result<Vec<u8>, String> {
 
 /// Parses an ISO 8601 time as Python's `isoformat()` writes it; a time
 /// without an offset is UTC (protocol v2's rule).
-pub fn parse_time(s: &str) -> Result<jiff::Timestamp, String> {
+fn parse_time(s: &str) -> Result<jiff::Timestamp, String> {
     if let Ok(t) = s.parse::<jiff::Timestamp>() {
         return Ok(t);
     }
@@ -350,7 +345,7 @@ pub fn object_text<'a>(pairs: impl Iterator<Item = &'a (String, Box<RawValue>)>)
 
 /// A Celery task state as stored in a result document.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum State {
+pub enum TaskState {
     /// Finished; `result` is the task's return value.
     Success,
     /// Failed; `result` is an exception document.
@@ -359,13 +354,13 @@ pub enum State {
     Revoked,
 }
 
-impl State {
+impl TaskState {
     /// Celery's name for the state.
     pub fn as_str(self) -> &'static str {
         match self {
-            State::Success => "SUCCESS",
-            State::Failure => "FAILURE",
-            State::Revoked => "REVOKED",
+            TaskState::Success => "SUCCESS",
+            TaskState::Failure => "FAILURE",
+            TaskState::Revoked => "REVOKED",
         }
     }
 }
@@ -386,7 +381,7 @@ pub fn exception(exc_type: &str, exc_module: &str, message: &str) -> Vec<u8> {
 /// `result` is JSON text; `children` are task ids of child tasks.
 pub fn result_document(
     task_id: &str,
-    state: State,
+    state: TaskState,
     result: &[u8],
     traceback: Option<&str>,
     children: &[String],
@@ -413,7 +408,7 @@ pub fn result_document(
         out.extend_from_slice(b",null],null]");
     }
     out.extend_from_slice(b"],\"date_done\":");
-    surrogate::encode(crate::scan::now_iso8601().as_bytes(), &mut out);
+    surrogate::encode(now_iso8601().as_bytes(), &mut out);
     out.extend_from_slice(b",\"task_id\":");
     surrogate::encode(task_id.as_bytes(), &mut out);
     if let Some(p) = parent_id {
@@ -683,14 +678,14 @@ mod tests {
 
     #[test]
     fn result_documents_parse() {
-        let doc = result_document("i", State::Success, b"{\"a\":1}", None, &["c1".into()], Some("p"));
+        let doc = result_document("i", TaskState::Success, b"{\"a\":1}", None, &["c1".into()], Some("p"));
         let v: serde_json::Value = serde_json::from_slice(&doc).unwrap();
         assert_eq!(v["status"], "SUCCESS");
         assert_eq!(v["children"], serde_json::json!([[["c1", null], null]]));
         assert_eq!(v["task_id"], "i");
         assert!(v["date_done"].as_str().unwrap().ends_with("+00:00"));
         let exc = exception("NotRegistered", "celery.exceptions", "x");
-        let doc = result_document("i", State::Failure, &exc, Some("tb"), &[], None);
+        let doc = result_document("i", TaskState::Failure, &exc, Some("tb"), &[], None);
         let v: serde_json::Value = serde_json::from_slice(&doc).unwrap();
         assert_eq!(v["result"]["exc_type"], "NotRegistered");
         assert_eq!(

@@ -1,17 +1,24 @@
-//! The agent's metrics, for heartbeats and for Prometheus.
+//! The agent's metrics, for heartbeats and for Prometheus: the counters,
+//! the HTTP server that shows them, and the poller of queue depths.
 //!
 //! `metrics_listen = 127.0.0.1:9464` in `[settings]` serves them at
 //! `/metrics` (OpenMetrics text) and a one-line JSON health summary at
 //! `/health`. Names and meanings are listed in docs/agent.md.
 
+use super::broker::Session;
+use lapin::options::QueueDeclareOptions;
+use lapin::types::FieldTable;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::watch;
+use tracing::error;
 
 type Labels = Vec<(String, String)>;
 
@@ -115,6 +122,84 @@ impl Metrics {
             "reconnects": self.reconnects.get(),
         })
         .to_string()
+    }
+}
+
+/// Serves `/metrics` and `/health` on `listener` until the runtime ends.
+pub async fn serve(listener: tokio::net::TcpListener, metrics: Arc<Metrics>) {
+    use axum::routing::get;
+    let m2 = metrics.clone();
+    let app = axum::Router::new()
+        .route(
+            "/metrics",
+            get(move || {
+                let m = metrics.clone();
+                async move {
+                    (
+                        [(
+                            "content-type",
+                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        )],
+                        m.render(),
+                    )
+                }
+            }),
+        )
+        .route(
+            "/health",
+            get(move || {
+                let m = m2.clone();
+                async move { ([("content-type", "application/json")], m.health()) }
+            }),
+        );
+    if let Err(e) = axum::serve(listener, app).await {
+        error!(error = %e, "the metrics server stopped");
+    }
+}
+
+/// Polls how many messages wait in each of `queues`, every 10 s, while a
+/// session is up.
+pub async fn poll_queue_depths(
+    queues: Vec<String>,
+    metrics: Arc<Metrics>,
+    mut sessions: watch::Receiver<Option<Arc<Session>>>,
+) {
+    loop {
+        let session = sessions.borrow_and_update().clone();
+        // The queues exist once the consumers are up (`connected`); a
+        // passive declare of a missing queue would close the channel.
+        while session.as_ref().is_some_and(|s| s.alive()) && !metrics.connected.load(Relaxed) {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        if let Some(session) = session
+            && let Ok(ch) = session.channel().await
+        {
+            'poll: while session.alive() {
+                for queue in &queues {
+                    let opts = QueueDeclareOptions {
+                        passive: true,
+                        ..Default::default()
+                    };
+                    match ch
+                        .queue_declare(queue.as_str().into(), opts, FieldTable::default())
+                        .await
+                    {
+                        Ok(q) => {
+                            let labels = vec![("queue".to_string(), queue.clone())];
+                            metrics
+                                .queue_messages
+                                .get_or_create(&labels)
+                                .set(q.message_count() as i64);
+                        }
+                        Err(_) => break 'poll,
+                    }
+                }
+                tokio::time::sleep(Duration::from_secs(10)).await;
+            }
+        }
+        if sessions.changed().await.is_err() {
+            return;
+        }
     }
 }
 

@@ -1,18 +1,22 @@
 //! `ferry agent`: the node-local daemon a hub drives over RabbitMQ.
 //!
 //! It consumes `<site>.<queue>#<function>` queues, decodes Celery protocol
-//! v2 task messages ([`celery`]), runs the named task ([`registry`]) on a
+//! v2 task messages ([`celery`]), runs the named task ([`tasks`]) on a
 //! blocking thread, publishes the result to the caller's `reply_to` queue
 //! the way Celery's `rpc://` backend does, and only then acknowledges the
-//! message. Discovery tasks publish one child task per batch while they
-//! walk. See `docs/agent.md`.
+//! message ([`runtime`]). Discovery tasks publish one child task per batch
+//! while they walk, through the broker's side of the tasks' sink
+//! ([`broker`]). Around that: Celery events and heartbeats ([`events`]),
+//! Prometheus metrics ([`metrics`]), redelivery bookkeeping ([`results`])
+//! and systemd notification ([`systemd`]). See `docs/agent.md`.
 
 pub mod broker;
 pub mod celery;
-pub mod discovery;
+pub mod events;
 pub mod metrics;
-pub mod queues;
-pub mod registry;
+pub mod results;
 pub mod runtime;
-pub mod snapdiff;
-pub mod workflow;
+pub mod systemd;
+pub mod tasks;
+
+pub use runtime::{AgentError, AgentHandle, node_name, prepare, redact};

@@ -1,10 +1,10 @@
-//! `ferry agent`: parse, load the configuration, run the daemon.
+//! `ferry agent`: load the configuration, start logging, run the daemon
+//! until SIGTERM or SIGINT.
 
+use super::Failure;
+use super::args::ConfigArg;
 use clap::Args;
-use ferry::agent::runtime;
-use ferry::config::Config;
-use std::path::PathBuf;
-use std::process::ExitCode;
+use ferry::agent::{self, systemd};
 
 /// Run the node-local agent: consume tasks from RabbitMQ and run them.
 ///
@@ -22,9 +22,8 @@ use std::process::ExitCode;
 /// under systemd); RUST_LOG=debug shows more.
 #[derive(Args)]
 pub struct AgentCmd {
-    /// Configuration file (default: $FERRY_CONFIG, then /etc/ferry/ferry.conf).
-    #[arg(long, value_name = "FILE")]
-    config: Option<PathBuf>,
+    #[command(flatten)]
+    config: ConfigArg,
 
     /// Check the configuration, print the queues that would be consumed
     /// (as JSON), and exit.
@@ -51,21 +50,9 @@ fn init_logging() {
 }
 
 /// Runs `ferry agent`.
-pub fn run_agent(c: AgentCmd) -> ExitCode {
-    let config = match Config::load(c.config.as_deref()) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("ferry: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    let consumers = match config.consumers() {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("ferry: {e}");
-            return ExitCode::from(2);
-        }
-    };
+pub fn run(c: AgentCmd) -> Result<(), Failure> {
+    let config = c.config.load().map_err(Failure::setup)?;
+    let consumers = config.consumers().map_err(Failure::setup)?;
     if c.check {
         let list: Vec<_> = consumers
             .iter()
@@ -73,32 +60,19 @@ pub fn run_agent(c: AgentCmd) -> ExitCode {
             .collect();
         println!(
             "{}",
-            serde_json::json!({"node": runtime::node_name(&config), "broker": runtime::redact(&config.agent.broker_url), "consumers": list})
+            serde_json::json!({"node": agent::node_name(&config), "broker": agent::redact(&config.agent.broker_url), "consumers": list})
         );
-        return ExitCode::SUCCESS;
+        return Ok(());
     }
     init_logging();
-    let rt = match tokio::runtime::Builder::new_multi_thread()
+    let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("ferry-agent")
         .enable_all()
         .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("ferry: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
+        .map_err(|e| Failure::setup(format!("cannot start the runtime: {e}")))?;
     rt.block_on(async move {
-        let (handle, serve) = match runtime::prepare(config) {
-            Ok(x) => x,
-            Err(e) => {
-                eprintln!("ferry: {e}");
-                return ExitCode::from(2);
-            }
-        };
-        let stopper = handle.clone();
+        let (handle, serve) = agent::prepare(config).map_err(Failure::setup)?;
         tokio::spawn(async move {
             use tokio::signal::unix::{SignalKind, signal};
             let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
@@ -108,10 +82,10 @@ pub fn run_agent(c: AgentCmd) -> ExitCode {
                 _ = term.recv() => {}
                 _ = int.recv() => {}
             }
-            stopper.stop();
+            handle.stop();
         });
-        runtime::notify_ready();
+        systemd::ready();
         serve.await;
-        ExitCode::SUCCESS
+        Ok(())
     })
 }

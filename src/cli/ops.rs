@@ -1,28 +1,27 @@
-//! The operation subcommands (`migrate`, `premigrate`, `recall`): read a
-//! path list, run the operation in commit windows, and print the seed's
-//! result object or one JSON line per path.
+//! The operation subcommands (`migrate`, `recall`, `move`, ...): flags
+//! into an [`Operation`] and where its paths come from, the library's
+//! loop to run it, and the seed's result object (or one JSON line per
+//! path) on stdout.
 
+use super::Failure;
+use super::args::{Concurrency, ConfigArg, GpfsArgs, ProgressArgs};
 use clap::Args;
-use ferry::config::Config;
 use ferry::ops::delete::DeleteArgs;
 use ferry::ops::lock::LockLevel;
 use ferry::ops::migrate::MigrateArgs;
 use ferry::ops::moves::MoveArgs;
 use ferry::ops::recall::RecallArgs;
 use ferry::ops::reverse_stub::ReverseStubArgs;
+use ferry::ops::run::RunError;
 use ferry::ops::unmanage::UnmanageArgs;
-use ferry::ops::{COMMIT_WINDOW, OpContext, Operation};
+use ferry::ops::{OpContext, Operation, run_batches};
 use ferry::progress::Progress;
-use ferry::snapdiff::provider::gpfs::GpfsOptions;
-use ferry::task::input::{InputFormat, PathReader, absolute};
+use ferry::task::input::{InputSpec, Inputs};
 use ferry::task::result::write_outcome;
-use ferry::task::{FileState, Outcome, PathObject, TaskResult};
+use ferry::task::{Outcome, PathObject, TaskResult};
 use std::ffi::OsString;
-use std::fs::File;
-use std::io::{self, BufRead, BufReader, BufWriter, Write};
-use std::os::unix::ffi::OsStrExt;
+use std::io::{self, BufWriter, Write};
 use std::path::PathBuf;
-use std::process::ExitCode;
 
 /// Where the paths come from and how results are written (every
 /// operation).
@@ -42,28 +41,19 @@ pub struct OpCommon {
     #[arg(short = '0', long = "null")]
     null: bool,
 
-    /// Configuration file naming the endpoints (default: $FERRY_CONFIG,
-    /// else /etc/ferry/ferry.conf).
-    #[arg(long, value_name = "FILE")]
-    config: Option<PathBuf>,
+    #[command(flatten)]
+    config: ConfigArg,
 
-    /// Files worked on at once (default: `threads` in the configuration,
-    /// 10).
-    #[arg(short = 'j', long, value_name = "N")]
-    threads: Option<usize>,
+    #[command(flatten)]
+    concurrency: Concurrency,
 
     /// Write one JSON line per path as it finishes, with `state` and
     /// `message`, instead of the result object at the end.
     #[arg(long)]
     jsonl: bool,
 
-    /// Show a progress line on stderr (default: when stderr is a terminal).
-    #[arg(long, overrides_with = "no_progress")]
-    progress: bool,
-
-    /// Never show a progress line.
-    #[arg(long)]
-    no_progress: bool,
+    #[command(flatten)]
+    progress: ProgressArgs,
 }
 
 /// Locking and chunking (operations that change files' data or xattrs).
@@ -190,20 +180,14 @@ impl MigrateFlags {
     }
 }
 
-/// `ferry migrate`.
-pub fn run_migrate(c: MigrateCmd) -> ExitCode {
-    let op = Operation::Migrate(c.migrate.args(&c.lock, false));
-    run(&c.common, op, false)
-}
-
-/// `ferry premigrate`.
-pub fn run_premigrate(c: MigrateCmd) -> ExitCode {
-    let op = Operation::Migrate(c.migrate.args(&c.lock, true));
-    run(&c.common, op, false)
+/// `ferry migrate` and `ferry premigrate`.
+pub fn run_migrate(c: MigrateCmd, premigrate: bool) -> Result<(), Failure> {
+    let op = Operation::Migrate(c.migrate.args(&c.lock, premigrate));
+    run(&c.common, op, None)
 }
 
 /// `ferry recall`.
-pub fn run_recall(c: RecallCmd) -> ExitCode {
+pub fn run_recall(c: RecallCmd) -> Result<(), Failure> {
     let op = Operation::Recall(RecallArgs {
         endpoint: c.endpoint,
         skip_hash: c.skip_hash,
@@ -213,7 +197,7 @@ pub fn run_recall(c: RecallCmd) -> ExitCode {
         delete_remote: c.delete_remote,
         sub_batch: c.lock.sub_batch,
     });
-    run(&c.common, op, false)
+    run(&c.common, op, None)
 }
 
 /// Create stubs (or whole files, with --hydrate) from an endpoint's
@@ -317,14 +301,10 @@ pub struct DeleteCmd {
     #[arg(long, short = 'r')]
     recursive: bool,
 
-    /// GPFS device whose fileset junctions are kept (default: the device
-    /// mounted at the path, when it is on GPFS).
-    #[arg(long, value_name = "DEVICE")]
-    gpfs_device: Option<String>,
-
-    /// Directory of the GPFS mm* commands.
-    #[arg(long, value_name = "DIR", default_value = "/usr/lpp/mmfs/bin")]
-    gpfs_bin: PathBuf,
+    /// Fileset junctions of this GPFS device are kept (`--gpfs-device`;
+    /// by default the device mounted at the path, when it is on GPFS).
+    #[command(flatten)]
+    gpfs: GpfsArgs,
 }
 
 /// Rename paths: SOURCE DEST pairs as arguments, or path objects with a
@@ -354,7 +334,7 @@ pub struct MoveCmd {
 }
 
 /// `ferry reverse-stub`.
-pub fn run_reverse_stub(c: ReverseStubCmd) -> ExitCode {
+pub fn run_reverse_stub(c: ReverseStubCmd) -> Result<(), Failure> {
     let op = Operation::ReverseStub(ReverseStubArgs {
         endpoint: Some(c.endpoint),
         hydrate: c.hydrate,
@@ -368,11 +348,11 @@ pub fn run_reverse_stub(c: ReverseStubCmd) -> ExitCode {
         conflict_preference: c.conflict_preference,
         sub_batch: c.lock.sub_batch,
     });
-    run(&c.common, op, false)
+    run(&c.common, op, None)
 }
 
 /// `ferry unmanage`.
-pub fn run_unmanage(c: UnmanageCmd) -> ExitCode {
+pub fn run_unmanage(c: UnmanageCmd) -> Result<(), Failure> {
     let op = if c.moved {
         Operation::RemoveLocations
     } else {
@@ -383,31 +363,22 @@ pub fn run_unmanage(c: UnmanageCmd) -> ExitCode {
             sub_batch: c.lock.sub_batch,
         })
     };
-    run(&c.common, op, false)
+    run(&c.common, op, None)
 }
 
 /// `ferry stat`.
-pub fn run_stat(c: StatCmd) -> ExitCode {
-    run(&c.common, Operation::Stat, false)
+pub fn run_stat(c: StatCmd) -> Result<(), Failure> {
+    run(&c.common, Operation::Stat, None)
 }
 
 /// `ferry delete`.
-pub fn run_delete(c: DeleteCmd) -> ExitCode {
-    let gpfs = GpfsOptions {
-        bin_dir: Some(c.gpfs_bin),
-        device: c.gpfs_device,
-        ..GpfsOptions::default()
-    };
-    run_with(
-        &c.common,
-        Operation::Delete(DeleteArgs { recursive: c.recursive }),
-        false,
-        gpfs,
-    )
+pub fn run_delete(c: DeleteCmd) -> Result<(), Failure> {
+    let op = Operation::Delete(DeleteArgs { recursive: c.recursive });
+    run(&c.common, op, Some(&c.gpfs))
 }
 
 /// `ferry move`.
-pub fn run_move(c: MoveCmd) -> ExitCode {
+pub fn run_move(c: MoveCmd) -> Result<(), Failure> {
     let args = MoveArgs {
         delete_remote_xattrs: c.delete_remote_xattrs,
         target_max_age: c.target_max_age,
@@ -417,7 +388,7 @@ pub fn run_move(c: MoveCmd) -> ExitCode {
     } else {
         Operation::Move(args)
     };
-    run(&c.common, op, true)
+    run(&c.common, op, None)
 }
 
 /// Where results go.
@@ -441,202 +412,80 @@ impl Sink {
             }
         }
     }
-}
 
-fn run(common: &OpCommon, op: Operation, pairs: bool) -> ExitCode {
-    run_with(common, op, pairs, GpfsOptions::default())
-}
-
-fn run_with(common: &OpCommon, op: Operation, pairs: bool, gpfs: GpfsOptions) -> ExitCode {
-    match drive(common, &op, pairs, gpfs) {
-        Ok((failed, bad_input)) => {
-            if bad_input > 0 {
-                eprintln!("ferry: {bad_input} entr(y/ies) of the path list could not be read (reported above)");
+    fn finish(self) -> io::Result<()> {
+        match self {
+            Sink::Result(r) => {
+                let mut json = r.to_json();
+                json.push(b'\n');
+                io::stdout().lock().write_all(&json)
             }
-            if failed > 0 {
-                eprintln!("ferry: {failed} path(s) failed; see the result for the reasons");
-            }
-            if failed > 0 || bad_input > 0 {
-                ExitCode::from(1)
-            } else {
-                ExitCode::SUCCESS
-            }
-        }
-        Err(msg) => {
-            eprintln!("ferry: {msg}");
-            ExitCode::from(2)
+            Sink::Lines(mut w) => w.flush(),
         }
     }
 }
 
-/// Runs `op` over every input path; returns the failed count and the count
-/// of unreadable path-list entries.
-fn drive(common: &OpCommon, op: &Operation, pairs: bool, gpfs: GpfsOptions) -> Result<(u64, u64), String> {
-    let config = Config::load(common.config.as_deref()).map_err(|e| e.to_string())?;
-    let mut ctx = OpContext::new(config, common.threads).map_err(|e| format!("cannot start: {e}"))?;
-    ctx.gpfs = gpfs;
-    let progress = Progress::start(
-        ctx.counters.clone(),
-        if common.no_progress {
-            Some(false)
-        } else {
-            common.progress.then_some(true)
-        },
-    );
+/// Runs `op` over every input path; `gpfs` flags override the
+/// configuration's GPFS settings.
+fn run(common: &OpCommon, op: Operation, gpfs: Option<&GpfsArgs>) -> Result<(), Failure> {
+    let mut config = common.config.load().map_err(Failure::setup)?;
+    if let Some(g) = gpfs {
+        g.apply(&mut config.gpfs);
+    }
+    let ctx =
+        OpContext::new(config, common.concurrency.threads).map_err(|e| Failure::setup(format!("cannot start: {e}")))?;
+    let spec = InputSpec {
+        paths: common.paths.clone(),
+        from: common.from.clone(),
+        null: common.null,
+        pairs: matches!(op, Operation::Move(_) | Operation::OneStepMove(_)),
+    };
+    let mut inputs = Inputs::open(&spec).map_err(Failure::setup)?;
+    let progress = Progress::start(ctx.counters.clone(), common.progress.choice());
     let mut sink = if common.jsonl {
         Sink::Lines(BufWriter::new(io::stdout().lock()))
     } else {
         Sink::Result(Box::new(TaskResult::new(op.task_name(), None)))
     };
-    let mut inputs = Inputs::new(common, pairs)?;
-    let (mut failed, mut bad_input) = (0u64, 0u64);
-    loop {
-        // A move batch is taken whole: its two steps must see every move,
-        // or a swap split across batches would lose a file.
-        let batch = inputs.next_batch(if pairs { usize::MAX } else { COMMIT_WINDOW }, &mut bad_input)?;
-        if batch.is_empty() {
-            break;
-        }
-        let outcomes = op.run(&ctx, &batch)?;
-        for (obj, outcome) in batch.iter().zip(&outcomes) {
-            failed += u64::from(outcome.state == FileState::Failures);
-            sink.add(obj, outcome).map_err(|e| format!("writing results: {e}"))?;
-        }
-    }
+    let mut bad_input = 0u64;
+    let totals = run_batches(
+        &ctx,
+        &op,
+        |n| {
+            inputs.next_batch(n, &mut |e| {
+                eprintln!("ferry: {e}");
+                bad_input += 1;
+            })
+        },
+        |obj, outcome| sink.add(&obj, &outcome),
+    )
+    .map_err(|e| match e {
+        RunError::Output(e) => Failure::setup(format!("writing results: {e}")),
+        RunError::Input(e) => Failure::setup(e),
+        RunError::Op(e) => Failure::setup(e),
+    })?;
     drop(progress);
-    let mut out = io::stdout().lock();
-    match sink {
-        Sink::Result(r) => {
-            let mut json = r.to_json();
-            json.push(b'\n');
-            out.write_all(&json)
-        }
-        Sink::Lines(mut w) => w.flush(),
+    sink.finish()
+        .map_err(|e| Failure::setup(format!("writing results: {e}")))?;
+    let mut why = Vec::new();
+    if bad_input > 0 {
+        why.push(format!(
+            "{bad_input} entr(y/ies) of the path list could not be read (reported above)"
+        ));
     }
-    .map_err(|e| format!("writing results: {e}"))?;
-    Ok((failed, bad_input))
-}
-
-/// The paths of the command line, then any path lists, in order.
-struct Inputs {
-    args: std::vec::IntoIter<Vec<u8>>,
-    lists: Vec<(String, Box<dyn BufRead>)>,
-    current: Option<PathReader<Box<dyn BufRead>>>,
-    format: InputFormat,
-    cwd: Vec<u8>,
-    /// Entries are SOURCE DEST pairs (moves): arguments always, NUL lists
-    /// alternate.
-    pairs: bool,
-    /// A source read from a NUL list, waiting for its destination.
-    pending_source: Option<Vec<u8>>,
-}
-
-impl Inputs {
-    fn new(c: &OpCommon, pairs: bool) -> Result<Inputs, String> {
-        let mut lists: Vec<(String, Box<dyn BufRead>)> = Vec::new();
-        let mut args = Vec::new();
-        let stdin = || -> (String, Box<dyn BufRead>) { ("stdin".into(), Box::new(BufReader::new(io::stdin()))) };
-        for p in &c.paths {
-            if p == "-" {
-                lists.push(stdin());
-            } else {
-                args.push(p.as_bytes().to_vec());
-            }
-        }
-        match c.from.as_deref() {
-            Some(p) if p.as_os_str() == "-" => lists.push(stdin()),
-            Some(p) => {
-                let f = File::open(p).map_err(|e| format!("cannot read {}: {e}", p.display()))?;
-                lists.push((p.display().to_string(), Box::new(BufReader::with_capacity(1 << 16, f))));
-            }
-            None => {}
-        }
-        if pairs && args.len() % 2 == 1 {
-            return Err("paths come in SOURCE DEST pairs; the last source has no destination".into());
-        }
-        if args.is_empty() && lists.is_empty() {
-            return Err("no paths given (give PATHs, `-` to read a list from stdin, or --from FILE)".into());
-        }
-        let cwd = std::env::current_dir()
-            .map_err(|e| format!("cannot read the working directory: {e}"))?
-            .as_os_str()
-            .as_bytes()
-            .to_vec();
-        Ok(Inputs {
-            args: args.into_iter(),
-            lists,
-            current: None,
-            format: if c.null {
-                InputFormat::Nul
-            } else {
-                InputFormat::JsonLines
-            },
-            cwd,
-            pairs,
-            pending_source: None,
-        })
+    if totals.failed > 0 {
+        why.push(format!(
+            "{} path(s) failed; see the result for the reasons",
+            totals.failed
+        ));
     }
-
-    /// Up to `n` more paths; unreadable list entries are reported on
-    /// stderr and counted.
-    fn next_batch(&mut self, n: usize, bad: &mut u64) -> Result<Vec<PathObject>, String> {
-        let mut out = Vec::with_capacity(n.min(COMMIT_WINDOW));
-        while out.len() < n {
-            if let Some(p) = self.args.next() {
-                let source = if self.pairs {
-                    self.args.next().map(|dst| (p.clone(), dst))
-                } else {
-                    None
-                };
-                let obj = match source {
-                    Some((src, dst)) => absolute(&self.cwd, &src).and_then(|src| {
-                        let mut o = PathObject::new(absolute(&self.cwd, &dst)?);
-                        o.source = Some(src);
-                        Ok(o)
-                    }),
-                    None => absolute(&self.cwd, &p).map(PathObject::new),
-                };
-                match obj {
-                    Ok(o) => out.push(o),
-                    Err(e) => {
-                        eprintln!("ferry: {e}");
-                        *bad += 1;
-                    }
-                }
-                continue;
+    match why.pop() {
+        None => Ok(()),
+        Some(last) => {
+            for w in why {
+                eprintln!("ferry: {w}");
             }
-            if self.current.is_none() {
-                if self.lists.is_empty() {
-                    break;
-                }
-                let (name, reader) = self.lists.remove(0);
-                self.current =
-                    Some(PathReader::new(reader, self.format, &name).map_err(|e| format!("cannot read {name}: {e}"))?);
-            }
-            let reader = self.current.as_mut().expect("set above");
-            match reader.next_entry().map_err(|e| format!("reading the path list: {e}"))? {
-                Some(Ok(obj)) if self.pairs && self.format == InputFormat::Nul => match self.pending_source.take() {
-                    None => self.pending_source = Some(obj.path),
-                    Some(src) => {
-                        let mut o = obj;
-                        o.source = Some(src);
-                        out.push(o);
-                    }
-                },
-                Some(Ok(obj)) => out.push(obj),
-                Some(Err(e)) => {
-                    eprintln!("ferry: {e}");
-                    *bad += 1;
-                }
-                None => {
-                    self.current = None;
-                    if self.pending_source.take().is_some() {
-                        eprintln!("ferry: the NUL list ends with a source that has no destination");
-                        *bad += 1;
-                    }
-                }
-            }
+            Err(Failure::paths(last))
         }
-        Ok(out)
     }
 }

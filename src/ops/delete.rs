@@ -10,7 +10,7 @@
 //! directories, so a symlink swapped in mid-way is removed, not followed.
 
 use super::{OpContext, par_map};
-use crate::snapdiff::provider::gpfs::linked_junctions;
+use crate::gpfs::linked_junctions;
 use crate::sys::btrfs::{SUBVOL_ROOT_INO, is_btrfs};
 use crate::sys::{Base, DirEntries, FileStat, StatMask, getdents, open_dir_at, stat_at, unlink_at};
 use crate::task::{Outcome, PathObject};
@@ -58,7 +58,7 @@ fn delete_one(ctx: &OpContext, path: &[u8], recursive: bool) -> Outcome {
     if let Some(why) = protected_name(path) {
         return Outcome::skipped(format!("not deleted: {why}"));
     }
-    let junctions = match linked_junctions(&ctx.gpfs, Path::new(OsStr::from_bytes(path))) {
+    let junctions = match linked_junctions(&ctx.config.gpfs, Path::new(OsStr::from_bytes(path))) {
         Ok(j) => j.unwrap_or_default(),
         Err(e) => {
             return Outcome::failed(format!(

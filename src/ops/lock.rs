@@ -21,9 +21,11 @@
 //! `no_flock` turns the lock off whatever the level; combined with
 //! `partial` it is an error, as in the seed.
 
+use crate::task::{ArgumentError, Outcome};
 use serde::Deserialize;
 use std::fmt;
 use std::fs::{File, TryLockError};
+use std::io;
 
 /// The seed's `lock_level` values.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
@@ -39,12 +41,15 @@ pub enum LockLevel {
 
 impl LockLevel {
     /// Parses `none`, `implicit` or `partial`.
-    pub fn parse(s: &str) -> Result<LockLevel, String> {
+    pub fn parse(s: &str) -> Result<LockLevel, ArgumentError> {
         match s {
             "none" => Ok(LockLevel::None),
             "implicit" => Ok(LockLevel::Implicit),
             "partial" => Ok(LockLevel::Partial),
-            _ => Err(format!("lock_level must be none, implicit or partial, not {s:?}")),
+            _ => Err(ArgumentError::invalid(
+                "lock_level",
+                format!("must be none, implicit or partial, not {s:?}"),
+            )),
         }
     }
 }
@@ -68,10 +73,13 @@ pub struct Locking {
 impl Locking {
     /// Resolves `lock_level` (the task's default when absent) and
     /// `no_flock`.
-    pub fn new(level: Option<LockLevel>, default: LockLevel, no_flock: bool) -> Result<Locking, String> {
+    pub fn new(level: Option<LockLevel>, default: LockLevel, no_flock: bool) -> Result<Locking, ArgumentError> {
         let level = match (level, no_flock) {
             (Some(LockLevel::Partial), true) => {
-                return Err("no_flock conflicts with lock_level partial, which holds a flock".into());
+                return Err(ArgumentError::invalid(
+                    "no_flock",
+                    "conflicts with lock_level partial, which holds a flock",
+                ));
             }
             (_, true) => LockLevel::None,
             (Some(l), false) => l,
@@ -86,7 +94,7 @@ impl Locking {
     }
 
     /// Takes the lock right after opening, if the level says so.
-    pub fn at_open(self, file: &File) -> Result<(), String> {
+    pub fn at_open(self, file: &File) -> Result<(), LockError> {
         if self.level == LockLevel::Partial {
             lock(file)
         } else {
@@ -96,7 +104,7 @@ impl Locking {
 
     /// Takes the lock before writing the object a file's xattrs will name
     /// (migrate's upload): under both `implicit` and `partial`.
-    pub fn before_upload(self, file: &File) -> Result<(), String> {
+    pub fn before_upload(self, file: &File) -> Result<(), LockError> {
         if self.level == LockLevel::None {
             Ok(())
         } else {
@@ -107,7 +115,7 @@ impl Locking {
     /// Takes the lock before committing, if the level says so (under
     /// `partial` it is already held; taking it again on the same
     /// descriptor is a no-op).
-    pub fn at_commit(self, file: &File) -> Result<(), String> {
+    pub fn at_commit(self, file: &File) -> Result<(), LockError> {
         if self.level == LockLevel::Implicit {
             lock(file)
         } else {
@@ -116,13 +124,29 @@ impl Locking {
     }
 }
 
-fn lock(file: &File) -> Result<(), String> {
+/// Why a file's lock could not be taken.
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    /// Another operation holds it.
+    #[error("locked by another operation (flock held elsewhere); try again later")]
+    Held,
+    /// `flock` failed.
+    #[error("cannot lock: {0}")]
+    Io(io::Error),
+}
+
+impl From<LockError> for Outcome {
+    /// A file that cannot be locked fails, with the reason.
+    fn from(e: LockError) -> Outcome {
+        Outcome::failed(e.to_string())
+    }
+}
+
+fn lock(file: &File) -> Result<(), LockError> {
     match file.try_lock() {
         Ok(()) => Ok(()),
-        Err(TryLockError::WouldBlock) => {
-            Err("locked by another operation (flock held elsewhere); try again later".into())
-        }
-        Err(TryLockError::Error(e)) => Err(format!("cannot lock: {e}")),
+        Err(TryLockError::WouldBlock) => Err(LockError::Held),
+        Err(TryLockError::Error(e)) => Err(LockError::Io(e)),
     }
 }
 
@@ -149,7 +173,13 @@ mod tests {
         let (a, b) = (File::open(&p).unwrap(), File::open(&p).unwrap());
         let partial = Locking::new(Some(LockLevel::Partial), LockLevel::Implicit, false).unwrap();
         partial.at_open(&a).unwrap();
-        assert!(partial.at_open(&b).unwrap_err().contains("locked by another operation"));
+        assert!(
+            partial
+                .at_open(&b)
+                .unwrap_err()
+                .to_string()
+                .contains("locked by another operation")
+        );
         drop(a);
         partial.at_open(&b).unwrap();
     }

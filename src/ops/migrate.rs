@@ -12,10 +12,10 @@
 
 use super::lock::{LockLevel, Locking};
 use super::xattrs::{HsmState, Residency};
-use super::{Inodes, OpContext, Snap, par_map, set_times};
+use super::{Inodes, OpContext, OpError, Snap, par_map, set_times};
+use crate::endpoint::{Endpoint, ObjectMeta, TransferError};
 use crate::sys::{Lease, next_data, punch_hole, set_lease};
-use crate::target::{ObjectMeta, Target, TransferError};
-use crate::task::{FileState, Outcome, PathObject};
+use crate::task::{ArgumentError, FileState, Outcome, PathObject};
 use object_store::path::Path as ObjPath;
 use serde::Deserialize;
 use std::fs::File;
@@ -54,16 +54,16 @@ pub struct MigrateArgs {
 /// Migrates (or premigrates) `paths`, one outcome per path in order.
 /// Errors that concern the whole task (unknown endpoint, conflicting
 /// arguments) are returned as `Err`.
-pub fn migrate(ctx: &OpContext, args: &MigrateArgs, paths: &[PathObject]) -> Result<Vec<Outcome>, String> {
-    let endpoint = args.endpoint.as_deref().ok_or("migrate needs an endpoint")?;
+pub fn migrate(ctx: &OpContext, args: &MigrateArgs, paths: &[PathObject]) -> Result<Vec<Outcome>, OpError> {
+    let endpoint = args.endpoint.as_deref().ok_or(ArgumentError::Missing("endpoint"))?;
     let job = Job {
         ctx,
         args,
-        target: ctx.target(endpoint)?,
+        target: ctx.endpoint(endpoint)?,
         locking: Locking::new(args.lock_level, LockLevel::Implicit, false)?,
     };
     let mut out = Vec::with_capacity(paths.len());
-    for chunk in paths.chunks(super::window(args.sub_batch)) {
+    for chunk in paths.chunks(super::window::window(args.sub_batch)) {
         let inodes = Inodes::default();
         let steps = par_map(
             chunk.iter().enumerate().collect(),
@@ -94,7 +94,7 @@ pub fn migrate(ctx: &OpContext, args: &MigrateArgs, paths: &[PathObject]) -> Res
             ctx.count(&outcome, bytes);
             Ok(outcome)
         });
-        out.extend(super::resolve_links(ctx, chunk, outcomes));
+        out.extend(super::window::resolve_links(ctx, chunk, outcomes));
     }
     Ok(out)
 }
@@ -102,7 +102,7 @@ pub fn migrate(ctx: &OpContext, args: &MigrateArgs, paths: &[PathObject]) -> Res
 struct Job<'a> {
     ctx: &'a OpContext,
     args: &'a MigrateArgs,
-    target: Arc<Target>,
+    target: Arc<Endpoint>,
     locking: Locking,
 }
 
@@ -148,7 +148,7 @@ impl Job<'_> {
         if let Some(first) = inodes.first_name(before.id, index) {
             return Ok(Step::Link(first));
         }
-        self.locking.before_upload(&file).map_err(Outcome::failed)?;
+        self.locking.before_upload(&file).map_err(Outcome::from)?;
         let state = match xattrs.state(&file).map_err(|e| io_failure("reading xattrs", e))? {
             None => None,
             Some(Ok(s)) => Some(s),
@@ -175,7 +175,8 @@ impl Job<'_> {
                     if !matches!(next_data(&file, head), Ok(Some(_))) {
                         return self.already_migrated(key, s);
                     }
-                    let content = crate::target::hash_file(&file, before.size).map_err(|e| io_failure("reading", e))?;
+                    let content =
+                        crate::endpoint::hash_file(&file, before.size).map_err(|e| io_failure("reading", e))?;
                     if content == s.hash
                         && let Some(key) = self.verified_object(key, s)
                     {
@@ -218,7 +219,8 @@ impl Job<'_> {
                     // is still there and the file still holds that content
                     // (size and mtime alone do not prove it: `cp -p` or
                     // `touch -r` restore an mtime), else copy again.
-                    let content = crate::target::hash_file(&file, before.size).map_err(|e| io_failure("reading", e))?;
+                    let content =
+                        crate::endpoint::hash_file(&file, before.size).map_err(|e| io_failure("reading", e))?;
                     if content == s.hash
                         && let Some(key) = self.verified_object(key, s)
                     {
@@ -352,7 +354,7 @@ impl Job<'_> {
             // after the metadata is verified. If it holds the file's content
             // it is written again in place, with its metadata; anything else
             // is left alone and a new instance goes beside it.
-            let ours = crate::target::hash_file(file, meta.size).map_err(|e| io_failure("reading", e))?;
+            let ours = crate::endpoint::hash_file(file, meta.size).map_err(|e| io_failure("reading", e))?;
             if self
                 .target
                 .download(&key, existing.size, &mut |_| Ok(()))
@@ -363,7 +365,7 @@ impl Job<'_> {
         }
         if let Some(Ok(theirs)) = &existing.meta {
             let mut ours = meta.clone();
-            ours.hash = crate::target::hash_file(file, meta.size).map_err(|e| io_failure("reading", e))?;
+            ours.hash = crate::endpoint::hash_file(file, meta.size).map_err(|e| io_failure("reading", e))?;
             if theirs.size == ours.size && same_file(theirs, &ours) {
                 return Ok(KeyChoice::Reuse(key, ours));
             }
@@ -383,7 +385,7 @@ impl Job<'_> {
     /// Verifies the object and records the file as premigrated or stubbed.
     fn commit(&self, p: Pending) -> Outcome {
         if let Err(e) = self.locking.at_commit(&p.file) {
-            return Outcome::failed(e);
+            return e.into();
         }
         match self.target.head(&p.key) {
             Ok(Some(obj)) if obj.size == p.meta.size && matches!(&obj.meta, Some(Ok(m)) if m.hash == p.meta.hash) => {}

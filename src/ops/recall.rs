@@ -12,9 +12,9 @@
 
 use super::lock::{LockLevel, Locking};
 use super::xattrs::{HsmState, Residency};
-use super::{Inodes, OpContext, Snap, Step, chosen_times, for_each_window, set_times, write_sparse};
+use super::{Inodes, OpContext, OpError, Snap, Step, chosen_times, for_each_window, set_times, write_sparse};
+use crate::endpoint::{Endpoint, SMALL_OBJECT, TransferError};
 use crate::sys::{copy_range, next_data, next_hole};
-use crate::target::{SMALL_OBJECT, Target, TransferError};
 use crate::task::{Outcome, PathObject};
 use object_store::path::Path as ObjPath;
 use serde::Deserialize;
@@ -46,10 +46,10 @@ pub struct RecallArgs {
 }
 
 /// Recalls `paths`, one outcome per path in order.
-pub fn recall(ctx: &OpContext, args: &RecallArgs, paths: &[PathObject]) -> Result<Vec<Outcome>, String> {
+pub fn recall(ctx: &OpContext, args: &RecallArgs, paths: &[PathObject]) -> Result<Vec<Outcome>, OpError> {
     let locking = Locking::new(args.lock_level, LockLevel::Partial, false)?;
     if let Some(e) = &args.endpoint {
-        ctx.target(e)?;
+        ctx.endpoint(e)?;
     }
     let job = Job { ctx, args, locking };
     Ok(for_each_window(
@@ -92,7 +92,7 @@ impl Job<'_> {
         if let Some(first) = inodes.first_name(before.id, index) {
             return Ok(Recalled::Link(first));
         }
-        self.locking.at_open(&file).map_err(Outcome::failed)?;
+        self.locking.at_open(&file).map_err(Outcome::from)?;
         let state = match xattrs.state(&file).map_err(|e| failure("reading xattrs", e))? {
             None => return Err(Outcome::skipped("not migrated: nothing to recall")),
             Some(Err(e)) => {
@@ -105,7 +105,7 @@ impl Job<'_> {
             if !self.args.delete_remote {
                 return Err(Outcome::skipped("data is resident (premigrated)"));
             }
-            self.locking.at_commit(&file).map_err(Outcome::failed)?;
+            self.locking.at_commit(&file).map_err(Outcome::from)?;
             self.drop_remote(&file, &target, &key)?;
             return Ok(Recalled::Bytes(0));
         }
@@ -126,7 +126,7 @@ impl Job<'_> {
             Err(e) => return Err(Outcome::failed(e.to_string())),
         }
         let staged = self.stage(path, &target, &key, &state)?;
-        self.locking.at_commit(&file).map_err(Outcome::failed)?;
+        self.locking.at_commit(&file).map_err(Outcome::from)?;
         let now = Snap::of(&file).map_err(|e| failure("stat", e))?;
         if !before.unchanged(&now) {
             return Err(Outcome::failed("stub changed during recall; left as it was"));
@@ -158,7 +158,7 @@ impl Job<'_> {
     }
 
     /// The endpoint and key to recall from.
-    fn location(&self, file: &File) -> Result<(Arc<Target>, ObjPath), Outcome> {
+    fn location(&self, file: &File) -> Result<(Arc<Endpoint>, ObjPath), Outcome> {
         let xattrs = &self.ctx.xattrs;
         let (endpoint, key) = match &self.args.endpoint {
             Some(e) => {
@@ -182,7 +182,10 @@ impl Job<'_> {
                 }
             }
         };
-        let target = self.ctx.target(&endpoint).map_err(Outcome::failed)?;
+        let target = self
+            .ctx
+            .endpoint(&endpoint)
+            .map_err(|e| Outcome::failed(e.to_string()))?;
         let key = std::str::from_utf8(&key)
             .ok()
             .and_then(|k| ObjPath::parse(k).ok())
@@ -192,7 +195,7 @@ impl Job<'_> {
 
     /// Downloads and verifies the object, into memory or a temporary file
     /// beside the stub.
-    fn stage(&self, path: &[u8], target: &Target, key: &ObjPath, state: &HsmState) -> Result<Staged, Outcome> {
+    fn stage(&self, path: &[u8], target: &Endpoint, key: &ObjPath, state: &HsmState) -> Result<Staged, Outcome> {
         let remote = |e: TransferError| match e {
             TransferError::Local(e) => failure("staging recalled data", e),
             e => Outcome::failed(format!("download from endpoint `{}` failed: {e}", target.name())),
@@ -235,7 +238,7 @@ impl Job<'_> {
     }
 
     /// Forgets the file's location and state, then deletes the object.
-    fn drop_remote(&self, file: &File, target: &Target, key: &ObjPath) -> Result<(), Outcome> {
+    fn drop_remote(&self, file: &File, target: &Endpoint, key: &ObjPath) -> Result<(), Outcome> {
         let xattrs = &self.ctx.xattrs;
         xattrs
             .remove_location(file, target.name())
@@ -324,7 +327,7 @@ enum Mode {
 
 fn transfer(staged: &Staged, file: &File, from: u64, to: u64, mode: Mode) -> Result<(), Outcome> {
     const CHUNK: usize = 1 << 20;
-    const BLOCK: usize = super::BLOCK;
+    const BLOCK: usize = super::file::BLOCK;
     let io_err = |e| failure("writing recalled data", e);
     if let (Mode::Fill, Staged::File(tmp)) = (mode, staged) {
         // The staging file was written sparse, so its data extents are

@@ -12,9 +12,9 @@
 
 use super::lock::{LockLevel, Locking};
 use super::xattrs::{HsmState, Residency};
-use super::{OpContext, Snap, Step, chosen_times, for_each_window, open_file, set_times, write_sparse};
-use crate::target::{ObjectMeta, Target, TransferError};
-use crate::task::{Outcome, PathObject};
+use super::{OpContext, OpError, Snap, Step, chosen_times, for_each_window, open_file, set_times, write_sparse};
+use crate::endpoint::{Endpoint, ObjectMeta, TransferError};
+use crate::task::{ArgumentError, Outcome, PathObject};
 use object_store::path::Path as ObjPath;
 use serde::Deserialize;
 use std::ffi::OsStr;
@@ -57,24 +57,24 @@ pub struct ReverseStubArgs {
 }
 
 /// Creates stubs for `paths`, one outcome per path in order.
-pub fn reverse_stub(ctx: &OpContext, args: &ReverseStubArgs, paths: &[PathObject]) -> Result<Vec<Outcome>, String> {
-    let endpoint = args.endpoint.as_deref().ok_or("reverse_stub needs an endpoint")?;
+pub fn reverse_stub(ctx: &OpContext, args: &ReverseStubArgs, paths: &[PathObject]) -> Result<Vec<Outcome>, OpError> {
+    let endpoint = args.endpoint.as_deref().ok_or(ArgumentError::Missing("endpoint"))?;
     if let Some(p) = args.conflict_preference.as_deref()
         && !matches!(p, "newest" | "local" | "ignore")
     {
-        return Err(format!(
-            "conflict_preference must be newest, local or ignore, not {p:?}"
-        ));
+        let why = format!("must be newest, local or ignore, not {p:?}");
+        return Err(ArgumentError::invalid("conflict_preference", why).into());
     }
     if let Some(r) = args.retry_stale.as_deref()
         && !matches!(r, "stub" | "all")
     {
-        return Err(format!("retry_stale must be stub or all, not {r:?}"));
+        let why = format!("must be stub or all, not {r:?}");
+        return Err(ArgumentError::invalid("retry_stale", why).into());
     }
     let job = Job {
         ctx,
         args,
-        target: ctx.target(endpoint)?,
+        target: ctx.endpoint(endpoint)?,
         locking: Locking::new(args.lock_level, LockLevel::Implicit, false)?,
     };
     Ok(for_each_window(ctx, args.sub_batch, paths, |_, obj, _| {
@@ -93,7 +93,7 @@ pub fn reverse_stub(ctx: &OpContext, args: &ReverseStubArgs, paths: &[PathObject
 struct Job<'a> {
     ctx: &'a OpContext,
     args: &'a ReverseStubArgs,
-    target: Arc<Target>,
+    target: Arc<Endpoint>,
     locking: Locking,
 }
 
@@ -133,7 +133,7 @@ impl Job<'_> {
         };
         let (tmp, written) = self.build(path, &key, &meta)?;
         if let (Some(f), Some(before)) = (&existing, before) {
-            self.locking.at_commit(f).map_err(Outcome::failed)?;
+            self.locking.at_commit(f).map_err(Outcome::from)?;
             let now = Snap::of(f).map_err(|e| failure("stat", e))?;
             if !before.unchanged(&now) {
                 return Err(Outcome::failed("local file changed meanwhile; left as it was"));
@@ -160,7 +160,7 @@ impl Job<'_> {
     /// Decides about an existing local file: `Ok` with its facts when it
     /// is to be replaced, else the outcome that keeps it.
     fn conflict(&self, f: &File, key: &ObjPath, meta: &ObjectMeta) -> Result<Snap, Outcome> {
-        self.locking.at_open(f).map_err(Outcome::failed)?;
+        self.locking.at_open(f).map_err(Outcome::from)?;
         let st = Snap::of(f).map_err(|e| failure("stat", e))?;
         if !st.is_file() {
             return Err(Outcome::failed("something other than a regular file is in the way"));
@@ -179,7 +179,7 @@ impl Job<'_> {
         }
         let same_content = st.size == meta.size
             && !matches!(x.state(f), Ok(Some(Ok(s))) if s.residency == Residency::Migrated)
-            && crate::target::hash_file(f, st.size).map_err(|e| failure("reading", e))? == meta.hash;
+            && crate::endpoint::hash_file(f, st.size).map_err(|e| failure("reading", e))? == meta.hash;
         if same_content {
             return Err(Outcome::skipped(
                 "local file has the same content (only metadata may differ)",

@@ -7,8 +7,8 @@
 
 use super::lock::{LockLevel, Locking};
 use super::xattrs::Residency;
-use super::{OpContext, OpenError, Step, for_each_window, open_file, par_map};
-use crate::task::{Outcome, PathObject};
+use super::{OpContext, OpError, OpenError, Step, for_each_window, open_file, par_map};
+use crate::task::{ArgumentError, Outcome, PathObject};
 use globset::{Glob, GlobSet, GlobSetBuilder};
 use serde::Deserialize;
 use std::fs::File;
@@ -29,7 +29,7 @@ pub struct UnmanageArgs {
 }
 
 /// Unmanages `paths`, one outcome per path in order.
-pub fn unmanage(ctx: &OpContext, args: &UnmanageArgs, paths: &[PathObject]) -> Result<Vec<Outcome>, String> {
+pub fn unmanage(ctx: &OpContext, args: &UnmanageArgs, paths: &[PathObject]) -> Result<Vec<Outcome>, OpError> {
     let locking = Locking::new(args.lock_level, LockLevel::Implicit, args.no_flock)?;
     let pattern = args.storage_key.as_deref().map(storage_key_globs).transpose()?;
     Ok(for_each_window(ctx, args.sub_batch, paths, |_, obj, _| {
@@ -38,7 +38,7 @@ pub fn unmanage(ctx: &OpContext, args: &UnmanageArgs, paths: &[PathObject]) -> R
             Ok(file) => locking
                 .at_open(&file)
                 .and_then(|()| locking.at_commit(&file))
-                .map_err(Outcome::failed)
+                .map_err(Outcome::from)
                 .and_then(|()| forget(ctx, &file, pattern.as_ref()))
                 .map_or_else(|o| o, |n| removed(n, "not managed by any matching endpoint")),
         };
@@ -66,12 +66,13 @@ fn removed(n: usize, none: &str) -> Outcome {
 }
 
 /// Splits a `storage_key` value into globs.
-fn storage_key_globs(s: &str) -> Result<GlobSet, String> {
+fn storage_key_globs(s: &str) -> Result<GlobSet, ArgumentError> {
     let mut b = GlobSetBuilder::new();
     for part in s.split('|').map(str::trim).filter(|p| !p.is_empty()) {
-        b.add(Glob::new(part).map_err(|e| format!("storage_key {part:?}: {e}"))?);
+        b.add(Glob::new(part).map_err(|e| ArgumentError::invalid("storage_key", format!("{part:?}: {e}")))?);
     }
-    b.build().map_err(|e| format!("storage_key: {e}"))
+    b.build()
+        .map_err(|e| ArgumentError::invalid("storage_key", e.to_string()))
 }
 
 /// Removes the locations of the file at `path` whose endpoint matches

@@ -67,7 +67,11 @@ impl HsmState {
     }
 
     /// Parses an xattr value written by [`HsmState::encode`].
-    pub fn decode(value: &[u8]) -> Result<HsmState, String> {
+    pub fn decode(value: &[u8]) -> Result<HsmState, DamagedState> {
+        Self::parse(value).map_err(DamagedState)
+    }
+
+    fn parse(value: &[u8]) -> Result<HsmState, String> {
         let text = std::str::from_utf8(value).map_err(|_| "not UTF-8".to_string())?;
         let mut words = text.split(' ');
         let residency = match words.next() {
@@ -102,6 +106,12 @@ impl HsmState {
         })
     }
 }
+
+/// A state xattr that does not parse (anyone may set a user xattr), with
+/// what is wrong; a damaged state is reported, never guessed at.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct DamagedState(pub String);
 
 fn parse_time(v: &str) -> Option<Timestamp> {
     let (s, ns) = v.split_once('.')?;
@@ -145,7 +155,7 @@ impl Xattrs {
 
     /// The file's state, `Ok(None)` if it has none, `Err` if unreadable
     /// (a damaged state is reported, never guessed at).
-    pub fn state(&self, file: &File) -> io::Result<Option<Result<HsmState, String>>> {
+    pub fn state(&self, file: &File) -> io::Result<Option<Result<HsmState, DamagedState>>> {
         Ok(file.get_xattr(self.state_name())?.map(|v| HsmState::decode(&v)))
     }
 

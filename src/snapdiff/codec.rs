@@ -2,27 +2,16 @@
 //! unsigned values, zigzag for signed ones. Decoding never panics on bad
 //! input; it reports where the bytes ran out or overflowed.
 
-use std::fmt;
-
 /// Bytes that do not decode.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum CodecError {
     /// The input ended inside a value.
+    #[error("record ends early")]
     Truncated,
     /// A varint longer than 64 bits.
+    #[error("integer does not fit in 64 bits")]
     Overflow,
 }
-
-impl fmt::Display for CodecError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            CodecError::Truncated => "record ends early",
-            CodecError::Overflow => "integer does not fit in 64 bits",
-        })
-    }
-}
-
-impl std::error::Error for CodecError {}
 
 /// Appends `v` as LEB128.
 #[inline]

@@ -33,7 +33,7 @@ use std::path::Path;
 
 /// What happened to a path.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum State {
+pub enum ChangeState {
     /// New since the old manifest.
     Created,
     /// Content (size or mtime) or metadata changed.
@@ -44,21 +44,26 @@ pub enum State {
     Deleted,
 }
 
-impl State {
+impl ChangeState {
     /// The name in path objects and rules.
     pub fn as_str(self) -> &'static str {
         match self {
-            State::Created => "created",
-            State::Updated => "updated",
-            State::Moved => "moved",
-            State::Deleted => "deleted",
+            ChangeState::Created => "created",
+            ChangeState::Updated => "updated",
+            ChangeState::Moved => "moved",
+            ChangeState::Deleted => "deleted",
         }
     }
 
-    fn from_u8(v: u8) -> Option<State> {
-        [State::Created, State::Updated, State::Moved, State::Deleted]
-            .get(usize::from(v))
-            .copied()
+    fn from_u8(v: u8) -> Option<ChangeState> {
+        [
+            ChangeState::Created,
+            ChangeState::Updated,
+            ChangeState::Moved,
+            ChangeState::Deleted,
+        ]
+        .get(usize::from(v))
+        .copied()
     }
 }
 
@@ -66,7 +71,7 @@ impl State {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Change {
     /// What happened.
-    pub state: State,
+    pub state: ChangeState,
     /// The entry's path (relative; empty for the root). For `deleted`, its
     /// last path; for the others, its new path.
     pub path: Vec<u8>,
@@ -189,7 +194,7 @@ impl SortItem for Ordered {
         let depth = codec::get_u32(b).map_err(|e| bad(&e))?;
         let seq = codec::get_u64(b).map_err(|e| bad(&e))?;
         let flags = codec::get_bytes(b, 1).map_err(|e| bad(&e))?[0];
-        let state = State::from_u8(flags & 0xf).ok_or_else(|| bad(&"bad state"))?;
+        let state = ChangeState::from_u8(flags & 0xf).ok_or_else(|| bad(&"bad state"))?;
         let path = get_bytes(b).map_err(|e| bad(&e))?;
         let source = match codec::get_bytes(b, 1).map_err(|e| bad(&e))?[0] {
             0 => None,
@@ -328,13 +333,13 @@ pub fn diff<A: Read, B: Read>(
             std::cmp::Ordering::Less => {
                 old.take_group()?;
                 for r in old.records() {
-                    d.emit(State::Deleted, r, None, false)?;
+                    d.emit(ChangeState::Deleted, r, None, false)?;
                 }
             }
             std::cmp::Ordering::Greater => {
                 new.take_group()?;
                 for r in new.records() {
-                    d.emit(State::Created, r, None, false)?;
+                    d.emit(ChangeState::Created, r, None, false)?;
                 }
             }
             std::cmp::Ordering::Equal => {
@@ -385,23 +390,29 @@ impl Differ {
 
     /// Records one change of `r` (for a move, `from` is the old link):
     /// names it, counts it and queues it in its phase.
-    fn emit(&mut self, state: State, r: &Record, from: Option<&Record>, metadata_only: bool) -> Result<(), DiffError> {
+    fn emit(
+        &mut self,
+        state: ChangeState,
+        r: &Record,
+        from: Option<&Record>,
+        metadata_only: bool,
+    ) -> Result<(), DiffError> {
         let (phase, ns) = match state {
-            State::Deleted => (PHASE_OUT, Namespace::Old),
-            State::Moved => (PHASE_OUT, Namespace::New),
-            State::Created => (PHASE_CREATE, Namespace::New),
-            State::Updated => (PHASE_UPDATE, Namespace::New),
+            ChangeState::Deleted => (PHASE_OUT, Namespace::Old),
+            ChangeState::Moved => (PHASE_OUT, Namespace::New),
+            ChangeState::Created => (PHASE_CREATE, Namespace::New),
+            ChangeState::Updated => (PHASE_UPDATE, Namespace::New),
         };
-        if matches!(state, State::Created | State::Updated) && self.skip_ctime(r) {
+        if matches!(state, ChangeState::Created | ChangeState::Updated) && self.skip_ctime(r) {
             return Ok(());
         }
         let path = self.path(ns, r)?;
         let source = from.map(|f| self.path(Namespace::Old, f)).transpose()?;
         let count = match state {
-            State::Created => &mut self.sum.created,
-            State::Updated => &mut self.sum.updated,
-            State::Moved => &mut self.sum.moved,
-            State::Deleted => &mut self.sum.deleted,
+            ChangeState::Created => &mut self.sum.created,
+            ChangeState::Updated => &mut self.sum.updated,
+            ChangeState::Moved => &mut self.sum.moved,
+            ChangeState::Deleted => &mut self.sum.deleted,
         };
         *count += 1;
         self.sum.metadata_only += u64::from(metadata_only);
@@ -440,14 +451,14 @@ impl Differ {
             || (o.ctime != n.ctime && !links_changed && o.nlink == n.nlink);
         let pairs = old_only.len().min(new_only.len());
         for (from, to) in old_only.drain(..pairs).zip(new_only.drain(..pairs)) {
-            self.emit(State::Moved, to, Some(from), false)?;
+            self.emit(ChangeState::Moved, to, Some(from), false)?;
         }
         for r in old_only {
-            self.emit(State::Deleted, r, None, false)?;
+            self.emit(ChangeState::Deleted, r, None, false)?;
         }
         let created: Vec<&Record> = new_only;
         for r in &created {
-            self.emit(State::Created, r, None, false)?;
+            self.emit(ChangeState::Created, r, None, false)?;
         }
         // Without condensing, a moved directory's entries are put back one
         // by one, which changes its mtime: restore it with an update.
@@ -457,7 +468,7 @@ impl Differ {
                 continue;
             }
             if data || meta || refresh {
-                self.emit(State::Updated, r, None, !data)?;
+                self.emit(ChangeState::Updated, r, None, !data)?;
             } else if let Some(o) = old.iter().find(|o| o.same_link(r) && self.res.same_parent(o.parent)) {
                 self.sum.unchanged += 1;
                 self.unchanged_link(o, r)?;
@@ -476,10 +487,10 @@ impl Differ {
         let path = self.path(Namespace::New, n)?;
         if source != path {
             self.sum.unchanged -= 1;
-            self.emit(State::Moved, n, Some(o), false)?;
+            self.emit(ChangeState::Moved, n, Some(o), false)?;
             if n.is_dir() {
                 // Its entries are put back one by one: restore its mtime.
-                self.emit(State::Updated, n, None, true)?;
+                self.emit(ChangeState::Updated, n, None, true)?;
             }
         }
         Ok(())
@@ -541,7 +552,7 @@ mod tests {
         b.write(Vec::new(), &h).unwrap().0
     }
 
-    fn states(old: &[u8], new: &[u8]) -> Vec<(State, Vec<u8>)> {
+    fn states(old: &[u8], new: &[u8]) -> Vec<(ChangeState, Vec<u8>)> {
         let spill = tempfile::tempdir().unwrap();
         let (changes, _) = diff(
             ManifestReader::new(old).unwrap(),
@@ -558,7 +569,10 @@ mod tests {
         // Same source, other generation: a reused inode number.
         let got = states(&manifest(1, "btime"), &manifest(2, "btime"));
         assert_eq!(got.len(), 4, "{got:?}");
-        assert!(got.contains(&(State::Deleted, b"f".to_vec())) && got.contains(&(State::Created, b"f".to_vec())));
+        assert!(
+            got.contains(&(ChangeState::Deleted, b"f".to_vec()))
+                && got.contains(&(ChangeState::Created, b"f".to_vec()))
+        );
         // Another source (a provider or method switch): the same tree.
         assert_eq!(states(&manifest(1, "inode"), &manifest(2, "btime")), vec![]);
     }

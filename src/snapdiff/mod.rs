@@ -16,5 +16,6 @@ pub mod output;
 pub mod paths;
 pub mod provider;
 pub mod record;
+pub mod request;
 pub mod run;
 pub mod state;

@@ -1,15 +1,28 @@
 //! Writing changes as path objects: the scan's formats plus `state`,
 //! `source` for moves, and the seed's `additional_metadata`.
 
-use super::diff::{Change, State};
+use super::diff::{Change, ChangeState};
 use super::run::{ChangeSink, SnapdiffReport};
 use crate::entry::{Entry, Fields};
 use crate::output::{EntryWriter, Format};
 use crate::sys::FileStat;
+use crate::task::Status;
 use crate::task::surrogate;
 use std::io::{self, Write};
 
-/// The seed's `extra_fields`, written under `additional_metadata`.
+/// Fields a snapdiff cannot write.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FieldError {
+    /// Not one of the seed's `extra_fields`.
+    #[error("unknown extra field '{0}' (known: inode, generation, is_metadata_only_update)")]
+    UnknownExtra(String),
+    /// Manifests do not keep access times.
+    #[error("snapdiff cannot report atime (manifests do not record it)")]
+    Atime,
+}
+
+/// The seed's `extra_fields`, written under `additional_metadata`. A task
+/// gives them as a list of names, the command line comma-separated.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ExtraFields {
     /// `inode`.
@@ -22,18 +35,19 @@ pub struct ExtraFields {
 
 impl ExtraFields {
     /// Parses a comma-separated list of the seed's names.
-    pub fn parse(list: &str) -> Result<ExtraFields, String> {
+    pub fn parse(list: &str) -> Result<ExtraFields, FieldError> {
+        ExtraFields::from_names(list.split(','))
+    }
+
+    /// Reads the seed's names.
+    pub fn from_names<'a>(names: impl IntoIterator<Item = &'a str>) -> Result<ExtraFields, FieldError> {
         let mut x = ExtraFields::default();
-        for name in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        for name in names.into_iter().map(str::trim).filter(|s| !s.is_empty()) {
             match name {
                 "inode" => x.inode = true,
                 "generation" => x.generation = true,
                 "is_metadata_only_update" => x.is_metadata_only_update = true,
-                other => {
-                    return Err(format!(
-                        "unknown extra field '{other}' (known: inode, generation, is_metadata_only_update)"
-                    ));
-                }
+                other => return Err(FieldError::UnknownExtra(other.to_string())),
             }
         }
         Ok(x)
@@ -41,6 +55,14 @@ impl ExtraFields {
 
     fn any(self) -> bool {
         self.inode || self.generation || self.is_metadata_only_update
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for ExtraFields {
+    /// A list of names (`["inode", "generation"]`), or null for none.
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<ExtraFields, D::Error> {
+        let names: Option<Vec<String>> = serde::Deserialize::deserialize(d)?;
+        ExtraFields::from_names(names.iter().flatten().map(String::as_str)).map_err(serde::de::Error::custom)
     }
 }
 
@@ -52,17 +74,17 @@ pub struct ChangeWriter<W: Write> {
     out: EntryWriter<W>,
     root: Vec<u8>,
     extra: ExtraFields,
-    last: Option<State>,
+    last: Option<ChangeState>,
 }
 
 impl<W: Write> ChangeWriter<W> {
     /// A writer of `format` for changes of the fileset at `root`. Fails if
     /// the fields ask for `atime`, which manifests do not record.
-    pub fn new(out: W, format: Format, root: &[u8], extra: ExtraFields) -> Result<Self, String> {
+    pub fn new(out: W, format: Format, root: &[u8], extra: ExtraFields) -> Result<Self, FieldError> {
         if let Format::JsonLines(f) | Format::Batches(f, _) = format
             && f.contains(Fields::ATIME)
         {
-            return Err("snapdiff cannot report atime (manifests do not record it)".into());
+            return Err(FieldError::Atime);
         }
         Ok(ChangeWriter {
             out: EntryWriter::new(out, format),
@@ -151,7 +173,7 @@ pub fn write_change_keys(c: &Change, source: Option<&[u8]>, extra: ExtraFields, 
             o.extend_from_slice(b"\"generation\":");
             o.extend_from_slice(num.format(r.generation).as_bytes());
         }
-        if extra.is_metadata_only_update && c.state == State::Updated {
+        if extra.is_metadata_only_update && c.state == ChangeState::Updated {
             o.push(sep);
             sep = b',';
             o.extend_from_slice(b"\"is_metadata_only_update\":");
@@ -177,11 +199,9 @@ impl<W: Write> ChangeSink for ChangeWriter<W> {
 /// Writes a run's report as one JSON object in the shape of the seed's task
 /// status: `{"task":"snapdiff","input_paths":[...],"summary":{...},...}`.
 pub fn write_report(out: &mut impl Write, root: &[u8], report: &SnapdiffReport) -> io::Result<()> {
-    let mut buf = b"{\"task\":\"snapdiff\",\"input_paths\":[".to_vec();
-    surrogate::encode(root, &mut buf);
-    buf.extend_from_slice(b"],\"input_total\":1,");
-    let body = serde_json::to_vec(report).map_err(io::Error::other)?;
-    buf.extend_from_slice(&body[1..]);
+    let mut status = Status::new("snapdiff");
+    status.input_raw_paths(&[root.to_vec()]).fields(report);
+    let mut buf = status.finish();
     buf.push(b'\n');
     out.write_all(&buf)?;
     out.flush()

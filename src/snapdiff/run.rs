@@ -8,7 +8,8 @@ use super::diff::{Change, DiffOptions, DiffSummary, diff};
 use super::manifest::{Header, ManifestReader, ManifestWriter};
 use super::provider::{Provider, ScanError, SnapshotError, with_retries};
 use super::state::{AcquireError, Lock, LockInfo, StateDir, hostname, write_atomic};
-use crate::scan::now_iso8601;
+use crate::config::defaults;
+use crate::task::status::now_iso8601;
 use serde::{Deserialize, Serialize};
 use std::fs::File;
 use std::io::{self, BufReader, BufWriter, Seek};
@@ -79,12 +80,12 @@ impl Default for SnapdiffOptions {
     fn default() -> Self {
         SnapdiffOptions {
             state_dir: None,
-            prefix: "ferry".into(),
-            lock_threshold: Duration::from_secs(86400),
-            retry_timeout: Duration::from_secs(1000),
+            prefix: defaults::STATE_PREFIX.into(),
+            lock_threshold: defaults::LOCK_THRESHOLD,
+            retry_timeout: defaults::SNAPSHOT_RETRY_TIMEOUT,
             diff: DiffOptions::default(),
             mem_limit: 1 << 30,
-            threads: crate::walk::WalkOptions::default().threads,
+            threads: defaults::walk_threads(),
             dry_run: false,
             hold: false,
         }
@@ -94,7 +95,7 @@ impl Default for SnapdiffOptions {
 /// How a run ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Outcome {
+pub enum RunEnd {
     /// The new snapshot is now the last synced one.
     Rotated,
     /// Nothing changed on disk (`--dry-run`).
@@ -123,7 +124,7 @@ pub struct SnapdiffReport {
     /// Counts of changes.
     pub summary: DiffSummary,
     /// How it ended.
-    pub outcome: Outcome,
+    pub outcome: RunEnd,
     /// Things that went wrong without failing the run (an old snapshot
     /// that could not be deleted).
     pub warnings: Vec<String>,
@@ -141,6 +142,14 @@ pub struct SnapdiffReport {
 /// deleted and the last-snap file is untouched.
 #[derive(Debug, thiserror::Error)]
 pub enum SnapdiffError {
+    /// The fileset could not be opened with the requested provider.
+    #[error("{}: {source}", path.display())]
+    Open {
+        /// The fileset's path.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
     /// Another run holds the lock.
     #[error("{0}")]
     Lock(#[from] AcquireError),
@@ -378,15 +387,15 @@ pub fn snapdiff(
     let outcome = if opts.dry_run {
         ctx.rollback(&name)?;
         lock.release()?;
-        Outcome::DryRun
+        RunEnd::DryRun
     } else if opts.hold {
         ctx.commit_pending(&name, new_file, &run, &last, &started)?;
         lock.keep();
-        Outcome::Held
+        RunEnd::Held
     } else {
         ctx.commit(&name, Some(new_file), &mut warnings)?;
         lock.release()?;
-        Outcome::Rotated
+        RunEnd::Rotated
     };
     Ok(SnapdiffReport {
         summary,
@@ -404,7 +413,7 @@ impl SnapdiffReport {
         provider: &dyn Provider,
         old_snapshot: Option<String>,
         new_snapshot: String,
-        outcome: Outcome,
+        outcome: RunEnd,
         started: String,
     ) -> Self {
         let fs = provider.fileset();
@@ -499,10 +508,10 @@ pub fn rotate(
     let mut warnings = Vec::new();
     let outcome = if succeeded || rotate_on_error {
         ctx.commit(&pending.snapshot, None, &mut warnings)?;
-        Outcome::Rotated
+        RunEnd::Rotated
     } else {
         ctx.rollback(&pending.snapshot)?;
-        Outcome::RolledBack
+        RunEnd::RolledBack
     };
     std::fs::remove_file(&pending_path)?;
     lock.release()?;

@@ -1,14 +1,19 @@
-//! Reading path lists for operations from the shell: NUL-separated raw
-//! paths (`find -print0`, `ferry scan -0`) or JSON lines (`ferry scan`,
+//! Where the paths of an operation come from on the command line: the
+//! arguments, then path lists (stdin or files) in NUL-separated raw form
+//! (`find -print0`, `ferry scan -0`) or JSON lines (`ferry scan`,
 //! `ferry snapdiff`), where each line is a path object, a JSON string, or
-//! a plain path (which cannot hold a newline).
+//! a plain path (which cannot hold a newline). Moves take SOURCE DEST
+//! pairs.
 //!
 //! Relative paths are made absolute against the working directory, since
 //! object keys and locks are derived from absolute paths.
 
-use super::PathObject;
-use std::io::{self, BufRead};
+use super::{PathObject, PathObjectError};
+use std::ffi::OsString;
+use std::fs::File;
+use std::io::{self, BufRead, BufReader};
 use std::os::unix::ffi::OsStrExt;
+use std::path::PathBuf;
 
 /// How a path list is separated.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -19,16 +24,58 @@ pub enum InputFormat {
     JsonLines,
 }
 
-/// A bad entry in a path list, with where it was.
+/// Why one path cannot be taken.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PathError {
+    /// No Linux path is empty or holds a NUL byte.
+    #[error("empty path, or a path with a NUL byte")]
+    Invalid,
+    /// Without resolving symlinks, `..` is ambiguous.
+    #[error("{0}: '..' components are not accepted; give the path without them")]
+    DotDot(String),
+    /// A JSON line that is not a path object.
+    #[error("{0}")]
+    Object(#[from] PathObjectError),
+    /// A NUL list whose last source has no destination.
+    #[error("the NUL list ends with a source that has no destination")]
+    Unpaired,
+}
+
+/// Why paths could not be read.
 #[derive(Debug, thiserror::Error)]
-#[error("{source_name}: entry {index}: {message}")]
-pub struct InputError {
-    /// The list's name (a file name, or `stdin`).
-    pub source_name: String,
-    /// 1-based entry (line) number.
-    pub index: u64,
-    /// What is wrong.
-    pub message: String,
+pub enum InputError {
+    /// One entry of a list (or one argument) is not a valid path; reading
+    /// goes on after it.
+    #[error("{source_name}: entry {index}: {reason}")]
+    Entry {
+        /// The list's name (a file name, `stdin`, or `arguments`).
+        source_name: String,
+        /// 1-based entry (line) number.
+        index: u64,
+        /// What is wrong.
+        reason: PathError,
+    },
+    /// Nothing to work on.
+    #[error("no paths given (give PATHs, `-` to read a list from stdin, or --from FILE)")]
+    NoPaths,
+    /// An odd number of SOURCE DEST arguments.
+    #[error("paths come in SOURCE DEST pairs; the last source has no destination")]
+    Unpaired,
+    /// A list could not be opened or read.
+    #[error("cannot read {name}: {source}")]
+    Read {
+        /// The list's name.
+        name: String,
+        /// The I/O error.
+        source: io::Error,
+    },
+}
+
+impl InputError {
+    /// Whether only one entry was bad (the rest can still be read).
+    pub fn is_entry(&self) -> bool {
+        matches!(self, InputError::Entry { .. })
+    }
 }
 
 /// Reads path objects one at a time from a path list.
@@ -49,7 +96,7 @@ impl<R: BufRead> PathReader<R> {
             format,
             name: name.to_string(),
             index: 0,
-            cwd: std::env::current_dir()?.as_os_str().as_bytes().to_vec(),
+            cwd: current_dir()?,
             buf: Vec::new(),
         })
     }
@@ -77,7 +124,7 @@ impl<R: BufRead> PathReader<R> {
                         continue;
                     }
                     if line.starts_with(b"{") || line.starts_with(b"\"") {
-                        PathObject::parse(line).map_err(|e| e.to_string())
+                        PathObject::parse(line).map_err(PathError::from)
                     } else {
                         Ok(PathObject::new(line.to_vec()))
                     }
@@ -90,21 +137,29 @@ impl<R: BufRead> PathReader<R> {
                 }
                 Ok(obj)
             });
-            return Ok(Some(entry.map_err(|message| InputError {
-                source_name: self.name.clone(),
-                index: self.index,
-                message,
-            })));
+            return Ok(Some(entry.map_err(|reason| self.entry_error(reason))));
         }
     }
+
+    fn entry_error(&self, reason: PathError) -> InputError {
+        InputError::Entry {
+            source_name: self.name.clone(),
+            index: self.index,
+            reason,
+        }
+    }
+}
+
+fn current_dir() -> io::Result<Vec<u8>> {
+    Ok(std::env::current_dir()?.as_os_str().as_bytes().to_vec())
 }
 
 /// `path` made absolute against `cwd`, with `.` components and repeated or
 /// trailing slashes removed. A `..` component is refused: without resolving
 /// symlinks its meaning is ambiguous.
-pub fn absolute(cwd: &[u8], path: &[u8]) -> Result<Vec<u8>, String> {
+pub fn absolute(cwd: &[u8], path: &[u8]) -> Result<Vec<u8>, PathError> {
     if path.is_empty() || path.contains(&0) {
-        return Err("empty path, or a path with a NUL byte".into());
+        return Err(PathError::Invalid);
     }
     let mut out = if path.starts_with(b"/") {
         Vec::new()
@@ -114,12 +169,7 @@ pub fn absolute(cwd: &[u8], path: &[u8]) -> Result<Vec<u8>, String> {
     for part in path.split(|&b| b == b'/') {
         match part {
             b"" | b"." => {}
-            b".." => {
-                return Err(format!(
-                    "{}: '..' components are not accepted; give the path without them",
-                    String::from_utf8_lossy(path)
-                ));
-            }
+            b".." => return Err(PathError::DotDot(String::from_utf8_lossy(path).into_owned())),
             p => {
                 if out.last() != Some(&b'/') {
                     out.push(b'/');
@@ -132,6 +182,155 @@ pub fn absolute(cwd: &[u8], path: &[u8]) -> Result<Vec<u8>, String> {
         out.push(b'/');
     }
     Ok(out)
+}
+
+/// The paths of one command: its arguments, then any path lists, in order.
+/// Entries that are not valid paths are handed to the caller's `bad`
+/// callback and skipped, so one bad line never stops a run.
+pub struct Inputs {
+    args: std::vec::IntoIter<Vec<u8>>,
+    arg_index: u64,
+    lists: Vec<(String, Box<dyn BufRead>)>,
+    current: Option<PathReader<Box<dyn BufRead>>>,
+    format: InputFormat,
+    cwd: Vec<u8>,
+    /// Entries are SOURCE DEST pairs (moves): arguments always, NUL lists
+    /// alternate.
+    pairs: bool,
+    /// A source read from a NUL list, waiting for its destination.
+    pending_source: Option<Vec<u8>>,
+}
+
+/// What a command was given to read paths from.
+#[derive(Clone, Debug, Default)]
+pub struct InputSpec {
+    /// Paths given as arguments; `-` reads a list from stdin.
+    pub paths: Vec<OsString>,
+    /// A list file (`-` for stdin).
+    pub from: Option<PathBuf>,
+    /// Lists are NUL-separated raw paths, not JSON lines.
+    pub null: bool,
+    /// Entries are SOURCE DEST pairs (moves).
+    pub pairs: bool,
+}
+
+impl Inputs {
+    /// Opens what `spec` names.
+    pub fn open(spec: &InputSpec) -> Result<Inputs, InputError> {
+        let mut lists: Vec<(String, Box<dyn BufRead>)> = Vec::new();
+        let mut args = Vec::new();
+        let stdin = || -> (String, Box<dyn BufRead>) { ("stdin".into(), Box::new(BufReader::new(io::stdin()))) };
+        for p in &spec.paths {
+            if p == "-" {
+                lists.push(stdin());
+            } else {
+                args.push(p.as_bytes().to_vec());
+            }
+        }
+        match spec.from.as_deref() {
+            Some(p) if p.as_os_str() == "-" => lists.push(stdin()),
+            Some(p) => {
+                let name = p.display().to_string();
+                let f = File::open(p).map_err(|source| InputError::Read {
+                    name: name.clone(),
+                    source,
+                })?;
+                lists.push((name, Box::new(BufReader::with_capacity(1 << 16, f))));
+            }
+            None => {}
+        }
+        if spec.pairs && args.len() % 2 == 1 {
+            return Err(InputError::Unpaired);
+        }
+        if args.is_empty() && lists.is_empty() {
+            return Err(InputError::NoPaths);
+        }
+        let cwd = current_dir().map_err(|source| InputError::Read {
+            name: "the working directory".into(),
+            source,
+        })?;
+        Ok(Inputs {
+            args: args.into_iter(),
+            arg_index: 0,
+            lists,
+            current: None,
+            format: if spec.null {
+                InputFormat::Nul
+            } else {
+                InputFormat::JsonLines
+            },
+            cwd,
+            pairs: spec.pairs,
+            pending_source: None,
+        })
+    }
+
+    /// Up to `n` more paths; entries that are not valid paths go to `bad`.
+    /// An empty batch means the end.
+    pub fn next_batch(&mut self, n: usize, bad: &mut dyn FnMut(InputError)) -> Result<Vec<PathObject>, InputError> {
+        let mut out = Vec::with_capacity(n.min(4096));
+        while out.len() < n {
+            if let Some(p) = self.args.next() {
+                self.arg_index += 1;
+                match self.argument(p) {
+                    Ok(o) => out.push(o),
+                    Err(reason) => bad(InputError::Entry {
+                        source_name: "arguments".into(),
+                        index: self.arg_index,
+                        reason,
+                    }),
+                }
+                continue;
+            }
+            if self.current.is_none() {
+                if self.lists.is_empty() {
+                    break;
+                }
+                let (name, reader) = self.lists.remove(0);
+                let reader =
+                    PathReader::new(reader, self.format, &name).map_err(|source| InputError::Read { name, source })?;
+                self.current = Some(reader);
+            }
+            let reader = self.current.as_mut().expect("set above");
+            let entry = reader.next_entry().map_err(|source| InputError::Read {
+                name: reader.name.clone(),
+                source,
+            })?;
+            match entry {
+                Some(Ok(obj)) if self.pairs && self.format == InputFormat::Nul => match self.pending_source.take() {
+                    None => self.pending_source = Some(obj.path),
+                    Some(src) => {
+                        let mut o = obj;
+                        o.source = Some(src);
+                        out.push(o);
+                    }
+                },
+                Some(Ok(obj)) => out.push(obj),
+                Some(Err(e)) => bad(e),
+                None => {
+                    let done = self.current.take().expect("set above");
+                    if self.pending_source.take().is_some() {
+                        bad(done.entry_error(PathError::Unpaired));
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// One argument (with its destination, for pairs) as a path object.
+    fn argument(&mut self, p: Vec<u8>) -> Result<PathObject, PathError> {
+        if self.pairs
+            && let Some(dst) = self.args.next()
+        {
+            self.arg_index += 1;
+            let src = absolute(&self.cwd, &p)?;
+            let mut o = PathObject::new(absolute(&self.cwd, &dst)?);
+            o.source = Some(src);
+            return Ok(o);
+        }
+        absolute(&self.cwd, &p).map(PathObject::new)
+    }
 }
 
 #[cfg(test)]
@@ -176,5 +375,29 @@ mod tests {
         assert_eq!(absolute(b"/w", b"/").unwrap(), b"/");
         assert_eq!(absolute(b"/", b"x").unwrap(), b"/x");
         assert!(absolute(b"/w", b"").is_err());
+    }
+
+    #[test]
+    fn pairs_from_arguments_and_bad_entries_reported() {
+        let spec = InputSpec {
+            paths: vec!["/a".into(), "/b".into(), "/c/../d".into(), "/e".into()],
+            pairs: true,
+            ..InputSpec::default()
+        };
+        let mut inputs = Inputs::open(&spec).unwrap();
+        let mut bad = Vec::new();
+        let got = inputs.next_batch(10, &mut |e| bad.push(e.to_string())).unwrap();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].source.as_deref(), Some(&b"/a"[..]));
+        assert_eq!(got[0].path, b"/b");
+        assert_eq!(bad.len(), 1, "{bad:?}");
+        assert!(bad[0].starts_with("arguments: entry 4: "), "{bad:?}");
+        let odd = InputSpec {
+            paths: vec!["/a".into()],
+            pairs: true,
+            ..InputSpec::default()
+        };
+        assert!(matches!(Inputs::open(&odd), Err(InputError::Unpaired)));
+        assert!(matches!(Inputs::open(&InputSpec::default()), Err(InputError::NoPaths)));
     }
 }

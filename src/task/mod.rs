@@ -1,33 +1,24 @@
-//! The task contract shared with hubs and Celery peers: path objects, the
-//! JSON string convention for raw path bytes, and status summaries.
+//! The wire contract shared with hubs and Celery peers: task names and
+//! the queue functions that run them ([`names`]), keyword arguments
+//! ([`args`]), path objects and the JSON string convention for raw path
+//! bytes ([`path_object`], [`surrogate`]), per-file outcomes and result
+//! objects ([`result`]), the status object and the clock ([`status`]),
+//! streamed results ([`stream`]), counts ([`summary`]), and where a
+//! command's paths come from ([`input`]).
 
+pub mod args;
 pub mod input;
+pub mod names;
 pub mod path_object;
 pub mod result;
 pub mod status;
+pub mod stream;
+pub mod summary;
 pub mod surrogate;
 
+pub use args::{ArgumentError, parse_kwargs, parse_paths};
+pub use names::TaskName;
 pub use path_object::{PathObject, PathObjectError, write_entry};
 pub use result::{FileState, Outcome, TaskResult};
-pub use status::{Summary, SummaryCounters};
-
-/// Reads a task's keyword arguments (a JSON object) into `T`. Errors name
-/// the argument, e.g. ``invalid argument `stub_size`: invalid type: string
-/// "abc", expected u64``.
-pub fn parse_kwargs<T: serde::de::DeserializeOwned>(kwargs: &str) -> Result<T, String> {
-    let mut de = serde_json::Deserializer::from_str(kwargs);
-    serde_path_to_error::deserialize(&mut de).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner().to_string();
-        // The position is in ferry's re-encoding, not in what was sent.
-        let inner = inner
-            .rfind(" at line ")
-            .map_or(inner.as_str(), |i| &inner[..i])
-            .to_string();
-        if path == "." {
-            format!("invalid arguments: {inner}")
-        } else {
-            format!("invalid argument `{path}`: {inner}")
-        }
-    })
-}
+pub use status::Status;
+pub use summary::{Summary, SummaryCounters};

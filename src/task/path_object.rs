@@ -10,7 +10,7 @@ use std::fmt;
 ///
 /// `path` and `source` are decoded to raw bytes; every other key is kept as
 /// the JSON text it arrived as, so passing an object on loses nothing.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct PathObject {
     /// The path, as raw bytes.
     pub path: Vec<u8>,
@@ -21,35 +21,24 @@ pub struct PathObject {
 }
 
 /// Why a path object could not be read.
-#[derive(Debug)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PathObjectError {
     /// Not valid JSON, or neither a string nor an object.
+    #[error("invalid path object: {0}")]
     Json(String),
     /// An object without a `"path"` key.
+    #[error("path object has no \"path\" key")]
     MissingPath,
     /// `path` or `source` is not a string.
+    #[error("\"{0}\" must be a string")]
     NotAString(&'static str),
     /// `path` or `source` holds escapes that stand for no bytes.
+    #[error("\"{0}\": {1}")]
     BadPath(&'static str, DecodeError),
     /// An empty path, or one with a NUL byte, which no Linux path can hold.
+    #[error("\"{0}\" is empty or contains a NUL byte")]
     InvalidPath(&'static str),
 }
-
-impl fmt::Display for PathObjectError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            PathObjectError::Json(e) => write!(f, "invalid path object: {e}"),
-            PathObjectError::MissingPath => write!(f, "path object has no \"path\" key"),
-            PathObjectError::NotAString(k) => write!(f, "\"{k}\" must be a string"),
-            PathObjectError::BadPath(k, e) => write!(f, "\"{k}\": {e}"),
-            PathObjectError::InvalidPath(k) => {
-                write!(f, "\"{k}\" is empty or contains a NUL byte")
-            }
-        }
-    }
-}
-
-impl std::error::Error for PathObjectError {}
 
 impl PathObject {
     /// A path object with only a path.

@@ -3,8 +3,9 @@
 //! details, started}}`. Only `processed` and `skipped` paths appear in
 //! `paths`, the list a workflow passes to its next step.
 
-use super::PathObject;
+use super::status::{Status, now_rfc3339};
 use super::surrogate;
+use super::{PathObject, TaskName};
 use std::fmt;
 
 /// What happened to one path (the seed's per-file states).
@@ -145,13 +146,12 @@ pub struct TaskResult {
 }
 
 impl TaskResult {
-    /// Starts a result for `task` (a seed task name such as
-    /// `dynamo.tasks.migrate`), started now.
-    pub fn new(task: &str, jobid: Option<Box<serde_json::value::RawValue>>) -> TaskResult {
+    /// Starts a result for `task`, started now.
+    pub fn new(task: TaskName, jobid: Option<Box<serde_json::value::RawValue>>) -> TaskResult {
         TaskResult {
-            task: task.to_string(),
+            task: task.as_str().to_string(),
             jobid,
-            started: jiff::Timestamp::now().to_string(),
+            started: now_rfc3339(),
             input: Vec::new(),
             input_total: 0,
             paths: Vec::new(),
@@ -195,44 +195,26 @@ impl TaskResult {
 
     /// The result object as one line of JSON.
     pub fn to_json(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.input.len() * 3 + 256);
-        out.extend_from_slice(b"{\"jobid\":");
-        match &self.jobid {
-            Some(j) => out.extend_from_slice(j.get().as_bytes()),
-            None => out.extend_from_slice(b"null"),
-        }
-        if let Some(q) = &self.queue {
-            out.extend_from_slice(b",\"queue\":");
-            surrogate::encode(q.as_bytes(), &mut out);
-        }
-        out.extend_from_slice(b",\"paths\":[");
-        out.extend_from_slice(&self.paths);
-        out.extend_from_slice(b"],\"status\":{\"task\":");
-        surrogate::encode(self.task.as_bytes(), &mut out);
-        out.extend_from_slice(b",\"input_paths\":[");
-        out.extend_from_slice(&self.input);
-        out.extend_from_slice(b"],\"input_total\":");
-        out.extend_from_slice(itoa::Buffer::new().format(self.input_total).as_bytes());
-        out.extend_from_slice(b",\"summary\":{");
+        let mut counts = Vec::with_capacity(80);
+        let mut details = Vec::with_capacity(self.input.len() + 80);
         for (i, s) in FileState::ALL.iter().enumerate() {
-            if i > 0 {
-                out.push(b',');
-            }
-            out.extend_from_slice(format!("\"{}\":{}", s.as_str(), self.summary[i]).as_bytes());
+            let sep = if i == 0 { b'{' } else { b',' };
+            counts.push(sep);
+            counts.extend_from_slice(format!("\"{}\":{}", s.as_str(), self.summary[i]).as_bytes());
+            details.push(sep);
+            details.extend_from_slice(format!("\"{}\":[", s.as_str()).as_bytes());
+            details.extend_from_slice(&self.details[i]);
+            details.push(b']');
         }
-        out.extend_from_slice(b"},\"details\":{");
-        for (i, s) in FileState::ALL.iter().enumerate() {
-            if i > 0 {
-                out.push(b',');
-            }
-            out.extend_from_slice(format!("\"{}\":[", s.as_str()).as_bytes());
-            out.extend_from_slice(&self.details[i]);
-            out.push(b']');
-        }
-        out.extend_from_slice(b"},\"started\":");
-        surrogate::encode(self.started.as_bytes(), &mut out);
-        out.extend_from_slice(b"}}");
-        out
+        counts.push(b'}');
+        details.push(b'}');
+        let mut status = Status::new(&self.task);
+        status
+            .input_list(&self.input, self.input_total)
+            .raw("summary", &counts)
+            .raw("details", &details)
+            .string("started", &self.started);
+        status.into_result(self.jobid.as_deref(), self.queue.as_deref(), &self.paths)
     }
 }
 
@@ -249,7 +231,7 @@ mod tests {
 
     #[test]
     fn result_object_has_the_seed_shape() {
-        let mut r = TaskResult::new("dynamo.tasks.migrate", None);
+        let mut r = TaskResult::new(TaskName::Migrate, None);
         let ok = PathObject::parse(br#"{"path":"/a","size":3}"#).unwrap();
         let bad = PathObject::parse(br#"{"path":"/b","message":["old"]}"#).unwrap();
         r.add(&ok, &Outcome::processed());

@@ -6,36 +6,23 @@
 //! that decodes the JSON and calls `os.fsencode` gets the original bytes
 //! back, and so does [`decode`].
 
-use std::fmt;
-
 /// Why a JSON string could not be turned back into path bytes.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeError {
     /// The text is not a complete JSON string literal.
+    #[error("expected a JSON string")]
     NotAString,
     /// A backslash escape that JSON does not define, or a bad `\u` escape.
+    #[error("invalid escape at byte {0}")]
     BadEscape(usize),
     /// A surrogate escape that stands for no byte: a high surrogate without
     /// its low half, or a low surrogate outside `\udc80..\udcff`.
+    #[error("lone surrogate \\u{0:04x} does not encode a path byte")]
     LoneSurrogate(u16),
     /// A raw control character, which JSON forbids inside strings.
+    #[error("raw control character at byte {0}")]
     ControlCharacter(usize),
 }
-
-impl fmt::Display for DecodeError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            DecodeError::NotAString => write!(f, "expected a JSON string"),
-            DecodeError::BadEscape(at) => write!(f, "invalid escape at byte {at}"),
-            DecodeError::LoneSurrogate(u) => {
-                write!(f, "lone surrogate \\u{u:04x} does not encode a path byte")
-            }
-            DecodeError::ControlCharacter(at) => write!(f, "raw control character at byte {at}"),
-        }
-    }
-}
-
-impl std::error::Error for DecodeError {}
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
 

@@ -23,7 +23,6 @@ use crate::rules::Filter;
 use crate::sys::StatMask;
 use crate::task::{Summary, SummaryCounters};
 use crossbeam_channel::Receiver;
-use std::fmt;
 use std::io;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -62,7 +61,7 @@ pub struct WalkOptions {
 impl Default for WalkOptions {
     fn default() -> Self {
         WalkOptions {
-            threads: std::thread::available_parallelism().map_or(4, |n| n.get()).max(2),
+            threads: crate::config::defaults::walk_threads(),
             one_file_system: false,
             follow_links: false,
             max_depth: None,
@@ -121,7 +120,8 @@ impl Op {
 }
 
 /// One path that could not be examined.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
+#[error("{} '{}': {error}", op.describe(), String::from_utf8_lossy(path))]
 pub struct WalkError {
     /// The path, as raw bytes.
     pub path: Vec<u8>,
@@ -137,20 +137,6 @@ impl WalkError {
         self.error.raw_os_error()
     }
 }
-
-impl fmt::Display for WalkError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{} '{}': {}",
-            self.op.describe(),
-            String::from_utf8_lossy(&self.path),
-            self.error
-        )
-    }
-}
-
-impl std::error::Error for WalkError {}
 
 /// What a walk yields, in no particular order across directories.
 #[derive(Debug)]

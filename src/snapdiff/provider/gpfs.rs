@@ -4,40 +4,27 @@
 //! `mmapplypolicy` (an inode scan, much faster than a walk on GPFS) or, on
 //! request, by walking `<fileset>/.snapshots/<name>`.
 //!
-//! Commands are called by their documented interfaces only; their messages
-//! are never parsed (after a failure, the state is checked by listing).
+//! Commands are called through [`crate::gpfs`] by their documented
+//! interfaces only; their messages are never parsed (after a failure, the
+//! state is checked by listing).
 
-use super::policy::{LIST_POLICY, ListRecord, parse_list_line, parse_y};
 use super::{Fileset, Provider, ScanError, SnapshotError, mount_point};
+use crate::config::GpfsSettings;
+use crate::gpfs::policy::{LIST_POLICY, ListRecord, parse_list_line};
+use crate::gpfs::{self, GpfsError, Row};
 use crate::snapdiff::build::{GenerationSource, ManifestBuilder, walk_into};
 use crate::snapdiff::record::Record;
 use rustc_hash::FxHashMap;
 use std::io::{self, BufRead, BufReader};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
-
-/// How to reach GPFS and how to read snapshots.
-#[derive(Clone, Debug, Default)]
-pub struct GpfsOptions {
-    /// Directory of the `mm*` commands (default `/usr/lpp/mmfs/bin`).
-    pub bin_dir: Option<PathBuf>,
-    /// The filesystem device, e.g. `gpfs0` (default: the mount table's).
-    pub device: Option<String>,
-    /// Nodes for the policy scan (`mmapplypolicy -N`, worker setting
-    /// `gpfs_nodes`).
-    pub nodes: Vec<String>,
-    /// Inode scan threads (`-a`, site setting `iscanThreads`).
-    pub iscan_threads: Option<u32>,
-}
 
 /// A GPFS independent fileset.
 pub struct Gpfs {
     fileset: Fileset,
     junction: PathBuf,
     device: String,
-    bin: PathBuf,
-    opts: GpfsOptions,
+    settings: GpfsSettings,
     walk: bool,
 }
 
@@ -45,16 +32,21 @@ fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
+impl From<GpfsError> for SnapshotError {
+    fn from(e: GpfsError) -> SnapshotError {
+        SnapshotError {
+            transient: e.is_transient(),
+            message: e.to_string(),
+        }
+    }
+}
+
 impl Gpfs {
     /// The independent fileset whose junction is `path`; snapshots are
     /// read with a policy scan, or walked when `walk` is set.
-    pub fn open(path: &Path, opts: &GpfsOptions, walk: bool) -> io::Result<Gpfs> {
+    pub fn open(path: &Path, settings: &GpfsSettings, walk: bool) -> io::Result<Gpfs> {
         let junction = std::fs::canonicalize(path)?;
-        let bin = opts.bin_dir.clone().unwrap_or_else(|| "/usr/lpp/mmfs/bin".into());
-        let device = match &opts.device {
-            Some(d) => d.clone(),
-            None => gpfs_device(&junction)?,
-        };
+        let device = gpfs::device_for(settings, &junction).map_err(io::Error::other)?;
         let mut g = Gpfs {
             fileset: Fileset {
                 name: String::new(),
@@ -64,16 +56,11 @@ impl Gpfs {
             },
             junction,
             device,
-            bin,
-            opts: opts.clone(),
+            settings: settings.clone(),
             walk,
         };
-        let out = g
-            .run("mmlsfileset", &[&g.device.clone(), "-Y"])
-            .map_err(|e| io::Error::other(e.message))?;
-        let rows = parse_y(&out, "mmlsfileset").map_err(io::Error::other)?;
-        let field =
-            |r: &std::collections::HashMap<String, Vec<u8>>, k: &str| r.get(k).map(|v| text(v)).unwrap_or_default();
+        let rows = gpfs::filesets(settings, &g.device).map_err(io::Error::other)?;
+        let field = |r: &Row, k: &str| r.get(k).map(|v| text(v)).unwrap_or_default();
         let me = g.fileset.path.clone();
         let row = rows
             .iter()
@@ -102,7 +89,7 @@ impl Gpfs {
     }
 
     fn run(&self, cmd: &str, args: &[&str]) -> Result<Vec<u8>, SnapshotError> {
-        run_mm(&self.bin, cmd, args)
+        Ok(gpfs::run(&self.settings, cmd, args)?)
     }
 
     fn snapshot_dir(&self, snap: &str) -> PathBuf {
@@ -137,13 +124,17 @@ impl Gpfs {
             "-L",
             "0",
         ];
-        let nodes = self.opts.nodes.join(",");
+        let nodes = self.settings.nodes.join(",");
         if !nodes.is_empty() {
             args.extend(["-N", &nodes]);
         }
-        let threads = self.opts.iscan_threads.map(|t| t.to_string());
+        let threads = self.settings.iscan_threads.map(|t| t.to_string());
         if let Some(t) = &threads {
             args.extend(["-a", t]);
+        }
+        let buckets = self.settings.iscan_buckets.map(|b| b.to_string());
+        if let Some(b) = &buckets {
+            args.extend(["-A", b]);
         }
         self.run("mmapplypolicy", &args)
             .map_err(|e| ScanError::Other(e.message))?;
@@ -224,72 +215,6 @@ fn to_record(r: ListRecord, root: &[u8], dirs: &FxHashMap<Vec<u8>, u64>) -> Resu
     })
 }
 
-/// Runs `bin/cmd args`; a failure to start is permanent, a failing status
-/// may be transient (GPFS commands fail while nodes are busy).
-fn run_mm(bin: &Path, cmd: &str, args: &[&str]) -> Result<Vec<u8>, SnapshotError> {
-    let out = Command::new(bin.join(cmd))
-        .args(args)
-        .output()
-        .map_err(|e| SnapshotError {
-            transient: false,
-            message: format!("cannot run {}: {e}", bin.join(cmd).display()),
-        })?;
-    if out.status.success() {
-        return Ok(out.stdout);
-    }
-    let stderr = text(&out.stderr).trim().replace('\n', " / ");
-    Err(SnapshotError {
-        transient: true,
-        message: format!("{cmd} {} failed ({}): {stderr}", args.join(" "), out.status),
-    })
-}
-
-/// The junction paths of every linked fileset of the GPFS filesystem that
-/// holds `path` (`mmlsfileset -Y`), or `None` when `path` is not on GPFS
-/// and no device is configured. Deletes keep these directories.
-pub fn linked_junctions(opts: &GpfsOptions, path: &Path) -> io::Result<Option<Vec<Vec<u8>>>> {
-    let device = match &opts.device {
-        Some(d) => d.clone(),
-        None => match gpfs_device(path) {
-            Ok(d) => d,
-            Err(_) => return Ok(None),
-        },
-    };
-    let bin = opts.bin_dir.clone().unwrap_or_else(|| "/usr/lpp/mmfs/bin".into());
-    let out = run_mm(&bin, "mmlsfileset", &[&device, "-Y"]).map_err(|e| io::Error::other(e.message))?;
-    let rows = parse_y(&out, "mmlsfileset").map_err(io::Error::other)?;
-    Ok(Some(
-        rows.into_iter()
-            .filter(|r| r.get("status").is_some_and(|s| s == b"Linked"))
-            .filter_map(|mut r| r.remove("path"))
-            .collect(),
-    ))
-}
-
-/// The GPFS device mounted at or above `path`, from the mount table.
-fn gpfs_device(path: &Path) -> io::Result<String> {
-    let info = std::fs::read_to_string("/proc/self/mountinfo")?;
-    let mut best: Option<(usize, String)> = None;
-    for line in info.lines() {
-        let f: Vec<&str> = line.split(' ').collect();
-        let Some(dash) = f.iter().position(|&x| x == "-") else {
-            continue;
-        };
-        let (Some(mp), Some(fstype), Some(source)) = (f.get(4), f.get(dash + 1), f.get(dash + 2)) else {
-            continue;
-        };
-        if *fstype == "gpfs" && path.starts_with(mp) && best.as_ref().is_none_or(|b| mp.len() > b.0) {
-            best = Some((mp.len(), source.trim_start_matches("/dev/").to_string()));
-        }
-    }
-    best.map(|b| b.1).ok_or_else(|| {
-        io::Error::other(format!(
-            "{} is not on a mounted GPFS filesystem (give --gpfs-device)",
-            path.display()
-        ))
-    })
-}
-
 impl Provider for Gpfs {
     fn kind(&self) -> &'static str {
         "gpfs"
@@ -325,10 +250,12 @@ impl Provider for Gpfs {
     }
 
     fn snapshots(&self) -> io::Result<Vec<String>> {
-        let out = self
-            .run("mmlssnapshot", &[&self.device, "-j", &self.fileset.name, "-Y"])
-            .map_err(|e| io::Error::other(e.message))?;
-        let rows = parse_y(&out, "mmlssnapshot").map_err(io::Error::other)?;
+        let rows = gpfs::table(
+            &self.settings,
+            "mmlssnapshot",
+            &[&self.device, "-j", &self.fileset.name, "-Y"],
+        )
+        .map_err(io::Error::other)?;
         Ok(rows
             .iter()
             .filter(|r| r.get("fileset").is_none_or(|f| *f == self.fileset.name.as_bytes()))

@@ -12,7 +12,6 @@ pub mod btrfs;
 pub mod btrfs_tree;
 pub mod gpfs;
 pub mod none;
-pub mod policy;
 
 use super::build::{GenerationSource, ManifestBuilder, WalkManifestError};
 use std::io;
@@ -90,10 +89,13 @@ pub enum ScanError {
     Other(String),
 }
 
-/// Which provider to use.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Which provider to use, by the name the command line's `--provider`
+/// and a task's `provider` argument both give (`auto`, `btrfs`, `gpfs`,
+/// `none`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Kind {
     /// btrfs if the path is a btrfs subvolume, otherwise none.
+    #[default]
     Auto,
     /// [`btrfs::Btrfs`].
     Btrfs,
@@ -103,14 +105,44 @@ pub enum Kind {
     None,
 }
 
+impl Kind {
+    /// Every kind's name, for help texts.
+    pub const NAMES: [&'static str; 4] = ["auto", "btrfs", "gpfs", "none"];
+}
+
+/// A provider name that is not one of [`Kind::NAMES`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("provider must be auto, btrfs, gpfs or none, not {0:?}")]
+pub struct UnknownKind(pub String);
+
+impl std::str::FromStr for Kind {
+    type Err = UnknownKind;
+    fn from_str(s: &str) -> Result<Kind, UnknownKind> {
+        match s {
+            "auto" => Ok(Kind::Auto),
+            "btrfs" => Ok(Kind::Btrfs),
+            "gpfs" => Ok(Kind::Gpfs),
+            "none" => Ok(Kind::None),
+            other => Err(UnknownKind(other.to_string())),
+        }
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Kind {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Kind, D::Error> {
+        let name: String = serde::Deserialize::deserialize(d)?;
+        name.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 /// How providers read snapshots.
 #[derive(Clone, Debug, Default)]
 pub struct ProviderOptions {
     /// Walk snapshots instead of reading them the provider's fast way (the
     /// btrfs tree search, the GPFS policy scan).
     pub walk: bool,
-    /// GPFS settings.
-    pub gpfs: gpfs::GpfsOptions,
+    /// How to reach GPFS.
+    pub gpfs: crate::config::GpfsSettings,
 }
 
 /// Opens the fileset at `path` with provider `kind`.

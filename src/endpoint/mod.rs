@@ -1,7 +1,8 @@
-//! Storage targets (the seed's endpoints): where migrate puts file data and
-//! where recall and reverse stub get it back, built on `object_store`.
+//! Storage endpoints: where migrate puts file data and where recall and
+//! reverse stub get it back, built on `object_store`.
 //!
-//! Two kinds are configured by name in `[Endpoint <name>]` sections: a
+//! Two kinds are configured by name in `[Endpoint <name>]` sections
+//! ([`crate::config::endpoint`]): a
 //! local or NFS `directory`, and `s3` (any S3-compatible store). A file's
 //! object key is its path relative to the endpoint's local `root`, under the
 //! endpoint's `prefix` ([`key`]). Each object carries an [`ObjectMeta`] so it
@@ -13,7 +14,7 @@
 pub mod key;
 pub mod meta;
 
-use crate::config::{Section, parse_bool};
+pub use crate::config::endpoint::{EndpointConfig, Secret, StoreConfig};
 pub use key::KeyError;
 pub use meta::{MetaError, ObjectMeta};
 
@@ -30,17 +31,12 @@ use std::fmt;
 use std::fs::File;
 use std::io::{self, Read, Seek};
 use std::os::unix::ffi::OsStrExt;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::runtime::Handle;
 
-/// The keys an `[Endpoint <name>]` section may hold, for error messages.
-pub const ENDPOINT_KEYS: &str =
-    "type, path, root, prefix, bucket, url, region, access_key_id, secret_access_key, allow_http";
-
 /// Files up to this size are read whole and sent in one request; larger
-/// ones are streamed in parts of [`PART_SIZE`].
+/// ones are streamed in parts of 8 MiB (larger for files over 80 GB).
 pub const SMALL_OBJECT: u64 = 8 << 20;
 
 /// The part size of streamed transfers (S3 allows at most 10,000 parts, so
@@ -56,117 +52,10 @@ const S3_META_KEY: &str = "ferry";
 /// S3 limits user metadata to 2 KiB in all.
 const S3_META_LIMIT: usize = 2000;
 
-/// A storage target as configured.
-#[derive(Clone, Debug)]
-pub struct EndpointConfig {
-    /// The endpoint's name (what `--endpoint` and location xattrs use).
-    pub name: String,
-    /// Where objects live.
-    pub store: StoreConfig,
-    /// The local directory whose contents map to keys (`root`, default `/`).
-    pub root: Vec<u8>,
-    /// The key prefix inside the store (`prefix`, default none).
-    pub prefix: String,
-}
-
-/// The kind of store behind an endpoint.
-#[derive(Clone, Debug)]
-pub enum StoreConfig {
-    /// A local or NFS directory (`type = directory`, `path = ...`).
-    Directory {
-        /// The directory objects are written under.
-        path: PathBuf,
-    },
-    /// An S3-compatible store (`type = s3`).
-    S3 {
-        /// The bucket.
-        bucket: String,
-        /// The service URL (`url`); AWS when absent.
-        url: Option<String>,
-        /// The region (`region`), default `us-east-1`.
-        region: String,
-        /// Access key; the environment's `AWS_ACCESS_KEY_ID` when absent.
-        access_key_id: Option<String>,
-        /// Secret key; the environment's `AWS_SECRET_ACCESS_KEY` when absent.
-        secret_access_key: Option<Secret>,
-        /// Plain HTTP allowed (`allow_http`; implied by an `http://` url).
-        allow_http: bool,
-    },
-}
-
-/// A credential that never appears in debug output or logs.
-#[derive(Clone)]
-pub struct Secret(pub String);
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("(secret)")
-    }
-}
-
-impl EndpointConfig {
-    /// Reads an `[Endpoint <name>]` section.
-    pub fn from_section(name: &str, s: &mut Section<'_>) -> Result<EndpointConfig, crate::config::ConfigError> {
-        let kind = s.require("type", "an endpoint")?;
-        let store = match kind.text.as_str() {
-            "directory" => {
-                let path = s.require("path", "a directory endpoint")?;
-                if !path.text.starts_with('/') {
-                    return Err(s.error(path.line, "`path` must be absolute"));
-                }
-                StoreConfig::Directory {
-                    path: PathBuf::from(path.text),
-                }
-            }
-            "s3" => {
-                let bucket = s.require("bucket", "an s3 endpoint")?.text;
-                let url = s.take("url").map(|v| v.text);
-                let allow_http = s.take_parsed("allow_http", parse_bool)?.unwrap_or(false)
-                    || url.as_deref().is_some_and(|u| u.starts_with("http://"));
-                StoreConfig::S3 {
-                    bucket,
-                    url,
-                    region: s.take("region").map_or_else(|| "us-east-1".into(), |v| v.text),
-                    access_key_id: s.take("access_key_id").map(|v| v.text),
-                    secret_access_key: s.take("secret_access_key").map(|v| Secret(v.text)),
-                    allow_http,
-                }
-            }
-            other => {
-                return Err(s.error(kind.line, format!("`type`: expected directory or s3, found {other:?}")));
-            }
-        };
-        let root = match s.take("root") {
-            None => b"/".to_vec(),
-            Some(v) if v.text.starts_with('/') => {
-                let t = v.text.trim_end_matches('/');
-                if t.is_empty() {
-                    b"/".to_vec()
-                } else {
-                    t.as_bytes().to_vec()
-                }
-            }
-            Some(v) => return Err(s.error(v.line, "`root` must be an absolute path")),
-        };
-        let prefix = s
-            .take("prefix")
-            .map_or_else(String::new, |v| v.text.trim_matches('/').to_string());
-        if !prefix.is_empty() && ObjPath::parse(&prefix).is_err() {
-            return Err(s.error(s.line, format!("`prefix` {prefix:?} is not a valid object key")));
-        }
-        Ok(EndpointConfig {
-            name: name.to_string(),
-            store,
-            root,
-            prefix,
-        })
-    }
-}
-
 /// A failed request to a store.
 #[derive(Debug, thiserror::Error)]
 #[error("endpoint `{endpoint}`: {message}")]
-pub struct TargetError {
+pub struct EndpointError {
     /// The endpoint's name.
     pub endpoint: String,
     /// What the store said.
@@ -181,7 +70,7 @@ pub enum TransferError {
     Local(#[from] io::Error),
     /// The store failed.
     #[error("{0}")]
-    Remote(#[from] TargetError),
+    Remote(#[from] EndpointError),
     /// The data did not match what was expected (size or hash).
     #[error("{0}")]
     Mismatch(String),
@@ -197,8 +86,8 @@ pub struct RemoteObject {
     pub meta: Option<Result<ObjectMeta, MetaError>>,
 }
 
-/// An open storage target.
-pub struct Target {
+/// An open storage endpoint.
+pub struct Endpoint {
     name: String,
     store: Arc<dyn ObjectStore>,
     backend: Backend,
@@ -218,17 +107,17 @@ enum Backend {
     S3,
 }
 
-impl fmt::Debug for Target {
+impl fmt::Debug for Endpoint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Target({})", self.name)
+        write!(f, "Endpoint({})", self.name)
     }
 }
 
-impl Target {
+impl Endpoint {
     /// Opens the endpoint `cfg`. `xattr_prefix` names the xattr that holds
     /// object metadata in a directory target; `rt` runs the store's requests.
-    pub fn open(cfg: &EndpointConfig, xattr_prefix: &str, rt: Handle) -> Result<Target, TargetError> {
-        let err = |message: String| TargetError {
+    pub fn open(cfg: &EndpointConfig, xattr_prefix: &str, rt: Handle) -> Result<Endpoint, EndpointError> {
+        let err = |message: String| EndpointError {
             endpoint: cfg.name.clone(),
             message,
         };
@@ -282,7 +171,7 @@ impl Target {
                 (Arc::new(b.build().map_err(|e| err(e.to_string()))?), Backend::S3)
             }
         };
-        Ok(Target {
+        Ok(Endpoint {
             name: cfg.name.clone(),
             store,
             backend,
@@ -303,15 +192,15 @@ impl Target {
         Ok(ObjPath::parse(k).expect("encoded keys are valid"))
     }
 
-    fn err(&self, e: impl fmt::Display) -> TargetError {
-        TargetError {
+    fn err(&self, e: impl fmt::Display) -> EndpointError {
+        EndpointError {
             endpoint: self.name.clone(),
             message: e.to_string(),
         }
     }
 
     /// What the store holds at `key`, if anything.
-    pub fn head(&self, key: &ObjPath) -> Result<Option<RemoteObject>, TargetError> {
+    pub fn head(&self, key: &ObjPath) -> Result<Option<RemoteObject>, EndpointError> {
         match &self.backend {
             Backend::Directory { local, meta_xattr, .. } => {
                 let path = local.path_to_filesystem(key).map_err(|e| self.err(e))?;
@@ -351,7 +240,7 @@ impl Target {
 
     /// Copies the first `meta.size` bytes of `file` to `key`, hashing them; returns `meta` with the hash. The
     /// object is complete, with its metadata, when this returns, but only
-    /// durable after [`Target::sync`].
+    /// durable after [`Endpoint::sync`].
     pub fn upload(&self, key: &ObjPath, file: &File, mut meta: ObjectMeta) -> Result<ObjectMeta, TransferError> {
         (&*file).rewind()?;
         if meta.size <= SMALL_OBJECT {
@@ -389,7 +278,7 @@ impl Target {
         Ok(meta)
     }
 
-    fn attributes(&self, meta: &ObjectMeta) -> Result<Attributes, TargetError> {
+    fn attributes(&self, meta: &ObjectMeta) -> Result<Attributes, EndpointError> {
         let mut attrs = Attributes::new();
         if matches!(self.backend, Backend::S3) {
             let header = meta.to_header();
@@ -517,7 +406,7 @@ impl Target {
 
     /// The first `len` bytes of the object at `key` (a stub's resident
     /// head); not verified, since the hash covers the whole object.
-    pub fn download_head(&self, key: &ObjPath, len: u64) -> Result<Bytes, TargetError> {
+    pub fn download_head(&self, key: &ObjPath, len: u64) -> Result<Bytes, EndpointError> {
         if len == 0 {
             return Ok(Bytes::new());
         }
@@ -532,7 +421,7 @@ impl Target {
     }
 
     /// Removes the object at `key`; a missing object is not an error.
-    pub fn delete(&self, key: &ObjPath) -> Result<(), TargetError> {
+    pub fn delete(&self, key: &ObjPath) -> Result<(), EndpointError> {
         match self.rt.block_on(self.store.delete(key)) {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(self.err(e)),
@@ -542,7 +431,7 @@ impl Target {
     /// Makes every object written so far durable: `syncfs` on a directory
     /// target (one call for a whole batch); nothing for S3, where a
     /// completed request is already durable.
-    pub fn sync(&self) -> Result<(), TargetError> {
+    pub fn sync(&self) -> Result<(), EndpointError> {
         match &self.backend {
             Backend::Directory { dir, .. } => crate::sys::syncfs(dir).map_err(|e| self.err(format!("syncfs: {e}"))),
             Backend::S3 => Ok(()),

@@ -1,42 +1,56 @@
 //! The configuration file, `/etc/ferry/ferry.conf`: an INI file in the
 //! shape of the seed's worker configuration, with a `[settings]` section,
-//! one `[Endpoint <name>]` section per storage target and one
+//! one `[Endpoint <name>]` section per storage endpoint and one
 //! `[Queue <name>]` section per extra queue the agent serves.
 //!
-//! Every value is checked when the file is read, and every error names the
-//! file and line, so a typo never surfaces later as a failed migration.
-//! `docs/configuration.md` documents each key.
+//! This is the bottom of the crate's settings: [`ini`] reads sections and
+//! values, and one file per concern turns them into typed settings
+//! ([`agent`], [`endpoint`], [`gpfs`]); [`defaults`] is the one source of
+//! every default. Every value is checked when the file is read, and every
+//! error names the file and line, so a typo never surfaces later as a
+//! failed migration. `docs/configuration.md` documents each key.
 
-use crate::agent::queues::{AGENT_KEYS, AgentSettings, ConsumerSpec, QueueConfig};
-use crate::target::EndpointConfig;
+pub mod agent;
+pub mod defaults;
+pub mod endpoint;
+pub mod gpfs;
+pub mod ini;
+
+pub use agent::{AgentSettings, BatchSettings, ConsumerSpec, Function, QueueConfig, queue_name};
+pub use endpoint::{EndpointConfig, StoreConfig};
+pub use gpfs::GpfsSettings;
+pub use ini::{BadValue, ConfigError, Section, parse_bool, parse_count, valid_name};
+
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
 /// Where ferry looks for its configuration when `--config` and
 /// `FERRY_CONFIG` are not given.
-pub const DEFAULT_PATH: &str = "/etc/ferry/ferry.conf";
+pub const DEFAULT_PATH: &str = defaults::CONFIG_PATH;
 
 /// The default xattr prefix for ferry's own attributes.
-pub const DEFAULT_XATTR_PREFIX: &str = "user.ferry.";
+pub const DEFAULT_XATTR_PREFIX: &str = defaults::XATTR_PREFIX;
 
 /// A parsed, validated configuration.
 #[derive(Clone, Debug)]
 pub struct Config {
     /// The file it was read from, for messages.
     pub source: String,
-    /// The `[settings]` section.
+    /// The `[settings]` section's general keys.
     pub settings: Settings,
-    /// Storage targets by name (the seed's `endpoint`).
+    /// Storage endpoints by name (the seed's `endpoint`).
     pub endpoints: BTreeMap<String, EndpointConfig>,
     /// The agent's broker, batching and health settings.
     pub agent: AgentSettings,
+    /// How to reach GPFS.
+    pub gpfs: GpfsSettings,
     /// The queues the agent serves: `default` first, then each
     /// `[Queue <name>]` section in file order.
     pub queues: Vec<QueueConfig>,
 }
 
-/// The `[settings]` section.
+/// The general keys of `[settings]`.
 #[derive(Clone, Debug)]
 pub struct Settings {
     /// The site name (the seed's `site`), used in queue names and logs.
@@ -51,102 +65,50 @@ impl Default for Settings {
     fn default() -> Self {
         Settings {
             site: None,
-            xattr_prefix: DEFAULT_XATTR_PREFIX.to_string(),
-            threads: 10,
+            xattr_prefix: defaults::XATTR_PREFIX.to_string(),
+            threads: defaults::THREADS,
         }
     }
 }
 
-/// A configuration error, with the place it was found.
+/// Why the agent cannot run with a configuration.
 #[derive(Debug, thiserror::Error)]
-#[error("{file}:{line}: {message}")]
-pub struct ConfigError {
+pub enum AgentConfigError {
+    /// Queue names begin with the site.
+    #[error("{0}: the agent needs `site = <name>` in [settings]")]
+    NoSite(String),
+    /// Nothing to consume.
+    #[error("{0}: every function of every queue is switched off")]
+    NothingToServe(String),
+}
+
+/// An endpoint name the configuration does not define.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", self.describe())]
+pub struct UnknownEndpoint {
+    /// The name asked for.
+    pub name: String,
     /// The configuration file.
-    pub file: String,
-    /// 1-based line number; 0 when the error is about the file as a whole.
-    pub line: usize,
-    /// What is wrong and what would be right.
-    pub message: String,
+    pub source_file: String,
+    /// The names it defines.
+    pub defined: Vec<String>,
 }
 
-/// One `key = value` line, with its line number.
-#[derive(Clone, Debug)]
-pub struct Value {
-    /// The value text, trimmed.
-    pub text: String,
-    /// 1-based line number.
-    pub line: usize,
-}
-
-/// One section's keys, handed to the code that knows what they mean.
-/// Keys are removed as they are read; whatever is left is an unknown key.
-pub struct Section<'a> {
-    file: &'a str,
-    /// The section's line.
-    pub line: usize,
-    keys: BTreeMap<String, Value>,
-}
-
-impl Section<'_> {
-    /// An error at `line` of this file.
-    pub fn error(&self, line: usize, message: impl Into<String>) -> ConfigError {
-        ConfigError {
-            file: self.file.to_string(),
-            line,
-            message: message.into(),
+impl UnknownEndpoint {
+    fn describe(&self) -> String {
+        if self.defined.is_empty() {
+            format!(
+                "no endpoint `{}`: {} defines no [Endpoint <name>] sections",
+                self.name, self.source_file
+            )
+        } else {
+            format!(
+                "no endpoint `{}` in {} (defined: {})",
+                self.name,
+                self.source_file,
+                self.defined.join(", ")
+            )
         }
-    }
-
-    /// Takes an optional string value.
-    pub fn take(&mut self, key: &str) -> Option<Value> {
-        self.keys.remove(key)
-    }
-
-    /// Takes a required string value.
-    pub fn require(&mut self, key: &str, what: &str) -> Result<Value, ConfigError> {
-        self.take(key)
-            .ok_or_else(|| self.error(self.line, format!("{what} needs `{key} = ...`")))
-    }
-
-    /// Takes an optional value and parses it with `parse`, which explains
-    /// what it expected on failure.
-    pub fn take_parsed<T>(
-        &mut self,
-        key: &str,
-        parse: impl FnOnce(&str) -> Result<T, String>,
-    ) -> Result<Option<T>, ConfigError> {
-        match self.take(key) {
-            None => Ok(None),
-            Some(v) => parse(&v.text)
-                .map(Some)
-                .map_err(|e| self.error(v.line, format!("`{key}`: {e}"))),
-        }
-    }
-
-    /// Fails on the first key nobody asked for (a typo, most likely).
-    pub fn finish(self, known: &str) -> Result<(), ConfigError> {
-        match self.keys.iter().next() {
-            None => Ok(()),
-            Some((k, v)) => Err(self.error(v.line, format!("unknown key `{k}` (known keys: {known})"))),
-        }
-    }
-}
-
-/// Parses a boolean the way the seed writes them (`true`/`false`, any case,
-/// also `yes`/`no`, `1`/`0`).
-pub fn parse_bool(s: &str) -> Result<bool, String> {
-    match s.to_ascii_lowercase().as_str() {
-        "true" | "yes" | "1" | "on" => Ok(true),
-        "false" | "no" | "0" | "off" => Ok(false),
-        _ => Err(format!("expected true or false, found {s:?}")),
-    }
-}
-
-/// Parses a positive count.
-pub fn parse_count(s: &str) -> Result<usize, String> {
-    match s.parse::<usize>() {
-        Ok(n) if n > 0 => Ok(n),
-        _ => Err(format!("expected a whole number above 0, found {s:?}")),
     }
 }
 
@@ -158,6 +120,7 @@ impl Config {
             settings: Settings::default(),
             endpoints: BTreeMap::new(),
             agent: AgentSettings::default(),
+            gpfs: GpfsSettings::default(),
             queues: vec![QueueConfig::default_queue()],
         }
     }
@@ -186,8 +149,9 @@ impl Config {
         let mut config = Config::empty();
         config.source = file.to_string();
         let mut seen_settings = false;
-        for (header, line, keys) in sections(file, text)? {
-            let mut section = Section { file, line, keys };
+        for mut section in ini::sections(file, text)? {
+            let line = section.line;
+            let header = std::mem::take(&mut section.header);
             if header == "settings" {
                 if seen_settings {
                     return Err(section.error(line, "a second [settings] section"));
@@ -195,8 +159,13 @@ impl Config {
                 seen_settings = true;
                 config.settings = read_settings(&mut section)?;
                 config.agent = AgentSettings::read(&mut section)?;
+                config.gpfs = GpfsSettings::read(&mut section)?;
                 config.queues[0].read_functions(&mut section)?;
-                section.finish(&format!("site, xattr_prefix, threads, {AGENT_KEYS}"))?;
+                section.finish(&format!(
+                    "site, xattr_prefix, threads, {}, {}",
+                    agent::AGENT_KEYS,
+                    gpfs::GPFS_KEYS
+                ))?;
             } else if let Some(name) = header.strip_prefix("Endpoint ") {
                 let name = name.trim();
                 valid_name(name).map_err(|e| section.error(line, format!("endpoint name: {e}")))?;
@@ -204,7 +173,7 @@ impl Config {
                     return Err(section.error(line, format!("endpoint `{name}` is defined twice")));
                 }
                 let endpoint = EndpointConfig::from_section(name, &mut section)?;
-                section.finish(crate::target::ENDPOINT_KEYS)?;
+                section.finish(endpoint::ENDPOINT_KEYS)?;
                 config.endpoints.insert(name.to_string(), endpoint);
             } else if let Some(name) = header.strip_prefix("Queue ") {
                 let name = name.trim();
@@ -224,44 +193,35 @@ impl Config {
         Ok(config)
     }
 
-    /// Every consumer the agent runs, or an error when `site` is not set
-    /// (queue names begin with it).
-    pub fn consumers(&self) -> Result<Vec<ConsumerSpec>, String> {
-        let site = self
-            .settings
+    /// The site, which the agent needs (queue names begin with it).
+    pub fn site(&self) -> Result<&str, AgentConfigError> {
+        self.settings
             .site
             .as_deref()
-            .ok_or_else(|| format!("{}: the agent needs `site = <name>` in [settings]", self.source))?;
+            .ok_or_else(|| AgentConfigError::NoSite(self.source.clone()))
+    }
+
+    /// Every consumer the agent runs, or an error when `site` is not set
+    /// or every function is switched off.
+    pub fn consumers(&self) -> Result<Vec<ConsumerSpec>, AgentConfigError> {
+        let site = self.site()?;
         let all: Vec<ConsumerSpec> = self
             .queues
             .iter()
             .flat_map(|q| q.consumers(site, self.settings.threads))
             .collect();
         if all.is_empty() {
-            return Err(format!(
-                "{}: every function of every queue is switched off",
-                self.source
-            ));
+            return Err(AgentConfigError::NothingToServe(self.source.clone()));
         }
         Ok(all)
     }
 
     /// The endpoint called `name`, or an error listing the defined ones.
-    pub fn endpoint(&self, name: &str) -> Result<&EndpointConfig, String> {
-        self.endpoints.get(name).ok_or_else(|| {
-            let known: Vec<&str> = self.endpoints.keys().map(String::as_str).collect();
-            if known.is_empty() {
-                format!(
-                    "no endpoint `{name}`: {} defines no [Endpoint <name>] sections",
-                    self.source
-                )
-            } else {
-                format!(
-                    "no endpoint `{name}` in {} (defined: {})",
-                    self.source,
-                    known.join(", ")
-                )
-            }
+    pub fn endpoint(&self, name: &str) -> Result<&EndpointConfig, UnknownEndpoint> {
+        self.endpoints.get(name).ok_or_else(|| UnknownEndpoint {
+            name: name.to_string(),
+            source_file: self.source.clone(),
+            defined: self.endpoints.keys().cloned().collect(),
         })
     }
 }
@@ -283,69 +243,17 @@ fn read_settings(s: &mut Section<'_>) -> Result<Settings, ConfigError> {
 
 /// Checks an xattr prefix: it must name the `user.` or `trusted.` namespace
 /// and end with a separator, so ferry's names never collide with others'.
-pub fn parse_xattr_prefix(s: &str) -> Result<String, String> {
+pub fn parse_xattr_prefix(s: &str) -> Result<String, BadValue> {
     let ns_ok = s.starts_with("user.") || s.starts_with("trusted.");
     if !ns_ok || !s.ends_with(['.', '-', '_']) || s.len() > 200 || s.contains('\0') {
-        return Err(format!(
-            "expected a prefix in the user. or trusted. namespace ending in '.', '-' or '_' (like {DEFAULT_XATTR_PREFIX}), found {s:?}"
+        return Err(BadValue::expected(
+            &format!(
+                "a prefix in the user. or trusted. namespace ending in '.', '-' or '_' (like {DEFAULT_XATTR_PREFIX})"
+            ),
+            s,
         ));
     }
     Ok(s.to_string())
-}
-
-/// Site, queue and endpoint names: letters, digits, `_` and `-` (the seed's
-/// rule for queue names), so they fit in queue names and xattr names.
-pub fn valid_name(s: &str) -> Result<(), String> {
-    if s.is_empty() || s.len() > 100 || !s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
-        return Err(format!(
-            "expected letters, digits, '_' or '-' (at most 100), found {s:?}"
-        ));
-    }
-    Ok(())
-}
-
-type RawSection = (String, usize, BTreeMap<String, Value>);
-
-/// Splits INI text into sections of unique keys.
-fn sections(file: &str, text: &str) -> Result<Vec<RawSection>, ConfigError> {
-    let err = |line: usize, message: String| ConfigError {
-        file: file.to_string(),
-        line,
-        message,
-    };
-    let mut out: Vec<RawSection> = Vec::new();
-    for (i, raw) in text.lines().enumerate() {
-        let line = i + 1;
-        let l = raw.trim();
-        if l.is_empty() || l.starts_with('#') || l.starts_with(';') {
-            continue;
-        }
-        if let Some(rest) = l.strip_prefix('[') {
-            let header = rest
-                .strip_suffix(']')
-                .ok_or_else(|| err(line, format!("section header without a closing ']': {l:?}")))?;
-            out.push((header.trim().to_string(), line, BTreeMap::new()));
-            continue;
-        }
-        let (k, v) = l
-            .split_once('=')
-            .ok_or_else(|| err(line, format!("expected `key = value` or `[section]`, found {l:?}")))?;
-        let (k, v) = (k.trim(), v.trim());
-        if k.is_empty() {
-            return Err(err(line, "a value without a key".into()));
-        }
-        let (_, _, keys) = out
-            .last_mut()
-            .ok_or_else(|| err(line, format!("`{k}` comes before any [section]")))?;
-        let value = Value {
-            text: v.to_string(),
-            line,
-        };
-        if let Some(first) = keys.insert(k.to_string(), value) {
-            return Err(err(line, format!("`{k}` is already set on line {}", first.line)));
-        }
-    }
-    Ok(out)
 }
 
 impl fmt::Display for Config {
@@ -369,7 +277,20 @@ mod tests {
         assert_eq!(c.settings.xattr_prefix, "user.x.");
         assert_eq!(c.settings.threads, 10);
         assert!(c.endpoint("archive").is_ok());
-        assert!(c.endpoint("nope").unwrap_err().contains("defined: archive"));
+        assert!(c.endpoint("nope").unwrap_err().to_string().contains("defined: archive"));
+    }
+
+    #[test]
+    fn gpfs_settings_reach_one_place() {
+        let c = Config::parse(
+            "t.conf",
+            "[settings]\ngpfs_bin_dir = /opt/mm\ngpfs_nodes = [\"n1\",\"n2\"]\ngpfs_iscan_threads = 8\ngpfs_iscan_buckets = 64\n",
+        )
+        .unwrap();
+        assert_eq!(c.gpfs.bin_dir, Path::new("/opt/mm"));
+        assert_eq!(c.gpfs.nodes, ["n1", "n2"]);
+        assert_eq!((c.gpfs.iscan_threads, c.gpfs.iscan_buckets), (Some(8), Some(64)));
+        assert_eq!(Config::empty().gpfs.bin_dir, Path::new(defaults::GPFS_BIN_DIR));
     }
 
     #[test]
@@ -385,6 +306,8 @@ mod tests {
             ("[Endpoint a b]\n", 1, "endpoint name"),
             ("[Endpoint a]\ntype = directory\n", 1, "needs `path"),
             ("[Endpoint a]\ntype = tape\n", 2, "`type`"),
+            ("[settings]\ngpfs_bin_dir = bin\n", 2, "absolute"),
+            ("[settings]\ngpfs_iscan_threads = 0\n", 2, "above 0"),
         ];
         for (text, line, msg) in cases {
             let e = Config::parse("t.conf", text).unwrap_err();

@@ -7,8 +7,8 @@
 //! (`custom = {"threads": 10}`); `custom = false` switches one off. Every
 //! enabled function becomes one consumer of `<site>.<queue>#<function>`.
 
-use crate::batch::BatchLimits;
-use crate::config::{ConfigError, Section, parse_bool, parse_count, valid_name};
+use super::defaults;
+use super::ini::{BadValue, ConfigError, Section, parse_bool, parse_count, parse_gb, parse_seconds, valid_name};
 use std::fmt;
 use std::time::Duration;
 
@@ -73,7 +73,7 @@ pub enum FunctionSetting {
 }
 
 /// Parses `true`, `false` or `{"threads": N}`.
-pub fn parse_function(s: &str) -> Result<FunctionSetting, String> {
+pub fn parse_function(s: &str) -> Result<FunctionSetting, BadValue> {
     if let Ok(b) = parse_bool(s) {
         return Ok(if b { FunctionSetting::On } else { FunctionSetting::Off });
     }
@@ -84,9 +84,7 @@ pub fn parse_function(s: &str) -> Result<FunctionSetting, String> {
     }
     match serde_json::from_str::<Threads>(s) {
         Ok(Threads { threads }) if threads > 0 => Ok(FunctionSetting::Threads(threads)),
-        _ => Err(format!(
-            "expected true, false or {{\"threads\": N}} with N above 0, found {s:?}"
-        )),
+        _ => Err(BadValue::expected("true, false or {\"threads\": N} with N above 0", s)),
     }
 }
 
@@ -186,6 +184,29 @@ pub fn queue_name(site: &str, queue: &str, function: Function) -> String {
     format!("{site}.{queue}#{function}")
 }
 
+/// How discovery cuts batches, as the seed's site settings say it
+/// (`file_batch_size`, `file_batch_gb`, `enable_auto_file_batch_sizing`).
+/// `crate::batch::BatchLimits` turns them into limits.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct BatchSettings {
+    /// Most paths in one batch.
+    pub file_batch_size: usize,
+    /// Most decimal gigabytes of file data in one batch; 0 for no limit.
+    pub file_batch_gb: f64,
+    /// Grow the path limit with the number of paths found so far.
+    pub auto_sizing: bool,
+}
+
+impl Default for BatchSettings {
+    fn default() -> Self {
+        BatchSettings {
+            file_batch_size: defaults::FILE_BATCH_SIZE,
+            file_batch_gb: defaults::FILE_BATCH_GB,
+            auto_sizing: defaults::AUTO_FILE_BATCH_SIZING,
+        }
+    }
+}
+
 /// Agent settings from `[settings]`, with the seed's defaults.
 #[derive(Clone, Debug, PartialEq)]
 pub struct AgentSettings {
@@ -193,11 +214,11 @@ pub struct AgentSettings {
     pub broker_url: String,
     /// The node name in events and results; `ferry@<hostname>` by default.
     pub node_name: Option<String>,
-    /// Batches cut by discovery (`file_batch_size`, `file_batch_gb`,
-    /// `enable_auto_file_batch_sizing`).
-    pub batch: BatchLimits,
-    /// Age after which a snapdiff lock is stale, seconds (`lock_threshold`).
-    pub lock_threshold: u64,
+    /// Batches cut by discovery.
+    pub batch: BatchSettings,
+    /// Age after which a snapdiff lock is stale (`lock_threshold`, seconds
+    /// in the file).
+    pub lock_threshold: Duration,
     /// Send `worker-heartbeat` events (`heartbeat`).
     pub heartbeat: bool,
     /// Seconds between heartbeats (`heartbeat_interval`, Celery's 2.0).
@@ -222,18 +243,18 @@ pub struct AgentSettings {
 impl Default for AgentSettings {
     fn default() -> Self {
         AgentSettings {
-            broker_url: "amqp://guest:guest@127.0.0.1:5672/%2f".into(),
+            broker_url: defaults::BROKER_URL.into(),
             node_name: None,
-            batch: BatchLimits::from_seed(40, 1.0, true),
-            lock_threshold: 86_400,
+            batch: BatchSettings::default(),
+            lock_threshold: defaults::LOCK_THRESHOLD,
             heartbeat: true,
             heartbeat_interval: Duration::from_secs(2),
             task_events: true,
             max_message_bytes: 64 << 20,
             confirm_window: 1024,
-            walk_threads: crate::walk::WalkOptions::default().threads,
+            walk_threads: defaults::walk_threads(),
             metrics_listen: None,
-            snapdiff_stream_timeout: Duration::from_secs(600),
+            snapdiff_stream_timeout: defaults::SNAPDIFF_STREAM_TIMEOUT,
         }
     }
 }
@@ -260,14 +281,17 @@ impl AgentSettings {
             }
             a.node_name = Some(v.text);
         }
-        let size = s.take_parsed("file_batch_size", parse_count)?.unwrap_or(40);
-        let gb = s.take_parsed("file_batch_gb", parse_gb)?.unwrap_or(1.0);
-        let dynamic = s
-            .take_parsed("enable_auto_file_batch_sizing", parse_bool)?
-            .unwrap_or(true);
-        a.batch = BatchLimits::from_seed(size, gb, dynamic);
+        if let Some(n) = s.take_parsed("file_batch_size", parse_count)? {
+            a.batch.file_batch_size = n;
+        }
+        if let Some(g) = s.take_parsed("file_batch_gb", parse_gb)? {
+            a.batch.file_batch_gb = g;
+        }
+        if let Some(b) = s.take_parsed("enable_auto_file_batch_sizing", parse_bool)? {
+            a.batch.auto_sizing = b;
+        }
         if let Some(n) = s.take_parsed("lock_threshold", parse_count)? {
-            a.lock_threshold = n as u64;
+            a.lock_threshold = Duration::from_secs(n as u64);
         }
         if let Some(b) = s.take_parsed("heartbeat", parse_bool)? {
             a.heartbeat = b;
@@ -289,26 +313,12 @@ impl AgentSettings {
         }
         a.metrics_listen = s.take_parsed("metrics_listen", |t| {
             t.parse()
-                .map_err(|_| format!("expected an address such as 127.0.0.1:9464, found {t:?}"))
+                .map_err(|_| BadValue::expected("an address such as 127.0.0.1:9464", t))
         })?;
         if let Some(m) = s.take_parsed("snapdiff_stream_timeout", parse_count)? {
             a.snapdiff_stream_timeout = Duration::from_secs(m as u64 * 60);
         }
         Ok(a)
-    }
-}
-
-fn parse_gb(s: &str) -> Result<f64, String> {
-    match s.parse::<f64>() {
-        Ok(g) if g.is_finite() && g >= 0.0 => Ok(g),
-        _ => Err(format!("expected a number of GB (0 for no limit), found {s:?}")),
-    }
-}
-
-fn parse_seconds(s: &str) -> Result<Duration, String> {
-    match s.parse::<f64>() {
-        Ok(x) if x.is_finite() && x > 0.0 && x <= 3600.0 => Ok(Duration::from_secs_f64(x)),
-        _ => Err(format!("expected seconds above 0 and at most 3600, found {s:?}")),
     }
 }
 

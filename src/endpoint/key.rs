@@ -9,30 +9,19 @@
 //! injective, so two files never share a key, and readable for ordinary
 //! names (`projects/café/a b.txt` stays as it is).
 
-use std::fmt;
-
 /// Why a path has no key under an endpoint.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum KeyError {
     /// The path is not below the endpoint's local root.
+    #[error("path is outside the endpoint's root")]
     OutsideRoot,
     /// The path is the endpoint's root itself.
+    #[error("path is the endpoint's root itself, which has no object")]
     IsRoot,
     /// The path has a `.` or `..` component, so its place is ambiguous.
+    #[error("path has a '.' or '..' component")]
     DotComponent,
 }
-
-impl fmt::Display for KeyError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            KeyError::OutsideRoot => "path is outside the endpoint's root",
-            KeyError::IsRoot => "path is the endpoint's root itself, which has no object",
-            KeyError::DotComponent => "path has a '.' or '..' component",
-        })
-    }
-}
-
-impl std::error::Error for KeyError {}
 
 /// The key of `path` (absolute) for an endpoint whose local `root`
 /// (absolute, no trailing slash except `/` itself) maps to `prefix` (no

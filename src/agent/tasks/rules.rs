@@ -9,10 +9,12 @@
 //! patterns are appended unless the rule ignores them. Action values that
 //! begin with `*` are runtime fields, replaced by the caller's `fields`.
 
-use crate::agent::celery::Signature;
-use crate::agent::queues::{Function, queue_name};
+use crate::agent::celery::{Signature, SignatureOptions};
+use crate::config::queue_name;
 use crate::entry::FileType;
 use crate::rules::{Filter, Verdict};
+use crate::task::args::kwargs_with;
+use crate::task::names::function_of;
 use serde::Deserialize;
 use serde_json::Value;
 use serde_json::value::RawValue;
@@ -96,16 +98,55 @@ pub struct RuleArgs {
 impl RuleArgs {
     /// Compiles the rules, routing actions by default to `site` and
     /// `queue`; a task with no rules would do nothing, so that is an error.
-    pub fn compile(&self, site: &str, queue: &str) -> Result<Vec<Rule>, String> {
+    pub fn compile(&self, site: &str, queue: &str) -> Result<Vec<Rule>, RuleError> {
         let routing = Routing {
             site: self.site.clone().unwrap_or_else(|| site.to_string()),
             queue: self.queue.clone().unwrap_or_else(|| queue.to_string()),
         };
         let rules = compile(&self.filter_rules, &self.ctx, &routing)?;
         if rules.is_empty() {
-            return Err("no filter_rules: the discovered paths would go nowhere".into());
+            return Err(RuleError::NoRules);
         }
         Ok(rules)
+    }
+}
+
+/// A rule set that cannot be used, with the rule and action at fault
+/// (counted from 1, as a person reading the workflow counts).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RuleError {
+    /// Nothing would take the discovered paths.
+    #[error("no filter_rules: the discovered paths would go nowhere")]
+    NoRules,
+    /// The seed forbids mixing the two catch-all kinds.
+    #[error("a rule set cannot hold both `all` and `default` rules")]
+    AllAndDefault,
+    /// One rule is wrong.
+    #[error("rule {rule}: {problem}")]
+    Rule {
+        /// Which.
+        rule: usize,
+        /// What is wrong.
+        problem: String,
+    },
+    /// One action of a rule is wrong.
+    #[error("rule {rule}, action {action}: {problem}")]
+    Action {
+        /// Which rule.
+        rule: usize,
+        /// Which of its actions.
+        action: usize,
+        /// What is wrong.
+        problem: String,
+    },
+}
+
+impl RuleError {
+    fn rule(rule: usize, problem: impl Into<String>) -> RuleError {
+        RuleError::Rule {
+            rule,
+            problem: problem.into(),
+        }
     }
 }
 
@@ -154,26 +195,11 @@ impl Action {
         Signature {
             task: self.task.clone(),
             kwargs: Some(RawValue::from_string(text).expect("valid JSON")),
-            options: Some(crate::agent::celery::SignatureOptions {
+            options: Some(SignatureOptions {
                 queue: Some(self.queue.clone()),
             }),
         }
     }
-}
-
-/// `{<kwargs>, "jobid": .., "paths": [..]}` as one JSON object.
-pub fn kwargs_with(kwargs: &str, jobid: Option<&RawValue>, paths: Option<&[u8]>) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    if !kwargs.is_empty() {
-        parts.push(kwargs.to_string());
-    }
-    if let Some(j) = jobid {
-        parts.push(format!("\"jobid\":{}", j.get()));
-    }
-    if let Some(p) = paths {
-        parts.push(format!("\"paths\":[{}]", String::from_utf8_lossy(p)));
-    }
-    format!("{{{}}}", parts.join(","))
 }
 
 /// Where actions go unless they say: the site and queue of the call.
@@ -185,19 +211,8 @@ pub struct Routing {
     pub queue: String,
 }
 
-/// The function queue a task runs on.
-pub fn function_of(task: &str) -> Function {
-    match task {
-        "dynamo.tasks.recursive_navigate" | "dynamo.tasks.snapdiff" | "dynamo.tasks.rotate_snapshot" => {
-            Function::Discovery
-        }
-        t if t.starts_with("dynamo.custom.") => Function::Custom,
-        _ => Function::Worker,
-    }
-}
-
 /// Compiles a rule set. Errors name the rule (from 1) and the problem.
-pub fn compile(specs: &[RuleSpec], ctx: &Context, routing: &Routing) -> Result<Vec<Rule>, String> {
+pub fn compile(specs: &[RuleSpec], ctx: &Context, routing: &Routing) -> Result<Vec<Rule>, RuleError> {
     let mut rules = Vec::with_capacity(specs.len());
     for (i, spec) in specs.iter().enumerate() {
         let n = i + 1;
@@ -205,7 +220,7 @@ pub fn compile(specs: &[RuleSpec], ctx: &Context, routing: &Routing) -> Result<V
             ("all", "all") => Kind::All,
             ("default", "default") => Kind::Default,
             ("default", _) | (_, "default") => {
-                return Err(format!("rule {n}: `default` must be both its state and its type"));
+                return Err(RuleError::rule(n, "`default` must be both its state and its type"));
             }
             _ => Kind::Explicit,
         };
@@ -215,8 +230,9 @@ pub fn compile(specs: &[RuleSpec], ctx: &Context, routing: &Routing) -> Result<V
             "directory" | "folder" => Some(FileType::Directory),
             "symlink" | "link" => Some(FileType::Symlink),
             other => {
-                return Err(format!(
-                    "rule {n}: type must be file, directory, symlink, all or default, not {other:?}"
+                return Err(RuleError::rule(
+                    n,
+                    format!("type must be file, directory, symlink, all or default, not {other:?}"),
                 ));
             }
         };
@@ -228,18 +244,24 @@ pub fn compile(specs: &[RuleSpec], ctx: &Context, routing: &Routing) -> Result<V
         if !spec.ignore_site_excludes {
             exclude.extend(ctx.site_excludes.iter().cloned());
         }
-        let filter = Filter::new(&include, &exclude).map_err(|e| format!("rule {n}: {e}"))?;
+        let filter = Filter::new(&include, &exclude).map_err(|e| RuleError::rule(n, e.to_string()))?;
         let list = match &spec.action {
             OneOrMany::Many(v) => v.clone(),
             OneOrMany::One(a) => vec![a.clone()],
         };
         if list.is_empty() {
-            return Err(format!("rule {n}: no actions"));
+            return Err(RuleError::rule(n, "no actions"));
         }
         let actions = list
             .into_iter()
             .enumerate()
-            .map(|(j, a)| resolve(a, ctx, routing).map_err(|e| format!("rule {n}, action {}: {e}", j + 1)))
+            .map(|(j, a)| {
+                resolve(a, ctx, routing).map_err(|problem| RuleError::Action {
+                    rule: n,
+                    action: j + 1,
+                    problem,
+                })
+            })
             .collect::<Result<_, _>>()?;
         rules.push(Rule {
             kind,
@@ -250,7 +272,7 @@ pub fn compile(specs: &[RuleSpec], ctx: &Context, routing: &Routing) -> Result<V
         });
     }
     if rules.iter().any(|r| r.kind == Kind::All) && rules.iter().any(|r| r.kind == Kind::Default) {
-        return Err("a rule set cannot hold both `all` and `default` rules".into());
+        return Err(RuleError::AllAndDefault);
     }
     Ok(rules)
 }
@@ -319,7 +341,7 @@ pub fn matching(rules: &[Rule], path: &[u8], file_type: FileType, state: &str, o
 mod tests {
     use super::*;
 
-    fn rules(json: &str, ctx: &Context) -> Result<Vec<Rule>, String> {
+    fn rules(json: &str, ctx: &Context) -> Result<Vec<Rule>, RuleError> {
         let specs: Vec<RuleSpec> = serde_json::from_str(json).unwrap();
         compile(
             &specs,
@@ -403,7 +425,7 @@ mod tests {
                 "set by discovery",
             ),
         ] {
-            let e = rules(json, &ctx).unwrap_err();
+            let e = rules(json, &ctx).unwrap_err().to_string();
             assert!(e.contains(why), "{json}: {e}");
         }
     }

@@ -1,0 +1,316 @@
+//! The vocabulary every agent task shares: what it was asked
+//! ([`Input`]), where it runs ([`TaskEnv`]), where its child tasks and
+//! streamed results go ([`ChildSink`]), where it reads what others stream
+//! to it ([`Inbox`]), and how it ends ([`TaskOutput`], [`TaskError`]). The
+//! runtime gives tasks the broker's sink; tests give them an in-memory one.
+
+use super::rules::RuleError;
+use crate::agent::celery::{Outgoing, TaskMessage};
+use crate::batch::BatchLimits;
+use crate::config::{AgentSettings, ConsumerSpec};
+use crate::ops::OpError;
+use crate::snapdiff::run::SnapdiffError;
+use crate::snapdiff::state::AcquireError;
+use crate::task::{ArgumentError, PathObject, TaskName};
+use serde_json::value::RawValue;
+use std::time::Duration;
+
+/// The Python module named in ferry's exception documents.
+pub const EXC_MODULE: &str = "ferry.exceptions";
+
+/// What every task was asked, read once from its message.
+pub struct Input<'m> {
+    /// The message (its id, root and chain, for children and streams).
+    pub msg: &'m TaskMessage,
+    /// Which task.
+    pub name: TaskName,
+    /// The job id, as it was sent (any JSON value), or none.
+    pub jobid: Option<&'m RawValue>,
+    /// The input paths.
+    pub paths: Vec<PathObject>,
+}
+
+impl Input<'_> {
+    /// The one path a fileset task takes (the fileset's junction).
+    pub fn one_path(&self) -> Result<&PathObject, TaskError> {
+        match &self.paths[..] {
+            [root] => Ok(root),
+            other => Err(ArgumentError::invalid(
+                "paths",
+                format!(
+                    "{} takes exactly one path (the fileset's junction), got {}",
+                    self.name,
+                    other.len()
+                ),
+            )
+            .into()),
+        }
+    }
+}
+
+/// Where a task runs and the settings tasks read.
+#[derive(Clone, Debug)]
+pub struct TaskEnv {
+    /// This agent's site.
+    pub site: String,
+    /// The configured queue the message came from (`default`, ...).
+    pub queue: String,
+    /// The broker queue the message came from (`<site>.<queue>#<function>`).
+    pub queue_name: String,
+    /// The node name (`ferry@<host>`), the `origin` of child tasks.
+    pub node: String,
+    /// How discovery cuts batches.
+    pub batch: BatchLimits,
+    /// Metadata calls in flight per discovery walk.
+    pub walk_threads: usize,
+    /// Age after which a snapdiff lock is stale.
+    pub lock_threshold: Duration,
+    /// Longest wait for news from a snapdiff's delete and move handlers.
+    pub stream_timeout: Duration,
+}
+
+impl TaskEnv {
+    /// The environment of a task delivered to `consumer` on `node` of `site`.
+    pub fn new(site: &str, node: &str, consumer: &ConsumerSpec, settings: &AgentSettings) -> TaskEnv {
+        TaskEnv {
+            site: site.to_string(),
+            queue: consumer.queue_config.clone(),
+            queue_name: consumer.queue.clone(),
+            node: node.to_string(),
+            batch: BatchLimits::from_settings(&settings.batch),
+            walk_threads: settings.walk_threads,
+            lock_threshold: settings.lock_threshold,
+            stream_timeout: settings.snapdiff_stream_timeout,
+        }
+    }
+}
+
+/// A message that could not be published or read; the task's own message
+/// goes back to its queue to run again.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SinkError {
+    /// Publishing failed or was not confirmed.
+    #[error("cannot publish to {queue}: {reason}")]
+    Publish {
+        /// The queue.
+        queue: String,
+        /// What the broker said.
+        reason: String,
+    },
+    /// A stream queue could not be set up.
+    #[error("cannot read stream queue {queue}: {reason}")]
+    Subscribe {
+        /// The queue.
+        queue: String,
+        /// What the broker said.
+        reason: String,
+    },
+    /// The stream queue went away while the task read it.
+    #[error("lost the stream queue: {0}")]
+    StreamLost(String),
+}
+
+/// What a task produced: its result object and its children.
+pub struct TaskOutput {
+    /// The result object (JSON).
+    pub result: Vec<u8>,
+    /// Ids of the child tasks published.
+    pub children: Vec<String>,
+}
+
+/// Why a task failed as a whole, each kind under its own exception name
+/// so a client can tell bad arguments from a lost endpoint or broker.
+#[derive(Debug, thiserror::Error)]
+pub enum TaskError {
+    /// Not a task ferry runs.
+    #[error("{0:?} is not a task ferry runs")]
+    NotRegistered(String),
+    /// Arguments of the wrong shape.
+    #[error("{0}")]
+    Arguments(#[from] ArgumentError),
+    /// A workflow's rules that cannot be used.
+    #[error("{0}")]
+    Rules(#[from] RuleError),
+    /// An operation that cannot run (arguments, endpoint).
+    #[error("{0}")]
+    Op(#[from] OpError),
+    /// Child tasks or streams could not be published.
+    #[error("{0}")]
+    Broker(#[from] SinkError),
+    /// The walk could not be done.
+    #[error("{context}: {source}")]
+    Walk {
+        /// What was being done.
+        context: &'static str,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// A snapdiff or rotate failed.
+    #[error("{0}")]
+    Snapdiff(#[from] SnapdiffError),
+    /// The diff was delivered, but the rotation after it failed.
+    #[error("the diff was delivered but rotating failed: {0}")]
+    Rotate(SnapdiffError),
+    /// Delete and move handlers did not report in time.
+    #[error("no streamed results from {handlers} delete/move task(s) for {seconds}s (snapdiff_stream_timeout)")]
+    StreamTimeout {
+        /// Handlers still silent.
+        handlers: usize,
+        /// The idle timeout.
+        seconds: u64,
+    },
+}
+
+impl TaskError {
+    /// The exception the result document names: Celery's own names where
+    /// Celery has one, the seed's `SnapdiffLockError`, otherwise ferry's
+    /// (`exc_type`, `exc_module`).
+    pub fn exception(&self) -> (&'static str, &'static str) {
+        match self {
+            TaskError::NotRegistered(_) => ("NotRegistered", "celery.exceptions"),
+            TaskError::Arguments(_) | TaskError::Rules(_) => ("InvalidArguments", EXC_MODULE),
+            TaskError::Op(e) if e.is_endpoint() => ("EndpointUnavailable", EXC_MODULE),
+            TaskError::Op(_) => ("InvalidArguments", EXC_MODULE),
+            TaskError::Broker(_) => ("BrokerLost", EXC_MODULE),
+            TaskError::Snapdiff(SnapdiffError::Lock(AcquireError::Held(_))) => ("SnapdiffLockError", EXC_MODULE),
+            TaskError::Walk { .. } | TaskError::Snapdiff(_) | TaskError::Rotate(_) => ("FilesystemError", EXC_MODULE),
+            TaskError::StreamTimeout { .. } => ("StreamTimeout", EXC_MODULE),
+        }
+    }
+}
+
+/// Where child tasks and streamed results go, and where a task reads
+/// what others stream to it.
+pub trait ChildSink {
+    /// Publishes a task message to `queue`. It is confirmed by the broker
+    /// before the task's own result is published.
+    fn send(&mut self, queue: &str, msg: Outgoing) -> Result<(), SinkError>;
+    /// Publishes a stream message (JSON) to `queue`.
+    fn stream(&mut self, queue: &str, correlation_id: &str, body: Vec<u8>) -> Result<(), SinkError>;
+    /// Declares a private queue for this task and reads from it.
+    fn subscribe(&mut self, queue: &str) -> Result<Box<dyn Inbox>, SinkError>;
+}
+
+/// Messages streamed to a task.
+pub trait Inbox {
+    /// The next message body, or `None` if none came within `idle`.
+    fn next(&mut self, idle: Duration) -> Result<Option<Vec<u8>>, SinkError>;
+}
+
+/// An in-memory sink for tests: it decodes and keeps every child task,
+/// keeps every stream message, and answers each child that asks for
+/// streamed results with the stream its handler would send (one last
+/// message, with `failures` failed paths for children whose paths match
+/// `fail`).
+#[cfg(test)]
+pub(crate) mod memory {
+    use super::*;
+    use crate::agent::celery::{HeaderValue, Incoming, TaskMessage, decode};
+    use crate::task::stream::stream_message;
+    use std::cell::RefCell;
+    use std::collections::VecDeque;
+    use std::rc::Rc;
+
+    #[derive(Default)]
+    pub(crate) struct Memory {
+        /// Child tasks, by queue, in order.
+        pub(crate) sent: Vec<(String, TaskMessage)>,
+        /// Stream messages, by queue.
+        pub(crate) streamed: Vec<(String, Vec<u8>)>,
+        /// Stream queues subscribed to.
+        pub(crate) subscribed: Vec<String>,
+        /// Messages waiting in the subscribed stream.
+        pub(crate) inbox: Rc<RefCell<VecDeque<Vec<u8>>>>,
+        /// Path substring whose streamed outcome is `failures`.
+        pub(crate) fail: Option<String>,
+        /// Handlers never answer (their streams stay silent).
+        pub(crate) silent: bool,
+    }
+
+    impl ChildSink for Memory {
+        fn send(&mut self, queue: &str, msg: Outgoing) -> Result<(), SinkError> {
+            let m = decode(
+                &Incoming {
+                    headers: &msg.headers,
+                    body: &msg.body,
+                    ..Default::default()
+                },
+                usize::MAX,
+            )
+            .map_err(|e| SinkError::Publish {
+                queue: queue.into(),
+                reason: e.reason,
+            })?;
+            if !self.silent && m.kwarg("stream_results").is_some_and(|v| v.get() == "true") {
+                let paths = crate::task::parse_paths(m.kwarg("paths")).expect("children carry paths");
+                let mut body = Vec::new();
+                for (i, p) in paths.iter().enumerate() {
+                    let failed = self
+                        .fail
+                        .as_deref()
+                        .is_some_and(|f| String::from_utf8_lossy(&p.path).contains(f));
+                    if i > 0 {
+                        body.push(b',');
+                    }
+                    let state = if failed { "failures" } else { "processed" };
+                    body.extend_from_slice(b"{\"path\":");
+                    crate::task::surrogate::encode(&p.path, &mut body);
+                    body.extend_from_slice(format!(",\"state\":\"{state}\"}}").as_bytes());
+                }
+                let message = stream_message(&m.id, &m.task, 0, true, &body);
+                self.inbox.borrow_mut().push_back(message);
+            }
+            self.sent.push((queue.to_string(), m));
+            Ok(())
+        }
+
+        fn stream(&mut self, queue: &str, _: &str, body: Vec<u8>) -> Result<(), SinkError> {
+            self.streamed.push((queue.to_string(), body));
+            Ok(())
+        }
+
+        fn subscribe(&mut self, queue: &str) -> Result<Box<dyn Inbox>, SinkError> {
+            self.subscribed.push(queue.to_string());
+            Ok(Box::new(MemoryInbox(self.inbox.clone())))
+        }
+    }
+
+    /// A task message as a Celery client sends it: task `task`, id `id`,
+    /// keyword arguments `kwargs`.
+    pub(crate) fn message(task: TaskName, id: &str, kwargs: serde_json::Value) -> TaskMessage {
+        let headers = vec![
+            ("task".into(), HeaderValue::Str(task.as_str().into())),
+            ("id".into(), HeaderValue::Str(id.into())),
+        ];
+        let body = format!("[[], {kwargs}, null]");
+        let incoming = Incoming {
+            headers: &headers,
+            body: body.as_bytes(),
+            ..Default::default()
+        };
+        decode(&incoming, usize::MAX).expect("a well-formed message")
+    }
+
+    /// The environment of a discovery task on `s1.default#discovery`,
+    /// batches of `batch_size` paths without a data limit.
+    pub(crate) fn env(batch_size: usize, stream_timeout: Duration) -> TaskEnv {
+        TaskEnv {
+            site: "s1".into(),
+            queue: "default".into(),
+            queue_name: "s1.default#discovery".into(),
+            node: "ferry@test".into(),
+            batch: BatchLimits::from_seed(batch_size, 0.0, false),
+            walk_threads: 2,
+            lock_threshold: Duration::from_secs(60),
+            stream_timeout,
+        }
+    }
+
+    struct MemoryInbox(Rc<RefCell<VecDeque<Vec<u8>>>>);
+
+    impl Inbox for MemoryInbox {
+        fn next(&mut self, _: Duration) -> Result<Option<Vec<u8>>, SinkError> {
+            Ok(self.0.borrow_mut().pop_front())
+        }
+    }
+}

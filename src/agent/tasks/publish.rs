@@ -1,0 +1,200 @@
+//! Discovered paths into child tasks: batches kept per key (a rule, or a
+//! rule and a change state) and published the moment one is full, each as
+//! a child task of its rule's first action with the rest of the actions
+//! chained behind it; and the next link of a chain after an operation.
+//!
+//! Children go through a [`ChildSink`], which returns only once the broker
+//! has confirmed the message, so a task whose result says it spawned a
+//! child has really spawned it.
+
+use super::context::{ChildSink, SinkError, TaskError};
+use super::rules::Action;
+use crate::agent::celery::{Signature, TaskMessage, child_task, object_text};
+use crate::batch::{BatchLimits, Batcher};
+use crate::config::queue_name;
+use crate::task::ArgumentError;
+use crate::task::args::kwargs_with;
+use crate::task::names::function_of;
+use crate::task::path_object::OrderedMap;
+use serde_json::value::RawValue;
+
+/// Publishes the child tasks of one parent task and remembers their ids.
+pub struct Publisher<'a> {
+    parent: &'a TaskMessage,
+    node: &'a str,
+    jobid: Option<&'a RawValue>,
+    sink: &'a mut dyn ChildSink,
+    children: Vec<String>,
+}
+
+impl<'a> Publisher<'a> {
+    /// Children of `parent`, sent by `node` through `sink`, each carrying
+    /// the job id `jobid`.
+    pub fn new(
+        parent: &'a TaskMessage,
+        node: &'a str,
+        jobid: Option<&'a RawValue>,
+        sink: &'a mut dyn ChildSink,
+    ) -> Publisher<'a> {
+        Publisher {
+            parent,
+            node,
+            jobid,
+            sink,
+            children: Vec::new(),
+        }
+    }
+
+    /// Publishes `batch` (encoded path objects) as a task of `actions[0]`
+    /// with `extra` keyword arguments (members without braces) added to
+    /// its own, the other actions chained behind it; returns its id.
+    pub fn batch(&mut self, actions: &[Action], batch: &[Vec<u8>], extra: &str) -> Result<String, SinkError> {
+        let first = &actions[0];
+        let paths = batch.join(&b","[..]);
+        let own = match (first.kwargs.is_empty(), extra.is_empty()) {
+            (_, true) => first.kwargs.clone(),
+            (true, false) => extra.to_string(),
+            (false, false) => format!("{},{extra}", first.kwargs),
+        };
+        let kwargs = kwargs_with(&own, self.jobid, Some(&paths));
+        let chain: Vec<Signature> = actions[1..].iter().rev().map(|a| a.signature(self.jobid)).collect();
+        self.send(&first.task, &first.queue, &kwargs, &chain)
+    }
+
+    /// Sends the next link of the parent's chain (its last element runs
+    /// first) on `paths` (encoded path objects separated by commas): the
+    /// paths that go on after an operation. The link's queue is its own, or
+    /// the function queue of its task on `site`'s `queue`.
+    pub fn next_link(&mut self, site: &str, queue: &str, paths: &[u8]) -> Result<Option<String>, ChainError> {
+        let Some((next, rest)) = self.parent.chain.split_last() else {
+            return Ok(None);
+        };
+        let own = next.kwargs.as_ref().map_or("{}", |k| k.get());
+        let own: OrderedMap = serde_json::from_str(own).map_err(|e| ChainError::Kwargs {
+            task: next.task.clone(),
+            reason: e.to_string(),
+        })?;
+        let members = object_text(own.0.iter().filter(|(k, _)| k != "paths" && k != "jobid"));
+        let own_jobid = own.0.iter().find(|(k, _)| k == "jobid").map(|(_, v)| &**v);
+        let kwargs = kwargs_with(&members[1..members.len() - 1], self.jobid.or(own_jobid), Some(paths));
+        let target = next
+            .options
+            .as_ref()
+            .and_then(|o| o.queue.clone())
+            .unwrap_or_else(|| queue_name(site, queue, function_of(&next.task)));
+        Ok(Some(self.send(&next.task, &target, &kwargs, rest)?))
+    }
+
+    fn send(&mut self, task: &str, queue: &str, kwargs: &str, chain: &[Signature]) -> Result<String, SinkError> {
+        let out = child_task(task, kwargs, self.parent, chain, self.node);
+        let id = out.id.clone();
+        self.sink.send(queue, out)?;
+        self.children.push(id.clone());
+        Ok(id)
+    }
+
+    /// Stream messages go through the same sink.
+    pub fn sink(&mut self) -> &mut dyn ChildSink {
+        self.sink
+    }
+
+    /// The ids of the children published so far.
+    pub fn children(&self) -> &[String] {
+        &self.children
+    }
+
+    /// The ids of every child published.
+    pub fn into_children(self) -> Vec<String> {
+        self.children
+    }
+}
+
+impl From<ChainError> for TaskError {
+    /// A link that is not an object is the caller's argument error; a
+    /// publish that failed is the broker's.
+    fn from(e: ChainError) -> TaskError {
+        match e {
+            ChainError::Sink(s) => TaskError::Broker(s),
+            kwargs => TaskError::Arguments(ArgumentError::invalid("chain", kwargs.to_string())),
+        }
+    }
+}
+
+/// Why the next link of a chain could not be sent.
+#[derive(Debug, thiserror::Error)]
+pub enum ChainError {
+    /// The link's own keyword arguments are not an object.
+    #[error("chain link {task}: kwargs: {reason}")]
+    Kwargs {
+        /// The link's task.
+        task: String,
+        /// The JSON error.
+        reason: String,
+    },
+    /// Publishing failed.
+    #[error("{0}")]
+    Sink(#[from] SinkError),
+}
+
+/// Open batches by key, each handed to `publish` as soon as it is full.
+pub struct Batches<K> {
+    limits: BatchLimits,
+    open: Vec<(K, Batcher<Vec<u8>>)>,
+}
+
+impl<K: Copy + PartialEq> Batches<K> {
+    /// No open batches yet; each new key gets a batcher with `limits`.
+    pub fn new(limits: BatchLimits) -> Batches<K> {
+        Batches {
+            limits,
+            open: Vec::new(),
+        }
+    }
+
+    /// Adds one encoded path object of `size` bytes of file data to the
+    /// batch of `key`. One push can close two batches (the one filling,
+    /// then a full new one, for a file at least as big as the data limit):
+    /// every batch it hands back is published.
+    pub fn push<E>(
+        &mut self,
+        key: K,
+        obj: Vec<u8>,
+        size: u64,
+        publish: &mut impl FnMut(K, Vec<Vec<u8>>) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let i = match self.open.iter().position(|(k, _)| *k == key) {
+            Some(i) => i,
+            None => {
+                self.open.push((key, Batcher::new(self.limits)));
+                self.open.len() - 1
+            }
+        };
+        let mut full = Vec::new();
+        self.open[i].1.push(obj, size, 0, |b| full.push(b));
+        for batch in full {
+            publish(key, batch)?;
+        }
+        Ok(())
+    }
+
+    /// Publishes what is left in the batches whose key `which` selects,
+    /// in the order their keys first came.
+    pub fn flush<E>(
+        &mut self,
+        which: impl Fn(&K) -> bool,
+        publish: &mut impl FnMut(K, Vec<Vec<u8>>) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let mut rest = Vec::new();
+        for (k, b) in &mut self.open {
+            if which(k)
+                && let Some(batch) = b.flush()
+            {
+                rest.push((*k, batch));
+            }
+        }
+        for (k, batch) in rest {
+            publish(k, batch)?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,479 @@
+//! `dynamo.tasks.snapdiff` and `dynamo.tasks.rotate_snapshot` as agent
+//! tasks: a snapshot diff of one fileset whose changes go through the
+//! workflow's filter rules into child tasks, batch by batch.
+//!
+//! Order matters when changes are applied elsewhere, so the run has two
+//! phases. Deleted and moved paths come first (the diff emits them first);
+//! their handlers get `stream_results=True` and `stream_to=<queue>` and
+//! stream per-file results back to a queue this task reads. Only when every
+//! one of them has reported its last batch (each message resets an idle
+//! timeout, `snapdiff_stream_timeout`) are the created and updated batches
+//! published. Then the run rotates, or rolls back if a streamed file failed
+//! and `snappdiff_rotate_on_error` is false (the seed's spelling).
+
+use super::context::{ChildSink, Inbox, Input, TaskEnv, TaskError, TaskOutput};
+use super::publish::{Batches, Publisher};
+use super::rules::{self, Rule, RuleArgs};
+use crate::config::GpfsSettings;
+use crate::entry::Fields;
+use crate::snapdiff::diff::{Change, ChangeState};
+use crate::snapdiff::output::{ExtraFields, change_entry, write_change_keys};
+use crate::snapdiff::request::{RotateRequest, SnapdiffRequest};
+use crate::snapdiff::run::{ChangeSink, rotate, snapdiff};
+use crate::task::status::{Status, now_iso8601};
+use crate::task::stream::StreamMessage;
+use crate::task::write_entry;
+use serde::Deserialize;
+use std::collections::HashSet;
+use std::ffi::OsStr;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+/// The keyword arguments of `snapdiff`: the workflow's rules and the diff.
+#[derive(Deserialize)]
+pub struct SnapdiffArgs {
+    /// The workflow's rules.
+    #[serde(flatten)]
+    pub rules: RuleArgs,
+    /// The fileset and the seed's choices.
+    #[serde(flatten)]
+    pub request: SnapdiffRequest,
+}
+
+/// Runs `dynamo.tasks.snapdiff`.
+pub fn snapdiff_task(
+    input: &Input<'_>,
+    args: &SnapdiffArgs,
+    env: &TaskEnv,
+    gpfs: &GpfsSettings,
+    sink: &mut dyn ChildSink,
+) -> Result<TaskOutput, TaskError> {
+    let started = now_iso8601();
+    let root = input.one_path()?;
+    let rules = args.rules.compile(&env.site, &env.queue)?;
+    let sd = &args.request;
+    let prov = sd.fileset.open(Path::new(OsStr::from_bytes(&root.path)), gpfs)?;
+    let mut opts = sd.options(env.lock_threshold, env.walk_threads);
+    // The task itself ends the run, after its handlers reported.
+    opts.hold = true;
+    let stream_to = format!("ferry.stream.{}", input.msg.id);
+    let inbox = sink.subscribe(&stream_to)?;
+    let mut run = Phases {
+        children: Children {
+            publisher: Publisher::new(input.msg, &env.node, input.jobid, sink),
+            rules: &rules,
+            stream_kwargs: format!(
+                "\"stream_results\":true,\"stream_to\":{}",
+                serde_json::to_string(&stream_to).expect("json")
+            ),
+            streaming: HashSet::new(),
+        },
+        inbox,
+        task_id: &input.msg.id,
+        stream_timeout: env.stream_timeout,
+        root: prov.fileset().path.clone(),
+        extra: sd.extra_fields,
+        batches: Batches::new(env.batch),
+        stream_failures: 0,
+        streamed: 0,
+        second_phase: false,
+        matched: Vec::new(),
+        error: None,
+    };
+    let mut log = |m: &str| tracing::info!(task = %input.msg.id, "{m}");
+    let diffed = snapdiff(prov.as_ref(), &opts, &mut run, &mut log);
+    // A failure of the sink itself says more than the run's wrapping of it.
+    if let Some(e) = run.error.take() {
+        return Err(e);
+    }
+    let mut report = diffed?;
+    let (stream_failures, streamed) = (run.stream_failures, run.streamed);
+    let children = run.children.publisher.into_children();
+    if !sd.hold {
+        // The rotation's own report has no counts: keep the diff's.
+        let rotated = rotate(
+            prov.as_ref(),
+            &opts,
+            stream_failures == 0,
+            sd.snappdiff_rotate_on_error,
+            &mut log,
+        )
+        .map_err(TaskError::Rotate)?;
+        report.outcome = rotated.outcome;
+        report.warnings.extend(rotated.warnings);
+    }
+    let mut counts = serde_json::to_value(report.summary).expect("json");
+    counts["children"] = children.len().into();
+    counts["streamed"] = streamed.into();
+    counts["streamed_failures"] = stream_failures.into();
+    let snap = serde_json::json!({
+        "snapshot": report.new_snapshot,
+        "previous_snapshot": report.old_snapshot,
+        "first_run": report.first_run,
+        "outcome": report.outcome,
+        "warnings": report.warnings,
+    });
+    let mut status = Status::new(input.name.as_str());
+    status
+        .input_paths([root])
+        .value("summary", &counts)
+        .raw("details", b"{}")
+        .string("started", &started)
+        .value("snapdiff", &snap)
+        .value("has_dynamic_children", &!children.is_empty());
+    Ok(TaskOutput {
+        result: status.into_result(input.jobid, Some(&env.queue_name), b""),
+        children,
+    })
+}
+
+/// Runs `dynamo.tasks.rotate_snapshot`: ends a run held by `hold=True`,
+/// rotating when `failed` is false or `snappdiff_rotate_on_error` is true,
+/// otherwise rolling back.
+pub fn rotate_task(
+    input: &Input<'_>,
+    args: &RotateRequest,
+    env: &TaskEnv,
+    gpfs: &GpfsSettings,
+) -> Result<TaskOutput, TaskError> {
+    let root = input.one_path()?;
+    let prov = args.fileset.open(Path::new(OsStr::from_bytes(&root.path)), gpfs)?;
+    let opts = args.fileset.options(env.lock_threshold, env.walk_threads);
+    let mut log = |m: &str| tracing::info!(task = %input.msg.id, "{m}");
+    let report = rotate(
+        prov.as_ref(),
+        &opts,
+        !args.failed,
+        args.snappdiff_rotate_on_error,
+        &mut log,
+    )?;
+    let snap = serde_json::json!({
+        "snapshot": report.new_snapshot,
+        "outcome": report.outcome,
+        "warnings": report.warnings,
+    });
+    let mut status = Status::new(input.name.as_str());
+    status.input_paths([root]).value("snapdiff", &snap);
+    Ok(TaskOutput {
+        result: status.into_result(input.jobid, None, b""),
+        children: Vec::new(),
+    })
+}
+
+/// Whether changes in `state` are applied in the first phase, by handlers
+/// that stream their results back.
+fn streams(state: ChangeState) -> bool {
+    matches!(state, ChangeState::Deleted | ChangeState::Moved)
+}
+
+/// A snapdiff's changes into child tasks, in two phases.
+struct Phases<'a> {
+    children: Children<'a>,
+    /// Batches by (rule, state): a batch never mixes states.
+    batches: Batches<(usize, ChangeState)>,
+    inbox: Box<dyn Inbox>,
+    /// This task's id, for the log.
+    task_id: &'a str,
+    stream_timeout: std::time::Duration,
+    root: Vec<u8>,
+    extra: ExtraFields,
+    stream_failures: u64,
+    streamed: u64,
+    second_phase: bool,
+    matched: Vec<usize>,
+    /// The first error, kept with its kind (the run sees only an I/O error).
+    error: Option<TaskError>,
+}
+
+/// Where full batches go: a child task each; first-phase children stream
+/// their results back and are waited for.
+struct Children<'a> {
+    publisher: Publisher<'a>,
+    rules: &'a [Rule],
+    /// The keyword arguments first-phase children get.
+    stream_kwargs: String,
+    /// First-phase children that have not sent their last stream message.
+    streaming: HashSet<String>,
+}
+
+impl Children<'_> {
+    fn publish(&mut self, (rule, state): (usize, ChangeState), batch: Vec<Vec<u8>>) -> Result<(), TaskError> {
+        let extra = if streams(state) {
+            self.stream_kwargs.as_str()
+        } else {
+            ""
+        };
+        let id = self.publisher.batch(&self.rules[rule].actions, &batch, extra)?;
+        if streams(state) {
+            self.streaming.insert(id);
+        }
+        Ok(())
+    }
+}
+
+impl Phases<'_> {
+    fn flush(&mut self, phase_one: bool) -> Result<(), TaskError> {
+        let children = &mut self.children;
+        self.batches
+            .flush(|(_, state)| streams(*state) == phase_one, &mut |k, b| {
+                children.publish(k, b)
+            })
+    }
+
+    /// Waits until every streaming handler has sent its last batch.
+    fn wait_for_streams(&mut self) -> Result<(), TaskError> {
+        let idle = self.stream_timeout;
+        let waited = self.children.streaming.len();
+        while !self.children.streaming.is_empty() {
+            let Some(body) = self.inbox.next(idle)? else {
+                return Err(TaskError::StreamTimeout {
+                    handlers: self.children.streaming.len(),
+                    seconds: idle.as_secs(),
+                });
+            };
+            let m: StreamMessage = match serde_json::from_slice(&body) {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::warn!(error = %e, "ignoring a malformed stream message");
+                    continue;
+                }
+            };
+            self.streamed += m.paths.len() as u64;
+            self.stream_failures += m.paths.iter().filter(|p| p.state == "failures").count() as u64;
+            if m.last {
+                self.children.streaming.remove(&m.task_id);
+            }
+        }
+        if waited > 0 {
+            tracing::info!(
+                task = %self.task_id,
+                handlers = waited,
+                paths = self.streamed,
+                "delete and move handlers reported"
+            );
+        }
+        Ok(())
+    }
+
+    fn take(&mut self, c: &Change) -> Result<(), TaskError> {
+        if !streams(c.state) && !self.second_phase {
+            self.flush(true)?;
+            self.wait_for_streams()?;
+            self.second_phase = true;
+        }
+        let (e, source) = change_entry(&self.root, c);
+        let mut matched = std::mem::take(&mut self.matched);
+        rules::matching(
+            self.children.rules,
+            &e.path,
+            e.file_type,
+            c.state.as_str(),
+            &mut matched,
+        );
+        if !matched.is_empty() {
+            let mut obj = Vec::with_capacity(e.path.len() + 64);
+            write_entry(&e, Fields::PATH.with(Fields::SIZE), &mut obj);
+            obj.pop();
+            write_change_keys(c, source.as_deref(), self.extra, &mut obj);
+            obj.push(b'}');
+            let children = &mut self.children;
+            for &rule in &matched {
+                self.batches
+                    .push((rule, c.state), obj.clone(), e.data_size(), &mut |k, b| {
+                        children.publish(k, b)
+                    })?;
+            }
+        }
+        self.matched = matched;
+        Ok(())
+    }
+
+    /// Keeps the first error with its kind and hands the run an I/O error.
+    fn keep(&mut self, r: Result<(), TaskError>) -> io::Result<()> {
+        r.map_err(|e| {
+            let io = io::Error::other(e.to_string());
+            self.error.get_or_insert(e);
+            io
+        })
+    }
+}
+
+impl ChangeSink for Phases<'_> {
+    fn change(&mut self, c: &Change) -> io::Result<()> {
+        let r = self.take(c);
+        self.keep(r)
+    }
+
+    fn finish(&mut self) -> io::Result<()> {
+        let mut all = || -> Result<(), TaskError> {
+            if !self.second_phase {
+                self.flush(true)?;
+                self.wait_for_streams()?;
+            }
+            self.flush(false)
+        };
+        let r = all();
+        self.keep(r)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::agent::tasks::context::memory::{Memory, env, message};
+    use crate::agent::tasks::{Kind, Request};
+    use crate::task::{TaskName, parse_paths};
+    use std::time::Duration;
+
+    /// A fileset (a plain directory, provider `none`) and its state dir.
+    struct Fileset {
+        _dir: tempfile::TempDir,
+        root: std::path::PathBuf,
+        state: std::path::PathBuf,
+    }
+
+    impl Fileset {
+        fn new(files: &[&str]) -> Fileset {
+            let dir = tempfile::tempdir().unwrap();
+            let root = dir.path().join("fs");
+            let state = dir.path().join("state");
+            std::fs::create_dir_all(&root).unwrap();
+            for f in files {
+                std::fs::write(root.join(f), f.as_bytes()).unwrap();
+            }
+            Fileset { _dir: dir, root, state }
+        }
+
+        /// Runs the task as the agent would, with every change routed to
+        /// its own action and `extra` keyword arguments.
+        fn run(&self, sink: &mut Memory, extra: serde_json::Value) -> Result<serde_json::Value, TaskError> {
+            let mut kwargs = serde_json::json!({
+                "paths": [self.root.to_str().unwrap()],
+                "jobid": 9,
+                "provider": "none",
+                "state_dir": self.state.to_str().unwrap(),
+                "filter_rules": [
+                    {"state": "deleted", "type": "all", "action": [{"name": "dynamo.tasks.delete_paths_from_gpfs"}]},
+                    {"state": "moved", "type": "all", "action": [{"name": "dynamo.tasks.move_paths_on_gpfs"}]},
+                    {"state": "created", "type": "file", "action": [{"name": "dynamo.tasks.migrate", "endpoint": "e"}]},
+                    {"state": "updated", "type": "file", "action": [{"name": "dynamo.tasks.migrate", "endpoint": "e"}]},
+                ],
+            });
+            kwargs
+                .as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            let msg = message(TaskName::Snapdiff, "sd-1", kwargs);
+            let Request { input, kind } = Request::decode(&msg)?;
+            let Kind::Snapdiff(args) = kind else {
+                panic!("not a snapdiff request")
+            };
+            let env = env(2, Duration::from_millis(10));
+            let out = snapdiff_task(&input, &args, &env, &GpfsSettings::default(), sink)?;
+            assert_eq!(out.children.len(), sink.sent.len());
+            Ok(serde_json::from_slice(&out.result).unwrap())
+        }
+    }
+
+    fn tasks(sink: &Memory) -> Vec<(String, usize)> {
+        sink.sent
+            .iter()
+            .map(|(_, m)| (m.task.clone(), parse_paths(m.kwarg("paths")).unwrap().len()))
+            .collect()
+    }
+
+    #[test]
+    fn deletes_and_moves_are_handled_before_the_rest_then_the_run_rotates() {
+        let fs = Fileset::new(&["a", "b", "c", "d"]);
+        let mut first = Memory::default();
+        let r = fs.run(&mut first, serde_json::json!({})).unwrap();
+        assert_eq!(r["jobid"], 9);
+        assert_eq!(r["status"]["snapdiff"]["first_run"], true);
+        assert_eq!(r["status"]["snapdiff"]["outcome"], "rotated");
+        // Four created files in batches of two; nothing to stream.
+        assert_eq!(
+            tasks(&first),
+            [("dynamo.tasks.migrate".into(), 2), ("dynamo.tasks.migrate".into(), 2)]
+        );
+        assert_eq!(first.subscribed, ["ferry.stream.sd-1"]);
+
+        std::fs::remove_file(fs.root.join("a")).unwrap();
+        std::fs::rename(fs.root.join("b"), fs.root.join("b2")).unwrap();
+        std::fs::write(fs.root.join("e"), b"new").unwrap();
+        let mut second = Memory::default();
+        let r = fs.run(&mut second, serde_json::json!({})).unwrap();
+        let st = &r["status"];
+        assert_eq!(st["snapdiff"]["outcome"], "rotated", "{r}");
+        assert_eq!(st["summary"]["streamed"], 2, "{r}");
+        assert_eq!(st["summary"]["streamed_failures"], 0, "{r}");
+        assert_eq!(st["summary"]["children"], 3, "{r}");
+        // The delete and the move first, asked to stream to this task.
+        let sent = tasks(&second);
+        assert_eq!(sent.len(), 3, "{sent:?}");
+        let (first_phase, rest) = sent.split_at(2);
+        let mut first_phase: Vec<&str> = first_phase.iter().map(|(t, _)| t.as_str()).collect();
+        first_phase.sort();
+        assert_eq!(
+            first_phase,
+            ["dynamo.tasks.delete_paths_from_gpfs", "dynamo.tasks.move_paths_on_gpfs"]
+        );
+        assert_eq!(rest, [("dynamo.tasks.migrate".into(), 1)]);
+        for (_, m) in &second.sent[..2] {
+            assert_eq!(m.kwarg("stream_to").unwrap().get(), "\"ferry.stream.sd-1\"");
+            assert_eq!(m.kwarg("jobid").unwrap().get(), "9");
+        }
+        assert!(second.sent[2].1.kwarg("stream_results").is_none());
+        let moved = parse_paths(
+            second
+                .sent
+                .iter()
+                .find(|(_, m)| m.task.ends_with("move_paths_on_gpfs"))
+                .unwrap()
+                .1
+                .kwarg("paths"),
+        )
+        .unwrap();
+        assert!(moved[0].path.ends_with(b"/b2") && moved[0].source.as_ref().unwrap().ends_with(b"/b"));
+    }
+
+    #[test]
+    fn a_failed_delete_rolls_back_when_asked_and_silence_times_out() {
+        let fs = Fileset::new(&["keep", "gone"]);
+        fs.run(&mut Memory::default(), serde_json::json!({})).unwrap();
+        std::fs::remove_file(fs.root.join("gone")).unwrap();
+        let mut sink = Memory {
+            fail: Some("gone".into()),
+            ..Memory::default()
+        };
+        let r = fs
+            .run(&mut sink, serde_json::json!({"snappdiff_rotate_on_error": false}))
+            .unwrap();
+        assert_eq!(r["status"]["summary"]["streamed_failures"], 1, "{r}");
+        assert_eq!(r["status"]["snapdiff"]["outcome"], "rolled_back", "{r}");
+
+        // Rolled back: the next run sees the delete again; its handler
+        // never answers this time.
+        let mut silent = Memory {
+            silent: true,
+            ..Memory::default()
+        };
+        let e = fs.run(&mut silent, serde_json::json!({})).unwrap_err();
+        assert!(matches!(e, TaskError::StreamTimeout { handlers: 1, .. }), "{e}");
+        assert_eq!(e.exception().0, "StreamTimeout");
+        assert_eq!(tasks(&silent), [("dynamo.tasks.delete_paths_from_gpfs".into(), 1)]);
+    }
+
+    #[test]
+    fn bad_requests_fail_with_their_reason() {
+        let fs = Fileset::new(&[]);
+        let mut sink = Memory::default();
+        let two = serde_json::json!({"paths": ["/a", "/b"]});
+        let e = fs.run(&mut sink, two).unwrap_err();
+        assert!(e.to_string().contains("exactly one path"), "{e}");
+        assert_eq!(e.exception().0, "InvalidArguments");
+        let e = fs.run(&mut sink, serde_json::json!({"provider": "zfs"})).unwrap_err();
+        assert!(e.to_string().contains("auto, btrfs, gpfs or none"), "{e}");
+        assert!(sink.sent.is_empty());
+    }
+}

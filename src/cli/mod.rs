@@ -1,0 +1,124 @@
+//! The `ferry` command line: it turns flags into the library's requests,
+//! runs them, and maps how they ended to one set of exit statuses:
+//!
+//! | status | meaning |
+//! | --- | --- |
+//! | 0 | done |
+//! | 1 | done, but some of the paths it worked on failed (unreadable paths of a scan, failed files of an operation, a manifest that cannot be read or is damaged) |
+//! | 2 | nothing done: bad usage or setup (arguments, configuration, an unusable fileset or endpoint) |
+//! | 3 | nothing done: another run holds the fileset's lock |
+
+mod agent;
+mod args;
+mod ops;
+mod scan;
+mod snapdiff;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+/// High-throughput filesystem discovery and sync for HPC storage.
+#[derive(Parser)]
+#[command(name = "ferry", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    Scan(scan::ScanCmd),
+    Snapdiff(snapdiff::SnapdiffCmd),
+    Rotate(snapdiff::RotateCmd),
+    Manifest(snapdiff::ManifestCmd),
+    Migrate(ops::MigrateCmd),
+    /// Copy files' data to an endpoint and keep it on disk too.
+    ///
+    /// Like `ferry migrate` without the final step: the files stay whole,
+    /// and are recorded as premigrated, so a later migrate only has to stub
+    /// them (after checking that their content still matches the object).
+    Premigrate(ops::MigrateCmd),
+    Recall(ops::RecallCmd),
+    ReverseStub(ops::ReverseStubCmd),
+    Move(ops::MoveCmd),
+    Delete(ops::DeleteCmd),
+    Unmanage(ops::UnmanageCmd),
+    Stat(ops::StatCmd),
+    Agent(agent::AgentCmd),
+    #[command(hide = true)]
+    GenTree(scan::GenTreeCmd),
+}
+
+/// How a command that ran ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Status {
+    /// Done.
+    Success = 0,
+    /// Done, but some paths failed.
+    PathsFailed = 1,
+    /// Nothing done: usage or setup.
+    Setup = 2,
+    /// Nothing done: the fileset is locked by another run.
+    Locked = 3,
+}
+
+/// A command that stopped, what to tell the user, and the status.
+#[derive(Debug)]
+struct Failure {
+    status: Status,
+    message: String,
+}
+
+impl Failure {
+    /// Bad usage or setup: nothing was done.
+    fn setup(message: impl ToString) -> Failure {
+        Failure {
+            status: Status::Setup,
+            message: message.to_string(),
+        }
+    }
+
+    /// Some of the paths failed (the rest were done).
+    fn paths(message: impl ToString) -> Failure {
+        Failure {
+            status: Status::PathsFailed,
+            message: message.to_string(),
+        }
+    }
+
+    /// Another run holds the lock.
+    fn locked(message: impl ToString) -> Failure {
+        Failure {
+            status: Status::Locked,
+            message: message.to_string(),
+        }
+    }
+}
+
+/// Parses the arguments, runs the command, and exits with its status.
+pub fn main() -> ExitCode {
+    let result = match Cli::parse().command {
+        Command::Scan(c) => scan::run(c),
+        Command::Snapdiff(c) => snapdiff::run_snapdiff(c),
+        Command::Rotate(c) => snapdiff::run_rotate(c),
+        Command::Manifest(c) => snapdiff::run_manifest(c),
+        Command::Migrate(c) => ops::run_migrate(c, false),
+        Command::Premigrate(c) => ops::run_migrate(c, true),
+        Command::Recall(c) => ops::run_recall(c),
+        Command::ReverseStub(c) => ops::run_reverse_stub(c),
+        Command::Move(c) => ops::run_move(c),
+        Command::Delete(c) => ops::run_delete(c),
+        Command::Unmanage(c) => ops::run_unmanage(c),
+        Command::Stat(c) => ops::run_stat(c),
+        Command::Agent(c) => agent::run(c),
+        Command::GenTree(c) => scan::run_gen_tree(c),
+    };
+    let status = match result {
+        Ok(()) => Status::Success,
+        Err(f) => {
+            eprintln!("ferry: {}", f.message);
+            f.status
+        }
+    };
+    ExitCode::from(status as u8)
+}

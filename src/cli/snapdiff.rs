@@ -1,0 +1,337 @@
+//! `ferry snapdiff`, `ferry rotate` and `ferry manifest`: flags into a
+//! [`SnapdiffRequest`] or [`RotateRequest`], the same types the agent reads
+//! from a task's arguments.
+
+use super::Failure;
+use super::args::{Concurrency, ConfigArg, GpfsArgs, OutputArgs, byte_size_at_least};
+use clap::Args;
+use ferry::config::gpfs::parse_nodes;
+use ferry::config::{BadValue, GpfsSettings, defaults};
+use ferry::entry::Fields;
+use ferry::snapdiff::inspect::{DumpMode, dump};
+use ferry::snapdiff::manifest::ManifestError;
+use ferry::snapdiff::output::{ChangeWriter, DEFAULT_FIELDS, ExtraFields, write_report};
+use ferry::snapdiff::provider::{Kind, Provider};
+use ferry::snapdiff::request::{FilesetRequest, RotateRequest, SnapdiffRequest};
+use ferry::snapdiff::run::{SnapdiffError, SnapdiffOptions, rotate, snapdiff};
+use ferry::snapdiff::state::AcquireError;
+use std::fs::File;
+use std::io::{self, BufWriter};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The fileset and where its run state lives (snapdiff and rotate).
+#[derive(Args)]
+pub struct FilesetArgs {
+    /// The fileset: a GPFS independent fileset's junction, a btrfs
+    /// subvolume, or any directory (with --provider none).
+    #[arg(value_name = "FILESET")]
+    fileset: PathBuf,
+
+    /// How snapshots are taken: btrfs (read-only subvolume snapshots),
+    /// gpfs (mmcrsnapshot and mmapplypolicy), none (no snapshots: the
+    /// previous run's manifest of the live tree is the baseline), or auto
+    /// (btrfs for a btrfs subvolume, otherwise none).
+    #[arg(long, default_value = "auto", value_parser = clap::builder::TypedValueParser::map(clap::builder::PossibleValuesParser::new(Kind::NAMES), |s| s.parse::<Kind>().expect("a possible value")))]
+    provider: Kind,
+
+    /// Directory for the last-snap, manifest and lock files
+    /// [default: <filesystem root>/.rotate].
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+
+    /// Prefix of snapshot and state file names (snapshots are called
+    /// <prefix>.snapdiff.<UTC time>).
+    #[arg(long, default_value = defaults::STATE_PREFIX, value_name = "NAME")]
+    prefix: String,
+
+    /// Seconds after which another run's lock counts as stale and is taken
+    /// over (site setting lock_threshold).
+    #[arg(long, default_value_t = defaults::LOCK_THRESHOLD.as_secs(), value_name = "SECONDS")]
+    lock_threshold: u64,
+
+    /// Seconds to keep retrying a snapshot create or delete that fails
+    /// for a transient reason (snapshot_create_delete_retry_timeout; 0:
+    /// no retries).
+    #[arg(long, default_value_t = defaults::SNAPSHOT_RETRY_TIMEOUT.as_secs(), value_name = "SECONDS")]
+    snapshot_retry_timeout: u64,
+
+    #[command(flatten)]
+    config: ConfigArg,
+
+    #[command(flatten)]
+    gpfs: GpfsArgs,
+
+    /// Nodes to run the GPFS policy scan on (mmapplypolicy -N), comma-separated
+    /// [default: gpfs_nodes in the configuration].
+    #[arg(long, value_name = "NODES", value_parser = parse_nodes)]
+    gpfs_nodes: Option<Vec<String>>,
+
+    /// Inode scan threads for the policy scan (mmapplypolicy -a)
+    /// [default: gpfs_iscan_threads in the configuration].
+    #[arg(long, value_name = "N")]
+    gpfs_iscan_threads: Option<u32>,
+
+    /// Inode scan buckets for the policy scan (mmapplypolicy -A)
+    /// [default: gpfs_iscan_buckets in the configuration].
+    #[arg(long, value_name = "N")]
+    gpfs_iscan_buckets: Option<u32>,
+
+    /// Read snapshots by walking them (<fileset>/.snapshots/<name>) instead
+    /// of the provider's fast way: btrfs's tree search (needs root),
+    /// GPFS's mmapplypolicy inode scan.
+    #[arg(long, alias = "gpfs-walk")]
+    walk: bool,
+}
+
+impl FilesetArgs {
+    fn request(&self) -> FilesetRequest {
+        FilesetRequest {
+            provider: self.provider,
+            state_dir: self.state_dir.clone(),
+            prefix: self.prefix.clone(),
+            walk: self.walk,
+        }
+    }
+
+    /// The configuration's GPFS settings with the flags applied.
+    fn gpfs(&self) -> Result<GpfsSettings, Failure> {
+        let mut g = self.config.load().map_err(Failure::setup)?.gpfs;
+        self.gpfs.apply(&mut g);
+        if let Some(n) = &self.gpfs_nodes {
+            g.nodes = n.clone();
+        }
+        if let Some(t) = self.gpfs_iscan_threads {
+            g.iscan_threads = Some(t);
+        }
+        if let Some(b) = self.gpfs_iscan_buckets {
+            g.iscan_buckets = Some(b);
+        }
+        Ok(g)
+    }
+
+    /// Opens the fileset.
+    fn open(&self) -> Result<Box<dyn Provider>, Failure> {
+        Ok(self.request().open(&self.fileset, &self.gpfs()?)?)
+    }
+
+    fn lock_threshold(&self) -> Duration {
+        Duration::from_secs(self.lock_threshold)
+    }
+
+    /// `o` with the flags the request types do not carry.
+    fn tune(&self, mut o: SnapdiffOptions) -> SnapdiffOptions {
+        o.retry_timeout = Duration::from_secs(self.snapshot_retry_timeout);
+        o
+    }
+}
+
+/// Find what was created, updated, moved and deleted in a fileset since
+/// the last successful run.
+///
+/// Takes a snapshot, reads it into a manifest (every entry keyed by inode
+/// and generation), diffs it against the manifest of the last synced
+/// snapshot, writes the changes, and rotates: the new snapshot becomes the
+/// last synced one and older ones are deleted. The first run reports
+/// everything as created. Each path object carries "state" (created,
+/// updated, moved, deleted) and, for moves, "source". Changes come in the
+/// order that makes applying them safe (docs/snapdiff.md). Only one run per
+/// fileset at a time: a second fails with SnapdiffLockError (exit 3).
+#[derive(Args)]
+pub struct SnapdiffCmd {
+    #[command(flatten)]
+    fileset: FilesetArgs,
+
+    #[command(flatten)]
+    output: OutputArgs,
+
+    /// Comma-separated fields of each path object: path, type, size,
+    /// mtime, ctime, inode, generation, mode, uid, gid, nlink, or all
+    /// (except atime, which manifests do not keep).
+    #[arg(long, value_name = "LIST", default_value = DEFAULT_FIELDS)]
+    fields: String,
+
+    /// Seed extra_fields, written under "additional_metadata": inode,
+    /// generation, is_metadata_only_update.
+    #[arg(long, value_name = "LIST", default_value = "", value_parser = ExtraFields::parse)]
+    extra_fields: ExtraFields,
+
+    /// Report every entry under a moved directory as moved too (seed
+    /// condense_moves=false); by default a moved directory is one change.
+    #[arg(long)]
+    no_condense_moves: bool,
+
+    /// Leave out created and updated entries whose ctime is older than the
+    /// previous snapshot (seed skip_old_ctimes).
+    #[arg(long)]
+    skip_old_ctimes: bool,
+
+    /// Diff and write the changes, but delete the new snapshot and leave
+    /// the last-snap file as it was.
+    #[arg(long, conflicts_with = "hold")]
+    dry_run: bool,
+
+    /// Keep the lock and the new snapshot after writing the changes; a
+    /// later `ferry rotate` commits or rolls back (as the seed's separate
+    /// rotate_snapshot task does).
+    #[arg(long)]
+    hold: bool,
+
+    /// Memory budget (K, M, G suffixes; at least 16M): sorting manifests
+    /// and changes spills to disk in the state directory beyond it, less
+    /// 8 MiB kept for the rest of the process. Directory tables (about 50
+    /// bytes per directory) come on top.
+    #[arg(long, value_name = "BYTES", default_value = "1G", value_parser = mem_limit)]
+    mem_limit: usize,
+
+    #[command(flatten)]
+    concurrency: Concurrency,
+}
+
+/// Memory a snapdiff needs besides its sorts: code, I/O and search buffers.
+const MEM_RESERVE: usize = 8 << 20;
+
+fn mem_limit(s: &str) -> Result<usize, BadValue> {
+    byte_size_at_least(s, 2 * MEM_RESERVE, "16M")
+}
+
+/// Finish a run held with `ferry snapdiff --hold`: rotate (the new
+/// snapshot becomes the last synced one) or roll back (it is deleted, and
+/// the next run diffs from the old one again).
+///
+/// With --failed, the sync failed: the run still rotates, as the seed's
+/// default "always rotate on error" does, unless --no-rotate-on-error.
+#[derive(Args)]
+pub struct RotateCmd {
+    #[command(flatten)]
+    fileset: FilesetArgs,
+
+    /// The sync of the held changes failed.
+    #[arg(long)]
+    failed: bool,
+
+    /// With --failed, roll back instead of rotating (runtime field
+    /// snappdiff_rotate_on_error=False).
+    #[arg(long)]
+    no_rotate_on_error: bool,
+}
+
+/// Inspect a manifest file: print its header and counts, every record as
+/// a JSON line, or just check it.
+#[derive(Args)]
+pub struct ManifestCmd {
+    /// The manifest file (in the state directory:
+    /// <prefix>.manifest.name.<fileset>.id.<id>.<snapshot>).
+    #[arg(value_name = "FILE")]
+    file: PathBuf,
+
+    /// Print every record as a JSON line with its rebuilt path.
+    #[arg(long, conflicts_with = "verify")]
+    records: bool,
+
+    /// Only check it (checksums, order, counts); exit 1 if it is damaged.
+    #[arg(long)]
+    verify: bool,
+}
+
+impl From<SnapdiffError> for Failure {
+    /// A run refused because another holds the lock is status 3; every
+    /// other failure of a run is bad setup (the run rolled back).
+    fn from(e: SnapdiffError) -> Failure {
+        match e {
+            SnapdiffError::Lock(AcquireError::Held(_)) => Failure::locked(e),
+            e => Failure::setup(e),
+        }
+    }
+}
+
+/// `ferry snapdiff`.
+pub fn run_snapdiff(a: SnapdiffCmd) -> Result<(), Failure> {
+    let provider = a.fileset.open()?;
+    let fields = if a.output.null {
+        Fields::PATH
+    } else {
+        Fields::parse(&a.fields).map_err(Failure::setup)?
+    };
+    let request = SnapdiffRequest {
+        fileset: a.fileset.request(),
+        condense_moves: !a.no_condense_moves,
+        skip_old_ctimes: a.skip_old_ctimes,
+        extra_fields: a.extra_fields,
+        hold: a.hold,
+        ..SnapdiffRequest::default()
+    };
+    let threads = a.concurrency.threads.unwrap_or_else(defaults::walk_threads);
+    let mut opts = a.fileset.tune(request.options(a.fileset.lock_threshold(), threads));
+    // The manifest sort and the diff run one after the other; each gets
+    // the budget less what the process needs besides (code, I/O buffers).
+    let sort = a.mem_limit - MEM_RESERVE;
+    opts.diff.mem_limit = sort;
+    opts.mem_limit = sort;
+    opts.dry_run = a.dry_run;
+    let root = provider.fileset().path.clone();
+    let stdout = BufWriter::with_capacity(256 * 1024, io::stdout().lock());
+    let mut writer = match a.output.format(fields) {
+        Some(f) => Some(ChangeWriter::new(stdout, f, &root, request.extra_fields).map_err(Failure::setup)?),
+        None => None,
+    };
+    let mut log = |m: &str| eprintln!("ferry: {m}");
+    let report = snapdiff(provider.as_ref(), &opts, &mut writer, &mut log)?;
+    for w in &report.warnings {
+        eprintln!("ferry: warning: {w}");
+    }
+    if a.output.summary {
+        write_report(&mut io::stdout().lock(), &root, &report)
+            .map_err(|e| Failure::setup(format!("output error: {e}")))?;
+    }
+    Ok(())
+}
+
+/// `ferry rotate`.
+pub fn run_rotate(a: RotateCmd) -> Result<(), Failure> {
+    let provider = a.fileset.open()?;
+    let request = RotateRequest {
+        fileset: a.fileset.request(),
+        failed: a.failed,
+        snappdiff_rotate_on_error: !a.no_rotate_on_error,
+    };
+    let opts = a.fileset.tune(
+        request
+            .fileset
+            .options(a.fileset.lock_threshold(), defaults::walk_threads()),
+    );
+    let mut log = |m: &str| eprintln!("ferry: {m}");
+    let report = rotate(
+        provider.as_ref(),
+        &opts,
+        !request.failed,
+        request.snappdiff_rotate_on_error,
+        &mut log,
+    )?;
+    for w in &report.warnings {
+        eprintln!("ferry: warning: {w}");
+    }
+    write_report(&mut io::stdout().lock(), &provider.fileset().path, &report)
+        .map_err(|e| Failure::setup(format!("output error: {e}")))
+}
+
+/// `ferry manifest`: a manifest that cannot be read or is damaged is the
+/// one path of this command failing (status 1).
+pub fn run_manifest(a: ManifestCmd) -> Result<(), Failure> {
+    let out = BufWriter::with_capacity(256 * 1024, io::stdout().lock());
+    let mode = if a.verify {
+        DumpMode::Verify
+    } else if a.records {
+        DumpMode::Records
+    } else {
+        DumpMode::Summary
+    };
+    match File::open(&a.file)
+        .map_err(ManifestError::from)
+        .and_then(|f| dump(f, out, mode))
+    {
+        Ok(()) => Ok(()),
+        Err(ManifestError::Io(e)) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
+        Err(e) => Err(Failure::paths(format!("{}: {e}", a.file.display()))),
+    }
+}

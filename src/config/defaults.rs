@@ -1,0 +1,60 @@
+//! The one source of every default a setting, a flag or a task argument
+//! falls back to. The command line (`default_value_t`), the configuration
+//! reader and the agent's tasks all read these, so they cannot disagree.
+//!
+//! Where the seed (Ngenea's documentation) gives a default, the value is
+//! the seed's, with its line in `shared/reference/seed-worker.md`.
+
+use std::time::Duration;
+
+/// Where ferry looks for its configuration when `--config` and
+/// `FERRY_CONFIG` are not given.
+pub const CONFIG_PATH: &str = "/etc/ferry/ferry.conf";
+
+/// The prefix of every extended attribute ferry writes on files.
+pub const XATTR_PREFIX: &str = "user.ferry.";
+
+/// Files one operation works on at once, and tasks each queue function
+/// runs at once (the seed's worker `threads`, 10).
+pub const THREADS: usize = 10;
+
+/// Most paths in one batch cut by discovery (seed `file_batch_size`, 40).
+pub const FILE_BATCH_SIZE: usize = 40;
+
+/// Most decimal gigabytes of file data in one batch (seed `file_batch_gb`, 1).
+pub const FILE_BATCH_GB: f64 = 1.0;
+
+/// Grow batches with the number of paths found so far (seed
+/// `enable_auto_file_batch_sizing`, `True`, L11328). The command line keeps
+/// it opt-in (`--auto-batch-size`) so that `--file-batch-size N` means
+/// exactly N there (docs/batching.md).
+pub const AUTO_FILE_BATCH_SIZING: bool = true;
+
+/// Seconds after which a snapdiff lock is stale (seed `lock_threshold`,
+/// 86400, L11331).
+pub const LOCK_THRESHOLD: Duration = Duration::from_secs(86_400);
+
+/// How long a snapshot create or delete that fails for a transient reason
+/// is retried (seed `snapshot_create_delete_retry_timeout`, 1000 s).
+pub const SNAPSHOT_RETRY_TIMEOUT: Duration = Duration::from_secs(1000);
+
+/// Prefix of snapshot and snapdiff state file names (the seed uses
+/// `ngenea-worker`; ferry's own).
+pub const STATE_PREFIX: &str = "ferry";
+
+/// Directory of GPFS's `mm*` commands, where IBM installs them.
+pub const GPFS_BIN_DIR: &str = "/usr/lpp/mmfs/bin";
+
+/// The agent's broker when `broker_url` is not set.
+pub const BROKER_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+
+/// Minutes a snapdiff waits without news from its delete and move
+/// handlers (`snapdiff_stream_timeout`).
+pub const SNAPDIFF_STREAM_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// Walker threads (metadata calls in flight) when nothing says: the core
+/// count, at least 2. On a parallel filesystem 64 to 256 are better, since
+/// each call waits on the network; that is for the admin to say.
+pub fn walk_threads() -> usize {
+    std::thread::available_parallelism().map_or(4, |n| n.get()).max(2)
+}

@@ -1,0 +1,239 @@
+//! One file as an operation handles it: opening without following links,
+//! the stat facts that prove it did not change, setting its times, and
+//! writing data back without filling holes.
+
+use crate::sys::Timestamp;
+use crate::task::{FileState, Outcome};
+use std::ffi::OsStr;
+use std::fs::{File, FileTimes, Metadata};
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Why a path could not be opened as an operation wanted.
+pub enum OpenError {
+    /// Nothing at the path.
+    Missing,
+    /// The path is a symbolic link (never followed).
+    Symlink,
+    /// The path is a directory and the operation needs a file.
+    Directory,
+    /// Any other error.
+    Other(io::Error),
+}
+
+impl OpenError {
+    /// The usual outcome: missing paths fail (or are aborted when the task
+    /// says so), links and directories are skipped with the reason.
+    pub fn outcome(self, op: &str, abort_missing: bool) -> Outcome {
+        match self {
+            OpenError::Missing if abort_missing => Outcome::with(FileState::Aborted, "no such file or directory"),
+            OpenError::Missing => Outcome::failed("no such file or directory"),
+            OpenError::Symlink => Outcome::skipped(format!("symbolic link: {op} works on regular files only")),
+            OpenError::Directory => Outcome::skipped(format!("directory: {op} works on regular files only")),
+            OpenError::Other(e) => Outcome::failed(format!("cannot open: {e}")),
+        }
+    }
+}
+
+/// Opens `path` without following a final symlink, without blocking on
+/// FIFOs and without updating its access time where permitted.
+pub fn open_file(path: &[u8], write: bool) -> Result<File, OpenError> {
+    let path = OsStr::from_bytes(path);
+    let flags = libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC;
+    let open = |extra: libc::c_int| {
+        File::options()
+            .read(true)
+            .write(write)
+            .custom_flags(flags | extra)
+            .open(path)
+    };
+    let result = match open(libc::O_NOATIME) {
+        // O_NOATIME needs ownership or CAP_FOWNER.
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => open(0),
+        other => other,
+    };
+    result.map_err(|e| match e.raw_os_error() {
+        Some(libc::ENOENT) => OpenError::Missing,
+        Some(libc::ELOOP) => OpenError::Symlink,
+        Some(libc::EISDIR) => OpenError::Directory,
+        _ => OpenError::Other(e),
+    })
+}
+
+/// The attributes of an open file that prove whether it changed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Snap {
+    /// Size in bytes.
+    pub size: u64,
+    /// Modification time.
+    pub mtime: Timestamp,
+    /// Status change time.
+    pub ctime: Timestamp,
+    /// Access time.
+    pub atime: Timestamp,
+    /// Type and permission bits.
+    pub mode: u32,
+    /// Owner.
+    pub uid: u32,
+    /// Group.
+    pub gid: u32,
+    /// The filesystem's preferred I/O block size (hole-punch granularity).
+    pub blksize: u64,
+    /// Device and inode: which file this is, whatever its name.
+    pub id: (u64, u64),
+}
+
+impl Snap {
+    /// Reads the facts of `file`.
+    pub fn of(file: &File) -> io::Result<Snap> {
+        Ok(Snap::from_metadata(&file.metadata()?))
+    }
+
+    fn from_metadata(m: &Metadata) -> Snap {
+        let ts = |sec: i64, nsec: i64| Timestamp { sec, nsec: nsec as u32 };
+        Snap {
+            size: m.size(),
+            mtime: ts(m.mtime(), m.mtime_nsec()),
+            ctime: ts(m.ctime(), m.ctime_nsec()),
+            atime: ts(m.atime(), m.atime_nsec()),
+            mode: m.mode(),
+            uid: m.uid(),
+            gid: m.gid(),
+            blksize: m.blksize().max(512),
+            id: (m.dev(), m.ino()),
+        }
+    }
+
+    /// Whether this is a regular file.
+    pub fn is_file(&self) -> bool {
+        self.mode & libc::S_IFMT == libc::S_IFREG
+    }
+
+    /// Same size, mtime and ctime: nothing wrote to the file in between.
+    pub fn unchanged(&self, later: &Snap) -> bool {
+        self.size == later.size && self.mtime == later.mtime && self.ctime == later.ctime
+    }
+
+    /// Where a stub's punched range starts: `stub_size` rounded up to a
+    /// whole block, so a partial block is never zeroed.
+    pub fn stub_offset(&self, stub_size: u64) -> u64 {
+        stub_size.div_ceil(self.blksize).saturating_mul(self.blksize)
+    }
+}
+
+/// The access and modification times to set: now where the task asks to
+/// update them, else the given ones.
+pub fn chosen_times(
+    update_atime: bool,
+    update_mtime: bool,
+    atime: Timestamp,
+    mtime: Timestamp,
+) -> (Timestamp, Timestamp) {
+    (
+        if update_atime { now() } else { atime },
+        if update_mtime { now() } else { mtime },
+    )
+}
+
+/// A `SystemTime` for a timestamp, before 1970 included.
+pub fn system_time(t: Timestamp) -> SystemTime {
+    if t.sec >= 0 {
+        UNIX_EPOCH + Duration::new(t.sec as u64, t.nsec)
+    } else {
+        UNIX_EPOCH - Duration::from_secs(t.sec.unsigned_abs()) + Duration::from_nanos(u64::from(t.nsec))
+    }
+}
+
+/// The current time as a [`Timestamp`].
+pub fn now() -> Timestamp {
+    let d = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    Timestamp {
+        sec: d.as_secs() as i64,
+        nsec: d.subsec_nanos(),
+    }
+}
+
+/// Sets a file's access and modification times.
+pub fn set_times(file: &File, atime: Timestamp, mtime: Timestamp) -> io::Result<()> {
+    file.set_times(
+        FileTimes::new()
+            .set_accessed(system_time(atime))
+            .set_modified(system_time(mtime)),
+    )
+}
+
+/// The block size of sparse writes: whole zero blocks are left as holes.
+pub const BLOCK: usize = 4096;
+
+/// Writes `data` at `offset`, skipping whole zero blocks so holes stay.
+pub(crate) fn write_sparse(file: &File, offset: u64, data: &[u8]) -> io::Result<()> {
+    // Blocks are aligned to the file, not to `data`: a chunk that starts
+    // mid-block (downloads arrive in any sizes) must not turn a zero block
+    // into written data.
+    let head = (BLOCK - (offset % BLOCK as u64) as usize) % BLOCK;
+    let (first, rest) = data.split_at(head.min(data.len()));
+    let blocks = std::iter::once(first)
+        .filter(|b| !b.is_empty())
+        .chain(rest.chunks(BLOCK));
+    let mut start = None;
+    let mut pos = 0;
+    for block in blocks {
+        let zero = block.iter().all(|&b| b == 0);
+        match (zero, start) {
+            (false, None) => start = Some(pos),
+            (true, Some(s)) => {
+                file.write_all_at(&data[s..pos], offset + s as u64)?;
+                start = None;
+            }
+            _ => {}
+        }
+        pos += block.len();
+    }
+    if let Some(s) = start {
+        file.write_all_at(&data[s..], offset + s as u64)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sparse_writes_align_blocks_to_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = File::options()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(dir.path().join("f"))
+            .unwrap();
+        f.set_len(64 * 1024).unwrap();
+        // Data only in the block at 8192, delivered in chunks that start
+        // mid-block: the zero blocks around it must stay holes.
+        let mut content = vec![0u8; 64 * 1024];
+        content[9000] = 1;
+        for (i, chunk) in content.chunks(1000).enumerate() {
+            write_sparse(&f, (i * 1000) as u64, chunk).unwrap();
+        }
+        assert_eq!(crate::sys::next_data(&f, 0).unwrap(), Some(8192));
+        assert_eq!(crate::sys::next_hole(&f, 8192).unwrap(), 12288);
+        let mut back = vec![0u8; content.len()];
+        f.read_exact_at(&mut back, 0).unwrap();
+        assert_eq!(back, content);
+    }
+
+    #[test]
+    fn times_before_1970() {
+        let t = Timestamp {
+            sec: -2,
+            nsec: 250_000_000,
+        };
+        assert_eq!(
+            UNIX_EPOCH.duration_since(system_time(t)).unwrap(),
+            Duration::from_millis(1750)
+        );
+    }
+}

@@ -1,0 +1,123 @@
+//! Every task ferry runs, by the seed's name, and the queue function that
+//! runs it. This is the one place a `dynamo.tasks.*` name is written: the
+//! agent's dispatch, discovery's routing of actions, the operations' result
+//! objects and the command line all read it from here.
+
+use crate::config::Function;
+use std::fmt;
+
+/// A task ferry runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum TaskName {
+    /// Walks paths and publishes batches (`dynamo.tasks.recursive_navigate`).
+    RecursiveNavigate,
+    /// Diffs a fileset's snapshots and publishes batches (`dynamo.tasks.snapdiff`).
+    Snapdiff,
+    /// Ends a held snapdiff run (`dynamo.tasks.rotate_snapshot`).
+    RotateSnapshot,
+    /// Copies data to an endpoint and stubs (`dynamo.tasks.migrate`).
+    Migrate,
+    /// Brings data back (`dynamo.tasks.recall`).
+    Recall,
+    /// Makes stubs from objects (`dynamo.tasks.reverse_stub`).
+    ReverseStub,
+    /// Forgets endpoints (`dynamo.tasks.unmanage`).
+    Unmanage,
+    /// Drops moved files' locations (`dynamo.tasks.remove_location_xattrs_for_moved`).
+    RemoveLocationXattrsForMoved,
+    /// Reports attributes (`dynamo.tasks.stat_paths`).
+    StatPaths,
+    /// Deletes paths (`dynamo.tasks.delete_paths_from_gpfs`).
+    DeletePathsFromGpfs,
+    /// Renames in two steps (`dynamo.tasks.move_paths_on_gpfs`).
+    MovePathsOnGpfs,
+    /// Renames directly (`dynamo.tasks.one_step_move_paths_on_gpfs`).
+    OneStepMovePathsOnGpfs,
+}
+
+impl TaskName {
+    /// Every task, discovery tasks first.
+    pub const ALL: [TaskName; 12] = [
+        TaskName::RecursiveNavigate,
+        TaskName::Snapdiff,
+        TaskName::RotateSnapshot,
+        TaskName::Migrate,
+        TaskName::Recall,
+        TaskName::ReverseStub,
+        TaskName::Unmanage,
+        TaskName::RemoveLocationXattrsForMoved,
+        TaskName::StatPaths,
+        TaskName::DeletePathsFromGpfs,
+        TaskName::MovePathsOnGpfs,
+        TaskName::OneStepMovePathsOnGpfs,
+    ];
+
+    /// The seed's name, `dynamo.tasks.<name>`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskName::RecursiveNavigate => "dynamo.tasks.recursive_navigate",
+            TaskName::Snapdiff => "dynamo.tasks.snapdiff",
+            TaskName::RotateSnapshot => "dynamo.tasks.rotate_snapshot",
+            TaskName::Migrate => "dynamo.tasks.migrate",
+            TaskName::Recall => "dynamo.tasks.recall",
+            TaskName::ReverseStub => "dynamo.tasks.reverse_stub",
+            TaskName::Unmanage => "dynamo.tasks.unmanage",
+            TaskName::RemoveLocationXattrsForMoved => "dynamo.tasks.remove_location_xattrs_for_moved",
+            TaskName::StatPaths => "dynamo.tasks.stat_paths",
+            TaskName::DeletePathsFromGpfs => "dynamo.tasks.delete_paths_from_gpfs",
+            TaskName::MovePathsOnGpfs => "dynamo.tasks.move_paths_on_gpfs",
+            TaskName::OneStepMovePathsOnGpfs => "dynamo.tasks.one_step_move_paths_on_gpfs",
+        }
+    }
+
+    /// The task called `name`, if ferry runs it.
+    pub fn parse(name: &str) -> Option<TaskName> {
+        TaskName::ALL.into_iter().find(|t| t.as_str() == name)
+    }
+
+    /// The queue function that runs it: discovery tasks on `#discovery`,
+    /// the rest on `#worker`.
+    pub fn function(self) -> Function {
+        match self {
+            TaskName::RecursiveNavigate | TaskName::Snapdiff | TaskName::RotateSnapshot => Function::Discovery,
+            _ => Function::Worker,
+        }
+    }
+}
+
+impl fmt::Display for TaskName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The prefix of plugin tasks, which run on `#custom` queues.
+pub const CUSTOM_PREFIX: &str = "dynamo.custom.";
+
+/// The queue function a task called `name` runs on, whether or not ferry
+/// runs it itself (a workflow may route a step to another worker):
+/// plugin tasks (`dynamo.custom.*`) on `#custom`, unknown tasks on
+/// `#worker`.
+pub fn function_of(name: &str) -> Function {
+    match TaskName::parse(name) {
+        Some(t) => t.function(),
+        None if name.starts_with(CUSTOM_PREFIX) => Function::Custom,
+        None => Function::Worker,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip_and_route() {
+        for t in TaskName::ALL {
+            assert_eq!(TaskName::parse(t.as_str()), Some(t));
+        }
+        assert_eq!(function_of("dynamo.tasks.snapdiff"), Function::Discovery);
+        assert_eq!(function_of("dynamo.tasks.migrate"), Function::Worker);
+        assert_eq!(function_of("dynamo.custom.thing"), Function::Custom);
+        assert_eq!(function_of("other.task"), Function::Worker);
+    }
+}
