@@ -3,13 +3,15 @@
 //! object parse/write, and the batcher's invariants. The fuzz targets in
 //! `fuzz/` check the same properties on unbounded inputs.
 
+mod common;
+
 use ferry::batch::{BatchLimits, Batcher};
 use ferry::task::{PathObject, surrogate};
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
 use serde_json::value::RawValue;
-use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::Command;
+use std::time::Duration;
 
 fn enc(bytes: &[u8]) -> String {
     let mut out = Vec::new();
@@ -79,16 +81,18 @@ proptest! {
 /// use UTF-8 with `surrogateescape`, as on any Linux peer), feeding it
 /// `input` and returning its stdout lines.
 fn python(script: &str, input: &str) -> Vec<String> {
-    let mut child = Command::new("python3")
-        .args(["-X", "utf8", "-c", script])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("python3 is needed for the compatibility tests (scripts/test installs it)");
-    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "python3 failed: {:?}", out.status);
+    let out = common::run_within(
+        Command::new("python3").args(["-X", "utf8", "-c", script]),
+        Some(input.as_bytes()),
+        Duration::from_secs(60),
+        Some("python3 (needed for the compatibility tests; scripts/test installs it)"),
+    );
+    assert!(
+        out.status.success(),
+        "python3 failed: {:?}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout)
         .unwrap()
         .lines()

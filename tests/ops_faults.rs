@@ -309,8 +309,7 @@ impl Drop for Tmpfs {
 /// a reason and stay whole; those that fit are good stubs.
 #[test]
 fn directory_target_full() {
-    if !is_root() {
-        skip_or_fail("directory_target_full needs root to mount a tmpfs");
+    if !common::require(common::is_root(), "directory_target_full needs root to mount a tmpfs") {
         return;
     }
     let tmp = tempfile::Builder::new().prefix("ferry-ops-").tempdir().unwrap();
@@ -322,7 +321,7 @@ fn directory_target_full() {
         .status()
         .unwrap();
     if !st.success() {
-        skip_or_fail("directory_target_full: mount -t tmpfs failed");
+        common::skip_or_fail("directory_target_full: mount -t tmpfs failed");
         return;
     }
     let _guard = Tmpfs { mount: mount.clone() };

@@ -10,15 +10,14 @@
 
 mod common;
 
-use common::btrfs::{LoopBtrfs, json_members, json_path, parse_time, wait_deadline};
+use common::btrfs::{DEADLINE, LoopBtrfs, json_members, json_path, parse_time};
 use proptest::prelude::*;
 use std::collections::BTreeMap;
 use std::ffi::{OsStr, OsString};
-use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 const FERRY: &str = env!("CARGO_BIN_EXE_ferry");
@@ -55,39 +54,12 @@ impl Run {
 /// Runs ferry with `args`, feeding `stdin`, within the shared deadline.
 fn ferry_in(args: &[OsString], stdin: Option<&[u8]>) -> Run {
     let mut cmd = Command::new(FERRY);
-    cmd.args(args)
-        .env_remove("FERRY_CONFIG")
-        .env_remove("CI_FERRY_UNUSED")
-        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let what = format!("{cmd:?}");
-    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot run {what}: {e}"));
-    let feeder = stdin.map(|data| {
-        let mut w = child.stdin.take().unwrap();
-        let data = data.to_vec();
-        std::thread::spawn(move || {
-            let _ = w.write_all(&data);
-        })
-    });
-    let mut so = child.stdout.take().unwrap();
-    let mut se = child.stderr.take().unwrap();
-    let t1 = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        std::io::Read::read_to_end(&mut so, &mut v).map(|_| v)
-    });
-    let t2 = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        std::io::Read::read_to_end(&mut se, &mut v).map(|_| v)
-    });
-    let status = wait_deadline(&mut child, &what);
-    if let Some(f) = feeder {
-        f.join().unwrap();
-    }
+    cmd.args(args).env_remove("FERRY_CONFIG").env_remove("CI_FERRY_UNUSED");
+    let out = common::run_within(&mut cmd, stdin, DEADLINE, None);
     Run {
-        code: status.code().unwrap_or(-1),
-        stdout: t1.join().unwrap().unwrap(),
-        stderr: String::from_utf8_lossy(&t2.join().unwrap().unwrap()).into_owned(),
+        code: out.status.code().unwrap_or(-1),
+        stdout: out.stdout,
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     }
 }
 
@@ -213,25 +185,6 @@ fn set_times(p: &Path, atime: SystemTime, mtime: SystemTime) {
 
 fn now_secs() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64
-}
-
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap_or_default()
-        .lines()
-        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"))
-}
-
-/// `false` (skip) when not root; under `CI=true` that is a failure.
-fn need_root(what: &str) -> bool {
-    if is_root() {
-        return true;
-    }
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("{what} needs root");
-    }
-    eprintln!("\n*** SKIPPED: {what} needs root ***\n");
-    false
 }
 
 /// A tmpfs mounted at a directory, unmounted on drop.
@@ -746,7 +699,7 @@ fn get_opt(p: &Path) -> Option<Vec<u8>> {
 /// must succeed (a one-step move does).
 #[test]
 fn move_batch_spanning_a_mount_point() {
-    if !need_root("moving across a tmpfs mount") {
+    if !common::require_root("moving across a tmpfs mount") {
         return;
     }
     let t = tmp();
@@ -949,7 +902,7 @@ fn delete_keeps_snapshot_directories_and_does_not_follow_symlinks() {
 
 #[test]
 fn delete_keeps_a_mount_point_inside_the_tree() {
-    if !need_root("deleting around a tmpfs mount") {
+    if !common::require_root("deleting around a tmpfs mount") {
         return;
     }
     let t = tmp();
@@ -1026,7 +979,7 @@ fn migrated_site() -> Site {
         xattr::set(&p, "user.color", b"blue").unwrap();
         xattr::set(&p, "user.bin", b"\0\xff\x01").unwrap();
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o640)).unwrap();
-        if is_root() {
+        if common::is_root() {
             std::os::unix::fs::chown(&p, Some(1234), Some(4321)).unwrap();
         }
         set_times(&p, ts(ATIME.0, ATIME.1), ts(MTIME.0, MTIME.1));
@@ -1067,7 +1020,7 @@ fn assert_same_metadata(p: &Path, size: u64) {
     assert!(m.is_file());
     assert_eq!(m.size(), size, "{}", p.display());
     assert_eq!(m.mode() & 0o7777, 0o640, "{}", p.display());
-    if is_root() {
+    if common::is_root() {
         assert_eq!((m.uid(), m.gid()), (1234, 4321), "{}", p.display());
     }
     assert_eq!((m.mtime(), m.mtime_nsec() as u32), MTIME, "{}", p.display());

@@ -16,6 +16,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
+mod common;
+
+use common::{require_root, wait_with_deadline};
+
 const FERRY: &str = env!("CARGO_BIN_EXE_ferry");
 
 /// How long any one command may run before the test fails (a hung walker
@@ -87,43 +91,12 @@ fn run(mut cmd: Command) -> Output {
         desc.truncate(600);
         desc.push_str("...");
     }
-    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
-    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot run {desc}: {e}"));
-    let mut so = child.stdout.take().unwrap();
-    let mut se = child.stderr.take().unwrap();
-    let out = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        so.read_to_end(&mut v).map(|_| v)
-    });
-    let err = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        se.read_to_end(&mut v).map(|_| v)
-    });
-    let status = wait_with_deadline(&mut child, TIMEOUT, &desc);
-    let stdout = out.join().unwrap().unwrap();
-    let stderr = String::from_utf8_lossy(&err.join().unwrap().unwrap()).into_owned();
+    let out = common::run_within(&mut cmd, None, TIMEOUT, Some(&desc));
     Output {
-        status,
-        stdout,
-        stderr,
+        status: out.status,
+        stdout: out.stdout,
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
         desc,
-    }
-}
-
-fn wait_with_deadline(child: &mut std::process::Child, limit: Duration, desc: &str) -> ExitStatus {
-    let deadline = Instant::now() + limit;
-    let mut nap = Duration::from_millis(1);
-    loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            return s;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{desc} did not finish within {limit:?}");
-        }
-        std::thread::sleep(nap);
-        nap = (nap * 2).min(Duration::from_millis(20));
     }
 }
 
@@ -155,31 +128,6 @@ fn as_nobody(program: &Path, args: Vec<OsString>) -> Command {
         .arg(program)
         .args(args);
     c
-}
-
-// ---------------------------------------------------------------------------
-// Privileges
-
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc::geteuid() == 0 }
-}
-
-/// Whether a root-only test may run. Not root: with CI=true the test fails,
-/// otherwise it is skipped with a loud message.
-fn require_root(test: &str) -> bool {
-    if is_root() {
-        return true;
-    }
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("{test}: needs root (CI=true, so this is a failure, not a skip)");
-    }
-    eprintln!();
-    eprintln!("################################################################");
-    eprintln!("## SKIPPED {test}: needs root. Run as root, or set CI=true to");
-    eprintln!("## turn this skip into a failure.");
-    eprintln!("################################################################");
-    false
 }
 
 // ---------------------------------------------------------------------------
@@ -586,7 +534,7 @@ fn awkward_tree_nul_output_matches_find() {
         out.stderr,
         f.stderr
     );
-    if is_root() {
+    if common::is_root() {
         out.assert_ok();
         assert!(out.stderr.is_empty(), "unexpected stderr: {}", out.stderr);
     }
@@ -794,7 +742,7 @@ fn json_default_fields_match_lstat() {
         .unwrap()
         .set_modified(t)
         .unwrap();
-    if is_root() {
+    if common::is_root() {
         std::os::unix::fs::chown(&known, Some(4321), Some(8765)).unwrap();
     }
     // Before 1970: -1.5 s is sec -2 + 0.5 s; written as -1.500000000.
@@ -869,7 +817,7 @@ fn json_default_fields_match_lstat() {
     assert_eq!(k["mtime"], "1600000000.123456789");
     assert_eq!(k["nlink"], "2");
     assert_eq!(k["mode"], (libc::S_IFREG | 0o640).to_string());
-    if is_root() {
+    if common::is_root() {
         assert_eq!((k["uid"].as_str(), k["gid"].as_str()), ("4321", "8765"));
     }
     assert_eq!(by_path("old")["mtime"], "-1.500000000");

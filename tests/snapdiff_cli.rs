@@ -401,7 +401,7 @@ fn of_four_racing_runs_exactly_one_proceeds() {
     let (child, errs) = &mut children[winner];
     let mut out = Vec::new();
     child.stdout.take().unwrap().read_to_end(&mut out).unwrap();
-    let st = btrfs::wait_deadline(child, "the winning snapdiff");
+    let st = common::wait_with_deadline(child, btrfs::DEADLINE, "the winning snapdiff");
     let text = errs.take().unwrap().join().unwrap().unwrap();
     assert_eq!(st.code(), Some(0), "{text}");
     assert!(out.len() > 128 << 10, "output too small to block: {} bytes", out.len());
@@ -554,7 +554,7 @@ fn snapdiff_into_closed_pipe(s: &Sub) -> Output {
     let mut first = [0u8; 10];
     child.stdout.take().unwrap().read_exact(&mut first).unwrap();
     let mut err = child.stderr.take().unwrap();
-    let st = btrfs::wait_deadline(&mut child, "snapdiff into a closed pipe");
+    let st = common::wait_with_deadline(&mut child, btrfs::DEADLINE, "snapdiff into a closed pipe");
     let mut text = Vec::new();
     err.read_to_end(&mut text).unwrap();
     assert_eq!(&first, b"{\"path\":\"/");
@@ -687,10 +687,7 @@ fn manifest_prints_counts_records_and_detects_damage() {
 
 #[test]
 fn an_unreadable_directory_fails_the_run_and_reports_no_deletes() {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        assert!(std::env::var("CI").as_deref() != Ok("true"), "needs root");
-        eprintln!("\n*** SKIPPED: needs root (setpriv) ***\n");
+    if !common::require_root("an_unreadable_directory_fails_the_run_and_reports_no_deletes (setpriv)") {
         return;
     }
     // In /tmp, traversable by the unprivileged user, with its own ferry.
@@ -925,7 +922,7 @@ fn only_one_of_two_runs_that_find_a_lock_stale_takes_it_over() {
     });
     let mut err = String::new();
     se.read_to_string(&mut err).unwrap();
-    let st = btrfs::wait_deadline(&mut b, "run B");
+    let st = common::wait_with_deadline(&mut b, btrfs::DEADLINE, "run B");
     let b_out = out.join().unwrap().unwrap();
     let now_lock = fs::read_to_string(&lock).unwrap_or_else(|e| format!("({e})"));
     assert_eq!(

@@ -2,10 +2,12 @@
 //! creates, writes, chmods, renames (onto existing names, swaps, into and
 //! out of moved directories), deletes, hard links and inode reuse; after
 //! each round, applying ferry's diff to the previous state, by the contract
-//! in docs/snapdiff.md, must give the new state exactly.
+//! in docs/snapdiff.md, must give the new state exactly. Once with every
+//! sort in memory, once on a tree big enough that the sorts spill to disk.
 
 use ferry::snapdiff::build::ManifestBuilder;
 use ferry::snapdiff::diff::{Change, ChangeState, DiffOptions, diff};
+use ferry::snapdiff::extsort::MIN_BUDGET;
 use ferry::snapdiff::manifest::{Header, ManifestReader};
 use ferry::snapdiff::record::Record;
 use ferry::sys::Timestamp;
@@ -85,6 +87,46 @@ impl Fs {
             },
         );
         fs
+    }
+
+    /// A tree that outgrows the smallest sort budget in every sort (see
+    /// `spilling_changes_nothing`): four of the five names in each
+    /// directory, directories three levels deep, and in each third-level
+    /// directory two more (empty) directories and two files: 212
+    /// directories and 128 files under the root. Made depth first, so the
+    /// first 64 directories and entries, which the operations pick from,
+    /// mix levels, full directories and empty ones.
+    fn seed(&mut self) {
+        fn fill(fs: &mut Fs, dir: u64, depth: usize) {
+            for n in 0..4u8 {
+                let is_dir = depth < 3 || n < 2;
+                fs.next += 1;
+                let ino = fs.next;
+                fs.add(dir, name(n), ino, 1, is_dir);
+                if is_dir && depth < 3 {
+                    fill(fs, ino, depth + 1);
+                }
+            }
+        }
+        fill(self, ROOT, 0);
+    }
+
+    /// Makes inode `ino` and links it as `name` in `dir`.
+    fn add(&mut self, dir: u64, name: Vec<u8>, ino: u64, generation: u64, is_dir: bool) {
+        let t = self.tick();
+        self.inodes.insert(
+            ino,
+            Inode {
+                generation,
+                mode: if is_dir { DIR | 0o755 } else { REG | 0o644 },
+                size: 0,
+                mtime: t,
+                ctime: t,
+                uid: 0,
+            },
+        );
+        self.links.insert((dir, name), ino);
+        self.touch_dir(dir);
     }
 
     fn tick(&mut self) -> i64 {
@@ -177,20 +219,7 @@ impl Fs {
                         (self.next, 1)
                     }
                 };
-                let t = self.tick();
-                self.inodes.insert(
-                    ino,
-                    Inode {
-                        generation,
-                        mode: if is_dir { DIR | 0o755 } else { REG | 0o644 },
-                        size: 0,
-                        mtime: t,
-                        ctime: t,
-                        uid: 0,
-                    },
-                );
-                self.links.insert(key.clone(), ino);
-                self.touch_dir(key.0);
+                self.add(key.0, key.1, ino, generation, is_dir);
             }
             Op::Write { entry } | Op::Chmod { entry } => {
                 let Some(key) = entries.get(entry % entries.len().max(1)) else {
@@ -276,13 +305,16 @@ impl Fs {
         }
     }
 
-    fn manifest(&self, mem_limit: usize) -> Vec<u8> {
+    /// The manifest, and the sorted runs its sorts spilled (directories,
+    /// entries).
+    fn manifest(&self, mem_limit: usize) -> (Vec<u8>, [usize; 2]) {
         let spill = tempfile::tempdir().unwrap();
         let mut b = ManifestBuilder::new(mem_limit, spill.path());
         b.push(&self.record(ROOT, 0, Vec::new())).unwrap();
         for ((p, n), &ino) in &self.links {
             b.push(&self.record(ino, *p, n.clone())).unwrap();
         }
+        let spilled = b.spilled_runs();
         let header = Header {
             root: b"/fs".to_vec(),
             root_ino: ROOT,
@@ -292,7 +324,7 @@ impl Fs {
             created_unix: self.clock,
             generation: "inode".into(),
         };
-        b.write(Vec::new(), &header).unwrap().0
+        (b.write(Vec::new(), &header).unwrap().0, spilled)
     }
 
     /// Path to attributes: what a copy of the tree must match.
@@ -447,31 +479,64 @@ fn place(tree: &mut BTreeMap<Vec<u8>, Attrs>, mut staged: Vec<Staged>) {
     }
 }
 
-fn run(rounds: Vec<Vec<Op>>, mem_limit: usize) {
+/// What the sorts of a run spilled to disk, in sorted runs.
+#[derive(Debug, Default)]
+struct Spills {
+    /// Each manifest's sorts (directories, entries), the first one first.
+    manifests: Vec<[usize; 2]>,
+    /// Each diff's ordering of the changes (its summary's count).
+    diffs: Vec<u64>,
+}
+
+impl Spills {
+    fn total(&self) -> u64 {
+        let m: usize = self.manifests.iter().flatten().sum();
+        m as u64 + self.diffs.iter().sum::<u64>()
+    }
+}
+
+/// Round by round: the operations, then the diff of the manifests before
+/// and after, which applied to the tree before must give the tree after.
+/// With `seed`, the first round is [`Fs::seed`].
+fn run(seed: bool, rounds: Vec<Vec<Op>>, mem_limit: usize) -> Spills {
     let spill = tempfile::tempdir().unwrap();
     let mut fs = Fs::new();
     let mut tree = fs.paths();
-    let mut manifest = fs.manifest(mem_limit);
+    let (mut manifest, spilled) = fs.manifest(mem_limit);
+    let mut spills = Spills {
+        manifests: vec![spilled],
+        diffs: Vec::new(),
+    };
+    let rounds = seed.then_some(None).into_iter().chain(rounds.into_iter().map(Some));
     for ops in rounds {
-        for op in &ops {
-            fs.apply(op);
+        match &ops {
+            None => fs.seed(),
+            Some(ops) => {
+                for op in ops {
+                    fs.apply(op);
+                }
+            }
         }
-        let next = fs.manifest(mem_limit);
+        let (next, spilled) = fs.manifest(mem_limit);
+        spills.manifests.push(spilled);
         let opts = DiffOptions {
             mem_limit,
             ..DiffOptions::default()
         };
         let old = ManifestReader::new(&manifest[..]).unwrap();
         let new = ManifestReader::new(&next[..]).unwrap();
-        let (changes, _) = diff(old, new, &opts, spill.path()).unwrap();
+        let (changes, summary) = diff(old, new, &opts, spill.path()).unwrap();
+        spills.diffs.push(summary.spilled_runs);
         let changes: Vec<Change> = changes.map(Result::unwrap).collect();
         if std::env::var_os("FERRY_DEBUG").is_some() {
             eprintln!("old {tree:#?}\nnew {:#?}\nchanges {changes:#?}", fs.paths());
         }
         apply(&mut tree, &changes);
-        assert_eq!(tree, fs.paths(), "after {ops:?}\nchanges {changes:#?}");
+        let ops = ops.map_or_else(|| "the seed".to_string(), |o| format!("{o:?}"));
+        assert_eq!(tree, fs.paths(), "after {ops}\nchanges {changes:#?}");
         manifest = next;
     }
+    spills
 }
 
 proptest! {
@@ -479,16 +544,27 @@ proptest! {
 
     #[test]
     fn applying_the_diff_reproduces_the_new_tree(rounds in prop::collection::vec(prop::collection::vec(op(), 1..40), 1..5)) {
-        run(rounds, 64 << 20);
+        let spills = run(false, rounds, 64 << 20);
+        assert_eq!(spills.total(), 0, "64 MiB holds every sort in memory: {spills:?}");
     }
 }
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: 20, ..ProptestConfig::default() })]
 
-    /// The same with a tiny memory budget: every sort spills.
+    /// The same with the smallest memory budget, on a seeded tree big
+    /// enough that the sorts spill to disk and merge their runs.
     #[test]
     fn spilling_changes_nothing(rounds in prop::collection::vec(prop::collection::vec(op(), 20..80), 1..3)) {
-        run(rounds, 64 * 1024);
+        // Every sort gets the floor (a quarter, three quarters and half of
+        // this budget are below it): 170 items a run. The seed outgrows it
+        // in each sort: a manifest of 213 directories and 341 records, then
+        // 341 changes (340 created, the root updated).
+        let spills = run(true, rounds, MIN_BUDGET);
+        assert_eq!(spills.manifests[0], [0, 0], "the root alone fits in memory: {spills:?}");
+        let [dirs, entries] = spills.manifests[1];
+        assert!(dirs > 0, "sorting the seeded manifest's directories spilled: {spills:?}");
+        assert!(entries > 0, "sorting the seeded manifest's entries spilled: {spills:?}");
+        assert!(spills.diffs[0] > 0, "ordering the seed's changes spilled: {spills:?}");
     }
 }

@@ -1,6 +1,9 @@
 //! The walker as a library: completeness on generated trees, counters,
 //! generations, depth limits and cancellation.
 
+mod common;
+
+use common::loopfs::LoopFs;
 use ferry::entry::{Entry, FileType};
 use ferry::testtree::{DEEP_LEVELS, Shape, generate};
 use ferry::walk::{Walk, WalkEvent, WalkOptions};
@@ -61,17 +64,18 @@ fn names_only_walk_does_not_stat() {
         },
     );
     assert_eq!(s.files, 500);
-    // Only the root is stat'ed (to learn its type).
+    // No entry carries attributes, not even the root (which the walker
+    // stats to learn its type, but does not report).
     assert_eq!(entries.iter().filter(|e| e.meta.is_some()).count(), 0);
     assert!(entries.iter().all(|e| e.ino != 0));
 }
 
-#[test]
-fn depth_limit_and_generations() {
-    let tmp = tempfile::tempdir().unwrap();
-    let root = tmp.path().join("t");
+/// The first levels of [`Shape::Deep`] with `max_depth: Some(3)` and
+/// generations asked for, walked under `dir`.
+fn deep_to_depth_3(dir: &Path) -> Vec<Entry> {
+    let root = dir.join("t");
     generate(&root, Shape::Deep, DEEP_LEVELS * 2).unwrap();
-    let (entries, _, _) = collect(
+    let (entries, errors, _) = collect(
         &root,
         WalkOptions {
             max_depth: Some(3),
@@ -79,14 +83,58 @@ fn depth_limit_and_generations() {
             ..WalkOptions::default()
         },
     );
-    // Depth 0: root; 1: level00; 2: level01 + 2 files; 3: level02 + 2 files.
+    assert_eq!(errors, 0);
+    // Depth 0: root; 1: level00; 2: level01 + level00's 2 files;
+    // 3: level02 + level01's 2 files.
     assert_eq!(entries.len(), 1 + 1 + 3 + 3);
+    entries
+}
+
+/// The depth limit, on whatever filesystem TMPDIR is.
+#[test]
+fn depth_limit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let files = deep_to_depth_3(tmp.path())
+        .into_iter()
+        .filter(|e| e.file_type == FileType::File)
+        .count();
+    assert_eq!(files, 4);
+}
+
+/// Generations, on a filesystem made for the test that has them (TMPDIR's
+/// may not: tmpfs has none): each file's is the one `FS_IOC_GETVERSION`
+/// gives.
+#[test]
+fn generations_on_ext4() {
+    let Some(fs) = LoopFs::ext4(32) else { return };
+    let entries = deep_to_depth_3(fs.path());
     let files: Vec<&Entry> = entries.iter().filter(|e| e.file_type == FileType::File).collect();
     assert_eq!(files.len(), 4);
     assert!(
         files.iter().all(|e| e.generation.is_some()),
         "ext4 has inode generations"
     );
+    for e in files {
+        let path = Path::new(std::ffi::OsStr::from_bytes(&e.path));
+        assert_eq!(e.generation, Some(inode_generation(path)), "{}", path.display());
+    }
+}
+
+/// `FS_IOC_GETVERSION` on `path`, asked directly.
+fn inode_generation(path: &Path) -> u32 {
+    let f = std::fs::File::open(path).unwrap();
+    let mut v: libc::c_long = 0;
+    // SAFETY: the ioctl writes at most a long (ext4: an int) into `v`.
+    let r = unsafe { libc::ioctl(std::os::fd::AsRawFd::as_raw_fd(&f), libc::FS_IOC_GETVERSION, &mut v) };
+    assert_eq!(
+        r,
+        0,
+        "FS_IOC_GETVERSION on {}: {}",
+        path.display(),
+        std::io::Error::last_os_error()
+    );
+    // An int written into a long: its low bits (little-endian machines).
+    v as u32
 }
 
 #[test]

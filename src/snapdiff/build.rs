@@ -73,6 +73,15 @@ impl ManifestBuilder {
         self.root_ino
     }
 
+    /// Sorted runs spilled to disk so far, per section as [`write`]
+    /// counts them (directories, entries): how often each outgrew its part
+    /// of the memory budget (0 while it fits in memory).
+    ///
+    /// [`write`]: ManifestBuilder::write
+    pub fn spilled_runs(&self) -> [usize; 2] {
+        [self.dirs.spilled_runs(), self.all.spilled_runs()]
+    }
+
     /// Records added so far.
     pub fn len(&self) -> u64 {
         self.all.len()

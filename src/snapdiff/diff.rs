@@ -125,6 +125,9 @@ pub struct DiffSummary {
     pub skipped_old_ctime: u64,
     /// Records read from the old and new manifests.
     pub records: u64,
+    /// Sorted runs the ordering of the changes spilled to disk: how often
+    /// they outgrew the memory budget (0 when ordered in memory).
+    pub spilled_runs: u64,
 }
 
 /// Why a diff failed.
@@ -496,7 +499,8 @@ impl Differ {
         Ok(())
     }
 
-    fn finish(self) -> Result<(Changes, DiffSummary), DiffError> {
+    fn finish(mut self) -> Result<(Changes, DiffSummary), DiffError> {
+        self.sum.spilled_runs = self.out.spilled_runs() as u64;
         Ok((
             Changes {
                 sorted: self.out.finish()?,

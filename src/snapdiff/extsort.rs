@@ -28,6 +28,19 @@ const FAN_IN: usize = 64;
 /// Read buffer per run while merging.
 const RUN_BUFFER: usize = 64 * 1024;
 
+/// The smallest budget a sorter works with; smaller ones are raised to it.
+///
+/// An item must fit in an empty buffer, whose arena is three quarters of
+/// the budget: 16 KiB leaves 12 KiB, room for the largest ordinary item, a
+/// change moving an entry between two `PATH_MAX` (4 KiB) paths with its
+/// record (under 400 bytes, a `NAME_MAX` name included), so a small budget
+/// does not refuse one. (Relative paths longer than `PATH_MAX`, possible in
+/// very deep trees, need a bigger budget.) The index quarter then holds 170
+/// items per run. `ferry snapdiff` never comes near it (`--mem-limit` is at
+/// least 16M); library callers and tests may go this low to make sorts
+/// spill on small inputs.
+pub const MIN_BUDGET: usize = 16 * 1024;
+
 /// Collects items and yields them in order, within a memory budget.
 pub struct ExternalSorter<T: SortItem> {
     budget: usize,
@@ -41,11 +54,12 @@ pub struct ExternalSorter<T: SortItem> {
 }
 
 impl<T: SortItem> ExternalSorter<T> {
-    /// A sorter holding at most about `budget` bytes in memory, spilling
-    /// sorted runs as unnamed temporary files in `spill_dir`.
+    /// A sorter holding at most about `budget` bytes (at least
+    /// [`MIN_BUDGET`]) in memory, spilling sorted runs as unnamed temporary
+    /// files in `spill_dir`.
     pub fn new(budget: usize, spill_dir: &Path) -> Self {
         ExternalSorter {
-            budget: budget.max(64 * 1024),
+            budget: budget.max(MIN_BUDGET),
             dir: spill_dir.to_path_buf(),
             arena: Vec::new(),
             index: Vec::new(),
@@ -102,7 +116,8 @@ impl<T: SortItem> ExternalSorter<T> {
         self.len == 0
     }
 
-    /// Runs written to disk so far.
+    /// Runs written to disk so far: how many times the items outgrew the
+    /// budget (0 while they fit in memory).
     pub fn spilled_runs(&self) -> usize {
         self.runs.len()
     }
@@ -345,5 +360,27 @@ mod tests {
             want.sort();
             assert_eq!(out, want);
         }
+    }
+
+    #[test]
+    fn a_tiny_budget_is_raised_to_the_floor() {
+        let dir = tempfile::tempdir().unwrap();
+        // The largest ordinary item (two PATH_MAX paths and a record) fits.
+        let mut s = ExternalSorter::new(0, dir.path());
+        s.push(&Item(1, vec![b'x'; 2 * 4096 + 400])).unwrap();
+        // One that cannot fit in the floor's arena is refused, not truncated.
+        let err = s.push(&Item(2, vec![b'x'; MIN_BUDGET])).unwrap_err();
+        assert_eq!(err.to_string(), "item larger than the sort budget");
+        // Small items spill, and come back in order.
+        let mut s = ExternalSorter::new(1, dir.path());
+        let input = items(2000);
+        for it in &input {
+            s.push(it).unwrap();
+        }
+        assert!(s.spilled_runs() > 1, "{} runs", s.spilled_runs());
+        let out: Vec<Item> = s.finish().unwrap().map(Result::unwrap).collect();
+        let mut want = input;
+        want.sort();
+        assert_eq!(out, want);
     }
 }

@@ -18,17 +18,14 @@ use std::time::{Duration, Instant};
 /// The broker every agent test uses.
 pub const BROKER: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 
-/// Whether the broker answers; panics under CI when it does not, else
-/// prints a loud skip message and returns false.
+/// Whether the broker answers; when it does not, a failure under CI, else
+/// a loud skip (and false).
 pub fn broker_or_skip() -> bool {
-    if std::net::TcpStream::connect_timeout(&"127.0.0.1:5672".parse().unwrap(), Duration::from_secs(2)).is_ok() {
-        return true;
-    }
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("agent tests need RabbitMQ on 127.0.0.1:5672 (scripts/test starts it)");
-    }
-    eprintln!("\n*** SKIPPED: agent test needs RabbitMQ on 127.0.0.1:5672 ***\n");
-    false
+    let up = std::net::TcpStream::connect_timeout(&"127.0.0.1:5672".parse().unwrap(), Duration::from_secs(2)).is_ok();
+    super::require(
+        up,
+        "agent tests need RabbitMQ on 127.0.0.1:5672 (scripts/test starts it)",
+    )
 }
 
 /// A running `ferry agent` on a fresh site, with its files.

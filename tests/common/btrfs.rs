@@ -7,82 +7,39 @@
 
 #![allow(dead_code)]
 
-use std::io::Read;
+use super::loopfs::LoopFs;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output};
+use std::time::Duration;
 
 /// A mounted btrfs image.
 pub struct LoopBtrfs {
-    dir: tempfile::TempDir,
-    mount: PathBuf,
-}
-
-fn run(cmd: &mut Command) -> Result<(), String> {
-    let out = cmd.output().map_err(|e| format!("{cmd:?}: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!("{cmd:?}: {}", String::from_utf8_lossy(&out.stderr)))
-    }
+    fs: LoopFs,
 }
 
 impl LoopBtrfs {
     /// Makes and mounts a `size_mb` MiB btrfs image, or explains why not:
     /// `None` means skip (not under CI); under CI it panics.
     pub fn new(size_mb: u64) -> Option<LoopBtrfs> {
-        match Self::try_new(size_mb) {
-            Ok(b) => Some(b),
-            Err(why) => {
-                if std::env::var("CI").is_ok_and(|v| v == "true") {
-                    panic!("btrfs test needs root and btrfs-progs: {why}");
-                }
-                eprintln!("\n*** SKIPPED: btrfs test needs root and btrfs-progs: {why} ***\n");
-                None
-            }
-        }
-    }
-
-    fn try_new(size_mb: u64) -> Result<LoopBtrfs, String> {
-        // SAFETY-free check of privileges: mounting needs root.
-        if !std::fs::read_to_string("/proc/self/status")
-            .unwrap_or_default()
-            .lines()
-            .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"))
-        {
-            return Err("not running as root".into());
-        }
-        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-        let image = dir.path().join("btrfs.img");
-        let mount = dir.path().join("mnt");
-        std::fs::create_dir(&mount).map_err(|e| e.to_string())?;
-        run(Command::new("truncate")
-            .arg("-s")
-            .arg(format!("{size_mb}M"))
-            .arg(&image))?;
-        run(Command::new("mkfs.btrfs").arg("-q").arg(&image))?;
-        run(Command::new("mount").arg("-o").arg("loop").arg(&image).arg(&mount))?;
-        Ok(LoopBtrfs { dir, mount })
+        LoopFs::new(&["mkfs.btrfs", "-q"], size_mb).map(|fs| LoopBtrfs { fs })
     }
 
     /// Where it is mounted.
     pub fn path(&self) -> &Path {
-        &self.mount
+        self.fs.path()
     }
 
     /// Creates subvolume `name` at the top of the filesystem.
     pub fn subvolume(&self, name: &str) -> PathBuf {
-        let p = self.mount.join(name);
-        run(Command::new("btrfs").args(["subvolume", "create"]).arg(&p)).expect("btrfs subvolume create");
+        let p = self.path().join(name);
+        let out = output(Command::new("btrfs").args(["subvolume", "create"]).arg(&p));
+        assert!(
+            out.status.success(),
+            "btrfs subvolume create: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         p
-    }
-}
-
-impl Drop for LoopBtrfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.mount).status();
-        let _ = self.dir.path();
     }
 }
 
@@ -96,45 +53,9 @@ pub const FERRY: &str = env!("CARGO_BIN_EXE_ferry");
 /// must fail the test, not hang the suite; no result depends on it).
 pub const DEADLINE: Duration = Duration::from_secs(120);
 
-/// Waits for `child`, failing the test after [`DEADLINE`].
-pub fn wait_deadline(child: &mut Child, what: &str) -> ExitStatus {
-    let end = Instant::now() + DEADLINE;
-    let mut nap = Duration::from_millis(1);
-    loop {
-        if let Some(s) = child.try_wait().expect("wait") {
-            return s;
-        }
-        if Instant::now() > end {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{what} did not finish within {DEADLINE:?}");
-        }
-        std::thread::sleep(nap);
-        nap = (nap * 2).min(Duration::from_millis(20));
-    }
-}
-
 /// Runs `cmd` with no stdin, capturing stdout and stderr, within [`DEADLINE`].
 pub fn output(cmd: &mut Command) -> Output {
-    let what = format!("{cmd:?}");
-    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
-    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot run {what}: {e}"));
-    let mut so = child.stdout.take().unwrap();
-    let mut se = child.stderr.take().unwrap();
-    let t1 = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        so.read_to_end(&mut v).map(|_| v)
-    });
-    let t2 = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        se.read_to_end(&mut v).map(|_| v)
-    });
-    let status = wait_deadline(&mut child, &what);
-    Output {
-        status,
-        stdout: t1.join().unwrap().unwrap(),
-        stderr: t2.join().unwrap().unwrap(),
-    }
+    super::run_within(cmd, None, DEADLINE, None)
 }
 
 /// The subvolume id btrfs gives `path` (ferry's fileset id for it).

@@ -6,14 +6,13 @@
 
 #![allow(dead_code)]
 
-use super::btrfs::{json_members, json_path, wait_deadline};
+use super::btrfs::{DEADLINE, json_members, json_path};
 use super::s3::S3Server;
 use std::ffi::OsStr;
-use std::io::{Read, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output};
 
 /// The ferry binary under test.
 pub const FERRY: &str = env!("CARGO_BIN_EXE_ferry");
@@ -201,48 +200,7 @@ impl Env {
 /// Runs `c` with `stdin` (or none), capturing its output, within the
 /// fixtures' deadline.
 pub fn run_cmd(mut c: Command, stdin: Option<&[u8]>) -> Output {
-    let what = format!("{c:?}");
-    c.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = c.spawn().unwrap_or_else(|e| panic!("cannot run {what}: {e}"));
-    let feeder = stdin.map(|data| {
-        let mut w = child.stdin.take().unwrap();
-        let data = data.to_vec();
-        std::thread::spawn(move || {
-            let _ = w.write_all(&data);
-        })
-    });
-    let (t1, t2) = collect(&mut child);
-    let status = wait_deadline(&mut child, &what);
-    if let Some(f) = feeder {
-        f.join().unwrap();
-    }
-    Output {
-        status,
-        stdout: t1.join().unwrap(),
-        stderr: t2.join().unwrap(),
-    }
-}
-
-type Reader = std::thread::JoinHandle<Vec<u8>>;
-
-/// Threads reading a child's stdout and stderr to the end.
-pub fn collect(child: &mut Child) -> (Reader, Reader) {
-    let mut so = child.stdout.take().unwrap();
-    let mut se = child.stderr.take().unwrap();
-    (
-        std::thread::spawn(move || {
-            let mut v = Vec::new();
-            let _ = so.read_to_end(&mut v);
-            v
-        }),
-        std::thread::spawn(move || {
-            let mut v = Vec::new();
-            let _ = se.read_to_end(&mut v);
-            v
-        }),
-    )
+    super::run_within(&mut c, stdin, DEADLINE, None)
 }
 
 /// One path's outcome.
@@ -571,22 +529,6 @@ pub fn set_mtime(path: &Path, sec: u64, nsec: u32) {
             .set_accessed(UNIX_EPOCH + Duration::new(sec - 1, nsec)),
     )
     .unwrap();
-}
-
-/// Whether the test runs as root.
-pub fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap_or_default()
-        .lines()
-        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"))
-}
-
-/// Skips (loudly) outside CI, fails under CI.
-pub fn skip_or_fail(why: &str) {
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("{why}");
-    }
-    eprintln!("\n*** SKIPPED: {why} ***\n");
 }
 
 /// A path list of NUL-ended paths.
