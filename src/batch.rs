@@ -8,7 +8,6 @@
 //! the number of paths discovered so far (see `docs/batching.md`).
 
 use crate::config::BatchSettings;
-use crate::config::defaults;
 
 /// Limits that close a batch.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -32,14 +31,6 @@ pub const DYNAMIC_RANGES: [(u64, usize); 5] =
     [(0, 40), (1_000, 100), (10_000, 250), (100_000, 500), (1_000_000, 1_000)];
 
 impl BatchLimits {
-    /// The seed's site defaults: 40 paths, 1 GB, dynamic sizing on.
-    pub const SEED_DEFAULT: BatchLimits = BatchLimits {
-        max_paths: defaults::FILE_BATCH_SIZE,
-        max_data_bytes: Some((defaults::FILE_BATCH_GB * GB as f64) as u64),
-        max_message_bytes: None,
-        dynamic: defaults::AUTO_FILE_BATCH_SIZING,
-    };
-
     /// Large batches for streaming results: 10,000 paths or a 1 MiB message.
     pub const STREAMING: BatchLimits = BatchLimits {
         max_paths: 10_000,
@@ -167,6 +158,17 @@ mod tests {
     }
 
     #[test]
+    fn the_seeds_defaults() {
+        let seed = BatchLimits::from_settings(&BatchSettings::default());
+        assert_eq!(
+            (seed.max_paths, seed.max_data_bytes, seed.dynamic),
+            (40, Some(GB), true)
+        );
+        // Dynamic sizing grows the path limit with what was found so far.
+        assert_eq!((seed.paths_limit(999), seed.paths_limit(1_000)), (40, 100));
+    }
+
+    #[test]
     fn seed_worked_example() {
         // 100 files of 500 MB, file_batch_gb 1, file_batch_size 10 -> 50 batches of 2.
         let sizes = vec![500_000_000; 100];
@@ -176,7 +178,8 @@ mod tests {
 
     #[test]
     fn count_limit_and_oversized_files() {
-        assert_eq!(run(BatchLimits::SEED_DEFAULT, &[1; 100]), vec![40, 40, 20]);
+        let seed = BatchLimits::from_settings(&BatchSettings::default());
+        assert_eq!(run(seed, &[1; 100]), vec![40, 40, 20]);
         // A 3 GB file travels alone; small files around it batch normally.
         let got = run(BatchLimits::from_seed(40, 1.0, false), &[10, 3 * GB, 10, 10]);
         assert_eq!(got, vec![1, 1, 2]);

@@ -1,5 +1,6 @@
 //! `ferry scan`: walk the given roots and write what is found.
 
+use crate::entry::Fields;
 use crate::output::{EntryWriter, Format};
 use crate::progress::Progress;
 use crate::task::Summary;
@@ -20,6 +21,33 @@ pub struct ScanRequest {
     /// Show a progress line: `Some(true)` always, `Some(false)` never,
     /// `None` when stderr is a terminal.
     pub progress: Option<bool>,
+}
+
+impl ScanRequest {
+    /// A scan of `roots` that writes `format` (`None`: counts only) with
+    /// the attributes in `fields`: `walk` is told to stat only when the
+    /// output, the counts or byte-limited batches need it, for only the
+    /// attributes they need (a names-only walk never stats).
+    pub fn new(
+        roots: Vec<Vec<u8>>,
+        mut walk: WalkOptions,
+        fields: Fields,
+        format: Option<Format>,
+        progress: Option<bool>,
+    ) -> ScanRequest {
+        let bytes_limited = matches!(format, Some(Format::Batches(_, l)) if l.max_data_bytes.is_some());
+        let summary = format.is_none();
+        // Counts and byte-limited batches need sizes; the output needs its fields.
+        walk.stat = summary || bytes_limited || fields.needs_stat();
+        walk.stat_mask = Fields::SIZE.with(fields).stat_mask();
+        walk.generation = !summary && fields.contains(Fields::GENERATION);
+        ScanRequest {
+            roots,
+            walk,
+            format,
+            progress,
+        }
+    }
 }
 
 /// What a finished scan found.

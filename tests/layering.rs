@@ -1,11 +1,15 @@
 //! The crate's structure, checked from its source: every module imports
 //! only from its own layer or the layers below it (docs/architecture.md),
-//! and nothing imports in a circle — between the top-level modules, and
-//! between the agent's and the command line's parts.
+//! and no two modules, down to single files, import each other directly or
+//! in a circle.
 //!
-//! Imports are read from the text of `src/` (`use crate::…`, `crate::…`
-//! paths, `super::…`), without comments and without the `#[cfg(test)]`
-//! module at the end of a file (tests may reach anywhere).
+//! Imports are read from the text of `src/`: `use` statements, `crate::…`
+//! and `super::…` paths, and paths through a module's own children,
+//! without comments, literals and the `#[cfg(test)]` module at the end of a
+//! file (tests may reach anywhere). A name a module re-exports (`pub use`)
+//! counts as an import of the module that defines it, and a re-export is
+//! not itself an import: a parent that only names its children's types
+//! does not depend on them.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -23,11 +27,18 @@ const LAYERS: &[&[&str]] = &[
     &["cli", "main"],
 ];
 
-/// Modules whose parts must not import each other in a circle.
-const PARTS_OF: &[&str] = &["agent", "agent/tasks", "cli"];
-
 fn layer(top: &str) -> Option<usize> {
     LAYERS.iter().position(|l| l.contains(&top))
+}
+
+type ModPath = Vec<String>;
+
+/// One source file: its module, what it uses, and what it re-exports
+/// (name → the path it stands for).
+struct File {
+    module: ModPath,
+    uses: Vec<ModPath>,
+    reexports: BTreeMap<String, ModPath>,
 }
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
@@ -42,23 +53,26 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
 }
 
 /// `src/agent/tasks/mod.rs` → `["agent", "tasks"]`; `src/lib.rs` → `[]`.
-fn module_of(src: &Path, file: &Path) -> Vec<String> {
+fn module_of(src: &Path, file: &Path) -> ModPath {
     let rel = file.strip_prefix(src).unwrap().with_extension("");
-    let mut parts: Vec<String> = rel.iter().map(|c| c.to_string_lossy().into_owned()).collect();
+    let mut parts: ModPath = rel.iter().map(|c| c.to_string_lossy().into_owned()).collect();
     if parts.last().is_some_and(|p| p == "mod" || p == "lib") {
         parts.pop();
-    }
-    if parts == ["main"] {
-        return vec!["main".into()];
     }
     parts
 }
 
 /// The code of a file without comments, string and char literals, and
-/// its `#[cfg(test)]` module.
+/// the `#[cfg(test)]` modules at its end.
 fn code(text: &str) -> String {
-    let text = match text.find("#[cfg(test)]\nmod tests") {
-        Some(i) => &text[..i],
+    let test_module = text.match_indices("#[cfg(test)]\n").find(|(i, m)| {
+        let next = text[i + m.len()..].trim_start();
+        ["mod ", "pub mod ", "pub(crate) mod "]
+            .iter()
+            .any(|k| next.starts_with(k))
+    });
+    let text = match test_module {
+        Some((i, _)) => &text[..i],
         None => text,
     };
     let b = text.as_bytes();
@@ -95,51 +109,24 @@ fn code(text: &str) -> String {
     out
 }
 
-/// Every path a piece of code names from `crate::` or `super::`, resolved
-/// to absolute module-path prefixes (`["agent", "celery", "TaskMessage"]`).
-fn references(module: &[String], code: &str) -> Vec<Vec<String>> {
-    let mut out = Vec::new();
-    // Expand `use` trees first, so `use crate::{a::b, c}` counts as both.
-    let mut rest = code;
-    while let Some(i) = rest.find("use ") {
-        let word_start = i == 0 || !rest.as_bytes()[i - 1].is_ascii_alphanumeric() && rest.as_bytes()[i - 1] != b'_';
-        let after = &rest[i + 4..];
-        if !word_start {
-            rest = after;
-            continue;
-        }
-        let Some(end) = after.find(';') else { break };
-        expand("", &after[..end], &mut |p| out.push(p));
-        rest = &after[end..];
-    }
-    // Then every inline `crate::a::b` or `super::a` path.
-    let bytes = code.as_bytes();
-    for start in ["crate::", "super::"] {
-        let mut from = 0;
-        while let Some(i) = code[from..].find(start) {
-            let at = from + i;
-            from = at + start.len();
-            if at > 0 && (bytes[at - 1].is_ascii_alphanumeric() || bytes[at - 1] == b'_' || bytes[at - 1] == b':') {
-                continue;
-            }
-            let path: String = code[at..]
-                .chars()
-                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == ':')
-                .collect();
-            out.push(path);
-        }
-    }
-    out.into_iter()
-        .filter_map(|p| resolve(module, &p))
-        .filter(|p| !p.is_empty())
-        .collect()
+fn is_ident(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'_'
 }
 
-/// Calls `f` with every path of a use tree (`crate::{a, b::{c, d}}`).
-fn expand(prefix: &str, tree: &str, f: &mut impl FnMut(String)) {
+/// Calls `f` with every path of a use tree (`crate::{a, b::{c as d}}`)
+/// and the name it is known by.
+fn expand(prefix: &str, tree: &str, f: &mut impl FnMut(String, String)) {
     let tree = tree.trim();
     match tree.find('{') {
-        None => f(format!("{prefix}{}", tree.split(" as ").next().unwrap().trim())),
+        None => {
+            let mut it = tree.split(" as ");
+            let path = format!("{prefix}{}", it.next().unwrap().trim());
+            let name = match it.next() {
+                Some(alias) => alias.trim().to_string(),
+                None => path.rsplit("::").next().unwrap().to_string(),
+            };
+            f(path, name);
+        }
         Some(open) => {
             let head = &tree[..open];
             let inner = &tree[open + 1..tree.rfind('}').unwrap_or(tree.len())];
@@ -164,43 +151,154 @@ fn expand(prefix: &str, tree: &str, f: &mut impl FnMut(String)) {
     }
 }
 
-fn resolve(module: &[String], path: &str) -> Option<Vec<String>> {
+/// A path as written in `module` made absolute: `crate::`, `super::`,
+/// `self::` and paths that start with one of the module's `children`.
+/// `None` for paths outside the crate (`std::`, other crates).
+fn absolute(module: &[String], children: &BTreeSet<String>, path: &str) -> Option<ModPath> {
     let parts: Vec<&str> = path
         .split("::")
-        .filter(|p| !p.is_empty() && *p != "self" && *p != "*")
+        .map(str::trim)
+        .filter(|p| !p.is_empty() && *p != "*")
         .collect();
-    let mut base: Vec<String> = match parts.first() {
-        Some(&"crate") => Vec::new(),
-        Some(&"super") => module.to_vec(),
+    let (mut base, mut rest): (ModPath, &[&str]) = match parts.first() {
+        Some(&"crate") => (Vec::new(), &parts[1..]),
+        Some(&"super") | Some(&"self") => (module.to_vec(), &parts[..]),
+        Some(first) if children.contains(*first) => (module.to_vec(), &parts[..]),
         _ => return None,
     };
-    let mut rest = &parts[..];
-    if rest.first() == Some(&"crate") {
-        rest = &rest[1..];
-    }
-    while rest.first() == Some(&"super") {
-        base.pop()?;
+    while let Some(&first) = rest.first() {
+        match first {
+            "super" => {
+                base.pop()?;
+            }
+            "self" => {}
+            _ => break,
+        }
         rest = &rest[1..];
     }
     base.extend(rest.iter().map(|s| s.to_string()));
     Some(base)
 }
 
-/// The node a module path counts as, seen at the level of `parent`'s
-/// parts: `agent/tasks/navigate/Navigation` under `agent` is `agent/tasks`.
-fn node(path: &[String], parent: &[String]) -> Option<String> {
-    if path.len() > parent.len() && path[..parent.len()] == *parent {
-        Some(path[..=parent.len()].join("/"))
-    } else if path == parent {
-        Some(parent.join("/"))
-    } else {
-        None
+/// Reads one file: its plain imports, its re-exports, and every other
+/// path it names through `crate::`, `super::` or a child module.
+fn read(module: ModPath, children: &BTreeSet<String>, code: &str) -> File {
+    let mut uses = Vec::new();
+    let mut reexports = BTreeMap::new();
+    let mut rest_of_code = String::with_capacity(code.len());
+    let mut rest = code;
+    while let Some(i) = rest.find("use ") {
+        let word = i == 0 || !is_ident(rest.as_bytes()[i - 1]);
+        let Some(end) = rest[i..].find(';') else { break };
+        if !word {
+            rest_of_code.push_str(&rest[..i + 4]);
+            rest = &rest[i + 4..];
+            continue;
+        }
+        let before = rest[..i].trim_end();
+        let public = before.ends_with("pub") || before.ends_with(')') && before.contains("pub(");
+        rest_of_code.push_str(&rest[..i]);
+        expand("", &rest[i + 4..i + end], &mut |path, name| {
+            if let Some(p) = absolute(&module, children, &path) {
+                if public {
+                    reexports.insert(name, p);
+                } else {
+                    uses.push(p);
+                }
+            }
+        });
+        rest = &rest[i + end..];
+    }
+    rest_of_code.push_str(rest);
+    // Inline paths: `crate::a::b`, `super::a`, `child::item`.
+    let b = rest_of_code.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        if is_ident(b[i]) && (i == 0 || !is_ident(b[i - 1]) && b[i - 1] != b':') {
+            let len = rest_of_code[i..]
+                .bytes()
+                .take_while(|&c| is_ident(c) || c == b':')
+                .count();
+            let path = &rest_of_code[i..i + len];
+            if path.contains("::")
+                && let Some(p) = absolute(&module, children, path)
+            {
+                uses.push(p);
+            }
+            i += len.max(1);
+        } else {
+            i += 1;
+        }
+    }
+    File {
+        module,
+        uses,
+        reexports,
     }
 }
 
-/// Strongly connected components of more than one node.
+/// Every file of `src/`.
+fn crate_files() -> Vec<File> {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut paths = Vec::new();
+    rust_files(&src, &mut paths);
+    let modules: Vec<ModPath> = paths.iter().map(|f| module_of(&src, f)).collect();
+    paths
+        .iter()
+        .zip(&modules)
+        .map(|(f, m)| {
+            let children = modules
+                .iter()
+                .filter(|c| c.len() == m.len() + 1 && c[..m.len()] == m[..])
+                .map(|c| c[m.len()].clone())
+                .collect();
+            read(m.clone(), &children, &code(&std::fs::read_to_string(f).unwrap()))
+        })
+        .collect()
+}
+
+/// The module that defines what `path` names: the longest module prefix,
+/// followed through that module's re-exports.
+fn defining_module(files: &BTreeMap<ModPath, &File>, path: &[String], depth: usize) -> ModPath {
+    let mut m = Vec::new();
+    let mut i = 0;
+    while i < path.len() {
+        let mut next = m.clone();
+        next.push(path[i].clone());
+        if !files.contains_key(&next) {
+            break;
+        }
+        m = next;
+        i += 1;
+    }
+    if depth < 16
+        && i < path.len()
+        && let Some(target) = files.get(&m).and_then(|f| f.reexports.get(&path[i]))
+    {
+        let mut through = target.clone();
+        through.extend(path[i + 1..].iter().cloned());
+        return defining_module(files, &through, depth + 1);
+    }
+    m
+}
+
+/// Module → the modules it imports from, at the level of whole files.
+fn graph(files: &[File]) -> BTreeMap<String, BTreeSet<String>> {
+    let by_module: BTreeMap<ModPath, &File> = files.iter().map(|f| (f.module.clone(), f)).collect();
+    let mut edges: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for f in files {
+        for u in &f.uses {
+            let to = defining_module(&by_module, u, 0);
+            if !to.is_empty() && to != f.module {
+                edges.entry(f.module.join("/")).or_default().insert(to.join("/"));
+            }
+        }
+    }
+    edges
+}
+
+/// Strongly connected components of more than one node (Kosaraju).
 fn cycles(edges: &BTreeMap<String, BTreeSet<String>>) -> Vec<Vec<String>> {
-    // Kosaraju: order by finish time, then walk the reversed graph.
     let nodes: BTreeSet<&String> = edges.keys().chain(edges.values().flatten()).collect();
     let mut order = Vec::new();
     let mut seen = BTreeSet::new();
@@ -249,54 +347,18 @@ fn cycles(edges: &BTreeMap<String, BTreeSet<String>>) -> Vec<Vec<String>> {
     out
 }
 
-/// Module → modules it names, at the level of `parent`'s parts.
-fn graph(files: &[(Vec<String>, Vec<Vec<String>>)], parent: &[String]) -> BTreeMap<String, BTreeSet<String>> {
-    let mut edges: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    for (module, refs) in files {
-        let Some(from) = node(module, parent) else { continue };
-        for r in refs {
-            if let Some(to) = node(r, parent)
-                && to != from
-            {
-                edges.entry(from.clone()).or_default().insert(to);
-            }
-        }
-    }
-    edges
-}
-
-fn crate_files() -> Vec<(Vec<String>, Vec<Vec<String>>)> {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-    let mut files = Vec::new();
-    rust_files(&src, &mut files);
-    files
-        .iter()
-        .map(|f| {
-            let module = module_of(&src, f);
-            let text = std::fs::read_to_string(f).unwrap();
-            // The binary names the library as `ferry::`; its own modules
-            // as `crate::`/`super::`, like the library.
-            let refs = references(&module, &code(&text));
-            (module, refs)
-        })
-        .collect()
-}
-
 #[test]
 fn no_module_imports_a_layer_above_its_own() {
-    let files = crate_files();
     let mut wrong = Vec::new();
-    for (module, refs) in &files {
-        let Some(top) = module.first() else { continue };
-        let Some(mine) = layer(top) else {
-            wrong.push(format!("src/{top}: not placed in a layer (add it to LAYERS)"));
+    for (from, tos) in graph(&crate_files()) {
+        let top = |m: &str| m.split('/').next().unwrap().to_string();
+        let Some(mine) = layer(&top(&from)) else {
+            wrong.push(format!("src/{}: not placed in a layer (add it to LAYERS)", top(&from)));
             continue;
         };
-        for r in refs {
-            if let Some(theirs) = layer(&r[0])
-                && theirs > mine
-            {
-                wrong.push(format!("{} imports {}", module.join("/"), r.join("::")));
+        for to in tos {
+            if layer(&top(&to)).is_some_and(|theirs| theirs > mine) {
+                wrong.push(format!("{from} imports {to}"));
             }
         }
     }
@@ -307,38 +369,44 @@ fn no_module_imports_a_layer_above_its_own() {
 
 #[test]
 fn no_import_cycles() {
-    let files = crate_files();
-    let mut found = Vec::new();
-    let parents: Vec<Vec<String>> = std::iter::once(Vec::new())
-        .chain(PARTS_OF.iter().map(|p| p.split('/').map(String::from).collect()))
-        .collect();
-    for parent in &parents {
-        for c in cycles(&graph(&files, parent)) {
-            found.push(c.join(" <-> "));
-        }
-    }
+    let edges = graph(&crate_files());
+    let found: Vec<String> = cycles(&edges).into_iter().map(|c| c.join(" <-> ")).collect();
     assert!(found.is_empty(), "import cycles:\n{}", found.join("\n"));
 }
 
-/// The checker itself finds what it is for: a cycle and an upward import
-/// written as the code writes them.
+/// The checks find what they are for, written as the code writes it: an
+/// upward import, a cycle through `super::` and a child module's path, and
+/// a name used through its parent's re-export.
 #[test]
-fn the_checks_see_cycles_and_upward_imports() {
-    let a = references(
-        &["config".into()],
-        &code("use crate::{agent::queues::X, sys};\n// crate::ops in a comment\nfn f() { crate::walk::go(); }"),
-    );
-    let named: Vec<String> = a.iter().map(|r| r.join("::")).collect();
-    assert_eq!(named, ["agent::queues::X", "sys", "walk::go"]);
-    let files = vec![
-        (
-            vec!["agent".into(), "x".into()],
-            vec![vec!["agent".into(), "y".into(), "T".into()]],
+fn the_checks_see_cycles_upward_imports_and_reexports() {
+    let none = BTreeSet::new();
+    let config = read(
+        vec!["config".into()],
+        &none,
+        &code(
+            "use crate::{agent::queues::X, sys};\n// crate::ops in a comment\nfn f() { crate::walk::go(\"crate::ops\"); }",
         ),
-        (
+    );
+    let named: Vec<String> = config.uses.iter().map(|r| r.join("::")).collect();
+    assert_eq!(named, ["agent::queues::X", "sys", "walk::go"]);
+    let kids: BTreeSet<String> = ["x".into(), "y".into()].into();
+    let files = vec![
+        read(vec!["agent".into()], &kids, &code("pub use x::T;\nfn f() { y::g(); }")),
+        read(vec!["agent".into(), "x".into()], &none, &code("pub struct T;")),
+        read(
             vec!["agent".into(), "y".into()],
-            references(&["agent".into(), "y".into()], "use super::x::U;"),
+            &none,
+            &code("use super::T;\npub fn g() {}"),
         ),
     ];
-    assert_eq!(cycles(&graph(&files, &["agent".into()])), [["agent/x", "agent/y"]]);
+    let edges = graph(&files);
+    // `agent` calls into y; y's `super::T` is x's type, not agent's.
+    assert_eq!(edges["agent"], ["agent/y".to_string()].into());
+    assert_eq!(edges["agent/y"], ["agent/x".to_string()].into());
+    assert!(cycles(&edges).is_empty());
+    let looped = vec![
+        read(vec!["a".into()], &none, &code("use crate::b::B;\npub struct A;")),
+        read(vec!["b".into()], &none, &code("pub struct B(crate::a::A);")),
+    ];
+    assert_eq!(cycles(&graph(&looped)), [["a", "b"]]);
 }

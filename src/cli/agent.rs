@@ -1,8 +1,8 @@
 //! `ferry agent`: load the configuration, start logging, run the daemon
 //! until SIGTERM or SIGINT.
 
-use super::Failure;
 use super::args::ConfigArg;
+use super::exit::Failure;
 use clap::Args;
 use ferry::agent::{self, systemd};
 

@@ -3,9 +3,10 @@
 
 use clap::Args;
 use ferry::batch::BatchLimits;
-use ferry::config::{BadValue, Config, ConfigError, GpfsSettings, defaults};
+use ferry::config::{BadValue, Config, ConfigError, GpfsSettings, defaults, parse_count};
 use ferry::entry::Fields;
 use ferry::output::Format;
+use std::fmt;
 use std::path::PathBuf;
 
 /// Which configuration file to read.
@@ -32,15 +33,8 @@ pub struct Concurrency {
     /// network round trip [default: the core count]; for operations the
     /// files worked on at once [default: `threads` in the configuration,
     /// 10].
-    #[arg(short = 'j', long, value_name = "N", value_parser = at_least_one)]
+    #[arg(short = 'j', long, value_name = "N", value_parser = parse_count)]
     pub threads: Option<usize>,
-}
-
-fn at_least_one(s: &str) -> Result<usize, BadValue> {
-    match s.parse::<usize>() {
-        Ok(n) if n > 0 => Ok(n),
-        _ => Err(BadValue::expected("a whole number of at least 1", s)),
-    }
 }
 
 /// Whether to show a progress line on stderr.
@@ -150,6 +144,24 @@ impl GpfsArgs {
     }
 }
 
+/// A byte count as flags take and show it: with a K, M or G suffix
+/// (powers of 1024).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ByteSize(pub usize);
+
+impl fmt::Display for ByteSize {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.0;
+        match [(30, 'G'), (20, 'M'), (10, 'K')]
+            .into_iter()
+            .find(|(shift, _)| n != 0 && n.is_multiple_of(1 << shift))
+        {
+            Some((shift, unit)) => write!(f, "{}{unit}", n >> shift),
+            None => write!(f, "{n}"),
+        }
+    }
+}
+
 /// Parses a byte count with an optional K, M or G suffix (powers of 1024).
 pub fn byte_size(s: &str) -> Result<usize, BadValue> {
     let (num, shift) = match s.as_bytes().last() {
@@ -163,13 +175,13 @@ pub fn byte_size(s: &str) -> Result<usize, BadValue> {
         .ok_or_else(|| BadValue(format!("'{s}' is too large")))
 }
 
-/// A byte count of at least `min` (named `min_text` in the error).
-pub fn byte_size_at_least(s: &str, min: usize, min_text: &str) -> Result<usize, BadValue> {
+/// A byte count of at least `min`.
+pub fn byte_size_at_least(s: &str, min: usize) -> Result<ByteSize, BadValue> {
     let n = byte_size(s)?;
     if n < min {
-        return Err(BadValue(format!("at least {min_text}")));
+        return Err(BadValue(format!("at least {min} bytes ({})", ByteSize(min))));
     }
-    Ok(n)
+    Ok(ByteSize(n))
 }
 
 #[cfg(test)]
@@ -183,7 +195,9 @@ mod tests {
         assert_eq!(byte_size("1g"), Ok(1 << 30));
         assert_eq!(byte_size("7"), Ok(7));
         assert!(byte_size("1T").is_err());
-        assert!(byte_size_at_least("8M", 16 << 20, "16M").unwrap_err().0.contains("16M"));
-        assert!(at_least_one("0").is_err());
+        assert!(byte_size_at_least("8M", 16 << 20).unwrap_err().0.contains("(16M)"));
+        assert_eq!(ByteSize(128 << 10).to_string(), "128K");
+        assert_eq!(ByteSize(1 << 30).to_string(), "1G");
+        assert_eq!(ByteSize(1000).to_string(), "1000");
     }
 }

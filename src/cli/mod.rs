@@ -10,11 +10,13 @@
 
 mod agent;
 mod args;
+mod exit;
 mod ops;
 mod scan;
 mod snapdiff;
 
 use clap::{Parser, Subcommand};
+use exit::Status;
 use std::process::ExitCode;
 
 /// High-throughput filesystem discovery and sync for HPC storage.
@@ -47,52 +49,6 @@ enum Command {
     Agent(agent::AgentCmd),
     #[command(hide = true)]
     GenTree(scan::GenTreeCmd),
-}
-
-/// How a command that ran ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Status {
-    /// Done.
-    Success = 0,
-    /// Done, but some paths failed.
-    PathsFailed = 1,
-    /// Nothing done: usage or setup.
-    Setup = 2,
-    /// Nothing done: the fileset is locked by another run.
-    Locked = 3,
-}
-
-/// A command that stopped, what to tell the user, and the status.
-#[derive(Debug)]
-struct Failure {
-    status: Status,
-    message: String,
-}
-
-impl Failure {
-    /// Bad usage or setup: nothing was done.
-    fn setup(message: impl ToString) -> Failure {
-        Failure {
-            status: Status::Setup,
-            message: message.to_string(),
-        }
-    }
-
-    /// Some of the paths failed (the rest were done).
-    fn paths(message: impl ToString) -> Failure {
-        Failure {
-            status: Status::PathsFailed,
-            message: message.to_string(),
-        }
-    }
-
-    /// Another run holds the lock.
-    fn locked(message: impl ToString) -> Failure {
-        Failure {
-            status: Status::Locked,
-            message: message.to_string(),
-        }
-    }
 }
 
 /// Parses the arguments, runs the command, and exits with its status.

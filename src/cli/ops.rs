@@ -3,8 +3,8 @@
 //! loop to run it, and the seed's result object (or one JSON line per
 //! path) on stdout.
 
-use super::Failure;
 use super::args::{Concurrency, ConfigArg, GpfsArgs, ProgressArgs};
+use super::exit::Failure;
 use clap::Args;
 use ferry::ops::delete::DeleteArgs;
 use ferry::ops::lock::LockLevel;
@@ -16,11 +16,11 @@ use ferry::ops::run::RunError;
 use ferry::ops::unmanage::UnmanageArgs;
 use ferry::ops::{OpContext, Operation, run_batches};
 use ferry::progress::Progress;
+use ferry::task::TaskResult;
 use ferry::task::input::{InputSpec, Inputs};
-use ferry::task::result::write_outcome;
-use ferry::task::{Outcome, PathObject, TaskResult};
+use ferry::task::result::OutcomeWriter;
 use std::ffi::OsString;
-use std::io::{self, BufWriter, Write};
+use std::io::{self, BufWriter};
 use std::path::PathBuf;
 
 /// Where the paths come from and how results are written (every
@@ -291,7 +291,9 @@ pub struct StatCmd {
 ///
 /// Snapshot directories, mount points, subvolume roots and GPFS fileset
 /// junctions inside a tree are never removed; what was left, and why, is in
-/// the path's message. A missing path is skipped.
+/// the path's message. A missing path is skipped. The junctions are those of
+/// the GPFS device holding the path (--gpfs-device, or gpfs_device in the
+/// configuration), listed with mmlsfileset.
 #[derive(Args)]
 pub struct DeleteCmd {
     #[command(flatten)]
@@ -301,8 +303,6 @@ pub struct DeleteCmd {
     #[arg(long, short = 'r')]
     recursive: bool,
 
-    /// Fileset junctions of this GPFS device are kept (`--gpfs-device`;
-    /// by default the device mounted at the path, when it is on GPFS).
     #[command(flatten)]
     gpfs: GpfsArgs,
 }
@@ -391,40 +391,6 @@ pub fn run_move(c: MoveCmd) -> Result<(), Failure> {
     run(&c.common, op, None)
 }
 
-/// Where results go.
-enum Sink {
-    Result(Box<TaskResult>),
-    Lines(BufWriter<io::StdoutLock<'static>>),
-}
-
-impl Sink {
-    fn add(&mut self, obj: &PathObject, outcome: &Outcome) -> io::Result<()> {
-        match self {
-            Sink::Result(r) => {
-                r.add(obj, outcome);
-                Ok(())
-            }
-            Sink::Lines(w) => {
-                let mut line = Vec::with_capacity(128);
-                write_outcome(obj, outcome, true, &mut line);
-                line.push(b'\n');
-                w.write_all(&line)
-            }
-        }
-    }
-
-    fn finish(self) -> io::Result<()> {
-        match self {
-            Sink::Result(r) => {
-                let mut json = r.to_json();
-                json.push(b'\n');
-                io::stdout().lock().write_all(&json)
-            }
-            Sink::Lines(mut w) => w.flush(),
-        }
-    }
-}
-
 /// Runs `op` over every input path; `gpfs` flags override the
 /// configuration's GPFS settings.
 fn run(common: &OpCommon, op: Operation, gpfs: Option<&GpfsArgs>) -> Result<(), Failure> {
@@ -442,10 +408,11 @@ fn run(common: &OpCommon, op: Operation, gpfs: Option<&GpfsArgs>) -> Result<(), 
     };
     let mut inputs = Inputs::open(&spec).map_err(Failure::setup)?;
     let progress = Progress::start(ctx.counters.clone(), common.progress.choice());
+    let out = BufWriter::new(io::stdout().lock());
     let mut sink = if common.jsonl {
-        Sink::Lines(BufWriter::new(io::stdout().lock()))
+        OutcomeWriter::Lines(out)
     } else {
-        Sink::Result(Box::new(TaskResult::new(op.task_name(), None)))
+        OutcomeWriter::Result(Box::new(TaskResult::new(op.task_name(), None)), out)
     };
     let mut bad_input = 0u64;
     let totals = run_batches(

@@ -1,9 +1,10 @@
 //! `ferry scan` (and the hidden `ferry gen-tree` that makes benchmark
 //! trees): flags into a [`ScanRequest`].
 
-use super::Failure;
-use super::args::{Concurrency, OutputArgs, ProgressArgs, byte_size_at_least};
+use super::args::{ByteSize, Concurrency, OutputArgs, ProgressArgs, byte_size_at_least};
+use super::exit::Failure;
 use clap::Args;
+use ferry::config::{BadValue, defaults};
 use ferry::entry::Fields;
 use ferry::rules::Filter;
 use ferry::scan::{ScanRequest, scan, write_status};
@@ -72,15 +73,15 @@ pub struct ScanCmd {
 
     /// getdents64 buffer per thread, in bytes (K, M and G suffixes allowed;
     /// at least 64K).
-    #[arg(long, value_name = "BYTES", default_value = "128K", value_parser = getdents_buffer)]
-    getdents_buffer: usize,
+    #[arg(long, value_name = "BYTES", default_value_t = ByteSize(defaults::GETDENTS_BUFFER), value_parser = getdents_buffer)]
+    getdents_buffer: ByteSize,
 
     #[command(flatten)]
     progress: ProgressArgs,
 }
 
-fn getdents_buffer(s: &str) -> Result<usize, ferry::config::BadValue> {
-    byte_size_at_least(s, MIN_GETDENTS_BUFFER, "64K")
+fn getdents_buffer(s: &str) -> Result<ByteSize, BadValue> {
+    byte_size_at_least(s, MIN_GETDENTS_BUFFER)
 }
 
 /// Generate a test tree for benchmarks (wide, deep, flat or mixed).
@@ -125,8 +126,6 @@ fn request(a: &ScanCmd) -> Result<ScanRequest, Failure> {
     } else {
         Fields::parse(&a.fields).map_err(Failure::setup)?
     };
-    let format = o.format(fields);
-    let batch_needs_size = o.batch && !o.stream_batches && o.file_batch_gb > 0.0;
     let mut walk = WalkOptions {
         one_file_system: a.one_file_system,
         follow_links: a.follow,
@@ -137,22 +136,20 @@ fn request(a: &ScanCmd) -> Result<ScanRequest, Failure> {
         } else {
             SnapshotDirs::Everywhere
         },
-        stat: o.summary || batch_needs_size || (format.is_some() && fields.needs_stat()),
-        // Counts and byte-limited batches need sizes; the output needs its fields.
-        stat_mask: Fields::SIZE.with(fields).stat_mask(),
-        generation: !o.summary && fields.contains(Fields::GENERATION),
-        getdents_buffer: a.getdents_buffer,
+        getdents_buffer: a.getdents_buffer.0,
         ..WalkOptions::default()
     };
     if let Some(t) = a.concurrency.threads {
         walk.threads = t;
     }
-    Ok(ScanRequest {
-        roots: a.paths.iter().map(|p| p.clone().into_vec()).collect(),
+    let roots = a.paths.iter().map(|p| p.clone().into_vec()).collect();
+    Ok(ScanRequest::new(
+        roots,
         walk,
-        format,
-        progress: a.progress.choice(),
-    })
+        fields,
+        o.format(fields),
+        a.progress.choice(),
+    ))
 }
 
 /// `ferry gen-tree`.

@@ -2,8 +2,8 @@
 //! [`SnapdiffRequest`] or [`RotateRequest`], the same types the agent reads
 //! from a task's arguments.
 
-use super::Failure;
-use super::args::{Concurrency, ConfigArg, GpfsArgs, OutputArgs, byte_size_at_least};
+use super::args::{ByteSize, Concurrency, ConfigArg, GpfsArgs, OutputArgs, byte_size_at_least};
+use super::exit::Failure;
 use clap::Args;
 use ferry::config::gpfs::parse_nodes;
 use ferry::config::{BadValue, GpfsSettings, defaults};
@@ -13,7 +13,7 @@ use ferry::snapdiff::manifest::ManifestError;
 use ferry::snapdiff::output::{ChangeWriter, DEFAULT_FIELDS, ExtraFields, write_report};
 use ferry::snapdiff::provider::{Kind, Provider};
 use ferry::snapdiff::request::{FilesetRequest, RotateRequest, SnapdiffRequest};
-use ferry::snapdiff::run::{SnapdiffError, SnapdiffOptions, rotate, snapdiff};
+use ferry::snapdiff::run::{MIN_MEMORY, SnapdiffError, SnapdiffOptions, rotate, snapdiff};
 use ferry::snapdiff::state::AcquireError;
 use std::fs::File;
 use std::io::{self, BufWriter};
@@ -64,8 +64,8 @@ pub struct FilesetArgs {
 
     /// Nodes to run the GPFS policy scan on (mmapplypolicy -N), comma-separated
     /// [default: gpfs_nodes in the configuration].
-    #[arg(long, value_name = "NODES", value_parser = parse_nodes)]
-    gpfs_nodes: Option<Vec<String>>,
+    #[arg(long, value_name = "NODES", value_parser = node_list)]
+    gpfs_nodes: Option<NodeList>,
 
     /// Inode scan threads for the policy scan (mmapplypolicy -a)
     /// [default: gpfs_iscan_threads in the configuration].
@@ -94,11 +94,17 @@ impl FilesetArgs {
         }
     }
 
-    /// The configuration's GPFS settings with the flags applied.
+    /// The configuration's GPFS settings with the flags applied. Only the
+    /// GPFS provider reads the configuration file: a btrfs or plain
+    /// directory run does not depend on it.
     fn gpfs(&self) -> Result<GpfsSettings, Failure> {
-        let mut g = self.config.load().map_err(Failure::setup)?.gpfs;
+        let mut g = if self.provider == Kind::Gpfs {
+            self.config.load().map_err(Failure::setup)?.gpfs
+        } else {
+            GpfsSettings::default()
+        };
         self.gpfs.apply(&mut g);
-        if let Some(n) = &self.gpfs_nodes {
+        if let Some(NodeList(n)) = &self.gpfs_nodes {
             g.nodes = n.clone();
         }
         if let Some(t) = self.gpfs_iscan_threads {
@@ -124,6 +130,15 @@ impl FilesetArgs {
         o.retry_timeout = Duration::from_secs(self.snapshot_retry_timeout);
         o
     }
+}
+
+/// A `--gpfs-nodes` value: one list (clap would otherwise take the
+/// parser's `Vec` for many values of the flag).
+#[derive(Clone, Debug)]
+struct NodeList(Vec<String>);
+
+fn node_list(s: &str) -> Result<NodeList, BadValue> {
+    parse_nodes(s).map(NodeList)
 }
 
 /// Find what was created, updated, moved and deleted in a fileset since
@@ -181,18 +196,15 @@ pub struct SnapdiffCmd {
     /// and changes spills to disk in the state directory beyond it, less
     /// 8 MiB kept for the rest of the process. Directory tables (about 50
     /// bytes per directory) come on top.
-    #[arg(long, value_name = "BYTES", default_value = "1G", value_parser = mem_limit)]
-    mem_limit: usize,
+    #[arg(long, value_name = "BYTES", default_value_t = ByteSize(defaults::SNAPDIFF_MEMORY), value_parser = mem_limit)]
+    mem_limit: ByteSize,
 
     #[command(flatten)]
     concurrency: Concurrency,
 }
 
-/// Memory a snapdiff needs besides its sorts: code, I/O and search buffers.
-const MEM_RESERVE: usize = 8 << 20;
-
-fn mem_limit(s: &str) -> Result<usize, BadValue> {
-    byte_size_at_least(s, 2 * MEM_RESERVE, "16M")
+fn mem_limit(s: &str) -> Result<ByteSize, BadValue> {
+    byte_size_at_least(s, MIN_MEMORY)
 }
 
 /// Finish a run held with `ferry snapdiff --hold`: rotate (the new
@@ -263,11 +275,7 @@ pub fn run_snapdiff(a: SnapdiffCmd) -> Result<(), Failure> {
     };
     let threads = a.concurrency.threads.unwrap_or_else(defaults::walk_threads);
     let mut opts = a.fileset.tune(request.options(a.fileset.lock_threshold(), threads));
-    // The manifest sort and the diff run one after the other; each gets
-    // the budget less what the process needs besides (code, I/O buffers).
-    let sort = a.mem_limit - MEM_RESERVE;
-    opts.diff.mem_limit = sort;
-    opts.mem_limit = sort;
+    opts.set_memory(a.mem_limit.0);
     opts.dry_run = a.dry_run;
     let root = provider.fileset().path.clone();
     let stdout = BufWriter::with_capacity(256 * 1024, io::stdout().lock());
@@ -333,5 +341,67 @@ pub fn run_manifest(a: ManifestCmd) -> Result<(), Failure> {
         Ok(()) => Ok(()),
         Err(ManifestError::Io(e)) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
         Err(e) => Err(Failure::paths(format!("{}: {e}", a.file.display()))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::{Cli, Command};
+    use clap::Parser;
+
+    fn fileset(args: &[&str]) -> FilesetArgs {
+        match Cli::try_parse_from(args).unwrap().command {
+            Command::Snapdiff(c) => c.fileset,
+            _ => panic!("not a snapdiff"),
+        }
+    }
+
+    #[test]
+    fn gpfs_flags_override_the_configuration() {
+        let dir = tempfile::tempdir().unwrap();
+        let conf = dir.path().join("ferry.conf");
+        std::fs::write(
+            &conf,
+            "[settings]\ngpfs_bin_dir = /opt/mm\ngpfs_nodes = [\"c1\"]\ngpfs_iscan_threads = 3\n",
+        )
+        .unwrap();
+        let conf = conf.to_str().unwrap();
+        let f = fileset(&["ferry", "snapdiff", "--provider", "gpfs", "--config", conf, "/fs"]);
+        let g = f.gpfs().unwrap();
+        assert_eq!(
+            (g.bin_dir.to_str().unwrap(), &g.nodes[..], g.iscan_threads),
+            ("/opt/mm", &["c1".to_string()][..], Some(3))
+        );
+        let f = fileset(&[
+            "ferry",
+            "snapdiff",
+            "--provider",
+            "gpfs",
+            "--config",
+            conf,
+            "--gpfs-nodes",
+            "a,b",
+            "--gpfs-iscan-buckets",
+            "4",
+            "--gpfs-bin",
+            "/bin2",
+            "/fs",
+        ]);
+        let g = f.gpfs().unwrap();
+        assert_eq!(g.nodes, ["a", "b"]);
+        assert_eq!((g.iscan_buckets, g.iscan_threads), (Some(4), Some(3)));
+        assert_eq!(g.bin_dir.to_str(), Some("/bin2"));
+        // Other providers never read the file: a broken one does not matter.
+        let f = fileset(&[
+            "ferry",
+            "snapdiff",
+            "--provider",
+            "none",
+            "--config",
+            "/nonexistent/ferry.conf",
+            "/fs",
+        ]);
+        assert_eq!(f.gpfs().unwrap(), GpfsSettings::default());
     }
 }

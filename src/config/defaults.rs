@@ -42,14 +42,22 @@ pub const SNAPSHOT_RETRY_TIMEOUT: Duration = Duration::from_secs(1000);
 /// `ngenea-worker`; ferry's own).
 pub const STATE_PREFIX: &str = "ferry";
 
+/// Memory a snapdiff run may use for its sorts before it spills to disk.
+pub const SNAPDIFF_MEMORY: usize = 1 << 30;
+
+/// Bytes of `getdents64` buffer per walker thread: one call returns as
+/// many entries as fit, so a large buffer means fewer round trips on big
+/// directories.
+pub const GETDENTS_BUFFER: usize = 128 * 1024;
+
 /// Directory of GPFS's `mm*` commands, where IBM installs them.
 pub const GPFS_BIN_DIR: &str = "/usr/lpp/mmfs/bin";
 
 /// The agent's broker when `broker_url` is not set.
 pub const BROKER_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 
-/// Minutes a snapdiff waits without news from its delete and move
-/// handlers (`snapdiff_stream_timeout`).
+/// How long a snapdiff waits without news from its delete and move
+/// handlers (`snapdiff_stream_timeout`, given in minutes; 10).
 pub const SNAPDIFF_STREAM_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// Walker threads (metadata calls in flight) when nothing says: the core

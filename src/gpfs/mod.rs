@@ -42,8 +42,9 @@ pub enum GpfsError {
         /// What it printed on stderr, on one line.
         stderr: String,
     },
-    /// The command printed something that does not parse.
-    #[error("{command}: {source}")]
+    /// The command printed something that does not parse (the parser's
+    /// message names the command).
+    #[error("{source}")]
     Output {
         /// The command.
         command: String,
@@ -52,7 +53,7 @@ pub enum GpfsError {
     },
     /// The path is not on a mounted GPFS filesystem and no device is
     /// configured.
-    #[error("{} is not on a mounted GPFS filesystem (give --gpfs-device)", path.display())]
+    #[error("{} is not on a mounted GPFS filesystem (set gpfs_device, or give --gpfs-device)", path.display())]
     NotGpfs {
         /// The path.
         path: PathBuf,
@@ -132,7 +133,7 @@ pub fn device_for(settings: &GpfsSettings, path: &Path) -> Result<String, GpfsEr
 pub fn linked_junctions(settings: &GpfsSettings, path: &Path) -> Result<Option<Vec<Vec<u8>>>, GpfsError> {
     let device = match device_for(settings, path) {
         Ok(d) => d,
-        Err(GpfsError::NotGpfs { .. }) => return Ok(None),
+        Err(GpfsError::NotGpfs { .. } | GpfsError::MountTable(_)) => return Ok(None),
         Err(e) => return Err(e),
     };
     Ok(Some(

@@ -12,6 +12,7 @@
 
 pub mod context;
 pub mod delete;
+pub mod error;
 pub mod file;
 pub mod lock;
 pub mod migrate;
@@ -25,38 +26,14 @@ pub mod window;
 pub mod xattrs;
 
 pub use context::OpContext;
+pub use error::OpError;
 pub use run::{RunTotals, run_batches};
 pub use window::COMMIT_WINDOW;
 
 pub(crate) use file::{OpenError, Snap, chosen_times, open_file, set_times, write_sparse};
 pub(crate) use window::{Inodes, Step, for_each_window, par_map};
 
-use crate::config::UnknownEndpoint;
-use crate::endpoint::EndpointError;
 use crate::task::{ArgumentError, Outcome, PathObject, TaskName, parse_kwargs};
-
-/// Why an operation could not run at all (per-file problems are outcomes,
-/// never errors).
-#[derive(Debug, thiserror::Error)]
-pub enum OpError {
-    /// The task's arguments cannot be used.
-    #[error("{0}")]
-    Arguments(#[from] ArgumentError),
-    /// The endpoint it names is not configured on this node.
-    #[error("{0}")]
-    UnknownEndpoint(#[from] UnknownEndpoint),
-    /// The endpoint's store could not be opened.
-    #[error("{0}")]
-    Endpoint(#[from] EndpointError),
-}
-
-impl OpError {
-    /// Whether the endpoint is missing or unreachable (rather than the
-    /// arguments being wrong).
-    pub fn is_endpoint(&self) -> bool {
-        matches!(self, OpError::UnknownEndpoint(_) | OpError::Endpoint(_))
-    }
-}
 
 /// One operation with its arguments, as a task or a command asks for it.
 #[derive(Clone, Debug)]

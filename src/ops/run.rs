@@ -54,12 +54,6 @@ pub fn run_batches<E: std::error::Error + 'static>(
     }
 }
 
-/// A `next` for [`run_batches`] over paths already in memory.
-pub fn from_vec(paths: Vec<PathObject>) -> impl FnMut(usize) -> Result<Vec<PathObject>, std::convert::Infallible> {
-    let mut rest = paths.into_iter();
-    move |n| Ok(rest.by_ref().take(n).collect())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -80,13 +74,13 @@ mod tests {
         let ctx = OpContext::new(Config::empty(), Some(4)).unwrap();
         let mut seen = Vec::new();
         let mut calls = 0;
-        let mut source = from_vec(paths);
+        let mut source = paths.into_iter();
         let totals = run_batches(
             &ctx,
             &Operation::Stat,
             |n| {
                 calls += 1;
-                source(n)
+                Ok::<_, std::convert::Infallible>(source.by_ref().take(n).collect())
             },
             |obj, outcome| {
                 seen.push((obj.path, outcome.state));

@@ -24,11 +24,18 @@ pub struct FilesetRequest {
     /// Where the last-snap, manifest and lock files live (`state_dir`;
     /// default `<filesystem root>/.rotate`).
     pub state_dir: Option<PathBuf>,
-    /// Prefix of snapshot and state file names (`prefix`).
+    /// Prefix of snapshot and state file names (`prefix`; null for the
+    /// default).
+    #[serde(deserialize_with = "prefix_or_default")]
     pub prefix: String,
     /// Read snapshots by walking them instead of the provider's fast way
     /// (`walk`).
     pub walk: bool,
+}
+
+fn prefix_or_default<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let prefix: Option<String> = Deserialize::deserialize(d)?;
+    Ok(prefix.unwrap_or_else(|| defaults::STATE_PREFIX.into()))
 }
 
 impl Default for FilesetRequest {
@@ -145,6 +152,11 @@ mod tests {
         assert_eq!(r.fileset.provider, Kind::None);
         assert_eq!(r.fileset.prefix, defaults::STATE_PREFIX);
         assert!(r.condense_moves && r.extra_fields.inode && !r.snappdiff_rotate_on_error);
+        let r: SnapdiffRequest = serde_json::from_str(r#"{"provider": null, "prefix": null}"#).unwrap();
+        assert_eq!(
+            (r.fileset.provider, r.fileset.prefix.as_str()),
+            (Kind::Auto, defaults::STATE_PREFIX)
+        );
         let e = serde_json::from_str::<SnapdiffRequest>(r#"{"provider": "zfs"}"#).unwrap_err();
         assert!(e.to_string().contains("auto, btrfs, gpfs or none"), "{e}");
         let e = serde_json::from_str::<SnapdiffRequest>(r#"{"extra_fields": ["colour"]}"#).unwrap_err();

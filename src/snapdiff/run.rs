@@ -84,11 +84,28 @@ impl Default for SnapdiffOptions {
             lock_threshold: defaults::LOCK_THRESHOLD,
             retry_timeout: defaults::SNAPSHOT_RETRY_TIMEOUT,
             diff: DiffOptions::default(),
-            mem_limit: 1 << 30,
+            mem_limit: defaults::SNAPDIFF_MEMORY,
             threads: defaults::walk_threads(),
             dry_run: false,
             hold: false,
         }
+    }
+}
+
+/// Memory a run needs besides its sorts: code, I/O and search buffers.
+pub const MEM_RESERVE: usize = 8 << 20;
+
+/// The smallest memory budget a run accepts.
+pub const MIN_MEMORY: usize = 2 * MEM_RESERVE;
+
+impl SnapdiffOptions {
+    /// Gives the run `total` bytes of memory. The manifest sort and the
+    /// diff's ordering of changes run one after the other, so each may use
+    /// all of it less [`MEM_RESERVE`].
+    pub fn set_memory(&mut self, total: usize) {
+        let sort = total.saturating_sub(MEM_RESERVE);
+        self.mem_limit = sort;
+        self.diff.mem_limit = sort;
     }
 }
 

@@ -271,12 +271,11 @@ impl Inputs {
         let mut out = Vec::with_capacity(n.min(4096));
         while out.len() < n {
             if let Some(p) = self.args.next() {
-                self.arg_index += 1;
                 match self.argument(p) {
                     Ok(o) => out.push(o),
-                    Err(reason) => bad(InputError::Entry {
+                    Err((index, reason)) => bad(InputError::Entry {
                         source_name: "arguments".into(),
-                        index: self.arg_index,
+                        index,
                         reason,
                     }),
                 }
@@ -318,18 +317,23 @@ impl Inputs {
         Ok(out)
     }
 
-    /// One argument (with its destination, for pairs) as a path object.
-    fn argument(&mut self, p: Vec<u8>) -> Result<PathObject, PathError> {
-        if self.pairs
-            && let Some(dst) = self.args.next()
-        {
+    /// One argument (with its destination, for pairs) as a path object;
+    /// an error names the argument at fault by its position (from 1).
+    fn argument(&mut self, p: Vec<u8>) -> Result<PathObject, (u64, PathError)> {
+        self.arg_index += 1;
+        let at = self.arg_index;
+        // A pair is taken whole, so one bad half never shifts the pairing.
+        let dst = if self.pairs { self.args.next() } else { None };
+        if dst.is_some() {
             self.arg_index += 1;
-            let src = absolute(&self.cwd, &p)?;
-            let mut o = PathObject::new(absolute(&self.cwd, &dst)?);
-            o.source = Some(src);
-            return Ok(o);
         }
-        absolute(&self.cwd, &p).map(PathObject::new)
+        let path = absolute(&self.cwd, &p).map_err(|e| (at, e))?;
+        let Some(dst) = dst else {
+            return Ok(PathObject::new(path));
+        };
+        let mut o = PathObject::new(absolute(&self.cwd, &dst).map_err(|e| (at + 1, e))?);
+        o.source = Some(path);
+        Ok(o)
     }
 }
 
@@ -380,18 +384,28 @@ mod tests {
     #[test]
     fn pairs_from_arguments_and_bad_entries_reported() {
         let spec = InputSpec {
-            paths: vec!["/a".into(), "/b".into(), "/c/../d".into(), "/e".into()],
+            paths: vec![
+                "/a".into(),
+                "/b".into(),
+                "/c/../d".into(),
+                "/e".into(),
+                "/f".into(),
+                "/g/..".into(),
+            ],
             pairs: true,
             ..InputSpec::default()
         };
         let mut inputs = Inputs::open(&spec).unwrap();
         let mut bad = Vec::new();
         let got = inputs.next_batch(10, &mut |e| bad.push(e.to_string())).unwrap();
+        // Only the first pair is good; a bad half drops its whole pair.
         assert_eq!(got.len(), 1);
         assert_eq!(got[0].source.as_deref(), Some(&b"/a"[..]));
         assert_eq!(got[0].path, b"/b");
-        assert_eq!(bad.len(), 1, "{bad:?}");
-        assert!(bad[0].starts_with("arguments: entry 4: "), "{bad:?}");
+        // A bad source and a bad destination, each named by its position.
+        assert_eq!(bad.len(), 2, "{bad:?}");
+        assert!(bad[0].starts_with("arguments: entry 3: /c/../d"), "{bad:?}");
+        assert!(bad[1].starts_with("arguments: entry 6: /g/.."), "{bad:?}");
         let odd = InputSpec {
             paths: vec!["/a".into()],
             pairs: true,

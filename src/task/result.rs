@@ -7,6 +7,7 @@ use super::status::{Status, now_rfc3339};
 use super::surrogate;
 use super::{PathObject, TaskName};
 use std::fmt;
+use std::io::{self, Write};
 
 /// What happened to one path (the seed's per-file states).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -215,6 +216,47 @@ impl TaskResult {
             .raw("details", &details)
             .string("started", &self.started);
         status.into_result(self.jobid.as_deref(), self.queue.as_deref(), &self.paths)
+    }
+}
+
+/// Where an operation's outcomes are written for the shell: the seed's
+/// result object once all are in, or one JSON line per path as it
+/// finishes (`state` and `message` added; memory stays bounded).
+pub enum OutcomeWriter<W: Write> {
+    /// The result object at the end.
+    Result(Box<TaskResult>, W),
+    /// One line per path.
+    Lines(W),
+}
+
+impl<W: Write> OutcomeWriter<W> {
+    /// Takes one path's outcome.
+    pub fn add(&mut self, obj: &PathObject, outcome: &Outcome) -> io::Result<()> {
+        match self {
+            OutcomeWriter::Result(r, _) => {
+                r.add(obj, outcome);
+                Ok(())
+            }
+            OutcomeWriter::Lines(w) => {
+                let mut line = Vec::with_capacity(128);
+                write_outcome(obj, outcome, true, &mut line);
+                line.push(b'\n');
+                w.write_all(&line)
+            }
+        }
+    }
+
+    /// Writes what is left (the result object) and flushes.
+    pub fn finish(self) -> io::Result<()> {
+        match self {
+            OutcomeWriter::Result(r, mut w) => {
+                let mut json = r.to_json();
+                json.push(b'\n');
+                w.write_all(&json)?;
+                w.flush()
+            }
+            OutcomeWriter::Lines(mut w) => w.flush(),
+        }
     }
 }
 

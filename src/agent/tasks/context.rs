@@ -16,7 +16,7 @@ use serde_json::value::RawValue;
 use std::time::Duration;
 
 /// The Python module named in ferry's exception documents.
-pub const EXC_MODULE: &str = "ferry.exceptions";
+pub const EXC_MODULE: &str = "ferry";
 
 /// What every task was asked, read once from its message.
 pub struct Input<'m> {
@@ -31,20 +31,10 @@ pub struct Input<'m> {
 }
 
 impl Input<'_> {
-    /// The one path a fileset task takes (the fileset's junction).
-    pub fn one_path(&self) -> Result<&PathObject, TaskError> {
-        match &self.paths[..] {
-            [root] => Ok(root),
-            other => Err(ArgumentError::invalid(
-                "paths",
-                format!(
-                    "{} takes exactly one path (the fileset's junction), got {}",
-                    self.name,
-                    other.len()
-                ),
-            )
-            .into()),
-        }
+    /// The fileset's junction, the one path a fileset task takes (decoding
+    /// the request checked there is exactly one).
+    pub fn fileset(&self) -> &PathObject {
+        &self.paths[0]
     }
 }
 

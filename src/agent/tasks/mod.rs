@@ -21,7 +21,7 @@ pub use context::{ChildSink, EXC_MODULE, Inbox, Input, SinkError, TaskEnv, TaskE
 use super::celery::{self, TaskMessage, TaskState};
 use crate::ops::{OpContext, Operation};
 use crate::snapdiff::request::RotateRequest;
-use crate::task::{TaskName, parse_kwargs, parse_paths};
+use crate::task::{ArgumentError, PathObject, TaskName, parse_kwargs, parse_paths};
 
 /// A task message read once: what every task takes, and its own
 /// arguments.
@@ -49,33 +49,36 @@ pub enum Kind {
     },
 }
 
-/// The arguments of a file operation that are the agent's business.
-#[derive(serde::Deserialize)]
-struct StreamArgs {
-    #[serde(default)]
-    stream_results: Option<bool>,
-    #[serde(default)]
-    stream_to: Option<String>,
-}
-
 impl<'m> Request<'m> {
     /// Reads `msg`: the task name, `jobid`, `paths` and the task's own
-    /// keyword arguments.
+    /// keyword arguments, each checked in the order a caller meets its
+    /// errors: an operation's own arguments first, then `paths`, then the
+    /// streaming arguments (before anything runs); for discovery tasks
+    /// `paths` first (exactly one for a fileset task), then the rest.
     pub fn decode(msg: &'m TaskMessage) -> Result<Request<'m>, TaskError> {
         let name = TaskName::parse(&msg.task).ok_or_else(|| TaskError::NotRegistered(msg.task.clone()))?;
-        let paths = parse_paths(msg.kwarg("paths"))?;
-        let kind = match name {
-            TaskName::RecursiveNavigate => Kind::Navigate(msg.kwargs_as()?),
-            TaskName::Snapdiff => Kind::Snapdiff(Box::new(msg.kwargs_as()?)),
-            TaskName::RotateSnapshot => Kind::Rotate(msg.kwargs_as()?),
+        let paths = || parse_paths(msg.kwarg("paths"));
+        let (paths, kind) = match name {
+            TaskName::RecursiveNavigate => {
+                let paths = paths()?;
+                (paths, Kind::Navigate(msg.kwargs_as()?))
+            }
+            TaskName::Snapdiff | TaskName::RotateSnapshot => {
+                let paths = paths()?;
+                one_path(name, &paths)?;
+                let kind = if name == TaskName::Snapdiff {
+                    Kind::Snapdiff(Box::new(msg.kwargs_as()?))
+                } else {
+                    Kind::Rotate(msg.kwargs_as()?)
+                };
+                (paths, kind)
+            }
             _ => {
                 let kwargs = msg.kwargs_object(&["paths", "jobid"]);
                 let op = Operation::from_task(name, &kwargs).expect("an operation's name")?;
-                let s: StreamArgs = parse_kwargs(&kwargs)?;
-                Kind::Op {
-                    op,
-                    stream_to: s.stream_to.filter(|_| s.stream_results == Some(true)),
-                }
+                let paths = paths()?;
+                let stream_to = stream_target(&kwargs)?;
+                (paths, Kind::Op { op, stream_to })
             }
         };
         Ok(Request {
@@ -87,6 +90,37 @@ impl<'m> Request<'m> {
             },
             kind,
         })
+    }
+}
+
+/// Where to stream per-file results: `stream_to` when `stream_results` is
+/// true (`stream_to` is not read otherwise).
+fn stream_target(kwargs: &str) -> Result<Option<String>, ArgumentError> {
+    #[derive(serde::Deserialize)]
+    struct Switch {
+        #[serde(default)]
+        stream_results: Option<bool>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Target {
+        #[serde(default)]
+        stream_to: Option<String>,
+    }
+    let on: Switch = parse_kwargs(kwargs)?;
+    if on.stream_results != Some(true) {
+        return Ok(None);
+    }
+    Ok(parse_kwargs::<Target>(kwargs)?.stream_to)
+}
+
+/// Checks that a fileset task got exactly one path (the fileset's junction).
+fn one_path(name: TaskName, paths: &[PathObject]) -> Result<(), ArgumentError> {
+    match paths.len() {
+        1 => Ok(()),
+        n => Err(ArgumentError::invalid(
+            "paths",
+            format!("{name} takes exactly one path (the fileset's junction), got {n}"),
+        )),
     }
 }
 
@@ -131,7 +165,7 @@ pub fn run(msg: &TaskMessage, env: &TaskEnv, ops: &OpContext, sink: &mut dyn Chi
         Kind::Navigate(args) => navigate::recursive_navigate(&input, &args, env, sink),
         Kind::Snapdiff(args) => snapdiff::snapdiff_task(&input, &args, env, &ops.config.gpfs, sink),
         Kind::Rotate(args) => snapdiff::rotate_task(&input, &args, env, &ops.config.gpfs),
-        Kind::Op { op, stream_to } => ops::run_op(&input, &op, stream_to.as_deref(), env, ops, sink),
+        Kind::Op { op, stream_to } => ops::run_op(input, &op, stream_to.as_deref(), env, ops, sink),
     });
     match output {
         Ok(out) => Finished {

@@ -46,7 +46,8 @@ pub fn recursive_navigate(
     let mut nav = Navigation {
         publisher: Publisher::new(input.msg, &env.node, input.jobid, sink),
         rules: &rules,
-        batches: Batches::new(env.batch),
+        // Remainders go out in rule order, whichever rule matched first.
+        batches: Batches::with_keys(env.batch, 0..rules.len()),
         matched: Vec::new(),
         fields: if sizes {
             Fields::PATH.with(Fields::SIZE)
@@ -366,6 +367,25 @@ mod tests {
                 vec![b"/x/last".to_vec()]
             ]
         );
+    }
+
+    /// The walk meets the root directory before any file, but the last,
+    /// partly filled batches are published in rule order.
+    #[test]
+    fn remainders_are_published_in_rule_order() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("f"), b"x").unwrap();
+        let kwargs = serde_json::json!({
+            "paths": [dir.path().to_str().unwrap()],
+            "filter_rules": [
+                {"state": "all", "type": "file", "action": [{"name": "dynamo.tasks.migrate", "endpoint": "e"}]},
+                {"state": "all", "type": "directory", "action": [{"name": "dynamo.tasks.stat_paths"}]},
+            ],
+        });
+        let mut sink = Memory::default();
+        navigate(&message(kwargs), &env(), &mut sink).unwrap();
+        let order: Vec<&str> = sink.sent.iter().map(|(_, m)| m.task.as_str()).collect();
+        assert_eq!(order, ["dynamo.tasks.migrate", "dynamo.tasks.stat_paths"]);
     }
 
     #[test]

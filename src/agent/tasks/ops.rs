@@ -5,23 +5,28 @@
 
 use super::context::{ChildSink, Input, TaskEnv, TaskError, TaskOutput};
 use super::publish::Publisher;
-use crate::ops::run::{RunError, from_vec};
+use crate::ops::run::RunError;
 use crate::ops::{OpContext, Operation, run_batches};
 use crate::task::result::write_outcome;
 use crate::task::stream::{STREAM_BATCH, stream_message};
 use crate::task::{Outcome, PathObject, TaskResult};
 
-/// Runs operation `op` for `input`.
+/// Runs operation `op` for `input`. The task's batch goes to the
+/// operation in one call, as the workflow cut it (its commit windows follow
+/// `sub_batch` within it).
 pub fn run_op(
-    input: &Input<'_>,
+    input: Input<'_>,
     op: &Operation,
     stream_to: Option<&str>,
     env: &TaskEnv,
     ops: &OpContext,
     sink: &mut dyn ChildSink,
 ) -> Result<TaskOutput, TaskError> {
-    let mut done: Vec<(PathObject, Outcome)> = Vec::with_capacity(input.paths.len());
-    run_batches(ops, op, from_vec(input.paths.clone()), |obj, outcome| {
+    let Input { msg, jobid, paths, .. } = input;
+    let mut done: Vec<(PathObject, Outcome)> = Vec::with_capacity(paths.len());
+    let mut batch = Some(paths);
+    let whole = |_| Ok::<_, std::convert::Infallible>(batch.take().unwrap_or_default());
+    run_batches(ops, op, whole, |obj, outcome| {
         done.push((obj, outcome));
         Ok(())
     })
@@ -30,12 +35,12 @@ pub fn run_op(
         RunError::Input(never) => match never {},
         RunError::Output(_) => unreachable!("collecting in memory cannot fail"),
     })?;
-    let mut result = TaskResult::new(op.task_name(), input.jobid.map(ToOwned::to_owned));
+    let mut result = TaskResult::new(op.task_name(), jobid.map(ToOwned::to_owned));
     result.set_queue(&env.queue_name);
     for (p, o) in &done {
         result.add(p, o);
     }
-    let mut publisher = Publisher::new(input.msg, &env.node, input.jobid, sink);
+    let mut publisher = Publisher::new(msg, &env.node, jobid, sink);
     if let Some(to) = stream_to {
         // Per-file results in batches, then a last message: what a
         // snapdiff waits for before it goes on.
@@ -49,8 +54,8 @@ pub fn run_op(
                 }
                 write_outcome(p, o, true, &mut paths);
             }
-            let body = stream_message(&input.msg.id, &input.msg.task, seq, seq + 1 == n, &paths);
-            publisher.sink().stream(to, &input.msg.id, body)?;
+            let body = stream_message(&msg.id, &msg.task, seq, seq + 1 == n, &paths);
+            publisher.sink().stream(to, &msg.id, body)?;
         }
     }
     publisher.next_link(&env.site, &env.queue, result.continuing())?;

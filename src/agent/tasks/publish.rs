@@ -151,6 +151,15 @@ impl<K: Copy + PartialEq> Batches<K> {
         }
     }
 
+    /// Empty batches for `keys`, in this order, which is the order
+    /// [`Batches::flush`] publishes their remainders in.
+    pub fn with_keys(limits: BatchLimits, keys: impl IntoIterator<Item = K>) -> Batches<K> {
+        Batches {
+            limits,
+            open: keys.into_iter().map(|k| (k, Batcher::new(limits))).collect(),
+        }
+    }
+
     /// Adds one encoded path object of `size` bytes of file data to the
     /// batch of `key`. One push can close two batches (the one filling,
     /// then a full new one, for a file at least as big as the data limit):
@@ -178,7 +187,7 @@ impl<K: Copy + PartialEq> Batches<K> {
     }
 
     /// Publishes what is left in the batches whose key `which` selects,
-    /// in the order their keys first came.
+    /// in the order of their keys (given, or as they first came).
     pub fn flush<E>(
         &mut self,
         which: impl Fn(&K) -> bool,

@@ -50,7 +50,7 @@ pub fn snapdiff_task(
     sink: &mut dyn ChildSink,
 ) -> Result<TaskOutput, TaskError> {
     let started = now_iso8601();
-    let root = input.one_path()?;
+    let root = input.fileset();
     let rules = args.rules.compile(&env.site, &env.queue)?;
     let sd = &args.request;
     let prov = sd.fileset.open(Path::new(OsStr::from_bytes(&root.path)), gpfs)?;
@@ -137,7 +137,7 @@ pub fn rotate_task(
     env: &TaskEnv,
     gpfs: &GpfsSettings,
 ) -> Result<TaskOutput, TaskError> {
-    let root = input.one_path()?;
+    let root = input.fileset();
     let prov = args.fileset.open(Path::new(OsStr::from_bytes(&root.path)), gpfs)?;
     let opts = args.fileset.options(env.lock_threshold, env.walk_threads);
     let mut log = |m: &str| tracing::info!(task = %input.msg.id, "{m}");

@@ -117,13 +117,13 @@ impl Provider for Btrfs {
             None => self.root.clone(),
         };
         if !self.walk {
-            let fd = open_dir(&dir).map_err(|e| ScanError::Other(format!("{}: {e}", dir.display())))?;
+            let fd = open_dir(&dir).map_err(|e| ScanError::io(&dir, e))?;
             match read_tree(fd.as_fd(), builder) {
                 Ok(_) => return Ok(()),
                 // Without CAP_SYS_ADMIN the tree cannot be searched: walk,
                 // unless the search already added records.
                 Err(TreeError::Io(e)) if e.raw_os_error() == Some(libc::EPERM) && builder.is_empty() => {}
-                Err(e) => return Err(ScanError::Other(e.to_string())),
+                Err(e) => return Err(e.into()),
             }
         }
         walk_into(dir.as_os_str().as_bytes(), threads, GenerationSource::Btime, builder)?;

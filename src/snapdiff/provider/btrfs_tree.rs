@@ -29,7 +29,7 @@ pub enum TreeError {
     Malformed(&'static str, u64),
     /// Adding a record failed.
     #[error("{0}")]
-    Build(String),
+    Build(#[from] crate::snapdiff::manifest::ManifestError),
 }
 
 fn le64(b: &[u8], at: usize) -> u64 {
@@ -178,7 +178,7 @@ fn flush(cur: &mut Pending, skip: &mut Vec<u64>, builder: &mut ManifestBuilder) 
     let links = std::mem::take(&mut cur.links);
     if r.ino == SUBVOL_ROOT_INO {
         // The root's only reference is to itself ("..").
-        builder.push(&r).map_err(|e| TreeError::Build(e.to_string()))?;
+        builder.push(&r)?;
         return Ok(1);
     }
     let mut n = 0;
@@ -191,7 +191,7 @@ fn flush(cur: &mut Pending, skip: &mut Vec<u64>, builder: &mut ManifestBuilder) 
         }
         r.parent = parent;
         r.name = name;
-        builder.push(&r).map_err(|e| TreeError::Build(e.to_string()))?;
+        builder.push(&r)?;
         n += 1;
     }
     Ok(n)

@@ -102,9 +102,9 @@ impl Gpfs {
 
     /// Reads a snapshot with an inode scan: one list record per link.
     fn policy_scan(&self, dir: &Path, builder: &mut ManifestBuilder) -> Result<(), ScanError> {
-        let work = tempfile::tempdir().map_err(|e| ScanError::Other(e.to_string()))?;
+        let work = tempfile::tempdir().map_err(|e| ScanError::io(&std::env::temp_dir(), e))?;
         let policy = work.path().join("ferry-list.pol");
-        std::fs::write(&policy, LIST_POLICY).map_err(|e| ScanError::Other(e.to_string()))?;
+        std::fs::write(&policy, LIST_POLICY).map_err(|e| ScanError::io(&policy, e))?;
         let prefix = work.path().join("ferry");
         let (d, p, f) = (
             dir.to_string_lossy(),
@@ -136,8 +136,7 @@ impl Gpfs {
         if let Some(b) = &buckets {
             args.extend(["-A", b]);
         }
-        self.run("mmapplypolicy", &args)
-            .map_err(|e| ScanError::Other(e.message))?;
+        gpfs::run(&self.settings, "mmapplypolicy", &args)?;
         let list = work.path().join("ferry.list.ferry");
         let root = dir.as_os_str().as_bytes();
         // Pass 1: directories by path, to find each record's parent inode.
@@ -151,7 +150,7 @@ impl Gpfs {
         // Pass 2: every record, placed by its parent directory's inode.
         for_each_record(&list, |r| {
             let rec = to_record(r, root, &dirs)?;
-            builder.push(&rec).map_err(|e| ScanError::Other(e.to_string()))
+            Ok(builder.push(&rec)?)
         })
     }
 }
@@ -161,28 +160,29 @@ fn for_each_record(list: &Path, mut f: impl FnMut(ListRecord) -> Result<(), Scan
         Ok(f) => f,
         // GPFS may not write an empty list.
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(ScanError::Other(format!("{}: {e}", list.display()))),
+        Err(e) => return Err(ScanError::io(list, e)),
     };
     let mut rd = BufReader::with_capacity(1 << 20, file);
     let mut line = Vec::new();
     let mut n = 0u64;
     loop {
         line.clear();
-        if rd
-            .read_until(b'\n', &mut line)
-            .map_err(|e| ScanError::Other(e.to_string()))?
-            == 0
-        {
+        if rd.read_until(b'\n', &mut line).map_err(|e| ScanError::io(list, e))? == 0 {
             return Ok(());
         }
         n += 1;
         if line.pop() != Some(b'\n') {
-            return Err(ScanError::Other(format!(
-                "{} line {n}: no newline at the end",
-                list.display()
-            )));
+            return Err(ScanError::List {
+                path: list.to_path_buf(),
+                line: n,
+                problem: "no newline at the end".into(),
+            });
         }
-        let r = parse_list_line(&line).map_err(|e| ScanError::Other(format!("{} line {n}: {e}", list.display())))?;
+        let r = parse_list_line(&line).map_err(|e| ScanError::List {
+            path: list.to_path_buf(),
+            line: n,
+            problem: e.to_string(),
+        })?;
         f(r)?;
     }
 }
@@ -192,12 +192,10 @@ fn to_record(r: ListRecord, root: &[u8], dirs: &FxHashMap<Vec<u8>, u64>) -> Resu
         (0, Vec::new())
     } else {
         let cut = r.path.iter().rposition(|&b| b == b'/').unwrap_or(0);
-        let parent = dirs.get(&r.path[..cut]).copied().ok_or_else(|| {
-            ScanError::Other(format!(
-                "policy list: no directory record for the parent of {}",
-                String::from_utf8_lossy(&r.path)
-            ))
-        })?;
+        let parent = dirs
+            .get(&r.path[..cut])
+            .copied()
+            .ok_or_else(|| ScanError::Orphan(r.path.clone()))?;
         (parent, r.path[cut + 1..].to_vec())
     };
     Ok(Record {

@@ -11,7 +11,10 @@
 pub mod btrfs;
 pub mod btrfs_tree;
 pub mod gpfs;
+pub mod kind;
 pub mod none;
+
+pub use kind::{Kind, ProviderOptions, UnknownKind, open};
 
 use super::build::{GenerationSource, ManifestBuilder, WalkManifestError};
 use std::io;
@@ -84,78 +87,46 @@ pub enum ScanError {
     /// The walk failed or was incomplete.
     #[error("{0}")]
     Walk(#[from] WalkManifestError),
-    /// A command or parser failed.
+    /// The btrfs tree search failed.
     #[error("{0}")]
-    Other(String),
+    Tree(#[from] btrfs_tree::TreeError),
+    /// The GPFS policy scan failed.
+    #[error("{0}")]
+    Gpfs(#[from] crate::gpfs::GpfsError),
+    /// A record could not be added to the manifest.
+    #[error("{0}")]
+    Manifest(#[from] crate::snapdiff::manifest::ManifestError),
+    /// A file or directory the scan needs could not be used.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// Which.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+    /// A line of the policy list that does not parse.
+    #[error("{} line {line}: {problem}", path.display())]
+    List {
+        /// The list file.
+        path: PathBuf,
+        /// 1-based line number.
+        line: u64,
+        /// What is wrong.
+        problem: String,
+    },
+    /// A policy list record whose parent directory is not in the list.
+    #[error("policy list: no directory record for the parent of {}", String::from_utf8_lossy(.0))]
+    Orphan(Vec<u8>),
 }
 
-/// Which provider to use, by the name the command line's `--provider`
-/// and a task's `provider` argument both give (`auto`, `btrfs`, `gpfs`,
-/// `none`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum Kind {
-    /// btrfs if the path is a btrfs subvolume, otherwise none.
-    #[default]
-    Auto,
-    /// [`btrfs::Btrfs`].
-    Btrfs,
-    /// [`gpfs::Gpfs`].
-    Gpfs,
-    /// [`none::NoSnapshots`].
-    None,
-}
-
-impl Kind {
-    /// Every kind's name, for help texts.
-    pub const NAMES: [&'static str; 4] = ["auto", "btrfs", "gpfs", "none"];
-}
-
-/// A provider name that is not one of [`Kind::NAMES`].
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("provider must be auto, btrfs, gpfs or none, not {0:?}")]
-pub struct UnknownKind(pub String);
-
-impl std::str::FromStr for Kind {
-    type Err = UnknownKind;
-    fn from_str(s: &str) -> Result<Kind, UnknownKind> {
-        match s {
-            "auto" => Ok(Kind::Auto),
-            "btrfs" => Ok(Kind::Btrfs),
-            "gpfs" => Ok(Kind::Gpfs),
-            "none" => Ok(Kind::None),
-            other => Err(UnknownKind(other.to_string())),
+impl ScanError {
+    /// An I/O error on `path`.
+    pub fn io(path: &Path, source: io::Error) -> ScanError {
+        ScanError::Io {
+            path: path.to_path_buf(),
+            source,
         }
     }
-}
-
-impl<'de> serde::Deserialize<'de> for Kind {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Kind, D::Error> {
-        let name: String = serde::Deserialize::deserialize(d)?;
-        name.parse().map_err(serde::de::Error::custom)
-    }
-}
-
-/// How providers read snapshots.
-#[derive(Clone, Debug, Default)]
-pub struct ProviderOptions {
-    /// Walk snapshots instead of reading them the provider's fast way (the
-    /// btrfs tree search, the GPFS policy scan).
-    pub walk: bool,
-    /// How to reach GPFS.
-    pub gpfs: crate::config::GpfsSettings,
-}
-
-/// Opens the fileset at `path` with provider `kind`.
-pub fn open(kind: Kind, path: &Path, opts: &ProviderOptions) -> io::Result<Box<dyn Provider>> {
-    Ok(match kind {
-        Kind::Btrfs => Box::new(btrfs::Btrfs::open(path, opts.walk)?),
-        Kind::Gpfs => Box::new(gpfs::Gpfs::open(path, &opts.gpfs, opts.walk)?),
-        Kind::None => Box::new(none::NoSnapshots::open(path)?),
-        Kind::Auto => match btrfs::Btrfs::open(path, opts.walk) {
-            Ok(b) => Box::new(b),
-            Err(_) => Box::new(none::NoSnapshots::open(path)?),
-        },
-    })
 }
 
 /// Runs `op` until it succeeds, fails for good, or `timeout` has passed
