@@ -1,10 +1,12 @@
 //! Opening directories relative to a parent and reading them with a large
 //! `getdents64` buffer.
 
-use super::{Base, check};
+use super::Base;
+use rustix::fs::{Mode, OFlags};
+use rustix::io::{Errno, retry_on_intr};
 use std::ffi::CStr;
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 
 /// Opens a directory for reading, relative to `base`.
 ///
@@ -12,36 +14,27 @@ use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 /// `ELOOP`/`ENOTDIR` instead of being followed, so a racing rename cannot
 /// redirect a walk outside the tree.
 pub fn open_dir_at(base: Base<'_>, name: &CStr, follow: bool) -> io::Result<OwnedFd> {
-    let mut flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC | libc::O_NONBLOCK;
+    let mut flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC | OFlags::NONBLOCK;
     if !follow {
-        flags |= libc::O_NOFOLLOW;
+        flags |= OFlags::NOFOLLOW;
     }
-    openat(base, name, flags)
+    Ok(openat(base, name, flags)?)
 }
 
 /// Opens a regular file or directory read-only without following a final
 /// symlink and, when the caller owns the file (or is root), without updating
 /// its access time.
 pub fn open_file_at(base: Base<'_>, name: &CStr) -> io::Result<OwnedFd> {
-    let flags = libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK | libc::O_NOCTTY;
-    match openat(base, name, flags | libc::O_NOATIME) {
-        Err(e) if e.raw_os_error() == Some(libc::EPERM) => openat(base, name, flags),
-        other => other,
+    let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK | OFlags::NOCTTY;
+    match openat(base, name, flags | OFlags::NOATIME) {
+        // O_NOATIME is refused on files the caller does not own.
+        Err(Errno::PERM) => Ok(openat(base, name, flags)?),
+        other => Ok(other?),
     }
 }
 
-fn openat(base: Base<'_>, name: &CStr, flags: libc::c_int) -> io::Result<OwnedFd> {
-    loop {
-        // SAFETY: `name` is a valid NUL-terminated string and `base` a valid
-        // descriptor or AT_FDCWD; the returned descriptor is owned by us.
-        let ret = unsafe { libc::openat(base.raw(), name.as_ptr(), flags) };
-        match check(ret) {
-            // SAFETY: a non-negative return is a fresh descriptor we own.
-            Ok(fd) => return Ok(unsafe { OwnedFd::from_raw_fd(fd) }),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        }
-    }
+fn openat(base: Base<'_>, name: &CStr, flags: OFlags) -> rustix::io::Result<OwnedFd> {
+    retry_on_intr(|| rustix::fs::openat(base.fd(), name, flags, Mode::empty()))
 }
 
 /// Reads the next batch of directory entries into `buf` and returns the

@@ -122,7 +122,7 @@ impl Shared {
         counters: Arc<SummaryCounters>,
         cancel: Arc<AtomicBool>,
     ) -> Shared {
-        let limit = sys::raise_nofile_limit().unwrap_or(1024) as usize;
+        let limit = usize::try_from(sys::raise_nofile_limit()).unwrap_or(usize::MAX);
         let fd_budget = (limit.saturating_sub(64) / 2).clamp(16, 16_384);
         let mask = if opts.stat {
             opts.stat_mask.union(StatMask::TYPE)
