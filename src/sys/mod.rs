@@ -18,7 +18,7 @@ mod limits;
 mod stat;
 mod xattr;
 
-pub use dir::{DirEntries, RawDirent, getdents, open_dir_at, open_file_at};
+pub use dir::{DirReader, RawDirent, open_dir_at, open_file_at};
 pub use file::{Lease, copy_range, next_data, next_hole, punch_hole, set_lease, syncfs};
 pub use fsops::{rename, unlink_at};
 pub use limits::raise_nofile_limit;
