@@ -13,13 +13,20 @@
 #   THREADS=2              ferry -j, fd -j, jwalk --threads
 #   RUNS=5 WARMUP=1        hyperfine runs per command
 #   RSS_RUNS=3             /usr/bin/time runs per command (the maximum counts)
-#   RSS_SHAPES="flat wide" trees on which peak RSS is measured
+#   RSS_SHAPES="flat wide" trees on which peak RSS is measured (empty: none)
 #   FIRST_RUNS=11          runs of the time-to-first-entry probe (flat tree)
 #   QUIET_CORES=0.2        before each group of runs, wait until other
 #   QUIET_WAIT=900         processes use fewer cores than this (at most
 #                          QUIET_WAIT seconds); 0 disables the wait
 #   RETRIES=2              rerun a group disturbed by QUIET_CORES or more
 #   OUT=BENCH_DIR/results-FILES
+#   BASELINE=/path/to/ferry  another ferry binary (an older build) run as
+#                          tool "ferry-base" with the same arguments in the
+#                          same hyperfine groups; the summary reports the
+#                          speed ratio of this build to it (goal >= 0.97)
+#   TOOLS="ferry ferry-base"  run only these tools (default: all of them);
+#                          e.g. SHAPES=wide RSS_SHAPES= TOOLS="ferry ferry-base"
+#                          with BASELINE for a quick before/after comparison
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export LC_ALL=C
@@ -31,31 +38,49 @@ THREADS=${THREADS:-2}
 RUNS=${RUNS:-5}
 WARMUP=${WARMUP:-1}
 RSS_RUNS=${RSS_RUNS:-3}
-RSS_SHAPES=${RSS_SHAPES:-"flat wide"}
+RSS_SHAPES=${RSS_SHAPES-"flat wide"}
 FIRST_RUNS=${FIRST_RUNS:-11}
 QUIET_CORES=${QUIET_CORES:-0.2}
 QUIET_WAIT=${QUIET_WAIT:-900}
 RETRIES=${RETRIES:-2}
 OUT=${OUT:-$BENCH_DIR/results-$FILES}
+BASELINE=${BASELINE:-}
+TOOLS=${TOOLS:-}
 
 die() {
   echo "bench-walk: $*" >&2
   exit 1
 }
 
+# Whether a tool takes part (TOOLS, and ferry-base only with BASELINE).
+wanted() {
+  [[ $1 != ferry-base || -n $BASELINE ]] && [[ -z $TOOLS || " $TOOLS " == *" $1 "* ]]
+}
+# The time-to-first-entry probe runs when the flat tree is measured.
+first_probe() { [[ " $SHAPES $RSS_SHAPES " == *" flat "* ]]; }
+
 for tool in hyperfine jq /usr/bin/time; do
   command -v "$tool" >/dev/null || die "$tool is required"
 done
-FD=$(command -v fdfind || command -v fd) || die "fd (fdfind) is required"
+FD=$(command -v fdfind || command -v fd) || ! wanted fd || die "fd (fdfind) is required"
 find --version 2>/dev/null | grep -q GNU || die "GNU find is required"
+if [[ -n $BASELINE ]]; then
+  [[ -x $BASELINE ]] || die "BASELINE=$BASELINE is not an executable"
+  BASE_FERRY=$(realpath "$BASELINE")
+fi
 
 echo "== building release binaries" >&2
-cargo build --release --quiet --bin ferry --examples
+examples=()
+if wanted jwalk || wanted walkdir || first_probe; then
+  examples=(--examples)
+fi
+cargo build --release --quiet --bin ferry "${examples[@]}"
 BIN=${CARGO_TARGET_DIR:-target}/release
 FERRY=$(realpath "$BIN/ferry")
-JWALK=$(realpath "$BIN/examples/jwalk_scan")
-WALKDIR=$(realpath "$BIN/examples/walkdir_scan")
-FIRST=$(realpath "$BIN/examples/first_entry")
+# (-m: the examples exist only when they were built above.)
+JWALK=$(realpath -m "$BIN/examples/jwalk_scan")
+WALKDIR=$(realpath -m "$BIN/examples/walkdir_scan")
+FIRST=$(realpath -m "$BIN/examples/first_entry")
 
 mkdir -p "$BENCH_DIR" "$OUT"
 BENCH_DIR=$(realpath "$BENCH_DIR")
@@ -70,8 +95,13 @@ OUT=$(realpath "$OUT")
   echo "filesystem: $(df -T "$BENCH_DIR" | awk 'NR==2 {print $2 " (" $1 ")"}')"
   echo "memory: $(free -g | awk '/^Mem:/ {print $2 " GiB"}')"
   echo "ferry: $("$FERRY" --version) ($(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet -- src 2>/dev/null || echo ', src modified'))"
+  if [[ -n $BASELINE ]]; then
+    # The commit of the checkout the baseline binary was built in, if any.
+    base_dir=$(dirname "$BASE_FERRY")
+    echo "ferry-base: $("$BASE_FERRY" --version), $BASE_FERRY ($(git -C "$base_dir" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$base_dir" diff --quiet -- src 2>/dev/null || echo ', src modified'))"
+  fi
   echo "find: $(find --version | head -1)"
-  echo "fd: $("$FD" --version)"
+  echo "fd: $(if [[ -n $FD ]]; then "$FD" --version; else echo 'not installed'; fi)"
   echo "hyperfine: $(hyperfine --version)"
   echo "files: $FILES, threads: $THREADS, runs: $RUNS (+$WARMUP warmup)"
 } | tee "$OUT/machine.txt" >&2
@@ -98,12 +128,14 @@ command_for() {
   t=$(printf %q "$3")
   case $mode/$tool in
     names/ferry) echo "$FERRY scan -0 --no-progress -j $THREADS $t" ;;
+    names/ferry-base) echo "$BASE_FERRY scan -0 --no-progress -j $THREADS $t" ;;
     names/find) echo "find $t -print0" ;;
     names/fd) echo "$FD -u -0 -j $THREADS . $t" ;;
     names/jwalk) echo "$JWALK --threads $THREADS $t" ;;
     names/walkdir) echo "$WALKDIR $t" ;;
     # path and size as JSON Lines: stat is needed for the size.
     stat/ferry) echo "$FERRY scan --no-progress -j $THREADS --fields path,size $t" ;;
+    stat/ferry-base) echo "$BASE_FERRY scan --no-progress -j $THREADS --fields path,size $t" ;;
     # Informational: stat everything, write only the counts.
     stat/ferry-summary) echo "$FERRY scan --no-progress -j $THREADS --summary $t" ;;
     stat/find) echo "find $t -printf '%s %p\\0'" ;;
@@ -118,10 +150,14 @@ command_for() {
 }
 
 tools_for() {
+  local tool all
   case $1 in
-    names) echo "ferry find fd jwalk walkdir" ;;
-    stat) echo "ferry ferry-summary find fd jwalk walkdir" ;;
+    names) all="ferry ferry-base find fd jwalk walkdir" ;;
+    stat) all="ferry ferry-base ferry-summary find fd jwalk walkdir" ;;
   esac
+  for tool in $all; do
+    wanted "$tool" && echo "$tool"
+  done | paste -sd' '
 }
 
 # Peak RSS in KiB of one command: the largest of RSS_RUNS runs.
@@ -229,16 +265,18 @@ for shape in $SHAPES; do
     md
     md "ratios (entries/s, ferry / other): $(jq -r '
       (.results[] | select(.command == "ferry") | .median) as $f
-      | [.results[] | select(.command == "jwalk" or .command == "fd" or .command == "find")
+      | [.results[] | select(.command == "jwalk" or .command == "fd" or .command == "find" or .command == "ferry-base")
          | "ferry/\(.command) = \(.median / $f * 100 | round / 100)"] | join(", ")' "$json")"
   done
 done
 
-md
-md "## Peak RSS (MiB, largest of $RSS_RUNS runs)"
-md
-md "| tree | mode | $(tools_for stat | sed 's/ / | /g') |"
-md "|---|---|$(for _ in $(tools_for stat); do printf -- '---:|'; done)"
+if [[ -n $RSS_SHAPES ]]; then
+  md
+  md "## Peak RSS (MiB, largest of $RSS_RUNS runs)"
+  md
+  md "| tree | mode | $(tools_for stat | sed 's/ / | /g') |"
+  md "|---|---|$(for _ in $(tools_for stat); do printf -- '---:|'; done)"
+fi
 for shape in $RSS_SHAPES; do
   tree=$(tree_for "$shape")
   for mode in names stat; do
@@ -256,7 +294,7 @@ for shape in $RSS_SHAPES; do
   done
 done
 
-if [[ " $SHAPES $RSS_SHAPES " == *" flat "* ]]; then
+if first_probe; then
   tree=$(tree_for flat)
   md
   md "## Time to first entry, flat tree (ms from spawn to first stdout byte, $FIRST_RUNS runs)"
@@ -265,7 +303,8 @@ if [[ " $SHAPES $RSS_SHAPES " == *" flat "* ]]; then
   md "|---|---|---:|---:|---:|"
   ((QUIET_WAIT > 0)) && wait_quiet
   for mode in names stat; do
-    for tool in ferry find fd jwalk walkdir; do
+    for tool in ferry ferry-base find fd jwalk walkdir; do
+      wanted "$tool" || continue
       line=$(eval "$FIRST --runs $FIRST_RUNS -- $(command_for "$tool" "$mode" "$tree")" | tail -1)
       FIRST_MS[$mode/$tool]=$(echo "$line" | sed -E 's/.*median_ms=([0-9.]+).*/\1/')
       md "| $tool | $mode | $(echo "$line" | sed -E 's/.*median_ms=([0-9.]+) min_ms=([0-9.]+) max_ms=([0-9.]+).*/\1 | \2 | \3/') |"
@@ -275,17 +314,35 @@ fi
 
 # The goals of the scan capability, checked on this run's numbers.
 check() { awk -v v="$2" -v lim="$4" -v op="$3" 'BEGIN {exit !((op == ">=") ? v >= lim : v < lim)}' && echo met || echo "NOT met"; }
-ratio() { jq -r --arg o "$2" '(.results[] | select(.command == "ferry") | .median) as $f
-  | .results[] | select(.command == $o) | .median / $f' "$OUT/$1.json"; }
+# Entries/s of ferry divided by those of tool $2 in group $1; empty when
+# the group did not run that tool.
+ratio() {
+  [[ -f $OUT/$1.json ]] || return 0
+  jq -r --arg o "$2" '(.results[] | select(.command == "ferry") | .median) as $f
+  | .results[] | select(.command == $o) | .median / $f' "$OUT/$1.json"
+}
 md
 md "## Goals"
 md
-if [[ -f $OUT/wide-stat.json ]]; then
-  r=$(ratio wide-stat jwalk)
+r=$(ratio wide-stat jwalk)
+if [[ -n $r ]]; then
   md "- wide tree with stat, ferry/jwalk entries/s = $(printf %.2f "$r") (goal ≥ 1.5): $(check x "$r" ">=" 1.5)"
-  r=$(ratio wide-stat fd)
+fi
+r=$(ratio wide-stat fd)
+if [[ -n $r ]]; then
   md "- wide tree with stat, ferry/fd entries/s = $(printf %.2f "$r") (goal ≥ 1.0): $(check x "$r" ">=" 1.0)"
 fi
+# This build against BASELINE, run in the same groups: it must not be slower.
+# The CPU time (user + system, mean) ratio is printed too: on a busy machine
+# it is steadier than the wall-clock one.
+for mode in names stat; do
+  r=$(ratio "wide-$mode" ferry-base)
+  if [[ -n $r ]]; then
+    cpu=$(jq -r '(.results[] | select(.command == "ferry") | .user + .system) as $f
+      | .results[] | select(.command == "ferry-base") | (.user + .system) / $f' "$OUT/wide-$mode.json")
+    md "- wide tree, $mode, entries/s of this build / BASELINE = $(printf %.3f "$r") (goal ≥ 0.97): $(check x "$r" ">=" 0.97); CPU time BASELINE / this build = $(printf %.3f "$cpu")"
+  fi
+done
 for key in flat/names flat/stat wide/names wide/stat; do
   if [[ -n ${RSS[$key/ferry]:-} ]]; then
     mib=$(awk -v k="${RSS[$key/ferry]}" 'BEGIN {printf "%.1f", k / 1024}')

@@ -1,10 +1,12 @@
 //! The `sys` wrappers against real kernel objects on the test machine's
 //! filesystem: directories, stat, inode generations and xattrs.
 
-use ferry::sys::{self, Base, DirEntries, StatMask};
+use ferry::sys::{self, Base, DirReader, StatMask};
 use std::collections::BTreeSet;
-use std::ffi::CString;
+use std::ffi::{CString, OsStr};
 use std::fs;
+use std::io;
+use std::mem::MaybeUninit;
 use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, symlink};
@@ -13,6 +15,23 @@ use std::process::Command;
 
 fn cstr(p: &Path) -> CString {
     CString::new(p.as_os_str().as_bytes()).unwrap()
+}
+
+/// The names and `d_type`s one `read_batch` (one `getdents64` call) hands out.
+type Batch = Vec<(Vec<u8>, u8)>;
+
+/// Every entry a `DirReader` hands out, batch by batch, `.` and `..` left out.
+fn read_batches(dir: &Path, buf: &mut [MaybeUninit<u8>]) -> io::Result<Vec<Batch>> {
+    let fd = sys::open_dir_at(Base::Cwd, &cstr(dir), false).unwrap();
+    let mut reader = DirReader::new(fd.as_fd(), buf);
+    let mut batches = Vec::new();
+    loop {
+        let mut batch = Vec::new();
+        if !reader.read_batch(|d| batch.push((d.name.to_bytes().to_vec(), d.d_type)))? {
+            return Ok(batches);
+        }
+        batches.push(batch);
+    }
 }
 
 #[test]
@@ -24,40 +43,53 @@ fn getdents_lists_a_big_directory_exactly_once() {
         fs::write(tmp.path().join(&name), b"").unwrap();
         want.insert(name.into_bytes());
     }
-    let fd = sys::open_dir_at(Base::Cwd, &cstr(tmp.path()), false).unwrap();
-    let mut buf = vec![0u8; 64 * 1024];
+    let mut buf = vec![MaybeUninit::uninit(); 64 * 1024];
+    let batches = read_batches(tmp.path(), &mut buf).unwrap();
     let mut got = BTreeSet::new();
-    let mut calls = 0;
-    loop {
-        let n = sys::getdents(fd.as_fd(), &mut buf).unwrap();
-        if n == 0 {
-            break;
-        }
-        calls += 1;
-        for d in DirEntries::new(&buf[..n]) {
-            let name = d.name.to_bytes().to_vec();
-            if name != b"." && name != b".." {
-                assert_eq!(d.d_type, libc::DT_REG);
-                assert!(got.insert(name), "listed twice");
-            }
-        }
+    for (name, d_type) in batches.iter().flatten() {
+        assert_eq!(*d_type, libc::DT_REG);
+        assert!(got.insert(name.clone()), "listed twice");
     }
     assert_eq!(got, want);
-    assert!(calls > 1, "5000 long names need more than one 64 KiB buffer");
+    assert!(batches.len() > 1, "5000 long names need more than one 64 KiB buffer");
 }
 
 #[test]
-fn dirent_parser_stops_on_a_truncated_buffer() {
+fn a_one_record_buffer_lists_a_directory_exactly_once() {
     let tmp = tempfile::tempdir().unwrap();
-    fs::write(tmp.path().join("a"), b"").unwrap();
-    let fd = sys::open_dir_at(Base::Cwd, &cstr(tmp.path()), false).unwrap();
-    let mut buf = vec![0u8; 64 * 1024];
-    let n = sys::getdents(fd.as_fd(), &mut buf).unwrap();
-    for cut in 0..n {
-        // Any prefix parses to at most the full set, never out of bounds.
-        assert!(DirEntries::new(&buf[..cut]).count() <= 3);
+    let want: BTreeSet<Vec<u8>> = ["a", "bb", "ccc", "dddd", "e"].map(|n| n.as_bytes().to_vec()).into();
+    for name in &want {
+        fs::write(tmp.path().join(OsStr::from_bytes(name)), b"").unwrap();
     }
-    assert_eq!(DirEntries::new(&buf[..n]).count(), 3);
+    // A linux_dirent64 record is 19 bytes of header and the NUL-terminated
+    // name, rounded up to 8: 24 bytes for names of up to 4 bytes, `.` and
+    // `..` included. A 24-byte buffer, aligned as the records are, holds
+    // exactly one record per getdents64 call.
+    let mut storage = [MaybeUninit::uninit(); 64];
+    let start = storage.as_ptr().align_offset(8);
+    let batches = read_batches(tmp.path(), &mut storage[start..start + 24]).unwrap();
+    assert_eq!(
+        batches.len(),
+        want.len() + 2,
+        "one call per entry, `.` and `..` included"
+    );
+    assert_eq!(
+        batches.iter().filter(|b| b.is_empty()).count(),
+        2,
+        "exactly the calls that returned `.` and `..` hand out nothing: {batches:?}"
+    );
+    let got: Vec<Vec<u8>> = batches.into_iter().flatten().map(|(name, _)| name).collect();
+    assert_eq!(got.len(), want.len(), "each entry exactly once: {got:?}");
+    assert_eq!(got.into_iter().collect::<BTreeSet<_>>(), want);
+}
+
+#[test]
+fn a_buffer_too_small_for_one_record_is_an_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut storage = [MaybeUninit::uninit(); 64];
+    let start = storage.as_ptr().align_offset(8);
+    let e = read_batches(tmp.path(), &mut storage[start..start + 16]).unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::EINVAL));
 }
 
 #[test]
@@ -163,7 +195,14 @@ fn xattrs_are_listed_without_following_symlinks() {
 
 #[test]
 fn nofile_limit_is_raised_to_the_hard_limit() {
-    let soft = sys::raise_nofile_limit().unwrap();
+    let soft = sys::raise_nofile_limit();
+    // "Max open files            1024                 524288               files"
+    let limits = fs::read_to_string("/proc/self/limits").unwrap();
+    let line = limits.lines().find(|l| l.starts_with("Max open files")).unwrap();
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let as_limit = |w: &str| if w == "unlimited" { u64::MAX } else { w.parse().unwrap() };
+    let (now_soft, hard) = (as_limit(words[3]), as_limit(words[4]));
+    assert_eq!((soft, now_soft), (hard, hard), "{line}");
     assert!(soft >= 1024, "soft limit {soft}");
-    assert_eq!(sys::raise_nofile_limit().unwrap(), soft, "idempotent");
+    assert_eq!(sys::raise_nofile_limit(), soft, "idempotent");
 }

@@ -12,11 +12,12 @@
 use super::{OpContext, par_map};
 use crate::gpfs::linked_junctions;
 use crate::sys::btrfs::{SUBVOL_ROOT_INO, is_btrfs};
-use crate::sys::{Base, DirEntries, FileStat, StatMask, getdents, open_dir_at, stat_at, unlink_at};
+use crate::sys::{Base, DirReader, FileStat, StatMask, open_dir_at, stat_at, unlink_at};
 use crate::task::{Outcome, PathObject};
 use serde::Deserialize;
-use std::ffi::{CStr, CString, OsStr};
+use std::ffi::{CString, OsStr};
 use std::io;
+use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
@@ -178,20 +179,11 @@ impl Tree<'_> {
 
 /// Every name in `dir` but `.` and `..`, read before anything is removed.
 fn read_names(dir: &OwnedFd) -> io::Result<Vec<CString>> {
-    let mut buf = vec![0u8; 64 * 1024];
+    let mut buf = vec![MaybeUninit::uninit(); 64 * 1024];
+    let mut reader = DirReader::new(dir.as_fd(), &mut buf);
     let mut names = Vec::new();
-    loop {
-        let n = getdents(dir.as_fd(), &mut buf)?;
-        if n == 0 {
-            return Ok(names);
-        }
-        for d in DirEntries::new(&buf[..n]) {
-            let name: &CStr = d.name;
-            if name.to_bytes() != b"." && name.to_bytes() != b".." {
-                names.push(name.to_owned());
-            }
-        }
-    }
+    while reader.read_batch(|d| names.push(d.name.to_owned()))? {}
+    Ok(names)
 }
 
 fn annotate(path: &[u8], e: io::Error) -> io::Error {

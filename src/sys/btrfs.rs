@@ -1,13 +1,14 @@
 //! The btrfs ioctls a snapshot provider needs: is this a subvolume, its
 //! id, and read-only snapshot creation and deletion.
+//!
+//! Neither rustix nor nix wraps the btrfs ioctls, so they are written by
+//! hand here against the kernel's `btrfs.h` structures.
 
-use super::check;
 use std::ffi::CStr;
 use std::io;
-use std::mem::MaybeUninit;
 use std::os::fd::{AsRawFd, BorrowedFd};
 
-const BTRFS_SUPER_MAGIC: libc::__fsword_t = 0x9123_683e;
+const BTRFS_SUPER_MAGIC: rustix::fs::FsWord = 0x9123_683e;
 /// Inode number of every subvolume's root directory.
 pub const SUBVOL_ROOT_INO: u64 = 256;
 const SUBVOL_RDONLY: u64 = 1 << 1;
@@ -50,12 +51,16 @@ const IOC_SNAP_CREATE_V2: u64 = iow(23, std::mem::size_of::<VolArgsV2>());
 
 /// Whether the open directory is on btrfs.
 pub fn is_btrfs(dir: BorrowedFd<'_>) -> io::Result<bool> {
-    let mut st = MaybeUninit::<libc::statfs>::uninit();
-    // SAFETY: fstatfs fills the struct on success; the fd is valid for the call.
-    check(unsafe { libc::fstatfs(dir.as_raw_fd(), st.as_mut_ptr()) })?;
-    // SAFETY: initialised by the successful call above.
-    let st = unsafe { st.assume_init() };
-    Ok(st.f_type == BTRFS_SUPER_MAGIC)
+    Ok(rustix::fs::fstatfs(dir)?.f_type == BTRFS_SUPER_MAGIC)
+}
+
+/// Converts a `-1` return from libc into the thread's `errno`.
+fn check(ret: libc::c_int) -> io::Result<libc::c_int> {
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
 }
 
 /// The id of the subvolume holding the open directory.

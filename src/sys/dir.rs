@@ -1,10 +1,13 @@
 //! Opening directories relative to a parent and reading them with a large
 //! `getdents64` buffer.
 
-use super::{Base, check};
+use super::Base;
+use rustix::fs::{FileType, Mode, OFlags, RawDir};
+use rustix::io::{Errno, retry_on_intr};
 use std::ffi::CStr;
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::mem::MaybeUninit;
+use std::os::fd::{BorrowedFd, OwnedFd};
 
 /// Opens a directory for reading, relative to `base`.
 ///
@@ -12,59 +15,31 @@ use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 /// `ELOOP`/`ENOTDIR` instead of being followed, so a racing rename cannot
 /// redirect a walk outside the tree.
 pub fn open_dir_at(base: Base<'_>, name: &CStr, follow: bool) -> io::Result<OwnedFd> {
-    let mut flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC | libc::O_NONBLOCK;
+    let mut flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC | OFlags::NONBLOCK;
     if !follow {
-        flags |= libc::O_NOFOLLOW;
+        flags |= OFlags::NOFOLLOW;
     }
-    openat(base, name, flags)
+    Ok(openat(base, name, flags)?)
 }
 
 /// Opens a regular file or directory read-only without following a final
 /// symlink and, when the caller owns the file (or is root), without updating
 /// its access time.
 pub fn open_file_at(base: Base<'_>, name: &CStr) -> io::Result<OwnedFd> {
-    let flags = libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK | libc::O_NOCTTY;
-    match openat(base, name, flags | libc::O_NOATIME) {
-        Err(e) if e.raw_os_error() == Some(libc::EPERM) => openat(base, name, flags),
-        other => other,
+    let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK | OFlags::NOCTTY;
+    match openat(base, name, flags | OFlags::NOATIME) {
+        // O_NOATIME is refused on files the caller does not own.
+        Err(Errno::PERM) => Ok(openat(base, name, flags)?),
+        other => Ok(other?),
     }
 }
 
-fn openat(base: Base<'_>, name: &CStr, flags: libc::c_int) -> io::Result<OwnedFd> {
-    loop {
-        // SAFETY: `name` is a valid NUL-terminated string and `base` a valid
-        // descriptor or AT_FDCWD; the returned descriptor is owned by us.
-        let ret = unsafe { libc::openat(base.raw(), name.as_ptr(), flags) };
-        match check(ret) {
-            // SAFETY: a non-negative return is a fresh descriptor we own.
-            Ok(fd) => return Ok(unsafe { OwnedFd::from_raw_fd(fd) }),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        }
-    }
+fn openat(base: Base<'_>, name: &CStr, flags: OFlags) -> rustix::io::Result<OwnedFd> {
+    retry_on_intr(|| rustix::fs::openat(base.fd(), name, flags, Mode::empty()))
 }
 
-/// Reads the next batch of directory entries into `buf` and returns the
-/// number of bytes filled; `0` means the end of the directory.
-///
-/// A larger buffer means fewer round trips on huge directories (one call
-/// returns as many entries as fit).
-pub fn getdents(dir: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
-    loop {
-        // SAFETY: the kernel writes at most `buf.len()` bytes into `buf`.
-        let ret = unsafe { libc::syscall(libc::SYS_getdents64, dir.as_raw_fd(), buf.as_mut_ptr(), buf.len()) };
-        if ret < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(e);
-        }
-        return Ok(ret as usize);
-    }
-}
-
-/// One record from a `getdents64` buffer. The name borrows the buffer.
+/// One directory entry as `getdents64` returns it. The name borrows the
+/// reader's buffer.
 #[derive(Clone, Copy, Debug)]
 pub struct RawDirent<'a> {
     /// The inode number as the directory reports it.
@@ -75,39 +50,69 @@ pub struct RawDirent<'a> {
     pub name: &'a CStr,
 }
 
-/// Iterates over the `linux_dirent64` records in a filled buffer.
+/// Reads the entries of an open directory, one `getdents64` call (one
+/// buffer full) at a time, through rustix's [`RawDir`].
 ///
-/// Parsing is done with safe slice reads, so a short or corrupt buffer ends
-/// the iteration instead of reading out of bounds.
-pub struct DirEntries<'a> {
-    buf: &'a [u8],
+/// Batches are what callers need: a walker hands out a huge directory's
+/// entries a buffer at a time and checks for cancellation between system
+/// calls. A larger buffer means fewer round trips on huge directories (one
+/// call returns as many entries as fit).
+pub struct DirReader<'a> {
+    raw: RawDir<'a, BorrowedFd<'a>>,
 }
 
-impl<'a> DirEntries<'a> {
-    /// Wraps the first `len` bytes that `getdents` filled.
-    pub fn new(buf: &'a [u8]) -> Self {
-        DirEntries { buf }
+impl<'a> DirReader<'a> {
+    /// Reads `dir` from its current position, with `buf` as the
+    /// `getdents64` buffer (its first bytes are skipped if it is not
+    /// aligned for `linux_dirent64`).
+    pub fn new(dir: BorrowedFd<'a>, buf: &'a mut [MaybeUninit<u8>]) -> Self {
+        DirReader {
+            raw: RawDir::new(dir, buf),
+        }
+    }
+
+    /// Reads the next buffer full of entries (one `getdents64` call,
+    /// retried on `EINTR`) and calls `f` for each of them except `.` and
+    /// `..`. Returns `Ok(false)`, without calling `f`, at the end of the
+    /// directory. A buffer too small for the next entry fails with
+    /// `EINVAL`.
+    pub fn read_batch(&mut self, mut f: impl FnMut(RawDirent<'_>)) -> io::Result<bool> {
+        loop {
+            // `next` makes the system call when the buffer is used up, which
+            // it is on entry: the previous call returned right after the
+            // last entry of its buffer.
+            match self.raw.next() {
+                None => return Ok(false),
+                Some(Err(Errno::INTR)) => continue,
+                Some(Err(e)) => return Err(e.into()),
+                Some(Ok(d)) => {
+                    let name = d.file_name();
+                    if name != c"." && name != c".." {
+                        f(RawDirent {
+                            ino: d.ino(),
+                            d_type: d_type(d.file_type()),
+                            name,
+                        });
+                    }
+                }
+            }
+            if self.raw.is_buffer_empty() {
+                return Ok(true);
+            }
+        }
     }
 }
 
-impl<'a> Iterator for DirEntries<'a> {
-    type Item = RawDirent<'a>;
-
-    fn next(&mut self) -> Option<RawDirent<'a>> {
-        // struct linux_dirent64 { u64 d_ino; i64 d_off; u16 d_reclen; u8 d_type; char d_name[]; }
-        const NAME_OFFSET: usize = 19;
-        let buf = self.buf;
-        if buf.len() < NAME_OFFSET {
-            return None;
-        }
-        let ino = u64::from_ne_bytes(buf[0..8].try_into().ok()?);
-        let reclen = u16::from_ne_bytes(buf[16..18].try_into().ok()?) as usize;
-        if reclen < NAME_OFFSET || reclen > buf.len() {
-            return None;
-        }
-        let d_type = buf[18];
-        let name = CStr::from_bytes_until_nul(&buf[NAME_OFFSET..reclen]).ok()?;
-        self.buf = &buf[reclen..];
-        Some(RawDirent { ino, d_type, name })
+/// The `DT_*` value rustix decoded into a [`FileType`].
+fn d_type(t: FileType) -> u8 {
+    match t {
+        FileType::RegularFile => libc::DT_REG,
+        FileType::Directory => libc::DT_DIR,
+        FileType::Symlink => libc::DT_LNK,
+        FileType::Fifo => libc::DT_FIFO,
+        FileType::Socket => libc::DT_SOCK,
+        FileType::CharacterDevice => libc::DT_CHR,
+        FileType::BlockDevice => libc::DT_BLK,
+        FileType::Unknown => libc::DT_UNKNOWN,
     }
 }

@@ -1,7 +1,8 @@
 //! Data-safety syscalls on open files: punching holes, leases, filesystem
 //! sync, finding data extents and in-kernel range copies.
 
-use super::check;
+use rustix::fs::{FallocateFlags, SeekFrom};
+use rustix::io::Errno;
 use std::fs::File;
 use std::io;
 use std::os::fd::AsRawFd;
@@ -10,24 +11,14 @@ use std::sync::Once;
 /// Deallocates `len` bytes at `offset` while keeping the file's size
 /// (`fallocate(PUNCH_HOLE | KEEP_SIZE)`): reads of the range return zeros.
 pub fn punch_hole(file: &File, offset: u64, len: u64) -> io::Result<()> {
-    let (offset, len) = (to_off(offset)?, to_off(len)?);
-    // SAFETY: plain syscall on a valid descriptor; no memory is passed.
-    let ret = unsafe {
-        libc::fallocate(
-            file.as_raw_fd(),
-            libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
-            offset,
-            len,
-        )
-    };
-    check(ret).map(drop)
+    let mode = FallocateFlags::PUNCH_HOLE | FallocateFlags::KEEP_SIZE;
+    Ok(rustix::fs::fallocate(file, mode, to_off(offset)?, to_off(len)?)?)
 }
 
 /// Flushes every dirty page and inode of the filesystem that `file` lives
 /// on (`syncfs`): one call makes a whole batch of written objects durable.
 pub fn syncfs(file: &File) -> io::Result<()> {
-    // SAFETY: plain syscall on a valid descriptor.
-    check(unsafe { libc::syncfs(file.as_raw_fd()) }).map(drop)
+    Ok(rustix::fs::syncfs(file)?)
 }
 
 /// The kind of lease to hold on a file (`fcntl(F_SETLEASE)`).
@@ -45,6 +36,9 @@ pub enum Lease {
 /// process has the file open. Lease-break signals (`SIGIO`) are ignored
 /// process-wide, so a break never kills the process; callers release the
 /// lease promptly instead.
+///
+/// Neither rustix nor nix has `F_SETLEASE`, and setting a signal's
+/// disposition is `unsafe` in nix as in libc, hence the hand-written calls.
 pub fn set_lease(file: &File, lease: Lease) -> io::Result<()> {
     static IGNORE_SIGIO: Once = Once::new();
     IGNORE_SIGIO.call_once(|| {
@@ -55,35 +49,35 @@ pub fn set_lease(file: &File, lease: Lease) -> io::Result<()> {
         Lease::None => libc::F_UNLCK,
         Lease::Write => libc::F_WRLCK,
     };
-    // SAFETY: F_SETLEASE takes an integer argument.
-    check(unsafe { libc::fcntl(file.as_raw_fd(), libc::F_SETLEASE, arg) }).map(drop)
+    // SAFETY: F_SETLEASE takes an integer argument and no memory; the
+    // descriptor is borrowed from `file` for the call.
+    if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_SETLEASE, arg) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// Where the next data at or after `offset` begins (`SEEK_DATA`), or `None`
 /// when only a hole remains up to the end of the file.
 pub fn next_data(file: &File, offset: u64) -> io::Result<Option<u64>> {
-    seek(file, offset, libc::SEEK_DATA)
+    seek(file, SeekFrom::Data(to_off(offset)?))
 }
 
 /// Where the next hole at or after `offset` begins (`SEEK_HOLE`); the end of
 /// the file counts as a hole.
 pub fn next_hole(file: &File, offset: u64) -> io::Result<u64> {
-    Ok(seek(file, offset, libc::SEEK_HOLE)?.unwrap_or(offset))
+    Ok(seek(file, SeekFrom::Hole(to_off(offset)?))?.unwrap_or(offset))
 }
 
-fn seek(file: &File, offset: u64, whence: libc::c_int) -> io::Result<Option<u64>> {
-    // SAFETY: lseek on a valid descriptor; the position is restored by
-    // callers using positioned I/O only.
-    let ret = unsafe { libc::lseek(file.as_raw_fd(), to_off(offset)?, whence) };
-    if ret < 0 {
-        let e = io::Error::last_os_error();
-        return if e.raw_os_error() == Some(libc::ENXIO) {
-            Ok(None)
-        } else {
-            Err(e)
-        };
+/// Moves the file position (callers use positioned I/O only, so it does not
+/// matter where it is left); `ENXIO` (no data or hole at or after the
+/// offset) is `None`.
+fn seek(file: &File, pos: SeekFrom) -> io::Result<Option<u64>> {
+    match rustix::fs::seek(file, pos) {
+        Ok(p) => Ok(Some(p)),
+        Err(Errno::NXIO) => Ok(None),
+        Err(e) => Err(e.into()),
     }
-    Ok(Some(ret as u64))
 }
 
 /// Copies `len` bytes from `src` at `src_off` to `dst` at `dst_off` inside
@@ -93,17 +87,19 @@ pub fn copy_range(src: &File, src_off: u64, dst: &File, dst_off: u64, len: u64) 
     let mut src_off = to_off(src_off)?;
     let mut dst_off = to_off(dst_off)?;
     let len = usize::try_from(len).unwrap_or(usize::MAX);
-    // SAFETY: both offsets point at live locals the kernel updates.
-    let ret = unsafe { libc::copy_file_range(src.as_raw_fd(), &mut src_off, dst.as_raw_fd(), &mut dst_off, len, 0) };
-    if ret < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(ret as u64)
-    }
+    let copied = rustix::fs::copy_file_range(src, Some(&mut src_off), dst, Some(&mut dst_off), len)?;
+    Ok(copied as u64)
 }
 
-fn to_off(v: u64) -> io::Result<libc::off_t> {
-    libc::off_t::try_from(v).map_err(|_| io::Error::from_raw_os_error(libc::EFBIG))
+/// Checks that a file offset or length fits the kernel's signed `off_t`
+/// (rustix passes a `u64` on as it is, where a larger value would turn
+/// negative): `EFBIG` otherwise.
+fn to_off(v: u64) -> io::Result<u64> {
+    if i64::try_from(v).is_ok() {
+        Ok(v)
+    } else {
+        Err(io::Error::from_raw_os_error(libc::EFBIG))
+    }
 }
 
 #[cfg(test)]

@@ -1,12 +1,13 @@
 //! `statx` with a minimal mask, an `fstatat` fallback, and the inode
 //! generation ioctl.
 
-use super::{Base, check};
-use std::ffi::CStr;
+use super::Base;
+use rustix::fs::{AtFlags, StatxFlags, makedev, statat, statx};
+use rustix::io::Errno;
+use rustix::ioctl::{Opcode, Updater, ioctl, opcode};
+use std::ffi::{CStr, c_long};
 use std::io;
-use std::mem::MaybeUninit;
-use std::os::fd::{AsRawFd, BorrowedFd};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::os::fd::BorrowedFd;
 
 /// Which `statx` fields a caller needs. Asking for less lets network
 /// filesystems answer from cached or partial attributes.
@@ -76,55 +77,42 @@ pub struct FileStat {
     pub btime: Option<Timestamp>,
 }
 
-static STATX_MISSING: AtomicBool = AtomicBool::new(false);
-
 /// Stats `name` relative to `base`, following a final symlink only when
 /// `follow` is set. Uses `statx` with `mask`; on kernels or sandboxes without
-/// `statx` it falls back to `fstatat` (which fills every field).
+/// `statx` it falls back to `fstatat` (which fills every field). rustix
+/// remembers that `statx` is missing, so the fallback costs one failed call
+/// per process, not one per file.
 pub fn stat_at(base: Base<'_>, name: &CStr, follow: bool, mask: StatMask) -> io::Result<FileStat> {
     // A scan must never trigger an automount (fstatat implies this; statx does not).
-    let nofollow = libc::AT_NO_AUTOMOUNT | if follow { 0 } else { libc::AT_SYMLINK_NOFOLLOW };
-    if !STATX_MISSING.load(Ordering::Relaxed) {
-        let mut buf = MaybeUninit::<libc::statx>::zeroed();
-        // SAFETY: valid C string, valid descriptor or AT_FDCWD, writable buffer.
-        let ret = unsafe { libc::statx(base.raw(), name.as_ptr(), nofollow, mask.0, buf.as_mut_ptr()) };
-        match check(ret) {
-            Ok(_) => {
-                // SAFETY: statx succeeded and filled the buffer (it was zeroed anyway).
-                let s = unsafe { buf.assume_init() };
-                return Ok(FileStat {
-                    dev: libc::makedev(s.stx_dev_major, s.stx_dev_minor),
-                    ino: s.stx_ino,
-                    mode: s.stx_mode as u32,
-                    nlink: s.stx_nlink as u64,
-                    uid: s.stx_uid,
-                    gid: s.stx_gid,
-                    size: s.stx_size,
-                    atime: ts(s.stx_atime.tv_sec, s.stx_atime.tv_nsec),
-                    mtime: ts(s.stx_mtime.tv_sec, s.stx_mtime.tv_nsec),
-                    ctime: ts(s.stx_ctime.tv_sec, s.stx_ctime.tv_nsec),
-                    btime: (s.stx_mask & libc::STATX_BTIME != 0).then(|| ts(s.stx_btime.tv_sec, s.stx_btime.tv_nsec)),
-                });
-            }
-            Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => {
-                STATX_MISSING.store(true, Ordering::Relaxed);
-            }
-            Err(e) => return Err(e),
-        }
+    let mut flags = AtFlags::NO_AUTOMOUNT;
+    if !follow {
+        flags |= AtFlags::SYMLINK_NOFOLLOW;
     }
-    fstatat(base, name, nofollow)
+    match statx(base.fd(), name, flags, StatxFlags::from_bits_retain(mask.0)) {
+        Ok(s) => Ok(FileStat {
+            dev: makedev(s.stx_dev_major, s.stx_dev_minor),
+            ino: s.stx_ino,
+            mode: u32::from(s.stx_mode),
+            nlink: u64::from(s.stx_nlink),
+            uid: s.stx_uid,
+            gid: s.stx_gid,
+            size: s.stx_size,
+            atime: ts(s.stx_atime.tv_sec, s.stx_atime.tv_nsec),
+            mtime: ts(s.stx_mtime.tv_sec, s.stx_mtime.tv_nsec),
+            ctime: ts(s.stx_ctime.tv_sec, s.stx_ctime.tv_nsec),
+            btime: (s.stx_mask & StatxFlags::BTIME.bits() != 0).then(|| ts(s.stx_btime.tv_sec, s.stx_btime.tv_nsec)),
+        }),
+        Err(Errno::NOSYS) => fstatat(base, name, flags),
+        Err(e) => Err(e.into()),
+    }
 }
 
 fn ts(sec: i64, nsec: u32) -> Timestamp {
     Timestamp { sec, nsec }
 }
 
-fn fstatat(base: Base<'_>, name: &CStr, flags: libc::c_int) -> io::Result<FileStat> {
-    let mut buf = MaybeUninit::<libc::stat>::zeroed();
-    // SAFETY: valid C string, valid descriptor or AT_FDCWD, writable buffer.
-    check(unsafe { libc::fstatat(base.raw(), name.as_ptr(), buf.as_mut_ptr(), flags) })?;
-    // SAFETY: fstatat succeeded and filled the buffer.
-    let s = unsafe { buf.assume_init() };
+fn fstatat(base: Base<'_>, name: &CStr, flags: AtFlags) -> io::Result<FileStat> {
+    let s = statat(base.fd(), name, flags)?;
     Ok(FileStat {
         dev: s.st_dev,
         ino: s.st_ino,
@@ -140,12 +128,22 @@ fn fstatat(base: Base<'_>, name: &CStr, flags: libc::c_int) -> io::Result<FileSt
     })
 }
 
+/// `FS_IOC_GETVERSION`, `_IOR('v', 1, long)`, encoded by rustix.
+const FS_IOC_GETVERSION: Opcode = opcode::read::<c_long>(b'v', 1);
+const _: () = assert!(FS_IOC_GETVERSION as u64 == libc::FS_IOC_GETVERSION);
+
 /// Reads the inode generation number (`FS_IOC_GETVERSION`) of an open file.
 /// Together with the inode number it identifies a file across inode reuse.
 /// Filesystems without it answer `ENOTTY` or `EOPNOTSUPP`.
+///
+/// Neither rustix nor nix wraps this ioctl, hence the hand-written call.
 pub fn inode_generation(fd: BorrowedFd<'_>) -> io::Result<u32> {
-    let mut generation: libc::c_long = 0;
-    // SAFETY: FS_IOC_GETVERSION writes one `long` into the pointed-to value.
-    check(unsafe { libc::ioctl(fd.as_raw_fd(), libc::FS_IOC_GETVERSION, &mut generation) })?;
+    let mut generation: c_long = 0;
+    // SAFETY: the opcode is FS_IOC_GETVERSION (checked against libc's value
+    // above), for which the kernel writes at most one `long` (ext4, btrfs
+    // and XFS write an `int`) at the pointer, which is `&mut generation`: a
+    // shorter write leaves the rest of the initialised zero.
+    unsafe { ioctl(fd, Updater::<FS_IOC_GETVERSION, c_long>::new(&mut generation)) }?;
+    // The generation is 32 bits wide; a short write filled the low bytes.
     Ok(generation as u32)
 }

@@ -1,5 +1,8 @@
 //! Listing extended attribute names without following symlinks.
 
+use rustix::buffer::spare_capacity;
+use rustix::fs::{llistxattr, llistxattr_query};
+use rustix::io::{Errno, retry_on_intr};
 use std::ffi::CStr;
 use std::io;
 
@@ -8,31 +11,23 @@ use std::io;
 pub fn list_xattrs(path: &CStr) -> io::Result<Vec<Vec<u8>>> {
     let mut buf: Vec<u8> = Vec::new();
     loop {
-        // SAFETY: a null buffer with size 0 asks for the needed size; otherwise
-        // the kernel writes at most `buf.len()` bytes.
-        let ret = unsafe { libc::llistxattr(path.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
-        if ret < 0 {
-            let e = io::Error::last_os_error();
-            match e.raw_os_error() {
-                Some(libc::ERANGE) => {
-                    buf.clear();
-                    continue;
-                }
-                Some(libc::EINTR) => continue,
-                _ => return Err(e),
-            }
+        let needed = retry_on_intr(|| llistxattr_query(path))?;
+        if needed == 0 {
+            return Ok(Vec::new());
         }
-        let len = ret as usize;
-        if buf.is_empty() && len > 0 {
-            // Size probe: allocate with headroom for attributes added meanwhile.
-            buf.resize(len + 256, 0);
-            continue;
+        // Headroom for attributes added between the two calls.
+        buf.clear();
+        buf.reserve_exact(needed + 256);
+        match retry_on_intr(|| llistxattr(path, spare_capacity(&mut buf))) {
+            Ok(_) => break,
+            // More were added than the headroom holds: ask again.
+            Err(Errno::RANGE) => continue,
+            Err(e) => return Err(e.into()),
         }
-        buf.truncate(len);
-        return Ok(buf
-            .split(|&b| b == 0)
-            .filter(|n| !n.is_empty())
-            .map(<[u8]>::to_vec)
-            .collect());
     }
+    Ok(buf
+        .split(|&b| b == 0)
+        .filter(|n| !n.is_empty())
+        .map(<[u8]>::to_vec)
+        .collect())
 }

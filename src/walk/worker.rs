@@ -3,13 +3,14 @@
 use super::{Op, SnapshotDirs, WalkError, WalkEvent, WalkOptions};
 use crate::entry::{Entry, FileType};
 use crate::rules::Verdict;
-use crate::sys::{self, Base, DirEntries, FileStat, StatMask};
+use crate::sys::{self, Base, DirReader, FileStat, StatMask};
 use crate::task::{Summary, SummaryCounters};
 use crossbeam_channel::Sender;
 use rayon::Scope;
 use std::cell::Cell;
 use std::ffi::{CStr, CString};
 use std::io;
+use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
@@ -99,7 +100,8 @@ impl Chunk<'_> {
 }
 
 thread_local! {
-    static BUFFER: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
+    /// The thread's `getdents64` buffer, reused by every directory it reads.
+    static BUFFER: Cell<Vec<MaybeUninit<u8>>> = const { Cell::new(Vec::new()) };
     /// Entries and counts a thread has gathered but not sent yet.
     static CARRY: Cell<(Vec<Entry>, Summary)> = Cell::new((Vec::new(), Summary::default()));
 }
@@ -122,7 +124,7 @@ impl Shared {
         counters: Arc<SummaryCounters>,
         cancel: Arc<AtomicBool>,
     ) -> Shared {
-        let limit = sys::raise_nofile_limit().unwrap_or(1024) as usize;
+        let limit = usize::try_from(sys::raise_nofile_limit()).unwrap_or(usize::MAX);
         let fd_budget = (limit.saturating_sub(64) / 2).clamp(16, 16_384);
         let mask = if opts.stat {
             opts.stat_mask.union(StatMask::TYPE)
@@ -346,36 +348,24 @@ impl Shared {
     /// Reads the directory; returns whether it had no entries, and the
     /// subdirectories left to walk in place.
     fn read_dir<'s>(&'s self, s: &Scope<'s>, dir: &Arc<Dir<'s>>) -> (bool, Vec<DirJob<'s>>) {
-        let fd = &dir.fd;
         let retained = dir.retained.is_some();
         let mut buf = BUFFER.take();
-        buf.resize(self.opts.getdents_buffer, 0);
+        buf.resize(self.opts.getdents_buffer, MaybeUninit::uninit());
+        let mut reader = DirReader::new(dir.fd.as_fd(), &mut buf);
         let mut chunk = Chunk::resume();
         let mut empty = true;
         let mut first_buffer = true;
         while !self.cancelled() {
-            let n = match sys::getdents(fd.as_fd(), &mut buf) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) => {
-                    self.fail(dir.path.clone(), Op::ReadDir, e);
-                    break;
-                }
-            };
             // Later buffers of a big directory go to other threads to stat.
             let offload = retained && !first_buffer && self.opts.threads > 1 && self.opts.stat;
-            first_buffer = false;
             let mut pending: Vec<Pending> = Vec::new();
-            for d in DirEntries::new(&buf[..n]) {
-                let name = d.name.to_bytes();
-                if name == b"." || name == b".." {
-                    continue;
-                }
+            let read = reader.read_batch(|d| {
                 empty = false;
+                let name = d.name.to_bytes();
                 let path = join(&dir.path, name);
                 let verdict = self.opts.filter.verdict(&path);
                 if verdict == Verdict::Prune {
-                    continue;
+                    return;
                 }
                 let dtype = FileType::from_dirent(d.d_type);
                 if !self.needs_stat(dtype) {
@@ -394,9 +384,18 @@ impl Shared {
                 } else {
                     self.stat_entry(s, dir, &mut chunk, d.name, path, d.ino, verdict);
                 }
-            }
+            });
+            first_buffer = false;
             if !pending.is_empty() {
                 self.hand_off(s, dir, pending);
+            }
+            match read {
+                Ok(true) => {}
+                Ok(false) => break,
+                Err(e) => {
+                    self.fail(dir.path.clone(), Op::ReadDir, e);
+                    break;
+                }
             }
         }
         BUFFER.set(buf);
