@@ -10,6 +10,9 @@
 #      published with confirms, no walk (the pipeline's own capacity).
 #
 #   scripts/bench-agent.sh            FILES=500000 RUNS=3 by default
+#   BASELINE=/path/to/old/ferry scripts/bench-agent.sh
+#                                     only 1., this build's agent and the
+#                                     BASELINE agent alternately, RUNS each
 # The tree is kept in $BENCH_DIR (default /work/bench-agent) for reuse.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,7 +34,7 @@ echo x > "$small"
 
 site=bench$$
 agent_pid=
-start_agent() { # batch size, dynamic sizing, batch GB
+start_agent() { # batch size, dynamic sizing, batch GB, [agent binary]
   cat > "$dir/ferry.conf" <<CONF
 [settings]
 site = $site
@@ -40,7 +43,7 @@ file_batch_size = $1
 enable_auto_file_batch_sizing = $2
 file_batch_gb = ${3:-1}
 CONF
-  RUST_LOG=warn $ferry agent --config "$dir/ferry.conf" 2>"$dir/agent.log" &
+  RUST_LOG=warn "${4:-$ferry}" agent --config "$dir/ferry.conf" 2>"$dir/agent.log" &
   agent_pid=$!
   sleep 1
 }
@@ -49,6 +52,25 @@ trap 'stop_agent 2>/dev/null || true' EXIT
 
 echo "== machine"
 nproc; grep -m1 'model name' /proc/cpuinfo; uname -r
+if [ -n "${BASELINE:-}" ]; then
+  # The same client publishes through each agent in turn, so both see the
+  # same broker, tree and machine load.
+  for cfg in "40 true 1" "1000 false 0"; do
+    set -- $cfg
+    echo "== publish, this build vs BASELINE: file_batch_size=$1 dynamic=$2 file_batch_gb=$3"
+    for _ in $(seq "$runs"); do
+      for who in current baseline; do
+        bin=$ferry
+        [ "$who" = baseline ] && bin=$BASELINE
+        start_agent "$1" "$2" "$3" "$bin"
+        printf '%s ' "$who"
+        $bench publish "$site" "$tree" 1 2>/dev/null
+        stop_agent
+      done
+    done
+  done
+  exit 0
+fi
 echo "== walk alone: ferry scan, full stat and names only, JSON to /dev/null (warm cache)"
 $ferry scan --summary "$tree" >/dev/null
 for _ in $(seq "$runs"); do
