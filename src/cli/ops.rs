@@ -12,7 +12,6 @@ use ferry::ops::migrate::MigrateArgs;
 use ferry::ops::moves::MoveArgs;
 use ferry::ops::recall::RecallArgs;
 use ferry::ops::reverse_stub::ReverseStubArgs;
-use ferry::ops::run::RunError;
 use ferry::ops::unmanage::UnmanageArgs;
 use ferry::ops::{OpContext, Operation, run_batches};
 use ferry::progress::Progress;
@@ -404,7 +403,7 @@ fn run(common: &OpCommon, op: Operation, gpfs: Option<&GpfsArgs>) -> Result<(), 
         paths: common.paths.clone(),
         from: common.from.clone(),
         null: common.null,
-        pairs: matches!(op, Operation::Move(_) | Operation::OneStepMove(_)),
+        pairs: op.takes_pairs(),
     };
     let mut inputs = Inputs::open(&spec).map_err(Failure::setup)?;
     let progress = Progress::start(ctx.counters.clone(), common.progress.choice());
@@ -426,11 +425,7 @@ fn run(common: &OpCommon, op: Operation, gpfs: Option<&GpfsArgs>) -> Result<(), 
         },
         |obj, outcome| sink.add(&obj, &outcome),
     )
-    .map_err(|e| match e {
-        RunError::Output(e) => Failure::setup(format!("writing results: {e}")),
-        RunError::Input(e) => Failure::setup(e),
-        RunError::Op(e) => Failure::setup(e),
-    })?;
+    .map_err(Failure::setup)?;
     drop(progress);
     sink.finish()
         .map_err(|e| Failure::setup(format!("writing results: {e}")))?;

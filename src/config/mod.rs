@@ -25,13 +25,6 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-/// Where ferry looks for its configuration when `--config` and
-/// `FERRY_CONFIG` are not given.
-pub const DEFAULT_PATH: &str = defaults::CONFIG_PATH;
-
-/// The default xattr prefix for ferry's own attributes.
-pub const DEFAULT_XATTR_PREFIX: &str = defaults::XATTR_PREFIX;
-
 /// A parsed, validated configuration.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -126,13 +119,13 @@ impl Config {
     }
 
     /// Reads the configuration ferry should use: `explicit` (from
-    /// `--config`), else `$FERRY_CONFIG`, else [`DEFAULT_PATH`] if it exists,
+    /// `--config`), else `$FERRY_CONFIG`, else [`defaults::CONFIG_PATH`] if it exists,
     /// else an empty configuration.
     pub fn load(explicit: Option<&Path>) -> Result<Config, ConfigError> {
         let env = std::env::var_os("FERRY_CONFIG").map(PathBuf::from);
         let path = match explicit.map(Path::to_path_buf).or(env) {
             Some(p) => p,
-            None if Path::new(DEFAULT_PATH).exists() => PathBuf::from(DEFAULT_PATH),
+            None if Path::new(defaults::CONFIG_PATH).exists() => PathBuf::from(defaults::CONFIG_PATH),
             None => return Ok(Config::empty()),
         };
         let file = path.display().to_string();
@@ -248,7 +241,8 @@ pub fn parse_xattr_prefix(s: &str) -> Result<String, BadValue> {
     if !ns_ok || !s.ends_with(['.', '-', '_']) || s.len() > 200 || s.contains('\0') {
         return Err(BadValue::expected(
             &format!(
-                "a prefix in the user. or trusted. namespace ending in '.', '-' or '_' (like {DEFAULT_XATTR_PREFIX})"
+                "a prefix in the user. or trusted. namespace ending in '.', '-' or '_' (like {})",
+                defaults::XATTR_PREFIX
             ),
             s,
         ));

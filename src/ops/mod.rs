@@ -98,10 +98,12 @@ impl Operation {
     /// split across calls would lose a file, and one-step moves keep their
     /// given order); the others a commit window.
     pub fn batch_limit(&self) -> usize {
-        match self {
-            Operation::Move(_) | Operation::OneStepMove(_) => usize::MAX,
-            _ => COMMIT_WINDOW,
-        }
+        if self.takes_pairs() { usize::MAX } else { COMMIT_WINDOW }
+    }
+
+    /// Whether its paths are SOURCE DEST pairs (the moves).
+    pub fn takes_pairs(&self) -> bool {
+        matches!(self, Operation::Move(_) | Operation::OneStepMove(_))
     }
 
     /// Runs the operation on `paths`: one outcome per path, in order, or an

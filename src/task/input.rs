@@ -71,13 +71,6 @@ pub enum InputError {
     },
 }
 
-impl InputError {
-    /// Whether only one entry was bad (the rest can still be read).
-    pub fn is_entry(&self) -> bool {
-        matches!(self, InputError::Entry { .. })
-    }
-}
-
 /// Reads path objects one at a time from a path list.
 pub struct PathReader<R> {
     reader: R,

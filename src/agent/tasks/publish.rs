@@ -98,11 +98,6 @@ impl<'a> Publisher<'a> {
         self.sink
     }
 
-    /// The ids of the children published so far.
-    pub fn children(&self) -> &[String] {
-        &self.children
-    }
-
     /// The ids of every child published.
     pub fn into_children(self) -> Vec<String> {
         self.children
