@@ -1,14 +1,14 @@
 //! The parsers of what operations read from outside never panic: ferry's
 //! state xattr (anyone may set a user xattr), object metadata from a store
-//! (JSON in a directory target, base64 in S3), and path lists from stdin in
-//! both formats. What they accept re-encodes to an equal value, and every
+//! (JSON documents and sidecar pointers, in a directory target's xattr or
+//! base64 in S3), and path lists from stdin in both formats. What they accept re-encodes to an equal value, and every
 //! path a list yields is absolute with no `.` or `..` component, so it maps
 //! to a valid object key or a clear key error.
 #![no_main]
 
 use ferry::ops::xattrs::HsmState;
-use ferry::endpoint::ObjectMeta;
-use ferry::endpoint::key::key_for;
+use ferry::endpoint::key::{KEY_MAX, PLAIN_MAX, key_for};
+use ferry::endpoint::{MetaDoc, ObjectMeta};
 use ferry::task::input::{InputFormat, PathReader};
 use libfuzzer_sys::fuzz_target;
 
@@ -20,9 +20,12 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(ObjectMeta::from_json(m.to_json().as_bytes()).unwrap(), m);
     }
     if let Ok(text) = std::str::from_utf8(data)
-        && let Ok(m) = ObjectMeta::from_header(text)
+        && let Ok(m) = MetaDoc::from_header(text)
     {
-        assert_eq!(ObjectMeta::from_header(&m.to_header()).unwrap(), m);
+        assert_eq!(MetaDoc::from_header(&m.to_header()).unwrap(), m);
+    }
+    if let Ok(m) = MetaDoc::from_json(data) {
+        assert_eq!(MetaDoc::from_json(m.to_json().as_bytes()).unwrap(), m);
     }
     for format in [InputFormat::JsonLines, InputFormat::Nul] {
         let mut r = PathReader::new(data, format, "fuzz").unwrap();
@@ -31,7 +34,9 @@ fuzz_target!(|data: &[u8]| {
             assert!(obj.path.starts_with(b"/") && !obj.path.contains(&0));
             assert!(!obj.path.split(|&b| b == b'/').any(|c| c == b"." || c == b".."));
             if let Ok(k) = key_for(b"/", "p", &obj.path) {
-                assert!(object_store::path::Path::parse(&k).is_ok());
+                assert!(object_store::path::Path::parse(&k.key).is_ok());
+                assert!(k.key.len() <= KEY_MAX);
+                assert!(k.key.split('/').all(|c| c.len() <= PLAIN_MAX));
             }
         }
     }

@@ -7,8 +7,9 @@
 //! message ([`runtime`]). Discovery tasks publish one child task per batch
 //! while they walk, through the broker's side of the tasks' sink
 //! ([`broker`]). Around that: Celery events and heartbeats ([`events`]),
-//! Prometheus metrics ([`metrics`]), redelivery bookkeeping ([`results`])
-//! and systemd notification ([`systemd`]). See `docs/agent.md`.
+//! Prometheus metrics ([`metrics`]), redelivery bookkeeping ([`results`]),
+//! systemd notification ([`systemd`]) and the scheduled clean-up of its
+//! endpoints' stores ([`upkeep`]). See `docs/agent.md`.
 
 pub mod broker;
 pub mod celery;
@@ -18,5 +19,6 @@ pub mod results;
 pub mod runtime;
 pub mod systemd;
 pub mod tasks;
+mod upkeep;
 
 pub use runtime::{AgentError, AgentHandle, node_name, prepare, redact};

@@ -21,6 +21,7 @@ use super::metrics::{self, Metrics};
 use super::results::{Answer, Results};
 use super::systemd;
 use super::tasks::{self, Finished, TaskEnv};
+use super::upkeep;
 use crate::config::{AgentConfigError, AgentSettings, Config, ConsumerSpec};
 use crate::ops::OpContext;
 use futures::StreamExt;
@@ -162,6 +163,22 @@ async fn serve(agent: Arc<Agent>) {
         ));
     }
     tokio::spawn(systemd::watchdog());
+    let (interval, grace) = (
+        agent.settings.endpoint_check_interval,
+        agent.settings.endpoint_check_grace,
+    );
+    if !interval.is_zero() && !agent.ops.config.endpoints.is_empty() {
+        info!(
+            every_seconds = interval.as_secs(),
+            grace_seconds = grace.as_secs(),
+            endpoints = ?agent.ops.config.endpoints.keys().collect::<Vec<_>>(),
+            "endpoint upkeep scheduled"
+        );
+        let a = agent.clone();
+        tokio::spawn(upkeep::every(interval, agent.shutdown.subscribe(), move || {
+            upkeep::check_endpoints(&a.ops, grace)
+        }));
+    }
     tokio::spawn(metrics::poll_queue_depths(
         agent.queues(),
         agent.metrics.clone(),

@@ -10,6 +10,7 @@
 
 mod agent;
 mod args;
+mod endpoint;
 mod exit;
 mod ops;
 mod scan;
@@ -47,6 +48,7 @@ enum Command {
     Unmanage(ops::UnmanageCmd),
     Stat(ops::StatCmd),
     Agent(agent::AgentCmd),
+    Endpoint(endpoint::EndpointCmd),
     #[command(hide = true)]
     GenTree(scan::GenTreeCmd),
 }
@@ -67,6 +69,7 @@ pub fn main() -> ExitCode {
         Command::Unmanage(c) => ops::run_unmanage(c),
         Command::Stat(c) => ops::run_stat(c),
         Command::Agent(c) => agent::run(c),
+        Command::Endpoint(c) => endpoint::run(c),
         Command::GenTree(c) => scan::run_gen_tree(c),
     };
     let status = match result {

@@ -8,7 +8,9 @@
 //! enabled function becomes one consumer of `<site>.<queue>#<function>`.
 
 use super::defaults;
-use super::ini::{BadValue, ConfigError, Section, parse_bool, parse_count, parse_gb, parse_seconds, valid_name};
+use super::ini::{
+    BadValue, ConfigError, Section, parse_bool, parse_count, parse_gb, parse_seconds, parse_whole_seconds, valid_name,
+};
 use std::fmt;
 use std::time::Duration;
 
@@ -238,6 +240,13 @@ pub struct AgentSettings {
     /// Longest wait for one delete or move batch of a snapdiff to be
     /// handled (`snapdiff_stream_timeout`, minutes in the file).
     pub snapdiff_stream_timeout: Duration,
+    /// How often the endpoints' stores are checked and leftovers of
+    /// interrupted writes removed (`endpoint_check_interval`, seconds; zero
+    /// turns it off).
+    pub endpoint_check_interval: Duration,
+    /// How long a leftover must have stood before that upkeep removes it
+    /// (`endpoint_check_grace`, seconds).
+    pub endpoint_check_grace: Duration,
 }
 
 impl Default for AgentSettings {
@@ -255,12 +264,14 @@ impl Default for AgentSettings {
             walk_threads: defaults::walk_threads(),
             metrics_listen: None,
             snapdiff_stream_timeout: defaults::SNAPDIFF_STREAM_TIMEOUT,
+            endpoint_check_interval: defaults::ENDPOINT_CHECK_INTERVAL,
+            endpoint_check_grace: defaults::ENDPOINT_CHECK_GRACE,
         }
     }
 }
 
 /// The `[settings]` keys [`AgentSettings::read`] knows.
-pub const AGENT_KEYS: &str = "broker_url, node_name, file_batch_size, file_batch_gb, enable_auto_file_batch_sizing, lock_threshold, heartbeat, heartbeat_interval, task_events, max_message_bytes, confirm_window, walk_threads, metrics_listen, snapdiff_stream_timeout, worker, discovery, custom, interactive, settings";
+pub const AGENT_KEYS: &str = "broker_url, node_name, file_batch_size, file_batch_gb, enable_auto_file_batch_sizing, lock_threshold, heartbeat, heartbeat_interval, task_events, max_message_bytes, confirm_window, walk_threads, metrics_listen, snapdiff_stream_timeout, endpoint_check_interval, endpoint_check_grace, worker, discovery, custom, interactive, settings";
 
 impl AgentSettings {
     /// Reads the agent's keys from `[settings]`.
@@ -317,6 +328,12 @@ impl AgentSettings {
         })?;
         if let Some(m) = s.take_parsed("snapdiff_stream_timeout", parse_count)? {
             a.snapdiff_stream_timeout = Duration::from_secs(m as u64 * 60);
+        }
+        if let Some(d) = s.take_parsed("endpoint_check_interval", parse_whole_seconds)? {
+            a.endpoint_check_interval = d;
+        }
+        if let Some(d) = s.take_parsed("endpoint_check_grace", parse_whole_seconds)? {
+            a.endpoint_check_grace = d;
         }
         Ok(a)
     }

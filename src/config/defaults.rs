@@ -66,3 +66,13 @@ pub const SNAPDIFF_STREAM_TIMEOUT: Duration = Duration::from_secs(600);
 pub fn walk_threads() -> usize {
     std::thread::available_parallelism().map_or(4, |n| n.get()).max(2)
 }
+
+/// How long a leftover must have stood untouched before `ferry endpoint
+/// check --repair` removes it: a write that old is not under way (an
+/// upload of a file too large to finish in that time keeps its staging
+/// file locked, which a check also respects).
+pub const ENDPOINT_CHECK_GRACE: Duration = Duration::from_secs(3600);
+
+/// How often the agent checks and repairs its endpoints
+/// (`endpoint_check_interval`; 0 turns it off).
+pub const ENDPOINT_CHECK_INTERVAL: Duration = Duration::from_secs(86_400);

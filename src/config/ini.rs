@@ -181,6 +181,15 @@ pub fn parse_seconds(s: &str) -> Result<Duration, BadValue> {
     }
 }
 
+/// Parses a whole number of seconds, 0 included (a period that may be
+/// turned off, or a grace period that may be none).
+pub fn parse_whole_seconds(s: &str) -> Result<Duration, BadValue> {
+    match s.parse::<u64>() {
+        Ok(n) => Ok(Duration::from_secs(n)),
+        _ => Err(BadValue::expected("a whole number of seconds (0 or more)", s)),
+    }
+}
+
 /// Site, queue and endpoint names: letters, digits, `_` and `-` (the seed's
 /// rule for queue names), so they fit in queue names and xattr names.
 pub fn valid_name(s: &str) -> Result<(), BadValue> {

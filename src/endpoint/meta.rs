@@ -4,7 +4,12 @@
 //!
 //! It travels as one compact JSON document: in S3 as the user metadata
 //! `x-amz-meta-ferry` (base64, because header values must be ASCII), in a
-//! directory target as an xattr on the object file.
+//! directory target as an xattr on the object file. A document too big for
+//! that place (S3's 2 KiB of user metadata, ext4's one block for all of an
+//! inode's xattrs) goes into a sidecar beside the object, and the object
+//! carries a [`MetaDoc::Sidecar`] pointer naming the sidecar's length and
+//! hash instead, so the object is committed with its metadata in one step
+//! either way.
 
 use crate::sys::Timestamp;
 use base64::Engine;
@@ -33,6 +38,25 @@ pub struct ObjectMeta {
     pub atime: Timestamp,
     /// The file's `user.*` xattrs other than ferry's own, as (name, value).
     pub xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+    /// The file's path relative to the endpoint's root, recorded when its
+    /// key holds a hashed name ([`super::key::Key::source`]).
+    pub path: Option<Vec<u8>>,
+}
+
+/// What an object carries as its metadata: the document itself, or a
+/// pointer to a sidecar that holds it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MetaDoc {
+    /// The whole document.
+    Inline(ObjectMeta),
+    /// The document is in the object's sidecar, `len` bytes whose BLAKE3
+    /// hash is `hash`.
+    Sidecar {
+        /// The sidecar's length.
+        len: u64,
+        /// The hash of the sidecar's bytes.
+        hash: blake3::Hash,
+    },
 }
 
 #[derive(Serialize, Deserialize)]
@@ -48,6 +72,16 @@ struct Doc {
     atime: (i64, u32),
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     xattrs: Vec<(String, String)>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    path: Option<String>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Pointer {
+    v: u32,
+    sidecar: String,
+    len: u64,
 }
 
 /// Why stored metadata could not be read.
@@ -72,6 +106,7 @@ impl ObjectMeta {
                 .iter()
                 .map(|(n, v)| (B64.encode(n), B64.encode(v)))
                 .collect(),
+            path: self.path.as_ref().map(|p| B64.encode(p)),
         };
         serde_json::to_string(&doc).expect("metadata serializes")
     }
@@ -96,6 +131,7 @@ impl ObjectMeta {
             .iter()
             .map(|(n, v)| Ok((b64(n)?, b64(v)?)))
             .collect::<Result<_, MetaError>>()?;
+        let path = doc.path.as_deref().map(b64).transpose()?;
         Ok(ObjectMeta {
             size: doc.size,
             hash,
@@ -105,20 +141,80 @@ impl ObjectMeta {
             mtime: ts(doc.mtime, "mtime")?,
             atime: ts(doc.atime, "atime")?,
             xattrs,
+            path,
         })
     }
+}
 
-    /// The document as an ASCII header value (base64 of the JSON).
+impl MetaDoc {
+    /// The pointer to a sidecar holding `doc`.
+    pub fn pointer_to(doc: &[u8]) -> MetaDoc {
+        MetaDoc::Sidecar {
+            len: doc.len() as u64,
+            hash: blake3::hash(doc),
+        }
+    }
+
+    /// The JSON text of this document or pointer.
+    pub fn to_json(&self) -> String {
+        match self {
+            MetaDoc::Inline(m) => m.to_json(),
+            MetaDoc::Sidecar { len, hash } => serde_json::to_string(&Pointer {
+                v: VERSION,
+                sidecar: hash.to_hex().to_string(),
+                len: *len,
+            })
+            .expect("pointer serializes"),
+        }
+    }
+
+    /// Reads a document or a pointer.
+    pub fn from_json(text: &[u8]) -> Result<MetaDoc, MetaError> {
+        match serde_json::from_slice::<Pointer>(text) {
+            Ok(p) if p.v == VERSION => Ok(MetaDoc::Sidecar {
+                len: p.len,
+                hash: blake3::Hash::from_hex(&p.sidecar).map_err(|e| MetaError(format!("sidecar hash: {e}")))?,
+            }),
+            Ok(p) => Err(MetaError(format!("version {} (this ferry reads {VERSION})", p.v))),
+            Err(_) => ObjectMeta::from_json(text).map(MetaDoc::Inline),
+        }
+    }
+
+    /// The document or pointer as an ASCII header value (base64 of the JSON).
     pub fn to_header(&self) -> String {
         B64.encode(self.to_json())
     }
 
-    /// Reads a header value written by [`ObjectMeta::to_header`].
-    pub fn from_header(value: &str) -> Result<ObjectMeta, MetaError> {
+    /// Reads a header value written by [`MetaDoc::to_header`].
+    pub fn from_header(value: &str) -> Result<MetaDoc, MetaError> {
         let json = B64
             .decode(value.trim())
             .map_err(|e| MetaError(format!("base64: {e}")))?;
-        ObjectMeta::from_json(&json)
+        MetaDoc::from_json(&json)
+    }
+
+    /// The document a sidecar holds, checked against this pointer; `self`
+    /// must be a pointer.
+    pub fn resolve(&self, sidecar: &[u8]) -> Result<ObjectMeta, MetaError> {
+        match self {
+            MetaDoc::Inline(m) => Ok(m.clone()),
+            MetaDoc::Sidecar { len, hash } => {
+                if sidecar.len() as u64 != *len || blake3::hash(sidecar) != *hash {
+                    return Err(MetaError(format!(
+                        "the metadata sidecar is not the one the object names ({} bytes, expected {len})",
+                        sidecar.len()
+                    )));
+                }
+                ObjectMeta::from_json(sidecar)
+            }
+        }
+    }
+}
+
+impl MetaError {
+    /// A metadata sidecar the object names is missing.
+    pub fn missing_sidecar() -> MetaError {
+        MetaError("the metadata sidecar the object names is missing".into())
     }
 }
 
@@ -142,6 +238,7 @@ mod tests {
                 nsec: 1,
             },
             xattrs: vec![(b"user.a\xff".to_vec(), b"\0\x01bin".to_vec())],
+            path: Some(b"dir/\xff\n".to_vec()),
         }
     }
 
@@ -149,9 +246,25 @@ mod tests {
     fn round_trips_through_json_and_header() {
         let m = sample();
         assert_eq!(ObjectMeta::from_json(m.to_json().as_bytes()).unwrap(), m);
-        let h = m.to_header();
+        let doc = MetaDoc::Inline(m.clone());
+        let h = doc.to_header();
         assert!(h.bytes().all(|b| b.is_ascii_graphic()));
-        assert_eq!(ObjectMeta::from_header(&h).unwrap(), m);
+        assert_eq!(MetaDoc::from_header(&h).unwrap(), doc);
+        let without_path = ObjectMeta { path: None, ..m };
+        assert!(!without_path.to_json().contains("path"));
+    }
+
+    #[test]
+    fn pointers_resolve_only_their_own_sidecar() {
+        let json = sample().to_json();
+        let ptr = MetaDoc::pointer_to(json.as_bytes());
+        let back = MetaDoc::from_json(ptr.to_json().as_bytes()).unwrap();
+        assert_eq!(back, ptr);
+        assert!(ptr.to_json().len() < 120, "a pointer is small: {}", ptr.to_json());
+        assert_eq!(back.resolve(json.as_bytes()).unwrap(), sample());
+        let other = json.replace("1000", "1001");
+        assert!(back.resolve(other.as_bytes()).is_err());
+        assert!(back.resolve(&json.as_bytes()[1..]).is_err());
     }
 
     #[test]

@@ -82,7 +82,7 @@ pub fn migrate(ctx: &OpContext, args: &MigrateArgs, paths: &[PathObject]) -> Res
                 Step::Commit(p) => {
                     let size = p.meta.size;
                     match &synced {
-                        Ok(()) => (Some(job.commit(p)), size),
+                        Ok(()) => (Some(job.commit(*p)), size),
                         Err(e) => (
                             Some(Outcome::failed(format!("{e}; copy not durable, file left as it was"))),
                             0,
@@ -108,7 +108,7 @@ struct Job<'a> {
 
 enum Step {
     Done(Outcome),
-    Commit(Pending),
+    Commit(Box<Pending>),
     /// Another name (hard link) of the file at this input index.
     Link(usize),
 }
@@ -184,12 +184,12 @@ impl Job<'_> {
                             hash: s.hash,
                             ..self.file_meta(&file, &before)?
                         };
-                        return Ok(Step::Commit(Pending {
+                        return Ok(Step::Commit(Box::new(Pending {
                             file,
                             key,
                             meta,
                             before,
-                        }));
+                        })));
                     }
                 }
                 (Residency::Migrated, false, Some(key)) if self.interrupted_stub(&file, &before, s, key) => {
@@ -226,27 +226,30 @@ impl Job<'_> {
                     {
                         let meta = self.file_meta(&file, &before)?;
                         let meta = ObjectMeta { hash: s.hash, ..meta };
-                        return Ok(Step::Commit(Pending {
+                        return Ok(Step::Commit(Box::new(Pending {
                             file,
                             key,
                             meta,
                             before,
-                        }));
+                        })));
                     }
                 }
                 _ => {}
             }
         }
-        let key = self.target.key(path).map_err(|e| Outcome::failed(e.to_string()))?;
-        let meta = self.file_meta(&file, &before)?;
+        let (key, source) = self.target.key(path).map_err(|e| Outcome::failed(e.to_string()))?;
+        let meta = ObjectMeta {
+            path: source,
+            ..self.file_meta(&file, &before)?
+        };
         let key = match self.choose_key(&file, key, &meta)? {
             KeyChoice::Reuse(key, meta) => {
-                return Ok(Step::Commit(Pending {
+                return Ok(Step::Commit(Box::new(Pending {
                     file,
                     key,
                     meta,
                     before,
-                }));
+                })));
             }
             KeyChoice::Write(key) => key,
         };
@@ -261,12 +264,12 @@ impl Job<'_> {
             let _ = self.target.delete(&key);
             return Err(self.modified());
         }
-        Ok(Step::Commit(Pending {
+        Ok(Step::Commit(Box::new(Pending {
             file,
             key,
             meta,
             before,
-        }))
+        })))
     }
 
     fn modified(&self) -> Outcome {
@@ -335,6 +338,7 @@ impl Job<'_> {
                 .xattrs
                 .user_xattrs(file)
                 .map_err(|e| io_failure("reading xattrs", e))?,
+            path: None,
         })
     }
 
@@ -376,10 +380,7 @@ impl Job<'_> {
                 self.target.name()
             )));
         }
-        let instance = format!("{key}.{}", uuid::Uuid::new_v4().simple());
-        Ok(KeyChoice::Write(
-            ObjPath::parse(instance).expect("valid key plus suffix"),
-        ))
+        Ok(KeyChoice::Write(self.target.instance_key(&key)))
     }
 
     /// Verifies the object and records the file as premigrated or stubbed.

@@ -10,6 +10,7 @@
 //! modules. The data-safety rules every operation follows are in
 //! `docs/operations.md`.
 
+pub mod check;
 pub mod context;
 pub mod delete;
 pub mod error;

@@ -100,8 +100,14 @@ struct Job<'a> {
 impl Job<'_> {
     /// Builds one file; `Ok` carries the bytes written.
     fn one(&self, path: &[u8]) -> Result<u64, Outcome> {
-        let key = self.target.key(path).map_err(|e| Outcome::failed(e.to_string()))?;
-        let meta = match self.target.head(&key) {
+        let (mut key, _) = self.target.key(path).map_err(|e| Outcome::failed(e.to_string()))?;
+        let mut head = self.target.head(&key);
+        if let (Ok(None), Some(old)) = (&head, self.target.legacy_key(path)) {
+            // A store written by ferry up to 53a13dd keeps long names whole.
+            head = self.target.head(&old);
+            key = old;
+        }
+        let meta = match head {
             Ok(Some(o)) => match o.meta {
                 Some(Ok(m)) if m.size == o.size => m,
                 Some(Ok(_)) => return Err(Outcome::failed(format!("object at {key} does not match its metadata"))),

@@ -1,11 +1,11 @@
-//! Data-safety syscalls on open files: punching holes, leases, filesystem
-//! sync, finding data extents and in-kernel range copies.
+//! Data-safety syscalls on open files: punching holes, leases, `flock`,
+//! filesystem sync, finding data extents and in-kernel range copies.
 
-use rustix::fs::{FallocateFlags, SeekFrom};
+use rustix::fs::{FallocateFlags, FlockOperation, SeekFrom};
 use rustix::io::Errno;
 use std::fs::File;
 use std::io;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::sync::Once;
 
 /// Deallocates `len` bytes at `offset` while keeping the file's size
@@ -99,6 +99,18 @@ fn to_off(v: u64) -> io::Result<u64> {
         Ok(v)
     } else {
         Err(io::Error::from_raw_os_error(libc::EFBIG))
+    }
+}
+
+/// Takes an exclusive `flock` on `file` without waiting: `Ok(false)` when
+/// another open file description holds a lock on it. The lock lasts until
+/// every descriptor of this open file is closed, so a process that dies
+/// drops it.
+pub fn try_lock_exclusive(file: &File) -> io::Result<bool> {
+    match rustix::fs::flock(file.as_fd(), FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => Ok(true),
+        Err(Errno::WOULDBLOCK) => Ok(false),
+        Err(e) => Err(e.into()),
     }
 }
 

@@ -1,10 +1,12 @@
-//! Namespace changes: removing and renaming entries relative to open
-//! directories, so a path component swapped for a symlink mid-operation
+//! Namespace changes: creating, removing and renaming entries relative to
+//! open directories, so a path component swapped for a symlink mid-operation
 //! can never redirect a delete.
 
 use super::Base;
-use rustix::fs::{AtFlags, CWD, RenameFlags, renameat_with, unlinkat};
+use rustix::fs::{AtFlags, Mode, OFlags, RenameFlags, renameat_with, unlinkat};
+use rustix::io::{Errno, retry_on_intr};
 use std::ffi::CStr;
+use std::fs::File;
 use std::io;
 
 /// Removes `name` in `base`: an empty directory if `dir`, else a
@@ -17,10 +19,35 @@ pub fn unlink_at(base: Base<'_>, name: &CStr, dir: bool) -> io::Result<()> {
 /// Renames `from` to `to` (`renameat2`). With `no_replace`, fails with
 /// `EEXIST` instead of replacing an existing `to`.
 pub fn rename(from: &CStr, to: &CStr, no_replace: bool) -> io::Result<()> {
+    rename_at(Base::Cwd, from, Base::Cwd, to, no_replace)
+}
+
+/// Renames `from` (relative to `from_base`) to `to` (relative to
+/// `to_base`), atomically replacing `to` unless `no_replace`.
+pub fn rename_at(from_base: Base<'_>, from: &CStr, to_base: Base<'_>, to: &CStr, no_replace: bool) -> io::Result<()> {
     let flags = if no_replace {
         RenameFlags::NOREPLACE
     } else {
         RenameFlags::empty()
     };
-    Ok(renameat_with(CWD, from, CWD, to, flags)?)
+    Ok(renameat_with(from_base.fd(), from, to_base.fd(), to, flags)?)
+}
+
+/// Makes the directory `name` in `base` with `mode` (before the umask);
+/// `Ok(false)` when something already has that name.
+pub fn mkdir_at(base: Base<'_>, name: &CStr, mode: u32) -> io::Result<bool> {
+    match rustix::fs::mkdirat(base.fd(), name, Mode::from_raw_mode(mode)) {
+        Ok(()) => Ok(true),
+        Err(Errno::EXIST) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Creates the new regular file `name` in `base` for reading and writing
+/// (`O_CREAT | O_EXCL`, so an existing name or a symlink fails with
+/// `EEXIST`).
+pub fn create_at(base: Base<'_>, name: &CStr, mode: u32) -> io::Result<File> {
+    let flags = OFlags::RDWR | OFlags::CREATE | OFlags::EXCL | OFlags::CLOEXEC | OFlags::NOFOLLOW;
+    let fd = retry_on_intr(|| rustix::fs::openat(base.fd(), name, flags, Mode::from_raw_mode(mode)))?;
+    Ok(File::from(fd))
 }

@@ -1,0 +1,514 @@
+//! The directory store: objects are files under the endpoint's directory
+//! (local or NFS), named by their keys, with their metadata in one xattr.
+//!
+//! Every write is staged and committed by one `rename`, so an object is
+//! either absent or complete with its metadata:
+//!
+//! 1. the data goes to `#staging/<uuid>`, created exclusively and held
+//!    under an exclusive `flock` while it is written (a check can tell a
+//!    live upload from a dead one's leftovers: the kernel drops the lock
+//!    of a process that dies);
+//! 2. the metadata document goes on that file as the xattr
+//!    `<prefix>object`; when the filesystem refuses it as too big (ext4
+//!    keeps all of an inode's xattrs in one block, XFS caps a value at
+//!    64 KiB, NFS servers vary) or has no user xattrs, the document goes to
+//!    a sidecar `#staging/<uuid>#m`, and the xattr holds a short pointer
+//!    with the sidecar's length and hash instead;
+//! 3. the sidecar, if any, is renamed to `<key>#m`, then the object to
+//!    `<key>`: the object's arrival commits it with its metadata.
+//!
+//! A crash leaves at most a staging file (no lock held) or a sidecar whose
+//! object never arrived; `ferry endpoint check` finds both. Names under
+//! `#staging` and sidecar names never collide with keys ([`super::key`]).
+//! Durability is [`DirStore::sync`]'s `syncfs`, one call per batch.
+//!
+//! Every path is opened relative to the store's directory descriptor, so
+//! the store's own path length never adds to a key's.
+
+use super::key::{self, SIDECAR_SUFFIX};
+use super::meta::{MetaDoc, MetaError, ObjectMeta};
+use super::{EndpointError, PartPool, RemoteObject, TransferError};
+use crate::sys::{Base, create_at, mkdir_at, open_file_at, rename_at, syncfs, try_lock_exclusive, unlink_at};
+use bytes::Bytes;
+use std::ffi::{CString, OsStr};
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::os::fd::AsFd;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+use xattr::FileExt as _;
+
+/// The directory holding uploads in progress, at the store's top. A key
+/// component never starts with `#` unless it is a hashed name, which ends
+/// in 64 hex digits, so no key can name it.
+pub const STAGING: &str = "#staging";
+
+/// The largest sidecar read back (documents are far smaller: the user
+/// xattrs a source filesystem allows, base64-encoded).
+const SIDECAR_MAX: u64 = 64 << 20;
+
+/// Bytes copied per read and write of an upload.
+const CHUNK: u64 = 4 << 20;
+
+/// An open directory store.
+pub(super) struct DirStore {
+    name: String,
+    path: PathBuf,
+    dir: File,
+    meta_xattr: String,
+}
+
+/// One entry a [`DirStore::survey`] found, by its path relative to the
+/// store.
+#[derive(Debug)]
+pub(super) struct Found {
+    pub rel: String,
+    pub size: u64,
+    pub modified: SystemTime,
+    pub kind: FoundKind,
+}
+
+/// What a surveyed entry is.
+#[derive(Debug)]
+pub(super) enum FoundKind {
+    /// A staging file; `live` while an upload holds its lock.
+    Staging { live: bool },
+    /// A staging file of the object_store layout ferry used up to 53a13dd
+    /// (`<name>#<digits>` beside the object).
+    LegacyStaging,
+    /// An object, with its metadata as committed (`None`: none at all).
+    Object(Option<Result<ObjectMeta, MetaError>>),
+    /// A metadata sidecar; `orphan` when no object names it.
+    Sidecar { orphan: bool },
+}
+
+impl DirStore {
+    /// Opens the store at `path`; `meta_xattr` names the metadata xattr.
+    pub fn open(name: &str, path: &Path, meta_xattr: String) -> Result<DirStore, EndpointError> {
+        let err = |m: String| EndpointError::new(name, m);
+        let dir = File::open(path).map_err(|e| err(format!("directory {}: {e}", path.display())))?;
+        if !dir.metadata().map_err(|e| err(e.to_string()))?.is_dir() {
+            return Err(err(format!("{} is not a directory", path.display())));
+        }
+        Ok(DirStore {
+            name: name.to_string(),
+            path: path.to_path_buf(),
+            dir,
+            meta_xattr,
+        })
+    }
+
+    fn base(&self) -> Base<'_> {
+        Base::Dir(self.dir.as_fd())
+    }
+
+    fn err(&self, message: impl std::fmt::Display) -> EndpointError {
+        EndpointError::new(&self.name, message.to_string())
+    }
+
+    /// An error about `rel` in the store, with its full path.
+    fn io_err(&self, what: &str, rel: &str, e: io::Error) -> EndpointError {
+        self.err(format!("{what} {}/{rel}: {e}", self.path.display()))
+    }
+
+    /// Opens the object at `key`: `None` if there is no regular file there.
+    fn open_object(&self, key: &str) -> Result<Option<File>, EndpointError> {
+        match open_file_at(self.base(), &c_name(key)) {
+            Ok(fd) => {
+                let f = File::from(fd);
+                let md = f.metadata().map_err(|e| self.io_err("stat", key, e))?;
+                Ok(md.is_file().then_some(f))
+            }
+            Err(e) if is_absent(&e) => Ok(None),
+            Err(e) => Err(self.io_err("opening", key, e)),
+        }
+    }
+
+    /// The bytes of the sidecar of `key`, if there is one.
+    fn read_sidecar(&self, key: &str) -> Result<Option<Vec<u8>>, EndpointError> {
+        let name = format!("{key}{SIDECAR_SUFFIX}");
+        let Some(f) = self.open_object(&name)? else {
+            return Ok(None);
+        };
+        let mut buf = Vec::new();
+        f.take(SIDECAR_MAX)
+            .read_to_end(&mut buf)
+            .map_err(|e| self.io_err("reading", &name, e))?;
+        Ok(Some(buf))
+    }
+
+    /// The metadata document (or pointer) on an object, as stored.
+    fn read_doc(&self, f: &File, key: &str) -> Result<Option<Result<MetaDoc, MetaError>>, EndpointError> {
+        match f.get_xattr(&self.meta_xattr) {
+            Ok(v) => Ok(v.map(|v| MetaDoc::from_json(&v))),
+            Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => Ok(None),
+            Err(e) => Err(self.io_err("reading the metadata of", key, e)),
+        }
+    }
+
+    /// The metadata an object commits: its document, the sidecar its
+    /// pointer names, or (on a filesystem without user xattrs) a sidecar
+    /// alone.
+    fn metadata(&self, f: &File, key: &str) -> Result<Option<Result<ObjectMeta, MetaError>>, EndpointError> {
+        Ok(match self.read_doc(f, key)? {
+            Some(Ok(MetaDoc::Inline(m))) => Some(Ok(m)),
+            Some(Ok(ptr)) => Some(match self.read_sidecar(key)? {
+                Some(bytes) => ptr.resolve(&bytes),
+                None => Err(MetaError::missing_sidecar()),
+            }),
+            Some(Err(e)) => Some(Err(e)),
+            None => self.read_sidecar(key)?.map(|b| ObjectMeta::from_json(&b)),
+        })
+    }
+
+    /// What the store holds at `key`.
+    pub fn head(&self, key: &str) -> Result<Option<RemoteObject>, EndpointError> {
+        let Some(f) = self.open_object(key)? else {
+            return Ok(None);
+        };
+        let size = f.metadata().map_err(|e| self.io_err("stat", key, e))?.len();
+        let meta = self.metadata(&f, key)?;
+        Ok(Some(RemoteObject { size, meta }))
+    }
+
+    /// Copies the first `meta.size` bytes of `file` to `key` with their
+    /// hash in `meta`, committing data and metadata in one rename.
+    pub fn upload(&self, key: &str, file: &File, mut meta: ObjectMeta) -> Result<ObjectMeta, TransferError> {
+        mkdir_at(self.base(), &c_name(STAGING), 0o700).map_err(|e| self.io_err("creating", STAGING, e))?;
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let staged = format!("{STAGING}/{id}");
+        let out = create_at(self.base(), &c_name(&staged), 0o600).map_err(|e| self.io_err("creating", &staged, e))?;
+        let mut sidecar = None;
+        let result = (|| {
+            // A fresh file: nobody else can hold its lock.
+            try_lock_exclusive(&out).map_err(|e| self.io_err("locking", &staged, e))?;
+            meta.hash = copy_hashed(file, &out, meta.size).map_err(|e| match e {
+                Copy::Read(e) => TransferError::Local(e),
+                Copy::Write(e) => TransferError::Remote(self.io_err("writing", &staged, e)),
+            })?;
+            let doc = meta.to_json();
+            match out.set_xattr(&self.meta_xattr, doc.as_bytes()) {
+                Ok(()) => {}
+                Err(e) if too_big_for_xattrs(&e) => {
+                    let side = format!("{staged}{SIDECAR_SUFFIX}");
+                    let mut f = create_at(self.base(), &c_name(&side), 0o600)
+                        .map_err(|e| self.io_err("creating the metadata sidecar", &side, e))?;
+                    sidecar = Some(side.clone());
+                    f.write_all(doc.as_bytes())
+                        .map_err(|e| self.io_err("writing the metadata sidecar", &side, e))?;
+                    let ptr = MetaDoc::pointer_to(doc.as_bytes()).to_json();
+                    match out.set_xattr(&self.meta_xattr, ptr.as_bytes()) {
+                        Ok(()) => {}
+                        // No user xattrs here at all: the sidecar alone is the
+                        // metadata.
+                        Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => {}
+                        Err(e) => {
+                            return Err(self
+                                .io_err(
+                                    &format!("recording a {}-byte metadata pointer on", ptr.len()),
+                                    &staged,
+                                    e,
+                                )
+                                .into());
+                        }
+                    }
+                }
+                Err(e) => {
+                    return Err(self
+                        .io_err(&format!("recording {} bytes of metadata on", doc.len()), &staged, e)
+                        .into());
+                }
+            }
+            self.make_parents(key)?;
+            let key_c = c_name(key);
+            let side_c = c_name(&format!("{key}{SIDECAR_SUFFIX}"));
+            if let Some(side) = &sidecar {
+                rename_at(self.base(), &c_name(side), self.base(), &side_c, false)
+                    .map_err(|e| self.io_err("committing the metadata sidecar of", key, e))?;
+                sidecar = Some(format!("{key}{SIDECAR_SUFFIX}"));
+            }
+            rename_at(self.base(), &c_name(&staged), self.base(), &key_c, false)
+                .map_err(|e| self.io_err("committing", key, e))?;
+            if sidecar.is_none() {
+                // An object replaced in place may leave its old sidecar.
+                let _ = unlink_at(self.base(), &side_c, false);
+            }
+            Ok(meta)
+        })();
+        if result.is_err() {
+            // Best effort: what is left is staging debris a check removes.
+            let _ = unlink_at(self.base(), &c_name(&staged), false);
+            if let Some(side) = &sidecar {
+                let _ = unlink_at(self.base(), &c_name(side), false);
+            }
+        }
+        result
+    }
+
+    /// Makes the directories above `key`.
+    fn make_parents(&self, key: &str) -> Result<(), EndpointError> {
+        let mut end = 0;
+        while let Some(i) = key[end..].find('/') {
+            end += i;
+            let dir = &key[..end];
+            match mkdir_at(self.base(), &c_name(dir), 0o755) {
+                Ok(_) => {}
+                Err(e) => return Err(self.io_err("creating directory", dir, e)),
+            }
+            end += 1;
+        }
+        Ok(())
+    }
+
+    /// Streams the object at `key` to `deliver` in order.
+    pub fn download(
+        &self,
+        key: &str,
+        deliver: &mut dyn FnMut(&[u8]) -> Result<(), TransferError>,
+    ) -> Result<(), TransferError> {
+        let mut f = self
+            .open_object(key)?
+            .ok_or_else(|| self.err(format!("no object at {key}")))?;
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = f.read(&mut buf).map_err(|e| self.io_err("reading", key, e))?;
+            if n == 0 {
+                return Ok(());
+            }
+            deliver(&buf[..n])?;
+        }
+    }
+
+    /// The first `len` bytes of the object at `key`.
+    pub fn read_head(&self, key: &str, len: u64) -> Result<Bytes, EndpointError> {
+        let f = self
+            .open_object(key)?
+            .ok_or_else(|| self.err(format!("no object at {key}")))?;
+        let mut buf = vec![0u8; len as usize];
+        f.read_exact_at(&mut buf, 0)
+            .map_err(|e| self.io_err(&format!("reading {len} bytes of"), key, e))?;
+        Ok(Bytes::from(buf))
+    }
+
+    /// Removes the object at `key` and its sidecar; absent is not an error.
+    pub fn delete(&self, key: &str) -> Result<(), EndpointError> {
+        for name in [key.to_string(), format!("{key}{SIDECAR_SUFFIX}")] {
+            match unlink_at(self.base(), &c_name(&name), false) {
+                Ok(()) => {}
+                Err(e) if is_absent(&e) => {}
+                Err(e) => return Err(self.io_err("removing", &name, e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes one surveyed leftover by its path relative to the store.
+    pub fn remove(&self, rel: &str) -> Result<(), EndpointError> {
+        match unlink_at(self.base(), &c_name(rel), false) {
+            Ok(()) => Ok(()),
+            Err(e) if is_absent(&e) => Ok(()),
+            Err(e) => Err(self.io_err("removing", rel, e)),
+        }
+    }
+
+    /// Makes everything written so far durable (`syncfs`).
+    pub fn sync(&self) -> Result<(), EndpointError> {
+        syncfs(&self.dir).map_err(|e| self.err(format!("syncfs: {e}")))
+    }
+
+    /// Every file in the store, classified; unreadable directories and
+    /// files are reported through `errors` and the survey goes on.
+    pub fn survey(&self, found: &mut Vec<Found>, errors: &mut Vec<EndpointError>) {
+        let mut dirs = vec![String::new()];
+        while let Some(rel) = dirs.pop() {
+            let full = if rel.is_empty() {
+                self.path.clone()
+            } else {
+                self.path.join(&rel)
+            };
+            let entries = match std::fs::read_dir(&full) {
+                Ok(e) => e,
+                Err(e) => {
+                    errors.push(self.io_err("listing", &rel, e));
+                    continue;
+                }
+            };
+            for entry in entries {
+                let entry = match entry {
+                    Ok(e) => e,
+                    Err(e) => {
+                        errors.push(self.io_err("listing", &rel, e));
+                        continue;
+                    }
+                };
+                let name = entry.file_name();
+                let Some(name) = name.to_str() else {
+                    // Keys are UTF-8: this file is not ferry's.
+                    continue;
+                };
+                let child = if rel.is_empty() {
+                    name.to_string()
+                } else {
+                    format!("{rel}/{name}")
+                };
+                let md = match entry.metadata() {
+                    Ok(md) => md,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                    Err(e) => {
+                        errors.push(self.io_err("stat", &child, e));
+                        continue;
+                    }
+                };
+                if md.is_dir() {
+                    dirs.push(child);
+                    continue;
+                }
+                if !md.is_file() {
+                    continue;
+                }
+                match self.classify(&rel, name, &child) {
+                    Ok(Some(kind)) => found.push(Found {
+                        rel: child,
+                        size: md.len(),
+                        modified: md.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+                        kind,
+                    }),
+                    Ok(None) => {}
+                    Err(e) => errors.push(e),
+                }
+            }
+        }
+    }
+
+    fn classify(&self, dir: &str, name: &str, rel: &str) -> Result<Option<FoundKind>, EndpointError> {
+        if dir == STAGING {
+            let Some(f) = self.open_object(rel)? else {
+                return Ok(None);
+            };
+            let free = try_lock_exclusive(&f).map_err(|e| self.io_err("locking", rel, e))?;
+            return Ok(Some(FoundKind::Staging { live: !free }));
+        }
+        if is_legacy_staging(name) {
+            return Ok(Some(FoundKind::LegacyStaging));
+        }
+        if let Some(object) = rel.strip_suffix(SIDECAR_SUFFIX)
+            && key::is_sidecar(name)
+        {
+            let orphan = match self.open_object(object)? {
+                None => true,
+                Some(f) => match self.read_doc(&f, object)? {
+                    // A pointer names its sidecar by hash; the sidecar of a
+                    // filesystem without xattrs is named by its place.
+                    Some(Ok(ptr @ MetaDoc::Sidecar { .. })) => match self.read_sidecar(object)? {
+                        Some(bytes) => ptr.resolve(&bytes).is_err(),
+                        None => true,
+                    },
+                    Some(Ok(MetaDoc::Inline(_))) => true,
+                    Some(Err(_)) => false,
+                    None => false,
+                },
+            };
+            return Ok(Some(FoundKind::Sidecar { orphan }));
+        }
+        let Some(f) = self.open_object(rel)? else {
+            return Ok(None);
+        };
+        Ok(Some(FoundKind::Object(self.metadata(&f, rel)?)))
+    }
+}
+
+/// Whether `name` is a staging file object_store's local store left
+/// beside an object: `<name>#<digits>`, with no other `#` (ferry's own
+/// names with `#` start with it).
+fn is_legacy_staging(name: &str) -> bool {
+    match name.rsplit_once('#') {
+        Some((stem, n)) => {
+            !stem.is_empty() && !stem.contains('#') && !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())
+        }
+        None => false,
+    }
+}
+
+/// Whether an xattr write failed because the filesystem cannot hold that
+/// much (ext4: `ENOSPC` when the inode's one block is full; XFS and
+/// others: `E2BIG` or `ERANGE` past a per-value limit) or holds no user
+/// xattrs (`EOPNOTSUPP`). A full disk also says `ENOSPC`: the sidecar
+/// write that follows then fails and says so.
+fn too_big_for_xattrs(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::ENOSPC | libc::E2BIG | libc::ERANGE | libc::EOPNOTSUPP)
+    )
+}
+
+fn is_absent(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ENOTDIR | libc::ELOOP))
+}
+
+/// A key or relative name as a C string; keys hold no NUL (they are
+/// valid object paths, which exclude control characters).
+fn c_name(rel: &str) -> CString {
+    CString::new(OsStr::new(rel).as_bytes()).expect("keys hold no NUL")
+}
+
+/// Which side of a copy failed.
+enum Copy {
+    Read(io::Error),
+    Write(io::Error),
+}
+
+/// Copies the first `size` bytes of `src` to `dst` and returns their
+/// BLAKE3 hash. Files of more than one chunk are hashed on a second
+/// thread, beside the reads and writes.
+fn copy_hashed(src: &File, dst: &File, size: u64) -> Result<blake3::Hash, Copy> {
+    let pool = PartPool::default();
+    let read = |off: u64| pool.read_at(src, off, CHUNK.min(size - off)).map_err(Copy::Read);
+    let mut dst = dst;
+    if size <= CHUNK {
+        let chunk = read(0)?;
+        dst.write_all(&chunk).map_err(Copy::Write)?;
+        return Ok(blake3::hash(&chunk));
+    }
+    let (to_hasher, chunks) = crossbeam_channel::bounded::<Bytes>(2);
+    std::thread::scope(|scope| {
+        let hasher = scope.spawn(move || {
+            let mut h = blake3::Hasher::new();
+            for chunk in chunks {
+                h.update(&chunk);
+            }
+            h.finalize()
+        });
+        let result = (|| {
+            let mut off = 0;
+            while off < size {
+                let chunk = read(off)?;
+                off += chunk.len() as u64;
+                // The hasher only stops early if it panicked.
+                let _ = to_hasher.send(chunk.clone());
+                dst.write_all(&chunk).map_err(Copy::Write)?;
+            }
+            Ok(())
+        })();
+        drop(to_hasher);
+        let hash = hasher.join().expect("hasher thread");
+        result.map(|()| hash)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn legacy_staging_names_are_told_from_keys() {
+        assert!(is_legacy_staging("file.txt#1"));
+        assert!(is_legacy_staging("a b#42"));
+        assert!(!is_legacy_staging("file.txt"));
+        assert!(!is_legacy_staging("#1"));
+        assert!(!is_legacy_staging("#LLL#0123456789"));
+        assert!(!is_legacy_staging("x#m"));
+        assert!(!is_legacy_staging("x#"));
+    }
+}
