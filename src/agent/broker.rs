@@ -13,13 +13,15 @@ use futures::StreamExt;
 use lapin::options::{
     BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueDeclareOptions,
 };
+use lapin::protocol::{AMQPErrorKind, AMQPSoftError};
 use lapin::types::{AMQPValue, FieldArray, FieldTable, LongString, ShortString};
-use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ErrorKind, ExchangeKind};
 use lapin::{Confirmation, PublisherConfirm};
 use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::runtime::Handle;
+use tracing::warn;
 
 /// Why a publish did not reach the broker's responsibility.
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +38,15 @@ pub enum BrokerError {
     /// The connection went before the confirmation came.
     #[error("lost the broker before it confirmed: {0}")]
     Unconfirmed(lapin::Error),
+}
+
+/// Whether a refused queue declare means the queue exists with other
+/// properties: the broker answers a declare without arguments of an
+/// existing queue whose durability, exclusivity or arguments differ with
+/// 406 PRECONDITION_FAILED ("inequivalent arg ...").
+fn other_properties(e: &lapin::Error) -> bool {
+    matches!(e.kind(), ErrorKind::ProtocolError(a)
+        if *a.kind() == AMQPErrorKind::Soft(AMQPSoftError::PRECONDITIONFAILED))
 }
 
 /// Celery's event exchange.
@@ -79,36 +90,47 @@ impl Session {
         self.conn.status().connected() && self.publish.status().connected()
     }
 
-    /// Makes sure a task queue exists, declared as Celery creates missing
-    /// ones (durable, not auto-delete, no arguments) when it does not.
-    /// Declares run on their own short-lived channels: a queue that exists
-    /// with other arguments (priority, quorum) is used as it is, and a
-    /// refused declare never closes the publishing channel. Once per
-    /// session per queue.
+    /// Makes sure a task queue exists, declaring it as Celery declares its
+    /// queues (durable, not auto-delete, no arguments), so a missing queue
+    /// is created exactly as a Celery client or worker would create it.
+    ///
+    /// The declare is not preceded by a passive one: asking for a queue
+    /// that does not exist makes the broker close the channel with 404
+    /// NOT_FOUND, and lapin (4.12, `Channel::on_channel_close_received`)
+    /// logs every channel the broker closes at ERROR, from its I/O thread
+    /// and so outside any span of ours, which no filter can confine to
+    /// that probe: a first start, where no queue exists yet, would log an
+    /// ERROR for every queue it then creates.
+    ///
+    /// A queue that already exists with other properties (a priority or
+    /// quorum queue, say) makes the broker refuse the declare with 406
+    /// PRECONDITION_FAILED; lapin logs that refusal at ERROR, and this adds a
+    /// warning naming the queue and uses the queue as it is (a consume or
+    /// publish that follows still fails visibly should it be gone). Any
+    /// other refusal (access, an exclusive queue of another connection) is
+    /// returned. Declares run on their own short-lived channels, so a
+    /// refused one never closes the publishing channel. Once per session
+    /// per queue.
     pub async fn declare_queue(&self, name: &str) -> lapin::Result<()> {
         if self.declared.lock().expect("declared").contains(name) {
             return Ok(());
         }
-        let passive = QueueDeclareOptions {
-            passive: true,
+        let durable = QueueDeclareOptions {
+            durable: true,
             ..Default::default()
         };
         let ch = self.conn.create_channel().await?;
-        if ch
-            .queue_declare(name.into(), passive, FieldTable::default())
-            .await
-            .is_err()
-        {
-            // The passive declare closed that channel: the queue is missing.
-            let ch = self.conn.create_channel().await?;
-            let durable = QueueDeclareOptions {
-                durable: true,
-                ..Default::default()
-            };
-            ch.queue_declare(name.into(), durable, FieldTable::default()).await?;
-            let _ = ch.close(200, "declared".into()).await;
-        } else {
-            let _ = ch.close(200, "declared".into()).await;
+        match ch.queue_declare(name.into(), durable, FieldTable::default()).await {
+            Ok(_) => {
+                let _ = ch.close(200, "declared".into()).await;
+            }
+            // The broker closed the channel: nothing to close.
+            Err(e) if other_properties(&e) => warn!(
+                queue = name,
+                broker = %e,
+                "the queue exists with other properties than Celery declares (durable, no arguments); using it as it is"
+            ),
+            Err(e) => return Err(e),
         }
         self.declared.lock().expect("declared").insert(name.to_string());
         Ok(())

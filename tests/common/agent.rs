@@ -82,6 +82,15 @@ impl Agent {
 
     /// Starts the agent and waits until its consumers are up.
     pub fn start(&mut self) {
+        self.spawn();
+        self.wait_log("connected; consuming", Duration::from_secs(30));
+    }
+
+    /// Starts the agent without waiting for it, its stdout and stderr
+    /// appended to `agent.log`: a file, as under a service manager, with
+    /// neither `NO_COLOR` nor `JOURNAL_STREAM`, so the log shows the text
+    /// the agent itself chooses for a stderr that is not a terminal.
+    pub fn spawn(&mut self) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -91,14 +100,14 @@ impl Agent {
             .args(["agent", "--config"])
             .arg(self.dir.path().join("ferry.conf"))
             .env("RUST_LOG", "info,lapin=warn")
-            .env("NO_COLOR", "1")
+            .env_remove("NO_COLOR")
+            .env_remove("JOURNAL_STREAM")
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
             .unwrap();
         self.child = Some(child);
-        self.wait_log("connected; consuming", Duration::from_secs(30));
     }
 
     /// The agent's log so far.
