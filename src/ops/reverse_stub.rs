@@ -253,7 +253,7 @@ impl Job<'_> {
         f.set_permissions(fs::Permissions::from_mode(meta.mode & 0o7777))
             .map_err(io)?;
         for (name, value) in &meta.xattrs {
-            xattr::FileExt::set_xattr(f, OsStr::from_bytes(name), value).map_err(io)?;
+            super::xattrs::set_explained(f, OsStr::from_bytes(name), value).map_err(io)?;
         }
         x.set_location(f, self.target.name(), key.as_ref()).map_err(io)?;
         let (atime, mtime) = chosen_times(self.args.update_atime, self.args.update_mtime, meta.atime, meta.mtime);

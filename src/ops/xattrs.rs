@@ -161,7 +161,7 @@ impl Xattrs {
 
     /// Records the file's state.
     pub fn set_state(&self, file: &File, state: &HsmState) -> io::Result<()> {
-        file.set_xattr(self.state_name(), state.encode().as_bytes())
+        set_explained(file, self.state_name(), state.encode().as_bytes())
     }
 
     /// Removes the state attribute (absent is fine).
@@ -176,7 +176,7 @@ impl Xattrs {
 
     /// Records the file's object key on `endpoint`.
     pub fn set_location(&self, file: &File, endpoint: &str, key: &str) -> io::Result<()> {
-        file.set_xattr(self.location_name(endpoint), key.as_bytes())
+        set_explained(file, self.location_name(endpoint), key.as_bytes())
     }
 
     /// Every (endpoint, key) location of the file, sorted by endpoint.
@@ -225,6 +225,34 @@ fn remove_if_present(file: &File, name: &str) -> io::Result<()> {
         Err(e) if e.raw_os_error() == Some(libc::ENODATA) => Ok(()),
         other => other,
     }
+}
+
+/// Sets one xattr; when the filesystem has no room for it, the error says
+/// so instead of the bare `ENOSPC` (ext4 keeps all of a file's xattrs in one
+/// block, about 4 KB, and says "no space left on device" when they would
+/// outgrow it) or `E2BIG`.
+pub fn set_explained(file: &File, name: impl AsRef<std::ffi::OsStr>, value: &[u8]) -> io::Result<()> {
+    let name = name.as_ref();
+    file.set_xattr(name, value).map_err(|e| {
+        if no_room(&e) {
+            io::Error::new(
+                e.kind(),
+                format!(
+                    "no room for the {}-byte xattr {}: this file's xattrs would exceed what the filesystem allows on one file ({e})",
+                    value.len(),
+                    name.to_string_lossy()
+                ),
+            )
+        } else {
+            e
+        }
+    })
+}
+
+/// Whether an xattr write failed for lack of room on the file (`ENOSPC`,
+/// `E2BIG`, `ERANGE`) rather than a real error.
+pub fn no_room(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ENOSPC | libc::E2BIG | libc::ERANGE))
 }
 
 #[cfg(test)]
