@@ -11,6 +11,10 @@ use std::path::PathBuf;
 pub const ENDPOINT_KEYS: &str =
     "type, path, root, prefix, bucket, url, region, access_key_id, secret_access_key, allow_http";
 
+/// The longest key prefix, so that keys under it keep room for names
+/// (`crate::endpoint::key` bounds whole keys to 989 bytes).
+pub const PREFIX_MAX: usize = 512;
+
 /// A storage target as configured.
 #[derive(Clone, Debug)]
 pub struct EndpointConfig {
@@ -103,11 +107,17 @@ impl EndpointConfig {
             }
             Some(v) => return Err(s.error(v.line, "`root` must be an absolute path")),
         };
-        let prefix = s
-            .take("prefix")
-            .map_or_else(String::new, |v| v.text.trim_matches('/').to_string());
+        let (prefix, line) = s.take("prefix").map_or((String::new(), s.line), |v| {
+            (v.text.trim_matches('/').to_string(), v.line)
+        });
         if !prefix.is_empty() && ObjPath::parse(&prefix).is_err() {
-            return Err(s.error(s.line, format!("`prefix` {prefix:?} is not a valid object key")));
+            return Err(s.error(line, format!("`prefix` {prefix:?} is not a valid object key")));
+        }
+        if prefix.len() > PREFIX_MAX || prefix.contains('#') {
+            return Err(s.error(
+                line,
+                format!("`prefix` must be at most {PREFIX_MAX} bytes without `#` (ferry's own names use it)"),
+            ));
         }
         Ok(EndpointConfig {
             name: name.to_string(),

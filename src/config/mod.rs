@@ -298,6 +298,16 @@ mod tests {
             ("[settings\n", 1, "closing"),
             ("[settings]\nxattr_prefix = security.x.\n", 2, "user. or trusted."),
             ("[Endpoint a b]\n", 1, "endpoint name"),
+            (
+                "[Endpoint a]\ntype = directory\npath = /s\nprefix = x#1\n",
+                4,
+                "without `#`",
+            ),
+            (
+                "[settings]\nendpoint_check_interval = soon\n",
+                2,
+                "whole number of seconds",
+            ),
             ("[Endpoint a]\ntype = directory\n", 1, "needs `path"),
             ("[Endpoint a]\ntype = tape\n", 2, "`type`"),
             ("[settings]\ngpfs_bin_dir = bin\n", 2, "absolute"),

@@ -47,9 +47,6 @@ pub const PLAIN_MAX: usize = NAME_MAX - INSTANCE_SUFFIX - SIDECAR_SUFFIX.len();
 /// The longest key: S3's 1,024 bytes less the suffixes.
 pub const KEY_MAX: usize = 1024 - INSTANCE_SUFFIX - SIDECAR_SUFFIX.len();
 
-/// The longest endpoint prefix, so that a key always has room for names.
-pub const PREFIX_MAX: usize = 512;
-
 /// Bytes of the encoded start kept readable in a hashed name.
 const READABLE_MAX: usize = 96;
 
@@ -83,7 +80,7 @@ pub enum KeyError {
 /// The key of `path` (absolute) for an endpoint whose local `root`
 /// (absolute, no trailing slash except `/` itself) maps to `prefix` (no
 /// leading or trailing slash; empty for the store's top; at most
-/// [`PREFIX_MAX`] bytes).
+/// [`crate::config::endpoint::PREFIX_MAX`] bytes).
 pub fn key_for(root: &[u8], prefix: &str, path: &[u8]) -> Result<Key, KeyError> {
     let rel = relative(root, path).ok_or(KeyError::OutsideRoot)?;
     let parts = components(rel)?;
