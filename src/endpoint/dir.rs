@@ -58,6 +58,8 @@ pub(super) struct DirStore {
     path: PathBuf,
     dir: File,
     meta_xattr: String,
+    /// `#staging` exists (made on the first upload).
+    staging: std::sync::OnceLock<()>,
 }
 
 /// One entry a [`DirStore::survey`] found, by its path relative to the
@@ -97,6 +99,7 @@ impl DirStore {
             path: path.to_path_buf(),
             dir,
             meta_xattr,
+            staging: std::sync::OnceLock::new(),
         })
     }
 
@@ -176,7 +179,10 @@ impl DirStore {
     /// Copies the first `meta.size` bytes of `file` to `key` with their
     /// hash in `meta`, committing data and metadata in one rename.
     pub fn upload(&self, key: &str, file: &File, mut meta: ObjectMeta) -> Result<ObjectMeta, TransferError> {
-        mkdir_at(self.base(), &c_name(STAGING), 0o700).map_err(|e| self.io_err("creating", STAGING, e))?;
+        if self.staging.get().is_none() {
+            mkdir_at(self.base(), &c_name(STAGING), 0o700).map_err(|e| self.io_err("creating", STAGING, e))?;
+            let _ = self.staging.set(());
+        }
         let id = uuid::Uuid::new_v4().simple().to_string();
         let staged = format!("{STAGING}/{id}");
         let out = create_at(self.base(), &c_name(&staged), 0o600).map_err(|e| self.io_err("creating", &staged, e))?;
