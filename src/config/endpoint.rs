@@ -53,6 +53,23 @@ pub enum StoreConfig {
     },
 }
 
+impl StoreConfig {
+    /// Whether `other` names the same store (directory, or bucket at the
+    /// same service), so endpoints on both share its objects.
+    pub fn same_place(&self, other: &StoreConfig) -> bool {
+        match (self, other) {
+            (StoreConfig::Directory { path: a }, StoreConfig::Directory { path: b }) => {
+                a == b || matches!((a.canonicalize(), b.canonicalize()), (Ok(x), Ok(y)) if x == y)
+            }
+            (StoreConfig::S3 { bucket: a, url: ua, .. }, StoreConfig::S3 { bucket: b, url: ub, .. }) => {
+                a == b
+                    && ua.as_deref().map(|u| u.trim_end_matches('/')) == ub.as_deref().map(|u| u.trim_end_matches('/'))
+            }
+            _ => false,
+        }
+    }
+}
+
 /// A credential that never appears in debug output or logs.
 #[derive(Clone)]
 pub struct Secret(pub String);

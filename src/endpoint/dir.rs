@@ -28,7 +28,9 @@
 use super::key::{self, SIDECAR_SUFFIX};
 use super::meta::{MetaDoc, MetaError, ObjectMeta};
 use super::{EndpointError, PartPool, RemoteObject, TransferError};
-use crate::sys::{Base, create_at, mkdir_at, open_file_at, rename_at, syncfs, try_lock_exclusive, unlink_at};
+use crate::sys::{
+    Base, create_at, lock_exclusive, mkdir_at, open_file_at, rename_at, syncfs, try_lock_exclusive, unlink_at,
+};
 use bytes::Bytes;
 use std::ffi::{CString, OsStr};
 use std::fs::File;
@@ -188,8 +190,11 @@ impl DirStore {
         let out = create_at(self.base(), &c_name(&staged), 0o600).map_err(|e| self.io_err("creating", &staged, e))?;
         let mut sidecar = None;
         let result = (|| {
-            // A fresh file: nobody else can hold its lock.
-            try_lock_exclusive(&out).map_err(|e| self.io_err("locking", &staged, e))?;
+            // Only a check's probe can hold the lock of a fresh file, and
+            // only for a moment: wait for it. (A check with no grace period
+            // can still take a file in the instant between its creation and
+            // this lock; the upload then fails, and nothing is lost.)
+            lock_exclusive(&out).map_err(|e| self.io_err("locking", &staged, e))?;
             meta.hash = copy_hashed(file, &out, meta.size).map_err(|e| match e {
                 Copy::Read(e) => TransferError::Local(e),
                 Copy::Write(e) => TransferError::Remote(self.io_err("writing", &staged, e)),
@@ -324,10 +329,20 @@ impl DirStore {
         syncfs(&self.dir).map_err(|e| self.err(format!("syncfs: {e}")))
     }
 
-    /// Every file in the store, classified; unreadable directories and
-    /// files are reported through `errors` and the survey goes on.
-    pub fn survey(&self, found: &mut Vec<Found>, errors: &mut Vec<EndpointError>) {
-        let mut dirs = vec![String::new()];
+    /// Every file under `prefix` (the whole store when it is empty) and in
+    /// `#staging`, classified; unreadable directories and files are reported
+    /// through `errors` and the survey goes on. Other endpoints may keep
+    /// their objects in the same directory under other prefixes.
+    pub fn survey(&self, prefix: &str, found: &mut Vec<Found>, errors: &mut Vec<EndpointError>) {
+        let mut dirs = if prefix.is_empty() {
+            vec![String::new()]
+        } else {
+            let mut start = vec![STAGING.to_string()];
+            if self.open_dir(prefix) {
+                start.push(prefix.to_string());
+            }
+            start
+        };
         while let Some(rel) = dirs.pop() {
             let full = if rel.is_empty() {
                 self.path.clone()
@@ -336,6 +351,7 @@ impl DirStore {
             };
             let entries = match std::fs::read_dir(&full) {
                 Ok(e) => e,
+                Err(e) if rel == STAGING && e.kind() == io::ErrorKind::NotFound => continue,
                 Err(e) => {
                     errors.push(self.io_err("listing", &rel, e));
                     continue;
@@ -388,12 +404,19 @@ impl DirStore {
         }
     }
 
+    /// Whether `rel` is a directory of the store.
+    fn open_dir(&self, rel: &str) -> bool {
+        std::fs::metadata(self.path.join(rel)).is_ok_and(|m| m.is_dir())
+    }
+
     fn classify(&self, dir: &str, name: &str, rel: &str) -> Result<Option<FoundKind>, EndpointError> {
         if dir == STAGING {
-            let Some(f) = self.open_object(rel)? else {
-                return Ok(None);
+            // A staged sidecar lives as long as its object's upload does.
+            let upload = rel.strip_suffix(SIDECAR_SUFFIX).unwrap_or(rel);
+            let Some(f) = self.open_object(upload)? else {
+                return Ok(Some(FoundKind::Staging { live: false }));
             };
-            let free = try_lock_exclusive(&f).map_err(|e| self.io_err("locking", rel, e))?;
+            let free = try_lock_exclusive(&f).map_err(|e| self.io_err("locking", upload, e))?;
             return Ok(Some(FoundKind::Staging { live: !free }));
         }
         if is_legacy_staging(name) {

@@ -51,6 +51,10 @@ const META_KEY: &str = "ferry";
 /// value stays below this.
 const META_LIMIT: usize = 2000;
 
+/// The largest object a survey reads to learn whether it is a sidecar
+/// (documents are far smaller).
+const SIDECAR_MAX: u64 = 64 << 20;
+
 /// HEAD requests in flight during a survey.
 const SURVEY_HEADS: usize = 16;
 
@@ -438,17 +442,43 @@ impl S3Store {
             for o in listed.iter().filter(|o| key::is_sidecar(o.location.as_ref())) {
                 let object = o.location.as_ref().strip_suffix(SIDECAR_SUFFIX).unwrap_or_default();
                 let orphan = !keys.contains(object) || !pointers.contains(object);
+                // A bucket may be shared: an object named like a sidecar is
+                // ferry's only if it holds a metadata document.
+                let kind = if !orphan || (o.size <= SIDECAR_MAX && self.holds_document(&o.location).await?) {
+                    FoundKind::Sidecar { orphan }
+                } else {
+                    FoundKind::Object(None)
+                };
                 found.push(Found {
                     key: o.location.to_string(),
                     size: o.size,
                     modified: system_time(o.last_modified.timestamp()),
-                    kind: FoundKind::Sidecar { orphan },
+                    kind,
                 });
             }
-            self.list_uploads(prefix, found).await
+            // Uploads are listed by a plain string prefix: `data` would
+            // also match `database/…`.
+            let upload_prefix = if prefix.is_empty() {
+                String::new()
+            } else {
+                format!("{prefix}/")
+            };
+            self.list_uploads(&upload_prefix, found).await
         });
         if let Err(e) = result {
             errors.push(e);
+        }
+    }
+
+    /// Whether the object at `key` is a metadata document ferry wrote.
+    async fn holds_document(&self, key: &ObjPath) -> Result<bool, EndpointError> {
+        match self.store.get(key).await {
+            Ok(r) => {
+                let bytes = r.bytes().await.map_err(|e| self.err(e))?;
+                Ok(ObjectMeta::from_json(&bytes).is_ok())
+            }
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(self.err(e)),
         }
     }
 

@@ -102,7 +102,7 @@ impl Endpoint {
         match &self.backend {
             Backend::Directory(d) => {
                 let mut found = Vec::new();
-                d.survey(&mut found, &mut survey.errors);
+                d.survey(&self.prefix, &mut found, &mut survey.errors);
                 for f in found {
                     let kind = match f.kind {
                         dir::FoundKind::Staging { live: true } => {

@@ -7,17 +7,20 @@
 //! ferry records a file's location only after its object's metadata
 //! verified, so none should, but an object whose metadata was lost later
 //! may hold the only copy of a stub's data. So before removing any object
-//! the endpoint's local root is walked and every location xattr for this
-//! endpoint read; if that walk is incomplete, no object is removed.
+//! the local root of every endpoint configured on the same store is walked
+//! and each file's location xattrs for those endpoints read (two endpoints
+//! may share a store under different prefixes, or none); if a walk is
+//! incomplete, no object is removed. Snapshot directories are walked too:
+//! a stub in a snapshot still points at its object.
 //! Objects that carry no ferry metadata in S3 are someone else's and are
 //! only reported.
 
 use super::{OpContext, OpError};
-use crate::endpoint::{Endpoint, Leftover};
+use crate::endpoint::Leftover;
 use crate::entry::FileType;
-use crate::walk::{Walk, WalkEvent, WalkOptions};
+use crate::walk::{SnapshotDirs, Walk, WalkEvent, WalkOptions};
 use serde::Serialize;
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::time::Duration;
@@ -102,7 +105,7 @@ pub fn check(ctx: &OpContext, name: &str, opts: CheckOptions) -> Result<CheckRep
     let may_go = |l: &Leftover| opts.repair && l.kind.removable() && l.age >= opts.grace;
     let objects_to_go = survey.leftovers.iter().any(|l| l.kind.is_object() && may_go(l));
     let (referenced, files_scanned) = if objects_to_go {
-        let scan = referenced_keys(ctx, &endpoint);
+        let scan = referenced_keys(ctx, name);
         errors.extend(scan.errors);
         (scan.complete.then_some(scan.keys), Some(scan.files))
     } else {
@@ -169,25 +172,50 @@ struct References {
     errors: Vec<String>,
 }
 
-fn referenced_keys(ctx: &OpContext, endpoint: &Endpoint) -> References {
+fn referenced_keys(ctx: &OpContext, name: &str) -> References {
     let mut refs = References {
         keys: HashSet::new(),
         files: 0,
         complete: true,
         errors: Vec::new(),
     };
-    let name = ctx.xattrs.location_name(endpoint.name());
+    let Ok(this) = ctx.config.endpoint(name) else {
+        refs.complete = false;
+        return refs;
+    };
+    // Each local root with the location xattrs to read under it.
+    let mut roots: BTreeMap<Vec<u8>, Vec<String>> = BTreeMap::new();
+    for cfg in ctx
+        .config
+        .endpoints
+        .values()
+        .filter(|c| c.store.same_place(&this.store))
+    {
+        roots
+            .entry(cfg.root.clone())
+            .or_default()
+            .push(ctx.xattrs.location_name(&cfg.name));
+    }
+    for (root, names) in roots {
+        walk_root(&root, &names, &mut refs);
+    }
+    refs
+}
+
+/// Reads the location xattrs `names` of every regular file under `root`.
+fn walk_root(root: &[u8], names: &[String], refs: &mut References) {
     let opts = WalkOptions {
         stat: false,
+        skip_snapshots: SnapshotDirs::Never,
         ..WalkOptions::default()
     };
-    let root = OsStr::from_bytes(endpoint.root()).to_owned();
-    let walk = match Walk::start(vec![endpoint.root().to_vec()], opts) {
+    let walk = match Walk::start(vec![root.to_vec()], opts) {
         Ok(w) => w,
         Err(e) => {
             refs.complete = false;
-            refs.errors.push(format!("walking {}: {e}", root.to_string_lossy()));
-            return refs;
+            refs.errors
+                .push(format!("walking {}: {e}", String::from_utf8_lossy(root)));
+            return;
         }
     };
     for event in walk {
@@ -195,15 +223,18 @@ fn referenced_keys(ctx: &OpContext, endpoint: &Endpoint) -> References {
             WalkEvent::Entries(entries) => {
                 for e in entries.iter().filter(|e| e.file_type == FileType::File) {
                     refs.files += 1;
-                    match xattr::get(OsStr::from_bytes(&e.path), &name) {
-                        Ok(Some(key)) => {
-                            refs.keys.insert(key);
-                        }
-                        Ok(None) => {}
-                        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
-                        Err(err) => {
-                            refs.complete = false;
-                            refs.errors.push(format!("{}: {err}", String::from_utf8_lossy(&e.path)));
+                    for name in names {
+                        match xattr::get(OsStr::from_bytes(&e.path), name) {
+                            Ok(Some(key)) => {
+                                refs.keys.insert(key);
+                            }
+                            Ok(None) => {}
+                            Err(err) if err.kind() == std::io::ErrorKind::NotFound => break,
+                            Err(err) => {
+                                refs.complete = false;
+                                refs.errors.push(format!("{}: {err}", String::from_utf8_lossy(&e.path)));
+                                break;
+                            }
                         }
                     }
                 }
@@ -214,5 +245,4 @@ fn referenced_keys(ctx: &OpContext, endpoint: &Endpoint) -> References {
             }
         }
     }
-    refs
 }

@@ -102,6 +102,14 @@ fn to_off(v: u64) -> io::Result<u64> {
     }
 }
 
+/// Takes an exclusive `flock` on `file`, waiting for another holder to let
+/// go. The lock lasts until every descriptor of this open file is closed.
+pub fn lock_exclusive(file: &File) -> io::Result<()> {
+    Ok(rustix::io::retry_on_intr(|| {
+        rustix::fs::flock(file.as_fd(), FlockOperation::LockExclusive)
+    })?)
+}
+
 /// Takes an exclusive `flock` on `file` without waiting: `Ok(false)` when
 /// another open file description holds a lock on it. The lock lasts until
 /// every descriptor of this open file is closed, so a process that dies

@@ -19,7 +19,9 @@ mod stat;
 mod xattr;
 
 pub use dir::{DirReader, RawDirent, open_dir_at, open_file_at};
-pub use file::{Lease, copy_range, next_data, next_hole, punch_hole, set_lease, syncfs, try_lock_exclusive};
+pub use file::{
+    Lease, copy_range, lock_exclusive, next_data, next_hole, punch_hole, set_lease, syncfs, try_lock_exclusive,
+};
 pub use fsops::{create_at, mkdir_at, rename, rename_at, unlink_at};
 pub use limits::raise_nofile_limit;
 pub use stat::{FileStat, StatMask, Timestamp, inode_generation, stat_at};
