@@ -9,10 +9,6 @@
 //! exactly the right ones: fresh leftovers stay for the grace period, an
 //! object stays while a local file's location points at it or while the
 //! local tree could not be read in full, foreign S3 objects always stay.
-//!
-//! The `#[ignore]`d tests state behaviour that src/ gets wrong today (each
-//! says where); `cargo test --test endpoint_check -- --ignored` shows them
-//! failing.
 
 mod common;
 
@@ -711,14 +707,11 @@ fn dir_unreadable_subdirectory_keeps_objects_unverified() {
     assert!(arch.join("raw.bin").is_file(), "the object stays");
 }
 
-/// BUG (src/endpoint/dir.rs `DirStore::upload`, the `try_lock_exclusive`
-/// call): an upload takes its staging file's lock without waiting and
-/// ignores `Ok(false)`, so when a check is probing that lock at the moment
-/// (here: the test holds it while strace delays the upload's `flock`), the
-/// upload runs on without its lock, a check then takes its file for a dead
-/// upload's leftover, and a repair removes it under the running upload.
+/// An upload whose staging lock is held at that moment by a check's probe
+/// (here: the test holds it while strace delays the upload's `flock`) waits
+/// for it rather than running on without it, so a later check still sees
+/// the upload as in progress and a repair leaves its file alone.
 #[test]
-#[ignore = "bug: DirStore::upload ignores a lock it could not take (src/endpoint/dir.rs try_lock_exclusive in upload)"]
 fn dir_upload_whose_lock_was_busy_stays_in_progress() {
     let have_strace = Command::new("strace")
         .arg("-V")
@@ -755,18 +748,26 @@ fn dir_upload_whose_lock_was_busy_stays_in_progress() {
         std::thread::sleep(Duration::from_millis(5));
     };
     // The test probes the lock, as a check does, while the upload's flock
-    // is still delayed; it lets go once the upload's flock has failed.
+    // is still delayed; it lets go once the upload has asked for the lock
+    // (which then waits for the probe instead of failing).
     let probe = File::open(&staged).unwrap();
     // SAFETY: a valid open descriptor.
     let r = unsafe { libc::flock(probe.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
     assert_eq!(r, 0, "the upload's flock has not run yet");
-    while !std::fs::read_to_string(&log).unwrap_or_default().contains("EAGAIN") {
+    while !std::fs::read_to_string(&log).unwrap_or_default().contains("flock(") {
         assert!(
             t0.elapsed() < Duration::from_secs(20),
-            "the upload's flock did not fail"
+            "the upload never asked for its lock"
         );
         std::thread::sleep(Duration::from_millis(20));
     }
+    // Past the injected delay: the upload's flock is now waiting on ours.
+    std::thread::sleep(Duration::from_millis(1200));
+    let log_text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        !log_text.contains("EAGAIN"),
+        "the upload did not wait for the lock:\n{log_text}"
+    );
     drop(probe);
     let r = check_json(&env.config, &["--repair", "--grace", "0"]);
     let status = common::wait_with_deadline(&mut child, Duration::from_secs(60), "migrate");
@@ -777,6 +778,9 @@ fn dir_upload_whose_lock_was_busy_stays_in_progress() {
 
 // ---------------------------------------------------------------------------
 // 4. S3
+
+/// A metadata document as ferry writes into sidecars (of an empty file).
+const SIDECAR_DOC: &str = r#"{"v":1,"size":0,"blake3":"af1349b9f5f9a1a6a0404dea36dcc9499bcb25c9adc112b7cc9a93cae41f3262","mode":33188,"uid":0,"gid":0,"mtime":[0,0],"atime":[0,0]}"#;
 
 /// Runs Python `code` with `s3` a boto3 client for the moto server and `B`
 /// the bucket; returns its stdout.
@@ -906,7 +910,13 @@ fn s3_every_leftover_kind() {
     r.assert_rows(&[("foreign", "foreign.txt", "kept_foreign")]);
     assert_eq!(r.leftover("foreign.txt")["size"], 9);
 
-    s3py(&url, &bucket, "s3.put_object(Bucket=B, Key='ghost#m', Body=b'{}')");
+    // A sidecar holds a metadata document (an object that does not is
+    // someone else's).
+    s3py(
+        &url,
+        &bucket,
+        &format!("s3.put_object(Bucket=B, Key='ghost#m', Body=b'{SIDECAR_DOC}')"),
+    );
     s3py(
         &url,
         &bucket,
@@ -1076,12 +1086,10 @@ fn s3_prefix_limits_the_object_survey() {
     assert_eq!(s3_uploads(&url, &bucket), Vec::<String>::new());
 }
 
-/// BUG (src/endpoint/s3.rs `list_uploads`): the object listing treats the
-/// prefix as a directory (`data/…`), but ListMultipartUploads is sent the
-/// bare string prefix `data`, so another application's unfinished upload
-/// to `database/…` is reported as this endpoint's and aborted by a repair.
+/// The prefix is a directory for uploads as for objects: another
+/// application's unfinished upload to `database/…` is not the `data`
+/// endpoint's to report or abort.
 #[test]
-#[ignore = "bug: ListMultipartUploads is sent `prefix` without its trailing `/` (src/endpoint/s3.rs list_uploads)"]
 fn s3_prefix_limits_the_upload_survey() {
     let Some((env, url, bucket)) = s3_env("s3_prefix_limits_the_upload_survey") else {
         return;
@@ -1094,12 +1102,10 @@ fn s3_prefix_limits_the_upload_survey() {
     assert_eq!(s3_uploads(&url, &bucket), ["database/theirs.bin"], "not ours to abort");
 }
 
-/// BUG (src/endpoint/s3.rs `survey`): any key ending in `#m` is taken for a
-/// metadata sidecar, so an object another application stored under the
-/// prefix as `notes#m` (no ferry metadata: foreign, "never removed") is
-/// reported as an orphan sidecar and deleted by a repair.
+/// An object another application stored as `notes#m` is not a sidecar
+/// because of its name: it holds no metadata document, so it is foreign and
+/// never removed.
 #[test]
-#[ignore = "bug: foreign objects whose key ends in `#m` are classified as orphan sidecars and deleted (src/endpoint/s3.rs survey)"]
 fn s3_foreign_object_named_like_a_sidecar_is_kept() {
     let Some((env, url, bucket)) = s3_env("s3_foreign_object_named_like_a_sidecar_is_kept") else {
         return;
@@ -1114,13 +1120,10 @@ fn s3_foreign_object_named_like_a_sidecar_is_kept() {
     r.assert_rows(&[("foreign", "notes#m", "kept_foreign")]);
 }
 
-/// BUG (src/endpoint/dir.rs `survey`, src/ops/check.rs): a directory store
-/// shared by two endpoints (different `prefix` and `root`) is surveyed
-/// whole, but only the checked endpoint's root and location xattrs are read
-/// for references, so checking one endpoint removes the other's uncommitted
-/// object even though the other's stub points at it.
+/// A directory store shared by two endpoints (different `prefix` and
+/// `root`): checking one never removes the other's uncommitted object that
+/// the other's stub points at.
 #[test]
-#[ignore = "bug: a directory endpoint's check surveys the whole store, not its prefix (src/endpoint/dir.rs survey)"]
 fn dir_shared_store_other_endpoints_objects_are_kept() {
     let tmp = tempfile::tempdir().unwrap();
     let store = tmp.path().join("store");
