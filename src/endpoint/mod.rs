@@ -280,8 +280,9 @@ impl AsRef<[u8]> for PooledPart {
 
 impl Drop for PooledPart {
     fn drop(&mut self) {
-        let mut buf = std::mem::take(&mut self.buf);
-        buf.clear();
+        // Kept at its length: the next read of the same size overwrites it
+        // without zero-filling it first.
+        let buf = std::mem::take(&mut self.buf);
         self.pool.0.lock().expect("part pool").push(buf);
     }
 }
@@ -292,6 +293,7 @@ impl PartPool {
     pub fn read_at(&self, file: &File, offset: u64, n: u64) -> io::Result<Bytes> {
         let mut buf = self.0.lock().expect("part pool").pop().unwrap_or_default();
         let n = usize::try_from(n).map_err(|_| io::Error::from_raw_os_error(libc::EFBIG))?;
+        // Zero-fills only what a reused buffer has to grow by.
         buf.resize(n, 0);
         let mut done = 0;
         while done < n {
