@@ -76,6 +76,20 @@ impl Env {
         ))
     }
 
+    /// An S3 endpoint on a fresh bucket with the tree under `tmp` (made by
+    /// the caller, e.g. on a loop mount); `None` as for [`Env::s3`].
+    pub fn s3_in(tmp: tempfile::TempDir, test: &str) -> Option<Env> {
+        let server = S3Server::get()?;
+        let bucket = server.unique_bucket(test);
+        Some(Env::with_backend(
+            tmp,
+            Backend::S3 {
+                url: server.endpoint,
+                bucket,
+            },
+        ))
+    }
+
     /// An S3 endpoint at a URL that nothing answers.
     pub fn s3_at(url: &str) -> Env {
         Env::with_backend(
