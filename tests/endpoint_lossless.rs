@@ -17,9 +17,7 @@
 //! their whole path, so a path of PATH_MAX (4096) bytes or more fails with
 //! ENAMETOOLONG; ferry's own xattrs (location and state) need room in the
 //! file's xattr space, so on ext4 a file whose user xattrs fill it cannot
-//! be migrated (it fails, data safe); and reverse-stub cannot rebuild a
-//! file whose directory leaves no room for its temporary name within
-//! PATH_MAX (`reverse_stub_next_to_path_max`, ignored until fixed).
+//! be migrated (it fails, data safe, and the error says why).
 //!
 //! Needs root, mkfs.ext4, mkfs.xfs and (for S3) scripts/s3-server; without
 //! them a test fails under CI=true and is skipped loudly elsewhere.
@@ -489,14 +487,6 @@ struct Tally {
     inline: usize,
     /// Files rebuilt from their objects alone.
     rebuilt: usize,
-    /// Files left out of that (see [`reverse_stub_fits`]).
-    not_rebuilt: usize,
-}
-
-/// reverse-stub builds a file as `<dir>/.ferry-reverse-stub.XXXXXX`, by
-/// path: whether that path fits PATH_MAX.
-fn reverse_stub_fits(path: &Path) -> bool {
-    path.parent().unwrap().as_os_str().len() + 1 + ".ferry-reverse-stub.XXXXXX".len() <= LONGEST_PATH
 }
 
 // ---------------------------------------------------------------------------
@@ -940,12 +930,9 @@ fn round_trip_case(fs: &LoopFs, store: Store, specs: &[FileSpec], stub: u64, tal
     }
     assert_clean(&check(&env, &[]), n, "after recall");
 
-    // The objects alone rebuild every file (but those whose directory
-    // leaves no room for reverse-stub's temporary name: a known bug, see
-    // `reverse_stub_next_to_path_max`).
-    let rebuildable: Vec<Orig> = files.iter().filter(|o| reverse_stub_fits(&o.path)).cloned().collect();
+    // The objects alone rebuild every file.
+    let rebuildable: Vec<Orig> = files.clone();
     tally.rebuilt += rebuildable.len();
-    tally.not_rebuilt += files.len() - rebuildable.len();
     for o in &rebuildable {
         std::fs::remove_file(&o.path).unwrap();
     }
@@ -1605,13 +1592,10 @@ fn paths_past_path_max_are_refused_cleanly() {
 }
 
 /// reverse-stub rebuilds a file whose path is as long as the kernel takes
-/// (4095 bytes) under a short name. Fails today: reverse-stub creates its
-/// temporary file as `<dir>/.ferry-reverse-stub.XXXXXX` by path, 26 bytes
-/// that do not fit beside a 10-byte name (ENAMETOOLONG), although migrate
-/// and recall handle the file. Run it with
-/// `cargo test --test endpoint_lossless -- --ignored reverse_stub_next`.
+/// (4095 bytes) under a short name: its temporary name is made relative to
+/// the directory, so it does not have to fit beside the name within
+/// PATH_MAX.
 #[test]
-#[ignore = "bug: reverse-stub's temporary file passes PATH_MAX (src/ops/reverse_stub.rs, Job::build)"]
 fn reverse_stub_next_to_path_max() {
     let Some(fs) = Fs::Ext4.mount() else {
         return;
@@ -1634,7 +1618,6 @@ fn reverse_stub_next_to_path_max() {
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join(&name);
     assert_eq!(path.as_os_str().len(), LONGEST_PATH);
-    assert!(!reverse_stub_fits(&path));
     std::fs::write(&path, random_bytes(3, 100_000)).unwrap();
     xattr::set(&path, "user.project", b"deep").unwrap();
     set_mtime(&path, 1_500_000_000, 3);
@@ -1663,10 +1646,10 @@ fn reverse_stub_next_to_path_max() {
 /// On ext4 a file's xattrs share one block, and ferry's location and state
 /// xattrs need room in it. A file whose user xattrs fill it fails to
 /// migrate, cleanly: the data and xattrs stay, it is not a stub, nothing
-/// points at a missing object and nothing uncommitted is left. With the
-/// room ferry needs it migrates and comes back exactly. (The location
-/// xattr the failed commit wrote before its state is left behind: see
-/// the report; it names the file's own committed object.)
+/// points at a missing object, the error names the cause, the location the
+/// failed commit wrote is taken back and so is the object it wrote, so
+/// nothing is left in the store for it. With the room ferry needs it
+/// migrates and comes back exactly.
 #[test]
 fn ext4_xattrs_filling_the_block_fail_cleanly() {
     let Some(fs) = Fs::Ext4.mount() else {
@@ -1718,26 +1701,27 @@ fn ext4_xattrs_filling_the_block_fail_cleanly() {
     assert_eq!(run.code, Some(1), "{}", run.show());
     let r = run.of_path(&full.path);
     assert_eq!(r.state, "failures", "{r:?}");
-    assert_eq!(r.message, ["writing xattrs: No space left on device (os error 28)"]);
+    assert_eq!(r.message.len(), 1, "{r:?}");
+    assert!(
+        r.message[0].starts_with("writing xattrs: no room for the ")
+            && r.message[0].contains("xattr user.ferry.state: this file's xattrs would exceed what the filesystem allows"),
+        "{r:?}"
+    );
     assert_eq!(run.of_path(&roomy.path).state, "processed", "{}", run.show());
     assert_lossless(&full, "refused");
     assert_eq!(state(&full.path), None, "not a stub");
-    // The location fits (in the inode) where the state then does not, and
-    // is not taken back: it names the refused file's committed object, whose
-    // metadata is the file's.
-    let loc = location(&full.path);
-    assert_eq!(loc.as_deref(), Some("full"), "the location left behind");
-    let (doc, _) = stored_doc(&env, "full");
-    assert_doc(&doc, &full, "full");
+    // The location fits (in the inode) where the state then does not; it
+    // is taken back, and so is the object the failed commit wrote.
+    assert_eq!(location(&full.path), None, "the location is taken back");
     assert!(state(&roomy.path).unwrap().starts_with("migrated "));
     assert_eq!(
         assert_locations_resolve(&env, &[full.clone(), roomy.clone()], "refused"),
-        2
+        1
     );
-    // Both objects are committed (the refused file's is unreferenced, not
-    // a leftover); neither has metadata that fits ext4's xattr block.
+    // Only the roomy file's object is left; its metadata does not fit
+    // ext4's xattr block.
     let c = check(&env, &[]);
-    assert_clean(&c, 2, "one refused");
+    assert_clean(&c, 1, "one refused");
     let l = listing(&env);
     assert_eq!(l.sidecars, l.objects, "{l:?}");
 

@@ -119,6 +119,10 @@ struct Pending {
     key: ObjPath,
     meta: ObjectMeta,
     before: Snap,
+    /// The object was written by this run (not one found at the endpoint),
+    /// so a commit that fails takes it back rather than leave an object no
+    /// file points at.
+    fresh: bool,
 }
 
 impl Job<'_> {
@@ -189,6 +193,7 @@ impl Job<'_> {
                             key,
                             meta,
                             before,
+                            fresh: false,
                         })));
                     }
                 }
@@ -231,6 +236,7 @@ impl Job<'_> {
                             key,
                             meta,
                             before,
+                            fresh: false,
                         })));
                     }
                 }
@@ -249,6 +255,7 @@ impl Job<'_> {
                     key,
                     meta,
                     before,
+                    fresh: false,
                 })));
             }
             KeyChoice::Write(key) => key,
@@ -269,6 +276,7 @@ impl Job<'_> {
             key,
             meta,
             before,
+            fresh: true,
         })))
     }
 
@@ -385,6 +393,19 @@ impl Job<'_> {
 
     /// Verifies the object and records the file as premigrated or stubbed.
     fn commit(&self, p: Pending) -> Outcome {
+        let outcome = self.try_commit(&p);
+        if p.fresh && outcome.state != FileState::Processed {
+            let ours = self.ctx.xattrs.location(&p.file, self.target.name());
+            if !matches!(ours, Ok(Some(k)) if k == p.key.as_ref().as_bytes()) {
+                // Best effort: what stays is a committed object no file
+                // names, which a later migrate of the file reuses.
+                let _ = self.target.delete(&p.key);
+            }
+        }
+        outcome
+    }
+
+    fn try_commit(&self, p: &Pending) -> Outcome {
         if let Err(e) = self.locking.at_commit(&p.file) {
             return e.into();
         }
@@ -400,7 +421,7 @@ impl Job<'_> {
             Err(e) => return Outcome::failed(format!("{e}; file left as it was")),
         }
         if self.args.premigrate {
-            return match self.check_and_record(&p, Residency::Premigrated) {
+            return match self.check_and_record(p, Residency::Premigrated) {
                 Ok(_) => Outcome::processed(),
                 Err(o) => o,
             };
@@ -411,7 +432,7 @@ impl Job<'_> {
         let leased = match set_lease(&p.file, Lease::Write) {
             Ok(()) => true,
             Err(e) if matches!(e.raw_os_error(), Some(libc::EAGAIN | libc::EBUSY)) => {
-                return match self.check_and_record(&p, Residency::Premigrated) {
+                return match self.check_and_record(p, Residency::Premigrated) {
                     Ok(_) => Outcome::failed(
                         "file is open in another process; premigrated but not stubbed (its data is safe at the endpoint)",
                     ),
@@ -424,8 +445,8 @@ impl Job<'_> {
             Err(e) => return io_failure("taking a lease", e),
         };
         let result = self
-            .check_and_record(&p, Residency::Migrated)
-            .and_then(|state| self.stub(&p, &state));
+            .check_and_record(p, Residency::Migrated)
+            .and_then(|state| self.stub(p, &state));
         if leased {
             let _ = set_lease(&p.file, Lease::None);
         }
@@ -467,9 +488,12 @@ impl Job<'_> {
             stub_size: self.args.stub_size,
             hash: p.meta.hash,
         };
-        xattrs
-            .set_state(&p.file, &state)
-            .map_err(|e| io_failure("writing xattrs", e))?;
+        if let Err(e) = xattrs.set_state(&p.file, &state) {
+            // A location without a state would name an object no stub
+            // needs; take it back so the file is as it was.
+            let _ = xattrs.remove_location(&p.file, self.target.name());
+            return Err(io_failure("writing xattrs", e));
+        }
         Ok(state)
     }
 

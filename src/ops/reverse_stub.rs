@@ -14,12 +14,14 @@ use super::lock::{LockLevel, Locking};
 use super::xattrs::{HsmState, Residency};
 use super::{OpContext, OpError, Snap, Step, chosen_times, for_each_window, open_file, set_times, write_sparse};
 use crate::endpoint::{Endpoint, ObjectMeta, TransferError};
+use crate::sys::{Base, create_at, rename_at, unlink_at};
 use crate::task::{ArgumentError, Outcome, PathObject};
 use object_store::path::Path as ObjPath;
 use serde::Deserialize;
-use std::ffi::OsStr;
+use std::ffi::{CString, OsStr};
 use std::fs::{self, File};
 use std::io;
+use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{PermissionsExt, fchown};
 use std::path::Path;
@@ -137,29 +139,25 @@ impl Job<'_> {
             Some(f) => Some(self.conflict(f, &key, &meta)?),
             None => None,
         };
-        let (tmp, written) = self.build(path, &key, &meta)?;
+        let (mut tmp, written) = self.build(path, &key, &meta)?;
         if let (Some(f), Some(before)) = (&existing, before) {
             self.locking.at_commit(f).map_err(Outcome::from)?;
             let now = Snap::of(f).map_err(|e| failure("stat", e))?;
             if !before.unchanged(&now) {
                 return Err(Outcome::failed("local file changed meanwhile; left as it was"));
             }
-            tmp.persist(os_path(path))
-                .map_err(|e| failure("renaming into place", e.error))?;
+            tmp.persist(path, false)
+                .map_err(|e| failure("renaming into place", e))?;
         } else {
-            tmp.persist_noclobber(os_path(path)).map_err(|e| {
-                if e.error.kind() == io::ErrorKind::AlreadyExists {
+            tmp.persist(path, true).map_err(|e| {
+                if e.kind() == io::ErrorKind::AlreadyExists {
                     Outcome::failed("a file appeared at the path meanwhile; left as it was")
                 } else {
-                    failure("renaming into place", e.error)
+                    failure("renaming into place", e)
                 }
             })?;
         }
-        if let Some(dir) = os_path(path).parent()
-            && let Ok(d) = File::open(dir)
-        {
-            d.sync_all().map_err(|e| failure("flushing the directory", e))?;
-        }
+        tmp.dir.sync_all().map_err(|e| failure("flushing the directory", e))?;
         Ok(written)
     }
 
@@ -210,14 +208,11 @@ impl Job<'_> {
     }
 
     /// Builds the file under a temporary name beside `path`.
-    fn build(&self, path: &[u8], key: &ObjPath, meta: &ObjectMeta) -> Result<(tempfile::NamedTempFile, u64), Outcome> {
+    fn build(&self, path: &[u8], key: &ObjPath, meta: &ObjectMeta) -> Result<(Building, u64), Outcome> {
         let dir = os_path(path).parent().unwrap_or(Path::new("/"));
         fs::create_dir_all(dir).map_err(|e| failure("creating parent directories", e))?;
-        let tmp = tempfile::Builder::new()
-            .prefix(".ferry-reverse-stub.")
-            .tempfile_in(dir)
-            .map_err(|e| failure("creating the file", e))?;
-        let f = tmp.as_file();
+        let tmp = Building::create(dir).map_err(|e| failure("creating the file", e))?;
+        let f = &tmp.file;
         let whole = self.args.hydrate || meta.size <= self.args.stub_size;
         let remote = |e: TransferError| Outcome::failed(format!("download from `{}` failed: {e}", self.target.name()));
         let written = if whole {
@@ -272,6 +267,61 @@ impl Job<'_> {
         set_times(f, atime, mtime).map_err(io)?;
         f.sync_all().map_err(|e| failure("flushing", e))?;
         Ok((tmp, written))
+    }
+}
+
+/// A file being built under a temporary name in its directory. It is made
+/// and renamed relative to the directory's descriptor, so the temporary
+/// name never lengthens the path: a file whose path is just under PATH_MAX
+/// can be rebuilt too. Dropped unrenamed, it is removed.
+struct Building {
+    dir: File,
+    name: CString,
+    file: File,
+    renamed: bool,
+}
+
+impl Building {
+    fn create(dir: &Path) -> io::Result<Building> {
+        let dir = File::open(dir)?;
+        loop {
+            let name = format!(
+                ".ferry-reverse-stub.{}",
+                &uuid::Uuid::new_v4().simple().to_string()[..12]
+            );
+            let name = CString::new(name).expect("no NUL");
+            match create_at(Base::Dir(dir.as_fd()), &name, 0o600) {
+                Ok(file) => {
+                    return Ok(Building {
+                        dir,
+                        name,
+                        file,
+                        renamed: false,
+                    });
+                }
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Renames the file to the last component of `path` (in the same
+    /// directory), replacing what is there unless `no_replace`.
+    fn persist(&mut self, path: &[u8], no_replace: bool) -> io::Result<()> {
+        let last = path.rsplit(|&b| b == b'/').next().unwrap_or(path);
+        let last = CString::new(last).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+        let dir = Base::Dir(self.dir.as_fd());
+        rename_at(dir, &self.name, dir, &last, no_replace)?;
+        self.renamed = true;
+        Ok(())
+    }
+}
+
+impl Drop for Building {
+    fn drop(&mut self) {
+        if !self.renamed {
+            let _ = unlink_at(Base::Dir(self.dir.as_fd()), &self.name, false);
+        }
     }
 }
 
