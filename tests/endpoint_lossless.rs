@@ -1704,7 +1704,8 @@ fn ext4_xattrs_filling_the_block_fail_cleanly() {
     assert_eq!(r.message.len(), 1, "{r:?}");
     assert!(
         r.message[0].starts_with("writing xattrs: no room for the ")
-            && r.message[0].contains("xattr user.ferry.state: this file's xattrs would exceed what the filesystem allows"),
+            && r.message[0]
+                .contains("xattr user.ferry.state: this file's xattrs would exceed what the filesystem allows"),
         "{r:?}"
     );
     assert_eq!(run.of_path(&roomy.path).state, "processed", "{}", run.show());
