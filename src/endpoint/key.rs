@@ -326,10 +326,12 @@ mod tests {
 
     #[test]
     fn deep_paths_fold_their_tail() {
+        // 5,601 bytes: deeper than PATH_MAX.
         let mut path = b"/r".to_vec();
-        for i in 0..400 {
+        for i in 0..800 {
             path.extend_from_slice(format!("/dir{i:03}").as_bytes());
         }
+        assert!(path.len() > 4096);
         let k = key_for(b"/r", "pre", &path).unwrap();
         assert!(k.key.len() <= KEY_MAX, "{}", k.key.len());
         assert!(k.key.starts_with("pre/dir000/dir001/"));

@@ -22,7 +22,7 @@ mod survey;
 pub use crate::config::endpoint::{EndpointConfig, Secret, StoreConfig};
 pub use key::{Key, KeyError};
 pub use meta::{MetaDoc, MetaError, ObjectMeta};
-pub use s3::SMALL_OBJECT;
+pub use s3::{SMALL_OBJECT, UploadPage, parse_upload_list};
 pub use survey::{Leftover, LeftoverKind, Survey};
 
 use bytes::Bytes;

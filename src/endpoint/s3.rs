@@ -94,7 +94,7 @@ pub(super) enum FoundKind {
 #[serde(rename_all = "PascalCase")]
 struct ListUploads {
     #[serde(default, rename = "Upload")]
-    uploads: Vec<Upload>,
+    uploads: Vec<UploadXml>,
     #[serde(default)]
     is_truncated: bool,
     next_key_marker: Option<String>,
@@ -103,10 +103,42 @@ struct ListUploads {
 
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
-struct Upload {
+struct UploadXml {
     key: String,
     upload_id: String,
     initiated: Option<String>,
+}
+
+/// One page of a `ListMultipartUploads` answer.
+#[derive(Debug, PartialEq, Eq)]
+pub struct UploadPage {
+    /// Each unfinished upload: its key, its id, and when it started (the
+    /// epoch when the answer does not say or says it unreadably).
+    pub uploads: Vec<(String, String, SystemTime)>,
+    /// The key and upload-id markers of the next page, when there is one.
+    pub next: Option<(String, String)>,
+}
+
+/// Reads one page of a `ListMultipartUploads` answer (XML from the store).
+pub fn parse_upload_list(xml: &[u8]) -> Result<UploadPage, quick_xml::DeError> {
+    let list: ListUploads = quick_xml::de::from_reader(xml)?;
+    let uploads = list
+        .uploads
+        .into_iter()
+        .map(|u| {
+            let started = u
+                .initiated
+                .as_deref()
+                .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+                .map_or(SystemTime::UNIX_EPOCH, |t| system_time(t.as_second()));
+            (u.key, u.upload_id, started)
+        })
+        .collect();
+    let next = match (list.is_truncated, list.next_key_marker, list.next_upload_id_marker) {
+        (true, Some(k), Some(u)) => Some((k, u)),
+        _ => None,
+    };
+    Ok(UploadPage { uploads, next })
 }
 
 impl S3Store {
@@ -524,24 +556,19 @@ impl S3Store {
                 ));
             }
             let body = self.request(http::Method::GET, &url).await?;
-            let list: ListUploads = quick_xml::de::from_reader(&body[..])
-                .map_err(|e| self.err(format!("ListMultipartUploads answer: {e}")))?;
-            for u in list.uploads {
-                let modified = u
-                    .initiated
-                    .as_deref()
-                    .and_then(|t| t.parse::<jiff::Timestamp>().ok())
-                    .map_or(SystemTime::UNIX_EPOCH, |t| system_time(t.as_second()));
+            let page =
+                parse_upload_list(&body).map_err(|e| self.err(format!("ListMultipartUploads answer: {e}")))?;
+            for (key, id, modified) in page.uploads {
                 found.push(Found {
-                    key: u.key,
+                    key,
                     size: 0,
                     modified,
-                    kind: FoundKind::Upload { id: u.upload_id },
+                    kind: FoundKind::Upload { id },
                 });
             }
-            match (list.is_truncated, list.next_key_marker, list.next_upload_id_marker) {
-                (true, Some(k), Some(u)) => markers = Some((k, u)),
-                _ => return Ok(()),
+            match page.next {
+                Some(m) => markers = Some(m),
+                None => return Ok(()),
             }
         }
     }
@@ -613,10 +640,11 @@ mod tests {
         );
         assert!(l.is_truncated);
         assert_eq!(l.next_key_marker.as_deref(), Some("k2"));
-        let empty: ListUploads = quick_xml::de::from_reader(
+        let empty = parse_upload_list(
             &b"<ListMultipartUploadsResult><IsTruncated>false</IsTruncated></ListMultipartUploadsResult>"[..],
         )
         .unwrap();
-        assert!(empty.uploads.is_empty() && !empty.is_truncated);
+        assert_eq!(empty, UploadPage { uploads: Vec::new(), next: None });
+        assert!(parse_upload_list(b"<ListMultipartUploadsResult><Upload><Key>k</Key>").is_err());
     }
 }
