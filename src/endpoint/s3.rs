@@ -556,8 +556,7 @@ impl S3Store {
                 ));
             }
             let body = self.request(http::Method::GET, &url).await?;
-            let page =
-                parse_upload_list(&body).map_err(|e| self.err(format!("ListMultipartUploads answer: {e}")))?;
+            let page = parse_upload_list(&body).map_err(|e| self.err(format!("ListMultipartUploads answer: {e}")))?;
             for (key, id, modified) in page.uploads {
                 found.push(Found {
                     key,
@@ -644,7 +643,13 @@ mod tests {
             &b"<ListMultipartUploadsResult><IsTruncated>false</IsTruncated></ListMultipartUploadsResult>"[..],
         )
         .unwrap();
-        assert_eq!(empty, UploadPage { uploads: Vec::new(), next: None });
+        assert_eq!(
+            empty,
+            UploadPage {
+                uploads: Vec::new(),
+                next: None
+            }
+        );
         assert!(parse_upload_list(b"<ListMultipartUploadsResult><Upload><Key>k</Key>").is_err());
     }
 }
