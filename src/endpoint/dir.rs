@@ -27,7 +27,7 @@
 
 use super::key::{self, SIDECAR_SUFFIX};
 use super::meta::{MetaDoc, MetaError, ObjectMeta};
-use super::{EndpointError, PartPool, RemoteObject, TransferError};
+use super::{EndpointError, PartPool, RemoteObject, TransferError, hash_beside};
 use crate::sys::{
     Base, create_at, lock_exclusive, mkdir_at, open_file_at, rename_at, syncfs, try_lock_exclusive, unlink_at,
 };
@@ -500,30 +500,18 @@ fn copy_hashed(src: &File, dst: &File, size: u64) -> Result<blake3::Hash, Copy> 
         dst.write_all(&chunk).map_err(Copy::Write)?;
         return Ok(blake3::hash(&chunk));
     }
-    let (to_hasher, chunks) = crossbeam_channel::bounded::<Bytes>(2);
-    std::thread::scope(|scope| {
-        let hasher = scope.spawn(move || {
-            let mut h = blake3::Hasher::new();
-            for chunk in chunks {
-                h.update(&chunk);
-            }
-            h.finalize()
-        });
-        let result = (|| {
-            let mut off = 0;
-            while off < size {
-                let chunk = read(off)?;
-                off += chunk.len() as u64;
-                // The hasher only stops early if it panicked.
-                let _ = to_hasher.send(chunk.clone());
-                dst.write_all(&chunk).map_err(Copy::Write)?;
-            }
-            Ok(())
-        })();
-        drop(to_hasher);
-        let hash = hasher.join().expect("hasher thread");
-        result.map(|()| hash)
-    })
+    let (result, hash) = hash_beside(2, |to_hasher| {
+        let mut off = 0;
+        while off < size {
+            let chunk = read(off)?;
+            off += chunk.len() as u64;
+            // The hasher only stops early if it panicked.
+            let _ = to_hasher.send(chunk.clone());
+            dst.write_all(&chunk).map_err(Copy::Write)?;
+        }
+        Ok(())
+    });
+    result.map(|()| hash)
 }
 
 #[cfg(test)]

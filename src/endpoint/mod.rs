@@ -316,6 +316,26 @@ impl PartPool {
     }
 }
 
+/// Runs `produce` beside a thread that hashes, in order, every chunk
+/// `produce` sends it, and returns what `produce` returned with the hash.
+/// The copy paths use it so hashing adds little to a copy's wall time; at
+/// most `in_flight` chunks wait for the hasher.
+fn hash_beside<T>(in_flight: usize, produce: impl FnOnce(&crossbeam_channel::Sender<Bytes>) -> T) -> (T, blake3::Hash) {
+    let (to_hasher, chunks) = crossbeam_channel::bounded::<Bytes>(in_flight);
+    std::thread::scope(|scope| {
+        let hasher = scope.spawn(move || {
+            let mut h = blake3::Hasher::new();
+            for chunk in chunks {
+                h.update(&chunk);
+            }
+            h.finalize()
+        });
+        let out = produce(&to_hasher);
+        drop(to_hasher);
+        (out, hasher.join().expect("hasher thread"))
+    })
+}
+
 /// The BLAKE3 hash of the first `n` bytes of `file` (read from the start;
 /// the file's position is left after them).
 pub fn hash_file(file: &File, n: u64) -> io::Result<blake3::Hash> {

@@ -15,7 +15,7 @@
 
 use super::key::{self, SIDECAR_SUFFIX};
 use super::meta::{MetaDoc, MetaError, ObjectMeta};
-use super::{EndpointError, PartPool, RemoteObject, TransferError};
+use super::{EndpointError, PartPool, RemoteObject, TransferError, hash_beside};
 use crate::config::endpoint::StoreConfig;
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
@@ -334,46 +334,32 @@ impl S3Store {
             .map_err(|e| self.err(e))?;
         let part = part_size(size);
         let mut writer = WriteMultipart::new_with_chunk_size(upload, part as usize);
-        // Hashing runs on its own thread, beside the reads and the part
-        // writes, so it adds little to the copy's wall time.
-        let (to_hasher, chunks) = crossbeam_channel::bounded::<Bytes>(PARTS_IN_FLIGHT);
-        std::thread::scope(|scope| {
-            let hasher = scope.spawn(move || {
-                let mut h = blake3::Hasher::new();
-                for chunk in chunks {
-                    h.update(&chunk);
-                }
-                h.finalize()
-            });
+        let (result, hash) = hash_beside(PARTS_IN_FLIGHT, |to_hasher| {
             let mut done = 0u64;
-            let result = (|| {
-                while done < size {
-                    let n = part.min(size - done);
-                    let chunk = pool.read_at(file, done, n)?;
-                    // The hasher only stops early if it panicked.
-                    let _ = to_hasher.send(chunk.clone());
-                    self.rt
-                        .block_on(writer.wait_for_capacity(PARTS_IN_FLIGHT))
-                        .map_err(|e| self.err(e))?;
-                    writer.put(chunk);
-                    done += n;
-                }
-                Ok::<(), TransferError>(())
-            })();
-            drop(to_hasher);
-            let hash = hasher.join().expect("hasher thread");
-            match result {
-                Ok(()) => {
-                    self.rt.block_on(writer.finish()).map_err(|e| self.err(e))?;
-                    Ok(hash)
-                }
-                Err(e) => {
-                    // Best effort: an abandoned upload leaves nothing visible.
-                    let _ = self.rt.block_on(writer.abort());
-                    Err(e)
-                }
+            while done < size {
+                let n = part.min(size - done);
+                let chunk = pool.read_at(file, done, n)?;
+                // The hasher only stops early if it panicked.
+                let _ = to_hasher.send(chunk.clone());
+                self.rt
+                    .block_on(writer.wait_for_capacity(PARTS_IN_FLIGHT))
+                    .map_err(|e| self.err(e))?;
+                writer.put(chunk);
+                done += n;
             }
-        })
+            Ok::<(), TransferError>(())
+        });
+        match result {
+            Ok(()) => {
+                self.rt.block_on(writer.finish()).map_err(|e| self.err(e))?;
+                Ok(hash)
+            }
+            Err(e) => {
+                // Best effort: an abandoned upload leaves nothing visible.
+                let _ = self.rt.block_on(writer.abort());
+                Err(e)
+            }
+        }
     }
 
     /// Streams the object at `key` to `deliver` in order.
