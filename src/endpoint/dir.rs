@@ -27,7 +27,7 @@
 
 use super::key::{self, SIDECAR_SUFFIX};
 use super::meta::{MetaDoc, MetaError, ObjectMeta};
-use super::{EndpointError, PartPool, RemoteObject, TransferError, hash_beside};
+use super::transfer::{EndpointError, PartPool, RemoteObject, TransferError, hash_beside};
 use crate::sys::{
     Base, create_at, lock_exclusive, mkdir_at, open_file_at, rename_at, syncfs, try_lock_exclusive, unlink_at,
 };

@@ -15,7 +15,7 @@
 
 use super::key::{self, SIDECAR_SUFFIX};
 use super::meta::{MetaDoc, MetaError, ObjectMeta};
-use super::{EndpointError, PartPool, RemoteObject, TransferError, hash_beside};
+use super::transfer::{EndpointError, PartPool, RemoteObject, TransferError, hash_beside};
 use crate::config::endpoint::StoreConfig;
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};

@@ -6,7 +6,8 @@
 //! writes still under way, never an object a local file points at) is the
 //! caller's (`ops::check`), because only it can read the local files.
 
-use super::{Backend, Endpoint, EndpointError, dir, s3};
+use super::transfer::EndpointError;
+use super::{Backend, Endpoint, dir, s3};
 use object_store::path::Path as ObjPath;
 use serde::Serialize;
 use std::time::{Duration, SystemTime};
