@@ -12,9 +12,10 @@
 //! auto-deleted when the broker stops, so results published before the
 //! client declares it again are dropped by the broker whatever the worker
 //! does. With it, "every result readable" can be checked strictly. Objects
-//! are what the archive directory holds outside object_store's staging
-//! files (`<key>#<n>`, left by a kill in the middle of a write; they are
-//! reported, not counted).
+//! are what the archive directory holds outside ferry's own files (uploads
+//! staged in `#staging/`, which a kill in the middle of a write leaves;
+//! `ferry endpoint check` must find only those, and its repair remove
+//! them).
 //!
 //! A smaller test queues tasks before the agent starts (as after a crash)
 //! and checks that it runs all of them.
@@ -152,7 +153,8 @@ fn xattr_text(path: &Path, name: &str) -> Option<String> {
 }
 
 /// What the archive directory holds: object keys (paths relative to it)
-/// and staging leftovers (names with `#`, object_store's temporary files).
+/// and ferry's own files (a component with `#`: uploads staged in
+/// `#staging/`, which a killed agent leaves, and metadata sidecars).
 fn archive_listing(archive: &Path) -> (BTreeSet<Vec<u8>>, Vec<PathBuf>) {
     let mut objects = BTreeSet::new();
     let mut staging = Vec::new();
@@ -162,7 +164,7 @@ fn archive_listing(archive: &Path) -> (BTreeSet<Vec<u8>>, Vec<PathBuf>) {
             continue;
         }
         let rel = e.path().strip_prefix(archive).unwrap().as_os_str().as_bytes().to_vec();
-        if e.file_name().as_bytes().contains(&b'#') {
+        if rel.contains(&b'#') {
             staging.push(e.path().to_path_buf());
         } else {
             objects.insert(rel);
@@ -797,4 +799,30 @@ fn hundred_thousand_files_survive_broker_restart_and_agent_kill() {
         t_all.elapsed()
     );
     assert_no_problems(&problems);
+
+    // What the kill left in the store is staging debris only, which a
+    // repair removes.
+    let conf = agent.dir.path().join("ferry.conf");
+    let check = |extra: &[&str]| {
+        let out = std::process::Command::new(common::ops::FERRY)
+            .args(["endpoint", "check", "--json", "--endpoint", "archive", "--config"])
+            .arg(&conf)
+            .args(extra)
+            .output()
+            .unwrap();
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        (out.status.code(), report)
+    };
+    let (_, report) = check(&["--repair", "--grace", "0"]);
+    let leftovers = report["leftovers"].as_array().unwrap();
+    assert!(
+        leftovers
+            .iter()
+            .all(|l| l["kind"] == "staging" && l["action"] == "removed"),
+        "{report}"
+    );
+    assert_eq!(report["objects"].as_u64(), Some(n as u64), "{report}");
+    let (code, report) = check(&[]);
+    assert_eq!(code, Some(0), "{report}");
+    assert_eq!(report["leftovers"].as_array().unwrap().len(), 0, "{report}");
 }
