@@ -13,11 +13,10 @@
 //! `ferry endpoint check --repair --grace 0` removes it, a second migrate
 //! finishes the job, and no file is lost.
 //!
-//! Limits found (see the tests that pin them): ferry opens local files by
-//! their whole path, so a path of PATH_MAX (4096) bytes or more fails with
-//! ENAMETOOLONG; ferry's own xattrs (location and state) need room in the
-//! file's xattr space, so on ext4 a file whose user xattrs fill it cannot
-//! be migrated (it fails, data safe, and the error says why).
+//! A limit found (see the test that pins it): ferry's own xattrs (location
+//! and state) need room in the file's xattr space, so on ext4 a file whose
+//! user xattrs fill it cannot be migrated (it fails, data safe, and the
+//! error says why). Paths of PATH_MAX bytes or more round-trip.
 //!
 //! Needs root, mkfs.ext4, mkfs.xfs and (for S3) scripts/s3-server; without
 //! them a test fails under CI=true and is skipped loudly elsewhere.
@@ -1499,13 +1498,12 @@ fn deep_view(root: &Path, comps: &[Vec<u8>], name: &[u8]) -> DeepView {
     }
 }
 
-/// ferry opens local files by their whole path, so a path of PATH_MAX
-/// bytes or more cannot be migrated: such a file must be refused cleanly
-/// (ENAMETOOLONG, the file untouched, nothing left in the store), while
-/// one path byte less goes through and back exactly. (Should ferry learn
-/// to open long paths, the long files must then round-trip exactly too.)
+/// A file whose path is PATH_MAX bytes or more (made with `openat`, as a
+/// walk finds it) migrates to a folded key and comes back exactly: ferry
+/// reaches it through its parent directory. The longest path the kernel
+/// takes whole goes through and back too.
 #[test]
-fn paths_past_path_max_are_refused_cleanly() {
+fn paths_past_path_max_round_trip() {
     let Some(fs) = Fs::Ext4.mount() else {
         return;
     };
@@ -1560,35 +1558,26 @@ fn paths_past_path_max_are_refused_cleanly() {
         );
         let r = run.results();
         assert_eq!(r.len(), 1, "{}", run.show());
-        let now = deep_view(&env.tree, &comps, &name);
-        if r[0].state == "failures" {
-            eprintln!("a {total}-byte path: {:?}", r[0].message);
-            assert_eq!(run.code, Some(1), "{}", run.show());
-            assert_eq!(
-                r[0].message,
-                ["cannot open: File name too long (os error 36)"],
-                "{total} bytes"
-            );
-            assert_eq!(now, before, "{total} bytes: a refused file is left as it was");
-            assert_clean(&check(&env, &[]), 1, &format!("{total} bytes refused"));
-        } else {
-            // ferry took it: it must be a good stub that recalls exactly.
-            assert_eq!(
-                (r[0].state.as_str(), run.code),
-                ("processed", Some(0)),
-                "{}",
-                run.show()
-            );
-            let recall = env.run_stdin("recall", &["-0", "--jsonl"], &[&path[..], b"\0"].concat());
-            assert_eq!(recall.code, Some(0), "{}", recall.show());
-            let after = deep_view(&env.tree, &comps, &name);
-            assert_eq!(
-                (&after.data, after.mtime, &after.project),
-                (&before.data, before.mtime, &before.project),
-                "{total} bytes"
-            );
-        }
+        assert_eq!(
+            (r[0].state.as_str(), run.code),
+            ("processed", Some(0)),
+            "{total} bytes: {}",
+            run.show()
+        );
+        let stub = deep_view(&env.tree, &comps, &name);
+        assert!(stub.data.iter().all(|&b| b == 0), "{total} bytes: not stubbed");
+        assert_eq!(stub.mtime, before.mtime, "{total} bytes");
+        let recall = env.run_stdin("recall", &["-0", "--jsonl"], &[&path[..], b"\0"].concat());
+        assert_eq!(recall.code, Some(0), "{}", recall.show());
+        let after = deep_view(&env.tree, &comps, &name);
+        assert_eq!(
+            (&after.data, after.mtime, &after.project),
+            (&before.data, before.mtime, &before.project),
+            "{total} bytes"
+        );
     }
+    // Both long files' objects, and the first file's, are committed.
+    assert_clean(&check(&env, &[]), 3, "past PATH_MAX");
 }
 
 /// reverse-stub rebuilds a file whose path is as long as the kernel takes

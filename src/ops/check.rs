@@ -15,14 +15,12 @@
 //! Objects that carry no ferry metadata in S3 are someone else's and are
 //! only reported.
 
-use super::{OpContext, OpError};
+use super::{OpContext, OpError, Reachable};
 use crate::endpoint::Leftover;
 use crate::entry::FileType;
 use crate::walk::{SnapshotDirs, Walk, WalkEvent, WalkOptions};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashSet};
-use std::ffi::OsStr;
-use std::os::unix::ffi::OsStrExt;
 use std::time::Duration;
 
 /// What a check does.
@@ -223,8 +221,17 @@ fn walk_root(root: &[u8], names: &[String], refs: &mut References) {
             WalkEvent::Entries(entries) => {
                 for e in entries.iter().filter(|e| e.file_type == FileType::File) {
                     refs.files += 1;
+                    // Paths deeper than PATH_MAX are read through their parent.
+                    let reachable = match Reachable::new(&e.path, false) {
+                        Ok(r) => r,
+                        Err(err) => {
+                            refs.complete = false;
+                            refs.errors.push(format!("{}: {err}", String::from_utf8_lossy(&e.path)));
+                            continue;
+                        }
+                    };
                     for name in names {
-                        match xattr::get(OsStr::from_bytes(&e.path), name) {
+                        match xattr::get(reachable.path(), name) {
                             Ok(Some(key)) => {
                                 refs.keys.insert(key);
                             }

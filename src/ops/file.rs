@@ -2,13 +2,16 @@
 //! the stat facts that prove it did not change, setting its times, and
 //! writing data back without filling holes.
 
-use crate::sys::Timestamp;
+use crate::sys::{Base, Timestamp, mkdir_at, open_path_at};
 use crate::task::{FileState, Outcome};
-use std::ffi::OsStr;
+use std::ffi::{CString, OsStr, OsString};
 use std::fs::{File, FileTimes, Metadata};
 use std::io;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::ffi::OsStringExt;
 use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Why a path could not be opened as an operation wanted.
@@ -37,10 +40,73 @@ impl OpenError {
     }
 }
 
+/// The kernel refuses a path of this many bytes or more (`ENAMETOOLONG`).
+const PATH_MAX: usize = libc::PATH_MAX as usize;
+
+/// A path the kernel accepts for a local file: the path itself when it is
+/// shorter than PATH_MAX; else its last component under
+/// `/proc/self/fd/<n>`, where `n` is a handle of its parent directory
+/// opened one component at a time (which has no length limit). A tree
+/// walked with `openat` can be deeper than PATH_MAX, and its files must
+/// migrate and come back like any other.
+pub struct Reachable {
+    /// The parent's handle, kept open while the path is in use.
+    _parent: Option<OwnedFd>,
+    path: PathBuf,
+}
+
+impl Reachable {
+    /// The reachable form of `path` (absolute); with `create`, missing
+    /// parent directories are made on the way (mode 0777 less the umask).
+    pub fn new(path: &[u8], create: bool) -> io::Result<Reachable> {
+        let (parent, last) = match path.iter().rposition(|&b| b == b'/') {
+            Some(i) => (&path[..i], &path[i + 1..]),
+            None => (&b""[..], path),
+        };
+        if path.len() < PATH_MAX {
+            if create && !parent.is_empty() {
+                std::fs::create_dir_all(OsStr::from_bytes(parent))?;
+            }
+            return Ok(Reachable {
+                _parent: None,
+                path: PathBuf::from(OsStr::from_bytes(path)),
+            });
+        }
+        let c = |name: &[u8]| CString::new(name).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL));
+        let mut dir = open_path_at(Base::Cwd, &c(b"/")?)?;
+        for comp in parent.split(|&b| b == b'/').filter(|c| !c.is_empty()) {
+            let name = c(comp)?;
+            dir = match open_path_at(Base::Dir(dir.as_fd()), &name) {
+                Err(e) if create && e.raw_os_error() == Some(libc::ENOENT) => {
+                    mkdir_at(Base::Dir(dir.as_fd()), &name, 0o777)?;
+                    open_path_at(Base::Dir(dir.as_fd()), &name)?
+                }
+                other => other?,
+            };
+        }
+        let mut short = format!("/proc/self/fd/{}/", dir.as_raw_fd()).into_bytes();
+        short.extend_from_slice(last);
+        Ok(Reachable {
+            _parent: Some(dir),
+            path: PathBuf::from(OsString::from_vec(short)),
+        })
+    }
+
+    /// The path to hand to the kernel.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
 /// Opens `path` without following a final symlink, without blocking on
-/// FIFOs and without updating its access time where permitted.
+/// FIFOs and without updating its access time where permitted; a path of
+/// PATH_MAX bytes or more is reached through its parent ([`Reachable`]).
 pub fn open_file(path: &[u8], write: bool) -> Result<File, OpenError> {
-    let path = OsStr::from_bytes(path);
+    let reachable = Reachable::new(path, false).map_err(|e| match e.raw_os_error() {
+        Some(libc::ENOENT) => OpenError::Missing,
+        _ => OpenError::Other(e),
+    })?;
+    let path = reachable.path();
     let flags = libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC;
     let open = |extra: libc::c_int| {
         File::options()

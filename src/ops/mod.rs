@@ -31,7 +31,7 @@ pub use error::OpError;
 pub use run::{RunTotals, run_batches};
 pub use window::COMMIT_WINDOW;
 
-pub(crate) use file::{OpenError, Snap, chosen_times, open_file, set_times, write_sparse};
+pub(crate) use file::{OpenError, Reachable, Snap, chosen_times, open_file, set_times, write_sparse};
 pub(crate) use window::{Inodes, Step, for_each_window, par_map};
 
 use crate::task::{ArgumentError, Outcome, PathObject, TaskName, parse_kwargs};

@@ -20,7 +20,6 @@ use object_store::path::Path as ObjPath;
 use serde::Deserialize;
 use std::fs::File;
 use std::io;
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 
@@ -210,9 +209,8 @@ impl Job<'_> {
                 .map_err(remote)?;
             (Staged::Memory(buf), hash)
         } else {
-            let dir = std::path::Path::new(std::ffi::OsStr::from_bytes(path))
-                .parent()
-                .unwrap_or(std::path::Path::new("/"));
+            let reachable = super::Reachable::new(path, false).map_err(|e| failure("reaching the directory", e))?;
+            let dir = reachable.path().parent().unwrap_or(std::path::Path::new("/"));
             let tmp = tempfile::tempfile_in(dir).map_err(|e| failure("creating a staging file", e))?;
             let mut offset = 0u64;
             let hash = target

@@ -12,7 +12,9 @@
 
 use super::lock::{LockLevel, Locking};
 use super::xattrs::{HsmState, Residency};
-use super::{OpContext, OpError, Snap, Step, chosen_times, for_each_window, open_file, set_times, write_sparse};
+use super::{
+    OpContext, OpError, Reachable, Snap, Step, chosen_times, for_each_window, open_file, set_times, write_sparse,
+};
 use crate::endpoint::{Endpoint, ObjectMeta, TransferError};
 use crate::sys::{Base, create_at, rename_at, unlink_at};
 use crate::task::{ArgumentError, Outcome, PathObject};
@@ -209,8 +211,8 @@ impl Job<'_> {
 
     /// Builds the file under a temporary name beside `path`.
     fn build(&self, path: &[u8], key: &ObjPath, meta: &ObjectMeta) -> Result<(Building, u64), Outcome> {
-        let dir = os_path(path).parent().unwrap_or(Path::new("/"));
-        fs::create_dir_all(dir).map_err(|e| failure("creating parent directories", e))?;
+        let reachable = Reachable::new(path, true).map_err(|e| failure("creating parent directories", e))?;
+        let dir = reachable.path().parent().unwrap_or(Path::new("/"));
         let tmp = Building::create(dir).map_err(|e| failure("creating the file", e))?;
         let f = &tmp.file;
         let whole = self.args.hydrate || meta.size <= self.args.stub_size;
@@ -323,10 +325,6 @@ impl Drop for Building {
             let _ = unlink_at(Base::Dir(self.dir.as_fd()), &self.name, false);
         }
     }
-}
-
-fn os_path(p: &[u8]) -> &Path {
-    Path::new(OsStr::from_bytes(p))
 }
 
 fn failure(what: &str, e: io::Error) -> Outcome {

@@ -34,6 +34,13 @@ pub fn open_file_at(base: Base<'_>, name: &CStr) -> io::Result<OwnedFd> {
     }
 }
 
+/// Opens a directory as a path handle (`O_PATH`), following symlinks as
+/// path resolution does: a handle to resolve names under, needing only
+/// search permission on the way, never read permission on the directory.
+pub fn open_path_at(base: Base<'_>, name: &CStr) -> io::Result<OwnedFd> {
+    Ok(openat(base, name, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC)?)
+}
+
 fn openat(base: Base<'_>, name: &CStr, flags: OFlags) -> rustix::io::Result<OwnedFd> {
     retry_on_intr(|| rustix::fs::openat(base.fd(), name, flags, Mode::empty()))
 }

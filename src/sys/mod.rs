@@ -18,7 +18,7 @@ mod limits;
 mod stat;
 mod xattr;
 
-pub use dir::{DirReader, RawDirent, open_dir_at, open_file_at};
+pub use dir::{DirReader, RawDirent, open_dir_at, open_file_at, open_path_at};
 pub use file::{
     Lease, copy_range, lock_exclusive, next_data, next_hole, punch_hole, set_lease, syncfs, try_lock_exclusive,
 };
