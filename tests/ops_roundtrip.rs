@@ -563,3 +563,66 @@ fn non_files_and_missing() {
     );
     assert_eq!(state(&target), None);
 }
+
+/// Without --endpoint, each file goes to the endpoint whose root holds it
+/// (the deepest such root), as the seed's target file match does; a file
+/// no root holds fails with that reason, and the others still migrate.
+#[test]
+fn migrate_without_an_endpoint_follows_the_roots() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    for sub in ["data/projects", "other", "store-data", "store-projects"] {
+        std::fs::create_dir_all(d.join(sub)).unwrap();
+    }
+    let config = d.join("ferry.conf");
+    std::fs::write(
+        &config,
+        format!(
+            "[Endpoint data]\ntype = directory\npath = {0}/store-data\nroot = {0}/data\n\n\
+             [Endpoint projects]\ntype = directory\npath = {0}/store-projects\nroot = {0}/data/projects\n",
+            d.display()
+        ),
+    )
+    .unwrap();
+    let files = [
+        d.join("data/a.txt"),
+        d.join("data/projects/b.txt"),
+        d.join("other/c.txt"),
+    ];
+    for (i, f) in files.iter().enumerate() {
+        std::fs::write(f, vec![b'x' + i as u8; 1000 * (i + 1)]).unwrap();
+    }
+    let mut c = std::process::Command::new(FERRY);
+    c.args(["premigrate", "--jsonl", "--no-progress", "--config"])
+        .arg(&config)
+        .args(&files);
+    let out = run_cmd(c, None);
+    let run = Run {
+        code: out.status.code(),
+        stdout: out.stdout,
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    };
+    assert_eq!(run.code, Some(1), "{}", run.show());
+    let states: Vec<(String, Vec<String>)> = files
+        .iter()
+        .map(|f| {
+            let r = run.of_path(f);
+            (r.state.clone(), r.message.clone())
+        })
+        .collect();
+    assert_eq!(states[0], ("processed".into(), vec![]), "{}", run.show());
+    assert_eq!(states[1], ("processed".into(), vec![]), "{}", run.show());
+    assert_eq!(states[2].0, "failures", "{}", run.show());
+    assert!(
+        states[2].1[0].starts_with("no endpoint's root holds this path"),
+        "{:?}",
+        states[2]
+    );
+    let loc = |f: &Path, ep: &str| xattr::get(f, format!("{PREFIX}loc.{ep}")).unwrap();
+    assert_eq!(loc(&files[0], "data").as_deref(), Some(&b"a.txt"[..]));
+    assert_eq!(loc(&files[1], "projects").as_deref(), Some(&b"b.txt"[..]));
+    assert_eq!(loc(&files[1], "data"), None, "the deepest root wins");
+    assert_eq!(std::fs::read(d.join("store-data/a.txt")).unwrap(), vec![b'x'; 1000]);
+    assert_eq!(std::fs::read(d.join("store-projects/b.txt")).unwrap(), vec![b'y'; 2000]);
+    assert!(state(&files[2]).is_none());
+}

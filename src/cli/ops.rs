@@ -96,9 +96,11 @@ pub struct MigrateCmd {
 
 #[derive(Args)]
 struct MigrateFlags {
-    /// Endpoint (a [Endpoint NAME] section of the configuration).
+    /// Endpoint (a [Endpoint NAME] section of the configuration) [default:
+    /// for each path, the endpoint whose `root` holds it, the deepest such
+    /// root; a path no root holds fails].
     #[arg(long, value_name = "NAME")]
-    endpoint: String,
+    endpoint: Option<String>,
 
     /// Bytes to keep at the start of each stub (rounded up to a block).
     #[arg(long, value_name = "BYTES", default_value_t = 0)]
@@ -165,7 +167,7 @@ pub struct RecallCmd {
 impl MigrateFlags {
     fn args(&self, lock: &LockArgs, premigrate: bool) -> MigrateArgs {
         MigrateArgs {
-            endpoint: Some(self.endpoint.clone()),
+            endpoint: self.endpoint.clone(),
             premigrate,
             stub_size: self.stub_size,
             overwrite: self.overwrite,

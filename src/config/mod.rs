@@ -106,6 +106,23 @@ impl UnknownEndpoint {
 }
 
 impl Config {
+    /// The endpoint whose `root` holds `path` (absolute), the deepest root
+    /// when several do (ties go to the first name): where migrate sends a
+    /// file when no endpoint is named, as the seed's target file match does.
+    pub fn endpoint_for_path(&self, path: &[u8]) -> Option<&EndpointConfig> {
+        let holds = |root: &[u8]| {
+            let root = if root == b"/" { &b""[..] } else { root };
+            path.len() > root.len() && path.starts_with(root) && path[root.len()] == b'/'
+        };
+        self.endpoints
+            .values()
+            .filter(|e| holds(&e.root))
+            .fold(None, |best: Option<&EndpointConfig>, e| match best {
+                Some(b) if b.root.len() >= e.root.len() => Some(b),
+                _ => Some(e),
+            })
+    }
+
     /// An empty configuration: default settings and no endpoints.
     pub fn empty() -> Config {
         Config {
@@ -272,6 +289,28 @@ mod tests {
         assert_eq!(c.settings.threads, 10);
         assert!(c.endpoint("archive").is_ok());
         assert!(c.endpoint("nope").unwrap_err().to_string().contains("defined: archive"));
+    }
+
+    #[test]
+    fn the_deepest_root_holding_a_path_names_its_endpoint() {
+        let c = Config::parse(
+            "t.conf",
+            "[Endpoint all]\ntype = directory\npath = /s1\n\n[Endpoint data]\ntype = directory\npath = /s2\nroot = /data\n\n[Endpoint deep]\ntype = directory\npath = /s3\nroot = /data/projects\n",
+        )
+        .unwrap();
+        let name = |p: &[u8]| c.endpoint_for_path(p).map(|e| e.name.as_str());
+        assert_eq!(name(b"/data/projects/x"), Some("deep"));
+        assert_eq!(name(b"/data/projectsX/x"), Some("data"));
+        assert_eq!(name(b"/data/x"), Some("data"));
+        assert_eq!(name(b"/database/x"), Some("all"));
+        assert_eq!(name(b"/data"), Some("all"));
+        let none = Config::parse(
+            "t.conf",
+            "[Endpoint data]\ntype = directory\npath = /s2\nroot = /data\n",
+        )
+        .unwrap();
+        assert!(none.endpoint_for_path(b"/elsewhere/x").is_none());
+        assert!(none.endpoint_for_path(b"/data").is_none());
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::fmt;
 ///
 /// `path` and `source` are decoded to raw bytes; every other key is kept as
 /// the JSON text it arrived as, so passing an object on loses nothing.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct PathObject {
     /// The path, as raw bytes.
     pub path: Vec<u8>,
