@@ -1160,7 +1160,7 @@ fn heartbeats_and_task_events_reach_celeryev() {
             .send(
                 &q,
                 "dynamo.tasks.stat_paths",
-                &json!({"paths": [a.display().to_string()]}).to_string(),
+                &json!({"paths": [a.display().to_string()], "jobid": 42}).to_string(),
                 "null",
                 &[],
             )
@@ -1181,6 +1181,12 @@ fn heartbeats_and_task_events_reach_celeryev() {
             .unwrap_or_else(|| panic!("no {kind} event for {id}; seen: {seen:?}"));
             assert_eq!(e["hostname"], hostname.as_str(), "{e}");
             assert!(e["timestamp"].is_number() && e["clock"].is_u64(), "{e}");
+            // Every task event places the task in its job.
+            assert_eq!(
+                (&e["root_id"], &e["parent_id"], &e["jobid"]),
+                (&json!(id), &json!(null), &json!(42)),
+                "{e}"
+            );
         }
         let received = seen
             .iter()

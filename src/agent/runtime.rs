@@ -442,12 +442,19 @@ async fn run_task(agent: &Arc<Agent>, spec: &ConsumerSpec, msg: TaskMessage, d: 
     };
     let received = serde_json::json!({
         "uuid": msg.id, "name": msg.task, "args": "()", "kwargs": msg.kwargs_repr(),
-        "retries": msg.retries, "root_id": msg.root_id, "parent_id": msg.parent_id,
+        "retries": msg.retries,
     });
-    agent.events.task(&session, "task-received", received).await;
     agent
         .events
-        .task(&session, "task-started", serde_json::json!({"uuid": msg.id}))
+        .task(&session, "task-received", with_lineage(received, &msg))
+        .await;
+    agent
+        .events
+        .task(
+            &session,
+            "task-started",
+            with_lineage(serde_json::json!({"uuid": msg.id}), &msg),
+        )
         .await;
     info!(id = %msg.id, task = %msg.task, queue = %spec.queue, redelivered = d.redelivered, "task started");
     agent.metrics.active.inc();
@@ -512,8 +519,23 @@ async fn run_task(agent: &Arc<Agent>, spec: &ConsumerSpec, msg: TaskMessage, d: 
             ("failed", "task-failed", fields)
         }
     };
-    agent.events.task(&session, kind, fields).await;
+    agent.events.task(&session, kind, with_lineage(fields, &msg)).await;
     finish(agent, &msg, f, d, outcome).await;
+}
+
+/// Event fields with the task's place in its job: `root_id`, `parent_id`
+/// and `jobid` (as the message gave it; null when absent), so a hub can
+/// attribute every event of a job without the task's result.
+fn with_lineage(mut fields: serde_json::Value, msg: &TaskMessage) -> serde_json::Value {
+    let jobid = msg
+        .kwarg("jobid")
+        .and_then(|v| serde_json::from_str::<serde_json::Value>(v.get()).ok())
+        .unwrap_or(serde_json::Value::Null);
+    let f = fields.as_object_mut().expect("event fields are an object");
+    f.insert("root_id".into(), msg.root_id.clone().into());
+    f.insert("parent_id".into(), msg.parent_id.clone().into());
+    f.insert("jobid".into(), jobid);
+    fields
 }
 
 /// Records, publishes and acknowledges a finished task; `outcome` labels
