@@ -6,7 +6,7 @@
 
 use super::context::{ChildSink, Input, SinkError, TaskEnv, TaskError, TaskOutput};
 use super::publish::{Batches, Publisher};
-use super::rules::{self, Rule, RuleArgs};
+use super::rules::{self, BatchArgs, Rule, RuleArgs};
 use crate::entry::{Entry, Fields, FileType};
 use crate::task::status::{Status, now_iso8601};
 use crate::task::{Summary, surrogate, write_entry};
@@ -27,6 +27,9 @@ pub struct NavigateArgs {
     /// The workflow's rules.
     #[serde(flatten)]
     pub rules: RuleArgs,
+    /// The site's batch settings, when the sender keeps them.
+    #[serde(flatten)]
+    pub batch: BatchArgs,
 }
 
 /// Runs `recursive_navigate`, publishing children to `sink`.
@@ -38,16 +41,17 @@ pub fn recursive_navigate(
 ) -> Result<TaskOutput, TaskError> {
     let started = now_iso8601();
     let rules = args.rules.compile(&env.site, &env.queue)?;
+    let limits = args.batch.apply(env.batch)?;
     // Sizes are needed only when batches are limited by bytes
     // (`file_batch_gb`); without that limit the walk needs no stat at all,
     // since types come from the directory entries, and runs several times
     // faster. Path objects then carry no `size`.
-    let sizes = env.batch.max_data_bytes.is_some();
+    let sizes = limits.max_data_bytes.is_some();
     let mut nav = Navigation {
         publisher: Publisher::new(input.msg, &env.node, input.jobid, sink),
         rules: &rules,
         // Remainders go out in rule order, whichever rule matched first.
-        batches: Batches::with_keys(env.batch, 0..rules.len()),
+        batches: Batches::with_keys(limits, 0..rules.len()),
         matched: Vec::new(),
         fields: if sizes {
             Fields::PATH.with(Fields::SIZE)
@@ -206,6 +210,47 @@ mod tests {
 
     fn env() -> TaskEnv {
         memory::env(3, Duration::from_secs(1))
+    }
+
+    #[test]
+    fn batch_settings_in_the_arguments_override_the_agents() {
+        let dir = tempfile::tempdir().unwrap();
+        for i in 0..10 {
+            std::fs::write(dir.path().join(format!("f{i}")), b"x").unwrap();
+        }
+        let run = |extra: serde_json::Value| {
+            let mut kwargs = serde_json::json!({
+                "paths": [dir.path().to_str().unwrap()],
+                "filter_rules": [{"state": "all", "type": "file", "action": [{"name": "dynamo.tasks.stat_paths"}]}],
+            });
+            kwargs
+                .as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            let mut sink = Memory::default();
+            navigate(&message(kwargs), &env(), &mut sink).map(|_| {
+                sink.sent
+                    .iter()
+                    .map(|(_, m)| input_paths(m).unwrap().len())
+                    .collect::<Vec<_>>()
+            })
+        };
+        // The agent's own: batches of 3.
+        assert_eq!(run(serde_json::json!({})).unwrap(), [3, 3, 3, 1]);
+        // The sender's: batches of 4, without dynamic sizing.
+        let four = serde_json::json!({"file_batch_size": 4, "enable_auto_file_batch_sizing": false});
+        assert_eq!(run(four).unwrap(), [4, 4, 2]);
+        // A byte limit of 2 bytes: sizes are read, two 1-byte files a batch.
+        let bytes = serde_json::json!({"file_batch_size": 100, "file_batch_gb": 0.000000002});
+        assert_eq!(run(bytes).unwrap(), [2, 2, 2, 2, 2]);
+        for bad in [
+            serde_json::json!({"file_batch_size": 0}),
+            serde_json::json!({"file_batch_gb": -1.0}),
+            serde_json::json!({"file_batch_size": "ten"}),
+        ] {
+            let e = run(bad.clone()).unwrap_err();
+            assert_eq!(e.exception().0, "InvalidArguments", "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -10,9 +10,11 @@
 //! begin with `*` are runtime fields, replaced by the caller's `fields`.
 
 use crate::agent::celery::{Signature, SignatureOptions};
+use crate::batch::BatchLimits;
 use crate::config::queue_name;
 use crate::entry::FileType;
 use crate::rules::{Filter, Verdict};
+use crate::task::ArgumentError;
 use crate::task::args::kwargs_with;
 use crate::task::names::function_of;
 use serde::Deserialize;
@@ -75,6 +77,48 @@ pub struct Context {
     /// Runtime field values for `*name` references.
     #[serde(default)]
     pub fields: serde_json::Map<String, Value>,
+}
+
+/// The seed's batch settings as arguments of a discovery task: a hub that
+/// keeps each site's settings passes them with the task. Those absent keep
+/// the agent's own (`[settings]`).
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct BatchArgs {
+    /// Most paths per batch.
+    #[serde(default)]
+    pub file_batch_size: Option<usize>,
+    /// Most file data per batch, decimal GB (0: no limit).
+    #[serde(default)]
+    pub file_batch_gb: Option<f64>,
+    /// Grow the batch size with the paths discovered.
+    #[serde(default)]
+    pub enable_auto_file_batch_sizing: Option<bool>,
+}
+
+impl BatchArgs {
+    /// `limits` with the settings these arguments give.
+    pub fn apply(&self, mut limits: BatchLimits) -> Result<BatchLimits, ArgumentError> {
+        let invalid = |name: &str, message: &str| ArgumentError::Invalid {
+            name: name.into(),
+            message: message.into(),
+        };
+        if let Some(n) = self.file_batch_size {
+            if n == 0 {
+                return Err(invalid("file_batch_size", "must be 1 or more"));
+            }
+            limits.max_paths = n;
+        }
+        if let Some(gb) = self.file_batch_gb {
+            if !gb.is_finite() || gb < 0.0 {
+                return Err(invalid("file_batch_gb", "must be a number of GB, 0 or more"));
+            }
+            limits.max_data_bytes = BatchLimits::from_seed(1, gb, false).max_data_bytes;
+        }
+        if let Some(b) = self.enable_auto_file_batch_sizing {
+            limits.dynamic = b;
+        }
+        Ok(limits)
+    }
 }
 
 /// The rule arguments every discovery task takes: the rules, the

@@ -13,7 +13,7 @@
 
 use super::context::{ChildSink, Inbox, Input, TaskEnv, TaskError, TaskOutput};
 use super::publish::{Batches, Publisher};
-use super::rules::{self, Rule, RuleArgs};
+use super::rules::{self, BatchArgs, Rule, RuleArgs};
 use crate::config::GpfsSettings;
 use crate::entry::Fields;
 use crate::snapdiff::diff::{Change, ChangeState};
@@ -39,6 +39,9 @@ pub struct SnapdiffArgs {
     /// The fileset and the seed's choices.
     #[serde(flatten)]
     pub request: SnapdiffRequest,
+    /// The site's batch settings, when the sender keeps them.
+    #[serde(flatten)]
+    pub batch: BatchArgs,
 }
 
 /// Runs `dynamo.tasks.snapdiff`.
@@ -52,6 +55,7 @@ pub fn snapdiff_task(
     let started = now_iso8601();
     let root = input.fileset();
     let rules = args.rules.compile(&env.site, &env.queue)?;
+    let limits = args.batch.apply(env.batch)?;
     let sd = &args.request;
     let prov = sd.fileset.open(Path::new(OsStr::from_bytes(&root.path)), gpfs)?;
     let mut opts = sd.options(env.lock_threshold, env.walk_threads);
@@ -74,7 +78,7 @@ pub fn snapdiff_task(
         stream_timeout: env.stream_timeout,
         root: prov.fileset().path.clone(),
         extra: sd.extra_fields,
-        batches: Batches::new(env.batch),
+        batches: Batches::new(limits),
         stream_failures: 0,
         streamed: 0,
         second_phase: false,
