@@ -385,6 +385,7 @@ pub fn result_document(
     result: &[u8],
     traceback: Option<&str>,
     children: &[String],
+    children_count: u64,
     parent_id: Option<&str>,
 ) -> Vec<u8> {
     let mut out = Vec::with_capacity(result.len() + 256 + children.len() * 50);
@@ -407,7 +408,10 @@ pub fn result_document(
         surrogate::encode(c.as_bytes(), &mut out);
         out.extend_from_slice(b",null],null]");
     }
-    out.extend_from_slice(b"],\"date_done\":");
+    // How many, also when the ids are left out (`children_in_result`).
+    out.extend_from_slice(b"],\"children_count\":");
+    out.extend_from_slice(itoa::Buffer::new().format(children_count).as_bytes());
+    out.extend_from_slice(b",\"date_done\":");
     surrogate::encode(now_iso8601().as_bytes(), &mut out);
     out.extend_from_slice(b",\"task_id\":");
     surrogate::encode(task_id.as_bytes(), &mut out);
@@ -678,16 +682,33 @@ mod tests {
 
     #[test]
     fn result_documents_parse() {
-        let doc = result_document("i", TaskState::Success, b"{\"a\":1}", None, &["c1".into()], Some("p"));
+        let doc = result_document(
+            "i",
+            TaskState::Success,
+            b"{\"a\":1}",
+            None,
+            &["c1".into()],
+            1,
+            Some("p"),
+        );
         let v: serde_json::Value = serde_json::from_slice(&doc).unwrap();
         assert_eq!(v["status"], "SUCCESS");
         assert_eq!(v["children"], serde_json::json!([[["c1", null], null]]));
+        assert_eq!(v["children_count"], 1);
         assert_eq!(v["task_id"], "i");
         assert!(v["date_done"].as_str().unwrap().ends_with("+00:00"));
         let exc = exception("NotRegistered", "celery.exceptions", "x");
-        let doc = result_document("i", TaskState::Failure, &exc, Some("tb"), &[], None);
+        let doc = result_document("i", TaskState::Failure, &exc, Some("tb"), &[], 0, None);
         let v: serde_json::Value = serde_json::from_slice(&doc).unwrap();
         assert_eq!(v["result"]["exc_type"], "NotRegistered");
+        assert_eq!(
+            (&v["children"], &v["children_count"]),
+            (&serde_json::json!([]), &serde_json::json!(0))
+        );
+        // Ids left out, the count still told.
+        let doc = result_document("i", TaskState::Success, b"{}", None, &[], 2_500_000, None);
+        let v: serde_json::Value = serde_json::from_slice(&doc).unwrap();
+        assert_eq!(v["children_count"], 2_500_000);
         assert_eq!(
             parse_time("2026-01-02T03:04:05.123456").unwrap().to_string(),
             "2026-01-02T03:04:05.123456Z"

@@ -20,7 +20,7 @@ use super::events::{self, Events};
 use super::metrics::{self, Metrics};
 use super::results::{Answer, Results};
 use super::systemd;
-use super::tasks::{self, Finished, TaskEnv};
+use super::tasks::{self, Finished, Published, TaskEnv};
 use super::upkeep;
 use crate::config::{AgentConfigError, AgentSettings, Config, ConsumerSpec};
 use crate::ops::OpContext;
@@ -394,7 +394,7 @@ async fn handle(agent: Arc<Agent>, index: usize, d: Delivery) {
             state: TaskState::Revoked,
             result: celery::exception("TaskRevokedError", "celery.exceptions", "expired"),
             traceback: None,
-            children: Vec::new(),
+            children: Published::default(),
         };
         info!(id = %msg.id, "task expired before it ran");
         finish(&agent, &msg, f, &d, "revoked").await;
@@ -509,7 +509,7 @@ async fn run_task(agent: &Arc<Agent>, spec: &ConsumerSpec, msg: TaskMessage, d: 
     let secs = t0.elapsed().as_secs_f64();
     let (outcome, kind, fields) = match f.state {
         TaskState::Success => {
-            info!(id = %msg.id, task = %msg.task, runtime = secs, children = f.children.len(), "task succeeded");
+            info!(id = %msg.id, task = %msg.task, runtime = secs, children = f.children.count, "task succeeded");
             let fields = serde_json::json!({"uuid": msg.id, "runtime": secs, "result": "..."});
             ("succeeded", "task-succeeded", fields)
         }
@@ -547,7 +547,8 @@ async fn finish(agent: &Arc<Agent>, msg: &TaskMessage, f: Finished, d: &Delivery
         f.state,
         &f.result,
         f.traceback.as_deref(),
-        &f.children,
+        &f.children.ids,
+        f.children.count,
         msg.parent_id.as_deref(),
     );
     let answer = Arc::new(Answer {
@@ -631,6 +632,7 @@ async fn reject(agent: &Arc<Agent>, spec: &ConsumerSpec, d: &Delivery, r: Reject
                 &celery::exception(exc_type, exc_module, &rej.reason),
                 Some(&rej.reason),
                 &[],
+                0,
                 None,
             );
             let answer = Answer {

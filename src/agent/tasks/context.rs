@@ -100,12 +100,24 @@ pub enum SinkError {
     StreamLost(String),
 }
 
+/// The children a task published: how many, and their ids unless the
+/// sender asked to leave them out of the result (`children_in_result =
+/// false`: a discovery of 100 M files publishes some 2.5 M children, whose
+/// ids would otherwise be held and sent back whole).
+#[derive(Debug, Default)]
+pub struct Published {
+    /// Their ids, in publishing order (empty when left out).
+    pub ids: Vec<String>,
+    /// How many were published.
+    pub count: u64,
+}
+
 /// What a task produced: its result object and its children.
 pub struct TaskOutput {
     /// The result object (JSON).
     pub result: Vec<u8>,
-    /// Ids of the child tasks published.
-    pub children: Vec<String>,
+    /// The child tasks published.
+    pub children: Published,
 }
 
 /// Why a task failed as a whole, each kind under its own exception name

@@ -16,7 +16,7 @@ pub mod publish;
 pub mod rules;
 pub mod snapdiff;
 
-pub use context::{ChildSink, EXC_MODULE, Inbox, Input, SinkError, TaskEnv, TaskError, TaskOutput};
+pub use context::{ChildSink, EXC_MODULE, Inbox, Input, Published, SinkError, TaskEnv, TaskError, TaskOutput};
 
 use super::celery::{self, TaskMessage, TaskState};
 use crate::ops::{OpContext, Operation};
@@ -132,8 +132,8 @@ pub struct Finished {
     pub result: Vec<u8>,
     /// A traceback-like explanation for failures.
     pub traceback: Option<String>,
-    /// Child task ids.
-    pub children: Vec<String>,
+    /// The child tasks published.
+    pub children: Published,
 }
 
 impl Finished {
@@ -143,7 +143,7 @@ impl Finished {
             state: TaskState::Failure,
             result: celery::exception(exc_type, exc_module, message),
             traceback: Some(format!("{exc_type}: {message}")),
-            children: Vec::new(),
+            children: Published::default(),
         }
     }
 

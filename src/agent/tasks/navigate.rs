@@ -128,7 +128,7 @@ pub fn recursive_navigate(
 
     let mut counts = serde_json::to_value(summary).expect("json");
     counts["failures"] = failed.into();
-    counts["children"] = children.len().into();
+    counts["children"] = children.count.into();
     let mut details = b"{\"failures\":[".to_vec();
     details.extend_from_slice(&failures);
     details.extend_from_slice(b"]}");
@@ -138,7 +138,7 @@ pub fn recursive_navigate(
         .value("summary", &counts)
         .raw("details", &details)
         .string("started", &started)
-        .value("has_dynamic_children", &!children.is_empty());
+        .value("has_dynamic_children", &(children.count > 0));
     Ok(TaskOutput {
         result: status.into_result(input.jobid, Some(&env.queue_name), b""),
         children,
@@ -213,6 +213,27 @@ mod tests {
     }
 
     #[test]
+    fn child_ids_can_be_left_out_of_the_result() {
+        let dir = tempfile::tempdir().unwrap();
+        for i in 0..7 {
+            std::fs::write(dir.path().join(format!("f{i}")), b"x").unwrap();
+        }
+        for (keep, ids) in [(serde_json::json!(true), 3), (serde_json::json!(false), 0)] {
+            let kwargs = serde_json::json!({
+                "paths": [dir.path().to_str().unwrap()],
+                "children_in_result": keep,
+                "filter_rules": [{"state": "all", "type": "file", "action": [{"name": "dynamo.tasks.stat_paths"}]}],
+            });
+            let mut sink = Memory::default();
+            let out = navigate(&message(kwargs), &env(), &mut sink).unwrap();
+            assert_eq!(sink.sent.len(), 3, "batches of 3");
+            assert_eq!((out.children.ids.len(), out.children.count), (ids, 3), "keep {keep}");
+            let r: serde_json::Value = serde_json::from_slice(&out.result).unwrap();
+            assert_eq!(r["status"]["has_dynamic_children"], true, "{r}");
+        }
+    }
+
+    #[test]
     fn batch_settings_in_the_arguments_override_the_agents() {
         let dir = tempfile::tempdir().unwrap();
         for i in 0..10 {
@@ -284,7 +305,8 @@ mod tests {
         // 8 files on disk plus the missing one taken as a file.
         assert_eq!(st["summary"]["files"], 9, "{r}");
         assert_eq!(st["summary"]["dirs"], 2, "{r}");
-        assert_eq!(out.children.len(), sink.sent.len());
+        assert_eq!(out.children.ids.len(), sink.sent.len());
+        assert_eq!(out.children.count, sink.sent.len() as u64);
 
         let migrate: Vec<&TaskMessage> = sink
             .sent

@@ -3,11 +3,11 @@
 //! a child task of its rule's first action with the rest of the actions
 //! chained behind it; and the next link of a chain after an operation.
 //!
-//! Children go through a [`ChildSink`], which returns only once the broker
+//! Published go through a [`ChildSink`], which returns only once the broker
 //! has confirmed the message, so a task whose result says it spawned a
 //! child has really spawned it.
 
-use super::context::{ChildSink, SinkError, TaskError};
+use super::context::{ChildSink, Published, SinkError, TaskError};
 use super::rules::Action;
 use crate::agent::celery::{Signature, TaskMessage, child_task, object_text};
 use crate::batch::{BatchLimits, Batcher};
@@ -24,11 +24,12 @@ pub struct Publisher<'a> {
     node: &'a str,
     jobid: Option<&'a RawValue>,
     sink: &'a mut dyn ChildSink,
-    children: Vec<String>,
+    children: Published,
+    keep_ids: bool,
 }
 
 impl<'a> Publisher<'a> {
-    /// Children of `parent`, sent by `node` through `sink`, each carrying
+    /// Published of `parent`, sent by `node` through `sink`, each carrying
     /// the job id `jobid`.
     pub fn new(
         parent: &'a TaskMessage,
@@ -41,7 +42,8 @@ impl<'a> Publisher<'a> {
             node,
             jobid,
             sink,
-            children: Vec::new(),
+            children: Published::default(),
+            keep_ids: parent.kwarg("children_in_result").is_none_or(|v| v.get() != "false"),
         }
     }
 
@@ -89,7 +91,10 @@ impl<'a> Publisher<'a> {
         let out = child_task(task, kwargs, self.parent, chain, self.node);
         let id = out.id.clone();
         self.sink.send(queue, out)?;
-        self.children.push(id.clone());
+        self.children.count += 1;
+        if self.keep_ids {
+            self.children.ids.push(id.clone());
+        }
         Ok(id)
     }
 
@@ -98,8 +103,8 @@ impl<'a> Publisher<'a> {
         self.sink
     }
 
-    /// The ids of every child published.
-    pub fn into_children(self) -> Vec<String> {
+    /// The children published.
+    pub fn into_children(self) -> Published {
         self.children
     }
 }

@@ -11,7 +11,7 @@
 //! published. Then the run rotates, or rolls back if a streamed file failed
 //! and `snappdiff_rotate_on_error` is false (the seed's spelling).
 
-use super::context::{ChildSink, Inbox, Input, TaskEnv, TaskError, TaskOutput};
+use super::context::{ChildSink, Inbox, Input, Published, TaskEnv, TaskError, TaskOutput};
 use super::publish::{Batches, Publisher};
 use super::rules::{self, BatchArgs, Rule, RuleArgs};
 use crate::config::GpfsSettings;
@@ -108,7 +108,7 @@ pub fn snapdiff_task(
         report.warnings.extend(rotated.warnings);
     }
     let mut counts = serde_json::to_value(report.summary).expect("json");
-    counts["children"] = children.len().into();
+    counts["children"] = children.count.into();
     counts["streamed"] = streamed.into();
     counts["streamed_failures"] = stream_failures.into();
     let snap = serde_json::json!({
@@ -125,7 +125,7 @@ pub fn snapdiff_task(
         .raw("details", b"{}")
         .string("started", &started)
         .value("snapdiff", &snap)
-        .value("has_dynamic_children", &!children.is_empty());
+        .value("has_dynamic_children", &(children.count > 0));
     Ok(TaskOutput {
         result: status.into_result(input.jobid, Some(&env.queue_name), b""),
         children,
@@ -161,7 +161,7 @@ pub fn rotate_task(
     status.input_paths([root]).value("snapdiff", &snap);
     Ok(TaskOutput {
         result: status.into_result(input.jobid, None, b""),
-        children: Vec::new(),
+        children: Published::default(),
     })
 }
 
@@ -375,7 +375,7 @@ mod tests {
             };
             let env = env(2, Duration::from_millis(10));
             let out = snapdiff_task(&input, &args, &env, &GpfsSettings::default(), sink)?;
-            assert_eq!(out.children.len(), sink.sent.len());
+            assert_eq!(out.children.ids.len(), sink.sent.len());
             Ok(serde_json::from_slice(&out.result).unwrap())
         }
     }
