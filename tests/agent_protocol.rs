@@ -1154,6 +1154,20 @@ fn heartbeats_and_task_events_reach_celeryev() {
         );
         assert_eq!(hb["active"], 0, "{hb}");
         assert_eq!(hb["processed"], 0, "{hb}");
+        // The node's site and capabilities, for a hub that learns its nodes
+        // from heartbeats.
+        assert_eq!(hb["site"], agent.site.as_str(), "{hb}");
+        let caps = &hb["capabilities"];
+        assert_eq!(caps["tasks"].as_array().map(Vec::len), Some(12), "{hb}");
+        assert!(
+            caps["tasks"]
+                .as_array()
+                .unwrap()
+                .contains(&json!("dynamo.tasks.migrate")),
+            "{hb}"
+        );
+        assert!(caps["functions"].as_array().unwrap().contains(&json!("worker")), "{hb}");
+        assert_eq!(caps["endpoints"], json!(["archive"]), "{hb}");
         let hostname = hb["hostname"].as_str().unwrap().to_string();
 
         let id = c

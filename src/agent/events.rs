@@ -72,12 +72,26 @@ impl Events {
     }
 }
 
+/// What a node says about itself in every heartbeat, beside Celery's
+/// fields: the queues it consumes, its site, and what it can do (the tasks
+/// it runs, the functions it serves, its endpoints), so a hub learns its
+/// nodes from heartbeats alone.
+#[derive(Clone, Debug)]
+pub struct NodeFacts {
+    /// The queues consumed.
+    pub queues: Vec<String>,
+    /// The site.
+    pub site: String,
+    /// `{"tasks": [...], "functions": [...], "endpoints": [...]}`.
+    pub capabilities: serde_json::Value,
+}
+
 /// Sends `worker-heartbeat` every `interval` while a session is up, with
 /// Celery's fields and the agent's counts.
 pub async fn heartbeats(
     events: Arc<Events>,
     interval: Duration,
-    queues: Vec<String>,
+    node: NodeFacts,
     metrics: Arc<Metrics>,
     sessions: watch::Receiver<Option<Arc<Session>>>,
 ) {
@@ -96,7 +110,9 @@ pub async fn heartbeats(
             "active": metrics.active.get(),
             "processed": metrics.processed(),
             "loadavg": loadavg,
-            "queues": queues,
+            "queues": node.queues,
+            "site": node.site,
+            "capabilities": node.capabilities,
         });
         events.worker(&session, "worker-heartbeat", fields).await;
     }

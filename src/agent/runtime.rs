@@ -24,6 +24,7 @@ use super::tasks::{self, Finished, Published, TaskEnv};
 use super::upkeep;
 use crate::config::{AgentConfigError, AgentSettings, Config, ConsumerSpec};
 use crate::ops::OpContext;
+use crate::task::TaskName;
 use futures::StreamExt;
 use lapin::Channel;
 use lapin::message::Delivery;
@@ -154,10 +155,22 @@ impl Agent {
 async fn serve(agent: Arc<Agent>) {
     info!(node = %agent.node, queues = ?agent.queues(), "ferry agent starting");
     if agent.settings.heartbeat {
+        let mut functions: Vec<&str> = agent.consumers.iter().map(|c| c.spec.function.as_str()).collect();
+        functions.sort_unstable();
+        functions.dedup();
+        let node = events::NodeFacts {
+            queues: agent.queues(),
+            site: agent.site.clone(),
+            capabilities: serde_json::json!({
+                "tasks": TaskName::ALL.iter().map(|t| t.as_str()).collect::<Vec<_>>(),
+                "functions": functions,
+                "endpoints": agent.ops.config.endpoints.keys().collect::<Vec<_>>(),
+            }),
+        };
         tokio::spawn(events::heartbeats(
             agent.events.clone(),
             agent.settings.heartbeat_interval,
-            agent.queues(),
+            node,
             agent.metrics.clone(),
             agent.session.subscribe(),
         ));
