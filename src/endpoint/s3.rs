@@ -17,6 +17,7 @@ use super::key::{self, SIDECAR_SUFFIX};
 use super::meta::{MetaDoc, MetaError, ObjectMeta};
 use super::transfer::{EndpointError, PartPool, RemoteObject, TransferError, hash_beside};
 use crate::config::endpoint::StoreConfig;
+use crate::sys::Timestamp;
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use object_store::aws::{AmazonS3, AmazonS3Builder, AwsAuthorizer};
@@ -565,8 +566,13 @@ impl S3Store {
     }
 }
 
+/// Whole seconds since the epoch (a store's dates; none before 1970).
 fn system_time(secs: i64) -> SystemTime {
-    SystemTime::UNIX_EPOCH + Duration::from_secs(secs.max(0) as u64)
+    Timestamp {
+        sec: secs.max(0),
+        nsec: 0,
+    }
+    .system_time()
 }
 
 /// A key for a URL path: every byte but unreserved ones and `/` as `%XX`

@@ -12,7 +12,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::ffi::OsStringExt;
 use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Why a path could not be opened as an operation wanted.
 pub enum OpenError {
@@ -203,15 +203,6 @@ pub fn chosen_times(
     )
 }
 
-/// A `SystemTime` for a timestamp, before 1970 included.
-pub fn system_time(t: Timestamp) -> SystemTime {
-    if t.sec >= 0 {
-        UNIX_EPOCH + Duration::new(t.sec as u64, t.nsec)
-    } else {
-        UNIX_EPOCH - Duration::from_secs(t.sec.unsigned_abs()) + Duration::from_nanos(u64::from(t.nsec))
-    }
-}
-
 /// The current time as a [`Timestamp`].
 pub fn now() -> Timestamp {
     let d = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
@@ -225,8 +216,8 @@ pub fn now() -> Timestamp {
 pub fn set_times(file: &File, atime: Timestamp, mtime: Timestamp) -> io::Result<()> {
     file.set_times(
         FileTimes::new()
-            .set_accessed(system_time(atime))
-            .set_modified(system_time(mtime)),
+            .set_accessed(atime.system_time())
+            .set_modified(mtime.system_time()),
     )
 }
 
@@ -298,8 +289,8 @@ mod tests {
             nsec: 250_000_000,
         };
         assert_eq!(
-            UNIX_EPOCH.duration_since(system_time(t)).unwrap(),
-            Duration::from_millis(1750)
+            UNIX_EPOCH.duration_since(t.system_time()).unwrap(),
+            std::time::Duration::from_millis(1750)
         );
     }
 }

@@ -8,6 +8,7 @@ use rustix::ioctl::{Opcode, Updater, ioctl, opcode};
 use std::ffi::{CStr, c_long};
 use std::io;
 use std::os::fd::BorrowedFd;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Which `statx` fields a caller needs. Asking for less lets network
 /// filesystems answer from cached or partial attributes.
@@ -46,6 +47,17 @@ pub struct Timestamp {
     pub sec: i64,
     /// Nanoseconds within the second, `0..1_000_000_000`.
     pub nsec: u32,
+}
+
+impl Timestamp {
+    /// The same instant as a `SystemTime`, before 1970 included.
+    pub fn system_time(self) -> SystemTime {
+        if self.sec >= 0 {
+            UNIX_EPOCH + Duration::new(self.sec as u64, self.nsec)
+        } else {
+            UNIX_EPOCH - Duration::from_secs(self.sec.unsigned_abs()) + Duration::from_nanos(u64::from(self.nsec))
+        }
+    }
 }
 
 /// The attributes of one inode, as far as the mask asked for them (fields
