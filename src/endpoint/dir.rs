@@ -22,15 +22,18 @@
 //! `#staging` and sidecar names never collide with keys ([`super::key`]).
 //! Durability is [`DirStore::sync`]'s `syncfs`, one call per batch.
 //!
-//! Every path is opened relative to the store's directory descriptor, so
-//! the store's own path length never adds to a key's.
+//! Uploads, reads and removals open every path relative to the store's
+//! directory descriptor, so the store's own path length never adds to a
+//! key's.
 
 use super::key::{self, SIDECAR_SUFFIX};
 use super::meta::{MetaDoc, MetaError, ObjectMeta};
 use super::transfer::{EndpointError, PartPool, RemoteObject, TransferError, hash_beside};
+use crate::entry::FileType;
 use crate::sys::{
     Base, create_at, lock_exclusive, mkdir_at, open_file_at, rename_at, syncfs, try_lock_exclusive, unlink_at,
 };
+use crate::walk::{SnapshotDirs, Walk, WalkEvent, WalkOptions};
 use bytes::Bytes;
 use std::ffi::{CString, OsStr};
 use std::fs::File;
@@ -264,10 +267,7 @@ impl DirStore {
         while let Some(i) = key[end..].find('/') {
             end += i;
             let dir = &key[..end];
-            match mkdir_at(self.base(), &c_name(dir), 0o755) {
-                Ok(_) => {}
-                Err(e) => return Err(self.io_err("creating directory", dir, e)),
-            }
+            mkdir_at(self.base(), &c_name(dir), 0o755).map_err(|e| self.io_err("creating directory", dir, e))?;
             end += 1;
         }
         Ok(())
@@ -303,19 +303,15 @@ impl DirStore {
         Ok(Bytes::from(buf))
     }
 
-    /// Removes the object at `key` and its sidecar; absent is not an error.
+    /// Removes the object at `key`, then its sidecar; absent is not an
+    /// error.
     pub fn delete(&self, key: &str) -> Result<(), EndpointError> {
-        for name in [key.to_string(), format!("{key}{SIDECAR_SUFFIX}")] {
-            match unlink_at(self.base(), &c_name(&name), false) {
-                Ok(()) => {}
-                Err(e) if is_absent(&e) => {}
-                Err(e) => return Err(self.io_err("removing", &name, e)),
-            }
-        }
-        Ok(())
+        self.remove(key)?;
+        self.remove(&format!("{key}{SIDECAR_SUFFIX}"))
     }
 
-    /// Removes one surveyed leftover by its path relative to the store.
+    /// Removes one file by its path relative to the store (an object, a
+    /// sidecar, a surveyed leftover); absent is not an error.
     pub fn remove(&self, rel: &str) -> Result<(), EndpointError> {
         match unlink_at(self.base(), &c_name(rel), false) {
             Ok(()) => Ok(()),
@@ -332,69 +328,50 @@ impl DirStore {
     /// Every file under `prefix` (the whole store when it is empty) and in
     /// `#staging`, classified; unreadable directories and files are reported
     /// through `errors` and the survey goes on. Other endpoints may keep
-    /// their objects in the same directory under other prefixes.
+    /// their objects in the same directory under other prefixes. The store
+    /// is listed by the crate's parallel walker, every directory (a key may
+    /// be `.snapshots`) and by path: keys are at most 989 bytes.
     pub fn survey(&self, prefix: &str, found: &mut Vec<Found>, errors: &mut Vec<EndpointError>) {
-        let mut dirs = if prefix.is_empty() {
-            vec![String::new()]
+        let store = self.path.as_os_str().as_bytes();
+        // `path = /srv/store/` names the same store.
+        let store = store.strip_suffix(b"/").filter(|s| !s.is_empty()).unwrap_or(store);
+        let under = |rel: &str| [store, b"/", rel.as_bytes()].concat();
+        let roots = if prefix.is_empty() {
+            vec![store.to_vec()]
         } else {
-            let mut start = vec![STAGING.to_string()];
-            if self.open_dir(prefix) {
-                start.push(prefix.to_string());
-            }
-            start
+            vec![under(STAGING), under(prefix)]
         };
-        while let Some(rel) = dirs.pop() {
-            let full = if rel.is_empty() {
-                self.path.clone()
-            } else {
-                self.path.join(&rel)
-            };
-            let entries = match std::fs::read_dir(&full) {
-                Ok(e) => e,
-                Err(e) if rel == STAGING && e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) => {
-                    errors.push(self.io_err("listing", &rel, e));
+        let opts = WalkOptions {
+            skip_snapshots: SnapshotDirs::Never,
+            ..WalkOptions::default()
+        };
+        let walk = match Walk::start(roots, opts) {
+            Ok(w) => w,
+            Err(e) => return errors.push(self.err(format!("listing {}: {e}", self.path.display()))),
+        };
+        for event in walk {
+            let entries = match event {
+                WalkEvent::Entries(entries) => entries,
+                // A file gone meanwhile, or a prefix or `#staging` not made
+                // yet, holds nothing to survey.
+                WalkEvent::Error(e) if e.errno() == Some(libc::ENOENT) => continue,
+                WalkEvent::Error(e) => {
+                    errors.push(self.err(e));
                     continue;
                 }
             };
-            for entry in entries {
-                let entry = match entry {
-                    Ok(e) => e,
-                    Err(e) => {
-                        errors.push(self.io_err("listing", &rel, e));
-                        continue;
-                    }
-                };
-                let name = entry.file_name();
-                let Some(name) = name.to_str() else {
-                    // Keys are UTF-8: this file is not ferry's.
+            for e in entries.iter().filter(|e| e.file_type == FileType::File) {
+                // Keys are UTF-8: any other name is not ferry's.
+                let Some(rel) = e.path.get(store.len() + 1..).and_then(|r| std::str::from_utf8(r).ok()) else {
                     continue;
                 };
-                let child = if rel.is_empty() {
-                    name.to_string()
-                } else {
-                    format!("{rel}/{name}")
-                };
-                let md = match entry.metadata() {
-                    Ok(md) => md,
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                    Err(e) => {
-                        errors.push(self.io_err("stat", &child, e));
-                        continue;
-                    }
-                };
-                if md.is_dir() {
-                    dirs.push(child);
-                    continue;
-                }
-                if !md.is_file() {
-                    continue;
-                }
-                match self.classify(&rel, name, &child) {
+                let (dir, name) = rel.rsplit_once('/').unwrap_or(("", rel));
+                let meta = e.meta.unwrap_or_default();
+                match self.classify(dir, name, rel) {
                     Ok(Some(kind)) => found.push(Found {
-                        rel: child,
-                        size: md.len(),
-                        modified: md.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+                        rel: rel.to_string(),
+                        size: meta.size,
+                        modified: meta.mtime.system_time(),
                         kind,
                     }),
                     Ok(None) => {}
@@ -402,11 +379,6 @@ impl DirStore {
                 }
             }
         }
-    }
-
-    /// Whether `rel` is a directory of the store.
-    fn open_dir(&self, rel: &str) -> bool {
-        std::fs::metadata(self.path.join(rel)).is_ok_and(|m| m.is_dir())
     }
 
     fn classify(&self, dir: &str, name: &str, rel: &str) -> Result<Option<FoundKind>, EndpointError> {
