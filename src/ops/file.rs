@@ -4,6 +4,7 @@
 
 use crate::sys::{Base, Timestamp, mkdir_at, open_path_at};
 use crate::task::{FileState, Outcome};
+use std::borrow::Cow;
 use std::ffi::{CString, OsStr, OsString};
 use std::fs::{File, FileTimes, Metadata};
 use std::io;
@@ -49,16 +50,17 @@ const PATH_MAX: usize = libc::PATH_MAX as usize;
 /// opened one component at a time (which has no length limit). A tree
 /// walked with `openat` can be deeper than PATH_MAX, and its files must
 /// migrate and come back like any other.
-pub struct Reachable {
+pub struct Reachable<'a> {
     /// The parent's handle, kept open while the path is in use.
     _parent: Option<OwnedFd>,
-    path: PathBuf,
+    /// The path itself (no copy on the usual, short path) or its short form.
+    path: Cow<'a, Path>,
 }
 
-impl Reachable {
+impl<'a> Reachable<'a> {
     /// The reachable form of `path` (absolute); with `create`, missing
     /// parent directories are made on the way (mode 0777 less the umask).
-    pub fn new(path: &[u8], create: bool) -> io::Result<Reachable> {
+    pub fn new(path: &'a [u8], create: bool) -> io::Result<Reachable<'a>> {
         let (parent, last) = match path.iter().rposition(|&b| b == b'/') {
             Some(i) => (&path[..i], &path[i + 1..]),
             None => (&b""[..], path),
@@ -69,7 +71,7 @@ impl Reachable {
             }
             return Ok(Reachable {
                 _parent: None,
-                path: PathBuf::from(OsStr::from_bytes(path)),
+                path: Cow::Borrowed(Path::new(OsStr::from_bytes(path))),
             });
         }
         let c = |name: &[u8]| CString::new(name).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL));
@@ -88,7 +90,7 @@ impl Reachable {
         short.extend_from_slice(last);
         Ok(Reachable {
             _parent: Some(dir),
-            path: PathBuf::from(OsString::from_vec(short)),
+            path: Cow::Owned(PathBuf::from(OsString::from_vec(short))),
         })
     }
 
