@@ -128,24 +128,17 @@ pub fn check(ctx: &OpContext, name: &str, opts: CheckOptions) -> Result<CheckRep
             } else {
                 Action::Removed
             };
-            if action != Action::Removed {
-                return Checked {
-                    leftover: l,
-                    action,
-                    error: None,
-                };
-            }
-            match endpoint.remove_leftover(&l) {
-                Ok(()) => Checked {
-                    leftover: l,
-                    action,
-                    error: None,
+            let (action, error) = match action {
+                Action::Removed => match endpoint.remove_leftover(&l) {
+                    Ok(()) => (Action::Removed, None),
+                    Err(e) => (Action::Failed, Some(e.to_string())),
                 },
-                Err(e) => Checked {
-                    leftover: l,
-                    action: Action::Failed,
-                    error: Some(e.to_string()),
-                },
+                kept => (kept, None),
+            };
+            Checked {
+                leftover: l,
+                action,
+                error,
             }
         })
         .collect();
