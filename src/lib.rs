@@ -14,7 +14,7 @@
 //! The layers, lowest first; a module imports only from layers below it:
 //! [`sys`] (the only module with `unsafe`) → [`config`] → [`entry`],
 //! [`rules`], [`batch`], [`task`] (the wire contract) → [`walk`] →
-//! [`snapdiff`], [`endpoint`], [`gpfs`] → [`ops`] → [`agent`]; the `ferry`
+//! [`snapdiff`], [`endpoint`], [`gpfs`] → [`ops`] → [`agent`] → [`hub`]; the `ferry`
 //! binary's `cli` sits on top and only turns flags into library requests.
 //! [`scan`], [`output`] and [`progress`] are the shell's side of discovery.
 //! See `docs/architecture.md`.
@@ -28,6 +28,7 @@ pub mod config;
 pub mod endpoint;
 pub mod entry;
 pub mod gpfs;
+pub mod hub;
 pub mod ops;
 pub mod output;
 pub mod progress;

@@ -24,6 +24,7 @@ const LAYERS: &[&[&str]] = &[
     &["scan", "snapdiff", "endpoint", "gpfs"],
     &["ops"],
     &["agent"],
+    &["hub"],
     &["cli", "main"],
 ];
 

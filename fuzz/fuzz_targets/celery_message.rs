@@ -59,7 +59,7 @@ fuzz_target!(|data: &[u8]| {
         let _ = Request::decode(&msg);
         let kw = msg.kwargs_object(&[]);
         assert!(serde_json::from_str::<Box<serde_json::value::RawValue>>(&kw).is_ok(), "{kw}");
-        let out = child_task("dynamo.tasks.stat_paths", &kw, &msg, &msg.chain, "fuzz@h");
+        let out = child_task("c".into(), "dynamo.tasks.stat_paths", &kw, &msg, &msg.chain, "fuzz@h");
         let again = decode(
             &Incoming { headers: &out.headers, body: &out.body, ..Default::default() },
             usize::MAX,

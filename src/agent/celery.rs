@@ -376,19 +376,42 @@ pub fn exception(exc_type: &str, exc_module: &str, message: &str) -> Vec<u8> {
     .expect("json")
 }
 
+/// Who a result is about, beside its state and value: the task and its
+/// place in a job, as Celery's extended results (`result_extended`) carry
+/// them (`name`, `worker`, `queue`) plus the job id, so a hub can file a
+/// result (a failure included, which has no `jobid` in its value) without
+/// having seen the task before.
+#[derive(Clone, Copy, Debug)]
+pub struct ResultHead<'a> {
+    /// The task id.
+    pub task_id: &'a str,
+    /// The task name.
+    pub name: &'a str,
+    /// The task that sent it.
+    pub parent_id: Option<&'a str>,
+    /// The `jobid` keyword argument, as JSON text.
+    pub jobid: Option<&'a RawValue>,
+    /// The node that ran it.
+    pub worker: &'a str,
+    /// The queue it came from.
+    pub queue: &'a str,
+}
+
 /// A result document for the `rpc://` backend: `status`, `result`,
-/// `traceback`, `children`, `date_done`, `task_id` (and `parent_id`).
+/// `traceback`, `children`, `date_done`, `task_id` (and `parent_id`),
+/// the extended fields of [`ResultHead`], and ferry's `children_count`
+/// and `run` (the execution that sent the children, [`ChildId`]).
 /// `result` is JSON text; `children` are task ids of child tasks.
 pub fn result_document(
-    task_id: &str,
+    head: &ResultHead<'_>,
     state: TaskState,
     result: &[u8],
     traceback: Option<&str>,
     children: &[String],
     children_count: u64,
-    parent_id: Option<&str>,
+    run: u64,
 ) -> Vec<u8> {
-    let mut out = Vec::with_capacity(result.len() + 256 + children.len() * 50);
+    let mut out = Vec::with_capacity(result.len() + 384 + children.len() * 50);
     out.extend_from_slice(b"{\"status\":\"");
     out.extend_from_slice(state.as_str().as_bytes());
     out.extend_from_slice(b"\",\"result\":");
@@ -411,13 +434,26 @@ pub fn result_document(
     // How many, also when the ids are left out (`children_in_result`).
     out.extend_from_slice(b"],\"children_count\":");
     out.extend_from_slice(itoa::Buffer::new().format(children_count).as_bytes());
-    out.extend_from_slice(b",\"date_done\":");
+    // Which execution sent them (their ids encode it, [`ChildId`]).
+    out.extend_from_slice(b",\"run\":\"");
+    out.extend_from_slice(run_hex(run).as_bytes());
+    out.extend_from_slice(b"\",\"date_done\":");
     surrogate::encode(now_iso8601().as_bytes(), &mut out);
     out.extend_from_slice(b",\"task_id\":");
-    surrogate::encode(task_id.as_bytes(), &mut out);
-    if let Some(p) = parent_id {
+    surrogate::encode(head.task_id.as_bytes(), &mut out);
+    if let Some(p) = head.parent_id {
         out.extend_from_slice(b",\"parent_id\":");
         surrogate::encode(p.as_bytes(), &mut out);
+    }
+    out.extend_from_slice(b",\"name\":");
+    surrogate::encode(head.name.as_bytes(), &mut out);
+    out.extend_from_slice(b",\"worker\":");
+    surrogate::encode(head.worker.as_bytes(), &mut out);
+    out.extend_from_slice(b",\"queue\":");
+    surrogate::encode(head.queue.as_bytes(), &mut out);
+    if let Some(j) = head.jobid {
+        out.extend_from_slice(b",\"jobid\":");
+        out.extend_from_slice(j.get().as_bytes());
     }
     out.push(b'}');
     out
@@ -434,11 +470,91 @@ pub struct Outgoing {
     pub body: Vec<u8>,
 }
 
-/// Builds a child task message: `task` with keyword arguments `kwargs` (a
-/// JSON object), sent by `parent` (whose root it shares), followed by
-/// `chain` (last element runs first).
-pub fn child_task(task: &str, kwargs: &str, parent: &TaskMessage, chain: &[Signature], origin: &str) -> Outgoing {
-    let id = uuid::Uuid::new_v4().to_string();
+/// Where a child task stands among its siblings: the execution of its
+/// parent that sent it (`run`, random per execution) and its place in that
+/// execution's publishing order (`seq`, from 0).
+///
+/// A child's id encodes both (an RFC 9562 version 8 UUID), so a hub that
+/// counts results can tell the children of a discovery that ran twice
+/// (its agent died mid-walk and the broker redelivered it) apart: only
+/// those of the execution whose result it accepted count, and a child
+/// counts only if its `seq` is below that result's `children_count`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChildId {
+    /// The parent's execution (60 bits; see [`ChildId::new_run`]).
+    pub run: u64,
+    /// The child's place, from 0 (62 bits).
+    pub seq: u64,
+}
+
+/// The bits of `run` that the UUID's version nibble takes (byte 6, high).
+const RUN_VERSION_BITS: u64 = 0xF000;
+
+impl ChildId {
+    /// A fresh execution id: 64 random bits without the four that the
+    /// UUID version overwrites.
+    pub fn new_run() -> u64 {
+        let b = uuid::Uuid::new_v4().into_bytes();
+        u64::from_be_bytes(b[..8].try_into().expect("8 bytes")) & !RUN_VERSION_BITS
+    }
+
+    /// The id as a UUID string.
+    pub fn to_uuid(self) -> String {
+        let mut b = [0u8; 16];
+        b[..8].copy_from_slice(&(self.run & !RUN_VERSION_BITS).to_be_bytes());
+        b[8..].copy_from_slice(&(self.seq & (u64::MAX >> 2)).to_be_bytes());
+        uuid::Uuid::new_v8(b).to_string()
+    }
+
+    /// Reads a child id back; `None` for any other id (a version 4 UUID
+    /// from a Celery client or an older agent, or not a UUID at all).
+    pub fn parse(id: &str) -> Option<ChildId> {
+        let u = uuid::Uuid::try_parse(id).ok()?;
+        if u.get_version_num() != 8 {
+            return None;
+        }
+        let b = u.into_bytes();
+        Some(ChildId {
+            run: u64::from_be_bytes(b[..8].try_into().expect("8 bytes")) & !RUN_VERSION_BITS,
+            seq: u64::from_be_bytes(b[8..].try_into().expect("8 bytes")) & (u64::MAX >> 2),
+        })
+    }
+}
+
+/// An execution id as results carry it (`run`, 16 hex digits).
+pub fn run_hex(run: u64) -> String {
+    format!("{run:016x}")
+}
+
+/// Builds a child task message with id `id`: `task` with keyword
+/// arguments `kwargs` (a JSON object), sent by `parent` (whose root it
+/// shares), followed by `chain` (last element runs first).
+pub fn child_task(
+    id: String,
+    task: &str,
+    kwargs: &str,
+    parent: &TaskMessage,
+    chain: &[Signature],
+    origin: &str,
+) -> Outgoing {
+    task_message(id, task, kwargs, (&parent.root_id, Some(&parent.id)), chain, origin)
+}
+
+/// Builds the first task of a workflow (its own root, no parent), as a
+/// client's `send_task` does: what a hub publishes to start a job.
+pub fn root_task(id: String, task: &str, kwargs: &str, origin: &str) -> Outgoing {
+    let root = id.clone();
+    task_message(id, task, kwargs, (&root, None), &[], origin)
+}
+
+fn task_message(
+    id: String,
+    task: &str,
+    kwargs: &str,
+    (root_id, parent_id): (&str, Option<&str>),
+    chain: &[Signature],
+    origin: &str,
+) -> Outgoing {
     let s = |v: &str| HeaderValue::Str(v.to_string());
     let headers = vec![
         ("lang".into(), s("rs")),
@@ -454,8 +570,8 @@ pub fn child_task(task: &str, kwargs: &str, parent: &TaskMessage, chain: &[Signa
             "timelimit".into(),
             HeaderValue::List(vec![HeaderValue::Null, HeaderValue::Null]),
         ),
-        ("root_id".into(), s(&parent.root_id)),
-        ("parent_id".into(), s(&parent.id)),
+        ("root_id".into(), s(root_id)),
+        ("parent_id".into(), parent_id.map_or(HeaderValue::Null, s)),
         ("argsrepr".into(), s("()")),
         ("kwargsrepr".into(), s(&repr_prefix(kwargs))),
         ("origin".into(), s(origin)),
@@ -654,6 +770,7 @@ mod tests {
         )
         .unwrap();
         let out = child_task(
+            "c".into(),
             "dynamo.tasks.migrate",
             r#"{"paths":["/x"]}"#,
             &parent,
@@ -681,32 +798,75 @@ mod tests {
     }
 
     #[test]
-    fn result_documents_parse() {
-        let doc = result_document(
-            "i",
-            TaskState::Success,
-            b"{\"a\":1}",
-            None,
-            &["c1".into()],
-            1,
-            Some("p"),
+    fn child_ids_carry_their_execution_and_place() {
+        for _ in 0..100 {
+            let run = ChildId::new_run();
+            for seq in [0, 1, 39, (1 << 62) - 1] {
+                let id = ChildId { run, seq }.to_uuid();
+                assert_eq!(ChildId::parse(&id), Some(ChildId { run, seq }), "{id}");
+                assert!(uuid::Uuid::try_parse(&id).is_ok());
+            }
+        }
+        // Two executions of one parent never share a child id.
+        let (a, b) = (ChildId::new_run(), ChildId::new_run());
+        assert_ne!(a, b);
+        assert_ne!(
+            ChildId { run: a, seq: 0 }.to_uuid(),
+            ChildId { run: b, seq: 0 }.to_uuid()
         );
+        // Ids from Celery clients are not child ids.
+        assert_eq!(ChildId::parse(&uuid::Uuid::new_v4().to_string()), None);
+        assert_eq!(ChildId::parse("not-a-uuid"), None);
+    }
+
+    #[test]
+    fn result_documents_parse() {
+        let jobid = RawValue::from_string("7".into()).unwrap();
+        let head = ResultHead {
+            task_id: "i",
+            name: "dynamo.tasks.migrate",
+            parent_id: Some("p"),
+            jobid: Some(&jobid),
+            worker: "ferry@n1",
+            queue: "s.default#worker",
+        };
+        let doc = result_document(&head, TaskState::Success, b"{\"a\":1}", None, &["c1".into()], 1, 0xabc);
         let v: serde_json::Value = serde_json::from_slice(&doc).unwrap();
         assert_eq!(v["status"], "SUCCESS");
         assert_eq!(v["children"], serde_json::json!([[["c1", null], null]]));
         assert_eq!(v["children_count"], 1);
+        assert_eq!(v["run"], "0000000000000abc");
         assert_eq!(v["task_id"], "i");
+        assert_eq!(v["parent_id"], "p");
+        assert_eq!(
+            (&v["name"], &v["worker"], &v["queue"], &v["jobid"]),
+            (
+                &serde_json::json!("dynamo.tasks.migrate"),
+                &serde_json::json!("ferry@n1"),
+                &serde_json::json!("s.default#worker"),
+                &serde_json::json!(7)
+            )
+        );
         assert!(v["date_done"].as_str().unwrap().ends_with("+00:00"));
         let exc = exception("NotRegistered", "celery.exceptions", "x");
-        let doc = result_document("i", TaskState::Failure, &exc, Some("tb"), &[], 0, None);
+        let doc = result_document(
+            &ResultHead { jobid: None, ..head },
+            TaskState::Failure,
+            &exc,
+            Some("tb"),
+            &[],
+            0,
+            0,
+        );
         let v: serde_json::Value = serde_json::from_slice(&doc).unwrap();
         assert_eq!(v["result"]["exc_type"], "NotRegistered");
+        assert!(v.get("jobid").is_none());
         assert_eq!(
             (&v["children"], &v["children_count"]),
             (&serde_json::json!([]), &serde_json::json!(0))
         );
         // Ids left out, the count still told.
-        let doc = result_document("i", TaskState::Success, b"{}", None, &[], 2_500_000, None);
+        let doc = result_document(&head, TaskState::Success, b"{}", None, &[], 2_500_000, 0);
         let v: serde_json::Value = serde_json::from_slice(&doc).unwrap();
         assert_eq!(v["children_count"], 2_500_000);
         assert_eq!(

@@ -410,7 +410,7 @@ async fn handle(agent: Arc<Agent>, index: usize, d: Delivery) {
             children: Published::default(),
         };
         info!(id = %msg.id, "task expired before it ran");
-        finish(&agent, &msg, f, &d, "revoked").await;
+        finish(&agent, &msg, &consumer.spec.queue, f, &d, "revoked").await;
         return;
     }
     let mut shutdown = agent.shutdown.subscribe();
@@ -533,7 +533,7 @@ async fn run_task(agent: &Arc<Agent>, spec: &ConsumerSpec, msg: TaskMessage, d: 
         }
     };
     agent.events.task(&session, kind, with_lineage(fields, &msg)).await;
-    finish(agent, &msg, f, d, outcome).await;
+    finish(agent, &msg, &spec.queue, f, d, outcome).await;
 }
 
 /// Event fields with the task's place in its job: `root_id`, `parent_id`
@@ -551,18 +551,26 @@ fn with_lineage(mut fields: serde_json::Value, msg: &TaskMessage) -> serde_json:
     fields
 }
 
-/// Records, publishes and acknowledges a finished task; `outcome` labels
-/// it in the metrics.
-async fn finish(agent: &Arc<Agent>, msg: &TaskMessage, f: Finished, d: &Delivery, outcome: &str) {
+/// Records, publishes and acknowledges a finished task that came from
+/// `queue`; `outcome` labels it in the metrics.
+async fn finish(agent: &Arc<Agent>, msg: &TaskMessage, queue: &str, f: Finished, d: &Delivery, outcome: &str) {
     agent.metrics.finished(outcome);
+    let head = celery::ResultHead {
+        task_id: &msg.id,
+        name: &msg.task,
+        parent_id: msg.parent_id.as_deref(),
+        jobid: msg.kwarg("jobid"),
+        worker: &agent.node,
+        queue,
+    };
     let document = celery::result_document(
-        &msg.id,
+        &head,
         f.state,
         &f.result,
         f.traceback.as_deref(),
         &f.children.ids,
         f.children.count,
-        msg.parent_id.as_deref(),
+        f.children.run,
     );
     let answer = Arc::new(Answer {
         reply_to: msg.reply_to.clone(),
@@ -639,14 +647,22 @@ async fn reject(agent: &Arc<Agent>, spec: &ConsumerSpec, d: &Delivery, r: Reject
     match (&rej.id, r.reply_to) {
         (Some(id), Some(reply_to)) => {
             let (exc_type, exc_module) = r.exception;
+            let head = celery::ResultHead {
+                task_id: id,
+                name: rej.task.as_deref().unwrap_or(""),
+                parent_id: None,
+                jobid: None,
+                worker: &agent.node,
+                queue: &spec.queue,
+            };
             let doc = celery::result_document(
-                id,
+                &head,
                 TaskState::Failure,
                 &celery::exception(exc_type, exc_module, &rej.reason),
                 Some(&rej.reason),
                 &[],
                 0,
-                None,
+                0,
             );
             let answer = Answer {
                 reply_to: Some(reply_to),

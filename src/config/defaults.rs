@@ -76,3 +76,39 @@ pub const ENDPOINT_CHECK_GRACE: Duration = Duration::from_secs(3600);
 /// How often the agent checks and repairs its endpoints
 /// (`endpoint_check_interval`; 0 turns it off).
 pub const ENDPOINT_CHECK_INTERVAL: Duration = Duration::from_secs(86_400);
+
+/// Where the hub listens (the seed's `HUB_PORT` 8000). Without TLS the
+/// hub serves loopback only unless `listen` says otherwise: passwords
+/// and tokens must not cross a network in clear by default.
+pub const HUB_LISTEN_TLS: &str = "0.0.0.0:8000";
+
+/// Where the hub listens without a certificate (see [`HUB_LISTEN_TLS`]).
+pub const HUB_LISTEN_PLAIN: &str = "127.0.0.1:8000";
+
+/// The hub's database when `database` is not set: an SQLite file.
+pub const HUB_DATABASE: &str = "sqlite:///var/lib/ferry/hub.db";
+
+/// Where the hub keeps its JWT signing key (made on first start).
+pub const HUB_KEY_DIR: &str = "/var/lib/ferry/hub-keys";
+
+/// A node is online while its last heartbeat is younger than this (seed
+/// `node_health_last_heartbeat_interval`, 120 s, 003:L11268).
+pub const NODE_HEALTH_INTERVAL: Duration = Duration::from_secs(120);
+
+/// A task STARTED or PENDING this long with no node alive that could
+/// hold it is failed as lost (seed `task_invalidation_timeout`, 360 min,
+/// 003:L11263).
+pub const TASK_INVALIDATION_TIMEOUT: Duration = Duration::from_secs(360 * 60);
+
+/// Largest request body the hub reads (a submission of 100,000 paths of
+/// 100 bytes fits ten times over).
+pub const HUB_MAX_BODY: usize = 100 << 20;
+
+/// The durable queue the hub owns, where every result of its jobs
+/// arrives (the `reply_to` of the tasks it publishes, which children
+/// inherit).
+pub const HUB_RESULTS_QUEUE: &str = "ferry.hub.results";
+
+/// The hub's queue of monitoring events (heartbeats, task starts),
+/// bound to Celery's event exchange.
+pub const HUB_EVENTS_QUEUE: &str = "ferry.hub.events";

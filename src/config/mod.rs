@@ -1,7 +1,8 @@
 //! The configuration file, `/etc/ferry/ferry.conf`: an INI file in the
 //! shape of the seed's worker configuration, with a `[settings]` section,
 //! one `[Endpoint <name>]` section per storage endpoint and one
-//! `[Queue <name>]` section per extra queue the agent serves.
+//! `[Queue <name>]` section per extra queue the agent serves, and a
+//! `[hub]` section for `ferry hub`.
 //!
 //! This is the bottom of the crate's settings: [`ini`] reads sections and
 //! values, and one file per concern turns them into typed settings
@@ -14,11 +15,13 @@ pub mod agent;
 pub mod defaults;
 pub mod endpoint;
 pub mod gpfs;
+pub mod hub;
 pub mod ini;
 
 pub use agent::{AgentSettings, BatchSettings, ConsumerSpec, Function, QueueConfig, queue_name};
 pub use endpoint::{EndpointConfig, StoreConfig};
 pub use gpfs::GpfsSettings;
+pub use hub::HubSettings;
 pub use ini::{BadValue, ConfigError, Section, parse_bool, parse_count, valid_name};
 
 use std::collections::BTreeMap;
@@ -38,6 +41,8 @@ pub struct Config {
     pub agent: AgentSettings,
     /// How to reach GPFS.
     pub gpfs: GpfsSettings,
+    /// The hub's settings (`[hub]`), read by `ferry hub` only.
+    pub hub: HubSettings,
     /// The queues the agent serves: `default` first, then each
     /// `[Queue <name>]` section in file order.
     pub queues: Vec<QueueConfig>,
@@ -131,6 +136,7 @@ impl Config {
             endpoints: BTreeMap::new(),
             agent: AgentSettings::default(),
             gpfs: GpfsSettings::default(),
+            hub: HubSettings::default(),
             queues: vec![QueueConfig::default_queue()],
         }
     }
@@ -159,6 +165,7 @@ impl Config {
         let mut config = Config::empty();
         config.source = file.to_string();
         let mut seen_settings = false;
+        let mut seen_hub = false;
         for mut section in ini::sections(file, text)? {
             let line = section.line;
             let header = std::mem::take(&mut section.header);
@@ -176,6 +183,13 @@ impl Config {
                     agent::AGENT_KEYS,
                     gpfs::GPFS_KEYS
                 ))?;
+            } else if header == "hub" {
+                if seen_hub {
+                    return Err(section.error(line, "a second [hub] section"));
+                }
+                seen_hub = true;
+                config.hub = HubSettings::read(&mut section)?;
+                section.finish(hub::HUB_KEYS)?;
             } else if let Some(name) = header.strip_prefix("Endpoint ") {
                 let name = name.trim();
                 valid_name(name).map_err(|e| section.error(line, format!("endpoint name: {e}")))?;
@@ -196,7 +210,9 @@ impl Config {
             } else {
                 return Err(section.error(
                     line,
-                    format!("unknown section [{header}] (expected [settings], [Endpoint <name>] or [Queue <name>])"),
+                    format!(
+                        "unknown section [{header}] (expected [settings], [hub], [Endpoint <name>] or [Queue <name>])"
+                    ),
                 ));
             }
         }

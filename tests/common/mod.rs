@@ -9,6 +9,7 @@
 
 pub mod agent;
 pub mod btrfs;
+pub mod hub;
 pub mod loopfs;
 pub mod ops;
 pub mod s3;

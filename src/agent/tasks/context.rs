@@ -110,6 +110,9 @@ pub struct Published {
     pub ids: Vec<String>,
     /// How many were published.
     pub count: u64,
+    /// The execution that published them: their ids encode it with their
+    /// place ([`crate::agent::celery::ChildId`]).
+    pub run: u64,
 }
 
 /// What a task produced: its result object and its children.

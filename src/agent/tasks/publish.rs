@@ -9,7 +9,7 @@
 
 use super::context::{ChildSink, Published, SinkError, TaskError};
 use super::rules::Action;
-use crate::agent::celery::{Signature, TaskMessage, child_task, object_text};
+use crate::agent::celery::{ChildId, Signature, TaskMessage, child_task, object_text};
 use crate::batch::{BatchLimits, Batcher};
 use crate::config::queue_name;
 use crate::task::ArgumentError;
@@ -42,7 +42,10 @@ impl<'a> Publisher<'a> {
             node,
             jobid,
             sink,
-            children: Published::default(),
+            children: Published {
+                run: ChildId::new_run(),
+                ..Published::default()
+            },
             keep_ids: parent.kwarg("children_in_result").is_none_or(|v| v.get() != "false"),
         }
     }
@@ -88,8 +91,12 @@ impl<'a> Publisher<'a> {
     }
 
     fn send(&mut self, task: &str, queue: &str, kwargs: &str, chain: &[Signature]) -> Result<String, SinkError> {
-        let out = child_task(task, kwargs, self.parent, chain, self.node);
-        let id = out.id.clone();
+        let id = ChildId {
+            run: self.children.run,
+            seq: self.children.count,
+        }
+        .to_uuid();
+        let out = child_task(id.clone(), task, kwargs, self.parent, chain, self.node);
         self.sink.send(queue, out)?;
         self.children.count += 1;
         if self.keep_ids {

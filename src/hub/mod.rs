@@ -1,0 +1,8 @@
+//! `ferry hub`: the coordinator. A REST API in the shapes of Ngenea Hub's
+//! (workflows, jobs, tasks, sites, nodes, queues, health, auth), a
+//! database (SQLite by default, PostgreSQL by URL), and the broker side:
+//! it publishes each job's first tasks, counts every result the agents
+//! send back to its durable results queue, and follows the agents'
+//! heartbeats. docs/hub.md is its manual.
+
+pub mod store;

@@ -1,0 +1,670 @@
+//! Jobs, their tasks, and the outbox of root tasks waiting to be
+//! published.
+//!
+//! A job and its root tasks are written in one transaction together with
+//! the messages that start them (the outbox); the messages are published
+//! after the commit and deleted once the broker confirms them, so a crash
+//! or a broker outage between the two loses nothing (a message published
+//! twice runs once: its result counts once, see [`super::results`]).
+
+use super::{Store, StoreError, db, flag, json_col, now_us};
+use sqlx::Row;
+use sqlx::any::{AnyArguments, AnyRow};
+use sqlx::query::Query;
+
+/// Job states on the wire.
+pub mod state {
+    /// Populated by its discovery; nothing has run yet.
+    pub const PENDING: &str = "PENDING";
+    /// Tasks are running.
+    pub const STARTED: &str = "STARTED";
+    /// Every task done, no file failed.
+    pub const SUCCESS: &str = "SUCCESS";
+    /// Done, and a task or a file failed.
+    pub const FAILURE: &str = "FAILURE";
+    /// Being cancelled: queued tasks are dropped, running ones finish.
+    pub const DEQUEUING: &str = "DEQUEUING";
+    /// Cancelled, every task terminal.
+    pub const CANCELLED: &str = "CANCELLED";
+    /// Every job state, for validating filters.
+    pub const ALL: &[&str] = &[
+        PENDING, STARTED, SUCCESS, FAILURE, DEQUEUING, CANCELLED, "PAUSING", "PAUSED",
+    ];
+    /// States a job does not leave.
+    pub const FINAL: &[&str] = &[SUCCESS, FAILURE, CANCELLED];
+}
+
+/// Task states on the wire.
+pub mod task_state {
+    /// Published, not known to have started.
+    pub const PENDING: &str = "PENDING";
+    /// A node is running it.
+    pub const STARTED: &str = "STARTED";
+    /// Done, every file done.
+    pub const SUCCESS: &str = "SUCCESS";
+    /// Done, some files failed.
+    pub const ERROR: &str = "ERROR";
+    /// The task failed as a whole.
+    pub const FAILURE: &str = "FAILURE";
+    /// Skipped.
+    pub const SKIPPED: &str = "SKIPPED";
+    /// Cancelled before it ran.
+    pub const CANCELLED: &str = "CANCELLED";
+    /// Every task state.
+    pub const ALL: &[&str] = &[PENDING, STARTED, SUCCESS, ERROR, FAILURE, SKIPPED, CANCELLED];
+}
+
+/// Who submitted a job.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Owner {
+    /// `user`, `system` or `unknown`.
+    pub kind: String,
+    /// The user's id (−2 system, −1 unknown).
+    pub id: i64,
+    /// The user's name.
+    pub name: String,
+}
+
+/// A job row.
+#[derive(Clone, Debug)]
+pub struct Job {
+    /// Row id.
+    pub id: i64,
+    /// Its workflow's name.
+    pub workflow: Option<String>,
+    /// Runtime field values.
+    pub fields: serde_json::Value,
+    /// Its discovery, if any.
+    pub discovery: Option<String>,
+    /// Site name.
+    pub site: String,
+    /// Queue name.
+    pub queue: String,
+    /// E.g. `Premigrate of '/data' on 'site1'`.
+    pub friendly_name: String,
+    /// Wire state.
+    pub state: String,
+    /// Times (µs).
+    pub created: i64,
+    /// When its first task started.
+    pub started: Option<i64>,
+    /// When it ended.
+    pub completed: Option<i64>,
+    /// Who submitted it.
+    pub owner: Owner,
+    /// The client key it came with.
+    pub clientkey_id: Option<i64>,
+    /// Its input paths (the first thousand).
+    pub input_paths: serde_json::Value,
+    /// Tasks the hub published for it.
+    pub roots: i64,
+    /// Of which the broker has confirmed.
+    pub roots_published: i64,
+    /// Its discovery's result is in.
+    pub dir_walk_complete: bool,
+    /// Results expected so far: roots plus every child announced.
+    pub expected: i64,
+    /// Results counted.
+    pub received: i64,
+    /// Results not counted: children of a discovery that ran again.
+    pub orphans: i64,
+    /// Counted tasks that failed or had failed files.
+    pub tasks_failed: i64,
+    /// Files discovery found.
+    pub files_found: i64,
+    /// Files done.
+    pub files_processed: i64,
+    /// Files skipped.
+    pub files_skipped: i64,
+    /// Files aborted.
+    pub files_aborted: i64,
+    /// Files failed.
+    pub files_failures: i64,
+}
+
+/// A task row.
+#[derive(Clone, Debug)]
+pub struct Task {
+    /// Row id.
+    pub id: i64,
+    /// Celery task id.
+    pub task_id: String,
+    /// Job id.
+    pub job_id: i64,
+    /// Task name.
+    pub tasktype: String,
+    /// Site name.
+    pub site: Option<String>,
+    /// Queue (`<site>.<queue>#<function>`).
+    pub queue: Option<String>,
+    /// The node that ran it.
+    pub node: Option<String>,
+    /// Wire state.
+    pub state: String,
+    /// Published by the hub.
+    pub is_root: bool,
+    /// The task that published it.
+    pub parent_task_id: Option<String>,
+    /// Children it announced.
+    pub children_count: i64,
+    /// Times (µs).
+    pub created: i64,
+    /// Started.
+    pub started: Option<i64>,
+    /// Finished.
+    pub completed: Option<i64>,
+    /// Its counts per file state.
+    pub summary: Option<serde_json::Value>,
+    /// Its result (file lists trimmed to failures).
+    pub result: Option<serde_json::Value>,
+}
+
+/// A root task to write with its job, and its message.
+#[derive(Clone, Debug)]
+pub struct RootTask {
+    /// Celery task id.
+    pub task_id: String,
+    /// Task name.
+    pub tasktype: String,
+    /// Site name.
+    pub site: String,
+    /// The queue it goes to (`<site>.<queue>#<function>`).
+    pub queue: String,
+    /// AMQP headers, as JSON (see `hub::submit`).
+    pub headers: String,
+    /// The message body.
+    pub body: String,
+}
+
+/// A job to create.
+#[derive(Clone, Debug)]
+pub struct NewJob {
+    /// Its workflow's name.
+    pub workflow: String,
+    /// Runtime field values.
+    pub fields: serde_json::Value,
+    /// Its discovery.
+    pub discovery: Option<String>,
+    /// Site name.
+    pub site: String,
+    /// Queue name.
+    pub queue: String,
+    /// Display name.
+    pub friendly_name: String,
+    /// Who submits it.
+    pub owner: Owner,
+    /// With which client key.
+    pub clientkey_id: Option<i64>,
+    /// The first thousand input paths.
+    pub input_paths: serde_json::Value,
+}
+
+/// A message waiting in the outbox.
+#[derive(Clone, Debug)]
+pub struct Outbound {
+    /// Row id.
+    pub id: i64,
+    /// Its job.
+    pub job_id: i64,
+    /// Its task id.
+    pub task_id: String,
+    /// Target queue.
+    pub queue: String,
+    /// AMQP headers as JSON.
+    pub headers: String,
+    /// Body.
+    pub body: String,
+}
+
+/// A value bound to a dynamic filter.
+#[derive(Clone, Debug)]
+pub enum Bind {
+    /// An integer.
+    Int(i64),
+    /// A string.
+    Text(String),
+}
+
+/// A WHERE clause built from optional filters, with `$N` placeholders.
+#[derive(Clone, Debug, Default)]
+pub struct Filter {
+    clauses: Vec<String>,
+    binds: Vec<Bind>,
+}
+
+impl Filter {
+    fn next(&mut self, b: Bind) -> String {
+        self.binds.push(b);
+        format!("${}", self.binds.len())
+    }
+
+    /// `column op value`.
+    pub fn cmp(&mut self, column: &str, op: &str, b: Bind) -> &mut Self {
+        let p = self.next(b);
+        self.clauses.push(format!("{column} {op} {p}"));
+        self
+    }
+
+    /// `column IN (values)`; nothing when `values` is empty.
+    pub fn any_of(&mut self, column: &str, values: Vec<Bind>) -> &mut Self {
+        if values.is_empty() {
+            return self;
+        }
+        let ps: Vec<String> = values.into_iter().map(|v| self.next(v)).collect();
+        self.clauses.push(format!("{column} IN ({})", ps.join(", ")));
+        self
+    }
+
+    fn sql(&self) -> String {
+        if self.clauses.is_empty() {
+            String::new()
+        } else {
+            format!(" WHERE {}", self.clauses.join(" AND "))
+        }
+    }
+
+    fn bind<'q>(&'q self, mut q: Query<'q, sqlx::Any, AnyArguments<'q>>) -> Query<'q, sqlx::Any, AnyArguments<'q>> {
+        for b in &self.binds {
+            q = match b {
+                Bind::Int(i) => q.bind(*i),
+                Bind::Text(s) => q.bind(s.as_str()),
+            };
+        }
+        q
+    }
+}
+
+/// A page: at most `limit` rows after `offset` (no limit when `None`).
+#[derive(Clone, Copy, Debug)]
+pub struct Page {
+    /// Rows skipped.
+    pub offset: i64,
+    /// Rows returned at most.
+    pub limit: Option<i64>,
+}
+
+impl Page {
+    fn sql(&self) -> String {
+        match self.limit {
+            Some(l) => format!(" LIMIT {l} OFFSET {}", self.offset),
+            None => String::new(),
+        }
+    }
+}
+
+const JOB_COLUMNS: &str = "id, workflow, fields, discovery, site, queue, friendly_name, state, created, started, completed, owner_type, owner_id, owner_name, clientkey_id, input_paths, roots, roots_published, dir_walk_complete, expected, received, orphans, tasks_failed, files_found, files_processed, files_skipped, files_aborted, files_failures";
+
+fn job(r: &AnyRow) -> Result<Job, StoreError> {
+    Ok(Job {
+        id: r.get("id"),
+        workflow: r.get("workflow"),
+        fields: json_col(r, "jobs", "fields")?,
+        discovery: r.get("discovery"),
+        site: r.get("site"),
+        queue: r.get("queue"),
+        friendly_name: r.get("friendly_name"),
+        state: r.get("state"),
+        created: r.get("created"),
+        started: r.get("started"),
+        completed: r.get("completed"),
+        owner: Owner {
+            kind: r.get("owner_type"),
+            id: r.get("owner_id"),
+            name: r.get("owner_name"),
+        },
+        clientkey_id: r.get("clientkey_id"),
+        input_paths: json_col(r, "jobs", "input_paths")?,
+        roots: r.get("roots"),
+        roots_published: r.get("roots_published"),
+        dir_walk_complete: flag(r, "dir_walk_complete"),
+        expected: r.get("expected"),
+        received: r.get("received"),
+        orphans: r.get("orphans"),
+        tasks_failed: r.get("tasks_failed"),
+        files_found: r.get("files_found"),
+        files_processed: r.get("files_processed"),
+        files_skipped: r.get("files_skipped"),
+        files_aborted: r.get("files_aborted"),
+        files_failures: r.get("files_failures"),
+    })
+}
+
+const TASK_COLUMNS: &str = "id, task_id, job_id, tasktype, site, queue, node, state, is_root, parent_task_id, children_count, created, started, completed, summary, result";
+
+fn task(r: &AnyRow) -> Result<Task, StoreError> {
+    let opt_json = |c: &'static str| -> Result<Option<serde_json::Value>, StoreError> {
+        match r.get::<Option<String>, _>(c) {
+            None => Ok(None),
+            Some(_) => json_col(r, "tasks", c).map(Some),
+        }
+    };
+    Ok(Task {
+        id: r.get("id"),
+        task_id: r.get("task_id"),
+        job_id: r.get("job_id"),
+        tasktype: r.get("tasktype"),
+        site: r.get("site"),
+        queue: r.get("queue"),
+        node: r.get("node"),
+        state: r.get("state"),
+        is_root: flag(r, "is_root"),
+        parent_task_id: r.get("parent_task_id"),
+        children_count: r.get("children_count"),
+        created: r.get("created"),
+        started: r.get("started"),
+        completed: r.get("completed"),
+        summary: opt_json("summary")?,
+        result: opt_json("result")?,
+    })
+}
+
+impl Store {
+    /// Writes a job, its root tasks and their messages in one
+    /// transaction; `roots` builds the tasks from the new job's id.
+    pub async fn create_job(&self, new: &NewJob, roots: impl FnOnce(i64) -> Vec<RootTask>) -> Result<i64, StoreError> {
+        let now = now_us();
+        let mut tx = self.pool.begin().await.map_err(db("begin"))?;
+        let id: i64 = sqlx::query(
+            "INSERT INTO jobs (workflow, fields, discovery, site, queue, friendly_name, state, created, owner_type, owner_id,
+               owner_name, clientkey_id, input_paths, dir_walk_complete)
+             VALUES ($1, $2, $3, $4, $5, $6, 'PENDING', $7, $8, $9, $10, $11, $12, $13) RETURNING id",
+        )
+        .bind(&new.workflow)
+        .bind(new.fields.to_string())
+        .bind(&new.discovery)
+        .bind(&new.site)
+        .bind(&new.queue)
+        .bind(&new.friendly_name)
+        .bind(now)
+        .bind(&new.owner.kind)
+        .bind(new.owner.id)
+        .bind(&new.owner.name)
+        .bind(new.clientkey_id)
+        .bind(new.input_paths.to_string())
+        .bind(new.discovery.is_none() as i64)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(db("create a job"))?
+        .get(0);
+        let roots = roots(id);
+        for r in &roots {
+            sqlx::query(
+                "INSERT INTO tasks (task_id, job_id, tasktype, site, queue, state, is_root, created) VALUES ($1, $2, $3, $4, $5, 'PENDING', 1, $6)",
+            )
+            .bind(&r.task_id)
+            .bind(id)
+            .bind(&r.tasktype)
+            .bind(&r.site)
+            .bind(&r.queue)
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(db("create a root task"))?;
+            sqlx::query("INSERT INTO outbox (job_id, task_id, queue, headers, body) VALUES ($1, $2, $3, $4, $5)")
+                .bind(id)
+                .bind(&r.task_id)
+                .bind(&r.queue)
+                .bind(&r.headers)
+                .bind(&r.body)
+                .execute(&mut *tx)
+                .await
+                .map_err(db("queue a root task"))?;
+            add_stat(&mut tx, id, &r.tasktype, "PENDING", 1).await?;
+        }
+        sqlx::query("UPDATE jobs SET roots = $2, expected = $2 WHERE id = $1")
+            .bind(id)
+            .bind(roots.len() as i64)
+            .execute(&mut *tx)
+            .await
+            .map_err(db("count a job's roots"))?;
+        tx.commit().await.map_err(db("commit a job"))?;
+        Ok(id)
+    }
+
+    /// Messages waiting to be published, oldest first.
+    pub async fn outbox(&self, limit: i64) -> Result<Vec<Outbound>, StoreError> {
+        let rows = sqlx::query("SELECT id, job_id, task_id, queue, headers, body FROM outbox ORDER BY id LIMIT $1")
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db("read the outbox"))?;
+        Ok(rows
+            .iter()
+            .map(|r| Outbound {
+                id: r.get("id"),
+                job_id: r.get("job_id"),
+                task_id: r.get("task_id"),
+                queue: r.get("queue"),
+                headers: r.get("headers"),
+                body: r.get("body"),
+            })
+            .collect())
+    }
+
+    /// A message the broker confirmed: out of the outbox, counted on its job.
+    pub async fn published(&self, outbound: &Outbound) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await.map_err(db("begin"))?;
+        let gone = sqlx::query("DELETE FROM outbox WHERE id = $1")
+            .bind(outbound.id)
+            .execute(&mut *tx)
+            .await
+            .map_err(db("clear the outbox"))?;
+        if gone.rows_affected() > 0 {
+            sqlx::query("UPDATE jobs SET roots_published = roots_published + 1 WHERE id = $1")
+                .bind(outbound.job_id)
+                .execute(&mut *tx)
+                .await
+                .map_err(db("count a published root"))?;
+        }
+        tx.commit().await.map_err(db("commit"))?;
+        Ok(())
+    }
+
+    /// The job with id `id`.
+    pub async fn job(&self, id: i64) -> Result<Option<Job>, StoreError> {
+        let row = sqlx::query(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db("read a job"))?;
+        row.as_ref().map(job).transpose()
+    }
+
+    /// Jobs matching `filter`, newest first, and how many match.
+    pub async fn jobs(&self, filter: &Filter, page: Page) -> Result<(i64, Vec<Job>), StoreError> {
+        let count_sql = format!("SELECT COUNT(*) FROM jobs{}", filter.sql());
+        let count: i64 = filter
+            .bind(sqlx::query(&count_sql))
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db("count jobs"))?
+            .get(0);
+        let sql = format!(
+            "SELECT {JOB_COLUMNS} FROM jobs{} ORDER BY id DESC{}",
+            filter.sql(),
+            page.sql()
+        );
+        let rows = filter
+            .bind(sqlx::query(&sql))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db("list jobs"))?;
+        Ok((count, rows.iter().map(job).collect::<Result<_, _>>()?))
+    }
+
+    /// The first `limit` task row ids of a job.
+    pub async fn job_task_ids(&self, job_id: i64, limit: i64) -> Result<(i64, Vec<i64>), StoreError> {
+        let count: i64 = sqlx::query("SELECT COUNT(*) FROM tasks WHERE job_id = $1")
+            .bind(job_id)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db("count tasks"))?
+            .get(0);
+        let ids = sqlx::query("SELECT id FROM tasks WHERE job_id = $1 ORDER BY id LIMIT $2")
+            .bind(job_id)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db("list task ids"))?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        Ok((count, ids))
+    }
+
+    /// Deletes a job and everything of it, tasks in chunks so that no
+    /// transaction grows with the job.
+    pub async fn delete_job(&self, id: i64) -> Result<bool, StoreError> {
+        loop {
+            let gone =
+                sqlx::query("DELETE FROM tasks WHERE id IN (SELECT id FROM tasks WHERE job_id = $1 LIMIT 10000)")
+                    .bind(id)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(db("delete a job's tasks"))?;
+            if gone.rows_affected() == 0 {
+                break;
+            }
+        }
+        for table in ["jobstats", "job_task_stats", "outbox"] {
+            sqlx::query(&format!("DELETE FROM {table} WHERE job_id = $1"))
+                .bind(id)
+                .execute(&self.pool)
+                .await
+                .map_err(db("delete a job's records"))?;
+        }
+        let done = sqlx::query("DELETE FROM jobs WHERE id = $1")
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(db("delete a job"))?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// Tasks matching `filter`, by id, and how many match.
+    pub async fn tasks(&self, filter: &Filter, page: Page) -> Result<(i64, Vec<Task>), StoreError> {
+        let count_sql = format!("SELECT COUNT(*) FROM tasks{}", filter.sql());
+        let count: i64 = filter
+            .bind(sqlx::query(&count_sql))
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db("count tasks"))?
+            .get(0);
+        let sql = format!(
+            "SELECT {TASK_COLUMNS} FROM tasks{} ORDER BY id{}",
+            filter.sql(),
+            page.sql()
+        );
+        let rows = filter
+            .bind(sqlx::query(&sql))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db("list tasks"))?;
+        Ok((count, rows.iter().map(task).collect::<Result<_, _>>()?))
+    }
+
+    /// The task with row id or Celery id `key`.
+    pub async fn task(&self, key: &str) -> Result<Option<Task>, StoreError> {
+        let row = match key.parse::<i64>() {
+            Ok(id) => {
+                sqlx::query(&format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = $1"))
+                    .bind(id)
+                    .fetch_optional(&self.pool)
+                    .await
+            }
+            Err(_) => {
+                sqlx::query(&format!("SELECT {TASK_COLUMNS} FROM tasks WHERE task_id = $1"))
+                    .bind(key)
+                    .fetch_optional(&self.pool)
+                    .await
+            }
+        }
+        .map_err(db("read a task"))?;
+        row.as_ref().map(task).transpose()
+    }
+
+    /// Task counts by state and by task type, of one job or of all.
+    pub async fn task_stats(&self, job_id: Option<i64>) -> Result<Vec<(String, String, i64)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT tasktype, state, CAST(SUM(n) AS BIGINT) AS n FROM job_task_stats WHERE $1 < 0 OR job_id = $1 GROUP BY tasktype, state HAVING SUM(n) > 0",
+        )
+        .bind(job_id.unwrap_or(-1))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db("read task counts"))?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect())
+    }
+
+    /// Failed and aborted files of a job: path, state, code, message, task.
+    pub async fn job_failures(&self, job_id: i64, page: Page) -> Result<(i64, Vec<FileRecord>), StoreError> {
+        let count: i64 = sqlx::query("SELECT COUNT(*) FROM jobstats WHERE job_id = $1")
+            .bind(job_id)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db("count failures"))?
+            .get(0);
+        let rows = sqlx::query(&format!(
+            "SELECT id, job_id, path, state, code, message, task_id FROM jobstats WHERE job_id = $1 ORDER BY id{}",
+            page.sql()
+        ))
+        .bind(job_id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db("list failures"))?;
+        Ok((
+            count,
+            rows.iter()
+                .map(|r| FileRecord {
+                    id: r.get("id"),
+                    job_id: r.get("job_id"),
+                    path: r.get("path"),
+                    state: r.get("state"),
+                    code: r.get("code"),
+                    message: r.get("message"),
+                    task_id: r.get("task_id"),
+                })
+                .collect(),
+        ))
+    }
+}
+
+/// One file's record in a job (failures and aborts by default).
+#[derive(Clone, Debug)]
+pub struct FileRecord {
+    /// Row id.
+    pub id: i64,
+    /// Its job.
+    pub job_id: i64,
+    /// The path, as JSON string text (surrogate escapes kept).
+    pub path: String,
+    /// `failures`, `aborted`, ...
+    pub state: String,
+    /// The error's name (`EACCES`), when known.
+    pub code: Option<String>,
+    /// The message, as JSON text (the seed's list of strings).
+    pub message: String,
+    /// The task that reported it.
+    pub task_id: String,
+}
+
+/// Adds `n` to a job's count of `tasktype` tasks in `state`.
+pub(crate) async fn add_stat(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    job_id: i64,
+    tasktype: &str,
+    state: &str,
+    n: i64,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO job_task_stats (job_id, tasktype, state, n) VALUES ($1, $2, $3, $4)
+         ON CONFLICT (job_id, tasktype, state) DO UPDATE SET n = job_task_stats.n + excluded.n",
+    )
+    .bind(job_id)
+    .bind(tasktype)
+    .bind(state)
+    .bind(n)
+    .execute(&mut **tx)
+    .await
+    .map_err(db("count a task state"))?;
+    Ok(())
+}

@@ -1,0 +1,250 @@
+//! The hub's database: one set of statements for SQLite (the embedded
+//! default, a file in WAL mode) and PostgreSQL (chosen by URL), through
+//! sqlx's `Any` driver.
+//!
+//! Portable types only: times are BIGINT microseconds since the epoch
+//! (UTC), JSON, ids and paths are TEXT, booleans BIGINT 0/1; placeholders
+//! are `$N`, which both engines read (sqlx's SQLite driver maps `$N` to
+//! argument N). Only the DDL differs (an identity column): one folder of
+//! versioned migrations per engine, applied in order on start, each in
+//! its own transaction, recorded in `ferry_schema`.
+
+pub mod jobs;
+pub mod results;
+pub mod sites;
+pub mod users;
+pub mod workflows;
+
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, Row};
+use std::time::Duration;
+
+/// Why the database cannot be used, with what was being done.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database refused or failed a statement.
+    #[error("database: {context}: {source}")]
+    Db {
+        /// What was being done.
+        context: &'static str,
+        /// The driver's error.
+        source: sqlx::Error,
+    },
+    /// The SQLite file's directory cannot be made.
+    #[error("cannot create {path}: {source}")]
+    Dir {
+        /// The directory.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A stored JSON column does not parse (the database was edited by
+    /// hand, or by a newer ferry).
+    #[error("database: {column} of {table} {id} is not valid JSON: {source}")]
+    Json {
+        /// The table.
+        table: &'static str,
+        /// The row's id.
+        id: i64,
+        /// The column.
+        column: &'static str,
+        /// Why.
+        source: serde_json::Error,
+    },
+}
+
+impl StoreError {
+    /// Whether the failure is the database's state (locked, full, gone)
+    /// rather than a statement's: worth retrying later.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            StoreError::Db { source, .. } => {
+                !matches!(source, sqlx::Error::RowNotFound | sqlx::Error::ColumnDecode { .. })
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether a unique constraint refused the write.
+    pub fn is_conflict(&self) -> bool {
+        match self {
+            StoreError::Db {
+                source: sqlx::Error::Database(d),
+                ..
+            } => d.is_unique_violation(),
+            _ => false,
+        }
+    }
+}
+
+/// Adds what was being done to a driver error.
+pub(crate) fn db(context: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
+    move |source| StoreError::Db { context, source }
+}
+
+/// Which engine a store runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Engine {
+    /// An SQLite file.
+    Sqlite,
+    /// A PostgreSQL server.
+    Postgres,
+}
+
+/// The database: a pool of connections.
+#[derive(Clone, Debug)]
+pub struct Store {
+    /// The pool.
+    pub pool: AnyPool,
+    /// Its engine.
+    pub engine: Engine,
+}
+
+/// The versioned migrations of one engine, applied in order.
+const MIGRATIONS: &[(i64, &str, &str)] = &[(
+    1,
+    include_str!("migrations/sqlite/0001_initial.sql"),
+    include_str!("migrations/postgres/0001_initial.sql"),
+)];
+
+impl Store {
+    /// Opens (creating an SQLite file and its directory when needed) and
+    /// migrates the database at `url`.
+    pub async fn open(url: &str) -> Result<Store, StoreError> {
+        sqlx::any::install_default_drivers();
+        let engine = if url.starts_with("postgres") {
+            Engine::Postgres
+        } else {
+            Engine::Sqlite
+        };
+        let url = match engine {
+            Engine::Postgres => url.to_string(),
+            Engine::Sqlite => {
+                let path = url.trim_start_matches("sqlite:").trim_start_matches("//");
+                let path = path.split('?').next().unwrap_or(path);
+                if let Some(dir) = std::path::Path::new(path).parent()
+                    && !dir.as_os_str().is_empty()
+                {
+                    std::fs::create_dir_all(dir).map_err(|source| StoreError::Dir {
+                        path: dir.display().to_string(),
+                        source,
+                    })?;
+                }
+                format!("sqlite://{path}?mode=rwc")
+            }
+        };
+        let pool = AnyPoolOptions::new()
+            .max_connections(match engine {
+                Engine::Sqlite => 4,
+                Engine::Postgres => 8,
+            })
+            .acquire_timeout(Duration::from_secs(10))
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if engine == Engine::Sqlite {
+                        // WAL: readers never block the writer; NORMAL is
+                        // durable across a process crash (the WAL is
+                        // synced at checkpoints), which is what the hub
+                        // needs: results are acknowledged to the broker
+                        // only after commit.
+                        for p in [
+                            "PRAGMA journal_mode = WAL",
+                            "PRAGMA synchronous = NORMAL",
+                            "PRAGMA busy_timeout = 10000",
+                            "PRAGMA foreign_keys = ON",
+                        ] {
+                            sqlx::query(p).execute(&mut *conn).await?;
+                        }
+                    }
+                    Ok(())
+                })
+            })
+            .connect(&url)
+            .await
+            .map_err(db("connect"))?;
+        let store = Store { pool, engine };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        sqlx::query("CREATE TABLE IF NOT EXISTS ferry_schema (version BIGINT PRIMARY KEY, applied BIGINT NOT NULL)")
+            .execute(&self.pool)
+            .await
+            .map_err(db("create ferry_schema"))?;
+        let done: Vec<i64> = sqlx::query("SELECT version FROM ferry_schema")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db("read ferry_schema"))?
+            .iter()
+            .map(|r| r.get::<i64, _>(0))
+            .collect();
+        for &(version, sqlite, postgres) in MIGRATIONS {
+            if done.contains(&version) {
+                continue;
+            }
+            let text = match self.engine {
+                Engine::Sqlite => sqlite,
+                Engine::Postgres => postgres,
+            };
+            let mut tx = self.pool.begin().await.map_err(db("begin migration"))?;
+            for statement in text.split(';').map(str::trim).filter(|s| !s.is_empty()) {
+                sqlx::query(statement)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db("apply a migration"))?;
+            }
+            sqlx::query("INSERT INTO ferry_schema (version, applied) VALUES ($1, $2)")
+                .bind(version)
+                .bind(now_us())
+                .execute(&mut *tx)
+                .await
+                .map_err(db("record a migration"))?;
+            tx.commit().await.map_err(db("commit migration"))?;
+            tracing::info!(version, "database migrated");
+        }
+        Ok(())
+    }
+}
+
+/// Now, in microseconds since the epoch.
+pub fn now_us() -> i64 {
+    jiff::Timestamp::now().as_microsecond()
+}
+
+/// A stored time as the API writes it: `2025-05-14T13:00:40.153027Z`.
+pub fn iso(us: i64) -> String {
+    jiff::Timestamp::from_microsecond(us)
+        .map(|t| format!("{t:.6}"))
+        .unwrap_or_default()
+}
+
+/// A JSON column of `row`.
+pub(crate) fn json_col(
+    row: &AnyRow,
+    table: &'static str,
+    column: &'static str,
+) -> Result<serde_json::Value, StoreError> {
+    let text: String = row.get(column);
+    serde_json::from_str(&text).map_err(|source| StoreError::Json {
+        table,
+        id: row.try_get::<i64, _>("id").unwrap_or(0),
+        column,
+        source,
+    })
+}
+
+/// A boolean column (BIGINT 0/1).
+pub(crate) fn flag(row: &AnyRow, column: &str) -> bool {
+    row.get::<i64, _>(column) != 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_render_as_the_seed_writes_them() {
+        assert_eq!(iso(1_747_227_640_153_027), "2025-05-14T13:00:40.153027Z");
+    }
+}

@@ -1,0 +1,151 @@
+//! Workflows: a discovery, filter rules and runtime fields, by name.
+
+use super::{Store, StoreError, db, flag, json_col};
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+/// A stored workflow, in the seed's fields.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Workflow {
+    /// Row id.
+    pub id: i64,
+    /// Unique, no spaces.
+    pub name: String,
+    /// Display name.
+    pub label: String,
+    /// Icon classes for a UI.
+    pub icon_classes: serde_json::Value,
+    /// `recursive`, `snapdiff`, or none.
+    pub discovery: Option<String>,
+    /// May be submitted.
+    pub enabled: bool,
+    /// Shown in a UI.
+    pub visible: bool,
+    /// Only from a schedule.
+    pub schedule_only: bool,
+    /// Only on external targets.
+    pub external_only: bool,
+    /// Runtime fields (a JSON array).
+    pub fields: serde_json::Value,
+    /// Filter rules (a JSON array).
+    pub filter_rules: serde_json::Value,
+    /// Options of the default discovery (a JSON object).
+    pub discovery_options: serde_json::Value,
+    /// The queue used when a submission names none.
+    pub preferred_queue: Option<String>,
+    /// Installed by ferry.
+    pub builtin: bool,
+}
+
+const COLUMNS: &str = "id, name, label, icon_classes, discovery, enabled, visible, schedule_only, external_only, fields, filter_rules, discovery_options, preferred_queue, builtin";
+
+fn workflow(r: &AnyRow) -> Result<Workflow, StoreError> {
+    Ok(Workflow {
+        id: r.get("id"),
+        name: r.get("name"),
+        label: r.get("label"),
+        icon_classes: json_col(r, "workflows", "icon_classes")?,
+        discovery: r.get("discovery"),
+        enabled: flag(r, "enabled"),
+        visible: flag(r, "visible"),
+        schedule_only: flag(r, "schedule_only"),
+        external_only: flag(r, "external_only"),
+        fields: json_col(r, "workflows", "fields")?,
+        filter_rules: json_col(r, "workflows", "filter_rules")?,
+        discovery_options: json_col(r, "workflows", "discovery_options")?,
+        preferred_queue: r.get("preferred_queue"),
+        builtin: flag(r, "builtin"),
+    })
+}
+
+impl Store {
+    /// Every workflow, by id.
+    pub async fn workflows(&self) -> Result<Vec<Workflow>, StoreError> {
+        let rows = sqlx::query(&format!("SELECT {COLUMNS} FROM workflows ORDER BY id"))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db("list workflows"))?;
+        rows.iter().map(workflow).collect()
+    }
+
+    /// The workflow with id `id`.
+    pub async fn workflow(&self, id: i64) -> Result<Option<Workflow>, StoreError> {
+        let row = sqlx::query(&format!("SELECT {COLUMNS} FROM workflows WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db("read a workflow"))?;
+        row.as_ref().map(workflow).transpose()
+    }
+
+    /// The workflow called `name`.
+    pub async fn workflow_by_name(&self, name: &str) -> Result<Option<Workflow>, StoreError> {
+        let row = sqlx::query(&format!("SELECT {COLUMNS} FROM workflows WHERE name = $1"))
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db("read a workflow"))?;
+        row.as_ref().map(workflow).transpose()
+    }
+
+    /// Creates a workflow; its id. A name in use is a conflict
+    /// ([`StoreError::is_conflict`]).
+    pub async fn create_workflow(&self, w: &Workflow) -> Result<i64, StoreError> {
+        let row = sqlx::query(
+            "INSERT INTO workflows (name, label, icon_classes, discovery, enabled, visible, schedule_only, external_only, fields,
+               filter_rules, discovery_options, preferred_queue, builtin)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING id",
+        )
+        .bind(&w.name)
+        .bind(&w.label)
+        .bind(w.icon_classes.to_string())
+        .bind(&w.discovery)
+        .bind(w.enabled as i64)
+        .bind(w.visible as i64)
+        .bind(w.schedule_only as i64)
+        .bind(w.external_only as i64)
+        .bind(w.fields.to_string())
+        .bind(w.filter_rules.to_string())
+        .bind(w.discovery_options.to_string())
+        .bind(&w.preferred_queue)
+        .bind(w.builtin as i64)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(db("create a workflow"))?;
+        Ok(row.get(0))
+    }
+
+    /// Writes every field of `w` (by its id) but its name.
+    pub async fn update_workflow(&self, w: &Workflow) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE workflows SET label = $2, icon_classes = $3, discovery = $4, enabled = $5, visible = $6, schedule_only = $7,
+               external_only = $8, fields = $9, filter_rules = $10, discovery_options = $11, preferred_queue = $12 WHERE id = $1",
+        )
+        .bind(w.id)
+        .bind(&w.label)
+        .bind(w.icon_classes.to_string())
+        .bind(&w.discovery)
+        .bind(w.enabled as i64)
+        .bind(w.visible as i64)
+        .bind(w.schedule_only as i64)
+        .bind(w.external_only as i64)
+        .bind(w.fields.to_string())
+        .bind(w.filter_rules.to_string())
+        .bind(w.discovery_options.to_string())
+        .bind(&w.preferred_queue)
+        .execute(&self.pool)
+        .await
+        .map_err(db("update a workflow"))?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// Deletes a workflow; jobs keep its name.
+    pub async fn delete_workflow(&self, id: i64) -> Result<bool, StoreError> {
+        let done = sqlx::query("DELETE FROM workflows WHERE id = $1")
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(db("delete a workflow"))?;
+        Ok(done.rows_affected() > 0)
+    }
+}

@@ -1,0 +1,227 @@
+//! The hub's store on both engines: the same statements on an SQLite file
+//! and on PostgreSQL, and the counting that decides when a job is done.
+
+mod common;
+
+use common::hub::both;
+use ferry::agent::celery::{ChildId, run_hex};
+use ferry::hub::store::Store;
+use ferry::hub::store::jobs::{NewJob, Owner, RootTask};
+use ferry::hub::store::results::{FileCounts, FileFailure, Finished};
+use ferry::hub::store::sites::Site;
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+async fn job_with_root(store: &Store, root: &str) -> i64 {
+    let new = NewJob {
+        workflow: "premigrate".into(),
+        fields: serde_json::json!({}),
+        discovery: Some("recursive".into()),
+        site: "s1".into(),
+        queue: "default".into(),
+        friendly_name: "Premigrate of '/data' on 's1'".into(),
+        owner: Owner {
+            kind: "user".into(),
+            id: 1,
+            name: "admin".into(),
+        },
+        clientkey_id: None,
+        input_paths: serde_json::json!(["/data"]),
+    };
+    let root = root.to_string();
+    store
+        .create_job(&new, move |_| {
+            vec![RootTask {
+                task_id: root,
+                tasktype: "dynamo.tasks.recursive_navigate".into(),
+                site: "s1".into(),
+                queue: "s1.default#discovery".into(),
+                headers: "[]".into(),
+                body: "{}".into(),
+            }]
+        })
+        .await
+        .unwrap()
+}
+
+fn result(task_id: &str, parent: Option<&str>, jobid: i64, children: i64, run: u64, files: FileCounts) -> Finished {
+    let discovery = parent.is_none();
+    Finished {
+        task_id: task_id.into(),
+        parent_id: parent.map(str::to_string),
+        jobid: Some(jobid),
+        tasktype: if discovery {
+            "dynamo.tasks.recursive_navigate"
+        } else {
+            "dynamo.tasks.migrate"
+        }
+        .into(),
+        node: Some("ferry@n1".into()),
+        queue: Some("s1.default#worker".into()),
+        state: if files.failures > 0 { "ERROR" } else { "SUCCESS" },
+        children_count: children,
+        run: Some(run_hex(run)),
+        summary: if discovery {
+            format!(r#"{{"files":{},"children":{children},"failures":0}}"#, files.found)
+        } else {
+            serde_json::to_string(&files).unwrap()
+        },
+        result: "{}".into(),
+        failed: (0..files.failures)
+            .map(|i| FileFailure {
+                path: format!("\"/data/bad{i}\""),
+                state: "failures",
+                code: Some("EACCES".into()),
+                message: "[\"Permission denied\"]".into(),
+            })
+            .collect(),
+        completed: 1,
+        discovery,
+    }
+}
+
+fn done(n: i64) -> FileCounts {
+    FileCounts {
+        processed: n,
+        ..Default::default()
+    }
+}
+
+#[test]
+fn a_job_ends_when_every_announced_result_is_counted() {
+    for db in both() {
+        rt().block_on(async {
+            let store = Store::open(&db.url).await.unwrap();
+            let root = uuid::Uuid::new_v4().to_string();
+            let job = job_with_root(&store, &root).await;
+            let run = ChildId::new_run();
+            let child = |seq| ChildId { run, seq }.to_uuid();
+            // A child's result before its parent's: held, not counted.
+            let r = store
+                .ingest(&[result(&child(0), Some(&root), job, 0, 0, done(40))])
+                .await
+                .unwrap();
+            assert_eq!((r.counted, r.held), (0, 1), "{}", db.engine);
+            let j = store.job(job).await.unwrap().unwrap();
+            assert_eq!(
+                (j.state.as_str(), j.received, j.expected),
+                ("PENDING", 0, 1),
+                "{}",
+                db.engine
+            );
+            // The discovery: 3 children announced; the held one counts now.
+            let walk = FileCounts {
+                found: 100,
+                ..Default::default()
+            };
+            let r = store.ingest(&[result(&root, None, job, 3, run, walk)]).await.unwrap();
+            assert_eq!((r.counted, r.finished_jobs.len()), (2, 0), "{}", db.engine);
+            // A child of another execution of the discovery: an orphan.
+            let stray = ChildId {
+                run: ChildId::new_run(),
+                seq: 1,
+            }
+            .to_uuid();
+            // The rest, one twice (a redelivery).
+            let r = store
+                .ingest(&[
+                    result(&stray, Some(&root), job, 0, 0, done(40)),
+                    result(&child(1), Some(&root), job, 0, 0, done(40)),
+                    result(&child(1), Some(&root), job, 0, 0, done(40)),
+                ])
+                .await
+                .unwrap();
+            assert_eq!((r.counted, r.orphans, r.duplicates), (1, 1, 1), "{}", db.engine);
+            assert!(r.finished_jobs.is_empty());
+            let r = store
+                .ingest(&[result(&child(2), Some(&root), job, 0, 0, done(20))])
+                .await
+                .unwrap();
+            assert_eq!(r.finished_jobs, [(job, "SUCCESS")], "{}", db.engine);
+            let j = store.job(job).await.unwrap().unwrap();
+            assert_eq!(
+                (
+                    j.received,
+                    j.expected,
+                    j.orphans,
+                    j.files_found,
+                    j.files_processed,
+                    j.dir_walk_complete
+                ),
+                (4, 4, 1, 100, 100, true),
+                "{}",
+                db.engine
+            );
+            assert!(j.completed.is_some());
+            // Task counts by state and type come from counters.
+            let stats = store.task_stats(Some(job)).await.unwrap();
+            let n = |t: &str, s: &str| stats.iter().find(|x| x.0 == t && x.1 == s).map_or(0, |x| x.2);
+            assert_eq!(n("dynamo.tasks.migrate", "SUCCESS"), 4, "{}: {stats:?}", db.engine);
+            assert_eq!(n("dynamo.tasks.recursive_navigate", "SUCCESS"), 1);
+            assert_eq!(n("dynamo.tasks.recursive_navigate", "PENDING"), 0);
+        });
+    }
+}
+
+#[test]
+fn failed_files_fail_the_job_and_are_recorded() {
+    for db in both() {
+        rt().block_on(async {
+            let store = Store::open(&db.url).await.unwrap();
+            let root = uuid::Uuid::new_v4().to_string();
+            let job = job_with_root(&store, &root).await;
+            let run = ChildId::new_run();
+            let bad = FileCounts {
+                processed: 35,
+                failures: 5,
+                ..Default::default()
+            };
+            let r = store
+                .ingest(&[
+                    result(&root, None, job, 1, run, FileCounts::default()),
+                    result(&ChildId { run, seq: 0 }.to_uuid(), Some(&root), job, 0, 0, bad),
+                ])
+                .await
+                .unwrap();
+            assert_eq!(r.finished_jobs, [(job, "FAILURE")], "{}", db.engine);
+            let (count, files) = store
+                .job_failures(job, ferry::hub::store::jobs::Page { offset: 0, limit: None })
+                .await
+                .unwrap();
+            assert_eq!(count, 5, "{}", db.engine);
+            assert_eq!(files[0].code.as_deref(), Some("EACCES"));
+            assert_eq!(files[0].message, "[\"Permission denied\"]");
+            let j = store.job(job).await.unwrap().unwrap();
+            assert_eq!((j.tasks_failed, j.files_failures), (1, 5));
+        });
+    }
+}
+
+#[test]
+fn sites_and_a_reopened_store_keep_their_rows() {
+    for db in both() {
+        rt().block_on(async {
+            let store = Store::open(&db.url).await.unwrap();
+            let mut site = Site::named("london");
+            site.exclude = vec!["*.tmp".into()];
+            let id = store.create_site(&site).await.unwrap();
+            assert!(
+                store.create_site(&site).await.unwrap_err().is_conflict(),
+                "{}",
+                db.engine
+            );
+            drop(store);
+            let store = Store::open(&db.url).await.unwrap();
+            let back = store.site(id).await.unwrap().unwrap();
+            assert_eq!(back, Site { id, ..site }, "{}", db.engine);
+            assert!(store.queue_exists(id, "default").await.unwrap());
+            assert!(!store.queue_exists(id, "fast").await.unwrap());
+        });
+    }
+}
