@@ -318,7 +318,7 @@ fn inflate(data: &[u8], max: usize) -> Result<Vec<u8>, String> {
 
 /// Parses an ISO 8601 time as Python's `isoformat()` writes it; a time
 /// without an offset is UTC (protocol v2's rule).
-fn parse_time(s: &str) -> Result<jiff::Timestamp, String> {
+pub fn parse_time(s: &str) -> Result<jiff::Timestamp, String> {
     if let Ok(t) = s.parse::<jiff::Timestamp>() {
         return Ok(t);
     }
@@ -541,10 +541,11 @@ pub fn child_task(
 }
 
 /// Builds the first task of a workflow (its own root, no parent), as a
-/// client's `send_task` does: what a hub publishes to start a job.
-pub fn root_task(id: String, task: &str, kwargs: &str, origin: &str) -> Outgoing {
+/// client's `send_task` does: what a hub publishes to start a job, with
+/// `chain` behind it (last element runs first).
+pub fn root_task(id: String, task: &str, kwargs: &str, chain: &[Signature], origin: &str) -> Outgoing {
     let root = id.clone();
-    task_message(id, task, kwargs, (&root, None), &[], origin)
+    task_message(id, task, kwargs, (&root, None), chain, origin)
 }
 
 fn task_message(

@@ -12,6 +12,8 @@ mod agent;
 mod args;
 mod endpoint;
 mod exit;
+mod hub;
+mod logging;
 mod ops;
 mod scan;
 mod snapdiff;
@@ -48,6 +50,8 @@ enum Command {
     Unmanage(ops::UnmanageCmd),
     Stat(ops::StatCmd),
     Agent(agent::AgentCmd),
+    #[command(subcommand)]
+    Hub(hub::HubCmd),
     Endpoint(endpoint::EndpointCmd),
     #[command(hide = true)]
     GenTree(scan::GenTreeCmd),
@@ -69,6 +73,7 @@ pub fn main() -> ExitCode {
         Command::Unmanage(c) => ops::run_unmanage(c),
         Command::Stat(c) => ops::run_stat(c),
         Command::Agent(c) => agent::run(c),
+        Command::Hub(c) => hub::run(c),
         Command::Endpoint(c) => endpoint::run(c),
         Command::GenTree(c) => scan::run_gen_tree(c),
     };

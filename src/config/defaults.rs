@@ -112,3 +112,9 @@ pub const HUB_RESULTS_QUEUE: &str = "ferry.hub.results";
 /// The hub's queue of monitoring events (heartbeats, task starts),
 /// bound to Celery's event exchange.
 pub const HUB_EVENTS_QUEUE: &str = "ferry.hub.events";
+
+/// How long a JWT access token is valid (the seed's 1 hour, 003:L18653).
+pub const HUB_ACCESS_TOKEN_LIFETIME: Duration = Duration::from_secs(3600);
+
+/// How long a JWT refresh token is valid (the seed's 1 day).
+pub const HUB_REFRESH_TOKEN_LIFETIME: Duration = Duration::from_secs(86_400);

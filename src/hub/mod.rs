@@ -5,4 +5,12 @@
 //! send back to its durable results queue, and follows the agents'
 //! heartbeats. docs/hub.md is its manual.
 
+pub mod api;
+pub mod auth;
+pub mod ingest;
+pub mod metrics;
+pub mod monitor;
+pub mod serve;
 pub mod store;
+pub mod submit;
+pub mod workflows;

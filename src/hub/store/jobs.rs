@@ -363,7 +363,7 @@ impl Store {
     /// transaction; `roots` builds the tasks from the new job's id.
     pub async fn create_job(&self, new: &NewJob, roots: impl FnOnce(i64) -> Vec<RootTask>) -> Result<i64, StoreError> {
         let now = now_us();
-        let mut tx = self.pool.begin().await.map_err(db("begin"))?;
+        let mut tx = self.write().await?;
         let id: i64 = sqlx::query(
             "INSERT INTO jobs (workflow, fields, discovery, site, queue, friendly_name, state, created, owner_type, owner_id,
                owner_name, clientkey_id, input_paths, dir_walk_complete)
@@ -443,7 +443,7 @@ impl Store {
 
     /// A message the broker confirmed: out of the outbox, counted on its job.
     pub async fn published(&self, outbound: &Outbound) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await.map_err(db("begin"))?;
+        let mut tx = self.write().await?;
         let gone = sqlx::query("DELETE FROM outbox WHERE id = $1")
             .bind(outbound.id)
             .execute(&mut *tx)
@@ -458,6 +458,29 @@ impl Store {
         }
         tx.commit().await.map_err(db("commit"))?;
         Ok(())
+    }
+
+    /// Ends a job that has nothing to run (no input path went to any
+    /// rule) as a success.
+    pub async fn end_empty_job(&self, id: i64) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE jobs SET state = 'SUCCESS', completed = $2, dir_walk_complete = 1 WHERE id = $1 AND roots = 0",
+        )
+        .bind(id)
+        .bind(now_us())
+        .execute(&self.pool)
+        .await
+        .map_err(db("end an empty job"))?;
+        Ok(())
+    }
+
+    /// How many jobs are in each state.
+    pub async fn job_counts(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        let rows = sqlx::query("SELECT state, COUNT(*) FROM jobs GROUP BY state")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db("count jobs"))?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
     }
 
     /// The job with id `id`.

@@ -167,6 +167,18 @@ impl Store {
         Ok(store)
     }
 
+    /// A write transaction. On SQLite it takes the write lock at its
+    /// start (`BEGIN IMMEDIATE`): a transaction that reads first and
+    /// writes later would otherwise fail with SQLITE_BUSY_SNAPSHOT when
+    /// another writer commits in between, which no busy timeout waits out.
+    pub async fn write(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, StoreError> {
+        match self.engine {
+            Engine::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
+            Engine::Postgres => self.pool.begin().await,
+        }
+        .map_err(db("begin a write"))
+    }
+
     async fn migrate(&self) -> Result<(), StoreError> {
         sqlx::query("CREATE TABLE IF NOT EXISTS ferry_schema (version BIGINT PRIMARY KEY, applied BIGINT NOT NULL)")
             .execute(&self.pool)
@@ -187,7 +199,7 @@ impl Store {
                 Engine::Sqlite => sqlite,
                 Engine::Postgres => postgres,
             };
-            let mut tx = self.pool.begin().await.map_err(db("begin migration"))?;
+            let mut tx = self.write().await?;
             for statement in text.split(';').map(str::trim).filter(|s| !s.is_empty()) {
                 sqlx::query(statement)
                     .execute(&mut *tx)

@@ -193,7 +193,7 @@ impl Store {
         let mut out = Ingested::default();
         let mut deltas: FxHashMap<i64, JobDelta> = FxHashMap::default();
         let mut stats: FxHashMap<(i64, String, String), i64> = FxHashMap::default();
-        let mut tx = self.pool.begin().await.map_err(db("begin ingest"))?;
+        let mut tx = self.write().await?;
         for r in batch {
             let existing =
                 sqlx::query("SELECT id, job_id, final, is_root, state, tasktype FROM tasks WHERE task_id = $1")
@@ -383,7 +383,7 @@ impl Store {
     /// Records tasks as started on a node (monitoring events): a task not
     /// yet final becomes STARTED; an unknown one of a known job is added.
     pub async fn mark_started(&self, batch: &[Started]) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await.map_err(db("begin"))?;
+        let mut tx = self.write().await?;
         let mut stats: FxHashMap<(i64, String, String), i64> = FxHashMap::default();
         let mut jobs: Vec<i64> = Vec::new();
         for s in batch {
@@ -474,7 +474,7 @@ impl Store {
     /// and the broker gives their messages (acknowledged late) to another.
     /// Returns how many.
     pub async fn requeue_node(&self, node: &str) -> Result<u64, StoreError> {
-        let mut tx = self.pool.begin().await.map_err(db("begin"))?;
+        let mut tx = self.write().await?;
         let groups = sqlx::query(
             "SELECT job_id, tasktype, COUNT(*) FROM tasks WHERE node = $1 AND state = 'STARTED' AND final = 0 GROUP BY job_id, tasktype",
         )

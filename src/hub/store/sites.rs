@@ -185,7 +185,7 @@ impl Store {
     /// Creates a site with its `default` queue (every site has one, seed
     /// 003:L9872); returns its id.
     pub async fn create_site(&self, s: &Site) -> Result<i64, StoreError> {
-        let mut tx = self.pool.begin().await.map_err(db("begin"))?;
+        let mut tx = self.write().await?;
         let id: i64 = sqlx::query(
             "INSERT INTO sites (name, label, shortcode, type, timezone, public_url, color, bandwidth, file_batch_size, file_batch_gb,
                enable_auto_file_batch_sizing, includes, excludes, lock_threshold, gpfs_iscan_buckets, gpfs_iscan_threads, created)
@@ -341,7 +341,7 @@ impl Store {
     /// Records heartbeats: nodes, their sites (created when `create_sites`
     /// and unknown), the queues they consume. One transaction.
     pub async fn record_heartbeats(&self, beats: &[Beat], create_sites: bool) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await.map_err(db("begin"))?;
+        let mut tx = self.write().await?;
         for b in beats {
             let mut site_id: Option<i64> = sqlx::query("SELECT id FROM sites WHERE name = $1")
                 .bind(&b.site)

@@ -1,0 +1,353 @@
+//! Results into the database: the consumer of the hub's durable results
+//! queue. Deliveries are gathered into batches (at most [`BATCH`] or
+//! [`LINGER`]), each batch is filed in one transaction, and the broker is
+//! told only after the commit (one multiple-ack), so a crash of the hub
+//! replays at most the batch it was filing and loses nothing; replayed
+//! results are recognised and change nothing. When the database cannot
+//! take a batch (locked, full, gone) the batch stays unacknowledged and
+//! is retried until it can.
+//!
+//! A message that is not a result document goes, unchanged, to
+//! [`REJECTED_QUEUE`] with the reason in its headers, and is logged.
+
+use super::metrics::HubMetrics;
+use super::store::results::{FileFailure, Finished};
+use super::store::{Store, now_us};
+use crate::agent::broker::Session;
+use crate::config::defaults::HUB_RESULTS_QUEUE;
+use futures::StreamExt;
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions};
+use lapin::types::FieldTable;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use std::sync::Arc;
+use std::time::Duration;
+use tracing::{info, warn};
+
+/// Most results filed in one transaction.
+pub const BATCH: usize = 1000;
+
+/// Longest wait for a batch to fill.
+pub const LINGER: Duration = Duration::from_millis(20);
+
+/// Where messages that are not results go.
+pub const REJECTED_QUEUE: &str = "ferry.hub.rejected";
+
+/// Why a message is not a result the hub can file.
+#[derive(Debug, thiserror::Error)]
+pub enum ParseError {
+    /// Not JSON of a result document's shape.
+    #[error("not a result document: {0}")]
+    Shape(String),
+}
+
+#[derive(Deserialize)]
+struct Doc<'a> {
+    status: String,
+    #[serde(borrow, default)]
+    result: Option<&'a RawValue>,
+    task_id: String,
+    #[serde(default)]
+    parent_id: Option<String>,
+    #[serde(default)]
+    children_count: Option<i64>,
+    #[serde(borrow, default)]
+    children: Option<Vec<&'a RawValue>>,
+    #[serde(default)]
+    run: Option<String>,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    worker: Option<String>,
+    #[serde(default)]
+    queue: Option<String>,
+    #[serde(borrow, default)]
+    jobid: Option<&'a RawValue>,
+    #[serde(default)]
+    date_done: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+struct Value<'a> {
+    #[serde(borrow, default)]
+    jobid: Option<&'a RawValue>,
+    #[serde(default)]
+    queue: Option<String>,
+    #[serde(borrow, default)]
+    status: Option<Status<'a>>,
+}
+
+#[derive(Deserialize, Default)]
+struct Status<'a> {
+    #[serde(default)]
+    task: Option<String>,
+    #[serde(borrow, default)]
+    summary: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    details: Option<Details<'a>>,
+}
+
+#[derive(Deserialize, Default)]
+struct Details<'a> {
+    #[serde(borrow, default)]
+    failures: Vec<&'a RawValue>,
+    #[serde(borrow, default)]
+    aborted: Vec<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct FailedPath<'a> {
+    #[serde(borrow)]
+    path: &'a RawValue,
+    #[serde(borrow, default)]
+    message: Option<&'a RawValue>,
+}
+
+/// A job id as the agent passes it on: an integer, or a string of one.
+fn jobid(raw: Option<&RawValue>) -> Option<i64> {
+    let v: serde_json::Value = serde_json::from_str(raw?.get()).ok()?;
+    v.as_i64().or_else(|| v.as_str()?.parse().ok())
+}
+
+/// The name of the error a message reports (`... (os error 13)` →
+/// `EACCES`), for the per-file `code`.
+pub fn error_code(message: &str) -> Option<String> {
+    let n: i32 = message.rsplit("(os error ").next()?.split(')').next()?.parse().ok()?;
+    let name = match n {
+        1 => "EPERM",
+        2 => "ENOENT",
+        5 => "EIO",
+        13 => "EACCES",
+        16 => "EBUSY",
+        17 => "EEXIST",
+        18 => "EXDEV",
+        20 => "ENOTDIR",
+        21 => "EISDIR",
+        22 => "EINVAL",
+        24 => "EMFILE",
+        27 => "EFBIG",
+        28 => "ENOSPC",
+        30 => "EROFS",
+        36 => "ENAMETOOLONG",
+        40 => "ELOOP",
+        61 => "ENODATA",
+        7 => "E2BIG",
+        95 => "EOPNOTSUPP",
+        110 => "ETIMEDOUT",
+        116 => "ESTALE",
+        122 => "EDQUOT",
+        _ => return Some(format!("errno {n}")),
+    };
+    Some(name.to_string())
+}
+
+/// Reads a result document; `None` for a state that is not final
+/// (`STARTED`, `PROGRESS`, `RETRY`: a later message will end the task).
+pub fn parse(body: &[u8]) -> Result<Option<Finished>, ParseError> {
+    let doc: Doc = serde_json::from_slice(body).map_err(|e| ParseError::Shape(e.to_string()))?;
+    let state = match doc.status.as_str() {
+        "SUCCESS" => "SUCCESS",
+        "FAILURE" => "FAILURE",
+        "REVOKED" => "CANCELLED",
+        "PENDING" | "RECEIVED" | "STARTED" | "RETRY" | "PROGRESS" => return Ok(None),
+        other => return Err(ParseError::Shape(format!("unknown status {other:?}"))),
+    };
+    let value: Value = match (state, doc.result) {
+        ("SUCCESS", Some(r)) => serde_json::from_str(r.get()).unwrap_or_default(),
+        _ => Value::default(),
+    };
+    let status = value.status.unwrap_or_default();
+    let tasktype = doc.name.clone().or(status.task.clone()).unwrap_or_default();
+    let summary = status.summary.map_or("{}".to_string(), |s| s.get().to_string());
+    let files = super::store::results::counts(&summary);
+    let mut failed = Vec::new();
+    if let Some(d) = &status.details {
+        for (list, st) in [(&d.failures, "failures"), (&d.aborted, "aborted")] {
+            for raw in list {
+                let Ok(f) = serde_json::from_str::<FailedPath>(raw.get()) else {
+                    continue;
+                };
+                let message = f.message.map_or("[]".to_string(), |m| m.get().to_string());
+                let text: String = serde_json::from_str::<Vec<String>>(&message)
+                    .map(|v| v.join("; "))
+                    .unwrap_or_default();
+                failed.push(FileFailure {
+                    path: f.path.get().to_string(),
+                    state: st,
+                    code: error_code(&text),
+                    message,
+                });
+            }
+        }
+    }
+    let state = if state == "SUCCESS" && files.failures > 0 {
+        "ERROR"
+    } else {
+        state
+    };
+    // Results keep their counts, not their file lists: the paths a task
+    // processed are the job's bulk and the hub does not hold them.
+    let result = match (state, doc.result) {
+        ("SUCCESS" | "ERROR", _) => serde_json::json!({
+            "jobid": jobid(value.jobid).or(jobid(doc.jobid)),
+            "queue": value.queue,
+            "status": {"task": tasktype, "summary": serde_json::from_str::<serde_json::Value>(&summary).unwrap_or_default()},
+        })
+        .to_string(),
+        (_, Some(r)) => r.get().to_string(),
+        (_, None) => "null".to_string(),
+    };
+    let completed = doc
+        .date_done
+        .as_deref()
+        .and_then(|d| crate::agent::celery::parse_time(d).ok())
+        .map(|t| t.as_microsecond())
+        .unwrap_or_else(now_us);
+    let children_count = doc
+        .children_count
+        .unwrap_or_else(|| doc.children.as_ref().map_or(0, |c| c.len() as i64));
+    Ok(Some(Finished {
+        discovery: super::store::results::is_discovery(&tasktype),
+        task_id: doc.task_id,
+        parent_id: doc.parent_id,
+        jobid: jobid(doc.jobid).or(jobid(value.jobid)),
+        tasktype,
+        node: doc.worker,
+        queue: doc.queue,
+        state,
+        children_count,
+        run: doc.run,
+        summary,
+        result,
+        failed,
+        completed,
+    }))
+}
+
+/// Consumes the results queue on `session` until the session ends.
+pub async fn run(store: Store, session: Arc<Session>, metrics: Arc<HubMetrics>) -> lapin::Result<()> {
+    session.declare_queue(HUB_RESULTS_QUEUE).await?;
+    session.declare_queue(REJECTED_QUEUE).await?;
+    let channel = session.channel().await?;
+    channel
+        .basic_qos((2 * BATCH) as u16, BasicQosOptions::default())
+        .await?;
+    let mut consumer = channel
+        .basic_consume(
+            HUB_RESULTS_QUEUE.into(),
+            "ferry-hub-ingest".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    loop {
+        let Some(first) = consumer.next().await else {
+            return Ok(());
+        };
+        let mut deliveries = vec![first?];
+        let deadline = tokio::time::Instant::now() + LINGER;
+        while deliveries.len() < BATCH {
+            match tokio::time::timeout_at(deadline, consumer.next()).await {
+                Ok(Some(d)) => deliveries.push(d?),
+                Ok(None) | Err(_) => break,
+            }
+        }
+        let mut batch = Vec::with_capacity(deliveries.len());
+        let mut lags = Vec::with_capacity(deliveries.len());
+        for d in &deliveries {
+            match parse(&d.data) {
+                Ok(Some(f)) => {
+                    lags.push(f.completed);
+                    batch.push(f);
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    warn!(error = %e, bytes = d.data.len(), "a message on the results queue is not a result; kept in {REJECTED_QUEUE}");
+                    metrics.rejected.inc();
+                    let mut headers = d.properties.headers().clone().unwrap_or_default();
+                    headers.insert(
+                        "x-ferry-reason".into(),
+                        lapin::types::AMQPValue::LongString(e.to_string().into_bytes().into()),
+                    );
+                    let props = d.properties.clone().with_headers(headers);
+                    if let Err(e) = session.publish_confirmed("", REJECTED_QUEUE, &d.data, props).await {
+                        warn!(error = %e, "cannot keep a rejected message; the session is going");
+                        return Ok(());
+                    }
+                }
+            }
+        }
+        // File the batch, retrying while the database cannot take it; the
+        // deliveries stay unacknowledged meanwhile.
+        let mut wait = Duration::from_millis(100);
+        let t0 = std::time::Instant::now();
+        let done = loop {
+            match store.ingest(&batch).await {
+                Ok(done) => break done,
+                Err(e) => {
+                    warn!(error = %e, results = batch.len(), retry_in = ?wait, "cannot file results; they stay in the queue until the database takes them");
+                    if !session.alive() {
+                        return Ok(());
+                    }
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_secs(10));
+                }
+            }
+        };
+        metrics.commit_seconds.observe(t0.elapsed().as_secs_f64());
+        let last = deliveries.last().expect("one at least");
+        if last.acker.ack(BasicAckOptions { multiple: true }).await.is_err() {
+            // The channel went after the commit: the broker redelivers the
+            // batch and the store recognises every result.
+            return Ok(());
+        }
+        let now = now_us();
+        metrics.batch_size.observe(batch.len() as f64);
+        for t in lags {
+            metrics.lag_seconds.observe((now - t).max(0) as f64 / 1e6);
+        }
+        metrics.record(&done, &batch);
+        for (job, end) in &done.finished_jobs {
+            info!(job, state = end, "job finished");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_agents_result_documents() {
+        let doc = br#"{"status":"SUCCESS","result":{"jobid":7,"queue":"s.default#worker","paths":[{"path":"/a"}],
+            "status":{"task":"dynamo.tasks.migrate","input_total":3,"summary":{"processed":1,"skipped":0,"aborted":1,"failures":1},
+            "details":{"failures":[{"path":"/b\udcff","message":["cannot read: Permission denied (os error 13)"]}],
+                       "aborted":[{"path":"/c","message":["locked"]}]}}},
+            "traceback":null,"children":[],"children_count":0,"run":"0000000000000000",
+            "date_done":"2026-11-23T10:00:00.123456+00:00","task_id":"t","parent_id":"p",
+            "name":"dynamo.tasks.migrate","worker":"ferry@n1","queue":"s.default#worker","jobid":7}"#;
+        let f = parse(doc).unwrap().unwrap();
+        assert_eq!((f.state, f.jobid, f.children_count), ("ERROR", Some(7), 0));
+        assert_eq!(f.failed.len(), 2);
+        assert_eq!(f.failed[0].path, r#""/b\udcff""#);
+        assert_eq!(f.failed[0].code.as_deref(), Some("EACCES"));
+        assert_eq!((f.failed[1].state, f.failed[1].code.as_deref()), ("aborted", None));
+        assert_eq!(f.completed, 1_795_428_000_123_456);
+        assert!(!f.result.contains("/a"), "file lists are not kept: {}", f.result);
+        // A task that failed whole, as the agent reports it.
+        let doc = br#"{"status":"FAILURE","result":{"exc_type":"InvalidArguments","exc_message":["no paths"],"exc_module":"ferry"},
+            "traceback":"no paths","children":[],"task_id":"u","name":"dynamo.tasks.migrate","jobid":"8"}"#;
+        let f = parse(doc).unwrap().unwrap();
+        assert_eq!((f.state, f.jobid), ("FAILURE", Some(8)));
+        assert!(f.result.contains("InvalidArguments"));
+        assert!(parse(br#"{"status":"PROGRESS","task_id":"x"}"#).unwrap().is_none());
+        for bad in [
+            &b"{"[..],
+            b"[]",
+            br#"{"status":"WEIRD","task_id":"x"}"#,
+            br#"{"task_id":"x"}"#,
+        ] {
+            assert!(parse(bad).is_err(), "{}", String::from_utf8_lossy(bad));
+        }
+    }
+}

@@ -1,0 +1,223 @@
+//! Nodes from their heartbeats, and tasks as nodes start them: the
+//! consumer of Celery's event exchange.
+//!
+//! Heartbeats are kept in memory and written every [`FLUSH`] in one
+//! transaction, so a thousand agents beating every two seconds cost one
+//! statement batch a second, not five hundred. A node whose last
+//! heartbeat is older than `node_health_last_heartbeat_interval`, or that
+//! said `worker-offline`, is offline: its STARTED tasks are set back to
+//! PENDING, since the broker gives their unacknowledged messages to
+//! another node. Events are hints (Celery sends them without
+//! confirmation); results alone decide a job's counts.
+
+use super::store::Store;
+use super::store::now_us;
+use super::store::results::Started;
+use super::store::sites::Beat;
+use crate::agent::broker::{EVENT_EXCHANGE, Session};
+use crate::config::defaults::HUB_EVENTS_QUEUE;
+use futures::StreamExt;
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::types::{AMQPValue, FieldTable};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tracing::{info, warn};
+
+/// How often heartbeats and starts are written, and liveness checked.
+pub const FLUSH: Duration = Duration::from_secs(1);
+
+/// Most events the queue holds while the hub is away (the oldest are
+/// dropped: they are hints, and stale ones mislead).
+pub const EVENTS_MAX: i64 = 100_000;
+
+/// What the monitor has heard and not yet written.
+#[derive(Default)]
+pub struct Heard {
+    beats: HashMap<String, Beat>,
+    started: Vec<Started>,
+    /// Nodes by last heartbeat (µs), and whether they are taken for gone.
+    seen: HashMap<String, (i64, bool)>,
+}
+
+/// The monitor's shared state.
+pub type Shared = Arc<Mutex<Heard>>;
+
+/// Reads one event into what was heard.
+pub fn hear(heard: &Shared, body: &[u8]) {
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(body) else {
+        return;
+    };
+    let kind = v["type"].as_str().unwrap_or("");
+    let node = v["hostname"].as_str().unwrap_or("").to_string();
+    if node.is_empty() {
+        return;
+    }
+    let now = now_us();
+    let mut h = heard.lock().expect("heard");
+    match kind {
+        "worker-heartbeat" | "worker-online" | "worker-offline" => {
+            let offline = kind == "worker-offline";
+            let queues: Vec<(String, String)> = v["queues"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|q| {
+                    let q = q.as_str()?;
+                    let (site_queue, function) = q.split_once('#')?;
+                    let (_, queue) = site_queue.split_once('.')?;
+                    Some((queue.to_string(), function.to_string()))
+                })
+                .collect();
+            let site = v["site"].as_str().map(str::to_string).or_else(|| {
+                v["queues"][0]
+                    .as_str()
+                    .and_then(|q| q.split_once('.'))
+                    .map(|(s, _)| s.to_string())
+            });
+            let previous = h.beats.get(&node).cloned();
+            let beat = Beat {
+                node: node.clone(),
+                site: site.or(previous.as_ref().map(|p| p.site.clone())).unwrap_or_default(),
+                at: now,
+                offline,
+                sw_ver: v["sw_ver"].as_str().map(str::to_string),
+                capabilities: v.get("capabilities").map_or("{}".into(), |c| c.to_string()),
+                // worker-online and -offline carry no queues: keep the last.
+                queues: if queues.is_empty() {
+                    previous.map(|p| p.queues).unwrap_or_default()
+                } else {
+                    queues
+                },
+            };
+            if beat.queues.is_empty() && beat.site.is_empty() {
+                return;
+            }
+            h.beats.insert(node.clone(), beat);
+            let was_gone = h.seen.get(&node).is_some_and(|s| s.1);
+            if was_gone && !offline {
+                info!(node = %node, "node is back");
+            }
+            h.seen.insert(node, (now, offline));
+        }
+        "task-started" => {
+            let Some(task_id) = v["uuid"].as_str() else { return };
+            h.started.push(Started {
+                task_id: task_id.to_string(),
+                jobid: v["jobid"]
+                    .as_i64()
+                    .or_else(|| v["jobid"].as_str().and_then(|s| s.parse().ok())),
+                parent_id: v["parent_id"].as_str().map(str::to_string),
+                tasktype: v["name"].as_str().unwrap_or("").to_string(),
+                node,
+                at: now,
+            });
+        }
+        _ => {}
+    }
+}
+
+/// Starts from the nodes the database knows, so a node that died while
+/// the hub was down is found gone too.
+pub async fn remember(heard: &Shared, store: &Store) -> Result<(), super::store::StoreError> {
+    let nodes = store.nodes(None).await?;
+    let mut h = heard.lock().expect("heard");
+    for n in nodes {
+        if let Some(t) = n.last_heartbeat {
+            h.seen.insert(n.name, (t, false));
+        }
+    }
+    Ok(())
+}
+
+/// Consumes the event queue on `session` until the session ends.
+pub async fn run(heard: Shared, session: Arc<Session>) -> lapin::Result<()> {
+    let ch = session.channel().await?;
+    let mut args = FieldTable::default();
+    args.insert("x-max-length".into(), AMQPValue::LongLongInt(EVENTS_MAX));
+    args.insert("x-overflow".into(), AMQPValue::LongString("drop-head".into()));
+    ch.queue_declare(
+        HUB_EVENTS_QUEUE.into(),
+        QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        },
+        args,
+    )
+    .await?;
+    for key in ["worker.#", "task.started"] {
+        ch.queue_bind(
+            HUB_EVENTS_QUEUE.into(),
+            EVENT_EXCHANGE.into(),
+            key.into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    }
+    ch.basic_qos(1000, BasicQosOptions::default()).await?;
+    let mut consumer = ch
+        .basic_consume(
+            HUB_EVENTS_QUEUE.into(),
+            "ferry-hub-monitor".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    while let Some(d) = consumer.next().await {
+        let d = d?;
+        hear(&heard, &d.data);
+        let _ = d.acker.ack(BasicAckOptions::default()).await;
+    }
+    Ok(())
+}
+
+/// Writes what was heard every [`FLUSH`] and sets the STARTED tasks of
+/// nodes gone quiet back to PENDING.
+pub async fn flush(heard: Shared, store: Store, interval: Duration, create_sites: bool) {
+    let limit = interval.as_micros() as i64;
+    loop {
+        tokio::time::sleep(FLUSH).await;
+        let (beats, started, gone) = {
+            let mut h = heard.lock().expect("heard");
+            let beats: Vec<Beat> = h.beats.values().cloned().collect();
+            h.beats.clear();
+            let started = std::mem::take(&mut h.started);
+            let now = now_us();
+            let mut gone = Vec::new();
+            for (node, (last, taken)) in h.seen.iter_mut() {
+                if !*taken && now - *last >= limit {
+                    *taken = true;
+                    gone.push(node.clone());
+                }
+            }
+            // worker-offline: gone at once.
+            for b in &beats {
+                if b.offline && !gone.contains(&b.node) {
+                    gone.push(b.node.clone());
+                }
+            }
+            (beats, started, gone)
+        };
+        if !beats.is_empty()
+            && let Err(e) = store.record_heartbeats(&beats, create_sites).await
+        {
+            warn!(error = %e, nodes = beats.len(), "cannot record heartbeats; keeping them for the next try");
+            let mut h = heard.lock().expect("heard");
+            for b in beats {
+                h.beats.entry(b.node.clone()).or_insert(b);
+            }
+        }
+        if !started.is_empty()
+            && let Err(e) = store.mark_started(&started).await
+        {
+            warn!(error = %e, "cannot record started tasks (hints only; results still count)");
+        }
+        for node in gone {
+            match store.requeue_node(&node).await {
+                Ok(n) => warn!(node = %node, tasks_back_to_pending = n, "node is offline"),
+                Err(e) => warn!(node = %node, error = %e, "cannot set an offline node's tasks back to pending"),
+            }
+        }
+    }
+}

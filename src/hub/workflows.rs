@@ -1,0 +1,451 @@
+//! What a workflow is made of and how a submission is checked against it:
+//! the built-in workflows, runtime field types, and filter rules checked
+//! with the agent's own rule compiler (the code that runs them).
+
+use crate::agent::tasks::rules::{self, Context, Routing, RuleSpec};
+use crate::hub::store::workflows::Workflow;
+use crate::task::TaskName;
+use crate::task::names::CUSTOM_PREFIX;
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+/// The discoveries a workflow may name, and the task each runs.
+pub const DISCOVERIES: &[(&str, TaskName)] = &[
+    ("recursive", TaskName::RecursiveNavigate),
+    ("snapdiff", TaskName::Snapdiff),
+];
+
+/// The task a discovery name runs.
+pub fn discovery_task(name: &str) -> Option<TaskName> {
+    DISCOVERIES.iter().find(|(n, _)| *n == name).map(|(_, t)| *t)
+}
+
+/// A runtime field as a workflow declares it.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FieldSpec {
+    /// Its name (`*name` in actions).
+    pub name: String,
+    /// Display name.
+    pub label: String,
+    /// `string`, `int`, `bool`, `choices`, `enum[site]`, `enum[queue]`, `list`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The value when none is given.
+    #[serde(default)]
+    pub default: Option<Value>,
+    /// For `choices`: `{label, value}`.
+    #[serde(default)]
+    pub choices: Vec<Choice>,
+    /// Help text.
+    #[serde(default)]
+    pub description: Option<String>,
+}
+
+/// One choice of a `choices` field.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Choice {
+    /// Display name.
+    pub label: String,
+    /// The value (string or integer).
+    pub value: Value,
+}
+
+const FIELD_TYPES: &[&str] = &["string", "int", "bool", "choices", "enum[site]", "enum[queue]", "list"];
+
+/// What is wrong with a workflow or a submission, naming the field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {problem}")]
+pub struct Invalid {
+    /// The field, as a path (`fields[2].type`, `filter_rules`).
+    pub field: String,
+    /// What is wrong.
+    pub problem: String,
+}
+
+fn invalid(field: impl Into<String>, problem: impl Into<String>) -> Invalid {
+    Invalid {
+        field: field.into(),
+        problem: problem.into(),
+    }
+}
+
+/// Reads and checks a workflow's runtime fields.
+pub fn parse_fields(v: &Value) -> Result<Vec<FieldSpec>, Invalid> {
+    let specs: Vec<FieldSpec> = serde_path_to_error::deserialize(v).map_err(|e| {
+        let path = e.path().to_string();
+        invalid(
+            format!("fields{}", if path == "." { String::new() } else { format!(".{path}") }),
+            e.into_inner().to_string(),
+        )
+    })?;
+    for (i, f) in specs.iter().enumerate() {
+        if !FIELD_TYPES.contains(&f.kind.as_str()) {
+            return Err(invalid(
+                format!("fields[{i}].type"),
+                format!("must be one of {}, not {:?}", FIELD_TYPES.join(", "), f.kind),
+            ));
+        }
+        if f.name.is_empty() || f.name.contains(char::is_whitespace) {
+            return Err(invalid(format!("fields[{i}].name"), "a name without spaces"));
+        }
+        if specs[..i].iter().any(|o| o.name == f.name) {
+            return Err(invalid(
+                format!("fields[{i}].name"),
+                format!("{:?} is declared twice", f.name),
+            ));
+        }
+        if f.kind == "choices" && f.choices.is_empty() {
+            return Err(invalid(format!("fields[{i}].choices"), "a choices field needs choices"));
+        }
+        if let Some(d) = &f.default {
+            check_value(f, d, None).map_err(|p| invalid(format!("fields[{i}].default"), p))?;
+        }
+    }
+    Ok(specs)
+}
+
+/// Names a submission may use for `enum[site]` and `enum[queue]` fields.
+pub struct Known<'a> {
+    /// Site names.
+    pub sites: &'a [String],
+    /// Queue names (of any site).
+    pub queues: &'a [String],
+}
+
+fn check_value(f: &FieldSpec, v: &Value, known: Option<&Known<'_>>) -> Result<(), String> {
+    let ok = match f.kind.as_str() {
+        "string" => v.is_string(),
+        "int" => v.is_i64() || v.is_u64(),
+        "bool" => v.is_boolean(),
+        "list" => v
+            .as_array()
+            .is_some_and(|a| a.iter().all(|x| !x.is_array() && !x.is_object())),
+        "choices" => {
+            return match f.choices.iter().any(|c| c.value == *v) {
+                true => Ok(()),
+                false => Err(format!(
+                    "must be one of {}, not {v}",
+                    f.choices
+                        .iter()
+                        .map(|c| c.value.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )),
+            };
+        }
+        "enum[site]" | "enum[queue]" => {
+            let Some(s) = v.as_str() else {
+                return Err(format!("must be a {} name, not {v}", &f.kind[5..f.kind.len() - 1]));
+            };
+            return match known {
+                Some(k) if f.kind == "enum[site]" && !k.sites.iter().any(|x| x == s) => Err(format!("no site {s:?}")),
+                Some(k) if f.kind == "enum[queue]" && !k.queues.iter().any(|x| x == s) => {
+                    Err(format!("no queue {s:?}"))
+                }
+                _ => Ok(()),
+            };
+        }
+        _ => false,
+    };
+    match ok {
+        true => Ok(()),
+        false => Err(format!("must be of type {}, not {v}", f.kind)),
+    }
+}
+
+/// A submission's field values checked against the workflow's fields,
+/// defaults filled in. Unknown names are refused.
+pub fn resolve_fields(
+    specs: &[FieldSpec],
+    given: &Map<String, Value>,
+    known: &Known<'_>,
+) -> Result<Map<String, Value>, Invalid> {
+    let mut out = Map::new();
+    for (k, v) in given {
+        let spec = specs.iter().find(|s| s.name == *k).ok_or_else(|| {
+            invalid(
+                format!("fields.{k}"),
+                format!(
+                    "the workflow has no such field (it has: {})",
+                    specs.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ")
+                ),
+            )
+        })?;
+        check_value(spec, v, Some(known)).map_err(|p| invalid(format!("fields.{k}"), p))?;
+        out.insert(k.clone(), v.clone());
+    }
+    for s in specs {
+        if !out.contains_key(&s.name)
+            && let Some(d) = &s.default
+        {
+            out.insert(s.name.clone(), d.clone());
+        }
+    }
+    Ok(out)
+}
+
+/// Reads and checks filter rules: the shape, known task names, and that
+/// the agent's compiler accepts them with every `*field` the workflow
+/// declares (given a placeholder value).
+pub fn parse_rules(v: &Value, fields: &[FieldSpec]) -> Result<Vec<RuleSpec>, Invalid> {
+    let specs: Vec<RuleSpec> = serde_path_to_error::deserialize(v).map_err(|e| {
+        let path = e.path().to_string();
+        invalid(
+            format!(
+                "filter_rules{}",
+                if path == "." { String::new() } else { format!(".{path}") }
+            ),
+            e.into_inner().to_string(),
+        )
+    })?;
+    let placeholders: Map<String, Value> = fields.iter().map(|f| (f.name.clone(), json!("placeholder"))).collect();
+    compile(&specs, &placeholders, "site", "default", None)?;
+    for (i, r) in v.as_array().into_iter().flatten().enumerate() {
+        let actions: Vec<&Value> = match &r["action"] {
+            Value::Array(a) => a.iter().collect(),
+            one => vec![one],
+        };
+        for (j, a) in actions.into_iter().enumerate() {
+            if let Some(name) = a["name"].as_str()
+                && TaskName::parse(name).is_none()
+                && !name.starts_with(CUSTOM_PREFIX)
+            {
+                return Err(invalid(
+                    format!("filter_rules[{i}].action[{j}].name"),
+                    format!("unknown task {name:?} (ferry's tasks are dynamo.tasks.*; plugins are {CUSTOM_PREFIX}*)"),
+                ));
+            }
+        }
+    }
+    Ok(specs)
+}
+
+/// Compiles rules as the agent will, with the submission's patterns.
+pub fn compile(
+    specs: &[RuleSpec],
+    fields: &Map<String, Value>,
+    site: &str,
+    queue: &str,
+    patterns: Option<&Context>,
+) -> Result<Vec<rules::Rule>, Invalid> {
+    let mut ctx = patterns.cloned().unwrap_or_default();
+    ctx.fields = fields.clone();
+    rules::compile(
+        specs,
+        &ctx,
+        &Routing {
+            site: site.into(),
+            queue: queue.into(),
+        },
+    )
+    .map_err(|e| invalid("filter_rules", e.to_string()))
+}
+
+fn lock_level(default: &str) -> Value {
+    json!({
+        "name": "lock_level", "label": "Lock level", "type": "choices", "default": default,
+        "choices": [
+            {"label": "Partial", "value": "partial"},
+            {"label": "Implicit", "value": "implicit"},
+            {"label": "None", "value": "none"}
+        ]
+    })
+}
+
+fn builtin(name: &str, label: &str, discovery: Option<&str>, visible: bool, fields: Value, rules: Value) -> Workflow {
+    Workflow {
+        id: 0,
+        name: name.into(),
+        label: label.into(),
+        icon_classes: json!([]),
+        discovery: discovery.map(str::to_string),
+        enabled: true,
+        visible,
+        schedule_only: false,
+        external_only: false,
+        fields,
+        filter_rules: rules,
+        discovery_options: json!({}),
+        preferred_queue: None,
+        builtin: true,
+    }
+}
+
+/// The workflows a new hub has (seed 003:L11975-12186): `migrate`,
+/// `premigrate`, `recall`, `unmanage`, and the hidden `reverse_stub` and
+/// `delete_file`. Their steps act on files (`type: file`) except
+/// `delete_file`, which takes any path.
+pub fn builtins() -> Vec<Workflow> {
+    let one = |task: &str, kind: &str, extra: Value| {
+        let mut action = json!({"name": task});
+        if let (Some(a), Some(e)) = (action.as_object_mut(), extra.as_object()) {
+            a.extend(e.clone());
+        }
+        json!([{"state": "all", "type": kind, "action": [action]}])
+    };
+    vec![
+        builtin(
+            "migrate",
+            "Dehydrate",
+            Some("recursive"),
+            true,
+            json!([lock_level("partial")]),
+            one("dynamo.tasks.migrate", "file", json!({"lock_level": "*lock_level"})),
+        ),
+        builtin(
+            "premigrate",
+            "Pre-Stage",
+            Some("recursive"),
+            true,
+            json!([lock_level("implicit")]),
+            one(
+                "dynamo.tasks.migrate",
+                "file",
+                json!({"premigrate": true, "lock_level": "*lock_level"}),
+            ),
+        ),
+        builtin(
+            "recall",
+            "Recall",
+            Some("recursive"),
+            true,
+            json!([lock_level("implicit")]),
+            one("dynamo.tasks.recall", "file", json!({"lock_level": "*lock_level"})),
+        ),
+        builtin(
+            "unmanage",
+            "Unmanage",
+            Some("recursive"),
+            true,
+            json!([lock_level("implicit")]),
+            one("dynamo.tasks.unmanage", "file", json!({"lock_level": "*lock_level"})),
+        ),
+        builtin(
+            "reverse_stub",
+            "Reverse stub",
+            None,
+            false,
+            json!([
+                {"name": "hydrate", "label": "Hydrate", "type": "bool", "default": false},
+                {"name": "overwrite", "label": "Overwrite", "type": "bool", "default": false}
+            ]),
+            one(
+                "dynamo.tasks.reverse_stub",
+                "all",
+                json!({"hydrate": "*hydrate", "overwrite": "*overwrite"}),
+            ),
+        ),
+        builtin(
+            "delete_file",
+            "Delete",
+            None,
+            false,
+            json!([{"name": "recursive", "label": "Recursive", "type": "bool", "default": false}]),
+            one(
+                "dynamo.tasks.delete_paths_from_gpfs",
+                "all",
+                json!({"recursive": "*recursive"}),
+            ),
+        ),
+    ]
+}
+
+/// Adds the built-in workflows a database lacks (on every start, so a
+/// deleted one comes back and an edited one is left as edited).
+pub async fn install_builtins(store: &crate::hub::store::Store) -> Result<(), crate::hub::store::StoreError> {
+    for w in builtins() {
+        if store.workflow_by_name(&w.name).await?.is_none() {
+            store.create_workflow(&w).await?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builtins_are_valid_workflows() {
+        for w in builtins() {
+            let fields = parse_fields(&w.fields).unwrap_or_else(|e| panic!("{}: {e}", w.name));
+            parse_rules(&w.filter_rules, &fields).unwrap_or_else(|e| panic!("{}: {e}", w.name));
+            let values = resolve_fields(
+                &fields,
+                &Map::new(),
+                &Known {
+                    sites: &[],
+                    queues: &[],
+                },
+            )
+            .unwrap();
+            compile(
+                &parse_rules(&w.filter_rules, &fields).unwrap(),
+                &values,
+                "s",
+                "default",
+                None,
+            )
+            .unwrap();
+        }
+    }
+
+    #[test]
+    fn bad_fields_and_values_name_the_field() {
+        let e = parse_fields(&json!([{"name": "x", "label": "X", "type": "float"}])).unwrap_err();
+        assert_eq!(e.field, "fields[0].type");
+        let e = parse_fields(&json!([{"name": "x", "label": "X"}])).unwrap_err();
+        assert!(e.field.starts_with("fields"), "{e}");
+        let specs = parse_fields(&json!([
+            {"name": "n", "label": "N", "type": "int", "default": 3},
+            {"name": "c", "label": "C", "type": "choices", "choices": [{"label": "a", "value": "a"}]},
+            {"name": "s", "label": "S", "type": "enum[site]"}
+        ]))
+        .unwrap();
+        let known = Known {
+            sites: &["s1".into()],
+            queues: &[],
+        };
+        let given = |v: Value| v.as_object().unwrap().clone();
+        assert_eq!(resolve_fields(&specs, &given(json!({})), &known).unwrap()["n"], 3);
+        for (v, field) in [
+            (json!({"n": "3"}), "fields.n"),
+            (json!({"c": "b"}), "fields.c"),
+            (json!({"s": "s2"}), "fields.s"),
+            (json!({"zz": 1}), "fields.zz"),
+        ] {
+            assert_eq!(resolve_fields(&specs, &given(v), &known).unwrap_err().field, field);
+        }
+    }
+
+    #[test]
+    fn rules_that_cannot_run_are_refused() {
+        let fields = parse_fields(&json!([{"name": "ep", "label": "E", "type": "string"}])).unwrap();
+        for (rules, why) in [
+            (
+                json!([{"state": "all", "type": "all", "action": [{"name": "dynamo.tasks.migrate", "endpoint": "*nope"}]}]),
+                "nope",
+            ),
+            (
+                json!([{"state": "all", "type": "blob", "action": [{"name": "dynamo.tasks.migrate"}]}]),
+                "type must be",
+            ),
+            (
+                json!([{"state": "all", "type": "all", "action": [{"name": "dynamo.tasks.fly"}]}]),
+                "unknown task",
+            ),
+            (json!([{"state": "all", "action": []}]), "missing field `type`"),
+            (json!({"state": "all"}), "invalid type"),
+        ] {
+            let e = parse_rules(&rules, &fields).unwrap_err().to_string();
+            assert!(e.contains(why), "{rules}: {e}");
+        }
+        parse_rules(
+            &json!([{"state": "all", "type": "file", "action": {"name": "dynamo.tasks.migrate", "endpoint": "*ep"}}]),
+            &fields,
+        )
+        .unwrap();
+    }
+}
