@@ -206,7 +206,7 @@ fn main() {
                         }
                         n = (n + batch).min(runs);
                         let kwargs = ferry::task::args::kwargs_with("\"endpoint\":\"archive\"", None, Some(&paths));
-                        let out = ferry::agent::celery::child_task(ferry::task::TaskName::Migrate.as_str(), &kwargs, &parent, &[], "bench@h");
+                        let out = ferry::agent::celery::child_task(uuid::Uuid::new_v4().to_string(), ferry::task::TaskName::Migrate.as_str(), &kwargs, &parent, &[], "bench@h");
                         let props = ferry::agent::broker::task_properties(&out.id, Some(&reply_to), &out.headers);
                         pending.push_back(sess.publish("", &sink, &out.body, props).await.unwrap());
                         if pending.len() > 1024 {

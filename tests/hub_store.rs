@@ -190,8 +190,10 @@ fn failed_files_fail_the_job_and_are_recorded() {
                 .await
                 .unwrap();
             assert_eq!(r.finished_jobs, [(job, "FAILURE")], "{}", db.engine);
+            let mut only_this = ferry::hub::store::jobs::Filter::default();
+            only_this.cmp("job_id", "=", ferry::hub::store::jobs::Bind::Int(job));
             let (count, files) = store
-                .job_failures(job, ferry::hub::store::jobs::Page { offset: 0, limit: None })
+                .file_records(&only_this, ferry::hub::store::jobs::Page { offset: 0, limit: None })
                 .await
                 .unwrap();
             assert_eq!(count, 5, "{}", db.engine);

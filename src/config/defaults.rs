@@ -104,14 +104,11 @@ pub const TASK_INVALIDATION_TIMEOUT: Duration = Duration::from_secs(360 * 60);
 /// 100 bytes fits ten times over).
 pub const HUB_MAX_BODY: usize = 100 << 20;
 
-/// The durable queue the hub owns, where every result of its jobs
-/// arrives (the `reply_to` of the tasks it publishes, which children
-/// inherit).
-pub const HUB_RESULTS_QUEUE: &str = "ferry.hub.results";
-
-/// The hub's queue of monitoring events (heartbeats, task starts),
-/// bound to Celery's event exchange.
-pub const HUB_EVENTS_QUEUE: &str = "ferry.hub.events";
+/// The first part of the names of the broker queues a hub owns:
+/// `<prefix>.results` (where every result of its jobs arrives: the
+/// `reply_to` of the tasks it publishes, which children inherit),
+/// `<prefix>.events` (heartbeats and task starts) and `<prefix>.rejected`.
+pub const HUB_QUEUE_PREFIX: &str = "ferry.hub";
 
 /// How long a JWT access token is valid (the seed's 1 hour, 003:L18653).
 pub const HUB_ACCESS_TOKEN_LIFETIME: Duration = Duration::from_secs(3600);

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 /// The `[hub]` keys [`HubSettings::read`] knows.
-pub const HUB_KEYS: &str = "database, broker_url, listen, key_dir, tls_certificate, tls_key, public_url, node_health_last_heartbeat_interval, task_invalidation_timeout, auto_create_sites, max_body_bytes";
+pub const HUB_KEYS: &str = "database, broker_url, queue_prefix, listen, key_dir, tls_certificate, tls_key, public_url, node_health_last_heartbeat_interval, task_invalidation_timeout, auto_create_sites, max_body_bytes";
 
 /// Settings of `ferry hub serve`.
 #[derive(Clone, Debug, PartialEq)]
@@ -18,6 +18,9 @@ pub struct HubSettings {
     pub database: String,
     /// The broker the agents use (`broker_url`; `[settings]`'s when unset).
     pub broker_url: Option<String>,
+    /// First part of the hub's queue names (`queue_prefix`): two hubs on
+    /// one broker need two prefixes.
+    pub queue_prefix: String,
     /// Address to serve on (`listen`); see [`HubSettings::listen`].
     pub listen: Option<SocketAddr>,
     /// Directory of the JWT signing key (`key_dir`).
@@ -46,6 +49,7 @@ impl Default for HubSettings {
         HubSettings {
             database: defaults::HUB_DATABASE.into(),
             broker_url: None,
+            queue_prefix: defaults::HUB_QUEUE_PREFIX.into(),
             listen: None,
             key_dir: defaults::HUB_KEY_DIR.into(),
             tls: None,
@@ -72,6 +76,21 @@ impl HubSettings {
         })
     }
 
+    /// The durable queue every result of the hub's jobs comes to.
+    pub fn results_queue(&self) -> String {
+        format!("{}.results", self.queue_prefix)
+    }
+
+    /// The queue of monitoring events the hub reads.
+    pub fn events_queue(&self) -> String {
+        format!("{}.events", self.queue_prefix)
+    }
+
+    /// Where messages on the results queue that are not results go.
+    pub fn rejected_queue(&self) -> String {
+        format!("{}.rejected", self.queue_prefix)
+    }
+
     /// Reads `[hub]`.
     pub fn read(s: &mut Section<'_>) -> Result<HubSettings, ConfigError> {
         let mut h = HubSettings::default();
@@ -86,6 +105,15 @@ impl HubSettings {
                 ));
             }
             h.broker_url = Some(v.text);
+        }
+        if let Some(p) = s.take_parsed("queue_prefix", |t| {
+            match !t.is_empty() && t.len() <= 200 && t.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+            {
+                true => Ok(t.to_string()),
+                false => Err(BadValue::expected("letters, digits, '.', '_' or '-'", t)),
+            }
+        })? {
+            h.queue_prefix = p;
         }
         h.listen = s.take_parsed("listen", |t| {
             t.parse()

@@ -7,14 +7,13 @@
 //! take a batch (locked, full, gone) the batch stays unacknowledged and
 //! is retried until it can.
 //!
-//! A message that is not a result document goes, unchanged, to
-//! [`REJECTED_QUEUE`] with the reason in its headers, and is logged.
+//! A message that is not a result document goes, unchanged, to the
+//! hub's rejected queue with the reason in its headers, and is logged.
 
 use super::metrics::HubMetrics;
 use super::store::results::{FileFailure, Finished};
 use super::store::{Store, now_us};
 use crate::agent::broker::Session;
-use crate::config::defaults::HUB_RESULTS_QUEUE;
 use futures::StreamExt;
 use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions};
 use lapin::types::FieldTable;
@@ -29,9 +28,6 @@ pub const BATCH: usize = 1000;
 
 /// Longest wait for a batch to fill.
 pub const LINGER: Duration = Duration::from_millis(20);
-
-/// Where messages that are not results go.
-pub const REJECTED_QUEUE: &str = "ferry.hub.rejected";
 
 /// Why a message is not a result the hub can file.
 #[derive(Debug, thiserror::Error)]
@@ -224,17 +220,26 @@ pub fn parse(body: &[u8]) -> Result<Option<Finished>, ParseError> {
     }))
 }
 
+/// The queues the ingest uses.
+#[derive(Clone, Debug)]
+pub struct Queues {
+    /// Where results arrive.
+    pub results: String,
+    /// Where what is not a result goes.
+    pub rejected: String,
+}
+
 /// Consumes the results queue on `session` until the session ends.
-pub async fn run(store: Store, session: Arc<Session>, metrics: Arc<HubMetrics>) -> lapin::Result<()> {
-    session.declare_queue(HUB_RESULTS_QUEUE).await?;
-    session.declare_queue(REJECTED_QUEUE).await?;
+pub async fn run(store: Store, session: Arc<Session>, metrics: Arc<HubMetrics>, queues: Queues) -> lapin::Result<()> {
+    session.declare_queue(&queues.results).await?;
+    session.declare_queue(&queues.rejected).await?;
     let channel = session.channel().await?;
     channel
         .basic_qos((2 * BATCH) as u16, BasicQosOptions::default())
         .await?;
     let mut consumer = channel
         .basic_consume(
-            HUB_RESULTS_QUEUE.into(),
+            queues.results.as_str().into(),
             "ferry-hub-ingest".into(),
             BasicConsumeOptions::default(),
             FieldTable::default(),
@@ -262,7 +267,7 @@ pub async fn run(store: Store, session: Arc<Session>, metrics: Arc<HubMetrics>) 
                 }
                 Ok(None) => {}
                 Err(e) => {
-                    warn!(error = %e, bytes = d.data.len(), "a message on the results queue is not a result; kept in {REJECTED_QUEUE}");
+                    warn!(error = %e, bytes = d.data.len(), kept_in = %queues.rejected, "a message on the results queue is not a result");
                     metrics.rejected.inc();
                     let mut headers = d.properties.headers().clone().unwrap_or_default();
                     headers.insert(
@@ -270,7 +275,7 @@ pub async fn run(store: Store, session: Arc<Session>, metrics: Arc<HubMetrics>) 
                         lapin::types::AMQPValue::LongString(e.to_string().into_bytes().into()),
                     );
                     let props = d.properties.clone().with_headers(headers);
-                    if let Err(e) = session.publish_confirmed("", REJECTED_QUEUE, &d.data, props).await {
+                    if let Err(e) = session.publish_confirmed("", &queues.rejected, &d.data, props).await {
                         warn!(error = %e, "cannot keep a rejected message; the session is going");
                         return Ok(());
                     }

@@ -15,7 +15,6 @@ use super::store::now_us;
 use super::store::results::Started;
 use super::store::sites::Beat;
 use crate::agent::broker::{EVENT_EXCHANGE, Session};
-use crate::config::defaults::HUB_EVENTS_QUEUE;
 use futures::StreamExt;
 use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable};
@@ -131,13 +130,13 @@ pub async fn remember(heard: &Shared, store: &Store) -> Result<(), super::store:
 }
 
 /// Consumes the event queue on `session` until the session ends.
-pub async fn run(heard: Shared, session: Arc<Session>) -> lapin::Result<()> {
+pub async fn run(heard: Shared, session: Arc<Session>, queue: String) -> lapin::Result<()> {
     let ch = session.channel().await?;
     let mut args = FieldTable::default();
     args.insert("x-max-length".into(), AMQPValue::LongLongInt(EVENTS_MAX));
     args.insert("x-overflow".into(), AMQPValue::LongString("drop-head".into()));
     ch.queue_declare(
-        HUB_EVENTS_QUEUE.into(),
+        queue.as_str().into(),
         QueueDeclareOptions {
             durable: true,
             ..Default::default()
@@ -147,7 +146,7 @@ pub async fn run(heard: Shared, session: Arc<Session>) -> lapin::Result<()> {
     .await?;
     for key in ["worker.#", "task.started"] {
         ch.queue_bind(
-            HUB_EVENTS_QUEUE.into(),
+            queue.as_str().into(),
             EVENT_EXCHANGE.into(),
             key.into(),
             QueueBindOptions::default(),
@@ -158,7 +157,7 @@ pub async fn run(heard: Shared, session: Arc<Session>) -> lapin::Result<()> {
     ch.basic_qos(1000, BasicQosOptions::default()).await?;
     let mut consumer = ch
         .basic_consume(
-            HUB_EVENTS_QUEUE.into(),
+            queue.as_str().into(),
             "ferry-hub-monitor".into(),
             BasicConsumeOptions::default(),
             FieldTable::default(),

@@ -77,7 +77,12 @@ pub async fn serve(config: Config, mut stop: watch::Receiver<bool>) -> Result<()
         tls: false,
         metrics: metrics.clone(),
     });
-    tokio::spawn(submit::publish_outbox(store.clone(), outbox, sessions.clone()));
+    tokio::spawn(submit::publish_outbox(
+        store.clone(),
+        outbox,
+        sessions.clone(),
+        settings.results_queue(),
+    ));
     tokio::spawn(monitor::flush(
         heard.clone(),
         store.clone(),
@@ -90,7 +95,15 @@ pub async fn serve(config: Config, mut stop: watch::Receiver<bool>) -> Result<()
         Duration::from_secs(5),
         sessions.clone(),
     ));
-    tokio::spawn(broker(broker_url, store.clone(), session_tx, up_tx, heard, metrics));
+    tokio::spawn(broker(
+        broker_url,
+        settings.clone(),
+        store.clone(),
+        session_tx,
+        up_tx,
+        heard,
+        metrics,
+    ));
     tokio::spawn(systemd::watchdog());
     let app = router(state);
     info!(%addr, "serving the API");
@@ -111,6 +124,7 @@ pub async fn serve(config: Config, mut stop: watch::Receiver<bool>) -> Result<()
 /// reconnecting with backoff (0.1 s doubling to 30 s).
 async fn broker(
     url: String,
+    settings: crate::config::HubSettings,
     store: Store,
     sessions: watch::Sender<Option<Arc<Session>>>,
     up: watch::Sender<bool>,
@@ -133,8 +147,12 @@ async fn broker(
         info!(broker = %redact(&url), "connected to the broker");
         sessions.send_replace(Some(session.clone()));
         up.send_replace(true);
-        let results = tokio::spawn(ingest::run(store.clone(), session.clone(), metrics.clone()));
-        let events = tokio::spawn(monitor::run(heard.clone(), session.clone()));
+        let queues = ingest::Queues {
+            results: settings.results_queue(),
+            rejected: settings.rejected_queue(),
+        };
+        let results = tokio::spawn(ingest::run(store.clone(), session.clone(), metrics.clone(), queues));
+        let events = tokio::spawn(monitor::run(heard.clone(), session.clone(), settings.events_queue()));
         loop {
             tokio::time::sleep(Duration::from_millis(250)).await;
             if !session.alive() || results.is_finished() || events.is_finished() {

@@ -5,14 +5,13 @@
 //!
 //! Every message carries `reply_to` = the hub's durable results queue;
 //! the agent passes it to every child, so every result of the job comes
-//! back there ([`crate::config::defaults::HUB_RESULTS_QUEUE`]).
+//! back there ([`crate::config::HubSettings::results_queue`]).
 
 use super::store::jobs::{Outbound, RootTask};
 use super::store::{Store, StoreError};
 use crate::agent::broker::{self, Session, task_properties};
 use crate::agent::celery::{HeaderValue, Outgoing, Signature, root_task};
 use crate::agent::tasks::rules::{Rule, matching};
-use crate::config::defaults::HUB_RESULTS_QUEUE;
 use crate::config::queue_name;
 use crate::entry::FileType;
 use crate::task::PathObject;
@@ -152,7 +151,12 @@ pub fn headers_from_json(v: &Value) -> Vec<(String, HeaderValue)> {
 /// each message confirmed by the broker before it leaves the outbox.
 /// While the broker is away the messages wait: a job submitted then is
 /// recorded at once and started when the broker returns.
-pub async fn publish_outbox(store: Store, wake: Arc<Notify>, sessions: watch::Receiver<Option<Arc<Session>>>) {
+pub async fn publish_outbox(
+    store: Store,
+    wake: Arc<Notify>,
+    sessions: watch::Receiver<Option<Arc<Session>>>,
+    reply_to: String,
+) {
     loop {
         tokio::select! {
             _ = wake.notified() => {}
@@ -172,7 +176,7 @@ pub async fn publish_outbox(store: Store, wake: Arc<Notify>, sessions: watch::Re
             if batch.is_empty() {
                 break;
             }
-            match publish_all(&store, &session, &batch).await {
+            match publish_all(&store, &session, &batch, &reply_to).await {
                 Ok(()) => {}
                 Err(e) => {
                     warn!(error = %e, "cannot publish a job's tasks yet; they wait in the outbox");
@@ -194,7 +198,7 @@ pub enum OutboxError {
     Store(#[from] StoreError),
 }
 
-async fn publish_all(store: &Store, session: &Session, batch: &[Outbound]) -> Result<(), OutboxError> {
+async fn publish_all(store: &Store, session: &Session, batch: &[Outbound], reply_to: &str) -> Result<(), OutboxError> {
     // Publish the lot, then wait for the confirmations: one round trip per
     // batch, not per message.
     let mut pending = Vec::with_capacity(batch.len());
@@ -204,7 +208,7 @@ async fn publish_all(store: &Store, session: &Session, batch: &[Outbound]) -> Re
             .await
             .map_err(broker::BrokerError::from)?;
         let headers = headers_from_json(&serde_json::from_str(&o.headers).unwrap_or(Value::Null));
-        let props = task_properties(&o.task_id, Some(HUB_RESULTS_QUEUE), &headers);
+        let props = task_properties(&o.task_id, Some(reply_to), &headers);
         let confirm = session
             .publish("", &o.queue, o.body.as_bytes(), props)
             .await

@@ -72,3 +72,280 @@ pub fn both() -> Vec<TestDb> {
     v.extend(postgres());
     v
 }
+
+/// A free TCP port on loopback.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// One site driven by a hub: a `ferry hub serve` process on `db`, and
+/// agents of one site (distinct node names) sharing `data/` and a
+/// directory endpoint `archive`. Agents run without CAP_DAC_OVERRIDE and
+/// CAP_DAC_READ_SEARCH, so a mode-000 file is unreadable to them as to
+/// any user, although they run as root.
+pub struct HubSite {
+    /// The site name (unique per test).
+    pub site: String,
+    /// Scratch: configurations, logs, `data/`, `archive/`, `keys/`.
+    pub dir: tempfile::TempDir,
+    /// The hub's URL, `http://127.0.0.1:<port>`.
+    pub url: String,
+    /// The database.
+    pub db: TestDb,
+    /// Extra `[hub]` lines.
+    pub hub_settings: String,
+    /// The hub process.
+    pub hub: Option<std::process::Child>,
+    /// Agent processes by index.
+    pub agents: Vec<Option<std::process::Child>>,
+}
+
+/// The user the fixtures create.
+pub const USER: &str = "admin";
+/// Its password.
+pub const PASSWORD: &str = "hub-test-password";
+
+impl HubSite {
+    /// A site with `agents` agents (not started) and a hub on `db`.
+    pub fn new(db: TestDb, agents: usize, hub_settings: &str) -> HubSite {
+        let dir = tempfile::tempdir().unwrap();
+        for d in ["data", "archive"] {
+            std::fs::create_dir(dir.path().join(d)).unwrap();
+        }
+        let site = format!("h{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+        let port = free_port();
+        let s = HubSite {
+            site,
+            url: format!("http://127.0.0.1:{port}"),
+            db,
+            hub_settings: hub_settings.to_string(),
+            hub: None,
+            agents: (0..agents).map(|_| None).collect(),
+            dir,
+        };
+        for i in 0..agents {
+            s.write_config(&format!("agent{i}.conf"), &format!("node_name = ferry@{}-n{i}", s.site));
+        }
+        s.write_config("hub.conf", "");
+        let out = Command::new(env!("CARGO_BIN_EXE_ferry"))
+            .args(["hub", "adduser", "--admin", USER, "--config"])
+            .arg(s.dir.path().join("hub.conf"))
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .and_then(|mut c| {
+                use std::io::Write;
+                c.stdin.take().unwrap().write_all(format!("{PASSWORD}\n").as_bytes())?;
+                c.wait_with_output()
+            })
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "adduser: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        s
+    }
+
+    fn write_config(&self, name: &str, extra: &str) {
+        let d = self.dir.path();
+        let port = self.url.rsplit(':').next().unwrap();
+        let conf = format!(
+            "[settings]\nsite = {}\nbroker_url = {}\nthreads = 4\nheartbeat_interval = 1\n{extra}\n\n[Endpoint archive]\ntype = directory\npath = {}\nroot = {}\n\n[hub]\ndatabase = {}\nkey_dir = {}\nlisten = 127.0.0.1:{port}\nqueue_prefix = {}.hub\n{}\n",
+            self.site,
+            super::agent::BROKER,
+            d.join("archive").display(),
+            d.join("data").display(),
+            self.db.url,
+            d.join("keys").display(),
+            self.site,
+            self.hub_settings,
+        );
+        std::fs::write(d.join(name), conf).unwrap();
+    }
+
+    /// The shared data directory (the endpoint's root).
+    pub fn data(&self) -> std::path::PathBuf {
+        self.dir.path().join("data")
+    }
+
+    fn spawn(&self, args: &[&str], conf: &str, log: &str, setpriv: bool) -> std::process::Child {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join(log))
+            .unwrap();
+        let mut cmd = if setpriv {
+            let mut c = Command::new("setpriv");
+            c.args([
+                "--bounding-set=-dac_override,-dac_read_search",
+                "--inh-caps=-dac_override,-dac_read_search",
+            ]);
+            c.arg(env!("CARGO_BIN_EXE_ferry"));
+            c
+        } else {
+            Command::new(env!("CARGO_BIN_EXE_ferry"))
+        };
+        cmd.args(args)
+            .arg("--config")
+            .arg(self.dir.path().join(conf))
+            .env("RUST_LOG", "info,lapin=warn")
+            .env_remove("JOURNAL_STREAM")
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap()
+    }
+
+    /// Starts the hub and waits until it answers.
+    pub fn start_hub(&mut self) {
+        self.hub = Some(self.spawn(&["hub", "serve"], "hub.conf", "hub.log", false));
+        let t0 = std::time::Instant::now();
+        loop {
+            if let Ok(o) = Command::new("curl")
+                .args(["-sf", &format!("{}/api/health/", self.url)])
+                .output()
+                && o.status.success()
+            {
+                return;
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(30),
+                "the hub did not start:\n{}",
+                self.log("hub.log")
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The hub's `/api/health/` (which needs no credentials).
+    pub fn health(&self) -> serde_json::Value {
+        let out = Command::new("curl")
+            .args(["-sf", &format!("{}/api/health/", self.url)])
+            .output()
+            .unwrap();
+        serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null)
+    }
+
+    /// This site's entry in the health answer.
+    pub fn site_health(&self) -> serde_json::Value {
+        let h = self.health();
+        h["site_status"]
+            .as_array()
+            .and_then(|a| a.iter().find(|x| x["site"] == self.site.as_str()).cloned())
+            .unwrap_or(serde_json::Value::Null)
+    }
+
+    /// Waits until the hub counts `n` of this site's nodes online.
+    pub fn wait_online(&self, n: usize, limit: Duration) {
+        let t0 = std::time::Instant::now();
+        loop {
+            let site = self.site_health();
+            let online = site["nodes"]
+                .as_array()
+                .map_or(0, |a| a.iter().filter(|x| x["online"] == true).count());
+            if online == n {
+                return;
+            }
+            assert!(
+                t0.elapsed() < limit,
+                "{n} nodes not online after {limit:?}: {site}\n{}",
+                self.log("hub.log")
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Kills the hub with SIGKILL.
+    pub fn kill_hub(&mut self) {
+        if let Some(mut c) = self.hub.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts agent `i` and waits until it consumes.
+    pub fn start_agent(&mut self, i: usize) {
+        let log = format!("agent{i}.log");
+        let before = self.log(&log).matches("connected; consuming").count();
+        self.agents[i] = Some(self.spawn(&["agent"], &format!("agent{i}.conf"), &log, true));
+        let t0 = std::time::Instant::now();
+        while self.log(&log).matches("connected; consuming").count() <= before {
+            assert!(
+                t0.elapsed() < Duration::from_secs(30),
+                "agent {i} did not start:\n{}",
+                self.log(&log)
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Stops agent `i` with SIGTERM (or SIGKILL when `kill`).
+    pub fn stop_agent(&mut self, i: usize, kill: bool) {
+        if let Some(mut c) = self.agents[i].take() {
+            let sig = if kill { "-KILL" } else { "-TERM" };
+            let _ = Command::new("kill").args([sig, &c.id().to_string()]).status();
+            let _ = c.wait();
+        }
+    }
+
+    /// A log file's text.
+    pub fn log(&self, name: &str) -> String {
+        std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default()
+    }
+
+    /// Runs a Python script of `tests/hub/` with the hub's URL, the user,
+    /// the site and `args`; its stdout as JSON.
+    pub fn python(&self, script: &str, args: &[&str]) -> serde_json::Value {
+        let out = Command::new("python3")
+            .arg(
+                std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("tests/hub")
+                    .join(script),
+            )
+            .args([&self.url, USER, PASSWORD, &self.site])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{script} failed: {}\nhub log:\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            self.log("hub.log")
+        );
+        serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{script}: {e}: {}", String::from_utf8_lossy(&out.stdout)))
+    }
+}
+
+impl Drop for HubSite {
+    fn drop(&mut self) {
+        self.kill_hub();
+        for i in 0..self.agents.len() {
+            self.stop_agent(i, true);
+        }
+        let site = self.site.clone();
+        let _ = super::agent::rt().block_on(async move {
+            use lapin::options::QueueDeleteOptions;
+            let conn = lapin::Connection::connect(super::agent::BROKER, lapin::ConnectionProperties::default()).await?;
+            let ch = conn.create_channel().await?;
+            for f in ["worker", "discovery", "custom", "interactive"] {
+                let _ = ch
+                    .queue_delete(format!("{site}.default#{f}").into(), QueueDeleteOptions::default())
+                    .await;
+            }
+            for q in ["results", "events", "rejected"] {
+                let _ = ch
+                    .queue_delete(format!("{site}.hub.{q}").into(), QueueDeleteOptions::default())
+                    .await;
+            }
+            conn.close(200, "bye".into()).await
+        });
+    }
+}

@@ -1,7 +1,7 @@
 //! `/api/jobs/` and `/api/tasks/`.
 
 use super::{ApiError, ApiResult, ApiState, Base, Caller, Id, Paging, Params, State, json};
-use crate::hub::store::jobs::{Bind, Filter, Job, Task, state, task_state};
+use crate::hub::store::jobs::{Bind, FileRecord, Filter, Job, Task, state, task_state};
 use crate::hub::store::{iso, now_us};
 use axum::Router;
 use axum::extract::Path;
@@ -16,7 +16,8 @@ pub(super) fn routes() -> Router<Arc<ApiState>> {
         .route("/api/jobs/", get(list_jobs))
         .route("/api/jobs/{id}/", get(get_job).delete(delete_job))
         .route("/api/jobs/{id}/progress/", get(progress))
-        .route("/api/jobs/{id}/failures/", get(failures))
+        .route("/api/jobstats/", get(jobstats))
+        .route("/api/jobstats/{id}/", get(jobstat))
         .route("/api/tasks/", get(list_tasks))
         .route("/api/tasks/{id}/", get(get_task))
 }
@@ -179,26 +180,51 @@ async fn progress(s: State, _c: Caller, Id(id): Id) -> ApiResult<Response> {
     Ok(json(StatusCode::OK, progress_json(&j)))
 }
 
-/// The files of a job that failed or were aborted.
-async fn failures(s: State, _c: Caller, base: Base, Id(id): Id, p: Params) -> ApiResult<Response> {
-    s.store.job(id).await?.ok_or_else(|| ApiError::not_found("job"))?;
-    let paging = Paging::read(&p, 1000)?;
-    let (count, rows) = s.store.job_failures(id, paging.store()).await?;
-    let results = rows
-        .iter()
-        .map(|r| {
-            json!({
-                "id": r.id,
-                "job": r.job_id,
-                "path": serde_json::from_str::<Value>(&r.path).unwrap_or(Value::Null),
-                "state": r.state,
-                "code": r.code,
-                "message": serde_json::from_str::<Value>(&r.message).unwrap_or_else(|_| r.message.clone().into()),
-                "task": r.task_id,
-            })
-        })
-        .collect();
+fn jobstat_json(base: &Base, r: &FileRecord) -> Value {
+    json!({
+        "id": r.id,
+        "url": base.url(&format!("/api/jobstats/{}/", r.id)),
+        "job": r.job_id,
+        "path": serde_json::from_str::<Value>(&r.path).unwrap_or(Value::Null),
+        "state": r.state,
+        "code": r.code,
+        "message": serde_json::from_str::<Value>(&r.message).unwrap_or_else(|_| r.message.clone().into()),
+        "task": r.task_id,
+    })
+}
+
+/// `GET /api/jobstats/`: the per-file records (failed and aborted files),
+/// filtered by `job`, `state[]` and `path`.
+async fn jobstats(s: State, _c: Caller, base: Base, p: Params) -> ApiResult<Response> {
+    let paging = Paging::read(&p, 100)?;
+    let mut f = Filter::default();
+    if let Some(j) = p.int("job")? {
+        f.cmp("job_id", "=", Bind::Int(j));
+    }
+    f.any_of("state", p.all("state").iter().map(|x| text(x)).collect());
+    if let Some(path) = p.get("path") {
+        f.cmp("path", "=", Bind::Text(serde_json::to_string(path).expect("a string")));
+    }
+    let (count, rows) = s.store.file_records(&f, paging.store()).await?;
+    let results = rows.iter().map(|r| jobstat_json(&base, r)).collect();
     Ok(json(StatusCode::OK, paging.envelope(&base, count, results)?.into()))
+}
+
+async fn jobstat(s: State, _c: Caller, base: Base, Id(id): Id) -> ApiResult<Response> {
+    let mut f = Filter::default();
+    f.cmp("id", "=", Bind::Int(id));
+    let (_, rows) = s
+        .store
+        .file_records(
+            &f,
+            crate::hub::store::jobs::Page {
+                offset: 0,
+                limit: Some(1),
+            },
+        )
+        .await?;
+    let r = rows.first().ok_or_else(|| ApiError::not_found("job stat"))?;
+    Ok(json(StatusCode::OK, jobstat_json(&base, r)))
 }
 
 fn task_json(base: &Base, t: &Task, detail: bool) -> Value {

@@ -618,22 +618,25 @@ impl Store {
         Ok(rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect())
     }
 
-    /// Failed and aborted files of a job: path, state, code, message, task.
-    pub async fn job_failures(&self, job_id: i64, page: Page) -> Result<(i64, Vec<FileRecord>), StoreError> {
-        let count: i64 = sqlx::query("SELECT COUNT(*) FROM jobstats WHERE job_id = $1")
-            .bind(job_id)
+    /// Per-file records matching `filter`, by id, and how many match.
+    pub async fn file_records(&self, filter: &Filter, page: Page) -> Result<(i64, Vec<FileRecord>), StoreError> {
+        let count_sql = format!("SELECT COUNT(*) FROM jobstats{}", filter.sql());
+        let count: i64 = filter
+            .bind(sqlx::query(&count_sql))
             .fetch_one(&self.pool)
             .await
-            .map_err(db("count failures"))?
+            .map_err(db("count file records"))?
             .get(0);
-        let rows = sqlx::query(&format!(
-            "SELECT id, job_id, path, state, code, message, task_id FROM jobstats WHERE job_id = $1 ORDER BY id{}",
+        let sql = format!(
+            "SELECT id, job_id, path, state, code, message, task_id FROM jobstats{} ORDER BY id{}",
+            filter.sql(),
             page.sql()
-        ))
-        .bind(job_id)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db("list failures"))?;
+        );
+        let rows = filter
+            .bind(sqlx::query(&sql))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db("list file records"))?;
         Ok((
             count,
             rows.iter()

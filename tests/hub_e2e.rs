@@ -1,0 +1,103 @@
+//! The hub end to end on real components: RabbitMQ, two `ferry agent`
+//! processes of one site, `ferry hub serve` on SQLite and on PostgreSQL,
+//! driven by a Python `requests` client that uses only the seed's paths
+//! and fields (tests/hub/e2e.py).
+
+mod common;
+
+use common::hub::{HubSite, both};
+use serde_json::Value;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::time::Duration;
+
+/// `dirs` directories of `per_dir` one-line files under `root`.
+fn tree(root: &Path, dirs: usize, per_dir: usize) {
+    for d in 0..dirs {
+        let dir = root.join(format!("d{d:03}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        for f in 0..per_dir {
+            std::fs::write(dir.join(format!("f{f:04}")), format!("{d}/{f}\n")).unwrap();
+        }
+    }
+}
+
+#[test]
+fn a_recursive_premigrate_runs_through_two_agents_on_both_engines() {
+    if !common::agent::broker_or_skip() {
+        return;
+    }
+    for db in both() {
+        let engine = db.engine;
+        let mut s = HubSite::new(db, 2, "");
+        s.start_hub();
+        s.start_agent(0);
+        s.start_agent(1);
+        s.wait_online(2, Duration::from_secs(20));
+        // 10,000 files, 5 of them unreadable to the agents.
+        let root = s.data().join("tree");
+        tree(&root, 20, 500);
+        let bad: Vec<_> = (0..5).map(|i| root.join(format!("d{:03}/f0007", i * 3))).collect();
+        for b in &bad {
+            std::fs::set_permissions(b, std::fs::Permissions::from_mode(0o000)).unwrap();
+        }
+        let out = s.python("e2e.py", &[root.to_str().unwrap()]);
+        let job = &out["job"];
+        let counts = &job["counts"];
+        assert_eq!(job["state"], "FAILURE", "{engine}: {job}");
+        assert_eq!(counts["files_found"], 10_000, "{engine}: {job}");
+        assert_eq!(
+            counts["processed"].as_i64().unwrap() + counts["failures"].as_i64().unwrap(),
+            10_000,
+            "{engine}"
+        );
+        assert_eq!(counts["failures"], 5, "{engine}");
+        assert_eq!(counts["results_counted"], counts["results_expected"], "{engine}");
+        assert_eq!(job["dir_walk_complete"], true);
+        // 10,000 files in batches that grow from 40 (the site's default
+        // dynamic sizing), and the discovery: more than one page of 100.
+        let tasks = out["pages"]["0"]["count"].as_i64().unwrap();
+        assert!(tasks > 101, "{engine}: {tasks} tasks");
+        assert_eq!(out["pages"]["19"]["results"], 20, "{engine}: page_size 19 → 20");
+        assert_eq!(out["pages"]["101"]["results"], 100, "{engine}: page_size 101 → 100");
+        assert_eq!(
+            out["pages"]["0"]["results"].as_i64(),
+            Some(tasks),
+            "{engine}: page_size 0 → all"
+        );
+        assert_eq!(out["pages"]["0"]["next"], Value::Null);
+        assert!(
+            out["pages"]["19"]["next"].as_str().unwrap().starts_with(&s.url),
+            "{}",
+            out["pages"]["19"]
+        );
+        assert_eq!(
+            out["pages"]["0"]["stats"]["state"]["ERROR"], 5,
+            "{engine}: {}",
+            out["pages"]["0"]["stats"]
+        );
+        let failures = out["failures"].as_array().unwrap();
+        let mut paths: Vec<&str> = failures.iter().map(|f| f["path"].as_str().unwrap()).collect();
+        paths.sort_unstable();
+        let want: Vec<String> = bad.iter().map(|b| b.display().to_string()).collect();
+        assert_eq!(paths, want, "{engine}");
+        for f in failures {
+            assert_eq!(f["code"], "EACCES", "{engine}: {f}");
+            assert!(f["message"][0].as_str().unwrap().contains("Permission denied"), "{f}");
+        }
+        // Both agents took part.
+        for i in 0..2 {
+            assert!(
+                s.log(&format!("agent{i}.log")).contains("task succeeded"),
+                "{engine}: agent {i} ran nothing"
+            );
+        }
+        // And a clean tree succeeds.
+        let clean = s.data().join("clean");
+        tree(&clean, 2, 30);
+        let out = s.python("e2e.py", &[clean.to_str().unwrap()]);
+        assert_eq!(out["job"]["state"], "SUCCESS", "{engine}: {}", out["job"]);
+        assert_eq!(out["job"]["counts"]["processed"], 60, "{engine}");
+        assert_eq!(out["failures"], serde_json::json!([]));
+    }
+}
