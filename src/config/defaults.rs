@@ -115,3 +115,11 @@ pub const HUB_ACCESS_TOKEN_LIFETIME: Duration = Duration::from_secs(3600);
 
 /// How long a JWT refresh token is valid (the seed's 1 day).
 pub const HUB_REFRESH_TOKEN_LIFETIME: Duration = Duration::from_secs(86_400);
+
+/// The fanout exchange a hub sends control messages on (job cancels) and
+/// every agent listens to.
+pub const CONTROL_EXCHANGE: &str = "ferry.control";
+
+/// How long agents remember a cancelled job's tasks (7 days: a message
+/// queued longer than that is older than any job's patience).
+pub const CANCEL_MEMORY: Duration = Duration::from_secs(7 * 86_400);

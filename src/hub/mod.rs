@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod control;
 pub mod ingest;
 pub mod metrics;
 pub mod monitor;

@@ -116,6 +116,18 @@ pub fn hear(heard: &Shared, body: &[u8]) {
     }
 }
 
+async fn invalidate(store: &Store, invalidation: Duration) {
+    let before = now_us() - invalidation.as_micros() as i64;
+    match store.lost_tasks(before, 1000).await {
+        Ok(lost) if lost.is_empty() => {}
+        Ok(lost) => match store.ingest(&lost).await {
+            Ok(_) => warn!(tasks = lost.len(), "tasks started too long ago without a result are failed as lost"),
+            Err(e) => warn!(error = %e, "cannot fail lost tasks; next time"),
+        },
+        Err(e) => warn!(error = %e, "cannot look for lost tasks"),
+    }
+}
+
 /// Starts from the nodes the database knows, so a node that died while
 /// the hub was down is found gone too.
 pub async fn remember(heard: &Shared, store: &Store) -> Result<(), super::store::StoreError> {
@@ -171,12 +183,18 @@ pub async fn run(heard: Shared, session: Arc<Session>, queue: String) -> lapin::
     Ok(())
 }
 
-/// Writes what was heard every [`FLUSH`] and sets the STARTED tasks of
-/// nodes gone quiet back to PENDING.
-pub async fn flush(heard: Shared, store: Store, interval: Duration, create_sites: bool) {
+/// Writes what was heard every [`FLUSH`], sets the STARTED tasks of
+/// nodes gone quiet back to PENDING, and every minute fails the tasks
+/// STARTED longer than `invalidation` ago without a result.
+pub async fn flush(heard: Shared, store: Store, interval: Duration, invalidation: Duration, create_sites: bool) {
     let limit = interval.as_micros() as i64;
+    let mut ticks = 0u64;
     loop {
         tokio::time::sleep(FLUSH).await;
+        ticks += 1;
+        if ticks % 60 == 0 {
+            invalidate(&store, invalidation).await;
+        }
         let (beats, started, gone) = {
             let mut h = heard.lock().expect("heard");
             let beats: Vec<Beat> = h.beats.values().cloned().collect();

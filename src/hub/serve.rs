@@ -5,7 +5,7 @@ use super::api::{ApiState, router};
 use super::auth::{AuthError, Keys};
 use super::metrics::HubMetrics;
 use super::store::{Store, StoreError};
-use super::{ingest, monitor, submit, workflows};
+use super::{control, ingest, monitor, submit, workflows};
 use crate::agent::broker::Session;
 use crate::agent::{redact, systemd};
 use crate::config::Config;
@@ -74,6 +74,7 @@ pub async fn serve(config: Config, mut stop: watch::Receiver<bool>) -> Result<()
         settings: settings.clone(),
         outbox: outbox.clone(),
         broker_up,
+        session: sessions.clone(),
         tls: false,
         metrics: metrics.clone(),
     });
@@ -83,10 +84,12 @@ pub async fn serve(config: Config, mut stop: watch::Receiver<bool>) -> Result<()
         sessions.clone(),
         settings.results_queue(),
     ));
+    tokio::spawn(control::snapshots(store.clone(), sessions.clone()));
     tokio::spawn(monitor::flush(
         heard.clone(),
         store.clone(),
         settings.node_health_interval,
+        settings.task_invalidation_timeout,
         settings.auto_create_sites,
     ));
     tokio::spawn(metrics.clone().refresh(

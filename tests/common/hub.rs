@@ -262,6 +262,91 @@ impl HubSite {
         }
     }
 
+    /// A client key for [`HubSite::api`] (made once, with a JWT).
+    pub fn key(&self) -> String {
+        let path = self.dir.path().join("api-key");
+        if let Ok(k) = std::fs::read_to_string(&path) {
+            return k;
+        }
+        let login = serde_json::json!({"username": USER, "password": PASSWORD});
+        let t = self.call("POST", "/api/auth/token/", Some(&login), None);
+        let auth = format!("Bearer {}", t.1["access"].as_str().expect("a token"));
+        let k = self.call("POST", "/api/auth/clientkeys/", Some(&serde_json::json!({"name": "tests"})), Some(&auth));
+        let key = k.1["api_key"].as_str().expect("a key").to_string();
+        std::fs::write(&path, &key).unwrap();
+        key
+    }
+
+    /// A request with curl: the status and the JSON answer (null if none).
+    pub fn call(&self, method: &str, path: &str, body: Option<&serde_json::Value>, auth: Option<&str>) -> (u16, serde_json::Value) {
+        let mut c = Command::new("curl");
+        c.args(["-s", "-o", "-", "-w", "\n%{http_code}", "-X", method, &format!("{}{path}", self.url)]);
+        if let Some(a) = auth {
+            c.args(["-H", &format!("Authorization: {a}")]);
+        }
+        if let Some(b) = body {
+            c.args(["-H", "content-type: application/json", "--data-binary", &b.to_string()]);
+        }
+        let out = c.output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+        (code.trim().parse().unwrap_or(0), serde_json::from_str(body).unwrap_or(serde_json::Value::Null))
+    }
+
+    /// An authenticated request; panics unless the status is `want`.
+    pub fn api(&self, method: &str, path: &str, body: Option<serde_json::Value>, want: u16) -> serde_json::Value {
+        let auth = format!("Api-Key {}", self.key());
+        let (code, v) = self.call(method, path, body.as_ref(), Some(&auth));
+        assert_eq!(code, want, "{method} {path}: {v}\nhub log:\n{}", self.log("hub.log"));
+        v
+    }
+
+    /// Creates a workflow running `action` (a task name, with `kwargs`) on
+    /// every file a recursive discovery finds; returns its name.
+    pub fn workflow(&self, action: &str, kwargs: serde_json::Value) -> String {
+        let name = format!("w{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+        let mut a = kwargs;
+        a["name"] = action.into();
+        self.api(
+            "POST",
+            "/api/workflows/",
+            Some(serde_json::json!({"name": name, "label": name, "discovery": "recursive",
+                "filter_rules": [{"state": "all", "type": "file", "action": [a]}]})),
+            201,
+        );
+        name
+    }
+
+    /// Submits `workflow` on `path`; the job.
+    pub fn submit(&self, workflow: &str, path: &std::path::Path) -> serde_json::Value {
+        self.api(
+            "POST",
+            "/api/file/workflow/",
+            Some(serde_json::json!({"workflow": workflow, "site": self.site, "paths": [path.to_str().unwrap()]})),
+            201,
+        )
+    }
+
+    /// Job `id` now; null while the hub does not answer.
+    pub fn job(&self, id: i64) -> serde_json::Value {
+        let auth = format!("Api-Key {}", self.key());
+        let (code, v) = self.call("GET", &format!("/api/jobs/{id}/"), None, Some(&auth));
+        if code == 200 { v } else { serde_json::Value::Null }
+    }
+
+    /// Waits until job `id` is final (panics after `limit`); the job.
+    pub fn wait_job(&self, id: i64, limit: Duration) -> serde_json::Value {
+        let t0 = std::time::Instant::now();
+        loop {
+            let j = self.job(id);
+            if ["SUCCESS", "FAILURE", "CANCELLED"].contains(&j["state"].as_str().unwrap_or("")) {
+                return j;
+            }
+            assert!(t0.elapsed() < limit, "job {id} not final after {limit:?}: {j}\nhub log:\n{}", self.log("hub.log"));
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
     /// Kills the hub with SIGKILL.
     pub fn kill_hub(&mut self) {
         if let Some(mut c) = self.hub.take() {

@@ -16,6 +16,7 @@ pub(super) fn routes() -> Router<Arc<ApiState>> {
         .route("/api/jobs/", get(list_jobs))
         .route("/api/jobs/{id}/", get(get_job).delete(delete_job))
         .route("/api/jobs/{id}/progress/", get(progress))
+        .route("/api/jobs/{id}/cancel/", axum::routing::post(cancel))
         .route("/api/jobstats/", get(jobstats))
         .route("/api/jobstats/{id}/", get(jobstat))
         .route("/api/tasks/", get(list_tasks))
@@ -173,6 +174,33 @@ async fn delete_job(s: State, _c: Caller, Id(id): Id) -> ApiResult<Response> {
     }
     s.store.delete_job(id).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// `POST /api/jobs/{id}/cancel/` (201): the job becomes DEQUEUING at
+/// once; queued tasks are refused by the agents (answered REVOKED), a
+/// running discovery stops publishing, running tasks finish; the job is
+/// CANCELLED when every task it published is accounted for. Cancelling a
+/// finished job is a 400.
+async fn cancel(s: State, _c: Caller, base: Base, Id(id): Id) -> ApiResult<Response> {
+    s.store.job(id).await?.ok_or_else(|| ApiError::not_found("job"))?;
+    let roots = s
+        .store
+        .cancel_job(id)
+        .await?
+        .ok_or_else(|| ApiError::bad(format!("job {id} has finished: nothing to cancel")))?;
+    let session = s.session.borrow().clone();
+    match session {
+        Some(session) if !roots.is_empty() => {
+            if let Err(e) = crate::hub::control::publish(&session, &crate::hub::control::cancel_message(&roots)).await {
+                tracing::warn!(job = id, error = %e, "cannot send the cancel now; the next snapshot carries it");
+            }
+        }
+        Some(_) => {}
+        None => tracing::warn!(job = id, "no broker: the cancel goes out with the next snapshot"),
+    }
+    tracing::info!(job = id, roots = roots.len(), "job cancel requested");
+    let j = s.store.job(id).await?.ok_or_else(|| ApiError::not_found("job"))?;
+    Ok(json(StatusCode::CREATED, job_json(&s, &base, &j).await?))
 }
 
 async fn progress(s: State, _c: Caller, Id(id): Id) -> ApiResult<Response> {

@@ -35,6 +35,8 @@ pub struct ApiState {
     pub outbox: Arc<Notify>,
     /// Whether the broker connection is up.
     pub broker_up: watch::Receiver<bool>,
+    /// The broker session, while there is one.
+    pub session: watch::Receiver<Option<Arc<crate::agent::broker::Session>>>,
     /// The `https` scheme is served.
     pub tls: bool,
     /// The hub's metrics.

@@ -474,6 +474,81 @@ impl Store {
         Ok(())
     }
 
+    /// Starts cancelling a job: DEQUEUING, and its root tasks still in
+    /// the outbox are dropped and counted as CANCELLED (they never ran).
+    /// Returns the ids of its roots the broker has (to cancel on the
+    /// agents), or `None` when the job is already final.
+    pub async fn cancel_job(&self, id: i64) -> Result<Option<Vec<String>>, StoreError> {
+        let mut tx = self.write().await?;
+        let Some(row) = sqlx::query("SELECT state FROM jobs WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db("read a job"))?
+        else {
+            return Ok(None);
+        };
+        let st: String = row.get(0);
+        if state::FINAL.contains(&st.as_str()) {
+            return Ok(None);
+        }
+        let unsent = sqlx::query("SELECT o.task_id, t.tasktype FROM outbox o JOIN tasks t ON t.task_id = o.task_id WHERE o.job_id = $1")
+            .bind(id)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db("read the outbox"))?;
+        let now = now_us();
+        for u in &unsent {
+            let (task_id, tasktype): (String, String) = (u.get(0), u.get(1));
+            sqlx::query(
+                "UPDATE tasks SET state = 'CANCELLED', final = 1, counted = 1, completed = $2 WHERE task_id = $1 AND final = 0",
+            )
+            .bind(&task_id)
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(db("cancel an unsent task"))?;
+            add_stat(&mut tx, id, &tasktype, task_state::PENDING, -1).await?;
+            add_stat(&mut tx, id, &tasktype, task_state::CANCELLED, 1).await?;
+        }
+        sqlx::query("DELETE FROM outbox WHERE job_id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(db("clear a job's outbox"))?;
+        sqlx::query("UPDATE jobs SET state = 'DEQUEUING', received = received + $2 WHERE id = $1")
+            .bind(id)
+            .bind(unsent.len() as i64)
+            .execute(&mut *tx)
+            .await
+            .map_err(db("cancel a job"))?;
+        super::results::finish_if_done(&mut tx, id, now).await?;
+        let roots = sqlx::query("SELECT task_id FROM tasks WHERE job_id = $1 AND is_root = 1 AND state <> 'CANCELLED'")
+            .bind(id)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db("read a job's roots"))?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        tx.commit().await.map_err(db("commit a cancel"))?;
+        Ok(Some(roots))
+    }
+
+    /// The roots of jobs being cancelled, or cancelled since `since`
+    /// (µs): what agents must keep refusing.
+    pub async fn cancelled_roots(&self, since: i64) -> Result<Vec<String>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT t.task_id FROM tasks t JOIN jobs j ON j.id = t.job_id
+             WHERE t.is_root = 1 AND (j.state = 'DEQUEUING' OR (j.state = 'CANCELLED' AND j.completed >= $1))",
+        )
+        .bind(since)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db("read cancelled roots"))?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
     /// How many jobs are in each state.
     pub async fn job_counts(&self) -> Result<Vec<(String, i64)>, StoreError> {
         let rows = sqlx::query("SELECT state, COUNT(*) FROM jobs GROUP BY state")

@@ -470,6 +470,47 @@ impl Store {
         Ok(())
     }
 
+    /// Tasks STARTED before `before` (µs) and not finished, as failures
+    /// to file: a task that has run that long without a result lost it
+    /// (the seed's `task_invalidation_timeout`; a node that died has its
+    /// tasks set back to PENDING instead, see [`Store::requeue_node`]).
+    pub async fn lost_tasks(&self, before: i64, limit: i64) -> Result<Vec<Finished>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT task_id, job_id, parent_task_id, tasktype, node, queue FROM tasks
+             WHERE final = 0 AND state = 'STARTED' AND started < $1 ORDER BY id LIMIT $2",
+        )
+        .bind(before)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db("find lost tasks"))?;
+        let now = now_us();
+        Ok(rows
+            .iter()
+            .map(|r| Finished {
+                task_id: r.get(0),
+                jobid: Some(r.get(1)),
+                parent_id: r.get(2),
+                tasktype: r.get(3),
+                node: r.get(4),
+                queue: r.get(5),
+                state: task_state::FAILURE,
+                children_count: 0,
+                run: None,
+                summary: "{}".into(),
+                result: serde_json::json!({
+                    "exc_type": "TaskLost",
+                    "exc_message": ["no result within task_invalidation_timeout of its start"],
+                    "exc_module": "ferry.hub",
+                })
+                .to_string(),
+                failed: Vec::new(),
+                completed: now,
+                discovery: false,
+            })
+            .collect())
+    }
+
     /// Sets the STARTED tasks of `node` back to PENDING: the node is gone
     /// and the broker gives their messages (acknowledged late) to another.
     /// Returns how many.
@@ -600,7 +641,7 @@ impl Summary {
 
 /// Ends a job whose counted results equal those expected: CANCELLED if
 /// it was being cancelled, FAILURE if a task or file failed, else SUCCESS.
-async fn finish_if_done(
+pub(crate) async fn finish_if_done(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     job: i64,
     now: i64,

@@ -1,0 +1,207 @@
+//! The hub under faults, on real components: nodes that stop
+//! heart-beating, a hub killed while results stream, an agent killed
+//! mid-walk, and a plain Celery client driving the same agents.
+
+mod common;
+
+use common::hub::{HubSite, sqlite};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+fn tree(root: &Path, dirs: usize, per_dir: usize) {
+    for d in 0..dirs {
+        let dir = root.join(format!("d{d:03}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        for f in 0..per_dir {
+            std::fs::write(dir.join(format!("f{f:05}")), b"x").unwrap();
+        }
+    }
+}
+
+/// The node names the health answer shows online, and the site's health.
+fn online(s: &HubSite) -> (Vec<String>, String) {
+    let site = s.site_health();
+    let names = site["nodes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|n| n["online"] == true)
+        .map(|n| n["name"].as_str().unwrap().to_string())
+        .collect();
+    (names, site["health"].as_str().unwrap_or("").to_string())
+}
+
+#[test]
+fn nodes_that_stop_beating_go_offline_and_the_site_degrades() {
+    if !common::agent::broker_or_skip() {
+        return;
+    }
+    let mut s = HubSite::new(sqlite(), 2, "node_health_last_heartbeat_interval = 5");
+    s.start_hub();
+    s.start_agent(0);
+    s.start_agent(1);
+    s.wait_online(2, Duration::from_secs(20));
+    assert_eq!(online(&s).1, "ok");
+    // Killed: no goodbye, only silence.
+    s.stop_agent(0, true);
+    let t0 = Instant::now();
+    while online(&s).0.len() != 1 {
+        assert!(t0.elapsed() < Duration::from_secs(7), "node 0 still online after 7 s: {}", s.site_health());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (names, health) = online(&s);
+    assert_eq!(names, [format!("ferry@{}-n1", s.site)]);
+    assert_eq!(health, "warning");
+    assert_eq!(s.health()["overall_health"], "warning");
+    s.stop_agent(1, false);
+    let t0 = Instant::now();
+    while !online(&s).0.is_empty() {
+        assert!(t0.elapsed() < Duration::from_secs(7), "node 1 still online after 7 s: {}", s.site_health());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(online(&s).1, "critical");
+    assert_eq!(s.health()["overall_health"], "critical");
+    // Back again.
+    s.start_agent(0);
+    s.wait_online(1, Duration::from_secs(10));
+    assert_eq!(online(&s).1, "warning");
+}
+
+#[test]
+fn a_hub_killed_three_times_while_results_stream_counts_every_file_once() {
+    if !common::agent::broker_or_skip() {
+        return;
+    }
+    let mut s = HubSite::new(sqlite(), 2, "");
+    s.start_hub();
+    s.start_agent(0);
+    s.start_agent(1);
+    s.wait_online(2, Duration::from_secs(20));
+    // Small batches: many results to stream.
+    let site = s.api("GET", "/api/sites/", None, 200)["results"][0]["id"].as_i64().unwrap();
+    s.api(
+        "PATCH",
+        &format!("/api/sites/{site}/"),
+        Some(serde_json::json!({"file_batch_size": 20, "enable_auto_file_batch_sizing": false})),
+        200,
+    );
+    let root = s.data().join("big");
+    tree(&root, 50, 2000);
+    let w = s.workflow("dynamo.tasks.stat_paths", serde_json::json!({}));
+    let id = s.submit(&w, &root)["id"].as_i64().unwrap();
+    let mut seen = 0;
+    for round in 0..3 {
+        // Kill once more results have been counted since the last restart.
+        let t0 = Instant::now();
+        loop {
+            let got = s.job(id)["counts"]["results_counted"].as_i64().unwrap_or(0);
+            if got > seen {
+                seen = got;
+                break;
+            }
+            assert!(t0.elapsed() < Duration::from_secs(60), "round {round}: no progress: {}", s.log("hub.log"));
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        s.kill_hub();
+        std::thread::sleep(Duration::from_millis(300));
+        s.start_hub();
+    }
+    let j = s.wait_job(id, Duration::from_secs(300));
+    let c = &j["counts"];
+    assert_eq!(j["state"], "SUCCESS", "{j}");
+    assert_eq!(c["files_found"], 100_000, "{j}");
+    assert_eq!(c["processed"], 100_000, "{j}");
+    assert_eq!(c["failures"], 0);
+    assert_eq!(c["results_counted"], c["results_expected"]);
+    // 100,000 / 20 children and the discovery.
+    assert_eq!(c["results_expected"], 5_001, "{j}");
+    assert!(s.log("hub.log").matches("ferry hub starting").count() >= 4);
+}
+
+#[test]
+fn an_agent_killed_mid_walk_leaves_exact_counts() {
+    if !common::agent::broker_or_skip() {
+        return;
+    }
+    let mut s = HubSite::new(sqlite(), 2, "");
+    s.start_hub();
+    s.start_agent(0);
+    s.start_agent(1);
+    s.wait_online(2, Duration::from_secs(20));
+    let site = s.api("GET", "/api/sites/", None, 200)["results"][0]["id"].as_i64().unwrap();
+    s.api(
+        "PATCH",
+        &format!("/api/sites/{site}/"),
+        Some(serde_json::json!({"file_batch_size": 20, "enable_auto_file_batch_sizing": false})),
+        200,
+    );
+    let root = s.data().join("big");
+    tree(&root, 50, 2000);
+    let w = s.workflow("dynamo.tasks.stat_paths", serde_json::json!({}));
+    let id = s.submit(&w, &root)["id"].as_i64().unwrap();
+    // Which node walks: the discovery's row says once it started.
+    let t0 = Instant::now();
+    let node = loop {
+        let t = s.api("GET", &format!("/api/tasks/?job_id={id}&tasktype=dynamo.tasks.recursive_navigate"), None, 200);
+        if let Some(n) = t["results"][0]["node"].as_str() {
+            break n.to_string();
+        }
+        assert!(t0.elapsed() < Duration::from_secs(30), "the discovery did not start: {t}");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let walker = (0..2).find(|i| node.ends_with(&format!("-n{i}"))).unwrap();
+    // Some children have been sent: kill it mid-walk.
+    let t0 = Instant::now();
+    while s.job(id)["counts"]["results_counted"].as_i64().unwrap_or(0) == 0
+        && s.api("GET", &format!("/api/tasks/?job_id={id}&page_size=20"), None, 200)["count"].as_i64().unwrap() < 3
+    {
+        assert!(t0.elapsed() < Duration::from_secs(30));
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    s.stop_agent(walker, true);
+    assert_eq!(s.job(id)["dir_walk_complete"], false, "the walk ended before the kill: make the tree bigger");
+    s.start_agent(walker);
+    let j = s.wait_job(id, Duration::from_secs(300));
+    let c = &j["counts"];
+    assert_eq!(j["state"], "SUCCESS", "{j}");
+    assert_eq!(c["files_found"], 100_000, "{j}");
+    assert_eq!(c["processed"], 100_000, "{j}");
+    let walk = s.api("GET", &format!("/api/tasks/?job_id={id}&tasktype=dynamo.tasks.recursive_navigate"), None, 200);
+    let walk = s.api("GET", &format!("/api/tasks/{}/", walk["results"][0]["id"]), None, 200);
+    assert_eq!(c["results_expected"], 5_001, "{j}\n{walk}");
+    assert_eq!(c["results_counted"], 5_001, "{j}");
+    // The first walk's children came back and were not counted.
+    assert!(c["results_orphaned"].as_i64().unwrap() > 0, "{j}");
+}
+
+#[test]
+fn a_celery_client_drives_the_same_agents_and_the_hub_records_none_of_it() {
+    if !common::agent::broker_or_skip() {
+        return;
+    }
+    let mut s = HubSite::new(sqlite(), 1, "");
+    s.start_hub();
+    s.start_agent(0);
+    s.wait_online(1, Duration::from_secs(20));
+    let root = s.data().join("small");
+    tree(&root, 2, 10);
+    let spec = serde_json::json!({
+        "broker": common::agent::BROKER,
+        "queue": format!("{}.default#discovery", s.site),
+        "kwargs": {"paths": [root.to_str().unwrap()],
+                   "filter_rules": [{"state": "all", "type": "file", "action": [{"name": "dynamo.tasks.stat_paths"}]}]},
+        "timeout": 120,
+    });
+    let out = common::agent::python(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/agent/client.py"),
+        &[&spec.to_string()],
+    );
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(v["seed"]["state"], "SUCCESS", "{v}");
+    assert_eq!(v["children"].as_array().map(Vec::len), Some(1), "{v}");
+    assert_eq!(v["children"][0]["state"], "SUCCESS", "{v}");
+    // Let the hub hear whatever it would hear.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(s.api("GET", "/api/tasks/", None, 200)["count"], 0);
+    assert_eq!(s.api("GET", "/api/jobs/", None, 200)["count"], 0);
+}
