@@ -46,7 +46,11 @@ fn nodes_that_stop_beating_go_offline_and_the_site_degrades() {
     s.stop_agent(0, true);
     let t0 = Instant::now();
     while online(&s).0.len() != 1 {
-        assert!(t0.elapsed() < Duration::from_secs(7), "node 0 still online after 7 s: {}", s.site_health());
+        assert!(
+            t0.elapsed() < Duration::from_secs(7),
+            "node 0 still online after 7 s: {}",
+            s.site_health()
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     let (names, health) = online(&s);
@@ -56,7 +60,11 @@ fn nodes_that_stop_beating_go_offline_and_the_site_degrades() {
     s.stop_agent(1, false);
     let t0 = Instant::now();
     while !online(&s).0.is_empty() {
-        assert!(t0.elapsed() < Duration::from_secs(7), "node 1 still online after 7 s: {}", s.site_health());
+        assert!(
+            t0.elapsed() < Duration::from_secs(7),
+            "node 1 still online after 7 s: {}",
+            s.site_health()
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     assert_eq!(online(&s).1, "critical");
@@ -78,7 +86,9 @@ fn a_hub_killed_three_times_while_results_stream_counts_every_file_once() {
     s.start_agent(1);
     s.wait_online(2, Duration::from_secs(20));
     // Small batches: many results to stream.
-    let site = s.api("GET", "/api/sites/", None, 200)["results"][0]["id"].as_i64().unwrap();
+    let site = s.api("GET", "/api/sites/", None, 200)["results"][0]["id"]
+        .as_i64()
+        .unwrap();
     s.api(
         "PATCH",
         &format!("/api/sites/{site}/"),
@@ -99,7 +109,11 @@ fn a_hub_killed_three_times_while_results_stream_counts_every_file_once() {
                 seen = got;
                 break;
             }
-            assert!(t0.elapsed() < Duration::from_secs(60), "round {round}: no progress: {}", s.log("hub.log"));
+            assert!(
+                t0.elapsed() < Duration::from_secs(60),
+                "round {round}: no progress: {}",
+                s.log("hub.log")
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
         s.kill_hub();
@@ -128,7 +142,9 @@ fn an_agent_killed_mid_walk_leaves_exact_counts() {
     s.start_agent(0);
     s.start_agent(1);
     s.wait_online(2, Duration::from_secs(20));
-    let site = s.api("GET", "/api/sites/", None, 200)["results"][0]["id"].as_i64().unwrap();
+    let site = s.api("GET", "/api/sites/", None, 200)["results"][0]["id"]
+        .as_i64()
+        .unwrap();
     s.api(
         "PATCH",
         &format!("/api/sites/{site}/"),
@@ -142,31 +158,51 @@ fn an_agent_killed_mid_walk_leaves_exact_counts() {
     // Which node walks: the discovery's row says once it started.
     let t0 = Instant::now();
     let node = loop {
-        let t = s.api("GET", &format!("/api/tasks/?job_id={id}&tasktype=dynamo.tasks.recursive_navigate"), None, 200);
+        let t = s.api(
+            "GET",
+            &format!("/api/tasks/?job_id={id}&tasktype=dynamo.tasks.recursive_navigate"),
+            None,
+            200,
+        );
         if let Some(n) = t["results"][0]["node"].as_str() {
             break n.to_string();
         }
-        assert!(t0.elapsed() < Duration::from_secs(30), "the discovery did not start: {t}");
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "the discovery did not start: {t}"
+        );
         std::thread::sleep(Duration::from_millis(10));
     };
     let walker = (0..2).find(|i| node.ends_with(&format!("-n{i}"))).unwrap();
     // Some children have been sent: kill it mid-walk.
     let t0 = Instant::now();
     while s.job(id)["counts"]["results_counted"].as_i64().unwrap_or(0) == 0
-        && s.api("GET", &format!("/api/tasks/?job_id={id}&page_size=20"), None, 200)["count"].as_i64().unwrap() < 3
+        && s.api("GET", &format!("/api/tasks/?job_id={id}&page_size=20"), None, 200)["count"]
+            .as_i64()
+            .unwrap()
+            < 3
     {
         assert!(t0.elapsed() < Duration::from_secs(30));
         std::thread::sleep(Duration::from_millis(5));
     }
     s.stop_agent(walker, true);
-    assert_eq!(s.job(id)["dir_walk_complete"], false, "the walk ended before the kill: make the tree bigger");
+    assert_eq!(
+        s.job(id)["dir_walk_complete"],
+        false,
+        "the walk ended before the kill: make the tree bigger"
+    );
     s.start_agent(walker);
     let j = s.wait_job(id, Duration::from_secs(300));
     let c = &j["counts"];
     assert_eq!(j["state"], "SUCCESS", "{j}");
     assert_eq!(c["files_found"], 100_000, "{j}");
     assert_eq!(c["processed"], 100_000, "{j}");
-    let walk = s.api("GET", &format!("/api/tasks/?job_id={id}&tasktype=dynamo.tasks.recursive_navigate"), None, 200);
+    let walk = s.api(
+        "GET",
+        &format!("/api/tasks/?job_id={id}&tasktype=dynamo.tasks.recursive_navigate"),
+        None,
+        200,
+    );
     let walk = s.api("GET", &format!("/api/tasks/{}/", walk["results"][0]["id"]), None, 200);
     assert_eq!(c["results_expected"], 5_001, "{j}\n{walk}");
     assert_eq!(c["results_counted"], 5_001, "{j}");

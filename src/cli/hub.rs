@@ -12,6 +12,9 @@ use std::io::BufRead;
 pub enum HubCmd {
     Serve(ServeCmd),
     Adduser(AdduserCmd),
+    /// Print the API's OpenAPI document (as served at /api/openapi.json).
+    #[command(hide = true)]
+    Openapi,
 }
 
 /// Serve the hub: the REST API (Ngenea Hub's shapes, under /api/), its
@@ -76,6 +79,13 @@ pub fn run(c: HubCmd) -> Result<(), Failure> {
     match c {
         HubCmd::Serve(c) => run_serve(c),
         HubCmd::Adduser(c) => run_adduser(c),
+        HubCmd::Openapi => {
+            let spec = ferry::hub::api::openapi()
+                .to_pretty_json()
+                .map_err(|e| Failure::setup(format!("cannot write the document: {e}")))?;
+            println!("{spec}");
+            Ok(())
+        }
     }
 }
 

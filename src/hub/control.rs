@@ -38,7 +38,10 @@ pub fn cancel_message(roots: &[String]) -> Vec<u8> {
 /// The snapshot message for `roots`.
 pub fn snapshot_message(roots: &[String]) -> Vec<u8> {
     let u = until();
-    let cancel: Vec<_> = roots.iter().map(|r| serde_json::json!({"root": r, "until": u})).collect();
+    let cancel: Vec<_> = roots
+        .iter()
+        .map(|r| serde_json::json!({"root": r, "until": u}))
+        .collect();
     serde_json::to_vec(&serde_json::json!({"op": "snapshot", "cancel": cancel})).expect("json")
 }
 
@@ -66,7 +69,9 @@ pub async fn publish(session: &Session, body: &[u8]) -> Result<(), crate::agent:
 pub async fn snapshots(store: Store, sessions: watch::Receiver<Option<Arc<Session>>>) {
     loop {
         tokio::time::sleep(SNAPSHOT_EVERY).await;
-        let Some(session) = sessions.borrow().clone() else { continue };
+        let Some(session) = sessions.borrow().clone() else {
+            continue;
+        };
         let since = now_us() - KEEP_AFTER_END.as_micros() as i64;
         match store.cancelled_roots(since).await {
             Ok(roots) if roots.is_empty() => {}

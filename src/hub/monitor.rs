@@ -121,7 +121,10 @@ async fn invalidate(store: &Store, invalidation: Duration) {
     match store.lost_tasks(before, 1000).await {
         Ok(lost) if lost.is_empty() => {}
         Ok(lost) => match store.ingest(&lost).await {
-            Ok(_) => warn!(tasks = lost.len(), "tasks started too long ago without a result are failed as lost"),
+            Ok(_) => warn!(
+                tasks = lost.len(),
+                "tasks started too long ago without a result are failed as lost"
+            ),
             Err(e) => warn!(error = %e, "cannot fail lost tasks; next time"),
         },
         Err(e) => warn!(error = %e, "cannot look for lost tasks"),

@@ -271,26 +271,62 @@ impl HubSite {
         let login = serde_json::json!({"username": USER, "password": PASSWORD});
         let t = self.call("POST", "/api/auth/token/", Some(&login), None);
         let auth = format!("Bearer {}", t.1["access"].as_str().expect("a token"));
-        let k = self.call("POST", "/api/auth/clientkeys/", Some(&serde_json::json!({"name": "tests"})), Some(&auth));
+        let k = self.call(
+            "POST",
+            "/api/auth/clientkeys/",
+            Some(&serde_json::json!({"name": "tests"})),
+            Some(&auth),
+        );
         let key = k.1["api_key"].as_str().expect("a key").to_string();
         std::fs::write(&path, &key).unwrap();
         key
     }
 
     /// A request with curl: the status and the JSON answer (null if none).
-    pub fn call(&self, method: &str, path: &str, body: Option<&serde_json::Value>, auth: Option<&str>) -> (u16, serde_json::Value) {
+    pub fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&serde_json::Value>,
+        auth: Option<&str>,
+    ) -> (u16, serde_json::Value) {
         let mut c = Command::new("curl");
-        c.args(["-s", "-o", "-", "-w", "\n%{http_code}", "-X", method, &format!("{}{path}", self.url)]);
+        c.args([
+            "-s",
+            "-o",
+            "-",
+            "-w",
+            "\n%{http_code}",
+            "-X",
+            method,
+            &format!("{}{path}", self.url),
+        ]);
         if let Some(a) = auth {
             c.args(["-H", &format!("Authorization: {a}")]);
         }
-        if let Some(b) = body {
-            c.args(["-H", "content-type: application/json", "--data-binary", &b.to_string()]);
+        if body.is_some() {
+            c.args(["-H", "content-type: application/json", "--data-binary", "@-"]);
         }
-        let out = c.output().unwrap();
+        let out = c
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .and_then(|mut child| {
+                use std::io::Write;
+                if let Some(b) = body {
+                    child.stdin.take().unwrap().write_all(b.to_string().as_bytes())?;
+                } else {
+                    drop(child.stdin.take());
+                }
+                child.wait_with_output()
+            })
+            .unwrap();
         let text = String::from_utf8_lossy(&out.stdout).to_string();
         let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
-        (code.trim().parse().unwrap_or(0), serde_json::from_str(body).unwrap_or(serde_json::Value::Null))
+        (
+            code.trim().parse().unwrap_or(0),
+            serde_json::from_str(body).unwrap_or(serde_json::Value::Null),
+        )
     }
 
     /// An authenticated request; panics unless the status is `want`.
@@ -310,8 +346,10 @@ impl HubSite {
         self.api(
             "POST",
             "/api/workflows/",
-            Some(serde_json::json!({"name": name, "label": name, "discovery": "recursive",
-                "filter_rules": [{"state": "all", "type": "file", "action": [a]}]})),
+            Some(
+                serde_json::json!({"name": name, "label": name, "discovery": "recursive",
+                "filter_rules": [{"state": "all", "type": "file", "action": [a]}]}),
+            ),
             201,
         );
         name
@@ -342,7 +380,11 @@ impl HubSite {
             if ["SUCCESS", "FAILURE", "CANCELLED"].contains(&j["state"].as_str().unwrap_or("")) {
                 return j;
             }
-            assert!(t0.elapsed() < limit, "job {id} not final after {limit:?}: {j}\nhub log:\n{}", self.log("hub.log"));
+            assert!(
+                t0.elapsed() < limit,
+                "job {id} not final after {limit:?}: {j}\nhub log:\n{}",
+                self.log("hub.log")
+            );
             std::thread::sleep(Duration::from_millis(200));
         }
     }

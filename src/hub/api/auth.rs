@@ -1,33 +1,45 @@
 //! `/api/auth/`: tokens for a username and password, and client keys.
 
-use super::{ApiError, ApiResult, ApiState, Base, Body, Caller, Id, Paging, Params, State, json};
+use super::{ApiError, ApiResult, ApiState, Base, Body, Caller, Detail, Id, Page, PageQuery, Paging, Query, State};
 use crate::hub::auth::{new_client_key, password_matches};
-use axum::Router;
+use axum::Json;
 use axum::http::StatusCode;
-use axum::response::Response;
-use axum::routing::{get, post};
-use serde::Deserialize;
-use serde_json::json;
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
 use std::sync::Arc;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-pub(super) fn routes() -> Router<Arc<ApiState>> {
-    Router::new()
-        .route("/api/auth/token/", post(token))
-        .route("/api/auth/token/refresh/", post(refresh))
-        .route("/api/auth/token/verify/", post(verify))
-        .route("/api/auth/token/publickey/", get(public_key))
-        .route("/api/auth/clientkeys/", get(list_keys).post(add_key))
-        .route("/api/auth/clientkeys/{id}/", get(get_key).delete(delete_key))
+pub(super) fn routes() -> OpenApiRouter<Arc<ApiState>> {
+    OpenApiRouter::new()
+        .routes(routes!(token))
+        .routes(routes!(refresh))
+        .routes(routes!(verify))
+        .routes(routes!(public_key))
+        .routes(routes!(list_keys, add_key))
+        .routes(routes!(get_key, delete_key))
 }
 
-#[derive(Deserialize)]
+/// A username and password.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct Login {
+pub struct Login {
     username: String,
     password: String,
 }
 
-async fn token(s: State, Body(l): Body<Login>) -> ApiResult<Response> {
+/// An access token (1 hour) and a refresh token (1 day).
+#[derive(Serialize, ToSchema)]
+pub struct TokenPair {
+    access: String,
+    refresh: String,
+}
+
+/// Tokens for a username and password (no credentials needed).
+#[utoipa::path(post, path = "/api/auth/token/", tag = "auth", request_body = Login, security(()),
+    responses((status = 200, body = TokenPair), (status = 400, body = Detail), (status = 401, body = Detail), (status = 413, body = Detail)))]
+async fn token(s: State, Body(l): Body<Login>) -> ApiResult<Json<TokenPair>> {
     let denied = || ApiError {
         status: StatusCode::UNAUTHORIZED,
         detail: "No active account found with the given credentials".into(),
@@ -42,36 +54,67 @@ async fn token(s: State, Body(l): Body<Login>) -> ApiResult<Response> {
         return Err(denied());
     }
     let t = s.keys.issue(user.id).map_err(|e| ApiError::bad(e.to_string()))?;
-    Ok(json(StatusCode::OK, json!({"access": t.access, "refresh": t.refresh})))
+    Ok(Json(TokenPair {
+        access: t.access,
+        refresh: t.refresh,
+    }))
 }
 
-#[derive(Deserialize)]
+/// A refresh token.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct Refresh {
+pub struct Refresh {
     refresh: String,
 }
 
-async fn refresh(s: State, Body(r): Body<Refresh>) -> ApiResult<Response> {
+/// A new access token.
+#[derive(Serialize, ToSchema)]
+pub struct Access {
+    access: String,
+}
+
+/// A new access token for a refresh token.
+#[utoipa::path(post, path = "/api/auth/token/refresh/", tag = "auth", request_body = Refresh, security(()),
+    responses((status = 200, body = Access), (status = 400, body = Detail), (status = 401, body = Detail), (status = 413, body = Detail)))]
+async fn refresh(s: State, Body(r): Body<Refresh>) -> ApiResult<Json<Access>> {
     let access = s.keys.refresh(&r.refresh).map_err(|e| ApiError {
         status: StatusCode::UNAUTHORIZED,
         detail: e.to_string(),
     })?;
-    Ok(json(StatusCode::OK, json!({"access": access})))
+    Ok(Json(Access { access }))
 }
 
-#[derive(Deserialize)]
+/// A token to check, of type `access` (the default) or `refresh`.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct Verify {
+pub struct Verify {
     token: String,
     #[serde(default = "access", rename = "type")]
+    #[schema(schema_with = token_types)]
     kind: String,
+}
+
+/// The two kinds of token, `access` (the default) and `refresh`.
+fn token_types() -> utoipa::openapi::Object {
+    use utoipa::openapi::schema::{ObjectBuilder, SchemaType, Type};
+    ObjectBuilder::new()
+        .schema_type(SchemaType::Type(Type::String))
+        .enum_values(Some(["access", "refresh"]))
+        .build()
 }
 
 fn access() -> String {
     "access".into()
 }
 
-async fn verify(s: State, Body(v): Body<Verify>) -> ApiResult<Response> {
+/// Nothing: the token is valid.
+#[derive(Serialize, ToSchema)]
+pub struct Empty {}
+
+/// Checks a token (200 `{}` when valid, 401 otherwise).
+#[utoipa::path(post, path = "/api/auth/token/verify/", tag = "auth", request_body = Verify, security(()),
+    responses((status = 200, body = Empty), (status = 400, body = Detail), (status = 401, body = Detail), (status = 413, body = Detail)))]
+async fn verify(s: State, Body(v): Body<Verify>) -> ApiResult<Json<Empty>> {
     if v.kind != "access" && v.kind != "refresh" {
         return Err(ApiError::bad(format!(
             "type: must be access or refresh, not {:?}",
@@ -82,20 +125,42 @@ async fn verify(s: State, Body(v): Body<Verify>) -> ApiResult<Response> {
         status: StatusCode::UNAUTHORIZED,
         detail: e.to_string(),
     })?;
-    Ok(json(StatusCode::OK, json!({})))
+    Ok(Json(Empty {}))
 }
 
-async fn public_key(s: State, _c: Caller) -> Response {
-    json(StatusCode::OK, json!({"public_key": s.keys.public_pem}))
+/// The key tokens are verified with.
+#[derive(Serialize, ToSchema)]
+pub struct PublicKey {
+    /// ES256 public key, PEM.
+    public_key: String,
 }
 
-fn key_json(base: &Base, k: &crate::hub::store::users::ClientKey) -> serde_json::Value {
-    json!({
-        "url": base.url(&format!("/api/auth/clientkeys/{}/", k.id)),
-        "id": k.id,
-        "name": k.name,
-        "user": k.username,
+/// The tokens' verification key.
+#[utoipa::path(get, path = "/api/auth/token/publickey/", tag = "auth",
+    responses((status = 200, body = PublicKey), (status = 401, body = Detail)))]
+async fn public_key(s: State, _c: Caller) -> Json<PublicKey> {
+    Json(PublicKey {
+        public_key: s.keys.public_pem.clone(),
     })
+}
+
+/// A client key as listed (never its secret).
+#[derive(Serialize, ToSchema)]
+pub struct ClientKeyOut {
+    url: String,
+    id: i64,
+    name: String,
+    /// Its owner.
+    user: String,
+}
+
+fn key_out(base: &Base, k: &crate::hub::store::users::ClientKey) -> ClientKeyOut {
+    ClientKeyOut {
+        url: base.url(&format!("/api/auth/clientkeys/{}/", k.id)),
+        id: k.id,
+        name: k.name.clone(),
+        user: k.username.clone(),
+    }
 }
 
 /// Admins see every key; others their own.
@@ -103,24 +168,42 @@ fn owner_filter(c: &Caller) -> Option<i64> {
     (!c.is_admin).then_some(c.user_id)
 }
 
-async fn list_keys(s: State, c: Caller, base: Base, p: Params) -> ApiResult<Response> {
-    let paging = Paging::read(&p, 100)?;
+/// Client keys.
+#[utoipa::path(get, path = "/api/auth/clientkeys/", tag = "auth", params(PageQuery),
+    responses((status = 200, body = Page<ClientKeyOut>), (status = 400, body = Detail), (status = 401, body = Detail), (status = 404, body = Detail)))]
+async fn list_keys(
+    s: State,
+    c: Caller,
+    base: Base,
+    Query(pq): Query<PageQuery>,
+) -> ApiResult<Json<Page<ClientKeyOut>>> {
+    let paging = Paging::read(&pq, 100)?;
     let all = s.store.clientkeys(owner_filter(&c)).await?;
-    let results = paging.slice(&all).iter().map(|k| key_json(&base, k)).collect();
-    Ok(json(
-        StatusCode::OK,
-        paging.envelope(&base, all.len() as i64, results)?.into(),
-    ))
+    let results = paging.slice(&all).iter().map(|k| key_out(&base, k)).collect();
+    Ok(Json(paging.page(&base, all.len() as i64, results)?))
 }
 
-#[derive(Deserialize)]
+/// A name for a new client key.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct NewKey {
+pub struct NewKey {
+    /// 1 to 200 characters.
     name: String,
 }
 
-/// Keys are made only with a JWT (a key cannot mint keys), as the seed
-/// says.
+/// A new client key: `api_key` is shown this once.
+#[derive(Serialize, ToSchema)]
+pub struct NewKeyOut {
+    url: String,
+    id: i64,
+    name: String,
+    /// `Authorization: Api-Key <api_key>`.
+    api_key: String,
+}
+
+/// Makes a client key (with a JWT only: a key cannot mint keys).
+#[utoipa::path(post, path = "/api/auth/clientkeys/", tag = "auth", request_body = NewKey,
+    responses((status = 201, body = NewKeyOut), (status = 400, body = Detail), (status = 401, body = Detail), (status = 403, body = Detail), (status = 413, body = Detail)))]
 async fn add_key(s: State, c: Caller, base: Base, Body(k): Body<NewKey>) -> ApiResult<Response> {
     if c.clientkey_id.is_some() {
         return Err(ApiError::forbidden(
@@ -132,23 +215,30 @@ async fn add_key(s: State, c: Caller, base: Base, Body(k): Body<NewKey>) -> ApiR
     }
     let (key, prefix, hash) = new_client_key().map_err(|e| ApiError::bad(e.to_string()))?;
     let id = s.store.add_clientkey(&k.name, &prefix, &hash, c.user_id).await?;
-    Ok(json(
-        StatusCode::CREATED,
-        json!({"url": base.url(&format!("/api/auth/clientkeys/{id}/")), "id": id, "name": k.name, "api_key": key}),
-    ))
+    let out = NewKeyOut {
+        url: base.url(&format!("/api/auth/clientkeys/{id}/")),
+        id,
+        name: k.name,
+        api_key: key,
+    };
+    Ok((StatusCode::CREATED, Json(out)).into_response())
 }
 
-async fn get_key(s: State, c: Caller, base: Base, Id(id): Id) -> ApiResult<Response> {
+/// A client key.
+#[utoipa::path(get, path = "/api/auth/clientkeys/{id}/", tag = "auth", params(("id" = i64, Path)),
+    responses((status = 200, body = ClientKeyOut), (status = 401, body = Detail), (status = 404, body = Detail)))]
+async fn get_key(s: State, c: Caller, base: Base, Id(id): Id) -> ApiResult<Json<ClientKeyOut>> {
     let keys = s.store.clientkeys(owner_filter(&c)).await?;
     let k = keys
         .iter()
         .find(|k| k.id == id)
         .ok_or_else(|| ApiError::not_found("client key"))?;
-    let mut v = key_json(&base, k);
-    v["url"] = base.url(&base.path).into();
-    Ok(json(StatusCode::OK, v))
+    Ok(Json(key_out(&base, k)))
 }
 
+/// Revokes a client key (with a JWT only; 204).
+#[utoipa::path(delete, path = "/api/auth/clientkeys/{id}/", tag = "auth", params(("id" = i64, Path)),
+    responses((status = 204), (status = 401, body = Detail), (status = 403, body = Detail), (status = 404, body = Detail)))]
 async fn delete_key(s: State, c: Caller, Id(id): Id) -> ApiResult<Response> {
     if c.clientkey_id.is_some() {
         return Err(ApiError::forbidden("client keys are revoked with a JWT"));
@@ -156,5 +246,5 @@ async fn delete_key(s: State, c: Caller, Id(id): Id) -> ApiResult<Response> {
     if !s.store.delete_clientkey(id, owner_filter(&c)).await? {
         return Err(ApiError::not_found("client key"));
     }
-    Ok(axum::response::IntoResponse::into_response(StatusCode::NO_CONTENT))
+    Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -5,20 +5,20 @@
 //! credentials, so a load balancer or monitor can ask.
 
 use super::sites::{online, queue_node_online};
-use super::{ApiError, ApiResult, ApiState, Id, State, json};
+use super::{ApiError, ApiResult, ApiState, Detail, Id, State};
 use crate::hub::store::iso;
 use crate::hub::store::sites::{Node, Queue, Site};
-use axum::Router;
-use axum::http::StatusCode;
-use axum::response::Response;
-use axum::routing::get;
-use serde_json::{Value, json};
+use axum::Json;
+use serde::Serialize;
 use std::sync::Arc;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-pub(super) fn routes() -> Router<Arc<ApiState>> {
-    Router::new()
-        .route("/api/health/", get(health))
-        .route("/api/sites/{id}/health/", get(site_health))
+pub(super) fn routes() -> OpenApiRouter<Arc<ApiState>> {
+    OpenApiRouter::new()
+        .routes(routes!(health))
+        .routes(routes!(site_health))
 }
 
 /// Health levels, worst last.
@@ -29,7 +29,56 @@ fn worst(a: &'static str, b: &'static str) -> &'static str {
     if rank(a) >= rank(b) { a } else { b }
 }
 
-fn site_status(s: &ApiState, site: &Site, nodes: &[Node], queues: &[Queue]) -> (Value, &'static str) {
+/// A node's health.
+#[derive(Serialize, ToSchema)]
+pub struct NodeHealth {
+    name: String,
+    /// ok or critical.
+    health: String,
+    online: bool,
+    has_default_queue: bool,
+    last_heartbeat: Option<String>,
+    worker_version: Option<String>,
+}
+
+/// A queue's health.
+#[derive(Serialize, ToSchema)]
+pub struct QueueHealth {
+    name: String,
+    /// ok while a node consuming it is online, else critical.
+    health: String,
+    online: bool,
+    nodes_online: i64,
+    last_heartbeat: Option<String>,
+}
+
+/// A site's health.
+#[derive(Serialize, ToSchema)]
+pub struct SiteHealth {
+    site: String,
+    /// ok, warning or critical.
+    health: String,
+    nodes: Vec<NodeHealth>,
+    queues: Vec<QueueHealth>,
+}
+
+/// The hub's own health.
+#[derive(Serialize, ToSchema)]
+pub struct HubStatus {
+    health: String,
+    broker_connected: bool,
+}
+
+/// The installation's health.
+#[derive(Serialize, ToSchema)]
+pub struct Health {
+    /// The worst of the hub's and the sites'.
+    overall_health: String,
+    hub_status: HubStatus,
+    site_status: Vec<SiteHealth>,
+}
+
+fn site_status(s: &ApiState, site: &Site, nodes: &[Node], queues: &[Queue]) -> (SiteHealth, &'static str) {
     let mine: Vec<&Node> = nodes
         .iter()
         .filter(|n| n.site.as_deref() == Some(site.name.as_str()))
@@ -40,66 +89,77 @@ fn site_status(s: &ApiState, site: &Site, nodes: &[Node], queues: &[Queue]) -> (
         (u, n) if u < n => "warning",
         _ => "ok",
     };
-    let nodes_json: Vec<Value> = mine
+    let nodes = mine
         .iter()
         .map(|n| {
             let on = online(s, n);
-            json!({
-                "name": n.name,
-                "health": if on { "ok" } else { "critical" },
-                "online": on,
-                "has_default_queue": n.has_default_queue,
-                "last_heartbeat": n.last_heartbeat.map(iso),
-                "worker_version": n.sw_ver,
-            })
+            NodeHealth {
+                name: n.name.clone(),
+                health: if on { "ok" } else { "critical" }.into(),
+                online: on,
+                has_default_queue: n.has_default_queue,
+                last_heartbeat: n.last_heartbeat.map(iso),
+                worker_version: n.sw_ver.clone(),
+            }
         })
         .collect();
-    let queues_json: Vec<Value> = queues
+    let queues = queues
         .iter()
         .filter(|q| q.site.0 == site.id)
         .map(|q| {
-            let consumers = q.nodes.iter().filter(|n| queue_node_online(s, n.2)).count();
-            json!({
-                "name": q.name,
-                "health": if consumers > 0 { "ok" } else { "critical" },
-                "online": consumers > 0,
-                "nodes_online": consumers,
-                "last_heartbeat": q.nodes.iter().map(|n| n.2).max().filter(|&t| t > 0).map(iso),
-            })
+            let consumers = q.nodes.iter().filter(|n| queue_node_online(s, n.2)).count() as i64;
+            QueueHealth {
+                name: q.name.clone(),
+                health: if consumers > 0 { "ok" } else { "critical" }.into(),
+                online: consumers > 0,
+                nodes_online: consumers,
+                last_heartbeat: q.nodes.iter().map(|n| n.2).max().filter(|&t| t > 0).map(iso),
+            }
         })
         .collect();
     (
-        json!({"site": site.name, "health": health, "nodes": nodes_json, "queues": queues_json}),
+        SiteHealth {
+            site: site.name.clone(),
+            health: health.into(),
+            nodes,
+            queues,
+        },
         health,
     )
 }
 
-async fn health(s: State) -> ApiResult<Response> {
+/// The health of the hub and every site (no credentials needed).
+#[utoipa::path(get, path = "/api/health/", tag = "health", security(()),
+    responses((status = 200, body = Health), (status = 503, body = Detail)))]
+async fn health(s: State) -> ApiResult<Json<Health>> {
     let sites = s.store.sites().await?;
     let nodes = s.store.nodes(None).await?;
     let queues = s.store.queues(None).await?;
-    let hub = if *s.broker_up.borrow() { "ok" } else { "critical" };
+    let connected = *s.broker_up.borrow();
+    let hub = if connected { "ok" } else { "critical" };
     let mut overall = hub;
-    let mut statuses = Vec::new();
+    let mut site_status_list = Vec::new();
     for site in &sites {
         let (v, h) = site_status(&s, site, &nodes, &queues);
         overall = worst(overall, h);
-        statuses.push(v);
+        site_status_list.push(v);
     }
-    Ok(json(
-        StatusCode::OK,
-        json!({
-            "overall_health": overall,
-            "hub_status": {"health": hub, "broker_connected": *s.broker_up.borrow()},
-            "site_status": statuses,
-        }),
-    ))
+    Ok(Json(Health {
+        overall_health: overall.into(),
+        hub_status: HubStatus {
+            health: hub.into(),
+            broker_connected: connected,
+        },
+        site_status: site_status_list,
+    }))
 }
 
-async fn site_health(s: State, Id(id): Id) -> ApiResult<Response> {
+/// One site's health (no credentials needed).
+#[utoipa::path(get, path = "/api/sites/{id}/health/", tag = "health", security(()), params(("id" = i64, Path)),
+    responses((status = 200, body = SiteHealth), (status = 404, body = Detail), (status = 503, body = Detail)))]
+async fn site_health(s: State, Id(id): Id) -> ApiResult<Json<SiteHealth>> {
     let site = s.store.site(id).await?.ok_or_else(|| ApiError::not_found("site"))?;
     let nodes = s.store.nodes(Some(id)).await?;
     let queues = s.store.queues(Some(id)).await?;
-    let (v, _) = site_status(&s, &site, &nodes, &queues);
-    Ok(json(StatusCode::OK, v))
+    Ok(Json(site_status(&s, &site, &nodes, &queues).0))
 }

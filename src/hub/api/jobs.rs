@@ -1,42 +1,55 @@
-//! `/api/jobs/` and `/api/tasks/`.
+//! `/api/jobs/`, `/api/tasks/` and `/api/jobstats/`.
 
-use super::{ApiError, ApiResult, ApiState, Base, Caller, Id, Paging, Params, State, json};
-use crate::hub::store::jobs::{Bind, FileRecord, Filter, Job, Task, state, task_state};
+use super::{
+    ApiError, ApiResult, ApiState, Base, Caller, Detail, Id, Key, PageQuery, Paging, Query, State, query_time,
+};
+use crate::hub::store::jobs::{Bind, FileRecord, Filter, Job, Page as StorePage, Task, state, task_state};
 use crate::hub::store::{iso, now_us};
-use axum::Router;
-use axum::extract::Path;
+use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::collections::BTreeMap;
 use std::sync::Arc;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-pub(super) fn routes() -> Router<Arc<ApiState>> {
-    Router::new()
-        .route("/api/jobs/", get(list_jobs))
-        .route("/api/jobs/{id}/", get(get_job).delete(delete_job))
-        .route("/api/jobs/{id}/progress/", get(progress))
-        .route("/api/jobs/{id}/cancel/", axum::routing::post(cancel))
-        .route("/api/jobstats/", get(jobstats))
-        .route("/api/jobstats/{id}/", get(jobstat))
-        .route("/api/tasks/", get(list_tasks))
-        .route("/api/tasks/{id}/", get(get_task))
+pub(super) fn routes() -> OpenApiRouter<Arc<ApiState>> {
+    OpenApiRouter::new()
+        .routes(routes!(list_jobs))
+        .routes(routes!(get_job, delete_job))
+        .routes(routes!(progress))
+        .routes(routes!(cancel))
+        .routes(routes!(list_tasks))
+        .routes(routes!(get_task))
+        .routes(routes!(jobstats))
+        .routes(routes!(jobstat))
 }
 
 /// Ids of a job's tasks shown on the job (the rest are counted in
 /// `tasks_count`: a 2.5 M-task job would otherwise answer with megabytes).
 const TASK_IDS_SHOWN: i64 = 1000;
 
-fn runtime(start: Option<i64>, end: Option<i64>) -> Value {
-    match start {
-        Some(s) => json!(((end.unwrap_or_else(now_us) - s).max(0)) as f64 / 1e6),
-        None => Value::Null,
-    }
+fn runtime(start: Option<i64>, end: Option<i64>) -> Option<f64> {
+    start.map(|s| ((end.unwrap_or_else(now_us) - s).max(0)) as f64 / 1e6)
 }
 
-/// The job's progress: tasks and files done of those known so far.
-pub fn progress_json(j: &Job) -> Value {
-    let files_done = j.files_processed + j.files_skipped + j.files_aborted + j.files_failures;
+/// How far a job is: results counted of those expected so far (a
+/// discovery still walking announces more), and files.
+#[derive(Serialize, ToSchema)]
+pub struct ProgressOut {
+    /// 0 to 100; at most 50 while the discovery walks.
+    percent: f64,
+    dir_walk_complete: bool,
+    files_found: i64,
+    files_done: i64,
+    tasks_total: i64,
+    tasks_done: i64,
+}
+
+fn progress_out(j: &Job) -> ProgressOut {
     let percent = if state::FINAL.contains(&j.state.as_str()) {
         100.0
     } else if j.expected > 0 {
@@ -49,121 +62,266 @@ pub fn progress_json(j: &Job) -> Value {
     } else {
         0.0
     };
-    json!({
-        "percent": (percent * 10.0).round() / 10.0,
-        "dir_walk_complete": j.dir_walk_complete,
-        "files_found": j.files_found,
-        "files_done": files_done,
-        "tasks_total": j.expected,
-        "tasks_done": j.received,
-    })
+    ProgressOut {
+        percent: (percent * 10.0).round() / 10.0,
+        dir_walk_complete: j.dir_walk_complete,
+        files_found: j.files_found,
+        files_done: j.files_processed + j.files_skipped + j.files_aborted + j.files_failures,
+        tasks_total: j.expected,
+        tasks_done: j.received,
+    }
 }
 
-/// A job in the seed's fields, plus ferry's counts.
-pub async fn job_json(s: &ApiState, base: &Base, j: &Job) -> ApiResult<Value> {
+/// Who submitted a job (`type` user, system or unknown).
+#[derive(Serialize, ToSchema, PartialEq, Clone)]
+pub struct OwnerOut {
+    #[serde(rename = "type")]
+    kind: String,
+    id: i64,
+    name: String,
+}
+
+/// A job's counts (ferry's addition to the seed's job).
+#[derive(Serialize, ToSchema)]
+pub struct CountsOut {
+    files_found: i64,
+    processed: i64,
+    skipped: i64,
+    aborted: i64,
+    failures: i64,
+    /// Results the job waits for: its first tasks and every child announced.
+    results_expected: i64,
+    results_counted: i64,
+    /// Results of a discovery's other execution (never counted).
+    results_orphaned: i64,
+    tasks_failed: i64,
+    roots: i64,
+    roots_published: i64,
+}
+
+/// A job, in the seed's fields and ferry's counts.
+#[derive(Serialize, ToSchema)]
+pub struct JobOut {
+    url: String,
+    id: i64,
+    workflow: Option<String>,
+    #[schema(value_type = Object)]
+    fields: Value,
+    discovery: Option<String>,
+    site: String,
+    queue: String,
+    friendly_name: String,
+    /// The first 1,000 task ids.
+    tasks: Vec<i64>,
+    tasks_count: i64,
+    created: String,
+    started: Option<String>,
+    completed: Option<String>,
+    runtime: Option<f64>,
+    /// PENDING, STARTED, SUCCESS, FAILURE, DEQUEUING, CANCELLED.
+    state: String,
+    owner: OwnerOut,
+    dir_walk_complete: bool,
+    is_settings_job: bool,
+    progress: ProgressOut,
+    /// The first 1,000 input paths.
+    #[schema(value_type = Vec<Object>)]
+    input_paths: Value,
+    counts: CountsOut,
+}
+
+fn owner(j: &Job) -> OwnerOut {
+    OwnerOut {
+        kind: j.owner.kind.clone(),
+        id: j.owner.id,
+        name: j.owner.name.clone(),
+    }
+}
+
+/// A job as the API shows it.
+pub async fn job_out(s: &ApiState, base: &Base, j: &Job) -> ApiResult<JobOut> {
     let (count, ids) = s.store.job_task_ids(j.id, TASK_IDS_SHOWN).await?;
-    Ok(json!({
-        "url": base.url(&format!("/api/jobs/{}/", j.id)),
-        "id": j.id,
-        "workflow": j.workflow,
-        "fields": j.fields,
-        "discovery": j.discovery,
-        "site": j.site,
-        "queue": j.queue,
-        "friendly_name": j.friendly_name,
-        "tasks": ids,
-        "tasks_count": count,
-        "created": iso(j.created),
-        "started": j.started.map(iso),
-        "completed": j.completed.map(iso),
-        "runtime": runtime(j.started.or(Some(j.created)), j.completed),
-        "state": j.state,
-        "owner": {"type": j.owner.kind, "id": j.owner.id, "name": j.owner.name},
-        "dir_walk_complete": j.dir_walk_complete,
-        "is_settings_job": false,
-        "progress": progress_json(j),
-        "input_paths": j.input_paths,
-        "counts": {
-            "files_found": j.files_found,
-            "processed": j.files_processed,
-            "skipped": j.files_skipped,
-            "aborted": j.files_aborted,
-            "failures": j.files_failures,
-            "results_expected": j.expected,
-            "results_counted": j.received,
-            "results_orphaned": j.orphans,
-            "tasks_failed": j.tasks_failed,
-            "roots_published": j.roots_published,
-            "roots": j.roots,
+    Ok(JobOut {
+        url: base.url(&format!("/api/jobs/{}/", j.id)),
+        id: j.id,
+        workflow: j.workflow.clone(),
+        fields: j.fields.clone(),
+        discovery: j.discovery.clone(),
+        site: j.site.clone(),
+        queue: j.queue.clone(),
+        friendly_name: j.friendly_name.clone(),
+        tasks: ids,
+        tasks_count: count,
+        created: iso(j.created),
+        started: j.started.map(iso),
+        completed: j.completed.map(iso),
+        runtime: runtime(j.started.or(Some(j.created)), j.completed),
+        state: j.state.clone(),
+        owner: owner(j),
+        dir_walk_complete: j.dir_walk_complete,
+        is_settings_job: false,
+        progress: progress_out(j),
+        input_paths: j.input_paths.clone(),
+        counts: CountsOut {
+            files_found: j.files_found,
+            processed: j.files_processed,
+            skipped: j.files_skipped,
+            aborted: j.files_aborted,
+            failures: j.files_failures,
+            results_expected: j.expected,
+            results_counted: j.received,
+            results_orphaned: j.orphans,
+            tasks_failed: j.tasks_failed,
+            roots: j.roots,
+            roots_published: j.roots_published,
         },
-    }))
+    })
 }
 
 fn text(v: &str) -> Bind {
     Bind::Text(v.to_string())
 }
 
-fn job_filter(p: &Params) -> ApiResult<Filter> {
+/// A list of state names for a filter's schema, from the one list of them.
+fn states_schema(names: &[&str]) -> utoipa::openapi::schema::Array {
+    use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, SchemaType, Type};
+    ArrayBuilder::new()
+        .items(
+            ObjectBuilder::new()
+                .schema_type(SchemaType::Type(Type::String))
+                .enum_values(Some(names.iter().copied())),
+        )
+        .build()
+}
+
+fn job_states() -> utoipa::openapi::schema::Array {
+    states_schema(state::ALL)
+}
+
+fn task_states() -> utoipa::openapi::schema::Array {
+    states_schema(task_state::ALL)
+}
+
+/// The jobs list's filters.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct JobQuery {
+    /// States (repeat the key, or `state[]`).
+    #[serde(default)]
+    #[param(schema_with = job_states)]
+    state: Vec<String>,
+    workflow: Option<String>,
+    /// Site name.
+    site: Option<String>,
+    /// Queue name.
+    queue: Option<String>,
+    /// UTC time, e.g. 2026-01-02T03:04:05Z.
+    #[param(format = DateTime)]
+    created_time_from: Option<String>,
+    #[param(format = DateTime)]
+    created_time_to: Option<String>,
+    #[param(format = DateTime)]
+    completed_time_from: Option<String>,
+    #[param(format = DateTime)]
+    completed_time_to: Option<String>,
+    /// User ids (−1 unknown, −2 system).
+    #[serde(default)]
+    owner_ids: Vec<i64>,
+    #[serde(default)]
+    clientkey_ids: Vec<i64>,
+}
+
+fn upper_states(given: &[String], known: &[&str], what: &str) -> ApiResult<Vec<Bind>> {
+    given
+        .iter()
+        .map(|st| {
+            let up = st.to_uppercase();
+            match known.contains(&up.as_str()) {
+                true => Ok(Bind::Text(up)),
+                false => Err(ApiError::bad(format!(
+                    "state: unknown {what} state {st:?} (known: {})",
+                    known.join(", ")
+                ))),
+            }
+        })
+        .collect()
+}
+
+fn job_filter(q: &JobQuery) -> ApiResult<Filter> {
     let mut f = Filter::default();
-    let states = p.all("state");
-    for st in &states {
-        if !state::ALL.contains(&st.to_uppercase().as_str()) {
-            return Err(ApiError::bad(format!(
-                "state: unknown job state {st:?} (known: {})",
-                state::ALL.join(", ")
-            )));
+    f.any_of("state", upper_states(&q.state, state::ALL, "job")?);
+    for (col, v) in [("workflow", &q.workflow), ("site", &q.site), ("queue", &q.queue)] {
+        if let Some(v) = v {
+            f.cmp(col, "=", text(v));
         }
     }
-    f.any_of("state", states.iter().map(|s| text(&s.to_uppercase())).collect());
-    if let Some(w) = p.get("workflow") {
-        f.cmp("workflow", "=", text(w));
-    }
-    if let Some(x) = p.get("site") {
-        f.cmp("site", "=", text(x));
-    }
-    if let Some(x) = p.get("queue") {
-        f.cmp("queue", "=", text(x));
-    }
-    for (key, col, op) in [
-        ("created_time_from", "created", ">="),
-        ("created_time_to", "created", "<="),
-        ("completed_time_from", "completed", ">="),
-        ("completed_time_to", "completed", "<="),
+    for (key, v, col, op) in [
+        ("created_time_from", &q.created_time_from, "created", ">="),
+        ("created_time_to", &q.created_time_to, "created", "<="),
+        ("completed_time_from", &q.completed_time_from, "completed", ">="),
+        ("completed_time_to", &q.completed_time_to, "completed", "<="),
     ] {
-        if let Some(t) = p.time(key)? {
-            f.cmp(col, op, Bind::Int(t));
+        if let Some(v) = v {
+            f.cmp(col, op, Bind::Int(query_time(key, v)?));
         }
     }
-    f.any_of("owner_id", p.ints("owner_ids")?.into_iter().map(Bind::Int).collect());
-    f.any_of(
-        "clientkey_id",
-        p.ints("clientkey_ids")?.into_iter().map(Bind::Int).collect(),
-    );
+    f.any_of("owner_id", q.owner_ids.iter().copied().map(Bind::Int).collect());
+    f.any_of("clientkey_id", q.clientkey_ids.iter().copied().map(Bind::Int).collect());
     Ok(f)
 }
 
-async fn list_jobs(s: State, _c: Caller, base: Base, p: Params) -> ApiResult<Response> {
-    let paging = Paging::read(&p, 100)?;
-    let (count, jobs) = s.store.jobs(&job_filter(&p)?, paging.store()).await?;
+/// A page of jobs, with their owners.
+#[derive(Serialize, ToSchema)]
+pub struct JobPage {
+    count: i64,
+    next: Option<String>,
+    previous: Option<String>,
+    results: Vec<JobOut>,
+    owners: Vec<OwnerOut>,
+}
+
+/// Jobs, newest first.
+#[utoipa::path(get, path = "/api/jobs/", tag = "jobs", params(PageQuery, JobQuery),
+    responses((status = 200, body = JobPage), (status = 400, body = Detail), (status = 401, body = Detail), (status = 404, body = Detail)))]
+async fn list_jobs(
+    s: State,
+    _c: Caller,
+    base: Base,
+    Query(pq): Query<PageQuery>,
+    Query(q): Query<JobQuery>,
+) -> ApiResult<Json<JobPage>> {
+    let paging = Paging::read(&pq, 100)?;
+    let (count, jobs) = s.store.jobs(&job_filter(&q)?, paging.store()).await?;
     let mut results = Vec::with_capacity(jobs.len());
-    let mut owners: Vec<Value> = Vec::new();
+    let mut owners: Vec<OwnerOut> = Vec::new();
     for j in &jobs {
-        results.push(job_json(&s, &base, j).await?);
-        let o = json!({"type": j.owner.kind, "id": j.owner.id, "name": j.owner.name});
+        results.push(job_out(&s, &base, j).await?);
+        let o = owner(j);
         if !owners.contains(&o) {
             owners.push(o);
         }
     }
-    let mut env = paging.envelope(&base, count, results)?;
-    env.insert("owners".into(), owners.into());
-    Ok(json(StatusCode::OK, env.into()))
+    let page = paging.page(&base, count, results)?;
+    Ok(Json(JobPage {
+        count: page.count,
+        next: page.next,
+        previous: page.previous,
+        results: page.results,
+        owners,
+    }))
 }
 
-async fn get_job(s: State, _c: Caller, base: Base, Id(id): Id) -> ApiResult<Response> {
+/// A job.
+#[utoipa::path(get, path = "/api/jobs/{id}/", tag = "jobs", params(("id" = i64, Path)),
+    responses((status = 200, body = JobOut), (status = 401, body = Detail), (status = 404, body = Detail)))]
+async fn get_job(s: State, _c: Caller, base: Base, Id(id): Id) -> ApiResult<Json<JobOut>> {
     let j = s.store.job(id).await?.ok_or_else(|| ApiError::not_found("job"))?;
-    Ok(json(StatusCode::OK, job_json(&s, &base, &j).await?))
+    Ok(Json(job_out(&s, &base, &j).await?))
 }
 
+/// Deletes a finished job with its tasks and file records (204).
+#[utoipa::path(delete, path = "/api/jobs/{id}/", tag = "jobs", params(("id" = i64, Path)),
+    responses((status = 204), (status = 400, description = "the job is not finished", body = Detail), (status = 401, body = Detail), (status = 404, body = Detail)))]
 async fn delete_job(s: State, _c: Caller, Id(id): Id) -> ApiResult<Response> {
     let j = s.store.job(id).await?.ok_or_else(|| ApiError::not_found("job"))?;
     if !state::FINAL.contains(&j.state.as_str()) {
@@ -176,11 +334,12 @@ async fn delete_job(s: State, _c: Caller, Id(id): Id) -> ApiResult<Response> {
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-/// `POST /api/jobs/{id}/cancel/` (201): the job becomes DEQUEUING at
-/// once; queued tasks are refused by the agents (answered REVOKED), a
-/// running discovery stops publishing, running tasks finish; the job is
-/// CANCELLED when every task it published is accounted for. Cancelling a
-/// finished job is a 400.
+/// Cancels a job (201): DEQUEUING at once; queued tasks are refused by the
+/// agents (answered REVOKED), a running discovery stops publishing,
+/// running tasks finish; CANCELLED when every task it published is
+/// accounted for. A finished job is a 400.
+#[utoipa::path(post, path = "/api/jobs/{id}/cancel/", tag = "jobs", params(("id" = i64, Path)),
+    responses((status = 201, body = JobOut), (status = 400, body = Detail), (status = 401, body = Detail), (status = 404, body = Detail)))]
 async fn cancel(s: State, _c: Caller, base: Base, Id(id): Id) -> ApiResult<Response> {
     s.store.job(id).await?.ok_or_else(|| ApiError::not_found("job"))?;
     let roots = s
@@ -200,133 +359,259 @@ async fn cancel(s: State, _c: Caller, base: Base, Id(id): Id) -> ApiResult<Respo
     }
     tracing::info!(job = id, roots = roots.len(), "job cancel requested");
     let j = s.store.job(id).await?.ok_or_else(|| ApiError::not_found("job"))?;
-    Ok(json(StatusCode::CREATED, job_json(&s, &base, &j).await?))
+    Ok((StatusCode::CREATED, Json(job_out(&s, &base, &j).await?)).into_response())
 }
 
-async fn progress(s: State, _c: Caller, Id(id): Id) -> ApiResult<Response> {
+/// A job's completion.
+#[utoipa::path(get, path = "/api/jobs/{id}/progress/", tag = "jobs", params(("id" = i64, Path)),
+    responses((status = 200, body = ProgressOut), (status = 401, body = Detail), (status = 404, body = Detail)))]
+async fn progress(s: State, _c: Caller, Id(id): Id) -> ApiResult<Json<ProgressOut>> {
     let j = s.store.job(id).await?.ok_or_else(|| ApiError::not_found("job"))?;
-    Ok(json(StatusCode::OK, progress_json(&j)))
+    Ok(Json(progress_out(&j)))
 }
 
-fn jobstat_json(base: &Base, r: &FileRecord) -> Value {
-    json!({
-        "id": r.id,
-        "url": base.url(&format!("/api/jobstats/{}/", r.id)),
-        "job": r.job_id,
-        "path": serde_json::from_str::<Value>(&r.path).unwrap_or(Value::Null),
-        "state": r.state,
-        "code": r.code,
-        "message": serde_json::from_str::<Value>(&r.message).unwrap_or_else(|_| r.message.clone().into()),
-        "task": r.task_id,
-    })
+/// One file's record in a job (failed and aborted files).
+#[derive(Serialize, ToSchema)]
+pub struct JobStatOut {
+    id: i64,
+    url: String,
+    job: i64,
+    /// The path (a string; non-UTF-8 bytes as `\udcXX` escapes).
+    #[schema(value_type = String)]
+    path: Value,
+    /// `failures` or `aborted`.
+    state: String,
+    /// The error's name (EACCES, ENOSPC, ...), when the message tells.
+    code: Option<String>,
+    /// The reasons, as the task reported them.
+    #[schema(value_type = Vec<String>)]
+    message: Value,
+    /// The Celery id of the task that reported it.
+    task: String,
 }
 
-/// `GET /api/jobstats/`: the per-file records (failed and aborted files),
-/// filtered by `job`, `state[]` and `path`.
-async fn jobstats(s: State, _c: Caller, base: Base, p: Params) -> ApiResult<Response> {
-    let paging = Paging::read(&p, 100)?;
+fn jobstat_out(base: &Base, r: &FileRecord) -> JobStatOut {
+    JobStatOut {
+        id: r.id,
+        url: base.url(&format!("/api/jobstats/{}/", r.id)),
+        job: r.job_id,
+        path: serde_json::from_str(&r.path).unwrap_or(Value::Null),
+        state: r.state.clone(),
+        code: r.code.clone(),
+        message: serde_json::from_str(&r.message).unwrap_or_else(|_| Value::String(r.message.clone())),
+        task: r.task_id.clone(),
+    }
+}
+
+/// The per-file records' filters.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct JobStatQuery {
+    /// Job id.
+    job: Option<i64>,
+    /// `failures`, `aborted` (repeat the key, or `state[]`).
+    #[serde(default)]
+    state: Vec<String>,
+    /// Exactly this path.
+    path: Option<String>,
+}
+
+/// Per-file records: the failed and aborted files of jobs.
+#[utoipa::path(get, path = "/api/jobstats/", tag = "jobs", params(PageQuery, JobStatQuery),
+    responses((status = 200, body = super::Page<JobStatOut>), (status = 400, body = Detail), (status = 401, body = Detail), (status = 404, body = Detail)))]
+async fn jobstats(
+    s: State,
+    _c: Caller,
+    base: Base,
+    Query(pq): Query<PageQuery>,
+    Query(q): Query<JobStatQuery>,
+) -> ApiResult<Json<super::Page<JobStatOut>>> {
+    let paging = Paging::read(&pq, 100)?;
     let mut f = Filter::default();
-    if let Some(j) = p.int("job")? {
+    if let Some(j) = q.job {
         f.cmp("job_id", "=", Bind::Int(j));
     }
-    f.any_of("state", p.all("state").iter().map(|x| text(x)).collect());
-    if let Some(path) = p.get("path") {
+    f.any_of("state", q.state.iter().map(|x| text(x)).collect());
+    if let Some(path) = &q.path {
         f.cmp("path", "=", Bind::Text(serde_json::to_string(path).expect("a string")));
     }
     let (count, rows) = s.store.file_records(&f, paging.store()).await?;
-    let results = rows.iter().map(|r| jobstat_json(&base, r)).collect();
-    Ok(json(StatusCode::OK, paging.envelope(&base, count, results)?.into()))
+    let results = rows.iter().map(|r| jobstat_out(&base, r)).collect();
+    Ok(Json(paging.page(&base, count, results)?))
 }
 
-async fn jobstat(s: State, _c: Caller, base: Base, Id(id): Id) -> ApiResult<Response> {
+/// One per-file record.
+#[utoipa::path(get, path = "/api/jobstats/{id}/", tag = "jobs", params(("id" = i64, Path)),
+    responses((status = 200, body = JobStatOut), (status = 401, body = Detail), (status = 404, body = Detail)))]
+async fn jobstat(s: State, _c: Caller, base: Base, Id(id): Id) -> ApiResult<Json<JobStatOut>> {
     let mut f = Filter::default();
     f.cmp("id", "=", Bind::Int(id));
     let (_, rows) = s
         .store
         .file_records(
             &f,
-            crate::hub::store::jobs::Page {
+            StorePage {
                 offset: 0,
                 limit: Some(1),
             },
         )
         .await?;
     let r = rows.first().ok_or_else(|| ApiError::not_found("job stat"))?;
-    Ok(json(StatusCode::OK, jobstat_json(&base, r)))
+    Ok(Json(jobstat_out(&base, r)))
 }
 
-fn task_json(base: &Base, t: &Task, detail: bool) -> Value {
-    let mut v = json!({
-        "url": base.url(&format!("/api/tasks/{}/", t.id)),
-        "id": t.id,
-        "task_id": t.task_id,
-        "tasktype": t.tasktype,
-        "state": t.state,
-        "job": t.job_id,
-        "site": t.site,
-        "queue": t.queue,
-        "node": t.node,
-        "started": t.started.map(iso),
-        "parents": t.parent_task_id.iter().collect::<Vec<_>>(),
-        "dynamic_parents": [],
-        "children_count": t.children_count,
-    });
-    if detail {
-        let m = v.as_object_mut().expect("object");
-        m.insert("completed".into(), json!(t.completed.map(iso)));
-        m.insert("runtime".into(), runtime(t.started, t.completed.or(Some(now_us()))));
-        m.insert("paths".into(), base.url(&format!("/api/tasks/{}/files/", t.id)).into());
-        m.insert("summary".into(), t.summary.clone().unwrap_or(Value::Null));
-        m.insert("result".into(), t.result.clone().unwrap_or(Value::Null));
-        m.insert(
-            "friendly_name".into(),
-            t.tasktype.rsplit('.').next().unwrap_or("").into(),
-        );
+/// A task. `/api/tasks/{id}/` adds `completed`, `runtime`, `paths`,
+/// `summary`, `result` and `friendly_name`.
+#[derive(Serialize, ToSchema)]
+pub struct TaskOut {
+    url: String,
+    id: i64,
+    /// The Celery task id.
+    task_id: String,
+    tasktype: String,
+    /// PENDING, STARTED, SUCCESS, ERROR, FAILURE, SKIPPED, CANCELLED.
+    state: String,
+    job: i64,
+    site: Option<String>,
+    queue: Option<String>,
+    node: Option<String>,
+    started: Option<String>,
+    /// The Celery id of the task that published it.
+    parents: Vec<String>,
+    dynamic_parents: Vec<i64>,
+    children_count: i64,
+}
+
+/// A task with what only `/api/tasks/{id}/` shows.
+#[derive(Serialize, ToSchema)]
+pub struct TaskFull {
+    #[serde(flatten)]
+    task: TaskOut,
+    #[serde(flatten)]
+    detail: TaskDetail,
+}
+
+/// What only `/api/tasks/{id}/` shows.
+#[derive(Serialize, ToSchema)]
+pub struct TaskDetail {
+    completed: Option<String>,
+    runtime: Option<f64>,
+    paths: String,
+    #[schema(value_type = Option<Object>)]
+    summary: Option<Value>,
+    #[schema(value_type = Option<Object>)]
+    result: Option<Value>,
+    friendly_name: String,
+}
+
+fn task_out(base: &Base, t: &Task) -> TaskOut {
+    TaskOut {
+        url: base.url(&format!("/api/tasks/{}/", t.id)),
+        id: t.id,
+        task_id: t.task_id.clone(),
+        tasktype: t.tasktype.clone(),
+        state: t.state.clone(),
+        job: t.job_id,
+        site: t.site.clone(),
+        queue: t.queue.clone(),
+        node: t.node.clone(),
+        started: t.started.map(iso),
+        parents: t.parent_task_id.iter().cloned().collect(),
+        dynamic_parents: Vec::new(),
+        children_count: t.children_count,
     }
-    v
 }
 
-async fn list_tasks(s: State, _c: Caller, base: Base, p: Params) -> ApiResult<Response> {
-    let paging = Paging::read(&p, 100)?;
+fn task_full(base: &Base, t: &Task) -> TaskFull {
+    TaskFull {
+        task: task_out(base, t),
+        detail: TaskDetail {
+            completed: t.completed.map(iso),
+            runtime: runtime(t.started, t.completed.or(Some(now_us()))),
+            paths: base.url(&format!("/api/tasks/{}/files/", t.id)),
+            summary: t.summary.clone(),
+            result: t.result.clone(),
+            friendly_name: t.tasktype.rsplit('.').next().unwrap_or("").to_string(),
+        },
+    }
+}
+
+/// Task counts of the listed job (or of all).
+#[derive(Serialize, ToSchema)]
+pub struct TaskStats {
+    state: BTreeMap<String, i64>,
+    tasktype: BTreeMap<String, i64>,
+}
+
+/// A page of tasks with counts by state and type.
+#[derive(Serialize, ToSchema)]
+pub struct TaskPage {
+    count: i64,
+    next: Option<String>,
+    previous: Option<String>,
+    results: Vec<TaskOut>,
+    stats: TaskStats,
+}
+
+/// The tasks list's filters.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct TaskQuery {
+    tasktype: Option<String>,
+    task_id: Option<String>,
+    /// States (repeat the key, or `state[]`).
+    #[serde(default)]
+    #[param(schema_with = task_states)]
+    state: Vec<String>,
+    job_id: Option<i64>,
+}
+
+/// Tasks, by id.
+#[utoipa::path(get, path = "/api/tasks/", tag = "tasks", params(PageQuery, TaskQuery),
+    responses((status = 200, body = TaskPage), (status = 400, body = Detail), (status = 401, body = Detail), (status = 404, body = Detail)))]
+async fn list_tasks(
+    s: State,
+    _c: Caller,
+    base: Base,
+    Query(pq): Query<PageQuery>,
+    Query(q): Query<TaskQuery>,
+) -> ApiResult<Json<TaskPage>> {
+    let paging = Paging::read(&pq, 100)?;
     let mut f = Filter::default();
-    if let Some(t) = p.get("tasktype") {
-        f.cmp("tasktype", "=", text(t));
+    for (col, v) in [("tasktype", &q.tasktype), ("task_id", &q.task_id)] {
+        if let Some(v) = v {
+            f.cmp(col, "=", text(v));
+        }
     }
-    if let Some(t) = p.get("task_id") {
-        f.cmp("task_id", "=", text(t));
-    }
-    let job = p.int("job_id")?;
+    let job = q.job_id;
     if let Some(j) = job {
         f.cmp("job_id", "=", Bind::Int(j));
     }
-    let states = p.all("state");
-    for st in &states {
-        if !task_state::ALL.contains(&st.to_uppercase().as_str()) {
-            return Err(ApiError::bad(format!(
-                "state: unknown task state {st:?} (known: {})",
-                task_state::ALL.join(", ")
-            )));
-        }
-    }
-    f.any_of("state", states.iter().map(|s| text(&s.to_uppercase())).collect());
+    f.any_of("state", upper_states(&q.state, task_state::ALL, "task")?);
     let (count, tasks) = s.store.tasks(&f, paging.store()).await?;
-    let results = tasks.iter().map(|t| task_json(&base, t, false)).collect();
-    let mut env = paging.envelope(&base, count, results)?;
-    let mut by_state = serde_json::Map::new();
-    let mut by_type = serde_json::Map::new();
+    let results = tasks.iter().map(|t| task_out(&base, t)).collect();
+    let page = paging.page(&base, count, results)?;
+    let mut stats = TaskStats {
+        state: BTreeMap::new(),
+        tasktype: BTreeMap::new(),
+    };
     for (tasktype, st, n) in s.store.task_stats(job).await? {
-        let add = |m: &mut serde_json::Map<String, Value>, k: String| {
-            let cur = m.get(&k).and_then(Value::as_i64).unwrap_or(0);
-            m.insert(k, (cur + n).into());
-        };
-        add(&mut by_state, st);
-        add(&mut by_type, tasktype);
+        *stats.state.entry(st).or_default() += n;
+        *stats.tasktype.entry(tasktype).or_default() += n;
     }
-    env.insert("stats".into(), json!({"state": by_state, "tasktype": by_type}));
-    Ok(json(StatusCode::OK, env.into()))
+    Ok(Json(TaskPage {
+        count: page.count,
+        next: page.next,
+        previous: page.previous,
+        results: page.results,
+        stats,
+    }))
 }
 
-async fn get_task(s: State, _c: Caller, base: Base, Path(key): Path<String>) -> ApiResult<Response> {
+/// A task, by row id or Celery id.
+#[utoipa::path(get, path = "/api/tasks/{id}/", tag = "tasks", params(("id" = String, Path, description = "row id or Celery task id")),
+    responses((status = 200, body = TaskFull), (status = 401, body = Detail), (status = 404, body = Detail)))]
+async fn get_task(s: State, _c: Caller, base: Base, Key(key): Key) -> ApiResult<Json<TaskFull>> {
     let t = s.store.task(&key).await?.ok_or_else(|| ApiError::not_found("task"))?;
-    Ok(json(StatusCode::OK, task_json(&base, &t, true)))
+    Ok(Json(task_full(&base, &t)))
 }

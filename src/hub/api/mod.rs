@@ -19,6 +19,7 @@ use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use std::sync::Arc;
 use tokio::sync::{Notify, watch};
@@ -115,11 +116,6 @@ impl IntoResponse for ApiError {
 /// A handler's result.
 pub type ApiResult<T> = Result<T, ApiError>;
 
-/// A JSON answer with a status.
-pub fn json(status: StatusCode, v: serde_json::Value) -> Response {
-    (status, axum::Json(v)).into_response()
-}
-
 /// The authenticated caller.
 #[derive(Clone, Debug)]
 pub struct Caller {
@@ -199,6 +195,20 @@ impl<S: Send + Sync> FromRequestParts<S> for Id {
     }
 }
 
+/// A `{id}` of a path as text (a task's row id or Celery id).
+pub struct Key(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for Key {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Key, ApiError> {
+        let axum::extract::Path(raw) = axum::extract::Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(|_| ApiError::not_found("object"))?;
+        Ok(Key(raw))
+    }
+}
+
 /// A JSON body read into `T`: malformed JSON, unknown fields and wrong
 /// types are a 400 naming the field (`paths[3]: invalid type ...`); a body
 /// over the limit is a 413.
@@ -240,91 +250,55 @@ pub fn parse_body<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     })
 }
 
-/// Query parameters, repeated keys kept (`state=A&state=B`, or the
-/// `state[]=` spelling).
-#[derive(Clone, Debug, Default)]
-pub struct Params(pub Vec<(String, String)>);
+/// A key given as null is `Some(None)`; an absent one `None`.
+pub(super) fn present<'de, D: serde::Deserializer<'de>, T: serde::Deserialize<'de>>(
+    d: D,
+) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
+}
 
-impl<S: Send + Sync> FromRequestParts<S> for Params {
+/// Query parameters read into `T`: repeated keys make lists
+/// (`state=A&state=B`, or the `state[]=` spelling); a value of the wrong
+/// type is a 400 naming the parameter. Unknown parameters are ignored;
+/// an empty `page` or `page_size` is as if absent (the seed's paging).
+pub struct Query<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Query<T> {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Params, ApiError> {
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Query<T>, ApiError> {
         let q = parts.uri.query().unwrap_or("");
-        Ok(Params(
-            form_urlencoded::parse(q.as_bytes())
-                .map(|(k, v)| (k.trim_end_matches("[]").to_string(), v.into_owned()))
-                .collect(),
-        ))
+        let pairs: Vec<(String, String)> = form_urlencoded::parse(q.as_bytes())
+            .filter(|(k, v)| !(v.is_empty() && (k == "page" || k == "page_size")))
+            .map(|(k, v)| (k.trim_end_matches("[]").to_string(), v.into_owned()))
+            .collect();
+        let text = form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(pairs)
+            .finish();
+        serde_html_form::from_str(&text)
+            .map(Query)
+            .map_err(|e| ApiError::bad(format!("query: {e}")))
     }
 }
 
-impl Params {
-    /// The last value of `key`, when given and not empty.
-    pub fn get(&self, key: &str) -> Option<&str> {
-        self.0
-            .iter()
-            .rev()
-            .find(|(k, v)| k == key && !v.is_empty())
-            .map(|(_, v)| v.as_str())
-    }
-
-    /// Every value of `key`, commas split.
-    pub fn all(&self, key: &str) -> Vec<String> {
-        self.0
-            .iter()
-            .filter(|(k, _)| k == key)
-            .flat_map(|(_, v)| {
-                v.split(',')
-                    .map(str::trim)
-                    .filter(|s| !s.is_empty())
-                    .map(str::to_string)
-            })
-            .collect()
-    }
-
-    /// `key` as an integer, if given.
-    pub fn int(&self, key: &str) -> ApiResult<Option<i64>> {
-        self.get(key)
-            .map(|v| {
-                v.parse()
-                    .map_err(|_| ApiError::bad(format!("{key}: expected an integer, got {v:?}")))
-            })
-            .transpose()
-    }
-
-    /// Every value of `key` as integers.
-    pub fn ints(&self, key: &str) -> ApiResult<Vec<i64>> {
-        self.all(key)
-            .iter()
-            .map(|v| {
-                v.parse()
-                    .map_err(|_| ApiError::bad(format!("{key}: expected integers, got {v:?}")))
-            })
-            .collect()
-    }
-
-    /// `key` as a time (RFC 3339, or a date), microseconds.
-    pub fn time(&self, key: &str) -> ApiResult<Option<i64>> {
-        self.get(key)
-            .map(|v| {
-                v.parse::<jiff::Timestamp>()
-                    .or_else(|_| {
-                        v.parse::<jiff::civil::DateTime>()
-                            .or_else(|_| {
-                                v.parse::<jiff::civil::Date>()
-                                    .map(|d| d.to_datetime(jiff::civil::Time::midnight()))
-                            })
-                            .and_then(|d| d.to_zoned_datetime(jiff::tz::TimeZone::UTC).map(|z| z.timestamp()))
-                    })
-                    .map(|t| t.as_microsecond())
-                    .map_err(|_| {
-                        ApiError::bad(format!(
-                            "{key}: expected a time such as 2025-05-14T13:00:00Z, got {v:?}"
-                        ))
-                    })
-            })
-            .transpose()
-    }
+/// A time given in a query (RFC 3339, or a date or date-time in UTC), in
+/// microseconds.
+pub fn query_time(key: &str, v: &str) -> ApiResult<i64> {
+    v.parse::<jiff::Timestamp>()
+        .or_else(|_| {
+            v.parse::<jiff::civil::DateTime>()
+                .or_else(|_| {
+                    v.parse::<jiff::civil::Date>()
+                        .map(|d| d.to_datetime(jiff::civil::Time::midnight()))
+                })
+                .and_then(|d| d.to_zoned_datetime(jiff::tz::TimeZone::UTC).map(|z| z.timestamp()))
+        })
+        .map(|t| t.as_microsecond())
+        .map_err(|_| {
+            ApiError::bad(format!(
+                "{key}: expected a time such as 2025-05-14T13:00:00Z, got {v:?}"
+            ))
+        })
 }
 
 /// A page as asked: `page` (from 1) and `page_size` (20..100, `0` for
@@ -339,16 +313,20 @@ pub struct Paging {
 
 impl Paging {
     /// The seed's paging: `page_size` below 20 is 20, above `max` is `max`, 0 is all.
-    pub fn read(p: &Params, max: i64) -> ApiResult<Paging> {
-        let page = p.int("page")?.unwrap_or(1);
+    pub fn read(p: &PageQuery, max: i64) -> ApiResult<Paging> {
+        let page = p.page.unwrap_or(1);
         if page < 1 {
             return Err(ApiError::not_found("page: Invalid page."));
         }
-        let size = match p.int("page_size")? {
+        let size = match p.page_size {
             Some(0) => None,
             None => Some(20),
             Some(n) => Some(n.clamp(20, max)),
         };
+        // A page whose first row is past any possible row does not exist.
+        if size.is_some_and(|s| (page - 1).checked_mul(s).is_none()) {
+            return Err(ApiError::not_found("page: Invalid page."));
+        }
         Ok(Paging { page, size })
     }
 
@@ -360,14 +338,9 @@ impl Paging {
         }
     }
 
-    /// The `{count, next, previous, results}` envelope; a page past the
-    /// last is a 404, as in the seed's framework.
-    pub fn envelope(
-        &self,
-        base: &Base,
-        count: i64,
-        results: Vec<serde_json::Value>,
-    ) -> ApiResult<serde_json::Map<String, serde_json::Value>> {
+    /// The page of `results` out of `count`; a page past the last is a
+    /// 404, as in the seed's framework.
+    pub fn page<T>(&self, base: &Base, count: i64, results: Vec<T>) -> ApiResult<Page<T>> {
         let pages = match self.size {
             Some(s) => ((count + s - 1) / s).max(1),
             None => 1,
@@ -375,27 +348,12 @@ impl Paging {
         if self.page > pages {
             return Err(ApiError::not_found("page: Invalid page."));
         }
-        let link = |page: i64| serde_json::Value::String(base.with_page(page));
-        let mut m = serde_json::Map::new();
-        m.insert("count".into(), count.into());
-        m.insert(
-            "next".into(),
-            if self.page < pages {
-                link(self.page + 1)
-            } else {
-                serde_json::Value::Null
-            },
-        );
-        m.insert(
-            "previous".into(),
-            if self.page > 1 {
-                link(self.page - 1)
-            } else {
-                serde_json::Value::Null
-            },
-        );
-        m.insert("results".into(), results.into());
-        Ok(m)
+        Ok(Page {
+            count,
+            next: (self.page < pages).then(|| base.with_page(self.page + 1)),
+            previous: (self.page > 1).then(|| base.with_page(self.page - 1)),
+            results,
+        })
     }
 
     /// Pages a list held whole (the small tables).
@@ -487,16 +445,101 @@ async fn timed(s: State, req: Request, next: axum::middleware::Next) -> Response
     resp
 }
 
-/// The API's routes.
-pub fn router(state: Arc<ApiState>) -> Router {
-    let limit = state.settings.max_body_bytes;
-    Router::new()
+/// The error answer: `{"detail": ...}`.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct Detail {
+    /// What went wrong, naming the field at fault.
+    pub detail: String,
+}
+
+/// A page of a list, as the seed's hub pages them.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct Page<T> {
+    /// Items in the whole list.
+    pub count: i64,
+    /// The next page's full URL.
+    pub next: Option<String>,
+    /// The previous page's full URL.
+    pub previous: Option<String>,
+    /// This page's items.
+    pub results: Vec<T>,
+}
+
+/// `page` and `page_size` (20 to 100; below 20 is 20, above 100 is 100,
+/// 0 is every item).
+#[derive(serde::Deserialize, utoipa::IntoParams, Default)]
+#[into_params(parameter_in = Query)]
+pub struct PageQuery {
+    /// The page, from 1.
+    pub page: Option<i64>,
+    /// Items per page.
+    pub page_size: Option<i64>,
+}
+
+struct Security;
+
+impl utoipa::Modify for Security {
+    fn modify(&self, api: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let c = api.components.get_or_insert_with(Default::default);
+        c.add_security_scheme(
+            "jwt",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .build(),
+            ),
+        );
+        c.add_security_scheme(
+            "api_key",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
+                "Authorization",
+                "`Api-Key <key>`: a client key from /api/auth/clientkeys/",
+            ))),
+        );
+    }
+}
+
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(
+        title = "ferry hub",
+        description = "The REST API of `ferry hub serve`, in the shapes of Ngenea Hub's API (docs/hub.md).",
+        license(name = "Apache-2.0")
+    ),
+    modifiers(&Security),
+    security(("jwt" = []), ("api_key" = []))
+)]
+struct ApiDoc;
+
+fn build() -> (Router<Arc<ApiState>>, utoipa::openapi::OpenApi) {
+    use utoipa::OpenApi;
+    utoipa_axum::router::OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(auth::routes())
         .merge(sites::routes())
         .merge(workflows::routes())
         .merge(submit::routes())
         .merge(jobs::routes())
         .merge(health::routes())
+        .split_for_parts()
+}
+
+/// The OpenAPI document of the API, generated from the handlers (checked
+/// into docs/hub-openapi.json; a test compares the two).
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    build().1
+}
+
+/// The API's routes, `/api/openapi.json`, Swagger UI at `/api/docs/`
+/// (assets compiled in), and `/metrics`.
+pub fn router(state: Arc<ApiState>) -> Router {
+    let limit = state.settings.max_body_bytes;
+    let (api, spec) = build();
+    let docs: Router<Arc<ApiState>> = utoipa_swagger_ui::SwaggerUi::new("/api/docs/")
+        .url("/api/openapi.json", spec)
+        .into();
+    api.merge(docs)
         .route("/metrics", axum::routing::get(metrics))
         .fallback(|| async { ApiError::not_found("endpoint") })
         .layer(axum::middleware::from_fn_with_state(state.clone(), timed))

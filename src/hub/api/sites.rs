@@ -1,87 +1,155 @@
 //! `/api/sites/`, `/api/nodes/`, `/api/queues/`.
 
-use super::{ApiError, ApiResult, ApiState, Base, Body, Caller, Id, Paging, Params, State, json};
+use super::{ApiError, ApiResult, ApiState, Base, Body, Caller, Detail, Id, Page, PageQuery, Paging, Query, State};
 use crate::config::valid_name;
 use crate::hub::store::sites::{Node, Queue, Site};
 use crate::hub::store::{iso, now_us};
-use axum::Router;
+use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
 use std::sync::Arc;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-pub(super) fn routes() -> Router<Arc<ApiState>> {
-    Router::new()
-        .route("/api/sites/", get(list_sites).post(create_site))
-        .route("/api/sites/{id}/", get(get_site).patch(patch_site).delete(delete_site))
-        .route("/api/nodes/", get(list_nodes))
-        .route("/api/nodes/{id}/", get(get_node).delete(delete_node))
-        .route("/api/queues/", get(list_queues))
-        .route("/api/queues/{id}/", get(get_queue))
+pub(super) fn routes() -> OpenApiRouter<Arc<ApiState>> {
+    OpenApiRouter::new()
+        .routes(routes!(list_sites, create_site))
+        .routes(routes!(get_site, patch_site, delete_site))
+        .routes(routes!(list_nodes))
+        .routes(routes!(get_node, delete_node))
+        .routes(routes!(list_queues))
+        .routes(routes!(get_queue))
 }
 
-/// A site as listed; `settings` adds what only `/sites/{id}/` shows.
-pub fn site_json(base: &Base, s: &Site, settings: bool) -> Value {
-    let mut v = json!({
-        "url": base.url(&format!("/api/sites/{}/", s.id)),
-        "id": s.id,
-        "name": s.name,
-        "label": s.label,
-        "shortcode": s.shortcode,
-        "type": s.kind,
-        "timezone": s.timezone,
-        "public_url": s.public_url,
-        "color": s.color,
-        "bandwidth": s.bandwidth,
-        "editable": true,
-        "spaces": [],
-        "files_count": null,
-        "directories_count": null,
-        "files_stubbed_count": null,
-        "files_hydrated_count": null,
-        "am_i_configured": null,
-        "ready_to_configure": null,
-    });
-    if settings {
-        let m = v.as_object_mut().expect("object");
-        m.insert("file_batch_size".into(), s.file_batch_size.into());
-        m.insert("file_batch_gb".into(), s.file_batch_gb.into());
-        m.insert(
-            "enable_auto_file_batch_sizing".into(),
-            s.enable_auto_file_batch_sizing.into(),
-        );
-        m.insert("include".into(), json!(s.include));
-        m.insert("exclude".into(), json!(s.exclude));
-        m.insert("lock_threshold".into(), s.lock_threshold.into());
-        m.insert("gpfs_iscan_buckets".into(), json!(s.gpfs_iscan_buckets));
-        m.insert("gpfs_iscan_threads".into(), json!(s.gpfs_iscan_threads));
+/// A site. The settings (batching, include/exclude, thresholds) are shown
+/// by `/api/sites/{id}/` only, as in the seed.
+#[derive(Serialize, ToSchema)]
+pub struct SiteOut {
+    url: String,
+    id: i64,
+    name: String,
+    label: String,
+    shortcode: String,
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    timezone: Option<String>,
+    public_url: Option<String>,
+    color: Vec<String>,
+    bandwidth: Option<i64>,
+    editable: bool,
+    spaces: Vec<String>,
+    files_count: Option<i64>,
+    directories_count: Option<i64>,
+    files_stubbed_count: Option<i64>,
+    files_hydrated_count: Option<i64>,
+    am_i_configured: Option<bool>,
+    ready_to_configure: Option<bool>,
+}
+
+/// A site with its settings (`/api/sites/{id}/`).
+#[derive(Serialize, ToSchema)]
+pub struct SiteDetail {
+    #[serde(flatten)]
+    site: SiteOut,
+    #[serde(flatten)]
+    settings: SiteSettings,
+}
+
+/// A site's settings, which the hub passes to its discoveries.
+#[derive(Serialize, ToSchema)]
+pub struct SiteSettings {
+    file_batch_size: i64,
+    file_batch_gb: f64,
+    enable_auto_file_batch_sizing: bool,
+    include: Vec<String>,
+    exclude: Vec<String>,
+    lock_threshold: i64,
+    gpfs_iscan_buckets: Option<i64>,
+    gpfs_iscan_threads: Option<i64>,
+}
+
+fn site_out(base: &Base, s: &Site) -> SiteOut {
+    SiteOut {
+        url: base.url(&format!("/api/sites/{}/", s.id)),
+        id: s.id,
+        name: s.name.clone(),
+        label: s.label.clone(),
+        shortcode: s.shortcode.clone(),
+        kind: s.kind.clone(),
+        timezone: s.timezone.clone(),
+        public_url: s.public_url.clone(),
+        color: serde_json::from_value(s.color.clone()).unwrap_or_default(),
+        bandwidth: s.bandwidth,
+        editable: true,
+        spaces: Vec::new(),
+        files_count: None,
+        directories_count: None,
+        files_stubbed_count: None,
+        files_hydrated_count: None,
+        am_i_configured: None,
+        ready_to_configure: None,
     }
-    v
 }
 
-/// The writable fields of a site; all optional (a POST needs `name` and
-/// `shortcode`).
-#[derive(Deserialize, Default)]
+fn site_detail(base: &Base, s: &Site) -> SiteDetail {
+    SiteDetail {
+        site: site_out(base, s),
+        settings: SiteSettings {
+            file_batch_size: s.file_batch_size,
+            file_batch_gb: s.file_batch_gb,
+            enable_auto_file_batch_sizing: s.enable_auto_file_batch_sizing,
+            include: s.include.clone(),
+            exclude: s.exclude.clone(),
+            lock_threshold: s.lock_threshold,
+            gpfs_iscan_buckets: s.gpfs_iscan_buckets,
+            gpfs_iscan_threads: s.gpfs_iscan_threads,
+        },
+    }
+}
+
+/// The writable fields of a site; all optional but `name` and
+/// `shortcode` on creation. Unknown fields are refused.
+#[derive(Deserialize, Default, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct SiteFields {
+pub struct SiteFields {
+    /// `[a-zA-Z0-9-_]+`; fixed once created (it is part of queue names).
     name: Option<String>,
     label: Option<String>,
     shortcode: Option<String>,
-    #[serde(rename = "type")]
+    #[serde(rename = "type", default, deserialize_with = "super::present")]
+    #[schema(value_type = Option<String>)]
     kind: Option<Option<String>>,
+    #[serde(default, deserialize_with = "super::present")]
+    #[schema(value_type = Option<String>)]
     timezone: Option<Option<String>>,
+    #[serde(default, deserialize_with = "super::present")]
+    #[schema(value_type = Option<String>)]
     public_url: Option<Option<String>>,
     color: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "super::present")]
+    #[schema(value_type = Option<i64>)]
     bandwidth: Option<Option<i64>>,
+    /// Paths per batch (1 or more).
+    #[schema(minimum = 1)]
     file_batch_size: Option<i64>,
+    /// GB per batch (0 or more; 0 is no limit).
+    #[schema(minimum = 0)]
     file_batch_gb: Option<f64>,
     enable_auto_file_batch_sizing: Option<bool>,
+    /// Include globs appended to every rule's.
     include: Option<Vec<String>>,
+    /// Exclude globs appended to every rule's.
     exclude: Option<Vec<String>>,
+    /// Seconds before a snapdiff lock is stale.
+    #[schema(minimum = 0)]
     lock_threshold: Option<i64>,
+    #[serde(default, deserialize_with = "super::present")]
+    #[schema(value_type = Option<i64>, minimum = 1)]
     gpfs_iscan_buckets: Option<Option<i64>>,
+    #[serde(default, deserialize_with = "super::present")]
+    #[schema(value_type = Option<i64>, minimum = 1)]
     gpfs_iscan_threads: Option<Option<i64>>,
 }
 
@@ -103,7 +171,7 @@ impl SiteFields {
             s.public_url = v;
         }
         if let Some(v) = self.color {
-            s.color = json!(v);
+            s.color = serde_json::json!(v);
         }
         if let Some(v) = self.bandwidth {
             s.bandwidth = v;
@@ -152,16 +220,19 @@ impl SiteFields {
     }
 }
 
-async fn list_sites(s: State, _c: Caller, base: Base, p: Params) -> ApiResult<Response> {
-    let paging = Paging::read(&p, 100)?;
+/// Sites.
+#[utoipa::path(get, path = "/api/sites/", tag = "sites", params(PageQuery),
+    responses((status = 200, body = Page<SiteOut>), (status = 400, body = Detail), (status = 401, body = Detail), (status = 404, description = "page out of range", body = Detail)))]
+async fn list_sites(s: State, _c: Caller, base: Base, Query(pq): Query<PageQuery>) -> ApiResult<Json<Page<SiteOut>>> {
+    let paging = Paging::read(&pq, 100)?;
     let all = s.store.sites().await?;
-    let results = paging.slice(&all).iter().map(|x| site_json(&base, x, false)).collect();
-    Ok(json(
-        StatusCode::OK,
-        paging.envelope(&base, all.len() as i64, results)?.into(),
-    ))
+    let results = paging.slice(&all).iter().map(|x| site_out(&base, x)).collect();
+    Ok(Json(paging.page(&base, all.len() as i64, results)?))
 }
 
+/// Creates a site (with its `default` queue).
+#[utoipa::path(post, path = "/api/sites/", tag = "sites", request_body = SiteFields,
+    responses((status = 201, body = SiteDetail), (status = 400, body = Detail), (status = 401, body = Detail), (status = 413, body = Detail)))]
 async fn create_site(s: State, _c: Caller, base: Base, Body(f): Body<SiteFields>) -> ApiResult<Response> {
     let name = f
         .name
@@ -171,19 +242,34 @@ async fn create_site(s: State, _c: Caller, base: Base, Body(f): Body<SiteFields>
     if f.shortcode.is_none() {
         return Err(ApiError::bad("shortcode: This field is required."));
     }
+    if s.store.site_by_name(&name).await?.is_some() {
+        return Err(ApiError::bad(format!("name: a site called {name:?} exists")));
+    }
     let mut site = Site::named(&name);
     f.apply(&mut site)?;
     let id = s.store.create_site(&site).await?;
     let site = s.store.site(id).await?.ok_or_else(|| ApiError::not_found("site"))?;
-    Ok(json(StatusCode::CREATED, site_json(&base, &site, true)))
+    Ok((StatusCode::CREATED, Json(site_detail(&base, &site))).into_response())
 }
 
-async fn get_site(s: State, _c: Caller, base: Base, Id(id): Id) -> ApiResult<Response> {
+/// A site with its settings.
+#[utoipa::path(get, path = "/api/sites/{id}/", tag = "sites", params(("id" = i64, Path)),
+    responses((status = 200, body = SiteDetail), (status = 401, body = Detail), (status = 404, body = Detail)))]
+async fn get_site(s: State, _c: Caller, base: Base, Id(id): Id) -> ApiResult<Json<SiteDetail>> {
     let site = s.store.site(id).await?.ok_or_else(|| ApiError::not_found("site"))?;
-    Ok(json(StatusCode::OK, site_json(&base, &site, true)))
+    Ok(Json(site_detail(&base, &site)))
 }
 
-async fn patch_site(s: State, _c: Caller, base: Base, Id(id): Id, Body(f): Body<SiteFields>) -> ApiResult<Response> {
+/// Changes a site's label or settings.
+#[utoipa::path(patch, path = "/api/sites/{id}/", tag = "sites", params(("id" = i64, Path)), request_body = SiteFields,
+    responses((status = 200, body = SiteDetail), (status = 400, body = Detail), (status = 401, body = Detail), (status = 404, body = Detail), (status = 413, body = Detail)))]
+async fn patch_site(
+    s: State,
+    _c: Caller,
+    base: Base,
+    Id(id): Id,
+    Body(f): Body<SiteFields>,
+) -> ApiResult<Json<SiteDetail>> {
     let mut site = s.store.site(id).await?.ok_or_else(|| ApiError::not_found("site"))?;
     if f.name.as_ref().is_some_and(|n| *n != site.name) {
         return Err(ApiError::bad(
@@ -192,9 +278,12 @@ async fn patch_site(s: State, _c: Caller, base: Base, Id(id): Id, Body(f): Body<
     }
     f.apply(&mut site)?;
     s.store.update_site(&site).await?;
-    Ok(json(StatusCode::OK, site_json(&base, &site, true)))
+    Ok(Json(site_detail(&base, &site)))
 }
 
+/// Deletes a site and its queues.
+#[utoipa::path(delete, path = "/api/sites/{id}/", tag = "sites", params(("id" = i64, Path)),
+    responses((status = 204), (status = 401, body = Detail), (status = 404, body = Detail)))]
 async fn delete_site(s: State, _c: Caller, Id(id): Id) -> ApiResult<Response> {
     if !s.store.delete_site(id).await? {
         return Err(ApiError::not_found("site"));
@@ -208,37 +297,69 @@ pub fn online(s: &ApiState, n: &Node) -> bool {
     !n.offline && n.last_heartbeat.is_some_and(|t| now_us() - t < limit)
 }
 
-fn node_json(s: &ApiState, base: &Base, n: &Node) -> Value {
-    json!({
-        "url": base.url(&format!("/api/nodes/{}/", n.id)),
-        "id": n.id,
-        "name": n.name,
-        "site": n.site,
-        "online": online(s, n),
-        "has_default_queue": n.has_default_queue,
-        "last_heartbeat": n.last_heartbeat.map(iso),
-    })
+/// A node (a host running an agent), learnt from its heartbeats.
+#[derive(Serialize, ToSchema)]
+pub struct NodeOut {
+    url: String,
+    id: i64,
+    name: String,
+    site: Option<String>,
+    online: bool,
+    has_default_queue: bool,
+    last_heartbeat: Option<String>,
 }
 
-async fn list_nodes(s: State, _c: Caller, base: Base, p: Params) -> ApiResult<Response> {
-    let paging = Paging::read(&p, 100)?;
-    let all = s.store.nodes(p.int("site_id")?).await?;
-    let results = paging.slice(&all).iter().map(|n| node_json(&s, &base, n)).collect();
-    Ok(json(
-        StatusCode::OK,
-        paging.envelope(&base, all.len() as i64, results)?.into(),
-    ))
+fn node_out(s: &ApiState, base: &Base, n: &Node) -> NodeOut {
+    NodeOut {
+        url: base.url(&format!("/api/nodes/{}/", n.id)),
+        id: n.id,
+        name: n.name.clone(),
+        site: n.site.clone(),
+        online: online(s, n),
+        has_default_queue: n.has_default_queue,
+        last_heartbeat: n.last_heartbeat.map(iso),
+    }
 }
 
-async fn get_node(s: State, _c: Caller, base: Base, Id(id): Id) -> ApiResult<Response> {
+/// `site_id` filter.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct SiteQuery {
+    /// Only this site's.
+    site_id: Option<i64>,
+}
+
+/// Nodes.
+#[utoipa::path(get, path = "/api/nodes/", tag = "nodes", params(PageQuery, SiteQuery),
+    responses((status = 200, body = Page<NodeOut>), (status = 400, body = Detail), (status = 401, body = Detail), (status = 404, body = Detail)))]
+async fn list_nodes(
+    s: State,
+    _c: Caller,
+    base: Base,
+    Query(pq): Query<PageQuery>,
+    Query(q): Query<SiteQuery>,
+) -> ApiResult<Json<Page<NodeOut>>> {
+    let paging = Paging::read(&pq, 100)?;
+    let all = s.store.nodes(q.site_id).await?;
+    let results = paging.slice(&all).iter().map(|n| node_out(&s, &base, n)).collect();
+    Ok(Json(paging.page(&base, all.len() as i64, results)?))
+}
+
+/// A node.
+#[utoipa::path(get, path = "/api/nodes/{id}/", tag = "nodes", params(("id" = i64, Path)),
+    responses((status = 200, body = NodeOut), (status = 401, body = Detail), (status = 404, body = Detail)))]
+async fn get_node(s: State, _c: Caller, base: Base, Id(id): Id) -> ApiResult<Json<NodeOut>> {
     let all = s.store.nodes(None).await?;
     let n = all
         .iter()
         .find(|n| n.id == id)
         .ok_or_else(|| ApiError::not_found("node"))?;
-    Ok(json(StatusCode::OK, node_json(&s, &base, n)))
+    Ok(Json(node_out(&s, &base, n)))
 }
 
+/// Forgets a node until its next heartbeat.
+#[utoipa::path(delete, path = "/api/nodes/{id}/", tag = "nodes", params(("id" = i64, Path)),
+    responses((status = 204), (status = 401, body = Detail), (status = 404, body = Detail)))]
 async fn delete_node(s: State, _c: Caller, Id(id): Id) -> ApiResult<Response> {
     if !s.store.delete_node(id).await? {
         return Err(ApiError::not_found("node"));
@@ -251,33 +372,80 @@ pub fn queue_node_online(s: &ApiState, last: i64) -> bool {
     now_us() - last < s.settings.node_health_interval.as_micros() as i64
 }
 
-fn queue_json(base: &Base, q: &Queue) -> Value {
-    json!({
-        "url": base.url(&format!("/api/queues/{}/", q.id)),
-        "id": q.id,
-        "site": {"id": q.site.0, "name": q.site.1, "label": q.site.2},
-        "nodes": q.nodes.iter().map(|n| json!({"id": n.0, "name": n.1})).collect::<Vec<_>>(),
-        "name": q.name,
-        "label": q.label,
-        "last_heartbeat": q.nodes.iter().map(|n| n.2).max().filter(|&t| t > 0).map(iso),
-    })
+/// A site, as a queue names it.
+#[derive(Serialize, ToSchema)]
+pub struct SiteRef {
+    id: i64,
+    name: String,
+    label: String,
 }
 
-async fn list_queues(s: State, _c: Caller, base: Base, p: Params) -> ApiResult<Response> {
-    let paging = Paging::read(&p, 100)?;
-    let all = s.store.queues(p.int("site_id")?).await?;
-    let results = paging.slice(&all).iter().map(|q| queue_json(&base, q)).collect();
-    Ok(json(
-        StatusCode::OK,
-        paging.envelope(&base, all.len() as i64, results)?.into(),
-    ))
+/// A node, as a queue names it.
+#[derive(Serialize, ToSchema)]
+pub struct NodeRef {
+    id: i64,
+    name: String,
 }
 
-async fn get_queue(s: State, _c: Caller, base: Base, Id(id): Id) -> ApiResult<Response> {
+/// A queue of a site and the nodes consuming it.
+#[derive(Serialize, ToSchema)]
+pub struct QueueOut {
+    url: String,
+    id: i64,
+    site: SiteRef,
+    nodes: Vec<NodeRef>,
+    name: String,
+    label: String,
+    last_heartbeat: Option<String>,
+}
+
+fn queue_out(base: &Base, q: &Queue) -> QueueOut {
+    QueueOut {
+        url: base.url(&format!("/api/queues/{}/", q.id)),
+        id: q.id,
+        site: SiteRef {
+            id: q.site.0,
+            name: q.site.1.clone(),
+            label: q.site.2.clone(),
+        },
+        nodes: q
+            .nodes
+            .iter()
+            .map(|n| NodeRef {
+                id: n.0,
+                name: n.1.clone(),
+            })
+            .collect(),
+        name: q.name.clone(),
+        label: q.label.clone(),
+        last_heartbeat: q.nodes.iter().map(|n| n.2).max().filter(|&t| t > 0).map(iso),
+    }
+}
+
+/// Queues.
+#[utoipa::path(get, path = "/api/queues/", tag = "queues", params(PageQuery, SiteQuery),
+    responses((status = 200, body = Page<QueueOut>), (status = 400, body = Detail), (status = 401, body = Detail), (status = 404, body = Detail)))]
+async fn list_queues(
+    s: State,
+    _c: Caller,
+    base: Base,
+    Query(pq): Query<PageQuery>,
+    Query(q): Query<SiteQuery>,
+) -> ApiResult<Json<Page<QueueOut>>> {
+    let paging = Paging::read(&pq, 100)?;
+    let all = s.store.queues(q.site_id).await?;
+    let results = paging.slice(&all).iter().map(|q| queue_out(&base, q)).collect();
+    Ok(Json(paging.page(&base, all.len() as i64, results)?))
+}
+
+/// A queue.
+#[utoipa::path(get, path = "/api/queues/{id}/", tag = "queues", params(("id" = i64, Path)),
+    responses((status = 200, body = QueueOut), (status = 401, body = Detail), (status = 404, body = Detail)))]
+async fn get_queue(s: State, _c: Caller, base: Base, Id(id): Id) -> ApiResult<Json<QueueOut>> {
     let all = s.store.queues(None).await?;
     let q = all
         .iter()
         .find(|q| q.id == id)
         .ok_or_else(|| ApiError::not_found("queue"))?;
-    Ok(json(StatusCode::OK, queue_json(&base, q)))
+    Ok(Json(queue_out(&base, q)))
 }

@@ -2,29 +2,27 @@
 //! and its first tasks are written in one transaction and then published;
 //! the answer is the job (201).
 
-use super::jobs::job_json;
-use super::workflows::present;
-use super::{ApiError, ApiResult, ApiState, Base, Body, Caller, State, json};
+use super::jobs::{JobOut, job_out};
+use super::{ApiError, ApiResult, ApiState, Base, Body, Caller, Detail, State, present};
 use crate::agent::tasks::rules::Context;
 use crate::hub::store::jobs::{NewJob, Owner};
 use crate::hub::submit::{actions, discovery, origin};
 use crate::hub::workflows::{Known, compile, discovery_task, parse_fields, parse_rules, resolve_fields};
 use crate::task::PathObject;
-use axum::Router;
+use axum::Json;
 use axum::http::StatusCode;
-use axum::response::Response;
-use axum::routing::post;
+use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 use std::sync::Arc;
 
-pub(super) fn routes() -> Router<Arc<ApiState>> {
-    Router::new().route("/api/file/workflow/", post(submit))
+pub(super) fn routes() -> utoipa_axum::router::OpenApiRouter<Arc<ApiState>> {
+    utoipa_axum::router::OpenApiRouter::new().routes(utoipa_axum::routes!(submit))
 }
 
-/// The submission, in the seed's fields.
-#[derive(Deserialize)]
+/// The submission, in the seed's fields. Unknown fields are refused.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Submission {
     /// The workflow's name.
@@ -33,18 +31,23 @@ pub struct Submission {
     pub site: String,
     /// Absolute paths, as strings or `{path, state}` objects.
     #[serde(default)]
+    #[schema(value_type = Vec<Object>)]
     pub paths: Vec<Box<RawValue>>,
     /// The queue (the workflow's preferred one, else `default`).
     #[serde(default)]
     pub queue: Option<String>,
     /// Runtime field values.
     #[serde(default)]
+    #[schema(value_type = Object)]
     pub fields: Map<String, Value>,
     /// A discovery other than the workflow's; `null` for none.
     #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
     pub discovery: Option<Option<String>>,
-    /// A job to run within (not supported: see docs/hub.md).
+    /// A job to run within: not supported by this hub (docs/hub.md);
+    /// only null is accepted.
     #[serde(default)]
+    #[schema(schema_with = null_only)]
     pub job: Option<i64>,
     /// Include globs replacing the rules' own.
     #[serde(default)]
@@ -60,9 +63,20 @@ pub struct Submission {
     pub ignore_site_excludes: bool,
 }
 
+/// The schema of a field that may only be null.
+fn null_only() -> utoipa::openapi::Object {
+    use utoipa::openapi::schema::{ObjectBuilder, SchemaType, Type};
+    ObjectBuilder::new().schema_type(SchemaType::Type(Type::Null)).build()
+}
+
 /// The first thousand input paths are kept on the job, for display.
 const INPUTS_KEPT: usize = 1000;
 
+/// Runs a workflow on paths of a site (201, the job). The job and its
+/// first tasks are written together, then published; with the broker
+/// away they wait and go out when it returns.
+#[utoipa::path(post, path = "/api/file/workflow/", tag = "jobs", request_body = Submission,
+    responses((status = 201, body = JobOut), (status = 400, body = Detail), (status = 401, body = Detail), (status = 413, body = Detail)))]
 async fn submit(s: State, c: Caller, base: Base, Body(sub): Body<Submission>) -> ApiResult<Response> {
     if sub.job.is_some() {
         return Err(ApiError::bad(
@@ -237,5 +251,5 @@ async fn submit(s: State, c: Caller, base: Base, Body(sub): Body<Submission>) ->
         s.store.end_empty_job(job_id).await?;
     }
     let job = s.store.job(job_id).await?.ok_or_else(|| ApiError::not_found("job"))?;
-    Ok(json(StatusCode::CREATED, job_json(&s, &base, &job).await?))
+    Ok((StatusCode::CREATED, Json(job_out(&s, &base, &job).await?)).into_response())
 }

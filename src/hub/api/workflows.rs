@@ -3,68 +3,101 @@
 //! are checked when written, so a workflow that cannot run is never
 //! stored.
 
-use super::{ApiError, ApiResult, ApiState, Base, Body, Caller, Id, Paging, Params, State, json};
+use super::{
+    ApiError, ApiResult, ApiState, Base, Body, Caller, Detail, Id, Page, PageQuery, Paging, Query, State, present,
+};
 use crate::hub::store::workflows::Workflow;
 use crate::hub::workflows::{DISCOVERIES, parse_fields, parse_rules};
-use axum::Router;
+use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use std::sync::Arc;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-pub(super) fn routes() -> Router<Arc<ApiState>> {
-    Router::new()
-        .route("/api/workflows/", get(list).post(create))
-        .route("/api/workflows/{id}/", get(read).patch(patch).delete(delete))
+pub(super) fn routes() -> OpenApiRouter<Arc<ApiState>> {
+    OpenApiRouter::new()
+        .routes(routes!(list, create))
+        .routes(routes!(read, patch, delete))
 }
 
-/// A workflow in the seed's fields.
-pub fn workflow_json(base: &Base, w: &Workflow) -> Value {
-    json!({
-        "url": base.url(&format!("/api/workflows/{}/", w.id)),
-        "id": w.id,
-        "name": w.name,
-        "label": w.label,
-        "icon_classes": w.icon_classes,
-        "discovery": w.discovery,
-        "enabled": w.enabled,
-        "visible": w.visible,
-        "schedule_only": w.schedule_only,
-        "external_only": w.external_only,
-        "fields": w.fields,
-        "filter_rules": w.filter_rules,
-        "discovery_options": w.discovery_options,
-        "preferred_queue": w.preferred_queue,
-    })
+/// A workflow, in the seed's fields.
+#[derive(Serialize, ToSchema)]
+pub struct WorkflowOut {
+    url: String,
+    id: i64,
+    name: String,
+    label: String,
+    icon_classes: Vec<String>,
+    discovery: Option<String>,
+    enabled: bool,
+    visible: bool,
+    schedule_only: bool,
+    external_only: bool,
+    /// Runtime fields: `{name, label, type, default, choices}`.
+    #[schema(value_type = Vec<Object>)]
+    fields: Value,
+    /// Filter rules: `{state, type, action, include, exclude, ...}`.
+    #[schema(value_type = Vec<Object>)]
+    filter_rules: Value,
+    #[schema(value_type = Object)]
+    discovery_options: Value,
+    preferred_queue: Option<String>,
+}
+
+fn workflow_out(base: &Base, w: &Workflow) -> WorkflowOut {
+    WorkflowOut {
+        url: base.url(&format!("/api/workflows/{}/", w.id)),
+        id: w.id,
+        name: w.name.clone(),
+        label: w.label.clone(),
+        icon_classes: serde_json::from_value(w.icon_classes.clone()).unwrap_or_default(),
+        discovery: w.discovery.clone(),
+        enabled: w.enabled,
+        visible: w.visible,
+        schedule_only: w.schedule_only,
+        external_only: w.external_only,
+        fields: w.fields.clone(),
+        filter_rules: w.filter_rules.clone(),
+        discovery_options: w.discovery_options.clone(),
+        preferred_queue: w.preferred_queue.clone(),
+    }
 }
 
 /// Writable fields; `discovery` and `preferred_queue` may be set to null.
-#[derive(Deserialize, Default)]
+/// `fields` and `filter_rules` are replaced whole. Unknown fields are
+/// refused.
+#[derive(Deserialize, Default, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct Fields {
+pub struct Fields {
+    /// Unique, without spaces; fixed once created.
     name: Option<String>,
     label: Option<String>,
     icon_classes: Option<Vec<String>>,
+    /// `recursive`, `snapdiff` or null.
     #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
     discovery: Option<Option<String>>,
     enabled: Option<bool>,
     visible: Option<bool>,
     schedule_only: Option<bool>,
     external_only: Option<bool>,
+    /// Runtime fields: `{name, label, type, default, choices}`, type one of
+    /// string, int, bool, choices, enum[site], enum[queue], list.
+    #[schema(value_type = Option<Vec<Object>>)]
     fields: Option<Value>,
+    /// Filter rules, checked with the agent's own rule compiler.
+    #[schema(value_type = Option<Vec<Object>>)]
     filter_rules: Option<Value>,
+    /// `skip_missing` (alias `allow_missing_paths`).
+    #[schema(value_type = Option<Object>)]
     discovery_options: Option<serde_json::Map<String, Value>>,
     #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
     preferred_queue: Option<Option<String>>,
-}
-
-/// A key given as null is `Some(None)`; an absent one `None`.
-pub(super) fn present<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(
-    d: D,
-) -> Result<Option<Option<T>>, D::Error> {
-    Option::<T>::deserialize(d).map(Some)
 }
 
 impl Fields {
@@ -123,16 +156,19 @@ impl Fields {
     }
 }
 
-async fn list(s: State, _c: Caller, base: Base, p: Params) -> ApiResult<Response> {
-    let paging = Paging::read(&p, 100)?;
+/// Workflows.
+#[utoipa::path(get, path = "/api/workflows/", tag = "workflows", params(PageQuery),
+    responses((status = 200, body = Page<WorkflowOut>), (status = 400, body = Detail), (status = 401, body = Detail), (status = 404, body = Detail)))]
+async fn list(s: State, _c: Caller, base: Base, Query(pq): Query<PageQuery>) -> ApiResult<Json<Page<WorkflowOut>>> {
+    let paging = Paging::read(&pq, 100)?;
     let all = s.store.workflows().await?;
-    let results = paging.slice(&all).iter().map(|w| workflow_json(&base, w)).collect();
-    Ok(json(
-        StatusCode::OK,
-        paging.envelope(&base, all.len() as i64, results)?.into(),
-    ))
+    let results = paging.slice(&all).iter().map(|w| workflow_out(&base, w)).collect();
+    Ok(Json(paging.page(&base, all.len() as i64, results)?))
 }
 
+/// Creates a workflow (201).
+#[utoipa::path(post, path = "/api/workflows/", tag = "workflows", request_body = Fields,
+    responses((status = 201, body = WorkflowOut), (status = 400, body = Detail), (status = 401, body = Detail), (status = 413, body = Detail)))]
 async fn create(s: State, _c: Caller, base: Base, Body(f): Body<Fields>) -> ApiResult<Response> {
     let name = f
         .name
@@ -165,19 +201,25 @@ async fn create(s: State, _c: Caller, base: Base, Body(f): Body<Fields>) -> ApiR
     };
     f.apply(&mut w)?;
     w.id = s.store.create_workflow(&w).await?;
-    Ok(json(StatusCode::CREATED, workflow_json(&base, &w)))
+    Ok((StatusCode::CREATED, Json(workflow_out(&base, &w))).into_response())
 }
 
-async fn read(s: State, _c: Caller, base: Base, Id(id): Id) -> ApiResult<Response> {
+/// A workflow.
+#[utoipa::path(get, path = "/api/workflows/{id}/", tag = "workflows", params(("id" = i64, Path)),
+    responses((status = 200, body = WorkflowOut), (status = 401, body = Detail), (status = 404, body = Detail)))]
+async fn read(s: State, _c: Caller, base: Base, Id(id): Id) -> ApiResult<Json<WorkflowOut>> {
     let w = s
         .store
         .workflow(id)
         .await?
         .ok_or_else(|| ApiError::not_found("workflow"))?;
-    Ok(json(StatusCode::OK, workflow_json(&base, &w)))
+    Ok(Json(workflow_out(&base, &w)))
 }
 
-async fn patch(s: State, _c: Caller, base: Base, Id(id): Id, Body(f): Body<Fields>) -> ApiResult<Response> {
+/// Changes a workflow; `fields` and `filter_rules` are replaced whole.
+#[utoipa::path(patch, path = "/api/workflows/{id}/", tag = "workflows", params(("id" = i64, Path)), request_body = Fields,
+    responses((status = 200, body = WorkflowOut), (status = 400, body = Detail), (status = 401, body = Detail), (status = 404, body = Detail), (status = 413, body = Detail)))]
+async fn patch(s: State, _c: Caller, base: Base, Id(id): Id, Body(f): Body<Fields>) -> ApiResult<Json<WorkflowOut>> {
     let mut w = s
         .store
         .workflow(id)
@@ -188,9 +230,12 @@ async fn patch(s: State, _c: Caller, base: Base, Id(id): Id, Body(f): Body<Field
     }
     f.apply(&mut w)?;
     s.store.update_workflow(&w).await?;
-    Ok(json(StatusCode::OK, workflow_json(&base, &w)))
+    Ok(Json(workflow_out(&base, &w)))
 }
 
+/// Deletes a workflow (204); its jobs keep its name.
+#[utoipa::path(delete, path = "/api/workflows/{id}/", tag = "workflows", params(("id" = i64, Path)),
+    responses((status = 204), (status = 401, body = Detail), (status = 404, body = Detail)))]
 async fn delete(s: State, _c: Caller, Id(id): Id) -> ApiResult<Response> {
     if !s.store.delete_workflow(id).await? {
         return Err(ApiError::not_found("workflow"));

@@ -492,11 +492,13 @@ impl Store {
         if state::FINAL.contains(&st.as_str()) {
             return Ok(None);
         }
-        let unsent = sqlx::query("SELECT o.task_id, t.tasktype FROM outbox o JOIN tasks t ON t.task_id = o.task_id WHERE o.job_id = $1")
-            .bind(id)
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(db("read the outbox"))?;
+        let unsent = sqlx::query(
+            "SELECT o.task_id, t.tasktype FROM outbox o JOIN tasks t ON t.task_id = o.task_id WHERE o.job_id = $1",
+        )
+        .bind(id)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db("read the outbox"))?;
         let now = now_us();
         for u in &unsent {
             let (task_id, tasktype): (String, String) = (u.get(0), u.get(1));
