@@ -9,6 +9,8 @@ mod health;
 mod jobs;
 mod sites;
 mod submit;
+
+pub use submit::Submission;
 mod workflows;
 
 use super::auth::{Keys, secret_matches, split_client_key};
