@@ -1,7 +1,7 @@
 //! Celery's monitoring events on the `celeryev` exchange: the worker's
 //! `worker-online`, `worker-heartbeat` and `worker-offline`, and each
-//! task's `task-received`, `task-started`, `task-succeeded` and
-//! `task-failed`, with Celery's fields (hostname, timestamp, utcoffset,
+//! task's `task-received`, `task-started`, `task-succeeded`,
+//! `task-failed` and `task-revoked`, with Celery's fields (hostname, timestamp, utcoffset,
 //! pid, a Lamport clock), so Flower or a hub can follow the agent.
 //!
 //! Events are transient by Celery's design: no confirmation is awaited,
@@ -74,15 +74,16 @@ impl Events {
 
 /// What a node says about itself in every heartbeat, beside Celery's
 /// fields: the queues it consumes, its site, and what it can do (the tasks
-/// it runs, the functions it serves, its endpoints), so a hub learns its
-/// nodes from heartbeats alone.
+/// it runs, the functions it serves, its endpoints, the control messages
+/// it obeys), so a hub learns its nodes from heartbeats alone.
 #[derive(Clone, Debug)]
 pub struct NodeFacts {
     /// The queues consumed.
     pub queues: Vec<String>,
     /// The site.
     pub site: String,
-    /// `{"tasks": [...], "functions": [...], "endpoints": [...]}`.
+    /// `{"tasks": [...], "functions": [...], "endpoints": [...],
+    /// "control": [...]}`.
     pub capabilities: serde_json::Value,
 }
 

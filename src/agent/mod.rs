@@ -6,13 +6,16 @@
 //! the way Celery's `rpc://` backend does, and only then acknowledges the
 //! message ([`runtime`]). Discovery tasks publish one child task per batch
 //! while they walk, through the broker's side of the tasks' sink
-//! ([`broker`]). Around that: Celery events and heartbeats ([`events`]),
+//! ([`broker`]). A hub cancels jobs over the control channel ([`control`]):
+//! their tasks are answered `REVOKED` instead of running, and a running
+//! discovery of one stops publishing. Around that: Celery events and heartbeats ([`events`]),
 //! Prometheus metrics ([`metrics`]), redelivery bookkeeping ([`results`]),
 //! systemd notification ([`systemd`]) and the scheduled clean-up of its
 //! endpoints' stores ([`upkeep`]). See `docs/agent.md`.
 
 pub mod broker;
 pub mod celery;
+pub mod control;
 pub mod events;
 pub mod metrics;
 pub mod results;

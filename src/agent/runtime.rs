@@ -2,8 +2,9 @@
 //! one consumer per `<site>.<queue>#<function>` queue, and one handler per
 //! delivery.
 //!
-//! Ownership and order, per delivery: decode → wait for a slot of the
-//! queue's function → run the task on a blocking thread (children are
+//! Ownership and order, per delivery: decode → (a task of a cancelled job
+//! is answered `REVOKED` here, [`super::control`]) → wait for a slot of
+//! the queue's function → run the task on a blocking thread (children are
 //! published from there and confirmed) → publish the result to `reply_to`
 //! and wait for its confirmation → acknowledge. A delivery whose channel
 //! died meanwhile is redelivered by the broker; the agent remembers recent
@@ -16,6 +17,7 @@
 
 use super::broker::{self, BrokerSink, Session};
 use super::celery::{self, Incoming, TaskMessage, TaskState};
+use super::control::{self, CancelSet};
 use super::events::{self, Events};
 use super::metrics::{self, Metrics};
 use super::results::{Answer, Results};
@@ -69,6 +71,8 @@ struct Agent {
     metrics: Arc<Metrics>,
     events: Arc<Events>,
     results: Arc<Results>,
+    /// The jobs cancelled over the control channel, by root task id.
+    cancels: Arc<CancelSet>,
     /// The current broker session, `None` between sessions.
     session: watch::Sender<Option<Arc<Session>>>,
     /// Set once to start the drain.
@@ -133,6 +137,7 @@ pub fn prepare(config: Config) -> Result<(AgentHandle, impl std::future::Future<
         node,
         metrics,
         results: Arc::new(Results::default()),
+        cancels: Arc::new(CancelSet::default()),
         session: watch::channel(None).0,
         shutdown: watch::channel(false).0,
         inflight: watch::channel(0).0,
@@ -165,6 +170,8 @@ async fn serve(agent: Arc<Agent>) {
                 "tasks": TaskName::ALL.iter().map(|t| t.as_str()).collect::<Vec<_>>(),
                 "functions": functions,
                 "endpoints": agent.ops.config.endpoints.keys().collect::<Vec<_>>(),
+                // It obeys cancel messages on the control exchange.
+                "control": ["cancel-v1"],
             }),
         };
         tokio::spawn(events::heartbeats(
@@ -219,7 +226,13 @@ async fn serve(agent: Arc<Agent>) {
         // Deliveries may arrive as soon as the first consumer starts; their
         // handlers need the session.
         agent.session.send_replace(Some(session.clone()));
-        let consumers = match start_consumers(&agent, &session).await {
+        // The control queue is bound before any task is consumed, so a
+        // cancel published once the agent consumes is never missed.
+        let setup = async {
+            let control = control::listen(&session, agent.cancels.clone()).await?;
+            Ok::<_, lapin::Error>((control, start_consumers(&agent, &session).await?))
+        };
+        let (control, consumers) = match setup.await {
             Ok(c) => c,
             Err(e) => {
                 agent.session.send_replace(None);
@@ -241,16 +254,18 @@ async fn serve(agent: Arc<Agent>) {
         loop {
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_millis(250)) => {
-                    if !session.alive() || consumers.iter().any(|c| c.task.is_finished()) {
+                    if !session.alive() || control.is_finished() || consumers.iter().any(|c| c.task.is_finished()) {
                         break;
                     }
                 }
                 _ = shutdown.changed() => {
+                    // Cancels are still obeyed while running tasks finish.
                     drain(&agent, &session, &consumers).await;
                     break 'outer;
                 }
             }
         }
+        control.abort();
         agent.session.send_replace(None);
         agent.metrics.connected.store(false, Relaxed);
         agent.metrics.reconnects.inc();
@@ -403,14 +418,7 @@ async fn handle(agent: Arc<Agent>, index: usize, d: Delivery) {
     if let Some(exp) = msg.expires
         && exp < jiff::Timestamp::now()
     {
-        let f = Finished {
-            state: TaskState::Revoked,
-            result: celery::exception("TaskRevokedError", "celery.exceptions", "expired"),
-            traceback: None,
-            children: Published::default(),
-        };
-        info!(id = %msg.id, "task expired before it ran");
-        finish(&agent, &msg, &consumer.spec.queue, f, &d, "revoked").await;
+        revoke(&agent, &msg, &consumer.spec.queue, &d, Revoked::Expired).await;
         return;
     }
     let mut shutdown = agent.shutdown.subscribe();
@@ -435,6 +443,14 @@ async fn handle(agent: Arc<Agent>, index: usize, d: Delivery) {
         ack(&d).await;
         return;
     }
+    // A task of a cancelled job is answered before it waits for a slot, so
+    // a job's queued tasks all come back REVOKED at once instead of one
+    // slot at a time behind running tasks; and after the claim, so a
+    // redelivered task that already finished gets its real result.
+    if agent.cancels.is_cancelled_now(&msg.root_id) {
+        revoke(&agent, &msg, &consumer.spec.queue, &d, Revoked::Cancelled).await;
+        return;
+    }
     let permit = tokio::select! {
         p = consumer.slots.clone().acquire_owned() => p.expect("semaphore open"),
         _ = async { shutdown.wait_for(|s| *s).await.map(|_| ()) } => {
@@ -442,6 +458,13 @@ async fn handle(agent: Arc<Agent>, index: usize, d: Delivery) {
             return;
         }
     };
+    // Asked again: the wait for a slot lasts as long as a running task, and
+    // the cancel may have come meanwhile.
+    if agent.cancels.is_cancelled_now(&msg.root_id) {
+        drop(permit);
+        revoke(&agent, &msg, &consumer.spec.queue, &d, Revoked::Cancelled).await;
+        return;
+    }
     agent.metrics.queue_wait.observe(arrived.elapsed().as_secs_f64());
     run_task(&agent, &consumer.spec, msg, &d).await;
     drop(permit);
@@ -472,7 +495,8 @@ async fn run_task(agent: &Arc<Agent>, spec: &ConsumerSpec, msg: TaskMessage, d: 
     info!(id = %msg.id, task = %msg.task, queue = %spec.queue, redelivered = d.redelivered, "task started");
     agent.metrics.active.inc();
     let t0 = std::time::Instant::now();
-    let env = TaskEnv::new(&agent.site, &agent.node, spec, &agent.settings);
+    let cancel = agent.cancels.watch(&msg.root_id);
+    let env = TaskEnv::new(&agent.site, &agent.node, spec, &agent.settings, cancel);
     let (agent2, session2) = (agent.clone(), session.clone());
     let joined = tokio::task::spawn_blocking(move || {
         let mut sink = BrokerSink::new(
@@ -534,6 +558,43 @@ async fn run_task(agent: &Arc<Agent>, spec: &ConsumerSpec, msg: TaskMessage, d: 
     };
     agent.events.task(&session, kind, with_lineage(fields, &msg)).await;
     finish(agent, &msg, &spec.queue, f, d, outcome).await;
+}
+
+/// Why a task is answered `REVOKED` without running.
+#[derive(Clone, Copy, Debug)]
+enum Revoked {
+    /// Its `expires` time has passed.
+    Expired,
+    /// Its job was cancelled over the control channel.
+    Cancelled,
+}
+
+/// Answers a task without running it: a `REVOKED` result whose value is
+/// Celery's `TaskRevokedError`, a `task-revoked` event with Celery's
+/// fields, counted as `revoked`, then the ack.
+async fn revoke(agent: &Arc<Agent>, msg: &TaskMessage, queue: &str, d: &Delivery, why: Revoked) {
+    let (reason, expired) = match why {
+        Revoked::Expired => ("expired", true),
+        Revoked::Cancelled => ("job cancelled", false),
+    };
+    info!(id = %msg.id, task = %msg.task, root = %msg.root_id, reason, "task revoked without running");
+    let session = agent.session.borrow().clone();
+    if let Some(session) = session {
+        let fields = serde_json::json!({
+            "uuid": msg.id, "terminated": false, "signum": null, "expired": expired,
+        });
+        agent
+            .events
+            .task(&session, "task-revoked", with_lineage(fields, msg))
+            .await;
+    }
+    let f = Finished {
+        state: TaskState::Revoked,
+        result: celery::exception("TaskRevokedError", "celery.exceptions", reason),
+        traceback: None,
+        children: Published::default(),
+    };
+    finish(agent, msg, queue, f, d, "revoked").await;
 }
 
 /// Event fields with the task's place in its job: `root_id`, `parent_id`

@@ -116,8 +116,10 @@ pub const HUB_ACCESS_TOKEN_LIFETIME: Duration = Duration::from_secs(3600);
 /// How long a JWT refresh token is valid (the seed's 1 day).
 pub const HUB_REFRESH_TOKEN_LIFETIME: Duration = Duration::from_secs(86_400);
 
-/// The fanout exchange a hub sends control messages on (job cancels) and
-/// every agent listens to.
+/// The fanout exchange (durable) a hub cancels jobs on: it publishes
+/// `{"op": "cancel", ...}` and `{"op": "snapshot", ...}` messages there,
+/// and every agent reads them from its own exclusive queue bound to it
+/// (docs/agent.md, "Cancel"). Both sides take the name from here.
 pub const CONTROL_EXCHANGE: &str = "ferry.control";
 
 /// How long agents remember a cancelled job's tasks (7 days: a message

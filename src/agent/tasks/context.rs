@@ -1,8 +1,9 @@
 //! The vocabulary every agent task shares: what it was asked
-//! ([`Input`]), where it runs ([`TaskEnv`]), where its child tasks and
-//! streamed results go ([`ChildSink`]), where it reads what others stream
-//! to it ([`Inbox`]), and how it ends ([`TaskOutput`], [`TaskError`]). The
-//! runtime gives tasks the broker's sink; tests give them an in-memory one.
+//! ([`Input`]), where it runs ([`TaskEnv`]), whether its job was cancelled
+//! ([`Cancel`]), where its child tasks and streamed results go
+//! ([`ChildSink`]), where it reads what others stream to it ([`Inbox`]),
+//! and how it ends ([`TaskOutput`], [`TaskError`]). The runtime gives tasks
+//! the broker's sink; tests give them an in-memory one.
 
 use super::rules::RuleError;
 use crate::agent::celery::{Outgoing, TaskMessage};
@@ -13,6 +14,7 @@ use crate::snapdiff::run::SnapdiffError;
 use crate::snapdiff::state::AcquireError;
 use crate::task::{ArgumentError, PathObject, TaskName};
 use serde_json::value::RawValue;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// The Python module named in ferry's exception documents.
@@ -57,11 +59,14 @@ pub struct TaskEnv {
     pub lock_threshold: Duration,
     /// Longest wait for news from a snapdiff's delete and move handlers.
     pub stream_timeout: Duration,
+    /// Whether the task's job has been cancelled since it started.
+    pub cancel: Cancel,
 }
 
 impl TaskEnv {
-    /// The environment of a task delivered to `consumer` on `node` of `site`.
-    pub fn new(site: &str, node: &str, consumer: &ConsumerSpec, settings: &AgentSettings) -> TaskEnv {
+    /// The environment of a task delivered to `consumer` on `node` of
+    /// `site`, whose job is cancelled once `cancel` says so.
+    pub fn new(site: &str, node: &str, consumer: &ConsumerSpec, settings: &AgentSettings, cancel: Cancel) -> TaskEnv {
         TaskEnv {
             site: site.to_string(),
             queue: consumer.queue_config.clone(),
@@ -71,7 +76,34 @@ impl TaskEnv {
             walk_threads: settings.walk_threads,
             lock_threshold: settings.lock_threshold,
             stream_timeout: settings.snapdiff_stream_timeout,
+            cancel,
         }
+    }
+}
+
+/// Whether a running task's job has been cancelled: a cheap question the
+/// task's blocking thread asks before each child task it publishes (and a
+/// snapdiff while it waits for its handlers). It is a plain function, so
+/// tasks know nothing of where cancellations come from (the runtime's
+/// control channel, `agent::control`) and tests can cancel at any point.
+#[derive(Clone)]
+pub struct Cancel(Arc<dyn Fn() -> bool + Send + Sync>);
+
+impl Cancel {
+    /// The job is cancelled whenever `cancelled` returns true.
+    pub fn new(cancelled: impl Fn() -> bool + Send + Sync + 'static) -> Cancel {
+        Cancel(Arc::new(cancelled))
+    }
+
+    /// Whether the job is cancelled now.
+    pub fn is_cancelled(&self) -> bool {
+        (self.0)()
+    }
+}
+
+impl std::fmt::Debug for Cancel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Cancel").field(&self.is_cancelled()).finish()
     }
 }
 
@@ -206,7 +238,8 @@ pub trait Inbox {
 /// keeps every stream message, and answers each child that asks for
 /// streamed results with the stream its handler would send (one last
 /// message, with `failures` failed paths for children whose paths match
-/// `fail`).
+/// `fail`). It can also stand for a hub that cancels the job once a given
+/// number of children went out ([`memory::Memory::cancel`]).
 #[cfg(test)]
 pub(crate) mod memory {
     use super::*;
@@ -215,6 +248,7 @@ pub(crate) mod memory {
     use std::cell::RefCell;
     use std::collections::VecDeque;
     use std::rc::Rc;
+    use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 
     #[derive(Default)]
     pub(crate) struct Memory {
@@ -230,6 +264,19 @@ pub(crate) mod memory {
         pub(crate) fail: Option<String>,
         /// Handlers never answer (their streams stay silent).
         pub(crate) silent: bool,
+        /// The job is cancelled once this many children were sent.
+        pub(crate) cancel_after: Option<usize>,
+        /// Set when `cancel_after` children were sent.
+        pub(crate) cancelled: Arc<AtomicBool>,
+    }
+
+    impl Memory {
+        /// The task's cancel handle: yes once `cancel_after` children
+        /// were sent.
+        pub(crate) fn cancel(&self) -> Cancel {
+            let flag = self.cancelled.clone();
+            Cancel::new(move || flag.load(Relaxed))
+        }
     }
 
     impl ChildSink for Memory {
@@ -266,6 +313,9 @@ pub(crate) mod memory {
                 self.inbox.borrow_mut().push_back(message);
             }
             self.sent.push((queue.to_string(), m));
+            if self.cancel_after.is_some_and(|n| self.sent.len() >= n) {
+                self.cancelled.store(true, Relaxed);
+            }
             Ok(())
         }
 
@@ -308,6 +358,7 @@ pub(crate) mod memory {
             walk_threads: 2,
             lock_threshold: Duration::from_secs(60),
             stream_timeout,
+            cancel: Cancel::new(|| false),
         }
     }
 

@@ -16,7 +16,7 @@ pub mod publish;
 pub mod rules;
 pub mod snapdiff;
 
-pub use context::{ChildSink, EXC_MODULE, Inbox, Input, Published, SinkError, TaskEnv, TaskError, TaskOutput};
+pub use context::{Cancel, ChildSink, EXC_MODULE, Inbox, Input, Published, SinkError, TaskEnv, TaskError, TaskOutput};
 
 use super::celery::{self, TaskMessage, TaskState};
 use crate::ops::{OpContext, Operation};

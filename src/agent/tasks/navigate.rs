@@ -2,7 +2,8 @@
 //! workflow's filter rules to each entry, cut each rule's paths into batches
 //! by count and bytes, and publish one child task per batch for the rule's
 //! first action (the rest of its actions ride along as a Celery chain)
-//! while the walk goes on.
+//! while the walk goes on. When the job is cancelled the walk stops and the
+//! task ends with what it published, its status saying `cancelled: true`.
 
 use super::context::{ChildSink, Input, SinkError, TaskEnv, TaskError, TaskOutput};
 use super::publish::{Batches, Publisher};
@@ -48,7 +49,7 @@ pub fn recursive_navigate(
     // faster. Path objects then carry no `size`.
     let sizes = limits.max_data_bytes.is_some();
     let mut nav = Navigation {
-        publisher: Publisher::new(input.msg, &env.node, input.jobid, sink),
+        publisher: Publisher::new(input.msg, env, input.jobid, sink),
         rules: &rules,
         // Remainders go out in rule order, whichever rule matched first.
         batches: Batches::with_keys(limits, 0..rules.len()),
@@ -116,6 +117,12 @@ pub fn recursive_navigate(
                 }
                 WalkEvent::Error(e) => fail(&e.path, e.to_string(), &mut failures),
             }
+            // Children are withheld from the first batch after a cancel
+            // on; the walk stops at the end of this chunk of entries.
+            if nav.publisher.cancelled() {
+                walk.cancel();
+                break;
+            }
         }
         summary = walk.finish().map_err(|source| TaskError::Walk {
             context: "the walk failed",
@@ -124,6 +131,7 @@ pub fn recursive_navigate(
     }
     nav.finish()?;
     summary.files += missing;
+    let cancelled = nav.publisher.was_cancelled();
     let children = nav.publisher.into_children();
 
     let mut counts = serde_json::to_value(summary).expect("json");
@@ -138,7 +146,8 @@ pub fn recursive_navigate(
         .value("summary", &counts)
         .raw("details", &details)
         .string("started", &started)
-        .value("has_dynamic_children", &(children.count > 0));
+        .value("has_dynamic_children", &(children.count > 0))
+        .value("cancelled", &cancelled);
     Ok(TaskOutput {
         result: status.into_result(input.jobid, Some(&env.queue_name), b""),
         children,
@@ -230,7 +239,33 @@ mod tests {
             assert_eq!((out.children.ids.len(), out.children.count), (ids, 3), "keep {keep}");
             let r: serde_json::Value = serde_json::from_slice(&out.result).unwrap();
             assert_eq!(r["status"]["has_dynamic_children"], true, "{r}");
+            assert_eq!(r["status"]["cancelled"], false, "{r}");
         }
+    }
+
+    #[test]
+    fn a_cancelled_job_publishes_nothing_more_and_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        for i in 0..30 {
+            std::fs::write(dir.path().join(format!("f{i}")), b"x").unwrap();
+        }
+        let kwargs = serde_json::json!({
+            "paths": [dir.path().to_str().unwrap()],
+            "filter_rules": [{"state": "all", "type": "file", "action": [{"name": "dynamo.tasks.stat_paths"}]}],
+        });
+        // Ten batches of 3 to send; the job is cancelled once two went out.
+        let mut sink = Memory {
+            cancel_after: Some(2),
+            ..Memory::default()
+        };
+        let mut env = env();
+        env.cancel = sink.cancel();
+        let out = navigate(&message(kwargs), &env, &mut sink).unwrap();
+        assert_eq!(sink.sent.len(), 2);
+        assert_eq!((out.children.count, out.children.ids.len()), (2, 2));
+        let r: serde_json::Value = serde_json::from_slice(&out.result).unwrap();
+        assert_eq!(r["status"]["cancelled"], true, "{r}");
+        assert_eq!(r["status"]["summary"]["children"], 2, "{r}");
     }
 
     #[test]
@@ -397,7 +432,7 @@ mod tests {
         let msg = message(serde_json::json!({"paths": ["/x"]}));
         let mut sink = Memory::default();
         let mut run = Navigation {
-            publisher: Publisher::new(&msg, &env.node, None, &mut sink),
+            publisher: Publisher::new(&msg, &env, None, &mut sink),
             rules: &rules,
             batches: Batches::new(env.batch),
             matched: Vec::new(),

@@ -1,7 +1,9 @@
 //! The file operations as agent tasks (`migrate`, `recall`, `stat_paths`,
 //! ...): run the operation on the task's paths, answer with the seed's
 //! result object, stream per-file results when asked (`stream_results`),
-//! and send the next link of the task's chain on the paths that go on.
+//! and send the next link of the task's chain on the paths that go on
+//! (unless the job was cancelled while the operation ran: the operation
+//! itself always finishes its batch, but the chain stops there).
 
 use super::context::{ChildSink, Input, TaskEnv, TaskError, TaskOutput};
 use super::publish::Publisher;
@@ -40,7 +42,7 @@ pub fn run_op(
     for (p, o) in &done {
         result.add(p, o);
     }
-    let mut publisher = Publisher::new(msg, &env.node, jobid, sink);
+    let mut publisher = Publisher::new(msg, env, jobid, sink);
     if let Some(to) = stream_to {
         // Per-file results in batches, then a last message: what a
         // snapdiff waits for before it goes on.

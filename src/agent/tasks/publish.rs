@@ -6,8 +6,13 @@
 //! Published go through a [`ChildSink`], which returns only once the broker
 //! has confirmed the message, so a task whose result says it spawned a
 //! child has really spawned it.
+//!
+//! Before each child the publisher asks whether the job has been cancelled
+//! ([`super::context::Cancel`]); from the first yes on it publishes
+//! nothing more, so a cancelled discovery stops within one batch and its
+//! `children_count` is exactly the children that went out.
 
-use super::context::{ChildSink, Published, SinkError, TaskError};
+use super::context::{Cancel, ChildSink, Published, SinkError, TaskEnv, TaskError};
 use super::rules::Action;
 use crate::agent::celery::{ChildId, Signature, TaskMessage, child_task, object_text};
 use crate::batch::{BatchLimits, Batcher};
@@ -26,20 +31,26 @@ pub struct Publisher<'a> {
     sink: &'a mut dyn ChildSink,
     children: Published,
     keep_ids: bool,
+    cancel: &'a Cancel,
+    /// The job was found cancelled: nothing more goes out.
+    cancelled: bool,
 }
 
 impl<'a> Publisher<'a> {
-    /// Published of `parent`, sent by `node` through `sink`, each carrying
-    /// the job id `jobid`.
+    /// The children of `parent`, running in `env` (whose node sends them
+    /// and whose [`Cancel`] stops them), published through `sink`, each
+    /// carrying the job id `jobid`.
     pub fn new(
         parent: &'a TaskMessage,
-        node: &'a str,
+        env: &'a TaskEnv,
         jobid: Option<&'a RawValue>,
         sink: &'a mut dyn ChildSink,
     ) -> Publisher<'a> {
         Publisher {
             parent,
-            node,
+            node: &env.node,
+            cancel: &env.cancel,
+            cancelled: false,
             jobid,
             sink,
             children: Published {
@@ -50,10 +61,25 @@ impl<'a> Publisher<'a> {
         }
     }
 
+    /// Whether the parent's job has been cancelled. Asked before every
+    /// child; once the answer is yes it stays yes for this task (an entry
+    /// that expires meanwhile does not resume it).
+    pub fn cancelled(&mut self) -> bool {
+        self.cancelled = self.cancelled || self.cancel.is_cancelled();
+        self.cancelled
+    }
+
+    /// Whether [`Publisher::cancelled`] has said yes: the task stopped
+    /// publishing because its job was cancelled (asks nothing new).
+    pub fn was_cancelled(&self) -> bool {
+        self.cancelled
+    }
+
     /// Publishes `batch` (encoded path objects) as a task of `actions[0]`
     /// with `extra` keyword arguments (members without braces) added to
-    /// its own, the other actions chained behind it; returns its id.
-    pub fn batch(&mut self, actions: &[Action], batch: &[Vec<u8>], extra: &str) -> Result<String, SinkError> {
+    /// its own, the other actions chained behind it; returns its id, or
+    /// `None` when the job is cancelled and nothing was published.
+    pub fn batch(&mut self, actions: &[Action], batch: &[Vec<u8>], extra: &str) -> Result<Option<String>, SinkError> {
         let first = &actions[0];
         let paths = batch.join(&b","[..]);
         let own = match (first.kwargs.is_empty(), extra.is_empty()) {
@@ -69,7 +95,8 @@ impl<'a> Publisher<'a> {
     /// Sends the next link of the parent's chain (its last element runs
     /// first) on `paths` (encoded path objects separated by commas): the
     /// paths that go on after an operation. The link's queue is its own, or
-    /// the function queue of its task on `site`'s `queue`.
+    /// the function queue of its task on `site`'s `queue`. `None` when there
+    /// is no next link, or the job is cancelled and it was not sent.
     pub fn next_link(&mut self, site: &str, queue: &str, paths: &[u8]) -> Result<Option<String>, ChainError> {
         let Some((next, rest)) = self.parent.chain.split_last() else {
             return Ok(None);
@@ -87,10 +114,19 @@ impl<'a> Publisher<'a> {
             .as_ref()
             .and_then(|o| o.queue.clone())
             .unwrap_or_else(|| queue_name(site, queue, function_of(&next.task)));
-        Ok(Some(self.send(&next.task, &target, &kwargs, rest)?))
+        Ok(self.send(&next.task, &target, &kwargs, rest)?)
     }
 
-    fn send(&mut self, task: &str, queue: &str, kwargs: &str, chain: &[Signature]) -> Result<String, SinkError> {
+    fn send(
+        &mut self,
+        task: &str,
+        queue: &str,
+        kwargs: &str,
+        chain: &[Signature],
+    ) -> Result<Option<String>, SinkError> {
+        if self.cancelled() {
+            return Ok(None);
+        }
         let id = ChildId {
             run: self.children.run,
             seq: self.children.count,
@@ -102,7 +138,7 @@ impl<'a> Publisher<'a> {
         if self.keep_ids {
             self.children.ids.push(id.clone());
         }
-        Ok(id)
+        Ok(Some(id))
     }
 
     /// Stream messages go through the same sink.
@@ -212,5 +248,43 @@ impl<K: Copy + PartialEq> Batches<K> {
             publish(k, batch)?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::agent::celery::{HeaderValue, Incoming, decode};
+    use crate::agent::tasks::context::memory::{self, Memory};
+    use std::sync::atomic::Ordering::Relaxed;
+    use std::time::Duration;
+
+    #[test]
+    fn a_cancelled_job_sends_no_next_link() {
+        let headers = vec![
+            ("task".into(), HeaderValue::Str("dynamo.tasks.stat_paths".into())),
+            ("id".into(), HeaderValue::Str("op-1".into())),
+        ];
+        let body = br#"[[], {"paths": ["/a"]}, {"chain": [{"task": "dynamo.tasks.recall", "kwargs": {}}]}]"#;
+        let incoming = Incoming {
+            headers: &headers,
+            body,
+            ..Default::default()
+        };
+        let msg = decode(&incoming, usize::MAX).unwrap();
+        for cancelled in [false, true] {
+            let mut sink = Memory::default();
+            sink.cancelled.store(cancelled, Relaxed);
+            let mut env = memory::env(3, Duration::from_secs(1));
+            env.cancel = sink.cancel();
+            let mut publisher = Publisher::new(&msg, &env, None, &mut sink);
+            let link = publisher.next_link("s1", "default", br#"{"path":"/a"}"#).unwrap();
+            assert_eq!(link.is_some(), !cancelled);
+            assert_eq!(publisher.was_cancelled(), cancelled);
+            assert_eq!(publisher.into_children().count, u64::from(!cancelled));
+            let sent: Vec<&str> = sink.sent.iter().map(|(q, _)| q.as_str()).collect();
+            let want: &[&str] = if cancelled { &[] } else { &["s1.default#worker"] };
+            assert_eq!(sent, want, "cancelled: {cancelled}");
+        }
     }
 }

@@ -10,8 +10,14 @@
 //! timeout, `snapdiff_stream_timeout`) are the created and updated batches
 //! published. Then the run rotates, or rolls back if a streamed file failed
 //! and `snappdiff_rotate_on_error` is false (the seed's spelling).
+//!
+//! A run whose job is cancelled publishes nothing more, stops the diff at
+//! the next batch (or stops waiting for its handlers) and rolls back, so
+//! the changes it did not deliver are seen again by the next run; a cancel
+//! that comes after the last child but before the rotation rolls back too.
+//! The task still succeeds, its status saying `cancelled: true`.
 
-use super::context::{ChildSink, Inbox, Input, Published, TaskEnv, TaskError, TaskOutput};
+use super::context::{ChildSink, Inbox, Input, Published, SinkError, TaskEnv, TaskError, TaskOutput};
 use super::publish::{Batches, Publisher};
 use super::rules::{self, BatchArgs, Rule, RuleArgs};
 use crate::config::GpfsSettings;
@@ -19,7 +25,7 @@ use crate::entry::Fields;
 use crate::snapdiff::diff::{Change, ChangeState};
 use crate::snapdiff::output::{ExtraFields, change_entry, write_change_keys};
 use crate::snapdiff::request::{RotateRequest, SnapdiffRequest};
-use crate::snapdiff::run::{ChangeSink, rotate, snapdiff};
+use crate::snapdiff::run::{ChangeSink, RunEnd, SnapdiffError, rotate, snapdiff};
 use crate::task::status::{Status, now_iso8601};
 use crate::task::stream::StreamMessage;
 use crate::task::write_entry;
@@ -29,6 +35,11 @@ use std::ffi::OsStr;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// Longest a snapdiff waiting for its handlers goes without asking whether
+/// its job was cancelled (handlers of a cancelled job never report).
+const CANCEL_POLL: Duration = Duration::from_millis(500);
 
 /// The keyword arguments of `snapdiff`: the workflow's rules and the diff.
 #[derive(Deserialize)]
@@ -65,7 +76,7 @@ pub fn snapdiff_task(
     let inbox = sink.subscribe(&stream_to)?;
     let mut run = Phases {
         children: Children {
-            publisher: Publisher::new(input.msg, &env.node, input.jobid, sink),
+            publisher: Publisher::new(input.msg, env, input.jobid, sink),
             rules: &rules,
             stream_kwargs: format!(
                 "\"stream_results\":true,\"stream_to\":{}",
@@ -83,41 +94,59 @@ pub fn snapdiff_task(
         streamed: 0,
         second_phase: false,
         matched: Vec::new(),
-        error: None,
+        halt: None,
     };
     let mut log = |m: &str| tracing::info!(task = %input.msg.id, "{m}");
     let diffed = snapdiff(prov.as_ref(), &opts, &mut run, &mut log);
-    // A failure of the sink itself says more than the run's wrapping of it.
-    if let Some(e) = run.error.take() {
-        return Err(e);
-    }
-    let mut report = diffed?;
+    let report = match diffed {
+        Ok(report) => Some(report),
+        Err(e) => match run.halt.take() {
+            // A failure of the sink itself says more than the run's
+            // wrapping of it.
+            Some(Halt::Failed(e)) => return Err(e),
+            // Stopped for a cancel: the run rolled back (a failure to roll
+            // back is not an `Output` error, and fails the task).
+            Some(Halt::Cancelled) if matches!(e, SnapdiffError::Output(_)) => None,
+            _ => return Err(e.into()),
+        },
+    };
     let (stream_failures, streamed) = (run.stream_failures, run.streamed);
+    // Asked again, not just remembered: a cancel after the last child still
+    // keeps the run from rotating past changes whose tasks are revoked.
+    let cancelled = run.children.publisher.cancelled();
     let children = run.children.publisher.into_children();
-    if !sd.hold {
-        // The rotation's own report has no counts: keep the diff's.
-        let rotated = rotate(
-            prov.as_ref(),
-            &opts,
-            stream_failures == 0,
-            sd.snappdiff_rotate_on_error,
-            &mut log,
-        )
-        .map_err(TaskError::Rotate)?;
-        report.outcome = rotated.outcome;
-        report.warnings.extend(rotated.warnings);
-    }
-    let mut counts = serde_json::to_value(report.summary).expect("json");
+    let mut counts = serde_json::json!({});
+    let snap = match report {
+        Some(mut report) => {
+            if !sd.hold {
+                // The rotation's own report has no counts: keep the diff's.
+                let rotated = rotate(
+                    prov.as_ref(),
+                    &opts,
+                    stream_failures == 0 && !cancelled,
+                    sd.snappdiff_rotate_on_error && !cancelled,
+                    &mut log,
+                )
+                .map_err(TaskError::Rotate)?;
+                report.outcome = rotated.outcome;
+                report.warnings.extend(rotated.warnings);
+            }
+            counts = serde_json::to_value(report.summary).expect("json");
+            serde_json::json!({
+                "snapshot": report.new_snapshot,
+                "previous_snapshot": report.old_snapshot,
+                "first_run": report.first_run,
+                "outcome": report.outcome,
+                "warnings": report.warnings,
+            })
+        }
+        // The diff did not finish, so it has no counts, and the snapshot
+        // it took is gone.
+        None => serde_json::json!({"outcome": RunEnd::RolledBack, "warnings": []}),
+    };
     counts["children"] = children.count.into();
     counts["streamed"] = streamed.into();
     counts["streamed_failures"] = stream_failures.into();
-    let snap = serde_json::json!({
-        "snapshot": report.new_snapshot,
-        "previous_snapshot": report.old_snapshot,
-        "first_run": report.first_run,
-        "outcome": report.outcome,
-        "warnings": report.warnings,
-    });
     let mut status = Status::new(input.name.as_str());
     status
         .input_paths([root])
@@ -125,7 +154,8 @@ pub fn snapdiff_task(
         .raw("details", b"{}")
         .string("started", &started)
         .value("snapdiff", &snap)
-        .value("has_dynamic_children", &(children.count > 0));
+        .value("has_dynamic_children", &(children.count > 0))
+        .value("cancelled", &cancelled);
     Ok(TaskOutput {
         result: status.into_result(input.jobid, Some(&env.queue_name), b""),
         children,
@@ -171,6 +201,26 @@ fn streams(state: ChangeState) -> bool {
     matches!(state, ChangeState::Deleted | ChangeState::Moved)
 }
 
+/// Why changes stopped going into child tasks.
+enum Halt {
+    /// The job was cancelled: nothing more is published, the run rolls back.
+    Cancelled,
+    /// A failure, with its kind (the run sees only an I/O error).
+    Failed(TaskError),
+}
+
+impl From<TaskError> for Halt {
+    fn from(e: TaskError) -> Halt {
+        Halt::Failed(e)
+    }
+}
+
+impl From<SinkError> for Halt {
+    fn from(e: SinkError) -> Halt {
+        Halt::Failed(e.into())
+    }
+}
+
 /// A snapdiff's changes into child tasks, in two phases.
 struct Phases<'a> {
     children: Children<'a>,
@@ -179,15 +229,15 @@ struct Phases<'a> {
     inbox: Box<dyn Inbox>,
     /// This task's id, for the log.
     task_id: &'a str,
-    stream_timeout: std::time::Duration,
+    stream_timeout: Duration,
     root: Vec<u8>,
     extra: ExtraFields,
     stream_failures: u64,
     streamed: u64,
     second_phase: bool,
     matched: Vec<usize>,
-    /// The first error, kept with its kind (the run sees only an I/O error).
-    error: Option<TaskError>,
+    /// Why the changes stopped, the first time they did.
+    halt: Option<Halt>,
 }
 
 /// Where full batches go: a child task each; first-phase children stream
@@ -202,13 +252,15 @@ struct Children<'a> {
 }
 
 impl Children<'_> {
-    fn publish(&mut self, (rule, state): (usize, ChangeState), batch: Vec<Vec<u8>>) -> Result<(), TaskError> {
+    fn publish(&mut self, (rule, state): (usize, ChangeState), batch: Vec<Vec<u8>>) -> Result<(), Halt> {
         let extra = if streams(state) {
             self.stream_kwargs.as_str()
         } else {
             ""
         };
-        let id = self.publisher.batch(&self.rules[rule].actions, &batch, extra)?;
+        let Some(id) = self.publisher.batch(&self.rules[rule].actions, &batch, extra)? else {
+            return Err(Halt::Cancelled);
+        };
         if streams(state) {
             self.streaming.insert(id);
         }
@@ -217,7 +269,7 @@ impl Children<'_> {
 }
 
 impl Phases<'_> {
-    fn flush(&mut self, phase_one: bool) -> Result<(), TaskError> {
+    fn flush(&mut self, phase_one: bool) -> Result<(), Halt> {
         let children = &mut self.children;
         self.batches
             .flush(|(_, state)| streams(*state) == phase_one, &mut |k, b| {
@@ -225,17 +277,28 @@ impl Phases<'_> {
             })
     }
 
-    /// Waits until every streaming handler has sent its last batch.
-    fn wait_for_streams(&mut self) -> Result<(), TaskError> {
+    /// Waits until every streaming handler has sent its last batch, or
+    /// the job is cancelled.
+    fn wait_for_streams(&mut self) -> Result<(), Halt> {
         let idle = self.stream_timeout;
         let waited = self.children.streaming.len();
+        let mut last_news = Instant::now();
         while !self.children.streaming.is_empty() {
-            let Some(body) = self.inbox.next(idle)? else {
-                return Err(TaskError::StreamTimeout {
-                    handlers: self.children.streaming.len(),
-                    seconds: idle.as_secs(),
-                });
+            let left = idle.saturating_sub(last_news.elapsed());
+            let Some(body) = self.inbox.next(left.min(CANCEL_POLL))? else {
+                if self.children.publisher.cancelled() {
+                    return Err(Halt::Cancelled);
+                }
+                if last_news.elapsed() >= idle {
+                    return Err(TaskError::StreamTimeout {
+                        handlers: self.children.streaming.len(),
+                        seconds: idle.as_secs(),
+                    }
+                    .into());
+                }
+                continue;
             };
+            last_news = Instant::now();
             let m: StreamMessage = match serde_json::from_slice(&body) {
                 Ok(m) => m,
                 Err(e) => {
@@ -260,7 +323,7 @@ impl Phases<'_> {
         Ok(())
     }
 
-    fn take(&mut self, c: &Change) -> Result<(), TaskError> {
+    fn take(&mut self, c: &Change) -> Result<(), Halt> {
         if !streams(c.state) && !self.second_phase {
             self.flush(true)?;
             self.wait_for_streams()?;
@@ -293,11 +356,15 @@ impl Phases<'_> {
         Ok(())
     }
 
-    /// Keeps the first error with its kind and hands the run an I/O error.
-    fn keep(&mut self, r: Result<(), TaskError>) -> io::Result<()> {
-        r.map_err(|e| {
-            let io = io::Error::other(e.to_string());
-            self.error.get_or_insert(e);
+    /// Keeps the first halt with its reason and hands the run an I/O
+    /// error, which stops it and rolls it back.
+    fn keep(&mut self, r: Result<(), Halt>) -> io::Result<()> {
+        r.map_err(|h| {
+            let io = io::Error::other(match &h {
+                Halt::Cancelled => "the job was cancelled".to_string(),
+                Halt::Failed(e) => e.to_string(),
+            });
+            self.halt.get_or_insert(h);
             io
         })
     }
@@ -310,7 +377,7 @@ impl ChangeSink for Phases<'_> {
     }
 
     fn finish(&mut self) -> io::Result<()> {
-        let mut all = || -> Result<(), TaskError> {
+        let mut all = || -> Result<(), Halt> {
             if !self.second_phase {
                 self.flush(true)?;
                 self.wait_for_streams()?;
@@ -373,7 +440,8 @@ mod tests {
             let Kind::Snapdiff(args) = kind else {
                 panic!("not a snapdiff request")
             };
-            let env = env(2, Duration::from_millis(10));
+            let mut env = env(2, Duration::from_millis(10));
+            env.cancel = sink.cancel();
             let out = snapdiff_task(&input, &args, &env, &GpfsSettings::default(), sink)?;
             assert_eq!(out.children.ids.len(), sink.sent.len());
             Ok(serde_json::from_slice(&out.result).unwrap())
@@ -466,6 +534,67 @@ mod tests {
         assert!(matches!(e, TaskError::StreamTimeout { handlers: 1, .. }), "{e}");
         assert_eq!(e.exception().0, "StreamTimeout");
         assert_eq!(tasks(&silent), [("dynamo.tasks.delete_paths_from_gpfs".into(), 1)]);
+    }
+
+    #[test]
+    fn a_cancelled_run_stops_publishing_and_rolls_back() {
+        let fs = Fileset::new(&["a", "b", "c", "d"]);
+        // Two batches of created files; cancelled after the first.
+        let mut sink = Memory {
+            cancel_after: Some(1),
+            ..Memory::default()
+        };
+        let r = fs.run(&mut sink, serde_json::json!({})).unwrap();
+        let st = &r["status"];
+        assert_eq!(st["cancelled"], true, "{r}");
+        assert_eq!(st["summary"]["children"], 1, "{r}");
+        assert_eq!(st["snapdiff"]["outcome"], "rolled_back", "{r}");
+        assert_eq!(tasks(&sink), [("dynamo.tasks.migrate".into(), 2)]);
+
+        // Cancelled after the last child, before the rotation: everything
+        // went out, but the run still rolls back.
+        let mut late = Memory {
+            cancel_after: Some(2),
+            ..Memory::default()
+        };
+        let r = fs.run(&mut late, serde_json::json!({})).unwrap();
+        assert_eq!(r["status"]["cancelled"], true, "{r}");
+        assert_eq!(r["status"]["summary"]["children"], 2, "{r}");
+        // The diff ran to its end (the four files and the root); the first,
+        // cancelled run had rotated nothing.
+        assert_eq!(r["status"]["summary"]["created"], 5, "{r}");
+        assert_eq!(r["status"]["snapdiff"]["first_run"], true, "{r}");
+        assert_eq!(r["status"]["snapdiff"]["outcome"], "rolled_back", "{r}");
+
+        // Nothing was rotated: the next run sees every file again.
+        let mut next = Memory::default();
+        let r = fs.run(&mut next, serde_json::json!({})).unwrap();
+        assert_eq!(r["status"]["cancelled"], false, "{r}");
+        assert_eq!(r["status"]["snapdiff"]["first_run"], true, "{r}");
+        assert_eq!(r["status"]["snapdiff"]["outcome"], "rotated", "{r}");
+        assert_eq!(tasks(&next).len(), 2);
+    }
+
+    /// Handlers of a cancelled job never report (their tasks are revoked):
+    /// the run stops waiting for them instead of timing out.
+    #[test]
+    fn a_cancel_ends_the_wait_for_handlers() {
+        let fs = Fileset::new(&["keep", "gone"]);
+        fs.run(&mut Memory::default(), serde_json::json!({})).unwrap();
+        std::fs::remove_file(fs.root.join("gone")).unwrap();
+        let mut sink = Memory {
+            silent: true,
+            cancel_after: Some(1),
+            ..Memory::default()
+        };
+        let r = fs.run(&mut sink, serde_json::json!({})).unwrap();
+        assert_eq!(r["status"]["cancelled"], true, "{r}");
+        assert_eq!(r["status"]["snapdiff"]["outcome"], "rolled_back", "{r}");
+        assert_eq!(tasks(&sink), [("dynamo.tasks.delete_paths_from_gpfs".into(), 1)]);
+        // Rolled back: the delete is seen again.
+        let mut again = Memory::default();
+        let r = fs.run(&mut again, serde_json::json!({})).unwrap();
+        assert_eq!(r["status"]["summary"]["deleted"], 1, "{r}");
     }
 
     #[test]

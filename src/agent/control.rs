@@ -1,0 +1,487 @@
+//! The agent's control channel: how a hub cancels a job.
+//!
+//! A hub publishes JSON messages to the fanout exchange
+//! [`CONTROL_EXCHANGE`] (durable); every agent reads them from a queue of
+//! its own bound to it ([`listen`]) and keeps the cancelled jobs' root task
+//! ids in a [`CancelSet`]. The runtime asks the set before it runs a task
+//! (a task whose `root_id` is cancelled is answered `REVOKED` instead), and
+//! each running task gets a [`Cancel`] handle for its root
+//! ([`CancelSet::watch`]) that discovery asks before every child task it
+//! publishes. Two messages:
+//!
+//! - `{"op": "cancel", "roots": ["<root id>", ...], "until": <unix seconds>}`
+//! - `{"op": "snapshot", "cancel": [{"root": "<root id>", "until": <unix seconds>}, ...]}`,
+//!   the hub's whole active set, repeated every 30 s so that an agent that
+//!   started after a cancel learns it. A snapshot adds to the set, never
+//!   replaces it: several hubs may share a broker, each repeating its own.
+//!
+//! An entry is forgotten once its `until` has passed. Members a message
+//! does not define (a hub's `jobs`, `pause`) are ignored; anything else that
+//! is not one of these two messages is logged once and ignored. The parser
+//! ([`parse`]) is pure, so it is tested and fuzzed on its own.
+
+use super::broker::Session;
+use super::tasks::Cancel;
+use crate::config::defaults::CONTROL_EXCHANGE;
+use futures::StreamExt;
+use lapin::ExchangeKind;
+use lapin::options::{BasicConsumeOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::types::FieldTable;
+use serde_json::Value;
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+use std::sync::{Arc, Mutex};
+use tracing::{debug, info, warn};
+
+/// Why a control message was ignored.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ControlError {
+    /// The message says it is not JSON.
+    #[error("content type {0:?} is not application/json")]
+    ContentType(String),
+    /// The body does not parse as JSON.
+    #[error("the body is not JSON: {0}")]
+    Json(String),
+    /// The body is JSON but not an object.
+    #[error("the body is not a JSON object")]
+    NotObject,
+    /// No `op` member, or not a string.
+    #[error("no `op` string")]
+    NoOp,
+    /// An `op` this agent does not obey.
+    #[error("unknown op {0:?} (ferry obeys \"cancel\" and \"snapshot\")")]
+    UnknownOp(String),
+    /// A member of a known op has the wrong shape.
+    #[error("{op}: `{field}` {problem}")]
+    Field {
+        /// The op.
+        op: &'static str,
+        /// The member, with its place in a list (`roots[2]`).
+        field: String,
+        /// What is wrong with it.
+        problem: &'static str,
+    },
+}
+
+/// One cancelled job: its root task id, and until when (unix seconds).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cancelled {
+    /// The root task id: the `root_id` header of every task of the job.
+    pub root: String,
+    /// The last second at which the entry holds.
+    pub until: i64,
+}
+
+/// A control message the agent obeys.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ControlMessage {
+    /// `cancel`: these jobs are cancelled (one `until` for all of them).
+    Cancel(Vec<Cancelled>),
+    /// `snapshot`: a hub's active cancellations.
+    Snapshot(Vec<Cancelled>),
+}
+
+impl ControlMessage {
+    /// The cancellations the message carries.
+    pub fn entries(&self) -> &[Cancelled] {
+        match self {
+            ControlMessage::Cancel(e) | ControlMessage::Snapshot(e) => e,
+        }
+    }
+}
+
+/// Reads a control message with content type `content_type` (none, or
+/// `application/json`). A message with any malformed part is refused
+/// whole, with the reason.
+pub fn parse(content_type: Option<&str>, body: &[u8]) -> Result<ControlMessage, ControlError> {
+    match content_type {
+        None | Some("application/json") => {}
+        Some(other) => return Err(ControlError::ContentType(other.to_string())),
+    }
+    let v: Value = serde_json::from_slice(body).map_err(|e| ControlError::Json(e.to_string()))?;
+    let Value::Object(o) = v else {
+        return Err(ControlError::NotObject);
+    };
+    let field = |op, field: String, problem| ControlError::Field { op, field, problem };
+    match o.get("op") {
+        Some(Value::String(op)) if op == "cancel" => {
+            let until = until(o.get("until")).map_err(|p| field("cancel", "until".into(), p))?;
+            let Some(Value::Array(roots)) = o.get("roots") else {
+                return Err(field("cancel", "roots".into(), "must be a list of root task ids"));
+            };
+            let mut out = Vec::with_capacity(roots.len());
+            for (i, r) in roots.iter().enumerate() {
+                let root = root(Some(r)).map_err(|p| field("cancel", format!("roots[{i}]"), p))?;
+                out.push(Cancelled { root, until });
+            }
+            Ok(ControlMessage::Cancel(out))
+        }
+        Some(Value::String(op)) if op == "snapshot" => {
+            let Some(Value::Array(list)) = o.get("cancel") else {
+                return Err(field("snapshot", "cancel".into(), "must be a list of {root, until}"));
+            };
+            let mut out = Vec::with_capacity(list.len());
+            for (i, e) in list.iter().enumerate() {
+                let Value::Object(e) = e else {
+                    return Err(field(
+                        "snapshot",
+                        format!("cancel[{i}]"),
+                        "must be an object {root, until}",
+                    ));
+                };
+                let root = root(e.get("root")).map_err(|p| field("snapshot", format!("cancel[{i}].root"), p))?;
+                let until = until(e.get("until")).map_err(|p| field("snapshot", format!("cancel[{i}].until"), p))?;
+                out.push(Cancelled { root, until });
+            }
+            Ok(ControlMessage::Snapshot(out))
+        }
+        Some(Value::String(op)) => Err(ControlError::UnknownOp(op.clone())),
+        _ => Err(ControlError::NoOp),
+    }
+}
+
+/// A root task id: a non-empty string.
+fn root(v: Option<&Value>) -> Result<String, &'static str> {
+    match v {
+        Some(Value::String(s)) if !s.is_empty() => Ok(s.clone()),
+        Some(Value::String(_)) => Err("is empty"),
+        None => Err("is missing"),
+        Some(_) => Err("must be a string (a root task id)"),
+    }
+}
+
+/// Unix seconds: an integer, or a number with a fraction (Python's
+/// `time.time() + ttl`), rounded up so an entry never ends early.
+fn until(v: Option<&Value>) -> Result<i64, &'static str> {
+    let Some(v) = v else {
+        return Err("is missing");
+    };
+    let Value::Number(n) = v else {
+        return Err("must be a number (unix seconds)");
+    };
+    if let Some(i) = n.as_i64() {
+        return Ok(i);
+    }
+    match n.as_f64().map(f64::ceil) {
+        // Beyond ±2^63 seconds (and u64 values over i64::MAX) is no time.
+        Some(x) if x.is_finite() && x > -9.2e18 && x < 9.2e18 => Ok(x as i64),
+        _ => Err("is out of range"),
+    }
+}
+
+/// The cancelled jobs this agent knows of: root task id → until (unix
+/// seconds). Shared by the control consumer, which adds to it, and every
+/// delivery handler and running task, which ask it.
+#[derive(Debug, Default)]
+pub struct CancelSet {
+    roots: Mutex<HashMap<String, i64>>,
+}
+
+impl CancelSet {
+    /// Adds the entries of `msg` (a snapshot adds too) at unix time `now`:
+    /// a root listed again keeps the later `until`, an entry already past
+    /// is not added, and expired entries are forgotten. Returns how many
+    /// roots were not cancelled before.
+    pub fn apply(&self, msg: &ControlMessage, now: i64) -> usize {
+        let mut roots = self.roots.lock().expect("cancel set");
+        roots.retain(|_, until| *until >= now);
+        let mut added = 0;
+        for c in msg.entries().iter().filter(|c| c.until >= now) {
+            match roots.entry(c.root.clone()) {
+                Entry::Vacant(v) => {
+                    v.insert(c.until);
+                    added += 1;
+                }
+                Entry::Occupied(mut o) => {
+                    let until = o.get_mut();
+                    *until = (*until).max(c.until);
+                }
+            }
+        }
+        added
+    }
+
+    /// Whether the job of root task `root` is cancelled at unix time `now`.
+    pub fn is_cancelled(&self, root: &str, now: i64) -> bool {
+        self.roots
+            .lock()
+            .expect("cancel set")
+            .get(root)
+            .is_some_and(|until| *until >= now)
+    }
+
+    /// Whether the job of root task `root` is cancelled now.
+    pub fn is_cancelled_now(&self, root: &str) -> bool {
+        self.is_cancelled(root, unix_now())
+    }
+
+    /// A running task's handle on this set: it says whether the job of
+    /// `root` is cancelled whenever it is asked, from any thread.
+    pub fn watch(self: &Arc<Self>, root: &str) -> Cancel {
+        let (set, root) = (self.clone(), root.to_string());
+        Cancel::new(move || set.is_cancelled_now(&root))
+    }
+}
+
+fn unix_now() -> i64 {
+    jiff::Timestamp::now().as_second()
+}
+
+/// Declares the control exchange as hubs do (fanout, durable) and a queue
+/// of this agent's own bound to it (server-named, exclusive, auto-delete:
+/// it lives as long as this broker session, so each new session binds a
+/// new one and listens again), then applies every message it receives to
+/// `set` until the session ends. Messages are consumed without
+/// acknowledgement: one lost with a connection is repeated by the hub's
+/// next snapshot. The returned task ends when the session does.
+pub async fn listen(session: &Session, set: Arc<CancelSet>) -> lapin::Result<tokio::task::JoinHandle<()>> {
+    let ch = session.channel().await?;
+    let durable = ExchangeDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
+    ch.exchange_declare(
+        CONTROL_EXCHANGE.into(),
+        ExchangeKind::Fanout,
+        durable,
+        FieldTable::default(),
+    )
+    .await?;
+    let private = QueueDeclareOptions {
+        exclusive: true,
+        auto_delete: true,
+        ..Default::default()
+    };
+    let queue = ch.queue_declare("".into(), private, FieldTable::default()).await?;
+    let name = queue.name().as_str();
+    ch.queue_bind(
+        name.into(),
+        CONTROL_EXCHANGE.into(),
+        "".into(),
+        QueueBindOptions::default(),
+        FieldTable::default(),
+    )
+    .await?;
+    let no_ack = BasicConsumeOptions {
+        no_ack: true,
+        ..Default::default()
+    };
+    let mut consumer = ch
+        .basic_consume(name.into(), "".into(), no_ack, FieldTable::default())
+        .await?;
+    debug!(
+        queue = name,
+        exchange = CONTROL_EXCHANGE,
+        "listening for control messages"
+    );
+    Ok(tokio::spawn(async move {
+        // The channel stays open while the loop runs.
+        let _channel = ch;
+        while let Some(d) = consumer.next().await {
+            match d {
+                Ok(d) => obey(&set, d.properties.content_type().as_ref().map(|s| s.as_str()), &d.data),
+                Err(e) => {
+                    debug!(error = %e, "control consumer ended");
+                    break;
+                }
+            }
+        }
+    }))
+}
+
+/// Applies one control message, or logs why it was ignored.
+fn obey(set: &CancelSet, content_type: Option<&str>, body: &[u8]) {
+    let msg = match parse(content_type, body) {
+        Ok(m) => m,
+        Err(e) => {
+            let start = String::from_utf8_lossy(&body[..body.len().min(200)]);
+            warn!(reason = %e, body = %start, "ignoring a control message");
+            return;
+        }
+    };
+    let added = set.apply(&msg, unix_now());
+    let roots: Vec<&str> = msg.entries().iter().take(10).map(|c| c.root.as_str()).collect();
+    match &msg {
+        ControlMessage::Cancel(e) => info!(
+            count = e.len(),
+            added,
+            roots = ?roots,
+            until = e.first().map(|c| c.until),
+            "cancel received"
+        ),
+        ControlMessage::Snapshot(e) if added > 0 => {
+            info!(count = e.len(), added, roots = ?roots, "cancel snapshot added roots")
+        }
+        ControlMessage::Snapshot(e) => debug!(count = e.len(), "cancel snapshot: nothing new"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(root: &str, until: i64) -> Cancelled {
+        Cancelled {
+            root: root.into(),
+            until,
+        }
+    }
+
+    fn json(body: serde_json::Value) -> Result<ControlMessage, ControlError> {
+        parse(Some("application/json"), body.to_string().as_bytes())
+    }
+
+    #[test]
+    fn cancel_and_snapshot_messages_parse_exactly() {
+        assert_eq!(
+            json(serde_json::json!({"op": "cancel", "roots": ["r1", "r2"], "until": 1700000000})),
+            Ok(ControlMessage::Cancel(vec![
+                entry("r1", 1_700_000_000),
+                entry("r2", 1_700_000_000)
+            ]))
+        );
+        assert_eq!(
+            json(serde_json::json!({"op": "snapshot", "cancel": [
+                {"root": "a", "until": 10}, {"root": "b", "until": 20}]})),
+            Ok(ControlMessage::Snapshot(vec![entry("a", 10), entry("b", 20)]))
+        );
+        // Members a hub may add (job ids, pauses) are ignored; an empty
+        // snapshot is a snapshot; a content type may be left out; a
+        // fractional `until` is rounded up.
+        assert_eq!(
+            json(serde_json::json!({"op": "cancel", "jobs": [7], "roots": ["r"], "until": 5, "ttl": 1})),
+            Ok(ControlMessage::Cancel(vec![entry("r", 5)]))
+        );
+        assert_eq!(
+            json(serde_json::json!({"op": "snapshot", "cancel": [], "pause": [{"job": 7}]})),
+            Ok(ControlMessage::Snapshot(vec![]))
+        );
+        assert_eq!(
+            parse(None, br#"{"op":"cancel","roots":["r"],"until":1700000000.25}"#),
+            Ok(ControlMessage::Cancel(vec![entry("r", 1_700_000_001)]))
+        );
+    }
+
+    #[test]
+    fn malformed_messages_are_refused_with_their_reason() {
+        let cases: &[(Option<&str>, &[u8], &str)] = &[
+            (
+                Some("application/x-python-serialize"),
+                b"{}",
+                "content type \"application/x-python-serialize\" is not application/json",
+            ),
+            (
+                None,
+                b"not json",
+                "the body is not JSON: expected ident at line 1 column 2",
+            ),
+            (None, b"[1]", "the body is not a JSON object"),
+            (None, br#"{"roots": ["r"]}"#, "no `op` string"),
+            (None, br#"{"op": 1}"#, "no `op` string"),
+            (
+                None,
+                br#"{"op": "pause", "jobs": [7]}"#,
+                "unknown op \"pause\" (ferry obeys \"cancel\" and \"snapshot\")",
+            ),
+            (
+                None,
+                br#"{"op": "cancel", "roots": ["r"]}"#,
+                "cancel: `until` is missing",
+            ),
+            (
+                None,
+                br#"{"op": "cancel", "roots": ["r"], "until": "soon"}"#,
+                "cancel: `until` must be a number (unix seconds)",
+            ),
+            (
+                None,
+                br#"{"op": "cancel", "roots": ["r"], "until": 1e300}"#,
+                "cancel: `until` is out of range",
+            ),
+            (
+                None,
+                br#"{"op": "cancel", "roots": "r", "until": 1}"#,
+                "cancel: `roots` must be a list of root task ids",
+            ),
+            (
+                None,
+                br#"{"op": "cancel", "roots": ["r", 5], "until": 1}"#,
+                "cancel: `roots[1]` must be a string (a root task id)",
+            ),
+            (
+                None,
+                br#"{"op": "cancel", "roots": [""], "until": 1}"#,
+                "cancel: `roots[0]` is empty",
+            ),
+            (
+                None,
+                br#"{"op": "snapshot"}"#,
+                "snapshot: `cancel` must be a list of {root, until}",
+            ),
+            (
+                None,
+                br#"{"op": "snapshot", "cancel": ["r"]}"#,
+                "snapshot: `cancel[0]` must be an object {root, until}",
+            ),
+            (
+                None,
+                br#"{"op": "snapshot", "cancel": [{"root": "a", "until": 1}, {"until": 1}]}"#,
+                "snapshot: `cancel[1].root` is missing",
+            ),
+            (
+                None,
+                br#"{"op": "snapshot", "cancel": [{"root": "a", "until": null}]}"#,
+                "snapshot: `cancel[0].until` must be a number (unix seconds)",
+            ),
+        ];
+        for (ct, body, why) in cases {
+            let e = parse(*ct, body).unwrap_err();
+            assert_eq!(e.to_string(), *why, "{}", String::from_utf8_lossy(body));
+        }
+    }
+
+    #[test]
+    fn the_set_adds_keeps_the_later_until_and_forgets_expired_entries() {
+        let set = CancelSet::default();
+        let cancel = |roots: &[&str], until| ControlMessage::Cancel(roots.iter().map(|r| entry(r, until)).collect());
+        assert_eq!(set.apply(&cancel(&["a", "b"], 100), 50), 2);
+        assert!(set.is_cancelled("a", 50) && set.is_cancelled("b", 100));
+        assert!(!set.is_cancelled("c", 50));
+        // Forgotten after `until`, not at it.
+        assert!(!set.is_cancelled("a", 101));
+
+        // A snapshot adds: `a` and `b` stay although it lists neither.
+        let snap = ControlMessage::Snapshot(vec![entry("c", 200), entry("b", 300)]);
+        assert_eq!(set.apply(&snap, 60), 1, "only c is new");
+        assert!(set.is_cancelled("a", 60) && set.is_cancelled("c", 60));
+        // `b` got the later until; an earlier one does not shorten it.
+        assert!(set.is_cancelled("b", 300));
+        assert_eq!(set.apply(&cancel(&["b"], 150), 60), 0);
+        assert!(set.is_cancelled("b", 300));
+
+        // An entry already past is not added; expired ones are forgotten,
+        // and one that comes back after expiring counts as new.
+        assert_eq!(set.apply(&cancel(&["d"], 10), 60), 0);
+        assert!(!set.is_cancelled("d", 10));
+        assert_eq!(set.apply(&cancel(&["a"], 500), 150), 1, "a had expired at 150");
+        assert_eq!(set.roots.lock().unwrap().len(), 3, "a, b and c");
+        assert_eq!(set.apply(&ControlMessage::Snapshot(vec![]), 301), 0);
+        assert_eq!(
+            set.roots.lock().unwrap().keys().collect::<Vec<_>>(),
+            ["a"],
+            "b and c expired"
+        );
+    }
+
+    #[test]
+    fn a_watch_follows_the_set() {
+        let set = Arc::new(CancelSet::default());
+        let watch = set.watch("root");
+        let other = set.watch("other");
+        assert!(!watch.is_cancelled());
+        let until = unix_now() + 600;
+        set.apply(&ControlMessage::Cancel(vec![entry("root", until)]), unix_now());
+        assert!(watch.is_cancelled());
+        assert!(!other.is_cancelled());
+    }
+}
