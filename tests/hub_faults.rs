@@ -241,3 +241,72 @@ fn a_celery_client_drives_the_same_agents_and_the_hub_records_none_of_it() {
     assert_eq!(s.api("GET", "/api/tasks/", None, 200)["count"], 0);
     assert_eq!(s.api("GET", "/api/jobs/", None, 200)["count"], 0);
 }
+
+#[test]
+fn a_job_cancelled_during_discovery_ends_cancelled_with_every_task_terminal() {
+    if !common::agent::broker_or_skip() {
+        return;
+    }
+    let mut s = HubSite::new(sqlite(), 2, "");
+    s.start_hub();
+    s.start_agent(0);
+    s.start_agent(1);
+    s.wait_online(2, Duration::from_secs(20));
+    let site = s.api("GET", "/api/sites/", None, 200)["results"][0]["id"]
+        .as_i64()
+        .unwrap();
+    s.api(
+        "PATCH",
+        &format!("/api/sites/{site}/"),
+        Some(serde_json::json!({"file_batch_size": 20, "enable_auto_file_batch_sizing": false})),
+        200,
+    );
+    let root = s.data().join("big");
+    tree(&root, 50, 2000);
+    let w = s.workflow("dynamo.tasks.stat_paths", serde_json::json!({}));
+    let id = s.submit(&w, &root)["id"].as_i64().unwrap();
+    // Cancel once the first results are in, while the walk goes on.
+    let t0 = Instant::now();
+    while s.job(id)["counts"]["results_counted"].as_i64().unwrap_or(0) == 0 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "no result: {}",
+            s.log("hub.log")
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let asked = jiff::Timestamp::now();
+    let j = s.api("POST", &format!("/api/jobs/{id}/cancel/"), None, 201);
+    assert!(
+        ["DEQUEUING", "CANCELLED"].contains(&j["state"].as_str().unwrap()),
+        "{j}"
+    );
+    let j = s.wait_job(id, Duration::from_secs(120));
+    assert_eq!(j["state"], "CANCELLED", "{j}");
+    let c = &j["counts"];
+    assert_eq!(c["results_counted"], c["results_expected"], "{j}");
+    assert!(
+        c["results_expected"].as_i64().unwrap() < 5_001,
+        "the walk did not stop: {j}"
+    );
+    // Every task row terminal; none started more than 2 s after the cancel.
+    let tasks = s.api("GET", &format!("/api/tasks/?job_id={id}&page_size=0"), None, 200);
+    let rows = tasks["results"].as_array().unwrap();
+    assert_eq!(rows.len() as i64, tasks["count"].as_i64().unwrap());
+    let mut cancelled = 0;
+    for t in rows {
+        let st = t["state"].as_str().unwrap();
+        assert!(
+            ["SUCCESS", "ERROR", "FAILURE", "CANCELLED"].contains(&st),
+            "not terminal: {t}"
+        );
+        cancelled += (st == "CANCELLED") as usize;
+        if let Some(started) = t["started"].as_str() {
+            let started: jiff::Timestamp = started.parse().unwrap();
+            let late = started.duration_since(asked).as_secs_f64();
+            assert!(late <= 2.0, "a task started {late:.3} s after the cancel: {t}");
+        }
+    }
+    assert!(cancelled > 0, "no task was refused: {}", tasks["stats"]);
+    assert_eq!(j["dir_walk_complete"], true);
+}

@@ -1,6 +1,8 @@
 //! `/api/auth/`: tokens for a username and password, and client keys.
 
-use super::{ApiError, ApiResult, ApiState, Base, Body, Caller, Detail, Id, Page, PageQuery, Paging, Query, State};
+use super::http::{
+    ApiError, ApiResult, ApiState, Base, Body, Caller, Detail, Id, Page, PageQuery, Paging, Query, State,
+};
 use crate::hub::auth::{new_client_key, password_matches};
 use axum::Json;
 use axum::http::StatusCode;

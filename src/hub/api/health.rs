@@ -4,8 +4,8 @@
 //! connection is up; the whole the worst of its parts. Health needs no
 //! credentials, so a load balancer or monitor can ask.
 
+use super::http::{ApiError, ApiResult, ApiState, Detail, Id, State};
 use super::sites::{online, queue_node_online};
-use super::{ApiError, ApiResult, ApiState, Detail, Id, State};
 use crate::hub::store::iso;
 use crate::hub::store::sites::{Node, Queue, Site};
 use axum::Json;

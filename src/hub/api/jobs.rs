@@ -1,6 +1,6 @@
 //! `/api/jobs/`, `/api/tasks/` and `/api/jobstats/`.
 
-use super::{
+use super::http::{
     ApiError, ApiResult, ApiState, Base, Caller, Detail, Id, Key, PageQuery, Paging, Query, State, query_time,
 };
 use crate::hub::store::jobs::{Bind, FileRecord, Filter, Job, Page as StorePage, Task, state, task_state};
@@ -418,14 +418,14 @@ pub struct JobStatQuery {
 
 /// Per-file records: the failed and aborted files of jobs.
 #[utoipa::path(get, path = "/api/jobstats/", tag = "jobs", params(PageQuery, JobStatQuery),
-    responses((status = 200, body = super::Page<JobStatOut>), (status = 400, body = Detail), (status = 401, body = Detail), (status = 404, body = Detail)))]
+    responses((status = 200, body = super::http::Page<JobStatOut>), (status = 400, body = Detail), (status = 401, body = Detail), (status = 404, body = Detail)))]
 async fn jobstats(
     s: State,
     _c: Caller,
     base: Base,
     Query(pq): Query<PageQuery>,
     Query(q): Query<JobStatQuery>,
-) -> ApiResult<Json<super::Page<JobStatOut>>> {
+) -> ApiResult<Json<super::http::Page<JobStatOut>>> {
     let paging = Paging::read(&pq, 100)?;
     let mut f = Filter::default();
     if let Some(j) = q.job {

@@ -1,6 +1,8 @@
 //! `/api/sites/`, `/api/nodes/`, `/api/queues/`.
 
-use super::{ApiError, ApiResult, ApiState, Base, Body, Caller, Detail, Id, Page, PageQuery, Paging, Query, State};
+use super::http::{
+    ApiError, ApiResult, ApiState, Base, Body, Caller, Detail, Id, Page, PageQuery, Paging, Query, State,
+};
 use crate::config::valid_name;
 use crate::hub::store::sites::{Node, Queue, Site};
 use crate::hub::store::{iso, now_us};
@@ -118,17 +120,17 @@ pub struct SiteFields {
     name: Option<String>,
     label: Option<String>,
     shortcode: Option<String>,
-    #[serde(rename = "type", default, deserialize_with = "super::present")]
+    #[serde(rename = "type", default, deserialize_with = "super::http::present")]
     #[schema(value_type = Option<String>)]
     kind: Option<Option<String>>,
-    #[serde(default, deserialize_with = "super::present")]
+    #[serde(default, deserialize_with = "super::http::present")]
     #[schema(value_type = Option<String>)]
     timezone: Option<Option<String>>,
-    #[serde(default, deserialize_with = "super::present")]
+    #[serde(default, deserialize_with = "super::http::present")]
     #[schema(value_type = Option<String>)]
     public_url: Option<Option<String>>,
     color: Option<Vec<String>>,
-    #[serde(default, deserialize_with = "super::present")]
+    #[serde(default, deserialize_with = "super::http::present")]
     #[schema(value_type = Option<i64>)]
     bandwidth: Option<Option<i64>>,
     /// Paths per batch (1 or more).
@@ -145,10 +147,10 @@ pub struct SiteFields {
     /// Seconds before a snapdiff lock is stale.
     #[schema(minimum = 0)]
     lock_threshold: Option<i64>,
-    #[serde(default, deserialize_with = "super::present")]
+    #[serde(default, deserialize_with = "super::http::present")]
     #[schema(value_type = Option<i64>, minimum = 1)]
     gpfs_iscan_buckets: Option<Option<i64>>,
-    #[serde(default, deserialize_with = "super::present")]
+    #[serde(default, deserialize_with = "super::http::present")]
     #[schema(value_type = Option<i64>, minimum = 1)]
     gpfs_iscan_threads: Option<Option<i64>>,
 }

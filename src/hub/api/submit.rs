@@ -2,8 +2,8 @@
 //! and its first tasks are written in one transaction and then published;
 //! the answer is the job (201).
 
+use super::http::{ApiError, ApiResult, ApiState, Base, Body, Caller, Detail, State, present};
 use super::jobs::{JobOut, job_out};
-use super::{ApiError, ApiResult, ApiState, Base, Body, Caller, Detail, State, present};
 use crate::agent::tasks::rules::Context;
 use crate::hub::store::jobs::{NewJob, Owner};
 use crate::hub::submit::{actions, discovery, origin};

@@ -3,7 +3,7 @@
 //! are checked when written, so a workflow that cannot run is never
 //! stored.
 
-use super::{
+use super::http::{
     ApiError, ApiResult, ApiState, Base, Body, Caller, Detail, Id, Page, PageQuery, Paging, Query, State, present,
 };
 use crate::hub::store::workflows::Workflow;

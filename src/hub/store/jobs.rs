@@ -7,52 +7,13 @@
 //! or a broker outage between the two loses nothing (a message published
 //! twice runs once: its result counts once, see [`super::results`]).
 
+use super::ledger::{add_stat, finish_if_done};
 use super::{Store, StoreError, db, flag, json_col, now_us};
 use sqlx::Row;
 use sqlx::any::{AnyArguments, AnyRow};
 use sqlx::query::Query;
 
-/// Job states on the wire.
-pub mod state {
-    /// Populated by its discovery; nothing has run yet.
-    pub const PENDING: &str = "PENDING";
-    /// Tasks are running.
-    pub const STARTED: &str = "STARTED";
-    /// Every task done, no file failed.
-    pub const SUCCESS: &str = "SUCCESS";
-    /// Done, and a task or a file failed.
-    pub const FAILURE: &str = "FAILURE";
-    /// Being cancelled: queued tasks are dropped, running ones finish.
-    pub const DEQUEUING: &str = "DEQUEUING";
-    /// Cancelled, every task terminal.
-    pub const CANCELLED: &str = "CANCELLED";
-    /// Every job state, for validating filters.
-    pub const ALL: &[&str] = &[
-        PENDING, STARTED, SUCCESS, FAILURE, DEQUEUING, CANCELLED, "PAUSING", "PAUSED",
-    ];
-    /// States a job does not leave.
-    pub const FINAL: &[&str] = &[SUCCESS, FAILURE, CANCELLED];
-}
-
-/// Task states on the wire.
-pub mod task_state {
-    /// Published, not known to have started.
-    pub const PENDING: &str = "PENDING";
-    /// A node is running it.
-    pub const STARTED: &str = "STARTED";
-    /// Done, every file done.
-    pub const SUCCESS: &str = "SUCCESS";
-    /// Done, some files failed.
-    pub const ERROR: &str = "ERROR";
-    /// The task failed as a whole.
-    pub const FAILURE: &str = "FAILURE";
-    /// Skipped.
-    pub const SKIPPED: &str = "SKIPPED";
-    /// Cancelled before it ran.
-    pub const CANCELLED: &str = "CANCELLED";
-    /// Every task state.
-    pub const ALL: &[&str] = &[PENDING, STARTED, SUCCESS, ERROR, FAILURE, SKIPPED, CANCELLED];
-}
+pub use super::ledger::{state, task_state};
 
 /// Who submitted a job.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -524,7 +485,7 @@ impl Store {
             .execute(&mut *tx)
             .await
             .map_err(db("cancel a job"))?;
-        super::results::finish_if_done(&mut tx, id, now).await?;
+        finish_if_done(&mut tx, id, now).await?;
         let roots = sqlx::query("SELECT task_id FROM tasks WHERE job_id = $1 AND is_root = 1 AND state <> 'CANCELLED'")
             .bind(id)
             .fetch_all(&mut *tx)
@@ -748,26 +709,4 @@ pub struct FileRecord {
     pub message: String,
     /// The task that reported it.
     pub task_id: String,
-}
-
-/// Adds `n` to a job's count of `tasktype` tasks in `state`.
-pub(crate) async fn add_stat(
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
-    job_id: i64,
-    tasktype: &str,
-    state: &str,
-    n: i64,
-) -> Result<(), StoreError> {
-    sqlx::query(
-        "INSERT INTO job_task_stats (job_id, tasktype, state, n) VALUES ($1, $2, $3, $4)
-         ON CONFLICT (job_id, tasktype, state) DO UPDATE SET n = job_task_stats.n + excluded.n",
-    )
-    .bind(job_id)
-    .bind(tasktype)
-    .bind(state)
-    .bind(n)
-    .execute(&mut **tx)
-    .await
-    .map_err(db("count a task state"))?;
-    Ok(())
 }

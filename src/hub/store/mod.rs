@@ -10,6 +10,7 @@
 //! its own transaction, recorded in `ferry_schema`.
 
 pub mod jobs;
+pub mod ledger;
 pub mod results;
 pub mod sites;
 pub mod users;

@@ -18,7 +18,7 @@
 //! nothing. All of it happens in one transaction per batch, which the
 //! ingest acknowledges to the broker only after the commit.
 
-use super::jobs::{add_stat, state, task_state};
+use super::ledger::{add_stat, task_state};
 use super::{Store, StoreError, db, now_us};
 use crate::agent::celery::{ChildId, run_hex};
 use crate::task::TaskName;
@@ -245,7 +245,7 @@ impl Store {
                     *stats.entry((job_id, old_type, old_state)).or_default() -= 1;
                     sqlx::query(
                         "UPDATE tasks SET state = $2, final = 1, node = COALESCE($3, node), children_count = $4, run = $5,
-                           completed = $6, started = COALESCE(started, $6), summary = $7, result = $8, tasktype = $9,
+                           completed = $6, started = CASE WHEN $2 = 'CANCELLED' THEN started ELSE COALESCE(started, $6) END, summary = $7, result = $8, tasktype = $9,
                            queue = COALESCE(queue, $10) WHERE task_id = $1",
                     )
                     .bind(&r.task_id)
@@ -266,7 +266,7 @@ impl Store {
                     sqlx::query(
                         "INSERT INTO tasks (task_id, job_id, tasktype, site, queue, node, state, parent_task_id, children_count, run,
                            final, created, started, completed, summary, result)
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 1, $11, $11, $11, $12, $13)",
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 1, $11, CASE WHEN $7 = 'CANCELLED' THEN NULL ELSE $11 END, $11, $12, $13)",
                     )
                     .bind(&r.task_id)
                     .bind(job_id)
@@ -372,7 +372,7 @@ impl Store {
             .execute(&mut *tx)
             .await
             .map_err(db("count a job's results"))?;
-            if let Some(end) = finish_if_done(&mut tx, *job, now).await? {
+            if let Some(end) = super::ledger::finish_if_done(&mut tx, *job, now).await? {
                 out.finished_jobs.push((*job, end));
             }
         }
@@ -637,40 +637,6 @@ impl Summary {
             failures: self.failures,
         }
     }
-}
-
-/// Ends a job whose counted results equal those expected: CANCELLED if
-/// it was being cancelled, FAILURE if a task or file failed, else SUCCESS.
-pub(crate) async fn finish_if_done(
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
-    job: i64,
-    now: i64,
-) -> Result<Option<&'static str>, StoreError> {
-    let row = sqlx::query("SELECT state, expected, received, tasks_failed, files_failures FROM jobs WHERE id = $1")
-        .bind(job)
-        .fetch_one(&mut **tx)
-        .await
-        .map_err(db("read a job"))?;
-    let (st, expected, received, tasks_failed, files_failed): (String, i64, i64, i64, i64) =
-        (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4));
-    if state::FINAL.contains(&st.as_str()) || received < expected {
-        return Ok(None);
-    }
-    let end = if st == state::DEQUEUING {
-        state::CANCELLED
-    } else if tasks_failed > 0 || files_failed > 0 {
-        state::FAILURE
-    } else {
-        state::SUCCESS
-    };
-    sqlx::query("UPDATE jobs SET state = $2, completed = $3, started = COALESCE(started, $3), dir_walk_complete = 1 WHERE id = $1")
-        .bind(job)
-        .bind(end)
-        .bind(now)
-        .execute(&mut **tx)
-        .await
-        .map_err(db("end a job"))?;
-    Ok(Some(end))
 }
 
 #[cfg(test)]
