@@ -87,6 +87,17 @@ fn schemathesis_finds_no_server_error_and_no_response_off_the_spec() {
     assert!(!s.log("hub.log").contains("panicked"), "{}", s.log("hub.log"));
 }
 
+/// A request (method, path, body, Authorization), the status it must get
+/// and what its `detail` must say.
+type Case<'a> = (
+    &'a str,
+    &'a str,
+    Option<serde_json::Value>,
+    Option<&'a str>,
+    u16,
+    &'a str,
+);
+
 #[test]
 fn bad_requests_get_a_4xx_that_names_the_field_and_write_nothing() {
     if !common::agent::broker_or_skip() {
@@ -110,7 +121,7 @@ fn bad_requests_get_a_4xx_that_names_the_field_and_write_nothing() {
         b
     };
     let big = json!({"workflow": "premigrate", "site": site, "paths": vec!["/x".repeat(100); 2000]});
-    let cases: Vec<(&str, &str, Option<serde_json::Value>, Option<&str>, u16, &str)> = vec![
+    let cases: Vec<Case> = vec![
         ("POST", "/api/file/workflow/", None, Some(&key), 400, "JSON"),
         (
             "POST",
@@ -348,5 +359,101 @@ fn bad_requests_get_a_4xx_that_names_the_field_and_write_nothing() {
     assert!(
         String::from_utf8_lossy(&page.stdout).contains("swagger"),
         "no Swagger UI"
+    );
+}
+
+#[test]
+fn the_hub_serves_https_with_a_configured_certificate() {
+    if !common::agent::broker_or_skip() {
+        return;
+    }
+    let certs = tempfile::tempdir().unwrap();
+    let (cert, key) = (certs.path().join("hub.crt"), certs.path().join("hub.key"));
+    let made = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-keyout",
+        ])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    let tls = format!("tls_certificate = {}\ntls_key = {}", cert.display(), key.display());
+    let mut s = HubSite::new(sqlite(), 0, &tls);
+    s.url = s.url.replace("http://", "https://");
+    s.start_hub();
+    // The API answers over TLS with the configured certificate...
+    let out = Command::new("curl")
+        .args(["-s", "--cacert"])
+        .arg(&cert)
+        .args([
+            "-w",
+            "%{http_code}",
+            "-o",
+            "/dev/null",
+            &format!("{}/api/health/", s.url),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "200");
+    assert_eq!(s.api("GET", "/api/workflows/", None, 200)["count"], 6);
+    // ...and not in clear.
+    let plain = s.url.replace("https://", "http://");
+    let out = Command::new("curl")
+        .args([
+            "-s",
+            "-m",
+            "5",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            &format!("{plain}/api/health/"),
+        ])
+        .output()
+        .unwrap();
+    assert_ne!(String::from_utf8_lossy(&out.stdout), "200");
+    assert!(s.log("hub.log").contains("scheme=\"https\""), "{}", s.log("hub.log"));
+    // A key that is not the certificate's is refused at start, naming the file.
+    let other = certs.path().join("other.key");
+    Command::new("openssl")
+        .args(["ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out"])
+        .arg(&other)
+        .status()
+        .unwrap();
+    let conf = s.dir.path().join("bad.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "[hub]\ndatabase = sqlite://{}/x.db\nkey_dir = {}/k\ntls_certificate = {}\ntls_key = {}\n",
+            s.dir.path().display(),
+            s.dir.path().display(),
+            cert.display(),
+            other.display()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args(["hub", "serve", "--config"])
+        .arg(&conf)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("tls_certificate/tls_key") && err.contains("bad.conf"),
+        "{err}"
     );
 }

@@ -13,7 +13,13 @@ const UNIT: &str = include_str!("../systemd/ferry-hub.service");
 
 #[test]
 fn hub_unit_file_verifies() {
-    for key in ["Type=notify", "WatchdogSec=", "Restart=on-failure", "StateDirectory=ferry", "ProtectSystem=strict"] {
+    for key in [
+        "Type=notify",
+        "WatchdogSec=",
+        "Restart=on-failure",
+        "StateDirectory=ferry",
+        "ProtectSystem=strict",
+    ] {
         assert!(UNIT.contains(key), "the unit lacks {key}");
     }
     let dir = tempfile::tempdir().unwrap();
@@ -28,7 +34,10 @@ fn hub_unit_file_verifies() {
     };
     let stderr = String::from_utf8_lossy(&out.stderr);
     let problems: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
-    assert!(out.status.success() && problems.is_empty(), "systemd-analyze verify:\n{stderr}");
+    assert!(
+        out.status.success() && problems.is_empty(),
+        "systemd-analyze verify:\n{stderr}"
+    );
 }
 
 #[test]
@@ -58,7 +67,10 @@ fn hub_speaks_sd_notify() {
             seen.extend(String::from_utf8_lossy(&buf[..n]).lines().map(str::to_string));
         }
         if !stopped && seen.iter().filter(|l| *l == "WATCHDOG=1").count() >= 3 {
-            Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+            Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status()
+                .unwrap();
             stopped = true;
         }
         if stopped && seen.iter().any(|l| l == "STOPPING=1") {
@@ -67,7 +79,11 @@ fn hub_speaks_sd_notify() {
     }
     let status = child.wait().unwrap();
     assert!(seen.iter().any(|l| l == "READY=1"), "{seen:?}");
-    assert!(seen.iter().any(|l| l.starts_with("STATUS=serving on 127.0.0.1:")), "{seen:?}");
+    assert!(
+        seen.iter()
+            .any(|l| l.starts_with("STATUS=serving on 127.0.0.1:") && l.ends_with("(http)")),
+        "{seen:?}"
+    );
     assert!(seen.iter().filter(|l| *l == "WATCHDOG=1").count() >= 3, "{seen:?}");
     assert!(seen.iter().any(|l| l == "STOPPING=1"), "{seen:?}");
     assert!(status.success(), "{status:?}");

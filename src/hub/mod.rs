@@ -14,4 +14,5 @@ pub mod monitor;
 pub mod serve;
 pub mod store;
 pub mod submit;
+pub mod tls;
 pub mod workflows;

@@ -195,7 +195,7 @@ pub async fn flush(heard: Shared, store: Store, interval: Duration, invalidation
     loop {
         tokio::time::sleep(FLUSH).await;
         ticks += 1;
-        if ticks % 60 == 0 {
+        if ticks.is_multiple_of(60) {
             invalidate(&store, invalidation).await;
         }
         let (beats, started, gone) = {

@@ -32,21 +32,26 @@ pub enum HubError {
         /// Why.
         source: std::io::Error,
     },
-    /// HTTPS is configured but not available in this build.
-    #[error("{0}")]
-    Tls(String),
+    /// HTTPS is configured but the certificate or key cannot be used.
+    #[error("{source_file}: tls_certificate/tls_key: {error}")]
+    Tls {
+        /// The configuration file.
+        source_file: String,
+        /// Why.
+        error: super::tls::TlsError,
+    },
 }
 
 /// Runs the hub until `stop` turns true.
 pub async fn serve(config: Config, mut stop: watch::Receiver<bool>) -> Result<(), HubError> {
     let settings = config.hub.clone();
-    if settings.tls.is_some() {
-        return Err(HubError::Tls(format!(
-            "{}: tls_certificate/tls_key are set, but this hub serves plain HTTP only so far; \
-             put it behind a TLS proxy and remove them (see docs/hub.md)",
-            config.source
-        )));
-    }
+    let tls = match &settings.tls {
+        Some((cert, key)) => Some(super::tls::acceptor(cert, key).map_err(|error| HubError::Tls {
+            source_file: config.source.clone(),
+            error,
+        })?),
+        None => None,
+    };
     let broker_url = settings
         .broker_url
         .clone()
@@ -75,7 +80,7 @@ pub async fn serve(config: Config, mut stop: watch::Receiver<bool>) -> Result<()
         outbox: outbox.clone(),
         broker_up,
         session: sessions.clone(),
-        tls: false,
+        tls: tls.is_some(),
         metrics: metrics.clone(),
     });
     tokio::spawn(submit::publish_outbox(
@@ -109,15 +114,21 @@ pub async fn serve(config: Config, mut stop: watch::Receiver<bool>) -> Result<()
     ));
     tokio::spawn(systemd::watchdog());
     let app = router(state);
-    info!(%addr, "serving the API");
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    info!(%addr, scheme, "serving the API");
     systemd::ready();
-    systemd::status(&format!("serving on {addr}"));
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            let _ = stop.wait_for(|s| *s).await;
-        })
-        .await
-        .map_err(|source| HubError::Listen { addr, source })?;
+    systemd::status(&format!("serving on {addr} ({scheme})"));
+    match tls {
+        Some(acceptor) => super::tls::serve(listener, acceptor, app, stop).await,
+        None => {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                })
+                .await
+        }
+    }
+    .map_err(|source| HubError::Listen { addr, source })?;
     systemd::stopping();
     info!("stopped");
     Ok(())

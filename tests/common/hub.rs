@@ -209,7 +209,7 @@ impl HubSite {
         let t0 = std::time::Instant::now();
         loop {
             if let Ok(o) = Command::new("curl")
-                .args(["-sf", &format!("{}/api/health/", self.url)])
+                .args(["-skf", &format!("{}/api/health/", self.url)])
                 .output()
                 && o.status.success()
             {
@@ -227,7 +227,7 @@ impl HubSite {
     /// The hub's `/api/health/` (which needs no credentials).
     pub fn health(&self) -> serde_json::Value {
         let out = Command::new("curl")
-            .args(["-sf", &format!("{}/api/health/", self.url)])
+            .args(["-skf", &format!("{}/api/health/", self.url)])
             .output()
             .unwrap();
         serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null)
@@ -292,7 +292,7 @@ impl HubSite {
     ) -> (u16, serde_json::Value) {
         let mut c = Command::new("curl");
         c.args([
-            "-s",
+            "-sk",
             "-o",
             "-",
             "-w",
