@@ -18,6 +18,34 @@ fn tree(root: &Path, dirs: usize, per_dir: usize) {
     }
 }
 
+/// Two agents and a hub, and a job of `dynamo.tasks.stat_paths` on
+/// 100,000 files in batches of 20 (5,000 tasks and the discovery).
+fn big_job() -> (HubSite, i64) {
+    big_job_with("")
+}
+
+fn big_job_with(agent_settings: &str) -> (HubSite, i64) {
+    let mut s = HubSite::new(sqlite(), 2, "");
+    s.agent_settings(agent_settings);
+    s.start_hub();
+    s.start_agent(0);
+    s.start_agent(1);
+    s.wait_online(2, Duration::from_secs(20));
+    s.batch_size(20);
+    let root = s.data().join("big");
+    tree(&root, 50, 2000);
+    let w = s.workflow("dynamo.tasks.stat_paths", serde_json::json!({}));
+    let id = s.submit(&w, &root)["id"].as_i64().unwrap();
+    (s, id)
+}
+
+/// [`big_job`] with agents that publish one child at a time, each
+/// confirmed before the next (`confirm_window = 1`): a walk long enough
+/// to cancel in the middle of.
+fn big_job_slow() -> (HubSite, i64) {
+    big_job_with("confirm_window = 1")
+}
+
 /// The node names the health answer shows online, and the site's health.
 fn online(s: &HubSite) -> (Vec<String>, String) {
     let site = s.site_health();
@@ -80,25 +108,7 @@ fn a_hub_killed_three_times_while_results_stream_counts_every_file_once() {
     if !common::agent::broker_or_skip() {
         return;
     }
-    let mut s = HubSite::new(sqlite(), 2, "");
-    s.start_hub();
-    s.start_agent(0);
-    s.start_agent(1);
-    s.wait_online(2, Duration::from_secs(20));
-    // Small batches: many results to stream.
-    let site = s.api("GET", "/api/sites/", None, 200)["results"][0]["id"]
-        .as_i64()
-        .unwrap();
-    s.api(
-        "PATCH",
-        &format!("/api/sites/{site}/"),
-        Some(serde_json::json!({"file_batch_size": 20, "enable_auto_file_batch_sizing": false})),
-        200,
-    );
-    let root = s.data().join("big");
-    tree(&root, 50, 2000);
-    let w = s.workflow("dynamo.tasks.stat_paths", serde_json::json!({}));
-    let id = s.submit(&w, &root)["id"].as_i64().unwrap();
+    let (mut s, id) = big_job();
     let mut seen = 0;
     for round in 0..3 {
         // Kill once more results have been counted since the last restart.
@@ -137,24 +147,7 @@ fn an_agent_killed_mid_walk_leaves_exact_counts() {
     if !common::agent::broker_or_skip() {
         return;
     }
-    let mut s = HubSite::new(sqlite(), 2, "");
-    s.start_hub();
-    s.start_agent(0);
-    s.start_agent(1);
-    s.wait_online(2, Duration::from_secs(20));
-    let site = s.api("GET", "/api/sites/", None, 200)["results"][0]["id"]
-        .as_i64()
-        .unwrap();
-    s.api(
-        "PATCH",
-        &format!("/api/sites/{site}/"),
-        Some(serde_json::json!({"file_batch_size": 20, "enable_auto_file_batch_sizing": false})),
-        200,
-    );
-    let root = s.data().join("big");
-    tree(&root, 50, 2000);
-    let w = s.workflow("dynamo.tasks.stat_paths", serde_json::json!({}));
-    let id = s.submit(&w, &root)["id"].as_i64().unwrap();
+    let (mut s, id) = big_job();
     // Which node walks: the discovery's row says once it started.
     let t0 = Instant::now();
     let node = loop {
@@ -247,30 +240,14 @@ fn a_job_cancelled_during_discovery_ends_cancelled_with_every_task_terminal() {
     if !common::agent::broker_or_skip() {
         return;
     }
-    let mut s = HubSite::new(sqlite(), 2, "");
-    s.start_hub();
-    s.start_agent(0);
-    s.start_agent(1);
-    s.wait_online(2, Duration::from_secs(20));
-    let site = s.api("GET", "/api/sites/", None, 200)["results"][0]["id"]
-        .as_i64()
-        .unwrap();
-    s.api(
-        "PATCH",
-        &format!("/api/sites/{site}/"),
-        Some(serde_json::json!({"file_batch_size": 20, "enable_auto_file_batch_sizing": false})),
-        200,
-    );
-    let root = s.data().join("big");
-    tree(&root, 50, 2000);
-    let w = s.workflow("dynamo.tasks.stat_paths", serde_json::json!({}));
-    let id = s.submit(&w, &root)["id"].as_i64().unwrap();
-    // Cancel once the first results are in, while the walk goes on.
+    let (s, id) = big_job_slow();
+    // Cancel once tasks have run, while the walk goes on (their results
+    // are held, not counted, until the discovery's own result comes).
     let t0 = Instant::now();
-    while s.job(id)["counts"]["results_counted"].as_i64().unwrap_or(0) == 0 {
+    while s.job(id)["tasks_count"].as_i64().unwrap_or(0) < 10 {
         assert!(
             t0.elapsed() < Duration::from_secs(30),
-            "no result: {}",
+            "no task ran: {}",
             s.log("hub.log")
         );
         std::thread::sleep(Duration::from_millis(5));

@@ -489,7 +489,7 @@ async fn run_task(agent: &Arc<Agent>, spec: &ConsumerSpec, msg: TaskMessage, d: 
         .task(
             &session,
             "task-started",
-            with_lineage(serde_json::json!({"uuid": msg.id}), &msg),
+            with_lineage(serde_json::json!({"uuid": msg.id, "name": msg.task}), &msg),
         )
         .await;
     info!(id = %msg.id, task = %msg.task, queue = %spec.queue, redelivered = d.redelivered, "task started");

@@ -65,10 +65,18 @@ pub async fn publish(session: &Session, body: &[u8]) -> Result<(), crate::agent:
     session.publish_confirmed(CONTROL_EXCHANGE, "", body, props).await
 }
 
-/// Sends the snapshot of cancelled roots every [`SNAPSHOT_EVERY`].
-pub async fn snapshots(store: Store, sessions: watch::Receiver<Option<Arc<Session>>>) {
+/// Sends the snapshot of cancelled roots every [`SNAPSHOT_EVERY`], and at
+/// once when a node comes online (it may have been away for a cancel).
+pub async fn snapshots(
+    store: Store,
+    sessions: watch::Receiver<Option<Arc<Session>>>,
+    online: Arc<tokio::sync::Notify>,
+) {
     loop {
-        tokio::time::sleep(SNAPSHOT_EVERY).await;
+        tokio::select! {
+            _ = tokio::time::sleep(SNAPSHOT_EVERY) => {}
+            _ = online.notified() => {}
+        }
         let Some(session) = sessions.borrow().clone() else {
             continue;
         };

@@ -165,19 +165,24 @@ impl HubMetrics {
             }
             let session = sessions.borrow().clone();
             if let (Some(session), Ok(queues)) = (session, store.queues(None).await) {
-                self.poll_queues(&session, &queues).await;
+                self.poll_queues(&session, &queues, limit).await;
             }
             tokio::time::sleep(every).await;
         }
     }
 
-    /// Passive declares of the queues agents said they consume (a queue
-    /// nobody declared would make the broker close the channel, which
-    /// lapin logs as an error).
-    async fn poll_queues(&self, session: &Session, queues: &[super::store::sites::Queue]) {
-        let Ok(ch) = session.channel().await else { return };
+    /// Passive declares of the queues that nodes online say they consume
+    /// (a queue nobody declared would make the broker close the channel,
+    /// which lapin logs as an error).
+    async fn poll_queues(&self, session: &Session, queues: &[super::store::sites::Queue], alive_since: i64) {
+        let Ok(mut ch) = session.channel().await else { return };
         for q in queues {
-            let mut functions: Vec<&str> = q.nodes.iter().flat_map(|n| n.3.iter().map(String::as_str)).collect();
+            let mut functions: Vec<&str> = q
+                .nodes
+                .iter()
+                .filter(|n| n.2 >= alive_since)
+                .flat_map(|n| n.3.iter().map(String::as_str))
+                .collect();
             functions.sort_unstable();
             functions.dedup();
             for f in functions {
@@ -190,7 +195,12 @@ impl HubMetrics {
                     .queue_declare(name.as_str().into(), passive, FieldTable::default())
                     .await
                 else {
-                    return;
+                    // Gone meanwhile: the broker closed the channel.
+                    match session.channel().await {
+                        Ok(c) => ch = c,
+                        Err(_) => return,
+                    }
+                    continue;
                 };
                 self.queue_messages
                     .get_or_create(&label("queue", &name))

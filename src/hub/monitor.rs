@@ -42,8 +42,12 @@ pub struct Heard {
 /// The monitor's shared state.
 pub type Shared = Arc<Mutex<Heard>>;
 
+/// What the monitor tells others: a node came online (it may have missed
+/// cancels while away; the control loop sends its snapshot at once).
+pub type Online = Arc<tokio::sync::Notify>;
+
 /// Reads one event into what was heard.
-pub fn hear(heard: &Shared, body: &[u8]) {
+pub fn hear(heard: &Shared, online: &Online, body: &[u8]) {
     let Ok(v) = serde_json::from_slice::<serde_json::Value>(body) else {
         return;
     };
@@ -57,6 +61,9 @@ pub fn hear(heard: &Shared, body: &[u8]) {
     match kind {
         "worker-heartbeat" | "worker-online" | "worker-offline" => {
             let offline = kind == "worker-offline";
+            if kind == "worker-online" {
+                online.notify_one();
+            }
             let queues: Vec<(String, String)> = v["queues"]
                 .as_array()
                 .into_iter()
@@ -103,9 +110,7 @@ pub fn hear(heard: &Shared, body: &[u8]) {
             let Some(task_id) = v["uuid"].as_str() else { return };
             h.started.push(Started {
                 task_id: task_id.to_string(),
-                jobid: v["jobid"]
-                    .as_i64()
-                    .or_else(|| v["jobid"].as_str().and_then(|s| s.parse().ok())),
+                root_id: v["root_id"].as_str().unwrap_or("").to_string(),
                 parent_id: v["parent_id"].as_str().map(str::to_string),
                 tasktype: v["name"].as_str().unwrap_or("").to_string(),
                 node,
@@ -116,9 +121,10 @@ pub fn hear(heard: &Shared, body: &[u8]) {
     }
 }
 
-async fn invalidate(store: &Store, invalidation: Duration) {
+async fn invalidate(store: &Store, invalidation: Duration, interval: Duration) {
     let before = now_us() - invalidation.as_micros() as i64;
-    match store.lost_tasks(before, 1000).await {
+    let alive_since = now_us() - interval.as_micros() as i64;
+    match store.lost_tasks(before, alive_since, 1000).await {
         Ok(lost) if lost.is_empty() => {}
         Ok(lost) => match store.ingest(&lost).await {
             Ok(_) => warn!(
@@ -145,7 +151,7 @@ pub async fn remember(heard: &Shared, store: &Store) -> Result<(), super::store:
 }
 
 /// Consumes the event queue on `session` until the session ends.
-pub async fn run(heard: Shared, session: Arc<Session>, queue: String) -> lapin::Result<()> {
+pub async fn run(heard: Shared, online: Online, session: Arc<Session>, queue: String) -> lapin::Result<()> {
     let ch = session.channel().await?;
     let mut args = FieldTable::default();
     args.insert("x-max-length".into(), AMQPValue::LongLongInt(EVENTS_MAX));
@@ -180,7 +186,7 @@ pub async fn run(heard: Shared, session: Arc<Session>, queue: String) -> lapin::
         .await?;
     while let Some(d) = consumer.next().await {
         let d = d?;
-        hear(&heard, &d.data);
+        hear(&heard, &online, &d.data);
         let _ = d.acker.ack(BasicAckOptions::default()).await;
     }
     Ok(())
@@ -196,7 +202,7 @@ pub async fn flush(heard: Shared, store: Store, interval: Duration, invalidation
         tokio::time::sleep(FLUSH).await;
         ticks += 1;
         if ticks.is_multiple_of(60) {
-            invalidate(&store, invalidation).await;
+            invalidate(&store, invalidation, interval).await;
         }
         let (beats, started, gone) = {
             let mut h = heard.lock().expect("heard");

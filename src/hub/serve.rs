@@ -89,7 +89,8 @@ pub async fn serve(config: Config, mut stop: watch::Receiver<bool>) -> Result<()
         sessions.clone(),
         settings.results_queue(),
     ));
-    tokio::spawn(control::snapshots(store.clone(), sessions.clone()));
+    let online = monitor::Online::default();
+    tokio::spawn(control::snapshots(store.clone(), sessions.clone(), online.clone()));
     tokio::spawn(monitor::flush(
         heard.clone(),
         store.clone(),
@@ -109,7 +110,7 @@ pub async fn serve(config: Config, mut stop: watch::Receiver<bool>) -> Result<()
         store.clone(),
         session_tx,
         up_tx,
-        heard,
+        (heard, online),
         metrics,
     ));
     tokio::spawn(systemd::watchdog());
@@ -142,7 +143,7 @@ async fn broker(
     store: Store,
     sessions: watch::Sender<Option<Arc<Session>>>,
     up: watch::Sender<bool>,
-    heard: monitor::Shared,
+    (heard, online): (monitor::Shared, monitor::Online),
     metrics: Arc<HubMetrics>,
 ) {
     let node = submit::origin();
@@ -166,7 +167,12 @@ async fn broker(
             rejected: settings.rejected_queue(),
         };
         let results = tokio::spawn(ingest::run(store.clone(), session.clone(), metrics.clone(), queues));
-        let events = tokio::spawn(monitor::run(heard.clone(), session.clone(), settings.events_queue()));
+        let events = tokio::spawn(monitor::run(
+            heard.clone(),
+            online.clone(),
+            session.clone(),
+            settings.events_queue(),
+        ));
         loop {
             tokio::time::sleep(Duration::from_millis(250)).await;
             if !session.alive() || results.is_finished() || events.is_finished() {

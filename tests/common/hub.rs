@@ -152,6 +152,16 @@ impl HubSite {
         s
     }
 
+    /// Adds `lines` to every agent's `[settings]` (before they start).
+    pub fn agent_settings(&self, lines: &str) {
+        for i in 0..self.agents.len() {
+            self.write_config(
+                &format!("agent{i}.conf"),
+                &format!("node_name = ferry@{}-n{i}\n{lines}", self.site),
+            );
+        }
+    }
+
     fn write_config(&self, name: &str, extra: &str) {
         let d = self.dir.path();
         let port = self.url.rsplit(':').next().unwrap();
@@ -337,6 +347,29 @@ impl HubSite {
         v
     }
 
+    /// This site's id at the hub (other sites may be there: the hub hears
+    /// every agent on the broker).
+    pub fn site_id(&self) -> i64 {
+        let all = self.api("GET", "/api/sites/?page_size=0", None, 200);
+        all["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["name"] == self.site.as_str())
+            .and_then(|x| x["id"].as_i64())
+            .unwrap_or_else(|| panic!("no site {} at the hub: {all}", self.site))
+    }
+
+    /// Sets this site's batch size, without dynamic sizing.
+    pub fn batch_size(&self, n: u64) {
+        self.api(
+            "PATCH",
+            &format!("/api/sites/{}/", self.site_id()),
+            Some(serde_json::json!({"file_batch_size": n, "enable_auto_file_batch_sizing": false})),
+            200,
+        );
+    }
+
     /// Creates a workflow running `action` (a task name, with `kwargs`) on
     /// every file a recursive discovery finds; returns its name.
     pub fn workflow(&self, action: &str, kwargs: serde_json::Value) -> String {
@@ -386,6 +419,18 @@ impl HubSite {
                 self.log("hub.log")
             );
             std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// On a failed test, keeps the logs (not the data) in
+    /// `/tmp/ferry-hub-test-<site>/` to read afterwards.
+    pub fn keep_logs(&self) {
+        let to = std::path::PathBuf::from(format!("/tmp/ferry-hub-test-{}", self.site));
+        let _ = std::fs::create_dir_all(&to);
+        for e in std::fs::read_dir(self.dir.path()).unwrap().flatten() {
+            if e.path().extension().is_some_and(|x| x == "log") {
+                let _ = std::fs::copy(e.path(), to.join(e.file_name()));
+            }
         }
     }
 
@@ -453,6 +498,9 @@ impl HubSite {
 
 impl Drop for HubSite {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.keep_logs();
+        }
         self.kill_hub();
         for i in 0..self.agents.len() {
             self.stop_agent(i, true);

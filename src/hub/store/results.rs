@@ -108,8 +108,9 @@ pub struct Finished {
 pub struct Started {
     /// Celery task id.
     pub task_id: String,
-    /// Its job, when known.
-    pub jobid: Option<i64>,
+    /// The id of its job's root task: events are shared by every hub on a
+    /// broker, and job ids are not unique across hubs, root ids are.
+    pub root_id: String,
     /// The task that sent it.
     pub parent_id: Option<String>,
     /// Task name.
@@ -246,7 +247,7 @@ impl Store {
                     sqlx::query(
                         "UPDATE tasks SET state = $2, final = 1, node = COALESCE($3, node), children_count = $4, run = $5,
                            completed = $6, started = CASE WHEN $2 = 'CANCELLED' THEN started ELSE COALESCE(started, $6) END, summary = $7, result = $8, tasktype = $9,
-                           queue = COALESCE(queue, $10) WHERE task_id = $1",
+                           queue = COALESCE(queue, $10), site = COALESCE(site, $11) WHERE task_id = $1",
                     )
                     .bind(&r.task_id)
                     .bind(r.state)
@@ -258,6 +259,7 @@ impl Store {
                     .bind(&r.result)
                     .bind(&r.tasktype)
                     .bind(&r.queue)
+                    .bind(r.queue.as_deref().and_then(|q| q.split('.').next()))
                     .execute(&mut *tx)
                     .await
                     .map_err(db("finish a task"))?;
@@ -381,7 +383,8 @@ impl Store {
     }
 
     /// Records tasks as started on a node (monitoring events): a task not
-    /// yet final becomes STARTED; an unknown one of a known job is added.
+    /// yet final becomes STARTED; an unknown one whose root is one of this
+    /// hub's is added to that root's job.
     pub async fn mark_started(&self, batch: &[Started]) -> Result<(), StoreError> {
         let mut tx = self.write().await?;
         let mut stats: FxHashMap<(i64, String, String), i64> = FxHashMap::default();
@@ -412,24 +415,15 @@ impl Store {
                     }
                 }
                 None => {
-                    let from_parent = match &s.parent_id {
-                        Some(p) => sqlx::query("SELECT job_id FROM tasks WHERE task_id = $1")
-                            .bind(p)
-                            .fetch_optional(&mut *tx)
-                            .await
-                            .map_err(db("read a parent task"))?
-                            .map(|r| r.get::<i64, _>(0)),
-                        None => None,
-                    };
-                    let Some(job) = s.jobid.or(from_parent) else { continue };
-                    let known = sqlx::query("SELECT id FROM jobs WHERE id = $1")
-                        .bind(job)
+                    // Only tasks of this hub's jobs: their root is one of its rows.
+                    let root = sqlx::query("SELECT job_id FROM tasks WHERE task_id = $1 AND is_root = 1")
+                        .bind(&s.root_id)
                         .fetch_optional(&mut *tx)
                         .await
-                        .map_err(db("read a job"))?;
-                    if known.is_none() {
+                        .map_err(db("read a root task"))?;
+                    let Some(job) = root.map(|r| r.get::<i64, _>(0)) else {
                         continue;
-                    }
+                    };
                     sqlx::query(
                         "INSERT INTO tasks (task_id, job_id, tasktype, node, state, parent_task_id, created, started)
                          VALUES ($1, $2, $3, $4, 'STARTED', $5, $6, $6)",
@@ -470,17 +464,22 @@ impl Store {
         Ok(())
     }
 
-    /// Tasks STARTED before `before` (µs) and not finished, as failures
-    /// to file: a task that has run that long without a result lost it
-    /// (the seed's `task_invalidation_timeout`; a node that died has its
-    /// tasks set back to PENDING instead, see [`Store::requeue_node`]).
-    pub async fn lost_tasks(&self, before: i64, limit: i64) -> Result<Vec<Finished>, StoreError> {
+    /// Tasks STARTED before `before` (µs), not finished, on no node that
+    /// has beaten since `alive_since`, as failures to file: the seed's
+    /// `task_invalidation_timeout` ("STARTED tasks not running in any
+    /// queue"). A node seen dying has its tasks set back to PENDING
+    /// instead ([`Store::requeue_node`]); this catches the rest (a task
+    /// whose node the hub never knew, or forgot).
+    pub async fn lost_tasks(&self, before: i64, alive_since: i64, limit: i64) -> Result<Vec<Finished>, StoreError> {
         let rows = sqlx::query(
             "SELECT task_id, job_id, parent_task_id, tasktype, node, queue FROM tasks
-             WHERE final = 0 AND state = 'STARTED' AND started < $1 ORDER BY id LIMIT $2",
+             WHERE final = 0 AND state = 'STARTED' AND started < $1
+               AND (node IS NULL OR node NOT IN (SELECT name FROM nodes WHERE offline = 0 AND last_heartbeat >= $3))
+             ORDER BY id LIMIT $2",
         )
         .bind(before)
         .bind(limit)
+        .bind(alive_since)
         .fetch_all(&self.pool)
         .await
         .map_err(db("find lost tasks"))?;
