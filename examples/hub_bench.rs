@@ -7,6 +7,7 @@
 //! hub_bench site     URL KEY SITE                 # POST /api/sites/
 //! hub_bench ingest   URL KEY SITE QUEUE N RATE PID MAXSECS
 //! hub_bench complete URL KEY SITE QUEUE JOBS CHILDREN
+//! hub_bench held     URL KEY SITE QUEUE N         # N children first, then their parent's result
 //! hub_bench submit   URL KEY SITE RATE COUNT
 //! hub_bench mkjob    URL KEY SITE                 # prints "JOB ROOT_TASK_ID"
 //! hub_bench feed     QUEUE JOB ROOT N             # publishes a job's results, nobody reading
@@ -708,6 +709,60 @@ async fn complete(http: Http, site: &str, queue: &str, jobs: usize, children: u6
     })
 }
 
+/// Results filed so far (`ferry_hub_results_total`, all states).
+async fn filed(http: &Http) -> f64 {
+    http.text("/metrics")
+        .await
+        .lines()
+        .filter(|l| l.starts_with("ferry_hub_results_total"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// A discovery's result that comes after its children's, as it does
+/// when children finish during the walk: N children published first
+/// (held: stored, not counted), then, once all are filed, the root's
+/// result, which releases them. Measures root published → job final.
+async fn held(http: Http, site: &str, queue: &str, n: u64) -> Value {
+    let (job, root) = submit_job(&http, site, &format!("/bench/held-{}", uuid::Uuid::new_v4().simple())).await;
+    let g = Gen::new(job, &root, site);
+    let mut publisher = Publisher::new(queue).await;
+    let before = filed(&http).await;
+    let t0 = Instant::now();
+    for s in 0..n {
+        let (id, doc) = g.child(s);
+        publisher.send(&id, &doc).await;
+    }
+    publisher.flush().await;
+    while filed(&http).await < before + n as f64 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let children_s = t0.elapsed().as_secs_f64();
+    let metrics0 = http.text("/metrics").await;
+    let t = Instant::now();
+    publisher.send(&root, &g.root_doc(n)).await;
+    publisher.flush().await;
+    loop {
+        if let Some((done, total)) = progress(&http, job).await
+            && done >= total
+            && total == n + 1
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let ms = t.elapsed().as_secs_f64() * 1000.0;
+    let metrics1 = http.text("/metrics").await;
+    json!({
+        "mode": "held",
+        "children": n,
+        "children_filed_held_s": r3(children_s),
+        "children_rate": (n as f64 / children_s).round(),
+        "root_published_to_final_ms": r3(ms),
+        "hub_commit_s": histogram_delta(&metrics0, &metrics1, "ferry_hub_db_commit_seconds", ""),
+    })
+}
+
 async fn submit(http: Http, site: &str, rate: f64, count: usize) -> Value {
     let metrics0 = http.text("/metrics").await;
     let t0 = Instant::now();
@@ -955,6 +1010,7 @@ fn main() {
                 .await
             }
             "complete" => complete(Http::new(a(1), Some(a(2))), a(3), a(4), num(5) as usize, num(6) as u64).await,
+            "held" => held(Http::new(a(1), Some(a(2))), a(3), a(4), num(5) as u64).await,
             "submit" => submit(Http::new(a(1), Some(a(2))), a(3), num(4), num(5) as usize).await,
             "feed" => feed(a(1), num(2) as i64, a(3), num(4) as u64).await,
             "wait" => wait(Http::new(a(1), Some(a(2))), num(3) as i64, num(4) as u64, num(5) as u32).await,

@@ -10,7 +10,9 @@
 #   2. submit latency: POST /api/file/workflow/ at 100/s;
 #   3. publish→commit latency of 40-path results at fixed rates;
 #   4. drain: the hub started on a results queue holding DRAIN results of
-#      one job (compare with 0.);
+#      one job (compare with 0.); then HELD children whose parent's result
+#      comes last (as when children finish during the walk): time from the
+#      parent's result to the job's end;
 #   5. the store alone: Store::ingest in-process, no broker, no HTTP;
 #   6. sustained ingest at full speed of one job of BIG results, with the
 #      hub's RSS sampled, stopped after MAXSECS; database size per task.
@@ -35,6 +37,7 @@ JOBS=${JOBS:-10}
 CHILDREN=${CHILDREN:-1000}
 SUBMITS=${SUBMITS:-1000}
 STORE_N=${STORE_N:-50000}
+HELD=${HELD:-100000}
 ENGINES=${ENGINES:-"sqlite postgres"}
 PG=${PG:-postgres://postgres@127.0.0.1:5432}
 
@@ -172,6 +175,8 @@ CONF
   $bench feed "$prefix.results" "$job" "$root" $((DRAIN - 1)) >/dev/null
   start_hub
   record drain "$($bench wait "$url" "$key" "$job" "$DRAIN" "$hub_pid")"
+  echo "-- held children: $HELD results before their parent's, then the parent's"
+  record held "$($bench held "$url" "$key" "$site" "$prefix.results" "$HELD")"
   echo "-- the store alone (Store::ingest in-process, batches of 1,000)"
   record store "$($bench store "$store_db" "$STORE_N")"
   echo "-- sustained ingest: $BIG results at full speed (stops after ${MAXSECS}s), RSS sampled"
