@@ -150,6 +150,17 @@ struct JobDelta {
     acted: bool,
 }
 
+/// A parent's row as counting its children needs it.
+#[derive(Clone)]
+struct Parent {
+    job_id: i64,
+    /// Final, and counted or orphaned: it will not change again.
+    settled: bool,
+    counted: i64,
+    run: Option<String>,
+    children_count: i64,
+}
+
 /// A task row as counting needs it.
 struct Counted {
     task_id: String,
@@ -192,6 +203,11 @@ impl Store {
     /// documentation for what counts).
     pub async fn ingest(&self, batch: &[Finished]) -> Result<Ingested, StoreError> {
         let mut out = Ingested::default();
+        // Parents whose verdict is in, and jobs known to exist: looked up
+        // once per batch, not once per result (most results of a batch
+        // share a parent and a job).
+        let mut settled: FxHashMap<String, Parent> = FxHashMap::default();
+        let mut jobs: rustc_hash::FxHashSet<i64> = rustc_hash::FxHashSet::default();
         let mut deltas: FxHashMap<i64, JobDelta> = FxHashMap::default();
         let mut stats: FxHashMap<(i64, String, String), i64> = FxHashMap::default();
         let mut tx = self.write().await?;
@@ -203,13 +219,31 @@ impl Store {
                     .await
                     .map_err(db("read a task"))?;
             let parent = match &r.parent_id {
-                Some(p) => {
-                    sqlx::query("SELECT job_id, final, counted, run, children_count FROM tasks WHERE task_id = $1")
+                Some(p) => match settled.get(p) {
+                    Some(known) => Some(known.clone()),
+                    None => {
+                        let row = sqlx::query(
+                            "SELECT job_id, final, counted, run, children_count FROM tasks WHERE task_id = $1",
+                        )
                         .bind(p)
                         .fetch_optional(&mut *tx)
                         .await
                         .map_err(db("read a parent task"))?
-                }
+                        .map(|row| Parent {
+                            job_id: row.get(0),
+                            settled: row.get::<i64, _>(1) != 0 && row.get::<i64, _>(2) != 0,
+                            counted: row.get(2),
+                            run: row.get(3),
+                            children_count: row.get(4),
+                        });
+                        // A settled parent never changes again: keep it
+                        // for its siblings in this batch.
+                        if let Some(found) = row.as_ref().filter(|f| f.settled) {
+                            settled.insert(p.clone(), found.clone());
+                        }
+                        row
+                    }
+                },
                 None => None,
             };
             let (job_id, is_root) = match &existing {
@@ -219,14 +253,19 @@ impl Store {
                 }
                 Some(row) => (row.get::<i64, _>("job_id"), row.get::<i64, _>("is_root") != 0),
                 None => {
-                    let from_parent = parent.as_ref().map(|p| p.get::<i64, _>("job_id"));
+                    let from_parent = parent.as_ref().map(|p| p.job_id);
                     let job = match r.jobid.or(from_parent) {
-                        Some(j) => sqlx::query("SELECT id FROM jobs WHERE id = $1")
-                            .bind(j)
-                            .fetch_optional(&mut *tx)
-                            .await
-                            .map_err(db("read a job"))?
-                            .map(|row| row.get::<i64, _>(0)),
+                        Some(j) if jobs.contains(&j) => Some(j),
+                        Some(j) => {
+                            let found = sqlx::query("SELECT id FROM jobs WHERE id = $1")
+                                .bind(j)
+                                .fetch_optional(&mut *tx)
+                                .await
+                                .map_err(db("read a job"))?
+                                .map(|row| row.get::<i64, _>(0));
+                            jobs.extend(found);
+                            found
+                        }
                         None => None,
                     };
                     match job {
@@ -319,22 +358,9 @@ impl Store {
             let verdict = if is_root {
                 Some(COUNTED)
             } else {
-                parent.as_ref().and_then(|p| {
-                    let (final_, counted) = (p.get::<i64, _>("final"), p.get::<i64, _>("counted"));
-                    match (final_, counted) {
-                        (1, COUNTED) => Some(
-                            match announced(
-                                &r.task_id,
-                                p.get::<Option<String>, _>("run").as_deref(),
-                                p.get("children_count"),
-                            ) {
-                                true => COUNTED,
-                                false => ORPHAN,
-                            },
-                        ),
-                        (1, ORPHAN) => Some(ORPHAN),
-                        _ => None,
-                    }
+                parent.as_ref().filter(|p| p.settled).map(|p| match p.counted {
+                    COUNTED if announced(&r.task_id, p.run.as_deref(), p.children_count) => COUNTED,
+                    _ => ORPHAN,
                 })
             };
             match verdict {
@@ -569,6 +595,10 @@ async fn settle(
         } else {
             out.orphans += 1;
             d.orphans += 1;
+        }
+        if t.children_count == 0 {
+            // Nothing it announced can be held for it.
+            continue;
         }
         let held = sqlx::query(
             "SELECT task_id, job_id, state, children_count, run, summary, tasktype FROM tasks
