@@ -349,6 +349,14 @@ fn bad_requests_get_a_4xx_that_names_the_field_and_write_nothing() {
     assert_eq!(s.api("GET", "/api/jobs/", None, 200)["count"], 0);
     assert_eq!(s.api("GET", "/api/tasks/", None, 200)["count"], 0);
     assert!(!s.log("hub.log").contains("panicked"));
+    // A submission to a queue no node consumes is accepted and says so.
+    let waiting = s.api("POST", "/api/file/workflow/", Some(sub(json!({}))), 201);
+    assert_eq!(
+        (&waiting["state"], &waiting["queue_nodes_online"]),
+        (&json!("PENDING"), &json!(0)),
+        "{waiting}"
+    );
+    assert!(s.log("hub.log").contains("no node online consumes its queue"));
     // Swagger UI, from compiled-in assets.
     let (code, _) = s.call("GET", "/api/docs/", None, None);
     assert_eq!(code, 200);

@@ -35,8 +35,9 @@ fn big_job_with(agent_settings: &str) -> (HubSite, i64) {
     let root = s.data().join("big");
     tree(&root, 50, 2000);
     let w = s.workflow("dynamo.tasks.stat_paths", serde_json::json!({}));
-    let id = s.submit(&w, &root)["id"].as_i64().unwrap();
-    (s, id)
+    let job = s.submit(&w, &root);
+    assert_eq!(job["queue_nodes_online"], 2, "{job}");
+    (s, job["id"].as_i64().unwrap())
 }
 
 /// [`big_job`] with agents that publish one child at a time, each

@@ -110,6 +110,10 @@ pub struct JobOut {
     discovery: Option<String>,
     site: String,
     queue: String,
+    /// Nodes online that consume the job's queue, while the job runs
+    /// (null once it has ended): 0 says that nothing will take its tasks
+    /// until an agent of that queue comes back.
+    pub(super) queue_nodes_online: Option<i64>,
     friendly_name: String,
     /// The first 1,000 task ids.
     tasks: Vec<i64>,
@@ -141,6 +145,13 @@ fn owner(j: &Job) -> OwnerOut {
 /// A job as the API shows it.
 pub async fn job_out(s: &ApiState, base: &Base, j: &Job) -> ApiResult<JobOut> {
     let (count, ids) = s.store.job_task_ids(j.id, TASK_IDS_SHOWN).await?;
+    let queue_nodes_online = match state::FINAL.contains(&j.state.as_str()) {
+        true => None,
+        false => {
+            let since = now_us() - s.settings.node_health_interval.as_micros() as i64;
+            Some(s.store.queue_consumers(&j.site, &j.queue, since).await?)
+        }
+    };
     Ok(JobOut {
         url: base.url(&format!("/api/jobs/{}/", j.id)),
         id: j.id,
@@ -149,6 +160,7 @@ pub async fn job_out(s: &ApiState, base: &Base, j: &Job) -> ApiResult<JobOut> {
         discovery: j.discovery.clone(),
         site: j.site.clone(),
         queue: j.queue.clone(),
+        queue_nodes_online,
         friendly_name: j.friendly_name.clone(),
         tasks: ids,
         tasks_count: count,

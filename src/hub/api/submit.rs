@@ -251,5 +251,9 @@ async fn submit(s: State, c: Caller, base: Base, Body(sub): Body<Submission>) ->
         s.store.end_empty_job(job_id).await?;
     }
     let job = s.store.job(job_id).await?.ok_or_else(|| ApiError::not_found("job"))?;
-    Ok((StatusCode::CREATED, Json(job_out(&s, &base, &job).await?)).into_response())
+    let out = job_out(&s, &base, &job).await?;
+    if out.queue_nodes_online == Some(0) {
+        tracing::warn!(job = job_id, site = %job.site, queue = %job.queue, "job accepted, but no node online consumes its queue: it waits");
+    }
+    Ok((StatusCode::CREATED, Json(out)).into_response())
 }

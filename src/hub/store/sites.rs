@@ -431,6 +431,23 @@ impl Store {
         Ok(())
     }
 
+    /// How many nodes that beat since `since` (µs) consume `site`'s queue
+    /// `queue`, by site and queue name.
+    pub async fn queue_consumers(&self, site: &str, queue: &str, since: i64) -> Result<i64, StoreError> {
+        let row = sqlx::query(
+            "SELECT COUNT(*) FROM queue_nodes qn JOIN queues q ON q.id = qn.queue_id JOIN sites s ON s.id = q.site_id
+             JOIN nodes n ON n.id = qn.node_id
+             WHERE s.name = $1 AND q.name = $2 AND qn.last_heartbeat >= $3 AND n.offline = 0",
+        )
+        .bind(site)
+        .bind(queue)
+        .bind(since)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(db("count a queue's nodes"))?;
+        Ok(row.get(0))
+    }
+
     /// Whether `site` has a queue called `queue`.
     pub async fn queue_exists(&self, site_id: i64, queue: &str) -> Result<bool, StoreError> {
         let row = sqlx::query("SELECT id FROM queues WHERE site_id = $1 AND name = $2")
