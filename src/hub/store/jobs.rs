@@ -533,23 +533,7 @@ impl Store {
 
     /// Jobs matching `filter`, newest first, and how many match.
     pub async fn jobs(&self, filter: &Filter, page: Page) -> Result<(i64, Vec<Job>), StoreError> {
-        let count_sql = format!("SELECT COUNT(*) FROM jobs{}", filter.sql());
-        let count: i64 = filter
-            .bind(sqlx::query(&count_sql))
-            .fetch_one(&self.pool)
-            .await
-            .map_err(db("count jobs"))?
-            .get(0);
-        let sql = format!(
-            "SELECT {JOB_COLUMNS} FROM jobs{} ORDER BY id DESC{}",
-            filter.sql(),
-            page.sql()
-        );
-        let rows = filter
-            .bind(sqlx::query(&sql))
-            .fetch_all(&self.pool)
-            .await
-            .map_err(db("list jobs"))?;
+        let (count, rows) = self.listed("jobs", JOB_COLUMNS, "id DESC", filter, page).await?;
         Ok((count, rows.iter().map(job).collect::<Result<_, _>>()?))
     }
 
@@ -604,23 +588,7 @@ impl Store {
 
     /// Tasks matching `filter`, by id, and how many match.
     pub async fn tasks(&self, filter: &Filter, page: Page) -> Result<(i64, Vec<Task>), StoreError> {
-        let count_sql = format!("SELECT COUNT(*) FROM tasks{}", filter.sql());
-        let count: i64 = filter
-            .bind(sqlx::query(&count_sql))
-            .fetch_one(&self.pool)
-            .await
-            .map_err(db("count tasks"))?
-            .get(0);
-        let sql = format!(
-            "SELECT {TASK_COLUMNS} FROM tasks{} ORDER BY id{}",
-            filter.sql(),
-            page.sql()
-        );
-        let rows = filter
-            .bind(sqlx::query(&sql))
-            .fetch_all(&self.pool)
-            .await
-            .map_err(db("list tasks"))?;
+        let (count, rows) = self.listed("tasks", TASK_COLUMNS, "id", filter, page).await?;
         Ok((count, rows.iter().map(task).collect::<Result<_, _>>()?))
     }
 
@@ -658,15 +626,39 @@ impl Store {
 
     /// Per-file records matching `filter`, by id, and how many match.
     pub async fn file_records(&self, filter: &Filter, page: Page) -> Result<(i64, Vec<FileRecord>), StoreError> {
-        let count_sql = format!("SELECT COUNT(*) FROM jobstats{}", filter.sql());
+        let columns = "id, job_id, path, state, code, message, task_id";
+        let (count, rows) = self.listed("jobstats", columns, "id", filter, page).await?;
+        let record = |r: &AnyRow| FileRecord {
+            id: r.get("id"),
+            job_id: r.get("job_id"),
+            path: r.get("path"),
+            state: r.get("state"),
+            code: r.get("code"),
+            message: r.get("message"),
+            task_id: r.get("task_id"),
+        };
+        Ok((count, rows.iter().map(record).collect()))
+    }
+
+    /// One page of the rows of `table` (`columns`) that match `filter`, in
+    /// `order`, and how many match in all: what every paged list reads.
+    async fn listed(
+        &self,
+        table: &str,
+        columns: &str,
+        order: &str,
+        filter: &Filter,
+        page: Page,
+    ) -> Result<(i64, Vec<AnyRow>), StoreError> {
+        let count_sql = format!("SELECT COUNT(*) FROM {table}{}", filter.sql());
         let count: i64 = filter
             .bind(sqlx::query(&count_sql))
             .fetch_one(&self.pool)
             .await
-            .map_err(db("count file records"))?
+            .map_err(db("count a list"))?
             .get(0);
         let sql = format!(
-            "SELECT id, job_id, path, state, code, message, task_id FROM jobstats{} ORDER BY id{}",
+            "SELECT {columns} FROM {table}{} ORDER BY {order}{}",
             filter.sql(),
             page.sql()
         );
@@ -674,21 +666,8 @@ impl Store {
             .bind(sqlx::query(&sql))
             .fetch_all(&self.pool)
             .await
-            .map_err(db("list file records"))?;
-        Ok((
-            count,
-            rows.iter()
-                .map(|r| FileRecord {
-                    id: r.get("id"),
-                    job_id: r.get("job_id"),
-                    path: r.get("path"),
-                    state: r.get("state"),
-                    code: r.get("code"),
-                    message: r.get("message"),
-                    task_id: r.get("task_id"),
-                })
-                .collect(),
-        ))
+            .map_err(db("read a list"))?;
+        Ok((count, rows))
     }
 }
 
