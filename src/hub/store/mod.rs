@@ -57,17 +57,6 @@ pub enum StoreError {
 }
 
 impl StoreError {
-    /// Whether the failure is the database's state (locked, full, gone)
-    /// rather than a statement's: worth retrying later.
-    pub fn is_transient(&self) -> bool {
-        match self {
-            StoreError::Db { source, .. } => {
-                !matches!(source, sqlx::Error::RowNotFound | sqlx::Error::ColumnDecode { .. })
-            }
-            _ => false,
-        }
-    }
-
     /// Whether a unique constraint refused the write.
     pub fn is_conflict(&self) -> bool {
         match self {
