@@ -124,6 +124,52 @@ pub struct Beat {
     pub queues: Vec<(String, String)>,
 }
 
+type SiteQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>;
+
+/// Binds a site's fields after its first placeholder (its name or id), in
+/// the order of the columns `label` to `gpfs_iscan_threads`, as both the
+/// insert and the update write them.
+fn bind_settings<'q>(q: SiteQuery<'q>, s: &'q Site) -> SiteQuery<'q> {
+    q.bind(&s.label)
+        .bind(&s.shortcode)
+        .bind(&s.kind)
+        .bind(&s.timezone)
+        .bind(&s.public_url)
+        .bind(s.color.to_string())
+        .bind(s.bandwidth)
+        .bind(s.file_batch_size)
+        .bind(s.file_batch_gb)
+        .bind(s.enable_auto_file_batch_sizing as i64)
+        .bind(serde_json::to_string(&s.include).expect("json"))
+        .bind(serde_json::to_string(&s.exclude).expect("json"))
+        .bind(s.lock_threshold)
+        .bind(s.gpfs_iscan_buckets)
+        .bind(s.gpfs_iscan_threads)
+}
+
+/// Inserts a site and its `default` queue in `tx`; its id.
+async fn insert_site(tx: &mut sqlx::Transaction<'static, sqlx::Any>, s: &Site) -> Result<i64, StoreError> {
+    let q = sqlx::query(
+        "INSERT INTO sites (name, label, shortcode, type, timezone, public_url, color, bandwidth, file_batch_size, file_batch_gb,
+           enable_auto_file_batch_sizing, includes, excludes, lock_threshold, gpfs_iscan_buckets, gpfs_iscan_threads, created)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) RETURNING id",
+    )
+    .bind(&s.name);
+    let id: i64 = bind_settings(q, s)
+        .bind(now_us())
+        .fetch_one(&mut **tx)
+        .await
+        .map_err(db("create a site"))?
+        .get(0);
+    sqlx::query("INSERT INTO queues (site_id, name, label, created) VALUES ($1, 'default', 'default', $2)")
+        .bind(id)
+        .bind(now_us())
+        .execute(&mut **tx)
+        .await
+        .map_err(db("create a site's default queue"))?;
+    Ok(id)
+}
+
 const SITE_COLUMNS: &str = "id, name, label, shortcode, type, timezone, public_url, color, bandwidth, file_batch_size, file_batch_gb, enable_auto_file_batch_sizing, includes, excludes, lock_threshold, gpfs_iscan_buckets, gpfs_iscan_threads";
 
 fn site(r: &AnyRow) -> Result<Site, StoreError> {
@@ -186,68 +232,23 @@ impl Store {
     /// 003:L9872); returns its id.
     pub async fn create_site(&self, s: &Site) -> Result<i64, StoreError> {
         let mut tx = self.write().await?;
-        let id: i64 = sqlx::query(
-            "INSERT INTO sites (name, label, shortcode, type, timezone, public_url, color, bandwidth, file_batch_size, file_batch_gb,
-               enable_auto_file_batch_sizing, includes, excludes, lock_threshold, gpfs_iscan_buckets, gpfs_iscan_threads, created)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) RETURNING id",
-        )
-        .bind(&s.name)
-        .bind(&s.label)
-        .bind(&s.shortcode)
-        .bind(&s.kind)
-        .bind(&s.timezone)
-        .bind(&s.public_url)
-        .bind(s.color.to_string())
-        .bind(s.bandwidth)
-        .bind(s.file_batch_size)
-        .bind(s.file_batch_gb)
-        .bind(s.enable_auto_file_batch_sizing as i64)
-        .bind(serde_json::to_string(&s.include).expect("json"))
-        .bind(serde_json::to_string(&s.exclude).expect("json"))
-        .bind(s.lock_threshold)
-        .bind(s.gpfs_iscan_buckets)
-        .bind(s.gpfs_iscan_threads)
-        .bind(now_us())
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(db("create a site"))?
-        .get(0);
-        sqlx::query("INSERT INTO queues (site_id, name, label, created) VALUES ($1, 'default', 'default', $2)")
-            .bind(id)
-            .bind(now_us())
-            .execute(&mut *tx)
-            .await
-            .map_err(db("create a site's default queue"))?;
+        let id = insert_site(&mut tx, s).await?;
         tx.commit().await.map_err(db("commit"))?;
         Ok(id)
     }
 
     /// Writes every field of `s` (by its id) but its name.
     pub async fn update_site(&self, s: &Site) -> Result<bool, StoreError> {
-        let done = sqlx::query(
+        let q = sqlx::query(
             "UPDATE sites SET label = $2, shortcode = $3, type = $4, timezone = $5, public_url = $6, color = $7, bandwidth = $8,
                file_batch_size = $9, file_batch_gb = $10, enable_auto_file_batch_sizing = $11, includes = $12, excludes = $13,
                lock_threshold = $14, gpfs_iscan_buckets = $15, gpfs_iscan_threads = $16 WHERE id = $1",
         )
-        .bind(s.id)
-        .bind(&s.label)
-        .bind(&s.shortcode)
-        .bind(&s.kind)
-        .bind(&s.timezone)
-        .bind(&s.public_url)
-        .bind(s.color.to_string())
-        .bind(s.bandwidth)
-        .bind(s.file_batch_size)
-        .bind(s.file_batch_gb)
-        .bind(s.enable_auto_file_batch_sizing as i64)
-        .bind(serde_json::to_string(&s.include).expect("json"))
-        .bind(serde_json::to_string(&s.exclude).expect("json"))
-        .bind(s.lock_threshold)
-        .bind(s.gpfs_iscan_buckets)
-        .bind(s.gpfs_iscan_threads)
-        .execute(&self.pool)
-        .await
-        .map_err(db("update a site"))?;
+        .bind(s.id);
+        let done = bind_settings(q, s)
+            .execute(&self.pool)
+            .await
+            .map_err(db("update a site"))?;
         Ok(done.rows_affected() > 0)
     }
 
@@ -350,28 +351,7 @@ impl Store {
                 .map_err(db("read a site"))?
                 .map(|r| r.get(0));
             if site_id.is_none() && create_sites && !b.site.is_empty() {
-                let s = Site::named(&b.site);
-                let id: i64 = sqlx::query(
-                    "INSERT INTO sites (name, label, shortcode, color, file_batch_size, file_batch_gb, enable_auto_file_batch_sizing,
-                       includes, excludes, lock_threshold, created)
-                     VALUES ($1, $1, $1, '[]', $2, $3, $4, '[]', '[]', $5, $6) RETURNING id",
-                )
-                .bind(&s.name)
-                .bind(s.file_batch_size)
-                .bind(s.file_batch_gb)
-                .bind(s.enable_auto_file_batch_sizing as i64)
-                .bind(s.lock_threshold)
-                .bind(now_us())
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(db("create a site from a heartbeat"))?
-                .get(0);
-                sqlx::query("INSERT INTO queues (site_id, name, label, created) VALUES ($1, 'default', 'default', $2)")
-                    .bind(id)
-                    .bind(now_us())
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(db("create a default queue"))?;
+                let id = insert_site(&mut tx, &Site::named(&b.site)).await?;
                 tracing::info!(site = %b.site, node = %b.node, "site created from a node's heartbeat");
                 site_id = Some(id);
             }
