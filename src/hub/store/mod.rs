@@ -69,6 +69,9 @@ impl StoreError {
     }
 }
 
+/// A statement being bound.
+pub(crate) type Statement<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>;
+
 /// Adds what was being done to a driver error.
 pub(crate) fn db(context: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
     move |source| StoreError::Db { context, source }

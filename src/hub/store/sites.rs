@@ -2,7 +2,7 @@
 //! heartbeats ([`Store::record_heartbeats`]); sites are made by an admin
 //! or, with `auto_create_sites`, by a node's first heartbeat.
 
-use super::{Store, StoreError, db, flag, json_col, now_us};
+use super::{Statement, Store, StoreError, db, flag, json_col, now_us};
 use crate::config::defaults;
 use sqlx::Row;
 use sqlx::any::AnyRow;
@@ -124,12 +124,10 @@ pub struct Beat {
     pub queues: Vec<(String, String)>,
 }
 
-type SiteQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>;
-
 /// Binds a site's fields after its first placeholder (its name or id), in
 /// the order of the columns `label` to `gpfs_iscan_threads`, as both the
 /// insert and the update write them.
-fn bind_settings<'q>(q: SiteQuery<'q>, s: &'q Site) -> SiteQuery<'q> {
+fn bind_settings<'q>(q: Statement<'q>, s: &'q Site) -> Statement<'q> {
     q.bind(&s.label)
         .bind(&s.shortcode)
         .bind(&s.kind)

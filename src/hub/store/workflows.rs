@@ -1,6 +1,6 @@
 //! Workflows: a discovery, filter rules and runtime fields, by name.
 
-use super::{Store, StoreError, db, flag, json_col};
+use super::{Statement, Store, StoreError, db, flag, json_col};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
@@ -35,6 +35,23 @@ pub struct Workflow {
     pub preferred_queue: Option<String>,
     /// Installed by ferry.
     pub builtin: bool,
+}
+
+/// Binds a workflow's fields after its first placeholder (its name or
+/// id), in the order of the columns `label` to `preferred_queue`, as both
+/// the insert and the update write them.
+fn bind_fields<'q>(q: Statement<'q>, w: &'q Workflow) -> Statement<'q> {
+    q.bind(&w.label)
+        .bind(w.icon_classes.to_string())
+        .bind(&w.discovery)
+        .bind(w.enabled as i64)
+        .bind(w.visible as i64)
+        .bind(w.schedule_only as i64)
+        .bind(w.external_only as i64)
+        .bind(w.fields.to_string())
+        .bind(w.filter_rules.to_string())
+        .bind(w.discovery_options.to_string())
+        .bind(&w.preferred_queue)
 }
 
 const COLUMNS: &str = "id, name, label, icon_classes, discovery, enabled, visible, schedule_only, external_only, fields, filter_rules, discovery_options, preferred_queue, builtin";
@@ -91,51 +108,31 @@ impl Store {
     /// Creates a workflow; its id. A name in use is a conflict
     /// ([`StoreError::is_conflict`]).
     pub async fn create_workflow(&self, w: &Workflow) -> Result<i64, StoreError> {
-        let row = sqlx::query(
+        let q = sqlx::query(
             "INSERT INTO workflows (name, label, icon_classes, discovery, enabled, visible, schedule_only, external_only, fields,
                filter_rules, discovery_options, preferred_queue, builtin)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING id",
         )
-        .bind(&w.name)
-        .bind(&w.label)
-        .bind(w.icon_classes.to_string())
-        .bind(&w.discovery)
-        .bind(w.enabled as i64)
-        .bind(w.visible as i64)
-        .bind(w.schedule_only as i64)
-        .bind(w.external_only as i64)
-        .bind(w.fields.to_string())
-        .bind(w.filter_rules.to_string())
-        .bind(w.discovery_options.to_string())
-        .bind(&w.preferred_queue)
-        .bind(w.builtin as i64)
-        .fetch_one(&self.pool)
-        .await
-        .map_err(db("create a workflow"))?;
+        .bind(&w.name);
+        let row = bind_fields(q, w)
+            .bind(w.builtin as i64)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db("create a workflow"))?;
         Ok(row.get(0))
     }
 
     /// Writes every field of `w` (by its id) but its name.
     pub async fn update_workflow(&self, w: &Workflow) -> Result<bool, StoreError> {
-        let done = sqlx::query(
+        let q = sqlx::query(
             "UPDATE workflows SET label = $2, icon_classes = $3, discovery = $4, enabled = $5, visible = $6, schedule_only = $7,
                external_only = $8, fields = $9, filter_rules = $10, discovery_options = $11, preferred_queue = $12 WHERE id = $1",
         )
-        .bind(w.id)
-        .bind(&w.label)
-        .bind(w.icon_classes.to_string())
-        .bind(&w.discovery)
-        .bind(w.enabled as i64)
-        .bind(w.visible as i64)
-        .bind(w.schedule_only as i64)
-        .bind(w.external_only as i64)
-        .bind(w.fields.to_string())
-        .bind(w.filter_rules.to_string())
-        .bind(w.discovery_options.to_string())
-        .bind(&w.preferred_queue)
-        .execute(&self.pool)
-        .await
-        .map_err(db("update a workflow"))?;
+        .bind(w.id);
+        let done = bind_fields(q, w)
+            .execute(&self.pool)
+            .await
+            .map_err(db("update a workflow"))?;
         Ok(done.rows_affected() > 0)
     }
 
