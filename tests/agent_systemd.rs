@@ -14,32 +14,16 @@ const UNIT: &str = include_str!("../systemd/ferry-agent.service");
 
 #[test]
 fn unit_file_verifies() {
-    for key in [
-        "Type=notify",
-        "WatchdogSec=",
-        "Restart=on-failure",
-        "LimitNOFILE=",
-        "NoNewPrivileges=yes",
-    ] {
-        assert!(UNIT.contains(key), "the unit lacks {key}");
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let unit = dir.path().join("ferry-agent.service");
-    // The installed path does not exist here; point at the built binary.
-    std::fs::write(&unit, UNIT.replace("/usr/local/bin/ferry", env!("CARGO_BIN_EXE_ferry"))).unwrap();
-    let out = match Command::new("systemd-analyze").arg("verify").arg(&unit).output() {
-        Ok(o) => o,
-        Err(e) => {
-            common::skip_or_fail(&format!("unit_file_verifies needs systemd-analyze: {e}"));
-            return;
-        }
-    };
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    // Units named only for ordering (gpfs.service) need not exist here.
-    let problems: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
-    assert!(
-        out.status.success() && problems.is_empty(),
-        "systemd-analyze verify:\n{stderr}"
+    common::verify_unit(
+        "ferry-agent.service",
+        UNIT,
+        &[
+            "Type=notify",
+            "WatchdogSec=",
+            "Restart=on-failure",
+            "LimitNOFILE=",
+            "NoNewPrivileges=yes",
+        ],
     );
 }
 

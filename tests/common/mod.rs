@@ -115,3 +115,29 @@ pub fn run_within(cmd: &mut Command, stdin: Option<&[u8]>, limit: Duration, what
         stderr: err.join().unwrap().expect("reading stderr"),
     }
 }
+
+/// Checks a systemd unit shipped in `systemd/`: it holds every one of
+/// `keys`, and `systemd-analyze verify` passes it without a word once its
+/// `/usr/local/bin/ferry` points at the built binary (units named only for
+/// ordering need not exist). Fails under CI without systemd-analyze.
+pub fn verify_unit(name: &str, text: &str, keys: &[&str]) {
+    for key in keys {
+        assert!(text.contains(key), "{name} lacks {key}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let unit = dir.path().join(name);
+    std::fs::write(&unit, text.replace("/usr/local/bin/ferry", env!("CARGO_BIN_EXE_ferry"))).unwrap();
+    let out = match Command::new("systemd-analyze").arg("verify").arg(&unit).output() {
+        Ok(o) => o,
+        Err(e) => {
+            skip_or_fail(&format!("verifying {name} needs systemd-analyze: {e}"));
+            return;
+        }
+    };
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let problems: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(
+        out.status.success() && problems.is_empty(),
+        "systemd-analyze verify {name}:\n{stderr}"
+    );
+}
