@@ -8,10 +8,9 @@
 //! twice runs once: its result counts once, see [`super::results`]).
 
 use super::ledger::{add_stat, finish_if_done};
-use super::{Store, StoreError, db, flag, json_col, now_us};
+use super::{Statement, Store, StoreError, db, flag, json_col, now_us};
 use sqlx::Row;
-use sqlx::any::{AnyArguments, AnyRow};
-use sqlx::query::Query;
+use sqlx::any::AnyRow;
 
 pub use super::ledger::{state, task_state};
 
@@ -224,7 +223,7 @@ impl Filter {
         }
     }
 
-    fn bind<'q>(&'q self, mut q: Query<'q, sqlx::Any, AnyArguments<'q>>) -> Query<'q, sqlx::Any, AnyArguments<'q>> {
+    fn bind<'q>(&'q self, mut q: Statement<'q>) -> Statement<'q> {
         for b in &self.binds {
             q = match b {
                 Bind::Int(i) => q.bind(*i),
