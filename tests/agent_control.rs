@@ -303,6 +303,48 @@ fn an_agent_started_after_a_cancel_learns_it_from_a_snapshot() {
     assert!(agent.stop().success(), "{}", agent.log());
 }
 
+#[test]
+fn an_agent_waits_for_a_snapshot_before_it_takes_tasks_queued_while_it_was_away() {
+    if !broker_or_skip() {
+        return;
+    }
+    let mut agent = Agent::new("control_wait = 30");
+    let a = agent.data().join("a");
+    std::fs::write(&a, b"abc").unwrap();
+    let q = agent.queue("worker");
+    let (missed, other) = (uuid::Uuid::new_v4().to_string(), uuid::Uuid::new_v4().to_string());
+    let kwargs = json!({"paths": [a.display().to_string()]});
+    rt().block_on(async {
+        let mut c = Client::connect().await;
+        let ech = c.conn.create_channel().await.unwrap();
+        let mut events = events(&ech).await;
+        // Queued while no agent runs: a task of a job cancelled meanwhile,
+        // and one of a job that is not.
+        declare_durable(&c.ch, &q).await;
+        let refused = send_in_job(&c, &q, "dynamo.tasks.stat_paths", &kwargs, &missed).await;
+        let runs = send_in_job(&c, &q, "dynamo.tasks.stat_paths", &kwargs, &other).await;
+        agent.spawn();
+        let pid = agent.child.as_ref().unwrap().id();
+        // The agent says it is online and takes nothing until a snapshot
+        // comes (as a hub answers worker-online).
+        event(&mut events, "worker-online", pid, |_| true).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(!agent.log().contains("connected; consuming"), "{}", agent.log());
+        let body = json!({"op": "snapshot", "cancel": [{"root": missed, "until": unix_in(600)}]});
+        control(&c.ch, body.to_string().as_bytes()).await;
+        let r = c.reply_for(&refused, LONG).await;
+        assert_revoked(&r, &refused);
+        let r = c.reply_for(&runs, LONG).await;
+        assert_eq!(r["status"], "SUCCESS", "{r}");
+    });
+    assert!(
+        !agent.log().contains("no cancel snapshot within control_wait"),
+        "{}",
+        agent.log()
+    );
+    assert!(agent.stop().success(), "{}", agent.log());
+}
+
 /// Every reply on a reply queue, kept in arrival order.
 struct Replies {
     consumer: lapin::Consumer,

@@ -233,8 +233,9 @@ fn unix_now() -> i64 {
 /// new one and listens again), then applies every message it receives to
 /// `set` until the session ends. Messages are consumed without
 /// acknowledgement: one lost with a connection is repeated by the hub's
-/// next snapshot. The returned task ends when the session does.
-pub async fn listen(session: &Session, set: Arc<CancelSet>) -> lapin::Result<tokio::task::JoinHandle<()>> {
+/// next snapshot. The returned task ends when the session does; the
+/// returned receiver is told when the first snapshot has been applied.
+pub async fn listen(session: &Session, set: Arc<CancelSet>) -> lapin::Result<Listening> {
     let ch = session.channel().await?;
     let durable = ExchangeDeclareOptions {
         durable: true,
@@ -274,29 +275,48 @@ pub async fn listen(session: &Session, set: Arc<CancelSet>) -> lapin::Result<tok
         exchange = CONTROL_EXCHANGE,
         "listening for control messages"
     );
-    Ok(tokio::spawn(async move {
+    let (told, first_snapshot) = tokio::sync::oneshot::channel();
+    let task = tokio::spawn(async move {
         // The channel stays open while the loop runs.
         let _channel = ch;
+        let mut told = Some(told);
         while let Some(d) = consumer.next().await {
             match d {
-                Ok(d) => obey(&set, d.properties.content_type().as_ref().map(|s| s.as_str()), &d.data),
+                Ok(d) => {
+                    let applied = obey(&set, d.properties.content_type().as_ref().map(|s| s.as_str()), &d.data);
+                    if let Some(ControlMessage::Snapshot(_)) = applied
+                        && let Some(t) = told.take()
+                    {
+                        let _ = t.send(());
+                    }
+                }
                 Err(e) => {
                     debug!(error = %e, "control consumer ended");
                     break;
                 }
             }
         }
-    }))
+    });
+    Ok(Listening { task, first_snapshot })
 }
 
-/// Applies one control message, or logs why it was ignored.
-fn obey(set: &CancelSet, content_type: Option<&str>, body: &[u8]) {
+/// A bound control queue being read ([`listen`]).
+pub struct Listening {
+    /// The consumer loop; it ends when the session does.
+    pub task: tokio::task::JoinHandle<()>,
+    /// Resolves once the first snapshot has been applied: from then on the
+    /// agent knows every job its hubs have cancelled.
+    pub first_snapshot: tokio::sync::oneshot::Receiver<()>,
+}
+
+/// Applies one control message and returns it, or logs why it was ignored.
+fn obey(set: &CancelSet, content_type: Option<&str>, body: &[u8]) -> Option<ControlMessage> {
     let msg = match parse(content_type, body) {
         Ok(m) => m,
         Err(e) => {
             let start = String::from_utf8_lossy(&body[..body.len().min(200)]);
             warn!(reason = %e, body = %start, "ignoring a control message");
-            return;
+            return None;
         }
     };
     let added = set.apply(&msg, unix_now());
@@ -314,6 +334,7 @@ fn obey(set: &CancelSet, content_type: Option<&str>, body: &[u8]) {
         }
         ControlMessage::Snapshot(e) => debug!(count = e.len(), "cancel snapshot: nothing new"),
     }
+    Some(msg)
 }
 
 #[cfg(test)]

@@ -227,10 +227,23 @@ async fn serve(agent: Arc<Agent>) {
         // handlers need the session.
         agent.session.send_replace(Some(session.clone()));
         // The control queue is bound before any task is consumed, so a
-        // cancel published once the agent consumes is never missed.
+        // cancel published once the agent consumes is never missed; and a
+        // hub's snapshot (its answer to worker-online) is awaited, so a
+        // cancel published while this node was away is known too.
         let setup = async {
             let control = control::listen(&session, agent.cancels.clone()).await?;
-            Ok::<_, lapin::Error>((control, start_consumers(&agent, &session).await?))
+            agent
+                .events
+                .worker(&session, "worker-online", serde_json::json!({}))
+                .await;
+            let wait = agent.settings.control_wait;
+            if !wait.is_zero() {
+                match tokio::time::timeout(wait, control.first_snapshot).await {
+                    Ok(Ok(())) => debug!("cancel snapshot received; taking tasks"),
+                    _ => info!(control_wait = ?wait, "no cancel snapshot within control_wait; taking tasks"),
+                }
+            }
+            Ok::<_, lapin::Error>((control.task, start_consumers(&agent, &session).await?))
         };
         let (control, consumers) = match setup.await {
             Ok(c) => c,
@@ -245,10 +258,6 @@ async fn serve(agent: Arc<Agent>) {
         };
         backoff = Duration::from_millis(100);
         agent.metrics.connected.store(true, Relaxed);
-        agent
-            .events
-            .worker(&session, "worker-online", serde_json::json!({}))
-            .await;
         info!("connected; consuming {} queues", consumers.len());
         systemd::status("connected");
         loop {

@@ -231,6 +231,9 @@ pub struct AgentSettings {
     pub max_message_bytes: usize,
     /// Most published messages awaiting the broker's confirmation (`confirm_window`).
     pub confirm_window: usize,
+    /// Longest wait for a hub's cancel snapshot before taking tasks, on
+    /// each connection (`control_wait`, seconds; zero does not wait).
+    pub control_wait: Duration,
     /// Metadata calls in flight per discovery walk (`walk_threads`): the
     /// core count by default; 64 to 256 on a parallel filesystem, where each
     /// call waits on the network.
@@ -261,6 +264,7 @@ impl Default for AgentSettings {
             task_events: true,
             max_message_bytes: 64 << 20,
             confirm_window: 1024,
+            control_wait: defaults::CONTROL_WAIT,
             walk_threads: defaults::walk_threads(),
             metrics_listen: None,
             snapdiff_stream_timeout: defaults::SNAPDIFF_STREAM_TIMEOUT,
@@ -271,7 +275,7 @@ impl Default for AgentSettings {
 }
 
 /// The `[settings]` keys [`AgentSettings::read`] knows.
-pub const AGENT_KEYS: &str = "broker_url, node_name, file_batch_size, file_batch_gb, enable_auto_file_batch_sizing, lock_threshold, heartbeat, heartbeat_interval, task_events, max_message_bytes, confirm_window, walk_threads, metrics_listen, snapdiff_stream_timeout, endpoint_check_interval, endpoint_check_grace, worker, discovery, custom, interactive, settings";
+pub const AGENT_KEYS: &str = "broker_url, node_name, file_batch_size, file_batch_gb, enable_auto_file_batch_sizing, lock_threshold, heartbeat, heartbeat_interval, task_events, max_message_bytes, confirm_window, control_wait, walk_threads, metrics_listen, snapdiff_stream_timeout, endpoint_check_interval, endpoint_check_grace, worker, discovery, custom, interactive, settings";
 
 impl AgentSettings {
     /// Reads the agent's keys from `[settings]`.
@@ -318,6 +322,9 @@ impl AgentSettings {
         }
         if let Some(n) = s.take_parsed("confirm_window", parse_count)? {
             a.confirm_window = n;
+        }
+        if let Some(d) = s.take_parsed("control_wait", parse_whole_seconds)? {
+            a.control_wait = d;
         }
         if let Some(n) = s.take_parsed("walk_threads", parse_count)? {
             a.walk_threads = n;

@@ -73,6 +73,13 @@ pub fn walk_threads() -> usize {
 /// file locked, which a check also respects).
 pub const ENDPOINT_CHECK_GRACE: Duration = Duration::from_secs(3600);
 
+/// Longest wait, on each connection to the broker, for a hub's snapshot of
+/// cancelled jobs before the agent starts taking tasks (`control_wait`). A
+/// hub answers an agent's `worker-online` within milliseconds, so a node
+/// that was down during a cancel refuses that job's queued tasks instead of
+/// running them; without a hub the wait only delays the start this long.
+pub const CONTROL_WAIT: Duration = Duration::from_secs(2);
+
 /// How often the agent checks and repairs its endpoints
 /// (`endpoint_check_interval`; 0 turns it off).
 pub const ENDPOINT_CHECK_INTERVAL: Duration = Duration::from_secs(86_400);

@@ -65,24 +65,27 @@ pub async fn publish(session: &Session, body: &[u8]) -> Result<(), crate::agent:
     session.publish_confirmed(CONTROL_EXCHANGE, "", body, props).await
 }
 
-/// Sends the snapshot of cancelled roots every [`SNAPSHOT_EVERY`], and at
-/// once when a node comes online (it may have been away for a cancel).
+/// Sends the snapshot of cancelled roots every [`SNAPSHOT_EVERY`] (when
+/// there are any), and at once when a node comes online (it may have been
+/// away for a cancel, and waits for this answer before taking tasks).
 pub async fn snapshots(
     store: Store,
     sessions: watch::Receiver<Option<Arc<Session>>>,
     online: Arc<tokio::sync::Notify>,
 ) {
     loop {
-        tokio::select! {
-            _ = tokio::time::sleep(SNAPSHOT_EVERY) => {}
-            _ = online.notified() => {}
-        }
+        // A node coming online waits for a snapshot before it takes tasks
+        // (the agent's `control_wait`): it gets one even when empty.
+        let asked = tokio::select! {
+            _ = tokio::time::sleep(SNAPSHOT_EVERY) => false,
+            _ = online.notified() => true,
+        };
         let Some(session) = sessions.borrow().clone() else {
             continue;
         };
         let since = now_us() - KEEP_AFTER_END.as_micros() as i64;
         match store.cancelled_roots(since).await {
-            Ok(roots) if roots.is_empty() => {}
+            Ok(roots) if roots.is_empty() && !asked => {}
             Ok(roots) => {
                 if let Err(e) = publish(&session, &snapshot_message(&roots)).await {
                     warn!(error = %e, "cannot send the cancel snapshot; next time");

@@ -60,8 +60,15 @@ impl Agent {
 
     fn write_config(&self) {
         let d = self.dir.path();
+        // No hub answers these agents' worker-online: do not wait for its
+        // cancel snapshot unless the test asks to.
+        let wait = if self.settings.contains("control_wait") {
+            ""
+        } else {
+            "control_wait = 0\n"
+        };
         let conf = format!(
-            "[settings]\nsite = {}\nbroker_url = {BROKER}\nthreads = 4\n{}\n\n[Endpoint archive]\ntype = directory\npath = {}\nroot = {}\n",
+            "[settings]\nsite = {}\nbroker_url = {BROKER}\nthreads = 4\n{wait}{}\n\n[Endpoint archive]\ntype = directory\npath = {}\nroot = {}\n",
             self.site,
             self.settings,
             d.join("archive").display(),

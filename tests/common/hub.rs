@@ -155,11 +155,17 @@ impl HubSite {
     /// Adds `lines` to every agent's `[settings]` (before they start).
     pub fn agent_settings(&self, lines: &str) {
         for i in 0..self.agents.len() {
-            self.write_config(
-                &format!("agent{i}.conf"),
-                &format!("node_name = ferry@{}-n{i}\n{lines}", self.site),
-            );
+            self.agent_settings_of(i, lines);
         }
+    }
+
+    /// Sets the extra `[settings]` lines of agent `i` to `lines` (before
+    /// it starts).
+    pub fn agent_settings_of(&self, i: usize, lines: &str) {
+        self.write_config(
+            &format!("agent{i}.conf"),
+            &format!("node_name = ferry@{}-n{i}\n{lines}", self.site),
+        );
     }
 
     fn write_config(&self, name: &str, extra: &str) {
