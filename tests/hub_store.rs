@@ -227,3 +227,91 @@ fn sites_and_a_reopened_store_keep_their_rows() {
         });
     }
 }
+
+#[test]
+fn held_results_are_released_in_memory_and_in_chunks_below_nested_parents() {
+    use ferry::hub::store::results::Started;
+    use sqlx::Row;
+    // More held children than one release reads at a time (5,000).
+    const N: u64 = 12_000;
+    for db in both() {
+        rt().block_on(async {
+            let store = Store::open(&db.url).await.unwrap();
+            let root = uuid::Uuid::new_v4().to_string();
+            let job = job_with_root(&store, &root).await;
+            let run = ChildId::new_run();
+            let child = |seq| ChildId { run, seq }.to_uuid();
+            // Batch 1, all held (the walk's result has not come): N
+            // children; child N, itself a parent of two; its two
+            // children; and three children of another execution.
+            let sub_run = ChildId::new_run();
+            let mut first: Vec<Finished> = (0..N)
+                .map(|seq| result(&child(seq), Some(&root), job, 0, 0, done(1)))
+                .collect();
+            first.push(result(&child(N), Some(&root), job, 2, sub_run, done(0)));
+            for seq in 0..2 {
+                let grandchild = ChildId { run: sub_run, seq }.to_uuid();
+                first.push(result(&grandchild, Some(&child(N)), job, 0, 0, done(5)));
+            }
+            let other = ChildId::new_run();
+            for seq in 0..3 {
+                let stray = ChildId { run: other, seq }.to_uuid();
+                first.push(result(&stray, Some(&root), job, 0, 0, done(7)));
+            }
+            let r = store.ingest(&first).await.unwrap();
+            assert_eq!((r.counted, r.held), (0, N + 6), "{}", db.engine);
+            // Child N+1 starts (its row is made by the event), then its
+            // result comes in the same batch as the walk's, before it.
+            store
+                .mark_started(&[Started {
+                    task_id: child(N + 1),
+                    root_id: root.clone(),
+                    parent_id: Some(root.clone()),
+                    tasktype: "dynamo.tasks.migrate".into(),
+                    node: "ferry@n1".into(),
+                    at: 1,
+                }])
+                .await
+                .unwrap();
+            let r = store
+                .ingest(&[
+                    result(&child(N + 1), Some(&root), job, 0, 0, done(1)),
+                    result(&root, None, job, N as i64 + 2, run, FileCounts::default()),
+                ])
+                .await
+                .unwrap();
+            // Every held result counted but the strays; the walk, child
+            // N+1 (held in memory, then released) and the nested ones too.
+            assert_eq!((r.counted, r.orphans, r.held), (N + 5, 3, 1), "{}", db.engine);
+            assert_eq!(r.finished_jobs, [(job, "SUCCESS")], "{}", db.engine);
+            let j = store.job(job).await.unwrap().unwrap();
+            assert_eq!(
+                (j.received, j.expected, j.orphans, j.files_processed),
+                (N as i64 + 5, N as i64 + 5, 3, N as i64 + 1 + 10),
+                "{}",
+                db.engine
+            );
+            let pending: i64 =
+                sqlx::query("SELECT COUNT(*) FROM tasks WHERE job_id = $1 AND (counted = 0 OR final = 0)")
+                    .bind(job)
+                    .fetch_one(&store.pool)
+                    .await
+                    .unwrap()
+                    .get(0);
+            assert_eq!(pending, 0, "{}", db.engine);
+            let stats = store.task_stats(Some(job)).await.unwrap();
+            let n = |s: &str| {
+                stats
+                    .iter()
+                    .find(|x| x.0 == "dynamo.tasks.migrate" && x.1 == s)
+                    .map_or(0, |x| x.2)
+            };
+            assert_eq!(
+                (n("SUCCESS"), n("STARTED")),
+                (N as i64 + 7, 0),
+                "{}: {stats:?}",
+                db.engine
+            );
+        });
+    }
+}

@@ -536,14 +536,17 @@ impl Store {
         Ok((count, rows.iter().map(job).collect::<Result<_, _>>()?))
     }
 
-    /// The first `limit` task row ids of a job.
+    /// How many tasks a job has, and the first `limit` task row ids. The
+    /// count is the sum of the job's per-state counters (every task row is
+    /// in exactly one), not a scan of a job that may have millions.
     pub async fn job_task_ids(&self, job_id: i64, limit: i64) -> Result<(i64, Vec<i64>), StoreError> {
-        let count: i64 = sqlx::query("SELECT COUNT(*) FROM tasks WHERE job_id = $1")
-            .bind(job_id)
-            .fetch_one(&self.pool)
-            .await
-            .map_err(db("count tasks"))?
-            .get(0);
+        let count: i64 =
+            sqlx::query("SELECT CAST(COALESCE(SUM(n), 0) AS BIGINT) FROM job_task_stats WHERE job_id = $1")
+                .bind(job_id)
+                .fetch_one(&self.pool)
+                .await
+                .map_err(db("count tasks"))?
+                .get(0);
         let ids = sqlx::query("SELECT id FROM tasks WHERE job_id = $1 ORDER BY id LIMIT $2")
             .bind(job_id)
             .bind(limit)

@@ -18,6 +18,7 @@
 //! nothing. All of it happens in one transaction per batch, which the
 //! ingest acknowledges to the broker only after the commit.
 
+use super::batch::{self, Known};
 use super::ledger::{add_stat, task_state};
 use super::{Store, StoreError, db, now_us};
 use crate::agent::celery::{ChildId, run_hex};
@@ -150,18 +151,7 @@ struct JobDelta {
     acted: bool,
 }
 
-/// A parent's row as counting its children needs it.
-#[derive(Clone)]
-struct Parent {
-    job_id: i64,
-    /// Final, and counted or orphaned: it will not change again.
-    settled: bool,
-    counted: i64,
-    run: Option<String>,
-    children_count: i64,
-}
-
-/// A task row as counting needs it.
+/// A task counting has a verdict for, as the verdict needs it.
 struct Counted {
     task_id: String,
     job_id: i64,
@@ -170,6 +160,44 @@ struct Counted {
     run: Option<String>,
     files: FileCounts,
     discovery: bool,
+}
+
+/// A result of the batch that will be written, and its verdict so far.
+struct Pending<'a> {
+    r: &'a Finished,
+    job_id: i64,
+    /// 0 while held, then `COUNTED` or `ORPHAN`.
+    counted: i64,
+}
+
+/// What one batch decides before it writes: the rows to write, the
+/// results held for a parent, and what the job counters gain.
+#[derive(Default)]
+struct Tally<'a> {
+    rows: Vec<Pending<'a>>,
+    /// Parent task id → rows of this batch held for it.
+    held: FxHashMap<String, Vec<usize>>,
+    deltas: FxHashMap<i64, JobDelta>,
+    out: Ingested,
+}
+
+impl Tally<'_> {
+    /// Adds a task with verdict `v` to its job's counters.
+    fn count(&mut self, t: &Counted, v: i64) {
+        let d = self.deltas.entry(t.job_id).or_default();
+        if v == COUNTED {
+            self.out.counted += 1;
+            d.received += 1;
+            d.expected += t.children_count;
+            d.files.add(&t.files);
+            d.tasks_failed += failed_state(&t.state) as i64;
+            d.walked |= t.discovery;
+            d.acted |= !t.discovery;
+        } else {
+            self.out.orphans += 1;
+            d.orphans += 1;
+        }
+    }
 }
 
 const COUNTED: i64 = 1;
@@ -200,181 +228,112 @@ fn announced(child: &str, parent_run: Option<&str>, parent_children: i64) -> boo
 
 impl Store {
     /// Files a batch of final results in one transaction (see the module
-    /// documentation for what counts).
+    /// documentation for what counts). The rows it needs are read at once
+    /// and the verdicts given in memory, in the batch's order; then every
+    /// row is written with its verdict by a few multi-row statements
+    /// ([`super::batch`]).
     pub async fn ingest(&self, batch: &[Finished]) -> Result<Ingested, StoreError> {
-        let mut out = Ingested::default();
-        // Parents whose verdict is in, and jobs known to exist: looked up
-        // once per batch, not once per result (most results of a batch
-        // share a parent and a job).
-        let mut settled: FxHashMap<String, Parent> = FxHashMap::default();
-        let mut jobs: rustc_hash::FxHashSet<i64> = rustc_hash::FxHashSet::default();
-        let mut deltas: FxHashMap<i64, JobDelta> = FxHashMap::default();
-        let mut stats: FxHashMap<(i64, String, String), i64> = FxHashMap::default();
         let mut tx = self.write().await?;
+        let mut ids: Vec<&str> = batch
+            .iter()
+            .flat_map(|r| std::iter::once(r.task_id.as_str()).chain(r.parent_id.as_deref()))
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        // The results' own rows and their parents' (a parent's row implies
+        // its job); then the jobs the other results name.
+        let mut known = batch::known_tasks(&mut tx, &ids).await?;
+        let mut named: Vec<i64> = batch
+            .iter()
+            .filter(|r| !known.contains_key(&r.task_id))
+            .filter_map(|r| r.jobid)
+            .collect();
+        named.sort_unstable();
+        named.dedup();
+        let jobs = batch::existing_jobs(&mut tx, &named).await?;
+
+        let mut t = Tally::default();
+        let mut stats: FxHashMap<(i64, String, String), i64> = FxHashMap::default();
+        // Failed files by (job, path): the last report of a path wins.
+        let mut failed: FxHashMap<(i64, &str), (&FileFailure, &str)> = FxHashMap::default();
+        let mut failed_order: Vec<(i64, &str)> = Vec::new();
         for r in batch {
-            let existing =
-                sqlx::query("SELECT id, job_id, final, is_root, state, tasktype FROM tasks WHERE task_id = $1")
-                    .bind(&r.task_id)
-                    .fetch_optional(&mut *tx)
-                    .await
-                    .map_err(db("read a task"))?;
-            let parent = match &r.parent_id {
-                Some(p) => match settled.get(p) {
-                    Some(known) => Some(known.clone()),
-                    None => {
-                        let row = sqlx::query(
-                            "SELECT job_id, final, counted, run, children_count FROM tasks WHERE task_id = $1",
-                        )
-                        .bind(p)
-                        .fetch_optional(&mut *tx)
-                        .await
-                        .map_err(db("read a parent task"))?
-                        .map(|row| Parent {
-                            job_id: row.get(0),
-                            settled: row.get::<i64, _>(1) != 0 && row.get::<i64, _>(2) != 0,
-                            counted: row.get(2),
-                            run: row.get(3),
-                            children_count: row.get(4),
-                        });
-                        // A settled parent never changes again: keep it
-                        // for its siblings in this batch.
-                        if let Some(found) = row.as_ref().filter(|f| f.settled) {
-                            settled.insert(p.clone(), found.clone());
-                        }
-                        row
-                    }
-                },
-                None => None,
-            };
-            let (job_id, is_root) = match &existing {
-                Some(row) if row.get::<i64, _>("final") != 0 => {
-                    out.duplicates += 1;
+            let parent = r.parent_id.as_ref().and_then(|p| known.get(p));
+            let (job_id, is_root) = match known.get(&r.task_id) {
+                Some(k) if k.fin => {
+                    t.out.duplicates += 1;
                     continue;
                 }
-                Some(row) => (row.get::<i64, _>("job_id"), row.get::<i64, _>("is_root") != 0),
+                Some(k) => {
+                    *stats
+                        .entry((k.job_id, k.tasktype.clone(), k.state.clone()))
+                        .or_default() -= 1;
+                    (k.job_id, k.is_root)
+                }
                 None => {
-                    let from_parent = parent.as_ref().map(|p| p.job_id);
-                    let job = match r.jobid.or(from_parent) {
-                        Some(j) if jobs.contains(&j) => Some(j),
-                        Some(j) => {
-                            let found = sqlx::query("SELECT id FROM jobs WHERE id = $1")
-                                .bind(j)
-                                .fetch_optional(&mut *tx)
-                                .await
-                                .map_err(db("read a job"))?
-                                .map(|row| row.get::<i64, _>(0));
-                            jobs.extend(found);
-                            found
-                        }
-                        None => None,
-                    };
-                    match job {
-                        Some(j) => (j, false),
-                        None => {
-                            out.unknown += 1;
+                    let from_parent = parent.map(|p| p.job_id);
+                    match r.jobid.or(from_parent) {
+                        Some(j) if jobs.contains(&j) || Some(j) == from_parent => (j, false),
+                        _ => {
+                            t.out.unknown += 1;
                             continue;
                         }
                     }
                 }
             };
-            let summary = r.summary.as_str();
-            match &existing {
-                Some(row) => {
-                    let old_state: String = row.get("state");
-                    let old_type: String = row.get("tasktype");
-                    *stats.entry((job_id, old_type, old_state)).or_default() -= 1;
-                    sqlx::query(
-                        "UPDATE tasks SET state = $2, final = 1, node = COALESCE($3, node), children_count = $4, run = $5,
-                           completed = $6, started = CASE WHEN $2 = 'CANCELLED' THEN started ELSE COALESCE(started, $6) END, summary = $7, result = $8, tasktype = $9,
-                           queue = COALESCE(queue, $10), site = COALESCE(site, $11) WHERE task_id = $1",
-                    )
-                    .bind(&r.task_id)
-                    .bind(r.state)
-                    .bind(&r.node)
-                    .bind(r.children_count)
-                    .bind(&r.run)
-                    .bind(r.completed)
-                    .bind(summary)
-                    .bind(&r.result)
-                    .bind(&r.tasktype)
-                    .bind(&r.queue)
-                    .bind(r.queue.as_deref().and_then(|q| q.split('.').next()))
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(db("finish a task"))?;
-                }
-                None => {
-                    sqlx::query(
-                        "INSERT INTO tasks (task_id, job_id, tasktype, site, queue, node, state, parent_task_id, children_count, run,
-                           final, created, started, completed, summary, result)
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 1, $11, CASE WHEN $7 = 'CANCELLED' THEN NULL ELSE $11 END, $11, $12, $13)",
-                    )
-                    .bind(&r.task_id)
-                    .bind(job_id)
-                    .bind(&r.tasktype)
-                    .bind(r.queue.as_deref().and_then(|q| q.split('.').next()))
-                    .bind(&r.queue)
-                    .bind(&r.node)
-                    .bind(r.state)
-                    .bind(&r.parent_id)
-                    .bind(r.children_count)
-                    .bind(&r.run)
-                    .bind(r.completed)
-                    .bind(summary)
-                    .bind(&r.result)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(db("record a task"))?;
-                }
-            }
             *stats
                 .entry((job_id, r.tasktype.clone(), r.state.to_string()))
                 .or_default() += 1;
             for f in &r.failed {
-                sqlx::query(
-                    "INSERT INTO jobstats (job_id, path, state, code, message, task_id) VALUES ($1, $2, $3, $4, $5, $6)
-                     ON CONFLICT (job_id, path) DO UPDATE SET state = excluded.state, code = excluded.code,
-                       message = excluded.message, task_id = excluded.task_id",
-                )
-                .bind(job_id)
-                .bind(&f.path)
-                .bind(f.state)
-                .bind(&f.code)
-                .bind(&f.message)
-                .bind(&r.task_id)
-                .execute(&mut *tx)
-                .await
-                .map_err(db("record a failed file"))?;
+                let key = (job_id, f.path.as_str());
+                if failed.insert(key, (f, &r.task_id)).is_none() {
+                    failed_order.push(key);
+                }
             }
-            let me = Counted {
-                task_id: r.task_id.clone(),
-                job_id,
-                state: r.state.to_string(),
-                children_count: r.children_count,
-                run: r.run.clone(),
-                files: counts(summary),
-                discovery: r.discovery,
-            };
             let verdict = if is_root {
                 Some(COUNTED)
             } else {
-                parent.as_ref().filter(|p| p.settled).map(|p| match p.counted {
+                parent.filter(|p| p.settled()).map(|p| match p.counted {
                     COUNTED if announced(&r.task_id, p.run.as_deref(), p.children_count) => COUNTED,
                     _ => ORPHAN,
                 })
             };
+            let row = t.rows.len();
+            t.rows.push(Pending { r, job_id, counted: 0 });
+            known.insert(
+                r.task_id.clone(),
+                Known {
+                    job_id,
+                    fin: true,
+                    is_root,
+                    state: r.state.to_string(),
+                    tasktype: r.tasktype.clone(),
+                    counted: 0,
+                    run: r.run.clone(),
+                    children_count: r.children_count,
+                },
+            );
             match verdict {
-                None => out.held += 1,
-                Some(v) => settle(&mut tx, me, v, &mut deltas, &mut out).await?,
+                Some(v) => settle(&mut tx, row, v, &mut t, &mut known).await?,
+                None => {
+                    t.out.held += 1;
+                    if let Some(p) = &r.parent_id {
+                        t.held.entry(p.clone()).or_default().push(row);
+                    }
+                }
             }
         }
+
+        write_tasks(&mut tx, &t.rows).await?;
+        write_failures(&mut tx, &failed_order, &failed).await?;
         for ((job, tasktype, st), n) in &stats {
             if *n != 0 {
                 add_stat(&mut tx, *job, tasktype, st, *n).await?;
             }
         }
         let now = now_us();
-        for (job, d) in &deltas {
+        let mut out = t.out;
+        for (job, d) in &t.deltas {
             sqlx::query(
                 "UPDATE jobs SET received = received + $2, expected = expected + $3, orphans = orphans + $4,
                    tasks_failed = tasks_failed + $5, files_found = files_found + $6, files_processed = files_processed + $7,
@@ -413,62 +372,80 @@ impl Store {
     /// hub's is added to that root's job.
     pub async fn mark_started(&self, batch: &[Started]) -> Result<(), StoreError> {
         let mut tx = self.write().await?;
+        let mut ids: Vec<&str> = batch
+            .iter()
+            .flat_map(|s| [s.task_id.as_str(), s.root_id.as_str()])
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let mut known = batch::known_tasks(&mut tx, &ids).await?;
         let mut stats: FxHashMap<(i64, String, String), i64> = FxHashMap::default();
         let mut jobs: Vec<i64> = Vec::new();
+        let mut rows: Vec<(&Started, i64)> = Vec::new();
         for s in batch {
-            let existing = sqlx::query("SELECT job_id, final, state, tasktype, is_root FROM tasks WHERE task_id = $1")
-                .bind(&s.task_id)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(db("read a task"))?;
-            match existing {
-                Some(row) => {
-                    let (job, old, tasktype): (i64, String, String) = (row.get(0), row.get(2), row.get(3));
-                    if row.get::<i64, _>(1) != 0 || old == task_state::STARTED {
+            match known.get_mut(&s.task_id) {
+                Some(k) => {
+                    if k.fin || k.state == task_state::STARTED {
                         continue;
                     }
-                    sqlx::query("UPDATE tasks SET state = 'STARTED', node = $2, started = $3 WHERE task_id = $1")
-                        .bind(&s.task_id)
-                        .bind(&s.node)
-                        .bind(s.at)
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(db("start a task"))?;
-                    *stats.entry((job, tasktype.clone(), old)).or_default() -= 1;
-                    *stats.entry((job, tasktype, task_state::STARTED.into())).or_default() += 1;
-                    if row.get::<i64, _>(4) == 0 {
-                        jobs.push(job);
+                    let old = std::mem::replace(&mut k.state, task_state::STARTED.into());
+                    *stats.entry((k.job_id, k.tasktype.clone(), old)).or_default() -= 1;
+                    *stats
+                        .entry((k.job_id, k.tasktype.clone(), task_state::STARTED.into()))
+                        .or_default() += 1;
+                    if !k.is_root {
+                        jobs.push(k.job_id);
                     }
+                    rows.push((s, k.job_id));
                 }
                 None => {
                     // Only tasks of this hub's jobs: their root is one of its rows.
-                    let root = sqlx::query("SELECT job_id FROM tasks WHERE task_id = $1 AND is_root = 1")
-                        .bind(&s.root_id)
-                        .fetch_optional(&mut *tx)
-                        .await
-                        .map_err(db("read a root task"))?;
-                    let Some(job) = root.map(|r| r.get::<i64, _>(0)) else {
+                    let Some(job) = known.get(&s.root_id).filter(|k| k.is_root).map(|k| k.job_id) else {
                         continue;
                     };
-                    sqlx::query(
-                        "INSERT INTO tasks (task_id, job_id, tasktype, node, state, parent_task_id, created, started)
-                         VALUES ($1, $2, $3, $4, 'STARTED', $5, $6, $6)",
-                    )
-                    .bind(&s.task_id)
-                    .bind(job)
-                    .bind(&s.tasktype)
-                    .bind(&s.node)
-                    .bind(&s.parent_id)
-                    .bind(s.at)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(db("record a started task"))?;
                     *stats
                         .entry((job, s.tasktype.clone(), task_state::STARTED.into()))
                         .or_default() += 1;
                     jobs.push(job);
+                    rows.push((s, job));
+                    known.insert(
+                        s.task_id.clone(),
+                        Known {
+                            job_id: job,
+                            fin: false,
+                            is_root: false,
+                            state: task_state::STARTED.into(),
+                            tasktype: s.tasktype.clone(),
+                            counted: 0,
+                            run: None,
+                            children_count: 0,
+                        },
+                    );
                 }
             }
+        }
+        for chunk in rows.chunks(batch::CHUNK) {
+            // A row already there (a root, or a task requeued to PENDING)
+            // keeps its type and parent; a final one is never touched.
+            let sql = format!(
+                "INSERT INTO tasks (task_id, job_id, tasktype, node, state, parent_task_id, created, started) VALUES {}
+                 ON CONFLICT (task_id) DO UPDATE SET state = excluded.state, node = excluded.node, started = excluded.started
+                 WHERE tasks.final = 0",
+                batch::tuples(chunk.len(), 8)
+            );
+            let mut q = sqlx::query(&sql);
+            for (s, job) in chunk {
+                q = q
+                    .bind(&s.task_id)
+                    .bind(*job)
+                    .bind(&s.tasktype)
+                    .bind(&s.node)
+                    .bind(task_state::STARTED)
+                    .bind(&s.parent_id)
+                    .bind(s.at)
+                    .bind(s.at);
+            }
+            q.execute(&mut *tx).await.map_err(db("record started tasks"))?;
         }
         for ((job, tasktype, st), n) in &stats {
             if *n != 0 {
@@ -567,63 +544,203 @@ impl Store {
     }
 }
 
-/// Counts (or orphans) a final task and everything held below it.
+/// Most held children read and released by one statement.
+const RELEASE_CHUNK: i64 = 5_000;
+
+/// Gives row `first` of the batch verdict `v`, and every result held
+/// below it theirs: rows of this batch in memory (they are written
+/// after), rows of earlier batches in the database, a chunk at a time
+/// (a walk's result can release millions of children that finished
+/// before it).
 async fn settle(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
-    first: Counted,
-    verdict: i64,
-    deltas: &mut FxHashMap<i64, JobDelta>,
-    out: &mut Ingested,
+    first: usize,
+    v: i64,
+    t: &mut Tally<'_>,
+    known: &mut FxHashMap<String, Known>,
 ) -> Result<(), StoreError> {
-    let mut stack = vec![(first, verdict)];
-    while let Some((t, v)) = stack.pop() {
-        sqlx::query("UPDATE tasks SET counted = $2 WHERE task_id = $1")
-            .bind(&t.task_id)
-            .bind(v)
-            .execute(&mut **tx)
+    // Tasks with a verdict whose held children are still to be found.
+    let mut stack: Vec<(Counted, i64)> = Vec::new();
+    let mut rows = vec![(first, v)];
+    loop {
+        while let Some((i, v)) = rows.pop() {
+            t.rows[i].counted = v;
+            let r = t.rows[i].r;
+            let me = Counted {
+                task_id: r.task_id.clone(),
+                job_id: t.rows[i].job_id,
+                state: r.state.to_string(),
+                children_count: r.children_count,
+                run: r.run.clone(),
+                files: counts(&r.summary),
+                discovery: r.discovery,
+            };
+            if let Some(k) = known.get_mut(&r.task_id) {
+                k.counted = v;
+            }
+            t.count(&me, v);
+            if me.children_count > 0 {
+                stack.push((me, v));
+            }
+        }
+        let Some((parent, v)) = stack.pop() else {
+            return Ok(());
+        };
+        // Its children held in this batch.
+        for i in t.held.remove(&parent.task_id).unwrap_or_default() {
+            rows.push((i, verdict_below(&parent, v, &t.rows[i].r.task_id)));
+        }
+        // And in earlier ones.
+        let mut after = String::new();
+        loop {
+            let held = sqlx::query(
+                "SELECT task_id, job_id, state, children_count, run, summary, tasktype FROM tasks
+                 WHERE parent_task_id = $1 AND final = 1 AND counted = 0 AND task_id > $2
+                 ORDER BY task_id LIMIT $3",
+            )
+            .bind(&parent.task_id)
+            .bind(&after)
+            .bind(RELEASE_CHUNK)
+            .fetch_all(&mut **tx)
             .await
-            .map_err(db("count a task"))?;
-        let d = deltas.entry(t.job_id).or_default();
-        if v == COUNTED {
-            out.counted += 1;
-            d.received += 1;
-            d.expected += t.children_count;
-            d.files.add(&t.files);
-            d.tasks_failed += failed_state(&t.state) as i64;
-            d.walked |= t.discovery;
-            d.acted |= !t.discovery;
-        } else {
-            out.orphans += 1;
-            d.orphans += 1;
+            .map_err(db("find held children"))?;
+            let Some(last) = held.last() else { break };
+            after = last.get(0);
+            let mut by_verdict: [Vec<String>; 2] = [Vec::new(), Vec::new()];
+            for h in &held {
+                let child = Counted {
+                    task_id: h.get(0),
+                    job_id: h.get(1),
+                    state: h.get(2),
+                    children_count: h.get(3),
+                    run: h.get(4),
+                    files: counts(h.get::<Option<String>, _>(5).as_deref().unwrap_or("{}")),
+                    discovery: is_discovery(&h.get::<String, _>(6)),
+                };
+                let cv = verdict_below(&parent, v, &child.task_id);
+                t.count(&child, cv);
+                if child.children_count > 0 {
+                    // A result of this batch may name it as parent.
+                    known.insert(
+                        child.task_id.clone(),
+                        Known {
+                            job_id: child.job_id,
+                            fin: true,
+                            is_root: false,
+                            state: child.state.clone(),
+                            tasktype: h.get(6),
+                            counted: cv,
+                            run: child.run.clone(),
+                            children_count: child.children_count,
+                        },
+                    );
+                }
+                by_verdict[(cv == ORPHAN) as usize].push(child.task_id.clone());
+                if child.children_count > 0 {
+                    stack.push((child, cv));
+                }
+            }
+            for (ids, cv) in by_verdict.iter().zip([COUNTED, ORPHAN]) {
+                for chunk in ids.chunks(batch::CHUNK) {
+                    let sql = format!(
+                        "UPDATE tasks SET counted = $1 WHERE task_id IN ({})",
+                        batch::placeholders(2, chunk.len())
+                    );
+                    let mut q = sqlx::query(&sql).bind(cv);
+                    for id in chunk {
+                        q = q.bind(id);
+                    }
+                    q.execute(&mut **tx).await.map_err(db("count held children"))?;
+                }
+            }
+            if (held.len() as i64) < RELEASE_CHUNK {
+                break;
+            }
         }
-        if t.children_count == 0 {
-            // Nothing it announced can be held for it.
-            continue;
+    }
+}
+
+/// The verdict of `child` (a task id) below a parent with verdict `v`.
+fn verdict_below(parent: &Counted, v: i64, child: &str) -> i64 {
+    match v {
+        COUNTED if announced(child, parent.run.as_deref(), parent.children_count) => COUNTED,
+        _ => ORPHAN,
+    }
+}
+
+/// Files the batch's rows: new ones inserted, those a start event made
+/// updated, each with its verdict (multi-row upserts).
+async fn write_tasks(tx: &mut sqlx::Transaction<'_, sqlx::Any>, rows: &[Pending<'_>]) -> Result<(), StoreError> {
+    const COLS: usize = 17;
+    for chunk in rows.chunks(batch::CHUNK) {
+        let sql = format!(
+            "INSERT INTO tasks (task_id, job_id, tasktype, site, queue, node, state, parent_task_id, children_count, run,
+               final, counted, created, started, completed, summary, result)
+             VALUES {}
+             ON CONFLICT (task_id) DO UPDATE SET state = excluded.state, final = 1, counted = excluded.counted,
+               node = COALESCE(excluded.node, tasks.node), children_count = excluded.children_count, run = excluded.run,
+               completed = excluded.completed,
+               started = CASE WHEN excluded.state = 'CANCELLED' THEN tasks.started ELSE COALESCE(tasks.started, excluded.completed) END,
+               summary = excluded.summary, result = excluded.result, tasktype = excluded.tasktype,
+               queue = COALESCE(tasks.queue, excluded.queue), site = COALESCE(tasks.site, excluded.site)",
+            batch::tuples(chunk.len(), COLS)
+        );
+        let mut q = sqlx::query(&sql);
+        for p in chunk {
+            let r = p.r;
+            let site = r.queue.as_deref().and_then(|q| q.split('.').next());
+            let started = (r.state != task_state::CANCELLED).then_some(r.completed);
+            q = q
+                .bind(&r.task_id)
+                .bind(p.job_id)
+                .bind(&r.tasktype)
+                .bind(site)
+                .bind(&r.queue)
+                .bind(&r.node)
+                .bind(r.state)
+                .bind(&r.parent_id)
+                .bind(r.children_count)
+                .bind(&r.run)
+                // Every row written is final.
+                .bind(1i64)
+                .bind(p.counted)
+                .bind(r.completed)
+                .bind(started)
+                .bind(r.completed)
+                .bind(&r.summary)
+                .bind(&r.result);
         }
-        let held = sqlx::query(
-            "SELECT task_id, job_id, state, children_count, run, summary, tasktype FROM tasks
-             WHERE parent_task_id = $1 AND final = 1 AND counted = 0",
-        )
-        .bind(&t.task_id)
-        .fetch_all(&mut **tx)
-        .await
-        .map_err(db("find held children"))?;
-        for h in &held {
-            let child = Counted {
-                task_id: h.get(0),
-                job_id: h.get(1),
-                state: h.get(2),
-                children_count: h.get(3),
-                run: h.get(4),
-                files: counts(h.get::<Option<String>, _>(5).as_deref().unwrap_or("{}")),
-                discovery: is_discovery(&h.get::<String, _>(6)),
-            };
-            let cv = match v {
-                COUNTED if announced(&child.task_id, t.run.as_deref(), t.children_count) => COUNTED,
-                _ => ORPHAN,
-            };
-            stack.push((child, cv));
+        q.execute(&mut **tx).await.map_err(db("record tasks"))?;
+    }
+    Ok(())
+}
+
+/// Files failed and aborted files (one row per job and path: the last
+/// report wins), in multi-row upserts.
+async fn write_failures(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    order: &[(i64, &str)],
+    failed: &FxHashMap<(i64, &str), (&FileFailure, &str)>,
+) -> Result<(), StoreError> {
+    for chunk in order.chunks(batch::CHUNK) {
+        let sql = format!(
+            "INSERT INTO jobstats (job_id, path, state, code, message, task_id) VALUES {}
+             ON CONFLICT (job_id, path) DO UPDATE SET state = excluded.state, code = excluded.code,
+               message = excluded.message, task_id = excluded.task_id",
+            batch::tuples(chunk.len(), 6)
+        );
+        let mut q = sqlx::query(&sql);
+        for key in chunk {
+            let (f, task) = failed[key];
+            q = q
+                .bind(key.0)
+                .bind(&f.path)
+                .bind(f.state)
+                .bind(&f.code)
+                .bind(&f.message)
+                .bind(task);
         }
+        q.execute(&mut **tx).await.map_err(db("record failed files"))?;
     }
     Ok(())
 }

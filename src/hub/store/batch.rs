@@ -1,0 +1,137 @@
+//! Statements over many rows at once: `IN (...)` lookups and multi-row
+//! `VALUES`, cut into chunks.
+//!
+//! Why: each statement is a round trip (to the server on PostgreSQL, to
+//! the connection's worker thread on SQLite), and at 10,000 results a
+//! second the hub cannot afford three or four of them per result. A
+//! batch of 1,000 results costs a handful of statements instead (measured
+//! in docs/benchmarks.md, "Hub").
+
+use super::{StoreError, db};
+use rustc_hash::{FxHashMap, FxHashSet};
+use sqlx::Row;
+
+/// Most rows one statement reads or writes. At 17 columns a row that is
+/// 8,500 bound values, well below both engines' limits (SQLite 32,766,
+/// PostgreSQL 65,535); and few distinct statement texts (a full chunk and
+/// a remainder) keep the prepared-statement caches warm.
+pub const CHUNK: usize = 500;
+
+/// `$from, $from+1, ...`: `n` placeholders.
+pub fn placeholders(from: usize, n: usize) -> String {
+    let mut s = String::with_capacity(n * 6);
+    for i in 0..n {
+        if i > 0 {
+            s.push_str(", ");
+        }
+        s.push('$');
+        s.push_str(&(from + i).to_string());
+    }
+    s
+}
+
+/// `($1, ..., $cols), ($cols+1, ...), ...`: `rows` tuples of `cols`
+/// placeholders, for a multi-row `VALUES`.
+pub fn tuples(rows: usize, cols: usize) -> String {
+    (0..rows)
+        .map(|r| format!("({})", placeholders(r * cols + 1, cols)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A task row as counting and starting read it.
+#[derive(Clone, Debug)]
+pub struct Known {
+    /// Its job.
+    pub job_id: i64,
+    /// A final result was filed.
+    pub fin: bool,
+    /// One of the tasks the hub published.
+    pub is_root: bool,
+    /// Its state.
+    pub state: String,
+    /// Its task name.
+    pub tasktype: String,
+    /// 0 (not counted, or not final), `COUNTED` or `ORPHAN`.
+    pub counted: i64,
+    /// The execution that published its children.
+    pub run: Option<String>,
+    /// Children it published.
+    pub children_count: i64,
+}
+
+impl Known {
+    /// Final and counted or orphaned: its verdict will not change, so its
+    /// children's can be given.
+    pub fn settled(&self) -> bool {
+        self.fin && self.counted != 0
+    }
+}
+
+/// The rows of the tasks `ids` that exist, by task id.
+pub async fn known_tasks(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    ids: &[&str],
+) -> Result<FxHashMap<String, Known>, StoreError> {
+    let mut out = FxHashMap::default();
+    out.reserve(ids.len());
+    for chunk in ids.chunks(CHUNK) {
+        let sql = format!(
+            "SELECT task_id, job_id, final, is_root, state, tasktype, counted, run, children_count FROM tasks
+             WHERE task_id IN ({})",
+            placeholders(1, chunk.len())
+        );
+        let mut q = sqlx::query(&sql);
+        for id in chunk {
+            q = q.bind(*id);
+        }
+        for row in q.fetch_all(&mut **tx).await.map_err(db("read tasks"))? {
+            out.insert(
+                row.get(0),
+                Known {
+                    job_id: row.get(1),
+                    fin: row.get::<i64, _>(2) != 0,
+                    is_root: row.get::<i64, _>(3) != 0,
+                    state: row.get(4),
+                    tasktype: row.get(5),
+                    counted: row.get(6),
+                    run: row.get(7),
+                    children_count: row.get(8),
+                },
+            );
+        }
+    }
+    Ok(out)
+}
+
+/// Which of the jobs `ids` exist.
+pub async fn existing_jobs(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    ids: &[i64],
+) -> Result<FxHashSet<i64>, StoreError> {
+    let mut out = FxHashSet::default();
+    for chunk in ids.chunks(CHUNK) {
+        let sql = format!("SELECT id FROM jobs WHERE id IN ({})", placeholders(1, chunk.len()));
+        let mut q = sqlx::query(&sql);
+        for id in chunk {
+            q = q.bind(*id);
+        }
+        for row in q.fetch_all(&mut **tx).await.map_err(db("read jobs"))? {
+            out.insert(row.get::<i64, _>(0));
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholders_number_every_value_once() {
+        assert_eq!(placeholders(1, 3), "$1, $2, $3");
+        assert_eq!(placeholders(4, 1), "$4");
+        assert_eq!(tuples(2, 3), "($1, $2, $3), ($4, $5, $6)");
+        assert_eq!(tuples(1, 1), "($1)");
+    }
+}
