@@ -111,6 +111,50 @@ fn nodes_that_stop_beating_go_offline_and_the_site_degrades() {
     s.start_agent(0);
     s.wait_online(1, Duration::from_secs(10));
     assert_eq!(online(&s).1, "warning");
+
+    // A node shown in another site until its next heartbeat.
+    let other = format!("{}x", s.site);
+    s.api(
+        "POST",
+        "/api/sites/",
+        Some(serde_json::json!({"name": other, "shortcode": "x"})),
+        201,
+    );
+    let nodes = s.api("GET", "/api/nodes/?page_size=0", None, 200);
+    let name = format!("ferry@{}-n0", s.site);
+    let node = nodes["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["name"] == name.as_str())
+        .unwrap_or_else(|| panic!("{nodes}"));
+    let path = format!("/api/nodes/{}/", node["id"]);
+    let moved = s.api(
+        "PATCH",
+        &path,
+        Some(serde_json::json!({"site": other, "name": name})),
+        200,
+    );
+    assert_eq!(moved["site"], other.as_str(), "{moved}");
+    let t0 = Instant::now();
+    while s.api("GET", &path, None, 200)["site"] != s.site.as_str() {
+        assert!(t0.elapsed() < Duration::from_secs(5), "no heartbeat set the site back");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for (body, want) in [
+        (serde_json::json!({"name": "ferry@elsewhere"}), "name: a node's name"),
+        (serde_json::json!({"site": "nope"}), "site: no site named \"nope\""),
+        (serde_json::json!({"online": false}), "unknown field `online`"),
+    ] {
+        let e = s.api("PATCH", &path, Some(body), 400);
+        assert!(e["detail"].as_str().unwrap().contains(want), "{e}");
+    }
+    s.api(
+        "PATCH",
+        "/api/nodes/999999/",
+        Some(serde_json::json!({"site": other})),
+        404,
+    );
 }
 
 #[test]

@@ -20,7 +20,7 @@ pub(super) fn routes() -> OpenApiRouter<Arc<ApiState>> {
         .routes(routes!(list_sites, create_site))
         .routes(routes!(get_site, patch_site, delete_site))
         .routes(routes!(list_nodes))
-        .routes(routes!(get_node, delete_node))
+        .routes(routes!(get_node, patch_node, delete_node))
         .routes(routes!(list_queues))
         .routes(routes!(get_queue))
 }
@@ -357,6 +357,57 @@ async fn get_node(s: State, _c: Caller, base: Base, Id(id): Id) -> ApiResult<Jso
         .find(|n| n.id == id)
         .ok_or_else(|| ApiError::not_found("node"))?;
     Ok(Json(node_out(&s, &base, n)))
+}
+
+/// The writable fields of a node; unknown fields are refused. A node is
+/// what its agent's heartbeats say: its name is the agent's `node_name`
+/// (a new name here would be a second node at the next heartbeat), and
+/// its site is the one the agent is configured for, which its next
+/// heartbeat sets again (as a deleted node comes back, in the seed).
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NodeFields {
+    /// Its name; only the current one is accepted.
+    name: Option<String>,
+    /// The name of a site to show it in until its next heartbeat.
+    site: Option<String>,
+}
+
+/// Changes a node's site (until its next heartbeat).
+#[utoipa::path(patch, path = "/api/nodes/{id}/", tag = "nodes", params(("id" = i64, Path)), request_body = NodeFields,
+    responses((status = 200, body = NodeOut), (status = 400, body = Detail), (status = 401, body = Detail), (status = 404, body = Detail), (status = 413, body = Detail)))]
+async fn patch_node(
+    s: State,
+    _c: Caller,
+    base: Base,
+    Id(id): Id,
+    Body(f): Body<NodeFields>,
+) -> ApiResult<Json<NodeOut>> {
+    let mut node = s
+        .store
+        .nodes(None)
+        .await?
+        .into_iter()
+        .find(|n| n.id == id)
+        .ok_or_else(|| ApiError::not_found("node"))?;
+    if f.name.as_ref().is_some_and(|n| *n != node.name) {
+        return Err(ApiError::bad(
+            "name: a node's name is its agent's node_name (set in the agent's configuration); it cannot change here",
+        ));
+    }
+    if let Some(name) = &f.site {
+        let site = s
+            .store
+            .site_by_name(name)
+            .await?
+            .ok_or_else(|| ApiError::bad(format!("site: no site named {name:?}")))?;
+        if !s.store.set_node_site(id, site.id).await? {
+            return Err(ApiError::not_found("node"));
+        }
+        // What this request did, whatever heartbeat comes next.
+        node.site = Some(site.name);
+    }
+    Ok(Json(node_out(&s, &base, &node)))
 }
 
 /// Forgets a node until its next heartbeat.

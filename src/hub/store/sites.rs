@@ -286,6 +286,18 @@ impl Store {
             .collect())
     }
 
+    /// Moves a node to site `site_id` (until its next heartbeat names its
+    /// own). Whether the node exists.
+    pub async fn set_node_site(&self, id: i64, site_id: i64) -> Result<bool, StoreError> {
+        let done = sqlx::query("UPDATE nodes SET site_id = $2 WHERE id = $1")
+            .bind(id)
+            .bind(site_id)
+            .execute(&self.pool)
+            .await
+            .map_err(db("move a node"))?;
+        Ok(done.rows_affected() > 0)
+    }
+
     /// Forgets a node (until it sends another heartbeat, as the seed says).
     pub async fn delete_node(&self, id: i64) -> Result<bool, StoreError> {
         let done = sqlx::query("DELETE FROM nodes WHERE id = $1")
