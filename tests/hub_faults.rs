@@ -194,6 +194,42 @@ fn a_hub_killed_three_times_while_results_stream_counts_every_file_once() {
     // 100,000 / 20 children and the discovery.
     assert_eq!(c["results_expected"], 5_001, "{j}");
     assert!(s.log("hub.log").matches("ferry hub starting").count() >= 4);
+
+    // All its tasks at once (page_size=0): written while read, in chunks
+    // (no length is known before), each row once, the counts after them.
+    let out = std::process::Command::new("curl")
+        .args(["-sk", "-i", "-H", &format!("Authorization: Api-Key {}", s.key())])
+        .arg(format!("{}/api/tasks/?job_id={id}&page_size=0", s.url))
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    let head = head.to_ascii_lowercase();
+    assert!(
+        head.contains("transfer-encoding: chunked") && !head.contains("content-length"),
+        "{head}"
+    );
+    let all: serde_json::Value = serde_json::from_str(body).unwrap();
+    let ids: std::collections::BTreeSet<i64> = all["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["id"].as_i64().unwrap())
+        .collect();
+    assert_eq!((all["count"].as_i64(), ids.len()), (Some(5_001), 5_001));
+    assert_eq!(all["stats"]["state"]["SUCCESS"], 5_001, "{}", all["stats"]);
+    assert_eq!(
+        (&all["next"], &all["previous"]),
+        (&serde_json::Value::Null, &serde_json::Value::Null)
+    );
+    s.api("GET", &format!("/api/tasks/?job_id={id}&page_size=0&page=2"), None, 404);
+    let jobs = s.api("GET", "/api/jobs/?page_size=0", None, 200);
+    assert_eq!(jobs["results"][0]["id"], id, "{jobs}");
+    assert_eq!(
+        (jobs["count"].as_i64(), jobs["owners"].as_array().map(Vec::len)),
+        (Some(1), Some(1)),
+        "{jobs}"
+    );
 }
 
 #[test]

@@ -3,6 +3,7 @@
 use super::http::{
     ApiError, ApiResult, ApiState, Base, Caller, Detail, Id, Key, PageQuery, Paging, Query, State, query_time,
 };
+use super::stream;
 use crate::hub::store::jobs::{Bind, FileRecord, Filter, Job, Page as StorePage, Task, state, task_state};
 use crate::hub::store::{iso, now_us};
 use axum::Json;
@@ -301,8 +302,31 @@ async fn list_jobs(
     base: Base,
     Query(pq): Query<PageQuery>,
     Query(q): Query<JobQuery>,
-) -> ApiResult<Json<JobPage>> {
+) -> ApiResult<Response> {
     let paging = Paging::read(&pq, 100)?;
+    if paging.size.is_none() {
+        let (count, rows) = s.store.jobs_all(job_filter(&q)?).await?;
+        let owners = Arc::new(std::sync::Mutex::new(Vec::<OwnerOut>::new()));
+        let (seen, s) = (owners.clone(), s.0.clone());
+        let each = move |j: Job| {
+            let (s, base, seen) = (s.clone(), base.clone(), seen.clone());
+            async move {
+                {
+                    let o = owner(&j);
+                    let mut seen = seen.lock().expect("owners");
+                    if !seen.contains(&o) {
+                        seen.push(o);
+                    }
+                }
+                job_out(&s, &base, &j).await
+            }
+        };
+        let tail = move || {
+            let owners = std::mem::take(&mut *owners.lock().expect("owners"));
+            vec![("owners", serde_json::to_value(owners).expect("owners serialize"))]
+        };
+        return stream::respond(&paging, count, rows, each, tail);
+    }
     let (count, jobs) = s.store.jobs(&job_filter(&q)?, paging.store()).await?;
     let mut results = Vec::with_capacity(jobs.len());
     let mut owners: Vec<OwnerOut> = Vec::new();
@@ -320,7 +344,8 @@ async fn list_jobs(
         previous: page.previous,
         results: page.results,
         owners,
-    }))
+    })
+    .into_response())
 }
 
 /// A job.
@@ -437,7 +462,7 @@ async fn jobstats(
     base: Base,
     Query(pq): Query<PageQuery>,
     Query(q): Query<JobStatQuery>,
-) -> ApiResult<Json<super::http::Page<JobStatOut>>> {
+) -> ApiResult<Response> {
     let paging = Paging::read(&pq, 100)?;
     let mut f = Filter::default();
     if let Some(j) = q.job {
@@ -447,9 +472,14 @@ async fn jobstats(
     if let Some(path) = &q.path {
         f.cmp("path", "=", Bind::Text(serde_json::to_string(path).expect("a string")));
     }
+    if paging.size.is_none() {
+        let (count, rows) = s.store.file_records_all(f).await?;
+        let each = move |r: FileRecord| std::future::ready(Ok(jobstat_out(&base, &r)));
+        return stream::respond(&paging, count, rows, each, Vec::new);
+    }
     let (count, rows) = s.store.file_records(&f, paging.store()).await?;
     let results = rows.iter().map(|r| jobstat_out(&base, r)).collect();
-    Ok(Json(paging.page(&base, count, results)?))
+    Ok(Json(paging.page(&base, count, results)?).into_response())
 }
 
 /// One per-file record.
@@ -587,7 +617,7 @@ async fn list_tasks(
     base: Base,
     Query(pq): Query<PageQuery>,
     Query(q): Query<TaskQuery>,
-) -> ApiResult<Json<TaskPage>> {
+) -> ApiResult<Response> {
     let paging = Paging::read(&pq, 100)?;
     let mut f = Filter::default();
     for (col, v) in [("tasktype", &q.tasktype), ("task_id", &q.task_id)] {
@@ -600,9 +630,6 @@ async fn list_tasks(
         f.cmp("job_id", "=", Bind::Int(j));
     }
     f.any_of("state", upper_states(&q.state, task_state::ALL, "task")?);
-    let (count, tasks) = s.store.tasks(&f, paging.store()).await?;
-    let results = tasks.iter().map(|t| task_out(&base, t)).collect();
-    let page = paging.page(&base, count, results)?;
     let mut stats = TaskStats {
         state: BTreeMap::new(),
         tasktype: BTreeMap::new(),
@@ -611,13 +638,23 @@ async fn list_tasks(
         *stats.state.entry(st).or_default() += n;
         *stats.tasktype.entry(tasktype).or_default() += n;
     }
+    if paging.size.is_none() {
+        let (count, rows) = s.store.tasks_all(f).await?;
+        let stats = serde_json::to_value(&stats).expect("counts serialize");
+        let each = move |t: Task| std::future::ready(Ok(task_out(&base, &t)));
+        return stream::respond(&paging, count, rows, each, move || vec![("stats", stats)]);
+    }
+    let (count, tasks) = s.store.tasks(&f, paging.store()).await?;
+    let results = tasks.iter().map(|t| task_out(&base, t)).collect();
+    let page = paging.page(&base, count, results)?;
     Ok(Json(TaskPage {
         count: page.count,
         next: page.next,
         previous: page.previous,
         results: page.results,
         stats,
-    }))
+    })
+    .into_response())
 }
 
 /// A task, by row id or Celery id.

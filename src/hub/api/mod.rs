@@ -9,6 +9,7 @@ mod health;
 mod http;
 mod jobs;
 mod sites;
+mod stream;
 mod submit;
 mod workflows;
 

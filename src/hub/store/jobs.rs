@@ -628,18 +628,68 @@ impl Store {
 
     /// Per-file records matching `filter`, by id, and how many match.
     pub async fn file_records(&self, filter: &Filter, page: Page) -> Result<(i64, Vec<FileRecord>), StoreError> {
-        let columns = "id, job_id, path, state, code, message, task_id";
-        let (count, rows) = self.listed("jobstats", columns, "id", filter, page).await?;
-        let record = |r: &AnyRow| FileRecord {
-            id: r.get("id"),
-            job_id: r.get("job_id"),
-            path: r.get("path"),
-            state: r.get("state"),
-            code: r.get("code"),
-            message: r.get("message"),
-            task_id: r.get("task_id"),
-        };
-        Ok((count, rows.iter().map(record).collect()))
+        let (count, rows) = self.listed("jobstats", FILE_COLUMNS, "id", filter, page).await?;
+        Ok((count, rows.iter().map(file_record).collect::<Result<_, _>>()?))
+    }
+
+    /// Every job matching `filter`, newest first, as they are read
+    /// (`page_size=0`), and how many.
+    pub async fn jobs_all(&self, filter: Filter) -> Result<(i64, Rows<Job>), StoreError> {
+        self.streamed("jobs", JOB_COLUMNS, "id DESC", filter, job).await
+    }
+
+    /// Every task matching `filter`, by id, as they are read, and how many.
+    pub async fn tasks_all(&self, filter: Filter) -> Result<(i64, Rows<Task>), StoreError> {
+        self.streamed("tasks", TASK_COLUMNS, "id", filter, task).await
+    }
+
+    /// Every per-file record matching `filter`, by id, as they are read,
+    /// and how many.
+    pub async fn file_records_all(&self, filter: Filter) -> Result<(i64, Rows<FileRecord>), StoreError> {
+        self.streamed("jobstats", FILE_COLUMNS, "id", filter, file_record).await
+    }
+
+    /// How many rows of `table` match `filter`, and a reader of at most
+    /// that many of them in `order` (rows added meanwhile never make the
+    /// list longer than its count).
+    async fn streamed<T: Send + 'static>(
+        &self,
+        table: &'static str,
+        columns: &'static str,
+        order: &'static str,
+        filter: Filter,
+        map: fn(&AnyRow) -> Result<T, StoreError>,
+    ) -> Result<(i64, Rows<T>), StoreError> {
+        let count = self.count(table, &filter).await?;
+        let (tx, rx) = tokio::sync::mpsc::channel(STREAM_ROWS);
+        let pool = self.pool.clone();
+        tokio::spawn(async move {
+            use futures::StreamExt;
+            let sql = format!(
+                "SELECT {columns} FROM {table}{} ORDER BY {order} LIMIT {count}",
+                filter.sql()
+            );
+            let mut rows = filter.bind(sqlx::query(&sql)).fetch(&pool);
+            while let Some(r) = rows.next().await {
+                let item = r.map_err(db("read a list")).and_then(|r| map(&r));
+                let failed = item.is_err();
+                // A reader gone (the client hung up) ends the read.
+                if tx.send(item).await.is_err() || failed {
+                    break;
+                }
+            }
+        });
+        Ok((count, rx))
+    }
+
+    async fn count(&self, table: &str, filter: &Filter) -> Result<i64, StoreError> {
+        let count_sql = format!("SELECT COUNT(*) FROM {table}{}", filter.sql());
+        Ok(filter
+            .bind(sqlx::query(&count_sql))
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db("count a list"))?
+            .get(0))
     }
 
     /// One page of the rows of `table` (`columns`) that match `filter`, in
@@ -652,13 +702,7 @@ impl Store {
         filter: &Filter,
         page: Page,
     ) -> Result<(i64, Vec<AnyRow>), StoreError> {
-        let count_sql = format!("SELECT COUNT(*) FROM {table}{}", filter.sql());
-        let count: i64 = filter
-            .bind(sqlx::query(&count_sql))
-            .fetch_one(&self.pool)
-            .await
-            .map_err(db("count a list"))?
-            .get(0);
+        let count = self.count(table, filter).await?;
         let sql = format!(
             "SELECT {columns} FROM {table}{} ORDER BY {order}{}",
             filter.sql(),
@@ -671,6 +715,28 @@ impl Store {
             .map_err(db("read a list"))?;
         Ok((count, rows))
     }
+}
+
+/// Rows of a list read whole (`page_size=0`), as they are read: a
+/// bounded channel, so a list of millions holds [`STREAM_ROWS`] at a time.
+/// It ends after the last row, or after the first error.
+pub type Rows<T> = tokio::sync::mpsc::Receiver<Result<T, StoreError>>;
+
+/// Rows read ahead of the writer of a streamed list.
+const STREAM_ROWS: usize = 256;
+
+const FILE_COLUMNS: &str = "id, job_id, path, state, code, message, task_id";
+
+fn file_record(r: &AnyRow) -> Result<FileRecord, StoreError> {
+    Ok(FileRecord {
+        id: r.get("id"),
+        job_id: r.get("job_id"),
+        path: r.get("path"),
+        state: r.get("state"),
+        code: r.get("code"),
+        message: r.get("message"),
+        task_id: r.get("task_id"),
+    })
 }
 
 /// One file's record in a job (failures and aborts by default).
