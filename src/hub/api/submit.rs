@@ -5,7 +5,7 @@
 use super::http::{ApiError, ApiResult, ApiState, Base, Body, Caller, Detail, State, present};
 use super::jobs::{JobOut, job_out};
 use crate::agent::tasks::rules::Context;
-use crate::hub::store::jobs::{NewJob, Owner};
+use crate::hub::store::jobs::{Append, NewJob, Owner};
 use crate::hub::submit::{actions, discovery, origin};
 use crate::hub::workflows::{Known, compile, discovery_task, parse_fields, parse_rules, resolve_fields};
 use crate::task::PathObject;
@@ -44,10 +44,9 @@ pub struct Submission {
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<String>)]
     pub discovery: Option<Option<String>>,
-    /// A job to run within: not supported by this hub (docs/hub.md);
-    /// only null is accepted.
+    /// A running job (`PENDING` or `STARTED`) to run within: this
+    /// submission's tasks join it and it ends once they are done too.
     #[serde(default)]
-    #[schema(schema_with = null_only)]
     pub job: Option<i64>,
     /// Include globs replacing the rules' own.
     #[serde(default)]
@@ -64,11 +63,6 @@ pub struct Submission {
 }
 
 /// The schema of a field that may only be null.
-fn null_only() -> utoipa::openapi::Object {
-    use utoipa::openapi::schema::{ObjectBuilder, SchemaType, Type};
-    ObjectBuilder::new().schema_type(SchemaType::Type(Type::Null)).build()
-}
-
 /// The first thousand input paths are kept on the job, for display.
 const INPUTS_KEPT: usize = 1000;
 
@@ -78,11 +72,6 @@ const INPUTS_KEPT: usize = 1000;
 #[utoipa::path(post, path = "/api/file/workflow/", tag = "jobs", request_body = Submission,
     responses((status = 201, body = JobOut), (status = 400, body = Detail), (status = 401, body = Detail), (status = 413, body = Detail)))]
 async fn submit(s: State, c: Caller, base: Base, Body(sub): Body<Submission>) -> ApiResult<Response> {
-    if sub.job.is_some() {
-        return Err(ApiError::bad(
-            "job: running a workflow within an existing job is not supported by this hub; submit without `job`",
-        ));
-    }
     let workflow = s
         .store
         .workflow_by_name(&sub.workflow)
@@ -211,45 +200,56 @@ async fn submit(s: State, c: Caller, base: Base, Body(sub): Body<Submission>) ->
     };
     let me = origin();
     let raw_paths: Vec<&RawValue> = sub.paths.iter().map(|p| &**p).collect();
-    let job_id = s
-        .store
-        .create_job(&new, |jobid| match task {
-            Some(t) => {
-                let kwargs = json!({
-                    "paths": raw_paths,
-                    "jobid": jobid,
-                    "filter_rules": workflow.filter_rules,
-                    "fields": fields,
-                    "include": sub.include,
-                    "exclude": sub.exclude,
-                    "site_includes": patterns.site_includes,
-                    "site_excludes": patterns.site_excludes,
-                    "site": site.name,
-                    "queue": queue,
-                    "skip_missing": skip_missing,
-                    "file_batch_size": site.file_batch_size,
-                    "file_batch_gb": site.file_batch_gb,
-                    "enable_auto_file_batch_sizing": site.enable_auto_file_batch_sizing,
-                    "children_in_result": false,
-                });
-                vec![discovery(t.as_str(), &kwargs.to_string(), &site.name, &queue, &me)]
+    let roots = |jobid| match task {
+        Some(t) => {
+            let kwargs = json!({
+                "paths": raw_paths,
+                "jobid": jobid,
+                "filter_rules": workflow.filter_rules,
+                "fields": fields,
+                "include": sub.include,
+                "exclude": sub.exclude,
+                "site_includes": patterns.site_includes,
+                "site_excludes": patterns.site_excludes,
+                "site": site.name,
+                "queue": queue,
+                "skip_missing": skip_missing,
+                "file_batch_size": site.file_batch_size,
+                "file_batch_gb": site.file_batch_gb,
+                "enable_auto_file_batch_sizing": site.enable_auto_file_batch_sizing,
+                "children_in_result": false,
+            });
+            vec![discovery(t.as_str(), &kwargs.to_string(), &site.name, &queue, &me)]
+        }
+        None => actions(
+            &rules,
+            &paths,
+            jobid,
+            site.file_batch_size.max(1) as usize,
+            &site.name,
+            &me,
+        ),
+    };
+    let job_id = match sub.job {
+        None => {
+            let id = s.store.create_job(&new, roots).await?;
+            if s.store.job(id).await?.is_some_and(|j| j.roots == 0) {
+                // No input path went to any rule: nothing to run.
+                s.store.end_empty_job(id).await?;
             }
-            None => actions(
-                &rules,
-                &paths,
-                jobid,
-                site.file_batch_size.max(1) as usize,
-                &site.name,
-                &me,
-            ),
-        })
-        .await?;
+            id
+        }
+        Some(id) => match s.store.append_to_job(id, task.is_some(), &roots(id)).await? {
+            Append::Added => id,
+            Append::Ended(state) => {
+                return Err(ApiError::bad(format!(
+                    "job: job {id} has ended ({state}); submit without `job` to start a new one"
+                )));
+            }
+            Append::Missing => return Err(ApiError::bad(format!("job: no job {id}"))),
+        },
+    };
     s.outbox.notify_one();
-    let job = s.store.job(job_id).await?.ok_or_else(|| ApiError::not_found("job"))?;
-    if job.roots == 0 {
-        // No input path went to any rule: nothing to run.
-        s.store.end_empty_job(job_id).await?;
-    }
     let job = s.store.job(job_id).await?.ok_or_else(|| ApiError::not_found("job"))?;
     let out = job_out(&s, &base, &job).await?;
     if out.queue_nodes_online == Some(0) {

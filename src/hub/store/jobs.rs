@@ -347,30 +347,7 @@ impl Store {
         .map_err(db("create a job"))?
         .get(0);
         let roots = roots(id);
-        for r in &roots {
-            sqlx::query(
-                "INSERT INTO tasks (task_id, job_id, tasktype, site, queue, state, is_root, created) VALUES ($1, $2, $3, $4, $5, 'PENDING', 1, $6)",
-            )
-            .bind(&r.task_id)
-            .bind(id)
-            .bind(&r.tasktype)
-            .bind(&r.site)
-            .bind(&r.queue)
-            .bind(now)
-            .execute(&mut *tx)
-            .await
-            .map_err(db("create a root task"))?;
-            sqlx::query("INSERT INTO outbox (job_id, task_id, queue, headers, body) VALUES ($1, $2, $3, $4, $5)")
-                .bind(id)
-                .bind(&r.task_id)
-                .bind(&r.queue)
-                .bind(&r.headers)
-                .bind(&r.body)
-                .execute(&mut *tx)
-                .await
-                .map_err(db("queue a root task"))?;
-            add_stat(&mut tx, id, &r.tasktype, "PENDING", 1).await?;
-        }
+        insert_roots(&mut tx, id, &roots, now).await?;
         sqlx::query("UPDATE jobs SET roots = $2, expected = $2 WHERE id = $1")
             .bind(id)
             .bind(roots.len() as i64)
@@ -379,6 +356,41 @@ impl Store {
             .map_err(db("count a job's roots"))?;
         tx.commit().await.map_err(db("commit a job"))?;
         Ok(id)
+    }
+
+    /// Adds a submission's first tasks to job `id` (the `job` field of a
+    /// submission): they are published and counted like the job's own,
+    /// so it ends only once they are done too. Only a job still running
+    /// (`PENDING` or `STARTED`) takes them; the check and the counters
+    /// change in one statement, so a job cannot end in between.
+    pub async fn append_to_job(&self, id: i64, walks: bool, roots: &[RootTask]) -> Result<Append, StoreError> {
+        let now = now_us();
+        let mut tx = self.write().await?;
+        let taken = sqlx::query(
+            "UPDATE jobs SET roots = roots + $2, expected = expected + $2,
+               dir_walk_complete = CASE WHEN $3 = 1 THEN 0 ELSE dir_walk_complete END
+             WHERE id = $1 AND state IN ('PENDING', 'STARTED') RETURNING id",
+        )
+        .bind(id)
+        .bind(roots.len() as i64)
+        .bind((walks && !roots.is_empty()) as i64)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db("add to a job"))?;
+        if taken.is_none() {
+            let state = sqlx::query("SELECT state FROM jobs WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db("read a job"))?;
+            return Ok(match state {
+                Some(row) => Append::Ended(row.get(0)),
+                None => Append::Missing,
+            });
+        }
+        insert_roots(&mut tx, id, roots, now).await?;
+        tx.commit().await.map_err(db("commit an addition to a job"))?;
+        Ok(Append::Added)
     }
 
     /// Messages waiting to be published, oldest first.
@@ -715,6 +727,51 @@ impl Store {
             .map_err(db("read a list"))?;
         Ok((count, rows))
     }
+}
+
+/// What [`Store::append_to_job`] did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Append {
+    /// The tasks are the job's now.
+    Added,
+    /// The job is no longer running; its state.
+    Ended(String),
+    /// No such job.
+    Missing,
+}
+
+/// Writes a job's first tasks, their messages to publish and their counts.
+async fn insert_roots(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    id: i64,
+    roots: &[RootTask],
+    now: i64,
+) -> Result<(), StoreError> {
+    for r in roots {
+        sqlx::query(
+            "INSERT INTO tasks (task_id, job_id, tasktype, site, queue, state, is_root, created) VALUES ($1, $2, $3, $4, $5, 'PENDING', 1, $6)",
+        )
+        .bind(&r.task_id)
+        .bind(id)
+        .bind(&r.tasktype)
+        .bind(&r.site)
+        .bind(&r.queue)
+        .bind(now)
+        .execute(&mut **tx)
+        .await
+        .map_err(db("create a root task"))?;
+        sqlx::query("INSERT INTO outbox (job_id, task_id, queue, headers, body) VALUES ($1, $2, $3, $4, $5)")
+            .bind(id)
+            .bind(&r.task_id)
+            .bind(&r.queue)
+            .bind(&r.headers)
+            .bind(&r.body)
+            .execute(&mut **tx)
+            .await
+            .map_err(db("queue a root task"))?;
+        add_stat(tx, id, &r.tasktype, "PENDING", 1).await?;
+    }
+    Ok(())
 }
 
 /// Rows of a list read whole (`page_size=0`), as they are read: a
