@@ -7,7 +7,7 @@
 //! batch of 1,000 results costs a handful of statements instead (measured
 //! in docs/benchmarks.md, "Hub").
 
-use super::{StoreError, db};
+use super::{Engine, StoreError, db};
 use rustc_hash::{FxHashMap, FxHashSet};
 use sqlx::Row;
 
@@ -17,24 +17,38 @@ use sqlx::Row;
 /// a remainder) keep the prepared-statement caches warm.
 pub const CHUNK: usize = 500;
 
-/// `$from, $from+1, ...`: `n` placeholders.
-pub fn placeholders(from: usize, n: usize) -> String {
+/// `n` placeholders for the values `from`, `from + 1`, ... of a
+/// statement: `$from, ...` on PostgreSQL, `?, ...` on SQLite, so a
+/// statement of many rows uses one style throughout.
+///
+/// Why not `$N` on SQLite too: sqlx binds each SQLite parameter by asking
+/// its name (`sqlite3_bind_parameter_name`), which SQLite finds by a
+/// linear scan of the statement's names. With thousands of `$N` in one
+/// statement that is quadratic: 8,500 values took tens of milliseconds to
+/// bind, more than the insert itself (docs/benchmarks.md, "Hub"). A `?`
+/// has no name and is bound by position.
+pub fn placeholders(engine: Engine, from: usize, n: usize) -> String {
     let mut s = String::with_capacity(n * 6);
     for i in 0..n {
         if i > 0 {
             s.push_str(", ");
         }
-        s.push('$');
-        s.push_str(&(from + i).to_string());
+        match engine {
+            Engine::Sqlite => s.push('?'),
+            Engine::Postgres => {
+                s.push('$');
+                s.push_str(&(from + i).to_string());
+            }
+        }
     }
     s
 }
 
-/// `($1, ..., $cols), ($cols+1, ...), ...`: `rows` tuples of `cols`
-/// placeholders, for a multi-row `VALUES`.
-pub fn tuples(rows: usize, cols: usize) -> String {
+/// `rows` tuples of `cols` placeholders for a multi-row `VALUES`, the
+/// first value being the statement's first.
+pub fn tuples(engine: Engine, rows: usize, cols: usize) -> String {
     (0..rows)
-        .map(|r| format!("({})", placeholders(r * cols + 1, cols)))
+        .map(|r| format!("({})", placeholders(engine, r * cols + 1, cols)))
         .collect::<Vec<_>>()
         .join(", ")
 }
@@ -71,6 +85,7 @@ impl Known {
 /// The rows of the tasks `ids` that exist, by task id.
 pub async fn known_tasks(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    engine: Engine,
     ids: &[&str],
 ) -> Result<FxHashMap<String, Known>, StoreError> {
     let mut out = FxHashMap::default();
@@ -79,7 +94,7 @@ pub async fn known_tasks(
         let sql = format!(
             "SELECT task_id, job_id, final, is_root, state, tasktype, counted, run, children_count FROM tasks
              WHERE task_id IN ({})",
-            placeholders(1, chunk.len())
+            placeholders(engine, 1, chunk.len())
         );
         let mut q = sqlx::query(&sql);
         for id in chunk {
@@ -107,11 +122,15 @@ pub async fn known_tasks(
 /// Which of the jobs `ids` exist.
 pub async fn existing_jobs(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    engine: Engine,
     ids: &[i64],
 ) -> Result<FxHashSet<i64>, StoreError> {
     let mut out = FxHashSet::default();
     for chunk in ids.chunks(CHUNK) {
-        let sql = format!("SELECT id FROM jobs WHERE id IN ({})", placeholders(1, chunk.len()));
+        let sql = format!(
+            "SELECT id FROM jobs WHERE id IN ({})",
+            placeholders(engine, 1, chunk.len())
+        );
         let mut q = sqlx::query(&sql);
         for id in chunk {
             q = q.bind(*id);
@@ -129,9 +148,11 @@ mod tests {
 
     #[test]
     fn placeholders_number_every_value_once() {
-        assert_eq!(placeholders(1, 3), "$1, $2, $3");
-        assert_eq!(placeholders(4, 1), "$4");
-        assert_eq!(tuples(2, 3), "($1, $2, $3), ($4, $5, $6)");
-        assert_eq!(tuples(1, 1), "($1)");
+        let pg = Engine::Postgres;
+        assert_eq!(placeholders(pg, 1, 3), "$1, $2, $3");
+        assert_eq!(placeholders(pg, 4, 1), "$4");
+        assert_eq!(tuples(pg, 2, 3), "($1, $2, $3), ($4, $5, $6)");
+        assert_eq!(tuples(pg, 1, 1), "($1)");
+        assert_eq!(tuples(Engine::Sqlite, 2, 2), "(?, ?), (?, ?)");
     }
 }

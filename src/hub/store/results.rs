@@ -20,7 +20,7 @@
 
 use super::batch::{self, Known};
 use super::ledger::{add_stat, task_state};
-use super::{Store, StoreError, db, now_us};
+use super::{Engine, Store, StoreError, db, now_us};
 use crate::agent::celery::{ChildId, run_hex};
 use crate::task::TaskName;
 use rustc_hash::FxHashMap;
@@ -242,7 +242,7 @@ impl Store {
         ids.dedup();
         // The results' own rows and their parents' (a parent's row implies
         // its job); then the jobs the other results name.
-        let mut known = batch::known_tasks(&mut tx, &ids).await?;
+        let mut known = batch::known_tasks(&mut tx, self.engine, &ids).await?;
         let mut named: Vec<i64> = batch
             .iter()
             .filter(|r| !known.contains_key(&r.task_id))
@@ -250,7 +250,7 @@ impl Store {
             .collect();
         named.sort_unstable();
         named.dedup();
-        let jobs = batch::existing_jobs(&mut tx, &named).await?;
+        let jobs = batch::existing_jobs(&mut tx, self.engine, &named).await?;
 
         let mut t = Tally::default();
         let mut stats: FxHashMap<(i64, String, String), i64> = FxHashMap::default();
@@ -314,7 +314,7 @@ impl Store {
                 },
             );
             match verdict {
-                Some(v) => settle(&mut tx, row, v, &mut t, &mut known).await?,
+                Some(v) => settle(&mut tx, self.engine, row, v, &mut t, &mut known).await?,
                 None => {
                     t.out.held += 1;
                     if let Some(p) = &r.parent_id {
@@ -324,8 +324,8 @@ impl Store {
             }
         }
 
-        write_tasks(&mut tx, &t.rows).await?;
-        write_failures(&mut tx, &failed_order, &failed).await?;
+        write_tasks(&mut tx, self.engine, &t.rows).await?;
+        write_failures(&mut tx, self.engine, &failed_order, &failed).await?;
         for ((job, tasktype, st), n) in &stats {
             if *n != 0 {
                 add_stat(&mut tx, *job, tasktype, st, *n).await?;
@@ -378,7 +378,7 @@ impl Store {
             .collect();
         ids.sort_unstable();
         ids.dedup();
-        let mut known = batch::known_tasks(&mut tx, &ids).await?;
+        let mut known = batch::known_tasks(&mut tx, self.engine, &ids).await?;
         let mut stats: FxHashMap<(i64, String, String), i64> = FxHashMap::default();
         let mut jobs: Vec<i64> = Vec::new();
         let mut rows: Vec<(&Started, i64)> = Vec::new();
@@ -431,7 +431,7 @@ impl Store {
                 "INSERT INTO tasks (task_id, job_id, tasktype, node, state, parent_task_id, created, started) VALUES {}
                  ON CONFLICT (task_id) DO UPDATE SET state = excluded.state, node = excluded.node, started = excluded.started
                  WHERE tasks.final = 0",
-                batch::tuples(chunk.len(), 8)
+                batch::tuples(self.engine, chunk.len(), 8)
             );
             let mut q = sqlx::query(&sql);
             for (s, job) in chunk {
@@ -554,6 +554,7 @@ const RELEASE_CHUNK: i64 = 5_000;
 /// before it).
 async fn settle(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    engine: Engine,
     first: usize,
     v: i64,
     t: &mut Tally<'_>,
@@ -643,8 +644,9 @@ async fn settle(
             for (ids, cv) in by_verdict.iter().zip([COUNTED, ORPHAN]) {
                 for chunk in ids.chunks(batch::CHUNK) {
                     let sql = format!(
-                        "UPDATE tasks SET counted = $1 WHERE task_id IN ({})",
-                        batch::placeholders(2, chunk.len())
+                        "UPDATE tasks SET counted = {} WHERE task_id IN ({})",
+                        batch::placeholders(engine, 1, 1),
+                        batch::placeholders(engine, 2, chunk.len())
                     );
                     let mut q = sqlx::query(&sql).bind(cv);
                     for id in chunk {
@@ -670,7 +672,11 @@ fn verdict_below(parent: &Counted, v: i64, child: &str) -> i64 {
 
 /// Files the batch's rows: new ones inserted, those a start event made
 /// updated, each with its verdict (multi-row upserts).
-async fn write_tasks(tx: &mut sqlx::Transaction<'_, sqlx::Any>, rows: &[Pending<'_>]) -> Result<(), StoreError> {
+async fn write_tasks(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    engine: Engine,
+    rows: &[Pending<'_>],
+) -> Result<(), StoreError> {
     const COLS: usize = 17;
     for chunk in rows.chunks(batch::CHUNK) {
         let sql = format!(
@@ -683,7 +689,7 @@ async fn write_tasks(tx: &mut sqlx::Transaction<'_, sqlx::Any>, rows: &[Pending<
                started = CASE WHEN excluded.state = 'CANCELLED' THEN tasks.started ELSE COALESCE(tasks.started, excluded.completed) END,
                summary = excluded.summary, result = excluded.result, tasktype = excluded.tasktype,
                queue = COALESCE(tasks.queue, excluded.queue), site = COALESCE(tasks.site, excluded.site)",
-            batch::tuples(chunk.len(), COLS)
+            batch::tuples(engine, chunk.len(), COLS)
         );
         let mut q = sqlx::query(&sql);
         for p in chunk {
@@ -719,6 +725,7 @@ async fn write_tasks(tx: &mut sqlx::Transaction<'_, sqlx::Any>, rows: &[Pending<
 /// report wins), in multi-row upserts.
 async fn write_failures(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    engine: Engine,
     order: &[(i64, &str)],
     failed: &FxHashMap<(i64, &str), (&FileFailure, &str)>,
 ) -> Result<(), StoreError> {
@@ -727,7 +734,7 @@ async fn write_failures(
             "INSERT INTO jobstats (job_id, path, state, code, message, task_id) VALUES {}
              ON CONFLICT (job_id, path) DO UPDATE SET state = excluded.state, code = excluded.code,
                message = excluded.message, task_id = excluded.task_id",
-            batch::tuples(chunk.len(), 6)
+            batch::tuples(engine, chunk.len(), 6)
         );
         let mut q = sqlx::query(&sql);
         for key in chunk {
