@@ -395,3 +395,91 @@ fn a_job_cancelled_during_discovery_ends_cancelled_with_every_task_terminal() {
     assert!(learned.contains("cancel snapshot added roots"), "{learned}");
     assert!(!learned.contains("no cancel snapshot within control_wait"), "{learned}");
 }
+
+#[test]
+fn a_result_the_database_refuses_is_set_aside_and_the_rest_of_its_batch_filed() {
+    if !common::agent::broker_or_skip() {
+        return;
+    }
+    let Some(db) = common::hub::postgres() else {
+        return;
+    };
+    // No agent: the test answers the job's root itself.
+    let mut s = HubSite::new(db, 0, "");
+    s.start_hub();
+    s.api(
+        "POST",
+        "/api/sites/",
+        Some(serde_json::json!({"name": s.site, "shortcode": "x"})),
+        201,
+    );
+    let w = s.workflow("dynamo.tasks.stat_paths", serde_json::json!({}));
+    let job = s.submit(&w, &s.data());
+    let id = job["id"].as_i64().unwrap();
+    let root = s.api("GET", &format!("/api/tasks/?job_id={id}"), None, 200)["results"][0]["task_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let doc = |task_id: &str| {
+        serde_json::json!({"status": "SUCCESS", "task_id": task_id, "parent_id": null, "jobid": id,
+            "result": {"status": {"task": "dynamo.tasks.recursive_navigate", "summary": {"files": 0, "children": 0}}},
+            "traceback": null, "children": [], "children_count": 0, "run": "0000000000000001",
+            "date_done": "2026-12-05T00:00:00+00:00", "name": "dynamo.tasks.recursive_navigate",
+            "worker": "ferry@n1", "queue": format!("{}.default#discovery", s.site)})
+        .to_string()
+    };
+    // PostgreSQL text cannot hold a NUL: a retry would fail forever.
+    let poison = doc("bad\u{0}id");
+    let results = format!("{}.hub.results", s.site);
+    let rejected = format!("{}.hub.rejected", s.site);
+    let reason = common::agent::rt().block_on(async {
+        let c = common::agent::Client::connect().await;
+        for body in [&poison, &doc(&root)] {
+            c.ch.basic_publish(
+                "".into(),
+                results.as_str().into(),
+                lapin::options::BasicPublishOptions::default(),
+                body.as_bytes(),
+                lapin::BasicProperties::default().with_content_type("application/json".into()),
+            )
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        }
+        let t0 = Instant::now();
+        loop {
+            let got =
+                c.ch.basic_get(
+                    rejected.as_str().into(),
+                    lapin::options::BasicGetOptions { no_ack: true },
+                )
+                .await
+                .unwrap();
+            if let Some(m) = got {
+                assert_eq!(m.delivery.data, poison.as_bytes());
+                let h = m.delivery.properties.headers().clone().unwrap();
+                match h.inner().get("x-ferry-reason") {
+                    Some(lapin::types::AMQPValue::LongString(r)) => {
+                        break String::from_utf8_lossy(r.as_bytes()).into_owned();
+                    }
+                    other => panic!("no reason: {other:?}"),
+                }
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(30),
+                "nothing set aside: {}",
+                s.log("hub.log")
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+    assert!(reason.contains("the database refuses it"), "{reason}");
+    let j = s.wait_job(id, Duration::from_secs(30));
+    assert_eq!(j["state"], "SUCCESS", "{j}");
+    assert!(
+        s.log("hub.log").contains("filing its results one at a time"),
+        "{}",
+        s.log("hub.log")
+    );
+}

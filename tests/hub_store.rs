@@ -315,3 +315,25 @@ fn held_results_are_released_in_memory_and_in_chunks_below_nested_parents() {
         });
     }
 }
+
+#[test]
+fn postgres_runs_over_tls_when_the_url_asks_and_checks_the_certificate_when_told() {
+    use sqlx::Row;
+    let Some(db) = common::hub::postgres() else {
+        return;
+    };
+    rt().block_on(async {
+        let store = Store::open(&format!("{}?sslmode=require", db.url)).await.unwrap();
+        let ssl: bool = sqlx::query("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+            .fetch_one(&store.pool)
+            .await
+            .unwrap()
+            .get(0);
+        assert!(ssl, "the connection is not encrypted");
+        // The test server's certificate is self-signed: not trusted.
+        let e = Store::open(&format!("{}?sslmode=verify-full", db.url))
+            .await
+            .unwrap_err();
+        assert!(e.to_string().starts_with("database: connect: "), "{e}");
+    });
+}

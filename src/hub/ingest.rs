@@ -9,10 +9,16 @@
 //!
 //! A message that is not a result document goes, unchanged, to the
 //! hub's rejected queue with the reason in its headers, and is logged.
+//! So does a result the database refuses for good (a value it cannot
+//! store, such as a NUL character in a task id on PostgreSQL): when a
+//! batch fails for a reason that is not transient
+//! ([`StoreError::is_transient`]), its results are filed one at a time,
+//! and only those refused alone are set aside, so one bad message never
+//! holds back the results behind it.
 
 use super::metrics::HubMetrics;
 use super::store::results::{FileFailure, Finished};
-use super::store::{Store, now_us};
+use super::store::{Store, StoreError, now_us};
 use crate::agent::broker::Session;
 use futures::StreamExt;
 use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions};
@@ -258,25 +264,20 @@ pub async fn run(store: Store, session: Arc<Session>, metrics: Arc<HubMetrics>, 
             }
         }
         let mut batch = Vec::with_capacity(deliveries.len());
+        // The delivery each result of the batch came in.
+        let mut from = Vec::with_capacity(deliveries.len());
         let mut lags = Vec::with_capacity(deliveries.len());
-        for d in &deliveries {
+        for (i, d) in deliveries.iter().enumerate() {
             match parse(&d.data) {
                 Ok(Some(f)) => {
                     lags.push(f.completed);
                     batch.push(f);
+                    from.push(i);
                 }
                 Ok(None) => {}
                 Err(e) => {
                     warn!(error = %e, bytes = d.data.len(), kept_in = %queues.rejected, "a message on the results queue is not a result");
-                    metrics.rejected.inc();
-                    let mut headers = d.properties.headers().clone().unwrap_or_default();
-                    headers.insert(
-                        "x-ferry-reason".into(),
-                        lapin::types::AMQPValue::LongString(e.to_string().into_bytes().into()),
-                    );
-                    let props = d.properties.clone().with_headers(headers);
-                    if let Err(e) = session.publish_confirmed("", &queues.rejected, &d.data, props).await {
-                        warn!(error = %e, "cannot keep a rejected message; the session is going");
+                    if !set_aside(&session, &queues, &metrics, d, &e.to_string()).await {
                         return Ok(());
                     }
                 }
@@ -284,19 +285,29 @@ pub async fn run(store: Store, session: Arc<Session>, metrics: Arc<HubMetrics>, 
         }
         // File the batch, retrying while the database cannot take it; the
         // deliveries stay unacknowledged meanwhile.
-        let mut wait = Duration::from_millis(100);
         let t0 = std::time::Instant::now();
-        let done = loop {
-            match store.ingest(&batch).await {
-                Ok(done) => break done,
-                Err(e) => {
-                    warn!(error = %e, results = batch.len(), retry_in = ?wait, "cannot file results; they stay in the queue until the database takes them");
-                    if !session.alive() {
-                        return Ok(());
+        let done = match file(&store, &session, &batch).await {
+            Filed::Done(done) => done,
+            Filed::SessionGone => return Ok(()),
+            Filed::Refused(e) => {
+                warn!(error = %e, results = batch.len(), "the database refuses this batch for good; filing its results one at a time");
+                let mut done = super::store::results::Ingested::default();
+                for (r, &i) in batch.iter().zip(&from) {
+                    match file(&store, &session, std::slice::from_ref(r)).await {
+                        Filed::Done(one) => done.absorb(one),
+                        Filed::SessionGone => return Ok(()),
+                        Filed::Refused(e) => {
+                            let d = &deliveries[i];
+                            warn!(error = %e, task_id = %r.task_id, kept_in = %queues.rejected, "the database refuses a result");
+                            if !set_aside(&session, &queues, &metrics, d, &format!("the database refuses it: {e}"))
+                                .await
+                            {
+                                return Ok(());
+                            }
+                        }
                     }
-                    tokio::time::sleep(wait).await;
-                    wait = (wait * 2).min(Duration::from_secs(10));
                 }
+                done
             }
         };
         metrics.commit_seconds.observe(t0.elapsed().as_secs_f64());
@@ -314,6 +325,62 @@ pub async fn run(store: Store, session: Arc<Session>, metrics: Arc<HubMetrics>, 
         metrics.record(&done, &batch);
         for (job, end) in &done.finished_jobs {
             info!(job, state = end, "job finished");
+        }
+    }
+}
+
+/// How filing a batch ended.
+enum Filed {
+    /// Filed.
+    Done(super::store::results::Ingested),
+    /// The database refuses it for a reason a retry does not change.
+    Refused(StoreError),
+    /// The broker session ended while the database was unavailable.
+    SessionGone,
+}
+
+/// Files `batch`, retrying with backoff (0.1 s to 10 s) while the
+/// database cannot take it for a transient reason.
+async fn file(store: &Store, session: &Session, batch: &[Finished]) -> Filed {
+    let mut wait = Duration::from_millis(100);
+    loop {
+        match store.ingest(batch).await {
+            Ok(done) => return Filed::Done(done),
+            Err(e) if !e.is_transient() => return Filed::Refused(e),
+            Err(e) => {
+                warn!(error = %e, results = batch.len(), retry_in = ?wait, "cannot file results; they stay in the queue until the database takes them");
+                if !session.alive() {
+                    return Filed::SessionGone;
+                }
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(10));
+            }
+        }
+    }
+}
+
+/// Copies a delivery, unchanged but for the header `x-ferry-reason`, to
+/// the rejected queue (confirmed), and counts it; false when the session
+/// is going (the delivery is then redelivered, nothing is lost).
+async fn set_aside(
+    session: &Session,
+    queues: &Queues,
+    metrics: &HubMetrics,
+    d: &lapin::message::Delivery,
+    reason: &str,
+) -> bool {
+    metrics.rejected.inc();
+    let mut headers = d.properties.headers().clone().unwrap_or_default();
+    headers.insert(
+        "x-ferry-reason".into(),
+        lapin::types::AMQPValue::LongString(reason.as_bytes().to_vec().into()),
+    );
+    let props = d.properties.clone().with_headers(headers);
+    match session.publish_confirmed("", &queues.rejected, &d.data, props).await {
+        Ok(()) => true,
+        Err(e) => {
+            warn!(error = %e, "cannot keep a rejected message; the session is going");
+            false
         }
     }
 }

@@ -17,6 +17,16 @@ use sqlx::Row;
 /// a remainder) keep the prepared-statement caches warm.
 pub const CHUNK: usize = 500;
 
+/// A statement over `rows` rows: kept prepared on its connection only
+/// when it is a full [`CHUNK`]. Batches come in every size, and each size
+/// is another statement text; caching them all (sqlx keeps 100 per
+/// connection) held hundreds of prepared multi-row statements, and the
+/// hub's memory grew by a third over a long run (docs/benchmarks.md,
+/// "Hub").
+pub fn statement(sql: &str, rows: usize) -> super::Statement<'_> {
+    sqlx::query(sql).persistent(rows == CHUNK)
+}
+
 /// `n` placeholders for the values `from`, `from + 1`, ... of a
 /// statement: `$from, ...` on PostgreSQL, `?, ...` on SQLite, so a
 /// statement of many rows uses one style throughout.
@@ -96,7 +106,7 @@ pub async fn known_tasks(
              WHERE task_id IN ({})",
             placeholders(engine, 1, chunk.len())
         );
-        let mut q = sqlx::query(&sql);
+        let mut q = statement(&sql, chunk.len());
         for id in chunk {
             q = q.bind(*id);
         }
@@ -131,7 +141,7 @@ pub async fn existing_jobs(
             "SELECT id FROM jobs WHERE id IN ({})",
             placeholders(engine, 1, chunk.len())
         );
-        let mut q = sqlx::query(&sql);
+        let mut q = statement(&sql, chunk.len());
         for id in chunk {
             q = q.bind(*id);
         }

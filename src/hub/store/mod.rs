@@ -58,6 +58,44 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// Whether trying the same statements again later may succeed: the
+    /// connection, the pool or the server failed, or the database was
+    /// busy, locked, out of space or being shut down. Anything else (a
+    /// value the database refuses, a constraint) fails again every time.
+    pub fn is_transient(&self) -> bool {
+        let StoreError::Db { source, .. } = self else {
+            // A directory that cannot be made, a bad stored JSON column:
+            // nothing a retry changes, but no result is at fault either.
+            return true;
+        };
+        match source {
+            sqlx::Error::Database(d) => {
+                let code = d.code().unwrap_or_default();
+                if d.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
+                    // SQLite (extended) result codes: the primary code is
+                    // the low byte. BUSY, LOCKED, IOERR, FULL, CANTOPEN,
+                    // PROTOCOL.
+                    code.parse::<i64>()
+                        .is_ok_and(|n| matches!(n & 0xff, 5 | 6 | 10 | 13 | 14 | 15))
+                } else {
+                    // PostgreSQL SQLSTATE classes (five characters, often
+                    // all digits: never read as SQLite's): connection
+                    // exception, transaction rollback (serialization,
+                    // deadlock), insufficient resources, operator
+                    // intervention, system error.
+                    ["08", "40", "53", "57", "58"].iter().any(|c| code.starts_with(c))
+                }
+            }
+            sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::Protocol(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed => true,
+            _ => false,
+        }
+    }
+
     /// Whether a unique constraint refused the write.
     pub fn is_conflict(&self) -> bool {
         match self {

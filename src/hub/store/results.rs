@@ -139,6 +139,18 @@ pub struct Ingested {
     pub finished_jobs: Vec<(i64, &'static str)>,
 }
 
+impl Ingested {
+    /// Adds what another batch did.
+    pub fn absorb(&mut self, o: Ingested) {
+        self.counted += o.counted;
+        self.held += o.held;
+        self.orphans += o.orphans;
+        self.duplicates += o.duplicates;
+        self.unknown += o.unknown;
+        self.finished_jobs.extend(o.finished_jobs);
+    }
+}
+
 /// What counting changes on a job.
 #[derive(Default)]
 struct JobDelta {
@@ -433,7 +445,7 @@ impl Store {
                  WHERE tasks.final = 0",
                 batch::tuples(self.engine, chunk.len(), 8)
             );
-            let mut q = sqlx::query(&sql);
+            let mut q = batch::statement(&sql, chunk.len());
             for (s, job) in chunk {
                 q = q
                     .bind(&s.task_id)
@@ -648,7 +660,7 @@ async fn settle(
                         batch::placeholders(engine, 1, 1),
                         batch::placeholders(engine, 2, chunk.len())
                     );
-                    let mut q = sqlx::query(&sql).bind(cv);
+                    let mut q = batch::statement(&sql, chunk.len()).bind(cv);
                     for id in chunk {
                         q = q.bind(id);
                     }
@@ -691,7 +703,7 @@ async fn write_tasks(
                queue = COALESCE(tasks.queue, excluded.queue), site = COALESCE(tasks.site, excluded.site)",
             batch::tuples(engine, chunk.len(), COLS)
         );
-        let mut q = sqlx::query(&sql);
+        let mut q = batch::statement(&sql, chunk.len());
         for p in chunk {
             let r = p.r;
             let site = r.queue.as_deref().and_then(|q| q.split('.').next());
@@ -736,7 +748,7 @@ async fn write_failures(
                message = excluded.message, task_id = excluded.task_id",
             batch::tuples(engine, chunk.len(), 6)
         );
-        let mut q = sqlx::query(&sql);
+        let mut q = batch::statement(&sql, chunk.len());
         for key in chunk {
             let (f, task) = failed[key];
             q = q
