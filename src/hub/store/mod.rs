@@ -132,6 +132,11 @@ pub struct Store {
     pub pool: AnyPool,
     /// Its engine.
     pub engine: Engine,
+    /// Held by every filing of results ([`Store::ingest`]): the results
+    /// consumer and the monitor's lost tasks file one batch at a time, so
+    /// on PostgreSQL (where transactions run side by side) a child cannot
+    /// be held by one batch while another releases its parent's children.
+    pub(crate) filing: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
 /// The versioned migrations, applied in order.
@@ -195,7 +200,11 @@ impl Store {
             .connect(&url)
             .await
             .map_err(db("connect"))?;
-        let store = Store { pool, engine };
+        let store = Store {
+            pool,
+            engine,
+            filing: Default::default(),
+        };
         store.migrate().await?;
         Ok(store)
     }

@@ -245,6 +245,7 @@ impl Store {
     /// row is written with its verdict by a few multi-row statements
     /// ([`super::batch`]).
     pub async fn ingest(&self, batch: &[Finished]) -> Result<Ingested, StoreError> {
+        let _filing = self.filing.lock().await;
         let mut tx = self.write().await?;
         let mut ids: Vec<&str> = batch
             .iter()
@@ -618,7 +619,8 @@ async fn settle(
             .await
             .map_err(db("find held children"))?;
             let Some(last) = held.last() else { break };
-            after = last.get(0);
+            let first: String = held[0].get(0);
+            let last: String = last.get(0);
             let mut by_verdict: [Vec<String>; 2] = [Vec::new(), Vec::new()];
             for h in &held {
                 let child = Counted {
@@ -653,6 +655,24 @@ async fn settle(
                     stack.push((child, cv));
                 }
             }
+            if by_verdict[1].is_empty() {
+                // All counted (the usual case): the chunk is exactly the
+                // held children of this parent in (after, last], which one
+                // range update through the held index releases.
+                sqlx::query(
+                    "UPDATE tasks SET counted = $1 WHERE parent_task_id = $2 AND final = 1 AND counted = 0
+                       AND task_id >= $3 AND task_id <= $4",
+                )
+                .bind(COUNTED)
+                .bind(&parent.task_id)
+                .bind(&first)
+                .bind(&last)
+                .execute(&mut **tx)
+                .await
+                .map_err(db("count held children"))?;
+                by_verdict[0].clear();
+            }
+            after = last;
             for (ids, cv) in by_verdict.iter().zip([COUNTED, ORPHAN]) {
                 for chunk in ids.chunks(batch::CHUNK) {
                     let sql = format!(
