@@ -105,12 +105,7 @@ fn bad_requests_get_a_4xx_that_names_the_field_and_write_nothing() {
     }
     let mut s = HubSite::new(sqlite(), 0, "max_body_bytes = 100000");
     s.start_hub();
-    s.api(
-        "POST",
-        "/api/sites/",
-        Some(json!({"name": s.site, "shortcode": "x"})),
-        201,
-    );
+    s.create_site(&s.site);
     let key = format!("Api-Key {}", s.key());
     let site = s.site.clone();
     let sub = |v: serde_json::Value| {

@@ -114,12 +114,7 @@ fn nodes_that_stop_beating_go_offline_and_the_site_degrades() {
 
     // A node shown in another site until its next heartbeat.
     let other = format!("{}x", s.site);
-    s.api(
-        "POST",
-        "/api/sites/",
-        Some(serde_json::json!({"name": other, "shortcode": "x"})),
-        201,
-    );
+    s.create_site(&other);
     let nodes = s.api("GET", "/api/nodes/?page_size=0", None, 200);
     let name = format!("ferry@{}-n0", s.site);
     let node = nodes["results"]
@@ -407,12 +402,7 @@ fn a_result_the_database_refuses_is_set_aside_and_the_rest_of_its_batch_filed() 
     // No agent: the test answers the job's root itself.
     let mut s = HubSite::new(db, 0, "");
     s.start_hub();
-    s.api(
-        "POST",
-        "/api/sites/",
-        Some(serde_json::json!({"name": s.site, "shortcode": "x"})),
-        201,
-    );
+    s.create_site(&s.site);
     let w = s.workflow("dynamo.tasks.stat_paths", serde_json::json!({}));
     let job = s.submit(&w, &s.data());
     let id = job["id"].as_i64().unwrap();

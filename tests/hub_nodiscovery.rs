@@ -72,12 +72,7 @@ fn a_submission_within_a_running_job_joins_it_and_an_ended_job_takes_none() {
     }
     let mut s = HubSite::new(sqlite(), 1, "");
     s.start_hub();
-    s.api(
-        "POST",
-        "/api/sites/",
-        Some(json!({"name": s.site, "shortcode": "x"})),
-        201,
-    );
+    s.create_site(&s.site);
     s.batch_size(2);
     let data = s.data();
     for n in ["a", "b", "c"] {

@@ -394,6 +394,17 @@ impl HubSite {
         name
     }
 
+    /// Creates the site `name` through the API (before any agent of it
+    /// heart-beats, or a second site).
+    pub fn create_site(&self, name: &str) {
+        self.api(
+            "POST",
+            "/api/sites/",
+            Some(serde_json::json!({"name": name, "shortcode": "x"})),
+            201,
+        );
+    }
+
     /// Submits `workflow` on `path`; the job.
     pub fn submit(&self, workflow: &str, path: &std::path::Path) -> serde_json::Value {
         self.api(
