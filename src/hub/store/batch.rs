@@ -13,8 +13,8 @@ use sqlx::Row;
 
 /// Most rows one statement reads or writes. At 17 columns a row that is
 /// 8,500 bound values, well below both engines' limits (SQLite 32,766,
-/// PostgreSQL 65,535); and few distinct statement texts (a full chunk and
-/// a remainder) keep the prepared-statement caches warm.
+/// PostgreSQL 65,535); only statements of exactly this many rows stay
+/// prepared ([`statement`]).
 pub const CHUNK: usize = 500;
 
 /// A statement over `rows` rows: kept prepared on its connection only
@@ -92,12 +92,15 @@ impl Known {
     }
 }
 
-/// The rows of the tasks `ids` that exist, by task id.
+/// The rows of the tasks `ids` that exist, by task id (each id read
+/// once, however often it is given).
 pub async fn known_tasks(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     engine: Engine,
-    ids: &[&str],
+    mut ids: Vec<&str>,
 ) -> Result<FxHashMap<String, Known>, StoreError> {
+    ids.sort_unstable();
+    ids.dedup();
     let mut out = FxHashMap::default();
     out.reserve(ids.len());
     for chunk in ids.chunks(CHUNK) {

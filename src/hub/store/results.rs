@@ -247,15 +247,13 @@ impl Store {
     pub async fn ingest(&self, batch: &[Finished]) -> Result<Ingested, StoreError> {
         let _filing = self.filing.lock().await;
         let mut tx = self.write().await?;
-        let mut ids: Vec<&str> = batch
+        // The results' own rows and their parents' (a parent's row implies
+        // its job); then the jobs the other results name.
+        let ids = batch
             .iter()
             .flat_map(|r| std::iter::once(r.task_id.as_str()).chain(r.parent_id.as_deref()))
             .collect();
-        ids.sort_unstable();
-        ids.dedup();
-        // The results' own rows and their parents' (a parent's row implies
-        // its job); then the jobs the other results name.
-        let mut known = batch::known_tasks(&mut tx, self.engine, &ids).await?;
+        let mut known = batch::known_tasks(&mut tx, self.engine, ids).await?;
         let mut named: Vec<i64> = batch
             .iter()
             .filter(|r| !known.contains_key(&r.task_id))
@@ -385,13 +383,11 @@ impl Store {
     /// hub's is added to that root's job.
     pub async fn mark_started(&self, batch: &[Started]) -> Result<(), StoreError> {
         let mut tx = self.write().await?;
-        let mut ids: Vec<&str> = batch
+        let ids = batch
             .iter()
             .flat_map(|s| [s.task_id.as_str(), s.root_id.as_str()])
             .collect();
-        ids.sort_unstable();
-        ids.dedup();
-        let mut known = batch::known_tasks(&mut tx, self.engine, &ids).await?;
+        let mut known = batch::known_tasks(&mut tx, self.engine, ids).await?;
         let mut stats: FxHashMap<(i64, String, String), i64> = FxHashMap::default();
         let mut jobs: Vec<i64> = Vec::new();
         let mut rows: Vec<(&Started, i64)> = Vec::new();
@@ -557,6 +553,9 @@ impl Store {
     }
 }
 
+/// Where orphaned ids go in a release's ids by verdict.
+const ORPHAN_AT: usize = 1;
+
 /// Most held children read and released by one statement.
 const RELEASE_CHUNK: i64 = 5_000;
 
@@ -621,6 +620,7 @@ async fn settle(
             let Some(last) = held.last() else { break };
             let first: String = held[0].get(0);
             let last: String = last.get(0);
+            // Ids counted, then ids orphaned.
             let mut by_verdict: [Vec<String>; 2] = [Vec::new(), Vec::new()];
             for h in &held {
                 let child = Counted {
@@ -634,6 +634,7 @@ async fn settle(
                 };
                 let cv = verdict_below(&parent, v, &child.task_id);
                 t.count(&child, cv);
+                by_verdict[if cv == ORPHAN { ORPHAN_AT } else { 0 }].push(child.task_id.clone());
                 if child.children_count > 0 {
                     // A result of this batch may name it as parent.
                     known.insert(
@@ -649,15 +650,12 @@ async fn settle(
                             children_count: child.children_count,
                         },
                     );
-                }
-                by_verdict[(cv == ORPHAN) as usize].push(child.task_id.clone());
-                if child.children_count > 0 {
                     stack.push((child, cv));
                 }
             }
-            if by_verdict[1].is_empty() {
+            if by_verdict[ORPHAN_AT].is_empty() {
                 // All counted (the usual case): the chunk is exactly the
-                // held children of this parent in (after, last], which one
+                // held children of this parent in [first, last], which one
                 // range update through the held index releases.
                 sqlx::query(
                     "UPDATE tasks SET counted = $1 WHERE parent_task_id = $2 AND final = 1 AND counted = 0
@@ -670,23 +668,23 @@ async fn settle(
                 .execute(&mut **tx)
                 .await
                 .map_err(db("count held children"))?;
-                by_verdict[0].clear();
-            }
-            after = last;
-            for (ids, cv) in by_verdict.iter().zip([COUNTED, ORPHAN]) {
-                for chunk in ids.chunks(batch::CHUNK) {
-                    let sql = format!(
-                        "UPDATE tasks SET counted = {} WHERE task_id IN ({})",
-                        batch::placeholders(engine, 1, 1),
-                        batch::placeholders(engine, 2, chunk.len())
-                    );
-                    let mut q = batch::statement(&sql, chunk.len()).bind(cv);
-                    for id in chunk {
-                        q = q.bind(id);
+            } else {
+                for (ids, cv) in by_verdict.iter().zip([COUNTED, ORPHAN]) {
+                    for chunk in ids.chunks(batch::CHUNK) {
+                        let sql = format!(
+                            "UPDATE tasks SET counted = {} WHERE task_id IN ({})",
+                            batch::placeholders(engine, 1, 1),
+                            batch::placeholders(engine, 2, chunk.len())
+                        );
+                        let mut q = batch::statement(&sql, chunk.len()).bind(cv);
+                        for id in chunk {
+                            q = q.bind(id);
+                        }
+                        q.execute(&mut **tx).await.map_err(db("count held children"))?;
                     }
-                    q.execute(&mut **tx).await.map_err(db("count held children"))?;
                 }
             }
+            after = last;
             if (held.len() as i64) < RELEASE_CHUNK {
                 break;
             }
