@@ -472,4 +472,16 @@ fn a_result_the_database_refuses_is_set_aside_and_the_rest_of_its_batch_filed() 
         "{}",
         s.log("hub.log")
     );
+    // Counted as set aside, not as filed.
+    let out = std::process::Command::new("curl")
+        .args(["-sf", &format!("{}/metrics", s.url)])
+        .output()
+        .unwrap();
+    let m = String::from_utf8(out.stdout).unwrap();
+    for line in [
+        "ferry_hub_results_total{state=\"SUCCESS\"} 1\n",
+        "ferry_hub_rejected_messages_total 1\n",
+    ] {
+        assert!(m.contains(line), "{line} not in\n{m}");
+    }
 }

@@ -266,11 +266,9 @@ pub async fn run(store: Store, session: Arc<Session>, metrics: Arc<HubMetrics>, 
         let mut batch = Vec::with_capacity(deliveries.len());
         // The delivery each result of the batch came in.
         let mut from = Vec::with_capacity(deliveries.len());
-        let mut lags = Vec::with_capacity(deliveries.len());
         for (i, d) in deliveries.iter().enumerate() {
             match parse(&d.data) {
                 Ok(Some(f)) => {
-                    lags.push(f.completed);
                     batch.push(f);
                     from.push(i);
                 }
@@ -286,17 +284,20 @@ pub async fn run(store: Store, session: Arc<Session>, metrics: Arc<HubMetrics>, 
         // File the batch, retrying while the database cannot take it; the
         // deliveries stay unacknowledged meanwhile.
         let t0 = std::time::Instant::now();
+        // Results of the batch set aside (by their place in it).
+        let mut refused = Vec::new();
         let done = match file(&store, &session, &batch).await {
             Filed::Done(done) => done,
             Filed::SessionGone => return Ok(()),
             Filed::Refused(e) => {
                 warn!(error = %e, results = batch.len(), "the database refuses this batch for good; filing its results one at a time");
                 let mut done = super::store::results::Ingested::default();
-                for (r, &i) in batch.iter().zip(&from) {
+                for (k, (r, &i)) in batch.iter().zip(&from).enumerate() {
                     match file(&store, &session, std::slice::from_ref(r)).await {
                         Filed::Done(one) => done.absorb(one),
                         Filed::SessionGone => return Ok(()),
                         Filed::Refused(e) => {
+                            refused.push(k);
                             let d = &deliveries[i];
                             warn!(error = %e, task_id = %r.task_id, kept_in = %queues.rejected, "the database refuses a result");
                             if !set_aside(&session, &queues, &metrics, d, &format!("the database refuses it: {e}"))
@@ -317,10 +318,16 @@ pub async fn run(store: Store, session: Arc<Session>, metrics: Arc<HubMetrics>, 
             // batch and the store recognises every result.
             return Ok(());
         }
+        // What was set aside is counted as rejected, not as filed.
+        let mut k = 0;
+        batch.retain(|_| {
+            k += 1;
+            !refused.contains(&(k - 1))
+        });
         let now = now_us();
         metrics.batch_size.observe(batch.len() as f64);
-        for t in lags {
-            metrics.lag_seconds.observe((now - t).max(0) as f64 / 1e6);
+        for f in &batch {
+            metrics.lag_seconds.observe((now - f.completed).max(0) as f64 / 1e6);
         }
         metrics.record(&done, &batch);
         for (job, end) in &done.finished_jobs {
