@@ -9,6 +9,7 @@ pub mod api;
 pub mod auth;
 pub mod control;
 pub mod ingest;
+pub mod jobctl;
 pub mod metrics;
 pub mod monitor;
 pub mod serve;

@@ -42,10 +42,7 @@ pub struct TokenPair {
 #[utoipa::path(post, path = "/api/auth/token/", tag = "auth", request_body = Login, security(()),
     responses((status = 200, body = TokenPair), (status = 400, body = Detail), (status = 401, body = Detail), (status = 413, body = Detail)))]
 async fn token(s: State, Body(l): Body<Login>) -> ApiResult<Json<TokenPair>> {
-    let denied = || ApiError {
-        status: StatusCode::UNAUTHORIZED,
-        detail: "No active account found with the given credentials".into(),
-    };
+    let denied = || ApiError::unauthorized("No active account found with the given credentials");
     let user = s.store.user_by_name(&l.username).await?.ok_or_else(denied)?;
     // argon2 takes tens of milliseconds: off the async threads.
     let (pw, hash) = (l.password, user.password_hash.clone());
@@ -79,10 +76,10 @@ pub struct Access {
 #[utoipa::path(post, path = "/api/auth/token/refresh/", tag = "auth", request_body = Refresh, security(()),
     responses((status = 200, body = Access), (status = 400, body = Detail), (status = 401, body = Detail), (status = 413, body = Detail)))]
 async fn refresh(s: State, Body(r): Body<Refresh>) -> ApiResult<Json<Access>> {
-    let access = s.keys.refresh(&r.refresh).map_err(|e| ApiError {
-        status: StatusCode::UNAUTHORIZED,
-        detail: e.to_string(),
-    })?;
+    let access = s
+        .keys
+        .refresh(&r.refresh)
+        .map_err(|e| ApiError::unauthorized(&e.to_string()))?;
     Ok(Json(Access { access }))
 }
 
@@ -123,10 +120,9 @@ async fn verify(s: State, Body(v): Body<Verify>) -> ApiResult<Json<Empty>> {
             v.kind
         )));
     }
-    s.keys.verify(&v.token, &v.kind).map_err(|e| ApiError {
-        status: StatusCode::UNAUTHORIZED,
-        detail: e.to_string(),
-    })?;
+    s.keys
+        .verify(&v.token, &v.kind)
+        .map_err(|e| ApiError::unauthorized(&e.to_string()))?;
     Ok(Json(Empty {}))
 }
 

@@ -44,6 +44,8 @@ pub struct ApiError {
     pub status: StatusCode,
     /// What went wrong, for the caller.
     pub detail: String,
+    /// The object's state, on a 409 (the request conflicts with it).
+    pub state: Option<String>,
 }
 
 impl ApiError {
@@ -52,6 +54,7 @@ impl ApiError {
         ApiError {
             status: StatusCode::BAD_REQUEST,
             detail: detail.into(),
+            state: None,
         }
     }
 
@@ -60,13 +63,16 @@ impl ApiError {
         ApiError {
             status: StatusCode::NOT_FOUND,
             detail: format!("No {what} matches the given query."),
+            state: None,
         }
     }
 
-    fn unauthorized(detail: &str) -> ApiError {
+    /// 401 with `detail`.
+    pub fn unauthorized(detail: &str) -> ApiError {
         ApiError {
             status: StatusCode::UNAUTHORIZED,
             detail: detail.into(),
+            state: None,
         }
     }
 
@@ -75,6 +81,7 @@ impl ApiError {
         ApiError {
             status: StatusCode::FORBIDDEN,
             detail: detail.into(),
+            state: None,
         }
     }
 }
@@ -87,19 +94,41 @@ impl From<StoreError> for ApiError {
             return ApiError {
                 status: StatusCode::BAD_REQUEST,
                 detail: "an object with this name already exists".into(),
+                state: None,
             };
         }
         tracing::error!(error = %e, "a request failed on the database");
         ApiError {
             status: StatusCode::SERVICE_UNAVAILABLE,
             detail: format!("the hub's database cannot answer now: {e}"),
+            state: None,
+        }
+    }
+}
+
+impl From<crate::hub::jobctl::JobCtlError> for ApiError {
+    /// No job: 404; a state the action does not fit: 409 with the state.
+    fn from(e: crate::hub::jobctl::JobCtlError) -> ApiError {
+        use crate::hub::jobctl::JobCtlError;
+        match e {
+            JobCtlError::NotFound(_) => ApiError::not_found("job"),
+            JobCtlError::Conflict { ref state, .. } => ApiError {
+                status: StatusCode::CONFLICT,
+                state: Some(state.clone()),
+                detail: e.to_string(),
+            },
+            JobCtlError::Store(e) => e.into(),
         }
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, axum::Json(serde_json::json!({"detail": self.detail}))).into_response()
+        let body = match self.state {
+            Some(state) => serde_json::json!({"detail": self.detail, "state": state}),
+            None => serde_json::json!({"detail": self.detail}),
+        };
+        (self.status, axum::Json(body)).into_response()
     }
 }
 
@@ -212,6 +241,7 @@ impl<T: DeserializeOwned> FromRequest<Arc<ApiState>> for Body<T> {
             .await
             .map_err(|e| ApiError {
                 status: e.status(),
+                state: None,
                 detail: match e.status() {
                     StatusCode::PAYLOAD_TOO_LARGE => {
                         format!(
@@ -415,6 +445,15 @@ impl FromRequestParts<Arc<ApiState>> for Base {
 pub struct Detail {
     /// What went wrong, naming the field at fault.
     pub detail: String,
+}
+
+/// The answer to a request that conflicts with the object's state (409).
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct Conflict {
+    /// What was asked and why it does not apply.
+    pub detail: String,
+    /// The object's state now.
+    pub state: String,
 }
 
 /// A page of a list, as the seed's hub pages them.

@@ -1,7 +1,7 @@
 //! `/api/jobs/`, `/api/tasks/` and `/api/jobstats/`.
 
 use super::http::{
-    ApiError, ApiResult, ApiState, Base, Caller, Detail, Id, Key, PageQuery, Paging, Query, State, query_time,
+    ApiError, ApiResult, ApiState, Base, Caller, Conflict, Detail, Id, Key, PageQuery, Paging, Query, State, query_time,
 };
 use super::stream;
 use crate::hub::store::jobs::{Bind, FileRecord, Filter, Job, Page as StorePage, Task, state, task_state};
@@ -358,44 +358,21 @@ async fn get_job(s: State, _c: Caller, base: Base, Id(id): Id) -> ApiResult<Json
 
 /// Deletes a finished job with its tasks and file records (204).
 #[utoipa::path(delete, path = "/api/jobs/{id}/", tag = "jobs", params(("id" = i64, Path)),
-    responses((status = 204), (status = 400, description = "the job is not finished", body = Detail), (status = 401, body = Detail), (status = 404, body = Detail)))]
+    responses((status = 204), (status = 409, description = "the job is not finished", body = Conflict), (status = 401, body = Detail), (status = 404, body = Detail)))]
 async fn delete_job(s: State, _c: Caller, Id(id): Id) -> ApiResult<Response> {
-    let j = s.store.job(id).await?.ok_or_else(|| ApiError::not_found("job"))?;
-    if !state::FINAL.contains(&j.state.as_str()) {
-        return Err(ApiError::bad(format!(
-            "job {id} is {}: cancel it first (deleting it would lose the record of tasks still running)",
-            j.state
-        )));
-    }
-    s.store.delete_job(id).await?;
+    crate::hub::jobctl::delete(&s.store, id).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 /// Cancels a job (201): DEQUEUING at once; queued tasks are refused by the
 /// agents (answered REVOKED), a running discovery stops publishing,
 /// running tasks finish; CANCELLED when every task it published is
-/// accounted for. A finished job is a 400.
+/// accounted for. A finished job is a 409 with its state.
 #[utoipa::path(post, path = "/api/jobs/{id}/cancel/", tag = "jobs", params(("id" = i64, Path)),
-    responses((status = 201, body = JobOut), (status = 400, body = Detail), (status = 401, body = Detail), (status = 404, body = Detail)))]
+    responses((status = 201, body = JobOut), (status = 409, description = "the job has finished", body = Conflict), (status = 401, body = Detail), (status = 404, body = Detail)))]
 async fn cancel(s: State, _c: Caller, base: Base, Id(id): Id) -> ApiResult<Response> {
-    s.store.job(id).await?.ok_or_else(|| ApiError::not_found("job"))?;
-    let roots = s
-        .store
-        .cancel_job(id)
-        .await?
-        .ok_or_else(|| ApiError::bad(format!("job {id} has finished: nothing to cancel")))?;
     let session = s.session.borrow().clone();
-    match session {
-        Some(session) if !roots.is_empty() => {
-            if let Err(e) = crate::hub::control::publish(&session, &crate::hub::control::cancel_message(&roots)).await {
-                tracing::warn!(job = id, error = %e, "cannot send the cancel now; the next snapshot carries it");
-            }
-        }
-        Some(_) => {}
-        None => tracing::warn!(job = id, "no broker: the cancel goes out with the next snapshot"),
-    }
-    tracing::info!(job = id, roots = roots.len(), "job cancel requested");
-    let j = s.store.job(id).await?.ok_or_else(|| ApiError::not_found("job"))?;
+    let j = crate::hub::jobctl::cancel(&s.store, session.as_deref(), id).await?;
     Ok((StatusCode::CREATED, Json(job_out(&s, &base, &j).await?)).into_response())
 }
 
