@@ -30,7 +30,7 @@
 //!   followed by one newline. Ferry accepts the same, so a schedule Ngenea
 //!   Hub stored is never refused here. The one difference: ferry refuses
 //!   any non-ASCII text, where Python's `\w` and `int()` also take Unicode
-//!   letters and digits (`١٥` is 15 to Celery).
+//!   letters and digits (`١٥` is 15 to Celery, `1-5 é` is 1-5).
 //! - **Impossible dates** (`crontab.__init__`, `CRON_DAYS_IN_MONTH`): a
 //!   schedule none of whose days occurs in any of its months (the 30th of
 //!   February) is an error. Older Celery accepted it and raised
@@ -150,8 +150,8 @@ pub enum CronError {
         /// The `month_of_year` text.
         month_of_year: String,
     },
-    /// A crontab line ([`Cron::from_str`]) without exactly five fields
-    /// separated by single spaces.
+    /// A crontab line (`"0 9 * * 1-5".parse::<Cron>()`) without exactly
+    /// five fields separated by single spaces.
     #[error("crontab line {text:?}: {found} fields, not 5 separated by single spaces")]
     Line {
         /// The line.
@@ -321,7 +321,7 @@ impl Cron {
 /// `crontab.from_string`'s) order: `minute hour day_of_month month_of_year
 /// day_of_week`. Each field is `*` when it holds every value, else its
 /// values ascending with runs of three or more written `a-b`, numbers
-/// only (`0 9 * * 1-5`). It parses back ([`Cron::from_str`]) to the same
+/// only (`0 9 * * 1-5`). It parses back (`FromStr`) to the same
 /// schedule.
 impl fmt::Display for Cron {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
