@@ -8,6 +8,7 @@
 pub mod api;
 pub mod auth;
 pub mod control;
+pub mod cron;
 pub mod ingest;
 pub mod jobctl;
 pub mod metrics;
