@@ -899,6 +899,8 @@ async fn store(url: &str, n: u64) -> Value {
         },
         clientkey_id: None,
         input_paths: json!(["/bench"]),
+        request: None,
+        resubmitted_from: None,
     };
     let job = store
         .create_job(&new, move |_| {

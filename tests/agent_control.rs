@@ -228,7 +228,7 @@ fn tasks_of_a_cancelled_job_are_revoked_and_other_jobs_run() {
         }
         // Heartbeats tell a hub that this agent obeys cancels.
         let (_, hb) = event(&mut events, "worker-heartbeat", pid, |_| true).await;
-        assert_eq!(hb["capabilities"]["control"], json!(["cancel-v1"]), "{hb}");
+        assert_eq!(hb["capabilities"]["control"], json!(["cancel-v1", "pause-v1"]), "{hb}");
         (revoked, runs)
     });
     // It never started; the other task did.
@@ -287,7 +287,7 @@ fn an_agent_started_after_a_cancel_learns_it_from_a_snapshot() {
         agent.wait_log(&missed, LONG);
         let learned = lines_with(&agent, &missed);
         assert!(
-            learned.len() == 1 && learned[0].contains("cancel snapshot added roots") && learned[0].contains("added=1"),
+            learned.len() == 1 && learned[0].contains("control snapshot added roots") && learned[0].contains("added=1"),
             "{learned:?}"
         );
 

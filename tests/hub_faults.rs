@@ -387,7 +387,7 @@ fn a_job_cancelled_during_discovery_ends_cancelled_with_every_task_terminal() {
         }
     }
     let learned = s.log("agent2.log");
-    assert!(learned.contains("cancel snapshot added roots"), "{learned}");
+    assert!(learned.contains("control snapshot added roots"), "{learned}");
     assert!(!learned.contains("no cancel snapshot within control_wait"), "{learned}");
 }
 

@@ -33,6 +33,8 @@ async fn job_with_root(store: &Store, root: &str) -> i64 {
         },
         clientkey_id: None,
         input_paths: serde_json::json!(["/data"]),
+        request: None,
+        resubmitted_from: None,
     };
     let root = root.to_string();
     store

@@ -1,16 +1,23 @@
-//! The control channel's parser (a hub's cancel and snapshot messages)
-//! never panics on any content type and body. What it accepts has only
-//! non-empty root ids and, written back as JSON, parses to the same
-//! message; applied to an empty cancel set it cancels exactly the roots
-//! whose `until` has not passed, and counts each of them once.
+//! The control channel's parser (a hub's cancel, pause, resume and
+//! snapshot messages) never panics on any content type and body. What it
+//! accepts has only non-empty root ids and parking queues and, written
+//! back as JSON, parses to the same message; applied to an empty control
+//! set it cancels or parks exactly the roots whose `until` has not
+//! passed, and counts each of them once.
 #![no_main]
 
-use ferry::agent::control::{CancelSet, ControlMessage, parse};
+use ferry::agent::control::{Cancelled, ControlMessage, ControlSet, Paused, parse};
 use libfuzzer_sys::fuzz_target;
 use std::collections::HashSet;
 
 /// The unix time the set is asked at.
 const NOW: i64 = 1_700_000_000;
+
+fn holds(p: &[Paused]) -> Vec<serde_json::Value> {
+    p.iter()
+        .map(|h| serde_json::json!({"root": h.root, "park": h.park, "until": h.until}))
+        .collect()
+}
 
 fuzz_target!(|data: &[u8]| {
     // Layout: <flags byte> <body>; the flags choose the content type.
@@ -23,8 +30,17 @@ fuzz_target!(|data: &[u8]| {
     };
     let Ok(msg) = parse(content_type, body) else { return };
     assert!(matches!(content_type, None | Some("application/json")));
-    let entries = msg.entries();
-    assert!(entries.iter().all(|c| !c.root.is_empty()), "{msg:?}");
+    let (cancel, pause): (&[Cancelled], &[Paused]) = match &msg {
+        ControlMessage::Cancel(c) => (c, &[]),
+        ControlMessage::Pause(p) => (&[], p),
+        ControlMessage::Snapshot { cancel, pause } => (cancel, pause),
+        ControlMessage::Resume(r) => {
+            assert!(r.iter().all(|root| !root.is_empty()), "{msg:?}");
+            (&[], &[])
+        }
+    };
+    assert!(cancel.iter().all(|c| !c.root.is_empty()), "{msg:?}");
+    assert!(pause.iter().all(|p| !p.root.is_empty() && !p.park.is_empty()), "{msg:?}");
 
     let written = match &msg {
         ControlMessage::Cancel(e) => {
@@ -33,19 +49,30 @@ fuzz_target!(|data: &[u8]| {
             let roots: Vec<&str> = e.iter().map(|c| c.root.as_str()).collect();
             serde_json::json!({"op": "cancel", "roots": roots, "until": until})
         }
-        ControlMessage::Snapshot(e) => {
-            let list: Vec<_> = e.iter().map(|c| serde_json::json!({"root": c.root, "until": c.until})).collect();
-            serde_json::json!({"op": "snapshot", "cancel": list})
+        ControlMessage::Pause(p) => serde_json::json!({"op": "pause", "holds": holds(p)}),
+        ControlMessage::Resume(r) => serde_json::json!({"op": "resume", "roots": r}),
+        ControlMessage::Snapshot { cancel, pause } => {
+            let list: Vec<_> = cancel.iter().map(|c| serde_json::json!({"root": c.root, "until": c.until})).collect();
+            serde_json::json!({"op": "snapshot", "cancel": list, "pause": holds(pause)})
         }
     };
     let again = parse(Some("application/json"), written.to_string().as_bytes());
     assert_eq!(again.as_ref(), Ok(&msg), "{written}");
 
-    let set = CancelSet::default();
+    let set = ControlSet::default();
     let added = set.apply(&msg, NOW);
-    let live: HashSet<&str> = entries.iter().filter(|c| c.until >= NOW).map(|c| c.root.as_str()).collect();
-    assert_eq!(added, live.len(), "{msg:?}");
-    for c in entries {
+    let live: HashSet<&str> = cancel.iter().filter(|c| c.until >= NOW).map(|c| c.root.as_str()).collect();
+    let parked: HashSet<&str> = pause.iter().filter(|p| p.until >= NOW).map(|p| p.root.as_str()).collect();
+    if matches!(msg, ControlMessage::Resume(_)) {
+        assert_eq!(added, 0, "nothing to resume in an empty set");
+    } else {
+        assert_eq!(added, live.len() + parked.len(), "{msg:?}");
+    }
+    for c in cancel {
         assert_eq!(set.is_cancelled(&c.root, NOW), live.contains(c.root.as_str()), "{c:?}");
+    }
+    for p in pause {
+        let expect = parked.contains(p.root.as_str()) && !live.contains(p.root.as_str());
+        assert_eq!(set.parking(&p.root, NOW).is_some(), expect, "{p:?}");
     }
 });

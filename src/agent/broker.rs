@@ -168,6 +168,27 @@ impl Session {
         confirmed(confirm.await)
     }
 
+    /// Publishes with the `mandatory` flag and waits for the broker's
+    /// confirmation: a message no queue takes comes back as
+    /// [`BrokerError::Unroutable`] instead of being dropped.
+    pub async fn publish_mandatory_confirmed(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        body: &[u8],
+        props: BasicProperties,
+    ) -> Result<(), BrokerError> {
+        let opts = BasicPublishOptions {
+            mandatory: true,
+            ..Default::default()
+        };
+        let confirm = self
+            .publish
+            .basic_publish(exchange.into(), routing_key.into(), opts, body, props)
+            .await?;
+        confirmed(confirm.await)
+    }
+
     /// A new channel on this connection.
     pub async fn channel(&self) -> lapin::Result<Channel> {
         self.conn.create_channel().await

@@ -1,24 +1,31 @@
-//! The agent's control channel: how a hub cancels a job.
+//! The agent's control channel: how a hub cancels, pauses and resumes a
+//! job.
 //!
 //! A hub publishes JSON messages to the fanout exchange
 //! [`CONTROL_EXCHANGE`] (durable); every agent reads them from a queue of
-//! its own bound to it ([`listen`]) and keeps the cancelled jobs' root task
-//! ids in a [`CancelSet`]. The runtime asks the set before it runs a task
-//! (a task whose `root_id` is cancelled is answered `REVOKED` instead), and
-//! each running task gets a [`Cancel`] handle for its root
-//! ([`CancelSet::watch`]) that discovery asks before every child task it
-//! publishes. Two messages:
+//! its own bound to it ([`listen`]) and keeps the cancelled and paused
+//! jobs' root task ids in a [`ControlSet`]. The runtime asks the set
+//! before it runs a task: a task whose `root_id` is cancelled is answered
+//! `REVOKED` instead; one whose root is paused is moved, unchanged, to the
+//! parking queue the hub named. Each running task gets a [`Cancel`]
+//! handle for its root ([`ControlSet::watch`]) that discovery asks before
+//! every child task it publishes. The messages:
 //!
 //! - `{"op": "cancel", "roots": ["<root id>", ...], "until": <unix seconds>}`
-//! - `{"op": "snapshot", "cancel": [{"root": "<root id>", "until": <unix seconds>}, ...]}`,
+//! - `{"op": "pause", "holds": [{"root": "<root id>", "park": "<queue>", "until": <unix seconds>}, ...]}`
+//! - `{"op": "resume", "roots": ["<root id>", ...]}`: stop parking them.
+//! - `{"op": "snapshot", "cancel": [{"root", "until"}, ...], "pause": [{"root", "park", "until"}, ...]}`,
 //!   the hub's whole active set, repeated every 30 s so that an agent that
-//!   started after a cancel learns it. A snapshot adds to the set, never
-//!   replaces it: several hubs may share a broker, each repeating its own.
+//!   started after a cancel or pause learns it (`pause` may be absent). A
+//!   snapshot adds to the set, never replaces it: several hubs may share a
+//!   broker, each repeating its own. A hub sends pauses with a short
+//!   `until` that its snapshots renew, so a missed resume ends soon.
 //!
-//! An entry is forgotten once its `until` has passed. Members a message
-//! does not define (a hub's `jobs`, `pause`) are ignored; anything else that
-//! is not one of these two messages is logged once and ignored. The parser
-//! ([`parse`]) is pure, so it is tested and fuzzed on its own.
+//! An entry is forgotten once its `until` has passed; a cancel wins over a
+//! pause. Members a message does not define (a hub's `jobs`) are ignored;
+//! anything else that is not one of these messages is logged once and
+//! ignored. The parser ([`parse`]) is pure, so it is tested and fuzzed on
+//! its own.
 
 use super::broker::Session;
 use super::tasks::Cancel;
@@ -49,7 +56,7 @@ pub enum ControlError {
     #[error("no `op` string")]
     NoOp,
     /// An `op` this agent does not obey.
-    #[error("unknown op {0:?} (ferry obeys \"cancel\" and \"snapshot\")")]
+    #[error("unknown op {0:?} (ferry obeys \"cancel\", \"pause\", \"resume\" and \"snapshot\")")]
     UnknownOp(String),
     /// A member of a known op has the wrong shape.
     #[error("{op}: `{field}` {problem}")]
@@ -72,22 +79,34 @@ pub struct Cancelled {
     pub until: i64,
 }
 
+/// One paused job: its root task id, where its tasks go instead of
+/// running, and until when (unix seconds).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Paused {
+    /// The root task id.
+    pub root: String,
+    /// The queue to park its tasks in.
+    pub park: String,
+    /// The last second at which the entry holds.
+    pub until: i64,
+}
+
 /// A control message the agent obeys.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ControlMessage {
     /// `cancel`: these jobs are cancelled (one `until` for all of them).
     Cancel(Vec<Cancelled>),
-    /// `snapshot`: a hub's active cancellations.
-    Snapshot(Vec<Cancelled>),
-}
-
-impl ControlMessage {
-    /// The cancellations the message carries.
-    pub fn entries(&self) -> &[Cancelled] {
-        match self {
-            ControlMessage::Cancel(e) | ControlMessage::Snapshot(e) => e,
-        }
-    }
+    /// `pause`: these jobs are paused.
+    Pause(Vec<Paused>),
+    /// `resume`: these jobs (root ids) are paused no more.
+    Resume(Vec<String>),
+    /// `snapshot`: a hub's active cancellations and pauses.
+    Snapshot {
+        /// Cancelled jobs.
+        cancel: Vec<Cancelled>,
+        /// Paused jobs.
+        pause: Vec<Paused>,
+    },
 }
 
 /// Reads a control message with content type `content_type` (none, or
@@ -116,11 +135,27 @@ pub fn parse(content_type: Option<&str>, body: &[u8]) -> Result<ControlMessage, 
             }
             Ok(ControlMessage::Cancel(out))
         }
+        Some(Value::String(op)) if op == "pause" => {
+            let Some(Value::Array(list)) = o.get("holds") else {
+                return Err(field("pause", "holds".into(), "must be a list of {root, park, until}"));
+            };
+            Ok(ControlMessage::Pause(holds("pause", "holds", list)?))
+        }
+        Some(Value::String(op)) if op == "resume" => {
+            let Some(Value::Array(roots)) = o.get("roots") else {
+                return Err(field("resume", "roots".into(), "must be a list of root task ids"));
+            };
+            let mut out = Vec::with_capacity(roots.len());
+            for (i, r) in roots.iter().enumerate() {
+                out.push(root(Some(r)).map_err(|p| field("resume", format!("roots[{i}]"), p))?);
+            }
+            Ok(ControlMessage::Resume(out))
+        }
         Some(Value::String(op)) if op == "snapshot" => {
             let Some(Value::Array(list)) = o.get("cancel") else {
                 return Err(field("snapshot", "cancel".into(), "must be a list of {root, until}"));
             };
-            let mut out = Vec::with_capacity(list.len());
+            let mut cancel = Vec::with_capacity(list.len());
             for (i, e) in list.iter().enumerate() {
                 let Value::Object(e) = e else {
                     return Err(field(
@@ -131,13 +166,46 @@ pub fn parse(content_type: Option<&str>, body: &[u8]) -> Result<ControlMessage, 
                 };
                 let root = root(e.get("root")).map_err(|p| field("snapshot", format!("cancel[{i}].root"), p))?;
                 let until = until(e.get("until")).map_err(|p| field("snapshot", format!("cancel[{i}].until"), p))?;
-                out.push(Cancelled { root, until });
+                cancel.push(Cancelled { root, until });
             }
-            Ok(ControlMessage::Snapshot(out))
+            // A hub from before pauses sends none.
+            let pause = match o.get("pause") {
+                None => Vec::new(),
+                Some(Value::Array(list)) => holds("snapshot", "pause", list)?,
+                Some(_) => {
+                    return Err(field(
+                        "snapshot",
+                        "pause".into(),
+                        "must be a list of {root, park, until}",
+                    ));
+                }
+            };
+            Ok(ControlMessage::Snapshot { cancel, pause })
         }
         Some(Value::String(op)) => Err(ControlError::UnknownOp(op.clone())),
         _ => Err(ControlError::NoOp),
     }
+}
+
+/// A list of `{root, park, until}` (member `name` of op `op`).
+fn holds(op: &'static str, name: &str, list: &[Value]) -> Result<Vec<Paused>, ControlError> {
+    let field = |field: String, problem| ControlError::Field { op, field, problem };
+    let mut out = Vec::with_capacity(list.len());
+    for (i, e) in list.iter().enumerate() {
+        let Value::Object(e) = e else {
+            return Err(field(format!("{name}[{i}]"), "must be an object {root, park, until}"));
+        };
+        let root = root(e.get("root")).map_err(|p| field(format!("{name}[{i}].root"), p))?;
+        let park = match e.get("park") {
+            Some(Value::String(q)) if !q.is_empty() => q.clone(),
+            Some(Value::String(_)) => return Err(field(format!("{name}[{i}].park"), "is empty")),
+            None => return Err(field(format!("{name}[{i}].park"), "is missing")),
+            Some(_) => return Err(field(format!("{name}[{i}].park"), "must be a string (a queue name)")),
+        };
+        let until = until(e.get("until")).map_err(|p| field(format!("{name}[{i}].until"), p))?;
+        out.push(Paused { root, park, until });
+    }
+    Ok(out)
 }
 
 /// A root task id: a non-empty string.
@@ -169,43 +237,89 @@ fn until(v: Option<&Value>) -> Result<i64, &'static str> {
     }
 }
 
-/// The cancelled jobs this agent knows of: root task id → until (unix
-/// seconds). Shared by the control consumer, which adds to it, and every
-/// delivery handler and running task, which ask it.
+/// The cancelled and paused jobs this agent knows of: root task id →
+/// until (unix seconds), and for pauses the parking queue. Shared by the
+/// control consumer, which changes it, and every delivery handler and
+/// running task, which ask it.
 #[derive(Debug, Default)]
-pub struct CancelSet {
+pub struct ControlSet {
     roots: Mutex<HashMap<String, i64>>,
+    holds: Mutex<HashMap<String, (String, i64)>>,
 }
 
-impl CancelSet {
-    /// Adds the entries of `msg` (a snapshot adds too) at unix time `now`:
-    /// a root listed again keeps the later `until`, an entry already past
-    /// is not added, and expired entries are forgotten. Returns how many
-    /// roots were not cancelled before.
-    pub fn apply(&self, msg: &ControlMessage, now: i64) -> usize {
-        let mut roots = self.roots.lock().expect("cancel set");
-        roots.retain(|_, until| *until >= now);
-        let mut added = 0;
-        for c in msg.entries().iter().filter(|c| c.until >= now) {
-            match roots.entry(c.root.clone()) {
-                Entry::Vacant(v) => {
-                    v.insert(c.until);
-                    added += 1;
-                }
-                Entry::Occupied(mut o) => {
-                    let until = o.get_mut();
-                    *until = (*until).max(c.until);
-                }
+/// Adds `root` until `until` to `map` (keeping the later until); true
+/// when it was not there.
+fn add<V>(map: &mut HashMap<String, V>, root: &str, value: V, until: fn(&V) -> i64) -> bool
+where
+    V: Clone,
+{
+    match map.entry(root.to_string()) {
+        Entry::Vacant(v) => {
+            v.insert(value);
+            true
+        }
+        Entry::Occupied(mut o) => {
+            if until(&value) > until(o.get()) {
+                o.insert(value);
             }
+            false
+        }
+    }
+}
+
+impl ControlSet {
+    /// Applies `msg` at unix time `now`: cancels and pauses (a snapshot's
+    /// too) are added, a root listed again keeps the later `until`, an
+    /// entry already past is not added, expired entries are forgotten, and
+    /// a resume removes its roots' pauses. Returns how many roots were not
+    /// cancelled or paused before (or, for a resume, how many it removed).
+    pub fn apply(&self, msg: &ControlMessage, now: i64) -> usize {
+        let mut roots = self.roots.lock().expect("control set");
+        let mut holds = self.holds.lock().expect("control set");
+        roots.retain(|_, until| *until >= now);
+        holds.retain(|_, (_, until)| *until >= now);
+        let (cancel, pause): (&[Cancelled], &[Paused]) = match msg {
+            ControlMessage::Cancel(c) => (c, &[]),
+            ControlMessage::Pause(p) => (&[], p),
+            ControlMessage::Snapshot { cancel, pause } => (cancel, pause),
+            ControlMessage::Resume(r) => {
+                return r.iter().filter(|root| holds.remove(root.as_str()).is_some()).count();
+            }
+        };
+        let mut added = 0;
+        for c in cancel.iter().filter(|c| c.until >= now) {
+            added += add(&mut roots, &c.root, c.until, |u| *u) as usize;
+        }
+        for p in pause.iter().filter(|p| p.until >= now) {
+            added += add(&mut holds, &p.root, (p.park.clone(), p.until), |(_, u)| *u) as usize;
         }
         added
+    }
+
+    /// The queue to park a task of root `root` in at unix time `now`,
+    /// when its job is paused (and not cancelled: a cancel wins).
+    pub fn parking(&self, root: &str, now: i64) -> Option<String> {
+        if self.is_cancelled(root, now) {
+            return None;
+        }
+        self.holds
+            .lock()
+            .expect("control set")
+            .get(root)
+            .filter(|(_, until)| *until >= now)
+            .map(|(park, _)| park.clone())
+    }
+
+    /// The parking queue of root `root` now, if its job is paused.
+    pub fn parking_now(&self, root: &str) -> Option<String> {
+        self.parking(root, unix_now())
     }
 
     /// Whether the job of root task `root` is cancelled at unix time `now`.
     pub fn is_cancelled(&self, root: &str, now: i64) -> bool {
         self.roots
             .lock()
-            .expect("cancel set")
+            .expect("control set")
             .get(root)
             .is_some_and(|until| *until >= now)
     }
@@ -235,7 +349,7 @@ fn unix_now() -> i64 {
 /// acknowledgement: one lost with a connection is repeated by the hub's
 /// next snapshot. The returned task ends when the session does; the
 /// returned receiver is told when the first snapshot has been applied.
-pub async fn listen(session: &Session, set: Arc<CancelSet>) -> lapin::Result<Listening> {
+pub async fn listen(session: &Session, set: Arc<ControlSet>) -> lapin::Result<Listening> {
     let ch = session.channel().await?;
     let durable = ExchangeDeclareOptions {
         durable: true,
@@ -284,7 +398,7 @@ pub async fn listen(session: &Session, set: Arc<CancelSet>) -> lapin::Result<Lis
             match d {
                 Ok(d) => {
                     let applied = obey(&set, d.properties.content_type().as_ref().map(|s| s.as_str()), &d.data);
-                    if let Some(ControlMessage::Snapshot(_)) = applied
+                    if let Some(ControlMessage::Snapshot { .. }) = applied
                         && let Some(t) = told.take()
                     {
                         let _ = t.send(());
@@ -310,7 +424,7 @@ pub struct Listening {
 }
 
 /// Applies one control message and returns it, or logs why it was ignored.
-fn obey(set: &CancelSet, content_type: Option<&str>, body: &[u8]) -> Option<ControlMessage> {
+fn obey(set: &ControlSet, content_type: Option<&str>, body: &[u8]) -> Option<ControlMessage> {
     let msg = match parse(content_type, body) {
         Ok(m) => m,
         Err(e) => {
@@ -319,20 +433,38 @@ fn obey(set: &CancelSet, content_type: Option<&str>, body: &[u8]) -> Option<Cont
             return None;
         }
     };
-    let added = set.apply(&msg, unix_now());
-    let roots: Vec<&str> = msg.entries().iter().take(10).map(|c| c.root.as_str()).collect();
+    let changed = set.apply(&msg, unix_now());
     match &msg {
-        ControlMessage::Cancel(e) => info!(
-            count = e.len(),
-            added,
-            roots = ?roots,
-            until = e.first().map(|c| c.until),
-            "cancel received"
-        ),
-        ControlMessage::Snapshot(e) if added > 0 => {
-            info!(count = e.len(), added, roots = ?roots, "cancel snapshot added roots")
+        ControlMessage::Cancel(e) => {
+            let roots: Vec<&str> = e.iter().take(10).map(|c| c.root.as_str()).collect();
+            info!(count = e.len(), added = changed, roots = ?roots, until = e.first().map(|c| c.until), "cancel received")
         }
-        ControlMessage::Snapshot(e) => debug!(count = e.len(), "cancel snapshot: nothing new"),
+        ControlMessage::Pause(p) => {
+            let roots: Vec<&str> = p.iter().take(10).map(|c| c.root.as_str()).collect();
+            info!(count = p.len(), added = changed, roots = ?roots, park = ?p.first().map(|c| &c.park), "pause received")
+        }
+        ControlMessage::Resume(r) => {
+            info!(count = r.len(), removed = changed, roots = ?&r[..r.len().min(10)], "resume received")
+        }
+        ControlMessage::Snapshot { cancel, pause } if changed > 0 => {
+            let roots: Vec<&str> = cancel.iter().map(|c| c.root.as_str()).take(10).collect();
+            let paused: Vec<&str> = pause.iter().map(|c| c.root.as_str()).take(10).collect();
+            info!(
+                cancel = cancel.len(),
+                pause = pause.len(),
+                added = changed,
+                roots = ?roots,
+                paused = ?paused,
+                "control snapshot added roots"
+            )
+        }
+        ControlMessage::Snapshot { cancel, pause } => {
+            debug!(
+                cancel = cancel.len(),
+                pause = pause.len(),
+                "control snapshot: nothing new"
+            )
+        }
     }
     Some(msg)
 }
@@ -344,6 +476,14 @@ mod tests {
     fn entry(root: &str, until: i64) -> Cancelled {
         Cancelled {
             root: root.into(),
+            until,
+        }
+    }
+
+    fn hold(root: &str, park: &str, until: i64) -> Paused {
+        Paused {
+            root: root.into(),
+            park: park.into(),
             until,
         }
     }
@@ -364,18 +504,34 @@ mod tests {
         assert_eq!(
             json(serde_json::json!({"op": "snapshot", "cancel": [
                 {"root": "a", "until": 10}, {"root": "b", "until": 20}]})),
-            Ok(ControlMessage::Snapshot(vec![entry("a", 10), entry("b", 20)]))
+            Ok(ControlMessage::Snapshot {
+                cancel: vec![entry("a", 10), entry("b", 20)],
+                pause: vec![]
+            })
         );
-        // Members a hub may add (job ids, pauses) are ignored; an empty
-        // snapshot is a snapshot; a content type may be left out; a
-        // fractional `until` is rounded up.
+        assert_eq!(
+            json(serde_json::json!({"op": "pause", "holds": [{"root": "r", "park": "h.parked.7", "until": 9}]})),
+            Ok(ControlMessage::Pause(vec![hold("r", "h.parked.7", 9)]))
+        );
+        assert_eq!(
+            json(serde_json::json!({"op": "resume", "roots": ["r", "s"]})),
+            Ok(ControlMessage::Resume(vec!["r".into(), "s".into()]))
+        );
+        // Members a hub may add (job ids) are ignored; an empty snapshot
+        // is a snapshot, with pauses or without; a content type may be left
+        // out; a fractional `until` is rounded up.
         assert_eq!(
             json(serde_json::json!({"op": "cancel", "jobs": [7], "roots": ["r"], "until": 5, "ttl": 1})),
             Ok(ControlMessage::Cancel(vec![entry("r", 5)]))
         );
         assert_eq!(
-            json(serde_json::json!({"op": "snapshot", "cancel": [], "pause": [{"job": 7}]})),
-            Ok(ControlMessage::Snapshot(vec![]))
+            json(
+                serde_json::json!({"op": "snapshot", "cancel": [], "pause": [{"root": "p", "park": "q", "until": 3}]})
+            ),
+            Ok(ControlMessage::Snapshot {
+                cancel: vec![],
+                pause: vec![hold("p", "q", 3)]
+            })
         );
         assert_eq!(
             parse(None, br#"{"op":"cancel","roots":["r"],"until":1700000000.25}"#),
@@ -401,8 +557,38 @@ mod tests {
             (None, br#"{"op": 1}"#, "no `op` string"),
             (
                 None,
+                br#"{"op": "hold", "jobs": [7]}"#,
+                "unknown op \"hold\" (ferry obeys \"cancel\", \"pause\", \"resume\" and \"snapshot\")",
+            ),
+            (
+                None,
                 br#"{"op": "pause", "jobs": [7]}"#,
-                "unknown op \"pause\" (ferry obeys \"cancel\" and \"snapshot\")",
+                "pause: `holds` must be a list of {root, park, until}",
+            ),
+            (
+                None,
+                br#"{"op": "pause", "holds": [{"root": "r", "until": 1}]}"#,
+                "pause: `holds[0].park` is missing",
+            ),
+            (
+                None,
+                br#"{"op": "pause", "holds": [{"root": "r", "park": 7, "until": 1}]}"#,
+                "pause: `holds[0].park` must be a string (a queue name)",
+            ),
+            (
+                None,
+                br#"{"op": "resume", "roots": [""]}"#,
+                "resume: `roots[0]` is empty",
+            ),
+            (
+                None,
+                br#"{"op": "snapshot", "cancel": [], "pause": {}}"#,
+                "snapshot: `pause` must be a list of {root, park, until}",
+            ),
+            (
+                None,
+                br#"{"op": "snapshot", "cancel": [], "pause": [{"root": "r", "park": "", "until": 1}]}"#,
+                "snapshot: `pause[0].park` is empty",
             ),
             (
                 None,
@@ -463,7 +649,7 @@ mod tests {
 
     #[test]
     fn the_set_adds_keeps_the_later_until_and_forgets_expired_entries() {
-        let set = CancelSet::default();
+        let set = ControlSet::default();
         let cancel = |roots: &[&str], until| ControlMessage::Cancel(roots.iter().map(|r| entry(r, until)).collect());
         assert_eq!(set.apply(&cancel(&["a", "b"], 100), 50), 2);
         assert!(set.is_cancelled("a", 50) && set.is_cancelled("b", 100));
@@ -472,7 +658,10 @@ mod tests {
         assert!(!set.is_cancelled("a", 101));
 
         // A snapshot adds: `a` and `b` stay although it lists neither.
-        let snap = ControlMessage::Snapshot(vec![entry("c", 200), entry("b", 300)]);
+        let snap = ControlMessage::Snapshot {
+            cancel: vec![entry("c", 200), entry("b", 300)],
+            pause: vec![],
+        };
         assert_eq!(set.apply(&snap, 60), 1, "only c is new");
         assert!(set.is_cancelled("a", 60) && set.is_cancelled("c", 60));
         // `b` got the later until; an earlier one does not shorten it.
@@ -486,7 +675,11 @@ mod tests {
         assert!(!set.is_cancelled("d", 10));
         assert_eq!(set.apply(&cancel(&["a"], 500), 150), 1, "a had expired at 150");
         assert_eq!(set.roots.lock().unwrap().len(), 3, "a, b and c");
-        assert_eq!(set.apply(&ControlMessage::Snapshot(vec![]), 301), 0);
+        let empty = ControlMessage::Snapshot {
+            cancel: vec![],
+            pause: vec![],
+        };
+        assert_eq!(set.apply(&empty, 301), 0);
         assert_eq!(
             set.roots.lock().unwrap().keys().collect::<Vec<_>>(),
             ["a"],
@@ -495,8 +688,36 @@ mod tests {
     }
 
     #[test]
+    fn pauses_park_until_resumed_or_expired_and_a_cancel_wins() {
+        let set = ControlSet::default();
+        assert_eq!(
+            set.apply(
+                &ControlMessage::Pause(vec![hold("a", "q.a", 100), hold("b", "q.b", 100)]),
+                50
+            ),
+            2
+        );
+        assert_eq!(set.parking("a", 60).as_deref(), Some("q.a"));
+        assert_eq!(set.parking("c", 60), None);
+        // A snapshot renews a pause (the later until) and adds new ones.
+        let snap = ControlMessage::Snapshot {
+            cancel: vec![],
+            pause: vec![hold("a", "q.a", 200), hold("c", "q.c", 200)],
+        };
+        assert_eq!(set.apply(&snap, 60), 1, "only c is new");
+        assert_eq!(set.parking("a", 150).as_deref(), Some("q.a"));
+        assert_eq!(set.parking("b", 150), None, "b expired at 100");
+        // A resume removes at once; a cancel wins over a pause.
+        assert_eq!(set.apply(&ControlMessage::Resume(vec!["a".into(), "x".into()]), 60), 1);
+        assert_eq!(set.parking("a", 60), None);
+        assert_eq!(set.apply(&ControlMessage::Cancel(vec![entry("c", 500)]), 60), 1);
+        assert_eq!(set.parking("c", 60), None);
+        assert!(set.is_cancelled("c", 60));
+    }
+
+    #[test]
     fn a_watch_follows_the_set() {
-        let set = Arc::new(CancelSet::default());
+        let set = Arc::new(ControlSet::default());
         let watch = set.watch("root");
         let other = set.watch("other");
         assert!(!watch.is_cancelled());

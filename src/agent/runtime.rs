@@ -17,7 +17,7 @@
 
 use super::broker::{self, BrokerSink, Session};
 use super::celery::{self, Incoming, TaskMessage, TaskState};
-use super::control::{self, CancelSet};
+use super::control::{self, ControlSet};
 use super::events::{self, Events};
 use super::metrics::{self, Metrics};
 use super::results::{Answer, Results};
@@ -71,8 +71,9 @@ struct Agent {
     metrics: Arc<Metrics>,
     events: Arc<Events>,
     results: Arc<Results>,
-    /// The jobs cancelled over the control channel, by root task id.
-    cancels: Arc<CancelSet>,
+    /// The jobs cancelled and paused over the control channel, by root
+    /// task id.
+    controls: Arc<ControlSet>,
     /// The current broker session, `None` between sessions.
     session: watch::Sender<Option<Arc<Session>>>,
     /// Set once to start the drain.
@@ -137,7 +138,7 @@ pub fn prepare(config: Config) -> Result<(AgentHandle, impl std::future::Future<
         node,
         metrics,
         results: Arc::new(Results::default()),
-        cancels: Arc::new(CancelSet::default()),
+        controls: Arc::new(ControlSet::default()),
         session: watch::channel(None).0,
         shutdown: watch::channel(false).0,
         inflight: watch::channel(0).0,
@@ -171,7 +172,7 @@ async fn serve(agent: Arc<Agent>) {
                 "functions": functions,
                 "endpoints": agent.ops.config.endpoints.keys().collect::<Vec<_>>(),
                 // It obeys cancel messages on the control exchange.
-                "control": ["cancel-v1"],
+                "control": ["cancel-v1", "pause-v1"],
             }),
         };
         tokio::spawn(events::heartbeats(
@@ -231,7 +232,7 @@ async fn serve(agent: Arc<Agent>) {
         // hub's snapshot (its answer to worker-online) is awaited, so a
         // cancel published while this node was away is known too.
         let setup = async {
-            let control = control::listen(&session, agent.cancels.clone()).await?;
+            let control = control::listen(&session, agent.controls.clone()).await?;
             agent
                 .events
                 .worker(&session, "worker-online", serde_json::json!({}))
@@ -456,8 +457,12 @@ async fn handle(agent: Arc<Agent>, index: usize, d: Delivery) {
     // a job's queued tasks all come back REVOKED at once instead of one
     // slot at a time behind running tasks; and after the claim, so a
     // redelivered task that already finished gets its real result.
-    if agent.cancels.is_cancelled_now(&msg.root_id) {
+    if agent.controls.is_cancelled_now(&msg.root_id) {
         revoke(&agent, &msg, &consumer.spec.queue, &d, Revoked::Cancelled).await;
+        return;
+    }
+    if let Some(queue) = agent.controls.parking_now(&msg.root_id) {
+        park(&agent, &consumer.spec, &msg, &d, &queue).await;
         return;
     }
     let permit = tokio::select! {
@@ -469,9 +474,14 @@ async fn handle(agent: Arc<Agent>, index: usize, d: Delivery) {
     };
     // Asked again: the wait for a slot lasts as long as a running task, and
     // the cancel may have come meanwhile.
-    if agent.cancels.is_cancelled_now(&msg.root_id) {
+    if agent.controls.is_cancelled_now(&msg.root_id) {
         drop(permit);
         revoke(&agent, &msg, &consumer.spec.queue, &d, Revoked::Cancelled).await;
+        return;
+    }
+    if let Some(queue) = agent.controls.parking_now(&msg.root_id) {
+        drop(permit);
+        park(&agent, &consumer.spec, &msg, &d, &queue).await;
         return;
     }
     agent.metrics.queue_wait.observe(arrived.elapsed().as_secs_f64());
@@ -504,7 +514,7 @@ async fn run_task(agent: &Arc<Agent>, spec: &ConsumerSpec, msg: TaskMessage, d: 
     info!(id = %msg.id, task = %msg.task, queue = %spec.queue, redelivered = d.redelivered, "task started");
     agent.metrics.active.inc();
     let t0 = std::time::Instant::now();
-    let cancel = agent.cancels.watch(&msg.root_id);
+    let cancel = agent.controls.watch(&msg.root_id);
     let env = TaskEnv::new(&agent.site, &agent.node, spec, &agent.settings, cancel);
     let (agent2, session2) = (agent.clone(), session.clone());
     let joined = tokio::task::spawn_blocking(move || {
@@ -567,6 +577,41 @@ async fn run_task(agent: &Arc<Agent>, spec: &ConsumerSpec, msg: TaskMessage, d: 
     };
     agent.events.task(&session, kind, with_lineage(fields, &msg)).await;
     finish(agent, &msg, &spec.queue, f, d, outcome).await;
+}
+
+/// Moves a task of a paused job, unchanged, to the job's parking queue
+/// `park` (with `x-ferry-queue` naming the queue it came from, so the hub
+/// can move it back), then acks it. Published mandatory and confirmed: a
+/// parking queue that is gone, or a broker that refuses, leaves the
+/// message where it was (requeued after a second, so a paused job's
+/// tasks do not spin through this agent).
+async fn park(agent: &Arc<Agent>, spec: &ConsumerSpec, msg: &TaskMessage, d: &Delivery, park: &str) {
+    let Some(session) = agent.session.borrow().clone() else {
+        requeue(d).await;
+        return;
+    };
+    let mut headers = d.properties.headers().clone().unwrap_or_default();
+    headers.insert(
+        "x-ferry-queue".into(),
+        lapin::types::AMQPValue::LongString(spec.queue.as_bytes().into()),
+    );
+    let props = d.properties.clone().with_headers(headers);
+    let sent = async {
+        session.declare_queue(park).await?;
+        session.publish_mandatory_confirmed("", park, &d.data, props).await
+    };
+    match sent.await {
+        Ok(()) => {
+            agent.metrics.finished("parked");
+            debug!(id = %msg.id, task = %msg.task, queue = park, "task of a paused job parked");
+            ack(d).await;
+        }
+        Err(e) => {
+            warn!(id = %msg.id, queue = park, error = %e, "cannot park a task of a paused job; it goes back to its queue");
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            requeue(d).await;
+        }
+    }
 }
 
 /// Why a task is answered `REVOKED` without running.

@@ -86,6 +86,12 @@ impl HubSettings {
         format!("{}.events", self.queue_prefix)
     }
 
+    /// Where agents park the queued tasks of paused job `job` until it
+    /// is resumed (or cancelled).
+    pub fn parking_queue(&self, job: i64) -> String {
+        format!("{}.parked.{job}", self.queue_prefix)
+    }
+
     /// Where messages on the results queue that are not results go.
     pub fn rejected_queue(&self) -> String {
         format!("{}.rejected", self.queue_prefix)

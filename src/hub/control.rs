@@ -1,22 +1,38 @@
-//! Cancelling jobs on the agents: control messages on the fanout
-//! exchange every agent listens to ([`CONTROL_EXCHANGE`]). A cancel names
-//! the job's root task ids (unique across hubs sharing a broker, unlike
-//! job ids); every task of the job carries its root's id, so an agent
-//! refuses each one it is given (answering REVOKED) and a running
-//! discovery stops publishing. The active set is repeated every
-//! [`SNAPSHOT_EVERY`], so an agent that starts after the cancel learns
-//! it too.
+//! Cancelling, pausing and resuming jobs on the agents: control messages
+//! on the fanout exchange every agent listens to ([`CONTROL_EXCHANGE`]).
+//! A message names the job's root task ids (unique across hubs sharing a
+//! broker, unlike job ids); every task of the job carries its root's id.
+//!
+//! - A cancel: an agent refuses each task of the job it is given
+//!   (answering REVOKED) and a running discovery stops publishing.
+//! - A pause: an agent moves each queued task of the job it is given,
+//!   unchanged, to the job's parking queue
+//!   ([`crate::config::HubSettings::parking_queue`]) instead of running
+//!   it; running tasks finish. A resume tells the agents to stop, and the
+//!   hub moves what was parked back to the queues it came from
+//!   ([`unpark`]). A paused job that is cancelled is emptied the same
+//!   way: its tasks go back to their queues and are refused there.
+//!
+//! The active cancels and pauses are repeated every [`SNAPSHOT_EVERY`], so
+//! an agent that starts later learns them too. A pause is sent with a
+//! short `until` ([`HOLD_FOR`]) renewed by every snapshot, so an agent
+//! that missed the resume stops parking soon after anyway; what it parked
+//! meanwhile is moved back by [`unparking`].
 
 use super::store::{Store, now_us};
-use crate::agent::broker::Session;
+use crate::agent::broker::{BrokerError, Session};
+use crate::config::HubSettings;
 use crate::config::defaults::{CANCEL_MEMORY, CONTROL_EXCHANGE};
-use lapin::options::ExchangeDeclareOptions;
-use lapin::types::FieldTable;
+use futures::StreamExt;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicNackOptions, ExchangeDeclareOptions, QueueDeleteOptions,
+};
+use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, ExchangeKind};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
-use tracing::warn;
+use tracing::{debug, info, warn};
 
 /// How often the set of cancelled roots is sent again.
 pub const SNAPSHOT_EVERY: Duration = Duration::from_secs(30);
@@ -26,23 +42,65 @@ pub const SNAPSHOT_EVERY: Duration = Duration::from_secs(30);
 /// queued).
 const KEEP_AFTER_END: Duration = Duration::from_secs(3600);
 
-fn until() -> u64 {
-    jiff::Timestamp::now().as_second() as u64 + CANCEL_MEMORY.as_secs()
+/// How long an agent keeps parking a paused job's tasks after the last
+/// pause or snapshot that named it: four snapshots.
+pub const HOLD_FOR: Duration = Duration::from_secs(120);
+
+/// How long a parking queue is kept after its job ended, for tasks an
+/// agent parked late (it missed the resume and its hold had not expired).
+const PARKING_KEPT: Duration = Duration::from_secs(3600);
+
+/// How often paused jobs are looked at: `PAUSING` ones that became
+/// `PAUSED`, parking queues to empty.
+const HOLD_CHECK_EVERY: Duration = Duration::from_secs(2);
+
+fn until(ttl: Duration) -> u64 {
+    jiff::Timestamp::now().as_second() as u64 + ttl.as_secs()
+}
+
+/// One paused job as the agents see it: its root task id and the queue
+/// its tasks are parked in.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Held {
+    /// The root task id.
+    pub root: String,
+    /// The parking queue.
+    pub park: String,
+}
+
+fn holds_json(holds: &[Held]) -> Vec<serde_json::Value> {
+    let u = until(HOLD_FOR);
+    holds
+        .iter()
+        .map(|h| serde_json::json!({"root": h.root, "park": h.park, "until": u}))
+        .collect()
 }
 
 /// The cancel message for `roots`.
 pub fn cancel_message(roots: &[String]) -> Vec<u8> {
-    serde_json::to_vec(&serde_json::json!({"op": "cancel", "roots": roots, "until": until()})).expect("json")
+    serde_json::to_vec(&serde_json::json!({"op": "cancel", "roots": roots, "until": until(CANCEL_MEMORY)}))
+        .expect("json")
 }
 
-/// The snapshot message for `roots`.
-pub fn snapshot_message(roots: &[String]) -> Vec<u8> {
-    let u = until();
+/// The pause message for `holds`.
+pub fn pause_message(holds: &[Held]) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({"op": "pause", "holds": holds_json(holds)})).expect("json")
+}
+
+/// The resume message for `roots`.
+pub fn resume_message(roots: &[String]) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({"op": "resume", "roots": roots})).expect("json")
+}
+
+/// The snapshot message: cancelled `roots` and paused `holds`.
+pub fn snapshot_message(roots: &[String], holds: &[Held]) -> Vec<u8> {
+    let u = until(CANCEL_MEMORY);
     let cancel: Vec<_> = roots
         .iter()
         .map(|r| serde_json::json!({"root": r, "until": u}))
         .collect();
-    serde_json::to_vec(&serde_json::json!({"op": "snapshot", "cancel": cancel})).expect("json")
+    serde_json::to_vec(&serde_json::json!({"op": "snapshot", "cancel": cancel, "pause": holds_json(holds)}))
+        .expect("json")
 }
 
 /// Publishes a control message, confirmed.
@@ -65,11 +123,26 @@ pub async fn publish(session: &Session, body: &[u8]) -> Result<(), crate::agent:
     session.publish_confirmed(CONTROL_EXCHANGE, "", body, props).await
 }
 
-/// Sends the snapshot of cancelled roots every [`SNAPSHOT_EVERY`] (when
-/// there are any), and at once when a node comes online (it may have been
-/// away for a cancel, and waits for this answer before taking tasks).
+/// The paused jobs' holds.
+pub async fn holds(store: &Store, settings: &HubSettings) -> Result<Vec<Held>, crate::hub::store::StoreError> {
+    Ok(store
+        .held_roots()
+        .await?
+        .into_iter()
+        .map(|(job, root)| Held {
+            root,
+            park: settings.parking_queue(job),
+        })
+        .collect())
+}
+
+/// Sends the snapshot of cancelled and paused roots every
+/// [`SNAPSHOT_EVERY`] (when there are any), and at once when a node comes
+/// online (it may have been away for a cancel, and waits for this answer
+/// before taking tasks).
 pub async fn snapshots(
     store: Store,
+    settings: HubSettings,
     sessions: watch::Receiver<Option<Arc<Session>>>,
     online: Arc<tokio::sync::Notify>,
 ) {
@@ -84,14 +157,155 @@ pub async fn snapshots(
             continue;
         };
         let since = now_us() - KEEP_AFTER_END.as_micros() as i64;
-        match store.cancelled_roots(since).await {
-            Ok(roots) if roots.is_empty() && !asked => {}
-            Ok(roots) => {
-                if let Err(e) = publish(&session, &snapshot_message(&roots)).await {
-                    warn!(error = %e, "cannot send the cancel snapshot; next time");
-                }
+        let active = match (store.cancelled_roots(since).await, holds(&store, &settings).await) {
+            (Ok(roots), Ok(holds)) => (roots, holds),
+            (Err(e), _) | (_, Err(e)) => {
+                warn!(error = %e, "cannot read cancelled and paused jobs");
+                continue;
             }
-            Err(e) => warn!(error = %e, "cannot read cancelled jobs"),
+        };
+        if active.0.is_empty() && active.1.is_empty() && !asked {
+            continue;
+        }
+        if let Err(e) = publish(&session, &snapshot_message(&active.0, &active.1)).await {
+            warn!(error = %e, "cannot send the control snapshot; next time");
         }
     }
+}
+
+/// Looks after paused jobs every [`HOLD_CHECK_EVERY`]: a `PAUSING` job
+/// none of whose tasks runs becomes `PAUSED`, and the parking queues of
+/// jobs that are no longer paused (resumed, cancelled) are emptied back
+/// into the queues their tasks came from; a parking queue is deleted an
+/// hour after its job ended.
+pub async fn unparking(store: Store, settings: HubSettings, sessions: watch::Receiver<Option<Arc<Session>>>) {
+    loop {
+        tokio::time::sleep(HOLD_CHECK_EVERY).await;
+        match store.settle_pauses().await {
+            Ok(0) => {}
+            Ok(n) => info!(jobs = n, "paused: no task of these jobs runs any more"),
+            Err(e) => warn!(error = %e, "cannot settle pausing jobs"),
+        }
+        let Some(session) = sessions.borrow().clone() else {
+            continue;
+        };
+        let jobs = match store.unparked_jobs(PARKING_KEPT.as_micros() as i64).await {
+            Ok(j) => j,
+            Err(e) => {
+                warn!(error = %e, "cannot read parked jobs");
+                continue;
+            }
+        };
+        for (job, old) in jobs {
+            let park = settings.parking_queue(job);
+            match unpark(&session, &park).await {
+                Ok(n) if n > 0 => info!(job, tasks = n, queue = %park, "parked tasks moved back to their queues"),
+                Ok(_) => {}
+                Err(e) => {
+                    warn!(job, error = %e, queue = %park, "cannot empty a parking queue; next time");
+                    continue;
+                }
+            }
+            if old {
+                match drop_parking(&session, &park).await {
+                    Ok(()) => {
+                        if let Err(e) = store.forget_parking(job).await {
+                            warn!(job, error = %e, "cannot record a parking queue as gone");
+                        }
+                    }
+                    Err(e) => debug!(job, error = %e, queue = %park, "parking queue not deleted yet"),
+                }
+            }
+        }
+    }
+}
+
+/// Declares the parking queue `park` (durable), so an agent's first
+/// parked task has somewhere to go.
+pub async fn declare_parking(session: &Session, park: &str) -> Result<(), BrokerError> {
+    session.declare_queue(park).await.map_err(BrokerError::from)
+}
+
+/// Deletes parking queue `park` if it is empty.
+async fn drop_parking(session: &Session, park: &str) -> Result<(), BrokerError> {
+    let ch = session.channel().await?;
+    let opts = QueueDeleteOptions {
+        if_empty: true,
+        ..Default::default()
+    };
+    ch.queue_delete(park.into(), opts).await?;
+    let _ = ch.close(200, "deleted".into()).await;
+    Ok(())
+}
+
+/// Moves every message in parking queue `park` back to the queue named by
+/// its `x-ferry-queue` header (the agent that parked it set it), headers
+/// and properties otherwise unchanged: each republished with the broker's
+/// confirmation before it is acknowledged here, so a crash in between
+/// leaves a copy, never none (a task that arrives twice runs once: the
+/// agents answer a redelivered id from memory, and the hub counts a
+/// result once). A message without the header is left where it is.
+/// Returns how many were moved.
+pub async fn unpark(session: &Session, park: &str) -> Result<u64, BrokerError> {
+    let ch = session.channel().await?;
+    // Passive: a queue that is not there has nothing to move.
+    let passive = lapin::options::QueueDeclareOptions {
+        passive: true,
+        ..Default::default()
+    };
+    let depth = match ch.queue_declare(park.into(), passive, FieldTable::default()).await {
+        Ok(q) => q.message_count(),
+        Err(_) => return Ok(0),
+    };
+    if depth == 0 {
+        let _ = ch.close(200, "empty".into()).await;
+        return Ok(0);
+    }
+    ch.basic_qos(500, Default::default()).await?;
+    let mut consumer = ch
+        .basic_consume(
+            park.into(),
+            "".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    let mut moved = 0;
+    // Take what is there now; messages parked meanwhile wait for the next
+    // round.
+    while moved < u64::from(depth) {
+        let next = tokio::time::timeout(Duration::from_secs(2), consumer.next()).await;
+        let Ok(Some(d)) = next else {
+            break;
+        };
+        let d = d?;
+        let mut headers = d.properties.headers().clone().unwrap_or_default();
+        let queue = match headers.inner().get("x-ferry-queue") {
+            Some(AMQPValue::LongString(q)) => String::from_utf8_lossy(q.as_bytes()).into_owned(),
+            Some(AMQPValue::ShortString(q)) => q.as_str().to_string(),
+            _ => {
+                warn!(queue = %park, "a parked message names no queue to go back to; left in place");
+                d.nack(BasicNackOptions {
+                    requeue: true,
+                    ..Default::default()
+                })
+                .await?;
+                break;
+            }
+        };
+        let mut kept = FieldTable::default();
+        for (k, v) in headers.inner() {
+            if k.as_str() != "x-ferry-queue" {
+                kept.insert(k.clone(), v.clone());
+            }
+        }
+        headers = kept;
+        let props = d.properties.clone().with_headers(headers);
+        session.declare_queue(&queue).await?;
+        session.publish_confirmed("", &queue, &d.data, props).await?;
+        d.ack(BasicAckOptions::default()).await?;
+        moved += 1;
+    }
+    let _ = ch.close(200, "moved".into()).await;
+    Ok(moved)
 }

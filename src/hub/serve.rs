@@ -90,7 +90,13 @@ pub async fn serve(config: Config, mut stop: watch::Receiver<bool>) -> Result<()
         settings.results_queue(),
     ));
     let online = monitor::Online::default();
-    tokio::spawn(control::snapshots(store.clone(), sessions.clone(), online.clone()));
+    tokio::spawn(control::snapshots(
+        store.clone(),
+        settings.clone(),
+        sessions.clone(),
+        online.clone(),
+    ));
+    tokio::spawn(control::unparking(store.clone(), settings.clone(), sessions.clone()));
     tokio::spawn(monitor::flush(
         heard.clone(),
         store.clone(),

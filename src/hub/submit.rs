@@ -7,16 +7,20 @@
 //! the agent passes it to every child, so every result of the job comes
 //! back there ([`crate::config::HubSettings::results_queue`]).
 
-use super::store::jobs::{Outbound, RootTask};
+use super::store::jobs::{Append, NewJob, Outbound, Owner, RootTask};
 use super::store::{Store, StoreError};
+use super::workflows::{Known, compile, discovery_task, parse_fields, parse_rules, resolve_fields};
 use crate::agent::broker::{self, Session, task_properties};
 use crate::agent::celery::{HeaderValue, Outgoing, Signature, root_task};
+use crate::agent::tasks::rules::Context;
 use crate::agent::tasks::rules::{Rule, matching};
 use crate::config::queue_name;
 use crate::entry::FileType;
 use crate::task::PathObject;
 use crate::task::args::kwargs_with;
-use serde_json::Value;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use serde_json::{Map, Value, json};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{Notify, watch};
@@ -106,6 +110,263 @@ pub fn actions(
         flush(&rules[r], items, &mut out);
     }
     out
+}
+
+/// Why a submission was not accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum SubmitError {
+    /// The submission is wrong; the text names the field at fault.
+    #[error("{0}")]
+    Invalid(String),
+    /// The database failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A key given as null is `Some(None)`; an absent one `None` (serde
+/// cannot tell them apart on its own).
+pub fn present<'de, D: serde::Deserializer<'de>, T: serde::Deserialize<'de>>(
+    d: D,
+) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
+}
+
+fn invalid(why: impl Into<String>) -> SubmitError {
+    SubmitError::Invalid(why.into())
+}
+
+/// The submission, in the seed's fields. Unknown fields are refused.
+#[derive(Clone, Deserialize, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Submission {
+    /// The workflow's name.
+    pub workflow: String,
+    /// The site's name.
+    pub site: String,
+    /// Absolute paths, as strings or `{path, state}` objects.
+    #[serde(default)]
+    #[schema(value_type = Vec<Object>)]
+    pub paths: Vec<Box<RawValue>>,
+    /// The queue (the workflow's preferred one, else `default`).
+    #[serde(default)]
+    pub queue: Option<String>,
+    /// Runtime field values.
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub fields: Map<String, Value>,
+    /// A discovery other than the workflow's; `null` for none.
+    #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub discovery: Option<Option<String>>,
+    /// A running job (`PENDING` or `STARTED`) to run within: this
+    /// submission's tasks join it and it ends once they are done too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job: Option<i64>,
+    /// Include globs replacing the rules' own.
+    #[serde(default)]
+    pub include: Option<Vec<String>>,
+    /// Exclude globs replacing the rules' own.
+    #[serde(default)]
+    pub exclude: Option<Vec<String>>,
+    /// Do not append the site's include globs.
+    #[serde(default)]
+    pub ignore_site_includes: bool,
+    /// Do not append the site's exclude globs.
+    #[serde(default)]
+    pub ignore_site_excludes: bool,
+}
+
+/// The first thousand input paths are kept on the job, for display.
+const INPUTS_KEPT: usize = 1000;
+
+/// Accepts a submission from `owner` (with client key `clientkey_id`):
+/// checks it as the agents will run it, then writes the job and its
+/// first tasks in one transaction (or adds them to the running job
+/// `sub.job`). The caller wakes the outbox publisher. `resubmitted_from`
+/// names the job this one submits again. Returns the job's id.
+pub async fn start(
+    store: &Store,
+    owner: Owner,
+    clientkey_id: Option<i64>,
+    sub: &Submission,
+    resubmitted_from: Option<i64>,
+) -> Result<i64, SubmitError> {
+    let workflow = store
+        .workflow_by_name(&sub.workflow)
+        .await?
+        .ok_or_else(|| invalid(format!("workflow: no workflow called {:?}", sub.workflow)))?;
+    if !workflow.enabled {
+        return Err(invalid(format!("workflow: {:?} is disabled", workflow.name)));
+    }
+    if workflow.schedule_only {
+        return Err(invalid(format!(
+            "workflow: {:?} runs only from a schedule",
+            workflow.name
+        )));
+    }
+    let site = store
+        .site_by_name(&sub.site)
+        .await?
+        .ok_or_else(|| invalid(format!("site: no site called {:?}", sub.site)))?;
+    let queue = sub
+        .queue
+        .clone()
+        .or_else(|| workflow.preferred_queue.clone())
+        .unwrap_or_else(|| "default".into());
+    if !store.queue_exists(site.id, &queue).await? {
+        return Err(invalid(format!("queue: site {:?} has no queue {queue:?}", site.name)));
+    }
+    // Paths: absolute, readable as path objects.
+    if sub.paths.is_empty() {
+        return Err(invalid("paths: at least one path is needed"));
+    }
+    let mut paths = Vec::with_capacity(sub.paths.len());
+    for (i, raw) in sub.paths.iter().enumerate() {
+        let p = PathObject::parse(raw.get().as_bytes()).map_err(|e| invalid(format!("paths[{i}]: {e}")))?;
+        if p.path.first() != Some(&b'/') {
+            return Err(invalid(format!("paths[{i}]: must be an absolute path")));
+        }
+        paths.push(p);
+    }
+    // Fields and rules, as the agent will run them.
+    let specs = parse_fields(&workflow.fields).map_err(|e| invalid(format!("workflow {}: {e}", workflow.name)))?;
+    let sites: Vec<String> = store.sites().await?.into_iter().map(|x| x.name).collect();
+    let queues: Vec<String> = store.queues(None).await?.into_iter().map(|q| q.name).collect();
+    let fields = resolve_fields(
+        &specs,
+        &sub.fields,
+        &Known {
+            sites: &sites,
+            queues: &queues,
+        },
+    )
+    .map_err(|e| invalid(e.to_string()))?;
+    let rule_specs =
+        parse_rules(&workflow.filter_rules, &specs).map_err(|e| invalid(format!("workflow {}: {e}", workflow.name)))?;
+    let patterns = Context {
+        include: sub.include.clone(),
+        exclude: sub.exclude.clone(),
+        site_includes: if sub.ignore_site_includes {
+            vec![]
+        } else {
+            site.include.clone()
+        },
+        site_excludes: if sub.ignore_site_excludes {
+            vec![]
+        } else {
+            site.exclude.clone()
+        },
+        fields: Map::new(),
+    };
+    let rules =
+        compile(&rule_specs, &fields, &site.name, &queue, Some(&patterns)).map_err(|e| invalid(e.to_string()))?;
+    let disc = match &sub.discovery {
+        Some(d) => d.clone(),
+        None => workflow.discovery.clone(),
+    };
+    let task = match &disc {
+        None => None,
+        Some(d) => Some(discovery_task(d).ok_or_else(|| {
+            invalid(format!(
+                "discovery: unknown discovery {d:?} (recursive, snapdiff or null)"
+            ))
+        })?),
+    };
+    let skip_missing = sub.discovery.is_none()
+        && ["skip_missing", "allow_missing_paths"]
+            .iter()
+            .any(|k| workflow.discovery_options.get(k).and_then(Value::as_bool) == Some(true));
+    let mut input_paths: Vec<Value> = Vec::new();
+    for p in paths.iter().take(INPUTS_KEPT) {
+        let mut j = Vec::new();
+        p.write_json(&mut j);
+        input_paths.push(serde_json::from_slice(&j).unwrap_or(Value::Null));
+    }
+    let first = input_paths
+        .first()
+        .and_then(|p| p.get("path").or(Some(p)).and_then(Value::as_str).map(str::to_string));
+    let friendly_name = format!(
+        "{} of '{}'{} on '{}'",
+        workflow.label,
+        first.unwrap_or_default(),
+        if paths.len() > 1 {
+            format!(" and {} more", paths.len() - 1)
+        } else {
+            String::new()
+        },
+        site.name
+    );
+    let new = NewJob {
+        workflow: workflow.name.clone(),
+        fields: Value::Object(fields.clone()),
+        discovery: disc.clone(),
+        site: site.name.clone(),
+        queue: queue.clone(),
+        friendly_name,
+        owner,
+        clientkey_id,
+        input_paths: Value::Array(input_paths),
+        request: Some(
+            serde_json::to_string(&Submission {
+                job: None,
+                ..sub.clone()
+            })
+            .expect("json"),
+        ),
+        resubmitted_from,
+    };
+    let me = origin();
+    let raw_paths: Vec<&RawValue> = sub.paths.iter().map(|p| &**p).collect();
+    let roots = |jobid| match task {
+        Some(t) => {
+            let kwargs = json!({
+                "paths": raw_paths,
+                "jobid": jobid,
+                "filter_rules": workflow.filter_rules,
+                "fields": fields,
+                "include": sub.include,
+                "exclude": sub.exclude,
+                "site_includes": patterns.site_includes,
+                "site_excludes": patterns.site_excludes,
+                "site": site.name,
+                "queue": queue,
+                "skip_missing": skip_missing,
+                "file_batch_size": site.file_batch_size,
+                "file_batch_gb": site.file_batch_gb,
+                "enable_auto_file_batch_sizing": site.enable_auto_file_batch_sizing,
+                "children_in_result": false,
+            });
+            vec![discovery(t.as_str(), &kwargs.to_string(), &site.name, &queue, &me)]
+        }
+        None => actions(
+            &rules,
+            &paths,
+            jobid,
+            site.file_batch_size.max(1) as usize,
+            &site.name,
+            &me,
+        ),
+    };
+    let job_id = match sub.job {
+        None => {
+            let id = store.create_job(&new, roots).await?;
+            if store.job(id).await?.is_some_and(|j| j.roots == 0) {
+                // No input path went to any rule: nothing to run.
+                store.end_empty_job(id).await?;
+            }
+            id
+        }
+        Some(id) => match store.append_to_job(id, task.is_some(), &roots(id)).await? {
+            Append::Added => id,
+            Append::Ended(state) => {
+                return Err(invalid(format!(
+                    "job: job {id} has ended ({state}); submit without `job` to start a new one"
+                )));
+            }
+            Append::Missing => return Err(invalid(format!("job: no job {id}"))),
+        },
+    };
+    Ok(job_id)
 }
 
 /// Headers as JSON, to keep in the outbox.

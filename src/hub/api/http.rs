@@ -9,7 +9,6 @@ use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use std::sync::Arc;
 use tokio::sync::{Notify, watch};
@@ -118,6 +117,8 @@ impl From<crate::hub::jobctl::JobCtlError> for ApiError {
                 detail: e.to_string(),
             },
             JobCtlError::Store(e) => e.into(),
+            JobCtlError::Submit(crate::hub::submit::SubmitError::Store(e)) => e.into(),
+            JobCtlError::Submit(e) => ApiError::bad(format!("the job cannot be submitted again: {e}")),
         }
     }
 }
@@ -270,12 +271,7 @@ pub fn parse_body<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     })
 }
 
-/// A key given as null is `Some(None)`; an absent one `None`.
-pub(super) fn present<'de, D: serde::Deserializer<'de>, T: serde::Deserialize<'de>>(
-    d: D,
-) -> Result<Option<Option<T>>, D::Error> {
-    Option::<T>::deserialize(d).map(Some)
-}
+pub(super) use crate::hub::submit::present;
 
 /// Query parameters read into `T`: repeated keys make lists
 /// (`state=A&state=B`, or the `state[]=` spelling); a value of the wrong

@@ -23,6 +23,9 @@ pub(super) fn routes() -> OpenApiRouter<Arc<ApiState>> {
         .routes(routes!(get_job, delete_job))
         .routes(routes!(progress))
         .routes(routes!(cancel))
+        .routes(routes!(pause))
+        .routes(routes!(resume))
+        .routes(routes!(resubmit))
         .routes(routes!(list_tasks))
         .routes(routes!(get_task))
         .routes(routes!(jobstats))
@@ -123,7 +126,8 @@ pub struct JobOut {
     started: Option<String>,
     completed: Option<String>,
     runtime: Option<f64>,
-    /// PENDING, STARTED, SUCCESS, FAILURE, DEQUEUING, CANCELLED.
+    /// PENDING, STARTED, PAUSING, PAUSED, SUCCESS, FAILURE, DEQUEUING,
+    /// CANCELLED.
     state: String,
     owner: OwnerOut,
     dir_walk_complete: bool,
@@ -133,6 +137,8 @@ pub struct JobOut {
     #[schema(value_type = Vec<Object>)]
     input_paths: Value,
     counts: CountsOut,
+    /// The job this one submitted again (`/resubmit/`), if any.
+    resubmitted_from: Option<i64>,
 }
 
 fn owner(j: &Job) -> OwnerOut {
@@ -188,6 +194,7 @@ pub async fn job_out(s: &ApiState, base: &Base, j: &Job) -> ApiResult<JobOut> {
             roots: j.roots,
             roots_published: j.roots_published,
         },
+        resubmitted_from: j.resubmitted_from,
     })
 }
 
@@ -373,6 +380,53 @@ async fn delete_job(s: State, _c: Caller, Id(id): Id) -> ApiResult<Response> {
 async fn cancel(s: State, _c: Caller, base: Base, Id(id): Id) -> ApiResult<Response> {
     let session = s.session.borrow().clone();
     let j = crate::hub::jobctl::cancel(&s.store, session.as_deref(), id).await?;
+    Ok((StatusCode::CREATED, Json(job_out(&s, &base, &j).await?)).into_response())
+}
+
+/// Pauses a job (201): `PAUSING` at once, `PAUSED` once none of its tasks
+/// runs. Queued tasks are held (the agents park them in a queue of the
+/// job's own), running ones finish. Only a `PENDING` or `STARTED` job
+/// pauses; any other state is a 409 with it.
+#[utoipa::path(post, path = "/api/jobs/{id}/pause/", tag = "jobs", params(("id" = i64, Path)),
+    responses((status = 201, body = JobOut), (status = 409, body = Conflict), (status = 401, body = Detail), (status = 404, body = Detail)))]
+async fn pause(s: State, _c: Caller, base: Base, Id(id): Id) -> ApiResult<Response> {
+    let session = s.session.borrow().clone();
+    let j = crate::hub::jobctl::pause(&s.store, &s.settings, session.as_deref(), id).await?;
+    Ok((StatusCode::CREATED, Json(job_out(&s, &base, &j).await?)).into_response())
+}
+
+/// Resumes a paused job (201): held tasks go back to their queues. Only a
+/// `PAUSING` or `PAUSED` job resumes; any other state is a 409 with it.
+#[utoipa::path(post, path = "/api/jobs/{id}/resume/", tag = "jobs", params(("id" = i64, Path)),
+    responses((status = 201, body = JobOut), (status = 409, body = Conflict), (status = 401, body = Detail), (status = 404, body = Detail)))]
+async fn resume(s: State, _c: Caller, base: Base, Id(id): Id) -> ApiResult<Response> {
+    let session = s.session.borrow().clone();
+    let j = crate::hub::jobctl::resume(&s.store, &s.settings, session.as_deref(), id).await?;
+    Ok((StatusCode::CREATED, Json(job_out(&s, &base, &j).await?)).into_response())
+}
+
+/// `?failed_only=` of a resubmission.
+#[derive(Deserialize, utoipa::IntoParams)]
+pub struct ResubmitQuery {
+    /// Only the failed files' paths, without discovery.
+    #[serde(default)]
+    failed_only: Option<bool>,
+}
+
+/// Submits a finished job again (201, the new job): the same submission,
+/// or with `failed_only=true` its failed files alone, without discovery.
+/// A job not finished, or `failed_only` with no failed file, is a 409.
+#[utoipa::path(post, path = "/api/jobs/{id}/resubmit/", tag = "jobs", params(("id" = i64, Path), ResubmitQuery),
+    responses((status = 201, body = JobOut), (status = 400, body = Detail), (status = 409, body = Conflict), (status = 401, body = Detail), (status = 404, body = Detail)))]
+async fn resubmit(s: State, c: Caller, base: Base, Id(id): Id, Query(q): Query<ResubmitQuery>) -> ApiResult<Response> {
+    let owner = crate::hub::store::jobs::Owner {
+        kind: "user".into(),
+        id: c.user_id,
+        name: c.username.clone(),
+    };
+    let new = crate::hub::jobctl::resubmit(&s.store, owner, c.clientkey_id, id, q.failed_only.unwrap_or(false)).await?;
+    s.outbox.notify_one();
+    let j = s.store.job(new).await?.ok_or_else(|| ApiError::not_found("job"))?;
     Ok((StatusCode::CREATED, Json(job_out(&s, &base, &j).await?)).into_response())
 }
 

@@ -13,8 +13,8 @@ mod stream;
 mod submit;
 mod workflows;
 
+pub use crate::hub::submit::Submission;
 pub use http::{ApiError, ApiState, parse_body};
-pub use submit::Submission;
 
 use axum::Router;
 use axum::extract::Request;

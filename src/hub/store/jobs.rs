@@ -80,6 +80,8 @@ pub struct Job {
     pub files_aborted: i64,
     /// Files failed.
     pub files_failures: i64,
+    /// The job this one was resubmitted from.
+    pub resubmitted_from: Option<i64>,
 }
 
 /// A task row.
@@ -157,6 +159,10 @@ pub struct NewJob {
     pub clientkey_id: Option<i64>,
     /// The first thousand input paths.
     pub input_paths: serde_json::Value,
+    /// The submission, as JSON, kept to submit it again.
+    pub request: Option<String>,
+    /// The job this one resubmits.
+    pub resubmitted_from: Option<i64>,
 }
 
 /// A message waiting in the outbox.
@@ -252,7 +258,7 @@ impl Page {
     }
 }
 
-const JOB_COLUMNS: &str = "id, workflow, fields, discovery, site, queue, friendly_name, state, created, started, completed, owner_type, owner_id, owner_name, clientkey_id, input_paths, roots, roots_published, dir_walk_complete, expected, received, orphans, tasks_failed, files_found, files_processed, files_skipped, files_aborted, files_failures";
+const JOB_COLUMNS: &str = "id, workflow, fields, discovery, site, queue, friendly_name, state, created, started, completed, owner_type, owner_id, owner_name, clientkey_id, input_paths, roots, roots_published, dir_walk_complete, expected, received, orphans, tasks_failed, files_found, files_processed, files_skipped, files_aborted, files_failures, resubmitted_from";
 
 fn job(r: &AnyRow) -> Result<Job, StoreError> {
     Ok(Job {
@@ -286,6 +292,7 @@ fn job(r: &AnyRow) -> Result<Job, StoreError> {
         files_skipped: r.get("files_skipped"),
         files_aborted: r.get("files_aborted"),
         files_failures: r.get("files_failures"),
+        resubmitted_from: r.get("resubmitted_from"),
     })
 }
 
@@ -326,8 +333,8 @@ impl Store {
         let mut tx = self.write().await?;
         let id: i64 = sqlx::query(
             "INSERT INTO jobs (workflow, fields, discovery, site, queue, friendly_name, state, created, owner_type, owner_id,
-               owner_name, clientkey_id, input_paths, dir_walk_complete)
-             VALUES ($1, $2, $3, $4, $5, $6, 'PENDING', $7, $8, $9, $10, $11, $12, $13) RETURNING id",
+               owner_name, clientkey_id, input_paths, dir_walk_complete, request, resubmitted_from)
+             VALUES ($1, $2, $3, $4, $5, $6, 'PENDING', $7, $8, $9, $10, $11, $12, $13, $14, $15) RETURNING id",
         )
         .bind(&new.workflow)
         .bind(new.fields.to_string())
@@ -342,6 +349,8 @@ impl Store {
         .bind(new.clientkey_id)
         .bind(new.input_paths.to_string())
         .bind(new.discovery.is_none() as i64)
+        .bind(&new.request)
+        .bind(new.resubmitted_from)
         .fetch_one(&mut *tx)
         .await
         .map_err(db("create a job"))?
@@ -361,7 +370,7 @@ impl Store {
     /// Adds a submission's first tasks to job `id` (the `job` field of a
     /// submission): they are published and counted like the job's own,
     /// so it ends only once they are done too. Only a job still running
-    /// (`PENDING` or `STARTED`) takes them; the check and the counters
+    /// (`PENDING`, `STARTED`, or paused: they are parked like its own) takes them; the check and the counters
     /// change in one statement, so a job cannot end in between.
     pub async fn append_to_job(&self, id: i64, walks: bool, roots: &[RootTask]) -> Result<Append, StoreError> {
         let now = now_us();
@@ -369,7 +378,7 @@ impl Store {
         let taken = sqlx::query(
             "UPDATE jobs SET roots = roots + $2, expected = expected + $2,
                dir_walk_complete = CASE WHEN $3 = 1 THEN 0 ELSE dir_walk_complete END
-             WHERE id = $1 AND state IN ('PENDING', 'STARTED') RETURNING id",
+             WHERE id = $1 AND state IN ('PENDING', 'STARTED', 'PAUSING', 'PAUSED') RETURNING id",
         )
         .bind(id)
         .bind(roots.len() as i64)
@@ -813,4 +822,28 @@ pub struct FileRecord {
     pub message: String,
     /// The task that reported it.
     pub task_id: String,
+}
+
+impl Store {
+    /// The submission that made job `id` (JSON), when the hub kept it
+    /// (jobs made before it did have none).
+    pub async fn job_request(&self, id: i64) -> Result<Option<String>, StoreError> {
+        let row = sqlx::query("SELECT request FROM jobs WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db("read a job's submission"))?;
+        Ok(row.and_then(|r| r.get(0)))
+    }
+
+    /// The paths of job `id`'s failed files, as JSON string text, in
+    /// the order they were recorded.
+    pub async fn failed_paths(&self, id: i64) -> Result<Vec<String>, StoreError> {
+        let rows = sqlx::query("SELECT path FROM jobstats WHERE job_id = $1 AND state = 'failures' ORDER BY id")
+            .bind(id)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db("read a job's failed files"))?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
 }

@@ -12,6 +12,7 @@
 //! `ferry_schema`.
 
 pub mod batch;
+pub mod holds;
 pub mod jobs;
 pub mod ledger;
 pub mod results;
@@ -143,6 +144,7 @@ pub struct Store {
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("migrations/0001_initial.sql")),
     (2, include_str!("migrations/0002_held_index.sql")),
+    (3, include_str!("migrations/0003_pause_resubmit.sql")),
 ];
 
 impl Store {

@@ -1,0 +1,133 @@
+//! Pausing and resuming jobs, as the database sees it. A paused job's
+//! queued tasks are parked by the agents in a queue of the job's own
+//! (`hub::control`); here are the states (`PAUSING` while tasks of the
+//! job still run, `PAUSED` once none does), the roots the agents are
+//! told to hold, and which jobs still have a parking queue to empty.
+
+use super::jobs::state;
+use super::{Store, StoreError, db, now_us};
+use sqlx::Row;
+
+/// What a pause or resume found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Hold {
+    /// Done: the job's root task ids (what the agents match tasks by).
+    Done(Vec<String>),
+    /// The job's state does not allow it.
+    Refused(String),
+    /// No such job.
+    Missing,
+}
+
+impl Store {
+    /// Pauses job `id`: `PAUSING` (it becomes `PAUSED` once none of its
+    /// tasks runs, [`Store::settle_pauses`]). Only a `PENDING` or
+    /// `STARTED` job pauses.
+    pub async fn pause_job(&self, id: i64) -> Result<Hold, StoreError> {
+        self.change_hold(
+            id,
+            "UPDATE jobs SET state = 'PAUSING', parked = 1 WHERE id = $1 AND state IN ('PENDING', 'STARTED') RETURNING id",
+        )
+        .await
+    }
+
+    /// Resumes job `id`: back to `STARTED` (`PENDING` if nothing of it
+    /// has started). Only a `PAUSING` or `PAUSED` job resumes.
+    pub async fn resume_job(&self, id: i64) -> Result<Hold, StoreError> {
+        self.change_hold(
+            id,
+            "UPDATE jobs SET state = CASE WHEN started IS NULL THEN 'PENDING' ELSE 'STARTED' END
+             WHERE id = $1 AND state IN ('PAUSING', 'PAUSED') RETURNING id",
+        )
+        .await
+    }
+
+    async fn change_hold(&self, id: i64, update: &str) -> Result<Hold, StoreError> {
+        let mut tx = self.write().await?;
+        let changed = sqlx::query(update)
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db("change a job's hold"))?;
+        if changed.is_none() {
+            let st = sqlx::query("SELECT state FROM jobs WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db("read a job"))?;
+            return Ok(st.map_or(Hold::Missing, |r| Hold::Refused(r.get(0))));
+        }
+        let roots = sqlx::query("SELECT task_id FROM tasks WHERE job_id = $1 AND is_root = 1")
+            .bind(id)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db("read a job's roots"))?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        tx.commit().await.map_err(db("commit a hold"))?;
+        Ok(Hold::Done(roots))
+    }
+
+    /// `(job id, root task id)` of every paused job (`PAUSING` or
+    /// `PAUSED`): what the agents must keep parking.
+    pub async fn held_roots(&self) -> Result<Vec<(i64, String)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT t.job_id, t.task_id FROM tasks t JOIN jobs j ON j.id = t.job_id
+             WHERE t.is_root = 1 AND j.state IN ('PAUSING', 'PAUSED')",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db("read paused roots"))?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
+    /// `PAUSING` jobs none of whose tasks runs any more become `PAUSED`
+    /// (a task that started is counted `STARTED` until its result is
+    /// in). Returns how many did.
+    pub async fn settle_pauses(&self) -> Result<u64, StoreError> {
+        let mut tx = self.write().await?;
+        let done = sqlx::query(
+            "UPDATE jobs SET state = 'PAUSED' WHERE state = 'PAUSING' AND NOT EXISTS
+               (SELECT 1 FROM job_task_stats s WHERE s.job_id = jobs.id AND s.state = 'STARTED' AND s.n > 0)",
+        )
+        .execute(&mut *tx)
+        .await
+        .map_err(db("settle pauses"))?
+        .rows_affected();
+        tx.commit().await.map_err(db("commit"))?;
+        Ok(done)
+    }
+
+    /// Jobs that were paused and are not any more (resumed, cancelled or
+    /// ended), whose parking queues may still hold tasks: `(id, ended
+    /// before now − keep)`.
+    pub async fn unparked_jobs(&self, keep_us: i64) -> Result<Vec<(i64, bool)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, state, completed FROM jobs WHERE parked = 1 AND state NOT IN ('PAUSING', 'PAUSED')",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db("read parked jobs"))?;
+        let before = now_us() - keep_us;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                let st: String = r.get(1);
+                let completed: Option<i64> = r.get(2);
+                let old = state::FINAL.contains(&st.as_str()) && completed.is_some_and(|c| c < before);
+                (r.get(0), old)
+            })
+            .collect())
+    }
+
+    /// Job `id` has no parking queue any more.
+    pub async fn forget_parking(&self, id: i64) -> Result<(), StoreError> {
+        sqlx::query("UPDATE jobs SET parked = 0 WHERE id = $1")
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(db("forget a parking queue"))?;
+        Ok(())
+    }
+}

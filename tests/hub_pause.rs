@@ -1,0 +1,224 @@
+//! Pause, resume and resubmit on real components: a hub, two agents and
+//! RabbitMQ. A paused job's queued tasks are parked in the job's own
+//! queue and none starts; resumed, the job completes with exact counts;
+//! a paused job that is cancelled ends CANCELLED with every task
+//! terminal; a finished job's failed files are submitted again alone.
+
+mod common;
+
+use common::hub::{HubSite, sqlite};
+use serde_json::Value;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// `dirs` directories of `per_dir` one-byte files under `root`.
+fn tree(root: &Path, dirs: usize, per_dir: usize) {
+    for d in 0..dirs {
+        let dir = root.join(format!("d{d:03}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        for f in 0..per_dir {
+            std::fs::write(dir.join(format!("f{f:05}")), b"x").unwrap();
+        }
+    }
+}
+
+/// Messages waiting in `queue` (0 when it does not exist).
+fn depth(queue: &str) -> u32 {
+    common::agent::rt().block_on(async {
+        let c = common::agent::Client::connect().await;
+        let passive = lapin::options::QueueDeclareOptions {
+            passive: true,
+            ..Default::default()
+        };
+        c.ch.queue_declare(queue.into(), passive, lapin::types::FieldTable::default())
+            .await
+            .map_or(0, |q| q.message_count())
+    })
+}
+
+/// Waits until `check` holds for job `id` (panics after `limit`).
+fn wait_until(s: &HubSite, id: i64, limit: Duration, what: &str, check: impl Fn(&Value) -> bool) -> Value {
+    let t0 = Instant::now();
+    loop {
+        let j = s.job(id);
+        if check(&j) {
+            return j;
+        }
+        assert!(
+            t0.elapsed() < limit,
+            "job {id}: {what} not within {limit:?}: {j}\nhub log:\n{}",
+            s.log("hub.log")
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// How many of job `id`'s tasks are in `states`.
+fn tasks_in(s: &HubSite, id: i64, states: &[&str]) -> i64 {
+    let q: String = states.iter().map(|st| format!("&state={st}")).collect();
+    s.api("GET", &format!("/api/tasks/?job_id={id}{q}"), None, 200)["count"]
+        .as_i64()
+        .unwrap()
+}
+
+fn started_site() -> HubSite {
+    let mut s = HubSite::new(sqlite(), 2, "");
+    s.start_hub();
+    s.start_agent(0);
+    s.start_agent(1);
+    s.wait_online(2, Duration::from_secs(20));
+    // Fixed batches of 20: thousands of tasks, so the job is still running
+    // when it is paused.
+    s.batch_size(20);
+    s
+}
+
+#[test]
+fn a_paused_premigrate_starts_no_task_until_resumed_then_completes_exactly_and_its_failures_resubmit_alone() {
+    if !common::agent::broker_or_skip() {
+        return;
+    }
+    let s = started_site();
+    let root = s.data().join("tree");
+    tree(&root, 100, 500);
+    let bad: Vec<PathBuf> = (0..5).map(|i| root.join(format!("d{:03}/f00007", i * 17))).collect();
+    for b in &bad {
+        std::fs::set_permissions(b, std::fs::Permissions::from_mode(0o000)).unwrap();
+    }
+    let w = s.workflow("dynamo.tasks.migrate", serde_json::json!({"premigrate": true}));
+    let id = s.submit(&w, &root)["id"].as_i64().unwrap();
+    wait_until(&s, id, Duration::from_secs(60), "a file processed", |j| {
+        j["counts"]["processed"].as_i64().unwrap_or(0) > 0
+    });
+
+    let j = s.api("POST", &format!("/api/jobs/{id}/pause/"), None, 201);
+    assert_eq!(j["state"], "PAUSING", "{j}");
+    // Conflicting requests are 409 with the state, never 500.
+    let again = s.api("POST", &format!("/api/jobs/{id}/pause/"), None, 409);
+    assert!(
+        ["PAUSING", "PAUSED"].contains(&again["state"].as_str().unwrap()),
+        "{again}"
+    );
+    let r = s.api("POST", &format!("/api/jobs/{id}/resubmit/"), None, 409);
+    assert!(r["detail"].as_str().unwrap().contains("only a finished job"), "{r}");
+
+    let paused = wait_until(&s, id, Duration::from_secs(60), "PAUSED", |j| j["state"] == "PAUSED");
+    assert_eq!(tasks_in(&s, id, &["STARTED"]), 0);
+    assert!(
+        paused["counts"]["processed"].as_i64().unwrap() < 49_995,
+        "the job ran to its end before the pause: {paused}"
+    );
+    // Held: nothing more runs, and its tasks wait in the parking queue.
+    let park = format!("{}.hub.parked.{id}", s.site);
+    let t0 = Instant::now();
+    while depth(&park) == 0 {
+        assert!(t0.elapsed() < Duration::from_secs(30), "no task was parked in {park}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_secs(5));
+    let later = s.job(id);
+    assert_eq!(later["state"], "PAUSED", "{later}");
+    assert_eq!(later["counts"], paused["counts"], "work was done while paused");
+    assert_eq!(tasks_in(&s, id, &["STARTED"]), 0);
+    let parked = depth(&park);
+    assert!(parked > 0, "nothing parked");
+
+    let j = s.api("POST", &format!("/api/jobs/{id}/resume/"), None, 201);
+    assert_eq!(j["state"], "STARTED", "{j}");
+    let r = s.api("POST", &format!("/api/jobs/{id}/resume/"), None, 409);
+    assert_eq!(r["state"], "STARTED", "{r}");
+
+    let done = s.wait_job(id, Duration::from_secs(300));
+    let c = &done["counts"];
+    assert_eq!(done["state"], "FAILURE", "{done}");
+    assert_eq!(c["files_found"], 50_000, "{done}");
+    assert_eq!(c["processed"], 49_995, "{done}");
+    assert_eq!(c["failures"], 5, "{done}");
+    assert_eq!(c["results_counted"], c["results_expected"], "{done}");
+    assert_eq!(depth(&park), 0, "tasks left parked");
+    assert_eq!(tasks_in(&s, id, &["PENDING", "STARTED"]), 0);
+    let r = s.api("POST", &format!("/api/jobs/{id}/cancel/"), None, 409);
+    assert_eq!(r["state"], "FAILURE", "{r}");
+
+    // Fixed, the failed files go again, alone, without discovery.
+    for b in &bad {
+        std::fs::set_permissions(b, std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    let again = s.api("POST", &format!("/api/jobs/{id}/resubmit/?failed_only=true"), None, 201);
+    let new = again["id"].as_i64().unwrap();
+    assert_ne!(new, id);
+    assert_eq!(again["discovery"], Value::Null, "{again}");
+    let mut inputs: Vec<String> = again["input_paths"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["path"].as_str().or(p.as_str()).unwrap().to_string())
+        .collect();
+    inputs.sort();
+    let mut want: Vec<String> = bad.iter().map(|b| b.to_str().unwrap().to_string()).collect();
+    want.sort();
+    assert_eq!(inputs, want);
+    let redone = s.wait_job(new, Duration::from_secs(120));
+    assert_eq!(redone["state"], "SUCCESS", "{redone}");
+    assert_eq!(redone["counts"]["processed"], 5, "{redone}");
+    assert_eq!(redone["counts"]["failures"], 0, "{redone}");
+    assert_eq!(redone["resubmitted_from"], id, "{redone}");
+    // A whole resubmission of the finished new job: the same five paths.
+    let whole = s.api("POST", &format!("/api/jobs/{new}/resubmit/"), None, 201);
+    let whole = s.wait_job(whole["id"].as_i64().unwrap(), Duration::from_secs(120));
+    assert_eq!(
+        whole["counts"]["processed"].as_i64().unwrap() + whole["counts"]["skipped"].as_i64().unwrap(),
+        5,
+        "{whole}"
+    );
+    // Nothing failed in it: failed-only has nothing to send.
+    let r = s.api(
+        "POST",
+        &format!("/api/jobs/{new}/resubmit/?failed_only=true"),
+        None,
+        409,
+    );
+    assert!(r["detail"].as_str().unwrap().contains("no file of it failed"), "{r}");
+}
+
+#[test]
+fn a_paused_job_that_is_cancelled_ends_cancelled_with_every_task_terminal() {
+    if !common::agent::broker_or_skip() {
+        return;
+    }
+    let s = started_site();
+    let root = s.data().join("tree");
+    tree(&root, 40, 500);
+    let w = s.workflow("dynamo.tasks.stat_paths", serde_json::json!({}));
+    let id = s.submit(&w, &root)["id"].as_i64().unwrap();
+    wait_until(&s, id, Duration::from_secs(60), "a file processed", |j| {
+        j["counts"]["processed"].as_i64().unwrap_or(0) > 0
+    });
+    s.api("POST", &format!("/api/jobs/{id}/pause/"), None, 201);
+    wait_until(&s, id, Duration::from_secs(60), "PAUSED", |j| j["state"] == "PAUSED");
+    let park = format!("{}.hub.parked.{id}", s.site);
+    assert!(depth(&park) > 0, "nothing parked");
+
+    let j = s.api("POST", &format!("/api/jobs/{id}/cancel/"), None, 201);
+    assert_eq!(j["state"], "DEQUEUING", "{j}");
+    // A cancelling job does not pause.
+    let r = s.api("POST", &format!("/api/jobs/{id}/pause/"), None, 409);
+    assert!(
+        ["DEQUEUING", "CANCELLED"].contains(&r["state"].as_str().unwrap()),
+        "{r}"
+    );
+
+    let done = s.wait_job(id, Duration::from_secs(120));
+    assert_eq!(done["state"], "CANCELLED", "{done}");
+    let c = &done["counts"];
+    assert_eq!(c["results_counted"], c["results_expected"], "{done}");
+    assert!(c["processed"].as_i64().unwrap() < 20_000, "{done}");
+    assert_eq!(tasks_in(&s, id, &["PENDING", "STARTED"]), 0);
+    let stats = &s.api("GET", &format!("/api/tasks/?job_id={id}"), None, 200)["stats"]["state"];
+    assert!(
+        stats["CANCELLED"].as_i64().unwrap_or(0) > 0,
+        "no task was refused: {stats}"
+    );
+    assert_eq!(depth(&park), 0, "tasks left parked");
+}
