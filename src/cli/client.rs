@@ -52,7 +52,13 @@ struct Connection {
 
     /// Read only this configuration file (not /etc/ferry/client.conf
     /// and ~/.config/ferry/client.conf).
-    #[arg(short = 'c', long, global = true, value_name = "FILE", help_heading = "Global options")]
+    #[arg(
+        short = 'c',
+        long,
+        global = true,
+        value_name = "FILE",
+        help_heading = "Global options"
+    )]
     config: Option<PathBuf>,
 
     /// The client key to authenticate with [default: client_key in the
@@ -411,9 +417,9 @@ fn failed(e: ClientError) -> Failure {
         ClientError::Status { status: 401, .. } => {
             " (check the client key: --client-key or client_key; `ferry client authenticate` makes one)"
         }
-        ClientError::Status { status: 404, detail, .. } if detail.starts_with("No endpoint") => {
-            " (this hub does not serve this call)"
-        }
+        ClientError::Status {
+            status: 404, detail, ..
+        } if detail.starts_with("No endpoint") => " (this hub does not serve this call)",
         _ => "",
     };
     Failure::setup(format!("{e}{hint}"))
@@ -501,9 +507,10 @@ async fn send(s: &Session, a: SendCmd) -> Result<(), Failure> {
 /// Submits `workflow` on the paths, then waits for the job (unless told
 /// not to) and prints it; the exit status says how it ended.
 async fn submit(s: &Session, workflow: &str, a: SubmitArgs, fields: Map<String, Value>) -> Result<(), Failure> {
-    let site = a.site.or_else(|| s.config.site.clone()).ok_or_else(|| {
-        Failure::setup("no site: give -s SITE, or set site in [settings] of the configuration")
-    })?;
+    let site = a
+        .site
+        .or_else(|| s.config.site.clone())
+        .ok_or_else(|| Failure::setup("no site: give -s SITE, or set site in [settings] of the configuration"))?;
     let paths = a
         .paths
         .iter()
@@ -572,7 +579,7 @@ fn ended(job: &JobView) -> Result<(), Failure> {
     if counts.failures > 0 {
         why.push(format!("{} file(s) failed", counts.failures));
     }
-    if counts.tasks_failed > 0 {
+    if counts.tasks_failed > 0 && counts.failures == 0 {
         why.push(format!("{} task(s) failed", counts.tasks_failed));
     }
     let why = match why.is_empty() {
@@ -605,7 +612,7 @@ impl Bar {
             let p = seen.progress;
             b.set_position((p.percent * 10.0).clamp(0.0, 1000.0) as u64);
             b.set_message(format!(
-                "job {} {} {:.1}%: {} of {} files",
+                "job {} {} {:.1}% {}/{} files",
                 self.1, seen.state, p.percent, p.files_done, p.files_found
             ));
         }
@@ -632,9 +639,17 @@ async fn print_job(s: &Session, job: &Job) {
     println!("job {} {}: {}", v.id, v.state, v.friendly_name);
     let c = v.counts.clone().unwrap_or_default();
     let runtime = v.runtime.map_or_else(String::new, |r| format!("; {r:.1} s"));
+    let found = match v.discovery {
+        Some(_) => format!("{} found, ", c.files_found),
+        None => String::new(),
+    };
     println!(
-        "  files: {} found, {} processed, {} skipped, {} aborted, {} failed{runtime}",
-        c.files_found, c.processed, c.skipped, c.aborted, c.failures
+        "  files{}: {found}{} processed, {} skipped, {} aborted, {} failed{runtime}",
+        if v.is_final() { "" } else { " so far" },
+        c.processed,
+        c.skipped,
+        c.aborted,
+        c.failures
     );
     if c.failures + c.aborted == 0 || !v.is_final() {
         return;
@@ -643,7 +658,8 @@ async fn print_job(s: &Session, job: &Job) {
         Ok(files) => {
             for f in &files {
                 let code = f.code.as_ref().map_or_else(String::new, |c| format!(" ({c})"));
-                println!("  {} {}{code}: {}", f.state, f.path, f.reasons());
+                let state = if f.state == "failures" { "failed" } else { &f.state };
+                println!("  {state} {}{code}: {}", f.path, f.reasons());
             }
             let listed = usize::try_from(c.failures + c.aborted).unwrap_or(usize::MAX);
             if listed > files.len() {
@@ -699,7 +715,14 @@ async fn list_jobs(s: &Session, l: JobsListCmd) -> Result<(), Failure> {
     for j in &jobs {
         let v = &j.view;
         // 2026-12-04T23:36:02.896541Z → 2026-12-04 23:36:02
-        let created: String = v.created.as_deref().unwrap_or("").replacen('T', " ", 1).chars().take(19).collect();
+        let created: String = v
+            .created
+            .as_deref()
+            .unwrap_or("")
+            .replacen('T', " ", 1)
+            .chars()
+            .take(19)
+            .collect();
         println!(
             "{:>7}  {:<10} {:<19}  {:<12} {:<12} {}",
             v.id,
@@ -763,7 +786,10 @@ fn definitions(file: &Path) -> Result<Vec<Value>, Failure> {
     };
     read.map_err(|e| Failure::setup(format!("{shown}: cannot read: {e}")))?;
     let mut out = Vec::new();
-    for (i, value) in serde_json::Deserializer::from_str(&text).into_iter::<Value>().enumerate() {
+    for (i, value) in serde_json::Deserializer::from_str(&text)
+        .into_iter::<Value>()
+        .enumerate()
+    {
         let value = value.map_err(|e| Failure::setup(format!("{shown}: not JSON: {e}")))?;
         let items = match value {
             Value::Array(a) => a,
@@ -771,10 +797,7 @@ fn definitions(file: &Path) -> Result<Vec<Value>, Failure> {
         };
         for item in items {
             let Value::Object(mut m) = item else {
-                return Err(Failure::setup(format!(
-                    "{shown}: item {} is not a JSON object",
-                    i + 1
-                )));
+                return Err(Failure::setup(format!("{shown}: item {} is not a JSON object", i + 1)));
             };
             m.remove("url");
             m.remove("id");

@@ -46,7 +46,7 @@ pub struct ClientConfig {
 /// no limit.
 pub fn parse_timeout(s: &str) -> Result<Option<Duration>, BadValue> {
     match s.trim().parse::<f64>() {
-        Ok(x) if x == 0.0 => Ok(None),
+        Ok(0.0) => Ok(None),
         Ok(x) if x.is_finite() && x > 0.0 && x < 1e10 => Ok(Some(Duration::from_secs_f64(x))),
         _ => Err(BadValue::expected("seconds (0 for no limit)", s)),
     }
@@ -54,7 +54,9 @@ pub fn parse_timeout(s: &str) -> Result<Option<Duration>, BadValue> {
 
 fn text(v: &str) -> Result<String, BadValue> {
     match v {
-        "" => Err(BadValue("an empty value (remove the line to leave the key unset)".into())),
+        "" => Err(BadValue(
+            "an empty value (remove the line to leave the key unset)".into(),
+        )),
         v => Ok(v.to_string()),
     }
 }

@@ -180,7 +180,10 @@ impl HubClient {
     /// Sends a request; the body of a 2xx answer, else the error.
     async fn send(&self, method: Method, url: Url, body: Option<&Value>) -> Result<bytes::Bytes, ClientError> {
         let shown = url.to_string();
-        let mut req = self.http.request(method.clone(), url).header("accept", "application/json");
+        let mut req = self
+            .http
+            .request(method.clone(), url)
+            .header("accept", "application/json");
         if let Some(a) = &self.auth {
             req = req.header("authorization", a);
         }
@@ -204,7 +207,9 @@ impl HubClient {
             detail: Value,
         }
         let detail = match serde_json::from_slice::<Detail>(&bytes) {
-            Ok(Detail { detail: Value::String(s) }) => s,
+            Ok(Detail {
+                detail: Value::String(s),
+            }) => s,
             Ok(Detail { detail }) => detail.to_string(),
             Err(_) => {
                 let text = String::from_utf8_lossy(&bytes);
@@ -224,7 +229,12 @@ impl HubClient {
         })
     }
 
-    async fn call<T: DeserializeOwned>(&self, method: Method, url: Url, body: Option<&Value>) -> Result<T, ClientError> {
+    async fn call<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        url: Url,
+        body: Option<&Value>,
+    ) -> Result<T, ClientError> {
         let shown = url.to_string();
         let bytes = self.send(method, url, body).await?;
         serde_json::from_slice(&bytes).map_err(|e| ClientError::BadAnswer {

@@ -37,6 +37,10 @@ pub struct JobView {
     /// The queue's name.
     #[serde(default)]
     pub queue: String,
+    /// Its discovery (`recursive`, `snapdiff`), or `None` when the input
+    /// paths themselves were worked on.
+    #[serde(default)]
+    pub discovery: Option<String>,
     /// `<label> of '<first path>' on '<site>'`.
     #[serde(default, deserialize_with = "lossy_string")]
     pub friendly_name: String,

@@ -1,6 +1,7 @@
 //! Waiting for a job to end: poll its progress (a cheap call), read the
-//! whole job when the progress says it is done (and every few polls, for
-//! its state), until it has ended or the time allowed has passed.
+//! whole job when the progress says it is done, when work has begun on a
+//! job still PENDING, and every fifth poll (for its state), until it has
+//! ended or the time allowed has passed.
 //!
 //! A hub that does not answer for a while (a restart) does not end the
 //! wait: transient failures are retried until [`WaitOptions::lost_after`]
@@ -95,9 +96,11 @@ pub async fn wait_for_job(
             match client.progress(id).await {
                 Ok(p) => {
                     let done = p.percent >= 100.0;
+                    // Work has begun: read the job for its new state.
+                    let begun = job.view.state == "PENDING" && (p.files_found > 0 || p.files_done > 0);
                     progress = p;
                     last_answer = Instant::now();
-                    done || polls.is_multiple_of(5)
+                    done || begun || polls.is_multiple_of(5)
                 }
                 Err(e) if e.status() == Some(404) => {
                     progress_served = false;
