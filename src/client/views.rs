@@ -214,8 +214,16 @@ pub struct Submission {
 /// A path as the JSON string literal the hub reads: absolute (relative
 /// paths are taken from the current directory, without resolving
 /// symbolic links, since the path may name a file of another site), no
-/// trailing `/`, and bytes that are not UTF-8 as `\udcXX` escapes.
+/// trailing `/`, and bytes that are not UTF-8 as `\udcXX` escapes. A
+/// path with a `..` component is refused, as by the local operations:
+/// what it names depends on symbolic links on the site's nodes.
 pub fn path_literal(path: &Path) -> std::io::Result<Box<RawValue>> {
+    if path.components().any(|c| c == std::path::Component::ParentDir) {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "`..` components are refused (what they name depends on symbolic links on the site)",
+        ));
+    }
     let abs = std::path::absolute(path)?;
     let mut bytes = abs.as_os_str().as_bytes();
     while bytes.len() > 1 && bytes.ends_with(b"/") {
@@ -254,6 +262,7 @@ mod tests {
         let cwd = std::env::current_dir().unwrap();
         assert_eq!(p.get(), format!("{:?}", cwd.join("rel/x").display().to_string()));
         assert_eq!(path_literal(Path::new("/")).unwrap().get(), r#""/""#);
+        assert!(path_literal(Path::new("/data/../etc")).is_err());
     }
 
     #[test]
