@@ -561,7 +561,7 @@ async fn submit(s: &Session, workflow: &str, a: SubmitArgs, fields: Map<String, 
         Ok(WaitEnd::TimedOut(job)) => {
             print_job(s, &job).await;
             Err(Failure::timed_out(format!(
-                "job {id} is still {} after {} s (--timeout); it continues on the hub: `ferry client jobs show {id}`",
+                "job {id} is still {} after the {} s timeout; it continues on the hub: `ferry client jobs show {id}`",
                 job.view.state,
                 timeout.map_or(0.0, |t| t.as_secs_f64())
             )))
