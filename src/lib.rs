@@ -17,6 +17,8 @@
 //! [`snapdiff`], [`endpoint`], [`gpfs`] → [`ops`] → [`agent`] → [`hub`]; the `ferry`
 //! binary's `cli` sits on top and only turns flags into library requests.
 //! [`scan`], [`output`] and [`progress`] are the shell's side of discovery.
+//! [`client`] is the hub's REST API seen from outside (`ferry client`): it
+//! talks JSON over HTTP and imports only [`config`] and [`task`].
 //! See `docs/architecture.md`.
 
 #![deny(unsafe_code)]
@@ -24,6 +26,7 @@
 
 pub mod agent;
 pub mod batch;
+pub mod client;
 pub mod config;
 pub mod endpoint;
 pub mod entry;

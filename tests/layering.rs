@@ -21,7 +21,7 @@ const LAYERS: &[&[&str]] = &[
     &["config"],
     &["entry", "rules", "batch", "task", "testtree"],
     &["walk", "output", "progress"],
-    &["scan", "snapdiff", "endpoint", "gpfs"],
+    &["scan", "snapdiff", "endpoint", "gpfs", "client"],
     &["ops"],
     &["agent"],
     &["hub"],

@@ -12,6 +12,9 @@ pub enum Status {
     Setup = 2,
     /// Nothing done: the fileset is locked by another run.
     Locked = 3,
+    /// `ferry client`: the wait for a job ended (`--timeout`) before the
+    /// job did; the job goes on running on the hub.
+    TimedOut = 4,
 }
 
 /// A command that stopped, what to tell the user, and the status.
@@ -36,6 +39,14 @@ impl Failure {
     pub fn paths(message: impl ToString) -> Failure {
         Failure {
             status: Status::PathsFailed,
+            message: message.to_string(),
+        }
+    }
+
+    /// The wait for a job ended before the job did.
+    pub fn timed_out(message: impl ToString) -> Failure {
+        Failure {
+            status: Status::TimedOut,
             message: message.to_string(),
         }
     }

@@ -7,9 +7,15 @@
 //! | 1 | done, but some of the paths it worked on failed (unreadable paths of a scan, failed files of an operation, a manifest that cannot be read or is damaged) |
 //! | 2 | nothing done: bad usage or setup (arguments, configuration, an unusable fileset or endpoint) |
 //! | 3 | nothing done: another run holds the fileset's lock |
+//! | 4 | `ferry client`: the wait for a job ended (`--timeout`) before the job; it goes on on the hub |
+//!
+//! For `ferry client`, whose work is a job on a hub, 0 is a job that
+//! succeeded, 1 a job that ended otherwise (FAILURE, CANCELLED), 2 bad
+//! usage, configuration, credentials or an error answer of the hub.
 
 mod agent;
 mod args;
+mod client;
 mod endpoint;
 mod exit;
 mod hub;
@@ -53,6 +59,7 @@ enum Command {
     #[command(subcommand)]
     Hub(hub::HubCmd),
     Endpoint(endpoint::EndpointCmd),
+    Client(client::ClientCmd),
     #[command(hide = true)]
     GenTree(scan::GenTreeCmd),
 }
@@ -75,6 +82,7 @@ pub fn main() -> ExitCode {
         Command::Agent(c) => agent::run(c),
         Command::Hub(c) => hub::run(c),
         Command::Endpoint(c) => endpoint::run(c),
+        Command::Client(c) => client::run(c),
         Command::GenTree(c) => scan::run_gen_tree(c),
     };
     let status = match result {
