@@ -410,7 +410,7 @@ fn no_wait_prints_the_job_at_once_and_timeout_exits_4_while_the_job_continues() 
         "{run}"
     );
 
-    // Cancel it; pausing it then is refused with the hub's detail.
+    // Cancel it; pausing it then is refused with the hub's 409 and detail.
     let run = client(home, &["jobs", "cancel", &id.to_string(), "--json", "-c", c], None);
     assert_eq!(run.code, 0, "{run}");
     let state = run.json()["state"].as_str().unwrap().to_string();
@@ -418,7 +418,10 @@ fn no_wait_prints_the_job_at_once_and_timeout_exits_4_while_the_job_continues() 
     let run = client(home, &["jobs", "pause", &id.to_string(), "-c", c], None);
     assert_eq!(run.code, 2, "{run}");
     assert!(
-        run.stderr.contains(&format!("POST {}/api/jobs/{id}/pause/: 4", s.url)),
+        run.stderr.contains(&format!(
+            "POST {}/api/jobs/{id}/pause/: 409 Conflict: job {id} is",
+            s.url
+        )) && run.stderr.contains("only a PENDING or STARTED job can be paused"),
         "{run}"
     );
 
