@@ -107,6 +107,16 @@ pub const NODE_HEALTH_INTERVAL: Duration = Duration::from_secs(120);
 /// 003:L11263).
 pub const TASK_INVALIDATION_TIMEOUT: Duration = Duration::from_secs(360 * 60);
 
+/// Jobs are deleted this long after they ended (seed `jobs_ttl`, 90 days
+/// at 003:L11253; 30 at 003:L12534).
+pub const JOBS_TTL: Duration = Duration::from_secs(90 * 86_400);
+
+/// How long the hub waits for a health check (seed `health_timeout`, 1 s).
+pub const HEALTH_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Whether schedules fire (seed `schedules_enabled`, true).
+pub const SCHEDULES_ENABLED: bool = true;
+
 /// Largest request body the hub reads (a submission of 100,000 paths of
 /// 100 bytes fits ten times over).
 pub const HUB_MAX_BODY: usize = 100 << 20;

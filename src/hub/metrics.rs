@@ -139,7 +139,7 @@ impl HubMetrics {
     pub async fn refresh(
         self: Arc<Self>,
         store: Store,
-        interval: Duration,
+        configs: Arc<crate::hub::configs::Live>,
         every: Duration,
         sessions: watch::Receiver<Option<Arc<Session>>>,
     ) {
@@ -150,7 +150,7 @@ impl HubMetrics {
                     self.jobs.get_or_create(&label("state", &st)).set(n);
                 }
             }
-            let limit = super::store::now_us() - interval.as_micros() as i64;
+            let limit = super::store::now_us() - configs.get().node_health_interval().as_micros() as i64;
             if let Ok(nodes) = store.nodes(None).await {
                 self.nodes_online.clear();
                 for n in nodes {

@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod configs;
 pub mod control;
 pub mod cron;
 pub mod ingest;

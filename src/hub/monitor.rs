@@ -10,6 +10,7 @@
 //! another node. Events are hints (Celery sends them without
 //! confirmation); results alone decide a job's counts.
 
+use super::configs::Live;
 use super::store::Store;
 use super::store::now_us;
 use super::store::results::Started;
@@ -195,11 +196,15 @@ pub async fn run(heard: Shared, online: Online, session: Arc<Session>, queue: St
 /// Writes what was heard every [`FLUSH`], sets the STARTED tasks of
 /// nodes gone quiet back to PENDING, and every minute fails the tasks
 /// STARTED longer than `invalidation` ago without a result.
-pub async fn flush(heard: Shared, store: Store, interval: Duration, invalidation: Duration, create_sites: bool) {
-    let limit = interval.as_micros() as i64;
+pub async fn flush(heard: Shared, store: Store, configs: Arc<Live>, create_sites: bool) {
     let mut ticks = 0u64;
     loop {
         tokio::time::sleep(FLUSH).await;
+        let (interval, invalidation) = {
+            let c = configs.get();
+            (c.node_health_interval(), c.task_invalidation())
+        };
+        let limit = interval.as_micros() as i64;
         ticks += 1;
         if ticks.is_multiple_of(60) {
             invalidate(&store, invalidation, interval).await;

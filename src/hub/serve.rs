@@ -71,6 +71,7 @@ pub async fn serve(config: Config, mut stop: watch::Receiver<bool>) -> Result<()
     let (up_tx, broker_up) = watch::channel(false);
     let outbox = Arc::new(Notify::new());
     let metrics = Arc::new(HubMetrics::default());
+    let configs = Arc::new(crate::hub::configs::Live::load(&store, &settings).await?);
     let heard = monitor::Shared::default();
     monitor::remember(&heard, &store).await?;
     let state = Arc::new(ApiState {
@@ -82,6 +83,7 @@ pub async fn serve(config: Config, mut stop: watch::Receiver<bool>) -> Result<()
         session: sessions.clone(),
         tls: tls.is_some(),
         metrics: metrics.clone(),
+        configs: configs.clone(),
     });
     tokio::spawn(submit::publish_outbox(
         store.clone(),
@@ -100,16 +102,14 @@ pub async fn serve(config: Config, mut stop: watch::Receiver<bool>) -> Result<()
     tokio::spawn(monitor::flush(
         heard.clone(),
         store.clone(),
-        settings.node_health_interval,
-        settings.task_invalidation_timeout,
+        configs.clone(),
         settings.auto_create_sites,
     ));
-    tokio::spawn(metrics.clone().refresh(
-        store.clone(),
-        settings.node_health_interval,
-        Duration::from_secs(5),
-        sessions.clone(),
-    ));
+    tokio::spawn(
+        metrics
+            .clone()
+            .refresh(store.clone(), configs.clone(), Duration::from_secs(5), sessions.clone()),
+    );
     tokio::spawn(broker(
         broker_url,
         settings.clone(),

@@ -31,6 +31,8 @@ pub struct ApiState {
     pub tls: bool,
     /// The hub's metrics.
     pub metrics: Arc<crate::hub::metrics::HubMetrics>,
+    /// The global configurations in force.
+    pub configs: Arc<crate::hub::configs::Live>,
 }
 
 /// Shared state, as handlers receive it.

@@ -155,7 +155,7 @@ pub async fn job_out(s: &ApiState, base: &Base, j: &Job) -> ApiResult<JobOut> {
     let queue_nodes_online = match state::FINAL.contains(&j.state.as_str()) {
         true => None,
         false => {
-            let since = now_us() - s.settings.node_health_interval.as_micros() as i64;
+            let since = now_us() - s.configs.get().node_health_interval().as_micros() as i64;
             Some(s.store.queue_consumers(&j.site, &j.queue, since).await?)
         }
     };

@@ -5,6 +5,7 @@
 //! (`Authorization: Bearer`) or a client key (`Authorization: Api-Key`).
 
 mod auth;
+mod configs;
 mod health;
 mod http;
 mod jobs;
@@ -93,6 +94,7 @@ fn build() -> (Router<Arc<ApiState>>, utoipa::openapi::OpenApi) {
         .merge(submit::routes())
         .merge(jobs::routes())
         .merge(health::routes())
+        .merge(configs::routes())
         .split_for_parts()
 }
 

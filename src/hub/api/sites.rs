@@ -295,7 +295,7 @@ async fn delete_site(s: State, _c: Caller, Id(id): Id) -> ApiResult<Response> {
 
 /// Whether a node is online now.
 pub fn online(s: &ApiState, n: &Node) -> bool {
-    let limit = s.settings.node_health_interval.as_micros() as i64;
+    let limit = s.configs.get().node_health_interval().as_micros() as i64;
     !n.offline && n.last_heartbeat.is_some_and(|t| now_us() - t < limit)
 }
 
@@ -422,7 +422,7 @@ async fn delete_node(s: State, _c: Caller, Id(id): Id) -> ApiResult<Response> {
 
 /// Whether a node heart-beat on a queue recently enough to be online.
 pub fn queue_node_online(s: &ApiState, last: i64) -> bool {
-    now_us() - last < s.settings.node_health_interval.as_micros() as i64
+    now_us() - last < s.configs.get().node_health_interval().as_micros() as i64
 }
 
 /// A site, as a queue names it.

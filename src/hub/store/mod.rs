@@ -12,6 +12,7 @@
 //! `ferry_schema`.
 
 pub mod batch;
+pub mod configs;
 pub mod holds;
 pub mod jobs;
 pub mod ledger;
@@ -145,6 +146,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("migrations/0001_initial.sql")),
     (2, include_str!("migrations/0002_held_index.sql")),
     (3, include_str!("migrations/0003_pause_resubmit.sql")),
+    (4, include_str!("migrations/0004_configurations_alerts.sql")),
 ];
 
 impl Store {

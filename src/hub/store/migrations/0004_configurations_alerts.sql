@@ -1,0 +1,23 @@
+-- Global configurations changed through the API (name → JSON value);
+-- the `[hub]` file gives the values of those not here.
+CREATE TABLE configurations (
+    name TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+-- Alerts the hub raises: one row per (name, site, node, queue), kept
+-- while the condition holds (`cleared` null), then cleared.
+CREATE TABLE alerts (
+    id {pk},
+    name TEXT NOT NULL,
+    site TEXT,
+    node TEXT,
+    queue TEXT,
+    severity TEXT NOT NULL,
+    summary TEXT NOT NULL,
+    created BIGINT NOT NULL,
+    timestamp BIGINT NOT NULL,
+    suppressed BIGINT NOT NULL DEFAULT 0,
+    cleared BIGINT,
+    subject TEXT NOT NULL
+);
+CREATE UNIQUE INDEX alerts_active ON alerts (subject) WHERE cleared IS NULL;
