@@ -339,3 +339,47 @@ fn postgres_runs_over_tls_when_the_url_asks_and_checks_the_certificate_when_told
         assert!(e.to_string().starts_with("database: connect: "), "{e}");
     });
 }
+
+#[test]
+fn housekeeping_deletes_jobs_past_their_ttl_and_only_those() {
+    use ferry::hub::configs::{Configurations, Live};
+    for db in both() {
+        rt().block_on(async {
+            let store = Store::open(&db.url).await.unwrap();
+            let day = 86_400_000_000i64;
+            let now = ferry::hub::store::now_us();
+            let mut ids = Vec::new();
+            for _ in 0..250 {
+                let root = uuid::Uuid::new_v4().to_string();
+                let job = job_with_root(&store, &root).await;
+                store.ingest(&[result(&root, None, job, 0, 0, done(0))]).await.unwrap();
+                ids.push(job);
+            }
+            // 230 ended 11 days ago, 20 ended now; one more still runs.
+            sqlx::query("UPDATE jobs SET completed = $1 WHERE id <= $2")
+                .bind(now - 11 * day)
+                .bind(ids[229])
+                .execute(&store.pool)
+                .await
+                .unwrap();
+            let running = job_with_root(&store, &uuid::Uuid::new_v4().to_string()).await;
+            let configs = Live::fixed(Configurations {
+                jobs_ttl: 10,
+                ..Configurations::from_settings(&Default::default())
+            });
+            let swept = ferry::hub::housekeeping::sweep(&store, &configs, now).await.unwrap();
+            assert_eq!(swept.jobs, 230, "{}", db.engine);
+            assert!(store.job(ids[229]).await.unwrap().is_none());
+            assert!(store.job(ids[230]).await.unwrap().is_some());
+            assert!(store.job(running).await.unwrap().is_some());
+            let tasks: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM tasks")
+                .fetch_one(&store.pool)
+                .await
+                .unwrap();
+            assert_eq!(tasks, 21, "{}: the expired jobs' tasks went with them", db.engine);
+            // Nothing more to do.
+            let again = ferry::hub::housekeeping::sweep(&store, &configs, now).await.unwrap();
+            assert_eq!(again.jobs, 0);
+        });
+    }
+}

@@ -74,6 +74,10 @@ struct Agent {
     /// The jobs cancelled and paused over the control channel, by root
     /// task id.
     controls: Arc<ControlSet>,
+    /// The heartbeat loop, stopped before `worker-offline` so that no
+    /// heartbeat follows the goodbye (a hub would take it for the node
+    /// coming back).
+    heartbeats: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// The current broker session, `None` between sessions.
     session: watch::Sender<Option<Arc<Session>>>,
     /// Set once to start the drain.
@@ -139,6 +143,7 @@ pub fn prepare(config: Config) -> Result<(AgentHandle, impl std::future::Future<
         metrics,
         results: Arc::new(Results::default()),
         controls: Arc::new(ControlSet::default()),
+        heartbeats: Default::default(),
         session: watch::channel(None).0,
         shutdown: watch::channel(false).0,
         inflight: watch::channel(0).0,
@@ -175,13 +180,14 @@ async fn serve(agent: Arc<Agent>) {
                 "control": ["cancel-v1", "pause-v1"],
             }),
         };
-        tokio::spawn(events::heartbeats(
+        let beats = tokio::spawn(events::heartbeats(
             agent.events.clone(),
             agent.settings.heartbeat_interval,
             node,
             agent.metrics.clone(),
             agent.session.subscribe(),
         ));
+        *agent.heartbeats.lock().expect("heartbeats") = Some(beats);
     }
     tokio::spawn(systemd::watchdog());
     let (interval, grace) = (
@@ -353,6 +359,13 @@ async fn drain(agent: &Arc<Agent>, session: &Arc<Session>, consumers: &[Consumin
                 }
             }
         }
+    }
+    // A heartbeat published before the abort is ahead of the goodbye on
+    // the same channel; none comes after it.
+    let beats = agent.heartbeats.lock().expect("heartbeats").take();
+    if let Some(beats) = beats {
+        beats.abort();
+        let _ = beats.await;
     }
     agent
         .events

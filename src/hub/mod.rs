@@ -5,11 +5,13 @@
 //! send back to its durable results queue, and follows the agents'
 //! heartbeats. docs/hub.md is its manual.
 
+pub mod alerts;
 pub mod api;
 pub mod auth;
 pub mod configs;
 pub mod control;
 pub mod cron;
+pub mod housekeeping;
 pub mod ingest;
 pub mod jobctl;
 pub mod metrics;

@@ -38,6 +38,10 @@ pub struct Heard {
     started: Vec<Started>,
     /// Nodes by last heartbeat (µs), and whether they are taken for gone.
     seen: HashMap<String, (i64, bool)>,
+    /// The site and queues each node last named: `worker-online` and
+    /// `worker-offline` carry none, and the heartbeat that did may have
+    /// been written (and forgotten from `beats`) already.
+    named: HashMap<String, (String, Vec<(String, String)>)>,
 }
 
 /// The monitor's shared state.
@@ -82,17 +86,17 @@ pub fn hear(heard: &Shared, online: &Online, body: &[u8]) {
                     .and_then(|q| q.split_once('.'))
                     .map(|(s, _)| s.to_string())
             });
-            let previous = h.beats.get(&node).cloned();
+            let previous = h.named.get(&node).cloned();
             let beat = Beat {
                 node: node.clone(),
-                site: site.or(previous.as_ref().map(|p| p.site.clone())).unwrap_or_default(),
+                site: site.or(previous.as_ref().map(|p| p.0.clone())).unwrap_or_default(),
                 at: now,
                 offline,
                 sw_ver: v["sw_ver"].as_str().map(str::to_string),
                 capabilities: v.get("capabilities").map_or("{}".into(), |c| c.to_string()),
                 // worker-online and -offline carry no queues: keep the last.
                 queues: if queues.is_empty() {
-                    previous.map(|p| p.queues).unwrap_or_default()
+                    previous.map(|p| p.1).unwrap_or_default()
                 } else {
                     queues
                 },
@@ -100,6 +104,7 @@ pub fn hear(heard: &Shared, online: &Online, body: &[u8]) {
             if beat.queues.is_empty() && beat.site.is_empty() {
                 return;
             }
+            h.named.insert(node.clone(), (beat.site.clone(), beat.queues.clone()));
             h.beats.insert(node.clone(), beat);
             let was_gone = h.seen.get(&node).is_some_and(|s| s.1);
             if was_gone && !offline {
@@ -144,6 +149,9 @@ pub async fn remember(heard: &Shared, store: &Store) -> Result<(), super::store:
     let nodes = store.nodes(None).await?;
     let mut h = heard.lock().expect("heard");
     for n in nodes {
+        if let Some(site) = &n.site {
+            h.named.insert(n.name.clone(), (site.clone(), Vec::new()));
+        }
         if let Some(t) = n.last_heartbeat {
             h.seen.insert(n.name, (t, false));
         }

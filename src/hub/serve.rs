@@ -99,6 +99,13 @@ pub async fn serve(config: Config, mut stop: watch::Receiver<bool>) -> Result<()
         online.clone(),
     ));
     tokio::spawn(control::unparking(store.clone(), settings.clone(), sessions.clone()));
+    tokio::spawn(crate::hub::alerts::run(
+        store.clone(),
+        settings.clone(),
+        configs.clone(),
+        sessions.clone(),
+    ));
+    tokio::spawn(crate::hub::housekeeping::run(store.clone(), configs.clone()));
     tokio::spawn(monitor::flush(
         heard.clone(),
         store.clone(),

@@ -4,6 +4,7 @@
 //! fault, and every endpoint but token issue and health needs a JWT
 //! (`Authorization: Bearer`) or a client key (`Authorization: Api-Key`).
 
+mod alerts;
 mod auth;
 mod configs;
 mod health;
@@ -95,6 +96,7 @@ fn build() -> (Router<Arc<ApiState>>, utoipa::openapi::OpenApi) {
         .merge(jobs::routes())
         .merge(health::routes())
         .merge(configs::routes())
+        .merge(alerts::routes())
         .split_for_parts()
 }
 

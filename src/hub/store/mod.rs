@@ -11,6 +11,7 @@
 //! order on start, each in its own transaction, recorded in
 //! `ferry_schema`.
 
+pub mod alerts;
 pub mod batch;
 pub mod configs;
 pub mod holds;
