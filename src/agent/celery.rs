@@ -540,6 +540,37 @@ pub fn child_task(
     task_message(id, task, kwargs, (&parent.root_id, Some(&parent.id)), chain, origin)
 }
 
+/// Builds a retry of `parent`: the same task under a new id `id`, a child
+/// of `parent`, on `kwargs`, with `chain` behind it, its `retries` header
+/// one more than the parent's and its `eta` (Celery's ISO 8601 text) set
+/// so that no agent runs it before then.
+pub fn retry_task(
+    id: String,
+    parent: &TaskMessage,
+    kwargs: &str,
+    chain: &[Signature],
+    origin: &str,
+    eta: jiff::Timestamp,
+) -> Outgoing {
+    let mut out = task_message(
+        id,
+        &parent.task,
+        kwargs,
+        (&parent.root_id, Some(&parent.id)),
+        chain,
+        origin,
+    );
+    let when = eta.strftime("%Y-%m-%dT%H:%M:%S%.6f+00:00").to_string();
+    for (k, v) in out.headers.iter_mut() {
+        match k.as_str() {
+            "retries" => *v = HeaderValue::Int(i64::from(parent.retries) + 1),
+            "eta" => *v = HeaderValue::Str(when.clone()),
+            _ => {}
+        }
+    }
+    out
+}
+
 /// Builds the first task of a workflow (its own root, no parent), as a
 /// client's `send_task` does: what a hub publishes to start a job, with
 /// `chain` behind it (last element runs first).

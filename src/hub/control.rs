@@ -92,15 +92,37 @@ pub fn resume_message(roots: &[String]) -> Vec<u8> {
     serde_json::to_vec(&serde_json::json!({"op": "resume", "roots": roots})).expect("json")
 }
 
-/// The snapshot message: cancelled `roots` and paused `holds`.
-pub fn snapshot_message(roots: &[String], holds: &[Held]) -> Vec<u8> {
+fn nodes_json(nodes: &[String]) -> Vec<serde_json::Value> {
+    let u = until(HOLD_FOR);
+    nodes
+        .iter()
+        .map(|n| serde_json::json!({"node": n, "until": u}))
+        .collect()
+}
+
+/// The drain message for `nodes` (node names): they take no new task.
+pub fn drain_message(nodes: &[String]) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({"op": "drain", "nodes": nodes_json(nodes)})).expect("json")
+}
+
+/// The message that resumes drained `nodes`.
+pub fn undrain_message(nodes: &[String]) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({"op": "undrain", "nodes": nodes})).expect("json")
+}
+
+/// The snapshot message: cancelled `roots`, paused `holds`, drained
+/// `nodes`.
+pub fn snapshot_message(roots: &[String], holds: &[Held], nodes: &[String]) -> Vec<u8> {
     let u = until(CANCEL_MEMORY);
     let cancel: Vec<_> = roots
         .iter()
         .map(|r| serde_json::json!({"root": r, "until": u}))
         .collect();
-    serde_json::to_vec(&serde_json::json!({"op": "snapshot", "cancel": cancel, "pause": holds_json(holds)}))
-        .expect("json")
+    serde_json::to_vec(
+        &serde_json::json!({"op": "snapshot", "cancel": cancel, "pause": holds_json(holds),
+        "drain": nodes_json(nodes)}),
+    )
+    .expect("json")
 }
 
 /// Publishes a control message, confirmed.
@@ -157,17 +179,21 @@ pub async fn snapshots(
             continue;
         };
         let since = now_us() - KEEP_AFTER_END.as_micros() as i64;
-        let active = match (store.cancelled_roots(since).await, holds(&store, &settings).await) {
-            (Ok(roots), Ok(holds)) => (roots, holds),
-            (Err(e), _) | (_, Err(e)) => {
-                warn!(error = %e, "cannot read cancelled and paused jobs");
+        let active = match (
+            store.cancelled_roots(since).await,
+            holds(&store, &settings).await,
+            store.paused_nodes().await,
+        ) {
+            (Ok(roots), Ok(holds), Ok(nodes)) => (roots, holds, nodes),
+            (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
+                warn!(error = %e, "cannot read cancelled and paused jobs and drained nodes");
                 continue;
             }
         };
-        if active.0.is_empty() && active.1.is_empty() && !asked {
+        if active.0.is_empty() && active.1.is_empty() && active.2.is_empty() && !asked {
             continue;
         }
-        if let Err(e) = publish(&session, &snapshot_message(&active.0, &active.1)).await {
+        if let Err(e) = publish(&session, &snapshot_message(&active.0, &active.1, &active.2)).await {
             warn!(error = %e, "cannot send the control snapshot; next time");
         }
     }

@@ -20,6 +20,7 @@ use super::metrics::HubMetrics;
 use super::store::results::{FileFailure, Finished};
 use super::store::{Store, StoreError, now_us};
 use crate::agent::broker::Session;
+use crate::task::errors::error_code;
 use futures::StreamExt;
 use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions};
 use lapin::types::FieldTable;
@@ -109,38 +110,6 @@ struct FailedPath<'a> {
 fn jobid(raw: Option<&RawValue>) -> Option<i64> {
     let v: serde_json::Value = serde_json::from_str(raw?.get()).ok()?;
     v.as_i64().or_else(|| v.as_str()?.parse().ok())
-}
-
-/// The name of the error a message reports (`... (os error 13)` →
-/// `EACCES`), for the per-file `code`.
-pub fn error_code(message: &str) -> Option<String> {
-    let n: i32 = message.rsplit("(os error ").next()?.split(')').next()?.parse().ok()?;
-    let name = match n {
-        1 => "EPERM",
-        2 => "ENOENT",
-        5 => "EIO",
-        13 => "EACCES",
-        16 => "EBUSY",
-        17 => "EEXIST",
-        18 => "EXDEV",
-        20 => "ENOTDIR",
-        21 => "EISDIR",
-        22 => "EINVAL",
-        24 => "EMFILE",
-        27 => "EFBIG",
-        28 => "ENOSPC",
-        30 => "EROFS",
-        36 => "ENAMETOOLONG",
-        40 => "ELOOP",
-        61 => "ENODATA",
-        7 => "E2BIG",
-        95 => "EOPNOTSUPP",
-        110 => "ETIMEDOUT",
-        116 => "ESTALE",
-        122 => "EDQUOT",
-        _ => return Some(format!("errno {n}")),
-    };
-    Some(name.to_string())
 }
 
 /// Reads a result document; `None` for a state that is not final

@@ -2,11 +2,12 @@
 //! the queue functions that run them ([`names`]), keyword arguments
 //! ([`args`]), path objects and the JSON string convention for raw path
 //! bytes ([`path_object`], [`surrogate`]), per-file outcomes and result
-//! objects ([`result`]), the status object and the clock ([`status`]),
+//! objects ([`result`]), failure codes and categories ([`errors`]), the status object and the clock ([`status`]),
 //! streamed results ([`stream`]), counts ([`summary`]), and where a
 //! command's paths come from ([`input`]).
 
 pub mod args;
+pub mod errors;
 pub mod input;
 pub mod names;
 pub mod path_object;

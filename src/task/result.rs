@@ -143,6 +143,9 @@ pub struct TaskResult {
     paths: Vec<u8>,
     details: [Vec<u8>; 4],
     summary: [u64; 4],
+    /// Paths sent to be tried again later (a retry task), with why.
+    retried: Vec<u8>,
+    retried_total: u64,
     queue: Option<String>,
 }
 
@@ -158,6 +161,8 @@ impl TaskResult {
             paths: Vec::new(),
             details: Default::default(),
             summary: [0; 4],
+            retried: Vec::new(),
+            retried_total: 0,
             queue: None,
         }
     }
@@ -183,6 +188,18 @@ impl TaskResult {
         }
     }
 
+    /// Records one input path that failed in a way that may pass
+    /// (`outcome`, a failure) and was sent to be tried again by a retry
+    /// task: listed under `retried` (summary and details, present only
+    /// when there are some), counted in no file state, since the retry's
+    /// own result counts it.
+    pub fn defer(&mut self, obj: &PathObject, outcome: &Outcome) {
+        push_item(&mut self.input, |out| obj.write_json(out));
+        self.input_total += 1;
+        self.retried_total += 1;
+        push_item(&mut self.retried, |out| write_outcome(obj, outcome, false, out));
+    }
+
     /// The path objects that go on to the next step (`processed` and
     /// `skipped`), as JSON objects separated by commas.
     pub fn continuing(&self) -> &[u8] {
@@ -205,6 +222,12 @@ impl TaskResult {
             details.push(sep);
             details.extend_from_slice(format!("\"{}\":[", s.as_str()).as_bytes());
             details.extend_from_slice(&self.details[i]);
+            details.push(b']');
+        }
+        if self.retried_total > 0 {
+            counts.extend_from_slice(format!(",\"retried\":{}", self.retried_total).as_bytes());
+            details.extend_from_slice(b",\"retried\":[");
+            details.extend_from_slice(&self.retried);
             details.push(b']');
         }
         counts.push(b'}');

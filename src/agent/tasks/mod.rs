@@ -46,6 +46,9 @@ pub enum Kind {
         op: Operation,
         /// `stream_to`, when `stream_results` is true.
         stream_to: Option<String>,
+        /// `max_tries`: how many times in all a file that fails in a way
+        /// that may pass is tried (1, the default: no retry).
+        max_tries: u32,
     },
 }
 
@@ -78,7 +81,15 @@ impl<'m> Request<'m> {
                 let op = Operation::from_task(name, &kwargs).expect("an operation's name")?;
                 let paths = paths()?;
                 let stream_to = stream_target(&kwargs)?;
-                (paths, Kind::Op { op, stream_to })
+                let max_tries = max_tries(&kwargs)?;
+                (
+                    paths,
+                    Kind::Op {
+                        op,
+                        stream_to,
+                        max_tries,
+                    },
+                )
             }
         };
         Ok(Request {
@@ -112,6 +123,27 @@ fn stream_target(kwargs: &str) -> Result<Option<String>, ArgumentError> {
     }
     Ok(parse_kwargs::<Target>(kwargs)?.stream_to)
 }
+
+/// `max_tries`: at least 1 (the default), at most [`MAX_TRIES`].
+fn max_tries(kwargs: &str) -> Result<u32, ArgumentError> {
+    #[derive(serde::Deserialize)]
+    struct Tries {
+        #[serde(default)]
+        max_tries: Option<u32>,
+    }
+    match parse_kwargs::<Tries>(kwargs)?.max_tries {
+        None => Ok(1),
+        Some(n) if (1..=MAX_TRIES).contains(&n) => Ok(n),
+        Some(n) => Err(ArgumentError::invalid(
+            "max_tries",
+            format!("{n}: must be from 1 to {MAX_TRIES}"),
+        )),
+    }
+}
+
+/// The most tries a step may ask for: with the backoff's 5 minute cap, a
+/// day of trying.
+pub const MAX_TRIES: u32 = 300;
 
 /// Checks that a fileset task got exactly one path (the fileset's junction).
 fn one_path(name: TaskName, paths: &[PathObject]) -> Result<(), ArgumentError> {
@@ -165,7 +197,11 @@ pub fn run(msg: &TaskMessage, env: &TaskEnv, ops: &OpContext, sink: &mut dyn Chi
         Kind::Navigate(args) => navigate::recursive_navigate(&input, &args, env, sink),
         Kind::Snapdiff(args) => snapdiff::snapdiff_task(&input, &args, env, &ops.config.gpfs, sink),
         Kind::Rotate(args) => snapdiff::rotate_task(&input, &args, env, &ops.config.gpfs),
-        Kind::Op { op, stream_to } => ops::run_op(input, &op, stream_to.as_deref(), env, ops, sink),
+        Kind::Op {
+            op,
+            stream_to,
+            max_tries,
+        } => ops::run_op(input, &op, stream_to.as_deref(), max_tries, env, ops, sink),
     });
     match output {
         Ok(out) => Finished {

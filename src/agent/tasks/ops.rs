@@ -4,14 +4,32 @@
 //! and send the next link of the task's chain on the paths that go on
 //! (unless the job was cancelled while the operation ran: the operation
 //! itself always finishes its batch, but the chain stops there).
+//!
+//! Retries (`max_tries` > 1): files whose failure may pass
+//! ([`crate::task::errors::category`]: busy, stale, timed out, endpoint
+//! unreachable) are not reported failed while tries remain; they go to a
+//! retry task, a child of this one (so a hub's counts stay exact), which
+//! runs the same step on them alone no earlier than [`backoff`] from now,
+//! with the rest of the chain behind it. An endpoint that cannot be opened
+//! at all sends every path there. The last try reports what still fails,
+//! with its category.
 
 use super::context::{ChildSink, Input, TaskEnv, TaskError, TaskOutput};
 use super::publish::Publisher;
 use crate::ops::run::RunError;
 use crate::ops::{OpContext, Operation, run_batches};
+use crate::task::errors::{Category, category};
 use crate::task::result::write_outcome;
 use crate::task::stream::{STREAM_BATCH, stream_message};
-use crate::task::{Outcome, PathObject, TaskResult};
+use crate::task::{FileState, Outcome, PathObject, TaskResult};
+use std::time::Duration;
+
+/// How long before try `next` (2, 3, ...) runs: 2 s, doubling, at most
+/// 5 minutes.
+pub fn backoff(next: u32) -> Duration {
+    let secs = 2u64.saturating_pow(next.saturating_sub(1).min(20));
+    Duration::from_secs(secs.min(300))
+}
 
 /// Runs operation `op` for `input`. The task's batch goes to the
 /// operation in one call, as the workflow cut it (its commit windows follow
@@ -20,29 +38,54 @@ pub fn run_op(
     input: Input<'_>,
     op: &Operation,
     stream_to: Option<&str>,
+    max_tries: u32,
     env: &TaskEnv,
     ops: &OpContext,
     sink: &mut dyn ChildSink,
 ) -> Result<TaskOutput, TaskError> {
     let Input { msg, jobid, paths, .. } = input;
+    let this_try = msg.retries.saturating_add(1);
+    let may_retry = this_try < max_tries;
     let mut done: Vec<(PathObject, Outcome)> = Vec::with_capacity(paths.len());
-    let mut batch = Some(paths);
+    let mut batch = Some(paths.clone());
     let whole = |_| Ok::<_, std::convert::Infallible>(batch.take().unwrap_or_default());
-    run_batches(ops, op, whole, |obj, outcome| {
+    let ran = run_batches(ops, op, whole, |obj, outcome| {
         done.push((obj, outcome));
         Ok(())
-    })
-    .map_err(|e| match e {
-        RunError::Op(e) => TaskError::Op(e),
-        RunError::Input(never) => match never {},
-        RunError::Output(_) => unreachable!("collecting in memory cannot fail"),
-    })?;
+    });
+    match ran {
+        Ok(_) => {}
+        // The endpoint is away: every path waits for the next try.
+        Err(RunError::Op(e)) if e.is_endpoint() && may_retry => {
+            let why = format!("endpoint unavailable: {e}");
+            done = paths.into_iter().map(|p| (p, Outcome::failed(why.clone()))).collect();
+        }
+        Err(RunError::Op(e)) => return Err(TaskError::Op(e)),
+        Err(RunError::Input(never)) => match never {},
+        Err(RunError::Output(_)) => unreachable!("collecting in memory cannot fail"),
+    }
     let mut result = TaskResult::new(op.task_name(), jobid.map(ToOwned::to_owned));
     result.set_queue(&env.queue_name);
+    let mut again: Vec<u8> = Vec::new();
     for (p, o) in &done {
-        result.add(p, o);
+        let retry = may_retry
+            && o.state == FileState::Failures
+            && o.message.as_deref().is_some_and(|m| category(m) == Category::Transient);
+        if retry {
+            result.defer(p, o);
+            if !again.is_empty() {
+                again.push(b',');
+            }
+            p.write_json(&mut again);
+        } else {
+            result.add(p, o);
+        }
     }
     let mut publisher = Publisher::new(msg, env, jobid, sink);
+    if !again.is_empty() {
+        let eta = jiff::Timestamp::now() + backoff(this_try + 1);
+        publisher.retry(&env.queue_name, &again, eta)?;
+    }
     if let Some(to) = stream_to {
         // Per-file results in batches, then a last message: what a
         // snapdiff waits for before it goes on.

@@ -14,7 +14,7 @@
 
 use super::context::{Cancel, ChildSink, Published, SinkError, TaskEnv, TaskError};
 use super::rules::Action;
-use crate::agent::celery::{ChildId, Signature, TaskMessage, child_task, object_text};
+use crate::agent::celery::{ChildId, Signature, TaskMessage, child_task, object_text, retry_task};
 use crate::batch::{BatchLimits, Batcher};
 use crate::config::queue_name;
 use crate::task::ArgumentError;
@@ -133,6 +133,31 @@ impl<'a> Publisher<'a> {
         }
         .to_uuid();
         let out = child_task(id.clone(), task, kwargs, self.parent, chain, self.node);
+        self.sink.send(queue, out)?;
+        self.children.count += 1;
+        if self.keep_ids {
+            self.children.ids.push(id.clone());
+        }
+        Ok(Some(id))
+    }
+
+    /// Sends the parent task again on `paths` (encoded path objects
+    /// separated by commas) to `queue`, as a retry child ([`retry_task`]:
+    /// one more try, not before `eta`), with the parent's own keyword
+    /// arguments and chain. `None` when the job is cancelled and it was not
+    /// sent.
+    pub fn retry(&mut self, queue: &str, paths: &[u8], eta: jiff::Timestamp) -> Result<Option<String>, SinkError> {
+        if self.cancelled() {
+            return Ok(None);
+        }
+        let members = object_text(self.parent.kwargs.iter().filter(|(k, _)| k != "paths" && k != "jobid"));
+        let kwargs = kwargs_with(&members[1..members.len() - 1], self.jobid, Some(paths));
+        let id = ChildId {
+            run: self.children.run,
+            seq: self.children.count,
+        }
+        .to_uuid();
+        let out = retry_task(id.clone(), self.parent, &kwargs, &self.parent.chain, self.node, eta);
         self.sink.send(queue, out)?;
         self.children.count += 1;
         if self.keep_ids {

@@ -451,6 +451,10 @@ pub struct JobStatOut {
     state: String,
     /// The error's name (EACCES, ENOSPC, ...), when the message tells.
     code: Option<String>,
+    /// For failures, `transient` (busy, stale, timed out, endpoint
+    /// unreachable: a step with `max_tries` tried it again) or
+    /// `permanent` (failed at once); null for other states.
+    category: Option<String>,
     /// The reasons, as the task reported them.
     #[schema(value_type = Vec<String>)]
     message: Value,
@@ -466,6 +470,7 @@ fn jobstat_out(base: &Base, r: &FileRecord) -> JobStatOut {
         path: serde_json::from_str(&r.path).unwrap_or(Value::Null),
         state: r.state.clone(),
         code: r.code.clone(),
+        category: (r.state == "failures").then(|| crate::task::errors::category(&r.message).to_string()),
         message: serde_json::from_str(&r.message).unwrap_or_else(|_| Value::String(r.message.clone())),
         task: r.task_id.clone(),
     }

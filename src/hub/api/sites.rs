@@ -309,6 +309,10 @@ pub struct NodeOut {
     online: bool,
     has_default_queue: bool,
     last_heartbeat: Option<String>,
+    /// Drained: it finishes what it runs and takes no new task.
+    paused: bool,
+    /// Why it was drained.
+    pause_reason: Option<String>,
 }
 
 fn node_out(s: &ApiState, base: &Base, n: &Node) -> NodeOut {
@@ -320,6 +324,8 @@ fn node_out(s: &ApiState, base: &Base, n: &Node) -> NodeOut {
         online: online(s, n),
         has_default_queue: n.has_default_queue,
         last_heartbeat: n.last_heartbeat.map(iso),
+        paused: n.paused,
+        pause_reason: n.pause_reason.clone(),
     }
 }
 
@@ -371,9 +377,15 @@ pub struct NodeFields {
     name: Option<String>,
     /// The name of a site to show it in until its next heartbeat.
     site: Option<String>,
+    /// Drain (true: finish what it runs, take nothing new) or resume it.
+    paused: Option<bool>,
+    /// Why (kept while it is drained; shown with it).
+    reason: Option<String>,
 }
 
-/// Changes a node's site (until its next heartbeat).
+/// Changes a node's site (until its next heartbeat), or drains it
+/// (`paused: true`, with a `reason`: it finishes what it runs and takes no
+/// new task) and resumes it (`paused: false`).
 #[utoipa::path(patch, path = "/api/nodes/{id}/", tag = "nodes", params(("id" = i64, Path)), request_body = NodeFields,
     responses((status = 200, body = NodeOut), (status = 400, body = Detail), (status = 401, body = Detail), (status = 404, body = Detail), (status = 413, body = Detail)))]
 async fn patch_node(
@@ -406,6 +418,30 @@ async fn patch_node(
         }
         // What this request did, whatever heartbeat comes next.
         node.site = Some(site.name);
+    }
+    if let Some(paused) = f.paused {
+        let reason = f.reason.as_deref().filter(|_| paused);
+        if !s.store.set_node_paused(id, paused, reason).await? {
+            return Err(ApiError::not_found("node"));
+        }
+        let session = s.session.borrow().clone();
+        let msg = match paused {
+            true => crate::hub::control::drain_message(std::slice::from_ref(&node.name)),
+            false => crate::hub::control::undrain_message(std::slice::from_ref(&node.name)),
+        };
+        match session {
+            Some(session) => {
+                if let Err(e) = crate::hub::control::publish(&session, &msg).await {
+                    tracing::warn!(node = %node.name, error = %e, "cannot send the drain now; the next snapshot carries it");
+                }
+            }
+            None => tracing::warn!(node = %node.name, "no broker: the drain goes out with the next snapshot"),
+        }
+        tracing::info!(node = %node.name, paused, reason = ?reason, user = %_c.username, "node drained or resumed");
+        node.paused = paused;
+        node.pause_reason = reason.map(str::to_string);
+    } else if f.reason.is_some() {
+        return Err(ApiError::bad("reason: goes with `paused`"));
     }
     Ok(Json(node_out(&s, &base, &node)))
 }

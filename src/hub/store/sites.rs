@@ -88,6 +88,10 @@ pub struct Node {
     pub sw_ver: Option<String>,
     /// It consumes a queue of its site's `default` queue.
     pub has_default_queue: bool,
+    /// Drained by an operator: it takes no new task.
+    pub paused: bool,
+    /// Why, as the operator said.
+    pub pause_reason: Option<String>,
 }
 
 /// A queue with the nodes that consume it.
@@ -264,7 +268,7 @@ impl Store {
     /// Every node, by id, optionally of one site.
     pub async fn nodes(&self, site_id: Option<i64>) -> Result<Vec<Node>, StoreError> {
         let rows = sqlx::query(
-            "SELECT n.id, n.name, s.name AS site, n.last_heartbeat, n.offline, n.sw_ver,
+            "SELECT n.id, n.name, s.name AS site, n.last_heartbeat, n.offline, n.sw_ver, n.paused, n.pause_reason,
                (SELECT COUNT(*) FROM queue_nodes qn JOIN queues q ON q.id = qn.queue_id WHERE qn.node_id = n.id AND q.name = 'default') AS has_default
              FROM nodes n LEFT JOIN sites s ON s.id = n.site_id WHERE $1 < 0 OR n.site_id = $1 ORDER BY n.id",
         )
@@ -282,8 +286,32 @@ impl Store {
                 offline: flag(r, "offline"),
                 sw_ver: r.get("sw_ver"),
                 has_default_queue: r.get::<i64, _>("has_default") > 0,
+                paused: flag(r, "paused"),
+                pause_reason: r.get("pause_reason"),
             })
             .collect())
+    }
+
+    /// Drains node `id` (`paused`, with `reason`) or resumes it. Whether
+    /// the node exists.
+    pub async fn set_node_paused(&self, id: i64, paused: bool, reason: Option<&str>) -> Result<bool, StoreError> {
+        let done = sqlx::query("UPDATE nodes SET paused = $2, pause_reason = $3 WHERE id = $1")
+            .bind(id)
+            .bind(paused as i64)
+            .bind(reason)
+            .execute(&self.pool)
+            .await
+            .map_err(db("drain a node"))?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// The names of the drained nodes.
+    pub async fn paused_nodes(&self) -> Result<Vec<String>, StoreError> {
+        let rows = sqlx::query("SELECT name FROM nodes WHERE paused = 1 ORDER BY id")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db("read drained nodes"))?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
     }
 
     /// Moves a node to site `site_id` (until its next heartbeat names its

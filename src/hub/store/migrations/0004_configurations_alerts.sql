@@ -21,3 +21,7 @@ CREATE TABLE alerts (
     subject TEXT NOT NULL
 );
 CREATE UNIQUE INDEX alerts_active ON alerts (subject) WHERE cleared IS NULL;
+-- A node drained by an operator (`PATCH /api/nodes/{id}/ {"paused": true}`):
+-- it finishes what it runs and takes nothing new until resumed.
+ALTER TABLE nodes ADD COLUMN paused BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE nodes ADD COLUMN pause_reason TEXT;
