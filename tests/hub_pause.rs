@@ -222,3 +222,95 @@ fn a_paused_job_that_is_cancelled_ends_cancelled_with_every_task_terminal() {
     );
     assert_eq!(depth(&park), 0, "tasks left parked");
 }
+
+#[test]
+fn draining_one_of_two_agents_mid_job_moves_every_new_task_to_the_other() {
+    if !common::agent::broker_or_skip() {
+        return;
+    }
+    let s = started_site();
+    let root = s.data().join("tree");
+    tree(&root, 40, 500);
+    let w = s.workflow("dynamo.tasks.migrate", serde_json::json!({"premigrate": true}));
+    let id = s.submit(&w, &root)["id"].as_i64().unwrap();
+    wait_until(&s, id, Duration::from_secs(60), "a file processed", |j| {
+        j["counts"]["processed"].as_i64().unwrap_or(0) > 0
+    });
+    let n0 = format!("ferry@{}-n0", s.site);
+    let n1 = format!("ferry@{}-n1", s.site);
+    let nodes = s.api("GET", "/api/nodes/", None, 200);
+    let node = nodes["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["name"] == n0.as_str())
+        .unwrap()["id"]
+        .as_i64()
+        .unwrap();
+    s.api(
+        "PATCH",
+        &format!("/api/nodes/{node}/"),
+        Some(serde_json::json!({"reason": "x"})),
+        400,
+    );
+    let patched = s.api(
+        "PATCH",
+        &format!("/api/nodes/{node}/"),
+        Some(serde_json::json!({"paused": true, "reason": "disk swap"})),
+        200,
+    );
+    assert_eq!(
+        (patched["paused"].as_bool(), patched["pause_reason"].as_str()),
+        (Some(true), Some("disk swap"))
+    );
+    let t0 = Instant::now();
+    while !s.log("agent0.log").contains("drained by the hub") {
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "agent 0 was not drained:\n{}",
+            s.log("agent0.log")
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Tasks already running on n0 may still start their clocks; give them
+    // a second, then every start is on n1.
+    std::thread::sleep(Duration::from_secs(1));
+    let since = jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%S%.6fZ").to_string();
+    let done = s.wait_job(id, Duration::from_secs(300));
+    assert_eq!(done["state"], "SUCCESS", "{done}");
+    assert_eq!(done["counts"]["processed"], 20_000, "{done}");
+    let all = s.api("GET", &format!("/api/tasks/?job_id={id}&page_size=0"), None, 200)["results"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let later: Vec<&Value> = all
+        .iter()
+        .filter(|t| t["started"].as_str().is_some_and(|st| st > since.as_str()))
+        .collect();
+    assert!(
+        later.len() > 10,
+        "the job ended before the drain: {} tasks after",
+        later.len()
+    );
+    assert!(
+        later.iter().all(|t| t["node"] == n1.as_str()),
+        "a task started on the drained node: {:?}",
+        later.iter().find(|t| t["node"] != n1.as_str())
+    );
+    // Resumed, it consumes again.
+    s.api(
+        "PATCH",
+        &format!("/api/nodes/{node}/"),
+        Some(serde_json::json!({"paused": false})),
+        200,
+    );
+    let t0 = Instant::now();
+    while !s.log("agent0.log").contains("resumed by the hub") {
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "agent 0 did not resume:\n{}",
+            s.log("agent0.log")
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -1,12 +1,12 @@
-//! The control channel's parser (a hub's cancel, pause, resume and
-//! snapshot messages) never panics on any content type and body. What it
+//! The control channel's parser (a hub's cancel, pause, resume, drain,
+//! undrain and snapshot messages) never panics on any content type and body. What it
 //! accepts has only non-empty root ids and parking queues and, written
 //! back as JSON, parses to the same message; applied to an empty control
 //! set it cancels or parks exactly the roots whose `until` has not
 //! passed, and counts each of them once.
 #![no_main]
 
-use ferry::agent::control::{Cancelled, ControlMessage, ControlSet, Paused, parse};
+use ferry::agent::control::{Cancelled, ControlMessage, ControlSet, Drained, Paused, parse};
 use libfuzzer_sys::fuzz_target;
 use std::collections::HashSet;
 
@@ -17,6 +17,10 @@ fn holds(p: &[Paused]) -> Vec<serde_json::Value> {
     p.iter()
         .map(|h| serde_json::json!({"root": h.root, "park": h.park, "until": h.until}))
         .collect()
+}
+
+fn drains(d: &[Drained]) -> Vec<serde_json::Value> {
+    d.iter().map(|n| serde_json::json!({"node": n.node, "until": n.until})).collect()
 }
 
 fuzz_target!(|data: &[u8]| {
@@ -30,15 +34,17 @@ fuzz_target!(|data: &[u8]| {
     };
     let Ok(msg) = parse(content_type, body) else { return };
     assert!(matches!(content_type, None | Some("application/json")));
-    let (cancel, pause): (&[Cancelled], &[Paused]) = match &msg {
-        ControlMessage::Cancel(c) => (c, &[]),
-        ControlMessage::Pause(p) => (&[], p),
-        ControlMessage::Snapshot { cancel, pause } => (cancel, pause),
-        ControlMessage::Resume(r) => {
-            assert!(r.iter().all(|root| !root.is_empty()), "{msg:?}");
-            (&[], &[])
+    let (cancel, pause, drain): (&[Cancelled], &[Paused], &[Drained]) = match &msg {
+        ControlMessage::Cancel(c) => (c, &[], &[]),
+        ControlMessage::Pause(p) => (&[], p, &[]),
+        ControlMessage::Drain(d) => (&[], &[], d),
+        ControlMessage::Snapshot { cancel, pause, drain } => (cancel, pause, drain),
+        ControlMessage::Resume(r) | ControlMessage::Undrain(r) => {
+            assert!(r.iter().all(|x| !x.is_empty()), "{msg:?}");
+            (&[], &[], &[])
         }
     };
+    assert!(drain.iter().all(|d| !d.node.is_empty()), "{msg:?}");
     assert!(cancel.iter().all(|c| !c.root.is_empty()), "{msg:?}");
     assert!(pause.iter().all(|p| !p.root.is_empty() && !p.park.is_empty()), "{msg:?}");
 
@@ -51,9 +57,11 @@ fuzz_target!(|data: &[u8]| {
         }
         ControlMessage::Pause(p) => serde_json::json!({"op": "pause", "holds": holds(p)}),
         ControlMessage::Resume(r) => serde_json::json!({"op": "resume", "roots": r}),
-        ControlMessage::Snapshot { cancel, pause } => {
+        ControlMessage::Drain(d) => serde_json::json!({"op": "drain", "nodes": drains(d)}),
+        ControlMessage::Undrain(n) => serde_json::json!({"op": "undrain", "nodes": n}),
+        ControlMessage::Snapshot { cancel, pause, drain } => {
             let list: Vec<_> = cancel.iter().map(|c| serde_json::json!({"root": c.root, "until": c.until})).collect();
-            serde_json::json!({"op": "snapshot", "cancel": list, "pause": holds(pause)})
+            serde_json::json!({"op": "snapshot", "cancel": list, "pause": holds(pause), "drain": drains(drain)})
         }
     };
     let again = parse(Some("application/json"), written.to_string().as_bytes());
@@ -63,10 +71,14 @@ fuzz_target!(|data: &[u8]| {
     let added = set.apply(&msg, NOW);
     let live: HashSet<&str> = cancel.iter().filter(|c| c.until >= NOW).map(|c| c.root.as_str()).collect();
     let parked: HashSet<&str> = pause.iter().filter(|p| p.until >= NOW).map(|p| p.root.as_str()).collect();
-    if matches!(msg, ControlMessage::Resume(_)) {
+    let drained: HashSet<&str> = drain.iter().filter(|d| d.until >= NOW).map(|d| d.node.as_str()).collect();
+    if matches!(msg, ControlMessage::Resume(_) | ControlMessage::Undrain(_)) {
         assert_eq!(added, 0, "nothing to resume in an empty set");
     } else {
-        assert_eq!(added, live.len() + parked.len(), "{msg:?}");
+        assert_eq!(added, live.len() + parked.len() + drained.len(), "{msg:?}");
+    }
+    for d in drain {
+        assert_eq!(set.is_drained(&d.node, NOW), drained.contains(d.node.as_str()), "{d:?}");
     }
     for c in cancel {
         assert_eq!(set.is_cancelled(&c.root, NOW), live.contains(c.root.as_str()), "{c:?}");

@@ -56,7 +56,9 @@ pub enum ControlError {
     #[error("no `op` string")]
     NoOp,
     /// An `op` this agent does not obey.
-    #[error("unknown op {0:?} (ferry obeys \"cancel\", \"pause\", \"resume\" and \"snapshot\")")]
+    #[error(
+        "unknown op {0:?} (ferry obeys \"cancel\", \"pause\", \"resume\", \"drain\", \"undrain\" and \"snapshot\")"
+    )]
     UnknownOp(String),
     /// A member of a known op has the wrong shape.
     #[error("{op}: `{field}` {problem}")]
@@ -100,13 +102,28 @@ pub enum ControlMessage {
     Pause(Vec<Paused>),
     /// `resume`: these jobs (root ids) are paused no more.
     Resume(Vec<String>),
-    /// `snapshot`: a hub's active cancellations and pauses.
+    /// `drain`: these nodes take no new task.
+    Drain(Vec<Drained>),
+    /// `undrain`: these nodes (names) take tasks again.
+    Undrain(Vec<String>),
+    /// `snapshot`: a hub's active cancellations, pauses and drains.
     Snapshot {
         /// Cancelled jobs.
         cancel: Vec<Cancelled>,
         /// Paused jobs.
         pause: Vec<Paused>,
+        /// Drained nodes.
+        drain: Vec<Drained>,
     },
+}
+
+/// A drained node: its name, and until when (unix seconds).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Drained {
+    /// The node name (`ferry@<host>` or the agent's `node_name`).
+    pub node: String,
+    /// The last second at which the entry holds.
+    pub until: i64,
 }
 
 /// Reads a control message with content type `content_type` (none, or
@@ -151,6 +168,25 @@ pub fn parse(content_type: Option<&str>, body: &[u8]) -> Result<ControlMessage, 
             }
             Ok(ControlMessage::Resume(out))
         }
+        Some(Value::String(op)) if op == "drain" => {
+            let Some(Value::Array(list)) = o.get("nodes") else {
+                return Err(field("drain", "nodes".into(), "must be a list of {node, until}"));
+            };
+            Ok(ControlMessage::Drain(drains("drain", "nodes", list)?))
+        }
+        Some(Value::String(op)) if op == "undrain" => {
+            let Some(Value::Array(nodes)) = o.get("nodes") else {
+                return Err(field("undrain", "nodes".into(), "must be a list of node names"));
+            };
+            let mut out = Vec::with_capacity(nodes.len());
+            for (i, n) in nodes.iter().enumerate() {
+                match n {
+                    Value::String(n) if !n.is_empty() => out.push(n.clone()),
+                    _ => return Err(field("undrain", format!("nodes[{i}]"), "must be a node name")),
+                }
+            }
+            Ok(ControlMessage::Undrain(out))
+        }
         Some(Value::String(op)) if op == "snapshot" => {
             let Some(Value::Array(list)) = o.get("cancel") else {
                 return Err(field("snapshot", "cancel".into(), "must be a list of {root, until}"));
@@ -168,7 +204,7 @@ pub fn parse(content_type: Option<&str>, body: &[u8]) -> Result<ControlMessage, 
                 let until = until(e.get("until")).map_err(|p| field("snapshot", format!("cancel[{i}].until"), p))?;
                 cancel.push(Cancelled { root, until });
             }
-            // A hub from before pauses sends none.
+            // A hub from before pauses and drains sends none.
             let pause = match o.get("pause") {
                 None => Vec::new(),
                 Some(Value::Array(list)) => holds("snapshot", "pause", list)?,
@@ -180,7 +216,12 @@ pub fn parse(content_type: Option<&str>, body: &[u8]) -> Result<ControlMessage, 
                     ));
                 }
             };
-            Ok(ControlMessage::Snapshot { cancel, pause })
+            let drain = match o.get("drain") {
+                None => Vec::new(),
+                Some(Value::Array(list)) => drains("snapshot", "drain", list)?,
+                Some(_) => return Err(field("snapshot", "drain".into(), "must be a list of {node, until}")),
+            };
+            Ok(ControlMessage::Snapshot { cancel, pause, drain })
         }
         Some(Value::String(op)) => Err(ControlError::UnknownOp(op.clone())),
         _ => Err(ControlError::NoOp),
@@ -204,6 +245,24 @@ fn holds(op: &'static str, name: &str, list: &[Value]) -> Result<Vec<Paused>, Co
         };
         let until = until(e.get("until")).map_err(|p| field(format!("{name}[{i}].until"), p))?;
         out.push(Paused { root, park, until });
+    }
+    Ok(out)
+}
+
+/// A list of `{node, until}` (member `name` of op `op`).
+fn drains(op: &'static str, name: &str, list: &[Value]) -> Result<Vec<Drained>, ControlError> {
+    let field = |field: String, problem| ControlError::Field { op, field, problem };
+    let mut out = Vec::with_capacity(list.len());
+    for (i, e) in list.iter().enumerate() {
+        let Value::Object(e) = e else {
+            return Err(field(format!("{name}[{i}]"), "must be an object {node, until}"));
+        };
+        let node = match e.get("node") {
+            Some(Value::String(n)) if !n.is_empty() => n.clone(),
+            _ => return Err(field(format!("{name}[{i}].node"), "must be a node name")),
+        };
+        let until = until(e.get("until")).map_err(|p| field(format!("{name}[{i}].until"), p))?;
+        out.push(Drained { node, until });
     }
     Ok(out)
 }
@@ -245,6 +304,7 @@ fn until(v: Option<&Value>) -> Result<i64, &'static str> {
 pub struct ControlSet {
     roots: Mutex<HashMap<String, i64>>,
     holds: Mutex<HashMap<String, (String, i64)>>,
+    drained: Mutex<HashMap<String, i64>>,
 }
 
 /// Adds `root` until `until` to `map` (keeping the later until); true
@@ -278,12 +338,18 @@ impl ControlSet {
         let mut holds = self.holds.lock().expect("control set");
         roots.retain(|_, until| *until >= now);
         holds.retain(|_, (_, until)| *until >= now);
-        let (cancel, pause): (&[Cancelled], &[Paused]) = match msg {
-            ControlMessage::Cancel(c) => (c, &[]),
-            ControlMessage::Pause(p) => (&[], p),
-            ControlMessage::Snapshot { cancel, pause } => (cancel, pause),
+        let mut drained = self.drained.lock().expect("control set");
+        drained.retain(|_, until| *until >= now);
+        let (cancel, pause, drain): (&[Cancelled], &[Paused], &[Drained]) = match msg {
+            ControlMessage::Cancel(c) => (c, &[], &[]),
+            ControlMessage::Pause(p) => (&[], p, &[]),
+            ControlMessage::Drain(d) => (&[], &[], d),
+            ControlMessage::Snapshot { cancel, pause, drain } => (cancel, pause, drain),
             ControlMessage::Resume(r) => {
                 return r.iter().filter(|root| holds.remove(root.as_str()).is_some()).count();
+            }
+            ControlMessage::Undrain(n) => {
+                return n.iter().filter(|node| drained.remove(node.as_str()).is_some()).count();
             }
         };
         let mut added = 0;
@@ -293,7 +359,24 @@ impl ControlSet {
         for p in pause.iter().filter(|p| p.until >= now) {
             added += add(&mut holds, &p.root, (p.park.clone(), p.until), |(_, u)| *u) as usize;
         }
+        for d in drain.iter().filter(|d| d.until >= now) {
+            added += add(&mut drained, &d.node, d.until, |u| *u) as usize;
+        }
         added
+    }
+
+    /// Whether node `node` is drained at unix time `now`.
+    pub fn is_drained(&self, node: &str, now: i64) -> bool {
+        self.drained
+            .lock()
+            .expect("control set")
+            .get(node)
+            .is_some_and(|until| *until >= now)
+    }
+
+    /// Whether node `node` is drained now.
+    pub fn is_drained_now(&self, node: &str) -> bool {
+        self.is_drained(node, unix_now())
     }
 
     /// The queue to park a task of root `root` in at unix time `now`,
@@ -446,7 +529,14 @@ fn obey(set: &ControlSet, content_type: Option<&str>, body: &[u8]) -> Option<Con
         ControlMessage::Resume(r) => {
             info!(count = r.len(), removed = changed, roots = ?&r[..r.len().min(10)], "resume received")
         }
-        ControlMessage::Snapshot { cancel, pause } if changed > 0 => {
+        ControlMessage::Drain(d) => {
+            let nodes: Vec<&str> = d.iter().take(10).map(|n| n.node.as_str()).collect();
+            info!(count = d.len(), added = changed, nodes = ?nodes, "drain received")
+        }
+        ControlMessage::Undrain(n) => {
+            info!(count = n.len(), removed = changed, nodes = ?&n[..n.len().min(10)], "undrain received")
+        }
+        ControlMessage::Snapshot { cancel, pause, .. } if changed > 0 => {
             let roots: Vec<&str> = cancel.iter().map(|c| c.root.as_str()).take(10).collect();
             let paused: Vec<&str> = pause.iter().map(|c| c.root.as_str()).take(10).collect();
             info!(
@@ -458,7 +548,7 @@ fn obey(set: &ControlSet, content_type: Option<&str>, body: &[u8]) -> Option<Con
                 "control snapshot added roots"
             )
         }
-        ControlMessage::Snapshot { cancel, pause } => {
+        ControlMessage::Snapshot { cancel, pause, .. } => {
             debug!(
                 cancel = cancel.len(),
                 pause = pause.len(),
@@ -506,7 +596,8 @@ mod tests {
                 {"root": "a", "until": 10}, {"root": "b", "until": 20}]})),
             Ok(ControlMessage::Snapshot {
                 cancel: vec![entry("a", 10), entry("b", 20)],
-                pause: vec![]
+                pause: vec![],
+                drain: vec![],
             })
         );
         assert_eq!(
@@ -530,7 +621,8 @@ mod tests {
             ),
             Ok(ControlMessage::Snapshot {
                 cancel: vec![],
-                pause: vec![hold("p", "q", 3)]
+                pause: vec![hold("p", "q", 3)],
+                drain: vec![],
             })
         );
         assert_eq!(
@@ -558,7 +650,7 @@ mod tests {
             (
                 None,
                 br#"{"op": "hold", "jobs": [7]}"#,
-                "unknown op \"hold\" (ferry obeys \"cancel\", \"pause\", \"resume\" and \"snapshot\")",
+                "unknown op \"hold\" (ferry obeys \"cancel\", \"pause\", \"resume\", \"drain\", \"undrain\" and \"snapshot\")",
             ),
             (
                 None,
@@ -661,6 +753,7 @@ mod tests {
         let snap = ControlMessage::Snapshot {
             cancel: vec![entry("c", 200), entry("b", 300)],
             pause: vec![],
+            drain: vec![],
         };
         assert_eq!(set.apply(&snap, 60), 1, "only c is new");
         assert!(set.is_cancelled("a", 60) && set.is_cancelled("c", 60));
@@ -678,6 +771,7 @@ mod tests {
         let empty = ControlMessage::Snapshot {
             cancel: vec![],
             pause: vec![],
+            drain: vec![],
         };
         assert_eq!(set.apply(&empty, 301), 0);
         assert_eq!(
@@ -703,6 +797,7 @@ mod tests {
         let snap = ControlMessage::Snapshot {
             cancel: vec![],
             pause: vec![hold("a", "q.a", 200), hold("c", "q.c", 200)],
+            drain: vec![],
         };
         assert_eq!(set.apply(&snap, 60), 1, "only c is new");
         assert_eq!(set.parking("a", 150).as_deref(), Some("q.a"));
@@ -713,6 +808,41 @@ mod tests {
         assert_eq!(set.apply(&ControlMessage::Cancel(vec![entry("c", 500)]), 60), 1);
         assert_eq!(set.parking("c", 60), None);
         assert!(set.is_cancelled("c", 60));
+    }
+
+    #[test]
+    fn drains_hold_until_undrained_or_expired() {
+        let set = ControlSet::default();
+        let d = |node: &str, until| Drained {
+            node: node.into(),
+            until,
+        };
+        assert_eq!(
+            json(serde_json::json!({"op": "drain", "nodes": [{"node": "ferry@a", "until": 100}]})),
+            Ok(ControlMessage::Drain(vec![d("ferry@a", 100)]))
+        );
+        assert_eq!(
+            json(serde_json::json!({"op": "undrain", "nodes": ["ferry@a"]})),
+            Ok(ControlMessage::Undrain(vec!["ferry@a".into()]))
+        );
+        assert_eq!(
+            json(serde_json::json!({"op": "drain", "nodes": [{"until": 1}]}))
+                .unwrap_err()
+                .to_string(),
+            "drain: `nodes[0].node` must be a node name"
+        );
+        assert_eq!(set.apply(&ControlMessage::Drain(vec![d("ferry@a", 100)]), 50), 1);
+        assert!(set.is_drained("ferry@a", 100) && !set.is_drained("ferry@b", 60));
+        assert!(!set.is_drained("ferry@a", 101), "expired");
+        let snap = ControlMessage::Snapshot {
+            cancel: vec![],
+            pause: vec![],
+            drain: vec![d("ferry@a", 200)],
+        };
+        assert_eq!(set.apply(&snap, 60), 0, "renewed, not new");
+        assert!(set.is_drained("ferry@a", 150));
+        assert_eq!(set.apply(&ControlMessage::Undrain(vec!["ferry@a".into()]), 60), 1);
+        assert!(!set.is_drained("ferry@a", 60));
     }
 
     #[test]

@@ -250,9 +250,14 @@ async fn serve(agent: Arc<Agent>) {
                     _ => info!(control_wait = ?wait, "no cancel snapshot within control_wait; taking tasks"),
                 }
             }
-            Ok::<_, lapin::Error>((control.task, start_consumers(&agent, &session).await?))
+            // A node the hub has drained starts without consumers.
+            let consumers = match agent.controls.is_drained_now(&agent.node) {
+                true => None,
+                false => Some(start_consumers(&agent, &session).await?),
+            };
+            Ok::<_, lapin::Error>((control.task, consumers))
         };
-        let (control, consumers) = match setup.await {
+        let (control, mut consumers) = match setup.await {
             Ok(c) => c,
             Err(e) => {
                 agent.session.send_replace(None);
@@ -265,18 +270,42 @@ async fn serve(agent: Arc<Agent>) {
         };
         backoff = Duration::from_millis(100);
         agent.metrics.connected.store(true, Relaxed);
-        info!("connected; consuming {} queues", consumers.len());
+        match &consumers {
+            Some(c) => info!("connected; consuming {} queues", c.len()),
+            None => info!("connected; drained by the hub: taking no task until resumed"),
+        }
         systemd::status("connected");
         loop {
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_millis(250)) => {
-                    if !session.alive() || control.is_finished() || consumers.iter().any(|c| c.task.is_finished()) {
+                    let ended = consumers.as_ref().is_some_and(|cs| cs.iter().any(|c| c.task.is_finished()));
+                    if !session.alive() || control.is_finished() || ended {
                         break;
+                    }
+                    // A drain (the hub's `PATCH /api/nodes/{id}/ {"paused": true}`):
+                    // stop consuming, let running tasks finish; resumed: consume again.
+                    let drained = agent.controls.is_drained_now(&agent.node);
+                    if drained && let Some(cs) = consumers.take() {
+                        stop_consumers(&cs).await;
+                        info!("drained by the hub: taking no new tasks; running ones finish");
+                        systemd::status("drained");
+                    } else if !drained && consumers.is_none() {
+                        match start_consumers(&agent, &session).await {
+                            Ok(cs) => {
+                                info!("resumed by the hub: consuming {} queues again", cs.len());
+                                systemd::status("connected");
+                                consumers = Some(cs);
+                            }
+                            Err(e) => {
+                                warn!(error = %e, "cannot consume again after a drain");
+                                break;
+                            }
+                        }
                     }
                 }
                 _ = shutdown.changed() => {
                     // Cancels are still obeyed while running tasks finish.
-                    drain(&agent, &session, &consumers).await;
+                    drain(&agent, &session, consumers.as_deref().unwrap_or(&[])).await;
                     break 'outer;
                 }
             }
@@ -286,7 +315,7 @@ async fn serve(agent: Arc<Agent>) {
         agent.metrics.connected.store(false, Relaxed);
         agent.metrics.reconnects.inc();
         warn!("lost the broker; unacknowledged tasks go back to their queues; reconnecting");
-        for c in consumers {
+        for c in consumers.into_iter().flatten() {
             c.task.abort();
         }
     }
@@ -335,6 +364,18 @@ async fn start_consumers(agent: &Arc<Agent>, session: &Arc<Session>) -> lapin::R
         out.push(Consuming { channel, tag, task });
     }
     Ok(out)
+}
+
+/// Cancels `consumers`: the broker sends them nothing more (deliveries
+/// already here are handled: a drained node hands them back).
+async fn stop_consumers(consumers: &[Consuming]) {
+    for c in consumers {
+        let _ = c
+            .channel
+            .basic_cancel(c.tag.as_str().into(), BasicCancelOptions::default())
+            .await;
+        c.task.abort();
+    }
 }
 
 async fn drain(agent: &Arc<Agent>, session: &Arc<Session>, consumers: &[Consuming]) {
@@ -478,6 +519,13 @@ async fn handle(agent: Arc<Agent>, index: usize, d: Delivery) {
         park(&agent, &consumer.spec, &msg, &d, &queue).await;
         return;
     }
+    // Drained: what was delivered before the consumers stopped goes back
+    // for the other nodes.
+    if agent.controls.is_drained_now(&agent.node) {
+        debug!(id = %msg.id, "drained: task handed back to its queue");
+        requeue(&d).await;
+        return;
+    }
     let permit = tokio::select! {
         p = consumer.slots.clone().acquire_owned() => p.expect("semaphore open"),
         _ = async { shutdown.wait_for(|s| *s).await.map(|_| ()) } => {
@@ -495,6 +543,11 @@ async fn handle(agent: Arc<Agent>, index: usize, d: Delivery) {
     if let Some(queue) = agent.controls.parking_now(&msg.root_id) {
         drop(permit);
         park(&agent, &consumer.spec, &msg, &d, &queue).await;
+        return;
+    }
+    if agent.controls.is_drained_now(&agent.node) {
+        drop(permit);
+        requeue(&d).await;
         return;
     }
     agent.metrics.queue_wait.observe(arrived.elapsed().as_secs_f64());
