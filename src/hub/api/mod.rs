@@ -4,14 +4,14 @@
 //! fault, and every endpoint but token issue and health needs a JWT
 //! (`Authorization: Bearer`) or a client key (`Authorization: Api-Key`).
 
-mod auth;
-mod health;
-mod http;
-mod jobs;
+pub(crate) mod auth;
+pub(crate) mod health;
+pub(crate) mod http;
+pub(crate) mod jobs;
 mod sites;
 mod stream;
 mod submit;
-mod workflows;
+pub(crate) mod workflows;
 
 pub use http::{ApiError, ApiState, parse_body};
 pub use submit::Submission;
@@ -103,7 +103,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 }
 
 /// The API's routes, `/api/openapi.json`, Swagger UI at `/api/docs/`
-/// (assets compiled in), and `/metrics`.
+/// (assets compiled in), `/metrics`, and the web page (`/`, `/ui/`).
 pub fn router(state: Arc<ApiState>) -> Router {
     let limit = state.settings.max_body_bytes;
     let (api, spec) = build();
@@ -111,6 +111,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .url("/api/openapi.json", spec)
         .into();
     api.merge(docs)
+        .merge(crate::hub::ui::routes(state.clone()))
         .route("/metrics", axum::routing::get(metrics))
         .fallback(|| async { ApiError::not_found("endpoint") })
         .layer(axum::middleware::from_fn_with_state(state.clone(), timed))

@@ -606,6 +606,21 @@ impl Store {
         Ok((count, rows.iter().map(task).collect::<Result<_, _>>()?))
     }
 
+    /// A page of job `job_id`'s tasks, by id, without counting them (the
+    /// job's task counters say how many, [`Store::task_stats`]): a job may
+    /// have millions, and the web page shows them a page at a time.
+    pub async fn job_tasks(&self, job_id: i64, page: Page) -> Result<Vec<Task>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {TASK_COLUMNS} FROM tasks WHERE job_id = $1 ORDER BY id{}",
+            page.sql()
+        ))
+        .bind(job_id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db("read a job's tasks"))?;
+        rows.iter().map(task).collect()
+    }
+
     /// The task with row id or Celery id `key`.
     pub async fn task(&self, key: &str) -> Result<Option<Task>, StoreError> {
         let row = match key.parse::<i64>() {
