@@ -91,6 +91,7 @@ fn site_status(s: &ApiState, site: &Site, nodes: &[Node], queues: &[Queue]) -> (
         .iter()
         .filter(|n| n.site.as_deref() == Some(site.name.as_str()))
         .collect();
+    let gone: Vec<i64> = nodes.iter().filter(|n| n.offline).map(|n| n.id).collect();
     let up = mine.iter().filter(|n| online(s, n)).count();
     let health = match (up, mine.len()) {
         (_, 0) | (0, _) => "critical",
@@ -116,11 +117,17 @@ fn site_status(s: &ApiState, site: &Site, nodes: &[Node], queues: &[Queue]) -> (
         .iter()
         .filter(|q| q.site.0 == site.id)
         .map(|q| {
-            let consumers = q.nodes.iter().filter(|n| queue_node_online(s, n.2)).count() as i64;
+            // A node consumes while it beats on the queue, and until it
+            // says goodbye (as `queue_nodes_online` of a job counts).
+            let beating = |n: &&(i64, String, i64, Vec<String>)| queue_node_online(s, n.2);
+            let consumers = q.nodes.iter().filter(beating).filter(|n| !gone.contains(&n.0)).count() as i64;
+            // The broker queues of every node heard on it lately, gone or
+            // not (the ones the metrics poll): a queue whose only consumer
+            // left still shows its messages waiting.
             let mut functions: Vec<String> = q
                 .nodes
                 .iter()
-                .filter(|n| queue_node_online(s, n.2))
+                .filter(beating)
                 .flat_map(|n| n.3.iter().cloned())
                 .collect();
             functions.sort_unstable();

@@ -12,12 +12,17 @@ pub fn thousands(n: i64) -> String {
         out.push('-');
     }
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
     }
     out
+}
+
+/// `n` and its noun, singular or plural: `1 rule`, `2 rules`, `1,000 rules`.
+pub fn count(n: i64, one: &str, many: &str) -> String {
+    format!("{} {}", thousands(n), if n == 1 { one } else { many })
 }
 
 /// A percentage with one decimal at most: `42.5 %`, `100 %`.
@@ -192,6 +197,9 @@ mod tests {
         assert_eq!(thousands(1_234_567), "1,234,567");
         assert_eq!(thousands(-12_345), "-12,345");
         assert_eq!(thousands(i64::MIN), "-9,223,372,036,854,775,808");
+        assert_eq!(count(1, "rule", "rules"), "1 rule");
+        assert_eq!(count(0, "rule", "rules"), "0 rules");
+        assert_eq!(count(1200, "consumer", "consumers"), "1,200 consumers");
         assert_eq!(percent(42.46), "42.5 %");
         assert_eq!(percent(100.0), "100 %");
         assert_eq!(percent(0.04), "0 %");

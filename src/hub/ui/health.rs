@@ -3,9 +3,9 @@
 //! consumers of its broker queues). The health itself is `/api/health/`'s
 //! computation; the depths are the metrics' last poll of the broker.
 
-use super::format::{Moment, moment, thousands};
+use super::format::{Moment, count, moment, thousands};
+use super::frame::{Layout, UiResult, page};
 use super::session::Session;
-use super::{Layout, UiResult, page};
 use crate::hub::api::ApiState;
 use crate::hub::api::health::{Health, report};
 use crate::hub::store::now_us;
@@ -47,6 +47,8 @@ pub struct BrokerQueue {
     pub messages: String,
     /// Consumers, or `unknown`.
     pub consumers: String,
+    /// Messages wait and nothing consumes them.
+    pub stuck: bool,
 }
 
 /// A queue as the page lists it.
@@ -134,8 +136,13 @@ pub fn health_view(h: &Health, now: i64, depth: impl Fn(&str) -> Option<(i64, i6
                                 let d = depth(&name);
                                 BrokerQueue {
                                     function: f.clone(),
-                                    messages: d.map_or_else(|| "unknown".into(), |d| thousands(d.0)),
-                                    consumers: d.map_or_else(|| "unknown".into(), |d| thousands(d.1)),
+                                    messages: d
+                                        .map_or_else(|| "unknown".into(), |d| format!("{} waiting", thousands(d.0))),
+                                    consumers: d.map_or_else(
+                                        || "consumers unknown".into(),
+                                        |d| count(d.1, "consumer", "consumers"),
+                                    ),
+                                    stuck: d.is_some_and(|d| d.0 > 0 && d.1 == 0),
                                     name,
                                 }
                             })
@@ -160,7 +167,7 @@ async fn show(State(s): State<Arc<ApiState>>, Extension(session): Extension<Sess
     page(
         StatusCode::OK,
         &HealthPage {
-            layout: Layout::new(Some(&session), "health"),
+            layout: session.layout("health"),
             health: health_view(&h, now_us(), |q| s.metrics.queue_depth(q)),
         },
     )
@@ -201,8 +208,10 @@ mod tests {
                 }],
             }],
         };
-        let v = health_view(&h, 70_000_000, |q| {
-            (q == "london.default#worker").then_some((12_345, 2))
+        let v = health_view(&h, 70_000_000, |q| match q {
+            "london.default#worker" => Some((12_345, 1)),
+            "london.default#discovery" => Some((3, 0)),
+            _ => None,
         });
         let site = &v.sites[0];
         assert_eq!(site.nodes[0].heartbeat.as_ref().unwrap().age, "1 min ago");
@@ -211,8 +220,16 @@ mod tests {
         let b = &site.queues[0].broker;
         assert_eq!(
             (b[0].name.as_str(), b[0].messages.as_str()),
-            ("london.default#discovery", "unknown")
+            ("london.default#discovery", "3 waiting")
         );
-        assert_eq!((b[1].messages.as_str(), b[1].consumers.as_str()), ("12,345", "2"));
+        assert!(b[0].stuck, "messages wait, no consumer");
+        assert_eq!(
+            (b[1].messages.as_str(), b[1].consumers.as_str()),
+            ("12,345 waiting", "1 consumer")
+        );
+        assert!(!b[1].stuck);
+        let unknown = health_view(&h, 70_000_000, |_| None);
+        let b = &unknown.sites[0].queues[0].broker[0];
+        assert_eq!((b.messages.as_str(), b.stuck), ("unknown", false));
     }
 }

@@ -7,9 +7,11 @@
 //! (`LIMIT`), its counts by state from the metrics' job gauges (refreshed
 //! every 5 s), never every job.
 
-use super::format::{Moment, duration, json_path, moment, percent, state_class, thousands, value_path, value_text};
+use super::format::{
+    Moment, count, duration, json_path, moment, percent, state_class, thousands, value_path, value_text,
+};
+use super::frame::{ConfirmPage, Layout, Query, UiError, UiResult, page};
 use super::session::Session;
-use super::{ConfirmPage, Layout, Query, UiError, UiResult, page};
 use crate::hub::api::ApiState;
 use crate::hub::api::jobs::{progress_out, runtime};
 use crate::hub::jobctl::{self, JobCtlError};
@@ -299,7 +301,7 @@ async fn list(
     page(
         StatusCode::OK,
         &JobsPage {
-            layout: Layout::new(Some(&session), "jobs"),
+            layout: session.layout("jobs"),
             rows_url: format!("/ui/jobs/rows/{}", q.query(q.page())),
             filtered: q.filtered(),
             states: state_choices(q.state(), |st| s.metrics.jobs_in(st)),
@@ -362,10 +364,16 @@ pub struct JobView {
     pub inputs: Vec<String>,
     /// More input paths than shown (`and 980 more`), if any.
     pub inputs_more: Option<String>,
+    /// While it runs: how many nodes online consume its queue (none: its
+    /// tasks wait).
+    pub takers: Option<String>,
+    /// No node online consumes its queue.
+    pub no_takers: bool,
 }
 
-/// A job's facts, seen at `now`.
-pub fn job_view(j: &Job, now: i64) -> JobView {
+/// A job's facts, seen at `now`, with the nodes online that consume its
+/// queue (`takers`, while it runs).
+pub fn job_view(j: &Job, now: i64, takers: Option<i64>) -> JobView {
     let inputs = j.input_paths.as_array().cloned().unwrap_or_default();
     JobView {
         id: j.id,
@@ -395,6 +403,11 @@ pub fn job_view(j: &Job, now: i64) -> JobView {
                 false => format!("and {more} more"),
             }
         }),
+        takers: takers.map(|n| match n {
+            0 => format!("none: no node online consumes queue {}, so its tasks wait", j.queue),
+            n => count(n, "node", "nodes"),
+        }),
+        no_takers: takers == Some(0),
     }
 }
 
@@ -590,7 +603,7 @@ pub struct Live {
     pub percent: f64,
     /// In words.
     pub percent_text: String,
-    /// What the progress counts: `12 of 40 results; discovery walking`.
+    /// What the progress counts: `12 of 40 tasks done`.
     pub progress_note: String,
     /// The task-stats bar.
     pub bar: StatsBar,
@@ -608,7 +621,7 @@ pub fn live_view(j: &Job, stats: &[(String, String, i64)]) -> Live {
     let walking = if p.dir_walk_complete {
         ""
     } else {
-        "; the discovery is still walking (progress stays at or below 50 % until it ends)"
+        "; the discovery is still walking, so more tasks will come (progress stays at or below 50 % until it ends)"
     };
     Live {
         id: j.id,
@@ -617,7 +630,7 @@ pub fn live_view(j: &Job, stats: &[(String, String, i64)]) -> Live {
         percent: p.percent,
         percent_text: percent(p.percent),
         progress_note: format!(
-            "{} of {} results counted{walking}",
+            "{} of {} tasks done{walking}",
             thousands(p.tasks_done),
             thousands(p.tasks_total)
         ),
@@ -798,6 +811,13 @@ async fn job_page(s: &ApiState, session: &Session, id: i64, q: &JobQuery, error:
     let stats = s.store.task_stats(Some(id)).await?;
     let now = now_us();
     let live = live_view(&j, &stats);
+    let takers = match live.ended {
+        true => None,
+        false => {
+            let since = now - s.settings.node_health_interval.as_micros() as i64;
+            Some(s.store.queue_consumers(&j.site, &j.queue, since).await?)
+        }
+    };
     let tab = match q.tab.as_str() {
         "failed" => "failed",
         "completed" => "completed",
@@ -833,8 +853,8 @@ async fn job_page(s: &ApiState, session: &Session, id: i64, q: &JobQuery, error:
         _ => {}
     }
     Ok(JobPage {
-        layout: Layout::new(Some(session), "jobs"),
-        job: job_view(&j, now),
+        layout: session.layout("jobs"),
+        job: job_view(&j, now, takers),
         tabs: tabs(id, tab, live.bar.total, failed_count),
         live,
         tab,
@@ -869,7 +889,7 @@ async fn live(
         .ok_or_else(|| UiError::not_found(&format!("job {id}")))?;
     let stats = s.store.task_stats(Some(id)).await?;
     let t = JobLive {
-        layout: Layout::new(Some(&session), "jobs"),
+        layout: session.layout("jobs"),
         live: live_view(&j, &stats),
     };
     Ok(Html(t.render()?).into_response())
@@ -890,7 +910,7 @@ async fn confirm(
     page(
         StatusCode::OK,
         &ConfirmPage {
-            layout: Layout::new(Some(&session), "jobs"),
+            layout: session.layout("jobs"),
             title: format!("{} job {id}: {}", a.label, super::format::visible(&j.friendly_name)),
             question: a.confirm.unwrap_or(""),
             action: format!("/ui/jobs/{id}/do/{}/", a.name),
@@ -1059,7 +1079,13 @@ mod tests {
 
     #[test]
     fn a_job_view_keeps_what_paths_and_fields_say() {
-        let v = job_view(&job("STARTED"), 2_000_000_000);
+        let v = job_view(&job("STARTED"), 2_000_000_000, Some(0));
+        assert!(v.no_takers);
+        assert_eq!(
+            v.takers.as_deref(),
+            Some("none: no node online consumes queue default, so its tasks wait")
+        );
+        assert_eq!(job_view(&job("STARTED"), 0, Some(2)).takers.as_deref(), Some("2 nodes"));
         assert_eq!(v.inputs, ["/d/<x>", "/d/new\\nline"]);
         assert_eq!(v.inputs_more, None);
         assert_eq!(
@@ -1068,7 +1094,7 @@ mod tests {
         );
         assert!(v.completed.is_none());
         let live = live_view(&job("STARTED"), &[]);
-        assert_eq!(live.progress_note, "10 of 40 results counted");
+        assert_eq!(live.progress_note, "10 of 40 tasks done");
         assert!(!live.ended);
         assert_eq!(live.files[4].value, "3");
         assert!(live.files[4].bad);

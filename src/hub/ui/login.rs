@@ -1,8 +1,8 @@
 //! `/ui/login/` and `/ui/logout/`: the same users and tokens as `POST
 //! /api/auth/token/`, kept in cookies ([`super::session`]).
 
+use super::frame::{Form, Layout, Query, UiResult, page};
 use super::session::{ACCESS_COOKIE, REFRESH_COOKIE, Session, origin_allowed, safe_next, secure, set_cookie};
-use super::{Form, Layout, Query, UiResult, page};
 use crate::config::defaults::{HUB_ACCESS_TOKEN_LIFETIME, HUB_REFRESH_TOKEN_LIFETIME};
 use crate::hub::api::ApiState;
 use askama::Template;
@@ -34,7 +34,7 @@ pub(super) async fn form(Query(q): Query<NextQuery>) -> UiResult<Response> {
     page(
         StatusCode::OK,
         &LoginPage {
-            layout: Layout::new(None, ""),
+            layout: Layout::anonymous(),
             next: safe_next(q.next.as_deref()),
             username: "",
             error: None,
@@ -64,7 +64,7 @@ pub(super) async fn submit(
         page(
             status,
             &LoginPage {
-                layout: Layout::new(None, ""),
+                layout: Layout::anonymous(),
                 next,
                 username: &c.username,
                 error: Some(error),
@@ -81,7 +81,7 @@ pub(super) async fn submit(
         }
         Err(e) => return Err(e.into()),
     };
-    let t = s.keys.issue(user.id).map_err(|e| super::UiError {
+    let t = s.keys.issue(user.id).map_err(|e| super::frame::UiError {
         status: StatusCode::INTERNAL_SERVER_ERROR,
         message: e.to_string(),
     })?;

@@ -17,220 +17,20 @@
 //! `/ui/static/<name>-<hash>.<ext>`.
 
 pub mod format;
+pub mod frame;
 mod health;
 mod jobs;
 mod login;
 pub mod session;
 mod workflows;
 
-use crate::hub::api::{ApiError, ApiState};
-use crate::hub::jobctl::JobCtlError;
-use crate::hub::store::StoreError;
-use askama::Template;
+use crate::hub::api::ApiState;
 use axum::Router;
-use axum::extract::{FromRequest, Request};
 use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
-use std::sync::{Arc, LazyLock};
-
-/// htmx 2.0.11 (`npm pack htmx.org@2`, `dist/htmx.min.js`, byte for byte;
-/// sha256 d6fdc75f204e6bdefa99b69bf1e6d4ac69b8a364f77929f45c13476b4000f717).
-/// Licence: 0BSD (Zero-Clause BSD: use without conditions). To update,
-/// copy the new `dist/htmx.min.js` over it: its URL changes with its
-/// content.
-const HTMX: &[u8] = include_bytes!("static/htmx.min.js");
-/// The page's one style sheet.
-const CSS: &[u8] = include_bytes!("static/ui.css");
-
-/// `/ui/static/<stem>-<first 16 hex digits of BLAKE3(content)><ext>`: a
-/// new build with other content has another URL, so browsers may keep
-/// each for a year.
-fn hashed(stem: &str, ext: &str, content: &[u8]) -> String {
-    let hash = blake3::hash(content).to_hex();
-    format!("/ui/static/{stem}-{}{ext}", &hash[..16])
-}
-
-static HTMX_URL: LazyLock<String> = LazyLock::new(|| hashed("htmx", ".min.js", HTMX));
-static CSS_URL: LazyLock<String> = LazyLock::new(|| hashed("ui", ".css", CSS));
-
-/// What a page's frame needs: the user (none on the log in page), the
-/// session's CSRF token, the static files' URLs, the section shown.
-#[derive(Clone, Debug)]
-pub struct Layout {
-    /// The user logged in.
-    pub user: Option<String>,
-    /// The session's CSRF token (empty without a session).
-    pub csrf: String,
-    /// The style sheet's URL.
-    pub css: &'static str,
-    /// htmx's URL.
-    pub htmx: &'static str,
-    /// `jobs`, `health`, `workflows` or empty: the navigation item lit.
-    pub section: &'static str,
-}
-
-impl Layout {
-    /// The frame of a page of `section`, for `session` (if any).
-    pub fn new(session: Option<&session::Session>, section: &'static str) -> Layout {
-        Layout {
-            user: session.map(|s| s.username.clone()),
-            csrf: session.map(|s| s.csrf.clone()).unwrap_or_default(),
-            css: CSS_URL.as_str(),
-            htmx: HTMX_URL.as_str(),
-            section,
-        }
-    }
-}
-
-/// An error page: what went wrong, in words, with its status.
-#[derive(Template)]
-#[template(path = "error.html")]
-struct ErrorPage<'a> {
-    layout: Layout,
-    status: u16,
-    reason: &'a str,
-    message: &'a str,
-}
-
-/// A page asking to confirm an action, whose button posts (with the CSRF
-/// token) to `action`: it works without JavaScript.
-#[derive(Template)]
-#[template(path = "confirm.html")]
-pub(super) struct ConfirmPage {
-    pub(super) layout: Layout,
-    pub(super) title: String,
-    pub(super) question: &'static str,
-    pub(super) action: String,
-    pub(super) button: &'static str,
-    pub(super) testid: String,
-    pub(super) back: String,
-}
-
-/// A page saying what went wrong, with `status`.
-pub fn error_page(status: StatusCode, message: &str) -> Response {
-    let page = ErrorPage {
-        layout: Layout::new(None, ""),
-        status: status.as_u16(),
-        reason: status.canonical_reason().unwrap_or(""),
-        message,
-    };
-    match page.render() {
-        Ok(html) => (status, Html(html)).into_response(),
-        Err(_) => (status, message.to_string()).into_response(),
-    }
-}
-
-/// Why a page cannot be shown: its status and a sentence.
-#[derive(Debug)]
-pub struct UiError {
-    /// The status.
-    pub status: StatusCode,
-    /// What went wrong, for the reader.
-    pub message: String,
-}
-
-impl UiError {
-    /// 404 naming what is missing.
-    pub fn not_found(what: &str) -> UiError {
-        UiError {
-            status: StatusCode::NOT_FOUND,
-            message: format!("There is no {what}: it may have been deleted."),
-        }
-    }
-}
-
-impl From<StoreError> for UiError {
-    fn from(e: StoreError) -> UiError {
-        let api = ApiError::from(e);
-        UiError {
-            status: api.status,
-            message: api.detail,
-        }
-    }
-}
-
-impl From<ApiError> for UiError {
-    fn from(e: ApiError) -> UiError {
-        UiError {
-            status: e.status,
-            message: e.detail,
-        }
-    }
-}
-
-impl From<JobCtlError> for UiError {
-    fn from(e: JobCtlError) -> UiError {
-        match e {
-            JobCtlError::NotFound(id) => UiError::not_found(&format!("job {id}")),
-            JobCtlError::Conflict { .. } => UiError {
-                status: StatusCode::CONFLICT,
-                message: e.to_string(),
-            },
-            JobCtlError::Store(e) => e.into(),
-        }
-    }
-}
-
-impl From<askama::Error> for UiError {
-    fn from(e: askama::Error) -> UiError {
-        tracing::error!(error = %e, "web page: a template failed to render");
-        UiError {
-            status: StatusCode::INTERNAL_SERVER_ERROR,
-            message: format!("the page could not be rendered: {e}"),
-        }
-    }
-}
-
-impl IntoResponse for UiError {
-    fn into_response(self) -> Response {
-        error_page(self.status, &self.message)
-    }
-}
-
-/// A page handler's result.
-pub type UiResult<T> = Result<T, UiError>;
-
-/// Renders `t` as a page with `status`.
-pub fn page(status: StatusCode, t: &impl Template) -> UiResult<Response> {
-    Ok((status, Html(t.render()?)).into_response())
-}
-
-/// A form body (`application/x-www-form-urlencoded`) read into `T`; a
-/// body that does not fit is a 400 page.
-pub struct Form<T>(pub T);
-
-impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequest<S> for Form<T> {
-    type Rejection = UiError;
-
-    async fn from_request(req: Request, state: &S) -> Result<Form<T>, UiError> {
-        let bytes = axum::body::Bytes::from_request(req, state).await.map_err(|e| UiError {
-            status: e.status(),
-            message: e.body_text(),
-        })?;
-        serde_html_form::from_bytes(&bytes).map(Form).map_err(|e| UiError {
-            status: StatusCode::BAD_REQUEST,
-            message: format!("the form cannot be read: {e}"),
-        })
-    }
-}
-
-/// A query string read into `T` (unknown keys ignored); one that does
-/// not fit is a 400 page.
-pub struct Query<T>(pub T);
-
-impl<S: Send + Sync, T: serde::de::DeserializeOwned> axum::extract::FromRequestParts<S> for Query<T> {
-    type Rejection = UiError;
-
-    async fn from_request_parts(parts: &mut axum::http::request::Parts, _: &S) -> Result<Query<T>, UiError> {
-        serde_html_form::from_str(parts.uri.query().unwrap_or(""))
-            .map(Query)
-            .map_err(|e| UiError {
-                status: StatusCode::BAD_REQUEST,
-                message: format!("the address's query cannot be read: {e}"),
-            })
-    }
-}
+use frame::{CSS, CSS_URL, HTMX, HTMX_URL, ICON, ICON_URL, error_page};
+use std::sync::Arc;
 
 /// A static file by its hashed name, kept by browsers for a year.
 async fn static_file(axum::extract::Path(name): axum::extract::Path<String>) -> Response {
@@ -238,6 +38,8 @@ async fn static_file(axum::extract::Path(name): axum::extract::Path<String>) -> 
         (HTMX, "text/javascript; charset=utf-8")
     } else if format!("/ui/static/{name}") == *CSS_URL {
         (CSS, "text/css; charset=utf-8")
+    } else if format!("/ui/static/{name}") == *ICON_URL {
+        (ICON, "image/svg+xml")
     } else {
         return error_page(StatusCode::NOT_FOUND, "There is no such file.");
     };

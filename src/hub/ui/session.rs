@@ -45,6 +45,13 @@ pub struct Session {
     pub csrf: String,
 }
 
+impl Session {
+    /// The frame of a page of `section` for this session.
+    pub fn layout(&self, section: &'static str) -> super::frame::Layout {
+        super::frame::Layout::new(&self.username, &self.csrf, section)
+    }
+}
+
 /// The value of cookie `name` in a request's `Cookie` headers.
 pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers
@@ -252,7 +259,7 @@ pub async fn require(State(s): State<Arc<ApiState>>, req: Request, next: Next) -
             None => {
                 let (parts, body) = req.into_parts();
                 let Ok(bytes) = axum::body::to_bytes(body, s.settings.max_body_bytes).await else {
-                    return super::error_page(StatusCode::PAYLOAD_TOO_LARGE, "The form is too large.");
+                    return super::frame::error_page(StatusCode::PAYLOAD_TOO_LARGE, "The form is too large.");
                 };
                 let t = form_token(&bytes);
                 req = Request::from_parts(parts, Body::from(bytes));
@@ -284,11 +291,11 @@ async fn user(store: &Store, id: i64) -> Result<Option<crate::hub::store::users:
     store
         .user_by_id(id)
         .await
-        .map_err(|e| Box::new(super::UiError::from(e).into_response()))
+        .map_err(|e| Box::new(super::frame::UiError::from(e).into_response()))
 }
 
 fn forbidden(why: &str) -> Response {
-    super::error_page(
+    super::frame::error_page(
         StatusCode::FORBIDDEN,
         &format!("Refused: {why}. Reload the page and try again."),
     )

@@ -351,21 +351,21 @@ async fn what_users_wrote_is_escaped() {
 #[tokio::test]
 async fn static_files_are_immutable_under_their_hash() {
     let h = hub().await;
-    let a = h.get(super::HTMX_URL.as_str(), "").await;
+    let a = h.get(super::frame::HTMX_URL.as_str(), "").await;
     assert_eq!(a.status, StatusCode::OK);
     assert_eq!(a.headers[header::CACHE_CONTROL], "public, max-age=31536000, immutable");
     assert!(a.body.starts_with("var htmx=function()"));
-    let a = h.get(super::CSS_URL.as_str(), "").await;
+    let a = h.get(super::frame::CSS_URL.as_str(), "").await;
     assert_eq!(a.headers[header::CONTENT_TYPE], "text/css; charset=utf-8");
-    assert!(super::CSS_URL.starts_with("/ui/static/ui-") && super::CSS_URL.ends_with(".css"));
+    assert!(super::frame::CSS_URL.starts_with("/ui/static/ui-") && super::frame::CSS_URL.ends_with(".css"));
     let a = h.get("/ui/static/htmx-0000000000000000.min.js", "").await;
     assert_eq!(a.status, StatusCode::NOT_FOUND);
     let a = h.get("/ui/nowhere/", "").await;
     assert_eq!(a.status, StatusCode::NOT_FOUND);
     // Every page links the files it needs.
     let page = h.get("/ui/login/", "").await;
-    assert!(page.body.contains(super::HTMX_URL.as_str()));
-    assert!(page.body.contains(super::CSS_URL.as_str()));
+    assert!(page.body.contains(super::frame::HTMX_URL.as_str()));
+    assert!(page.body.contains(super::frame::CSS_URL.as_str()));
 }
 
 #[tokio::test]

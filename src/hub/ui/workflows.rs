@@ -4,8 +4,9 @@
 //! refuses unknown fields, and the same field and rule checks; an error
 //! shows next to the editor, with the text as it was typed.
 
+use super::format::count;
+use super::frame::{ConfirmPage, Form, Layout, Query, UiError, UiResult, page};
 use super::session::Session;
-use super::{ConfirmPage, Form, Layout, Query, UiError, UiResult, page};
 use crate::hub::api::workflows::{Fields, create_workflow, editable, update_workflow};
 use crate::hub::api::{ApiState, parse_body};
 use crate::hub::store::workflows::Workflow;
@@ -45,6 +46,8 @@ pub struct WorkflowRow {
     pub rules: usize,
     /// Runtime fields.
     pub fields: usize,
+    /// `1 rule · 2 runtime fields`.
+    pub counts: String,
     /// Installed by ferry.
     pub builtin: bool,
 }
@@ -64,13 +67,52 @@ pub fn workflow_row(w: &Workflow) -> WorkflowRow {
         visible: yes(w.visible),
         rules: w.filter_rules.as_array().map_or(0, Vec::len),
         fields: w.fields.as_array().map_or(0, Vec::len),
+        counts: format!(
+            "{} · {}",
+            count(w.filter_rules.as_array().map_or(0, Vec::len) as i64, "rule", "rules"),
+            count(
+                w.fields.as_array().map_or(0, Vec::len) as i64,
+                "runtime field",
+                "runtime fields"
+            )
+        ),
         builtin: w.builtin,
     }
 }
 
-/// A workflow's JSON as the editor shows it (indented).
+/// The order of a workflow's keys in the editor: what names it first.
+const KEY_ORDER: &[&str] = &[
+    "name",
+    "label",
+    "discovery",
+    "enabled",
+    "visible",
+    "schedule_only",
+    "external_only",
+    "preferred_queue",
+    "icon_classes",
+    "discovery_options",
+    "fields",
+    "filter_rules",
+];
+
+/// A workflow's JSON as the editor shows it: indented, its name and label
+/// first, its rules last.
 pub fn editor_text(w: &Workflow) -> String {
-    serde_json::to_string_pretty(&editable(w)).expect("JSON values serialize")
+    let v = editable(w);
+    let mut out = String::from("{\n");
+    let keys: Vec<&str> = KEY_ORDER.iter().copied().filter(|k| v.get(k).is_some()).collect();
+    for (i, k) in keys.iter().enumerate() {
+        let value = serde_json::to_string_pretty(&v[k]).expect("JSON values serialize");
+        out.push_str(&format!(
+            "  {}: {}",
+            serde_json::Value::from(*k),
+            value.replace('\n', "\n  ")
+        ));
+        out.push_str(if i + 1 < keys.len() { ",\n" } else { "\n" });
+    }
+    out.push('}');
+    out
 }
 
 /// The editor's text of a new workflow: a skeleton to fill in.
@@ -135,7 +177,7 @@ async fn list(
     page(
         StatusCode::OK,
         &ListPage {
-            layout: Layout::new(Some(&session), "workflows"),
+            layout: session.layout("workflows"),
             rows: all.iter().map(workflow_row).collect(),
             notice: (!n.deleted.is_empty()).then(|| format!("Workflow {:?} was deleted.", n.deleted)),
         },
@@ -158,7 +200,7 @@ async fn new(Extension(session): Extension<Session>) -> UiResult<Response> {
     page(
         StatusCode::OK,
         &EditPage {
-            layout: Layout::new(Some(&session), "workflows"),
+            layout: session.layout("workflows"),
             id: 0,
             title: "New workflow".into(),
             row: None,
@@ -195,7 +237,7 @@ async fn create(
         Err((status, error)) if status.is_client_error() => page(
             status,
             &EditPage {
-                layout: Layout::new(Some(&session), "workflows"),
+                layout: session.layout("workflows"),
                 id: 0,
                 title: "New workflow".into(),
                 row: None,
@@ -219,7 +261,7 @@ async fn show(
     page(
         StatusCode::OK,
         &EditPage {
-            layout: Layout::new(Some(&session), "workflows"),
+            layout: session.layout("workflows"),
             id: w.id,
             title: format!("Workflow {}", w.name),
             row: Some(workflow_row(&w)),
@@ -256,7 +298,7 @@ async fn save(
         Err((status, error)) if status.is_client_error() => page(
             status,
             &EditPage {
-                layout: Layout::new(Some(&session), "workflows"),
+                layout: session.layout("workflows"),
                 id,
                 title: format!("Workflow {}", w.name),
                 row: Some(workflow_row(&w)),
@@ -279,7 +321,7 @@ async fn confirm_delete(
     page(
         StatusCode::OK,
         &ConfirmPage {
-            layout: Layout::new(Some(&session), "workflows"),
+            layout: session.layout("workflows"),
             title: format!("Delete workflow {}", w.name),
             question: "Delete this workflow? Jobs already run with it keep its name; it can no longer be submitted. A built-in workflow comes back, as installed, when the hub restarts.",
             action: format!("/ui/workflows/{}/delete/", w.id),
@@ -320,7 +362,9 @@ mod tests {
     fn the_editor_shows_what_it_reads_back() {
         let w = crate::hub::workflows::builtins().remove(0);
         let text = editor_text(&w);
-        assert!(text.contains("\"filter_rules\""), "{text}");
+        assert!(text.starts_with("{\n  \"name\": \"migrate\",\n  \"label\": "), "{text}");
+        let back: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, editable(&w), "every key, once");
         assert!(read_editor(&text).is_ok());
         let r = workflow_row(&w);
         assert_eq!((r.enabled, r.rules), ("yes", 1));
