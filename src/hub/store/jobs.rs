@@ -254,6 +254,10 @@ impl Page {
 
 const JOB_COLUMNS: &str = "id, workflow, fields, discovery, site, queue, friendly_name, state, created, started, completed, owner_type, owner_id, owner_name, clientkey_id, input_paths, roots, roots_published, dir_walk_complete, expected, received, orphans, tasks_failed, files_found, files_processed, files_skipped, files_aborted, files_failures";
 
+/// [`JOB_COLUMNS`] without the input paths (a job keeps up to 1,000):
+/// what a table of jobs reads.
+const JOB_BRIEF_COLUMNS: &str = "id, workflow, fields, discovery, site, queue, friendly_name, state, created, started, completed, owner_type, owner_id, owner_name, clientkey_id, '[]' AS input_paths, roots, roots_published, dir_walk_complete, expected, received, orphans, tasks_failed, files_found, files_processed, files_skipped, files_aborted, files_failures";
+
 fn job(r: &AnyRow) -> Result<Job, StoreError> {
     Ok(Job {
         id: r.get("id"),
@@ -545,6 +549,14 @@ impl Store {
     /// Jobs matching `filter`, newest first, and how many match.
     pub async fn jobs(&self, filter: &Filter, page: Page) -> Result<(i64, Vec<Job>), StoreError> {
         let (count, rows) = self.listed("jobs", JOB_COLUMNS, "id DESC", filter, page).await?;
+        Ok((count, rows.iter().map(job).collect::<Result<_, _>>()?))
+    }
+
+    /// As [`Store::jobs`], without their input paths (`input_paths` is
+    /// empty): a page of a table of jobs, which does not show them, does
+    /// not read up to 1,000 paths a row.
+    pub async fn jobs_brief(&self, filter: &Filter, page: Page) -> Result<(i64, Vec<Job>), StoreError> {
+        let (count, rows) = self.listed("jobs", JOB_BRIEF_COLUMNS, "id DESC", filter, page).await?;
         Ok((count, rows.iter().map(job).collect::<Result<_, _>>()?))
     }
 

@@ -456,6 +456,8 @@ async fn the_jobs_page_reads_one_page_of_100000_jobs() {
     .execute(&h.state.store.pool)
     .await
     .unwrap();
+    // The best of three tries of each page: its own time, less the noise
+    // of other work on the machine.
     let mut times = Vec::new();
     for path in [
         "/ui/jobs/",
@@ -464,19 +466,23 @@ async fn the_jobs_page_reads_one_page_of_100000_jobs() {
         "/ui/jobs/?workflow=migrate&site=london&page=3",
         "/ui/jobs/rows/?state=STARTED",
     ] {
-        let t0 = std::time::Instant::now();
-        let a = h.get(path, &cookies).await;
-        times.push((path, t0.elapsed()));
-        assert_eq!(a.status, StatusCode::OK, "{path}");
-        assert_eq!(a.body.matches("<tr data-testid=\"job-row-").count(), 50, "{path}");
+        let mut best = std::time::Duration::MAX;
+        for _ in 0..3 {
+            let t0 = std::time::Instant::now();
+            let a = h.get(path, &cookies).await;
+            best = best.min(t0.elapsed());
+            assert_eq!(a.status, StatusCode::OK, "{path}");
+            assert_eq!(a.body.matches("<tr data-testid=\"job-row-").count(), 50, "{path}");
+        }
+        times.push((path, best));
     }
     let a = h.get("/ui/jobs/", &cookies).await;
     assert!(a.body.contains("Page 1 of 2,000"), "{}", a.body);
     assert!(a.body.contains("1–50 of 100,000"));
     eprintln!("jobs page with 100,000 jobs (debug build): {times:?}");
-    // The bound the page is built for is 100 ms in a release build; a
-    // debug build on a busy machine gets more room.
+    // The page is built for 100 ms; a debug build (SQLite unoptimized
+    // too) on a busy machine gets more room.
     for (path, t) in times {
-        assert!(t < std::time::Duration::from_millis(1000), "{path}: {t:?}");
+        assert!(t < std::time::Duration::from_millis(500), "{path}: {t:?}");
     }
 }
