@@ -59,9 +59,9 @@ impl Layout {
         Layout {
             user: Some(user.to_string()),
             csrf: csrf.to_string(),
+            section,
             ..Layout::anonymous()
         }
-        .section(section)
     }
 
     /// The frame of a page without a session (log in, errors).
@@ -74,10 +74,6 @@ impl Layout {
             icon: ICON_URL.as_str(),
             section: "",
         }
-    }
-
-    fn section(self, section: &'static str) -> Layout {
-        Layout { section, ..self }
     }
 }
 
