@@ -383,3 +383,54 @@ fn housekeeping_deletes_jobs_past_their_ttl_and_only_those() {
         });
     }
 }
+
+#[test]
+fn a_table_of_jobs_and_a_jobs_tasks_read_a_page_without_paths_or_counts() {
+    use ferry::hub::store::jobs::{Bind, Filter, Page};
+    for db in both() {
+        rt().block_on(async {
+            let store = Store::open(&db.url).await.unwrap();
+            let mut ids = Vec::new();
+            for _ in 0..3 {
+                ids.push(job_with_root(&store, &uuid::Uuid::new_v4().to_string()).await);
+            }
+            let page = Page {
+                offset: 1,
+                limit: Some(1),
+            };
+            let (count, brief) = store.jobs_brief(&Filter::default(), page).await.unwrap();
+            let (_, full) = store.jobs(&Filter::default(), page).await.unwrap();
+            assert_eq!(count, 3, "{}", db.engine);
+            assert_eq!((brief.len(), brief[0].id), (1, ids[1]), "{}", db.engine);
+            assert_eq!(brief[0].input_paths, serde_json::json!([]), "{}", db.engine);
+            assert_eq!(full[0].input_paths, serde_json::json!(["/data"]), "{}", db.engine);
+            assert_eq!(brief[0].friendly_name, full[0].friendly_name);
+            let mut failed = Filter::default();
+            failed.cmp("state", "=", Bind::Text("FAILURE".into()));
+            assert_eq!(store.jobs_brief(&failed, page).await.unwrap().0, 0, "{}", db.engine);
+            let tasks = store
+                .job_tasks(
+                    ids[2],
+                    Page {
+                        offset: 0,
+                        limit: Some(10),
+                    },
+                )
+                .await
+                .unwrap();
+            assert_eq!(tasks.len(), 1, "{}", db.engine);
+            assert_eq!(tasks[0].tasktype, "dynamo.tasks.recursive_navigate");
+            let none = store
+                .job_tasks(
+                    ids[2],
+                    Page {
+                        offset: 1,
+                        limit: Some(10),
+                    },
+                )
+                .await
+                .unwrap();
+            assert!(none.is_empty(), "{}", db.engine);
+        });
+    }
+}

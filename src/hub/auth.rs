@@ -71,6 +71,9 @@ pub struct Keys {
     decoding: DecodingKey,
     /// The public key, PEM (served at `/api/auth/token/publickey/`).
     pub public_pem: String,
+    /// The key of the web page's CSRF tokens, derived from the signing
+    /// key: tokens stay valid across restarts and die with the key.
+    csrf_key: [u8; 32],
 }
 
 /// Fills `buf` from the system's random source.
@@ -138,10 +141,12 @@ impl Keys {
         let encoding = EncodingKey::from_ec_pem(&pem).map_err(bad(&private))?;
         let public_pem = std::fs::read_to_string(&public).map_err(io(&public))?;
         let decoding = DecodingKey::from_ec_pem(public_pem.as_bytes()).map_err(bad(&public))?;
+        let csrf_key = blake3::derive_key("ferry hub 2026 web page CSRF token", &pem);
         Ok(Keys {
             encoding,
             decoding,
             public_pem,
+            csrf_key,
         })
     }
 
@@ -170,6 +175,20 @@ impl Keys {
     pub fn refresh(&self, refresh: &str) -> Result<String, AuthError> {
         let c = self.verify(refresh, "refresh")?;
         self.token(c.user_id, "access", defaults::HUB_ACCESS_TOKEN_LIFETIME)
+    }
+
+    /// The web page's CSRF token of a session (the `jti` of its refresh
+    /// token): a keyed hash, so only the hub can make it, the same for
+    /// every form of the session, and useless for another session.
+    pub fn csrf_token(&self, session: &str) -> String {
+        blake3::keyed_hash(&self.csrf_key, session.as_bytes())
+            .to_hex()
+            .to_string()
+    }
+
+    /// Whether `given` is the CSRF token of `session` (constant time).
+    pub fn csrf_matches(&self, session: &str, given: &str) -> bool {
+        blake3::Hash::from_hex(given).is_ok_and(|h| h == blake3::keyed_hash(&self.csrf_key, session.as_bytes()))
     }
 
     /// The claims of a valid, unexpired token of `token_type`.
@@ -272,6 +291,25 @@ mod tests {
         forged.pop();
         assert!(keys.verify(&forged, "access").is_err());
         assert!(keys.public_pem.starts_with("-----BEGIN PUBLIC KEY-----"));
+    }
+
+    #[test]
+    fn csrf_tokens_belong_to_one_session_and_one_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = Keys::load_or_create(dir.path()).unwrap();
+        let t = keys.csrf_token("session-a");
+        assert_eq!(t.len(), 64);
+        assert!(keys.csrf_matches("session-a", &t));
+        assert!(!keys.csrf_matches("session-b", &t));
+        assert!(!keys.csrf_matches("session-a", ""));
+        assert!(!keys.csrf_matches("session-a", &t[..63]));
+        let mut tampered = t.clone();
+        tampered.replace_range(0..1, if t.starts_with('0') { "1" } else { "0" });
+        assert!(!keys.csrf_matches("session-a", &tampered));
+        // The same after a restart; not for another installation's key.
+        assert_eq!(Keys::load_or_create(dir.path()).unwrap().csrf_token("session-a"), t);
+        let other = Keys::load_or_create(tempfile::tempdir().unwrap().path()).unwrap();
+        assert!(!other.csrf_matches("session-a", &t));
     }
 
     #[test]

@@ -127,6 +127,24 @@ impl HubMetrics {
         self.http.get_or_create(&label("route", route)).observe(seconds);
     }
 
+    /// Jobs in `state` at the last refresh (the `ferry_hub_jobs` gauge:
+    /// the web page's counts by state, without counting 100,000 rows per
+    /// page view).
+    pub fn jobs_in(&self, state: &str) -> Option<i64> {
+        self.jobs.get(&label("state", state)).map(|g| g.get())
+    }
+
+    /// Messages waiting in broker queue `queue` and its consumers, at the
+    /// last poll (`ferry_hub_queue_messages`, `ferry_hub_queue_consumers`);
+    /// `None` for a queue not polled (no node online consumes it, or no
+    /// broker).
+    pub fn queue_depth(&self, queue: &str) -> Option<(i64, i64)> {
+        let l = label("queue", queue);
+        let messages = self.queue_messages.get(&l)?.get();
+        let consumers = self.queue_consumers.get(&l).map_or(0, |g| g.get());
+        Some((messages, consumers))
+    }
+
     /// The metrics as OpenMetrics text.
     pub fn render(&self) -> String {
         let mut out = String::new();

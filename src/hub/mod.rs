@@ -3,7 +3,8 @@
 //! database (SQLite by default, PostgreSQL by URL), and the broker side:
 //! it publishes each job's first tasks, counts every result the agents
 //! send back to its durable results queue, and follows the agents'
-//! heartbeats. docs/hub.md is its manual.
+//! heartbeats; and a web page for people ([`ui`]). docs/hub.md is its
+//! manual.
 
 pub mod alerts;
 pub mod api;
@@ -20,4 +21,5 @@ pub mod serve;
 pub mod store;
 pub mod submit;
 pub mod tls;
+pub mod ui;
 pub mod workflows;

@@ -42,21 +42,40 @@ pub struct TokenPair {
 #[utoipa::path(post, path = "/api/auth/token/", tag = "auth", request_body = Login, security(()),
     responses((status = 200, body = TokenPair), (status = 400, body = Detail), (status = 401, body = Detail), (status = 413, body = Detail)))]
 async fn token(s: State, Body(l): Body<Login>) -> ApiResult<Json<TokenPair>> {
-    let denied = || ApiError::unauthorized("No active account found with the given credentials");
-    let user = s.store.user_by_name(&l.username).await?.ok_or_else(denied)?;
-    // argon2 takes tens of milliseconds: off the async threads.
-    let (pw, hash) = (l.password, user.password_hash.clone());
-    let ok = tokio::task::spawn_blocking(move || password_matches(&pw, &hash))
-        .await
-        .unwrap_or(false);
-    if !ok {
-        return Err(denied());
-    }
+    let user = authenticate(&s.store, &l.username, l.password, "api").await?;
     let t = s.keys.issue(user.id).map_err(|e| ApiError::bad(e.to_string()))?;
     Ok(Json(TokenPair {
         access: t.access,
         refresh: t.refresh,
     }))
+}
+
+/// The user a username and password name: what `POST /api/auth/token/`
+/// and the web page's log in check. A refusal is a 401 and a WARN record
+/// naming the user, why, and `via` (`api` or `web page`); the password
+/// is never logged.
+pub(crate) async fn authenticate(
+    store: &crate::hub::store::Store,
+    username: &str,
+    password: String,
+    via: &'static str,
+) -> ApiResult<crate::hub::store::users::User> {
+    let denied = |why: &'static str| {
+        tracing::warn!(username = ?username, via, why, "log in refused");
+        ApiError::unauthorized("No active account found with the given credentials")
+    };
+    let Some(user) = store.user_by_name(username).await? else {
+        return Err(denied("no such user"));
+    };
+    // argon2 takes tens of milliseconds: off the async threads.
+    let hash = user.password_hash.clone();
+    let ok = tokio::task::spawn_blocking(move || password_matches(&password, &hash))
+        .await
+        .unwrap_or(false);
+    if !ok {
+        return Err(denied("wrong password"));
+    }
+    Ok(user)
 }
 
 /// A refresh token.

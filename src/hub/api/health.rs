@@ -32,50 +32,58 @@ fn worst(a: &'static str, b: &'static str) -> &'static str {
 /// A node's health.
 #[derive(Serialize, ToSchema)]
 pub struct NodeHealth {
-    name: String,
+    pub(crate) name: String,
     /// ok or critical.
-    health: String,
-    online: bool,
-    has_default_queue: bool,
-    last_heartbeat: Option<String>,
-    worker_version: Option<String>,
+    pub(crate) health: String,
+    pub(crate) online: bool,
+    pub(crate) has_default_queue: bool,
+    pub(crate) last_heartbeat: Option<String>,
+    pub(crate) worker_version: Option<String>,
+    /// The last heartbeat in µs (for the web page's ages; not in the API).
+    #[serde(skip)]
+    pub(crate) last_heartbeat_us: Option<i64>,
 }
 
 /// A queue's health.
 #[derive(Serialize, ToSchema)]
 pub struct QueueHealth {
-    name: String,
+    pub(crate) name: String,
     /// ok while a node consuming it is online, else critical.
-    health: String,
-    online: bool,
-    nodes_online: i64,
-    last_heartbeat: Option<String>,
+    pub(crate) health: String,
+    pub(crate) online: bool,
+    pub(crate) nodes_online: i64,
+    pub(crate) last_heartbeat: Option<String>,
+    /// The functions its nodes online consume (`worker`, `discovery`...):
+    /// the broker queues `<site>.<queue>#<function>` whose depth the web
+    /// page shows (not in the API).
+    #[serde(skip)]
+    pub(crate) functions: Vec<String>,
 }
 
 /// A site's health.
 #[derive(Serialize, ToSchema)]
 pub struct SiteHealth {
-    site: String,
+    pub(crate) site: String,
     /// ok, warning or critical.
-    health: String,
-    nodes: Vec<NodeHealth>,
-    queues: Vec<QueueHealth>,
+    pub(crate) health: String,
+    pub(crate) nodes: Vec<NodeHealth>,
+    pub(crate) queues: Vec<QueueHealth>,
 }
 
 /// The hub's own health.
 #[derive(Serialize, ToSchema)]
 pub struct HubStatus {
-    health: String,
-    broker_connected: bool,
+    pub(crate) health: String,
+    pub(crate) broker_connected: bool,
 }
 
 /// The installation's health.
 #[derive(Serialize, ToSchema)]
 pub struct Health {
     /// The worst of the hub's and the sites'.
-    overall_health: String,
-    hub_status: HubStatus,
-    site_status: Vec<SiteHealth>,
+    pub(crate) overall_health: String,
+    pub(crate) hub_status: HubStatus,
+    pub(crate) site_status: Vec<SiteHealth>,
 }
 
 fn site_status(s: &ApiState, site: &Site, nodes: &[Node], queues: &[Queue]) -> (SiteHealth, &'static str) {
@@ -83,6 +91,7 @@ fn site_status(s: &ApiState, site: &Site, nodes: &[Node], queues: &[Queue]) -> (
         .iter()
         .filter(|n| n.site.as_deref() == Some(site.name.as_str()))
         .collect();
+    let gone: Vec<i64> = nodes.iter().filter(|n| n.offline).map(|n| n.id).collect();
     let up = mine.iter().filter(|n| online(s, n)).count();
     let health = match (up, mine.len()) {
         (_, 0) | (0, _) => "critical",
@@ -100,6 +109,7 @@ fn site_status(s: &ApiState, site: &Site, nodes: &[Node], queues: &[Queue]) -> (
                 has_default_queue: n.has_default_queue,
                 last_heartbeat: n.last_heartbeat.map(iso),
                 worker_version: n.sw_ver.clone(),
+                last_heartbeat_us: n.last_heartbeat,
             }
         })
         .collect();
@@ -107,8 +117,23 @@ fn site_status(s: &ApiState, site: &Site, nodes: &[Node], queues: &[Queue]) -> (
         .iter()
         .filter(|q| q.site.0 == site.id)
         .map(|q| {
-            let consumers = q.nodes.iter().filter(|n| queue_node_online(s, n.2)).count() as i64;
+            // A node consumes while it beats on the queue, and until it
+            // says goodbye (as `queue_nodes_online` of a job counts).
+            let beating = |n: &&(i64, String, i64, Vec<String>)| queue_node_online(s, n.2);
+            let consumers = q.nodes.iter().filter(beating).filter(|n| !gone.contains(&n.0)).count() as i64;
+            // The broker queues of every node heard on it lately, gone or
+            // not (the ones the metrics poll): a queue whose only consumer
+            // left still shows its messages waiting.
+            let mut functions: Vec<String> = q
+                .nodes
+                .iter()
+                .filter(beating)
+                .flat_map(|n| n.3.iter().cloned())
+                .collect();
+            functions.sort_unstable();
+            functions.dedup();
             QueueHealth {
+                functions,
                 name: q.name.clone(),
                 health: if consumers > 0 { "ok" } else { "critical" }.into(),
                 online: consumers > 0,
@@ -128,10 +153,9 @@ fn site_status(s: &ApiState, site: &Site, nodes: &[Node], queues: &[Queue]) -> (
     )
 }
 
-/// The health of the hub and every site (no credentials needed).
-#[utoipa::path(get, path = "/api/health/", tag = "health", security(()),
-    responses((status = 200, body = Health), (status = 503, body = Detail)))]
-async fn health(s: State) -> ApiResult<Json<Health>> {
+/// The health of the hub and every site: what `/api/health/` answers and
+/// the web page's health page shows.
+pub(crate) async fn report(s: &ApiState) -> ApiResult<Health> {
     let sites = s.store.sites().await?;
     let nodes = s.store.nodes(None).await?;
     let queues = s.store.queues(None).await?;
@@ -140,18 +164,25 @@ async fn health(s: State) -> ApiResult<Json<Health>> {
     let mut overall = hub;
     let mut site_status_list = Vec::new();
     for site in &sites {
-        let (v, h) = site_status(&s, site, &nodes, &queues);
+        let (v, h) = site_status(s, site, &nodes, &queues);
         overall = worst(overall, h);
         site_status_list.push(v);
     }
-    Ok(Json(Health {
+    Ok(Health {
         overall_health: overall.into(),
         hub_status: HubStatus {
             health: hub.into(),
             broker_connected: connected,
         },
         site_status: site_status_list,
-    }))
+    })
+}
+
+/// The health of the hub and every site (no credentials needed).
+#[utoipa::path(get, path = "/api/health/", tag = "health", security(()),
+    responses((status = 200, body = Health), (status = 503, body = Detail)))]
+async fn health(s: State) -> ApiResult<Json<Health>> {
+    Ok(Json(report(&s).await?))
 }
 
 /// One site's health (no credentials needed).

@@ -36,7 +36,8 @@ pub(super) fn routes() -> OpenApiRouter<Arc<ApiState>> {
 /// `tasks_count`: a 2.5 M-task job would otherwise answer with megabytes).
 const TASK_IDS_SHOWN: i64 = 1000;
 
-fn runtime(start: Option<i64>, end: Option<i64>) -> Option<f64> {
+/// Seconds from `start` to `end` (or to now while it runs).
+pub(crate) fn runtime(start: Option<i64>, end: Option<i64>) -> Option<f64> {
     start.map(|s| ((end.unwrap_or_else(now_us) - s).max(0)) as f64 / 1e6)
 }
 
@@ -45,15 +46,16 @@ fn runtime(start: Option<i64>, end: Option<i64>) -> Option<f64> {
 #[derive(Serialize, ToSchema)]
 pub struct ProgressOut {
     /// 0 to 100; at most 50 while the discovery walks.
-    percent: f64,
-    dir_walk_complete: bool,
-    files_found: i64,
-    files_done: i64,
-    tasks_total: i64,
-    tasks_done: i64,
+    pub(crate) percent: f64,
+    pub(crate) dir_walk_complete: bool,
+    pub(crate) files_found: i64,
+    pub(crate) files_done: i64,
+    pub(crate) tasks_total: i64,
+    pub(crate) tasks_done: i64,
 }
 
-fn progress_out(j: &Job) -> ProgressOut {
+/// How far job `j` is, as the API and the web page show it.
+pub(crate) fn progress_out(j: &Job) -> ProgressOut {
     let percent = if state::FINAL.contains(&j.state.as_str()) {
         100.0
     } else if j.expected > 0 {

@@ -5,15 +5,15 @@
 //! (`Authorization: Bearer`) or a client key (`Authorization: Api-Key`).
 
 mod alerts;
-mod auth;
+pub(crate) mod auth;
 mod configs;
-mod health;
-mod http;
-mod jobs;
+pub(crate) mod health;
+pub(crate) mod http;
+pub(crate) mod jobs;
 mod sites;
 mod stream;
 mod submit;
-mod workflows;
+pub(crate) mod workflows;
 
 pub use crate::hub::submit::Submission;
 pub use http::{ApiError, ApiState, parse_body};
@@ -107,7 +107,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 }
 
 /// The API's routes, `/api/openapi.json`, Swagger UI at `/api/docs/`
-/// (assets compiled in), and `/metrics`.
+/// (assets compiled in), `/metrics`, and the web page (`/`, `/ui/`).
 pub fn router(state: Arc<ApiState>) -> Router {
     let limit = state.settings.max_body_bytes;
     let (api, spec) = build();
@@ -115,6 +115,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .url("/api/openapi.json", spec)
         .into();
     api.merge(docs)
+        .merge(crate::hub::ui::routes(state.clone()))
         .route("/metrics", axum::routing::get(metrics))
         .fallback(|| async { ApiError::not_found("endpoint") })
         .layer(axum::middleware::from_fn_with_state(state.clone(), timed))

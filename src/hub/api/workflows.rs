@@ -166,10 +166,9 @@ async fn list(s: State, _c: Caller, base: Base, Query(pq): Query<PageQuery>) -> 
     Ok(Json(paging.page(&base, all.len() as i64, results)?))
 }
 
-/// Creates a workflow (201).
-#[utoipa::path(post, path = "/api/workflows/", tag = "workflows", request_body = Fields,
-    responses((status = 201, body = WorkflowOut), (status = 400, body = Detail), (status = 401, body = Detail), (status = 413, body = Detail)))]
-async fn create(s: State, _c: Caller, base: Base, Body(f): Body<Fields>) -> ApiResult<Response> {
+/// Checks and stores a new workflow: what `POST /api/workflows/` and the
+/// web page's editor do.
+pub(crate) async fn create_workflow(s: &ApiState, f: Fields) -> ApiResult<Workflow> {
     let name = f
         .name
         .clone()
@@ -201,6 +200,49 @@ async fn create(s: State, _c: Caller, base: Base, Body(f): Body<Fields>) -> ApiR
     };
     f.apply(&mut w)?;
     w.id = s.store.create_workflow(&w).await?;
+    Ok(w)
+}
+
+/// Checks and stores a change to workflow `id`: what `PATCH
+/// /api/workflows/{id}/` and the web page's editor do.
+pub(crate) async fn update_workflow(s: &ApiState, id: i64, f: Fields) -> ApiResult<Workflow> {
+    let mut w = s
+        .store
+        .workflow(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("workflow"))?;
+    if f.name.as_ref().is_some_and(|n| *n != w.name) {
+        return Err(ApiError::bad("name: a workflow's name cannot change"));
+    }
+    f.apply(&mut w)?;
+    s.store.update_workflow(&w).await?;
+    Ok(w)
+}
+
+/// A workflow's writable fields as JSON, the shape [`Fields`] reads: what
+/// the web page's editor shows.
+pub(crate) fn editable(w: &Workflow) -> Value {
+    json!({
+        "name": w.name,
+        "label": w.label,
+        "icon_classes": w.icon_classes,
+        "discovery": w.discovery,
+        "enabled": w.enabled,
+        "visible": w.visible,
+        "schedule_only": w.schedule_only,
+        "external_only": w.external_only,
+        "fields": w.fields,
+        "filter_rules": w.filter_rules,
+        "discovery_options": w.discovery_options,
+        "preferred_queue": w.preferred_queue,
+    })
+}
+
+/// Creates a workflow (201).
+#[utoipa::path(post, path = "/api/workflows/", tag = "workflows", request_body = Fields,
+    responses((status = 201, body = WorkflowOut), (status = 400, body = Detail), (status = 401, body = Detail), (status = 413, body = Detail)))]
+async fn create(s: State, _c: Caller, base: Base, Body(f): Body<Fields>) -> ApiResult<Response> {
+    let w = create_workflow(&s, f).await?;
     Ok((StatusCode::CREATED, Json(workflow_out(&base, &w))).into_response())
 }
 
@@ -220,16 +262,7 @@ async fn read(s: State, _c: Caller, base: Base, Id(id): Id) -> ApiResult<Json<Wo
 #[utoipa::path(patch, path = "/api/workflows/{id}/", tag = "workflows", params(("id" = i64, Path)), request_body = Fields,
     responses((status = 200, body = WorkflowOut), (status = 400, body = Detail), (status = 401, body = Detail), (status = 404, body = Detail), (status = 413, body = Detail)))]
 async fn patch(s: State, _c: Caller, base: Base, Id(id): Id, Body(f): Body<Fields>) -> ApiResult<Json<WorkflowOut>> {
-    let mut w = s
-        .store
-        .workflow(id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("workflow"))?;
-    if f.name.as_ref().is_some_and(|n| *n != w.name) {
-        return Err(ApiError::bad("name: a workflow's name cannot change"));
-    }
-    f.apply(&mut w)?;
-    s.store.update_workflow(&w).await?;
+    let w = update_workflow(&s, id, f).await?;
     Ok(Json(workflow_out(&base, &w)))
 }
 

@@ -260,6 +260,10 @@ impl Page {
 
 const JOB_COLUMNS: &str = "id, workflow, fields, discovery, site, queue, friendly_name, state, created, started, completed, owner_type, owner_id, owner_name, clientkey_id, input_paths, roots, roots_published, dir_walk_complete, expected, received, orphans, tasks_failed, files_found, files_processed, files_skipped, files_aborted, files_failures, resubmitted_from";
 
+/// [`JOB_COLUMNS`] without the input paths (a job keeps up to 1,000):
+/// what a table of jobs reads.
+const JOB_BRIEF_COLUMNS: &str = "id, workflow, fields, discovery, site, queue, friendly_name, state, created, started, completed, owner_type, owner_id, owner_name, clientkey_id, '[]' AS input_paths, roots, roots_published, dir_walk_complete, expected, received, orphans, tasks_failed, files_found, files_processed, files_skipped, files_aborted, files_failures, resubmitted_from";
+
 fn job(r: &AnyRow) -> Result<Job, StoreError> {
     Ok(Job {
         id: r.get("id"),
@@ -557,6 +561,14 @@ impl Store {
         Ok((count, rows.iter().map(job).collect::<Result<_, _>>()?))
     }
 
+    /// As [`Store::jobs`], without their input paths (`input_paths` is
+    /// empty): a page of a table of jobs, which does not show them, does
+    /// not read up to 1,000 paths a row.
+    pub async fn jobs_brief(&self, filter: &Filter, page: Page) -> Result<(i64, Vec<Job>), StoreError> {
+        let (count, rows) = self.listed("jobs", JOB_BRIEF_COLUMNS, "id DESC", filter, page).await?;
+        Ok((count, rows.iter().map(job).collect::<Result<_, _>>()?))
+    }
+
     /// How many tasks a job has, and the first `limit` task row ids. The
     /// count is the sum of the job's per-state counters (every task row is
     /// in exactly one), not a scan of a job that may have millions.
@@ -613,6 +625,21 @@ impl Store {
     pub async fn tasks(&self, filter: &Filter, page: Page) -> Result<(i64, Vec<Task>), StoreError> {
         let (count, rows) = self.listed("tasks", TASK_COLUMNS, "id", filter, page).await?;
         Ok((count, rows.iter().map(task).collect::<Result<_, _>>()?))
+    }
+
+    /// A page of job `job_id`'s tasks, by id, without counting them (the
+    /// job's task counters say how many, [`Store::task_stats`]): a job may
+    /// have millions, and the web page shows them a page at a time.
+    pub async fn job_tasks(&self, job_id: i64, page: Page) -> Result<Vec<Task>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {TASK_COLUMNS} FROM tasks WHERE job_id = $1 ORDER BY id{}",
+            page.sql()
+        ))
+        .bind(job_id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db("read a job's tasks"))?;
+        rows.iter().map(task).collect()
     }
 
     /// The task with row id or Celery id `key`.
