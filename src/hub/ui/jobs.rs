@@ -552,38 +552,90 @@ const DELETE: Action = Action {
     done: "",
 };
 
+const PAUSE: Action = Action {
+    name: "pause",
+    label: "Pause",
+    confirm: None,
+    done: "Pause requested: queued tasks are held and running ones finish; the job is PAUSED once none runs.",
+};
+const RESUME: Action = Action {
+    name: "resume",
+    label: "Resume",
+    confirm: None,
+    done: "Resumed: held tasks are back in their queues.",
+};
+const RESUBMIT: Action = Action {
+    name: "resubmit",
+    label: "Re-submit",
+    confirm: Some("Run this job again as a new job, on the same paths with the same workflow and fields?"),
+    done: "",
+};
+const RESUBMIT_FAILED: Action = Action {
+    name: "resubmit-failed",
+    label: "Re-submit failed",
+    confirm: Some("Run a new job over this job's failed files only, without discovery?"),
+    done: "",
+};
+
 /// The actions a job in `state` offers: only those that would do
 /// something (a finished job cannot be cancelled, a running one cannot be
-/// deleted). A new action (Pause, Resume, Re-submit...) is one line here
-/// and one arm in [`run`].
+/// deleted). A new action is one line here and one arm in [`run`].
 pub fn actions(job_state: &str) -> Vec<Action> {
     let running = !state::FINAL.contains(&job_state);
-    [(running, CANCEL), (!running, DELETE)]
-        .into_iter()
-        .filter_map(|(offered, a)| offered.then_some(a))
-        .collect()
+    let pausable = [state::PENDING, state::STARTED].contains(&job_state);
+    let paused = ["PAUSING", "PAUSED"].contains(&job_state);
+    [
+        (pausable, PAUSE),
+        (paused, RESUME),
+        (running, CANCEL),
+        (!running, RESUBMIT),
+        (job_state == state::FAILURE, RESUBMIT_FAILED),
+        (!running, DELETE),
+    ]
+    .into_iter()
+    .filter_map(|(offered, a)| offered.then_some(a))
+    .collect()
 }
 
 fn action(name: &str) -> Option<Action> {
-    [CANCEL, DELETE].into_iter().find(|a| a.name == name)
+    [PAUSE, RESUME, CANCEL, RESUBMIT, RESUBMIT_FAILED, DELETE]
+        .into_iter()
+        .find(|a| a.name == name)
 }
 
 /// What an action left.
 enum Outcome {
     /// The job, changed.
     Job,
+    /// A new job (a resubmission).
+    New(i64),
     /// No job any more.
     Gone,
 }
 
-/// Carries out `action` on job `id` with `hub::jobctl`, as the API does.
-async fn run(s: &ApiState, id: i64, action: &Action) -> Result<Outcome, JobCtlError> {
+/// Carries out `action` on job `id` for `who` with `hub::jobctl`, as the
+/// API does.
+async fn run(s: &ApiState, who: &Session, id: i64, action: &Action) -> Result<Outcome, JobCtlError> {
+    let session = s.session.borrow().clone();
+    let owner = || crate::hub::store::jobs::Owner {
+        kind: "user".into(),
+        id: who.user_id,
+        name: who.username.clone(),
+    };
     match action.name {
-        "cancel" => {
-            let session = s.session.borrow().clone();
-            jobctl::cancel(&s.store, session.as_deref(), id)
-                .await
-                .map(|_| Outcome::Job)
+        "cancel" => jobctl::cancel(&s.store, session.as_deref(), id)
+            .await
+            .map(|_| Outcome::Job),
+        "pause" => jobctl::pause(&s.store, &s.settings, session.as_deref(), id)
+            .await
+            .map(|_| Outcome::Job),
+        "resume" => jobctl::resume(&s.store, &s.settings, session.as_deref(), id)
+            .await
+            .map(|_| Outcome::Job),
+        "resubmit" | "resubmit-failed" => {
+            let new = jobctl::resubmit(&s.store, owner(), None, id, action.name == "resubmit-failed").await?;
+            s.outbox.notify_one();
+            Ok(Outcome::New(new))
         }
         "delete" => jobctl::delete(&s.store, id).await.map(|()| Outcome::Gone),
         _ => Err(JobCtlError::NotFound(id)),
@@ -929,8 +981,9 @@ async fn act(
 ) -> UiResult<Response> {
     let id = job_id(&id)?;
     let a = action(&name).ok_or_else(|| UiError::not_found(&format!("action {name:?}")))?;
-    let to = match run(&s, id, &a).await {
+    let to = match run(&s, &session, id, &a).await {
         Ok(Outcome::Job) => format!("/ui/jobs/{id}/?done={}", a.name),
+        Ok(Outcome::New(new)) => format!("/ui/jobs/{new}/"),
         Ok(Outcome::Gone) => format!("/ui/jobs/?deleted={id}"),
         Err(e @ JobCtlError::Conflict { .. }) => {
             let q = JobQuery::default();
@@ -1069,11 +1122,16 @@ mod tests {
     #[test]
     fn only_actions_that_apply_are_offered() {
         let names = |st: &str| actions(st).iter().map(|a| a.name).collect::<Vec<_>>();
-        for st in ["PENDING", "STARTED", "DEQUEUING", "PAUSED"] {
-            assert_eq!(names(st), ["cancel"], "{st}");
+        for st in ["PENDING", "STARTED"] {
+            assert_eq!(names(st), ["pause", "cancel"], "{st}");
         }
-        for st in state::FINAL {
-            assert_eq!(names(st), ["delete"], "{st}");
+        for st in ["PAUSING", "PAUSED"] {
+            assert_eq!(names(st), ["resume", "cancel"], "{st}");
+        }
+        assert_eq!(names("DEQUEUING"), ["cancel"]);
+        assert_eq!(names("FAILURE"), ["resubmit", "resubmit-failed", "delete"]);
+        for st in ["SUCCESS", "CANCELLED"] {
+            assert_eq!(names(st), ["resubmit", "delete"], "{st}");
         }
         assert!(DELETE.confirm.is_some());
         assert!(CANCEL.confirm.is_none());
