@@ -158,6 +158,8 @@ with sync_playwright() as p:
     assert sorted(paths) == sorted(spec["bad_paths"]), (paths, spec["bad_paths"])
     messages = page.get_by_test_id("failed-message").all_text_contents()
     assert len(messages) == 2 and all("Permission denied" in m for m in messages), messages
+    kinds = page.get_by_test_id("failed-category").all_text_contents()
+    assert kinds == ["permanent", "permanent"], kinds
     # A job ended does not poll.
     assert page.get_by_test_id("job-live").get_attribute("hx-trigger") is None
     page.screenshot(path=os.path.join(shots, "job.png"), full_page=True)

@@ -787,6 +787,9 @@ pub struct FailedRow {
     pub state: String,
     /// The error's name (`EACCES`) or `—`.
     pub code: String,
+    /// `transient` or `permanent` for a failure (`—` otherwise): whether
+    /// trying again later could help.
+    pub category: String,
     /// The reasons, one per line.
     pub message: Vec<String>,
     /// The task that reported it (Celery id).
@@ -808,6 +811,10 @@ pub fn failed_row(r: &FileRecord) -> FailedRow {
             other => other.to_string(),
         },
         code: r.code.clone().unwrap_or_else(|| "—".into()),
+        category: match r.state.as_str() {
+            "failures" => crate::task::errors::category(&r.message).to_string(),
+            _ => "—".into(),
+        },
         message,
         task: r.task_id.clone(),
     }
