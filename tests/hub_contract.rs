@@ -460,3 +460,35 @@ fn the_hub_serves_https_with_a_configured_certificate() {
         "{err}"
     );
 }
+
+#[test]
+fn a_workflow_is_validated_without_being_saved() {
+    let mut s = common::hub::HubSite::new(common::hub::sqlite(), 0, "");
+    s.start_hub();
+    let before = s.api("GET", "/api/workflows/", None, 200)["count"].clone();
+    let ok = serde_json::json!({"name": "v1", "label": "V", "discovery": "recursive", "enabled": false,
+        "filter_rules": [{"state": "all", "type": "file", "action": [{"name": "dynamo.tasks.migrate", "max_tries": 3}]}]});
+    let v = s.api("POST", "/api/workflows/validate/", Some(ok), 200);
+    assert_eq!(v["is_valid"], true, "{v}");
+    assert_eq!(v["errors"], serde_json::json!([]), "{v}");
+    assert_eq!(v["warnings"][0]["name"], "enabled", "{v}");
+    for (bad, field) in [
+        (serde_json::json!({"label": "V"}), "name"),
+        (
+            serde_json::json!({"name": "v2", "label": "V", "filter_rules": [{"state": "all", "type": "nope", "action": []}]}),
+            "filter_rules",
+        ),
+        (serde_json::json!({"name": "v3", "label": "V", "colour": 1}), "colour"),
+    ] {
+        let v = s.api("POST", "/api/workflows/validate/", Some(bad.clone()), 200);
+        assert_eq!(v["is_valid"], false, "{bad}: {v}");
+        let name = v["errors"][0]["name"].as_str().unwrap();
+        let text = format!("{name}: {}", v["errors"][0]["description"]);
+        assert!(text.contains(field), "{bad}: {v}");
+    }
+    assert_eq!(
+        s.api("GET", "/api/workflows/", None, 200)["count"],
+        before,
+        "validate saved something"
+    );
+}

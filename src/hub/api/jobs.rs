@@ -22,6 +22,9 @@ pub(super) fn routes() -> OpenApiRouter<Arc<ApiState>> {
         .routes(routes!(list_jobs))
         .routes(routes!(get_job, delete_job))
         .routes(routes!(progress))
+        .routes(routes!(job_statistics))
+        .routes(routes!(jobs_stats))
+        .routes(routes!(recent_jobs))
         .routes(routes!(cancel))
         .routes(routes!(pause))
         .routes(routes!(resume))
@@ -431,6 +434,124 @@ async fn resubmit(s: State, c: Caller, base: Base, Id(id): Id, Query(q): Query<R
     let j = s.store.job(new).await?.ok_or_else(|| ApiError::not_found("job"))?;
     Ok((StatusCode::CREATED, Json(job_out(&s, &base, &j).await?)).into_response())
 }
+
+/// Files by state.
+#[derive(Serialize, ToSchema, Default)]
+pub struct FileTotals {
+    found: i64,
+    processed: i64,
+    skipped: i64,
+    aborted: i64,
+    failures: i64,
+}
+
+impl FileTotals {
+    fn add(&mut self, c: [i64; 5]) {
+        self.found += c[0];
+        self.processed += c[1];
+        self.skipped += c[2];
+        self.aborted += c[3];
+        self.failures += c[4];
+    }
+}
+
+/// A job's statistics: its files by state, and its tasks by state and by
+/// type (from its counters: no row is counted on the request).
+#[derive(Serialize, ToSchema)]
+pub struct JobStatistics {
+    id: i64,
+    state: String,
+    files: FileTotals,
+    /// Tasks by state.
+    #[schema(value_type = Object)]
+    tasks: BTreeMap<String, i64>,
+    /// Tasks by type, then state.
+    #[schema(value_type = Object)]
+    tasktypes: BTreeMap<String, BTreeMap<String, i64>>,
+}
+
+/// A job's statistics (the seed's "statistics of all files").
+#[utoipa::path(get, path = "/api/jobs/{id}/statistics/", tag = "jobs", params(("id" = i64, Path)),
+    responses((status = 200, body = JobStatistics), (status = 401, body = Detail), (status = 404, body = Detail)))]
+async fn job_statistics(s: State, _c: Caller, Id(id): Id) -> ApiResult<Json<JobStatistics>> {
+    let j = s.store.job(id).await?.ok_or_else(|| ApiError::not_found("job"))?;
+    let mut files = FileTotals::default();
+    files.add([
+        j.files_found,
+        j.files_processed,
+        j.files_skipped,
+        j.files_aborted,
+        j.files_failures,
+    ]);
+    let mut tasks = BTreeMap::new();
+    let mut tasktypes: BTreeMap<String, BTreeMap<String, i64>> = BTreeMap::new();
+    for (tasktype, st, n) in s.store.task_stats(Some(id)).await? {
+        *tasks.entry(st.clone()).or_insert(0) += n;
+        *tasktypes.entry(tasktype).or_default().entry(st).or_insert(0) += n;
+    }
+    Ok(Json(JobStatistics {
+        id,
+        state: j.state,
+        files,
+        tasks,
+        tasktypes,
+    }))
+}
+
+/// Totals over the jobs a filter selects.
+#[derive(Serialize, ToSchema)]
+pub struct JobsStats {
+    /// Jobs selected.
+    count: i64,
+    /// Jobs by state.
+    #[schema(value_type = Object)]
+    state: BTreeMap<String, i64>,
+    /// Their files, summed.
+    files: FileTotals,
+}
+
+/// Totals over the jobs the filters select (the same filters as
+/// `/api/jobs/`): jobs by state, files summed.
+#[utoipa::path(get, path = "/api/jobs/stats/", tag = "jobs", params(JobQuery),
+    responses((status = 200, body = JobsStats), (status = 400, body = Detail), (status = 401, body = Detail)))]
+async fn jobs_stats(s: State, _c: Caller, Query(q): Query<JobQuery>) -> ApiResult<Json<JobsStats>> {
+    let mut out = JobsStats {
+        count: 0,
+        state: BTreeMap::new(),
+        files: FileTotals::default(),
+    };
+    for (st, n, files) in s.store.job_totals(&job_filter(&q)?).await? {
+        out.count += n;
+        out.state.insert(st, n);
+        out.files.add(files);
+    }
+    Ok(Json(out))
+}
+
+/// The newest jobs (5 to a page unless `page_size` says otherwise), as
+/// the seed's `/jobs/recent/`.
+#[utoipa::path(get, path = "/api/jobs/recent/", tag = "jobs", params(PageQuery),
+    responses((status = 200, body = super::http::Page<JobOut>), (status = 400, body = Detail), (status = 401, body = Detail), (status = 404, body = Detail)))]
+async fn recent_jobs(
+    s: State,
+    _c: Caller,
+    base: Base,
+    Query(pq): Query<PageQuery>,
+) -> ApiResult<Json<super::http::Page<JobOut>>> {
+    let mut paging = Paging::read(&pq, 100)?;
+    if pq.page_size.is_none() {
+        paging.size = Some(RECENT);
+    }
+    let (count, jobs) = s.store.jobs(&Filter::default(), paging.store()).await?;
+    let mut results = Vec::with_capacity(jobs.len());
+    for j in &jobs {
+        results.push(job_out(&s, &base, j).await?);
+    }
+    Ok(Json(paging.page(&base, count, results)?))
+}
+
+/// Jobs on a page of `/api/jobs/recent/` by default (the seed's N = 5).
+const RECENT: i64 = 5;
 
 /// A job's completion.
 #[utoipa::path(get, path = "/api/jobs/{id}/progress/", tag = "jobs", params(("id" = i64, Path)),

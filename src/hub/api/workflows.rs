@@ -22,6 +22,7 @@ pub(super) fn routes() -> OpenApiRouter<Arc<ApiState>> {
     OpenApiRouter::new()
         .routes(routes!(list, create))
         .routes(routes!(read, patch, delete))
+        .routes(routes!(validate))
 }
 
 /// A workflow, in the seed's fields.
@@ -166,9 +167,78 @@ async fn list(s: State, _c: Caller, base: Base, Query(pq): Query<PageQuery>) -> 
     Ok(Json(paging.page(&base, all.len() as i64, results)?))
 }
 
-/// Checks and stores a new workflow: what `POST /api/workflows/` and the
-/// web page's editor do.
-pub(crate) async fn create_workflow(s: &ApiState, f: Fields) -> ApiResult<Workflow> {
+/// One problem a validation found: the field and what is wrong.
+#[derive(Serialize, ToSchema)]
+pub struct Problem {
+    /// The field at fault (`filter_rules[0].action[1]`, ...).
+    name: String,
+    /// What is wrong with it.
+    description: String,
+}
+
+/// What `POST /api/workflows/validate/` found.
+#[derive(Serialize, ToSchema)]
+pub struct Validation {
+    /// Whether `POST /api/workflows/` would take it.
+    is_valid: bool,
+    /// Why not (the first problem: the checks stop there, as a create does).
+    errors: Vec<Problem>,
+    /// What is allowed but worth knowing.
+    warnings: Vec<Problem>,
+}
+
+fn problem(detail: &str) -> Problem {
+    match detail.split_once(": ") {
+        Some((name, rest)) if !name.contains(' ') => Problem {
+            name: name.to_string(),
+            description: rest.to_string(),
+        },
+        _ => Problem {
+            name: "workflow".into(),
+            description: detail.to_string(),
+        },
+    }
+}
+
+/// Checks a workflow as `POST /api/workflows/` would, without saving it
+/// (200 whatever the verdict): `errors` says why it would be refused,
+/// `warnings` what would stop it running as one might expect.
+#[utoipa::path(post, path = "/api/workflows/validate/", tag = "workflows", request_body = Fields,
+    responses((status = 200, body = Validation), (status = 401, body = Detail), (status = 413, body = Detail)))]
+async fn validate(s: State, _c: Caller, body: axum::body::Bytes) -> ApiResult<Json<Validation>> {
+    let checked = match super::http::parse_body::<Fields>(&body) {
+        Ok(f) => check_new(&s, f).await,
+        Err(e) => Err(e),
+    };
+    Ok(Json(match checked {
+        Ok(w) => {
+            let mut warnings = Vec::new();
+            if !w.enabled {
+                warnings.push(problem("enabled: false: jobs cannot be submitted with it"));
+            }
+            if w.schedule_only {
+                warnings.push(problem("schedule_only: true: it runs only from a schedule"));
+            }
+            if w.filter_rules.as_array().is_some_and(Vec::is_empty) {
+                warnings.push(problem("filter_rules: none: its jobs do nothing"));
+            }
+            Validation {
+                is_valid: true,
+                errors: vec![],
+                warnings,
+            }
+        }
+        Err(e) if e.status == axum::http::StatusCode::BAD_REQUEST => Validation {
+            is_valid: false,
+            errors: vec![problem(&e.detail)],
+            warnings: vec![],
+        },
+        Err(e) => return Err(e),
+    }))
+}
+
+/// Checks a new workflow without storing it.
+async fn check_new(s: &ApiState, f: Fields) -> ApiResult<Workflow> {
     let name = f
         .name
         .clone()
@@ -199,6 +269,13 @@ pub(crate) async fn create_workflow(s: &ApiState, f: Fields) -> ApiResult<Workfl
         builtin: false,
     };
     f.apply(&mut w)?;
+    Ok(w)
+}
+
+/// Checks and stores a new workflow: what `POST /api/workflows/` and the
+/// web page's editor do.
+pub(crate) async fn create_workflow(s: &ApiState, f: Fields) -> ApiResult<Workflow> {
+    let mut w = check_new(s, f).await?;
     w.id = s.store.create_workflow(&w).await?;
     Ok(w)
 }

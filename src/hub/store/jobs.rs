@@ -674,6 +674,26 @@ impl Store {
         Ok(rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect())
     }
 
+    /// Jobs matching `filter` by state, with their file counts summed:
+    /// `(state, jobs, [found, processed, skipped, aborted, failures])`.
+    pub async fn job_totals(&self, filter: &Filter) -> Result<Vec<(String, i64, [i64; 5])>, StoreError> {
+        let sql = format!(
+            "SELECT state, COUNT(*), CAST(SUM(files_found) AS BIGINT), CAST(SUM(files_processed) AS BIGINT),
+               CAST(SUM(files_skipped) AS BIGINT), CAST(SUM(files_aborted) AS BIGINT), CAST(SUM(files_failures) AS BIGINT)
+             FROM jobs{} GROUP BY state ORDER BY state",
+            filter.sql()
+        );
+        let rows = filter
+            .bind(sqlx::query(&sql))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db("sum jobs"))?;
+        Ok(rows
+            .iter()
+            .map(|r| (r.get(0), r.get(1), [r.get(2), r.get(3), r.get(4), r.get(5), r.get(6)]))
+            .collect())
+    }
+
     /// Per-file records matching `filter`, by id, and how many match.
     pub async fn file_records(&self, filter: &Filter, page: Page) -> Result<(i64, Vec<FileRecord>), StoreError> {
         let (count, rows) = self.listed("jobstats", FILE_COLUMNS, "id", filter, page).await?;
