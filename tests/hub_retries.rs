@@ -93,4 +93,26 @@ fn an_unreachable_endpoint_is_retried_until_it_returns_and_a_permanent_error_fai
     assert_eq!(r["path"], bad.to_str().unwrap(), "{f}");
     assert_eq!(r["code"], "EACCES", "{f}");
     assert_eq!(r["category"], "permanent", "{f}");
+
+    // The job's files by category, and the task's own.
+    let failed = s.api("GET", &format!("/api/jobs/{id}/files/"), None, 200);
+    assert_eq!(failed["count"], 1, "{failed}");
+    assert_eq!(failed["results"][0]["path"], bad.to_str().unwrap());
+    let all = s.api(
+        "GET",
+        &format!("/api/jobs/{id}/files/?category=failed&page_size=0"),
+        None,
+        200,
+    );
+    assert_eq!(all["results"].as_array().map(Vec::len), Some(1), "{all}");
+    for category in ["completed", "queued"] {
+        let none = s.api("GET", &format!("/api/jobs/{id}/files/?category={category}"), None, 200);
+        assert_eq!(none["count"], 0, "{category}: {none}");
+    }
+    s.api("GET", &format!("/api/jobs/{id}/files/?category=bogus"), None, 400);
+    let task = r["task"].as_str().unwrap();
+    let tf = s.api("GET", &format!("/api/tasks/{task}/files/?page_size=1000"), None, 200);
+    assert_eq!(tf["count"], 1, "{tf}");
+    assert_eq!(tf["results"][0]["state"], "failures", "{tf}");
+    assert_eq!(tf["results"][0]["path"], bad.to_str().unwrap(), "{tf}");
 }

@@ -32,6 +32,8 @@ pub(super) fn routes() -> OpenApiRouter<Arc<ApiState>> {
         .routes(routes!(list_tasks))
         .routes(routes!(get_task))
         .routes(routes!(jobstats))
+        .routes(routes!(job_files))
+        .routes(routes!(task_files))
         .routes(routes!(jobstat))
 }
 
@@ -639,6 +641,115 @@ async fn jobstats(
     let (count, rows) = s.store.file_records(&f, paging.store()).await?;
     let results = rows.iter().map(|r| jobstat_out(&base, r)).collect();
     Ok(Json(paging.page(&base, count, results)?).into_response())
+}
+
+/// `?category=` of a job's files.
+#[derive(Deserialize, utoipa::IntoParams)]
+pub struct FilesQuery {
+    /// `failed` (failed and aborted files, the default), `completed`
+    /// (processed and skipped: recorded only when the hub records every
+    /// file), or `queued` (counted only: the hub never holds the paths
+    /// discovery found).
+    category: Option<String>,
+}
+
+/// A job's files of one category (the UI's Failed / Completed / Queued
+/// items), paged as `/api/jobstats/`.
+#[utoipa::path(get, path = "/api/jobs/{id}/files/", tag = "jobs", params(("id" = i64, Path), PageQuery, FilesQuery),
+    responses((status = 200, body = super::http::Page<JobStatOut>), (status = 400, body = Detail), (status = 401, body = Detail), (status = 404, body = Detail)))]
+async fn job_files(
+    s: State,
+    _c: Caller,
+    base: Base,
+    Id(id): Id,
+    Query(pq): Query<PageQuery>,
+    Query(q): Query<FilesQuery>,
+) -> ApiResult<Response> {
+    let j = s.store.job(id).await?.ok_or_else(|| ApiError::not_found("job"))?;
+    let paging = Paging::read(&pq, 100)?;
+    let states: &[&str] = match q.category.as_deref().unwrap_or("failed") {
+        "failed" => &["failures", "aborted"],
+        "completed" => &["processed", "skipped"],
+        "queued" => {
+            let left = j.files_found - j.files_processed - j.files_skipped - j.files_aborted - j.files_failures;
+            return Ok(Json(paging.page::<JobStatOut>(&base, left.max(0), Vec::new())?).into_response());
+        }
+        other => {
+            return Err(ApiError::bad(format!(
+                "category: {other:?} is not one of failed, completed, queued"
+            )));
+        }
+    };
+    let mut f = Filter::default();
+    f.cmp("job_id", "=", Bind::Int(id));
+    f.any_of("state", states.iter().map(|x| text(x)).collect());
+    if paging.size.is_none() {
+        let (count, rows) = s.store.file_records_all(f).await?;
+        let each = move |r: FileRecord| std::future::ready(Ok(jobstat_out(&base, &r)));
+        return stream::respond(&paging, count, rows, each, Vec::new);
+    }
+    let (count, rows) = s.store.file_records(&f, paging.store()).await?;
+    let results = rows.iter().map(|r| jobstat_out(&base, r)).collect();
+    Ok(Json(paging.page(&base, count, results)?).into_response())
+}
+
+/// A file of a task, in the seed's shape.
+#[derive(Serialize, ToSchema)]
+pub struct TaskFileOut {
+    /// The path (a string; non-UTF-8 bytes as `\udcXX` escapes).
+    #[schema(value_type = String)]
+    path: Value,
+    /// `failures`, `aborted`, `processed`, `skipped`.
+    state: String,
+    /// `file`, `directory`, ... when recorded (null otherwise).
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    /// Bytes, when recorded (null otherwise).
+    size: Option<i64>,
+}
+
+/// `?state=` of a task's files.
+#[derive(Deserialize, utoipa::IntoParams)]
+pub struct TaskFilesQuery {
+    /// Only files in these states (repeat the key).
+    #[serde(default)]
+    state: Vec<String>,
+}
+
+/// The files a task reported that the hub records (failed and aborted
+/// ones; every one when the hub records every file), 20 to 1000 a page.
+#[utoipa::path(get, path = "/api/tasks/{id}/files/", tag = "tasks", params(("id" = String, Path, description = "row id or Celery task id"), PageQuery, TaskFilesQuery),
+    responses((status = 200, body = super::http::Page<TaskFileOut>), (status = 400, body = Detail), (status = 401, body = Detail), (status = 404, body = Detail)))]
+async fn task_files(
+    s: State,
+    _c: Caller,
+    base: Base,
+    Key(key): Key,
+    Query(pq): Query<PageQuery>,
+    Query(q): Query<TaskFilesQuery>,
+) -> ApiResult<Response> {
+    let t = s.store.task(&key).await?.ok_or_else(|| ApiError::not_found("task"))?;
+    let paging = Paging::read(&pq, 1000)?;
+    let mut f = Filter::default();
+    f.cmp("task_id", "=", text(&t.task_id));
+    f.any_of("state", q.state.iter().map(|x| text(x)).collect());
+    if paging.size.is_none() {
+        let (count, rows) = s.store.file_records_all(f).await?;
+        let each = |r: FileRecord| std::future::ready(Ok(task_file_out(&r)));
+        return stream::respond(&paging, count, rows, each, Vec::new);
+    }
+    let (count, rows) = s.store.file_records(&f, paging.store()).await?;
+    let results = rows.iter().map(task_file_out).collect();
+    Ok(Json(paging.page(&base, count, results)?).into_response())
+}
+
+fn task_file_out(r: &FileRecord) -> TaskFileOut {
+    TaskFileOut {
+        path: serde_json::from_str(&r.path).unwrap_or(Value::Null),
+        state: r.state.clone(),
+        kind: None,
+        size: None,
+    }
 }
 
 /// One per-file record.
