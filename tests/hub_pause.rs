@@ -314,3 +314,47 @@ fn draining_one_of_two_agents_mid_job_moves_every_new_task_to_the_other() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+#[test]
+fn a_discovery_holds_back_its_children_while_their_queue_is_full() {
+    if !common::agent::broker_or_skip() {
+        return;
+    }
+    // The hub allows 30 waiting batches; agent 0 walks and runs none.
+    let mut s = HubSite::new(sqlite(), 2, "max_queue_depth = 30");
+    s.agent_settings_of(0, "worker = false");
+    s.start_hub();
+    s.start_agent(0);
+    s.wait_online(1, Duration::from_secs(20));
+    s.batch_size(20);
+    let root = s.data().join("tree");
+    tree(&root, 20, 500);
+    let w = s.workflow("dynamo.tasks.stat_paths", serde_json::json!({}));
+    let id = s.submit(&w, &root)["id"].as_i64().unwrap();
+    let worker = format!("{}.default#worker", s.site);
+    let t0 = Instant::now();
+    while depth(&worker) < 30 {
+        assert!(t0.elapsed() < Duration::from_secs(30), "no batch was queued");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Held there: never more than the limit, the walk not done.
+    let mut most = 0;
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_secs(4) {
+        most = most.max(depth(&worker));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(most <= 30, "{most} batches queued with max_queue_depth 30");
+    assert_eq!(s.job(id)["dir_walk_complete"], false, "the walk did not wait");
+    assert!(
+        s.log("agent0.log").contains("waiting to publish"),
+        "{}",
+        s.log("agent0.log")
+    );
+    // A worker drains the queue; the walk goes on; counts are exact.
+    s.start_agent(1);
+    let done = s.wait_job(id, Duration::from_secs(120));
+    assert_eq!(done["state"], "SUCCESS", "{done}");
+    assert_eq!(done["counts"]["processed"], 10_000, "{done}");
+    assert_eq!(done["counts"]["results_counted"], done["counts"]["results_expected"]);
+}

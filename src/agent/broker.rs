@@ -21,7 +21,7 @@ use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::runtime::Handle;
-use tracing::warn;
+use tracing::{info, warn};
 
 /// Why a publish did not reach the broker's responsibility.
 #[derive(Debug, thiserror::Error)]
@@ -216,7 +216,16 @@ pub struct BrokerSink {
     window: usize,
     lost: Option<SinkError>,
     sent: u64,
+    /// Back-pressure: most messages a child's queue may hold before more
+    /// are published (the task's `max_queue_depth`), and what was last
+    /// seen of each queue: when, and how many it held plus those sent
+    /// since.
+    max_depth: Option<u32>,
+    depths: std::collections::HashMap<String, (std::time::Instant, u64)>,
 }
+
+/// How often a queue's depth is asked while it is below the limit.
+const DEPTH_CHECK_EVERY: Duration = Duration::from_secs(1);
 
 impl BrokerSink {
     /// A sink on `session` whose children answer to `reply_to`, driven
@@ -230,6 +239,70 @@ impl BrokerSink {
             window,
             lost: None,
             sent: 0,
+            max_depth: None,
+            depths: Default::default(),
+        }
+    }
+
+    /// Holds back children while their queue holds more than `limit`
+    /// messages (a hub's `max_queue_depth`): a 100 M-file walk cannot
+    /// fill the broker's memory, and other jobs' tasks interleave.
+    pub fn with_max_depth(mut self, limit: Option<u32>) -> BrokerSink {
+        self.max_depth = limit;
+        self
+    }
+
+    /// Waits while `queue` holds more than the limit. Its depth is asked
+    /// at most every [`DEPTH_CHECK_EVERY`], or as soon as the messages
+    /// sent since the last answer could have reached the limit.
+    fn wait_for_room(&mut self, queue: &str) -> Result<(), SinkError> {
+        let Some(limit) = self.max_depth else {
+            return Ok(());
+        };
+        let limit = u64::from(limit);
+        if let Some((at, estimate)) = self.depths.get(queue)
+            && at.elapsed() < DEPTH_CHECK_EVERY
+            && *estimate < limit
+        {
+            return Ok(());
+        }
+        let mut told = false;
+        loop {
+            let session = self.session.clone();
+            let depth = self.handle.block_on(async {
+                let ch = session.channel().await?;
+                let passive = QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                };
+                let q = ch.queue_declare(queue.into(), passive, FieldTable::default()).await;
+                let _ = ch.close(200, "depth".into()).await;
+                q.map(|q| u64::from(q.message_count()))
+            });
+            let depth = match depth {
+                Ok(d) => d,
+                // Not there yet: the first publish declares it.
+                Err(_) => 0,
+            };
+            if depth < limit {
+                self.depths
+                    .insert(queue.to_string(), (std::time::Instant::now(), depth));
+                if told {
+                    info!(queue, depth, limit, "room in the queue again; publishing");
+                }
+                return Ok(());
+            }
+            if !told {
+                info!(
+                    queue,
+                    depth, limit, "queue holds max_queue_depth messages or more; waiting to publish"
+                );
+                told = true;
+            }
+            if !self.session.alive() {
+                return Err(self.fail(queue, BrokerError::Refused));
+            }
+            std::thread::sleep(DEPTH_CHECK_EVERY);
         }
     }
 
@@ -289,9 +362,13 @@ impl BrokerSink {
 
 impl ChildSink for BrokerSink {
     fn send(&mut self, queue: &str, msg: Outgoing) -> Result<(), SinkError> {
+        self.wait_for_room(queue)?;
         let props = task_properties(&msg.id, self.reply_to.as_deref(), &msg.headers);
         self.publish(queue, true, &msg.body, props)?;
         self.sent += 1;
+        if let Some((_, estimate)) = self.depths.get_mut(queue) {
+            *estimate += 1;
+        }
         Ok(())
     }
 

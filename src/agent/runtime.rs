@@ -584,12 +584,18 @@ async fn run_task(agent: &Arc<Agent>, spec: &ConsumerSpec, msg: TaskMessage, d: 
     let env = TaskEnv::new(&agent.site, &agent.node, spec, &agent.settings, cancel);
     let (agent2, session2) = (agent.clone(), session.clone());
     let joined = tokio::task::spawn_blocking(move || {
+        // A hub's back-pressure on the children's queues.
+        let max_depth = msg
+            .kwarg("max_queue_depth")
+            .and_then(|v| serde_json::from_str::<u32>(v.get()).ok())
+            .filter(|n| *n > 0);
         let mut sink = BrokerSink::new(
             session2,
             agent2.handle.clone(),
             msg.reply_to.clone(),
             agent2.settings.confirm_window,
-        );
+        )
+        .with_max_depth(max_depth);
         // A bug must not leave the message unanswered or kill the agent:
         // a panic becomes the task's failure.
         let f = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {

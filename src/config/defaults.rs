@@ -117,6 +117,11 @@ pub const HEALTH_TIMEOUT: Duration = Duration::from_secs(1);
 /// Whether schedules fire (seed `schedules_enabled`, true).
 pub const SCHEDULES_ENABLED: bool = true;
 
+/// Most messages a discovery of the hub's lets wait in its children's
+/// queue before it publishes more (hub-design A8: 200,000 batches of 40
+/// are 8 M paths; a broker holds them in a few GB).
+pub const HUB_MAX_QUEUE_DEPTH: u32 = 200_000;
+
 /// Largest request body the hub reads (a submission of 100,000 paths of
 /// 100 bytes fits ten times over).
 pub const HUB_MAX_BODY: usize = 100 << 20;

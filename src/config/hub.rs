@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 /// The `[hub]` keys [`HubSettings::read`] knows.
-pub const HUB_KEYS: &str = "database, broker_url, queue_prefix, listen, key_dir, tls_certificate, tls_key, public_url, node_health_last_heartbeat_interval, task_invalidation_timeout, auto_create_sites, max_body_bytes";
+pub const HUB_KEYS: &str = "database, broker_url, queue_prefix, listen, key_dir, tls_certificate, tls_key, public_url, node_health_last_heartbeat_interval, task_invalidation_timeout, auto_create_sites, max_body_bytes, max_queue_depth";
 
 /// Settings of `ferry hub serve`.
 #[derive(Clone, Debug, PartialEq)]
@@ -42,6 +42,9 @@ pub struct HubSettings {
     pub auto_create_sites: bool,
     /// Largest request body, bytes (`max_body_bytes`).
     pub max_body_bytes: usize,
+    /// Most messages a discovery lets wait in its children's queue before
+    /// it publishes more (`max_queue_depth`; 0: no limit).
+    pub max_queue_depth: u32,
 }
 
 impl Default for HubSettings {
@@ -58,6 +61,7 @@ impl Default for HubSettings {
             task_invalidation_timeout: defaults::TASK_INVALIDATION_TIMEOUT,
             auto_create_sites: true,
             max_body_bytes: defaults::HUB_MAX_BODY,
+            max_queue_depth: defaults::HUB_MAX_QUEUE_DEPTH,
         }
     }
 }
@@ -164,6 +168,9 @@ impl HubSettings {
         }
         if let Some(n) = s.take_parsed("max_body_bytes", parse_count)? {
             h.max_body_bytes = n;
+        }
+        if let Some(n) = s.take_parsed("max_queue_depth", parse_count)? {
+            h.max_queue_depth = u32::try_from(n).unwrap_or(u32::MAX);
         }
         Ok(h)
     }

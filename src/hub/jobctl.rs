@@ -167,6 +167,7 @@ pub async fn resume(
 /// Returns the new job's id.
 pub async fn resubmit(
     store: &Store,
+    settings: &HubSettings,
     owner: Owner,
     clientkey_id: Option<i64>,
     id: i64,
@@ -200,7 +201,7 @@ pub async fn resubmit(
         sub.paths = paths;
         sub.discovery = Some(None);
     }
-    let new = crate::hub::submit::start(store, owner, clientkey_id, &sub, Some(id)).await?;
+    let new = crate::hub::submit::start(store, owner, clientkey_id, &sub, Some(id), settings.max_queue_depth).await?;
     info!(job = id, new, failed_only, "job resubmitted");
     Ok(new)
 }

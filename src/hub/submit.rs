@@ -183,13 +183,16 @@ const INPUTS_KEPT: usize = 1000;
 /// checks it as the agents will run it, then writes the job and its
 /// first tasks in one transaction (or adds them to the running job
 /// `sub.job`). The caller wakes the outbox publisher. `resubmitted_from`
-/// names the job this one submits again. Returns the job's id.
+/// names the job this one submits again. A discovery holds back its
+/// children while their queue holds `max_queue_depth` messages (0: no
+/// limit). Returns the job's id.
 pub async fn start(
     store: &Store,
     owner: Owner,
     clientkey_id: Option<i64>,
     sub: &Submission,
     resubmitted_from: Option<i64>,
+    max_queue_depth: u32,
 ) -> Result<i64, SubmitError> {
     let workflow = store
         .workflow_by_name(&sub.workflow)
@@ -335,6 +338,7 @@ pub async fn start(
                 "file_batch_gb": site.file_batch_gb,
                 "enable_auto_file_batch_sizing": site.enable_auto_file_batch_sizing,
                 "children_in_result": false,
+                "max_queue_depth": max_queue_depth,
             });
             vec![discovery(t.as_str(), &kwargs.to_string(), &site.name, &queue, &me)]
         }

@@ -431,7 +431,15 @@ async fn resubmit(s: State, c: Caller, base: Base, Id(id): Id, Query(q): Query<R
         id: c.user_id,
         name: c.username.clone(),
     };
-    let new = crate::hub::jobctl::resubmit(&s.store, owner, c.clientkey_id, id, q.failed_only.unwrap_or(false)).await?;
+    let new = crate::hub::jobctl::resubmit(
+        &s.store,
+        &s.settings,
+        owner,
+        c.clientkey_id,
+        id,
+        q.failed_only.unwrap_or(false),
+    )
+    .await?;
     s.outbox.notify_one();
     let j = s.store.job(new).await?.ok_or_else(|| ApiError::not_found("job"))?;
     Ok((StatusCode::CREATED, Json(job_out(&s, &base, &j).await?)).into_response())

@@ -633,7 +633,15 @@ async fn run(s: &ApiState, who: &Session, id: i64, action: &Action) -> Result<Ou
             .await
             .map(|_| Outcome::Job),
         "resubmit" | "resubmit-failed" => {
-            let new = jobctl::resubmit(&s.store, owner(), None, id, action.name == "resubmit-failed").await?;
+            let new = jobctl::resubmit(
+                &s.store,
+                &s.settings,
+                owner(),
+                None,
+                id,
+                action.name == "resubmit-failed",
+            )
+            .await?;
             s.outbox.notify_one();
             Ok(Outcome::New(new))
         }
