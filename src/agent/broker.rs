@@ -279,11 +279,8 @@ impl BrokerSink {
                 let _ = ch.close(200, "depth".into()).await;
                 q.map(|q| u64::from(q.message_count()))
             });
-            let depth = match depth {
-                Ok(d) => d,
-                // Not there yet: the first publish declares it.
-                Err(_) => 0,
-            };
+            // Not there yet (an error): the first publish declares it.
+            let depth = depth.unwrap_or_default();
             if depth < limit {
                 self.depths
                     .insert(queue.to_string(), (std::time::Instant::now(), depth));
