@@ -270,6 +270,9 @@ impl BrokerSink {
         loop {
             let session = self.session.clone();
             let depth = self.handle.block_on(async {
+                // Declared first (once per session, as a publish would), so
+                // the passive declare never meets a missing queue.
+                session.declare_queue(queue).await?;
                 let ch = session.channel().await?;
                 let passive = QueueDeclareOptions {
                     passive: true,
@@ -279,7 +282,7 @@ impl BrokerSink {
                 let _ = ch.close(200, "depth".into()).await;
                 q.map(|q| u64::from(q.message_count()))
             });
-            // Not there yet (an error): the first publish declares it.
+            // A broker that cannot answer now: the publish says so.
             let depth = depth.unwrap_or_default();
             if depth < limit {
                 self.depths
