@@ -378,6 +378,17 @@ impl ChildSink for BrokerSink {
         self.publish(queue, false, &body, result_properties(correlation_id))
     }
 
+    fn progress(&mut self, task_id: &str, document: Vec<u8>) {
+        let Some(to) = self.reply_to.clone() else { return };
+        let session = self.session.clone();
+        let sent = self
+            .handle
+            .block_on(async { session.publish("", &to, &document, result_properties(task_id)).await });
+        if let Err(e) = sent {
+            warn!(task = task_id, error = %e, "cannot send a progress report; the next one says more");
+        }
+    }
+
     fn subscribe(&mut self, queue: &str) -> Result<Box<dyn Inbox>, SinkError> {
         let session = self.session.clone();
         let q = queue.to_string();

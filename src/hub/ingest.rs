@@ -17,6 +17,7 @@
 //! holds back the results behind it.
 
 use super::metrics::HubMetrics;
+use super::store::results::Progress;
 use super::store::results::{FileFailure, Finished};
 use super::store::{Store, StoreError, now_us};
 use crate::agent::broker::Session;
@@ -110,6 +111,41 @@ struct FailedPath<'a> {
 fn jobid(raw: Option<&RawValue>) -> Option<i64> {
     let v: serde_json::Value = serde_json::from_str(raw?.get()).ok()?;
     v.as_i64().or_else(|| v.as_str()?.parse().ok())
+}
+
+/// Reads a `PROGRESS` document; `None` for anything else, or one that
+/// names no job.
+pub fn parse_progress(body: &[u8]) -> Option<Progress> {
+    #[derive(Deserialize)]
+    struct Doc {
+        status: String,
+        result: Option<Report>,
+    }
+    #[derive(Deserialize)]
+    struct Report {
+        jobid: Option<serde_json::Value>,
+        #[serde(default)]
+        files: i64,
+        #[serde(default)]
+        bytes: i64,
+        #[serde(default)]
+        children_sent: i64,
+    }
+    let doc: Doc = serde_json::from_slice(body).ok()?;
+    if doc.status != "PROGRESS" {
+        return None;
+    }
+    let r = doc.result?;
+    let jobid = r
+        .jobid
+        .as_ref()
+        .and_then(|v| v.as_i64().or_else(|| v.as_str()?.parse().ok()))?;
+    Some(Progress {
+        jobid,
+        files: r.files.max(0),
+        bytes: r.bytes.max(0),
+        children: r.children_sent.max(0),
+    })
 }
 
 /// Reads a result document; `None` for a state that is not final
@@ -235,13 +271,14 @@ pub async fn run(store: Store, session: Arc<Session>, metrics: Arc<HubMetrics>, 
         let mut batch = Vec::with_capacity(deliveries.len());
         // The delivery each result of the batch came in.
         let mut from = Vec::with_capacity(deliveries.len());
+        let mut progress = Vec::new();
         for (i, d) in deliveries.iter().enumerate() {
             match parse(&d.data) {
                 Ok(Some(f)) => {
                     batch.push(f);
                     from.push(i);
                 }
-                Ok(None) => {}
+                Ok(None) => progress.extend(parse_progress(&d.data)),
                 Err(e) => {
                     warn!(error = %e, bytes = d.data.len(), kept_in = %queues.rejected, "a message on the results queue is not a result");
                     if !set_aside(&session, &queues, &metrics, d, &e.to_string()).await {
@@ -281,6 +318,13 @@ pub async fn run(store: Store, session: Arc<Session>, metrics: Arc<HubMetrics>, 
             }
         };
         metrics.commit_seconds.observe(t0.elapsed().as_secs_f64());
+        // Progress reports are hints (the results count): one that cannot
+        // be written is dropped, the next one says more.
+        if !progress.is_empty()
+            && let Err(e) = store.record_progress(&progress).await
+        {
+            warn!(error = %e, reports = progress.len(), "cannot record discovery progress");
+        }
         let last = deliveries.last().expect("one at least");
         if last.acker.ack(BasicAckOptions { multiple: true }).await.is_err() {
             // The channel went after the commit: the broker redelivers the
@@ -389,6 +433,22 @@ mod tests {
         assert_eq!((f.state, f.jobid), ("FAILURE", Some(8)));
         assert!(f.result.contains("InvalidArguments"));
         assert!(parse(br#"{"status":"PROGRESS","task_id":"x"}"#).unwrap().is_none());
+        assert_eq!(
+            parse_progress(
+                br#"{"status":"PROGRESS","task_id":"x","result":{"jobid":"7","files":10,"bytes":5,"children_sent":2}}"#
+            ),
+            Some(Progress {
+                jobid: 7,
+                files: 10,
+                bytes: 5,
+                children: 2
+            })
+        );
+        assert_eq!(
+            parse_progress(br#"{"status":"PROGRESS","task_id":"x","result":{}}"#),
+            None
+        );
+        assert_eq!(parse_progress(br#"{"status":"SUCCESS","result":{"jobid":1}}"#), None);
         for bad in [
             &b"{"[..],
             b"[]",

@@ -61,6 +61,8 @@ pub struct TaskEnv {
     pub stream_timeout: Duration,
     /// Whether the task's job has been cancelled since it started.
     pub cancel: Cancel,
+    /// How often a running walk reports its progress.
+    pub progress_every: Duration,
 }
 
 impl TaskEnv {
@@ -77,6 +79,7 @@ impl TaskEnv {
             lock_threshold: settings.lock_threshold,
             stream_timeout: settings.snapdiff_stream_timeout,
             cancel,
+            progress_every: super::navigate::PROGRESS_EVERY,
         }
     }
 }
@@ -226,6 +229,10 @@ pub trait ChildSink {
     fn stream(&mut self, queue: &str, correlation_id: &str, body: Vec<u8>) -> Result<(), SinkError>;
     /// Declares a private queue for this task and reads from it.
     fn subscribe(&mut self, queue: &str) -> Result<Box<dyn Inbox>, SinkError>;
+    /// Sends a progress report of task `task_id` (a Celery `PROGRESS`
+    /// result document) where its result will go, if anywhere. A report
+    /// that cannot go is dropped: the next one, or the result, says more.
+    fn progress(&mut self, task_id: &str, document: Vec<u8>);
 }
 
 /// Messages streamed to a task.
@@ -268,6 +275,8 @@ pub(crate) mod memory {
         pub(crate) cancel_after: Option<usize>,
         /// Set when `cancel_after` children were sent.
         pub(crate) cancelled: Arc<AtomicBool>,
+        /// Progress reports, as sent.
+        pub(crate) progress: Vec<Vec<u8>>,
     }
 
     impl Memory {
@@ -328,6 +337,10 @@ pub(crate) mod memory {
             self.subscribed.push(queue.to_string());
             Ok(Box::new(MemoryInbox(self.inbox.clone())))
         }
+
+        fn progress(&mut self, _task_id: &str, document: Vec<u8>) {
+            self.progress.push(document);
+        }
     }
 
     /// A task message as a Celery client sends it: task `task`, id `id`,
@@ -359,6 +372,7 @@ pub(crate) mod memory {
             lock_threshold: Duration::from_secs(60),
             stream_timeout,
             cancel: Cancel::new(|| false),
+            progress_every: Duration::from_secs(3600),
         }
     }
 

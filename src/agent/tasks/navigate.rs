@@ -33,6 +33,24 @@ pub struct NavigateArgs {
     pub batch: BatchArgs,
 }
 
+/// How often a running walk reports its progress (files and bytes found,
+/// children published) to where its result will go.
+pub const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// A `PROGRESS` result document of task `id` (Celery's custom state: its
+/// clients treat it as not ready): what the walk found so far.
+fn progress_document(id: &str, jobid: Option<&serde_json::value::RawValue>, nav: &Navigation<'_>) -> Vec<u8> {
+    let jobid: serde_json::Value = jobid
+        .and_then(|j| serde_json::from_str(j.get()).ok())
+        .unwrap_or(serde_json::Value::Null);
+    serde_json::to_vec(&serde_json::json!({
+        "status": "PROGRESS", "task_id": id, "children": [], "traceback": null, "date_done": null,
+        "result": {"jobid": jobid, "files": nav.files, "dirs": nav.dirs, "bytes": nav.bytes,
+                   "children_sent": nav.publisher.sent()},
+    }))
+    .expect("json")
+}
+
 /// Runs `recursive_navigate`, publishing children to `sink`.
 pub fn recursive_navigate(
     input: &Input<'_>,
@@ -59,7 +77,11 @@ pub fn recursive_navigate(
         } else {
             Fields::PATH
         },
+        files: 0,
+        dirs: 0,
+        bytes: 0,
     };
+    let mut reported = std::time::Instant::now();
     let mut failures = Vec::new();
     let mut failed = 0u64;
     let mut fail = |path: &[u8], why: String, failures: &mut Vec<u8>| {
@@ -117,6 +139,11 @@ pub fn recursive_navigate(
                 }
                 WalkEvent::Error(e) => fail(&e.path, e.to_string(), &mut failures),
             }
+            if reported.elapsed() >= env.progress_every {
+                let doc = progress_document(&input.msg.id, input.jobid, &nav);
+                nav.publisher.sink().progress(&input.msg.id, doc);
+                reported = std::time::Instant::now();
+            }
             // Children are withheld from the first batch after a cancel
             // on; the walk stops at the end of this chunk of entries.
             if nav.publisher.cancelled() {
@@ -161,10 +188,22 @@ struct Navigation<'a> {
     batches: Batches<usize>,
     matched: Vec<usize>,
     fields: Fields,
+    /// Found so far, for progress reports.
+    files: u64,
+    dirs: u64,
+    bytes: u64,
 }
 
 impl Navigation<'_> {
     fn entry(&mut self, e: &Entry) -> Result<(), SinkError> {
+        match e.file_type {
+            FileType::File => {
+                self.files += 1;
+                self.bytes += e.data_size();
+            }
+            FileType::Directory => self.dirs += 1,
+            _ => {}
+        }
         let mut matched = std::mem::take(&mut self.matched);
         rules::matching(self.rules, &e.path, e.file_type, "all", &mut matched);
         if !matched.is_empty() {
@@ -219,6 +258,51 @@ mod tests {
 
     fn env() -> TaskEnv {
         memory::env(3, Duration::from_secs(1))
+    }
+
+    #[test]
+    fn a_walk_reports_its_progress_while_it_goes() {
+        let dir = tempfile::tempdir().unwrap();
+        for d in 0..4 {
+            let sub = dir.path().join(format!("d{d}"));
+            std::fs::create_dir(&sub).unwrap();
+            for i in 0..5 {
+                std::fs::write(sub.join(format!("f{i}")), b"xy").unwrap();
+            }
+        }
+        let kwargs = serde_json::json!({
+            "paths": [dir.path().to_str().unwrap()], "jobid": 7, "file_batch_gb": 1,
+            "filter_rules": [{"state": "all", "type": "file", "action": [{"name": "dynamo.tasks.stat_paths"}]}],
+        });
+        let mut sink = Memory::default();
+        let mut env = env();
+        env.progress_every = Duration::ZERO;
+        let out = navigate(&message(kwargs), &env, &mut sink).unwrap();
+        assert!(!sink.progress.is_empty(), "no report");
+        let reports: Vec<serde_json::Value> = sink
+            .progress
+            .iter()
+            .map(|b| serde_json::from_slice(b).unwrap())
+            .collect();
+        for r in &reports {
+            assert_eq!(
+                (r["status"].as_str(), r["task_id"].as_str()),
+                (Some("PROGRESS"), Some("parent")),
+                "{r}"
+            );
+            assert_eq!(r["result"]["jobid"], 7, "{r}");
+        }
+        // Counts only grow, and never past the walk's.
+        let files: Vec<u64> = reports.iter().map(|r| r["result"]["files"].as_u64().unwrap()).collect();
+        assert!(files.windows(2).all(|w| w[0] <= w[1]), "{files:?}");
+        assert!(*files.last().unwrap() <= 20);
+        let last = &reports.last().unwrap()["result"];
+        assert_eq!(
+            last["bytes"].as_u64().unwrap(),
+            last["files"].as_u64().unwrap() * 2,
+            "{last}"
+        );
+        assert!(last["children_sent"].as_u64().unwrap() <= out.children.count);
     }
 
     #[test]
@@ -437,6 +521,9 @@ mod tests {
             batches: Batches::new(env.batch),
             matched: Vec::new(),
             fields: Fields::PATH.with(Fields::SIZE),
+            files: 0,
+            dirs: 0,
+            bytes: 0,
         };
         for (name, size) in [("/x/small", 10), ("/x/huge", 3_000_000_000u64), ("/x/last", 10)] {
             let meta = crate::sys::FileStat {

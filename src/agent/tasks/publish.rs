@@ -166,6 +166,11 @@ impl<'a> Publisher<'a> {
         Ok(Some(id))
     }
 
+    /// Children published so far.
+    pub fn sent(&self) -> u64 {
+        self.children.count
+    }
+
     /// Stream messages go through the same sink.
     pub fn sink(&mut self) -> &mut dyn ChildSink {
         self.sink

@@ -46,23 +46,44 @@ pub(crate) fn runtime(start: Option<i64>, end: Option<i64>) -> Option<f64> {
     start.map(|s| ((end.unwrap_or_else(now_us) - s).max(0)) as f64 / 1e6)
 }
 
-/// How far a job is: results counted of those expected so far (a
-/// discovery still walking announces more), and files.
+/// How far a job is: files done of those found, results counted of
+/// those expected so far (a discovery still walking announces more), what
+/// the walk reported, and once the walk is done the rate and an ETA.
 #[derive(Serialize, ToSchema)]
 pub struct ProgressOut {
-    /// 0 to 100; at most 50 while the discovery walks.
+    /// 0 to 100. While the discovery walks: files done of those it has
+    /// found so far (at most 99.9), or half the results counted before
+    /// its first report; then files done of files found.
     pub(crate) percent: f64,
     pub(crate) dir_walk_complete: bool,
+    /// Files the finished walk found (its result).
     pub(crate) files_found: i64,
+    /// Files processed, skipped, aborted or failed.
     pub(crate) files_done: i64,
     pub(crate) tasks_total: i64,
     pub(crate) tasks_done: i64,
+    /// What the running walk last reported: files and bytes found so far
+    /// (bytes only when the walk reads sizes), children published.
+    pub(crate) files_walked: i64,
+    pub(crate) bytes_walked: i64,
+    pub(crate) children_published: i64,
+    /// Files done per second since the job started.
+    pub(crate) rate_files_s: Option<f64>,
+    /// Seconds left at that rate, once the walk is done (unknown before).
+    pub(crate) eta_s: Option<f64>,
 }
 
 /// How far job `j` is, as the API and the web page show it.
 pub(crate) fn progress_out(j: &Job) -> ProgressOut {
-    let percent = if state::FINAL.contains(&j.state.as_str()) {
+    let done = j.files_processed + j.files_skipped + j.files_aborted + j.files_failures;
+    let (walk_files, walk_bytes, walk_children, _) = j.walk;
+    let finished = state::FINAL.contains(&j.state.as_str());
+    let percent = if finished {
         100.0
+    } else if !j.dir_walk_complete && walk_files > 0 {
+        (done as f64 / walk_files as f64 * 100.0).min(99.9)
+    } else if j.dir_walk_complete && j.files_found > 0 {
+        (done as f64 / j.files_found as f64 * 100.0).min(99.9)
     } else if j.expected > 0 {
         let tasks = j.received as f64 / j.expected as f64;
         if j.dir_walk_complete {
@@ -73,13 +94,26 @@ pub(crate) fn progress_out(j: &Job) -> ProgressOut {
     } else {
         0.0
     };
+    let elapsed = j
+        .started
+        .map(|s| (j.completed.unwrap_or_else(now_us) - s).max(1) as f64 / 1e6);
+    let rate = elapsed.filter(|_| done > 0).map(|e| done as f64 / e);
+    let eta = match (rate, finished, j.dir_walk_complete) {
+        (Some(r), false, true) if r > 0.0 => Some(((j.files_found - done).max(0) as f64 / r).round()),
+        _ => None,
+    };
     ProgressOut {
         percent: (percent * 10.0).round() / 10.0,
         dir_walk_complete: j.dir_walk_complete,
         files_found: j.files_found,
-        files_done: j.files_processed + j.files_skipped + j.files_aborted + j.files_failures,
+        files_done: done,
         tasks_total: j.expected,
         tasks_done: j.received,
+        files_walked: walk_files.max(j.files_found),
+        bytes_walked: walk_bytes,
+        children_published: walk_children,
+        rate_files_s: rate.map(|r| (r * 10.0).round() / 10.0),
+        eta_s: eta,
     }
 }
 

@@ -121,6 +121,32 @@ impl Store {
             .collect())
     }
 
+    /// Records discovery progress reports: each job keeps the largest
+    /// counts reported (reports of one walk only grow), while it runs.
+    pub async fn record_progress(&self, reports: &[super::results::Progress]) -> Result<(), StoreError> {
+        let mut tx = self.write().await?;
+        let now = now_us();
+        for p in reports {
+            sqlx::query(
+                "UPDATE jobs SET walk_files = CASE WHEN $2 > walk_files THEN $2 ELSE walk_files END,
+                   walk_bytes = CASE WHEN $3 > walk_bytes THEN $3 ELSE walk_bytes END,
+                   walk_children = CASE WHEN $4 > walk_children THEN $4 ELSE walk_children END,
+                   walk_at = $5
+                 WHERE id = $1 AND state NOT IN ('SUCCESS', 'FAILURE', 'CANCELLED')",
+            )
+            .bind(p.jobid)
+            .bind(p.files)
+            .bind(p.bytes)
+            .bind(p.children)
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(db("record progress"))?;
+        }
+        tx.commit().await.map_err(db("commit progress"))?;
+        Ok(())
+    }
+
     /// Job `id` has no parking queue any more.
     pub async fn forget_parking(&self, id: i64) -> Result<(), StoreError> {
         sqlx::query("UPDATE jobs SET parked = 0 WHERE id = $1")

@@ -82,6 +82,9 @@ pub struct Job {
     pub files_failures: i64,
     /// The job this one was resubmitted from.
     pub resubmitted_from: Option<i64>,
+    /// What its running discovery last reported: files, bytes, children
+    /// published, and when (µs).
+    pub walk: (i64, i64, i64, Option<i64>),
 }
 
 /// A task row.
@@ -258,11 +261,11 @@ impl Page {
     }
 }
 
-const JOB_COLUMNS: &str = "id, workflow, fields, discovery, site, queue, friendly_name, state, created, started, completed, owner_type, owner_id, owner_name, clientkey_id, input_paths, roots, roots_published, dir_walk_complete, expected, received, orphans, tasks_failed, files_found, files_processed, files_skipped, files_aborted, files_failures, resubmitted_from";
+const JOB_COLUMNS: &str = "id, workflow, fields, discovery, site, queue, friendly_name, state, created, started, completed, owner_type, owner_id, owner_name, clientkey_id, input_paths, roots, roots_published, dir_walk_complete, expected, received, orphans, tasks_failed, files_found, files_processed, files_skipped, files_aborted, files_failures, resubmitted_from, walk_files, walk_bytes, walk_children, walk_at";
 
 /// [`JOB_COLUMNS`] without the input paths (a job keeps up to 1,000):
 /// what a table of jobs reads.
-const JOB_BRIEF_COLUMNS: &str = "id, workflow, fields, discovery, site, queue, friendly_name, state, created, started, completed, owner_type, owner_id, owner_name, clientkey_id, '[]' AS input_paths, roots, roots_published, dir_walk_complete, expected, received, orphans, tasks_failed, files_found, files_processed, files_skipped, files_aborted, files_failures, resubmitted_from";
+const JOB_BRIEF_COLUMNS: &str = "id, workflow, fields, discovery, site, queue, friendly_name, state, created, started, completed, owner_type, owner_id, owner_name, clientkey_id, '[]' AS input_paths, roots, roots_published, dir_walk_complete, expected, received, orphans, tasks_failed, files_found, files_processed, files_skipped, files_aborted, files_failures, resubmitted_from, walk_files, walk_bytes, walk_children, walk_at";
 
 fn job(r: &AnyRow) -> Result<Job, StoreError> {
     Ok(Job {
@@ -297,6 +300,12 @@ fn job(r: &AnyRow) -> Result<Job, StoreError> {
         files_aborted: r.get("files_aborted"),
         files_failures: r.get("files_failures"),
         resubmitted_from: r.get("resubmitted_from"),
+        walk: (
+            r.get("walk_files"),
+            r.get("walk_bytes"),
+            r.get("walk_children"),
+            r.get("walk_at"),
+        ),
     })
 }
 

@@ -26,6 +26,19 @@ use crate::task::TaskName;
 use rustc_hash::FxHashMap;
 use sqlx::Row;
 
+/// A running discovery's report (`PROGRESS`): what its walk found so far.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Progress {
+    /// The job.
+    pub jobid: i64,
+    /// Files found.
+    pub files: i64,
+    /// Bytes of those files (0 when the walk does not stat).
+    pub bytes: i64,
+    /// Children published.
+    pub children: i64,
+}
+
 /// Per-file counts of a result.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct FileCounts {

@@ -1048,6 +1048,7 @@ mod tests {
             files_aborted: 0,
             files_failures: 3,
             resubmitted_from: None,
+            walk: (0, 0, 0, None),
         }
     }
 

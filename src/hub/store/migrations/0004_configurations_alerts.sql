@@ -25,3 +25,9 @@ CREATE UNIQUE INDEX alerts_active ON alerts (subject) WHERE cleared IS NULL;
 -- it finishes what it runs and takes nothing new until resumed.
 ALTER TABLE nodes ADD COLUMN paused BIGINT NOT NULL DEFAULT 0;
 ALTER TABLE nodes ADD COLUMN pause_reason TEXT;
+-- What a running discovery reported last (`PROGRESS` messages): files,
+-- directories and bytes found, children published, and when.
+ALTER TABLE jobs ADD COLUMN walk_files BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE jobs ADD COLUMN walk_bytes BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE jobs ADD COLUMN walk_children BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE jobs ADD COLUMN walk_at BIGINT;
