@@ -5,7 +5,7 @@ use super::api::{ApiState, router};
 use super::auth::{AuthError, Keys};
 use super::metrics::HubMetrics;
 use super::store::{Store, StoreError};
-use super::{control, ingest, monitor, submit, workflows};
+use super::{control, ingest, monitor, schedule, submit, workflows};
 use crate::agent::broker::Session;
 use crate::agent::{redact, systemd};
 use crate::config::Config;
@@ -87,7 +87,7 @@ pub async fn serve(config: Config, mut stop: watch::Receiver<bool>) -> Result<()
     });
     tokio::spawn(submit::publish_outbox(
         store.clone(),
-        outbox,
+        outbox.clone(),
         sessions.clone(),
         settings.results_queue(),
     ));
@@ -99,6 +99,7 @@ pub async fn serve(config: Config, mut stop: watch::Receiver<bool>) -> Result<()
         online.clone(),
     ));
     tokio::spawn(control::unparking(store.clone(), settings.clone(), sessions.clone()));
+    tokio::spawn(schedule::run(store.clone(), configs.clone(), outbox.clone()));
     tokio::spawn(monitor::flush(
         heard.clone(),
         store.clone(),

@@ -9,6 +9,7 @@ mod configs;
 mod health;
 mod http;
 mod jobs;
+mod schedules;
 mod sites;
 mod stream;
 mod submit;
@@ -95,6 +96,7 @@ fn build() -> (Router<Arc<ApiState>>, utoipa::openapi::OpenApi) {
         .merge(jobs::routes())
         .merge(health::routes())
         .merge(configs::routes())
+        .merge(schedules::routes())
         .split_for_parts()
 }
 
