@@ -276,7 +276,7 @@ async fn found(st: &ApiState, id: i64) -> ApiResult<Schedule> {
 }
 
 /// Schedules, by id.
-#[utoipa::path(get, path = "/api/schedules/", tag = "schedules", params(PageQuery, ScheduleQuery),
+#[utoipa::path(get, path = "/api/schedules/", tag = "schedules", operation_id = "list_schedules", params(PageQuery, ScheduleQuery),
     responses((status = 200, body = Page<ScheduleOut>), (status = 400, body = Detail), (status = 401, body = Detail), (status = 404, body = Detail)))]
 async fn list(
     s: State,
@@ -300,7 +300,7 @@ async fn list(
 
 /// Creates a schedule (201). `name`, `site` and `managed_paths` are
 /// required; cron fields default to `*`.
-#[utoipa::path(post, path = "/api/schedules/", tag = "schedules", request_body = Fields,
+#[utoipa::path(post, path = "/api/schedules/", tag = "schedules", operation_id = "create_schedule", request_body = Fields,
     responses((status = 201, body = ScheduleOut), (status = 400, body = Detail), (status = 401, body = Detail), (status = 413, body = Detail)))]
 async fn create(s: State, _c: Caller, base: Base, Body(f): Body<Fields>) -> ApiResult<Response> {
     for (field, given) in [
@@ -341,7 +341,7 @@ async fn create(s: State, _c: Caller, base: Base, Body(f): Body<Fields>) -> ApiR
 }
 
 /// A schedule.
-#[utoipa::path(get, path = "/api/schedules/{id}/", tag = "schedules", params(("id" = i64, Path)),
+#[utoipa::path(get, path = "/api/schedules/{id}/", tag = "schedules", operation_id = "get_schedule", params(("id" = i64, Path)),
     responses((status = 200, body = ScheduleOut), (status = 401, body = Detail), (status = 404, body = Detail)))]
 async fn read(s: State, _c: Caller, base: Base, Id(id): Id) -> ApiResult<Json<ScheduleOut>> {
     let x = found(&s, id).await?;
@@ -350,7 +350,7 @@ async fn read(s: State, _c: Caller, base: Base, Id(id): Id) -> ApiResult<Json<Sc
 
 /// Changes a schedule. A changed crontab, or a schedule enabled again,
 /// counts its due times from now: none before is run.
-#[utoipa::path(patch, path = "/api/schedules/{id}/", tag = "schedules", params(("id" = i64, Path)), request_body = Fields,
+#[utoipa::path(patch, path = "/api/schedules/{id}/", tag = "schedules", operation_id = "patch_schedule", params(("id" = i64, Path)), request_body = Fields,
     responses((status = 200, body = ScheduleOut), (status = 400, body = Detail), (status = 401, body = Detail), (status = 404, body = Detail), (status = 413, body = Detail)))]
 async fn patch(s: State, _c: Caller, base: Base, Id(id): Id, Body(f): Body<Fields>) -> ApiResult<Json<ScheduleOut>> {
     let mut x = found(&s, id).await?;
@@ -366,7 +366,7 @@ async fn patch(s: State, _c: Caller, base: Base, Id(id): Id, Body(f): Body<Field
 
 /// Deletes a schedule (204) with its subscriptions and its runs' record;
 /// its jobs stay.
-#[utoipa::path(delete, path = "/api/schedules/{id}/", tag = "schedules", params(("id" = i64, Path)),
+#[utoipa::path(delete, path = "/api/schedules/{id}/", tag = "schedules", operation_id = "delete_schedule", params(("id" = i64, Path)),
     responses((status = 204), (status = 401, body = Detail), (status = 404, body = Detail)))]
 async fn delete(s: State, _c: Caller, Id(id): Id) -> ApiResult<Response> {
     if !s.store.delete_schedule(id).await? {
@@ -417,7 +417,7 @@ fn run_out(r: &Run) -> RunOut {
 }
 
 /// A schedule's runs, newest first.
-#[utoipa::path(get, path = "/api/schedules/{id}/runs/", tag = "schedules", params(("id" = i64, Path), PageQuery),
+#[utoipa::path(get, path = "/api/schedules/{id}/runs/", tag = "schedules", operation_id = "list_schedule_runs", params(("id" = i64, Path), PageQuery),
     responses((status = 200, body = Page<RunOut>), (status = 400, body = Detail), (status = 401, body = Detail), (status = 404, body = Detail)))]
 async fn runs(
     s: State,
@@ -448,7 +448,7 @@ pub struct RunNowOut {
 /// `schedules_enabled` false; its due times are not changed. 409 while
 /// its previous run still goes; 400 when no job could be started (the
 /// run is recorded as failed, with why).
-#[utoipa::path(post, path = "/api/schedules/{id}/run/", tag = "schedules", params(("id" = i64, Path)),
+#[utoipa::path(post, path = "/api/schedules/{id}/run/", tag = "schedules", operation_id = "run_schedule", params(("id" = i64, Path)),
     responses((status = 201, body = RunNowOut), (status = 400, body = Detail), (status = 401, body = Detail), (status = 404, body = Detail), (status = 409, body = Conflict), (status = 503, body = Detail)))]
 async fn run(s: State, _c: Caller, base: Base, Id(id): Id) -> ApiResult<Response> {
     let rows = run_now(&s.store, &s.outbox, id).await?;
@@ -588,7 +588,7 @@ async fn found_subscription(st: &ApiState, schedule_id: i64, id: i64) -> ApiResu
 }
 
 /// The workflows subscribed to a schedule, by id.
-#[utoipa::path(get, path = "/api/schedules/{id}/workflows/", tag = "schedules", params(("id" = i64, Path), PageQuery),
+#[utoipa::path(get, path = "/api/schedules/{id}/workflows/", tag = "schedules", operation_id = "list_schedule_workflows", params(("id" = i64, Path), PageQuery),
     responses((status = 200, body = Page<SubscriptionOut>), (status = 400, body = Detail), (status = 401, body = Detail), (status = 404, body = Detail)))]
 async fn list_workflows(
     s: State,
@@ -607,7 +607,7 @@ async fn list_workflows(
 /// Subscribes a workflow to a schedule (201): one job of it per run. The
 /// workflow must exist and the subscription must submit as a run would
 /// (site, queue, fields, rules), else 400 naming the field.
-#[utoipa::path(post, path = "/api/schedules/{id}/workflows/", tag = "schedules", params(("id" = i64, Path)), request_body = SubscriptionFields,
+#[utoipa::path(post, path = "/api/schedules/{id}/workflows/", tag = "schedules", operation_id = "create_schedule_workflow", params(("id" = i64, Path)), request_body = SubscriptionFields,
     responses((status = 201, body = SubscriptionOut), (status = 400, body = Detail), (status = 401, body = Detail), (status = 404, body = Detail), (status = 413, body = Detail)))]
 async fn create_workflow(
     s: State,
@@ -634,7 +634,7 @@ async fn create_workflow(
 }
 
 /// A workflow subscribed to a schedule.
-#[utoipa::path(get, path = "/api/schedules/{id}/workflows/{sid}/", tag = "schedules",
+#[utoipa::path(get, path = "/api/schedules/{id}/workflows/{sid}/", tag = "schedules", operation_id = "get_schedule_workflow",
     params(("id" = i64, Path), ("sid" = i64, Path, description = "the subscription's id")),
     responses((status = 200, body = SubscriptionOut), (status = 401, body = Detail), (status = 404, body = Detail)))]
 async fn read_workflow(s: State, _c: Caller, base: Base, Ids(id, sid): Ids) -> ApiResult<Json<SubscriptionOut>> {
@@ -643,7 +643,7 @@ async fn read_workflow(s: State, _c: Caller, base: Base, Ids(id, sid): Ids) -> A
 }
 
 /// Changes a subscription; checked again as a run would submit it.
-#[utoipa::path(patch, path = "/api/schedules/{id}/workflows/{sid}/", tag = "schedules",
+#[utoipa::path(patch, path = "/api/schedules/{id}/workflows/{sid}/", tag = "schedules", operation_id = "patch_schedule_workflow",
     params(("id" = i64, Path), ("sid" = i64, Path, description = "the subscription's id")), request_body = SubscriptionFields,
     responses((status = 200, body = SubscriptionOut), (status = 400, body = Detail), (status = 401, body = Detail), (status = 404, body = Detail), (status = 413, body = Detail)))]
 async fn patch_workflow(
@@ -663,7 +663,7 @@ async fn patch_workflow(
 }
 
 /// Unsubscribes a workflow (204).
-#[utoipa::path(delete, path = "/api/schedules/{id}/workflows/{sid}/", tag = "schedules",
+#[utoipa::path(delete, path = "/api/schedules/{id}/workflows/{sid}/", tag = "schedules", operation_id = "delete_schedule_workflow",
     params(("id" = i64, Path), ("sid" = i64, Path, description = "the subscription's id")),
     responses((status = 204), (status = 401, body = Detail), (status = 404, body = Detail)))]
 async fn delete_workflow(s: State, _c: Caller, Ids(id, sid): Ids) -> ApiResult<Response> {
