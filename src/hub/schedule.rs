@@ -87,8 +87,9 @@ pub enum ScheduleError {
     Store(#[from] StoreError),
 }
 
-/// The longest the scheduler sleeps between two rounds: schedules
-/// created or changed through the API are seen within this.
+/// The longest the scheduler sleeps between two rounds: it then reads
+/// the schedules again (the API also wakes it when it writes one), and
+/// `schedules_enabled`.
 const ROUND: Duration = Duration::from_secs(5);
 
 /// A `pending` row older than this, after the first round, is taken to
@@ -337,9 +338,10 @@ struct Scheduler {
 }
 
 /// Fires schedules at their due times, forever: a round every few
-/// seconds, and at each next due time. Never stops on bad data or a
-/// failing database (each is logged, and the next round tries again).
-pub async fn run(store: Store, configs: Arc<Live>, outbox: Arc<Notify>) {
+/// seconds, at each next due time, and when `wake` is notified (a
+/// schedule was written). Never stops on bad data or a failing database
+/// (each is logged, and the next round tries again).
+pub async fn run(store: Store, configs: Arc<Live>, outbox: Arc<Notify>, wake: Arc<Notify>) {
     let mut s = Scheduler {
         store,
         configs,
@@ -359,7 +361,10 @@ pub async fn run(store: Store, configs: Arc<Live>, outbox: Arc<Notify>) {
                 .clamp(Duration::from_millis(50), ROUND),
             None => ROUND,
         };
-        tokio::time::sleep(wait).await;
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = wake.notified() => {}
+        }
     }
 }
 

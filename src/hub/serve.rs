@@ -70,6 +70,7 @@ pub async fn serve(config: Config, mut stop: watch::Receiver<bool>) -> Result<()
     let (session_tx, sessions) = watch::channel::<Option<Arc<Session>>>(None);
     let (up_tx, broker_up) = watch::channel(false);
     let outbox = Arc::new(Notify::new());
+    let schedules = Arc::new(Notify::new());
     let metrics = Arc::new(HubMetrics::default());
     let configs = Arc::new(crate::hub::configs::Live::load(&store, &settings).await?);
     let heard = monitor::Shared::default();
@@ -79,6 +80,7 @@ pub async fn serve(config: Config, mut stop: watch::Receiver<bool>) -> Result<()
         keys,
         settings: settings.clone(),
         outbox: outbox.clone(),
+        schedules: schedules.clone(),
         broker_up,
         session: sessions.clone(),
         tls: tls.is_some(),
@@ -99,7 +101,7 @@ pub async fn serve(config: Config, mut stop: watch::Receiver<bool>) -> Result<()
         online.clone(),
     ));
     tokio::spawn(control::unparking(store.clone(), settings.clone(), sessions.clone()));
-    tokio::spawn(schedule::run(store.clone(), configs.clone(), outbox.clone()));
+    tokio::spawn(schedule::run(store.clone(), configs.clone(), outbox.clone(), schedules));
     tokio::spawn(monitor::flush(
         heard.clone(),
         store.clone(),

@@ -47,7 +47,7 @@ impl From<ScheduleError> for ApiError {
             ScheduleError::NotFound(_) => ApiError::not_found("schedule"),
             ScheduleError::Busy { detail, state } => ApiError {
                 status: StatusCode::CONFLICT,
-                detail: format!("the schedule's previous run is still going: {detail}"),
+                detail: format!("not run: {detail}"),
                 state: Some(state),
             },
             ScheduleError::Store(e) => e.into(),
@@ -332,6 +332,7 @@ async fn create(s: State, _c: Caller, base: Base, Body(f): Body<Fields>) -> ApiR
     };
     f.apply(&s, &mut x).await?;
     let id = s.store.create_schedule(&x).await?;
+    s.schedules.notify_one();
     let x = found(&s, id).await?;
     Ok((
         StatusCode::CREATED,
@@ -360,6 +361,7 @@ async fn patch(s: State, _c: Caller, base: Base, Id(id): Id, Body(f): Body<Field
     if !s.store.update_schedule(&x, restart).await? {
         return Err(ApiError::not_found("schedule"));
     }
+    s.schedules.notify_one();
     let x = found(&s, id).await?;
     Ok(Json(schedule_out(&base, &x, s.configs.get().schedules_enabled)))
 }

@@ -518,7 +518,7 @@ impl Store {
             false => format!("{why}; {}", f.note),
         };
         if let Some((why, st)) = still_going(&mut tx, f.schedule_id).await? {
-            let mut skipped = row(outcome::SKIPPED, with_note(format!("skipped: {why}")), None);
+            let mut skipped = row(outcome::SKIPPED, with_note(why), None);
             if f.after.is_some() {
                 skipped.id = insert_run(&mut tx, &skipped).await?;
                 tx.commit().await.map_err(db("commit a skipped run"))?;
