@@ -118,6 +118,29 @@ fn subscribe(s: &HubSite, id: i64, workflow: &str) {
     );
 }
 
+/// The body of the first message in `queue` (taken off it), waiting up to
+/// 30 s for the hub to publish it.
+fn discovery_message(queue: &str) -> String {
+    common::agent::rt().block_on(async {
+        let t0 = Instant::now();
+        loop {
+            // A fresh channel each time: asking for a queue not declared
+            // yet closes the channel.
+            let c = common::agent::Client::connect().await;
+            let got =
+                c.ch.basic_get(queue.into(), lapin::options::BasicGetOptions { no_ack: true })
+                    .await
+                    .ok()
+                    .flatten();
+            if let Some(m) = got {
+                return String::from_utf8_lossy(&m.delivery.data).into_owned();
+            }
+            assert!(t0.elapsed() < Duration::from_secs(30), "nothing published to {queue}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+}
+
 fn keys(v: &Value) -> BTreeSet<String> {
     v.as_object().unwrap().keys().cloned().collect()
 }
@@ -483,6 +506,12 @@ fn a_run_due_while_the_previous_runs_job_still_goes_is_skipped_and_the_skip_is_r
     let w = s.workflow("dynamo.tasks.stat_paths", json!({}));
     let id = minute_schedule(&s, &["/mmfs1/data"], false);
     subscribe(&s, id, &w);
+    s.api(
+        "PATCH",
+        &format!("/api/schedules/{id}/"),
+        Some(json!({"discovery_options": {"skip_missing": true}})),
+        200,
+    );
 
     // Run now: works on a disabled schedule; 201 with the job.
     let r = s.api("POST", &format!("/api/schedules/{id}/run/"), None, 201);
@@ -495,6 +524,12 @@ fn a_run_due_while_the_previous_runs_job_still_goes_is_skipped_and_the_skip_is_r
     assert_eq!(r["run"][0]["outcome"], "started", "{r}");
     assert_eq!(r["run"][0]["job"], job, "{r}");
     assert_eq!(r["run"][0]["manual"], true, "{r}");
+    // Its discovery carries the schedule's paths and discovery options.
+    let body = discovery_message(&format!("{}.default#discovery", s.site));
+    assert!(
+        body.contains(r#""skip_missing":true"#) && body.contains(r#""paths":["/mmfs1/data"]"#),
+        "{body}"
+    );
     // Again while it goes: 409 with the job's state.
     let again = s.api("POST", &format!("/api/schedules/{id}/run/"), None, 409);
     assert_eq!(again["state"], "PENDING", "{again}");
