@@ -33,6 +33,10 @@ pub struct Configurations {
     pub schedules_enabled: bool,
     /// Seconds the hub waits for a health check of the broker.
     pub health_timeout: f64,
+    /// ferry's own: most messages a discovery lets wait in its children's
+    /// queue before it publishes more (0: no limit). Applies to jobs
+    /// started from then on.
+    pub max_queue_depth: i64,
 }
 
 /// Why a change was refused.
@@ -61,6 +65,7 @@ impl Configurations {
             node_health_last_heartbeat_interval: s.node_health_interval.as_secs() as i64,
             schedules_enabled: defaults::SCHEDULES_ENABLED,
             health_timeout: defaults::HEALTH_TIMEOUT.as_secs_f64(),
+            max_queue_depth: i64::from(s.max_queue_depth),
         }
     }
 
@@ -78,6 +83,9 @@ impl Configurations {
         }
         if self.node_health_last_heartbeat_interval < 1 {
             return bad("node_health_last_heartbeat_interval", "must be at least 1 (seconds)");
+        }
+        if !(0..=i64::from(u32::MAX)).contains(&self.max_queue_depth) {
+            return bad("max_queue_depth", "must be from 0 (no limit) to 4294967295");
         }
         if !(self.health_timeout > 0.0 && self.health_timeout <= 60.0) {
             return bad("health_timeout", "must be more than 0 and at most 60 (seconds)");
@@ -98,6 +106,11 @@ impl Configurations {
     /// `node_health_last_heartbeat_interval` as a duration.
     pub fn node_health_interval(&self) -> Duration {
         Duration::from_secs(self.node_health_last_heartbeat_interval as u64)
+    }
+
+    /// `max_queue_depth` as a discovery's keyword argument.
+    pub fn queue_depth(&self) -> u32 {
+        u32::try_from(self.max_queue_depth).unwrap_or(u32::MAX)
     }
 
     /// `health_timeout` as a duration.
@@ -149,7 +162,7 @@ impl Live {
             let Some(slot) = c.get_mut(k) else {
                 return Err(ConfigError::Invalid {
                     field: "configurations",
-                    problem: "unknown name (jobs_ttl, task_invalidation_timeout, snapdiff_stream_timeout, node_health_last_heartbeat_interval, schedules_enabled, health_timeout)",
+                    problem: "unknown name (jobs_ttl, task_invalidation_timeout, snapdiff_stream_timeout, node_health_last_heartbeat_interval, schedules_enabled, health_timeout, max_queue_depth)",
                 });
             };
             *slot = v.clone();

@@ -167,7 +167,7 @@ pub async fn resume(
 /// Returns the new job's id.
 pub async fn resubmit(
     store: &Store,
-    settings: &HubSettings,
+    max_queue_depth: u32,
     owner: Owner,
     clientkey_id: Option<i64>,
     id: i64,
@@ -201,7 +201,7 @@ pub async fn resubmit(
         sub.paths = paths;
         sub.discovery = Some(None);
     }
-    let new = crate::hub::submit::start(store, owner, clientkey_id, &sub, Some(id), settings.max_queue_depth).await?;
+    let new = crate::hub::submit::start(store, owner, clientkey_id, &sub, Some(id), max_queue_depth).await?;
     info!(job = id, new, failed_only, "job resubmitted");
     Ok(new)
 }

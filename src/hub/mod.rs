@@ -17,6 +17,7 @@ pub mod ingest;
 pub mod jobctl;
 pub mod metrics;
 pub mod monitor;
+pub mod schedule;
 pub mod serve;
 pub mod store;
 pub mod submit;

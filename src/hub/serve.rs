@@ -5,7 +5,7 @@ use super::api::{ApiState, router};
 use super::auth::{AuthError, Keys};
 use super::metrics::HubMetrics;
 use super::store::{Store, StoreError};
-use super::{control, ingest, monitor, submit, workflows};
+use super::{control, ingest, monitor, schedule, submit, workflows};
 use crate::agent::broker::Session;
 use crate::agent::{redact, systemd};
 use crate::config::Config;
@@ -70,6 +70,7 @@ pub async fn serve(config: Config, mut stop: watch::Receiver<bool>) -> Result<()
     let (session_tx, sessions) = watch::channel::<Option<Arc<Session>>>(None);
     let (up_tx, broker_up) = watch::channel(false);
     let outbox = Arc::new(Notify::new());
+    let schedules = Arc::new(Notify::new());
     let metrics = Arc::new(HubMetrics::default());
     let configs = Arc::new(crate::hub::configs::Live::load(&store, &settings).await?);
     let heard = monitor::Shared::default();
@@ -79,6 +80,7 @@ pub async fn serve(config: Config, mut stop: watch::Receiver<bool>) -> Result<()
         keys,
         settings: settings.clone(),
         outbox: outbox.clone(),
+        schedules: schedules.clone(),
         broker_up,
         session: sessions.clone(),
         tls: tls.is_some(),
@@ -87,7 +89,7 @@ pub async fn serve(config: Config, mut stop: watch::Receiver<bool>) -> Result<()
     });
     tokio::spawn(submit::publish_outbox(
         store.clone(),
-        outbox,
+        outbox.clone(),
         sessions.clone(),
         settings.results_queue(),
     ));
@@ -106,6 +108,7 @@ pub async fn serve(config: Config, mut stop: watch::Receiver<bool>) -> Result<()
         sessions.clone(),
     ));
     tokio::spawn(crate::hub::housekeeping::run(store.clone(), configs.clone()));
+    tokio::spawn(schedule::run(store.clone(), configs.clone(), outbox.clone(), schedules));
     tokio::spawn(monitor::flush(
         heard.clone(),
         store.clone(),

@@ -194,6 +194,84 @@ pub async fn start(
     resubmitted_from: Option<i64>,
     max_queue_depth: u32,
 ) -> Result<i64, SubmitError> {
+    let how = How::Job {
+        owner,
+        clientkey_id,
+        resubmitted_from,
+    };
+    Ok(submit(store, sub, how, max_queue_depth)
+        .await?
+        .expect("a job is written"))
+}
+
+/// What a schedule adds to the submissions of its runs: the schedule, so
+/// its jobs carry it (`schedule_ids`) and may be of a `schedule_only`
+/// workflow, and its `discovery_options`, which go where the workflow's
+/// would (over the workflow's, which apply only when the schedule names
+/// no discovery of its own, as for a submission).
+#[derive(Clone, Copy, Debug)]
+pub struct FromSchedule<'a> {
+    /// The schedule's id.
+    pub schedule_id: i64,
+    /// Its `discovery_options`.
+    pub discovery_options: &'a Map<String, Value>,
+}
+
+/// The owner of every scheduled job: the seed's `system` (id −2).
+pub fn system() -> Owner {
+    Owner {
+        kind: "system".into(),
+        id: -2,
+        name: "system".into(),
+    }
+}
+
+/// Starts the job of run `run_id` of a schedule, owned by `system`:
+/// checks the submission as [`start`] does, then writes the job, marks it
+/// with the schedule and records it on the run in one transaction
+/// ([`Store::start_run_job`]). `None` when the run has its job already
+/// (or is gone with its schedule): nothing is written, so a run started
+/// twice (a retry after a crash) makes one job.
+pub async fn start_scheduled(
+    store: &Store,
+    sub: &Submission,
+    from: FromSchedule<'_>,
+    run_id: i64,
+    max_queue_depth: u32,
+) -> Result<Option<i64>, SubmitError> {
+    submit(store, sub, How::Run { from, run_id }, max_queue_depth).await
+}
+
+/// Checks a schedule's submission as [`start_scheduled`] would, writing
+/// nothing: a subscription that could not run is refused when written.
+pub async fn check_scheduled(store: &Store, sub: &Submission, from: FromSchedule<'_>) -> Result<(), SubmitError> {
+    submit(store, sub, How::Check { from }, 0).await.map(|_| ())
+}
+
+/// What to do with a submission once it is checked.
+enum How<'a> {
+    /// Write a job (or add to `sub.job`).
+    Job {
+        owner: Owner,
+        clientkey_id: Option<i64>,
+        resubmitted_from: Option<i64>,
+    },
+    /// Write the job of a schedule's run.
+    Run { from: FromSchedule<'a>, run_id: i64 },
+    /// Write nothing.
+    Check { from: FromSchedule<'a> },
+}
+
+async fn submit(
+    store: &Store,
+    sub: &Submission,
+    how: How<'_>,
+    max_queue_depth: u32,
+) -> Result<Option<i64>, SubmitError> {
+    let from = match &how {
+        How::Job { .. } => None,
+        How::Run { from, .. } | How::Check { from } => Some(*from),
+    };
     let workflow = store
         .workflow_by_name(&sub.workflow)
         .await?
@@ -201,7 +279,7 @@ pub async fn start(
     if !workflow.enabled {
         return Err(invalid(format!("workflow: {:?} is disabled", workflow.name)));
     }
-    if workflow.schedule_only {
+    if workflow.schedule_only && from.is_none() {
         return Err(invalid(format!(
             "workflow: {:?} runs only from a schedule",
             workflow.name
@@ -275,10 +353,18 @@ pub async fn start(
             ))
         })?),
     };
-    let skip_missing = sub.discovery.is_none()
-        && ["skip_missing", "allow_missing_paths"]
-            .iter()
-            .any(|k| workflow.discovery_options.get(k).and_then(Value::as_bool) == Some(true));
+    // The workflow's discovery options go with its own discovery only; a
+    // schedule's go over them.
+    let mut options = match (&sub.discovery, workflow.discovery_options.as_object()) {
+        (None, Some(o)) => o.clone(),
+        _ => Map::new(),
+    };
+    if let Some(f) = from {
+        options.extend(f.discovery_options.clone());
+    }
+    let skip_missing = ["skip_missing", "allow_missing_paths"]
+        .iter()
+        .any(|k| options.get(*k).and_then(Value::as_bool) == Some(true));
     let mut input_paths: Vec<Value> = Vec::new();
     for p in paths.iter().take(INPUTS_KEPT) {
         let mut j = Vec::new();
@@ -299,6 +385,14 @@ pub async fn start(
         },
         site.name
     );
+    let (owner, clientkey_id, resubmitted_from) = match &how {
+        How::Job {
+            owner,
+            clientkey_id,
+            resubmitted_from,
+        } => (owner.clone(), *clientkey_id, *resubmitted_from),
+        How::Run { .. } | How::Check { .. } => (system(), None, None),
+    };
     let new = NewJob {
         workflow: workflow.name.clone(),
         fields: Value::Object(fields.clone()),
@@ -351,17 +445,12 @@ pub async fn start(
             &me,
         ),
     };
-    let job_id = match sub.job {
-        None => {
-            let id = store.create_job(&new, roots).await?;
-            if store.job(id).await?.is_some_and(|j| j.roots == 0) {
-                // No input path went to any rule: nothing to run.
-                store.end_empty_job(id).await?;
-            }
-            id
-        }
-        Some(id) => match store.append_to_job(id, task.is_some(), &roots(id)).await? {
-            Append::Added => id,
+    let created = match (&how, sub.job) {
+        (How::Check { .. }, _) => return Ok(None),
+        (How::Run { from, run_id }, _) => store.start_run_job(*run_id, from.schedule_id, &new, roots).await?,
+        (How::Job { .. }, None) => Some(store.create_job(&new, roots).await?),
+        (How::Job { .. }, Some(id)) => match store.append_to_job(id, task.is_some(), &roots(id)).await? {
+            Append::Added => return Ok(Some(id)),
             Append::Ended(state) => {
                 return Err(invalid(format!(
                     "job: job {id} has ended ({state}); submit without `job` to start a new one"
@@ -370,7 +459,13 @@ pub async fn start(
             Append::Missing => return Err(invalid(format!("job: no job {id}"))),
         },
     };
-    Ok(job_id)
+    if let Some(id) = created
+        && store.job(id).await?.is_some_and(|j| j.roots == 0)
+    {
+        // No input path went to any rule: nothing to run.
+        store.end_empty_job(id).await?;
+    }
+    Ok(created)
 }
 
 /// Headers as JSON, to keep in the outbox.

@@ -23,6 +23,9 @@ pub struct ApiState {
     pub settings: HubSettings,
     /// Wakes the outbox publisher after a job is written.
     pub outbox: Arc<Notify>,
+    /// Wakes the scheduler after a schedule is written, so a change
+    /// applies to a due time close ahead.
+    pub schedules: Arc<Notify>,
     /// Whether the broker connection is up.
     pub broker_up: watch::Receiver<bool>,
     /// The broker session, while there is one.

@@ -290,6 +290,9 @@ pub struct JobQuery {
     owner_ids: Vec<i64>,
     #[serde(default)]
     clientkey_ids: Vec<i64>,
+    /// Schedule ids: the jobs their runs started.
+    #[serde(default)]
+    schedule_ids: Vec<i64>,
 }
 
 fn upper_states(given: &[String], known: &[&str], what: &str) -> ApiResult<Vec<Bind>> {
@@ -328,6 +331,7 @@ fn job_filter(q: &JobQuery) -> ApiResult<Filter> {
     }
     f.any_of("owner_id", q.owner_ids.iter().copied().map(Bind::Int).collect());
     f.any_of("clientkey_id", q.clientkey_ids.iter().copied().map(Bind::Int).collect());
+    f.any_of("schedule_id", q.schedule_ids.iter().copied().map(Bind::Int).collect());
     Ok(f)
 }
 
@@ -467,7 +471,7 @@ async fn resubmit(s: State, c: Caller, base: Base, Id(id): Id, Query(q): Query<R
     };
     let new = crate::hub::jobctl::resubmit(
         &s.store,
-        &s.settings,
+        s.configs.get().queue_depth(),
         owner,
         c.clientkey_id,
         id,

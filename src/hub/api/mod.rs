@@ -10,6 +10,7 @@ mod configs;
 pub(crate) mod health;
 pub(crate) mod http;
 pub(crate) mod jobs;
+mod schedules;
 mod sites;
 mod stream;
 mod submit;
@@ -97,6 +98,7 @@ fn build() -> (Router<Arc<ApiState>>, utoipa::openapi::OpenApi) {
         .merge(health::routes())
         .merge(configs::routes())
         .merge(alerts::routes())
+        .merge(schedules::routes())
         .split_for_parts()
 }
 

@@ -35,8 +35,15 @@ async fn submit(s: State, c: Caller, base: Base, Body(sub): Body<Submission>) ->
         id: c.user_id,
         name: c.username.clone(),
     };
-    let job_id =
-        crate::hub::submit::start(&s.store, owner, c.clientkey_id, &sub, None, s.settings.max_queue_depth).await?;
+    let job_id = crate::hub::submit::start(
+        &s.store,
+        owner,
+        c.clientkey_id,
+        &sub,
+        None,
+        s.configs.get().queue_depth(),
+    )
+    .await?;
     s.outbox.notify_one();
     let job = s.store.job(job_id).await?.ok_or_else(|| ApiError::not_found("job"))?;
     let out = job_out(&s, &base, &job).await?;

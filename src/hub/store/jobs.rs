@@ -342,40 +342,8 @@ impl Store {
     /// Writes a job, its root tasks and their messages in one
     /// transaction; `roots` builds the tasks from the new job's id.
     pub async fn create_job(&self, new: &NewJob, roots: impl FnOnce(i64) -> Vec<RootTask>) -> Result<i64, StoreError> {
-        let now = now_us();
         let mut tx = self.write().await?;
-        let id: i64 = sqlx::query(
-            "INSERT INTO jobs (workflow, fields, discovery, site, queue, friendly_name, state, created, owner_type, owner_id,
-               owner_name, clientkey_id, input_paths, dir_walk_complete, request, resubmitted_from)
-             VALUES ($1, $2, $3, $4, $5, $6, 'PENDING', $7, $8, $9, $10, $11, $12, $13, $14, $15) RETURNING id",
-        )
-        .bind(&new.workflow)
-        .bind(new.fields.to_string())
-        .bind(&new.discovery)
-        .bind(&new.site)
-        .bind(&new.queue)
-        .bind(&new.friendly_name)
-        .bind(now)
-        .bind(&new.owner.kind)
-        .bind(new.owner.id)
-        .bind(&new.owner.name)
-        .bind(new.clientkey_id)
-        .bind(new.input_paths.to_string())
-        .bind(new.discovery.is_none() as i64)
-        .bind(&new.request)
-        .bind(new.resubmitted_from)
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(db("create a job"))?
-        .get(0);
-        let roots = roots(id);
-        insert_roots(&mut tx, id, &roots, now).await?;
-        sqlx::query("UPDATE jobs SET roots = $2, expected = $2 WHERE id = $1")
-            .bind(id)
-            .bind(roots.len() as i64)
-            .execute(&mut *tx)
-            .await
-            .map_err(db("count a job's roots"))?;
+        let id = insert_job(&mut tx, new, roots).await?;
         tx.commit().await.map_err(db("commit a job"))?;
         Ok(id)
     }
@@ -803,6 +771,49 @@ pub enum Append {
     Ended(String),
     /// No such job.
     Missing,
+}
+
+/// Writes a job, its root tasks and their messages within `tx`;
+/// `roots` builds the tasks from the new job's id. Returns the job's id.
+pub(super) async fn insert_job(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    new: &NewJob,
+    roots: impl FnOnce(i64) -> Vec<RootTask>,
+) -> Result<i64, StoreError> {
+    let now = now_us();
+    let id: i64 = sqlx::query(
+            "INSERT INTO jobs (workflow, fields, discovery, site, queue, friendly_name, state, created, owner_type, owner_id,
+               owner_name, clientkey_id, input_paths, dir_walk_complete, request, resubmitted_from)
+             VALUES ($1, $2, $3, $4, $5, $6, 'PENDING', $7, $8, $9, $10, $11, $12, $13, $14, $15) RETURNING id",
+        )
+        .bind(&new.workflow)
+        .bind(new.fields.to_string())
+        .bind(&new.discovery)
+        .bind(&new.site)
+        .bind(&new.queue)
+        .bind(&new.friendly_name)
+        .bind(now)
+        .bind(&new.owner.kind)
+        .bind(new.owner.id)
+        .bind(&new.owner.name)
+        .bind(new.clientkey_id)
+        .bind(new.input_paths.to_string())
+        .bind(new.discovery.is_none() as i64)
+        .bind(&new.request)
+        .bind(new.resubmitted_from)
+        .fetch_one(&mut **tx)
+        .await
+        .map_err(db("create a job"))?
+        .get(0);
+    let roots = roots(id);
+    insert_roots(tx, id, &roots, now).await?;
+    sqlx::query("UPDATE jobs SET roots = $2, expected = $2 WHERE id = $1")
+        .bind(id)
+        .bind(roots.len() as i64)
+        .execute(&mut **tx)
+        .await
+        .map_err(db("count a job's roots"))?;
+    Ok(id)
 }
 
 /// Writes a job's first tasks, their messages to publish and their counts.

@@ -18,6 +18,7 @@ pub mod holds;
 pub mod jobs;
 pub mod ledger;
 pub mod results;
+pub mod schedules;
 pub mod sites;
 pub mod users;
 pub mod workflows;
@@ -148,6 +149,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (2, include_str!("migrations/0002_held_index.sql")),
     (3, include_str!("migrations/0003_pause_resubmit.sql")),
     (4, include_str!("migrations/0004_configurations_alerts.sql")),
+    (5, include_str!("migrations/0005_schedules.sql")),
 ];
 
 impl Store {

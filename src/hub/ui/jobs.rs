@@ -635,7 +635,7 @@ async fn run(s: &ApiState, who: &Session, id: i64, action: &Action) -> Result<Ou
         "resubmit" | "resubmit-failed" => {
             let new = jobctl::resubmit(
                 &s.store,
-                &s.settings,
+                s.configs.get().queue_depth(),
                 owner(),
                 None,
                 id,

@@ -44,6 +44,7 @@ async fn hub() -> Hub {
         session,
         tls: false,
         metrics: Arc::new(HubMetrics::default()),
+        schedules: Arc::new(Notify::new()),
         configs: Arc::new(crate::hub::configs::Live::fixed(
             crate::hub::configs::Configurations::from_settings(&HubSettings::default()),
         )),
