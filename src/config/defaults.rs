@@ -122,6 +122,10 @@ pub const SCHEDULES_ENABLED: bool = true;
 /// are 8 M paths; a broker holds them in a few GB).
 pub const HUB_MAX_QUEUE_DEPTH: u32 = 200_000;
 
+/// How often a running discovery walk reports its progress (files and
+/// bytes found, children published) to where its result will go.
+pub const PROGRESS_EVERY: Duration = Duration::from_secs(2);
+
 /// Largest request body the hub reads (a submission of 100,000 paths of
 /// 100 bytes fits ten times over).
 pub const HUB_MAX_BODY: usize = 100 << 20;

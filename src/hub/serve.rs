@@ -130,7 +130,7 @@ pub async fn serve(config: Config, mut stop: watch::Receiver<bool>) -> Result<()
         metrics,
     ));
     tokio::spawn(systemd::watchdog());
-    let app = router(state);
+    let app = router(state.clone(), super::ui::routes(state));
     let scheme = if tls.is_some() { "https" } else { "http" };
     info!(%addr, scheme, "serving the API");
     systemd::ready();

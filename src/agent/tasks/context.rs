@@ -79,7 +79,7 @@ impl TaskEnv {
             lock_threshold: settings.lock_threshold,
             stream_timeout: settings.snapdiff_stream_timeout,
             cancel,
-            progress_every: super::navigate::PROGRESS_EVERY,
+            progress_every: crate::config::defaults::PROGRESS_EVERY,
         }
     }
 }

@@ -33,10 +33,6 @@ pub struct NavigateArgs {
     pub batch: BatchArgs,
 }
 
-/// How often a running walk reports its progress (files and bytes found,
-/// children published) to where its result will go.
-pub const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
-
 /// A `PROGRESS` result document of task `id` (Celery's custom state: its
 /// clients treat it as not ready): what the walk found so far.
 fn progress_document(id: &str, jobid: Option<&serde_json::value::RawValue>, nav: &Navigation<'_>) -> Vec<u8> {

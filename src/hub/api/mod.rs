@@ -109,15 +109,16 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 }
 
 /// The API's routes, `/api/openapi.json`, Swagger UI at `/api/docs/`
-/// (assets compiled in), `/metrics`, and the web page (`/`, `/ui/`).
-pub fn router(state: Arc<ApiState>) -> Router {
+/// (assets compiled in) and `/metrics`; `pages` are served beside them (the web page, `hub::ui`, which builds
+/// on this module, so the caller brings it).
+pub fn router(state: Arc<ApiState>, pages: Router<Arc<ApiState>>) -> Router {
     let limit = state.settings.max_body_bytes;
     let (api, spec) = build();
     let docs: Router<Arc<ApiState>> = utoipa_swagger_ui::SwaggerUi::new("/api/docs/")
         .url("/api/openapi.json", spec)
         .into();
     api.merge(docs)
-        .merge(crate::hub::ui::routes(state.clone()))
+        .merge(pages)
         .route("/metrics", axum::routing::get(metrics))
         .fallback(|| async { ApiError::not_found("endpoint") })
         .layer(axum::middleware::from_fn_with_state(state.clone(), timed))

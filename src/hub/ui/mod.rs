@@ -16,6 +16,7 @@
 //! `/ui/health/`; `/ui/workflows/` (`new/`, `{id}/`, `{id}/delete/`);
 //! `/ui/static/<name>-<hash>.<ext>`.
 
+mod actions;
 pub mod format;
 pub mod frame;
 mod health;

@@ -50,7 +50,7 @@ async fn hub() -> Hub {
         )),
     });
     Hub {
-        app: router(state.clone()),
+        app: router(state.clone(), super::routes(state.clone())),
         state,
         _dir: dir,
     }
