@@ -554,22 +554,34 @@ pub struct Live {
 /// The changing part of job `j`'s page, with its task `stats`.
 pub fn live_view(j: &Job, stats: &[(String, String, i64)]) -> Live {
     let p = progress_out(j);
-    let walking = if p.dir_walk_complete {
-        ""
+    let mut note = if p.dir_walk_complete {
+        format!(
+            "{} of {} files done, {} of {} tasks",
+            thousands(p.files_done),
+            thousands(p.files_found),
+            thousands(p.tasks_done),
+            thousands(p.tasks_total)
+        )
     } else {
-        "; the discovery is still walking, so more tasks will come (progress stays at or below 50 % until it ends)"
+        format!(
+            "{} files done of {} found so far; the discovery is still walking ({} batches published)",
+            thousands(p.files_done),
+            thousands(p.files_walked),
+            thousands(p.children_published)
+        )
     };
+    if let Some(eta) = p.eta_s
+        && !state::FINAL.contains(&j.state.as_str())
+    {
+        note.push_str(&format!(", about {} left", duration(eta)));
+    }
     Live {
         id: j.id,
         state: j.state.clone(),
         state_class: state_class(&j.state),
         percent: p.percent,
         percent_text: percent(p.percent),
-        progress_note: format!(
-            "{} of {} tasks done{walking}",
-            thousands(p.tasks_done),
-            thousands(p.tasks_total)
-        ),
+        progress_note: note,
         bar: stats_bar(stats),
         files: file_counts(j),
         actions: actions(&j.state),

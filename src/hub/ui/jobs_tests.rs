@@ -159,7 +159,19 @@ fn a_job_view_keeps_what_paths_and_fields_say() {
     );
     assert!(v.completed.is_none());
     let live = live_view(&job("STARTED"), &[]);
-    assert_eq!(live.progress_note, "10 of 40 tasks done");
+    assert!(
+        live.progress_note
+            .starts_with("1,005 of 12,345 files done, 10 of 40 tasks, about "),
+        "{}",
+        live.progress_note
+    );
+    let mut walking = job("STARTED");
+    walking.dir_walk_complete = false;
+    walking.walk = (20_000, 0, 500, None);
+    assert_eq!(
+        live_view(&walking, &[]).progress_note,
+        "1,005 files done of 20,000 found so far; the discovery is still walking (500 batches published)"
+    );
     assert!(!live.ended);
     assert_eq!(live.files[4].value, "3");
     assert!(live.files[4].bad);
