@@ -113,6 +113,23 @@ fn the_web_page_in_a_browser() {
         wait_walked(&s, *id);
     }
 
+    // A schedule that does not fire by itself (disabled), to run by hand.
+    let sched = s.api(
+        "POST",
+        "/api/schedules/",
+        Some(serde_json::json!({"name": "nightly", "site": s.site, "enabled": false,
+            "managed_paths": [s.data().join("projects").join("done").to_str().unwrap()],
+            "minute": "30", "hour": "2", "day_of_week": "*", "day_of_month": "*", "month_of_year": "*"})),
+        201,
+    );
+    let sched_id = sched["id"].as_i64().unwrap();
+    s.api(
+        "POST",
+        &format!("/api/schedules/{sched_id}/workflows/"),
+        Some(serde_json::json!({"workflow": "premigrate", "site": s.site, "queue": "default", "fields": {}})),
+        201,
+    );
+
     let shots = screenshot_dir();
     let signals = tempfile::tempdir().unwrap();
     let shown: Vec<String> = bad
@@ -129,6 +146,7 @@ fn the_web_page_in_a_browser() {
         "bad_paths": shown,
         "cancel_js": running[0],
         "cancel_nojs": running[1],
+        "schedule": sched_id,
         "signals": signals.path(),
         "screenshots": shots,
         "chromium": CHROMIUM,

@@ -271,6 +271,16 @@ with sync_playwright() as p:
     # The list shows it too.
     page.get_by_test_id("nav-jobs").click()
     expect(page.get_by_test_id(f"job-state-{job}")).to_have_text("CANCELLED")
+    # Schedules: listed (disabled: no next run), and Run now starts its job.
+    sched = spec["schedule"]
+    page.get_by_test_id("nav-schedules").click()
+    page.wait_for_url(f"{url}/ui/schedules/")
+    expect(page.get_by_test_id(f"schedule-row-{sched}")).to_contain_text("30 2 * * *")
+    expect(page.get_by_test_id(f"schedule-next-{sched}")).to_have_text("—")
+    page.get_by_test_id(f"schedule-run-{sched}").click()
+    page.wait_for_url(re.compile(rf".*/ui/schedules/\?ran={sched}&jobs=\d+"))
+    expect(page.get_by_test_id("notice")).to_contain_text(f"Schedule {sched} ran now")
+    page.screenshot(path=os.path.join(shots, "schedules.png"), full_page=True)
     page.get_by_test_id("logout").click()
     page.wait_for_url(f"{url}/ui/login/")
     ctx.close()

@@ -14,6 +14,7 @@
 //! live part `/ui/jobs/{id}/live/`, its actions `/ui/jobs/{id}/do/{action}/`
 //! and their confirmation pages `/ui/jobs/{id}/confirm/{action}/`);
 //! `/ui/health/`; `/ui/workflows/` (`new/`, `{id}/`, `{id}/delete/`);
+//! `/ui/schedules/` (and `{id}/run/`);
 //! `/ui/static/<name>-<hash>.<ext>`.
 
 mod actions;
@@ -22,6 +23,7 @@ pub mod frame;
 mod health;
 mod jobs;
 mod login;
+mod schedules;
 pub mod session;
 mod workflows;
 
@@ -80,6 +82,7 @@ pub fn routes(state: Arc<ApiState>) -> Router<Arc<ApiState>> {
         .merge(jobs::routes())
         .merge(health::routes())
         .merge(workflows::routes())
+        .merge(schedules::routes())
         .route("/ui/logout/", axum::routing::post(login::logout))
         .route_layer(axum::middleware::from_fn_with_state(state, session::require));
     Router::new()
