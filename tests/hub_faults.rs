@@ -4,6 +4,7 @@
 
 mod common;
 
+use common::agent::depth;
 use common::hub::{HubSite, sqlite};
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -40,20 +41,6 @@ fn submit_big(s: &mut HubSite) -> i64 {
     let job = s.submit(&w, &root);
     assert_eq!(job["queue_nodes_online"], 2, "{job}");
     job["id"].as_i64().unwrap()
-}
-
-/// Messages waiting in `queue` (a passive declare: it must exist).
-fn depth(queue: &str) -> u32 {
-    common::agent::rt().block_on(async {
-        let c = common::agent::Client::connect().await;
-        let passive = lapin::options::QueueDeclareOptions {
-            passive: true,
-            ..Default::default()
-        };
-        c.ch.queue_declare(queue.into(), passive, lapin::types::FieldTable::default())
-            .await
-            .map_or(0, |q| q.message_count())
-    })
 }
 
 /// The node names the health answer shows online, and the site's health.

@@ -6,6 +6,7 @@
 
 mod common;
 
+use common::agent::depth;
 use common::hub::{HubSite, sqlite};
 use serde_json::Value;
 use std::os::unix::fs::PermissionsExt;
@@ -21,20 +22,6 @@ fn tree(root: &Path, dirs: usize, per_dir: usize) {
             std::fs::write(dir.join(format!("f{f:05}")), b"x").unwrap();
         }
     }
-}
-
-/// Messages waiting in `queue` (0 when it does not exist).
-fn depth(queue: &str) -> u32 {
-    common::agent::rt().block_on(async {
-        let c = common::agent::Client::connect().await;
-        let passive = lapin::options::QueueDeclareOptions {
-            passive: true,
-            ..Default::default()
-        };
-        c.ch.queue_declare(queue.into(), passive, lapin::types::FieldTable::default())
-            .await
-            .map_or(0, |q| q.message_count())
-    })
 }
 
 /// Waits until `check` holds for job `id` (panics after `limit`).

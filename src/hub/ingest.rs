@@ -117,13 +117,15 @@ fn jobid(raw: Option<&RawValue>) -> Option<i64> {
 /// names no job.
 pub fn parse_progress(body: &[u8]) -> Option<Progress> {
     #[derive(Deserialize)]
-    struct Doc {
+    struct Doc<'a> {
         status: String,
-        result: Option<Report>,
+        #[serde(borrow)]
+        result: Option<Report<'a>>,
     }
     #[derive(Deserialize)]
-    struct Report {
-        jobid: Option<serde_json::Value>,
+    struct Report<'a> {
+        #[serde(borrow)]
+        jobid: Option<&'a RawValue>,
         #[serde(default)]
         files: i64,
         #[serde(default)]
@@ -136,12 +138,8 @@ pub fn parse_progress(body: &[u8]) -> Option<Progress> {
         return None;
     }
     let r = doc.result?;
-    let jobid = r
-        .jobid
-        .as_ref()
-        .and_then(|v| v.as_i64().or_else(|| v.as_str()?.parse().ok()))?;
     Some(Progress {
-        jobid,
+        jobid: jobid(r.jobid)?,
         files: r.files.max(0),
         bytes: r.bytes.max(0),
         children: r.children_sent.max(0),

@@ -177,6 +177,21 @@ impl Drop for Agent {
     }
 }
 
+/// Messages waiting in `queue` (a passive declare; 0 when it does not
+/// exist).
+pub fn depth(queue: &str) -> u32 {
+    rt().block_on(async {
+        let c = Client::connect().await;
+        let passive = lapin::options::QueueDeclareOptions {
+            passive: true,
+            ..Default::default()
+        };
+        c.ch.queue_declare(queue.into(), passive, lapin::types::FieldTable::default())
+            .await
+            .map_or(0, |q| q.message_count())
+    })
+}
+
 /// A current-thread runtime for test clients.
 pub fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()

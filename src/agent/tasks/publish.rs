@@ -124,6 +124,18 @@ impl<'a> Publisher<'a> {
         kwargs: &str,
         chain: &[Signature],
     ) -> Result<Option<String>, SinkError> {
+        let (parent, node) = (self.parent, self.node);
+        self.publish(queue, |id| child_task(id, task, kwargs, parent, chain, node))
+    }
+
+    /// Publishes the message `build` makes from the next child id to
+    /// `queue`, and counts it; `None` when the job is cancelled and
+    /// nothing was published.
+    fn publish(
+        &mut self,
+        queue: &str,
+        build: impl FnOnce(String) -> crate::agent::celery::Outgoing,
+    ) -> Result<Option<String>, SinkError> {
         if self.cancelled() {
             return Ok(None);
         }
@@ -132,8 +144,7 @@ impl<'a> Publisher<'a> {
             seq: self.children.count,
         }
         .to_uuid();
-        let out = child_task(id.clone(), task, kwargs, self.parent, chain, self.node);
-        self.sink.send(queue, out)?;
+        self.sink.send(queue, build(id.clone()))?;
         self.children.count += 1;
         if self.keep_ids {
             self.children.ids.push(id.clone());
@@ -147,23 +158,10 @@ impl<'a> Publisher<'a> {
     /// arguments and chain. `None` when the job is cancelled and it was not
     /// sent.
     pub fn retry(&mut self, queue: &str, paths: &[u8], eta: jiff::Timestamp) -> Result<Option<String>, SinkError> {
-        if self.cancelled() {
-            return Ok(None);
-        }
         let members = object_text(self.parent.kwargs.iter().filter(|(k, _)| k != "paths" && k != "jobid"));
         let kwargs = kwargs_with(&members[1..members.len() - 1], self.jobid, Some(paths));
-        let id = ChildId {
-            run: self.children.run,
-            seq: self.children.count,
-        }
-        .to_uuid();
-        let out = retry_task(id.clone(), self.parent, &kwargs, &self.parent.chain, self.node, eta);
-        self.sink.send(queue, out)?;
-        self.children.count += 1;
-        if self.keep_ids {
-            self.children.ids.push(id.clone());
-        }
-        Ok(Some(id))
+        let (parent, node) = (self.parent, self.node);
+        self.publish(queue, |id| retry_task(id, parent, &kwargs, &parent.chain, node, eta))
     }
 
     /// Children published so far.
