@@ -901,6 +901,8 @@ async fn store(url: &str, n: u64) -> Value {
         input_paths: json!(["/bench"]),
         request: None,
         resubmitted_from: None,
+        record_files: Default::default(),
+        dry_run: false,
     };
     let job = store
         .create_job(&new, move |_| {

@@ -517,6 +517,54 @@ fn migrate_exits_0_when_the_job_succeeds_and_1_when_a_file_fails() {
     assert!(run.stderr.contains(" ended FAILURE: 1 file(s) failed"), "{run}");
 }
 
+#[test]
+fn on_a_terminal_migrate_draws_a_progress_bar_while_it_waits() {
+    if !common::agent::broker_or_skip() {
+        return;
+    }
+    let mut s = HubSite::new(sqlite(), 1, "");
+    s.start_hub();
+    s.start_agent(0);
+    s.wait_online(1, Duration::from_secs(20));
+    // Small batches: the job runs for a few seconds, long enough for the
+    // bar's 200 ms ticks.
+    s.batch_size(5);
+    let conf = config(&s, &s.key());
+    let root = s.data().join("tty");
+    tree(&root, 10, 60);
+    // `script` gives the client a terminal on its stdin, stdout and stderr
+    // and copies what it draws to its own stdout.
+    let line = format!(
+        "{} client migrate -r {} -c {}",
+        env!("CARGO_BIN_EXE_ferry"),
+        root.display(),
+        conf.display()
+    );
+    let mut cmd = Command::new("script");
+    cmd.args(["-q", "-e", "-c", &line, "/dev/null"])
+        .env("HOME", s.dir.path())
+        .env("TERM", "xterm");
+    let out: Output = common::run_within(&mut cmd, None, Duration::from_secs(120), None);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}\nhub log:\n{}", s.log("hub.log"));
+    let id = text
+        .split("job ")
+        .nth(1)
+        .and_then(|t| t.split(' ').next())
+        .unwrap_or_default()
+        .to_string();
+    // The bar: its frame and its message, redrawn while the job ran.
+    let drawn = text.matches(&format!("job {id} ")).count();
+    assert!(drawn >= 3, "the bar was drawn {drawn} times: {text:?}");
+    assert!(text.contains("] job "), "no bar frame: {text:?}");
+    assert!(text.contains("/600 files"), "no file counts in the bar: {text:?}");
+    // Then the summary, as without a terminal.
+    assert!(
+        text.contains("files: 600 found, 600 processed, 0 skipped, 0 aborted, 0 failed"),
+        "{text:?}"
+    );
+}
+
 /// Runs openssl with `args` in `dir`.
 fn openssl(dir: &Path, args: &[&str]) {
     let out = Command::new("openssl").args(args).current_dir(dir).output().unwrap();

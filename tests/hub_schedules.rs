@@ -617,6 +617,8 @@ fn new_job(site: &str) -> NewJob {
         input_paths: json!(["/data"]),
         request: None,
         resubmitted_from: None,
+        record_files: Default::default(),
+        dry_run: false,
     }
 }
 

@@ -35,6 +35,8 @@ async fn job_with_root(store: &Store, root: &str) -> i64 {
         input_paths: serde_json::json!(["/data"]),
         request: None,
         resubmitted_from: None,
+        record_files: Default::default(),
+        dry_run: false,
     };
     let root = root.to_string();
     store

@@ -89,6 +89,9 @@ struct Status<'a> {
     summary: Option<&'a RawValue>,
     #[serde(borrow, default)]
     details: Option<Details<'a>>,
+    /// A dry run's counts per rule (kept in the trimmed result).
+    #[serde(borrow, default)]
+    plan: Option<&'a RawValue>,
 }
 
 #[derive(Deserialize, Default)]
@@ -97,6 +100,10 @@ struct Details<'a> {
     failures: Vec<&'a RawValue>,
     #[serde(borrow, default)]
     aborted: Vec<&'a RawValue>,
+    #[serde(borrow, default)]
+    processed: Vec<&'a RawValue>,
+    #[serde(borrow, default)]
+    skipped: Vec<&'a RawValue>,
 }
 
 #[derive(Deserialize)]
@@ -167,7 +174,13 @@ pub fn parse(body: &[u8]) -> Result<Option<Finished>, ParseError> {
     let files = super::store::results::counts(&summary);
     let mut failed = Vec::new();
     if let Some(d) = &status.details {
-        for (list, st) in [(&d.failures, "failures"), (&d.aborted, "aborted")] {
+        let lists = [
+            (&d.failures, "failures"),
+            (&d.aborted, "aborted"),
+            (&d.processed, "processed"),
+            (&d.skipped, "skipped"),
+        ];
+        for (list, st) in lists {
             for raw in list {
                 let Ok(f) = serde_json::from_str::<FailedPath>(raw.get()) else {
                     continue;
@@ -193,12 +206,20 @@ pub fn parse(body: &[u8]) -> Result<Option<Finished>, ParseError> {
     // Results keep their counts, not their file lists: the paths a task
     // processed are the job's bulk and the hub does not hold them.
     let result = match (state, doc.result) {
-        ("SUCCESS" | "ERROR", _) => serde_json::json!({
-            "jobid": jobid(value.jobid).or(jobid(doc.jobid)),
-            "queue": value.queue,
-            "status": {"task": tasktype, "summary": serde_json::from_str::<serde_json::Value>(&summary).unwrap_or_default()},
-        })
-        .to_string(),
+        ("SUCCESS" | "ERROR", _) => {
+            let mut kept = serde_json::json!({
+                "jobid": jobid(value.jobid).or(jobid(doc.jobid)),
+                "queue": value.queue,
+                "status": {"task": tasktype, "summary": serde_json::from_str::<serde_json::Value>(&summary).unwrap_or_default()},
+            });
+            if let Some(plan) = status
+                .plan
+                .and_then(|p| serde_json::from_str::<serde_json::Value>(p.get()).ok())
+            {
+                kept["status"]["plan"] = plan;
+            }
+            kept.to_string()
+        }
         (_, Some(r)) => r.get().to_string(),
         (_, None) => "null".to_string(),
     };

@@ -225,6 +225,7 @@ fn submission(s: &Schedule, w: &ScheduleWorkflow) -> Submission {
         exclude: None,
         ignore_site_includes: false,
         ignore_site_excludes: false,
+        dry_run: false,
     }
 }
 

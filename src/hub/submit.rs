@@ -9,15 +9,15 @@
 
 use super::store::jobs::{Append, NewJob, Outbound, Owner, RootTask};
 use super::store::{Store, StoreError};
-use super::workflows::{Known, compile, discovery_task, parse_fields, parse_rules, resolve_fields};
+use super::workflows::{DiscoveryOptions, Known, compile, discovery_task, parse_fields, parse_rules, resolve_fields};
 use crate::agent::broker::{self, Session, task_properties};
 use crate::agent::celery::{HeaderValue, Outgoing, Signature, root_task};
 use crate::agent::tasks::rules::Context;
 use crate::agent::tasks::rules::{Rule, matching};
 use crate::config::queue_name;
 use crate::entry::FileType;
-use crate::task::PathObject;
 use crate::task::args::kwargs_with;
+use crate::task::{PathObject, TaskName};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
@@ -174,6 +174,11 @@ pub struct Submission {
     /// Do not append the site's exclude globs.
     #[serde(default)]
     pub ignore_site_excludes: bool,
+    /// Only discover: the job reports, per rule, the files and bytes its
+    /// actions would take, and runs none of them. Needs the `recursive`
+    /// discovery (a snapdiff run moves the site's snapshot baseline on).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dry_run: bool,
 }
 
 /// The first thousand input paths are kept on the job, for display.
@@ -362,9 +367,13 @@ async fn submit(
     if let Some(f) = from {
         options.extend(f.discovery_options.clone());
     }
-    let skip_missing = ["skip_missing", "allow_missing_paths"]
-        .iter()
-        .any(|k| options.get(*k).and_then(Value::as_bool) == Some(true));
+    let options = DiscoveryOptions::read(&options);
+    if sub.dry_run && task != Some(TaskName::RecursiveNavigate) {
+        return Err(invalid(format!(
+            "dry_run: needs the recursive discovery, not {}",
+            disc.as_deref().map_or("none".to_string(), |d| format!("{d:?}"))
+        )));
+    }
     let mut input_paths: Vec<Value> = Vec::new();
     for p in paths.iter().take(INPUTS_KEPT) {
         let mut j = Vec::new();
@@ -411,6 +420,8 @@ async fn submit(
             .expect("json"),
         ),
         resubmitted_from,
+        record_files: workflow.record_files,
+        dry_run: sub.dry_run,
     };
     let me = origin();
     let raw_paths: Vec<&RawValue> = sub.paths.iter().map(|p| &**p).collect();
@@ -427,7 +438,9 @@ async fn submit(
                 "site_excludes": patterns.site_excludes,
                 "site": site.name,
                 "queue": queue,
-                "skip_missing": skip_missing,
+                "skip_missing": options.skip_missing,
+                "min_age": options.min_age,
+                "dry_run": sub.dry_run,
                 "file_batch_size": site.file_batch_size,
                 "file_batch_gb": site.file_batch_gb,
                 "enable_auto_file_batch_sizing": site.enable_auto_file_batch_sizing,

@@ -20,6 +20,57 @@ pub fn discovery_task(name: &str) -> Option<TaskName> {
     DISCOVERIES.iter().find(|(n, _)| *n == name).map(|(_, t)| *t)
 }
 
+/// The discovery options a workflow or schedule may set, with what each
+/// takes: `skip_missing` (alias `allow_missing_paths`), true or false;
+/// `min_age`, whole seconds.
+pub const DISCOVERY_OPTIONS: &[&str] = &["skip_missing", "allow_missing_paths", "min_age"];
+
+/// The discovery options that reach the discovery task, read from a
+/// workflow's and a schedule's `discovery_options` (checked when stored).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DiscoveryOptions {
+    /// A missing input path is passed on instead of failing.
+    pub skip_missing: bool,
+    /// Files changed fewer than this many seconds ago are left alone.
+    pub min_age: Option<u64>,
+}
+
+impl DiscoveryOptions {
+    /// Reads checked options (unknown keys and wrong types are ignored:
+    /// [`check_discovery_options`] refused them when they were stored).
+    pub fn read(o: &Map<String, Value>) -> DiscoveryOptions {
+        DiscoveryOptions {
+            skip_missing: ["skip_missing", "allow_missing_paths"]
+                .iter()
+                .any(|k| o.get(*k).and_then(Value::as_bool) == Some(true)),
+            min_age: o.get("min_age").and_then(Value::as_u64).filter(|s| *s > 0),
+        }
+    }
+}
+
+/// Checks discovery options as a workflow or schedule stores them.
+pub fn check_discovery_options(o: &Map<String, Value>) -> Result<(), Invalid> {
+    for (k, x) in o {
+        let field = format!("discovery_options.{k}");
+        match k.as_str() {
+            "skip_missing" | "allow_missing_paths" if !x.is_boolean() => {
+                return Err(invalid(field, "must be true or false"));
+            }
+            "min_age" if !x.is_u64() => {
+                return Err(invalid(field, "must be a whole number of seconds, 0 or more"));
+            }
+            "skip_missing" | "allow_missing_paths" | "min_age" => {}
+            _ => {
+                return Err(invalid(
+                    field,
+                    format!("unknown option (known: {})", DISCOVERY_OPTIONS.join(", ")),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// A runtime field as a workflow declares it.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -270,6 +321,7 @@ fn builtin(name: &str, label: &str, discovery: Option<&str>, visible: bool, fiel
         discovery_options: json!({}),
         preferred_queue: None,
         builtin: true,
+        record_files: Default::default(),
     }
 }
 

@@ -151,7 +151,7 @@ with sync_playwright() as p:
     expect(page.get_by_test_id("job-action-cancel")).to_have_count(0)
     expect(page.get_by_test_id("job-action-pause")).to_have_count(0)
     page.get_by_test_id("tab-completed").click()
-    expect(page.get_by_test_id("completed-note")).to_contain_text("record_files=all")
+    expect(page.get_by_test_id("completed-note")).to_contain_text("records failed and aborted files only")
     page.get_by_test_id("tab-failed").click()
     page.wait_for_url(f"{url}/ui/jobs/{finished}/?tab=failed")
     paths = page.get_by_test_id("failed-path").all_text_contents()

@@ -4,6 +4,14 @@
 //! first action (the rest of its actions ride along as a Celery chain)
 //! while the walk goes on. When the job is cancelled the walk stops and the
 //! task ends with what it published, its status saying `cancelled: true`.
+//!
+//! Two options change what is published:
+//! - `min_age` (seconds): a file (any entry but a directory) whose
+//!   contents or inode changed more recently than that is left alone and
+//!   reported as aborted with the reason, so no action races a writer; the
+//!   next run takes it.
+//! - `dry_run`: nothing is published; the result's `status.plan` says,
+//!   per rule, how many entries and bytes its actions would have taken.
 
 use super::context::{ChildSink, Input, SinkError, TaskEnv, TaskError, TaskOutput};
 use super::publish::{Batches, Publisher};
@@ -31,6 +39,46 @@ pub struct NavigateArgs {
     /// The site's batch settings, when the sender keeps them.
     #[serde(flatten)]
     pub batch: BatchArgs,
+    /// Seconds since its last change below which a file is left alone.
+    #[serde(default)]
+    pub min_age: Option<u64>,
+    /// Count what the rules would take; publish nothing.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+/// What a dry run found for one rule.
+#[derive(Clone, Copy, Debug, Default)]
+struct Planned {
+    entries: u64,
+    bytes: u64,
+}
+
+/// The cut-off of `min_age`: entries changed after `since` are too young.
+#[derive(Clone, Copy, Debug)]
+struct MinAge {
+    seconds: u64,
+    since: (i64, u32),
+    now: i64,
+}
+
+impl MinAge {
+    fn new(seconds: u64) -> MinAge {
+        let now = jiff::Timestamp::now();
+        let since = now - jiff::SignedDuration::from_secs(seconds as i64);
+        MinAge {
+            seconds,
+            since: (since.as_second(), since.subsec_nanosecond() as u32),
+            now: now.as_second(),
+        }
+    }
+
+    /// How many seconds ago `e` last changed, when that is too recent.
+    fn too_young(&self, e: &Entry) -> Option<i64> {
+        let m = e.meta.as_ref()?;
+        let last = (m.mtime.sec, m.mtime.nsec).max((m.ctime.sec, m.ctime.nsec));
+        (last > self.since).then(|| (self.now - last.0).max(0))
+    }
 }
 
 /// A `PROGRESS` result document of task `id` (Celery's custom state: its
@@ -62,6 +110,8 @@ pub fn recursive_navigate(
     // since types come from the directory entries, and runs several times
     // faster. Path objects then carry no `size`.
     let sizes = limits.max_data_bytes.is_some();
+    // A dry run reports bytes; `min_age` needs the times.
+    let stat = sizes || args.dry_run || args.min_age.is_some();
     let mut nav = Navigation {
         publisher: Publisher::new(input.msg, env, input.jobid, sink),
         rules: &rules,
@@ -76,6 +126,10 @@ pub fn recursive_navigate(
         files: 0,
         dirs: 0,
         bytes: 0,
+        min_age: args.min_age.filter(|s| *s > 0).map(MinAge::new),
+        young: 0,
+        young_listed: Vec::new(),
+        plan: args.dry_run.then(|| vec![Planned::default(); rules.len()]),
     };
     let mut reported = std::time::Instant::now();
     let mut failures = Vec::new();
@@ -83,14 +137,7 @@ pub fn recursive_navigate(
     let mut fail = |path: &[u8], why: String, failures: &mut Vec<u8>| {
         failed += 1;
         if (failed as usize) <= MAX_LISTED_FAILURES {
-            if !failures.is_empty() {
-                failures.push(b',');
-            }
-            failures.extend_from_slice(b"{\"path\":");
-            surrogate::encode(path, failures);
-            failures.extend_from_slice(b",\"message\":[");
-            surrogate::encode(why.as_bytes(), failures);
-            failures.extend_from_slice(b"]}");
+            list_path(failures, path, &why);
         }
     };
 
@@ -114,7 +161,7 @@ pub fn recursive_navigate(
     }
     let mut opts = WalkOptions {
         threads: env.walk_threads,
-        stat: sizes,
+        stat,
         ..WalkOptions::default()
     };
     if let [only] = &rules[..] {
@@ -159,9 +206,12 @@ pub fn recursive_navigate(
 
     let mut counts = serde_json::to_value(summary).expect("json");
     counts["failures"] = failed.into();
+    counts["aborted"] = nav.young.into();
     counts["children"] = children.count.into();
     let mut details = b"{\"failures\":[".to_vec();
     details.extend_from_slice(&failures);
+    details.extend_from_slice(b"],\"aborted\":[");
+    details.extend_from_slice(&nav.young_listed);
     details.extend_from_slice(b"]}");
     let mut status = Status::new(input.name.as_str());
     status
@@ -171,6 +221,22 @@ pub fn recursive_navigate(
         .string("started", &started)
         .value("has_dynamic_children", &(children.count > 0))
         .value("cancelled", &cancelled);
+    if let Some(plan) = &nav.plan {
+        let plan: Vec<serde_json::Value> = rules
+            .iter()
+            .zip(plan)
+            .enumerate()
+            .map(|(i, (r, p))| {
+                serde_json::json!({
+                    "rule": i,
+                    "actions": r.actions.iter().map(|a| a.task.as_str()).collect::<Vec<_>>(),
+                    "entries": p.entries,
+                    "bytes": p.bytes,
+                })
+            })
+            .collect();
+        status.value("dry_run", &true).value("plan", &plan);
+    }
     Ok(TaskOutput {
         result: status.into_result(input.jobid, Some(&env.queue_name), b""),
         children,
@@ -188,6 +254,25 @@ struct Navigation<'a> {
     files: u64,
     dirs: u64,
     bytes: u64,
+    /// `min_age`, when set.
+    min_age: Option<MinAge>,
+    /// Files left alone as too young, and the first of them as JSON.
+    young: u64,
+    young_listed: Vec<u8>,
+    /// A dry run's counts per rule (publishing nothing).
+    plan: Option<Vec<Planned>>,
+}
+
+/// Appends `{"path": ..., "message": [why]}` to a JSON list's items.
+fn list_path(out: &mut Vec<u8>, path: &[u8], why: &str) {
+    if !out.is_empty() {
+        out.push(b',');
+    }
+    out.extend_from_slice(b"{\"path\":");
+    surrogate::encode(path, out);
+    out.extend_from_slice(b",\"message\":[");
+    surrogate::encode(why.as_bytes(), out);
+    out.extend_from_slice(b"]}");
 }
 
 impl Navigation<'_> {
@@ -200,9 +285,28 @@ impl Navigation<'_> {
             FileType::Directory => self.dirs += 1,
             _ => {}
         }
+        if let Some(m) = &self.min_age
+            && e.file_type != FileType::Directory
+            && let Some(age) = m.too_young(e)
+        {
+            self.young += 1;
+            if self.young as usize <= MAX_LISTED_FAILURES {
+                let why = format!(
+                    "changed {age} s ago, less than the workflow's min_age of {} s: left alone so as not to race a writer",
+                    m.seconds
+                );
+                list_path(&mut self.young_listed, &e.path, &why);
+            }
+            return Ok(());
+        }
         let mut matched = std::mem::take(&mut self.matched);
         rules::matching(self.rules, &e.path, e.file_type, "all", &mut matched);
-        if !matched.is_empty() {
+        if let Some(plan) = &mut self.plan {
+            for &i in &matched {
+                plan[i].entries += 1;
+                plan[i].bytes += e.data_size();
+            }
+        } else if !matched.is_empty() {
             let mut obj = Vec::with_capacity(e.path.len() + 40);
             write_entry(e, self.fields, &mut obj);
             let (rules, publisher) = (self.rules, &mut self.publisher);
@@ -520,6 +624,10 @@ mod tests {
             files: 0,
             dirs: 0,
             bytes: 0,
+            min_age: None,
+            young: 0,
+            young_listed: Vec::new(),
+            plan: None,
         };
         for (name, size) in [("/x/small", 10), ("/x/huge", 3_000_000_000u64), ("/x/last", 10)] {
             let meta = crate::sys::FileStat {
@@ -590,5 +698,86 @@ mod tests {
             assert!(e.contains(why), "{e}");
         }
         assert!(sink.sent.is_empty());
+    }
+
+    #[test]
+    fn a_dry_run_counts_each_rules_entries_and_bytes_and_publishes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        for i in 0..6 {
+            std::fs::write(dir.path().join(format!("f{i}.big")), vec![b'x'; 1000 + i]).unwrap();
+            std::fs::write(dir.path().join(format!("f{i}.txt")), b"abc").unwrap();
+        }
+        std::fs::create_dir(dir.path().join("sub")).unwrap();
+        let kwargs = serde_json::json!({
+            "paths": [dir.path().to_str().unwrap()], "dry_run": true,
+            "filter_rules": [
+                {"state": "all", "type": "file", "include": ["*.big"], "action": [{"name": "dynamo.tasks.migrate"}, {"name": "dynamo.tasks.stat_paths"}]},
+                {"state": "all", "type": "all", "action": [{"name": "dynamo.tasks.stat_paths"}]},
+            ],
+        });
+        let mut sink = Memory::default();
+        let out = navigate(&message(kwargs), &env(), &mut sink).unwrap();
+        assert!(sink.sent.is_empty(), "a dry run published {} tasks", sink.sent.len());
+        let r: serde_json::Value = serde_json::from_slice(&out.result).unwrap();
+        let st = &r["status"];
+        assert_eq!(st["dry_run"], true, "{r}");
+        assert_eq!(
+            st["plan"],
+            serde_json::json!([
+                {"rule": 0, "actions": ["dynamo.tasks.migrate", "dynamo.tasks.stat_paths"], "entries": 6, "bytes": 6015},
+                // Every entry: 12 files, `sub` and the root directory.
+                {"rule": 1, "actions": ["dynamo.tasks.stat_paths"], "entries": 14, "bytes": 6033},
+            ]),
+            "{r}"
+        );
+        assert_eq!(st["summary"]["children"], 0, "{r}");
+    }
+
+    #[test]
+    fn files_changed_within_min_age_are_left_alone_and_reported_as_aborted() {
+        let dir = tempfile::tempdir().unwrap();
+        for i in 0..5 {
+            std::fs::write(dir.path().join(format!("f{i}")), b"x").unwrap();
+        }
+        // Fresh files are all too young for a minute.
+        let run = |min_age: u64| {
+            let kwargs = serde_json::json!({
+                "paths": [dir.path().to_str().unwrap()], "min_age": min_age,
+                "filter_rules": [{"state": "all", "type": "file", "action": [{"name": "dynamo.tasks.stat_paths"}]}],
+            });
+            let mut sink = Memory::default();
+            let out = navigate(&message(kwargs), &env(), &mut sink).unwrap();
+            let sent: usize = sink.sent.iter().map(|(_, m)| input_paths(m).unwrap().len()).sum();
+            let r: serde_json::Value = serde_json::from_slice(&out.result).unwrap();
+            (sent, r)
+        };
+        let (sent, r) = run(60);
+        assert_eq!(sent, 0, "{r}");
+        let st = &r["status"];
+        assert_eq!(st["summary"]["aborted"], 5, "{r}");
+        let listed = st["details"]["aborted"].as_array().unwrap();
+        assert_eq!(listed.len(), 5, "{r}");
+        let why = listed[0]["message"][0].as_str().unwrap();
+        assert!(why.contains("less than the workflow's min_age of 60 s"), "{why}");
+        // Backdated contents do not help: the inode changed (ctime) too.
+        let old = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+        std::fs::File::options()
+            .write(true)
+            .open(dir.path().join("f0"))
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        assert_eq!(run(60).1["status"]["summary"]["aborted"], 5);
+        // Files that settled for longer than min_age go through.
+        std::thread::sleep(std::time::Duration::from_millis(2100));
+        std::fs::write(dir.path().join("f4"), b"again").unwrap();
+        let (sent, r) = run(2);
+        assert_eq!(sent, 4, "{r}");
+        let listed = r["status"]["details"]["aborted"].as_array().unwrap();
+        assert_eq!(listed.len(), 1, "{r}");
+        assert!(listed[0]["path"].as_str().unwrap().ends_with("/f4"), "{r}");
+        // Without min_age nothing is aborted.
+        let (sent, r) = run(0);
+        assert_eq!((sent, &r["status"]["summary"]["aborted"]), (5, &serde_json::json!(0)));
     }
 }

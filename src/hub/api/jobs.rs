@@ -5,6 +5,8 @@ use super::http::{
 };
 use super::stream;
 use crate::hub::store::jobs::{Bind, FileRecord, Filter, Job, Page as StorePage, Task, state, task_state};
+use crate::hub::store::results::Planned;
+use crate::hub::store::workflows::RecordFiles;
 use crate::hub::store::{iso, now_us};
 use axum::Json;
 use axum::http::StatusCode;
@@ -180,6 +182,14 @@ pub struct JobOut {
     counts: CountsOut,
     /// The job this one submitted again (`/resubmit/`), if any.
     resubmitted_from: Option<i64>,
+    /// Which of its files get a row (`/files/`): `failures` (failed and
+    /// aborted), `all`, `none`. Counts are exact whichever.
+    record_files: RecordFiles,
+    /// It only discovered: see `plan`.
+    dry_run: bool,
+    /// A dry run's findings, per rule: the entries and bytes its actions
+    /// would have taken (null unless `dry_run`).
+    plan: Option<Vec<Planned>>,
 }
 
 fn owner(j: &Job) -> OwnerOut {
@@ -236,6 +246,12 @@ pub async fn job_out(s: &ApiState, base: &Base, j: &Job) -> ApiResult<JobOut> {
             roots_published: j.roots_published,
         },
         resubmitted_from: j.resubmitted_from,
+        record_files: j.record_files,
+        dry_run: j.dry_run,
+        plan: match j.dry_run {
+            true => Some(s.store.dry_run_plan(j.id).await?),
+            false => None,
+        },
     })
 }
 

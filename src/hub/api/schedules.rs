@@ -18,7 +18,7 @@ use crate::hub::cron::{Cron, CronError};
 use crate::hub::schedule::{ScheduleError, check_subscription, next_run, run_now};
 use crate::hub::store::iso;
 use crate::hub::store::schedules::{Run, Schedule, ScheduleWorkflow, outcome};
-use crate::hub::workflows::DISCOVERIES;
+use crate::hub::workflows::{DISCOVERIES, check_discovery_options};
 use axum::Json;
 use axum::extract::FromRequestParts;
 use axum::http::StatusCode;
@@ -69,7 +69,7 @@ pub struct ScheduleOut {
     enabled: bool,
     /// `recursive`, `snapdiff`, or null for each workflow's own.
     discovery: Option<String>,
-    /// `skip_missing` (alias `allow_missing_paths`), over the workflow's.
+    /// `skip_missing` (alias `allow_missing_paths`) and `min_age`, over the workflow's.
     #[schema(value_type = Object)]
     discovery_options: Value,
     /// Absolute paths each run's jobs work on.
@@ -129,7 +129,7 @@ pub struct Fields {
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<String>)]
     discovery: Option<Option<String>>,
-    /// `skip_missing` (alias `allow_missing_paths`).
+    /// `skip_missing` (alias `allow_missing_paths`) and `min_age`.
     #[schema(value_type = Option<Object>)]
     discovery_options: Option<Map<String, Value>>,
     /// Absolute paths (a list, or an object keyed by path); required on
@@ -215,16 +215,7 @@ impl Fields {
             s.discovery = v;
         }
         if let Some(v) = self.discovery_options {
-            for (k, x) in &v {
-                if k != "skip_missing" && k != "allow_missing_paths" {
-                    return Err(ApiError::bad(format!(
-                        "discovery_options.{k}: unknown option (known: skip_missing, allow_missing_paths)"
-                    )));
-                }
-                if !x.is_boolean() {
-                    return Err(ApiError::bad(format!("discovery_options.{k}: must be true or false")));
-                }
-            }
+            check_discovery_options(&v).map_err(|e| ApiError::bad(e.to_string()))?;
             s.discovery_options = Value::Object(v);
         }
         if let Some(v) = self.managed_paths {

@@ -6,8 +6,8 @@
 use super::http::{
     ApiError, ApiResult, ApiState, Base, Body, Caller, Detail, Id, Page, PageQuery, Paging, Query, State, present,
 };
-use crate::hub::store::workflows::Workflow;
-use crate::hub::workflows::{DISCOVERIES, parse_fields, parse_rules};
+use crate::hub::store::workflows::{RecordFiles, Workflow};
+use crate::hub::workflows::{DISCOVERIES, check_discovery_options, parse_fields, parse_rules};
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -47,6 +47,9 @@ pub struct WorkflowOut {
     #[schema(value_type = Object)]
     discovery_options: Value,
     preferred_queue: Option<String>,
+    /// Which files its jobs keep a row for: `failures` (failed and aborted
+    /// ones), `all`, or `none`. Counts are exact either way.
+    record_files: RecordFiles,
 }
 
 fn workflow_out(base: &Base, w: &Workflow) -> WorkflowOut {
@@ -65,6 +68,7 @@ fn workflow_out(base: &Base, w: &Workflow) -> WorkflowOut {
         filter_rules: w.filter_rules.clone(),
         discovery_options: w.discovery_options.clone(),
         preferred_queue: w.preferred_queue.clone(),
+        record_files: w.record_files,
     }
 }
 
@@ -93,12 +97,16 @@ pub struct Fields {
     /// Filter rules, checked with the agent's own rule compiler.
     #[schema(value_type = Option<Vec<Object>>)]
     filter_rules: Option<Value>,
-    /// `skip_missing` (alias `allow_missing_paths`).
+    /// `skip_missing` (alias `allow_missing_paths`); `min_age`: seconds
+    /// since a file last changed below which discovery leaves it alone
+    /// (reported as aborted), so no action races a writer.
     #[schema(value_type = Option<Object>)]
     discovery_options: Option<serde_json::Map<String, Value>>,
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<String>)]
     preferred_queue: Option<Option<String>>,
+    /// `failures` (the default: failed and aborted files), `all`, `none`.
+    record_files: Option<RecordFiles>,
 }
 
 impl Fields {
@@ -139,17 +147,14 @@ impl Fields {
             w.filter_rules = v;
         }
         if let Some(v) = self.discovery_options {
-            for k in v.keys() {
-                if k != "skip_missing" && k != "allow_missing_paths" {
-                    return Err(ApiError::bad(format!(
-                        "discovery_options.{k}: unknown option (known: skip_missing, allow_missing_paths)"
-                    )));
-                }
-            }
+            check_discovery_options(&v).map_err(|e| ApiError::bad(e.to_string()))?;
             w.discovery_options = Value::Object(v);
         }
         if let Some(v) = self.preferred_queue {
             w.preferred_queue = v;
+        }
+        if let Some(v) = self.record_files {
+            w.record_files = v;
         }
         let fields = parse_fields(&w.fields).map_err(|e| ApiError::bad(e.to_string()))?;
         parse_rules(&w.filter_rules, &fields).map_err(|e| ApiError::bad(e.to_string()))?;
@@ -267,6 +272,7 @@ async fn check_new(s: &ApiState, f: Fields) -> ApiResult<Workflow> {
         discovery_options: json!({}),
         preferred_queue: None,
         builtin: false,
+        record_files: Default::default(),
     };
     f.apply(&mut w)?;
     Ok(w)

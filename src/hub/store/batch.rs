@@ -7,8 +7,9 @@
 //! batch of 1,000 results costs a handful of statements instead (measured
 //! in docs/benchmarks.md, "Hub").
 
+use super::workflows::RecordFiles;
 use super::{Engine, StoreError, db};
-use rustc_hash::{FxHashMap, FxHashSet};
+use rustc_hash::FxHashMap;
 use sqlx::Row;
 
 /// Most rows one statement reads or writes. At 17 columns a row that is
@@ -132,16 +133,16 @@ pub async fn known_tasks(
     Ok(out)
 }
 
-/// Which of the jobs `ids` exist.
+/// Which of the jobs `ids` exist, with the files each keeps a row for.
 pub async fn existing_jobs(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     engine: Engine,
     ids: &[i64],
-) -> Result<FxHashSet<i64>, StoreError> {
-    let mut out = FxHashSet::default();
+) -> Result<FxHashMap<i64, RecordFiles>, StoreError> {
+    let mut out = FxHashMap::default();
     for chunk in ids.chunks(CHUNK) {
         let sql = format!(
-            "SELECT id FROM jobs WHERE id IN ({})",
+            "SELECT id, record_files FROM jobs WHERE id IN ({})",
             placeholders(engine, 1, chunk.len())
         );
         let mut q = statement(&sql, chunk.len());
@@ -149,7 +150,7 @@ pub async fn existing_jobs(
             q = q.bind(*id);
         }
         for row in q.fetch_all(&mut **tx).await.map_err(db("read jobs"))? {
-            out.insert(row.get::<i64, _>(0));
+            out.insert(row.get::<i64, _>(0), RecordFiles::read(&row, "jobs")?);
         }
     }
     Ok(out)

@@ -8,6 +8,7 @@
 //! twice runs once: its result counts once, see [`super::results`]).
 
 use super::ledger::{add_stat, finish_if_done};
+use super::workflows::RecordFiles;
 use super::{Statement, Store, StoreError, db, flag, json_col, now_us};
 use sqlx::Row;
 use sqlx::any::AnyRow;
@@ -85,6 +86,11 @@ pub struct Job {
     /// What its running discovery last reported: files, bytes, children
     /// published, and when (µs).
     pub walk: (i64, i64, i64, Option<i64>),
+    /// Which of its files get a row (its workflow's setting when it was
+    /// submitted).
+    pub record_files: RecordFiles,
+    /// It only discovers and reports what it would do.
+    pub dry_run: bool,
 }
 
 /// A task row.
@@ -166,6 +172,10 @@ pub struct NewJob {
     pub request: Option<String>,
     /// The job this one resubmits.
     pub resubmitted_from: Option<i64>,
+    /// Which of its files get a row.
+    pub record_files: RecordFiles,
+    /// Discover and report only.
+    pub dry_run: bool,
 }
 
 /// A message waiting in the outbox.
@@ -261,11 +271,11 @@ impl Page {
     }
 }
 
-const JOB_COLUMNS: &str = "id, workflow, fields, discovery, site, queue, friendly_name, state, created, started, completed, owner_type, owner_id, owner_name, clientkey_id, input_paths, roots, roots_published, dir_walk_complete, expected, received, orphans, tasks_failed, files_found, files_processed, files_skipped, files_aborted, files_failures, resubmitted_from, walk_files, walk_bytes, walk_children, walk_at";
+const JOB_COLUMNS: &str = "id, workflow, fields, discovery, site, queue, friendly_name, state, created, started, completed, owner_type, owner_id, owner_name, clientkey_id, input_paths, roots, roots_published, dir_walk_complete, expected, received, orphans, tasks_failed, files_found, files_processed, files_skipped, files_aborted, files_failures, resubmitted_from, walk_files, walk_bytes, walk_children, walk_at, record_files, dry_run";
 
 /// [`JOB_COLUMNS`] without the input paths (a job keeps up to 1,000):
 /// what a table of jobs reads.
-const JOB_BRIEF_COLUMNS: &str = "id, workflow, fields, discovery, site, queue, friendly_name, state, created, started, completed, owner_type, owner_id, owner_name, clientkey_id, '[]' AS input_paths, roots, roots_published, dir_walk_complete, expected, received, orphans, tasks_failed, files_found, files_processed, files_skipped, files_aborted, files_failures, resubmitted_from, walk_files, walk_bytes, walk_children, walk_at";
+const JOB_BRIEF_COLUMNS: &str = "id, workflow, fields, discovery, site, queue, friendly_name, state, created, started, completed, owner_type, owner_id, owner_name, clientkey_id, '[]' AS input_paths, roots, roots_published, dir_walk_complete, expected, received, orphans, tasks_failed, files_found, files_processed, files_skipped, files_aborted, files_failures, resubmitted_from, walk_files, walk_bytes, walk_children, walk_at, record_files, dry_run";
 
 fn job(r: &AnyRow) -> Result<Job, StoreError> {
     Ok(Job {
@@ -306,6 +316,8 @@ fn job(r: &AnyRow) -> Result<Job, StoreError> {
             r.get("walk_children"),
             r.get("walk_at"),
         ),
+        record_files: RecordFiles::read(r, "jobs")?,
+        dry_run: flag(r, "dry_run"),
     })
 }
 
@@ -783,8 +795,8 @@ pub(super) async fn insert_job(
     let now = now_us();
     let id: i64 = sqlx::query(
             "INSERT INTO jobs (workflow, fields, discovery, site, queue, friendly_name, state, created, owner_type, owner_id,
-               owner_name, clientkey_id, input_paths, dir_walk_complete, request, resubmitted_from)
-             VALUES ($1, $2, $3, $4, $5, $6, 'PENDING', $7, $8, $9, $10, $11, $12, $13, $14, $15) RETURNING id",
+               owner_name, clientkey_id, input_paths, dir_walk_complete, request, resubmitted_from, record_files, dry_run)
+             VALUES ($1, $2, $3, $4, $5, $6, 'PENDING', $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) RETURNING id",
         )
         .bind(&new.workflow)
         .bind(new.fields.to_string())
@@ -801,6 +813,8 @@ pub(super) async fn insert_job(
         .bind(new.discovery.is_none() as i64)
         .bind(&new.request)
         .bind(new.resubmitted_from)
+        .bind(new.record_files.as_str())
+        .bind(new.dry_run as i64)
         .fetch_one(&mut **tx)
         .await
         .map_err(db("create a job"))?

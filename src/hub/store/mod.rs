@@ -59,6 +59,19 @@ pub enum StoreError {
         /// Why.
         source: serde_json::Error,
     },
+    /// A stored setting holds a value this ferry does not know (the
+    /// database was edited by hand, or by a newer ferry).
+    #[error("database: {column} of {table} {id} is {value:?}, which this ferry does not know")]
+    Value {
+        /// The table.
+        table: &'static str,
+        /// The row's id.
+        id: i64,
+        /// The column.
+        column: &'static str,
+        /// What it holds.
+        value: String,
+    },
 }
 
 impl StoreError {
@@ -150,6 +163,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (3, include_str!("migrations/0003_pause_resubmit.sql")),
     (4, include_str!("migrations/0004_configurations_alerts.sql")),
     (5, include_str!("migrations/0005_schedules.sql")),
+    (6, include_str!("migrations/0006_record_files_dry_run.sql")),
 ];
 
 impl Store {

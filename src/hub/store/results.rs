@@ -69,12 +69,13 @@ impl FileCounts {
     }
 }
 
-/// A file a task reported as failed or aborted.
+/// A file a task reported, with its state: the hub keeps a row for it
+/// if its job's `record_files` asks for that state.
 #[derive(Clone, Debug, PartialEq)]
 pub struct FileFailure {
     /// The path as JSON string text (surrogate escapes kept).
     pub path: String,
-    /// `failures` or `aborted`.
+    /// `failures`, `aborted`, `processed` or `skipped`.
     pub state: &'static str,
     /// The error's name, when the message names one (`EACCES`).
     pub code: Option<String>,
@@ -109,7 +110,8 @@ pub struct Finished {
     pub summary: String,
     /// Its result, file lists trimmed, as JSON.
     pub result: String,
-    /// Failed and aborted files.
+    /// The files it reported (a row is kept for those its job's
+    /// `record_files` asks for).
     pub failed: Vec<FileFailure>,
     /// When it finished (µs).
     pub completed: i64,
@@ -267,10 +269,12 @@ impl Store {
             .flat_map(|r| std::iter::once(r.task_id.as_str()).chain(r.parent_id.as_deref()))
             .collect();
         let mut known = batch::known_tasks(&mut tx, self.engine, ids).await?;
+        // Which jobs exist, and the files each keeps a row for.
         let mut named: Vec<i64> = batch
             .iter()
             .filter(|r| !known.contains_key(&r.task_id))
             .filter_map(|r| r.jobid)
+            .chain(known.values().map(|k| k.job_id))
             .collect();
         named.sort_unstable();
         named.dedup();
@@ -297,7 +301,7 @@ impl Store {
                 None => {
                     let from_parent = parent.map(|p| p.job_id);
                     match r.jobid.or(from_parent) {
-                        Some(j) if jobs.contains(&j) || Some(j) == from_parent => (j, false),
+                        Some(j) if jobs.contains_key(&j) || Some(j) == from_parent => (j, false),
                         _ => {
                             t.out.unknown += 1;
                             continue;
@@ -308,7 +312,8 @@ impl Store {
             *stats
                 .entry((job_id, r.tasktype.clone(), r.state.to_string()))
                 .or_default() += 1;
-            for f in &r.failed {
+            let recording = jobs.get(&job_id).copied().unwrap_or_default();
+            for f in r.failed.iter().filter(|f| recording.keeps(f.state)) {
                 let key = (job_id, f.path.as_str());
                 if failed.insert(key, (f, &r.task_id)).is_none() {
                     failed_order.push(key);
@@ -764,7 +769,7 @@ async fn write_tasks(
     Ok(())
 }
 
-/// Files failed and aborted files (one row per job and path: the last
+/// Files the files their jobs record (one row per job and path: the last
 /// report wins), in multi-row upserts.
 async fn write_failures(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
@@ -793,6 +798,62 @@ async fn write_failures(
         q.execute(&mut **tx).await.map_err(db("record failed files"))?;
     }
     Ok(())
+}
+
+/// One rule's line of a dry run: what its actions would have taken.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+pub struct Planned {
+    /// The rule's place in the workflow's `filter_rules`.
+    pub rule: u64,
+    /// Its actions' task names, first first.
+    pub actions: Vec<String>,
+    /// Entries the rule matched.
+    pub entries: u64,
+    /// Their bytes (files' sizes).
+    pub bytes: u64,
+}
+
+impl Store {
+    /// The plan of dry-run job `job`: each rule's entries and bytes added
+    /// up over the job's finished discoveries (`status.plan` of their
+    /// results), by rule.
+    pub async fn dry_run_plan(&self, job: i64) -> Result<Vec<Planned>, StoreError> {
+        let names: Vec<String> = [TaskName::RecursiveNavigate, TaskName::Snapdiff]
+            .iter()
+            .map(|t| format!("'{}'", t.as_str()))
+            .collect();
+        let rows = sqlx::query(&format!(
+            "SELECT result FROM tasks WHERE job_id = $1 AND tasktype IN ({}) AND result IS NOT NULL",
+            names.join(", ")
+        ))
+        .bind(job)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db("read a dry run's plan"))?;
+        let mut plan: std::collections::BTreeMap<u64, Planned> = Default::default();
+        for row in rows {
+            let text: String = row.get(0);
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) else {
+                continue;
+            };
+            for p in v["status"]["plan"].as_array().into_iter().flatten() {
+                let Some(rule) = p["rule"].as_u64() else { continue };
+                let e = plan.entry(rule).or_insert_with(|| Planned {
+                    rule,
+                    actions: p["actions"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|a| a.as_str().map(str::to_string))
+                        .collect(),
+                    ..Planned::default()
+                });
+                e.entries += p["entries"].as_u64().unwrap_or(0);
+                e.bytes += p["bytes"].as_u64().unwrap_or(0);
+            }
+        }
+        Ok(plan.into_values().collect())
+    }
 }
 
 /// The per-file counts of a summary (zero for what it lacks or cannot

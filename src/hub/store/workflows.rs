@@ -35,10 +35,74 @@ pub struct Workflow {
     pub preferred_queue: Option<String>,
     /// Installed by ferry.
     pub builtin: bool,
+    /// Which files its jobs keep a row for.
+    pub record_files: RecordFiles,
+}
+
+/// Which files of a job the hub keeps a row for (`record_files`, a
+/// workflow setting copied onto each job). Counts are exact whichever is
+/// chosen: they come from each task's summary, not from rows. The default
+/// keeps failed and aborted files only, so a 100 M-file job costs rows in
+/// proportion to what went wrong, not to its size.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum RecordFiles {
+    /// Failed and aborted files.
+    #[default]
+    Failures,
+    /// Every file a task reports (processed and skipped ones too).
+    All,
+    /// None: counts only.
+    None,
+}
+
+impl RecordFiles {
+    /// Every setting, as workflows spell it.
+    pub const NAMES: [&str; 3] = ["failures", "all", "none"];
+
+    /// The setting called `name`.
+    pub fn parse(name: &str) -> Option<RecordFiles> {
+        match name {
+            "failures" => Some(RecordFiles::Failures),
+            "all" => Some(RecordFiles::All),
+            "none" => Some(RecordFiles::None),
+            _ => None,
+        }
+    }
+
+    /// Its name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RecordFiles::Failures => "failures",
+            RecordFiles::All => "all",
+            RecordFiles::None => "none",
+        }
+    }
+
+    /// Whether a file reported in `state` (`processed`, `skipped`,
+    /// `aborted`, `failures`) gets a row.
+    pub fn keeps(self, state: &str) -> bool {
+        match self {
+            RecordFiles::All => true,
+            RecordFiles::Failures => matches!(state, "failures" | "aborted"),
+            RecordFiles::None => false,
+        }
+    }
+
+    /// The `record_files` column of row `r` of `table`.
+    pub(super) fn read(r: &AnyRow, table: &'static str) -> Result<RecordFiles, StoreError> {
+        let value: String = r.get("record_files");
+        RecordFiles::parse(&value).ok_or_else(|| StoreError::Value {
+            table,
+            id: r.get("id"),
+            column: "record_files",
+            value,
+        })
+    }
 }
 
 /// Binds a workflow's fields after its first placeholder (its name or
-/// id), in the order of the columns `label` to `preferred_queue`, as both
+/// id), in the order of the columns `label` to `record_files`, as both
 /// the insert and the update write them.
 fn bind_fields<'q>(q: Statement<'q>, w: &'q Workflow) -> Statement<'q> {
     q.bind(&w.label)
@@ -52,9 +116,10 @@ fn bind_fields<'q>(q: Statement<'q>, w: &'q Workflow) -> Statement<'q> {
         .bind(w.filter_rules.to_string())
         .bind(w.discovery_options.to_string())
         .bind(&w.preferred_queue)
+        .bind(w.record_files.as_str())
 }
 
-const COLUMNS: &str = "id, name, label, icon_classes, discovery, enabled, visible, schedule_only, external_only, fields, filter_rules, discovery_options, preferred_queue, builtin";
+const COLUMNS: &str = "id, name, label, icon_classes, discovery, enabled, visible, schedule_only, external_only, fields, filter_rules, discovery_options, preferred_queue, builtin, record_files";
 
 fn workflow(r: &AnyRow) -> Result<Workflow, StoreError> {
     Ok(Workflow {
@@ -72,6 +137,7 @@ fn workflow(r: &AnyRow) -> Result<Workflow, StoreError> {
         discovery_options: json_col(r, "workflows", "discovery_options")?,
         preferred_queue: r.get("preferred_queue"),
         builtin: flag(r, "builtin"),
+        record_files: RecordFiles::read(r, "workflows")?,
     })
 }
 
@@ -110,8 +176,8 @@ impl Store {
     pub async fn create_workflow(&self, w: &Workflow) -> Result<i64, StoreError> {
         let q = sqlx::query(
             "INSERT INTO workflows (name, label, icon_classes, discovery, enabled, visible, schedule_only, external_only, fields,
-               filter_rules, discovery_options, preferred_queue, builtin)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING id",
+               filter_rules, discovery_options, preferred_queue, record_files, builtin)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) RETURNING id",
         )
         .bind(&w.name);
         let row = bind_fields(q, w)
@@ -126,7 +192,8 @@ impl Store {
     pub async fn update_workflow(&self, w: &Workflow) -> Result<bool, StoreError> {
         let q = sqlx::query(
             "UPDATE workflows SET label = $2, icon_classes = $3, discovery = $4, enabled = $5, visible = $6, schedule_only = $7,
-               external_only = $8, fields = $9, filter_rules = $10, discovery_options = $11, preferred_queue = $12 WHERE id = $1",
+               external_only = $8, fields = $9, filter_rules = $10, discovery_options = $11, preferred_queue = $12,
+               record_files = $13 WHERE id = $1",
         )
         .bind(w.id);
         let done = bind_fields(q, w)

@@ -20,6 +20,31 @@ pub fn thousands(n: i64) -> String {
     out
 }
 
+/// Bytes in binary units with three significant digits at most:
+/// `512 B`, `1.5 KiB`, `4.85 GiB`, `12.3 TiB` (a storage admin's units).
+pub fn bytes(n: u64) -> String {
+    const UNITS: [&str; 6] = ["KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
+    if n < 1024 {
+        return format!("{n} B");
+    }
+    let mut v = n as f64 / 1024.0;
+    let mut unit = 0;
+    while v >= 1024.0 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    let text = match v {
+        v if v < 10.0 => format!("{v:.2}"),
+        v if v < 100.0 => format!("{v:.1}"),
+        v => format!("{v:.0}"),
+    };
+    let text = match text.contains('.') {
+        true => text.trim_end_matches('0').trim_end_matches('.').to_string(),
+        false => text,
+    };
+    format!("{text} {}", UNITS[unit])
+}
+
 /// `n` and its noun, singular or plural: `1 rule`, `2 rules`, `1,000 rules`.
 pub fn count(n: i64, one: &str, many: &str) -> String {
     format!("{} {}", thousands(n), if n == 1 { one } else { many })
@@ -188,6 +213,16 @@ pub fn value_text(v: &serde_json::Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bytes_read_in_binary_units() {
+        assert_eq!(bytes(0), "0 B");
+        assert_eq!(bytes(1023), "1023 B");
+        assert_eq!(bytes(1536), "1.5 KiB");
+        assert_eq!(bytes(5_210_334_551), "4.85 GiB");
+        assert_eq!(bytes(100 * 1024 * 1024), "100 MiB");
+        assert_eq!(bytes(u64::MAX), "16 EiB");
+    }
 
     #[test]
     fn numbers_have_thousands_separators() {

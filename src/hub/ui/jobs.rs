@@ -9,7 +9,7 @@
 
 use super::actions::{Action, Outcome, action, actions, run};
 use super::format::{
-    Moment, count, duration, json_path, moment, percent, state_class, thousands, value_path, value_text,
+    Moment, bytes, count, duration, json_path, moment, percent, state_class, thousands, value_path, value_text,
 };
 use super::frame::{ConfirmPage, Layout, Query, UiError, UiResult, page};
 use super::session::Session;
@@ -18,6 +18,8 @@ use crate::hub::api::jobs::{progress_out, runtime};
 use crate::hub::jobctl::JobCtlError;
 use crate::hub::store::jobs::{Bind, FileRecord, Filter, Job, Page, Task, state};
 use crate::hub::store::now_us;
+use crate::hub::store::results::Planned;
+use crate::hub::store::workflows::RecordFiles;
 use askama::Template;
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
@@ -371,6 +373,10 @@ pub struct JobView {
     pub takers: Option<String>,
     /// No node online consumes its queue.
     pub no_takers: bool,
+    /// Which files it records (`failures`, `all`, `none`).
+    pub record_files: &'static str,
+    /// It only discovers.
+    pub dry_run: bool,
 }
 
 /// A job's facts, seen at `now`, with the nodes online that consume its
@@ -410,6 +416,35 @@ pub fn job_view(j: &Job, now: i64, takers: Option<i64>) -> JobView {
             n => count(n, "node", "nodes"),
         }),
         no_takers: takers == Some(0),
+        record_files: j.record_files.as_str(),
+        dry_run: j.dry_run,
+    }
+}
+
+/// One rule's line of a dry run, as the job page shows it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PlanRow {
+    /// The rule's number, from 1 as people count.
+    pub rule: u64,
+    /// Its actions, `migrate → stat_paths`.
+    pub actions: String,
+    /// Entries matched.
+    pub entries: String,
+    /// Their bytes, in binary units.
+    pub bytes: String,
+}
+
+fn plan_row(p: &Planned) -> PlanRow {
+    PlanRow {
+        rule: p.rule + 1,
+        actions: p
+            .actions
+            .iter()
+            .map(|a| a.rsplit('.').next().unwrap_or(a))
+            .collect::<Vec<_>>()
+            .join(" → "),
+        entries: thousands(p.entries as i64),
+        bytes: bytes(p.bytes),
     }
 }
 
@@ -721,6 +756,8 @@ pub fn failed_row(r: &FileRecord) -> FailedRow {
 struct JobPage {
     layout: Layout,
     job: JobView,
+    /// A dry run's findings, per rule.
+    plan: Option<Vec<PlanRow>>,
     live: Live,
     tab: &'static str,
     tabs: Vec<Tab>,
@@ -786,6 +823,12 @@ async fn job_page(s: &ApiState, session: &Session, id: i64, q: &JobQuery, error:
     let link = |p: i64| format!("/ui/jobs/{id}/?tab={tab}&page={p}");
     let (mut tasks, mut failed, mut pg) = (Vec::new(), Vec::new(), None);
     let mut failed_count = j.files_failures + j.files_aborted;
+    let files_in = |states: &[&str]| {
+        let mut f = Filter::default();
+        f.cmp("job_id", "=", Bind::Int(id));
+        f.any_of("state", states.iter().map(|x| Bind::Text(x.to_string())).collect());
+        f
+    };
     match tab {
         "tasks" => {
             tasks = s
@@ -798,18 +841,26 @@ async fn job_page(s: &ApiState, session: &Session, id: i64, q: &JobQuery, error:
             pg = Some(pager(page_no, ITEMS_PER_PAGE, live.bar.total, link));
         }
         "failed" => {
-            let mut f = Filter::default();
-            f.cmp("job_id", "=", Bind::Int(id));
-            let (count, rows) = s.store.file_records(&f, at).await?;
+            let (count, rows) = s.store.file_records(&files_in(&["failures", "aborted"]), at).await?;
             failed_count = count;
+            failed = rows.iter().map(failed_row).collect();
+            pg = Some(pager(page_no, ITEMS_PER_PAGE, count, link));
+        }
+        "completed" if j.record_files == RecordFiles::All => {
+            let (count, rows) = s.store.file_records(&files_in(&["processed", "skipped"]), at).await?;
             failed = rows.iter().map(failed_row).collect();
             pg = Some(pager(page_no, ITEMS_PER_PAGE, count, link));
         }
         _ => {}
     }
+    let plan = match j.dry_run {
+        true => Some(s.store.dry_run_plan(id).await?.iter().map(plan_row).collect()),
+        false => None,
+    };
     Ok(JobPage {
         layout: session.layout("jobs"),
         job: job_view(&j, now, takers),
+        plan,
         tabs: tabs(id, tab, live.bar.total, failed_count),
         live,
         tab,

@@ -37,6 +37,8 @@ pub(crate) fn job(state: &str) -> Job {
         files_failures: 3,
         resubmitted_from: None,
         walk: (0, 0, 0, None),
+        record_files: Default::default(),
+        dry_run: false,
     }
 }
 

@@ -156,6 +156,8 @@ impl Hub {
                     input_paths: serde_json::json!([{"path": name}]),
                     request: None,
                     resubmitted_from: None,
+                    record_files: Default::default(),
+                    dry_run: false,
                 },
                 |_| Vec::<RootTask>::new(),
             )
