@@ -22,6 +22,9 @@ pub const QUEUE_SILENCE: Duration = Duration::from_secs(86_400);
 /// Jobs deleted per round of [`expire`].
 const JOBS_PER_ROUND: i64 = 100;
 
+/// Events deleted per statement (the feed keeps them as long as jobs).
+const EVENTS_PER_ROUND: i64 = 10_000;
+
 /// What one housekeeping pass did.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Swept {
@@ -29,10 +32,13 @@ pub struct Swept {
     pub jobs: u64,
     /// `(site, queue)` forgotten.
     pub queues: Vec<(String, String)>,
+    /// Events deleted.
+    pub events: u64,
 }
 
 /// One pass at time `now` (µs): every job that ended more than
-/// `jobs_ttl` ago, and every queue silent for [`QUEUE_SILENCE`].
+/// `jobs_ttl` ago, every event written before then, and every queue
+/// silent for [`QUEUE_SILENCE`].
 pub async fn sweep(store: &Store, configs: &Live, now: i64) -> Result<Swept, StoreError> {
     let before = now - configs.get().jobs_ttl().as_micros() as i64;
     let mut jobs = 0;
@@ -43,8 +49,16 @@ pub async fn sweep(store: &Store, configs: &Live, now: i64) -> Result<Swept, Sto
             break;
         }
     }
+    let mut events = 0;
+    loop {
+        let n = store.trim_events(before, EVENTS_PER_ROUND).await?;
+        events += n;
+        if n < EVENTS_PER_ROUND as u64 {
+            break;
+        }
+    }
     let queues = store.remove_dead_queues(now - QUEUE_SILENCE.as_micros() as i64).await?;
-    Ok(Swept { jobs, queues })
+    Ok(Swept { jobs, queues, events })
 }
 
 /// Runs [`sweep`] a minute after start, then every [`EVERY`].
@@ -52,8 +66,8 @@ pub async fn run(store: Store, configs: Arc<Live>) {
     tokio::time::sleep(Duration::from_secs(60)).await;
     loop {
         match sweep(&store, &configs, now_us()).await {
-            Ok(s) if s.jobs > 0 || !s.queues.is_empty() => {
-                info!(jobs = s.jobs, queues = ?s.queues, "housekeeping: expired jobs and silent queues removed")
+            Ok(s) if s.jobs > 0 || s.events > 0 || !s.queues.is_empty() => {
+                info!(jobs = s.jobs, events = s.events, queues = ?s.queues, "housekeeping: expired jobs and events, silent queues removed")
             }
             Ok(_) => {}
             Err(e) => warn!(error = %e, "housekeeping failed; next time"),

@@ -109,9 +109,78 @@ pub fn category(message: &str) -> Category {
     Category::Permanent
 }
 
+/// A failure message with what differs from file to file taken out, so
+/// that the same error on many files reads the same: the file's own
+/// `path` and any other absolute path become `<path>`, numbers `N`,
+/// except in the errno suffix (`(os error 13)`), which [`error_code`] and
+/// [`category`] read.
+pub fn normalise(message: &str, path: &str) -> String {
+    let (message, errno) = match message.rfind("(os error ") {
+        Some(at) => message.split_at(at),
+        None => (message, ""),
+    };
+    let text = if path.is_empty() {
+        message.to_string()
+    } else {
+        message.replace(path, "<path>")
+    };
+    let mut out = String::with_capacity(text.len());
+    for (i, word) in text.split(' ').enumerate() {
+        if i > 0 {
+            out.push(' ');
+        }
+        let bare = word.trim_start_matches(['\'', '"', '(', '[']);
+        if bare.starts_with('/') {
+            let lead = &word[..word.len() - bare.len()];
+            let tail: String = bare
+                .chars()
+                .rev()
+                .take_while(|c| matches!(c, ':' | ',' | ';' | '\'' | '"' | ')' | ']'))
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect();
+            out.push_str(lead);
+            out.push_str("<path>");
+            out.push_str(&tail);
+            continue;
+        }
+        let mut digits = false;
+        for c in word.chars() {
+            if c.is_ascii_digit() {
+                if !digits {
+                    out.push('N');
+                }
+                digits = true;
+            } else {
+                digits = false;
+                out.push(c);
+            }
+        }
+    }
+    out.push_str(errno);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn messages_normalise_to_one_reason_per_error() {
+        let a = normalise("open /data/a/f1: Permission denied (os error 13)", "/data/a/f1");
+        let b = normalise("open '/data/b/f22': Permission denied (os error 13)", "/x");
+        assert_eq!(a, "open <path>: Permission denied (os error 13)");
+        assert_eq!(b, "open '<path>': Permission denied (os error 13)");
+        assert_eq!(
+            category(&normalise("lock /a: busy (os error 16)", "/a")),
+            Category::Transient
+        );
+        assert_eq!(
+            normalise("short read: 10 of 4096 bytes", ""),
+            "short read: N of N bytes"
+        );
+    }
 
     #[test]
     fn codes_and_categories() {

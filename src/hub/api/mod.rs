@@ -7,6 +7,7 @@
 mod alerts;
 pub(crate) mod auth;
 mod configs;
+pub(crate) mod events;
 pub(crate) mod health;
 pub(crate) mod http;
 pub(crate) mod jobs;
@@ -98,6 +99,7 @@ fn build() -> (Router<Arc<ApiState>>, utoipa::openapi::OpenApi) {
         .merge(health::routes())
         .merge(configs::routes())
         .merge(alerts::routes())
+        .merge(events::routes())
         .merge(schedules::routes())
         .split_for_parts()
 }

@@ -1,6 +1,7 @@
 //! Alerts the hub raises (`hub::alerts`) and the housekeeping of old jobs
 //! and queues (`hub::housekeeping`).
 
+use super::events::{self, NewEvent, kind};
 use super::{Store, StoreError, db, flag, now_us};
 use sqlx::Row;
 use sqlx::any::AnyRow;
@@ -72,6 +73,18 @@ fn alert(r: &AnyRow) -> Alert {
     }
 }
 
+/// The event of alert `id` being raised or cleared.
+fn alert_event(id: i64, a: &Raised, state: &str) -> NewEvent {
+    NewEvent {
+        kind: kind::ALERT,
+        job: None,
+        node: a.node.clone(),
+        state: state.into(),
+        detail: serde_json::json!({"alert": id, "name": a.name, "site": a.site, "queue": a.queue,
+            "severity": a.severity, "summary": a.summary}),
+    }
+}
+
 const ALERT_COLUMNS: &str = "id, name, site, node, queue, severity, summary, created, timestamp, suppressed, cleared";
 
 impl Store {
@@ -82,18 +95,19 @@ impl Store {
     pub async fn sync_alerts(&self, now: &[Raised]) -> Result<Vec<Raised>, StoreError> {
         let t = now_us();
         let mut tx = self.write().await?;
-        let active: Vec<(i64, String)> = sqlx::query("SELECT id, subject FROM alerts WHERE cleared IS NULL")
+        let active: Vec<Alert> = sqlx::query(&format!("SELECT {ALERT_COLUMNS} FROM alerts WHERE cleared IS NULL"))
             .fetch_all(&mut *tx)
             .await
             .map_err(db("read the alerts"))?
             .iter()
-            .map(|r| (r.get(0), r.get(1)))
+            .map(alert)
             .collect();
         let mut new = Vec::new();
+        let mut changes = Vec::new();
         for a in now {
             let subject = a.subject();
-            match active.iter().find(|(_, s)| *s == subject) {
-                Some((id, _)) => {
+            match active.iter().find(|x| x.raised.subject() == subject) {
+                Some(Alert { id, .. }) => {
                     sqlx::query("UPDATE alerts SET timestamp = $2, severity = $3, summary = $4 WHERE id = $1")
                         .bind(*id)
                         .bind(t)
@@ -104,9 +118,9 @@ impl Store {
                         .map_err(db("refresh an alert"))?;
                 }
                 None => {
-                    sqlx::query(
+                    let id: i64 = sqlx::query(
                         "INSERT INTO alerts (name, site, node, queue, severity, summary, created, timestamp, subject)
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8)",
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8) RETURNING id",
                     )
                     .bind(&a.name)
                     .bind(&a.site)
@@ -116,25 +130,28 @@ impl Store {
                     .bind(&a.summary)
                     .bind(t)
                     .bind(&subject)
-                    .execute(&mut *tx)
+                    .fetch_one(&mut *tx)
                     .await
-                    .map_err(db("raise an alert"))?;
+                    .map_err(db("raise an alert"))?
+                    .get(0);
+                    changes.push(alert_event(id, a, "RAISED"));
                     new.push(a.clone());
                 }
             }
         }
         let keep: Vec<String> = now.iter().map(Raised::subject).collect();
-        for (id, subject) in &active {
-            if !keep.contains(subject) {
+        for a in &active {
+            if !keep.contains(&a.raised.subject()) {
                 sqlx::query("UPDATE alerts SET cleared = $2 WHERE id = $1")
-                    .bind(*id)
+                    .bind(a.id)
                     .bind(t)
                     .execute(&mut *tx)
                     .await
                     .map_err(db("clear an alert"))?;
+                changes.push(alert_event(a.id, &a.raised, "CLEARED"));
             }
         }
-        tx.commit().await.map_err(db("commit the alerts"))?;
+        events::commit(tx, self.engine, &changes, "commit the alerts").await?;
         Ok(new)
     }
 

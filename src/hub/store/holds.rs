@@ -4,6 +4,7 @@
 //! job still run, `PAUSED` once none does), the roots the agents are
 //! told to hold, and which jobs still have a parking queue to empty.
 
+use super::events::{self, NewEvent};
 use super::jobs::state;
 use super::{Store, StoreError, db, now_us};
 use sqlx::Row;
@@ -26,7 +27,7 @@ impl Store {
     pub async fn pause_job(&self, id: i64) -> Result<Hold, StoreError> {
         self.change_hold(
             id,
-            "UPDATE jobs SET state = 'PAUSING', parked = 1 WHERE id = $1 AND state IN ('PENDING', 'STARTED') RETURNING id",
+            "UPDATE jobs SET state = 'PAUSING', parked = 1 WHERE id = $1 AND state IN ('PENDING', 'STARTED') RETURNING state",
         )
         .await
     }
@@ -37,7 +38,7 @@ impl Store {
         self.change_hold(
             id,
             "UPDATE jobs SET state = CASE WHEN started IS NULL THEN 'PENDING' ELSE 'STARTED' END
-             WHERE id = $1 AND state IN ('PAUSING', 'PAUSED') RETURNING id",
+             WHERE id = $1 AND state IN ('PAUSING', 'PAUSED') RETURNING state",
         )
         .await
     }
@@ -49,14 +50,15 @@ impl Store {
             .fetch_optional(&mut *tx)
             .await
             .map_err(db("change a job's hold"))?;
-        if changed.is_none() {
+        let Some(changed) = changed else {
             let st = sqlx::query("SELECT state FROM jobs WHERE id = $1")
                 .bind(id)
                 .fetch_optional(&mut *tx)
                 .await
                 .map_err(db("read a job"))?;
             return Ok(st.map_or(Hold::Missing, |r| Hold::Refused(r.get(0))));
-        }
+        };
+        let to: String = changed.get(0);
         let roots = sqlx::query("SELECT task_id FROM tasks WHERE job_id = $1 AND is_root = 1")
             .bind(id)
             .fetch_all(&mut *tx)
@@ -65,7 +67,7 @@ impl Store {
             .iter()
             .map(|r| r.get(0))
             .collect();
-        tx.commit().await.map_err(db("commit a hold"))?;
+        events::commit(tx, self.engine, &[NewEvent::job(id, &to)], "commit a hold").await?;
         Ok(Hold::Done(roots))
     }
 
@@ -87,16 +89,19 @@ impl Store {
     /// in). Returns how many did.
     pub async fn settle_pauses(&self) -> Result<u64, StoreError> {
         let mut tx = self.write().await?;
-        let done = sqlx::query(
+        let done: Vec<NewEvent> = sqlx::query(
             "UPDATE jobs SET state = 'PAUSED' WHERE state = 'PAUSING' AND NOT EXISTS
-               (SELECT 1 FROM job_task_stats s WHERE s.job_id = jobs.id AND s.state = 'STARTED' AND s.n > 0)",
+               (SELECT 1 FROM job_task_stats s WHERE s.job_id = jobs.id AND s.state = 'STARTED' AND s.n > 0)
+             RETURNING id",
         )
-        .execute(&mut *tx)
+        .fetch_all(&mut *tx)
         .await
         .map_err(db("settle pauses"))?
-        .rows_affected();
-        tx.commit().await.map_err(db("commit"))?;
-        Ok(done)
+        .iter()
+        .map(|r| NewEvent::job(r.get(0), state::PAUSED))
+        .collect();
+        events::commit(tx, self.engine, &done, "commit settled pauses").await?;
+        Ok(done.len() as u64)
     }
 
     /// Jobs that were paused and are not any more (resumed, cancelled or

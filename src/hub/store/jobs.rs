@@ -7,6 +7,7 @@
 //! or a broker outage between the two loses nothing (a message published
 //! twice runs once: its result counts once, see [`super::results`]).
 
+use super::events::{self, NewEvent};
 use super::ledger::{add_stat, finish_if_done};
 use super::workflows::RecordFiles;
 use super::{Statement, Store, StoreError, db, flag, json_col, now_us};
@@ -356,7 +357,8 @@ impl Store {
     pub async fn create_job(&self, new: &NewJob, roots: impl FnOnce(i64) -> Vec<RootTask>) -> Result<i64, StoreError> {
         let mut tx = self.write().await?;
         let id = insert_job(&mut tx, new, roots).await?;
-        tx.commit().await.map_err(db("commit a job"))?;
+        let created = [NewEvent::job(id, state::PENDING)];
+        events::commit(tx, self.engine, &created, "commit a job").await?;
         Ok(id)
     }
 
@@ -437,15 +439,20 @@ impl Store {
     /// Ends a job that has nothing to run (no input path went to any
     /// rule) as a success.
     pub async fn end_empty_job(&self, id: i64) -> Result<(), StoreError> {
-        sqlx::query(
+        let mut tx = self.write().await?;
+        let ended = sqlx::query(
             "UPDATE jobs SET state = 'SUCCESS', completed = $2, dir_walk_complete = 1 WHERE id = $1 AND roots = 0",
         )
         .bind(id)
         .bind(now_us())
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
         .map_err(db("end an empty job"))?;
-        Ok(())
+        let ended: Vec<NewEvent> = (ended.rows_affected() > 0)
+            .then(|| NewEvent::job(id, state::SUCCESS))
+            .into_iter()
+            .collect();
+        events::commit(tx, self.engine, &ended, "commit an empty job's end").await
     }
 
     /// Starts cancelling a job: DEQUEUING, and its root tasks still in
@@ -498,7 +505,14 @@ impl Store {
             .execute(&mut *tx)
             .await
             .map_err(db("cancel a job"))?;
-        finish_if_done(&mut tx, id, now).await?;
+        // A second cancel changes nothing to report.
+        let mut changes: Vec<NewEvent> = (st != state::DEQUEUING)
+            .then(|| NewEvent::job(id, state::DEQUEUING))
+            .into_iter()
+            .collect();
+        if let Some(end) = finish_if_done(&mut tx, id, now).await? {
+            changes.push(NewEvent::job(id, end));
+        }
         let roots = sqlx::query("SELECT task_id FROM tasks WHERE job_id = $1 AND is_root = 1 AND state <> 'CANCELLED'")
             .bind(id)
             .fetch_all(&mut *tx)
@@ -507,7 +521,7 @@ impl Store {
             .iter()
             .map(|r| r.get(0))
             .collect();
-        tx.commit().await.map_err(db("commit a cancel"))?;
+        events::commit(tx, self.engine, &changes, "commit a cancel").await?;
         Ok(Some(roots))
     }
 

@@ -19,9 +19,13 @@ pub mod state {
     pub const DEQUEUING: &str = "DEQUEUING";
     /// Cancelled, every task terminal.
     pub const CANCELLED: &str = "CANCELLED";
+    /// Paused while some of its tasks still run.
+    pub const PAUSING: &str = "PAUSING";
+    /// Paused: none of its tasks runs.
+    pub const PAUSED: &str = "PAUSED";
     /// Every job state, for validating filters.
     pub const ALL: &[&str] = &[
-        PENDING, STARTED, SUCCESS, FAILURE, DEQUEUING, CANCELLED, "PAUSING", "PAUSED",
+        PENDING, STARTED, SUCCESS, FAILURE, DEQUEUING, CANCELLED, PAUSING, PAUSED,
     ];
     /// States a job does not leave.
     pub const FINAL: &[&str] = &[SUCCESS, FAILURE, CANCELLED];

@@ -7,17 +7,20 @@
 //! are `$N`, which both engines read (sqlx's SQLite driver maps `$N` to
 //! argument N). Only the DDL differs, in one word: the row-id column
 //! (`{pk}` in the migrations) is SQLite's `INTEGER PRIMARY KEY` or
-//! PostgreSQL's identity column. Migrations are versioned, applied in
+//! PostgreSQL's identity column (`{serial}`: one that never reuses an id,
+//! SQLite's `AUTOINCREMENT`). Migrations are versioned, applied in
 //! order on start, each in its own transaction, recorded in
 //! `ferry_schema`.
 
 pub mod alerts;
 pub mod batch;
 pub mod configs;
+pub mod events;
 pub mod holds;
 pub mod jobs;
 pub mod ledger;
 pub mod results;
+pub mod rollups;
 pub mod schedules;
 pub mod sites;
 pub mod users;
@@ -164,6 +167,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (4, include_str!("migrations/0004_configurations_alerts.sql")),
     (5, include_str!("migrations/0005_schedules.sql")),
     (6, include_str!("migrations/0006_record_files_dry_run.sql")),
+    (7, include_str!("migrations/0007_events.sql")),
 ];
 
 impl Store {
@@ -264,6 +268,13 @@ impl Store {
                 .filter(|l| !l.trim_start().starts_with("--"))
                 .collect::<Vec<_>>()
                 .join("\n")
+                .replace(
+                    "{serial}",
+                    match self.engine {
+                        Engine::Sqlite => "INTEGER PRIMARY KEY AUTOINCREMENT",
+                        Engine::Postgres => "BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY",
+                    },
+                )
                 .replace(
                     "{pk}",
                     match self.engine {

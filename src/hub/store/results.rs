@@ -19,7 +19,8 @@
 //! ingest acknowledges to the broker only after the commit.
 
 use super::batch::{self, Known};
-use super::ledger::{add_stat, task_state};
+use super::events::{self, NewEvent, kind};
+use super::ledger::{add_stat, state, task_state};
 use super::{Engine, Store, StoreError, db, now_us};
 use crate::agent::celery::{ChildId, run_hex};
 use crate::task::TaskName;
@@ -354,7 +355,7 @@ impl Store {
         }
 
         write_tasks(&mut tx, self.engine, &t.rows).await?;
-        write_failures(&mut tx, self.engine, &failed_order, &failed).await?;
+        write_failures(&mut tx, self.engine, &failed_order, &failed, now_us()).await?;
         for ((job, tasktype, st), n) in &stats {
             if *n != 0 {
                 add_stat(&mut tx, *job, tasktype, st, *n).await?;
@@ -362,13 +363,24 @@ impl Store {
         }
         let now = now_us();
         let mut out = t.out;
+        let mut changes = task_events(&t.rows);
         for (job, d) in &t.deltas {
+            if d.acted {
+                let started =
+                    sqlx::query("UPDATE jobs SET state = 'STARTED' WHERE id = $1 AND state = 'PENDING' RETURNING id")
+                        .bind(job)
+                        .fetch_optional(&mut *tx)
+                        .await
+                        .map_err(db("start a job"))?;
+                if started.is_some() {
+                    changes.push(NewEvent::job(*job, state::STARTED));
+                }
+            }
             sqlx::query(
                 "UPDATE jobs SET received = received + $2, expected = expected + $3, orphans = orphans + $4,
                    tasks_failed = tasks_failed + $5, files_found = files_found + $6, files_processed = files_processed + $7,
                    files_skipped = files_skipped + $8, files_aborted = files_aborted + $9, files_failures = files_failures + $10,
                    dir_walk_complete = CASE WHEN $11 = 1 THEN 1 ELSE dir_walk_complete END,
-                   state = CASE WHEN state = 'PENDING' AND $12 = 1 THEN 'STARTED' ELSE state END,
                    started = CASE WHEN started IS NULL AND $12 = 1 THEN $13 ELSE started END
                  WHERE id = $1",
             )
@@ -390,9 +402,10 @@ impl Store {
             .map_err(db("count a job's results"))?;
             if let Some(end) = super::ledger::finish_if_done(&mut tx, *job, now).await? {
                 out.finished_jobs.push((*job, end));
+                changes.push(NewEvent::job(*job, end));
             }
         }
-        tx.commit().await.map_err(db("commit ingest"))?;
+        events::commit(tx, self.engine, &changes, "commit ingest").await?;
         Ok(out)
     }
 
@@ -482,16 +495,21 @@ impl Store {
         jobs.sort_unstable();
         jobs.dedup();
         let now = now_us();
+        let mut changes = Vec::new();
         for job in jobs {
-            sqlx::query("UPDATE jobs SET state = 'STARTED', started = COALESCE(started, $2) WHERE id = $1 AND state = 'PENDING'")
-                .bind(job)
-                .bind(now)
-                .execute(&mut *tx)
-                .await
-                .map_err(db("start a job"))?;
+            let started = sqlx::query(
+                "UPDATE jobs SET state = 'STARTED', started = COALESCE(started, $2) WHERE id = $1 AND state = 'PENDING' RETURNING id",
+            )
+            .bind(job)
+            .bind(now)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db("start a job"))?;
+            if started.is_some() {
+                changes.push(NewEvent::job(job, state::STARTED));
+            }
         }
-        tx.commit().await.map_err(db("commit"))?;
-        Ok(())
+        events::commit(tx, self.engine, &changes, "commit started tasks").await
     }
 
     /// Tasks STARTED before `before` (µs), not finished, on no node that
@@ -542,7 +560,8 @@ impl Store {
 
     /// Sets the STARTED tasks of `node` back to PENDING: the node is gone
     /// and the broker gives their messages (acknowledged late) to another.
-    /// Returns how many.
+    /// The first time after the node was online, an `OFFLINE` event says
+    /// so. Returns how many tasks.
     pub async fn requeue_node(&self, node: &str) -> Result<u64, StoreError> {
         let mut tx = self.write().await?;
         let groups = sqlx::query(
@@ -566,7 +585,24 @@ impl Store {
         .execute(&mut *tx)
         .await
         .map_err(db("requeue a node's tasks"))?;
-        tx.commit().await.map_err(db("commit"))?;
+        // Reported once: a node found gone again after a restart of the
+        // hub, before any heartbeat, is not news.
+        let news = sqlx::query("UPDATE nodes SET gone = 1 WHERE name = $1 AND gone = 0 RETURNING id")
+            .bind(node)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db("take a node for gone"))?;
+        let gone: Vec<NewEvent> = news
+            .map(|_| NewEvent {
+                kind: kind::NODE,
+                job: None,
+                node: Some(node.to_string()),
+                state: "OFFLINE".into(),
+                detail: serde_json::json!({"requeued": total}),
+            })
+            .into_iter()
+            .collect();
+        events::commit(tx, self.engine, &gone, "commit a node's requeue").await?;
         Ok(total)
     }
 }
@@ -718,6 +754,45 @@ fn verdict_below(parent: &Counted, v: i64, child: &str) -> i64 {
     }
 }
 
+/// The events a batch's results make: each task that failed (`FAILURE`,
+/// `ERROR`), up to [`events::TASKS_PER_BATCH`], then one per job with
+/// the batch's finished tasks counted by state. Not one per task: at ten
+/// thousand results a second that would double what the hub writes
+/// (docs/decisions.md, "Event feed").
+fn task_events(rows: &[Pending<'_>]) -> Vec<NewEvent> {
+    let mut out: Vec<NewEvent> = rows
+        .iter()
+        .filter(|p| failed_state(p.r.state))
+        .take(events::TASKS_PER_BATCH)
+        .map(|p| NewEvent {
+            kind: kind::TASK,
+            job: Some(p.job_id),
+            node: p.r.node.clone(),
+            state: p.r.state.to_string(),
+            detail: serde_json::json!({"task_id": p.r.task_id, "tasktype": p.r.tasktype, "queue": p.r.queue}),
+        })
+        .collect();
+    let mut by_job: Vec<(i64, std::collections::BTreeMap<&str, i64>)> = Vec::new();
+    for p in rows {
+        let at = match by_job.iter().position(|(j, _)| *j == p.job_id) {
+            Some(i) => i,
+            None => {
+                by_job.push((p.job_id, Default::default()));
+                by_job.len() - 1
+            }
+        };
+        *by_job[at].1.entry(p.r.state).or_default() += 1;
+    }
+    out.extend(by_job.into_iter().map(|(job, counts)| NewEvent {
+        kind: kind::TASKS,
+        job: Some(job),
+        node: None,
+        state: "FINISHED".into(),
+        detail: serde_json::json!({ "counts": counts }),
+    }));
+    out
+}
+
 /// Files the batch's rows: new ones inserted, those a start event made
 /// updated, each with its verdict (multi-row upserts).
 async fn write_tasks(
@@ -776,13 +851,14 @@ async fn write_failures(
     engine: Engine,
     order: &[(i64, &str)],
     failed: &FxHashMap<(i64, &str), (&FileFailure, &str)>,
+    at: i64,
 ) -> Result<(), StoreError> {
     for chunk in order.chunks(batch::CHUNK) {
         let sql = format!(
-            "INSERT INTO jobstats (job_id, path, state, code, message, task_id) VALUES {}
+            "INSERT INTO jobstats (job_id, path, state, code, message, task_id, at, reason) VALUES {}
              ON CONFLICT (job_id, path) DO UPDATE SET state = excluded.state, code = excluded.code,
-               message = excluded.message, task_id = excluded.task_id",
-            batch::tuples(engine, chunk.len(), 6)
+               message = excluded.message, task_id = excluded.task_id, at = excluded.at, reason = excluded.reason",
+            batch::tuples(engine, chunk.len(), 8)
         );
         let mut q = batch::statement(&sql, chunk.len());
         for key in chunk {
@@ -793,7 +869,9 @@ async fn write_failures(
                 .bind(f.state)
                 .bind(&f.code)
                 .bind(&f.message)
-                .bind(task);
+                .bind(task)
+                .bind(at)
+                .bind(reason(f));
         }
         q.execute(&mut **tx).await.map_err(db("record failed files"))?;
     }
@@ -854,6 +932,17 @@ impl Store {
         }
         Ok(plan.into_values().collect())
     }
+}
+
+/// What a failed file's message says, with its path and numbers taken
+/// out ([`crate::task::errors::normalise`]): the failure roll-up groups
+/// by it. The message is a JSON list of lines, the path a JSON string.
+fn reason(f: &FileFailure) -> String {
+    let text = serde_json::from_str::<Vec<String>>(&f.message)
+        .map(|v| v.join("; "))
+        .unwrap_or_else(|_| f.message.clone());
+    let path = serde_json::from_str::<String>(&f.path).unwrap_or_default();
+    crate::task::errors::normalise(&text, &path)
 }
 
 /// The per-file counts of a summary (zero for what it lacks or cannot

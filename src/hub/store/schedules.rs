@@ -9,6 +9,7 @@
 //! [`Store::start_run_job`], which writes the job and turns the row
 //! `started` in one transaction, and only if the row is still `pending`.
 
+use super::events::NewEvent;
 use super::jobs::{NewJob, Page, RootTask, insert_job, state};
 use super::{Store, StoreError, db, flag, json_col, now_us};
 use sqlx::Row;
@@ -591,7 +592,8 @@ impl Store {
             .execute(&mut *tx)
             .await
             .map_err(db("record a run's job"))?;
-        tx.commit().await.map_err(db("commit a run's job"))?;
+        let created = [NewEvent::job(id, state::PENDING)];
+        super::events::commit(tx, self.engine, &created, "commit a run's job").await?;
         Ok(Some(id))
     }
 

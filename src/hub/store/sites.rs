@@ -2,6 +2,7 @@
 //! heartbeats ([`Store::record_heartbeats`]); sites are made by an admin
 //! or, with `auto_create_sites`, by a node's first heartbeat.
 
+use super::events::{self, NewEvent, kind};
 use super::{Statement, Store, StoreError, db, flag, json_col, now_us};
 use crate::config::defaults;
 use sqlx::Row;
@@ -381,7 +382,29 @@ impl Store {
     /// and unknown), the queues they consume. One transaction.
     pub async fn record_heartbeats(&self, beats: &[Beat], create_sites: bool) -> Result<(), StoreError> {
         let mut tx = self.write().await?;
+        // Whether each known node was taken for gone: a beat from a new or
+        // gone node is an `ONLINE` event, a goodbye from one that was not
+        // gone an `OFFLINE` one.
+        let gone: std::collections::HashMap<String, bool> = sqlx::query("SELECT name, gone FROM nodes")
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db("read nodes"))?
+            .iter()
+            .map(|r| (r.get(0), r.get::<i64, _>(1) != 0))
+            .collect();
+        let mut changes = Vec::new();
         for b in beats {
+            let was_gone = gone.get(&b.node).copied().unwrap_or(true);
+            // Online and beating, or gone and saying goodbye again: no news.
+            if was_gone != b.offline {
+                changes.push(NewEvent {
+                    kind: kind::NODE,
+                    job: None,
+                    node: Some(b.node.clone()),
+                    state: if b.offline { "OFFLINE" } else { "ONLINE" }.into(),
+                    detail: serde_json::json!({"site": b.site}),
+                });
+            }
             let mut site_id: Option<i64> = sqlx::query("SELECT id FROM sites WHERE name = $1")
                 .bind(&b.site)
                 .fetch_optional(&mut *tx)
@@ -394,10 +417,10 @@ impl Store {
                 site_id = Some(id);
             }
             let node_id: i64 = sqlx::query(
-                "INSERT INTO nodes (name, site_id, last_heartbeat, offline, sw_ver, capabilities, created)
-                 VALUES ($1, $2, $3, $4, $5, $6, $3)
+                "INSERT INTO nodes (name, site_id, last_heartbeat, offline, sw_ver, capabilities, created, gone)
+                 VALUES ($1, $2, $3, $4, $5, $6, $3, $4)
                  ON CONFLICT (name) DO UPDATE SET site_id = excluded.site_id, last_heartbeat = excluded.last_heartbeat,
-                   offline = excluded.offline, sw_ver = COALESCE(excluded.sw_ver, nodes.sw_ver),
+                   offline = excluded.offline, gone = excluded.gone, sw_ver = COALESCE(excluded.sw_ver, nodes.sw_ver),
                    capabilities = excluded.capabilities
                  RETURNING id",
             )
@@ -445,8 +468,7 @@ impl Store {
                 .map_err(db("record a queue's node"))?;
             }
         }
-        tx.commit().await.map_err(db("commit heartbeats"))?;
-        Ok(())
+        events::commit(tx, self.engine, &changes, "commit heartbeats").await
     }
 
     /// How many nodes that beat since `since` (µs) consume `site`'s queue

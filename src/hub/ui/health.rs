@@ -2,6 +2,8 @@
 //! heartbeat, version) and queues (nodes online, and the depth and
 //! consumers of its broker queues). The health itself is `/api/health/`'s
 //! computation; the depths are the metrics' last poll of the broker.
+//! Below, the stuck-work and failure roll-ups (`/api/rollups/work/`,
+//! `/api/rollups/failures/` of the last day) as two tables.
 
 use super::format::{Moment, count, moment, thousands};
 use super::frame::{Layout, UiResult, page};
@@ -9,6 +11,7 @@ use super::session::Session;
 use crate::hub::api::ApiState;
 use crate::hub::api::health::{Health, report};
 use crate::hub::store::now_us;
+use crate::hub::store::rollups::{FailureFilter, FailureGroup, Oldest, WorkGroup};
 use askama::Template;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -154,21 +157,126 @@ pub fn health_view(h: &Health, now: i64, depth: impl Fn(&str) -> Option<(i64, i6
     }
 }
 
+/// A task that has waited or run longest, as the page shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OldestView {
+    /// Its Celery id.
+    pub task_id: String,
+    /// Its job.
+    pub job: i64,
+    /// Its node, or `—`.
+    pub node: String,
+    /// Since when.
+    pub since: Moment,
+}
+
+/// One row of the stuck-work table: a queue and task type.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WorkView {
+    /// `<site>.<queue>`.
+    pub queue: String,
+    /// The task name.
+    pub tasktype: String,
+    /// Waiting, with separators.
+    pub pending: String,
+    /// Running, with separators.
+    pub started: String,
+    /// The task waiting longest.
+    pub longest_pending: Option<OldestView>,
+    /// The task running longest.
+    pub longest_running: Option<OldestView>,
+}
+
+/// One row of the failures table: an error.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FailureView {
+    /// The error's code, or `—`.
+    pub code: String,
+    /// The message without paths.
+    pub reason: String,
+    /// `transient` or `permanent`.
+    pub category: &'static str,
+    /// Files, with separators.
+    pub count: String,
+    /// The first report.
+    pub first: Option<Moment>,
+    /// The last report.
+    pub last: Option<Moment>,
+    /// One of the files.
+    pub sample_path: String,
+    /// The jobs involved.
+    pub jobs: Vec<i64>,
+}
+
+/// How far back the page's failure table looks.
+const FAILURES_SINCE_US: i64 = 86_400 * 1_000_000;
+
+/// The roll-ups as the page shows them, at `now`.
+pub fn rollup_views(work: &[WorkGroup], failures: &[FailureGroup], now: i64) -> (Vec<WorkView>, Vec<FailureView>) {
+    let oldest = |o: &Option<Oldest>| {
+        o.as_ref().map(|o| OldestView {
+            task_id: o.task_id.clone(),
+            job: o.job,
+            node: o.node.clone().unwrap_or_else(|| "—".into()),
+            since: moment(o.since, now),
+        })
+    };
+    let work = work
+        .iter()
+        .map(|g| WorkView {
+            queue: format!("{}.{}", g.site, g.queue),
+            tasktype: g.tasktype.clone(),
+            pending: thousands(g.pending),
+            started: thousands(g.started),
+            longest_pending: oldest(&g.longest_pending),
+            longest_running: oldest(&g.longest_running),
+        })
+        .collect();
+    let failures = failures
+        .iter()
+        .map(|g| FailureView {
+            code: g.code.clone().unwrap_or_else(|| "—".into()),
+            reason: g.reason.clone(),
+            category: g.category,
+            count: thousands(g.count),
+            first: g.first.map(|t| moment(t, now)),
+            last: g.last.map(|t| moment(t, now)),
+            sample_path: serde_json::from_str::<String>(&g.sample_path).unwrap_or_else(|_| g.sample_path.clone()),
+            jobs: g.jobs.clone(),
+        })
+        .collect();
+    (work, failures)
+}
+
 /// The health page.
 #[derive(Template)]
 #[template(path = "health.html")]
 struct HealthPage {
     layout: Layout,
     health: HealthView,
+    work: Vec<WorkView>,
+    failures: Vec<FailureView>,
 }
 
 async fn show(State(s): State<Arc<ApiState>>, Extension(session): Extension<Session>) -> UiResult<Response> {
     let h = report(&s).await?;
+    let now = now_us();
+    let work = s.store.work_rollup().await?;
+    let failures = s
+        .store
+        .failure_rollup(FailureFilter {
+            job: None,
+            since: Some(now - FAILURES_SINCE_US),
+        })
+        .await?;
+    let (work, failures) = rollup_views(&work, &failures, now);
     page(
         StatusCode::OK,
         &HealthPage {
             layout: session.layout("health"),
-            health: health_view(&h, now_us(), |q| s.metrics.queue_depth(q)),
+            health: health_view(&h, now, |q| s.metrics.queue_depth(q)),
+            work,
+            failures,
         },
     )
 }
@@ -177,6 +285,43 @@ async fn show(State(s): State<Arc<ApiState>>, Extension(session): Extension<Sess
 mod tests {
     use super::*;
     use crate::hub::api::health::{HubStatus, NodeHealth, QueueHealth, SiteHealth};
+
+    #[test]
+    fn rollups_show_queues_ages_and_paths() {
+        let work = [WorkGroup {
+            site: "london".into(),
+            queue: "default".into(),
+            tasktype: "dynamo.tasks.migrate".into(),
+            pending: 12_345,
+            started: 1,
+            longest_pending: None,
+            longest_running: Some(Oldest {
+                task_id: "t1".into(),
+                job: 7,
+                node: Some("ferry@gpfs01".into()),
+                since: 10_000_000,
+            }),
+        }];
+        let failures = [FailureGroup {
+            code: None,
+            reason: "checksum mismatch".into(),
+            category: "permanent",
+            count: 3,
+            first: Some(10_000_000),
+            last: None,
+            sample_path: "\"/data/f1\"".into(),
+            jobs: vec![7, 9],
+        }];
+        let (w, f) = rollup_views(&work, &failures, 70_000_000);
+        assert_eq!(
+            (w[0].queue.as_str(), w[0].pending.as_str()),
+            ("london.default", "12,345")
+        );
+        let r = w[0].longest_running.as_ref().unwrap();
+        assert_eq!((r.node.as_str(), r.since.age.as_str()), ("ferry@gpfs01", "1 min ago"));
+        assert_eq!((f[0].code.as_str(), f[0].sample_path.as_str()), ("—", "/data/f1"));
+        assert!(f[0].last.is_none());
+    }
 
     #[test]
     fn nodes_and_queues_with_ages_and_depths() {

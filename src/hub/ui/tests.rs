@@ -244,6 +244,10 @@ async fn pages_need_a_log_in_and_come_back_after_it() {
     let refresh_only = cookies.split("; ").find(|c| c.starts_with("ferry_refresh=")).unwrap();
     let a = h.get("/ui/health/", refresh_only).await;
     assert_eq!(a.status, StatusCode::OK);
+    // The roll-ups, empty on a new hub.
+    for id in ["work-rollup", "work-none", "failure-rollup", "failures-none"] {
+        assert!(a.body.contains(&format!(r#"data-testid="{id}""#)), "{id}: {}", a.body);
+    }
     let renewed = a.headers[header::SET_COOKIE].to_str().unwrap();
     assert!(renewed.starts_with("ferry_access=ey"), "{renewed}");
     // Log out clears both cookies.
