@@ -6,7 +6,7 @@
 //! passed, and counts each of them once.
 #![no_main]
 
-use ferry::agent::control::{Cancelled, ControlMessage, ControlSet, Drained, Paused, TypePaused, parse};
+use ferry::agent::control::{Cancelled, ControlMessage, ControlSet, Drained, Paused, TaskType, TypePaused, parse};
 use libfuzzer_sys::fuzz_target;
 use std::collections::HashSet;
 
@@ -21,8 +21,12 @@ fn holds(p: &[Paused]) -> Vec<serde_json::Value> {
 
 fn types(t: &[TypePaused]) -> Vec<serde_json::Value> {
     t.iter()
-        .map(|t| serde_json::json!({"task": t.task, "park": t.park, "until": t.until}))
+        .map(|t| serde_json::json!({"task": t.tasktype.task, "reply_to": t.tasktype.reply_to, "park": t.park, "until": t.until}))
         .collect()
+}
+
+fn kinds(t: &[TaskType]) -> Vec<serde_json::Value> {
+    t.iter().map(|t| serde_json::json!({"task": t.task, "reply_to": t.reply_to})).collect()
 }
 
 fn drains(d: &[Drained]) -> Vec<serde_json::Value> {
@@ -47,7 +51,8 @@ fuzz_target!(|data: &[u8]| {
         ControlMessage::Drain(d) => (&[], &[], d, &[]),
         ControlMessage::Snapshot { cancel, pause, drain, tasktypes } => (cancel, pause, drain, tasktypes),
         ControlMessage::Resume { roots, tasktypes } => {
-            assert!(roots.iter().chain(tasktypes).all(|x| !x.is_empty()), "{msg:?}");
+            assert!(roots.iter().all(|x| !x.is_empty()), "{msg:?}");
+            assert!(tasktypes.iter().all(|t| !t.task.is_empty() && !t.reply_to.is_empty()), "{msg:?}");
             (&[], &[], &[], &[])
         }
         ControlMessage::Undrain(r) => {
@@ -55,7 +60,10 @@ fuzz_target!(|data: &[u8]| {
             (&[], &[], &[], &[])
         }
     };
-    assert!(tasktypes.iter().all(|t| !t.task.is_empty() && !t.park.is_empty()), "{msg:?}");
+    assert!(
+        tasktypes.iter().all(|t| !t.tasktype.task.is_empty() && !t.tasktype.reply_to.is_empty() && !t.park.is_empty()),
+        "{msg:?}"
+    );
     assert!(drain.iter().all(|d| !d.node.is_empty()), "{msg:?}");
     assert!(cancel.iter().all(|c| !c.root.is_empty()), "{msg:?}");
     assert!(pause.iter().all(|p| !p.root.is_empty() && !p.park.is_empty()), "{msg:?}");
@@ -71,7 +79,7 @@ fuzz_target!(|data: &[u8]| {
             serde_json::json!({"op": "pause", "holds": holds(h), "tasktypes": types(t)})
         }
         ControlMessage::Resume { roots, tasktypes } => {
-            serde_json::json!({"op": "resume", "roots": roots, "tasktypes": tasktypes})
+            serde_json::json!({"op": "resume", "roots": roots, "tasktypes": kinds(tasktypes)})
         }
         ControlMessage::Drain(d) => serde_json::json!({"op": "drain", "nodes": drains(d)}),
         ControlMessage::Undrain(n) => serde_json::json!({"op": "undrain", "nodes": n}),
@@ -89,7 +97,7 @@ fuzz_target!(|data: &[u8]| {
     let live: HashSet<&str> = cancel.iter().filter(|c| c.until >= NOW).map(|c| c.root.as_str()).collect();
     let parked: HashSet<&str> = pause.iter().filter(|p| p.until >= NOW).map(|p| p.root.as_str()).collect();
     let drained: HashSet<&str> = drain.iter().filter(|d| d.until >= NOW).map(|d| d.node.as_str()).collect();
-    let typed: HashSet<&str> = tasktypes.iter().filter(|t| t.until >= NOW).map(|t| t.task.as_str()).collect();
+    let typed: HashSet<&TaskType> = tasktypes.iter().filter(|t| t.until >= NOW).map(|t| &t.tasktype).collect();
     if matches!(msg, ControlMessage::Resume { .. } | ControlMessage::Undrain(_)) {
         assert_eq!(added, 0, "nothing to resume in an empty set");
     } else {
@@ -103,10 +111,11 @@ fuzz_target!(|data: &[u8]| {
     }
     for p in pause {
         let expect = parked.contains(p.root.as_str()) && !live.contains(p.root.as_str());
-        assert_eq!(set.parking(&p.root, "", NOW).is_some(), expect, "{p:?}");
+        assert_eq!(set.parking(&p.root, "", None, NOW).is_some(), expect, "{p:?}");
     }
     for t in tasktypes {
         // A root no message names: only the type's pause parks it.
-        assert_eq!(set.parking("", &t.task, NOW).is_some(), typed.contains(t.task.as_str()), "{t:?}");
+        let k = &t.tasktype;
+        assert_eq!(set.parking("", &k.task, Some(&k.reply_to), NOW).is_some(), typed.contains(k), "{t:?}");
     }
 });

@@ -14,16 +14,18 @@
 //!
 //! - `{"op": "cancel", "roots": ["<root id>", ...], "until": <unix seconds>}`
 //! - `{"op": "pause", "holds": [{"root": "<root id>", "park": "<queue>", "until": <unix seconds>}, ...],
-//!   "tasktypes": [{"task": "<task name>", "park": "<queue>", "until": <unix seconds>}, ...]}`:
+//!   "tasktypes": [{"task": "<task name>", "reply_to": "<queue>", "park": "<queue>", "until": <unix seconds>}, ...]}`:
 //!   `tasktypes` (a task type paused cluster-wide, e.g.
-//!   `dynamo.tasks.delete_paths_from_gpfs`) may be absent, and so may
-//!   `holds` when `tasktypes` is there; a hub sends both, `holds` empty
-//!   for a type's pause, so an agent from before type pauses reads it as
-//!   a pause of no job.
-//! - `{"op": "resume", "roots": ["<root id>", ...], "tasktypes": ["<task name>", ...]}`:
+//!   `dynamo.tasks.delete_paths_from_gpfs`, for the tasks whose
+//!   `reply_to` is that hub's results queue: several hubs may share a
+//!   broker and its control exchange, and each pauses its own tasks) may
+//!   be absent, and so may `holds` when `tasktypes` is there; a hub sends
+//!   both, `holds` empty for a type's pause, so an agent from before type
+//!   pauses reads it as a pause of no job.
+//! - `{"op": "resume", "roots": ["<root id>", ...], "tasktypes": [{"task", "reply_to"}, ...]}`:
 //!   stop parking them (either list may be absent, not both).
 //! - `{"op": "snapshot", "cancel": [{"root", "until"}, ...], "pause": [{"root", "park", "until"}, ...],
-//!   "drain": [{"node", "until"}, ...], "tasktypes": [{"task", "park", "until"}, ...]}`,
+//!   "drain": [{"node", "until"}, ...], "tasktypes": [{"task", "reply_to", "park", "until"}, ...]}`,
 //!   the hub's whole active set, repeated every 30 s so that an agent that
 //!   started after a cancel or pause learns it (`pause`, `drain` and
 //!   `tasktypes` may be absent). A
@@ -103,12 +105,22 @@ pub struct Paused {
     pub until: i64,
 }
 
-/// One task type paused cluster-wide: its task name, where its tasks go
-/// instead of running, and until when (unix seconds).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TypePaused {
+/// A task type of one hub: a task name, and the queue the hub's tasks
+/// reply to (its results queue).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct TaskType {
     /// The task name (a Celery task's `task` header).
     pub task: String,
+    /// The tasks' `reply_to`.
+    pub reply_to: String,
+}
+
+/// One task type paused cluster-wide by a hub: the type, where its tasks
+/// go instead of running, and until when (unix seconds).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TypePaused {
+    /// The task type.
+    pub tasktype: TaskType,
     /// The queue to park its tasks in.
     pub park: String,
     /// The last second at which the entry holds.
@@ -127,13 +139,12 @@ pub enum ControlMessage {
         /// Paused task types.
         tasktypes: Vec<TypePaused>,
     },
-    /// `resume`: these jobs (root ids) and task types (names) are paused
-    /// no more.
+    /// `resume`: these jobs (root ids) and task types are paused no more.
     Resume {
         /// Root task ids.
         roots: Vec<String>,
-        /// Task names.
-        tasktypes: Vec<String>,
+        /// Task types.
+        tasktypes: Vec<TaskType>,
     },
     /// `drain`: these nodes take no new task.
     Drain(Vec<Drained>),
@@ -202,14 +213,18 @@ pub fn parse(content_type: Option<&str>, body: &[u8]) -> Result<ControlMessage, 
         Some(Value::String(op)) if op == "resume" => {
             let tasktypes = match o.get("tasktypes") {
                 None => None,
-                Some(Value::Array(names)) => Some(
-                    names
-                        .iter()
-                        .enumerate()
-                        .map(|(i, n)| task_name(Some(n)).map_err(|p| field("resume", format!("tasktypes[{i}]"), p)))
-                        .collect::<Result<Vec<_>, _>>()?,
-                ),
-                Some(_) => return Err(field("resume", "tasktypes".into(), "must be a list of task names")),
+                Some(Value::Array(list)) => {
+                    let mut out = Vec::with_capacity(list.len());
+                    for (i, e) in list.iter().enumerate() {
+                        let Value::Object(e) = e else {
+                            let problem = "must be an object {task, reply_to}";
+                            return Err(field("resume", format!("tasktypes[{i}]"), problem));
+                        };
+                        out.push(tasktype("resume", i, e)?);
+                    }
+                    Some(out)
+                }
+                Some(_) => return Err(field("resume", "tasktypes".into(), "must be a list of {task, reply_to}")),
             };
             let roots = match (o.get("roots"), &tasktypes) {
                 (Some(Value::Array(roots)), _) => {
@@ -316,25 +331,34 @@ fn holds(op: &'static str, name: &str, list: &[Value]) -> Result<Vec<Paused>, Co
 fn types(op: &'static str, v: &Value) -> Result<Vec<TypePaused>, ControlError> {
     let field = |field: String, problem| ControlError::Field { op, field, problem };
     let Value::Array(list) = v else {
-        return Err(field("tasktypes".into(), "must be a list of {task, park, until}"));
+        return Err(field("tasktypes".into(), "must be a list of {task, reply_to, park, until}"));
     };
     let mut out = Vec::with_capacity(list.len());
     for (i, e) in list.iter().enumerate() {
         let Value::Object(e) = e else {
             return Err(field(
                 format!("tasktypes[{i}]"),
-                "must be an object {task, park, until}",
+                "must be an object {task, reply_to, park, until}",
             ));
         };
-        let task = task_name(e.get("task")).map_err(|p| field(format!("tasktypes[{i}].task"), p))?;
+        let tasktype = tasktype(op, i, e)?;
         let park = queue(e.get("park")).map_err(|p| field(format!("tasktypes[{i}].park"), p))?;
         let until = until(e.get("until")).map_err(|p| field(format!("tasktypes[{i}].until"), p))?;
-        out.push(TypePaused { task, park, until });
+        out.push(TypePaused { tasktype, park, until });
     }
     Ok(out)
 }
 
-/// A parking queue's name: a non-empty string.
+/// The `task` and `reply_to` of entry `i` of member `tasktypes` of op `op`.
+fn tasktype(op: &'static str, i: usize, e: &serde_json::Map<String, Value>) -> Result<TaskType, ControlError> {
+    let field = |field: String, problem| ControlError::Field { op, field, problem };
+    Ok(TaskType {
+        task: task_name(e.get("task")).map_err(|p| field(format!("tasktypes[{i}].task"), p))?,
+        reply_to: queue(e.get("reply_to")).map_err(|p| field(format!("tasktypes[{i}].reply_to"), p))?,
+    })
+}
+
+/// A queue's name: a non-empty string.
 fn queue(v: Option<&Value>) -> Result<String, &'static str> {
     match v {
         Some(Value::String(q)) if !q.is_empty() => Ok(q.clone()),
@@ -403,7 +427,7 @@ fn until(v: Option<&Value>) -> Result<i64, &'static str> {
 
 /// The cancelled and paused jobs this agent knows of (root task id →
 /// until, unix seconds, and for pauses the parking queue), the drained
-/// nodes, and the paused task types (task name → parking queue, until).
+/// nodes, and the paused task types (→ parking queue, until).
 /// Shared by the
 /// control consumer, which changes it, and every delivery handler and
 /// running task, which ask it.
@@ -412,16 +436,16 @@ pub struct ControlSet {
     roots: Mutex<HashMap<String, i64>>,
     holds: Mutex<HashMap<String, (String, i64)>>,
     drained: Mutex<HashMap<String, i64>>,
-    types: Mutex<HashMap<String, (String, i64)>>,
+    types: Mutex<HashMap<TaskType, (String, i64)>>,
 }
 
-/// Adds `root` until `until` to `map` (keeping the later until); true
+/// Adds `key` until `until` to `map` (keeping the later until); true
 /// when it was not there.
-fn add<V>(map: &mut HashMap<String, V>, root: &str, value: V, until: fn(&V) -> i64) -> bool
+fn add<K, V>(map: &mut HashMap<K, V>, key: K, value: V, until: fn(&V) -> i64) -> bool
 where
-    V: Clone,
+    K: Eq + std::hash::Hash,
 {
-    match map.entry(root.to_string()) {
+    match map.entry(key) {
         Entry::Vacant(v) => {
             v.insert(value);
             true
@@ -467,7 +491,7 @@ impl ControlSet {
                     .iter()
                     .filter(|root| holds.remove(root.as_str()).is_some())
                     .count();
-                return jobs + tasktypes.iter().filter(|t| types.remove(t.as_str()).is_some()).count();
+                return jobs + tasktypes.iter().filter(|t| types.remove(*t).is_some()).count();
             }
             ControlMessage::Undrain(n) => {
                 return n.iter().filter(|node| drained.remove(node.as_str()).is_some()).count();
@@ -475,16 +499,16 @@ impl ControlSet {
         };
         let mut added = 0;
         for c in cancel.iter().filter(|c| c.until >= now) {
-            added += add(&mut roots, &c.root, c.until, |u| *u) as usize;
+            added += add(&mut roots, c.root.clone(), c.until, |u| *u) as usize;
         }
         for p in pause.iter().filter(|p| p.until >= now) {
-            added += add(&mut holds, &p.root, (p.park.clone(), p.until), |(_, u)| *u) as usize;
+            added += add(&mut holds, p.root.clone(), (p.park.clone(), p.until), |(_, u)| *u) as usize;
         }
         for d in drain.iter().filter(|d| d.until >= now) {
-            added += add(&mut drained, &d.node, d.until, |u| *u) as usize;
+            added += add(&mut drained, d.node.clone(), d.until, |u| *u) as usize;
         }
         for t in tasktypes.iter().filter(|t| t.until >= now) {
-            added += add(&mut types, &t.task, (t.park.clone(), t.until), |(_, u)| *u) as usize;
+            added += add(&mut types, t.tasktype.clone(), (t.park.clone(), t.until), |(_, u)| *u) as usize;
         }
         added
     }
@@ -503,25 +527,35 @@ impl ControlSet {
         self.is_drained(node, unix_now())
     }
 
-    /// The queue to park a task named `task` of root `root` in at unix
-    /// time `now`: its job's parking queue when the job is paused, else
-    /// its type's when the task type is paused; none when its job is
+    /// The queue to park a task named `task` of root `root`, replying to
+    /// `reply_to`, in at unix time `now`: its job's parking queue when the
+    /// job is paused, else its type's when the task type is paused (by the
+    /// hub it replies to); none when its job is
     /// cancelled (a cancel wins). The job's queue comes first so that a
     /// job's resume finds all its tasks; one parked by its job whose type
     /// is paused is parked again by type when the job resumes.
-    pub fn parking(&self, root: &str, task: &str, now: i64) -> Option<String> {
+    pub fn parking(&self, root: &str, task: &str, reply_to: Option<&str>, now: i64) -> Option<String> {
         if self.is_cancelled(root, now) {
             return None;
         }
         let live = |e: Option<&(String, i64)>| e.filter(|(_, until)| *until >= now).map(|(park, _)| park.clone());
-        live(self.holds.lock().expect("control set").get(root))
-            .or_else(|| live(self.types.lock().expect("control set").get(task)))
+        live(self.holds.lock().expect("control set").get(root)).or_else(|| {
+            let types = self.types.lock().expect("control set");
+            if types.is_empty() {
+                return None;
+            }
+            let key = TaskType {
+                task: task.to_string(),
+                reply_to: reply_to?.to_string(),
+            };
+            live(types.get(&key))
+        })
     }
 
-    /// The parking queue of a task named `task` of root `root` now, if its
-    /// job or its task type is paused.
-    pub fn parking_now(&self, root: &str, task: &str) -> Option<String> {
-        self.parking(root, task, unix_now())
+    /// The parking queue now of a task named `task` of root `root`,
+    /// replying to `reply_to`, if its job or its task type is paused.
+    pub fn parking_now(&self, root: &str, task: &str, reply_to: Option<&str>) -> Option<String> {
+        self.parking(root, task, reply_to, unix_now())
     }
 
     /// Whether the job of root task `root` is cancelled at unix time `now`.
@@ -650,13 +684,13 @@ fn obey(set: &ControlSet, content_type: Option<&str>, body: &[u8]) -> Option<Con
         }
         ControlMessage::Pause { holds, tasktypes } => {
             let roots: Vec<&str> = holds.iter().take(10).map(|c| c.root.as_str()).collect();
-            let types: Vec<&str> = tasktypes.iter().map(|t| t.task.as_str()).collect();
+            let types: Vec<&str> = tasktypes.iter().map(|t| t.tasktype.task.as_str()).collect();
             info!(count = holds.len(), added = changed, roots = ?roots, park = ?holds.first().map(|c| &c.park),
                 tasktypes = ?types, "pause received")
         }
         ControlMessage::Resume { roots, tasktypes } => {
             info!(count = roots.len(), removed = changed, roots = ?&roots[..roots.len().min(10)],
-                tasktypes = ?tasktypes, "resume received")
+                tasktypes = ?tasktypes.iter().map(|t| t.task.as_str()).collect::<Vec<_>>(), "resume received")
         }
         ControlMessage::Drain(d) => {
             let nodes: Vec<&str> = d.iter().take(10).map(|n| n.node.as_str()).collect();
@@ -673,7 +707,7 @@ fn obey(set: &ControlSet, content_type: Option<&str>, body: &[u8]) -> Option<Con
         } if changed > 0 => {
             let roots: Vec<&str> = cancel.iter().map(|c| c.root.as_str()).take(10).collect();
             let paused: Vec<&str> = pause.iter().map(|c| c.root.as_str()).take(10).collect();
-            let types: Vec<&str> = tasktypes.iter().map(|t| t.task.as_str()).collect();
+            let types: Vec<&str> = tasktypes.iter().map(|t| t.tasktype.task.as_str()).collect();
             info!(
                 cancel = cancel.len(),
                 pause = pause.len(),

@@ -241,8 +241,8 @@ fn pauses_park_until_resumed_or_expired_and_a_cancel_wins() {
         ),
         2
     );
-    assert_eq!(set.parking("a", "t", 60).as_deref(), Some("q.a"));
-    assert_eq!(set.parking("c", "t", 60), None);
+    assert_eq!(set.parking("a", "t", None, 60).as_deref(), Some("q.a"));
+    assert_eq!(set.parking("c", "t", None, 60), None);
     // A snapshot renews a pause (the later until) and adds new ones.
     let snap = ControlMessage::Snapshot {
         cancel: vec![],
@@ -251,8 +251,8 @@ fn pauses_park_until_resumed_or_expired_and_a_cancel_wins() {
         tasktypes: vec![],
     };
     assert_eq!(set.apply(&snap, 60), 1, "only c is new");
-    assert_eq!(set.parking("a", "t", 150).as_deref(), Some("q.a"));
-    assert_eq!(set.parking("b", "t", 150), None, "b expired at 100");
+    assert_eq!(set.parking("a", "t", None, 150).as_deref(), Some("q.a"));
+    assert_eq!(set.parking("b", "t", None, 150), None, "b expired at 100");
     // A resume removes at once; a cancel wins over a pause.
     assert_eq!(
         set.apply(
@@ -264,9 +264,9 @@ fn pauses_park_until_resumed_or_expired_and_a_cancel_wins() {
         ),
         1
     );
-    assert_eq!(set.parking("a", "t", 60), None);
+    assert_eq!(set.parking("a", "t", None, 60), None);
     assert_eq!(set.apply(&ControlMessage::Cancel(vec![entry("c", 500)]), 60), 1);
-    assert_eq!(set.parking("c", "t", 60), None);
+    assert_eq!(set.parking("c", "t", None, 60), None);
     assert!(set.is_cancelled("c", 60));
 }
 
@@ -320,13 +320,22 @@ fn a_watch_follows_the_set() {
 
 fn typed(task: &str, park: &str, until: i64) -> TypePaused {
     TypePaused {
-        task: task.into(),
+        tasktype: kind(task),
         park: park.into(),
         until,
     }
 }
 
+/// Task type `task` of the hub whose results queue is `h.results`.
+fn kind(task: &str) -> TaskType {
+    TaskType {
+        task: task.into(),
+        reply_to: HUB.into(),
+    }
+}
+
 const DELETE: &str = "dynamo.tasks.delete_paths_from_gpfs";
+const HUB: &str = "h.results";
 
 #[test]
 fn task_type_pauses_parse_in_pause_resume_and_snapshot_and_old_shapes_still_do() {
@@ -338,33 +347,29 @@ fn task_type_pauses_parse_in_pause_resume_and_snapshot_and_old_shapes_still_do()
     };
     assert_eq!(
         json(serde_json::json!({"op": "pause", "holds": [],
-            "tasktypes": [{"task": DELETE, "park": "h.parked.tasktype.d", "until": 9}]})),
+            "tasktypes": [{"task": DELETE, "reply_to": HUB, "park": "h.parked.tasktype.d", "until": 9}]})),
         Ok(want.clone())
     );
     assert_eq!(
         json(serde_json::json!({"op": "pause",
-            "tasktypes": [{"task": DELETE, "park": "h.parked.tasktype.d", "until": 8.5}]})),
+            "tasktypes": [{"task": DELETE, "reply_to": HUB, "park": "h.parked.tasktype.d", "until": 8.5}]})),
         Ok(want)
     );
+    let resumed = ControlMessage::Resume {
+        roots: vec![],
+        tasktypes: vec![kind(DELETE)],
+    };
     assert_eq!(
-        json(serde_json::json!({"op": "resume", "roots": [], "tasktypes": [DELETE]})),
-        Ok(ControlMessage::Resume {
-            roots: vec![],
-            tasktypes: vec![DELETE.into()]
-        })
+        json(serde_json::json!({"op": "resume", "roots": [], "tasktypes": [{"task": DELETE, "reply_to": HUB}]})),
+        Ok(resumed.clone())
     );
     assert_eq!(
-        json(serde_json::json!({"op": "resume", "tasktypes": [DELETE]})),
-        Ok(ControlMessage::Resume {
-            roots: vec![],
-            tasktypes: vec![DELETE.into()]
-        })
+        json(serde_json::json!({"op": "resume", "tasktypes": [{"task": DELETE, "reply_to": HUB}]})),
+        Ok(resumed)
     );
     assert_eq!(
-        json(
-            serde_json::json!({"op": "snapshot", "cancel": [], "pause": [], "drain": [],
-            "tasktypes": [{"task": DELETE, "park": "q", "until": 3}]})
-        ),
+        json(serde_json::json!({"op": "snapshot", "cancel": [], "pause": [], "drain": [],
+            "tasktypes": [{"task": DELETE, "reply_to": HUB, "park": "q", "until": 3}]})),
         Ok(ControlMessage::Snapshot {
             cancel: vec![],
             pause: vec![],
@@ -375,23 +380,27 @@ fn task_type_pauses_parse_in_pause_resume_and_snapshot_and_old_shapes_still_do()
     let cases: &[(&str, &str)] = &[
         (
             r#"{"op": "pause", "tasktypes": {}}"#,
-            "pause: `tasktypes` must be a list of {task, park, until}",
+            "pause: `tasktypes` must be a list of {task, reply_to, park, until}",
         ),
         (
-            r#"{"op": "pause", "tasktypes": [{"task": "", "park": "q", "until": 1}]}"#,
+            r#"{"op": "pause", "tasktypes": [{"task": "", "reply_to": "h", "park": "q", "until": 1}]}"#,
             "pause: `tasktypes[0].task` is empty",
         ),
         (
-            r#"{"op": "pause", "tasktypes": [{"task": 3, "park": "q", "until": 1}]}"#,
+            r#"{"op": "pause", "tasktypes": [{"task": 3, "reply_to": "h", "park": "q", "until": 1}]}"#,
             "pause: `tasktypes[0].task` must be a string (a task name)",
         ),
         (
-            r#"{"op": "pause", "tasktypes": [{"task": "t", "until": 1}]}"#,
+            r#"{"op": "pause", "tasktypes": [{"task": "t", "park": "q", "until": 1}]}"#,
+            "pause: `tasktypes[0].reply_to` is missing",
+        ),
+        (
+            r#"{"op": "pause", "tasktypes": [{"task": "t", "reply_to": "h", "until": 1}]}"#,
             "pause: `tasktypes[0].park` is missing",
         ),
         (
             r#"{"op": "pause", "tasktypes": ["t"]}"#,
-            "pause: `tasktypes[0]` must be an object {task, park, until}",
+            "pause: `tasktypes[0]` must be an object {task, reply_to, park, until}",
         ),
         (
             r#"{"op": "pause", "holds": 1, "tasktypes": []}"#,
@@ -400,14 +409,18 @@ fn task_type_pauses_parse_in_pause_resume_and_snapshot_and_old_shapes_still_do()
         (r#"{"op": "resume"}"#, "resume: `roots` must be a list of root task ids"),
         (
             r#"{"op": "resume", "tasktypes": "t"}"#,
-            "resume: `tasktypes` must be a list of task names",
+            "resume: `tasktypes` must be a list of {task, reply_to}",
         ),
         (
-            r#"{"op": "resume", "tasktypes": [""]}"#,
-            "resume: `tasktypes[0]` is empty",
+            r#"{"op": "resume", "tasktypes": ["t"]}"#,
+            "resume: `tasktypes[0]` must be an object {task, reply_to}",
         ),
         (
-            r#"{"op": "snapshot", "cancel": [], "tasktypes": [{"task": "t", "park": "q"}]}"#,
+            r#"{"op": "resume", "tasktypes": [{"task": "t", "reply_to": ""}]}"#,
+            "resume: `tasktypes[0].reply_to` is empty",
+        ),
+        (
+            r#"{"op": "snapshot", "cancel": [], "tasktypes": [{"task": "t", "reply_to": "h", "park": "q"}]}"#,
             "snapshot: `tasktypes[0].until` is missing",
         ),
     ];
@@ -418,27 +431,30 @@ fn task_type_pauses_parse_in_pause_resume_and_snapshot_and_old_shapes_still_do()
 }
 
 #[test]
-fn a_paused_task_type_parks_its_tasks_after_the_jobs_hold_and_never_a_cancelled_jobs() {
+fn a_paused_task_type_parks_its_hubs_tasks_after_the_jobs_hold_and_never_a_cancelled_jobs() {
     let set = ControlSet::default();
     let pause = ControlMessage::Pause {
         holds: vec![],
         tasktypes: vec![typed(DELETE, "q.delete", 100)],
     };
     assert_eq!(set.apply(&pause, 50), 1);
-    assert_eq!(set.parking("r1", DELETE, 60).as_deref(), Some("q.delete"));
+    assert_eq!(set.parking("r1", DELETE, Some(HUB), 60).as_deref(), Some("q.delete"));
     assert_eq!(
-        set.parking("r1", "dynamo.tasks.stat_paths", 60),
+        set.parking("r1", "dynamo.tasks.stat_paths", Some(HUB), 60),
         None,
         "other types run"
     );
-    assert_eq!(set.parking("r1", DELETE, 101), None, "expired at 100");
+    // Another hub's tasks of the type, and tasks replying nowhere, run.
+    assert_eq!(set.parking("r1", DELETE, Some("other.results"), 60), None);
+    assert_eq!(set.parking("r1", DELETE, None, 60), None);
+    assert_eq!(set.parking("r1", DELETE, Some(HUB), 101), None, "expired at 100");
     // A paused job's task goes to its job's queue first.
     let job = ControlMessage::Pause {
         holds: vec![hold("r2", "q.job2", 100)],
         tasktypes: vec![],
     };
     assert_eq!(set.apply(&job, 50), 1);
-    assert_eq!(set.parking("r2", DELETE, 60).as_deref(), Some("q.job2"));
+    assert_eq!(set.parking("r2", DELETE, Some(HUB), 60).as_deref(), Some("q.job2"));
     // A snapshot renews the type's pause (not new); a cancel wins.
     let snap = ControlMessage::Snapshot {
         cancel: vec![entry("r3", 500)],
@@ -447,15 +463,19 @@ fn a_paused_task_type_parks_its_tasks_after_the_jobs_hold_and_never_a_cancelled_
         tasktypes: vec![typed(DELETE, "q.delete", 300)],
     };
     assert_eq!(set.apply(&snap, 60), 1, "only r3's cancel is new");
-    assert_eq!(set.parking("r1", DELETE, 200).as_deref(), Some("q.delete"));
-    assert_eq!(set.parking("r3", DELETE, 60), None, "cancelled: refused, not parked");
+    assert_eq!(set.parking("r1", DELETE, Some(HUB), 200).as_deref(), Some("q.delete"));
+    assert_eq!(
+        set.parking("r3", DELETE, Some(HUB), 60),
+        None,
+        "cancelled: refused, not parked"
+    );
     // A resume of the type removes it at once and counts it; the job's
     // hold stays.
     let resume = ControlMessage::Resume {
         roots: vec![],
-        tasktypes: vec![DELETE.into(), "dynamo.tasks.recall".into()],
+        tasktypes: vec![kind(DELETE), kind("dynamo.tasks.recall")],
     };
     assert_eq!(set.apply(&resume, 60), 1);
-    assert_eq!(set.parking("r1", DELETE, 60), None);
-    assert_eq!(set.parking("r2", DELETE, 60).as_deref(), Some("q.job2"));
+    assert_eq!(set.parking("r1", DELETE, Some(HUB), 60), None);
+    assert_eq!(set.parking("r2", DELETE, Some(HUB), 60).as_deref(), Some("q.job2"));
 }

@@ -14,6 +14,7 @@ mod schedules;
 mod sites;
 mod stream;
 mod submit;
+mod tasktypes;
 pub(crate) mod workflows;
 
 pub use crate::hub::submit::Submission;
@@ -99,6 +100,7 @@ fn build() -> (Router<Arc<ApiState>>, utoipa::openapi::OpenApi) {
         .merge(configs::routes())
         .merge(alerts::routes())
         .merge(schedules::routes())
+        .merge(tasktypes::routes())
         .split_for_parts()
 }
 
