@@ -441,9 +441,19 @@ fn a_task_type_pauses_once_resumes_once_and_its_row_goes_once_resumed_and_forgot
     for db in both() {
         rt().block_on(async {
             let store = Store::open(&db.url).await.unwrap();
-            let p = store.pause_tasktype(DELETE, "disk swap", "admin").await.unwrap().unwrap();
+            let p = store
+                .pause_tasktype(DELETE, "disk swap", "admin")
+                .await
+                .unwrap()
+                .unwrap();
             assert_eq!(
-                (p.task.as_str(), p.paused, p.reason.as_str(), p.paused_by.as_str(), p.resumed),
+                (
+                    p.task.as_str(),
+                    p.paused,
+                    p.reason.as_str(),
+                    p.paused_by.as_str(),
+                    p.resumed
+                ),
                 (DELETE, true, "disk swap", "admin", None),
                 "{}",
                 db.engine

@@ -40,9 +40,11 @@ fn stat_and_delete(s: &HubSite) -> String {
     s.api(
         "POST",
         "/api/workflows/",
-        Some(json!({"name": name, "label": name, "discovery": "recursive", "filter_rules": [
+        Some(
+            json!({"name": name, "label": name, "discovery": "recursive", "filter_rules": [
             {"state": "all", "type": "file", "include": ["*.keep"], "action": [{"name": STAT}]},
-            {"state": "all", "type": "file", "include": ["*.del"], "action": [{"name": DELETE}]}]})),
+            {"state": "all", "type": "file", "include": ["*.del"], "action": [{"name": DELETE}]}]}),
+        ),
         201,
     );
     name
@@ -95,7 +97,11 @@ fn pause_deletes(s: &HubSite, reason: &str) {
     for log in ["agent0.log", "agent1.log"] {
         let t0 = Instant::now();
         while !s.log(log).contains("pause received") {
-            assert!(t0.elapsed() < Duration::from_secs(20), "{log}: no pause:\n{}", s.log(log));
+            assert!(
+                t0.elapsed() < Duration::from_secs(20),
+                "{log}: no pause:\n{}",
+                s.log(log)
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -114,7 +120,10 @@ fn a_paused_task_type_starts_no_task_of_any_job_until_resumed_then_the_job_compl
     // Every task type is listed, none paused; unknown names are 404.
     let all = s.api("GET", "/api/tasktypes/?page_size=0", None, 200);
     assert_eq!(all["count"], 12, "{all}");
-    assert!(all["results"].as_array().unwrap().iter().all(|t| t["paused"] == false), "{all}");
+    assert!(
+        all["results"].as_array().unwrap().iter().all(|t| t["paused"] == false),
+        "{all}"
+    );
     s.api("POST", "/api/tasktypes/dynamo.tasks.nope/pause/", Some(json!({})), 404);
     s.api("GET", "/api/tasktypes/dynamo.tasks.nope/", None, 404);
     let r = s.api("POST", &format!("/api/tasktypes/{STAT}/resume/"), None, 409);
@@ -129,7 +138,11 @@ fn a_paused_task_type_starts_no_task_of_any_job_until_resumed_then_the_job_compl
     );
     assert_eq!(again["state"], "PAUSED", "{again}");
     assert!(again["detail"].as_str().unwrap().contains("paused already"), "{again}");
-    assert_eq!(tasktype(&s, DELETE)["reason"], "disk swap", "the second pause changed the first");
+    assert_eq!(
+        tasktype(&s, DELETE)["reason"],
+        "disk swap",
+        "the second pause changed the first"
+    );
 
     let w = stat_and_delete(&s);
     let id = s.submit(&w, &root)["id"].as_i64().unwrap();
@@ -142,16 +155,26 @@ fn a_paused_task_type_starts_no_task_of_any_job_until_resumed_then_the_job_compl
         if j["counts"]["processed"] == 100 && tasks_in(&s, id, STAT, &["SUCCESS"]) == 10 {
             break j;
         }
-        assert!(t0.elapsed() < Duration::from_secs(60), "the stat tasks did not end: {j}");
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "the stat tasks did not end: {j}"
+        );
         std::thread::sleep(Duration::from_millis(200));
     };
     assert_eq!(j["dir_walk_complete"], true, "{j}");
     let c = &j["counts"];
     let deletes = c["results_expected"].as_i64().unwrap() - c["results_counted"].as_i64().unwrap();
-    assert_eq!(deletes, 10, "the root and 10 stat tasks counted, 10 delete tasks awaited: {j}");
+    assert_eq!(
+        deletes, 10,
+        "the root and 10 stat tasks counted, 10 delete tasks awaited: {j}"
+    );
     let t0 = Instant::now();
     while depth(&park) < deletes as u32 {
-        assert!(t0.elapsed() < Duration::from_secs(20), "{} of {deletes} parked", depth(&park));
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "{} of {deletes} parked",
+            depth(&park)
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     // Held for a while: nothing of the type starts, no file is deleted.
@@ -196,7 +219,12 @@ fn a_job_cancelled_while_its_tasks_are_parked_by_type_ends_cancelled_once_the_ty
     let id = s.submit(&stat_and_delete(&s), &root)["id"].as_i64().unwrap();
     let t0 = Instant::now();
     while depth(&park) < 5 {
-        assert!(t0.elapsed() < Duration::from_secs(60), "{} parked: {}", depth(&park), s.job(id));
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "{} parked: {}",
+            depth(&park),
+            s.job(id)
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     let j = s.api("POST", &format!("/api/jobs/{id}/cancel/"), None, 201);

@@ -224,7 +224,13 @@ pub fn parse(content_type: Option<&str>, body: &[u8]) -> Result<ControlMessage, 
                     }
                     Some(out)
                 }
-                Some(_) => return Err(field("resume", "tasktypes".into(), "must be a list of {task, reply_to}")),
+                Some(_) => {
+                    return Err(field(
+                        "resume",
+                        "tasktypes".into(),
+                        "must be a list of {task, reply_to}",
+                    ));
+                }
             };
             let roots = match (o.get("roots"), &tasktypes) {
                 (Some(Value::Array(roots)), _) => {
@@ -331,7 +337,10 @@ fn holds(op: &'static str, name: &str, list: &[Value]) -> Result<Vec<Paused>, Co
 fn types(op: &'static str, v: &Value) -> Result<Vec<TypePaused>, ControlError> {
     let field = |field: String, problem| ControlError::Field { op, field, problem };
     let Value::Array(list) = v else {
-        return Err(field("tasktypes".into(), "must be a list of {task, reply_to, park, until}"));
+        return Err(field(
+            "tasktypes".into(),
+            "must be a list of {task, reply_to, park, until}",
+        ));
     };
     let mut out = Vec::with_capacity(list.len());
     for (i, e) in list.iter().enumerate() {

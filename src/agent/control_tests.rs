@@ -368,8 +368,10 @@ fn task_type_pauses_parse_in_pause_resume_and_snapshot_and_old_shapes_still_do()
         Ok(resumed)
     );
     assert_eq!(
-        json(serde_json::json!({"op": "snapshot", "cancel": [], "pause": [], "drain": [],
-            "tasktypes": [{"task": DELETE, "reply_to": HUB, "park": "q", "until": 3}]})),
+        json(
+            serde_json::json!({"op": "snapshot", "cancel": [], "pause": [], "drain": [],
+            "tasktypes": [{"task": DELETE, "reply_to": HUB, "park": "q", "until": 3}]})
+        ),
         Ok(ControlMessage::Snapshot {
             cancel: vec![],
             pause: vec![],

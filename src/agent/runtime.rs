@@ -516,7 +516,10 @@ async fn handle(agent: Arc<Agent>, index: usize, d: Delivery) {
         revoke(&agent, &msg, &consumer.spec.queue, &d, Revoked::Cancelled).await;
         return;
     }
-    if let Some(queue) = agent.controls.parking_now(&msg.root_id, &msg.task, msg.reply_to.as_deref()) {
+    if let Some(queue) = agent
+        .controls
+        .parking_now(&msg.root_id, &msg.task, msg.reply_to.as_deref())
+    {
         park(&agent, &consumer.spec, &msg, &d, &queue).await;
         return;
     }
@@ -541,7 +544,10 @@ async fn handle(agent: Arc<Agent>, index: usize, d: Delivery) {
         revoke(&agent, &msg, &consumer.spec.queue, &d, Revoked::Cancelled).await;
         return;
     }
-    if let Some(queue) = agent.controls.parking_now(&msg.root_id, &msg.task, msg.reply_to.as_deref()) {
+    if let Some(queue) = agent
+        .controls
+        .parking_now(&msg.root_id, &msg.task, msg.reply_to.as_deref())
+    {
         drop(permit);
         park(&agent, &consumer.spec, &msg, &d, &queue).await;
         return;

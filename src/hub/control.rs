@@ -244,10 +244,7 @@ pub async fn holds(store: &Store, settings: &HubSettings) -> Result<Vec<Held>, c
 }
 
 /// The paused task types' holds.
-pub async fn type_holds(
-    store: &Store,
-    settings: &HubSettings,
-) -> Result<Vec<TypeHeld>, crate::hub::store::StoreError> {
+pub async fn type_holds(store: &Store, settings: &HubSettings) -> Result<Vec<TypeHeld>, crate::hub::store::StoreError> {
     Ok(store
         .tasktype_pauses()
         .await?

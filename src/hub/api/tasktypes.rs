@@ -95,13 +95,7 @@ pub struct TypePauseFields {
 #[utoipa::path(post, path = "/api/tasktypes/{name}/pause/", tag = "tasktypes", params(("name" = String, Path, description = "the task name")),
     request_body = TypePauseFields,
     responses((status = 201, body = TaskTypeOut), (status = 400, body = Detail), (status = 409, body = Conflict), (status = 401, body = Detail), (status = 404, body = Detail)))]
-async fn pause(
-    s: State,
-    c: Caller,
-    base: Base,
-    Key(name): Key,
-    Body(f): Body<TypePauseFields>,
-) -> ApiResult<Response> {
+async fn pause(s: State, c: Caller, base: Base, Key(name): Key, Body(f): Body<TypePauseFields>) -> ApiResult<Response> {
     let session = s.session.borrow().clone();
     let reason = f.reason.unwrap_or_default();
     let t = typectl::pause(&s.store, &s.settings, session.as_deref(), &name, &reason, &c.username).await?;

@@ -79,12 +79,11 @@ impl Store {
     /// Every task type paused, or resumed with a parking queue still to
     /// empty, by name.
     pub async fn tasktype_pauses(&self) -> Result<Vec<TypePause>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT task, paused, reason, paused_by, since, resumed FROM tasktype_pauses ORDER BY task",
-        )
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db("read task type pauses"))?;
+        let rows =
+            sqlx::query("SELECT task, paused, reason, paused_by, since, resumed FROM tasktype_pauses ORDER BY task")
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db("read task type pauses"))?;
         Ok(rows.iter().map(pause_of).collect())
     }
 

@@ -1,11 +1,13 @@
 //! `/ui/health/`: the hub, then each site with its nodes (online, last
 //! heartbeat, version) and queues (nodes online, and the depth and
-//! consumers of its broker queues). The health itself is `/api/health/`'s
+//! consumers of its broker queues), then the task types, each with Pause
+//! or Resume ([`super::tasktypes`]). The health itself is `/api/health/`'s
 //! computation; the depths are the metrics' last poll of the broker.
 
 use super::format::{Moment, count, moment, thousands};
 use super::frame::{Layout, UiResult, page};
 use super::session::Session;
+use super::tasktypes::{TypeRow, type_rows};
 use crate::hub::api::ApiState;
 use crate::hub::api::health::{Health, report};
 use crate::hub::store::now_us;
@@ -160,15 +162,19 @@ pub fn health_view(h: &Health, now: i64, depth: impl Fn(&str) -> Option<(i64, i6
 struct HealthPage {
     layout: Layout,
     health: HealthView,
+    tasktypes: Vec<TypeRow>,
 }
 
 async fn show(State(s): State<Arc<ApiState>>, Extension(session): Extension<Session>) -> UiResult<Response> {
     let h = report(&s).await?;
+    let broker = s.session.borrow().clone();
+    let types = crate::hub::typectl::list(&s.store, &s.settings, broker.as_deref()).await?;
     page(
         StatusCode::OK,
         &HealthPage {
             layout: session.layout("health"),
             health: health_view(&h, now_us(), |q| s.metrics.queue_depth(q)),
+            tasktypes: type_rows(&types, now_us()),
         },
     )
 }
