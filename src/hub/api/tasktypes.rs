@@ -56,7 +56,7 @@ fn out(base: &Base, t: &TaskType) -> TaskTypeOut {
 
 /// Every task type ferry runs, discovery tasks first, each paused or not.
 #[utoipa::path(get, path = "/api/tasktypes/", tag = "tasktypes", params(PageQuery),
-    responses((status = 200, body = super::http::Page<TaskTypeOut>), (status = 400, body = Detail), (status = 401, body = Detail)))]
+    responses((status = 200, body = super::http::Page<TaskTypeOut>), (status = 400, body = Detail), (status = 401, body = Detail), (status = 404, body = Detail)))]
 async fn list_tasktypes(
     s: State,
     _c: Caller,
@@ -71,7 +71,7 @@ async fn list_tasktypes(
 }
 
 /// A task type by its name; a name ferry does not run is a 404.
-#[utoipa::path(get, path = "/api/tasktypes/{name}/", tag = "tasktypes", params(("name" = String, Path, description = "the task name")),
+#[utoipa::path(get, path = "/api/tasktypes/{id}/", tag = "tasktypes", params(("id" = String, Path, description = "the task name (dynamo.tasks.delete_paths_from_gpfs)")),
     responses((status = 200, body = TaskTypeOut), (status = 401, body = Detail), (status = 404, body = Detail)))]
 async fn get_tasktype(s: State, _c: Caller, base: Base, Key(name): Key) -> ApiResult<Json<TaskTypeOut>> {
     let session = s.session.borrow().clone();
@@ -92,7 +92,7 @@ pub struct TypePauseFields {
 /// tasks of that name, of every job, in the type's parking queue instead
 /// of running them; running ones finish. A paused type is a 409 with
 /// state `PAUSED`; a name ferry does not run is a 404.
-#[utoipa::path(post, path = "/api/tasktypes/{name}/pause/", tag = "tasktypes", params(("name" = String, Path, description = "the task name")),
+#[utoipa::path(post, path = "/api/tasktypes/{id}/pause/", tag = "tasktypes", params(("id" = String, Path, description = "the task name (dynamo.tasks.delete_paths_from_gpfs)")),
     request_body = TypePauseFields,
     responses((status = 201, body = TaskTypeOut), (status = 400, body = Detail), (status = 409, body = Conflict), (status = 401, body = Detail), (status = 404, body = Detail)))]
 async fn pause(s: State, c: Caller, base: Base, Key(name): Key, Body(f): Body<TypePauseFields>) -> ApiResult<Response> {
@@ -105,7 +105,7 @@ async fn pause(s: State, c: Caller, base: Base, Key(name): Key, Body(f): Body<Ty
 /// Resumes a paused task type (201): its parked tasks go back to their
 /// queues. A type not paused is a 409 with state `RUNNING`; a name ferry
 /// does not run is a 404.
-#[utoipa::path(post, path = "/api/tasktypes/{name}/resume/", tag = "tasktypes", params(("name" = String, Path, description = "the task name")),
+#[utoipa::path(post, path = "/api/tasktypes/{id}/resume/", tag = "tasktypes", params(("id" = String, Path, description = "the task name (dynamo.tasks.delete_paths_from_gpfs)")),
     responses((status = 201, body = TaskTypeOut), (status = 409, body = Conflict), (status = 401, body = Detail), (status = 404, body = Detail)))]
 async fn resume(s: State, c: Caller, base: Base, Key(name): Key) -> ApiResult<Response> {
     let session = s.session.borrow().clone();
