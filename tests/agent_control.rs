@@ -228,7 +228,11 @@ fn tasks_of_a_cancelled_job_are_revoked_and_other_jobs_run() {
         }
         // Heartbeats tell a hub that this agent obeys cancels.
         let (_, hb) = event(&mut events, "worker-heartbeat", pid, |_| true).await;
-        assert_eq!(hb["capabilities"]["control"], json!(["cancel-v1", "pause-v1"]), "{hb}");
+        assert_eq!(
+            hb["capabilities"]["control"],
+            json!(["cancel-v1", "pause-v1", "tasktype-pause-v1"]),
+            "{hb}"
+        );
         (revoked, runs)
     });
     // It never started; the other task did.

@@ -436,3 +436,47 @@ fn a_table_of_jobs_and_a_jobs_tasks_read_a_page_without_paths_or_counts() {
         });
     }
 }
+
+#[test]
+fn a_task_type_pauses_once_resumes_once_and_its_row_goes_once_resumed_and_forgotten() {
+    const DELETE: &str = "dynamo.tasks.delete_paths_from_gpfs";
+    for db in both() {
+        rt().block_on(async {
+            let store = Store::open(&db.url).await.unwrap();
+            let p = store
+                .pause_tasktype(DELETE, "disk swap", "admin")
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(
+                (
+                    p.task.as_str(),
+                    p.paused,
+                    p.reason.as_str(),
+                    p.paused_by.as_str(),
+                    p.resumed
+                ),
+                (DELETE, true, "disk swap", "admin", None),
+                "{}",
+                db.engine
+            );
+            // Paused already: refused, the first pause kept.
+            assert_eq!(store.pause_tasktype(DELETE, "again", "bob").await.unwrap(), None);
+            assert_eq!(store.tasktype_pauses().await.unwrap(), vec![p.clone()], "{}", db.engine);
+            assert!(store.resume_tasktype(DELETE).await.unwrap());
+            assert!(!store.resume_tasktype(DELETE).await.unwrap(), "resumed twice");
+            assert!(!store.resume_tasktype("dynamo.tasks.recall").await.unwrap());
+            let resumed = store.tasktype_pauses().await.unwrap();
+            assert_eq!(resumed.len(), 1);
+            assert!(!resumed[0].paused && resumed[0].resumed.is_some(), "{resumed:?}");
+            // Paused again before its queue was forgotten: a new pause.
+            let again = store.pause_tasktype(DELETE, "audit", "bob").await.unwrap().unwrap();
+            assert_eq!((again.reason.as_str(), again.resumed), ("audit", None));
+            store.forget_tasktype(DELETE).await.unwrap();
+            assert_eq!(store.tasktype_pauses().await.unwrap().len(), 1, "a paused type is kept");
+            assert!(store.resume_tasktype(DELETE).await.unwrap());
+            store.forget_tasktype(DELETE).await.unwrap();
+            assert_eq!(store.tasktype_pauses().await.unwrap(), vec![], "{}", db.engine);
+        });
+    }
+}

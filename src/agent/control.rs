@@ -1,22 +1,34 @@
 //! The agent's control channel: how a hub cancels, pauses and resumes a
-//! job.
+//! job, and pauses and resumes a task type cluster-wide.
 //!
 //! A hub publishes JSON messages to the fanout exchange
 //! [`CONTROL_EXCHANGE`] (durable); every agent reads them from a queue of
 //! its own bound to it ([`listen`]) and keeps the cancelled and paused
 //! jobs' root task ids in a [`ControlSet`]. The runtime asks the set
 //! before it runs a task: a task whose `root_id` is cancelled is answered
-//! `REVOKED` instead; one whose root is paused is moved, unchanged, to the
-//! parking queue the hub named. Each running task gets a [`Cancel`]
+//! `REVOKED` instead; one whose root is paused, or whose task name is, is
+//! moved, unchanged, to the parking queue the hub named (the job's before
+//! the type's). Each running task gets a [`Cancel`]
 //! handle for its root ([`ControlSet::watch`]) that discovery asks before
 //! every child task it publishes. The messages:
 //!
 //! - `{"op": "cancel", "roots": ["<root id>", ...], "until": <unix seconds>}`
-//! - `{"op": "pause", "holds": [{"root": "<root id>", "park": "<queue>", "until": <unix seconds>}, ...]}`
-//! - `{"op": "resume", "roots": ["<root id>", ...]}`: stop parking them.
-//! - `{"op": "snapshot", "cancel": [{"root", "until"}, ...], "pause": [{"root", "park", "until"}, ...]}`,
+//! - `{"op": "pause", "holds": [{"root": "<root id>", "park": "<queue>", "until": <unix seconds>}, ...],
+//!   "tasktypes": [{"task": "<task name>", "reply_to": "<queue>", "park": "<queue>", "until": <unix seconds>}, ...]}`:
+//!   `tasktypes` (a task type paused cluster-wide, e.g.
+//!   `dynamo.tasks.delete_paths_from_gpfs`, for the tasks whose
+//!   `reply_to` is that hub's results queue: several hubs may share a
+//!   broker and its control exchange, and each pauses its own tasks) may
+//!   be absent, and so may `holds` when `tasktypes` is there; a hub sends
+//!   both, `holds` empty for a type's pause, so an agent from before type
+//!   pauses reads it as a pause of no job.
+//! - `{"op": "resume", "roots": ["<root id>", ...], "tasktypes": [{"task", "reply_to"}, ...]}`:
+//!   stop parking them (either list may be absent, not both).
+//! - `{"op": "snapshot", "cancel": [{"root", "until"}, ...], "pause": [{"root", "park", "until"}, ...],
+//!   "drain": [{"node", "until"}, ...], "tasktypes": [{"task", "reply_to", "park", "until"}, ...]}`,
 //!   the hub's whole active set, repeated every 30 s so that an agent that
-//!   started after a cancel or pause learns it (`pause` may be absent). A
+//!   started after a cancel or pause learns it (`pause`, `drain` and
+//!   `tasktypes` may be absent). A
 //!   snapshot adds to the set, never replaces it: several hubs may share a
 //!   broker, each repeating its own. A hub sends pauses with a short
 //!   `until` that its snapshots renew, so a missed resume ends soon.
@@ -93,15 +105,47 @@ pub struct Paused {
     pub until: i64,
 }
 
+/// A task type of one hub: a task name, and the queue the hub's tasks
+/// reply to (its results queue).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct TaskType {
+    /// The task name (a Celery task's `task` header).
+    pub task: String,
+    /// The tasks' `reply_to`.
+    pub reply_to: String,
+}
+
+/// One task type paused cluster-wide by a hub: the type, where its tasks
+/// go instead of running, and until when (unix seconds).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TypePaused {
+    /// The task type.
+    pub tasktype: TaskType,
+    /// The queue to park its tasks in.
+    pub park: String,
+    /// The last second at which the entry holds.
+    pub until: i64,
+}
+
 /// A control message the agent obeys.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ControlMessage {
     /// `cancel`: these jobs are cancelled (one `until` for all of them).
     Cancel(Vec<Cancelled>),
-    /// `pause`: these jobs are paused.
-    Pause(Vec<Paused>),
-    /// `resume`: these jobs (root ids) are paused no more.
-    Resume(Vec<String>),
+    /// `pause`: these jobs and task types are paused.
+    Pause {
+        /// Paused jobs.
+        holds: Vec<Paused>,
+        /// Paused task types.
+        tasktypes: Vec<TypePaused>,
+    },
+    /// `resume`: these jobs (root ids) and task types are paused no more.
+    Resume {
+        /// Root task ids.
+        roots: Vec<String>,
+        /// Task types.
+        tasktypes: Vec<TaskType>,
+    },
     /// `drain`: these nodes take no new task.
     Drain(Vec<Drained>),
     /// `undrain`: these nodes (names) take tasks again.
@@ -114,6 +158,8 @@ pub enum ControlMessage {
         pause: Vec<Paused>,
         /// Drained nodes.
         drain: Vec<Drained>,
+        /// Paused task types.
+        tasktypes: Vec<TypePaused>,
     },
 }
 
@@ -153,20 +199,54 @@ pub fn parse(content_type: Option<&str>, body: &[u8]) -> Result<ControlMessage, 
             Ok(ControlMessage::Cancel(out))
         }
         Some(Value::String(op)) if op == "pause" => {
-            let Some(Value::Array(list)) = o.get("holds") else {
-                return Err(field("pause", "holds".into(), "must be a list of {root, park, until}"));
+            let tasktypes = o.get("tasktypes").map(|t| types("pause", t)).transpose()?;
+            let holds = match (o.get("holds"), &tasktypes) {
+                (Some(Value::Array(list)), _) => holds("pause", "holds", list)?,
+                (None, Some(_)) => Vec::new(),
+                _ => return Err(field("pause", "holds".into(), "must be a list of {root, park, until}")),
             };
-            Ok(ControlMessage::Pause(holds("pause", "holds", list)?))
+            Ok(ControlMessage::Pause {
+                holds,
+                tasktypes: tasktypes.unwrap_or_default(),
+            })
         }
         Some(Value::String(op)) if op == "resume" => {
-            let Some(Value::Array(roots)) = o.get("roots") else {
-                return Err(field("resume", "roots".into(), "must be a list of root task ids"));
+            let tasktypes = match o.get("tasktypes") {
+                None => None,
+                Some(Value::Array(list)) => {
+                    let mut out = Vec::with_capacity(list.len());
+                    for (i, e) in list.iter().enumerate() {
+                        let Value::Object(e) = e else {
+                            let problem = "must be an object {task, reply_to}";
+                            return Err(field("resume", format!("tasktypes[{i}]"), problem));
+                        };
+                        out.push(tasktype("resume", i, e)?);
+                    }
+                    Some(out)
+                }
+                Some(_) => {
+                    return Err(field(
+                        "resume",
+                        "tasktypes".into(),
+                        "must be a list of {task, reply_to}",
+                    ));
+                }
             };
-            let mut out = Vec::with_capacity(roots.len());
-            for (i, r) in roots.iter().enumerate() {
-                out.push(root(Some(r)).map_err(|p| field("resume", format!("roots[{i}]"), p))?);
-            }
-            Ok(ControlMessage::Resume(out))
+            let roots = match (o.get("roots"), &tasktypes) {
+                (Some(Value::Array(roots)), _) => {
+                    let mut out = Vec::with_capacity(roots.len());
+                    for (i, r) in roots.iter().enumerate() {
+                        out.push(root(Some(r)).map_err(|p| field("resume", format!("roots[{i}]"), p))?);
+                    }
+                    out
+                }
+                (None, Some(_)) => Vec::new(),
+                _ => return Err(field("resume", "roots".into(), "must be a list of root task ids")),
+            };
+            Ok(ControlMessage::Resume {
+                roots,
+                tasktypes: tasktypes.unwrap_or_default(),
+            })
         }
         Some(Value::String(op)) if op == "drain" => {
             let Some(Value::Array(list)) = o.get("nodes") else {
@@ -221,7 +301,16 @@ pub fn parse(content_type: Option<&str>, body: &[u8]) -> Result<ControlMessage, 
                 Some(Value::Array(list)) => drains("snapshot", "drain", list)?,
                 Some(_) => return Err(field("snapshot", "drain".into(), "must be a list of {node, until}")),
             };
-            Ok(ControlMessage::Snapshot { cancel, pause, drain })
+            let tasktypes = match o.get("tasktypes") {
+                None => Vec::new(),
+                Some(t) => types("snapshot", t)?,
+            };
+            Ok(ControlMessage::Snapshot {
+                cancel,
+                pause,
+                drain,
+                tasktypes,
+            })
         }
         Some(Value::String(op)) => Err(ControlError::UnknownOp(op.clone())),
         _ => Err(ControlError::NoOp),
@@ -237,16 +326,65 @@ fn holds(op: &'static str, name: &str, list: &[Value]) -> Result<Vec<Paused>, Co
             return Err(field(format!("{name}[{i}]"), "must be an object {root, park, until}"));
         };
         let root = root(e.get("root")).map_err(|p| field(format!("{name}[{i}].root"), p))?;
-        let park = match e.get("park") {
-            Some(Value::String(q)) if !q.is_empty() => q.clone(),
-            Some(Value::String(_)) => return Err(field(format!("{name}[{i}].park"), "is empty")),
-            None => return Err(field(format!("{name}[{i}].park"), "is missing")),
-            Some(_) => return Err(field(format!("{name}[{i}].park"), "must be a string (a queue name)")),
-        };
+        let park = queue(e.get("park")).map_err(|p| field(format!("{name}[{i}].park"), p))?;
         let until = until(e.get("until")).map_err(|p| field(format!("{name}[{i}].until"), p))?;
         out.push(Paused { root, park, until });
     }
     Ok(out)
+}
+
+/// The member `tasktypes` of op `op`: a list of `{task, park, until}`.
+fn types(op: &'static str, v: &Value) -> Result<Vec<TypePaused>, ControlError> {
+    let field = |field: String, problem| ControlError::Field { op, field, problem };
+    let Value::Array(list) = v else {
+        return Err(field(
+            "tasktypes".into(),
+            "must be a list of {task, reply_to, park, until}",
+        ));
+    };
+    let mut out = Vec::with_capacity(list.len());
+    for (i, e) in list.iter().enumerate() {
+        let Value::Object(e) = e else {
+            return Err(field(
+                format!("tasktypes[{i}]"),
+                "must be an object {task, reply_to, park, until}",
+            ));
+        };
+        let tasktype = tasktype(op, i, e)?;
+        let park = queue(e.get("park")).map_err(|p| field(format!("tasktypes[{i}].park"), p))?;
+        let until = until(e.get("until")).map_err(|p| field(format!("tasktypes[{i}].until"), p))?;
+        out.push(TypePaused { tasktype, park, until });
+    }
+    Ok(out)
+}
+
+/// The `task` and `reply_to` of entry `i` of member `tasktypes` of op `op`.
+fn tasktype(op: &'static str, i: usize, e: &serde_json::Map<String, Value>) -> Result<TaskType, ControlError> {
+    let field = |field: String, problem| ControlError::Field { op, field, problem };
+    Ok(TaskType {
+        task: task_name(e.get("task")).map_err(|p| field(format!("tasktypes[{i}].task"), p))?,
+        reply_to: queue(e.get("reply_to")).map_err(|p| field(format!("tasktypes[{i}].reply_to"), p))?,
+    })
+}
+
+/// A queue's name: a non-empty string.
+fn queue(v: Option<&Value>) -> Result<String, &'static str> {
+    match v {
+        Some(Value::String(q)) if !q.is_empty() => Ok(q.clone()),
+        Some(Value::String(_)) => Err("is empty"),
+        None => Err("is missing"),
+        Some(_) => Err("must be a string (a queue name)"),
+    }
+}
+
+/// A task name: a non-empty string.
+fn task_name(v: Option<&Value>) -> Result<String, &'static str> {
+    match v {
+        Some(Value::String(s)) if !s.is_empty() => Ok(s.clone()),
+        Some(Value::String(_)) => Err("is empty"),
+        None => Err("is missing"),
+        Some(_) => Err("must be a string (a task name)"),
+    }
 }
 
 /// A list of `{node, until}` (member `name` of op `op`).
@@ -296,8 +434,10 @@ fn until(v: Option<&Value>) -> Result<i64, &'static str> {
     }
 }
 
-/// The cancelled and paused jobs this agent knows of: root task id →
-/// until (unix seconds), and for pauses the parking queue. Shared by the
+/// The cancelled and paused jobs this agent knows of (root task id →
+/// until, unix seconds, and for pauses the parking queue), the drained
+/// nodes, and the paused task types (→ parking queue, until).
+/// Shared by the
 /// control consumer, which changes it, and every delivery handler and
 /// running task, which ask it.
 #[derive(Debug, Default)]
@@ -305,15 +445,16 @@ pub struct ControlSet {
     roots: Mutex<HashMap<String, i64>>,
     holds: Mutex<HashMap<String, (String, i64)>>,
     drained: Mutex<HashMap<String, i64>>,
+    types: Mutex<HashMap<TaskType, (String, i64)>>,
 }
 
-/// Adds `root` until `until` to `map` (keeping the later until); true
+/// Adds `key` until `until` to `map` (keeping the later until); true
 /// when it was not there.
-fn add<V>(map: &mut HashMap<String, V>, root: &str, value: V, until: fn(&V) -> i64) -> bool
+fn add<K, V>(map: &mut HashMap<K, V>, key: K, value: V, until: fn(&V) -> i64) -> bool
 where
-    V: Clone,
+    K: Eq + std::hash::Hash,
 {
-    match map.entry(root.to_string()) {
+    match map.entry(key) {
         Entry::Vacant(v) => {
             v.insert(value);
             true
@@ -328,11 +469,12 @@ where
 }
 
 impl ControlSet {
-    /// Applies `msg` at unix time `now`: cancels and pauses (a snapshot's
-    /// too) are added, a root listed again keeps the later `until`, an
-    /// entry already past is not added, expired entries are forgotten, and
-    /// a resume removes its roots' pauses. Returns how many roots were not
-    /// cancelled or paused before (or, for a resume, how many it removed).
+    /// Applies `msg` at unix time `now`: cancels and pauses of jobs and
+    /// task types (a snapshot's too) are added, an entry listed again keeps
+    /// the later `until`, an entry already past is not added, expired
+    /// entries are forgotten, and a resume removes its roots' and task
+    /// types' pauses. Returns how many entries were not there before (or,
+    /// for a resume or undrain, how many it removed).
     pub fn apply(&self, msg: &ControlMessage, now: i64) -> usize {
         let mut roots = self.roots.lock().expect("control set");
         let mut holds = self.holds.lock().expect("control set");
@@ -340,13 +482,25 @@ impl ControlSet {
         holds.retain(|_, (_, until)| *until >= now);
         let mut drained = self.drained.lock().expect("control set");
         drained.retain(|_, until| *until >= now);
-        let (cancel, pause, drain): (&[Cancelled], &[Paused], &[Drained]) = match msg {
-            ControlMessage::Cancel(c) => (c, &[], &[]),
-            ControlMessage::Pause(p) => (&[], p, &[]),
-            ControlMessage::Drain(d) => (&[], &[], d),
-            ControlMessage::Snapshot { cancel, pause, drain } => (cancel, pause, drain),
-            ControlMessage::Resume(r) => {
-                return r.iter().filter(|root| holds.remove(root.as_str()).is_some()).count();
+        let mut types = self.types.lock().expect("control set");
+        types.retain(|_, (_, until)| *until >= now);
+        type Lists<'a> = (&'a [Cancelled], &'a [Paused], &'a [Drained], &'a [TypePaused]);
+        let (cancel, pause, drain, tasktypes): Lists = match msg {
+            ControlMessage::Cancel(c) => (c, &[], &[], &[]),
+            ControlMessage::Pause { holds, tasktypes } => (&[], holds, &[], tasktypes),
+            ControlMessage::Drain(d) => (&[], &[], d, &[]),
+            ControlMessage::Snapshot {
+                cancel,
+                pause,
+                drain,
+                tasktypes,
+            } => (cancel, pause, drain, tasktypes),
+            ControlMessage::Resume { roots, tasktypes } => {
+                let jobs = roots
+                    .iter()
+                    .filter(|root| holds.remove(root.as_str()).is_some())
+                    .count();
+                return jobs + tasktypes.iter().filter(|t| types.remove(*t).is_some()).count();
             }
             ControlMessage::Undrain(n) => {
                 return n.iter().filter(|node| drained.remove(node.as_str()).is_some()).count();
@@ -354,13 +508,16 @@ impl ControlSet {
         };
         let mut added = 0;
         for c in cancel.iter().filter(|c| c.until >= now) {
-            added += add(&mut roots, &c.root, c.until, |u| *u) as usize;
+            added += add(&mut roots, c.root.clone(), c.until, |u| *u) as usize;
         }
         for p in pause.iter().filter(|p| p.until >= now) {
-            added += add(&mut holds, &p.root, (p.park.clone(), p.until), |(_, u)| *u) as usize;
+            added += add(&mut holds, p.root.clone(), (p.park.clone(), p.until), |(_, u)| *u) as usize;
         }
         for d in drain.iter().filter(|d| d.until >= now) {
-            added += add(&mut drained, &d.node, d.until, |u| *u) as usize;
+            added += add(&mut drained, d.node.clone(), d.until, |u| *u) as usize;
+        }
+        for t in tasktypes.iter().filter(|t| t.until >= now) {
+            added += add(&mut types, t.tasktype.clone(), (t.park.clone(), t.until), |(_, u)| *u) as usize;
         }
         added
     }
@@ -379,23 +536,35 @@ impl ControlSet {
         self.is_drained(node, unix_now())
     }
 
-    /// The queue to park a task of root `root` in at unix time `now`,
-    /// when its job is paused (and not cancelled: a cancel wins).
-    pub fn parking(&self, root: &str, now: i64) -> Option<String> {
+    /// The queue to park a task named `task` of root `root`, replying to
+    /// `reply_to`, in at unix time `now`: its job's parking queue when the
+    /// job is paused, else its type's when the task type is paused (by the
+    /// hub it replies to); none when its job is
+    /// cancelled (a cancel wins). The job's queue comes first so that a
+    /// job's resume finds all its tasks; one parked by its job whose type
+    /// is paused is parked again by type when the job resumes.
+    pub fn parking(&self, root: &str, task: &str, reply_to: Option<&str>, now: i64) -> Option<String> {
         if self.is_cancelled(root, now) {
             return None;
         }
-        self.holds
-            .lock()
-            .expect("control set")
-            .get(root)
-            .filter(|(_, until)| *until >= now)
-            .map(|(park, _)| park.clone())
+        let live = |e: Option<&(String, i64)>| e.filter(|(_, until)| *until >= now).map(|(park, _)| park.clone());
+        live(self.holds.lock().expect("control set").get(root)).or_else(|| {
+            let types = self.types.lock().expect("control set");
+            if types.is_empty() {
+                return None;
+            }
+            let key = TaskType {
+                task: task.to_string(),
+                reply_to: reply_to?.to_string(),
+            };
+            live(types.get(&key))
+        })
     }
 
-    /// The parking queue of root `root` now, if its job is paused.
-    pub fn parking_now(&self, root: &str) -> Option<String> {
-        self.parking(root, unix_now())
+    /// The parking queue now of a task named `task` of root `root`,
+    /// replying to `reply_to`, if its job or its task type is paused.
+    pub fn parking_now(&self, root: &str, task: &str, reply_to: Option<&str>) -> Option<String> {
+        self.parking(root, task, reply_to, unix_now())
     }
 
     /// Whether the job of root task `root` is cancelled at unix time `now`.
@@ -522,12 +691,15 @@ fn obey(set: &ControlSet, content_type: Option<&str>, body: &[u8]) -> Option<Con
             let roots: Vec<&str> = e.iter().take(10).map(|c| c.root.as_str()).collect();
             info!(count = e.len(), added = changed, roots = ?roots, until = e.first().map(|c| c.until), "cancel received")
         }
-        ControlMessage::Pause(p) => {
-            let roots: Vec<&str> = p.iter().take(10).map(|c| c.root.as_str()).collect();
-            info!(count = p.len(), added = changed, roots = ?roots, park = ?p.first().map(|c| &c.park), "pause received")
+        ControlMessage::Pause { holds, tasktypes } => {
+            let roots: Vec<&str> = holds.iter().take(10).map(|c| c.root.as_str()).collect();
+            let types: Vec<&str> = tasktypes.iter().map(|t| t.tasktype.task.as_str()).collect();
+            info!(count = holds.len(), added = changed, roots = ?roots, park = ?holds.first().map(|c| &c.park),
+                tasktypes = ?types, "pause received")
         }
-        ControlMessage::Resume(r) => {
-            info!(count = r.len(), removed = changed, roots = ?&r[..r.len().min(10)], "resume received")
+        ControlMessage::Resume { roots, tasktypes } => {
+            info!(count = roots.len(), removed = changed, roots = ?&roots[..roots.len().min(10)],
+                tasktypes = ?tasktypes.iter().map(|t| t.task.as_str()).collect::<Vec<_>>(), "resume received")
         }
         ControlMessage::Drain(d) => {
             let nodes: Vec<&str> = d.iter().take(10).map(|n| n.node.as_str()).collect();
@@ -536,15 +708,22 @@ fn obey(set: &ControlSet, content_type: Option<&str>, body: &[u8]) -> Option<Con
         ControlMessage::Undrain(n) => {
             info!(count = n.len(), removed = changed, nodes = ?&n[..n.len().min(10)], "undrain received")
         }
-        ControlMessage::Snapshot { cancel, pause, .. } if changed > 0 => {
+        ControlMessage::Snapshot {
+            cancel,
+            pause,
+            tasktypes,
+            ..
+        } if changed > 0 => {
             let roots: Vec<&str> = cancel.iter().map(|c| c.root.as_str()).take(10).collect();
             let paused: Vec<&str> = pause.iter().map(|c| c.root.as_str()).take(10).collect();
+            let types: Vec<&str> = tasktypes.iter().map(|t| t.tasktype.task.as_str()).collect();
             info!(
                 cancel = cancel.len(),
                 pause = pause.len(),
                 added = changed,
                 roots = ?roots,
                 paused = ?paused,
+                tasktypes = ?types,
                 "control snapshot added roots"
             )
         }
@@ -560,300 +739,5 @@ fn obey(set: &ControlSet, content_type: Option<&str>, body: &[u8]) -> Option<Con
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn entry(root: &str, until: i64) -> Cancelled {
-        Cancelled {
-            root: root.into(),
-            until,
-        }
-    }
-
-    fn hold(root: &str, park: &str, until: i64) -> Paused {
-        Paused {
-            root: root.into(),
-            park: park.into(),
-            until,
-        }
-    }
-
-    fn json(body: serde_json::Value) -> Result<ControlMessage, ControlError> {
-        parse(Some("application/json"), body.to_string().as_bytes())
-    }
-
-    #[test]
-    fn cancel_and_snapshot_messages_parse_exactly() {
-        assert_eq!(
-            json(serde_json::json!({"op": "cancel", "roots": ["r1", "r2"], "until": 1700000000})),
-            Ok(ControlMessage::Cancel(vec![
-                entry("r1", 1_700_000_000),
-                entry("r2", 1_700_000_000)
-            ]))
-        );
-        assert_eq!(
-            json(serde_json::json!({"op": "snapshot", "cancel": [
-                {"root": "a", "until": 10}, {"root": "b", "until": 20}]})),
-            Ok(ControlMessage::Snapshot {
-                cancel: vec![entry("a", 10), entry("b", 20)],
-                pause: vec![],
-                drain: vec![],
-            })
-        );
-        assert_eq!(
-            json(serde_json::json!({"op": "pause", "holds": [{"root": "r", "park": "h.parked.7", "until": 9}]})),
-            Ok(ControlMessage::Pause(vec![hold("r", "h.parked.7", 9)]))
-        );
-        assert_eq!(
-            json(serde_json::json!({"op": "resume", "roots": ["r", "s"]})),
-            Ok(ControlMessage::Resume(vec!["r".into(), "s".into()]))
-        );
-        // Members a hub may add (job ids) are ignored; an empty snapshot
-        // is a snapshot, with pauses or without; a content type may be left
-        // out; a fractional `until` is rounded up.
-        assert_eq!(
-            json(serde_json::json!({"op": "cancel", "jobs": [7], "roots": ["r"], "until": 5, "ttl": 1})),
-            Ok(ControlMessage::Cancel(vec![entry("r", 5)]))
-        );
-        assert_eq!(
-            json(
-                serde_json::json!({"op": "snapshot", "cancel": [], "pause": [{"root": "p", "park": "q", "until": 3}]})
-            ),
-            Ok(ControlMessage::Snapshot {
-                cancel: vec![],
-                pause: vec![hold("p", "q", 3)],
-                drain: vec![],
-            })
-        );
-        assert_eq!(
-            parse(None, br#"{"op":"cancel","roots":["r"],"until":1700000000.25}"#),
-            Ok(ControlMessage::Cancel(vec![entry("r", 1_700_000_001)]))
-        );
-    }
-
-    #[test]
-    fn malformed_messages_are_refused_with_their_reason() {
-        let cases: &[(Option<&str>, &[u8], &str)] = &[
-            (
-                Some("application/x-python-serialize"),
-                b"{}",
-                "content type \"application/x-python-serialize\" is not application/json",
-            ),
-            (
-                None,
-                b"not json",
-                "the body is not JSON: expected ident at line 1 column 2",
-            ),
-            (None, b"[1]", "the body is not a JSON object"),
-            (None, br#"{"roots": ["r"]}"#, "no `op` string"),
-            (None, br#"{"op": 1}"#, "no `op` string"),
-            (
-                None,
-                br#"{"op": "hold", "jobs": [7]}"#,
-                "unknown op \"hold\" (ferry obeys \"cancel\", \"pause\", \"resume\", \"drain\", \"undrain\" and \"snapshot\")",
-            ),
-            (
-                None,
-                br#"{"op": "pause", "jobs": [7]}"#,
-                "pause: `holds` must be a list of {root, park, until}",
-            ),
-            (
-                None,
-                br#"{"op": "pause", "holds": [{"root": "r", "until": 1}]}"#,
-                "pause: `holds[0].park` is missing",
-            ),
-            (
-                None,
-                br#"{"op": "pause", "holds": [{"root": "r", "park": 7, "until": 1}]}"#,
-                "pause: `holds[0].park` must be a string (a queue name)",
-            ),
-            (
-                None,
-                br#"{"op": "resume", "roots": [""]}"#,
-                "resume: `roots[0]` is empty",
-            ),
-            (
-                None,
-                br#"{"op": "snapshot", "cancel": [], "pause": {}}"#,
-                "snapshot: `pause` must be a list of {root, park, until}",
-            ),
-            (
-                None,
-                br#"{"op": "snapshot", "cancel": [], "pause": [{"root": "r", "park": "", "until": 1}]}"#,
-                "snapshot: `pause[0].park` is empty",
-            ),
-            (
-                None,
-                br#"{"op": "cancel", "roots": ["r"]}"#,
-                "cancel: `until` is missing",
-            ),
-            (
-                None,
-                br#"{"op": "cancel", "roots": ["r"], "until": "soon"}"#,
-                "cancel: `until` must be a number (unix seconds)",
-            ),
-            (
-                None,
-                br#"{"op": "cancel", "roots": ["r"], "until": 1e300}"#,
-                "cancel: `until` is out of range",
-            ),
-            (
-                None,
-                br#"{"op": "cancel", "roots": "r", "until": 1}"#,
-                "cancel: `roots` must be a list of root task ids",
-            ),
-            (
-                None,
-                br#"{"op": "cancel", "roots": ["r", 5], "until": 1}"#,
-                "cancel: `roots[1]` must be a string (a root task id)",
-            ),
-            (
-                None,
-                br#"{"op": "cancel", "roots": [""], "until": 1}"#,
-                "cancel: `roots[0]` is empty",
-            ),
-            (
-                None,
-                br#"{"op": "snapshot"}"#,
-                "snapshot: `cancel` must be a list of {root, until}",
-            ),
-            (
-                None,
-                br#"{"op": "snapshot", "cancel": ["r"]}"#,
-                "snapshot: `cancel[0]` must be an object {root, until}",
-            ),
-            (
-                None,
-                br#"{"op": "snapshot", "cancel": [{"root": "a", "until": 1}, {"until": 1}]}"#,
-                "snapshot: `cancel[1].root` is missing",
-            ),
-            (
-                None,
-                br#"{"op": "snapshot", "cancel": [{"root": "a", "until": null}]}"#,
-                "snapshot: `cancel[0].until` must be a number (unix seconds)",
-            ),
-        ];
-        for (ct, body, why) in cases {
-            let e = parse(*ct, body).unwrap_err();
-            assert_eq!(e.to_string(), *why, "{}", String::from_utf8_lossy(body));
-        }
-    }
-
-    #[test]
-    fn the_set_adds_keeps_the_later_until_and_forgets_expired_entries() {
-        let set = ControlSet::default();
-        let cancel = |roots: &[&str], until| ControlMessage::Cancel(roots.iter().map(|r| entry(r, until)).collect());
-        assert_eq!(set.apply(&cancel(&["a", "b"], 100), 50), 2);
-        assert!(set.is_cancelled("a", 50) && set.is_cancelled("b", 100));
-        assert!(!set.is_cancelled("c", 50));
-        // Forgotten after `until`, not at it.
-        assert!(!set.is_cancelled("a", 101));
-
-        // A snapshot adds: `a` and `b` stay although it lists neither.
-        let snap = ControlMessage::Snapshot {
-            cancel: vec![entry("c", 200), entry("b", 300)],
-            pause: vec![],
-            drain: vec![],
-        };
-        assert_eq!(set.apply(&snap, 60), 1, "only c is new");
-        assert!(set.is_cancelled("a", 60) && set.is_cancelled("c", 60));
-        // `b` got the later until; an earlier one does not shorten it.
-        assert!(set.is_cancelled("b", 300));
-        assert_eq!(set.apply(&cancel(&["b"], 150), 60), 0);
-        assert!(set.is_cancelled("b", 300));
-
-        // An entry already past is not added; expired ones are forgotten,
-        // and one that comes back after expiring counts as new.
-        assert_eq!(set.apply(&cancel(&["d"], 10), 60), 0);
-        assert!(!set.is_cancelled("d", 10));
-        assert_eq!(set.apply(&cancel(&["a"], 500), 150), 1, "a had expired at 150");
-        assert_eq!(set.roots.lock().unwrap().len(), 3, "a, b and c");
-        let empty = ControlMessage::Snapshot {
-            cancel: vec![],
-            pause: vec![],
-            drain: vec![],
-        };
-        assert_eq!(set.apply(&empty, 301), 0);
-        assert_eq!(
-            set.roots.lock().unwrap().keys().collect::<Vec<_>>(),
-            ["a"],
-            "b and c expired"
-        );
-    }
-
-    #[test]
-    fn pauses_park_until_resumed_or_expired_and_a_cancel_wins() {
-        let set = ControlSet::default();
-        assert_eq!(
-            set.apply(
-                &ControlMessage::Pause(vec![hold("a", "q.a", 100), hold("b", "q.b", 100)]),
-                50
-            ),
-            2
-        );
-        assert_eq!(set.parking("a", 60).as_deref(), Some("q.a"));
-        assert_eq!(set.parking("c", 60), None);
-        // A snapshot renews a pause (the later until) and adds new ones.
-        let snap = ControlMessage::Snapshot {
-            cancel: vec![],
-            pause: vec![hold("a", "q.a", 200), hold("c", "q.c", 200)],
-            drain: vec![],
-        };
-        assert_eq!(set.apply(&snap, 60), 1, "only c is new");
-        assert_eq!(set.parking("a", 150).as_deref(), Some("q.a"));
-        assert_eq!(set.parking("b", 150), None, "b expired at 100");
-        // A resume removes at once; a cancel wins over a pause.
-        assert_eq!(set.apply(&ControlMessage::Resume(vec!["a".into(), "x".into()]), 60), 1);
-        assert_eq!(set.parking("a", 60), None);
-        assert_eq!(set.apply(&ControlMessage::Cancel(vec![entry("c", 500)]), 60), 1);
-        assert_eq!(set.parking("c", 60), None);
-        assert!(set.is_cancelled("c", 60));
-    }
-
-    #[test]
-    fn drains_hold_until_undrained_or_expired() {
-        let set = ControlSet::default();
-        let d = |node: &str, until| Drained {
-            node: node.into(),
-            until,
-        };
-        assert_eq!(
-            json(serde_json::json!({"op": "drain", "nodes": [{"node": "ferry@a", "until": 100}]})),
-            Ok(ControlMessage::Drain(vec![d("ferry@a", 100)]))
-        );
-        assert_eq!(
-            json(serde_json::json!({"op": "undrain", "nodes": ["ferry@a"]})),
-            Ok(ControlMessage::Undrain(vec!["ferry@a".into()]))
-        );
-        assert_eq!(
-            json(serde_json::json!({"op": "drain", "nodes": [{"until": 1}]}))
-                .unwrap_err()
-                .to_string(),
-            "drain: `nodes[0].node` must be a node name"
-        );
-        assert_eq!(set.apply(&ControlMessage::Drain(vec![d("ferry@a", 100)]), 50), 1);
-        assert!(set.is_drained("ferry@a", 100) && !set.is_drained("ferry@b", 60));
-        assert!(!set.is_drained("ferry@a", 101), "expired");
-        let snap = ControlMessage::Snapshot {
-            cancel: vec![],
-            pause: vec![],
-            drain: vec![d("ferry@a", 200)],
-        };
-        assert_eq!(set.apply(&snap, 60), 0, "renewed, not new");
-        assert!(set.is_drained("ferry@a", 150));
-        assert_eq!(set.apply(&ControlMessage::Undrain(vec!["ferry@a".into()]), 60), 1);
-        assert!(!set.is_drained("ferry@a", 60));
-    }
-
-    #[test]
-    fn a_watch_follows_the_set() {
-        let set = Arc::new(ControlSet::default());
-        let watch = set.watch("root");
-        let other = set.watch("other");
-        assert!(!watch.is_cancelled());
-        let until = unix_now() + 600;
-        set.apply(&ControlMessage::Cancel(vec![entry("root", until)]), unix_now());
-        assert!(watch.is_cancelled());
-        assert!(!other.is_cancelled());
-    }
-}
+#[path = "control_tests.rs"]
+mod tests;

@@ -176,8 +176,9 @@ async fn serve(agent: Arc<Agent>) {
                 "tasks": TaskName::ALL.iter().map(|t| t.as_str()).collect::<Vec<_>>(),
                 "functions": functions,
                 "endpoints": agent.ops.config.endpoints.keys().collect::<Vec<_>>(),
-                // It obeys cancel messages on the control exchange.
-                "control": ["cancel-v1", "pause-v1"],
+                // The control messages it obeys: cancels, job pauses, task
+                // type pauses.
+                "control": ["cancel-v1", "pause-v1", "tasktype-pause-v1"],
             }),
         };
         let beats = tokio::spawn(events::heartbeats(
@@ -515,7 +516,10 @@ async fn handle(agent: Arc<Agent>, index: usize, d: Delivery) {
         revoke(&agent, &msg, &consumer.spec.queue, &d, Revoked::Cancelled).await;
         return;
     }
-    if let Some(queue) = agent.controls.parking_now(&msg.root_id) {
+    if let Some(queue) = agent
+        .controls
+        .parking_now(&msg.root_id, &msg.task, msg.reply_to.as_deref())
+    {
         park(&agent, &consumer.spec, &msg, &d, &queue).await;
         return;
     }
@@ -540,7 +544,10 @@ async fn handle(agent: Arc<Agent>, index: usize, d: Delivery) {
         revoke(&agent, &msg, &consumer.spec.queue, &d, Revoked::Cancelled).await;
         return;
     }
-    if let Some(queue) = agent.controls.parking_now(&msg.root_id) {
+    if let Some(queue) = agent
+        .controls
+        .parking_now(&msg.root_id, &msg.task, msg.reply_to.as_deref())
+    {
         drop(permit);
         park(&agent, &consumer.spec, &msg, &d, &queue).await;
         return;
@@ -651,8 +658,8 @@ async fn run_task(agent: &Arc<Agent>, spec: &ConsumerSpec, msg: TaskMessage, d: 
     finish(agent, &msg, &spec.queue, f, d, outcome).await;
 }
 
-/// Moves a task of a paused job, unchanged, to the job's parking queue
-/// `park` (with `x-ferry-queue` naming the queue it came from, so the hub
+/// Moves a task of a paused job or task type, unchanged, to the parking
+/// queue `park` (with `x-ferry-queue` naming the queue it came from, so the hub
 /// can move it back), then acks it. Published mandatory and confirmed: a
 /// parking queue that is gone, or a broker that refuses, leaves the
 /// message where it was (requeued after a second, so a paused job's
@@ -675,11 +682,11 @@ async fn park(agent: &Arc<Agent>, spec: &ConsumerSpec, msg: &TaskMessage, d: &De
     match sent.await {
         Ok(()) => {
             agent.metrics.finished("parked");
-            debug!(id = %msg.id, task = %msg.task, queue = park, "task of a paused job parked");
+            debug!(id = %msg.id, task = %msg.task, queue = park, "task of a paused job or task type parked");
             ack(d).await;
         }
         Err(e) => {
-            warn!(id = %msg.id, queue = park, error = %e, "cannot park a task of a paused job; it goes back to its queue");
+            warn!(id = %msg.id, queue = park, error = %e, "cannot park a task of a paused job or task type; it goes back to its queue");
             tokio::time::sleep(Duration::from_secs(1)).await;
             requeue(d).await;
         }

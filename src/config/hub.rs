@@ -96,6 +96,14 @@ impl HubSettings {
         format!("{}.parked.{job}", self.queue_prefix)
     }
 
+    /// Where agents park the queued tasks named `task` (a task type,
+    /// `dynamo.tasks.delete_paths_from_gpfs`) while the type is paused
+    /// cluster-wide. Job ids are numbers, so it never meets a job's
+    /// [`HubSettings::parking_queue`].
+    pub fn tasktype_parking_queue(&self, task: &str) -> String {
+        format!("{}.parked.tasktype.{task}", self.queue_prefix)
+    }
+
     /// Where messages on the results queue that are not results go.
     pub fn rejected_queue(&self) -> String {
         format!("{}.rejected", self.queue_prefix)

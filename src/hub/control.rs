@@ -13,6 +13,18 @@
 //!   ([`unpark`]). A paused job that is cancelled is emptied the same
 //!   way: its tasks go back to their queues and are refused there.
 //!
+//! - A task type's pause (`tasktypes` in the pause message): an agent
+//!   moves each queued task of that name, whatever its job, to the type's
+//!   parking queue ([`crate::config::HubSettings::tasktype_parking_queue`])
+//!   instead of running it (after the job's own pause: a task of a paused
+//!   job goes to its job's queue); running tasks finish. A resume
+//!   (`tasktypes` in the resume message) tells the agents to stop, and
+//!   the hub moves what was parked back ([`unpark`]). A parked task
+//!   whose job is cancelled meanwhile stays parked until the type
+//!   resumes; it then goes back to its queue and the agents refuse it
+//!   (REVOKED, the job CANCELLED once every task is accounted for). One
+//!   whose job is paused meanwhile goes back and is parked by its job.
+//!
 //! The active cancels and pauses are repeated every [`SNAPSHOT_EVERY`], so
 //! an agent that starts later learns them too. A pause is sent with a
 //! short `until` ([`HOLD_FOR`]) renewed by every snapshot, so an agent
@@ -68,6 +80,39 @@ pub struct Held {
     pub park: String,
 }
 
+/// One task type paused cluster-wide as the agents see it: its task name,
+/// the hub's results queue (the pause is for the tasks that reply there:
+/// other hubs on the broker keep theirs running) and the queue its tasks
+/// are parked in.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TypeHeld {
+    /// The task name.
+    pub task: String,
+    /// The hub's results queue.
+    pub reply_to: String,
+    /// The parking queue.
+    pub park: String,
+}
+
+impl TypeHeld {
+    /// Task type `task` of the hub with `settings`.
+    pub fn new(settings: &HubSettings, task: &str) -> TypeHeld {
+        TypeHeld {
+            task: task.to_string(),
+            reply_to: settings.results_queue(),
+            park: settings.tasktype_parking_queue(task),
+        }
+    }
+}
+
+fn types_json(types: &[TypeHeld]) -> Vec<serde_json::Value> {
+    let u = until(HOLD_FOR);
+    types
+        .iter()
+        .map(|t| serde_json::json!({"task": t.task, "reply_to": t.reply_to, "park": t.park, "until": u}))
+        .collect()
+}
+
 fn holds_json(holds: &[Held]) -> Vec<serde_json::Value> {
     let u = until(HOLD_FOR);
     holds
@@ -85,6 +130,21 @@ pub fn cancel_message(roots: &[String]) -> Vec<u8> {
 /// The pause message for `holds`.
 pub fn pause_message(holds: &[Held]) -> Vec<u8> {
     serde_json::to_vec(&serde_json::json!({"op": "pause", "holds": holds_json(holds)})).expect("json")
+}
+
+/// The pause message for task types `types` (with no job's hold, which
+/// an agent from before type pauses reads as a pause of nothing).
+pub fn tasktype_pause_message(types: &[TypeHeld]) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({"op": "pause", "holds": [], "tasktypes": types_json(types)})).expect("json")
+}
+
+/// The resume message for task types `types`.
+pub fn tasktype_resume_message(types: &[TypeHeld]) -> Vec<u8> {
+    let types: Vec<_> = types
+        .iter()
+        .map(|t| serde_json::json!({"task": t.task, "reply_to": t.reply_to}))
+        .collect();
+    serde_json::to_vec(&serde_json::json!({"op": "resume", "roots": [], "tasktypes": types})).expect("json")
 }
 
 /// The resume message for `roots`.
@@ -110,9 +170,34 @@ pub fn undrain_message(nodes: &[String]) -> Vec<u8> {
     serde_json::to_vec(&serde_json::json!({"op": "undrain", "nodes": nodes})).expect("json")
 }
 
-/// The snapshot message: cancelled `roots`, paused `holds`, drained
-/// `nodes`.
-pub fn snapshot_message(roots: &[String], holds: &[Held], nodes: &[String]) -> Vec<u8> {
+/// What a snapshot carries: every active cancel, pause, drain and task
+/// type pause of this hub.
+#[derive(Debug, Default)]
+pub struct Active {
+    /// Cancelled roots.
+    pub roots: Vec<String>,
+    /// Paused jobs.
+    pub holds: Vec<Held>,
+    /// Drained nodes (names).
+    pub nodes: Vec<String>,
+    /// Paused task types.
+    pub types: Vec<TypeHeld>,
+}
+
+impl Active {
+    fn is_empty(&self) -> bool {
+        self.roots.is_empty() && self.holds.is_empty() && self.nodes.is_empty() && self.types.is_empty()
+    }
+}
+
+/// The snapshot message of `active`.
+pub fn snapshot_message(active: &Active) -> Vec<u8> {
+    let Active {
+        roots,
+        holds,
+        nodes,
+        types,
+    } = active;
     let u = until(CANCEL_MEMORY);
     let cancel: Vec<_> = roots
         .iter()
@@ -120,7 +205,7 @@ pub fn snapshot_message(roots: &[String], holds: &[Held], nodes: &[String]) -> V
         .collect();
     serde_json::to_vec(
         &serde_json::json!({"op": "snapshot", "cancel": cancel, "pause": holds_json(holds),
-        "drain": nodes_json(nodes)}),
+        "drain": nodes_json(nodes), "tasktypes": types_json(types)}),
     )
     .expect("json")
 }
@@ -158,6 +243,27 @@ pub async fn holds(store: &Store, settings: &HubSettings) -> Result<Vec<Held>, c
         .collect())
 }
 
+/// The paused task types' holds.
+pub async fn type_holds(store: &Store, settings: &HubSettings) -> Result<Vec<TypeHeld>, crate::hub::store::StoreError> {
+    Ok(store
+        .tasktype_pauses()
+        .await?
+        .into_iter()
+        .filter(|p| p.paused)
+        .map(|p| TypeHeld::new(settings, &p.task))
+        .collect())
+}
+
+async fn active(store: &Store, settings: &HubSettings) -> Result<Active, crate::hub::store::StoreError> {
+    let since = now_us() - KEEP_AFTER_END.as_micros() as i64;
+    Ok(Active {
+        roots: store.cancelled_roots(since).await?,
+        holds: holds(store, settings).await?,
+        nodes: store.paused_nodes().await?,
+        types: type_holds(store, settings).await?,
+    })
+}
+
 /// Sends the snapshot of cancelled and paused roots every
 /// [`SNAPSHOT_EVERY`] (when there are any), and at once when a node comes
 /// online (it may have been away for a cancel, and waits for this answer
@@ -178,22 +284,17 @@ pub async fn snapshots(
         let Some(session) = sessions.borrow().clone() else {
             continue;
         };
-        let since = now_us() - KEEP_AFTER_END.as_micros() as i64;
-        let active = match (
-            store.cancelled_roots(since).await,
-            holds(&store, &settings).await,
-            store.paused_nodes().await,
-        ) {
-            (Ok(roots), Ok(holds), Ok(nodes)) => (roots, holds, nodes),
-            (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
-                warn!(error = %e, "cannot read cancelled and paused jobs and drained nodes");
+        let active = match active(&store, &settings).await {
+            Ok(a) => a,
+            Err(e) => {
+                warn!(error = %e, "cannot read cancelled and paused jobs, drained nodes and paused task types");
                 continue;
             }
         };
-        if active.0.is_empty() && active.1.is_empty() && active.2.is_empty() && !asked {
+        if active.is_empty() && !asked {
             continue;
         }
-        if let Err(e) = publish(&session, &snapshot_message(&active.0, &active.1, &active.2)).await {
+        if let Err(e) = publish(&session, &snapshot_message(&active)).await {
             warn!(error = %e, "cannot send the control snapshot; next time");
         }
     }
@@ -203,7 +304,9 @@ pub async fn snapshots(
 /// none of whose tasks runs becomes `PAUSED`, and the parking queues of
 /// jobs that are no longer paused (resumed, cancelled) are emptied back
 /// into the queues their tasks came from; a parking queue is deleted an
-/// hour after its job ended.
+/// hour after its job ended. The same for task types: the parking queue
+/// of a type no longer paused is emptied, and deleted an hour after the
+/// resume (an agent that missed the resume parks until its hold expires).
 pub async fn unparking(store: Store, settings: HubSettings, sessions: watch::Receiver<Option<Arc<Session>>>) {
     loop {
         tokio::time::sleep(HOLD_CHECK_EVERY).await;
@@ -243,7 +346,65 @@ pub async fn unparking(store: Store, settings: HubSettings, sessions: watch::Rec
                 }
             }
         }
+        unpark_types(&store, &settings, &session).await;
     }
+}
+
+/// Empties the parking queues of task types resumed within
+/// [`PARKING_KEPT`], and deletes those of types resumed before.
+async fn unpark_types(store: &Store, settings: &HubSettings, session: &Session) {
+    let types = match store.tasktype_pauses().await {
+        Ok(t) => t,
+        Err(e) => {
+            warn!(error = %e, "cannot read paused task types");
+            return;
+        }
+    };
+    let before = now_us() - PARKING_KEPT.as_micros() as i64;
+    for (task, resumed) in types.into_iter().filter_map(|p| p.resumed.map(|r| (p.task, r))) {
+        let park = settings.tasktype_parking_queue(&task);
+        match unpark(session, &park).await {
+            Ok(n) if n > 0 => info!(task, tasks = n, queue = %park, "parked tasks moved back to their queues"),
+            Ok(_) => {}
+            Err(e) => {
+                warn!(task, error = %e, queue = %park, "cannot empty a parking queue; next time");
+                continue;
+            }
+        }
+        if resumed < before {
+            match drop_parking(session, &park).await {
+                Ok(()) => {
+                    if let Err(e) = store.forget_tasktype(&task).await {
+                        warn!(task, error = %e, "cannot record a parking queue as gone");
+                    }
+                }
+                Err(e) => debug!(task, error = %e, queue = %park, "parking queue not deleted yet"),
+            }
+        }
+    }
+}
+
+/// How many messages wait in queue `queue` (0 when it does not exist).
+pub async fn depth(session: &Session, queue: &str) -> Result<u32, BrokerError> {
+    let ch = session.channel().await?;
+    let Some(n) = waiting(&ch, queue).await else {
+        return Ok(0);
+    };
+    let _ = ch.close(200, "counted".into()).await;
+    Ok(n)
+}
+
+/// How many messages wait in `queue`, declared passively on `ch`; `None`
+/// when there is no such queue (the broker then closes `ch`).
+async fn waiting(ch: &lapin::Channel, queue: &str) -> Option<u32> {
+    let passive = lapin::options::QueueDeclareOptions {
+        passive: true,
+        ..Default::default()
+    };
+    ch.queue_declare(queue.into(), passive, FieldTable::default())
+        .await
+        .ok()
+        .map(|q| q.message_count())
 }
 
 /// Declares the parking queue `park` (durable), so an agent's first
@@ -274,14 +435,9 @@ async fn drop_parking(session: &Session, park: &str) -> Result<(), BrokerError> 
 /// Returns how many were moved.
 pub async fn unpark(session: &Session, park: &str) -> Result<u64, BrokerError> {
     let ch = session.channel().await?;
-    // Passive: a queue that is not there has nothing to move.
-    let passive = lapin::options::QueueDeclareOptions {
-        passive: true,
-        ..Default::default()
-    };
-    let depth = match ch.queue_declare(park.into(), passive, FieldTable::default()).await {
-        Ok(q) => q.message_count(),
-        Err(_) => return Ok(0),
+    // A queue that is not there has nothing to move.
+    let Some(depth) = waiting(&ch, park).await else {
+        return Ok(0);
     };
     if depth == 0 {
         let _ = ch.close(200, "empty".into()).await;

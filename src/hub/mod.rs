@@ -22,5 +22,6 @@ pub mod serve;
 pub mod store;
 pub mod submit;
 pub mod tls;
+pub mod typectl;
 pub mod ui;
 pub mod workflows;

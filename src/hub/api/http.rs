@@ -128,6 +128,23 @@ impl From<crate::hub::jobctl::JobCtlError> for ApiError {
     }
 }
 
+impl From<crate::hub::typectl::TypeCtlError> for ApiError {
+    /// An unknown task name: 404; a pause of a paused type or a resume of
+    /// a running one: 409 with the type's state.
+    fn from(e: crate::hub::typectl::TypeCtlError) -> ApiError {
+        use crate::hub::typectl::TypeCtlError;
+        match e {
+            TypeCtlError::Unknown(_) => ApiError::not_found("task type"),
+            TypeCtlError::Conflict { state, .. } => ApiError {
+                status: StatusCode::CONFLICT,
+                state: Some(state.to_string()),
+                detail: e.to_string(),
+            },
+            TypeCtlError::Store(e) => e.into(),
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = match self.state {

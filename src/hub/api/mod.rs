@@ -15,6 +15,7 @@ mod schedules;
 mod sites;
 mod stream;
 mod submit;
+mod tasktypes;
 pub(crate) mod workflows;
 
 pub use crate::hub::submit::Submission;
@@ -101,6 +102,7 @@ fn build() -> (Router<Arc<ApiState>>, utoipa::openapi::OpenApi) {
         .merge(alerts::routes())
         .merge(events::routes())
         .merge(schedules::routes())
+        .merge(tasktypes::routes())
         .split_for_parts()
 }
 

@@ -23,6 +23,7 @@ pub mod results;
 pub mod rollups;
 pub mod schedules;
 pub mod sites;
+pub mod tasktypes;
 pub mod users;
 pub mod workflows;
 
@@ -159,7 +160,9 @@ pub struct Store {
     pub(crate) filing: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
-/// The versioned migrations, applied in order.
+/// The versioned migrations, applied in order; a version not yet applied
+/// is applied even after a later one (numbers are handed out to branches
+/// ahead of their merge).
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("migrations/0001_initial.sql")),
     (2, include_str!("migrations/0002_held_index.sql")),
@@ -168,6 +171,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (5, include_str!("migrations/0005_schedules.sql")),
     (6, include_str!("migrations/0006_record_files_dry_run.sql")),
     (7, include_str!("migrations/0007_events.sql")),
+    (9, include_str!("migrations/0009_tasktype_pauses.sql")),
 ];
 
 impl Store {

@@ -171,6 +171,13 @@ impl From<JobCtlError> for UiError {
     }
 }
 
+impl From<crate::hub::typectl::TypeCtlError> for UiError {
+    /// As the API answers it: an unknown task name 404, a conflict 409.
+    fn from(e: crate::hub::typectl::TypeCtlError) -> UiError {
+        ApiError::from(e).into()
+    }
+}
+
 impl From<askama::Error> for UiError {
     fn from(e: askama::Error) -> UiError {
         tracing::error!(error = %e, "web page: a template failed to render");

@@ -1,6 +1,7 @@
 //! `/ui/health/`: the hub, then each site with its nodes (online, last
 //! heartbeat, version) and queues (nodes online, and the depth and
-//! consumers of its broker queues). The health itself is `/api/health/`'s
+//! consumers of its broker queues), then the task types, each with Pause
+//! or Resume ([`super::tasktypes`]). The health itself is `/api/health/`'s
 //! computation; the depths are the metrics' last poll of the broker.
 //! Below, the stuck-work and failure roll-ups (`/api/rollups/work/`,
 //! `/api/rollups/failures/` of the last day) as two tables.
@@ -8,6 +9,7 @@
 use super::format::{Moment, count, moment, thousands};
 use super::frame::{Layout, UiResult, page};
 use super::session::Session;
+use super::tasktypes::{TypeRow, type_rows};
 use crate::hub::api::ApiState;
 use crate::hub::api::health::{Health, report};
 use crate::hub::store::now_us;
@@ -256,6 +258,7 @@ struct HealthPage {
     health: HealthView,
     work: Vec<WorkView>,
     failures: Vec<FailureView>,
+    tasktypes: Vec<TypeRow>,
 }
 
 async fn show(State(s): State<Arc<ApiState>>, Extension(session): Extension<Session>) -> UiResult<Response> {
@@ -270,6 +273,8 @@ async fn show(State(s): State<Arc<ApiState>>, Extension(session): Extension<Sess
         })
         .await?;
     let (work, failures) = rollup_views(&work, &failures, now);
+    let broker = s.session.borrow().clone();
+    let types = crate::hub::typectl::list(&s.store, &s.settings, broker.as_deref()).await?;
     page(
         StatusCode::OK,
         &HealthPage {
@@ -277,6 +282,7 @@ async fn show(State(s): State<Arc<ApiState>>, Extension(session): Extension<Sess
             health: health_view(&h, now, |q| s.metrics.queue_depth(q)),
             work,
             failures,
+            tasktypes: type_rows(&types, now),
         },
     )
 }

@@ -13,7 +13,8 @@
 //! `/ui/jobs/` (and its rows, `/ui/jobs/rows/`), `/ui/jobs/{id}/` (its
 //! live part `/ui/jobs/{id}/live/`, its actions `/ui/jobs/{id}/do/{action}/`
 //! and their confirmation pages `/ui/jobs/{id}/confirm/{action}/`);
-//! `/ui/health/`; `/ui/workflows/` (`new/`, `{id}/`, `{id}/delete/`);
+//! `/ui/health/` (and its task types' `tasktypes/{name}/{pause|resume}/`);
+//! `/ui/workflows/` (`new/`, `{id}/`, `{id}/delete/`);
 //! `/ui/schedules/` (and `{id}/run/`);
 //! `/ui/static/<name>-<hash>.<ext>`.
 
@@ -25,6 +26,7 @@ mod jobs;
 mod login;
 mod schedules;
 pub mod session;
+mod tasktypes;
 mod workflows;
 
 use crate::hub::api::ApiState;
@@ -83,6 +85,7 @@ pub fn routes(state: Arc<ApiState>) -> Router<Arc<ApiState>> {
         .merge(health::routes())
         .merge(workflows::routes())
         .merge(schedules::routes())
+        .merge(tasktypes::routes())
         .route("/ui/logout/", axum::routing::post(login::logout))
         .route_layer(axum::middleware::from_fn_with_state(state, session::require));
     Router::new()

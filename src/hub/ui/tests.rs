@@ -498,3 +498,66 @@ async fn the_jobs_page_reads_one_page_of_100000_jobs() {
         assert!(t < std::time::Duration::from_millis(500), "{path}: {t:?}");
     }
 }
+
+#[tokio::test]
+async fn the_health_page_pauses_and_resumes_a_task_type_with_the_csrf_token() {
+    let h = hub().await;
+    let cookies = h.login().await;
+    let csrf = h.csrf(&cookies);
+    const DELETE: &str = "dynamo.tasks.delete_paths_from_gpfs";
+    let a = h.get("/ui/health/", &cookies).await;
+    assert_eq!(a.status, StatusCode::OK);
+    for t in crate::task::TaskName::ALL {
+        assert!(
+            a.body
+                .contains(&format!(r#"data-testid="tasktype-pause-{}""#, t.as_str()))
+        );
+    }
+    let pause = format!("/ui/health/tasktypes/{DELETE}/pause/");
+    let refused = h.post(&pause, &cookies, "reason=x", &[]).await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN, "no CSRF token");
+    let a = h
+        .post(&pause, &cookies, &format!("csrf={csrf}&reason=disk+%3Cswap%3E"), &[])
+        .await;
+    assert_eq!(a.status, StatusCode::SEE_OTHER, "{}", a.body);
+    assert_eq!(a.headers[header::LOCATION], "/ui/health/#tasktypes");
+    let page = h.get("/ui/health/", &cookies).await.body;
+    assert!(
+        page.contains(&format!(r#"data-testid="tasktype-resume-{DELETE}""#)),
+        "{page}"
+    );
+    assert!(
+        page.contains("disk &#60;swap&#62;") || page.contains("disk &lt;swap&gt;"),
+        "{page}"
+    );
+    assert!(!page.contains(&format!(r#"data-testid="tasktype-pause-{DELETE}""#)));
+    // No broker here: the parked count is unknown, not 0.
+    assert!(
+        page.contains(&format!(r#"data-testid="tasktype-parked-{DELETE}">unknown<"#)),
+        "{page}"
+    );
+    let p = h.state.store.tasktype_pauses().await.unwrap();
+    assert_eq!(
+        (p[0].reason.as_str(), p[0].paused_by.as_str()),
+        ("disk <swap>", "admin")
+    );
+    let again = h.post(&pause, &cookies, &format!("csrf={csrf}"), &[]).await;
+    assert_eq!(again.status, StatusCode::CONFLICT, "{}", again.body);
+    let unknown = h
+        .post(
+            "/ui/health/tasktypes/dynamo.tasks.nope/pause/",
+            &cookies,
+            &format!("csrf={csrf}"),
+            &[],
+        )
+        .await;
+    assert_eq!(unknown.status, StatusCode::NOT_FOUND);
+    let resume = format!("/ui/health/tasktypes/{DELETE}/resume/");
+    let a = h.post(&resume, &cookies, &format!("csrf={csrf}"), &[]).await;
+    assert_eq!(a.status, StatusCode::SEE_OTHER, "{}", a.body);
+    let page = h.get("/ui/health/", &cookies).await.body;
+    assert!(
+        page.contains(&format!(r#"data-testid="tasktype-pause-{DELETE}""#)),
+        "{page}"
+    );
+}
