@@ -518,6 +518,46 @@ fn migrate_exits_0_when_the_job_succeeds_and_1_when_a_file_fails() {
 }
 
 #[test]
+fn tasktypes_pause_list_and_resume_a_task_type_and_refuse_what_conflicts() {
+    if !common::agent::broker_or_skip() {
+        return;
+    }
+    let mut s = HubSite::new(sqlite(), 0, "");
+    s.start_hub();
+    let conf = config(&s, &s.key());
+    let c = conf.to_str().unwrap();
+    let home = s.dir.path();
+    let delete = "dynamo.tasks.delete_paths_from_gpfs";
+    let run = client(
+        home,
+        &["tasktypes", "pause", delete, "--reason", "array maintenance", "-c", c],
+        None,
+    );
+    assert_eq!(run.code, 0, "{run}");
+    assert!(run.stdout.starts_with(&format!("{delete} PAUSED parked ")), "{run}");
+    assert!(run.stdout.trim_end().ends_with(": array maintenance"), "{run}");
+    let run = client(home, &["tasktypes", "list", "--json", "-c", c], None);
+    assert_eq!(run.code, 0, "{run}");
+    let paused: Vec<String> = run
+        .json_lines()
+        .iter()
+        .filter(|t| t["paused"] == true)
+        .map(|t| t["name"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(paused, [delete], "{run}");
+    // Paused twice: the hub's 409, exit 2.
+    let run = client(home, &["tasktypes", "pause", delete, "-c", c], None);
+    assert_eq!(run.code, 2, "{run}");
+    assert!(run.stderr.contains("409"), "{run}");
+    let run = client(home, &["tasktypes", "resume", delete, "-c", c], None);
+    assert_eq!(run.code, 0, "{run}");
+    assert!(run.stdout.starts_with(&format!("{delete} running parked ")), "{run}");
+    let run = client(home, &["tasktypes", "resume", "dynamo.tasks.nope", "-c", c], None);
+    assert_eq!(run.code, 2, "{run}");
+    assert!(run.stderr.contains("404"), "{run}");
+}
+
+#[test]
 fn on_a_terminal_migrate_draws_a_progress_bar_while_it_waits() {
     if !common::agent::broker_or_skip() {
         return;

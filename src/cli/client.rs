@@ -101,6 +101,31 @@ enum ClientSub {
     Workflows(WorkflowsCmd),
     #[command(subcommand)]
     Jobs(JobsCmd),
+    #[command(subcommand)]
+    Tasktypes(TasktypesCmd),
+}
+
+/// Pause or resume one task type on every agent (`dynamo.tasks.delete`,
+/// say, before maintenance of what it touches): queued tasks of that type
+/// wait, parked, until it is resumed; running ones finish.
+#[derive(Subcommand)]
+enum TasktypesCmd {
+    /// Every task type: running or PAUSED, tasks parked, since, by whom,
+    /// why (with --json, the hub's objects, one per line).
+    List,
+    /// Pause a task type cluster-wide.
+    Pause {
+        /// The task's name (`dynamo.tasks.delete_paths_from_gpfs`).
+        name: String,
+        /// Why, shown beside it on the hub's web page and API.
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Resume a paused task type: its parked tasks go back to their queues.
+    Resume {
+        /// The task's name.
+        name: String,
+    },
 }
 
 /// Make a client key: log in with a user's name and password (or an
@@ -355,6 +380,7 @@ async fn dispatch(c: ClientCmd) -> Result<(), Failure> {
         ClientSub::Send(a) => send(&Session::open(&conn)?, a).await,
         ClientSub::Workflows(w) => workflows(&Session::open(&conn)?, w).await,
         ClientSub::Jobs(j) => jobs(&Session::open(&conn)?, j).await,
+        ClientSub::Tasktypes(t) => tasktypes(&Session::open(&conn)?, t).await,
     }
 }
 
@@ -732,6 +758,38 @@ async fn list_jobs(s: &Session, l: JobsListCmd) -> Result<(), Failure> {
             v.site,
             v.friendly_name
         );
+    }
+    Ok(())
+}
+
+async fn tasktypes(s: &Session, c: TasktypesCmd) -> Result<(), Failure> {
+    let line = |raw: &serde_json::value::RawValue| {
+        let t: Value = serde_json::from_str(raw.get()).unwrap_or_default();
+        let text = |k: &str| t[k].as_str().unwrap_or("-").to_string();
+        let parked = t["parked"].as_u64().map_or("-".to_string(), |n| n.to_string());
+        match t["paused"].as_bool() == Some(true) {
+            true => format!(
+                "{} PAUSED parked {parked} since {} by {}: {}",
+                text("name"),
+                text("since"),
+                text("paused_by"),
+                text("reason")
+            ),
+            false => format!("{} running parked {parked}", text("name")),
+        }
+    };
+    let shown = match c {
+        TasktypesCmd::List => s.hub.tasktypes().await.map_err(failed)?,
+        TasktypesCmd::Pause { name, reason } => {
+            vec![s.hub.tasktype_action(&name, Some(&reason)).await.map_err(failed)?]
+        }
+        TasktypesCmd::Resume { name } => vec![s.hub.tasktype_action(&name, None).await.map_err(failed)?],
+    };
+    for t in shown {
+        match s.json {
+            true => println!("{}", t.get()),
+            false => println!("{}", line(&t)),
+        }
     }
     Ok(())
 }

@@ -394,6 +394,26 @@ impl HubClient {
             .await
     }
 
+    /// Every task type with its pause, as the hub sends them.
+    pub async fn tasktypes(&self) -> Result<Vec<Box<RawValue>>, ClientError> {
+        self.list("tasktypes/", &[], 0).await
+    }
+
+    /// Pauses task type `name` cluster-wide (`reason` shown beside it), or
+    /// resumes it: the type as the hub now has it.
+    pub async fn tasktype_action(&self, name: &str, pause: Option<&str>) -> Result<Box<RawValue>, ClientError> {
+        let (verb, body) = match pause {
+            Some(reason) => ("pause", serde_json::json!({"reason": reason})),
+            None => ("resume", serde_json::json!({})),
+        };
+        self.call(
+            Method::POST,
+            self.url(&format!("tasktypes/{name}/{verb}/")),
+            Some(&body),
+        )
+        .await
+    }
+
     /// Deletes a workflow.
     pub async fn delete_workflow(&self, id: i64) -> Result<(), ClientError> {
         self.send(Method::DELETE, self.url(&format!("workflows/{id}/")), None)
