@@ -14,6 +14,7 @@ mod schedules;
 mod sites;
 mod stream;
 mod submit;
+mod tasks;
 pub(crate) mod workflows;
 
 pub use crate::hub::submit::Submission;
@@ -95,6 +96,7 @@ fn build() -> (Router<Arc<ApiState>>, utoipa::openapi::OpenApi) {
         .merge(workflows::routes())
         .merge(submit::routes())
         .merge(jobs::routes())
+        .merge(tasks::routes())
         .merge(health::routes())
         .merge(configs::routes())
         .merge(alerts::routes())
