@@ -6,13 +6,16 @@
 -- migrate task has (a Celery id, its node, times, a summary). One
 -- discovery per job, 2 % of tasks ERROR, 1 % FAILURE. The jobs' task
 -- counters (job_task_stats) and file counts are filled from the rows, as
--- the hub keeps them.
+-- the hub keeps them. Ids are given (job g, task k) and the identities set
+-- after them; foreign keys are not checked row by row
+-- (session_replication_role), the rows being consistent by construction.
 \set ON_ERROR_STOP on
+SET session_replication_role = replica;
 BEGIN;
-INSERT INTO jobs (workflow, fields, discovery, site, queue, friendly_name, state, created, started, completed,
+INSERT INTO jobs (id, workflow, fields, discovery, site, queue, friendly_name, state, created, started, completed,
                   owner_type, owner_id, owner_name, input_paths, roots, roots_published, dir_walk_complete,
                   expected, received, files_found, files_processed, files_failures)
-SELECT 'premigrate', '{"lock_level": "implicit"}', 'dynamo.tasks.recursive_navigate', :'site', 'default',
+SELECT g, 'premigrate', '{"lock_level": "implicit"}', 'dynamo.tasks.recursive_navigate', :'site', 'default',
        'premigrate of /data/project' || g, CASE WHEN g % 50 = 0 THEN 'FAILURE' ELSE 'SUCCESS' END,
        1700000000000000 + g * 60000000, 1700000000000000 + g * 60000000 + 1000000,
        1700000000000000 + g * 60000000 + 3600000000, 'user', 1, 'admin',
@@ -20,9 +23,9 @@ SELECT 'premigrate', '{"lock_level": "implicit"}', 'dynamo.tasks.recursive_navig
 FROM generate_series(1::bigint, :jobs) g;
 COMMIT;
 BEGIN;
-INSERT INTO tasks (task_id, job_id, tasktype, site, queue, node, state, is_root, parent_task_id, children_count,
+INSERT INTO tasks (id, task_id, job_id, tasktype, site, queue, node, state, is_root, parent_task_id, children_count,
                    run, final, counted, created, started, completed, summary, result)
-SELECT md5('t' || k)::uuid::text,
+SELECT k, md5('t' || k)::uuid::text,
        k % :taskjobs + 1,
        CASE WHEN k <= :taskjobs THEN 'dynamo.tasks.recursive_navigate' ELSE 'dynamo.tasks.migrate' END,
        :'site', 'default', 'node-' || (k % 64),
@@ -40,5 +43,7 @@ INSERT INTO job_task_stats (job_id, tasktype, state, n)
 SELECT job_id, tasktype, state, COUNT(*) FROM tasks GROUP BY job_id, tasktype, state;
 UPDATE jobs SET expected = s.n, received = s.n, files_found = 40 * s.n, files_processed = 40 * s.n
 FROM (SELECT job_id, SUM(n) AS n FROM job_task_stats GROUP BY job_id) s WHERE jobs.id = s.job_id;
+SELECT setval(pg_get_serial_sequence('jobs', 'id'), :jobs);
+SELECT setval(pg_get_serial_sequence('tasks', 'id'), :tasks);
 COMMIT;
 VACUUM ANALYZE;
