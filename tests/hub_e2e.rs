@@ -76,6 +76,7 @@ fn a_recursive_premigrate_runs_through_two_agents_on_both_engines() {
             "{engine}: {}",
             out["pages"]["0"]["stats"]
         );
+        keyset_walk(engine, &out["keyset"], tasks, job["tasks_count"].as_i64().unwrap());
         let failures = out["failures"].as_array().unwrap();
         let mut paths: Vec<&str> = failures.iter().map(|f| f["path"].as_str().unwrap()).collect();
         paths.sort_unstable();
@@ -100,4 +101,66 @@ fn a_recursive_premigrate_runs_through_two_agents_on_both_engines() {
         assert_eq!(out["job"]["counts"]["processed"], 60, "{engine}");
         assert_eq!(out["failures"], serde_json::json!([]));
     }
+}
+
+/// What e2e.py saw walking the job's `tasks` tasks 20 at a time with
+/// `after=` (following `next`): every task exactly once, in id order, as
+/// the whole list has them; full pages but the last; `next` links that
+/// carry `after` and no `page`; `count` on every page the job's task
+/// counters' (its `tasks_count`), not the rows after `after`; a bad
+/// `after` (or one with `page`) refused with 400.
+fn keyset_walk(engine: &str, k: &Value, tasks: i64, counted: i64) {
+    let all: Vec<i64> = k["all"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_i64().unwrap())
+        .collect();
+    assert_eq!(all.len() as i64, tasks, "{engine}: page_size=0 lists every task");
+    let pages: Vec<Vec<i64>> = k["pages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_array().unwrap().iter().map(|v| v.as_i64().unwrap()).collect())
+        .collect();
+    let walked: Vec<i64> = pages.concat();
+    assert_eq!(walked, all, "{engine}: keyset pages give every task once, by id");
+    assert_eq!(pages.len() as i64, (tasks + 19) / 20, "{engine}: pages of 20");
+    let (last, full) = pages.split_last().unwrap();
+    assert!(
+        full.iter().all(|p| p.len() == 20),
+        "{engine}: every page but the last is full"
+    );
+    assert!(
+        !last.is_empty() && last.len() <= 20,
+        "{engine}: last page {}",
+        last.len()
+    );
+    let links = k["links"].as_array().unwrap();
+    for (i, link) in links.iter().enumerate() {
+        match link.as_str() {
+            Some(l) => {
+                assert!(
+                    l.contains(&format!("after={}", pages[i][19])) && !l.contains("page="),
+                    "{engine}: next of page {i}: {l}"
+                );
+                assert!(l.contains("page_size=20"), "{engine}: {l}");
+            }
+            None => assert_eq!(i, links.len() - 1, "{engine}: only the last page has no next"),
+        }
+    }
+    assert!(
+        k["counts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c.as_i64() == Some(counted)),
+        "{engine}: {}",
+        k["counts"]
+    );
+    assert!(k["previous"].as_array().unwrap().iter().all(Value::is_null), "{engine}");
+    for bad in ["x", "-1", "1.5"] {
+        assert_eq!(k["refused"][bad], 400, "{engine}: after={bad}");
+    }
+    assert_eq!(k["with_page"], 400, "{engine}: after with page");
 }

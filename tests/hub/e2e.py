@@ -86,6 +86,26 @@ for size in (19, 101, 0):
     page = check(requests.get(f"{api}/tasks/", params={"job_id": job["id"], "page_size": size}, headers=auth), 200)
     pages[str(size)] = {"count": page["count"], "results": len(page["results"]), "next": page["next"], "stats": page["stats"]}
 
+# Every task by keyset pages of 20 (`after=`, following `next`), beside
+# the whole list by id (page_size=0); and `after` values the hub refuses.
+every = check(requests.get(f"{api}/tasks/", params={"job_id": job["id"], "page_size": 0}, headers=auth), 200)
+keyset = {"all": [t["id"] for t in every["results"]], "pages": [], "counts": [], "links": [], "previous": []}
+nxt = f"{api}/tasks/?job_id={job['id']}&after=0&page_size=20"
+while nxt:
+    page = check(requests.get(nxt, headers=auth), 200)
+    keyset["pages"].append([t["id"] for t in page["results"]])
+    keyset["counts"].append(page["count"])
+    keyset["previous"].append(page["previous"])
+    nxt = page["next"]
+    keyset["links"].append(nxt)
+keyset["refused"] = {
+    bad: requests.get(f"{api}/tasks/", params={"job_id": job["id"], "after": bad}, headers=auth).status_code
+    for bad in ("x", "-1", "1.5")
+}
+keyset["with_page"] = requests.get(
+    f"{api}/tasks/", params={"job_id": job["id"], "after": 0, "page": 2}, headers=auth
+).status_code
+
 failures = []
 nxt = f"{api}/jobstats/?job={job['id']}&state[]=failures"
 while nxt:
@@ -93,4 +113,4 @@ while nxt:
     failures += page["results"]
     nxt = page["next"]
 
-print(json.dumps({"job": job, "workflow": workflow, "pages": pages, "failures": failures}))
+print(json.dumps({"job": job, "workflow": workflow, "pages": pages, "keyset": keyset, "failures": failures}))

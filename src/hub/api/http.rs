@@ -421,11 +421,16 @@ impl Base {
     }
 
     fn with_page(&self, page: i64) -> String {
+        self.with("page", page)
+    }
+
+    /// This URL with `key=value` in place of `page` and of any `key`.
+    fn with(&self, key: &str, value: i64) -> String {
         let mut q = form_urlencoded::Serializer::new(String::new());
-        for (k, v) in &self.query {
+        for (k, v) in self.query.iter().filter(|(k, _)| k != key) {
             q.append_pair(k, v);
         }
-        q.append_pair("page", &page.to_string());
+        q.append_pair(key, &value.to_string());
         format!("{}{}?{}", self.origin, self.path, q.finish())
     }
 }
@@ -496,4 +501,80 @@ pub struct PageQuery {
     pub page: Option<i64>,
     /// Items per page.
     pub page_size: Option<i64>,
+}
+
+/// `after`: keyset paging, for lists that may hold millions of rows.
+#[derive(serde::Deserialize, utoipa::IntoParams, Default)]
+#[into_params(parameter_in = Query)]
+pub struct AfterQuery {
+    /// Row id: the page is the rows with a larger id, by id (the list's
+    /// `next` link gives it). Any depth costs one index range; `page`
+    /// does not go with it, and `previous` is null.
+    pub after: Option<i64>,
+}
+
+/// A keyset page as asked: the rows after `after` by id, at most `size`.
+#[derive(Clone, Copy, Debug)]
+pub struct Keyset {
+    after: i64,
+    size: i64,
+}
+
+impl Keyset {
+    /// The keyset page of `a`, if it asks for one (`None` pages by
+    /// `page`): `page_size` clamped to 20..`max` as [`Paging::read`]
+    /// does; a negative `after`, a `page` beside it or `page_size=0`
+    /// (every row) are a 400.
+    pub fn read(p: &PageQuery, a: &AfterQuery, max: i64) -> ApiResult<Option<Keyset>> {
+        let Some(after) = a.after else { return Ok(None) };
+        if after < 0 {
+            return Err(ApiError::bad(format!(
+                "after: expected a row id (0 or more), got {after}"
+            )));
+        }
+        if p.page.is_some() {
+            return Err(ApiError::bad("page: a page is given by page or by after, not both"));
+        }
+        let size = match p.page_size {
+            Some(0) => return Err(ApiError::bad("page_size: 0 (every row) does not go with after")),
+            None => 20,
+            Some(n) => n.clamp(20, max),
+        };
+        Ok(Some(Keyset { after, size }))
+    }
+
+    /// `filter` bounded to the rows after this page's id.
+    pub fn bound(&self, mut filter: crate::hub::store::jobs::Filter) -> crate::hub::store::jobs::Filter {
+        filter.cmp("id", ">", crate::hub::store::jobs::Bind::Int(self.after));
+        filter
+    }
+
+    /// The store's page: one row more than shown, which says whether
+    /// there is a next page.
+    pub fn store(&self) -> crate::hub::store::jobs::Page {
+        crate::hub::store::jobs::Page {
+            offset: 0,
+            limit: Some(self.size + 1),
+        }
+    }
+
+    /// The page of `rows` (read with [`Keyset::store`]) in a list of
+    /// `count`; `next` goes on after the last row's `id`.
+    pub fn page<T, O>(
+        &self,
+        base: &Base,
+        count: i64,
+        mut rows: Vec<T>,
+        id: impl Fn(&T) -> i64,
+        out: impl Fn(&T) -> O,
+    ) -> Page<O> {
+        let more = rows.len() as i64 > self.size;
+        rows.truncate(self.size as usize);
+        Page {
+            count,
+            next: rows.last().filter(|_| more).map(|r| base.with("after", id(r))),
+            previous: None,
+            results: rows.iter().map(out).collect(),
+        }
+    }
 }

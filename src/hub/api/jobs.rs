@@ -1,10 +1,11 @@
-//! `/api/jobs/`, `/api/tasks/` and `/api/jobstats/`.
+//! `/api/jobs/` and `/api/jobstats/`.
 
 use super::http::{
-    ApiError, ApiResult, ApiState, Base, Caller, Conflict, Detail, Id, Key, PageQuery, Paging, Query, State, query_time,
+    AfterQuery, ApiError, ApiResult, ApiState, Base, Caller, Conflict, Detail, Id, Keyset, PageQuery, Paging, Query,
+    State, query_time,
 };
 use super::stream;
-use crate::hub::store::jobs::{Bind, FileRecord, Filter, Job, Page as StorePage, Task, state, task_state};
+use crate::hub::store::jobs::{Bind, FileRecord, Filter, Job, Page as StorePage, state, task_state};
 use crate::hub::store::results::Planned;
 use crate::hub::store::workflows::RecordFiles;
 use crate::hub::store::{iso, now_us};
@@ -31,11 +32,8 @@ pub(super) fn routes() -> OpenApiRouter<Arc<ApiState>> {
         .routes(routes!(pause))
         .routes(routes!(resume))
         .routes(routes!(resubmit))
-        .routes(routes!(list_tasks))
-        .routes(routes!(get_task))
         .routes(routes!(jobstats))
         .routes(routes!(job_files))
-        .routes(routes!(task_files))
         .routes(routes!(jobstat))
 }
 
@@ -255,7 +253,7 @@ pub async fn job_out(s: &ApiState, base: &Base, j: &Job) -> ApiResult<JobOut> {
     })
 }
 
-fn text(v: &str) -> Bind {
+pub(super) fn text(v: &str) -> Bind {
     Bind::Text(v.to_string())
 }
 
@@ -275,7 +273,7 @@ fn job_states() -> utoipa::openapi::schema::Array {
     states_schema(state::ALL)
 }
 
-fn task_states() -> utoipa::openapi::schema::Array {
+pub(super) fn task_states() -> utoipa::openapi::schema::Array {
     states_schema(task_state::ALL)
 }
 
@@ -311,7 +309,7 @@ pub struct JobQuery {
     schedule_ids: Vec<i64>,
 }
 
-fn upper_states(given: &[String], known: &[&str], what: &str) -> ApiResult<Vec<Bind>> {
+pub(super) fn upper_states(given: &[String], known: &[&str], what: &str) -> ApiResult<Vec<Bind>> {
     given
         .iter()
         .map(|st| {
@@ -649,7 +647,7 @@ pub struct JobStatOut {
     task: String,
 }
 
-fn jobstat_out(base: &Base, r: &FileRecord) -> JobStatOut {
+pub(super) fn jobstat_out(base: &Base, r: &FileRecord) -> JobStatOut {
     JobStatOut {
         id: r.id,
         url: base.url(&format!("/api/jobstats/{}/", r.id)),
@@ -677,16 +675,16 @@ pub struct JobStatQuery {
 }
 
 /// Per-file records: the failed and aborted files of jobs.
-#[utoipa::path(get, path = "/api/jobstats/", tag = "jobs", params(PageQuery, JobStatQuery),
+#[utoipa::path(get, path = "/api/jobstats/", tag = "jobs", params(PageQuery, AfterQuery, JobStatQuery),
     responses((status = 200, body = super::http::Page<JobStatOut>), (status = 400, body = Detail), (status = 401, body = Detail), (status = 404, body = Detail)))]
 async fn jobstats(
     s: State,
     _c: Caller,
     base: Base,
     Query(pq): Query<PageQuery>,
+    Query(aq): Query<AfterQuery>,
     Query(q): Query<JobStatQuery>,
 ) -> ApiResult<Response> {
-    let paging = Paging::read(&pq, 100)?;
     let mut f = Filter::default();
     if let Some(j) = q.job {
         f.cmp("job_id", "=", Bind::Int(j));
@@ -695,13 +693,34 @@ async fn jobstats(
     if let Some(path) = &q.path {
         f.cmp("path", "=", Bind::Text(serde_json::to_string(path).expect("a string")));
     }
+    file_page(&s, base, (&pq, &aq, 100), f, jobstat_out).await
+}
+
+/// A page of the per-file records `f` selects, each shown by `out`:
+/// after a row id (`after`, [`Keyset`]), every one (`page_size=0`,
+/// streamed) or by `page`; `asked` is the page's query and its largest
+/// `page_size`.
+pub(super) async fn file_page<O: Serialize + Send + 'static>(
+    s: &ApiState,
+    base: Base,
+    asked: (&PageQuery, &AfterQuery, i64),
+    f: Filter,
+    out: fn(&Base, &FileRecord) -> O,
+) -> ApiResult<Response> {
+    let (pq, aq, max) = asked;
+    if let Some(k) = Keyset::read(pq, aq, max)? {
+        let count = s.store.file_record_count(&f).await?;
+        let rows = s.store.file_records_page(&k.bound(f), k.store()).await?;
+        return Ok(Json(k.page(&base, count, rows, |r| r.id, |r| out(&base, r))).into_response());
+    }
+    let paging = Paging::read(pq, max)?;
     if paging.size.is_none() {
         let (count, rows) = s.store.file_records_all(f).await?;
-        let each = move |r: FileRecord| std::future::ready(Ok(jobstat_out(&base, &r)));
+        let each = move |r: FileRecord| std::future::ready(Ok(out(&base, &r)));
         return stream::respond(&paging, count, rows, each, Vec::new);
     }
     let (count, rows) = s.store.file_records(&f, paging.store()).await?;
-    let results = rows.iter().map(|r| jobstat_out(&base, r)).collect();
+    let results = rows.iter().map(|r| out(&base, r)).collect();
     Ok(Json(paging.page(&base, count, results)?).into_response())
 }
 
@@ -717,7 +736,7 @@ pub struct FilesQuery {
 
 /// A job's files of one category (the UI's Failed / Completed / Queued
 /// items), paged as `/api/jobstats/`.
-#[utoipa::path(get, path = "/api/jobs/{id}/files/", tag = "jobs", params(("id" = i64, Path), PageQuery, FilesQuery),
+#[utoipa::path(get, path = "/api/jobs/{id}/files/", tag = "jobs", params(("id" = i64, Path), PageQuery, AfterQuery, FilesQuery),
     responses((status = 200, body = super::http::Page<JobStatOut>), (status = 400, body = Detail), (status = 401, body = Detail), (status = 404, body = Detail)))]
 async fn job_files(
     s: State,
@@ -725,14 +744,20 @@ async fn job_files(
     base: Base,
     Id(id): Id,
     Query(pq): Query<PageQuery>,
+    Query(aq): Query<AfterQuery>,
     Query(q): Query<FilesQuery>,
 ) -> ApiResult<Response> {
     let j = s.store.job(id).await?.ok_or_else(|| ApiError::not_found("job"))?;
-    let paging = Paging::read(&pq, 100)?;
     let states: &[&str] = match q.category.as_deref().unwrap_or("failed") {
         "failed" => &["failures", "aborted"],
         "completed" => &["processed", "skipped"],
         "queued" => {
+            if aq.after.is_some() {
+                return Err(ApiError::bad(
+                    "after: queued files are counted only, there are no rows to page",
+                ));
+            }
+            let paging = Paging::read(&pq, 100)?;
             let left = j.files_found - j.files_processed - j.files_skipped - j.files_aborted - j.files_failures;
             return Ok(Json(paging.page::<JobStatOut>(&base, left.max(0), Vec::new())?).into_response());
         }
@@ -745,73 +770,7 @@ async fn job_files(
     let mut f = Filter::default();
     f.cmp("job_id", "=", Bind::Int(id));
     f.any_of("state", states.iter().map(|x| text(x)).collect());
-    if paging.size.is_none() {
-        let (count, rows) = s.store.file_records_all(f).await?;
-        let each = move |r: FileRecord| std::future::ready(Ok(jobstat_out(&base, &r)));
-        return stream::respond(&paging, count, rows, each, Vec::new);
-    }
-    let (count, rows) = s.store.file_records(&f, paging.store()).await?;
-    let results = rows.iter().map(|r| jobstat_out(&base, r)).collect();
-    Ok(Json(paging.page(&base, count, results)?).into_response())
-}
-
-/// A file of a task, in the seed's shape.
-#[derive(Serialize, ToSchema)]
-pub struct TaskFileOut {
-    /// The path (a string; non-UTF-8 bytes as `\udcXX` escapes).
-    #[schema(value_type = String)]
-    path: Value,
-    /// `failures`, `aborted`, `processed`, `skipped`.
-    state: String,
-    /// `file`, `directory`, ... when recorded (null otherwise).
-    #[serde(rename = "type")]
-    kind: Option<String>,
-    /// Bytes, when recorded (null otherwise).
-    size: Option<i64>,
-}
-
-/// `?state=` of a task's files.
-#[derive(Deserialize, utoipa::IntoParams)]
-pub struct TaskFilesQuery {
-    /// Only files in these states (repeat the key).
-    #[serde(default)]
-    state: Vec<String>,
-}
-
-/// The files a task reported that the hub records (failed and aborted
-/// ones; every one when the hub records every file), 20 to 1000 a page.
-#[utoipa::path(get, path = "/api/tasks/{id}/files/", tag = "tasks", params(("id" = String, Path, description = "row id or Celery task id"), PageQuery, TaskFilesQuery),
-    responses((status = 200, body = super::http::Page<TaskFileOut>), (status = 400, body = Detail), (status = 401, body = Detail), (status = 404, body = Detail)))]
-async fn task_files(
-    s: State,
-    _c: Caller,
-    base: Base,
-    Key(key): Key,
-    Query(pq): Query<PageQuery>,
-    Query(q): Query<TaskFilesQuery>,
-) -> ApiResult<Response> {
-    let t = s.store.task(&key).await?.ok_or_else(|| ApiError::not_found("task"))?;
-    let paging = Paging::read(&pq, 1000)?;
-    let mut f = Filter::default();
-    f.cmp("task_id", "=", text(&t.task_id));
-    f.any_of("state", q.state.iter().map(|x| text(x)).collect());
-    if paging.size.is_none() {
-        let (count, rows) = s.store.file_records_all(f).await?;
-        let each = |r: FileRecord| std::future::ready(Ok(task_file_out(&r)));
-        return stream::respond(&paging, count, rows, each, Vec::new);
-    }
-    let (count, rows) = s.store.file_records(&f, paging.store()).await?;
-    let results = rows.iter().map(task_file_out).collect();
-    Ok(Json(paging.page(&base, count, results)?).into_response())
-}
-
-fn task_file_out(r: &FileRecord) -> TaskFileOut {
-    TaskFileOut {
-        path: serde_json::from_str(&r.path).unwrap_or(Value::Null),
-        state: r.state.clone(),
-        kind: None,
-        size: None,
-    }
+    file_page(&s, base, (&pq, &aq, 100), f, jobstat_out).await
 }
 
 /// One per-file record.
@@ -832,167 +791,4 @@ async fn jobstat(s: State, _c: Caller, base: Base, Id(id): Id) -> ApiResult<Json
         .await?;
     let r = rows.first().ok_or_else(|| ApiError::not_found("job stat"))?;
     Ok(Json(jobstat_out(&base, r)))
-}
-
-/// A task. `/api/tasks/{id}/` adds `completed`, `runtime`, `paths`,
-/// `summary`, `result` and `friendly_name`.
-#[derive(Serialize, ToSchema)]
-pub struct TaskOut {
-    url: String,
-    id: i64,
-    /// The Celery task id.
-    task_id: String,
-    tasktype: String,
-    /// PENDING, STARTED, SUCCESS, ERROR, FAILURE, SKIPPED, CANCELLED.
-    state: String,
-    job: i64,
-    site: Option<String>,
-    queue: Option<String>,
-    node: Option<String>,
-    started: Option<String>,
-    /// The Celery id of the task that published it.
-    parents: Vec<String>,
-    dynamic_parents: Vec<i64>,
-    children_count: i64,
-}
-
-/// A task with what only `/api/tasks/{id}/` shows.
-#[derive(Serialize, ToSchema)]
-pub struct TaskFull {
-    #[serde(flatten)]
-    task: TaskOut,
-    #[serde(flatten)]
-    detail: TaskDetail,
-}
-
-/// What only `/api/tasks/{id}/` shows.
-#[derive(Serialize, ToSchema)]
-pub struct TaskDetail {
-    completed: Option<String>,
-    runtime: Option<f64>,
-    paths: String,
-    #[schema(value_type = Option<Object>)]
-    summary: Option<Value>,
-    #[schema(value_type = Option<Object>)]
-    result: Option<Value>,
-    friendly_name: String,
-}
-
-fn task_out(base: &Base, t: &Task) -> TaskOut {
-    TaskOut {
-        url: base.url(&format!("/api/tasks/{}/", t.id)),
-        id: t.id,
-        task_id: t.task_id.clone(),
-        tasktype: t.tasktype.clone(),
-        state: t.state.clone(),
-        job: t.job_id,
-        site: t.site.clone(),
-        queue: t.queue.clone(),
-        node: t.node.clone(),
-        started: t.started.map(iso),
-        parents: t.parent_task_id.iter().cloned().collect(),
-        dynamic_parents: Vec::new(),
-        children_count: t.children_count,
-    }
-}
-
-fn task_full(base: &Base, t: &Task) -> TaskFull {
-    TaskFull {
-        task: task_out(base, t),
-        detail: TaskDetail {
-            completed: t.completed.map(iso),
-            runtime: runtime(t.started, t.completed.or(Some(now_us()))),
-            paths: base.url(&format!("/api/tasks/{}/files/", t.id)),
-            summary: t.summary.clone(),
-            result: t.result.clone(),
-            friendly_name: t.tasktype.rsplit('.').next().unwrap_or("").to_string(),
-        },
-    }
-}
-
-/// Task counts of the listed job (or of all).
-#[derive(Serialize, ToSchema)]
-pub struct TaskStats {
-    state: BTreeMap<String, i64>,
-    tasktype: BTreeMap<String, i64>,
-}
-
-/// A page of tasks with counts by state and type.
-#[derive(Serialize, ToSchema)]
-pub struct TaskPage {
-    count: i64,
-    next: Option<String>,
-    previous: Option<String>,
-    results: Vec<TaskOut>,
-    stats: TaskStats,
-}
-
-/// The tasks list's filters.
-#[derive(Deserialize, utoipa::IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct TaskQuery {
-    tasktype: Option<String>,
-    task_id: Option<String>,
-    /// States (repeat the key, or `state[]`).
-    #[serde(default)]
-    #[param(schema_with = task_states)]
-    state: Vec<String>,
-    job_id: Option<i64>,
-}
-
-/// Tasks, by id.
-#[utoipa::path(get, path = "/api/tasks/", tag = "tasks", params(PageQuery, TaskQuery),
-    responses((status = 200, body = TaskPage), (status = 400, body = Detail), (status = 401, body = Detail), (status = 404, body = Detail)))]
-async fn list_tasks(
-    s: State,
-    _c: Caller,
-    base: Base,
-    Query(pq): Query<PageQuery>,
-    Query(q): Query<TaskQuery>,
-) -> ApiResult<Response> {
-    let paging = Paging::read(&pq, 100)?;
-    let mut f = Filter::default();
-    for (col, v) in [("tasktype", &q.tasktype), ("task_id", &q.task_id)] {
-        if let Some(v) = v {
-            f.cmp(col, "=", text(v));
-        }
-    }
-    let job = q.job_id;
-    if let Some(j) = job {
-        f.cmp("job_id", "=", Bind::Int(j));
-    }
-    f.any_of("state", upper_states(&q.state, task_state::ALL, "task")?);
-    let mut stats = TaskStats {
-        state: BTreeMap::new(),
-        tasktype: BTreeMap::new(),
-    };
-    for (tasktype, st, n) in s.store.task_stats(job).await? {
-        *stats.state.entry(st).or_default() += n;
-        *stats.tasktype.entry(tasktype).or_default() += n;
-    }
-    if paging.size.is_none() {
-        let (count, rows) = s.store.tasks_all(f).await?;
-        let stats = serde_json::to_value(&stats).expect("counts serialize");
-        let each = move |t: Task| std::future::ready(Ok(task_out(&base, &t)));
-        return stream::respond(&paging, count, rows, each, move || vec![("stats", stats)]);
-    }
-    let (count, tasks) = s.store.tasks(&f, paging.store()).await?;
-    let results = tasks.iter().map(|t| task_out(&base, t)).collect();
-    let page = paging.page(&base, count, results)?;
-    Ok(Json(TaskPage {
-        count: page.count,
-        next: page.next,
-        previous: page.previous,
-        results: page.results,
-        stats,
-    })
-    .into_response())
-}
-
-/// A task, by row id or Celery id.
-#[utoipa::path(get, path = "/api/tasks/{id}/", tag = "tasks", params(("id" = String, Path, description = "row id or Celery task id")),
-    responses((status = 200, body = TaskFull), (status = 401, body = Detail), (status = 404, body = Detail)))]
-async fn get_task(s: State, _c: Caller, base: Base, Key(key): Key) -> ApiResult<Json<TaskFull>> {
-    let t = s.store.task(&key).await?.ok_or_else(|| ApiError::not_found("task"))?;
-    Ok(Json(task_full(&base, &t)))
 }

@@ -15,6 +15,7 @@ mod schedules;
 mod sites;
 mod stream;
 mod submit;
+mod tasks;
 mod tasktypes;
 pub(crate) mod workflows;
 
@@ -97,6 +98,7 @@ fn build() -> (Router<Arc<ApiState>>, utoipa::openapi::OpenApi) {
         .merge(workflows::routes())
         .merge(submit::routes())
         .merge(jobs::routes())
+        .merge(tasks::routes())
         .merge(health::routes())
         .merge(configs::routes())
         .merge(alerts::routes())

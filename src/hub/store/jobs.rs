@@ -235,6 +235,15 @@ impl Filter {
         self
     }
 
+    /// Whether every clause is on one of `columns`.
+    fn only_on(&self, columns: &[&str]) -> bool {
+        self.clauses.iter().all(|c| {
+            columns
+                .iter()
+                .any(|col| c.split_once(' ').is_some_and(|(name, _)| name == *col))
+        })
+    }
+
     fn sql(&self) -> String {
         if self.clauses.is_empty() {
             String::new()
@@ -624,10 +633,32 @@ impl Store {
         Ok(done.rows_affected() > 0)
     }
 
-    /// Tasks matching `filter`, by id, and how many match.
-    pub async fn tasks(&self, filter: &Filter, page: Page) -> Result<(i64, Vec<Task>), StoreError> {
-        let (count, rows) = self.listed("tasks", TASK_COLUMNS, "id", filter, page).await?;
-        Ok((count, rows.iter().map(task).collect::<Result<_, _>>()?))
+    /// A page of the tasks matching `filter`, by id, without counting
+    /// them ([`Store::task_count`] does, from the counters).
+    pub async fn tasks_page(&self, filter: &Filter, page: Page) -> Result<Vec<Task>, StoreError> {
+        let rows = self.rows("tasks", TASK_COLUMNS, "id", filter, page).await?;
+        rows.iter().map(task).collect()
+    }
+
+    /// How many tasks match `filter`. A filter on `job_id`, `tasktype`
+    /// and `state` alone is answered from the jobs' task counters
+    /// (`job_task_stats`, which count every task row once), so a list of
+    /// millions costs a sum over a few counter rows, not a scan; one
+    /// naming a task (`task_id`, unique) counts rows through its index.
+    pub async fn task_count(&self, filter: &Filter) -> Result<i64, StoreError> {
+        if !filter.only_on(&["job_id", "tasktype", "state"]) {
+            return self.count("tasks", filter).await;
+        }
+        let sql = format!(
+            "SELECT CAST(COALESCE(SUM(n), 0) AS BIGINT) FROM job_task_stats{}",
+            filter.sql()
+        );
+        Ok(filter
+            .bind(sqlx::query(&sql))
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db("count tasks"))?
+            .get(0))
     }
 
     /// A page of job `job_id`'s tasks, by id, without counting them (the
@@ -695,6 +726,19 @@ impl Store {
             .iter()
             .map(|r| (r.get(0), r.get(1), [r.get(2), r.get(3), r.get(4), r.get(5), r.get(6)]))
             .collect())
+    }
+
+    /// A page of the per-file records matching `filter`, by id, without
+    /// counting them (a keyset page: its caller counts without the
+    /// page's `id >` bound).
+    pub async fn file_records_page(&self, filter: &Filter, page: Page) -> Result<Vec<FileRecord>, StoreError> {
+        let rows = self.rows("jobstats", FILE_COLUMNS, "id", filter, page).await?;
+        rows.iter().map(file_record).collect()
+    }
+
+    /// How many per-file records match `filter`.
+    pub async fn file_record_count(&self, filter: &Filter) -> Result<i64, StoreError> {
+        self.count("jobstats", filter).await
     }
 
     /// Per-file records matching `filter`, by id, and how many match.
@@ -774,17 +818,29 @@ impl Store {
         page: Page,
     ) -> Result<(i64, Vec<AnyRow>), StoreError> {
         let count = self.count(table, filter).await?;
+        Ok((count, self.rows(table, columns, order, filter, page).await?))
+    }
+
+    /// One page of the rows of `table` (`columns`) that match `filter`, in
+    /// `order`, uncounted.
+    async fn rows(
+        &self,
+        table: &str,
+        columns: &str,
+        order: &str,
+        filter: &Filter,
+        page: Page,
+    ) -> Result<Vec<AnyRow>, StoreError> {
         let sql = format!(
             "SELECT {columns} FROM {table}{} ORDER BY {order}{}",
             filter.sql(),
             page.sql()
         );
-        let rows = filter
+        filter
             .bind(sqlx::query(&sql))
             .fetch_all(&self.pool)
             .await
-            .map_err(db("read a list"))?;
-        Ok((count, rows))
+            .map_err(db("read a list"))
     }
 }
 
