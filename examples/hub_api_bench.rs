@@ -3,7 +3,7 @@
 //! one JSON line.
 //!
 //! ```text
-//! hub_api_bench token URL USER PASSWORD     # prints an access token (the web page's cookie)
+//! hub_api_bench token URL USER PASSWORD     # prints the web page's session cookies
 //! hub_api_bench get   URL AUTH N PATH...    # N sequential GETs of each PATH
 //! hub_api_bench beats SITE AGENTS SECS PID  # AGENTS agents' heartbeats for SECS; the hub's CPU
 //! ```
@@ -203,7 +203,8 @@ fn main() {
     println!("{out}");
 }
 
-/// `POST /api/auth/token/` with `body`: the access token.
+/// `POST /api/auth/token/` with `body`: its tokens as the web page's
+/// session cookies (`ferry_access=...; ferry_refresh=...`).
 async fn token(url: &str, body: &str) -> String {
     let addr = url.trim_start_matches("http://").trim_end_matches('/');
     let mut s = tokio::net::TcpStream::connect(addr).await.expect("the hub answers");
@@ -217,8 +218,6 @@ async fn token(url: &str, body: &str) -> String {
     let text = String::from_utf8_lossy(&buf);
     let json = &text[text.find("\r\n\r\n").expect("a header end") + 4..];
     let v: Value = serde_json::from_str(json).unwrap_or_else(|_| panic!("no token: {text}"));
-    v["access"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no token: {text}"))
-        .to_string()
+    let t = |k: &str| v[k].as_str().unwrap_or_else(|| panic!("no token: {text}")).to_string();
+    format!("ferry_access={}; ferry_refresh={}", t("access"), t("refresh"))
 }

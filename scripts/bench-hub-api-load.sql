@@ -6,10 +6,12 @@
 -- migrate task has (a Celery id, its node, times, a summary). One
 -- discovery per job, 2 % of tasks ERROR, 1 % FAILURE. The jobs' task
 -- counters (job_task_stats) and file counts are filled from the rows, as
--- the hub keeps them. Ids are given (job g, task k) and the identities set
+-- the hub keeps them. Job g was created (now - :jobs + g) minutes ago,
+-- so the hub's housekeeping (jobs_ttl) leaves them all alone. Ids are given (job g, task k) and the identities set
 -- after them; foreign keys are not checked row by row
 -- (session_replication_role), the rows being consistent by construction.
 \set ON_ERROR_STOP on
+SELECT (extract(epoch FROM now()) * 1000000)::bigint - (:jobs + 100)::bigint * 60000000 AS t0 \gset
 SET session_replication_role = replica;
 BEGIN;
 INSERT INTO jobs (id, workflow, fields, discovery, site, queue, friendly_name, state, created, started, completed,
@@ -17,8 +19,8 @@ INSERT INTO jobs (id, workflow, fields, discovery, site, queue, friendly_name, s
                   expected, received, files_found, files_processed, files_failures)
 SELECT g, 'premigrate', '{"lock_level": "implicit"}', 'dynamo.tasks.recursive_navigate', :'site', 'default',
        'premigrate of /data/project' || g, CASE WHEN g % 50 = 0 THEN 'FAILURE' ELSE 'SUCCESS' END,
-       1700000000000000 + g * 60000000, 1700000000000000 + g * 60000000 + 1000000,
-       1700000000000000 + g * 60000000 + 3600000000, 'user', 1, 'admin',
+       (:t0)::bigint + g * 60000000, (:t0)::bigint + g * 60000000 + 1000000,
+       (:t0)::bigint + g * 60000000 + 3600000000, 'user', 1, 'admin',
        '[{"path": "/data/project' || g || '"}]', 1, 1, 1, 0, 0, 0, 0, 0
 FROM generate_series(1::bigint, :jobs) g;
 COMMIT;
@@ -34,7 +36,7 @@ SELECT k, md5('t' || k)::uuid::text,
        CASE WHEN k <= :taskjobs THEN NULL ELSE md5('t' || ((k - 1) % :taskjobs + 1))::uuid::text END,
        CASE WHEN k <= :taskjobs THEN :tasks / :taskjobs - 1 ELSE 0 END,
        md5('r' || (k % :taskjobs))::uuid::text, 1, 1,
-       1700000000000000 + k * 1000, 1700000000000000 + k * 1000 + 500, 1700000000000000 + k * 1000 + 2500000,
+       (:t0)::bigint + k * 1000, (:t0)::bigint + k * 1000 + 500, (:t0)::bigint + k * 1000 + 2500000,
        '{"processed": 40, "skipped": 0, "failures": 0, "aborted": 0, "bytes": 41943040}', NULL
 FROM generate_series(1::bigint, :tasks) k;
 COMMIT;

@@ -110,7 +110,7 @@ for _ in $(seq 300); do
 done
 key=$($target/release/examples/hub_bench login "$url" admin "$password")
 $target/release/examples/hub_bench site "$url" "$key" "$site" >/dev/null
-access=$($bench token "$url" admin "$password")
+cookies=$($bench token "$url" admin "$password")
 
 job=$((TASKJOBS / 2))
 per=$(psql_db -tAc "SELECT COUNT(*) FROM tasks WHERE job_id = $job")
@@ -131,7 +131,7 @@ record keyset "$($bench get "$url" "Api-Key $key" "$N" \
 record offset "$($bench get "$url" "Api-Key $key" "$((N / 10))" \
   "/api/tasks/?job_id=$job&page=$((per / 200))&page_size=100")"
 echo "-- 3. /ui/jobs/ × $N"
-record ui "$($bench get "$url" "cookie:ferry_access=$access" "$N" "/ui/jobs/" "/ui/jobs/?state=FAILURE")"
+record ui "$($bench get "$url" "cookie:$cookies" "$N" "/ui/jobs/" "/ui/jobs/?state=FAILURE")"
 echo "-- 4. $AGENTS agents' heartbeats every 2 s for ${BEAT_SECS}s"
 record beats "$($bench beats "$site" "$AGENTS" "$BEAT_SECS" "$hub_pid")"
 record nodes "{\"nodes\":$(psql_db -tAc "SELECT COUNT(*) FROM nodes WHERE name LIKE 'benchnode-%'")}"
