@@ -6,7 +6,7 @@ use super::http::{
 };
 use super::stream;
 use crate::hub::store::jobs::{Bind, FileRecord, Filter, Job, Page as StorePage, state, task_state};
-use crate::hub::store::results::Planned;
+use crate::hub::store::plan::Planned;
 use crate::hub::store::workflows::RecordFiles;
 use crate::hub::store::{iso, now_us};
 use axum::Json;

@@ -19,6 +19,7 @@ pub mod events;
 pub mod holds;
 pub mod jobs;
 pub mod ledger;
+pub mod plan;
 pub mod results;
 pub mod rollups;
 pub mod schedules;

@@ -18,7 +18,7 @@ use crate::hub::api::jobs::{progress_out, runtime};
 use crate::hub::jobctl::JobCtlError;
 use crate::hub::store::jobs::{Bind, FileRecord, Filter, Job, Page, Task, state};
 use crate::hub::store::now_us;
-use crate::hub::store::results::Planned;
+use crate::hub::store::plan::Planned;
 use crate::hub::store::workflows::RecordFiles;
 use askama::Template;
 use axum::extract::{Path, State};
