@@ -444,10 +444,7 @@ fn migrate_exits_0_when_the_job_succeeds_and_1_when_a_file_fails() {
     if !common::agent::broker_or_skip() {
         return;
     }
-    let mut s = HubSite::new(sqlite(), 1, "");
-    s.start_hub();
-    s.start_agent(0);
-    s.wait_online(1, Duration::from_secs(20));
+    let s = HubSite::running(sqlite(), 1, "");
     let conf = config(&s, &s.key());
     let c = conf.to_str().unwrap();
     let home = s.dir.path();
@@ -562,10 +559,7 @@ fn on_a_terminal_migrate_draws_a_progress_bar_while_it_waits() {
     if !common::agent::broker_or_skip() {
         return;
     }
-    let mut s = HubSite::new(sqlite(), 1, "");
-    s.start_hub();
-    s.start_agent(0);
-    s.wait_online(1, Duration::from_secs(20));
+    let s = HubSite::running(sqlite(), 1, "");
     // Small batches: the job runs for a few seconds, long enough for the
     // bar's 200 ms ticks.
     s.batch_size(5);

@@ -54,11 +54,7 @@ fn stopped_agents_raise_worker_site_and_queue_alerts_that_clear_when_they_return
     if !common::agent::broker_or_skip() {
         return;
     }
-    let mut s = HubSite::new(sqlite(), 2, "");
-    s.start_hub();
-    s.start_agent(0);
-    s.start_agent(1);
-    s.wait_online(2, Duration::from_secs(20));
+    let mut s = HubSite::running(sqlite(), 2, "");
     let n0 = format!("ferry@{}-n0", s.site);
     let n1 = format!("ferry@{}-n1", s.site);
     // Two agents online: nothing about this site within an evaluation.

@@ -52,10 +52,7 @@ fn schemathesis_finds_no_server_error_and_no_response_off_the_spec() {
     if !common::agent::broker_or_skip() || !schemathesis() {
         return;
     }
-    let mut s = HubSite::new(sqlite(), 1, "");
-    s.start_hub();
-    s.start_agent(0);
-    s.wait_online(1, Duration::from_secs(20));
+    let s = HubSite::running(sqlite(), 1, "");
     // Some data to read: a finished job with tasks.
     let root = s.data().join("t");
     std::fs::create_dir_all(&root).unwrap();

@@ -9,7 +9,6 @@ use common::hub::{HubSite, both};
 use serde_json::Value;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::time::Duration;
 
 /// `dirs` directories of `per_dir` one-line files under `root`.
 fn tree(root: &Path, dirs: usize, per_dir: usize) {
@@ -29,11 +28,7 @@ fn a_recursive_premigrate_runs_through_two_agents_on_both_engines() {
     }
     for db in both() {
         let engine = db.engine;
-        let mut s = HubSite::new(db, 2, "");
-        s.start_hub();
-        s.start_agent(0);
-        s.start_agent(1);
-        s.wait_online(2, Duration::from_secs(20));
+        let s = HubSite::running(db, 2, "");
         // 10,000 files, 5 of them unreadable to the agents.
         let root = s.data().join("tree");
         tree(&root, 20, 500);

@@ -73,10 +73,7 @@ fn a_job_its_node_and_its_alerts_leave_their_events_in_order_and_the_rollups_cou
     }
     for db in both() {
         let engine = db.engine;
-        let mut s = HubSite::new(db, 1, "");
-        s.start_hub();
-        s.start_agent(0);
-        s.wait_online(1, Duration::from_secs(20));
+        let mut s = HubSite::running(db, 1, "");
         let node = format!("ferry@{}-n0", s.site);
         let online = wait_event(&s, 0, "ONLINE", Duration::from_secs(10), |e| {
             e["kind"] == "node" && e["node"] == node.as_str() && e["state"] == "ONLINE"

@@ -61,11 +61,7 @@ fn nodes_that_stop_beating_go_offline_and_the_site_degrades() {
     if !common::agent::broker_or_skip() {
         return;
     }
-    let mut s = HubSite::new(sqlite(), 2, "node_health_last_heartbeat_interval = 5");
-    s.start_hub();
-    s.start_agent(0);
-    s.start_agent(1);
-    s.wait_online(2, Duration::from_secs(20));
+    let mut s = HubSite::running(sqlite(), 2, "node_health_last_heartbeat_interval = 5");
     assert_eq!(online(&s).1, "ok");
     // Killed: no goodbye, only silence.
     s.stop_agent(0, true);
@@ -280,10 +276,7 @@ fn a_celery_client_drives_the_same_agents_and_the_hub_records_none_of_it() {
     if !common::agent::broker_or_skip() {
         return;
     }
-    let mut s = HubSite::new(sqlite(), 1, "");
-    s.start_hub();
-    s.start_agent(0);
-    s.wait_online(1, Duration::from_secs(20));
+    let s = HubSite::running(sqlite(), 1, "");
     let root = s.data().join("small");
     tree(&root, 2, 10);
     let spec = serde_json::json!({

@@ -67,10 +67,7 @@ fn record_files_dry_runs_and_young_files_behave_as_documented() {
     if !common::agent::broker_or_skip() {
         return;
     }
-    let mut s = HubSite::new(sqlite(), 1, "");
-    s.start_hub();
-    s.start_agent(0);
-    s.wait_online(1, Duration::from_secs(20));
+    let s = HubSite::running(sqlite(), 1, "");
     s.batch_size(7);
     let data = s.data();
 

@@ -14,10 +14,7 @@ fn a_job_without_discovery_runs_the_rules_in_the_hub() {
     if !common::agent::broker_or_skip() {
         return;
     }
-    let mut s = HubSite::new(sqlite(), 1, "");
-    s.start_hub();
-    s.start_agent(0);
-    s.wait_online(1, Duration::from_secs(20));
+    let s = HubSite::running(sqlite(), 1, "");
     s.batch_size(2);
     let data = s.data();
     let names = ["a", "b.tmp", "c", "d", "e"];

@@ -50,11 +50,7 @@ fn tasks_in(s: &HubSite, id: i64, states: &[&str]) -> i64 {
 }
 
 fn started_site() -> HubSite {
-    let mut s = HubSite::new(sqlite(), 2, "");
-    s.start_hub();
-    s.start_agent(0);
-    s.start_agent(1);
-    s.wait_online(2, Duration::from_secs(20));
+    let s = HubSite::running(sqlite(), 2, "");
     // Fixed batches of 20: thousands of tasks, so the job is still running
     // when it is paused.
     s.batch_size(20);

@@ -409,10 +409,7 @@ fn a_minute_schedule_fires_once_per_minute_across_hubs_killed_in_the_59th_second
     if !common::agent::broker_or_skip() {
         return;
     }
-    let mut s = HubSite::new(sqlite(), 1, "");
-    s.start_hub();
-    s.start_agent(0);
-    s.wait_online(1, Duration::from_secs(20));
+    let mut s = HubSite::running(sqlite(), 1, "");
     let tree = s.data().join("tree");
     std::fs::create_dir_all(&tree).unwrap();
     for i in 0..3 {

@@ -71,11 +71,7 @@ fn tasktype(s: &HubSite, name: &str) -> Value {
 }
 
 fn started_site() -> HubSite {
-    let mut s = HubSite::new(sqlite(), 2, "");
-    s.start_hub();
-    s.start_agent(0);
-    s.start_agent(1);
-    s.wait_online(2, Duration::from_secs(20));
+    let s = HubSite::running(sqlite(), 2, "");
     s.batch_size(10);
     s
 }

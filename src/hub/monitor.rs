@@ -19,6 +19,7 @@ use crate::agent::broker::{EVENT_EXCHANGE, Session};
 use futures::StreamExt;
 use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable};
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -26,6 +27,22 @@ use tracing::{info, warn};
 
 /// How often heartbeats and starts are written, and liveness checked.
 pub const FLUSH: Duration = Duration::from_secs(1);
+
+/// Longest a node's row goes without its `last_heartbeat` written again
+/// while nothing else about it changes (a quarter of the health interval
+/// when that is shorter). Liveness is judged from what the monitor heard,
+/// in memory; the row is what the API and the web page read. Writing
+/// every heartbeat of 1,000 nodes cost the hub 13 % of a core and
+/// PostgreSQL as much again (docs/benchmarks.md, "Hub API at scale").
+pub const REFRESH: Duration = Duration::from_secs(10);
+
+/// Deliveries acknowledged together (`multiple`), or after [`ACK_AFTER`]
+/// without another: events are hints, and one ack per event was a
+/// measurable share of the monitor's cost.
+const ACK_EVERY: u32 = 100;
+
+/// Longest an event waits for its acknowledgement.
+const ACK_AFTER: Duration = Duration::from_millis(200);
 
 /// Most events the queue holds while the hub is away (the oldest are
 /// dropped: they are hints, and stale ones mislead).
@@ -42,6 +59,18 @@ pub struct Heard {
     /// `worker-offline` carry none, and the heartbeat that did may have
     /// been written (and forgotten from `beats`) already.
     named: HashMap<String, (String, Vec<(String, String)>)>,
+    /// Each node's heartbeat as last written: one that brings nothing new
+    /// is written again only after [`REFRESH`].
+    written: HashMap<String, Beat>,
+}
+
+/// Whether `b` says nothing `w` (written earlier) did not, but the time.
+fn no_news(w: &Beat, b: &Beat) -> bool {
+    w.site == b.site
+        && w.offline == b.offline
+        && w.sw_ver == b.sw_ver
+        && w.capabilities == b.capabilities
+        && w.queues == b.queues
 }
 
 /// The monitor's shared state.
@@ -51,13 +80,42 @@ pub type Shared = Arc<Mutex<Heard>>;
 /// cancels while away; the control loop sends its snapshot at once).
 pub type Online = Arc<tokio::sync::Notify>;
 
+/// The fields of an event the monitor reads, borrowed from its body
+/// where no unescaping is needed (500 heartbeats a second from 1,000
+/// agents: a parse into `serde_json::Value` was most of their cost once
+/// the writes were few). Fields of the wrong type make the event
+/// unreadable, and it is dropped, as an event that is not JSON is.
+#[derive(serde::Deserialize)]
+struct Event<'a> {
+    #[serde(rename = "type", borrow, default)]
+    kind: Cow<'a, str>,
+    #[serde(borrow, default)]
+    hostname: Cow<'a, str>,
+    #[serde(borrow, default)]
+    queues: Vec<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    site: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    sw_ver: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    capabilities: Option<&'a serde_json::value::RawValue>,
+    #[serde(borrow, default)]
+    uuid: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    root_id: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    parent_id: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    name: Option<Cow<'a, str>>,
+}
+
 /// Reads one event into what was heard.
 pub fn hear(heard: &Shared, online: &Online, body: &[u8]) {
-    let Ok(v) = serde_json::from_slice::<serde_json::Value>(body) else {
+    let Ok(v) = serde_json::from_slice::<Event<'_>>(body) else {
         return;
     };
-    let kind = v["type"].as_str().unwrap_or("");
-    let node = v["hostname"].as_str().unwrap_or("").to_string();
+    let kind = v.kind.as_ref();
+    let node = v.hostname.to_string();
     if node.is_empty() {
         return;
     }
@@ -69,20 +127,18 @@ pub fn hear(heard: &Shared, online: &Online, body: &[u8]) {
             if kind == "worker-online" {
                 online.notify_one();
             }
-            let queues: Vec<(String, String)> = v["queues"]
-                .as_array()
-                .into_iter()
-                .flatten()
+            let queues: Vec<(String, String)> = v
+                .queues
+                .iter()
                 .filter_map(|q| {
-                    let q = q.as_str()?;
                     let (site_queue, function) = q.split_once('#')?;
                     let (_, queue) = site_queue.split_once('.')?;
                     Some((queue.to_string(), function.to_string()))
                 })
                 .collect();
-            let site = v["site"].as_str().map(str::to_string).or_else(|| {
-                v["queues"][0]
-                    .as_str()
+            let site = v.site.as_deref().map(str::to_string).or_else(|| {
+                v.queues
+                    .first()
                     .and_then(|q| q.split_once('.'))
                     .map(|(s, _)| s.to_string())
             });
@@ -92,8 +148,8 @@ pub fn hear(heard: &Shared, online: &Online, body: &[u8]) {
                 site: site.or(previous.as_ref().map(|p| p.0.clone())).unwrap_or_default(),
                 at: now,
                 offline,
-                sw_ver: v["sw_ver"].as_str().map(str::to_string),
-                capabilities: v.get("capabilities").map_or("{}".into(), |c| c.to_string()),
+                sw_ver: v.sw_ver.as_deref().map(str::to_string),
+                capabilities: v.capabilities.map_or("{}".into(), |c| c.get().to_string()),
                 // worker-online and -offline carry no queues: keep the last.
                 queues: if queues.is_empty() {
                     previous.map(|p| p.1).unwrap_or_default()
@@ -113,12 +169,12 @@ pub fn hear(heard: &Shared, online: &Online, body: &[u8]) {
             h.seen.insert(node, (now, offline));
         }
         "task-started" => {
-            let Some(task_id) = v["uuid"].as_str() else { return };
+            let Some(task_id) = v.uuid.as_deref() else { return };
             h.started.push(Started {
                 task_id: task_id.to_string(),
-                root_id: v["root_id"].as_str().unwrap_or("").to_string(),
-                parent_id: v["parent_id"].as_str().map(str::to_string),
-                tasktype: v["name"].as_str().unwrap_or("").to_string(),
+                root_id: v.root_id.as_deref().unwrap_or("").to_string(),
+                parent_id: v.parent_id.as_deref().map(str::to_string),
+                tasktype: v.name.as_deref().unwrap_or("").to_string(),
                 node,
                 at: now,
             });
@@ -193,12 +249,32 @@ pub async fn run(heard: Shared, online: Online, session: Arc<Session>, queue: St
             FieldTable::default(),
         )
         .await?;
-    while let Some(d) = consumer.next().await {
-        let d = d?;
+    let all = BasicAckOptions { multiple: true };
+    let mut unacked: Option<(lapin::Acker, u32)> = None;
+    loop {
+        let next = match &unacked {
+            Some(_) => tokio::time::timeout(ACK_AFTER, consumer.next()).await,
+            None => Ok(consumer.next().await),
+        };
+        let d = match next {
+            Err(_quiet) => {
+                if let Some((acker, _)) = unacked.take() {
+                    let _ = acker.ack(all).await;
+                }
+                continue;
+            }
+            Ok(None) => return Ok(()),
+            Ok(Some(d)) => d?,
+        };
         hear(&heard, &online, &d.data);
-        let _ = d.acker.ack(BasicAckOptions::default()).await;
+        let n = unacked.take().map_or(1, |(_, n)| n + 1);
+        match n >= ACK_EVERY {
+            true => {
+                let _ = d.acker.ack(all).await;
+            }
+            false => unacked = Some((d.acker, n)),
+        }
     }
-    Ok(())
 }
 
 /// Writes what was heard every [`FLUSH`], sets the STARTED tasks of
@@ -213,20 +289,37 @@ pub async fn flush(heard: Shared, store: Store, configs: Arc<Live>, create_sites
             (c.node_health_interval(), c.task_invalidation())
         };
         let limit = interval.as_micros() as i64;
+        let refresh = (interval / 4).clamp(FLUSH, REFRESH).as_micros() as i64;
         ticks += 1;
         if ticks.is_multiple_of(60) {
             invalidate(&store, invalidation, interval).await;
         }
         let (beats, started, gone) = {
             let mut h = heard.lock().expect("heard");
-            let beats: Vec<Beat> = h.beats.values().cloned().collect();
-            h.beats.clear();
-            let started = std::mem::take(&mut h.started);
+            let Heard {
+                beats,
+                started,
+                seen,
+                written,
+                ..
+            } = &mut *h;
+            let beats: Vec<Beat> = beats
+                .drain()
+                .map(|(_, b)| b)
+                .filter(|b| {
+                    !written
+                        .get(&b.node)
+                        .is_some_and(|w| b.at - w.at < refresh && no_news(w, b))
+                })
+                .collect();
+            let started = std::mem::take(started);
             let now = now_us();
             let mut gone = Vec::new();
-            for (node, (last, taken)) in h.seen.iter_mut() {
+            for (node, (last, taken)) in seen.iter_mut() {
                 if !*taken && now - *last >= limit {
                     *taken = true;
+                    // Its row is marked gone: the next beat is news.
+                    written.remove(node);
                     gone.push(node.clone());
                 }
             }
@@ -238,13 +331,21 @@ pub async fn flush(heard: Shared, store: Store, configs: Arc<Live>, create_sites
             }
             (beats, started, gone)
         };
-        if !beats.is_empty()
-            && let Err(e) = store.record_heartbeats(&beats, create_sites).await
-        {
-            warn!(error = %e, nodes = beats.len(), "cannot record heartbeats; keeping them for the next try");
+        if !beats.is_empty() {
+            let recorded = store.record_heartbeats(&beats, create_sites).await;
             let mut h = heard.lock().expect("heard");
-            for b in beats {
-                h.beats.entry(b.node.clone()).or_insert(b);
+            match recorded {
+                Ok(()) => {
+                    for b in beats {
+                        h.written.insert(b.node.clone(), b);
+                    }
+                }
+                Err(e) => {
+                    warn!(error = %e, nodes = beats.len(), "cannot record heartbeats; keeping them for the next try");
+                    for b in beats {
+                        h.beats.entry(b.node.clone()).or_insert(b);
+                    }
+                }
             }
         }
         if !started.is_empty()

@@ -459,6 +459,18 @@ impl HubSite {
         }
     }
 
+    /// [`HubSite::new`] with the hub and every agent started, and the
+    /// agents online.
+    pub fn running(db: TestDb, agents: usize, hub_settings: &str) -> HubSite {
+        let mut s = HubSite::new(db, agents, hub_settings);
+        s.start_hub();
+        for i in 0..agents {
+            s.start_agent(i);
+        }
+        s.wait_online(agents, Duration::from_secs(20));
+        s
+    }
+
     /// Starts agent `i` and waits until it consumes.
     pub fn start_agent(&mut self, i: usize) {
         let log = format!("agent{i}.log");

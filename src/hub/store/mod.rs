@@ -154,10 +154,12 @@ pub struct Store {
     pub pool: AnyPool,
     /// Its engine.
     pub engine: Engine,
-    /// Held by every filing of results ([`Store::ingest`]): the results
-    /// consumer and the monitor's lost tasks file one batch at a time, so
-    /// on PostgreSQL (where transactions run side by side) a child cannot
-    /// be held by one batch while another releases its parent's children.
+    /// Held by every filing of results ([`Store::ingest`]) and of started
+    /// tasks ([`Store::mark_started`]): the results consumer, the
+    /// monitor's lost tasks and its started tasks file one batch at a
+    /// time, so on PostgreSQL (where transactions run side by side) a
+    /// child cannot be held by one batch while another releases its
+    /// parent's children, and a task's counters move once per change.
     pub(crate) filing: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 

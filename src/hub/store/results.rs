@@ -413,6 +413,11 @@ impl Store {
     /// yet final becomes STARTED; an unknown one whose root is one of this
     /// hub's is added to that root's job.
     pub async fn mark_started(&self, batch: &[Started]) -> Result<(), StoreError> {
+        // Both this and [`Store::ingest`] read a task's row and change the
+        // counters by what they read: side by side on PostgreSQL each
+        // would move the same task from the state it saw, and the job's
+        // task counters would drift from its rows.
+        let _filing = self.filing.lock().await;
         let mut tx = self.write().await?;
         let ids = batch
             .iter()
@@ -563,6 +568,8 @@ impl Store {
     /// The first time after the node was online, an `OFFLINE` event says
     /// so. Returns how many tasks.
     pub async fn requeue_node(&self, node: &str) -> Result<u64, StoreError> {
+        // Counted, then changed: no result may be filed in between.
+        let _filing = self.filing.lock().await;
         let mut tx = self.write().await?;
         let groups = sqlx::query(
             "SELECT job_id, tasktype, COUNT(*) FROM tasks WHERE node = $1 AND state = 'STARTED' AND final = 0 GROUP BY job_id, tasktype",
