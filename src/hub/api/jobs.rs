@@ -7,7 +7,7 @@ use super::http::{
 use super::stream;
 use crate::hub::store::jobs::{Bind, FileRecord, Filter, Job, Page as StorePage, state, task_state};
 use crate::hub::store::plan::Planned;
-use crate::hub::store::workflows::RecordFiles;
+use crate::hub::store::workflows::{COMPLETED_STATES, FAILED_STATES, RecordFiles};
 use crate::hub::store::{iso, now_us};
 use axum::Json;
 use axum::http::StatusCode;
@@ -749,8 +749,8 @@ async fn job_files(
 ) -> ApiResult<Response> {
     let j = s.store.job(id).await?.ok_or_else(|| ApiError::not_found("job"))?;
     let states: &[&str] = match q.category.as_deref().unwrap_or("failed") {
-        "failed" => &["failures", "aborted"],
-        "completed" => &["processed", "skipped"],
+        "failed" => &FAILED_STATES,
+        "completed" => &COMPLETED_STATES,
         "queued" => {
             if aq.after.is_some() {
                 return Err(ApiError::bad(

@@ -1,8 +1,8 @@
 //! A dry run's plan: what each rule of a job's workflow would have
 //! taken, read back from its discoveries' results (`status.plan`).
 
+use super::results::DISCOVERY_TASKS;
 use super::{Store, StoreError, db};
-use crate::task::TaskName;
 use sqlx::Row;
 
 /// One rule's line of a dry run: what its actions would have taken.
@@ -23,10 +23,7 @@ impl Store {
     /// up over the job's finished discoveries (`status.plan` of their
     /// results), by rule.
     pub async fn dry_run_plan(&self, job: i64) -> Result<Vec<Planned>, StoreError> {
-        let names: Vec<String> = [TaskName::RecursiveNavigate, TaskName::Snapdiff]
-            .iter()
-            .map(|t| format!("'{}'", t.as_str()))
-            .collect();
+        let names: Vec<String> = DISCOVERY_TASKS.iter().map(|t| format!("'{}'", t.as_str())).collect();
         let rows = sqlx::query(&format!(
             "SELECT result FROM tasks WHERE job_id = $1 AND tasktype IN ({}) AND result IS NOT NULL",
             names.join(", ")

@@ -233,11 +233,11 @@ const ORPHAN: i64 = 2;
 
 /// Whether a task is a walk whose result ends a job's discovery.
 pub fn is_discovery(tasktype: &str) -> bool {
-    matches!(
-        TaskName::parse(tasktype),
-        Some(TaskName::RecursiveNavigate | TaskName::Snapdiff)
-    )
+    TaskName::parse(tasktype).is_some_and(|t| DISCOVERY_TASKS.contains(&t))
 }
+
+/// The tasks that discover (walk or diff) rather than act.
+pub const DISCOVERY_TASKS: [TaskName; 2] = [TaskName::RecursiveNavigate, TaskName::Snapdiff];
 
 fn failed_state(s: &str) -> bool {
     s == task_state::FAILURE || s == task_state::ERROR

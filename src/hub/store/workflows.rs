@@ -56,6 +56,12 @@ pub enum RecordFiles {
     None,
 }
 
+/// The file states a job's Failed items list (and `failures` records).
+pub const FAILED_STATES: [&str; 2] = ["failures", "aborted"];
+
+/// The file states a job's Completed items list (recorded with `all`).
+pub const COMPLETED_STATES: [&str; 2] = ["processed", "skipped"];
+
 impl RecordFiles {
     /// Every setting, as workflows spell it.
     pub const NAMES: [&str; 3] = ["failures", "all", "none"];
@@ -84,7 +90,7 @@ impl RecordFiles {
     pub fn keeps(self, state: &str) -> bool {
         match self {
             RecordFiles::All => true,
-            RecordFiles::Failures => matches!(state, "failures" | "aborted"),
+            RecordFiles::Failures => FAILED_STATES.contains(&state),
             RecordFiles::None => false,
         }
     }

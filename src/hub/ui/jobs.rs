@@ -19,7 +19,7 @@ use crate::hub::jobctl::JobCtlError;
 use crate::hub::store::jobs::{Bind, FileRecord, Filter, Job, Page, Task, state};
 use crate::hub::store::now_us;
 use crate::hub::store::plan::Planned;
-use crate::hub::store::workflows::RecordFiles;
+use crate::hub::store::workflows::{COMPLETED_STATES, FAILED_STATES, RecordFiles};
 use askama::Template;
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
@@ -841,13 +841,13 @@ async fn job_page(s: &ApiState, session: &Session, id: i64, q: &JobQuery, error:
             pg = Some(pager(page_no, ITEMS_PER_PAGE, live.bar.total, link));
         }
         "failed" => {
-            let (count, rows) = s.store.file_records(&files_in(&["failures", "aborted"]), at).await?;
+            let (count, rows) = s.store.file_records(&files_in(&FAILED_STATES), at).await?;
             failed_count = count;
             failed = rows.iter().map(failed_row).collect();
             pg = Some(pager(page_no, ITEMS_PER_PAGE, count, link));
         }
         "completed" if j.record_files == RecordFiles::All => {
-            let (count, rows) = s.store.file_records(&files_in(&["processed", "skipped"]), at).await?;
+            let (count, rows) = s.store.file_records(&files_in(&COMPLETED_STATES), at).await?;
             failed = rows.iter().map(failed_row).collect();
             pg = Some(pager(page_no, ITEMS_PER_PAGE, count, link));
         }
