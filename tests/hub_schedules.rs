@@ -790,3 +790,93 @@ fn the_store_records_a_run_and_writes_its_job_once_on_both_engines() {
         });
     }
 }
+
+#[test]
+fn the_schedule_editor_saves_a_schedule_and_its_subscriptions_together_or_not_at_all_on_both_engines() {
+    for db in both() {
+        rt().block_on(async {
+            let store = Store::open(&db.url).await.unwrap();
+            let e = db.engine;
+            let mut sched = Schedule {
+                id: 0,
+                name: "edited".into(),
+                site: "s1".into(),
+                space: None,
+                enabled: true,
+                discovery: None,
+                discovery_options: json!({}),
+                managed_paths: json!(["/data"]),
+                minute: "0".into(),
+                hour: "2".into(),
+                day_of_week: "*".into(),
+                day_of_month: "*".into(),
+                month_of_year: "*".into(),
+                last_run_at: None,
+                created: 0,
+                timezone: None,
+            };
+            let sub = |workflow: &str, id: i64| ScheduleWorkflow {
+                id,
+                schedule_id: 0,
+                workflow: workflow.into(),
+                site: "s1".into(),
+                queue: "default".into(),
+                fields: json!({}),
+            };
+            // New: the schedule and both subscriptions.
+            let id = store
+                .save_schedule(&sched, None, &[sub("premigrate", 0), sub("migrate", 0)])
+                .await
+                .unwrap()
+                .unwrap();
+            let had = store.schedule_workflows(id).await.unwrap();
+            assert_eq!(
+                had.iter()
+                    .map(|w| (w.workflow.as_str(), w.schedule_id))
+                    .collect::<Vec<_>>(),
+                [("premigrate", id), ("migrate", id)],
+                "{e}"
+            );
+            // Changed: one kept and changed, one left out (deleted), one new.
+            sched.id = id;
+            sched.hour = "3".into();
+            let mut kept = had[0].clone();
+            kept.queue = "bulk".into();
+            store
+                .save_schedule(&sched, Some(7), &[kept.clone(), sub("recall", 0)])
+                .await
+                .unwrap()
+                .unwrap();
+            let now = store.schedule_workflows(id).await.unwrap();
+            assert_eq!(now.len(), 2, "{e}: {now:?}");
+            assert_eq!(now[0], kept, "{e}: kept by id, changed");
+            assert_eq!(now[1].workflow, "recall", "{e}");
+            assert!(now.iter().all(|w| w.workflow != "migrate"), "{e}: left out, deleted");
+            let s = store.schedule(id).await.unwrap().unwrap();
+            assert_eq!((s.hour.as_str(), s.last_run_at), ("3", Some(7)), "{e}");
+            // A subscription of another schedule: nothing is written, not
+            // even the schedule's own fields.
+            let fresh = Schedule { id: 0, ..sched.clone() };
+            let other = store
+                .save_schedule(&fresh, None, &[sub("migrate", 0)])
+                .await
+                .unwrap()
+                .unwrap();
+            let foreign = store.schedule_workflows(other).await.unwrap().remove(0);
+            sched.hour = "4".into();
+            assert_eq!(
+                store
+                    .save_schedule(&sched, None, &[kept.clone(), foreign])
+                    .await
+                    .unwrap(),
+                None,
+                "{e}"
+            );
+            assert_eq!(store.schedule(id).await.unwrap().unwrap().hour, "3", "{e}: rolled back");
+            assert_eq!(store.schedule_workflows(id).await.unwrap(), now, "{e}: rolled back");
+            // A schedule that is gone.
+            assert!(store.delete_schedule(id).await.unwrap());
+            assert_eq!(store.save_schedule(&sched, None, &[]).await.unwrap(), None, "{e}");
+        });
+    }
+}

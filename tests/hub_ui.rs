@@ -147,6 +147,7 @@ fn the_web_page_in_a_browser() {
         "cancel_js": running[0],
         "cancel_nojs": running[1],
         "schedule": sched_id,
+        "schedule_path": s.data().join("projects").join("running-a"),
         "signals": signals.path(),
         "screenshots": shots,
         "chromium": CHROMIUM,
@@ -200,7 +201,13 @@ fn the_web_page_in_a_browser() {
     for id in &running {
         assert_eq!(s.wait_job(*id, Duration::from_secs(60))["state"], "CANCELLED");
     }
-    for name in ["jobs.png", "job.png", "health.png"] {
+    // The schedule made, changed and deleted in the editor is gone, and
+    // the one run by hand still has its workflow.
+    let made = report["edited_schedule"].as_i64().unwrap();
+    s.api("GET", &format!("/api/schedules/{made}/"), None, 404);
+    let subs = s.api("GET", &format!("/api/schedules/{sched_id}/workflows/"), None, 200);
+    assert_eq!(subs["count"], 1, "{subs}");
+    for name in ["jobs.png", "job.png", "health.png", "schedule.png"] {
         let p = shots.join(name);
         let size = std::fs::metadata(&p).map(|m| m.len()).unwrap_or(0);
         assert!(size > 10_000, "{}: {size} bytes", p.display());

@@ -281,6 +281,64 @@ with sync_playwright() as p:
     page.wait_for_url(re.compile(rf".*/ui/schedules/\?ran={sched}&jobs=\d+"))
     expect(page.get_by_test_id("notice")).to_contain_text(f"Schedule {sched} ran now")
     page.screenshot(path=os.path.join(shots, "schedules.png"), full_page=True)
+    # Its own page lists that run, by hand.
+    page.get_by_test_id(f"schedule-link-{sched}").click()
+    page.wait_for_url(f"{url}/ui/schedules/{sched}/")
+    expect(page.get_by_test_id("schedule-runs")).to_contain_text("started")
+    expect(page.get_by_test_id("schedule-runs")).to_contain_text("by hand")
+    # A new schedule, made in the editor: a bad hour is refused beside the
+    # text as typed, then it is created with its workflow.
+    page.get_by_test_id("back-to-schedules").click()
+    page.get_by_test_id("schedule-new").click()
+    page.wait_for_url(f"{url}/ui/schedules/new/")
+    editor = page.get_by_test_id("schedule-json")
+    doc = json.loads(editor.input_value())
+    assert doc["site"] == spec["site"], doc
+    doc.update({"name": "every six hours", "enabled": False, "minute": "15", "hour": "25",
+                "managed_paths": [spec["schedule_path"]],
+                "workflows": [{"workflow": "premigrate", "queue": "default", "fields": {}}]})
+    typed = json.dumps(doc, indent=2)
+    editor.fill(typed)
+    expect_status(400, "/ui/schedules/new/")
+    page.get_by_test_id("schedule-save").click()
+    expect(page.get_by_test_id("schedule-error")).to_contain_text('hour: "25"')
+    assert editor.input_value() == typed, "the text as typed is kept"
+    doc["hour"] = "*/6"
+    editor.fill(json.dumps(doc, indent=2))
+    page.get_by_test_id("schedule-save").click()
+    page.wait_for_url(re.compile(rf"{re.escape(url)}/ui/schedules/\d+/\?saved=created"))
+    made = int(re.search(r"/ui/schedules/(\d+)/", page.url).group(1))
+    expect(page.get_by_test_id("notice")).to_have_text("Created.")
+    expect(page.get_by_test_id("schedule-summary")).to_contain_text("15 */6 * * *")
+    expect(page.get_by_test_id("schedule-runs-empty")).to_be_visible()
+    saved = json.loads(editor.input_value())
+    assert [w["workflow"] for w in saved["workflows"]] == ["premigrate"], saved
+    # A workflow that does not exist: refused, naming the entry, and
+    # nothing is written (the minute stays).
+    saved["minute"] = "45"
+    saved["workflows"].append({"workflow": "no-such"})
+    editor.fill(json.dumps(saved, indent=2))
+    expect_status(400, f"/ui/schedules/{made}/")
+    page.get_by_test_id("schedule-save").click()
+    expect(page.get_by_test_id("schedule-error")).to_contain_text('workflows[1] (no-such): workflow: no workflow called "no-such"')
+    page.goto(f"{url}/ui/schedules/{made}/")
+    assert json.loads(editor.input_value())["minute"] == "15"
+    # Unsubscribed and changed, in one save.
+    saved["workflows"] = []
+    editor.fill(json.dumps(saved, indent=2))
+    page.get_by_test_id("schedule-save").click()
+    page.wait_for_url(f"{url}/ui/schedules/{made}/?saved=1")
+    expect(page.get_by_test_id("schedule-summary")).to_contain_text("45 */6 * * *")
+    assert json.loads(editor.input_value())["workflows"] == []
+    report["edited_schedule"] = made
+    page.screenshot(path=os.path.join(shots, "schedule.png"), full_page=True)
+    # Delete asks first; the list says it went.
+    page.get_by_test_id("schedule-delete").click()
+    page.wait_for_url(f"{url}/ui/schedules/{made}/delete/")
+    page.get_by_test_id("confirm-delete").click()
+    page.wait_for_url(re.compile(rf".*/ui/schedules/\?deleted="))
+    expect(page.get_by_test_id("notice")).to_contain_text('Schedule "every six hours" was deleted.')
+    expect(page.get_by_test_id(f"schedule-row-{made}")).to_have_count(0)
     page.get_by_test_id("logout").click()
     page.wait_for_url(f"{url}/ui/login/")
     ctx.close()

@@ -11,7 +11,7 @@ pub(crate) mod events;
 pub(crate) mod health;
 pub(crate) mod http;
 pub(crate) mod jobs;
-mod schedules;
+pub(crate) mod schedules;
 mod sites;
 mod stream;
 mod submit;

@@ -11,7 +11,7 @@
 
 use super::http::{
     ApiError, ApiResult, ApiState, Base, Body, Caller, Conflict, Detail, Id, Page, PageQuery, Paging, Query, State,
-    present,
+    parse_body, present,
 };
 use super::jobs::{JobOut, job_out};
 use crate::hub::cron::{Cron, CronError};
@@ -294,6 +294,20 @@ async fn list(
 #[utoipa::path(post, path = "/api/schedules/", tag = "schedules", operation_id = "create_schedule", request_body = Fields,
     responses((status = 201, body = ScheduleOut), (status = 400, body = Detail), (status = 401, body = Detail), (status = 413, body = Detail)))]
 async fn create(s: State, _c: Caller, base: Base, Body(f): Body<Fields>) -> ApiResult<Response> {
+    let mut x = new_schedule(&s, f).await?;
+    x.id = s.store.create_schedule(&x).await?;
+    s.schedules.notify_one();
+    let x = found(&s, x.id).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(schedule_out(&base, &x, s.configs.get().schedules_enabled)),
+    )
+        .into_response())
+}
+
+/// A new schedule from `f`, checked, not written: `name`, `site` and
+/// `managed_paths` are required, cron fields default to `*`.
+async fn new_schedule(st: &ApiState, f: Fields) -> ApiResult<Schedule> {
     for (field, given) in [
         ("name", f.name.is_some()),
         ("site", f.site.is_some()),
@@ -321,15 +335,19 @@ async fn create(s: State, _c: Caller, base: Base, Body(f): Body<Fields>) -> ApiR
         created: 0,
         timezone: None,
     };
-    f.apply(&s, &mut x).await?;
-    let id = s.store.create_schedule(&x).await?;
-    s.schedules.notify_one();
-    let x = found(&s, id).await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(schedule_out(&base, &x, s.configs.get().schedules_enabled)),
-    )
-        .into_response())
+    f.apply(st, &mut x).await?;
+    Ok(x)
+}
+
+/// Schedule `id` changed by `f`, checked, not written, and the time its
+/// due times count from again (a changed crontab, or a schedule enabled
+/// again: none before is run).
+async fn changed_schedule(st: &ApiState, id: i64, f: Fields) -> ApiResult<(Schedule, Option<i64>)> {
+    let mut x = found(st, id).await?;
+    let was_enabled = x.enabled;
+    let cron_changed = f.apply(st, &mut x).await?;
+    let restart = (cron_changed || (x.enabled && !was_enabled)).then(crate::hub::store::now_us);
+    Ok((x, restart))
 }
 
 /// A schedule.
@@ -345,10 +363,7 @@ async fn read(s: State, _c: Caller, base: Base, Id(id): Id) -> ApiResult<Json<Sc
 #[utoipa::path(patch, path = "/api/schedules/{id}/", tag = "schedules", operation_id = "patch_schedule", params(("id" = i64, Path)), request_body = Fields,
     responses((status = 200, body = ScheduleOut), (status = 400, body = Detail), (status = 401, body = Detail), (status = 404, body = Detail), (status = 413, body = Detail)))]
 async fn patch(s: State, _c: Caller, base: Base, Id(id): Id, Body(f): Body<Fields>) -> ApiResult<Json<ScheduleOut>> {
-    let mut x = found(&s, id).await?;
-    let was_enabled = x.enabled;
-    let cron_changed = f.apply(&s, &mut x).await?;
-    let restart = (cron_changed || (x.enabled && !was_enabled)).then(crate::hub::store::now_us);
+    let (x, restart) = changed_schedule(&s, id, f).await?;
     if !s.store.update_schedule(&x, restart).await? {
         return Err(ApiError::not_found("schedule"));
     }
@@ -666,6 +681,139 @@ async fn delete_workflow(s: State, _c: Caller, Ids(id, sid): Ids) -> ApiResult<R
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
+/// What the web page's schedule editor holds: a schedule's writable
+/// fields (what `POST /api/schedules/` reads) and, under `workflows`, its
+/// subscriptions (what `POST /api/schedules/{id}/workflows/` reads, with
+/// the `id` of one that is kept).
+pub(crate) struct Document {
+    fields: Fields,
+    /// `None`: the key was left out (a change keeps the subscriptions).
+    workflows: Option<Vec<(i64, SubscriptionFields)>>,
+}
+
+/// The key of the subscriptions in a [`Document`].
+const WORKFLOWS: &str = "workflows";
+
+/// Reads the editor's text as the API reads bodies (unknown fields
+/// refused, errors naming the field), into a [`Document`].
+pub(crate) fn read_document(text: &str) -> ApiResult<Document> {
+    let mut top: Map<String, Value> = parse_body(text.as_bytes())?;
+    let workflows = match top.remove(WORKFLOWS) {
+        None => None,
+        Some(Value::Array(items)) => Some(
+            items
+                .into_iter()
+                .enumerate()
+                .map(|(i, item)| subscription_entry(i, item))
+                .collect::<ApiResult<Vec<_>>>()?,
+        ),
+        Some(_) => {
+            return Err(ApiError::bad(format!(
+                "{WORKFLOWS}: a list of subscribed workflows ([] for none)"
+            )));
+        }
+    };
+    let fields = parse_body(&serde_json::to_vec(&top).expect("JSON values serialize"))?;
+    Ok(Document { fields, workflows })
+}
+
+/// Subscription `i` of a document: its id (0 for a new one) and fields.
+fn subscription_entry(i: usize, item: Value) -> ApiResult<(i64, SubscriptionFields)> {
+    let at = format!("{WORKFLOWS}[{i}]");
+    let Value::Object(mut o) = item else {
+        return Err(ApiError::bad(format!("{at}: an object: {{\"workflow\": name, …}}")));
+    };
+    let id = match o.remove("id") {
+        None | Some(Value::Null) => 0,
+        Some(v) => v
+            .as_i64()
+            .filter(|id| *id > 0)
+            .ok_or_else(|| ApiError::bad(format!("{at}.id: the id of a subscription of this schedule")))?,
+    };
+    let f: SubscriptionFields = parse_body(&serde_json::to_vec(&o).expect("JSON values serialize"))
+        .map_err(|e| ApiError::bad(format!("{at}.{}", e.detail)))?;
+    if id == 0 && f.workflow.is_none() {
+        return Err(ApiError::bad(format!("{at}.workflow: This field is required.")));
+    }
+    Ok((id, f))
+}
+
+/// A schedule and its subscriptions as a document's JSON: what the
+/// editor shows, and reads back unchanged.
+pub(crate) fn document_json(s: &Schedule, subs: &[ScheduleWorkflow]) -> Value {
+    json!({
+        "name": s.name,
+        "site": s.site,
+        "enabled": s.enabled,
+        "minute": s.minute,
+        "hour": s.hour,
+        "day_of_month": s.day_of_month,
+        "month_of_year": s.month_of_year,
+        "day_of_week": s.day_of_week,
+        "managed_paths": s.managed_paths,
+        "discovery": s.discovery,
+        "discovery_options": s.discovery_options,
+        "space": s.space,
+        WORKFLOWS: subs.iter().map(|w| json!({
+            "id": w.id,
+            "workflow": w.workflow,
+            "site": w.site,
+            "queue": w.queue,
+            "fields": w.fields,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// Checks a document and writes it, the schedule and its subscriptions
+/// in one transaction (nothing is written when any part is refused):
+/// schedule `id`, or a new one. Every subscription is checked as a run
+/// would submit it, against the schedule as it will be.
+pub(crate) async fn save_document(st: &ApiState, id: Option<i64>, doc: Document) -> ApiResult<Schedule> {
+    let (x, restart) = match id {
+        None => (new_schedule(st, doc.fields).await?, None),
+        Some(id) => changed_schedule(st, id, doc.fields).await?,
+    };
+    let had = match id {
+        Some(id) => st.store.schedule_workflows(id).await?,
+        None => Vec::new(),
+    };
+    let subs = match doc.workflows {
+        None => had,
+        Some(entries) => {
+            let mut subs = Vec::with_capacity(entries.len());
+            for (i, (sid, f)) in entries.into_iter().enumerate() {
+                let mut w = if sid == 0 {
+                    ScheduleWorkflow {
+                        id: 0,
+                        schedule_id: x.id,
+                        workflow: String::new(),
+                        site: x.site.clone(),
+                        queue: String::new(),
+                        fields: json!({}),
+                    }
+                } else {
+                    had.iter().find(|w| w.id == sid).cloned().ok_or_else(|| {
+                        ApiError::bad(format!("{WORKFLOWS}[{i}].id: this schedule has no subscription {sid}"))
+                    })?
+                };
+                f.apply(st, &x, &mut w).await.map_err(|e| ApiError {
+                    detail: format!("{WORKFLOWS}[{i}] ({}): {}", w.workflow, e.detail),
+                    ..e
+                })?;
+                subs.push(w);
+            }
+            subs
+        }
+    };
+    let saved = st
+        .store
+        .save_schedule(&x, restart, &subs)
+        .await?
+        .ok_or_else(|| ApiError::not_found("schedule (or one of its subscriptions)"))?;
+    st.schedules.notify_one();
+    found(st, saved).await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -699,5 +847,75 @@ mod tests {
         assert!(d.starts_with("day_of_week: \"mon-frx\": "), "{d}");
         let e = Cron::parse("*", "*", "*", "30", "2").unwrap_err();
         assert!(cron_error(e).detail.starts_with("day_of_month: "));
+    }
+
+    #[test]
+    fn a_document_is_a_schedules_fields_and_its_subscriptions() {
+        let d = read_document(
+            r#"{"name": "n", "site": "s", "managed_paths": ["/a"],
+                "workflows": [{"id": 4, "queue": "bulk"}, {"workflow": "migrate", "fields": {"x": 1}}]}"#,
+        )
+        .unwrap();
+        assert_eq!(d.fields.name.as_deref(), Some("n"));
+        let w = d.workflows.unwrap();
+        assert_eq!(w.iter().map(|(id, _)| *id).collect::<Vec<_>>(), [4, 0]);
+        assert_eq!(w[0].1.queue.as_deref(), Some("bulk"));
+        assert_eq!(w[1].1.workflow.as_deref(), Some("migrate"));
+        assert!(
+            read_document(r#"{"name": "n"}"#).unwrap().workflows.is_none(),
+            "left out: kept"
+        );
+        let err = |text: &str| read_document(text).err().unwrap().detail;
+        assert_eq!(
+            err(r#"{"colour": "red"}"#).split(':').next(),
+            Some("colour"),
+            "unknown fields refused"
+        );
+        assert!(err(r#"{"workflows": {}}"#).starts_with("workflows: a list"));
+        assert_eq!(
+            err(r#"{"workflows": [{}]}"#),
+            "workflows[0].workflow: This field is required."
+        );
+        assert!(err(r#"{"workflows": [{"id": 1, "colour": 2}]}"#).starts_with("workflows[0].colour: "));
+        assert!(err(r#"{"workflows": [{"id": "x"}]}"#).starts_with("workflows[0].id: "));
+        assert!(err(r#"{"workflows": [3]}"#).starts_with("workflows[0]: an object"));
+    }
+
+    #[test]
+    fn a_document_reads_back_what_it_shows() {
+        let s = Schedule {
+            id: 2,
+            name: "n".into(),
+            site: "s".into(),
+            space: None,
+            enabled: false,
+            discovery: Some("snapdiff".into()),
+            discovery_options: json!({"skip_missing": true}),
+            managed_paths: json!(["/a"]),
+            minute: "5".into(),
+            hour: "*/2".into(),
+            day_of_week: "mon".into(),
+            day_of_month: "*".into(),
+            month_of_year: "*".into(),
+            last_run_at: None,
+            created: 0,
+            timezone: None,
+        };
+        let w = ScheduleWorkflow {
+            id: 9,
+            schedule_id: 2,
+            workflow: "migrate".into(),
+            site: "s".into(),
+            queue: "default".into(),
+            fields: json!({"k": "v"}),
+        };
+        let text = document_json(&s, &[w]).to_string();
+        let d = read_document(&text).unwrap();
+        assert_eq!(d.fields.minute.as_deref(), Some("5"));
+        assert_eq!(d.fields.discovery, Some(Some("snapdiff".into())));
+        let subs = d.workflows.unwrap();
+        assert_eq!(subs.len(), 1);
+        assert_eq!(subs[0].0, 9);
+        assert_eq!(subs[0].1.fields.as_ref().map(|f| f["k"].clone()), Some(json!("v")));
     }
 }

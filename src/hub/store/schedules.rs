@@ -260,6 +260,76 @@ async fn still_going(tx: &mut Tx, schedule_id: i64) -> Result<Option<(String, St
     }))
 }
 
+/// A statement with its arguments, for the pool or a transaction.
+type Statement<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>;
+
+fn insert_schedule(s: &Schedule) -> Statement<'_> {
+    sqlx::query(
+        "INSERT INTO schedules (name, site, space, enabled, discovery, discovery_options, managed_paths, minute, hour,
+           day_of_week, day_of_month, month_of_year, last_run_at, created)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) RETURNING id",
+    )
+    .bind(&s.name)
+    .bind(&s.site)
+    .bind(&s.space)
+    .bind(s.enabled as i64)
+    .bind(&s.discovery)
+    .bind(s.discovery_options.to_string())
+    .bind(s.managed_paths.to_string())
+    .bind(&s.minute)
+    .bind(&s.hour)
+    .bind(&s.day_of_week)
+    .bind(&s.day_of_month)
+    .bind(&s.month_of_year)
+    .bind(s.last_run_at)
+    .bind(now_us())
+}
+
+fn update_schedule(s: &Schedule, restart_at: Option<i64>) -> Statement<'_> {
+    sqlx::query(
+        "UPDATE schedules SET name = $2, site = $3, space = $4, enabled = $5, discovery = $6, discovery_options = $7,
+           managed_paths = $8, minute = $9, hour = $10, day_of_week = $11, day_of_month = $12, month_of_year = $13,
+           last_run_at = COALESCE($14, last_run_at) WHERE id = $1",
+    )
+    .bind(s.id)
+    .bind(&s.name)
+    .bind(&s.site)
+    .bind(&s.space)
+    .bind(s.enabled as i64)
+    .bind(&s.discovery)
+    .bind(s.discovery_options.to_string())
+    .bind(s.managed_paths.to_string())
+    .bind(&s.minute)
+    .bind(&s.hour)
+    .bind(&s.day_of_week)
+    .bind(&s.day_of_month)
+    .bind(&s.month_of_year)
+    .bind(restart_at)
+}
+
+fn insert_subscription(w: &ScheduleWorkflow) -> Statement<'_> {
+    sqlx::query(
+        "INSERT INTO schedule_workflows (schedule_id, workflow, site, queue, fields) VALUES ($1, $2, $3, $4, $5) RETURNING id",
+    )
+    .bind(w.schedule_id)
+    .bind(&w.workflow)
+    .bind(&w.site)
+    .bind(&w.queue)
+    .bind(w.fields.to_string())
+}
+
+fn update_subscription(w: &ScheduleWorkflow) -> Statement<'_> {
+    sqlx::query(
+        "UPDATE schedule_workflows SET workflow = $3, site = $4, queue = $5, fields = $6 WHERE schedule_id = $1 AND id = $2",
+    )
+    .bind(w.schedule_id)
+    .bind(w.id)
+    .bind(&w.workflow)
+    .bind(&w.site)
+    .bind(&w.queue)
+    .bind(w.fields.to_string())
+}
+
 impl Store {
     /// Schedules by id, those of site `site` only when given.
     pub async fn schedules(&self, site: Option<&str>) -> Result<Vec<Schedule>, StoreError> {
@@ -287,28 +357,10 @@ impl Store {
 
     /// Creates a schedule (its `created` is now); its id.
     pub async fn create_schedule(&self, s: &Schedule) -> Result<i64, StoreError> {
-        let row = sqlx::query(
-            "INSERT INTO schedules (name, site, space, enabled, discovery, discovery_options, managed_paths, minute, hour,
-               day_of_week, day_of_month, month_of_year, last_run_at, created)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) RETURNING id",
-        )
-        .bind(&s.name)
-        .bind(&s.site)
-        .bind(&s.space)
-        .bind(s.enabled as i64)
-        .bind(&s.discovery)
-        .bind(s.discovery_options.to_string())
-        .bind(s.managed_paths.to_string())
-        .bind(&s.minute)
-        .bind(&s.hour)
-        .bind(&s.day_of_week)
-        .bind(&s.day_of_month)
-        .bind(&s.month_of_year)
-        .bind(s.last_run_at)
-        .bind(now_us())
-        .fetch_one(&self.pool)
-        .await
-        .map_err(db("create a schedule"))?;
+        let row = insert_schedule(s)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db("create a schedule"))?;
         Ok(row.get(0))
     }
 
@@ -317,29 +369,71 @@ impl Store {
     /// when given, becomes `last_run_at`: due times are then counted from
     /// it (a changed crontab, a schedule enabled again).
     pub async fn update_schedule(&self, s: &Schedule, restart_at: Option<i64>) -> Result<bool, StoreError> {
-        let done = sqlx::query(
-            "UPDATE schedules SET name = $2, site = $3, space = $4, enabled = $5, discovery = $6, discovery_options = $7,
-               managed_paths = $8, minute = $9, hour = $10, day_of_week = $11, day_of_month = $12, month_of_year = $13,
-               last_run_at = COALESCE($14, last_run_at) WHERE id = $1",
-        )
-        .bind(s.id)
-        .bind(&s.name)
-        .bind(&s.site)
-        .bind(&s.space)
-        .bind(s.enabled as i64)
-        .bind(&s.discovery)
-        .bind(s.discovery_options.to_string())
-        .bind(s.managed_paths.to_string())
-        .bind(&s.minute)
-        .bind(&s.hour)
-        .bind(&s.day_of_week)
-        .bind(&s.day_of_month)
-        .bind(&s.month_of_year)
-        .bind(restart_at)
-        .execute(&self.pool)
-        .await
-        .map_err(db("update a schedule"))?;
+        let done = update_schedule(s, restart_at)
+            .execute(&self.pool)
+            .await
+            .map_err(db("update a schedule"))?;
         Ok(done.rows_affected() > 0)
+    }
+
+    /// Writes schedule `s` (a new one when its id is 0; `restart_at` as
+    /// [`Store::update_schedule`] takes it) and makes its subscriptions
+    /// exactly `subs` (each by id; id 0: a new one; those not listed are
+    /// deleted), in one transaction: what the web page's schedule editor
+    /// saves. The schedule's id, or `None` when `s` (by id) or one of the
+    /// listed subscriptions is no longer there (nothing is written).
+    pub async fn save_schedule(
+        &self,
+        s: &Schedule,
+        restart_at: Option<i64>,
+        subs: &[ScheduleWorkflow],
+    ) -> Result<Option<i64>, StoreError> {
+        let what = "save a schedule and its workflows";
+        let mut tx = self.write().await?;
+        let id = if s.id == 0 {
+            insert_schedule(s).fetch_one(&mut *tx).await.map_err(db(what))?.get(0)
+        } else if update_schedule(s, restart_at)
+            .execute(&mut *tx)
+            .await
+            .map_err(db(what))?
+            .rows_affected()
+            == 0
+        {
+            return Ok(None);
+        } else {
+            s.id
+        };
+        let had: Vec<i64> = sqlx::query("SELECT id FROM schedule_workflows WHERE schedule_id = $1")
+            .bind(id)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db(what))?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        for gone in had.iter().filter(|h| !subs.iter().any(|w| w.id == **h)) {
+            sqlx::query("DELETE FROM schedule_workflows WHERE schedule_id = $1 AND id = $2")
+                .bind(id)
+                .bind(gone)
+                .execute(&mut *tx)
+                .await
+                .map_err(db(what))?;
+        }
+        for w in subs {
+            let w = ScheduleWorkflow {
+                schedule_id: id,
+                ..w.clone()
+            };
+            if w.id == 0 {
+                insert_subscription(&w).fetch_one(&mut *tx).await.map_err(db(what))?;
+            } else if !had.contains(&w.id) {
+                return Ok(None);
+            } else {
+                update_subscription(&w).execute(&mut *tx).await.map_err(db(what))?;
+            }
+        }
+        tx.commit().await.map_err(db(what))?;
+        Ok(Some(id))
     }
 
     /// Deletes a schedule with its subscriptions and its runs' record; its
@@ -395,34 +489,19 @@ impl Store {
 
     /// Subscribes a workflow to a schedule; its id.
     pub async fn create_schedule_workflow(&self, w: &ScheduleWorkflow) -> Result<i64, StoreError> {
-        let row = sqlx::query(
-            "INSERT INTO schedule_workflows (schedule_id, workflow, site, queue, fields) VALUES ($1, $2, $3, $4, $5) RETURNING id",
-        )
-        .bind(w.schedule_id)
-        .bind(&w.workflow)
-        .bind(&w.site)
-        .bind(&w.queue)
-        .bind(w.fields.to_string())
-        .fetch_one(&self.pool)
-        .await
-        .map_err(db("subscribe a workflow"))?;
+        let row = insert_subscription(w)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db("subscribe a workflow"))?;
         Ok(row.get(0))
     }
 
     /// Writes a subscription's fields (by its schedule and id).
     pub async fn update_schedule_workflow(&self, w: &ScheduleWorkflow) -> Result<bool, StoreError> {
-        let done = sqlx::query(
-            "UPDATE schedule_workflows SET workflow = $3, site = $4, queue = $5, fields = $6 WHERE schedule_id = $1 AND id = $2",
-        )
-        .bind(w.schedule_id)
-        .bind(w.id)
-        .bind(&w.workflow)
-        .bind(&w.site)
-        .bind(&w.queue)
-        .bind(w.fields.to_string())
-        .execute(&self.pool)
-        .await
-        .map_err(db("update a schedule's workflow"))?;
+        let done = update_subscription(w)
+            .execute(&self.pool)
+            .await
+            .map_err(db("update a schedule's workflow"))?;
         Ok(done.rows_affected() > 0)
     }
 

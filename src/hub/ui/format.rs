@@ -210,6 +210,24 @@ pub fn value_text(v: &serde_json::Value) -> String {
     }
 }
 
+/// JSON object `v` as an editor shows it: indented, its keys in `order`
+/// (keys not named there are left out), each once.
+pub fn ordered_json(v: &serde_json::Value, order: &[&str]) -> String {
+    let keys: Vec<&str> = order.iter().copied().filter(|k| v.get(k).is_some()).collect();
+    let mut out = String::from("{\n");
+    for (i, k) in keys.iter().enumerate() {
+        let value = serde_json::to_string_pretty(&v[k]).expect("JSON values serialize");
+        out.push_str(&format!(
+            "  {}: {}",
+            serde_json::Value::from(*k),
+            value.replace('\n', "\n  ")
+        ));
+        out.push_str(if i + 1 < keys.len() { ",\n" } else { "\n" });
+    }
+    out.push('}');
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -101,6 +101,16 @@ pub(super) struct ConfirmPage {
     pub(super) back: String,
 }
 
+/// The API's error about an editor's text (a JSON document), as the
+/// page shows it beside the editor: where serde could not say where in
+/// the document (`?: `), the text is no JSON.
+pub(super) fn editor_error(detail: String) -> String {
+    match detail.strip_prefix("?: ") {
+        Some(rest) => format!("not JSON: {rest}"),
+        None => detail,
+    }
+}
+
 /// A page saying what went wrong, with `status`.
 pub fn error_page(status: StatusCode, message: &str) -> Response {
     let page = ErrorPage {

@@ -15,7 +15,7 @@
 //! and their confirmation pages `/ui/jobs/{id}/confirm/{action}/`);
 //! `/ui/health/` (and its task types' `tasktypes/{name}/{pause|resume}/`);
 //! `/ui/workflows/` (`new/`, `{id}/`, `{id}/delete/`);
-//! `/ui/schedules/` (and `{id}/run/`);
+//! `/ui/schedules/` (`new/`, `{id}/`, `{id}/run/`, `{id}/delete/`);
 //! `/ui/static/<name>-<hash>.<ext>`.
 
 mod actions;

@@ -1,16 +1,26 @@
-//! `/ui/schedules/`: the schedules, each with its cron in words, its time
-//! zone, its last and next run, and a Run now button (the API's `POST
-//! /api/schedules/{id}/run/`, through the same `hub::schedule::run_now`).
-//! Schedules are created and changed through the API (docs/hub.md,
-//! Schedules).
+//! `/ui/schedules/`: the schedules, each with its cron, its time zone,
+//! its last and next run, and a Run now button (the API's `POST
+//! /api/schedules/{id}/run/`, through the same `hub::schedule::run_now`);
+//! one schedule's JSON in an editor (create, change) with its subscribed
+//! workflows and its latest runs; and delete.
+//!
+//! The editor holds a schedule and its subscriptions in one document:
+//! the fields of `POST /api/schedules/` and, under `workflows`, those of
+//! `POST /api/schedules/{id}/workflows/` (with the `id` of each one
+//! kept). It is checked by the API's own code, every subscription as a
+//! run would submit it, and saved in one transaction, so a schedule is
+//! never left half-changed; an error shows next to the editor, with the
+//! text as it was typed.
 
-use super::format::{Moment, moment};
-use super::frame::{Layout, Query, UiError, UiResult, page};
+use super::format::{Moment, moment, ordered_json};
+use super::frame::{ConfirmPage, Form, Layout, Query, UiError, UiResult, editor_error, page};
 use super::session::Session;
 use crate::hub::api::ApiState;
+use crate::hub::api::schedules::{document_json, read_document, save_document};
 use crate::hub::schedule::{ScheduleError, next_run, run_now};
+use crate::hub::store::jobs::Page;
 use crate::hub::store::now_us;
-use crate::hub::store::schedules::Schedule;
+use crate::hub::store::schedules::{Run, Schedule};
 use askama::Template;
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
@@ -23,7 +33,10 @@ use std::sync::Arc;
 pub(super) fn routes() -> Router<Arc<ApiState>> {
     Router::new()
         .route("/ui/schedules/", get(list))
+        .route("/ui/schedules/new/", get(new).post(create))
+        .route("/ui/schedules/{id}/", get(show).post(save))
         .route("/ui/schedules/{id}/run/", post(run))
+        .route("/ui/schedules/{id}/delete/", get(confirm_delete).post(delete))
 }
 
 /// A schedule as a row of the list.
@@ -87,6 +100,10 @@ struct Notice {
     ran: String,
     #[serde(default)]
     jobs: String,
+    #[serde(default)]
+    deleted: String,
+    #[serde(default)]
+    saved: String,
 }
 
 async fn render(s: &ApiState, session: &Session, notice: Option<String>, error: Option<String>) -> UiResult<ListPage> {
@@ -113,8 +130,277 @@ async fn list(
     Extension(session): Extension<Session>,
     Query(n): Query<Notice>,
 ) -> UiResult<Response> {
-    let notice = (!n.ran.is_empty()).then(|| format!("Schedule {} ran now: jobs {}.", n.ran, n.jobs));
+    let notice = if !n.ran.is_empty() {
+        Some(format!("Schedule {} ran now: jobs {}.", n.ran, n.jobs))
+    } else {
+        (!n.deleted.is_empty()).then(|| format!("Schedule {:?} was deleted.", n.deleted))
+    };
     page(StatusCode::OK, &render(&s, &session, notice, None).await?)
+}
+
+/// The order of a schedule's keys in the editor: what names it, when it
+/// fires, what it works on, then its workflows.
+const KEY_ORDER: &[&str] = &[
+    "name",
+    "site",
+    "enabled",
+    "minute",
+    "hour",
+    "day_of_month",
+    "month_of_year",
+    "day_of_week",
+    "managed_paths",
+    "discovery",
+    "discovery_options",
+    "space",
+    "workflows",
+];
+
+/// The editor's text of a new schedule on site `site`: a skeleton to
+/// fill in (every night at 02:00, one subscribed workflow).
+pub fn new_schedule_text(site: &str) -> String {
+    let v = serde_json::json!({
+        "name": "nightly",
+        "site": site,
+        "enabled": true,
+        "minute": "0",
+        "hour": "2",
+        "day_of_month": "*",
+        "month_of_year": "*",
+        "day_of_week": "*",
+        "managed_paths": ["/mmfs1/data"],
+        "discovery": null,
+        "discovery_options": {},
+        "workflows": [{"workflow": "migrate", "queue": "default", "fields": {}}],
+    });
+    ordered_json(&v, KEY_ORDER)
+}
+
+/// A run of a schedule as a row of its page.
+#[derive(Clone, Debug)]
+pub struct RunRow {
+    /// The due time it stands for.
+    pub due: Moment,
+    /// `started`, `skipped`, `failed` or `pending`.
+    pub outcome: String,
+    /// The workflow, for a started or failed one.
+    pub workflow: String,
+    /// The job it started.
+    pub job: Option<i64>,
+    /// Why it was skipped or failed; `by hand` for a run now.
+    pub detail: String,
+}
+
+fn run_row(r: &Run, now: i64) -> RunRow {
+    let mut detail = r.detail.clone();
+    if r.manual {
+        detail = if detail.is_empty() {
+            "by hand".into()
+        } else {
+            format!("by hand; {detail}")
+        };
+    }
+    RunRow {
+        due: moment(r.due_at, now),
+        outcome: r.outcome.clone(),
+        workflow: r.workflow.clone().unwrap_or_default(),
+        job: r.job_id,
+        detail,
+    }
+}
+
+/// The editor of a schedule (`id` 0: a new one).
+#[derive(Template)]
+#[template(path = "schedule.html")]
+struct EditPage {
+    layout: Layout,
+    id: i64,
+    title: String,
+    row: Option<ScheduleRow>,
+    text: String,
+    error: Option<String>,
+    notice: Option<String>,
+    action: String,
+    runs: Vec<RunRow>,
+}
+
+/// How many of a schedule's latest runs its page lists.
+const RUNS_SHOWN: i64 = 10;
+
+/// What the editor sends.
+#[derive(Deserialize)]
+struct Editor {
+    #[serde(default)]
+    json: String,
+}
+
+fn schedule_id(raw: &str) -> UiResult<i64> {
+    raw.parse()
+        .map_err(|_| UiError::not_found(&format!("schedule {raw:?}")))
+}
+
+async fn load(s: &ApiState, id: i64) -> UiResult<Schedule> {
+    s.store
+        .schedule(id)
+        .await?
+        .ok_or_else(|| UiError::not_found(&format!("schedule {id}")))
+}
+
+/// The page of schedule `x` showing `text`, with its row and latest runs.
+async fn edit_page(
+    s: &ApiState,
+    session: &Session,
+    x: &Schedule,
+    text: String,
+    error: Option<String>,
+    notice: Option<String>,
+) -> UiResult<EditPage> {
+    let now = now_us();
+    let (_, runs) = s
+        .store
+        .schedule_runs(
+            x.id,
+            Page {
+                offset: 0,
+                limit: Some(RUNS_SHOWN),
+            },
+        )
+        .await?;
+    Ok(EditPage {
+        layout: session.layout("schedules"),
+        id: x.id,
+        title: format!("Schedule {}", x.name),
+        row: Some(schedule_row(x, s.configs.get().schedules_enabled, now)),
+        text,
+        error,
+        notice,
+        action: format!("/ui/schedules/{}/", x.id),
+        runs: runs.iter().map(|r| run_row(r, now)).collect(),
+    })
+}
+
+fn new_page(session: &Session, text: String, error: Option<String>) -> EditPage {
+    EditPage {
+        layout: session.layout("schedules"),
+        id: 0,
+        title: "New schedule".into(),
+        row: None,
+        text,
+        error,
+        notice: None,
+        action: "/ui/schedules/new/".into(),
+        runs: Vec::new(),
+    }
+}
+
+async fn new(State(s): State<Arc<ApiState>>, Extension(session): Extension<Session>) -> UiResult<Response> {
+    let site = s.store.sites().await?.into_iter().next().map(|x| x.name);
+    let text = new_schedule_text(site.as_deref().unwrap_or("my_site"));
+    page(StatusCode::OK, &new_page(&session, text, None))
+}
+
+async fn create(
+    State(s): State<Arc<ApiState>>,
+    Extension(session): Extension<Session>,
+    Form(f): Form<Editor>,
+) -> UiResult<Response> {
+    let made = match read_document(&f.json) {
+        Ok(doc) => save_document(&s, None, doc).await,
+        Err(e) => Err(e),
+    };
+    match made {
+        Ok(x) => Ok((
+            StatusCode::SEE_OTHER,
+            [(header::LOCATION, format!("/ui/schedules/{}/?saved=created", x.id))],
+        )
+            .into_response()),
+        Err(e) if e.status.is_client_error() => {
+            page(e.status, &new_page(&session, f.json, Some(editor_error(e.detail))))
+        }
+        Err(e) => Err(UiError {
+            status: e.status,
+            message: e.detail,
+        }),
+    }
+}
+
+async fn show(
+    State(s): State<Arc<ApiState>>,
+    Extension(session): Extension<Session>,
+    Path(id): Path<String>,
+    Query(n): Query<Notice>,
+) -> UiResult<Response> {
+    let x = load(&s, schedule_id(&id)?).await?;
+    let subs = s.store.schedule_workflows(x.id).await?;
+    let text = ordered_json(&document_json(&x, &subs), KEY_ORDER);
+    let notice = match n.saved.as_str() {
+        "created" => Some("Created.".into()),
+        "" => None,
+        _ => Some("Saved.".into()),
+    };
+    page(StatusCode::OK, &edit_page(&s, &session, &x, text, None, notice).await?)
+}
+
+async fn save(
+    State(s): State<Arc<ApiState>>,
+    Extension(session): Extension<Session>,
+    Path(id): Path<String>,
+    Form(f): Form<Editor>,
+) -> UiResult<Response> {
+    let id = schedule_id(&id)?;
+    let x = load(&s, id).await?;
+    let saved = match read_document(&f.json) {
+        Ok(doc) => save_document(&s, Some(id), doc).await,
+        Err(e) => Err(e),
+    };
+    match saved {
+        Ok(_) => Ok((
+            StatusCode::SEE_OTHER,
+            [(header::LOCATION, format!("/ui/schedules/{id}/?saved=1"))],
+        )
+            .into_response()),
+        Err(e) if e.status.is_client_error() => {
+            let p = edit_page(&s, &session, &x, f.json, Some(editor_error(e.detail)), None).await?;
+            page(e.status, &p)
+        }
+        Err(e) => Err(UiError {
+            status: e.status,
+            message: e.detail,
+        }),
+    }
+}
+
+async fn confirm_delete(
+    State(s): State<Arc<ApiState>>,
+    Extension(session): Extension<Session>,
+    Path(id): Path<String>,
+) -> UiResult<Response> {
+    let x = load(&s, schedule_id(&id)?).await?;
+    page(
+        StatusCode::OK,
+        &ConfirmPage {
+            layout: session.layout("schedules"),
+            title: format!("Delete schedule {}", x.name),
+            question: "Delete this schedule, its subscribed workflows and the record of its runs? The jobs it started stay.",
+            action: format!("/ui/schedules/{}/delete/", x.id),
+            button: "Delete",
+            testid: "confirm-delete".into(),
+            back: format!("/ui/schedules/{}/", x.id),
+        },
+    )
+}
+
+async fn delete(State(s): State<Arc<ApiState>>, Path(id): Path<String>) -> UiResult<Response> {
+    let x = load(&s, schedule_id(&id)?).await?;
+    if !s.store.delete_schedule(x.id).await? {
+        return Err(UiError::not_found(&format!("schedule {}", x.id)));
+    }
+    let q: String = form_urlencoded::byte_serialize(x.name.as_bytes()).collect();
+    Ok((
+        StatusCode::SEE_OTHER,
+        [(header::LOCATION, format!("/ui/schedules/?deleted={q}"))],
+    )
+        .into_response())
 }
 
 async fn run(

@@ -4,8 +4,8 @@
 //! refuses unknown fields, and the same field and rule checks; an error
 //! shows next to the editor, with the text as it was typed.
 
-use super::format::count;
-use super::frame::{ConfirmPage, Form, Layout, Query, UiError, UiResult, page};
+use super::format::{count, ordered_json};
+use super::frame::{ConfirmPage, Form, Layout, Query, UiError, UiResult, editor_error, page};
 use super::session::Session;
 use crate::hub::api::workflows::{Fields, create_workflow, editable, update_workflow};
 use crate::hub::api::{ApiState, parse_body};
@@ -99,20 +99,7 @@ const KEY_ORDER: &[&str] = &[
 /// A workflow's JSON as the editor shows it: indented, its name and label
 /// first, its rules last.
 pub fn editor_text(w: &Workflow) -> String {
-    let v = editable(w);
-    let mut out = String::from("{\n");
-    let keys: Vec<&str> = KEY_ORDER.iter().copied().filter(|k| v.get(k).is_some()).collect();
-    for (i, k) in keys.iter().enumerate() {
-        let value = serde_json::to_string_pretty(&v[k]).expect("JSON values serialize");
-        out.push_str(&format!(
-            "  {}: {}",
-            serde_json::Value::from(*k),
-            value.replace('\n', "\n  ")
-        ));
-        out.push_str(if i + 1 < keys.len() { ",\n" } else { "\n" });
-    }
-    out.push('}');
-    out
+    ordered_json(&editable(w), KEY_ORDER)
 }
 
 /// The editor's text of a new workflow: a skeleton to fill in.
@@ -129,11 +116,7 @@ pub const NEW_WORKFLOW: &str = r#"{
 /// Reads and checks the editor's text as the API reads a body: the
 /// fields, or the error to show beside it.
 pub fn read_editor(text: &str) -> Result<Fields, String> {
-    parse_body::<Fields>(text.as_bytes()).map_err(|e| match e.detail.strip_prefix("?: ") {
-        // Where in the document serde could not say: the text is no JSON.
-        Some(rest) => format!("not JSON: {rest}"),
-        None => e.detail,
-    })
+    parse_body::<Fields>(text.as_bytes()).map_err(|e| editor_error(e.detail))
 }
 
 /// The list.
