@@ -85,6 +85,7 @@ fn result(task_id: &str, parent: Option<&str>, jobid: i64, children: i64, run: u
                 message: "[\"Permission denied\"]".into(),
             })
             .collect(),
+        completed_lists: Vec::new(),
         completed: 1,
         discovery,
     }

@@ -18,10 +18,9 @@
 
 use super::metrics::HubMetrics;
 use super::store::results::Progress;
-use super::store::results::{FileFailure, Finished};
+use super::store::results::{Finished, reported_file};
 use super::store::{Store, StoreError, now_us};
 use crate::agent::broker::Session;
-use crate::task::errors::error_code;
 use futures::StreamExt;
 use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions};
 use lapin::types::FieldTable;
@@ -100,18 +99,11 @@ struct Details<'a> {
     failures: Vec<&'a RawValue>,
     #[serde(borrow, default)]
     aborted: Vec<&'a RawValue>,
+    /// Kept as text: read only for a job that records them.
     #[serde(borrow, default)]
-    processed: Vec<&'a RawValue>,
+    processed: Option<&'a RawValue>,
     #[serde(borrow, default)]
-    skipped: Vec<&'a RawValue>,
-}
-
-#[derive(Deserialize)]
-struct FailedPath<'a> {
-    #[serde(borrow)]
-    path: &'a RawValue,
-    #[serde(borrow, default)]
-    message: Option<&'a RawValue>,
+    skipped: Option<&'a RawValue>,
 }
 
 /// A job id as the agent passes it on: an integer, or a string of one.
@@ -173,28 +165,14 @@ pub fn parse(body: &[u8]) -> Result<Option<Finished>, ParseError> {
     let summary = status.summary.map_or("{}".to_string(), |s| s.get().to_string());
     let files = super::store::results::counts(&summary);
     let mut failed = Vec::new();
+    let mut completed_lists = Vec::new();
     if let Some(d) = &status.details {
-        let lists = [
-            (&d.failures, "failures"),
-            (&d.aborted, "aborted"),
-            (&d.processed, "processed"),
-            (&d.skipped, "skipped"),
-        ];
-        for (list, st) in lists {
-            for raw in list {
-                let Ok(f) = serde_json::from_str::<FailedPath>(raw.get()) else {
-                    continue;
-                };
-                let message = f.message.map_or("[]".to_string(), |m| m.get().to_string());
-                let text: String = serde_json::from_str::<Vec<String>>(&message)
-                    .map(|v| v.join("; "))
-                    .unwrap_or_default();
-                failed.push(FileFailure {
-                    path: f.path.get().to_string(),
-                    state: st,
-                    code: error_code(&text),
-                    message,
-                });
+        for (list, st) in [(&d.failures, "failures"), (&d.aborted, "aborted")] {
+            failed.extend(list.iter().filter_map(|raw| reported_file(raw.get(), st)));
+        }
+        for (list, st) in [(d.processed, "processed"), (d.skipped, "skipped")] {
+            if let Some(raw) = list.filter(|l| l.get() != "[]") {
+                completed_lists.push((st, raw.get().to_string()));
             }
         }
     }
@@ -246,6 +224,7 @@ pub fn parse(body: &[u8]) -> Result<Option<Finished>, ParseError> {
         summary,
         result,
         failed,
+        completed_lists,
         completed,
     }))
 }
@@ -433,7 +412,8 @@ mod tests {
         let doc = br#"{"status":"SUCCESS","result":{"jobid":7,"queue":"s.default#worker","paths":[{"path":"/a"}],
             "status":{"task":"dynamo.tasks.migrate","input_total":3,"summary":{"processed":1,"skipped":0,"aborted":1,"failures":1},
             "details":{"failures":[{"path":"/b\udcff","message":["cannot read: Permission denied (os error 13)"]}],
-                       "aborted":[{"path":"/c","message":["locked"]}]}}},
+                       "aborted":[{"path":"/c","message":["locked"]}],
+                       "processed":[{"path":"/d"},{"path":"/e","message":["ok"]}],"skipped":[]}}},
             "traceback":null,"children":[],"children_count":0,"run":"0000000000000000",
             "date_done":"2026-11-23T10:00:00.123456+00:00","task_id":"t","parent_id":"p",
             "name":"dynamo.tasks.migrate","worker":"ferry@n1","queue":"s.default#worker","jobid":7}"#;
@@ -445,6 +425,22 @@ mod tests {
         assert_eq!((f.failed[1].state, f.failed[1].code.as_deref()), ("aborted", None));
         assert_eq!(f.completed, 1_795_428_000_123_456);
         assert!(!f.result.contains("/a"), "file lists are not kept: {}", f.result);
+        // Processed and skipped files: kept as text, read on demand (an
+        // empty list is left out).
+        assert_eq!(
+            f.completed_lists,
+            [(
+                "processed",
+                r#"[{"path":"/d"},{"path":"/e","message":["ok"]}]"#.to_string()
+            )]
+        );
+        let done = f.completed_files();
+        assert_eq!(
+            done.iter()
+                .map(|d| (d.path.as_str(), d.state, d.message.as_str()))
+                .collect::<Vec<_>>(),
+            [(r#""/d""#, "processed", "[]"), (r#""/e""#, "processed", r#"["ok"]"#)]
+        );
         // A task that failed whole, as the agent reports it.
         let doc = br#"{"status":"FAILURE","result":{"exc_type":"InvalidArguments","exc_message":["no paths"],"exc_module":"ferry"},
             "traceback":"no paths","children":[],"task_id":"u","name":"dynamo.tasks.migrate","jobid":"8"}"#;

@@ -24,6 +24,7 @@ use super::ledger::{add_stat, state, task_state};
 use super::{Engine, Store, StoreError, db, now_us};
 use crate::agent::celery::{ChildId, run_hex};
 use crate::task::TaskName;
+use crate::task::errors::error_code;
 use rustc_hash::FxHashMap;
 use sqlx::Row;
 
@@ -84,6 +85,46 @@ pub struct FileFailure {
     pub message: String,
 }
 
+/// Reads one entry of a result's file list in `state` (an object with
+/// `path`, and `message`, a list of strings) as a row; `None` for an
+/// entry of another shape.
+pub fn reported_file(raw: &str, state: &'static str) -> Option<FileFailure> {
+    #[derive(serde::Deserialize)]
+    struct Entry<'a> {
+        #[serde(borrow)]
+        path: &'a serde_json::value::RawValue,
+        #[serde(borrow, default)]
+        message: Option<&'a serde_json::value::RawValue>,
+    }
+    let f: Entry = serde_json::from_str(raw).ok()?;
+    let message = f.message.map_or("[]".to_string(), |m| m.get().to_string());
+    let text: String = serde_json::from_str::<Vec<String>>(&message)
+        .map(|v| v.join("; "))
+        .unwrap_or_default();
+    Some(FileFailure {
+        path: f.path.get().to_string(),
+        state,
+        code: error_code(&text),
+        message,
+    })
+}
+
+impl Finished {
+    /// The files it processed and skipped, as rows (read from
+    /// [`Finished::completed_lists`]); entries of another shape, or a list
+    /// that is not one, are passed over.
+    pub fn completed_files(&self) -> Vec<FileFailure> {
+        let mut out = Vec::new();
+        for (state, text) in &self.completed_lists {
+            let Ok(list) = serde_json::from_str::<Vec<&serde_json::value::RawValue>>(text) else {
+                continue;
+            };
+            out.extend(list.iter().filter_map(|raw| reported_file(raw.get(), state)));
+        }
+        out
+    }
+}
+
 /// A final result, read from its document (see `hub::ingest`).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Finished {
@@ -111,9 +152,16 @@ pub struct Finished {
     pub summary: String,
     /// Its result, file lists trimmed, as JSON.
     pub result: String,
-    /// The files it reported (a row is kept for those its job's
-    /// `record_files` asks for).
+    /// The files it failed and aborted (a row is kept for those its
+    /// job's `record_files` asks for).
     pub failed: Vec<FileFailure>,
+    /// The lists of files it processed and skipped, by state, as their
+    /// JSON text (`details.processed`, `details.skipped`; empty lists left
+    /// out). A worker's result lists every file of its batch, and most
+    /// jobs keep no row of them (`record_files` other than `all`), so they
+    /// are read into rows only for a job that does
+    /// ([`Finished::completed_files`]).
+    pub completed_lists: Vec<(&'static str, String)>,
     /// When it finished (µs).
     pub completed: i64,
     /// It is a discovery (its result completes the walk).
@@ -283,10 +331,10 @@ impl Store {
 
         let mut t = Tally::default();
         let mut stats: FxHashMap<(i64, String, String), i64> = FxHashMap::default();
-        // Failed files by (job, path): the last report of a path wins.
-        let mut failed: FxHashMap<(i64, &str), (&FileFailure, &str)> = FxHashMap::default();
-        let mut failed_order: Vec<(i64, &str)> = Vec::new();
+        // Each result's job, when it is filed.
+        let mut filed: Vec<Option<i64>> = Vec::with_capacity(batch.len());
         for r in batch {
+            filed.push(None);
             let parent = r.parent_id.as_ref().and_then(|p| known.get(p));
             let (job_id, is_root) = match known.get(&r.task_id) {
                 Some(k) if k.fin => {
@@ -313,13 +361,7 @@ impl Store {
             *stats
                 .entry((job_id, r.tasktype.clone(), r.state.to_string()))
                 .or_default() += 1;
-            let recording = jobs.get(&job_id).copied().unwrap_or_default();
-            for f in r.failed.iter().filter(|f| recording.keeps(f.state)) {
-                let key = (job_id, f.path.as_str());
-                if failed.insert(key, (f, &r.task_id)).is_none() {
-                    failed_order.push(key);
-                }
-            }
+            *filed.last_mut().expect("pushed") = Some(job_id);
             let verdict = if is_root {
                 Some(COUNTED)
             } else {
@@ -355,6 +397,29 @@ impl Store {
         }
 
         write_tasks(&mut tx, self.engine, &t.rows).await?;
+        // The files each job keeps a row for; processed and skipped ones
+        // are read only for a job that keeps them.
+        let completed: Vec<Vec<FileFailure>> = batch
+            .iter()
+            .zip(&filed)
+            .map(|(r, job)| match job.and_then(|j| jobs.get(&j)) {
+                Some(rec) if !r.completed_lists.is_empty() && rec.keeps("processed") => r.completed_files(),
+                _ => Vec::new(),
+            })
+            .collect();
+        // Failed files by (job, path): the last report of a path wins.
+        let mut failed: FxHashMap<(i64, &str), (&FileFailure, &str)> = FxHashMap::default();
+        let mut failed_order: Vec<(i64, &str)> = Vec::new();
+        for ((r, job), more) in batch.iter().zip(&filed).zip(&completed) {
+            let Some(job_id) = *job else { continue };
+            let recording = jobs.get(&job_id).copied().unwrap_or_default();
+            for f in r.failed.iter().chain(more).filter(|f| recording.keeps(f.state)) {
+                let key = (job_id, f.path.as_str());
+                if failed.insert(key, (f, &r.task_id)).is_none() {
+                    failed_order.push(key);
+                }
+            }
+        }
         write_failures(&mut tx, self.engine, &failed_order, &failed, now_us()).await?;
         for ((job, tasktype, st), n) in &stats {
             if *n != 0 {
@@ -557,6 +622,7 @@ impl Store {
                 })
                 .to_string(),
                 failed: Vec::new(),
+                completed_lists: Vec::new(),
                 completed: now,
                 discovery: false,
             })
