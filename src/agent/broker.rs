@@ -60,6 +60,35 @@ pub struct Session {
     declared: Mutex<HashSet<String>>,
 }
 
+/// What a queue holds now, as the broker answers a declare.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct QueueCounts {
+    /// Messages ready (not those delivered and unacknowledged).
+    pub messages: u32,
+    /// Consumers.
+    pub consumers: u32,
+}
+
+/// Queue `queue`'s counts, asked on `ch` with a passive declare, which
+/// never creates a queue; `None` when the broker cannot say (no such
+/// queue, or the connection is going), and then the broker has closed
+/// `ch`: the caller opens another channel to ask again. The one way the
+/// agent and the hub look into a queue (back-pressure, metrics, alerts,
+/// parked tasks).
+pub async fn queue_counts(ch: &lapin::Channel, queue: &str) -> Option<QueueCounts> {
+    let passive = QueueDeclareOptions {
+        passive: true,
+        ..Default::default()
+    };
+    ch.queue_declare(queue.into(), passive, FieldTable::default())
+        .await
+        .ok()
+        .map(|q| QueueCounts {
+            messages: q.message_count(),
+            consumers: q.consumer_count(),
+        })
+}
+
 impl Session {
     /// Connects, opens a publishing channel in confirm mode and declares
     /// Celery's event exchange the way Celery does (topic, durable).
@@ -274,13 +303,11 @@ impl BrokerSink {
                 // the passive declare never meets a missing queue.
                 session.declare_queue(queue).await?;
                 let ch = session.channel().await?;
-                let passive = QueueDeclareOptions {
-                    passive: true,
-                    ..Default::default()
-                };
-                let q = ch.queue_declare(queue.into(), passive, FieldTable::default()).await;
-                let _ = ch.close(200, "depth".into()).await;
-                q.map(|q| u64::from(q.message_count()))
+                let q = queue_counts(&ch, queue).await;
+                if q.is_some() {
+                    let _ = ch.close(200, "depth".into()).await;
+                }
+                Ok::<_, lapin::Error>(q.map_or(0, |q| u64::from(q.messages)))
             });
             // A broker that cannot answer now: the publish says so.
             let depth = depth.unwrap_or_default();

@@ -5,9 +5,7 @@
 //! `/metrics` (OpenMetrics text) and a one-line JSON health summary at
 //! `/health`. Names and meanings are listed in docs/agent.md.
 
-use super::broker::Session;
-use lapin::options::QueueDeclareOptions;
-use lapin::types::FieldTable;
+use super::broker::{Session, queue_counts};
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -176,23 +174,11 @@ pub async fn poll_queue_depths(
         {
             'poll: while session.alive() {
                 for queue in &queues {
-                    let opts = QueueDeclareOptions {
-                        passive: true,
-                        ..Default::default()
+                    let Some(q) = queue_counts(&ch, queue).await else {
+                        break 'poll;
                     };
-                    match ch
-                        .queue_declare(queue.as_str().into(), opts, FieldTable::default())
-                        .await
-                    {
-                        Ok(q) => {
-                            let labels = vec![("queue".to_string(), queue.clone())];
-                            metrics
-                                .queue_messages
-                                .get_or_create(&labels)
-                                .set(q.message_count() as i64);
-                        }
-                        Err(_) => break 'poll,
-                    }
+                    let labels = vec![("queue".to_string(), queue.clone())];
+                    metrics.queue_messages.get_or_create(&labels).set(q.messages as i64);
                 }
                 tokio::time::sleep(Duration::from_secs(10)).await;
             }

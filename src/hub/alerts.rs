@@ -8,13 +8,11 @@
 //! that the hub does not already know from heartbeats, the broker and the
 //! task records, so the hub derives them itself, within seconds.
 
-use crate::agent::broker::Session;
+use crate::agent::broker::{Session, queue_counts};
 use crate::config::HubSettings;
 use crate::hub::configs::Live;
 use crate::hub::store::alerts::Raised;
 use crate::hub::store::{Store, StoreError, iso, now_us};
-use lapin::options::QueueDeclareOptions;
-use lapin::types::FieldTable;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -45,18 +43,30 @@ fn raised(
     }
 }
 
-/// Messages and consumers of queue `name` (declared as Celery and the
-/// agents declare it, so asking never fails for a queue not there yet).
-async fn counts(session: &Session, name: &str) -> Result<(u32, u32), lapin::Error> {
-    let ch = session.channel().await?;
-    let durable = QueueDeclareOptions {
-        durable: true,
-        ..Default::default()
+/// Messages and consumers of queue `name` (declared first as Celery and
+/// the agents declare it, so asking never fails for a queue not there
+/// yet); `None`, with a warning, when the broker cannot say.
+async fn counts(session: &Session, name: &str) -> Option<(u32, u32)> {
+    let asked = async {
+        session.declare_queue(name).await?;
+        let ch = session.channel().await?;
+        let q = queue_counts(&ch, name).await;
+        if q.is_some() {
+            let _ = ch.close(200, "counted".into()).await;
+        }
+        Ok::<_, lapin::Error>(q)
     };
-    let q = ch.queue_declare(name.into(), durable, FieldTable::default()).await;
-    let _ = ch.close(200, "counted".into()).await;
-    let q = q?;
-    Ok((q.message_count(), q.consumer_count()))
+    match asked.await {
+        Ok(Some(q)) => Some((q.messages, q.consumers)),
+        Ok(None) => {
+            warn!(queue = %name, "cannot count a queue: the broker closed the channel");
+            None
+        }
+        Err(e) => {
+            warn!(queue = %name, error = %e, "cannot count a queue");
+            None
+        }
+    }
 }
 
 /// Every alert that holds now. Broker checks are left out while there is
@@ -116,10 +126,8 @@ pub async fn evaluate(
             let mut idle = Vec::new();
             for f in functions {
                 let name = format!("{}.{}#{f}", q.site.1, q.name);
-                match counts(session, &name).await {
-                    Ok((messages, 0)) => idle.push(format!("{name} ({messages} waiting)")),
-                    Ok(_) => {}
-                    Err(e) => warn!(queue = %name, error = %e, "cannot count a queue's consumers"),
+                if let Some((messages, 0)) = counts(session, &name).await {
+                    idle.push(format!("{name} ({messages} waiting)"));
                 }
             }
             if !idle.is_empty() {
@@ -141,17 +149,15 @@ pub async fn evaluate(
             .collect();
         dead.push((None, settings.rejected_queue()));
         for (site, name) in dead {
-            match counts(session, &name).await {
-                Ok((0, _)) => {}
-                Ok((n, _)) => out.push(raised(
+            if let Some((n, _)) = counts(session, &name).await.filter(|c| c.0 > 0) {
+                out.push(raised(
                     "DeadLetter",
                     site.as_deref(),
                     None,
                     Some(&name),
                     "WARNING",
                     format!("{n} messages set aside in {name}: read their x-ferry-reason header"),
-                )),
-                Err(e) => warn!(queue = %name, error = %e, "cannot count a dead-letter queue"),
+                ));
             }
         }
     }

@@ -32,7 +32,7 @@
 //! meanwhile is moved back by [`unparking`].
 
 use super::store::{Store, now_us};
-use crate::agent::broker::{BrokerError, Session};
+use crate::agent::broker::{BrokerError, Session, queue_counts};
 use crate::config::HubSettings;
 use crate::config::defaults::{CANCEL_MEMORY, CONTROL_EXCHANGE};
 use futures::StreamExt;
@@ -397,14 +397,7 @@ pub async fn depth(session: &Session, queue: &str) -> Result<u32, BrokerError> {
 /// How many messages wait in `queue`, declared passively on `ch`; `None`
 /// when there is no such queue (the broker then closes `ch`).
 async fn waiting(ch: &lapin::Channel, queue: &str) -> Option<u32> {
-    let passive = lapin::options::QueueDeclareOptions {
-        passive: true,
-        ..Default::default()
-    };
-    ch.queue_declare(queue.into(), passive, FieldTable::default())
-        .await
-        .ok()
-        .map(|q| q.message_count())
+    queue_counts(ch, queue).await.map(|q| q.messages)
 }
 
 /// Declares the parking queue `park` (durable), so an agent's first

@@ -6,9 +6,7 @@
 
 use super::store::Store;
 use super::store::results::{Finished, Ingested};
-use crate::agent::broker::Session;
-use lapin::options::QueueDeclareOptions;
-use lapin::types::FieldTable;
+use crate::agent::broker::{Session, queue_counts};
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -205,14 +203,7 @@ impl HubMetrics {
             functions.dedup();
             for f in functions {
                 let name = format!("{}.{}#{f}", q.site.1, q.name);
-                let passive = QueueDeclareOptions {
-                    passive: true,
-                    ..Default::default()
-                };
-                let Ok(d) = ch
-                    .queue_declare(name.as_str().into(), passive, FieldTable::default())
-                    .await
-                else {
+                let Some(d) = queue_counts(&ch, &name).await else {
                     // Gone meanwhile: the broker closed the channel.
                     match session.channel().await {
                         Ok(c) => ch = c,
@@ -222,10 +213,10 @@ impl HubMetrics {
                 };
                 self.queue_messages
                     .get_or_create(&label("queue", &name))
-                    .set(d.message_count() as i64);
+                    .set(d.messages as i64);
                 self.queue_consumers
                     .get_or_create(&label("queue", &name))
-                    .set(d.consumer_count() as i64);
+                    .set(d.consumers as i64);
             }
         }
         let _ = ch.close(200, "polled".into()).await;
