@@ -334,8 +334,41 @@ fn a_discovery_holds_back_its_children_while_their_queue_is_full() {
         "{}",
         s.log("agent0.log")
     );
-    // A worker drains the queue; the walk goes on; counts are exact.
+    // A worker drains the queue; the walk goes on, and its progress
+    // reports (every 2 s, the first as soon as it moves again) reach the
+    // job while it walks; counts are exact.
     s.start_agent(1);
+    let progress = format!("/api/jobs/{id}/progress/");
+    let mut walking = Vec::new();
+    let t0 = Instant::now();
+    loop {
+        let p = s.api("GET", &progress, None, 200);
+        if p["dir_walk_complete"] == true {
+            break;
+        }
+        if p["files_walked"].as_i64() > Some(0) {
+            walking.push(p);
+        }
+        assert!(t0.elapsed() < Duration::from_secs(120), "the walk did not end");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let seen: Vec<i64> = walking.iter().map(|p| p["files_walked"].as_i64().unwrap()).collect();
+    eprintln!("files walked, as the job showed them while it walked: {seen:?}");
+    assert!(!walking.is_empty(), "no progress report arrived while the walk went on");
+    assert!(seen.windows(2).all(|w| w[0] <= w[1]), "{seen:?}");
+    for p in &walking {
+        let walked = p["files_walked"].as_i64().unwrap();
+        assert!(walked < 10_000, "{p}");
+        assert!(p["children_published"].as_i64().unwrap() * 20 <= walked, "{p}");
+        assert!(p["children_published"].as_i64() > Some(0), "{p}");
+        let percent = p["percent"].as_f64().unwrap();
+        let expect = p["files_done"].as_f64().unwrap() / walked as f64 * 100.0;
+        assert!(
+            (percent - expect.min(99.9)).abs() <= 0.05,
+            "percent of the files walked so far: {p}"
+        );
+        assert!(p["eta_s"].is_null(), "no ETA before the walk is done: {p}");
+    }
     let done = s.wait_job(id, Duration::from_secs(120));
     assert_eq!(done["state"], "SUCCESS", "{done}");
     assert_eq!(done["counts"]["processed"], 10_000, "{done}");
