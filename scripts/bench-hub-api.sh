@@ -19,6 +19,7 @@
 #   scripts/bench-hub-api.sh
 #   TASKS=1000000 JOBS=10000 N=200 scripts/bench-hub-api.sh
 #   DB=benchapi_keep scripts/bench-hub-api.sh   # a database loaded before: kept
+#   PERF=/tmp/hub.perf scripts/bench-hub-api.sh  # and a profile of the hub (perf record -g) during step 4
 #
 # Needs RabbitMQ on 127.0.0.1:5672 and PostgreSQL on 127.0.0.1:5432 (user
 # postgres, trust auth, database `test`); about 4 GB free per 10 M tasks.
@@ -133,7 +134,13 @@ record offset "$($bench get "$url" "Api-Key $key" "$((N / 10))" \
 echo "-- 3. /ui/jobs/ × $N"
 record ui "$($bench get "$url" "cookie:$cookies" "$N" "/ui/jobs/" "/ui/jobs/?state=FAILURE")"
 echo "-- 4. $AGENTS agents' heartbeats every 2 s for ${BEAT_SECS}s"
+perf_pid=
+if [ -n "${PERF:-}" ]; then
+  perf record -F 999 -g -p "$hub_pid" -o "$PERF" -- sleep $((BEAT_SECS + 20)) 2>"$dir/perf.log" &
+  perf_pid=$!
+fi
 record beats "$($bench beats "$site" "$AGENTS" "$BEAT_SECS" "$hub_pid")"
+[ -z "$perf_pid" ] || wait "$perf_pid" || true
 record nodes "{\"nodes\":$(psql_db -tAc "SELECT COUNT(*) FROM nodes WHERE name LIKE 'benchnode-%'")}"
 
 echo "== EXPLAIN ANALYZE"

@@ -11,7 +11,7 @@
 
 use super::events::NewEvent;
 use super::jobs::{NewJob, Page, RootTask, insert_job, state};
-use super::{Store, StoreError, db, flag, json_col, now_us};
+use super::{Statement, Store, StoreError, db, flag, json_col, now_us};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
@@ -259,9 +259,6 @@ async fn still_going(tx: &mut Tx, schedule_id: i64) -> Result<Option<(String, St
         )
     }))
 }
-
-/// A statement with its arguments, for the pool or a transaction.
-type Statement<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>;
 
 fn insert_schedule(s: &Schedule) -> Statement<'_> {
     sqlx::query(

@@ -2,6 +2,7 @@
 //! heartbeats ([`Store::record_heartbeats`]); sites are made by an admin
 //! or, with `auto_create_sites`, by a node's first heartbeat.
 
+use super::batch;
 use super::events::{self, NewEvent, kind};
 use super::{Statement, Store, StoreError, db, flag, json_col, now_us};
 use crate::config::defaults;
@@ -382,16 +383,29 @@ impl Store {
     /// and unknown), the queues they consume. One transaction.
     pub async fn record_heartbeats(&self, beats: &[Beat], create_sites: bool) -> Result<(), StoreError> {
         let mut tx = self.write().await?;
-        // Whether each known node was taken for gone: a beat from a new or
-        // gone node is an `ONLINE` event, a goodbye from one that was not
-        // gone an `OFFLINE` one.
-        let gone: std::collections::HashMap<String, bool> = sqlx::query("SELECT name, gone FROM nodes")
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(db("read nodes"))?
-            .iter()
-            .map(|r| (r.get(0), r.get::<i64, _>(1) != 0))
-            .collect();
+        // Whether each of these nodes was taken for gone: a beat from a new
+        // or gone node is an `ONLINE` event, a goodbye from one that was
+        // not gone an `OFFLINE` one.
+        let mut gone: std::collections::HashMap<String, bool> = Default::default();
+        for chunk in beats.chunks(batch::CHUNK) {
+            let sql = format!(
+                "SELECT name, gone FROM nodes WHERE name IN ({})",
+                batch::placeholders(self.engine, 1, chunk.len())
+            );
+            let mut q = batch::statement(&sql, chunk.len());
+            for b in chunk {
+                q = q.bind(&b.node);
+            }
+            for r in q.fetch_all(&mut *tx).await.map_err(db("read nodes"))? {
+                gone.insert(r.get(0), r.get::<i64, _>(1) != 0);
+            }
+        }
+        // Sites and queues by name, each read (or created) once per call:
+        // 1,000 nodes of one site refresh 100 rows a second, and a lookup
+        // per node was half the statements (docs/benchmarks.md, "Hub API
+        // at scale").
+        let mut sites: std::collections::HashMap<&str, Option<i64>> = Default::default();
+        let mut queues: std::collections::HashMap<(i64, &str), i64> = Default::default();
         let mut changes = Vec::new();
         for b in beats {
             let was_gone = gone.get(&b.node).copied().unwrap_or(true);
@@ -405,17 +419,23 @@ impl Store {
                     detail: serde_json::json!({"site": b.site}),
                 });
             }
-            let mut site_id: Option<i64> = sqlx::query("SELECT id FROM sites WHERE name = $1")
-                .bind(&b.site)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(db("read a site"))?
-                .map(|r| r.get(0));
-            if site_id.is_none() && create_sites && !b.site.is_empty() {
-                let id = insert_site(&mut tx, &Site::named(&b.site)).await?;
-                tracing::info!(site = %b.site, node = %b.node, "site created from a node's heartbeat");
-                site_id = Some(id);
-            }
+            let site_id = match sites.get(b.site.as_str()) {
+                Some(id) => *id,
+                None => {
+                    let mut id: Option<i64> = sqlx::query("SELECT id FROM sites WHERE name = $1")
+                        .bind(&b.site)
+                        .fetch_optional(&mut *tx)
+                        .await
+                        .map_err(db("read a site"))?
+                        .map(|r| r.get(0));
+                    if id.is_none() && create_sites && !b.site.is_empty() {
+                        id = Some(insert_site(&mut tx, &Site::named(&b.site)).await?);
+                        tracing::info!(site = %b.site, node = %b.node, "site created from a node's heartbeat");
+                    }
+                    sites.insert(&b.site, id);
+                    id
+                }
+            };
             let node_id: i64 = sqlx::query(
                 "INSERT INTO nodes (name, site_id, last_heartbeat, offline, sw_ver, capabilities, created, gone)
                  VALUES ($1, $2, $3, $4, $5, $6, $3, $4)
@@ -444,17 +464,24 @@ impl Store {
                 }
             }
             for (q, fs) in by_queue {
-                let queue_id: i64 = sqlx::query(
-                    "INSERT INTO queues (site_id, name, label, created) VALUES ($1, $2, $2, $3)
-                     ON CONFLICT (site_id, name) DO UPDATE SET label = queues.label RETURNING id",
-                )
-                .bind(site_id)
-                .bind(q)
-                .bind(now_us())
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(db("record a queue"))?
-                .get(0);
+                let queue_id = match queues.get(&(site_id, q)) {
+                    Some(id) => *id,
+                    None => {
+                        let id: i64 = sqlx::query(
+                            "INSERT INTO queues (site_id, name, label, created) VALUES ($1, $2, $2, $3)
+                             ON CONFLICT (site_id, name) DO UPDATE SET label = queues.label RETURNING id",
+                        )
+                        .bind(site_id)
+                        .bind(q)
+                        .bind(now_us())
+                        .fetch_one(&mut *tx)
+                        .await
+                        .map_err(db("record a queue"))?
+                        .get(0);
+                        queues.insert((site_id, q), id);
+                        id
+                    }
+                };
                 sqlx::query(
                     "INSERT INTO queue_nodes (queue_id, node_id, functions, last_heartbeat) VALUES ($1, $2, $3, $4)
                      ON CONFLICT (queue_id, node_id) DO UPDATE SET functions = excluded.functions, last_heartbeat = excluded.last_heartbeat",
