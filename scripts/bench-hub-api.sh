@@ -20,6 +20,7 @@
 #   TASKS=1000000 JOBS=10000 N=200 scripts/bench-hub-api.sh
 #   DB=benchapi_keep scripts/bench-hub-api.sh   # a database loaded before: kept
 #   PERF=/tmp/hub.perf scripts/bench-hub-api.sh  # and a profile of the hub (perf record -g) during step 4
+#   HUB_BIN=/tmp/old/ferry scripts/bench-hub-api.sh  # serve with another build of the hub (a baseline)
 #
 # Needs RabbitMQ on 127.0.0.1:5672 and PostgreSQL on 127.0.0.1:5432 (user
 # postgres, trust auth, database `test`); about 4 GB free per 10 M tasks.
@@ -103,7 +104,7 @@ else
 fi
 record dbsize "{\"tasks\":$TASKS,\"jobs\":$(psql_db -tAc 'SELECT COUNT(*) FROM jobs'),\"bytes\":$(psql_db -tAc 'SELECT pg_database_size(current_database())')}"
 
-RUST_LOG=warn,lapin=error $ferry hub serve --config "$dir/hub.conf" >>"$dir/hub.log" 2>&1 &
+RUST_LOG=warn,lapin=error ${HUB_BIN:-$ferry} hub serve --config "$dir/hub.conf" >>"$dir/hub.log" 2>&1 &
 hub_pid=$!
 for _ in $(seq 300); do
   curl -sf "$url/api/health/" >/dev/null && break

@@ -630,30 +630,35 @@ fn roots(_: i64) -> Vec<RootTask> {
     }]
 }
 
+/// A new schedule of site `s1` on `/data` at `minute` past `hour`.
+fn schedule(name: &str, minute: &str, hour: &str) -> Schedule {
+    Schedule {
+        id: 0,
+        name: name.into(),
+        site: "s1".into(),
+        space: None,
+        enabled: true,
+        discovery: None,
+        discovery_options: json!({}),
+        managed_paths: json!(["/data"]),
+        minute: minute.into(),
+        hour: hour.into(),
+        day_of_week: "*".into(),
+        day_of_month: "*".into(),
+        month_of_year: "*".into(),
+        last_run_at: None,
+        created: 0,
+        timezone: None,
+    }
+}
+
 #[test]
 fn the_store_records_a_run_and_writes_its_job_once_on_both_engines() {
     for db in both() {
         rt().block_on(async {
             let store = Store::open(&db.url).await.unwrap();
             let e = db.engine;
-            let sched = Schedule {
-                id: 0,
-                name: "n".into(),
-                site: "s1".into(),
-                space: None,
-                enabled: true,
-                discovery: None,
-                discovery_options: json!({}),
-                managed_paths: json!(["/data"]),
-                minute: "*".into(),
-                hour: "*".into(),
-                day_of_week: "*".into(),
-                day_of_month: "*".into(),
-                month_of_year: "*".into(),
-                last_run_at: None,
-                created: 0,
-                timezone: None,
-            };
+            let sched = schedule("n", "*", "*");
             let id = store.create_schedule(&sched).await.unwrap();
             let sub = ScheduleWorkflow {
                 id: 0,
@@ -797,24 +802,7 @@ fn the_schedule_editor_saves_a_schedule_and_its_subscriptions_together_or_not_at
         rt().block_on(async {
             let store = Store::open(&db.url).await.unwrap();
             let e = db.engine;
-            let mut sched = Schedule {
-                id: 0,
-                name: "edited".into(),
-                site: "s1".into(),
-                space: None,
-                enabled: true,
-                discovery: None,
-                discovery_options: json!({}),
-                managed_paths: json!(["/data"]),
-                minute: "0".into(),
-                hour: "2".into(),
-                day_of_week: "*".into(),
-                day_of_month: "*".into(),
-                month_of_year: "*".into(),
-                last_run_at: None,
-                created: 0,
-                timezone: None,
-            };
+            let mut sched = schedule("edited", "0", "2");
             let sub = |workflow: &str, id: i64| ScheduleWorkflow {
                 id,
                 schedule_id: 0,

@@ -260,48 +260,38 @@ async fn still_going(tx: &mut Tx, schedule_id: i64) -> Result<Option<(String, St
     }))
 }
 
+/// Binds a schedule's writable fields as `$1` to `$12`.
+fn bind_schedule<'q>(q: Statement<'q>, s: &'q Schedule) -> Statement<'q> {
+    q.bind(&s.name)
+        .bind(&s.site)
+        .bind(&s.space)
+        .bind(s.enabled as i64)
+        .bind(&s.discovery)
+        .bind(s.discovery_options.to_string())
+        .bind(s.managed_paths.to_string())
+        .bind(&s.minute)
+        .bind(&s.hour)
+        .bind(&s.day_of_week)
+        .bind(&s.day_of_month)
+        .bind(&s.month_of_year)
+}
+
 fn insert_schedule(s: &Schedule) -> Statement<'_> {
-    sqlx::query(
+    let q = sqlx::query(
         "INSERT INTO schedules (name, site, space, enabled, discovery, discovery_options, managed_paths, minute, hour,
            day_of_week, day_of_month, month_of_year, last_run_at, created)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) RETURNING id",
-    )
-    .bind(&s.name)
-    .bind(&s.site)
-    .bind(&s.space)
-    .bind(s.enabled as i64)
-    .bind(&s.discovery)
-    .bind(s.discovery_options.to_string())
-    .bind(s.managed_paths.to_string())
-    .bind(&s.minute)
-    .bind(&s.hour)
-    .bind(&s.day_of_week)
-    .bind(&s.day_of_month)
-    .bind(&s.month_of_year)
-    .bind(s.last_run_at)
-    .bind(now_us())
+    );
+    bind_schedule(q, s).bind(s.last_run_at).bind(now_us())
 }
 
 fn update_schedule(s: &Schedule, restart_at: Option<i64>) -> Statement<'_> {
-    sqlx::query(
-        "UPDATE schedules SET name = $2, site = $3, space = $4, enabled = $5, discovery = $6, discovery_options = $7,
-           managed_paths = $8, minute = $9, hour = $10, day_of_week = $11, day_of_month = $12, month_of_year = $13,
-           last_run_at = COALESCE($14, last_run_at) WHERE id = $1",
-    )
-    .bind(s.id)
-    .bind(&s.name)
-    .bind(&s.site)
-    .bind(&s.space)
-    .bind(s.enabled as i64)
-    .bind(&s.discovery)
-    .bind(s.discovery_options.to_string())
-    .bind(s.managed_paths.to_string())
-    .bind(&s.minute)
-    .bind(&s.hour)
-    .bind(&s.day_of_week)
-    .bind(&s.day_of_month)
-    .bind(&s.month_of_year)
-    .bind(restart_at)
+    let q = sqlx::query(
+        "UPDATE schedules SET name = $1, site = $2, space = $3, enabled = $4, discovery = $5, discovery_options = $6,
+           managed_paths = $7, minute = $8, hour = $9, day_of_week = $10, day_of_month = $11, month_of_year = $12,
+           last_run_at = COALESCE($13, last_run_at) WHERE id = $14",
+    );
+    bind_schedule(q, s).bind(restart_at).bind(s.id)
 }
 
 fn insert_subscription(w: &ScheduleWorkflow) -> Statement<'_> {

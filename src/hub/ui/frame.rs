@@ -111,6 +111,37 @@ pub(super) fn editor_error(detail: String) -> String {
     }
 }
 
+/// The page asking before object `id` of `section` (`workflows`,
+/// `schedules`), called `title`, is deleted by a POST to its `delete/`.
+pub(super) fn delete_confirmation(
+    session: &super::session::Session,
+    section: &'static str,
+    id: i64,
+    title: String,
+    question: &'static str,
+) -> ConfirmPage {
+    ConfirmPage {
+        layout: session.layout(section),
+        title,
+        question,
+        action: format!("/ui/{section}/{id}/delete/"),
+        button: "Delete",
+        testid: "confirm-delete".into(),
+        back: format!("/ui/{section}/{id}/"),
+    }
+}
+
+/// After object `name` of `section` is deleted: back to the list, which
+/// says so.
+pub(super) fn deleted(section: &str, name: &str) -> Response {
+    let q: String = form_urlencoded::byte_serialize(name.as_bytes()).collect();
+    (
+        StatusCode::SEE_OTHER,
+        [(axum::http::header::LOCATION, format!("/ui/{section}/?deleted={q}"))],
+    )
+        .into_response()
+}
+
 /// A page saying what went wrong, with `status`.
 pub fn error_page(status: StatusCode, message: &str) -> Response {
     let page = ErrorPage {

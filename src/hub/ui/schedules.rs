@@ -13,7 +13,7 @@
 //! text as it was typed.
 
 use super::format::{Moment, moment, ordered_json};
-use super::frame::{ConfirmPage, Form, Layout, Query, UiError, UiResult, editor_error, page};
+use super::frame::{Form, Layout, Query, UiError, UiResult, delete_confirmation, deleted, editor_error, page};
 use super::session::Session;
 use crate::hub::api::ApiState;
 use crate::hub::api::schedules::{document_json, read_document, save_document};
@@ -376,17 +376,16 @@ async fn confirm_delete(
     Path(id): Path<String>,
 ) -> UiResult<Response> {
     let x = load(&s, schedule_id(&id)?).await?;
+    let title = format!("Delete schedule {}", x.name);
     page(
         StatusCode::OK,
-        &ConfirmPage {
-            layout: session.layout("schedules"),
-            title: format!("Delete schedule {}", x.name),
-            question: "Delete this schedule, its subscribed workflows and the record of its runs? The jobs it started stay.",
-            action: format!("/ui/schedules/{}/delete/", x.id),
-            button: "Delete",
-            testid: "confirm-delete".into(),
-            back: format!("/ui/schedules/{}/", x.id),
-        },
+        &delete_confirmation(
+            &session,
+            "schedules",
+            x.id,
+            title,
+            "Delete this schedule, its subscribed workflows and the record of its runs? The jobs it started stay.",
+        ),
     )
 }
 
@@ -395,12 +394,7 @@ async fn delete(State(s): State<Arc<ApiState>>, Path(id): Path<String>) -> UiRes
     if !s.store.delete_schedule(x.id).await? {
         return Err(UiError::not_found(&format!("schedule {}", x.id)));
     }
-    let q: String = form_urlencoded::byte_serialize(x.name.as_bytes()).collect();
-    Ok((
-        StatusCode::SEE_OTHER,
-        [(header::LOCATION, format!("/ui/schedules/?deleted={q}"))],
-    )
-        .into_response())
+    Ok(deleted("schedules", &x.name))
 }
 
 async fn run(

@@ -5,7 +5,7 @@
 //! shows next to the editor, with the text as it was typed.
 
 use super::format::{count, ordered_json};
-use super::frame::{ConfirmPage, Form, Layout, Query, UiError, UiResult, editor_error, page};
+use super::frame::{Form, Layout, Query, UiError, UiResult, delete_confirmation, deleted, editor_error, page};
 use super::session::Session;
 use crate::hub::api::workflows::{Fields, create_workflow, editable, update_workflow};
 use crate::hub::api::{ApiState, parse_body};
@@ -301,17 +301,16 @@ async fn confirm_delete(
     Path(id): Path<String>,
 ) -> UiResult<Response> {
     let w = load(&s, workflow_id(&id)?).await?;
+    let title = format!("Delete workflow {}", w.name);
     page(
         StatusCode::OK,
-        &ConfirmPage {
-            layout: session.layout("workflows"),
-            title: format!("Delete workflow {}", w.name),
-            question: "Delete this workflow? Jobs already run with it keep its name; it can no longer be submitted. A built-in workflow comes back, as installed, when the hub restarts.",
-            action: format!("/ui/workflows/{}/delete/", w.id),
-            button: "Delete",
-            testid: "confirm-delete".into(),
-            back: format!("/ui/workflows/{}/", w.id),
-        },
+        &delete_confirmation(
+            &session,
+            "workflows",
+            w.id,
+            title,
+            "Delete this workflow? Jobs already run with it keep its name; it can no longer be submitted. A built-in workflow comes back, as installed, when the hub restarts.",
+        ),
     )
 }
 
@@ -320,12 +319,7 @@ async fn delete(State(s): State<Arc<ApiState>>, Path(id): Path<String>) -> UiRes
     if !s.store.delete_workflow(w.id).await? {
         return Err(UiError::not_found(&format!("workflow {}", w.id)));
     }
-    let q: String = form_urlencoded::byte_serialize(w.name.as_bytes()).collect();
-    Ok((
-        StatusCode::SEE_OTHER,
-        [(header::LOCATION, format!("/ui/workflows/?deleted={q}"))],
-    )
-        .into_response())
+    Ok(deleted("workflows", &w.name))
 }
 
 #[cfg(test)]
