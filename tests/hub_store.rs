@@ -6,8 +6,9 @@ mod common;
 use common::hub::both;
 use ferry::agent::celery::{ChildId, run_hex};
 use ferry::hub::store::Store;
+use ferry::hub::store::files::FileFailure;
 use ferry::hub::store::jobs::{NewJob, Owner, RootTask};
-use ferry::hub::store::results::{FileCounts, FileFailure, Finished};
+use ferry::hub::store::results::{FileCounts, Finished};
 use ferry::hub::store::sites::Site;
 
 fn rt() -> tokio::runtime::Runtime {

@@ -17,8 +17,9 @@
 //! holds back the results behind it.
 
 use super::metrics::HubMetrics;
+use super::store::files::reported_file;
+use super::store::results::Finished;
 use super::store::results::Progress;
-use super::store::results::{Finished, reported_file};
 use super::store::{Store, StoreError, now_us};
 use crate::agent::broker::Session;
 use futures::StreamExt;
@@ -434,7 +435,7 @@ mod tests {
                 r#"[{"path":"/d"},{"path":"/e","message":["ok"]}]"#.to_string()
             )]
         );
-        let done = f.completed_files();
+        let done = crate::hub::store::files::completed_files(&f.completed_lists);
         assert_eq!(
             done.iter()
                 .map(|d| (d.path.as_str(), d.state, d.message.as_str()))

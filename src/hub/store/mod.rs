@@ -16,6 +16,7 @@ pub mod alerts;
 pub mod batch;
 pub mod configs;
 pub mod events;
+pub mod files;
 pub mod holds;
 pub mod jobs;
 pub mod ledger;

@@ -20,11 +20,11 @@
 
 use super::batch::{self, Known};
 use super::events::{self, NewEvent, kind};
+use super::files::{FileFailure, completed_files, write_failures};
 use super::ledger::{add_stat, state, task_state};
 use super::{Engine, Store, StoreError, db, now_us};
 use crate::agent::celery::{ChildId, run_hex};
 use crate::task::TaskName;
-use crate::task::errors::error_code;
 use rustc_hash::FxHashMap;
 use sqlx::Row;
 
@@ -71,60 +71,6 @@ impl FileCounts {
     }
 }
 
-/// A file a task reported, with its state: the hub keeps a row for it
-/// if its job's `record_files` asks for that state.
-#[derive(Clone, Debug, PartialEq)]
-pub struct FileFailure {
-    /// The path as JSON string text (surrogate escapes kept).
-    pub path: String,
-    /// `failures`, `aborted`, `processed` or `skipped`.
-    pub state: &'static str,
-    /// The error's name, when the message names one (`EACCES`).
-    pub code: Option<String>,
-    /// The message as JSON text.
-    pub message: String,
-}
-
-/// Reads one entry of a result's file list in `state` (an object with
-/// `path`, and `message`, a list of strings) as a row; `None` for an
-/// entry of another shape.
-pub fn reported_file(raw: &str, state: &'static str) -> Option<FileFailure> {
-    #[derive(serde::Deserialize)]
-    struct Entry<'a> {
-        #[serde(borrow)]
-        path: &'a serde_json::value::RawValue,
-        #[serde(borrow, default)]
-        message: Option<&'a serde_json::value::RawValue>,
-    }
-    let f: Entry = serde_json::from_str(raw).ok()?;
-    let message = f.message.map_or("[]".to_string(), |m| m.get().to_string());
-    let text: String = serde_json::from_str::<Vec<String>>(&message)
-        .map(|v| v.join("; "))
-        .unwrap_or_default();
-    Some(FileFailure {
-        path: f.path.get().to_string(),
-        state,
-        code: error_code(&text),
-        message,
-    })
-}
-
-impl Finished {
-    /// The files it processed and skipped, as rows (read from
-    /// [`Finished::completed_lists`]); entries of another shape, or a list
-    /// that is not one, are passed over.
-    pub fn completed_files(&self) -> Vec<FileFailure> {
-        let mut out = Vec::new();
-        for (state, text) in &self.completed_lists {
-            let Ok(list) = serde_json::from_str::<Vec<&serde_json::value::RawValue>>(text) else {
-                continue;
-            };
-            out.extend(list.iter().filter_map(|raw| reported_file(raw.get(), state)));
-        }
-        out
-    }
-}
-
 /// A final result, read from its document (see `hub::ingest`).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Finished {
@@ -160,7 +106,7 @@ pub struct Finished {
     /// out). A worker's result lists every file of its batch, and most
     /// jobs keep no row of them (`record_files` other than `all`), so they
     /// are read into rows only for a job that does
-    /// ([`Finished::completed_files`]).
+    /// ([`super::files::completed_files`]).
     pub completed_lists: Vec<(&'static str, String)>,
     /// When it finished (µs).
     pub completed: i64,
@@ -403,7 +349,9 @@ impl Store {
             .iter()
             .zip(&filed)
             .map(|(r, job)| match job.and_then(|j| jobs.get(&j)) {
-                Some(rec) if !r.completed_lists.is_empty() && rec.keeps("processed") => r.completed_files(),
+                Some(rec) if !r.completed_lists.is_empty() && rec.keeps("processed") => {
+                    completed_files(&r.completed_lists)
+                }
                 _ => Vec::new(),
             })
             .collect();
@@ -915,51 +863,6 @@ async fn write_tasks(
         q.execute(&mut **tx).await.map_err(db("record tasks"))?;
     }
     Ok(())
-}
-
-/// Files the files their jobs record (one row per job and path: the last
-/// report wins), in multi-row upserts.
-async fn write_failures(
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
-    engine: Engine,
-    order: &[(i64, &str)],
-    failed: &FxHashMap<(i64, &str), (&FileFailure, &str)>,
-    at: i64,
-) -> Result<(), StoreError> {
-    for chunk in order.chunks(batch::CHUNK) {
-        let sql = format!(
-            "INSERT INTO jobstats (job_id, path, state, code, message, task_id, at, reason) VALUES {}
-             ON CONFLICT (job_id, path) DO UPDATE SET state = excluded.state, code = excluded.code,
-               message = excluded.message, task_id = excluded.task_id, at = excluded.at, reason = excluded.reason",
-            batch::tuples(engine, chunk.len(), 8)
-        );
-        let mut q = batch::statement(&sql, chunk.len());
-        for key in chunk {
-            let (f, task) = failed[key];
-            q = q
-                .bind(key.0)
-                .bind(&f.path)
-                .bind(f.state)
-                .bind(&f.code)
-                .bind(&f.message)
-                .bind(task)
-                .bind(at)
-                .bind(reason(f));
-        }
-        q.execute(&mut **tx).await.map_err(db("record failed files"))?;
-    }
-    Ok(())
-}
-
-/// What a failed file's message says, with its path and numbers taken
-/// out ([`crate::task::errors::normalise`]): the failure roll-up groups
-/// by it. The message is a JSON list of lines, the path a JSON string.
-fn reason(f: &FileFailure) -> String {
-    let text = serde_json::from_str::<Vec<String>>(&f.message)
-        .map(|v| v.join("; "))
-        .unwrap_or_else(|_| f.message.clone());
-    let path = serde_json::from_str::<String>(&f.path).unwrap_or_default();
-    crate::task::errors::normalise(&text, &path)
 }
 
 /// The per-file counts of a summary (zero for what it lacks or cannot

@@ -111,17 +111,18 @@ pub(super) fn editor_error(detail: String) -> String {
     }
 }
 
-/// The page asking before object `id` of `section` (`workflows`,
-/// `schedules`), called `title`, is deleted by a POST to its `delete/`.
+/// The page (in `layout`) asking before object `id` of `section`
+/// (`workflows`, `schedules`), called `title`, is deleted by a POST to
+/// its `delete/`.
 pub(super) fn delete_confirmation(
-    session: &super::session::Session,
+    layout: Layout,
     section: &'static str,
     id: i64,
     title: String,
     question: &'static str,
 ) -> ConfirmPage {
     ConfirmPage {
-        layout: session.layout(section),
+        layout,
         title,
         question,
         action: format!("/ui/{section}/{id}/delete/"),

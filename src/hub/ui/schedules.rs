@@ -380,7 +380,7 @@ async fn confirm_delete(
     page(
         StatusCode::OK,
         &delete_confirmation(
-            &session,
+            session.layout("schedules"),
             "schedules",
             x.id,
             title,

@@ -305,7 +305,7 @@ async fn confirm_delete(
     page(
         StatusCode::OK,
         &delete_confirmation(
-            &session,
+            session.layout("workflows"),
             "workflows",
             w.id,
             title,
