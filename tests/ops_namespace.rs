@@ -1095,6 +1095,38 @@ fn reverse_stub_creates_stubs_that_recall_to_the_original() {
 }
 
 #[test]
+fn reverse_stub_without_an_endpoint_finds_each_object_on_the_endpoint_whose_root_holds_its_path() {
+    let s = migrated_site();
+    // Site B mounts the objects' tree at another path: keyed under its own
+    // root, as migrate keyed them under A's.
+    let b = s.d.join("B-by-root");
+    let cfg_b = config(&s.d, "b-root.conf", &[("e", &s.objdir, &b)]);
+    let outside = s.d.join("elsewhere").join("small");
+    let paths = [b.join("big"), b.join("small"), outside.clone()];
+    let mut a = args!["reverse-stub", "--config", &cfg_b, "--jsonl"];
+    a.extend(paths.iter().map(|p| p.as_os_str().to_owned()));
+    let r = ferry(&a);
+    let lines = r.lines();
+    assert_eq!(lines.len(), 3, "{}", r.show());
+    assert_eq!(
+        (lines[0].state.as_str(), lines[1].state.as_str()),
+        ("processed", "processed"),
+        "{}",
+        r.show()
+    );
+    assert_eq!(lines[2].path, outside.as_os_str().as_bytes(), "{}", r.show());
+    assert_eq!(lines[2].state, "failures", "{}", r.show());
+    assert!(
+        lines[2].message.contains("no endpoint's root holds this path"),
+        "{}",
+        r.show()
+    );
+    assert_ne!(r.code, 0, "a failed path fails the command: {}", r.show());
+    assert_same_metadata(&b.join("big"), original("big").len() as u64);
+    assert!(!outside.exists());
+}
+
+#[test]
 fn reverse_stub_hydrate_and_stub_size() {
     let s = migrated_site();
     let b = s.d.join("H");

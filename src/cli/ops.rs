@@ -217,9 +217,11 @@ pub struct ReverseStubCmd {
     #[command(flatten)]
     lock: LockArgs,
 
-    /// Endpoint holding the objects.
+    /// Endpoint holding the objects [default: for each path, the endpoint
+    /// whose `root` holds it, the deepest such root, as migrate chooses
+    /// it; a path no root holds fails].
     #[arg(long, value_name = "NAME")]
-    endpoint: String,
+    endpoint: Option<String>,
 
     /// Write all the data (a premigrated file) instead of a stub.
     #[arg(long)]
@@ -337,7 +339,7 @@ pub struct MoveCmd {
 /// `ferry reverse-stub`.
 pub fn run_reverse_stub(c: ReverseStubCmd) -> Result<(), Failure> {
     let op = Operation::ReverseStub(ReverseStubArgs {
-        endpoint: Some(c.endpoint),
+        endpoint: c.endpoint,
         hydrate: c.hydrate,
         stub_size: c.stub_size,
         skip_hash: c.skip_hash,

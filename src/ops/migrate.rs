@@ -18,7 +18,6 @@ use crate::sys::{Lease, next_data, punch_hole, set_lease};
 use crate::task::{FileState, Outcome, PathObject};
 use object_store::path::Path as ObjPath;
 use serde::Deserialize;
-use std::collections::BTreeMap;
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
@@ -59,35 +58,9 @@ pub struct MigrateArgs {
 /// goes to the endpoint whose root holds it ([`crate::config::Config::endpoint_for_path`]);
 /// a path no root holds fails.
 pub fn migrate(ctx: &OpContext, args: &MigrateArgs, paths: &[PathObject]) -> Result<Vec<Outcome>, OpError> {
-    if let Some(endpoint) = args.endpoint.as_deref() {
-        return migrate_to(ctx, args, endpoint, paths);
-    }
-    let mut groups: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
-    let mut out: Vec<Option<Outcome>> = paths.iter().map(|_| None).collect();
-    for (i, p) in paths.iter().enumerate() {
-        match ctx.config.endpoint_for_path(&p.path) {
-            Some(e) => groups.entry(e.name.as_str()).or_default().push(i),
-            None => {
-                let o = Outcome::failed(
-                    "no endpoint's root holds this path: name an endpoint, or give one a root above it",
-                );
-                ctx.count(&o, 0);
-                out[i] = Some(o);
-            }
-        }
-    }
-    // One endpoint for the whole batch (the usual case): no copies.
-    if groups.len() == 1 && out.iter().all(Option::is_none) {
-        let (name, _) = groups.pop_first().expect("one group");
-        return migrate_to(ctx, args, name, paths);
-    }
-    for (name, indices) in groups {
-        let group: Vec<PathObject> = indices.iter().map(|&i| paths[i].clone()).collect();
-        for (i, o) in indices.into_iter().zip(migrate_to(ctx, args, name, &group)?) {
-            out[i] = Some(o);
-        }
-    }
-    Ok(out.into_iter().map(|o| o.expect("every path decided")).collect())
+    super::route::by_endpoint(ctx, args.endpoint.as_deref(), paths, |name, group| {
+        migrate_to(ctx, args, name, group)
+    })
 }
 
 /// Migrates `paths` to `endpoint`.

@@ -20,6 +20,7 @@ pub mod migrate;
 pub mod moves;
 pub mod recall;
 pub mod reverse_stub;
+pub mod route;
 pub mod run;
 pub mod stat;
 pub mod unmanage;

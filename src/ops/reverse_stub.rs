@@ -33,7 +33,8 @@ use std::sync::Arc;
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(default)]
 pub struct ReverseStubArgs {
-    /// Endpoint holding the objects.
+    /// Endpoint holding the objects; when not named, for each path the
+    /// endpoint whose root holds it.
     pub endpoint: Option<String>,
     /// Write all the data (a premigrated file) instead of a stub.
     pub hydrate: bool,
@@ -60,9 +61,10 @@ pub struct ReverseStubArgs {
     pub sub_batch: Option<usize>,
 }
 
-/// Creates stubs for `paths`, one outcome per path in order.
+/// Creates stubs for `paths`, one outcome per path in order. Without a
+/// named endpoint each path's object is looked for on the endpoint whose
+/// root holds it, as migrate chose it ([`super::route::by_endpoint`]).
 pub fn reverse_stub(ctx: &OpContext, args: &ReverseStubArgs, paths: &[PathObject]) -> Result<Vec<Outcome>, OpError> {
-    let endpoint = args.endpoint.as_deref().ok_or(ArgumentError::Missing("endpoint"))?;
     if let Some(p) = args.conflict_preference.as_deref()
         && !matches!(p, "newest" | "local" | "ignore")
     {
@@ -75,6 +77,18 @@ pub fn reverse_stub(ctx: &OpContext, args: &ReverseStubArgs, paths: &[PathObject
         let why = format!("must be stub or all, not {r:?}");
         return Err(ArgumentError::invalid("retry_stale", why).into());
     }
+    super::route::by_endpoint(ctx, args.endpoint.as_deref(), paths, |name, group| {
+        stub_from(ctx, args, name, group)
+    })
+}
+
+/// Creates stubs for `paths` from the objects on `endpoint`.
+fn stub_from(
+    ctx: &OpContext,
+    args: &ReverseStubArgs,
+    endpoint: &str,
+    paths: &[PathObject],
+) -> Result<Vec<Outcome>, OpError> {
     let job = Job {
         ctx,
         args,
