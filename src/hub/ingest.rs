@@ -435,7 +435,7 @@ mod tests {
                 r#"[{"path":"/d"},{"path":"/e","message":["ok"]}]"#.to_string()
             )]
         );
-        let done = crate::hub::store::files::completed_files(&f.completed_lists);
+        let done = crate::hub::store::files::completed_files(&f.completed_lists, |_| true);
         assert_eq!(
             done.iter()
                 .map(|d| (d.path.as_str(), d.state, d.message.as_str()))

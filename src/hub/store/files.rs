@@ -47,11 +47,12 @@ pub fn reported_file(raw: &str, state: &'static str) -> Option<FileFailure> {
 }
 
 /// The files of a result's processed and skipped lists
-/// ([`super::results::Finished::completed_lists`]), as rows; entries of
+/// ([`super::results::Finished::completed_lists`]) whose state `keeps`
+/// accepts, as rows; a list of another state is not read, and entries of
 /// another shape, or a list that is not one, are passed over.
-pub fn completed_files(lists: &[(&'static str, String)]) -> Vec<FileFailure> {
+pub fn completed_files(lists: &[(&'static str, String)], keeps: impl Fn(&str) -> bool) -> Vec<FileFailure> {
     let mut out = Vec::new();
-    for (state, text) in lists {
+    for (state, text) in lists.iter().filter(|(state, _)| keeps(state)) {
         let Ok(list) = serde_json::from_str::<Vec<&serde_json::value::RawValue>>(text) else {
             continue;
         };

@@ -349,10 +349,8 @@ impl Store {
             .iter()
             .zip(&filed)
             .map(|(r, job)| match job.and_then(|j| jobs.get(&j)) {
-                Some(rec) if !r.completed_lists.is_empty() && rec.keeps("processed") => {
-                    completed_files(&r.completed_lists)
-                }
-                _ => Vec::new(),
+                Some(rec) => completed_files(&r.completed_lists, |state| rec.keeps(state)),
+                None => Vec::new(),
             })
             .collect();
         // Failed files by (job, path): the last report of a path wins.

@@ -305,6 +305,12 @@ fn insert_subscription(w: &ScheduleWorkflow) -> Statement<'_> {
     .bind(w.fields.to_string())
 }
 
+fn delete_subscription(schedule_id: i64, id: i64) -> Statement<'static> {
+    sqlx::query("DELETE FROM schedule_workflows WHERE schedule_id = $1 AND id = $2")
+        .bind(schedule_id)
+        .bind(id)
+}
+
 fn update_subscription(w: &ScheduleWorkflow) -> Statement<'_> {
     sqlx::query(
         "UPDATE schedule_workflows SET workflow = $3, site = $4, queue = $5, fields = $6 WHERE schedule_id = $1 AND id = $2",
@@ -399,9 +405,7 @@ impl Store {
             .map(|r| r.get(0))
             .collect();
         for gone in had.iter().filter(|h| !subs.iter().any(|w| w.id == **h)) {
-            sqlx::query("DELETE FROM schedule_workflows WHERE schedule_id = $1 AND id = $2")
-                .bind(id)
-                .bind(gone)
+            delete_subscription(id, *gone)
                 .execute(&mut *tx)
                 .await
                 .map_err(db(what))?;
@@ -494,9 +498,7 @@ impl Store {
 
     /// Unsubscribes a workflow.
     pub async fn delete_schedule_workflow(&self, schedule_id: i64, id: i64) -> Result<bool, StoreError> {
-        let done = sqlx::query("DELETE FROM schedule_workflows WHERE schedule_id = $1 AND id = $2")
-            .bind(schedule_id)
-            .bind(id)
+        let done = delete_subscription(schedule_id, id)
             .execute(&self.pool)
             .await
             .map_err(db("unsubscribe a workflow"))?;
