@@ -222,6 +222,18 @@ impl Session {
     pub async fn channel(&self) -> lapin::Result<Channel> {
         self.conn.create_channel().await
     }
+
+    /// Queue `queue`'s counts ([`queue_counts`]) asked on a channel of its
+    /// own, closed after; `None` when the broker cannot say (no such
+    /// queue: it closed the channel itself).
+    pub async fn counts_of(&self, queue: &str) -> lapin::Result<Option<QueueCounts>> {
+        let ch = self.channel().await?;
+        let q = queue_counts(&ch, queue).await;
+        if q.is_some() {
+            let _ = ch.close(200, "counted".into()).await;
+        }
+        Ok(q)
+    }
 }
 
 /// Turns a confirmation into success or the reason it failed.
@@ -308,11 +320,7 @@ impl BrokerSink {
                 // Declared first (once per session, as a publish would), so
                 // the passive declare never meets a missing queue.
                 session.declare_queue(queue).await?;
-                let ch = session.channel().await?;
-                let q = queue_counts(&ch, queue).await;
-                if q.is_some() {
-                    let _ = ch.close(200, "depth".into()).await;
-                }
+                let q = session.counts_of(queue).await?;
                 Ok::<_, lapin::Error>(q.map_or(0, |q| u64::from(q.messages)))
             });
             // A broker that cannot answer now: the publish says so.

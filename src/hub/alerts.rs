@@ -8,7 +8,7 @@
 //! that the hub does not already know from heartbeats, the broker and the
 //! task records, so the hub derives them itself, within seconds.
 
-use crate::agent::broker::{Session, queue_counts};
+use crate::agent::broker::Session;
 use crate::config::HubSettings;
 use crate::hub::configs::Live;
 use crate::hub::store::alerts::Raised;
@@ -49,12 +49,7 @@ fn raised(
 async fn counts(session: &Session, name: &str) -> Option<(u32, u32)> {
     let asked = async {
         session.declare_queue(name).await?;
-        let ch = session.channel().await?;
-        let q = queue_counts(&ch, name).await;
-        if q.is_some() {
-            let _ = ch.close(200, "counted".into()).await;
-        }
-        Ok::<_, lapin::Error>(q)
+        session.counts_of(name).await
     };
     match asked.await {
         Ok(Some(q)) => Some((q.messages, q.consumers)),

@@ -386,18 +386,7 @@ async fn unpark_types(store: &Store, settings: &HubSettings, session: &Session) 
 
 /// How many messages wait in queue `queue` (0 when it does not exist).
 pub async fn depth(session: &Session, queue: &str) -> Result<u32, BrokerError> {
-    let ch = session.channel().await?;
-    let Some(n) = waiting(&ch, queue).await else {
-        return Ok(0);
-    };
-    let _ = ch.close(200, "counted".into()).await;
-    Ok(n)
-}
-
-/// How many messages wait in `queue`, declared passively on `ch`; `None`
-/// when there is no such queue (the broker then closes `ch`).
-async fn waiting(ch: &lapin::Channel, queue: &str) -> Option<u32> {
-    queue_counts(ch, queue).await.map(|q| q.messages)
+    Ok(session.counts_of(queue).await?.map_or(0, |q| q.messages))
 }
 
 /// Declares the parking queue `park` (durable), so an agent's first
@@ -429,7 +418,7 @@ async fn drop_parking(session: &Session, park: &str) -> Result<(), BrokerError> 
 pub async fn unpark(session: &Session, park: &str) -> Result<u64, BrokerError> {
     let ch = session.channel().await?;
     // A queue that is not there has nothing to move.
-    let Some(depth) = waiting(&ch, park).await else {
+    let Some(depth) = queue_counts(&ch, park).await.map(|q| q.messages) else {
         return Ok(0);
     };
     if depth == 0 {
