@@ -138,7 +138,7 @@ fn authenticate_prints_a_key_that_then_works_from_a_config_file() {
     let conf = config(&s, &key);
     let run = client(home, &["workflows", "list", "-c", conf.to_str().unwrap()], None);
     assert_eq!(run.code, 0, "{run}");
-    assert_eq!(run.json_lines().len(), 6, "{run}");
+    assert_eq!(run.json_lines().len(), 8, "{run}");
 
     // A password from standard input (no -p) makes another key.
     let run = client(
@@ -252,7 +252,9 @@ fn workflows_list_shows_the_builtins_and_import_update_delete_round_trip() {
             "recall",
             "unmanage",
             "reverse_stub",
-            "delete_file"
+            "delete_file",
+            "send",
+            "site_sync"
         ],
         "{run}"
     );
@@ -316,7 +318,7 @@ fn workflows_list_shows_the_builtins_and_import_update_delete_round_trip() {
     let run = client(home, &["workflows", "delete", &id.to_string(), "-c", c], None);
     assert_eq!(run.code, 0, "{run}");
     let run = client(home, &["workflows", "list", "-c", c], None);
-    assert_eq!(names(&run).len(), 6, "{run}");
+    assert_eq!(names(&run).len(), 8, "{run}");
     let run = client(home, &["workflows", "delete", &id.to_string(), "-c", c], None);
     assert_eq!(run.code, 2, "{run}");
     assert!(
@@ -425,7 +427,7 @@ fn no_wait_prints_the_job_at_once_and_timeout_exits_4_while_the_job_continues() 
         "{run}"
     );
 
-    // send: this hub has no `send` workflow, and says so.
+    // send: the built-in `send` workflow refuses a site the hub does not know.
     let run = client(
         home,
         &["send", root.to_str().unwrap(), "-t", "elsewhere", "-c", c],
@@ -434,7 +436,7 @@ fn no_wait_prints_the_job_at_once_and_timeout_exits_4_while_the_job_continues() 
     assert_eq!(run.code, 2, "{run}");
     assert!(
         run.stderr
-            .contains("400 Bad Request: workflow: no workflow called \"send\""),
+            .contains("400 Bad Request: fields.destinationsite: no site \"elsewhere\""),
         "{run}"
     );
 }
@@ -701,7 +703,7 @@ fn https_checks_the_certificate_against_the_system_roots_unless_no_verify() {
     // With the CA among the roots (SSL_CERT_FILE, read by rustls-native-certs): accepted.
     let run = client_env(home, &list, None, &[("SSL_CERT_FILE", &d.join("ca.crt"))]);
     assert_eq!(run.code, 0, "{run}");
-    assert_eq!(run.json_lines().len(), 6, "{run}");
+    assert_eq!(run.json_lines().len(), 8, "{run}");
     // Without checking, by flag or by configuration: accepted.
     let run = client(home, &[&list[..], &["-D"]].concat(), None);
     assert_eq!(run.code, 0, "{run}");
@@ -710,5 +712,5 @@ fn https_checks_the_certificate_against_the_system_roots_unless_no_verify() {
     std::fs::write(&conf, text).unwrap();
     let run = client(home, &list, None);
     assert_eq!(run.code, 0, "{run}");
-    assert_eq!(run.json_lines().len(), 6, "{run}");
+    assert_eq!(run.json_lines().len(), 8, "{run}");
 }

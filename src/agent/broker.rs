@@ -413,6 +413,12 @@ impl ChildSink for BrokerSink {
         Ok(())
     }
 
+    fn ask(&mut self, queue: &str, msg: Outgoing) -> Result<(), SinkError> {
+        let props = task_properties(&msg.id, None, &msg.headers);
+        self.publish(queue, true, &msg.body, props)?;
+        self.flush()
+    }
+
     fn stream(&mut self, queue: &str, correlation_id: &str, body: Vec<u8>) -> Result<(), SinkError> {
         // Stream queues belong to the task reading them; never declare one
         // here, so a stream to a task that is gone is simply dropped.

@@ -235,8 +235,7 @@ struct MigrateCmd {
 ///
 /// Submits the workflow `send` with the fields destinationsite,
 /// destinationqueue and hydrate, as Ngenea's built-in send declares them.
-/// A hub without a `send` workflow refuses the job (400); ferry's hub has
-/// none built in yet (multi-site workflows are not built).
+/// ferry's hub has it built in; a hub without one refuses the job (400).
 #[derive(Args)]
 struct SendCmd {
     #[command(flatten)]

@@ -16,6 +16,7 @@ use crate::agent::tasks::rules::Context;
 use crate::agent::tasks::rules::{Rule, matching};
 use crate::config::queue_name;
 use crate::entry::FileType;
+use crate::snapdiff::request::ROTATE_ON_ERROR;
 use crate::task::args::kwargs_with;
 use crate::task::{PathObject, TaskName};
 use serde::{Deserialize, Serialize};
@@ -133,6 +134,42 @@ pub fn present<'de, D: serde::Deserializer<'de>, T: serde::Deserialize<'de>>(
 
 fn invalid(why: impl Into<String>) -> SubmitError {
     SubmitError::Invalid(why.into())
+}
+
+/// The runtime fields that name a multi-site workflow's destination site
+/// (`send` calls it `destinationsite`, `site_sync` `destination`).
+const DESTINATION_SITE_FIELDS: [&str; 2] = ["destinationsite", "destination"];
+
+/// The runtime field that names the queue on the destination site.
+const DESTINATION_QUEUE_FIELD: &str = "destinationqueue";
+
+/// Fills in a multi-site workflow's destination queue as the seed does
+/// (003:L10094): the one given, or the job's own, "the same queue across
+/// all sites"; where the destination site has no such queue, its
+/// `default`. Workflows without a destination site are left alone.
+async fn destination_queue(
+    store: &Store,
+    sites: &[super::store::sites::Site],
+    queue: &str,
+    fields: &mut Map<String, Value>,
+) -> Result<(), SubmitError> {
+    let Some(site) = DESTINATION_SITE_FIELDS
+        .iter()
+        .find_map(|f| fields.get(*f).and_then(Value::as_str))
+        .and_then(|name| sites.iter().find(|s| s.name == name))
+    else {
+        return Ok(());
+    };
+    let wanted = match fields.get(DESTINATION_QUEUE_FIELD) {
+        Some(Value::String(q)) if !q.is_empty() => q.clone(),
+        _ => queue.to_string(),
+    };
+    let chosen = match store.queue_exists(site.id, &wanted).await? {
+        true => wanted,
+        false => "default".to_string(),
+    };
+    fields.insert(DESTINATION_QUEUE_FIELD.into(), Value::String(chosen));
+    Ok(())
 }
 
 /// The submission, in the seed's fields. Unknown fields are refused.
@@ -316,9 +353,10 @@ async fn submit(
     }
     // Fields and rules, as the agent will run them.
     let specs = parse_fields(&workflow.fields).map_err(|e| invalid(format!("workflow {}: {e}", workflow.name)))?;
-    let sites: Vec<String> = store.sites().await?.into_iter().map(|x| x.name).collect();
+    let all_sites = store.sites().await?;
+    let sites: Vec<String> = all_sites.iter().map(|x| x.name.clone()).collect();
     let queues: Vec<String> = store.queues(None).await?.into_iter().map(|q| q.name).collect();
-    let fields = resolve_fields(
+    let mut fields = resolve_fields(
         &specs,
         &sub.fields,
         &Known {
@@ -327,6 +365,7 @@ async fn submit(
         },
     )
     .map_err(|e| invalid(e.to_string()))?;
+    destination_queue(store, &all_sites, &queue, &mut fields).await?;
     let rule_specs =
         parse_rules(&workflow.filter_rules, &specs).map_err(|e| invalid(format!("workflow {}: {e}", workflow.name)))?;
     let patterns = Context {
@@ -427,7 +466,7 @@ async fn submit(
     let raw_paths: Vec<&RawValue> = sub.paths.iter().map(|p| &**p).collect();
     let roots = |jobid| match task {
         Some(t) => {
-            let kwargs = json!({
+            let mut kwargs = json!({
                 "paths": raw_paths,
                 "jobid": jobid,
                 "filter_rules": workflow.filter_rules,
@@ -447,6 +486,14 @@ async fn submit(
                 "children_in_result": false,
                 "max_queue_depth": max_queue_depth,
             });
+            // A sync workflow's runtime field `snappdiff_rotate_on_error`
+            // (the seed's spelling, 003:L11909) is the snapdiff's own
+            // argument: it decides whether a failed sync rotates.
+            if let Some(rotate) = fields.get(ROTATE_ON_ERROR).filter(|v| v.is_boolean())
+                && t == TaskName::Snapdiff
+            {
+                kwargs[ROTATE_ON_ERROR] = rotate.clone();
+            }
             vec![discovery(t.as_str(), &kwargs.to_string(), &site.name, &queue, &me)]
         }
         None => actions(

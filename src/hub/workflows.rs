@@ -4,6 +4,7 @@
 
 use crate::agent::tasks::rules::{self, Context, Routing, RuleSpec};
 use crate::hub::store::workflows::Workflow;
+use crate::snapdiff::request::ROTATE_ON_ERROR;
 use crate::task::TaskName;
 use crate::task::names::CUSTOM_PREFIX;
 use serde::Deserialize;
@@ -325,10 +326,59 @@ fn builtin(name: &str, label: &str, discovery: Option<&str>, visible: bool, fiel
     }
 }
 
+/// The steps that send paths to another site through an endpoint (seed
+/// 003:L12018-12035, L12071-12095): forget moved files' old locations,
+/// premigrate on this site, then build the files from the objects on the
+/// destination (`site`, `queue` and `hydrate` from runtime fields).
+/// `migrate` and `stub` are those steps' further arguments; `check` goes
+/// first when given.
+fn send_steps(site_field: &str, migrate: Value, stub: Value, check: Option<Value>) -> Vec<Value> {
+    let with = |mut step: Value, extra: Value| {
+        if let (Some(s), Value::Object(e)) = (step.as_object_mut(), extra) {
+            s.extend(e);
+        }
+        step
+    };
+    let migrate = with(json!({"name": "dynamo.tasks.migrate", "premigrate": true}), migrate);
+    let stub = with(
+        json!({
+            "name": "dynamo.tasks.reverse_stub",
+            "site": format!("*{site_field}"),
+            "queue": "*destinationqueue",
+            "hydrate": "*hydrate",
+        }),
+        stub,
+    );
+    check
+        .into_iter()
+        .chain([
+            json!({"name": "dynamo.tasks.remove_location_xattrs_for_moved"}),
+            migrate,
+            stub,
+        ])
+        .collect()
+}
+
+/// The runtime fields that name where a multi-site workflow sends to:
+/// the site (`site_field`, as the seed names it per workflow) and the
+/// queue there (the job's own, or `default` where the destination has no
+/// such queue: [`crate::hub::submit`] fills it in, 003:L10094).
+fn destination_fields(site_field: &str, label: &str) -> Vec<Value> {
+    vec![
+        json!({"name": site_field, "label": label, "type": "enum[site]",
+               "description": "the site the files go to"}),
+        json!({"name": "destinationqueue", "label": "Destination queue", "type": "string",
+               "description": "the queue on the destination site (default: the job's queue, or `default` where that site has no such queue)"}),
+        json!({"name": "hydrate", "label": "Hydrate", "type": "bool", "default": false,
+               "description": "whole files on the destination rather than stubs"}),
+    ]
+}
+
 /// The workflows a new hub has (seed 003:L11975-12186): `migrate`,
-/// `premigrate`, `recall`, `unmanage`, and the hidden `reverse_stub` and
-/// `delete_file`. Their steps act on files (`type: file`) except
-/// `delete_file`, which takes any path.
+/// `premigrate`, `recall`, `unmanage`, `send`, `site_sync`, and the
+/// hidden `reverse_stub` and `delete_file`. The single-site steps act on
+/// files (`type: file`); `send` and `site_sync` carry every kind of entry
+/// (directories and symlinks travel too), as does `delete_file`.
 pub fn builtins() -> Vec<Workflow> {
     let one = |task: &str, kind: &str, extra: Value| {
         let mut action = json!({"name": task});
@@ -401,7 +451,68 @@ pub fn builtins() -> Vec<Workflow> {
                 json!({"recursive": "*recursive"}),
             ),
         ),
+        // Added after the first six, so those keep their ids.
+        builtin(
+            "send",
+            "Send",
+            Some("recursive"),
+            true,
+            Value::Array(destination_fields("destinationsite", "Destination site")),
+            json!([{"state": "all", "type": "all", "action": send_steps("destinationsite", json!({}), json!({}), None)}]),
+        ),
+        builtin(
+            "site_sync",
+            "Site sync",
+            Some("snapdiff"),
+            true,
+            site_sync_fields(),
+            site_sync_rules(),
+        ),
     ]
+}
+
+/// `site_sync`'s fields: where to, how conflicts on the destination are
+/// settled (`sync_preference`, the UI's "Sync Policy", Newest by default:
+/// 003:L1313-1320), and whether a failed sync still rotates.
+fn site_sync_fields() -> Value {
+    let mut f = destination_fields("destination", "Destination");
+    f.push(json!({
+        "name": "sync_preference", "label": "Sync policy", "type": "choices", "default": "newest",
+        "description": "an updated file is sent when it is the newest on either site (newest), always (local), or never: the destination's copy stays (ignore)",
+        "choices": [
+            {"label": "Newest", "value": "newest"},
+            {"label": "Local", "value": "local"},
+            {"label": "Ignore", "value": "ignore"}
+        ]
+    }));
+    f.push(json!({
+        "name": ROTATE_ON_ERROR, "label": "Snapdiff rotate on error", "type": "bool", "default": true,
+        "description": "rotate the snapshots even when some changes failed to sync (false: roll back, and the next run sends them again)"
+    }));
+    Value::Array(f)
+}
+
+/// `site_sync`'s rules by change state (003:L12069-12112): created and
+/// updated entries are sent (updated ones after `check_sync_state` with
+/// the destination), moves are replayed and deletions made there.
+fn site_sync_rules() -> Value {
+    // A file gone before its turn is the next run's business (aborted,
+    // not failed); what is there on the destination is replaced.
+    let migrate = json!({"overwrite": true, "abort_missing": true});
+    let stub = json!({"overwrite": true});
+    let check = json!({
+        "name": "dynamo.tasks.check_sync_state",
+        "compare_site": "*destination",
+        "compare_queue": "*destinationqueue",
+        "sync_preference": "*sync_preference",
+    });
+    let there = |task: &str| json!([{"name": task, "site": "*destination", "queue": "*destinationqueue"}]);
+    json!([
+        {"state": "created", "type": "all", "action": send_steps("destination", migrate.clone(), stub.clone(), None)},
+        {"state": "updated", "type": "all", "action": send_steps("destination", migrate, stub, Some(check))},
+        {"state": "moved", "type": "all", "action": there("dynamo.tasks.move_paths_on_gpfs")},
+        {"state": "deleted", "type": "all", "action": there("dynamo.tasks.delete_paths_from_gpfs")}
+    ])
 }
 
 /// Adds the built-in workflows a database lacks (on every start, so a
@@ -424,11 +535,18 @@ mod tests {
         for w in builtins() {
             let fields = parse_fields(&w.fields).unwrap_or_else(|e| panic!("{}: {e}", w.name));
             parse_rules(&w.filter_rules, &fields).unwrap_or_else(|e| panic!("{}: {e}", w.name));
+            // The fields without a default get a value, as a submission
+            // must give them (the hub fills the destination queue in).
+            let given: Map<String, Value> = fields
+                .iter()
+                .filter(|f| f.default.is_none())
+                .map(|f| (f.name.clone(), json!("b")))
+                .collect();
             let values = resolve_fields(
                 &fields,
-                &Map::new(),
+                &given,
                 &Known {
-                    sites: &[],
+                    sites: &["b".into()],
                     queues: &[],
                 },
             )
@@ -442,6 +560,65 @@ mod tests {
             )
             .unwrap();
         }
+    }
+
+    /// `site_sync` routes each change state as the seed's table says: sent
+    /// to the destination through premigrate and reverse stub (updated
+    /// paths checked first), moves and deletions made there.
+    #[test]
+    fn site_sync_routes_each_state_as_the_seed_says() {
+        let w = builtins().into_iter().find(|w| w.name == "site_sync").unwrap();
+        let fields = parse_fields(&w.fields).unwrap();
+        let given = json!({"destination": "b", "destinationqueue": "fast"});
+        let values = resolve_fields(
+            &fields,
+            given.as_object().unwrap(),
+            &Known {
+                sites: &["b".into()],
+                queues: &[],
+            },
+        )
+        .unwrap();
+        assert_eq!(values["sync_preference"], "newest");
+        assert_eq!(values[ROTATE_ON_ERROR], true);
+        let rules = compile(
+            &parse_rules(&w.filter_rules, &fields).unwrap(),
+            &values,
+            "a",
+            "default",
+            None,
+        )
+        .unwrap();
+        let steps = |i: usize| -> Vec<(String, String)> {
+            rules[i]
+                .actions
+                .iter()
+                .map(|a| (a.task.rsplit('.').next().unwrap().to_string(), a.queue.clone()))
+                .collect()
+        };
+        let here = |t: &str| (t.to_string(), "a.default#worker".to_string());
+        let there = |t: &str| (t.to_string(), "b.fast#worker".to_string());
+        let sent = vec![
+            here("remove_location_xattrs_for_moved"),
+            here("migrate"),
+            there("reverse_stub"),
+        ];
+        assert_eq!(steps(0), sent);
+        assert_eq!(steps(1), [vec![here("check_sync_state")], sent].concat());
+        assert_eq!(steps(2), [there("move_paths_on_gpfs")]);
+        assert_eq!(steps(3), [there("delete_paths_from_gpfs")]);
+        let args = |i: usize, j: usize| -> Value {
+            serde_json::from_str(&format!("{{{}}}", rules[i].actions[j].kwargs)).unwrap()
+        };
+        assert_eq!(
+            args(0, 1),
+            json!({"premigrate": true, "overwrite": true, "abort_missing": true})
+        );
+        assert_eq!(args(0, 2), json!({"hydrate": false, "overwrite": true}));
+        assert_eq!(
+            args(1, 0),
+            json!({"compare_site": "b", "compare_queue": "fast", "sync_preference": "newest"})
+        );
     }
 
     #[test]

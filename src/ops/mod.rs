@@ -78,7 +78,8 @@ impl Operation {
 
     /// The operation task `task` asks for, with its keyword arguments (a
     /// JSON object; unknown keys are ignored, as the seed's `**kwargs`
-    /// does). `None` when `task` is not an operation (a discovery task);
+    /// does). `None` when `task` is not an operation (a discovery task,
+    /// or `check_sync_state`, which asks another site);
     /// `Err` when an argument has the wrong type.
     pub fn from_task(task: TaskName, kwargs: &str) -> Option<Result<Operation, ArgumentError>> {
         Some(match task {
@@ -91,7 +92,10 @@ impl Operation {
             TaskName::DeletePathsFromGpfs => parse_kwargs(kwargs).map(Operation::Delete),
             TaskName::MovePathsOnGpfs => parse_kwargs(kwargs).map(Operation::Move),
             TaskName::OneStepMovePathsOnGpfs => parse_kwargs(kwargs).map(Operation::OneStepMove),
-            TaskName::RecursiveNavigate | TaskName::Snapdiff | TaskName::RotateSnapshot => return None,
+            // Tasks that talk to other tasks: the agent runs them.
+            TaskName::RecursiveNavigate | TaskName::Snapdiff | TaskName::RotateSnapshot | TaskName::CheckSyncState => {
+                return None;
+            }
         })
     }
 

@@ -1,6 +1,7 @@
 //! `stat_paths`: report each path's attributes (what `check_sync_state`
 //! compares across sites) without following symlinks, plus ferry's
-//! residency (`hsm`: `premigrated` or `migrated`) for managed files.
+//! residency (`hsm`: `premigrated` or `migrated`) for managed files and
+//! a digest of a directory's POSIX ACLs (`acl`) when it has any.
 
 use super::{OpContext, open_file, par_map};
 use crate::entry::write_timestamp;
@@ -46,6 +47,11 @@ fn stat_one(ctx: &OpContext, path: &[u8]) -> Outcome {
         ("inode".into(), num(st.ino)),
         ("nlink".into(), num(st.nlink)),
     ];
+    if kind(&st) == "directory"
+        && let Some(acl) = acl_digest(path)
+    {
+        o.extra.push(("acl".into(), raw(format!("\"{acl}\""))));
+    }
     if kind(&st) == "file"
         && let Ok(f) = open_file(path, false)
         && let Ok(Some(Ok(s))) = ctx.xattrs.state(&f)
@@ -54,6 +60,25 @@ fn stat_one(ctx: &OpContext, path: &[u8]) -> Outcome {
             .push(("hsm".into(), raw(format!("\"{}\"", s.residency.as_str()))));
     }
     o
+}
+
+/// The POSIX ACLs a directory carries (access and default, as the
+/// kernel stores them in `system.posix_acl_*`), as one BLAKE3 digest, so
+/// `check_sync_state` can compare directories' ACLs across sites without
+/// shipping them; `None` when it has neither.
+fn acl_digest(path: &[u8]) -> Option<String> {
+    use xattr::FileExt;
+    let f = open_file(path, false).ok()?;
+    let mut h = blake3::Hasher::new();
+    let mut any = false;
+    for name in ["system.posix_acl_access", "system.posix_acl_default"] {
+        let v = f.get_xattr(name).ok().flatten();
+        any |= v.is_some();
+        let v = v.unwrap_or_default();
+        h.update(&(v.len() as u64).to_le_bytes());
+        h.update(&v);
+    }
+    any.then(|| h.finalize().to_hex().to_string())
 }
 
 fn kind(st: &FileStat) -> &'static str {
@@ -67,4 +92,41 @@ fn kind(st: &FileStat) -> &'static str {
 
 fn raw(json: String) -> Box<RawValue> {
     RawValue::from_string(json).expect("valid JSON")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use std::process::Command;
+
+    fn acl_of(ctx: &OpContext, dir: &std::path::Path) -> Option<String> {
+        let o = stat_paths(ctx, &[PathObject::new(dir.as_os_str().as_encoded_bytes().to_vec())]).remove(0);
+        o.extra
+            .iter()
+            .find(|(k, _)| k == "acl")
+            .map(|(_, v)| v.get().to_string())
+    }
+
+    #[test]
+    fn a_directorys_acls_are_reported_as_a_digest_that_follows_them() {
+        let ctx = OpContext::new(Config::empty(), Some(1)).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(acl_of(&ctx, dir.path()), None, "no ACL, no digest");
+        let setfacl = |spec: &str| {
+            let ok = Command::new("setfacl")
+                .args(["-m", spec])
+                .arg(dir.path())
+                .status()
+                .unwrap();
+            assert!(ok.success(), "setfacl (package acl) is needed");
+        };
+        setfacl("u:12345:rx");
+        let one = acl_of(&ctx, dir.path()).expect("an ACL digest");
+        setfacl("u:12345:rwx");
+        let two = acl_of(&ctx, dir.path()).expect("an ACL digest");
+        assert_ne!(one, two, "a changed ACL changes the digest");
+        setfacl("d:u:12345:rx");
+        assert_ne!(acl_of(&ctx, dir.path()).unwrap(), two, "a default ACL counts too");
+    }
 }

@@ -139,6 +139,12 @@ pub struct RotateRequest {
     pub snappdiff_rotate_on_error: bool,
 }
 
+/// The name of the runtime field and task argument that says whether a
+/// failed sync still rotates (the seed's spelling, with its double p):
+/// the hub lifts a workflow's field of this name into the snapdiff's
+/// arguments.
+pub const ROTATE_ON_ERROR: &str = "snappdiff_rotate_on_error";
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -161,5 +167,11 @@ mod tests {
         assert!(e.to_string().contains("auto, btrfs, gpfs or none"), "{e}");
         let e = serde_json::from_str::<SnapdiffRequest>(r#"{"extra_fields": ["colour"]}"#).unwrap_err();
         assert!(e.to_string().contains("unknown extra field 'colour'"), "{e}");
+    }
+
+    #[test]
+    fn the_rotate_field_the_hub_lifts_is_the_one_read_here() {
+        let r: SnapdiffRequest = serde_json::from_value(serde_json::json!({ ROTATE_ON_ERROR: false })).unwrap();
+        assert!(!r.snappdiff_rotate_on_error);
     }
 }

@@ -33,11 +33,14 @@ pub enum TaskName {
     MovePathsOnGpfs,
     /// Renames directly (`dynamo.tasks.one_step_move_paths_on_gpfs`).
     OneStepMovePathsOnGpfs,
+    /// Compares paths with another site's before they are sent there
+    /// (`dynamo.tasks.check_sync_state`).
+    CheckSyncState,
 }
 
 impl TaskName {
     /// Every task, discovery tasks first.
-    pub const ALL: [TaskName; 12] = [
+    pub const ALL: [TaskName; 13] = [
         TaskName::RecursiveNavigate,
         TaskName::Snapdiff,
         TaskName::RotateSnapshot,
@@ -50,6 +53,7 @@ impl TaskName {
         TaskName::DeletePathsFromGpfs,
         TaskName::MovePathsOnGpfs,
         TaskName::OneStepMovePathsOnGpfs,
+        TaskName::CheckSyncState,
     ];
 
     /// The seed's name, `dynamo.tasks.<name>`.
@@ -67,6 +71,7 @@ impl TaskName {
             TaskName::DeletePathsFromGpfs => "dynamo.tasks.delete_paths_from_gpfs",
             TaskName::MovePathsOnGpfs => "dynamo.tasks.move_paths_on_gpfs",
             TaskName::OneStepMovePathsOnGpfs => "dynamo.tasks.one_step_move_paths_on_gpfs",
+            TaskName::CheckSyncState => "dynamo.tasks.check_sync_state",
         }
     }
 

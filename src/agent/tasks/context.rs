@@ -225,6 +225,9 @@ pub trait ChildSink {
     /// Publishes a task message to `queue`. It is confirmed by the broker
     /// before the task's own result is published.
     fn send(&mut self, queue: &str, msg: Outgoing) -> Result<(), SinkError>;
+    /// Publishes a question to `queue`: a task that answers by stream
+    /// and has no result (no `reply_to`), so no hub counts it.
+    fn ask(&mut self, queue: &str, msg: Outgoing) -> Result<(), SinkError>;
     /// Publishes a stream message (JSON) to `queue`.
     fn stream(&mut self, queue: &str, correlation_id: &str, body: Vec<u8>) -> Result<(), SinkError>;
     /// Declares a private queue for this task and reads from it.
@@ -277,6 +280,13 @@ pub(crate) mod memory {
         pub(crate) cancelled: Arc<AtomicBool>,
         /// Progress reports, as sent.
         pub(crate) progress: Vec<Vec<u8>>,
+        /// Questions asked, by queue, in order.
+        pub(crate) asked: Vec<(String, TaskMessage)>,
+        /// Where "the other site" keeps what is at a path here: a
+        /// `stat_paths` question about `from/x` is answered with the
+        /// attributes of `to/x`, under the name asked. `None`: nobody
+        /// answers.
+        pub(crate) other_site: Option<(Vec<u8>, Vec<u8>)>,
     }
 
     impl Memory {
@@ -325,6 +335,41 @@ pub(crate) mod memory {
             if self.cancel_after.is_some_and(|n| self.sent.len() >= n) {
                 self.cancelled.store(true, Relaxed);
             }
+            Ok(())
+        }
+
+        fn ask(&mut self, queue: &str, msg: Outgoing) -> Result<(), SinkError> {
+            let m = decode(
+                &Incoming {
+                    headers: &msg.headers,
+                    body: &msg.body,
+                    ..Default::default()
+                },
+                usize::MAX,
+            )
+            .expect("a well-formed question");
+            if let Some((from, to)) = &self.other_site {
+                let asked = crate::task::parse_paths(m.kwarg("paths")).expect("questions carry paths");
+                let there: Vec<PathObject> = asked
+                    .iter()
+                    .map(|p| {
+                        let rest = p.path.strip_prefix(from.as_slice()).expect("under the answered root");
+                        PathObject::new([to.as_slice(), rest].concat())
+                    })
+                    .collect();
+                let ctx = crate::ops::OpContext::new(crate::config::Config::empty(), Some(1)).expect("a context");
+                let outcomes = crate::ops::stat::stat_paths(&ctx, &there);
+                let mut body = Vec::new();
+                for (i, (p, o)) in asked.iter().zip(&outcomes).enumerate() {
+                    if i > 0 {
+                        body.push(b',');
+                    }
+                    crate::task::result::write_outcome(p, o, true, &mut body);
+                }
+                let message = stream_message(&m.id, &m.task, 0, true, &body);
+                self.inbox.borrow_mut().push_back(message);
+            }
+            self.asked.push((queue.to_string(), m));
             Ok(())
         }
 

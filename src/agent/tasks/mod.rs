@@ -15,6 +15,7 @@ pub mod ops;
 pub mod publish;
 pub mod rules;
 pub mod snapdiff;
+pub mod sync_state;
 
 pub use context::{Cancel, ChildSink, EXC_MODULE, Inbox, Input, Published, SinkError, TaskEnv, TaskError, TaskOutput};
 
@@ -40,6 +41,8 @@ pub enum Kind {
     Snapdiff(Box<snapdiff::SnapdiffArgs>),
     /// `rotate_snapshot`.
     Rotate(RotateRequest),
+    /// `check_sync_state`.
+    CheckSync(sync_state::CheckSyncArgs),
     /// A file operation, and where to stream its per-file results.
     Op {
         /// The operation with its arguments.
@@ -75,6 +78,12 @@ impl<'m> Request<'m> {
                     Kind::Rotate(msg.kwargs_as()?)
                 };
                 (paths, kind)
+            }
+            TaskName::CheckSyncState => {
+                let args: sync_state::CheckSyncArgs = msg.kwargs_as()?;
+                args.preference()?;
+                args.site()?;
+                (paths()?, Kind::CheckSync(args))
             }
             _ => {
                 let kwargs = msg.kwargs_object(&["paths", "jobid"]);
@@ -197,6 +206,7 @@ pub fn run(msg: &TaskMessage, env: &TaskEnv, ops: &OpContext, sink: &mut dyn Chi
         Kind::Navigate(args) => navigate::recursive_navigate(&input, &args, env, sink),
         Kind::Snapdiff(args) => snapdiff::snapdiff_task(&input, &args, env, &ops.config.gpfs, sink),
         Kind::Rotate(args) => snapdiff::rotate_task(&input, &args, env, &ops.config.gpfs),
+        Kind::CheckSync(args) => sync_state::check_sync_state(input, &args, env, ops, sink),
         Kind::Op {
             op,
             stream_to,
