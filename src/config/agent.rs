@@ -11,6 +11,7 @@ use super::defaults;
 use super::ini::{
     BadValue, ConfigError, Section, parse_bool, parse_count, parse_gb, parse_seconds, parse_whole_seconds, valid_name,
 };
+use super::path_map::PathMap;
 use std::fmt;
 use std::time::Duration;
 
@@ -250,6 +251,9 @@ pub struct AgentSettings {
     /// How long a leftover must have stood before that upkeep removes it
     /// (`endpoint_check_grace`, seconds).
     pub endpoint_check_grace: Duration,
+    /// Where this site mounts what the other sites' paths name
+    /// (`path_map`; empty: the same paths everywhere).
+    pub path_map: PathMap,
 }
 
 impl Default for AgentSettings {
@@ -270,12 +274,13 @@ impl Default for AgentSettings {
             snapdiff_stream_timeout: defaults::SNAPDIFF_STREAM_TIMEOUT,
             endpoint_check_interval: defaults::ENDPOINT_CHECK_INTERVAL,
             endpoint_check_grace: defaults::ENDPOINT_CHECK_GRACE,
+            path_map: PathMap::default(),
         }
     }
 }
 
 /// The `[settings]` keys [`AgentSettings::read`] knows.
-pub const AGENT_KEYS: &str = "broker_url, node_name, file_batch_size, file_batch_gb, enable_auto_file_batch_sizing, lock_threshold, heartbeat, heartbeat_interval, task_events, max_message_bytes, confirm_window, control_wait, walk_threads, metrics_listen, snapdiff_stream_timeout, endpoint_check_interval, endpoint_check_grace, worker, discovery, custom, interactive, settings";
+pub const AGENT_KEYS: &str = "broker_url, node_name, file_batch_size, file_batch_gb, enable_auto_file_batch_sizing, lock_threshold, heartbeat, heartbeat_interval, task_events, max_message_bytes, confirm_window, control_wait, walk_threads, metrics_listen, snapdiff_stream_timeout, endpoint_check_interval, endpoint_check_grace, path_map, worker, discovery, custom, interactive, settings";
 
 impl AgentSettings {
     /// Reads the agent's keys from `[settings]`.
@@ -325,6 +330,9 @@ impl AgentSettings {
         }
         if let Some(d) = s.take_parsed("control_wait", parse_whole_seconds)? {
             a.control_wait = d;
+        }
+        if let Some(m) = s.take_parsed("path_map", PathMap::parse)? {
+            a.path_map = m;
         }
         if let Some(n) = s.take_parsed("walk_threads", parse_count)? {
             a.walk_threads = n;

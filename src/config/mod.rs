@@ -17,12 +17,14 @@ pub mod endpoint;
 pub mod gpfs;
 pub mod hub;
 pub mod ini;
+pub mod path_map;
 
 pub use agent::{AgentSettings, BatchSettings, ConsumerSpec, Function, QueueConfig, queue_name};
 pub use endpoint::{EndpointConfig, StoreConfig};
 pub use gpfs::GpfsSettings;
 pub use hub::HubSettings;
 pub use ini::{BadValue, ConfigError, Section, parse_bool, parse_count, valid_name};
+pub use path_map::PathMap;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -343,6 +345,13 @@ mod tests {
     }
 
     #[test]
+    fn a_path_map_is_read_from_settings() {
+        let c = Config::parse("t", "[settings]\npath_map = /gpfs/fs2:/mmfs1\n").unwrap();
+        assert_eq!(c.agent.path_map.to_local(b"/mmfs1/x").unwrap(), b"/gpfs/fs2/x");
+        assert!(Config::empty().agent.path_map.is_empty());
+    }
+
+    #[test]
     fn errors_name_the_line() {
         let cases = [
             ("[settings]\nsite = a\nsite = b\n", 3, "already set on line 2"),
@@ -366,6 +375,7 @@ mod tests {
             ("[Endpoint a]\ntype = directory\n", 1, "needs `path"),
             ("[Endpoint a]\ntype = tape\n", 2, "`type`"),
             ("[settings]\ngpfs_bin_dir = bin\n", 2, "absolute"),
+            ("[settings]\npath_map = /gpfs/fs2\n", 2, "`path_map`: expected <local path>:<wire path>"),
             ("[settings]\ngpfs_iscan_threads = 0\n", 2, "above 0"),
         ];
         for (text, line, msg) in cases {

@@ -2,6 +2,7 @@
 //! emits and every task takes as input.
 
 use super::surrogate::{self, DecodeError};
+use crate::config::PathMap;
 use crate::entry::{Entry, Fields, write_timestamp};
 use serde_json::value::RawValue;
 use std::fmt;
@@ -18,7 +19,13 @@ pub struct PathObject {
     pub source: Option<Vec<u8>>,
     /// Every other key, in order, with its undecoded JSON value.
     pub extra: Vec<(String, Box<RawValue>)>,
+    /// `path` and `source` as they arrived, when [`PathObject::localise`]
+    /// mapped them to this site's paths: what every output names.
+    wire: Option<Box<WireNames>>,
 }
+
+/// A path object's `path` and `source` as they arrived on the wire.
+type WireNames = (Vec<u8>, Option<Vec<u8>>);
 
 /// Why a path object could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -47,6 +54,7 @@ impl PathObject {
             path,
             source: None,
             extra: Vec::new(),
+            wire: None,
         }
     }
 
@@ -75,14 +83,50 @@ impl PathObject {
             }
         }
         let path = path.ok_or(PathObjectError::MissingPath)?;
-        Ok(PathObject { path, source, extra })
+        Ok(PathObject {
+            path,
+            source,
+            extra,
+            wire: None,
+        })
     }
 
-    /// Writes the object as one line of JSON (without the newline).
+    /// Turns `path` and `source` from wire paths into this site's paths
+    /// (`map`, see [`crate::config::path_map`]), keeping the wire names
+    /// for everything written out. Nothing changes when neither maps.
+    pub fn localise(&mut self, map: &PathMap) {
+        let path = map.to_local(&self.path);
+        let source = self.source.as_deref().and_then(|s| map.to_local(s));
+        if path.is_none() && source.is_none() {
+            return;
+        }
+        let wire_path = match path {
+            Some(local) => std::mem::replace(&mut self.path, local),
+            None => self.path.clone(),
+        };
+        let wire_source = match source {
+            Some(local) => self.source.replace(local),
+            None => self.source.clone(),
+        };
+        self.wire = Some(Box::new((wire_path, wire_source)));
+    }
+
+    /// The path as every site names it (the wire path): `path` unless
+    /// [`PathObject::localise`] mapped it.
+    pub fn wire_path(&self) -> &[u8] {
+        self.wire.as_ref().map_or(&self.path, |w| &w.0)
+    }
+
+    /// Writes the object as one line of JSON (without the newline), naming
+    /// its wire paths.
     pub fn write_json(&self, out: &mut Vec<u8>) {
+        let (path, source) = match &self.wire {
+            Some(w) => (&w.0, w.1.as_ref()),
+            None => (&self.path, self.source.as_ref()),
+        };
         out.extend_from_slice(b"{\"path\":");
-        surrogate::encode(&self.path, out);
-        if let Some(src) = &self.source {
+        surrogate::encode(path, out);
+        if let Some(src) = source {
             out.extend_from_slice(b",\"source\":");
             surrogate::encode(src, out);
         }

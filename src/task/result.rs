@@ -99,19 +99,14 @@ impl Outcome {
 /// Writes `obj` with the outcome's `message` (a list of strings, as the
 /// seed's failure entries have it) and, if `with_state`, a `state` key.
 pub fn write_outcome(obj: &PathObject, outcome: &Outcome, with_state: bool, out: &mut Vec<u8>) {
-    let mut o = PathObject {
-        path: obj.path.clone(),
-        source: obj.source.clone(),
-        extra: obj
-            .extra
-            .iter()
-            .filter(|(k, _)| {
-                k != "message" && !(with_state && k == "state") && !outcome.extra.iter().any(|(e, _)| e == k)
-            })
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .chain(outcome.extra.iter().cloned())
-            .collect(),
-    };
+    let mut o = obj.clone();
+    o.extra = obj
+        .extra
+        .iter()
+        .filter(|(k, _)| k != "message" && !(with_state && k == "state") && !outcome.extra.iter().any(|(e, _)| e == k))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .chain(outcome.extra.iter().cloned())
+        .collect();
     let mut raw = Vec::new();
     if with_state {
         raw.clear();

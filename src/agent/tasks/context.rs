@@ -8,7 +8,7 @@
 use super::rules::RuleError;
 use crate::agent::celery::{Outgoing, TaskMessage};
 use crate::batch::BatchLimits;
-use crate::config::{AgentSettings, ConsumerSpec};
+use crate::config::{AgentSettings, ConsumerSpec, PathMap};
 use crate::ops::OpError;
 use crate::snapdiff::run::SnapdiffError;
 use crate::snapdiff::state::AcquireError;
@@ -63,6 +63,9 @@ pub struct TaskEnv {
     pub cancel: Cancel,
     /// How often a running walk reports its progress.
     pub progress_every: Duration,
+    /// This site's mount points of the wire paths (`path_map`): a task's
+    /// paths are mapped as it is read, and every path it sends out back.
+    pub paths: PathMap,
 }
 
 impl TaskEnv {
@@ -80,6 +83,7 @@ impl TaskEnv {
             stream_timeout: settings.snapdiff_stream_timeout,
             cancel,
             progress_every: crate::config::defaults::PROGRESS_EVERY,
+            paths: settings.path_map.clone(),
         }
     }
 }
@@ -418,6 +422,7 @@ pub(crate) mod memory {
             stream_timeout,
             cancel: Cancel::new(|| false),
             progress_every: Duration::from_secs(3600),
+            paths: crate::config::PathMap::default(),
         }
     }
 

@@ -202,16 +202,11 @@ pub fn known(task: &str) -> bool {
 
 /// Runs one task.
 pub fn run(msg: &TaskMessage, env: &TaskEnv, ops: &OpContext, sink: &mut dyn ChildSink) -> Finished {
-    let output = Request::decode(msg).and_then(|Request { input, kind }| match kind {
-        Kind::Navigate(args) => navigate::recursive_navigate(&input, &args, env, sink),
-        Kind::Snapdiff(args) => snapdiff::snapdiff_task(&input, &args, env, &ops.config.gpfs, sink),
-        Kind::Rotate(args) => snapdiff::rotate_task(&input, &args, env, &ops.config.gpfs),
-        Kind::CheckSync(args) => sync_state::check_sync_state(input, &args, env, ops, sink),
-        Kind::Op {
-            op,
-            stream_to,
-            max_tries,
-        } => ops::run_op(input, &op, stream_to.as_deref(), max_tries, env, ops, sink),
+    let output = Request::decode(msg).and_then(|Request { mut input, kind }| {
+        if !env.paths.is_empty() {
+            input.paths.iter_mut().for_each(|p| p.localise(&env.paths));
+        }
+        run_kind(input, kind, env, ops, sink)
     });
     match output {
         Ok(out) => Finished {
@@ -221,5 +216,143 @@ pub fn run(msg: &TaskMessage, env: &TaskEnv, ops: &OpContext, sink: &mut dyn Chi
             children: out.children,
         },
         Err(e) => Finished::failed(&e),
+    }
+}
+
+/// Runs a decoded task whose paths are this site's.
+fn run_kind(
+    input: Input<'_>,
+    kind: Kind,
+    env: &TaskEnv,
+    ops: &OpContext,
+    sink: &mut dyn ChildSink,
+) -> Result<TaskOutput, TaskError> {
+    match kind {
+        Kind::Navigate(args) => navigate::recursive_navigate(&input, &args, env, sink),
+        Kind::Snapdiff(args) => snapdiff::snapdiff_task(&input, &args, env, &ops.config.gpfs, sink),
+        Kind::Rotate(args) => snapdiff::rotate_task(&input, &args, env, &ops.config.gpfs),
+        Kind::CheckSync(args) => sync_state::check_sync_state(input, &args, env, ops, sink),
+        Kind::Op {
+            op,
+            stream_to,
+            max_tries,
+        } => ops::run_op(input, &op, stream_to.as_deref(), max_tries, env, ops, sink),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::context::memory::{self, Memory};
+    use super::*;
+    use crate::config::{Config, PathMap};
+    use serde_json::{Value, json};
+    use std::time::Duration;
+
+    /// A site that mounts the wire path `/wire/fs` at a directory of its
+    /// own, and a wire name for each local name under it.
+    fn mapped(dir: &std::path::Path) -> (TaskEnv, impl Fn(&str) -> String) {
+        let mut env = memory::env(100, Duration::from_secs(1));
+        env.paths = PathMap::parse(&format!("{}:/wire/fs", dir.display())).unwrap();
+        (env, |rel: &str| format!("/wire/fs/{rel}"))
+    }
+
+    fn names(v: &Value, key: &str) -> Vec<String> {
+        let mut n: Vec<String> = v[key]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["path"].as_str().unwrap().to_string())
+            .collect();
+        n.sort();
+        n
+    }
+
+    /// A discovery given a wire path walks this site's directory, matches
+    /// rules written for wire paths, and sends its children wire paths.
+    #[test]
+    fn a_walk_on_a_mapped_site_reads_local_paths_and_sends_wire_paths() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("keep")).unwrap();
+        std::fs::write(dir.path().join("keep/a"), "a").unwrap();
+        std::fs::write(dir.path().join("keep/b\nc"), "b").unwrap();
+        std::fs::write(dir.path().join("drop"), "c").unwrap();
+        let (env, wire) = mapped(dir.path());
+        let rules = json!([{"state": "all", "type": "file", "include": ["/wire/fs/keep/*"],
+                            "action": [{"name": "dynamo.tasks.stat_paths"}]}]);
+        let msg = memory::message(
+            TaskName::RecursiveNavigate,
+            "walk",
+            json!({"paths": [wire("")], "filter_rules": rules}),
+        );
+        let mut sink = Memory::default();
+        let ops = OpContext::new(Config::empty(), Some(1)).unwrap();
+        let done = run(&msg, &env, &ops, &mut sink);
+        assert_eq!(done.state, crate::agent::celery::TaskState::Success);
+        assert_eq!(sink.sent.len(), 1, "one batch");
+        let paths: Vec<Vec<u8>> = crate::task::parse_paths(sink.sent[0].1.kwarg("paths"))
+            .unwrap()
+            .into_iter()
+            .map(|p| p.path)
+            .collect();
+        assert_eq!(paths.len(), 2);
+        for p in &paths {
+            assert!(p.starts_with(b"/wire/fs/keep/"), "{}", String::from_utf8_lossy(p));
+        }
+    }
+
+    /// A step given wire paths works on this site's files and names the
+    /// wire paths in its result and in the next step's paths.
+    #[test]
+    fn an_operation_on_a_mapped_site_answers_in_wire_paths() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("f"), "four").unwrap();
+        std::fs::write(dir.path().join("old"), "x").unwrap();
+        let (env, wire) = mapped(dir.path());
+        let ops = OpContext::new(Config::empty(), Some(1)).unwrap();
+        let body = format!(
+            "[[], {}, {{\"chain\": [{{\"task\": \"dynamo.tasks.stat_paths\", \"kwargs\": {{}}, \"options\": {{}}}}]}}]",
+            json!({"paths": [wire("f"), wire("missing")]})
+        );
+        let headers = vec![
+            (
+                "task".into(),
+                celery::HeaderValue::Str(TaskName::StatPaths.as_str().into()),
+            ),
+            ("id".into(), celery::HeaderValue::Str("stat".into())),
+        ];
+        let msg = celery::decode(
+            &celery::Incoming {
+                headers: &headers,
+                body: body.as_bytes(),
+                ..Default::default()
+            },
+            usize::MAX,
+        )
+        .unwrap();
+        let mut sink = Memory::default();
+        let done = run(&msg, &env, &ops, &mut sink);
+        let result: Value = serde_json::from_slice(&done.result).unwrap();
+        let details = &result["status"]["details"];
+        assert_eq!(names(details, "processed"), [wire("f")], "{result}");
+        assert_eq!(details["processed"][0]["size"], 4, "the local file was read");
+        assert_eq!(names(details, "failures"), [wire("missing")], "{result}");
+        assert_eq!(names(&result["status"], "input_paths"), [wire("f"), wire("missing")]);
+        let next = crate::task::parse_paths(sink.sent[0].1.kwarg("paths")).unwrap();
+        assert_eq!(next[0].path, wire("f").as_bytes());
+
+        // A move names both ends on the wire; both are this site's.
+        let msg = memory::message(
+            TaskName::MovePathsOnGpfs,
+            "mv",
+            json!({"paths": [{"path": wire("new"), "source": wire("old")}]}),
+        );
+        let done = run(&msg, &env, &ops, &mut Memory::default());
+        let result: Value = serde_json::from_slice(&done.result).unwrap();
+        assert_eq!(
+            result["status"]["details"]["processed"][0]["source"],
+            wire("old"),
+            "{result}"
+        );
+        assert!(dir.path().join("new").exists() && !dir.path().join("old").exists());
     }
 }

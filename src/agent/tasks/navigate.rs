@@ -16,6 +16,7 @@
 use super::context::{ChildSink, Input, SinkError, TaskEnv, TaskError, TaskOutput};
 use super::publish::{Batches, Publisher};
 use super::rules::{self, BatchArgs, Rule, RuleArgs};
+use crate::config::PathMap;
 use crate::entry::{Entry, Fields, FileType};
 use crate::task::status::{Status, now_iso8601};
 use crate::task::{Summary, surrogate, write_entry};
@@ -130,6 +131,7 @@ pub fn recursive_navigate(
         young: 0,
         young_listed: Vec::new(),
         plan: args.dry_run.then(|| vec![Planned::default(); rules.len()]),
+        paths: &env.paths,
     };
     let mut reported = std::time::Instant::now();
     let mut failures = Vec::new();
@@ -164,7 +166,11 @@ pub fn recursive_navigate(
         stat,
         ..WalkOptions::default()
     };
-    if let [only] = &rules[..] {
+    // One rule's patterns prune the walk itself, unless this site maps
+    // paths: patterns name wire paths, and the walker sees local ones.
+    if let [only] = &rules[..]
+        && env.paths.is_empty()
+    {
         opts.filter = only.filter().clone();
     }
     let mut summary = Summary::default();
@@ -180,7 +186,10 @@ pub fn recursive_navigate(
                         nav.entry(e)?;
                     }
                 }
-                WalkEvent::Error(e) => fail(&e.path, e.to_string(), &mut failures),
+                WalkEvent::Error(e) => {
+                    let wire = env.paths.to_wire(&e.path);
+                    fail(wire.as_deref().unwrap_or(&e.path), e.to_string(), &mut failures)
+                }
             }
             if reported.elapsed() >= env.progress_every {
                 let doc = progress_document(&input.msg.id, input.jobid, &nav);
@@ -261,6 +270,8 @@ struct Navigation<'a> {
     young_listed: Vec<u8>,
     /// A dry run's counts per rule (publishing nothing).
     plan: Option<Vec<Planned>>,
+    /// This site's mount points of the wire paths.
+    paths: &'a PathMap,
 }
 
 /// Appends `{"path": ..., "message": [why]}` to a JSON list's items.
@@ -276,7 +287,17 @@ fn list_path(out: &mut Vec<u8>, path: &[u8], why: &str) {
 }
 
 impl Navigation<'_> {
+    /// Takes one walked entry: counted, matched against the rules and
+    /// batched under its wire path.
     fn entry(&mut self, e: &Entry) -> Result<(), SinkError> {
+        let mapped;
+        let e = match self.paths.to_wire(&e.path) {
+            Some(path) => {
+                mapped = Entry { path, ..e.clone() };
+                &mapped
+            }
+            None => e,
+        };
         match e.file_type {
             FileType::File => {
                 self.files += 1;
@@ -628,6 +649,7 @@ mod tests {
             young: 0,
             young_listed: Vec::new(),
             plan: None,
+            paths: &env.paths,
         };
         for (name, size) in [("/x/small", 10), ("/x/huge", 3_000_000_000u64), ("/x/last", 10)] {
             let meta = crate::sys::FileStat {

@@ -87,7 +87,11 @@ pub fn snapdiff_task(
         inbox,
         task_id: &input.msg.id,
         stream_timeout: env.stream_timeout,
-        root: prov.fileset().path.clone(),
+        // Changes go out under the fileset's wire path.
+        root: {
+            let local = prov.fileset().path.clone();
+            env.paths.to_wire(&local).unwrap_or(local)
+        },
         extra: sd.extra_fields,
         batches: Batches::new(limits),
         stream_failures: 0,

@@ -179,7 +179,7 @@ fn ask_other_site(
         if i > 0 {
             encoded.push(b',');
         }
-        PathObject::new(p.path.clone()).write_json(&mut encoded);
+        PathObject::new(p.wire_path().to_vec()).write_json(&mut encoded);
     }
     let own = format!(
         "\"stream_results\":true,\"stream_to\":{}",
@@ -235,7 +235,7 @@ fn ask_other_site(
     );
     Ok(paths
         .iter()
-        .map(|p| answers.remove(&p.path).unwrap_or_else(|| Err(silent.clone())))
+        .map(|p| answers.remove(p.wire_path()).unwrap_or_else(|| Err(silent.clone())))
         .collect())
 }
 
