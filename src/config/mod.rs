@@ -375,7 +375,11 @@ mod tests {
             ("[Endpoint a]\ntype = directory\n", 1, "needs `path"),
             ("[Endpoint a]\ntype = tape\n", 2, "`type`"),
             ("[settings]\ngpfs_bin_dir = bin\n", 2, "absolute"),
-            ("[settings]\npath_map = /gpfs/fs2\n", 2, "`path_map`: expected <local path>:<wire path>"),
+            (
+                "[settings]\npath_map = /gpfs/fs2\n",
+                2,
+                "`path_map`: expected <local path>:<wire path>",
+            ),
             ("[settings]\ngpfs_iscan_threads = 0\n", 2, "above 0"),
         ];
         for (text, line, msg) in cases {

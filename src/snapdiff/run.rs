@@ -13,7 +13,8 @@ use crate::task::status::now_iso8601;
 use serde::{Deserialize, Serialize};
 use std::fs::File;
 use std::io::{self, BufReader, BufWriter, Seek};
-use std::path::PathBuf;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use tempfile::NamedTempFile;
 
@@ -452,6 +453,15 @@ impl SnapdiffReport {
     }
 }
 
+/// The state directory's path relative to the fileset, when it lies in
+/// it (a fileset that is its filesystem's root keeps `.rotate/` inside):
+/// the run's own lock and state files are not changes of the fileset.
+fn own_state(fileset: &[u8], state: &Path) -> Option<Vec<u8>> {
+    let rest = state.as_os_str().as_bytes().strip_prefix(fileset)?;
+    let rest = rest.strip_prefix(b"/")?;
+    (!rest.is_empty()).then(|| rest.to_vec())
+}
+
 fn run_diff(
     ctx: &mut Ctx<'_>,
     old: Option<File>,
@@ -465,8 +475,17 @@ fn run_diff(
     };
     let old_rd = ManifestReader::new(old_input)?;
     let (changes, summary) = diff(old_rd, new_rd, &ctx.opts.diff, &ctx.state.dir)?;
+    let own = own_state(&ctx.provider.fileset().path, &ctx.state.dir);
     for c in changes {
-        sink.change(&c?).map_err(SnapdiffError::Output)?;
+        let c = c?;
+        let ours = |p: &[u8]| {
+            own.as_deref()
+                .is_some_and(|s| p == s || p.strip_prefix(s).is_some_and(|r| r[0] == b'/'))
+        };
+        if ours(&c.path) || c.source.as_deref().is_some_and(ours) {
+            continue;
+        }
+        sink.change(&c).map_err(SnapdiffError::Output)?;
     }
     sink.finish().map_err(SnapdiffError::Output)?;
     Ok(summary)
@@ -542,4 +561,16 @@ pub fn rotate(
             pending.started,
         )
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_state_directory_inside_the_fileset_is_found() {
+        assert_eq!(own_state(b"/fs", Path::new("/fs/.rotate")).unwrap(), b".rotate");
+        assert_eq!(own_state(b"/fs", Path::new("/fsx/.rotate")), None);
+        assert_eq!(own_state(b"/fs/set", Path::new("/fs/.rotate")), None);
+    }
 }

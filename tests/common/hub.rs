@@ -102,6 +102,12 @@ pub struct HubSite {
     pub hub: Option<std::process::Child>,
     /// Agent processes by index.
     pub agents: Vec<Option<std::process::Child>>,
+    /// Per agent, a directory bind-mounted over `data/` in a mount
+    /// namespace of the agent's own ([`HubSite::place_agent`]).
+    pub binds: Vec<Option<std::path::PathBuf>>,
+    /// Per agent, whether it runs with every capability root has, as a
+    /// production agent does ([`HubSite::place_agent`]).
+    pub full_root: Vec<bool>,
 }
 
 /// The user the fixtures create.
@@ -125,6 +131,8 @@ impl HubSite {
             hub_settings: hub_settings.to_string(),
             hub: None,
             agents: (0..agents).map(|_| None).collect(),
+            binds: (0..agents).map(|_| None).collect(),
+            full_root: vec![false; agents],
             dir,
         };
         for i in 0..agents {
@@ -168,15 +176,43 @@ impl HubSite {
         );
     }
 
+    /// Makes agent `i` an agent of site `site` whose endpoint `archive`
+    /// has its `root` at `root`, with `lines` added to its `[settings]`;
+    /// with `bind`, it runs in a mount namespace of its own where `bind`
+    /// is mounted over `data/` (as a cluster mounts its filesystem where
+    /// another cluster mounts its own). It runs with every capability of
+    /// root, as a production agent does. Before it starts.
+    pub fn place_agent(
+        &mut self,
+        i: usize,
+        site: &str,
+        root: &std::path::Path,
+        bind: Option<&std::path::Path>,
+        lines: &str,
+    ) {
+        self.binds[i] = bind.map(std::path::Path::to_path_buf);
+        self.full_root[i] = true;
+        self.write_config_of(
+            &format!("agent{i}.conf"),
+            site,
+            root,
+            &format!("node_name = ferry@{site}-n{i}\n{lines}"),
+        );
+    }
+
     fn write_config(&self, name: &str, extra: &str) {
+        self.write_config_of(name, &self.site, &self.data(), extra);
+    }
+
+    fn write_config_of(&self, name: &str, site: &str, root: &std::path::Path, extra: &str) {
         let d = self.dir.path();
         let port = self.url.rsplit(':').next().unwrap();
         let conf = format!(
             "[settings]\nsite = {}\nbroker_url = {}\nthreads = 4\nheartbeat_interval = 1\n{extra}\n\n[Endpoint archive]\ntype = directory\npath = {}\nroot = {}\n\n[hub]\ndatabase = {}\nkey_dir = {}\nlisten = 127.0.0.1:{port}\nqueue_prefix = {}.hub\n{}\n",
-            self.site,
+            site,
             super::agent::BROKER,
             d.join("archive").display(),
-            d.join("data").display(),
+            root.display(),
             self.db.url,
             d.join("keys").display(),
             self.site,
@@ -191,12 +227,41 @@ impl HubSite {
     }
 
     fn spawn(&self, args: &[&str], conf: &str, log: &str, setpriv: bool) -> std::process::Child {
+        self.spawn_in(args, conf, log, setpriv, None)
+    }
+
+    fn spawn_in(
+        &self,
+        args: &[&str],
+        conf: &str,
+        log: &str,
+        setpriv: bool,
+        bind: Option<&std::path::Path>,
+    ) -> std::process::Child {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.dir.path().join(log))
             .unwrap();
-        let mut cmd = if setpriv {
+        let mut cmd = if let Some(src) = bind {
+            // A private mount namespace: the bind mount is this process's
+            // alone, and goes away with it.
+            let mut c = Command::new("unshare");
+            c.args(["--mount", "--propagation", "private", "sh", "-c"])
+                .arg(r#"mount --bind "$1" "$2" && shift 2 && exec "$@""#)
+                .arg("sh")
+                .arg(src)
+                .arg(self.data());
+            if setpriv {
+                c.args([
+                    "setpriv",
+                    "--bounding-set=-dac_override,-dac_read_search",
+                    "--inh-caps=-dac_override,-dac_read_search",
+                ]);
+            }
+            c.arg(env!("CARGO_BIN_EXE_ferry"));
+            c
+        } else if setpriv {
             let mut c = Command::new("setpriv");
             c.args([
                 "--bounding-set=-dac_override,-dac_read_search",
@@ -475,7 +540,9 @@ impl HubSite {
     pub fn start_agent(&mut self, i: usize) {
         let log = format!("agent{i}.log");
         let before = self.log(&log).matches("connected; consuming").count();
-        self.agents[i] = Some(self.spawn(&["agent"], &format!("agent{i}.conf"), &log, true));
+        let bind = self.binds[i].clone();
+        let setpriv = !self.full_root[i];
+        self.agents[i] = Some(self.spawn_in(&["agent"], &format!("agent{i}.conf"), &log, setpriv, bind.as_deref()));
         let t0 = std::time::Instant::now();
         while self.log(&log).matches("connected; consuming").count() <= before {
             assert!(
