@@ -166,7 +166,7 @@ fn configurations_need_a_jwt_are_checked_and_survive_a_restart() {
             c,
             json!({"jobs_ttl": 90, "task_invalidation_timeout": 360, "snapdiff_stream_timeout": 10,
                    "node_health_last_heartbeat_interval": 120, "schedules_enabled": true, "health_timeout": 1.0,
-                   "max_queue_depth": 200000}),
+                   "max_queue_depth": 200000, "stat_timeout": 10}),
             "{engine}"
         );
         for (bad, why) in [

@@ -111,6 +111,10 @@ pub const TASK_INVALIDATION_TIMEOUT: Duration = Duration::from_secs(360 * 60);
 /// at 003:L11253; 30 at 003:L12534).
 pub const JOBS_TTL: Duration = Duration::from_secs(90 * 86_400);
 
+/// How long the hub waits for a site to answer a browse (the seed's
+/// `stat_timeout`, 10 s: 003:L11261).
+pub const STAT_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// How long the hub waits for a health check (seed `health_timeout`, 1 s).
 pub const HEALTH_TIMEOUT: Duration = Duration::from_secs(1);
 

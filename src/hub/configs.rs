@@ -37,6 +37,9 @@ pub struct Configurations {
     /// queue before it publishes more (0: no limit). Applies to jobs
     /// started from then on.
     pub max_queue_depth: i64,
+    /// Seconds the hub waits for a site to answer a browse
+    /// (`GET /api/file/`, 003:L11261).
+    pub stat_timeout: i64,
 }
 
 /// Why a change was refused.
@@ -66,6 +69,7 @@ impl Configurations {
             schedules_enabled: defaults::SCHEDULES_ENABLED,
             health_timeout: defaults::HEALTH_TIMEOUT.as_secs_f64(),
             max_queue_depth: i64::from(s.max_queue_depth),
+            stat_timeout: defaults::STAT_TIMEOUT.as_secs() as i64,
         }
     }
 
@@ -86,6 +90,9 @@ impl Configurations {
         }
         if !(0..=i64::from(u32::MAX)).contains(&self.max_queue_depth) {
             return bad("max_queue_depth", "must be from 0 (no limit) to 4294967295");
+        }
+        if !(1..=300).contains(&self.stat_timeout) {
+            return bad("stat_timeout", "must be from 1 to 300 (seconds)");
         }
         if !(self.health_timeout > 0.0 && self.health_timeout <= 60.0) {
             return bad("health_timeout", "must be more than 0 and at most 60 (seconds)");
@@ -116,6 +123,11 @@ impl Configurations {
     /// `health_timeout` as a duration.
     pub fn health(&self) -> Duration {
         Duration::from_secs_f64(self.health_timeout)
+    }
+
+    /// `stat_timeout` as a duration.
+    pub fn stat(&self) -> Duration {
+        Duration::from_secs(self.stat_timeout as u64)
     }
 }
 
@@ -162,7 +174,7 @@ impl Live {
             let Some(slot) = c.get_mut(k) else {
                 return Err(ConfigError::Invalid {
                     field: "configurations",
-                    problem: "unknown name (jobs_ttl, task_invalidation_timeout, snapdiff_stream_timeout, node_health_last_heartbeat_interval, schedules_enabled, health_timeout, max_queue_depth)",
+                    problem: "unknown name (jobs_ttl, task_invalidation_timeout, snapdiff_stream_timeout, node_health_last_heartbeat_interval, schedules_enabled, health_timeout, max_queue_depth, stat_timeout)",
                 });
             };
             *slot = v.clone();

@@ -9,6 +9,7 @@
 pub mod alerts;
 pub mod api;
 pub mod auth;
+pub mod browse;
 pub mod configs;
 pub mod control;
 pub mod cron;

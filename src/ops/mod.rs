@@ -10,6 +10,7 @@
 //! modules. The data-safety rules every operation follows are in
 //! `docs/operations.md`.
 
+pub mod browse;
 pub mod check;
 pub mod context;
 pub mod delete;
@@ -92,10 +93,13 @@ impl Operation {
             TaskName::DeletePathsFromGpfs => parse_kwargs(kwargs).map(Operation::Delete),
             TaskName::MovePathsOnGpfs => parse_kwargs(kwargs).map(Operation::Move),
             TaskName::OneStepMovePathsOnGpfs => parse_kwargs(kwargs).map(Operation::OneStepMove),
-            // Tasks that talk to other tasks: the agent runs them.
-            TaskName::RecursiveNavigate | TaskName::Snapdiff | TaskName::RotateSnapshot | TaskName::CheckSyncState => {
-                return None;
-            }
+            // Tasks that talk to other tasks, or answer with something
+            // else than per-file outcomes: the agent runs them.
+            TaskName::RecursiveNavigate
+            | TaskName::Snapdiff
+            | TaskName::RotateSnapshot
+            | TaskName::CheckSyncState
+            | TaskName::Browse => return None,
         })
     }
 

@@ -36,11 +36,14 @@ pub enum TaskName {
     /// Compares paths with another site's before they are sent there
     /// (`dynamo.tasks.check_sync_state`).
     CheckSyncState,
+    /// Lists a directory for the hub's file browser (`dynamo.tasks.browse`,
+    /// ferry's name: the seed names no browsing task).
+    Browse,
 }
 
 impl TaskName {
     /// Every task, discovery tasks first.
-    pub const ALL: [TaskName; 13] = [
+    pub const ALL: [TaskName; 14] = [
         TaskName::RecursiveNavigate,
         TaskName::Snapdiff,
         TaskName::RotateSnapshot,
@@ -54,6 +57,7 @@ impl TaskName {
         TaskName::MovePathsOnGpfs,
         TaskName::OneStepMovePathsOnGpfs,
         TaskName::CheckSyncState,
+        TaskName::Browse,
     ];
 
     /// The seed's name, `dynamo.tasks.<name>`.
@@ -72,6 +76,7 @@ impl TaskName {
             TaskName::MovePathsOnGpfs => "dynamo.tasks.move_paths_on_gpfs",
             TaskName::OneStepMovePathsOnGpfs => "dynamo.tasks.one_step_move_paths_on_gpfs",
             TaskName::CheckSyncState => "dynamo.tasks.check_sync_state",
+            TaskName::Browse => "dynamo.tasks.browse",
         }
     }
 
@@ -81,10 +86,11 @@ impl TaskName {
     }
 
     /// The queue function that runs it: discovery tasks on `#discovery`,
-    /// the rest on `#worker`.
+    /// browsing on `#interactive` (003:L9942), the rest on `#worker`.
     pub fn function(self) -> Function {
         match self {
             TaskName::RecursiveNavigate | TaskName::Snapdiff | TaskName::RotateSnapshot => Function::Discovery,
+            TaskName::Browse => Function::Interactive,
             _ => Function::Worker,
         }
     }

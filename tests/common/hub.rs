@@ -363,6 +363,17 @@ impl HubSite {
         key
     }
 
+    /// An authenticated GET's body as text (for answers that hold
+    /// `\udcXX` escapes, which serde_json does not read).
+    pub fn raw(&self, path: &str) -> String {
+        let out = Command::new("curl")
+            .args(["-sk", "-H", &format!("Authorization: Api-Key {}", self.key())])
+            .arg(format!("{}{path}", self.url))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     /// A request with curl: the status and the JSON answer (null if none).
     pub fn call(
         &self,

@@ -43,6 +43,8 @@ pub enum Kind {
     Rotate(RotateRequest),
     /// `check_sync_state`.
     CheckSync(sync_state::CheckSyncArgs),
+    /// `browse`.
+    Browse(crate::ops::browse::BrowseArgs),
     /// A file operation, and where to stream its per-file results.
     Op {
         /// The operation with its arguments.
@@ -78,6 +80,13 @@ impl<'m> Request<'m> {
                     Kind::Rotate(msg.kwargs_as()?)
                 };
                 (paths, kind)
+            }
+            TaskName::Browse => {
+                let args: crate::ops::browse::BrowseArgs = msg.kwargs_as()?;
+                args.check().map_err(|(name, why)| ArgumentError::invalid(name, why))?;
+                let paths = paths()?;
+                one_path(name, &paths)?;
+                (paths, Kind::Browse(args))
             }
             TaskName::CheckSyncState => {
                 let args: sync_state::CheckSyncArgs = msg.kwargs_as()?;
@@ -154,13 +163,14 @@ fn max_tries(kwargs: &str) -> Result<u32, ArgumentError> {
 /// day of trying.
 pub const MAX_TRIES: u32 = 300;
 
-/// Checks that a fileset task got exactly one path (the fileset's junction).
+/// Checks that a task of one path (a fileset's junction, a directory to
+/// browse) got exactly one.
 fn one_path(name: TaskName, paths: &[PathObject]) -> Result<(), ArgumentError> {
     match paths.len() {
         1 => Ok(()),
         n => Err(ArgumentError::invalid(
             "paths",
-            format!("{name} takes exactly one path (the fileset's junction), got {n}"),
+            format!("{name} takes exactly one path, got {n}"),
         )),
     }
 }
@@ -232,6 +242,19 @@ fn run_kind(
         Kind::Snapdiff(args) => snapdiff::snapdiff_task(&input, &args, env, &ops.config.gpfs, sink),
         Kind::Rotate(args) => snapdiff::rotate_task(&input, &args, env, &ops.config.gpfs),
         Kind::CheckSync(args) => sync_state::check_sync_state(input, &args, env, ops, sink),
+        Kind::Browse(args) => {
+            let p = input.fileset();
+            let result = crate::ops::browse::browse(ops, &p.path, p.wire_path(), &env.site, &args).map_err(|e| {
+                TaskError::Walk {
+                    context: "cannot browse",
+                    source: e.source,
+                }
+            })?;
+            Ok(TaskOutput {
+                result,
+                children: Published::default(),
+            })
+        }
         Kind::Op {
             op,
             stream_to,

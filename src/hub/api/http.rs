@@ -420,7 +420,7 @@ impl Base {
         format!("{}{path}", self.origin)
     }
 
-    fn with_page(&self, page: i64) -> String {
+    pub(super) fn with_page(&self, page: i64) -> String {
         self.with("page", page)
     }
 

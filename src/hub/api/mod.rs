@@ -8,6 +8,7 @@ mod alerts;
 pub(crate) mod auth;
 mod configs;
 pub(crate) mod events;
+mod files;
 pub(crate) mod health;
 pub(crate) mod http;
 pub(crate) mod jobs;
@@ -97,6 +98,7 @@ fn build() -> (Router<Arc<ApiState>>, utoipa::openapi::OpenApi) {
         .merge(sites::routes())
         .merge(workflows::routes())
         .merge(submit::routes())
+        .merge(files::routes())
         .merge(jobs::routes())
         .merge(tasks::routes())
         .merge(health::routes())
