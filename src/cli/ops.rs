@@ -7,10 +7,13 @@ use super::args::{Concurrency, ConfigArg, GpfsArgs, ProgressArgs};
 use super::exit::Failure;
 use clap::Args;
 use ferry::ops::delete::DeleteArgs;
+use ferry::ops::ensure_in_cloud::EnsureArgs;
 use ferry::ops::lock::LockLevel;
 use ferry::ops::migrate::MigrateArgs;
+use ferry::ops::move_in_cloud::MoveInCloudArgs;
 use ferry::ops::moves::MoveArgs;
 use ferry::ops::recall::RecallArgs;
+use ferry::ops::remove_from_cloud::RemoveFromCloudArgs;
 use ferry::ops::reverse_stub::ReverseStubArgs;
 use ferry::ops::unmanage::UnmanageArgs;
 use ferry::ops::{OpContext, Operation, run_batches};
@@ -391,6 +394,92 @@ pub fn run_move(c: MoveCmd) -> Result<(), Failure> {
     } else {
         Operation::Move(args)
     };
+    run(&c.common, op, None)
+}
+
+/// The endpoint a cloud-side command works on.
+#[derive(Args)]
+pub struct CloudEndpoint {
+    /// Endpoint holding the objects [default: for each path, the endpoint
+    /// whose `root` holds it, the deepest such root, as migrate chooses
+    /// it; a path no root holds fails].
+    #[arg(long, value_name = "NAME")]
+    endpoint: Option<String>,
+}
+
+/// Delete each path's object from its endpoint (the key migrate gives the
+/// path).
+///
+/// A local file that is a stub of that object is refused (recall it
+/// first); a local file whose location names it loses that location (and
+/// its state once none is left) before the object goes. A path with no
+/// object is skipped.
+#[derive(Args)]
+pub struct RemoveFromCloudCmd {
+    #[command(flatten)]
+    common: OpCommon,
+
+    #[command(flatten)]
+    cloud: CloudEndpoint,
+}
+
+/// Move objects after their files moved: SOURCE DEST pairs as arguments,
+/// or path objects with a "source" key from a list (as `ferry move` takes
+/// them).
+///
+/// The object at SOURCE's key is copied with its metadata to DEST's key,
+/// the copy made durable and checked, DEST's location xattr updated if it
+/// named the old key, and only then the old object deleted. Running it
+/// again after an interruption finishes the move.
+#[derive(Args)]
+pub struct MoveInCloudCmd {
+    #[command(flatten)]
+    common: OpCommon,
+
+    #[command(flatten)]
+    cloud: CloudEndpoint,
+}
+
+/// Check that each path's object is at its endpoint, with the size and hash
+/// the local file records (when it records a state).
+///
+/// A path whose check fails is checked twice more, --retry-pause apart,
+/// before it fails.
+#[derive(Args)]
+pub struct EnsureInCloudCmd {
+    #[command(flatten)]
+    common: OpCommon,
+
+    #[command(flatten)]
+    cloud: CloudEndpoint,
+
+    /// Seconds between checks [default: 5].
+    #[arg(long, value_name = "SECONDS")]
+    retry_pause: Option<f64>,
+}
+
+/// `ferry remove-from-cloud`.
+pub fn run_remove_from_cloud(c: RemoveFromCloudCmd) -> Result<(), Failure> {
+    let op = Operation::RemoveFromCloud(RemoveFromCloudArgs {
+        endpoint: c.cloud.endpoint,
+    });
+    run(&c.common, op, None)
+}
+
+/// `ferry move-in-cloud`.
+pub fn run_move_in_cloud(c: MoveInCloudCmd) -> Result<(), Failure> {
+    let op = Operation::MoveInCloud(MoveInCloudArgs {
+        endpoint: c.cloud.endpoint,
+    });
+    run(&c.common, op, None)
+}
+
+/// `ferry ensure-in-cloud`.
+pub fn run_ensure_in_cloud(c: EnsureInCloudCmd) -> Result<(), Failure> {
+    let op = Operation::EnsureInCloud(EnsureArgs {
+        endpoint: c.cloud.endpoint,
+        retry_pause: c.retry_pause,
+    });
     run(&c.common, op, None)
 }
 

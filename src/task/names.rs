@@ -33,11 +33,17 @@ pub enum TaskName {
     MovePathsOnGpfs,
     /// Renames directly (`dynamo.tasks.one_step_move_paths_on_gpfs`).
     OneStepMovePathsOnGpfs,
+    /// Deletes paths' objects (`dynamo.tasks.remove_from_cloud`).
+    RemoveFromCloud,
+    /// Moves objects after their files moved (`dynamo.tasks.move_in_cloud`).
+    MoveInCloud,
+    /// Checks that paths' objects exist (`dynamo.tasks.ensure_cloud_file_exists`).
+    EnsureCloudFileExists,
 }
 
 impl TaskName {
     /// Every task, discovery tasks first.
-    pub const ALL: [TaskName; 12] = [
+    pub const ALL: [TaskName; 15] = [
         TaskName::RecursiveNavigate,
         TaskName::Snapdiff,
         TaskName::RotateSnapshot,
@@ -50,6 +56,9 @@ impl TaskName {
         TaskName::DeletePathsFromGpfs,
         TaskName::MovePathsOnGpfs,
         TaskName::OneStepMovePathsOnGpfs,
+        TaskName::RemoveFromCloud,
+        TaskName::MoveInCloud,
+        TaskName::EnsureCloudFileExists,
     ];
 
     /// The seed's name, `dynamo.tasks.<name>`.
@@ -67,6 +76,9 @@ impl TaskName {
             TaskName::DeletePathsFromGpfs => "dynamo.tasks.delete_paths_from_gpfs",
             TaskName::MovePathsOnGpfs => "dynamo.tasks.move_paths_on_gpfs",
             TaskName::OneStepMovePathsOnGpfs => "dynamo.tasks.one_step_move_paths_on_gpfs",
+            TaskName::RemoveFromCloud => "dynamo.tasks.remove_from_cloud",
+            TaskName::MoveInCloud => "dynamo.tasks.move_in_cloud",
+            TaskName::EnsureCloudFileExists => "dynamo.tasks.ensure_cloud_file_exists",
         }
     }
 

@@ -1,0 +1,348 @@
+//! The cloud-side tasks on real files and real endpoints (a directory
+//! store and S3 on moto): `remove-from-cloud`, `move-in-cloud`,
+//! `ensure-in-cloud` (`dynamo.tasks.remove_from_cloud`, `move_in_cloud`,
+//! `ensure_cloud_file_exists`), and the endpoint primitives under them
+//! (server-side copy with metadata, ranged download). Each case runs
+//! against both stores: the normal path, a missing object, the refusals
+//! that keep data safe, a second run (a redelivered task) that ends in
+//! the same state, and names with a newline and invalid UTF-8.
+
+mod common;
+
+use common::ops::*;
+use ferry::endpoint::{Endpoint, ObjectMeta, TransferError};
+use ferry::ops::OpContext;
+use ferry::sys::Timestamp;
+use object_store::path::Path as ObjPath;
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Runs a test body against a directory endpoint and against S3.
+macro_rules! both {
+    ($name:ident) => {
+        mod $name {
+            #[test]
+            fn dir() {
+                super::$name(super::Env::dir());
+            }
+            #[test]
+            fn s3() {
+                if let Some(env) = super::Env::s3(stringify!($name)) {
+                    super::$name(env);
+                }
+            }
+        }
+    };
+}
+
+/// A name with a newline and a byte that is not UTF-8, and its key.
+const ODD: &[u8] = b"odd\nname\xff";
+const ODD_KEY: &str = "odd%0Aname%FF";
+
+/// Writes `n` bytes of pseudo-random content (seed `seed`) at `name`.
+fn file(env: &Env, name: &[u8], seed: u64, n: usize) -> PathBuf {
+    let p = env.path(name);
+    std::fs::write(&p, random_bytes(seed, n)).unwrap();
+    p
+}
+
+/// ferry's xattrs on `path` (state and every location).
+fn ferry_xattrs(path: &Path) -> Vec<String> {
+    let mut v: Vec<String> = xattr::list(path)
+        .unwrap()
+        .map(|n| n.to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(PREFIX))
+        .collect();
+    v.sort();
+    v
+}
+
+/// Asserts a run's outcomes, path by path: (path, state, message part).
+fn assert_outcomes(run: &Run, want: &[(&Path, &str, &str)]) {
+    assert_eq!(run.results().len(), want.len(), "{}", run.show());
+    for (p, state, part) in want {
+        let r = run.of_path(p);
+        assert_eq!(r.state, *state, "{}: {r:?}\n{}", p.display(), run.show());
+        let msg = r.message.join(" ");
+        assert!(msg.contains(part), "{}: {msg:?} lacks {part:?}", p.display());
+    }
+}
+
+// ---------------------------------------------------------------------------
+// remove-from-cloud
+
+fn remove_from_cloud(env: Env) {
+    let kept = file(&env, b"kept", 1, 5000);
+    let odd = file(&env, ODD, 2, 70_000);
+    let stub = file(&env, b"stub", 3, 100_000);
+    let never = file(&env, b"never", 4, 10);
+    let gone = file(&env, b"gone", 5, 10);
+    let data = |p: &Path| std::fs::read(p).unwrap();
+    let (kept_data, odd_data) = (data(&kept), data(&odd));
+    let run = env.premigrate(&[], &[kept.clone(), odd.clone(), gone.clone()]);
+    assert_eq!(run.code, Some(0), "{}", run.show());
+    let run = env.migrate(&[], std::slice::from_ref(&stub));
+    assert_eq!(run.code, Some(0), "{}", run.show());
+    std::fs::remove_file(&gone).unwrap();
+    let all = [kept.clone(), odd.clone(), stub.clone(), never.clone(), gone.clone()];
+
+    for round in 0..2 {
+        let run = env.run("remove-from-cloud", &["--endpoint", EP], &all);
+        assert_eq!(run.code, Some(1), "the stub fails: {}", run.show());
+        let done = if round == 0 { "processed" } else { "skipped" };
+        assert_outcomes(
+            &run,
+            &[
+                (&kept, done, ""),
+                (&odd, done, ""),
+                (&stub, "failures", "recall it first"),
+                (&never, "skipped", "no object at never"),
+                (&gone, done, ""),
+            ],
+        );
+        for (key, present) in [("kept", false), (ODD_KEY, false), ("stub", true), ("gone", false)] {
+            assert_eq!(env.object_exists(key), present, "round {round}: object {key}");
+        }
+        // The resident files keep their data and lose only ferry's xattrs.
+        assert_eq!(ferry_xattrs(&kept), Vec::<String>::new());
+        assert_eq!(ferry_xattrs(&odd), Vec::<String>::new());
+        assert_eq!(data(&kept), kept_data);
+        assert_eq!(data(&odd), odd_data);
+        assert!(state(&stub).unwrap().starts_with("migrated "));
+        assert_eq!(location(&stub).as_deref(), Some("stub"));
+    }
+    // The refused stub's data is still whole behind it.
+    let run = env.recall(&[], std::slice::from_ref(&stub));
+    assert_eq!(run.code, Some(0), "{}", run.show());
+    assert_eq!(data(&stub), random_bytes(3, 100_000));
+}
+both!(remove_from_cloud);
+
+// ---------------------------------------------------------------------------
+// move-in-cloud
+
+fn move_in_cloud(env: Env) {
+    let a = file(&env, b"a", 11, 3000);
+    let s = file(&env, b"s", 12, 200_000);
+    let o = file(&env, ODD, 13, 10_000);
+    assert_eq!(env.premigrate(&[], &[a.clone(), o.clone()]).code, Some(0));
+    assert_eq!(env.migrate(&[], std::slice::from_ref(&s)).code, Some(0));
+    let (a2, s2, o2) = (env.path(b"a2"), env.path(b"dir/s2"), env.path(b"odd2\n\xfe"));
+    std::fs::create_dir(env.path(b"dir")).unwrap();
+    for (from, to) in [(&a, &a2), (&s, &s2), (&o, &o2)] {
+        std::fs::rename(from, to).unwrap();
+    }
+    let pairs = vec![a.clone(), a2.clone(), s.clone(), s2.clone(), o.clone(), o2.clone()];
+    for round in 0..2 {
+        let run = env.run("move-in-cloud", &["--endpoint", EP], &pairs);
+        assert_eq!(run.code, Some(0), "{}", run.show());
+        let done = if round == 0 { "processed" } else { "skipped" };
+        assert_outcomes(&run, &[(&a2, done, ""), (&s2, done, ""), (&o2, done, "")]);
+        for (old, new, file) in [("a", "a2", &a2), ("s", "dir/s2", &s2), (ODD_KEY, "odd2%0A%FE", &o2)] {
+            assert!(!env.object_exists(old), "round {round}: {old} still there");
+            assert!(env.object_exists(new), "round {round}: {new} missing");
+            assert_eq!(location(file).as_deref(), Some(new), "{}", file.display());
+        }
+    }
+    // The moved stub recalls from its new object, whole.
+    let run = env.recall(&[], std::slice::from_ref(&s2));
+    assert_eq!(run.code, Some(0), "{}", run.show());
+    assert_eq!(std::fs::read(&s2).unwrap(), random_bytes(12, 200_000));
+}
+both!(move_in_cloud);
+
+fn move_in_cloud_refusals(env: Env) {
+    // No object at the source's key.
+    let n2 = file(&env, b"n2", 21, 100);
+    // A stub at the destination whose data is the object there: moving
+    // another object onto that key would lose it.
+    let v = file(&env, b"v", 22, 5000);
+    let w = file(&env, b"w", 23, 50_000);
+    assert_eq!(env.premigrate(&[], std::slice::from_ref(&v)).code, Some(0));
+    assert_eq!(env.migrate(&[], std::slice::from_ref(&w)).code, Some(0));
+    let run = env.run(
+        "move-in-cloud",
+        &["--endpoint", EP],
+        &[env.path(b"n"), n2.clone(), v.clone(), w.clone()],
+    );
+    assert_eq!(run.code, Some(1), "{}", run.show());
+    assert_outcomes(
+        &run,
+        &[
+            (&n2, "failures", "source object missing: no object at n "),
+            (&w, "failures", "would lose its data"),
+        ],
+    );
+    assert!(env.object_exists("v") && env.object_exists("w"));
+    let run = env.recall(&[], std::slice::from_ref(&w));
+    assert_eq!(run.code, Some(0), "{}", run.show());
+    assert_eq!(std::fs::read(&w).unwrap(), random_bytes(23, 50_000));
+}
+both!(move_in_cloud_refusals);
+
+// ---------------------------------------------------------------------------
+// ensure-in-cloud
+
+fn ensure_in_cloud(env: Env) {
+    let here = file(&env, b"here", 31, 4000);
+    let odd = file(&env, ODD, 32, 4000);
+    let other = file(&env, b"other", 33, 4000);
+    let never = file(&env, b"never", 34, 10);
+    assert_eq!(
+        env.premigrate(&[], &[here.clone(), odd.clone(), other.clone()]).code,
+        Some(0)
+    );
+    // `other` records a hash its object does not have.
+    let st = state(&other).unwrap();
+    let wrong = st.replace(&state_field(&st, "blake3"), blake3::hash(b"x").to_hex().as_str());
+    xattr::set(&other, STATE, wrong.as_bytes()).unwrap();
+    let all = [here.clone(), odd.clone(), other.clone(), never.clone()];
+    for _ in 0..2 {
+        let started = Instant::now();
+        let run = env.run("ensure-in-cloud", &["--endpoint", EP, "--retry-pause", "0.4"], &all);
+        let took = started.elapsed();
+        assert_eq!(run.code, Some(1), "{}", run.show());
+        assert_outcomes(
+            &run,
+            &[
+                (&here, "processed", ""),
+                (&odd, "processed", ""),
+                (&other, "failures", "holds other content than the file records"),
+                (&never, "failures", "no object at never on `arch` (after 3 checks)"),
+            ],
+        );
+        // Two retries, each after the pause.
+        assert!(
+            took >= Duration::from_millis(800),
+            "checked only once or twice: {took:?}"
+        );
+    }
+}
+both!(ensure_in_cloud);
+
+// ---------------------------------------------------------------------------
+// Endpoint primitives, in process
+
+/// The test endpoint, opened as an operation opens it.
+fn open(env: &Env) -> (OpContext, Arc<Endpoint>) {
+    let config = ferry::config::Config::load(Some(&env.config)).unwrap();
+    let ctx = OpContext::new(config, Some(2)).unwrap();
+    let ep = ctx.endpoint(EP).unwrap();
+    (ctx, ep)
+}
+
+/// Uploads `data` to `key` with metadata carrying `xattr_len` bytes of
+/// user xattrs (over 64 KiB: a sidecar on both stores).
+fn put(env: &Env, ep: &Endpoint, key: &str, data: &[u8], xattr_len: usize) -> ObjectMeta {
+    let src = env.tmp.path().join(format!("src-{}", key.replace('/', "_")));
+    std::fs::write(&src, data).unwrap();
+    let meta = ObjectMeta {
+        size: data.len() as u64,
+        hash: blake3::hash(b""),
+        mode: 0o100640,
+        uid: 1,
+        gid: 2,
+        mtime: Timestamp { sec: 5, nsec: 6 },
+        atime: Timestamp { sec: 7, nsec: 8 },
+        xattrs: vec![(b"user.big".to_vec(), vec![b'v'; xattr_len])],
+        path: None,
+    };
+    let f = std::fs::File::open(&src).unwrap();
+    let meta = ep.upload(&ObjPath::from(key), &f, meta).unwrap();
+    ep.sync().unwrap();
+    meta
+}
+
+fn range(ep: &Endpoint, key: &str, start: u64, end: u64) -> Result<Vec<u8>, TransferError> {
+    let mut got = Vec::new();
+    ep.download_range(&ObjPath::from(key), start, end, &mut |c| {
+        got.extend_from_slice(c);
+        Ok(())
+    })
+    .map(|()| got)
+}
+
+fn ranges_and_bounds(env: Env) {
+    let (_ctx, ep) = open(&env);
+    let data = random_bytes(41, 3 << 20);
+    put(&env, &ep, "r", &data, 10);
+    let n = data.len() as u64;
+    for (s, e) in [(0, n), (5, 1_000_005), (n - 1, n), (n, n), (7, 7)] {
+        assert_eq!(
+            range(&ep, "r", s, e).unwrap(),
+            &data[s as usize..e as usize],
+            "{s}..{e}"
+        );
+    }
+    for (s, e, why) in [
+        (0, n + 1, "past the object's end (3145728 bytes)"),
+        (n + 1, n + 2, "past the object's end"),
+        (9, 8, "ends before it starts"),
+    ] {
+        let err = range(&ep, "r", s, e).unwrap_err().to_string();
+        assert!(err.contains(why), "{s}..{e}: {err}");
+    }
+    let err = range(&ep, "none", 0, 1).unwrap_err().to_string();
+    assert!(err.contains("no object at none"), "{err}");
+}
+both!(ranges_and_bounds);
+
+fn copy_carries_metadata_and_sidecar(env: Env) {
+    let (_ctx, ep) = open(&env);
+    let (from, to) = (ObjPath::from("from/big"), ObjPath::from("to/big"));
+    let data = random_bytes(51, 100_000);
+    let meta = put(&env, &ep, "from/big", &data, 70_000);
+    ep.copy(&from, &to).unwrap();
+    ep.sync().unwrap();
+    let head = ep.head(&to).unwrap().expect("the copy");
+    assert_eq!(head.size, data.len() as u64);
+    assert_eq!(head.meta.unwrap().unwrap(), meta, "the copy's metadata");
+    assert!(env.object_exists("to/big#m"), "the sidecar came along");
+    assert!(
+        env.object_exists("from/big") && env.object_exists("from/big#m"),
+        "the original stays"
+    );
+    assert_eq!(range(&ep, "to/big", 0, data.len() as u64).unwrap(), data);
+    // A small document replacing it leaves no stale sidecar behind.
+    let small = put(&env, &ep, "from/small", b"tiny", 10);
+    ep.copy(&ObjPath::from("from/small"), &to).unwrap();
+    assert_eq!(ep.head(&to).unwrap().unwrap().meta.unwrap().unwrap(), small);
+    assert!(!env.object_exists("to/big#m"), "stale sidecar kept");
+    // Nothing to copy, or onto itself: refused, nothing written.
+    let err = ep.copy(&ObjPath::from("nothing"), &ObjPath::from("t2")).unwrap_err();
+    assert!(err.to_string().contains("no object at nothing"), "{err}");
+    assert!(!env.object_exists("t2"));
+    let err = ep.copy(&to, &to).unwrap_err();
+    assert!(err.to_string().contains("onto itself"), "{err}");
+}
+both!(copy_carries_metadata_and_sidecar);
+
+/// A directory store refuses to copy an object whose bytes no longer match
+/// its metadata, and leaves nothing at the destination.
+#[test]
+fn dir_copy_refuses_a_corrupt_object() {
+    let env = Env::dir();
+    let (_ctx, ep) = open(&env);
+    put(&env, &ep, "c", &random_bytes(61, 9000), 10);
+    let obj = env.arch().join("c");
+    let f = std::fs::OpenOptions::new().write(true).open(&obj).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&f, b"X", 100).unwrap();
+    let err = ep.copy(&ObjPath::from("c"), &ObjPath::from("d")).unwrap_err();
+    assert!(err.to_string().contains("does not match its metadata"), "{err}");
+    assert!(!env.arch().join("d").exists());
+    let staging: Vec<_> = std::fs::read_dir(env.arch().join("#staging")).unwrap().collect();
+    assert!(staging.is_empty(), "staging debris: {staging:?}");
+}
+
+/// Paths with odd names reach the primitives as keys, not as bytes.
+#[test]
+fn odd_names_have_escaped_keys() {
+    let env = Env::dir();
+    let (_ctx, ep) = open(&env);
+    let (key, _) = ep.key(&pbytes(&env.path(ODD))).unwrap();
+    assert_eq!(key.as_ref(), ODD_KEY);
+    assert!(OsStr::from_bytes(ODD).to_str().is_none());
+}
