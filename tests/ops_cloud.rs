@@ -346,3 +346,127 @@ fn odd_names_have_escaped_keys() {
     assert_eq!(key.as_ref(), ODD_KEY);
     assert!(OsStr::from_bytes(ODD).to_str().is_none());
 }
+
+// ---------------------------------------------------------------------------
+// recall --range / --location (recall_bytes)
+
+fn recall_bytes(env: Env) {
+    const N: usize = 300_000;
+    let s = file(&env, b"s", 71, N);
+    let odd = file(&env, ODD, 72, N);
+    let t = file(&env, b"t", 73, N);
+    let plain = file(&env, b"plain", 74, 10);
+    std::fs::set_permissions(&s, std::os::unix::fs::PermissionsExt::from_mode(0o604)).unwrap();
+    let run = env.migrate(&["--stub-size", "4096"], &[s.clone(), odd.clone(), t.clone()]);
+    assert_eq!(run.code, Some(0), "{}", run.show());
+    let stub_state = state(&s).unwrap();
+    let out = env.tmp.path().join("out/sub");
+    let loc = out.to_str().unwrap();
+
+    // A range to a new file; the stub stays a stub. Twice: the same end.
+    for round in 0..2 {
+        let run = env.recall(
+            &["--range", "1000:250000", "--location", loc, "--default-mode-dir", "700"],
+            &[s.clone(), odd.clone()],
+        );
+        assert_eq!(run.code, Some(0), "{}", run.show());
+        let done = if round == 0 { "processed" } else { "skipped" };
+        assert_outcomes(&run, &[(&s, done, ""), (&odd, done, "")]);
+        assert_eq!(
+            std::fs::read(out.join("s")).unwrap(),
+            &random_bytes(71, N)[1000..250_000]
+        );
+        let odd_out = out.join(OsStr::from_bytes(ODD));
+        assert_eq!(std::fs::read(&odd_out).unwrap(), &random_bytes(72, N)[1000..250_000]);
+        assert_eq!(snap(&out.join("s")).mode & 0o7777, 0o604, "the object's mode");
+        assert_eq!(
+            state(&s).as_deref(),
+            Some(stub_state.as_str()),
+            "the stub is left alone"
+        );
+        assert!(
+            std::fs::read(&s).unwrap()[8192..].iter().all(|&b| b == 0),
+            "still punched"
+        );
+    }
+    let dir_mode = std::os::unix::fs::MetadataExt::mode(&std::fs::metadata(&out).unwrap());
+    assert_eq!(dir_mode & 0o7777, 0o700, "--default-mode-dir");
+    // Open-ended: to the object's end.
+    let out2 = env.tmp.path().join("out2");
+    let run = env.recall(
+        &["--range", "299000:", "--location", out2.to_str().unwrap()],
+        std::slice::from_ref(&s),
+    );
+    assert_eq!(run.code, Some(0), "{}", run.show());
+    assert_eq!(std::fs::read(out2.join("s")).unwrap(), &random_bytes(71, N)[299_000..]);
+
+    // Refusals: past the end, a different file in the way, in place, no
+    // object, not managed.
+    let out3 = env.tmp.path().join("out3");
+    std::fs::create_dir(&out3).unwrap();
+    std::fs::write(out3.join("odd"), b"mine").unwrap();
+    let odd3 = env.path(b"odd");
+    std::fs::rename(&odd, &odd3).unwrap();
+    let (_ctx, ep) = open(&env);
+    ep.delete(&ObjPath::from("t")).unwrap();
+    let run = env.recall(
+        &["--range", "0:300001", "--location", out3.to_str().unwrap()],
+        std::slice::from_ref(&s),
+    );
+    assert_outcomes(&run, &[(&s, "failures", "goes past the object's end (300000 bytes)")]);
+    let run = env.recall(
+        &["--range", "0:10", "--location", out3.to_str().unwrap()],
+        &[odd3.clone(), t.clone(), plain.clone()],
+    );
+    assert_eq!(run.code, Some(1), "{}", run.show());
+    assert_outcomes(
+        &run,
+        &[
+            (&odd3, "failures", "a different file exists at"),
+            (&t, "failures", "does not hold the object recorded for this file"),
+            (&plain, "failures", "not managed by ferry"),
+        ],
+    );
+    assert_eq!(std::fs::read(out3.join("odd")).unwrap(), b"mine");
+    assert!(!out3.join("s").exists() && !out3.join("t").exists());
+    let run = env.recall(&["--range", "0:10"], std::slice::from_ref(&s));
+    assert_outcomes(&run, &[(&s, "failures", "byte-range recall in place is refused")]);
+    assert_eq!(state(&s).as_deref(), Some(stub_state.as_str()));
+    // The whole range in place is a recall.
+    let run = env.recall(&["--range", "0:"], std::slice::from_ref(&s));
+    assert_outcomes(&run, &[(&s, "processed", "")]);
+    assert_eq!(std::fs::read(&s).unwrap(), random_bytes(71, N));
+    assert!(state(&s).unwrap().starts_with("premigrated "));
+}
+both!(recall_bytes);
+
+/// The task's arguments as a hub sends them: a location that is not UTF-8
+/// (surrogateescape), modes as octal strings or numbers.
+#[test]
+fn recall_bytes_arguments() {
+    use ferry::ops::Operation;
+    use ferry::ops::recall_bytes::{LocalPath, Mode};
+    use ferry::task::TaskName;
+    let parse = |kwargs: &str| Operation::from_task(TaskName::RecallBytes, kwargs).unwrap();
+    let Ok(Operation::RecallBytes(a)) =
+        parse(r#"{"location": "/x/\udcff\n", "default_mode_dir": "0750", "remote_offset_end": 5, "paths": []}"#)
+    else {
+        panic!("not parsed");
+    };
+    assert_eq!(a.location, Some(LocalPath(b"/x/\xff\n".to_vec())));
+    assert_eq!(
+        (a.default_mode_dir, a.remote_offset_start, a.remote_offset_end),
+        (Some(Mode(0o750)), 0, Some(5))
+    );
+    let Ok(Operation::RecallBytes(a)) = parse(r#"{"default_mode_dir": 488}"#) else {
+        panic!("not parsed");
+    };
+    assert_eq!(a.default_mode_dir, Some(Mode(0o750)));
+    for bad in [
+        r#"{"location": "relative"}"#,
+        r#"{"default_mode_dir": "9"}"#,
+        r#"{"default_mode_dir": 65536}"#,
+    ] {
+        assert!(parse(bad).is_err(), "{bad}");
+    }
+}

@@ -13,6 +13,7 @@ use ferry::ops::migrate::MigrateArgs;
 use ferry::ops::move_in_cloud::MoveInCloudArgs;
 use ferry::ops::moves::MoveArgs;
 use ferry::ops::recall::RecallArgs;
+use ferry::ops::recall_bytes::{LocalPath, Mode, RecallBytesArgs};
 use ferry::ops::remove_from_cloud::RemoveFromCloudArgs;
 use ferry::ops::reverse_stub::ReverseStubArgs;
 use ferry::ops::unmanage::UnmanageArgs;
@@ -165,6 +166,38 @@ pub struct RecallCmd {
     /// Delete the object once the data is back and durable.
     #[arg(long)]
     delete_remote: bool,
+
+    /// Recall only bytes START..END of each object (END left out: to the
+    /// object's end) into --location (the seed's recall_bytes). Ranges are
+    /// not filled into stubs in place: a stub cannot record partial
+    /// residency.
+    #[arg(long, value_name = "START:END", value_parser = parse_range)]
+    range: Option<(u64, Option<u64>)>,
+
+    /// Directory (made if missing) to write each file's range to, as a
+    /// file of the stub's name; the stub is left as it is.
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["skip_hash", "update_atime", "update_mtime", "delete_remote"])]
+    location: Option<PathBuf>,
+
+    /// Mode of directories made for --location, in octal [default: 755].
+    #[arg(long, value_name = "OCTAL", requires = "location", value_parser = parse_mode)]
+    default_mode_dir: Option<u32>,
+}
+
+/// `START:END` or `START:` as byte offsets.
+fn parse_range(s: &str) -> Result<(u64, Option<u64>), String> {
+    let (a, b) = s.split_once(':').ok_or("expected START:END (END may be left out)")?;
+    let num = |v: &str| v.parse::<u64>().map_err(|_| format!("{v:?} is not a byte offset"));
+    let end = if b.is_empty() { None } else { Some(num(b)?) };
+    Ok((num(a)?, end))
+}
+
+/// An octal mode such as 755 or 0750.
+fn parse_mode(s: &str) -> Result<u32, String> {
+    u32::from_str_radix(s, 8)
+        .ok()
+        .filter(|m| *m <= 0o7777)
+        .ok_or_else(|| format!("{s:?} is not an octal mode"))
 }
 
 impl MigrateFlags {
@@ -190,8 +223,30 @@ pub fn run_migrate(c: MigrateCmd, premigrate: bool) -> Result<(), Failure> {
     run(&c.common, op, None)
 }
 
-/// `ferry recall`.
+/// `ferry recall` (`recall_bytes` with --range or --location).
 pub fn run_recall(c: RecallCmd) -> Result<(), Failure> {
+    if c.range.is_some() || c.location.is_some() {
+        let (start, end) = c.range.unwrap_or((0, None));
+        let location = match c.location {
+            Some(l) => Some(LocalPath(
+                std::path::absolute(&l)
+                    .map_err(|e| Failure::setup(format!("--location {}: {e}", l.display())))?
+                    .into_os_string()
+                    .into_encoded_bytes(),
+            )),
+            None => None,
+        };
+        let op = Operation::RecallBytes(RecallBytesArgs {
+            endpoint: c.endpoint,
+            lock_level: c.lock.lock_level,
+            location,
+            remote_offset_start: start,
+            remote_offset_end: end,
+            default_mode_dir: c.default_mode_dir.map(Mode),
+            sub_batch: c.lock.sub_batch,
+        });
+        return run(&c.common, op, None);
+    }
     let op = Operation::Recall(RecallArgs {
         endpoint: c.endpoint,
         skip_hash: c.skip_hash,

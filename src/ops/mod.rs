@@ -22,6 +22,7 @@ pub mod migrate;
 pub mod move_in_cloud;
 pub mod moves;
 pub mod recall;
+pub mod recall_bytes;
 pub mod remove_from_cloud;
 pub mod reverse_stub;
 pub mod route;
@@ -68,6 +69,8 @@ pub enum Operation {
     MoveInCloud(move_in_cloud::MoveInCloudArgs),
     /// `dynamo.tasks.ensure_cloud_file_exists`.
     EnsureInCloud(ensure_in_cloud::EnsureArgs),
+    /// `dynamo.tasks.recall_bytes`.
+    RecallBytes(recall_bytes::RecallBytesArgs),
 }
 
 impl Operation {
@@ -86,6 +89,7 @@ impl Operation {
             Operation::RemoveFromCloud(_) => TaskName::RemoveFromCloud,
             Operation::MoveInCloud(_) => TaskName::MoveInCloud,
             Operation::EnsureInCloud(_) => TaskName::EnsureCloudFileExists,
+            Operation::RecallBytes(_) => TaskName::RecallBytes,
         }
     }
 
@@ -107,6 +111,7 @@ impl Operation {
             TaskName::RemoveFromCloud => parse_kwargs(kwargs).map(Operation::RemoveFromCloud),
             TaskName::MoveInCloud => parse_kwargs(kwargs).map(Operation::MoveInCloud),
             TaskName::EnsureCloudFileExists => parse_kwargs(kwargs).map(Operation::EnsureInCloud),
+            TaskName::RecallBytes => parse_kwargs(kwargs).map(Operation::RecallBytes),
             TaskName::RecursiveNavigate | TaskName::Snapdiff | TaskName::RotateSnapshot => return None,
         })
     }
@@ -148,6 +153,7 @@ impl Operation {
             Operation::RemoveFromCloud(a) => remove_from_cloud::remove_from_cloud(ctx, a, paths),
             Operation::MoveInCloud(a) => move_in_cloud::move_in_cloud(ctx, a, paths),
             Operation::EnsureInCloud(a) => ensure_in_cloud::ensure_cloud_file_exists(ctx, a, paths),
+            Operation::RecallBytes(a) => recall_bytes::recall_bytes(ctx, a, paths),
         }
     }
 }

@@ -39,11 +39,13 @@ pub enum TaskName {
     MoveInCloud,
     /// Checks that paths' objects exist (`dynamo.tasks.ensure_cloud_file_exists`).
     EnsureCloudFileExists,
+    /// Brings back a byte range of stubs (`dynamo.tasks.recall_bytes`).
+    RecallBytes,
 }
 
 impl TaskName {
     /// Every task, discovery tasks first.
-    pub const ALL: [TaskName; 15] = [
+    pub const ALL: [TaskName; 16] = [
         TaskName::RecursiveNavigate,
         TaskName::Snapdiff,
         TaskName::RotateSnapshot,
@@ -59,6 +61,7 @@ impl TaskName {
         TaskName::RemoveFromCloud,
         TaskName::MoveInCloud,
         TaskName::EnsureCloudFileExists,
+        TaskName::RecallBytes,
     ];
 
     /// The seed's name, `dynamo.tasks.<name>`.
@@ -79,6 +82,7 @@ impl TaskName {
             TaskName::RemoveFromCloud => "dynamo.tasks.remove_from_cloud",
             TaskName::MoveInCloud => "dynamo.tasks.move_in_cloud",
             TaskName::EnsureCloudFileExists => "dynamo.tasks.ensure_cloud_file_exists",
+            TaskName::RecallBytes => "dynamo.tasks.recall_bytes",
         }
     }
 
