@@ -470,3 +470,148 @@ fn recall_bytes_arguments() {
         assert!(parse(bad).is_err(), "{bad}");
     }
 }
+
+// ---------------------------------------------------------------------------
+// sync-metadata (ngenea_sync_metadata)
+
+/// Removes ferry's xattrs from `path` (a file that lost its record).
+fn strip(path: &Path) {
+    for n in ferry_xattrs(path) {
+        xattr::remove(path, n).unwrap();
+    }
+}
+
+fn sync_metadata(env: Env) {
+    let r1 = file(&env, b"r1", 81, 5000);
+    let odd = file(&env, ODD, 82, 5000);
+    let r2 = file(&env, b"r2", 83, 5000);
+    let r3 = file(&env, b"r3", 84, 5000);
+    let r4 = file(&env, b"r4", 85, 5000);
+    let m1 = file(&env, b"m1", 86, 90_000);
+    let m2 = file(&env, b"m2", 87, 90_000);
+    let m3 = file(&env, b"m3", 88, 90_000);
+    xattr::set(&m1, "user.project", b"alpha").unwrap();
+    set_mtime(&m1, 1_600_000_000, 5);
+    let m1_before = snap(&m1);
+    let resident = [r1.clone(), odd.clone(), r2.clone(), r3.clone(), r4.clone()];
+    assert_eq!(env.premigrate(&[], &resident).code, Some(0));
+    assert_eq!(env.migrate(&[], &[m1.clone(), m2.clone(), m3.clone()]).code, Some(0));
+    let r1_state = state(&r1).unwrap();
+    // r1 and odd lost their record; r2 too, and its content changed; r3
+    // changed with its record in place; r4's object is gone.
+    for p in [&r1, &odd, &r2] {
+        strip(p);
+    }
+    std::fs::write(&r2, random_bytes(99, 5000)).unwrap();
+    std::fs::write(&r3, random_bytes(98, 5000)).unwrap();
+    let (_ctx, ep) = open(&env);
+    ep.delete(&ObjPath::from("r4")).unwrap();
+    // m1's metadata drifted from its object's; m2's object is gone; m3
+    // records another content than its object's.
+    std::os::unix::fs::chown(&m1, Some(999), Some(998)).unwrap();
+    std::fs::set_permissions(&m1, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    xattr::set(&m1, "user.project", b"beta").unwrap();
+    xattr::set(&m1, "user.extra", b"x").unwrap();
+    set_mtime(&m1, 1_700_000_000, 1);
+    ep.delete(&ObjPath::from("m2")).unwrap();
+    let st = state(&m3).unwrap();
+    let wrong = st.replace(&state_field(&st, "blake3"), blake3::hash(b"x").to_hex().as_str());
+    xattr::set(&m3, STATE, wrong.as_bytes()).unwrap();
+
+    let all = [&resident[..], &[m1.clone(), m2.clone(), m3.clone()]].concat();
+    let run = env.run("sync-metadata", &["--endpoint", EP], &all);
+    assert_eq!(run.code, Some(1), "{}", run.show());
+    assert_outcomes(
+        &run,
+        &[
+            (&r1, "processed", "recorded as premigrated"),
+            (&odd, "processed", "recorded as premigrated"),
+            (&r2, "failures", "local content differs from the object at r2"),
+            (&r3, "processed", "removed the file's location and state"),
+            (&r4, "processed", "is gone; removed the file's location and state"),
+            (&m1, "processed", "took the object's owner, mode, xattrs, times"),
+            (&m2, "failures", "this stub's data beyond its head is lost"),
+            (&m3, "failures", "is not this stub's content"),
+        ],
+    );
+    assert_eq!(state(&r1).as_deref(), Some(r1_state.as_str()));
+    assert_eq!(location(&r1).as_deref(), Some("r1"));
+    assert_eq!(location(&odd).as_deref(), Some(ODD_KEY));
+    for p in [&r2, &r3, &r4] {
+        assert_eq!(ferry_xattrs(p), Vec::<String>::new(), "{}", p.display());
+    }
+    assert_eq!(location(&m2), None);
+    assert!(
+        state(&m2).unwrap().starts_with("migrated "),
+        "the lost stub keeps its state"
+    );
+    let m1_now = snap(&m1);
+    assert_eq!(
+        (m1_now.mode, m1_now.uid, m1_now.gid, m1_now.mtime, &m1_now.xattrs),
+        (
+            m1_before.mode,
+            m1_before.uid,
+            m1_before.gid,
+            m1_before.mtime,
+            &m1_before.xattrs
+        )
+    );
+
+    // Again: the same end state, nothing more to do.
+    let run = env.run("sync-metadata", &["--endpoint", EP], &all);
+    assert_outcomes(
+        &run,
+        &[
+            (&r1, "skipped", "already recorded"),
+            (&odd, "skipped", "already recorded"),
+            (&r2, "failures", "nothing recorded"),
+            (&r3, "failures", "nothing recorded"),
+            (&r4, "skipped", "no object at r4"),
+            (&m1, "skipped", "already in line"),
+            (&m2, "skipped", "no object at m2"),
+            (&m3, "failures", "is not this stub's content"),
+        ],
+    );
+    // --skip-hash compares sizes only: r2 is taken for its object's copy.
+    let run = env.run(
+        "sync-metadata",
+        &["--endpoint", EP, "--skip-hash"],
+        std::slice::from_ref(&r2),
+    );
+    assert_outcomes(&run, &[(&r2, "processed", "recorded as premigrated")]);
+    // The synced stub still recalls whole, its times as they were.
+    let run = env.recall(&[], std::slice::from_ref(&m1));
+    assert_eq!(run.code, Some(0), "{}", run.show());
+    assert_restored(&m1, &m1_before);
+}
+both!(sync_metadata);
+
+/// move-in-cloud takes path objects with `source` (as `ferry snapdiff`
+/// writes moved entries and the task receives them), names that are not
+/// UTF-8 in surrogateescape form.
+#[test]
+fn move_in_cloud_takes_path_objects() {
+    let env = Env::dir();
+    let a = file(&env, ODD, 91, 2000);
+    assert_eq!(env.premigrate(&[], std::slice::from_ref(&a)).code, Some(0));
+    let b = env.path(b"b\xfe");
+    std::fs::rename(&a, &b).unwrap();
+    let esc = |p: &Path| {
+        let mut out = Vec::new();
+        ferry::task::surrogate::encode(&pbytes(p), &mut out);
+        String::from_utf8(out).unwrap()
+    };
+    let line = format!("{{\"path\": {}, \"source\": {}}}\n", esc(&b), esc(&a));
+    let run = env.run_stdin("move-in-cloud", &["--endpoint", EP], line.as_bytes());
+    assert_eq!(run.code, Some(0), "{}", run.show());
+    assert_outcomes(&run, &[(&b, "processed", "")]);
+    assert!(env.arch().join("b%FE").is_file() && !env.arch().join(ODD_KEY).exists());
+    assert_eq!(location(&b).as_deref(), Some("b%FE"));
+    // A path object without `source` is a failure of that path alone.
+    let run = env.run_stdin(
+        "move-in-cloud",
+        &["--endpoint", EP],
+        format!("{{\"path\": {}}}\n", esc(&b)).as_bytes(),
+    );
+    assert_outcomes(&run, &[(&b, "failures", "no \"source\"")]);
+}

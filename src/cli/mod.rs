@@ -58,6 +58,7 @@ enum Command {
     RemoveFromCloud(ops::RemoveFromCloudCmd),
     MoveInCloud(ops::MoveInCloudCmd),
     EnsureInCloud(ops::EnsureInCloudCmd),
+    SyncMetadata(ops::SyncMetadataCmd),
     Agent(agent::AgentCmd),
     #[command(subcommand)]
     Hub(hub::HubCmd),
@@ -85,6 +86,7 @@ pub fn main() -> ExitCode {
         Command::RemoveFromCloud(c) => ops::run_remove_from_cloud(c),
         Command::MoveInCloud(c) => ops::run_move_in_cloud(c),
         Command::EnsureInCloud(c) => ops::run_ensure_in_cloud(c),
+        Command::SyncMetadata(c) => ops::run_sync_metadata(c),
         Command::Agent(c) => agent::run(c),
         Command::Hub(c) => hub::run(c),
         Command::Endpoint(c) => endpoint::run(c),

@@ -16,6 +16,7 @@ use ferry::ops::recall::RecallArgs;
 use ferry::ops::recall_bytes::{LocalPath, Mode, RecallBytesArgs};
 use ferry::ops::remove_from_cloud::RemoveFromCloudArgs;
 use ferry::ops::reverse_stub::ReverseStubArgs;
+use ferry::ops::sync_metadata::SyncMetadataArgs;
 use ferry::ops::unmanage::UnmanageArgs;
 use ferry::ops::{OpContext, Operation, run_batches};
 use ferry::progress::Progress;
@@ -511,6 +512,37 @@ pub struct EnsureInCloudCmd {
     /// Seconds between checks [default: 5].
     #[arg(long, value_name = "SECONDS")]
     retry_pause: Option<f64>,
+}
+
+/// Bring ferry's location and state xattrs of each file in line with its
+/// endpoint (the seed's ngenea_sync_metadata).
+///
+/// A resident file whose content matches its object (size, and hash unless
+/// --skip-hash) is recorded as premigrated; a stub of its object takes the
+/// object's mode, owner, user xattrs and times where they differ; a file
+/// whose object is gone loses its location there (a stub keeps its state and
+/// fails: its data is lost). The object is the one the file's location
+/// names, else the one at the key migrate gives the path.
+#[derive(Args)]
+pub struct SyncMetadataCmd {
+    #[command(flatten)]
+    common: OpCommon,
+
+    #[command(flatten)]
+    cloud: CloudEndpoint,
+
+    /// Compare resident files with their objects by size only.
+    #[arg(long)]
+    skip_hash: bool,
+}
+
+/// `ferry sync-metadata`.
+pub fn run_sync_metadata(c: SyncMetadataCmd) -> Result<(), Failure> {
+    let op = Operation::SyncMetadata(SyncMetadataArgs {
+        skip_hash: c.skip_hash,
+        endpoint: c.cloud.endpoint,
+    });
+    run(&c.common, op, None)
 }
 
 /// `ferry remove-from-cloud`.

@@ -28,6 +28,7 @@ pub mod reverse_stub;
 pub mod route;
 pub mod run;
 pub mod stat;
+pub mod sync_metadata;
 pub mod unmanage;
 pub mod window;
 pub mod xattrs;
@@ -71,6 +72,8 @@ pub enum Operation {
     EnsureInCloud(ensure_in_cloud::EnsureArgs),
     /// `dynamo.tasks.recall_bytes`.
     RecallBytes(recall_bytes::RecallBytesArgs),
+    /// `dynamo.tasks.ngenea_sync_metadata`.
+    SyncMetadata(sync_metadata::SyncMetadataArgs),
 }
 
 impl Operation {
@@ -90,6 +93,7 @@ impl Operation {
             Operation::MoveInCloud(_) => TaskName::MoveInCloud,
             Operation::EnsureInCloud(_) => TaskName::EnsureCloudFileExists,
             Operation::RecallBytes(_) => TaskName::RecallBytes,
+            Operation::SyncMetadata(_) => TaskName::NgeneaSyncMetadata,
         }
     }
 
@@ -112,6 +116,7 @@ impl Operation {
             TaskName::MoveInCloud => parse_kwargs(kwargs).map(Operation::MoveInCloud),
             TaskName::EnsureCloudFileExists => parse_kwargs(kwargs).map(Operation::EnsureInCloud),
             TaskName::RecallBytes => parse_kwargs(kwargs).map(Operation::RecallBytes),
+            TaskName::NgeneaSyncMetadata => parse_kwargs(kwargs).map(Operation::SyncMetadata),
             TaskName::RecursiveNavigate | TaskName::Snapdiff | TaskName::RotateSnapshot => return None,
         })
     }
@@ -154,6 +159,7 @@ impl Operation {
             Operation::MoveInCloud(a) => move_in_cloud::move_in_cloud(ctx, a, paths),
             Operation::EnsureInCloud(a) => ensure_in_cloud::ensure_cloud_file_exists(ctx, a, paths),
             Operation::RecallBytes(a) => recall_bytes::recall_bytes(ctx, a, paths),
+            Operation::SyncMetadata(a) => sync_metadata::sync_metadata(ctx, a, paths),
         }
     }
 }

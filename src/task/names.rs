@@ -41,11 +41,13 @@ pub enum TaskName {
     EnsureCloudFileExists,
     /// Brings back a byte range of stubs (`dynamo.tasks.recall_bytes`).
     RecallBytes,
+    /// Aligns files' location and state with their objects (`dynamo.tasks.ngenea_sync_metadata`).
+    NgeneaSyncMetadata,
 }
 
 impl TaskName {
     /// Every task, discovery tasks first.
-    pub const ALL: [TaskName; 16] = [
+    pub const ALL: [TaskName; 17] = [
         TaskName::RecursiveNavigate,
         TaskName::Snapdiff,
         TaskName::RotateSnapshot,
@@ -62,6 +64,7 @@ impl TaskName {
         TaskName::MoveInCloud,
         TaskName::EnsureCloudFileExists,
         TaskName::RecallBytes,
+        TaskName::NgeneaSyncMetadata,
     ];
 
     /// The seed's name, `dynamo.tasks.<name>`.
@@ -83,6 +86,7 @@ impl TaskName {
             TaskName::MoveInCloud => "dynamo.tasks.move_in_cloud",
             TaskName::EnsureCloudFileExists => "dynamo.tasks.ensure_cloud_file_exists",
             TaskName::RecallBytes => "dynamo.tasks.recall_bytes",
+            TaskName::NgeneaSyncMetadata => "dynamo.tasks.ngenea_sync_metadata",
         }
     }
 
