@@ -31,7 +31,7 @@
 
 use super::key::{self, SIDECAR_SUFFIX};
 use super::meta::{MetaDoc, MetaError, ObjectMeta};
-use super::transfer::{EndpointError, PartPool, RemoteObject, TransferError, hash_beside};
+use super::transfer::{EndpointError, PartPool, RemoteObject, TransferError, check_range, hash_beside};
 use crate::entry::FileType;
 use crate::sys::{
     Base, create_at, lock_exclusive, mkdir_at, open_file_at, rename_at, syncfs, try_lock_exclusive, unlink_at,
@@ -412,7 +412,7 @@ impl DirStore {
             .open_object(key)?
             .ok_or_else(|| self.err(format!("no object at {key}")))?;
         let size = f.metadata().map_err(|e| self.io_err("stat", key, e))?.len();
-        super::check_range(start, end, size).map_err(|m| self.err(format!("{key}: {m}")))?;
+        check_range(start, end, size).map_err(|m| self.err(format!("{key}: {m}")))?;
         let mut buf = vec![0u8; CHUNK.min(end - start) as usize];
         let mut off = start;
         while off < end {

@@ -268,20 +268,6 @@ impl Endpoint {
     }
 }
 
-/// Whether `start..end` lies within an object of `size` bytes; the reason
-/// when it does not.
-fn check_range(start: u64, end: u64, size: u64) -> Result<(), String> {
-    if start > end {
-        Err(format!("range {start}..{end} ends before it starts"))
-    } else if end > size {
-        Err(format!(
-            "range {start}..{end} goes past the object's end ({size} bytes)"
-        ))
-    } else {
-        Ok(())
-    }
-}
-
 /// A key made by [`key`] as an object path.
 fn parse_key(key: &str) -> ObjPath {
     ObjPath::parse(key).expect("encoded keys are valid")

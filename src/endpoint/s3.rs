@@ -15,7 +15,7 @@
 
 use super::key::{self, SIDECAR_SUFFIX};
 use super::meta::{MetaDoc, MetaError, ObjectMeta};
-use super::transfer::{EndpointError, PartPool, RemoteObject, TransferError, hash_beside};
+use super::transfer::{EndpointError, PartPool, RemoteObject, TransferError, check_range, hash_beside};
 use crate::config::endpoint::StoreConfig;
 use crate::sys::Timestamp;
 use bytes::Bytes;
@@ -512,7 +512,7 @@ impl S3Store {
             .rt
             .block_on(self.head_raw(key))?
             .ok_or_else(|| self.err(format!("no object at {key}")))?;
-        super::check_range(start, end, size).map_err(|m| self.err(format!("{key}: {m}")))?;
+        check_range(start, end, size).map_err(|m| self.err(format!("{key}: {m}")))?;
         if start == end {
             return Ok(());
         }

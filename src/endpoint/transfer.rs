@@ -1,5 +1,6 @@
 //! What the stores share: their errors, what a store holds under a key,
-//! reused part buffers, and hashing beside a copy. A child of `endpoint`
+//! the bounds of a ranged read, reused part buffers, and hashing beside a
+//! copy. A child of `endpoint`
 //! so that `dir`, `s3` and the `Endpoint` that dispatches to them depend on
 //! it and not on each other.
 
@@ -146,4 +147,18 @@ pub fn hash_file(file: &File, n: u64) -> io::Result<blake3::Hash> {
         ));
     }
     Ok(hasher.finalize())
+}
+
+/// Whether `start..end` lies within an object of `size` bytes; the reason
+/// when it does not.
+pub(super) fn check_range(start: u64, end: u64, size: u64) -> Result<(), String> {
+    if start > end {
+        Err(format!("range {start}..{end} ends before it starts"))
+    } else if end > size {
+        Err(format!(
+            "range {start}..{end} goes past the object's end ({size} bytes)"
+        ))
+    } else {
+        Ok(())
+    }
 }
