@@ -163,10 +163,20 @@ fn move_in_cloud_refusals(env: Env) {
     let w = file(&env, b"w", 23, 50_000);
     assert_eq!(env.premigrate(&[], std::slice::from_ref(&v)).code, Some(0));
     assert_eq!(env.migrate(&[], std::slice::from_ref(&w)).code, Some(0));
+    // A moved directory: its files' objects move file by file.
+    let d2 = env.path(b"d2");
+    std::fs::create_dir(&d2).unwrap();
     let run = env.run(
         "move-in-cloud",
         &["--endpoint", EP],
-        &[env.path(b"n"), n2.clone(), v.clone(), w.clone()],
+        &[
+            env.path(b"n"),
+            n2.clone(),
+            v.clone(),
+            w.clone(),
+            env.path(b"d"),
+            d2.clone(),
+        ],
     );
     assert_eq!(run.code, Some(1), "{}", run.show());
     assert_outcomes(
@@ -174,6 +184,7 @@ fn move_in_cloud_refusals(env: Env) {
         &[
             (&n2, "failures", "source object missing: no object at n "),
             (&w, "failures", "would lose its data"),
+            (&d2, "failures", "give it the files under the moved directory"),
         ],
     );
     assert!(env.object_exists("v") && env.object_exists("w"));

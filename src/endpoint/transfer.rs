@@ -162,3 +162,24 @@ pub(super) fn check_range(start: u64, end: u64, size: u64) -> Result<(), String>
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_are_bounded_by_the_object() {
+        assert_eq!(check_range(0, 10, 10), Ok(()));
+        assert_eq!(check_range(10, 10, 10), Ok(()));
+        assert_eq!(check_range(0, 0, 0), Ok(()));
+        assert_eq!(
+            check_range(0, 11, 10),
+            Err("range 0..11 goes past the object's end (10 bytes)".into())
+        );
+        assert_eq!(
+            check_range(11, 11, 10).unwrap_err(),
+            "range 11..11 goes past the object's end (10 bytes)"
+        );
+        assert_eq!(check_range(5, 4, 10).unwrap_err(), "range 5..4 ends before it starts");
+    }
+}

@@ -17,6 +17,13 @@ use crate::endpoint::{Endpoint, ObjectMeta};
 use crate::task::{FileState, Outcome, PathObject};
 use object_store::path::Path as ObjPath;
 use serde::Deserialize;
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+
+/// Why a moved directory fails: its files' objects are under its old key
+/// as a prefix, and are moved one file at a time.
+const DIRECTORY: &str = "a directory: move_in_cloud moves the objects of files; give it the files under the moved \
+     directory (snapdiff with condense_moves false lists each)";
 
 /// `move_in_cloud`'s arguments (the seed gives it none).
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -51,6 +58,9 @@ fn move_one(ctx: &OpContext, target: &Endpoint, locking: Locking, obj: &PathObje
     let (to, _) = target.key(&obj.path).map_err(|e| key_err("path", e))?;
     if from == to {
         return Ok(Outcome::skipped("source and path have the same key"));
+    }
+    if std::fs::symlink_metadata(OsStr::from_bytes(&obj.path)).is_ok_and(|m| m.is_dir()) {
+        return Err(Outcome::failed(DIRECTORY));
     }
     let local = Local::open(ctx, &obj.path, name, "move_in_cloud")?;
     if let Some(l) = &local {
