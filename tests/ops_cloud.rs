@@ -626,3 +626,21 @@ fn move_in_cloud_takes_path_objects() {
     );
     assert_outcomes(&run, &[(&b, "failures", "no \"source\"")]);
 }
+
+/// Bad --range and --default-mode-dir values are usage errors (status 2),
+/// and nothing is read.
+#[test]
+fn recall_range_flags_are_checked() {
+    let env = Env::dir();
+    let f = file(&env, b"f", 95, 10);
+    for args in [
+        &["--range", "5", "--location", "/tmp"][..],
+        &["--range", "a:b", "--location", "/tmp"],
+        &["--location", "/tmp", "--default-mode-dir", "9"],
+        &["--range", "0:1", "--location", "/tmp", "--delete-remote"],
+    ] {
+        let run = env.recall(args, std::slice::from_ref(&f));
+        assert_eq!(run.code, Some(2), "{args:?}: {}", run.show());
+        assert!(run.stdout.is_empty(), "{args:?}: {}", run.show());
+    }
+}

@@ -140,6 +140,10 @@ struct MigrateFlags {
 /// written into the stub, in place (hard links and open handles stay
 /// valid). Data the stub still holds is compared, never overwritten. The
 /// file ends premigrated, with its mtime restored.
+///
+/// With --range or --location, a byte range of each object is written to a
+/// new file under --location instead, and the stub is left as it is (the
+/// seed's recall_bytes; docs/operations.md).
 #[derive(Args)]
 pub struct RecallCmd {
     #[command(flatten)]
