@@ -644,3 +644,27 @@ fn recall_range_flags_are_checked() {
         assert!(run.stdout.is_empty(), "{args:?}: {}", run.show());
     }
 }
+
+/// The agent runs each task by its seed name, with no arguments (the seed
+/// gives none) or the ones ferry adds; a wrong type is refused.
+#[test]
+fn tasks_by_seed_name() {
+    use ferry::ops::Operation;
+    use ferry::task::TaskName;
+    for (name, pairs) in [
+        ("dynamo.tasks.remove_from_cloud", false),
+        ("dynamo.tasks.move_in_cloud", true),
+        ("dynamo.tasks.ensure_cloud_file_exists", false),
+        ("dynamo.tasks.recall_bytes", false),
+        ("dynamo.tasks.ngenea_sync_metadata", false),
+    ] {
+        let task = TaskName::parse(name).unwrap_or_else(|| panic!("{name} unknown"));
+        let op = Operation::from_task(task, r#"{"paths": [], "jobid": 7}"#)
+            .unwrap()
+            .unwrap();
+        assert_eq!(op.task_name().as_str(), name);
+        assert_eq!(op.takes_pairs(), pairs, "{name}");
+        let bad = Operation::from_task(task, r#"{"endpoint": 5}"#).unwrap();
+        assert!(bad.is_err(), "{name}: a numeric endpoint was taken");
+    }
+}
