@@ -668,3 +668,27 @@ fn tasks_by_seed_name() {
         assert!(bad.is_err(), "{name}: a numeric endpoint was taken");
     }
 }
+
+/// An object that appears after the first check passes a later one.
+fn ensure_retries_until_the_object_appears(env: Env) {
+    use ferry::ops::ensure_in_cloud::{EnsureArgs, ensure_cloud_file_exists};
+    use ferry::task::{FileState, PathObject};
+    let (ctx, ep) = open(&env);
+    let late = file(&env, b"late", 97, 100);
+    let args = EnsureArgs {
+        endpoint: Some(EP.into()),
+        retry_pause: Some(2.0),
+    };
+    let paths = [PathObject::new(pbytes(&late))];
+    // The first check runs at once, before the object is written (unless
+    // this machine stalls for half a second, when it passes at once).
+    let outcomes = std::thread::scope(|s| {
+        s.spawn(|| {
+            std::thread::sleep(Duration::from_millis(500));
+            put(&env, &ep, "late", b"whatever", 10);
+        });
+        ensure_cloud_file_exists(&ctx, &args, &paths).unwrap()
+    });
+    assert_eq!(outcomes[0].state, FileState::Processed, "{:?}", outcomes[0]);
+}
+both!(ensure_retries_until_the_object_appears);
