@@ -7,11 +7,16 @@ use super::args::{Concurrency, ConfigArg, GpfsArgs, ProgressArgs};
 use super::exit::Failure;
 use clap::Args;
 use ferry::ops::delete::DeleteArgs;
+use ferry::ops::ensure_in_cloud::EnsureArgs;
 use ferry::ops::lock::LockLevel;
 use ferry::ops::migrate::MigrateArgs;
+use ferry::ops::move_in_cloud::MoveInCloudArgs;
 use ferry::ops::moves::MoveArgs;
 use ferry::ops::recall::RecallArgs;
+use ferry::ops::recall_bytes::{LocalPath, Mode, RecallBytesArgs};
+use ferry::ops::remove_from_cloud::RemoveFromCloudArgs;
 use ferry::ops::reverse_stub::ReverseStubArgs;
+use ferry::ops::sync_metadata::SyncMetadataArgs;
 use ferry::ops::unmanage::UnmanageArgs;
 use ferry::ops::{OpContext, Operation, run_batches};
 use ferry::progress::Progress;
@@ -135,6 +140,10 @@ struct MigrateFlags {
 /// written into the stub, in place (hard links and open handles stay
 /// valid). Data the stub still holds is compared, never overwritten. The
 /// file ends premigrated, with its mtime restored.
+///
+/// With --range or --location, a byte range of each object is written to a
+/// new file under --location instead, and the stub is left as it is (the
+/// seed's recall_bytes; docs/operations.md).
 #[derive(Args)]
 pub struct RecallCmd {
     #[command(flatten)]
@@ -162,6 +171,38 @@ pub struct RecallCmd {
     /// Delete the object once the data is back and durable.
     #[arg(long)]
     delete_remote: bool,
+
+    /// Recall only bytes START..END of each object (END left out: to the
+    /// object's end) into --location (the seed's recall_bytes). Ranges are
+    /// not filled into stubs in place: a stub cannot record partial
+    /// residency.
+    #[arg(long, value_name = "START:END", value_parser = parse_range)]
+    range: Option<(u64, Option<u64>)>,
+
+    /// Directory (made if missing) to write each file's range to, as a
+    /// file of the stub's name; the stub is left as it is.
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["skip_hash", "update_atime", "update_mtime", "delete_remote"])]
+    location: Option<PathBuf>,
+
+    /// Mode of directories made for --location, in octal [default: 755].
+    #[arg(long, value_name = "OCTAL", requires = "location", value_parser = parse_mode)]
+    default_mode_dir: Option<u32>,
+}
+
+/// `START:END` or `START:` as byte offsets.
+fn parse_range(s: &str) -> Result<(u64, Option<u64>), String> {
+    let (a, b) = s.split_once(':').ok_or("expected START:END (END may be left out)")?;
+    let num = |v: &str| v.parse::<u64>().map_err(|_| format!("{v:?} is not a byte offset"));
+    let end = if b.is_empty() { None } else { Some(num(b)?) };
+    Ok((num(a)?, end))
+}
+
+/// An octal mode such as 755 or 0750.
+fn parse_mode(s: &str) -> Result<u32, String> {
+    u32::from_str_radix(s, 8)
+        .ok()
+        .filter(|m| *m <= 0o7777)
+        .ok_or_else(|| format!("{s:?} is not an octal mode"))
 }
 
 impl MigrateFlags {
@@ -187,8 +228,30 @@ pub fn run_migrate(c: MigrateCmd, premigrate: bool) -> Result<(), Failure> {
     run(&c.common, op, None)
 }
 
-/// `ferry recall`.
+/// `ferry recall` (`recall_bytes` with --range or --location).
 pub fn run_recall(c: RecallCmd) -> Result<(), Failure> {
+    if c.range.is_some() || c.location.is_some() {
+        let (start, end) = c.range.unwrap_or((0, None));
+        let location = match c.location {
+            Some(l) => Some(LocalPath(
+                std::path::absolute(&l)
+                    .map_err(|e| Failure::setup(format!("--location {}: {e}", l.display())))?
+                    .into_os_string()
+                    .into_encoded_bytes(),
+            )),
+            None => None,
+        };
+        let op = Operation::RecallBytes(RecallBytesArgs {
+            endpoint: c.endpoint,
+            lock_level: c.lock.lock_level,
+            location,
+            remote_offset_start: start,
+            remote_offset_end: end,
+            default_mode_dir: c.default_mode_dir.map(Mode),
+            sub_batch: c.lock.sub_batch,
+        });
+        return run(&c.common, op, None);
+    }
     let op = Operation::Recall(RecallArgs {
         endpoint: c.endpoint,
         skip_hash: c.skip_hash,
@@ -391,6 +454,123 @@ pub fn run_move(c: MoveCmd) -> Result<(), Failure> {
     } else {
         Operation::Move(args)
     };
+    run(&c.common, op, None)
+}
+
+/// The endpoint a cloud-side command works on.
+#[derive(Args)]
+pub struct CloudEndpoint {
+    /// Endpoint holding the objects [default: for each path, the endpoint
+    /// whose `root` holds it, the deepest such root, as migrate chooses
+    /// it; a path no root holds fails].
+    #[arg(long, value_name = "NAME")]
+    endpoint: Option<String>,
+}
+
+/// Delete each path's object from its endpoint (the key migrate gives the
+/// path).
+///
+/// A local file that is a stub of that object is refused (recall it
+/// first); a local file whose location names it loses that location (and
+/// its state once none is left) before the object goes. A path with no
+/// object is skipped.
+#[derive(Args)]
+pub struct RemoveFromCloudCmd {
+    #[command(flatten)]
+    common: OpCommon,
+
+    #[command(flatten)]
+    cloud: CloudEndpoint,
+}
+
+/// Move objects after their files moved: SOURCE DEST pairs as arguments,
+/// or path objects with a "source" key from a list (as `ferry move` takes
+/// them).
+///
+/// The object at SOURCE's key is copied with its metadata to DEST's key,
+/// the copy made durable and checked, DEST's location xattr updated if it
+/// named the old key, and only then the old object deleted. Running it
+/// again after an interruption finishes the move.
+#[derive(Args)]
+pub struct MoveInCloudCmd {
+    #[command(flatten)]
+    common: OpCommon,
+
+    #[command(flatten)]
+    cloud: CloudEndpoint,
+}
+
+/// Check that each path's object is at its endpoint, with the size and hash
+/// the local file records (when it records a state).
+///
+/// A path whose check fails is checked twice more, --retry-pause apart,
+/// before it fails.
+#[derive(Args)]
+pub struct EnsureInCloudCmd {
+    #[command(flatten)]
+    common: OpCommon,
+
+    #[command(flatten)]
+    cloud: CloudEndpoint,
+
+    /// Seconds between checks [default: 5].
+    #[arg(long, value_name = "SECONDS")]
+    retry_pause: Option<f64>,
+}
+
+/// Bring ferry's location and state xattrs of each file in line with its
+/// endpoint (the seed's ngenea_sync_metadata).
+///
+/// A resident file whose content matches its object (size, and hash unless
+/// --skip-hash) is recorded as premigrated; a stub of its object takes the
+/// object's mode, owner, user xattrs and times where they differ; a file
+/// whose object is gone loses its location there (a stub keeps its state and
+/// fails: its data is lost). The object is the one the file's location
+/// names, else the one at the key migrate gives the path.
+#[derive(Args)]
+pub struct SyncMetadataCmd {
+    #[command(flatten)]
+    common: OpCommon,
+
+    #[command(flatten)]
+    cloud: CloudEndpoint,
+
+    /// Compare resident files with their objects by size only.
+    #[arg(long)]
+    skip_hash: bool,
+}
+
+/// `ferry sync-metadata`.
+pub fn run_sync_metadata(c: SyncMetadataCmd) -> Result<(), Failure> {
+    let op = Operation::SyncMetadata(SyncMetadataArgs {
+        skip_hash: c.skip_hash,
+        endpoint: c.cloud.endpoint,
+    });
+    run(&c.common, op, None)
+}
+
+/// `ferry remove-from-cloud`.
+pub fn run_remove_from_cloud(c: RemoveFromCloudCmd) -> Result<(), Failure> {
+    let op = Operation::RemoveFromCloud(RemoveFromCloudArgs {
+        endpoint: c.cloud.endpoint,
+    });
+    run(&c.common, op, None)
+}
+
+/// `ferry move-in-cloud`.
+pub fn run_move_in_cloud(c: MoveInCloudCmd) -> Result<(), Failure> {
+    let op = Operation::MoveInCloud(MoveInCloudArgs {
+        endpoint: c.cloud.endpoint,
+    });
+    run(&c.common, op, None)
+}
+
+/// `ferry ensure-in-cloud`.
+pub fn run_ensure_in_cloud(c: EnsureInCloudCmd) -> Result<(), Failure> {
+    let op = Operation::EnsureInCloud(EnsureArgs {
+        endpoint: c.cloud.endpoint,
+        retry_pause: c.retry_pause,
+    });
     run(&c.common, op, None)
 }
 

@@ -22,13 +22,16 @@
 //! `#staging` and sidecar names never collide with keys ([`super::key`]).
 //! Durability is [`DirStore::sync`]'s `syncfs`, one call per batch.
 //!
+//! A copy of an object within the store ([`DirStore::copy`]) is staged and
+//! committed the same way, with the object's metadata as stored.
+//!
 //! Uploads, reads and removals open every path relative to the store's
 //! directory descriptor, so the store's own path length never adds to a
 //! key's.
 
 use super::key::{self, SIDECAR_SUFFIX};
 use super::meta::{MetaDoc, MetaError, ObjectMeta};
-use super::transfer::{EndpointError, PartPool, RemoteObject, TransferError, hash_beside};
+use super::transfer::{EndpointError, PartPool, RemoteObject, TransferError, check_range, hash_beside};
 use crate::entry::FileType;
 use crate::sys::{
     Base, create_at, lock_exclusive, mkdir_at, open_file_at, rename_at, syncfs, try_lock_exclusive, unlink_at,
@@ -65,6 +68,14 @@ pub(super) struct DirStore {
     meta_xattr: String,
     /// `#staging` exists (made on the first upload).
     staging: std::sync::OnceLock<()>,
+}
+
+/// A write in progress: a file under [`STAGING`] and its staged sidecar,
+/// renamed to their key together by [`DirStore::commit`].
+struct Staged {
+    name: String,
+    file: File,
+    sidecar: Option<String>,
 }
 
 /// One entry a [`DirStore::survey`] found, by its path relative to the
@@ -184,36 +195,19 @@ impl DirStore {
     /// Copies the first `meta.size` bytes of `file` to `key` with their
     /// hash in `meta`, committing data and metadata in one rename.
     pub fn upload(&self, key: &str, file: &File, mut meta: ObjectMeta) -> Result<ObjectMeta, TransferError> {
-        if self.staging.get().is_none() {
-            mkdir_at(self.base(), &c_name(STAGING), 0o700).map_err(|e| self.io_err("creating", STAGING, e))?;
-            let _ = self.staging.set(());
-        }
-        let id = uuid::Uuid::new_v4().simple().to_string();
-        let staged = format!("{STAGING}/{id}");
-        let out = create_at(self.base(), &c_name(&staged), 0o600).map_err(|e| self.io_err("creating", &staged, e))?;
-        let mut sidecar = None;
+        let mut staged = self.stage()?;
         let result = (|| {
-            // Only a check's probe can hold the lock of a fresh file, and
-            // only for a moment: wait for it. (A check with no grace period
-            // can still take a file in the instant between its creation and
-            // this lock; the upload then fails, and nothing is lost.)
-            lock_exclusive(&out).map_err(|e| self.io_err("locking", &staged, e))?;
-            meta.hash = copy_hashed(file, &out, meta.size).map_err(|e| match e {
+            meta.hash = copy_hashed(file, &staged.file, meta.size).map_err(|e| match e {
                 Copy::Read(e) => TransferError::Local(e),
-                Copy::Write(e) => TransferError::Remote(self.io_err("writing", &staged, e)),
+                Copy::Write(e) => TransferError::Remote(self.io_err("writing", &staged.name, e)),
             })?;
             let doc = meta.to_json();
-            match out.set_xattr(&self.meta_xattr, doc.as_bytes()) {
+            match staged.file.set_xattr(&self.meta_xattr, doc.as_bytes()) {
                 Ok(()) => {}
                 Err(e) if too_big_for_xattrs(&e) => {
-                    let side = format!("{staged}{SIDECAR_SUFFIX}");
-                    let mut f = create_at(self.base(), &c_name(&side), 0o600)
-                        .map_err(|e| self.io_err("creating the metadata sidecar", &side, e))?;
-                    sidecar = Some(side.clone());
-                    f.write_all(doc.as_bytes())
-                        .map_err(|e| self.io_err("writing the metadata sidecar", &side, e))?;
+                    self.stage_sidecar(&mut staged, doc.as_bytes())?;
                     let ptr = MetaDoc::pointer_to(doc.as_bytes()).to_json();
-                    match out.set_xattr(&self.meta_xattr, ptr.as_bytes()) {
+                    match staged.file.set_xattr(&self.meta_xattr, ptr.as_bytes()) {
                         Ok(()) => {}
                         // No user xattrs here at all: the sidecar alone is the
                         // metadata.
@@ -222,7 +216,7 @@ impl DirStore {
                             return Err(self
                                 .io_err(
                                     &format!("recording a {}-byte metadata pointer on", ptr.len()),
-                                    &staged,
+                                    &staged.name,
                                     e,
                                 )
                                 .into());
@@ -231,34 +225,135 @@ impl DirStore {
                 }
                 Err(e) => {
                     return Err(self
-                        .io_err(&format!("recording {} bytes of metadata on", doc.len()), &staged, e)
+                        .io_err(
+                            &format!("recording {} bytes of metadata on", doc.len()),
+                            &staged.name,
+                            e,
+                        )
                         .into());
                 }
             }
-            self.make_parents(key)?;
-            let key_c = c_name(key);
-            let side_c = c_name(&format!("{key}{SIDECAR_SUFFIX}"));
-            if let Some(side) = &sidecar {
-                rename_at(self.base(), &c_name(side), self.base(), &side_c, false)
-                    .map_err(|e| self.io_err("committing the metadata sidecar of", key, e))?;
-                sidecar = Some(format!("{key}{SIDECAR_SUFFIX}"));
-            }
-            rename_at(self.base(), &c_name(&staged), self.base(), &key_c, false)
-                .map_err(|e| self.io_err("committing", key, e))?;
-            if sidecar.is_none() {
-                // An object replaced in place may leave its old sidecar.
-                let _ = unlink_at(self.base(), &side_c, false);
-            }
+            self.commit(&mut staged, key)?;
             Ok(meta)
         })();
         if result.is_err() {
-            // Best effort: what is left is staging debris a check removes.
-            let _ = unlink_at(self.base(), &c_name(&staged), false);
-            if let Some(side) = &sidecar {
-                let _ = unlink_at(self.base(), &c_name(side), false);
-            }
+            self.discard(&staged);
         }
         result
+    }
+
+    /// Copies the object at `from` to `to` with its metadata as stored
+    /// (the document, or the pointer and its sidecar), through a staging
+    /// file committed by one rename like an upload. The bytes are hashed
+    /// on the way and, when the metadata is readable, checked against it:
+    /// a copy of an object that does not match its metadata fails and
+    /// leaves nothing at `to`. Durable after [`DirStore::sync`].
+    pub fn copy(&self, from: &str, to: &str) -> Result<(), TransferError> {
+        let src = self
+            .open_object(from)?
+            .ok_or_else(|| self.err(format!("no object at {from}")))?;
+        let size = src.metadata().map_err(|e| self.io_err("stat", from, e))?.len();
+        let doc = match src.get_xattr(&self.meta_xattr) {
+            Ok(v) => v,
+            Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => None,
+            Err(e) => return Err(self.io_err("reading the metadata of", from, e).into()),
+        };
+        let sidecar = self.read_sidecar(from)?;
+        let expected = self.metadata(&src, from)?.and_then(Result::ok).map(|m| m.hash);
+        let mut staged = self.stage()?;
+        let result = (|| {
+            let hash = copy_hashed(&src, &staged.file, size).map_err(|e| match e {
+                Copy::Read(e) => TransferError::Remote(self.io_err("reading", from, e)),
+                Copy::Write(e) => TransferError::Remote(self.io_err("writing", &staged.name, e)),
+            })?;
+            if let Some(want) = expected
+                && want != hash
+            {
+                return Err(TransferError::Mismatch(format!(
+                    "object at {from} does not match its metadata (blake3 {}, recorded {})",
+                    hash.to_hex(),
+                    want.to_hex()
+                )));
+            }
+            if let Some(doc) = &doc {
+                staged
+                    .file
+                    .set_xattr(&self.meta_xattr, doc)
+                    .map_err(|e| self.io_err("recording the metadata of", &staged.name, e))?;
+            }
+            if let Some(bytes) = &sidecar {
+                self.stage_sidecar(&mut staged, bytes)?;
+            }
+            Ok(self.commit(&mut staged, to)?)
+        })();
+        if result.is_err() {
+            self.discard(&staged);
+        }
+        result
+    }
+
+    /// A new staging file under [`STAGING`], locked while it is written.
+    fn stage(&self) -> Result<Staged, EndpointError> {
+        if self.staging.get().is_none() {
+            mkdir_at(self.base(), &c_name(STAGING), 0o700).map_err(|e| self.io_err("creating", STAGING, e))?;
+            let _ = self.staging.set(());
+        }
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let name = format!("{STAGING}/{id}");
+        let file = create_at(self.base(), &c_name(&name), 0o600).map_err(|e| self.io_err("creating", &name, e))?;
+        let staged = Staged {
+            name,
+            file,
+            sidecar: None,
+        };
+        // Only a check's probe can hold the lock of a fresh file, and
+        // only for a moment: wait for it. (A check with no grace period
+        // can still take a file in the instant between its creation and
+        // this lock; the write then fails, and nothing is lost.)
+        if let Err(e) = lock_exclusive(&staged.file) {
+            self.discard(&staged);
+            return Err(self.io_err("locking", &staged.name, e));
+        }
+        Ok(staged)
+    }
+
+    /// Writes `doc` to the sidecar of the staged object.
+    fn stage_sidecar(&self, staged: &mut Staged, doc: &[u8]) -> Result<(), EndpointError> {
+        let side = format!("{}{SIDECAR_SUFFIX}", staged.name);
+        let mut f = create_at(self.base(), &c_name(&side), 0o600)
+            .map_err(|e| self.io_err("creating the metadata sidecar", &side, e))?;
+        staged.sidecar = Some(side.clone());
+        f.write_all(doc)
+            .map_err(|e| self.io_err("writing the metadata sidecar", &side, e))
+    }
+
+    /// Renames the staged sidecar, if any, to `<key>#m`, then the staged
+    /// object to `key`: the object's arrival commits it with its metadata.
+    /// An object replaced in place loses a sidecar it no longer names.
+    fn commit(&self, staged: &mut Staged, key: &str) -> Result<(), EndpointError> {
+        self.make_parents(key)?;
+        let key_c = c_name(key);
+        let side_c = c_name(&format!("{key}{SIDECAR_SUFFIX}"));
+        if let Some(side) = &staged.sidecar {
+            rename_at(self.base(), &c_name(side), self.base(), &side_c, false)
+                .map_err(|e| self.io_err("committing the metadata sidecar of", key, e))?;
+            staged.sidecar = Some(format!("{key}{SIDECAR_SUFFIX}"));
+        }
+        rename_at(self.base(), &c_name(&staged.name), self.base(), &key_c, false)
+            .map_err(|e| self.io_err("committing", key, e))?;
+        if staged.sidecar.is_none() {
+            let _ = unlink_at(self.base(), &side_c, false);
+        }
+        Ok(())
+    }
+
+    /// Best effort after a failed write: what is left is staging debris a
+    /// check removes.
+    fn discard(&self, staged: &Staged) {
+        let _ = unlink_at(self.base(), &c_name(&staged.name), false);
+        if let Some(side) = &staged.sidecar {
+            let _ = unlink_at(self.base(), &c_name(side), false);
+        }
     }
 
     /// Makes the directories above `key`.
@@ -301,6 +396,33 @@ impl DirStore {
         f.read_exact_at(&mut buf, 0)
             .map_err(|e| self.io_err(&format!("reading {len} bytes of"), key, e))?;
         Ok(Bytes::from(buf))
+    }
+
+    /// Streams bytes `start..end` of the object at `key` to `deliver` in
+    /// order; a range past the object's end is refused before anything is
+    /// read.
+    pub fn download_range(
+        &self,
+        key: &str,
+        start: u64,
+        end: u64,
+        deliver: &mut dyn FnMut(&[u8]) -> Result<(), TransferError>,
+    ) -> Result<(), TransferError> {
+        let f = self
+            .open_object(key)?
+            .ok_or_else(|| self.err(format!("no object at {key}")))?;
+        let size = f.metadata().map_err(|e| self.io_err("stat", key, e))?.len();
+        check_range(start, end, size).map_err(|m| self.err(format!("{key}: {m}")))?;
+        let mut buf = vec![0u8; CHUNK.min(end - start) as usize];
+        let mut off = start;
+        while off < end {
+            let n = CHUNK.min(end - off) as usize;
+            f.read_exact_at(&mut buf[..n], off)
+                .map_err(|e| self.io_err(&format!("reading {n} bytes at offset {off} of"), key, e))?;
+            deliver(&buf[..n])?;
+            off += n as u64;
+        }
+        Ok(())
     }
 
     /// Removes the object at `key`, then its sidecar; absent is not an

@@ -171,6 +171,63 @@ impl Endpoint {
         Ok(bytes)
     }
 
+    /// Copies the object at `from` to `to` on this endpoint, data and
+    /// metadata (a sidecar too), replacing what `to` held. The object at
+    /// `to` is the old one or the whole copy, never part of either; the
+    /// copy is durable after [`Endpoint::sync`]. A directory store hashes
+    /// the bytes on the way and refuses an object that does not match its
+    /// metadata; S3 copies on the server (see the store's `copy`).
+    pub fn copy(&self, from: &ObjPath, to: &ObjPath) -> Result<(), TransferError> {
+        if from == to {
+            return Err(self.err(format!("cannot copy {from} onto itself")).into());
+        }
+        match &self.backend {
+            Backend::Directory(d) => d.copy(from.as_ref(), to.as_ref()),
+            Backend::S3(s) => s.copy(from, to),
+        }
+    }
+
+    /// Streams bytes `start..end` of the object at `key` into `sink` in
+    /// order. A range that ends past the object's end (or starts after it
+    /// ends) is refused with the object's size, before anything reaches
+    /// `sink`. The bytes are not verified: the object's hash covers the
+    /// whole object only.
+    pub fn download_range(
+        &self,
+        key: &ObjPath,
+        start: u64,
+        end: u64,
+        sink: &mut dyn FnMut(&[u8]) -> io::Result<()>,
+    ) -> Result<(), TransferError> {
+        if start > end {
+            return Err(self
+                .err(format!("{key}: range {start}..{end} ends before it starts"))
+                .into());
+        }
+        let mut total = 0u64;
+        let mut deliver = |chunk: &[u8]| -> Result<(), TransferError> {
+            total += chunk.len() as u64;
+            if total > end - start {
+                return Err(TransferError::Mismatch(format!(
+                    "the store sent more than the {} bytes asked for",
+                    end - start
+                )));
+            }
+            sink(chunk).map_err(TransferError::Local)
+        };
+        match &self.backend {
+            Backend::Directory(d) => d.download_range(key.as_ref(), start, end, &mut deliver)?,
+            Backend::S3(s) => s.download_range(key, start, end, &mut deliver)?,
+        }
+        if total != end - start {
+            return Err(TransferError::Mismatch(format!(
+                "{key}: got {total} bytes of the {} asked for",
+                end - start
+            )));
+        }
+        Ok(())
+    }
+
     fn err(&self, message: String) -> EndpointError {
         EndpointError::new(&self.name, message)
     }

@@ -15,7 +15,7 @@
 
 use super::key::{self, SIDECAR_SUFFIX};
 use super::meta::{MetaDoc, MetaError, ObjectMeta};
-use super::transfer::{EndpointError, PartPool, RemoteObject, TransferError, hash_beside};
+use super::transfer::{EndpointError, PartPool, RemoteObject, TransferError, check_range, hash_beside};
 use crate::config::endpoint::StoreConfig;
 use crate::sys::Timestamp;
 use bytes::Bytes;
@@ -41,6 +41,10 @@ pub const SMALL_OBJECT: u64 = 8 << 20;
 /// The part size of streamed transfers (S3 allows at most 10,000 parts, so
 /// files up to 80 GB; larger parts are chosen for larger files).
 const PART_SIZE: u64 = 8 << 20;
+
+/// The largest object S3 copies in one `CopyObject`; larger ones are
+/// copied through ferry in parts.
+const COPY_MAX: u64 = 5 << 30;
 
 /// Parts in flight per streamed upload.
 const PARTS_IN_FLIGHT: usize = 4;
@@ -398,6 +402,142 @@ impl S3Store {
         self.rt
             .block_on(self.store.get_range(key, 0..len))
             .map_err(|e| self.err(e))
+    }
+
+    /// Copies the object at `from` to `to` with its metadata: the sidecar
+    /// first when the object points to one (a crash in between leaves a
+    /// sidecar no object names, which `ferry endpoint check` removes), then
+    /// the object by S3's `CopyObject`, which keeps its user metadata and
+    /// makes the copy appear whole or not at all. Objects over S3's 5 GiB
+    /// limit for one `CopyObject` go through ferry as a multipart upload
+    /// carrying the same metadata, hashed on the way and checked against it
+    /// before the upload completes. A sidecar left at `to` by an object it
+    /// replaced is removed.
+    pub fn copy(&self, from: &ObjPath, to: &ObjPath) -> Result<(), TransferError> {
+        let (size, doc) = self
+            .rt
+            .block_on(self.head_raw(from))?
+            .ok_or_else(|| self.err(format!("no object at {from}")))?;
+        let pointer = matches!(doc, Some(Ok(MetaDoc::Sidecar { .. })));
+        if pointer {
+            self.rt
+                .block_on(self.store.copy(&Self::sidecar_key(from), &Self::sidecar_key(to)))
+                .map_err(|e| self.err(format!("copying the metadata sidecar of {from}: {e}")))?;
+        }
+        if size <= COPY_MAX {
+            self.rt
+                .block_on(self.store.copy(from, to))
+                .map_err(|e| self.err(format!("copying {from} to {to}: {e}")))?;
+        } else {
+            self.copy_streaming(from, to)?;
+        }
+        if !pointer {
+            self.remove(&Self::sidecar_key(to))?;
+        }
+        Ok(())
+    }
+
+    /// Copies an object too big for one `CopyObject` by reading it and
+    /// uploading it again in parts, with the same metadata header.
+    fn copy_streaming(&self, from: &ObjPath, to: &ObjPath) -> Result<(), TransferError> {
+        let _rt = self.rt.enter();
+        let got = self.rt.block_on(self.store.get(from)).map_err(|e| self.err(e))?;
+        let mut attrs = Attributes::new();
+        let key = Attribute::Metadata(META_KEY.into());
+        let header = got.attributes.get(&key).cloned();
+        let expected = match header.as_ref().map(|h| MetaDoc::from_header(h.as_ref())) {
+            Some(Ok(MetaDoc::Inline(m))) => Some(m.hash),
+            Some(Ok(ptr)) => match self.rt.block_on(self.sidecar(from))? {
+                Some(bytes) => ptr.resolve(&bytes).ok().map(|m| m.hash),
+                None => None,
+            },
+            _ => None,
+        };
+        if let Some(h) = header {
+            attrs.insert(key, h);
+        }
+        let opts = PutMultipartOptions {
+            attributes: attrs,
+            ..PutMultipartOptions::default()
+        };
+        let upload = self
+            .rt
+            .block_on(self.store.put_multipart_opts(to, opts))
+            .map_err(|e| self.err(e))?;
+        let mut writer = WriteMultipart::new_with_chunk_size(upload, part_size(got.meta.size) as usize);
+        let mut hasher = blake3::Hasher::new();
+        let mut stream = got.into_stream();
+        let sent = (|| {
+            while let Some(chunk) = self.rt.block_on(stream.next()) {
+                let chunk = chunk.map_err(|e| self.err(e))?;
+                hasher.update(&chunk);
+                self.rt
+                    .block_on(writer.wait_for_capacity(PARTS_IN_FLIGHT))
+                    .map_err(|e| self.err(e))?;
+                writer.write(&chunk);
+            }
+            match expected {
+                Some(want) if want != hasher.finalize() => Err(TransferError::Mismatch(format!(
+                    "object at {from} does not match its metadata (blake3 {}, recorded {})",
+                    hasher.finalize().to_hex(),
+                    want.to_hex()
+                ))),
+                _ => Ok(()),
+            }
+        })();
+        match sent {
+            Ok(()) => {
+                self.rt.block_on(writer.finish()).map_err(|e| self.err(e))?;
+                Ok(())
+            }
+            Err(e) => {
+                // Best effort: an abandoned upload leaves nothing visible.
+                let _ = self.rt.block_on(writer.abort());
+                Err(e)
+            }
+        }
+    }
+
+    /// Streams bytes `start..end` of the object at `key` to `deliver` in
+    /// order (one ranged GET); a range past the object's end is refused
+    /// before anything is read.
+    pub fn download_range(
+        &self,
+        key: &ObjPath,
+        start: u64,
+        end: u64,
+        deliver: &mut dyn FnMut(&[u8]) -> Result<(), TransferError>,
+    ) -> Result<(), TransferError> {
+        let (size, _) = self
+            .rt
+            .block_on(self.head_raw(key))?
+            .ok_or_else(|| self.err(format!("no object at {key}")))?;
+        check_range(start, end, size).map_err(|m| self.err(format!("{key}: {m}")))?;
+        if start == end {
+            return Ok(());
+        }
+        let opts = GetOptions {
+            range: Some((start..end).into()),
+            ..GetOptions::default()
+        };
+        let got = self
+            .rt
+            .block_on(self.store.get_opts(key, opts))
+            .map_err(|e| self.err(e))?;
+        if got.range != (start..end) {
+            return Err(self
+                .err(format!(
+                    "{key}: asked for bytes {start}..{end}, the store answered {:?} (the object changed?)",
+                    got.range
+                ))
+                .into());
+        }
+        let mut stream = got.into_stream();
+        while let Some(chunk) = self.rt.block_on(stream.next()) {
+            let chunk: Bytes = chunk.map_err(|e| self.err(e))?;
+            deliver(&chunk)?;
+        }
+        Ok(())
     }
 
     /// Removes the object at `key`, then its sidecar; absent is not an

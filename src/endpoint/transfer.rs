@@ -1,5 +1,6 @@
 //! What the stores share: their errors, what a store holds under a key,
-//! reused part buffers, and hashing beside a copy. A child of `endpoint`
+//! the bounds of a ranged read, reused part buffers, and hashing beside a
+//! copy. A child of `endpoint`
 //! so that `dir`, `s3` and the `Endpoint` that dispatches to them depend on
 //! it and not on each other.
 
@@ -146,4 +147,39 @@ pub fn hash_file(file: &File, n: u64) -> io::Result<blake3::Hash> {
         ));
     }
     Ok(hasher.finalize())
+}
+
+/// Whether `start..end` lies within an object of `size` bytes; the reason
+/// when it does not.
+pub(super) fn check_range(start: u64, end: u64, size: u64) -> Result<(), String> {
+    if start > end {
+        Err(format!("range {start}..{end} ends before it starts"))
+    } else if end > size {
+        Err(format!(
+            "range {start}..{end} goes past the object's end ({size} bytes)"
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_are_bounded_by_the_object() {
+        assert_eq!(check_range(0, 10, 10), Ok(()));
+        assert_eq!(check_range(10, 10, 10), Ok(()));
+        assert_eq!(check_range(0, 0, 0), Ok(()));
+        assert_eq!(
+            check_range(0, 11, 10),
+            Err("range 0..11 goes past the object's end (10 bytes)".into())
+        );
+        assert_eq!(
+            check_range(11, 11, 10).unwrap_err(),
+            "range 11..11 goes past the object's end (10 bytes)"
+        );
+        assert_eq!(check_range(5, 4, 10).unwrap_err(), "range 5..4 ends before it starts");
+    }
 }

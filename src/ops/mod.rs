@@ -6,24 +6,30 @@
 //! symlinks, the stat facts that prove a file did not change, times,
 //! sparse writes), [`window`] (commit windows, hard links, an ordered
 //! parallel map) and [`run`] (the loop the command line and the agent both
-//! drive an operation with). Locks and ferry's xattrs have their own
-//! modules. The data-safety rules every operation follows are in
-//! `docs/operations.md`.
+//! drive an operation with); `cloud` holds what the cloud-side tasks
+//! share. Locks and ferry's xattrs have their own modules. The data-safety
+//! rules every operation follows are in `docs/operations.md`.
 
 pub mod browse;
 pub mod check;
+mod cloud;
 pub mod context;
 pub mod delete;
+pub mod ensure_in_cloud;
 pub mod error;
 pub mod file;
 pub mod lock;
 pub mod migrate;
+pub mod move_in_cloud;
 pub mod moves;
 pub mod recall;
+pub mod recall_bytes;
+pub mod remove_from_cloud;
 pub mod reverse_stub;
 pub mod route;
 pub mod run;
 pub mod stat;
+pub mod sync_metadata;
 pub mod unmanage;
 pub mod window;
 pub mod xattrs;
@@ -59,6 +65,16 @@ pub enum Operation {
     Move(moves::MoveArgs),
     /// `dynamo.tasks.one_step_move_paths_on_gpfs`.
     OneStepMove(moves::MoveArgs),
+    /// `dynamo.tasks.remove_from_cloud`.
+    RemoveFromCloud(remove_from_cloud::RemoveFromCloudArgs),
+    /// `dynamo.tasks.move_in_cloud`.
+    MoveInCloud(move_in_cloud::MoveInCloudArgs),
+    /// `dynamo.tasks.ensure_cloud_file_exists`.
+    EnsureInCloud(ensure_in_cloud::EnsureArgs),
+    /// `dynamo.tasks.recall_bytes`.
+    RecallBytes(recall_bytes::RecallBytesArgs),
+    /// `dynamo.tasks.ngenea_sync_metadata`.
+    SyncMetadata(sync_metadata::SyncMetadataArgs),
 }
 
 impl Operation {
@@ -74,6 +90,11 @@ impl Operation {
             Operation::Delete(_) => TaskName::DeletePathsFromGpfs,
             Operation::Move(_) => TaskName::MovePathsOnGpfs,
             Operation::OneStepMove(_) => TaskName::OneStepMovePathsOnGpfs,
+            Operation::RemoveFromCloud(_) => TaskName::RemoveFromCloud,
+            Operation::MoveInCloud(_) => TaskName::MoveInCloud,
+            Operation::EnsureInCloud(_) => TaskName::EnsureCloudFileExists,
+            Operation::RecallBytes(_) => TaskName::RecallBytes,
+            Operation::SyncMetadata(_) => TaskName::NgeneaSyncMetadata,
         }
     }
 
@@ -93,6 +114,11 @@ impl Operation {
             TaskName::DeletePathsFromGpfs => parse_kwargs(kwargs).map(Operation::Delete),
             TaskName::MovePathsOnGpfs => parse_kwargs(kwargs).map(Operation::Move),
             TaskName::OneStepMovePathsOnGpfs => parse_kwargs(kwargs).map(Operation::OneStepMove),
+            TaskName::RemoveFromCloud => parse_kwargs(kwargs).map(Operation::RemoveFromCloud),
+            TaskName::MoveInCloud => parse_kwargs(kwargs).map(Operation::MoveInCloud),
+            TaskName::EnsureCloudFileExists => parse_kwargs(kwargs).map(Operation::EnsureInCloud),
+            TaskName::RecallBytes => parse_kwargs(kwargs).map(Operation::RecallBytes),
+            TaskName::NgeneaSyncMetadata => parse_kwargs(kwargs).map(Operation::SyncMetadata),
             // Tasks that talk to other tasks, or answer with something
             // else than per-file outcomes: the agent runs them.
             TaskName::RecursiveNavigate
@@ -108,12 +134,20 @@ impl Operation {
     /// split across calls would lose a file, and one-step moves keep their
     /// given order); the others a commit window.
     pub fn batch_limit(&self) -> usize {
-        if self.takes_pairs() { usize::MAX } else { COMMIT_WINDOW }
+        if matches!(self, Operation::Move(_) | Operation::OneStepMove(_)) {
+            usize::MAX
+        } else {
+            COMMIT_WINDOW
+        }
     }
 
-    /// Whether its paths are SOURCE DEST pairs (the moves).
+    /// Whether its paths are SOURCE DEST pairs (the moves, and the moves of
+    /// their objects).
     pub fn takes_pairs(&self) -> bool {
-        matches!(self, Operation::Move(_) | Operation::OneStepMove(_))
+        matches!(
+            self,
+            Operation::Move(_) | Operation::OneStepMove(_) | Operation::MoveInCloud(_)
+        )
     }
 
     /// Runs the operation on `paths`: one outcome per path, in order, or an
@@ -129,6 +163,11 @@ impl Operation {
             Operation::Delete(a) => Ok(delete::delete(ctx, a, paths)),
             Operation::Move(a) => Ok(moves::move_paths(ctx, a, paths)),
             Operation::OneStepMove(a) => Ok(moves::one_step_move_paths(ctx, a, paths)),
+            Operation::RemoveFromCloud(a) => remove_from_cloud::remove_from_cloud(ctx, a, paths),
+            Operation::MoveInCloud(a) => move_in_cloud::move_in_cloud(ctx, a, paths),
+            Operation::EnsureInCloud(a) => ensure_in_cloud::ensure_cloud_file_exists(ctx, a, paths),
+            Operation::RecallBytes(a) => recall_bytes::recall_bytes(ctx, a, paths),
+            Operation::SyncMetadata(a) => sync_metadata::sync_metadata(ctx, a, paths),
         }
     }
 }

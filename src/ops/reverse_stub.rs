@@ -289,16 +289,17 @@ impl Job<'_> {
 /// A file being built under a temporary name in its directory. It is made
 /// and renamed relative to the directory's descriptor, so the temporary
 /// name never lengthens the path: a file whose path is just under PATH_MAX
-/// can be rebuilt too. Dropped unrenamed, it is removed.
-struct Building {
-    dir: File,
+/// can be rebuilt too. Dropped unrenamed, it is removed. `recall_bytes`
+/// builds its range files the same way.
+pub(super) struct Building {
+    pub(super) dir: File,
     name: CString,
-    file: File,
+    pub(super) file: File,
     renamed: bool,
 }
 
 impl Building {
-    fn create(dir: &Path) -> io::Result<Building> {
+    pub(super) fn create(dir: &Path) -> io::Result<Building> {
         let dir = File::open(dir)?;
         loop {
             let name = format!(
@@ -323,7 +324,7 @@ impl Building {
 
     /// Renames the file to the last component of `path` (in the same
     /// directory), replacing what is there unless `no_replace`.
-    fn persist(&mut self, path: &[u8], no_replace: bool) -> io::Result<()> {
+    pub(super) fn persist(&mut self, path: &[u8], no_replace: bool) -> io::Result<()> {
         let last = path.rsplit(|&b| b == b'/').next().unwrap_or(path);
         let last = CString::new(last).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
         let dir = Base::Dir(self.dir.as_fd());

@@ -39,11 +39,21 @@ pub enum TaskName {
     /// Lists a directory for the hub's file browser (`dynamo.tasks.browse`,
     /// ferry's name: the seed names no browsing task).
     Browse,
+    /// Deletes paths' objects (`dynamo.tasks.remove_from_cloud`).
+    RemoveFromCloud,
+    /// Moves objects after their files moved (`dynamo.tasks.move_in_cloud`).
+    MoveInCloud,
+    /// Checks that paths' objects exist (`dynamo.tasks.ensure_cloud_file_exists`).
+    EnsureCloudFileExists,
+    /// Brings back a byte range of stubs (`dynamo.tasks.recall_bytes`).
+    RecallBytes,
+    /// Aligns files' location and state with their objects (`dynamo.tasks.ngenea_sync_metadata`).
+    NgeneaSyncMetadata,
 }
 
 impl TaskName {
     /// Every task, discovery tasks first.
-    pub const ALL: [TaskName; 14] = [
+    pub const ALL: [TaskName; 19] = [
         TaskName::RecursiveNavigate,
         TaskName::Snapdiff,
         TaskName::RotateSnapshot,
@@ -58,6 +68,11 @@ impl TaskName {
         TaskName::OneStepMovePathsOnGpfs,
         TaskName::CheckSyncState,
         TaskName::Browse,
+        TaskName::RemoveFromCloud,
+        TaskName::MoveInCloud,
+        TaskName::EnsureCloudFileExists,
+        TaskName::RecallBytes,
+        TaskName::NgeneaSyncMetadata,
     ];
 
     /// The seed's name, `dynamo.tasks.<name>`.
@@ -77,6 +92,11 @@ impl TaskName {
             TaskName::OneStepMovePathsOnGpfs => "dynamo.tasks.one_step_move_paths_on_gpfs",
             TaskName::CheckSyncState => "dynamo.tasks.check_sync_state",
             TaskName::Browse => "dynamo.tasks.browse",
+            TaskName::RemoveFromCloud => "dynamo.tasks.remove_from_cloud",
+            TaskName::MoveInCloud => "dynamo.tasks.move_in_cloud",
+            TaskName::EnsureCloudFileExists => "dynamo.tasks.ensure_cloud_file_exists",
+            TaskName::RecallBytes => "dynamo.tasks.recall_bytes",
+            TaskName::NgeneaSyncMetadata => "dynamo.tasks.ngenea_sync_metadata",
         }
     }
 
