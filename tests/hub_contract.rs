@@ -113,7 +113,17 @@ fn bad_requests_get_a_4xx_that_names_the_field_and_write_nothing() {
         b
     };
     let big = json!({"workflow": "premigrate", "site": site, "paths": vec!["/x".repeat(100); 2000]});
+    // A byte-range step cannot follow a walk.
+    let ranged = s.workflow("dynamo.tasks.recall_bytes", json!({"remote_offset_end": 10}));
     let cases: Vec<Case> = vec![
+        (
+            "POST",
+            "/api/file/workflow/",
+            Some(sub(json!({"workflow": ranged}))),
+            Some(&key),
+            400,
+            "discovery: dynamo.tasks.recall_bytes is incompatible with the recursive discovery",
+        ),
         ("POST", "/api/file/workflow/", None, Some(&key), 400, "JSON"),
         (
             "POST",

@@ -136,6 +136,10 @@ fn invalid(why: impl Into<String>) -> SubmitError {
     SubmitError::Invalid(why.into())
 }
 
+/// Tasks that read byte ranges, which the seed says are "incompatible
+/// with recursive discovery".
+const RANGED: [TaskName; 1] = [TaskName::RecallBytes];
+
 /// The runtime fields that name a multi-site workflow's destination site
 /// (`send` calls it `destinationsite`, `site_sync` `destination`).
 const DESTINATION_SITE_FIELDS: [&str; 2] = ["destinationsite", "destination"];
@@ -407,6 +411,19 @@ async fn submit(
         options.extend(f.discovery_options.clone());
     }
     let options = DiscoveryOptions::read(&options);
+    // Byte ranges are of single named files: a walk would apply one
+    // range to every file under a directory (003:L12401-12434).
+    if task == Some(TaskName::RecursiveNavigate)
+        && let Some(a) = rules
+            .iter()
+            .flat_map(|r| &r.actions)
+            .find(|a| RANGED.iter().any(|t| t.as_str() == a.task))
+    {
+        return Err(invalid(format!(
+            "discovery: {} is incompatible with the recursive discovery (a byte range names one file); submit the files themselves with no discovery",
+            a.task
+        )));
+    }
     if sub.dry_run && task != Some(TaskName::RecursiveNavigate) {
         return Err(invalid(format!(
             "dry_run: needs the recursive discovery, not {}",
