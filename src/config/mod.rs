@@ -59,6 +59,9 @@ pub struct Settings {
     pub xattr_prefix: String,
     /// Files worked on at once by one operation (`threads`).
     pub threads: usize,
+    /// Most megabits per second this process moves to and from its
+    /// endpoints (`bandwidth`; 0, the default, is no cap).
+    pub bandwidth: u64,
 }
 
 impl Default for Settings {
@@ -67,6 +70,7 @@ impl Default for Settings {
             site: None,
             xattr_prefix: defaults::XATTR_PREFIX.to_string(),
             threads: defaults::THREADS,
+            bandwidth: 0,
         }
     }
 }
@@ -181,7 +185,7 @@ impl Config {
                 config.gpfs = GpfsSettings::read(&mut section)?;
                 config.queues[0].read_functions(&mut section)?;
                 section.finish(&format!(
-                    "site, xattr_prefix, threads, {}, {}",
+                    "site, xattr_prefix, threads, bandwidth, {}, {}",
                     agent::AGENT_KEYS,
                     gpfs::GPFS_KEYS
                 ))?;
@@ -265,6 +269,12 @@ fn read_settings(s: &mut Section<'_>) -> Result<Settings, ConfigError> {
     }
     if let Some(n) = s.take_parsed("threads", parse_count)? {
         settings.threads = n;
+    }
+    if let Some(n) = s.take_parsed("bandwidth", |v| {
+        v.parse::<u64>()
+            .map_err(|_| BadValue::expected("a whole number of megabits per second (0: no cap)", v))
+    })? {
+        settings.bandwidth = n;
     }
     Ok(settings)
 }

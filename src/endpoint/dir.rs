@@ -31,6 +31,7 @@
 
 use super::key::{self, SIDECAR_SUFFIX};
 use super::meta::{MetaDoc, MetaError, ObjectMeta};
+use super::throttle::Throttle;
 use super::transfer::{EndpointError, PartPool, RemoteObject, TransferError, check_range, hash_beside};
 use crate::entry::FileType;
 use crate::sys::{
@@ -45,6 +46,7 @@ use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::SystemTime;
 use xattr::FileExt as _;
 
@@ -68,6 +70,8 @@ pub(super) struct DirStore {
     meta_xattr: String,
     /// `#staging` exists (made on the first upload).
     staging: std::sync::OnceLock<()>,
+    /// The agent's transfer budget, if `bandwidth` caps it.
+    pub(super) throttle: Option<Arc<Throttle>>,
 }
 
 /// A write in progress: a file under [`STAGING`] and its staged sidecar,
@@ -116,6 +120,7 @@ impl DirStore {
             dir,
             meta_xattr,
             staging: std::sync::OnceLock::new(),
+            throttle: None,
         })
     }
 
@@ -197,7 +202,13 @@ impl DirStore {
     pub fn upload(&self, key: &str, file: &File, mut meta: ObjectMeta) -> Result<ObjectMeta, TransferError> {
         let mut staged = self.stage()?;
         let result = (|| {
-            meta.hash = copy_hashed(file, &staged.file, meta.size).map_err(|e| match e {
+            meta.hash = copy_hashed(
+                file,
+                &staged.file,
+                meta.size,
+                &PartPool::throttled(self.throttle.clone()),
+            )
+            .map_err(|e| match e {
                 Copy::Read(e) => TransferError::Local(e),
                 Copy::Write(e) => TransferError::Remote(self.io_err("writing", &staged.name, e)),
             })?;
@@ -262,7 +273,7 @@ impl DirStore {
         let expected = self.metadata(&src, from)?.and_then(Result::ok).map(|m| m.hash);
         let mut staged = self.stage()?;
         let result = (|| {
-            let hash = copy_hashed(&src, &staged.file, size).map_err(|e| match e {
+            let hash = copy_hashed(&src, &staged.file, size, &PartPool::default()).map_err(|e| match e {
                 Copy::Read(e) => TransferError::Remote(self.io_err("reading", from, e)),
                 Copy::Write(e) => TransferError::Remote(self.io_err("writing", &staged.name, e)),
             })?;
@@ -585,8 +596,7 @@ enum Copy {
 /// Copies the first `size` bytes of `src` to `dst` and returns their
 /// BLAKE3 hash. Files of more than one chunk are hashed on a second
 /// thread, beside the reads and writes.
-fn copy_hashed(src: &File, dst: &File, size: u64) -> Result<blake3::Hash, Copy> {
-    let pool = PartPool::default();
+fn copy_hashed(src: &File, dst: &File, size: u64, pool: &PartPool) -> Result<blake3::Hash, Copy> {
     let read = |off: u64| pool.read_at(src, off, CHUNK.min(size - off)).map_err(Copy::Read);
     let mut dst = dst;
     if size <= CHUNK {

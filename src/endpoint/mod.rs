@@ -18,6 +18,7 @@ pub mod key;
 pub mod meta;
 mod s3;
 mod survey;
+pub mod throttle;
 mod transfer;
 
 pub use crate::config::endpoint::{EndpointConfig, Secret, StoreConfig};
@@ -33,6 +34,8 @@ use std::fmt;
 use std::fs::File;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
+use std::sync::Arc;
+use throttle::Throttle;
 use tokio::runtime::Handle;
 
 /// An open storage endpoint.
@@ -41,6 +44,7 @@ pub struct Endpoint {
     backend: Backend,
     root: Vec<u8>,
     prefix: String,
+    throttle: Option<Arc<Throttle>>,
 }
 
 enum Backend {
@@ -69,7 +73,18 @@ impl Endpoint {
             backend,
             root: cfg.root.clone(),
             prefix: cfg.prefix.clone(),
+            throttle: None,
         })
+    }
+
+    /// Pays for every byte this endpoint sends or fetches from
+    /// `throttle`, a budget the caller may share with other endpoints.
+    pub fn throttle(&mut self, throttle: Arc<Throttle>) {
+        match &mut self.backend {
+            Backend::Directory(d) => d.throttle = Some(throttle.clone()),
+            Backend::S3(s) => s.throttle = Some(throttle.clone()),
+        }
+        self.throttle = Some(throttle);
     }
 
     /// The endpoint's name.
@@ -134,6 +149,9 @@ impl Endpoint {
         let mut hasher = blake3::Hasher::new();
         let mut total = 0u64;
         let mut deliver = |chunk: &[u8]| -> Result<(), TransferError> {
+            if let Some(t) = &self.throttle {
+                t.pay(chunk.len() as u64);
+            }
             total += chunk.len() as u64;
             if total > expected_size {
                 return Err(TransferError::Mismatch(format!(
@@ -206,6 +224,9 @@ impl Endpoint {
         }
         let mut total = 0u64;
         let mut deliver = |chunk: &[u8]| -> Result<(), TransferError> {
+            if let Some(t) = &self.throttle {
+                t.pay(chunk.len() as u64);
+            }
             total += chunk.len() as u64;
             if total > end - start {
                 return Err(TransferError::Mismatch(format!(

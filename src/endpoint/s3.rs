@@ -15,6 +15,7 @@
 
 use super::key::{self, SIDECAR_SUFFIX};
 use super::meta::{MetaDoc, MetaError, ObjectMeta};
+use super::throttle::Throttle;
 use super::transfer::{EndpointError, PartPool, RemoteObject, TransferError, check_range, hash_beside};
 use crate::config::endpoint::StoreConfig;
 use crate::sys::Timestamp;
@@ -71,6 +72,8 @@ pub(super) struct S3Store {
     bucket_url: String,
     region: String,
     client: HttpClient,
+    /// The agent's transfer budget, if `bandwidth` caps it.
+    pub(super) throttle: Option<Arc<Throttle>>,
 }
 
 /// One object or upload a survey found, by key.
@@ -204,6 +207,7 @@ impl S3Store {
             bucket_url: format!("{base}/{}", encode_key(bucket)),
             region: region.clone(),
             client,
+            throttle: None,
         })
     }
 
@@ -292,7 +296,7 @@ impl S3Store {
     /// Copies the first `meta.size` bytes of `file` to `key` with their
     /// hash in `meta`.
     pub fn upload(&self, key: &ObjPath, file: &File, mut meta: ObjectMeta) -> Result<ObjectMeta, TransferError> {
-        let pool = PartPool::default();
+        let pool = PartPool::throttled(self.throttle.clone());
         if meta.size <= SMALL_OBJECT {
             let data = pool.read_at(file, 0, meta.size)?;
             meta.hash = blake3::hash(&data);

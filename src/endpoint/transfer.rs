@@ -5,6 +5,7 @@
 //! it and not on each other.
 
 use super::meta::{MetaError, ObjectMeta};
+use super::throttle::Throttle;
 use bytes::Bytes;
 use std::fs::File;
 use std::io::{self, Read, Seek};
@@ -58,8 +59,13 @@ pub struct RemoteObject {
 
 /// Part buffers of one streamed upload, reused once a part is written, so
 /// a large file costs a few buffers instead of fresh pages for every part.
+/// Every part read through it is paid for first when it has a
+/// [`Throttle`] (the agent's `bandwidth`).
 #[derive(Clone, Default)]
-pub struct PartPool(Arc<std::sync::Mutex<Vec<Vec<u8>>>>);
+pub struct PartPool {
+    bufs: Arc<std::sync::Mutex<Vec<Vec<u8>>>>,
+    throttle: Option<Arc<Throttle>>,
+}
 
 /// A part buffer that goes back to its pool when the store drops it.
 struct PooledPart {
@@ -78,15 +84,26 @@ impl Drop for PooledPart {
         // Kept at its length: the next read of the same size overwrites it
         // without zero-filling it first.
         let buf = std::mem::take(&mut self.buf);
-        self.pool.0.lock().expect("part pool").push(buf);
+        self.pool.bufs.lock().expect("part pool").push(buf);
     }
 }
 
 impl PartPool {
+    /// A pool whose reads are paid for from `throttle`, if any.
+    pub fn throttled(throttle: Option<Arc<Throttle>>) -> PartPool {
+        PartPool {
+            throttle,
+            ..PartPool::default()
+        }
+    }
+
     /// `n` bytes of `file` at `offset` in a pooled buffer; a file that ends
     /// early has shrunk while being read.
     pub fn read_at(&self, file: &File, offset: u64, n: u64) -> io::Result<Bytes> {
-        let mut buf = self.0.lock().expect("part pool").pop().unwrap_or_default();
+        if let Some(t) = &self.throttle {
+            t.pay(n);
+        }
+        let mut buf = self.bufs.lock().expect("part pool").pop().unwrap_or_default();
         let n = usize::try_from(n).map_err(|_| io::Error::from_raw_os_error(libc::EFBIG))?;
         // Zero-fills only what a reused buffer has to grow by.
         buf.resize(n, 0);

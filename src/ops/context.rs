@@ -6,6 +6,7 @@ use super::OpError;
 use super::xattrs::Xattrs;
 use crate::config::Config;
 use crate::endpoint::Endpoint;
+use crate::endpoint::throttle::Throttle;
 use crate::task::{FileState, Outcome, Summary, SummaryCounters};
 use std::collections::HashMap;
 use std::io;
@@ -26,6 +27,8 @@ pub struct OpContext {
     _runtime: Option<tokio::runtime::Runtime>,
     handle: tokio::runtime::Handle,
     endpoints: Mutex<HashMap<String, Arc<Endpoint>>>,
+    /// One transfer budget for every endpoint (`bandwidth`), if capped.
+    bandwidth: Option<Arc<Throttle>>,
 }
 
 impl OpContext {
@@ -55,6 +58,7 @@ impl OpContext {
         handle: tokio::runtime::Handle,
     ) -> OpContext {
         OpContext {
+            bandwidth: Throttle::megabits(config.settings.bandwidth).map(Arc::new),
             xattrs: Xattrs::new(&config.settings.xattr_prefix),
             threads: threads.unwrap_or(config.settings.threads).max(1),
             config,
@@ -72,7 +76,11 @@ impl OpContext {
             return Ok(t.clone());
         }
         let cfg = self.config.endpoint(name)?;
-        let t = Arc::new(Endpoint::open(cfg, self.xattrs.prefix(), self.handle.clone())?);
+        let mut t = Endpoint::open(cfg, self.xattrs.prefix(), self.handle.clone())?;
+        if let Some(budget) = &self.bandwidth {
+            t.throttle(budget.clone());
+        }
+        let t = Arc::new(t);
         endpoints.insert(name.to_string(), t.clone());
         Ok(t)
     }
@@ -90,5 +98,44 @@ impl OpContext {
             s.failures = 1;
         }
         self.counters.add(&s);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::Operation;
+    use crate::task::{PathObject, TaskName};
+    use std::time::{Duration, Instant};
+
+    /// With `bandwidth = 8` (1 MB/s), sending 2 MB and bringing it back
+    /// cannot take less than the cap allows, less the burst it banks: the
+    /// transfers paid the budget. (A lower bound: a slow machine only
+    /// makes it longer.)
+    #[test]
+    fn bandwidth_caps_what_goes_to_and_from_an_endpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let (data, store) = (dir.path().join("data"), dir.path().join("store"));
+        std::fs::create_dir_all(&data).unwrap();
+        std::fs::create_dir_all(&store).unwrap();
+        let text = format!(
+            "[settings]\nbandwidth = 8\n[Endpoint e]\ntype = directory\npath = {}\nroot = {}\n",
+            store.display(),
+            data.display()
+        );
+        let ctx = OpContext::new(Config::parse("t", &text).unwrap(), Some(2)).unwrap();
+        let path = data.join("f");
+        std::fs::write(&path, vec![7u8; 2_000_000]).unwrap();
+        let paths = [PathObject::new(path.as_os_str().as_encoded_bytes().to_vec())];
+        let t0 = Instant::now();
+        let migrate = Operation::from_task(TaskName::Migrate, "{}").unwrap().unwrap();
+        assert_eq!(migrate.run(&ctx, &paths).unwrap()[0].state, FileState::Processed);
+        let sent = t0.elapsed();
+        assert!(sent >= Duration::from_millis(1700), "2 MB at 1 MB/s went in {sent:?}");
+        let recall = Operation::from_task(TaskName::Recall, "{}").unwrap().unwrap();
+        assert_eq!(recall.run(&ctx, &paths).unwrap()[0].state, FileState::Processed);
+        let both = t0.elapsed();
+        assert!(both >= Duration::from_millis(3700), "4 MB at 1 MB/s went in {both:?}");
+        assert_eq!(std::fs::read(&path).unwrap(), vec![7u8; 2_000_000]);
     }
 }
