@@ -81,6 +81,7 @@ fn bench(c: &mut Criterion) {
         atime: Timestamp::default(),
         xattrs: Vec::new(),
         path: None,
+        kind: Default::default(),
     };
 
     let mut g = c.benchmark_group("copy");

@@ -22,7 +22,7 @@ mod transfer;
 
 pub use crate::config::endpoint::{EndpointConfig, Secret, StoreConfig};
 pub use key::{Key, KeyError};
-pub use meta::{MetaDoc, MetaError, ObjectMeta};
+pub use meta::{EntryKind, MetaDoc, MetaError, ObjectMeta};
 pub use s3::{SMALL_OBJECT, UploadPage, parse_upload_list};
 pub use survey::{Leftover, LeftoverKind, Survey};
 pub use transfer::{EndpointError, PartPool, RemoteObject, TransferError, hash_file};
@@ -90,6 +90,14 @@ impl Endpoint {
         Ok((parse_key(&k.key), k.source))
     }
 
+    /// The key of the directory at `path`'s own object (its metadata),
+    /// beside its children's keys ([`key::dir_key`]), with the relative
+    /// path to record as for [`Endpoint::key`].
+    pub fn dir_key(&self, path: &[u8]) -> Result<(ObjPath, Option<Vec<u8>>), KeyError> {
+        let k = key::key_for(&self.root, &self.prefix, path)?;
+        Ok((parse_key(&key::dir_key(&k.key)), k.source))
+    }
+
     /// The key ferry up to 53a13dd gave `path`, when it differs from
     /// [`Endpoint::key`]'s: where a store written then holds its object.
     pub fn legacy_key(&self, path: &[u8]) -> Option<ObjPath> {
@@ -113,7 +121,8 @@ impl Endpoint {
     }
 
     /// Copies the first `meta.size` bytes of `file` to `key`, hashing them;
-    /// returns `meta` with the hash. The object appears complete, with its
+    /// returns `meta` with the hash. With `meta.size` 0 (a directory's or a
+    /// link's object) nothing is read from `file`. The object appears complete, with its
     /// metadata, in one step, and is durable after [`Endpoint::sync`].
     pub fn upload(&self, key: &ObjPath, file: &File, meta: ObjectMeta) -> Result<ObjectMeta, TransferError> {
         match &self.backend {

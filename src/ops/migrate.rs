@@ -9,11 +9,16 @@
 //! and verified, under a write lease that proves no other process has the
 //! file open, and only if size, mtime and ctime never changed since the
 //! file was opened.
+//!
+//! A directory or a symbolic link is recorded rather than migrated: its
+//! metadata goes to a content-less object ([`super::entry`]), made durable
+//! with the window's sync, and nothing local changes (a real migrate too
+//! leaves it as it is).
 
 use super::lock::{LockLevel, Locking};
 use super::xattrs::{HsmState, Residency};
-use super::{Inodes, OpContext, OpError, Snap, par_map, set_times};
-use crate::endpoint::{Endpoint, ObjectMeta, TransferError};
+use super::{Inodes, OpContext, OpError, OpenError, Snap, par_map, set_times};
+use crate::endpoint::{Endpoint, EntryKind, ObjectMeta, TransferError};
 use crate::sys::{Lease, next_data, punch_hole, set_lease};
 use crate::task::{FileState, Outcome, PathObject};
 use object_store::path::Path as ObjPath;
@@ -84,7 +89,7 @@ fn migrate_to(
             ctx.threads,
             |(i, obj): (usize, &PathObject)| job.copy(i, &obj.path, &inodes),
         );
-        let synced = if steps.iter().any(|s| matches!(s, Step::Commit(_))) {
+        let synced = if steps.iter().any(|s| matches!(s, Step::Commit(_) | Step::Recorded(_))) {
             job.target.sync()
         } else {
             Ok(())
@@ -93,6 +98,10 @@ fn migrate_to(
             let (outcome, bytes) = match step {
                 Step::Done(o) => (Some(o), 0),
                 Step::Link(first) => return Err(first),
+                Step::Recorded(o) => match &synced {
+                    Ok(()) => (Some(o), 0),
+                    Err(e) => (Some(Outcome::failed(format!("{e}; record not durable"))), 0),
+                },
                 Step::Commit(p) => {
                     let size = p.meta.size;
                     match &synced {
@@ -125,6 +134,9 @@ enum Step {
     Commit(Box<Pending>),
     /// Another name (hard link) of the file at this input index.
     Link(usize),
+    /// A directory or link recorded at the endpoint, done once the
+    /// window's sync makes the record durable.
+    Recorded(Outcome),
 }
 
 /// A file whose data is at the endpoint, waiting for the sync and commit.
@@ -154,12 +166,17 @@ impl Job<'_> {
 
     fn try_copy(&self, index: usize, path: &[u8], inodes: &Inodes) -> Result<Step, Outcome> {
         let xattrs = &self.ctx.xattrs;
-        let file =
-            super::open_file(path, !self.args.premigrate).map_err(|e| e.outcome(self.op(), self.args.abort_missing))?;
+        let file = match super::open_file(path, !self.args.premigrate) {
+            Err(OpenError::Directory | OpenError::Symlink) => return self.record_entry(path),
+            other => other.map_err(|e| e.outcome(self.op(), self.args.abort_missing))?,
+        };
         let before = Snap::of(&file).map_err(|e| io_failure("stat", e))?;
+        if before.mode & libc::S_IFMT == libc::S_IFDIR {
+            return self.record_entry(path);
+        }
         if !before.is_file() {
             return Err(Outcome::skipped(format!(
-                "not a regular file: {} works on regular files only",
+                "not a regular file, directory or symbolic link: {} does not record it",
                 self.op()
             )));
         }
@@ -294,6 +311,47 @@ impl Job<'_> {
         })))
     }
 
+    /// Records the directory or symbolic link at `path`: its metadata goes
+    /// to a content-less object (a directory's at its own key), replacing
+    /// an earlier record; a file's object at a link's key is replaced only
+    /// with `overwrite` (a stub elsewhere may still need it).
+    fn record_entry(&self, path: &[u8]) -> Result<Step, Outcome> {
+        let entry = super::entry::read(&self.ctx.xattrs, path)
+            .map_err(|e| io_failure("reading the entry", e))?
+            .ok_or_else(|| {
+                Outcome::skipped(format!(
+                    "not a regular file, directory or symbolic link: {} does not record it",
+                    self.op()
+                ))
+            })?;
+        let keyed = match entry.meta.kind {
+            EntryKind::Directory => self.target.dir_key(path),
+            _ => self.target.key(path),
+        };
+        let (key, source) = keyed.map_err(|e| Outcome::failed(e.to_string()))?;
+        if !self.args.overwrite && entry.meta.kind != EntryKind::Directory {
+            match self.target.head(&key) {
+                Ok(None) => {}
+                Ok(Some(o)) if matches!(&o.meta, Some(Ok(m)) if m.kind != EntryKind::File) => {}
+                Ok(Some(_)) => {
+                    return Err(Outcome::failed(format!(
+                        "endpoint `{}` holds a file's object at {key}; set overwrite to replace it with this link's",
+                        self.target.name()
+                    )));
+                }
+                Err(e) => return Err(Outcome::failed(e.to_string())),
+            }
+        }
+        let meta = ObjectMeta {
+            path: source,
+            ..entry.meta
+        };
+        self.target
+            .upload(&key, &entry.handle, meta)
+            .map_err(|e| Outcome::failed(format!("recording at endpoint `{}` failed: {e}", self.target.name())))?;
+        Ok(Step::Recorded(Outcome::processed()))
+    }
+
     fn modified(&self) -> Outcome {
         let msg = "modified during migrate (size, mtime or ctime changed); not stubbed, migrate it again later";
         if self.args.skip_modified_during_migrate {
@@ -358,9 +416,10 @@ impl Job<'_> {
             xattrs: self
                 .ctx
                 .xattrs
-                .user_xattrs(file)
+                .copied_xattrs(file)
                 .map_err(|e| io_failure("reading xattrs", e))?,
             path: None,
+            kind: EntryKind::File,
         })
     }
 
@@ -370,7 +429,9 @@ impl Job<'_> {
         let Some(existing) = self.target.head(&key).map_err(remote_failure)? else {
             return Ok(KeyChoice::Write(key));
         };
-        if self.args.overwrite {
+        if self.args.overwrite || matches!(&existing.meta, Some(Ok(m)) if m.kind != EntryKind::File) {
+            // A directory's or link's record holds no data: a file that
+            // took the link's place replaces it.
             return Ok(KeyChoice::Write(key));
         }
         if existing.meta.is_none() && existing.size == meta.size {

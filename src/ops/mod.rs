@@ -13,6 +13,8 @@
 pub mod check;
 pub mod context;
 pub mod delete;
+pub mod dirtimes;
+pub mod entry;
 pub mod error;
 pub mod file;
 pub mod lock;

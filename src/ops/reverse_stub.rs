@@ -8,14 +8,24 @@
 //! then times; it is flushed and renamed into place. It never replaces a
 //! file that appeared meanwhile, and replaces an existing different file
 //! only as `overwrite` or `conflict_preference` allow. Missing parent
-//! directories are created (mode 0755).
+//! directories are created (mode 0755, marked until their own object
+//! applies its metadata).
+//!
+//! A path whose object records a directory or a symbolic link is built as
+//! one ([`super::entry`]): its object is at the path's key (a link) or at
+//! the directory key beside it, looked for when the path's key holds
+//! nothing. Every change to a directory's entries keeps that directory's
+//! times ([`super::dirtimes`]), so a directory whose object arrived before
+//! its children ends with its source's times all the same.
 
+use super::dirtimes::DirTimes;
+use super::entry::{self, Built};
 use super::lock::{LockLevel, Locking};
 use super::xattrs::{HsmState, Residency};
 use super::{
     OpContext, OpError, Reachable, Snap, Step, chosen_times, for_each_window, open_file, set_times, write_sparse,
 };
-use crate::endpoint::{Endpoint, ObjectMeta, TransferError};
+use crate::endpoint::{Endpoint, EntryKind, ObjectMeta, TransferError};
 use crate::sys::{Base, create_at, rename_at, unlink_at};
 use crate::task::{ArgumentError, Outcome, PathObject};
 use object_store::path::Path as ObjPath;
@@ -94,6 +104,7 @@ fn stub_from(
         args,
         target: ctx.endpoint(endpoint)?,
         locking: Locking::new(args.lock_level, LockLevel::Implicit, false)?,
+        times: DirTimes::default(),
     };
     Ok(for_each_window(ctx, args.sub_batch, paths, |_, obj, _| {
         let mut result = job.one(&obj.path);
@@ -113,20 +124,50 @@ struct Job<'a> {
     args: &'a ReverseStubArgs,
     target: Arc<Endpoint>,
     locking: Locking,
+    times: DirTimes,
 }
 
 impl Job<'_> {
-    /// Builds one file; `Ok` carries the bytes written.
-    fn one(&self, path: &[u8]) -> Result<u64, Outcome> {
-        let (mut key, _) = self.target.key(path).map_err(|e| Outcome::failed(e.to_string()))?;
-        let mut head = self.target.head(&key);
-        if let (Ok(None), Some(old)) = (&head, self.target.legacy_key(path)) {
-            // A store written by ferry up to 53a13dd keeps long names whole.
-            head = self.target.head(&old);
-            key = old;
+    /// The builder of directories, links and missing parents.
+    fn builder(&self) -> entry::Builder<'_> {
+        entry::Builder {
+            xattrs: &self.ctx.xattrs,
+            times: &self.times,
+            overwrite: self.args.overwrite,
+            update_atime: self.args.update_atime,
+            update_mtime: self.args.update_mtime,
         }
-        let meta = match head {
-            Ok(Some(o)) => match o.meta {
+    }
+
+    /// Builds one file, directory or link; `Ok` carries the bytes written.
+    fn one(&self, path: &[u8]) -> Result<u64, Outcome> {
+        let (key, meta) = self.object(path)?;
+        let built = match &meta.kind {
+            EntryKind::File => return self.file(path, &key, &meta),
+            EntryKind::Directory => self.builder().directory(path, &meta),
+            EntryKind::Symlink(target) => self.builder().symlink(path, target, &meta),
+        };
+        match built {
+            Ok(Built::Done) => Ok(0),
+            Ok(Built::Kept(why)) => Err(Outcome::skipped(why)),
+            Err(e) => Err(failure("building", e)),
+        }
+    }
+
+    /// The object for `path` and its metadata: at the path's key (a file
+    /// or a link), at the key ferry up to 53a13dd gave it, or at the
+    /// directory key beside it.
+    fn object(&self, path: &[u8]) -> Result<(ObjPath, ObjectMeta), Outcome> {
+        let (file_key, _) = self.target.key(path).map_err(|e| Outcome::failed(e.to_string()))?;
+        let (dir_key, _) = self.target.dir_key(path).map_err(|e| Outcome::failed(e.to_string()))?;
+        let mut candidates = vec![file_key.clone()];
+        // A store written by ferry up to 53a13dd keeps long names whole.
+        candidates.extend(self.target.legacy_key(path));
+        candidates.push(dir_key.clone());
+        for key in candidates {
+            let head = self.target.head(&key).map_err(|e| Outcome::failed(e.to_string()))?;
+            let Some(o) = head else { continue };
+            let meta = match o.meta {
                 Some(Ok(m)) if m.size == o.size => m,
                 Some(Ok(_)) => return Err(Outcome::failed(format!("object at {key} does not match its metadata"))),
                 Some(Err(e)) => return Err(Outcome::failed(format!("object at {key}: {e}"))),
@@ -135,15 +176,22 @@ impl Job<'_> {
                         "object at {key} has no ferry metadata, so no verifiable stub can be made"
                     )));
                 }
-            },
-            Ok(None) => {
+            };
+            if (key == dir_key) != (meta.kind == EntryKind::Directory) {
                 return Err(Outcome::failed(format!(
-                    "endpoint `{}` has no object at {key}",
-                    self.target.name()
+                    "object at {key} records another kind of entry than its key holds"
                 )));
             }
-            Err(e) => return Err(Outcome::failed(e.to_string())),
-        };
+            return Ok((key, meta));
+        }
+        Err(Outcome::failed(format!(
+            "endpoint `{}` has no object at {file_key}",
+            self.target.name()
+        )))
+    }
+
+    /// Builds one regular file; `Ok` carries the bytes written.
+    fn file(&self, path: &[u8], key: &ObjPath, meta: &ObjectMeta) -> Result<u64, Outcome> {
         let existing = match open_file(path, false) {
             Ok(f) => Some(f),
             Err(super::OpenError::Missing) => None,
@@ -152,10 +200,10 @@ impl Job<'_> {
             Err(super::OpenError::Other(e)) => return Err(Outcome::failed(format!("cannot open: {e}"))),
         };
         let before = match &existing {
-            Some(f) => Some(self.conflict(f, &key, &meta)?),
+            Some(f) => Some(self.conflict(f, key, meta)?),
             None => None,
         };
-        let (mut tmp, written) = self.build(path, &key, &meta)?;
+        let (mut tmp, written) = self.build(path, key, meta)?;
         if let (Some(f), Some(before)) = (&existing, before) {
             self.locking.at_commit(f).map_err(Outcome::from)?;
             let now = Snap::of(f).map_err(|e| failure("stat", e))?;
@@ -224,10 +272,13 @@ impl Job<'_> {
     }
 
     /// Builds the file under a temporary name beside `path`.
-    fn build(&self, path: &[u8], key: &ObjPath, meta: &ObjectMeta) -> Result<(Building, u64), Outcome> {
-        let reachable = Reachable::new(path, true).map_err(|e| failure("creating parent directories", e))?;
+    fn build(&self, path: &[u8], key: &ObjPath, meta: &ObjectMeta) -> Result<(Building<'_>, u64), Outcome> {
+        self.builder()
+            .make_parents(path)
+            .map_err(|e| failure("creating parent directories", e))?;
+        let reachable = Reachable::new(path, false).map_err(|e| failure("reaching the parent directory", e))?;
         let dir = reachable.path().parent().unwrap_or(Path::new("/"));
-        let tmp = Building::create(dir).map_err(|e| failure("creating the file", e))?;
+        let tmp = Building::create(dir, &self.times).map_err(|e| failure("creating the file", e))?;
         let f = &tmp.file;
         let whole = self.args.hydrate || meta.size <= self.args.stub_size;
         let remote = |e: TransferError| Outcome::failed(format!("download from `{}` failed: {e}", self.target.name()));
@@ -289,30 +340,29 @@ impl Job<'_> {
 /// A file being built under a temporary name in its directory. It is made
 /// and renamed relative to the directory's descriptor, so the temporary
 /// name never lengthens the path: a file whose path is just under PATH_MAX
-/// can be rebuilt too. Dropped unrenamed, it is removed.
-struct Building {
+/// can be rebuilt too. Dropped unrenamed, it is removed. Its creation,
+/// rename and removal keep the directory's times ([`DirTimes`]).
+struct Building<'a> {
     dir: File,
     name: CString,
     file: File,
     renamed: bool,
+    times: &'a DirTimes,
 }
 
-impl Building {
-    fn create(dir: &Path) -> io::Result<Building> {
+impl<'a> Building<'a> {
+    fn create(dir: &Path, times: &'a DirTimes) -> io::Result<Building<'a>> {
         let dir = File::open(dir)?;
         loop {
-            let name = format!(
-                ".ferry-reverse-stub.{}",
-                &uuid::Uuid::new_v4().simple().to_string()[..12]
-            );
-            let name = CString::new(name).expect("no NUL");
-            match create_at(Base::Dir(dir.as_fd()), &name, 0o600) {
+            let name = CString::new(entry::temp_name()).expect("no NUL");
+            match times.keeping(&dir, || create_at(Base::Dir(dir.as_fd()), &name, 0o600)) {
                 Ok(file) => {
                     return Ok(Building {
                         dir,
                         name,
                         file,
                         renamed: false,
+                        times,
                     });
                 }
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
@@ -327,16 +377,19 @@ impl Building {
         let last = path.rsplit(|&b| b == b'/').next().unwrap_or(path);
         let last = CString::new(last).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
         let dir = Base::Dir(self.dir.as_fd());
-        rename_at(dir, &self.name, dir, &last, no_replace)?;
+        self.times
+            .keeping(&self.dir, || rename_at(dir, &self.name, dir, &last, no_replace))?;
         self.renamed = true;
         Ok(())
     }
 }
 
-impl Drop for Building {
+impl Drop for Building<'_> {
     fn drop(&mut self) {
         if !self.renamed {
-            let _ = unlink_at(Base::Dir(self.dir.as_fd()), &self.name, false);
+            let _ = self
+                .times
+                .keeping(&self.dir, || unlink_at(Base::Dir(self.dir.as_fd()), &self.name, false));
         }
     }
 }

@@ -1,0 +1,275 @@
+//! A tree travels through an endpoint (directory and S3): `premigrate` on
+//! site A records its files, directories (mode, owner, times, user xattrs,
+//! ACLs) and symbolic links; `reverse-stub --hydrate` builds it again, in
+//! several calls and in any order, and `rsync -aHAXn --delete` finds
+//! nothing to change between the two.
+
+mod common;
+
+use common::ops::*;
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Runs a test body against a directory endpoint and against S3.
+macro_rules! both {
+    ($name:ident) => {
+        mod $name {
+            #[test]
+            fn dir() {
+                super::$name(super::Env::dir());
+            }
+            #[test]
+            fn s3() {
+                if let Some(env) = super::Env::s3(stringify!($name)) {
+                    super::$name(env);
+                }
+            }
+        }
+    };
+}
+
+/// Runs a command to success.
+fn sh(cmd: &str, args: &[&OsStr]) {
+    let out = Command::new(cmd)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{cmd}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Sets the access and modification times of `p` itself (a link's own).
+fn touch(p: &Path, sec: u64, nsec: u32) {
+    let at = format!("@{sec}.{nsec:09}");
+    sh("touch", &["-h".as_ref(), "-d".as_ref(), at.as_ref(), p.as_os_str()]);
+}
+
+/// Sets a link's own times and owner.
+fn dress_link(p: &Path, uid: u32, sec: u64) {
+    std::os::unix::fs::lchown(p, Some(uid), Some(uid + 1)).unwrap();
+    touch(p, sec, 123_456_789);
+}
+
+/// Gives a directory a mode, owner, user xattr and times (times last of
+/// all, by the caller, deepest first).
+fn dress_dir(p: &Path, mode: u32, uid: u32) {
+    std::os::unix::fs::chown(p, Some(uid), Some(uid + 7)).unwrap();
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
+    xattr::set(p, "user.dir", format!("d-{uid}").as_bytes()).unwrap();
+}
+
+/// Site A's tree under `tree/t`: nested directories with odd modes,
+/// owners, times, xattrs and ACLs, files, absolute, relative and dangling
+/// links, and names with a newline and invalid UTF-8. Returns every path,
+/// directories first.
+fn make_tree(env: &Env) -> (Vec<PathBuf>, Vec<PathBuf>) {
+    let t = env.path(b"t");
+    let d1 = t.join("d1");
+    let d2 = d1.join("d2");
+    let odd = t.join(OsStr::from_bytes(b"odd\nname\xff"));
+    for d in [&t, &d1, &d2, &odd] {
+        std::fs::create_dir(d).unwrap();
+    }
+    let f = d2.join("f");
+    std::fs::write(&f, random_bytes(1, 70_000)).unwrap();
+    let g = odd.join(OsStr::from_bytes(b"x\ny\x80"));
+    std::fs::write(&g, b"in an odd place").unwrap();
+    let top = t.join("top");
+    std::fs::write(&top, b"top").unwrap();
+    for (n, p) in [&f, &g, &top].into_iter().enumerate() {
+        std::os::unix::fs::chown(p, Some(2000 + n as u32), Some(3000)).unwrap();
+        xattr::set(p, "user.file", &[n as u8, 0xff]).unwrap();
+        set_mtime(p, 1_500_000_000 + n as u64, 7 + n as u32);
+    }
+    // ACLs: an access ACL on a directory and a file, a default ACL.
+    sh("setfacl", &["-m".as_ref(), "u:1234:rwx".as_ref(), d1.as_os_str()]);
+    sh(
+        "setfacl",
+        &["-d".as_ref(), "-m".as_ref(), "g:77:rx".as_ref(), d1.as_os_str()],
+    );
+    sh("setfacl", &["-m".as_ref(), "u:4321:r".as_ref(), f.as_os_str()]);
+    let abs = t.join("abs");
+    let rel = d1.join("rel");
+    let dangling = odd.join(OsStr::from_bytes(b"dangling\xfe"));
+    std::os::unix::fs::symlink("/etc/hostname", &abs).unwrap();
+    std::os::unix::fs::symlink("d2/f", &rel).unwrap();
+    std::os::unix::fs::symlink(OsStr::from_bytes(b"../nowhere\n\xff"), &dangling).unwrap();
+    for (n, p) in [&abs, &rel, &dangling].into_iter().enumerate() {
+        dress_link(p, 4000 + n as u32, 1_400_000_000 + n as u64);
+    }
+    dress_dir(&t, 0o750, 1001);
+    dress_dir(&d1, 0o700, 1002);
+    // The ACL's mask follows the mode's group bits: set them after.
+    dress_dir(&d2, 0o2775, 1003);
+    dress_dir(&odd, 0o1777, 1004);
+    for (n, d) in [&d2, &odd, &d1, &t].into_iter().enumerate() {
+        touch(d, 1_300_000_000 + n as u64, 900 + n as u32);
+    }
+    (vec![t, d1, d2, odd], vec![f, g, top, abs, rel, dangling])
+}
+
+/// `rsync -aHAXn --delete --itemize-changes a/ b/`: what would change.
+fn rsync_diff(a: &Path, b: &Path) -> String {
+    let slash = |p: &Path| {
+        let mut s = p.as_os_str().to_owned();
+        s.push("/");
+        s
+    };
+    let out = Command::new("rsync")
+        .args(["-aHAXn", "--delete", "--itemize-changes"])
+        .arg(slash(a))
+        .arg(slash(b))
+        .output()
+        .expect("rsync");
+    assert!(out.status.success(), "rsync: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Every entry under `a` (itself included) with its type, mode, owner and
+/// mtime to the nanosecond (rsync compares whole seconds only).
+fn lstat_all(a: &Path) -> Vec<(Vec<u8>, u32, u32, u32, i64, i64)> {
+    let mut out = Vec::new();
+    let mut todo = vec![PathBuf::new()];
+    while let Some(rel) = todo.pop() {
+        let p = a.join(&rel);
+        let m = p.symlink_metadata().unwrap();
+        out.push((
+            rel.as_os_str().as_bytes().to_vec(),
+            m.mode(),
+            m.uid(),
+            m.gid(),
+            m.mtime(),
+            m.mtime_nsec(),
+        ));
+        if m.is_dir() {
+            for e in std::fs::read_dir(&p).unwrap() {
+                todo.push(rel.join(e.unwrap().file_name()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Asserts that `b` is `a` again: nothing for rsync to change, and the
+/// same times to the nanosecond.
+fn assert_same_tree(a: &Path, b: &Path, what: &str) {
+    assert_eq!(rsync_diff(a, b), "", "{what}");
+    assert_eq!(lstat_all(a), lstat_all(b), "{what}");
+}
+
+fn reverse_stub(env: &Env, paths: &[PathBuf]) -> Run {
+    env.run("reverse-stub", &["--endpoint", EP, "--hydrate", "--jsonl"], paths)
+}
+
+fn tree_travels(env: Env) {
+    let (dirs, files) = make_tree(&env);
+    let all: Vec<PathBuf> = dirs.iter().chain(&files).cloned().collect();
+    let run = env.premigrate(&["--jsonl"], &all);
+    assert_eq!(run.code, Some(0), "{}", run.show());
+    run.assert_all("processed", all.len());
+    // Site B: the same paths, with site A's tree moved out of the way
+    // (within its parent, so nothing of it changes).
+    let orig = env.path(b"orig");
+    std::fs::rename(env.path(b"t"), &orig).unwrap();
+
+    // Directories first, then their contents: every child's arrival
+    // changes its directory, whose times must still end as the source's.
+    let run = reverse_stub(&env, &dirs);
+    run.assert_all("processed", dirs.len());
+    let t = env.path(b"t");
+    assert_eq!(
+        t.metadata().unwrap().mtime(),
+        orig.metadata().unwrap().mtime(),
+        "directory times applied"
+    );
+    let run = reverse_stub(&env, &files);
+    run.assert_all("processed", files.len());
+    assert_same_tree(&orig, &t, "the tree arrived whole");
+
+    // Redelivery: nothing changes, nothing fails.
+    let run = reverse_stub(&env, &all);
+    assert_eq!(run.count("failures"), 0, "{}", run.show());
+    run.assert_all("skipped", all.len());
+    assert_same_tree(&orig, &t, "redelivery changed nothing");
+}
+both!(tree_travels);
+
+/// Children first: their parents are made as missing parents, marked,
+/// and get their own metadata when their objects arrive.
+fn children_before_directories(env: Env) {
+    let (dirs, files) = make_tree(&env);
+    let all: Vec<PathBuf> = dirs.iter().chain(&files).cloned().collect();
+    env.premigrate(&[], &all);
+    let orig = env.path(b"orig");
+    std::fs::rename(env.path(b"t"), &orig).unwrap();
+    let t = env.path(b"t");
+    let run = reverse_stub(&env, &files);
+    run.assert_all("processed", files.len());
+    let d2 = t.join("d1/d2");
+    assert_eq!(
+        d2.metadata().unwrap().mode() & 0o7777,
+        0o755,
+        "made as a missing parent"
+    );
+    assert_eq!(xattr::get(&d2, "user.ferry.parent").unwrap(), Some(Vec::new()));
+    let run = reverse_stub(&env, &dirs);
+    run.assert_all("processed", dirs.len());
+    assert_eq!(xattr::get(&d2, "user.ferry.parent").unwrap(), None, "mark removed");
+    assert_same_tree(&orig, &t, "directories after their children");
+}
+both!(children_before_directories);
+
+/// A real migrate records directories and links and changes nothing about
+/// them; an existing directory keeps its own metadata unless `overwrite`.
+fn migrate_only_records_directories_and_links(env: Env) {
+    let (dirs, files) = make_tree(&env);
+    let t = env.path(b"t");
+    let copy = env.tmp.path().join("copy");
+    sh("cp", &["-a".as_ref(), t.as_os_str(), copy.as_os_str()]);
+    let entries: Vec<PathBuf> = dirs.iter().chain(&files[3..]).cloned().collect();
+    let run = env.migrate(&["--jsonl"], &entries);
+    run.assert_all("processed", entries.len());
+    assert_same_tree(&copy, &t, "migrate changed a directory or a link");
+    assert!(env.object_exists("t#d") && env.object_exists("t/d1/d2#d"));
+    assert!(env.object_exists("t/abs") && env.object_exists("t/d1/rel"));
+
+    // The directory exists on this site with other metadata: kept, unless
+    // overwrite applies the object's.
+    std::fs::set_permissions(&t, std::fs::Permissions::from_mode(0o711)).unwrap();
+    let run = reverse_stub(&env, std::slice::from_ref(&t));
+    let r = run.of_path(&t);
+    assert_eq!(r.state, "skipped", "{}", run.show());
+    assert!(r.message.join(" ").contains("set overwrite"), "{r:?}");
+    assert_eq!(t.metadata().unwrap().mode() & 0o7777, 0o711);
+    let run = env.run(
+        "reverse-stub",
+        &["--endpoint", EP, "--overwrite", "--jsonl"],
+        std::slice::from_ref(&t),
+    );
+    run.assert_all("processed", 1);
+    assert_eq!(t.metadata().unwrap().mode() & 0o7777, 0o750);
+    assert_same_tree(&copy, &t, "overwrite applied the directory's object");
+
+    // A link to another target is replaced only with overwrite.
+    let rel = t.join("d1/rel");
+    std::fs::remove_file(&rel).unwrap();
+    std::os::unix::fs::symlink("elsewhere", &rel).unwrap();
+    let run = reverse_stub(&env, std::slice::from_ref(&rel));
+    assert_eq!(run.of_path(&rel).state, "failures", "{}", run.show());
+    assert_eq!(std::fs::read_link(&rel).unwrap(), Path::new("elsewhere"));
+    let run = env.run(
+        "reverse-stub",
+        &["--endpoint", EP, "--overwrite", "--jsonl"],
+        std::slice::from_ref(&rel),
+    );
+    run.assert_all("processed", 1);
+    assert_eq!(std::fs::read_link(&rel).unwrap(), Path::new("d2/f"));
+}
+both!(migrate_only_records_directories_and_links);
