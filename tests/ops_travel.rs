@@ -273,3 +273,47 @@ fn migrate_only_records_directories_and_links(env: Env) {
     assert_eq!(std::fs::read_link(&rel).unwrap(), Path::new("d2/f"));
 }
 both!(migrate_only_records_directories_and_links);
+
+/// The mtime of `p` to the nanosecond.
+fn mtime_ns(p: &Path) -> (i64, i64) {
+    let m = p.symlink_metadata().unwrap();
+    (m.mtime(), m.mtime_nsec())
+}
+
+/// With `--keep-parent-times`, move (both kinds) and delete leave the
+/// times of the directories whose entries they change as they were;
+/// without it, those directories' mtimes move on as usual.
+#[test]
+fn moves_and_deletes_keep_parent_times_when_asked() {
+    let env = Env::dir();
+    let (a, b) = (env.path(b"a"), env.path(b"b\n\xff"));
+    for d in [&a, &b] {
+        std::fs::create_dir(d).unwrap();
+    }
+    for n in ["1", "2", "3", "4"] {
+        std::fs::write(a.join(n), n).unwrap();
+    }
+    let old = |p: &Path| touch(p, 1_200_000_000, 5);
+    let at = |p: &Path| mtime_ns(p) == (1_200_000_000, 5);
+    for keep in [true, false] {
+        let mut flags = vec!["--jsonl"];
+        if keep {
+            flags.push("--keep-parent-times");
+        }
+        let (src, dst) = if keep { ("1", "2") } else { ("2", "1") };
+        let run = |sub: &str, extra: &[&str], paths: &[PathBuf]| {
+            old(&a);
+            old(&b);
+            let args: Vec<&str> = flags.iter().chain(extra).copied().collect();
+            let run = env.run(sub, &args, paths);
+            run.assert_all("processed", paths.len() / if sub == "move" { 2 } else { 1 });
+            assert_eq!(at(&a) && at(&b), keep, "{sub} {extra:?} keep={keep}");
+        };
+        // Two-step (staged beside the sources), one-step, delete.
+        run("move", &[], &[a.join(src), b.join(src)]);
+        run("move", &["--one-step"], &[b.join(src), a.join(src)]);
+        run("move", &[], &[a.join(dst), b.join(dst)]);
+        run("delete", &[], &[b.join(dst)]);
+        std::fs::write(a.join(dst), dst).unwrap();
+    }
+}

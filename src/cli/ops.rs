@@ -306,6 +306,11 @@ pub struct DeleteCmd {
     #[arg(long, short = 'r')]
     recursive: bool,
 
+    /// Give the directory holding each removed path back the times it had
+    /// just before (a sync mirroring a removal).
+    #[arg(long)]
+    keep_parent_times: bool,
+
     #[command(flatten)]
     gpfs: GpfsArgs,
 }
@@ -334,6 +339,11 @@ pub struct MoveCmd {
     /// epoch) is at most this; otherwise remove the source.
     #[arg(long, value_name = "SECONDS")]
     target_max_age: Option<i64>,
+
+    /// Give each directory whose entries a move changes back the times it
+    /// had just before (a sync mirroring a move).
+    #[arg(long)]
+    keep_parent_times: bool,
 }
 
 /// `ferry reverse-stub`.
@@ -376,7 +386,10 @@ pub fn run_stat(c: StatCmd) -> Result<(), Failure> {
 
 /// `ferry delete`.
 pub fn run_delete(c: DeleteCmd) -> Result<(), Failure> {
-    let op = Operation::Delete(DeleteArgs { recursive: c.recursive });
+    let op = Operation::Delete(DeleteArgs {
+        recursive: c.recursive,
+        keep_parent_times: c.keep_parent_times,
+    });
     run(&c.common, op, Some(&c.gpfs))
 }
 
@@ -385,6 +398,7 @@ pub fn run_move(c: MoveCmd) -> Result<(), Failure> {
     let args = MoveArgs {
         delete_remote_xattrs: c.delete_remote_xattrs,
         target_max_age: c.target_max_age,
+        keep_parent_times: c.keep_parent_times,
     };
     let op = if c.one_step {
         Operation::OneStepMove(args)

@@ -15,11 +15,17 @@
 //! pair. Only the namespace change itself is held (a `mkdir`, a `rename`,
 //! a file's creation), never a download. Writers in other processes are
 //! not serialized with these; a sync runs one writer per tree.
+//!
+//! `reverse_stub` always keeps them; the move and delete tasks do with
+//! `keep_parent_times` (a sync's workflow sets it; standalone they behave
+//! as they always did).
 
 use super::set_times;
 use crate::sys::Timestamp;
+use std::ffi::OsStr;
 use std::fs::File;
 use std::io;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::sync::Mutex;
 
@@ -36,13 +42,40 @@ impl DirTimes {
     /// reported as it is (the times are restored all the same); a failed
     /// restore after a successful change is reported as that.
     pub fn keeping<T>(&self, dir: &File, change: impl FnOnce() -> io::Result<T>) -> io::Result<T> {
+        self.keeping_each(&[dir], change)
+    }
+
+    /// [`DirTimes::keeping`] for a change to the entries of several
+    /// directories (a rename from one into another).
+    pub fn keeping_each<T>(&self, dirs: &[&File], change: impl FnOnce() -> io::Result<T>) -> io::Result<T> {
         let _held = self.lock.lock().unwrap_or_else(|e| e.into_inner());
-        let (atime, mtime) = times(dir)?;
+        let found = dirs.iter().map(|d| times(d)).collect::<io::Result<Vec<_>>>()?;
         let result = change();
-        let restored = set_times(dir, atime, mtime);
+        let mut restored = Ok(());
+        // In reverse, so a directory given twice ends with what it had first.
+        for (dir, (atime, mtime)) in dirs.iter().zip(found).rev() {
+            restored = restored.and(set_times(dir, atime, mtime));
+        }
         let value = result?;
         restored?;
         Ok(value)
+    }
+
+    /// [`DirTimes::keeping`] for a change to the entries of the
+    /// directories holding `paths` (absolute), opened here.
+    pub fn keeping_parents<T>(&self, paths: &[&[u8]], change: impl FnOnce() -> io::Result<T>) -> io::Result<T> {
+        let dirs = paths
+            .iter()
+            .map(|p| {
+                let parent = match p.iter().rposition(|&b| b == b'/') {
+                    Some(0) => &b"/"[..],
+                    Some(i) => &p[..i],
+                    None => &b"."[..],
+                };
+                File::open(OsStr::from_bytes(parent))
+            })
+            .collect::<io::Result<Vec<File>>>()?;
+        self.keeping_each(&dirs.iter().collect::<Vec<_>>(), change)
     }
 
     /// Runs `apply` (which sets a directory's own times) under the same
