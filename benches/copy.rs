@@ -82,6 +82,7 @@ fn bench(c: &mut Criterion) {
         xattrs: Vec::new(),
         path: None,
         kind: Default::default(),
+        link: None,
     };
 
     let mut g = c.benchmark_group("copy");

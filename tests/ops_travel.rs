@@ -66,8 +66,9 @@ fn dress_dir(p: &Path, mode: u32, uid: u32) {
 
 /// Site A's tree under `tree/t`: nested directories with odd modes,
 /// owners, times, xattrs and ACLs, files, absolute, relative and dangling
-/// links, and names with a newline and invalid UTF-8. Returns every path,
-/// directories first.
+/// links, hard-link groups, and names with a newline and invalid UTF-8.
+/// Returns the directories, and the other paths (the hard links last:
+/// `h1`, `h2`, `h3`, then `p1`, `p2`).
 fn make_tree(env: &Env) -> (Vec<PathBuf>, Vec<PathBuf>) {
     let t = env.path(b"t");
     let d1 = t.join("d1");
@@ -103,6 +104,20 @@ fn make_tree(env: &Env) -> (Vec<PathBuf>, Vec<PathBuf>) {
     for (n, p) in [&abs, &rel, &dangling].into_iter().enumerate() {
         dress_link(p, 4000 + n as u32, 1_400_000_000 + n as u64);
     }
+    // Hard links: a group of three names in three directories, and one
+    // of two.
+    let h1 = t.join("h1");
+    std::fs::write(&h1, random_bytes(2, 10_000)).unwrap();
+    xattr::set(&h1, "user.linked", b"yes").unwrap();
+    set_mtime(&h1, 1_450_000_000, 11);
+    let h2 = d1.join("h2");
+    let h3 = odd.join(OsStr::from_bytes(b"h3\n\xff"));
+    std::fs::hard_link(&h1, &h2).unwrap();
+    std::fs::hard_link(&h1, &h3).unwrap();
+    let p1 = d2.join("p1");
+    std::fs::write(&p1, b"pair").unwrap();
+    let p2 = t.join("p2");
+    std::fs::hard_link(&p1, &p2).unwrap();
     dress_dir(&t, 0o750, 1001);
     dress_dir(&d1, 0o700, 1002);
     // The ACL's mask follows the mode's group bits: set them after.
@@ -111,7 +126,10 @@ fn make_tree(env: &Env) -> (Vec<PathBuf>, Vec<PathBuf>) {
     for (n, d) in [&d2, &odd, &d1, &t].into_iter().enumerate() {
         touch(d, 1_300_000_000 + n as u64, 900 + n as u32);
     }
-    (vec![t, d1, d2, odd], vec![f, g, top, abs, rel, dangling])
+    (
+        vec![t, d1, d2, odd],
+        vec![f, g, top, abs, rel, dangling, h1, h2, h3, p1, p2],
+    )
 }
 
 /// `rsync -aHAXn --delete --itemize-changes a/ b/`: what would change.
@@ -131,9 +149,13 @@ fn rsync_diff(a: &Path, b: &Path) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// Every entry under `a` (itself included) with its type, mode, owner and
-/// mtime to the nanosecond (rsync compares whole seconds only).
-fn lstat_all(a: &Path) -> Vec<(Vec<u8>, u32, u32, u32, i64, i64)> {
+/// An entry's relative path, mode, uid, gid, mtime (s, ns) and link count.
+type Facts = (Vec<u8>, u32, u32, u32, i64, i64, u64);
+
+/// Every entry under `a` (itself included) with its type, mode, owner,
+/// mtime to the nanosecond (rsync compares whole seconds only) and, but
+/// for directories, its link count.
+fn lstat_all(a: &Path) -> Vec<Facts> {
     let mut out = Vec::new();
     let mut todo = vec![PathBuf::new()];
     while let Some(rel) = todo.pop() {
@@ -146,6 +168,7 @@ fn lstat_all(a: &Path) -> Vec<(Vec<u8>, u32, u32, u32, i64, i64)> {
             m.gid(),
             m.mtime(),
             m.mtime_nsec(),
+            if m.is_dir() { 0 } else { m.nlink() },
         ));
         if m.is_dir() {
             for e in std::fs::read_dir(&p).unwrap() {
@@ -173,7 +196,10 @@ fn tree_travels(env: Env) {
     let all: Vec<PathBuf> = dirs.iter().chain(&files).cloned().collect();
     let run = env.premigrate(&["--jsonl"], &all);
     assert_eq!(run.code, Some(0), "{}", run.show());
-    run.assert_all("processed", all.len());
+    // One name of each hard-link group carries the data; the others are
+    // skipped as handled through it, and recorded as its other names.
+    assert_eq!(run.count("processed"), all.len() - 3, "{}", run.show());
+    assert_eq!(run.count("skipped"), 3, "{}", run.show());
     // Site B: the same paths, with site A's tree moved out of the way
     // (within its parent, so nothing of it changes).
     let orig = env.path(b"orig");
@@ -189,9 +215,22 @@ fn tree_travels(env: Env) {
         orig.metadata().unwrap().mtime(),
         "directory times applied"
     );
-    let run = reverse_stub(&env, &files);
-    run.assert_all("processed", files.len());
+    // The hard links arrive in separate calls: h1 and p2 with the rest,
+    // then h3 and p1, then h2.
+    let (rest, links) = files.split_at(files.len() - 5);
+    let mut first: Vec<PathBuf> = rest.to_vec();
+    first.extend([links[0].clone(), links[4].clone()]);
+    for part in [first, vec![links[2].clone(), links[3].clone()], vec![links[1].clone()]] {
+        let run = reverse_stub(&env, &part);
+        run.assert_all("processed", part.len());
+    }
     assert_same_tree(&orig, &t, "the tree arrived whole");
+    let index = env.path(b".ferry-links");
+    assert_eq!(
+        std::fs::read_dir(&index).unwrap().count(),
+        0,
+        "complete groups leave no index entry"
+    );
 
     // Redelivery: nothing changes, nothing fails.
     let run = reverse_stub(&env, &all);
@@ -233,7 +272,7 @@ fn migrate_only_records_directories_and_links(env: Env) {
     let t = env.path(b"t");
     let copy = env.tmp.path().join("copy");
     sh("cp", &["-a".as_ref(), t.as_os_str(), copy.as_os_str()]);
-    let entries: Vec<PathBuf> = dirs.iter().chain(&files[3..]).cloned().collect();
+    let entries: Vec<PathBuf> = dirs.iter().chain(&files[3..6]).cloned().collect();
     let run = env.migrate(&["--jsonl"], &entries);
     run.assert_all("processed", entries.len());
     assert_same_tree(&copy, &t, "migrate changed a directory or a link");
@@ -317,3 +356,53 @@ fn moves_and_deletes_keep_parent_times_when_asked() {
         std::fs::write(a.join(dst), dst).unwrap();
     }
 }
+
+/// Names of one file premigrated in separate batches arrive as one inode
+/// whatever the order; a group whose content changed between the sends of
+/// its names arrives as separate files with each name's content (a link
+/// is made only to a file holding the same content).
+fn hard_link_groups_across_batches(env: Env) {
+    let d = env.path(b"g");
+    std::fs::create_dir(&d).unwrap();
+    let (a, b, c) = (d.join("a"), d.join(OsStr::from_bytes(b"b\n\xff")), d.join("c"));
+    std::fs::write(&a, random_bytes(9, 5000)).unwrap();
+    std::fs::hard_link(&a, &b).unwrap();
+    std::fs::hard_link(&a, &c).unwrap();
+    for p in [&a, &b, &c] {
+        let run = env.premigrate(&["--jsonl"], std::slice::from_ref(p));
+        assert_eq!(run.code, Some(0), "{}", run.show());
+    }
+    assert!(env.object_exists("g/a") && env.object_exists("g/c"));
+    let orig = env.path(b"orig");
+    std::fs::rename(&d, &orig).unwrap();
+    for p in [&c, &a, &b] {
+        reverse_stub(&env, std::slice::from_ref(p)).assert_all("processed", 1);
+    }
+    let ino = |p: &Path| p.metadata().unwrap().ino();
+    assert!(ino(&a) == ino(&b) && ino(&b) == ino(&c), "one inode");
+    assert_eq!(a.metadata().unwrap().nlink(), 3, "no index entry left");
+    assert_eq!(std::fs::read(&c).unwrap(), random_bytes(9, 5000));
+    // Redelivered: already there.
+    reverse_stub(&env, &[a.clone(), b.clone(), c.clone()]).assert_all("skipped", 3);
+
+    // Site A: x and y are one file; x is sent, then the file changes, then
+    // y is sent with the new content. Site B must not link y to x's old
+    // content, nor lose either.
+    let e = env.path(b"h");
+    std::fs::create_dir(&e).unwrap();
+    let (x, y) = (e.join("x"), e.join("y"));
+    std::fs::write(&x, b"first content").unwrap();
+    std::fs::hard_link(&x, &y).unwrap();
+    env.premigrate(&["--jsonl"], std::slice::from_ref(&x))
+        .assert_all("processed", 1);
+    std::fs::write(&x, b"second content, longer").unwrap();
+    env.premigrate(&["--jsonl"], std::slice::from_ref(&y))
+        .assert_all("processed", 1);
+    std::fs::rename(&e, env.path(b"orig-h")).unwrap();
+    reverse_stub(&env, std::slice::from_ref(&x)).assert_all("processed", 1);
+    reverse_stub(&env, std::slice::from_ref(&y)).assert_all("processed", 1);
+    assert_ne!(ino(&x), ino(&y), "different content is never linked");
+    assert_eq!(std::fs::read(&x).unwrap(), b"first content");
+    assert_eq!(std::fs::read(&y).unwrap(), b"second content, longer");
+}
+both!(hard_link_groups_across_batches);

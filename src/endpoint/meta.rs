@@ -5,10 +5,16 @@
 //! metadata-only object with no content, so a synced tree keeps its
 //! directories' metadata and its links.
 //!
+//! A file with several names (hard links) records its link identity
+//! ([`LinkId`]), and each name whose object does not hold the data records
+//! a [`EntryKind::HardLink`] to the object that does, so the destination
+//! can make one inode with all the names.
+//!
 //! **Versions.** A file's document is version 1, as every ferry wrote it;
-//! a document that records another kind of entry is version 2, so a
-//! ferry that only knows files refuses it (`deny_unknown_fields` and the
-//! version both say so) instead of building a file from it.
+//! a document that records another kind of entry or a link identity is
+//! version 2, so a ferry that only knows plain files refuses it
+//! (`deny_unknown_fields` and the version both say so) instead of building
+//! a lone file from it.
 //!
 //! It travels as one compact JSON document: in S3 as the user metadata
 //! `x-amz-meta-ferry` (base64, because header values must be ASCII), in a
@@ -41,6 +47,21 @@ pub enum EntryKind {
     /// A symbolic link to this target (raw bytes); the object has no
     /// content.
     Symlink(Vec<u8>),
+    /// Another name of a file with several names (a hard link) whose data
+    /// is the object at this key (on the same endpoint); the object has no
+    /// content, and its `hash` is the content's the data object must have.
+    HardLink(String),
+}
+
+/// Which source inode a file with several names (hard links) was: names
+/// with the same identity are one file and must arrive as one inode.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LinkId {
+    /// The source filesystem's device, the inode number and its generation
+    /// (`dev:ino:generation`, hex), so a reused inode number never matches.
+    pub id: String,
+    /// How many names the file had on the source.
+    pub nlink: u64,
 }
 
 /// The metadata of one object.
@@ -68,6 +89,8 @@ pub struct ObjectMeta {
     /// What the object records: a file (its data) or a directory or a
     /// symbolic link (metadata only).
     pub kind: EntryKind,
+    /// The file's link identity, when it had several names.
+    pub link: Option<LinkId>,
 }
 
 /// What an object carries as its metadata: the document itself, or a
@@ -104,9 +127,13 @@ struct Doc {
     /// `dir` or `symlink` (version 2); absent for a file.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     kind: Option<String>,
-    /// A symbolic link's target, base64 (version 2).
+    /// A symbolic link's target, or a hard link's data key, base64
+    /// (version 2).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     target: Option<String>,
+    /// A hard-linked file's identity and source link count (version 2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    link: Option<(String, u64)>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -129,9 +156,15 @@ impl ObjectMeta {
             EntryKind::File => (None, None),
             EntryKind::Directory => (Some("dir".to_string()), None),
             EntryKind::Symlink(t) => (Some("symlink".to_string()), Some(B64.encode(t))),
+            EntryKind::HardLink(k) => (Some("hardlink".to_string()), Some(B64.encode(k))),
         };
+        let link = self.link.as_ref().map(|l| (l.id.clone(), l.nlink));
         let doc = Doc {
-            v: if kind.is_some() { VERSION_ENTRIES } else { VERSION },
+            v: if kind.is_some() || link.is_some() {
+                VERSION_ENTRIES
+            } else {
+                VERSION
+            },
             size: self.size,
             blake3: self.hash.to_hex().to_string(),
             mode: self.mode,
@@ -147,6 +180,7 @@ impl ObjectMeta {
             path: self.path.as_ref().map(|p| B64.encode(p)),
             kind,
             target,
+            link,
         };
         serde_json::to_string(&doc).expect("metadata serializes")
     }
@@ -176,14 +210,20 @@ impl ObjectMeta {
             .collect::<Result<_, MetaError>>()?;
         let path = doc.path.as_deref().map(b64).transpose()?;
         let target = doc.target.as_deref().map(b64).transpose()?;
+        let linked = doc.link.is_some();
         let kind = match (doc.v, doc.kind.as_deref(), target) {
-            (VERSION, None, None) => EntryKind::File,
+            (VERSION, None, None) if !linked => EntryKind::File,
+            (VERSION_ENTRIES, None, None) if linked => EntryKind::File,
             (VERSION_ENTRIES, Some("dir"), None) => EntryKind::Directory,
             (VERSION_ENTRIES, Some("symlink"), Some(t)) => EntryKind::Symlink(t),
+            (VERSION_ENTRIES, Some("hardlink"), Some(k)) if linked => EntryKind::HardLink(
+                String::from_utf8(k).map_err(|_| MetaError("hard link's data key is not UTF-8".into()))?,
+            ),
             (v, kind, _) => {
                 return Err(MetaError(format!("version {v} document with entry kind {kind:?}")));
             }
         };
+        let link = doc.link.map(|(id, nlink)| LinkId { id, nlink });
         Ok(ObjectMeta {
             size: doc.size,
             hash,
@@ -195,6 +235,7 @@ impl ObjectMeta {
             xattrs,
             path,
             kind,
+            link,
         })
     }
 }
@@ -293,6 +334,7 @@ mod tests {
             xattrs: vec![(b"user.a\xff".to_vec(), b"\0\x01bin".to_vec())],
             path: Some(b"dir/\xff\n".to_vec()),
             kind: EntryKind::File,
+            link: None,
         }
     }
 
@@ -332,6 +374,38 @@ mod tests {
         for bad in [link.replace("symlink", "fifo"), link.replace(r#","target":"eA==""#, "")] {
             assert!(ObjectMeta::from_json(bad.as_bytes()).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn hard_links_record_their_identity_as_version_2() {
+        let id = LinkId {
+            id: "803:1f:2a".into(),
+            nlink: 3,
+        };
+        for kind in [EntryKind::File, EntryKind::HardLink("a/first".into())] {
+            let m = ObjectMeta {
+                kind,
+                link: Some(id.clone()),
+                ..sample()
+            };
+            let json = m.to_json();
+            assert!(json.starts_with(r#"{"v":2,"#), "{json}");
+            assert_eq!(ObjectMeta::from_json(json.as_bytes()).unwrap(), m);
+        }
+        // A hard link without an identity, or a version 1 document with
+        // one, is refused.
+        let linked = ObjectMeta {
+            link: Some(id),
+            ..sample()
+        }
+        .to_json();
+        assert!(ObjectMeta::from_json(linked.replace(r#""v":2"#, r#""v":1"#).as_bytes()).is_err());
+        let record = ObjectMeta {
+            kind: EntryKind::HardLink("k".into()),
+            ..sample()
+        }
+        .to_json();
+        assert!(ObjectMeta::from_json(record.as_bytes()).is_err());
     }
 
     #[test]

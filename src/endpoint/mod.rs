@@ -22,7 +22,7 @@ mod transfer;
 
 pub use crate::config::endpoint::{EndpointConfig, Secret, StoreConfig};
 pub use key::{Key, KeyError};
-pub use meta::{EntryKind, MetaDoc, MetaError, ObjectMeta};
+pub use meta::{EntryKind, LinkId, MetaDoc, MetaError, ObjectMeta};
 pub use s3::{SMALL_OBJECT, UploadPage, parse_upload_list};
 pub use survey::{Leftover, LeftoverKind, Survey};
 pub use transfer::{EndpointError, PartPool, RemoteObject, TransferError, hash_file};

@@ -77,6 +77,7 @@ pub fn read(xattrs: &Xattrs, path: &[u8]) -> io::Result<Option<Recorded>> {
         xattrs: copied,
         path: None,
         kind,
+        link: None,
     };
     Ok(Some(Recorded { meta, handle }))
 }

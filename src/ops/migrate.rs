@@ -18,13 +18,14 @@
 use super::lock::{LockLevel, Locking};
 use super::xattrs::{HsmState, Residency};
 use super::{Inodes, OpContext, OpError, OpenError, Snap, par_map, set_times};
-use crate::endpoint::{Endpoint, EntryKind, ObjectMeta, TransferError};
+use crate::endpoint::{Endpoint, EntryKind, LinkId, ObjectMeta, TransferError};
 use crate::sys::{Lease, next_data, punch_hole, set_lease};
 use crate::task::{FileState, Outcome, PathObject};
 use object_store::path::Path as ObjPath;
 use serde::Deserialize;
 use std::fs::File;
 use std::io;
+use std::os::fd::AsFd;
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 
@@ -117,7 +118,14 @@ fn migrate_to(
             ctx.count(&outcome, bytes);
             Ok(outcome)
         });
-        out.extend(super::window::resolve_links(ctx, chunk, outcomes));
+        let linked: Vec<(usize, usize)> = outcomes
+            .iter()
+            .enumerate()
+            .filter_map(|(i, o)| o.as_ref().err().map(|&first| (i, first)))
+            .collect();
+        let mut outcomes = super::window::resolve_links(ctx, chunk, outcomes);
+        job.link_names(chunk, &linked, &mut outcomes);
+        out.extend(outcomes);
     }
     Ok(out)
 }
@@ -208,7 +216,10 @@ impl Job<'_> {
                     // that differs is migrated afresh below.
                     let head = before.stub_offset(s.stub_size).min(before.size);
                     if !matches!(next_data(&file, head), Ok(Some(_))) {
-                        return self.already_migrated(key, s);
+                        return match self.already_migrated(key, s) {
+                            Err(done) if done.state == FileState::Skipped => self.link_name(path, &file, &before, done),
+                            other => other,
+                        };
                     }
                     let content =
                         crate::endpoint::hash_file(&file, before.size).map_err(|e| io_failure("reading", e))?;
@@ -248,7 +259,7 @@ impl Job<'_> {
                     }));
                 }
                 (Residency::Premigrated, true, Some(_)) if self.args.premigrate => {
-                    return Err(Outcome::skipped("already premigrated"));
+                    return self.link_name(path, &file, &before, Outcome::skipped("already premigrated"));
                 }
                 (Residency::Premigrated, true, Some(key)) => {
                     // Data already at the endpoint: stub it if the object
@@ -329,18 +340,8 @@ impl Job<'_> {
             _ => self.target.key(path),
         };
         let (key, source) = keyed.map_err(|e| Outcome::failed(e.to_string()))?;
-        if !self.args.overwrite && entry.meta.kind != EntryKind::Directory {
-            match self.target.head(&key) {
-                Ok(None) => {}
-                Ok(Some(o)) if matches!(&o.meta, Some(Ok(m)) if m.kind != EntryKind::File) => {}
-                Ok(Some(_)) => {
-                    return Err(Outcome::failed(format!(
-                        "endpoint `{}` holds a file's object at {key}; set overwrite to replace it with this link's",
-                        self.target.name()
-                    )));
-                }
-                Err(e) => return Err(Outcome::failed(e.to_string())),
-            }
+        if entry.meta.kind != EntryKind::Directory {
+            self.may_record_at(&key)?;
         }
         let meta = ObjectMeta {
             path: source,
@@ -350,6 +351,102 @@ impl Job<'_> {
             .upload(&key, &entry.handle, meta)
             .map_err(|e| Outcome::failed(format!("recording at endpoint `{}` failed: {e}", self.target.name())))?;
         Ok(Step::Recorded(Outcome::processed()))
+    }
+
+    /// Whether a record with no data may go to `key`: a file's object
+    /// there is replaced only with `overwrite` (a stub elsewhere may still
+    /// need it).
+    fn may_record_at(&self, key: &ObjPath) -> Result<(), Outcome> {
+        if self.args.overwrite {
+            return Ok(());
+        }
+        match self.target.head(key) {
+            Ok(None) => Ok(()),
+            Ok(Some(o)) if matches!(&o.meta, Some(Ok(m)) if m.kind != EntryKind::File) => Ok(()),
+            Ok(Some(_)) => Err(Outcome::failed(format!(
+                "endpoint `{}` holds a file's object at {key}; set overwrite to replace it with this link's record",
+                self.target.name()
+            ))),
+            Err(e) => Err(Outcome::failed(e.to_string())),
+        }
+    }
+
+    /// A file already (pre)migrated to this endpoint, reached by `path`:
+    /// when `path` is another name of a file with several names than the
+    /// one its object is at, a hard-link record goes to `path`'s key (the
+    /// data's key, the link identity and the file's metadata), so the
+    /// destination can make this name a link of the same inode; otherwise
+    /// the file ends as `done`.
+    fn link_name(&self, path: &[u8], file: &File, st: &Snap, done: Outcome) -> Result<Step, Outcome> {
+        let Some(link) = link_id(file, st) else {
+            return Err(done);
+        };
+        let data_key = self
+            .ctx
+            .xattrs
+            .location(file, self.target.name())
+            .map_err(|e| io_failure("reading xattrs", e))?
+            .and_then(|k| String::from_utf8(k).ok());
+        let Some(data_key) = data_key else {
+            return Err(done);
+        };
+        let (key, source) = self.target.key(path).map_err(|e| Outcome::failed(e.to_string()))?;
+        if key.as_ref() == data_key {
+            return Err(done);
+        }
+        self.may_record_at(&key)?;
+        let meta = ObjectMeta {
+            size: 0,
+            path: source,
+            kind: EntryKind::HardLink(data_key.clone()),
+            link: Some(link),
+            ..self.file_meta(file, st)?
+        };
+        self.target
+            .upload(&key, file, meta)
+            .map_err(|e| Outcome::failed(format!("recording at endpoint `{}` failed: {e}", self.target.name())))?;
+        let mut recorded = done;
+        recorded.message = Some(format!(
+            "{}; recorded as another name of the file whose object is {data_key}",
+            recorded.message.as_deref().unwrap_or("done")
+        ));
+        Ok(Step::Recorded(recorded))
+    }
+
+    /// Records the hard-link names of a window (input index, index of the
+    /// name handled for their file): each gets its record once that name's
+    /// object is committed; a name that needs none keeps the link outcome.
+    fn link_names(&self, chunk: &[PathObject], linked: &[(usize, usize)], outcomes: &mut [Outcome]) {
+        let mut recorded = Vec::new();
+        for &(i, first) in linked {
+            if !matches!(outcomes[first].state, FileState::Processed | FileState::Skipped) {
+                continue;
+            }
+            let path = &chunk[i].path;
+            let step = super::open_file(path, false)
+                .map_err(|e| e.outcome(self.op(), self.args.abort_missing))
+                .and_then(|f| {
+                    let st = Snap::of(&f).map_err(|e| io_failure("stat", e))?;
+                    let done = Outcome::skipped("another name of a file migrated in this batch");
+                    self.link_name(path, &f, &st, done)
+                });
+            match step {
+                Ok(Step::Recorded(_)) => recorded.push(i),
+                Err(o) if o.state == FileState::Failures => outcomes[i] = o,
+                // Nothing to record: the name keeps its link outcome.
+                _ => {}
+            }
+        }
+        if recorded.is_empty() {
+            return;
+        }
+        // A recorded name keeps its link outcome (skipped: its file was
+        // handled through the other name), unless the record is not durable.
+        if let Err(e) = self.target.sync() {
+            for i in recorded {
+                outcomes[i] = Outcome::failed(format!("{e}; hard-link record not durable"));
+            }
+        }
     }
 
     fn modified(&self) -> Outcome {
@@ -420,6 +517,7 @@ impl Job<'_> {
                 .map_err(|e| io_failure("reading xattrs", e))?,
             path: None,
             kind: EntryKind::File,
+            link: link_id(file, st),
         })
     }
 
@@ -595,6 +693,22 @@ enum KeyChoice {
     Reuse(ObjPath, ObjectMeta),
     /// Write the copy here.
     Write(ObjPath),
+}
+
+/// The link identity of a file with several names: its device, inode
+/// and inode generation, so a number reused by a later file never matches.
+/// `None` for a file with one name, or where the filesystem gives no
+/// generation (its names then travel as separate files: no identity, no
+/// link, never a wrong one).
+fn link_id(file: &File, st: &Snap) -> Option<LinkId> {
+    if st.nlink < 2 {
+        return None;
+    }
+    let generation = crate::sys::inode_generation(file.as_fd()).ok()?;
+    Some(LinkId {
+        id: format!("{:x}:{:x}:{generation:x}", st.id.0, st.id.1),
+        nlink: st.nlink,
+    })
 }
 
 /// Same content and the metadata a restore would apply (atime aside).

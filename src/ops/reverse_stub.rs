@@ -25,8 +25,9 @@ use super::xattrs::{HsmState, Residency};
 use super::{
     OpContext, OpError, Reachable, Snap, Step, chosen_times, for_each_window, open_file, set_times, write_sparse,
 };
+use crate::endpoint::LinkId;
 use crate::endpoint::{Endpoint, EntryKind, ObjectMeta, TransferError};
-use crate::sys::{Base, create_at, rename_at, unlink_at};
+use crate::sys::{Base, create_at, link_at, mkdir_at, open_dir_at, open_file_at, rename_at, unlink_at};
 use crate::task::{ArgumentError, Outcome, PathObject};
 use object_store::path::Path as ObjPath;
 use serde::Deserialize;
@@ -37,7 +38,7 @@ use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{PermissionsExt, fchown};
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 /// The seed's `reverse_stub` arguments.
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -105,6 +106,7 @@ fn stub_from(
         target: ctx.endpoint(endpoint)?,
         locking: Locking::new(args.lock_level, LockLevel::Implicit, false)?,
         times: DirTimes::default(),
+        links: Mutex::new(()),
     };
     Ok(for_each_window(ctx, args.sub_batch, paths, |_, obj, _| {
         let mut result = job.one(&obj.path);
@@ -125,6 +127,8 @@ struct Job<'a> {
     target: Arc<Endpoint>,
     locking: Locking,
     times: DirTimes,
+    /// Held while a file with a link identity is built.
+    links: Mutex<()>,
 }
 
 impl Job<'_> {
@@ -144,6 +148,7 @@ impl Job<'_> {
         let (key, meta) = self.object(path)?;
         let built = match &meta.kind {
             EntryKind::File => return self.file(path, &key, &meta),
+            EntryKind::HardLink(data_key) => return self.hard_link(path, &key, data_key, &meta),
             EntryKind::Directory => self.builder().directory(path, &meta),
             EntryKind::Symlink(target) => self.builder().symlink(path, target, &meta),
         };
@@ -190,8 +195,49 @@ impl Job<'_> {
         )))
     }
 
-    /// Builds one regular file; `Ok` carries the bytes written.
+    /// Builds a name recorded as another name of a file with several
+    /// names: from the object holding the data, which must still be that
+    /// file (the same link identity).
+    fn hard_link(
+        &self,
+        path: &[u8],
+        record_key: &ObjPath,
+        data_key: &str,
+        record: &ObjectMeta,
+    ) -> Result<u64, Outcome> {
+        let key = ObjPath::parse(data_key)
+            .map_err(|e| Outcome::failed(format!("hard-link record at {record_key} names a bad key: {e}")))?;
+        let data = match self.target.head(&key) {
+            Ok(Some(o)) => match o.meta {
+                Some(Ok(m)) if m.size == o.size && m.kind == EntryKind::File => m,
+                Some(Err(e)) => return Err(Outcome::failed(format!("object at {key}: {e}"))),
+                _ => return Err(Outcome::failed(format!("object at {key} is not a file's data"))),
+            },
+            Ok(None) => {
+                return Err(Outcome::failed(format!(
+                    "the object {key} that this hard link's record names is missing"
+                )));
+            }
+            Err(e) => return Err(Outcome::failed(e.to_string())),
+        };
+        if data.link.is_none() || data.link != record.link {
+            return Err(Outcome::failed(format!(
+                "the object at {key} is no longer this hard link's file (another link identity); migrate its names again"
+            )));
+        }
+        self.file(path, &key, &data)
+    }
+
+    /// Builds one regular file; `Ok` carries the bytes written. A file
+    /// with a link identity becomes another name of the file already built
+    /// for it, if the index holds one with this content ([`LINK_INDEX`]).
     fn file(&self, path: &[u8], key: &ObjPath, meta: &ObjectMeta) -> Result<u64, Outcome> {
+        // One linked file at a time, so two names of one file in a batch
+        // never build two copies.
+        let _group = meta
+            .link
+            .as_ref()
+            .map(|_| self.links.lock().unwrap_or_else(|e| e.into_inner()));
         let existing = match open_file(path, false) {
             Ok(f) => Some(f),
             Err(super::OpenError::Missing) => None,
@@ -203,7 +249,23 @@ impl Job<'_> {
             Some(f) => Some(self.conflict(f, key, meta)?),
             None => None,
         };
-        let (mut tmp, written) = self.build(path, key, meta)?;
+        let index = meta.link.as_ref().and_then(|l| LinkIndex::open(&self.target, l));
+        let linked = match &index {
+            Some(ix) => self.link_from_index(path, key, meta, ix)?,
+            None => None,
+        };
+        let (mut tmp, written) = match linked {
+            Some(tmp) => (tmp, 0),
+            None => {
+                let (tmp, written) = self.build(path, key, meta)?;
+                if let Some(ix) = &index {
+                    // Best effort: without the entry, later names are built
+                    // as copies (never lost, never wrongly linked).
+                    let _ = ix.add(&tmp);
+                }
+                (tmp, written)
+            }
+        };
         if let (Some(f), Some(before)) = (&existing, before) {
             self.locking.at_commit(f).map_err(Outcome::from)?;
             let now = Snap::of(f).map_err(|e| failure("stat", e))?;
@@ -222,7 +284,43 @@ impl Job<'_> {
             })?;
         }
         tmp.dir.sync_all().map_err(|e| failure("flushing the directory", e))?;
+        if let (Some(ix), Some(link)) = (&index, &meta.link) {
+            // Best effort: an entry left behind only keeps an inode alive.
+            let _ = ix.retire_if_complete(&tmp.file, link.nlink);
+        }
         Ok(written)
+    }
+
+    /// The file the index holds for `meta`'s link identity as a new name
+    /// beside `path`, if it holds this object's content as this endpoint's
+    /// copy; `None` when it must be built.
+    fn link_from_index(
+        &self,
+        path: &[u8],
+        key: &ObjPath,
+        meta: &ObjectMeta,
+        ix: &LinkIndex,
+    ) -> Result<Option<Building<'_>>, Outcome> {
+        let Some(entry) = ix.entry() else {
+            return Ok(None);
+        };
+        let x = &self.ctx.xattrs;
+        let st = Snap::of(&entry).map_err(|e| failure("stat", e))?;
+        let same = st.is_file()
+            && st.size == meta.size
+            && matches!(x.state(&entry), Ok(Some(Ok(s))) if s.hash == meta.hash && s.size == meta.size)
+            && x.location(&entry, self.target.name()).ok().flatten().as_deref() == Some(key.as_ref().as_bytes());
+        if !same {
+            return Ok(None);
+        }
+        self.builder()
+            .make_parents(path)
+            .map_err(|e| failure("creating parent directories", e))?;
+        let reachable = Reachable::new(path, false).map_err(|e| failure("reaching the parent directory", e))?;
+        let dir = reachable.path().parent().unwrap_or(Path::new("/"));
+        Building::link(dir, &self.times, ix)
+            .map(Some)
+            .map_err(|e| failure("linking to the file's other name", e))
     }
 
     /// Decides about an existing local file: `Ok` with its facts when it
@@ -371,6 +469,35 @@ impl<'a> Building<'a> {
         }
     }
 
+    /// A new name in `dir` for the file the link index holds.
+    fn link(dir: &Path, times: &'a DirTimes, ix: &LinkIndex) -> io::Result<Building<'a>> {
+        let dir = File::open(dir)?;
+        loop {
+            let name = CString::new(entry::temp_name()).expect("no NUL");
+            let at = Base::Dir(dir.as_fd());
+            match times.keeping(&dir, || link_at(Base::Dir(ix.dir.as_fd()), &ix.name, at, &name)) {
+                Ok(()) => {
+                    let file = match open_file_at(at, &name) {
+                        Ok(fd) => File::from(fd),
+                        Err(e) => {
+                            let _ = times.keeping(&dir, || unlink_at(at, &name, false));
+                            return Err(e);
+                        }
+                    };
+                    return Ok(Building {
+                        file,
+                        dir,
+                        name,
+                        renamed: false,
+                        times,
+                    });
+                }
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
     /// Renames the file to the last component of `path` (in the same
     /// directory), replacing what is there unless `no_replace`.
     fn persist(&mut self, path: &[u8], no_replace: bool) -> io::Result<()> {
@@ -396,4 +523,62 @@ impl Drop for Building<'_> {
 
 fn failure(what: &str, e: io::Error) -> Outcome {
     Outcome::failed(format!("{what}: {e}"))
+}
+
+/// The directory under the endpoint's local root where the destination
+/// keeps one extra name of each file with several names whose names have
+/// not all arrived, named by the BLAKE3 hash of its link identity: a later
+/// name becomes a link of that file instead of a copy, whichever task or
+/// batch it arrives in. The entry goes once the file has as many names as
+/// it had on the source. A name on another filesystem than the root (no
+/// link can cross) is built as a copy.
+pub const LINK_INDEX: &str = ".ferry-links";
+
+/// The link index entry of one link identity.
+struct LinkIndex {
+    dir: File,
+    name: CString,
+}
+
+impl LinkIndex {
+    /// The index for `link` under `target`'s root, made if missing; `None`
+    /// when it cannot be (the file is then built as a copy).
+    fn open(target: &Endpoint, link: &LinkId) -> Option<LinkIndex> {
+        let root = target.root();
+        let root = if root == b"/" { &b""[..] } else { root };
+        let path = CString::new([root, b"/", LINK_INDEX.as_bytes()].concat()).ok()?;
+        mkdir_at(Base::Cwd, &path, 0o700).ok()?;
+        let dir = File::from(open_dir_at(Base::Cwd, &path, false).ok()?);
+        let name = CString::new(blake3::hash(link.id.as_bytes()).to_hex().as_str()).expect("hex");
+        Some(LinkIndex { dir, name })
+    }
+
+    /// The file the entry names, if there is one.
+    fn entry(&self) -> Option<File> {
+        open_file_at(Base::Dir(self.dir.as_fd()), &self.name)
+            .ok()
+            .map(File::from)
+    }
+
+    /// Makes the entry name the file being built (replacing an entry with
+    /// other content: the newer content is the one later names get).
+    fn add(&self, b: &Building<'_>) -> io::Result<()> {
+        let tmp = CString::new(entry::temp_name()).expect("no NUL");
+        let at = Base::Dir(self.dir.as_fd());
+        link_at(Base::Dir(b.dir.as_fd()), &b.name, at, &tmp)?;
+        rename_at(at, &tmp, at, &self.name, false).inspect_err(|_| {
+            let _ = unlink_at(at, &tmp, false);
+        })
+    }
+
+    /// Removes the entry once `file`, which it names, has all the names it
+    /// had on the source besides the entry's.
+    fn retire_if_complete(&self, file: &File, source_names: u64) -> io::Result<()> {
+        let st = Snap::of(file)?;
+        let Some(entry) = self.entry() else { return Ok(()) };
+        if Snap::of(&entry)?.id == st.id && st.nlink > source_names {
+            unlink_at(Base::Dir(self.dir.as_fd()), &self.name, false)?;
+        }
+        Ok(())
+    }
 }

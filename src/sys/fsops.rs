@@ -96,3 +96,16 @@ pub fn set_times_at(base: Base<'_>, name: &CStr, atime: Timestamp, mtime: Timest
         AtFlags::SYMLINK_NOFOLLOW,
     )?)
 }
+
+/// Makes `to` (in `to_base`) another name of `from` (in `from_base`),
+/// without following a symlink at `from` (`linkat`); an existing `to`
+/// fails with `EEXIST`.
+pub fn link_at(from_base: Base<'_>, from: &CStr, to_base: Base<'_>, to: &CStr) -> io::Result<()> {
+    Ok(rustix::fs::linkat(
+        from_base.fd(),
+        from,
+        to_base.fd(),
+        to,
+        AtFlags::empty(),
+    )?)
+}
