@@ -406,3 +406,152 @@ fn hard_link_groups_across_batches(env: Env) {
     assert_eq!(std::fs::read(&y).unwrap(), b"second content, longer");
 }
 both!(hard_link_groups_across_batches);
+
+/// Writes an object the way another tool would: no ferry metadata.
+fn put_foreign(env: &Env, key: &str, data: &[u8]) {
+    match &env.backend {
+        Backend::Dir(d) => {
+            let p = d.join(key);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, data).unwrap();
+        }
+        Backend::S3 { url, bucket } => {
+            let body = env.tmp.path().join("body");
+            std::fs::write(&body, data).unwrap();
+            let out = Command::new("curl")
+                // A form content type would make moto store an empty body.
+                .args(["-sS", "--fail", "--max-time", "30", "-X", "PUT"])
+                .args(["-H", "Content-Type: application/octet-stream", "--data-binary"])
+                .arg(format!("@{}", body.display()))
+                .arg(format!("{url}/{bucket}/{key}"))
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "PUT {key}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+}
+
+fn import(env: &Env, args: &[&str], keys: &[&str]) -> Run {
+    let mut a = vec![EP, "--jsonl"];
+    a.extend_from_slice(args);
+    a.extend_from_slice(keys);
+    env.run("import", &a, &[])
+}
+
+/// `ferry import` of a prefix: every object under it, ferry's (files,
+/// directories, links) and another tool's, as stubs at their paths, as
+/// premigrated files under `--location`, and as plain copies that ignore
+/// the objects' metadata.
+fn imports(env: Env) {
+    let (dirs, files) = make_tree(&env);
+    let all: Vec<PathBuf> = dirs.iter().chain(&files).cloned().collect();
+    env.premigrate(&[], &all);
+    put_foreign(&env, "t/foreign.txt", b"written by another tool");
+    put_foreign(&env, "t/d1/deeper/other", b"also foreign");
+    let orig = env.path(b"orig");
+    std::fs::rename(env.path(b"t"), &orig).unwrap();
+    let t = env.path(b"t");
+
+    // Stubs at their own paths (the key's path under the root).
+    let run = import(&env, &["--default-uid", "4444", "--default-gid", "5555"], &["t/"]);
+    assert_eq!(run.code, Some(0), "{}", run.show());
+    let r = run.results();
+    assert_eq!(r.len(), 1, "one result per key");
+    assert_eq!(r[0].path, b"t/");
+    assert_eq!(r[0].state, "processed", "{}", run.show());
+    assert!(state(&t.join("d1/d2/f")).unwrap().starts_with("migrated "));
+    assert_eq!(std::fs::read_link(t.join("d1/rel")).unwrap(), Path::new("d2/f"));
+    let foreign = t.join("foreign.txt");
+    assert_eq!(std::fs::read(&foreign).unwrap(), b"written by another tool");
+    let m = foreign.metadata().unwrap();
+    assert_eq!((m.mode() & 0o7777, m.uid(), m.gid()), (0o644, 4444, 5555));
+    assert!(state(&foreign).unwrap().starts_with("premigrated "), "imported whole");
+    assert_eq!(std::fs::read(t.join("d1/deeper/other")).unwrap(), b"also foreign");
+    // The directories' own objects applied after their contents.
+    assert_eq!(mtime_ns(&t), mtime_ns(&orig));
+    assert_eq!(mtime_ns(&t.join("d1/d2")), mtime_ns(&orig.join("d1/d2")));
+    let ino = |p: &Path| p.metadata().unwrap().ino();
+    assert_eq!(ino(&t.join("h1")), ino(&t.join("d1/h2")), "hard links stay one file");
+    // Again: everything is there already.
+    let again = import(&env, &[], &["t/"]);
+    assert_eq!(again.results()[0].state, "processed", "{}", again.show());
+    assert!(
+        again.results()[0].message.join(" ").contains(" 0 imported"),
+        "{}",
+        again.show()
+    );
+
+    // Hydrated, under another directory, from the key's last component.
+    let loc = env.tmp.path().join("elsewhere");
+    let loc_s = loc.to_str().unwrap();
+    let run = import(&env, &["--hydrate", "--location", loc_s], &["t/d1/"]);
+    assert_eq!(run.results()[0].state, "processed", "{}", run.show());
+    let f = loc.join("d1/d2/f");
+    assert_eq!(std::fs::read(&f).unwrap(), std::fs::read(orig.join("d1/d2/f")).unwrap());
+    assert!(state(&f).unwrap().starts_with("premigrated "));
+    let (a, b) = (snap(&f), snap(&orig.join("d1/d2/f")));
+    assert_eq!(
+        (a.mode, a.uid, a.gid, a.mtime, a.xattrs),
+        (b.mode, b.uid, b.gid, b.mtime, b.xattrs)
+    );
+    // One object by its key.
+    let run = import(&env, &["--hydrate", "--location", loc_s], &["t/top"]);
+    run.assert_all("processed", 1);
+    assert_eq!(std::fs::read(loc.join("top")).unwrap(), b"top");
+
+    // Plain copies ignoring the objects' metadata.
+    let copies = env.tmp.path().join("copies");
+    let copies_s = copies.to_str().unwrap();
+    let run = import(
+        &env,
+        &[
+            "--copy",
+            "--ignore-metadata",
+            "--default-uid",
+            "7",
+            "--default-gid",
+            "8",
+            "--location",
+            copies_s,
+        ],
+        &["t/"],
+    );
+    assert_eq!(run.results()[0].state, "processed", "{}", run.show());
+    let f = copies.join("t/d1/d2/f");
+    assert_eq!(std::fs::read(&f).unwrap(), std::fs::read(orig.join("d1/d2/f")).unwrap());
+    let m = f.metadata().unwrap();
+    assert_eq!((m.mode() & 0o7777, m.uid(), m.gid()), (0o644, 7, 8));
+    assert_eq!(state(&f), None, "no link to the endpoint");
+    assert!(user_xattrs(&f).is_empty(), "no xattrs from the object");
+    assert_eq!(copies.join("t/d1").metadata().unwrap().mode() & 0o7777, 0o755);
+
+    // Nothing there: the key fails.
+    let run = import(&env, &[], &["nothing/here/"]);
+    assert_eq!(run.results()[0].state, "failures", "{}", run.show());
+}
+both!(imports);
+
+/// A prefix of more objects than one listing page holds is imported whole.
+#[test]
+fn imports_page_through_large_prefixes() {
+    let env = Env::dir();
+    for i in 0..1203 {
+        put_foreign(&env, &format!("many/{:02}/{i:05}", i % 7), format!("{i}").as_bytes());
+    }
+    let loc = env.tmp.path().join("out");
+    let run = import(&env, &["--copy", "--location", loc.to_str().unwrap()], &["many"]);
+    assert_eq!(run.results()[0].state, "processed", "{}", run.show());
+    assert!(
+        run.results()[0].message.join(" ").contains("1203 object(s)"),
+        "{}",
+        run.show()
+    );
+    for i in [0, 999, 1000, 1202] {
+        let p = loc.join(format!("many/{:02}/{i:05}", i % 7));
+        assert_eq!(std::fs::read(&p).unwrap(), format!("{i}").as_bytes());
+    }
+}

@@ -7,6 +7,7 @@ use super::args::{Concurrency, ConfigArg, GpfsArgs, ProgressArgs};
 use super::exit::Failure;
 use clap::Args;
 use ferry::ops::delete::DeleteArgs;
+use ferry::ops::import::{Id, ImportArgs};
 use ferry::ops::lock::LockLevel;
 use ferry::ops::migrate::MigrateArgs;
 use ferry::ops::moves::MoveArgs;
@@ -346,6 +347,90 @@ pub struct MoveCmd {
     keep_parent_times: bool,
 }
 
+/// Build local files from an endpoint's objects named by key or key prefix
+/// (`projects/`), relative to the endpoint's prefix.
+///
+/// Every object under a prefix is imported, a page at a time. Each goes to
+/// its path under the endpoint's `root`, or with --location under DIR from
+/// the KEY's last component down. Stubs by default, premigrated files with
+/// --hydrate, plain local files with no link to the endpoint with --copy.
+/// Objects another tool wrote (no ferry metadata) are imported whole, mode
+/// 0644, owned by --default-uid/--default-gid, with their last-modified
+/// time. One result per KEY.
+#[derive(Args)]
+pub struct ImportCmd {
+    /// The endpoint holding the objects.
+    #[arg(value_name = "ENDPOINT")]
+    endpoint: String,
+
+    #[command(flatten)]
+    common: OpCommon,
+
+    #[command(flatten)]
+    lock: LockArgs,
+
+    /// Absolute local directory to import under, instead of the endpoint's
+    /// root.
+    #[arg(long, value_name = "DIR")]
+    location: Option<String>,
+
+    /// Premigrated files instead of stubs.
+    #[arg(long)]
+    hydrate: bool,
+
+    /// Plain local copies, no longer associated with the endpoint
+    /// (copy_files_from_external_target).
+    #[arg(long)]
+    copy: bool,
+
+    /// With --copy: take no owner, mode, times or xattrs from the objects.
+    #[arg(long, requires = "copy")]
+    ignore_metadata: bool,
+
+    /// Do not check a whole file's hash.
+    #[arg(long)]
+    skip_hash: bool,
+
+    /// Owner of objects that record none (and of --ignore-metadata copies).
+    #[arg(long, value_name = "UID")]
+    default_uid: Option<u32>,
+
+    /// Group of objects that record none (and of --ignore-metadata copies).
+    #[arg(long, value_name = "GID")]
+    default_gid: Option<u32>,
+
+    /// Set the access time to now.
+    #[arg(long)]
+    update_atime: bool,
+
+    /// Set the modification time to now.
+    #[arg(long)]
+    update_mtime: bool,
+}
+
+/// `ferry import`.
+pub fn run_import(c: ImportCmd) -> Result<(), Failure> {
+    let args = ImportArgs {
+        endpoint: Some(c.endpoint),
+        lock_level: c.lock.lock_level,
+        location: c.location,
+        hydrate: c.hydrate,
+        extra_flags: Vec::new(),
+        skip_hash: c.skip_hash,
+        default_uid: c.default_uid.map(Id::Number),
+        default_gid: c.default_gid.map(Id::Number),
+        update_atime: c.update_atime,
+        update_mtime: c.update_mtime,
+        ignore_metadata: c.ignore_metadata,
+    };
+    let op = if c.copy {
+        Operation::CopyImport(args)
+    } else {
+        Operation::Import(args)
+    };
+    run(&c.common, op, None)
+}
+
 /// `ferry reverse-stub`.
 pub fn run_reverse_stub(c: ReverseStubCmd) -> Result<(), Failure> {
     let op = Operation::ReverseStub(ReverseStubArgs {
@@ -422,6 +507,7 @@ fn run(common: &OpCommon, op: Operation, gpfs: Option<&GpfsArgs>) -> Result<(), 
         from: common.from.clone(),
         null: common.null,
         pairs: op.takes_pairs(),
+        keys: op.takes_keys(),
     };
     let mut inputs = Inputs::open(&spec).map_err(Failure::setup)?;
     let progress = Progress::start(ctx.counters.clone(), common.progress.choice());

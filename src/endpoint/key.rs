@@ -169,6 +169,29 @@ pub fn dir_key(key: &str) -> String {
     format!("{key}{DIR_SUFFIX}")
 }
 
+/// The raw path a plain key (or relative key) encodes: each valid `%XX`
+/// back to its byte; anything else, a name another tool wrote included,
+/// as it is.
+pub fn decode(key: &str) -> Vec<u8> {
+    let b = key.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        if b[i] == b'%'
+            && i + 2 < b.len()
+            && let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2]))
+        {
+            out.push((h * 16 + l) as u8);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    out
+}
+
 /// Whether a stored name is a metadata sidecar (`<object name>#m`).
 pub fn is_sidecar(name: &str) -> bool {
     name.ends_with(SIDECAR_SUFFIX)
@@ -372,6 +395,14 @@ mod tests {
         assert!(is_sidecar(&format!("{inst}{SIDECAR_SUFFIX}")) && !is_sidecar(&inst));
         let dir = dir_key(&key(b"/r", "", &path));
         assert!(dir.len() + SIDECAR_SUFFIX.len() <= NAME_MAX);
+    }
+
+    #[test]
+    fn keys_decode_to_their_paths() {
+        let k = key(b"/r", "", b"/r/a%b#1\n\xff/caf\xc3\xa9");
+        assert_eq!(decode(&k), b"a%b#1\n\xff/caf\xc3\xa9");
+        // What another tool wrote stays as it is.
+        assert_eq!(decode("50%/x%zz%4"), b"50%/x%zz%4");
     }
 
     #[test]

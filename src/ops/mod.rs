@@ -17,6 +17,7 @@ pub mod dirtimes;
 pub mod entry;
 pub mod error;
 pub mod file;
+pub mod import;
 pub mod lock;
 pub mod migrate;
 pub mod moves;
@@ -60,6 +61,12 @@ pub enum Operation {
     Move(moves::MoveArgs),
     /// `dynamo.tasks.one_step_move_paths_on_gpfs`.
     OneStepMove(moves::MoveArgs),
+    /// `dynamo.tasks.import_files_from_external_target` (paths are object
+    /// keys or prefixes).
+    Import(import::ImportArgs),
+    /// `dynamo.tasks.copy_files_from_external_target` (paths are object
+    /// keys or prefixes).
+    CopyImport(import::ImportArgs),
 }
 
 impl Operation {
@@ -75,6 +82,8 @@ impl Operation {
             Operation::Delete(_) => TaskName::DeletePathsFromGpfs,
             Operation::Move(_) => TaskName::MovePathsOnGpfs,
             Operation::OneStepMove(_) => TaskName::OneStepMovePathsOnGpfs,
+            Operation::Import(_) => TaskName::ImportFilesFromExternalTarget,
+            Operation::CopyImport(_) => TaskName::CopyFilesFromExternalTarget,
         }
     }
 
@@ -93,6 +102,8 @@ impl Operation {
             TaskName::DeletePathsFromGpfs => parse_kwargs(kwargs).map(Operation::Delete),
             TaskName::MovePathsOnGpfs => parse_kwargs(kwargs).map(Operation::Move),
             TaskName::OneStepMovePathsOnGpfs => parse_kwargs(kwargs).map(Operation::OneStepMove),
+            TaskName::ImportFilesFromExternalTarget => parse_kwargs(kwargs).map(Operation::Import),
+            TaskName::CopyFilesFromExternalTarget => parse_kwargs(kwargs).map(Operation::CopyImport),
             TaskName::RecursiveNavigate | TaskName::Snapdiff | TaskName::RotateSnapshot => return None,
         })
     }
@@ -103,6 +114,12 @@ impl Operation {
     /// given order); the others a commit window.
     pub fn batch_limit(&self) -> usize {
         if self.takes_pairs() { usize::MAX } else { COMMIT_WINDOW }
+    }
+
+    /// Whether its paths are object keys or prefixes on an endpoint (the
+    /// imports), not local paths.
+    pub fn takes_keys(&self) -> bool {
+        matches!(self, Operation::Import(_) | Operation::CopyImport(_))
     }
 
     /// Whether its paths are SOURCE DEST pairs (the moves).
@@ -123,6 +140,8 @@ impl Operation {
             Operation::Delete(a) => Ok(delete::delete(ctx, a, paths)),
             Operation::Move(a) => Ok(moves::move_paths(ctx, a, paths)),
             Operation::OneStepMove(a) => Ok(moves::one_step_move_paths(ctx, a, paths)),
+            Operation::Import(a) => import::import(ctx, a, false, paths),
+            Operation::CopyImport(a) => import::import(ctx, a, true, paths),
         }
     }
 }

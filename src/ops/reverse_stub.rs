@@ -107,6 +107,7 @@ fn stub_from(
         locking: Locking::new(args.lock_level, LockLevel::Implicit, false)?,
         times: DirTimes::default(),
         links: Mutex::new(()),
+        plain: false,
     };
     Ok(for_each_window(ctx, args.sub_batch, paths, |_, obj, _| {
         let mut result = job.one(&obj.path);
@@ -129,6 +130,9 @@ struct Job<'a> {
     times: DirTimes,
     /// Held while a file with a link identity is built.
     links: Mutex<()>,
+    /// Plain local copies (an import's `copy`): whole, with no location or
+    /// state, and no link index.
+    plain: bool,
 }
 
 impl Job<'_> {
@@ -146,11 +150,18 @@ impl Job<'_> {
     /// Builds one file, directory or link; `Ok` carries the bytes written.
     fn one(&self, path: &[u8]) -> Result<u64, Outcome> {
         let (key, meta) = self.object(path)?;
+        self.entry(path, &key, &meta, true)
+    }
+
+    /// Builds at `path` what the object at `key` with `meta` records;
+    /// `verified` when `meta` is ferry's (with the content's hash), not one
+    /// made up for an object another tool wrote.
+    fn entry(&self, path: &[u8], key: &ObjPath, meta: &ObjectMeta, verified: bool) -> Result<u64, Outcome> {
         let built = match &meta.kind {
-            EntryKind::File => return self.file(path, &key, &meta),
-            EntryKind::HardLink(data_key) => return self.hard_link(path, &key, data_key, &meta),
-            EntryKind::Directory => self.builder().directory(path, &meta),
-            EntryKind::Symlink(target) => self.builder().symlink(path, target, &meta),
+            EntryKind::File => return self.file(path, key, meta, verified),
+            EntryKind::HardLink(data_key) => return self.hard_link(path, key, data_key, meta),
+            EntryKind::Directory => self.builder().directory(path, meta),
+            EntryKind::Symlink(target) => self.builder().symlink(path, target, meta),
         };
         match built {
             Ok(Built::Done) => Ok(0),
@@ -225,19 +236,18 @@ impl Job<'_> {
                 "the object at {key} is no longer this hard link's file (another link identity); migrate its names again"
             )));
         }
-        self.file(path, &key, &data)
+        self.file(path, &key, &data, true)
     }
 
     /// Builds one regular file; `Ok` carries the bytes written. A file
     /// with a link identity becomes another name of the file already built
     /// for it, if the index holds one with this content ([`LINK_INDEX`]).
-    fn file(&self, path: &[u8], key: &ObjPath, meta: &ObjectMeta) -> Result<u64, Outcome> {
+    fn file(&self, path: &[u8], key: &ObjPath, meta: &ObjectMeta, verified: bool) -> Result<u64, Outcome> {
+        // A plain copy is linked to nothing.
+        let link = meta.link.as_ref().filter(|_| !self.plain);
         // One linked file at a time, so two names of one file in a batch
         // never build two copies.
-        let _group = meta
-            .link
-            .as_ref()
-            .map(|_| self.links.lock().unwrap_or_else(|e| e.into_inner()));
+        let _group = link.map(|_| self.links.lock().unwrap_or_else(|e| e.into_inner()));
         let existing = match open_file(path, false) {
             Ok(f) => Some(f),
             Err(super::OpenError::Missing) => None,
@@ -246,10 +256,10 @@ impl Job<'_> {
             Err(super::OpenError::Other(e)) => return Err(Outcome::failed(format!("cannot open: {e}"))),
         };
         let before = match &existing {
-            Some(f) => Some(self.conflict(f, key, meta)?),
+            Some(f) => Some(self.conflict(f, key, meta, verified)?),
             None => None,
         };
-        let index = meta.link.as_ref().and_then(|l| LinkIndex::open(&self.target, l));
+        let index = link.and_then(|l| LinkIndex::open(&self.target, l));
         let linked = match &index {
             Some(ix) => self.link_from_index(path, key, meta, ix)?,
             None => None,
@@ -257,7 +267,7 @@ impl Job<'_> {
         let (mut tmp, written) = match linked {
             Some(tmp) => (tmp, 0),
             None => {
-                let (tmp, written) = self.build(path, key, meta)?;
+                let (tmp, written) = self.build(path, key, meta, verified)?;
                 if let Some(ix) = &index {
                     // Best effort: without the entry, later names are built
                     // as copies (never lost, never wrongly linked).
@@ -284,7 +294,7 @@ impl Job<'_> {
             })?;
         }
         tmp.dir.sync_all().map_err(|e| failure("flushing the directory", e))?;
-        if let (Some(ix), Some(link)) = (&index, &meta.link) {
+        if let (Some(ix), Some(link)) = (&index, link) {
             // Best effort: an entry left behind only keeps an inode alive.
             let _ = ix.retire_if_complete(&tmp.file, link.nlink);
         }
@@ -325,7 +335,7 @@ impl Job<'_> {
 
     /// Decides about an existing local file: `Ok` with its facts when it
     /// is to be replaced, else the outcome that keeps it.
-    fn conflict(&self, f: &File, key: &ObjPath, meta: &ObjectMeta) -> Result<Snap, Outcome> {
+    fn conflict(&self, f: &File, key: &ObjPath, meta: &ObjectMeta, verified: bool) -> Result<Snap, Outcome> {
         self.locking.at_open(f).map_err(Outcome::from)?;
         let st = Snap::of(f).map_err(|e| failure("stat", e))?;
         if !st.is_file() {
@@ -333,7 +343,7 @@ impl Job<'_> {
         }
         let x = &self.ctx.xattrs;
         if let Ok(Some(Ok(s))) = x.state(f)
-            && s.hash == meta.hash
+            && (s.hash == meta.hash || !verified)
             && s.size == st.size
             && s.mtime == st.mtime
             && x.location(f, self.target.name()).ok().flatten().as_deref() == Some(key.as_ref().as_bytes())
@@ -343,7 +353,8 @@ impl Job<'_> {
                 s.residency.as_str()
             )));
         }
-        let same_content = st.size == meta.size
+        let same_content = verified
+            && st.size == meta.size
             && !matches!(x.state(f), Ok(Some(Ok(s))) if s.residency == Residency::Migrated)
             && crate::endpoint::hash_file(f, st.size).map_err(|e| failure("reading", e))? == meta.hash;
         if same_content {
@@ -370,7 +381,13 @@ impl Job<'_> {
     }
 
     /// Builds the file under a temporary name beside `path`.
-    fn build(&self, path: &[u8], key: &ObjPath, meta: &ObjectMeta) -> Result<(Building<'_>, u64), Outcome> {
+    fn build(
+        &self,
+        path: &[u8],
+        key: &ObjPath,
+        meta: &ObjectMeta,
+        verified: bool,
+    ) -> Result<(Building<'_>, u64), Outcome> {
         self.builder()
             .make_parents(path)
             .map_err(|e| failure("creating parent directories", e))?;
@@ -378,11 +395,14 @@ impl Job<'_> {
         let dir = reachable.path().parent().unwrap_or(Path::new("/"));
         let tmp = Building::create(dir, &self.times).map_err(|e| failure("creating the file", e))?;
         let f = &tmp.file;
-        let whole = self.args.hydrate || meta.size <= self.args.stub_size;
+        // Without ferry's hash no stub can be verified later: whole, and
+        // recorded with the hash of what was read.
+        let whole = self.plain || !verified || self.args.hydrate || meta.size <= self.args.stub_size;
+        let mut hash = meta.hash;
         let remote = |e: TransferError| Outcome::failed(format!("download from `{}` failed: {e}", self.target.name()));
         let written = if whole {
             let mut offset = 0u64;
-            let hash = self
+            let read = self
                 .target
                 .download(key, meta.size, &mut |chunk| {
                     write_sparse(f, offset, chunk)?;
@@ -390,12 +410,15 @@ impl Job<'_> {
                     Ok(())
                 })
                 .map_err(remote)?;
-            if !self.args.skip_hash && hash != meta.hash {
+            if verified && !self.args.skip_hash && read != meta.hash {
                 return Err(Outcome::failed(format!(
                     "hash mismatch: object at {key} is corrupt (blake3 {}, expected {})",
-                    hash.to_hex(),
+                    read.to_hex(),
                     meta.hash.to_hex()
                 )));
+            }
+            if !verified {
+                hash = read;
             }
             meta.size
         } else {
@@ -415,23 +438,56 @@ impl Job<'_> {
         for (name, value) in &meta.xattrs {
             super::xattrs::set_explained(f, OsStr::from_bytes(name), value).map_err(io)?;
         }
-        x.set_location(f, self.target.name(), key.as_ref()).map_err(io)?;
         let (atime, mtime) = chosen_times(self.args.update_atime, self.args.update_mtime, meta.atime, meta.mtime);
-        let state = HsmState {
-            residency: if whole {
-                Residency::Premigrated
-            } else {
-                Residency::Migrated
-            },
-            size: meta.size,
-            mtime,
-            stub_size: self.args.stub_size,
-            hash: meta.hash,
-        };
-        x.set_state(f, &state).map_err(io)?;
+        if !self.plain {
+            x.set_location(f, self.target.name(), key.as_ref()).map_err(io)?;
+            let state = HsmState {
+                residency: if whole {
+                    Residency::Premigrated
+                } else {
+                    Residency::Migrated
+                },
+                size: meta.size,
+                mtime,
+                stub_size: self.args.stub_size,
+                hash,
+            };
+            x.set_state(f, &state).map_err(io)?;
+        }
         set_times(f, atime, mtime).map_err(io)?;
         f.sync_all().map_err(|e| failure("flushing", e))?;
         Ok((tmp, written))
+    }
+}
+
+/// Builds entries from objects named by key rather than by local path:
+/// the imports ([`super::import`]) share reverse_stub's building.
+pub(crate) struct Importer<'a>(Job<'a>);
+
+impl<'a> Importer<'a> {
+    /// An importer from `endpoint` building as `args` say; `plain` makes
+    /// local copies with no link to the endpoint.
+    pub fn new(ctx: &'a OpContext, args: &'a ReverseStubArgs, endpoint: &str, plain: bool) -> Result<Self, OpError> {
+        Ok(Importer(Job {
+            ctx,
+            args,
+            target: ctx.endpoint(endpoint)?,
+            locking: Locking::new(args.lock_level, LockLevel::Implicit, false)?,
+            times: DirTimes::default(),
+            links: Mutex::new(()),
+            plain,
+        }))
+    }
+
+    /// The endpoint.
+    pub fn target(&self) -> &Endpoint {
+        &self.0.target
+    }
+
+    /// Builds at `path` what the object at `key` records; `verified` when
+    /// `meta` is ferry's own. `Ok` carries the bytes written.
+    pub fn build(&self, path: &[u8], key: &ObjPath, meta: &ObjectMeta, verified: bool) -> Result<u64, Outcome> {
+        self.0.entry(path, key, meta, verified)
     }
 }
 

@@ -33,11 +33,17 @@ pub enum TaskName {
     MovePathsOnGpfs,
     /// Renames directly (`dynamo.tasks.one_step_move_paths_on_gpfs`).
     OneStepMovePathsOnGpfs,
+    /// Builds stubs or files from objects named by key
+    /// (`dynamo.tasks.import_files_from_external_target`).
+    ImportFilesFromExternalTarget,
+    /// Copies objects named by key to plain local files
+    /// (`dynamo.tasks.copy_files_from_external_target`).
+    CopyFilesFromExternalTarget,
 }
 
 impl TaskName {
     /// Every task, discovery tasks first.
-    pub const ALL: [TaskName; 12] = [
+    pub const ALL: [TaskName; 14] = [
         TaskName::RecursiveNavigate,
         TaskName::Snapdiff,
         TaskName::RotateSnapshot,
@@ -50,6 +56,8 @@ impl TaskName {
         TaskName::DeletePathsFromGpfs,
         TaskName::MovePathsOnGpfs,
         TaskName::OneStepMovePathsOnGpfs,
+        TaskName::ImportFilesFromExternalTarget,
+        TaskName::CopyFilesFromExternalTarget,
     ];
 
     /// The seed's name, `dynamo.tasks.<name>`.
@@ -67,6 +75,8 @@ impl TaskName {
             TaskName::DeletePathsFromGpfs => "dynamo.tasks.delete_paths_from_gpfs",
             TaskName::MovePathsOnGpfs => "dynamo.tasks.move_paths_on_gpfs",
             TaskName::OneStepMovePathsOnGpfs => "dynamo.tasks.one_step_move_paths_on_gpfs",
+            TaskName::ImportFilesFromExternalTarget => "dynamo.tasks.import_files_from_external_target",
+            TaskName::CopyFilesFromExternalTarget => "dynamo.tasks.copy_files_from_external_target",
         }
     }
 
