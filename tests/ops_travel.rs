@@ -555,3 +555,64 @@ fn imports_page_through_large_prefixes() {
         assert_eq!(std::fs::read(&p).unwrap(), format!("{i}").as_bytes());
     }
 }
+
+/// `ferry import-bytes`: a byte range of an object to a new file, with the
+/// object's owner and mode, or the defaults for another tool's object.
+fn import_bytes_ranges(env: Env) {
+    let f = env.path(b"src");
+    let data = random_bytes(5, 100_000);
+    std::fs::write(&f, &data).unwrap();
+    std::os::unix::fs::chown(&f, Some(321), Some(654)).unwrap();
+    std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o640)).unwrap();
+    env.premigrate(&[], std::slice::from_ref(&f)).assert_all("processed", 1);
+    put_foreign(&env, "raw/obj", b"0123456789");
+    let loc = env.tmp.path().join("bytes");
+    let loc_s = loc.to_str().unwrap();
+    let bytes = |args: &[&str], key: &str| {
+        let mut a = vec![EP, "--jsonl", "--location", loc_s];
+        a.extend_from_slice(args);
+        a.push(key);
+        env.run("import-bytes", &a, &[])
+    };
+
+    bytes(&["--start", "70000", "--end", "90001"], "src").assert_all("processed", 1);
+    let got = loc.join("src");
+    assert_eq!(std::fs::read(&got).unwrap(), &data[70_000..90_001]);
+    let m = got.metadata().unwrap();
+    assert_eq!((m.mode() & 0o7777, m.uid(), m.gid()), (0o640, 321, 654));
+    assert_eq!(state(&got), None, "a range is not the object");
+
+    let raw = [
+        "--start",
+        "3",
+        "--default-uid",
+        "9",
+        "--default-gid",
+        "10",
+        "--default-mode-file",
+        "600",
+    ];
+    bytes(&raw, "raw/obj").assert_all("processed", 1);
+    let got = loc.join("obj");
+    assert_eq!(std::fs::read(&got).unwrap(), b"3456789");
+    let m = got.metadata().unwrap();
+    assert_eq!((m.mode() & 0o7777, m.uid(), m.gid()), (0o600, 9, 10));
+
+    // Never over an existing file; never past the object's end.
+    let again = bytes(&[], "raw/obj");
+    assert_eq!(again.results()[0].state, "failures", "{}", again.show());
+    assert_eq!(std::fs::read(&got).unwrap(), b"3456789");
+    let past = bytes(&["--end", "11"], "raw/obj");
+    assert_eq!(past.results()[0].state, "failures", "{}", past.show());
+
+    // Missing parents get the directory mode.
+    let run = env.run(
+        "import-bytes",
+        &[EP, "--jsonl", "--default-mode-dir", "700", "--end", "4", "raw/obj"],
+        &[],
+    );
+    run.assert_all("processed", 1);
+    assert_eq!(std::fs::read(env.path(b"raw/obj")).unwrap(), b"0123");
+    assert_eq!(env.path(b"raw").metadata().unwrap().mode() & 0o7777, 0o700);
+}
+both!(import_bytes_ranges);

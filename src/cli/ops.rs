@@ -8,6 +8,7 @@ use super::exit::Failure;
 use clap::Args;
 use ferry::ops::delete::DeleteArgs;
 use ferry::ops::import::{Id, ImportArgs};
+use ferry::ops::import_bytes::{ImportBytesArgs, Mode};
 use ferry::ops::lock::LockLevel;
 use ferry::ops::migrate::MigrateArgs;
 use ferry::ops::moves::MoveArgs;
@@ -428,6 +429,68 @@ pub fn run_import(c: ImportCmd) -> Result<(), Failure> {
     } else {
         Operation::Import(args)
     };
+    run(&c.common, op, None)
+}
+
+/// Write a byte range of each KEY's object to a new local file
+/// (import_bytes).
+///
+/// KEYs are object keys relative to the endpoint's prefix. The file goes
+/// where `ferry import` would put the object, gets the object's owner and
+/// mode (or the defaults, for an object another tool wrote), and never
+/// replaces a file at its path.
+#[derive(Args)]
+pub struct ImportBytesCmd {
+    /// The endpoint holding the objects.
+    #[arg(value_name = "ENDPOINT")]
+    endpoint: String,
+
+    #[command(flatten)]
+    common: OpCommon,
+
+    /// Absolute local directory to write under, instead of the endpoint's
+    /// root.
+    #[arg(long, value_name = "DIR")]
+    location: Option<String>,
+
+    /// First byte of the range.
+    #[arg(long, value_name = "OFFSET", default_value_t = 0)]
+    start: u64,
+
+    /// End of the range (exclusive) [default: the object's size].
+    #[arg(long, value_name = "OFFSET")]
+    end: Option<u64>,
+
+    /// Owner when the object records none.
+    #[arg(long, value_name = "UID")]
+    default_uid: Option<u32>,
+
+    /// Group when the object records none.
+    #[arg(long, value_name = "GID")]
+    default_gid: Option<u32>,
+
+    /// Mode (octal) when the object records none [default: 644].
+    #[arg(long, value_name = "MODE")]
+    default_mode_file: Option<String>,
+
+    /// Mode (octal) of missing parent directories [default: 755].
+    #[arg(long, value_name = "MODE")]
+    default_mode_dir: Option<String>,
+}
+
+/// `ferry import-bytes`.
+pub fn run_import_bytes(c: ImportBytesCmd) -> Result<(), Failure> {
+    let op = Operation::ImportBytes(ImportBytesArgs {
+        endpoint: Some(c.endpoint),
+        lock_level: None,
+        location: c.location,
+        remote_offset_start: c.start,
+        remote_offset_end: c.end,
+        default_uid: c.default_uid.map(Id::Number),
+        default_gid: c.default_gid.map(Id::Number),
+        default_mode_file: c.default_mode_file.map(Mode::Octal),
+        default_mode_dir: c.default_mode_dir.map(Mode::Octal),
+    });
     run(&c.common, op, None)
 }
 

@@ -296,6 +296,33 @@ impl DirStore {
         }
     }
 
+    /// Streams bytes `start..end` of the object at `key` to `deliver`.
+    pub fn read_range(
+        &self,
+        key: &str,
+        start: u64,
+        end: u64,
+        deliver: &mut dyn FnMut(&[u8]) -> Result<(), TransferError>,
+    ) -> Result<(), TransferError> {
+        let f = self
+            .open_object(key)?
+            .ok_or_else(|| self.err(format!("no object at {key}")))?;
+        let mut buf = vec![0u8; (end - start).min(1 << 20) as usize];
+        let mut at = start;
+        while at < end {
+            let want = ((end - at) as usize).min(buf.len());
+            let n = f
+                .read_at(&mut buf[..want], at)
+                .map_err(|e| self.io_err("reading", key, e))?;
+            if n == 0 {
+                break;
+            }
+            deliver(&buf[..n])?;
+            at += n as u64;
+        }
+        Ok(())
+    }
+
     /// The first `len` bytes of the object at `key`.
     pub fn read_head(&self, key: &str, len: u64) -> Result<Bytes, EndpointError> {
         let f = self

@@ -198,6 +198,43 @@ impl Endpoint {
         Ok(hasher.finalize())
     }
 
+    /// Streams bytes `start..end` of the object at `key` (of `size` bytes)
+    /// into `sink` in order; the range must lie within the object. Not
+    /// verified: the object's hash covers it whole.
+    pub fn read_range(
+        &self,
+        key: &ObjPath,
+        size: u64,
+        start: u64,
+        end: u64,
+        sink: &mut dyn FnMut(&[u8]) -> io::Result<()>,
+    ) -> Result<u64, TransferError> {
+        if start > end || end > size {
+            return Err(TransferError::Mismatch(format!(
+                "bytes {start}..{end} are not within the object's {size}"
+            )));
+        }
+        if start == end {
+            return Ok(0);
+        }
+        let mut total = 0u64;
+        let mut deliver = |chunk: &[u8]| -> Result<(), TransferError> {
+            total += chunk.len() as u64;
+            sink(chunk).map_err(TransferError::Local)
+        };
+        match &self.backend {
+            Backend::Directory(d) => d.read_range(key.as_ref(), start, end, &mut deliver)?,
+            Backend::S3(s) => s.read_range(key, start, end, &mut deliver)?,
+        }
+        if total != end - start {
+            return Err(TransferError::Mismatch(format!(
+                "read {total} bytes of the {} asked for",
+                end - start
+            )));
+        }
+        Ok(total)
+    }
+
     /// One page of the object keys under `prefix` (whole components
     /// relative to the endpoint's prefix, `projects/` or `projects`; empty
     /// for all of the endpoint's),

@@ -393,6 +393,30 @@ impl S3Store {
         Ok(())
     }
 
+    /// Streams bytes `start..end` of the object at `key` to `deliver`.
+    pub fn read_range(
+        &self,
+        key: &ObjPath,
+        start: u64,
+        end: u64,
+        deliver: &mut dyn FnMut(&[u8]) -> Result<(), TransferError>,
+    ) -> Result<(), TransferError> {
+        let opts = GetOptions {
+            range: Some(object_store::GetRange::Bounded(start..end)),
+            ..GetOptions::default()
+        };
+        let result = self
+            .rt
+            .block_on(self.store.get_opts(key, opts))
+            .map_err(|e| self.err(e))?;
+        let mut s = result.into_stream();
+        while let Some(chunk) = self.rt.block_on(s.next()) {
+            let chunk: Bytes = chunk.map_err(|e| self.err(e))?;
+            deliver(&chunk)?;
+        }
+        Ok(())
+    }
+
     /// The first `len` bytes of the object at `key`.
     pub fn read_head(&self, key: &ObjPath, len: u64) -> Result<Bytes, EndpointError> {
         self.rt

@@ -27,7 +27,7 @@
 use super::lock::LockLevel;
 use super::reverse_stub::{Importer, ReverseStubArgs};
 use super::{OpContext, OpError, chosen_times, par_map};
-use crate::endpoint::{EntryKind, ObjectMeta, key};
+use crate::endpoint::{Endpoint, EntryKind, ObjectMeta, key};
 use crate::sys::Timestamp;
 use crate::task::{ArgumentError, FileState, Outcome, PathObject};
 use object_store::path::Path as ObjPath;
@@ -77,7 +77,8 @@ pub enum Id {
 }
 
 impl Id {
-    fn value(&self, name: &str) -> Result<u32, ArgumentError> {
+    /// The id; `name` is the argument's, for the error.
+    pub(crate) fn value(&self, name: &str) -> Result<u32, ArgumentError> {
         match self {
             Id::Number(n) => Ok(*n),
             Id::Text(t) => t
@@ -94,13 +95,7 @@ pub fn import(ctx: &OpContext, args: &ImportArgs, copy: bool, inputs: &[PathObje
         .endpoint
         .as_deref()
         .ok_or_else(|| ArgumentError::invalid("endpoint", "required: the endpoint to import from"))?;
-    let location = match &args.location {
-        Some(l) if !l.starts_with('/') => {
-            return Err(ArgumentError::invalid("location", format!("must be an absolute path, not {l:?}")).into());
-        }
-        Some(l) => Some(l.trim_end_matches('/').as_bytes().to_vec()),
-        None => None,
-    };
+    let location = location_arg(&args.location)?;
     let uid = args.default_uid.as_ref().map(|i| i.value("default_uid")).transpose()?;
     let gid = args.default_gid.as_ref().map(|i| i.value("default_gid")).transpose()?;
     let rs = ReverseStubArgs {
@@ -162,15 +157,13 @@ impl Tally {
 
 impl Job<'_> {
     fn input(&self, ctx: &OpContext, input: &[u8]) -> Outcome {
-        let Ok(text) = std::str::from_utf8(input) else {
-            return Outcome::failed("an object key is UTF-8; this input is not");
+        let (rel, parent) = match input_key(input) {
+            Ok(k) => k,
+            Err(o) => return o,
         };
-        let rel = text.trim_start_matches('/');
         let target = self.importer.target();
         let full = |k: &str| target.store_key(k);
-        // The input's parent, which `location` replaces.
         let trimmed = rel.trim_end_matches('/');
-        let parent = trimmed.rsplit_once('/').map_or("", |(p, _)| p);
         if !rel.ends_with('/') && !rel.is_empty() {
             let key = match full(rel) {
                 Ok(k) => k,
@@ -270,28 +263,73 @@ impl Job<'_> {
             (meta.atime, meta.mtime) = now;
             meta.xattrs.clear();
         }
-        let rel = match target.relative(key, meta.path.as_deref(), meta.kind == EntryKind::Directory) {
-            Some(r) => r,
-            None => return Outcome::failed(format!("object {key} is not under the endpoint's prefix")),
-        };
-        let path = match &self.location {
-            None => {
-                let root = target.root();
-                let root = if root == b"/" { &b""[..] } else { root };
-                [root, b"/", &rel].concat()
-            }
-            Some(loc) => {
-                let parent = key::decode(parent);
-                let below = rel
-                    .strip_prefix(parent.as_slice())
-                    .map(|r| r.strip_prefix(b"/").unwrap_or(r))
-                    .unwrap_or(&rel);
-                [loc.as_slice(), b"/", below].concat()
-            }
+        let directory = meta.kind == EntryKind::Directory;
+        let path = match destination(
+            target,
+            self.location.as_deref(),
+            key,
+            meta.path.as_deref(),
+            directory,
+            parent,
+        ) {
+            Ok(p) => p,
+            Err(o) => return o,
         };
         match self.importer.build(&path, key, &meta, verified) {
             Ok(_) => Outcome::processed(),
             Err(o) => o,
         }
     }
+}
+
+/// Where the object at `key` goes: its path under the endpoint's root, or
+/// under `location` from the input's last component down (`parent` is the
+/// input's parent key). `recorded` is the path the object's metadata
+/// records, if any; `directory` for a directory's own object.
+pub(crate) fn destination(
+    target: &Endpoint,
+    location: Option<&[u8]>,
+    key: &ObjPath,
+    recorded: Option<&[u8]>,
+    directory: bool,
+    parent: &str,
+) -> Result<Vec<u8>, Outcome> {
+    let rel = target
+        .relative(key, recorded, directory)
+        .ok_or_else(|| Outcome::failed(format!("object {key} is not under the endpoint's prefix")))?;
+    Ok(match location {
+        None => {
+            let root = target.root();
+            let root = if root == b"/" { &b""[..] } else { root };
+            [root, b"/", &rel].concat()
+        }
+        Some(loc) => {
+            let parent = key::decode(parent);
+            let below = rel
+                .strip_prefix(parent.as_slice())
+                .map(|r| r.strip_prefix(b"/").unwrap_or(r))
+                .unwrap_or(&rel);
+            [loc, b"/", below].concat()
+        }
+    })
+}
+
+/// The absolute `location` argument, without a trailing slash.
+pub(crate) fn location_arg(location: &Option<String>) -> Result<Option<Vec<u8>>, ArgumentError> {
+    match location {
+        Some(l) if !l.starts_with('/') => Err(ArgumentError::invalid(
+            "location",
+            format!("must be an absolute path, not {l:?}"),
+        )),
+        Some(l) => Ok(Some(l.trim_end_matches('/').as_bytes().to_vec())),
+        None => Ok(None),
+    }
+}
+
+/// The key an input names (leading `/` dropped) and its parent key.
+pub(crate) fn input_key(input: &[u8]) -> Result<(&str, &str), Outcome> {
+    let text = std::str::from_utf8(input).map_err(|_| Outcome::failed("an object key is UTF-8; this input is not"))?;
+    let rel = text.trim_start_matches('/');
+    let parent = rel.trim_end_matches('/').rsplit_once('/').map_or("", |(p, _)| p);
+    Ok((rel, parent))
 }

@@ -18,6 +18,7 @@ pub mod entry;
 pub mod error;
 pub mod file;
 pub mod import;
+pub mod import_bytes;
 pub mod lock;
 pub mod migrate;
 pub mod moves;
@@ -67,6 +68,8 @@ pub enum Operation {
     /// `dynamo.tasks.copy_files_from_external_target` (paths are object
     /// keys or prefixes).
     CopyImport(import::ImportArgs),
+    /// `dynamo.tasks.import_bytes` (paths are object keys).
+    ImportBytes(import_bytes::ImportBytesArgs),
 }
 
 impl Operation {
@@ -84,6 +87,7 @@ impl Operation {
             Operation::OneStepMove(_) => TaskName::OneStepMovePathsOnGpfs,
             Operation::Import(_) => TaskName::ImportFilesFromExternalTarget,
             Operation::CopyImport(_) => TaskName::CopyFilesFromExternalTarget,
+            Operation::ImportBytes(_) => TaskName::ImportBytes,
         }
     }
 
@@ -104,6 +108,7 @@ impl Operation {
             TaskName::OneStepMovePathsOnGpfs => parse_kwargs(kwargs).map(Operation::OneStepMove),
             TaskName::ImportFilesFromExternalTarget => parse_kwargs(kwargs).map(Operation::Import),
             TaskName::CopyFilesFromExternalTarget => parse_kwargs(kwargs).map(Operation::CopyImport),
+            TaskName::ImportBytes => parse_kwargs(kwargs).map(Operation::ImportBytes),
             TaskName::RecursiveNavigate | TaskName::Snapdiff | TaskName::RotateSnapshot => return None,
         })
     }
@@ -119,7 +124,10 @@ impl Operation {
     /// Whether its paths are object keys or prefixes on an endpoint (the
     /// imports), not local paths.
     pub fn takes_keys(&self) -> bool {
-        matches!(self, Operation::Import(_) | Operation::CopyImport(_))
+        matches!(
+            self,
+            Operation::Import(_) | Operation::CopyImport(_) | Operation::ImportBytes(_)
+        )
     }
 
     /// Whether its paths are SOURCE DEST pairs (the moves).
@@ -142,6 +150,7 @@ impl Operation {
             Operation::OneStepMove(a) => Ok(moves::one_step_move_paths(ctx, a, paths)),
             Operation::Import(a) => import::import(ctx, a, false, paths),
             Operation::CopyImport(a) => import::import(ctx, a, true, paths),
+            Operation::ImportBytes(a) => import_bytes::import_bytes(ctx, a, paths),
         }
     }
 }

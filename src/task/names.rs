@@ -39,11 +39,14 @@ pub enum TaskName {
     /// Copies objects named by key to plain local files
     /// (`dynamo.tasks.copy_files_from_external_target`).
     CopyFilesFromExternalTarget,
+    /// Writes a byte range of an object named by key to a new local file
+    /// (`dynamo.tasks.import_bytes`).
+    ImportBytes,
 }
 
 impl TaskName {
     /// Every task, discovery tasks first.
-    pub const ALL: [TaskName; 14] = [
+    pub const ALL: [TaskName; 15] = [
         TaskName::RecursiveNavigate,
         TaskName::Snapdiff,
         TaskName::RotateSnapshot,
@@ -58,6 +61,7 @@ impl TaskName {
         TaskName::OneStepMovePathsOnGpfs,
         TaskName::ImportFilesFromExternalTarget,
         TaskName::CopyFilesFromExternalTarget,
+        TaskName::ImportBytes,
     ];
 
     /// The seed's name, `dynamo.tasks.<name>`.
@@ -77,6 +81,7 @@ impl TaskName {
             TaskName::OneStepMovePathsOnGpfs => "dynamo.tasks.one_step_move_paths_on_gpfs",
             TaskName::ImportFilesFromExternalTarget => "dynamo.tasks.import_files_from_external_target",
             TaskName::CopyFilesFromExternalTarget => "dynamo.tasks.copy_files_from_external_target",
+            TaskName::ImportBytes => "dynamo.tasks.import_bytes",
         }
     }
 
