@@ -278,6 +278,10 @@ fn migrate_only_records_directories_and_links(env: Env) {
     assert_same_tree(&copy, &t, "migrate changed a directory or a link");
     assert!(env.object_exists("t#d") && env.object_exists("t/d1/d2#d"));
     assert!(env.object_exists("t/abs") && env.object_exists("t/d1/rel"));
+    // The endpoint's root itself has no object: skipped, not failed.
+    let run = env.migrate(&["--jsonl"], std::slice::from_ref(&env.tree));
+    assert_eq!(run.code, Some(0), "{}", run.show());
+    run.assert_all("skipped", 1);
 
     // The directory exists on this site with other metadata: kept, unless
     // overwrite applies the object's.

@@ -18,7 +18,7 @@
 use super::lock::{LockLevel, Locking};
 use super::xattrs::{HsmState, Residency};
 use super::{Inodes, OpContext, OpError, OpenError, Snap, par_map, set_times};
-use crate::endpoint::{Endpoint, EntryKind, LinkId, ObjectMeta, TransferError};
+use crate::endpoint::{Endpoint, EntryKind, KeyError, LinkId, ObjectMeta, TransferError};
 use crate::sys::{Lease, next_data, punch_hole, set_lease};
 use crate::task::{FileState, Outcome, PathObject};
 use object_store::path::Path as ObjPath;
@@ -339,7 +339,11 @@ impl Job<'_> {
             EntryKind::Directory => self.target.dir_key(path),
             _ => self.target.key(path),
         };
-        let (key, source) = keyed.map_err(|e| Outcome::failed(e.to_string()))?;
+        let (key, source) = keyed.map_err(|e| match e {
+            // A listing of the whole tree names its root too: nothing to record.
+            KeyError::IsRoot => Outcome::skipped(e.to_string()),
+            e => Outcome::failed(e.to_string()),
+        })?;
         if entry.meta.kind != EntryKind::Directory {
             self.may_record_at(&key)?;
         }
