@@ -81,6 +81,8 @@ fn bench(c: &mut Criterion) {
         atime: Timestamp::default(),
         xattrs: Vec::new(),
         path: None,
+        kind: Default::default(),
+        link: None,
     };
 
     let mut g = c.benchmark_group("copy");

@@ -260,6 +260,8 @@ fn put(env: &Env, ep: &Endpoint, key: &str, data: &[u8], xattr_len: usize) -> Ob
         atime: Timestamp { sec: 7, nsec: 8 },
         xattrs: vec![(b"user.big".to_vec(), vec![b'v'; xattr_len])],
         path: None,
+        kind: Default::default(),
+        link: None,
     };
     let f = std::fs::File::open(&src).unwrap();
     let meta = ep.upload(&ObjPath::from(key), &f, meta).unwrap();

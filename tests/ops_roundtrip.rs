@@ -381,10 +381,10 @@ fn odd_names(env: Env) {
         assert_eq!(got.len(), 1, "{:?} in {}", p, run.show());
         assert_eq!(got[0].state, "processed", "{:?}", got[0]);
     }
-    // Anything else the scan listed (the directory itself) is skipped.
+    // Anything else the scan listed (the directory itself) is recorded.
     for x in &r {
         if !inner.iter().any(|p| pbytes(p) == x.path) {
-            assert_eq!(x.state, "skipped", "{x:?}");
+            assert_eq!(x.state, "processed", "{x:?}");
         }
     }
     for (p, _) in &files {
@@ -511,8 +511,9 @@ fn recall_delete_remote(env: Env) {
 }
 both!(recall_delete_remote);
 
-/// Directories, symlinks and FIFOs are skipped, missing files fail (or are
-/// aborted with --abort-missing), and the exit status says so.
+/// Directories and symlinks are recorded (their targets untouched), FIFOs
+/// are skipped, missing files fail (or are aborted with --abort-missing),
+/// and the exit status says so.
 #[test]
 fn non_files_and_missing() {
     let env = Env::dir();
@@ -534,9 +535,11 @@ fn non_files_and_missing() {
     let missing = env.path(b"missing");
     let run = env.migrate(&[], &[d.clone(), l.clone(), fifo.clone(), missing.clone()]);
     assert_eq!(run.code, Some(1), "{}", run.show());
-    for p in [&d, &l, &fifo] {
-        assert_eq!(run.of_path(p).state, "skipped", "{}", run.show());
+    for p in [&d, &l] {
+        assert_eq!(run.of_path(p).state, "processed", "{}", run.show());
     }
+    assert_eq!(run.of_path(&fifo).state, "skipped", "{}", run.show());
+    assert!(env.object_exists("dir#d") && env.object_exists("link"));
     let m = run.of_path(&missing);
     assert_eq!(m.state, "failures");
     assert!(m.message[0].contains("no such file"), "{m:?}");

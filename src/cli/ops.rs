@@ -8,6 +8,8 @@ use super::exit::Failure;
 use clap::Args;
 use ferry::ops::delete::DeleteArgs;
 use ferry::ops::ensure_in_cloud::EnsureArgs;
+use ferry::ops::import::{Id, ImportArgs};
+use ferry::ops::import_bytes::ImportBytesArgs;
 use ferry::ops::lock::LockLevel;
 use ferry::ops::migrate::MigrateArgs;
 use ferry::ops::move_in_cloud::MoveInCloudArgs;
@@ -369,6 +371,11 @@ pub struct DeleteCmd {
     #[arg(long, short = 'r')]
     recursive: bool,
 
+    /// Give the directory holding each removed path back the times it had
+    /// just before (a sync mirroring a removal).
+    #[arg(long)]
+    keep_parent_times: bool,
+
     #[command(flatten)]
     gpfs: GpfsArgs,
 }
@@ -397,6 +404,157 @@ pub struct MoveCmd {
     /// epoch) is at most this; otherwise remove the source.
     #[arg(long, value_name = "SECONDS")]
     target_max_age: Option<i64>,
+
+    /// Give each directory whose entries a move changes back the times it
+    /// had just before (a sync mirroring a move).
+    #[arg(long)]
+    keep_parent_times: bool,
+}
+
+/// Build local files from an endpoint's objects named by key or key prefix
+/// (`projects/`), relative to the endpoint's prefix.
+///
+/// Every object under a prefix is imported, a page at a time. Each goes to
+/// its path under the endpoint's `root`, or with --location under DIR from
+/// the KEY's last component down. Stubs by default, premigrated files with
+/// --hydrate, plain local files with no link to the endpoint with --copy.
+/// Objects another tool wrote (no ferry metadata) are imported whole, mode
+/// 0644, owned by --default-uid/--default-gid, with their last-modified
+/// time. One result per KEY.
+#[derive(Args)]
+pub struct ImportCmd {
+    /// The endpoint holding the objects.
+    #[arg(value_name = "ENDPOINT")]
+    endpoint: String,
+
+    #[command(flatten)]
+    common: OpCommon,
+
+    #[command(flatten)]
+    lock: LockArgs,
+
+    /// Absolute local directory to import under, instead of the endpoint's
+    /// root.
+    #[arg(long, value_name = "DIR")]
+    location: Option<String>,
+
+    /// Premigrated files instead of stubs.
+    #[arg(long)]
+    hydrate: bool,
+
+    /// Plain local copies, no longer associated with the endpoint
+    /// (copy_files_from_external_target).
+    #[arg(long)]
+    copy: bool,
+
+    /// With --copy: take no owner, mode, times or xattrs from the objects.
+    #[arg(long, requires = "copy")]
+    ignore_metadata: bool,
+
+    /// Do not check a whole file's hash.
+    #[arg(long)]
+    skip_hash: bool,
+
+    /// Owner of objects that record none (and of --ignore-metadata copies).
+    #[arg(long, value_name = "UID")]
+    default_uid: Option<u32>,
+
+    /// Group of objects that record none (and of --ignore-metadata copies).
+    #[arg(long, value_name = "GID")]
+    default_gid: Option<u32>,
+
+    /// Set the access time to now.
+    #[arg(long)]
+    update_atime: bool,
+
+    /// Set the modification time to now.
+    #[arg(long)]
+    update_mtime: bool,
+}
+
+/// `ferry import`.
+pub fn run_import(c: ImportCmd) -> Result<(), Failure> {
+    let args = ImportArgs {
+        endpoint: Some(c.endpoint),
+        lock_level: c.lock.lock_level,
+        location: c.location,
+        hydrate: c.hydrate,
+        extra_flags: Vec::new(),
+        skip_hash: c.skip_hash,
+        default_uid: c.default_uid.map(Id::Number),
+        default_gid: c.default_gid.map(Id::Number),
+        update_atime: c.update_atime,
+        update_mtime: c.update_mtime,
+        ignore_metadata: c.ignore_metadata,
+    };
+    let op = if c.copy {
+        Operation::CopyImport(args)
+    } else {
+        Operation::Import(args)
+    };
+    run(&c.common, op, None)
+}
+
+/// Write a byte range of each KEY's object to a new local file
+/// (import_bytes).
+///
+/// KEYs are object keys relative to the endpoint's prefix. The file goes
+/// where `ferry import` would put the object, gets the object's owner and
+/// mode (or the defaults, for an object another tool wrote), and never
+/// replaces a file at its path.
+#[derive(Args)]
+pub struct ImportBytesCmd {
+    /// The endpoint holding the objects.
+    #[arg(value_name = "ENDPOINT")]
+    endpoint: String,
+
+    #[command(flatten)]
+    common: OpCommon,
+
+    /// Absolute local directory to write under, instead of the endpoint's
+    /// root.
+    #[arg(long, value_name = "DIR")]
+    location: Option<String>,
+
+    /// First byte of the range.
+    #[arg(long, value_name = "OFFSET", default_value_t = 0)]
+    start: u64,
+
+    /// End of the range (exclusive) [default: the object's size].
+    #[arg(long, value_name = "OFFSET")]
+    end: Option<u64>,
+
+    /// Owner when the object records none.
+    #[arg(long, value_name = "UID")]
+    default_uid: Option<u32>,
+
+    /// Group when the object records none.
+    #[arg(long, value_name = "GID")]
+    default_gid: Option<u32>,
+
+    /// Mode (octal) when the object records none [default: 644].
+    #[arg(long, value_name = "OCTAL", value_parser = parse_mode)]
+    default_mode_file: Option<u32>,
+
+    /// Mode (octal) of missing parent directories [default: 755].
+    #[arg(long, value_name = "OCTAL", value_parser = parse_mode)]
+    default_mode_dir: Option<u32>,
+}
+
+/// `ferry import-bytes`.
+pub fn run_import_bytes(c: ImportBytesCmd) -> Result<(), Failure> {
+    let op = Operation::ImportBytes(ImportBytesArgs {
+        endpoint: Some(c.endpoint),
+        lock_level: None,
+        location: c.location,
+        remote_offset_start: c.start,
+        remote_offset_end: c.end,
+        default_uid: c.default_uid.map(Id::Number),
+        default_gid: c.default_gid.map(Id::Number),
+        default_mode_file: c.default_mode_file.map(Mode),
+        default_mode_dir: c.default_mode_dir.map(Mode),
+    });
+    run(&c.common, op, None)
 }
 
 /// `ferry reverse-stub`.
@@ -439,7 +597,10 @@ pub fn run_stat(c: StatCmd) -> Result<(), Failure> {
 
 /// `ferry delete`.
 pub fn run_delete(c: DeleteCmd) -> Result<(), Failure> {
-    let op = Operation::Delete(DeleteArgs { recursive: c.recursive });
+    let op = Operation::Delete(DeleteArgs {
+        recursive: c.recursive,
+        keep_parent_times: c.keep_parent_times,
+    });
     run(&c.common, op, Some(&c.gpfs))
 }
 
@@ -448,6 +609,7 @@ pub fn run_move(c: MoveCmd) -> Result<(), Failure> {
     let args = MoveArgs {
         delete_remote_xattrs: c.delete_remote_xattrs,
         target_max_age: c.target_max_age,
+        keep_parent_times: c.keep_parent_times,
     };
     let op = if c.one_step {
         Operation::OneStepMove(args)
@@ -588,6 +750,7 @@ fn run(common: &OpCommon, op: Operation, gpfs: Option<&GpfsArgs>) -> Result<(), 
         from: common.from.clone(),
         null: common.null,
         pairs: op.takes_pairs(),
+        keys: op.takes_keys(),
     };
     let mut inputs = Inputs::open(&spec).map_err(Failure::setup)?;
     let progress = Progress::start(ctx.counters.clone(), common.progress.choice());

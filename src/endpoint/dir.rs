@@ -192,9 +192,13 @@ impl DirStore {
         let Some(f) = self.open_object(key)? else {
             return Ok(None);
         };
-        let size = f.metadata().map_err(|e| self.io_err("stat", key, e))?.len();
+        let md = f.metadata().map_err(|e| self.io_err("stat", key, e))?;
         let meta = self.metadata(&f, key)?;
-        Ok(Some(RemoteObject { size, meta }))
+        Ok(Some(RemoteObject {
+            size: md.len(),
+            meta,
+            modified: md.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+        }))
     }
 
     /// Copies the first `meta.size` bytes of `file` to `key` with their
@@ -458,6 +462,76 @@ impl DirStore {
         syncfs(&self.dir).map_err(|e| self.err(format!("syncfs: {e}")))
     }
 
+    /// Up to `limit` object keys under `prefix` (a key prefix ending in
+    /// `/`, or empty for the whole store) after `after`, in key order by
+    /// component (a directory's entries sorted, depth first): ferry's own
+    /// names (`#staging`, sidecars, staging files of the old layout) and
+    /// names that are not UTF-8 are not keys. Only one directory's names
+    /// are held at a time.
+    pub fn list(&self, prefix: &str, after: Option<&str>, limit: usize) -> Result<Vec<String>, EndpointError> {
+        let mut out = Vec::new();
+        let top = prefix.trim_end_matches('/');
+        self.list_dir(top, after, limit, &mut out)?;
+        Ok(out)
+    }
+
+    fn list_dir(
+        &self,
+        rel: &str,
+        after: Option<&str>,
+        limit: usize,
+        out: &mut Vec<String>,
+    ) -> Result<(), EndpointError> {
+        let dir = if rel.is_empty() {
+            self.path.clone()
+        } else {
+            self.path.join(rel)
+        };
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if is_absent(&e) => return Ok(()),
+            Err(e) => return Err(self.io_err("listing", rel, e)),
+        };
+        let mut names = Vec::new();
+        for e in entries {
+            let e = e.map_err(|e| self.io_err("listing", rel, e))?;
+            let Ok(name) = e.file_name().into_string() else {
+                continue;
+            };
+            let is_dir = e.file_type().map_err(|e| self.io_err("listing", rel, e))?.is_dir();
+            names.push((name, is_dir));
+        }
+        names.sort();
+        for (name, is_dir) in names {
+            if out.len() >= limit {
+                return Ok(());
+            }
+            let key = if rel.is_empty() {
+                name.clone()
+            } else {
+                format!("{rel}/{name}")
+            };
+            if is_dir {
+                if key == STAGING {
+                    continue;
+                }
+                // A directory wholly before `after` holds nothing to list.
+                let before = after.is_some_and(|a| {
+                    key_order(&key, a) == std::cmp::Ordering::Less && !a.starts_with(&format!("{key}/"))
+                });
+                if !before {
+                    self.list_dir(&key, after, limit, out)?;
+                }
+            } else if !key::is_sidecar(&name)
+                && !is_legacy_staging(&name)
+                && after.is_none_or(|a| key_order(&key, a) == std::cmp::Ordering::Greater)
+            {
+                out.push(key);
+            }
+        }
+        Ok(())
+    }
+
     /// Every file under `prefix` (the whole store when it is empty) and in
     /// `#staging`, classified; unreadable directories and files are reported
     /// through `errors` and the survey goes on. Other endpoints may keep
@@ -551,6 +625,11 @@ impl DirStore {
         };
         Ok(Some(FoundKind::Object(self.metadata(&f, rel)?)))
     }
+}
+
+/// The order a directory store lists keys in: component by component.
+pub(super) fn key_order(a: &str, b: &str) -> std::cmp::Ordering {
+    a.split('/').cmp(b.split('/'))
 }
 
 /// Whether `name` is a staging file object_store's local store left

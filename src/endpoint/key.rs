@@ -21,9 +21,18 @@
 //! object whose key holds a hashed name records the full relative path in
 //! its metadata ([`super::ObjectMeta::path`]).
 //!
+//! **Directories.** A directory's own object (its metadata, see
+//! [`super::EntryKind`]) cannot sit at its path's key: in a directory
+//! store that name is the directory holding its children's objects, and
+//! in S3 it would be the prefix of theirs. It is stored at the key with
+//! [`DIR_SUFFIX`] (`#d`) appended ([`dir_key`]): `#` never occurs in a
+//! plain component and a hashed name ends in hex digits, so no file's key
+//! ends in `#d`, and the names stay apart from every child's.
+//!
 //! The budgets leave room for what ferry appends to a stored name: a new
-//! instance's `.<uuid>` ([`instance_key`]) and a metadata sidecar's `#m`
-//! ([`SIDECAR_SUFFIX`]). Names that start with `#` and do not end in a hash
+//! instance's `.<uuid>` ([`instance_key`]), a metadata sidecar's `#m`
+//! ([`SIDECAR_SUFFIX`]), and a directory's `#d` (directory objects never
+//! get instances, so `#d#m` fits in the instance's room). Names that start with `#` and do not end in a hash
 //! are ferry's own (a directory store's `#staging`).
 //!
 //! Stores written before this layout (by ferry up to 53a13dd) used the
@@ -40,6 +49,9 @@ const INSTANCE_SUFFIX: usize = 33;
 
 /// The suffix of a metadata sidecar's name: `<object name>#m`.
 pub const SIDECAR_SUFFIX: &str = "#m";
+
+/// The suffix of a directory's own object: `<key of its path>#d`.
+pub const DIR_SUFFIX: &str = "#d";
 
 /// The longest encoded component stored as it is.
 pub const PLAIN_MAX: usize = NAME_MAX - INSTANCE_SUFFIX - SIDECAR_SUFFIX.len();
@@ -149,6 +161,35 @@ pub fn legacy_key_for(root: &[u8], prefix: &str, path: &[u8]) -> Result<String, 
 /// `key.<uuid>`, which fits the budget [`PLAIN_MAX`] keeps free.
 pub fn instance_key(key: &str) -> String {
     format!("{key}.{}", uuid::Uuid::new_v4().simple())
+}
+
+/// The key of a directory's own object, for a directory whose path has
+/// the key `key`.
+pub fn dir_key(key: &str) -> String {
+    format!("{key}{DIR_SUFFIX}")
+}
+
+/// The raw path a plain key (or relative key) encodes: each valid `%XX`
+/// back to its byte; anything else, a name another tool wrote included,
+/// as it is.
+pub fn decode(key: &str) -> Vec<u8> {
+    let b = key.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        if b[i] == b'%'
+            && i + 2 < b.len()
+            && let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2]))
+        {
+            out.push((h * 16 + l) as u8);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    out
 }
 
 /// Whether a stored name is a metadata sidecar (`<object name>#m`).
@@ -352,6 +393,27 @@ mod tests {
         let inst = instance_key(&key(b"/r", "", &path));
         assert_eq!(inst.len() + SIDECAR_SUFFIX.len(), NAME_MAX);
         assert!(is_sidecar(&format!("{inst}{SIDECAR_SUFFIX}")) && !is_sidecar(&inst));
+        let dir = dir_key(&key(b"/r", "", &path));
+        assert!(dir.len() + SIDECAR_SUFFIX.len() <= NAME_MAX);
+    }
+
+    #[test]
+    fn keys_decode_to_their_paths() {
+        let k = key(b"/r", "", b"/r/a%b#1\n\xff/caf\xc3\xa9");
+        assert_eq!(decode(&k), b"a%b#1\n\xff/caf\xc3\xa9");
+        // What another tool wrote stays as it is.
+        assert_eq!(decode("50%/x%zz%4"), b"50%/x%zz%4");
+    }
+
+    #[test]
+    fn directory_keys_are_no_files_keys() {
+        // A hashed name ends in hex digits, a plain one never holds `#`.
+        let long = [&b"/r/"[..], &[b'd'; 300][..]].concat();
+        for path in [&b"/r/a"[..], b"/r/a#d", b"/r/x/%23d", &long] {
+            let k = key(b"/r", "", path);
+            assert!(!k.ends_with(DIR_SUFFIX), "{k}");
+            assert!(dir_key(&k).ends_with(DIR_SUFFIX));
+        }
     }
 
     fn name() -> impl Strategy<Value = Vec<u8>> {

@@ -1,6 +1,20 @@
 //! The metadata stored with every object: what a recall or a reverse stub
-//! needs to rebuild the file with no local copy (size, BLAKE3 hash, mode,
-//! owner, times and the file's user xattrs).
+//! needs to rebuild the entry with no local copy (size, BLAKE3 hash, mode,
+//! owner, times and the entry's xattrs). Besides regular files, an object
+//! can record a directory or a symbolic link ([`EntryKind`]): a
+//! metadata-only object with no content, so a synced tree keeps its
+//! directories' metadata and its links.
+//!
+//! A file with several names (hard links) records its link identity
+//! ([`LinkId`]), and each name whose object does not hold the data records
+//! a [`EntryKind::HardLink`] to the object that does, so the destination
+//! can make one inode with all the names.
+//!
+//! **Versions.** A file's document is version 1, as every ferry wrote it;
+//! a document that records another kind of entry or a link identity is
+//! version 2, so a ferry that only knows plain files refuses it
+//! (`deny_unknown_fields` and the version both say so) instead of building
+//! a lone file from it.
 //!
 //! It travels as one compact JSON document: in S3 as the user metadata
 //! `x-amz-meta-ferry` (base64, because header values must be ASCII), in a
@@ -16,8 +30,39 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use serde::{Deserialize, Serialize};
 
-/// The current metadata document version.
+/// The version of a file's document (and of a sidecar pointer).
 const VERSION: u32 = 1;
+
+/// The version of a document recording a directory or a symbolic link.
+const VERSION_ENTRIES: u32 = 2;
+
+/// What kind of filesystem entry an object records.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum EntryKind {
+    /// A regular file: the object's content is the file's data.
+    #[default]
+    File,
+    /// A directory: the object has no content, only the metadata.
+    Directory,
+    /// A symbolic link to this target (raw bytes); the object has no
+    /// content.
+    Symlink(Vec<u8>),
+    /// Another name of a file with several names (a hard link) whose data
+    /// is the object at this key (on the same endpoint); the object has no
+    /// content, and its `hash` is the content's the data object must have.
+    HardLink(String),
+}
+
+/// Which source inode a file with several names (hard links) was: names
+/// with the same identity are one file and must arrive as one inode.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LinkId {
+    /// The source filesystem's device, the inode number and its generation
+    /// (`dev:ino:generation`, hex), so a reused inode number never matches.
+    pub id: String,
+    /// How many names the file had on the source.
+    pub nlink: u64,
+}
 
 /// The metadata of one object.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -41,6 +86,11 @@ pub struct ObjectMeta {
     /// The file's path relative to the endpoint's root, recorded when its
     /// key holds a hashed name ([`super::key::Key::source`]).
     pub path: Option<Vec<u8>>,
+    /// What the object records: a file (its data) or a directory or a
+    /// symbolic link (metadata only).
+    pub kind: EntryKind,
+    /// The file's link identity, when it had several names.
+    pub link: Option<LinkId>,
 }
 
 /// What an object carries as its metadata: the document itself, or a
@@ -74,6 +124,16 @@ struct Doc {
     xattrs: Vec<(String, String)>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     path: Option<String>,
+    /// `dir` or `symlink` (version 2); absent for a file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    kind: Option<String>,
+    /// A symbolic link's target, or a hard link's data key, base64
+    /// (version 2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    target: Option<String>,
+    /// A hard-linked file's identity and source link count (version 2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    link: Option<(String, u64)>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -92,8 +152,19 @@ pub struct MetaError(String);
 impl ObjectMeta {
     /// The JSON document.
     pub fn to_json(&self) -> String {
+        let (kind, target) = match &self.kind {
+            EntryKind::File => (None, None),
+            EntryKind::Directory => (Some("dir".to_string()), None),
+            EntryKind::Symlink(t) => (Some("symlink".to_string()), Some(B64.encode(t))),
+            EntryKind::HardLink(k) => (Some("hardlink".to_string()), Some(B64.encode(k))),
+        };
+        let link = self.link.as_ref().map(|l| (l.id.clone(), l.nlink));
         let doc = Doc {
-            v: VERSION,
+            v: if kind.is_some() || link.is_some() {
+                VERSION_ENTRIES
+            } else {
+                VERSION
+            },
             size: self.size,
             blake3: self.hash.to_hex().to_string(),
             mode: self.mode,
@@ -107,6 +178,9 @@ impl ObjectMeta {
                 .map(|(n, v)| (B64.encode(n), B64.encode(v)))
                 .collect(),
             path: self.path.as_ref().map(|p| B64.encode(p)),
+            kind,
+            target,
+            link,
         };
         serde_json::to_string(&doc).expect("metadata serializes")
     }
@@ -114,8 +188,11 @@ impl ObjectMeta {
     /// Reads a JSON document written by [`ObjectMeta::to_json`].
     pub fn from_json(text: &[u8]) -> Result<ObjectMeta, MetaError> {
         let doc: Doc = serde_json::from_slice(text).map_err(|e| MetaError(e.to_string()))?;
-        if doc.v != VERSION {
-            return Err(MetaError(format!("version {} (this ferry reads {VERSION})", doc.v)));
+        if doc.v != VERSION && doc.v != VERSION_ENTRIES {
+            return Err(MetaError(format!(
+                "version {} (this ferry reads {VERSION} and {VERSION_ENTRIES})",
+                doc.v
+            )));
         }
         let hash = blake3::Hash::from_hex(&doc.blake3).map_err(|e| MetaError(format!("blake3: {e}")))?;
         let ts = |(sec, nsec): (i64, u32), what: &str| {
@@ -132,6 +209,21 @@ impl ObjectMeta {
             .map(|(n, v)| Ok((b64(n)?, b64(v)?)))
             .collect::<Result<_, MetaError>>()?;
         let path = doc.path.as_deref().map(b64).transpose()?;
+        let target = doc.target.as_deref().map(b64).transpose()?;
+        let linked = doc.link.is_some();
+        let kind = match (doc.v, doc.kind.as_deref(), target) {
+            (VERSION, None, None) if !linked => EntryKind::File,
+            (VERSION_ENTRIES, None, None) if linked => EntryKind::File,
+            (VERSION_ENTRIES, Some("dir"), None) => EntryKind::Directory,
+            (VERSION_ENTRIES, Some("symlink"), Some(t)) => EntryKind::Symlink(t),
+            (VERSION_ENTRIES, Some("hardlink"), Some(k)) if linked => EntryKind::HardLink(
+                String::from_utf8(k).map_err(|_| MetaError("hard link's data key is not UTF-8".into()))?,
+            ),
+            (v, kind, _) => {
+                return Err(MetaError(format!("version {v} document with entry kind {kind:?}")));
+            }
+        };
+        let link = doc.link.map(|(id, nlink)| LinkId { id, nlink });
         Ok(ObjectMeta {
             size: doc.size,
             hash,
@@ -142,6 +234,8 @@ impl ObjectMeta {
             atime: ts(doc.atime, "atime")?,
             xattrs,
             path,
+            kind,
+            link,
         })
     }
 }
@@ -239,7 +333,79 @@ mod tests {
             },
             xattrs: vec![(b"user.a\xff".to_vec(), b"\0\x01bin".to_vec())],
             path: Some(b"dir/\xff\n".to_vec()),
+            kind: EntryKind::File,
+            link: None,
         }
+    }
+
+    #[test]
+    fn documents_written_before_entry_kinds_still_load() {
+        // A document as ferry wrote it before directories and links
+        // travelled (no kind, version 1).
+        let old = format!(
+            r#"{{"v":1,"size":5,"blake3":"{}","mode":33184,"uid":1000,"gid":100,"mtime":[-5,999999999],"atime":[1700000000,1],"xattrs":[["dXNlci5h/w==","AAFiaW4="]],"path":"ZGlyL/8K"}}"#,
+            blake3::hash(b"hello").to_hex()
+        );
+        assert_eq!(ObjectMeta::from_json(old.as_bytes()).unwrap(), sample());
+        // A file's document is still version 1, byte for byte.
+        assert_eq!(sample().to_json(), old);
+    }
+
+    #[test]
+    fn directories_and_links_round_trip_as_version_2() {
+        for kind in [EntryKind::Directory, EntryKind::Symlink(b"../t\xff\n".to_vec())] {
+            let m = ObjectMeta {
+                size: 0,
+                hash: blake3::hash(b""),
+                kind,
+                ..sample()
+            };
+            let json = m.to_json();
+            assert!(json.starts_with(r#"{"v":2,"#), "{json}");
+            assert_eq!(ObjectMeta::from_json(json.as_bytes()).unwrap(), m);
+            // A version 1 document never carries a kind.
+            assert!(ObjectMeta::from_json(json.replace(r#""v":2"#, r#""v":1"#).as_bytes()).is_err());
+        }
+        let link = ObjectMeta {
+            kind: EntryKind::Symlink(b"x".to_vec()),
+            ..sample()
+        }
+        .to_json();
+        for bad in [link.replace("symlink", "fifo"), link.replace(r#","target":"eA==""#, "")] {
+            assert!(ObjectMeta::from_json(bad.as_bytes()).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn hard_links_record_their_identity_as_version_2() {
+        let id = LinkId {
+            id: "803:1f:2a".into(),
+            nlink: 3,
+        };
+        for kind in [EntryKind::File, EntryKind::HardLink("a/first".into())] {
+            let m = ObjectMeta {
+                kind,
+                link: Some(id.clone()),
+                ..sample()
+            };
+            let json = m.to_json();
+            assert!(json.starts_with(r#"{"v":2,"#), "{json}");
+            assert_eq!(ObjectMeta::from_json(json.as_bytes()).unwrap(), m);
+        }
+        // A hard link without an identity, or a version 1 document with
+        // one, is refused.
+        let linked = ObjectMeta {
+            link: Some(id),
+            ..sample()
+        }
+        .to_json();
+        assert!(ObjectMeta::from_json(linked.replace(r#""v":2"#, r#""v":1"#).as_bytes()).is_err());
+        let record = ObjectMeta {
+            kind: EntryKind::HardLink("k".into()),
+            ..sample()
+        }
+        .to_json();
+        assert!(ObjectMeta::from_json(record.as_bytes()).is_err());
     }
 
     #[test]

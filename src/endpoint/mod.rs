@@ -23,7 +23,7 @@ mod transfer;
 
 pub use crate::config::endpoint::{EndpointConfig, Secret, StoreConfig};
 pub use key::{Key, KeyError};
-pub use meta::{MetaDoc, MetaError, ObjectMeta};
+pub use meta::{EntryKind, LinkId, MetaDoc, MetaError, ObjectMeta};
 pub use s3::{SMALL_OBJECT, UploadPage, parse_upload_list};
 pub use survey::{Leftover, LeftoverKind, Survey};
 pub use transfer::{EndpointError, PartPool, RemoteObject, TransferError, hash_file};
@@ -105,6 +105,48 @@ impl Endpoint {
         Ok((parse_key(&k.key), k.source))
     }
 
+    /// The key of the directory at `path`'s own object (its metadata),
+    /// beside its children's keys ([`key::dir_key`]), with the relative
+    /// path to record as for [`Endpoint::key`].
+    pub fn dir_key(&self, path: &[u8]) -> Result<(ObjPath, Option<Vec<u8>>), KeyError> {
+        let k = key::key_for(&self.root, &self.prefix, path)?;
+        Ok((parse_key(&key::dir_key(&k.key)), k.source))
+    }
+
+    /// The store key of `rel`, a key relative to the endpoint's prefix (as
+    /// an import names objects).
+    pub fn store_key(&self, rel: &str) -> Result<ObjPath, String> {
+        let full = if self.prefix.is_empty() {
+            rel.to_string()
+        } else {
+            format!("{}/{rel}", self.prefix)
+        };
+        ObjPath::parse(&full).map_err(|e| format!("{rel:?} is no object key: {e}"))
+    }
+
+    /// The path relative to the endpoint's root of the object at `key`:
+    /// `recorded` when its metadata records it (a key with hashed names),
+    /// else the key decoded, without the endpoint's prefix and, for a
+    /// directory's object, without `#d`. `None` when `key` is not under
+    /// the prefix.
+    pub fn relative(&self, key: &ObjPath, recorded: Option<&[u8]>, directory: bool) -> Option<Vec<u8>> {
+        if let Some(p) = recorded {
+            return Some(p.to_vec());
+        }
+        let k = key.as_ref();
+        let rel = if self.prefix.is_empty() {
+            k
+        } else {
+            k.strip_prefix(&self.prefix)?.strip_prefix('/')?
+        };
+        let rel = if directory {
+            rel.strip_suffix(key::DIR_SUFFIX).unwrap_or(rel)
+        } else {
+            rel
+        };
+        Some(key::decode(rel))
+    }
+
     /// The key ferry up to 53a13dd gave `path`, when it differs from
     /// [`Endpoint::key`]'s: where a store written then holds its object.
     pub fn legacy_key(&self, path: &[u8]) -> Option<ObjPath> {
@@ -128,7 +170,8 @@ impl Endpoint {
     }
 
     /// Copies the first `meta.size` bytes of `file` to `key`, hashing them;
-    /// returns `meta` with the hash. The object appears complete, with its
+    /// returns `meta` with the hash. With `meta.size` 0 (a directory's or a
+    /// link's object) nothing is read from `file`. The object appears complete, with its
     /// metadata, in one step, and is durable after [`Endpoint::sync`].
     pub fn upload(&self, key: &ObjPath, file: &File, meta: ObjectMeta) -> Result<ObjectMeta, TransferError> {
         match &self.backend {
@@ -171,6 +214,31 @@ impl Endpoint {
             )));
         }
         Ok(hasher.finalize())
+    }
+
+    /// One page of the object keys under `prefix` (whole components
+    /// relative to the endpoint's prefix, `projects/` or `projects`; empty
+    /// for all of the endpoint's),
+    /// in the store's order, continuing after `page_token` (the `next` of
+    /// the page before). Metadata sidecars and staging leftovers are not
+    /// keys; a directory's own object (`<key>#d`) is. A page holds at most
+    /// [`LIST_PAGE`] keys, so a listing of any size is streamed.
+    pub fn list(&self, prefix: &str, page_token: Option<&str>) -> Result<ListPage, EndpointError> {
+        let full = match (self.prefix.is_empty(), prefix.is_empty()) {
+            (true, _) => prefix.to_string(),
+            (false, true) => format!("{}/", self.prefix),
+            (false, false) => format!("{}/{prefix}", self.prefix),
+        };
+        let keys = match &self.backend {
+            Backend::Directory(d) => d.list(&full, page_token, LIST_PAGE)?,
+            Backend::S3(s) => s.list(&full, page_token, LIST_PAGE)?,
+        };
+        Ok(ListPage {
+            next: (keys.len() == LIST_PAGE).then(|| keys[LIST_PAGE - 1].clone()),
+            // A name no object path can hold (a foreign file named `.` in a
+            // directory store cannot be) is no key.
+            keys: keys.iter().filter_map(|k| ObjPath::parse(k).ok()).collect(),
+        })
     }
 
     /// The first `len` bytes of the object at `key` (a stub's resident
@@ -287,6 +355,18 @@ impl Endpoint {
             }
         }
     }
+}
+
+/// The most keys one [`Endpoint::list`] page holds (S3's page).
+pub const LIST_PAGE: usize = 1000;
+
+/// One page of a listing.
+#[derive(Debug)]
+pub struct ListPage {
+    /// The keys, in the store's order.
+    pub keys: Vec<ObjPath>,
+    /// The token of the next page, when there may be more.
+    pub next: Option<String>,
 }
 
 /// A key made by [`key`] as an object path.

@@ -223,7 +223,7 @@ impl S3Store {
     async fn head_raw(
         &self,
         key: &ObjPath,
-    ) -> Result<Option<(u64, Option<Result<MetaDoc, MetaError>>)>, EndpointError> {
+    ) -> Result<Option<(u64, Option<Result<MetaDoc, MetaError>>, SystemTime)>, EndpointError> {
         let opts = GetOptions {
             head: true,
             ..GetOptions::default()
@@ -234,7 +234,7 @@ impl S3Store {
                     .attributes
                     .get(&Attribute::Metadata(META_KEY.into()))
                     .map(|v| MetaDoc::from_header(v.as_ref()));
-                Ok(Some((r.meta.size, doc)))
+                Ok(Some((r.meta.size, doc, SystemTime::from(r.meta.last_modified))))
             }
             Err(object_store::Error::NotFound { .. }) => Ok(None),
             Err(e) => Err(self.err(e)),
@@ -268,11 +268,11 @@ impl S3Store {
     /// What the bucket holds at `key`.
     pub fn head(&self, key: &ObjPath) -> Result<Option<RemoteObject>, EndpointError> {
         self.rt.block_on(async {
-            let Some((size, doc)) = self.head_raw(key).await? else {
+            let Some((size, doc, modified)) = self.head_raw(key).await? else {
                 return Ok(None);
             };
             let meta = self.resolve(key, doc).await?;
-            Ok(Some(RemoteObject { size, meta }))
+            Ok(Some(RemoteObject { size, meta, modified }))
         })
     }
 
@@ -418,7 +418,7 @@ impl S3Store {
     /// before the upload completes. A sidecar left at `to` by an object it
     /// replaced is removed.
     pub fn copy(&self, from: &ObjPath, to: &ObjPath) -> Result<(), TransferError> {
-        let (size, doc) = self
+        let (size, doc, _) = self
             .rt
             .block_on(self.head_raw(from))?
             .ok_or_else(|| self.err(format!("no object at {from}")))?;
@@ -512,7 +512,7 @@ impl S3Store {
         end: u64,
         deliver: &mut dyn FnMut(&[u8]) -> Result<(), TransferError>,
     ) -> Result<(), TransferError> {
-        let (size, _) = self
+        let (size, _, _) = self
             .rt
             .block_on(self.head_raw(key))?
             .ok_or_else(|| self.err(format!("no object at {key}")))?;
@@ -561,6 +561,33 @@ impl S3Store {
 
     /// Every object under `prefix` and every unfinished multipart upload,
     /// classified.
+    /// Up to `limit` object keys under `prefix` after `after`, in key order
+    /// (ListObjectsV2 with a start-after, one request for up to 1,000),
+    /// metadata sidecars left out.
+    pub fn list(&self, prefix: &str, after: Option<&str>, limit: usize) -> Result<Vec<String>, EndpointError> {
+        self.rt.block_on(async {
+            let prefix = prefix.trim_end_matches('/');
+            let prefix_path = (!prefix.is_empty())
+                .then(|| ObjPath::parse(prefix))
+                .transpose()
+                .map_err(|e| self.err(e))?;
+            let stream = match after {
+                Some(a) => {
+                    let offset = ObjPath::parse(a).map_err(|e| self.err(e))?;
+                    self.store.list_with_offset(prefix_path.as_ref(), &offset)
+                }
+                None => self.store.list(prefix_path.as_ref()),
+            };
+            stream
+                .map_err(|e| self.err(e))
+                .try_filter(|o| futures::future::ready(!key::is_sidecar(o.location.as_ref())))
+                .map_ok(|o| o.location.as_ref().to_string())
+                .take(limit)
+                .try_collect()
+                .await
+        })
+    }
+
     pub fn survey(&self, prefix: &str, found: &mut Vec<Found>, errors: &mut Vec<EndpointError>) {
         let result = self.rt.block_on(async {
             let prefix_path = (!prefix.is_empty())
@@ -577,7 +604,7 @@ impl S3Store {
             let heads = futures::stream::iter(listed.iter().filter(|o| !key::is_sidecar(o.location.as_ref())))
                 .map(|o| async move {
                     let raw = self.head_raw(&o.location).await?;
-                    let doc = raw.and_then(|(_, d)| d);
+                    let doc = raw.and_then(|(_, d, _)| d);
                     let is_pointer = matches!(doc, Some(Ok(MetaDoc::Sidecar { .. })));
                     let meta = self.resolve(&o.location, doc).await?;
                     Ok::<_, EndpointError>((o, is_pointer, meta))

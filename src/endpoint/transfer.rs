@@ -55,6 +55,9 @@ pub struct RemoteObject {
     /// store written by ferry up to 53a13dd, one whose upload was cut off
     /// before its metadata was recorded).
     pub meta: Option<Result<ObjectMeta, MetaError>>,
+    /// When the store last wrote it (the time an object ferry did not write
+    /// is imported with).
+    pub modified: std::time::SystemTime,
 }
 
 /// Part buffers of one streamed upload, reused once a part is written, so

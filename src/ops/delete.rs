@@ -9,13 +9,14 @@
 //! `skipped` (already in the desired state). Removal works relative to open
 //! directories, so a symlink swapped in mid-way is removed, not followed.
 
+use super::dirtimes::DirTimes;
 use super::{OpContext, par_map};
 use crate::gpfs::linked_junctions;
 use crate::sys::btrfs::{SUBVOL_ROOT_INO, is_btrfs};
 use crate::sys::{Base, DirReader, FileStat, StatMask, open_dir_at, stat_at, unlink_at};
 use crate::task::{Outcome, PathObject};
 use serde::Deserialize;
-use std::ffi::{CString, OsStr};
+use std::ffi::{CStr, CString, OsStr};
 use std::io;
 use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, OwnedFd};
@@ -29,18 +30,32 @@ pub struct DeleteArgs {
     /// Remove directories with everything in them; otherwise only empty
     /// directories are removed.
     pub recursive: bool,
+    /// Give the directory holding each removed path back the times it had
+    /// just before (a sync mirroring a removal, whose directory's times
+    /// travel on their own; [`super::dirtimes`]).
+    pub keep_parent_times: bool,
 }
 
 /// Deletes `paths`, one outcome per path in order.
 pub fn delete(ctx: &OpContext, args: &DeleteArgs, paths: &[PathObject]) -> Vec<Outcome> {
+    let keeper = args.keep_parent_times.then(DirTimes::default);
     par_map(paths.iter().collect(), ctx.threads, |obj: &PathObject| {
-        let outcome = delete_one(ctx, &obj.path, args.recursive);
+        let outcome = delete_one(ctx, &obj.path, args.recursive, keeper.as_ref());
         ctx.count(&outcome, 0);
         outcome
     })
 }
 
-fn delete_one(ctx: &OpContext, path: &[u8], recursive: bool) -> Outcome {
+/// Removes `name` (in the working directory's terms), keeping its parent's
+/// times when `keeper` says so.
+fn remove(keeper: Option<&DirTimes>, path: &[u8], name: &CStr, dir: bool) -> io::Result<()> {
+    match keeper {
+        Some(k) => k.keeping_parents(&[path], || unlink_at(Base::Cwd, name, dir)),
+        None => unlink_at(Base::Cwd, name, dir),
+    }
+}
+
+fn delete_one(ctx: &OpContext, path: &[u8], recursive: bool, keeper: Option<&DirTimes>) -> Outcome {
     let Ok(cpath) = CString::new(path) else {
         return Outcome::failed("path contains a NUL byte");
     };
@@ -50,7 +65,7 @@ fn delete_one(ctx: &OpContext, path: &[u8], recursive: bool) -> Outcome {
         Err(e) => return Outcome::failed(format!("stat: {e}")),
     };
     if !is_dir(&st) {
-        return match unlink_at(Base::Cwd, &cpath, false) {
+        return match remove(keeper, path, &cpath, false) {
             Ok(()) => Outcome::processed(),
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Outcome::skipped("not found"),
             Err(e) => Outcome::failed(format!("cannot remove: {e}")),
@@ -71,7 +86,7 @@ fn delete_one(ctx: &OpContext, path: &[u8], recursive: bool) -> Outcome {
         return Outcome::skipped("not deleted: fileset junction");
     }
     if !recursive {
-        return match unlink_at(Base::Cwd, &cpath, true) {
+        return match remove(keeper, path, &cpath, true) {
             Ok(()) => Outcome::processed(),
             Err(e) if matches!(e.raw_os_error(), Some(libc::ENOTEMPTY | libc::EEXIST)) => {
                 Outcome::skipped("directory not empty; not deleted (recursive is not set)")
@@ -104,7 +119,7 @@ fn delete_one(ctx: &OpContext, path: &[u8], recursive: bool) -> Outcome {
         Err(e) => return Outcome::failed(format!("{e}")),
     }
     drop(dir);
-    match unlink_at(Base::Cwd, &cpath, true) {
+    match remove(keeper, path, &cpath, true) {
         Ok(()) => Outcome::processed(),
         Err(e) => Outcome::failed(format!("cannot remove directory: {e}")),
     }

@@ -151,6 +151,8 @@ pub struct Snap {
     pub blksize: u64,
     /// Device and inode: which file this is, whatever its name.
     pub id: (u64, u64),
+    /// How many names (hard links) the file has.
+    pub nlink: u64,
 }
 
 impl Snap {
@@ -171,6 +173,7 @@ impl Snap {
             gid: m.gid(),
             blksize: m.blksize().max(512),
             id: (m.dev(), m.ino()),
+            nlink: m.nlink(),
         }
     }
 

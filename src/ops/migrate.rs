@@ -9,17 +9,23 @@
 //! and verified, under a write lease that proves no other process has the
 //! file open, and only if size, mtime and ctime never changed since the
 //! file was opened.
+//!
+//! A directory or a symbolic link is recorded rather than migrated: its
+//! metadata goes to a content-less object ([`super::entry`]), made durable
+//! with the window's sync, and nothing local changes (a real migrate too
+//! leaves it as it is).
 
 use super::lock::{LockLevel, Locking};
 use super::xattrs::{HsmState, Residency};
-use super::{Inodes, OpContext, OpError, Snap, par_map, set_times};
-use crate::endpoint::{Endpoint, ObjectMeta, TransferError};
+use super::{Inodes, OpContext, OpError, OpenError, Snap, par_map, set_times};
+use crate::endpoint::{Endpoint, EntryKind, KeyError, LinkId, ObjectMeta, TransferError};
 use crate::sys::{Lease, next_data, punch_hole, set_lease};
 use crate::task::{FileState, Outcome, PathObject};
 use object_store::path::Path as ObjPath;
 use serde::Deserialize;
 use std::fs::File;
 use std::io;
+use std::os::fd::AsFd;
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 
@@ -84,7 +90,7 @@ fn migrate_to(
             ctx.threads,
             |(i, obj): (usize, &PathObject)| job.copy(i, &obj.path, &inodes),
         );
-        let synced = if steps.iter().any(|s| matches!(s, Step::Commit(_))) {
+        let synced = if steps.iter().any(|s| matches!(s, Step::Commit(_) | Step::Recorded(_))) {
             job.target.sync()
         } else {
             Ok(())
@@ -93,6 +99,10 @@ fn migrate_to(
             let (outcome, bytes) = match step {
                 Step::Done(o) => (Some(o), 0),
                 Step::Link(first) => return Err(first),
+                Step::Recorded(o) => match &synced {
+                    Ok(()) => (Some(o), 0),
+                    Err(e) => (Some(Outcome::failed(format!("{e}; record not durable"))), 0),
+                },
                 Step::Commit(p) => {
                     let size = p.meta.size;
                     match &synced {
@@ -108,7 +118,14 @@ fn migrate_to(
             ctx.count(&outcome, bytes);
             Ok(outcome)
         });
-        out.extend(super::window::resolve_links(ctx, chunk, outcomes));
+        let linked: Vec<(usize, usize)> = outcomes
+            .iter()
+            .enumerate()
+            .filter_map(|(i, o)| o.as_ref().err().map(|&first| (i, first)))
+            .collect();
+        let mut outcomes = super::window::resolve_links(ctx, chunk, outcomes);
+        job.link_names(chunk, &linked, &mut outcomes);
+        out.extend(outcomes);
     }
     Ok(out)
 }
@@ -125,6 +142,9 @@ enum Step {
     Commit(Box<Pending>),
     /// Another name (hard link) of the file at this input index.
     Link(usize),
+    /// A directory or link recorded at the endpoint, done once the
+    /// window's sync makes the record durable.
+    Recorded(Outcome),
 }
 
 /// A file whose data is at the endpoint, waiting for the sync and commit.
@@ -154,12 +174,17 @@ impl Job<'_> {
 
     fn try_copy(&self, index: usize, path: &[u8], inodes: &Inodes) -> Result<Step, Outcome> {
         let xattrs = &self.ctx.xattrs;
-        let file =
-            super::open_file(path, !self.args.premigrate).map_err(|e| e.outcome(self.op(), self.args.abort_missing))?;
+        let file = match super::open_file(path, !self.args.premigrate) {
+            Err(OpenError::Directory | OpenError::Symlink) => return self.record_entry(path),
+            other => other.map_err(|e| e.outcome(self.op(), self.args.abort_missing))?,
+        };
         let before = Snap::of(&file).map_err(|e| io_failure("stat", e))?;
+        if before.mode & libc::S_IFMT == libc::S_IFDIR {
+            return self.record_entry(path);
+        }
         if !before.is_file() {
             return Err(Outcome::skipped(format!(
-                "not a regular file: {} works on regular files only",
+                "not a regular file, directory or symbolic link: {} does not record it",
                 self.op()
             )));
         }
@@ -191,7 +216,10 @@ impl Job<'_> {
                     // that differs is migrated afresh below.
                     let head = before.stub_offset(s.stub_size).min(before.size);
                     if !matches!(next_data(&file, head), Ok(Some(_))) {
-                        return self.already_migrated(key, s);
+                        return match self.already_migrated(key, s) {
+                            Err(done) if done.state == FileState::Skipped => self.link_name(path, &file, &before, done),
+                            other => other,
+                        };
                     }
                     let content =
                         crate::endpoint::hash_file(&file, before.size).map_err(|e| io_failure("reading", e))?;
@@ -231,7 +259,7 @@ impl Job<'_> {
                     }));
                 }
                 (Residency::Premigrated, true, Some(_)) if self.args.premigrate => {
-                    return Err(Outcome::skipped("already premigrated"));
+                    return self.link_name(path, &file, &before, Outcome::skipped("already premigrated"));
                 }
                 (Residency::Premigrated, true, Some(key)) => {
                     // Data already at the endpoint: stub it if the object
@@ -292,6 +320,137 @@ impl Job<'_> {
             before,
             fresh: true,
         })))
+    }
+
+    /// Records the directory or symbolic link at `path`: its metadata goes
+    /// to a content-less object (a directory's at its own key), replacing
+    /// an earlier record; a file's object at a link's key is replaced only
+    /// with `overwrite` (a stub elsewhere may still need it).
+    fn record_entry(&self, path: &[u8]) -> Result<Step, Outcome> {
+        let entry = super::entry::read(&self.ctx.xattrs, path)
+            .map_err(|e| io_failure("reading the entry", e))?
+            .ok_or_else(|| {
+                Outcome::skipped(format!(
+                    "not a regular file, directory or symbolic link: {} does not record it",
+                    self.op()
+                ))
+            })?;
+        let keyed = match entry.meta.kind {
+            EntryKind::Directory => self.target.dir_key(path),
+            _ => self.target.key(path),
+        };
+        let (key, source) = keyed.map_err(|e| match e {
+            // A listing of the whole tree names its root too: nothing to record.
+            KeyError::IsRoot => Outcome::skipped(e.to_string()),
+            e => Outcome::failed(e.to_string()),
+        })?;
+        if entry.meta.kind != EntryKind::Directory {
+            self.may_record_at(&key)?;
+        }
+        let meta = ObjectMeta {
+            path: source,
+            ..entry.meta
+        };
+        self.target
+            .upload(&key, &entry.handle, meta)
+            .map_err(|e| Outcome::failed(format!("recording at endpoint `{}` failed: {e}", self.target.name())))?;
+        Ok(Step::Recorded(Outcome::processed()))
+    }
+
+    /// Whether a record with no data may go to `key`: a file's object
+    /// there is replaced only with `overwrite` (a stub elsewhere may still
+    /// need it).
+    fn may_record_at(&self, key: &ObjPath) -> Result<(), Outcome> {
+        if self.args.overwrite {
+            return Ok(());
+        }
+        match self.target.head(key) {
+            Ok(None) => Ok(()),
+            Ok(Some(o)) if matches!(&o.meta, Some(Ok(m)) if m.kind != EntryKind::File) => Ok(()),
+            Ok(Some(_)) => Err(Outcome::failed(format!(
+                "endpoint `{}` holds a file's object at {key}; set overwrite to replace it with this link's record",
+                self.target.name()
+            ))),
+            Err(e) => Err(Outcome::failed(e.to_string())),
+        }
+    }
+
+    /// A file already (pre)migrated to this endpoint, reached by `path`:
+    /// when `path` is another name of a file with several names than the
+    /// one its object is at, a hard-link record goes to `path`'s key (the
+    /// data's key, the link identity and the file's metadata), so the
+    /// destination can make this name a link of the same inode; otherwise
+    /// the file ends as `done`.
+    fn link_name(&self, path: &[u8], file: &File, st: &Snap, done: Outcome) -> Result<Step, Outcome> {
+        let Some(link) = link_id(file, st) else {
+            return Err(done);
+        };
+        let data_key = self
+            .ctx
+            .xattrs
+            .location(file, self.target.name())
+            .map_err(|e| io_failure("reading xattrs", e))?
+            .and_then(|k| String::from_utf8(k).ok());
+        let Some(data_key) = data_key else {
+            return Err(done);
+        };
+        let (key, source) = self.target.key(path).map_err(|e| Outcome::failed(e.to_string()))?;
+        if key.as_ref() == data_key {
+            return Err(done);
+        }
+        self.may_record_at(&key)?;
+        let meta = ObjectMeta {
+            size: 0,
+            path: source,
+            kind: EntryKind::HardLink(data_key.clone()),
+            link: Some(link),
+            ..self.file_meta(file, st)?
+        };
+        self.target
+            .upload(&key, file, meta)
+            .map_err(|e| Outcome::failed(format!("recording at endpoint `{}` failed: {e}", self.target.name())))?;
+        let mut recorded = done;
+        recorded.message = Some(format!(
+            "{}; recorded as another name of the file whose object is {data_key}",
+            recorded.message.as_deref().unwrap_or("done")
+        ));
+        Ok(Step::Recorded(recorded))
+    }
+
+    /// Records the hard-link names of a window (input index, index of the
+    /// name handled for their file): each gets its record once that name's
+    /// object is committed; a name that needs none keeps the link outcome.
+    fn link_names(&self, chunk: &[PathObject], linked: &[(usize, usize)], outcomes: &mut [Outcome]) {
+        let mut recorded = Vec::new();
+        for &(i, first) in linked {
+            if !matches!(outcomes[first].state, FileState::Processed | FileState::Skipped) {
+                continue;
+            }
+            let path = &chunk[i].path;
+            let step = super::open_file(path, false)
+                .map_err(|e| e.outcome(self.op(), self.args.abort_missing))
+                .and_then(|f| {
+                    let st = Snap::of(&f).map_err(|e| io_failure("stat", e))?;
+                    let done = Outcome::skipped("another name of a file migrated in this batch");
+                    self.link_name(path, &f, &st, done)
+                });
+            match step {
+                Ok(Step::Recorded(_)) => recorded.push(i),
+                Err(o) if o.state == FileState::Failures => outcomes[i] = o,
+                // Nothing to record: the name keeps its link outcome.
+                _ => {}
+            }
+        }
+        if recorded.is_empty() {
+            return;
+        }
+        // A recorded name keeps its link outcome (skipped: its file was
+        // handled through the other name), unless the record is not durable.
+        if let Err(e) = self.target.sync() {
+            for i in recorded {
+                outcomes[i] = Outcome::failed(format!("{e}; hard-link record not durable"));
+            }
+        }
     }
 
     fn modified(&self) -> Outcome {
@@ -358,9 +517,11 @@ impl Job<'_> {
             xattrs: self
                 .ctx
                 .xattrs
-                .user_xattrs(file)
+                .copied_xattrs(file)
                 .map_err(|e| io_failure("reading xattrs", e))?,
             path: None,
+            kind: EntryKind::File,
+            link: link_id(file, st),
         })
     }
 
@@ -370,7 +531,9 @@ impl Job<'_> {
         let Some(existing) = self.target.head(&key).map_err(remote_failure)? else {
             return Ok(KeyChoice::Write(key));
         };
-        if self.args.overwrite {
+        if self.args.overwrite || matches!(&existing.meta, Some(Ok(m)) if m.kind != EntryKind::File) {
+            // A directory's or link's record holds no data: a file that
+            // took the link's place replaces it.
             return Ok(KeyChoice::Write(key));
         }
         if existing.meta.is_none() && existing.size == meta.size {
@@ -534,6 +697,22 @@ enum KeyChoice {
     Reuse(ObjPath, ObjectMeta),
     /// Write the copy here.
     Write(ObjPath),
+}
+
+/// The link identity of a file with several names: its device, inode
+/// and inode generation, so a number reused by a later file never matches.
+/// `None` for a file with one name, or where the filesystem gives no
+/// generation (its names then travel as separate files: no identity, no
+/// link, never a wrong one).
+fn link_id(file: &File, st: &Snap) -> Option<LinkId> {
+    if st.nlink < 2 {
+        return None;
+    }
+    let generation = crate::sys::inode_generation(file.as_fd()).ok()?;
+    Some(LinkId {
+        id: format!("{:x}:{:x}:{generation:x}", st.id.0, st.id.1),
+        nlink: st.nlink,
+    })
 }
 
 /// Same content and the metadata a restore would apply (atime aside).

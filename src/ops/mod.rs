@@ -15,9 +15,13 @@ pub mod check;
 mod cloud;
 pub mod context;
 pub mod delete;
+pub mod dirtimes;
 pub mod ensure_in_cloud;
+pub mod entry;
 pub mod error;
 pub mod file;
+pub mod import;
+pub mod import_bytes;
 pub mod lock;
 pub mod migrate;
 pub mod move_in_cloud;
@@ -75,6 +79,14 @@ pub enum Operation {
     RecallBytes(recall_bytes::RecallBytesArgs),
     /// `dynamo.tasks.ngenea_sync_metadata`.
     SyncMetadata(sync_metadata::SyncMetadataArgs),
+    /// `dynamo.tasks.import_files_from_external_target` (paths are object
+    /// keys or prefixes).
+    Import(import::ImportArgs),
+    /// `dynamo.tasks.copy_files_from_external_target` (paths are object
+    /// keys or prefixes).
+    CopyImport(import::ImportArgs),
+    /// `dynamo.tasks.import_bytes` (paths are object keys).
+    ImportBytes(import_bytes::ImportBytesArgs),
 }
 
 impl Operation {
@@ -95,6 +107,9 @@ impl Operation {
             Operation::EnsureInCloud(_) => TaskName::EnsureCloudFileExists,
             Operation::RecallBytes(_) => TaskName::RecallBytes,
             Operation::SyncMetadata(_) => TaskName::NgeneaSyncMetadata,
+            Operation::Import(_) => TaskName::ImportFilesFromExternalTarget,
+            Operation::CopyImport(_) => TaskName::CopyFilesFromExternalTarget,
+            Operation::ImportBytes(_) => TaskName::ImportBytes,
         }
     }
 
@@ -119,6 +134,9 @@ impl Operation {
             TaskName::EnsureCloudFileExists => parse_kwargs(kwargs).map(Operation::EnsureInCloud),
             TaskName::RecallBytes => parse_kwargs(kwargs).map(Operation::RecallBytes),
             TaskName::NgeneaSyncMetadata => parse_kwargs(kwargs).map(Operation::SyncMetadata),
+            TaskName::ImportFilesFromExternalTarget => parse_kwargs(kwargs).map(Operation::Import),
+            TaskName::CopyFilesFromExternalTarget => parse_kwargs(kwargs).map(Operation::CopyImport),
+            TaskName::ImportBytes => parse_kwargs(kwargs).map(Operation::ImportBytes),
             // Tasks that talk to other tasks, or answer with something
             // else than per-file outcomes: the agent runs them.
             TaskName::RecursiveNavigate
@@ -139,6 +157,15 @@ impl Operation {
         } else {
             COMMIT_WINDOW
         }
+    }
+
+    /// Whether its paths are object keys or prefixes on an endpoint (the
+    /// imports), not local paths.
+    pub fn takes_keys(&self) -> bool {
+        matches!(
+            self,
+            Operation::Import(_) | Operation::CopyImport(_) | Operation::ImportBytes(_)
+        )
     }
 
     /// Whether its paths are SOURCE DEST pairs (the moves, and the moves of
@@ -168,6 +195,9 @@ impl Operation {
             Operation::EnsureInCloud(a) => ensure_in_cloud::ensure_cloud_file_exists(ctx, a, paths),
             Operation::RecallBytes(a) => recall_bytes::recall_bytes(ctx, a, paths),
             Operation::SyncMetadata(a) => sync_metadata::sync_metadata(ctx, a, paths),
+            Operation::Import(a) => import::import(ctx, a, false, paths),
+            Operation::CopyImport(a) => import::import(ctx, a, true, paths),
+            Operation::ImportBytes(a) => import_bytes::import_bytes(ctx, a, paths),
         }
     }
 }

@@ -13,6 +13,7 @@
 //! entry back at its source.
 
 use super::OpContext;
+use super::dirtimes::DirTimes;
 use crate::sys::{Base, StatMask, rename, stat_at, unlink_at};
 use crate::task::{Outcome, PathObject, surrogate};
 use serde::Deserialize;
@@ -33,6 +34,11 @@ pub struct MoveArgs {
     /// When the destination exists, move only if its ctime (seconds since
     /// the epoch) is at most this; otherwise remove the source.
     pub target_max_age: Option<i64>,
+    /// Give every directory whose entries a move changes (the source's,
+    /// the destination's, the staging directory's parent) back the times
+    /// it had just before: a sync mirroring a move, whose directories'
+    /// times travel on their own ([`super::dirtimes`]).
+    pub keep_parent_times: bool,
 }
 
 /// Two-step move of `paths` (each with a `source`), one outcome per path.
@@ -61,7 +67,7 @@ pub fn move_paths(ctx: &OpContext, args: &MoveArgs, paths: &[PathObject]) -> Vec
         }
     }
     for (dir, items) in groups {
-        match Staging::create(&dir, &items) {
+        match Staging::create(&dir, &items, args.keep_parent_times.then(DirTimes::default)) {
             Err(e) => {
                 for (i, ..) in &items {
                     outcomes[*i] = Some(Outcome::failed(format!("cannot create a staging directory: {e}")));
@@ -84,14 +90,15 @@ type Item<'a> = (usize, &'a [u8], &'a [u8]);
 /// order given. A swap in one batch loses one of the two files, as the
 /// seed warns.
 pub fn one_step_move_paths(ctx: &OpContext, args: &MoveArgs, paths: &[PathObject]) -> Vec<Outcome> {
+    let keeper = args.keep_parent_times.then(DirTimes::default);
     paths
         .iter()
         .map(|obj| {
             let outcome = match check_item(obj) {
                 Err(o) => o,
                 Ok((src, dst, _)) => match target_too_new(args, dst) {
-                    Some(o) => remove_source(src, o),
-                    None => match rename_paths(src, dst) {
+                    Some(o) => remove_source(keeper.as_ref(), src, o),
+                    None => match rename_paths(keeper.as_ref(), src, dst) {
                         Ok(()) => after_move(ctx, args, dst),
                         Err(e) => Outcome::failed(format!("cannot move: {e}")),
                     },
@@ -136,16 +143,22 @@ fn target_too_new(args: &MoveArgs, dst: &[u8]) -> Option<Outcome> {
     })
 }
 
-fn remove_source(src: &[u8], done: Outcome) -> Outcome {
+fn remove_source(keeper: Option<&DirTimes>, src: &[u8], done: Outcome) -> Outcome {
     let st = match lstat(src) {
         Ok(st) => st,
         Err(e) => return Outcome::failed(format!("source: {e}")),
     };
     let path = std::path::Path::new(OsStr::from_bytes(src));
-    let r = if st.mode & libc::S_IFMT == libc::S_IFDIR {
-        fs::remove_dir_all(path)
-    } else {
-        fs::remove_file(path)
+    let remove = || {
+        if st.mode & libc::S_IFMT == libc::S_IFDIR {
+            fs::remove_dir_all(path)
+        } else {
+            fs::remove_file(path)
+        }
+    };
+    let r = match keeper {
+        Some(k) => k.keeping_parents(&[src], remove),
+        None => remove(),
     };
     match r {
         Ok(()) => done,
@@ -174,17 +187,22 @@ fn after_move(ctx: &OpContext, args: &MoveArgs, dst: &[u8]) -> Outcome {
 /// The staging directory of one two-step batch.
 struct Staging {
     dir: Vec<u8>,
+    /// Keeps directory times (`keep_parent_times`).
+    keeper: Option<DirTimes>,
 }
 
 impl Staging {
-    fn create(parent: &[u8], items: &[Item<'_>]) -> io::Result<Staging> {
+    fn create(parent: &[u8], items: &[Item<'_>], keeper: Option<DirTimes>) -> io::Result<Staging> {
         let dir = [
             parent,
             format!("/.ferry-move-{}", uuid::Uuid::new_v4().simple()).as_bytes(),
         ]
         .concat();
         let p = std::path::Path::new(OsStr::from_bytes(&dir));
-        fs::create_dir(p)?;
+        match &keeper {
+            Some(k) => k.keeping_parents(&[&dir], || fs::create_dir(p))?,
+            None => fs::create_dir(p)?,
+        }
         let mut plan = Vec::new();
         for (n, (_, src, dst)) in items.iter().enumerate() {
             plan.extend_from_slice(format!("{{\"staged\":\"{n}\",\"source\":").as_bytes());
@@ -196,7 +214,7 @@ impl Staging {
         let mut f = fs::File::create(p.join("plan"))?;
         f.write_all(&plan)?;
         f.sync_all()?;
-        Ok(Staging { dir })
+        Ok(Staging { dir, keeper })
     }
 
     fn staged(&self, n: usize) -> Vec<u8> {
@@ -210,7 +228,7 @@ impl Staging {
         let mut staged = vec![false; items.len()];
         for &n in &order {
             let (i, src, _) = items[n];
-            match rename_paths(src, &self.staged(n)) {
+            match rename_paths(self.keeper.as_ref(), src, &self.staged(n)) {
                 Ok(()) => staged[n] = true,
                 Err(e) => outcomes[i] = Some(Outcome::failed(format!("cannot move the source aside: {e}"))),
             }
@@ -222,11 +240,11 @@ impl Staging {
             let (i, src, dst) = items[n];
             let tmp = self.staged(n);
             let outcome = if let Some(done) = target_too_new(args, dst) {
-                remove_source(&tmp, done)
+                remove_source(self.keeper.as_ref(), &tmp, done)
             } else {
-                match rename_paths(&tmp, dst) {
+                match rename_paths(self.keeper.as_ref(), &tmp, dst) {
                     Ok(()) => after_move(ctx, args, dst),
-                    Err(e) => match rename_paths(&tmp, src) {
+                    Err(e) => match rename_paths(self.keeper.as_ref(), &tmp, src) {
                         Ok(()) => {
                             Outcome::failed(format!("cannot move to the destination ({e}); source left in place"))
                         }
@@ -246,7 +264,10 @@ impl Staging {
         // directory and its plan.
         if !stuck {
             let p = std::path::Path::new(OsStr::from_bytes(&self.dir));
-            let _ = fs::remove_file(p.join("plan")).and_then(|()| fs::remove_dir(p));
+            let _ = fs::remove_file(p.join("plan")).and_then(|()| match &self.keeper {
+                Some(k) => k.keeping_parents(&[&self.dir], || fs::remove_dir(p)),
+                None => fs::remove_dir(p),
+            });
         }
     }
 }
@@ -284,15 +305,22 @@ fn common_dir<'a>(paths: impl Iterator<Item = &'a [u8]>) -> Vec<u8> {
 /// Renames `from` to `to`. When both already name one inode (hard links),
 /// `rename(2)` does nothing, so the source name is removed to finish the
 /// move.
-fn rename_paths(from: &[u8], to: &[u8]) -> io::Result<()> {
+/// With `keeper`, the two directories keep their times.
+fn rename_paths(keeper: Option<&DirTimes>, from: &[u8], to: &[u8]) -> io::Result<()> {
     let (f, t) = (cstr(from)?, cstr(to)?);
-    rename(&f, &t, false)?;
-    if let (Ok(a), Ok(b)) = (lstat(from), lstat(to))
-        && (a.dev, a.ino) == (b.dev, b.ino)
-    {
-        unlink_at(Base::Cwd, &f, false)?;
+    let change = || {
+        rename(&f, &t, false)?;
+        if let (Ok(a), Ok(b)) = (lstat(from), lstat(to))
+            && (a.dev, a.ino) == (b.dev, b.ino)
+        {
+            unlink_at(Base::Cwd, &f, false)?;
+        }
+        Ok(())
+    };
+    match keeper {
+        Some(k) => k.keeping_parents(&[from, to], change),
+        None => change(),
     }
-    Ok(())
 }
 
 /// The directory part of `p` (empty for a path directly under `/`).

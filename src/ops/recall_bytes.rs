@@ -27,6 +27,7 @@
 //! business.
 
 use super::cloud::{head, parse_key, readable};
+use super::dirtimes::DirTimes;
 use super::lock::{LockLevel, Locking};
 use super::recall::RecallArgs;
 use super::reverse_stub::Building;
@@ -213,7 +214,8 @@ impl Job<'_> {
         }
         let name = path.rsplit(|&b| b == b'/').next().unwrap_or(path);
         let dest = [self.dir.as_os_str().as_bytes(), b"/", name].concat();
-        let mut tmp = Building::create(self.dir).map_err(|e| failure("creating the file", e))?;
+        let times = DirTimes::default();
+        let mut tmp = Building::create(self.dir, &times).map_err(|e| failure("creating the file", e))?;
         let f = &tmp.file;
         let mut offset = 0u64;
         target

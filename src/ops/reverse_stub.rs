@@ -8,15 +8,26 @@
 //! then times; it is flushed and renamed into place. It never replaces a
 //! file that appeared meanwhile, and replaces an existing different file
 //! only as `overwrite` or `conflict_preference` allow. Missing parent
-//! directories are created (mode 0755).
+//! directories are created (mode 0755, marked until their own object
+//! applies its metadata).
+//!
+//! A path whose object records a directory or a symbolic link is built as
+//! one ([`super::entry`]): its object is at the path's key (a link) or at
+//! the directory key beside it, looked for when the path's key holds
+//! nothing. Every change to a directory's entries keeps that directory's
+//! times ([`super::dirtimes`]), so a directory whose object arrived before
+//! its children ends with its source's times all the same.
 
+use super::dirtimes::DirTimes;
+use super::entry::{self, Built};
 use super::lock::{LockLevel, Locking};
 use super::xattrs::{HsmState, Residency};
 use super::{
     OpContext, OpError, Reachable, Snap, Step, chosen_times, for_each_window, open_file, set_times, write_sparse,
 };
-use crate::endpoint::{Endpoint, ObjectMeta, TransferError};
-use crate::sys::{Base, create_at, rename_at, unlink_at};
+use crate::endpoint::LinkId;
+use crate::endpoint::{Endpoint, EntryKind, ObjectMeta, TransferError};
+use crate::sys::{Base, create_at, link_at, mkdir_at, open_dir_at, open_file_at, rename_at, unlink_at};
 use crate::task::{ArgumentError, Outcome, PathObject};
 use object_store::path::Path as ObjPath;
 use serde::Deserialize;
@@ -27,7 +38,7 @@ use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{PermissionsExt, fchown};
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 /// The seed's `reverse_stub` arguments.
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -94,6 +105,9 @@ fn stub_from(
         args,
         target: ctx.endpoint(endpoint)?,
         locking: Locking::new(args.lock_level, LockLevel::Implicit, false)?,
+        times: DirTimes::default(),
+        links: Mutex::new(()),
+        plain: false,
     };
     Ok(for_each_window(ctx, args.sub_batch, paths, |_, obj, _| {
         let mut result = job.one(&obj.path);
@@ -113,20 +127,63 @@ struct Job<'a> {
     args: &'a ReverseStubArgs,
     target: Arc<Endpoint>,
     locking: Locking,
+    times: DirTimes,
+    /// Held while a file with a link identity is built.
+    links: Mutex<()>,
+    /// Plain local copies (an import's `copy`): whole, with no location or
+    /// state, and no link index.
+    plain: bool,
 }
 
 impl Job<'_> {
-    /// Builds one file; `Ok` carries the bytes written.
-    fn one(&self, path: &[u8]) -> Result<u64, Outcome> {
-        let (mut key, _) = self.target.key(path).map_err(|e| Outcome::failed(e.to_string()))?;
-        let mut head = self.target.head(&key);
-        if let (Ok(None), Some(old)) = (&head, self.target.legacy_key(path)) {
-            // A store written by ferry up to 53a13dd keeps long names whole.
-            head = self.target.head(&old);
-            key = old;
+    /// The builder of directories, links and missing parents.
+    fn builder(&self) -> entry::Builder<'_> {
+        entry::Builder {
+            xattrs: &self.ctx.xattrs,
+            times: &self.times,
+            overwrite: self.args.overwrite,
+            update_atime: self.args.update_atime,
+            update_mtime: self.args.update_mtime,
         }
-        let meta = match head {
-            Ok(Some(o)) => match o.meta {
+    }
+
+    /// Builds one file, directory or link; `Ok` carries the bytes written.
+    fn one(&self, path: &[u8]) -> Result<u64, Outcome> {
+        let (key, meta) = self.object(path)?;
+        self.entry(path, &key, &meta, true)
+    }
+
+    /// Builds at `path` what the object at `key` with `meta` records;
+    /// `verified` when `meta` is ferry's (with the content's hash), not one
+    /// made up for an object another tool wrote.
+    fn entry(&self, path: &[u8], key: &ObjPath, meta: &ObjectMeta, verified: bool) -> Result<u64, Outcome> {
+        let built = match &meta.kind {
+            EntryKind::File => return self.file(path, key, meta, verified),
+            EntryKind::HardLink(data_key) => return self.hard_link(path, key, data_key, meta),
+            EntryKind::Directory => self.builder().directory(path, meta),
+            EntryKind::Symlink(target) => self.builder().symlink(path, target, meta),
+        };
+        match built {
+            Ok(Built::Done) => Ok(0),
+            Ok(Built::Kept(why)) => Err(Outcome::skipped(why)),
+            Err(e) => Err(failure("building", e)),
+        }
+    }
+
+    /// The object for `path` and its metadata: at the path's key (a file
+    /// or a link), at the key ferry up to 53a13dd gave it, or at the
+    /// directory key beside it.
+    fn object(&self, path: &[u8]) -> Result<(ObjPath, ObjectMeta), Outcome> {
+        let (file_key, _) = self.target.key(path).map_err(|e| Outcome::failed(e.to_string()))?;
+        let (dir_key, _) = self.target.dir_key(path).map_err(|e| Outcome::failed(e.to_string()))?;
+        let mut candidates = vec![file_key.clone()];
+        // A store written by ferry up to 53a13dd keeps long names whole.
+        candidates.extend(self.target.legacy_key(path));
+        candidates.push(dir_key.clone());
+        for key in candidates {
+            let head = self.target.head(&key).map_err(|e| Outcome::failed(e.to_string()))?;
+            let Some(o) = head else { continue };
+            let meta = match o.meta {
                 Some(Ok(m)) if m.size == o.size => m,
                 Some(Ok(_)) => return Err(Outcome::failed(format!("object at {key} does not match its metadata"))),
                 Some(Err(e)) => return Err(Outcome::failed(format!("object at {key}: {e}"))),
@@ -135,15 +192,62 @@ impl Job<'_> {
                         "object at {key} has no ferry metadata, so no verifiable stub can be made"
                     )));
                 }
+            };
+            if (key == dir_key) != (meta.kind == EntryKind::Directory) {
+                return Err(Outcome::failed(format!(
+                    "object at {key} records another kind of entry than its key holds"
+                )));
+            }
+            return Ok((key, meta));
+        }
+        Err(Outcome::failed(format!(
+            "endpoint `{}` has no object at {file_key}",
+            self.target.name()
+        )))
+    }
+
+    /// Builds a name recorded as another name of a file with several
+    /// names: from the object holding the data, which must still be that
+    /// file (the same link identity).
+    fn hard_link(
+        &self,
+        path: &[u8],
+        record_key: &ObjPath,
+        data_key: &str,
+        record: &ObjectMeta,
+    ) -> Result<u64, Outcome> {
+        let key = ObjPath::parse(data_key)
+            .map_err(|e| Outcome::failed(format!("hard-link record at {record_key} names a bad key: {e}")))?;
+        let data = match self.target.head(&key) {
+            Ok(Some(o)) => match o.meta {
+                Some(Ok(m)) if m.size == o.size && m.kind == EntryKind::File => m,
+                Some(Err(e)) => return Err(Outcome::failed(format!("object at {key}: {e}"))),
+                _ => return Err(Outcome::failed(format!("object at {key} is not a file's data"))),
             },
             Ok(None) => {
                 return Err(Outcome::failed(format!(
-                    "endpoint `{}` has no object at {key}",
-                    self.target.name()
+                    "the object {key} that this hard link's record names is missing"
                 )));
             }
             Err(e) => return Err(Outcome::failed(e.to_string())),
         };
+        if data.link.is_none() || data.link != record.link {
+            return Err(Outcome::failed(format!(
+                "the object at {key} is no longer this hard link's file (another link identity); migrate its names again"
+            )));
+        }
+        self.file(path, &key, &data, true)
+    }
+
+    /// Builds one regular file; `Ok` carries the bytes written. A file
+    /// with a link identity becomes another name of the file already built
+    /// for it, if the index holds one with this content ([`LINK_INDEX`]).
+    fn file(&self, path: &[u8], key: &ObjPath, meta: &ObjectMeta, verified: bool) -> Result<u64, Outcome> {
+        // A plain copy is linked to nothing.
+        let link = meta.link.as_ref().filter(|_| !self.plain);
+        // One linked file at a time, so two names of one file in a batch
+        // never build two copies.
+        let _group = link.map(|_| self.links.lock().unwrap_or_else(|e| e.into_inner()));
         let existing = match open_file(path, false) {
             Ok(f) => Some(f),
             Err(super::OpenError::Missing) => None,
@@ -152,10 +256,26 @@ impl Job<'_> {
             Err(super::OpenError::Other(e)) => return Err(Outcome::failed(format!("cannot open: {e}"))),
         };
         let before = match &existing {
-            Some(f) => Some(self.conflict(f, &key, &meta)?),
+            Some(f) => Some(self.conflict(f, key, meta, verified)?),
             None => None,
         };
-        let (mut tmp, written) = self.build(path, &key, &meta)?;
+        let index = link.and_then(|l| LinkIndex::open(&self.target, l));
+        let linked = match &index {
+            Some(ix) => self.link_from_index(path, key, meta, ix)?,
+            None => None,
+        };
+        let (mut tmp, written) = match linked {
+            Some(tmp) => (tmp, 0),
+            None => {
+                let (tmp, written) = self.build(path, key, meta, verified)?;
+                if let Some(ix) = &index {
+                    // Best effort: without the entry, later names are built
+                    // as copies (never lost, never wrongly linked).
+                    let _ = ix.add(&tmp);
+                }
+                (tmp, written)
+            }
+        };
         if let (Some(f), Some(before)) = (&existing, before) {
             self.locking.at_commit(f).map_err(Outcome::from)?;
             let now = Snap::of(f).map_err(|e| failure("stat", e))?;
@@ -174,12 +294,48 @@ impl Job<'_> {
             })?;
         }
         tmp.dir.sync_all().map_err(|e| failure("flushing the directory", e))?;
+        if let (Some(ix), Some(link)) = (&index, link) {
+            // Best effort: an entry left behind only keeps an inode alive.
+            let _ = ix.retire_if_complete(&tmp.file, link.nlink);
+        }
         Ok(written)
+    }
+
+    /// The file the index holds for `meta`'s link identity as a new name
+    /// beside `path`, if it holds this object's content as this endpoint's
+    /// copy; `None` when it must be built.
+    fn link_from_index(
+        &self,
+        path: &[u8],
+        key: &ObjPath,
+        meta: &ObjectMeta,
+        ix: &LinkIndex,
+    ) -> Result<Option<Building<'_>>, Outcome> {
+        let Some(entry) = ix.entry() else {
+            return Ok(None);
+        };
+        let x = &self.ctx.xattrs;
+        let st = Snap::of(&entry).map_err(|e| failure("stat", e))?;
+        let same = st.is_file()
+            && st.size == meta.size
+            && matches!(x.state(&entry), Ok(Some(Ok(s))) if s.hash == meta.hash && s.size == meta.size)
+            && x.location(&entry, self.target.name()).ok().flatten().as_deref() == Some(key.as_ref().as_bytes());
+        if !same {
+            return Ok(None);
+        }
+        self.builder()
+            .make_parents(path)
+            .map_err(|e| failure("creating parent directories", e))?;
+        let reachable = Reachable::new(path, false).map_err(|e| failure("reaching the parent directory", e))?;
+        let dir = reachable.path().parent().unwrap_or(Path::new("/"));
+        Building::link(dir, &self.times, ix)
+            .map(Some)
+            .map_err(|e| failure("linking to the file's other name", e))
     }
 
     /// Decides about an existing local file: `Ok` with its facts when it
     /// is to be replaced, else the outcome that keeps it.
-    fn conflict(&self, f: &File, key: &ObjPath, meta: &ObjectMeta) -> Result<Snap, Outcome> {
+    fn conflict(&self, f: &File, key: &ObjPath, meta: &ObjectMeta, verified: bool) -> Result<Snap, Outcome> {
         self.locking.at_open(f).map_err(Outcome::from)?;
         let st = Snap::of(f).map_err(|e| failure("stat", e))?;
         if !st.is_file() {
@@ -187,7 +343,7 @@ impl Job<'_> {
         }
         let x = &self.ctx.xattrs;
         if let Ok(Some(Ok(s))) = x.state(f)
-            && s.hash == meta.hash
+            && (s.hash == meta.hash || !verified)
             && s.size == st.size
             && s.mtime == st.mtime
             && x.location(f, self.target.name()).ok().flatten().as_deref() == Some(key.as_ref().as_bytes())
@@ -197,7 +353,8 @@ impl Job<'_> {
                 s.residency.as_str()
             )));
         }
-        let same_content = st.size == meta.size
+        let same_content = verified
+            && st.size == meta.size
             && !matches!(x.state(f), Ok(Some(Ok(s))) if s.residency == Residency::Migrated)
             && crate::endpoint::hash_file(f, st.size).map_err(|e| failure("reading", e))? == meta.hash;
         if same_content {
@@ -224,16 +381,28 @@ impl Job<'_> {
     }
 
     /// Builds the file under a temporary name beside `path`.
-    fn build(&self, path: &[u8], key: &ObjPath, meta: &ObjectMeta) -> Result<(Building, u64), Outcome> {
-        let reachable = Reachable::new(path, true).map_err(|e| failure("creating parent directories", e))?;
+    fn build(
+        &self,
+        path: &[u8],
+        key: &ObjPath,
+        meta: &ObjectMeta,
+        verified: bool,
+    ) -> Result<(Building<'_>, u64), Outcome> {
+        self.builder()
+            .make_parents(path)
+            .map_err(|e| failure("creating parent directories", e))?;
+        let reachable = Reachable::new(path, false).map_err(|e| failure("reaching the parent directory", e))?;
         let dir = reachable.path().parent().unwrap_or(Path::new("/"));
-        let tmp = Building::create(dir).map_err(|e| failure("creating the file", e))?;
+        let tmp = Building::create(dir, &self.times).map_err(|e| failure("creating the file", e))?;
         let f = &tmp.file;
-        let whole = self.args.hydrate || meta.size <= self.args.stub_size;
+        // Without ferry's hash no stub can be verified later: whole, and
+        // recorded with the hash of what was read.
+        let whole = self.plain || !verified || self.args.hydrate || meta.size <= self.args.stub_size;
+        let mut hash = meta.hash;
         let remote = |e: TransferError| Outcome::failed(format!("download from `{}` failed: {e}", self.target.name()));
         let written = if whole {
             let mut offset = 0u64;
-            let hash = self
+            let read = self
                 .target
                 .download(key, meta.size, &mut |chunk| {
                     write_sparse(f, offset, chunk)?;
@@ -241,12 +410,15 @@ impl Job<'_> {
                     Ok(())
                 })
                 .map_err(remote)?;
-            if !self.args.skip_hash && hash != meta.hash {
+            if verified && !self.args.skip_hash && read != meta.hash {
                 return Err(Outcome::failed(format!(
                     "hash mismatch: object at {key} is corrupt (blake3 {}, expected {})",
-                    hash.to_hex(),
+                    read.to_hex(),
                     meta.hash.to_hex()
                 )));
+            }
+            if !verified {
+                hash = read;
             }
             meta.size
         } else {
@@ -266,54 +438,115 @@ impl Job<'_> {
         for (name, value) in &meta.xattrs {
             super::xattrs::set_explained(f, OsStr::from_bytes(name), value).map_err(io)?;
         }
-        x.set_location(f, self.target.name(), key.as_ref()).map_err(io)?;
         let (atime, mtime) = chosen_times(self.args.update_atime, self.args.update_mtime, meta.atime, meta.mtime);
-        let state = HsmState {
-            residency: if whole {
-                Residency::Premigrated
-            } else {
-                Residency::Migrated
-            },
-            size: meta.size,
-            mtime,
-            stub_size: self.args.stub_size,
-            hash: meta.hash,
-        };
-        x.set_state(f, &state).map_err(io)?;
+        if !self.plain {
+            x.set_location(f, self.target.name(), key.as_ref()).map_err(io)?;
+            let state = HsmState {
+                residency: if whole {
+                    Residency::Premigrated
+                } else {
+                    Residency::Migrated
+                },
+                size: meta.size,
+                mtime,
+                stub_size: self.args.stub_size,
+                hash,
+            };
+            x.set_state(f, &state).map_err(io)?;
+        }
         set_times(f, atime, mtime).map_err(io)?;
         f.sync_all().map_err(|e| failure("flushing", e))?;
         Ok((tmp, written))
     }
 }
 
+/// Builds entries from objects named by key rather than by local path:
+/// the imports ([`super::import`]) share reverse_stub's building.
+pub(crate) struct Importer<'a>(Job<'a>);
+
+impl<'a> Importer<'a> {
+    /// An importer from `endpoint` building as `args` say; `plain` makes
+    /// local copies with no link to the endpoint.
+    pub fn new(ctx: &'a OpContext, args: &'a ReverseStubArgs, endpoint: &str, plain: bool) -> Result<Self, OpError> {
+        Ok(Importer(Job {
+            ctx,
+            args,
+            target: ctx.endpoint(endpoint)?,
+            locking: Locking::new(args.lock_level, LockLevel::Implicit, false)?,
+            times: DirTimes::default(),
+            links: Mutex::new(()),
+            plain,
+        }))
+    }
+
+    /// The endpoint.
+    pub fn target(&self) -> &Endpoint {
+        &self.0.target
+    }
+
+    /// Builds at `path` what the object at `key` records; `verified` when
+    /// `meta` is ferry's own. `Ok` carries the bytes written.
+    pub fn build(&self, path: &[u8], key: &ObjPath, meta: &ObjectMeta, verified: bool) -> Result<u64, Outcome> {
+        self.0.entry(path, key, meta, verified)
+    }
+}
+
 /// A file being built under a temporary name in its directory. It is made
 /// and renamed relative to the directory's descriptor, so the temporary
 /// name never lengthens the path: a file whose path is just under PATH_MAX
-/// can be rebuilt too. Dropped unrenamed, it is removed. `recall_bytes`
-/// builds its range files the same way.
-pub(super) struct Building {
+/// can be rebuilt too. Dropped unrenamed, it is removed. Its creation,
+/// rename and removal keep the directory's times ([`DirTimes`]).
+/// `recall_bytes` builds its range files the same way.
+pub(super) struct Building<'a> {
     pub(super) dir: File,
     name: CString,
     pub(super) file: File,
     renamed: bool,
+    times: &'a DirTimes,
 }
 
-impl Building {
-    pub(super) fn create(dir: &Path) -> io::Result<Building> {
+impl<'a> Building<'a> {
+    pub(super) fn create(dir: &Path, times: &'a DirTimes) -> io::Result<Building<'a>> {
         let dir = File::open(dir)?;
         loop {
-            let name = format!(
-                ".ferry-reverse-stub.{}",
-                &uuid::Uuid::new_v4().simple().to_string()[..12]
-            );
-            let name = CString::new(name).expect("no NUL");
-            match create_at(Base::Dir(dir.as_fd()), &name, 0o600) {
+            let name = CString::new(entry::temp_name()).expect("no NUL");
+            match times.keeping(&dir, || create_at(Base::Dir(dir.as_fd()), &name, 0o600)) {
                 Ok(file) => {
                     return Ok(Building {
                         dir,
                         name,
                         file,
                         renamed: false,
+                        times,
+                    });
+                }
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// A new name in `dir` for the file the link index holds.
+    fn link(dir: &Path, times: &'a DirTimes, ix: &LinkIndex) -> io::Result<Building<'a>> {
+        let dir = File::open(dir)?;
+        loop {
+            let name = CString::new(entry::temp_name()).expect("no NUL");
+            let at = Base::Dir(dir.as_fd());
+            match times.keeping(&dir, || link_at(Base::Dir(ix.dir.as_fd()), &ix.name, at, &name)) {
+                Ok(()) => {
+                    let file = match open_file_at(at, &name) {
+                        Ok(fd) => File::from(fd),
+                        Err(e) => {
+                            let _ = times.keeping(&dir, || unlink_at(at, &name, false));
+                            return Err(e);
+                        }
+                    };
+                    return Ok(Building {
+                        file,
+                        dir,
+                        name,
+                        renamed: false,
+                        times,
                     });
                 }
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
@@ -328,20 +561,81 @@ impl Building {
         let last = path.rsplit(|&b| b == b'/').next().unwrap_or(path);
         let last = CString::new(last).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
         let dir = Base::Dir(self.dir.as_fd());
-        rename_at(dir, &self.name, dir, &last, no_replace)?;
+        self.times
+            .keeping(&self.dir, || rename_at(dir, &self.name, dir, &last, no_replace))?;
         self.renamed = true;
         Ok(())
     }
 }
 
-impl Drop for Building {
+impl Drop for Building<'_> {
     fn drop(&mut self) {
         if !self.renamed {
-            let _ = unlink_at(Base::Dir(self.dir.as_fd()), &self.name, false);
+            let _ = self
+                .times
+                .keeping(&self.dir, || unlink_at(Base::Dir(self.dir.as_fd()), &self.name, false));
         }
     }
 }
 
 fn failure(what: &str, e: io::Error) -> Outcome {
     Outcome::failed(format!("{what}: {e}"))
+}
+
+/// The directory under the endpoint's local root where the destination
+/// keeps one extra name of each file with several names whose names have
+/// not all arrived, named by the BLAKE3 hash of its link identity: a later
+/// name becomes a link of that file instead of a copy, whichever task or
+/// batch it arrives in. The entry goes once the file has as many names as
+/// it had on the source. A name on another filesystem than the root (no
+/// link can cross) is built as a copy.
+pub const LINK_INDEX: &str = ".ferry-links";
+
+/// The link index entry of one link identity.
+struct LinkIndex {
+    dir: File,
+    name: CString,
+}
+
+impl LinkIndex {
+    /// The index for `link` under `target`'s root, made if missing; `None`
+    /// when it cannot be (the file is then built as a copy).
+    fn open(target: &Endpoint, link: &LinkId) -> Option<LinkIndex> {
+        let root = target.root();
+        let root = if root == b"/" { &b""[..] } else { root };
+        let path = CString::new([root, b"/", LINK_INDEX.as_bytes()].concat()).ok()?;
+        mkdir_at(Base::Cwd, &path, 0o700).ok()?;
+        let dir = File::from(open_dir_at(Base::Cwd, &path, false).ok()?);
+        let name = CString::new(blake3::hash(link.id.as_bytes()).to_hex().as_str()).expect("hex");
+        Some(LinkIndex { dir, name })
+    }
+
+    /// The file the entry names, if there is one.
+    fn entry(&self) -> Option<File> {
+        open_file_at(Base::Dir(self.dir.as_fd()), &self.name)
+            .ok()
+            .map(File::from)
+    }
+
+    /// Makes the entry name the file being built (replacing an entry with
+    /// other content: the newer content is the one later names get).
+    fn add(&self, b: &Building<'_>) -> io::Result<()> {
+        let tmp = CString::new(entry::temp_name()).expect("no NUL");
+        let at = Base::Dir(self.dir.as_fd());
+        link_at(Base::Dir(b.dir.as_fd()), &b.name, at, &tmp)?;
+        rename_at(at, &tmp, at, &self.name, false).inspect_err(|_| {
+            let _ = unlink_at(at, &tmp, false);
+        })
+    }
+
+    /// Removes the entry once `file`, which it names, has all the names it
+    /// had on the source besides the entry's.
+    fn retire_if_complete(&self, file: &File, source_names: u64) -> io::Result<()> {
+        let st = Snap::of(file)?;
+        let Some(entry) = self.entry() else { return Ok(()) };
+        if Snap::of(&entry)?.id == st.id && st.nlink > source_names {
+            unlink_at(Base::Dir(self.dir.as_fd()), &self.name, false)?;
+        }
+        Ok(())
+    }
 }

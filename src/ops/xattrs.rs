@@ -7,11 +7,17 @@
 //!   The leading word lets a GPFS policy select files with
 //!   `XATTR('user.ferry.state') LIKE 'migrated %'`.
 //! - `<prefix>loc.<endpoint>`: the object key of the file on that endpoint.
+//! - `<prefix>parent` (on a directory): the directory was made by a
+//!   `reverse_stub` as the missing parent of what it built, and its own
+//!   object has not been applied yet; applying it removes the mark.
 //!
 //! Two attributes per file keep the metadata cost of a migrate at two
 //! writes. All access is by file descriptor, so symlinks are never followed.
 //! Filesystem-internal namespaces (`system.`, `security.`, `trusted.`) are
-//! never copied to objects: only `user.` attributes outside ferry's prefix.
+//! never copied to objects: only `user.` attributes outside ferry's prefix,
+//! and the POSIX ACLs as the kernel presents them
+//! ([`ACL_XATTRS`], read and written as xattrs, so a synced tree keeps
+//! them).
 
 use crate::sys::Timestamp;
 use std::fs::File;
@@ -196,6 +202,26 @@ impl Xattrs {
         Ok(out)
     }
 
+    /// The name of the mark on a directory made as a missing parent.
+    fn made_parent_name(&self) -> String {
+        format!("{}parent", self.prefix)
+    }
+
+    /// Marks a directory as made by ferry as a missing parent.
+    pub fn mark_made_parent(&self, dir: &File) -> io::Result<()> {
+        set_explained(dir, self.made_parent_name(), b"")
+    }
+
+    /// Whether a directory carries the missing-parent mark.
+    pub fn is_made_parent(&self, dir: &File) -> io::Result<bool> {
+        Ok(dir.get_xattr(self.made_parent_name())?.is_some())
+    }
+
+    /// Removes the missing-parent mark (absent is fine).
+    pub fn clear_made_parent(&self, dir: &File) -> io::Result<()> {
+        remove_if_present(dir, &self.made_parent_name())
+    }
+
     /// Removes the location attribute for `endpoint` (absent is fine).
     pub fn remove_location(&self, file: &File, endpoint: &str) -> io::Result<()> {
         remove_if_present(file, &self.location_name(endpoint))
@@ -213,6 +239,30 @@ impl Xattrs {
             // An attribute removed meanwhile is simply not copied.
             if let Some(v) = file.get_xattr(&name)? {
                 out.push((bytes.to_vec(), v));
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+}
+
+/// The POSIX ACLs as xattrs: a file's or directory's access ACL and a
+/// directory's default ACL (present only when they say more than the mode).
+pub const ACL_XATTRS: [&str; 2] = ["system.posix_acl_access", "system.posix_acl_default"];
+
+impl Xattrs {
+    /// What an object records of a file's or directory's xattrs: its
+    /// `user.` ones outside ferry's prefix ([`Xattrs::user_xattrs`]) and
+    /// its POSIX ACLs, sorted by name.
+    pub fn copied_xattrs(&self, file: &File) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let mut out = self.user_xattrs(file)?;
+        for name in ACL_XATTRS {
+            match file.get_xattr(name) {
+                Ok(Some(v)) => out.push((name.as_bytes().to_vec(), v)),
+                Ok(None) => {}
+                // No ACLs on this filesystem: none to copy.
+                Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => {}
+                Err(e) => return Err(e),
             }
         }
         out.sort();

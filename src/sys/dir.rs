@@ -41,6 +41,13 @@ pub fn open_path_at(base: Base<'_>, name: &CStr) -> io::Result<OwnedFd> {
     Ok(openat(base, name, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC)?)
 }
 
+/// Opens `name` in `base` as a path handle (`O_PATH`) without following a
+/// final symlink: a handle on a symbolic link itself (to `fstat` it and
+/// read its target with an empty name), or on any other entry.
+pub fn open_nofollow_at(base: Base<'_>, name: &CStr) -> io::Result<OwnedFd> {
+    Ok(openat(base, name, OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC)?)
+}
+
 fn openat(base: Base<'_>, name: &CStr, flags: OFlags) -> rustix::io::Result<OwnedFd> {
     retry_on_intr(|| rustix::fs::openat(base.fd(), name, flags, Mode::empty()))
 }

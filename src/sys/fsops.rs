@@ -2,7 +2,7 @@
 //! open directories, so a path component swapped for a symlink mid-operation
 //! can never redirect a delete.
 
-use super::Base;
+use super::{Base, Timestamp};
 use rustix::fs::{AtFlags, Mode, OFlags, RenameFlags, renameat_with, unlinkat};
 use rustix::io::{Errno, retry_on_intr};
 use std::ffi::CStr;
@@ -50,4 +50,62 @@ pub fn create_at(base: Base<'_>, name: &CStr, mode: u32) -> io::Result<File> {
     let flags = OFlags::RDWR | OFlags::CREATE | OFlags::EXCL | OFlags::CLOEXEC | OFlags::NOFOLLOW;
     let fd = retry_on_intr(|| rustix::fs::openat(base.fd(), name, flags, Mode::from_raw_mode(mode)))?;
     Ok(File::from(fd))
+}
+
+/// Makes the symbolic link `name` in `base` pointing at `target` (any
+/// bytes but NUL); an existing `name` fails with `EEXIST`.
+pub fn symlink_at(target: &CStr, base: Base<'_>, name: &CStr) -> io::Result<()> {
+    Ok(rustix::fs::symlinkat(target, base.fd(), name)?)
+}
+
+/// The target of the symbolic link `name` in `base`, as raw bytes.
+pub fn read_link_at(base: Base<'_>, name: &CStr) -> io::Result<Vec<u8>> {
+    Ok(rustix::fs::readlinkat(base.fd(), name, Vec::new())?.into_bytes())
+}
+
+/// Sets the owner of `name` in `base` without following a final symlink
+/// (a link's own owner, `lchown`).
+pub fn chown_at(base: Base<'_>, name: &CStr, uid: u32, gid: u32) -> io::Result<()> {
+    // -1 means "leave as it is" to the kernel, never an id to set.
+    let uid = (uid != u32::MAX).then(|| rustix::fs::Uid::from_raw(uid));
+    let gid = (gid != u32::MAX).then(|| rustix::fs::Gid::from_raw(gid));
+    Ok(rustix::fs::chownat(
+        base.fd(),
+        name,
+        uid,
+        gid,
+        AtFlags::SYMLINK_NOFOLLOW,
+    )?)
+}
+
+/// Sets the access and modification times of `name` in `base` without
+/// following a final symlink (a link's own times).
+pub fn set_times_at(base: Base<'_>, name: &CStr, atime: Timestamp, mtime: Timestamp) -> io::Result<()> {
+    let ts = |t: Timestamp| rustix::fs::Timespec {
+        tv_sec: t.sec,
+        tv_nsec: i64::from(t.nsec),
+    };
+    let times = rustix::fs::Timestamps {
+        last_access: ts(atime),
+        last_modification: ts(mtime),
+    };
+    Ok(rustix::fs::utimensat(
+        base.fd(),
+        name,
+        &times,
+        AtFlags::SYMLINK_NOFOLLOW,
+    )?)
+}
+
+/// Makes `to` (in `to_base`) another name of `from` (in `from_base`),
+/// without following a symlink at `from` (`linkat`); an existing `to`
+/// fails with `EEXIST`.
+pub fn link_at(from_base: Base<'_>, from: &CStr, to_base: Base<'_>, to: &CStr) -> io::Result<()> {
+    Ok(rustix::fs::linkat(
+        from_base.fd(),
+        from,
+        to_base.fd(),
+        to,
+        AtFlags::empty(),
+    )?)
 }

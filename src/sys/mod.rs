@@ -18,11 +18,13 @@ mod limits;
 mod stat;
 mod xattr;
 
-pub use dir::{DirReader, RawDirent, open_dir_at, open_file_at, open_path_at};
+pub use dir::{DirReader, RawDirent, open_dir_at, open_file_at, open_nofollow_at, open_path_at};
 pub use file::{
     Lease, copy_range, lock_exclusive, next_data, next_hole, punch_hole, set_lease, syncfs, try_lock_exclusive,
 };
-pub use fsops::{create_at, mkdir_at, rename, rename_at, unlink_at};
+pub use fsops::{
+    chown_at, create_at, link_at, mkdir_at, read_link_at, rename, rename_at, set_times_at, symlink_at, unlink_at,
+};
 pub use limits::raise_nofile_limit;
 pub use stat::{FileStat, StatMask, Timestamp, inode_generation, stat_at};
 pub use xattr::list_xattrs;

@@ -50,6 +50,28 @@ pub struct Timestamp {
 }
 
 impl Timestamp {
+    /// The instant `t`, before 1970 included.
+    pub fn of(t: SystemTime) -> Timestamp {
+        match t.duration_since(SystemTime::UNIX_EPOCH) {
+            Ok(d) => Timestamp {
+                sec: d.as_secs() as i64,
+                nsec: d.subsec_nanos(),
+            },
+            Err(e) => {
+                let d = e.duration();
+                let (sec, nsec) = (d.as_secs() as i64, d.subsec_nanos());
+                if nsec == 0 {
+                    Timestamp { sec: -sec, nsec: 0 }
+                } else {
+                    Timestamp {
+                        sec: -sec - 1,
+                        nsec: 1_000_000_000 - nsec,
+                    }
+                }
+            }
+        }
+    }
+
     /// The same instant as a `SystemTime`, before 1970 included.
     pub fn system_time(self) -> SystemTime {
         if self.sec >= 0 {

@@ -6,7 +6,8 @@
 //! pairs.
 //!
 //! Relative paths are made absolute against the working directory, since
-//! object keys and locks are derived from absolute paths.
+//! object keys and locks are derived from absolute paths; entries that are
+//! object keys (an import's) are kept as given.
 
 use super::{PathObject, PathObjectError};
 use std::ffi::OsString;
@@ -79,6 +80,8 @@ pub struct PathReader<R> {
     index: u64,
     cwd: Vec<u8>,
     buf: Vec<u8>,
+    /// Entries are object keys, kept as given.
+    keys: bool,
 }
 
 impl<R: BufRead> PathReader<R> {
@@ -91,6 +94,7 @@ impl<R: BufRead> PathReader<R> {
             index: 0,
             cwd: current_dir()?,
             buf: Vec::new(),
+            keys: false,
         })
     }
 
@@ -124,6 +128,9 @@ impl<R: BufRead> PathReader<R> {
                 }
             };
             let entry = entry.and_then(|mut obj| {
+                if self.keys {
+                    return Ok(obj);
+                }
                 obj.path = absolute(&self.cwd, &obj.path)?;
                 if let Some(src) = &obj.source {
                     obj.source = Some(absolute(&self.cwd, src)?);
@@ -192,6 +199,8 @@ pub struct Inputs {
     pairs: bool,
     /// A source read from a NUL list, waiting for its destination.
     pending_source: Option<Vec<u8>>,
+    /// Entries are object keys, kept as given.
+    keys: bool,
 }
 
 /// What a command was given to read paths from.
@@ -205,6 +214,9 @@ pub struct InputSpec {
     pub null: bool,
     /// Entries are SOURCE DEST pairs (moves).
     pub pairs: bool,
+    /// Entries are object keys (imports), kept as given rather than made
+    /// absolute paths.
+    pub keys: bool,
 }
 
 impl Inputs {
@@ -255,6 +267,7 @@ impl Inputs {
             cwd,
             pairs: spec.pairs,
             pending_source: None,
+            keys: spec.keys,
         })
     }
 
@@ -279,8 +292,9 @@ impl Inputs {
                     break;
                 }
                 let (name, reader) = self.lists.remove(0);
-                let reader =
+                let mut reader =
                     PathReader::new(reader, self.format, &name).map_err(|source| InputError::Read { name, source })?;
+                reader.keys = self.keys;
                 self.current = Some(reader);
             }
             let reader = self.current.as_mut().expect("set above");
@@ -319,6 +333,9 @@ impl Inputs {
         let dst = if self.pairs { self.args.next() } else { None };
         if dst.is_some() {
             self.arg_index += 1;
+        }
+        if self.keys {
+            return Ok(PathObject::new(p));
         }
         let path = absolute(&self.cwd, &p).map_err(|e| (at, e))?;
         let Some(dst) = dst else {

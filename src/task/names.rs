@@ -49,11 +49,20 @@ pub enum TaskName {
     RecallBytes,
     /// Aligns files' location and state with their objects (`dynamo.tasks.ngenea_sync_metadata`).
     NgeneaSyncMetadata,
+    /// Builds stubs or files from objects named by key
+    /// (`dynamo.tasks.import_files_from_external_target`).
+    ImportFilesFromExternalTarget,
+    /// Copies objects named by key to plain local files
+    /// (`dynamo.tasks.copy_files_from_external_target`).
+    CopyFilesFromExternalTarget,
+    /// Writes a byte range of an object named by key to a new local file
+    /// (`dynamo.tasks.import_bytes`).
+    ImportBytes,
 }
 
 impl TaskName {
     /// Every task, discovery tasks first.
-    pub const ALL: [TaskName; 19] = [
+    pub const ALL: [TaskName; 22] = [
         TaskName::RecursiveNavigate,
         TaskName::Snapdiff,
         TaskName::RotateSnapshot,
@@ -73,6 +82,9 @@ impl TaskName {
         TaskName::EnsureCloudFileExists,
         TaskName::RecallBytes,
         TaskName::NgeneaSyncMetadata,
+        TaskName::ImportFilesFromExternalTarget,
+        TaskName::CopyFilesFromExternalTarget,
+        TaskName::ImportBytes,
     ];
 
     /// The seed's name, `dynamo.tasks.<name>`.
@@ -97,6 +109,9 @@ impl TaskName {
             TaskName::EnsureCloudFileExists => "dynamo.tasks.ensure_cloud_file_exists",
             TaskName::RecallBytes => "dynamo.tasks.recall_bytes",
             TaskName::NgeneaSyncMetadata => "dynamo.tasks.ngenea_sync_metadata",
+            TaskName::ImportFilesFromExternalTarget => "dynamo.tasks.import_files_from_external_target",
+            TaskName::CopyFilesFromExternalTarget => "dynamo.tasks.copy_files_from_external_target",
+            TaskName::ImportBytes => "dynamo.tasks.import_bytes",
         }
     }
 
