@@ -123,7 +123,7 @@ impl Config {
     pub fn endpoint_for_path(&self, path: &[u8]) -> Option<&EndpointConfig> {
         let holds = |root: &[u8]| {
             let root = if root == b"/" { &b""[..] } else { root };
-            path.len() > root.len() && path.starts_with(root) && path[root.len()] == b'/'
+            path.starts_with(root) && (path.len() == root.len() || path[root.len()] == b'/')
         };
         self.endpoints
             .values()

@@ -108,9 +108,19 @@ impl Endpoint {
     /// The key of the directory at `path`'s own object (its metadata),
     /// beside its children's keys ([`key::dir_key`]), with the relative
     /// path to record as for [`Endpoint::key`].
+    /// The root itself has one too, `<prefix>/#d` (`#d` with no prefix),
+    /// so a synced tree's top directory carries its mode, owner and times
+    /// like any other (a name `#d` in the tree is stored as `%23d`).
     pub fn dir_key(&self, path: &[u8]) -> Result<(ObjPath, Option<Vec<u8>>), KeyError> {
-        let k = key::key_for(&self.root, &self.prefix, path)?;
-        Ok((parse_key(&key::dir_key(&k.key)), k.source))
+        match key::key_for(&self.root, &self.prefix, path) {
+            Ok(k) => Ok((parse_key(&key::dir_key(&k.key)), k.source)),
+            Err(KeyError::IsRoot) => {
+                let at = self.prefix.trim_end_matches('/');
+                let k = if at.is_empty() { String::new() } else { format!("{at}/") };
+                Ok((parse_key(&key::dir_key(&k)), None))
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// The store key of `rel`, a key relative to the endpoint's prefix (as

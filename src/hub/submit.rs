@@ -138,7 +138,7 @@ fn invalid(why: impl Into<String>) -> SubmitError {
 
 /// Tasks that read byte ranges, which the seed says are "incompatible
 /// with recursive discovery".
-const RANGED: [TaskName; 1] = [TaskName::RecallBytes];
+const RANGED: [TaskName; 2] = [TaskName::RecallBytes, TaskName::ImportBytes];
 
 /// The runtime fields that name a multi-site workflow's destination site
 /// (`send` calls it `destinationsite`, `site_sync` `destination`).

@@ -468,7 +468,32 @@ pub fn builtins() -> Vec<Workflow> {
             site_sync_fields(),
             site_sync_rules(),
         ),
+        import("import_to_site_hydrated", "Import (hydrated)", true),
+        import("import_to_site_dehydrated", "Import (dehydrated)", false),
     ]
+}
+
+/// An import from an endpoint (003:L12114-12146): no discovery, the
+/// input paths are object keys or prefixes on `endpoint`, placed under
+/// `location` (or where the endpoint's root puts them) as files or stubs.
+fn import(name: &str, label: &str, hydrate: bool) -> Workflow {
+    builtin(
+        name,
+        label,
+        None,
+        true,
+        json!([
+            {"name": "endpoint", "label": "Endpoint", "type": "string",
+             "description": "the endpoint whose objects to import"},
+            {"name": "location", "label": "Location", "type": "string", "default": "",
+             "description": "an absolute local directory to place them under (empty: where the endpoint's root puts them)"},
+            lock_level("implicit")
+        ]),
+        json!([{"state": "all", "type": "all", "action": [{
+            "name": "dynamo.tasks.import_files_from_external_target",
+            "hydrate": hydrate, "endpoint": "*endpoint", "location": "*location", "lock_level": "*lock_level"
+        }]}]),
+    )
 }
 
 /// `site_sync`'s fields: where to, how conflicts on the destination are
@@ -506,7 +531,8 @@ fn site_sync_rules() -> Value {
         "compare_queue": "*destinationqueue",
         "sync_preference": "*sync_preference",
     });
-    let there = |task: &str| json!([{"name": task, "site": "*destination", "queue": "*destinationqueue"}]);
+    // The destination's directories keep the times the sync gives them.
+    let there = |task: &str| json!([{"name": task, "site": "*destination", "queue": "*destinationqueue", "keep_parent_times": true}]);
     json!([
         {"state": "created", "type": "all", "action": send_steps("destination", migrate.clone(), stub.clone(), None)},
         {"state": "updated", "type": "all", "action": send_steps("destination", migrate, stub, Some(check))},
@@ -619,6 +645,8 @@ mod tests {
             args(1, 0),
             json!({"compare_site": "b", "compare_queue": "fast", "sync_preference": "newest"})
         );
+        assert_eq!(args(2, 0), json!({"keep_parent_times": true}));
+        assert_eq!(args(3, 0), json!({"keep_parent_times": true}));
     }
 
     #[test]

@@ -317,6 +317,8 @@ pub(crate) fn destination(
 /// The absolute `location` argument, without a trailing slash.
 pub(crate) fn location_arg(location: &Option<String>) -> Result<Option<Vec<u8>>, ArgumentError> {
     match location {
+        // A workflow's field left empty: not given.
+        Some(l) if l.is_empty() => Ok(None),
         Some(l) if !l.starts_with('/') => Err(ArgumentError::invalid(
             "location",
             format!("must be an absolute path, not {l:?}"),

@@ -26,7 +26,7 @@ use super::{
     OpContext, OpError, Reachable, Snap, Step, chosen_times, for_each_window, open_file, set_times, write_sparse,
 };
 use crate::endpoint::LinkId;
-use crate::endpoint::{Endpoint, EntryKind, ObjectMeta, TransferError};
+use crate::endpoint::{Endpoint, EntryKind, KeyError, ObjectMeta, TransferError};
 use crate::sys::{Base, create_at, link_at, mkdir_at, open_dir_at, open_file_at, rename_at, unlink_at};
 use crate::task::{ArgumentError, Outcome, PathObject};
 use object_store::path::Path as ObjPath;
@@ -174,9 +174,15 @@ impl Job<'_> {
     /// or a link), at the key ferry up to 53a13dd gave it, or at the
     /// directory key beside it.
     fn object(&self, path: &[u8]) -> Result<(ObjPath, ObjectMeta), Outcome> {
-        let (file_key, _) = self.target.key(path).map_err(|e| Outcome::failed(e.to_string()))?;
         let (dir_key, _) = self.target.dir_key(path).map_err(|e| Outcome::failed(e.to_string()))?;
-        let mut candidates = vec![file_key.clone()];
+        let mut candidates = Vec::with_capacity(3);
+        let named = match self.target.key(path) {
+            Ok((file_key, _)) => Some(file_key),
+            // The endpoint's root is a directory: only its own object.
+            Err(KeyError::IsRoot) => None,
+            Err(e) => return Err(Outcome::failed(e.to_string())),
+        };
+        candidates.extend(named.clone());
         // A store written by ferry up to 53a13dd keeps long names whole.
         candidates.extend(self.target.legacy_key(path));
         candidates.push(dir_key.clone());
@@ -201,8 +207,9 @@ impl Job<'_> {
             return Ok((key, meta));
         }
         Err(Outcome::failed(format!(
-            "endpoint `{}` has no object at {file_key}",
-            self.target.name()
+            "endpoint `{}` has no object at {}",
+            self.target.name(),
+            named.as_ref().unwrap_or(&dir_key)
         )))
     }
 

@@ -1,0 +1,429 @@
+//! Two sites on one machine, driven by the hub over REST as an admin
+//! drives them: one agent per site, each in a mount namespace of its own
+//! where its site's fileset (a btrfs subvolume) is mounted at the same
+//! path, as two clusters mount their filesystems; and a second pair where
+//! site B sees its fileset at another path and maps it (`path_map`). The
+//! endpoint, a directory, is shared by both sites.
+//!
+//! `site_sync` must converge: after each round of random changes on site
+//! A and a sync, `rsync -aHAXn --delete --itemize-changes` between A's
+//! snapshot and B prints nothing. Three rounds by default; `FERRY_SOAK=1`
+//! runs the 20 the issue asks for.
+
+mod common;
+
+use common::btrfs::LoopBtrfs;
+use common::hub::{HubSite, sqlite};
+use serde_json::{Value, json};
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+/// Two sites and their filesets.
+struct Rig {
+    s: HubSite,
+    /// Site B's name (site A's is `s.site`).
+    b_site: String,
+    /// Site A's fileset as the host sees it.
+    a: PathBuf,
+    /// Site B's fileset as the host sees it.
+    b: PathBuf,
+    _fs: LoopBtrfs,
+}
+
+/// The rig: with `mapped`, site B's agent runs in the host's namespace,
+/// sees its fileset where the host does, and maps the wire path (site A's
+/// mount point) onto it.
+fn rig(mapped: bool) -> Option<Rig> {
+    if !common::agent::broker_or_skip() || !common::require_root("two sites in mount namespaces") {
+        return None;
+    }
+    let fs = LoopBtrfs::new(1024)?;
+    let (a, b) = (fs.subvolume("a"), fs.subvolume("b"));
+    let mut s = HubSite::new(sqlite(), 2, "");
+    let b_site = format!("{}-b", s.site);
+    let data = s.data();
+    let a_site = s.site.clone();
+    s.place_agent(0, &a_site, &data, Some(&a), "");
+    if mapped {
+        let map = format!("path_map = {}:{}", b.display(), data.display());
+        s.place_agent(1, &b_site, &b, None, &map);
+    } else {
+        s.place_agent(1, &b_site, &data, Some(&b), "");
+    }
+    s.start_hub();
+    s.start_agent(0);
+    s.start_agent(1);
+    s.wait_online(1, Duration::from_secs(30));
+    let t0 = std::time::Instant::now();
+    while !s.health()["site_status"].as_array().is_some_and(|a| {
+        a.iter()
+            .any(|x| x["site"] == b_site.as_str() && x["nodes"][0]["online"] == true)
+    }) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "site B not online: {}",
+            s.health()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Some(Rig {
+        s,
+        b_site,
+        a,
+        b,
+        _fs: fs,
+    })
+}
+
+impl Rig {
+    /// Submits `site_sync` of the fileset to site B and waits for its job.
+    fn sync(&self, hydrate: bool) -> Value {
+        let job = self.s.api(
+            "POST",
+            "/api/file/workflow/",
+            Some(
+                json!({"workflow": "site_sync", "site": self.s.site, "paths": [self.s.data().to_str().unwrap()],
+                        "fields": {"destination": self.b_site, "hydrate": hydrate}}),
+            ),
+            201,
+        );
+        let id = job["id"].as_i64().unwrap();
+        self.s.wait_job(id, Duration::from_secs(300))
+    }
+
+    /// Site A's newest snapdiff snapshot: what the last sync sent.
+    fn snapshot(&self) -> PathBuf {
+        let mut snaps: Vec<PathBuf> = std::fs::read_dir(self.a.join(".snapshots"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.file_name().unwrap().to_string_lossy().contains(".snapdiff."))
+            .collect();
+        snaps.sort();
+        snaps.pop().expect("a snapshot")
+    }
+
+    /// What rsync would change to make B like A's snapshot (nothing when
+    /// they match: content, modes, owners, times, ACLs, xattrs, links),
+    /// leaving out the snapdiff's own `.snapshots` and `.rotate`.
+    fn differences(&self) -> String {
+        let out = Command::new("rsync")
+            .args([
+                "-aHAXn",
+                "--delete",
+                "--itemize-changes",
+                "--exclude=/.snapshots",
+                "--exclude=/.rotate",
+                // ferry's own bookkeeping (each site's record of where a
+                // file's object is and whether it is resident) is per site
+                // by design.
+                "--filter=-x user.ferry.*",
+            ])
+            .arg(format!("{}/", self.snapshot().display()))
+            .arg(format!("{}/", self.b.display()))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "rsync: {}", String::from_utf8_lossy(&out.stderr));
+        let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+        // The xattrs of the files whose xattrs differ, both sides.
+        if text.lines().any(|l| l.starts_with(".f") && l.contains('x')) {
+            let dump = r#"
+import os, sys
+for side in sys.argv[1:]:
+    for root, dirs, files in os.walk(side.encode()):
+        dirs[:] = [d for d in dirs if d not in (b'.snapshots', b'.rotate')]
+        for f in files:
+            p = os.path.join(root, f)
+            try:
+                xs = {x: os.getxattr(p, x, follow_symlinks=False) for x in os.listxattr(p, follow_symlinks=False)}
+            except OSError as e:
+                xs = str(e)
+            print(os.path.relpath(p, side.encode()), xs)
+"#;
+            let o = Command::new("python3")
+                .arg("-c")
+                .arg(dump)
+                .arg(self.snapshot())
+                .arg(&self.b)
+                .output()
+                .unwrap();
+            text.push_str(&String::from_utf8_lossy(&o.stdout));
+        }
+        text
+    }
+
+    /// The job's failed files, for messages.
+    fn failures(&self, job: &Value) -> Value {
+        let id = job["id"].as_i64().unwrap();
+        let files = self.s.api(
+            "GET",
+            &format!("/api/jobstats/?job={id}&state[]=failures&page_size=20"),
+            None,
+            200,
+        );
+        let tasks = self
+            .s
+            .api("GET", &format!("/api/tasks/?job_id={id}&state=FAILURE"), None, 200);
+        json!({"files": files["results"], "failed_tasks": tasks["results"]})
+    }
+}
+
+/// A small deterministic random source (xorshift64*), so a failing round
+/// can be replayed from its seed.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+
+    fn pick<'a, T>(&mut self, from: &'a [T]) -> Option<&'a T> {
+        (!from.is_empty()).then(|| &from[self.below(from.len())])
+    }
+}
+
+/// Every entry under `root` (not `root` itself, not the snapdiff's own
+/// `.snapshots` and `.rotate`), split
+/// into directories, regular files and symlinks.
+fn entries(root: &Path) -> (Vec<PathBuf>, Vec<PathBuf>, Vec<PathBuf>) {
+    let (mut dirs, mut files, mut links) = (Vec::new(), Vec::new(), Vec::new());
+    for e in walkdir::WalkDir::new(root)
+        .min_depth(1)
+        .sort_by_file_name()
+        .into_iter()
+        .filter_entry(|e| e.depth() != 1 || (e.file_name() != ".snapshots" && e.file_name() != ".rotate"))
+    {
+        let e = e.unwrap();
+        let t = e.file_type();
+        let list = if t.is_dir() {
+            &mut dirs
+        } else if t.is_symlink() {
+            &mut links
+        } else {
+            &mut files
+        };
+        list.push(e.into_path());
+    }
+    (dirs, files, links)
+}
+
+/// A new name: plain, with a newline, or not UTF-8.
+fn name(rng: &mut Rng) -> std::ffi::OsString {
+    let n = rng.next() % 100_000;
+    let bytes = match rng.below(6) {
+        0 => format!("line\nbreak-{n}").into_bytes(),
+        1 => [b"bad-".as_slice(), &[0xff, 0xfe], format!("-{n}").as_bytes()].concat(),
+        _ => format!("f{n}").into_bytes(),
+    };
+    OsStr::from_bytes(&bytes).to_os_string()
+}
+
+fn content(rng: &mut Rng) -> Vec<u8> {
+    let len = [0, 1, 100, 5000, 70_000][rng.below(5)];
+    (0..len).map(|_| (rng.next() & 0xff) as u8).collect()
+}
+
+/// One round of random changes in `root`: creates, appends, same-size
+/// rewrites, mode, owner and xattr changes, renames of files and
+/// directories, swaps, deletes of files and trees, hard links, symlinks.
+/// Returns what it did, for messages.
+fn change(root: &Path, rng: &mut Rng, n: usize) -> Vec<String> {
+    use std::os::unix::fs::{PermissionsExt, symlink};
+    let mut did = Vec::new();
+    for _ in 0..n {
+        let (dirs, files, links) = entries(root);
+        let dir = |rng: &mut Rng| {
+            let mut all = vec![root.to_path_buf()];
+            all.extend(dirs.iter().cloned());
+            all[rng.below(all.len())].clone()
+        };
+        let op = rng.below(15);
+        let r: std::io::Result<()> = (|| {
+            match op {
+                0 | 1 => {
+                    let p = dir(rng).join(name(rng));
+                    std::fs::write(&p, content(rng))?;
+                    did.push(format!("create {p:?}"));
+                }
+                2 => {
+                    let d = dir(rng).join(name(rng));
+                    std::fs::create_dir(&d)?;
+                    for _ in 0..rng.below(3) {
+                        std::fs::write(d.join(name(rng)), content(rng))?;
+                    }
+                    did.push(format!("mkdir {d:?}"));
+                }
+                3 => {
+                    if let Some(f) = rng.pick(&files) {
+                        use std::io::Write;
+                        std::fs::OpenOptions::new()
+                            .append(true)
+                            .open(f)?
+                            .write_all(&content(rng))?;
+                        did.push(format!("append {f:?}"));
+                    }
+                }
+                4 => {
+                    if let Some(f) = rng.pick(&files) {
+                        let len = std::fs::metadata(f)?.len() as usize;
+                        let body: Vec<u8> = (0..len).map(|_| (rng.next() & 0xff) as u8).collect();
+                        std::fs::write(f, body)?;
+                        did.push(format!("rewrite same size {f:?}"));
+                    }
+                }
+                5 => {
+                    if let Some(f) = rng.pick(&files) {
+                        let mode = [0o600, 0o640, 0o644, 0o755, 0o444][rng.below(5)];
+                        std::fs::set_permissions(f, std::fs::Permissions::from_mode(mode))?;
+                        did.push(format!("chmod {mode:o} {f:?}"));
+                    }
+                }
+                6 => {
+                    if let Some(f) = rng.pick(&files) {
+                        let id = 1000 + rng.below(5) as u32;
+                        std::os::unix::fs::lchown(f, Some(id), Some(id + 1))?;
+                        did.push(format!("chown {id} {f:?}"));
+                    }
+                }
+                7 => {
+                    if let Some(f) = rng.pick(&files) {
+                        let v = format!("v{}", rng.next() % 1000);
+                        xattr::set(f, "user.tag", v.as_bytes())?;
+                        did.push(format!("xattr {f:?}"));
+                    }
+                }
+                8 => {
+                    if let Some(f) = rng.pick(&files) {
+                        let to = dir(rng).join(name(rng));
+                        std::fs::rename(f, &to)?;
+                        did.push(format!("rename {f:?} -> {to:?}"));
+                    }
+                }
+                9 => {
+                    if let Some(d) = rng.pick(&dirs) {
+                        let to = root.join(name(rng));
+                        if !to.starts_with(d) {
+                            std::fs::rename(d, &to)?;
+                            did.push(format!("rename dir {d:?} -> {to:?}"));
+                        }
+                    }
+                }
+                10 => {
+                    if files.len() >= 2 {
+                        let (x, y) = (&files[rng.below(files.len())], &files[rng.below(files.len())]);
+                        if x != y {
+                            let tmp = root.join(".swap");
+                            std::fs::rename(x, &tmp)?;
+                            std::fs::rename(y, x)?;
+                            std::fs::rename(&tmp, y)?;
+                            did.push(format!("swap {x:?} {y:?}"));
+                        }
+                    }
+                }
+                11 => {
+                    if let Some(f) = rng.pick(&files).or(rng.pick(&links)) {
+                        std::fs::remove_file(f)?;
+                        did.push(format!("delete {f:?}"));
+                    }
+                }
+                12 => {
+                    if let Some(d) = rng.pick(&dirs) {
+                        std::fs::remove_dir_all(d)?;
+                        did.push(format!("delete tree {d:?}"));
+                    }
+                }
+                13 => {
+                    if let Some(f) = rng.pick(&files) {
+                        let to = dir(rng).join(name(rng));
+                        std::fs::hard_link(f, &to)?;
+                        did.push(format!("hard link {f:?} <- {to:?}"));
+                    }
+                }
+                _ => {
+                    let p = dir(rng).join(name(rng));
+                    let target = match rng.pick(&files) {
+                        Some(f) if rng.below(2) == 0 => f.strip_prefix(root).unwrap().to_path_buf(),
+                        _ => PathBuf::from("../nowhere"),
+                    };
+                    symlink(&target, &p)?;
+                    did.push(format!("symlink {p:?} -> {target:?}"));
+                }
+            }
+            Ok(())
+        })();
+        if let Err(e) = r {
+            did.push(format!("(op {op} failed: {e})"));
+        }
+    }
+    did
+}
+
+fn rounds() -> usize {
+    if std::env::var_os("FERRY_SOAK").is_some() {
+        20
+    } else {
+        3
+    }
+}
+
+/// Round 0 sends the first tree; each of `rounds` later rounds changes A
+/// at random and syncs; after each, B matches A's snapshot exactly.
+fn converges(mapped: bool, rounds: usize) {
+    let Some(r) = rig(mapped) else { return };
+    let mut rng = Rng(0x5eed_0000 + mapped as u64);
+    // A first tree with a bit of everything.
+    std::fs::create_dir_all(r.a.join("dir/sub")).unwrap();
+    std::fs::write(r.a.join("dir/sub/file"), b"hello").unwrap();
+    std::fs::write(r.a.join("top"), b"top").unwrap();
+    change(&r.a, &mut rng, 30);
+    for round in 0..=rounds {
+        let did = if round == 0 {
+            vec!["the first tree".to_string()]
+        } else {
+            change(&r.a, &mut rng, 12)
+        };
+        let job = r.sync(true);
+        let diff = r.differences();
+        if job["state"] != "SUCCESS" || !diff.is_empty() {
+            r.s.keep_logs();
+        }
+        assert_eq!(
+            job["state"],
+            "SUCCESS",
+            "round {round} ({did:#?}): {job}\nfailures: {}",
+            r.failures(&job)
+        );
+        assert!(
+            diff.is_empty(),
+            "round {round} ({did:#?}): B differs from A's snapshot:\n{diff}"
+        );
+    }
+}
+
+/// The first sync of a tree with files, directories, symlinks, hard
+/// links, xattrs and awkward names makes B exactly A's snapshot.
+#[test]
+fn site_sync_sends_a_first_tree_exactly() {
+    converges(false, 0);
+}
+
+#[test]
+#[ignore = "issue 16, open: a deleted tree whose files were swapped out of it stays on B"]
+fn site_sync_converges_between_sites_mounted_at_the_same_path() {
+    converges(false, rounds());
+}
+
+#[test]
+#[ignore = "issue 16, open: an incomplete hard-link group leaves .ferry-links/ in B's fileset"]
+fn site_sync_converges_onto_a_site_that_maps_its_paths() {
+    converges(true, rounds());
+}
