@@ -20,24 +20,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Runs a test body against a directory endpoint and against S3.
-macro_rules! both {
-    ($name:ident) => {
-        mod $name {
-            #[test]
-            fn dir() {
-                super::$name(super::Env::dir());
-            }
-            #[test]
-            fn s3() {
-                if let Some(env) = super::Env::s3(stringify!($name)) {
-                    super::$name(env);
-                }
-            }
-        }
-    };
-}
-
 /// A name with a newline and a byte that is not UTF-8, and its key.
 const ODD: &[u8] = b"odd\nname\xff";
 const ODD_KEY: &str = "odd%0Aname%FF";

@@ -12,24 +12,6 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-/// Runs a test body against a directory endpoint and against S3.
-macro_rules! both {
-    ($name:ident) => {
-        mod $name {
-            #[test]
-            fn dir() {
-                super::$name(super::Env::dir());
-            }
-            #[test]
-            fn s3() {
-                if let Some(env) = super::Env::s3(stringify!($name)) {
-                    super::$name(env);
-                }
-            }
-        }
-    };
-}
-
 const MIB: usize = 1 << 20;
 
 /// Writes `data` at `offsets` of a file of `size` bytes (holes elsewhere).

@@ -120,6 +120,7 @@ impl Config {
     /// The endpoint whose `root` holds `path` (absolute), the deepest root
     /// when several do (ties go to the first name): where migrate sends a
     /// file when no endpoint is named, as the seed's target file match does.
+    /// A root holds itself (its directory object is kept there).
     pub fn endpoint_for_path(&self, path: &[u8]) -> Option<&EndpointConfig> {
         let holds = |root: &[u8]| {
             let root = if root == b"/" { &b""[..] } else { root };
@@ -331,14 +332,15 @@ mod tests {
         assert_eq!(name(b"/data/projectsX/x"), Some("data"));
         assert_eq!(name(b"/data/x"), Some("data"));
         assert_eq!(name(b"/database/x"), Some("all"));
-        assert_eq!(name(b"/data"), Some("all"));
+        // A root is held by its own endpoint: its directory object is there.
+        assert_eq!(name(b"/data"), Some("data"));
         let none = Config::parse(
             "t.conf",
             "[Endpoint data]\ntype = directory\npath = /s2\nroot = /data\n",
         )
         .unwrap();
         assert!(none.endpoint_for_path(b"/elsewhere/x").is_none());
-        assert!(none.endpoint_for_path(b"/data").is_none());
+        assert_eq!(none.endpoint_for_path(b"/data").map(|e| e.name.as_str()), Some("data"));
     }
 
     #[test]

@@ -100,15 +100,7 @@ fn stub_from(
     endpoint: &str,
     paths: &[PathObject],
 ) -> Result<Vec<Outcome>, OpError> {
-    let job = Job {
-        ctx,
-        args,
-        target: ctx.endpoint(endpoint)?,
-        locking: Locking::new(args.lock_level, LockLevel::Implicit, false)?,
-        times: DirTimes::default(),
-        links: Mutex::new(()),
-        plain: false,
-    };
+    let job = Job::new(ctx, args, endpoint, false)?;
     Ok(for_each_window(ctx, args.sub_batch, paths, |_, obj, _| {
         let mut result = job.one(&obj.path);
         let stale = matches!(&result, Err(o) if o.message.as_deref().is_some_and(|m| m.contains("os error 116")));
@@ -133,6 +125,21 @@ struct Job<'a> {
     /// Plain local copies (an import's `copy`): whole, with no location or
     /// state, and no link index.
     plain: bool,
+}
+
+impl<'a> Job<'a> {
+    /// A builder from `endpoint` as `args` say; `plain` makes local copies.
+    fn new(ctx: &'a OpContext, args: &'a ReverseStubArgs, endpoint: &str, plain: bool) -> Result<Job<'a>, OpError> {
+        Ok(Job {
+            ctx,
+            args,
+            target: ctx.endpoint(endpoint)?,
+            locking: Locking::new(args.lock_level, LockLevel::Implicit, false)?,
+            times: DirTimes::default(),
+            links: Mutex::new(()),
+            plain,
+        })
+    }
 }
 
 impl Job<'_> {
@@ -475,15 +482,7 @@ impl<'a> Importer<'a> {
     /// An importer from `endpoint` building as `args` say; `plain` makes
     /// local copies with no link to the endpoint.
     pub fn new(ctx: &'a OpContext, args: &'a ReverseStubArgs, endpoint: &str, plain: bool) -> Result<Self, OpError> {
-        Ok(Importer(Job {
-            ctx,
-            args,
-            target: ctx.endpoint(endpoint)?,
-            locking: Locking::new(args.lock_level, LockLevel::Implicit, false)?,
-            times: DirTimes::default(),
-            links: Mutex::new(()),
-            plain,
-        }))
+        Ok(Importer(Job::new(ctx, args, endpoint, plain)?))
     }
 
     /// The endpoint.

@@ -566,3 +566,25 @@ pub fn sorted_paths(r: &[PathResult]) -> Vec<Vec<u8>> {
 pub fn pbytes(p: &Path) -> Vec<u8> {
     p.as_os_str().as_bytes().to_vec()
 }
+
+/// Runs a test body against a directory endpoint and against S3: `both!(f)`
+/// makes `f::dir` and `f::s3`, each calling `f` with the test file's `Env`.
+#[allow(unused_macros)]
+macro_rules! both {
+    ($name:ident) => {
+        mod $name {
+            #[test]
+            fn dir() {
+                super::$name(super::Env::dir());
+            }
+            #[test]
+            fn s3() {
+                if let Some(env) = super::Env::s3(stringify!($name)) {
+                    super::$name(env);
+                }
+            }
+        }
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use both;

@@ -302,20 +302,25 @@ pub(crate) mod memory {
         }
     }
 
+    /// A published message read back as an agent would receive it.
+    fn read_back(queue: &str, msg: &Outgoing) -> Result<TaskMessage, SinkError> {
+        decode(
+            &Incoming {
+                headers: &msg.headers,
+                body: &msg.body,
+                ..Default::default()
+            },
+            usize::MAX,
+        )
+        .map_err(|e| SinkError::Publish {
+            queue: queue.into(),
+            reason: e.reason,
+        })
+    }
+
     impl ChildSink for Memory {
         fn send(&mut self, queue: &str, msg: Outgoing) -> Result<(), SinkError> {
-            let m = decode(
-                &Incoming {
-                    headers: &msg.headers,
-                    body: &msg.body,
-                    ..Default::default()
-                },
-                usize::MAX,
-            )
-            .map_err(|e| SinkError::Publish {
-                queue: queue.into(),
-                reason: e.reason,
-            })?;
+            let m = read_back(queue, &msg)?;
             if !self.silent && m.kwarg("stream_results").is_some_and(|v| v.get() == "true") {
                 let paths = crate::task::parse_paths(m.kwarg("paths")).expect("children carry paths");
                 let mut body = Vec::new();
@@ -343,15 +348,7 @@ pub(crate) mod memory {
         }
 
         fn ask(&mut self, queue: &str, msg: Outgoing) -> Result<(), SinkError> {
-            let m = decode(
-                &Incoming {
-                    headers: &msg.headers,
-                    body: &msg.body,
-                    ..Default::default()
-                },
-                usize::MAX,
-            )
-            .expect("a well-formed question");
+            let m = read_back(queue, &msg)?;
             if let Some((from, to)) = &self.other_site {
                 let asked = crate::task::parse_paths(m.kwarg("paths")).expect("questions carry paths");
                 let there: Vec<PathObject> = asked
