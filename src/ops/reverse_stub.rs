@@ -273,7 +273,7 @@ impl Job<'_> {
             Some(f) => Some(self.conflict(f, key, meta, verified)?),
             None => None,
         };
-        let index = link.and_then(|l| LinkIndex::open(&self.target, l));
+        let index = link.and_then(|l| LinkIndex::open(&self.target, l, &self.times));
         let linked = match &index {
             Some(ix) => self.link_from_index(path, key, meta, ix)?,
             None => None,
@@ -310,7 +310,7 @@ impl Job<'_> {
         tmp.dir.sync_all().map_err(|e| failure("flushing the directory", e))?;
         if let (Some(ix), Some(link)) = (&index, link) {
             // Best effort: an entry left behind only keeps an inode alive.
-            let _ = ix.retire_if_complete(&tmp.file, link.nlink);
+            let _ = ix.retire_if_complete(&tmp.file, link.nlink, &self.times);
         }
         Ok(written)
     }
@@ -593,27 +593,31 @@ fn failure(what: &str, e: io::Error) -> Outcome {
 /// not all arrived, named by the BLAKE3 hash of its link identity: a later
 /// name becomes a link of that file instead of a copy, whichever task or
 /// batch it arrives in. The entry goes once the file has as many names as
-/// it had on the source. A name on another filesystem than the root (no
-/// link can cross) is built as a copy.
+/// it had on the source, and the index with its last entry. A name on
+/// another filesystem than the root (no link can cross) is built as a copy.
 pub const LINK_INDEX: &str = ".ferry-links";
 
 /// The link index entry of one link identity.
 struct LinkIndex {
     dir: File,
     name: CString,
+    /// The endpoint's root, which holds the index: its times are kept
+    /// when the index comes and goes (they travel like any directory's).
+    root: File,
 }
 
 impl LinkIndex {
     /// The index for `link` under `target`'s root, made if missing; `None`
     /// when it cannot be (the file is then built as a copy).
-    fn open(target: &Endpoint, link: &LinkId) -> Option<LinkIndex> {
-        let root = target.root();
-        let root = if root == b"/" { &b""[..] } else { root };
-        let path = CString::new([root, b"/", LINK_INDEX.as_bytes()].concat()).ok()?;
-        mkdir_at(Base::Cwd, &path, 0o700).ok()?;
-        let dir = File::from(open_dir_at(Base::Cwd, &path, false).ok()?);
+    fn open(target: &Endpoint, link: &LinkId, times: &DirTimes) -> Option<LinkIndex> {
+        let root = File::from(open_dir_at(Base::Cwd, &CString::new(target.root()).ok()?, false).ok()?);
+        let name = CString::new(LINK_INDEX).expect("no NUL");
+        times
+            .keeping(&root, || mkdir_at(Base::Dir(root.as_fd()), &name, 0o700))
+            .ok()?;
+        let dir = File::from(open_dir_at(Base::Dir(root.as_fd()), &name, false).ok()?);
         let name = CString::new(blake3::hash(link.id.as_bytes()).to_hex().as_str()).expect("hex");
-        Some(LinkIndex { dir, name })
+        Some(LinkIndex { dir, name, root })
     }
 
     /// The file the entry names, if there is one.
@@ -636,11 +640,18 @@ impl LinkIndex {
 
     /// Removes the entry once `file`, which it names, has all the names it
     /// had on the source besides the entry's.
-    fn retire_if_complete(&self, file: &File, source_names: u64) -> io::Result<()> {
+    /// The index itself goes when that leaves it empty, so a tree whose
+    /// groups are complete carries no trace of it (a removal racing a new
+    /// entry fails or leaves that name to be built as a copy: never a
+    /// wrong link).
+    fn retire_if_complete(&self, file: &File, source_names: u64, times: &DirTimes) -> io::Result<()> {
         let st = Snap::of(file)?;
         let Some(entry) = self.entry() else { return Ok(()) };
         if Snap::of(&entry)?.id == st.id && st.nlink > source_names {
             unlink_at(Base::Dir(self.dir.as_fd()), &self.name, false)?;
+            let index = CString::new(LINK_INDEX).expect("no NUL");
+            // Not empty (another group's entry): it stays.
+            let _ = times.keeping(&self.root, || unlink_at(Base::Dir(self.root.as_fd()), &index, true));
         }
         Ok(())
     }
