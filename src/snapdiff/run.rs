@@ -476,12 +476,12 @@ fn run_diff(
     let old_rd = ManifestReader::new(old_input)?;
     let (changes, summary) = diff(old_rd, new_rd, &ctx.opts.diff, &ctx.state.dir)?;
     let own = own_state(&ctx.provider.fileset().path, &ctx.state.dir);
+    let ours = |p: &[u8]| {
+        own.as_deref()
+            .is_some_and(|s| p == s || p.strip_prefix(s).is_some_and(|r| r[0] == b'/'))
+    };
     for c in changes {
         let c = c?;
-        let ours = |p: &[u8]| {
-            own.as_deref()
-                .is_some_and(|s| p == s || p.strip_prefix(s).is_some_and(|r| r[0] == b'/'))
-        };
         if ours(&c.path) || c.source.as_deref().is_some_and(ours) {
             continue;
         }

@@ -314,6 +314,17 @@ mod tests {
         Ok(v.as_object().unwrap().clone())
     }
 
+    /// Runs the task `msg` asks for through `sink`; its result.
+    fn run(msg: &crate::agent::celery::TaskMessage, env: &TaskEnv, sink: &mut dyn ChildSink) -> Value {
+        let ops = OpContext::new(crate::config::Config::empty(), Some(2)).unwrap();
+        let crate::agent::tasks::Request { input, kind } = crate::agent::tasks::Request::decode(msg).unwrap();
+        let crate::agent::tasks::Kind::CheckSync(args) = kind else {
+            panic!("not check_sync_state")
+        };
+        let out = check_sync_state(input, &args, env, &ops, sink).unwrap();
+        serde_json::from_slice(&out.result).unwrap()
+    }
+
     fn args(pref: &str, abort_outdated: bool) -> CheckSyncArgs {
         serde_json::from_value(json!({"sync_preference": pref, "compare_site": "b", "abort_outdated": abort_outdated}))
             .unwrap()
@@ -420,13 +431,7 @@ mod tests {
             ..Memory::default()
         };
         let env = memory::env(10, Duration::from_secs(1));
-        let ops = OpContext::new(crate::config::Config::empty(), Some(2)).unwrap();
-        let crate::agent::tasks::Request { input, kind } = crate::agent::tasks::Request::decode(&msg).unwrap();
-        let crate::agent::tasks::Kind::CheckSync(args) = kind else {
-            panic!("not check_sync_state")
-        };
-        let out = check_sync_state(input, &args, &env, &ops, &mut sink).unwrap();
-        let result: Value = serde_json::from_slice(&out.result).unwrap();
+        let result = run(&msg, &env, &mut sink);
         let states: Vec<(String, String)> = ["processed", "skipped", "aborted", "failures"]
             .iter()
             .flat_map(|s| {
@@ -477,13 +482,7 @@ mod tests {
         let msg = memory::message(TaskName::CheckSyncState, "c", json!({"paths": [p], "site": "b"}));
         let mut sink = Memory::default();
         let env = memory::env(10, Duration::from_millis(50));
-        let ops = OpContext::new(crate::config::Config::empty(), Some(1)).unwrap();
-        let crate::agent::tasks::Request { input, kind } = crate::agent::tasks::Request::decode(&msg).unwrap();
-        let crate::agent::tasks::Kind::CheckSync(args) = kind else {
-            panic!("not check_sync_state")
-        };
-        let out = check_sync_state(input, &args, &env, &ops, &mut sink).unwrap();
-        let result: Value = serde_json::from_slice(&out.result).unwrap();
+        let result = run(&msg, &env, &mut sink);
         let failed = &result["status"]["details"]["failures"][0];
         let why = failed["message"][0].as_str().unwrap();
         assert!(why.contains("did not answer"), "{result}");
