@@ -7,8 +7,9 @@
 //!
 //! `site_sync` must converge: after each round of random changes on site
 //! A and a sync, `rsync -aHAXn --delete --itemize-changes` between A's
-//! snapshot and B prints nothing. Three rounds by default; `FERRY_SOAK=1`
-//! runs the 20 the issue asks for.
+//! snapshot and B prints nothing; synced dehydrated, every file on B is a
+//! stub and a recalled copy of B matches A's snapshot the same way. Three
+//! rounds by default; `FERRY_SOAK=1` runs the 20 the issue asks for.
 
 mod common;
 
@@ -109,6 +110,12 @@ impl Rig {
     /// they match: content, modes, owners, times, ACLs, xattrs, links),
     /// leaving out the snapdiff's own `.snapshots` and `.rotate`.
     fn differences(&self) -> String {
+        self.rsync(&self.b)
+    }
+
+    /// What rsync would change to make `to` like A's snapshot, with what
+    /// both hold when files differ in xattrs or the link index shows.
+    fn rsync(&self, to: &Path) -> String {
         let out = Command::new("rsync")
             .args([
                 "-aHAXn",
@@ -122,7 +129,7 @@ impl Rig {
                 "--filter=-x user.ferry.*",
             ])
             .arg(format!("{}/", self.snapshot().display()))
-            .arg(format!("{}/", self.b.display()))
+            .arg(format!("{}/", to.display()))
             .output()
             .unwrap();
         assert!(out.status.success(), "rsync: {}", String::from_utf8_lossy(&out.stderr));
@@ -152,12 +159,70 @@ for side in sys.argv[1:]:
                 .arg("-c")
                 .arg(dump)
                 .arg(self.snapshot())
-                .arg(&self.b)
+                .arg(to)
                 .output()
                 .unwrap();
             text.push_str(&String::from_utf8_lossy(&o.stdout));
         }
         text
+    }
+
+    /// Checks that every regular file on B is a stub, then recalls a
+    /// reflink copy of B (stubs, their xattrs and hard links kept) from the
+    /// endpoint, each file against its recorded hash, and returns what
+    /// rsync would change to make that copy like A's snapshot.
+    fn recalled_differences(&self) -> String {
+        let (_, files, _) = entries(&self.b);
+        // An empty file has no data to leave behind: it is whole.
+        let hydrated: Vec<&PathBuf> = files
+            .iter()
+            .filter(|f| {
+                let state = xattr::get(f, "user.ferry.state").ok().flatten().unwrap_or_default();
+                let empty = std::fs::symlink_metadata(f).unwrap().len() == 0;
+                !(state.starts_with(b"migrated ") || (empty && state.starts_with(b"premigrated ")))
+            })
+            .collect();
+        assert!(hydrated.is_empty(), "not stubs on B: {hydrated:?}");
+        let copy = self.b.parent().unwrap().join("recalled");
+        let _ = std::fs::remove_dir_all(&copy);
+        let cp = Command::new("cp")
+            .args(["-a", "--reflink=auto"])
+            .arg(&self.b)
+            .arg(&copy)
+            .output()
+            .unwrap();
+        assert!(cp.status.success(), "cp: {}", String::from_utf8_lossy(&cp.stderr));
+        let conf = self.s.dir.path().join("recall.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "[settings]\nsite = recall\n\n[Endpoint archive]\ntype = directory\npath = {}\nroot = {}\n",
+                self.s.dir.path().join("archive").display(),
+                copy.display()
+            ),
+        )
+        .unwrap();
+        let (_, files, _) = entries(&copy);
+        let list: Vec<u8> = files
+            .iter()
+            .flat_map(|f| [f.as_os_str().as_bytes(), b"\0"].concat())
+            .collect();
+        let from = self.s.dir.path().join("recall.list");
+        std::fs::write(&from, list).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_ferry"))
+            .args(["recall", "--jsonl", "-0", "--endpoint", "archive", "--config"])
+            .arg(&conf)
+            .arg("--from")
+            .arg(&from)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "recall: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        self.rsync(&copy)
     }
 
     /// The job's failed files, for messages.
@@ -383,7 +448,7 @@ fn rounds() -> usize {
 
 /// Round 0 sends the first tree; each of `rounds` later rounds changes A
 /// at random and syncs; after each, B matches A's snapshot exactly.
-fn converges(mapped: bool, rounds: usize) {
+fn converges(mapped: bool, hydrate: bool, rounds: usize) {
     let Some(r) = rig(mapped) else { return };
     let mut rng = Rng(0x5eed_0000 + mapped as u64);
     // A first tree with a bit of everything.
@@ -397,8 +462,12 @@ fn converges(mapped: bool, rounds: usize) {
         } else {
             change(&r.a, &mut rng, 12)
         };
-        let job = r.sync(true);
-        let diff = r.differences();
+        let job = r.sync(hydrate);
+        let diff = if hydrate {
+            r.differences()
+        } else {
+            r.recalled_differences()
+        };
         if job["state"] != "SUCCESS" || !diff.is_empty() {
             r.s.keep_logs();
         }
@@ -419,17 +488,23 @@ fn converges(mapped: bool, rounds: usize) {
 /// links, xattrs and awkward names makes B exactly A's snapshot.
 #[test]
 fn site_sync_sends_a_first_tree_exactly() {
-    converges(false, 0);
+    converges(false, true, 0);
 }
 
 #[test]
-#[ignore = "issue 16, open: a change set's deletes and moves race on the destination (a directory emptied by a move stays)"]
 fn site_sync_converges_between_sites_mounted_at_the_same_path() {
-    converges(false, rounds());
+    converges(false, true, rounds());
+}
+
+/// Dehydrated: every file on B is a stub, and recalling them gives A's
+/// snapshot exactly.
+#[test]
+#[ignore = "issue 16, open: a stub on B keeps the key of its old path when a move is replayed there; a file later sent to that path overwrites the object, and the stub's recall then fails (safely: the hash does not match)"]
+fn dehydrated_site_sync_leaves_stubs_that_recall_to_the_source() {
+    converges(false, false, rounds());
 }
 
 #[test]
-#[ignore = "issue 16, open: a move into a directory created in the same change set finds no parent on the destination"]
 fn site_sync_converges_onto_a_site_that_maps_its_paths() {
-    converges(true, rounds());
+    converges(true, true, rounds());
 }

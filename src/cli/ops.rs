@@ -409,6 +409,12 @@ pub struct MoveCmd {
     /// had just before (a sync mirroring a move).
     #[arg(long)]
     keep_parent_times: bool,
+
+    /// Make a destination's missing parent directories (mode 0755, given
+    /// their attributes when their own objects arrive); without it such a
+    /// move fails and the entry stays at its source.
+    #[arg(long, short = 'p')]
+    make_parents: bool,
 }
 
 /// Build local files from an endpoint's objects named by key or key prefix
@@ -610,6 +616,7 @@ pub fn run_move(c: MoveCmd) -> Result<(), Failure> {
         delete_remote_xattrs: c.delete_remote_xattrs,
         target_max_age: c.target_max_age,
         keep_parent_times: c.keep_parent_times,
+        make_parents: c.make_parents,
     };
     let op = if c.one_step {
         Operation::OneStepMove(args)

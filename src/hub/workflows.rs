@@ -531,13 +531,22 @@ fn site_sync_rules() -> Value {
         "compare_queue": "*destinationqueue",
         "sync_preference": "*sync_preference",
     });
-    // The destination's directories keep the times the sync gives them.
-    let there = |task: &str| json!([{"name": task, "site": "*destination", "queue": "*destinationqueue", "keep_parent_times": true}]);
+    // The destination's directories keep the times the sync gives them;
+    // a move into a directory this change set created makes it (its
+    // creation, and its attributes, come after the moves).
+    let there = |task: &str, extra: Value| {
+        let mut a =
+            json!({"name": task, "site": "*destination", "queue": "*destinationqueue", "keep_parent_times": true});
+        a.as_object_mut()
+            .expect("object")
+            .extend(extra.as_object().expect("object").clone());
+        json!([a])
+    };
     json!([
         {"state": "created", "type": "all", "action": send_steps("destination", migrate.clone(), stub.clone(), None)},
         {"state": "updated", "type": "all", "action": send_steps("destination", migrate, stub, Some(check))},
-        {"state": "moved", "type": "all", "action": there("dynamo.tasks.move_paths_on_gpfs")},
-        {"state": "deleted", "type": "all", "action": there("dynamo.tasks.delete_paths_from_gpfs")}
+        {"state": "moved", "type": "all", "action": there("dynamo.tasks.move_paths_on_gpfs", json!({"make_parents": true}))},
+        {"state": "deleted", "type": "all", "action": there("dynamo.tasks.delete_paths_from_gpfs", json!({}))}
     ])
 }
 
@@ -645,7 +654,7 @@ mod tests {
             args(1, 0),
             json!({"compare_site": "b", "compare_queue": "fast", "sync_preference": "newest"})
         );
-        assert_eq!(args(2, 0), json!({"keep_parent_times": true}));
+        assert_eq!(args(2, 0), json!({"keep_parent_times": true, "make_parents": true}));
         assert_eq!(args(3, 0), json!({"keep_parent_times": true}));
     }
 

@@ -37,13 +37,34 @@ pub struct DeleteArgs {
 }
 
 /// Deletes `paths`, one outcome per path in order.
+///
+/// Paths go deepest first, one depth at a time (each depth on up to
+/// `threads` threads): a batch that holds a directory and what is in it
+/// (a deleted tree, as a snapshot diff reports it) empties the directory
+/// before removing it, where a free-for-all would find it not empty.
+/// Entries of one depth cannot hold one another.
 pub fn delete(ctx: &OpContext, args: &DeleteArgs, paths: &[PathObject]) -> Vec<Outcome> {
     let keeper = args.keep_parent_times.then(DirTimes::default);
-    par_map(paths.iter().collect(), ctx.threads, |obj: &PathObject| {
-        let outcome = delete_one(ctx, &obj.path, args.recursive, keeper.as_ref());
-        ctx.count(&outcome, 0);
-        outcome
-    })
+    let mut outcomes: Vec<Option<Outcome>> = paths.iter().map(|_| None).collect();
+    let mut by_depth: Vec<(usize, usize)> = paths.iter().enumerate().map(|(i, o)| (depth(&o.path), i)).collect();
+    by_depth.sort_by_key(|&(d, i)| (std::cmp::Reverse(d), i));
+    for level in by_depth.chunk_by(|a, b| a.0 == b.0) {
+        let done = par_map(level.iter().map(|&(_, i)| i).collect(), ctx.threads, |i: usize| {
+            let outcome = delete_one(ctx, &paths[i].path, args.recursive, keeper.as_ref());
+            ctx.count(&outcome, 0);
+            (i, outcome)
+        });
+        for (i, o) in done {
+            outcomes[i] = Some(o);
+        }
+    }
+    outcomes.into_iter().map(|o| o.expect("every path decided")).collect()
+}
+
+/// How many components `path` has (`/a/b` has two; a trailing slash adds
+/// none).
+fn depth(path: &[u8]) -> usize {
+    path.split(|&b| b == b'/').filter(|c| !c.is_empty()).count()
 }
 
 /// Removes `name` (in the working directory's terms), keeping its parent's

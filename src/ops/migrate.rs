@@ -258,10 +258,24 @@ impl Job<'_> {
                         )
                     }));
                 }
-                (Residency::Premigrated, true, Some(_)) if self.args.premigrate => {
+                // With `overwrite`, the object at the file's own key must
+                // also carry the file's metadata as it is now: a chmod,
+                // chown or xattr change since (a sync's metadata-only
+                // update) writes it again. A name whose data object is at
+                // another of its names is only recorded as that name's
+                // link: the metadata goes with the data's own name.
+                (Residency::Premigrated, true, Some(key))
+                    if self.args.premigrate
+                        && (!self.args.overwrite
+                            || !self
+                                .target
+                                .key(path)
+                                .is_ok_and(|(own, _)| own.as_ref().as_bytes() == key.as_slice())
+                            || self.object_is_current(&file, &before, key, s)?) =>
+                {
                     return self.link_name(path, &file, &before, Outcome::skipped("already premigrated"));
                 }
-                (Residency::Premigrated, true, Some(key)) => {
+                (Residency::Premigrated, true, Some(key)) if !self.args.premigrate => {
                     // Data already at the endpoint: stub it if the object
                     // is still there and the file still holds that content
                     // (size and mtime alone do not prove it: `cp -p` or
@@ -399,6 +413,7 @@ impl Job<'_> {
             return Err(done);
         }
         self.may_record_at(&key)?;
+        self.identify_data(file, st, &data_key, &link)?;
         let meta = ObjectMeta {
             size: 0,
             path: source,
@@ -415,6 +430,55 @@ impl Job<'_> {
             recorded.message.as_deref().unwrap_or("done")
         ));
         Ok(Step::Recorded(recorded))
+    }
+
+    /// Makes the data object at `data_key` carry `link`, the identity the
+    /// record about to name it gives, so the destination can tell the
+    /// record's file is the data's: a premigrated file sent when it had
+    /// one name (no identity) is sent again at that key first; with
+    /// `overwrite`, so is one whose metadata changed since (whichever name
+    /// a batch reaches first, the data's metadata is the group's). A
+    /// stub's object stays as it is (its data is not here to send), and
+    /// the destination builds such a name as a copy.
+    fn identify_data(&self, file: &File, st: &Snap, data_key: &str, link: &LinkId) -> Result<(), Outcome> {
+        let Ok(key) = ObjPath::parse(data_key) else {
+            return Ok(());
+        };
+        let state = self
+            .ctx
+            .xattrs
+            .state(file)
+            .map_err(|e| io_failure("reading xattrs", e))?;
+        let Some(Ok(state)) = state.filter(|s| matches!(s, Ok(s) if s.residency == Residency::Premigrated)) else {
+            return Ok(());
+        };
+        let ours = ObjectMeta {
+            hash: state.hash,
+            link: Some(link.clone()),
+            ..self.file_meta(file, st)?
+        };
+        let existing = self.target.head(&key).map_err(|e| Outcome::failed(e.to_string()))?;
+        let recorded = match existing.as_ref().and_then(|o| o.meta.as_ref()) {
+            Some(Ok(m))
+                if m.link.as_ref().is_some_and(|l| l.id == link.id)
+                    && (!self.args.overwrite || same_file(m, &ours)) =>
+            {
+                return Ok(());
+            }
+            Some(Ok(m)) => m.path.clone(),
+            _ => None,
+        };
+        let meta = ObjectMeta { path: recorded, ..ours };
+        let sent = self
+            .target
+            .upload(&key, file, meta)
+            .map_err(|e| Outcome::failed(format!("copy to endpoint `{}` failed: {e}", self.target.name())))?;
+        if sent.hash != state.hash {
+            return Err(Outcome::failed(format!(
+                "the file's content changed since it was sent to {data_key}; migrate its names again"
+            )));
+        }
+        Ok(())
     }
 
     /// Records the hard-link names of a window (input index, index of the
@@ -523,6 +587,20 @@ impl Job<'_> {
             kind: EntryKind::File,
             link: link_id(file, st),
         })
+    }
+
+    /// Whether the object at `key` holds the content `s` records and the
+    /// metadata the file has now. An object that cannot be read is not.
+    fn object_is_current(&self, file: &File, before: &Snap, key: &[u8], s: &HsmState) -> Result<bool, Outcome> {
+        let Some(key) = std::str::from_utf8(key).ok().and_then(|k| ObjPath::parse(k).ok()) else {
+            return Ok(false);
+        };
+        let ours = ObjectMeta {
+            hash: s.hash,
+            ..self.file_meta(file, before)?
+        };
+        Ok(matches!(self.target.head(&key), Ok(Some(obj)) if obj.size == ours.size
+            && matches!(&obj.meta, Some(Ok(theirs)) if same_file(theirs, &ours))))
     }
 
     /// Decides where the copy goes when the key may already hold an object.

@@ -14,6 +14,7 @@
 
 use super::OpContext;
 use super::dirtimes::DirTimes;
+use super::entry::Builder;
 use crate::sys::{Base, StatMask, rename, stat_at, unlink_at};
 use crate::task::{Outcome, PathObject, surrogate};
 use serde::Deserialize;
@@ -39,6 +40,13 @@ pub struct MoveArgs {
     /// it had just before: a sync mirroring a move, whose directories'
     /// times travel on their own ([`super::dirtimes`]).
     pub keep_parent_times: bool,
+    /// Make a destination's missing parent directories (mode 0755, marked
+    /// as made parents, so the directory's own object gives them their
+    /// attributes when it arrives): a sync replaying a move into a
+    /// directory created in the same change set, whose creation comes
+    /// after the moves (`docs/snapdiff.md`). Without it, such a move fails
+    /// and the entry stays at its source.
+    pub make_parents: bool,
 }
 
 /// Two-step move of `paths` (each with a `source`), one outcome per path.
@@ -98,7 +106,9 @@ pub fn one_step_move_paths(ctx: &OpContext, args: &MoveArgs, paths: &[PathObject
                 Err(o) => o,
                 Ok((src, dst, _)) => match target_too_new(args, dst) {
                     Some(o) => remove_source(keeper.as_ref(), src, o),
-                    None => match rename_paths(keeper.as_ref(), src, dst) {
+                    None => match parents_for(ctx, args, keeper.as_ref(), dst)
+                        .and_then(|()| rename_paths(keeper.as_ref(), src, dst))
+                    {
                         Ok(()) => after_move(ctx, args, dst),
                         Err(e) => Outcome::failed(format!("cannot move: {e}")),
                     },
@@ -164,6 +174,22 @@ fn remove_source(keeper: Option<&DirTimes>, src: &[u8], done: Outcome) -> Outcom
         Ok(()) => done,
         Err(e) => Outcome::failed(format!("destination kept, but removing the source failed: {e}")),
     }
+}
+
+/// Makes `dst`'s missing parents when `make_parents` asks for it.
+fn parents_for(ctx: &OpContext, args: &MoveArgs, keeper: Option<&DirTimes>, dst: &[u8]) -> io::Result<()> {
+    if !args.make_parents {
+        return Ok(());
+    }
+    let own = DirTimes::default();
+    Builder {
+        xattrs: &ctx.xattrs,
+        times: keeper.unwrap_or(&own),
+        overwrite: false,
+        update_atime: false,
+        update_mtime: false,
+    }
+    .make_parents(dst)
 }
 
 /// Post-move xattr clean-up for `delete_remote_xattrs`.
@@ -242,7 +268,9 @@ impl Staging {
             let outcome = if let Some(done) = target_too_new(args, dst) {
                 remove_source(self.keeper.as_ref(), &tmp, done)
             } else {
-                match rename_paths(self.keeper.as_ref(), &tmp, dst) {
+                match parents_for(ctx, args, self.keeper.as_ref(), dst)
+                    .and_then(|()| rename_paths(self.keeper.as_ref(), &tmp, dst))
+                {
                     Ok(()) => after_move(ctx, args, dst),
                     Err(e) => match rename_paths(self.keeper.as_ref(), &tmp, src) {
                         Ok(()) => {

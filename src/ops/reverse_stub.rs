@@ -38,7 +38,7 @@ use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{PermissionsExt, fchown};
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 /// The seed's `reverse_stub` arguments.
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -120,8 +120,6 @@ struct Job<'a> {
     target: Arc<Endpoint>,
     locking: Locking,
     times: DirTimes,
-    /// Held while a file with a link identity is built.
-    links: Mutex<()>,
     /// Plain local copies (an import's `copy`): whole, with no location or
     /// state, and no link index.
     plain: bool,
@@ -136,7 +134,6 @@ impl<'a> Job<'a> {
             target: ctx.endpoint(endpoint)?,
             locking: Locking::new(args.lock_level, LockLevel::Implicit, false)?,
             times: DirTimes::default(),
-            links: Mutex::new(()),
             plain,
         })
     }
@@ -245,11 +242,18 @@ impl Job<'_> {
             }
             Err(e) => return Err(Outcome::failed(e.to_string())),
         };
-        if data.link.is_none() || data.link != record.link {
+        let id = |m: &ObjectMeta| m.link.as_ref().map(|l| l.id.clone());
+        if data.link.is_none() || id(&data) != id(record) {
             return Err(Outcome::failed(format!(
                 "the object at {key} is no longer this hard link's file (another link identity); migrate its names again"
             )));
         }
+        // The record is the newer word on how many names the file has (a
+        // link made since the data was sent).
+        let data = ObjectMeta {
+            link: record.link.clone(),
+            ..data
+        };
         self.file(path, &key, &data, true)
     }
 
@@ -259,9 +263,14 @@ impl Job<'_> {
     fn file(&self, path: &[u8], key: &ObjPath, meta: &ObjectMeta, verified: bool) -> Result<u64, Outcome> {
         // A plain copy is linked to nothing.
         let link = meta.link.as_ref().filter(|_| !self.plain);
-        // One linked file at a time, so two names of one file in a batch
-        // never build two copies.
-        let _group = link.map(|_| self.links.lock().unwrap_or_else(|e| e.into_inner()));
+        // One linked file at a time under the endpoint's root, across the
+        // tasks and processes of this node (and of the cluster where the
+        // filesystem's flock is cluster-wide, as on GPFS), so two names
+        // of one file arriving in two tasks never build two copies.
+        let _group = match link {
+            Some(_) => Some(self.group_lock().map_err(|e| failure("locking the link index", e))?),
+            None => None,
+        };
         let existing = match open_file(path, false) {
             Ok(f) => Some(f),
             Err(super::OpenError::Missing) => None,
@@ -269,13 +278,25 @@ impl Job<'_> {
             Err(super::OpenError::Directory) => return Err(Outcome::failed("a directory is in the way")),
             Err(super::OpenError::Other(e)) => return Err(Outcome::failed(format!("cannot open: {e}"))),
         };
-        let before = match &existing {
-            Some(f) => Some(self.conflict(f, key, meta, verified)?),
+        let index = link.and_then(|l| LinkIndex::open(&self.target, l, &self.times));
+        let source = match &index {
+            Some(ix) => self.link_source(key, meta, ix)?,
             None => None,
         };
-        let index = link.and_then(|l| LinkIndex::open(&self.target, l, &self.times));
-        let linked = match &index {
-            Some(ix) => self.link_from_index(path, key, meta, ix)?,
+        let before = match (&existing, &source) {
+            // Another copy of the group's content where the group's file
+            // is here (a name built apart by a failure or a race, or sent
+            // before the source linked it): with overwrite it becomes a
+            // name of that file, so the group heals.
+            (Some(f), Some(src)) if self.args.overwrite && self.separate_copy(f, src, meta)? => {
+                self.locking.at_open(f).map_err(Outcome::from)?;
+                Some(Snap::of(f).map_err(|e| failure("stat", e))?)
+            }
+            (Some(f), _) => Some(self.conflict(f, key, meta, verified)?),
+            (None, _) => None,
+        };
+        let linked = match &source {
+            Some(src) => Some(self.link_to(path, src)?),
             None => None,
         };
         let (mut tmp, written) = match linked {
@@ -310,41 +331,95 @@ impl Job<'_> {
         tmp.dir.sync_all().map_err(|e| failure("flushing the directory", e))?;
         if let (Some(ix), Some(link)) = (&index, link) {
             // Best effort: an entry left behind only keeps an inode alive.
-            let _ = ix.retire_if_complete(&tmp.file, link.nlink, &self.times);
+            let _ = ix.retire_if_complete(&tmp.file, link.nlink);
         }
         Ok(written)
     }
 
-    /// The file the index holds for `meta`'s link identity as a new name
-    /// beside `path`, if it holds this object's content as this endpoint's
-    /// copy; `None` when it must be built.
-    fn link_from_index(
-        &self,
-        path: &[u8],
-        key: &ObjPath,
-        meta: &ObjectMeta,
-        ix: &LinkIndex,
-    ) -> Result<Option<Building<'_>>, Outcome> {
-        let Some(entry) = ix.entry() else {
-            return Ok(None);
-        };
+    /// An exclusive `flock` on the endpoint's root directory, held while a
+    /// file with a link identity is looked up, built and indexed; it goes
+    /// with the returned descriptor.
+    fn group_lock(&self) -> io::Result<File> {
+        let root = CString::new(self.target.root()).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+        let dir = File::from(open_dir_at(Base::Cwd, &root, false)?);
+        crate::sys::lock_exclusive(&dir)?;
+        Ok(dir)
+    }
+
+    /// The file already built here for `meta`'s link identity, if it
+    /// holds this object's content: the one at the data object's own path,
+    /// the group's usual name here (also when the group was complete and
+    /// its entry retired before the source gave it another name), else the
+    /// index's entry. `None` when the name must be built.
+    fn link_source(&self, key: &ObjPath, meta: &ObjectMeta, ix: &LinkIndex) -> Result<Option<LinkSource>, Outcome> {
         let x = &self.ctx.xattrs;
-        let st = Snap::of(&entry).map_err(|e| failure("stat", e))?;
-        let same = st.is_file()
-            && st.size == meta.size
-            && matches!(x.state(&entry), Ok(Some(Ok(s))) if s.hash == meta.hash && s.size == meta.size)
-            && x.location(&entry, self.target.name()).ok().flatten().as_deref() == Some(key.as_ref().as_bytes());
-        if !same {
-            return Ok(None);
+        // Holds the object's content by its recorded hash, and the record
+        // is current (size and mtime). Its location may name an older key:
+        // a move here keeps it.
+        let holds_object = |f: &File| -> Result<Option<(u64, u64)>, Outcome> {
+            let st = Snap::of(f).map_err(|e| failure("stat", e))?;
+            let holds = st.is_file()
+                && st.size == meta.size
+                && matches!(x.state(f), Ok(Some(Ok(s)))
+                    if s.hash == meta.hash && s.size == st.size && s.mtime == st.mtime);
+            Ok(holds.then_some(st.id))
+        };
+        if let Some((dir, name)) = self.data_name(key, meta)
+            && let Ok(f) = open_file_at(Base::Dir(dir.as_fd()), &name).map(File::from)
+            && let Some(id) = holds_object(&f)?
+        {
+            return Ok(Some(LinkSource { dir, name, id }));
         }
+        if let Some(entry) = ix.entry()
+            && let Some(id) = holds_object(&entry)?
+        {
+            let dir = ix.dir.try_clone().map_err(|e| failure("opening the link index", e))?;
+            return Ok(Some(LinkSource {
+                dir,
+                name: ix.name.clone(),
+                id,
+            }));
+        }
+        Ok(None)
+    }
+
+    /// A new name beside `path` for the file at `source`.
+    fn link_to(&self, path: &[u8], source: &LinkSource) -> Result<Building<'_>, Outcome> {
         self.builder()
             .make_parents(path)
             .map_err(|e| failure("creating parent directories", e))?;
         let reachable = Reachable::new(path, false).map_err(|e| failure("reaching the parent directory", e))?;
-        let dir = reachable.path().parent().unwrap_or(Path::new("/"));
-        Building::link(dir, &self.times, ix)
-            .map(Some)
+        let parent = reachable.path().parent().unwrap_or(Path::new("/"));
+        Building::link(parent, &self.times, &source.dir, &source.name)
             .map_err(|e| failure("linking to the file's other name", e))
+    }
+
+    /// Whether `f` is another inode than `source`'s that holds the same
+    /// content (by its recorded hash, or by reading it).
+    fn separate_copy(&self, f: &File, source: &LinkSource, meta: &ObjectMeta) -> Result<bool, Outcome> {
+        let st = Snap::of(f).map_err(|e| failure("stat", e))?;
+        if st.id == source.id || !st.is_file() || st.size != meta.size {
+            return Ok(false);
+        }
+        if let Ok(Some(Ok(s))) = self.ctx.xattrs.state(f)
+            && s.size == st.size
+            && s.mtime == st.mtime
+            && s.residency == Residency::Premigrated
+        {
+            return Ok(s.hash == meta.hash);
+        }
+        Ok(matches!(self.ctx.xattrs.state(f), Ok(None))
+            && crate::endpoint::hash_file(f, st.size).map_err(|e| failure("reading", e))? == meta.hash)
+    }
+
+    /// The directory and name of the local file at the data object
+    /// `key`'s path, when it can be reached.
+    fn data_name(&self, key: &ObjPath, meta: &ObjectMeta) -> Option<(File, CString)> {
+        let rel = self.target.relative(key, meta.path.as_deref(), false)?;
+        let full = [self.target.root(), b"/", rel.as_slice()].concat();
+        let cut = full.iter().rposition(|&b| b == b'/')?;
+        let dir = File::from(open_dir_at(Base::Cwd, &CString::new(&full[..cut.max(1)]).ok()?, false).ok()?);
+        Some((dir, CString::new(&full[cut + 1..]).ok()?))
     }
 
     /// Decides about an existing local file: `Ok` with its facts when it
@@ -362,18 +437,20 @@ impl Job<'_> {
             && s.mtime == st.mtime
             && x.location(f, self.target.name()).ok().flatten().as_deref() == Some(key.as_ref().as_bytes())
         {
-            return Err(Outcome::skipped(format!(
-                "already a {} copy of this object",
-                s.residency.as_str()
-            )));
+            let why = format!("already a {} copy of this object", s.residency.as_str());
+            return Err(self.same_content(f, &st, meta, Some(s), why));
         }
         let same_content = verified
             && st.size == meta.size
             && !matches!(x.state(f), Ok(Some(Ok(s))) if s.residency == Residency::Migrated)
             && crate::endpoint::hash_file(f, st.size).map_err(|e| failure("reading", e))? == meta.hash;
         if same_content {
-            return Err(Outcome::skipped(
-                "local file has the same content (only metadata may differ)",
+            return Err(self.same_content(
+                f,
+                &st,
+                meta,
+                None,
+                "local file has the same content (only metadata may differ)".into(),
             ));
         }
         let replace = match self.args.conflict_preference.as_deref() {
@@ -392,6 +469,63 @@ impl Job<'_> {
         } else {
             Err(Outcome::skipped("kept the local file (conflict_preference)"))
         }
+    }
+
+    /// The outcome for a local file that already holds the object's
+    /// content: `skipped` for `why`, unless `overwrite` is set and its
+    /// metadata differs from the object's (a chmod, chown, xattr change or
+    /// touch on the source, which a sync must carry): then the object's
+    /// owner, mode, xattrs and modification time are applied in place
+    /// (`state`, the file's recorded state, following the new time), and
+    /// the file is `processed`.
+    fn same_content(&self, f: &File, st: &Snap, meta: &ObjectMeta, state: Option<HsmState>, why: String) -> Outcome {
+        if !self.args.overwrite {
+            return Outcome::skipped(why);
+        }
+        match self.apply_metadata(f, st, meta, state) {
+            Ok(false) => Outcome::skipped(why),
+            Ok(true) => {
+                let mut o = Outcome::processed();
+                o.message = Some("same content; applied the object's metadata".into());
+                o
+            }
+            Err(e) => failure("applying the object's metadata", e),
+        }
+    }
+
+    /// Makes `f`'s owner, mode, xattrs and modification time the ones
+    /// `meta` records; whether anything changed.
+    fn apply_metadata(&self, f: &File, st: &Snap, meta: &ObjectMeta, state: Option<HsmState>) -> io::Result<bool> {
+        let x = &self.ctx.xattrs;
+        let mut changed = false;
+        if (st.uid, st.gid) != (meta.uid, meta.gid) {
+            fchown(f, Some(meta.uid), Some(meta.gid))?;
+            changed = true;
+        }
+        // chown clears set-id bits, so the mode goes after it.
+        if changed || st.mode & 0o7777 != meta.mode & 0o7777 {
+            f.set_permissions(fs::Permissions::from_mode(meta.mode & 0o7777))?;
+            changed |= st.mode & 0o7777 != meta.mode & 0o7777;
+        }
+        let ours = x.copied_xattrs(f)?;
+        if ours != meta.xattrs {
+            for (name, _) in ours.iter().filter(|(n, _)| !meta.xattrs.iter().any(|(m, _)| m == n)) {
+                xattr::FileExt::remove_xattr(f, OsStr::from_bytes(name))?;
+            }
+            for (name, value) in &meta.xattrs {
+                super::xattrs::set_explained(f, OsStr::from_bytes(name), value)?;
+            }
+            changed = true;
+        }
+        if !self.args.update_mtime && st.mtime != meta.mtime {
+            if let Some(mut s) = state {
+                s.mtime = meta.mtime;
+                x.set_state(f, &s)?;
+            }
+            set_times(f, st.atime, meta.mtime)?;
+            changed = true;
+        }
+        Ok(changed)
     }
 
     /// Builds the file under a temporary name beside `path`.
@@ -532,13 +666,14 @@ impl<'a> Building<'a> {
         }
     }
 
-    /// A new name in `dir` for the file the link index holds.
-    fn link(dir: &Path, times: &'a DirTimes, ix: &LinkIndex) -> io::Result<Building<'a>> {
+    /// A new name in `dir` for the file at `from` in `from_dir` (the link
+    /// index's entry, or another name of the file).
+    fn link(dir: &Path, times: &'a DirTimes, from_dir: &File, from: &std::ffi::CStr) -> io::Result<Building<'a>> {
         let dir = File::open(dir)?;
         loop {
             let name = CString::new(entry::temp_name()).expect("no NUL");
             let at = Base::Dir(dir.as_fd());
-            match times.keeping(&dir, || link_at(Base::Dir(ix.dir.as_fd()), &ix.name, at, &name)) {
+            match times.keeping(&dir, || link_at(Base::Dir(from_dir.as_fd()), from, at, &name)) {
                 Ok(()) => {
                     let file = match open_file_at(at, &name) {
                         Ok(fd) => File::from(fd),
@@ -597,19 +732,40 @@ fn failure(what: &str, e: io::Error) -> Outcome {
 /// another filesystem than the root (no link can cross) is built as a copy.
 pub const LINK_INDEX: &str = ".ferry-links";
 
+/// A file to give another name: its directory, name and identity.
+struct LinkSource {
+    dir: File,
+    name: CString,
+    id: (u64, u64),
+}
+
 /// The link index entry of one link identity.
-struct LinkIndex {
+/// The index directory goes when it is left empty ([`Drop`]), whatever
+/// the build came to, so a tree whose groups are complete carries no trace
+/// of it.
+struct LinkIndex<'a> {
     dir: File,
     name: CString,
     /// The endpoint's root, which holds the index: its times are kept
     /// when the index comes and goes (they travel like any directory's).
     root: File,
+    times: &'a DirTimes,
 }
 
-impl LinkIndex {
+impl Drop for LinkIndex<'_> {
+    fn drop(&mut self) {
+        let index = CString::new(LINK_INDEX).expect("no NUL");
+        // Not empty (another group's entry): it stays.
+        let _ = self
+            .times
+            .keeping(&self.root, || unlink_at(Base::Dir(self.root.as_fd()), &index, true));
+    }
+}
+
+impl<'a> LinkIndex<'a> {
     /// The index for `link` under `target`'s root, made if missing; `None`
     /// when it cannot be (the file is then built as a copy).
-    fn open(target: &Endpoint, link: &LinkId, times: &DirTimes) -> Option<LinkIndex> {
+    fn open(target: &Endpoint, link: &LinkId, times: &'a DirTimes) -> Option<LinkIndex<'a>> {
         let root = File::from(open_dir_at(Base::Cwd, &CString::new(target.root()).ok()?, false).ok()?);
         let name = CString::new(LINK_INDEX).expect("no NUL");
         times
@@ -617,7 +773,7 @@ impl LinkIndex {
             .ok()?;
         let dir = File::from(open_dir_at(Base::Dir(root.as_fd()), &name, false).ok()?);
         let name = CString::new(blake3::hash(link.id.as_bytes()).to_hex().as_str()).expect("hex");
-        Some(LinkIndex { dir, name, root })
+        Some(LinkIndex { dir, name, root, times })
     }
 
     /// The file the entry names, if there is one.
@@ -638,21 +794,19 @@ impl LinkIndex {
         })
     }
 
-    /// Removes the entry once `file`, which it names, has all the names it
-    /// had on the source besides the entry's.
-    /// The index itself goes when that leaves it empty, so a tree whose
-    /// groups are complete carries no trace of it (a removal racing a new
-    /// entry fails or leaves that name to be built as a copy: never a
-    /// wrong link).
-    fn retire_if_complete(&self, file: &File, source_names: u64, times: &DirTimes) -> io::Result<()> {
+    /// Removes the entry once `file` has all the names it had on the
+    /// source besides the entry's (the entry names `file` or, after a
+    /// split, an older copy).
+    fn retire_if_complete(&self, file: &File, source_names: u64) -> io::Result<()> {
         let st = Snap::of(file)?;
-        let Some(entry) = self.entry() else { return Ok(()) };
-        if Snap::of(&entry)?.id == st.id && st.nlink > source_names {
-            unlink_at(Base::Dir(self.dir.as_fd()), &self.name, false)?;
-            let index = CString::new(LINK_INDEX).expect("no NUL");
-            // Not empty (another group's entry): it stays.
-            let _ = times.keeping(&self.root, || unlink_at(Base::Dir(self.root.as_fd()), &index, true));
+        match self.entry() {
+            // Complete without the entry's own name: the entry goes, also
+            // one naming an older copy (a group split by a failure), which
+            // would otherwise stay for good.
+            Some(entry) if st.nlink - u64::from(Snap::of(&entry)?.id == st.id) >= source_names => {
+                unlink_at(Base::Dir(self.dir.as_fd()), &self.name, false)
+            }
+            _ => Ok(()),
         }
-        Ok(())
     }
 }

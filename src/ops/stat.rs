@@ -1,7 +1,8 @@
 //! `stat_paths`: report each path's attributes (what `check_sync_state`
 //! compares across sites) without following symlinks, plus ferry's
-//! residency (`hsm`: `premigrated` or `migrated`) for managed files and
-//! a digest of a directory's POSIX ACLs (`acl`) when it has any.
+//! residency (`hsm`: `premigrated` or `migrated`) for managed files, a
+//! digest of a directory's POSIX ACLs (`acl`) when it has any, and a
+//! digest of the xattrs a copy carries (`xattrs`) when there are any.
 
 use super::{OpContext, open_file, par_map};
 use crate::entry::write_timestamp;
@@ -52,6 +53,9 @@ fn stat_one(ctx: &OpContext, path: &[u8]) -> Outcome {
     {
         o.extra.push(("acl".into(), raw(format!("\"{acl}\""))));
     }
+    if let Some(x) = xattr_digest(ctx, path, kind(&st)) {
+        o.extra.push(("xattrs".into(), raw(format!("\"{x}\""))));
+    }
     if kind(&st) == "file"
         && let Ok(f) = open_file(path, false)
         && let Ok(Some(Ok(s))) = ctx.xattrs.state(&f)
@@ -79,6 +83,35 @@ fn acl_digest(path: &[u8]) -> Option<String> {
         h.update(&v);
     }
     any.then(|| h.finalize().to_hex().to_string())
+}
+
+/// The xattrs a copy of the entry carries, as one BLAKE3 digest, so
+/// `check_sync_state` sees a changed `user.` xattr or a file's changed ACL
+/// (a metadata-only change, which leaves size and times alone): a file's
+/// `user.` xattrs outside ferry's and its ACLs, a directory's `user.`
+/// xattrs (its ACLs are `acl`, compared only when asked). `None` for
+/// none, and for links and special files (not opened).
+fn xattr_digest(ctx: &OpContext, path: &[u8], kind: &str) -> Option<String> {
+    let f = match kind {
+        "file" | "directory" => open_file(path, false).ok()?,
+        _ => return None,
+    };
+    let xattrs = match kind {
+        "file" => ctx.xattrs.copied_xattrs(&f),
+        _ => ctx.xattrs.user_xattrs(&f),
+    }
+    .ok()?;
+    if xattrs.is_empty() {
+        return None;
+    }
+    let mut h = blake3::Hasher::new();
+    for (name, value) in &xattrs {
+        for part in [name, value] {
+            h.update(&(part.len() as u64).to_le_bytes());
+            h.update(part);
+        }
+    }
+    Some(h.finalize().to_hex().to_string())
 }
 
 fn kind(st: &FileStat) -> &'static str {

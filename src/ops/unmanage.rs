@@ -12,6 +12,8 @@ use crate::task::{ArgumentError, Outcome, PathObject};
 use globset::{Glob, GlobSet, GlobSetBuilder};
 use serde::Deserialize;
 use std::fs::File;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
 
 /// The seed's `unmanage` arguments.
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -39,22 +41,58 @@ pub fn unmanage(ctx: &OpContext, args: &UnmanageArgs, paths: &[PathObject]) -> R
                 .at_open(&file)
                 .and_then(|()| locking.at_commit(&file))
                 .map_err(Outcome::from)
-                .and_then(|()| forget(ctx, &file, pattern.as_ref()))
+                .and_then(|()| forget(ctx, &file, &|e, _| pattern.as_ref().is_none_or(|p| p.is_match(e))))
                 .map_or_else(|o| o, |n| removed(n, "not managed by any matching endpoint")),
         };
         Step::Done(outcome, 0)
     }))
 }
 
-/// `remove_location_xattrs_for_moved`: removes every location (and the
-/// state) from each path; directories and links carry none and are
-/// skipped.
+/// `remove_location_xattrs_for_moved`: removes from each path the
+/// locations whose key no longer names the file (and the state with the
+/// last), so a file moved or copied with its xattrs is sent afresh under
+/// its own key. A location that still names it, at its own key or at
+/// another of its names (a new hard link of a file already sent), stays:
+/// the seed removes every location, which re-sends unchanged data and
+/// sends a new link as a copy, splitting its group at the destination
+/// (docs/decisions.md). Directories and links carry none and are skipped.
 pub fn remove_location_xattrs(ctx: &OpContext, paths: &[PathObject]) -> Vec<Outcome> {
     par_map(paths.iter().collect(), ctx.threads, |obj: &PathObject| {
-        let outcome = forget_locations(ctx, &obj.path, None).map_or_else(|o| o, |n| removed(n, "no location xattrs"));
+        let outcome = match open_file(&obj.path, false) {
+            Ok(file) => forget(ctx, &file, &|endpoint, key| {
+                !names_file(ctx, &obj.path, &file, endpoint, key)
+            }),
+            Err(OpenError::Symlink | OpenError::Directory) => Ok(0),
+            Err(e) => Err(e.outcome("removing location xattrs", false)),
+        }
+        .map_or_else(|o| o, |n| removed(n, "no location xattrs of moved files"));
         ctx.count(&outcome, 0);
         outcome
     })
+}
+
+/// Whether `key` on `endpoint` still names `file` at `path`: it is the
+/// path's own key, or the local path the key stands for is another name
+/// of the same inode. An endpoint that cannot be opened says no.
+fn names_file(ctx: &OpContext, path: &[u8], file: &File, endpoint: &str, key: &[u8]) -> bool {
+    let Ok(ep) = ctx.endpoint(endpoint) else {
+        return false;
+    };
+    if ep.key(path).is_ok_and(|(own, _)| own.as_ref().as_bytes() == key) {
+        return true;
+    }
+    let Some(rel) = std::str::from_utf8(key)
+        .ok()
+        .and_then(|k| object_store::path::Path::parse(k).ok())
+        .and_then(|k| ep.relative(&k, None, false))
+    else {
+        return false;
+    };
+    let other = std::path::PathBuf::from(std::ffi::OsStr::from_bytes(&[ep.root(), b"/", rel.as_slice()].concat()));
+    match (std::fs::symlink_metadata(other), file.metadata()) {
+        (Ok(a), Ok(b)) => (a.dev(), a.ino()) == (b.dev(), b.ino()),
+        _ => false,
+    }
 }
 
 fn removed(n: usize, none: &str) -> Outcome {
@@ -80,19 +118,19 @@ fn storage_key_globs(s: &str) -> Result<GlobSet, ArgumentError> {
 /// a regular file has none.
 pub(super) fn forget_locations(ctx: &OpContext, path: &[u8], pattern: Option<&GlobSet>) -> Result<usize, Outcome> {
     match open_file(path, false) {
-        Ok(file) => forget(ctx, &file, pattern),
+        Ok(file) => forget(ctx, &file, &|e, _| pattern.is_none_or(|p| p.is_match(e))),
         Err(OpenError::Symlink | OpenError::Directory) => Ok(0),
         Err(e) => Err(e.outcome("removing location xattrs", false)),
     }
 }
 
-fn forget(ctx: &OpContext, file: &File, pattern: Option<&GlobSet>) -> Result<usize, Outcome> {
+/// Removes the locations `which` selects (by endpoint and key); how many
+/// went (at least one when the state went alone).
+fn forget(ctx: &OpContext, file: &File, which: &dyn Fn(&str, &[u8]) -> bool) -> Result<usize, Outcome> {
     let x = &ctx.xattrs;
     let io = |e: std::io::Error| Outcome::failed(format!("xattrs: {e}"));
     let locations = x.locations(file).map_err(io)?;
-    let (matching, kept): (Vec<_>, Vec<_>) = locations
-        .iter()
-        .partition(|(endpoint, _)| pattern.is_none_or(|p| p.is_match(endpoint)));
+    let (matching, kept): (Vec<_>, Vec<_>) = locations.iter().partition(|(endpoint, key)| which(endpoint, key));
     let state = x.state(file).map_err(io)?;
     if matching.is_empty() && (state.is_none() || !kept.is_empty()) {
         return Ok(0);

@@ -4,8 +4,11 @@
 //! `deleted`, links only in the new one `created`, and a link that changed
 //! place is `moved` (old and new links of one inode are paired in order).
 //! An inode in both whose size or modification time changed is `updated`;
-//! one whose owner, group, permissions or (for an entry that did not move)
-//! change time changed is `updated` with `metadata_only`. A reused inode
+//! one whose owner, group, permissions or change time changed is `updated`
+//! with `metadata_only`, also when it moved or its links changed: those
+//! change the ctime too, so it cannot tell them from an xattr change made
+//! in the same interval, which a sync replaying only the move would lose
+//! (`docs/snapdiff.md`). A reused inode
 //! number has another generation, so it is a delete and a create.
 //!
 //! Changes come out in the order that makes applying them safe:
@@ -449,9 +452,7 @@ impl Differ {
         let links_changed = !old_only.is_empty() || !new_only.is_empty();
         let (o, n) = (&old[0], &new[0]);
         let data = !o.is_dir() && !o.same_data(n);
-        let meta = !o.same_ownership(n)
-            || (o.is_dir() && o.mtime != n.mtime)
-            || (o.ctime != n.ctime && !links_changed && o.nlink == n.nlink);
+        let meta = !o.same_ownership(n) || (o.is_dir() && o.mtime != n.mtime) || o.ctime != n.ctime;
         let pairs = old_only.len().min(new_only.len());
         for (from, to) in old_only.drain(..pairs).zip(new_only.drain(..pairs)) {
             self.emit(ChangeState::Moved, to, Some(from), false)?;

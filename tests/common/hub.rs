@@ -275,7 +275,12 @@ impl HubSite {
         cmd.args(args)
             .arg("--config")
             .arg(self.dir.path().join(conf))
-            .env("RUST_LOG", "info,lapin=warn")
+            // FERRY_TEST_LOG=info,ferry::agent::tasks=debug logs each
+            // file's outcome, for a test that keeps its logs on failure.
+            .env(
+                "RUST_LOG",
+                std::env::var("FERRY_TEST_LOG").unwrap_or("info,lapin=warn".into()),
+            )
             .env_remove("JOURNAL_STREAM")
             .stdin(std::process::Stdio::null())
             .stdout(log.try_clone().unwrap())

@@ -195,6 +195,9 @@ pub enum TaskError {
     /// The diff was delivered, but the rotation after it failed.
     #[error("the diff was delivered but rotating failed: {0}")]
     Rotate(SnapdiffError),
+    /// A snapdiff's deletes and moves could not be held for their turn.
+    #[error("cannot hold the run's deletes and moves in a temporary file: {0}")]
+    Hold(std::io::Error),
     /// Delete and move handlers did not report in time.
     #[error("no streamed results from {handlers} delete/move task(s) for {seconds}s (snapdiff_stream_timeout)")]
     StreamTimeout {
@@ -217,7 +220,9 @@ impl TaskError {
             TaskError::Op(_) => ("InvalidArguments", EXC_MODULE),
             TaskError::Broker(_) => ("BrokerLost", EXC_MODULE),
             TaskError::Snapdiff(SnapdiffError::Lock(AcquireError::Held(_))) => ("SnapdiffLockError", EXC_MODULE),
-            TaskError::Walk { .. } | TaskError::Snapdiff(_) | TaskError::Rotate(_) => ("FilesystemError", EXC_MODULE),
+            TaskError::Walk { .. } | TaskError::Snapdiff(_) | TaskError::Rotate(_) | TaskError::Hold(_) => {
+                ("FilesystemError", EXC_MODULE)
+            }
             TaskError::StreamTimeout { .. } => ("StreamTimeout", EXC_MODULE),
         }
     }

@@ -68,6 +68,13 @@ pub fn run_op(
     result.set_queue(&env.queue_name);
     let mut again: Vec<u8> = Vec::new();
     for (p, o) in &done {
+        tracing::debug!(
+            task = %msg.id,
+            path = %String::from_utf8_lossy(&p.path),
+            state = o.state.as_str(),
+            message = o.message.as_deref().unwrap_or(""),
+            "{}", op.task_name().as_str()
+        );
         let retry = may_retry
             && o.state == FileState::Failures
             && o.message.as_deref().is_some_and(|m| category(m) == Category::Transient);

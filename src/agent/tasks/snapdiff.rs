@@ -11,6 +11,26 @@
 //! published. Then the run rotates, or rolls back if a streamed file failed
 //! and `snappdiff_rotate_on_error` is false (the seed's spelling).
 //!
+//! The first phase itself goes in steps, each waited for before the next,
+//! because its handlers run at once on many nodes while the diff's
+//! contract (`snapdiff/diff.rs`) is an order: a directory is deleted only
+//! when what was in it is deleted or moved out, and moves are staged
+//! together so swaps and cycles work.
+//!
+//! 1. Deleted files, links and other non-directories, in batches published
+//!    as they fill.
+//! 2. Deleted directories that held no moved entry, one batch at a time,
+//!    deepest first (the delete operation also goes deepest first within a
+//!    batch).
+//! 3. Every move, in one batch per rule: the two-step move makes swaps and
+//!    cycles work only within a batch.
+//! 4. Deleted directories that held a moved entry (now moved out), one
+//!    batch at a time, deepest first; a directory that a move replaced
+//!    (`rm -r d; mv e d`) is left alone.
+//!
+//! Steps 2 to 4 are held in a temporary file until their turn, so a run
+//! that deletes or moves millions of entries does not hold them in memory.
+//!
 //! A run whose job is cancelled publishes nothing more, stops the diff at
 //! the next batch (or stops waiting for its handlers) and rolls back, so
 //! the changes it did not deliver are seen again by the next run; a cancel
@@ -20,8 +40,10 @@
 use super::context::{ChildSink, Inbox, Input, Published, SinkError, TaskEnv, TaskError, TaskOutput};
 use super::publish::{Batches, Publisher};
 use super::rules::{self, BatchArgs, Rule, RuleArgs};
+use crate::batch::BatchLimits;
 use crate::config::GpfsSettings;
 use crate::entry::Fields;
+use crate::entry::FileType;
 use crate::snapdiff::diff::{Change, ChangeState};
 use crate::snapdiff::output::{ExtraFields, change_entry, write_change_keys};
 use crate::snapdiff::request::{RotateRequest, SnapdiffRequest};
@@ -30,9 +52,9 @@ use crate::task::status::{Status, now_iso8601};
 use crate::task::stream::StreamMessage;
 use crate::task::write_entry;
 use serde::Deserialize;
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 use std::ffi::OsStr;
-use std::io;
+use std::io::{self, BufReader, BufWriter, Read, Seek, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -94,6 +116,8 @@ pub fn snapdiff_task(
         },
         extra: sd.extra_fields,
         batches: Batches::new(limits),
+        limits,
+        held: Held::default(),
         stream_failures: 0,
         streamed: 0,
         second_phase: false,
@@ -205,6 +229,116 @@ fn streams(state: ChangeState) -> bool {
     matches!(state, ChangeState::Deleted | ChangeState::Moved)
 }
 
+/// The held steps of the first phase (see the module's documentation).
+#[derive(Clone, Copy, Debug)]
+enum Step {
+    /// Deleted directories that held no moved entry.
+    Dirs,
+    /// Every move.
+    Moves,
+    /// Deleted directories that held a moved entry.
+    Emptied,
+}
+
+/// Deletes and moves waiting for their step, and what the later steps
+/// need to know of the moves.
+#[derive(Default)]
+struct Held {
+    dirs: Spool,
+    moves: Spool,
+    emptied: Spool,
+    /// Every move's source: a deleted directory above one waits for the
+    /// moves.
+    move_sources: BTreeSet<Vec<u8>>,
+    /// Every move's destination: a deleted directory at one was replaced
+    /// by the move, and stays.
+    move_dests: HashSet<Vec<u8>>,
+}
+
+impl Held {
+    fn spool(&mut self, step: Step) -> &mut Spool {
+        match step {
+            Step::Dirs => &mut self.dirs,
+            Step::Moves => &mut self.moves,
+            Step::Emptied => &mut self.emptied,
+        }
+    }
+}
+
+/// Path objects held in an unnamed temporary file until their step.
+#[derive(Default)]
+struct Spool {
+    file: Option<BufWriter<std::fs::File>>,
+}
+
+/// One held path object: its rule, file data size, path and encoding.
+struct HeldObject {
+    rule: usize,
+    size: u64,
+    path: Vec<u8>,
+    obj: Vec<u8>,
+}
+
+impl Spool {
+    fn push(&mut self, rule: usize, size: u64, path: &[u8], obj: &[u8]) -> io::Result<()> {
+        let f = match &mut self.file {
+            Some(f) => f,
+            None => self.file.insert(BufWriter::new(tempfile::tempfile()?)),
+        };
+        f.write_all(&(rule as u64).to_le_bytes())?;
+        f.write_all(&size.to_le_bytes())?;
+        for part in [path, obj] {
+            f.write_all(&(part.len() as u64).to_le_bytes())?;
+            f.write_all(part)?;
+        }
+        Ok(())
+    }
+
+    /// Hands every held object to `each`, in the order pushed, and empties
+    /// the spool.
+    fn drain(&mut self, mut each: impl FnMut(HeldObject) -> Result<(), Halt>) -> Result<(), Halt> {
+        let Some(w) = self.file.take() else {
+            return Ok(());
+        };
+        let mut f = w.into_inner().map_err(|e| hold(e.into_error()))?;
+        f.rewind().map_err(hold)?;
+        let mut r = BufReader::new(f);
+        let word = |r: &mut BufReader<std::fs::File>| -> io::Result<Option<u64>> {
+            let mut b = [0u8; 8];
+            match r.read_exact(&mut b) {
+                Ok(()) => Ok(Some(u64::from_le_bytes(b))),
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(None),
+                Err(e) => Err(e),
+            }
+        };
+        let bytes = |r: &mut BufReader<std::fs::File>| -> io::Result<Vec<u8>> {
+            let n = word(r)?.ok_or(io::ErrorKind::UnexpectedEof)?;
+            let mut v = vec![0; n as usize];
+            r.read_exact(&mut v)?;
+            Ok(v)
+        };
+        while let Some(rule) = word(&mut r).map_err(hold)? {
+            let size = word(&mut r)
+                .map_err(hold)?
+                .ok_or_else(|| hold(io::ErrorKind::UnexpectedEof.into()))?;
+            let path = bytes(&mut r).map_err(hold)?;
+            let obj = bytes(&mut r).map_err(hold)?;
+            each(HeldObject {
+                rule: rule as usize,
+                size,
+                path,
+                obj,
+            })?;
+        }
+        Ok(())
+    }
+}
+
+/// A spool's I/O failure as a halt.
+fn hold(e: io::Error) -> Halt {
+    Halt::Failed(TaskError::Hold(e))
+}
+
 /// Why changes stopped going into child tasks.
 enum Halt {
     /// The job was cancelled: nothing more is published, the run rolls back.
@@ -230,6 +364,10 @@ struct Phases<'a> {
     children: Children<'a>,
     /// Batches by (rule, state): a batch never mixes states.
     batches: Batches<(usize, ChangeState)>,
+    /// The batch limits, for the held steps' batches.
+    limits: BatchLimits,
+    /// Deletes and moves waiting for their step.
+    held: Held,
     inbox: Box<dyn Inbox>,
     /// This task's id, for the log.
     task_id: &'a str,
@@ -285,7 +423,6 @@ impl Phases<'_> {
     /// the job is cancelled.
     fn wait_for_streams(&mut self) -> Result<(), Halt> {
         let idle = self.stream_timeout;
-        let waited = self.children.streaming.len();
         let mut last_news = Instant::now();
         while !self.children.streaming.is_empty() {
             let left = idle.saturating_sub(last_news.elapsed());
@@ -316,24 +453,37 @@ impl Phases<'_> {
                 self.children.streaming.remove(&m.task_id);
             }
         }
-        if waited > 0 {
-            tracing::info!(
-                task = %self.task_id,
-                handlers = waited,
-                paths = self.streamed,
-                "delete and move handlers reported"
-            );
-        }
         Ok(())
     }
 
     fn take(&mut self, c: &Change) -> Result<(), Halt> {
         if !streams(c.state) && !self.second_phase {
-            self.flush(true)?;
-            self.wait_for_streams()?;
+            self.release()?;
             self.second_phase = true;
         }
         let (e, source) = change_entry(&self.root, c);
+        // Which held step, if any, the change waits for.
+        let step = match c.state {
+            ChangeState::Moved => {
+                let src = source.clone().expect("a move has a source");
+                self.held.move_sources.insert(src);
+                self.held.move_dests.insert(e.path.clone());
+                Some(Step::Moves)
+            }
+            // The diff emits deepest old paths first, so every move out of
+            // this directory is known by now.
+            ChangeState::Deleted if e.file_type == FileType::Directory => {
+                let below = [e.path.as_slice(), b"/"].concat();
+                let held_a_move = self
+                    .held
+                    .move_sources
+                    .range(below.clone()..)
+                    .next()
+                    .is_some_and(|s| s.starts_with(&below));
+                Some(if held_a_move { Step::Emptied } else { Step::Dirs })
+            }
+            _ => None,
+        };
         let mut matched = std::mem::take(&mut self.matched);
         rules::matching(
             self.children.rules,
@@ -350,14 +500,97 @@ impl Phases<'_> {
             obj.push(b'}');
             let children = &mut self.children;
             for &rule in &matched {
-                self.batches
-                    .push((rule, c.state), obj.clone(), e.data_size(), &mut |k, b| {
-                        children.publish(k, b)
-                    })?;
+                match step {
+                    Some(step) => self
+                        .held
+                        .spool(step)
+                        .push(rule, e.data_size(), &e.path, &obj)
+                        .map_err(hold)?,
+                    None => self
+                        .batches
+                        .push((rule, c.state), obj.clone(), e.data_size(), &mut |k, b| {
+                            children.publish(k, b)
+                        })?,
+                }
             }
         }
         self.matched = matched;
         Ok(())
+    }
+
+    /// Applies the first phase step by step (see the module's
+    /// documentation): each step's handlers have all reported before the
+    /// next step's batches go out.
+    fn release(&mut self) -> Result<(), Halt> {
+        // 1. Deleted non-directories, already going out as batches fill.
+        self.flush(true)?;
+        self.wait_for_streams()?;
+        // 2. Deleted directories that held no moved entry.
+        let mut dirs = std::mem::take(&mut self.held.dirs);
+        self.one_batch_at_a_time(&mut dirs, |_| true)?;
+        // 3. Every move of a rule in one batch.
+        let mut moves = std::mem::take(&mut self.held.moves);
+        let mut by_rule: Vec<(usize, Vec<Vec<u8>>)> = Vec::new();
+        moves.drain(|h| {
+            match by_rule.iter_mut().find(|(r, _)| *r == h.rule) {
+                Some((_, batch)) => batch.push(h.obj),
+                None => by_rule.push((h.rule, vec![h.obj])),
+            }
+            Ok(())
+        })?;
+        for (rule, batch) in by_rule {
+            self.children.publish((rule, ChangeState::Moved), batch)?;
+        }
+        self.wait_for_streams()?;
+        // 4. Deleted directories emptied by the moves, but not one that a
+        // move put something else in the place of.
+        let mut emptied = std::mem::take(&mut self.held.emptied);
+        let replaced = std::mem::take(&mut self.held.move_dests);
+        self.one_batch_at_a_time(&mut emptied, |path| !replaced.contains(path))?;
+        let handlers = self.children.publisher.sent();
+        if handlers > 0 {
+            tracing::info!(
+                task = %self.task_id,
+                handlers,
+                paths = self.streamed,
+                "delete and move handlers reported"
+            );
+        }
+        Ok(())
+    }
+
+    /// Publishes the deletes in `spool` that `keep` selects in batches,
+    /// waiting for each batch's handler before the next goes out.
+    fn one_batch_at_a_time(&mut self, spool: &mut Spool, keep: impl Fn(&[u8]) -> bool) -> Result<(), Halt> {
+        let mut batches: Batches<usize> = Batches::new(self.limits);
+        spool.drain(|h| {
+            if keep(&h.path) {
+                let mut full = Vec::new();
+                batches.push(h.rule, h.obj, h.size, &mut |k, b| -> Result<(), Halt> {
+                    full.push((k, b));
+                    Ok(())
+                })?;
+                for (rule, batch) in full {
+                    self.delete_and_wait(rule, batch)?;
+                }
+            }
+            Ok(())
+        })?;
+        let mut rest = Vec::new();
+        batches.flush(|_| true, &mut |k, b| -> Result<(), Halt> {
+            rest.push((k, b));
+            Ok(())
+        })?;
+        for (rule, batch) in rest {
+            self.delete_and_wait(rule, batch)?;
+        }
+        Ok(())
+    }
+
+    /// Publishes one batch of deletes and waits for its handler.
+    fn delete_and_wait(&mut self, rule: usize, batch: Vec<Vec<u8>>) -> Result<(), Halt> {
+        self.children.publish((rule, ChangeState::Deleted), batch)?;
+        self.wait_for_streams()
     }
 
     /// Keeps the first halt with its reason and hands the run an I/O
@@ -383,8 +616,7 @@ impl ChangeSink for Phases<'_> {
     fn finish(&mut self) -> io::Result<()> {
         let mut all = || -> Result<(), Halt> {
             if !self.second_phase {
-                self.flush(true)?;
-                self.wait_for_streams()?;
+                self.release()?;
             }
             self.flush(false)
         };
@@ -483,10 +715,10 @@ mod tests {
         assert_eq!(st["snapdiff"]["outcome"], "rotated", "{r}");
         assert_eq!(st["summary"]["streamed"], 2, "{r}");
         assert_eq!(st["summary"]["streamed_failures"], 0, "{r}");
-        assert_eq!(st["summary"]["children"], 3, "{r}");
+        assert_eq!(st["summary"]["children"], 4, "{r}");
         // The delete and the move first, asked to stream to this task.
         let sent = tasks(&second);
-        assert_eq!(sent.len(), 3, "{sent:?}");
+        assert_eq!(sent.len(), 4, "{sent:?}");
         let (first_phase, rest) = sent.split_at(2);
         let mut first_phase: Vec<&str> = first_phase.iter().map(|(t, _)| t.as_str()).collect();
         first_phase.sort();
@@ -494,7 +726,12 @@ mod tests {
             first_phase,
             ["dynamo.tasks.delete_paths_from_gpfs", "dynamo.tasks.move_paths_on_gpfs"]
         );
-        assert_eq!(rest, [("dynamo.tasks.migrate".into(), 1)]);
+        // The created file, and the moved one as a metadata-only update (a
+        // rename changes the ctime, as an xattr change does).
+        assert_eq!(
+            rest,
+            [("dynamo.tasks.migrate".into(), 1), ("dynamo.tasks.migrate".into(), 1)]
+        );
         for (_, m) in &second.sent[..2] {
             assert_eq!(m.kwarg("stream_to").unwrap().get(), "\"ferry.stream.sd-1\"");
             assert_eq!(m.kwarg("jobid").unwrap().get(), "9");
@@ -511,6 +748,122 @@ mod tests {
         )
         .unwrap();
         assert!(moved[0].path.ends_with(b"/b2") && moved[0].source.as_ref().unwrap().ends_with(b"/b"));
+    }
+
+    /// The paths of each child, relative to the fileset, by task.
+    fn children(fs: &Fileset, sink: &Memory) -> Vec<(String, Vec<String>)> {
+        sink.sent
+            .iter()
+            .map(|(_, m)| {
+                let task = m.task.rsplit('.').next().unwrap().to_string();
+                let paths = parse_paths(m.kwarg("paths"))
+                    .unwrap()
+                    .iter()
+                    .map(|p| {
+                        let p = std::path::Path::new(std::ffi::OsStr::from_bytes(&p.path));
+                        p.strip_prefix(&fs.root).unwrap().to_string_lossy().into_owned()
+                    })
+                    .collect();
+                (task, paths)
+            })
+            .collect()
+    }
+
+    /// Deletes and moves go out in the steps a destination can apply in
+    /// parallel: deleted files, then deleted directories (deepest first,
+    /// one batch at a time), then every move in one batch (a swap and a
+    /// move onto a deleted directory's name among them), then the deleted
+    /// directories a move emptied, except one a move took the place of.
+    #[test]
+    fn deletes_and_moves_go_out_in_steps_a_destination_can_apply() {
+        let fs = Fileset::new(&["p", "q"]);
+        let mk = |d: &str, files: &[&str]| {
+            std::fs::create_dir_all(fs.root.join(d)).unwrap();
+            for f in files {
+                std::fs::write(fs.root.join(d).join(f), f.as_bytes()).unwrap();
+            }
+        };
+        mk("t/sub", &["y"]);
+        mk("t", &["x"]);
+        mk("m", &["keep", "z"]);
+        mk("r", &["f"]);
+        mk("s", &["in-s"]);
+        mk("e", &["c"]);
+        mk("s2", &[]);
+        fs.run(&mut Memory::default(), serde_json::json!({})).unwrap();
+
+        let at = |p: &str| fs.root.join(p);
+        // A deleted tree.
+        std::fs::remove_dir_all(at("t")).unwrap();
+        // A deleted directory one of whose files moved out first.
+        std::fs::rename(at("m/keep"), at("kept")).unwrap();
+        std::fs::remove_dir_all(at("m")).unwrap();
+        // A swap.
+        std::fs::rename(at("p"), at("tmp")).unwrap();
+        std::fs::rename(at("q"), at("p")).unwrap();
+        std::fs::rename(at("tmp"), at("q")).unwrap();
+        // A directory replaced by a moved one.
+        std::fs::remove_dir_all(at("r")).unwrap();
+        std::fs::rename(at("s"), at("r")).unwrap();
+        // The same, where the deleted directory had an entry moved out.
+        std::fs::rename(at("e/c"), at("c2")).unwrap();
+        std::fs::remove_dir_all(at("e")).unwrap();
+        std::fs::rename(at("s2"), at("e")).unwrap();
+
+        let mut sink = Memory::default();
+        let r = fs.run(&mut sink, serde_json::json!({})).unwrap();
+        assert_eq!(r["status"]["snapdiff"]["outcome"], "rotated", "{r}");
+        let sent = children(&fs, &sink);
+        let steps: Vec<&(String, Vec<String>)> = sent.iter().take_while(|(t, _)| t != "migrate").collect();
+        let sorted = |v: &[String]| {
+            let mut v = v.to_vec();
+            v.sort();
+            v
+        };
+        // 1. Deleted files, in batches of two as they came.
+        let files: Vec<String> = steps[..2]
+            .iter()
+            .flat_map(|(t, p)| {
+                assert_eq!(t, "delete_paths_from_gpfs");
+                p.clone()
+            })
+            .collect();
+        assert_eq!(sorted(&files), ["m/z", "r/f", "t/sub/y", "t/x"]);
+        // 2. Deleted directories that held no moved entry, deepest first.
+        assert_eq!(steps[2].0, "delete_paths_from_gpfs");
+        assert_eq!(steps[2].1[0], "t/sub");
+        let dirs: Vec<String> = steps[2..4].iter().flat_map(|(_, p)| p.clone()).collect();
+        assert_eq!(sorted(&dirs), ["r", "t", "t/sub"]);
+        // 3. Every move in one batch, whatever the batch size.
+        assert_eq!(steps[4].0, "move_paths_on_gpfs");
+        assert_eq!(sorted(&steps[4].1), ["c2", "e", "kept", "p", "q", "r"]);
+        // 4. The directory a move emptied; `e` was replaced by a move.
+        assert_eq!(*steps[5], ("delete_paths_from_gpfs".to_string(), vec!["m".to_string()]));
+        assert_eq!(steps.len(), 6, "{sent:?}");
+        // Each step waited for the one before: a handler that never
+        // answers stops the run after the first step.
+        let fs2 = Fileset::new(&[]);
+        mk2(&fs2.root);
+        fs2.run(&mut Memory::default(), serde_json::json!({})).unwrap();
+        std::fs::rename(fs2.root.join("d/a"), fs2.root.join("a")).unwrap();
+        std::fs::remove_dir_all(fs2.root.join("d")).unwrap();
+        let mut silent = Memory {
+            silent: true,
+            ..Memory::default()
+        };
+        let e = fs2.run(&mut silent, serde_json::json!({})).unwrap_err();
+        assert!(matches!(e, TaskError::StreamTimeout { handlers: 1, .. }), "{e}");
+        assert_eq!(
+            children(&fs2, &silent),
+            [("delete_paths_from_gpfs".to_string(), vec!["d/b".to_string()])]
+        );
+    }
+
+    /// `d/a` and `d/b`.
+    fn mk2(root: &std::path::Path) {
+        std::fs::create_dir(root.join("d")).unwrap();
+        std::fs::write(root.join("d/a"), b"a").unwrap();
+        std::fs::write(root.join("d/b"), b"b").unwrap();
     }
 
     #[test]

@@ -15,8 +15,9 @@
 //! - the local path is gone: `aborted` (a later run sees what happened);
 //! - the other site has no such path: it goes on (there is nothing to
 //!   overwrite);
-//! - both are the same (type, size, modification time, mode, owner, and
-//!   for directories with `hash_includes_acl` their ACLs): nothing to do,
+//! - both are the same (type, size, modification time, mode, owner, the
+//!   xattrs a copy carries, a file's link count, and for directories with
+//!   `hash_includes_acl` their ACLs): nothing to do,
 //!   `skipped` (`aborted` with `abort_outdated`);
 //! - otherwise by `sync_preference`: `local` goes on; `newest` goes on when
 //!   the local copy's modification time is not older than the other's;
@@ -49,8 +50,9 @@ use std::time::{Duration, Instant};
 const CANCEL_POLL: Duration = Duration::from_millis(500);
 
 /// The attributes that make two copies the same (those `stat_paths`
-/// reports; `acl` only for directories, and only when asked).
-const SAME: [&str; 6] = ["type", "size", "mtime", "mode", "uid", "gid"];
+/// reports: `xattrs` is a digest of the xattrs a copy carries; `acl` only
+/// for directories, and only when asked).
+const SAME: [&str; 7] = ["type", "size", "mtime", "mode", "uid", "gid", "xattrs"];
 
 /// The seed's `check_sync_state` arguments. In a workflow's actions
 /// `site` and `queue` say where a step runs, so a workflow names the site
@@ -134,6 +136,13 @@ pub fn check_sync_state(
     let mut go_on = Vec::new();
     for ((p, here), there) in paths.iter().zip(&local).zip(&remote) {
         let outcome = verdict(here, there, preference, args, site);
+        tracing::debug!(
+            task = %msg.id,
+            path = %String::from_utf8_lossy(&p.path),
+            state = outcome.state.as_str(),
+            message = outcome.message.as_deref().unwrap_or(""),
+            "check_sync_state"
+        );
         if outcome.state == FileState::Processed {
             if !go_on.is_empty() {
                 go_on.push(b',');
@@ -291,8 +300,14 @@ fn verdict(here: &Attributes, there: &Attributes, pref: Preference, args: &Check
         Err(why) if missing(why) => return Outcome::processed(),
         Err(why) => return Outcome::failed(format!("stat on site {site}: {why}")),
     };
-    let acl = args.hash_includes_acl && here.get("type").and_then(Value::as_str) == Some("directory");
-    let same = SAME.iter().all(|k| here.get(*k) == there.get(*k)) && (!acl || here.get("acl") == there.get("acl"));
+    let kind = here.get("type").and_then(Value::as_str);
+    let acl = args.hash_includes_acl && kind == Some("directory");
+    // A file's link count too: a name linked to it since (or one built
+    // apart there) is sent, so the group is whole on both sites.
+    // Directories' counts differ between filesystems (btrfs keeps 1).
+    let links = kind != Some("file") || here.get("nlink") == there.get("nlink");
+    let same =
+        SAME.iter().all(|k| here.get(*k) == there.get(*k)) && links && (!acl || here.get("acl") == there.get("acl"));
     if same {
         return stop(format!("the same on site {site}: nothing to send"));
     }
