@@ -56,6 +56,23 @@ fn screenshot_dir() -> PathBuf {
     dir
 }
 
+/// The id of a task of job `id` that failed files.
+fn failed_task(s: &HubSite, id: i64) -> i64 {
+    let tasks = s.api("GET", &format!("/api/tasks/?job_id={id}&page_size=100"), None, 200);
+    tasks["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|t| t["id"].as_i64())
+        // Read raw: a JSON parser that makes Rust strings refuses the
+        // `\udcff` escape of the odd name.
+        .find(|t| {
+            s.raw(&format!("/api/tasks/{t}/files/"))
+                .contains("\"state\":\"failures\"")
+        })
+        .unwrap_or_else(|| panic!("no task with failed files: {tasks}"))
+}
+
 fn wait_walked(s: &HubSite, id: i64) {
     let t0 = Instant::now();
     loop {
@@ -99,6 +116,15 @@ fn the_web_page_in_a_browser() {
     let j = s.wait_job(finished_id, Duration::from_secs(120));
     assert_eq!(j["state"], "FAILURE", "{j}");
     assert_eq!(j["counts"]["failures"], 2, "{j}");
+    // The API gives the odd name back as the agent sent it, `\udcff`
+    // escape and all (decoded into a Rust string, it came out as null).
+    for list in [
+        format!("/api/jobstats/?job={finished_id}"),
+        format!("/api/tasks/{}/files/", failed_task(&s, finished_id)),
+    ] {
+        let body = s.raw(&list);
+        assert!(body.contains("caf\\udcff.dat\""), "{list}: {body}");
+    }
 
     // Two jobs that stay running: walked, their batches queued unserved.
     s.stop_agent(0, false);

@@ -517,14 +517,20 @@ fn site_sync_fields() -> Value {
     Value::Array(f)
 }
 
+/// How many times in all a `site_sync` send step tries a file that fails
+/// in a way that passes (a lock another step of the run holds).
+const SYNC_TRIES: u32 = 3;
+
 /// `site_sync`'s rules by change state (003:L12069-12112): created and
 /// updated entries are sent (updated ones after `check_sync_state` with
 /// the destination), moves are replayed and deletions made there.
 fn site_sync_rules() -> Value {
     // A file gone before its turn is the next run's business (aborted,
-    // not failed); what is there on the destination is replaced.
-    let migrate = json!({"overwrite": true, "abort_missing": true});
-    let stub = json!({"overwrite": true});
+    // not failed); what is there on the destination is replaced. Names of
+    // one file can be in two batches of a run (a new link and its updated
+    // file), whose steps then meet on the file's lock: tried again.
+    let migrate = json!({"overwrite": true, "abort_missing": true, "max_tries": SYNC_TRIES});
+    let stub = json!({"overwrite": true, "max_tries": SYNC_TRIES});
     let check = json!({
         "name": "dynamo.tasks.check_sync_state",
         "compare_site": "*destination",
@@ -647,9 +653,9 @@ mod tests {
         };
         assert_eq!(
             args(0, 1),
-            json!({"premigrate": true, "overwrite": true, "abort_missing": true})
+            json!({"premigrate": true, "overwrite": true, "abort_missing": true, "max_tries": 3})
         );
-        assert_eq!(args(0, 2), json!({"hydrate": false, "overwrite": true}));
+        assert_eq!(args(0, 2), json!({"hydrate": false, "overwrite": true, "max_tries": 3}));
         assert_eq!(
             args(1, 0),
             json!({"compare_site": "b", "compare_queue": "fast", "sync_preference": "newest"})

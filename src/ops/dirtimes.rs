@@ -9,12 +9,14 @@
 //! source's whichever order the directory and its children arrive in (and
 //! a directory whose object has not arrived yet keeps whatever it had).
 //!
-//! The read, the change and the restore run under one lock per job, so
-//! two threads of a batch that change the same directory, or one that
+//! The read, the change and the restore run under one lock per process,
+//! so two threads or two tasks that change the same directory, or one that
 //! applies the directory's own times meanwhile, never restore a stale
-//! pair. Only the namespace change itself is held (a `mkdir`, a `rename`,
-//! a file's creation), never a download. Writers in other processes are
-//! not serialized with these; a sync runs one writer per tree.
+//! pair (a sync's created and updated batches run at once in one agent: a
+//! per-job lock let a child's creation put back the times its directory's
+//! own update had just set). Only the namespace change itself is held (a
+//! `mkdir`, a `rename`, a file's creation), never a download. Writers in
+//! other processes are not serialized with these.
 //!
 //! `reverse_stub` always keeps them; the move and delete tasks do with
 //! `keep_parent_times` (a sync's workflow sets it; standalone they behave
@@ -29,11 +31,13 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::sync::Mutex;
 
-/// Serializes the directory-time-keeping changes of one job.
+/// Serializes the directory-time-keeping changes of this process.
+static LOCK: Mutex<()> = Mutex::new(());
+
+/// Keeps directory times across the changes a writer makes (see the
+/// module's documentation); every one in a process shares one lock.
 #[derive(Debug, Default)]
-pub struct DirTimes {
-    lock: Mutex<()>,
-}
+pub struct DirTimes;
 
 impl DirTimes {
     /// Runs `change`, which adds, renames or removes entries of the open
@@ -48,7 +52,7 @@ impl DirTimes {
     /// [`DirTimes::keeping`] for a change to the entries of several
     /// directories (a rename from one into another).
     pub fn keeping_each<T>(&self, dirs: &[&File], change: impl FnOnce() -> io::Result<T>) -> io::Result<T> {
-        let _held = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        let _held = LOCK.lock().unwrap_or_else(|e| e.into_inner());
         let found = dirs.iter().map(|d| times(d)).collect::<io::Result<Vec<_>>>()?;
         let result = change();
         let mut restored = Ok(());
@@ -81,7 +85,7 @@ impl DirTimes {
     /// Runs `apply` (which sets a directory's own times) under the same
     /// lock, so no concurrent change restores times read before it.
     pub fn exclusive<T>(&self, apply: impl FnOnce() -> T) -> T {
-        let _held = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        let _held = LOCK.lock().unwrap_or_else(|e| e.into_inner());
         apply()
     }
 }
@@ -106,7 +110,7 @@ mod tests {
             nsec: 123_456_789,
         };
         set_times(&dir, old, old).unwrap();
-        let keeper = DirTimes::default();
+        let keeper = DirTimes;
         keeper
             .keeping(&dir, || std::fs::write(tmp.path().join("new"), b"x"))
             .unwrap();

@@ -181,7 +181,7 @@ fn parents_for(ctx: &OpContext, args: &MoveArgs, keeper: Option<&DirTimes>, dst:
     if !args.make_parents {
         return Ok(());
     }
-    let own = DirTimes::default();
+    let own = DirTimes;
     Builder {
         xattrs: &ctx.xattrs,
         times: keeper.unwrap_or(&own),

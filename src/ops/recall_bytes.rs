@@ -214,7 +214,7 @@ impl Job<'_> {
         }
         let name = path.rsplit(|&b| b == b'/').next().unwrap_or(path);
         let dest = [self.dir.as_os_str().as_bytes(), b"/", name].concat();
-        let times = DirTimes::default();
+        let times = DirTimes;
         let mut tmp = Building::create(self.dir, &times).map_err(|e| failure("creating the file", e))?;
         let f = &tmp.file;
         let mut offset = 0u64;

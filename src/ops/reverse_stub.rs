@@ -133,7 +133,7 @@ impl<'a> Job<'a> {
             args,
             target: ctx.endpoint(endpoint)?,
             locking: Locking::new(args.lock_level, LockLevel::Implicit, false)?,
-            times: DirTimes::default(),
+            times: DirTimes,
             plain,
         })
     }

@@ -141,6 +141,33 @@ mod tests {
             .map(|(_, v)| v.get().to_string())
     }
 
+    fn xattrs_of(ctx: &OpContext, p: &std::path::Path) -> Option<String> {
+        let o = stat_paths(ctx, &[PathObject::new(p.as_os_str().as_encoded_bytes().to_vec())]).remove(0);
+        o.extra
+            .iter()
+            .find(|(k, _)| k == "xattrs")
+            .map(|(_, v)| v.get().to_string())
+    }
+
+    /// The digest follows a copy's xattrs and leaves ferry's own out: a
+    /// file's location changes nothing a copy carries.
+    #[test]
+    fn the_xattrs_a_copy_carries_are_reported_as_a_digest() {
+        let ctx = OpContext::new(Config::empty(), Some(1)).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("f");
+        std::fs::write(&f, b"x").unwrap();
+        assert_eq!(xattrs_of(&ctx, &f), None, "no xattrs, no digest");
+        xattr::set(&f, "user.tag", b"v1").unwrap();
+        let one = xattrs_of(&ctx, &f).expect("a digest");
+        xattr::set(&f, "user.ferry.loc.e", b"f").unwrap();
+        assert_eq!(xattrs_of(&ctx, &f).unwrap(), one, "ferry's own xattrs are not a copy's");
+        xattr::set(&f, "user.tag", b"v2").unwrap();
+        assert_ne!(xattrs_of(&ctx, &f).unwrap(), one, "a changed value changes the digest");
+        xattr::set(dir.path(), "user.tag", b"v2").unwrap();
+        assert!(xattrs_of(&ctx, dir.path()).is_some(), "a directory's too");
+    }
+
     #[test]
     fn a_directorys_acls_are_reported_as_a_digest_that_follows_them() {
         let ctx = OpContext::new(Config::empty(), Some(1)).unwrap();

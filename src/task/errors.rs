@@ -95,15 +95,20 @@ const UNREACHABLE: &[&str] = &[
     "endpoint unreachable",
 ];
 
+/// What a file that another operation holds says (`ops::lock`): the other
+/// operation ends, so a later try finds the file free.
+const BUSY: &[&str] = &["locked by another operation"];
+
 /// The category of the failure `message` reports: transient for the codes
-/// above and for an unreachable endpoint, permanent for everything else
+/// above, a file another operation holds, and an unreachable endpoint,
+/// permanent for everything else
 /// (`ENOENT` on the source, `EACCES`, a checksum mismatch, ...).
 pub fn category(message: &str) -> Category {
     if error_code(message).is_some_and(|c| TRANSIENT_CODES.contains(&c.as_str())) {
         return Category::Transient;
     }
     let lower = message.to_ascii_lowercase();
-    if UNREACHABLE.iter().any(|m| lower.contains(m)) {
+    if UNREACHABLE.iter().chain(BUSY).any(|m| lower.contains(m)) {
         return Category::Transient;
     }
     Category::Permanent
@@ -204,6 +209,10 @@ mod tests {
                 Category::Transient,
             ),
             ("checksum mismatch", Category::Permanent),
+            (
+                "locked by another operation (flock held elsewhere); try again later",
+                Category::Transient,
+            ),
         ] {
             assert_eq!(category(m), c, "{m}");
         }

@@ -108,6 +108,9 @@ pub struct HubSite {
     /// Per agent, whether it runs with every capability root has, as a
     /// production agent does ([`HubSite::place_agent`]).
     pub full_root: Vec<bool>,
+    /// The endpoint `archive`'s settings but its `root` (a directory
+    /// `archive/` when `None`), for configurations written after it is set.
+    pub archive: Option<String>,
 }
 
 /// The user the fixtures create.
@@ -133,6 +136,7 @@ impl HubSite {
             agents: (0..agents).map(|_| None).collect(),
             binds: (0..agents).map(|_| None).collect(),
             full_root: vec![false; agents],
+            archive: None,
             dir,
         };
         for i in 0..agents {
@@ -208,10 +212,12 @@ impl HubSite {
         let d = self.dir.path();
         let port = self.url.rsplit(':').next().unwrap();
         let conf = format!(
-            "[settings]\nsite = {}\nbroker_url = {}\nthreads = 4\nheartbeat_interval = 1\n{extra}\n\n[Endpoint archive]\ntype = directory\npath = {}\nroot = {}\n\n[hub]\ndatabase = {}\nkey_dir = {}\nlisten = 127.0.0.1:{port}\nqueue_prefix = {}.hub\n{}\n",
+            "[settings]\nsite = {}\nbroker_url = {}\nthreads = 4\nheartbeat_interval = 1\n{extra}\n\n[Endpoint archive]\n{}root = {}\n\n[hub]\ndatabase = {}\nkey_dir = {}\nlisten = 127.0.0.1:{port}\nqueue_prefix = {}.hub\n{}\n",
             site,
             super::agent::BROKER,
-            d.join("archive").display(),
+            self.archive
+                .clone()
+                .unwrap_or_else(|| format!("type = directory\npath = {}\n", d.join("archive").display())),
             root.display(),
             self.db.url,
             d.join("keys").display(),

@@ -373,6 +373,38 @@ mod tests {
         assert_eq!(state(&new, &denied, "local", false), Failures);
     }
 
+    /// A metadata-only change (an xattr) or a name linked since makes a
+    /// file differ; a directory's link count does not (btrfs keeps 1).
+    #[test]
+    fn xattrs_and_a_files_link_count_make_copies_differ() {
+        let file = |extra: Value| {
+            let mut v = json!({"type": "file", "size": 3, "mtime": 1.0, "mode": 33188, "uid": 0, "gid": 0, "nlink": 1});
+            v.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+            attrs(v)
+        };
+        let a = args("newest", false);
+        let state =
+            |here: &Attributes, there: &Attributes| verdict(here, there, a.preference().unwrap(), &a, "b").state;
+        use FileState::*;
+        assert_eq!(state(&file(json!({})), &file(json!({}))), Skipped);
+        assert_eq!(state(&file(json!({"xattrs": "d1"})), &file(json!({}))), Processed);
+        assert_eq!(
+            state(&file(json!({"xattrs": "d1"})), &file(json!({"xattrs": "d2"}))),
+            Processed
+        );
+        assert_eq!(
+            state(&file(json!({"xattrs": "d1"})), &file(json!({"xattrs": "d1"}))),
+            Skipped
+        );
+        assert_eq!(state(&file(json!({"nlink": 2})), &file(json!({}))), Processed);
+        let dir = |nlink: u64| {
+            attrs(
+                json!({"type": "directory", "size": 0, "mtime": 1.0, "mode": 16877, "uid": 0, "gid": 0, "nlink": nlink}),
+            )
+        };
+        assert_eq!(state(&dir(3), &dir(1)), Skipped);
+    }
+
     #[test]
     fn directory_acls_count_only_when_asked() {
         let a =

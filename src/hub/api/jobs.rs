@@ -14,6 +14,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use serde_json::value::RawValue;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use utoipa::ToSchema;
@@ -623,6 +624,13 @@ async fn progress(s: State, _c: Caller, Id(id): Id) -> ApiResult<Json<ProgressOu
     Ok(Json(progress_out(&j)))
 }
 
+/// A file record's path as stored: the JSON string the agent sent, passed
+/// on as it is, since a name that is not UTF-8 holds `\udcXX` escapes no
+/// Rust string can (decoded, it would come out as null).
+pub(super) fn stored_path(stored: &str) -> Box<RawValue> {
+    RawValue::from_string(stored.to_string()).unwrap_or_else(|_| RawValue::from_string("null".into()).expect("JSON"))
+}
+
 /// One file's record in a job (failed and aborted files).
 #[derive(Serialize, ToSchema)]
 pub struct JobStatOut {
@@ -631,7 +639,7 @@ pub struct JobStatOut {
     job: i64,
     /// The path (a string; non-UTF-8 bytes as `\udcXX` escapes).
     #[schema(value_type = String)]
-    path: Value,
+    path: Box<RawValue>,
     /// `failures` or `aborted`.
     state: String,
     /// The error's name (EACCES, ENOSPC, ...), when the message tells.
@@ -652,7 +660,7 @@ pub(super) fn jobstat_out(base: &Base, r: &FileRecord) -> JobStatOut {
         id: r.id,
         url: base.url(&format!("/api/jobstats/{}/", r.id)),
         job: r.job_id,
-        path: serde_json::from_str(&r.path).unwrap_or(Value::Null),
+        path: stored_path(&r.path),
         state: r.state.clone(),
         code: r.code.clone(),
         category: (r.state == "failures").then(|| crate::task::errors::category(&r.message).to_string()),

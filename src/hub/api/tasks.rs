@@ -30,7 +30,7 @@ pub(super) fn routes() -> OpenApiRouter<Arc<ApiState>> {
 pub struct TaskFileOut {
     /// The path (a string; non-UTF-8 bytes as `\udcXX` escapes).
     #[schema(value_type = String)]
-    path: Value,
+    path: Box<serde_json::value::RawValue>,
     /// `failures`, `aborted`, `processed`, `skipped`.
     state: String,
     /// `file`, `directory`, ... when recorded (null otherwise).
@@ -71,7 +71,7 @@ async fn task_files(
 
 fn task_file_out(r: &FileRecord) -> TaskFileOut {
     TaskFileOut {
-        path: serde_json::from_str(&r.path).unwrap_or(Value::Null),
+        path: super::jobs::stored_path(&r.path),
         state: r.state.clone(),
         kind: None,
         size: None,
