@@ -572,3 +572,68 @@ fn site_sync_converges_onto_a_site_that_maps_its_paths() {
         rounds(),
     );
 }
+
+/// Throughput of `site_sync` through the hub, against `rsync -aHAX` of the
+/// same tree in the same run (whole-process wall time; a benchmark, not a
+/// check: `scripts/bench-site-sync.sh` runs it and prints one JSON line).
+/// `FERRY_BENCH_FILES` files (5,000) of `FERRY_BENCH_KB` KiB (64) in 50
+/// directories: the first sync, then one after 10 % of the files were
+/// rewritten.
+#[test]
+#[ignore = "benchmark: run by scripts/bench-site-sync.sh"]
+fn site_sync_throughput() {
+    let env = |k: &str, d: usize| std::env::var(k).ok().and_then(|v| v.parse().ok()).unwrap_or(d);
+    let (n, kb) = (env("FERRY_BENCH_FILES", 5000), env("FERRY_BENCH_KB", 64));
+    let Some(r) = rig(Variant {
+        hydrate: true,
+        ..Variant::default()
+    }) else {
+        return;
+    };
+    let mut rng = Rng(0xbe9c);
+    let body = |rng: &mut Rng| -> Vec<u8> { (0..kb * 1024).map(|_| (rng.next() & 0xff) as u8).collect() };
+    for i in 0..n {
+        let d = r.a.join(format!("d{}", i % 50));
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join(format!("f{i}")), body(&mut rng)).unwrap();
+    }
+    let timed = |f: &mut dyn FnMut()| {
+        let t = std::time::Instant::now();
+        f();
+        t.elapsed().as_secs_f64()
+    };
+    let copy = r.a.parent().unwrap().join("rsync-copy");
+    let rsync = |copy: &Path| {
+        let out = Command::new("rsync")
+            .args(["-aHAX", "--exclude=/.snapshots", "--exclude=/.rotate"])
+            .arg(format!("{}/", r.a.display()))
+            .arg(format!("{}/", copy.display()))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "rsync: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    let sync = || {
+        let job = r.sync(true);
+        assert_eq!(job["state"], "SUCCESS", "{job}\n{}", r.failures(&job));
+    };
+    let ferry_first = timed(&mut || sync());
+    let rsync_first = timed(&mut || rsync(&copy));
+    for i in (0..n).step_by(10) {
+        let f = r.a.join(format!("d{}/f{i}", i % 50));
+        std::fs::write(f, body(&mut rng)).unwrap();
+    }
+    let ferry_again = timed(&mut || sync());
+    let rsync_again = timed(&mut || rsync(&copy));
+    assert!(r.differences().is_empty(), "B differs from A's snapshot");
+    let mb = (n * kb) as f64 / 1024.0;
+    println!(
+        "{}",
+        json!({
+            "files": n, "kib_each": kb, "mib": mb,
+            "first": {"ferry_s": ferry_first, "rsync_s": rsync_first, "ferry_mib_s": mb / ferry_first,
+                      "ratio_rsync_over_ferry": rsync_first / ferry_first},
+            "tenth_rewritten": {"ferry_s": ferry_again, "rsync_s": rsync_again,
+                      "ratio_rsync_over_ferry": rsync_again / ferry_again},
+        })
+    );
+}
