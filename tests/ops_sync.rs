@@ -25,7 +25,6 @@ mod common;
 use common::ops::*;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 /// Site B: another tree (root) on site A's directory endpoint.
 fn site_b(a: &Env) -> Env {
@@ -65,19 +64,6 @@ fn assert_one(run: &Run, path: &Path, state: &str, message: &str) {
         vec![message.to_string()]
     };
     assert_eq!(r.message, want, "{}", run.show());
-}
-
-/// Runs a command to success.
-fn sh(cmd: &str, args: &[&str]) {
-    let out = Command::new(cmd)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("{cmd}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd} {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 /// (uid, gid, permission bits) of `p`.
@@ -298,8 +284,14 @@ fn unmanage_moved_keeps_locations_that_still_name_the_file() {
 fn link_on_a(a: &Env, b: &Env) -> (PathBuf, PathBuf, PathBuf, PathBuf) {
     let data = random_bytes(8, 30_000);
     let (a1, b1) = sent_to_b(a, b, "f1", &data);
+    let a2 = link_and_record(a, &a1);
+    (a1, a2, b1, b.path(b"f2"))
+}
+
+/// `ln f1 f2` on A and f2 premigrated: recorded as another name only.
+fn link_and_record(a: &Env, a1: &Path) -> PathBuf {
     let a2 = a.path(b"f2");
-    std::fs::hard_link(&a1, &a2).unwrap();
+    std::fs::hard_link(a1, &a2).unwrap();
     let run = a.premigrate(&["--overwrite", "--jsonl"], std::slice::from_ref(&a2));
     assert_one(
         &run,
@@ -307,7 +299,7 @@ fn link_on_a(a: &Env, b: &Env) -> (PathBuf, PathBuf, PathBuf, PathBuf) {
         "skipped",
         "already premigrated; recorded as another name of the file whose object is f1",
     );
-    (a1, a2, b1, b.path(b"f2"))
+    a2
 }
 
 /// The new name arrives on B as another name of B's f1.
@@ -344,15 +336,7 @@ fn a_separate_copy_heals_into_the_group() {
     sh("cp", &["-a", b1.to_str().unwrap(), b2.to_str().unwrap()]);
     assert_ne!(ino(&b1), ino(&b2));
     assert_eq!(state(&b2), state(&b1), "cp -a carries the state");
-    let a2 = a.path(b"f2");
-    std::fs::hard_link(&a1, &a2).unwrap();
-    let run = a.premigrate(&["--overwrite", "--jsonl"], std::slice::from_ref(&a2));
-    assert_one(
-        &run,
-        &a2,
-        "skipped",
-        "already premigrated; recorded as another name of the file whose object is f1",
-    );
+    link_and_record(&a, &a1);
 
     let copy_ino = ino(&b2);
     let run = hydrate(&b, &[], std::slice::from_ref(&b2));

@@ -13,19 +13,6 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// Runs a command to success.
-fn sh(cmd: &str, args: &[&OsStr]) {
-    let out = Command::new(cmd)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("{cmd}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd} {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// Sets the access and modification times of `p` itself (a link's own).
 fn touch(p: &Path, sec: u64, nsec: u32) {
     let at = format!("@{sec}.{nsec:09}");

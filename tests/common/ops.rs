@@ -211,6 +211,20 @@ impl Env {
     }
 }
 
+/// Runs a command to success (a test's own set-up: `touch`, `setfacl`,
+/// `cp`, ...).
+pub fn sh<A: AsRef<OsStr> + std::fmt::Debug>(cmd: &str, args: &[A]) {
+    let out = Command::new(cmd)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{cmd}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// Runs `c` with `stdin` (or none), capturing its output, within the
 /// fixtures' deadline.
 pub fn run_cmd(mut c: Command, stdin: Option<&[u8]>) -> Output {
