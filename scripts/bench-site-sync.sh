@@ -6,7 +6,9 @@
 # `rsync -aHAX` of the same tree in the same run. Prints one JSON line.
 #
 #   scripts/bench-site-sync.sh
-#   FERRY_BENCH_FILES=20000 FERRY_BENCH_KB=16 scripts/bench-site-sync.sh
+#   FERRY_BENCH_FILES=1000 FERRY_BENCH_KB=256 scripts/bench-site-sync.sh
+# The rig's btrfs image is 1 GiB and holds A, B and rsync's copy: keep
+# files x size x 3 well under it (20,000 files of 8 KiB ran out of room).
 #
 # Needs root, RabbitMQ (scripts/rabbitmq-up) and btrfs-progs.
 set -euo pipefail

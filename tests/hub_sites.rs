@@ -576,14 +576,14 @@ fn site_sync_converges_onto_a_site_that_maps_its_paths() {
 /// Throughput of `site_sync` through the hub, against `rsync -aHAX` of the
 /// same tree in the same run (whole-process wall time; a benchmark, not a
 /// check: `scripts/bench-site-sync.sh` runs it and prints one JSON line).
-/// `FERRY_BENCH_FILES` files (5,000) of `FERRY_BENCH_KB` KiB (64) in 50
+/// `FERRY_BENCH_FILES` files (2,500) of `FERRY_BENCH_KB` KiB (64) in 50
 /// directories: the first sync, then one after 10 % of the files were
 /// rewritten.
 #[test]
 #[ignore = "benchmark: run by scripts/bench-site-sync.sh"]
 fn site_sync_throughput() {
     let env = |k: &str, d: usize| std::env::var(k).ok().and_then(|v| v.parse().ok()).unwrap_or(d);
-    let (n, kb) = (env("FERRY_BENCH_FILES", 5000), env("FERRY_BENCH_KB", 64));
+    let (n, kb) = (env("FERRY_BENCH_FILES", 2500), env("FERRY_BENCH_KB", 64));
     let Some(r) = rig(Variant {
         hydrate: true,
         ..Variant::default()
