@@ -259,7 +259,9 @@ impl Job<'_> {
 
     /// Builds one regular file; `Ok` carries the bytes written. A file
     /// with a link identity becomes another name of the file already built
-    /// for it, if the index holds one with this content ([`LINK_INDEX`]).
+    /// for it with this content, at the data object's own path or in the
+    /// index ([`LINK_INDEX`]); with `overwrite`, a separate copy of that
+    /// content at `path` is replaced by such a name.
     fn file(&self, path: &[u8], key: &ObjPath, meta: &ObjectMeta, verified: bool) -> Result<u64, Outcome> {
         // A plain copy is linked to nothing.
         let link = meta.link.as_ref().filter(|_| !self.plain);
