@@ -32,8 +32,6 @@ struct Rig {
     a: PathBuf,
     /// Site B's fileset as the host sees it.
     b: PathBuf,
-    /// The S3 server and bucket, when the endpoint is one.
-    bucket: Option<(String, String)>,
     _fs: LoopBtrfs,
 }
 
@@ -58,14 +56,12 @@ fn rig(v: Variant) -> Option<Rig> {
     let fs = LoopBtrfs::new(1024)?;
     let (a, b) = (fs.subvolume("a"), fs.subvolume("b"));
     let mut s = HubSite::new(sqlite(), 2, "");
-    let mut archive = None;
     if let Some(server) = &s3 {
         let bucket = server.unique_bucket("hub-sites");
         s.archive = Some(format!(
             "type = s3\nbucket = {bucket}\nurl = {}\naccess_key_id = test\nsecret_access_key = test\n",
             server.endpoint
         ));
-        archive = Some(bucket);
     }
     let b_site = format!("{}-b", s.site);
     let data = s.data();
@@ -98,7 +94,6 @@ fn rig(v: Variant) -> Option<Rig> {
         b_site,
         a,
         b,
-        bucket: archive.map(|b| (s3.expect("a server").endpoint, b)),
         _fs: fs,
     })
 }
@@ -209,27 +204,21 @@ for side in sys.argv[1:]:
         assert!(hydrated.is_empty(), "not stubs on B: {hydrated:?}");
         let copy = self.b.parent().unwrap().join("recalled");
         let _ = std::fs::remove_dir_all(&copy);
-        let cp = Command::new("cp")
-            .args(["-a", "--reflink=auto"])
-            .arg(&self.b)
-            .arg(&copy)
-            .output()
-            .unwrap();
-        assert!(cp.status.success(), "cp: {}", String::from_utf8_lossy(&cp.stderr));
+        common::ops::sh(
+            "cp",
+            &[
+                "-a".as_ref(),
+                "--reflink=auto".as_ref(),
+                self.b.as_os_str(),
+                copy.as_os_str(),
+            ],
+        );
         let conf = self.s.dir.path().join("recall.conf");
         std::fs::write(
             &conf,
             format!(
                 "[settings]\nsite = recall\n\n[Endpoint archive]\n{}root = {}\n",
-                match &self.bucket {
-                    Some((url, bucket)) => format!(
-                        "type = s3\nbucket = {bucket}\nurl = {url}\naccess_key_id = test\nsecret_access_key = test\n"
-                    ),
-                    None => format!(
-                        "type = directory\npath = {}\n",
-                        self.s.dir.path().join("archive").display()
-                    ),
-                },
+                self.s.archive_settings(),
                 copy.display()
             ),
         )

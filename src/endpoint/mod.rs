@@ -157,6 +157,18 @@ impl Endpoint {
         Some(key::decode(rel))
     }
 
+    /// The local path (absolute) that the object at `key` stands for under
+    /// the endpoint's root: [`Endpoint::relative`] joined to the root.
+    pub fn local_path(&self, key: &ObjPath, recorded: Option<&[u8]>, directory: bool) -> Option<Vec<u8>> {
+        let rel = self.relative(key, recorded, directory)?;
+        let root = if self.root.as_slice() == b"/" {
+            &b""[..]
+        } else {
+            self.root.as_slice()
+        };
+        Some([root, b"/", &rel].concat())
+    }
+
     /// The key ferry up to 53a13dd gave `path`, when it differs from
     /// [`Endpoint::key`]'s: where a store written then holds its object.
     pub fn legacy_key(&self, path: &[u8]) -> Option<ObjPath> {

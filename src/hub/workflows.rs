@@ -333,12 +333,6 @@ fn builtin(name: &str, label: &str, discovery: Option<&str>, visible: bool, fiel
 /// `migrate` and `stub` are those steps' further arguments; `check` goes
 /// first when given.
 fn send_steps(site_field: &str, migrate: Value, stub: Value, check: Option<Value>) -> Vec<Value> {
-    let with = |mut step: Value, extra: Value| {
-        if let (Some(s), Value::Object(e)) = (step.as_object_mut(), extra) {
-            s.extend(e);
-        }
-        step
-    };
     let migrate = with(json!({"name": "dynamo.tasks.migrate", "premigrate": true}), migrate);
     let stub = with(
         json!({
@@ -357,6 +351,14 @@ fn send_steps(site_field: &str, migrate: Value, stub: Value, check: Option<Value
             stub,
         ])
         .collect()
+}
+
+/// An action `step` with the further arguments `extra` (an object).
+fn with(mut step: Value, extra: Value) -> Value {
+    if let (Some(s), Value::Object(e)) = (step.as_object_mut(), extra) {
+        s.extend(e);
+    }
+    step
 }
 
 /// The runtime fields that name where a multi-site workflow sends to:
@@ -541,12 +543,9 @@ fn site_sync_rules() -> Value {
     // a move into a directory this change set created makes it (its
     // creation, and its attributes, come after the moves).
     let there = |task: &str, extra: Value| {
-        let mut a =
+        let step =
             json!({"name": task, "site": "*destination", "queue": "*destinationqueue", "keep_parent_times": true});
-        a.as_object_mut()
-            .expect("object")
-            .extend(extra.as_object().expect("object").clone());
-        json!([a])
+        json!([with(step, extra)])
     };
     json!([
         {"state": "created", "type": "all", "action": send_steps("destination", migrate.clone(), stub.clone(), None)},

@@ -10,6 +10,7 @@
 //! directories, so a symlink swapped in mid-way is removed, not followed.
 
 use super::dirtimes::DirTimes;
+use super::moves::depth;
 use super::{OpContext, par_map};
 use crate::gpfs::linked_junctions;
 use crate::sys::btrfs::{SUBVOL_ROOT_INO, is_btrfs};
@@ -59,12 +60,6 @@ pub fn delete(ctx: &OpContext, args: &DeleteArgs, paths: &[PathObject]) -> Vec<O
         }
     }
     outcomes.into_iter().map(|o| o.expect("every path decided")).collect()
-}
-
-/// How many components `path` has (`/a/b` has two; a trailing slash adds
-/// none).
-fn depth(path: &[u8]) -> usize {
-    path.split(|&b| b == b'/').filter(|c| !c.is_empty()).count()
 }
 
 /// Removes `name` (in the working directory's terms), keeping its parent's

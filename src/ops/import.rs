@@ -294,16 +294,11 @@ pub(crate) fn destination(
     directory: bool,
     parent: &str,
 ) -> Result<Vec<u8>, Outcome> {
-    let rel = target
-        .relative(key, recorded, directory)
-        .ok_or_else(|| Outcome::failed(format!("object {key} is not under the endpoint's prefix")))?;
+    let outside = || Outcome::failed(format!("object {key} is not under the endpoint's prefix"));
     Ok(match location {
-        None => {
-            let root = target.root();
-            let root = if root == b"/" { &b""[..] } else { root };
-            [root, b"/", &rel].concat()
-        }
+        None => target.local_path(key, recorded, directory).ok_or_else(outside)?,
         Some(loc) => {
+            let rel = target.relative(key, recorded, directory).ok_or_else(outside)?;
             let parent = key::decode(parent);
             let below = rel
                 .strip_prefix(parent.as_slice())

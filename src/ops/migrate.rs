@@ -561,7 +561,7 @@ impl Job<'_> {
     /// The object at `key` if the endpoint holds it with the size and hash
     /// the state records.
     fn verified_object(&self, key: &[u8], s: &HsmState) -> Option<ObjPath> {
-        let key = ObjPath::parse(std::str::from_utf8(key).ok()?).ok()?;
+        let key = super::cloud::parse_key(self.target.name(), key).ok()?;
         match self.target.head(&key) {
             Ok(Some(obj)) if obj.size == s.size && matches!(&obj.meta, Some(Ok(m)) if m.hash == s.hash) => Some(key),
             _ => None,
@@ -592,7 +592,7 @@ impl Job<'_> {
     /// Whether the object at `key` holds the content `s` records and the
     /// metadata the file has now. An object that cannot be read is not.
     fn object_is_current(&self, file: &File, before: &Snap, key: &[u8], s: &HsmState) -> Result<bool, Outcome> {
-        let Some(key) = std::str::from_utf8(key).ok().and_then(|k| ObjPath::parse(k).ok()) else {
+        let Ok(key) = super::cloud::parse_key(self.target.name(), key) else {
             return Ok(false);
         };
         let ours = ObjectMeta {

@@ -300,7 +300,9 @@ impl Staging {
     }
 }
 
-fn depth(p: &[u8]) -> usize {
+/// How deep an absolute path is (its number of `/`): what the two-step
+/// move and a batch of deletes order by.
+pub(super) fn depth(p: &[u8]) -> usize {
     p.iter().filter(|&&b| b == b'/').count()
 }
 

@@ -185,10 +185,7 @@ impl Job<'_> {
             .ctx
             .endpoint(&endpoint)
             .map_err(|e| Outcome::failed(e.to_string()))?;
-        let key = std::str::from_utf8(&key)
-            .ok()
-            .and_then(|k| ObjPath::parse(k).ok())
-            .ok_or_else(|| Outcome::failed(format!("location xattr for `{endpoint}` is not a valid key")))?;
+        let key = super::cloud::parse_key(&endpoint, &key)?;
         Ok((target, key))
     }
 

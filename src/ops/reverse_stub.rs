@@ -265,14 +265,8 @@ impl Job<'_> {
     fn file(&self, path: &[u8], key: &ObjPath, meta: &ObjectMeta, verified: bool) -> Result<u64, Outcome> {
         // A plain copy is linked to nothing.
         let link = meta.link.as_ref().filter(|_| !self.plain);
-        // One linked file at a time under the endpoint's root, across the
-        // tasks and processes of this node (and of the cluster where the
-        // filesystem's flock is cluster-wide, as on GPFS), so two names
-        // of one file arriving in two tasks never build two copies.
-        let _group = match link {
-            Some(_) => Some(self.group_lock().map_err(|e| failure("locking the link index", e))?),
-            None => None,
-        };
+        // Held until the file is in place: one linked file at a time.
+        let index = link.and_then(|l| LinkIndex::open(&self.target, l, &self.times));
         let existing = match open_file(path, false) {
             Ok(f) => Some(f),
             Err(super::OpenError::Missing) => None,
@@ -280,7 +274,6 @@ impl Job<'_> {
             Err(super::OpenError::Directory) => return Err(Outcome::failed("a directory is in the way")),
             Err(super::OpenError::Other(e)) => return Err(Outcome::failed(format!("cannot open: {e}"))),
         };
-        let index = link.and_then(|l| LinkIndex::open(&self.target, l, &self.times));
         let source = match &index {
             Some(ix) => self.link_source(key, meta, ix)?,
             None => None,
@@ -336,16 +329,6 @@ impl Job<'_> {
             let _ = ix.retire_if_complete(&tmp.file, link.nlink);
         }
         Ok(written)
-    }
-
-    /// An exclusive `flock` on the endpoint's root directory, held while a
-    /// file with a link identity is looked up, built and indexed; it goes
-    /// with the returned descriptor.
-    fn group_lock(&self) -> io::Result<File> {
-        let root = CString::new(self.target.root()).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
-        let dir = File::from(open_dir_at(Base::Cwd, &root, false)?);
-        crate::sys::lock_exclusive(&dir)?;
-        Ok(dir)
     }
 
     /// The file already built here for `meta`'s link identity, if it
@@ -417,8 +400,7 @@ impl Job<'_> {
     /// The directory and name of the local file at the data object
     /// `key`'s path, when it can be reached.
     fn data_name(&self, key: &ObjPath, meta: &ObjectMeta) -> Option<(File, CString)> {
-        let rel = self.target.relative(key, meta.path.as_deref(), false)?;
-        let full = [self.target.root(), b"/", rel.as_slice()].concat();
+        let full = self.target.local_path(key, meta.path.as_deref(), false)?;
         let cut = full.iter().rposition(|&b| b == b'/')?;
         let dir = File::from(open_dir_at(Base::Cwd, &CString::new(&full[..cut.max(1)]).ok()?, false).ok()?);
         Some((dir, CString::new(&full[cut + 1..]).ok()?))
@@ -741,15 +723,21 @@ struct LinkSource {
     id: (u64, u64),
 }
 
-/// The link index entry of one link identity.
-/// The index directory goes when it is left empty ([`Drop`]), whatever
-/// the build came to, so a tree whose groups are complete carries no trace
+/// The link index entry of one link identity, open while a file with a
+/// link identity is looked up, built and put in place. Its holder has an
+/// exclusive `flock` on the endpoint's root, so across the tasks and
+/// processes of a node (and of a cluster whose filesystem's flock is
+/// cluster-wide, as GPFS's is) one linked file is built at a time and two
+/// names of one file arriving in two tasks never make two copies. The
+/// index directory goes when it is left empty ([`Drop`]), whatever the
+/// build came to, so a tree whose groups are complete carries no trace
 /// of it.
 struct LinkIndex<'a> {
     dir: File,
     name: CString,
-    /// The endpoint's root, which holds the index: its times are kept
-    /// when the index comes and goes (they travel like any directory's).
+    /// The endpoint's root, which holds the index and the lock: its times
+    /// are kept when the index comes and goes (they travel like any
+    /// directory's).
     root: File,
     times: &'a DirTimes,
 }
@@ -765,10 +753,12 @@ impl Drop for LinkIndex<'_> {
 }
 
 impl<'a> LinkIndex<'a> {
-    /// The index for `link` under `target`'s root, made if missing; `None`
-    /// when it cannot be (the file is then built as a copy).
+    /// The index for `link` under `target`'s root, made if missing, once
+    /// the root's lock is held; `None` when it cannot be (the file is then
+    /// built as a copy).
     fn open(target: &Endpoint, link: &LinkId, times: &'a DirTimes) -> Option<LinkIndex<'a>> {
         let root = File::from(open_dir_at(Base::Cwd, &CString::new(target.root()).ok()?, false).ok()?);
+        crate::sys::lock_exclusive(&root).ok()?;
         let name = CString::new(LINK_INDEX).expect("no NUL");
         times
             .keeping(&root, || mkdir_at(Base::Dir(root.as_fd()), &name, 0o700))

@@ -4,12 +4,14 @@
 //! digest of a directory's POSIX ACLs (`acl`) when it has any, and a
 //! digest of the xattrs a copy carries (`xattrs`) when there are any.
 
+use super::xattrs::ACL_XATTRS;
 use super::{OpContext, open_file, par_map};
 use crate::entry::write_timestamp;
 use crate::sys::{Base, FileStat, StatMask, stat_at};
 use crate::task::{Outcome, PathObject};
 use serde_json::value::RawValue;
 use std::ffi::CString;
+use std::fs::File;
 
 /// Stats `paths`, one outcome per path in order; a missing path fails.
 pub fn stat_paths(ctx: &OpContext, paths: &[PathObject]) -> Vec<Outcome> {
@@ -48,16 +50,23 @@ fn stat_one(ctx: &OpContext, path: &[u8]) -> Outcome {
         ("inode".into(), num(st.ino)),
         ("nlink".into(), num(st.nlink)),
     ];
-    if kind(&st) == "directory"
-        && let Some(acl) = acl_digest(path)
+    // Links and special files are not opened: they carry none of these.
+    let kind = kind(&st);
+    let Some(f) = matches!(kind, "file" | "directory")
+        .then(|| open_file(path, false).ok())
+        .flatten()
+    else {
+        return o;
+    };
+    if kind == "directory"
+        && let Some(acl) = acl_digest(&f)
     {
         o.extra.push(("acl".into(), raw(format!("\"{acl}\""))));
     }
-    if let Some(x) = xattr_digest(ctx, path, kind(&st)) {
+    if let Some(x) = xattr_digest(ctx, &f, kind) {
         o.extra.push(("xattrs".into(), raw(format!("\"{x}\""))));
     }
-    if kind(&st) == "file"
-        && let Ok(f) = open_file(path, false)
+    if kind == "file"
         && let Ok(Some(Ok(s))) = ctx.xattrs.state(&f)
     {
         o.extra
@@ -70,12 +79,11 @@ fn stat_one(ctx: &OpContext, path: &[u8]) -> Outcome {
 /// kernel stores them in `system.posix_acl_*`), as one BLAKE3 digest, so
 /// `check_sync_state` can compare directories' ACLs across sites without
 /// shipping them; `None` when it has neither.
-fn acl_digest(path: &[u8]) -> Option<String> {
+fn acl_digest(f: &File) -> Option<String> {
     use xattr::FileExt;
-    let f = open_file(path, false).ok()?;
     let mut h = blake3::Hasher::new();
     let mut any = false;
-    for name in ["system.posix_acl_access", "system.posix_acl_default"] {
+    for name in ACL_XATTRS {
         let v = f.get_xattr(name).ok().flatten();
         any |= v.is_some();
         let v = v.unwrap_or_default();
@@ -90,15 +98,11 @@ fn acl_digest(path: &[u8]) -> Option<String> {
 /// (a metadata-only change, which leaves size and times alone): a file's
 /// `user.` xattrs outside ferry's and its ACLs, a directory's `user.`
 /// xattrs (its ACLs are `acl`, compared only when asked). `None` for
-/// none, and for links and special files (not opened).
-fn xattr_digest(ctx: &OpContext, path: &[u8], kind: &str) -> Option<String> {
-    let f = match kind {
-        "file" | "directory" => open_file(path, false).ok()?,
-        _ => return None,
-    };
+/// none.
+fn xattr_digest(ctx: &OpContext, f: &File, kind: &str) -> Option<String> {
     let xattrs = match kind {
-        "file" => ctx.xattrs.copied_xattrs(&f),
-        _ => ctx.xattrs.user_xattrs(&f),
+        "file" => ctx.xattrs.copied_xattrs(f),
+        _ => ctx.xattrs.user_xattrs(f),
     }
     .ok()?;
     if xattrs.is_empty() {
@@ -133,20 +137,18 @@ mod tests {
     use crate::config::Config;
     use std::process::Command;
 
+    /// The field `key` that `stat_paths` reports for `p`, if any.
+    fn field_of(ctx: &OpContext, p: &std::path::Path, key: &str) -> Option<String> {
+        let o = stat_paths(ctx, &[PathObject::new(p.as_os_str().as_encoded_bytes().to_vec())]).remove(0);
+        o.extra.iter().find(|(k, _)| k == key).map(|(_, v)| v.get().to_string())
+    }
+
     fn acl_of(ctx: &OpContext, dir: &std::path::Path) -> Option<String> {
-        let o = stat_paths(ctx, &[PathObject::new(dir.as_os_str().as_encoded_bytes().to_vec())]).remove(0);
-        o.extra
-            .iter()
-            .find(|(k, _)| k == "acl")
-            .map(|(_, v)| v.get().to_string())
+        field_of(ctx, dir, "acl")
     }
 
     fn xattrs_of(ctx: &OpContext, p: &std::path::Path) -> Option<String> {
-        let o = stat_paths(ctx, &[PathObject::new(p.as_os_str().as_encoded_bytes().to_vec())]).remove(0);
-        o.extra
-            .iter()
-            .find(|(k, _)| k == "xattrs")
-            .map(|(_, v)| v.get().to_string())
+        field_of(ctx, p, "xattrs")
     }
 
     /// The digest follows a copy's xattrs and leaves ferry's own out: a

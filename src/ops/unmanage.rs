@@ -81,15 +81,16 @@ fn names_file(ctx: &OpContext, path: &[u8], file: &File, endpoint: &str, key: &[
     if ep.key(path).is_ok_and(|(own, _)| own.as_ref().as_bytes() == key) {
         return true;
     }
-    let Some(rel) = std::str::from_utf8(key)
+    let Some(other) = super::cloud::parse_key(endpoint, key)
         .ok()
-        .and_then(|k| object_store::path::Path::parse(k).ok())
-        .and_then(|k| ep.relative(&k, None, false))
+        .and_then(|k| ep.local_path(&k, None, false))
     else {
         return false;
     };
-    let other = std::path::PathBuf::from(std::ffi::OsStr::from_bytes(&[ep.root(), b"/", rel.as_slice()].concat()));
-    match (std::fs::symlink_metadata(other), file.metadata()) {
+    match (
+        std::fs::symlink_metadata(std::ffi::OsStr::from_bytes(&other)),
+        file.metadata(),
+    ) {
         (Ok(a), Ok(b)) => (a.dev(), a.ino()) == (b.dev(), b.ino()),
         _ => false,
     }

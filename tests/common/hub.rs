@@ -215,9 +215,7 @@ impl HubSite {
             "[settings]\nsite = {}\nbroker_url = {}\nthreads = 4\nheartbeat_interval = 1\n{extra}\n\n[Endpoint archive]\n{}root = {}\n\n[hub]\ndatabase = {}\nkey_dir = {}\nlisten = 127.0.0.1:{port}\nqueue_prefix = {}.hub\n{}\n",
             site,
             super::agent::BROKER,
-            self.archive
-                .clone()
-                .unwrap_or_else(|| format!("type = directory\npath = {}\n", d.join("archive").display())),
+            self.archive_settings(),
             root.display(),
             self.db.url,
             d.join("keys").display(),
@@ -225,6 +223,17 @@ impl HubSite {
             self.hub_settings,
         );
         std::fs::write(d.join(name), conf).unwrap();
+    }
+
+    /// The endpoint `archive`'s settings but its `root`: [`HubSite::archive`]
+    /// or the directory `archive/`.
+    pub fn archive_settings(&self) -> String {
+        self.archive.clone().unwrap_or_else(|| {
+            format!(
+                "type = directory\npath = {}\n",
+                self.dir.path().join("archive").display()
+            )
+        })
     }
 
     /// The shared data directory (the endpoint's root).

@@ -565,26 +565,11 @@ impl Phases<'_> {
         let mut batches: Batches<usize> = Batches::new(self.limits);
         spool.drain(|h| {
             if keep(&h.path) {
-                let mut full = Vec::new();
-                batches.push(h.rule, h.obj, h.size, &mut |k, b| -> Result<(), Halt> {
-                    full.push((k, b));
-                    Ok(())
-                })?;
-                for (rule, batch) in full {
-                    self.delete_and_wait(rule, batch)?;
-                }
+                batches.push(h.rule, h.obj, h.size, &mut |rule, b| self.delete_and_wait(rule, b))?;
             }
             Ok(())
         })?;
-        let mut rest = Vec::new();
-        batches.flush(|_| true, &mut |k, b| -> Result<(), Halt> {
-            rest.push((k, b));
-            Ok(())
-        })?;
-        for (rule, batch) in rest {
-            self.delete_and_wait(rule, batch)?;
-        }
-        Ok(())
+        batches.flush(|_| true, &mut |rule, b| self.delete_and_wait(rule, b))
     }
 
     /// Publishes one batch of deletes and waits for its handler.
