@@ -356,9 +356,13 @@ fn a_discovery_holds_back_its_children_while_their_queue_is_full() {
     eprintln!("files walked, as the job showed them while it walked: {seen:?}");
     assert!(!walking.is_empty(), "no progress report arrived while the walk went on");
     assert!(seen.windows(2).all(|w| w[0] <= w[1]), "{seen:?}");
+    // The walk's last report may arrive just before the task's end marks
+    // the walk complete, so it can count all 10,000; the ones before it
+    // show the walk part-way.
+    assert!(seen.iter().any(|&w| w < 10_000), "{seen:?}");
     for p in &walking {
         let walked = p["files_walked"].as_i64().unwrap();
-        assert!(walked < 10_000, "{p}");
+        assert!(walked <= 10_000, "{p}");
         assert!(p["children_published"].as_i64().unwrap() * 20 <= walked, "{p}");
         assert!(p["children_published"].as_i64() > Some(0), "{p}");
         let percent = p["percent"].as_f64().unwrap();

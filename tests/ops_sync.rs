@@ -13,6 +13,10 @@
 //! - `unmanage --moved` removes only the locations that no longer name the
 //!   file (a moved file), and keeps them on the file at its own key and on
 //!   a new hard link of a file already sent;
+//! - `move --relocate` on B copies a moved stub's object (a moved
+//!   directory's stubs too) to its new path's key, so A reusing the old
+//!   key does not cut the stub off its data; a moved whole file forgets
+//!   its stale location;
 //! - a hard link made on A after its file was sent joins the group on B
 //!   (one inode, no link index left), and a separate copy on B heals into
 //!   the group with `--overwrite` only.
@@ -151,6 +155,137 @@ fn move_make_parents() {
         std::fs::remove_dir(&n2).unwrap();
         std::fs::remove_dir(&n1).unwrap();
     }
+}
+
+// ---------------------------------------------------------------------------
+// Relocating moved stubs
+
+/// A's files premigrated, and stubbed (or with `whole`, hydrated) on B at
+/// the same names.
+fn stubbed_on_b(a: &Env, b: &Env, files: &[(&str, &[u8])], whole: bool) -> Vec<PathBuf> {
+    let on_a: Vec<PathBuf> = files.iter().map(|(n, _)| a.path(n.as_bytes())).collect();
+    for ((_, data), p) in files.iter().zip(&on_a) {
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, data).unwrap();
+    }
+    a.premigrate(&["--overwrite", "--jsonl"], &on_a)
+        .assert_all("processed", files.len());
+    let on_b: Vec<PathBuf> = files.iter().map(|(n, _)| b.path(n.as_bytes())).collect();
+    for p in &on_b {
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    }
+    let mut args = vec!["--endpoint", EP, "--jsonl"];
+    if whole {
+        args.push("--hydrate");
+    }
+    b.run("reverse-stub", &args, &on_b).assert_all("processed", files.len());
+    on_b
+}
+
+/// Stubs moved on B with `--relocate` (a directory of two and a file)
+/// still recall their own data after A rewrote the objects at their old
+/// keys; the same move without it leaves a stub whose recall fails. A
+/// moved whole file forgets the location of its old key.
+#[test]
+fn move_relocate_keeps_moved_stubs_recallable() {
+    let a = Env::dir();
+    let b = site_b(&a);
+    let stubs = stubbed_on_b(
+        &a,
+        &b,
+        &[
+            ("d/f1", b"first one"),
+            ("d/f2", b"second"),
+            ("g", b"gee"),
+            ("plain", b"not relocated"),
+            ("s1", b"swapped one"),
+            ("s2", b"swapped two"),
+            ("c1", b"chain one"),
+            ("c2", b"chain two"),
+        ],
+        false,
+    );
+    let whole = stubbed_on_b(&a, &b, &[("w", b"whole")], true);
+    assert!(state(&stubs[0]).unwrap().contains("migrated"), "{:?}", state(&stubs[0]));
+    let moves = [
+        (b.path(b"d"), b.path(b"e")),
+        (b.path(b"g"), b.path(b"h")),
+        (whole[0].clone(), b.path(b"w2")),
+        // A swap (a cycle: one object is parked under a temporary key) and
+        // a chain listed in the order that would overwrite c2's object
+        // first (c1 -> c2 -> c3).
+        (b.path(b"s1"), b.path(b"s2")),
+        (b.path(b"s2"), b.path(b"s1")),
+        (b.path(b"c1"), b.path(b"c2")),
+        (b.path(b"c2"), b.path(b"c3")),
+    ];
+    let list: Vec<PathBuf> = moves.iter().flat_map(|(s, d)| [s.clone(), d.clone()]).collect();
+    let run = b.run("move", &["--jsonl", "--relocate"], &list);
+    assert_eq!(run.code, Some(0), "{}", run.show());
+    for (to, copied, forgotten) in [
+        ("e", 2, 0),
+        ("h", 1, 0),
+        ("w2", 0, 1),
+        ("s1", 1, 0),
+        ("s2", 1, 0),
+        ("c2", 1, 0),
+        ("c3", 1, 0),
+    ] {
+        let r = run.of_path(&b.path(to.as_bytes()));
+        assert_eq!(r.state, "processed", "{}", run.show());
+        assert_eq!(
+            r.message,
+            vec![format!(
+                "moved; {copied} stub object(s) copied to their new keys, {forgotten} stale location(s) forgotten"
+            )],
+            "{}",
+            run.show()
+        );
+    }
+    // The control: a stub moved without relocating.
+    let run = b.run("move", &["--jsonl"], &[stubs[3].clone(), b.path(b"plain2")]);
+    assert_one(&run, &b.path(b"plain2"), "processed", "");
+
+    // A writes new files at the paths the moves left empty, replacing
+    // their keys' objects.
+    let old: Vec<PathBuf> = ["d/f1", "d/f2", "g", "plain", "w", "c1"]
+        .iter()
+        .map(|n| a.path(n.as_bytes()))
+        .collect();
+    for p in &old {
+        std::fs::write(p, b"A's new file at the old path").unwrap();
+    }
+    a.premigrate(&["--overwrite", "--jsonl"], &old)
+        .assert_all("processed", old.len());
+
+    let moved = [
+        (b.path(b"e/f1"), b"first one".as_slice()),
+        (b.path(b"e/f2"), b"second"),
+        (b.path(b"h"), b"gee"),
+        (b.path(b"s1"), b"swapped two"),
+        (b.path(b"s2"), b"swapped one"),
+        (b.path(b"c2"), b"chain one"),
+        (b.path(b"c3"), b"chain two"),
+    ];
+    for (p, _) in &moved {
+        assert_eq!(location(p).as_deref(), Some(b.key_of(p).as_str()), "{}", p.display());
+    }
+    let paths: Vec<PathBuf> = moved.iter().map(|(p, _)| p.clone()).collect();
+    let run = b.recall(&["--jsonl"], &paths);
+    run.assert_all("processed", moved.len());
+    for (p, data) in &moved {
+        assert_eq!(std::fs::read(p).unwrap(), *data, "{}", p.display());
+    }
+    assert_eq!(location(&b.path(b"w2")), None, "the whole file forgot its old key");
+    assert_eq!(std::fs::read(b.path(b"w2")).unwrap(), b"whole");
+    let parked: Vec<_> = std::fs::read_dir(a.arch())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|n| n.to_string_lossy().contains("ferry-relocating"))
+        .collect();
+    assert!(parked.is_empty(), "temporary objects left: {parked:?}");
+    let run = b.recall(&["--jsonl"], &[b.path(b"plain2")]);
+    assert_eq!(run.of_path(&b.path(b"plain2")).state, "failures", "{}", run.show());
 }
 
 // ---------------------------------------------------------------------------

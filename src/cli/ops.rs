@@ -415,6 +415,13 @@ pub struct MoveCmd {
     /// move fails and the entry stays at its source.
     #[arg(long, short = 'p')]
     make_parents: bool,
+
+    /// Keep moved files' endpoint locations true to their new paths: a
+    /// whole file forgets a location naming its old path's key; a stub's
+    /// object is copied to its new path's key and its location moved
+    /// there (the old object stays). Files under a moved directory too.
+    #[arg(long)]
+    relocate: bool,
 }
 
 /// Build local files from an endpoint's objects named by key or key prefix
@@ -617,6 +624,7 @@ pub fn run_move(c: MoveCmd) -> Result<(), Failure> {
         target_max_age: c.target_max_age,
         keep_parent_times: c.keep_parent_times,
         make_parents: c.make_parents,
+        relocate: c.relocate,
     };
     let op = if c.one_step {
         Operation::OneStepMove(args)

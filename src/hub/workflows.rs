@@ -541,7 +541,9 @@ fn site_sync_rules() -> Value {
     });
     // The destination's directories keep the times the sync gives them;
     // a move into a directory this change set created makes it (its
-    // creation, and its attributes, come after the moves).
+    // creation, and its attributes, come after the moves); moved stubs
+    // get objects at their new keys, since the source reuses the old
+    // ones for what it next writes there.
     let there = |task: &str, extra: Value| {
         let step =
             json!({"name": task, "site": "*destination", "queue": "*destinationqueue", "keep_parent_times": true});
@@ -550,7 +552,7 @@ fn site_sync_rules() -> Value {
     json!([
         {"state": "created", "type": "all", "action": send_steps("destination", migrate.clone(), stub.clone(), None)},
         {"state": "updated", "type": "all", "action": send_steps("destination", migrate, stub, Some(check))},
-        {"state": "moved", "type": "all", "action": there("dynamo.tasks.move_paths_on_gpfs", json!({"make_parents": true}))},
+        {"state": "moved", "type": "all", "action": there("dynamo.tasks.move_paths_on_gpfs", json!({"make_parents": true, "relocate": true}))},
         {"state": "deleted", "type": "all", "action": there("dynamo.tasks.delete_paths_from_gpfs", json!({}))}
     ])
 }
@@ -659,7 +661,10 @@ mod tests {
             args(1, 0),
             json!({"compare_site": "b", "compare_queue": "fast", "sync_preference": "newest"})
         );
-        assert_eq!(args(2, 0), json!({"keep_parent_times": true, "make_parents": true}));
+        assert_eq!(
+            args(2, 0),
+            json!({"keep_parent_times": true, "make_parents": true, "relocate": true})
+        );
         assert_eq!(args(3, 0), json!({"keep_parent_times": true}));
     }
 

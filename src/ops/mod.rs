@@ -28,6 +28,7 @@ pub mod move_in_cloud;
 pub mod moves;
 pub mod recall;
 pub mod recall_bytes;
+mod relocate;
 pub mod remove_from_cloud;
 pub mod reverse_stub;
 pub mod route;

@@ -16,7 +16,7 @@ use super::OpContext;
 use super::dirtimes::DirTimes;
 use super::entry::Builder;
 use crate::sys::{Base, StatMask, rename, stat_at, unlink_at};
-use crate::task::{Outcome, PathObject, surrogate};
+use crate::task::{FileState, Outcome, PathObject, surrogate};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::ffi::{CString, OsStr};
@@ -47,6 +47,14 @@ pub struct MoveArgs {
     /// after the moves (`docs/snapdiff.md`). Without it, such a move fails
     /// and the entry stays at its source.
     pub make_parents: bool,
+    /// Keep moved files' endpoint locations true to their new paths
+    /// ([`super::relocate`]): a whole file forgets a location that names
+    /// its old path's key, a stub gets its object copied to its new
+    /// path's key. Every file under a moved directory is visited. A sync
+    /// sets it on the destination, where a moved stub would otherwise keep
+    /// the key of its old path, which the source reuses for what it next
+    /// writes there.
+    pub relocate: bool,
 }
 
 /// Two-step move of `paths` (each with a `source`), one outcome per path.
@@ -84,11 +92,43 @@ pub fn move_paths(ctx: &OpContext, args: &MoveArgs, paths: &[PathObject]) -> Vec
             Ok(stage) => stage.run(ctx, args, &items, &mut outcomes),
         }
     }
-    let outcomes: Vec<Outcome> = outcomes.into_iter().map(|o| o.expect("every path decided")).collect();
+    let mut outcomes: Vec<Outcome> = outcomes.into_iter().map(|o| o.expect("every path decided")).collect();
+    relocate(ctx, args, paths, &mut outcomes);
     for o in &outcomes {
         ctx.count(o, 0);
     }
     outcomes
+}
+
+/// With `relocate`, relocates what the batch moved into place (not the
+/// sources removed because a destination was newer): after every move of
+/// the batch, since a chain or swap of moves hands one entry's old key to
+/// another ([`super::relocate`]).
+fn relocate(ctx: &OpContext, args: &MoveArgs, paths: &[PathObject], outcomes: &mut [Outcome]) {
+    if !args.relocate {
+        return;
+    }
+    let moved: Vec<usize> = (0..paths.len())
+        .filter(|&i| outcomes[i].state == FileState::Processed && outcomes[i].message.is_none())
+        .collect();
+    let dsts: Vec<&[u8]> = moved.iter().map(|&i| paths[i].path.as_slice()).collect();
+    for (i, r) in moved.into_iter().zip(super::relocate::relocate_moved(ctx, &dsts)) {
+        outcomes[i] = match r {
+            Ok(r) if r == super::relocate::Relocated::default() => continue,
+            Ok(r) => {
+                let mut done = Outcome::processed();
+                done.message = Some(format!(
+                    "moved; {} stub object(s) copied to their new keys, {} stale location(s) forgotten",
+                    r.copied, r.forgotten
+                ));
+                done
+            }
+            Err(o) => Outcome::failed(format!(
+                "moved, but relocating its objects failed: {}",
+                o.message.unwrap_or_default()
+            )),
+        };
+    }
 }
 
 /// One move: input position, source, destination.
@@ -99,25 +139,26 @@ type Item<'a> = (usize, &'a [u8], &'a [u8]);
 /// seed warns.
 pub fn one_step_move_paths(ctx: &OpContext, args: &MoveArgs, paths: &[PathObject]) -> Vec<Outcome> {
     let keeper = args.keep_parent_times.then(DirTimes::default);
-    paths
+    let mut outcomes: Vec<Outcome> = paths
         .iter()
-        .map(|obj| {
-            let outcome = match check_item(obj) {
-                Err(o) => o,
-                Ok((src, dst, _)) => match target_too_new(args, dst) {
-                    Some(o) => remove_source(keeper.as_ref(), src, o),
-                    None => match parents_for(ctx, args, keeper.as_ref(), dst)
-                        .and_then(|()| rename_paths(keeper.as_ref(), src, dst))
-                    {
-                        Ok(()) => after_move(ctx, args, dst),
-                        Err(e) => Outcome::failed(format!("cannot move: {e}")),
-                    },
+        .map(|obj| match check_item(obj) {
+            Err(o) => o,
+            Ok((src, dst, _)) => match target_too_new(args, dst) {
+                Some(o) => remove_source(keeper.as_ref(), src, o),
+                None => match parents_for(ctx, args, keeper.as_ref(), dst)
+                    .and_then(|()| rename_paths(keeper.as_ref(), src, dst))
+                {
+                    Ok(()) => after_move(ctx, args, dst),
+                    Err(e) => Outcome::failed(format!("cannot move: {e}")),
                 },
-            };
-            ctx.count(&outcome, 0);
-            outcome
+            },
         })
-        .collect()
+        .collect();
+    relocate(ctx, args, paths, &mut outcomes);
+    for o in &outcomes {
+        ctx.count(o, 0);
+    }
+    outcomes
 }
 
 /// The source and destination of a move, and the source's device.
@@ -192,7 +233,8 @@ fn parents_for(ctx: &OpContext, args: &MoveArgs, keeper: Option<&DirTimes>, dst:
     .make_parents(dst)
 }
 
-/// Post-move xattr clean-up for `delete_remote_xattrs`.
+/// Post-move xattr clean-up for `delete_remote_xattrs` (`relocate` is
+/// done for the whole batch once every entry is in place).
 fn after_move(ctx: &OpContext, args: &MoveArgs, dst: &[u8]) -> Outcome {
     if !args.delete_remote_xattrs {
         return Outcome::processed();

@@ -416,13 +416,30 @@ impl Job<'_> {
         }
         let x = &self.ctx.xattrs;
         if let Ok(Some(Ok(s))) = x.state(f)
-            && (s.hash == meta.hash || !verified)
             && s.size == st.size
             && s.mtime == st.mtime
-            && x.location(f, self.target.name()).ok().flatten().as_deref() == Some(key.as_ref().as_bytes())
         {
-            let why = format!("already a {} copy of this object", s.residency.as_str());
-            return Err(self.same_content(f, &st, meta, Some(s), why));
+            let here = x.location(f, self.target.name()).ok().flatten().as_deref() == Some(key.as_ref().as_bytes());
+            if here && (s.hash == meta.hash || !verified) {
+                let why = format!("already a {} copy of this object", s.residency.as_str());
+                return Err(self.same_content(f, &st, meta, Some(s), why));
+            }
+            // The same content recorded under another key (a stub moved on
+            // a sync's destination, a name of a hard-link group whose
+            // object went to another name's key): this object serves it
+            // as well, so it is recorded, and nothing is rebuilt. Not for
+            // a file with fewer names than its group: it is rebuilt, which
+            // links it into the group.
+            let grouped = meta.link.as_ref().is_none_or(|l| st.nlink >= l.nlink);
+            if !here && grouped && verified && (s.hash, s.size) == (meta.hash, meta.size) {
+                x.set_location(f, self.target.name(), key.as_ref())
+                    .map_err(|e| failure("recording the location", e))?;
+                let why = format!(
+                    "already a {} copy of this object's content; recorded its key",
+                    s.residency.as_str()
+                );
+                return Err(self.same_content(f, &st, meta, Some(s), why));
+            }
         }
         let same_content = verified
             && st.size == meta.size

@@ -74,7 +74,7 @@ pub fn remove_location_xattrs(ctx: &OpContext, paths: &[PathObject]) -> Vec<Outc
 /// Whether `key` on `endpoint` still names `file` at `path`: it is the
 /// path's own key, or the local path the key stands for is another name
 /// of the same inode. An endpoint that cannot be opened says no.
-fn names_file(ctx: &OpContext, path: &[u8], file: &File, endpoint: &str, key: &[u8]) -> bool {
+pub(super) fn names_file(ctx: &OpContext, path: &[u8], file: &File, endpoint: &str, key: &[u8]) -> bool {
     let Ok(ep) = ctx.endpoint(endpoint) else {
         return false;
     };
@@ -127,7 +127,7 @@ pub(super) fn forget_locations(ctx: &OpContext, path: &[u8], pattern: Option<&Gl
 
 /// Removes the locations `which` selects (by endpoint and key); how many
 /// went (at least one when the state went alone).
-fn forget(ctx: &OpContext, file: &File, which: &dyn Fn(&str, &[u8]) -> bool) -> Result<usize, Outcome> {
+pub(super) fn forget(ctx: &OpContext, file: &File, which: &dyn Fn(&str, &[u8]) -> bool) -> Result<usize, Outcome> {
     let x = &ctx.xattrs;
     let io = |e: std::io::Error| Outcome::failed(format!("xattrs: {e}"));
     let locations = x.locations(file).map_err(io)?;
