@@ -16,6 +16,7 @@ mod common;
 
 use common::btrfs::LoopBtrfs;
 use common::hub::{HubSite, sqlite};
+use common::proxy::Proxy;
 use serde_json::{Value, json};
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
@@ -32,6 +33,8 @@ struct Rig {
     a: PathBuf,
     /// Site B's fileset as the host sees it.
     b: PathBuf,
+    /// The proxy in front of the S3 server (`Variant::proxy`).
+    proxy: Option<Proxy>,
     _fs: LoopBtrfs,
 }
 
@@ -45,6 +48,8 @@ struct Variant {
     s3: bool,
     /// Sync hydrated (files) or dehydrated (stubs).
     hydrate: bool,
+    /// The S3 server is reached through a proxy the test can cut.
+    proxy: bool,
 }
 
 /// The rig for `v`.
@@ -56,11 +61,15 @@ fn rig(v: Variant) -> Option<Rig> {
     let fs = LoopBtrfs::new(1024)?;
     let (a, b) = (fs.subvolume("a"), fs.subvolume("b"));
     let mut s = HubSite::new(sqlite(), 2, "");
+    let mut proxy = None;
     if let Some(server) = &s3 {
         let bucket = server.unique_bucket("hub-sites");
+        let url = match v.proxy {
+            true => proxy.insert(Proxy::new(&server.endpoint)).url.clone(),
+            false => server.endpoint.clone(),
+        };
         s.archive = Some(format!(
-            "type = s3\nbucket = {bucket}\nurl = {}\naccess_key_id = test\nsecret_access_key = test\n",
-            server.endpoint
+            "type = s3\nbucket = {bucket}\nurl = {url}\naccess_key_id = test\nsecret_access_key = test\n"
         ));
     }
     let b_site = format!("{}-b", s.site);
@@ -94,6 +103,7 @@ fn rig(v: Variant) -> Option<Rig> {
         b_site,
         a,
         b,
+        proxy,
         _fs: fs,
     })
 }
@@ -101,6 +111,11 @@ fn rig(v: Variant) -> Option<Rig> {
 impl Rig {
     /// Submits `site_sync` of the fileset to site B and waits for its job.
     fn sync(&self, hydrate: bool) -> Value {
+        self.s.wait_job(self.submit_sync(hydrate), Duration::from_secs(300))
+    }
+
+    /// Submits `site_sync` of the fileset to site B; the job's id.
+    fn submit_sync(&self, hydrate: bool) -> i64 {
         let job = self.s.api(
             "POST",
             "/api/file/workflow/",
@@ -110,8 +125,7 @@ impl Rig {
             ),
             201,
         );
-        let id = job["id"].as_i64().unwrap();
-        self.s.wait_job(id, Duration::from_secs(300))
+        job["id"].as_i64().unwrap()
     }
 
     /// Site A's newest snapdiff snapshot: what the last sync sent.
@@ -595,6 +609,120 @@ fn site_sync_converges_onto_a_site_that_maps_its_paths() {
         },
         rounds(),
     );
+}
+
+/// Regular files under `root`, relative to it.
+fn files_under(root: &Path) -> std::collections::BTreeSet<PathBuf> {
+    entries(root)
+        .1
+        .into_iter()
+        .map(|f| f.strip_prefix(root).unwrap().to_path_buf())
+        .collect()
+}
+
+/// Files B held that A still has at the same path and B has lost.
+fn lost_on_b(r: &Rig, held: &std::collections::BTreeSet<PathBuf>) -> Vec<PathBuf> {
+    let (on_a, on_b) = (files_under(&r.a), files_under(&r.b));
+    held.iter()
+        .filter(|f| on_a.contains(*f) && !on_b.contains(*f))
+        .cloned()
+        .collect()
+}
+
+/// Faults mid-sync: site B's agent SIGKILLed, and the endpoint (the S3
+/// server, behind a proxy) cut off for 30 s, while a sync runs. The run
+/// still ends in SUCCESS: the steps' retries (`max_tries` 6: 2 + 4 + 8 +
+/// 16 + 32 s) outlast the outage, and B's unfinished tasks are redelivered
+/// when its agent is back. Nothing A still has is deleted on B, and B
+/// matches A's snapshot; the next run finds nothing left to do and
+/// completes.
+#[test]
+fn site_sync_survives_a_killed_destination_and_an_endpoint_away_for_30_s() {
+    let Some(mut r) = rig(Variant {
+        s3: true,
+        proxy: true,
+        hydrate: true,
+        ..Variant::default()
+    }) else {
+        return;
+    };
+    let mut rng = Rng(0xfa17);
+    let payload = |rng: &mut Rng| -> Vec<u8> { (0..16 * 1024).map(|_| rng.next() as u8).collect() };
+    for d in 0..30 {
+        std::fs::create_dir(r.a.join(format!("d{d}"))).unwrap();
+        for f in 0..10 {
+            std::fs::write(r.a.join(format!("d{d}/f{f}")), payload(&mut rng)).unwrap();
+        }
+    }
+    let job = r.sync(true);
+    assert_eq!(job["state"], "SUCCESS", "{job}\n{}", r.failures(&job));
+    assert_eq!(r.differences(), "");
+    // A change set with every kind of step: rewrites, creates, a moved
+    // directory, a deleted one.
+    for d in 0..15 {
+        for f in 0..10 {
+            std::fs::write(r.a.join(format!("d{d}/f{f}")), payload(&mut rng)).unwrap();
+        }
+    }
+    std::fs::create_dir(r.a.join("new")).unwrap();
+    for f in 0..60 {
+        std::fs::write(r.a.join(format!("new/f{f}")), payload(&mut rng)).unwrap();
+    }
+    std::fs::rename(r.a.join("d20"), r.a.join("moved")).unwrap();
+    std::fs::remove_dir_all(r.a.join("d21")).unwrap();
+    let held = files_under(&r.b);
+    let stubs_before = r.s.log("agent1.log").matches("task=dynamo.tasks.reverse_stub").count();
+    let id = r.submit_sync(true);
+    // B has begun storing files: kill it, and cut the endpoint off.
+    let t0 = std::time::Instant::now();
+    while r.s.log("agent1.log").matches("task=dynamo.tasks.reverse_stub").count() == stubs_before {
+        assert!(t0.elapsed() < Duration::from_secs(60), "B never began");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    r.s.stop_agent(1, true);
+    let proxy = r.proxy.as_ref().unwrap();
+    proxy.cut();
+    let cut = std::time::Instant::now();
+    assert_eq!(
+        lost_on_b(&r, &held),
+        Vec::<PathBuf>::new(),
+        "lost on B when it was killed"
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    r.s.start_agent(1);
+    std::thread::sleep(Duration::from_secs(30).saturating_sub(cut.elapsed()));
+    let refused = proxy.refused();
+    proxy.restore();
+    assert!(refused > 0, "no agent met the outage");
+    let job = r.s.wait_job(id, Duration::from_secs(300));
+    if job["state"] != "SUCCESS" || !r.differences().is_empty() {
+        r.s.keep_logs();
+    }
+    assert_eq!(job["state"], "SUCCESS", "{job}\n{}", r.failures(&job));
+    // Both faults were met: B got back a task it had begun, and steps
+    // deferred files to later tries.
+    assert!(
+        r.s.log("agent1.log").contains("redelivered=true"),
+        "no task of B's was redelivered"
+    );
+    let tasks =
+        r.s.api("GET", &format!("/api/tasks/?job_id={id}&page_size=0"), None, 200);
+    let retried: i64 = tasks["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| ["dynamo.tasks.migrate", "dynamo.tasks.reverse_stub"].contains(&t["tasktype"].as_str().unwrap()))
+        .map(|t| {
+            let one = r.s.api("GET", &format!("/api/tasks/{}/", t["id"]), None, 200);
+            one["result"]["status"]["summary"]["retried"].as_i64().unwrap_or(0)
+        })
+        .sum();
+    assert!(retried > 0, "no file waited for a later try");
+    assert_eq!(lost_on_b(&r, &held), Vec::<PathBuf>::new(), "lost on B");
+    assert_eq!(r.differences(), "", "B differs from A's snapshot after the faults");
+    let again = r.sync(true);
+    assert_eq!(again["state"], "SUCCESS", "{again}\n{}", r.failures(&again));
+    assert_eq!(r.differences(), "");
 }
 
 /// Throughput of `site_sync` through the hub, against `rsync -aHAX` of the

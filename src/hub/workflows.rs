@@ -519,9 +519,12 @@ fn site_sync_fields() -> Value {
     Value::Array(f)
 }
 
-/// How many times in all a `site_sync` send step tries a file that fails
-/// in a way that passes (a lock another step of the run holds).
-const SYNC_TRIES: u32 = 3;
+/// How many times in all a `site_sync` step tries a file that fails in a
+/// way that passes: a lock another step of the run holds, an endpoint or
+/// a destination site away for a while. Tries 2 to 6 run 2, 4, 8, 16 and
+/// 32 s after the one before (the agent's retry backoff), so
+/// an outage of about a minute costs the run nothing.
+const SYNC_TRIES: u32 = 6;
 
 /// `site_sync`'s rules by change state (003:L12069-12112): created and
 /// updated entries are sent (updated ones after `check_sync_state` with
@@ -538,6 +541,7 @@ fn site_sync_rules() -> Value {
         "compare_site": "*destination",
         "compare_queue": "*destinationqueue",
         "sync_preference": "*sync_preference",
+        "max_tries": SYNC_TRIES,
     });
     // The destination's directories keep the times the sync gives them;
     // a move into a directory this change set created makes it (its
@@ -654,12 +658,15 @@ mod tests {
         };
         assert_eq!(
             args(0, 1),
-            json!({"premigrate": true, "overwrite": true, "abort_missing": true, "max_tries": 3})
+            json!({"premigrate": true, "overwrite": true, "abort_missing": true, "max_tries": SYNC_TRIES})
         );
-        assert_eq!(args(0, 2), json!({"hydrate": false, "overwrite": true, "max_tries": 3}));
+        assert_eq!(
+            args(0, 2),
+            json!({"hydrate": false, "overwrite": true, "max_tries": SYNC_TRIES})
+        );
         assert_eq!(
             args(1, 0),
-            json!({"compare_site": "b", "compare_queue": "fast", "sync_preference": "newest"})
+            json!({"compare_site": "b", "compare_queue": "fast", "sync_preference": "newest", "max_tries": SYNC_TRIES})
         );
         assert_eq!(
             args(2, 0),

@@ -12,6 +12,7 @@ pub mod btrfs;
 pub mod hub;
 pub mod loopfs;
 pub mod ops;
+pub mod proxy;
 pub mod s3;
 
 use std::io::{Read, Write};

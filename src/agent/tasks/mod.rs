@@ -92,6 +92,7 @@ impl<'m> Request<'m> {
                 let args: sync_state::CheckSyncArgs = msg.kwargs_as()?;
                 args.preference()?;
                 args.site()?;
+                max_tries(&msg.kwargs_object(&["paths", "jobid"]))?;
                 (paths()?, Kind::CheckSync(args))
             }
             _ => {

@@ -31,6 +31,14 @@ pub fn backoff(next: u32) -> Duration {
     Duration::from_secs(secs.min(300))
 }
 
+/// Whether a path with outcome `o` goes to the next try: it failed in a
+/// way that may pass, and tries remain.
+pub(super) fn retries(may_retry: bool, o: &Outcome) -> bool {
+    may_retry
+        && o.state == FileState::Failures
+        && o.message.as_deref().is_some_and(|m| category(m) == Category::Transient)
+}
+
 /// Runs operation `op` for `input`. The task's batch goes to the
 /// operation in one call, as the workflow cut it (its commit windows follow
 /// `sub_batch` within it).
@@ -75,10 +83,7 @@ pub fn run_op(
             message = o.message.as_deref().unwrap_or(""),
             "{}", op.task_name().as_str()
         );
-        let retry = may_retry
-            && o.state == FileState::Failures
-            && o.message.as_deref().is_some_and(|m| category(m) == Category::Transient);
-        if retry {
+        if retries(may_retry, o) {
             result.defer(p, o);
             if !again.is_empty() {
                 again.push(b',');

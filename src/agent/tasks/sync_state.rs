@@ -76,6 +76,11 @@ pub struct CheckSyncArgs {
     /// Directories also compare their ACLs.
     #[serde(default)]
     pub hash_includes_acl: bool,
+    /// How many times in all a path the other site did not answer for is
+    /// asked about (1, the default: no retry); checked when the task is
+    /// read.
+    #[serde(default)]
+    pub max_tries: Option<u32>,
 }
 
 /// What `sync_preference` asks.
@@ -127,6 +132,8 @@ pub fn check_sync_state(
     let preference = args.preference()?;
     let site = args.site()?;
     let Input { msg, jobid, paths, .. } = input;
+    let this_try = msg.retries.saturating_add(1);
+    let may_retry = this_try < args.max_tries.unwrap_or(1);
     let local: Vec<Attributes> = stat_paths(ops, &paths).into_iter().map(attributes).collect();
     let remote = ask_other_site(msg.id.as_str(), site, args, env, &paths, sink)?;
     let mut result = TaskResult::new(TaskName::CheckSyncState, jobid.map(ToOwned::to_owned));
@@ -134,6 +141,7 @@ pub fn check_sync_state(
     // Only the paths that pass go on: a path this check skips has nothing
     // to send, though a `skipped` path goes on after other steps.
     let mut go_on = Vec::new();
+    let mut again = Vec::new();
     for ((p, here), there) in paths.iter().zip(&local).zip(&remote) {
         let outcome = verdict(here, there, preference, args, site);
         tracing::debug!(
@@ -149,9 +157,21 @@ pub fn check_sync_state(
             }
             write_outcome(p, &outcome, false, &mut go_on);
         }
-        result.add(p, &outcome);
+        if super::ops::retries(may_retry, &outcome) {
+            result.defer(p, &outcome);
+            if !again.is_empty() {
+                again.push(b',');
+            }
+            p.write_json(&mut again);
+        } else {
+            result.add(p, &outcome);
+        }
     }
     let mut publisher = Publisher::new(msg, env, jobid, sink);
+    if !again.is_empty() {
+        let eta = jiff::Timestamp::now() + super::ops::backoff(this_try + 1);
+        publisher.retry(&env.queue_name, &again, eta)?;
+    }
     publisher.next_link(&env.site, &env.queue, &go_on)?;
     Ok(TaskOutput {
         result: result.to_json(),
@@ -538,6 +558,47 @@ mod tests {
             crate::task::errors::Category::Transient
         );
         assert!(sink.sent.is_empty(), "nothing goes on");
+    }
+
+    /// With `max_tries`, a path the silent site did not answer for is not
+    /// failed: it goes to a retry of this check, later, alone.
+    #[test]
+    fn a_silent_site_is_asked_again_with_max_tries() {
+        use crate::agent::tasks::context::memory::{self, Memory};
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("f"), "x").unwrap();
+        let p = dir.path().join("f").to_str().unwrap().to_string();
+        let msg = memory::message(
+            TaskName::CheckSyncState,
+            "c",
+            json!({"paths": [p], "site": "b", "max_tries": 2}),
+        );
+        let mut sink = Memory::default();
+        let env = memory::env(10, Duration::from_millis(50));
+        let result = run(&msg, &env, &mut sink);
+        assert!(
+            result["status"]["details"]["failures"]
+                .as_array()
+                .is_none_or(Vec::is_empty),
+            "{result}"
+        );
+        assert_eq!(sink.sent.len(), 1, "one retry");
+        let (_, again) = &sink.sent[0];
+        assert_eq!(again.task, TaskName::CheckSyncState.as_str());
+        assert_eq!(again.retries, 1);
+        assert!(again.eta.is_some(), "the retry waits");
+        let went = crate::task::parse_paths(again.kwarg("paths")).unwrap();
+        assert_eq!(went.len(), 1);
+        assert_eq!(went[0].path, p.as_bytes());
+        // The last try reports the failure.
+        let mut sink = Memory::default();
+        let last = run(again, &env, &mut sink);
+        assert_eq!(
+            last["status"]["details"]["failures"].as_array().map(Vec::len),
+            Some(1),
+            "{last}"
+        );
+        assert!(sink.sent.is_empty());
     }
 
     #[test]
