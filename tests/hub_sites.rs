@@ -149,11 +149,12 @@ impl Rig {
     /// What rsync would change to make `to` like A's snapshot, with what
     /// both hold when files differ in xattrs or the link index shows.
     fn rsync(&self, to: &Path) -> String {
-        self.rsync_with(to, &[])
+        self.rsync_with(&self.snapshot(), to, &[])
     }
 
-    /// [`Rig::rsync`] with rsync's `extra` arguments (filters, after its own).
-    fn rsync_with(&self, to: &Path, extra: &[&str]) -> String {
+    /// What rsync would change to make `to` like `from`, with rsync's
+    /// `extra` arguments (filters, after its own).
+    fn rsync_with(&self, from: &Path, to: &Path, extra: &[&str]) -> String {
         let out = Command::new("rsync")
             .args([
                 "-aHAXn",
@@ -167,7 +168,7 @@ impl Rig {
                 "--filter=-x user.ferry.*",
             ])
             .args(extra)
-            .arg(format!("{}/", self.snapshot().display()))
+            .arg(format!("{}/", from.display()))
             .arg(format!("{}/", to.display()))
             .output()
             .unwrap();
@@ -197,7 +198,7 @@ for side in sys.argv[1:]:
             let o = Command::new("python3")
                 .arg("-c")
                 .arg(dump)
-                .arg(self.snapshot())
+                .arg(from)
                 .arg(to)
                 .output()
                 .unwrap();
@@ -213,11 +214,17 @@ for side in sys.argv[1:]:
     /// directories are compared first; the copy's then get B's times
     /// back, since recalling into them is not what is under test.
     fn recalled_differences(&self) -> String {
-        let dirs = self.rsync_with(&self.b, &["--include=*/", "--exclude=*"]);
+        self.recalled_differences_of(&self.snapshot(), &self.b)
+    }
+
+    /// [`Rig::recalled_differences`] of `on_b` (B's fileset or a tree in
+    /// it) against `from`.
+    fn recalled_differences_of(&self, from: &Path, on_b: &Path) -> String {
+        let dirs = self.rsync_with(from, on_b, &["--include=*/", "--exclude=*"]);
         if !dirs.is_empty() {
             return format!("B's directories:\n{dirs}");
         }
-        let (_, files, _) = entries(&self.b);
+        let (_, files, _) = entries(on_b);
         // An empty file has no data to leave behind: it is whole (and once
         // moved on B, it forgets the location of its old key).
         let hydrated: Vec<&PathBuf> = files
@@ -247,7 +254,7 @@ for side in sys.argv[1:]:
             &[
                 "-a".as_ref(),
                 "--reflink=auto".as_ref(),
-                self.b.as_os_str(),
+                on_b.as_os_str(),
                 copy.as_os_str(),
             ],
         );
@@ -266,13 +273,13 @@ for side in sys.argv[1:]:
             .iter()
             .flat_map(|f| [f.as_os_str().as_bytes(), b"\0"].concat())
             .collect();
-        let from = self.s.dir.path().join("recall.list");
-        std::fs::write(&from, list).unwrap();
+        let list_file = self.s.dir.path().join("recall.list");
+        std::fs::write(&list_file, list).unwrap();
         let out = Command::new(env!("CARGO_BIN_EXE_ferry"))
             .args(["recall", "--jsonl", "-0", "--endpoint", "archive", "--config"])
             .arg(&conf)
             .arg("--from")
-            .arg(&from)
+            .arg(&list_file)
             .output()
             .unwrap();
         if !out.status.success() {
@@ -286,14 +293,14 @@ for side in sys.argv[1:]:
         );
         let (dirs, _, _) = entries(&copy);
         for d in dirs.iter().chain([&copy]) {
-            let on_b = self.b.join(d.strip_prefix(&copy).unwrap());
-            let m = std::fs::symlink_metadata(&on_b).unwrap();
+            let there = on_b.join(d.strip_prefix(&copy).unwrap());
+            let m = std::fs::symlink_metadata(&there).unwrap();
             let times = std::fs::FileTimes::new()
                 .set_accessed(m.accessed().unwrap())
                 .set_modified(m.modified().unwrap());
             std::fs::File::open(d).unwrap().set_times(times).unwrap();
         }
-        self.rsync(&copy)
+        self.rsync_with(from, &copy, &[])
     }
 
     /// The job's failed files, for messages.
@@ -609,6 +616,102 @@ fn site_sync_converges_onto_a_site_that_maps_its_paths() {
         },
         rounds(),
     );
+}
+
+impl Rig {
+    /// Runs built-in `workflow` on `site` for `path` with `fields`, as an
+    /// admin submits it, and waits for its job.
+    fn run(&self, workflow: &str, site: &str, path: &str, fields: Value) -> Value {
+        let job = self.s.api(
+            "POST",
+            "/api/file/workflow/",
+            Some(json!({"workflow": workflow, "site": site, "paths": [path], "fields": fields})),
+            201,
+        );
+        let done = self.s.wait_job(job["id"].as_i64().unwrap(), Duration::from_secs(600));
+        if done["state"] != "SUCCESS" {
+            self.s.keep_logs();
+        }
+        assert_eq!(done["state"], "SUCCESS", "{workflow}: {done}\n{}", self.failures(&done));
+        done
+    }
+}
+
+/// `send` of a tree of many small files and four large ones (1,000 small
+/// files of up to 4 KiB and 4 of 8 MiB; `FERRY_SOAK=1`: 10,000 and 4 of
+/// 16 MiB, what the rig's 1 GiB filesystem holds three times over), hydrated and dehydrated, then the endpoint's objects imported
+/// by key prefix into an empty directory of site B: the hydrated copy and
+/// the import are A's tree exactly, the dehydrated one is stubs that
+/// recall to it.
+#[test]
+fn send_hydrated_and_dehydrated_then_import_the_prefix_into_an_empty_place() {
+    let Some(r) = rig(Variant::default()) else { return };
+    let soak = std::env::var_os("FERRY_SOAK").is_some();
+    let (small, big_mib) = if soak { (10_000, 16) } else { (1_000, 8) };
+    let t = r.a.join("t");
+    let mut rng = Rng(0x5e4d);
+    for i in 0..small {
+        let dir = t.join(format!("d{:03}", i / 100));
+        if i % 100 == 0 {
+            std::fs::create_dir_all(&dir).unwrap();
+        }
+        let n = rng.below(4097);
+        let data: Vec<u8> = (0..n).map(|_| rng.next() as u8).collect();
+        std::fs::write(dir.join(format!("f{i}")), data).unwrap();
+    }
+    std::fs::create_dir(t.join("big")).unwrap();
+    for i in 0..4u8 {
+        let data: Vec<u8> = (0..big_mib << 20).map(|j: usize| (j / 4096) as u8 ^ i).collect();
+        std::fs::write(t.join(format!("big/large{i}")), data).unwrap();
+    }
+    let wire = |name: &str| r.s.data().join(name).to_str().unwrap().to_string();
+    let t0 = std::time::Instant::now();
+    r.run(
+        "send",
+        &r.s.site,
+        &wire("t"),
+        json!({"destinationsite": r.b_site, "hydrate": true}),
+    );
+    eprintln!(
+        "send hydrated: {small} + 4 files in {:.1} s",
+        t0.elapsed().as_secs_f64()
+    );
+    assert_eq!(r.rsync_with(&t, &r.b.join("t"), &[]), "", "the hydrated send differs");
+
+    // The same tree under another name, sent as stubs.
+    common::ops::sh(
+        "cp",
+        &[
+            "-a",
+            "--reflink=always",
+            t.to_str().unwrap(),
+            r.a.join("u").to_str().unwrap(),
+        ],
+    );
+    let t0 = std::time::Instant::now();
+    r.run(
+        "send",
+        &r.s.site,
+        &wire("u"),
+        json!({"destinationsite": r.b_site, "hydrate": false}),
+    );
+    eprintln!(
+        "send dehydrated: {small} + 4 files in {:.1} s",
+        t0.elapsed().as_secs_f64()
+    );
+    assert_eq!(r.recalled_differences_of(&r.a.join("u"), &r.b.join("u")), "");
+
+    // Import the prefix `t/` into an empty directory of B.
+    std::fs::create_dir(r.b.join("imported")).unwrap();
+    let t0 = std::time::Instant::now();
+    r.run(
+        "import_to_site_hydrated",
+        &r.b_site,
+        "t/",
+        json!({"endpoint": "archive", "location": wire("imported")}),
+    );
+    eprintln!("import: {small} + 4 files in {:.1} s", t0.elapsed().as_secs_f64());
+    assert_eq!(r.rsync_with(&t, &r.b.join("imported/t"), &[]), "", "the import differs");
 }
 
 /// Regular files under `root`, relative to it.

@@ -343,15 +343,16 @@ async fn submit(
     if !store.queue_exists(site.id, &queue).await? {
         return Err(invalid(format!("queue: site {:?} has no queue {queue:?}", site.name)));
     }
-    // Paths: absolute, readable as path objects.
+    // Paths: readable as path objects (absolute unless they are keys:
+    // checked once the steps are known).
     if sub.paths.is_empty() {
         return Err(invalid("paths: at least one path is needed"));
     }
     let mut paths = Vec::with_capacity(sub.paths.len());
     for (i, raw) in sub.paths.iter().enumerate() {
         let p = PathObject::parse(raw.get().as_bytes()).map_err(|e| invalid(format!("paths[{i}]: {e}")))?;
-        if p.path.first() != Some(&b'/') {
-            return Err(invalid(format!("paths[{i}]: must be an absolute path")));
+        if p.path.is_empty() {
+            return Err(invalid(format!("paths[{i}]: must not be empty")));
         }
         paths.push(p);
     }
@@ -423,6 +424,19 @@ async fn submit(
             "discovery: {} is incompatible with the recursive discovery (a byte range names one file); submit the files themselves with no discovery",
             a.task
         )));
+    }
+    // An import's input is object keys, relative to its endpoint's prefix;
+    // every other input is an absolute local path.
+    let keys = task.is_none()
+        && !rules.is_empty()
+        && rules.iter().all(|r| {
+            r.actions
+                .first()
+                .and_then(|a| TaskName::parse(&a.task))
+                .is_some_and(TaskName::takes_keys)
+        });
+    if !keys && let Some(i) = paths.iter().position(|p| p.path.first() != Some(&b'/')) {
+        return Err(invalid(format!("paths[{i}]: must be an absolute path")));
     }
     if sub.dry_run && task != Some(TaskName::RecursiveNavigate) {
         return Err(invalid(format!(

@@ -87,6 +87,15 @@ impl TaskName {
         TaskName::ImportBytes,
     ];
 
+    /// Whether the task's input paths are object keys on an endpoint (the
+    /// imports), not local paths.
+    pub fn takes_keys(self) -> bool {
+        matches!(
+            self,
+            TaskName::ImportFilesFromExternalTarget | TaskName::CopyFilesFromExternalTarget | TaskName::ImportBytes
+        )
+    }
+
     /// The seed's name, `dynamo.tasks.<name>`.
     pub fn as_str(self) -> &'static str {
         match self {
