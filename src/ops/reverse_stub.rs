@@ -22,9 +22,7 @@ use super::dirtimes::DirTimes;
 use super::entry::{self, Built};
 use super::lock::{LockLevel, Locking};
 use super::xattrs::{HsmState, Residency};
-use super::{
-    OpContext, OpError, Reachable, Snap, Step, chosen_times, for_each_window, open_file, set_times, write_sparse,
-};
+use super::{OpContext, OpError, Reachable, Snap, chosen_times, open_file, par_map, set_times, write_sparse};
 use crate::endpoint::LinkId;
 use crate::endpoint::{Endpoint, EntryKind, KeyError, ObjectMeta, TransferError};
 use crate::sys::{Base, create_at, link_at, mkdir_at, open_dir_at, open_file_at, rename_at, unlink_at};
@@ -93,25 +91,91 @@ pub fn reverse_stub(ctx: &OpContext, args: &ReverseStubArgs, paths: &[PathObject
     })
 }
 
-/// Creates stubs for `paths` from the objects on `endpoint`.
+/// Creates stubs for `paths` from the objects on `endpoint`, a commit
+/// window at a time: the window's new files are written (in parallel),
+/// made durable together with one `syncfs` per filesystem, renamed into
+/// place, and the renames made durable with one more; files that join a
+/// hard-link group are placed and flushed one by one as they are built
+/// (the group's lock is held until they are in place).
 fn stub_from(
     ctx: &OpContext,
     args: &ReverseStubArgs,
     endpoint: &str,
     paths: &[PathObject],
 ) -> Result<Vec<Outcome>, OpError> {
-    let job = Job::new(ctx, args, endpoint, false)?;
-    Ok(for_each_window(ctx, args.sub_batch, paths, |_, obj, _| {
-        let mut result = job.one(&obj.path);
-        let stale = matches!(&result, Err(o) if o.message.as_deref().is_some_and(|m| m.contains("os error 116")));
-        if stale && args.retry_stale.is_some() {
-            result = job.one(&obj.path);
+    let mut job = Job::new(ctx, args, endpoint, false)?;
+    job.defer = true;
+    let mut out = Vec::with_capacity(paths.len());
+    for chunk in paths.chunks(super::window::window(args.sub_batch)) {
+        let built = par_map(chunk.iter().collect(), ctx.threads, |obj: &PathObject| {
+            let mut result = job.one(&obj.path);
+            let stale = matches!(&result, Err(o) if o.message.as_deref().is_some_and(|m| m.contains("os error 116")));
+            if stale && args.retry_stale.is_some() {
+                result = job.one(&obj.path);
+            }
+            result
+        });
+        let flushed = flush_each_filesystem(built.iter().filter_map(|b| match b {
+            Ok(Placed::Pending(p)) => Some(&p.tmp.dir),
+            _ => None,
+        }))
+        .map_err(|e| e.to_string());
+        let mut placed = Vec::with_capacity(built.len());
+        for (obj, b) in chunk.iter().zip(built) {
+            placed.push(match (b, &flushed) {
+                (Ok(Placed::Done(bytes)), _) => Ok((bytes, None)),
+                // Dropped unrenamed: the temporary file goes.
+                (Ok(Placed::Pending(_)), Err(e)) => Err(Outcome::failed(format!("flushing the new files: {e}"))),
+                (Ok(Placed::Pending(mut p)), Ok(())) => job.place(&obj.path, &mut p).map(|()| (p.written, Some(p))),
+                (Err(o), _) => Err(o),
+            });
         }
-        match result {
-            Ok(bytes) => Step::Done(Outcome::processed(), bytes),
-            Err(o) => Step::Done(o, 0),
+        let renamed = flush_each_filesystem(placed.iter().filter_map(|p| match p {
+            Ok((_, Some(p))) => Some(&p.tmp.dir),
+            _ => None,
+        }))
+        .map_err(|e| e.to_string());
+        for p in placed {
+            let (outcome, bytes) = match (p, &renamed) {
+                (Ok((_, Some(_))), Err(e)) => (Outcome::failed(format!("flushing the directory: {e}")), 0),
+                (Ok((bytes, _)), _) => (Outcome::processed(), bytes),
+                (Err(o), _) => (o, 0),
+            };
+            ctx.count(&outcome, bytes);
+            out.push(outcome);
         }
-    }))
+    }
+    Ok(out)
+}
+
+/// Makes everything written to the filesystems of `dirs` durable: one
+/// `syncfs` for each filesystem, however many files a window wrote there
+/// (a per-file `fsync` of the file and its directory cost most of a
+/// sync's time: docs/benchmarks.md, "Site sync").
+fn flush_each_filesystem<'f>(dirs: impl Iterator<Item = &'f File>) -> io::Result<()> {
+    let mut seen = std::collections::HashSet::new();
+    for d in dirs {
+        if seen.insert(std::os::unix::fs::MetadataExt::dev(&d.metadata()?)) {
+            crate::sys::syncfs(d)?;
+        }
+    }
+    Ok(())
+}
+
+/// A file built by [`Job::file`]: in place and durable (`Done`, the bytes
+/// written), or written under its temporary name and waiting for its
+/// window's flush before [`Job::place`] renames it (`Pending`).
+enum Placed<'a> {
+    Done(u64),
+    Pending(Pending<'a>),
+}
+
+/// A new file written under a temporary name, not yet flushed nor renamed.
+struct Pending<'a> {
+    tmp: Building<'a>,
+    /// The local file it replaces and its facts when it was checked.
+    existing: Option<(File, Snap)>,
+    written: u64,
 }
 
 struct Job<'a> {
@@ -123,6 +187,9 @@ struct Job<'a> {
     /// Plain local copies (an import's `copy`): whole, with no location or
     /// state, and no link index.
     plain: bool,
+    /// Leave a new file that joins no hard-link group unflushed and
+    /// unrenamed ([`Placed::Pending`]) for its window's flush.
+    defer: bool,
 }
 
 impl<'a> Job<'a> {
@@ -135,6 +202,7 @@ impl<'a> Job<'a> {
             locking: Locking::new(args.lock_level, LockLevel::Implicit, false)?,
             times: DirTimes,
             plain,
+            defer: false,
         })
     }
 }
@@ -151,8 +219,8 @@ impl Job<'_> {
         }
     }
 
-    /// Builds one file, directory or link; `Ok` carries the bytes written.
-    fn one(&self, path: &[u8]) -> Result<u64, Outcome> {
+    /// Builds one file, directory or link.
+    fn one(&self, path: &[u8]) -> Result<Placed<'_>, Outcome> {
         let (key, meta) = self.object(path)?;
         self.entry(path, &key, &meta, true)
     }
@@ -160,7 +228,7 @@ impl Job<'_> {
     /// Builds at `path` what the object at `key` with `meta` records;
     /// `verified` when `meta` is ferry's (with the content's hash), not one
     /// made up for an object another tool wrote.
-    fn entry(&self, path: &[u8], key: &ObjPath, meta: &ObjectMeta, verified: bool) -> Result<u64, Outcome> {
+    fn entry(&self, path: &[u8], key: &ObjPath, meta: &ObjectMeta, verified: bool) -> Result<Placed<'_>, Outcome> {
         let built = match &meta.kind {
             EntryKind::File => return self.file(path, key, meta, verified),
             EntryKind::HardLink(data_key) => return self.hard_link(path, key, data_key, meta),
@@ -168,7 +236,7 @@ impl Job<'_> {
             EntryKind::Symlink(target) => self.builder().symlink(path, target, meta),
         };
         match built {
-            Ok(Built::Done) => Ok(0),
+            Ok(Built::Done) => Ok(Placed::Done(0)),
             Ok(Built::Kept(why)) => Err(Outcome::skipped(why)),
             Err(e) => Err(failure("building", e)),
         }
@@ -226,7 +294,7 @@ impl Job<'_> {
         record_key: &ObjPath,
         data_key: &str,
         record: &ObjectMeta,
-    ) -> Result<u64, Outcome> {
+    ) -> Result<Placed<'_>, Outcome> {
         let key = ObjPath::parse(data_key)
             .map_err(|e| Outcome::failed(format!("hard-link record at {record_key} names a bad key: {e}")))?;
         let data = match self.target.head(&key) {
@@ -257,12 +325,13 @@ impl Job<'_> {
         self.file(path, &key, &data, true)
     }
 
-    /// Builds one regular file; `Ok` carries the bytes written. A file
+    /// Builds one regular file: placed, or pending for its window's flush
+    /// when the job defers. A file
     /// with a link identity becomes another name of the file already built
     /// for it with this content, at the data object's own path or in the
     /// index ([`LINK_INDEX`]); with `overwrite`, a separate copy of that
     /// content at `path` is replaced by such a name.
-    fn file(&self, path: &[u8], key: &ObjPath, meta: &ObjectMeta, verified: bool) -> Result<u64, Outcome> {
+    fn file(&self, path: &[u8], key: &ObjPath, meta: &ObjectMeta, verified: bool) -> Result<Placed<'_>, Outcome> {
         // A plain copy is linked to nothing.
         let link = meta.link.as_ref().filter(|_| !self.plain);
         // Held until the file is in place: one linked file at a time.
@@ -294,10 +363,16 @@ impl Job<'_> {
             Some(src) => Some(self.link_to(path, src)?),
             None => None,
         };
-        let (mut tmp, written) = match linked {
+        // A file joining a group is placed now, under the group's lock;
+        // it is flushed before the index can name it.
+        let now = !self.defer || index.is_some();
+        let (tmp, written) = match linked {
             Some(tmp) => (tmp, 0),
             None => {
                 let (tmp, written) = self.build(path, key, meta, verified)?;
+                if now {
+                    tmp.file.sync_all().map_err(|e| failure("flushing", e))?;
+                }
                 if let Some(ix) = &index {
                     // Best effort: without the entry, later names are built
                     // as copies (never lost, never wrongly linked).
@@ -306,29 +381,46 @@ impl Job<'_> {
                 (tmp, written)
             }
         };
-        if let (Some(f), Some(before)) = (&existing, before) {
-            self.locking.at_commit(f).map_err(Outcome::from)?;
-            let now = Snap::of(f).map_err(|e| failure("stat", e))?;
-            if !before.unchanged(&now) {
-                return Err(Outcome::failed("local file changed meanwhile; left as it was"));
-            }
-            tmp.persist(path, false)
-                .map_err(|e| failure("renaming into place", e))?;
-        } else {
-            tmp.persist(path, true).map_err(|e| {
-                if e.kind() == io::ErrorKind::AlreadyExists {
-                    Outcome::failed("a file appeared at the path meanwhile; left as it was")
-                } else {
-                    failure("renaming into place", e)
-                }
-            })?;
+        let mut pending = Pending {
+            tmp,
+            existing: existing.zip(before),
+            written,
+        };
+        if !now {
+            return Ok(Placed::Pending(pending));
         }
+        self.place(path, &mut pending)?;
+        let tmp = &pending.tmp;
         tmp.dir.sync_all().map_err(|e| failure("flushing the directory", e))?;
         if let (Some(ix), Some(link)) = (&index, link) {
             // Best effort: an entry left behind only keeps an inode alive.
             let _ = ix.retire_if_complete(&tmp.file, link.nlink);
         }
-        Ok(written)
+        Ok(Placed::Done(written))
+    }
+
+    /// Renames a built file into place at `path`: over the local file it
+    /// replaces if that has not changed since it was checked, else only
+    /// where nothing is. Its data must be durable already.
+    fn place(&self, path: &[u8], p: &mut Pending<'_>) -> Result<(), Outcome> {
+        if let Some((f, before)) = &p.existing {
+            self.locking.at_commit(f).map_err(Outcome::from)?;
+            let now = Snap::of(f).map_err(|e| failure("stat", e))?;
+            if !before.unchanged(&now) {
+                return Err(Outcome::failed("local file changed meanwhile; left as it was"));
+            }
+            p.tmp
+                .persist(path, false)
+                .map_err(|e| failure("renaming into place", e))
+        } else {
+            p.tmp.persist(path, true).map_err(|e| {
+                if e.kind() == io::ErrorKind::AlreadyExists {
+                    Outcome::failed("a file appeared at the path meanwhile; left as it was")
+                } else {
+                    failure("renaming into place", e)
+                }
+            })
+        }
     }
 
     /// The file already built here for `meta`'s link identity, if it
@@ -604,7 +696,6 @@ impl Job<'_> {
             x.set_state(f, &state).map_err(io)?;
         }
         set_times(f, atime, mtime).map_err(io)?;
-        f.sync_all().map_err(|e| failure("flushing", e))?;
         Ok((tmp, written))
     }
 }
@@ -628,7 +719,10 @@ impl<'a> Importer<'a> {
     /// Builds at `path` what the object at `key` records; `verified` when
     /// `meta` is ferry's own. `Ok` carries the bytes written.
     pub fn build(&self, path: &[u8], key: &ObjPath, meta: &ObjectMeta, verified: bool) -> Result<u64, Outcome> {
-        self.0.entry(path, key, meta, verified)
+        match self.0.entry(path, key, meta, verified)? {
+            Placed::Done(bytes) => Ok(bytes),
+            Placed::Pending(_) => unreachable!("an importer's job places each file as it builds it"),
+        }
     }
 }
 

@@ -332,9 +332,14 @@ fn verdict(here: &Attributes, there: &Attributes, pref: Preference, args: &Check
         return stop(format!("the same on site {site}: nothing to send"));
     }
     let mtime = |a: &Map<String, Value>| a.get("mtime").and_then(Value::as_f64).unwrap_or(f64::MIN);
+    // A directory's mtime there says when its entries last changed there
+    // (the sync's own work among it), not that its attributes are newer:
+    // under `newest` a directory that differs is sent, so one slip of its
+    // times there is not kept for good.
+    let directory = kind == Some("directory");
     match pref {
         Preference::Local => Outcome::processed(),
-        Preference::Newest if mtime(here) >= mtime(there) => Outcome::processed(),
+        Preference::Newest if directory || mtime(here) >= mtime(there) => Outcome::processed(),
         Preference::Newest => stop(format!("site {site} has a newer copy (sync_preference newest)")),
         Preference::Ignore => stop(format!("site {site} keeps its copy (sync_preference ignore)")),
     }
@@ -391,6 +396,14 @@ mod tests {
         // A stat that failed for another reason fails the path.
         let denied: Attributes = Err("stat: Permission denied".into());
         assert_eq!(state(&new, &denied, "local", false), Failures);
+        // A directory that differs is sent under newest even when its
+        // mtime there is later (the sync's own work there); ignore keeps it.
+        let dir = |mtime: f64| {
+            attrs(json!({"type": "directory", "size": 0, "mtime": mtime, "mode": 16877, "uid": 0, "gid": 0}))
+        };
+        assert_eq!(state(&dir(100.0), &dir(200.0), "newest", false), Processed);
+        assert_eq!(state(&dir(100.0), &dir(100.0), "newest", false), Skipped);
+        assert_eq!(state(&dir(100.0), &dir(200.0), "ignore", false), Skipped);
     }
 
     /// A metadata-only change (an xattr) or a name linked since makes a
