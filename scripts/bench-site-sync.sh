@@ -7,8 +7,13 @@
 #
 #   scripts/bench-site-sync.sh
 #   FERRY_BENCH_FILES=1000 FERRY_BENCH_KB=256 scripts/bench-site-sync.sh
-# The rig's btrfs image is 1 GiB and holds A, B and rsync's copy: keep
-# files x size x 3 well under it (20,000 files of 8 KiB ran out of room).
+#   # 1 GiB in 4 files:
+#   FERRY_BENCH_FILES=4 FERRY_BENCH_KB=262144 FERRY_BENCH_FS_MB=4096 scripts/bench-site-sync.sh
+#   # 1 % of 200,000 files changed:
+#   FERRY_BENCH_FILES=200000 FERRY_BENCH_KB=1 FERRY_BENCH_DIRS=2000 FERRY_BENCH_PERCENT=1 \
+#     FERRY_BENCH_FS_MB=8192 scripts/bench-site-sync.sh
+# The rig's btrfs image (FERRY_BENCH_FS_MB, 1 GiB by default) holds A, B
+# and rsync's copy: keep files x size x 3 well under it.
 #
 # Needs root, RabbitMQ (scripts/rabbitmq-up) and btrfs-progs.
 set -euo pipefail
