@@ -11,6 +11,12 @@
 //! snapshot and B prints nothing; synced dehydrated, every file on B is a
 //! stub and a recalled copy of B matches A's snapshot the same way. Three
 //! rounds by default; `FERRY_SOAK=1` runs the 20 the issue asks for.
+//!
+//! Also: a sync survives B's agent SIGKILLed and the S3 endpoint cut off
+//! for 30 s mid-run (through a proxy); `send` of a tree of many small and
+//! four large files arrives whole and as stubs, and an import of its key
+//! prefix into an empty directory is the same tree; and the throughput
+//! benchmark `scripts/bench-site-sync.sh` runs.
 
 mod common;
 
@@ -742,7 +748,7 @@ fn site_sync_survives_a_killed_destination_and_an_endpoint_away_for_30_s() {
         return;
     };
     let mut rng = Rng(0xfa17);
-    let payload = |rng: &mut Rng| -> Vec<u8> { (0..16 * 1024).map(|_| rng.next() as u8).collect() };
+    let payload = |rng: &mut Rng| -> Vec<u8> { (0..64 * 1024).map(|_| rng.next() as u8).collect() };
     for d in 0..30 {
         std::fs::create_dir(r.a.join(format!("d{d}"))).unwrap();
         for f in 0..10 {
@@ -766,15 +772,28 @@ fn site_sync_survives_a_killed_destination_and_an_endpoint_away_for_30_s() {
     std::fs::rename(r.a.join("d20"), r.a.join("moved")).unwrap();
     std::fs::remove_dir_all(r.a.join("d21")).unwrap();
     let held = files_under(&r.b);
-    let stubs_before = r.s.log("agent1.log").matches("task=dynamo.tasks.reverse_stub").count();
+    // B's reverse_stub tasks begun and ended, by its log.
+    let stubs = |r: &Rig| {
+        let log = r.s.log("agent1.log");
+        let count = |what: &[&str]| {
+            log.lines()
+                .filter(|l| l.contains("task=dynamo.tasks.reverse_stub") && what.iter().any(|w| l.contains(w)))
+                .count()
+        };
+        (count(&["task started"]), count(&["task succeeded", "task failed"]))
+    };
+    let (begun_before, _) = stubs(&r);
     let id = r.submit_sync(true);
-    // B has begun storing files: kill it, and cut the endpoint off.
+    // B is storing files: kill it (mid-task, when the log shows one begun
+    // and not ended), and cut the endpoint off.
     let t0 = std::time::Instant::now();
-    while r.s.log("agent1.log").matches("task=dynamo.tasks.reverse_stub").count() == stubs_before {
+    while !matches!(stubs(&r), (begun, ended) if begun > begun_before && begun > ended) {
         assert!(t0.elapsed() < Duration::from_secs(60), "B never began");
-        std::thread::sleep(Duration::from_millis(20));
+        std::thread::sleep(Duration::from_millis(5));
     }
     r.s.stop_agent(1, true);
+    let (begun, ended) = stubs(&r);
+    let in_flight = begun > ended;
     let proxy = r.proxy.as_ref().unwrap();
     proxy.cut();
     let cut = std::time::Instant::now();
@@ -794,12 +813,16 @@ fn site_sync_survives_a_killed_destination_and_an_endpoint_away_for_30_s() {
         r.s.keep_logs();
     }
     assert_eq!(job["state"], "SUCCESS", "{job}\n{}", r.failures(&job));
-    // Both faults were met: B got back a task it had begun, and steps
+    // Both faults were met: B got back the task it was killed in (when
+    // that task had not ended by the time the kill landed), and steps
     // deferred files to later tries.
-    assert!(
-        r.s.log("agent1.log").contains("redelivered=true"),
-        "no task of B's was redelivered"
-    );
+    eprintln!("B was killed with a reverse_stub task in flight: {in_flight}");
+    if in_flight {
+        assert!(
+            r.s.log("agent1.log").contains("redelivered=true"),
+            "the task B was killed in was not redelivered"
+        );
+    }
     let tasks =
         r.s.api("GET", &format!("/api/tasks/?job_id={id}&page_size=0"), None, 200);
     let retried: i64 = tasks["results"]
