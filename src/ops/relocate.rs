@@ -49,13 +49,12 @@ pub(super) struct Relocated {
 /// paths of one batch's moves), one result per entry: its counts, or the
 /// first failure met under it (what was done before it stays done).
 pub(super) fn relocate_moved(ctx: &OpContext, moved: &[&[u8]]) -> Vec<Result<Relocated, Outcome>> {
-    let mut results: Vec<Result<Relocated, Outcome>> = moved.iter().map(|_| Ok(Relocated::default())).collect();
     let mut copies = Vec::new();
-    for (owner, path) in moved.iter().enumerate() {
-        if let Err(o) = visit(ctx, owner, path, &mut results[owner], &mut copies) {
-            results[owner] = Err(o);
-        }
-    }
+    let mut results: Vec<Result<Relocated, Outcome>> = moved
+        .iter()
+        .enumerate()
+        .map(|(owner, path)| visit(ctx, owner, path, &mut copies).map(|forgotten| Relocated { copied: 0, forgotten }))
+        .collect();
     Copies::new(ctx, copies).run(&mut results);
     results
 }
@@ -77,14 +76,10 @@ struct Copy {
 }
 
 /// Walks `path` (a moved entry): whole files forget their stale
-/// locations at once, stubs' copies are queued in `copies`.
-fn visit(
-    ctx: &OpContext,
-    owner: usize,
-    path: &[u8],
-    done: &mut Result<Relocated, Outcome>,
-    copies: &mut Vec<Copy>,
-) -> Result<(), Outcome> {
+/// locations at once (how many is returned), stubs' copies are queued in
+/// `copies`.
+fn visit(ctx: &OpContext, owner: usize, path: &[u8], copies: &mut Vec<Copy>) -> Result<usize, Outcome> {
+    let mut forgotten = 0;
     let mut pending = vec![path.to_vec()];
     while let Some(p) = pending.pop() {
         let at = std::path::Path::new(OsStr::from_bytes(&p));
@@ -100,24 +95,18 @@ fn visit(
                 pending.push(e.path().into_os_string().into_vec());
             }
         } else if meta.is_file() {
-            visit_file(ctx, owner, &p, done, copies)?;
+            forgotten += visit_file(ctx, owner, &p, copies)?;
         }
     }
-    Ok(())
+    Ok(forgotten)
 }
 
-/// One regular file: a whole file forgets its stale locations; a stub's
-/// stale locations become copies.
-fn visit_file(
-    ctx: &OpContext,
-    owner: usize,
-    path: &[u8],
-    done: &mut Result<Relocated, Outcome>,
-    copies: &mut Vec<Copy>,
-) -> Result<(), Outcome> {
+/// One regular file: a whole file forgets its stale locations (how many
+/// is returned); a stub's stale locations become copies.
+fn visit_file(ctx: &OpContext, owner: usize, path: &[u8], copies: &mut Vec<Copy>) -> Result<usize, Outcome> {
     let file = match open_file(path, false) {
         Ok(f) => f,
-        Err(OpenError::Missing | OpenError::Symlink | OpenError::Directory) => return Ok(()),
+        Err(OpenError::Missing | OpenError::Symlink | OpenError::Directory) => return Ok(0),
         Err(e) => return Err(e.outcome("relocating", false)),
     };
     let x = &ctx.xattrs;
@@ -134,11 +123,7 @@ fn visit_file(
     };
     let stale = |endpoint: &str, key: &[u8]| !super::unmanage::names_file(ctx, path, &file, endpoint, key);
     let Some(state) = stub else {
-        let n = super::unmanage::forget(ctx, &file, &stale)?;
-        if let Ok(d) = done {
-            d.forgotten += n;
-        }
-        return Ok(());
+        return super::unmanage::forget(ctx, &file, &stale);
     };
     for (name, key) in x.locations(&file).map_err(|e| io("reading xattrs", e))? {
         if !stale(&name, &key) {
@@ -159,7 +144,7 @@ fn visit_file(
             state: state.clone(),
         });
     }
-    Ok(())
+    Ok(0)
 }
 
 /// A key on one endpoint.

@@ -41,8 +41,14 @@ pub enum Kind {
     Snapdiff(Box<snapdiff::SnapdiffArgs>),
     /// `rotate_snapshot`.
     Rotate(RotateRequest),
-    /// `check_sync_state`.
-    CheckSync(sync_state::CheckSyncArgs),
+    /// `check_sync_state`, and its `max_tries` (as an operation's).
+    CheckSync {
+        /// Its own arguments.
+        args: sync_state::CheckSyncArgs,
+        /// How many times in all a path the other site did not answer for
+        /// is asked about.
+        max_tries: u32,
+    },
     /// `browse`.
     Browse(crate::ops::browse::BrowseArgs),
     /// A file operation, and where to stream its per-file results.
@@ -92,8 +98,8 @@ impl<'m> Request<'m> {
                 let args: sync_state::CheckSyncArgs = msg.kwargs_as()?;
                 args.preference()?;
                 args.site()?;
-                max_tries(&msg.kwargs_object(&["paths", "jobid"]))?;
-                (paths()?, Kind::CheckSync(args))
+                let max_tries = max_tries(&msg.kwargs_object(&["paths", "jobid"]))?;
+                (paths()?, Kind::CheckSync { args, max_tries })
             }
             _ => {
                 let kwargs = msg.kwargs_object(&["paths", "jobid"]);
@@ -242,7 +248,7 @@ fn run_kind(
         Kind::Navigate(args) => navigate::recursive_navigate(&input, &args, env, sink),
         Kind::Snapdiff(args) => snapdiff::snapdiff_task(&input, &args, env, &ops.config.gpfs, sink),
         Kind::Rotate(args) => snapdiff::rotate_task(&input, &args, env, &ops.config.gpfs),
-        Kind::CheckSync(args) => sync_state::check_sync_state(input, &args, env, ops, sink),
+        Kind::CheckSync { args, max_tries } => sync_state::check_sync_state(input, &args, max_tries, env, ops, sink),
         Kind::Browse(args) => {
             let p = input.fileset();
             let result = crate::ops::browse::browse(ops, &p.path, p.wire_path(), &env.site, &args).map_err(|e| {

@@ -16,6 +16,7 @@
 
 use super::context::{ChildSink, Input, TaskEnv, TaskError, TaskOutput};
 use super::publish::Publisher;
+use crate::agent::celery::TaskMessage;
 use crate::ops::run::RunError;
 use crate::ops::{OpContext, Operation, run_batches};
 use crate::task::errors::{Category, category};
@@ -31,12 +32,58 @@ pub fn backoff(next: u32) -> Duration {
     Duration::from_secs(secs.min(300))
 }
 
-/// Whether a path with outcome `o` goes to the next try: it failed in a
-/// way that may pass, and tries remain.
-pub(super) fn retries(may_retry: bool, o: &Outcome) -> bool {
-    may_retry
-        && o.state == FileState::Failures
-        && o.message.as_deref().is_some_and(|m| category(m) == Category::Transient)
+/// A task's files put off to its next try: those that failed in a way
+/// that may pass, while tries remain (`max_tries`). An operation task and
+/// `check_sync_state` share it.
+pub(super) struct Retries {
+    this_try: u32,
+    may_retry: bool,
+    /// The put-off path objects, comma-separated.
+    again: Vec<u8>,
+}
+
+impl Retries {
+    /// The retries of the task `msg` (its `retries` header says which try
+    /// this is) under `max_tries`.
+    pub(super) fn new(msg: &TaskMessage, max_tries: u32) -> Retries {
+        let this_try = msg.retries.saturating_add(1);
+        Retries {
+            this_try,
+            may_retry: this_try < max_tries,
+            again: Vec::new(),
+        }
+    }
+
+    /// Whether a try remains after this one.
+    pub(super) fn may_retry(&self) -> bool {
+        self.may_retry
+    }
+
+    /// Files `p`'s outcome `o` in `result`: put off to the next try when it
+    /// may pass and a try remains, else added.
+    pub(super) fn file(&mut self, result: &mut TaskResult, p: &PathObject, o: &Outcome) {
+        let passes =
+            o.state == FileState::Failures && o.message.as_deref().is_some_and(|m| category(m) == Category::Transient);
+        if !(self.may_retry && passes) {
+            result.add(p, o);
+            return;
+        }
+        result.defer(p, o);
+        if !self.again.is_empty() {
+            self.again.push(b',');
+        }
+        p.write_json(&mut self.again);
+    }
+
+    /// Publishes the retry of the put-off files, if any, to `queue`, no
+    /// earlier than [`backoff`] from now.
+    pub(super) fn publish(&self, publisher: &mut Publisher<'_>, queue: &str) -> Result<(), TaskError> {
+        if !self.again.is_empty() {
+            let eta = jiff::Timestamp::now() + backoff(self.this_try + 1);
+            publisher.retry(queue, &self.again, eta)?;
+        }
+        Ok(())
+    }
 }
 
 /// Runs operation `op` for `input`. The task's batch goes to the
@@ -52,8 +99,7 @@ pub fn run_op(
     sink: &mut dyn ChildSink,
 ) -> Result<TaskOutput, TaskError> {
     let Input { msg, jobid, paths, .. } = input;
-    let this_try = msg.retries.saturating_add(1);
-    let may_retry = this_try < max_tries;
+    let mut retries = Retries::new(msg, max_tries);
     let mut done: Vec<(PathObject, Outcome)> = Vec::with_capacity(paths.len());
     let mut batch = Some(paths.clone());
     let whole = |_| Ok::<_, std::convert::Infallible>(batch.take().unwrap_or_default());
@@ -64,7 +110,7 @@ pub fn run_op(
     match ran {
         Ok(_) => {}
         // The endpoint is away: every path waits for the next try.
-        Err(RunError::Op(e)) if e.is_endpoint() && may_retry => {
+        Err(RunError::Op(e)) if e.is_endpoint() && retries.may_retry() => {
             let why = format!("endpoint unavailable: {e}");
             done = paths.into_iter().map(|p| (p, Outcome::failed(why.clone()))).collect();
         }
@@ -74,7 +120,6 @@ pub fn run_op(
     }
     let mut result = TaskResult::new(op.task_name(), jobid.map(ToOwned::to_owned));
     result.set_queue(&env.queue_name);
-    let mut again: Vec<u8> = Vec::new();
     for (p, o) in &done {
         tracing::debug!(
             task = %msg.id,
@@ -83,21 +128,10 @@ pub fn run_op(
             message = o.message.as_deref().unwrap_or(""),
             "{}", op.task_name().as_str()
         );
-        if retries(may_retry, o) {
-            result.defer(p, o);
-            if !again.is_empty() {
-                again.push(b',');
-            }
-            p.write_json(&mut again);
-        } else {
-            result.add(p, o);
-        }
+        retries.file(&mut result, p, o);
     }
     let mut publisher = Publisher::new(msg, env, jobid, sink);
-    if !again.is_empty() {
-        let eta = jiff::Timestamp::now() + backoff(this_try + 1);
-        publisher.retry(&env.queue_name, &again, eta)?;
-    }
+    retries.publish(&mut publisher, &env.queue_name)?;
     if let Some(to) = stream_to {
         // Per-file results in batches, then a last message: what a
         // snapdiff waits for before it goes on.

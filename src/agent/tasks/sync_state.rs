@@ -76,11 +76,6 @@ pub struct CheckSyncArgs {
     /// Directories also compare their ACLs.
     #[serde(default)]
     pub hash_includes_acl: bool,
-    /// How many times in all a path the other site did not answer for is
-    /// asked about (1, the default: no retry); checked when the task is
-    /// read.
-    #[serde(default)]
-    pub max_tries: Option<u32>,
 }
 
 /// What `sync_preference` asks.
@@ -125,6 +120,7 @@ type Attributes = Result<Map<String, Value>, String>;
 pub fn check_sync_state(
     input: Input<'_>,
     args: &CheckSyncArgs,
+    max_tries: u32,
     env: &TaskEnv,
     ops: &OpContext,
     sink: &mut dyn ChildSink,
@@ -132,8 +128,7 @@ pub fn check_sync_state(
     let preference = args.preference()?;
     let site = args.site()?;
     let Input { msg, jobid, paths, .. } = input;
-    let this_try = msg.retries.saturating_add(1);
-    let may_retry = this_try < args.max_tries.unwrap_or(1);
+    let mut retries = super::ops::Retries::new(msg, max_tries);
     let local: Vec<Attributes> = stat_paths(ops, &paths).into_iter().map(attributes).collect();
     let remote = ask_other_site(msg.id.as_str(), site, args, env, &paths, sink)?;
     let mut result = TaskResult::new(TaskName::CheckSyncState, jobid.map(ToOwned::to_owned));
@@ -141,7 +136,6 @@ pub fn check_sync_state(
     // Only the paths that pass go on: a path this check skips has nothing
     // to send, though a `skipped` path goes on after other steps.
     let mut go_on = Vec::new();
-    let mut again = Vec::new();
     for ((p, here), there) in paths.iter().zip(&local).zip(&remote) {
         let outcome = verdict(here, there, preference, args, site);
         tracing::debug!(
@@ -157,21 +151,10 @@ pub fn check_sync_state(
             }
             write_outcome(p, &outcome, false, &mut go_on);
         }
-        if super::ops::retries(may_retry, &outcome) {
-            result.defer(p, &outcome);
-            if !again.is_empty() {
-                again.push(b',');
-            }
-            p.write_json(&mut again);
-        } else {
-            result.add(p, &outcome);
-        }
+        retries.file(&mut result, p, &outcome);
     }
     let mut publisher = Publisher::new(msg, env, jobid, sink);
-    if !again.is_empty() {
-        let eta = jiff::Timestamp::now() + super::ops::backoff(this_try + 1);
-        publisher.retry(&env.queue_name, &again, eta)?;
-    }
+    retries.publish(&mut publisher, &env.queue_name)?;
     publisher.next_link(&env.site, &env.queue, &go_on)?;
     Ok(TaskOutput {
         result: result.to_json(),
@@ -358,10 +341,10 @@ mod tests {
     fn run(msg: &crate::agent::celery::TaskMessage, env: &TaskEnv, sink: &mut dyn ChildSink) -> Value {
         let ops = OpContext::new(crate::config::Config::empty(), Some(2)).unwrap();
         let crate::agent::tasks::Request { input, kind } = crate::agent::tasks::Request::decode(msg).unwrap();
-        let crate::agent::tasks::Kind::CheckSync(args) = kind else {
+        let crate::agent::tasks::Kind::CheckSync { args, max_tries } = kind else {
             panic!("not check_sync_state")
         };
-        let out = check_sync_state(input, &args, env, &ops, sink).unwrap();
+        let out = check_sync_state(input, &args, max_tries, env, &ops, sink).unwrap();
         serde_json::from_slice(&out.result).unwrap()
     }
 
