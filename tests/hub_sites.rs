@@ -839,6 +839,9 @@ fn site_sync_survives_a_killed_destination_and_an_endpoint_away_for_30_s() {
     assert_eq!(lost_on_b(&r, &held), Vec::<PathBuf>::new(), "lost on B");
     assert_eq!(r.differences(), "", "B differs from A's snapshot after the faults");
     let again = r.sync(true);
+    if again["state"] != "SUCCESS" {
+        r.s.keep_logs();
+    }
     assert_eq!(again["state"], "SUCCESS", "{again}\n{}", r.failures(&again));
     assert_eq!(r.differences(), "");
 }
