@@ -903,6 +903,7 @@ async fn store(url: &str, n: u64) -> Value {
         resubmitted_from: None,
         record_files: Default::default(),
         dry_run: false,
+        sync: None,
     };
     let job = store
         .create_job(&new, move |_| {

@@ -139,7 +139,7 @@ impl Fields {
     }
 
     /// The union of two selections.
-    pub fn with(self, other: Fields) -> Fields {
+    pub const fn with(self, other: Fields) -> Fields {
         Fields(self.0 | other.0)
     }
 

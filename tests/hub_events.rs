@@ -250,6 +250,7 @@ fn new_job(i: usize) -> NewJob {
         resubmitted_from: None,
         record_files: Default::default(),
         dry_run: false,
+        sync: None,
     }
 }
 

@@ -616,6 +616,7 @@ fn new_job(site: &str) -> NewJob {
         resubmitted_from: None,
         record_files: Default::default(),
         dry_run: false,
+        sync: None,
     }
 }
 

@@ -926,3 +926,262 @@ fn site_sync_throughput() {
         })
     );
 }
+
+impl Rig {
+    /// A `bidirectional_snapdiff` schedule of the fileset on site A with
+    /// `bidirectional_sync` to site B subscribed (never due by itself: it
+    /// runs through `POST /run/`); its id.
+    fn bisync_schedule(&self) -> i64 {
+        let sched = self.s.api(
+            "POST",
+            "/api/schedules/",
+            Some(
+                json!({"name": "both ways", "site": self.s.site, "managed_paths": [self.s.data().to_str().unwrap()],
+                        "discovery": "bidirectional_snapdiff", "minute": "0", "hour": "0", "day_of_month": "1",
+                        "month_of_year": "1", "enabled": false}),
+            ),
+            201,
+        );
+        let id = sched["id"].as_i64().unwrap();
+        self.s.api(
+            "POST",
+            &format!("/api/schedules/{id}/workflows/"),
+            Some(json!({"workflow": "bidirectional_sync", "fields": {"destinationsite": self.b_site}})),
+            201,
+        );
+        id
+    }
+
+    /// Runs the schedule and waits for its one job.
+    fn bisync(&self, schedule: i64) -> Value {
+        let run = self
+            .s
+            .api("POST", &format!("/api/schedules/{schedule}/run/"), None, 201);
+        let jobs = run["jobs"].as_array().unwrap();
+        assert_eq!(jobs.len(), 1, "one job per run: {run}");
+        self.s
+            .wait_job(jobs[0]["id"].as_i64().unwrap(), Duration::from_secs(300))
+    }
+
+    /// A job's listed files in `state`, by path (relative to the fileset).
+    fn listed(&self, job: &Value, state: &str) -> Vec<String> {
+        let id = job["id"].as_i64().unwrap();
+        let files = self.s.api(
+            "GET",
+            &format!("/api/jobstats/?job={id}&state[]={state}&page_size=0"),
+            None,
+            200,
+        );
+        let root = format!("{}/", self.s.data().display());
+        let mut out: Vec<String> = files["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["path"].as_str().unwrap().trim_start_matches(&root).to_string())
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// The changes a bidirectional job compared, with its decisions.
+    fn sync_events(&self, job: &Value) -> Value {
+        let id = job["id"].as_i64().unwrap();
+        self.s
+            .api("GET", &format!("/api/jobs/{id}/syncevents/?page_size=0"), None, 200)["results"]
+            .clone()
+    }
+
+    /// What rsync would change to make B like A (both live).
+    fn both_ways_differences(&self) -> String {
+        self.rsync_with(&self.a, &self.b, &[])
+    }
+}
+
+/// Writes `data` at `rel` under `root` with mtime `age` seconds ago.
+fn write_aged(root: &Path, rel: &str, data: &[u8], age: u64) {
+    let p = root.join(rel);
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::write(&p, data).unwrap();
+    let t = std::time::SystemTime::now() - Duration::from_secs(age);
+    std::fs::File::options()
+        .write(true)
+        .open(&p)
+        .unwrap()
+        .set_modified(t)
+        .unwrap();
+}
+
+/// `bidirectional_sync`: changes on both sites between runs, with each
+/// conflict kind of the seed (003:L11569-11634), settle as documented
+/// (docs/decisions.md, "Bidirectional sync"), and what a site loses is
+/// listed in the job's files; a run with nothing new moves no data.
+#[test]
+fn bidirectional_sync_settles_each_conflict_as_documented() {
+    let Some(r) = rig(Variant::default()) else { return };
+    let (a, b) = (&r.a, &r.b);
+    for name in [
+        "del_vs_mod",
+        "mod_vs_del",
+        "swap_a",
+        "swap_b",
+        "sw2_a",
+        "sw2_b",
+        "mv_src",
+        "mvdel",
+        "ren",
+        "lww_b",
+        "lww_a",
+        "dir1/x",
+        "dir1/y",
+        "keep",
+    ] {
+        write_aged(a, name, format!("first {name}").as_bytes(), 1000);
+    }
+    // B starts with a file of its own: it travels to A.
+    write_aged(b, "from_b", b"B's own", 900);
+    let sched = r.bisync_schedule();
+    let first = r.bisync(sched);
+    assert_eq!(first["state"], "SUCCESS", "{first}\n{}", r.failures(&first));
+    let diff = r.both_ways_differences();
+    assert!(diff.is_empty(), "after the first run, B differs from A:\n{diff}");
+    assert_eq!(std::fs::read(a.join("from_b")).unwrap(), b"B's own");
+
+    // A run with nothing new moves no data and touches no file: what each
+    // site reports is the echo of what the first run wrote there (dropped)
+    // or the sync's own bookkeeping on the files it sent (checked against
+    // the other site, found equal).
+    let touched = |root: &Path| -> Vec<(PathBuf, i64)> {
+        let (_, files, links) = entries(root);
+        files
+            .iter()
+            .chain(&links)
+            .map(|f| {
+                (
+                    f.clone(),
+                    std::os::unix::fs::MetadataExt::ctime_nsec(&std::fs::symlink_metadata(f).unwrap()),
+                )
+            })
+            .collect()
+    };
+    let before = (touched(a), touched(b));
+    let quiet = r.bisync(sched);
+    assert_eq!(quiet["state"], "SUCCESS", "{quiet}\n{}", r.failures(&quiet));
+    assert!(
+        before == (touched(a), touched(b)),
+        "a quiet run touched files; events: {:#}",
+        r.sync_events(&quiet)
+    );
+    let echoes = r
+        .sync_events(&quiet)
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["decision"] == "echo")
+        .count();
+    assert_eq!(
+        echoes,
+        16,
+        "every file the first run wrote is its echo: {:#}",
+        r.sync_events(&quiet)
+    );
+
+    // Changes on both sites, each conflict kind.
+    let sh = |cmd: &str| common::ops::sh("sh", &[OsStr::new("-c"), OsStr::new(cmd)]);
+    // Create/modify beats delete, either way round.
+    std::fs::remove_file(a.join("del_vs_mod")).unwrap();
+    write_aged(b, "del_vs_mod", b"B changed it", 10);
+    write_aged(a, "mod_vs_del", b"A changed it", 10);
+    std::fs::remove_file(b.join("mod_vs_del")).unwrap();
+    // A swap on one site is made on the other.
+    sh(&format!(
+        "cd {} && mv swap_a t && mv swap_b swap_a && mv t swap_b",
+        a.display()
+    ));
+    // A swap on A while B changed one of the two: B's change follows it.
+    sh(&format!(
+        "cd {} && mv sw2_a t && mv sw2_b sw2_a && mv t sw2_b",
+        a.display()
+    ));
+    write_aged(b, "sw2_a", b"B changed sw2_a", 10);
+    // A move onto a path the other site wrote: refused, both kept.
+    std::fs::rename(a.join("mv_src"), a.join("mv_dst")).unwrap();
+    write_aged(b, "mv_dst", b"B made mv_dst", 10);
+    // Moved on A, deleted on B: sent again.
+    std::fs::rename(a.join("mvdel"), a.join("mvdel_new")).unwrap();
+    std::fs::remove_file(b.join("mvdel")).unwrap();
+    // Renamed differently on both: both names kept.
+    std::fs::rename(a.join("ren"), a.join("ren_a")).unwrap();
+    std::fs::rename(b.join("ren"), b.join("ren_b")).unwrap();
+    // Last write wins, whichever site wrote last.
+    write_aged(a, "lww_b", b"A's older write", 60);
+    write_aged(b, "lww_b", b"B's newer write", 20);
+    write_aged(a, "lww_a", b"A's newer write", 20);
+    write_aged(b, "lww_a", b"B's older write", 60);
+    // A directory moved on B while A changed a file in it and deleted
+    // another: both land in its new place.
+    std::fs::rename(b.join("dir1"), b.join("dir1_moved")).unwrap();
+    write_aged(a, "dir1/x", b"A changed x", 10);
+    std::fs::remove_file(a.join("dir1/y")).unwrap();
+    // New files on both, with awkward names.
+    write_aged(a, "a new\nline", b"from A", 10);
+    std::fs::write(b.join(OsStr::from_bytes(b"b-\xff-name")), b"from B").unwrap();
+
+    let job = r.bisync(sched);
+    // The refused move fails the job, and is listed.
+    assert_eq!(job["state"], "FAILURE", "{job}");
+    assert_eq!(r.listed(&job, "failures"), ["mv_dst"], "{}", r.failures(&job));
+    let why = r.failures(&job)["files"][0]["message"][0].as_str().unwrap().to_string();
+    assert!(
+        why.contains("moved here from") && why.contains("neither overwrites"),
+        "both sites' side of the refused move: {why}"
+    );
+    // Deletes the other site's change overrode are listed as skipped.
+    assert_eq!(
+        r.listed(&job, "skipped"),
+        ["del_vs_mod", "mod_vs_del", "mvdel"],
+        "{}",
+        r.failures(&job)
+    );
+    let read = |root: &Path, rel: &str| String::from_utf8_lossy(&std::fs::read(root.join(rel)).unwrap()).into_owned();
+    for root in [a, b] {
+        let at = root.display();
+        assert_eq!(read(root, "del_vs_mod"), "B changed it", "{at}");
+        assert_eq!(read(root, "mod_vs_del"), "A changed it", "{at}");
+        assert_eq!(read(root, "swap_a"), "first swap_b", "{at}");
+        assert_eq!(read(root, "swap_b"), "first swap_a", "{at}");
+        assert_eq!(read(root, "sw2_a"), "first sw2_b", "{at}");
+        assert_eq!(read(root, "sw2_b"), "B changed sw2_a", "{at}");
+        assert_eq!(read(root, "mvdel_new"), "first mvdel", "{at}");
+        assert!(!root.join("mvdel").exists(), "{at}");
+        assert_eq!(read(root, "ren_a"), "first ren", "{at}");
+        assert_eq!(read(root, "ren_b"), "first ren", "{at}");
+        assert!(!root.join("ren").exists(), "{at}");
+        assert_eq!(read(root, "lww_b"), "B's newer write", "{at}");
+        assert_eq!(read(root, "lww_a"), "A's newer write", "{at}");
+        assert_eq!(read(root, "dir1_moved/x"), "A changed x", "{at}");
+        assert!(!root.join("dir1_moved/y").exists(), "{at}");
+        assert!(!root.join("dir1").exists(), "{at}");
+        assert_eq!(read(root, "a new\nline"), "from A", "{at}");
+        assert_eq!(
+            std::fs::read(root.join(OsStr::from_bytes(b"b-\xff-name"))).unwrap(),
+            b"from B",
+            "{at}"
+        );
+    }
+    // The refused move: each site keeps what it had, nothing overwritten.
+    assert_eq!(read(a, "mv_dst"), "first mv_src");
+    assert!(!a.join("mv_src").exists());
+    assert_eq!(read(b, "mv_dst"), "B made mv_dst");
+    assert_eq!(read(b, "mv_src"), "first mv_src");
+    // Apart from it, the sites match.
+    let diff = r.rsync_with(a, b, &["--exclude=/mv_dst", "--exclude=/mv_src"]);
+    assert!(diff.is_empty(), "B differs from A:\n{diff}");
+
+    // And the next run, with nothing new, changes nothing.
+    let after = r.bisync(sched);
+    assert_eq!(after["state"], "SUCCESS", "{after}\n{}", r.failures(&after));
+    let diff = r.rsync_with(a, b, &["--exclude=/mv_dst", "--exclude=/mv_src"]);
+    assert!(diff.is_empty(), "after a quiet run, B differs from A:\n{diff}");
+    assert_eq!(read(a, "mv_dst"), "first mv_src");
+    assert_eq!(read(b, "mv_dst"), "B made mv_dst");
+}

@@ -38,6 +38,7 @@ async fn job_with_root(store: &Store, root: &str) -> i64 {
         resubmitted_from: None,
         record_files: Default::default(),
         dry_run: false,
+        sync: None,
     };
     let root = root.to_string();
     store

@@ -436,6 +436,16 @@ impl ChildSink for BrokerSink {
         }
     }
 
+    fn report(&mut self, task_id: &str, document: Vec<u8>) -> Result<(), SinkError> {
+        let Some(to) = self.reply_to.clone() else {
+            return Err(SinkError::Publish {
+                queue: "reply_to".into(),
+                reason: "the task has none: no hub to report to".into(),
+            });
+        };
+        self.publish(&to, false, &document, result_properties(task_id))
+    }
+
     fn subscribe(&mut self, queue: &str) -> Result<Box<dyn Inbox>, SinkError> {
         let session = self.session.clone();
         let q = queue.to_string();

@@ -17,6 +17,7 @@
 //! holds back the results behind it.
 
 use super::metrics::HubMetrics;
+use super::store::bisync::EventsDoc;
 use super::store::files::reported_file;
 use super::store::results::Finished;
 use super::store::results::Progress;
@@ -146,6 +147,40 @@ pub fn parse_progress(body: &[u8]) -> Option<Progress> {
     })
 }
 
+/// Reads an `EVENTS` document (a collecting snapdiff's changes,
+/// `crate::agent::tasks::collect`); `None` for anything else. An events
+/// document that names no job, site or run is not one.
+pub fn parse_events(body: &[u8]) -> Option<EventsDoc> {
+    #[derive(Deserialize)]
+    struct Doc<'a> {
+        status: String,
+        #[serde(borrow)]
+        result: Option<Report<'a>>,
+    }
+    #[derive(Deserialize)]
+    struct Report<'a> {
+        #[serde(borrow)]
+        jobid: Option<&'a RawValue>,
+        site: String,
+        run: String,
+        seq: i64,
+        #[serde(borrow)]
+        events: Vec<&'a RawValue>,
+    }
+    let doc: Doc = serde_json::from_slice(body).ok()?;
+    if doc.status != crate::agent::tasks::collect::EVENTS_STATUS {
+        return None;
+    }
+    let r = doc.result?;
+    Some(EventsDoc {
+        job: jobid(r.jobid)?,
+        site: r.site,
+        run: r.run,
+        seq: r.seq,
+        events: r.events.iter().map(|e| e.get().to_string()).collect(),
+    })
+}
+
 /// Reads a result document; `None` for a state that is not final
 /// (`STARTED`, `PROGRESS`, `RETRY`: a later message will end the task).
 pub fn parse(body: &[u8]) -> Result<Option<Finished>, ParseError> {
@@ -155,6 +190,7 @@ pub fn parse(body: &[u8]) -> Result<Option<Finished>, ParseError> {
         "FAILURE" => "FAILURE",
         "REVOKED" => "CANCELLED",
         "PENDING" | "RECEIVED" | "STARTED" | "RETRY" | "PROGRESS" => return Ok(None),
+        crate::agent::tasks::collect::EVENTS_STATUS => return Ok(None),
         other => return Err(ParseError::Shape(format!("unknown status {other:?}"))),
     };
     let value: Value = match (state, doc.result) {
@@ -271,13 +307,21 @@ pub async fn run(store: Store, session: Arc<Session>, metrics: Arc<HubMetrics>, 
         // The delivery each result of the batch came in.
         let mut from = Vec::with_capacity(deliveries.len());
         let mut progress = Vec::new();
+        let mut events = Vec::new();
+        let mut events_from = Vec::new();
         for (i, d) in deliveries.iter().enumerate() {
             match parse(&d.data) {
                 Ok(Some(f)) => {
                     batch.push(f);
                     from.push(i);
                 }
-                Ok(None) => progress.extend(parse_progress(&d.data)),
+                Ok(None) => match parse_events(&d.data) {
+                    Some(e) => {
+                        events.push(e);
+                        events_from.push(i);
+                    }
+                    None => progress.extend(parse_progress(&d.data)),
+                },
                 Err(e) => {
                     warn!(error = %e, bytes = d.data.len(), kept_in = %queues.rejected, "a message on the results queue is not a result");
                     if !set_aside(&session, &queues, &metrics, d, &e.to_string()).await {
@@ -285,6 +329,37 @@ pub async fn run(store: Store, session: Arc<Session>, metrics: Arc<HubMetrics>, 
                     }
                 }
             }
+        }
+        // Events before results: a collecting snapdiff's result counts
+        // only once every event it sent is on file. Kept until the
+        // database takes them, like results.
+        let mut wait = Duration::from_millis(100);
+        while !events.is_empty()
+            && let Err(e) = store.record_sync_events(&events).await
+        {
+            if !e.is_transient() {
+                warn!(error = %e, documents = events.len(), kept_in = %queues.rejected, "the database refuses sync events; their run's plan will lack them");
+                for &i in &events_from {
+                    if !set_aside(
+                        &session,
+                        &queues,
+                        &metrics,
+                        &deliveries[i],
+                        &format!("the database refuses it: {e}"),
+                    )
+                    .await
+                    {
+                        return Ok(());
+                    }
+                }
+                break;
+            }
+            warn!(error = %e, documents = events.len(), retry_in = ?wait, "cannot record sync events; they stay in the queue until the database takes them");
+            if !session.alive() {
+                return Ok(());
+            }
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(Duration::from_secs(10));
         }
         // File the batch, retrying while the database cannot take it; the
         // deliveries stay unacknowledged meanwhile.

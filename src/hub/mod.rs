@@ -9,6 +9,7 @@
 pub mod alerts;
 pub mod api;
 pub mod auth;
+pub mod bisync;
 pub mod browse;
 pub mod configs;
 pub mod control;

@@ -109,6 +109,7 @@ pub async fn serve(config: Config, mut stop: watch::Receiver<bool>) -> Result<()
     ));
     tokio::spawn(crate::hub::housekeeping::run(store.clone(), configs.clone()));
     tokio::spawn(schedule::run(store.clone(), configs.clone(), outbox.clone(), schedules));
+    tokio::spawn(crate::hub::bisync::run(store.clone(), outbox.clone()));
     tokio::spawn(monitor::flush(
         heard.clone(),
         store.clone(),

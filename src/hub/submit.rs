@@ -142,7 +142,7 @@ const RANGED: [TaskName; 2] = [TaskName::RecallBytes, TaskName::ImportBytes];
 
 /// The runtime fields that name a multi-site workflow's destination site
 /// (`send` calls it `destinationsite`, `site_sync` `destination`).
-const DESTINATION_SITE_FIELDS: [&str; 2] = ["destinationsite", "destination"];
+const DESTINATION_SITE_FIELDS: [&str; 2] = [super::bisync::SITE2_FIELD, "destination"];
 
 /// The runtime field that names the queue on the destination site.
 const DESTINATION_QUEUE_FIELD: &str = "destinationqueue";
@@ -402,6 +402,14 @@ async fn submit(
             ))
         })?),
     };
+    let sync = bisync_sides(
+        &workflow.name,
+        disc.as_deref(),
+        from.is_some(),
+        &fields,
+        &site.name,
+        &paths,
+    )?;
     // The workflow's discovery options go with its own discovery only; a
     // schedule's go over them.
     let mut options = match (&sub.discovery, workflow.discovery_options.as_object()) {
@@ -492,6 +500,7 @@ async fn submit(
         resubmitted_from,
         record_files: workflow.record_files,
         dry_run: sub.dry_run,
+        sync: sync.clone(),
     };
     let me = origin();
     let raw_paths: Vec<&RawValue> = sub.paths.iter().map(|p| &**p).collect();
@@ -525,7 +534,21 @@ async fn submit(
             {
                 kwargs[ROTATE_ON_ERROR] = rotate.clone();
             }
-            vec![discovery(t.as_str(), &kwargs.to_string(), &site.name, &queue, &me)]
+            match &sync {
+                None => vec![discovery(t.as_str(), &kwargs.to_string(), &site.name, &queue, &me)],
+                // A bidirectional run starts with both sites' snapdiffs,
+                // which hand their changes to the hub.
+                Some(s) => {
+                    kwargs["collect"] = true.into();
+                    let mut there = kwargs.clone();
+                    there["site"] = s.site2.clone().into();
+                    there["queue"] = s.queue2.clone().into();
+                    vec![
+                        discovery(t.as_str(), &kwargs.to_string(), &site.name, &queue, &me),
+                        discovery(t.as_str(), &there.to_string(), &s.site2, &s.queue2, &me),
+                    ]
+                }
+            }
         }
         None => actions(
             &rules,
@@ -557,6 +580,62 @@ async fn submit(
         store.end_empty_job(id).await?;
     }
     Ok(created)
+}
+
+/// Checks the pairing of the `bidirectional_snapdiff` discovery with the
+/// `bidirectional_sync` workflow (each only with the other, only from a
+/// schedule, on one fileset, between two sites) and returns the run's
+/// second site for a bidirectional job.
+fn bisync_sides(
+    workflow: &str,
+    discovery: Option<&str>,
+    scheduled: bool,
+    fields: &Map<String, Value>,
+    site: &str,
+    paths: &[PathObject],
+) -> Result<Option<super::store::bisync::NewSyncRun>, SubmitError> {
+    use super::bisync::{DISCOVERY, SITE2_FIELD, WORKFLOW};
+    match (workflow == WORKFLOW, discovery == Some(DISCOVERY)) {
+        (false, false) => return Ok(None),
+        (true, false) => {
+            return Err(invalid(format!(
+                "discovery: {WORKFLOW} runs only with the {DISCOVERY} discovery"
+            )));
+        }
+        (false, true) => {
+            return Err(invalid(format!(
+                "discovery: {DISCOVERY} runs only the {WORKFLOW} workflow"
+            )));
+        }
+        (true, true) => {}
+    }
+    if !scheduled {
+        return Err(invalid(format!("discovery: {DISCOVERY} runs only from a schedule")));
+    }
+    let [fileset] = paths else {
+        return Err(invalid(format!(
+            "paths: {DISCOVERY} syncs one fileset, given as its one path"
+        )));
+    };
+    let Some(site2) = fields.get(SITE2_FIELD).and_then(Value::as_str) else {
+        return Err(invalid(format!("fields.{SITE2_FIELD}: the other site is needed")));
+    };
+    if site2 == site {
+        return Err(invalid(format!(
+            "fields.{SITE2_FIELD}: must be another site than the schedule's ({site})"
+        )));
+    }
+    let fileset =
+        String::from_utf8(fileset.path.clone()).map_err(|_| invalid("paths[0]: a fileset's path must be UTF-8"))?;
+    Ok(Some(super::store::bisync::NewSyncRun {
+        site2: site2.to_string(),
+        queue2: fields
+            .get(DESTINATION_QUEUE_FIELD)
+            .and_then(Value::as_str)
+            .unwrap_or("default")
+            .to_string(),
+        fileset,
+    }))
 }
 
 /// Headers as JSON, to keep in the outbox.

@@ -14,6 +14,9 @@ use serde_json::{Map, Value, json};
 pub const DISCOVERIES: &[(&str, TaskName)] = &[
     ("recursive", TaskName::RecursiveNavigate),
     ("snapdiff", TaskName::Snapdiff),
+    // Schedule-only, and only for `bidirectional_sync`: a snapdiff on each
+    // site, collecting (`crate::hub::bisync`).
+    (crate::hub::bisync::DISCOVERY, TaskName::Snapdiff),
 ];
 
 /// The task a discovery name runs.
@@ -472,7 +475,55 @@ pub fn builtins() -> Vec<Workflow> {
         ),
         import("import_to_site_hydrated", "Import (hydrated)", true),
         import("import_to_site_dehydrated", "Import (dehydrated)", false),
+        bidirectional_sync(),
     ]
+}
+
+/// `bidirectional_sync` (003:L11569-11634): schedule-only, on the
+/// `bidirectional_snapdiff` discovery; the hub applies each site's
+/// changes on the other ([`crate::hub::bisync`]) with these rules, made
+/// once per direction (`destinationsite` is then the other site). Both
+/// sites keep whole files: a stub written on one site could not be
+/// changed there and sent back.
+fn bidirectional_sync() -> Workflow {
+    let migrate = json!({"overwrite": true, "abort_missing": true, "max_tries": SYNC_TRIES});
+    let stub = json!({"overwrite": true, "hydrate": true, "max_tries": SYNC_TRIES});
+    // Last write wins: a file written on both sites goes whichever way
+    // its newer copy lies.
+    let check = json!({
+        "name": "dynamo.tasks.check_sync_state",
+        "compare_site": "*destinationsite",
+        "compare_queue": "*destinationqueue",
+        "sync_preference": "newest",
+        "max_tries": SYNC_TRIES,
+    });
+    let there = |task: &str, extra: Value| {
+        let step = json!({"name": task, "site": "*destinationsite", "queue": "*destinationqueue",
+                          "keep_parent_times": true});
+        json!([with(step, extra)])
+    };
+    let send = send_steps("destinationsite", migrate, stub, Some(check));
+    let mut fields = destination_fields("destinationsite", "Other site");
+    fields.retain(|f| f["name"] != "hydrate");
+    fields.push(json!({
+        "name": ROTATE_ON_ERROR, "label": "Snapdiff rotate on error", "type": "bool", "default": true,
+        "description": "rotate the snapshots even when some changes failed to sync (false: roll back, and the next run sees them again)"
+    }));
+    let mut w = builtin(
+        crate::hub::bisync::WORKFLOW,
+        "Bi-directional site sync",
+        Some(crate::hub::bisync::DISCOVERY),
+        true,
+        Value::Array(fields),
+        json!([
+            {"state": "created", "type": "all", "action": send.clone()},
+            {"state": "updated", "type": "all", "action": send},
+            {"state": "moved", "type": "all", "action": there("dynamo.tasks.move_paths_on_gpfs", json!({"make_parents": true}))},
+            {"state": "deleted", "type": "all", "action": there("dynamo.tasks.delete_paths_from_gpfs", json!({}))}
+        ]),
+    );
+    w.schedule_only = true;
+    w
 }
 
 /// An import from an endpoint (003:L12114-12146): no discovery, the

@@ -98,6 +98,12 @@ pub struct SnapdiffRequest {
     /// Keep the lock and the new snapshot for a later rotate (`hold`).
     #[serde(default)]
     pub hold: bool,
+    /// Hand every change to the hub as an event instead of to the rules
+    /// (a `bidirectional_snapdiff` run: the hub compares both sites'
+    /// changes before either is applied). Implies `hold`, and rolls back
+    /// a run an earlier collect left held (its job never ended).
+    #[serde(default)]
+    pub collect: bool,
 }
 
 impl Default for SnapdiffRequest {
@@ -109,6 +115,7 @@ impl Default for SnapdiffRequest {
             extra_fields: ExtraFields::default(),
             snappdiff_rotate_on_error: true,
             hold: false,
+            collect: false,
         }
     }
 }
@@ -120,7 +127,8 @@ impl SnapdiffRequest {
         let mut o = self.fileset.options(lock_threshold, threads);
         o.diff.condense_moves = self.condense_moves;
         o.diff.skip_old_ctimes = self.skip_old_ctimes;
-        o.hold = self.hold;
+        o.hold = self.hold || self.collect;
+        o.supersede = self.collect;
         o
     }
 }

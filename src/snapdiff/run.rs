@@ -75,6 +75,10 @@ pub struct SnapdiffOptions {
     /// Keep the lock and the new snapshot after the diff, for a later
     /// `rotate` to commit or roll back.
     pub hold: bool,
+    /// Roll back a run still held from before, then run: for callers whose
+    /// held runs belong to jobs that may have ended without their rotate
+    /// (a cancelled bidirectional sync), so that one never blocks the next.
+    pub supersede: bool,
 }
 
 impl Default for SnapdiffOptions {
@@ -89,6 +93,7 @@ impl Default for SnapdiffOptions {
             threads: defaults::walk_threads(),
             dry_run: false,
             hold: false,
+            supersede: false,
         }
     }
 }
@@ -329,6 +334,10 @@ pub fn snapdiff(
 ) -> Result<SnapdiffReport, SnapdiffError> {
     let started = now_iso8601();
     let state = state_dir(provider, opts)?;
+    if opts.supersede && state.pending_path().exists() {
+        log("rolling back a held run whose sync never ended");
+        rotate(provider, opts, false, false, log)?;
+    }
     let run = format!("{}-{}", std::process::id(), jiff::Timestamp::now().as_nanosecond());
     let lock = Lock::acquire(
         &state.lock_path(),

@@ -245,6 +245,11 @@ pub trait ChildSink {
     /// result document) where its result will go, if anywhere. A report
     /// that cannot go is dropped: the next one, or the result, says more.
     fn progress(&mut self, task_id: &str, document: Vec<u8>);
+    /// Hands the hub a document of task `task_id` (JSON, where its result
+    /// will go), confirmed by the broker before the task's own result is
+    /// published: what a task reports besides its result and must not be
+    /// lost (a bidirectional snapdiff's change events).
+    fn report(&mut self, task_id: &str, document: Vec<u8>) -> Result<(), SinkError>;
 }
 
 /// Messages streamed to a task.
@@ -289,6 +294,8 @@ pub(crate) mod memory {
         pub(crate) cancelled: Arc<AtomicBool>,
         /// Progress reports, as sent.
         pub(crate) progress: Vec<Vec<u8>>,
+        /// Reports to the hub, as sent.
+        pub(crate) reported: Vec<Vec<u8>>,
         /// Questions asked, by queue, in order.
         pub(crate) asked: Vec<(String, TaskMessage)>,
         /// Where "the other site" keeps what is at a path here: a
@@ -391,6 +398,11 @@ pub(crate) mod memory {
 
         fn progress(&mut self, _task_id: &str, document: Vec<u8>) {
             self.progress.push(document);
+        }
+
+        fn report(&mut self, _task_id: &str, document: Vec<u8>) -> Result<(), SinkError> {
+            self.reported.push(document);
+            Ok(())
         }
     }
 

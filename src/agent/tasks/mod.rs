@@ -9,6 +9,7 @@
 //! kind of problem ([`TaskError::exception`]), and per-file problems are
 //! per-file states inside a `SUCCESS` result, as the seed's hub expects.
 
+pub mod collect;
 pub mod context;
 pub mod navigate;
 pub mod ops;

@@ -37,6 +37,7 @@
 //! that comes after the last child but before the rotation rolls back too.
 //! The task still succeeds, its status saying `cancelled: true`.
 
+use super::collect::Collect;
 use super::context::{ChildSink, Inbox, Input, Published, SinkError, TaskEnv, TaskError, TaskOutput};
 use super::publish::{Batches, Publisher};
 use super::rules::{self, BatchArgs, Rule, RuleArgs};
@@ -92,6 +93,9 @@ pub fn snapdiff_task(
     let sd = &args.request;
     let prov = sd.fileset.open(Path::new(OsStr::from_bytes(&root.path)), gpfs)?;
     let mut opts = sd.options(env.lock_threshold, env.walk_threads);
+    if sd.collect {
+        return collect_task(input, env, prov.as_ref(), &opts, sink, started);
+    }
     // The task itself ends the run, after its handlers reported.
     opts.hold = true;
     let stream_to = format!("ferry.stream.{}", input.msg.id);
@@ -187,6 +191,57 @@ pub fn snapdiff_task(
     Ok(TaskOutput {
         result: status.into_result(input.jobid, Some(&env.queue_name), b""),
         children,
+    })
+}
+
+/// A `collect` run: every change goes to the hub as an event
+/// ([`super::collect`]) and the run stays held for the hub's rotate.
+fn collect_task(
+    input: &Input<'_>,
+    env: &TaskEnv,
+    prov: &dyn crate::snapdiff::provider::Provider,
+    opts: &crate::snapdiff::run::SnapdiffOptions,
+    sink: &mut dyn ChildSink,
+    started: String,
+) -> Result<TaskOutput, TaskError> {
+    let root = {
+        let local = prov.fileset().path.clone();
+        env.paths.to_wire(&local).unwrap_or(local)
+    };
+    let run = crate::agent::celery::ChildId::new_run();
+    let mut events = Collect::new(sink, &input.msg.id, input.jobid, &env.site, run, root.clone());
+    let mut log = |m: &str| tracing::info!(task = %input.msg.id, "{m}");
+    let report = match snapdiff(prov, opts, &mut events, &mut log) {
+        Ok(r) => r,
+        Err(e) => {
+            return Err(match events.failed.take() {
+                Some(lost) => lost.into(),
+                None => e.into(),
+            });
+        }
+    };
+    let mut counts = serde_json::to_value(report.summary).expect("json");
+    counts["events"] = events.events.into();
+    let snap = serde_json::json!({
+        "snapshot": report.new_snapshot,
+        "previous_snapshot": report.old_snapshot,
+        "first_run": report.first_run,
+        "outcome": report.outcome,
+        "warnings": report.warnings,
+    });
+    let mut status = Status::new(input.name.as_str());
+    status
+        .input_paths([input.fileset()])
+        .value("summary", &counts)
+        .raw("details", b"{}")
+        .string("started", &started)
+        .value("snapdiff", &snap);
+    Ok(TaskOutput {
+        result: status.into_result(input.jobid, Some(&env.queue_name), b""),
+        children: Published {
+            run,
+            ..Published::default()
+        },
     })
 }
 

@@ -35,6 +35,7 @@ pub(super) fn routes() -> OpenApiRouter<Arc<ApiState>> {
         .routes(routes!(resubmit))
         .routes(routes!(jobstats))
         .routes(routes!(job_files))
+        .routes(routes!(sync_events))
         .routes(routes!(jobstat))
 }
 
@@ -779,6 +780,72 @@ async fn job_files(
     f.cmp("job_id", "=", Bind::Int(id));
     f.any_of("state", states.iter().map(|x| text(x)).collect());
     file_page(&s, base, (&pq, &aq, 100), f, jobstat_out).await
+}
+
+/// One change a bidirectional sync's site reported, with what the hub
+/// made of it.
+#[derive(Serialize, ToSchema)]
+pub struct SyncEventOut {
+    /// The site that reported it.
+    site: String,
+    /// The change as the site's snapdiff reported it: `path`, `type`,
+    /// `size`, `mtime`, `mode`, `state`, and `source` for a move.
+    #[schema(value_type = Object)]
+    change: Box<RawValue>,
+    /// `apply`, `retarget` (applied at `target`), `resend` (a move sent
+    /// whole), `echo` (what the previous run wrote), `same` (both sites
+    /// made it), `beaten` (a delete the other site's change overrode) or
+    /// `refused` (a move onto a path the other site wrote); null until the
+    /// run has both sites' changes.
+    decision: Option<String>,
+    /// Where it was applied, when not at its own path.
+    #[schema(value_type = Option<String>)]
+    target: Option<Box<RawValue>>,
+    /// Why, for the decisions a site loses by.
+    note: Option<String>,
+}
+
+/// The changes a bidirectional sync's job compared (the seed's snapdiff
+/// events, kept for the latest two runs of each fileset and pair of
+/// sites), both sites', paged.
+#[utoipa::path(get, path = "/api/jobs/{id}/syncevents/", tag = "jobs", params(("id" = i64, Path), PageQuery),
+    responses((status = 200, body = super::http::Page<SyncEventOut>), (status = 400, body = Detail), (status = 401, body = Detail), (status = 404, body = Detail)))]
+async fn sync_events(
+    s: State,
+    _c: Caller,
+    base: Base,
+    Id(id): Id,
+    Query(pq): Query<PageQuery>,
+) -> ApiResult<Json<super::http::Page<SyncEventOut>>> {
+    let paging = Paging::read(&pq, 100)?;
+    let run = s
+        .store
+        .sync_run(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("bidirectional sync job"))?;
+    let mut all = Vec::new();
+    for site in [&run.site1, &run.site2] {
+        all.extend(s.store.sync_events(id, site, None).await?);
+    }
+    if all.is_empty() {
+        // Not decided yet: every event as reported.
+        for c in s.store.collected(id).await? {
+            all.extend(s.store.sync_events(id, &c.site, c.run.as_deref()).await?);
+        }
+    }
+    let raw = |t: &str| RawValue::from_string(t.to_string()).ok();
+    let results = paging
+        .slice(&all)
+        .iter()
+        .map(|e| SyncEventOut {
+            site: e.site.clone(),
+            change: raw(&e.obj).unwrap_or_else(|| RawValue::from_string("null".into()).expect("json")),
+            decision: e.decision.clone(),
+            target: e.target.as_deref().and_then(raw),
+            note: e.note.clone(),
+        })
+        .collect();
+    Ok(Json(paging.page(&base, all.len() as i64, results)?))
 }
 
 /// One per-file record.

@@ -212,6 +212,15 @@ impl Fields {
                     DISCOVERIES.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
                 )));
             }
+            // A bidirectional schedule stays one, and no other becomes one
+            // (003:L10821): its runs' events and held snapshots assume it.
+            let bi = |d: &Option<String>| d.as_deref() == Some(crate::hub::bisync::DISCOVERY);
+            if s.id != 0 && bi(&s.discovery) != bi(&v) {
+                return Err(ApiError::bad(format!(
+                    "discovery: a schedule's discovery cannot change to or from {}",
+                    crate::hub::bisync::DISCOVERY
+                )));
+            }
             s.discovery = v;
         }
         if let Some(v) = self.discovery_options {
@@ -636,6 +645,14 @@ async fn create_workflow(
         queue: String::new(),
         fields: json!({}),
     };
+    if sched.discovery.as_deref() == Some(crate::hub::bisync::DISCOVERY)
+        && !s.store.schedule_workflows(id).await?.is_empty()
+    {
+        return Err(ApiError::bad(format!(
+            "workflow: a {} schedule takes one workflow, and has it",
+            crate::hub::bisync::DISCOVERY
+        )));
+    }
     f.apply(&s, &sched, &mut w).await?;
     w.id = s.store.create_schedule_workflow(&w).await?;
     Ok((StatusCode::CREATED, Json(subscription_out(&base, &w))).into_response())

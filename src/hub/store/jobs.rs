@@ -177,6 +177,8 @@ pub struct NewJob {
     pub record_files: RecordFiles,
     /// Discover and report only.
     pub dry_run: bool,
+    /// A bidirectional sync run's other site and fileset.
+    pub sync: Option<super::bisync::NewSyncRun>,
 }
 
 /// A message waiting in the outbox.
@@ -889,6 +891,20 @@ pub(super) async fn insert_job(
         .await
         .map_err(db("create a job"))?
         .get(0);
+    if let Some(sync) = &new.sync {
+        sqlx::query(
+            "INSERT INTO sync_runs (job_id, site1, queue1, site2, queue2, fileset) VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(id)
+        .bind(&new.site)
+        .bind(&new.queue)
+        .bind(&sync.site2)
+        .bind(&sync.queue2)
+        .bind(&sync.fileset)
+        .execute(&mut **tx)
+        .await
+        .map_err(db("record a sync run"))?;
+    }
     let roots = roots(id);
     insert_roots(tx, id, &roots, now).await?;
     sqlx::query("UPDATE jobs SET roots = $2, expected = $2 WHERE id = $1")
@@ -901,7 +917,7 @@ pub(super) async fn insert_job(
 }
 
 /// Writes a job's first tasks, their messages to publish and their counts.
-async fn insert_roots(
+pub(super) async fn insert_roots(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     id: i64,
     roots: &[RootTask],

@@ -90,6 +90,16 @@ pub async fn finish_if_done(
     if state::FINAL.contains(&st.as_str()) || received < expected {
         return Ok(None);
     }
+    // A bidirectional sync's job goes on to its next stage instead
+    // (`crate::hub::bisync`).
+    let syncing = sqlx::query("SELECT stage FROM sync_runs WHERE job_id = $1")
+        .bind(job)
+        .fetch_optional(&mut **tx)
+        .await
+        .map_err(db("read a sync run"))?;
+    if syncing.is_some_and(|r| r.get::<i64, _>(0) < super::bisync::DONE) {
+        return Ok(None);
+    }
     let end = if st == state::DEQUEUING {
         state::CANCELLED
     } else if tasks_failed > 0 || files_failed > 0 {

@@ -14,6 +14,7 @@
 
 pub mod alerts;
 pub mod batch;
+pub mod bisync;
 pub mod configs;
 pub mod events;
 pub mod files;
@@ -176,6 +177,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (6, include_str!("migrations/0006_record_files_dry_run.sql")),
     (7, include_str!("migrations/0007_events.sql")),
     (9, include_str!("migrations/0009_tasktype_pauses.sql")),
+    (10, include_str!("migrations/0010_bisync.sql")),
 ];
 
 impl Store {

@@ -158,6 +158,7 @@ impl Hub {
                     resubmitted_from: None,
                     record_files: Default::default(),
                     dry_run: false,
+                    sync: None,
                 },
                 |_| Vec::<RootTask>::new(),
             )

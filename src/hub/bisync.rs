@@ -1,0 +1,939 @@
+//! Bidirectional sync: the `bidirectional_snapdiff` discovery with the
+//! `bidirectional_sync` workflow (seed 003:L11569-11634, L10817-10839),
+//! one job per scheduled run, holding both directions.
+//!
+//! A run goes through stages, each started by the hub once every task of
+//! the one before is counted ([`run`] watches for that; the ingest leaves
+//! such a job open until [`DONE`]):
+//!
+//! 0. **Collect**: a snapdiff on each site, in `collect` mode: each holds
+//!    its new snapshot and hands its changes to the hub as events
+//!    (`crate::agent::tasks::collect`). Nothing is applied until the hub
+//!    has both sets, because each conflict rule needs both.
+//! 1. **Plan** ([`plan`]): every event gets a [`Decision`]: echoes of
+//!    what the previous run wrote are dropped; a delete loses to a change
+//!    on the other side; a move the other site cannot replay is sent whole
+//!    instead; a move onto a path the other site changed is refused and
+//!    listed; a change under a path the other site moved is applied where
+//!    it moved to.
+//! 2. Site 1's deletes, moves and directory deletes on site 2, each
+//!    waited for; then site 2's on site 1.
+//! 3. Site 1's creates and updates on site 2, then site 2's on site 1,
+//!    each through `check_sync_state` with `newest`: a file written on
+//!    both sites keeps the last write.
+//! 4. **Rotate** both held snapshots.
+//!
+//! Moves and deletes of both directions go before any data: a change
+//! retargeted through the other site's move is read at its new place,
+//! which exists only once that move is made. The seed's order "site 1 to
+//! site 2, then site 2 to site 1" holds within each kind of change.
+
+use super::store::Store;
+use super::store::bisync::{Advance, Collected, DONE, Decided, Listed, StoredEvent, SyncRun};
+use super::store::jobs::{Job, RootTask};
+use super::store::ledger::state;
+use super::submit::{actions, discovery, origin};
+use super::workflows::{compile, parse_fields, parse_rules};
+use crate::agent::tasks::rules::{Context, Rule};
+use crate::snapdiff::request::ROTATE_ON_ERROR;
+use crate::task::{PathObject, TaskName};
+use serde_json::value::RawValue;
+use serde_json::{Map, Value, json};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Notify;
+use tracing::{info, warn};
+
+/// The discovery of a bidirectional schedule.
+pub const DISCOVERY: &str = "bidirectional_snapdiff";
+
+/// The one workflow such a schedule takes.
+pub const WORKFLOW: &str = "bidirectional_sync";
+
+/// The runtime field naming the second site.
+pub const SITE2_FIELD: &str = "destinationsite";
+
+/// How often the hub looks for runs whose stage is done.
+const POLL: Duration = Duration::from_millis(500);
+
+/// How often old events are cleaned up (the seed's `0 * * * *`).
+const CLEANUP_EVERY: Duration = Duration::from_secs(3600);
+
+/// A run's stages, in order (stored as their number).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Stage {
+    Collect = 0,
+    Deletes1 = 1,
+    Moves1 = 2,
+    Dirs1 = 3,
+    Deletes2 = 4,
+    Moves2 = 5,
+    Dirs2 = 6,
+    Sends1 = 7,
+    Sends2 = 8,
+    Rotate = 9,
+}
+
+impl Stage {
+    const AFTER_COLLECT: [Stage; 9] = [
+        Stage::Deletes1,
+        Stage::Moves1,
+        Stage::Dirs1,
+        Stage::Deletes2,
+        Stage::Moves2,
+        Stage::Dirs2,
+        Stage::Sends1,
+        Stage::Sends2,
+        Stage::Rotate,
+    ];
+
+    /// The side whose changes the stage applies, and what it applies.
+    fn work(self) -> Option<(usize, Work)> {
+        Some(match self {
+            Stage::Deletes1 => (0, Work::Deletes),
+            Stage::Moves1 => (0, Work::Moves),
+            Stage::Dirs1 => (0, Work::Dirs),
+            Stage::Deletes2 => (1, Work::Deletes),
+            Stage::Moves2 => (1, Work::Moves),
+            Stage::Dirs2 => (1, Work::Dirs),
+            Stage::Sends1 => (0, Work::Sends),
+            Stage::Sends2 => (1, Work::Sends),
+            Stage::Collect | Stage::Rotate => return None,
+        })
+    }
+}
+
+const _: () = assert!(Stage::Rotate as i64 + 1 == DONE);
+
+/// What a stage applies of one side's changes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Work {
+    /// Deleted non-directories.
+    Deletes,
+    /// Every move, in one task (swaps and cycles work within a batch).
+    Moves,
+    /// Deleted directories, deepest first, in one task.
+    Dirs,
+    /// Created and updated entries, and resends.
+    Sends,
+}
+
+/// A change as a site reported it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Event {
+    /// 0: the schedule's site; 1: the other.
+    pub side: usize,
+    /// `created`, `updated`, `moved` or `deleted`.
+    pub state: String,
+    /// Its (new) path.
+    pub path: Vec<u8>,
+    /// A move's old path.
+    pub source: Option<Vec<u8>>,
+    /// Whether it is a directory.
+    pub dir: bool,
+    /// Type, size, mtime and mode as reported: what a copy made by the
+    /// sync has too.
+    pub look: String,
+}
+
+impl Event {
+    /// Reads a stored path object.
+    pub fn parse(side: usize, obj: &str) -> Option<Event> {
+        let p = PathObject::parse(obj.as_bytes()).ok()?;
+        let get = |k: &str| p.extra.iter().find(|(n, _)| n == k).map(|(_, v)| v.get());
+        let state: String = serde_json::from_str(get("state")?).ok()?;
+        let look = ["type", "size", "mtime", "mode"]
+            .iter()
+            .map(|k| get(k).unwrap_or("null"))
+            .collect::<Vec<_>>()
+            .join(",");
+        Some(Event {
+            side,
+            dir: get("type") == Some("\"directory\""),
+            state,
+            path: p.path,
+            source: p.source,
+            look,
+        })
+    }
+
+    fn writes(&self) -> bool {
+        matches!(self.state.as_str(), "created" | "updated")
+    }
+}
+
+/// What the hub does with one event.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// Applied on the other site as reported.
+    Apply,
+    /// Applied at another path: the other site moved it (or a directory
+    /// above it) there.
+    Retarget(Vec<u8>),
+    /// A move the other site cannot replay (it deleted the entry, or moved
+    /// it elsewhere): the entry is sent whole at its new path.
+    Resend,
+    /// What the previous run wrote to this site: not a change of its own.
+    Echo,
+    /// Both sites made this very move.
+    Same,
+    /// A delete the other site's change of the same entry overrides
+    /// ("create/modify beats delete").
+    Beaten,
+    /// A move onto a path the other site changed: moves never overwrite.
+    Refused,
+}
+
+impl Decision {
+    /// Its stored name.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Decision::Apply => "apply",
+            Decision::Retarget(_) => "retarget",
+            Decision::Resend => "resend",
+            Decision::Echo => "echo",
+            Decision::Same => "same",
+            Decision::Beaten => "beaten",
+            Decision::Refused => "refused",
+        }
+    }
+
+    /// Whether the change is applied on the other site.
+    pub fn applied(&self) -> bool {
+        matches!(self, Decision::Apply | Decision::Retarget(_) | Decision::Resend)
+    }
+
+    fn target(&self) -> Option<&[u8]> {
+        match self {
+            Decision::Retarget(t) => Some(t),
+            _ => None,
+        }
+    }
+}
+
+/// A change the previous run applied to a site: what that site reports
+/// next as its own change, and is not.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Applied {
+    /// The site it was applied to.
+    pub to: usize,
+    /// `write` (created or updated), `moved` or `deleted`.
+    pub kind: &'static str,
+    /// Where.
+    pub path: Vec<u8>,
+    /// A move's old path.
+    pub source: Option<Vec<u8>>,
+    /// A write's type, size, mtime and mode.
+    pub look: Option<String>,
+}
+
+impl Applied {
+    fn of(e: &Event, to: usize, at: &[u8]) -> Applied {
+        Applied {
+            to,
+            kind: kind(e),
+            path: at.to_vec(),
+            source: e.source.clone(),
+            look: e.writes().then(|| e.look.clone()),
+        }
+    }
+}
+
+fn kind(e: &Event) -> &'static str {
+    match e.state.as_str() {
+        "moved" => "moved",
+        "deleted" => "deleted",
+        _ => "write",
+    }
+}
+
+/// `path` with its part under one of `moves`' sources moved to that
+/// move's destination (the deepest source that is `path` or a directory
+/// above it), or `None` when no move covers it.
+fn through(moves: &BTreeMap<Vec<u8>, Vec<u8>>, path: &[u8]) -> Option<Vec<u8>> {
+    let mut end = path.len();
+    loop {
+        if let Some(dest) = moves.get(&path[..end]) {
+            return Some([dest.as_slice(), &path[end..]].concat());
+        }
+        end = path[..end].iter().rposition(|&b| b == b'/')?;
+        if end == 0 {
+            return None;
+        }
+    }
+}
+
+/// Whether `set` holds `path` or a path below it.
+fn at_or_below(set: &std::collections::BTreeSet<Vec<u8>>, path: &[u8]) -> bool {
+    if set.contains(path) {
+        return true;
+    }
+    let below = [path, b"/"].concat();
+    set.range(below.clone()..).next().is_some_and(|p| p.starts_with(&below))
+}
+
+/// Decides every event of a run (both sites' changes, in any order)
+/// given what the previous run applied; returns each event's decision
+/// and, for the ones a site loses, why.
+pub fn plan(events: &[Event], before: &HashSet<Applied>) -> Vec<(Decision, Option<String>)> {
+    let mut out: Vec<Option<(Decision, Option<String>)>> = vec![None; events.len()];
+    // Echoes first: they are no one's change.
+    for (i, e) in events.iter().enumerate() {
+        if before.contains(&Applied::of(e, e.side, &e.path)) {
+            out[i] = Some((Decision::Echo, None));
+        }
+    }
+    let mut writes: [std::collections::BTreeSet<Vec<u8>>; 2] = Default::default();
+    let mut deleted: [HashSet<Vec<u8>>; 2] = Default::default();
+    let mut moves: [BTreeMap<Vec<u8>, Vec<u8>>; 2] = Default::default();
+    for e in events
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| out[*i].is_none())
+        .map(|(_, e)| e)
+    {
+        match e.state.as_str() {
+            "deleted" => {
+                deleted[e.side].insert(e.path.clone());
+            }
+            "moved" => {
+                writes[e.side].insert(e.path.clone());
+                if let Some(s) = &e.source {
+                    moves[e.side].insert(s.clone(), e.path.clone());
+                }
+            }
+            _ => {
+                writes[e.side].insert(e.path.clone());
+            }
+        }
+    }
+    // Moves, whose outcome the other changes depend on.
+    let mut applied_moves: [BTreeMap<Vec<u8>, Vec<u8>>; 2] = Default::default();
+    let mut refused_at: [HashSet<Vec<u8>>; 2] = Default::default();
+    for (i, e) in events.iter().enumerate() {
+        if out[i].is_some() || e.state != "moved" {
+            continue;
+        }
+        let (x, y) = (e.side, 1 - e.side);
+        let Some(src) = &e.source else { continue };
+        let d = match moves[y].get(src) {
+            Some(d) if *d == e.path => (Decision::Same, None),
+            Some(d) => (
+                Decision::Resend,
+                Some(format!(
+                    "renamed differently on the other site (to {}): both names are kept",
+                    String::from_utf8_lossy(d)
+                )),
+            ),
+            None if deleted[y].contains(src) => (
+                Decision::Resend,
+                Some("moved here, but deleted at its old path on the other site: sent again".into()),
+            ),
+            None if writes[y].contains(&e.path) && !moves[x].contains_key(&e.path) => {
+                refused_at[x].insert(e.path.clone());
+                (
+                    Decision::Refused,
+                    Some(format!(
+                        "moved here from {} on one site while the other site changed this path; moves never overwrite: settle it by hand",
+                        String::from_utf8_lossy(src)
+                    )),
+                )
+            }
+            None => {
+                applied_moves[x].insert(src.clone(), e.path.clone());
+                (Decision::Apply, None)
+            }
+        };
+        out[i] = Some(d);
+    }
+    for (i, e) in events.iter().enumerate() {
+        if out[i].is_some() {
+            continue;
+        }
+        let y = 1 - e.side;
+        let d = if refused_at[y].contains(&e.path) {
+            // Neither copy replaces the other: each site keeps its own.
+            (
+                Decision::Refused,
+                Some("written here on one site while the other site moved another file here; neither overwrites the other: settle it by hand".into()),
+            )
+        } else if e.state == "deleted" {
+            if at_or_below(&writes[y], &e.path) || moves[y].contains_key(&e.path) {
+                (
+                    Decision::Beaten,
+                    Some("deleted on one site while the other site changed or moved it: kept (create and modify beat delete)".into()),
+                )
+            } else {
+                retarget(&applied_moves[y], &e.path)
+            }
+        } else {
+            retarget(&applied_moves[y], &e.path)
+        };
+        out[i] = Some(d);
+    }
+    out.into_iter().map(|d| d.expect("every event decided")).collect()
+}
+
+fn retarget(moves: &BTreeMap<Vec<u8>, Vec<u8>>, path: &[u8]) -> (Decision, Option<String>) {
+    match through(moves, path) {
+        Some(t) => (
+            Decision::Retarget(t),
+            Some("the other site moved it: applied at its new path".into()),
+        ),
+        None => (Decision::Apply, None),
+    }
+}
+
+/// A stored event with its decision, read back.
+struct Decided2 {
+    event: Event,
+    obj: String,
+    decision: Decision,
+}
+
+fn read_decided(side: usize, s: &StoredEvent) -> Option<Decided2> {
+    let event = Event::parse(side, &s.obj)?;
+    let decision = match s.decision.as_deref()? {
+        "apply" => Decision::Apply,
+        "retarget" => Decision::Retarget(crate::task::surrogate::decode(s.target.as_deref()?).ok()?),
+        "resend" => Decision::Resend,
+        "echo" => Decision::Echo,
+        "same" => Decision::Same,
+        "beaten" => Decision::Beaten,
+        _ => Decision::Refused,
+    };
+    Some(Decided2 {
+        event,
+        obj: s.obj.clone(),
+        decision,
+    })
+}
+
+/// The path object `obj` at `path`, in `state`, without a source unless
+/// `keep_source`.
+fn restate(obj: &str, path: Option<&[u8]>, state: Option<&str>, keep_source: bool) -> PathObject {
+    let mut p = PathObject::parse(obj.as_bytes()).expect("stored objects parse");
+    if let Some(path) = path {
+        p.path = path.to_vec();
+    }
+    if !keep_source {
+        p.source = None;
+    }
+    if let Some(st) = state {
+        for (k, v) in p.extra.iter_mut() {
+            if k == "state" {
+                *v = RawValue::from_string(format!("\"{st}\"")).expect("json");
+            }
+        }
+    }
+    p
+}
+
+/// Watches for bidirectional runs whose stage is done and starts the
+/// next, forever; cleans up old events every hour. Errors are logged and
+/// the run tried again at the next poll.
+pub async fn run(store: Store, outbox: Arc<Notify>) {
+    let mut cleaned = std::time::Instant::now() - CLEANUP_EVERY;
+    loop {
+        tokio::time::sleep(POLL).await;
+        match store.sync_runs_due().await {
+            Ok(jobs) => {
+                for job in jobs {
+                    match advance(&store, job).await {
+                        Ok(()) => outbox.notify_one(),
+                        Err(e) => warn!(job, error = %e, "cannot start a bidirectional sync's next stage; tried again"),
+                    }
+                }
+            }
+            Err(e) => warn!(error = %e, "cannot look for bidirectional syncs to advance"),
+        }
+        if cleaned.elapsed() >= CLEANUP_EVERY {
+            cleaned = std::time::Instant::now();
+            match store.cleanup_sync_events().await {
+                Ok(0) => {}
+                Ok(n) => info!(events = n, "cleaned up old bidirectional sync events"),
+                Err(e) => warn!(error = %e, "cannot clean up old bidirectional sync events"),
+            }
+        }
+    }
+}
+
+/// Why a run could not advance.
+#[derive(Debug, thiserror::Error)]
+pub enum BisyncError {
+    /// The database failed.
+    #[error(transparent)]
+    Store(#[from] super::store::StoreError),
+    /// The job's workflow or fields no longer make rules.
+    #[error("{0}")]
+    Rules(String),
+}
+
+/// Starts the next stage of the run of `job` that has tasks (or ends it).
+pub async fn advance(store: &Store, job: i64) -> Result<(), BisyncError> {
+    let (Some(run), Some(j)) = (store.sync_run(job).await?, store.job(job).await?) else {
+        return Ok(());
+    };
+    if run.stage >= DONE {
+        return Ok(());
+    }
+    if j.state == state::DEQUEUING {
+        // Cancelled: nothing more runs. Its held snapshots are rolled back
+        // by the next run's collect.
+        store.advance_sync(job, run.stage, DONE, &Advance::default()).await?;
+        return Ok(());
+    }
+    let collected = store.collected(job).await?;
+    let sides = [&run.site1, &run.site2];
+    let ok: Vec<Option<&Collected>> = sides
+        .iter()
+        .map(|s| collected.iter().find(|c| &c.site == *s && c.state == "SUCCESS"))
+        .collect();
+    let mut decided = Vec::new();
+    let mut listed = Vec::new();
+    if run.stage == Stage::Collect as i64 {
+        if ok.iter().any(Option::is_none) {
+            // A site could not diff: nothing is applied; the site that did
+            // rolls back, so the next run sees its changes again.
+            let roots = rotate_roots(&run, &ok, &j, false);
+            store
+                .advance_sync(
+                    job,
+                    run.stage,
+                    Stage::Rotate as i64,
+                    &Advance {
+                        roots: &roots,
+                        ..Advance::default()
+                    },
+                )
+                .await?;
+            return Ok(());
+        }
+        let (d, l) = decide(store, &run, &ok).await?;
+        decided = d;
+        listed = l;
+    }
+    // The events with their decisions (just made, or stored).
+    let fresh: HashMap<i64, &Decided> = decided.iter().map(|d| (d.id, d)).collect();
+    let mut events: [Vec<Decided2>; 2] = Default::default();
+    for (side, site) in sides.iter().enumerate() {
+        let stored = if run.stage == Stage::Collect as i64 {
+            store
+                .sync_events(job, site, ok[side].and_then(|c| c.run.as_deref()))
+                .await?
+        } else {
+            store.sync_events(job, site, None).await?
+        };
+        for mut s in stored {
+            if let Some(d) = fresh.get(&s.id) {
+                s.decision = Some(d.decision.to_string());
+                s.target = d.target.clone();
+            }
+            if let Some(d) = read_decided(side, &s) {
+                events[side].push(d);
+            }
+        }
+    }
+    let mut stage = run.stage + 1;
+    let mut roots = Vec::new();
+    while stage < DONE {
+        let s = Stage::AFTER_COLLECT[(stage - 1) as usize];
+        roots = match s.work() {
+            Some((side, work)) => stage_roots(store, &run, &j, &events, side, work).await?,
+            None => rotate_roots(&run, &ok, &j, true),
+        };
+        if !roots.is_empty() {
+            break;
+        }
+        stage += 1;
+    }
+    let step = Advance {
+        decided: &decided,
+        roots: &roots,
+        listed: &listed,
+    };
+    if store.advance_sync(job, run.stage, stage, &step).await? {
+        info!(job, stage, tasks = roots.len(), "bidirectional sync: next stage");
+    }
+    Ok(())
+}
+
+/// Plans the run: reads both sites' events (of the executions whose
+/// results counted) and the previous run's applied ones, decides each,
+/// and lists the paths a site loses.
+async fn decide(
+    store: &Store,
+    run: &SyncRun,
+    ok: &[Option<&Collected>],
+) -> Result<(Vec<Decided>, Vec<Listed>), BisyncError> {
+    let sides = [&run.site1, &run.site2];
+    let mut stored = Vec::new();
+    let mut events = Vec::new();
+    for (side, site) in sides.iter().enumerate() {
+        let exec = ok[side].and_then(|c| c.run.as_deref());
+        for s in store.sync_events(run.job_id, site, exec).await? {
+            if let Some(e) = Event::parse(side, &s.obj) {
+                events.push(e);
+                stored.push(s);
+            } else {
+                warn!(job = run.job_id, site = %site, event = %s.obj, "an event is not a change; ignored");
+            }
+        }
+    }
+    let mut before = HashSet::new();
+    if let Some(prev) = store.previous_sync_job(run).await? {
+        let Some(p) = store.sync_run(prev).await? else {
+            return Err(BisyncError::Rules(format!("sync run {prev} vanished")));
+        };
+        for site in [&p.site1, &p.site2] {
+            // Sides by site name: the previous run may name them the other
+            // way round.
+            let me = if *site == run.site1 { 0 } else { 1 };
+            for s in store.sync_events(prev, site, None).await? {
+                let Some(d) = read_decided(me, &s) else { continue };
+                if !d.decision.applied() {
+                    continue;
+                }
+                let at = d.decision.target().unwrap_or(&d.event.path).to_vec();
+                before.insert(Applied::of(&d.event, 1 - me, &at));
+            }
+        }
+    }
+    let decisions = plan(&events, &before);
+    let mut decided = Vec::with_capacity(events.len());
+    let mut listed = Vec::new();
+    for ((s, e), (d, note)) in stored.iter().zip(&events).zip(decisions) {
+        let site = sides[e.side];
+        let other = sides[1 - e.side];
+        let mut text = Vec::new();
+        crate::task::surrogate::encode(&e.path, &mut text);
+        let path = String::from_utf8(text).expect("json text");
+        match d {
+            Decision::Refused => listed.push(Listed {
+                path: path.clone(),
+                state: "failures",
+                message: format!("{site} → {other}: {}", note.clone().unwrap_or_default()),
+            }),
+            Decision::Beaten => listed.push(Listed {
+                path: path.clone(),
+                state: "skipped",
+                message: format!("{site} → {other}: {}", note.clone().unwrap_or_default()),
+            }),
+            _ => {}
+        }
+        decided.push(Decided {
+            id: s.id,
+            decision: d.name(),
+            target: d.target().map(|t| {
+                let mut b = Vec::new();
+                crate::task::surrogate::encode(t, &mut b);
+                String::from_utf8(b).expect("json text")
+            }),
+            note,
+        });
+    }
+    // One row per path (the job's files are by path): a path both sites
+    // lost by gets both reasons, and fails if either does.
+    let mut merged: Vec<Listed> = Vec::with_capacity(listed.len());
+    let mut at: HashMap<String, usize> = HashMap::new();
+    for l in listed {
+        match at.get(&l.path) {
+            Some(&i) => {
+                let m = &mut merged[i];
+                m.message = format!("{}; {}", m.message, l.message);
+                if l.state == "failures" {
+                    m.state = "failures";
+                }
+            }
+            None => {
+                at.insert(l.path.clone(), merged.len());
+                merged.push(l);
+            }
+        }
+    }
+    Ok((decided, merged))
+}
+
+/// The workflow's rules for one direction: from `side`'s site to the
+/// other's, and the rules a resent directory's walk uses (the `created`
+/// rule for every entry).
+async fn direction_rules(
+    store: &Store,
+    run: &SyncRun,
+    j: &Job,
+    side: usize,
+) -> Result<(Vec<Rule>, Value, Map<String, Value>), BisyncError> {
+    let w = store
+        .workflow_by_name(WORKFLOW)
+        .await?
+        .ok_or_else(|| BisyncError::Rules(format!("no workflow {WORKFLOW}")))?;
+    let specs = parse_fields(&w.fields).map_err(|e| BisyncError::Rules(e.to_string()))?;
+    let mut fields = j.fields.as_object().cloned().unwrap_or_default();
+    let (me, other) = sides(run, side);
+    fields.insert(SITE2_FIELD.into(), json!(other.0));
+    fields.insert("destinationqueue".into(), json!(other.1));
+    let rule_specs = parse_rules(&w.filter_rules, &specs).map_err(|e| BisyncError::Rules(e.to_string()))?;
+    let site = store.site_by_name(me.0).await?;
+    let patterns = Context {
+        site_includes: site.as_ref().map(|s| s.include.clone()).unwrap_or_default(),
+        site_excludes: site.as_ref().map(|s| s.exclude.clone()).unwrap_or_default(),
+        ..Context::default()
+    };
+    let rules =
+        compile(&rule_specs, &fields, me.0, me.1, Some(&patterns)).map_err(|e| BisyncError::Rules(e.to_string()))?;
+    // A resent directory is walked: its entries carry no state, so they
+    // take the `created` rule widened to every state.
+    let resend = Value::Array(
+        w.filter_rules
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|r| r.get("state").and_then(Value::as_str) == Some("created"))
+            .map(|r| {
+                let mut r = r.clone();
+                r["state"] = json!("all");
+                r
+            })
+            .collect(),
+    );
+    Ok((rules, resend, fields))
+}
+
+/// (site, queue) of `side`, and of the other side.
+fn sides(run: &SyncRun, side: usize) -> ((&str, &str), (&str, &str)) {
+    let one = (run.site1.as_str(), run.queue1.as_str());
+    let two = (run.site2.as_str(), run.queue2.as_str());
+    if side == 0 { (one, two) } else { (two, one) }
+}
+
+/// The tasks of one stage: `side`'s changes of kind `work`, applied on
+/// the other site.
+async fn stage_roots(
+    store: &Store,
+    run: &SyncRun,
+    j: &Job,
+    events: &[Vec<Decided2>; 2],
+    side: usize,
+    work: Work,
+) -> Result<Vec<RootTask>, BisyncError> {
+    let mine = &events[side];
+    let moved_to: HashSet<&[u8]> = mine
+        .iter()
+        .filter(|d| d.event.state == "moved" && d.decision.applied())
+        .map(|d| d.event.path.as_slice())
+        .collect();
+    let mut paths = Vec::new();
+    let mut walks = Vec::new();
+    for d in mine.iter().filter(|d| d.decision.applied()) {
+        let e = &d.event;
+        let at = d.decision.target();
+        match (work, e.state.as_str(), &d.decision) {
+            (Work::Deletes, "deleted", _) if !e.dir => paths.push(restate(&d.obj, at, None, false)),
+            (Work::Dirs, "deleted", _) if e.dir && !moved_to.contains(e.path.as_slice()) => {
+                paths.push(restate(&d.obj, at, None, false))
+            }
+            (Work::Moves, "moved", Decision::Apply) => paths.push(restate(&d.obj, None, None, true)),
+            (Work::Sends, "moved", Decision::Resend) if e.dir => walks.push(e.path.clone()),
+            (Work::Sends, "moved", Decision::Resend) => paths.push(restate(&d.obj, None, Some("created"), false)),
+            (Work::Sends, "created" | "updated", _) => paths.push(restate(&d.obj, at, None, false)),
+            _ => {}
+        }
+    }
+    if paths.is_empty() && walks.is_empty() {
+        return Ok(Vec::new());
+    }
+    if work == Work::Dirs {
+        // Deepest first: a directory goes only once it is empty.
+        paths.sort_by_key(|p| std::cmp::Reverse(p.path.iter().filter(|&&b| b == b'/').count()));
+    }
+    let (rules, resend, fields) = direction_rules(store, run, j, side).await?;
+    let (me, _) = sides(run, side);
+    let site = store.site_by_name(me.0).await?;
+    let batch = match work {
+        Work::Moves | Work::Dirs => usize::MAX,
+        _ => site.as_ref().map_or(1000, |s| s.file_batch_size.max(1) as usize),
+    };
+    let me_origin = origin();
+    let mut roots = actions(&rules, &paths, j.id, batch, me.0, &me_origin);
+    for w in walks {
+        let mut path = Vec::new();
+        crate::task::surrogate::encode(&w, &mut path);
+        let path: Box<RawValue> = RawValue::from_string(String::from_utf8(path).expect("json text")).expect("json");
+        let kwargs = json!({
+            "paths": [path],
+            "jobid": j.id,
+            "filter_rules": resend,
+            "fields": fields,
+            "site": me.0,
+            "queue": me.1,
+            "site_includes": site.as_ref().map(|s| s.include.clone()).unwrap_or_default(),
+            "site_excludes": site.as_ref().map(|s| s.exclude.clone()).unwrap_or_default(),
+            "file_batch_size": site.as_ref().map_or(1000, |s| s.file_batch_size),
+            "children_in_result": false,
+        });
+        roots.push(discovery(
+            TaskName::RecursiveNavigate.as_str(),
+            &kwargs.to_string(),
+            me.0,
+            me.1,
+            &me_origin,
+        ));
+    }
+    Ok(roots)
+}
+
+/// The rotations that end a run: each site whose collect succeeded
+/// rotates, or rolls back when `applied` is false (nothing was applied)
+/// or something failed and the job's `snappdiff_rotate_on_error` is false.
+fn rotate_roots(run: &SyncRun, ok: &[Option<&Collected>], j: &Job, applied: bool) -> Vec<RootTask> {
+    let failed = !applied || j.tasks_failed > 0 || j.files_failures > 0;
+    let rotate_on_error = applied && j.fields.get(ROTATE_ON_ERROR).and_then(Value::as_bool).unwrap_or(true);
+    let me = origin();
+    [(&run.site1, &run.queue1), (&run.site2, &run.queue2)]
+        .iter()
+        .zip(ok)
+        .filter(|(_, c)| c.is_some())
+        .map(|((site, queue), _)| {
+            let kwargs = json!({
+                "paths": [run.fileset],
+                "jobid": j.id,
+                "failed": failed,
+                ROTATE_ON_ERROR: rotate_on_error,
+            });
+            discovery(TaskName::RotateSnapshot.as_str(), &kwargs.to_string(), site, queue, &me)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(side: usize, state: &str, path: &str, source: Option<&str>, look: &str) -> Event {
+        Event {
+            side,
+            state: state.into(),
+            path: path.as_bytes().to_vec(),
+            source: source.map(|s| s.as_bytes().to_vec()),
+            dir: false,
+            look: look.into(),
+        }
+    }
+
+    fn names(events: &[Event], before: &HashSet<Applied>) -> Vec<String> {
+        plan(events, before)
+            .into_iter()
+            .map(|(d, _)| match d {
+                Decision::Retarget(t) => format!("retarget {}", String::from_utf8_lossy(&t)),
+                d => d.name().to_string(),
+            })
+            .collect()
+    }
+
+    /// Create and modify beat delete, whichever site deleted; a directory
+    /// delete loses to a change below it.
+    #[test]
+    fn a_change_on_one_site_beats_a_delete_on_the_other() {
+        let events = [
+            ev(0, "deleted", "/f/a", None, ""),
+            ev(1, "updated", "/f/a", None, "l"),
+            ev(1, "deleted", "/f/b", None, ""),
+            ev(0, "created", "/f/b", None, "l"),
+            ev(0, "deleted", "/f/d", None, ""),
+            ev(1, "created", "/f/d/new", None, "l"),
+            ev(0, "deleted", "/f/gone", None, ""),
+        ];
+        assert_eq!(
+            names(&events, &HashSet::new()),
+            ["beaten", "apply", "beaten", "apply", "beaten", "apply", "apply"]
+        );
+    }
+
+    /// Moved on one site, deleted on the other: sent again (and the delete
+    /// is not made); renamed differently on both: both kept; the same move
+    /// on both: nothing to do.
+    #[test]
+    fn moves_the_other_site_cannot_replay_are_sent_whole() {
+        let events = [
+            ev(0, "moved", "/f/b", Some("/f/a"), ""),
+            ev(1, "deleted", "/f/a", None, ""),
+            ev(0, "moved", "/f/q", Some("/f/p"), ""),
+            ev(1, "moved", "/f/r", Some("/f/p"), ""),
+            ev(0, "moved", "/f/y", Some("/f/x"), ""),
+            ev(1, "moved", "/f/y", Some("/f/x"), ""),
+        ];
+        assert_eq!(
+            names(&events, &HashSet::new()),
+            ["resend", "beaten", "resend", "resend", "same", "same"]
+        );
+    }
+
+    /// A move onto a path the other site wrote is refused; a swap (each
+    /// destination vacated by the other move) is not; a change under a
+    /// moved directory is applied where it moved to.
+    #[test]
+    fn a_move_never_overwrites_and_changes_follow_the_other_sites_moves() {
+        let events = [
+            ev(0, "moved", "/f/t", Some("/f/s"), ""),
+            ev(1, "created", "/f/t", None, "l"),
+            ev(0, "moved", "/f/b", Some("/f/a"), ""),
+            ev(0, "moved", "/f/a", Some("/f/b"), ""),
+            ev(1, "updated", "/f/a", None, "l"),
+            ev(1, "moved", "/f/new", Some("/f/dir"), ""),
+            ev(0, "updated", "/f/dir/x", None, "l"),
+            ev(0, "deleted", "/f/dir/y", None, ""),
+        ];
+        assert_eq!(
+            names(&events, &HashSet::new()),
+            [
+                "refused",
+                "refused",
+                "apply",
+                "apply",
+                "retarget /f/b",
+                "apply",
+                "retarget /f/new/x",
+                "retarget /f/new/y"
+            ]
+        );
+    }
+
+    /// What the previous run wrote to a site comes back as that site's
+    /// change and is dropped, unless it changed again since (its look
+    /// differs).
+    #[test]
+    fn echoes_of_the_previous_run_are_dropped() {
+        let before: HashSet<Applied> = [
+            Applied::of(&ev(1, "created", "/f/a", None, "l1"), 0, b"/f/a"),
+            Applied::of(&ev(1, "created", "/f/b", None, "l1"), 0, b"/f/b"),
+            Applied::of(&ev(0, "moved", "/f/d", Some("/f/c"), ""), 1, b"/f/d"),
+            Applied::of(&ev(0, "deleted", "/f/e", None, ""), 1, b"/f/e"),
+        ]
+        .into_iter()
+        .collect();
+        let events = [
+            ev(0, "created", "/f/a", None, "l1"),
+            ev(0, "updated", "/f/b", None, "l2"),
+            ev(1, "moved", "/f/d", Some("/f/c"), ""),
+            ev(1, "deleted", "/f/e", None, ""),
+            ev(0, "moved", "/f/d", Some("/f/c"), ""),
+        ];
+        assert_eq!(names(&events, &before), ["echo", "apply", "echo", "echo", "apply"]);
+    }
+
+    #[test]
+    fn a_path_follows_the_deepest_move_above_it() {
+        let moves: BTreeMap<Vec<u8>, Vec<u8>> = [
+            (b"/f/a".to_vec(), b"/f/z".to_vec()),
+            (b"/f/a/b".to_vec(), b"/f/y".to_vec()),
+        ]
+        .into_iter()
+        .collect();
+        assert_eq!(through(&moves, b"/f/a/b/c").unwrap(), b"/f/y/c");
+        assert_eq!(through(&moves, b"/f/a/c").unwrap(), b"/f/z/c");
+        assert_eq!(through(&moves, b"/f/a").unwrap(), b"/f/z");
+        assert_eq!(through(&moves, b"/f/ab"), None);
+        assert_eq!(through(&moves, b"/g"), None);
+    }
+}

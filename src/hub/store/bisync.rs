@@ -1,0 +1,369 @@
+//! Bidirectional sync runs and their snapdiff events: the rows behind
+//! [`crate::hub::bisync`]. A run's job goes through stages; each stage's
+//! tasks are added to the job when the previous stage's are all counted,
+//! and the job ends only after the last ([`DONE`]).
+
+use super::events::{self, NewEvent};
+use super::jobs::RootTask;
+use super::ledger::finish_if_done;
+use super::{Store, StoreError, db, now_us};
+use sqlx::Row;
+
+/// The stage a run's job is at once every stage is done: the ingest may
+/// end it.
+pub const DONE: i64 = 10;
+
+/// How many runs' events the hub keeps per fileset and pair of sites (the
+/// seed's `cleanup_old_events`: "all but the latest 2 jobs", 003:L12482).
+pub const EVENTS_KEPT: i64 = 2;
+
+/// What a new bidirectional job records beside the job: its second site
+/// and the fileset (site 1 is the job's own site and queue).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewSyncRun {
+    /// The workflow's `destinationsite`.
+    pub site2: String,
+    /// The queue there.
+    pub queue2: String,
+    /// The fileset's (wire) path.
+    pub fileset: String,
+}
+
+/// A bidirectional run as recorded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SyncRun {
+    /// Its job.
+    pub job_id: i64,
+    /// The schedule's site, and its queue.
+    pub site1: String,
+    /// The queue on site 1.
+    pub queue1: String,
+    /// The other site.
+    pub site2: String,
+    /// The queue on site 2.
+    pub queue2: String,
+    /// The fileset's (wire) path.
+    pub fileset: String,
+    /// The stage whose tasks are in the job.
+    pub stage: i64,
+}
+
+/// One `EVENTS` document of a collecting snapdiff.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EventsDoc {
+    /// The job.
+    pub job: i64,
+    /// The site that diffed.
+    pub site: String,
+    /// The execution that diffed (hex, as in its result's `run`).
+    pub run: String,
+    /// The document's place among the execution's documents.
+    pub seq: i64,
+    /// The changes, as path objects (JSON text).
+    pub events: Vec<String>,
+}
+
+/// A stored event.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredEvent {
+    /// Its row.
+    pub id: i64,
+    /// The site that reported it.
+    pub site: String,
+    /// The path object (JSON text).
+    pub obj: String,
+    /// What the hub decided ([`crate::hub::bisync::Decision`]'s names).
+    pub decision: Option<String>,
+    /// The path it was applied at (JSON string text), when not its own.
+    pub target: Option<String>,
+    /// Why, in words.
+    pub note: Option<String>,
+}
+
+/// A collecting snapdiff of a run: its site, end state and execution.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Collected {
+    /// The task.
+    pub task_id: String,
+    /// Its site.
+    pub site: String,
+    /// Its state (`PENDING` until its result is in).
+    pub state: String,
+    /// The execution whose result counted.
+    pub run: Option<String>,
+}
+
+/// A decision to record on an event.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Decided {
+    /// The event's row.
+    pub id: i64,
+    /// The decision's name.
+    pub decision: &'static str,
+    /// Where it applies, when not at its own path (JSON string text).
+    pub target: Option<String>,
+    /// Why.
+    pub note: Option<String>,
+}
+
+/// A path a run lists in its job's files: a conflict it settled against
+/// one site's wishes, or refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Listed {
+    /// JSON string text.
+    pub path: String,
+    /// `failures` (the job fails) or `skipped`.
+    pub state: &'static str,
+    /// What happened, in words.
+    pub message: String,
+}
+
+/// What one step of a run writes, all in one transaction.
+#[derive(Debug, Default)]
+pub struct Advance<'a> {
+    /// Decisions to record.
+    pub decided: &'a [Decided],
+    /// The next stage's tasks.
+    pub roots: &'a [RootTask],
+    /// Paths the job lists.
+    pub listed: &'a [Listed],
+}
+
+impl Store {
+    /// Records events documents (a redelivered one changes nothing).
+    pub async fn record_sync_events(&self, docs: &[EventsDoc]) -> Result<(), StoreError> {
+        let mut tx = self.write().await?;
+        for d in docs {
+            for (n, obj) in d.events.iter().enumerate() {
+                sqlx::query(
+                    "INSERT INTO sync_events (job_id, site, run, seq, n, obj) VALUES ($1, $2, $3, $4, $5, $6)
+                     ON CONFLICT (job_id, site, run, seq, n) DO NOTHING",
+                )
+                .bind(d.job)
+                .bind(&d.site)
+                .bind(&d.run)
+                .bind(d.seq)
+                .bind(n as i64)
+                .bind(obj)
+                .execute(&mut *tx)
+                .await
+                .map_err(db("record sync events"))?;
+            }
+        }
+        tx.commit().await.map_err(db("commit sync events"))
+    }
+
+    /// The bidirectional run of `job`, if it is one.
+    pub async fn sync_run(&self, job: i64) -> Result<Option<SyncRun>, StoreError> {
+        let row =
+            sqlx::query("SELECT job_id, site1, queue1, site2, queue2, fileset, stage FROM sync_runs WHERE job_id = $1")
+                .bind(job)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db("read a sync run"))?;
+        Ok(row.map(|r| SyncRun {
+            job_id: r.get(0),
+            site1: r.get(1),
+            queue1: r.get(2),
+            site2: r.get(3),
+            queue2: r.get(4),
+            fileset: r.get(5),
+            stage: r.get(6),
+        }))
+    }
+
+    /// Runs whose current stage is done: every task of their job counted
+    /// (or the job being cancelled), the job not ended.
+    pub async fn sync_runs_due(&self) -> Result<Vec<i64>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT r.job_id FROM sync_runs r JOIN jobs j ON j.id = r.job_id
+             WHERE r.stage < $1 AND j.received >= j.expected AND j.state NOT IN ('SUCCESS', 'FAILURE', 'CANCELLED')
+             ORDER BY r.job_id",
+        )
+        .bind(DONE)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db("find sync runs due"))?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    /// The collecting snapdiffs of a run (its job's root snapdiff tasks).
+    pub async fn collected(&self, job: i64) -> Result<Vec<Collected>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT task_id, site, state, run FROM tasks WHERE job_id = $1 AND is_root = 1 AND tasktype = $2
+             ORDER BY created, task_id",
+        )
+        .bind(job)
+        .bind(crate::task::TaskName::Snapdiff.as_str())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db("read a sync run's snapdiffs"))?;
+        Ok(rows
+            .iter()
+            .map(|r| Collected {
+                task_id: r.get(0),
+                site: r.get(1),
+                state: r.get(2),
+                run: r.get(3),
+            })
+            .collect())
+    }
+
+    /// The events of `job` from `site`: those of execution `run`, or with
+    /// `None` every one the hub decided on. In the order reported.
+    pub async fn sync_events(&self, job: i64, site: &str, run: Option<&str>) -> Result<Vec<StoredEvent>, StoreError> {
+        let q = match run {
+            Some(run) => sqlx::query(
+                "SELECT id, site, obj, decision, target, note FROM sync_events
+                 WHERE job_id = $1 AND site = $2 AND run = $3 ORDER BY seq, n",
+            )
+            .bind(job)
+            .bind(site)
+            .bind(run.to_string()),
+            None => sqlx::query(
+                "SELECT id, site, obj, decision, target, note FROM sync_events
+                 WHERE job_id = $1 AND site = $2 AND decision IS NOT NULL ORDER BY seq, n",
+            )
+            .bind(job)
+            .bind(site),
+        };
+        let rows = q.fetch_all(&self.pool).await.map_err(db("read sync events"))?;
+        Ok(rows
+            .iter()
+            .map(|r| StoredEvent {
+                id: r.get(0),
+                site: r.get(1),
+                obj: r.get(2),
+                decision: r.get(3),
+                target: r.get(4),
+                note: r.get(5),
+            })
+            .collect())
+    }
+
+    /// The run before `run` between the same sites on the same fileset
+    /// (either way round) that got as far as deciding, if the hub still
+    /// has its events.
+    pub async fn previous_sync_job(&self, run: &SyncRun) -> Result<Option<i64>, StoreError> {
+        let row = sqlx::query(
+            "SELECT job_id FROM sync_runs WHERE job_id < $1 AND fileset = $2 AND stage > 0
+               AND ((site1 = $3 AND site2 = $4) OR (site1 = $4 AND site2 = $3))
+             ORDER BY job_id DESC LIMIT 1",
+        )
+        .bind(run.job_id)
+        .bind(&run.fileset)
+        .bind(&run.site1)
+        .bind(&run.site2)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db("find the previous sync run"))?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
+    /// Moves a run from stage `from` to `to`, writing what the step
+    /// decided, the next stage's tasks and the paths the job lists; at
+    /// [`DONE`] the job ends. `false` when the run was not at `from`
+    /// (another hub process advanced it).
+    pub async fn advance_sync(&self, job: i64, from: i64, to: i64, step: &Advance<'_>) -> Result<bool, StoreError> {
+        let _filing = self.filing.lock().await;
+        let now = now_us();
+        let mut tx = self.write().await?;
+        let moved = sqlx::query("UPDATE sync_runs SET stage = $3 WHERE job_id = $1 AND stage = $2 RETURNING job_id")
+            .bind(job)
+            .bind(from)
+            .bind(to)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db("advance a sync run"))?;
+        if moved.is_none() {
+            return Ok(false);
+        }
+        for d in step.decided {
+            sqlx::query("UPDATE sync_events SET decision = $2, target = $3, note = $4 WHERE id = $1")
+                .bind(d.id)
+                .bind(d.decision)
+                .bind(&d.target)
+                .bind(&d.note)
+                .execute(&mut *tx)
+                .await
+                .map_err(db("record a sync decision"))?;
+        }
+        super::jobs::insert_roots(&mut tx, job, step.roots, now).await?;
+        let failures = step.listed.iter().filter(|l| l.state == "failures").count() as i64;
+        for l in step.listed {
+            let message = serde_json::to_string(&[&l.message]).expect("json");
+            sqlx::query(
+                "INSERT INTO jobstats (job_id, path, state, code, message, task_id, at, reason) VALUES ($1, $2, $3, NULL, $4, '', $5, $6)
+                 ON CONFLICT (job_id, path) DO UPDATE SET state = excluded.state, message = excluded.message,
+                   at = excluded.at, reason = excluded.reason",
+            )
+            .bind(job)
+            .bind(&l.path)
+            .bind(l.state)
+            .bind(&message)
+            .bind(now)
+            .bind(&l.message)
+            .execute(&mut *tx)
+            .await
+            .map_err(db("list a sync conflict"))?;
+        }
+        sqlx::query(
+            "UPDATE jobs SET roots = roots + $2, expected = expected + $2, files_failures = files_failures + $3,
+               files_skipped = files_skipped + $4 WHERE id = $1",
+        )
+        .bind(job)
+        .bind(step.roots.len() as i64)
+        .bind(failures)
+        .bind(step.listed.len() as i64 - failures)
+        .execute(&mut *tx)
+        .await
+        .map_err(db("count a sync stage"))?;
+        let mut changes = Vec::new();
+        if to == DONE
+            && let Some(end) = finish_if_done(&mut tx, job, now).await?
+        {
+            changes.push(NewEvent::job(job, end));
+        }
+        events::commit(tx, self.engine, &changes, "commit a sync stage").await?;
+        Ok(true)
+    }
+
+    /// Deletes the events of all but the latest [`EVENTS_KEPT`] runs of
+    /// each fileset and pair of sites, and of runs whose job was cancelled
+    /// or deleted (the seed's `cleanup_old_events`). Returns the events
+    /// deleted.
+    pub async fn cleanup_sync_events(&self) -> Result<u64, StoreError> {
+        let mut tx = self.write().await?;
+        let runs = sqlx::query(
+            "SELECT r.job_id, r.fileset, r.site1, r.site2, j.state FROM sync_runs r LEFT JOIN jobs j ON j.id = r.job_id
+             ORDER BY r.job_id DESC",
+        )
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db("read sync runs"))?;
+        let mut seen: std::collections::HashMap<(String, String, String), i64> = Default::default();
+        let mut drop = Vec::new();
+        for r in &runs {
+            let (job, fileset, a, b): (i64, String, String, String) = (r.get(0), r.get(1), r.get(2), r.get(3));
+            let state: Option<String> = r.get(4);
+            let pair = if a < b { (fileset, a, b) } else { (fileset, b, a) };
+            let n = seen.entry(pair).or_default();
+            if matches!(state.as_deref(), None | Some("CANCELLED")) || *n >= EVENTS_KEPT {
+                drop.push(job);
+            } else {
+                *n += 1;
+            }
+        }
+        let mut gone = 0;
+        for job in drop {
+            gone += sqlx::query("DELETE FROM sync_events WHERE job_id = $1")
+                .bind(job)
+                .execute(&mut *tx)
+                .await
+                .map_err(db("clean up sync events"))?
+                .rows_affected();
+        }
+        tx.commit().await.map_err(db("commit a sync events clean-up"))?;
+        Ok(gone)
+    }
+}
