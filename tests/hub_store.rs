@@ -483,3 +483,114 @@ fn a_task_type_pauses_once_resumes_once_and_its_row_goes_once_resumed_and_forgot
         });
     }
 }
+
+/// A bidirectional sync's job on both engines: its counted results leave
+/// it open at each stage (the hub advances it), its events are recorded
+/// once however often they are delivered, a stage advances once, the
+/// job ends at the last stage with what the run listed, and the events of
+/// all but the latest two runs of a fileset and pair of sites are cleaned
+/// up (and those of a cancelled run).
+#[test]
+fn a_sync_run_stays_open_through_its_stages_and_keeps_its_latest_two_runs_events() {
+    use ferry::hub::store::bisync::{Advance, DONE, EventsDoc, Listed, NewSyncRun};
+    for db in both() {
+        rt().block_on(async {
+            let store = Store::open(&db.url).await.unwrap();
+            let mut jobs = Vec::new();
+            for _ in 0..4 {
+                let root = uuid::Uuid::new_v4().to_string();
+                let new = NewJob {
+                    workflow: "bidirectional_sync".into(),
+                    fields: serde_json::json!({}),
+                    discovery: Some("bidirectional_snapdiff".into()),
+                    site: "s1".into(),
+                    queue: "default".into(),
+                    friendly_name: "both ways".into(),
+                    owner: Owner {
+                        kind: "system".into(),
+                        id: -2,
+                        name: "system".into(),
+                    },
+                    clientkey_id: None,
+                    input_paths: serde_json::json!(["/data"]),
+                    request: None,
+                    resubmitted_from: None,
+                    record_files: Default::default(),
+                    dry_run: false,
+                    sync: Some(NewSyncRun {
+                        site2: "s2".into(),
+                        queue2: "default".into(),
+                        fileset: "/data".into(),
+                    }),
+                };
+                let r = root.clone();
+                let job = store
+                    .create_job(&new, move |_| {
+                        vec![RootTask {
+                            task_id: r,
+                            tasktype: "dynamo.tasks.snapdiff".into(),
+                            site: "s1".into(),
+                            queue: "s1.default#discovery".into(),
+                            headers: "[]".into(),
+                            body: "{}".into(),
+                        }]
+                    })
+                    .await
+                    .unwrap();
+                let doc = EventsDoc {
+                    job,
+                    site: "s1".into(),
+                    run: "00000000000000aa".into(),
+                    seq: 0,
+                    events: vec![
+                        r#"{"path":"/data/a","state":"created"}"#.into(),
+                        r#"{"path":"/data/b\udcff","state":"deleted"}"#.into(),
+                    ],
+                };
+                // Delivered twice: recorded once.
+                store.record_sync_events(&[doc.clone()]).await.unwrap();
+                store.record_sync_events(&[doc]).await.unwrap();
+                let mut fin = result(&root, None, job, 0, 1, FileCounts::default());
+                fin.tasktype = "dynamo.tasks.snapdiff".into();
+                store.ingest(&[fin]).await.unwrap();
+                jobs.push(job);
+            }
+            let job = jobs[0];
+            let events = store.sync_events(job, "s1", Some("00000000000000aa")).await.unwrap();
+            assert_eq!(events.len(), 2, "{}", db.url);
+            // Every result counted, yet open: its next stage is due.
+            assert_eq!(store.job(job).await.unwrap().unwrap().state, "PENDING");
+            assert_eq!(store.sync_runs_due().await.unwrap(), jobs);
+            let listed = [Listed {
+                path: "\"/data/c\"".into(),
+                state: "failures",
+                message: "refused".into(),
+            }];
+            let step = Advance {
+                listed: &listed,
+                ..Advance::default()
+            };
+            assert!(store.advance_sync(job, 0, DONE, &step).await.unwrap());
+            assert!(!store.advance_sync(job, 0, DONE, &step).await.unwrap(), "a stage advances once");
+            let j = store.job(job).await.unwrap().unwrap();
+            assert_eq!((j.state.as_str(), j.files_failures), ("FAILURE", 1), "{}", db.url);
+            for &j in &jobs[1..3] {
+                assert!(store.advance_sync(j, 0, DONE, &Advance::default()).await.unwrap());
+            }
+            // The last is cancelled while running.
+            store.cancel_job(jobs[3]).await.unwrap();
+            assert!(store.advance_sync(jobs[3], 0, DONE, &Advance::default()).await.unwrap());
+            assert_eq!(store.job(jobs[3]).await.unwrap().unwrap().state, "CANCELLED");
+            assert_eq!(store.cleanup_sync_events().await.unwrap(), 4, "{}", db.url);
+            let left: Vec<usize> = futures::future::join_all(
+                jobs.iter()
+                    .map(|&j| store.sync_events(j, "s1", Some("00000000000000aa"))),
+            )
+            .await
+            .into_iter()
+            .map(|e| e.unwrap().len())
+            .collect();
+            assert_eq!(left, [0, 2, 2, 0], "{}", db.url);
+        });
+    }
+}

@@ -178,6 +178,11 @@ pub enum Decision {
     Echo,
     /// Both sites made this very move.
     Same,
+    /// A delete of an entry its own site wrote anew at the same path (its
+    /// new inode is reported as created, updated or moved there): not a
+    /// deletion, and what replaced it goes instead. The sync itself does
+    /// this when it writes a file on the other site.
+    Replaced,
     /// A delete the other site's change of the same entry overrides
     /// ("create/modify beats delete").
     Beaten,
@@ -194,6 +199,7 @@ impl Decision {
             Decision::Resend => "resend",
             Decision::Echo => "echo",
             Decision::Same => "same",
+            Decision::Replaced => "replaced",
             Decision::Beaten => "beaten",
             Decision::Refused => "refused",
         }
@@ -273,6 +279,20 @@ fn at_or_below(set: &std::collections::BTreeSet<Vec<u8>>, path: &[u8]) -> bool {
     set.range(below.clone()..).next().is_some_and(|p| p.starts_with(&below))
 }
 
+/// Whether `path` is one of `dirs` or below one.
+fn at_or_below_any(dirs: &std::collections::BTreeSet<Vec<u8>>, path: &[u8]) -> bool {
+    let mut end = path.len();
+    loop {
+        if dirs.contains(&path[..end]) {
+            return true;
+        }
+        match path[..end].iter().rposition(|&b| b == b'/') {
+            Some(i) if i > 0 => end = i,
+            _ => return false,
+        }
+    }
+}
+
 /// Decides every event of a run (both sites' changes, in any order)
 /// given what the previous run applied; returns each event's decision
 /// and, for the ones a site loses, why.
@@ -282,6 +302,28 @@ pub fn plan(events: &[Event], before: &HashSet<Applied>) -> Vec<(Decision, Optio
     for (i, e) in events.iter().enumerate() {
         if before.contains(&Applied::of(e, e.side, &e.path)) {
             out[i] = Some((Decision::Echo, None));
+        }
+    }
+    // A delete whose path its own site wrote anew (through the site's own
+    // moves: a deleted entry has its last path before them). A move onto
+    // the path replaces it too when the move is the echo of the previous
+    // run's; a move still to be made needs the delete made first.
+    let mut own_moves: [BTreeMap<Vec<u8>, Vec<u8>>; 2] = Default::default();
+    let mut present: [HashSet<Vec<u8>>; 2] = Default::default();
+    for (i, e) in events.iter().enumerate() {
+        if let (Some(src), "moved") = (&e.source, e.state.as_str()) {
+            own_moves[e.side].insert(src.clone(), e.path.clone());
+        }
+        if e.writes() || (e.state == "moved" && out[i].is_some()) {
+            present[e.side].insert(e.path.clone());
+        }
+    }
+    for (i, e) in events.iter().enumerate() {
+        if out[i].is_none() && e.state == "deleted" && !e.dir {
+            let now = through(&own_moves[e.side], &e.path).unwrap_or_else(|| e.path.clone());
+            if present[e.side].contains(&now) {
+                out[i] = Some((Decision::Replaced, None));
+            }
         }
     }
     let mut writes: [std::collections::BTreeSet<Vec<u8>>; 2] = Default::default();
@@ -400,6 +442,7 @@ fn read_decided(side: usize, s: &StoredEvent) -> Option<Decided2> {
         "resend" => Decision::Resend,
         "echo" => Decision::Echo,
         "same" => Decision::Same,
+        "replaced" => Decision::Replaced,
         "beaten" => Decision::Beaten,
         _ => Decision::Refused,
     };
@@ -723,6 +766,17 @@ async fn stage_roots(
         .filter(|d| d.event.state == "moved" && d.decision.applied())
         .map(|d| d.event.path.as_slice())
         .collect();
+    // Directories are deleted after the moves, which may have carried
+    // them (a deleted directory has its last path, before its site's
+    // moves): where each site's moves put them.
+    let applied = |side: usize| -> BTreeMap<Vec<u8>, Vec<u8>> {
+        events[side]
+            .iter()
+            .filter(|d| d.event.state == "moved" && d.decision == Decision::Apply)
+            .filter_map(|d| Some((d.event.source.clone()?, d.event.path.clone())))
+            .collect()
+    };
+    let (own, theirs) = (applied(side), applied(1 - side));
     let mut paths = Vec::new();
     let mut walks = Vec::new();
     for d in mine.iter().filter(|d| d.decision.applied()) {
@@ -731,7 +785,9 @@ async fn stage_roots(
         match (work, e.state.as_str(), &d.decision) {
             (Work::Deletes, "deleted", _) if !e.dir => paths.push(restate(&d.obj, at, None, false)),
             (Work::Dirs, "deleted", _) if e.dir && !moved_to.contains(e.path.as_slice()) => {
-                paths.push(restate(&d.obj, at, None, false))
+                let carried = through(&own, &e.path).unwrap_or_else(|| e.path.clone());
+                let now = through(&theirs, &carried).unwrap_or(carried);
+                paths.push(restate(&d.obj, Some(&now), None, false))
             }
             (Work::Moves, "moved", Decision::Apply) => paths.push(restate(&d.obj, None, None, true)),
             (Work::Sends, "moved", Decision::Resend) if e.dir => walks.push(e.path.clone()),
@@ -739,6 +795,14 @@ async fn stage_roots(
             (Work::Sends, "created" | "updated", _) => paths.push(restate(&d.obj, at, None, false)),
             _ => {}
         }
+    }
+    if work == Work::Sends {
+        // One send per path: a renamed file is also reported updated (its
+        // ctime moved), and two sends of one path would race to place it.
+        // Nor one that a resent directory's walk sends too.
+        let walked: std::collections::BTreeSet<Vec<u8>> = walks.iter().cloned().collect();
+        let mut seen = HashSet::new();
+        paths.retain(|p| !at_or_below_any(&walked, &p.path) && seen.insert(p.path.clone()));
     }
     if paths.is_empty() && walks.is_empty() {
         return Ok(Vec::new());
@@ -920,6 +984,34 @@ mod tests {
             ev(0, "moved", "/f/d", Some("/f/c"), ""),
         ];
         assert_eq!(names(&events, &before), ["echo", "apply", "echo", "echo", "apply"]);
+    }
+
+    /// A file the sync wrote anew on a site shows there as the old inode
+    /// deleted and a new one created (or moved) at its path, also below a
+    /// directory the site moved: the delete is no deletion.
+    #[test]
+    fn a_delete_of_a_path_written_anew_is_no_deletion() {
+        let events = [
+            ev(1, "deleted", "/f/a", None, ""),
+            ev(1, "created", "/f/a", None, "l"),
+            ev(1, "deleted", "/f/old/b", None, ""),
+            ev(1, "moved", "/f/new", Some("/f/old"), ""),
+            ev(1, "updated", "/f/new/b", None, "l"),
+            ev(1, "deleted", "/f/c", None, ""),
+            ev(1, "moved", "/f/c", Some("/f/d"), ""),
+            ev(1, "deleted", "/f/e", None, ""),
+            ev(1, "deleted", "/f/g", None, ""),
+            ev(1, "moved", "/f/g", Some("/f/h"), ""),
+        ];
+        // The move onto /f/c is the echo of the last run's, the one onto
+        // /f/g is new: the delete goes first, as the site did.
+        let before: HashSet<Applied> = [Applied::of(&ev(0, "moved", "/f/c", Some("/f/d"), ""), 1, b"/f/c")]
+            .into_iter()
+            .collect();
+        assert_eq!(
+            names(&events, &before),
+            ["replaced", "apply", "replaced", "apply", "apply", "replaced", "echo", "apply", "apply", "apply"]
+        );
     }
 
     #[test]

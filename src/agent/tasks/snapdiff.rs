@@ -994,6 +994,49 @@ mod tests {
         assert_eq!(r["status"]["summary"]["deleted"], 1, "{r}");
     }
 
+    /// A collecting run publishes no child: every change goes to the hub
+    /// in documents of at most `EVENTS_PER_DOCUMENT`, all naming the
+    /// execution the result names, and the run stays held; the next
+    /// collect rolls a held run back first, so it sees the same changes.
+    #[test]
+    fn a_collecting_run_hands_its_changes_to_the_hub_and_stays_held() {
+        use crate::agent::tasks::collect::{EVENTS_PER_DOCUMENT, EVENTS_STATUS};
+        let names: Vec<String> = (0..EVENTS_PER_DOCUMENT + 500).map(|i| format!("f{i}")).collect();
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        let fs = Fileset::new(&names);
+        for _ in 0..2 {
+            let mut sink = Memory::default();
+            let r = fs.run(&mut sink, serde_json::json!({"collect": true})).unwrap();
+            assert!(sink.sent.is_empty(), "a collect publishes no child");
+            assert_eq!(r["status"]["snapdiff"]["outcome"], "held", "{r}");
+            // Every file, and the fileset's root (new on a first run).
+            assert_eq!(r["status"]["summary"]["events"], names.len() + 1, "{r}");
+            let docs: Vec<serde_json::Value> = sink
+                .reported
+                .iter()
+                .map(|d| serde_json::from_slice(d).unwrap())
+                .collect();
+            let sizes: Vec<usize> = docs
+                .iter()
+                .map(|d| d["result"]["events"].as_array().unwrap().len())
+                .collect();
+            assert_eq!(sizes, [EVENTS_PER_DOCUMENT, 501]);
+            for (i, d) in docs.iter().enumerate() {
+                assert_eq!(d["status"], EVENTS_STATUS);
+                assert_eq!(d["task_id"], "sd-1");
+                assert_eq!(d["result"]["jobid"], 9);
+                assert_eq!(d["result"]["seq"], i);
+                assert_eq!(d["result"]["run"], docs[0]["result"]["run"]);
+                let e = &d["result"]["events"][1];
+                assert_eq!(e["state"], "created", "{e}");
+                assert_eq!(e["type"], "file", "{e}");
+                assert!(e["mtime"].is_number() && e["mode"].is_number() && e["size"].is_number(), "{e}");
+            }
+        }
+        let held = std::fs::read_dir(&fs.state).unwrap().flatten();
+        assert_eq!(held.filter(|e| e.file_name().to_string_lossy().contains(".pending.")).count(), 1);
+    }
+
     #[test]
     fn bad_requests_fail_with_their_reason() {
         let fs = Fileset::new(&[]);
