@@ -869,3 +869,106 @@ fn the_schedule_editor_saves_a_schedule_and_its_subscriptions_together_or_not_at
         });
     }
 }
+
+/// A `bidirectional_snapdiff` schedule takes one workflow, and only
+/// `bidirectional_sync` towards another site; that workflow runs only
+/// from such a schedule (never submitted, never on another discovery);
+/// and a schedule's discovery never changes to or from it (003:L10817-
+/// 10835, L11595-11597).
+#[test]
+fn a_bidirectional_schedule_takes_one_bidirectional_sync_to_another_site_and_keeps_its_discovery() {
+    if !common::agent::broker_or_skip() {
+        return;
+    }
+    let mut s = HubSite::new(sqlite(), 0, "");
+    s.start_hub();
+    s.create_site(&s.site);
+    let other = format!("{}-2", s.site);
+    s.create_site(&other);
+    let x = s.api(
+        "POST",
+        "/api/schedules/",
+        Some(
+            json!({"name": "both", "site": s.site, "managed_paths": ["/mmfs1/set"], "minute": "0",
+                    "discovery": "bidirectional_snapdiff"}),
+        ),
+        201,
+    );
+    let id = x["id"].as_i64().unwrap();
+    let sub = |body: Value, want: u16| s.api("POST", &format!("/api/schedules/{id}/workflows/"), Some(body), want);
+    let refused = [
+        (
+            json!({"workflow": "site_sync", "fields": {"destination": other}}),
+            "runs only the bidirectional_sync workflow",
+        ),
+        (json!({"workflow": "bidirectional_sync"}), "destinationsite"),
+        (
+            json!({"workflow": "bidirectional_sync", "fields": {"destinationsite": s.site}}),
+            "must be another site",
+        ),
+    ];
+    for (body, why) in refused {
+        let v = sub(body.clone(), 400);
+        assert!(v["detail"].as_str().unwrap().contains(why), "{body}: {v}");
+    }
+    sub(
+        json!({"workflow": "bidirectional_sync", "fields": {"destinationsite": other}}),
+        201,
+    );
+    let v = sub(
+        json!({"workflow": "bidirectional_sync", "fields": {"destinationsite": other}}),
+        400,
+    );
+    assert!(v["detail"].as_str().unwrap().contains("takes one workflow"), "{v}");
+    // The discovery stays.
+    for d in [json!("snapdiff"), json!(null)] {
+        let v = s.api(
+            "PATCH",
+            &format!("/api/schedules/{id}/"),
+            Some(json!({"discovery": d})),
+            400,
+        );
+        assert!(v["detail"].as_str().unwrap().contains("cannot change"), "{v}");
+    }
+    // Nor does another schedule become one.
+    let y = s.api(
+        "POST",
+        "/api/schedules/",
+        Some(
+            json!({"name": "one way", "site": s.site, "managed_paths": ["/mmfs1/other"], "minute": "0",
+                    "discovery": "snapdiff"}),
+        ),
+        201,
+    );
+    let v = s.api(
+        "PATCH",
+        &format!("/api/schedules/{}/", y["id"]),
+        Some(json!({"discovery": "bidirectional_snapdiff"})),
+        400,
+    );
+    assert!(v["detail"].as_str().unwrap().contains("cannot change"), "{v}");
+    // Not submitted by hand, nor on another discovery from a schedule.
+    let v = s.api(
+        "POST",
+        "/api/file/workflow/",
+        Some(
+            json!({"workflow": "bidirectional_sync", "site": s.site, "paths": ["/mmfs1/set"],
+                    "fields": {"destinationsite": other}}),
+        ),
+        400,
+    );
+    assert!(v["detail"].as_str().unwrap().contains("only from a schedule"), "{v}");
+    let v = s.api(
+        "POST",
+        &format!("/api/schedules/{}/workflows/", y["id"]),
+        Some(json!({"workflow": "bidirectional_sync", "fields": {"destinationsite": other}})),
+        400,
+    );
+    assert!(
+        v["detail"]
+            .as_str()
+            .unwrap()
+            .contains("runs only with the bidirectional_snapdiff"),
+        "{v}"
+    );
+}

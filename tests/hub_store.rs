@@ -548,7 +548,7 @@ fn a_sync_run_stays_open_through_its_stages_and_keeps_its_latest_two_runs_events
                     ],
                 };
                 // Delivered twice: recorded once.
-                store.record_sync_events(&[doc.clone()]).await.unwrap();
+                store.record_sync_events(std::slice::from_ref(&doc)).await.unwrap();
                 store.record_sync_events(&[doc]).await.unwrap();
                 let mut fin = result(&root, None, job, 0, 1, FileCounts::default());
                 fin.tasktype = "dynamo.tasks.snapdiff".into();
@@ -571,7 +571,10 @@ fn a_sync_run_stays_open_through_its_stages_and_keeps_its_latest_two_runs_events
                 ..Advance::default()
             };
             assert!(store.advance_sync(job, 0, DONE, &step).await.unwrap());
-            assert!(!store.advance_sync(job, 0, DONE, &step).await.unwrap(), "a stage advances once");
+            assert!(
+                !store.advance_sync(job, 0, DONE, &step).await.unwrap(),
+                "a stage advances once"
+            );
             let j = store.job(job).await.unwrap().unwrap();
             assert_eq!((j.state.as_str(), j.files_failures), ("FAILURE", 1), "{}", db.url);
             for &j in &jobs[1..3] {

@@ -1010,7 +1010,9 @@ mod tests {
             .collect();
         assert_eq!(
             names(&events, &before),
-            ["replaced", "apply", "replaced", "apply", "apply", "replaced", "echo", "apply", "apply", "apply"]
+            [
+                "replaced", "apply", "replaced", "apply", "apply", "replaced", "echo", "apply", "apply", "apply"
+            ]
         );
     }
 

@@ -540,6 +540,25 @@ mod tests {
             None
         );
         assert_eq!(parse_progress(br#"{"status":"SUCCESS","result":{"jobid":1}}"#), None);
+        // A collecting snapdiff's events: not a result, kept whole (names
+        // that are not UTF-8 as the agent escaped them); one that names no
+        // job is not an events document.
+        let events =
+            br#"{"status":"EVENTS","task_id":"x","result":{"jobid":"7","site":"s1","run":"00000000000000aa","seq":3,
+            "events":[{"path":"/f/a\udcff","state":"deleted"},{"path":"/f/b","state":"moved","source":"/f/a"}]}}"#;
+        assert!(parse(events).unwrap().is_none());
+        let doc = parse_events(events).unwrap();
+        assert_eq!(
+            (doc.job, doc.site.as_str(), doc.run.as_str(), doc.seq),
+            (7, "s1", "00000000000000aa", 3)
+        );
+        assert_eq!(doc.events[0], r#"{"path":"/f/a\udcff","state":"deleted"}"#);
+        assert_eq!(doc.events.len(), 2);
+        assert_eq!(
+            parse_events(br#"{"status":"EVENTS","result":{"site":"s","run":"r","seq":0,"events":[]}}"#),
+            None
+        );
+        assert_eq!(parse_events(br#"{"status":"PROGRESS","result":{"jobid":1}}"#), None);
         for bad in [
             &b"{"[..],
             b"[]",

@@ -371,6 +371,18 @@ async fn submit(
     )
     .map_err(|e| invalid(e.to_string()))?;
     destination_queue(store, &all_sites, &queue, &mut fields).await?;
+    let disc = match &sub.discovery {
+        Some(d) => d.clone(),
+        None => workflow.discovery.clone(),
+    };
+    let sync = bisync_sides(
+        &workflow.name,
+        disc.as_deref(),
+        from.is_some(),
+        &fields,
+        &site.name,
+        &paths,
+    )?;
     let rule_specs =
         parse_rules(&workflow.filter_rules, &specs).map_err(|e| invalid(format!("workflow {}: {e}", workflow.name)))?;
     let patterns = Context {
@@ -390,26 +402,14 @@ async fn submit(
     };
     let rules =
         compile(&rule_specs, &fields, &site.name, &queue, Some(&patterns)).map_err(|e| invalid(e.to_string()))?;
-    let disc = match &sub.discovery {
-        Some(d) => d.clone(),
-        None => workflow.discovery.clone(),
-    };
     let task = match &disc {
         None => None,
         Some(d) => Some(discovery_task(d).ok_or_else(|| {
             invalid(format!(
-                "discovery: unknown discovery {d:?} (recursive, snapdiff or null)"
+                "discovery: unknown discovery {d:?} (recursive, snapdiff, bidirectional_snapdiff or null)"
             ))
         })?),
     };
-    let sync = bisync_sides(
-        &workflow.name,
-        disc.as_deref(),
-        from.is_some(),
-        &fields,
-        &site.name,
-        &paths,
-    )?;
     // The workflow's discovery options go with its own discovery only; a
     // schedule's go over them.
     let mut options = match (&sub.discovery, workflow.discovery_options.as_object()) {

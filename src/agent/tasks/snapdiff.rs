@@ -1030,11 +1030,18 @@ mod tests {
                 let e = &d["result"]["events"][1];
                 assert_eq!(e["state"], "created", "{e}");
                 assert_eq!(e["type"], "file", "{e}");
-                assert!(e["mtime"].is_number() && e["mode"].is_number() && e["size"].is_number(), "{e}");
+                assert!(
+                    e["mtime"].is_number() && e["mode"].is_number() && e["size"].is_number(),
+                    "{e}"
+                );
             }
         }
         let held = std::fs::read_dir(&fs.state).unwrap().flatten();
-        assert_eq!(held.filter(|e| e.file_name().to_string_lossy().contains(".pending.")).count(), 1);
+        assert_eq!(
+            held.filter(|e| e.file_name().to_string_lossy().contains(".pending."))
+                .count(),
+            1
+        );
     }
 
     #[test]
