@@ -1224,3 +1224,54 @@ fn bidirectional_sync_converges_under_random_changes_on_both_sites() {
         );
     }
 }
+
+/// A bidirectional run whose snapdiff fails on one site (another run
+/// holds that fileset's lock) applies nothing and rolls the other site's
+/// snapshot back: the job fails, saying why, and the next run sends both
+/// sites' changes.
+#[test]
+fn a_bidirectional_run_that_cannot_diff_one_site_applies_nothing_and_the_next_run_does_it_all() {
+    let Some(r) = rig(Variant::default()) else { return };
+    let (a, b) = (&r.a, &r.b);
+    write_aged(a, "first", b"first", 100);
+    let sched = r.bisync_schedule();
+    let job = r.bisync(sched);
+    assert_eq!(job["state"], "SUCCESS", "{job}\n{}", r.failures(&job));
+    // Another live run holds B's lock (this process, on this host).
+    let lastsnap = std::fs::read_dir(b.join(".rotate"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .find(|n| n.contains(".lastsnap."))
+        .expect("B's last-snap file");
+    let key = &lastsnap[lastsnap.find("name.").unwrap()..];
+    let lock = b.join(".rotate").join(format!("snapdiff.{key}.lock"));
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    std::fs::write(
+        &lock,
+        json!({"pid": std::process::id(), "host": host.trim(), "run": "blocker", "started": "2026-12-05T00:00:00+00:00"})
+            .to_string(),
+    )
+    .unwrap();
+    write_aged(a, "made-on-a", b"A", 10);
+    write_aged(b, "made-on-b", b"B", 10);
+    let job = r.bisync(sched);
+    assert_eq!(job["state"], "FAILURE", "{job}");
+    let failed = r.failures(&job)["failed_tasks"].clone();
+    let failed = failed.as_array().unwrap();
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert_eq!(
+        (failed[0]["tasktype"].as_str(), failed[0]["site"].as_str()),
+        (Some("dynamo.tasks.snapdiff"), Some(r.b_site.as_str()))
+    );
+    let why = r.s.api("GET", &format!("/api/tasks/{}/", failed[0]["id"]), None, 200).to_string();
+    assert!(why.contains("SnapdiffLockError"), "{why}");
+    assert!(!b.join("made-on-a").exists() && !a.join("made-on-b").exists());
+    std::fs::remove_file(&lock).unwrap();
+    let job = r.bisync(sched);
+    assert_eq!(job["state"], "SUCCESS", "{job}\n{}", r.failures(&job));
+    assert_eq!(std::fs::read(b.join("made-on-a")).unwrap(), b"A");
+    assert_eq!(std::fs::read(a.join("made-on-b")).unwrap(), b"B");
+    let diff = r.both_ways_differences();
+    assert!(diff.is_empty(), "the sites differ:\n{diff}");
+}
