@@ -12,6 +12,12 @@
 //! stub and a recalled copy of B matches A's snapshot the same way. Three
 //! rounds by default; `FERRY_SOAK=1` runs the 20 the issue asks for.
 //!
+//! `bidirectional_sync` (a `bidirectional_snapdiff` schedule run by
+//! `POST /run/`) settles each conflict kind as docs/hub.md says and lists
+//! what a site loses; converges under random changes on both sites (three
+//! rounds, 20 with `FERRY_SOAK=1`); and a run whose snapdiff fails on one
+//! site applies nothing, so the next run sends both sites' changes.
+//!
 //! Also: a sync survives B's agent SIGKILLed and the S3 endpoint cut off
 //! for 30 s mid-run (through a proxy); `send` of a tree of many small and
 //! four large files arrives whole and as stubs, and an import of its key
@@ -1264,7 +1270,9 @@ fn a_bidirectional_run_that_cannot_diff_one_site_applies_nothing_and_the_next_ru
         (failed[0]["tasktype"].as_str(), failed[0]["site"].as_str()),
         (Some("dynamo.tasks.snapdiff"), Some(r.b_site.as_str()))
     );
-    let why = r.s.api("GET", &format!("/api/tasks/{}/", failed[0]["id"]), None, 200).to_string();
+    let why =
+        r.s.api("GET", &format!("/api/tasks/{}/", failed[0]["id"]), None, 200)
+            .to_string();
     assert!(why.contains("SnapdiffLockError"), "{why}");
     assert!(!b.join("made-on-a").exists() && !a.join("made-on-b").exists());
     std::fs::remove_file(&lock).unwrap();

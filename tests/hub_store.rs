@@ -20,10 +20,20 @@ fn rt() -> tokio::runtime::Runtime {
 }
 
 async fn job_with_root(store: &Store, root: &str) -> i64 {
+    job_of(store, root, None).await
+}
+
+/// A job with one root task `root`: a premigrate's walk, or with `sync` a
+/// bidirectional sync's first snapdiff.
+async fn job_of(store: &Store, root: &str, sync: Option<ferry::hub::store::bisync::NewSyncRun>) -> i64 {
+    let (workflow, discovery, task) = match sync {
+        None => ("premigrate", "recursive", "dynamo.tasks.recursive_navigate"),
+        Some(_) => ("bidirectional_sync", "bidirectional_snapdiff", "dynamo.tasks.snapdiff"),
+    };
     let new = NewJob {
-        workflow: "premigrate".into(),
+        workflow: workflow.into(),
         fields: serde_json::json!({}),
-        discovery: Some("recursive".into()),
+        discovery: Some(discovery.into()),
         site: "s1".into(),
         queue: "default".into(),
         friendly_name: "Premigrate of '/data' on 's1'".into(),
@@ -38,14 +48,14 @@ async fn job_with_root(store: &Store, root: &str) -> i64 {
         resubmitted_from: None,
         record_files: Default::default(),
         dry_run: false,
-        sync: None,
+        sync,
     };
     let root = root.to_string();
     store
         .create_job(&new, move |_| {
             vec![RootTask {
                 task_id: root,
-                tasktype: "dynamo.tasks.recursive_navigate".into(),
+                tasktype: task.into(),
                 site: "s1".into(),
                 queue: "s1.default#discovery".into(),
                 headers: "[]".into(),
@@ -499,44 +509,12 @@ fn a_sync_run_stays_open_through_its_stages_and_keeps_its_latest_two_runs_events
             let mut jobs = Vec::new();
             for _ in 0..4 {
                 let root = uuid::Uuid::new_v4().to_string();
-                let new = NewJob {
-                    workflow: "bidirectional_sync".into(),
-                    fields: serde_json::json!({}),
-                    discovery: Some("bidirectional_snapdiff".into()),
-                    site: "s1".into(),
-                    queue: "default".into(),
-                    friendly_name: "both ways".into(),
-                    owner: Owner {
-                        kind: "system".into(),
-                        id: -2,
-                        name: "system".into(),
-                    },
-                    clientkey_id: None,
-                    input_paths: serde_json::json!(["/data"]),
-                    request: None,
-                    resubmitted_from: None,
-                    record_files: Default::default(),
-                    dry_run: false,
-                    sync: Some(NewSyncRun {
-                        site2: "s2".into(),
-                        queue2: "default".into(),
-                        fileset: "/data".into(),
-                    }),
+                let sync = NewSyncRun {
+                    site2: "s2".into(),
+                    queue2: "default".into(),
+                    fileset: "/data".into(),
                 };
-                let r = root.clone();
-                let job = store
-                    .create_job(&new, move |_| {
-                        vec![RootTask {
-                            task_id: r,
-                            tasktype: "dynamo.tasks.snapdiff".into(),
-                            site: "s1".into(),
-                            queue: "s1.default#discovery".into(),
-                            headers: "[]".into(),
-                            body: "{}".into(),
-                        }]
-                    })
-                    .await
-                    .unwrap();
+                let job = job_of(&store, &root, Some(sync)).await;
                 let doc = EventsDoc {
                     job,
                     site: "s1".into(),

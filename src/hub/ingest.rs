@@ -114,15 +114,24 @@ fn jobid(raw: Option<&RawValue>) -> Option<i64> {
     v.as_i64().or_else(|| v.as_str()?.parse().ok())
 }
 
+/// The `result` of a document in Celery's custom state `status` (one
+/// that is not a task's end); `None` for another state or shape.
+fn custom<'a, R: Deserialize<'a>>(body: &'a [u8], status: &str) -> Option<R> {
+    #[derive(Deserialize)]
+    struct Doc<R> {
+        status: String,
+        result: Option<R>,
+    }
+    let doc: Doc<R> = serde_json::from_slice(body).ok()?;
+    if doc.status != status {
+        return None;
+    }
+    doc.result
+}
+
 /// Reads a `PROGRESS` document; `None` for anything else, or one that
 /// names no job.
 pub fn parse_progress(body: &[u8]) -> Option<Progress> {
-    #[derive(Deserialize)]
-    struct Doc<'a> {
-        status: String,
-        #[serde(borrow)]
-        result: Option<Report<'a>>,
-    }
     #[derive(Deserialize)]
     struct Report<'a> {
         #[serde(borrow)]
@@ -134,11 +143,7 @@ pub fn parse_progress(body: &[u8]) -> Option<Progress> {
         #[serde(default)]
         children_sent: i64,
     }
-    let doc: Doc = serde_json::from_slice(body).ok()?;
-    if doc.status != "PROGRESS" {
-        return None;
-    }
-    let r = doc.result?;
+    let r: Report = custom(body, "PROGRESS")?;
     Some(Progress {
         jobid: jobid(r.jobid)?,
         files: r.files.max(0),
@@ -152,12 +157,6 @@ pub fn parse_progress(body: &[u8]) -> Option<Progress> {
 /// document that names no job, site or run is not one.
 pub fn parse_events(body: &[u8]) -> Option<EventsDoc> {
     #[derive(Deserialize)]
-    struct Doc<'a> {
-        status: String,
-        #[serde(borrow)]
-        result: Option<Report<'a>>,
-    }
-    #[derive(Deserialize)]
     struct Report<'a> {
         #[serde(borrow)]
         jobid: Option<&'a RawValue>,
@@ -167,11 +166,7 @@ pub fn parse_events(body: &[u8]) -> Option<EventsDoc> {
         #[serde(borrow)]
         events: Vec<&'a RawValue>,
     }
-    let doc: Doc = serde_json::from_slice(body).ok()?;
-    if doc.status != crate::agent::tasks::collect::EVENTS_STATUS {
-        return None;
-    }
-    let r = doc.result?;
+    let r: Report = custom(body, crate::agent::tasks::collect::EVENTS_STATUS)?;
     Some(EventsDoc {
         job: jobid(r.jobid)?,
         site: r.site,

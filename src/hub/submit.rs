@@ -142,7 +142,7 @@ const RANGED: [TaskName; 2] = [TaskName::RecallBytes, TaskName::ImportBytes];
 
 /// The runtime fields that name a multi-site workflow's destination site
 /// (`send` calls it `destinationsite`, `site_sync` `destination`).
-const DESTINATION_SITE_FIELDS: [&str; 2] = [super::bisync::SITE2_FIELD, "destination"];
+const DESTINATION_SITE_FIELDS: [&str; 2] = [super::workflows::DESTINATION_SITE, "destination"];
 
 /// The runtime field that names the queue on the destination site.
 const DESTINATION_QUEUE_FIELD: &str = "destinationqueue";
@@ -594,7 +594,9 @@ fn bisync_sides(
     site: &str,
     paths: &[PathObject],
 ) -> Result<Option<super::store::bisync::NewSyncRun>, SubmitError> {
-    use super::bisync::{DISCOVERY, SITE2_FIELD, WORKFLOW};
+    use super::workflows::{
+        BIDIRECTIONAL_DISCOVERY as DISCOVERY, BIDIRECTIONAL_WORKFLOW as WORKFLOW, DESTINATION_SITE as SITE2_FIELD,
+    };
     match (workflow == WORKFLOW, discovery == Some(DISCOVERY)) {
         (false, false) => return Ok(None),
         (true, false) => {

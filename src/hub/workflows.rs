@@ -10,13 +10,23 @@ use crate::task::names::CUSTOM_PREFIX;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
+/// The discovery of a bidirectional schedule (schedule-only).
+pub const BIDIRECTIONAL_DISCOVERY: &str = "bidirectional_snapdiff";
+
+/// The one workflow a bidirectional schedule takes.
+pub const BIDIRECTIONAL_WORKFLOW: &str = "bidirectional_sync";
+
+/// The runtime field naming a `send` or `bidirectional_sync` job's other
+/// site.
+pub const DESTINATION_SITE: &str = "destinationsite";
+
 /// The discoveries a workflow may name, and the task each runs.
 pub const DISCOVERIES: &[(&str, TaskName)] = &[
     ("recursive", TaskName::RecursiveNavigate),
     ("snapdiff", TaskName::Snapdiff),
     // Schedule-only, and only for `bidirectional_sync`: a snapdiff on each
     // site, collecting (`crate::hub::bisync`).
-    (crate::hub::bisync::DISCOVERY, TaskName::Snapdiff),
+    (BIDIRECTIONAL_DISCOVERY, TaskName::Snapdiff),
 ];
 
 /// The task a discovery name runs.
@@ -462,8 +472,8 @@ pub fn builtins() -> Vec<Workflow> {
             "Send",
             Some("recursive"),
             true,
-            Value::Array(destination_fields("destinationsite", "Destination site")),
-            json!([{"state": "all", "type": "all", "action": send_steps("destinationsite", json!({}), json!({}), None)}]),
+            Value::Array(destination_fields(DESTINATION_SITE, "Destination site")),
+            json!([{"state": "all", "type": "all", "action": send_steps(DESTINATION_SITE, json!({}), json!({}), None)}]),
         ),
         builtin(
             "site_sync",
@@ -502,17 +512,17 @@ fn bidirectional_sync() -> Workflow {
                           "keep_parent_times": true});
         json!([with(step, extra)])
     };
-    let send = send_steps("destinationsite", migrate, stub, Some(check));
-    let mut fields = destination_fields("destinationsite", "Other site");
+    let send = send_steps(DESTINATION_SITE, migrate, stub, Some(check));
+    let mut fields = destination_fields(DESTINATION_SITE, "Other site");
     fields.retain(|f| f["name"] != "hydrate");
     fields.push(json!({
         "name": ROTATE_ON_ERROR, "label": "Snapdiff rotate on error", "type": "bool", "default": true,
         "description": "rotate the snapshots even when some changes failed to sync (false: roll back, and the next run sees them again)"
     }));
     let mut w = builtin(
-        crate::hub::bisync::WORKFLOW,
+        BIDIRECTIONAL_WORKFLOW,
         "Bi-directional site sync",
-        Some(crate::hub::bisync::DISCOVERY),
+        Some(BIDIRECTIONAL_DISCOVERY),
         true,
         Value::Array(fields),
         json!([

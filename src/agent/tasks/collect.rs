@@ -9,12 +9,14 @@
 //! diffed, so a redelivered task's second diff never mixes with the
 //! first's events.
 
-use super::context::{ChildSink, SinkError};
+use super::context::{ChildSink, Input, Published, SinkError, TaskEnv, TaskError, TaskOutput};
 use crate::agent::celery::run_hex;
 use crate::entry::Fields;
 use crate::snapdiff::diff::Change;
 use crate::snapdiff::output::{ExtraFields, change_entry, write_change_keys};
-use crate::snapdiff::run::ChangeSink;
+use crate::snapdiff::provider::Provider;
+use crate::snapdiff::run::{ChangeSink, SnapdiffOptions, snapdiff};
+use crate::task::status::Status;
 use crate::task::write_entry;
 use serde_json::value::RawValue;
 use std::io;
@@ -121,5 +123,113 @@ impl ChangeSink for Collect<'_> {
 
     fn finish(&mut self) -> io::Result<()> {
         self.send()
+    }
+}
+
+/// Runs a `collect` snapdiff (`dynamo.tasks.snapdiff` with `collect:
+/// true`): every change goes to the hub as an event
+/// ([`super::collect`]) and the run stays held for the hub's rotate.
+pub fn collect_task(
+    input: &Input<'_>,
+    env: &TaskEnv,
+    prov: &dyn Provider,
+    opts: &SnapdiffOptions,
+    sink: &mut dyn ChildSink,
+    started: String,
+) -> Result<TaskOutput, TaskError> {
+    let root = {
+        let local = prov.fileset().path.clone();
+        env.paths.to_wire(&local).unwrap_or(local)
+    };
+    let run = crate::agent::celery::ChildId::new_run();
+    let mut events = Collect::new(sink, &input.msg.id, input.jobid, &env.site, run, root.clone());
+    let mut log = |m: &str| tracing::info!(task = %input.msg.id, "{m}");
+    let report = match snapdiff(prov, opts, &mut events, &mut log) {
+        Ok(r) => r,
+        Err(e) => {
+            return Err(match events.failed.take() {
+                Some(lost) => lost.into(),
+                None => e.into(),
+            });
+        }
+    };
+    let mut counts = serde_json::to_value(report.summary).expect("json");
+    counts["events"] = events.events.into();
+    let snap = serde_json::json!({
+        "snapshot": report.new_snapshot,
+        "previous_snapshot": report.old_snapshot,
+        "first_run": report.first_run,
+        "outcome": report.outcome,
+        "warnings": report.warnings,
+    });
+    let mut status = Status::new(input.name.as_str());
+    status
+        .input_paths([input.fileset()])
+        .value("summary", &counts)
+        .raw("details", b"{}")
+        .string("started", &started)
+        .value("snapdiff", &snap);
+    Ok(TaskOutput {
+        result: status.into_result(input.jobid, Some(&env.queue_name), b""),
+        children: Published {
+            run,
+            ..Published::default()
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::agent::tasks::context::memory::Memory;
+    use crate::agent::tasks::snapdiff::tests::Fileset;
+
+    /// A collecting run publishes no child: every change goes to the hub
+    /// in documents of at most `EVENTS_PER_DOCUMENT`, all naming the
+    /// execution the result names, and the run stays held; the next
+    /// collect rolls a held run back first, so it sees the same changes.
+    #[test]
+    fn a_collecting_run_hands_its_changes_to_the_hub_and_stays_held() {
+        let names: Vec<String> = (0..EVENTS_PER_DOCUMENT + 500).map(|i| format!("f{i}")).collect();
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        let fs = Fileset::new(&names);
+        for _ in 0..2 {
+            let mut sink = Memory::default();
+            let r = fs.run(&mut sink, serde_json::json!({"collect": true})).unwrap();
+            assert!(sink.sent.is_empty(), "a collect publishes no child");
+            assert_eq!(r["status"]["snapdiff"]["outcome"], "held", "{r}");
+            // Every file, and the fileset's root (new on a first run).
+            assert_eq!(r["status"]["summary"]["events"], names.len() + 1, "{r}");
+            let docs: Vec<serde_json::Value> = sink
+                .reported
+                .iter()
+                .map(|d| serde_json::from_slice(d).unwrap())
+                .collect();
+            let sizes: Vec<usize> = docs
+                .iter()
+                .map(|d| d["result"]["events"].as_array().unwrap().len())
+                .collect();
+            assert_eq!(sizes, [EVENTS_PER_DOCUMENT, 501]);
+            for (i, d) in docs.iter().enumerate() {
+                assert_eq!(d["status"], EVENTS_STATUS);
+                assert_eq!(d["task_id"], "sd-1");
+                assert_eq!(d["result"]["jobid"], 9);
+                assert_eq!(d["result"]["seq"], i);
+                assert_eq!(d["result"]["run"], docs[0]["result"]["run"]);
+                let e = &d["result"]["events"][1];
+                assert_eq!(e["state"], "created", "{e}");
+                assert_eq!(e["type"], "file", "{e}");
+                assert!(
+                    e["mtime"].is_number() && e["mode"].is_number() && e["size"].is_number(),
+                    "{e}"
+                );
+            }
+        }
+        let held = std::fs::read_dir(&fs.state).unwrap().flatten();
+        assert_eq!(
+            held.filter(|e| e.file_name().to_string_lossy().contains(".pending."))
+                .count(),
+            1
+        );
     }
 }

@@ -37,7 +37,6 @@
 //! that comes after the last child but before the rotation rolls back too.
 //! The task still succeeds, its status saying `cancelled: true`.
 
-use super::collect::Collect;
 use super::context::{ChildSink, Inbox, Input, Published, SinkError, TaskEnv, TaskError, TaskOutput};
 use super::publish::{Batches, Publisher};
 use super::rules::{self, BatchArgs, Rule, RuleArgs};
@@ -94,7 +93,7 @@ pub fn snapdiff_task(
     let prov = sd.fileset.open(Path::new(OsStr::from_bytes(&root.path)), gpfs)?;
     let mut opts = sd.options(env.lock_threshold, env.walk_threads);
     if sd.collect {
-        return collect_task(input, env, prov.as_ref(), &opts, sink, started);
+        return super::collect::collect_task(input, env, prov.as_ref(), &opts, sink, started);
     }
     // The task itself ends the run, after its handlers reported.
     opts.hold = true;
@@ -191,57 +190,6 @@ pub fn snapdiff_task(
     Ok(TaskOutput {
         result: status.into_result(input.jobid, Some(&env.queue_name), b""),
         children,
-    })
-}
-
-/// A `collect` run: every change goes to the hub as an event
-/// ([`super::collect`]) and the run stays held for the hub's rotate.
-fn collect_task(
-    input: &Input<'_>,
-    env: &TaskEnv,
-    prov: &dyn crate::snapdiff::provider::Provider,
-    opts: &crate::snapdiff::run::SnapdiffOptions,
-    sink: &mut dyn ChildSink,
-    started: String,
-) -> Result<TaskOutput, TaskError> {
-    let root = {
-        let local = prov.fileset().path.clone();
-        env.paths.to_wire(&local).unwrap_or(local)
-    };
-    let run = crate::agent::celery::ChildId::new_run();
-    let mut events = Collect::new(sink, &input.msg.id, input.jobid, &env.site, run, root.clone());
-    let mut log = |m: &str| tracing::info!(task = %input.msg.id, "{m}");
-    let report = match snapdiff(prov, opts, &mut events, &mut log) {
-        Ok(r) => r,
-        Err(e) => {
-            return Err(match events.failed.take() {
-                Some(lost) => lost.into(),
-                None => e.into(),
-            });
-        }
-    };
-    let mut counts = serde_json::to_value(report.summary).expect("json");
-    counts["events"] = events.events.into();
-    let snap = serde_json::json!({
-        "snapshot": report.new_snapshot,
-        "previous_snapshot": report.old_snapshot,
-        "first_run": report.first_run,
-        "outcome": report.outcome,
-        "warnings": report.warnings,
-    });
-    let mut status = Status::new(input.name.as_str());
-    status
-        .input_paths([input.fileset()])
-        .value("summary", &counts)
-        .raw("details", b"{}")
-        .string("started", &started)
-        .value("snapdiff", &snap);
-    Ok(TaskOutput {
-        result: status.into_result(input.jobid, Some(&env.queue_name), b""),
-        children: Published {
-            run,
-            ..Published::default()
-        },
     })
 }
 
@@ -666,7 +614,7 @@ impl ChangeSink for Phases<'_> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::agent::tasks::context::memory::{Memory, env, message};
     use crate::agent::tasks::{Kind, Request};
@@ -674,14 +622,14 @@ mod tests {
     use std::time::Duration;
 
     /// A fileset (a plain directory, provider `none`) and its state dir.
-    struct Fileset {
+    pub(in crate::agent::tasks) struct Fileset {
         _dir: tempfile::TempDir,
-        root: std::path::PathBuf,
-        state: std::path::PathBuf,
+        pub(in crate::agent::tasks) root: std::path::PathBuf,
+        pub(in crate::agent::tasks) state: std::path::PathBuf,
     }
 
     impl Fileset {
-        fn new(files: &[&str]) -> Fileset {
+        pub(in crate::agent::tasks) fn new(files: &[&str]) -> Fileset {
             let dir = tempfile::tempdir().unwrap();
             let root = dir.path().join("fs");
             let state = dir.path().join("state");
@@ -694,7 +642,11 @@ mod tests {
 
         /// Runs the task as the agent would, with every change routed to
         /// its own action and `extra` keyword arguments.
-        fn run(&self, sink: &mut Memory, extra: serde_json::Value) -> Result<serde_json::Value, TaskError> {
+        pub(in crate::agent::tasks) fn run(
+            &self,
+            sink: &mut Memory,
+            extra: serde_json::Value,
+        ) -> Result<serde_json::Value, TaskError> {
             let mut kwargs = serde_json::json!({
                 "paths": [self.root.to_str().unwrap()],
                 "jobid": 9,
@@ -992,56 +944,6 @@ mod tests {
         let mut again = Memory::default();
         let r = fs.run(&mut again, serde_json::json!({})).unwrap();
         assert_eq!(r["status"]["summary"]["deleted"], 1, "{r}");
-    }
-
-    /// A collecting run publishes no child: every change goes to the hub
-    /// in documents of at most `EVENTS_PER_DOCUMENT`, all naming the
-    /// execution the result names, and the run stays held; the next
-    /// collect rolls a held run back first, so it sees the same changes.
-    #[test]
-    fn a_collecting_run_hands_its_changes_to_the_hub_and_stays_held() {
-        use crate::agent::tasks::collect::{EVENTS_PER_DOCUMENT, EVENTS_STATUS};
-        let names: Vec<String> = (0..EVENTS_PER_DOCUMENT + 500).map(|i| format!("f{i}")).collect();
-        let names: Vec<&str> = names.iter().map(String::as_str).collect();
-        let fs = Fileset::new(&names);
-        for _ in 0..2 {
-            let mut sink = Memory::default();
-            let r = fs.run(&mut sink, serde_json::json!({"collect": true})).unwrap();
-            assert!(sink.sent.is_empty(), "a collect publishes no child");
-            assert_eq!(r["status"]["snapdiff"]["outcome"], "held", "{r}");
-            // Every file, and the fileset's root (new on a first run).
-            assert_eq!(r["status"]["summary"]["events"], names.len() + 1, "{r}");
-            let docs: Vec<serde_json::Value> = sink
-                .reported
-                .iter()
-                .map(|d| serde_json::from_slice(d).unwrap())
-                .collect();
-            let sizes: Vec<usize> = docs
-                .iter()
-                .map(|d| d["result"]["events"].as_array().unwrap().len())
-                .collect();
-            assert_eq!(sizes, [EVENTS_PER_DOCUMENT, 501]);
-            for (i, d) in docs.iter().enumerate() {
-                assert_eq!(d["status"], EVENTS_STATUS);
-                assert_eq!(d["task_id"], "sd-1");
-                assert_eq!(d["result"]["jobid"], 9);
-                assert_eq!(d["result"]["seq"], i);
-                assert_eq!(d["result"]["run"], docs[0]["result"]["run"]);
-                let e = &d["result"]["events"][1];
-                assert_eq!(e["state"], "created", "{e}");
-                assert_eq!(e["type"], "file", "{e}");
-                assert!(
-                    e["mtime"].is_number() && e["mode"].is_number() && e["size"].is_number(),
-                    "{e}"
-                );
-            }
-        }
-        let held = std::fs::read_dir(&fs.state).unwrap().flatten();
-        assert_eq!(
-            held.filter(|e| e.file_name().to_string_lossy().contains(".pending."))
-                .count(),
-            1
-        );
     }
 
     #[test]

@@ -214,11 +214,11 @@ impl Fields {
             }
             // A bidirectional schedule stays one, and no other becomes one
             // (003:L10821): its runs' events and held snapshots assume it.
-            let bi = |d: &Option<String>| d.as_deref() == Some(crate::hub::bisync::DISCOVERY);
+            let bi = |d: &Option<String>| d.as_deref() == Some(crate::hub::workflows::BIDIRECTIONAL_DISCOVERY);
             if s.id != 0 && bi(&s.discovery) != bi(&v) {
                 return Err(ApiError::bad(format!(
                     "discovery: a schedule's discovery cannot change to or from {}",
-                    crate::hub::bisync::DISCOVERY
+                    crate::hub::workflows::BIDIRECTIONAL_DISCOVERY
                 )));
             }
             s.discovery = v;
@@ -645,12 +645,12 @@ async fn create_workflow(
         queue: String::new(),
         fields: json!({}),
     };
-    if sched.discovery.as_deref() == Some(crate::hub::bisync::DISCOVERY)
+    if sched.discovery.as_deref() == Some(crate::hub::workflows::BIDIRECTIONAL_DISCOVERY)
         && !s.store.schedule_workflows(id).await?.is_empty()
     {
         return Err(ApiError::bad(format!(
             "workflow: a {} schedule takes one workflow, and has it",
-            crate::hub::bisync::DISCOVERY
+            crate::hub::workflows::BIDIRECTIONAL_DISCOVERY
         )));
     }
     f.apply(&s, &sched, &mut w).await?;

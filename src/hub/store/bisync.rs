@@ -129,6 +129,29 @@ pub struct Advance<'a> {
     pub listed: &'a [Listed],
 }
 
+/// Records the run of new job `job` (on `site` and `queue`).
+pub(super) async fn insert_sync_run(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    job: i64,
+    site: &str,
+    queue: &str,
+    sync: &NewSyncRun,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO sync_runs (job_id, site1, queue1, site2, queue2, fileset) VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(job)
+    .bind(site)
+    .bind(queue)
+    .bind(&sync.site2)
+    .bind(&sync.queue2)
+    .bind(&sync.fileset)
+    .execute(&mut **tx)
+    .await
+    .map_err(db("record a sync run"))?;
+    Ok(())
+}
+
 impl Store {
     /// Records events documents (a redelivered one changes nothing).
     pub async fn record_sync_events(&self, docs: &[EventsDoc]) -> Result<(), StoreError> {

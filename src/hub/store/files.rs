@@ -7,6 +7,7 @@ use super::batch;
 use super::{Engine, StoreError, db};
 use crate::task::errors::error_code;
 use rustc_hash::FxHashMap;
+use sqlx::Row;
 
 /// A file a task reported, with its state: the hub keeps a row for it
 /// if its job's `record_files` asks for that state.
@@ -104,4 +105,39 @@ fn reason(f: &FileFailure) -> String {
         .unwrap_or_else(|_| f.message.clone());
     let path = serde_json::from_str::<String>(&f.path).unwrap_or_default();
     crate::task::errors::normalise(&text, &path)
+}
+
+/// The columns a [`FileRecord`] is read from.
+pub(super) const FILE_COLUMNS: &str = "id, job_id, path, state, code, message, task_id";
+
+/// A `jobstats` row as a [`FileRecord`].
+pub(super) fn file_record(r: &sqlx::any::AnyRow) -> Result<FileRecord, StoreError> {
+    Ok(FileRecord {
+        id: r.get("id"),
+        job_id: r.get("job_id"),
+        path: r.get("path"),
+        state: r.get("state"),
+        code: r.get("code"),
+        message: r.get("message"),
+        task_id: r.get("task_id"),
+    })
+}
+
+/// One file's record in a job (failures and aborts by default).
+#[derive(Clone, Debug)]
+pub struct FileRecord {
+    /// Row id.
+    pub id: i64,
+    /// Its job.
+    pub job_id: i64,
+    /// The path, as JSON string text (surrogate escapes kept).
+    pub path: String,
+    /// `failures`, `aborted`, ...
+    pub state: String,
+    /// The error's name (`EACCES`), when known.
+    pub code: Option<String>,
+    /// The message, as JSON text (the seed's list of strings).
+    pub message: String,
+    /// The task that reported it.
+    pub task_id: String,
 }

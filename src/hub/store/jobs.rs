@@ -8,6 +8,8 @@
 //! twice runs once: its result counts once, see [`super::results`]).
 
 use super::events::{self, NewEvent};
+pub use super::files::FileRecord;
+use super::files::{FILE_COLUMNS, file_record};
 use super::ledger::{add_stat, finish_if_done};
 use super::workflows::RecordFiles;
 use super::{Statement, Store, StoreError, db, flag, json_col, now_us};
@@ -892,18 +894,7 @@ pub(super) async fn insert_job(
         .map_err(db("create a job"))?
         .get(0);
     if let Some(sync) = &new.sync {
-        sqlx::query(
-            "INSERT INTO sync_runs (job_id, site1, queue1, site2, queue2, fileset) VALUES ($1, $2, $3, $4, $5, $6)",
-        )
-        .bind(id)
-        .bind(&new.site)
-        .bind(&new.queue)
-        .bind(&sync.site2)
-        .bind(&sync.queue2)
-        .bind(&sync.fileset)
-        .execute(&mut **tx)
-        .await
-        .map_err(db("record a sync run"))?;
+        super::bisync::insert_sync_run(tx, id, &new.site, &new.queue, sync).await?;
     }
     let roots = roots(id);
     insert_roots(tx, id, &roots, now).await?;
@@ -957,39 +948,6 @@ pub type Rows<T> = tokio::sync::mpsc::Receiver<Result<T, StoreError>>;
 
 /// Rows read ahead of the writer of a streamed list.
 const STREAM_ROWS: usize = 256;
-
-const FILE_COLUMNS: &str = "id, job_id, path, state, code, message, task_id";
-
-fn file_record(r: &AnyRow) -> Result<FileRecord, StoreError> {
-    Ok(FileRecord {
-        id: r.get("id"),
-        job_id: r.get("job_id"),
-        path: r.get("path"),
-        state: r.get("state"),
-        code: r.get("code"),
-        message: r.get("message"),
-        task_id: r.get("task_id"),
-    })
-}
-
-/// One file's record in a job (failures and aborts by default).
-#[derive(Clone, Debug)]
-pub struct FileRecord {
-    /// Row id.
-    pub id: i64,
-    /// Its job.
-    pub job_id: i64,
-    /// The path, as JSON string text (surrogate escapes kept).
-    pub path: String,
-    /// `failures`, `aborted`, ...
-    pub state: String,
-    /// The error's name (`EACCES`), when known.
-    pub code: Option<String>,
-    /// The message, as JSON text (the seed's list of strings).
-    pub message: String,
-    /// The task that reported it.
-    pub task_id: String,
-}
 
 impl Store {
     /// The submission that made job `id` (JSON), when the hub kept it
