@@ -138,7 +138,7 @@ fn authenticate_prints_a_key_that_then_works_from_a_config_file() {
     let conf = config(&s, &key);
     let run = client(home, &["workflows", "list", "-c", conf.to_str().unwrap()], None);
     assert_eq!(run.code, 0, "{run}");
-    assert_eq!(run.json_lines().len(), 10, "{run}");
+    assert_eq!(run.json_lines().len(), 11, "{run}");
 
     // A password from standard input (no -p) makes another key.
     let run = client(
@@ -256,7 +256,8 @@ fn workflows_list_shows_the_builtins_and_import_update_delete_round_trip() {
             "send",
             "site_sync",
             "import_to_site_hydrated",
-            "import_to_site_dehydrated"
+            "import_to_site_dehydrated",
+            "bidirectional_sync"
         ],
         "{run}"
     );
@@ -320,7 +321,7 @@ fn workflows_list_shows_the_builtins_and_import_update_delete_round_trip() {
     let run = client(home, &["workflows", "delete", &id.to_string(), "-c", c], None);
     assert_eq!(run.code, 0, "{run}");
     let run = client(home, &["workflows", "list", "-c", c], None);
-    assert_eq!(names(&run).len(), 10, "{run}");
+    assert_eq!(names(&run).len(), 11, "{run}");
     let run = client(home, &["workflows", "delete", &id.to_string(), "-c", c], None);
     assert_eq!(run.code, 2, "{run}");
     assert!(
@@ -705,7 +706,7 @@ fn https_checks_the_certificate_against_the_system_roots_unless_no_verify() {
     // With the CA among the roots (SSL_CERT_FILE, read by rustls-native-certs): accepted.
     let run = client_env(home, &list, None, &[("SSL_CERT_FILE", &d.join("ca.crt"))]);
     assert_eq!(run.code, 0, "{run}");
-    assert_eq!(run.json_lines().len(), 10, "{run}");
+    assert_eq!(run.json_lines().len(), 11, "{run}");
     // Without checking, by flag or by configuration: accepted.
     let run = client(home, &[&list[..], &["-D"]].concat(), None);
     assert_eq!(run.code, 0, "{run}");
@@ -714,5 +715,5 @@ fn https_checks_the_certificate_against_the_system_roots_unless_no_verify() {
     std::fs::write(&conf, text).unwrap();
     let run = client(home, &list, None);
     assert_eq!(run.code, 0, "{run}");
-    assert_eq!(run.json_lines().len(), 10, "{run}");
+    assert_eq!(run.json_lines().len(), 11, "{run}");
 }

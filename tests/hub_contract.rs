@@ -418,7 +418,7 @@ fn the_hub_serves_https_with_a_configured_certificate() {
         .output()
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout), "200");
-    assert_eq!(s.api("GET", "/api/workflows/", None, 200)["count"], 10);
+    assert_eq!(s.api("GET", "/api/workflows/", None, 200)["count"], 11);
     // ...and not in clear.
     let plain = s.url.replace("https://", "http://");
     let out = Command::new("curl")
