@@ -1061,16 +1061,15 @@ fn bidirectional_sync_settles_each_conflict_as_documented() {
     // site reports is the echo of what the first run wrote there (dropped)
     // or the sync's own bookkeeping on the files it sent (checked against
     // the other site, found equal).
-    let touched = |root: &Path| -> Vec<(PathBuf, i64)> {
+    let touched = |root: &Path| -> Vec<(PathBuf, (u64, i64, i64))> {
         let (_, files, links) = entries(root);
         files
             .iter()
             .chain(&links)
             .map(|f| {
-                (
-                    f.clone(),
-                    std::os::unix::fs::MetadataExt::ctime_nsec(&std::fs::symlink_metadata(f).unwrap()),
-                )
+                let m = std::fs::symlink_metadata(f).unwrap();
+                use std::os::unix::fs::MetadataExt;
+                (f.clone(), (m.ino(), m.ctime(), m.ctime_nsec()))
             })
             .collect()
     };
@@ -1209,11 +1208,33 @@ fn bidirectional_sync_converges_under_random_changes_on_both_sites() {
     std::fs::create_dir(&on_a).unwrap();
     std::fs::create_dir(&on_b).unwrap();
     let sched = r.bisync_schedule();
+    // What each site made, as it was before the run: after it, both sites
+    // hold exactly that (the two sites matching each other is not enough:
+    // a loss on both would match too).
+    let refs = r.s.dir.path().join("made");
+    let copy = |from: &Path, to: &Path| {
+        let (from, to) = (format!("{}/", from.display()), format!("{}/", to.display()));
+        common::ops::sh("rsync", &["-aHAX", "--delete", "--mkpath", &from, &to]);
+    };
     for round in 0..=rounds() {
         let did_a = change(&on_a, &mut rng, if round == 0 { 30 } else { 10 });
         let did_b = change(&on_b, &mut rng, if round == 0 { 30 } else { 10 });
+        copy(&on_a, &refs.join("made-on-a"));
+        copy(&on_b, &refs.join("made-on-b"));
         let job = r.bisync(sched);
-        let diff = r.both_ways_differences();
+        let mut diff = String::new();
+        for made in ["made-on-a", "made-on-b"] {
+            for site in [&r.a, &r.b] {
+                let d = r.rsync_with(&refs.join(made), &site.join(made), &[]);
+                if !d.is_empty() {
+                    diff.push_str(&format!(
+                        "{} differs from what was made:\n{d}",
+                        site.join(made).display()
+                    ));
+                }
+            }
+        }
+        diff.push_str(&r.both_ways_differences());
         if job["state"] != "SUCCESS" || !diff.is_empty() {
             r.s.keep_logs();
         }

@@ -497,9 +497,9 @@ fn a_task_type_pauses_once_resumes_once_and_its_row_goes_once_resumed_and_forgot
 /// A bidirectional sync's job on both engines: its counted results leave
 /// it open at each stage (the hub advances it), its events are recorded
 /// once however often they are delivered, a stage advances once, the
-/// job ends at the last stage with what the run listed, and the events of
-/// all but the latest two runs of a fileset and pair of sites are cleaned
-/// up (and those of a cancelled run).
+/// job ends at the last stage with what the run listed, and the events a
+/// later run no longer needs are cleaned up (all but the latest two, back
+/// to the last run that committed both sites' snapshots).
 #[test]
 fn a_sync_run_stays_open_through_its_stages_and_keeps_its_latest_two_runs_events() {
     use ferry::hub::store::bisync::{Advance, DONE, EventsDoc, Listed, NewSyncRun};
@@ -555,13 +555,49 @@ fn a_sync_run_stays_open_through_its_stages_and_keeps_its_latest_two_runs_events
             );
             let j = store.job(job).await.unwrap().unwrap();
             assert_eq!((j.state.as_str(), j.files_failures), ("FAILURE", 1), "{}", db.url);
+            // The next two rotate both sites, through rotation tasks that
+            // succeed (the first run failed, so it rolled back: no commit).
             for &j in &jobs[1..3] {
-                assert!(store.advance_sync(j, 0, DONE, &Advance::default()).await.unwrap());
+                let roots: Vec<RootTask> = ["s1", "s2"]
+                    .iter()
+                    .map(|site| RootTask {
+                        task_id: uuid::Uuid::new_v4().to_string(),
+                        tasktype: "dynamo.tasks.rotate_snapshot".into(),
+                        site: site.to_string(),
+                        queue: format!("{site}.default#discovery"),
+                        headers: "[]".into(),
+                        body: "{}".into(),
+                    })
+                    .collect();
+                let step = Advance {
+                    roots: &roots,
+                    rotating: Some([true, true]),
+                    ..Advance::default()
+                };
+                assert!(store.advance_sync(j, 0, DONE - 1, &step).await.unwrap());
+                for r in &roots {
+                    let mut fin = result(&r.task_id, None, j, 0, 1, FileCounts::default());
+                    fin.tasktype = r.tasktype.clone();
+                    store.ingest(&[fin]).await.unwrap();
+                }
+                assert!(store.sync_runs_due().await.unwrap().contains(&j));
+                assert!(
+                    store
+                        .advance_sync(j, DONE - 1, DONE, &Advance::default())
+                        .await
+                        .unwrap()
+                );
             }
             // The last is cancelled while running.
             store.cancel_job(jobs[3]).await.unwrap();
+            assert!(
+                !store.advance_sync(jobs[3], 0, 1, &Advance::default()).await.unwrap(),
+                "a cancelled run gets no next stage"
+            );
             assert!(store.advance_sync(jobs[3], 0, DONE, &Advance::default()).await.unwrap());
             assert_eq!(store.job(jobs[3]).await.unwrap().unwrap().state, "CANCELLED");
+            // Kept: the latest two runs, and every run back to the last that
+            // committed each site (the third); the first two are not needed.
             assert_eq!(store.cleanup_sync_events().await.unwrap(), 4, "{}", db.url);
             let left: Vec<usize> = futures::future::join_all(
                 jobs.iter()
@@ -571,7 +607,7 @@ fn a_sync_run_stays_open_through_its_stages_and_keeps_its_latest_two_runs_events
             .into_iter()
             .map(|e| e.unwrap().len())
             .collect();
-            assert_eq!(left, [0, 2, 2, 0], "{}", db.url);
+            assert_eq!(left, [0, 0, 2, 2], "{}", db.url);
         });
     }
 }

@@ -383,6 +383,17 @@ async fn submit(
         &site.name,
         &paths,
     )?;
+
+    // Two runs on one fileset would roll back each other's held snapshots
+    // (another schedule's, since a schedule skips while its last run goes).
+    if let (Some(s), How::Run { .. }) = (&sync, &how)
+        && let Some(going) = store.sync_run_going(&s.fileset, &site.name, &s.site2).await?
+    {
+        return Err(invalid(format!(
+            "paths: a bidirectional sync of {} between these sites is running (job {going})",
+            s.fileset
+        )));
+    }
     let rule_specs =
         parse_rules(&workflow.filter_rules, &specs).map_err(|e| invalid(format!("workflow {}: {e}", workflow.name)))?;
     let patterns = Context {

@@ -79,6 +79,10 @@ pub struct SnapdiffOptions {
     /// held runs belong to jobs that may have ended without their rotate
     /// (a cancelled bidirectional sync), so that one never blocks the next.
     pub supersede: bool,
+    /// Who a held run is for (a job): a superseding run held for the same
+    /// owner is the same run asked again (its task redelivered), and hands
+    /// the held diff over again instead of taking a new snapshot.
+    pub owner: Option<String>,
 }
 
 impl Default for SnapdiffOptions {
@@ -94,6 +98,7 @@ impl Default for SnapdiffOptions {
             dry_run: false,
             hold: false,
             supersede: false,
+            owner: None,
         }
     }
 }
@@ -212,6 +217,9 @@ struct Pending {
     snapshot: String,
     old_snapshot: Option<String>,
     started: String,
+    /// [`SnapdiffOptions::owner`] of the run.
+    #[serde(default)]
+    owner: Option<String>,
 }
 
 struct Ctx<'a> {
@@ -335,6 +343,10 @@ pub fn snapdiff(
     let started = now_iso8601();
     let state = state_dir(provider, opts)?;
     if opts.supersede && state.pending_path().exists() {
+        let pending = read_pending(&state)?;
+        if pending.owner.is_some() && pending.owner == opts.owner {
+            return replay(provider, opts, state, pending, sink, log);
+        }
         log("rolling back a held run whose sync never ended");
         rotate(provider, opts, false, false, log)?;
     }
@@ -400,7 +412,10 @@ pub fn snapdiff(
     let manifest_seconds = t0.elapsed().as_secs_f64();
 
     let t1 = Instant::now();
-    let result = run_diff(&mut ctx, old, &new_file, sink);
+    let result = new_file
+        .reopen()
+        .map_err(SnapdiffError::from)
+        .and_then(|new| run_diff(&mut ctx, old, new, sink));
     let diff_seconds = t1.elapsed().as_secs_f64();
     let summary = match result {
         Ok(s) => s,
@@ -474,10 +489,10 @@ fn own_state(fileset: &[u8], state: &Path) -> Option<Vec<u8>> {
 fn run_diff(
     ctx: &mut Ctx<'_>,
     old: Option<File>,
-    new: &NamedTempFile,
+    new: File,
     sink: &mut dyn ChangeSink,
 ) -> Result<DiffSummary, SnapdiffError> {
-    let new_rd = ManifestReader::new(BufReader::with_capacity(1 << 20, new.reopen()?))?;
+    let new_rd = ManifestReader::new(BufReader::with_capacity(1 << 20, new))?;
     let old_input: Box<dyn io::Read> = match old {
         Some(f) => Box::new(BufReader::with_capacity(1 << 20, f)),
         None => Box::new(io::Cursor::new(empty_manifest(new_rd.header())?)),
@@ -515,6 +530,7 @@ impl Ctx<'_> {
             snapshot: snap.into(),
             old_snapshot: last.clone(),
             started: started.into(),
+            owner: self.opts.owner.clone(),
         };
         write_atomic(
             &self.state.pending_path(),
@@ -522,6 +538,53 @@ impl Ctx<'_> {
         )?;
         Ok(())
     }
+}
+
+/// The held run's record.
+fn read_pending(state: &StateDir) -> Result<Pending, SnapdiffError> {
+    let path = state.pending_path();
+    match std::fs::read(&path) {
+        Ok(b) => Ok(serde_json::from_slice(&b).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Err(SnapdiffError::NotHeld(path.display().to_string())),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Hands the changes of held run `pending` to `sink` again (the old
+/// snapshot's manifest against the held one's), leaving it held.
+fn replay(
+    provider: &dyn Provider,
+    opts: &SnapdiffOptions,
+    state: StateDir,
+    pending: Pending,
+    sink: &mut dyn ChangeSink,
+    log: &mut dyn FnMut(&str),
+) -> Result<SnapdiffReport, SnapdiffError> {
+    log(&format!("the held run of snapshot {} again", pending.snapshot));
+    let old = match &pending.old_snapshot {
+        Some(s) => Some(File::open(state.manifest_path(s))?),
+        None => None,
+    };
+    let new = File::open(state.manifest_path(&pending.snapshot))?;
+    let mut ctx = Ctx {
+        provider,
+        opts,
+        state,
+        log,
+    };
+    let t = Instant::now();
+    let summary = run_diff(&mut ctx, old, new, sink)?;
+    Ok(SnapdiffReport {
+        summary,
+        diff_seconds: t.elapsed().as_secs_f64(),
+        ..SnapdiffReport::new(
+            provider,
+            pending.old_snapshot,
+            pending.snapshot,
+            RunEnd::Held,
+            pending.started,
+        )
+    })
 }
 
 /// Ends a run held by `--hold`: rotates if the sync `succeeded` or
@@ -536,13 +599,7 @@ pub fn rotate(
 ) -> Result<SnapdiffReport, SnapdiffError> {
     let state = state_dir(provider, opts)?;
     let pending_path = state.pending_path();
-    let pending: Pending = match std::fs::read(&pending_path) {
-        Ok(b) => serde_json::from_slice(&b).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            return Err(SnapdiffError::NotHeld(pending_path.display().to_string()));
-        }
-        Err(e) => return Err(e.into()),
-    };
+    let pending = read_pending(&state)?;
     let lock = Lock::resume(&state.lock_path(), &pending.run)?;
     let mut ctx = Ctx {
         provider,

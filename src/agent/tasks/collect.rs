@@ -141,10 +141,15 @@ pub fn collect_task(
         let local = prov.fileset().path.clone();
         env.paths.to_wire(&local).unwrap_or(local)
     };
+    // The run is held for this job: a redelivered collect of the same
+    // job hands the held diff over again rather than take a new snapshot
+    // that the job's plan never saw.
+    let mut opts = opts.clone();
+    opts.owner = input.jobid.map(|j| j.get().to_string());
     let run = crate::agent::celery::ChildId::new_run();
     let mut events = Collect::new(sink, &input.msg.id, input.jobid, &env.site, run, root.clone());
     let mut log = |m: &str| tracing::info!(task = %input.msg.id, "{m}");
-    let report = match snapdiff(prov, opts, &mut events, &mut log) {
+    let report = match snapdiff(prov, &opts, &mut events, &mut log) {
         Ok(r) => r,
         Err(e) => {
             return Err(match events.failed.take() {
@@ -186,16 +191,21 @@ mod tests {
 
     /// A collecting run publishes no child: every change goes to the hub
     /// in documents of at most `EVENTS_PER_DOCUMENT`, all naming the
-    /// execution the result names, and the run stays held; the next
-    /// collect rolls a held run back first, so it sees the same changes.
+    /// execution the result names, and the run stays held. The same job's
+    /// collect again (a redelivery) hands over the held diff again, same
+    /// snapshot; another job's rolls the held run back and diffs anew.
     #[test]
     fn a_collecting_run_hands_its_changes_to_the_hub_and_stays_held() {
         let names: Vec<String> = (0..EVENTS_PER_DOCUMENT + 500).map(|i| format!("f{i}")).collect();
         let names: Vec<&str> = names.iter().map(String::as_str).collect();
         let fs = Fileset::new(&names);
-        for _ in 0..2 {
+        let mut snapshots = Vec::new();
+        for job in [9, 9, 10] {
             let mut sink = Memory::default();
-            let r = fs.run(&mut sink, serde_json::json!({"collect": true})).unwrap();
+            let r = fs
+                .run(&mut sink, serde_json::json!({"collect": true, "jobid": job}))
+                .unwrap();
+            snapshots.push(r["status"]["snapdiff"]["snapshot"].clone());
             assert!(sink.sent.is_empty(), "a collect publishes no child");
             assert_eq!(r["status"]["snapdiff"]["outcome"], "held", "{r}");
             // Every file, and the fileset's root (new on a first run).
@@ -213,7 +223,7 @@ mod tests {
             for (i, d) in docs.iter().enumerate() {
                 assert_eq!(d["status"], EVENTS_STATUS);
                 assert_eq!(d["task_id"], "sd-1");
-                assert_eq!(d["result"]["jobid"], 9);
+                assert_eq!(d["result"]["jobid"], job);
                 assert_eq!(d["result"]["seq"], i);
                 assert_eq!(d["result"]["run"], docs[0]["result"]["run"]);
                 let e = &d["result"]["events"][1];
@@ -225,6 +235,8 @@ mod tests {
                 );
             }
         }
+        assert_eq!(snapshots[0], snapshots[1], "a redelivered collect keeps its snapshot");
+        assert_ne!(snapshots[1], snapshots[2], "another job's collect takes its own");
         let held = std::fs::read_dir(&fs.state).unwrap().flatten();
         assert_eq!(
             held.filter(|e| e.file_name().to_string_lossy().contains(".pending."))

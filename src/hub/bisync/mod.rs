@@ -175,6 +175,15 @@ pub async fn run(store: Store, outbox: Arc<Notify>) {
                 for job in jobs {
                     match advance(&store, job).await {
                         Ok(()) => outbox.notify_one(),
+                        Err(BisyncError::Rules(why)) => {
+                            // Trying again would not help: the run ends,
+                            // failed, and its held snapshots are rolled
+                            // back by the next run's collect.
+                            warn!(job, reason = %why, "a bidirectional sync cannot go on; it ends failed");
+                            if let Err(e) = give_up(&store, job, &why).await {
+                                warn!(job, error = %e, "cannot end a bidirectional sync; tried again");
+                            }
+                        }
                         Err(e) => warn!(job, error = %e, "cannot start a bidirectional sync's next stage; tried again"),
                     }
                 }
@@ -203,6 +212,24 @@ pub enum BisyncError {
     Rules(String),
 }
 
+/// Ends the run of `job` failed, listing `why` against its fileset.
+async fn give_up(store: &Store, job: i64, why: &str) -> Result<(), super::store::StoreError> {
+    let Some(run) = store.sync_run(job).await? else {
+        return Ok(());
+    };
+    let listed = [Listed {
+        path: json!(run.fileset).to_string(),
+        state: "failures",
+        message: format!("the run cannot go on: {why}"),
+    }];
+    let step = Advance {
+        listed: &listed,
+        ..Advance::default()
+    };
+    store.advance_sync(job, run.stage, DONE, &step).await?;
+    Ok(())
+}
+
 /// Starts the next stage of the run of `job` that has tasks (or ends it).
 pub async fn advance(store: &Store, job: i64) -> Result<(), BisyncError> {
     let (Some(run), Some(j)) = (store.sync_run(job).await?, store.job(job).await?) else {
@@ -226,10 +253,28 @@ pub async fn advance(store: &Store, job: i64) -> Result<(), BisyncError> {
     let mut decided = Vec::new();
     let mut listed = Vec::new();
     if run.stage == Stage::Collect as i64 {
-        if ok.iter().any(Option::is_none) {
+        // Every change a site reported must be on file: a plan on part of
+        // them could apply a delete whose path the missing part rewrote.
+        let mut incomplete = Vec::new();
+        for (side, c) in ok.iter().enumerate() {
+            let Some(c) = c else { continue };
+            let have = store.sync_events(job, sides[side], c.run.as_deref()).await?.len() as u64;
+            if c.events != Some(have) {
+                incomplete.push(Listed {
+                    path: json!(run.fileset).to_string(),
+                    state: "failures",
+                    message: format!(
+                        "the hub holds {have} of the changes {} reported ({}); nothing was applied, and the next run diffs again",
+                        sides[side],
+                        c.events.map_or("an unknown number".into(), |n| n.to_string())
+                    ),
+                });
+            }
+        }
+        if ok.iter().any(Option::is_none) || !incomplete.is_empty() {
             // A site could not diff: nothing is applied; the site that did
             // rolls back, so the next run sees its changes again.
-            let roots = rotate_roots(&run, &ok, &j, false);
+            let (roots, rotating) = rotate_roots(&run, &ok, &j, false);
             store
                 .advance_sync(
                     job,
@@ -237,6 +282,8 @@ pub async fn advance(store: &Store, job: i64) -> Result<(), BisyncError> {
                     Stage::Rotate as i64,
                     &Advance {
                         roots: &roots,
+                        listed: &incomplete,
+                        rotating: Some(rotating),
                         ..Advance::default()
                     },
                 )
@@ -270,11 +317,16 @@ pub async fn advance(store: &Store, job: i64) -> Result<(), BisyncError> {
     }
     let mut stage = run.stage + 1;
     let mut roots = Vec::new();
+    let mut rotating = None;
     while stage < DONE {
         let s = Stage::AFTER_COLLECT[(stage - 1) as usize];
         roots = match s.work() {
             Some((side, work)) => stage_roots(store, &run, &j, &events, side, work).await?,
-            None => rotate_roots(&run, &ok, &j, true),
+            None => {
+                let (roots, flags) = rotate_roots(&run, &ok, &j, true);
+                rotating = Some(flags);
+                roots
+            }
         };
         if !roots.is_empty() {
             break;
@@ -285,6 +337,7 @@ pub async fn advance(store: &Store, job: i64) -> Result<(), BisyncError> {
         decided: &decided,
         roots: &roots,
         listed: &listed,
+        rotating,
     };
     if store.advance_sync(job, run.stage, stage, &step).await? {
         info!(job, stage, tasks = roots.len(), "bidirectional sync: next stage");
@@ -314,22 +367,24 @@ async fn decide(
             }
         }
     }
+    // Echoes: what earlier runs applied to each site since the run whose
+    // snapshot of that site this diff starts from (a run that rolled back,
+    // or could not diff, left the base where it was).
     let mut before = HashSet::new();
-    if let Some(prev) = store.previous_sync_job(run).await? {
-        let Some(p) = store.sync_run(prev).await? else {
-            return Err(BisyncError::Rules(format!("sync run {prev} vanished")));
-        };
-        for site in [&p.site1, &p.site2] {
-            // Sides by site name: the previous run may name them the other
-            // way round.
-            let me = if *site == run.site1 { 0 } else { 1 };
-            for s in store.sync_events(prev, site, None).await? {
-                let Some(d) = read_decided(me, &s) else { continue };
-                if !d.decision.applied() {
-                    continue;
+    let past = store.previous_sync_runs(run).await?;
+    for (to, site) in sides.iter().enumerate() {
+        for p in &past {
+            // Applied to `site`: the changes the other site reported.
+            let from = if *site == &run.site1 { &run.site2 } else { &run.site1 };
+            for s in store.sync_events(p.job_id, from, None).await? {
+                let Some(d) = read_decided(1 - to, &s) else { continue };
+                if d.decision.applied() {
+                    let at = d.decision.target().unwrap_or(&d.event.path).to_vec();
+                    before.insert(Applied::of(&d.event, &d.decision, to, &at));
                 }
-                let at = d.decision.target().unwrap_or(&d.event.path).to_vec();
-                before.insert(Applied::of(&d.event, 1 - me, &at));
+            }
+            if p.committed.iter().any(|c| c == *site) {
+                break;
             }
         }
     }
@@ -540,11 +595,13 @@ async fn stage_roots(
 /// The rotations that end a run: each site whose collect succeeded
 /// rotates, or rolls back when `applied` is false (nothing was applied)
 /// or something failed and the job's `snappdiff_rotate_on_error` is false.
-fn rotate_roots(run: &SyncRun, ok: &[Option<&Collected>], j: &Job, applied: bool) -> Vec<RootTask> {
+/// Also says whether each site is asked to rotate.
+fn rotate_roots(run: &SyncRun, ok: &[Option<&Collected>], j: &Job, applied: bool) -> (Vec<RootTask>, [bool; 2]) {
     let failed = !applied || j.tasks_failed > 0 || j.files_failures > 0;
     let rotate_on_error = applied && j.fields.get(ROTATE_ON_ERROR).and_then(Value::as_bool).unwrap_or(true);
+    let rotates = !failed || rotate_on_error;
     let me = origin();
-    [(&run.site1, &run.queue1), (&run.site2, &run.queue2)]
+    let roots = [(&run.site1, &run.queue1), (&run.site2, &run.queue2)]
         .iter()
         .zip(ok)
         .filter(|(_, c)| c.is_some())
@@ -557,5 +614,6 @@ fn rotate_roots(run: &SyncRun, ok: &[Option<&Collected>], j: &Job, applied: bool
             });
             discovery(TaskName::RotateSnapshot.as_str(), &kwargs.to_string(), site, queue, &me)
         })
-        .collect()
+        .collect();
+    (roots, [ok[0].is_some() && rotates, ok[1].is_some() && rotates])
 }

@@ -124,15 +124,22 @@ pub struct Applied {
 }
 
 impl Applied {
-    /// `e` as applied to site `to` at path `at`.
-    pub fn of(e: &Event, to: usize, at: &[u8]) -> Applied {
+    /// `e`, decided `d`, as applied to site `to` at path `at`. A resent
+    /// move arrives as a write.
+    pub fn of(e: &Event, d: &Decision, to: usize, at: &[u8]) -> Applied {
+        let write = e.writes() || *d == Decision::Resend;
         Applied {
             to,
-            kind: kind(e),
+            kind: if write { "write" } else { kind(e) },
             path: at.to_vec(),
-            source: e.source.clone(),
-            look: e.writes().then(|| e.look.clone()),
+            source: if write { None } else { e.source.clone() },
+            look: write.then(|| e.look.clone()),
         }
+    }
+
+    /// `e` as its own site reports it.
+    fn reported(e: &Event) -> Applied {
+        Applied::of(e, &Decision::Apply, e.side, &e.path)
     }
 }
 
@@ -190,7 +197,7 @@ pub fn plan(events: &[Event], before: &HashSet<Applied>) -> Vec<(Decision, Optio
     let mut out: Vec<Option<(Decision, Option<String>)>> = vec![None; events.len()];
     // Echoes first: they are no one's change.
     for (i, e) in events.iter().enumerate() {
-        if before.contains(&Applied::of(e, e.side, &e.path)) {
+        if before.contains(&Applied::reported(e)) {
             out[i] = Some((Decision::Echo, None));
         }
     }
@@ -291,7 +298,13 @@ pub fn plan(events: &[Event], before: &HashSet<Applied>) -> Vec<(Decision, Optio
                 Some("written here on one site while the other site moved another file here; neither overwrites the other: settle it by hand".into()),
             )
         } else if e.state == "deleted" {
-            if at_or_below(&writes[y], &e.path) || moves[y].contains_key(&e.path) {
+            // The other site's writes are at its new paths: below a
+            // directory it moved, the deleted entry is where it moved to.
+            let there = through(&moves[y], &e.path);
+            if at_or_below(&writes[y], &e.path)
+                || there.as_deref().is_some_and(|t| at_or_below(&writes[y], t))
+                || moves[y].contains_key(&e.path)
+            {
                 (
                     Decision::Beaten,
                     Some("deleted on one site while the other site changed or moved it: kept (create and modify beat delete)".into()),
@@ -410,16 +423,39 @@ mod tests {
         );
     }
 
+    /// A delete on one site of a file in a directory the other site moved
+    /// loses to that site's change of the file at its new path.
+    #[test]
+    fn a_delete_loses_to_a_change_below_a_directory_the_other_site_moved() {
+        let events = [
+            ev(0, "deleted", "/f/dir/x", None, ""),
+            ev(1, "moved", "/f/new", Some("/f/dir"), ""),
+            ev(1, "updated", "/f/new/x", None, "l"),
+            ev(0, "deleted", "/f/dir/y", None, ""),
+        ];
+        assert_eq!(
+            names(&events, &HashSet::new()),
+            ["beaten", "apply", "apply", "retarget /f/new/y"]
+        );
+    }
+
     /// What the previous run wrote to a site comes back as that site's
     /// change and is dropped, unless it changed again since (its look
     /// differs).
     #[test]
     fn echoes_of_the_previous_run_are_dropped() {
         let before: HashSet<Applied> = [
-            Applied::of(&ev(1, "created", "/f/a", None, "l1"), 0, b"/f/a"),
-            Applied::of(&ev(1, "created", "/f/b", None, "l1"), 0, b"/f/b"),
-            Applied::of(&ev(0, "moved", "/f/d", Some("/f/c"), ""), 1, b"/f/d"),
-            Applied::of(&ev(0, "deleted", "/f/e", None, ""), 1, b"/f/e"),
+            Applied::of(&ev(1, "created", "/f/a", None, "l1"), &Decision::Apply, 0, b"/f/a"),
+            Applied::of(&ev(1, "created", "/f/b", None, "l1"), &Decision::Apply, 0, b"/f/b"),
+            Applied::of(&ev(0, "moved", "/f/d", Some("/f/c"), ""), &Decision::Apply, 1, b"/f/d"),
+            Applied::of(&ev(0, "deleted", "/f/e", None, ""), &Decision::Apply, 1, b"/f/e"),
+            // A resent move arrives as a new file.
+            Applied::of(
+                &ev(0, "moved", "/f/g", Some("/f/f"), "l3"),
+                &Decision::Resend,
+                1,
+                b"/f/g",
+            ),
         ]
         .into_iter()
         .collect();
@@ -429,8 +465,12 @@ mod tests {
             ev(1, "moved", "/f/d", Some("/f/c"), ""),
             ev(1, "deleted", "/f/e", None, ""),
             ev(0, "moved", "/f/d", Some("/f/c"), ""),
+            ev(1, "created", "/f/g", None, "l3"),
         ];
-        assert_eq!(names(&events, &before), ["echo", "apply", "echo", "echo", "apply"]);
+        assert_eq!(
+            names(&events, &before),
+            ["echo", "apply", "echo", "echo", "apply", "echo"]
+        );
     }
 
     /// A file the sync wrote anew on a site shows there as the old inode
@@ -452,9 +492,14 @@ mod tests {
         ];
         // The move onto /f/c is the echo of the last run's, the one onto
         // /f/g is new: the delete goes first, as the site did.
-        let before: HashSet<Applied> = [Applied::of(&ev(0, "moved", "/f/c", Some("/f/d"), ""), 1, b"/f/c")]
-            .into_iter()
-            .collect();
+        let before: HashSet<Applied> = [Applied::of(
+            &ev(0, "moved", "/f/c", Some("/f/d"), ""),
+            &Decision::Apply,
+            1,
+            b"/f/c",
+        )]
+        .into_iter()
+        .collect();
         assert_eq!(
             names(&events, &before),
             [

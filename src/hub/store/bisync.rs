@@ -91,6 +91,8 @@ pub struct Collected {
     pub state: String,
     /// The execution whose result counted.
     pub run: Option<String>,
+    /// How many changes its result says it sent.
+    pub events: Option<u64>,
 }
 
 /// A decision to record on an event.
@@ -127,6 +129,19 @@ pub struct Advance<'a> {
     pub roots: &'a [RootTask],
     /// Paths the job lists.
     pub listed: &'a [Listed],
+    /// Entering the rotation: whether each site is asked to rotate (rather
+    /// than roll back).
+    pub rotating: Option<[bool; 2]>,
+}
+
+/// An earlier run between the same sites on the same fileset.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PastRun {
+    /// Its job.
+    pub job_id: i64,
+    /// The sites whose snapshot it committed: asked to rotate, and the
+    /// rotation succeeded. Changes since are diffed against that one.
+    pub committed: Vec<String>,
 }
 
 /// Records the run of new job `job` (on `site` and `queue`).
@@ -195,12 +210,12 @@ impl Store {
         }))
     }
 
-    /// Runs whose current stage is done: every task of their job counted
-    /// (or the job being cancelled), the job not ended.
+    /// Runs whose current stage is done: every task of their job counted,
+    /// the job running or being cancelled (a paused job waits).
     pub async fn sync_runs_due(&self) -> Result<Vec<i64>, StoreError> {
         let rows = sqlx::query(
             "SELECT r.job_id FROM sync_runs r JOIN jobs j ON j.id = r.job_id
-             WHERE r.stage < $1 AND j.received >= j.expected AND j.state NOT IN ('SUCCESS', 'FAILURE', 'CANCELLED')
+             WHERE r.stage < $1 AND j.received >= j.expected AND j.state IN ('PENDING', 'STARTED', 'DEQUEUING')
              ORDER BY r.job_id",
         )
         .bind(DONE)
@@ -213,7 +228,7 @@ impl Store {
     /// The collecting snapdiffs of a run (its job's root snapdiff tasks).
     pub async fn collected(&self, job: i64) -> Result<Vec<Collected>, StoreError> {
         let rows = sqlx::query(
-            "SELECT task_id, site, state, run FROM tasks WHERE job_id = $1 AND is_root = 1 AND tasktype = $2
+            "SELECT task_id, site, state, run, summary FROM tasks WHERE job_id = $1 AND is_root = 1 AND tasktype = $2
              ORDER BY created, task_id",
         )
         .bind(job)
@@ -228,6 +243,10 @@ impl Store {
                 site: r.get(1),
                 state: r.get(2),
                 run: r.get(3),
+                events: r
+                    .get::<Option<String>, _>(4)
+                    .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
+                    .and_then(|v| v["events"].as_u64()),
             })
             .collect())
     }
@@ -264,42 +283,112 @@ impl Store {
             .collect())
     }
 
-    /// The run before `run` between the same sites on the same fileset
-    /// (either way round) that got as far as deciding, if the hub still
-    /// has its events.
-    pub async fn previous_sync_job(&self, run: &SyncRun) -> Result<Option<i64>, StoreError> {
-        let row = sqlx::query(
-            "SELECT job_id FROM sync_runs WHERE job_id < $1 AND fileset = $2 AND stage > 0
+    /// The runs before `run` between the same sites on the same fileset
+    /// (either way round) that got as far as deciding, newest first.
+    pub async fn previous_sync_runs(&self, run: &SyncRun) -> Result<Vec<PastRun>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT job_id, site1, site2, rotate1, rotate2 FROM sync_runs WHERE job_id < $1 AND fileset = $2 AND stage > 0
                AND ((site1 = $3 AND site2 = $4) OR (site1 = $4 AND site2 = $3))
-             ORDER BY job_id DESC LIMIT 1",
+             ORDER BY job_id DESC",
         )
         .bind(run.job_id)
         .bind(&run.fileset)
         .bind(&run.site1)
         .bind(&run.site2)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db("find earlier sync runs"))?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let job: i64 = r.get(0);
+            out.push(PastRun {
+                job_id: job,
+                committed: self
+                    .committed(
+                        job,
+                        [r.get(1), r.get(2)],
+                        [r.get::<i64, _>(3) == 1, r.get::<i64, _>(4) == 1],
+                    )
+                    .await?,
+            });
+        }
+        Ok(out)
+    }
+
+    /// The sites of `sites` whose snapshot run `job` committed.
+    async fn committed(&self, job: i64, sites: [String; 2], asked: [bool; 2]) -> Result<Vec<String>, StoreError> {
+        let rotated: Vec<String> =
+            sqlx::query("SELECT site FROM tasks WHERE job_id = $1 AND tasktype = $2 AND state = 'SUCCESS'")
+                .bind(job)
+                .bind(crate::task::TaskName::RotateSnapshot.as_str())
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db("read a sync run's rotations"))?
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+        Ok(sites
+            .into_iter()
+            .zip(asked)
+            .filter(|(s, asked)| *asked && rotated.contains(s))
+            .map(|(s, _)| s)
+            .collect())
+    }
+
+    /// A bidirectional run still going on `fileset` between sites `a` and
+    /// `b` (either way round): its job's id.
+    pub async fn sync_run_going(&self, fileset: &str, a: &str, b: &str) -> Result<Option<i64>, StoreError> {
+        let row = sqlx::query(
+            "SELECT r.job_id FROM sync_runs r JOIN jobs j ON j.id = r.job_id
+             WHERE r.fileset = $1 AND ((r.site1 = $2 AND r.site2 = $3) OR (r.site1 = $3 AND r.site2 = $2))
+               AND r.stage < $4 AND j.state NOT IN ('SUCCESS', 'FAILURE', 'CANCELLED')
+             ORDER BY r.job_id LIMIT 1",
+        )
+        .bind(fileset)
+        .bind(a)
+        .bind(b)
+        .bind(DONE)
         .fetch_optional(&self.pool)
         .await
-        .map_err(db("find the previous sync run"))?;
+        .map_err(db("find a running sync"))?;
         Ok(row.map(|r| r.get(0)))
     }
 
     /// Moves a run from stage `from` to `to`, writing what the step
     /// decided, the next stage's tasks and the paths the job lists; at
     /// [`DONE`] the job ends. `false` when the run was not at `from`
-    /// (another hub process advanced it).
+    /// (another hub process advanced it) or its job is no longer running
+    /// (paused, or cancelled and `to` is not [`DONE`]).
     pub async fn advance_sync(&self, job: i64, from: i64, to: i64, step: &Advance<'_>) -> Result<bool, StoreError> {
         let _filing = self.filing.lock().await;
         let now = now_us();
         let mut tx = self.write().await?;
-        let moved = sqlx::query("UPDATE sync_runs SET stage = $3 WHERE job_id = $1 AND stage = $2 RETURNING job_id")
-            .bind(job)
-            .bind(from)
-            .bind(to)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(db("advance a sync run"))?;
+        // Only a running job gets a next stage (a job cancelled or paused
+        // meanwhile gets none); a cancelled one may only end.
+        let moved = sqlx::query(
+            "UPDATE sync_runs SET stage = $3 WHERE job_id = $1 AND stage = $2
+               AND EXISTS (SELECT 1 FROM jobs WHERE id = $1
+                 AND (state IN ('PENDING', 'STARTED') OR (state = 'DEQUEUING' AND $3 = $4)))
+             RETURNING job_id",
+        )
+        .bind(job)
+        .bind(from)
+        .bind(to)
+        .bind(DONE)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db("advance a sync run"))?;
         if moved.is_none() {
             return Ok(false);
+        }
+        if let Some([one, two]) = step.rotating {
+            sqlx::query("UPDATE sync_runs SET rotate1 = $2, rotate2 = $3 WHERE job_id = $1")
+                .bind(job)
+                .bind(one as i64)
+                .bind(two as i64)
+                .execute(&mut *tx)
+                .await
+                .map_err(db("record a sync run's rotation"))?;
         }
         for d in step.decided {
             sqlx::query("UPDATE sync_events SET decision = $2, target = $3, note = $4 WHERE id = $1")
@@ -351,32 +440,43 @@ impl Store {
         Ok(true)
     }
 
-    /// Deletes the events of all but the latest [`EVENTS_KEPT`] runs of
-    /// each fileset and pair of sites, and of runs whose job was cancelled
-    /// or deleted (the seed's `cleanup_old_events`). Returns the events
-    /// deleted.
+    /// Deletes the events of runs no later run needs (the seed's
+    /// `cleanup_old_events`): of each fileset and pair of sites, the latest
+    /// [`EVENTS_KEPT`] runs' events stay, and so do those of every run back
+    /// to the last that committed each site's snapshot (the next run's
+    /// diff of that site holds their echoes), whatever their end. Also the
+    /// events of runs whose job was deleted. Returns the events deleted.
     pub async fn cleanup_sync_events(&self) -> Result<u64, StoreError> {
-        let mut tx = self.write().await?;
         let runs = sqlx::query(
-            "SELECT r.job_id, r.fileset, r.site1, r.site2, j.state FROM sync_runs r LEFT JOIN jobs j ON j.id = r.job_id
+            "SELECT r.job_id, r.fileset, r.site1, r.site2, r.rotate1, r.rotate2, j.id FROM sync_runs r
+               LEFT JOIN jobs j ON j.id = r.job_id
              ORDER BY r.job_id DESC",
         )
-        .fetch_all(&mut *tx)
+        .fetch_all(&self.pool)
         .await
         .map_err(db("read sync runs"))?;
-        let mut seen: std::collections::HashMap<(String, String, String), i64> = Default::default();
+        // Per pair: runs kept, and the sites whose committing run is not
+        // reached yet.
+        let mut pairs: std::collections::HashMap<(String, String, String), (i64, Vec<String>)> = Default::default();
         let mut drop = Vec::new();
         for r in &runs {
             let (job, fileset, a, b): (i64, String, String, String) = (r.get(0), r.get(1), r.get(2), r.get(3));
-            let state: Option<String> = r.get(4);
-            let pair = if a < b { (fileset, a, b) } else { (fileset, b, a) };
-            let n = seen.entry(pair).or_default();
-            if matches!(state.as_deref(), None | Some("CANCELLED")) || *n >= EVENTS_KEPT {
-                drop.push(job);
+            let asked = [r.get::<i64, _>(4) == 1, r.get::<i64, _>(5) == 1];
+            let key = if a < b {
+                (fileset, a.clone(), b.clone())
             } else {
-                *n += 1;
+                (fileset, b.clone(), a.clone())
+            };
+            let (kept, open) = pairs.entry(key).or_insert_with(|| (0, vec![a.clone(), b.clone()]));
+            if r.get::<Option<i64>, _>(6).is_none() || (*kept >= EVENTS_KEPT && open.is_empty()) {
+                drop.push(job);
+                continue;
             }
+            *kept += 1;
+            let committed = self.committed(job, [a, b], asked).await?;
+            open.retain(|s| !committed.contains(s));
         }
+        let mut tx = self.write().await?;
         let mut gone = 0;
         for job in drop {
             gone += sqlx::query("DELETE FROM sync_events WHERE job_id = $1")

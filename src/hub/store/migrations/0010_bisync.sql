@@ -1,6 +1,7 @@
 -- Bidirectional sync runs: one row per job of the `bidirectional_snapdiff`
 -- discovery, with the stage the job is at (`crate::hub::bisync::Stage`):
--- the job ends only once its last stage is done.
+-- the job ends only once its last stage is done. `rotate1`/`rotate2`: the
+-- run asked that site to rotate (1) rather than roll back (0).
 CREATE TABLE sync_runs (
     job_id BIGINT PRIMARY KEY,
     site1 TEXT NOT NULL,
@@ -8,7 +9,9 @@ CREATE TABLE sync_runs (
     site2 TEXT NOT NULL,
     queue2 TEXT NOT NULL,
     fileset TEXT NOT NULL,
-    stage BIGINT NOT NULL DEFAULT 0
+    stage BIGINT NOT NULL DEFAULT 0,
+    rotate1 BIGINT NOT NULL DEFAULT 0,
+    rotate2 BIGINT NOT NULL DEFAULT 0
 );
 -- The changes each site's snapdiff reported (the seed's snapdiff events),
 -- as the agent sent them (`obj`, a path object) with what the hub
