@@ -505,6 +505,7 @@ fn bidirectional_sync() -> Workflow {
         "compare_site": "*destinationsite",
         "compare_queue": "*destinationqueue",
         "sync_preference": "newest",
+        "directories_by_mtime": true,
         "max_tries": SYNC_TRIES,
     });
     let there = |task: &str, extra: Value| {

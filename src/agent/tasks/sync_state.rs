@@ -76,6 +76,14 @@ pub struct CheckSyncArgs {
     /// Directories also compare their ACLs.
     #[serde(default)]
     pub hash_includes_acl: bool,
+    /// Under `newest`, directories reported `updated` go by their mtime too
+    /// (ferry's; a bidirectional sync sets it: a directory's newer times
+    /// on either site are that site's own work). Without it, and for a
+    /// directory its site created, one that differs is always sent (the
+    /// other site's times are the sync's: a one-way sync's destination, a
+    /// directory a move made there).
+    #[serde(default)]
+    pub directories_by_mtime: bool,
 }
 
 /// What `sync_preference` asks.
@@ -137,7 +145,17 @@ pub fn check_sync_state(
     // to send, though a `skipped` path goes on after other steps.
     let mut go_on = Vec::new();
     for ((p, here), there) in paths.iter().zip(&local).zip(&remote) {
-        let outcome = verdict(here, there, preference, args, site);
+        // A directory its own site created is sent whatever its times
+        // there: one made there by the sync (a move's parents) is newer.
+        let created = p.extra.iter().any(|(k, v)| k == "state" && v.get() == "\"created\"");
+        let outcome = verdict(
+            here,
+            there,
+            preference,
+            args,
+            args.directories_by_mtime && !created,
+            site,
+        );
         tracing::debug!(
             task = %msg.id,
             path = %String::from_utf8_lossy(&p.path),
@@ -286,7 +304,15 @@ fn missing(why: &str) -> bool {
 }
 
 /// The outcome for one path, given both sides' attributes.
-fn verdict(here: &Attributes, there: &Attributes, pref: Preference, args: &CheckSyncArgs, site: &str) -> Outcome {
+/// `dirs_by_mtime`: a directory that differs goes by its mtime too.
+fn verdict(
+    here: &Attributes,
+    there: &Attributes,
+    pref: Preference,
+    args: &CheckSyncArgs,
+    dirs_by_mtime: bool,
+    site: &str,
+) -> Outcome {
     let stop = |why: String| match args.abort_outdated {
         true => Outcome::with(FileState::Aborted, why),
         false => Outcome::skipped(why),
@@ -322,7 +348,7 @@ fn verdict(here: &Attributes, there: &Attributes, pref: Preference, args: &Check
     let directory = kind == Some("directory");
     match pref {
         Preference::Local => Outcome::processed(),
-        Preference::Newest if directory || mtime(here) >= mtime(there) => Outcome::processed(),
+        Preference::Newest if (directory && !dirs_by_mtime) || mtime(here) >= mtime(there) => Outcome::processed(),
         Preference::Newest => stop(format!("site {site} has a newer copy (sync_preference newest)")),
         Preference::Ignore => stop(format!("site {site} keeps its copy (sync_preference ignore)")),
     }
@@ -360,7 +386,7 @@ mod tests {
         let gone: Attributes = Err("no such file or directory".into());
         let state = |here: &Attributes, there: &Attributes, pref: &str, abort: bool| {
             let a = args(pref, abort);
-            verdict(here, there, a.preference().unwrap(), &a, "b").state
+            verdict(here, there, a.preference().unwrap(), &a, false, "b").state
         };
         use FileState::*;
         for pref in ["newest", "local", "ignore"] {
@@ -387,6 +413,14 @@ mod tests {
         assert_eq!(state(&dir(100.0), &dir(200.0), "newest", false), Processed);
         assert_eq!(state(&dir(100.0), &dir(100.0), "newest", false), Skipped);
         assert_eq!(state(&dir(100.0), &dir(200.0), "ignore", false), Skipped);
+        // A bidirectional sync's directories go by their mtime.
+        let mut by_mtime = args("newest", false);
+        by_mtime.directories_by_mtime = true;
+        let both_ways = |here: &Attributes, there: &Attributes| {
+            verdict(here, there, Preference::Newest, &by_mtime, true, "b").state
+        };
+        assert_eq!(both_ways(&dir(100.0), &dir(200.0)), Skipped);
+        assert_eq!(both_ways(&dir(200.0), &dir(100.0)), Processed);
     }
 
     /// A metadata-only change (an xattr) or a name linked since makes a
@@ -400,7 +434,7 @@ mod tests {
         };
         let a = args("newest", false);
         let state =
-            |here: &Attributes, there: &Attributes| verdict(here, there, a.preference().unwrap(), &a, "b").state;
+            |here: &Attributes, there: &Attributes| verdict(here, there, a.preference().unwrap(), &a, false, "b").state;
         use FileState::*;
         assert_eq!(state(&file(json!({})), &file(json!({}))), Skipped);
         assert_eq!(state(&file(json!({"xattrs": "d1"})), &file(json!({}))), Processed);
@@ -428,10 +462,13 @@ mod tests {
         let b =
             attrs(json!({"type": "directory", "size": 0, "mtime": 1.0, "mode": 16877, "uid": 0, "gid": 0, "acl": "y"}));
         let mut with = args("local", false);
-        assert_eq!(verdict(&a, &b, Preference::Local, &with, "b").state, FileState::Skipped);
+        assert_eq!(
+            verdict(&a, &b, Preference::Local, &with, false, "b").state,
+            FileState::Skipped
+        );
         with.hash_includes_acl = true;
         assert_eq!(
-            verdict(&a, &b, Preference::Local, &with, "b").state,
+            verdict(&a, &b, Preference::Local, &with, false, "b").state,
             FileState::Processed
         );
     }
