@@ -818,21 +818,11 @@ async fn sync_events(
     Query(pq): Query<PageQuery>,
 ) -> ApiResult<Json<super::http::Page<SyncEventOut>>> {
     let paging = Paging::read(&pq, 100)?;
-    let run = s
+    let all = s
         .store
-        .sync_run(id)
+        .job_sync_events(id)
         .await?
         .ok_or_else(|| ApiError::not_found("bidirectional sync job"))?;
-    let mut all = Vec::new();
-    for site in [&run.site1, &run.site2] {
-        all.extend(s.store.sync_events(id, site, None).await?);
-    }
-    if all.is_empty() {
-        // Not decided yet: every event as reported.
-        for c in s.store.collected(id).await? {
-            all.extend(s.store.sync_events(id, &c.site, c.run.as_deref()).await?);
-        }
-    }
     let raw = |t: &str| RawValue::from_string(t.to_string()).ok();
     let results = paging
         .slice(&all)

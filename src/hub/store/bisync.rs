@@ -283,6 +283,25 @@ impl Store {
             .collect())
     }
 
+    /// Every change a bidirectional job compared, both sites', with its
+    /// decision; before the job decided, every change as reported. `None`
+    /// for a job that is not a bidirectional run.
+    pub async fn job_sync_events(&self, job: i64) -> Result<Option<Vec<StoredEvent>>, StoreError> {
+        let Some(run) = self.sync_run(job).await? else {
+            return Ok(None);
+        };
+        let mut all = Vec::new();
+        for site in [&run.site1, &run.site2] {
+            all.extend(self.sync_events(job, site, None).await?);
+        }
+        if all.is_empty() {
+            for c in self.collected(job).await? {
+                all.extend(self.sync_events(job, &c.site, c.run.as_deref()).await?);
+            }
+        }
+        Ok(Some(all))
+    }
+
     /// The runs before `run` between the same sites on the same fileset
     /// (either way round) that got as far as deciding, newest first.
     pub async fn previous_sync_runs(&self, run: &SyncRun) -> Result<Vec<PastRun>, StoreError> {

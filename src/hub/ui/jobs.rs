@@ -9,7 +9,8 @@
 
 use super::actions::{Action, Outcome, action, actions, run};
 use super::format::{
-    Moment, bytes, count, duration, json_path, moment, percent, state_class, thousands, value_path, value_text,
+    Moment, bytes, count, duration, json_path, moment, path_bytes, percent, state_class, thousands, value_path,
+    value_text, visible,
 };
 use super::frame::{ConfirmPage, Layout, Query, UiError, UiResult, page};
 use super::session::Session;
@@ -638,13 +639,14 @@ pub struct Tab {
 }
 
 /// The tabs of job `id`'s page, `active` shown, with their counts.
-pub fn tabs(id: i64, active: &str, tasks: i64, failed: i64) -> Vec<Tab> {
+pub fn tabs(id: i64, active: &str, tasks: i64, failed: i64, sync: Option<i64>) -> Vec<Tab> {
     [
         ("tasks", format!("Tasks ({})", thousands(tasks))),
         ("failed", format!("Failed items ({})", thousands(failed))),
         ("completed", "Completed items".to_string()),
     ]
     .into_iter()
+    .chain(sync.map(|n| ("sync", format!("Sync changes ({})", thousands(n)))))
     .map(|(key, label)| Tab {
         key,
         label,
@@ -750,6 +752,54 @@ pub fn failed_row(r: &FileRecord) -> FailedRow {
     }
 }
 
+/// One change a bidirectional sync compared, as its Sync changes tab
+/// lists it.
+#[derive(Clone, Debug)]
+pub struct SyncRow {
+    /// The site that reported it.
+    pub site: String,
+    /// `created`, `updated`, `moved`, `deleted`.
+    pub state: String,
+    /// Its path (a move's new path).
+    pub path: String,
+    /// A move's old path, or empty.
+    pub source: String,
+    /// What the hub decided (`apply`, `beaten`...), or `—` before.
+    pub decision: String,
+    /// Whether a site lost by it (`beaten`, `refused`).
+    pub lost: bool,
+    /// Where it was applied, when elsewhere.
+    pub target: String,
+    /// Why.
+    pub note: String,
+}
+
+/// A stored change as a row.
+pub fn sync_row(e: &crate::hub::store::bisync::StoredEvent) -> SyncRow {
+    let obj = crate::task::PathObject::parse(e.obj.as_bytes()).ok();
+    let get = |k: &str| {
+        obj.as_ref()
+            .and_then(|o| o.extra.iter().find(|(n, _)| n == k))
+            .and_then(|(_, v)| serde_json::from_str::<String>(v.get()).ok())
+            .unwrap_or_default()
+    };
+    let decision = e.decision.clone().unwrap_or_else(|| "—".into());
+    SyncRow {
+        site: e.site.clone(),
+        state: get("state"),
+        path: obj.as_ref().map_or_else(|| visible(&e.obj), |o| path_bytes(&o.path)),
+        source: obj
+            .as_ref()
+            .and_then(|o| o.source.as_deref())
+            .map(path_bytes)
+            .unwrap_or_default(),
+        lost: matches!(decision.as_str(), "beaten" | "refused"),
+        decision,
+        target: e.target.as_deref().map(json_path).unwrap_or_default(),
+        note: e.note.clone().unwrap_or_default(),
+    }
+}
+
 /// A job's page.
 #[derive(Template)]
 #[template(path = "job.html")]
@@ -763,6 +813,7 @@ struct JobPage {
     tabs: Vec<Tab>,
     tasks: Vec<TaskRow>,
     failed: Vec<FailedRow>,
+    sync: Vec<SyncRow>,
     pager: Option<Pager>,
     notice: Option<String>,
     error: Option<String>,
@@ -779,7 +830,8 @@ struct JobLive {
 /// A job's page: which tab, which page of it.
 #[derive(Clone, Debug, Default, Deserialize)]
 pub struct JobQuery {
-    /// `tasks` (default), `failed`, `completed`.
+    /// `tasks` (default), `failed`, `completed`, `sync` (a bidirectional
+    /// sync's changes).
     #[serde(default)]
     pub tab: String,
     /// The tab's page, from 1.
@@ -810,9 +862,11 @@ async fn job_page(s: &ApiState, session: &Session, id: i64, q: &JobQuery, error:
             Some(s.store.queue_consumers(&j.site, &j.queue, since).await?)
         }
     };
+    let changes = s.store.job_sync_events(id).await?;
     let tab = match q.tab.as_str() {
         "failed" => "failed",
         "completed" => "completed",
+        "sync" if changes.is_some() => "sync",
         _ => "tasks",
     };
     let page_no = q.page.parse::<i64>().ok().filter(|p| *p >= 1).unwrap_or(1);
@@ -821,7 +875,7 @@ async fn job_page(s: &ApiState, session: &Session, id: i64, q: &JobQuery, error:
         limit: Some(ITEMS_PER_PAGE),
     };
     let link = |p: i64| format!("/ui/jobs/{id}/?tab={tab}&page={p}");
-    let (mut tasks, mut failed, mut pg) = (Vec::new(), Vec::new(), None);
+    let (mut tasks, mut failed, mut sync, mut pg) = (Vec::new(), Vec::new(), Vec::new(), None);
     let mut failed_count = j.files_failures + j.files_aborted;
     let files_in = |states: &[&str]| {
         let mut f = Filter::default();
@@ -846,6 +900,13 @@ async fn job_page(s: &ApiState, session: &Session, id: i64, q: &JobQuery, error:
             failed = rows.iter().map(failed_row).collect();
             pg = Some(pager(page_no, ITEMS_PER_PAGE, count, link));
         }
+        "sync" => {
+            let all = changes.as_deref().unwrap_or_default();
+            let from = (at.offset as usize).min(all.len());
+            let to = (from + ITEMS_PER_PAGE as usize).min(all.len());
+            sync = all[from..to].iter().map(sync_row).collect();
+            pg = Some(pager(page_no, ITEMS_PER_PAGE, all.len() as i64, link));
+        }
         "completed" if j.record_files == RecordFiles::All => {
             let (count, rows) = s.store.file_records(&files_in(&COMPLETED_STATES), at).await?;
             failed = rows.iter().map(failed_row).collect();
@@ -861,11 +922,18 @@ async fn job_page(s: &ApiState, session: &Session, id: i64, q: &JobQuery, error:
         layout: session.layout("jobs"),
         job: job_view(&j, now, takers),
         plan,
-        tabs: tabs(id, tab, live.bar.total, failed_count),
+        tabs: tabs(
+            id,
+            tab,
+            live.bar.total,
+            failed_count,
+            changes.as_ref().map(|c| c.len() as i64),
+        ),
         live,
         tab,
         tasks,
         failed,
+        sync,
         pager: pg,
         notice: action(&q.done).map(|a| a.done.to_string()).filter(|d| !d.is_empty()),
         error,

@@ -178,7 +178,7 @@ fn a_job_view_keeps_what_paths_and_fields_say() {
     assert_eq!(live.files[4].value, "3");
     assert!(live.files[4].bad);
     assert_eq!(live.files[0].value, "12,345");
-    let t = tabs(7, "failed", 1234, 3);
+    let t = tabs(7, "failed", 1234, 3, None);
     assert_eq!(t[0].label, "Tasks (1,234)");
     assert!(t[1].active && !t[0].active);
     assert_eq!(t[2].href, "/ui/jobs/7/?tab=completed");

@@ -562,3 +562,95 @@ async fn the_health_page_pauses_and_resumes_a_task_type_with_the_csrf_token() {
         "{page}"
     );
 }
+
+/// A bidirectional sync's job page has a Sync changes tab: each change
+/// with its site, path (a name that is not UTF-8 escaped), decision and
+/// why, what a site lost by marked; other jobs have no such tab.
+#[tokio::test]
+async fn a_bidirectional_jobs_page_lists_its_changes_and_what_a_site_lost_by() {
+    use crate::hub::store::bisync::{Advance, Decided, EventsDoc, NewSyncRun};
+    let h = hub().await;
+    let cookies = h.login().await;
+    let plain = h.job("plain", "STARTED").await;
+    let a = h.get(&format!("/ui/jobs/{plain}/?tab=sync"), &cookies).await;
+    assert!(!a.body.contains("data-testid=\"tab-sync\""), "{}", a.body);
+    assert!(a.body.contains("data-testid=\"tab-panel-tasks\""), "{}", a.body);
+    let store = &h.state.store;
+    let id = store
+        .create_job(
+            &NewJob {
+                workflow: "bidirectional_sync".into(),
+                fields: serde_json::json!({}),
+                discovery: Some("bidirectional_snapdiff".into()),
+                site: "london".into(),
+                queue: "default".into(),
+                friendly_name: "both ways".into(),
+                owner: crate::hub::submit::system(),
+                clientkey_id: None,
+                input_paths: serde_json::json!(["/f"]),
+                request: None,
+                resubmitted_from: None,
+                record_files: Default::default(),
+                dry_run: false,
+                sync: Some(NewSyncRun {
+                    site2: "paris".into(),
+                    queue2: "default".into(),
+                    fileset: "/f".into(),
+                }),
+            },
+            |_| Vec::<RootTask>::new(),
+        )
+        .await
+        .unwrap();
+    for (site, obj) in [
+        ("london", r#"{"path":"/f/a\udcff","type":"file","state":"deleted"}"#),
+        ("paris", r#"{"path":"/f/a\udcff","type":"file","state":"updated"}"#),
+    ] {
+        let doc = EventsDoc {
+            job: id,
+            site: site.into(),
+            run: "r".into(),
+            seq: 0,
+            events: vec![obj.into()],
+        };
+        store.record_sync_events(&[doc]).await.unwrap();
+    }
+    let ids: Vec<i64> = [
+        store.sync_events(id, "london", Some("r")).await.unwrap(),
+        store.sync_events(id, "paris", Some("r")).await.unwrap(),
+    ]
+    .iter()
+    .map(|e| e[0].id)
+    .collect();
+    let decided = [
+        Decided {
+            id: ids[0],
+            decision: "beaten",
+            target: None,
+            note: Some("kept <b>".into()),
+        },
+        Decided {
+            id: ids[1],
+            decision: "apply",
+            target: None,
+            note: None,
+        },
+    ];
+    let step = Advance {
+        decided: &decided,
+        ..Advance::default()
+    };
+    assert!(store.advance_sync(id, 0, 1, &step).await.unwrap());
+    let a = h.get(&format!("/ui/jobs/{id}/?tab=sync"), &cookies).await;
+    assert_eq!(a.status, StatusCode::OK);
+    let body = a.body;
+    assert!(body.contains("Sync changes (2)"), "{body}");
+    assert!(body.contains("data-testid=\"tab-panel-sync\""), "{body}");
+    assert_eq!(body.matches("data-testid=\"sync-row\"").count(), 2, "{body}");
+    assert!(body.contains("/f/a\\udcff"), "{body}");
+    assert!(
+        body.contains("<span class=\"badge st-failure\">beaten</span>"),
+        "{body}"
+    );
+    assert!(!body.contains("kept <b>"), "the note is escaped: {body}");
+}
