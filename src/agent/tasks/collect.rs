@@ -187,7 +187,7 @@ pub fn collect_task(
 mod tests {
     use super::*;
     use crate::agent::tasks::context::memory::Memory;
-    use crate::agent::tasks::snapdiff::tests::Fileset;
+    use crate::agent::tasks::fixture::Fileset;
 
     /// A collecting run publishes no child: every change goes to the hub
     /// in documents of at most `EVENTS_PER_DOCUMENT`, all naming the

@@ -11,6 +11,8 @@
 
 pub mod collect;
 pub mod context;
+#[cfg(test)]
+pub(crate) mod fixture;
 pub mod navigate;
 pub mod ops;
 pub mod publish;

@@ -6,28 +6,17 @@
 use super::events::{self, NewEvent};
 use super::jobs::RootTask;
 use super::ledger::finish_if_done;
+pub use super::sync_run::NewSyncRun;
 use super::{Store, StoreError, db, now_us};
 use sqlx::Row;
 
 /// The stage a run's job is at once every stage is done: the ingest may
 /// end it.
-pub const DONE: i64 = 10;
+pub use super::ledger::SYNC_DONE as DONE;
 
 /// How many runs' events the hub keeps per fileset and pair of sites (the
 /// seed's `cleanup_old_events`: "all but the latest 2 jobs", 003:L12482).
 pub const EVENTS_KEPT: i64 = 2;
-
-/// What a new bidirectional job records beside the job: its second site
-/// and the fileset (site 1 is the job's own site and queue).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct NewSyncRun {
-    /// The workflow's `destinationsite`.
-    pub site2: String,
-    /// The queue there.
-    pub queue2: String,
-    /// The fileset's (wire) path.
-    pub fileset: String,
-}
 
 /// A bidirectional run as recorded.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -142,29 +131,6 @@ pub struct PastRun {
     /// The sites whose snapshot it committed: asked to rotate, and the
     /// rotation succeeded. Changes since are diffed against that one.
     pub committed: Vec<String>,
-}
-
-/// Records the run of new job `job` (on `site` and `queue`).
-pub(super) async fn insert_sync_run(
-    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
-    job: i64,
-    site: &str,
-    queue: &str,
-    sync: &NewSyncRun,
-) -> Result<(), StoreError> {
-    sqlx::query(
-        "INSERT INTO sync_runs (job_id, site1, queue1, site2, queue2, fileset) VALUES ($1, $2, $3, $4, $5, $6)",
-    )
-    .bind(job)
-    .bind(site)
-    .bind(queue)
-    .bind(&sync.site2)
-    .bind(&sync.queue2)
-    .bind(&sync.fileset)
-    .execute(&mut **tx)
-    .await
-    .map_err(db("record a sync run"))?;
-    Ok(())
 }
 
 impl Store {

@@ -11,6 +11,8 @@ use super::events::{self, NewEvent};
 pub use super::files::FileRecord;
 use super::files::{FILE_COLUMNS, file_record};
 use super::ledger::{add_stat, finish_if_done};
+pub use super::sync_run::NewSyncRun;
+use super::sync_run::insert_sync_run;
 use super::workflows::RecordFiles;
 use super::{Statement, Store, StoreError, db, flag, json_col, now_us};
 use sqlx::Row;
@@ -180,7 +182,7 @@ pub struct NewJob {
     /// Discover and report only.
     pub dry_run: bool,
     /// A bidirectional sync run's other site and fileset.
-    pub sync: Option<super::bisync::NewSyncRun>,
+    pub sync: Option<NewSyncRun>,
 }
 
 /// A message waiting in the outbox.
@@ -894,7 +896,7 @@ pub(super) async fn insert_job(
         .map_err(db("create a job"))?
         .get(0);
     if let Some(sync) = &new.sync {
-        super::bisync::insert_sync_run(tx, id, &new.site, &new.queue, sync).await?;
+        insert_sync_run(tx, id, &new.site, &new.queue, sync).await?;
     }
     let roots = roots(id);
     insert_roots(tx, id, &roots, now).await?;

@@ -73,6 +73,10 @@ pub async fn add_stat(
     Ok(())
 }
 
+/// The stage a bidirectional sync run's job is at once every stage is
+/// done (`crate::hub::bisync`): only then may it end.
+pub const SYNC_DONE: i64 = 10;
+
 /// Ends a job whose counted results equal those expected: CANCELLED if
 /// it was being cancelled, FAILURE if a task or file failed, else SUCCESS.
 pub async fn finish_if_done(
@@ -97,7 +101,7 @@ pub async fn finish_if_done(
         .fetch_optional(&mut **tx)
         .await
         .map_err(db("read a sync run"))?;
-    if syncing.is_some_and(|r| r.get::<i64, _>(0) < super::bisync::DONE) {
+    if syncing.is_some_and(|r| r.get::<i64, _>(0) < SYNC_DONE) {
         return Ok(None);
     }
     let end = if st == state::DEQUEUING {

@@ -26,6 +26,7 @@ pub mod results;
 pub mod rollups;
 pub mod schedules;
 pub mod sites;
+pub mod sync_run;
 pub mod tasktypes;
 pub mod users;
 pub mod workflows;

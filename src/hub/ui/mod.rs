@@ -26,6 +26,7 @@ mod jobs;
 mod login;
 mod schedules;
 pub mod session;
+mod sync_changes;
 mod tasktypes;
 mod workflows;
 
