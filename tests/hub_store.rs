@@ -608,6 +608,11 @@ fn a_sync_run_stays_open_through_its_stages_and_keeps_its_latest_two_runs_events
             .map(|e| e.unwrap().len())
             .collect();
             assert_eq!(left, [0, 0, 2, 2], "{}", db.url);
+            // A deleted job's run goes, with its events.
+            store.delete_job(jobs[2]).await.unwrap();
+            assert_eq!(store.cleanup_sync_events().await.unwrap(), 2, "{}", db.url);
+            assert_eq!(store.sync_run(jobs[2]).await.unwrap(), None);
+            assert!(store.sync_run(jobs[3]).await.unwrap().is_some());
         });
     }
 }

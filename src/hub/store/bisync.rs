@@ -429,8 +429,9 @@ impl Store {
     /// `cleanup_old_events`): of each fileset and pair of sites, the latest
     /// [`EVENTS_KEPT`] runs' events stay, and so do those of every run back
     /// to the last that committed each site's snapshot (the next run's
-    /// diff of that site holds their echoes), whatever their end. Also the
-    /// events of runs whose job was deleted. Returns the events deleted.
+    /// diff of that site holds their echoes), whatever their end. A run
+    /// whose job was deleted goes, with its events. Returns the events
+    /// deleted.
     pub async fn cleanup_sync_events(&self) -> Result<u64, StoreError> {
         let runs = sqlx::query(
             "SELECT r.job_id, r.fileset, r.site1, r.site2, r.rotate1, r.rotate2, j.id FROM sync_runs r
@@ -444,6 +445,7 @@ impl Store {
         // reached yet.
         let mut pairs: std::collections::HashMap<(String, String, String), (i64, Vec<String>)> = Default::default();
         let mut drop = Vec::new();
+        let mut orphaned = Vec::new();
         for r in &runs {
             let (job, fileset, a, b): (i64, String, String, String) = (r.get(0), r.get(1), r.get(2), r.get(3));
             let asked = [r.get::<i64, _>(4) == 1, r.get::<i64, _>(5) == 1];
@@ -453,7 +455,13 @@ impl Store {
                 (fileset, b.clone(), a.clone())
             };
             let (kept, open) = pairs.entry(key).or_insert_with(|| (0, vec![a.clone(), b.clone()]));
-            if r.get::<Option<i64>, _>(6).is_none() || (*kept >= EVENTS_KEPT && open.is_empty()) {
+            if r.get::<Option<i64>, _>(6).is_none() {
+                // Its job was deleted: the run's row goes too.
+                orphaned.push(job);
+                drop.push(job);
+                continue;
+            }
+            if *kept >= EVENTS_KEPT && open.is_empty() {
                 drop.push(job);
                 continue;
             }
@@ -470,6 +478,13 @@ impl Store {
                 .await
                 .map_err(db("clean up sync events"))?
                 .rows_affected();
+        }
+        for job in orphaned {
+            sqlx::query("DELETE FROM sync_runs WHERE job_id = $1")
+                .bind(job)
+                .execute(&mut *tx)
+                .await
+                .map_err(db("forget a deleted job's sync run"))?;
         }
         tx.commit().await.map_err(db("commit a sync events clean-up"))?;
         Ok(gone)
