@@ -328,33 +328,24 @@ pub async fn run(store: Store, session: Arc<Session>, metrics: Arc<HubMetrics>, 
         // Events before results: a collecting snapdiff's result counts
         // only once every event it sent is on file. Kept until the
         // database takes them, like results.
-        let mut wait = Duration::from_millis(100);
-        while !events.is_empty()
-            && let Err(e) = store.record_sync_events(&events).await
-        {
-            if !e.is_transient() {
-                warn!(error = %e, documents = events.len(), kept_in = %queues.rejected, "the database refuses sync events; their run's plan will lack them");
-                for &i in &events_from {
-                    if !set_aside(
-                        &session,
-                        &queues,
-                        &metrics,
-                        &deliveries[i],
-                        &format!("the database refuses it: {e}"),
-                    )
-                    .await
-                    {
-                        return Ok(());
+        if !events.is_empty() {
+            match until_filed(&session, "sync events", events.len(), || {
+                store.record_sync_events(&events)
+            })
+            .await
+            {
+                Filed::Done(()) => {}
+                Filed::SessionGone => return Ok(()),
+                Filed::Refused(e) => {
+                    warn!(error = %e, documents = events.len(), kept_in = %queues.rejected, "the database refuses sync events; their run's plan will lack them");
+                    for &i in &events_from {
+                        let why = format!("the database refuses it: {e}");
+                        if !set_aside(&session, &queues, &metrics, &deliveries[i], &why).await {
+                            return Ok(());
+                        }
                     }
                 }
-                break;
             }
-            warn!(error = %e, documents = events.len(), retry_in = ?wait, "cannot record sync events; they stay in the queue until the database takes them");
-            if !session.alive() {
-                return Ok(());
-            }
-            tokio::time::sleep(wait).await;
-            wait = (wait * 2).min(Duration::from_secs(10));
         }
         // File the batch, retrying while the database cannot take it; the
         // deliveries stay unacknowledged meanwhile.
@@ -419,25 +410,35 @@ pub async fn run(store: Store, session: Arc<Session>, metrics: Arc<HubMetrics>, 
 }
 
 /// How filing a batch ended.
-enum Filed {
+enum Filed<T> {
     /// Filed.
-    Done(super::store::results::Ingested),
+    Done(T),
     /// The database refuses it for a reason a retry does not change.
     Refused(StoreError),
     /// The broker session ended while the database was unavailable.
     SessionGone,
 }
 
-/// Files `batch`, retrying with backoff (0.1 s to 10 s) while the
-/// database cannot take it for a transient reason.
-async fn file(store: &Store, session: &Session, batch: &[Finished]) -> Filed {
+/// Files `batch` of results.
+async fn file(store: &Store, session: &Session, batch: &[Finished]) -> Filed<super::store::results::Ingested> {
+    until_filed(session, "results", batch.len(), || store.ingest(batch)).await
+}
+
+/// Runs `write` (of `n` of `what`), retrying with backoff (0.1 s to
+/// 10 s) while the database cannot take it for a transient reason; the
+/// deliveries stay unacknowledged meanwhile.
+async fn until_filed<T, F, W>(session: &Session, what: &str, n: usize, mut write: W) -> Filed<T>
+where
+    W: FnMut() -> F,
+    F: std::future::Future<Output = Result<T, StoreError>>,
+{
     let mut wait = Duration::from_millis(100);
     loop {
-        match store.ingest(batch).await {
+        match write().await {
             Ok(done) => return Filed::Done(done),
             Err(e) if !e.is_transient() => return Filed::Refused(e),
             Err(e) => {
-                warn!(error = %e, results = batch.len(), retry_in = ?wait, "cannot file results; they stay in the queue until the database takes them");
+                warn!(error = %e, n, retry_in = ?wait, "cannot file {what}; they stay in the queue until the database takes them");
                 if !session.alive() {
                     return Filed::SessionGone;
                 }

@@ -496,42 +496,25 @@ pub fn builtins() -> Vec<Workflow> {
 /// sites keep whole files: a stub written on one site could not be
 /// changed there and sent back.
 fn bidirectional_sync() -> Workflow {
-    let migrate = json!({"overwrite": true, "abort_missing": true, "max_tries": SYNC_TRIES});
-    let stub = json!({"overwrite": true, "hydrate": true, "max_tries": SYNC_TRIES});
     // Last write wins: a file written on both sites goes whichever way
-    // its newer copy lies.
-    let check = json!({
-        "name": "dynamo.tasks.check_sync_state",
-        "compare_site": "*destinationsite",
-        "compare_queue": "*destinationqueue",
-        "sync_preference": "newest",
-        "directories_by_mtime": true,
-        "max_tries": SYNC_TRIES,
-    });
-    let there = |task: &str, extra: Value| {
-        let step = json!({"name": task, "site": "*destinationsite", "queue": "*destinationqueue",
-                          "keep_parent_times": true});
-        json!([with(step, extra)])
-    };
-    let send = send_steps(DESTINATION_SITE, migrate, stub, Some(check));
+    // its newer copy lies; so does a directory changed on both.
+    let rules = sync_rules(
+        DESTINATION_SITE,
+        json!({"hydrate": true}),
+        json!({"sync_preference": "newest", "directories_by_mtime": true}),
+        true,
+        json!({"make_parents": true}),
+    );
     let mut fields = destination_fields(DESTINATION_SITE, "Other site");
     fields.retain(|f| f["name"] != "hydrate");
-    fields.push(json!({
-        "name": ROTATE_ON_ERROR, "label": "Snapdiff rotate on error", "type": "bool", "default": true,
-        "description": "rotate the snapshots even when some changes failed to sync (false: roll back, and the next run sees them again)"
-    }));
+    fields.push(rotate_on_error_field());
     let mut w = builtin(
         BIDIRECTIONAL_WORKFLOW,
         "Bi-directional site sync",
         Some(BIDIRECTIONAL_DISCOVERY),
         true,
         Value::Array(fields),
-        json!([
-            {"state": "created", "type": "all", "action": send.clone()},
-            {"state": "updated", "type": "all", "action": send},
-            {"state": "moved", "type": "all", "action": there("dynamo.tasks.move_paths_on_gpfs", json!({"make_parents": true}))},
-            {"state": "deleted", "type": "all", "action": there("dynamo.tasks.delete_paths_from_gpfs", json!({}))}
-        ]),
+        rules,
     );
     w.schedule_only = true;
     w
@@ -574,11 +557,16 @@ fn site_sync_fields() -> Value {
             {"label": "Ignore", "value": "ignore"}
         ]
     }));
-    f.push(json!({
+    f.push(rotate_on_error_field());
+    Value::Array(f)
+}
+
+/// A sync's `snappdiff_rotate_on_error` field (the seed's spelling).
+fn rotate_on_error_field() -> Value {
+    json!({
         "name": ROTATE_ON_ERROR, "label": "Snapdiff rotate on error", "type": "bool", "default": true,
         "description": "rotate the snapshots even when some changes failed to sync (false: roll back, and the next run sends them again)"
-    }));
-    Value::Array(f)
+    })
 }
 
 /// How many times in all a `site_sync` step tries a file that fails in a
@@ -592,33 +580,51 @@ const SYNC_TRIES: u32 = 6;
 /// updated entries are sent (updated ones after `check_sync_state` with
 /// the destination), moves are replayed and deletions made there.
 fn site_sync_rules() -> Value {
-    // A file gone before its turn is the next run's business (aborted,
-    // not failed); what is there on the destination is replaced. Names of
-    // one file can be in two batches of a run (a new link and its updated
-    // file), whose steps then meet on the file's lock: tried again.
-    let migrate = json!({"overwrite": true, "abort_missing": true, "max_tries": SYNC_TRIES});
-    let stub = json!({"overwrite": true, "max_tries": SYNC_TRIES});
-    let check = json!({
-        "name": "dynamo.tasks.check_sync_state",
-        "compare_site": "*destination",
-        "compare_queue": "*destinationqueue",
-        "sync_preference": "*sync_preference",
-        "max_tries": SYNC_TRIES,
-    });
     // The destination's directories keep the times the sync gives them;
     // a move into a directory this change set created makes it (its
     // creation, and its attributes, come after the moves); moved stubs
     // get objects at their new keys, since the source reuses the old
     // ones for what it next writes there.
+    sync_rules(
+        "destination",
+        json!({}),
+        json!({"sync_preference": "*sync_preference"}),
+        false,
+        json!({"make_parents": true, "relocate": true}),
+    )
+}
+
+/// A sync's rules by change state, towards the site named by the field
+/// `site_field`: created and updated entries are sent (updated ones, and
+/// created ones when `check_created`, after `check_sync_state` with
+/// `check` arguments), reverse stubs get `stub` arguments, moves are
+/// replayed with `moved` arguments and deletions made there.
+fn sync_rules(site_field: &str, stub: Value, check: Value, check_created: bool, moved: Value) -> Value {
+    // A file gone before its turn is the next run's business (aborted,
+    // not failed); what is there on the destination is replaced. Names of
+    // one file can be in two batches of a run (a new link and its updated
+    // file), whose steps then meet on the file's lock: tried again.
+    let migrate = json!({"overwrite": true, "abort_missing": true, "max_tries": SYNC_TRIES});
+    let stub = with(json!({"overwrite": true, "max_tries": SYNC_TRIES}), stub);
+    let site = format!("*{site_field}");
+    let check = with(
+        json!({
+            "name": "dynamo.tasks.check_sync_state",
+            "compare_site": site,
+            "compare_queue": "*destinationqueue",
+            "max_tries": SYNC_TRIES,
+        }),
+        check,
+    );
     let there = |task: &str, extra: Value| {
-        let step =
-            json!({"name": task, "site": "*destination", "queue": "*destinationqueue", "keep_parent_times": true});
+        let step = json!({"name": task, "site": site, "queue": "*destinationqueue", "keep_parent_times": true});
         json!([with(step, extra)])
     };
+    let created_check = check_created.then(|| check.clone());
     json!([
-        {"state": "created", "type": "all", "action": send_steps("destination", migrate.clone(), stub.clone(), None)},
-        {"state": "updated", "type": "all", "action": send_steps("destination", migrate, stub, Some(check))},
-        {"state": "moved", "type": "all", "action": there("dynamo.tasks.move_paths_on_gpfs", json!({"make_parents": true, "relocate": true}))},
+        {"state": "created", "type": "all", "action": send_steps(site_field, migrate.clone(), stub.clone(), created_check)},
+        {"state": "updated", "type": "all", "action": send_steps(site_field, migrate, stub, Some(check))},
+        {"state": "moved", "type": "all", "action": there("dynamo.tasks.move_paths_on_gpfs", moved)},
         {"state": "deleted", "type": "all", "action": there("dynamo.tasks.delete_paths_from_gpfs", json!({}))}
     ])
 }

@@ -450,6 +450,17 @@ pub fn snapdiff(
 }
 
 impl SnapdiffReport {
+    /// The run as a task's result reports it (`status.snapdiff`).
+    pub fn task_status(&self) -> serde_json::Value {
+        serde_json::json!({
+            "snapshot": self.new_snapshot,
+            "previous_snapshot": self.old_snapshot,
+            "first_run": self.first_run,
+            "outcome": self.outcome,
+            "warnings": self.warnings,
+        })
+    }
+
     /// A report with no changes counted and no timings yet.
     fn new(
         provider: &dyn Provider,

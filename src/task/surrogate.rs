@@ -26,6 +26,13 @@ pub enum DecodeError {
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
 
+/// `bytes` as a quoted JSON string literal, for storing as text.
+pub fn encode_string(bytes: &[u8]) -> String {
+    let mut out = Vec::with_capacity(bytes.len() + 2);
+    encode(bytes, &mut out);
+    String::from_utf8(out).expect("the encoder writes UTF-8")
+}
+
 /// Appends `bytes` to `out` as a quoted JSON string literal.
 pub fn encode(bytes: &[u8], out: &mut Vec<u8>) {
     out.push(b'"');

@@ -160,20 +160,13 @@ pub fn collect_task(
     };
     let mut counts = serde_json::to_value(report.summary).expect("json");
     counts["events"] = events.events.into();
-    let snap = serde_json::json!({
-        "snapshot": report.new_snapshot,
-        "previous_snapshot": report.old_snapshot,
-        "first_run": report.first_run,
-        "outcome": report.outcome,
-        "warnings": report.warnings,
-    });
     let mut status = Status::new(input.name.as_str());
     status
         .input_paths([input.fileset()])
         .value("summary", &counts)
         .raw("details", b"{}")
         .string("started", &started)
-        .value("snapdiff", &snap);
+        .value("snapdiff", &report.task_status());
     Ok(TaskOutput {
         result: status.into_result(input.jobid, Some(&env.queue_name), b""),
         children: Published {

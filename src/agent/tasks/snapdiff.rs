@@ -163,13 +163,7 @@ pub fn snapdiff_task(
                 report.warnings.extend(rotated.warnings);
             }
             counts = serde_json::to_value(report.summary).expect("json");
-            serde_json::json!({
-                "snapshot": report.new_snapshot,
-                "previous_snapshot": report.old_snapshot,
-                "first_run": report.first_run,
-                "outcome": report.outcome,
-                "warnings": report.warnings,
-            })
+            report.task_status()
         }
         // The diff did not finish, so it has no counts, and the snapshot
         // it took is gone.

@@ -793,10 +793,11 @@ pub struct SyncEventOut {
     #[schema(value_type = Object)]
     change: Box<RawValue>,
     /// `apply`, `retarget` (applied at `target`), `resend` (a move sent
-    /// whole), `echo` (what the previous run wrote), `same` (both sites
-    /// made it), `beaten` (a delete the other site's change overrode) or
-    /// `refused` (a move onto a path the other site wrote); null until the
-    /// run has both sites' changes.
+    /// whole), `echo` (what an earlier run wrote), `replaced` (a delete of
+    /// a path its site wrote anew), `same` (both sites made it), `beaten`
+    /// (a delete the other site's change overrode) or `refused` (a move
+    /// onto a path the other site wrote); null until the run has both
+    /// sites' changes.
     decision: Option<String>,
     /// Where it was applied, when not at its own path.
     #[schema(value_type = Option<String>)]
@@ -806,8 +807,8 @@ pub struct SyncEventOut {
 }
 
 /// The changes a bidirectional sync's job compared (the seed's snapdiff
-/// events, kept for the latest two runs of each fileset and pair of
-/// sites), both sites', paged.
+/// events, kept while a later run may need them: docs/hub.md), both
+/// sites', paged.
 #[utoipa::path(get, path = "/api/jobs/{id}/syncevents/", tag = "jobs", params(("id" = i64, Path), PageQuery),
     responses((status = 200, body = super::http::Page<SyncEventOut>), (status = 400, body = Detail), (status = 401, body = Detail), (status = 404, body = Detail)))]
 async fn sync_events(

@@ -11,7 +11,7 @@
 //!    (`crate::agent::tasks::collect`). Nothing is applied until the hub
 //!    has both sets, because each conflict rule needs both.
 //! 1. **Plan** ([`plan`]): every event gets a [`Decision`]: echoes of
-//!    what the previous run wrote are dropped; a delete loses to a change
+//!    what earlier runs wrote are dropped; a delete loses to a change
 //!    on the other side; a move the other site cannot replay is sent whole
 //!    instead; a move onto a path the other site changed is refused and
 //!    listed; a change under a path the other site moved is applied where
@@ -38,6 +38,7 @@ use super::workflows::{
 };
 use crate::agent::tasks::rules::{Context, Rule};
 use crate::snapdiff::request::ROTATE_ON_ERROR;
+use crate::task::surrogate::encode_string;
 use crate::task::{PathObject, TaskName};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
@@ -126,16 +127,7 @@ struct Decided2 {
 
 fn read_decided(side: usize, s: &StoredEvent) -> Option<Decided2> {
     let event = Event::parse(side, &s.obj)?;
-    let decision = match s.decision.as_deref()? {
-        "apply" => Decision::Apply,
-        "retarget" => Decision::Retarget(crate::task::surrogate::decode(s.target.as_deref()?).ok()?),
-        "resend" => Decision::Resend,
-        "echo" => Decision::Echo,
-        "same" => Decision::Same,
-        "replaced" => Decision::Replaced,
-        "beaten" => Decision::Beaten,
-        _ => Decision::Refused,
-    };
+    let decision = Decision::from_name(s.decision.as_deref()?, s.target.as_deref())?;
     Some(Decided2 {
         event,
         obj: s.obj.clone(),
@@ -252,13 +244,26 @@ pub async fn advance(store: &Store, job: i64) -> Result<(), BisyncError> {
         .collect();
     let mut decided = Vec::new();
     let mut listed = Vec::new();
+    // The events: at the collect stage, those of each site's counted
+    // execution (read once: planned, then applied below); after it, the
+    // decided ones.
+    let mut stored: [Vec<StoredEvent>; 2] = Default::default();
+    for (side, site) in sides.iter().enumerate() {
+        stored[side] = match run.stage == Stage::Collect as i64 {
+            true => match ok[side] {
+                Some(c) => store.sync_events(job, site, c.run.as_deref()).await?,
+                None => Vec::new(),
+            },
+            false => store.sync_events(job, site, None).await?,
+        };
+    }
     if run.stage == Stage::Collect as i64 {
         // Every change a site reported must be on file: a plan on part of
         // them could apply a delete whose path the missing part rewrote.
         let mut incomplete = Vec::new();
         for (side, c) in ok.iter().enumerate() {
             let Some(c) = c else { continue };
-            let have = store.sync_events(job, sides[side], c.run.as_deref()).await?.len() as u64;
+            let have = stored[side].len() as u64;
             if c.events != Some(have) {
                 incomplete.push(Listed {
                     path: json!(run.fileset).to_string(),
@@ -290,21 +295,14 @@ pub async fn advance(store: &Store, job: i64) -> Result<(), BisyncError> {
                 .await?;
             return Ok(());
         }
-        let (d, l) = decide(store, &run, &ok).await?;
+        let (d, l) = decide(store, &run, &stored).await?;
         decided = d;
         listed = l;
     }
     // The events with their decisions (just made, or stored).
     let fresh: HashMap<i64, &Decided> = decided.iter().map(|d| (d.id, d)).collect();
     let mut events: [Vec<Decided2>; 2] = Default::default();
-    for (side, site) in sides.iter().enumerate() {
-        let stored = if run.stage == Stage::Collect as i64 {
-            store
-                .sync_events(job, site, ok[side].and_then(|c| c.run.as_deref()))
-                .await?
-        } else {
-            store.sync_events(job, site, None).await?
-        };
+    for (side, stored) in stored.into_iter().enumerate() {
         for mut s in stored {
             if let Some(d) = fresh.get(&s.id) {
                 s.decision = Some(d.decision.to_string());
@@ -345,20 +343,19 @@ pub async fn advance(store: &Store, job: i64) -> Result<(), BisyncError> {
     Ok(())
 }
 
-/// Plans the run: reads both sites' events (of the executions whose
-/// results counted) and the previous run's applied ones, decides each,
+/// Plans the run: given both sites' events (of the executions whose
+/// results counted), reads the earlier runs' applied ones, decides each,
 /// and lists the paths a site loses.
 async fn decide(
     store: &Store,
     run: &SyncRun,
-    ok: &[Option<&Collected>],
+    reported: &[Vec<StoredEvent>; 2],
 ) -> Result<(Vec<Decided>, Vec<Listed>), BisyncError> {
     let sides = [&run.site1, &run.site2];
     let mut stored = Vec::new();
     let mut events = Vec::new();
     for (side, site) in sides.iter().enumerate() {
-        let exec = ok[side].and_then(|c| c.run.as_deref());
-        for s in store.sync_events(run.job_id, site, exec).await? {
+        for s in &reported[side] {
             if let Some(e) = Event::parse(side, &s.obj) {
                 events.push(e);
                 stored.push(s);
@@ -394,9 +391,7 @@ async fn decide(
     for ((s, e), (d, note)) in stored.iter().zip(&events).zip(decisions) {
         let site = sides[e.side];
         let other = sides[1 - e.side];
-        let mut text = Vec::new();
-        crate::task::surrogate::encode(&e.path, &mut text);
-        let path = String::from_utf8(text).expect("json text");
+        let path = encode_string(&e.path);
         match d {
             Decision::Refused => listed.push(Listed {
                 path: path.clone(),
@@ -413,11 +408,7 @@ async fn decide(
         decided.push(Decided {
             id: s.id,
             decision: d.name(),
-            target: d.target().map(|t| {
-                let mut b = Vec::new();
-                crate::task::surrogate::encode(t, &mut b);
-                String::from_utf8(b).expect("json text")
-            }),
+            target: d.target().map(encode_string),
             note,
         });
     }
@@ -566,9 +557,7 @@ async fn stage_roots(
     let me_origin = origin();
     let mut roots = actions(&rules, &paths, j.id, batch, me.0, &me_origin);
     for w in walks {
-        let mut path = Vec::new();
-        crate::task::surrogate::encode(&w, &mut path);
-        let path: Box<RawValue> = RawValue::from_string(String::from_utf8(path).expect("json text")).expect("json");
+        let path = RawValue::from_string(encode_string(&w)).expect("json");
         let kwargs = json!({
             "paths": [path],
             "jobid": j.id,

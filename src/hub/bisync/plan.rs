@@ -1,6 +1,6 @@
 //! The conflict rules of a bidirectional run as a pure function: both
 //! sites' changes in, one [`Decision`] per change out ([`plan`]), given
-//! what the previous run applied (its echoes). No I/O: the stages that
+//! what earlier runs applied (their echoes). No I/O: the stages that
 //! apply the decisions are in the parent module.
 
 use crate::task::PathObject;
@@ -62,7 +62,7 @@ pub enum Decision {
     /// A move the other site cannot replay (it deleted the entry, or moved
     /// it elsewhere): the entry is sent whole at its new path.
     Resend,
-    /// What the previous run wrote to this site: not a change of its own.
+    /// What an earlier run wrote to this site: not a change of its own.
     Echo,
     /// Both sites made this very move.
     Same,
@@ -93,6 +93,27 @@ impl Decision {
         }
     }
 
+    /// The decision stored as `name` (with `target`, a JSON string, for
+    /// `retarget`); `None` for a name it does not know.
+    pub fn from_name(name: &str, target: Option<&str>) -> Option<Decision> {
+        Some(match name {
+            "apply" => Decision::Apply,
+            "retarget" => Decision::Retarget(crate::task::surrogate::decode(target?).ok()?),
+            "resend" => Decision::Resend,
+            "echo" => Decision::Echo,
+            "same" => Decision::Same,
+            "replaced" => Decision::Replaced,
+            "beaten" => Decision::Beaten,
+            "refused" => Decision::Refused,
+            _ => return None,
+        })
+    }
+
+    /// Whether a site loses by it (listed in the job's files).
+    pub fn lost(&self) -> bool {
+        matches!(self, Decision::Beaten | Decision::Refused)
+    }
+
     /// Whether the change is applied on the other site.
     pub fn applied(&self) -> bool {
         matches!(self, Decision::Apply | Decision::Retarget(_) | Decision::Resend)
@@ -107,7 +128,7 @@ impl Decision {
     }
 }
 
-/// A change the previous run applied to a site: what that site reports
+/// A change an earlier run applied to a site: what that site reports
 /// next as its own change, and is not.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Applied {
@@ -151,20 +172,21 @@ fn kind(e: &Event) -> &'static str {
     }
 }
 
+/// `path` and each directory above it, deepest first (not `/` itself).
+fn ancestors(path: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut end = Some(path.len());
+    std::iter::from_fn(move || {
+        let here = &path[..end?];
+        end = here.iter().rposition(|&b| b == b'/').filter(|&i| i > 0);
+        Some(here)
+    })
+}
+
 /// `path` with its part under one of `moves`' sources moved to that
 /// move's destination (the deepest source that is `path` or a directory
 /// above it), or `None` when no move covers it.
 pub(super) fn through(moves: &BTreeMap<Vec<u8>, Vec<u8>>, path: &[u8]) -> Option<Vec<u8>> {
-    let mut end = path.len();
-    loop {
-        if let Some(dest) = moves.get(&path[..end]) {
-            return Some([dest.as_slice(), &path[end..]].concat());
-        }
-        end = path[..end].iter().rposition(|&b| b == b'/')?;
-        if end == 0 {
-            return None;
-        }
-    }
+    ancestors(path).find_map(|a| Some([moves.get(a)?.as_slice(), &path[a.len()..]].concat()))
 }
 
 /// Whether `set` holds `path` or a path below it.
@@ -178,20 +200,11 @@ fn at_or_below(set: &BTreeSet<Vec<u8>>, path: &[u8]) -> bool {
 
 /// Whether `path` is one of `dirs` or below one.
 pub(super) fn at_or_below_any(dirs: &BTreeSet<Vec<u8>>, path: &[u8]) -> bool {
-    let mut end = path.len();
-    loop {
-        if dirs.contains(&path[..end]) {
-            return true;
-        }
-        match path[..end].iter().rposition(|&b| b == b'/') {
-            Some(i) if i > 0 => end = i,
-            _ => return false,
-        }
-    }
+    ancestors(path).any(|a| dirs.contains(a))
 }
 
 /// Decides every event of a run (both sites' changes, in any order)
-/// given what the previous run applied; returns each event's decision
+/// given what earlier runs applied; returns each event's decision
 /// and, for the ones a site loses, why.
 pub fn plan(events: &[Event], before: &HashSet<Applied>) -> Vec<(Decision, Option<String>)> {
     let mut out: Vec<Option<(Decision, Option<String>)>> = vec![None; events.len()];
@@ -506,6 +519,24 @@ mod tests {
                 "replaced", "apply", "replaced", "apply", "apply", "replaced", "echo", "apply", "apply", "apply"
             ]
         );
+    }
+
+    #[test]
+    fn a_decision_reads_back_from_its_stored_name() {
+        for d in [
+            Decision::Apply,
+            Decision::Retarget(b"/f/x\xff".to_vec()),
+            Decision::Resend,
+            Decision::Echo,
+            Decision::Same,
+            Decision::Replaced,
+            Decision::Beaten,
+            Decision::Refused,
+        ] {
+            let target = d.target().map(crate::task::surrogate::encode_string);
+            assert_eq!(Decision::from_name(d.name(), target.as_deref()), Some(d));
+        }
+        assert_eq!(Decision::from_name("mystery", None), None);
     }
 
     #[test]

@@ -7,7 +7,7 @@ use super::events::{self, NewEvent};
 use super::jobs::RootTask;
 use super::ledger::finish_if_done;
 pub use super::sync_run::NewSyncRun;
-use super::{Store, StoreError, db, now_us};
+use super::{Store, StoreError, batch, db, now_us};
 use sqlx::Row;
 
 /// The stage a run's job is at once every stage is done: the ingest may
@@ -134,25 +134,31 @@ pub struct PastRun {
 }
 
 impl Store {
-    /// Records events documents (a redelivered one changes nothing).
+    /// Records events documents (a redelivered one changes nothing), in
+    /// multi-row inserts ([`super::batch`]): a document is a thousand rows.
     pub async fn record_sync_events(&self, docs: &[EventsDoc]) -> Result<(), StoreError> {
+        let rows: Vec<(&EventsDoc, usize, &String)> = docs
+            .iter()
+            .flat_map(|d| d.events.iter().enumerate().map(move |(n, obj)| (d, n, obj)))
+            .collect();
         let mut tx = self.write().await?;
-        for d in docs {
-            for (n, obj) in d.events.iter().enumerate() {
-                sqlx::query(
-                    "INSERT INTO sync_events (job_id, site, run, seq, n, obj) VALUES ($1, $2, $3, $4, $5, $6)
-                     ON CONFLICT (job_id, site, run, seq, n) DO NOTHING",
-                )
-                .bind(d.job)
-                .bind(&d.site)
-                .bind(&d.run)
-                .bind(d.seq)
-                .bind(n as i64)
-                .bind(obj)
-                .execute(&mut *tx)
-                .await
-                .map_err(db("record sync events"))?;
+        for chunk in rows.chunks(batch::CHUNK) {
+            let sql = format!(
+                "INSERT INTO sync_events (job_id, site, run, seq, n, obj) VALUES {}
+                 ON CONFLICT (job_id, site, run, seq, n) DO NOTHING",
+                batch::tuples(self.engine, chunk.len(), 6)
+            );
+            let mut q = batch::statement(&sql, chunk.len());
+            for (d, n, obj) in chunk {
+                q = q
+                    .bind(d.job)
+                    .bind(&d.site)
+                    .bind(&d.run)
+                    .bind(d.seq)
+                    .bind(*n as i64)
+                    .bind(*obj);
             }
+            q.execute(&mut *tx).await.map_err(db("record sync events"))?;
         }
         tx.commit().await.map_err(db("commit sync events"))
     }
@@ -220,21 +226,19 @@ impl Store {
     /// The events of `job` from `site`: those of execution `run`, or with
     /// `None` every one the hub decided on. In the order reported.
     pub async fn sync_events(&self, job: i64, site: &str, run: Option<&str>) -> Result<Vec<StoredEvent>, StoreError> {
-        let q = match run {
-            Some(run) => sqlx::query(
-                "SELECT id, site, obj, decision, target, note FROM sync_events
-                 WHERE job_id = $1 AND site = $2 AND run = $3 ORDER BY seq, n",
-            )
-            .bind(job)
-            .bind(site)
-            .bind(run.to_string()),
-            None => sqlx::query(
-                "SELECT id, site, obj, decision, target, note FROM sync_events
-                 WHERE job_id = $1 AND site = $2 AND decision IS NOT NULL ORDER BY seq, n",
-            )
-            .bind(job)
-            .bind(site),
+        // One execution's events, or the decided ones.
+        let which = match run {
+            Some(_) => "run = $3",
+            None => "decision IS NOT NULL",
         };
+        let sql = format!(
+            "SELECT id, site, obj, decision, target, note FROM sync_events
+             WHERE job_id = $1 AND site = $2 AND {which} ORDER BY seq, n"
+        );
+        let mut q = sqlx::query(&sql).bind(job).bind(site);
+        if let Some(run) = run {
+            q = q.bind(run);
+        }
         let rows = q.fetch_all(&self.pool).await.map_err(db("read sync events"))?;
         Ok(rows
             .iter()

@@ -2,6 +2,7 @@
 //! reported, with the hub's decision.
 
 use super::format::{json_path, path_bytes, visible};
+use crate::hub::bisync::{Decision, Event};
 
 /// One change a bidirectional sync compared, as its Sync changes tab
 /// lists it.
@@ -27,24 +28,18 @@ pub struct SyncRow {
 
 /// A stored change as a row.
 pub fn sync_row(e: &crate::hub::store::bisync::StoredEvent) -> SyncRow {
-    let obj = crate::task::PathObject::parse(e.obj.as_bytes()).ok();
-    let get = |k: &str| {
-        obj.as_ref()
-            .and_then(|o| o.extra.iter().find(|(n, _)| n == k))
-            .and_then(|(_, v)| serde_json::from_str::<String>(v.get()).ok())
-            .unwrap_or_default()
-    };
+    let change = Event::parse(0, &e.obj);
     let decision = e.decision.clone().unwrap_or_else(|| "—".into());
     SyncRow {
         site: e.site.clone(),
-        state: get("state"),
-        path: obj.as_ref().map_or_else(|| visible(&e.obj), |o| path_bytes(&o.path)),
-        source: obj
+        state: change.as_ref().map(|c| c.state.clone()).unwrap_or_default(),
+        path: change.as_ref().map_or_else(|| visible(&e.obj), |c| path_bytes(&c.path)),
+        source: change
             .as_ref()
-            .and_then(|o| o.source.as_deref())
+            .and_then(|c| c.source.as_deref())
             .map(path_bytes)
             .unwrap_or_default(),
-        lost: matches!(decision.as_str(), "beaten" | "refused"),
+        lost: Decision::from_name(&decision, e.target.as_deref()).is_some_and(|d| d.lost()),
         decision,
         target: e.target.as_deref().map(json_path).unwrap_or_default(),
         note: e.note.clone().unwrap_or_default(),
