@@ -8,8 +8,8 @@
 //! 10 M figures). Under `cargo test` it runs once on 20,000 entries.
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use ferry::snapdiff::diff::{DiffOptions, diff};
-use ferry::snapdiff::manifest::{Header, ManifestReader, ManifestWriter, Section};
+use ferry::snapdiff::diff::{DiffOptions, Listing, diff};
+use ferry::snapdiff::manifest::{Header, Kind, ManifestReader, ManifestWriter, Section};
 use ferry::snapdiff::record::Record;
 use ferry::sys::Timestamp;
 use std::hint::black_box;
@@ -61,6 +61,9 @@ fn manifest(n: u64, changed: bool) -> Vec<u8> {
         created: String::new(),
         created_unix: 0,
         generation: "inode".into(),
+        kind: Kind::Base,
+        otransid: None,
+        id: String::new(),
     };
     let dir_rec = |d: u64| {
         let ino = ROOT + 1 + d;
@@ -119,6 +122,10 @@ fn manifest(n: u64, changed: bool) -> Vec<u8> {
     w.finish().unwrap().0
 }
 
+fn listing(b: &[u8]) -> Listing<'_> {
+    Listing::read(ManifestReader::new(std::io::Cursor::new(b)).unwrap()).unwrap()
+}
+
 fn bench_diff(c: &mut Criterion) {
     let n = entries();
     let old = manifest(n, false);
@@ -126,13 +133,7 @@ fn bench_diff(c: &mut Criterion) {
     let spill = tempfile::tempdir().unwrap();
     let opts = DiffOptions::default();
     let run = || {
-        let (changes, sum) = diff(
-            ManifestReader::new(&old[..]).unwrap(),
-            ManifestReader::new(&new[..]).unwrap(),
-            &opts,
-            spill.path(),
-        )
-        .unwrap();
+        let (changes, sum) = diff::<Vec<u8>>(listing(&old), listing(&new), &opts, spill.path(), None).unwrap();
         let mut count = 0u64;
         for c in changes {
             black_box(c.unwrap());

@@ -6,13 +6,15 @@
 //! sort in memory, once on a tree big enough that the sorts spill to disk.
 
 use ferry::snapdiff::build::ManifestBuilder;
-use ferry::snapdiff::diff::{Change, ChangeState, DiffOptions, diff};
+use ferry::snapdiff::diff::{Change, ChangeState, DiffOptions, Listing, diff};
 use ferry::snapdiff::extsort::MIN_BUDGET;
-use ferry::snapdiff::manifest::{Header, ManifestReader};
+use ferry::snapdiff::manifest::{Header, Kind, ManifestReader, ManifestWriter, Section};
 use ferry::snapdiff::record::Record;
+use ferry::snapdiff::view::{Entries, View};
 use ferry::sys::Timestamp;
 use proptest::prelude::*;
 use std::collections::BTreeMap;
+use std::io::Cursor;
 
 const ROOT: u64 = 256;
 const DIR: u32 = libc::S_IFDIR;
@@ -323,6 +325,9 @@ impl Fs {
             created: String::new(),
             created_unix: self.clock,
             generation: "inode".into(),
+            kind: Kind::Base,
+            otransid: None,
+            id: format!("m{}", self.clock),
         };
         (b.write(Vec::new(), &header).unwrap().0, spilled)
     }
@@ -495,20 +500,54 @@ impl Spills {
     }
 }
 
+fn reader(b: &[u8]) -> ManifestReader<Cursor<&[u8]>> {
+    ManifestReader::new(Cursor::new(b)).unwrap()
+}
+
+/// The merged view of a base and its deltas.
+fn view<'a>(base: &'a [u8], deltas: &'a [Vec<u8>]) -> View<Cursor<&'a [u8]>> {
+    View::new(reader(base), deltas.iter().map(|d| reader(d)).collect()).unwrap()
+}
+
+fn view_listing<'a>(base: &'a [u8], deltas: &'a [Vec<u8>]) -> Listing<'a> {
+    let mut v = view(base, deltas);
+    Listing {
+        header: v.header().clone(),
+        dirs: v.dir_table().unwrap(),
+        entries: Box::new(v),
+    }
+}
+
+fn all_records(e: &mut dyn Entries) -> Vec<Record> {
+    let mut out = Vec::new();
+    let mut r = Record::default();
+    while e.read_entry(&mut r).unwrap() {
+        out.push(r.clone());
+    }
+    out
+}
+
 /// Round by round: the operations, then the diff of the manifests before
 /// and after, which applied to the tree before must give the tree after.
+/// Each round is diffed twice: whole manifest against whole manifest, and
+/// the way a run with a baseline does it, the merged view of a base and
+/// deltas against the sorted new listing, writing a delta; both must give
+/// the same changes, and the view with the new delta must read as the new
+/// manifest. Every third round the chain is compacted into a new base.
 /// With `seed`, the first round is [`Fs::seed`].
 fn run(seed: bool, rounds: Vec<Vec<Op>>, mem_limit: usize) -> Spills {
     let spill = tempfile::tempdir().unwrap();
     let mut fs = Fs::new();
     let mut tree = fs.paths();
     let (mut manifest, spilled) = fs.manifest(mem_limit);
+    let mut base = manifest.clone();
+    let mut deltas: Vec<Vec<u8>> = Vec::new();
     let mut spills = Spills {
         manifests: vec![spilled],
         diffs: Vec::new(),
     };
     let rounds = seed.then_some(None).into_iter().chain(rounds.into_iter().map(Some));
-    for ops in rounds {
+    for (round, ops) in rounds.enumerate() {
         match &ops {
             None => fs.seed(),
             Some(ops) => {
@@ -523,11 +562,67 @@ fn run(seed: bool, rounds: Vec<Vec<Op>>, mem_limit: usize) -> Spills {
             mem_limit,
             ..DiffOptions::default()
         };
-        let old = ManifestReader::new(&manifest[..]).unwrap();
-        let new = ManifestReader::new(&next[..]).unwrap();
-        let (changes, summary) = diff(old, new, &opts, spill.path()).unwrap();
+        let (changes, summary) = diff::<Vec<u8>>(
+            Listing::read(reader(&manifest)).unwrap(),
+            Listing::read(reader(&next)).unwrap(),
+            &opts,
+            spill.path(),
+            None,
+        )
+        .unwrap();
         spills.diffs.push(summary.spilled_runs);
         let changes: Vec<Change> = changes.map(Result::unwrap).collect();
+
+        // The delta path.
+        let new_header = reader(&next).header().clone();
+        let mut w = ManifestWriter::new(
+            Vec::new(),
+            &Header {
+                kind: Kind::Delta,
+                id: format!("d{round}"),
+                ..new_header.clone()
+            },
+        )
+        .unwrap();
+        let new_listing = {
+            let spill2 = tempfile::tempdir().unwrap();
+            let mut b = ManifestBuilder::new(mem_limit, spill2.path());
+            let mut rd = reader(&next);
+            while let Some(r) = rd.next_entry().unwrap() {
+                b.push(&r).unwrap();
+            }
+            b.into_listing(new_header).unwrap()
+        };
+        let (delta_changes, _) = diff(
+            view_listing(&base, &deltas),
+            new_listing,
+            &opts,
+            spill.path(),
+            Some(&mut w),
+        )
+        .unwrap();
+        let delta_changes: Vec<Change> = delta_changes.map(Result::unwrap).collect();
+        assert_eq!(delta_changes, changes, "the delta path's changes differ");
+        deltas.push(w.finish().unwrap().0);
+        assert_eq!(
+            all_records(&mut view(&base, &deltas)),
+            all_records(&mut reader(&next)),
+            "base and deltas do not read as the new manifest"
+        );
+        if round % 3 == 2 {
+            let mut v = view(&base, &deltas);
+            let mut w = ManifestWriter::new(Vec::new(), v.header()).unwrap();
+            let mut r = Record::default();
+            while v.read_entry(&mut r).unwrap() {
+                if r.is_dir() {
+                    w.push(Section::Dirs, &r).unwrap();
+                }
+                w.push(Section::Entries, &r).unwrap();
+            }
+            base = w.finish().unwrap().0;
+            deltas.clear();
+        }
+
         if std::env::var_os("FERRY_DEBUG").is_some() {
             eprintln!("old {tree:#?}\nnew {:#?}\nchanges {changes:#?}", fs.paths());
         }

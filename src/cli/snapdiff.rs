@@ -8,14 +8,14 @@ use clap::Args;
 use ferry::config::gpfs::parse_nodes;
 use ferry::config::{BadValue, GpfsSettings, defaults};
 use ferry::entry::Fields;
-use ferry::snapdiff::inspect::{DumpMode, dump};
+use ferry::snapdiff::inspect::{DumpMode, dump_path};
 use ferry::snapdiff::manifest::ManifestError;
 use ferry::snapdiff::output::{ChangeWriter, DEFAULT_FIELDS, ExtraFields, write_report};
 use ferry::snapdiff::provider::{Kind, Provider};
 use ferry::snapdiff::request::{FilesetRequest, RotateRequest, SnapdiffRequest};
 use ferry::snapdiff::run::{MIN_MEMORY, SnapdiffError, SnapdiffOptions, rotate, snapdiff};
+use ferry::snapdiff::set::{CompactError, compact_file};
 use ferry::snapdiff::state::AcquireError;
-use std::fs::File;
 use std::io::{self, BufWriter};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -228,22 +228,31 @@ pub struct RotateCmd {
     no_rotate_on_error: bool,
 }
 
-/// Inspect a manifest file: print its header and counts, every record as
-/// a JSON line, or just check it.
+/// Inspect a manifest: print its header and counts, every record as a JSON
+/// line, or just check it; or compact a chain of deltas into a new base.
 #[derive(Args)]
 pub struct ManifestCmd {
-    /// The manifest file (in the state directory:
-    /// <prefix>.manifest.name.<fileset>.id.<id>.<snapshot>).
+    /// A manifest file or manifest set in the state directory
+    /// (<prefix>.manifest.name.<fileset>.id.<id>.<snapshot>, or
+    /// <prefix>.manifest-set.… for a base with deltas, read as one, or
+    /// <prefix>.delta.… for one run's delta on its own).
     #[arg(value_name = "FILE")]
     file: PathBuf,
 
     /// Print every record as a JSON line with its rebuilt path.
-    #[arg(long, conflicts_with = "verify")]
+    #[arg(long, conflicts_with_all = ["verify", "compact"])]
     records: bool,
 
-    /// Only check it (checksums, order, counts); exit 1 if it is damaged.
-    #[arg(long)]
+    /// Only check it (checksums, order, counts; every file of a set); exit
+    /// 1 if it is damaged.
+    #[arg(long, conflicts_with = "compact")]
     verify: bool,
+
+    /// Merge the set's base and deltas into a new base now (runs do it
+    /// when the deltas outgrow a quarter of the base); takes the fileset's
+    /// lock. Prints what it did as JSON.
+    #[arg(long)]
+    compact: bool,
 }
 
 impl From<SnapdiffError> for Failure {
@@ -326,6 +335,20 @@ pub fn run_rotate(a: RotateCmd) -> Result<(), Failure> {
 /// `ferry manifest`: a manifest that cannot be read or is damaged is the
 /// one path of this command failing (status 1).
 pub fn run_manifest(a: ManifestCmd) -> Result<(), Failure> {
+    if a.compact {
+        let done = compact_file(&a.file, defaults::LOCK_THRESHOLD).map_err(|e| match e {
+            CompactError::Lock(AcquireError::Held(_)) => Failure::locked(e),
+            e => Failure::paths(format!("{}: {e}", a.file.display())),
+        })?;
+        let v = match done {
+            Some(c) => {
+                serde_json::json!({"compacted": true, "files": c.files, "entries": c.entries, "seconds": c.seconds})
+            }
+            None => serde_json::json!({"compacted": false}),
+        };
+        println!("{v}");
+        return Ok(());
+    }
     let out = BufWriter::with_capacity(256 * 1024, io::stdout().lock());
     let mode = if a.verify {
         DumpMode::Verify
@@ -334,10 +357,7 @@ pub fn run_manifest(a: ManifestCmd) -> Result<(), Failure> {
     } else {
         DumpMode::Summary
     };
-    match File::open(&a.file)
-        .map_err(ManifestError::from)
-        .and_then(|f| dump(f, out, mode))
-    {
+    match dump_path(&a.file, out, mode) {
         Ok(()) => Ok(()),
         Err(ManifestError::Io(e)) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
         Err(e) => Err(Failure::paths(format!("{}: {e}", a.file.display()))),

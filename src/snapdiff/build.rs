@@ -2,9 +2,12 @@
 //! scan or a test), are sorted within the memory budget, and are written
 //! out as a manifest file.
 
-use super::extsort::{ExternalSorter, SortItem};
-use super::manifest::{Header, ManifestError, ManifestWriter, Section};
+use super::diff::Listing;
+use super::extsort::{ExternalSorter, SortItem, Sorted};
+use super::manifest::{Counts, Header, ManifestError, ManifestWriter, Section};
+use super::paths::DirTable;
 use super::record::Record;
+use super::view::Entries;
 use crate::entry::Entry;
 use crate::sys::StatMask;
 use crate::walk::{SnapshotDirs, Walk, WalkEvent, WalkOptions};
@@ -92,9 +95,9 @@ impl ManifestBuilder {
         self.all.is_empty()
     }
 
-    /// Writes the manifest to `out`; returns the counts (directories,
-    /// entries). Two identical records are one record.
-    pub fn write<W: Write>(self, out: W, header: &Header) -> Result<(W, [u64; 2]), ManifestError> {
+    /// Writes the manifest to `out` as a base; returns the counts. Two
+    /// identical records are one record.
+    pub fn write<W: Write>(self, out: W, header: &Header) -> Result<(W, Counts), ManifestError> {
         let mut w = ManifestWriter::new(out, header)?;
         for (section, sorter) in [(Section::Dirs, self.dirs), (Section::Entries, self.all)] {
             let mut last: Option<Record> = None;
@@ -108,6 +111,48 @@ impl ManifestBuilder {
             }
         }
         w.finish()
+    }
+
+    /// The sorted records as a diff's new side, without writing them.
+    pub fn into_listing(self, header: Header) -> Result<Listing<'static>, ManifestError> {
+        let mut dirs = DirTable::with_root(header.root_ino);
+        let mut last: Option<Record> = None;
+        for r in self.dirs.finish()? {
+            let r = r?;
+            if last.as_ref() != Some(&r) {
+                dirs.insert(&r)?;
+            }
+            last = Some(r);
+        }
+        Ok(Listing {
+            header,
+            dirs,
+            entries: Box::new(SortedEntries {
+                sorted: self.all.finish()?,
+                last: None,
+            }),
+        })
+    }
+}
+
+/// A builder's sorted records as [`Entries`], duplicates dropped.
+struct SortedEntries {
+    sorted: Sorted<Record>,
+    last: Option<Record>,
+}
+
+impl Entries for SortedEntries {
+    fn read_entry(&mut self, out: &mut Record) -> Result<bool, ManifestError> {
+        for r in self.sorted.by_ref() {
+            let r = r?;
+            if self.last.as_ref() == Some(&r) {
+                continue;
+            }
+            out.clone_from(&r);
+            self.last = Some(r);
+            return Ok(true);
+        }
+        Ok(false)
     }
 }
 

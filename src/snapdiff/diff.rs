@@ -27,11 +27,12 @@
 
 use super::codec;
 use super::extsort::{ExternalSorter, SortItem, Sorted};
-use super::manifest::{ManifestError, ManifestReader};
+use super::manifest::{Header, ManifestError, ManifestReader, ManifestWriter, Section};
 use super::paths::{DirTable, Namespace, OrphanError, Resolver, depth};
 use super::record::Record;
+use super::view::Entries;
 use serde::Serialize;
-use std::io::{self, Read};
+use std::io::{self, Read, Seek, Write};
 use std::path::Path;
 
 /// What happened to a path.
@@ -128,6 +129,9 @@ pub struct DiffSummary {
     pub skipped_old_ctime: u64,
     /// Records read from the old and new manifests.
     pub records: u64,
+    /// Of which from the new one.
+    #[serde(skip)]
+    pub new_records: u64,
     /// Sorted runs the ordering of the changes spilled to disk: how often
     /// they outgrew the memory budget (0 when ordered in memory).
     pub spilled_runs: u64,
@@ -145,6 +149,10 @@ pub enum DiffError {
     /// The manifests are of different filesets.
     #[error("the manifests are of different roots (inode {0} and {1})")]
     Roots(u64, u64),
+    /// A delta cannot be written between manifests whose generations come
+    /// from different sources (their keys differ).
+    #[error("no delta between manifests with generations from {0} and {1}")]
+    Generations(String, String),
     /// Spilling to disk failed.
     #[error("{0}")]
     Io(#[from] io::Error),
@@ -239,10 +247,50 @@ const PHASE_CREATE: u8 = 1;
 /// Updates, shallowest first.
 const PHASE_UPDATE: u8 = 2;
 
+/// One manifest as a diff reads it: its header, its directory table and
+/// its entries in order.
+pub struct Listing<'a> {
+    /// What it describes.
+    pub header: Header,
+    /// Its directories.
+    pub dirs: DirTable,
+    /// Its entry records.
+    pub entries: Box<dyn Entries + 'a>,
+}
+
+impl<'a> Listing<'a> {
+    /// A listing read from one manifest file.
+    pub fn read<R: Read + Seek + 'a>(mut rd: ManifestReader<R>) -> Result<Self, ManifestError> {
+        Ok(Listing {
+            header: rd.header().clone(),
+            dirs: DirTable::load(&mut rd)?,
+            entries: Box::new(rd),
+        })
+    }
+
+    /// A listing with no entries, of the tree `header` describes.
+    pub fn empty(header: Header) -> Listing<'static> {
+        Listing {
+            dirs: DirTable::with_root(header.root_ino),
+            header,
+            entries: Box::new(NoEntries),
+        }
+    }
+}
+
+/// The entries of an empty listing.
+struct NoEntries;
+
+impl Entries for NoEntries {
+    fn read_entry(&mut self, _: &mut Record) -> Result<bool, ManifestError> {
+        Ok(false)
+    }
+}
+
 /// One side of the merge: the next record, and the group of records of
 /// the current (inode, generation).
-struct Side<R: Read> {
-    rd: ManifestReader<R>,
+struct Side<'a> {
+    rd: Box<dyn Entries + 'a>,
     /// Generations of the two manifests come from different sources: read
     /// them as unknown (0) on both sides.
     ignore_generation: bool,
@@ -250,10 +298,11 @@ struct Side<R: Read> {
     has_head: bool,
     group: Vec<Record>,
     n: usize,
+    read: u64,
 }
 
-impl<R: Read> Side<R> {
-    fn new(rd: ManifestReader<R>) -> Self {
+impl<'a> Side<'a> {
+    fn new(rd: Box<dyn Entries + 'a>) -> Self {
         Side {
             rd,
             ignore_generation: false,
@@ -261,11 +310,13 @@ impl<R: Read> Side<R> {
             has_head: false,
             group: Vec::new(),
             n: 0,
+            read: 0,
         }
     }
 
     fn advance(&mut self) -> Result<(), ManifestError> {
         self.has_head = self.rd.read_entry(&mut self.head)?;
+        self.read += u64::from(self.has_head);
         if self.ignore_generation {
             self.head.generation = 0;
         }
@@ -294,30 +345,48 @@ impl<R: Read> Side<R> {
     }
 }
 
+/// Where a diff writes the delta from the old manifest to the new one: the
+/// complete link set of every inode that changed, a tombstone for every
+/// one that is gone.
+pub type DeltaWriter<W> = ManifestWriter<W>;
+
+fn put_group<W: Write>(w: &mut DeltaWriter<W>, records: &[Record]) -> Result<(), ManifestError> {
+    for r in records {
+        if r.is_dir() {
+            w.push(Section::Dirs, r)?;
+        }
+        w.push(Section::Entries, r)?;
+    }
+    Ok(())
+}
+
 /// Diffs two manifests: returns the changes in apply order and the counts.
 /// Changes are ordered within `opts.mem_limit`, spilling to `spill_dir`.
-pub fn diff<A: Read, B: Read>(
-    old: ManifestReader<A>,
-    new: ManifestReader<B>,
+/// With `delta`, every group that differs is written to it as well.
+pub fn diff<W: Write>(
+    old: Listing<'_>,
+    new: Listing<'_>,
     opts: &DiffOptions,
     spill_dir: &Path,
+    mut delta: Option<&mut DeltaWriter<W>>,
 ) -> Result<(Changes, DiffSummary), DiffError> {
-    let mut old = Side::new(old);
-    let mut new = Side::new(new);
-    let (ro, rn) = (old.rd.header().root_ino, new.rd.header().root_ino);
+    let (ro, rn) = (old.header.root_ino, new.header.root_ino);
     if ro != rn {
         return Err(DiffError::Roots(ro, rn));
     }
-    let old_time = old.rd.header().created_unix;
-    if old.rd.header().generation != new.rd.header().generation {
-        old.ignore_generation = true;
-        new.ignore_generation = true;
+    let old_time = old.header.created_unix;
+    let ignore_generation = old.header.generation != new.header.generation;
+    if ignore_generation && delta.is_some() {
+        return Err(DiffError::Generations(old.header.generation, new.header.generation));
     }
-    let tables = (DirTable::load(&mut old.rd)?, DirTable::load(&mut new.rd)?);
-    let mut res = Resolver::new(tables.0, tables.1);
-    if old.ignore_generation {
+    let mut res = Resolver::new(old.dirs, new.dirs);
+    if ignore_generation {
         res.ignore_generations();
     }
+    let mut old = Side::new(old.entries);
+    let mut new = Side::new(new.entries);
+    old.ignore_generation = ignore_generation;
+    new.ignore_generation = ignore_generation;
     let mut d = Differ {
         res,
         out: ExternalSorter::new(opts.mem_limit / 2, spill_dir),
@@ -341,21 +410,33 @@ pub fn diff<A: Read, B: Read>(
                 for r in old.records() {
                     d.emit(ChangeState::Deleted, r, None, false)?;
                 }
+                if let Some(w) = delta.as_deref_mut() {
+                    w.tombstone(old.records()[0].key())?;
+                }
             }
             std::cmp::Ordering::Greater => {
                 new.take_group()?;
                 for r in new.records() {
                     d.emit(ChangeState::Created, r, None, false)?;
                 }
+                if let Some(w) = delta.as_deref_mut() {
+                    put_group(w, new.records())?;
+                }
             }
             std::cmp::Ordering::Equal => {
                 old.take_group()?;
                 new.take_group()?;
                 d.both(old.records(), new.records())?;
+                if let Some(w) = delta.as_deref_mut()
+                    && old.records() != new.records()
+                {
+                    put_group(w, new.records())?;
+                }
             }
         }
     }
-    d.sum.records = old.rd.totals()[1] + new.rd.totals()[1];
+    d.sum.records = old.read + new.read;
+    d.sum.new_records = new.read;
     d.finish()
 }
 
@@ -553,19 +634,15 @@ mod tests {
             created: String::new(),
             created_unix: 0,
             generation: source.into(),
+            ..crate::snapdiff::manifest::tests::header()
         };
         b.write(Vec::new(), &h).unwrap().0
     }
 
     fn states(old: &[u8], new: &[u8]) -> Vec<(ChangeState, Vec<u8>)> {
         let spill = tempfile::tempdir().unwrap();
-        let (changes, _) = diff(
-            ManifestReader::new(old).unwrap(),
-            ManifestReader::new(new).unwrap(),
-            &DiffOptions::default(),
-            spill.path(),
-        )
-        .unwrap();
+        let read = |b| Listing::read(ManifestReader::new(io::Cursor::new(b)).unwrap()).unwrap();
+        let (changes, _) = diff::<Vec<u8>>(read(old), read(new), &DiffOptions::default(), spill.path(), None).unwrap();
         changes.map(|c| c.unwrap()).map(|c| (c.state, c.path)).collect()
     }
 

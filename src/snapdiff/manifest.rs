@@ -1,37 +1,58 @@
-//! The manifest file: every link of a fileset at one point in time, sorted
-//! by inode, in checksummed blocks that are written and read as streams.
+//! The manifest file: every link of a fileset at one point in time (a
+//! *base*), or what changed since the previous point (a *delta*), sorted by
+//! inode, in small checksummed blocks with an index so that a reader can
+//! both stream a section and jump to one inode.
 //!
 //! ```text
 //! "FERRYMAN" | version u32 LE | header length u32 LE | header (JSON) | BLAKE3(0, length, version, header)[..16]
 //! block*     : tag u8 | payload length u32 LE | records u32 LE | payload | BLAKE3(tag..payload)[..16]
-//! tags       : 1 = directories section, 2 = entries section, 3 = end (payload: dirs u64 LE, entries u64 LE)
+//! tags       : 1 = directory records, 2 = entry records, 4 = tombstones,
+//!              5 = index, 3 = end (last, fixed size)
+//! end (v2)   : payload = dirs u64 | entries u64 | tombstones u64 | index offset u64 (LE)
+//! index      : per data block: tag u8 | offset | records | first inode | first generation (LEB128)
 //! ```
 //!
-//! The directories section (the directory records only) comes first, so a
-//! reader can build the path table before it streams the entries. Records
-//! in each section are strictly increasing (see [`Record`]'s order); within
-//! a block each inode is stored as the difference from the previous one.
-//! `docs/snapdiff.md` describes the format for other readers.
+//! Version 2 blocks of different sections may interleave (a writer keeps
+//! one open block per section, so a delta is written in one pass as the
+//! diff finds it); the index says where each section's blocks are, in key
+//! order, and each block's first key, so a point lookup decodes one block of
+//! ~8 KiB instead of the file (`../shared/reference/snapdiff-change-proportional.md`
+//! §1.8). Version 1 files (sections in file order, 64 KiB blocks, no index,
+//! no tombstones) still load: their blocks are indexed on open by reading
+//! block headers only. Records in each section are strictly increasing (see
+//! [`Record`]'s order); within a block each inode is stored as the
+//! difference from the previous one. `docs/snapdiff.md` describes the format
+//! for other readers.
 
+use super::codec;
 use super::record::{Record, RecordError};
 use crate::task::surrogate;
 use serde::{Deserialize, Serialize};
-use std::io::{self, Read, Write};
+use std::io::{self, Read, Seek, SeekFrom, Write};
 
 /// First bytes of every manifest.
 pub const MAGIC: &[u8; 8] = b"FERRYMAN";
-/// The format version this code writes and reads.
-pub const VERSION: u32 = 1;
-/// Payload size at which a block is closed.
-const BLOCK_TARGET: usize = 64 * 1024;
+/// The format version this code writes.
+pub const VERSION: u32 = 2;
+/// The oldest version this code reads.
+const OLDEST: u32 = 1;
+/// Payload size at which a block is closed: ~150-250 records, so a point
+/// lookup decodes and hashes little (the study's 64-256 records per block).
+const BLOCK_TARGET: usize = 8 * 1024;
 /// Largest block payload a reader accepts.
 const MAX_BLOCK: usize = 16 << 20;
 /// Largest header a reader accepts.
 const MAX_HEADER: usize = 1 << 20;
+/// Largest index a reader accepts (about 60 M blocks' worth).
+const MAX_INDEX: usize = 1 << 30;
 const HASH_LEN: usize = 16;
+/// Block header: tag, payload length, record count.
+const BLOCK_HEAD: usize = 9;
+/// The version 2 end block, whole.
+const END_LEN: usize = BLOCK_HEAD + 32 + HASH_LEN;
 
-/// The sections of a manifest, in file order.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+/// The sections of a manifest.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Section {
     /// Directory records only (for path reconstruction).
     Dirs = 1,
@@ -39,6 +60,46 @@ pub enum Section {
     Entries = 2,
     /// The trailer with the record counts.
     End = 3,
+    /// Keys (inode, generation) a delta removes.
+    Tombstones = 4,
+    /// Where every block is.
+    Index = 5,
+}
+
+impl Section {
+    fn from_tag(tag: u8) -> Option<Section> {
+        Some(match tag {
+            1 => Section::Dirs,
+            2 => Section::Entries,
+            3 => Section::End,
+            4 => Section::Tombstones,
+            5 => Section::Index,
+            _ => return None,
+        })
+    }
+
+    /// Position in the per-section tables (data sections only).
+    fn slot(self) -> usize {
+        match self {
+            Section::Dirs => 0,
+            Section::Entries => 1,
+            Section::Tombstones => 2,
+            Section::End | Section::Index => unreachable!("not a data section"),
+        }
+    }
+}
+
+/// Whether a manifest lists a whole fileset or the changes to one.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    /// Every link of the fileset.
+    #[default]
+    Base,
+    /// The complete new link set of every inode that changed, and a
+    /// tombstone for every (inode, generation) that is gone; read on top of
+    /// a base and the deltas before it.
+    Delta,
 }
 
 /// What a manifest describes.
@@ -60,6 +121,13 @@ pub struct Header {
     /// number; `btime`: the birth time, packed). Generations of manifests
     /// from different sources are not compared.
     pub generation: String,
+    /// Base or delta.
+    pub kind: Kind,
+    /// The btrfs transaction that created the snapshot (its `otransid`):
+    /// everything changed after it has a newer transid.
+    pub otransid: Option<u64>,
+    /// A unique id, by which a manifest set names this file.
+    pub id: String,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -74,6 +142,12 @@ struct HeaderJson<'a> {
     created: String,
     created_unix: i64,
     generation: String,
+    #[serde(default)]
+    kind: Kind,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    otransid: Option<u64>,
+    #[serde(default)]
+    id: String,
 }
 
 /// Why a manifest could not be read or written.
@@ -86,7 +160,7 @@ pub enum ManifestError {
     #[error("not a ferry manifest (bad magic bytes)")]
     BadMagic,
     /// Written by a newer ferry.
-    #[error("manifest format version {0} is not supported (this ferry reads version {VERSION})")]
+    #[error("manifest format version {0} is not supported (this ferry reads versions {OLDEST} to {VERSION})")]
     Version(u32),
     /// The header is not valid.
     #[error("bad manifest header: {0}")]
@@ -127,16 +201,46 @@ fn block_hash(tag: u8, count: u32, payload: &[u8]) -> [u8; HASH_LEN] {
     out
 }
 
-/// Writes a manifest: directory records first, then every record, each
-/// section in strictly increasing order.
-pub struct ManifestWriter<W: Write> {
-    out: W,
+/// Where one data block is and the first key in it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct BlockRef {
     section: Section,
+    offset: u64,
+    count: u32,
+    /// First (inode, generation); unknown (0, 0) in version 1 files.
+    first: (u64, u64),
+}
+
+/// Record counts of a manifest.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// Directory records.
+    pub dirs: u64,
+    /// Entry records.
+    pub entries: u64,
+    /// Tombstones.
+    pub tombstones: u64,
+}
+
+/// One section's block being filled.
+#[derive(Default)]
+struct OpenBlock {
     payload: Vec<u8>,
     count: u32,
     prev_ino: u64,
-    last: Option<Record>,
-    totals: [u64; 2],
+    first: (u64, u64),
+}
+
+/// Writes a manifest in one pass: records of each section in strictly
+/// increasing order, sections interleaved as they come.
+pub struct ManifestWriter<W: Write> {
+    out: W,
+    pos: u64,
+    open: [OpenBlock; 3],
+    index: Vec<BlockRef>,
+    last: [Option<Record>; 2],
+    last_tombstone: Option<(u64, u64)>,
+    totals: [u64; 3],
 }
 
 impl<W: Write> ManifestWriter<W> {
@@ -155,6 +259,9 @@ impl<W: Write> ManifestWriter<W> {
             created: header.created.clone(),
             created_unix: header.created_unix,
             generation: header.generation.clone(),
+            kind: header.kind,
+            otransid: header.otransid,
+            id: header.id.clone(),
         })
         .map_err(|e| ManifestError::Header(e.to_string()))?;
         out.write_all(MAGIC)?;
@@ -164,102 +271,183 @@ impl<W: Write> ManifestWriter<W> {
         out.write_all(&block_hash(0, VERSION, &json))?;
         Ok(ManifestWriter {
             out,
-            section: Section::Dirs,
-            payload: Vec::with_capacity(BLOCK_TARGET + 4096),
-            count: 0,
-            prev_ino: 0,
-            last: None,
-            totals: [0; 2],
+            pos: (8 + 4 + 4 + json.len() + HASH_LEN) as u64,
+            open: Default::default(),
+            index: Vec::new(),
+            last: [None, None],
+            last_tombstone: None,
+            totals: [0; 3],
         })
     }
 
-    /// Adds a record to `section`. Sections must come in order and records
-    /// in strictly increasing order within a section.
+    /// Adds a record to `section` (directories or entries), in strictly
+    /// increasing order within the section.
     pub fn push(&mut self, section: Section, r: &Record) -> Result<(), ManifestError> {
-        if section < self.section || section == Section::End {
-            return Err(ManifestError::Header("sections written out of order".into()));
-        }
-        if section > self.section {
-            self.flush_block()?;
-            self.section = section;
-            self.last = None;
-        }
+        let slot = match section {
+            Section::Dirs | Section::Entries => section.slot(),
+            _ => return Err(ManifestError::Header(format!("{section:?} does not hold records"))),
+        };
         if section == Section::Dirs && !r.is_dir() {
             return Err(ManifestError::Header("non-directory in the directories section".into()));
         }
-        if let Some(last) = &self.last
+        if let Some(last) = &self.last[slot]
             && last >= r
         {
             return Err(ManifestError::Unsorted(r.ino));
         }
         r.validate()
             .map_err(|e| ManifestError::corrupt(0, format!("inode {}: {e}", r.ino)))?;
-        r.encode(self.prev_ino, &mut self.payload);
-        self.prev_ino = r.ino;
-        self.count += 1;
-        self.totals[section as usize - 1] += 1;
-        match &mut self.last {
+        let b = &mut self.open[slot];
+        if b.count == 0 {
+            b.first = r.key();
+        }
+        r.encode(b.prev_ino, &mut b.payload);
+        b.prev_ino = r.ino;
+        b.count += 1;
+        self.totals[slot] += 1;
+        match &mut self.last[slot] {
             Some(last) => last.clone_from(r),
-            None => self.last = Some(r.clone()),
+            None => self.last[slot] = Some(r.clone()),
         }
-        if self.payload.len() >= BLOCK_TARGET {
-            self.flush_block()?;
+        if self.open[slot].payload.len() >= BLOCK_TARGET {
+            self.flush(section)?;
         }
         Ok(())
     }
 
-    fn write_block(&mut self, tag: u8, count: u32) -> io::Result<()> {
+    /// Adds a tombstone: (inode, generation) is gone. Keys must be
+    /// strictly increasing.
+    pub fn tombstone(&mut self, key: (u64, u64)) -> Result<(), ManifestError> {
+        if self.last_tombstone.is_some_and(|l| l >= key) {
+            return Err(ManifestError::Unsorted(key.0));
+        }
+        if key.0 == 0 {
+            return Err(ManifestError::Header("tombstone of inode 0".into()));
+        }
+        self.last_tombstone = Some(key);
+        let slot = Section::Tombstones.slot();
+        let b = &mut self.open[slot];
+        if b.count == 0 {
+            b.first = key;
+        }
+        codec::put_u64(&mut b.payload, key.0.wrapping_sub(b.prev_ino));
+        codec::put_u64(&mut b.payload, key.1);
+        b.prev_ino = key.0;
+        b.count += 1;
+        self.totals[slot] += 1;
+        if b.payload.len() >= BLOCK_TARGET {
+            self.flush(Section::Tombstones)?;
+        }
+        Ok(())
+    }
+
+    fn write_block(&mut self, tag: u8, count: u32, payload: &[u8]) -> io::Result<()> {
         self.out.write_all(&[tag])?;
-        self.out.write_all(&(self.payload.len() as u32).to_le_bytes())?;
+        self.out.write_all(&(payload.len() as u32).to_le_bytes())?;
         self.out.write_all(&count.to_le_bytes())?;
-        self.out.write_all(&self.payload)?;
-        self.out.write_all(&block_hash(tag, count, &self.payload))
-    }
-
-    fn flush_block(&mut self) -> io::Result<()> {
-        if self.count > 0 {
-            self.write_block(self.section as u8, self.count)?;
-        }
-        self.payload.clear();
-        self.count = 0;
-        self.prev_ino = 0;
+        self.out.write_all(payload)?;
+        self.out.write_all(&block_hash(tag, count, payload))?;
+        self.pos += (BLOCK_HEAD + payload.len() + HASH_LEN) as u64;
         Ok(())
     }
 
-    /// Writes the trailer and returns the output and the counts
-    /// (directories, entries).
-    pub fn finish(mut self) -> Result<(W, [u64; 2]), ManifestError> {
-        self.flush_block()?;
-        self.payload.extend_from_slice(&self.totals[0].to_le_bytes());
-        self.payload.extend_from_slice(&self.totals[1].to_le_bytes());
-        self.write_block(Section::End as u8, 0)?;
+    fn flush(&mut self, section: Section) -> io::Result<()> {
+        let mut b = std::mem::take(&mut self.open[section.slot()]);
+        if b.count > 0 {
+            self.index.push(BlockRef {
+                section,
+                offset: self.pos,
+                count: b.count,
+                first: b.first,
+            });
+            self.write_block(section as u8, b.count, &b.payload)?;
+        }
+        b.payload.clear();
+        // Keep the allocation for the next block.
+        self.open[section.slot()] = OpenBlock {
+            payload: b.payload,
+            ..OpenBlock::default()
+        };
+        Ok(())
+    }
+
+    /// Writes the index and the trailer; returns the output and the counts.
+    pub fn finish(mut self) -> Result<(W, Counts), ManifestError> {
+        for s in [Section::Dirs, Section::Entries, Section::Tombstones] {
+            self.flush(s)?;
+        }
+        let mut index = Vec::with_capacity(self.index.len() * 12);
+        let mut prev = 0u64;
+        for b in &self.index {
+            index.push(b.section as u8);
+            codec::put_u64(&mut index, b.offset - prev);
+            codec::put_u64(&mut index, u64::from(b.count));
+            codec::put_u64(&mut index, b.first.0);
+            codec::put_u64(&mut index, b.first.1);
+            prev = b.offset;
+        }
+        let index_at = self.pos;
+        let n = u32::try_from(self.index.len()).map_err(|_| ManifestError::Header("too many blocks".into()))?;
+        self.write_block(Section::Index as u8, n, &index)?;
+        let mut end = Vec::with_capacity(32);
+        for v in [self.totals[0], self.totals[1], self.totals[2], index_at] {
+            end.extend_from_slice(&v.to_le_bytes());
+        }
+        self.write_block(Section::End as u8, 0, &end)?;
         self.out.flush()?;
-        Ok((self.out, self.totals))
+        let [dirs, entries, tombstones] = self.totals;
+        Ok((
+            self.out,
+            Counts {
+                dirs,
+                entries,
+                tombstones,
+            },
+        ))
     }
 }
 
-/// Reads a manifest as a stream, checking every block's hash, the order of
-/// records and the trailer's counts.
-pub struct ManifestReader<R: Read> {
-    input: R,
-    header: Header,
-    section: Section,
+/// Reading position in one section.
+#[derive(Default)]
+struct SectionCursor {
+    /// Index (into the reader's block list) of the next block to load.
+    next: usize,
+    /// The loaded block's payload.
     block: Vec<u8>,
     pos: usize,
     left: u32,
-    blocks: u64,
     prev_ino: u64,
-    /// The record last read (for the order check and `next_*`).
-    cur: Record,
-    /// Whether `cur` holds a record of the current section.
-    has_prev: bool,
-    totals: [u64; 2],
-    /// The trailer's counts, once the end block was read.
-    expected: Option<[u64; 2]>,
+    /// The last record read (for the order check).
+    last: Record,
+    has_last: bool,
+    last_tombstone: Option<(u64, u64)>,
+    /// Records read, and whether every block was read in turn (only then
+    /// do the trailer's counts apply).
+    read: u64,
+    skipped: bool,
+    /// The loaded block's number, for messages.
+    number: u64,
 }
 
-impl<R: Read> ManifestReader<R> {
-    /// Reads the header of a manifest.
+/// Reads a manifest: streams each section, checking every block's hash,
+/// the order of records and the trailer's counts, and can jump to an inode
+/// through the index.
+pub struct ManifestReader<R: Read + Seek> {
+    input: R,
+    header: Header,
+    version: u32,
+    /// Where the reader's file position is (to avoid needless seeks).
+    at: u64,
+    /// Every data block of the file, in file order.
+    blocks: Vec<BlockRef>,
+    /// The data blocks of each section, in key order (indices into `blocks`).
+    order: [Vec<usize>; 3],
+    cursors: [SectionCursor; 3],
+    expected: Counts,
+}
+
+impl<R: Read + Seek> ManifestReader<R> {
+    /// Reads the header, the trailer and the index of a manifest.
     pub fn new(mut input: R) -> Result<Self, ManifestError> {
         let mut magic = [0u8; 8];
         read_exact_or(&mut input, &mut magic, ManifestError::BadMagic)?;
@@ -269,7 +457,7 @@ impl<R: Read> ManifestReader<R> {
         let mut word = [0u8; 4];
         read_exact_or(&mut input, &mut word, ManifestError::Truncated)?;
         let version = u32::from_le_bytes(word);
-        if version != VERSION {
+        if !(OLDEST..=VERSION).contains(&version) {
             return Err(ManifestError::Version(version));
         }
         read_exact_or(&mut input, &mut word, ManifestError::Truncated)?;
@@ -297,21 +485,201 @@ impl<R: Read> ManifestReader<R> {
             created: h.created,
             created_unix: h.created_unix,
             generation: h.generation,
+            kind: h.kind,
+            otransid: h.otransid,
+            id: h.id,
         };
-        Ok(ManifestReader {
+        let start = (8 + 4 + 4 + len + HASH_LEN) as u64;
+        let mut rd = ManifestReader {
             input,
             header,
-            section: Section::Dirs,
-            block: Vec::new(),
-            pos: 0,
-            left: 0,
-            blocks: 0,
-            prev_ino: 0,
-            cur: Record::default(),
-            has_prev: false,
-            totals: [0; 2],
-            expected: None,
-        })
+            version,
+            at: start,
+            blocks: Vec::new(),
+            order: Default::default(),
+            cursors: Default::default(),
+            expected: Counts::default(),
+        };
+        if version == 1 {
+            if rd.header.kind != Kind::Base {
+                return Err(ManifestError::Header("a version 1 manifest is always a base".into()));
+            }
+            rd.index_v1()?;
+        } else {
+            rd.index_v2(start)?;
+        }
+        for (i, b) in rd.blocks.iter().enumerate() {
+            rd.order[b.section.slot()].push(i);
+        }
+        Ok(rd)
+    }
+
+    /// Reads a block header at `offset`: (tag, payload length, count).
+    fn block_head(&mut self, offset: u64, number: u64) -> Result<(Section, usize, u32), ManifestError> {
+        self.seek(offset)?;
+        let mut head = [0u8; BLOCK_HEAD];
+        read_exact_or(&mut self.input, &mut head, ManifestError::Truncated)?;
+        self.at += BLOCK_HEAD as u64;
+        let tag = head[0];
+        let len = u32::from_le_bytes(head[1..5].try_into().expect("4 bytes")) as usize;
+        let count = u32::from_le_bytes(head[5..9].try_into().expect("4 bytes"));
+        let section =
+            Section::from_tag(tag).ok_or_else(|| ManifestError::corrupt(number, format!("unknown block tag {tag}")))?;
+        let limit = if section == Section::Index {
+            MAX_INDEX
+        } else {
+            MAX_BLOCK
+        };
+        let data = matches!(section, Section::Dirs | Section::Entries | Section::Tombstones);
+        if len > limit || (data && ((count as usize) > len || count == 0)) {
+            return Err(ManifestError::corrupt(
+                number,
+                format!("implausible block: {len} bytes, {count} records"),
+            ));
+        }
+        Ok((section, len, count))
+    }
+
+    /// Reads a whole block at `offset` into `buf` and checks its hash.
+    fn read_block(&mut self, offset: u64, number: u64, buf: &mut Vec<u8>) -> Result<(Section, u32), ManifestError> {
+        let (section, len, count) = self.block_head(offset, number)?;
+        buf.resize(len + HASH_LEN, 0);
+        read_exact_or(&mut self.input, buf, ManifestError::Truncated)?;
+        self.at += (len + HASH_LEN) as u64;
+        let (payload, hash) = buf.split_at(len);
+        if block_hash(section as u8, count, payload) != hash {
+            return Err(ManifestError::corrupt(number, "checksum mismatch"));
+        }
+        buf.truncate(len);
+        Ok((section, count))
+    }
+
+    fn seek(&mut self, offset: u64) -> io::Result<()> {
+        if offset != self.at {
+            self.input.seek(SeekFrom::Start(offset))?;
+            self.at = offset;
+        }
+        Ok(())
+    }
+
+    /// Version 1: sections in file order and no index; find every block
+    /// by its header, then the trailer.
+    fn index_v1(&mut self) -> Result<(), ManifestError> {
+        let mut offset = self.at;
+        let mut last = Section::Dirs;
+        loop {
+            let n = self.blocks.len() as u64;
+            let (section, len, count) = match self.block_head(offset, n) {
+                Err(ManifestError::Io(e)) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                    return Err(ManifestError::Truncated);
+                }
+                other => other?,
+            };
+            if !matches!(section, Section::Dirs | Section::Entries | Section::End) || section < last {
+                return Err(ManifestError::corrupt(n, "sections out of order"));
+            }
+            last = section;
+            if section == Section::End {
+                let mut buf = Vec::new();
+                self.read_block(offset, n, &mut buf)?;
+                if buf.len() != 16 || count != 0 {
+                    return Err(ManifestError::corrupt(n, "bad end block"));
+                }
+                self.expected = Counts {
+                    dirs: le64(&buf, 0),
+                    entries: le64(&buf, 8),
+                    tombstones: 0,
+                };
+                let mut extra = [0u8; 1];
+                if self.input.read(&mut extra)? != 0 {
+                    return Err(ManifestError::corrupt(n, "data after the end block"));
+                }
+                self.at += 1;
+                return Ok(());
+            }
+            self.blocks.push(BlockRef {
+                section,
+                offset,
+                count,
+                first: (0, 0),
+            });
+            offset += (BLOCK_HEAD + len + HASH_LEN) as u64;
+        }
+    }
+
+    /// Version 2: the trailer at the end names the index.
+    fn index_v2(&mut self, start: u64) -> Result<(), ManifestError> {
+        let size = self.input.seek(SeekFrom::End(0))?;
+        self.at = size;
+        let end_at = size
+            .checked_sub(END_LEN as u64)
+            .filter(|&e| e >= start)
+            .ok_or(ManifestError::Truncated)?;
+        let mut buf = Vec::new();
+        let (section, count) = self.read_block(end_at, u64::MAX, &mut buf).map_err(|e| match e {
+            ManifestError::Corrupt { .. } => ManifestError::Truncated,
+            e => e,
+        })?;
+        if section != Section::End || count != 0 || buf.len() != 32 {
+            return Err(ManifestError::Truncated);
+        }
+        self.expected = Counts {
+            dirs: le64(&buf, 0),
+            entries: le64(&buf, 8),
+            tombstones: le64(&buf, 16),
+        };
+        let index_at = le64(&buf, 24);
+        if index_at < start || index_at >= end_at {
+            return Err(ManifestError::corrupt(u64::MAX, "index offset out of range"));
+        }
+        let (section, n) = self.read_block(index_at, u64::MAX, &mut buf)?;
+        if section != Section::Index {
+            return Err(ManifestError::corrupt(
+                u64::MAX,
+                "the trailer does not point at the index",
+            ));
+        }
+        let bad = |why: &str| ManifestError::corrupt(u64::MAX, format!("index: {why}"));
+        let mut p = &buf[..];
+        let mut offset = 0u64;
+        let mut sums = [0u64; 3];
+        for i in 0..n {
+            let tag = *codec::get_bytes(&mut p, 1)
+                .map_err(|_| bad("truncated"))?
+                .first()
+                .expect("1 byte");
+            let section = Section::from_tag(tag)
+                .filter(|s| matches!(s, Section::Dirs | Section::Entries | Section::Tombstones))
+                .ok_or_else(|| bad("bad tag"))?;
+            let step = codec::get_u64(&mut p).map_err(|_| bad("truncated"))?;
+            if i > 0 && step == 0 {
+                return Err(bad("blocks overlap"));
+            }
+            offset = offset.checked_add(step).ok_or_else(|| bad("offset overflow"))?;
+            let count = codec::get_u32(&mut p).map_err(|_| bad("truncated"))?;
+            let first = (
+                codec::get_u64(&mut p).map_err(|_| bad("truncated"))?,
+                codec::get_u64(&mut p).map_err(|_| bad("truncated"))?,
+            );
+            if offset < start || offset >= index_at || count == 0 {
+                return Err(bad("block out of range"));
+            }
+            sums[section.slot()] += u64::from(count);
+            self.blocks.push(BlockRef {
+                section,
+                offset,
+                count,
+                first,
+            });
+        }
+        if !p.is_empty() {
+            return Err(bad("bytes after the last block"));
+        }
+        let e = self.expected;
+        if sums != [e.dirs, e.entries, e.tombstones] {
+            return Err(bad("block counts disagree with the trailer"));
+        }
+        Ok(())
     }
 
     /// The manifest's header.
@@ -319,123 +687,86 @@ impl<R: Read> ManifestReader<R> {
         &self.header
     }
 
-    /// Reads the next block; `false` at the end block.
-    fn next_block(&mut self) -> Result<bool, ManifestError> {
-        if self.expected.is_some() {
-            return Ok(false);
-        }
-        let mut head = [0u8; 9];
-        read_exact_or(&mut self.input, &mut head, ManifestError::Truncated)?;
-        let tag = head[0];
-        let len = u32::from_le_bytes(head[1..5].try_into().expect("4 bytes")) as usize;
-        let count = u32::from_le_bytes(head[5..9].try_into().expect("4 bytes"));
-        let n = self.blocks;
-        let section = match tag {
-            1 => Section::Dirs,
-            2 => Section::Entries,
-            3 => Section::End,
-            t => return Err(ManifestError::corrupt(n, format!("unknown block tag {t}"))),
-        };
-        if section < self.section {
-            return Err(ManifestError::corrupt(n, "sections out of order"));
-        }
-        if len > MAX_BLOCK || (count as usize) > len || (section != Section::End && count == 0) {
-            return Err(ManifestError::corrupt(
-                n,
-                format!("implausible block: {len} bytes, {count} records"),
-            ));
-        }
-        self.block.resize(len + HASH_LEN, 0);
-        read_exact_or(&mut self.input, &mut self.block, ManifestError::Truncated)?;
-        let (payload, hash) = self.block.split_at(len);
-        if block_hash(tag, count, payload) != hash {
-            return Err(ManifestError::corrupt(n, "checksum mismatch"));
-        }
-        self.block.truncate(len);
-        self.blocks += 1;
-        if section != self.section {
-            self.has_prev = false;
-        }
-        self.section = section;
-        self.pos = 0;
-        self.left = count;
-        self.prev_ino = 0;
-        if section == Section::End {
-            if len != 16 || count != 0 {
-                return Err(ManifestError::corrupt(n, "bad end block"));
-            }
-            let dirs = u64::from_le_bytes(self.block[..8].try_into().expect("8 bytes"));
-            let entries = u64::from_le_bytes(self.block[8..].try_into().expect("8 bytes"));
-            if [dirs, entries] != self.totals {
+    /// The format version of the file.
+    pub fn version(&self) -> u32 {
+        self.version
+    }
+
+    /// The counts the trailer gives.
+    pub fn counts(&self) -> Counts {
+        self.expected
+    }
+
+    /// Loads the next block of `section`; `false` after its last one, once
+    /// the trailer's count has been checked.
+    fn load_next(&mut self, section: Section) -> Result<bool, ManifestError> {
+        let slot = section.slot();
+        let Some(&i) = self.order[slot].get(self.cursors[slot].next) else {
+            let c = &self.cursors[slot];
+            let want = [self.expected.dirs, self.expected.entries, self.expected.tombstones][slot];
+            if !c.skipped && c.read != want {
                 return Err(ManifestError::corrupt(
-                    n,
-                    format!(
-                        "trailer counts {dirs}/{entries} records, read {}/{}",
-                        self.totals[0], self.totals[1]
-                    ),
+                    c.number,
+                    format!("the trailer counts {want} records of {section:?}, read {}", c.read),
                 ));
             }
-            let mut extra = [0u8; 1];
-            if self.input.read(&mut extra)? != 0 {
-                return Err(ManifestError::corrupt(n, "data after the end block"));
-            }
-            self.expected = Some([dirs, entries]);
             return Ok(false);
+        };
+        let b = self.blocks[i];
+        let mut buf = std::mem::take(&mut self.cursors[slot].block);
+        let got = self.read_block(b.offset, i as u64, &mut buf);
+        let c = &mut self.cursors[slot];
+        c.block = buf;
+        let (tag, count) = got?;
+        if tag != section || count != b.count {
+            return Err(ManifestError::corrupt(i as u64, "block disagrees with the index"));
         }
+        c.next += 1;
+        c.pos = 0;
+        c.left = count;
+        c.prev_ino = 0;
+        c.number = i as u64;
         Ok(true)
     }
 
-    /// Reads the next record of section `want` into `out`; `false` after
-    /// the section's last one. Records of an earlier section are checked
-    /// and skipped.
-    fn read_in(&mut self, want: Section, out: &mut Record) -> Result<bool, ManifestError> {
-        loop {
-            if self.left > 0 {
-                if self.section > want {
-                    return Ok(false);
-                }
-                self.decode_next(out)?;
-                if self.section == want {
-                    return Ok(true);
-                }
-                continue;
-            }
-            if self.section > want || !self.next_block()? {
+    /// Reads the next record of `section` (directories or entries) into
+    /// `out`; `false` after the section's last one.
+    fn read_in(&mut self, section: Section, out: &mut Record) -> Result<bool, ManifestError> {
+        let slot = section.slot();
+        while self.cursors[slot].left == 0 {
+            if !self.load_next(section)? {
                 return Ok(false);
             }
         }
-    }
-
-    fn decode_next(&mut self, out: &mut Record) -> Result<(), ManifestError> {
-        let n = self.blocks - 1;
-        let mut buf = &self.block[self.pos..];
+        let c = &mut self.cursors[slot];
+        let n = c.number;
+        let first_in_block = c.pos == 0;
+        let mut buf = &c.block[c.pos..];
         let before = buf.len();
-        out.decode_into(self.prev_ino, &mut buf)
+        out.decode_into(c.prev_ino, &mut buf)
             .map_err(|e: RecordError| ManifestError::corrupt(n, e))?;
-        self.pos += before - buf.len();
-        self.left -= 1;
-        if self.left == 0 && self.pos != self.block.len() {
-            return Err(ManifestError::corrupt(n, "bytes after the last record"));
-        }
-        if self.left > 0 && self.pos == self.block.len() {
-            return Err(ManifestError::corrupt(n, "fewer records than the block says"));
-        }
-        if self.section == Section::Dirs && !out.is_dir() {
+        c.pos += before - buf.len();
+        c.left -= 1;
+        check_block_end(c)?;
+        if section == Section::Dirs && !out.is_dir() {
             return Err(ManifestError::corrupt(n, "non-directory in the directories section"));
         }
-        if self.has_prev && self.cur >= *out {
+        if c.has_last && c.last >= *out {
             return Err(ManifestError::Unsorted(out.ino));
         }
+        if first_in_block && self.version > 1 && self.blocks[n as usize].first != out.key() {
+            return Err(ManifestError::corrupt(n, "first record disagrees with the index"));
+        }
         // Keep what the order check needs of this record.
-        self.cur.ino = out.ino;
-        self.cur.generation = out.generation;
-        self.cur.parent = out.parent;
-        self.cur.name.clear();
-        self.cur.name.extend_from_slice(&out.name);
-        self.has_prev = true;
-        self.totals[self.section as usize - 1] += 1;
-        self.prev_ino = out.ino;
-        Ok(())
+        c.last.ino = out.ino;
+        c.last.generation = out.generation;
+        c.last.parent = out.parent;
+        c.last.name.clear();
+        c.last.name.extend_from_slice(&out.name);
+        c.has_last = true;
+        c.read += 1;
+        c.prev_ino = out.ino;
+        Ok(true)
     }
 
     /// Reads the next directory record into `out`; `false` after the last.
@@ -443,11 +774,74 @@ impl<R: Read> ManifestReader<R> {
         self.read_in(Section::Dirs, out)
     }
 
-    /// Reads the next record of the entries section into `out` (skipping
-    /// directory records not read yet); `false` after the last one, once
-    /// the trailer has been checked.
+    /// Reads the next entry record into `out`; `false` after the last one.
     pub fn read_entry(&mut self, out: &mut Record) -> Result<bool, ManifestError> {
         self.read_in(Section::Entries, out)
+    }
+
+    /// The next tombstone, or `None` after the last one.
+    pub fn next_tombstone(&mut self) -> Result<Option<(u64, u64)>, ManifestError> {
+        let slot = Section::Tombstones.slot();
+        while self.cursors[slot].left == 0 {
+            if !self.load_next(Section::Tombstones)? {
+                return Ok(None);
+            }
+        }
+        let c = &mut self.cursors[slot];
+        let n = c.number;
+        let first_in_block = c.pos == 0;
+        let mut buf = &c.block[c.pos..];
+        let before = buf.len();
+        let ino = c
+            .prev_ino
+            .wrapping_add(codec::get_u64(&mut buf).map_err(|e| ManifestError::corrupt(n, e))?);
+        let generation = codec::get_u64(&mut buf).map_err(|e| ManifestError::corrupt(n, e))?;
+        c.pos += before - buf.len();
+        c.left -= 1;
+        check_block_end(c)?;
+        let key = (ino, generation);
+        if ino == 0 || c.last_tombstone.is_some_and(|l| l >= key) {
+            return Err(ManifestError::Unsorted(ino));
+        }
+        if first_in_block && self.blocks[n as usize].first != key {
+            return Err(ManifestError::corrupt(n, "first tombstone disagrees with the index"));
+        }
+        c.last_tombstone = Some(key);
+        c.read += 1;
+        c.prev_ino = ino;
+        Ok(Some(key))
+    }
+
+    /// Starts the tombstones over from the first (a delta's tombstones are
+    /// read once for the directory table, once for the merge).
+    pub fn rewind_tombstones(&mut self) {
+        self.cursors[Section::Tombstones.slot()] = SectionCursor::default();
+    }
+
+    /// Moves the entries cursor forward so that the next record read is the
+    /// first whose key is at least `key`'s block: blocks that end before
+    /// `key` (by the index) are not read. The caller still skips records
+    /// below `key` in that block. Never moves backwards; in a version 1
+    /// file (no first keys) it does nothing.
+    pub fn skip_to(&mut self, key: (u64, u64)) {
+        let slot = Section::Entries.slot();
+        let order = &self.order[slot];
+        let c = &mut self.cursors[slot];
+        // `j`: the first unread block that starts after `key`; the one
+        // before it is the last that can hold `key`.
+        let mut j = c.next;
+        while j < order.len() {
+            let first = self.blocks[order[j]].first;
+            if first == (0, 0) || first > key {
+                break;
+            }
+            j += 1;
+        }
+        if j > c.next && (j - 1 > c.next || c.left > 0) {
+            c.next = j - 1;
+            c.left = 0;
+            c.skipped = true;
+        }
     }
 
     /// The next directory record, or `None` after the last one.
@@ -456,18 +850,41 @@ impl<R: Read> ManifestReader<R> {
         Ok(self.read_dir(&mut r)?.then_some(r))
     }
 
-    /// The next record of the entries section (skipping any directory
-    /// records not read yet), or `None` after the last one, once the
-    /// trailer has been checked.
+    /// The next entry record, or `None` after the last one.
     pub fn next_entry(&mut self) -> Result<Option<Record>, ManifestError> {
         let mut r = Record::default();
         Ok(self.read_entry(&mut r)?.then_some(r))
     }
 
-    /// Record counts read so far (directories, entries).
-    pub fn totals(&self) -> [u64; 2] {
-        self.totals
+    /// Entry records read so far.
+    pub fn entries_read(&self) -> u64 {
+        self.cursors[Section::Entries.slot()].read
     }
+
+    /// Reads every section to its end (checking every block, the order
+    /// and the counts); returns the counts.
+    pub fn verify(mut self) -> Result<Counts, ManifestError> {
+        let mut r = Record::default();
+        while self.read_dir(&mut r)? {}
+        while self.read_entry(&mut r)? {}
+        while self.next_tombstone()?.is_some() {}
+        Ok(self.expected)
+    }
+}
+
+/// After a record: a block must end exactly with its last record.
+fn check_block_end(c: &SectionCursor) -> Result<(), ManifestError> {
+    if c.left == 0 && c.pos != c.block.len() {
+        return Err(ManifestError::corrupt(c.number, "bytes after the last record"));
+    }
+    if c.left > 0 && c.pos == c.block.len() {
+        return Err(ManifestError::corrupt(c.number, "fewer records than the block says"));
+    }
+    Ok(())
+}
+
+fn le64(b: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
 }
 
 fn read_exact_or(r: &mut impl Read, buf: &mut [u8], eof: ManifestError) -> Result<(), ManifestError> {
@@ -478,11 +895,12 @@ fn read_exact_or(r: &mut impl Read, buf: &mut [u8], eof: ManifestError) -> Resul
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::snapdiff::record::tests::file;
+    use std::io::Cursor;
 
-    fn dir(ino: u64, parent: u64, name: &[u8]) -> Record {
+    pub(crate) fn dir(ino: u64, parent: u64, name: &[u8]) -> Record {
         Record {
             mode: libc::S_IFDIR | 0o755,
             ..file(ino, parent, name)
@@ -498,14 +916,17 @@ mod tests {
             created: "2026-11-24T00:00:00+00:00".into(),
             created_unix: 1_795_000_000,
             generation: "inode".into(),
+            kind: Kind::Base,
+            otransid: Some(77),
+            id: "t1".into(),
         }
     }
 
     fn sample(n: u64) -> Vec<u8> {
         let mut w = ManifestWriter::new(Vec::new(), &header()).unwrap();
         w.push(Section::Dirs, &dir(256, 0, b"")).unwrap();
-        w.push(Section::Dirs, &dir(300, 256, b"d")).unwrap();
         w.push(Section::Entries, &dir(256, 0, b"")).unwrap();
+        w.push(Section::Dirs, &dir(300, 256, b"d")).unwrap();
         w.push(Section::Entries, &dir(300, 256, b"d")).unwrap();
         for i in 0..n {
             w.push(Section::Entries, &file(1000 + i, 300, format!("f{i}").as_bytes()))
@@ -514,16 +935,23 @@ mod tests {
         w.finish().unwrap().0
     }
 
+    fn reader(b: &[u8]) -> Result<ManifestReader<Cursor<&[u8]>>, ManifestError> {
+        ManifestReader::new(Cursor::new(b))
+    }
+
     #[test]
     fn round_trips_many_blocks() {
         let bytes = sample(20_000);
-        let mut r = ManifestReader::new(&bytes[..]).unwrap();
+        let mut r = reader(&bytes).unwrap();
         assert_eq!(r.header(), &header());
+        assert!(r.order[1].len() > 20, "small blocks: {}", r.order[1].len());
+        // Entries can be read before the directories.
+        assert_eq!(r.next_entry().unwrap().unwrap().ino, 256);
         let mut dirs = 0;
         while r.next_dir().unwrap().is_some() {
             dirs += 1;
         }
-        let mut n = 0;
+        let mut n = 1;
         while let Some(rec) = r.next_entry().unwrap() {
             if n >= 2 {
                 assert_eq!(rec, file(1000 + n - 2, 300, format!("f{}", n - 2).as_bytes()));
@@ -531,23 +959,61 @@ mod tests {
             n += 1;
         }
         assert_eq!((dirs, n), (2, 20_002));
-        // Entries can be read without reading the directories first.
-        let mut r = ManifestReader::new(&bytes[..]).unwrap();
-        assert_eq!(r.next_entry().unwrap().unwrap().ino, 256);
+    }
+
+    #[test]
+    fn skip_to_reads_only_the_block_holding_the_key() {
+        let bytes = sample(20_000);
+        let mut r = reader(&bytes).unwrap();
+        r.skip_to((15_000, 0));
+        let mut rec = Record::default();
+        let mut skipped = 0;
+        while r.read_entry(&mut rec).unwrap() && rec.ino < 15_000 {
+            skipped += 1;
+        }
+        assert_eq!(rec.ino, 15_000);
+        assert!(skipped < 300, "decoded {skipped} records before the key");
+        // Further forward, then to the end.
+        r.skip_to((20_500, 0));
+        while r.read_entry(&mut rec).unwrap() && rec.ino < 20_500 {}
+        assert_eq!(rec.ino, 20_500);
+        let mut rest = 1;
+        while r.read_entry(&mut rec).unwrap() {
+            rest += 1;
+        }
+        assert_eq!(rest, 20_999 - 20_500 + 1);
+    }
+
+    #[test]
+    fn tombstones_round_trip_beside_records() {
+        let h = Header {
+            kind: Kind::Delta,
+            ..header()
+        };
+        let mut w = ManifestWriter::new(Vec::new(), &h).unwrap();
+        for i in 0..3000u64 {
+            w.push(Section::Entries, &file(2 * i + 1000, 256, b"x")).unwrap();
+            w.tombstone((2 * i + 1001, 7)).unwrap();
+        }
+        assert!(matches!(w.tombstone((5, 1)), Err(ManifestError::Unsorted(5))));
+        let (bytes, counts) = w.finish().unwrap();
+        assert_eq!((counts.entries, counts.tombstones), (3000, 3000));
+        let mut r = reader(&bytes).unwrap();
+        assert_eq!(r.header().kind, Kind::Delta);
+        let mut n = 0;
+        while let Some(k) = r.next_tombstone().unwrap() {
+            assert_eq!(k, (2 * n + 1001, 7));
+            n += 1;
+        }
+        assert_eq!(n, 3000);
+        assert_eq!(r.verify().unwrap(), counts);
     }
 
     #[test]
     fn every_damage_is_an_error() {
         let bytes = sample(50);
-        let read_all = |b: &[u8]| -> Result<u64, ManifestError> {
-            let mut r = ManifestReader::new(b)?;
-            let mut n = 0;
-            while r.next_entry()?.is_some() {
-                n += 1;
-            }
-            Ok(n)
-        };
-        assert_eq!(read_all(&bytes).unwrap(), 52);
+        let read_all = |b: &[u8]| -> Result<Counts, ManifestError> { reader(b)?.verify() };
+        assert_eq!(read_all(&bytes).unwrap().entries, 52);
         for cut in 0..bytes.len() {
             assert!(read_all(&bytes[..cut]).is_err(), "truncated at {cut} read fine");
         }
@@ -558,7 +1024,64 @@ mod tests {
         }
         let mut b = bytes.clone();
         b.push(0);
-        assert!(read_all(&b).unwrap_err().to_string().contains("after the end"));
+        assert!(read_all(&b).is_err());
+    }
+
+    /// A version 1 file, as the previous ferry wrote it (sections in
+    /// order, no index).
+    fn v1(records: &[Record]) -> Vec<u8> {
+        let mut json = br#"{"format":"ferry-manifest","version":1,"root":"/r","root_ino":256,"provider":"none","snapshot":null,"created":"x","created_unix":5,"generation":"inode"}"#.to_vec();
+        let mut out = MAGIC.to_vec();
+        out.extend_from_slice(&1u32.to_le_bytes());
+        out.extend_from_slice(&(json.len() as u32).to_le_bytes());
+        out.append(&mut json.clone());
+        out.extend_from_slice(&block_hash(0, 1, &json));
+        json.clear();
+        let block = |tag: u8, count: u32, payload: &[u8], out: &mut Vec<u8>| {
+            out.push(tag);
+            out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+            out.extend_from_slice(&count.to_le_bytes());
+            out.extend_from_slice(payload);
+            out.extend_from_slice(&block_hash(tag, count, payload));
+        };
+        let dirs: Vec<&Record> = records.iter().filter(|r| r.is_dir()).collect();
+        for (tag, rs) in [(1u8, dirs), (2u8, records.iter().collect())] {
+            let mut p = Vec::new();
+            let mut prev = 0;
+            for r in &rs {
+                r.encode(prev, &mut p);
+                prev = r.ino;
+            }
+            block(tag, rs.len() as u32, &p, &mut out);
+        }
+        let mut end = Vec::new();
+        end.extend_from_slice(&(records.iter().filter(|r| r.is_dir()).count() as u64).to_le_bytes());
+        end.extend_from_slice(&(records.len() as u64).to_le_bytes());
+        block(3, 0, &end, &mut out);
+        out
+    }
+
+    #[test]
+    fn version_1_files_still_load() {
+        let records = vec![dir(256, 0, b""), dir(300, 256, b"d"), file(400, 300, b"f")];
+        let bytes = v1(&records);
+        let mut r = reader(&bytes).unwrap();
+        assert_eq!(
+            (r.version(), r.header().kind, r.header().otransid),
+            (1, Kind::Base, None)
+        );
+        r.skip_to((400, 0));
+        let mut all = Vec::new();
+        while let Some(x) = r.next_entry().unwrap() {
+            all.push(x);
+        }
+        assert_eq!(all, records);
+        assert_eq!(r.next_dir().unwrap().unwrap().ino, 256);
+        assert_eq!(reader(&bytes).unwrap().verify().unwrap().entries, 3);
+        let mut b = bytes.clone();
+        b.push(1);
+        assert!(reader(&b).is_err());
+        assert!(reader(&bytes[..bytes.len() - 1]).is_err());
     }
 
     #[test]
@@ -569,6 +1092,7 @@ mod tests {
             w.push(Section::Entries, &file(4, 256, b"a")),
             Err(ManifestError::Unsorted(4))
         ));
-        assert!(w.push(Section::Dirs, &dir(1, 0, b"")).is_err());
+        assert!(w.push(Section::Dirs, &file(1, 256, b"x")).is_err());
+        assert!(w.push(Section::End, &file(9, 256, b"x")).is_err());
     }
 }

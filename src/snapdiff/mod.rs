@@ -18,4 +18,6 @@ pub mod provider;
 pub mod record;
 pub mod request;
 pub mod run;
+pub mod set;
 pub mod state;
+pub mod view;

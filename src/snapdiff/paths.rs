@@ -7,7 +7,7 @@
 
 use super::manifest::{ManifestError, ManifestReader};
 use rustc_hash::{FxHashMap, FxHashSet};
-use std::io::Read;
+use std::io::{Read, Seek};
 
 /// The directories of one manifest: inode to (parent, name).
 #[derive(Default)]
@@ -19,23 +19,45 @@ pub struct DirTable {
 }
 
 impl DirTable {
-    /// Reads the directory section of a manifest.
-    pub fn load<R: Read>(rd: &mut ManifestReader<R>) -> Result<DirTable, ManifestError> {
-        let mut t = DirTable {
-            root: rd.header().root_ino,
+    /// An empty table for a tree whose root directory is `root`.
+    pub fn with_root(root: u64) -> DirTable {
+        DirTable {
+            root,
             ..DirTable::default()
-        };
+        }
+    }
+
+    /// Reads the directory section of a manifest.
+    pub fn load<R: Read + Seek>(rd: &mut ManifestReader<R>) -> Result<DirTable, ManifestError> {
+        let mut t = DirTable::with_root(rd.header().root_ino);
         let mut r = super::record::Record::default();
         while rd.read_dir(&mut r)? {
-            let off = u32::try_from(t.names.len())
-                .map_err(|_| ManifestError::Header("directory names exceed 4 GiB".into()))?;
-            t.names.extend_from_slice(&r.name);
-            t.nodes.insert(r.ino, (r.parent, off, r.name.len() as u32));
-            if r.generation != 0 {
-                t.generations.insert(r.ino, r.generation);
-            }
+            t.insert(&r)?;
         }
         Ok(t)
+    }
+
+    /// Adds (or replaces) a directory record.
+    pub fn insert(&mut self, r: &super::record::Record) -> Result<(), ManifestError> {
+        let off = u32::try_from(self.names.len())
+            .map_err(|_| ManifestError::Header("directory names exceed 4 GiB".into()))?;
+        self.names.extend_from_slice(&r.name);
+        self.nodes.insert(r.ino, (r.parent, off, r.name.len() as u32));
+        if r.generation != 0 {
+            self.generations.insert(r.ino, r.generation);
+        } else {
+            self.generations.remove(&r.ino);
+        }
+        Ok(())
+    }
+
+    /// Removes directory `ino` if it is of generation `generation` (a
+    /// tombstone of another inode with the same number leaves it).
+    pub fn remove(&mut self, ino: u64, generation: u64) {
+        if self.nodes.contains_key(&ino) && self.generation(ino) == generation {
+            self.nodes.remove(&ino);
+            self.generations.remove(&ino);
+        }
     }
 
     /// The parent and name of a directory.

@@ -4,15 +4,16 @@
 //! and older ones are deleted) or roll back.
 
 use super::build::ManifestBuilder;
-use super::diff::{Change, DiffOptions, DiffSummary, diff};
-use super::manifest::{Header, ManifestReader, ManifestWriter};
+use super::diff::{Change, DeltaWriter, DiffOptions, DiffSummary, Listing, diff};
+use super::manifest::{Header, Kind, ManifestError, ManifestReader, ManifestWriter};
 use super::provider::{Provider, ScanError, SnapshotError, with_retries};
+use super::set::{self, Compaction, new_id};
 use super::state::{AcquireError, Lock, LockInfo, StateDir, hostname, write_atomic};
+use super::view::View;
 use crate::config::defaults;
 use crate::task::status::now_iso8601;
 use serde::{Deserialize, Serialize};
-use std::fs::File;
-use std::io::{self, BufReader, BufWriter, Seek};
+use std::io::{self, BufReader, BufWriter};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -164,6 +165,11 @@ pub struct SnapdiffReport {
     pub diff_seconds: f64,
     /// Entries in the new manifest.
     pub entries: u64,
+    /// Bytes of manifest this run wrote: a delta (in proportion to the
+    /// change) once there is a baseline, a whole base otherwise.
+    pub manifest_bytes: u64,
+    /// The compaction that followed the rotation, if the deltas had grown.
+    pub compaction: Option<Compaction>,
 }
 
 /// Why a run failed. Every failure rolls back: the new snapshot is
@@ -242,10 +248,9 @@ impl Ctx<'_> {
         self.retry(|| p.delete_snapshot(name))
     }
 
-    /// Reads `snapshot` (or the live tree) into a manifest file under a
-    /// temporary name in the state directory (so that committing it is a
-    /// rename); returns it, synced, with its entry count.
-    fn build(&mut self, snapshot: Option<&str>) -> Result<(NamedTempFile, u64), SnapdiffError> {
+    /// Reads `snapshot` (or the live tree) into a sorted builder, with the
+    /// header of the manifest it makes.
+    fn scan(&mut self, snapshot: Option<&str>) -> Result<(ManifestBuilder, Header), SnapdiffError> {
         let mut b = ManifestBuilder::new(self.opts.mem_limit, &self.state.dir);
         self.provider.scan(snapshot, &mut b, self.opts.threads)?;
         let header = Header {
@@ -256,33 +261,50 @@ impl Ctx<'_> {
             created: now_iso8601(),
             created_unix: jiff::Timestamp::now().as_second(),
             generation: self.provider.generation_source().as_str().into(),
+            kind: Kind::Base,
+            otransid: None,
+            id: new_id(),
         };
+        Ok((b, header))
+    }
+
+    /// A file for a manifest being written, under a temporary name in the
+    /// state directory (so that committing it is a rename).
+    fn temp(&self) -> io::Result<BufWriter<NamedTempFile>> {
         let file = tempfile::Builder::new()
             .prefix(&self.state.manifest_temp_prefix())
             .tempfile_in(&self.state.dir)?;
-        let (w, [_, entries]) = b.write(BufWriter::with_capacity(1 << 20, file), &header)?;
-        let file = w.into_inner().map_err(|e| e.into_error())?;
-        file.as_file().sync_all()?;
-        Ok((file, entries))
+        Ok(BufWriter::with_capacity(1 << 20, file))
     }
 
-    /// Renames a built manifest into place as the manifest of `snap`.
-    fn install(&self, snap: &str, manifest: NamedTempFile) -> io::Result<()> {
-        manifest.persist(self.state.manifest_path(snap)).map_err(|e| e.error)?;
+    /// Reads `snapshot` into a base manifest file; returns it, synced.
+    fn build(&mut self, snapshot: Option<&str>) -> Result<NamedTempFile, SnapdiffError> {
+        let (b, header) = self.scan(snapshot)?;
+        let (w, _) = b.write(self.temp()?, &header)?;
+        Ok(synced(w)?)
+    }
+
+    /// Renames what a run wrote into place as the manifest of `snap`: a
+    /// base, or a delta and the set file naming it after `prev`'s files.
+    fn install(&self, snap: &str, prev: Option<&str>, built: Built) -> Result<(), SnapdiffError> {
+        match built {
+            Built::Base(f) => {
+                f.persist(self.state.manifest_path(snap)).map_err(|e| e.error)?;
+            }
+            Built::Delta { file, entries } => {
+                let path = self.state.delta_path(snap);
+                file.persist(&path).map_err(|e| e.error)?;
+                let prev = prev.expect("a delta has a baseline");
+                let set = self.state.set_with_delta(prev, snap, &path, entries)?;
+                self.state.write_set(&set)?;
+            }
+        }
         Ok(())
     }
 
     /// Makes `snap` the last synced snapshot, then deletes older snapshots
-    /// and manifests; failures to delete are warnings.
-    fn commit(
-        &mut self,
-        snap: &str,
-        manifest: Option<NamedTempFile>,
-        warnings: &mut Vec<String>,
-    ) -> Result<(), SnapdiffError> {
-        if let Some(m) = manifest {
-            self.install(snap, m)?;
-        }
+    /// and manifest files; failures to delete are warnings.
+    fn commit(&mut self, snap: &str, warnings: &mut Vec<String>) -> Result<(), SnapdiffError> {
         self.state.set_last_snapshot(snap)?;
         let prefix = self.state.snapshot_prefix();
         for old in self.provider.snapshots()? {
@@ -301,13 +323,79 @@ impl Ctx<'_> {
         Ok(())
     }
 
+    /// Compacts `snap`'s manifest if its deltas have grown (after a
+    /// commit: a failure costs nothing but a warning).
+    fn compact(&mut self, snap: &str, warnings: &mut Vec<String>) -> Option<Compaction> {
+        match set::compact(&self.state, snap, false) {
+            Ok(Some((c, w))) => {
+                warnings.extend(w);
+                Some(c)
+            }
+            Ok(None) => None,
+            Err(e) => {
+                warnings.push(format!("the manifest of {snap} was not compacted: {e}"));
+                None
+            }
+        }
+    }
+
     fn rollback(&mut self, snap: &str) -> Result<(), SnapdiffError> {
         if self.provider.has_snapshots() {
             self.delete_snapshot(snap)?;
         }
-        let _ = std::fs::remove_file(self.state.manifest_path(snap));
+        self.state.remove_run(snap)?;
         Ok(())
     }
+
+    /// The baseline: the last synced snapshot's manifest, rebuilt from the
+    /// snapshot itself if it is lost.
+    fn baseline(&mut self, last: &str) -> Result<View, SnapdiffError> {
+        match self.state.open_view(last) {
+            Ok(v) => return Ok(v),
+            Err(ManifestError::Io(e)) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e.into()),
+        }
+        if !self.provider.has_snapshots() || !self.provider.snapshots()?.iter().any(|s| s == last) {
+            return Err(SnapdiffError::NoBaseline(
+                last.to_string(),
+                self.state.lastsnap_path().display().to_string(),
+            ));
+        }
+        (self.log)(&format!("rebuilding the manifest of snapshot {last}"));
+        let f = self.build(Some(last))?;
+        self.state.remove_run(last)?;
+        f.persist(self.state.manifest_path(last)).map_err(|e| e.error)?;
+        Ok(self.state.open_view(last)?)
+    }
+}
+
+/// What a run wrote for its snapshot, not yet in place.
+enum Built {
+    /// A whole manifest (a first run, or generations of another source).
+    Base(NamedTempFile),
+    /// The changes since the baseline, with the merged view's record count.
+    Delta {
+        /// The delta file.
+        file: NamedTempFile,
+        /// Entries of the new manifest.
+        entries: u64,
+    },
+}
+
+impl Built {
+    fn bytes(&self) -> u64 {
+        let f = match self {
+            Built::Base(f) | Built::Delta { file: f, .. } => f,
+        };
+        f.as_file().metadata().map_or(0, |m| m.len())
+    }
+}
+
+/// Flushes a written manifest and syncs it.
+fn synced(w: BufWriter<NamedTempFile>) -> io::Result<NamedTempFile> {
+    let file = w.into_inner().map_err(|e| e.into_error())?;
+    file.as_file().sync_all()?;
+    Ok(file)
 }
 
 fn state_dir(provider: &dyn Provider, opts: &SnapdiffOptions) -> io::Result<StateDir> {
@@ -318,17 +406,24 @@ fn state_dir(provider: &dyn Provider, opts: &SnapdiffOptions) -> io::Result<Stat
     Ok(state)
 }
 
-fn empty_manifest(like: &Header) -> Result<Vec<u8>, SnapdiffError> {
-    let header = Header {
-        root: like.root.clone(),
-        root_ino: like.root_ino,
-        generation: like.generation.clone(),
+/// The old side of a first run: nothing, so everything is `created`.
+fn empty_listing(like: &Header) -> Listing<'static> {
+    Listing::empty(Header {
         provider: "empty".into(),
         snapshot: None,
         created: String::new(),
         created_unix: i64::MIN,
-    };
-    Ok(ManifestWriter::new(Vec::new(), &header)?.finish()?.0)
+        ..like.clone()
+    })
+}
+
+/// A view as a diff's side.
+fn listing(mut v: View) -> Result<Listing<'static>, ManifestError> {
+    Ok(Listing {
+        header: v.header().clone(),
+        dirs: v.dir_table()?,
+        entries: Box::new(v),
+    })
 }
 
 /// Runs a snapdiff on `provider`'s fileset. Every change is passed to
@@ -368,27 +463,9 @@ pub fn snapdiff(
         log,
     };
     let last = ctx.state.last_snapshot()?;
-
-    // The baseline: the last synced snapshot's manifest, rebuilt from the
-    // snapshot itself if the manifest is missing.
-    let old: Option<File> = match &last {
+    let old = match &last {
         None => None,
-        Some(s) => match File::open(ctx.state.manifest_path(s)) {
-            Ok(f) => Some(f),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                if !provider.has_snapshots() || !provider.snapshots()?.contains(s) {
-                    return Err(SnapdiffError::NoBaseline(
-                        s.clone(),
-                        ctx.state.lastsnap_path().display().to_string(),
-                    ));
-                }
-                (ctx.log)(&format!("rebuilding the manifest of snapshot {s}"));
-                let mut f = ctx.build(Some(s))?.0.into_file();
-                f.rewind()?;
-                Some(f)
-            }
-            Err(e) => return Err(e.into()),
-        },
+        Some(s) => Some(ctx.baseline(s)?),
     };
 
     let mut name = format!(
@@ -402,40 +479,43 @@ pub fn snapdiff(
     ctx.retry(|| provider.create_snapshot(&name))?;
 
     let t0 = Instant::now();
-    let (new_file, entries) = match ctx.build(provider.has_snapshots().then_some(name.as_str())) {
+    let mut manifest_seconds = 0.0;
+    let result = ctx
+        .scan(provider.has_snapshots().then_some(name.as_str()))
+        .and_then(|(builder, header)| {
+            manifest_seconds = t0.elapsed().as_secs_f64();
+            diff_into(&mut ctx, old, builder, header, sink)
+        });
+    let diff_seconds = t0.elapsed().as_secs_f64() - manifest_seconds;
+    let (summary, built) = match result {
         Ok(v) => v,
         Err(e) => {
             ctx.rollback(&name)?;
             return Err(e);
         }
     };
-    let manifest_seconds = t0.elapsed().as_secs_f64();
-
-    let t1 = Instant::now();
-    let result = new_file
-        .reopen()
-        .map_err(SnapdiffError::from)
-        .and_then(|new| run_diff(&mut ctx, old, new, sink));
-    let diff_seconds = t1.elapsed().as_secs_f64();
-    let summary = match result {
-        Ok(s) => s,
-        Err(e) => {
-            ctx.rollback(&name)?;
-            return Err(e);
-        }
+    let manifest_bytes = built.bytes();
+    let entries = match &built {
+        Built::Delta { entries, .. } => *entries,
+        Built::Base(_) => summary.new_records,
     };
 
     let mut warnings = Vec::new();
+    let mut compaction = None;
     let outcome = if opts.dry_run {
+        drop(built);
         ctx.rollback(&name)?;
         lock.release()?;
         RunEnd::DryRun
     } else if opts.hold {
-        ctx.commit_pending(&name, new_file, &run, &last, &started)?;
+        ctx.install(&name, last.as_deref(), built)?;
+        ctx.hold(&name, &run, &last, &started)?;
         lock.keep();
         RunEnd::Held
     } else {
-        ctx.commit(&name, Some(new_file), &mut warnings)?;
+        ctx.install(&name, last.as_deref(), built)?;
+        ctx.commit(&name, &mut warnings)?;
+        compaction = ctx.compact(&name, &mut warnings);
         lock.release()?;
         RunEnd::Rotated
     };
@@ -445,8 +525,52 @@ pub fn snapdiff(
         manifest_seconds,
         diff_seconds,
         entries,
+        manifest_bytes,
+        compaction,
         ..SnapdiffReport::new(provider, last, name, outcome, started)
     })
+}
+
+/// Diffs the baseline `old` (none on a first run) against the scanned
+/// `builder` and hands every change to `sink`. With a baseline of the same
+/// generation source only a delta is written; otherwise a whole base.
+fn diff_into(
+    ctx: &mut Ctx<'_>,
+    old: Option<View>,
+    builder: ManifestBuilder,
+    header: Header,
+    sink: &mut dyn ChangeSink,
+) -> Result<(DiffSummary, Built), SnapdiffError> {
+    match old {
+        Some(old) if old.header().generation == header.generation => {
+            let delta_header = Header {
+                kind: Kind::Delta,
+                ..header.clone()
+            };
+            let mut w = ManifestWriter::new(ctx.temp()?, &delta_header)?;
+            let summary = run_diff(ctx, listing(old)?, builder.into_listing(header)?, Some(&mut w), sink)?;
+            let (out, _) = w.finish()?;
+            let entries = summary.new_records;
+            Ok((
+                summary,
+                Built::Delta {
+                    file: synced(out)?,
+                    entries,
+                },
+            ))
+        }
+        old => {
+            let (w, _) = builder.write(ctx.temp()?, &header)?;
+            let file = synced(w)?;
+            let new = Listing::read(ManifestReader::new(BufReader::with_capacity(1 << 20, file.reopen()?))?)?;
+            let old = match old {
+                Some(v) => listing(v)?,
+                None => empty_listing(&header),
+            };
+            let summary = run_diff(ctx, old, new, None, sink)?;
+            Ok((summary, Built::Base(file)))
+        }
+    }
 }
 
 impl SnapdiffReport {
@@ -484,6 +608,8 @@ impl SnapdiffReport {
             manifest_seconds: 0.0,
             diff_seconds: 0.0,
             entries: 0,
+            manifest_bytes: 0,
+            compaction: None,
         }
     }
 }
@@ -499,17 +625,12 @@ fn own_state(fileset: &[u8], state: &Path) -> Option<Vec<u8>> {
 
 fn run_diff(
     ctx: &mut Ctx<'_>,
-    old: Option<File>,
-    new: File,
+    old: Listing<'_>,
+    new: Listing<'_>,
+    delta: Option<&mut DeltaWriter<BufWriter<NamedTempFile>>>,
     sink: &mut dyn ChangeSink,
 ) -> Result<DiffSummary, SnapdiffError> {
-    let new_rd = ManifestReader::new(BufReader::with_capacity(1 << 20, new))?;
-    let old_input: Box<dyn io::Read> = match old {
-        Some(f) => Box::new(BufReader::with_capacity(1 << 20, f)),
-        None => Box::new(io::Cursor::new(empty_manifest(new_rd.header())?)),
-    };
-    let old_rd = ManifestReader::new(old_input)?;
-    let (changes, summary) = diff(old_rd, new_rd, &ctx.opts.diff, &ctx.state.dir)?;
+    let (changes, summary) = diff(old, new, &ctx.opts.diff, &ctx.state.dir, delta)?;
     let own = own_state(&ctx.provider.fileset().path, &ctx.state.dir);
     let ours = |p: &[u8]| {
         own.as_deref()
@@ -527,15 +648,8 @@ fn run_diff(
 }
 
 impl Ctx<'_> {
-    fn commit_pending(
-        &mut self,
-        snap: &str,
-        manifest: NamedTempFile,
-        run: &str,
-        last: &Option<String>,
-        started: &str,
-    ) -> Result<(), SnapdiffError> {
-        self.install(snap, manifest)?;
+    /// Records a held run (its manifest already installed) for `rotate`.
+    fn hold(&mut self, snap: &str, run: &str, last: &Option<String>, started: &str) -> Result<(), SnapdiffError> {
         let pending = Pending {
             run: run.into(),
             snapshot: snap.into(),
@@ -572,11 +686,12 @@ fn replay(
     log: &mut dyn FnMut(&str),
 ) -> Result<SnapdiffReport, SnapdiffError> {
     log(&format!("the held run of snapshot {} again", pending.snapshot));
+    let new = state.open_view(&pending.snapshot)?;
+    let new_header = new.header().clone();
     let old = match &pending.old_snapshot {
-        Some(s) => Some(File::open(state.manifest_path(s))?),
-        None => None,
+        Some(s) => listing(state.open_view(s)?)?,
+        None => empty_listing(&new_header),
     };
-    let new = File::open(state.manifest_path(&pending.snapshot))?;
     let mut ctx = Ctx {
         provider,
         opts,
@@ -584,10 +699,11 @@ fn replay(
         log,
     };
     let t = Instant::now();
-    let summary = run_diff(&mut ctx, old, new, sink)?;
+    let summary = run_diff(&mut ctx, old, listing(new)?, None, sink)?;
     Ok(SnapdiffReport {
         summary,
         diff_seconds: t.elapsed().as_secs_f64(),
+        entries: summary.new_records,
         ..SnapdiffReport::new(
             provider,
             pending.old_snapshot,
@@ -619,8 +735,10 @@ pub fn rotate(
         log,
     };
     let mut warnings = Vec::new();
+    let mut compaction = None;
     let outcome = if succeeded || rotate_on_error {
-        ctx.commit(&pending.snapshot, None, &mut warnings)?;
+        ctx.commit(&pending.snapshot, &mut warnings)?;
+        compaction = ctx.compact(&pending.snapshot, &mut warnings);
         RunEnd::Rotated
     } else {
         ctx.rollback(&pending.snapshot)?;
@@ -630,6 +748,7 @@ pub fn rotate(
     lock.release()?;
     Ok(SnapdiffReport {
         warnings,
+        compaction,
         ..SnapdiffReport::new(
             provider,
             pending.old_snapshot,

@@ -43,7 +43,7 @@ impl StateDir {
         })
     }
 
-    fn key(&self) -> String {
+    pub(super) fn key(&self) -> String {
         format!("name.{}.id.{}", self.fileset, self.id)
     }
 
@@ -107,24 +107,6 @@ impl StateDir {
     /// rotation, atomic and durable.
     pub fn set_last_snapshot(&self, snap: &str) -> io::Result<()> {
         write_atomic(&self.lastsnap_path(), format!("{snap}\n").as_bytes())
-    }
-
-    /// Manifests of this fileset other than `keep`'s (left by earlier runs
-    /// or crashes), to be removed after a rotation.
-    pub fn stale_manifests(&self, keep: &str) -> io::Result<Vec<PathBuf>> {
-        let start = format!("{}.manifest.{}.", self.prefix, self.key());
-        let mut out = Vec::new();
-        for e in fs::read_dir(&self.dir)? {
-            let e = e?;
-            let name = e.file_name();
-            let Some(name) = name.to_str() else { continue };
-            if let Some(snap) = name.strip_prefix(&start)
-                && snap != keep
-            {
-                out.push(e.path());
-            }
-        }
-        Ok(out)
     }
 }
 

@@ -1,0 +1,383 @@
+//! The manifest set: which files make up a snapshot's manifest. A run that
+//! has a baseline writes only a delta; the set file names the base and
+//! every delta since, and is committed with the last-snap file, so a
+//! rolled-back run just leaves its delta behind for the next rotation to
+//! remove. Compaction merges a long chain into a new base.
+//!
+//! ```text
+//! <prefix>.manifest.<key>.<snap>      a base (a first run's, a rebuilt or a compacted one)
+//! <prefix>.delta.<key>.<snap>         the delta of the run that took <snap>
+//! <prefix>.manifest-set.<key>.<snap>  JSON: base and deltas of <snap>'s manifest
+//! ```
+//!
+//! A snapshot without a set file has a base of its own (the only layout of
+//! earlier versions, which therefore still load).
+
+use super::manifest::{Header, Kind, ManifestError, ManifestReader, ManifestWriter, Section};
+use super::state::{StateDir, write_atomic};
+use super::view::{Entries, View};
+use serde::{Deserialize, Serialize};
+use std::fs::{self, File};
+use std::io::{self, BufReader, BufWriter};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// Compact when the deltas hold more than this share of the base's bytes
+/// (the study's ~25 %: a compaction every few runs, each O(n) once).
+pub const COMPACT_RATIO: f64 = 0.25;
+/// Compact when a set has more deltas than this (each is merged on read).
+pub const MAX_DELTAS: usize = 16;
+
+/// One file of a set.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    /// Its name in the state directory.
+    pub file: String,
+    /// The id in its header.
+    pub id: String,
+    /// Its size: a file replaced under the same name is noticed.
+    pub bytes: u64,
+}
+
+/// The set file: a snapshot's manifest as a base and deltas.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManifestSet {
+    /// Always `ferry-manifest-set`.
+    pub format: String,
+    /// Format version (1).
+    pub version: u32,
+    /// The snapshot the set describes.
+    pub snapshot: String,
+    /// The base.
+    pub base: Member,
+    /// The deltas after it, oldest first.
+    pub deltas: Vec<Member>,
+    /// Entry records of the merged view.
+    pub entries: u64,
+}
+
+impl ManifestSet {
+    /// Bytes in the deltas against bytes in the base: the compaction test.
+    pub fn needs_compaction(&self) -> bool {
+        let deltas: u64 = self.deltas.iter().map(|d| d.bytes).sum();
+        self.deltas.len() > MAX_DELTAS || deltas as f64 > self.base.bytes as f64 * COMPACT_RATIO
+    }
+}
+
+/// What is on disk for a snapshot's manifest.
+pub enum Stored {
+    /// A set file.
+    Set(ManifestSet),
+    /// A base of its own.
+    Base(PathBuf),
+}
+
+impl StateDir {
+    /// `<prefix>.delta.<key>.<snap>`: the delta of the run that took `snap`.
+    pub fn delta_path(&self, snap: &str) -> PathBuf {
+        self.dir.join(format!("{}.delta.{}.{snap}", self.prefix, self.key()))
+    }
+
+    /// `<prefix>.manifest-set.<key>.<snap>`: the files of `snap`'s manifest.
+    pub fn set_path(&self, snap: &str) -> PathBuf {
+        self.dir
+            .join(format!("{}.manifest-set.{}.{snap}", self.prefix, self.key()))
+    }
+
+    /// What makes up `snap`'s manifest; `NotFound` when nothing does.
+    pub fn stored(&self, snap: &str) -> io::Result<Stored> {
+        match fs::read(self.set_path(snap)) {
+            Ok(b) => {
+                let set: ManifestSet = serde_json::from_slice(&b).map_err(|e| {
+                    io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!("{}: {e}", self.set_path(snap).display()),
+                    )
+                })?;
+                if set.format != "ferry-manifest-set" || set.version != 1 {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!("{}: not a version 1 manifest set", self.set_path(snap).display()),
+                    ));
+                }
+                Ok(Stored::Set(set))
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                let base = self.manifest_path(snap);
+                fs::metadata(&base)?;
+                Ok(Stored::Base(base))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Opens `snap`'s manifest as one merged view. A missing file is an
+    /// `Io` error of kind `NotFound` (the manifest is lost).
+    pub fn open_view(&self, snap: &str) -> Result<View, ManifestError> {
+        match self.stored(snap)? {
+            Stored::Base(p) => View::new(open_reader(&p)?, Vec::new()),
+            Stored::Set(set) => {
+                let base = self.open_member(&set.base)?;
+                let deltas = set
+                    .deltas
+                    .iter()
+                    .map(|m| self.open_member(m))
+                    .collect::<Result<Vec<_>, _>>()?;
+                View::new(base, deltas)
+            }
+        }
+    }
+
+    fn open_member(&self, m: &Member) -> Result<ManifestReader<BufReader<File>>, ManifestError> {
+        open_member(&self.dir, m)
+    }
+
+    /// The set of `snap` once the delta at `delta` (written for `snap`)
+    /// is added to `prev`'s manifest, with `entries` records in all.
+    pub fn set_with_delta(
+        &self,
+        prev: &str,
+        snap: &str,
+        delta: &Path,
+        entries: u64,
+    ) -> Result<ManifestSet, ManifestError> {
+        let (base, mut deltas) = match self.stored(prev)? {
+            Stored::Set(s) => (s.base, s.deltas),
+            Stored::Base(p) => (member(&p)?, Vec::new()),
+        };
+        let mut d = member(delta)?;
+        d.file = file_name(&self.delta_path(snap));
+        deltas.push(d);
+        Ok(ManifestSet {
+            format: "ferry-manifest-set".into(),
+            version: 1,
+            snapshot: snap.into(),
+            base,
+            deltas,
+            entries,
+        })
+    }
+
+    /// Writes `set` as its snapshot's set file (atomic, durable).
+    pub fn write_set(&self, set: &ManifestSet) -> io::Result<()> {
+        write_atomic(
+            &self.set_path(&set.snapshot),
+            &serde_json::to_vec_pretty(set).map_err(io::Error::other)?,
+        )
+    }
+
+    /// Every file of this fileset's manifests (bases, deltas, sets, and
+    /// ones being written) except those `keep`'s manifest is made of.
+    pub fn stale_manifests(&self, keep: &str) -> io::Result<Vec<PathBuf>> {
+        let mut kept = vec![file_name(&self.set_path(keep)), file_name(&self.manifest_path(keep))];
+        if let Ok(Stored::Set(s)) = self.stored(keep) {
+            kept.push(s.base.file);
+            kept.extend(s.deltas.into_iter().map(|d| d.file));
+        }
+        let key = self.key();
+        let starts = ["manifest", "delta", "manifest-set"].map(|k| format!("{}.{k}.{key}.", self.prefix));
+        let mut out = Vec::new();
+        for e in fs::read_dir(&self.dir)? {
+            let e = e?;
+            let name = e.file_name();
+            let Some(name) = name.to_str() else { continue };
+            if starts.iter().any(|s| name.starts_with(s)) && !kept.iter().any(|k| k == name) {
+                out.push(e.path());
+            }
+        }
+        Ok(out)
+    }
+
+    /// Removes what a run for `snap` wrote (its base, delta and set), when
+    /// the run is rolled back.
+    pub fn remove_run(&self, snap: &str) -> io::Result<()> {
+        for p in [self.set_path(snap), self.delta_path(snap), self.manifest_path(snap)] {
+            match fs::remove_file(&p) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Opens the file of set member `m` in `dir`, checking that it is the
+/// file the set names.
+pub fn open_member(dir: &Path, m: &Member) -> Result<ManifestReader<BufReader<File>>, ManifestError> {
+    let path = dir.join(&m.file);
+    let f = File::open(&path)?;
+    let len = f.metadata()?.len();
+    let rd = ManifestReader::new(BufReader::with_capacity(64 << 10, f))?;
+    if len != m.bytes || rd.header().id != m.id {
+        return Err(ManifestError::Header(format!(
+            "{} is not the file its manifest set names (id {}, {} bytes)",
+            path.display(),
+            m.id,
+            m.bytes
+        )));
+    }
+    Ok(rd)
+}
+
+/// The set member for a manifest file: its name, header id and size.
+fn member(path: &Path) -> Result<Member, ManifestError> {
+    let f = File::open(path)?;
+    let bytes = f.metadata()?.len();
+    let rd = ManifestReader::new(BufReader::new(f))?;
+    Ok(Member {
+        file: file_name(path),
+        id: rd.header().id.clone(),
+        bytes,
+    })
+}
+
+fn file_name(p: &Path) -> String {
+    p.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+fn open_reader(p: &Path) -> Result<ManifestReader<BufReader<File>>, ManifestError> {
+    Ok(ManifestReader::new(BufReader::with_capacity(1 << 20, File::open(p)?))?)
+}
+
+/// A fresh id for a manifest's header.
+pub fn new_id() -> String {
+    format!("{}-{}", std::process::id(), jiff::Timestamp::now().as_nanosecond())
+}
+
+/// What a compaction did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize)]
+pub struct Compaction {
+    /// Files merged (the base and its deltas).
+    pub files: usize,
+    /// Records in the new base.
+    pub entries: u64,
+    /// Seconds it took.
+    pub seconds: f64,
+}
+
+/// Merges `snap`'s manifest into a new base of its own, if it is a chain
+/// that [`ManifestSet::needs_compaction`] (or `force`), or a base of an
+/// older format. The new base is written under a temporary name and
+/// renamed into place; removing the set file is the commit point, so a
+/// compaction killed at any moment leaves the old chain whole. Files no
+/// longer used are removed afterwards (failures there are returned as
+/// warnings).
+pub fn compact(state: &StateDir, snap: &str, force: bool) -> Result<Option<(Compaction, Vec<String>)>, ManifestError> {
+    let t = Instant::now();
+    let stored = state.stored(snap)?;
+    let mut view = state.open_view(snap)?;
+    let due = match &stored {
+        Stored::Set(s) => force || s.needs_compaction(),
+        Stored::Base(p) => open_reader(p)?.version() < super::manifest::VERSION,
+    };
+    if !due {
+        return Ok(None);
+    }
+    let header = Header {
+        kind: Kind::Base,
+        id: new_id(),
+        ..view.header().clone()
+    };
+    let tmp = tempfile::Builder::new()
+        .prefix(&state.manifest_temp_prefix())
+        .tempfile_in(&state.dir)?;
+    let mut w = ManifestWriter::new(BufWriter::with_capacity(1 << 20, tmp), &header)?;
+    let mut r = super::record::Record::default();
+    while view.read_entry(&mut r)? {
+        if r.is_dir() {
+            w.push(Section::Dirs, &r)?;
+        }
+        w.push(Section::Entries, &r)?;
+    }
+    let (out, counts) = w.finish()?;
+    let tmp = out.into_inner().map_err(|e| e.into_error())?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(state.manifest_path(snap)).map_err(|e| e.error)?;
+    match fs::remove_file(state.set_path(snap)) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e.into()),
+        _ => {}
+    }
+    File::open(&state.dir)?.sync_all()?;
+    let mut warnings = Vec::new();
+    for stale in state.stale_manifests(snap)? {
+        if let Err(e) = fs::remove_file(&stale) {
+            warnings.push(format!("{}: {e}", stale.display()));
+        }
+    }
+    Ok(Some((
+        Compaction {
+            files: view.len(),
+            entries: counts.entries,
+            seconds: t.elapsed().as_secs_f64(),
+        },
+        warnings,
+    )))
+}
+
+/// Why `ferry manifest --compact` could not compact.
+#[derive(Debug, thiserror::Error)]
+pub enum CompactError {
+    /// The file is not a manifest of a state directory.
+    #[error("{0}")]
+    Manifest(#[from] ManifestError),
+    /// A run of the fileset holds its lock.
+    #[error("{0}")]
+    Lock(#[from] super::state::AcquireError),
+}
+
+/// The state directory and snapshot that the manifest file or set file at
+/// `path` belongs to, from its name (`<prefix>.manifest[-set].name.<fileset>.id.<id>.<snapshot>`)
+/// and the snapshot it records.
+pub fn locate(path: &Path) -> Result<(StateDir, String), ManifestError> {
+    let bad = |why: &str| ManifestError::Header(format!("{}: {why}", path.display()));
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| bad("no file name"))?;
+    let bytes = fs::read(path)?;
+    let snapshot = if bytes.first() == Some(&b'{') {
+        let set: ManifestSet = serde_json::from_slice(&bytes).map_err(|e| bad(&e.to_string()))?;
+        set.snapshot
+    } else {
+        open_reader(path)?
+            .header()
+            .snapshot
+            .clone()
+            .ok_or_else(|| bad("the manifest names no snapshot"))?
+    };
+    let (prefix, rest) = [".manifest-set.name.", ".manifest.name."]
+        .iter()
+        .find_map(|k| name.split_once(k))
+        .ok_or_else(|| bad("not named like a manifest of a state directory"))?;
+    let key = rest
+        .strip_suffix(&snapshot)
+        .and_then(|k| k.strip_suffix('.'))
+        .ok_or_else(|| bad("the name does not end with its snapshot"))?;
+    let (fileset, id) = key
+        .rsplit_once(".id.")
+        .ok_or_else(|| bad("no fileset id in the name"))?;
+    let dir = path.parent().unwrap_or(Path::new(".")).to_path_buf();
+    let state = StateDir::new(dir, prefix, fileset, id)?;
+    Ok((state, snapshot))
+}
+
+/// `ferry manifest --compact FILE`: compacts the manifest FILE belongs to
+/// into a new base, under the fileset's lock.
+pub fn compact_file(path: &Path, lock_threshold: std::time::Duration) -> Result<Option<Compaction>, CompactError> {
+    let (state, snap) = locate(path)?;
+    let lock = super::state::Lock::acquire(
+        &state.lock_path(),
+        super::state::LockInfo {
+            pid: std::process::id(),
+            host: super::state::hostname(),
+            run: format!("compact-{}", new_id()),
+            started: crate::task::status::now_iso8601(),
+        },
+        lock_threshold,
+    )?;
+    let done = compact(&state, &snap, true)?;
+    lock.release().map_err(ManifestError::from)?;
+    Ok(done.map(|(c, _)| c))
+}
