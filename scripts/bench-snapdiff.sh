@@ -1,14 +1,23 @@
 #!/usr/bin/env bash
 # End-to-end snapdiff benchmark on a real btrfs fileset (loop-mounted
-# image): a FILES-entry tree, a baseline run, then a change set of 1 %
-# created, 1 % updated, 1 % deleted files and 0.1 % of directories moved.
-# Compares `ferry snapdiff --dry-run` (repeatable: it deletes its snapshot
-# and leaves the state alone) with a full `ferry scan` of the same fileset,
-# and measures peak RSS with the memory budget below the manifest size.
+# image): a FILES-entry tree (every file holds data), then for each change
+# set a committed baseline run, the change set, and `ferry snapdiff
+# --dry-run` (repeatable: it deletes its snapshot and leaves the state
+# alone) against a full `ferry scan` of the same live tree in one hyperfine
+# run, warm and with the page cache dropped before every run (cold):
+#
+#   uniform    1 % deleted, 1 % appended, 1 % created at random, 0.1 % of
+#              directories moved (the worst case: every directory touched)
+#   clustered  the same number of changes in 300 directories
+#   tiny       0.01 % deleted, appended and created at random
+#
+# Then the bytes of manifest a committed run writes (its delta) and peak
+# RSS with the memory budget below the manifest size.
 #
 #   scripts/bench-snapdiff.sh [WORKDIR]     (root; default /work/bench-snapdiff)
 #
-# Environment: FILES (1000000), RUNS (5), MEM_LIMIT (16M), THREADS (2).
+# Environment: FILES (1000000), RUNS (5), MEM_LIMIT (16M), THREADS (2),
+# SETS ("uniform clustered tiny"), COLD (1: also cold runs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 work=${1:-/work/bench-snapdiff}
@@ -16,6 +25,8 @@ files=${FILES:-1000000}
 runs=${RUNS:-5}
 mem=${MEM_LIMIT:-16M}
 threads=${THREADS:-2}
+sets=${SETS:-uniform clustered tiny}
+cold=${COLD:-1}
 for t in hyperfine mkfs.btrfs /usr/bin/time python3; do
   command -v "$t" >/dev/null || { echo "bench-snapdiff: needs $t" >&2; exit 1; }
 done
@@ -37,49 +48,76 @@ if [ ! -d "$fs" ]; then
   sync
 fi
 rm -rf "$state"
+sd() { "$ferry" snapdiff --provider btrfs --state-dir "$state" -j "$threads" "$@" "$fs"; }
 echo "bench-snapdiff: baseline run"
-"$ferry" snapdiff --provider btrfs --state-dir "$state" -j "$threads" --summary "$fs"
+sd --summary >/dev/null
 
-echo "bench-snapdiff: applying the change set"
-python3 - "$fs/tree" <<'PY'
+change() {
+python3 - "$fs/tree" "$1" <<'PY'
 import os, random, sys
-root = sys.argv[1]
+root, kind = sys.argv[1], sys.argv[2]
 rnd = random.Random(42)
 dirs, files = [], []
 for d, ds, fs in os.walk(root):
     dirs.append(d)
     files.extend(os.path.join(d, f) for f in fs)
 n = len(files)
+leaves = [d for d in dirs if d.count("/") == root.count("/") + 2]
+if kind == "clustered":
+    # The uniform set's number of changes, in 300 directories.
+    chosen = set(rnd.sample(leaves, 300))
+    files = [f for f in files if os.path.dirname(f) in chosen]
+    dirs = sorted(chosen)
+    k = n // 100
+elif kind == "tiny":
+    k = n // 10000
+else:
+    k = n // 100
 rnd.shuffle(files)
-deleted, updated = files[: n // 100], files[n // 100 : n // 50]
+deleted, updated = files[:k], files[k : 2 * k]
 for f in deleted:
     os.unlink(f)
 for f in updated:
     with open(f, "ab") as h:
         h.write(b"changed")
-for i in range(n // 100):
-    with open(os.path.join(rnd.choice(dirs), f"created-{i}"), "wb") as h:
+for i in range(k):
+    with open(os.path.join(rnd.choice(dirs), f"created-{kind}-{i}"), "wb") as h:
         h.write(b"new")
-movable = [d for d in dirs if d.count("/") == root.count("/") + 2]
 moved = 0
-for d in rnd.sample(movable, max(1, len(dirs) // 1000)):
-    target = rnd.choice(movable)
-    if target.startswith(d) or not os.path.exists(d) or not os.path.exists(target):
-        continue
-    os.rename(d, os.path.join(target, f"moved-{moved}"))
-    moved += 1
-print(f"files {n}: deleted {len(deleted)}, updated {len(updated)}, created {n // 100}, dirs moved {moved} of {len(dirs)}")
+if kind == "uniform":
+    for d in rnd.sample(leaves, max(1, len(leaves) // 1000)):
+        target = rnd.choice(leaves)
+        if target.startswith(d) or not os.path.exists(d) or not os.path.exists(target):
+            continue
+        os.rename(d, os.path.join(target, f"moved-{moved}"))
+        moved += 1
+print(f"{kind}: files {n}: deleted {len(deleted)}, updated {len(updated)}, created {k}, dirs moved {moved}")
 PY
 sync
+}
 
-echo "bench-snapdiff: one dry run (counts)"
-"$ferry" snapdiff --provider btrfs --state-dir "$state" -j "$threads" --dry-run --summary "$fs"
-hyperfine --warmup 1 --runs "$runs" --export-markdown "$work/snapdiff-vs-scan.md" \
-  -n "ferry snapdiff (1 % changes)" "$ferry snapdiff --provider btrfs --state-dir $state -j $threads --dry-run --summary $fs" \
-  -n "ferry scan (full rescan)" "$ferry scan -j $threads --summary $fs"
-ls -l "$state"/ferry.manifest.*
-for m in "$mem" 1G; do
-  /usr/bin/time -v "$ferry" snapdiff --provider btrfs --state-dir "$state" -j "$threads" --dry-run --summary \
-    --mem-limit "$m" "$fs" 2>&1 >/dev/null | grep -E "Maximum resident|Elapsed" | sed "s/^/mem-limit $m: /"
+for set in $sets; do
+  echo "bench-snapdiff: change set $set"
+  change "$set"
+  echo "bench-snapdiff: one dry run (counts)"
+  sd --dry-run --summary
+  hyperfine --warmup 1 --runs "$runs" --export-markdown "$work/snapdiff-$set-warm.md" \
+    -n "ferry snapdiff ($set, warm)" "$ferry snapdiff --provider btrfs --state-dir $state -j $threads --dry-run --summary $fs" \
+    -n "ferry scan (full rescan, warm)" "$ferry scan -j $threads --summary $fs"
+  if [ "$cold" = 1 ]; then
+    hyperfine --runs "$runs" --prepare 'sync; echo 3 > /proc/sys/vm/drop_caches' \
+      --export-markdown "$work/snapdiff-$set-cold.md" \
+      -n "ferry snapdiff ($set, cold)" "$ferry snapdiff --provider btrfs --state-dir $state -j $threads --dry-run --summary $fs" \
+      -n "ferry scan (full rescan, cold)" "$ferry scan -j $threads --summary $fs"
+  fi
+  if [ "$set" = uniform ]; then
+    for m in "$mem" 1G; do
+      /usr/bin/time -v "$ferry" snapdiff --provider btrfs --state-dir "$state" -j "$threads" --dry-run --summary \
+        --mem-limit "$m" "$fs" 2>&1 >/dev/null | grep -E "Maximum resident|Elapsed" | sed "s/^/mem-limit $m: /"
+    done
+    /usr/bin/time -v "$ferry" scan -j "$threads" --summary "$fs" 2>&1 >/dev/null | grep -E "Maximum resident|Elapsed" | sed "s/^/scan: /"
+  fi
+  echo "bench-snapdiff: committed run of $set (bytes of manifest written, compaction)"
+  sd --summary | python3 -c 'import json,sys; r=json.load(sys.stdin); print({k: r.get(k) for k in ("entries","manifest_bytes","compaction","manifest_seconds","diff_seconds")})'
+  ls -l "$state"
 done
-/usr/bin/time -v "$ferry" scan -j "$threads" --summary "$fs" 2>&1 >/dev/null | grep -E "Maximum resident|Elapsed" | sed "s/^/scan: /"

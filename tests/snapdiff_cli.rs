@@ -104,6 +104,14 @@ impl Sub {
         self.state.join(format!("ferry.manifest.{}.{snap}", self.key()))
     }
 
+    fn delta_path(&self, snap: &str) -> PathBuf {
+        self.state.join(format!("ferry.delta.{}.{snap}", self.key()))
+    }
+
+    fn set_path(&self, snap: &str) -> PathBuf {
+        self.state.join(format!("ferry.manifest-set.{}.{snap}", self.key()))
+    }
+
     /// The last synced snapshot, from the last-snap file.
     fn lastsnap(&self) -> Option<String> {
         let text = fs::read_to_string(self.lastsnap_path()).ok()?;
@@ -627,28 +635,7 @@ fn manifest_prints_counts_records_and_detects_damage() {
     assert_eq!(v["non_directories"], want.len() as u64 - dirs, "{v}");
     assert_eq!(v["bytes"], bytes_total, "{v}");
 
-    let o = output(Command::new(FERRY).args(["manifest", "--records"]).arg(&manifest));
-    assert_code(&o, 0);
-    let mut seen = BTreeSet::new();
-    for line in std::str::from_utf8(&o.stdout).unwrap().lines() {
-        let m: BTreeMap<String, String> = btrfs::json_members(line).into_iter().collect();
-        let path = btrfs::json_path(&m["path"]);
-        let st = meta
-            .get(&path)
-            .unwrap_or_else(|| panic!("record of a path not on disk: {}", show(&path)));
-        let num = |k: &str| m[k].parse::<u64>().unwrap();
-        assert_eq!(num("inode"), st.ino(), "{line}");
-        assert_eq!(num("size"), st.size(), "{line}");
-        assert_eq!(num("mode"), u64::from(st.mode()), "{line}");
-        assert_eq!(num("nlink"), st.nlink(), "{line}");
-        assert_eq!(
-            btrfs::parse_time(&m["mtime"]),
-            (st.mtime(), st.mtime_nsec() as u32),
-            "{line}"
-        );
-        assert!(seen.insert(path), "two records of one path: {line}");
-    }
-    assert_eq!(seen, want);
+    assert_records_match_disk(&manifest, &meta);
 
     let verify = |p: &Path| output(Command::new(FERRY).args(["manifest", "--verify"]).arg(p));
     let o = verify(&manifest);
@@ -683,6 +670,227 @@ fn manifest_prints_counts_records_and_detects_damage() {
     // Anything after the end block is damage too.
     write(&copy, &[&good[..], b"more"].concat());
     assert_code(&verify(&copy), 1);
+}
+
+/// `ferry manifest --records FILE` lists exactly the paths of `meta`, each
+/// with its inode, size, mode, link count and mtime on disk.
+#[track_caller]
+fn assert_records_match_disk(manifest: &Path, meta: &BTreeMap<Vec<u8>, fs::Metadata>) {
+    let o = output(Command::new(FERRY).args(["manifest", "--records"]).arg(manifest));
+    assert_code(&o, 0);
+    let mut seen = BTreeSet::new();
+    for line in std::str::from_utf8(&o.stdout).unwrap().lines() {
+        let m: BTreeMap<String, String> = btrfs::json_members(line).into_iter().collect();
+        let path = btrfs::json_path(&m["path"]);
+        let st = meta
+            .get(&path)
+            .unwrap_or_else(|| panic!("record of a path not on disk: {}", show(&path)));
+        let num = |k: &str| m[k].parse::<u64>().unwrap();
+        assert_eq!(num("inode"), st.ino(), "{line}");
+        assert_eq!(num("size"), st.size(), "{line}");
+        assert_eq!(num("mode"), u64::from(st.mode()), "{line}");
+        assert_eq!(num("nlink"), st.nlink(), "{line}");
+        assert_eq!(
+            btrfs::parse_time(&m["mtime"]),
+            (st.mtime(), st.mtime_nsec() as u32),
+            "{line}"
+        );
+        assert!(seen.insert(path), "two records of one path: {line}");
+    }
+    assert_eq!(seen.len(), meta.len());
+}
+
+/// Every path of the live fileset with its metadata.
+fn disk(s: &Sub) -> BTreeMap<Vec<u8>, fs::Metadata> {
+    s.find()
+        .into_iter()
+        .map(|p| {
+            let m = fs::symlink_metadata(OsStr::from_bytes(&p)).unwrap();
+            (p, m)
+        })
+        .collect()
+}
+
+/// The report of a `--summary` run.
+fn summary_of(o: &Output) -> serde_json::Value {
+    assert_code(o, 0);
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&o.stdout)))
+}
+
+/// With a baseline, a run writes only a delta (bytes in proportion to the
+/// change) and a set file naming the base and every delta since; the set
+/// reads as the whole tree; a change bigger than a quarter of the base
+/// folds the chain into a new base, and so does `ferry manifest --compact`.
+#[test]
+fn runs_write_deltas_and_compaction_folds_them_into_a_base() {
+    let Some(s) = subvolume() else { return };
+    many_files(&s.p("many"), 3000);
+    s.snapdiff(&[]);
+    let snap1 = s.lastsnap().unwrap();
+    let base = fs::metadata(s.manifest_path(&snap1)).unwrap().len();
+    let mut deltas = Vec::new();
+    for i in 0..4 {
+        write(&s.p(&format!("many/file-with-a-rather-long-name-{i:05}")), b"changed");
+        let r = summary_of(&s.run("snapdiff", &["--summary"]));
+        assert_eq!(r["summary"]["updated"], 1, "{r}");
+        assert_eq!(r["entries"], 3002, "{r}");
+        assert!(r["compaction"].is_null(), "{r}");
+        let written = r["manifest_bytes"].as_u64().unwrap();
+        assert!(
+            written > 0 && written < base / 20,
+            "a delta of {written} bytes against a base of {base}"
+        );
+        let snap = s.lastsnap().unwrap();
+        deltas.push(file_name(&s.delta_path(&snap)));
+        let mut want = BTreeSet::from([
+            file_name(&s.lastsnap_path()),
+            file_name(&s.manifest_path(&snap1)),
+            file_name(&s.set_path(&snap)),
+        ]);
+        want.extend(deltas.iter().cloned());
+        assert_eq!(s.state_files().into_keys().collect::<BTreeSet<_>>(), want);
+        assert_records_match_disk(&s.set_path(&snap), &disk(&s));
+        let v = summary_of(&output(Command::new(FERRY).arg("manifest").arg(s.set_path(&snap))));
+        assert_eq!(
+            (v["files"].as_u64(), v["entries"].as_u64()),
+            (Some(2 + i), Some(3002)),
+            "{v}"
+        );
+        assert_code(
+            &output(
+                Command::new(FERRY)
+                    .args(["manifest", "--verify"])
+                    .arg(s.set_path(&snap)),
+            ),
+            0,
+        );
+    }
+    // A delta on its own: its records and tombstones.
+    let v = summary_of(&output(
+        Command::new(FERRY).arg("manifest").arg(s.state.join(&deltas[0])),
+    ));
+    assert_eq!(
+        (v["kind"].as_str(), v["entries"].as_u64()),
+        (Some("delta"), Some(1)),
+        "{v}"
+    );
+
+    // Deleting a third of the files: the delta outgrows a quarter of the
+    // base, and the run compacts after it rotates.
+    for i in 0..1000 {
+        fs::remove_file(s.p(&format!("many/file-with-a-rather-long-name-{i:05}"))).unwrap();
+    }
+    let r = summary_of(&s.run("snapdiff", &["--summary"]));
+    assert_eq!(r["summary"]["deleted"], 1000, "{r}");
+    assert_eq!(r["compaction"]["files"], 6, "{r}");
+    assert_eq!(r["compaction"]["entries"], 2002, "{r}");
+    let snap = s.lastsnap().unwrap();
+    s.assert_rotated_to(&snap);
+    assert_records_match_disk(&s.manifest_path(&snap), &disk(&s));
+
+    // Two small runs, then a compaction asked for.
+    for i in 1000..1002 {
+        write(&s.p(&format!("many/file-with-a-rather-long-name-{i:05}")), b"again");
+        summary_of(&s.run("snapdiff", &["--summary"]));
+    }
+    let snap = s.lastsnap().unwrap();
+    assert!(s.set_path(&snap).exists());
+    let v = summary_of(&output(
+        Command::new(FERRY)
+            .args(["manifest", "--compact"])
+            .arg(s.set_path(&snap)),
+    ));
+    assert_eq!(
+        (v["compacted"].as_bool(), v["files"].as_u64()),
+        (Some(true), Some(3)),
+        "{v}"
+    );
+    s.assert_rotated_to(&snap);
+    assert_records_match_disk(&s.manifest_path(&snap), &disk(&s));
+    let v = summary_of(&output(
+        Command::new(FERRY)
+            .args(["manifest", "--compact"])
+            .arg(s.manifest_path(&snap)),
+    ));
+    assert_eq!(v["compacted"], false, "{v}");
+    let (c, _) = s.snapdiff(&[]);
+    assert!(c.is_empty(), "{c:?}");
+}
+
+/// A run or a compaction killed at each step of writing and committing its
+/// manifest loses nothing: before the last-snap file names the new
+/// snapshot, the next run reports the same change again; after it, the
+/// committed manifest (base and deltas) is whole and the next run reports
+/// nothing.
+#[test]
+fn a_kill_at_any_step_of_a_commit_or_a_compaction_loses_nothing() {
+    let Some(s) = subvolume() else { return };
+    many_files(&s.p("many"), 2000);
+    s.snapdiff(&[]);
+    type Point = (&'static str, &'static str, bool, fn(&Sub, &[u8]) -> bool);
+    let points: [Point; 5] = [
+        ("rename", "the delta into place", false, |_, n| {
+            n.starts_with(b"ferry.delta.")
+        }),
+        ("rename", "the set file into place", false, |_, n| {
+            n.starts_with(b"ferry.manifest-set.")
+        }),
+        ("rename", "the last-snap file (the commit)", false, |_, n| {
+            n.starts_with(b"ferry.lastsnap.")
+        }),
+        ("rename", "the compacted base into place", true, |_, n| {
+            n.starts_with(b"ferry.manifest.name.")
+        }),
+        ("unlink", "the set file (the compaction's commit)", true, |s, n| {
+            // The new snapshot's own set, once the compacted base is there.
+            s.lastsnap()
+                .is_some_and(|l| n == file_name(&s.set_path(&l)).as_bytes() && s.manifest_path(&l).exists())
+        }),
+    ];
+    for (round, (call, what, compacting, at)) in points.into_iter().enumerate() {
+        // A change big enough to compact, or one file.
+        let n = if compacting { 800 } else { 1 };
+        for i in 0..n {
+            write(
+                &s.p(&format!("many/file-with-a-rather-long-name-{i:05}")),
+                format!("round {round}").as_bytes(),
+            );
+        }
+        let before = s.lastsnap().unwrap();
+        let (mut child, path) = stop_at(s.cmd("snapdiff", &["--summary"]), |c, p| {
+            c == call
+                && Path::new(OsStr::from_bytes(p))
+                    .file_name()
+                    .is_some_and(|f| at(&s, f.as_bytes()))
+        });
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let committed = s.lastsnap().unwrap() != before;
+        assert_eq!(committed, compacting, "killed at the {what} ({})", show(&path));
+        let o = s.run("snapdiff", &["--summary"]);
+        let r = summary_of(&o);
+        assert!(
+            !stderr(&o).contains("rebuilding"),
+            "the committed manifest was lost by a kill at the {what}: {}",
+            stderr(&o)
+        );
+        let want = if committed { 0 } else { n as u64 };
+        assert_eq!(r["summary"]["updated"], want, "after a kill at the {what}: {r}");
+        let snap = s.lastsnap().unwrap();
+        let m = if s.set_path(&snap).exists() {
+            s.set_path(&snap)
+        } else {
+            s.manifest_path(&snap)
+        };
+        assert_code(&output(Command::new(FERRY).args(["manifest", "--verify"]).arg(&m)), 0);
+        assert_records_match_disk(&m, &disk(&s));
+        assert!(!s.lock_path().exists(), "after a kill at the {what}");
+        assert!(
+            s.state_files().keys().all(|f| !f.contains(".tmp")),
+            "a temporary file outlived the next run: {:?}",
+            s.state_files().keys()
+        );
+    }
 }
 
 #[test]
@@ -834,7 +1042,28 @@ fn rotate_and_manifest_refuse_what_they_cannot_use() {
 /// kernel performs it; returns the child and the path of the file it is
 /// about to flock. No timing is involved: the child simply does not run on
 /// until it is detached.
-fn stop_at_first_flock(mut cmd: Command) -> (std::process::Child, Vec<u8>) {
+fn stop_at_first_flock(cmd: Command) -> (std::process::Child, Vec<u8>) {
+    stop_at(cmd, |call, _| call == "flock")
+}
+
+/// A NUL-terminated string in the memory of stopped tracee `pid`.
+fn tracee_str(pid: libc::pid_t, addr: u64) -> Vec<u8> {
+    use std::io::{Seek, SeekFrom};
+    let mut mem = File::open(format!("/proc/{pid}/mem")).unwrap();
+    mem.seek(SeekFrom::Start(addr)).unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = mem.read(&mut buf).unwrap();
+    buf.truncate(n);
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    buf.truncate(end);
+    buf
+}
+
+/// Starts `cmd` traced and stops it at the entry of the first system call
+/// for which `want(call, path)` holds, before the kernel performs it:
+/// `flock` (the path of the descriptor), `rename` (the new path) or
+/// `unlink`. Returns the child and the path.
+fn stop_at(mut cmd: Command, mut want: impl FnMut(&str, &[u8]) -> bool) -> (std::process::Child, Vec<u8>) {
     use std::os::unix::process::CommandExt;
     // SAFETY: ptrace(PTRACE_TRACEME) is async-signal-safe and touches no
     // memory of the parent.
@@ -855,7 +1084,7 @@ fn stop_at_first_flock(mut cmd: Command) -> (std::process::Child, Vec<u8>) {
         assert_eq!(r, pid, "waitpid: {}", std::io::Error::last_os_error());
         assert!(
             libc::WIFSTOPPED(status),
-            "the traced run ended (status {status:#x}) before any rename"
+            "the traced run ended (status {status:#x}) before the system call waited for"
         );
         libc::WSTOPSIG(status)
     };
@@ -885,14 +1114,21 @@ fn stop_at_first_flock(mut cmd: Command) -> (std::process::Child, Vec<u8>) {
         }
         // SAFETY: op says the entry member is the one filled in.
         let entry = unsafe { info.u.entry };
-        let nr = entry.nr as libc::c_long;
-        if nr != libc::SYS_flock {
-            continue;
+        let (call, path) = match entry.nr as libc::c_long {
+            libc::SYS_flock => {
+                let fd = entry.args[0];
+                let path = fs::read_link(format!("/proc/{pid}/fd/{fd}")).unwrap();
+                ("flock", path.as_os_str().as_bytes().to_vec())
+            }
+            libc::SYS_rename => ("rename", tracee_str(pid, entry.args[1])),
+            libc::SYS_renameat | libc::SYS_renameat2 => ("rename", tracee_str(pid, entry.args[3])),
+            libc::SYS_unlink => ("unlink", tracee_str(pid, entry.args[0])),
+            libc::SYS_unlinkat => ("unlink", tracee_str(pid, entry.args[1])),
+            _ => continue,
+        };
+        if want(call, &path) {
+            return (child, path);
         }
-        let fd = entry.args[0];
-        let path = fs::read_link(format!("/proc/{pid}/fd/{fd}")).unwrap();
-        let path = path.as_os_str().as_bytes().to_vec();
-        return (child, path);
     }
 }
 

@@ -22,8 +22,9 @@ use std::io::{self, BufReader, BufWriter};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-/// Compact when the deltas hold more than this share of the base's bytes
-/// (the study's ~25 %: a compaction every few runs, each O(n) once).
+/// Compact when the deltas hold more records and tombstones than this
+/// share of the base's records (the study's ~25 %: a compaction every few
+/// runs, each O(n) once).
 pub const COMPACT_RATIO: f64 = 0.25;
 /// Compact when a set has more deltas than this (each is merged on read).
 pub const MAX_DELTAS: usize = 16;
@@ -37,6 +38,10 @@ pub struct Member {
     pub id: String,
     /// Its size: a file replaced under the same name is noticed.
     pub bytes: u64,
+    /// Entry records and tombstones in it: the work it adds to every read
+    /// of the set.
+    #[serde(default)]
+    pub records: u64,
 }
 
 /// The set file: a snapshot's manifest as a base and deltas.
@@ -57,10 +62,11 @@ pub struct ManifestSet {
 }
 
 impl ManifestSet {
-    /// Bytes in the deltas against bytes in the base: the compaction test.
+    /// Records and tombstones in the deltas against records in the base:
+    /// the compaction test.
     pub fn needs_compaction(&self) -> bool {
-        let deltas: u64 = self.deltas.iter().map(|d| d.bytes).sum();
-        self.deltas.len() > MAX_DELTAS || deltas as f64 > self.base.bytes as f64 * COMPACT_RATIO
+        let deltas: u64 = self.deltas.iter().map(|d| d.records).sum();
+        self.deltas.len() > MAX_DELTAS || deltas as f64 > self.base.records as f64 * COMPACT_RATIO
     }
 }
 
@@ -167,7 +173,8 @@ impl StateDir {
     }
 
     /// Every file of this fileset's manifests (bases, deltas, sets, and
-    /// ones being written) except those `keep`'s manifest is made of.
+    /// ones being written) except those `keep`'s manifest is made of, and
+    /// temporary files of state writes a killed process left.
     pub fn stale_manifests(&self, keep: &str) -> io::Result<Vec<PathBuf>> {
         let mut kept = vec![file_name(&self.set_path(keep)), file_name(&self.manifest_path(keep))];
         if let Ok(Stored::Set(s)) = self.stored(keep) {
@@ -175,7 +182,11 @@ impl StateDir {
             kept.extend(s.deltas.into_iter().map(|d| d.file));
         }
         let key = self.key();
-        let starts = ["manifest", "delta", "manifest-set"].map(|k| format!("{}.{k}.{key}.", self.prefix));
+        let mut starts = ["manifest", "delta", "manifest-set"]
+            .map(|k| format!("{}.{k}.{key}.", self.prefix))
+            .to_vec();
+        // Left by a killed process's atomic write.
+        starts.extend([self.lastsnap_path(), self.pending_path()].map(|p| format!("{}.tmp-", file_name(&p))));
         let mut out = Vec::new();
         for e in fs::read_dir(&self.dir)? {
             let e = e?;
@@ -224,10 +235,12 @@ fn member(path: &Path) -> Result<Member, ManifestError> {
     let f = File::open(path)?;
     let bytes = f.metadata()?.len();
     let rd = ManifestReader::new(BufReader::new(f))?;
+    let c = rd.counts();
     Ok(Member {
         file: file_name(path),
         id: rd.header().id.clone(),
         bytes,
+        records: c.entries + c.tombstones,
     })
 }
 

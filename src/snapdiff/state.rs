@@ -112,9 +112,17 @@ impl StateDir {
 
 /// Writes a file through a temporary name, fsyncs it, renames it into place
 /// and fsyncs the directory.
+/// The temporary file is named after the target (`<name>.tmp-…`), so that
+/// one left by a killed process is recognised as stale.
 pub fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut tmp = tempfile::Builder::new()
+        .prefix(&format!("{name}.tmp-"))
+        .tempfile_in(dir)?;
     tmp.write_all(data)?;
     tmp.as_file().sync_all()?;
     tmp.persist(path).map_err(|e| e.error)?;
