@@ -633,24 +633,54 @@ impl Case {
     }
 
     /// Runs ferry; returns its changes and the new snapshot's directory.
+    /// Where a read of changes is possible (a tree search, moves
+    /// condensed, a baseline), a dry run that reads the whole snapshot must
+    /// give the very same changes, and a dry run must say it read changes.
     fn snapdiff(&self) -> Result<(Vec<ChangeLine>, PathBuf), String> {
-        let mut cmd = Command::new(btrfs::FERRY);
-        cmd.args(["snapdiff", "--provider", "btrfs", "--state-dir"])
-            .arg(&self.state)
-            .args(["--extra-fields", "inode,generation,is_metadata_only_update"]);
-        if !self.condense {
-            cmd.arg("--no-condense-moves");
+        let run = |extra: &[&str]| -> Result<Vec<u8>, String> {
+            let mut cmd = Command::new(btrfs::FERRY);
+            cmd.args(["snapdiff", "--provider", "btrfs", "--changes-limit", "1", "--state-dir"])
+                .arg(&self.state)
+                .args(["--extra-fields", "inode,generation,is_metadata_only_update"])
+                .args(extra);
+            if !self.condense {
+                cmd.arg("--no-condense-moves");
+            }
+            if self.walk {
+                cmd.arg("--walk");
+            }
+            let out = btrfs::output(cmd.arg(&self.live));
+            ensure!(
+                out.status.success() && out.stderr.is_empty(),
+                "ferry snapdiff {extra:?} failed ({}): {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            );
+            Ok(out.stdout)
+        };
+        let fast = self.condense && !self.walk && fs::read_dir(&self.state).is_ok_and(|mut d| d.next().is_some());
+        let full = if fast {
+            let summary: serde_json::Value =
+                serde_json::from_slice(&run(&["--dry-run", "--summary"])?).map_err(|e| format!("summary: {e}"))?;
+            ensure!(
+                summary["read"] == "changes",
+                "a run with a baseline read {}",
+                summary["read"]
+            );
+            Some(run(&["--dry-run", "--full"])?)
+        } else {
+            None
+        };
+        let stdout = run(&[])?;
+        if let Some(full) = full {
+            ensure!(
+                full == stdout,
+                "reading changes and reading the whole snapshot disagree:\nfull:\n{}\nchanges:\n{}",
+                String::from_utf8_lossy(&full),
+                String::from_utf8_lossy(&stdout)
+            );
         }
-        if self.walk {
-            cmd.arg("--walk");
-        }
-        let out = btrfs::output(cmd.arg(&self.live));
-        ensure!(
-            out.status.success() && out.stderr.is_empty(),
-            "ferry snapdiff failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
+
         let last = fs::read_dir(&self.state)
             .unwrap()
             .map(|e| e.unwrap().path())
@@ -663,7 +693,7 @@ impl Case {
             "the last-snap file names {}, which does not exist",
             snap.display()
         );
-        Ok((btrfs::parse_changes(&out.stdout), snap))
+        Ok((btrfs::parse_changes(&stdout), snap))
     }
 
     fn rel(&self, abs: &[u8]) -> Result<Vec<u8>, String> {

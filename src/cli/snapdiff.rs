@@ -186,6 +186,18 @@ pub struct SnapdiffCmd {
     #[arg(long, conflicts_with = "hold")]
     dry_run: bool,
 
+    /// Read every inode of the new snapshot and diff whole manifests, even
+    /// where only what changed could be read (btrfs reads only the tree
+    /// leaves written since the last synced snapshot, and falls back to a
+    /// full read by itself when more than 40 % of the fileset changed).
+    #[arg(long)]
+    full: bool,
+
+    /// Share of the fileset (0 to 1) that may have changed before a read of
+    /// changes gives up and reads the whole snapshot (1: never).
+    #[arg(long, value_name = "FRACTION", default_value_t = ferry::snapdiff::run::CHANGES_LIMIT)]
+    changes_limit: f64,
+
     /// Keep the lock and the new snapshot after writing the changes; a
     /// later `ferry rotate` commits or rolls back (as the seed's separate
     /// rotate_snapshot task does).
@@ -286,6 +298,14 @@ pub fn run_snapdiff(a: SnapdiffCmd) -> Result<(), Failure> {
     let mut opts = a.fileset.tune(request.options(a.fileset.lock_threshold(), threads));
     opts.set_memory(a.mem_limit.0);
     opts.dry_run = a.dry_run;
+    opts.full = a.full;
+    if !(0.0..=1.0).contains(&a.changes_limit) {
+        return Err(Failure::setup(format!(
+            "--changes-limit {} is not between 0 and 1",
+            a.changes_limit
+        )));
+    }
+    opts.changes_limit = a.changes_limit;
     let root = provider.fileset().path.clone();
     let stdout = BufWriter::with_capacity(256 * 1024, io::stdout().lock());
     let mut writer = match a.output.format(fields) {

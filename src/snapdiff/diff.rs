@@ -132,6 +132,9 @@ pub struct DiffSummary {
     /// Of which from the new one.
     #[serde(skip)]
     pub new_records: u64,
+    /// Of which from the old one.
+    #[serde(skip)]
+    pub old_records: u64,
     /// Sorted runs the ordering of the changes spilled to disk: how often
     /// they outgrew the memory budget (0 when ordered in memory).
     pub spilled_runs: u64,
@@ -437,6 +440,7 @@ pub fn diff<W: Write>(
     }
     d.sum.records = old.read + new.read;
     d.sum.new_records = new.read;
+    d.sum.old_records = old.read;
     d.finish()
 }
 

@@ -27,6 +27,8 @@ pub trait SortItem: Ord + Sized {
 const FAN_IN: usize = 64;
 /// Read buffer per run while merging.
 const RUN_BUFFER: usize = 64 * 1024;
+/// The most a merge of spilled runs holds in buffers.
+pub const MERGE_MEMORY: usize = FAN_IN * RUN_BUFFER;
 
 /// The smallest budget a sorter works with; smaller ones are raised to it.
 ///

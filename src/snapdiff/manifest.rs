@@ -812,10 +812,13 @@ impl<R: Read + Seek> ManifestReader<R> {
         Ok(Some(key))
     }
 
-    /// Starts the tombstones over from the first (a delta's tombstones are
-    /// read once for the directory table, once for the merge).
-    pub fn rewind_tombstones(&mut self) {
-        self.cursors[Section::Tombstones.slot()] = SectionCursor::default();
+    /// Starts a data section over from its first record (a delta's
+    /// tombstones are read once for the directory table, once for the
+    /// merge).
+    pub fn rewind(&mut self, section: Section) {
+        if matches!(section, Section::Dirs | Section::Entries | Section::Tombstones) {
+            self.cursors[section.slot()] = SectionCursor::default();
+        }
     }
 
     /// Moves the entries cursor forward so that the next record read is the

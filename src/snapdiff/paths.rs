@@ -6,14 +6,17 @@
 //! copy: O(1) amortised, never a scan (the `zfs diff` lesson).
 
 use super::manifest::{ManifestError, ManifestReader};
+use crate::sys::Timestamp;
 use rustc_hash::{FxHashMap, FxHashSet};
 use std::io::{Read, Seek};
 
-/// The directories of one manifest: inode to (parent, name).
-#[derive(Default)]
+/// The directories of one manifest: inode to (parent, name), and each
+/// one's size and mtime (which change when it gains or loses an entry).
+#[derive(Clone, Default)]
 pub struct DirTable {
     nodes: FxHashMap<u64, (u64, u32, u32)>,
     generations: FxHashMap<u64, u64>,
+    stamps: FxHashMap<u64, (u64, Timestamp)>,
     names: Vec<u8>,
     root: u64,
 }
@@ -43,6 +46,7 @@ impl DirTable {
             .map_err(|_| ManifestError::Header("directory names exceed 4 GiB".into()))?;
         self.names.extend_from_slice(&r.name);
         self.nodes.insert(r.ino, (r.parent, off, r.name.len() as u32));
+        self.stamps.insert(r.ino, (r.size, r.mtime));
         if r.generation != 0 {
             self.generations.insert(r.ino, r.generation);
         } else {
@@ -55,9 +59,20 @@ impl DirTable {
     /// tombstone of another inode with the same number leaves it).
     pub fn remove(&mut self, ino: u64, generation: u64) {
         if self.nodes.contains_key(&ino) && self.generation(ino) == generation {
-            self.nodes.remove(&ino);
-            self.generations.remove(&ino);
+            self.remove_ino(ino);
         }
+    }
+
+    /// Removes directory `ino`, whatever its generation.
+    pub fn remove_ino(&mut self, ino: u64) {
+        self.nodes.remove(&ino);
+        self.generations.remove(&ino);
+        self.stamps.remove(&ino);
+    }
+
+    /// The size and mtime of directory `ino`.
+    pub fn stamp(&self, ino: u64) -> Option<(u64, Timestamp)> {
+        self.stamps.get(&ino).copied()
     }
 
     /// The parent and name of a directory.

@@ -7,7 +7,7 @@
 //! the same way: the base's directories, then each delta's tombstones and
 //! directory records in turn.
 
-use super::manifest::{Header, Kind, ManifestError, ManifestReader};
+use super::manifest::{Header, Kind, ManifestError, ManifestReader, Section};
 use super::paths::DirTable;
 use super::record::Record;
 use std::fs::File;
@@ -158,18 +158,20 @@ impl<R: Read + Seek> View<R> {
     }
 
     /// The directory table of the merged view: the base's directories, then
-    /// each delta's removals and directory records in turn.
+    /// each delta's removals and directory records in turn. Call it before
+    /// reading entries (it starts the tombstones over).
     pub fn dir_table(&mut self) -> Result<DirTable, ManifestError> {
         let root = self.header.root_ino;
         let mut t = DirTable::with_root(root);
         let mut r = Record::default();
         for (i, m) in self.members.iter_mut().enumerate() {
+            m.rd.rewind(Section::Dirs);
             if i > 0 {
-                m.rd.rewind_tombstones();
+                m.rd.rewind(Section::Tombstones);
                 while let Some((ino, generation)) = m.rd.next_tombstone()? {
                     t.remove(ino, generation);
                 }
-                m.rd.rewind_tombstones();
+                m.rd.rewind(Section::Tombstones);
                 m.tomb = m.rd.next_tombstone()?;
             }
             while m.rd.read_dir(&mut r)? {
@@ -227,5 +229,71 @@ impl<R: Read + Seek> Entries for View<R> {
             m.skip_to(key)?;
         }
         Ok(())
+    }
+}
+
+/// Only the records of some inodes of another stream: the old side of a
+/// diff that reads what changed, which jumps over everything else.
+pub struct OnlyInodes<E: Entries> {
+    inner: E,
+    inos: Vec<u64>,
+    at: usize,
+    cur: Record,
+    has: bool,
+}
+
+impl<E: Entries> OnlyInodes<E> {
+    /// The records of `inner` whose inode is in `inos` (ascending).
+    pub fn new(inner: E, inos: Vec<u64>) -> Self {
+        OnlyInodes {
+            inner,
+            inos,
+            at: 0,
+            cur: Record::default(),
+            has: false,
+        }
+    }
+}
+
+impl<E: Entries> Entries for OnlyInodes<E> {
+    fn read_entry(&mut self, out: &mut Record) -> Result<bool, ManifestError> {
+        loop {
+            let Some(&want) = self.inos.get(self.at) else {
+                return Ok(false);
+            };
+            if !self.has {
+                if !self.inner.read_entry(&mut self.cur)? {
+                    return Ok(false);
+                }
+                self.has = true;
+            }
+            if self.cur.ino == want {
+                out.clone_from(&self.cur);
+                self.has = false;
+                return Ok(true);
+            }
+            if self.cur.ino > want {
+                self.at += self.inos[self.at..].partition_point(|&i| i < self.cur.ino);
+                continue;
+            }
+            // Below the next wanted inode: jump towards it.
+            self.inner.skip_to((want, 0))?;
+            self.has = false;
+        }
+    }
+}
+
+/// Records held in memory, in manifest order.
+pub struct InMemory(pub std::vec::IntoIter<Record>);
+
+impl Entries for InMemory {
+    fn read_entry(&mut self, out: &mut Record) -> Result<bool, ManifestError> {
+        match self.0.next() {
+            Some(r) => {
+                *out = r;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
     }
 }

@@ -48,6 +48,67 @@ const fn iowr(nr: u64, size: usize) -> u64 {
 const IOC_SNAP_DESTROY: u64 = iow(15, std::mem::size_of::<VolArgs>());
 const IOC_INO_LOOKUP: u64 = iowr(18, std::mem::size_of::<InoLookupArgs>());
 const IOC_SNAP_CREATE_V2: u64 = iow(23, std::mem::size_of::<VolArgsV2>());
+const IOC_GET_SUBVOL_INFO: u64 = ior(60, std::mem::size_of::<SubvolInfoArgs>());
+
+const fn ior(nr: u64, size: usize) -> u64 {
+    (2 << 30) | ((size as u64) << 16) | (0x94 << 8) | nr
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct IoctlTimespec {
+    sec: u64,
+    nsec: u32,
+}
+
+/// `struct btrfs_ioctl_get_subvol_info_args` (504 bytes).
+#[repr(C)]
+struct SubvolInfoArgs {
+    treeid: u64,
+    name: [u8; 256],
+    parent_id: u64,
+    dirid: u64,
+    generation: u64,
+    flags: u64,
+    uuid: [u8; 16],
+    parent_uuid: [u8; 16],
+    received_uuid: [u8; 16],
+    ctransid: u64,
+    otransid: u64,
+    stransid: u64,
+    rtransid: u64,
+    times: [IoctlTimespec; 4],
+    reserved: [u64; 8],
+}
+
+const _: () = assert!(std::mem::size_of::<SubvolInfoArgs>() == 504);
+
+/// What `BTRFS_IOC_GET_SUBVOL_INFO` tells about a subvolume.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SubvolInfo {
+    /// The subvolume's id.
+    pub id: u64,
+    /// The transaction that created it (for a snapshot: the one whose
+    /// commit took it). Everything changed in it afterwards carries a
+    /// newer transid.
+    pub otransid: u64,
+    /// The transaction of its last change.
+    pub ctransid: u64,
+}
+
+/// The id and transaction ids of the subvolume holding the open directory
+/// (no privilege needed; Linux 4.18 and later).
+pub fn subvolume_info(dir: BorrowedFd<'_>) -> io::Result<SubvolInfo> {
+    // SAFETY: all-zero is a valid value of this plain-data struct.
+    let mut args: SubvolInfoArgs = unsafe { std::mem::zeroed() };
+    // SAFETY: the ioctl writes exactly this struct.
+    check(unsafe { libc::ioctl(dir.as_raw_fd(), IOC_GET_SUBVOL_INFO as _, &mut args) })?;
+    Ok(SubvolInfo {
+        id: args.treeid,
+        otransid: args.otransid,
+        ctransid: args.ctransid,
+    })
+}
 
 /// Whether the open directory is on btrfs.
 pub fn is_btrfs(dir: BorrowedFd<'_>) -> io::Result<bool> {

@@ -2,9 +2,11 @@
 //! of it in `<fileset>/.snapshots/<name>` (where GPFS keeps fileset
 //! snapshots too; walks skip `.snapshots`), and walks the snapshot.
 
+use super::btrfs_changed::changed_since;
 use super::btrfs_tree::{TreeError, read_tree};
-use super::{Fileset, Provider, ScanError, SnapshotError, base_name, mount_point};
+use super::{ChangesRead, Fileset, Provider, ScanError, SnapshotError, base_name, mount_point};
 use crate::snapdiff::build::{GenerationSource, ManifestBuilder, walk_into};
+use crate::snapdiff::paths::DirTable;
 use crate::sys::btrfs;
 use crate::sys::{self, Base};
 use std::ffi::CString;
@@ -108,6 +110,38 @@ impl Provider for Btrfs {
                 .collect(),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
             Err(e) => Err(e),
+        }
+    }
+
+    fn snapshot_transid(&self, name: &str) -> io::Result<Option<u64>> {
+        let fd = open_dir(&self.snapshots_dir().join(name))?;
+        Ok(Some(btrfs::subvolume_info(fd.as_fd())?.otransid))
+    }
+
+    fn reads_changes(&self) -> bool {
+        !self.walk
+    }
+
+    fn changed(
+        &self,
+        old: &str,
+        new: &str,
+        since: u64,
+        old_dirs: &DirTable,
+        limit: usize,
+    ) -> Result<ChangesRead, ScanError> {
+        let open = |s: &str| {
+            let p = self.snapshots_dir().join(s);
+            open_dir(&p).map_err(|e| ScanError::io(&p, e))
+        };
+        let (old_fd, new_fd) = (open(old)?, open(new)?);
+        match changed_since(new_fd.as_fd(), old_fd.as_fd(), since, old_dirs, limit) {
+            Ok(Some(c)) => Ok(ChangesRead::Read(c)),
+            Ok(None) => Ok(ChangesRead::TooMany),
+            Err(TreeError::Io(e)) if e.raw_os_error() == Some(libc::EPERM) => Ok(ChangesRead::Unable(
+                "the btrfs tree cannot be searched without CAP_SYS_ADMIN".into(),
+            )),
+            Err(e) => Err(e.into()),
         }
     }
 

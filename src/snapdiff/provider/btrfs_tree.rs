@@ -11,10 +11,11 @@ use crate::sys::btrfs::{SEARCH_HEADER, SUBVOL_ROOT_INO, SearchKey, tree_search};
 use std::io;
 use std::os::fd::BorrowedFd;
 
-const INODE_ITEM: u32 = 1;
-const INODE_REF: u32 = 12;
-const INODE_EXTREF: u32 = 13;
-const LAST_FREE_OBJECTID: u64 = u64::MAX - 255;
+pub(super) const INODE_ITEM: u32 = 1;
+pub(super) const INODE_REF: u32 = 12;
+pub(super) const INODE_EXTREF: u32 = 13;
+pub(super) const DIR_INDEX: u32 = 96;
+pub(super) const LAST_FREE_OBJECTID: u64 = u64::MAX - 255;
 const INODE_ITEM_LEN: usize = 160;
 const BUFFER: usize = 1 << 20;
 
@@ -32,13 +33,13 @@ pub enum TreeError {
     Build(#[from] crate::snapdiff::manifest::ManifestError),
 }
 
-fn le64(b: &[u8], at: usize) -> u64 {
+pub(super) fn le64(b: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
 }
 fn le32(b: &[u8], at: usize) -> u32 {
     u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"))
 }
-fn le16(b: &[u8], at: usize) -> usize {
+pub(super) fn le16(b: &[u8], at: usize) -> usize {
     u16::from_le_bytes(b[at..at + 2].try_into().expect("2 bytes")) as usize
 }
 fn time(b: &[u8], at: usize) -> Timestamp {
@@ -48,36 +49,32 @@ fn time(b: &[u8], at: usize) -> Timestamp {
     }
 }
 
-/// The inode being gathered: its attributes and its links.
-#[derive(Default)]
-struct Pending {
-    ino: u64,
-    attrs: Option<Record>,
-    links: Vec<(u64, Vec<u8>)>,
+/// One item of a search result.
+pub(super) struct Item<'a> {
+    /// The key's objectid (an inode number in a subvolume tree).
+    pub objectid: u64,
+    /// The key's type.
+    pub kind: u32,
+    /// The key's offset.
+    pub offset: u64,
+    /// The item's bytes.
+    pub data: &'a [u8],
 }
 
-/// Reads every inode of the subvolume holding `dir` into `builder`, one
-/// record per link, with the birth time (otime) packed as the generation
-/// (as a walk with `GenerationSource::Btime` does). The `.snapshots`
-/// directory at the root is left out, as walks skip it.
-pub fn read_tree(dir: BorrowedFd<'_>, builder: &mut ManifestBuilder) -> Result<u64, TreeError> {
-    let mut key = SearchKey {
-        min_objectid: SUBVOL_ROOT_INO,
-        max_objectid: LAST_FREE_OBJECTID,
-        max_offset: u64::MAX,
-        max_transid: u64::MAX,
-        max_type: u32::MAX,
-        ..SearchKey::default()
-    };
-    let mut buf = Vec::new();
-    let mut cur = Pending::default();
-    let mut skip = Vec::new();
-    let mut count = 0u64;
+/// Runs a tree search from `key` to its end, handing every item to `each`
+/// in key order; `each` returns `false` to stop early.
+pub(super) fn search(
+    dir: BorrowedFd<'_>,
+    mut key: SearchKey,
+    buf: &mut Vec<u8>,
+    mut each: impl FnMut(&Item<'_>) -> Result<bool, TreeError>,
+) -> Result<(), TreeError> {
+    let end = (key.max_objectid, key.max_type, key.max_offset);
     loop {
         key.nr_items = u32::MAX;
-        let n = tree_search(dir, &mut key, BUFFER, &mut buf)?;
+        let n = tree_search(dir, &mut key, BUFFER, buf)?;
         if n == 0 {
-            break;
+            return Ok(());
         }
         let mut at = 0;
         let mut last = (0u64, 0u32, 0u64);
@@ -89,64 +86,142 @@ pub fn read_tree(dir: BorrowedFd<'_>, builder: &mut ManifestBuilder) -> Result<u
             let offset = u64::from_ne_bytes(h[16..24].try_into().expect("8 bytes"));
             let kind = u32::from_ne_bytes(h[24..28].try_into().expect("4 bytes"));
             let len = u32::from_ne_bytes(h[28..32].try_into().expect("4 bytes")) as usize;
-            let item = buf
+            let data = buf
                 .get(at + SEARCH_HEADER..at + SEARCH_HEADER + len)
                 .ok_or(TreeError::Malformed("search result", objectid))?;
             at += SEARCH_HEADER + len;
             last = (objectid, kind, offset);
-            if objectid != cur.ino {
-                count += flush(&mut cur, &mut skip, builder)?;
-                cur.ino = objectid;
-            }
-            match kind {
-                INODE_ITEM => cur.attrs = Some(inode_item(objectid, item)?),
-                INODE_REF => {
-                    let mut p = 0;
-                    while p < item.len() {
-                        let n = item
-                            .get(p + 8..p + 10)
-                            .map(|b| le16(b, 0))
-                            .ok_or(TreeError::Malformed("inode ref", objectid))?;
-                        let name = item
-                            .get(p + 10..p + 10 + n)
-                            .ok_or(TreeError::Malformed("inode ref", objectid))?;
-                        cur.links.push((offset, name.to_vec()));
-                        p += 10 + n;
-                    }
-                }
-                INODE_EXTREF => {
-                    let mut p = 0;
-                    while p < item.len() {
-                        let hdr = item
-                            .get(p..p + 18)
-                            .ok_or(TreeError::Malformed("inode extref", objectid))?;
-                        let (parent, n) = (le64(hdr, 0), le16(hdr, 16));
-                        let name = item
-                            .get(p + 18..p + 18 + n)
-                            .ok_or(TreeError::Malformed("inode extref", objectid))?;
-                        cur.links.push((parent, name.to_vec()));
-                        p += 18 + n;
-                    }
-                }
-                _ => {}
+            if !each(&Item {
+                objectid,
+                kind,
+                offset,
+                data,
+            })? {
+                return Ok(());
             }
         }
         // Continue after the last key returned.
         let (o, t, off) = last;
+        if last >= end {
+            return Ok(());
+        }
         (key.min_objectid, key.min_type, key.min_offset) = match (off.checked_add(1), t.checked_add(1)) {
             (Some(off), _) => (o, t, off),
             (None, Some(t)) => (o, t, 0),
             (None, None) => match o.checked_add(1) {
                 Some(o) => (o, 0, 0),
-                None => break,
+                None => return Ok(()),
             },
         };
-        if key.min_objectid > LAST_FREE_OBJECTID {
-            break;
+        if key.min_objectid > key.max_objectid {
+            return Ok(());
         }
     }
+}
+
+/// The whole key range of a subvolume's inodes.
+pub(super) fn all_inodes() -> SearchKey {
+    SearchKey {
+        min_objectid: SUBVOL_ROOT_INO,
+        max_objectid: LAST_FREE_OBJECTID,
+        max_offset: u64::MAX,
+        max_transid: u64::MAX,
+        max_type: u32::MAX,
+        ..SearchKey::default()
+    }
+}
+
+/// The inode being gathered: its attributes and its links.
+#[derive(Default)]
+pub(super) struct Pending {
+    pub ino: u64,
+    pub attrs: Option<Record>,
+    pub links: Vec<(u64, Vec<u8>)>,
+}
+
+impl Pending {
+    /// Takes in one item of inode `ino` (attributes or back references).
+    pub fn add(&mut self, item: &Item<'_>) -> Result<(), TreeError> {
+        let objectid = item.objectid;
+        match item.kind {
+            INODE_ITEM => self.attrs = Some(inode_item(objectid, item.data)?),
+            INODE_REF => {
+                let d = item.data;
+                let mut p = 0;
+                while p < d.len() {
+                    let n = d
+                        .get(p + 8..p + 10)
+                        .map(|b| le16(b, 0))
+                        .ok_or(TreeError::Malformed("inode ref", objectid))?;
+                    let name = d
+                        .get(p + 10..p + 10 + n)
+                        .ok_or(TreeError::Malformed("inode ref", objectid))?;
+                    self.links.push((item.offset, name.to_vec()));
+                    p += 10 + n;
+                }
+            }
+            INODE_EXTREF => {
+                let d = item.data;
+                let mut p = 0;
+                while p < d.len() {
+                    let hdr = d.get(p..p + 18).ok_or(TreeError::Malformed("inode extref", objectid))?;
+                    let (parent, n) = (le64(hdr, 0), le16(hdr, 16));
+                    let name = d
+                        .get(p + 18..p + 18 + n)
+                        .ok_or(TreeError::Malformed("inode extref", objectid))?;
+                    self.links.push((parent, name.to_vec()));
+                    p += 18 + n;
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+/// Where gathered records go.
+pub(super) trait Sink {
+    fn put(&mut self, r: &Record) -> Result<(), TreeError>;
+}
+
+impl Sink for ManifestBuilder {
+    fn put(&mut self, r: &Record) -> Result<(), TreeError> {
+        Ok(self.push(r)?)
+    }
+}
+
+impl Sink for Vec<Record> {
+    fn put(&mut self, r: &Record) -> Result<(), TreeError> {
+        self.push(r.clone());
+        Ok(())
+    }
+}
+
+/// Reads every inode of the subvolume holding `dir` into `builder`, one
+/// record per link, with the birth time (otime) packed as the generation
+/// (as a walk with `GenerationSource::Btime` does). The `.snapshots`
+/// directory at the root is left out, as walks skip it.
+pub fn read_tree(dir: BorrowedFd<'_>, builder: &mut ManifestBuilder) -> Result<u64, TreeError> {
+    let mut buf = Vec::new();
+    let mut cur = Pending::default();
+    let mut skip = Vec::new();
+    let mut count = 0u64;
+    search(dir, all_inodes(), &mut buf, |item| {
+        if item.objectid != cur.ino {
+            count += flush(&mut cur, &mut skip, builder)?;
+            cur.ino = item.objectid;
+        }
+        cur.add(item)?;
+        Ok(true)
+    })?;
     count += flush(&mut cur, &mut skip, builder)?;
     Ok(count)
+}
+
+/// The transid stamped on an inode item by the last transaction that
+/// wrote it.
+pub(super) fn inode_transid(data: &[u8]) -> Option<u64> {
+    (data.len() >= INODE_ITEM_LEN).then(|| le64(data, 8))
 }
 
 fn inode_item(ino: u64, b: &[u8]) -> Result<Record, TreeError> {
@@ -169,18 +244,21 @@ fn inode_item(ino: u64, b: &[u8]) -> Result<Record, TreeError> {
     })
 }
 
-/// Emits one record per link of the gathered inode; returns how many.
-fn flush(cur: &mut Pending, skip: &mut Vec<u64>, builder: &mut ManifestBuilder) -> Result<u64, TreeError> {
+/// Emits one record per link of the gathered inode, in link order; returns
+/// how many. Links under a skipped directory (`.snapshots` at the root, and
+/// what lies below it) are left out.
+pub(super) fn flush(cur: &mut Pending, skip: &mut Vec<u64>, out: &mut impl Sink) -> Result<u64, TreeError> {
     let Some(mut r) = cur.attrs.take() else {
         cur.links.clear();
         return Ok(0);
     };
-    let links = std::mem::take(&mut cur.links);
+    let mut links = std::mem::take(&mut cur.links);
     if r.ino == SUBVOL_ROOT_INO {
         // The root's only reference is to itself ("..").
-        builder.push(&r)?;
+        out.put(&r)?;
         return Ok(1);
     }
+    links.sort_unstable();
     let mut n = 0;
     for (parent, name) in links {
         if skip.contains(&parent) || (parent == SUBVOL_ROOT_INO && name == b".snapshots" && r.is_dir()) {
@@ -191,7 +269,7 @@ fn flush(cur: &mut Pending, skip: &mut Vec<u64>, builder: &mut ManifestBuilder) 
         }
         r.parent = parent;
         r.name = name;
-        builder.push(&r)?;
+        out.put(&r)?;
         n += 1;
     }
     Ok(n)

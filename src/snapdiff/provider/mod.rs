@@ -9,6 +9,7 @@
 //!   is the baseline.
 
 pub mod btrfs;
+pub mod btrfs_changed;
 pub mod btrfs_tree;
 pub mod gpfs;
 pub mod kind;
@@ -17,6 +18,8 @@ pub mod none;
 pub use kind::{Kind, ProviderOptions, UnknownKind, open};
 
 use super::build::{GenerationSource, ManifestBuilder, WalkManifestError};
+use super::paths::DirTable;
+pub use btrfs_changed::Changed;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -79,6 +82,41 @@ pub trait Provider: Send + Sync {
     /// Reads snapshot `snapshot` (or the live tree, for `None`) into
     /// `builder`, walking with `threads` threads where it walks.
     fn scan(&self, snapshot: Option<&str>, builder: &mut ManifestBuilder, threads: usize) -> Result<(), ScanError>;
+    /// The transaction that created snapshot `name`, where the provider
+    /// has such a thing (btrfs `otransid`): recorded in the manifest, so
+    /// that a later run can ask what changed since.
+    fn snapshot_transid(&self, _name: &str) -> io::Result<Option<u64>> {
+        Ok(None)
+    }
+    /// Whether [`Provider::changed`] can read only what changed (btrfs
+    /// reading its tree; not when told to walk).
+    fn reads_changes(&self) -> bool {
+        false
+    }
+    /// What changed in snapshot `new` since snapshot `old` (taken at
+    /// transaction `since`; `old_dirs` is its manifest's directory table),
+    /// read in proportion to the change.
+    fn changed(
+        &self,
+        _old: &str,
+        _new: &str,
+        _since: u64,
+        _old_dirs: &DirTable,
+        _limit: usize,
+    ) -> Result<ChangesRead, ScanError> {
+        Ok(ChangesRead::Unable("this provider reads whole snapshots".into()))
+    }
+}
+
+/// What [`Provider::changed`] found.
+#[derive(Debug)]
+pub enum ChangesRead {
+    /// The changes.
+    Read(Changed),
+    /// More inodes changed than the limit: a full read is cheaper.
+    TooMany,
+    /// The changes cannot be read (why): read the whole snapshot.
+    Unable(String),
 }
 
 /// Why a snapshot could not be read into a manifest.

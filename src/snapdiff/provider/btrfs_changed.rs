@@ -1,0 +1,206 @@
+//! What changed in a btrfs snapshot since an older one, found in time
+//! proportional to the change (`../shared/reference/snapdiff-change-proportional.md`
+//! §1.4-1.6):
+//!
+//! 1. A tree search of the new snapshot with `min_transid` = the old
+//!    snapshot's `otransid` returns only the leaves written since; of their
+//!    inode items, those whose own `transid` is newer are the changed
+//!    inodes (every write, chmod, xattr change, link, unlink and rename
+//!    rewrites the inode item and stamps it with the transaction).
+//! 2. A changed inode whose back references did not all come back (its
+//!    link count says how many) gets one targeted search for them.
+//! 3. Deletions leave no item behind, but every directory that lost an
+//!    entry was itself rewritten (its size and mtime change). Its entries
+//!    (`DIR_INDEX` items) in the old snapshot and in the new one show what
+//!    went; a child that went and is not among the changed inodes is gone,
+//!    and so is everything under it that did not move out. Each one is
+//!    checked absent from the new snapshot before it is called gone.
+//!
+//! The result is the changed inodes' complete new records and the inode
+//! numbers that are gone; the old records come from the previous manifest.
+
+use super::btrfs_tree::{
+    DIR_INDEX, INODE_EXTREF, INODE_ITEM, INODE_REF, Item, LAST_FREE_OBJECTID, Pending, TreeError, all_inodes, flush,
+    inode_transid, le16, le64, search,
+};
+use crate::snapdiff::paths::DirTable;
+use crate::snapdiff::record::Record;
+use crate::sys::btrfs::{SUBVOL_ROOT_INO, SearchKey};
+use std::collections::{BTreeMap, BTreeSet};
+use std::os::fd::BorrowedFd;
+
+/// Location type of a directory entry that is a subvolume, not an inode.
+const ROOT_ITEM: u8 = 132;
+
+/// What changed in a snapshot since an older one.
+#[derive(Debug, Default)]
+pub struct Changed {
+    /// Every link of every changed inode, in manifest order.
+    pub records: Vec<Record>,
+    /// Inode numbers that are gone, ascending.
+    pub gone: Vec<u64>,
+    /// Inode items the search returned (changed or not): the work done.
+    pub examined: u64,
+    /// Directories whose entries were listed in both snapshots.
+    pub listed: u64,
+}
+
+/// Finds what changed in the snapshot at `new` since the one at `old`,
+/// taken at transaction `since`. `old_dirs` is the old manifest's
+/// directory table (its size and mtime say which directories lost
+/// entries). Returns `None` once more than `limit` inodes changed: a full
+/// read is cheaper then.
+pub fn changed_since(
+    new: BorrowedFd<'_>,
+    old: BorrowedFd<'_>,
+    since: u64,
+    old_dirs: &DirTable,
+    limit: usize,
+) -> Result<Option<Changed>, TreeError> {
+    let mut buf = Vec::new();
+    let mut out = Changed::default();
+    // 1. Changed inodes, with the links that came back with them.
+    let mut changed: BTreeMap<u64, Pending> = BTreeMap::new();
+    let mut over = false;
+    search(
+        new,
+        SearchKey {
+            min_transid: since,
+            ..all_inodes()
+        },
+        &mut buf,
+        |item| {
+            if item.kind == INODE_ITEM {
+                out.examined += 1;
+                if inode_transid(item.data).is_some_and(|t| t > since) {
+                    let p = changed.entry(item.objectid).or_default();
+                    p.ino = item.objectid;
+                    p.add(item)?;
+                    if changed.len() > limit {
+                        over = true;
+                        return Ok(false);
+                    }
+                }
+            } else if matches!(item.kind, INODE_REF | INODE_EXTREF)
+                && let Some(p) = changed.get_mut(&item.objectid)
+            {
+                p.add(item)?;
+            }
+            Ok(true)
+        },
+    )?;
+    if over {
+        return Ok(None);
+    }
+    // 2. Complete link sets.
+    for p in changed.values_mut() {
+        let Some(attrs) = &p.attrs else { continue };
+        let want = if attrs.is_dir() { 1 } else { attrs.nlink as usize };
+        if p.ino != SUBVOL_ROOT_INO && p.links.len() != want {
+            p.links.clear();
+            refs_of(new, p, &mut buf)?;
+        }
+    }
+    // 3. Entries that went from directories that changed.
+    let mut gone = BTreeSet::new();
+    let mut dirs: Vec<u64> = changed
+        .values()
+        .filter_map(|p| p.attrs.as_ref())
+        .filter(|a| a.is_dir())
+        .filter(|a| old_dirs.stamp(a.ino).is_some_and(|s| s != (a.size, a.mtime)))
+        .map(|a| a.ino)
+        .collect();
+    let mut listed_old = BTreeSet::new();
+    while let Some(d) = dirs.pop() {
+        if !listed_old.insert(d) {
+            continue;
+        }
+        let before = entries(old, d, &mut buf)?;
+        let after = if changed.contains_key(&d) {
+            out.listed += 1;
+            entries(new, d, &mut buf)?
+        } else {
+            // A directory that is gone itself: everything in it went.
+            Vec::new()
+        };
+        for (name, child, is_dir) in before {
+            if after.iter().any(|(n, c, _)| *n == name && *c == child) || changed.contains_key(&child) {
+                continue;
+            }
+            if gone.insert(child) && is_dir {
+                dirs.push(child);
+            }
+        }
+    }
+    // Gone means absent from the new snapshot; anything still there is
+    // read whole as changed.
+    for &ino in &gone {
+        let mut p = Pending {
+            ino,
+            ..Pending::default()
+        };
+        search(new, one_inode(ino, INODE_ITEM), &mut buf, |item| {
+            p.add(item)?;
+            Ok(true)
+        })?;
+        if p.attrs.is_some() {
+            refs_of(new, &mut p, &mut buf)?;
+            changed.insert(ino, p);
+        }
+    }
+    out.gone = gone.into_iter().filter(|i| !changed.contains_key(i)).collect();
+    let mut skip = Vec::new();
+    for (_, mut p) in changed {
+        flush(&mut p, &mut skip, &mut out.records)?;
+    }
+    Ok(Some(out))
+}
+
+/// Keys of one type of one inode.
+fn one_inode(ino: u64, kind: u32) -> SearchKey {
+    SearchKey {
+        min_objectid: ino,
+        max_objectid: ino,
+        min_type: kind,
+        max_type: kind,
+        max_offset: u64::MAX,
+        max_transid: u64::MAX,
+        ..SearchKey::default()
+    }
+}
+
+/// Reads every back reference of `p.ino` into `p`.
+fn refs_of(dir: BorrowedFd<'_>, p: &mut Pending, buf: &mut Vec<u8>) -> Result<(), TreeError> {
+    let key = SearchKey {
+        max_type: INODE_EXTREF,
+        ..one_inode(p.ino, INODE_REF)
+    };
+    search(dir, key, buf, |item: &Item<'_>| {
+        p.add(item)?;
+        Ok(true)
+    })
+}
+
+/// The entries of directory `dir_ino`: (name, inode, is a directory).
+/// Subvolumes inside it (`.snapshots`' snapshots) are not entries of the
+/// fileset.
+fn entries(fd: BorrowedFd<'_>, dir_ino: u64, buf: &mut Vec<u8>) -> Result<Vec<(Vec<u8>, u64, bool)>, TreeError> {
+    let mut out = Vec::new();
+    search(fd, one_inode(dir_ino, DIR_INDEX), buf, |item| {
+        let d = item.data;
+        // struct btrfs_dir_item: location key (objectid u64, type u8,
+        // offset u64), transid u64, data_len u16, name_len u16, type u8.
+        if d.len() < 30 {
+            return Err(TreeError::Malformed("dir index", dir_ino));
+        }
+        let (child, kind) = (le64(d, 0), d[8]);
+        let n = le16(d, 27);
+        let name = d.get(30..30 + n).ok_or(TreeError::Malformed("dir index", dir_ino))?;
+        if kind != ROOT_ITEM && child <= LAST_FREE_OBJECTID {
+            // BTRFS_FT_DIR is 2.
+            out.push((name.to_vec(), child, d[29] == 2));
+        }
+        Ok(true)
+    })?;
+    Ok(out)
+}
