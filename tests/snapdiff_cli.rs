@@ -142,14 +142,33 @@ impl Sub {
         find_paths(&self.root)
     }
 
+    /// The files `snap`'s manifest is made of: its base, or its set file
+    /// and the base and deltas the set names.
+    fn manifest_files(&self, snap: &str) -> BTreeSet<String> {
+        match fs::read(self.set_path(snap)) {
+            Ok(b) => {
+                let set: serde_json::Value = serde_json::from_slice(&b).unwrap();
+                let mut files = BTreeSet::from([file_name(&self.set_path(snap))]);
+                files.insert(set["base"]["file"].as_str().unwrap().to_string());
+                for d in set["deltas"].as_array().unwrap() {
+                    files.insert(d["file"].as_str().unwrap().to_string());
+                }
+                files
+            }
+            Err(_) => BTreeSet::from([file_name(&self.manifest_path(snap))]),
+        }
+    }
+
     /// After a successful rotation to `snap`: it is the only snapshot, the
-    /// last-snap file names it, and the state holds exactly its manifest
-    /// and the last-snap file (no lock, no pending run, no temporary file).
+    /// last-snap file names it, and the state holds exactly its manifest's
+    /// files and the last-snap file (no lock, no pending run, no temporary
+    /// file).
     #[track_caller]
     fn assert_rotated_to(&self, snap: &str) {
         assert_eq!(self.lastsnap().as_deref(), Some(snap));
         assert_eq!(self.snapshots(), BTreeSet::from([snap.to_string()]));
-        let want = BTreeSet::from([file_name(&self.lastsnap_path()), file_name(&self.manifest_path(snap))]);
+        let mut want = self.manifest_files(snap);
+        want.insert(file_name(&self.lastsnap_path()));
         assert_eq!(self.state_files().into_keys().collect::<BTreeSet<_>>(), want);
     }
 }
@@ -297,11 +316,17 @@ fn first_run_reports_everything_and_an_unchanged_tree_nothing() {
     assert_ne!(snap2, snap1);
     s.assert_rotated_to(&snap2);
 
-    // The summary says the same in numbers.
-    let o = s.run("snapdiff", &["--summary"]);
-    assert_code(&o, 0);
-    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    // The summary says the same in numbers: a full read compares every
+    // entry, a read of changes none.
     let n = want.len() as u64;
+    let full = summary_of(&s.run("snapdiff", &["--summary", "--dry-run", "--full"]));
+    assert_eq!(full["read"], "full", "{full}");
+    assert_eq!(full["summary"]["unchanged"], n, "{full}");
+    assert_eq!(full["summary"]["records"], 2 * n, "{full}");
+    let o = s.run("snapdiff", &["--summary"]);
+    let v = summary_of(&o);
+    assert_eq!(v["read"], "changes", "{v}");
+    assert_eq!(v["manifest_bytes"], 0, "a run that found nothing writes no delta: {v}");
     assert_eq!(v["first_run"], false, "{v}");
     assert_eq!(v["outcome"], "rotated", "{v}");
     assert_eq!(v["old_snapshot"], snap2.as_str(), "{v}");
@@ -317,8 +342,8 @@ fn first_run_reports_everything_and_an_unchanged_tree_nothing() {
     ] {
         assert_eq!(sum[k], 0, "{k} in {v}");
     }
-    assert_eq!(sum["unchanged"], n, "{v}");
-    assert_eq!(sum["records"], 2 * n, "{v}");
+    assert_eq!(sum["unchanged"], 0, "{v}");
+    assert_eq!(sum["records"], 0, "{v}");
     s.assert_rotated_to(v["new_snapshot"].as_str().unwrap());
 }
 
@@ -893,6 +918,86 @@ fn a_kill_at_any_step_of_a_commit_or_a_compaction_loses_nothing() {
     }
 }
 
+/// The hardest cases for a read of changes, each checked against a full
+/// read of the same snapshot: the last link of a multiply-linked file
+/// deleted, one of its links deleted, a directory deleted after some of
+/// its children moved out (and a deep tree deleted whole), a swap, and a
+/// directory moved with a file deleted inside it.
+#[test]
+fn reading_changes_settles_deletes_and_links_as_a_full_read_does() {
+    let Some(s) = subvolume() else { return };
+    mkdir(&s.p("a"));
+    mkdir(&s.p("a/b"));
+    mkdir(&s.p("a/b/c"));
+    write(&s.p("a/b/c/deep"), b"deep");
+    write(&s.p("a/keep"), b"keep");
+    write(&s.p("a/b/out"), b"moves out");
+    write(&s.p("two"), b"two links");
+    fs::hard_link(s.p("two"), s.p("a/two-again")).unwrap();
+    write(&s.p("three"), b"three links");
+    fs::hard_link(s.p("three"), s.p("three-b")).unwrap();
+    fs::hard_link(s.p("three"), s.p("a/three-c")).unwrap();
+    write(&s.p("x"), b"x");
+    write(&s.p("y"), b"y");
+    mkdir(&s.p("m"));
+    write(&s.p("m/gone"), b"gone");
+    write(&s.p("m/stays"), b"stays");
+    many_files(&s.p("bulk"), 200);
+    s.snapdiff(&[]);
+
+    fs::rename(s.p("a/b/out"), s.p("out")).unwrap();
+    fs::rename(s.p("a/keep"), s.p("keep")).unwrap();
+    fs::remove_dir_all(s.p("a")).unwrap();
+    fs::remove_file(s.p("two")).unwrap();
+    fs::remove_file(s.p("three-b")).unwrap();
+    fs::rename(s.p("x"), s.p("tmp")).unwrap();
+    fs::rename(s.p("y"), s.p("x")).unwrap();
+    fs::rename(s.p("tmp"), s.p("y")).unwrap();
+    fs::rename(s.p("m"), s.p("bulk/m")).unwrap();
+    fs::remove_file(s.p("bulk/m/gone")).unwrap();
+
+    let full = s.run("snapdiff", &["--dry-run", "--full"]);
+    assert_code(&full, 0);
+    let r = summary_of(&s.run("snapdiff", &["--dry-run", "--summary"]));
+    assert_eq!(r["read"], "changes", "{r}");
+    // The diff joined only the changed inodes, not the 200-odd of the tree.
+    assert!(r["summary"]["records"].as_u64().unwrap() < 60, "{r}");
+    let changes = s.run("snapdiff", &[]);
+    assert_code(&changes, 0);
+    assert_eq!(
+        String::from_utf8_lossy(&changes.stdout),
+        String::from_utf8_lossy(&full.stdout),
+        "reading changes and reading everything disagree"
+    );
+    let got: BTreeSet<(String, Vec<u8>)> = parse_changes(&changes.stdout)
+        .into_iter()
+        .filter(|c| c.state != "updated")
+        .map(|c| (c.state, c.path))
+        .collect();
+    let want: BTreeSet<(String, Vec<u8>)> = [
+        ("deleted", "a/b/c/deep"),
+        ("deleted", "a/b/c"),
+        ("deleted", "a/b"),
+        ("deleted", "a/two-again"),
+        ("deleted", "a/three-c"),
+        ("deleted", "a"),
+        ("deleted", "two"),
+        ("deleted", "three-b"),
+        ("deleted", "m/gone"),
+        ("moved", "out"),
+        ("moved", "keep"),
+        ("moved", "x"),
+        ("moved", "y"),
+        ("moved", "bulk/m"),
+    ]
+    .into_iter()
+    .map(|(st, p)| (st.to_string(), bytes(&s.p(p))))
+    .collect();
+    // `m/gone` is reported by its old path, under the directory's old name.
+    assert_eq!(got, want);
+    assert_records_match_disk(&s.set_path(&s.lastsnap().unwrap()), &disk(&s));
+}
+
 #[test]
 fn an_unreadable_directory_fails_the_run_and_reports_no_deletes() {
     if !common::require_root("an_unreadable_directory_fails_the_run_and_reports_no_deletes (setpriv)") {
@@ -1214,7 +1319,9 @@ fn a_lost_manifest_is_rebuilt_from_its_snapshot_and_a_lost_baseline_is_refused()
 
     // Manifest and snapshot both gone: refused, nothing changed, and the
     // message says what to do.
-    fs::remove_file(s.manifest_path(&snap2)).unwrap();
+    for f in s.manifest_files(&snap2) {
+        fs::remove_file(s.state.join(f)).unwrap();
+    }
     let del = output(
         Command::new("btrfs")
             .args(["subvolume", "delete"])

@@ -41,7 +41,8 @@ pub fn dump_path(path: &Path, out: impl Write, mode: DumpMode) -> Result<(), Man
             open(m)?.verify()?;
         }
         let deltas = set.deltas.iter().map(open).collect::<Result<Vec<_>, _>>()?;
-        let view = View::new(open(&set.base)?, deltas)?;
+        let mut view = View::new(open(&set.base)?, deltas)?;
+        set.stamp(view.header_mut());
         let files = view.len();
         return print(view, Some(files), 0, out, mode);
     }

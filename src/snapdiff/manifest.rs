@@ -692,6 +692,14 @@ impl<R: Read + Seek> ManifestReader<R> {
         self.version
     }
 
+    /// The first inode of the last block of entries, by the index: about
+    /// the highest inode in the file (`None` in a version 1 file).
+    pub fn last_block_ino(&self) -> Option<u64> {
+        let &i = self.order[Section::Entries.slot()].last()?;
+        let first = self.blocks[i].first;
+        (first != (0, 0)).then_some(first.0)
+    }
+
     /// The counts the trailer gives.
     pub fn counts(&self) -> Counts {
         self.expected

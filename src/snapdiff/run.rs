@@ -325,11 +325,12 @@ impl Ctx<'_> {
             Built::Base(f) => {
                 f.persist(self.state.manifest_path(snap)).map_err(|e| e.error)?;
             }
-            Built::Delta { file, entries } => {
-                let path = self.state.delta_path(snap);
-                file.persist(&path).map_err(|e| e.error)?;
+            Built::Delta { file, entries, records } => {
                 let prev = prev.expect("a delta has a baseline");
-                let set = self.state.set_with_delta(prev, snap, &path, entries)?;
+                let set = self.state.set_with_delta(prev, snap, file.path(), entries)?;
+                if records > 0 {
+                    file.persist(self.state.delta_path(snap)).map_err(|e| e.error)?;
+                }
                 self.state.write_set(&set)?;
             }
         }
@@ -444,7 +445,19 @@ impl Ctx<'_> {
             (prev_entries as f64 * self.opts.changes_limit) as usize
         };
         let old_dirs = old.dir_table()?;
-        let changed = match self.provider.changed(last, snap, since, &old_dirs, limit)? {
+        // Ranges of about equal numbers of inodes, one per thread (inode
+        // numbers are handed out in increasing order, so an even cut of
+        // the old manifest's range is near enough).
+        let threads = self.opts.threads.max(1) as u64;
+        let split: Vec<u64> = old
+            .max_ino()
+            .map(|top| {
+                (1..threads)
+                    .map(|i| 256 + (top.saturating_sub(256)) * i / threads)
+                    .collect()
+            })
+            .unwrap_or_default();
+        let changed = match self.provider.changed(last, snap, since, &old_dirs, limit, &split)? {
             ChangesRead::Read(c) => c,
             ChangesRead::TooMany => {
                 (self.log)(&format!(
@@ -501,13 +514,14 @@ impl Ctx<'_> {
         };
         let mut w = ManifestWriter::new(self.temp()?, &header)?;
         let summary = run_diff(self, old, new, Some(&mut w), sink)?;
-        let (out, _) = w.finish()?;
+        let (out, counts) = w.finish()?;
         let entries = prev_entries - summary.old_records + summary.new_records;
         Ok(Ok((
             summary,
             Built::Delta {
                 file: synced(out)?,
                 entries,
+                records: counts.entries + counts.tombstones,
             },
             examined,
         )))
@@ -524,12 +538,16 @@ enum Built {
         file: NamedTempFile,
         /// Entries of the new manifest.
         entries: u64,
+        /// Records and tombstones in the delta (none: it is not kept).
+        records: u64,
     },
 }
 
 impl Built {
+    /// Bytes of manifest the run adds to the state directory.
     fn bytes(&self) -> u64 {
         let f = match self {
+            Built::Delta { records: 0, .. } => return 0,
             Built::Base(f) | Built::Delta { file: f, .. } => f,
         };
         f.as_file().metadata().map_or(0, |m| m.len())
@@ -706,13 +724,14 @@ fn diff_into(
             };
             let mut w = ManifestWriter::new(ctx.temp()?, &delta_header)?;
             let summary = run_diff(ctx, listing(old)?, builder.into_listing(header)?, Some(&mut w), sink)?;
-            let (out, _) = w.finish()?;
+            let (out, counts) = w.finish()?;
             let entries = summary.new_records;
             Ok((
                 summary,
                 Built::Delta {
                     file: synced(out)?,
                     entries,
+                    records: counts.entries + counts.tombstones,
                 },
             ))
         }

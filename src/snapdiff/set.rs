@@ -59,6 +59,30 @@ pub struct ManifestSet {
     pub deltas: Vec<Member>,
     /// Entry records of the merged view.
     pub entries: u64,
+    /// The snapshot's transaction (btrfs `otransid`), which the newest
+    /// file may not carry (a run that found nothing adds no delta).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub otransid: Option<u64>,
+    /// When the snapshot was taken (ISO 8601).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created: Option<String>,
+    /// The same in seconds since the epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_unix: Option<i64>,
+}
+
+impl ManifestSet {
+    /// Gives `header` (the newest file's) this set's snapshot facts.
+    pub fn stamp(&self, header: &mut Header) {
+        header.snapshot = Some(self.snapshot.clone());
+        if self.otransid.is_some() {
+            header.otransid = self.otransid;
+        }
+        if let (Some(c), Some(u)) = (&self.created, self.created_unix) {
+            header.created = c.clone();
+            header.created_unix = u;
+        }
+    }
 }
 
 impl ManifestSet {
@@ -129,7 +153,9 @@ impl StateDir {
                     .iter()
                     .map(|m| self.open_member(m))
                     .collect::<Result<Vec<_>, _>>()?;
-                View::new(base, deltas)
+                let mut v = View::new(base, deltas)?;
+                set.stamp(v.header_mut());
+                Ok(v)
             }
         }
     }
@@ -138,8 +164,11 @@ impl StateDir {
         open_member(&self.dir, m)
     }
 
-    /// The set of `snap` once the delta at `delta` (written for `snap`)
-    /// is added to `prev`'s manifest, with `entries` records in all.
+    /// The set of `snap` once the delta at `delta` (written for `snap`,
+    /// and at `stored` once installed) is added to `prev`'s manifest, with
+    /// `entries` records in all. A delta with nothing in it is not added:
+    /// the set names the same files as `prev`'s, and carries the new
+    /// snapshot's facts (name, transaction, time) itself.
     pub fn set_with_delta(
         &self,
         prev: &str,
@@ -151,9 +180,13 @@ impl StateDir {
             Stored::Set(s) => (s.base, s.deltas),
             Stored::Base(p) => (member(&p)?, Vec::new()),
         };
+        let rd = ManifestReader::new(BufReader::new(File::open(delta)?))?;
+        let h = rd.header().clone();
         let mut d = member(delta)?;
-        d.file = file_name(&self.delta_path(snap));
-        deltas.push(d);
+        if d.records > 0 {
+            d.file = file_name(&self.delta_path(snap));
+            deltas.push(d);
+        }
         Ok(ManifestSet {
             format: "ferry-manifest-set".into(),
             version: 1,
@@ -161,6 +194,9 @@ impl StateDir {
             base,
             deltas,
             entries,
+            otransid: h.otransid,
+            created: Some(h.created),
+            created_unix: Some(h.created_unix),
         })
     }
 

@@ -142,9 +142,20 @@ impl<R: Read + Seek> View<R> {
         })
     }
 
+    /// About the highest inode number in the view (from the files'
+    /// indexes; `None` if none has one).
+    pub fn max_ino(&self) -> Option<u64> {
+        self.members.iter().filter_map(|m| m.rd.last_block_ino()).max()
+    }
+
     /// The newest file's header (kind base: it describes the whole view).
     pub fn header(&self) -> &Header {
         &self.header
+    }
+
+    /// The header, to correct from a set file.
+    pub fn header_mut(&mut self) -> &mut Header {
+        &mut self.header
     }
 
     /// Files in the view (the base and its deltas).

@@ -129,13 +129,14 @@ impl Provider for Btrfs {
         since: u64,
         old_dirs: &DirTable,
         limit: usize,
+        split: &[u64],
     ) -> Result<ChangesRead, ScanError> {
         let open = |s: &str| {
             let p = self.snapshots_dir().join(s);
             open_dir(&p).map_err(|e| ScanError::io(&p, e))
         };
         let (old_fd, new_fd) = (open(old)?, open(new)?);
-        match changed_since(new_fd.as_fd(), old_fd.as_fd(), since, old_dirs, limit) {
+        match changed_since(new_fd.as_fd(), old_fd.as_fd(), since, old_dirs, limit, split) {
             Ok(Some(c)) => Ok(ChangesRead::Read(c)),
             Ok(None) => Ok(ChangesRead::TooMany),
             Err(TreeError::Io(e)) if e.raw_os_error() == Some(libc::EPERM) => Ok(ChangesRead::Unable(

@@ -28,6 +28,7 @@ use crate::snapdiff::record::Record;
 use crate::sys::btrfs::{SUBVOL_ROOT_INO, SearchKey};
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::fd::BorrowedFd;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Location type of a directory entry that is a subvolume, not an inode.
 const ROOT_ITEM: u8 = 132;
@@ -48,49 +49,54 @@ pub struct Changed {
 /// Finds what changed in the snapshot at `new` since the one at `old`,
 /// taken at transaction `since`. `old_dirs` is the old manifest's
 /// directory table (its size and mtime say which directories lost
-/// entries). Returns `None` once more than `limit` inodes changed: a full
-/// read is cheaper then.
+/// entries). `split` cuts the inode numbers into ranges searched in
+/// parallel (ascending; empty for one search). Returns `None` once more
+/// than `limit` inodes changed: a full read is cheaper then.
 pub fn changed_since(
     new: BorrowedFd<'_>,
     old: BorrowedFd<'_>,
     since: u64,
     old_dirs: &DirTable,
     limit: usize,
+    split: &[u64],
 ) -> Result<Option<Changed>, TreeError> {
     let mut buf = Vec::new();
     let mut out = Changed::default();
-    // 1. Changed inodes, with the links that came back with them.
-    let mut changed: BTreeMap<u64, Pending> = BTreeMap::new();
-    let mut over = false;
-    search(
-        new,
-        SearchKey {
-            min_transid: since,
-            ..all_inodes()
-        },
-        &mut buf,
-        |item| {
-            if item.kind == INODE_ITEM {
-                out.examined += 1;
-                if inode_transid(item.data).is_some_and(|t| t > since) {
-                    let p = changed.entry(item.objectid).or_default();
-                    p.ino = item.objectid;
-                    p.add(item)?;
-                    if changed.len() > limit {
-                        over = true;
-                        return Ok(false);
-                    }
-                }
-            } else if matches!(item.kind, INODE_REF | INODE_EXTREF)
-                && let Some(p) = changed.get_mut(&item.objectid)
-            {
-                p.add(item)?;
-            }
-            Ok(true)
-        },
-    )?;
-    if over {
+    // 1. Changed inodes, with the links that came back with them: one
+    // search per inode range, each on its own thread (the ranges' leaves
+    // are disjoint, so each thread reads its own part of the tree).
+    let found = AtomicUsize::new(0);
+    let mut bounds = vec![SUBVOL_ROOT_INO];
+    bounds.extend(
+        split
+            .iter()
+            .copied()
+            .filter(|&b| b > SUBVOL_ROOT_INO && b <= LAST_FREE_OBJECTID),
+    );
+    bounds.dedup();
+    let parts: Vec<Result<(BTreeMap<u64, Pending>, u64), TreeError>> = std::thread::scope(|sc| {
+        let found = &found;
+        let handles: Vec<_> = bounds
+            .iter()
+            .enumerate()
+            .map(|(i, &lo)| {
+                let hi = bounds.get(i + 1).map_or(LAST_FREE_OBJECTID, |&b| b - 1);
+                sc.spawn(move || changed_in(new, since, lo, hi, limit, found))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect()
+    });
+    if found.load(Ordering::Relaxed) > limit {
         return Ok(None);
+    }
+    let mut changed: BTreeMap<u64, Pending> = BTreeMap::new();
+    for part in parts {
+        let (map, examined) = part?;
+        out.examined += examined;
+        changed.extend(map);
     }
     // 2. Complete link sets.
     for p in changed.values_mut() {
@@ -154,6 +160,47 @@ pub fn changed_since(
         flush(&mut p, &mut skip, &mut out.records)?;
     }
     Ok(Some(out))
+}
+
+/// Step 1 over inodes `lo..=hi`: the changed inodes and their links, and
+/// how many inode items came back. Stops once `found` (shared by every
+/// range) passes `limit`.
+fn changed_in(
+    new: BorrowedFd<'_>,
+    since: u64,
+    lo: u64,
+    hi: u64,
+    limit: usize,
+    found: &AtomicUsize,
+) -> Result<(BTreeMap<u64, Pending>, u64), TreeError> {
+    let mut buf = Vec::new();
+    let mut changed: BTreeMap<u64, Pending> = BTreeMap::new();
+    let mut examined = 0;
+    let key = SearchKey {
+        min_objectid: lo,
+        max_objectid: hi,
+        min_transid: since,
+        ..all_inodes()
+    };
+    search(new, key, &mut buf, |item| {
+        if item.kind == INODE_ITEM {
+            examined += 1;
+            if inode_transid(item.data).is_some_and(|t| t > since) {
+                let p = changed.entry(item.objectid).or_default();
+                p.ino = item.objectid;
+                p.add(item)?;
+                if found.fetch_add(1, Ordering::Relaxed) >= limit {
+                    return Ok(false);
+                }
+            }
+        } else if matches!(item.kind, INODE_REF | INODE_EXTREF)
+            && let Some(p) = changed.get_mut(&item.objectid)
+        {
+            p.add(item)?;
+        }
+        Ok(true)
+    })?;
+    Ok((changed, examined))
 }
 
 /// Keys of one type of one inode.

@@ -95,7 +95,8 @@ pub trait Provider: Send + Sync {
     }
     /// What changed in snapshot `new` since snapshot `old` (taken at
     /// transaction `since`; `old_dirs` is its manifest's directory table),
-    /// read in proportion to the change.
+    /// read in proportion to the change, at most `limit` changed inodes.
+    /// `split` cuts the inode numbers into ranges read in parallel.
     fn changed(
         &self,
         _old: &str,
@@ -103,6 +104,7 @@ pub trait Provider: Send + Sync {
         _since: u64,
         _old_dirs: &DirTable,
         _limit: usize,
+        _split: &[u64],
     ) -> Result<ChangesRead, ScanError> {
         Ok(ChangesRead::Unable("this provider reads whole snapshots".into()))
     }
