@@ -11,7 +11,8 @@ use rustc_hash::{FxHashMap, FxHashSet};
 use std::io::{Read, Seek};
 
 /// The directories of one manifest: inode to (parent, name), and each
-/// one's size and mtime (which change when it gains or loses an entry).
+/// one's size and ctime (which change whenever it gains or loses an entry;
+/// unlike the mtime, the ctime cannot be set back).
 #[derive(Clone, Default)]
 pub struct DirTable {
     nodes: FxHashMap<u64, (u64, u32, u32)>,
@@ -46,7 +47,7 @@ impl DirTable {
             .map_err(|_| ManifestError::Header("directory names exceed 4 GiB".into()))?;
         self.names.extend_from_slice(&r.name);
         self.nodes.insert(r.ino, (r.parent, off, r.name.len() as u32));
-        self.stamps.insert(r.ino, (r.size, r.mtime));
+        self.stamps.insert(r.ino, (r.size, r.ctime));
         if r.generation != 0 {
             self.generations.insert(r.ino, r.generation);
         } else {
@@ -70,7 +71,7 @@ impl DirTable {
         self.stamps.remove(&ino);
     }
 
-    /// The size and mtime of directory `ino`.
+    /// The size and ctime of directory `ino`.
     pub fn stamp(&self, ino: u64) -> Option<(u64, Timestamp)> {
         self.stamps.get(&ino).copied()
     }

@@ -10,7 +10,8 @@
 //! 2. A changed inode whose back references did not all come back (its
 //!    link count says how many) gets one targeted search for them.
 //! 3. Deletions leave no item behind, but every directory that lost an
-//!    entry was itself rewritten (its size and mtime change). Its entries
+//!    entry was itself rewritten (its size and ctime change; the ctime
+//!    cannot be set back, unlike the mtime). Its entries
 //!    (`DIR_INDEX` items) in the old snapshot and in the new one show what
 //!    went; a child that went and is not among the changed inodes is gone,
 //!    and so is everything under it that did not move out. Each one is
@@ -26,6 +27,7 @@ use super::btrfs_tree::{
 use crate::snapdiff::paths::DirTable;
 use crate::snapdiff::record::Record;
 use crate::sys::btrfs::{SUBVOL_ROOT_INO, SearchKey};
+use rustc_hash::FxHashSet;
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::fd::BorrowedFd;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -48,8 +50,8 @@ pub struct Changed {
 
 /// Finds what changed in the snapshot at `new` since the one at `old`,
 /// taken at transaction `since`. `old_dirs` is the old manifest's
-/// directory table (its size and mtime say which directories lost
-/// entries). `split` cuts the inode numbers into ranges searched in
+/// directory table (its size and ctime say which directories may have
+/// lost entries). `split` cuts the inode numbers into ranges searched in
 /// parallel (ascending; empty for one search). Returns `None` once more
 /// than `limit` inodes changed: a full read is cheaper then.
 pub fn changed_since(
@@ -113,7 +115,7 @@ pub fn changed_since(
         .values()
         .filter_map(|p| p.attrs.as_ref())
         .filter(|a| a.is_dir())
-        .filter(|a| old_dirs.stamp(a.ino).is_some_and(|s| s != (a.size, a.mtime)))
+        .filter(|a| old_dirs.stamp(a.ino).is_some_and(|s| s != (a.size, a.ctime)))
         .map(|a| a.ino)
         .collect();
     let mut listed_old = BTreeSet::new();
@@ -129,8 +131,9 @@ pub fn changed_since(
             // A directory that is gone itself: everything in it went.
             Vec::new()
         };
+        let after: FxHashSet<(&[u8], u64)> = after.iter().map(|(n, c, _)| (n.as_slice(), *c)).collect();
         for (name, child, is_dir) in before {
-            if after.iter().any(|(n, c, _)| *n == name && *c == child) || changed.contains_key(&child) {
+            if changed.contains_key(&child) || after.contains(&(name.as_slice(), child)) {
                 continue;
             }
             if gone.insert(child) && is_dir {
