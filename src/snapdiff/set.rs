@@ -72,9 +72,12 @@ pub struct ManifestSet {
 }
 
 impl ManifestSet {
-    /// Gives `header` (the newest file's) this set's snapshot facts.
+    /// Gives `header` (the newest file's) this set's snapshot facts (a
+    /// provider without snapshots names none).
     pub fn stamp(&self, header: &mut Header) {
-        header.snapshot = Some(self.snapshot.clone());
+        if header.snapshot.is_some() {
+            header.snapshot = Some(self.snapshot.clone());
+        }
         if self.otransid.is_some() {
             header.otransid = self.otransid;
         }

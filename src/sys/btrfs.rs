@@ -215,13 +215,15 @@ const IOC_TREE_SEARCH_V2: u64 = iowr(17, SEARCH_ARGS_V2);
 pub const SEARCH_HEADER: usize = 32;
 
 /// Runs one `BTRFS_IOC_TREE_SEARCH_V2` on the subvolume holding `dir`:
-/// fills `out` with result headers and item bytes (native endian headers,
-/// little-endian items) and returns how many items it holds. `key` is
-/// updated by the kernel (`nr_items`). Needs `CAP_SYS_ADMIN`.
-pub fn tree_search(dir: BorrowedFd<'_>, key: &mut SearchKey, buf_size: usize, out: &mut Vec<u8>) -> io::Result<u32> {
-    // u64 words keep the argument block aligned for the kernel's struct.
-    let words = (SEARCH_ARGS_V2 + buf_size).div_ceil(8);
-    let mut args = vec![0u64; words];
+/// returns how many items came back and the bytes holding them, result
+/// headers and item bytes (native endian headers, little-endian items).
+/// `key` is updated by the kernel (`nr_items`). Needs `CAP_SYS_ADMIN`.
+pub fn tree_search<'a>(
+    dir: BorrowedFd<'_>,
+    key: &mut SearchKey,
+    buf: &'a mut SearchBuf,
+) -> io::Result<(u32, &'a [u8])> {
+    let args = &mut buf.words;
     // SAFETY: the block is at least SEARCH_ARGS_V2 bytes and 8-aligned;
     // SearchKey is repr(C) plain data, written at its start.
     unsafe {
@@ -231,17 +233,35 @@ pub fn tree_search(dir: BorrowedFd<'_>, key: &mut SearchKey, buf_size: usize, ou
                 .cast::<u8>()
                 .add(std::mem::size_of::<SearchKey>())
                 .cast::<u64>(),
-            buf_size as u64,
+            buf.size as u64,
         );
     }
     // SAFETY: the kernel reads the key and buffer size and writes at most
-    // buf_size bytes after them, all inside `args`.
+    // buf.size bytes after them, all inside `args`.
     check(unsafe { libc::ioctl(dir.as_raw_fd(), IOC_TREE_SEARCH_V2 as _, args.as_mut_ptr()) })?;
     // SAFETY: the key is plain data at the start of the block.
     *key = unsafe { std::ptr::read(args.as_ptr().cast::<SearchKey>()) };
-    out.clear();
-    // SAFETY: `args` holds words * 8 initialised bytes.
-    let bytes = unsafe { std::slice::from_raw_parts(args.as_ptr().cast::<u8>(), words * 8) };
-    out.extend_from_slice(&bytes[SEARCH_ARGS_V2..SEARCH_ARGS_V2 + buf_size]);
-    Ok(key.nr_items)
+    // SAFETY: `args` holds words * 8 initialised bytes (zeroed once, then
+    // written by the kernel).
+    let bytes = unsafe { std::slice::from_raw_parts(args.as_ptr().cast::<u8>(), args.len() * 8) };
+    Ok((key.nr_items, &bytes[SEARCH_ARGS_V2..SEARCH_ARGS_V2 + buf.size]))
+}
+
+/// The argument block of [`tree_search`], allocated once and reused: a
+/// search costs its ioctl, not an allocation and a copy of the buffer.
+pub struct SearchBuf {
+    words: Vec<u64>,
+    size: usize,
+}
+
+impl SearchBuf {
+    /// Room for `size` bytes of results (1 MiB for whole-tree reads; a
+    /// few KiB for one inode's or one directory's items).
+    pub fn new(size: usize) -> SearchBuf {
+        // u64 words keep the argument block aligned for the kernel's struct.
+        SearchBuf {
+            words: vec![0u64; (SEARCH_ARGS_V2 + size).div_ceil(8)],
+            size,
+        }
+    }
 }

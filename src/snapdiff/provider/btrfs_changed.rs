@@ -21,12 +21,12 @@
 //! numbers that are gone; the old records come from the previous manifest.
 
 use super::btrfs_tree::{
-    DIR_INDEX, INODE_EXTREF, INODE_ITEM, INODE_REF, Item, LAST_FREE_OBJECTID, Pending, TreeError, all_inodes, flush,
-    inode_transid, le16, le64, search,
+    BUFFER, DIR_INDEX, INODE_EXTREF, INODE_ITEM, INODE_REF, Item, LAST_FREE_OBJECTID, Pending, SMALL_BUFFER, TreeError,
+    all_inodes, flush, inode_transid, le16, le64, search,
 };
 use crate::snapdiff::paths::DirTable;
 use crate::snapdiff::record::Record;
-use crate::sys::btrfs::{SUBVOL_ROOT_INO, SearchKey};
+use crate::sys::btrfs::{SUBVOL_ROOT_INO, SearchBuf, SearchKey};
 use rustc_hash::FxHashSet;
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::fd::BorrowedFd;
@@ -62,7 +62,7 @@ pub fn changed_since(
     limit: usize,
     split: &[u64],
 ) -> Result<Option<Changed>, TreeError> {
-    let mut buf = Vec::new();
+    let mut buf = SearchBuf::new(SMALL_BUFFER);
     let mut out = Changed::default();
     // 1. Changed inodes, with the links that came back with them: one
     // search per inode range, each on its own thread (the ranges' leaves
@@ -176,7 +176,7 @@ fn changed_in(
     limit: usize,
     found: &AtomicUsize,
 ) -> Result<(BTreeMap<u64, Pending>, u64), TreeError> {
-    let mut buf = Vec::new();
+    let mut buf = SearchBuf::new(BUFFER);
     let mut changed: BTreeMap<u64, Pending> = BTreeMap::new();
     let mut examined = 0;
     let key = SearchKey {
@@ -220,7 +220,7 @@ fn one_inode(ino: u64, kind: u32) -> SearchKey {
 }
 
 /// Reads every back reference of `p.ino` into `p`.
-fn refs_of(dir: BorrowedFd<'_>, p: &mut Pending, buf: &mut Vec<u8>) -> Result<(), TreeError> {
+fn refs_of(dir: BorrowedFd<'_>, p: &mut Pending, buf: &mut SearchBuf) -> Result<(), TreeError> {
     let key = SearchKey {
         max_type: INODE_EXTREF,
         ..one_inode(p.ino, INODE_REF)
@@ -234,7 +234,7 @@ fn refs_of(dir: BorrowedFd<'_>, p: &mut Pending, buf: &mut Vec<u8>) -> Result<()
 /// The entries of directory `dir_ino`: (name, inode, is a directory).
 /// Subvolumes inside it (`.snapshots`' snapshots) are not entries of the
 /// fileset.
-fn entries(fd: BorrowedFd<'_>, dir_ino: u64, buf: &mut Vec<u8>) -> Result<Vec<(Vec<u8>, u64, bool)>, TreeError> {
+fn entries(fd: BorrowedFd<'_>, dir_ino: u64, buf: &mut SearchBuf) -> Result<Vec<(Vec<u8>, u64, bool)>, TreeError> {
     let mut out = Vec::new();
     search(fd, one_inode(dir_ino, DIR_INDEX), buf, |item| {
         let d = item.data;

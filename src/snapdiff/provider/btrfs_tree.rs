@@ -7,7 +7,7 @@
 use crate::snapdiff::build::ManifestBuilder;
 use crate::snapdiff::record::Record;
 use crate::sys::Timestamp;
-use crate::sys::btrfs::{SEARCH_HEADER, SUBVOL_ROOT_INO, SearchKey, tree_search};
+use crate::sys::btrfs::{SEARCH_HEADER, SUBVOL_ROOT_INO, SearchBuf, SearchKey, tree_search};
 use std::io;
 use std::os::fd::BorrowedFd;
 
@@ -17,7 +17,10 @@ pub(super) const INODE_EXTREF: u32 = 13;
 pub(super) const DIR_INDEX: u32 = 96;
 pub(super) const LAST_FREE_OBJECTID: u64 = u64::MAX - 255;
 const INODE_ITEM_LEN: usize = 160;
-const BUFFER: usize = 1 << 20;
+/// Results per search of a whole tree.
+pub(super) const BUFFER: usize = 1 << 20;
+/// Results per search of one inode's or one directory's items.
+pub(super) const SMALL_BUFFER: usize = 64 << 10;
 
 /// Why the tree could not be read into records.
 #[derive(Debug, thiserror::Error)]
@@ -66,13 +69,13 @@ pub(super) struct Item<'a> {
 pub(super) fn search(
     dir: BorrowedFd<'_>,
     mut key: SearchKey,
-    buf: &mut Vec<u8>,
+    buf: &mut SearchBuf,
     mut each: impl FnMut(&Item<'_>) -> Result<bool, TreeError>,
 ) -> Result<(), TreeError> {
     let end = (key.max_objectid, key.max_type, key.max_offset);
     loop {
         key.nr_items = u32::MAX;
-        let n = tree_search(dir, &mut key, BUFFER, buf)?;
+        let (n, buf) = tree_search(dir, &mut key, buf)?;
         if n == 0 {
             return Ok(());
         }
@@ -202,7 +205,7 @@ impl Sink for Vec<Record> {
 /// (as a walk with `GenerationSource::Btime` does). The `.snapshots`
 /// directory at the root is left out, as walks skip it.
 pub fn read_tree(dir: BorrowedFd<'_>, builder: &mut ManifestBuilder) -> Result<u64, TreeError> {
-    let mut buf = Vec::new();
+    let mut buf = SearchBuf::new(BUFFER);
     let mut cur = Pending::default();
     let mut skip = Vec::new();
     let mut count = 0u64;
