@@ -1167,7 +1167,9 @@ fn tracee_str(pid: libc::pid_t, addr: u64) -> Vec<u8> {
 /// Starts `cmd` traced and stops it at the entry of the first system call
 /// for which `want(call, path)` holds, before the kernel performs it:
 /// `flock` (the path of the descriptor), `rename` (the new path) or
-/// `unlink`. Returns the child and the path.
+/// `unlink`. Returns the child and the path; the caller ends and waits
+/// for it.
+#[allow(clippy::zombie_processes)]
 fn stop_at(mut cmd: Command, mut want: impl FnMut(&str, &[u8]) -> bool) -> (std::process::Child, Vec<u8>) {
     use std::os::unix::process::CommandExt;
     // SAFETY: ptrace(PTRACE_TRACEME) is async-signal-safe and touches no

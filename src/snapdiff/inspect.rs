@@ -43,7 +43,7 @@ pub fn dump_path(path: &Path, out: impl Write, mode: DumpMode) -> Result<(), Man
         let deltas = set.deltas.iter().map(open).collect::<Result<Vec<_>, _>>()?;
         let mut view = View::new(open(&set.base)?, deltas)?;
         set.stamp(view.header_mut());
-        let files = view.len();
+        let files = view.files();
         return print(view, Some(files), 0, out, mode);
     }
     dump(f, out, mode)

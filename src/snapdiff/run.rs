@@ -203,6 +203,12 @@ pub enum ReadMethod {
 /// changed: a full read is cheaper then (the study's ~40 %).
 pub const CHANGES_LIMIT: f64 = 0.4;
 
+/// Memory a read of changes holds per changed inode (its attributes and
+/// links while found, then its records; massif: ~15 MB at 30,000): the
+/// memory budget caps how many it reads before it reads the whole
+/// snapshot instead, which spills.
+const CHANGE_MEMORY: usize = 400;
+
 /// Why a run failed. Every failure rolls back: the new snapshot is
 /// deleted and the last-snap file is untouched.
 #[derive(Debug, thiserror::Error)]
@@ -439,11 +445,14 @@ impl Ctx<'_> {
                     .entries
             }
         };
-        let limit = if self.opts.changes_limit >= 1.0 {
+        // The changed inodes are held in memory: past what the budget
+        // holds, a full read (which spills) is the way.
+        let by_share = if self.opts.changes_limit >= 1.0 {
             usize::MAX
         } else {
             (prev_entries as f64 * self.opts.changes_limit) as usize
         };
+        let limit = by_share.min(self.opts.mem_limit / CHANGE_MEMORY);
         let old_dirs = old.dir_table()?;
         // Ranges of about equal numbers of inodes, one per thread (inode
         // numbers are handed out in increasing order, so an even cut of
@@ -461,7 +470,8 @@ impl Ctx<'_> {
             ChangesRead::Read(c) => c,
             ChangesRead::TooMany => {
                 (self.log)(&format!(
-                    "more than {:.0} % of the fileset changed: reading the whole snapshot",
+                    "more than {limit} inodes changed ({:.0} % of the fileset, or what --mem-limit holds): \
+                     reading the whole snapshot",
                     self.opts.changes_limit * 100.0
                 ));
                 return Ok(Err(Some(old)));

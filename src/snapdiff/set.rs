@@ -290,7 +290,7 @@ fn file_name(p: &Path) -> String {
 }
 
 fn open_reader(p: &Path) -> Result<ManifestReader<BufReader<File>>, ManifestError> {
-    Ok(ManifestReader::new(BufReader::with_capacity(1 << 20, File::open(p)?))?)
+    ManifestReader::new(BufReader::with_capacity(1 << 20, File::open(p)?))
 }
 
 /// A fresh id for a manifest's header.
@@ -360,7 +360,7 @@ pub fn compact(state: &StateDir, snap: &str, force: bool) -> Result<Option<(Comp
     }
     Ok(Some((
         Compaction {
-            files: view.len(),
+            files: view.files(),
             entries: counts.entries,
             seconds: t.elapsed().as_secs_f64(),
         },

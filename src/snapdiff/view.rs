@@ -158,8 +158,8 @@ impl<R: Read + Seek> View<R> {
         &mut self.header
     }
 
-    /// Files in the view (the base and its deltas).
-    pub fn len(&self) -> usize {
+    /// Files in the view (the base and its deltas; at least one).
+    pub fn files(&self) -> usize {
         self.members.len()
     }
 

@@ -76,7 +76,7 @@ pub fn changed_since(
             .filter(|&b| b > SUBVOL_ROOT_INO && b <= LAST_FREE_OBJECTID),
     );
     bounds.dedup();
-    let parts: Vec<Result<(BTreeMap<u64, Pending>, u64), TreeError>> = std::thread::scope(|sc| {
+    let parts: Vec<Result<RangeFound, TreeError>> = std::thread::scope(|sc| {
         let found = &found;
         let handles: Vec<_> = bounds
             .iter()
@@ -94,14 +94,19 @@ pub fn changed_since(
     if found.load(Ordering::Relaxed) > limit {
         return Ok(None);
     }
-    let mut changed: BTreeMap<u64, Pending> = BTreeMap::new();
+    // Each thread's map stays where its thread made it (merging them
+    // would allocate them all again).
+    let mut changed = ByRange {
+        bounds,
+        maps: Vec::with_capacity(parts.len()),
+    };
     for part in parts {
         let (map, examined) = part?;
         out.examined += examined;
-        changed.extend(map);
+        changed.maps.push(map);
     }
     // 2. Complete link sets.
-    for p in changed.values_mut() {
+    for p in changed.maps.iter_mut().flat_map(|m| m.values_mut()) {
         let Some(attrs) = &p.attrs else { continue };
         let want = if attrs.is_dir() { 1 } else { attrs.nlink as usize };
         if p.ino != SUBVOL_ROOT_INO && p.links.len() != want {
@@ -112,7 +117,9 @@ pub fn changed_since(
     // 3. Entries that went from directories that changed.
     let mut gone = BTreeSet::new();
     let mut dirs: Vec<u64> = changed
-        .values()
+        .maps
+        .iter()
+        .flat_map(|m| m.values())
         .filter_map(|p| p.attrs.as_ref())
         .filter(|a| a.is_dir())
         .filter(|a| old_dirs.stamp(a.ino).is_some_and(|s| s != (a.size, a.ctime)))
@@ -159,10 +166,36 @@ pub fn changed_since(
     }
     out.gone = gone.into_iter().filter(|i| !changed.contains_key(i)).collect();
     let mut skip = Vec::new();
-    for (_, mut p) in changed {
+    for (_, mut p) in changed.maps.into_iter().flatten() {
         flush(&mut p, &mut skip, &mut out.records)?;
     }
     Ok(Some(out))
+}
+
+/// What step 1 found in one range: the changed inodes, and how many inode
+/// items it examined.
+type RangeFound = (BTreeMap<u64, Pending>, u64);
+
+/// The changed inodes, one map per inode range (`bounds` holds each
+/// range's first inode, ascending).
+struct ByRange {
+    bounds: Vec<u64>,
+    maps: Vec<BTreeMap<u64, Pending>>,
+}
+
+impl ByRange {
+    fn part(&self, ino: u64) -> usize {
+        self.bounds.partition_point(|&b| b <= ino).saturating_sub(1)
+    }
+
+    fn contains_key(&self, ino: &u64) -> bool {
+        self.maps[self.part(*ino)].contains_key(ino)
+    }
+
+    fn insert(&mut self, ino: u64, p: Pending) {
+        let i = self.part(ino);
+        self.maps[i].insert(ino, p);
+    }
 }
 
 /// Step 1 over inodes `lo..=hi`: the changed inodes and their links, and
@@ -175,7 +208,7 @@ fn changed_in(
     hi: u64,
     limit: usize,
     found: &AtomicUsize,
-) -> Result<(BTreeMap<u64, Pending>, u64), TreeError> {
+) -> Result<RangeFound, TreeError> {
     let mut buf = SearchBuf::new(BUFFER);
     let mut changed: BTreeMap<u64, Pending> = BTreeMap::new();
     let mut examined = 0;
