@@ -8,7 +8,7 @@
 use ferry::snapdiff::build::ManifestBuilder;
 use ferry::snapdiff::diff::{Change, ChangeState, DiffOptions, Listing, diff};
 use ferry::snapdiff::extsort::MIN_BUDGET;
-use ferry::snapdiff::manifest::{Header, Kind, ManifestReader, ManifestWriter, Section};
+use ferry::snapdiff::manifest::{Header, Kind, ManifestReader, ManifestWriter};
 use ferry::snapdiff::record::Record;
 use ferry::snapdiff::view::{Entries, View};
 use ferry::sys::Timestamp;
@@ -614,10 +614,7 @@ fn run(seed: bool, rounds: Vec<Vec<Op>>, mem_limit: usize) -> Spills {
             let mut w = ManifestWriter::new(Vec::new(), v.header()).unwrap();
             let mut r = Record::default();
             while v.read_entry(&mut r).unwrap() {
-                if r.is_dir() {
-                    w.push(Section::Dirs, &r).unwrap();
-                }
-                w.push(Section::Entries, &r).unwrap();
+                w.push_entry(&r).unwrap();
             }
             base = w.finish().unwrap().0;
             deltas.clear();

@@ -99,15 +99,11 @@ impl ManifestBuilder {
     /// identical records are one record.
     pub fn write<W: Write>(self, out: W, header: &Header) -> Result<(W, Counts), ManifestError> {
         let mut w = ManifestWriter::new(out, header)?;
+        let mut r = Record::default();
         for (section, sorter) in [(Section::Dirs, self.dirs), (Section::Entries, self.all)] {
-            let mut last: Option<Record> = None;
-            for r in sorter.finish()? {
-                let r = r?;
-                if last.as_ref() == Some(&r) {
-                    continue;
-                }
+            let mut records = SortedEntries::new(sorter.finish()?);
+            while records.read_entry(&mut r)? {
                 w.push(section, &r)?;
-                last = Some(r);
             }
         }
         w.finish()
@@ -116,29 +112,30 @@ impl ManifestBuilder {
     /// The sorted records as a diff's new side, without writing them.
     pub fn into_listing(self, header: Header) -> Result<Listing<'static>, ManifestError> {
         let mut dirs = DirTable::with_root(header.root_ino);
-        let mut last: Option<Record> = None;
-        for r in self.dirs.finish()? {
-            let r = r?;
-            if last.as_ref() != Some(&r) {
-                dirs.insert(&r)?;
-            }
-            last = Some(r);
+        let mut records = SortedEntries::new(self.dirs.finish()?);
+        let mut r = Record::default();
+        while records.read_entry(&mut r)? {
+            dirs.insert(&r)?;
         }
         Ok(Listing {
             header,
             dirs,
-            entries: Box::new(SortedEntries {
-                sorted: self.all.finish()?,
-                last: None,
-            }),
+            entries: Box::new(SortedEntries::new(self.all.finish()?)),
         })
     }
 }
 
-/// A builder's sorted records as [`Entries`], duplicates dropped.
+/// A sorter's records as [`Entries`], duplicates dropped (two identical
+/// records are one record).
 struct SortedEntries {
     sorted: Sorted<Record>,
     last: Option<Record>,
+}
+
+impl SortedEntries {
+    fn new(sorted: Sorted<Record>) -> Self {
+        SortedEntries { sorted, last: None }
+    }
 }
 
 impl Entries for SortedEntries {

@@ -27,7 +27,7 @@
 
 use super::codec;
 use super::extsort::{ExternalSorter, SortItem, Sorted};
-use super::manifest::{Header, ManifestError, ManifestReader, ManifestWriter, Section};
+use super::manifest::{Header, ManifestError, ManifestReader, ManifestWriter};
 use super::paths::{DirTable, Namespace, OrphanError, Resolver, depth};
 use super::record::Record;
 use super::view::Entries;
@@ -354,13 +354,7 @@ impl<'a> Side<'a> {
 pub type DeltaWriter<W> = ManifestWriter<W>;
 
 fn put_group<W: Write>(w: &mut DeltaWriter<W>, records: &[Record]) -> Result<(), ManifestError> {
-    for r in records {
-        if r.is_dir() {
-            w.push(Section::Dirs, r)?;
-        }
-        w.push(Section::Entries, r)?;
-    }
-    Ok(())
+    records.iter().try_for_each(|r| w.push_entry(r))
 }
 
 /// Diffs two manifests: returns the changes in apply order and the counts.

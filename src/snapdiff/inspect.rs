@@ -6,7 +6,7 @@
 use super::manifest::{Header, Kind, ManifestError, ManifestReader};
 use super::paths::{DirTable, Namespace, Resolver};
 use super::record::Record;
-use super::set::{ManifestSet, Member, open_member};
+use super::set::{ManifestSet, open_member};
 use super::view::{Entries, View};
 use crate::entry::write_timestamp;
 use crate::task::surrogate;
@@ -28,25 +28,19 @@ pub enum DumpMode {
 /// Prints (or checks) the manifest at `path`: a set file is read as its
 /// merged view, after every file of it has been checked whole.
 pub fn dump_path(path: &Path, out: impl Write, mode: DumpMode) -> Result<(), ManifestError> {
-    let mut f = File::open(path)?;
-    let mut first = [0u8; 1];
-    let n = f.read(&mut first)?;
-    f.rewind()?;
-    if n == 1 && first[0] == b'{' {
-        let set: ManifestSet = serde_json::from_reader(BufReader::new(f))
-            .map_err(|e| ManifestError::Header(format!("manifest set: {e}")))?;
-        let dir = path.parent().unwrap_or(Path::new("."));
-        let open = |m: &Member| open_member(dir, m);
-        for m in std::iter::once(&set.base).chain(&set.deltas) {
-            open(m)?.verify()?;
-        }
-        let deltas = set.deltas.iter().map(open).collect::<Result<Vec<_>, _>>()?;
-        let mut view = View::new(open(&set.base)?, deltas)?;
-        set.stamp(view.header_mut());
-        let files = view.files();
-        return print(view, Some(files), 0, out, mode);
+    let Some(set) = ManifestSet::read(path)? else {
+        return dump(File::open(path)?, out, mode);
+    };
+    let dir = path.parent().unwrap_or(Path::new("."));
+    for m in std::iter::once(&set.base).chain(&set.deltas) {
+        open_member(dir, m)?.verify()?;
     }
-    dump(f, out, mode)
+    let view = set.view(dir)?;
+    if mode == DumpMode::Verify {
+        return Ok(());
+    }
+    let files = view.files();
+    print(view, Some(files), 0, out, mode)
 }
 
 /// Prints (or checks) one manifest file. A delta is printed as it is: its

@@ -8,7 +8,7 @@ use super::diff::{Change, DeltaWriter, DiffOptions, DiffSummary, Listing, diff};
 use super::extsort::MERGE_MEMORY;
 use super::manifest::{Header, Kind, ManifestError, ManifestReader, ManifestWriter};
 use super::provider::{ChangesRead, Provider, ScanError, SnapshotError, with_retries};
-use super::set::{self, Compaction, Stored, new_id};
+use super::set::{self, Compaction, new_id};
 use super::state::{AcquireError, Lock, LockInfo, StateDir, hostname, write_atomic};
 use super::view::{InMemory, OnlyInodes, View};
 use crate::config::defaults;
@@ -417,7 +417,6 @@ impl Ctx<'_> {
     /// less than [`SnapdiffOptions::changes_limit`] of the fileset changed. Otherwise hands
     /// the baseline back for a full read. `seconds` gets the time spent
     /// finding the changes.
-    #[allow(clippy::type_complexity)]
     fn read_changes(
         &mut self,
         old: Option<View>,
@@ -425,26 +424,19 @@ impl Ctx<'_> {
         snap: &str,
         sink: &mut dyn ChangeSink,
         seconds: &mut f64,
-    ) -> Result<Result<(DiffSummary, Built, u64), Option<View>>, SnapdiffError> {
+    ) -> Result<ChangesDiff, SnapdiffError> {
         let (Some(mut old), Some(last)) = (old, last) else {
-            return Ok(Err(None));
+            return Ok(ChangesDiff::ReadAll(None));
         };
         let since = old.header().otransid;
         let same_source = old.header().generation == self.provider.generation_source().as_str();
         let Some(since) = since.filter(|_| {
             same_source && !self.opts.full && self.opts.diff.condense_moves && self.provider.reads_changes()
         }) else {
-            return Ok(Err(Some(old)));
+            return Ok(ChangesDiff::ReadAll(Some(old)));
         };
         let t = Instant::now();
-        let prev_entries = match self.state.stored(last)? {
-            Stored::Set(s) => s.entries,
-            Stored::Base(p) => {
-                ManifestReader::new(BufReader::new(std::fs::File::open(p)?))?
-                    .counts()
-                    .entries
-            }
-        };
+        let prev_entries = old.entries();
         // The changed inodes are held in memory: past what the budget
         // holds, a full read (which spills) is the way.
         let by_share = if self.opts.changes_limit >= 1.0 {
@@ -474,11 +466,11 @@ impl Ctx<'_> {
                      reading the whole snapshot",
                     self.opts.changes_limit * 100.0
                 ));
-                return Ok(Err(Some(old)));
+                return Ok(ChangesDiff::ReadAll(Some(old)));
             }
             ChangesRead::Unable(why) => {
                 (self.log)(&format!("{why}: reading the whole snapshot"));
-                return Ok(Err(Some(old)));
+                return Ok(ChangesDiff::ReadAll(Some(old)));
             }
         };
         *seconds = t.elapsed().as_secs_f64();
@@ -522,20 +514,42 @@ impl Ctx<'_> {
             dirs: new_dirs,
             entries: Box::new(InMemory(changed.records.into_iter())),
         };
-        let mut w = ManifestWriter::new(self.temp()?, &header)?;
+        let (summary, built) = self.diff_to_delta(old, new, &header, sink, |s| {
+            prev_entries - s.old_records + s.new_records
+        })?;
+        Ok(ChangesDiff::Done(summary, built, examined))
+    }
+
+    /// Diffs `old` against `new`, handing the changes to `sink` and writing
+    /// the delta (with `header`); `entries` gives the new manifest's entry
+    /// count from the diff's counts.
+    fn diff_to_delta(
+        &mut self,
+        old: Listing<'_>,
+        new: Listing<'_>,
+        header: &Header,
+        sink: &mut dyn ChangeSink,
+        entries: impl FnOnce(&DiffSummary) -> u64,
+    ) -> Result<(DiffSummary, Built), SnapdiffError> {
+        let mut w = ManifestWriter::new(self.temp()?, header)?;
         let summary = run_diff(self, old, new, Some(&mut w), sink)?;
         let (out, counts) = w.finish()?;
-        let entries = prev_entries - summary.old_records + summary.new_records;
-        Ok(Ok((
-            summary,
-            Built::Delta {
-                file: synced(out)?,
-                entries,
-                records: counts.entries + counts.tombstones,
-            },
-            examined,
-        )))
+        let built = Built::Delta {
+            file: synced(out)?,
+            entries: entries(&summary),
+            records: counts.entries + counts.tombstones,
+        };
+        Ok((summary, built))
     }
+}
+
+/// How [`Ctx::read_changes`] ended.
+enum ChangesDiff {
+    /// It read the changes and diffed them: the counts, the delta, and
+    /// the inode items it examined.
+    Done(DiffSummary, Built, u64),
+    /// Read the whole snapshot instead; the baseline is handed back.
+    ReadAll(Option<View>),
 }
 
 /// What a run wrote for its snapshot, not yet in place.
@@ -657,11 +671,11 @@ pub fn snapdiff(
     let result = ctx
         .read_changes(old, last.as_deref(), &name, sink, &mut manifest_seconds)
         .and_then(|done| match done {
-            Ok((summary, built, examined)) => {
+            ChangesDiff::Done(summary, built, examined) => {
                 read = (ReadMethod::Changes, examined);
                 Ok((summary, built))
             }
-            Err(old) => {
+            ChangesDiff::ReadAll(old) => {
                 let t = Instant::now();
                 let (builder, header) = ctx.scan(provider.has_snapshots().then_some(name.as_str()))?;
                 read.1 = builder.len();
@@ -732,18 +746,8 @@ fn diff_into(
                 kind: Kind::Delta,
                 ..header.clone()
             };
-            let mut w = ManifestWriter::new(ctx.temp()?, &delta_header)?;
-            let summary = run_diff(ctx, listing(old)?, builder.into_listing(header)?, Some(&mut w), sink)?;
-            let (out, counts) = w.finish()?;
-            let entries = summary.new_records;
-            Ok((
-                summary,
-                Built::Delta {
-                    file: synced(out)?,
-                    entries,
-                    records: counts.entries + counts.tombstones,
-                },
-            ))
+            let (old, new) = (listing(old)?, builder.into_listing(header)?);
+            ctx.diff_to_delta(old, new, &delta_header, sink, |s| s.new_records)
         }
         old => {
             let (w, _) = builder.write(ctx.temp()?, &header)?;

@@ -13,12 +13,12 @@
 //! A snapshot without a set file has a base of its own (the only layout of
 //! earlier versions, which therefore still load).
 
-use super::manifest::{Header, Kind, ManifestError, ManifestReader, ManifestWriter, Section};
+use super::manifest::{Header, Kind, ManifestError, ManifestReader, ManifestWriter};
 use super::state::{StateDir, write_atomic};
 use super::view::{Entries, View};
 use serde::{Deserialize, Serialize};
 use std::fs::{self, File};
-use std::io::{self, BufReader, BufWriter};
+use std::io::{self, BufReader, BufWriter, Read, Seek};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -72,9 +72,29 @@ pub struct ManifestSet {
 }
 
 impl ManifestSet {
-    /// Gives `header` (the newest file's) this set's snapshot facts (a
-    /// provider without snapshots names none).
-    pub fn stamp(&self, header: &mut Header) {
+    /// Reads the set file at `path`; `None` when the file is not a set file
+    /// at all (a manifest starts with its magic bytes, a set with `{`).
+    /// Only the first byte is read of a file that is not a set.
+    pub fn read(path: &Path) -> Result<Option<ManifestSet>, ManifestError> {
+        let mut f = File::open(path)?;
+        let mut first = [0u8; 1];
+        if f.read(&mut first)? == 0 || first[0] != b'{' {
+            return Ok(None);
+        }
+        f.rewind()?;
+        let bad = |why: String| ManifestError::Header(format!("{}: {why}", path.display()));
+        let set: ManifestSet = serde_json::from_reader(BufReader::new(f)).map_err(|e| bad(e.to_string()))?;
+        if set.format != "ferry-manifest-set" || set.version != 1 {
+            return Err(bad("not a version 1 manifest set".into()));
+        }
+        Ok(Some(set))
+    }
+
+    /// Gives `view` (whose header is the newest file's) this set's
+    /// snapshot facts (a provider without snapshots names none) and its
+    /// entry count.
+    fn stamp(&self, view: &mut View) {
+        let header = &mut view.header;
         if header.snapshot.is_some() {
             header.snapshot = Some(self.snapshot.clone());
         }
@@ -85,6 +105,20 @@ impl ManifestSet {
             header.created = c.clone();
             header.created_unix = u;
         }
+        view.entries = self.entries;
+    }
+
+    /// The merged view of this set, whose files are in `dir`.
+    pub fn view(&self, dir: &Path) -> Result<View, ManifestError> {
+        let base = open_member(dir, &self.base)?;
+        let deltas = self
+            .deltas
+            .iter()
+            .map(|m| open_member(dir, m))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut v = View::new(base, deltas)?;
+        self.stamp(&mut v);
+        Ok(v)
     }
 }
 
@@ -117,25 +151,14 @@ impl StateDir {
             .join(format!("{}.manifest-set.{}.{snap}", self.prefix, self.key()))
     }
 
-    /// What makes up `snap`'s manifest; `NotFound` when nothing does.
-    pub fn stored(&self, snap: &str) -> io::Result<Stored> {
-        match fs::read(self.set_path(snap)) {
-            Ok(b) => {
-                let set: ManifestSet = serde_json::from_slice(&b).map_err(|e| {
-                    io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        format!("{}: {e}", self.set_path(snap).display()),
-                    )
-                })?;
-                if set.format != "ferry-manifest-set" || set.version != 1 {
-                    return Err(io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        format!("{}: not a version 1 manifest set", self.set_path(snap).display()),
-                    ));
-                }
-                Ok(Stored::Set(set))
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+    /// What makes up `snap`'s manifest; an `Io` error of kind `NotFound`
+    /// when nothing does.
+    pub fn stored(&self, snap: &str) -> Result<Stored, ManifestError> {
+        let path = self.set_path(snap);
+        match ManifestSet::read(&path) {
+            Ok(Some(set)) => Ok(Stored::Set(set)),
+            Ok(None) => Err(ManifestError::Header(format!("{}: not a manifest set", path.display()))),
+            Err(ManifestError::Io(e)) if e.kind() == io::ErrorKind::NotFound => {
                 let base = self.manifest_path(snap);
                 fs::metadata(&base)?;
                 Ok(Stored::Base(base))
@@ -144,31 +167,22 @@ impl StateDir {
         }
     }
 
-    /// Opens `snap`'s manifest as one merged view. A missing file is an
-    /// `Io` error of kind `NotFound` (the manifest is lost).
-    pub fn open_view(&self, snap: &str) -> Result<View, ManifestError> {
-        match self.stored(snap)? {
-            Stored::Base(p) => View::new(open_reader(&p)?, Vec::new()),
-            Stored::Set(set) => {
-                let base = self.open_member(&set.base)?;
-                let deltas = set
-                    .deltas
-                    .iter()
-                    .map(|m| self.open_member(m))
-                    .collect::<Result<Vec<_>, _>>()?;
-                let mut v = View::new(base, deltas)?;
-                set.stamp(v.header_mut());
-                Ok(v)
-            }
+    /// The merged view of what `stored` names.
+    pub fn view_of(&self, stored: &Stored) -> Result<View, ManifestError> {
+        match stored {
+            Stored::Base(p) => View::new(open_reader(p)?, Vec::new()),
+            Stored::Set(set) => set.view(&self.dir),
         }
     }
 
-    fn open_member(&self, m: &Member) -> Result<ManifestReader<BufReader<File>>, ManifestError> {
-        open_member(&self.dir, m)
+    /// Opens `snap`'s manifest as one merged view. A missing file is an
+    /// `Io` error of kind `NotFound` (the manifest is lost).
+    pub fn open_view(&self, snap: &str) -> Result<View, ManifestError> {
+        self.view_of(&self.stored(snap)?)
     }
 
-    /// The set of `snap` once the delta at `delta` (written for `snap`,
-    /// and at `stored` once installed) is added to `prev`'s manifest, with
+    /// The set of `snap` once the delta at `delta` (written for `snap`) is
+    /// added to `prev`'s manifest, with
     /// `entries` records in all. A delta with nothing in it is not added:
     /// the set names the same files as `prev`'s, and carries the new
     /// snapshot's facts (name, transaction, time) itself.
@@ -181,11 +195,9 @@ impl StateDir {
     ) -> Result<ManifestSet, ManifestError> {
         let (base, mut deltas) = match self.stored(prev)? {
             Stored::Set(s) => (s.base, s.deltas),
-            Stored::Base(p) => (member(&p)?, Vec::new()),
+            Stored::Base(p) => (describe(&p)?.0, Vec::new()),
         };
-        let rd = ManifestReader::new(BufReader::new(File::open(delta)?))?;
-        let h = rd.header().clone();
-        let mut d = member(delta)?;
+        let (mut d, h) = describe(delta)?;
         if d.records > 0 {
             d.file = file_name(&self.delta_path(snap));
             deltas.push(d);
@@ -269,18 +281,20 @@ pub fn open_member(dir: &Path, m: &Member) -> Result<ManifestReader<BufReader<Fi
     Ok(rd)
 }
 
-/// The set member for a manifest file: its name, header id and size.
-fn member(path: &Path) -> Result<Member, ManifestError> {
+/// The set member for a manifest file (its name, header id, size and
+/// record count), and its header.
+fn describe(path: &Path) -> Result<(Member, Header), ManifestError> {
     let f = File::open(path)?;
     let bytes = f.metadata()?.len();
     let rd = ManifestReader::new(BufReader::new(f))?;
     let c = rd.counts();
-    Ok(Member {
+    let member = Member {
         file: file_name(path),
         id: rd.header().id.clone(),
         bytes,
         records: c.entries + c.tombstones,
-    })
+    };
+    Ok((member, rd.header().clone()))
 }
 
 fn file_name(p: &Path) -> String {
@@ -319,10 +333,10 @@ pub struct Compaction {
 pub fn compact(state: &StateDir, snap: &str, force: bool) -> Result<Option<(Compaction, Vec<String>)>, ManifestError> {
     let t = Instant::now();
     let stored = state.stored(snap)?;
-    let mut view = state.open_view(snap)?;
+    let mut view = state.view_of(&stored)?;
     let due = match &stored {
         Stored::Set(s) => force || s.needs_compaction(),
-        Stored::Base(p) => open_reader(p)?.version() < super::manifest::VERSION,
+        Stored::Base(_) => view.base_version() < super::manifest::VERSION,
     };
     if !due {
         return Ok(None);
@@ -338,10 +352,7 @@ pub fn compact(state: &StateDir, snap: &str, force: bool) -> Result<Option<(Comp
     let mut w = ManifestWriter::new(BufWriter::with_capacity(1 << 20, tmp), &header)?;
     let mut r = super::record::Record::default();
     while view.read_entry(&mut r)? {
-        if r.is_dir() {
-            w.push(Section::Dirs, &r)?;
-        }
-        w.push(Section::Entries, &r)?;
+        w.push_entry(&r)?;
     }
     let (out, counts) = w.finish()?;
     let tmp = out.into_inner().map_err(|e| e.into_error())?;
@@ -388,16 +399,13 @@ pub fn locate(path: &Path) -> Result<(StateDir, String), ManifestError> {
         .file_name()
         .and_then(|n| n.to_str())
         .ok_or_else(|| bad("no file name"))?;
-    let bytes = fs::read(path)?;
-    let snapshot = if bytes.first() == Some(&b'{') {
-        let set: ManifestSet = serde_json::from_slice(&bytes).map_err(|e| bad(&e.to_string()))?;
-        set.snapshot
-    } else {
-        open_reader(path)?
+    let snapshot = match ManifestSet::read(path)? {
+        Some(set) => set.snapshot,
+        None => open_reader(path)?
             .header()
             .snapshot
             .clone()
-            .ok_or_else(|| bad("the manifest names no snapshot"))?
+            .ok_or_else(|| bad("the manifest names no snapshot"))?,
     };
     let (prefix, rest) = [".manifest-set.name.", ".manifest.name."]
         .iter()

@@ -98,7 +98,11 @@ impl<R: Read + Seek> Member<R> {
 
 /// The merged view of a base and its deltas (oldest first).
 pub struct View<R: Read + Seek = BufReader<File>> {
-    header: Header,
+    /// The newest file's header, as a base (a set file corrects it).
+    pub(super) header: Header,
+    /// Entry records of the merged view (a set file says; a base alone
+    /// counts its own).
+    pub(super) entries: u64,
     members: Vec<Member<R>>,
     group: Vec<Record>,
     at: usize,
@@ -130,12 +134,14 @@ impl<R: Read + Seek> View<R> {
                 ..h.clone()
             };
         }
+        let entries = base.counts().entries;
         let members = std::iter::once(base)
             .chain(deltas)
             .map(Member::new)
             .collect::<Result<Vec<_>, _>>()?;
         Ok(View {
             header,
+            entries,
             members,
             group: Vec::new(),
             at: 0,
@@ -153,19 +159,19 @@ impl<R: Read + Seek> View<R> {
         &self.header
     }
 
-    /// The header, to correct from a set file.
-    pub fn header_mut(&mut self) -> &mut Header {
-        &mut self.header
+    /// Entry records of the merged view.
+    pub fn entries(&self) -> u64 {
+        self.entries
+    }
+
+    /// The format version of the base.
+    pub fn base_version(&self) -> u32 {
+        self.members[0].rd.version()
     }
 
     /// Files in the view (the base and its deltas; at least one).
     pub fn files(&self) -> usize {
         self.members.len()
-    }
-
-    /// Whether the view is a base alone.
-    pub fn is_base(&self) -> bool {
-        self.members.len() == 1
     }
 
     /// The directory table of the merged view: the base's directories, then

@@ -319,6 +319,15 @@ impl<W: Write> ManifestWriter<W> {
         Ok(())
     }
 
+    /// Adds an entry record, and a directory's to the directories section
+    /// too (records in increasing order).
+    pub fn push_entry(&mut self, r: &Record) -> Result<(), ManifestError> {
+        if r.is_dir() {
+            self.push(Section::Dirs, r)?;
+        }
+        self.push(Section::Entries, r)
+    }
+
     /// Adds a tombstone: (inode, generation) is gone. Keys must be
     /// strictly increasing.
     pub fn tombstone(&mut self, key: (u64, u64)) -> Result<(), ManifestError> {

@@ -340,25 +340,44 @@ impl<R: Read + Seek> ManifestReader<R> {
         Ok(true)
     }
 
-    /// Reads the next record of `section` (directories or entries) into
-    /// `out`; `false` after the section's last one.
-    fn read_in(&mut self, section: Section, out: &mut Record) -> Result<bool, ManifestError> {
+    /// Decodes the next item of `section` with `decode` (given the
+    /// previous inode of the block, the block's number and the bytes
+    /// left), loading blocks as needed; returns it with its block's number
+    /// and whether it is the block's first, or `None` after the section's
+    /// last item.
+    fn next_in<T>(
+        &mut self,
+        section: Section,
+        decode: impl FnOnce(u64, u64, &mut &[u8]) -> Result<T, ManifestError>,
+    ) -> Result<Option<(T, u64, bool)>, ManifestError> {
         let slot = section.slot();
         while self.cursors[slot].left == 0 {
             if !self.load_next(section)? {
-                return Ok(false);
+                return Ok(None);
             }
         }
         let c = &mut self.cursors[slot];
-        let n = c.number;
         let first_in_block = c.pos == 0;
         let mut buf = &c.block[c.pos..];
         let before = buf.len();
-        out.decode_into(c.prev_ino, &mut buf)
-            .map_err(|e: RecordError| ManifestError::corrupt(n, e))?;
+        let item = decode(c.prev_ino, c.number, &mut buf)?;
         c.pos += before - buf.len();
         c.left -= 1;
         check_block_end(c)?;
+        Ok(Some((item, c.number, first_in_block)))
+    }
+
+    /// Reads the next record of `section` (directories or entries) into
+    /// `out`; `false` after the section's last one.
+    fn read_in(&mut self, section: Section, out: &mut Record) -> Result<bool, ManifestError> {
+        let decoded = self.next_in(section, |prev, n, buf| {
+            out.decode_into(prev, buf)
+                .map_err(|e: RecordError| ManifestError::corrupt(n, e))
+        })?;
+        let Some(((), n, first_in_block)) = decoded else {
+            return Ok(false);
+        };
+        let c = &mut self.cursors[section.slot()];
         if section == Section::Dirs && !out.is_dir() {
             return Err(ManifestError::corrupt(n, "non-directory in the directories section"));
         }
@@ -392,25 +411,16 @@ impl<R: Read + Seek> ManifestReader<R> {
 
     /// The next tombstone, or `None` after the last one.
     pub fn next_tombstone(&mut self) -> Result<Option<(u64, u64)>, ManifestError> {
-        let slot = Section::Tombstones.slot();
-        while self.cursors[slot].left == 0 {
-            if !self.load_next(Section::Tombstones)? {
-                return Ok(None);
-            }
-        }
-        let c = &mut self.cursors[slot];
-        let n = c.number;
-        let first_in_block = c.pos == 0;
-        let mut buf = &c.block[c.pos..];
-        let before = buf.len();
-        let ino = c
-            .prev_ino
-            .wrapping_add(codec::get_u64(&mut buf).map_err(|e| ManifestError::corrupt(n, e))?);
-        let generation = codec::get_u64(&mut buf).map_err(|e| ManifestError::corrupt(n, e))?;
-        c.pos += before - buf.len();
-        c.left -= 1;
-        check_block_end(c)?;
-        let key = (ino, generation);
+        let decoded = self.next_in(Section::Tombstones, |prev, n, buf| {
+            let ino = prev.wrapping_add(codec::get_u64(buf).map_err(|e| ManifestError::corrupt(n, e))?);
+            let generation = codec::get_u64(buf).map_err(|e| ManifestError::corrupt(n, e))?;
+            Ok((ino, generation))
+        })?;
+        let Some((key, n, first_in_block)) = decoded else {
+            return Ok(None);
+        };
+        let ino = key.0;
+        let c = &mut self.cursors[Section::Tombstones.slot()];
         if ino == 0 || c.last_tombstone.is_some_and(|l| l >= key) {
             return Err(ManifestError::Unsorted(ino));
         }

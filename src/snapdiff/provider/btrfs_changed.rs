@@ -44,8 +44,6 @@ pub struct Changed {
     pub gone: Vec<u64>,
     /// Inode items the search returned (changed or not): the work done.
     pub examined: u64,
-    /// Directories whose entries were listed in both snapshots.
-    pub listed: u64,
 }
 
 /// Finds what changed in the snapshot at `new` since the one at `old`,
@@ -132,7 +130,6 @@ pub fn changed_since(
         }
         let before = entries(old, d, &mut buf)?;
         let after = if changed.contains_key(&d) {
-            out.listed += 1;
             entries(new, d, &mut buf)?
         } else {
             // A directory that is gone itself: everything in it went.
