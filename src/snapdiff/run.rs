@@ -7,10 +7,11 @@ use super::build::ManifestBuilder;
 use super::diff::{Change, DeltaWriter, DiffOptions, DiffSummary, Listing, diff};
 use super::extsort::MERGE_MEMORY;
 use super::manifest::{Header, Kind, ManifestError, ManifestReader, ManifestWriter};
-use super::provider::{ChangesRead, Provider, ScanError, SnapshotError, with_retries};
+use super::provider::{ChangesQuery, ChangesRead, OldRecords, Provider, ScanError, SnapshotError, with_retries};
+use super::record::Record;
 use super::set::{self, Compaction, new_id};
 use super::state::{AcquireError, Lock, LockInfo, StateDir, hostname, write_atomic};
-use super::view::{InMemory, OnlyInodes, View};
+use super::view::{Entries, InMemory, OnlyInodes, View};
 use crate::config::defaults;
 use crate::task::status::now_iso8601;
 use serde::{Deserialize, Serialize};
@@ -458,7 +459,20 @@ impl Ctx<'_> {
                     .collect()
             })
             .unwrap_or_default();
-        let changed = match self.provider.changed(last, snap, since, &old_dirs, limit, &split)? {
+        let mut old_records = Baseline {
+            state: &self.state,
+            snap: last,
+        };
+        let query = ChangesQuery {
+            old: last,
+            new: snap,
+            since,
+            old_dirs: &old_dirs,
+            limit,
+            split: &split,
+            old_records: &mut old_records,
+        };
+        let changed = match self.provider.changed(query)? {
             ChangesRead::Read(c) => c,
             ChangesRead::TooMany => {
                 (self.log)(&format!(
@@ -540,6 +554,25 @@ impl Ctx<'_> {
             records: counts.entries + counts.tombstones,
         };
         Ok((summary, built))
+    }
+}
+
+/// The baseline manifest as [`OldRecords`]: each lookup opens the view
+/// afresh and jumps through its block index to the inodes asked for.
+struct Baseline<'a> {
+    state: &'a StateDir,
+    snap: &'a str,
+}
+
+impl OldRecords for Baseline<'_> {
+    fn records_of(&mut self, inos: &[u64]) -> Result<Vec<Record>, ManifestError> {
+        let mut only = OnlyInodes::new(self.state.open_view(self.snap)?, inos.to_vec());
+        let mut out = Vec::new();
+        let mut r = Record::default();
+        while only.read_entry(&mut r)? {
+            out.push(r.clone());
+        }
+        Ok(out)
     }
 }
 

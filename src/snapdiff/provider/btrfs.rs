@@ -4,9 +4,8 @@
 
 use super::btrfs_changed::changed_since;
 use super::btrfs_tree::{TreeError, read_tree};
-use super::{ChangesRead, Fileset, Provider, ScanError, SnapshotError, base_name, mount_point};
+use super::{ChangesQuery, ChangesRead, Fileset, Provider, ScanError, SnapshotError, base_name, mount_point};
 use crate::snapdiff::build::{GenerationSource, ManifestBuilder, walk_into};
-use crate::snapdiff::paths::DirTable;
 use crate::sys::btrfs;
 use crate::sys::{self, Base};
 use std::ffi::CString;
@@ -122,21 +121,13 @@ impl Provider for Btrfs {
         !self.walk
     }
 
-    fn changed(
-        &self,
-        old: &str,
-        new: &str,
-        since: u64,
-        old_dirs: &DirTable,
-        limit: usize,
-        split: &[u64],
-    ) -> Result<ChangesRead, ScanError> {
+    fn changed(&self, q: ChangesQuery<'_>) -> Result<ChangesRead, ScanError> {
         let open = |s: &str| {
             let p = self.snapshots_dir().join(s);
             open_dir(&p).map_err(|e| ScanError::io(&p, e))
         };
-        let (old_fd, new_fd) = (open(old)?, open(new)?);
-        match changed_since(new_fd.as_fd(), old_fd.as_fd(), since, old_dirs, limit, split) {
+        let (old_fd, new_fd) = (open(q.old)?, open(q.new)?);
+        match changed_since(new_fd.as_fd(), old_fd.as_fd(), q.since, q.old_dirs, q.limit, q.split) {
             Ok(Some(c)) => Ok(ChangesRead::Read(c)),
             Ok(None) => Ok(ChangesRead::TooMany),
             Err(TreeError::Io(e)) if e.raw_os_error() == Some(libc::EPERM) => Ok(ChangesRead::Unable(

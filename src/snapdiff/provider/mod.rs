@@ -18,7 +18,9 @@ pub mod none;
 pub use kind::{Kind, ProviderOptions, UnknownKind, open};
 
 use super::build::{GenerationSource, ManifestBuilder, WalkManifestError};
+use super::manifest::ManifestError;
 use super::paths::DirTable;
+use super::record::Record;
 pub use btrfs_changed::Changed;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
@@ -93,21 +95,41 @@ pub trait Provider: Send + Sync {
     fn reads_changes(&self) -> bool {
         false
     }
-    /// What changed in snapshot `new` since snapshot `old` (taken at
-    /// transaction `since`; `old_dirs` is its manifest's directory table),
-    /// read in proportion to the change, at most `limit` changed inodes.
-    /// `split` cuts the inode numbers into ranges read in parallel.
-    fn changed(
-        &self,
-        _old: &str,
-        _new: &str,
-        _since: u64,
-        _old_dirs: &DirTable,
-        _limit: usize,
-        _split: &[u64],
-    ) -> Result<ChangesRead, ScanError> {
+    /// What changed since the baseline, read in proportion to the change
+    /// (see [`ChangesQuery`]).
+    fn changed(&self, _query: ChangesQuery<'_>) -> Result<ChangesRead, ScanError> {
         Ok(ChangesRead::Unable("this provider reads whole snapshots".into()))
     }
+}
+
+/// What [`Provider::changed`] is asked: the changes in snapshot `new`
+/// (for `none`, the live tree) since snapshot `old`.
+pub struct ChangesQuery<'a> {
+    /// The baseline's snapshot.
+    pub old: &'a str,
+    /// The snapshot being read.
+    pub new: &'a str,
+    /// The baseline's point in the provider's own order (btrfs: the old
+    /// snapshot's `otransid`), from its manifest header.
+    pub since: u64,
+    /// The baseline manifest's directory table.
+    pub old_dirs: &'a DirTable,
+    /// At most this many changed inodes: past it, [`ChangesRead::TooMany`].
+    pub limit: usize,
+    /// Inode numbers cutting the inode space into ranges read in parallel
+    /// (ascending; empty for one range).
+    pub split: &'a [u64],
+    /// The baseline's records of given inodes, for providers that see an
+    /// inode change but not all of its links (GPFS's inode scan, the
+    /// event journal).
+    pub old_records: &'a mut dyn OldRecords,
+}
+
+/// Looks up the baseline manifest's records of some inodes.
+pub trait OldRecords {
+    /// Every record (link) of each inode in `inos` (ascending), in
+    /// manifest order.
+    fn records_of(&mut self, inos: &[u64]) -> Result<Vec<Record>, ManifestError>;
 }
 
 /// What [`Provider::changed`] found.
