@@ -42,6 +42,7 @@ enum Command {
     Snapdiff(snapdiff::SnapdiffCmd),
     Rotate(snapdiff::RotateCmd),
     Manifest(snapdiff::ManifestCmd),
+    Journal(snapdiff::JournalCmd),
     Migrate(ops::MigrateCmd),
     /// Copy files' data to an endpoint and keep it on disk too.
     ///
@@ -77,6 +78,7 @@ pub fn main() -> ExitCode {
         Command::Snapdiff(c) => snapdiff::run_snapdiff(c),
         Command::Rotate(c) => snapdiff::run_rotate(c),
         Command::Manifest(c) => snapdiff::run_manifest(c),
+        Command::Journal(c) => snapdiff::run_journal(c),
         Command::Migrate(c) => ops::run_migrate(c, false),
         Command::Premigrate(c) => ops::run_migrate(c, true),
         Command::Recall(c) => ops::run_recall(c),

@@ -11,6 +11,7 @@ pub mod codec;
 pub mod diff;
 pub mod extsort;
 pub mod inspect;
+pub mod journal;
 pub mod manifest;
 pub mod output;
 pub mod paths;

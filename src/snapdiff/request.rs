@@ -55,6 +55,7 @@ impl FilesetRequest {
         let opts = ProviderOptions {
             walk: self.walk,
             gpfs: gpfs.clone(),
+            state_dir: self.state_dir.clone(),
         };
         provider::open(self.provider, path, &opts).map_err(|source| SnapdiffError::Open {
             path: path.to_path_buf(),

@@ -483,7 +483,10 @@ impl Ctx<'_> {
                 return Ok(ChangesDiff::ReadAll(Some(old)));
             }
             ChangesRead::Unable(why) => {
-                (self.log)(&format!("{why}: reading the whole snapshot"));
+                (self.log)(&format!(
+                    "{why}: reading the whole {}",
+                    if self.provider.has_snapshots() { "snapshot" } else { "tree" }
+                ));
                 return Ok(ChangesDiff::ReadAll(Some(old)));
             }
         };
@@ -710,7 +713,12 @@ pub fn snapdiff(
             }
             ChangesDiff::ReadAll(old) => {
                 let t = Instant::now();
-                let (builder, header) = ctx.scan(provider.has_snapshots().then_some(name.as_str()))?;
+                let (builder, mut header) = ctx.scan(provider.has_snapshots().then_some(name.as_str()))?;
+                // Without snapshots, the run's position (in the event
+                // journal) is the live tree's.
+                if header.otransid.is_none() {
+                    header.otransid = provider.snapshot_transid(&name)?;
+                }
                 read.1 = builder.len();
                 manifest_seconds += t.elapsed().as_secs_f64();
                 diff_into(&mut ctx, old, builder, header, sink)

@@ -23,6 +23,12 @@ pub struct StateDir {
     pub id: String,
 }
 
+/// The part of state file names that says whose they are:
+/// `name.<fileset>.id.<id>`.
+pub fn state_key(fileset: &str, id: &str) -> String {
+    format!("name.{fileset}.id.{id}")
+}
+
 impl StateDir {
     /// State for fileset `fileset` (id `id`) in `dir`. Names must not
     /// contain `/` or NUL, which could not be part of a file name.
@@ -44,7 +50,7 @@ impl StateDir {
     }
 
     pub(super) fn key(&self) -> String {
-        format!("name.{}.id.{}", self.fileset, self.id)
+        state_key(&self.fileset, &self.id)
     }
 
     /// `<prefix>.lastsnap.name.<fileset>.id.<id>`: the last snapshot synced.

@@ -12,6 +12,7 @@
 
 pub mod btrfs;
 mod dir;
+pub mod fanotify;
 mod file;
 mod fsops;
 mod limits;
@@ -26,7 +27,7 @@ pub use fsops::{
     chown_at, create_at, link_at, mkdir_at, read_link_at, rename, rename_at, set_times_at, symlink_at, unlink_at,
 };
 pub use limits::raise_nofile_limit;
-pub use stat::{FileStat, StatMask, Timestamp, inode_generation, stat_at};
+pub use stat::{FileStat, StatMask, Timestamp, inode_generation, stat_at, stat_fd};
 pub use xattr::list_xattrs;
 
 use std::os::fd::BorrowedFd;

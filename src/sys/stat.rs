@@ -122,6 +122,21 @@ pub fn stat_at(base: Base<'_>, name: &CStr, follow: bool, mask: StatMask) -> io:
     if !follow {
         flags |= AtFlags::SYMLINK_NOFOLLOW;
     }
+    statx_at(base, name, flags, mask)
+}
+
+/// Stats the open file `fd` itself (an `O_PATH` descriptor will do), as
+/// [`stat_at`] does a name.
+pub fn stat_fd(fd: BorrowedFd<'_>, mask: StatMask) -> io::Result<FileStat> {
+    statx_at(
+        Base::Dir(fd),
+        c"",
+        AtFlags::NO_AUTOMOUNT | AtFlags::SYMLINK_NOFOLLOW | AtFlags::EMPTY_PATH,
+        mask,
+    )
+}
+
+fn statx_at(base: Base<'_>, name: &CStr, flags: AtFlags, mask: StatMask) -> io::Result<FileStat> {
     match statx(base.fd(), name, flags, StatxFlags::from_bits_retain(mask.0)) {
         Ok(s) => Ok(FileStat {
             dev: makedev(s.stx_dev_major, s.stx_dev_minor),

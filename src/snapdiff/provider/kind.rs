@@ -62,6 +62,9 @@ pub struct ProviderOptions {
     pub walk: bool,
     /// How to reach GPFS.
     pub gpfs: crate::config::GpfsSettings,
+    /// The runs' state directory, where `none` finds its event journal
+    /// (default `<filesystem root>/.rotate`).
+    pub state_dir: Option<std::path::PathBuf>,
 }
 
 /// Opens the fileset at `path` with provider `kind`.
@@ -69,10 +72,10 @@ pub fn open(kind: Kind, path: &Path, opts: &ProviderOptions) -> io::Result<Box<d
     Ok(match kind {
         Kind::Btrfs => Box::new(btrfs::Btrfs::open(path, opts.walk)?),
         Kind::Gpfs => Box::new(gpfs::Gpfs::open(path, &opts.gpfs, opts.walk)?),
-        Kind::None => Box::new(none::NoSnapshots::open(path)?),
+        Kind::None => Box::new(none::NoSnapshots::open(path, opts.state_dir.as_deref())?),
         Kind::Auto => match btrfs::Btrfs::open(path, opts.walk) {
             Ok(b) => Box::new(b),
-            Err(_) => Box::new(none::NoSnapshots::open(path)?),
+            Err(_) => Box::new(none::NoSnapshots::open(path, opts.state_dir.as_deref())?),
         },
     })
 }

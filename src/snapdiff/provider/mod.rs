@@ -155,6 +155,12 @@ pub enum ScanError {
     /// The GPFS policy scan failed.
     #[error("{0}")]
     Gpfs(#[from] crate::gpfs::GpfsError),
+    /// The event journal could not be read.
+    #[error("{0}")]
+    Journal(#[from] crate::snapdiff::journal::JournalError),
+    /// The changes the journal points at could not be read.
+    #[error("{0}")]
+    JournalChanges(#[from] crate::snapdiff::journal::changes::ChangesError),
     /// A record could not be added to the manifest.
     #[error("{0}")]
     Manifest(#[from] crate::snapdiff::manifest::ManifestError),

@@ -1,14 +1,21 @@
 //! No snapshots: each run walks the live tree, and the previous run's
-//! manifest is the baseline.
+//! manifest is the baseline; or, where an event journal is kept for the
+//! fileset (`ferry journal`, [`crate::snapdiff::journal`]), a run looks
+//! only where the journal's events since the last run point, and walks
+//! the whole tree after any gap in it.
 //!
 //! The live tree changes while it is walked, so a file renamed during the
 //! walk can be seen twice or not at all, and a change made during the walk
 //! may be reported in this run or the next. Nothing is lost over two runs
 //! of a quiet tree, but only a snapshot gives one consistent point in time.
 
-use super::{Fileset, Provider, ScanError, SnapshotError, base_name, mount_point};
+use super::{ChangesQuery, ChangesRead, Fileset, Provider, ScanError, SnapshotError, base_name, mount_point};
 use crate::snapdiff::build::{GenerationSource, ManifestBuilder, walk_into};
+use crate::snapdiff::journal::{self, JournalFiles};
+use std::collections::HashMap;
+use std::ffi::OsStr;
 use std::io;
+use std::sync::Mutex;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
@@ -16,23 +23,33 @@ use std::path::Path;
 /// A directory tree without snapshots.
 pub struct NoSnapshots {
     fileset: Fileset,
+    /// The event journal, where one was ever written.
+    journal: Option<JournalFiles>,
+    /// Each run's position in the journal (its "snapshot"), or why it has
+    /// none.
+    positions: Mutex<HashMap<String, Result<u64, String>>>,
 }
 
 impl NoSnapshots {
-    /// The tree at `path` (a directory).
-    pub fn open(path: &Path) -> io::Result<NoSnapshots> {
+    /// The tree at `path` (a directory); its event journal, if any, is in
+    /// `state_dir` (default `<filesystem root>/.rotate`).
+    pub fn open(path: &Path, state_dir: Option<&Path>) -> io::Result<NoSnapshots> {
         let root = std::fs::canonicalize(path)?;
         let meta = std::fs::metadata(&root)?;
         if !meta.is_dir() {
             return Err(io::Error::other(format!("{} is not a directory", root.display())));
         }
+        let fileset = Fileset {
+            name: base_name(&root),
+            id: meta.ino().to_string(),
+            path: root.as_os_str().as_bytes().to_vec(),
+            fs_root: mount_point(&root)?,
+        };
+        let files = JournalFiles::of(&fileset, state_dir);
         Ok(NoSnapshots {
-            fileset: Fileset {
-                name: base_name(&root),
-                id: meta.ino().to_string(),
-                path: root.as_os_str().as_bytes().to_vec(),
-                fs_root: mount_point(&root)?,
-            },
+            journal: files.exists().then_some(files),
+            fileset,
+            positions: Mutex::new(HashMap::new()),
         })
     }
 }
@@ -54,8 +71,45 @@ impl Provider for NoSnapshots {
         false
     }
 
-    fn create_snapshot(&self, _: &str) -> Result<(), SnapshotError> {
+    /// With a journal, fixes the run's position in it (a barrier).
+    fn create_snapshot(&self, name: &str) -> Result<(), SnapshotError> {
+        if let Some(j) = &self.journal {
+            let at = journal::changes::barrier(j);
+            self.positions.lock().unwrap().insert(name.to_string(), at);
+        }
         Ok(())
+    }
+
+    fn snapshot_transid(&self, name: &str) -> io::Result<Option<u64>> {
+        Ok(self
+            .positions
+            .lock()
+            .unwrap()
+            .get(name)
+            .and_then(|p| p.as_ref().ok().copied()))
+    }
+
+    fn reads_changes(&self) -> bool {
+        self.journal.is_some()
+    }
+
+    fn changed(&self, q: ChangesQuery<'_>) -> Result<ChangesRead, ScanError> {
+        let Some(j) = &self.journal else {
+            return Ok(ChangesRead::Unable("no event journal is kept for this fileset".into()));
+        };
+        let until = match self.positions.lock().unwrap().get(q.new) {
+            Some(Ok(at)) => *at,
+            Some(Err(why)) => return Ok(ChangesRead::Unable(why.clone())),
+            None => return Ok(ChangesRead::Unable("the run has no position in the journal".into())),
+        };
+        match journal::changes::window(j, q.since, until)? {
+            Err(gap) => Ok(ChangesRead::Unable(gap)),
+            Ok(events) => Ok(journal::changes::changed(
+                Path::new(OsStr::from_bytes(&self.fileset.path)),
+                events,
+                q,
+            )?),
+        }
     }
 
     fn delete_snapshot(&self, _: &str) -> Result<(), SnapshotError> {

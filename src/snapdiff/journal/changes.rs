@@ -1,0 +1,434 @@
+//! A run's side of the journal: the barrier that fixes its position, the
+//! window of events since the baseline's, and the changes those events
+//! point at, read from the live tree.
+//!
+//! Every event names a directory (by file handle) and an entry in it, and
+//! the object itself. The entries the window touched are looked up again
+//! now (`fstatat` in the directory opened by its handle); an inode's new
+//! links are its baseline links the window did not touch plus the touched
+//! entries that now hold it. An inode no touched entry holds and whose
+//! handle no longer opens is gone. A directory that came in from outside
+//! the fileset (moved in, not created) is read whole, since nothing inside
+//! it was watched as part of the fileset.
+
+use super::{BARRIER_PREFIX, JournalError, JournalFiles, Line};
+use crate::snapdiff::build::GenerationSource;
+use crate::snapdiff::manifest::ManifestError;
+use crate::snapdiff::paths::DirTable;
+use crate::snapdiff::provider::{Changed, ChangesQuery, ChangesRead};
+use crate::snapdiff::record::Record;
+use crate::sys::fanotify::{self, Fid, mask};
+use crate::sys::{self, Base, DirReader, FileStat, StatMask};
+use rustc_hash::{FxHashMap, FxHashSet};
+use std::collections::{BTreeMap, BTreeSet};
+use std::ffi::CString;
+use std::fs::File;
+use std::io;
+use std::mem::MaybeUninit;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// How long a run waits for the writer to journal its barrier.
+pub const BARRIER_WAIT: Duration = Duration::from_secs(5);
+
+/// Fixes a run's position in the journal: creates a barrier file in the
+/// state directory and waits for the writer to journal it. `Err(why)` when
+/// the journal cannot give one (no writer, or a writer that does not see
+/// the state directory's filesystem).
+pub fn barrier(files: &JournalFiles) -> Result<u64, String> {
+    match File::options().append(true).open(&files.lock) {
+        Ok(lock) => match sys::try_lock_exclusive(&lock) {
+            Ok(true) => return Err("the journal writer is not running".into()),
+            Ok(false) => {}
+            Err(e) => return Err(format!("{}: {e}", files.lock.display())),
+        },
+        Err(e) => return Err(format!("the journal writer is not running ({}: {e})", files.lock.display())),
+    }
+    let token = format!(
+        "{}-{}",
+        std::process::id(),
+        jiff::Timestamp::now().as_nanosecond()
+    );
+    let path = files.dir.join(format!("{BARRIER_PREFIX}{token}"));
+    File::options()
+        .write(true)
+        .create_new(true)
+        .open(&path)
+        .map_err(|e| format!("cannot create the journal barrier {}: {e}", path.display()))?;
+    let found = wait_for_barrier(files, &token);
+    let _ = std::fs::remove_file(&path);
+    found
+}
+
+fn wait_for_barrier(files: &JournalFiles, token: &str) -> Result<u64, String> {
+    let start = Instant::now();
+    let mut pause = Duration::from_millis(1);
+    loop {
+        // Only the tail can hold it: the barrier was made after every
+        // record already there.
+        let mut seen = None;
+        JournalFiles::read_file(&files.current, |l| {
+            if let Line::Barrier { seq, token: t } = l
+                && t == token
+            {
+                seen = Some(seq);
+            }
+        })
+        .map_err(|e| e.to_string())?;
+        if let Some(seq) = seen {
+            return Ok(seq);
+        }
+        if start.elapsed() >= BARRIER_WAIT {
+            return Err(format!(
+                "the journal writer did not record the barrier within {} s (is the state directory {} on the fileset's filesystem?)",
+                BARRIER_WAIT.as_secs(),
+                files.dir.display()
+            ));
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(20));
+    }
+}
+
+/// The events between two barriers, or why the journal has a gap there.
+pub fn window(files: &JournalFiles, since: u64, until: u64) -> Result<Result<Vec<Line>, String>, JournalError> {
+    let mut lines = Vec::new();
+    let mut found_since = false;
+    let mut gap: Option<String> = None;
+    for path in [&files.previous, &files.current] {
+        JournalFiles::read_file(path, |l| {
+            let seq = l.seq();
+            if seq == since && matches!(l, Line::Barrier { .. }) {
+                found_since = true;
+            }
+            if seq <= since || seq > until || gap.is_some() {
+                return;
+            }
+            match l {
+                Line::Session { boot, .. } => {
+                    gap = Some(format!(
+                        "the journal writer restarted (boot {boot}) since the last run: changes may have gone unseen"
+                    ))
+                }
+                Line::Overflow { .. } => {
+                    gap = Some("the kernel's event queue overflowed since the last run: changes were lost".into())
+                }
+                Line::Event { .. } => lines.push(l),
+                Line::Barrier { .. } => {}
+            }
+        })?;
+    }
+    if !found_since {
+        return Ok(Err(format!(
+            "the journal no longer holds the last run's position ({since})"
+        )));
+    }
+    Ok(match gap {
+        Some(g) => Err(g),
+        None => Ok(lines),
+    })
+}
+
+/// What changed in the live tree at `root` between two barriers, from the
+/// journal's events (see the module documentation).
+pub fn changed(root: &Path, events: Vec<Line>, q: ChangesQuery<'_>) -> Result<ChangesRead, ChangesError> {
+    let io_err = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| ChangesError::Io {
+            path: path.clone(),
+            source,
+        }
+    };
+    let root_dir = File::open(root).map_err(io_err(root))?;
+    let mount = root_dir.as_fd();
+    let root_ino = sys::stat_fd(mount, StatMask::ALL).map_err(io_err(root))?.ino;
+    let examined = events.len() as u64;
+
+    // What the events touched: entries, the objects they name, and the
+    // handles to open them by.
+    let mut entries: BTreeMap<(u64, Vec<u8>), Fid> = BTreeMap::new();
+    let mut handles: FxHashMap<u64, Fid> = FxHashMap::default();
+    let mut created: FxHashSet<u64> = FxHashSet::default();
+    let mut changed: BTreeSet<u64> = BTreeSet::new();
+    for l in events {
+        let Line::Event {
+            mask: m,
+            dir,
+            name,
+            target,
+            ..
+        } = l
+        else {
+            continue;
+        };
+        let Some(dir_ino) = dir.ino() else { continue };
+        if let Some(t) = target.as_ref().and_then(|t| t.ino().map(|i| (i, t))) {
+            changed.insert(t.0);
+            handles.insert(t.0, t.1.clone());
+            if m & mask::CREATE != 0 {
+                created.insert(t.0);
+            }
+        }
+        if name == b"." {
+            changed.insert(dir_ino);
+            handles.insert(dir_ino, dir);
+            continue;
+        }
+        if m & (mask::CREATE | mask::DELETE | mask::MOVED_FROM | mask::MOVED_TO) != 0 {
+            // The directory's own times and size changed with its entries.
+            changed.insert(dir_ino);
+            handles.insert(dir_ino, dir.clone());
+        }
+        entries.insert((dir_ino, name), dir);
+    }
+    if changed.len() > q.limit {
+        return Ok(ChangesRead::TooMany);
+    }
+
+    // The touched entries as they are now.
+    let mut now: BTreeMap<(u64, Vec<u8>), FileStat> = BTreeMap::new();
+    let mut open_dirs: FxHashMap<u64, Option<OwnedFd>> = FxHashMap::default();
+    for ((dir_ino, name), fid) in &entries {
+        let fd = open_dirs
+            .entry(*dir_ino)
+            .or_insert_with(|| open_handle(mount, fid, libc::O_RDONLY | libc::O_DIRECTORY));
+        let Some(fd) = fd else { continue };
+        let Ok(c) = CString::new(name.clone()) else { continue };
+        match sys::stat_at(Base::Dir(fd.as_fd()), &c, false, stat_mask()) {
+            Ok(st) => {
+                changed.insert(st.ino);
+                now.insert((*dir_ino, name.clone()), st);
+            }
+            Err(e) if is_gone(&e) => {}
+            Err(e) => return Err(ChangesError::Io {
+                path: root.join(String::from_utf8_lossy(name).as_ref()),
+                source: e,
+            }),
+        }
+    }
+    if changed.len() > q.limit {
+        return Ok(ChangesRead::TooMany);
+    }
+    let inos: Vec<u64> = changed.iter().copied().collect();
+    let mut old: FxHashMap<u64, Vec<Record>> = FxHashMap::default();
+    for r in q.old_records.records_of(&inos)? {
+        old.entry(r.ino).or_default().push(r);
+    }
+    let mut held: FxHashMap<u64, Vec<(u64, Vec<u8>)>> = FxHashMap::default();
+    for ((d, n), st) in &now {
+        held.entry(st.ino).or_default().push((*d, n.clone()));
+    }
+
+    let mut records: Vec<Record> = Vec::new();
+    let mut gone: Vec<u64> = Vec::new();
+    let mut walk_in: Vec<u64> = Vec::new();
+    for &ino in &inos {
+        let links_now = held.get(&ino);
+        let st = match links_now.and_then(|l| l.first()).and_then(|k| now.get(k)) {
+            Some(st) => Some(*st),
+            None => handles
+                .get(&ino)
+                .and_then(|h| open_handle(mount, h, libc::O_PATH))
+                .and_then(|fd| sys::stat_fd(fd.as_fd(), stat_mask()).ok()),
+        };
+        let Some(st) = st.filter(|s| s.ino == ino) else {
+            if old.contains_key(&ino) {
+                gone.push(ino);
+            }
+            continue;
+        };
+        let generation = generation_of(&st);
+        let mut links: Vec<(u64, Vec<u8>)> = Vec::new();
+        if ino == root_ino {
+            links.push((0, Vec::new()));
+        } else {
+            for r in old.get(&ino).into_iter().flatten() {
+                if r.generation == generation && !entries.contains_key(&(r.parent, r.name.clone())) {
+                    links.push((r.parent, r.name.clone()));
+                }
+            }
+            links.extend(links_now.into_iter().flatten().cloned());
+        }
+        if st.mode & libc::S_IFMT == libc::S_IFDIR && q.old_dirs.get(ino).is_none() && !created.contains(&ino) {
+            walk_in.push(ino);
+        }
+        for (parent, name) in links {
+            records.push(record(ino, generation, parent, name, &st));
+        }
+    }
+    // Directories moved in from outside: everything under them is new.
+    let mut seen: FxHashSet<u64> = inos.iter().copied().collect();
+    for dir in walk_in {
+        if let Some(h) = handles.get(&dir)
+            && let Some(fd) = open_handle(mount, h, libc::O_RDONLY | libc::O_DIRECTORY)
+        {
+            read_subtree(fd, dir, &mut seen, &mut records).map_err(io_err(root))?;
+        }
+    }
+    // Directories that were inside and are now outside the fileset: what
+    // they hold left with them.
+    for dir in inside_only(root_ino, q.old_dirs, &mut records, &old, &mut gone) {
+        if let Some(h) = handles.get(&dir)
+            && let Some(fd) = open_handle(mount, h, libc::O_RDONLY | libc::O_DIRECTORY)
+        {
+            let mut left = Vec::new();
+            read_subtree(fd, dir, &mut FxHashSet::default(), &mut left).map_err(io_err(root))?;
+            gone.extend(left.iter().map(|r| r.ino));
+        }
+    }
+    records.sort_by(|a, b| (a.ino, a.generation, a.parent, &a.name).cmp(&(b.ino, b.generation, b.parent, &b.name)));
+    records.dedup_by(|a, b| a.key() == b.key() && a.parent == b.parent && a.name == b.name);
+    gone.sort_unstable();
+    gone.dedup();
+    Ok(ChangesRead::Read(Changed {
+        records,
+        gone,
+        examined,
+    }))
+}
+
+/// Keeps the links whose directory is inside the fileset (reaches the
+/// root through the new directory table); an inode left without any that
+/// the baseline had is gone (moved out of the fileset). The entry
+/// `.snapshots` at the root is never inside, as a walk skips it. Returns
+/// the directories the baseline had that now exist outside.
+fn inside_only(
+    root: u64,
+    old_dirs: &DirTable,
+    records: &mut Vec<Record>,
+    old: &FxHashMap<u64, Vec<Record>>,
+    gone: &mut Vec<u64>,
+) -> Vec<u64> {
+    let mut parent_of: FxHashMap<u64, Option<u64>> = FxHashMap::default();
+    for r in records.iter().filter(|r| r.is_dir()) {
+        let inside_name = !(r.parent == root && r.name == b".snapshots");
+        parent_of.insert(r.ino, inside_name.then_some(r.parent));
+    }
+    // Changed directories that are gone have no parent now.
+    for &g in gone.iter() {
+        parent_of.insert(g, None);
+    }
+    let mut memo: FxHashMap<u64, bool> = FxHashMap::default();
+    memo.insert(root, true);
+    let mut inside = |mut d: u64| -> bool {
+        let mut path = Vec::new();
+        let verdict = loop {
+            if let Some(&v) = memo.get(&d) {
+                break v;
+            }
+            if path.len() > 4096 || path.contains(&d) {
+                break false;
+            }
+            path.push(d);
+            let up = match parent_of.get(&d) {
+                Some(p) => *p,
+                None => old_dirs.get(d).map(|(p, _)| p),
+            };
+            match up {
+                Some(p) if p != 0 => d = p,
+                _ => break false,
+            }
+        };
+        for p in path {
+            memo.insert(p, verdict);
+        }
+        verdict
+    };
+    let mut kept_inos: FxHashSet<u64> = FxHashSet::default();
+    records.retain(|r| {
+        let keep = r.parent == 0 || inside(r.parent);
+        if keep {
+            kept_inos.insert(r.ino);
+        }
+        keep
+    });
+    let mut left = Vec::new();
+    for ino in old.keys() {
+        if !kept_inos.contains(ino) {
+            if old_dirs.get(*ino).is_some() && parent_of.get(ino).is_some_and(Option::is_some) {
+                left.push(*ino);
+            }
+            gone.push(*ino);
+        }
+    }
+    left
+}
+
+/// Reads everything under the directory `fd` (inode `dir`) into records.
+fn read_subtree(fd: OwnedFd, dir: u64, seen: &mut FxHashSet<u64>, out: &mut Vec<Record>) -> io::Result<()> {
+    let mut stack = vec![(fd, dir)];
+    let mut buf = vec![MaybeUninit::<u8>::uninit(); 64 << 10];
+    while let Some((fd, ino)) = stack.pop() {
+        let mut names: Vec<CString> = Vec::new();
+        let mut rd = DirReader::new(fd.as_fd(), &mut buf);
+        while rd.read_batch(|e| names.push(e.name.to_owned()))? {}
+        for name in names {
+            let st = match sys::stat_at(Base::Dir(fd.as_fd()), &name, false, stat_mask()) {
+                Ok(st) => st,
+                Err(e) if is_gone(&e) => continue,
+                Err(e) => return Err(e),
+            };
+            out.push(record(st.ino, generation_of(&st), ino, name.to_bytes().to_vec(), &st));
+            if st.mode & libc::S_IFMT == libc::S_IFDIR && seen.insert(st.ino) {
+                match sys::open_dir_at(Base::Dir(fd.as_fd()), &name, false) {
+                    Ok(sub) => stack.push((sub, st.ino)),
+                    Err(e) if is_gone(&e) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn stat_mask() -> StatMask {
+    StatMask::ALL.union(StatMask::BTIME)
+}
+
+/// The generation a walk of the `none` provider records (the birth time).
+fn generation_of(st: &FileStat) -> u64 {
+    debug_assert_eq!(GenerationSource::Btime.as_str(), "btime");
+    st.btime
+        .map_or(0, |b| ((b.sec as u64) << 30) | u64::from(b.nsec))
+}
+
+fn record(ino: u64, generation: u64, parent: u64, name: Vec<u8>, st: &FileStat) -> Record {
+    Record {
+        ino,
+        generation,
+        parent,
+        name,
+        mode: st.mode,
+        size: st.size,
+        mtime: st.mtime,
+        ctime: st.ctime,
+        uid: st.uid,
+        gid: st.gid,
+        nlink: st.nlink,
+    }
+}
+
+fn open_handle(mount: BorrowedFd<'_>, fid: &Fid, flags: i32) -> Option<OwnedFd> {
+    fanotify::open_by_handle(mount, fid, flags).ok()
+}
+
+fn is_gone(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ESTALE | libc::ENOTDIR))
+}
+
+/// Why the changes the journal points at could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ChangesError {
+    /// A file of the tree could not be read.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// Which.
+        path: std::path::PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+    /// The baseline manifest could not be read.
+    #[error("{0}")]
+    Manifest(#[from] ManifestError),
+}

@@ -1,0 +1,378 @@
+//! The event journal: a durable record of what changed in a fileset
+//! without snapshots (`none`), so that a run looks only where the journal
+//! points instead of walking the whole tree
+//! (`../shared/reference/snapdiff-change-proportional.md` §3).
+//!
+//! A writer ([`writer::run`], `ferry journal`, or the agent) holds a
+//! filesystem-wide fanotify mark and appends every change event of the
+//! fileset's filesystem to `<state dir>/journal.<key>`, one line per
+//! record, each with a sequence number that only grows:
+//!
+//! ```text
+//! ferry-journal 1
+//! S <seq> <boot id> <pid>                    a writer started: a gap
+//! E <seq> <mask> <dir fid> <name> <fid|->    a change event
+//! B <seq> <token>                            a run's barrier
+//! O <seq>                                    the kernel queue overflowed: a gap
+//! ```
+//!
+//! (`fid` = `<fsid>.<fsid>.<handle type>.<handle>`, all hex; names hex.)
+//!
+//! A run synchronises with the writer through a barrier: it creates
+//! `.ferry-barrier.<token>` in the state directory (on the same
+//! filesystem, so the event comes through the same queue after every
+//! change made before it) and waits for the writer to journal it. The
+//! barrier's sequence number is the run's position, recorded in its
+//! manifest as `otransid`. The next run reads the records between the
+//! two barriers. Any `S` or `O` between them, or a baseline barrier the
+//! journal no longer holds, is a gap: the run walks the whole tree and
+//! says why. A writer that is not running (its lock is free) or that
+//! does not journal the barrier in time is a gap too.
+
+pub mod changes;
+pub mod writer;
+
+use crate::sys::fanotify::Fid;
+use std::fs::File;
+use std::io::{self, BufRead, BufReader};
+use std::path::{Path, PathBuf};
+
+/// The first line of a journal file.
+pub const MAGIC: &str = "ferry-journal 1";
+/// Name prefix of the barrier files runs create in the state directory.
+pub const BARRIER_PREFIX: &str = ".ferry-barrier.";
+/// A journal file is rotated (to `<file>.1`, replacing the one before)
+/// past this size, so at most twice this is kept.
+pub const ROTATE_BYTES: u64 = 64 << 20;
+
+/// One line of the journal.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Line {
+    /// A writer started (events before it may be lost).
+    Session {
+        /// Sequence number.
+        seq: u64,
+        /// `/proc/sys/kernel/random/boot_id` of the writer's boot.
+        boot: String,
+        /// The writer's process id.
+        pid: u32,
+    },
+    /// A change event.
+    Event {
+        /// Sequence number.
+        seq: u64,
+        /// fanotify event bits.
+        mask: u64,
+        /// The directory holding the entry.
+        dir: Fid,
+        /// The entry's name (`.`: the directory itself).
+        name: Vec<u8>,
+        /// The object itself, when the event names it.
+        target: Option<Fid>,
+    },
+    /// A run's barrier.
+    Barrier {
+        /// Sequence number.
+        seq: u64,
+        /// The token in the barrier file's name.
+        token: String,
+    },
+    /// The kernel's queue overflowed: events were lost.
+    Overflow {
+        /// Sequence number.
+        seq: u64,
+    },
+}
+
+impl Line {
+    /// Its sequence number.
+    pub fn seq(&self) -> u64 {
+        match self {
+            Line::Session { seq, .. } | Line::Event { seq, .. } | Line::Barrier { seq, .. } | Line::Overflow { seq } => {
+                *seq
+            }
+        }
+    }
+
+    /// The line as written (with its newline).
+    pub fn encode(&self) -> String {
+        match self {
+            Line::Session { seq, boot, pid } => format!("S {seq} {boot} {pid}\n"),
+            Line::Event {
+                seq,
+                mask,
+                dir,
+                name,
+                target,
+            } => format!(
+                "E {seq} {mask:x} {} {} {}\n",
+                fid_text(dir),
+                hex(name),
+                target.as_ref().map_or_else(|| "-".into(), fid_text)
+            ),
+            Line::Barrier { seq, token } => format!("B {seq} {token}\n"),
+            Line::Overflow { seq } => format!("O {seq}\n"),
+        }
+    }
+
+    /// Parses one line (without its newline).
+    pub fn parse(line: &[u8]) -> Result<Line, &'static str> {
+        let text = std::str::from_utf8(line).map_err(|_| "not ASCII")?;
+        let mut f = text.split(' ');
+        let kind = f.next().ok_or("empty")?;
+        let seq = f.next().ok_or("no sequence number")?.parse().map_err(|_| "bad sequence number")?;
+        let mut next = || f.next().ok_or("too few fields");
+        let out = match kind {
+            "S" => Line::Session {
+                seq,
+                boot: next()?.to_string(),
+                pid: next()?.parse().map_err(|_| "bad pid")?,
+            },
+            "E" => Line::Event {
+                seq,
+                mask: u64::from_str_radix(next()?, 16).map_err(|_| "bad mask")?,
+                dir: parse_fid(next()?)?,
+                name: unhex(next()?)?,
+                target: match next()? {
+                    "-" => None,
+                    t => Some(parse_fid(t)?),
+                },
+            },
+            "B" => Line::Barrier {
+                seq,
+                token: next()?.to_string(),
+            },
+            "O" => Line::Overflow { seq },
+            _ => return Err("unknown record"),
+        };
+        if f.next().is_some() {
+            return Err("too many fields");
+        }
+        Ok(out)
+    }
+}
+
+fn hex(b: &[u8]) -> String {
+    use std::fmt::Write;
+    let mut s = String::with_capacity(b.len() * 2);
+    for x in b {
+        let _ = write!(s, "{x:02x}");
+    }
+    s
+}
+
+fn unhex(s: &str) -> Result<Vec<u8>, &'static str> {
+    if s.len() % 2 != 0 {
+        return Err("odd hex length");
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2).ok_or("bad hex")?, 16).map_err(|_| "bad hex"))
+        .collect()
+}
+
+fn fid_text(f: &Fid) -> String {
+    format!(
+        "{:x}.{:x}.{:x}.{}",
+        f.fsid[0],
+        f.fsid[1],
+        f.handle_type as u32,
+        hex(&f.handle)
+    )
+}
+
+fn parse_fid(s: &str) -> Result<Fid, &'static str> {
+    let mut p = s.split('.');
+    let mut num = || u32::from_str_radix(p.next().ok_or("short file handle")?, 16).map_err(|_| "bad file handle");
+    let fsid = [num()?, num()?];
+    let handle_type = num()? as i32;
+    let handle = unhex(p.next().ok_or("short file handle")?)?;
+    if p.next().is_some() || handle.len() > 128 {
+        return Err("bad file handle");
+    }
+    Ok(Fid {
+        fsid,
+        handle_type,
+        handle,
+    })
+}
+
+/// Why the journal could not be used or written.
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    /// A file of the journal could not be read or written.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// Which file.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+    /// A line does not parse.
+    #[error("{} line {line}: {problem}", path.display())]
+    Corrupt {
+        /// The journal file.
+        path: PathBuf,
+        /// 1-based line number.
+        line: u64,
+        /// What is wrong.
+        problem: &'static str,
+    },
+    /// fanotify could not watch the filesystem.
+    #[error("cannot watch {}: {source}", path.display())]
+    Watch {
+        /// The fileset.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+    /// Another writer holds the journal.
+    #[error("{} is already written by another process", path.display())]
+    Busy {
+        /// The journal.
+        path: PathBuf,
+    },
+    /// The filesystem's file handles do not say their inode numbers.
+    #[error("{}: file handles of type {handle_type:#x} are not understood (btrfs, ext4 and xfs are)", path.display())]
+    Handles {
+        /// The fileset.
+        path: PathBuf,
+        /// The handle type the filesystem uses.
+        handle_type: i32,
+    },
+}
+
+impl JournalError {
+    fn io(path: &Path, source: io::Error) -> JournalError {
+        JournalError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}
+
+/// The files of one fileset's journal in a state directory.
+#[derive(Clone, Debug)]
+pub struct JournalFiles {
+    /// The state directory.
+    pub dir: PathBuf,
+    /// `journal.<key>`: the current file.
+    pub current: PathBuf,
+    /// The file before the last rotation.
+    pub previous: PathBuf,
+    /// The lock the writer holds while it runs.
+    pub lock: PathBuf,
+}
+
+impl JournalFiles {
+    /// The journal of `fileset`, in the state directory `state_dir`
+    /// (default `<filesystem root>/.rotate`, as for runs).
+    pub fn of(fileset: &crate::snapdiff::provider::Fileset, state_dir: Option<&Path>) -> JournalFiles {
+        let dir = state_dir.map_or_else(|| fileset.fs_root.join(".rotate"), Path::to_path_buf);
+        JournalFiles::new(&dir, &crate::snapdiff::state::state_key(&fileset.name, &fileset.id))
+    }
+
+    /// The journal of the fileset with state key `key` in `dir`.
+    pub fn new(dir: &Path, key: &str) -> JournalFiles {
+        let current = dir.join(format!("journal.{key}"));
+        JournalFiles {
+            dir: dir.to_path_buf(),
+            previous: dir.join(format!("journal.{key}.1")),
+            lock: dir.join(format!("journal.{key}.lock")),
+            current,
+        }
+    }
+
+    /// Whether a journal was ever written here.
+    pub fn exists(&self) -> bool {
+        self.current.exists()
+    }
+
+    /// Reads every line of `path` (none if it does not exist), handing
+    /// each to `f`. A last line without its newline (a writer killed
+    /// mid-write) is ignored.
+    pub fn read_file(path: &Path, mut f: impl FnMut(Line)) -> Result<(), JournalError> {
+        let file = match File::open(path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(JournalError::io(path, e)),
+        };
+        let mut rd = BufReader::with_capacity(1 << 20, file);
+        let mut buf = Vec::new();
+        let mut n = 0u64;
+        loop {
+            buf.clear();
+            if rd.read_until(b'\n', &mut buf).map_err(|e| JournalError::io(path, e))? == 0 {
+                return Ok(());
+            }
+            n += 1;
+            if buf.pop() != Some(b'\n') {
+                return Ok(());
+            }
+            if n == 1 {
+                if buf != MAGIC.as_bytes() {
+                    return Err(JournalError::Corrupt {
+                        path: path.to_path_buf(),
+                        line: 1,
+                        problem: "not a ferry journal",
+                    });
+                }
+                continue;
+            }
+            let line = Line::parse(&buf).map_err(|problem| JournalError::Corrupt {
+                path: path.to_path_buf(),
+                line: n,
+                problem,
+            })?;
+            f(line);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_round_trip_with_awkward_names() {
+        let fid = |t| Fid {
+            fsid: [0xdead, 7],
+            handle_type: t,
+            handle: vec![1, 2, 0xff],
+        };
+        let lines = [
+            Line::Session {
+                seq: 1,
+                boot: "b0".into(),
+                pid: 42,
+            },
+            Line::Event {
+                seq: 2,
+                mask: 0x4000_0100,
+                dir: fid(0x4d),
+                name: b"a b\n\xff".to_vec(),
+                target: Some(fid(1)),
+            },
+            Line::Event {
+                seq: 3,
+                mask: 2,
+                dir: fid(-1),
+                name: b".".to_vec(),
+                target: None,
+            },
+            Line::Barrier {
+                seq: 4,
+                token: "t-1".into(),
+            },
+            Line::Overflow { seq: 5 },
+        ];
+        for l in &lines {
+            let text = l.encode();
+            assert!(text.ends_with('\n') && !text[..text.len() - 1].contains('\n'));
+            assert_eq!(&Line::parse(text.trim_end().as_bytes()).unwrap(), l);
+        }
+        for bad in ["", "E 1", "E x 2 a.b.c.00 00 -", "E 1 2 a.b.00 00 -", "B 1 t extra", "Z 1", "E 1 2 a.b.c.0 00 -"] {
+            assert!(Line::parse(bad.as_bytes()).is_err(), "{bad:?} parsed");
+        }
+    }
+}
