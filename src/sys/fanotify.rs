@@ -77,6 +77,25 @@ impl Fid {
     }
 }
 
+impl Fid {
+    /// The btrfs subvolume (tree) the handle is in, for btrfs handles
+    /// (`FILEID_BTRFS_*`: root objectid u64 after the objectid): inode
+    /// numbers repeat across subvolumes of one filesystem.
+    pub fn btrfs_root(&self) -> Option<u64> {
+        match self.handle_type {
+            0x4d..=0x4f if self.handle.len() >= 16 => Some(u64::from_ne_bytes(self.handle[8..16].try_into().ok()?)),
+            _ => None,
+        }
+    }
+
+    /// Whether `self` and `other` name the same object of one
+    /// filesystem (the fsid a subvolume reports may differ from the one an
+    /// event carries, so it is not compared).
+    pub fn same_object(&self, other: &Fid) -> bool {
+        self.handle_type == other.handle_type && self.handle == other.handle
+    }
+}
+
 /// One event of the stream.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Event {

@@ -3,7 +3,7 @@
 //! [`SYNC_EVERY`] and at once after a barrier.
 
 use super::{BARRIER_PREFIX, JournalError, JournalFiles, Line, MAGIC, ROTATE_BYTES};
-use crate::sys::fanotify::{self, Fanotify, Fid, mask};
+use crate::sys::fanotify::{self, Fanotify, mask};
 use std::ffi::CString;
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Seek, SeekFrom, Write};
@@ -66,7 +66,19 @@ pub fn run(
     let state_fid = fanotify::handle_of(state.as_fd()).map_err(|e| JournalError::io(&files.dir, e))?;
     let group = Fanotify::new().map_err(watch)?;
     let c = CString::new(fileset.as_os_str().as_bytes()).map_err(|e| watch(io::Error::other(e)))?;
-    group.mark_filesystem(&c, mask::JOURNAL).map_err(watch)?;
+    match group.mark_filesystem(&c, mask::JOURNAL) {
+        // A btrfs subvolume reports its own fsid, and the kernel marks a
+        // filesystem only through a path with the filesystem's own: mark
+        // it at its mount point (events still carry the subvolume's fsid).
+        Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
+            let top = std::fs::canonicalize(fileset)
+                .and_then(|p| crate::snapdiff::provider::mount_point(&p))
+                .map_err(watch)?;
+            let c = CString::new(top.as_os_str().as_bytes()).map_err(|e| watch(io::Error::other(e)))?;
+            group.mark_filesystem(&c, mask::JOURNAL).map_err(watch)?;
+        }
+        other => other.map_err(watch)?,
+    }
 
     let mut out = Output::open(files)?;
     let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").map_or_else(|_| "-".into(), |s| s.trim().to_string());
@@ -97,7 +109,7 @@ pub fn run(
                 continue;
             }
             let Some((dir, name)) = ev.dir else { continue };
-            if same_object(&dir, &state_fid) {
+            if dir.same_object(&state_fid) {
                 // The state directory: only barriers (the journal's own
                 // writes would feed back into it).
                 if ev.mask & mask::CREATE != 0
@@ -112,8 +124,9 @@ pub fn run(
                 }
                 continue;
             }
-            // Other subvolumes (btrfs) and filesystems report other fsids.
-            if dir.fsid != root_fid.fsid {
+            // The mark is on one filesystem, but on btrfs inode numbers
+            // repeat in each subvolume: keep the fileset's.
+            if dir.btrfs_root() != root_fid.btrfs_root() {
                 continue;
             }
             out.push(|seq| Line::Event {
@@ -135,10 +148,6 @@ pub fn run(
     }
     out.sync()?;
     Ok(stats)
-}
-
-fn same_object(a: &Fid, b: &Fid) -> bool {
-    a.fsid == b.fsid && a.handle_type == b.handle_type && a.handle == b.handle
 }
 
 /// The open journal file and the next sequence number.
