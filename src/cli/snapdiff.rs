@@ -313,7 +313,8 @@ pub fn run_journal(a: JournalCmd) -> Result<(), Failure> {
         if let Ok(rt) = rt {
             rt.block_on(async {
                 use tokio::signal::unix::{SignalKind, signal};
-                if let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+                if let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
+                {
                     tokio::select! {
                         _ = term.recv() => {}
                         _ = int.recv() => {}

@@ -412,6 +412,15 @@ impl Ctx<'_> {
 }
 
 impl Ctx<'_> {
+    /// What a full read reads: the snapshot, or the live tree.
+    fn whole(&self) -> &'static str {
+        if self.provider.has_snapshots() {
+            "snapshot"
+        } else {
+            "tree"
+        }
+    }
+
     /// Reads only what changed in snapshot `snap` since `last`, diffs it
     /// against the baseline `old` and hands the changes to `sink`, where
     /// the provider can (btrfs with the baseline's `otransid` recorded) and
@@ -431,9 +440,15 @@ impl Ctx<'_> {
         };
         let since = old.header().otransid;
         let same_source = old.header().generation == self.provider.generation_source().as_str();
-        let Some(since) = since.filter(|_| {
-            same_source && !self.opts.full && self.opts.diff.condense_moves && self.provider.reads_changes()
-        }) else {
+        let can = same_source && !self.opts.full && self.opts.diff.condense_moves && self.provider.reads_changes();
+        let Some(since) = since.filter(|_| can) else {
+            if can {
+                let msg = format!(
+                    "the last run ({last}) has no position to read changes from: reading the whole {}",
+                    self.whole()
+                );
+                (self.log)(&msg);
+            }
             return Ok(ChangesDiff::ReadAll(Some(old)));
         };
         let t = Instant::now();
@@ -475,18 +490,18 @@ impl Ctx<'_> {
         let changed = match self.provider.changed(query)? {
             ChangesRead::Read(c) => c,
             ChangesRead::TooMany => {
-                (self.log)(&format!(
+                let msg = format!(
                     "more than {limit} inodes changed ({:.0} % of the fileset, or what --mem-limit holds): \
-                     reading the whole snapshot",
-                    self.opts.changes_limit * 100.0
-                ));
+                     reading the whole {}",
+                    self.opts.changes_limit * 100.0,
+                    self.whole()
+                );
+                (self.log)(&msg);
                 return Ok(ChangesDiff::ReadAll(Some(old)));
             }
             ChangesRead::Unable(why) => {
-                (self.log)(&format!(
-                    "{why}: reading the whole {}",
-                    if self.provider.has_snapshots() { "snapshot" } else { "tree" }
-                ));
+                let msg = format!("{why}: reading the whole {}", self.whole());
+                (self.log)(&msg);
                 return Ok(ChangesDiff::ReadAll(Some(old)));
             }
         };

@@ -161,7 +161,11 @@ impl Fanotify {
         let n = unsafe { libc::poll(&mut pfd, 1, ms) };
         if n < 0 {
             let e = io::Error::last_os_error();
-            return if e.kind() == io::ErrorKind::Interrupted { Ok(0) } else { Err(e) };
+            return if e.kind() == io::ErrorKind::Interrupted {
+                Ok(0)
+            } else {
+                Err(e)
+            };
         }
         if n == 0 {
             return Ok(0);
@@ -393,7 +397,10 @@ mod tests {
         let evs = parse_events(&buf).unwrap();
         assert_eq!(evs.len(), 2);
         let (d, name) = evs[0].dir.as_ref().unwrap();
-        assert_eq!((d.fsid, d.ino(), name.as_slice()), ([1, 2], Some(300), &b"a\nb\xff"[..]));
+        assert_eq!(
+            (d.fsid, d.ino(), name.as_slice()),
+            ([1, 2], Some(300), &b"a\nb\xff"[..])
+        );
         assert_eq!(evs[0].target.as_ref().unwrap().ino(), Some(301));
         assert_eq!(evs[1].mask, mask::Q_OVERFLOW);
         assert!(evs[1].dir.is_none());

@@ -43,13 +43,14 @@ pub fn barrier(files: &JournalFiles) -> Result<u64, String> {
             Ok(false) => {}
             Err(e) => return Err(format!("{}: {e}", files.lock.display())),
         },
-        Err(e) => return Err(format!("the journal writer is not running ({}: {e})", files.lock.display())),
+        Err(e) => {
+            return Err(format!(
+                "the journal writer is not running ({}: {e})",
+                files.lock.display()
+            ));
+        }
     }
-    let token = format!(
-        "{}-{}",
-        std::process::id(),
-        jiff::Timestamp::now().as_nanosecond()
-    );
+    let token = format!("{}-{}", std::process::id(), jiff::Timestamp::now().as_nanosecond());
     let path = files.dir.join(format!("{BARRIER_PREFIX}{token}"));
     File::options()
         .write(true)
@@ -153,16 +154,11 @@ pub fn changed(root: &Path, events: Vec<Line>, q: ChangesQuery<'_>) -> Result<Ch
     let mut changed: BTreeSet<u64> = BTreeSet::new();
     for l in events {
         let Line::Event {
-            mask: m,
-            dir,
-            name,
-            target,
-            ..
+            mask: m, dir, target, ..
         } = l
         else {
             continue;
         };
-        let Some(dir_ino) = dir.ino() else { continue };
         if let Some(t) = target.as_ref().and_then(|t| t.ino().map(|i| (i, t))) {
             changed.insert(t.0);
             handles.insert(t.0, t.1.clone());
@@ -170,6 +166,8 @@ pub fn changed(root: &Path, events: Vec<Line>, q: ChangesQuery<'_>) -> Result<Ch
                 created.insert(t.0);
             }
         }
+        let Some((dir, name)) = dir else { continue };
+        let Some(dir_ino) = dir.ino() else { continue };
         if name == b"." {
             changed.insert(dir_ino);
             handles.insert(dir_ino, dir);
@@ -186,8 +184,9 @@ pub fn changed(root: &Path, events: Vec<Line>, q: ChangesQuery<'_>) -> Result<Ch
         return Ok(ChangesRead::TooMany);
     }
 
-    // The touched entries as they are now.
-    let mut now: BTreeMap<(u64, Vec<u8>), FileStat> = BTreeMap::new();
+    // The touched entries as they are now, and every changed inode's
+    // attributes (through an entry holding it, or its handle).
+    let mut seen = Seen::default();
     let mut open_dirs: FxHashMap<u64, Option<OwnedFd>> = FxHashMap::default();
     for ((dir_ino, name), fid) in &entries {
         let fd = open_dirs
@@ -198,84 +197,97 @@ pub fn changed(root: &Path, events: Vec<Line>, q: ChangesQuery<'_>) -> Result<Ch
         match sys::stat_at(Base::Dir(fd.as_fd()), &c, false, stat_mask()) {
             Ok(st) => {
                 changed.insert(st.ino);
-                now.insert((*dir_ino, name.clone()), st);
+                seen.observe(*dir_ino, name.clone(), st);
             }
             Err(e) if is_gone(&e) => {}
-            Err(e) => return Err(ChangesError::Io {
-                path: root.join(String::from_utf8_lossy(name).as_ref()),
-                source: e,
-            }),
+            Err(e) => {
+                return Err(ChangesError::Io {
+                    path: root.join(String::from_utf8_lossy(name).as_ref()),
+                    source: e,
+                });
+            }
         }
     }
+    drop(open_dirs);
     if changed.len() > q.limit {
         return Ok(ChangesRead::TooMany);
     }
-    let inos: Vec<u64> = changed.iter().copied().collect();
-    let mut old: FxHashMap<u64, Vec<Record>> = FxHashMap::default();
-    for r in q.old_records.records_of(&inos)? {
-        old.entry(r.ino).or_default().push(r);
-    }
-    let mut held: FxHashMap<u64, Vec<(u64, Vec<u8>)>> = FxHashMap::default();
-    for ((d, n), st) in &now {
-        held.entry(st.ino).or_default().push((*d, n.clone()));
-    }
-
-    let mut records: Vec<Record> = Vec::new();
-    let mut gone: Vec<u64> = Vec::new();
-    let mut walk_in: Vec<u64> = Vec::new();
-    for &ino in &inos {
-        let links_now = held.get(&ino);
-        let st = match links_now.and_then(|l| l.first()).and_then(|k| now.get(k)) {
-            Some(st) => Some(*st),
-            None => handles
+    for &ino in &changed {
+        if !seen.stat.contains_key(&ino)
+            && let Some(st) = handles
                 .get(&ino)
                 .and_then(|h| open_handle(mount, h, libc::O_PATH))
-                .and_then(|fd| sys::stat_fd(fd.as_fd(), stat_mask()).ok()),
-        };
-        let Some(st) = st.filter(|s| s.ino == ino) else {
-            if old.contains_key(&ino) {
-                gone.push(ino);
-            }
-            continue;
-        };
-        let generation = generation_of(&st);
-        let mut links: Vec<(u64, Vec<u8>)> = Vec::new();
-        if ino == root_ino {
-            links.push((0, Vec::new()));
-        } else {
-            for r in old.get(&ino).into_iter().flatten() {
-                if r.generation == generation && !entries.contains_key(&(r.parent, r.name.clone())) {
-                    links.push((r.parent, r.name.clone()));
-                }
-            }
-            links.extend(links_now.into_iter().flatten().cloned());
-        }
-        if st.mode & libc::S_IFMT == libc::S_IFDIR && q.old_dirs.get(ino).is_none() && !created.contains(&ino) {
-            walk_in.push(ino);
-        }
-        for (parent, name) in links {
-            records.push(record(ino, generation, parent, name, &st));
+                .and_then(|fd| sys::stat_fd(fd.as_fd(), stat_mask()).ok())
+                .filter(|st| st.ino == ino)
+        {
+            seen.stat.insert(ino, st);
         }
     }
-    // Directories moved in from outside: everything under them is new.
-    let mut seen: FxHashSet<u64> = inos.iter().copied().collect();
+    // Directories moved in from outside (not created): everything under
+    // them is new to the fileset.
+    let walk_in: Vec<u64> = changed
+        .iter()
+        .copied()
+        .filter(|ino| {
+            seen.stat
+                .get(ino)
+                .is_some_and(|st| st.mode & libc::S_IFMT == libc::S_IFDIR)
+                && q.old_dirs.get(*ino).is_none()
+                && !created.contains(ino)
+        })
+        .collect();
     for dir in walk_in {
-        if let Some(h) = handles.get(&dir)
-            && let Some(fd) = open_handle(mount, h, libc::O_RDONLY | libc::O_DIRECTORY)
+        if let Some(fd) = handles
+            .get(&dir)
+            .and_then(|h| open_handle(mount, h, libc::O_RDONLY | libc::O_DIRECTORY))
         {
-            read_subtree(fd, dir, &mut seen, &mut records).map_err(io_err(root))?;
+            read_subtree(fd, dir, &mut seen).map_err(io_err(root))?;
         }
     }
-    // Directories that were inside and are now outside the fileset: what
-    // they hold left with them.
-    for dir in inside_only(root_ino, q.old_dirs, &mut records, &old, &mut gone) {
-        if let Some(h) = handles.get(&dir)
-            && let Some(fd) = open_handle(mount, h, libc::O_RDONLY | libc::O_DIRECTORY)
-        {
-            let mut left = Vec::new();
-            read_subtree(fd, dir, &mut FxHashSet::default(), &mut left).map_err(io_err(root))?;
-            gone.extend(left.iter().map(|r| r.ino));
+    let resolve = Resolve {
+        root: root_ino,
+        touched: &entries,
+        seen: &seen,
+    };
+    let first: Vec<u64> = changed
+        .iter()
+        .copied()
+        .chain(seen.stat.keys().copied())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let mut old: FxHashMap<u64, Vec<Record>> = FxHashMap::default();
+    for r in q.old_records.records_of(&first)? {
+        old.entry(r.ino).or_default().push(r);
+    }
+    let mut records = resolve.records(&first, &old);
+    let mut gone = Vec::new();
+    // Directories that were inside and now are outside: what they hold
+    // left with them, unless it has links inside too.
+    let left = inside_only(root_ino, q.old_dirs, &mut records, &old, &mut gone);
+    if !left.is_empty() {
+        for dir in left {
+            if let Some(fd) = handles
+                .get(&dir)
+                .and_then(|h| open_handle(mount, h, libc::O_RDONLY | libc::O_DIRECTORY))
+            {
+                read_subtree(fd, dir, &mut seen).map_err(io_err(root))?;
+            }
         }
+        let known: FxHashSet<u64> = first.iter().copied().collect();
+        let mut more: Vec<u64> = seen.stat.keys().copied().filter(|i| !known.contains(i)).collect();
+        more.sort_unstable();
+        for r in q.old_records.records_of(&more)? {
+            old.entry(r.ino).or_default().push(r);
+        }
+        let resolve = Resolve {
+            root: root_ino,
+            touched: &entries,
+            seen: &seen,
+        };
+        records.extend(resolve.records(&more, &old));
+        gone.clear();
+        inside_only(root_ino, q.old_dirs, &mut records, &old, &mut gone);
     }
     records.sort_by(|a, b| (a.ino, a.generation, a.parent, &a.name).cmp(&(b.ino, b.generation, b.parent, &b.name)));
     records.dedup_by(|a, b| a.key() == b.key() && a.parent == b.parent && a.name == b.name);
@@ -286,6 +298,55 @@ pub fn changed(root: &Path, events: Vec<Line>, q: ChangesQuery<'_>) -> Result<Ch
         gone,
         examined,
     }))
+}
+
+/// What is seen of the tree now: attributes by inode, and the links found
+/// holding each inode.
+#[derive(Default)]
+struct Seen {
+    stat: FxHashMap<u64, FileStat>,
+    links: FxHashMap<u64, Vec<(u64, Vec<u8>)>>,
+}
+
+impl Seen {
+    fn observe(&mut self, parent: u64, name: Vec<u8>, st: FileStat) {
+        self.stat.insert(st.ino, st);
+        self.links.entry(st.ino).or_default().push((parent, name));
+    }
+}
+
+/// Turns what is seen now and the baseline's links into complete link
+/// sets.
+struct Resolve<'a> {
+    root: u64,
+    touched: &'a BTreeMap<(u64, Vec<u8>), Fid>,
+    seen: &'a Seen,
+}
+
+impl Resolve<'_> {
+    /// The records of `inos` that exist now: the baseline's links of the
+    /// same inode (generation) that no event touched, and the links seen
+    /// holding it now.
+    fn records(&self, inos: &[u64], old: &FxHashMap<u64, Vec<Record>>) -> Vec<Record> {
+        let mut out = Vec::new();
+        for ino in inos {
+            let Some(st) = self.seen.stat.get(ino) else { continue };
+            let generation = generation_of(st);
+            if *ino == self.root {
+                out.push(record(*ino, generation, 0, Vec::new(), st));
+                continue;
+            }
+            for r in old.get(ino).into_iter().flatten() {
+                if r.generation == generation && !self.touched.contains_key(&(r.parent, r.name.clone())) {
+                    out.push(record(*ino, generation, r.parent, r.name.clone(), st));
+                }
+            }
+            for (parent, name) in self.seen.links.get(ino).into_iter().flatten() {
+                out.push(record(*ino, generation, *parent, name.clone(), st));
+            }
+        }
+        out
+    }
 }
 
 /// Keeps the links whose directory is inside the fileset (reaches the
@@ -355,9 +416,11 @@ fn inside_only(
     left
 }
 
-/// Reads everything under the directory `fd` (inode `dir`) into records.
-fn read_subtree(fd: OwnedFd, dir: u64, seen: &mut FxHashSet<u64>, out: &mut Vec<Record>) -> io::Result<()> {
+/// Reads everything under the directory `fd` (inode `dir`) into `seen`.
+fn read_subtree(fd: OwnedFd, dir: u64, seen: &mut Seen) -> io::Result<()> {
     let mut stack = vec![(fd, dir)];
+    let mut visited: FxHashSet<u64> = FxHashSet::default();
+    visited.insert(dir);
     let mut buf = vec![MaybeUninit::<u8>::uninit(); 64 << 10];
     while let Some((fd, ino)) = stack.pop() {
         let mut names: Vec<CString> = Vec::new();
@@ -369,8 +432,8 @@ fn read_subtree(fd: OwnedFd, dir: u64, seen: &mut FxHashSet<u64>, out: &mut Vec<
                 Err(e) if is_gone(&e) => continue,
                 Err(e) => return Err(e),
             };
-            out.push(record(st.ino, generation_of(&st), ino, name.to_bytes().to_vec(), &st));
-            if st.mode & libc::S_IFMT == libc::S_IFDIR && seen.insert(st.ino) {
+            seen.observe(ino, name.to_bytes().to_vec(), st);
+            if st.mode & libc::S_IFMT == libc::S_IFDIR && visited.insert(st.ino) {
                 match sys::open_dir_at(Base::Dir(fd.as_fd()), &name, false) {
                     Ok(sub) => stack.push((sub, st.ino)),
                     Err(e) if is_gone(&e) => {}
@@ -389,8 +452,7 @@ fn stat_mask() -> StatMask {
 /// The generation a walk of the `none` provider records (the birth time).
 fn generation_of(st: &FileStat) -> u64 {
     debug_assert_eq!(GenerationSource::Btime.as_str(), "btime");
-    st.btime
-        .map_or(0, |b| ((b.sec as u64) << 30) | u64::from(b.nsec))
+    st.btime.map_or(0, |b| ((b.sec as u64) << 30) | u64::from(b.nsec))
 }
 
 fn record(ino: u64, generation: u64, parent: u64, name: Vec<u8>, st: &FileStat) -> Record {

@@ -11,7 +11,7 @@
 //! ```text
 //! ferry-journal 1
 //! S <seq> <boot id> <pid>                    a writer started: a gap
-//! E <seq> <mask> <dir fid> <name> <fid|->    a change event
+//! E <seq> <mask> <dir fid|-> <name|-> <fid|->  a change event
 //! B <seq> <token>                            a run's barrier
 //! O <seq>                                    the kernel queue overflowed: a gap
 //! ```
@@ -63,10 +63,10 @@ pub enum Line {
         seq: u64,
         /// fanotify event bits.
         mask: u64,
-        /// The directory holding the entry.
-        dir: Fid,
-        /// The entry's name (`.`: the directory itself).
-        name: Vec<u8>,
+        /// The directory holding the entry and the entry's name (`.`: the
+        /// directory itself); none for events on an inode alone (the link
+        /// count of a file a rename replaced).
+        dir: Option<(Fid, Vec<u8>)>,
         /// The object itself, when the event names it.
         target: Option<Fid>,
     },
@@ -88,9 +88,10 @@ impl Line {
     /// Its sequence number.
     pub fn seq(&self) -> u64 {
         match self {
-            Line::Session { seq, .. } | Line::Event { seq, .. } | Line::Barrier { seq, .. } | Line::Overflow { seq } => {
-                *seq
-            }
+            Line::Session { seq, .. }
+            | Line::Event { seq, .. }
+            | Line::Barrier { seq, .. }
+            | Line::Overflow { seq } => *seq,
         }
     }
 
@@ -98,18 +99,15 @@ impl Line {
     pub fn encode(&self) -> String {
         match self {
             Line::Session { seq, boot, pid } => format!("S {seq} {boot} {pid}\n"),
-            Line::Event {
-                seq,
-                mask,
-                dir,
-                name,
-                target,
-            } => format!(
-                "E {seq} {mask:x} {} {} {}\n",
-                fid_text(dir),
-                hex(name),
-                target.as_ref().map_or_else(|| "-".into(), fid_text)
-            ),
+            Line::Event { seq, mask, dir, target } => {
+                let (d, n) = dir
+                    .as_ref()
+                    .map_or_else(|| ("-".into(), "-".into()), |(d, n)| (fid_text(d), hex(n)));
+                format!(
+                    "E {seq} {mask:x} {d} {n} {}\n",
+                    target.as_ref().map_or_else(|| "-".into(), fid_text)
+                )
+            }
             Line::Barrier { seq, token } => format!("B {seq} {token}\n"),
             Line::Overflow { seq } => format!("O {seq}\n"),
         }
@@ -120,7 +118,11 @@ impl Line {
         let text = std::str::from_utf8(line).map_err(|_| "not ASCII")?;
         let mut f = text.split(' ');
         let kind = f.next().ok_or("empty")?;
-        let seq = f.next().ok_or("no sequence number")?.parse().map_err(|_| "bad sequence number")?;
+        let seq = f
+            .next()
+            .ok_or("no sequence number")?
+            .parse()
+            .map_err(|_| "bad sequence number")?;
         let mut next = || f.next().ok_or("too few fields");
         let out = match kind {
             "S" => Line::Session {
@@ -131,8 +133,10 @@ impl Line {
             "E" => Line::Event {
                 seq,
                 mask: u64::from_str_radix(next()?, 16).map_err(|_| "bad mask")?,
-                dir: parse_fid(next()?)?,
-                name: unhex(next()?)?,
+                dir: match (next()?, next()?) {
+                    ("-", "-") => None,
+                    (d, n) => Some((parse_fid(d)?, unhex(n)?)),
+                },
                 target: match next()? {
                     "-" => None,
                     t => Some(parse_fid(t)?),
@@ -349,29 +353,41 @@ mod tests {
             Line::Event {
                 seq: 2,
                 mask: 0x4000_0100,
-                dir: fid(0x4d),
-                name: b"a b\n\xff".to_vec(),
+                dir: Some((fid(0x4d), b"a b\n\xff".to_vec())),
                 target: Some(fid(1)),
             },
             Line::Event {
                 seq: 3,
                 mask: 2,
-                dir: fid(-1),
-                name: b".".to_vec(),
+                dir: Some((fid(-1), b".".to_vec())),
                 target: None,
             },
-            Line::Barrier {
+            Line::Event {
                 seq: 4,
+                mask: 4,
+                dir: None,
+                target: Some(fid(1)),
+            },
+            Line::Barrier {
+                seq: 5,
                 token: "t-1".into(),
             },
-            Line::Overflow { seq: 5 },
+            Line::Overflow { seq: 6 },
         ];
         for l in &lines {
             let text = l.encode();
             assert!(text.ends_with('\n') && !text[..text.len() - 1].contains('\n'));
             assert_eq!(&Line::parse(text.trim_end().as_bytes()).unwrap(), l);
         }
-        for bad in ["", "E 1", "E x 2 a.b.c.00 00 -", "E 1 2 a.b.00 00 -", "B 1 t extra", "Z 1", "E 1 2 a.b.c.0 00 -"] {
+        for bad in [
+            "",
+            "E 1",
+            "E x 2 a.b.c.00 00 -",
+            "E 1 2 a.b.00 00 -",
+            "B 1 t extra",
+            "Z 1",
+            "E 1 2 a.b.c.0 00 -",
+        ] {
             assert!(Line::parse(bad.as_bytes()).is_err(), "{bad:?} parsed");
         }
     }

@@ -51,7 +51,11 @@ pub fn run(
         .map_err(|e| JournalError::io(&files.lock, e))?;
     match crate::sys::try_lock_exclusive(&lock) {
         Ok(true) => {}
-        Ok(false) => return Err(JournalError::Busy { path: files.current.clone() }),
+        Ok(false) => {
+            return Err(JournalError::Busy {
+                path: files.current.clone(),
+            });
+        }
         Err(e) => return Err(JournalError::io(&files.lock, e)),
     }
     let root = File::open(fileset).map_err(watch)?;
@@ -81,7 +85,8 @@ pub fn run(
     }
 
     let mut out = Output::open(files)?;
-    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").map_or_else(|_| "-".into(), |s| s.trim().to_string());
+    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .map_or_else(|_| "-".into(), |s| s.trim().to_string());
     out.push(|seq| Line::Session {
         seq,
         boot: boot.clone(),
@@ -108,7 +113,20 @@ pub fn run(
                 log("the kernel's event queue overflowed: the next run walks the whole tree");
                 continue;
             }
-            let Some((dir, name)) = ev.dir else { continue };
+            let Some((dir, name)) = ev.dir else {
+                // An event on an inode alone (a file a rename replaced
+                // loses a link).
+                if let Some(t) = ev.target.filter(|t| t.btrfs_root() == root_fid.btrfs_root()) {
+                    out.push(|seq| Line::Event {
+                        seq,
+                        mask: ev.mask,
+                        dir: None,
+                        target: Some(t),
+                    })?;
+                    stats.events += 1;
+                }
+                continue;
+            };
             if dir.same_object(&state_fid) {
                 // The state directory: only barriers (the journal's own
                 // writes would feed back into it).
@@ -132,8 +150,7 @@ pub fn run(
             out.push(|seq| Line::Event {
                 seq,
                 mask: ev.mask,
-                dir,
-                name,
+                dir: Some((dir, name)),
                 target: ev.target,
             })?;
             stats.events += 1;
@@ -175,8 +192,7 @@ impl Output {
         let mut len = whole_lines(&files.current)?;
         file.set_len(len).map_err(io_err)?;
         if len == 0 {
-            file.write_all(format!("{MAGIC}\n").as_bytes())
-                .map_err(io_err)?;
+            file.write_all(format!("{MAGIC}\n").as_bytes()).map_err(io_err)?;
             len = MAGIC.len() as u64 + 1;
         }
         Ok(Output {
@@ -198,7 +214,10 @@ impl Output {
 
     fn sync(&mut self) -> Result<(), JournalError> {
         self.file.flush().map_err(|e| JournalError::io(&self.path, e))?;
-        self.file.get_ref().sync_data().map_err(|e| JournalError::io(&self.path, e))
+        self.file
+            .get_ref()
+            .sync_data()
+            .map_err(|e| JournalError::io(&self.path, e))
     }
 
     /// Moves the current file aside (replacing the one before) and starts
@@ -222,10 +241,14 @@ fn whole_lines(path: &Path) -> Result<u64, JournalError> {
     };
     let len = file.metadata().map_err(|e| JournalError::io(path, e))?.len();
     let from = len.saturating_sub(64 << 10);
-    file.seek(SeekFrom::Start(from)).map_err(|e| JournalError::io(path, e))?;
+    file.seek(SeekFrom::Start(from))
+        .map_err(|e| JournalError::io(path, e))?;
     let mut tail = Vec::new();
     io::Read::read_to_end(&mut file, &mut tail).map_err(|e| JournalError::io(path, e))?;
-    Ok(tail.iter().rposition(|&b| b == b'\n').map_or(from, |i| from + i as u64 + 1))
+    Ok(tail
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .map_or(from, |i| from + i as u64 + 1))
 }
 
 /// The sequence number of the last whole line of `path` (0 if none).

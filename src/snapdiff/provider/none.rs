@@ -15,10 +15,10 @@ use crate::snapdiff::journal::{self, JournalFiles};
 use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::io;
-use std::sync::Mutex;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
+use std::sync::Mutex;
 
 /// A directory tree without snapshots.
 pub struct NoSnapshots {

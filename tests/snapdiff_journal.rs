@@ -1,0 +1,458 @@
+//! The event journal of the `none` provider (`ferry journal`): runs that
+//! read only what the journal points at must report exactly what a full
+//! walk of the same tree reports, and every gap in the journal (a queue
+//! overflow, the writer stopped while files changed, no writer at all)
+//! must lead to a full walk that says why and misses nothing.
+//!
+//! Real filesystems on loop images (ext4, and a btrfs subvolume, whose
+//! inode numbers repeat across subvolumes of one filesystem), as root.
+
+mod common;
+
+use common::btrfs::{FERRY, LoopBtrfs, output};
+use common::loopfs::LoopFs;
+use std::ffi::OsStr;
+use std::fs;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{PermissionsExt, symlink};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// Writers start one at a time: the overflow test lowers the kernel's
+/// queue size for the writer it starts, and a writer's queue size is fixed
+/// when it starts.
+static WRITER_START: Mutex<()> = Mutex::new(());
+
+/// A fileset with its journal writer.
+struct Journaled {
+    fileset: PathBuf,
+    outside: PathBuf,
+    state: PathBuf,
+    writer: Option<Child>,
+}
+
+impl Journaled {
+    fn new(fs_root: &Path, fileset: PathBuf) -> Journaled {
+        let outside = fs_root.join("outside");
+        fs::create_dir_all(&outside).unwrap();
+        let mut j = Journaled {
+            fileset,
+            outside,
+            state: fs_root.join("state"),
+            writer: None,
+        };
+        j.start(None);
+        j
+    }
+
+    fn journal_sessions(&self) -> usize {
+        let Ok(rd) = fs::read_dir(&self.state) else { return 0 };
+        rd.filter_map(Result::ok)
+            .filter(|e| {
+                let n = e.file_name();
+                let n = n.as_bytes();
+                n.starts_with(b"journal.") && !n.ends_with(b".lock") && !n.ends_with(b".1")
+            })
+            .map(|e| {
+                fs::read(e.path())
+                    .unwrap_or_default()
+                    .split(|&b| b == b'\n')
+                    .filter(|l| l.starts_with(b"S "))
+                    .count()
+            })
+            .sum()
+    }
+
+    /// Starts the writer (with the kernel's queue limited to `queue`
+    /// events) and waits until it journals.
+    fn start(&mut self, queue: Option<u32>) {
+        const MAX_QUEUED: &str = "/proc/sys/fs/fanotify/max_queued_events";
+        let _one = WRITER_START.lock().unwrap_or_else(|e| e.into_inner());
+        let before = self.journal_sessions();
+        let saved = fs::read_to_string(MAX_QUEUED).unwrap();
+        if let Some(q) = queue {
+            fs::write(MAX_QUEUED, q.to_string()).unwrap();
+        }
+        let child = Command::new(FERRY)
+            .arg("journal")
+            .arg("--state-dir")
+            .arg(&self.state)
+            .arg(&self.fileset)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        self.writer = Some(child);
+        let end = Instant::now() + Duration::from_secs(30);
+        while self.journal_sessions() <= before {
+            if let Some(s) = self.writer.as_mut().unwrap().try_wait().unwrap() {
+                fs::write(MAX_QUEUED, &saved).unwrap();
+                panic!("ferry journal exited with {s}");
+            }
+            assert!(Instant::now() < end, "ferry journal did not start within 30 s");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        fs::write(MAX_QUEUED, &saved).unwrap();
+    }
+
+    /// Stops the writer as systemd would (SIGTERM) and waits for it.
+    fn stop(&mut self) {
+        if let Some(mut c) = self.writer.take() {
+            unsafe_kill(c.id(), libc::SIGTERM);
+            let s = common::wait_with_deadline(&mut c, Duration::from_secs(30), "ferry journal");
+            assert!(s.success(), "ferry journal ended with {s}");
+        }
+    }
+
+    fn signal(&self, sig: i32) {
+        unsafe_kill(self.writer.as_ref().unwrap().id(), sig);
+    }
+
+    fn snapdiff(&self, extra: &[&str]) -> Output {
+        let out = output(
+            Command::new(FERRY)
+                .args(["snapdiff", "--provider", "none", "--changes-limit", "1", "--state-dir"])
+                .arg(&self.state)
+                .args(extra)
+                .arg(&self.fileset),
+        );
+        assert!(
+            out.status.success(),
+            "snapdiff {extra:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
+    /// How the next run reads the tree (`changes` or `full`), by a dry run.
+    fn read_method(&self) -> String {
+        let out = self.snapdiff(&["--dry-run", "--summary"]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        let at = text.find("\"read\":\"").expect("a read field") + 8;
+        text[at..].split('"').next().unwrap().to_string()
+    }
+
+    /// A committed run must print exactly what a full walk of the same
+    /// tree prints; returns its log.
+    fn run_and_compare(&self, what: &str) -> String {
+        let full = self.snapdiff(&["--dry-run", "--full"]);
+        let run = self.snapdiff(&[]);
+        assert!(
+            full.stdout == run.stdout,
+            "{what}: the run and a full walk disagree\n--- full walk\n{}\n--- run (log: {})\n{}",
+            String::from_utf8_lossy(&full.stdout),
+            String::from_utf8_lossy(&run.stderr),
+            String::from_utf8_lossy(&run.stdout)
+        );
+        String::from_utf8_lossy(&run.stderr).into_owned()
+    }
+}
+
+impl Drop for Journaled {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.writer.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn unsafe_kill(pid: u32, sig: i32) {
+    // SAFETY: kill has no memory-safety preconditions.
+    assert_eq!(unsafe { libc::kill(pid as i32, sig) }, 0);
+}
+
+/// A small deterministic generator (xorshift64*).
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+
+    fn pick<'a, T>(&mut self, v: &'a [T]) -> Option<&'a T> {
+        (!v.is_empty()).then(|| &v[self.below(v.len())])
+    }
+}
+
+/// The directories and the other entries under `root` (root included in
+/// the directories).
+fn tree(root: &Path) -> (Vec<PathBuf>, Vec<PathBuf>) {
+    let (mut dirs, mut other) = (vec![root.to_path_buf()], Vec::new());
+    let mut i = 0;
+    while i < dirs.len() {
+        let d = dirs[i].clone();
+        for e in fs::read_dir(&d).unwrap().map(Result::unwrap) {
+            if e.file_type().unwrap().is_dir() {
+                dirs.push(e.path());
+            } else {
+                other.push(e.path());
+            }
+        }
+        i += 1;
+    }
+    (dirs, other)
+}
+
+fn awkward_name(rng: &mut Rng, n: u64) -> Vec<u8> {
+    let mut name = match rng.below(5) {
+        0 => b"line\nbreak-".to_vec(),
+        1 => b"bad\xff-".to_vec(),
+        2 => "\u{e9}t\u{e9} ".as_bytes().to_vec(),
+        _ => b"f-".to_vec(),
+    };
+    name.extend_from_slice(n.to_string().as_bytes());
+    name
+}
+
+fn join(dir: &Path, name: &[u8]) -> PathBuf {
+    dir.join(OsStr::from_bytes(name))
+}
+
+/// One random change to the tree at `root`; `outside` is a directory on
+/// the same filesystem outside the fileset. Failures (a rename into its
+/// own subtree, a name taken) are part of the game and ignored.
+fn change(rng: &mut Rng, root: &Path, outside: &Path, n: u64) {
+    let (dirs, files) = tree(root);
+    let sub: Vec<PathBuf> = dirs[1..].to_vec();
+    let dir = rng.pick(&dirs).unwrap().clone();
+    let regular: Vec<PathBuf> = files
+        .iter()
+        .filter(|f| f.is_file() && !f.is_symlink())
+        .cloned()
+        .collect();
+    let _ = match rng.below(15) {
+        0 | 1 => fs::write(join(&dir, &awkward_name(rng, n)), vec![b'x'; rng.below(3000)]),
+        2 => match rng.pick(&regular) {
+            Some(f) => fs::OpenOptions::new()
+                .append(true)
+                .open(f)
+                .and_then(|mut h| std::io::Write::write_all(&mut h, b"more")),
+            None => Ok(()),
+        },
+        3 => match rng.pick(&regular) {
+            // Same size, new bytes.
+            Some(f) => fs::read(f).and_then(|d| fs::write(f, d.iter().map(|b| b.wrapping_add(1)).collect::<Vec<_>>())),
+            None => Ok(()),
+        },
+        4 => match rng.pick(&files).or(rng.pick(&sub)) {
+            Some(p) if !p.is_symlink() => {
+                fs::set_permissions(p, fs::Permissions::from_mode(0o600 + rng.below(0o100) as u32))
+            }
+            _ => Ok(()),
+        },
+        5 => match rng.pick(&regular) {
+            Some(f) => xattr(f, rng.below(1000)),
+            None => Ok(()),
+        },
+        6 => match rng.pick(&files) {
+            Some(f) => fs::rename(f, join(&dir, &awkward_name(rng, n))),
+            None => Ok(()),
+        },
+        7 => match rng.pick(&sub) {
+            Some(d) => fs::rename(d, join(&dir, &awkward_name(rng, n))),
+            None => Ok(()),
+        },
+        8 => match rng.pick(&regular) {
+            Some(f) => fs::hard_link(f, join(&dir, &awkward_name(rng, n))),
+            None => Ok(()),
+        },
+        9 => match rng.pick(&files) {
+            Some(f) => fs::remove_file(f),
+            None => Ok(()),
+        },
+        10 => match rng.pick(&sub) {
+            Some(d) => fs::remove_dir_all(d),
+            None => Ok(()),
+        },
+        11 => fs::create_dir(join(&dir, &awkward_name(rng, n)))
+            .and_then(|_| fs::write(join(&join(&dir, &awkward_name(rng, n)), b"inside"), b"i").or(Ok(()))),
+        12 => symlink(format!("target-{n}"), join(&dir, &awkward_name(rng, n))),
+        13 => match rng.pick(&sub) {
+            // Out of the fileset, and something else in from outside.
+            Some(d) => fs::rename(d, outside.join(format!("out-{n}"))).and_then(|_| {
+                let came = outside.join(format!("in-{n}"));
+                fs::create_dir_all(came.join("deep"))?;
+                fs::write(came.join("deep/file"), b"from outside")?;
+                fs::rename(&came, join(&dir, &awkward_name(rng, n)))
+            }),
+            None => Ok(()),
+        },
+        _ => match (rng.pick(&regular), rng.pick(&regular)) {
+            // A rename over an existing file.
+            (Some(a), Some(b)) if a != b => fs::rename(a, b),
+            _ => Ok(()),
+        },
+    };
+}
+
+fn xattr(p: &Path, v: usize) -> std::io::Result<()> {
+    let out = Command::new("setfattr")
+        .args(["-n", "user.k", "-v", &v.to_string()])
+        .arg(p)
+        .output()?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(std::io::Error::other("setfattr"))
+    }
+}
+
+/// Rounds of random changes, each followed by a run that must read only
+/// the journal's changes and print what a full walk prints.
+fn rounds(j: &Journaled, seed: u64, rounds: u64) {
+    let mut rng = Rng(seed);
+    let mut n = 0;
+    for round in 0..rounds {
+        for _ in 0..1 + rng.below(12) {
+            n += 1;
+            change(&mut rng, &j.fileset, &j.outside, n);
+        }
+        assert_eq!(
+            j.read_method(),
+            "changes",
+            "round {round}: the run did not read the journal"
+        );
+        j.run_and_compare(&format!("round {round}"));
+    }
+}
+
+fn seed_tree(root: &Path) {
+    for d in ["a/b/c", "d", "e/f"] {
+        fs::create_dir_all(root.join(d)).unwrap();
+    }
+    for (i, d) in ["a", "a/b", "a/b/c", "d", "e/f", ""].iter().enumerate() {
+        for k in 0..4 {
+            fs::write(root.join(d).join(format!("file-{i}-{k}")), vec![b'a'; k * 100 + 1]).unwrap();
+        }
+    }
+}
+
+fn ext4() -> Option<(LoopFs, Journaled)> {
+    if !common::require_root("the event journal") {
+        return None;
+    }
+    let fs = LoopFs::ext4(256)?;
+    let fileset = fs.path().join("fileset");
+    fs::create_dir(&fileset).unwrap();
+    seed_tree(&fileset);
+    let j = Journaled::new(fs.path(), fileset);
+    Some((fs, j))
+}
+
+#[test]
+fn journal_guided_runs_on_ext4_report_what_a_full_walk_reports() {
+    let Some((_fs, j)) = ext4() else { return };
+    let log = j.run_and_compare("first run");
+    assert!(
+        !log.contains("journal"),
+        "a first run has nothing to say of the journal: {log}"
+    );
+    // More sequences with FERRY_PROPTEST_CASES (as the other property
+    // tests take it).
+    let cases: u64 = std::env::var("FERRY_PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1);
+    for case in 0..cases {
+        rounds(&j, 0x9e37_79b9_7f4a_7c15 ^ case.wrapping_mul(0x1000_0001), 20);
+    }
+}
+
+#[test]
+fn journal_guided_runs_on_a_btrfs_subvolume_report_what_a_full_walk_reports() {
+    if !common::require_root("the event journal") {
+        return;
+    }
+    let Some(btr) = LoopBtrfs::new(512) else { return };
+    // Another subvolume with the same inode numbers, changed all along:
+    // its events must not be taken for the fileset's.
+    let other = btr.subvolume("other");
+    let fileset = btr.subvolume("fileset");
+    seed_tree(&other);
+    seed_tree(&fileset);
+    let j = Journaled::new(btr.path(), fileset);
+    j.run_and_compare("first run");
+    let mut noise = Rng(7);
+    let mut rng = Rng(0x5851_f42d_4c95_7f2d);
+    for round in 0..12 {
+        for k in 0..1 + rng.below(10) {
+            change(&mut rng, &j.fileset, &j.outside, round * 100 + k as u64);
+            change(
+                &mut noise,
+                &other,
+                &btr.path().join("outside"),
+                10_000 + round * 100 + k as u64,
+            );
+        }
+        assert_eq!(j.read_method(), "changes", "round {round}");
+        j.run_and_compare(&format!("round {round}"));
+    }
+}
+
+#[test]
+fn a_queue_overflow_leads_to_a_full_walk_that_misses_nothing() {
+    let Some((_fs, mut j)) = ext4() else { return };
+    j.run_and_compare("first run");
+    // A writer whose kernel queue holds 64 events, stopped while 500
+    // files are created: the queue overflows.
+    j.stop();
+    j.start(Some(64));
+    j.run_and_compare("after the restart");
+    j.signal(libc::SIGSTOP);
+    for i in 0..500 {
+        fs::write(j.fileset.join(format!("burst-{i}")), b"b").unwrap();
+    }
+    fs::remove_file(j.fileset.join("a/file-0-0")).unwrap();
+    j.signal(libc::SIGCONT);
+    assert_eq!(j.read_method(), "full", "an overflow must lead to a full walk");
+    let log = j.run_and_compare("after the overflow");
+    assert!(log.contains("overflowed"), "the run must say why it walked: {log}");
+    // The journal goes on: the next run reads only the changes again.
+    fs::write(j.fileset.join("after"), b"a").unwrap();
+    assert_eq!(j.read_method(), "changes");
+    j.run_and_compare("after the overflow's run");
+}
+
+#[test]
+fn changes_made_while_the_journal_is_stopped_are_found_by_a_full_walk() {
+    let Some((_fs, mut j)) = ext4() else { return };
+    j.run_and_compare("first run");
+    j.stop();
+    // Unseen by any journal: a delete, a rename, an append, a create.
+    fs::remove_file(j.fileset.join("d/file-3-1")).unwrap();
+    fs::rename(j.fileset.join("a/b"), j.fileset.join("e/b-moved")).unwrap();
+    fs::write(j.fileset.join("file-5-0"), b"rewritten, longer").unwrap();
+    fs::write(j.fileset.join("e/unseen"), b"u").unwrap();
+    j.start(None);
+    // The writer came back: what happened while it was away is a gap.
+    assert_eq!(j.read_method(), "full");
+    let log = j.run_and_compare("writer restarted");
+    assert!(log.contains("restarted"), "{log}");
+    fs::remove_file(j.fileset.join("e/unseen")).unwrap();
+    assert_eq!(j.read_method(), "changes");
+    j.run_and_compare("journal again");
+    // No writer at all: the run walks and says why, and so does the next
+    // one, which has no position to start from.
+    j.stop();
+    fs::write(j.fileset.join("e/unseen-2"), b"u").unwrap();
+    let log = j.run_and_compare("no writer");
+    assert!(log.contains("the journal writer is not running"), "{log}");
+    j.start(None);
+    fs::remove_file(j.fileset.join("e/unseen-2")).unwrap();
+    let log = j.run_and_compare("after a run without a writer");
+    assert!(log.contains("no position"), "{log}");
+    fs::write(j.fileset.join("e/seen"), b"s").unwrap();
+    assert_eq!(j.read_method(), "changes");
+    j.run_and_compare("journal once more");
+}
