@@ -998,6 +998,96 @@ fn reading_changes_settles_deletes_and_links_as_a_full_read_does() {
     assert_records_match_disk(&s.set_path(&s.lastsnap().unwrap()), &disk(&s));
 }
 
+/// Inode numbers used again, on btrfs (issue 18; only the model test
+/// covered it): btrfs hands out inode numbers from one past the highest in
+/// use when it loads a subvolume, so the numbers of the newest inodes,
+/// deleted and followed by a remount, come back for the next ones made.
+/// Each reuse (a file under its old name, a file under another name, a
+/// file where a directory was, a directory where a file was) must be a
+/// delete of the old path and a create of the new one (the birth time, as
+/// the generation, tells the inodes apart), never an update or a move;
+/// and a read of changes must print exactly what a full read prints.
+#[test]
+fn a_reused_inode_number_is_a_delete_and_a_create_in_a_read_of_changes() {
+    let Some(s) = subvolume() else { return };
+    let extra = ["--extra-fields", "inode,generation"];
+    write(&s.p("keep"), b"keep");
+    // Enough unchanged files that a read of changes is worth it.
+    many_files(&s.p("bulk"), 40);
+    // The first run makes `.snapshots`, below the inodes made next.
+    s.snapdiff(&extra);
+    // The highest inode numbers of the subvolume, in this order.
+    let olds = ["same", "old-name", "dir", "dir/inner"];
+    write(&s.p("same"), b"old");
+    write(&s.p("old-name"), b"old");
+    mkdir(&s.p("dir"));
+    write(&s.p("dir/inner"), b"old");
+    let (baseline, _) = s.snapdiff(&extra);
+    let created = |c: &[ChangeLine], rel: &str| -> ChangeLine {
+        let p = bytes(&s.p(rel));
+        c.iter()
+            .find(|c| c.path == p && c.state == "created")
+            .unwrap_or_else(|| panic!("no create of {rel} in {c:#?}"))
+            .clone()
+    };
+    let old: Vec<ChangeLine> = olds.iter().map(|r| created(&baseline, r)).collect();
+
+    fs::remove_file(s.p("same")).unwrap();
+    fs::remove_file(s.p("old-name")).unwrap();
+    fs::remove_dir_all(s.p("dir")).unwrap();
+    s.fs.remount();
+    // Made in the order of the numbers they take.
+    let news = ["same", "new-name", "was-a-dir", "was-a-file"];
+    write(&s.p("same"), b"new");
+    write(&s.p("new-name"), b"new");
+    write(&s.p("was-a-dir"), b"new");
+    mkdir(&s.p("was-a-file"));
+    for (o, n) in old.iter().zip(news) {
+        let ino = fs::symlink_metadata(s.p(n)).unwrap().ino();
+        assert_eq!(
+            Some(ino),
+            o.inode,
+            "btrfs did not give {n} the number of deleted {} after a remount: the recipe for reuse no longer works",
+            show(&o.path)
+        );
+    }
+
+    let full = s.run("snapdiff", &["--dry-run", "--full", extra[0], extra[1]]);
+    assert_code(&full, 0);
+    let r = summary_of(&s.run("snapdiff", &["--dry-run", "--summary"]));
+    assert_eq!(r["read"], "changes", "{r}");
+    let (changes, stdout) = s.snapdiff(&extra);
+    assert_eq!(
+        String::from_utf8_lossy(&stdout),
+        String::from_utf8_lossy(&full.stdout),
+        "reading changes and reading everything disagree"
+    );
+    let reused: BTreeSet<u64> = old.iter().map(|o| o.inode.unwrap()).collect();
+    let got: BTreeSet<(String, String, u64)> = changes
+        .iter()
+        .filter(|c| reused.contains(&c.inode.unwrap()))
+        .map(|c| (c.state.clone(), show(&c.path), c.inode.unwrap()))
+        .collect();
+    let mut want = BTreeSet::new();
+    for (o, n) in old.iter().zip(news) {
+        let ino = o.inode.unwrap();
+        want.insert(("deleted".to_string(), show(&o.path), ino));
+        want.insert(("created".to_string(), show(&bytes(&s.p(n))), ino));
+        let gone = changes
+            .iter()
+            .find(|c| c.state == "deleted" && c.path == o.path)
+            .unwrap();
+        assert_eq!(gone.generation, o.generation, "the delete of {}", show(&o.path));
+        let new = created(&changes, n);
+        assert_ne!(
+            new.generation, o.generation,
+            "{n} has the generation of the inode it replaced"
+        );
+        assert_eq!(new.kind, if n == "was-a-file" { "directory" } else { "file" });
+    }
+    assert_eq!(got, want, "changes:\n{}", String::from_utf8_lossy(&stdout));
+}
+
 #[test]
 fn an_unreadable_directory_fails_the_run_and_reports_no_deletes() {
     if !common::require_root("an_unreadable_directory_fails_the_run_and_reports_no_deletes (setpriv)") {

@@ -30,6 +30,13 @@ impl LoopBtrfs {
         self.fs.path()
     }
 
+    /// Unmounts and mounts the image again: btrfs then hands out inode
+    /// numbers from one past the highest in use in each subvolume, so the
+    /// numbers of the highest inodes deleted before come back.
+    pub fn remount(&self) {
+        self.fs.remount();
+    }
+
     /// Creates subvolume `name` at the top of the filesystem.
     pub fn subvolume(&self, name: &str) -> PathBuf {
         let p = self.path().join(name);

@@ -64,6 +64,15 @@ impl LoopFs {
     pub fn path(&self) -> &Path {
         &self.mount
     }
+
+    /// Unmounts the image and mounts it again, so that the filesystem
+    /// forgets what it kept in memory (btrfs: which inode numbers it
+    /// handed out). Nothing may hold a file on it open.
+    pub fn remount(&self) {
+        let image = self.dir.path().join("fs.img");
+        run(Command::new("umount").arg(&self.mount)).unwrap();
+        run(Command::new("mount").arg("-o").arg("loop").arg(&image).arg(&self.mount)).unwrap();
+    }
 }
 
 impl Drop for LoopFs {
