@@ -10,6 +10,10 @@
 #              directories moved (the worst case: every directory touched)
 #   clustered  the same number of changes in 300 directories
 #   tiny       0.01 % deleted, appended and created at random
+#   journal    the uniform set again, with the `none` provider and its
+#              event journal (`ferry journal` running; the change made
+#              while it runs): `ferry snapdiff --provider none`, which
+#              reads only what the journal points at
 #
 # Then the bytes of manifest a committed run writes (its delta) and peak
 # RSS with the memory budget below the manifest size.
@@ -25,7 +29,7 @@ files=${FILES:-1000000}
 runs=${RUNS:-5}
 mem=${MEM_LIMIT:-16M}
 threads=${THREADS:-2}
-sets=${SETS:-uniform clustered tiny}
+sets=${SETS:-uniform clustered tiny journal}
 cold=${COLD:-1}
 for t in hyperfine mkfs.btrfs /usr/bin/time python3; do
   command -v "$t" >/dev/null || { echo "bench-snapdiff: needs $t" >&2; exit 1; }
@@ -84,7 +88,7 @@ for i in range(k):
     with open(os.path.join(rnd.choice(dirs), f"created-{kind}-{i}"), "wb") as h:
         h.write(b"new")
 moved = 0
-if kind == "uniform":
+if kind in ("uniform", "journal"):
     for d in rnd.sample(leaves, max(1, len(leaves) // 1000)):
         target = rnd.choice(leaves)
         if target.startswith(d) or not os.path.exists(d) or not os.path.exists(target):
@@ -96,7 +100,33 @@ PY
 sync
 }
 
+journal_bench() {
+  local jstate=$mnt/jstate jd=(--provider none --state-dir "$mnt/jstate" -j "$threads")
+  rm -rf "$jstate"
+  mkdir -p "$jstate"
+  "$ferry" journal --state-dir "$jstate" "$fs" 2>"$work/journal.log" &
+  local jpid=$!
+  for _ in $(seq 100); do grep -q journaling "$work/journal.log" && break; sleep 0.1; done
+  echo "bench-snapdiff: journal baseline (a full walk)"
+  "$ferry" snapdiff "${jd[@]}" --summary "$fs" >/dev/null
+  change journal
+  echo "bench-snapdiff: one dry run (counts)"
+  "$ferry" snapdiff "${jd[@]}" --dry-run --summary "$fs"
+  hyperfine --warmup 1 --runs "$runs" --export-markdown "$work/snapdiff-journal-warm.md" \
+    -n "ferry snapdiff --provider none (journal, warm)" "$ferry snapdiff ${jd[*]} --dry-run --summary $fs" \
+    -n "ferry scan (full rescan, warm)" "$ferry scan -j $threads --summary $fs"
+  /usr/bin/time -v "$ferry" snapdiff "${jd[@]}" --dry-run --summary --mem-limit "$mem" "$fs" 2>&1 >/dev/null \
+    | grep -E "Maximum resident|Elapsed" | sed "s/^/journal, mem-limit $mem: /"
+  ls -l "$jstate"
+  kill "$jpid"
+  wait "$jpid" || true
+}
+
 for set in $sets; do
+  if [ "$set" = journal ]; then
+    journal_bench
+    continue
+  fi
   echo "bench-snapdiff: change set $set"
   change "$set"
   echo "bench-snapdiff: one dry run (counts)"

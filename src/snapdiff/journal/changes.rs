@@ -51,25 +51,29 @@ pub fn barrier(files: &JournalFiles) -> Result<u64, String> {
         }
     }
     let token = format!("{}-{}", std::process::id(), jiff::Timestamp::now().as_nanosecond());
+    // Only what the writer appends from here on can hold the barrier.
+    let from = std::fs::metadata(&files.current).map_or(0, |m| m.len());
     let path = files.dir.join(format!("{BARRIER_PREFIX}{token}"));
     File::options()
         .write(true)
         .create_new(true)
         .open(&path)
         .map_err(|e| format!("cannot create the journal barrier {}: {e}", path.display()))?;
-    let found = wait_for_barrier(files, &token);
+    let found = wait_for_barrier(files, &token, from);
     let _ = std::fs::remove_file(&path);
     found
 }
 
-fn wait_for_barrier(files: &JournalFiles, token: &str) -> Result<u64, String> {
+fn wait_for_barrier(files: &JournalFiles, token: &str, mut from: u64) -> Result<u64, String> {
     let start = Instant::now();
     let mut pause = Duration::from_millis(1);
     loop {
-        // Only the tail can hold it: the barrier was made after every
-        // record already there.
         let mut seen = None;
-        JournalFiles::read_file(&files.current, |l| {
+        // A rotation starts the file over.
+        if std::fs::metadata(&files.current).is_ok_and(|m| m.len() < from) {
+            from = 0;
+        }
+        from = JournalFiles::read_file(&files.current, from, 0, |l| {
             if let Line::Barrier { seq, token: t } = l
                 && t == token
             {
@@ -98,7 +102,7 @@ pub fn window(files: &JournalFiles, since: u64, until: u64) -> Result<Result<Vec
     let mut found_since = false;
     let mut gap: Option<String> = None;
     for path in [&files.previous, &files.current] {
-        JournalFiles::read_file(path, |l| {
+        JournalFiles::read_file(path, 0, since.saturating_sub(1), |l| {
             let seq = l.seq();
             if seq == since && matches!(l, Line::Barrier { .. }) {
                 found_since = true;

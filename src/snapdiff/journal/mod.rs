@@ -34,7 +34,7 @@ pub mod writer;
 
 use crate::sys::fanotify::Fid;
 use std::fs::File;
-use std::io::{self, BufRead, BufReader};
+use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 /// The first line of a journal file.
@@ -292,26 +292,41 @@ impl JournalFiles {
         self.current.exists()
     }
 
-    /// Reads every line of `path` (none if it does not exist), handing
-    /// each to `f`. A last line without its newline (a writer killed
-    /// mid-write) is ignored.
-    pub fn read_file(path: &Path, mut f: impl FnMut(Line)) -> Result<(), JournalError> {
-        let file = match File::open(path) {
+    /// Reads the lines of `path` (none if it does not exist) from byte
+    /// `offset` on, handing each whose sequence number is above `after`
+    /// to `f` (the others are not parsed). A line `offset` cuts is
+    /// skipped, and so is a last line without its newline (being written,
+    /// or a writer killed mid-write). Returns where the whole lines end.
+    pub fn read_file(path: &Path, offset: u64, after: u64, mut f: impl FnMut(Line)) -> Result<u64, JournalError> {
+        let mut file = match File::open(path) {
             Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
             Err(e) => return Err(JournalError::io(path, e)),
         };
+        let mut n = 0u64;
+        let mut end = offset;
+        let mut cut = false;
+        if offset > 0 {
+            file.seek(SeekFrom::Start(offset - 1)).map_err(|e| JournalError::io(path, e))?;
+            let mut b = [0u8];
+            cut = file.read(&mut b).map_err(|e| JournalError::io(path, e))? == 1 && b[0] != b'\n';
+            n = 1;
+        }
         let mut rd = BufReader::with_capacity(1 << 20, file);
         let mut buf = Vec::new();
-        let mut n = 0u64;
         loop {
             buf.clear();
-            if rd.read_until(b'\n', &mut buf).map_err(|e| JournalError::io(path, e))? == 0 {
-                return Ok(());
+            let len = rd.read_until(b'\n', &mut buf).map_err(|e| JournalError::io(path, e))?;
+            if len == 0 || buf.pop() != Some(b'\n') {
+                return Ok(end);
             }
+            end += len as u64;
             n += 1;
-            if buf.pop() != Some(b'\n') {
-                return Ok(());
+            if std::mem::take(&mut cut) {
+                continue;
+            }
+            if n > 1 && seq_of(&buf).is_some_and(|s| s <= after) {
+                continue;
             }
             if n == 1 {
                 if buf != MAGIC.as_bytes() {
@@ -331,6 +346,13 @@ impl JournalFiles {
             f(line);
         }
     }
+}
+
+/// The sequence number of a journal line, without parsing the rest.
+fn seq_of(line: &[u8]) -> Option<u64> {
+    let rest = line.get(2..)?;
+    let end = rest.iter().position(|&b| b == b' ').unwrap_or(rest.len());
+    std::str::from_utf8(&rest[..end]).ok()?.parse().ok()
 }
 
 #[cfg(test)]
