@@ -178,19 +178,31 @@ type Handle = c_void;
 type Iscan = c_void;
 type RawIfile = c_void;
 
+type GetHandleFn = unsafe extern "C" fn(*const c_char) -> *mut Handle;
+type FreeHandleFn = unsafe extern "C" fn(*mut Handle);
+type GetFssnapIdFn = unsafe extern "C" fn(*mut Handle, *mut FssnapId) -> c_int;
+type GetSnapIdFn = unsafe extern "C" fn(*mut Handle) -> u32;
+type OpenScanFn = unsafe extern "C" fn(*mut Handle, *const FssnapId, *mut u64) -> *mut Iscan;
+type NextInodeFn = unsafe extern "C" fn(*mut Iscan, u64, *mut *const Iattr64) -> c_int;
+type SeekInodeFn = unsafe extern "C" fn(*mut Iscan, u64) -> c_int;
+type CloseScanFn = unsafe extern "C" fn(*mut Iscan);
+type IopenFn = unsafe extern "C" fn(*mut Handle, u64, c_int, *const Iattr64, *const c_char) -> *mut RawIfile;
+type IreaddirFn = unsafe extern "C" fn(*mut RawIfile, *mut *const Direntx64) -> c_int;
+type IcloseFn = unsafe extern "C" fn(*mut RawIfile);
+
 /// The functions used, by their `gpfs.h` signatures.
 struct Fns {
-    get_fssnaphandle_by_path: unsafe extern "C" fn(*const c_char) -> *mut Handle,
-    free_fssnaphandle: unsafe extern "C" fn(*mut Handle),
-    get_fssnapid_from_fssnaphandle: unsafe extern "C" fn(*mut Handle, *mut FssnapId) -> c_int,
-    get_snapid_from_fssnaphandle: unsafe extern "C" fn(*mut Handle) -> u32,
-    open_inodescan64: unsafe extern "C" fn(*mut Handle, *const FssnapId, *mut u64) -> *mut Iscan,
-    next_inode64: unsafe extern "C" fn(*mut Iscan, u64, *mut *const Iattr64) -> c_int,
-    seek_inode64: unsafe extern "C" fn(*mut Iscan, u64) -> c_int,
-    close_inodescan: unsafe extern "C" fn(*mut Iscan),
-    iopen64: unsafe extern "C" fn(*mut Handle, u64, c_int, *const Iattr64, *const c_char) -> *mut RawIfile,
-    ireaddir64: unsafe extern "C" fn(*mut RawIfile, *mut *const Direntx64) -> c_int,
-    iclose: unsafe extern "C" fn(*mut RawIfile),
+    get_fssnaphandle_by_path: GetHandleFn,
+    free_fssnaphandle: FreeHandleFn,
+    get_fssnapid_from_fssnaphandle: GetFssnapIdFn,
+    get_snapid_from_fssnaphandle: GetSnapIdFn,
+    open_inodescan64: OpenScanFn,
+    next_inode64: NextInodeFn,
+    seek_inode64: SeekInodeFn,
+    close_inodescan: CloseScanFn,
+    iopen64: IopenFn,
+    ireaddir64: IreaddirFn,
+    iclose: IcloseFn,
 }
 
 /// The loaded library.
@@ -273,23 +285,23 @@ impl Libgpfs {
             // name, whose C signature in gpfs.h is the pointer type here.
             unsafe {
                 Ok(Fns {
-                    get_fssnaphandle_by_path: std::mem::transmute::<*mut c_void, _>(sym(
+                    get_fssnaphandle_by_path: std::mem::transmute::<*mut c_void, GetHandleFn>(sym(
                         "gpfs_get_fssnaphandle_by_path",
                     )?),
-                    free_fssnaphandle: std::mem::transmute::<*mut c_void, _>(sym("gpfs_free_fssnaphandle")?),
-                    get_fssnapid_from_fssnaphandle: std::mem::transmute::<*mut c_void, _>(sym(
+                    free_fssnaphandle: std::mem::transmute::<*mut c_void, FreeHandleFn>(sym("gpfs_free_fssnaphandle")?),
+                    get_fssnapid_from_fssnaphandle: std::mem::transmute::<*mut c_void, GetFssnapIdFn>(sym(
                         "gpfs_get_fssnapid_from_fssnaphandle",
                     )?),
-                    get_snapid_from_fssnaphandle: std::mem::transmute::<*mut c_void, _>(sym(
+                    get_snapid_from_fssnaphandle: std::mem::transmute::<*mut c_void, GetSnapIdFn>(sym(
                         "gpfs_get_snapid_from_fssnaphandle",
                     )?),
-                    open_inodescan64: std::mem::transmute::<*mut c_void, _>(sym("gpfs_open_inodescan64")?),
-                    next_inode64: std::mem::transmute::<*mut c_void, _>(sym("gpfs_next_inode64")?),
-                    seek_inode64: std::mem::transmute::<*mut c_void, _>(sym("gpfs_seek_inode64")?),
-                    close_inodescan: std::mem::transmute::<*mut c_void, _>(sym("gpfs_close_inodescan")?),
-                    iopen64: std::mem::transmute::<*mut c_void, _>(sym("gpfs_iopen64")?),
-                    ireaddir64: std::mem::transmute::<*mut c_void, _>(sym("gpfs_ireaddir64")?),
-                    iclose: std::mem::transmute::<*mut c_void, _>(sym("gpfs_iclose")?),
+                    open_inodescan64: std::mem::transmute::<*mut c_void, OpenScanFn>(sym("gpfs_open_inodescan64")?),
+                    next_inode64: std::mem::transmute::<*mut c_void, NextInodeFn>(sym("gpfs_next_inode64")?),
+                    seek_inode64: std::mem::transmute::<*mut c_void, SeekInodeFn>(sym("gpfs_seek_inode64")?),
+                    close_inodescan: std::mem::transmute::<*mut c_void, CloseScanFn>(sym("gpfs_close_inodescan")?),
+                    iopen64: std::mem::transmute::<*mut c_void, IopenFn>(sym("gpfs_iopen64")?),
+                    ireaddir64: std::mem::transmute::<*mut c_void, IreaddirFn>(sym("gpfs_ireaddir64")?),
+                    iclose: std::mem::transmute::<*mut c_void, IcloseFn>(sym("gpfs_iclose")?),
                 })
             }
         };
