@@ -298,7 +298,9 @@ impl Provider for Gpfs {
             old: &old,
             since: q.since,
         };
-        match gpfs_iscan::changed_since(lib, &snaps, q.old_dirs, q.limit, q.split, q.old_records) {
+        let old_records = q.old_records;
+        let mut lookup = |inos: &[u64]| old_records.records_of(inos);
+        match gpfs_iscan::changed_since(lib, &snaps, q.old_dirs, q.limit, q.split, &mut lookup) {
             Ok(Some(c)) => Ok(ChangesRead::Read(c)),
             Ok(None) => Ok(ChangesRead::TooMany),
             Err(e) if e.falls_back() => Ok(ChangesRead::Unable(format!("no incremental inode scan ({e})"))),

@@ -20,8 +20,7 @@
 //! or with a link count its links do not match, means the scan and the
 //! directories disagree, and the run reads the whole snapshot instead.
 
-use super::Changed;
-use super::OldRecords;
+use super::btrfs_changed::Changed;
 use crate::snapdiff::manifest::ManifestError;
 use crate::snapdiff::paths::DirTable;
 use crate::snapdiff::record::Record;
@@ -89,6 +88,10 @@ fn call<T>(what: impl FnOnce() -> String, path: &Path, r: io::Result<T>) -> Resu
     })
 }
 
+/// The baseline's records (every link, in manifest order) of some inodes,
+/// ascending ([`super::OldRecords::records_of`]).
+pub type OldRecords<'a> = &'a mut dyn FnMut(&[u64]) -> Result<Vec<Record>, ManifestError>;
+
 /// What [`changed_since`] is given.
 pub struct Snapshots<'a> {
     /// The new snapshot's directory.
@@ -114,7 +117,7 @@ pub fn changed_since(
     old_dirs: &DirTable,
     limit: usize,
     split: &[u64],
-    old_records: &mut dyn OldRecords,
+    mut old_records: OldRecords<'_>,
 ) -> Result<Option<Changed>, IscanError> {
     let new = call(|| "gpfs_get_fssnaphandle_by_path".into(), s.new, lib.snapshot(s.new))?;
     let old = call(|| "gpfs_get_fssnaphandle_by_path".into(), s.old, lib.snapshot(s.old))?;
@@ -189,7 +192,7 @@ pub fn changed_since(
             break;
         }
         let todo: Vec<u64> = todo.into_iter().collect();
-        w.fetch_old(&todo, old_records)?;
+        w.fetch_old(&todo, &mut old_records)?;
         for ino in todo {
             settled.insert(ino);
             let old_gen = w.olds.get(&ino).and_then(|r| r.first()).map(|r| r.generation);
@@ -239,7 +242,7 @@ pub fn changed_since(
         out.records.extend(w.records(ino)?);
     }
     if let Some(a) = w.live.get(&root).copied() {
-        w.fetch_old(&[root], old_records)?;
+        w.fetch_old(&[root], &mut old_records)?;
         let r = w.olds.get(&root).and_then(|r| r.first()).cloned().unwrap_or_default();
         out.records.push(record(&a, r.parent, r.name));
     }
@@ -285,7 +288,7 @@ impl Work {
     }
 
     /// Reads the baseline's records of those of `inos` not read yet.
-    fn fetch_old(&mut self, inos: &[u64], old_records: &mut dyn OldRecords) -> Result<(), IscanError> {
+    fn fetch_old(&mut self, inos: &[u64], old_records: &mut OldRecords<'_>) -> Result<(), IscanError> {
         let want: Vec<u64> = inos.iter().copied().filter(|i| !self.olds.contains_key(i)).collect();
         if want.is_empty() {
             return Ok(());
@@ -293,7 +296,7 @@ impl Work {
         for &i in &want {
             self.olds.insert(i, Vec::new());
         }
-        for r in old_records.records_of(&want)? {
+        for r in old_records(&want)? {
             self.olds.entry(r.ino).or_default().push(r);
         }
         Ok(())
