@@ -293,3 +293,193 @@ fn delete_keeps_fileset_junctions() {
     assert_eq!(std::fs::read(work.join("dep2/inner/keep")).unwrap(), b"k");
     assert!(!work.join("plain").exists());
 }
+
+// ---------------------------------------------------------------------------
+// The incremental inode scan, against the fake libgpfs.so (tests/fake-libgpfs)
+
+/// Builds the fake `libgpfs.so` into `dir` (with the C compiler, `cc`):
+/// a test that cannot build it fails.
+fn fake_libgpfs(dir: &Path) -> PathBuf {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fake-libgpfs/fakegpfs.c");
+    let lib = dir.join("libgpfs.so");
+    let out = Command::new("cc")
+        .args(["-shared", "-fPIC", "-O2", "-Wall", "-Werror", "-o"])
+        .arg(&lib)
+        .arg(&src)
+        .output()
+        .expect("cc (the fake libgpfs.so is built with it)");
+    assert!(
+        out.status.success(),
+        "cc {}: {}",
+        src.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    lib
+}
+
+impl Gpfs {
+    /// `ferry snapdiff` with `extra`; its stdout and stderr.
+    fn run(&self, extra: &[&str], env: &[(&str, &str)]) -> (Vec<u8>, String) {
+        let mut args = vec!["snapdiff", "--changes-limit", "1", "--extra-fields", "inode,generation"];
+        args.extend(extra);
+        let out = self.ferry(&args, env);
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "ferry {args:?}: {err}");
+        (out.stdout, err)
+    }
+
+    /// A run with a baseline: a dry run must read only the changes, and
+    /// say so; the run must print exactly what a dry run reading the whole
+    /// snapshot with the policy scan prints. Returns the run's changes.
+    fn changes_match_full(&self, env: &[(&str, &str)], step: &str) -> Vec<Line> {
+        let (summary, err) = self.run(&["--dry-run", "--summary"], env);
+        let summary: serde_json::Value = serde_json::from_slice(&summary).unwrap();
+        assert_eq!(summary["read"], "changes", "{step}: the read was not of changes: {err}");
+        let (full, _) = self.run(&["--dry-run", "--full"], env);
+        let (read, err) = self.run(&[], env);
+        assert!(
+            full == read,
+            "{step}: reading changes and the policy scan disagree ({err}):\nfull:\n{}\nchanges:\n{}",
+            String::from_utf8_lossy(&full),
+            String::from_utf8_lossy(&read)
+        );
+        changes(&read)
+    }
+}
+
+/// Creates, appends, chmod, renames of files and directories, hard links
+/// added and removed, deletes of files and of trees: after each, a read of
+/// changes through the fake libgpfs.so gives what the policy scan gives.
+fn incremental_scan_steps(deleted: &str) {
+    let Some(g) = setup() else { return };
+    let work = tempfile::tempdir().unwrap();
+    let lib = fake_libgpfs(work.path());
+    let env = [("FERRY_LIBGPFS", lib.to_str().unwrap()), ("FAKE_GPFS_DELETED", deleted)];
+    let f = &g.fileset;
+    let w = |p: &str, b: &[u8]| std::fs::write(f.join(p), b).unwrap();
+    w("a", b"1");
+    w("b", b"2");
+    std::fs::create_dir_all(f.join("d/e")).unwrap();
+    w("d/in", b"3");
+    w("d/e/deep", b"4");
+    w("h1", b"hard");
+    std::fs::hard_link(f.join("h1"), f.join("d/h2")).unwrap();
+    std::fs::hard_link(f.join("h1"), f.join("dep/h3")).unwrap();
+    std::fs::create_dir_all(f.join("t/u/v")).unwrap();
+    w("t/u/v/leaf", b"5");
+    w("t/top", b"6");
+    std::os::unix::fs::symlink("a", f.join("s")).unwrap();
+    std::fs::create_dir(f.join("m")).unwrap();
+    w("m/keep", b"7");
+    w("m/gone", b"8");
+    let first = g.run(&[], &env).0;
+    assert!(!changes(&first).is_empty());
+
+    // Creates, an append, a chmod.
+    w("n", b"new");
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(f.join("a"))
+        .and_then(|mut x| std::io::Write::write_all(&mut x, b"more"))
+        .unwrap();
+    std::fs::set_permissions(f.join("b"), std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    std::fs::create_dir(f.join("newdir")).unwrap();
+    w("newdir/x", b"9");
+    let c = g.changes_match_full(&env, "create/append/chmod");
+    assert!(
+        set(&c, "created").contains(f.join("newdir/x").as_os_str().as_bytes()),
+        "{c:?}"
+    );
+
+    // Renames of a file and of a directory (across the dependent fileset).
+    std::fs::rename(f.join("a"), f.join("d/a2")).unwrap();
+    std::fs::rename(f.join("d"), f.join("dep/d2")).unwrap();
+    let c = g.changes_match_full(&env, "renames");
+    assert!(c.iter().any(|l| l.0 == "moved"), "{c:?}");
+
+    // A hard link added; one link of a thrice-linked file removed.
+    std::fs::hard_link(f.join("b"), f.join("newdir/b-link")).unwrap();
+    std::fs::remove_file(f.join("dep/h3")).unwrap();
+    g.changes_match_full(&env, "hard links");
+
+    // The last links of a file; a file; a whole tree.
+    std::fs::remove_file(f.join("h1")).unwrap();
+    std::fs::remove_file(f.join("dep/d2/h2")).unwrap();
+    std::fs::remove_file(f.join("n")).unwrap();
+    std::fs::remove_dir_all(f.join("t")).unwrap();
+    let c = g.changes_match_full(&env, "deletes");
+    assert!(
+        set(&c, "deleted").contains(f.join("t/u/v/leaf").as_os_str().as_bytes()),
+        "{c:?}"
+    );
+
+    // A file moved out of a directory that is then deleted.
+    std::fs::rename(f.join("m/keep"), f.join("kept")).unwrap();
+    std::fs::remove_dir_all(f.join("m")).unwrap();
+    let c = g.changes_match_full(&env, "move out of a deleted directory");
+    assert!(
+        set(&c, "deleted").contains(f.join("m/gone").as_os_str().as_bytes()),
+        "{c:?}"
+    );
+
+    // Nothing changed.
+    g.changes_match_full(&env, "no change");
+}
+
+#[test]
+fn incremental_scan_matches_policy_scan_with_deleted_inodes_reported() {
+    incremental_scan_steps("report");
+}
+
+#[test]
+fn incremental_scan_matches_policy_scan_with_deleted_inodes_omitted() {
+    incremental_scan_steps("omit");
+}
+
+/// Without the library (or with a scan it refuses), the run reads the
+/// whole snapshot with the policy scan, says why, and gives the same
+/// changes.
+#[test]
+fn without_libgpfs_the_policy_scan_reads_and_the_log_says_why() {
+    let Some(g) = setup() else { return };
+    let work = tempfile::tempdir().unwrap();
+    let lib = fake_libgpfs(work.path());
+    let with = [("FERRY_LIBGPFS", lib.to_str().unwrap())];
+    std::fs::write(g.fileset.join("a"), b"1").unwrap();
+    g.run(&[], &with);
+
+    std::fs::write(g.fileset.join("b"), b"2").unwrap();
+    let missing = work.path().join("missing/libgpfs.so");
+    let without = [("FERRY_LIBGPFS", missing.to_str().unwrap())];
+    let (summary, err) = g.run(&["--dry-run", "--summary"], &without);
+    let summary: serde_json::Value = serde_json::from_slice(&summary).unwrap();
+    assert_eq!(summary["read"], "full", "{err}");
+    assert!(
+        err.contains("no incremental inode scan") && err.contains(missing.to_str().unwrap()),
+        "the log does not say why: {err}"
+    );
+    let (full, _) = g.run(&["--dry-run", "--full"], &with);
+    let (out, _) = g.run(&[], &without);
+    assert_eq!(out, full);
+    assert_eq!(
+        set(&changes(&out), "created"),
+        BTreeSet::from([g.fileset.join("b").as_os_str().as_bytes().to_vec()])
+    );
+
+    // A manifest made without the library has no snapshot id: the next
+    // run reads the whole snapshot, and records one.
+    std::fs::write(g.fileset.join("c"), b"3").unwrap();
+    g.run(&[], &with);
+
+    // The library is there, but the scan is not available (ENOSYS).
+    std::fs::write(g.fileset.join("d"), b"4").unwrap();
+    let refused = [
+        ("FERRY_LIBGPFS", lib.to_str().unwrap()),
+        ("FAKE_GPFS_FAIL", "gpfs_open_inodescan64:38"),
+    ];
+    let (summary, err) = g.run(&["--dry-run", "--summary"], &refused);
+    let summary: serde_json::Value = serde_json::from_slice(&summary).unwrap();
+    assert_eq!(summary["read"], "full", "{err}");
+    assert!(err.contains("gpfs_open_inodescan64"), "the log does not say why: {err}");
+    g.changes_match_full(&with, "after a refused scan");
+}

@@ -88,6 +88,11 @@ impl DirTable {
         self.generations.get(&ino).copied().unwrap_or(0)
     }
 
+    /// The root directory's inode.
+    pub fn root(&self) -> u64 {
+        self.root
+    }
+
     /// Number of directories.
     pub fn len(&self) -> usize {
         self.nodes.len()

@@ -5,7 +5,8 @@
 //! them hold no `unsafe` at all. What rustix does not offer is written by
 //! hand here, each `unsafe` block with its SAFETY comment: the btrfs
 //! ioctls, `FS_IOC_GETVERSION` and `F_SETLEASE` (nix offers none of these
-//! either). This module is the only place in the crate with `unsafe` code.
+//! either), and IBM's `libgpfs.so`, loaded with `dlopen` ([`gpfs_lib`]).
+//! This module is the only place in the crate with `unsafe` code.
 //! Every wrapper takes borrowed file descriptors and C strings, returns
 //! `std::io::Result`, and leaves policy (what to retry, what to count as a
 //! failure) to its callers.
@@ -15,6 +16,7 @@ mod dir;
 pub mod fanotify;
 mod file;
 mod fsops;
+pub mod gpfs_lib;
 mod limits;
 mod stat;
 mod xattr;

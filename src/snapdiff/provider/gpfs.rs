@@ -4,16 +4,24 @@
 //! `mmapplypolicy` (an inode scan, much faster than a walk on GPFS) or, on
 //! request, by walking `<fileset>/.snapshots/<name>`.
 //!
+//! Where IBM's `libgpfs.so` loads, a run with a baseline reads only what
+//! changed since, with the incremental inode scan ([`super::gpfs_iscan`]);
+//! each manifest records its snapshot's numeric id for the next run. When
+//! the library is missing or the scan is refused, the run says why and
+//! reads the whole snapshot with the policy scan.
+//!
 //! Commands are called through [`crate::gpfs`] by their documented
 //! interfaces only; their messages are never parsed (after a failure, the
 //! state is checked by listing).
 
-use super::{Fileset, Provider, ScanError, SnapshotError, mount_point};
+use super::gpfs_iscan::{self, Snapshots};
+use super::{ChangesQuery, ChangesRead, Fileset, Provider, ScanError, SnapshotError, mount_point};
 use crate::config::GpfsSettings;
 use crate::gpfs::policy::{LIST_POLICY, ListRecord, parse_list_line};
 use crate::gpfs::{self, GpfsError, Row};
 use crate::snapdiff::build::{GenerationSource, ManifestBuilder, walk_into};
 use crate::snapdiff::record::Record;
+use crate::sys::gpfs_lib::{Libgpfs, LoadError};
 use rustc_hash::FxHashMap;
 use std::io::{self, BufRead, BufReader};
 use std::os::unix::ffi::OsStrExt;
@@ -26,6 +34,9 @@ pub struct Gpfs {
     device: String,
     settings: GpfsSettings,
     walk: bool,
+    /// IBM's library, for reading only what changed (not loaded when
+    /// told to walk).
+    lib: Option<Result<Libgpfs, LoadError>>,
 }
 
 fn text(b: &[u8]) -> String {
@@ -58,6 +69,7 @@ impl Gpfs {
             device,
             settings: settings.clone(),
             walk,
+            lib: (!walk).then(Libgpfs::load),
         };
         let rows = gpfs::filesets(settings, &g.device).map_err(io::Error::other)?;
         let field = |r: &Row, k: &str| r.get(k).map(|v| text(v)).unwrap_or_default();
@@ -259,6 +271,41 @@ impl Provider for Gpfs {
             .filter(|r| r.get("fileset").is_none_or(|f| *f == self.fileset.name.as_bytes()))
             .filter_map(|r| r.get("directory").map(|d| text(d)))
             .collect())
+    }
+
+    /// The snapshot's numeric id from the library; none without it (the
+    /// next run then reads the whole snapshot).
+    fn snapshot_transid(&self, name: &str) -> io::Result<Option<u64>> {
+        Ok(match &self.lib {
+            Some(Ok(lib)) => gpfs_iscan::snapshot_id(lib, &self.snapshot_dir(name)).ok(),
+            _ => None,
+        })
+    }
+
+    fn reads_changes(&self) -> bool {
+        !self.walk
+    }
+
+    fn changed(&self, q: ChangesQuery<'_>) -> Result<ChangesRead, ScanError> {
+        let lib = match &self.lib {
+            Some(Ok(lib)) => lib,
+            Some(Err(e)) => return Ok(ChangesRead::Unable(format!("no incremental inode scan ({e})"))),
+            None => return Ok(ChangesRead::Unable("snapshots are walked".into())),
+        };
+        let (new, old) = (self.snapshot_dir(q.new), self.snapshot_dir(q.old));
+        let snaps = Snapshots {
+            new: &new,
+            old: &old,
+            since: q.since,
+        };
+        let old_records = q.old_records;
+        let mut lookup = |inos: &[u64]| old_records.records_of(inos);
+        match gpfs_iscan::changed_since(lib, &snaps, q.old_dirs, q.limit, q.split, &mut lookup) {
+            Ok(Some(c)) => Ok(ChangesRead::Read(c)),
+            Ok(None) => Ok(ChangesRead::TooMany),
+            Err(e) if e.falls_back() => Ok(ChangesRead::Unable(format!("no incremental inode scan ({e})"))),
+            Err(e) => Err(e.into()),
+        }
     }
 
     fn scan(&self, snapshot: Option<&str>, builder: &mut ManifestBuilder, threads: usize) -> Result<(), ScanError> {

@@ -4,7 +4,8 @@
 //! - [`btrfs`]: the fileset is a subvolume; snapshots are read-only
 //!   subvolume snapshots in `<fileset>/.snapshots/`.
 //! - [`gpfs`]: an independent fileset; `mm*` commands make the snapshots
-//!   and `mmapplypolicy` lists them.
+//!   and `mmapplypolicy` lists them, or IBM's incremental inode scan
+//!   ([`gpfs_iscan`]) reads what changed since the last one.
 //! - [`none`]: no snapshots; the previous run's manifest of the live tree
 //!   is the baseline.
 
@@ -12,6 +13,7 @@ pub mod btrfs;
 pub mod btrfs_changed;
 pub mod btrfs_tree;
 pub mod gpfs;
+pub mod gpfs_iscan;
 pub mod kind;
 pub mod none;
 
@@ -91,7 +93,8 @@ pub trait Provider: Send + Sync {
         Ok(None)
     }
     /// Whether [`Provider::changed`] can read only what changed (btrfs
-    /// reading its tree; not when told to walk).
+    /// reading its tree, GPFS's incremental inode scan; not when told to
+    /// walk).
     fn reads_changes(&self) -> bool {
         false
     }
@@ -110,7 +113,8 @@ pub struct ChangesQuery<'a> {
     /// The snapshot being read.
     pub new: &'a str,
     /// The baseline's point in the provider's own order (btrfs: the old
-    /// snapshot's `otransid`), from its manifest header.
+    /// snapshot's `otransid`; GPFS: its snapshot id), from its manifest
+    /// header.
     pub since: u64,
     /// The baseline manifest's directory table.
     pub old_dirs: &'a DirTable,
@@ -161,6 +165,9 @@ pub enum ScanError {
     /// The changes the journal points at could not be read.
     #[error("{0}")]
     JournalChanges(#[from] crate::snapdiff::journal::changes::ChangesError),
+    /// The GPFS incremental inode scan failed.
+    #[error("{0}")]
+    Iscan(#[from] gpfs_iscan::IscanError),
     /// A record could not be added to the manifest.
     #[error("{0}")]
     Manifest(#[from] crate::snapdiff::manifest::ManifestError),
