@@ -35,16 +35,21 @@ struct Journaled {
 
 impl Journaled {
     fn new(fs_root: &Path, fileset: PathBuf) -> Journaled {
+        let mut j = Journaled::without_writer(fs_root, fileset);
+        j.start(None);
+        j
+    }
+
+    /// The fileset with no writer started (the agent's test starts one).
+    fn without_writer(fs_root: &Path, fileset: PathBuf) -> Journaled {
         let outside = fs_root.join("outside");
         fs::create_dir_all(&outside).unwrap();
-        let mut j = Journaled {
+        Journaled {
             fileset,
             outside,
             state: fs_root.join("state"),
             writer: None,
-        };
-        j.start(None);
-        j
+        }
     }
 
     fn journal_sessions(&self) -> usize {
@@ -455,4 +460,42 @@ fn changes_made_while_the_journal_is_stopped_are_found_by_a_full_walk() {
     fs::write(j.fileset.join("e/seen"), b"s").unwrap();
     assert_eq!(j.read_method(), "changes");
     j.run_and_compare("journal once more");
+}
+
+#[test]
+fn the_agent_keeps_the_journal_and_an_agent_stopped_while_files_change_is_a_gap() {
+    if !common::require_root("the event journal") || !common::agent::broker_or_skip() {
+        return;
+    }
+    let Some(fs) = LoopFs::ext4(256) else { return };
+    let fileset = fs.path().join("fileset");
+    fs::create_dir(&fileset).unwrap();
+    seed_tree(&fileset);
+    let j = Journaled::without_writer(fs.path(), fileset);
+    let mut agent = common::agent::Agent::new(&format!(
+        "journal = {}\njournal_state_dir = {}",
+        j.fileset.display(),
+        j.state.display()
+    ));
+    agent.spawn();
+    agent.wait_log("journaling changes", Duration::from_secs(30));
+    j.run_and_compare("first run");
+    let mut rng = Rng(99);
+    for n in 0..8 {
+        change(&mut rng, &j.fileset, &j.outside, n);
+    }
+    assert_eq!(j.read_method(), "changes", "the agent's journal must be read");
+    j.run_and_compare("with the agent's journal");
+    // The agent stops (as for an upgrade), files change, it comes back.
+    assert!(agent.stop().success());
+    for n in 100..108 {
+        change(&mut rng, &j.fileset, &j.outside, n);
+    }
+    agent.spawn();
+    agent.wait_log_n("journaling changes", 2, Duration::from_secs(30));
+    let log = j.run_and_compare("agent restarted");
+    assert!(log.contains("restarted"), "{log}");
+    change(&mut rng, &j.fileset, &j.outside, 200);
+    assert_eq!(j.read_method(), "changes");
+    j.run_and_compare("journal again");
 }

@@ -17,6 +17,7 @@ pub mod broker;
 pub mod celery;
 pub mod control;
 pub mod events;
+mod journal;
 pub mod metrics;
 pub mod results;
 pub mod runtime;

@@ -207,6 +207,11 @@ async fn serve(agent: Arc<Agent>) {
             upkeep::check_endpoints(&a.ops, grace)
         }));
     }
+    super::journal::start(
+        &agent.settings.journal,
+        agent.settings.journal_state_dir.as_deref(),
+        agent.shutdown.subscribe(),
+    );
     tokio::spawn(metrics::poll_queue_depths(
         agent.queues(),
         agent.metrics.clone(),

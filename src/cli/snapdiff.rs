@@ -358,13 +358,13 @@ pub fn run_snapdiff(a: SnapdiffCmd) -> Result<(), Failure> {
         skip_old_ctimes: a.skip_old_ctimes,
         extra_fields: a.extra_fields,
         hold: a.hold,
+        full: a.full,
         ..SnapdiffRequest::default()
     };
     let threads = a.concurrency.threads.unwrap_or_else(defaults::walk_threads);
     let mut opts = a.fileset.tune(request.options(a.fileset.lock_threshold(), threads));
     opts.set_memory(a.mem_limit.0);
     opts.dry_run = a.dry_run;
-    opts.full = a.full;
     if !(0.0..=1.0).contains(&a.changes_limit) {
         return Err(Failure::setup(format!(
             "--changes-limit {} is not between 0 and 1",

@@ -254,6 +254,14 @@ pub struct AgentSettings {
     /// Where this site mounts what the other sites' paths name
     /// (`path_map`; empty: the same paths everywhere).
     pub path_map: PathMap,
+    /// Filesets without snapshots whose event journal the agent keeps
+    /// while it runs (`journal`, comma-separated paths), so that their
+    /// snapdiffs look only where files changed.
+    pub journal: Vec<std::path::PathBuf>,
+    /// Where those journals are kept (`journal_state_dir`; default each
+    /// filesystem's `.rotate`, as for snapdiff runs: it must be the
+    /// `state_dir` their snapdiff tasks give).
+    pub journal_state_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for AgentSettings {
@@ -275,12 +283,14 @@ impl Default for AgentSettings {
             endpoint_check_interval: defaults::ENDPOINT_CHECK_INTERVAL,
             endpoint_check_grace: defaults::ENDPOINT_CHECK_GRACE,
             path_map: PathMap::default(),
+            journal: Vec::new(),
+            journal_state_dir: None,
         }
     }
 }
 
 /// The `[settings]` keys [`AgentSettings::read`] knows.
-pub const AGENT_KEYS: &str = "broker_url, node_name, file_batch_size, file_batch_gb, enable_auto_file_batch_sizing, lock_threshold, heartbeat, heartbeat_interval, task_events, max_message_bytes, confirm_window, control_wait, walk_threads, metrics_listen, snapdiff_stream_timeout, endpoint_check_interval, endpoint_check_grace, path_map, worker, discovery, custom, interactive, settings";
+pub const AGENT_KEYS: &str = "broker_url, node_name, file_batch_size, file_batch_gb, enable_auto_file_batch_sizing, lock_threshold, heartbeat, heartbeat_interval, task_events, max_message_bytes, confirm_window, control_wait, walk_threads, metrics_listen, snapdiff_stream_timeout, endpoint_check_interval, endpoint_check_grace, path_map, journal, journal_state_dir, worker, discovery, custom, interactive, settings";
 
 impl AgentSettings {
     /// Reads the agent's keys from `[settings]`.
@@ -333,6 +343,21 @@ impl AgentSettings {
         }
         if let Some(m) = s.take_parsed("path_map", PathMap::parse)? {
             a.path_map = m;
+        }
+        if let Some(v) = s.take("journal") {
+            a.journal = v
+                .text
+                .split(',')
+                .map(str::trim)
+                .filter(|p| !p.is_empty())
+                .map(std::path::PathBuf::from)
+                .collect();
+            if let Some(p) = a.journal.iter().find(|p| !p.is_absolute()) {
+                return Err(s.error(v.line, format!("`journal`: {} is not an absolute path", p.display())));
+            }
+        }
+        if let Some(v) = s.take("journal_state_dir") {
+            a.journal_state_dir = Some(v.text.into());
         }
         if let Some(n) = s.take_parsed("walk_threads", parse_count)? {
             a.walk_threads = n;

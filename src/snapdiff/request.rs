@@ -99,6 +99,10 @@ pub struct SnapdiffRequest {
     /// Keep the lock and the new snapshot for a later rotate (`hold`).
     #[serde(default)]
     pub hold: bool,
+    /// Read the whole snapshot (or tree) even where only the changes
+    /// could be read (`full`).
+    #[serde(default)]
+    pub full: bool,
     /// Hand every change to the hub as an event instead of to the rules
     /// (a `bidirectional_snapdiff` run: the hub compares both sites'
     /// changes before either is applied). Implies `hold`, and rolls back
@@ -116,6 +120,7 @@ impl Default for SnapdiffRequest {
             extra_fields: ExtraFields::default(),
             snappdiff_rotate_on_error: true,
             hold: false,
+            full: false,
             collect: false,
         }
     }
@@ -129,6 +134,7 @@ impl SnapdiffRequest {
         o.diff.condense_moves = self.condense_moves;
         o.diff.skip_old_ctimes = self.skip_old_ctimes;
         o.hold = self.hold || self.collect;
+        o.full = self.full;
         o.supersede = self.collect;
         o
     }
@@ -161,12 +167,13 @@ mod tests {
     #[test]
     fn keyword_arguments_read_with_the_seeds_defaults() {
         let r: SnapdiffRequest = serde_json::from_str(
-            r#"{"provider": "none", "extra_fields": ["inode"], "snapdiff_rotate_on_error": false, "other": 1}"#,
+            r#"{"provider": "none", "extra_fields": ["inode"], "snapdiff_rotate_on_error": false, "full": true, "other": 1}"#,
         )
         .unwrap();
         assert_eq!(r.fileset.provider, Kind::None);
         assert_eq!(r.fileset.prefix, defaults::STATE_PREFIX);
         assert!(r.condense_moves && r.extra_fields.inode && !r.snappdiff_rotate_on_error);
+        assert!(r.full && r.options(Duration::from_secs(1), 1).full);
         let r: SnapdiffRequest = serde_json::from_str(r#"{"provider": null, "prefix": null}"#).unwrap();
         assert_eq!(
             (r.fileset.provider, r.fileset.prefix.as_str()),

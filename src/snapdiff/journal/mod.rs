@@ -307,7 +307,8 @@ impl JournalFiles {
         let mut end = offset;
         let mut cut = false;
         if offset > 0 {
-            file.seek(SeekFrom::Start(offset - 1)).map_err(|e| JournalError::io(path, e))?;
+            file.seek(SeekFrom::Start(offset - 1))
+                .map_err(|e| JournalError::io(path, e))?;
             let mut b = [0u8];
             cut = file.read(&mut b).map_err(|e| JournalError::io(path, e))? == 1 && b[0] != b'\n';
             n = 1;
