@@ -26,6 +26,7 @@
 
 mod common;
 
+use common::Rng;
 use common::btrfs::LoopBtrfs;
 use common::hub::{HubSite, sqlite};
 use common::proxy::Proxy;
@@ -330,27 +331,6 @@ for side in sys.argv[1:]:
             .s
             .api("GET", &format!("/api/tasks/?job_id={id}&state=FAILURE"), None, 200);
         json!({"files": files["results"], "failed_tasks": tasks["results"]})
-    }
-}
-
-/// A small deterministic random source (xorshift64*), so a failing round
-/// can be replayed from its seed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-
-    fn pick<'a, T>(&mut self, from: &'a [T]) -> Option<&'a T> {
-        (!from.is_empty()).then(|| &from[self.below(from.len())])
     }
 }
 

@@ -9,6 +9,7 @@
 
 mod common;
 
+use common::Rng;
 use common::btrfs::{FERRY, LoopBtrfs, output};
 use common::loopfs::LoopFs;
 use std::ffi::OsStr;
@@ -168,26 +169,6 @@ impl Drop for Journaled {
 fn unsafe_kill(pid: u32, sig: i32) {
     // SAFETY: kill has no memory-safety preconditions.
     assert_eq!(unsafe { libc::kill(pid as i32, sig) }, 0);
-}
-
-/// A small deterministic generator (xorshift64*).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-
-    fn pick<'a, T>(&mut self, v: &'a [T]) -> Option<&'a T> {
-        (!v.is_empty()).then(|| &v[self.below(v.len())])
-    }
 }
 
 /// The directories and the other entries under `root` (root included in
