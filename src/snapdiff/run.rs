@@ -7,9 +7,8 @@ use super::build::ManifestBuilder;
 use super::diff::{Change, DeltaWriter, DiffOptions, DiffSummary, Listing, diff};
 use super::extsort::MERGE_MEMORY;
 use super::manifest::{Header, Kind, ManifestError, ManifestReader, ManifestWriter};
-use super::provider::{ChangesQuery, ChangesRead, OldRecords, Provider, ScanError, SnapshotError, with_retries};
-use super::record::Record;
-use super::set::{self, Compaction, new_id};
+use super::provider::{ChangesQuery, ChangesRead, Provider, ScanError, SnapshotError, with_retries};
+use super::set::{self, BaselineRecords, Compaction, new_id};
 use super::state::{AcquireError, Lock, LockInfo, StateDir, hostname, write_atomic};
 use super::view::{Entries, InMemory, OnlyInodes, View};
 use crate::config::defaults;
@@ -474,10 +473,7 @@ impl Ctx<'_> {
                     .collect()
             })
             .unwrap_or_default();
-        let mut old_records = Baseline {
-            state: &self.state,
-            snap: last,
-        };
+        let mut old_records = BaselineRecords::new(&self.state, last);
         let query = ChangesQuery {
             old: last,
             new: snap,
@@ -533,10 +529,16 @@ impl Ctx<'_> {
             id: new_id(),
             ..old_header.clone()
         };
+        // The provider may have looked these up already (the journal
+        // does): then they are not decoded again.
+        let entries: Box<dyn Entries> = match old_records.cached(&inos) {
+            Some(records) => Box::new(InMemory(records.into_iter())),
+            None => Box::new(OnlyInodes::new(old, inos)),
+        };
         let old = Listing {
             header: old_header,
             dirs: old_dirs,
-            entries: Box::new(OnlyInodes::new(old, inos)),
+            entries,
         };
         let new = Listing {
             header: Header {
@@ -572,25 +574,6 @@ impl Ctx<'_> {
             records: counts.entries + counts.tombstones,
         };
         Ok((summary, built))
-    }
-}
-
-/// The baseline manifest as [`OldRecords`]: each lookup opens the view
-/// afresh and jumps through its block index to the inodes asked for.
-struct Baseline<'a> {
-    state: &'a StateDir,
-    snap: &'a str,
-}
-
-impl OldRecords for Baseline<'_> {
-    fn records_of(&mut self, inos: &[u64]) -> Result<Vec<Record>, ManifestError> {
-        let mut only = OnlyInodes::new(self.state.open_view(self.snap)?, inos.to_vec());
-        let mut out = Vec::new();
-        let mut r = Record::default();
-        while only.read_entry(&mut r)? {
-            out.push(r.clone());
-        }
-        Ok(out)
     }
 }
 

@@ -14,8 +14,11 @@
 //! earlier versions, which therefore still load).
 
 use super::manifest::{Header, Kind, ManifestError, ManifestReader, ManifestWriter};
+use super::provider::OldRecords;
+use super::record::Record;
 use super::state::{StateDir, write_atomic};
-use super::view::{Entries, View};
+use super::view::{Entries, OnlyInodes, View};
+use rustc_hash::FxHashSet;
 use serde::{Deserialize, Serialize};
 use std::fs::{self, File};
 use std::io::{self, BufReader, BufWriter, Read, Seek};
@@ -440,4 +443,54 @@ pub fn compact_file(path: &Path, lock_threshold: std::time::Duration) -> Result<
     let done = compact(&state, &snap, true)?;
     lock.release().map_err(ManifestError::from)?;
     Ok(done.map(|(c, _)| c))
+}
+
+/// A baseline manifest as [`OldRecords`]: each lookup opens the view afresh
+/// and jumps through its block index to the inodes asked for. What it
+/// found is kept, so that the run's diff need not decode it again.
+pub struct BaselineRecords<'a> {
+    state: &'a StateDir,
+    snap: &'a str,
+    asked: FxHashSet<u64>,
+    found: Vec<Record>,
+}
+
+impl<'a> BaselineRecords<'a> {
+    /// The manifest of `snap` in `state`.
+    pub fn new(state: &'a StateDir, snap: &'a str) -> Self {
+        BaselineRecords {
+            state,
+            snap,
+            asked: FxHashSet::default(),
+            found: Vec::new(),
+        }
+    }
+
+    /// The records of `inos` (ascending), in manifest order, if every one
+    /// of them was looked up already.
+    pub fn cached(&mut self, inos: &[u64]) -> Option<Vec<Record>> {
+        if self.asked.is_empty() || !inos.iter().all(|i| self.asked.contains(i)) {
+            return None;
+        }
+        let mut out: Vec<Record> = std::mem::take(&mut self.found)
+            .into_iter()
+            .filter(|r| inos.binary_search(&r.ino).is_ok())
+            .collect();
+        out.sort_by(|a, b| (a.ino, a.generation, a.parent, &a.name).cmp(&(b.ino, b.generation, b.parent, &b.name)));
+        Some(out)
+    }
+}
+
+impl OldRecords for BaselineRecords<'_> {
+    fn records_of(&mut self, inos: &[u64]) -> Result<Vec<Record>, ManifestError> {
+        let mut only = OnlyInodes::new(self.state.open_view(self.snap)?, inos.to_vec());
+        let mut out = Vec::new();
+        let mut r = Record::default();
+        while only.read_entry(&mut r)? {
+            out.push(r.clone());
+        }
+        self.asked.extend(inos.iter().copied());
+        self.found.extend(out.iter().cloned());
+        Ok(out)
+    }
 }
