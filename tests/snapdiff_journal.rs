@@ -384,6 +384,75 @@ fn journal_guided_runs_on_a_btrfs_subvolume_report_what_a_full_walk_reports() {
         assert_eq!(j.read_method(), "changes", "round {round}");
         j.run_and_compare(&format!("round {round}"));
     }
+    // Snapshots in the fileset's `.snapshots` (subvolumes, whose root is
+    // inode 256 like the fileset's) are no part of it, as for a walk.
+    fs::create_dir(j.fileset.join(".snapshots")).unwrap();
+    let snap = j.fileset.join(".snapshots/s1");
+    let out = output(
+        Command::new("btrfs")
+            .args(["subvolume", "snapshot"])
+            .arg(&other)
+            .arg(&snap),
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    fs::write(j.fileset.join("next-to-a-snapshot"), b"n").unwrap();
+    assert_eq!(j.read_method(), "changes", "a snapshot in .snapshots");
+    j.run_and_compare("a snapshot in .snapshots");
+    // A subvolume inside the fileset: the run says why it walks.
+    let nested = j.fileset.join("nested");
+    let out = output(Command::new("btrfs").args(["subvolume", "create"]).arg(&nested));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let log = j.run_and_compare("a nested subvolume");
+    assert!(log.contains("on another filesystem or subvolume"), "{log}");
+}
+
+#[test]
+fn a_run_examines_what_the_events_name_not_the_tree() {
+    let Some((_fs, j)) = ext4() else { return };
+    for d in 0..20 {
+        let dir = j.fileset.join(format!("bulk-{d}"));
+        fs::create_dir(&dir).unwrap();
+        for f in 0..100 {
+            fs::write(dir.join(format!("f{f}")), b"x").unwrap();
+        }
+    }
+    j.run_and_compare("first run");
+    // A write, a rename, a delete and a create: a handful of events
+    // (each write is a modify and a close-write), not 2,000 entries.
+    fs::write(j.fileset.join("bulk-3/f7"), b"changed").unwrap();
+    fs::rename(j.fileset.join("bulk-4/f1"), j.fileset.join("bulk-5/moved")).unwrap();
+    fs::remove_file(j.fileset.join("bulk-6/f2")).unwrap();
+    fs::write(j.fileset.join("bulk-7/new"), b"n").unwrap();
+    let out = j.snapdiff(&["--dry-run", "--summary"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("\"read\":\"changes\""), "{text}");
+    let at = text.find("\"examined\":").unwrap() + 11;
+    let examined: u64 = text[at..]
+        .split(|c: char| !c.is_ascii_digit())
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((4..=20).contains(&examined), "examined {examined}: {text}");
+    // A directory that comes in from outside is read whole: its 30 entries.
+    let came = j.outside.join("came");
+    fs::create_dir(&came).unwrap();
+    for f in 0..30 {
+        fs::write(came.join(format!("c{f}")), b"c").unwrap();
+    }
+    j.run_and_compare("before the move in");
+    fs::rename(&came, j.fileset.join("came")).unwrap();
+    let out = j.snapdiff(&["--dry-run", "--summary"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let at = text.find("\"examined\":").unwrap() + 11;
+    let examined: u64 = text[at..]
+        .split(|c: char| !c.is_ascii_digit())
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((31..=40).contains(&examined), "examined {examined}: {text}");
+    j.run_and_compare("the move in");
 }
 
 #[test]

@@ -26,6 +26,7 @@ use std::fs::File;
 use std::io;
 use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -147,8 +148,19 @@ pub fn changed(root: &Path, events: Vec<Line>, q: ChangesQuery<'_>) -> Result<Ch
     };
     let root_dir = File::open(root).map_err(io_err(root))?;
     let mount = root_dir.as_fd();
-    let root_ino = sys::stat_fd(mount, StatMask::ALL).map_err(io_err(root))?.ino;
-    let examined = events.len() as u64;
+    let root_st = sys::stat_fd(mount, StatMask::ALL).map_err(io_err(root))?;
+    let root_ino = root_st.ino;
+    // On btrfs, inode numbers repeat in every subvolume (each root is
+    // 256): only handles of the fileset's own subvolume name its inodes.
+    let subvolume = fanotify::handle_of(mount).map_err(io_err(root))?.btrfs_root();
+    // A walk skips the root's `.snapshots` (where the btrfs provider keeps
+    // its snapshots, each a subvolume): so does this.
+    let snapshots_dir = sys::stat_at(Base::Dir(mount), c".snapshots", false, StatMask::ALL)
+        .ok()
+        .filter(|st| st.mode & libc::S_IFMT == libc::S_IFDIR)
+        .map(|st| st.ino);
+    // The work done: events read, and entries of directories read whole.
+    let mut examined = events.len() as u64;
 
     // What the events touched: entries, the objects they name, and the
     // handles to open them by.
@@ -163,7 +175,11 @@ pub fn changed(root: &Path, events: Vec<Line>, q: ChangesQuery<'_>) -> Result<Ch
         else {
             continue;
         };
-        if let Some(t) = target.as_ref().and_then(|t| t.ino().map(|i| (i, t))) {
+        if let Some(t) = target
+            .as_ref()
+            .filter(|t| t.btrfs_root() == subvolume)
+            .and_then(|t| t.ino().map(|i| (i, t)))
+        {
             changed.insert(t.0);
             handles.insert(t.0, t.1.clone());
             if m & mask::CREATE != 0 {
@@ -172,6 +188,9 @@ pub fn changed(root: &Path, events: Vec<Line>, q: ChangesQuery<'_>) -> Result<Ch
         }
         let Some((dir, name)) = dir else { continue };
         let Some(dir_ino) = dir.ino() else { continue };
+        if snapshots_dir == Some(dir_ino) || (dir_ino == root_ino && name == b".snapshots") {
+            continue;
+        }
         if name == b"." {
             changed.insert(dir_ino);
             handles.insert(dir_ino, dir);
@@ -199,6 +218,15 @@ pub fn changed(root: &Path, events: Vec<Line>, q: ChangesQuery<'_>) -> Result<Ch
         let Some(fd) = fd else { continue };
         let Ok(c) = CString::new(name.clone()) else { continue };
         match sys::stat_at(Base::Dir(fd.as_fd()), &c, false, stat_mask()) {
+            // Another filesystem or subvolume inside the fileset: a walk
+            // reports its root entry under that filesystem's own inode
+            // number, which may be one of the fileset's (256 on btrfs).
+            Ok(st) if st.dev != root_st.dev => {
+                return Ok(ChangesRead::Unable(format!(
+                    "{} is on another filesystem or subvolume",
+                    root.join(std::ffi::OsStr::from_bytes(name)).display()
+                )));
+            }
             Ok(st) => {
                 changed.insert(st.ino);
                 seen.observe(*dir_ino, name.clone(), st);
@@ -233,9 +261,12 @@ pub fn changed(root: &Path, events: Vec<Line>, q: ChangesQuery<'_>) -> Result<Ch
         .iter()
         .copied()
         .filter(|ino| {
-            seen.stat
-                .get(ino)
-                .is_some_and(|st| st.mode & libc::S_IFMT == libc::S_IFDIR)
+            // The root is no directory table's entry, and never new.
+            *ino != root_ino
+                && seen
+                    .stat
+                    .get(ino)
+                    .is_some_and(|st| st.mode & libc::S_IFMT == libc::S_IFDIR)
                 && q.old_dirs.get(*ino).is_none()
                 && !created.contains(ino)
         })
@@ -245,7 +276,13 @@ pub fn changed(root: &Path, events: Vec<Line>, q: ChangesQuery<'_>) -> Result<Ch
             .get(&dir)
             .and_then(|h| open_handle(mount, h, libc::O_RDONLY | libc::O_DIRECTORY))
         {
-            read_subtree(fd, dir, &mut seen).map_err(io_err(root))?;
+            match read_subtree(fd, dir, root_st.dev, &mut seen).map_err(io_err(root))? {
+                Some(n) => examined += n,
+                None => return Ok(ChangesRead::Unable(FOREIGN.into())),
+            }
+        }
+        if seen.stat.len() > q.limit {
+            return Ok(ChangesRead::TooMany);
         }
     }
     let resolve = Resolve {
@@ -275,7 +312,10 @@ pub fn changed(root: &Path, events: Vec<Line>, q: ChangesQuery<'_>) -> Result<Ch
                 .get(&dir)
                 .and_then(|h| open_handle(mount, h, libc::O_RDONLY | libc::O_DIRECTORY))
             {
-                read_subtree(fd, dir, &mut seen).map_err(io_err(root))?;
+                match read_subtree(fd, dir, root_st.dev, &mut seen).map_err(io_err(root))? {
+                    Some(n) => examined += n,
+                    None => return Ok(ChangesRead::Unable(FOREIGN.into())),
+                }
             }
         }
         let known: FxHashSet<u64> = first.iter().copied().collect();
@@ -420,8 +460,15 @@ fn inside_only(
     left
 }
 
-/// Reads everything under the directory `fd` (inode `dir`) into `seen`.
-fn read_subtree(fd: OwnedFd, dir: u64, seen: &mut Seen) -> io::Result<()> {
+/// Why a run walks after all when a directory read whole holds another
+/// filesystem or subvolume.
+const FOREIGN: &str = "a directory that came into or left the fileset holds another filesystem or subvolume";
+
+/// Reads everything under the directory `fd` (inode `dir`) into `seen`;
+/// returns how many entries it read, or `None` at an entry on another
+/// device than `dev` (see [`changed`]).
+fn read_subtree(fd: OwnedFd, dir: u64, dev: u64, seen: &mut Seen) -> io::Result<Option<u64>> {
+    let mut read = 0;
     let mut stack = vec![(fd, dir)];
     let mut visited: FxHashSet<u64> = FxHashSet::default();
     visited.insert(dir);
@@ -436,7 +483,11 @@ fn read_subtree(fd: OwnedFd, dir: u64, seen: &mut Seen) -> io::Result<()> {
                 Err(e) if is_gone(&e) => continue,
                 Err(e) => return Err(e),
             };
+            if st.dev != dev {
+                return Ok(None);
+            }
             seen.observe(ino, name.to_bytes().to_vec(), st);
+            read += 1;
             if st.mode & libc::S_IFMT == libc::S_IFDIR && visited.insert(st.ino) {
                 match sys::open_dir_at(Base::Dir(fd.as_fd()), &name, false) {
                     Ok(sub) => stack.push((sub, st.ino)),
@@ -446,7 +497,7 @@ fn read_subtree(fd: OwnedFd, dir: u64, seen: &mut Seen) -> io::Result<()> {
             }
         }
     }
-    Ok(())
+    Ok(Some(read))
 }
 
 fn stat_mask() -> StatMask {
