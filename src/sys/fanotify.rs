@@ -193,8 +193,8 @@ pub struct ParseError {
     pub problem: &'static str,
 }
 
-/// Parses the events in `buf` (what [`Fanotify::read`] filled). Events
-/// that carry a file descriptor (none do for this group) have it closed.
+/// Parses the events in `buf` (what [`Fanotify::read`] filled). Events of
+/// this group never carry a file descriptor: one that does is an error.
 pub fn parse_events(buf: &[u8]) -> Result<Vec<Event>, ParseError> {
     let mut out = Vec::new();
     let mut at = 0;
@@ -216,9 +216,10 @@ pub fn parse_events(buf: &[u8]) -> Result<Vec<Event>, ParseError> {
         {
             return Err(err("length out of bounds"));
         }
+        // A group that reports file handles gets no descriptors
+        // (`FAN_NOFD`); one in the buffer is not ours to close.
         if fd >= 0 {
-            // SAFETY: the kernel handed us this descriptor with the event.
-            drop(unsafe { OwnedFd::from_raw_fd(fd) });
+            return Err(err("event carries a file descriptor"));
         }
         let mut ev = Event {
             mask,

@@ -104,7 +104,16 @@ pub fn run(
     let mut synced = Instant::now();
     while !stop.load(Ordering::Relaxed) {
         let n = group.read(&mut buf, Duration::from_millis(100)).map_err(watch)?;
-        let events = fanotify::parse_events(&buf[..n]).map_err(|e| watch(io::Error::other(e)))?;
+        let events = match fanotify::parse_events(&buf[..n]) {
+            Ok(events) => events,
+            // Events that cannot be read are events lost: a gap.
+            Err(e) => {
+                log(&format!("{e}: the next run walks the whole tree"));
+                out.push(|seq| Line::Overflow { seq })?;
+                stats.overflows += 1;
+                Vec::new()
+            }
+        };
         let mut barrier = false;
         for ev in events {
             if ev.mask & mask::Q_OVERFLOW != 0 {
