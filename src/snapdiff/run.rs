@@ -9,7 +9,7 @@ use super::extsort::MERGE_MEMORY;
 use super::manifest::{Header, Kind, ManifestError, ManifestReader, ManifestWriter};
 use super::provider::{ChangesQuery, ChangesRead, Provider, ScanError, SnapshotError, with_retries};
 use super::set::{self, BaselineRecords, Compaction, new_id};
-use super::state::{AcquireError, Lock, LockInfo, StateDir, hostname, write_atomic};
+use super::state::{AcquireError, Lock, LockInfo, StateDir, hostname, synced, write_atomic};
 use super::view::{Entries, InMemory, OnlyInodes, View};
 use crate::config::defaults;
 use crate::task::status::now_iso8601;
@@ -610,13 +610,6 @@ impl Built {
         };
         f.as_file().metadata().map_or(0, |m| m.len())
     }
-}
-
-/// Flushes a written manifest and syncs it.
-fn synced(w: BufWriter<NamedTempFile>) -> io::Result<NamedTempFile> {
-    let file = w.into_inner().map_err(|e| e.into_error())?;
-    file.as_file().sync_all()?;
-    Ok(file)
 }
 
 fn state_dir(provider: &dyn Provider, opts: &SnapdiffOptions) -> io::Result<StateDir> {

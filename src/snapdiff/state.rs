@@ -335,6 +335,13 @@ pub fn hostname() -> String {
     fs::read_to_string("/proc/sys/kernel/hostname").map_or_else(|_| "localhost".into(), |s| s.trim().to_string())
 }
 
+/// Flushes a manifest written to a temporary file and syncs it.
+pub(super) fn synced(w: std::io::BufWriter<tempfile::NamedTempFile>) -> io::Result<tempfile::NamedTempFile> {
+    let file = w.into_inner().map_err(|e| e.into_error())?;
+    file.as_file().sync_all()?;
+    Ok(file)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
