@@ -44,7 +44,8 @@ fn keep(path: &Path, state_dir: Option<&Path>, stop: &AtomicBool) {
         let result = NoSnapshots::open(path, state_dir)
             .map_err(|e| e.to_string())
             .and_then(|tree| {
-                let files = JournalFiles::of(tree.fileset(), state_dir);
+                let fs = tree.fileset();
+                let files = JournalFiles::of(&fs.name, &fs.id, &fs.fs_root, state_dir);
                 let mut log = |m: &str| info!(fileset = %path.display(), "{m}");
                 writer::run(path, &files, stop, &mut log).map_err(|e| e.to_string())
             });

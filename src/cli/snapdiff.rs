@@ -305,7 +305,8 @@ pub fn run_journal(a: JournalCmd) -> Result<(), Failure> {
     use std::sync::atomic::{AtomicBool, Ordering};
     let tree = NoSnapshots::open(&a.fileset, a.state_dir.as_deref())
         .map_err(|e| Failure::setup(format!("{}: {e}", a.fileset.display())))?;
-    let files = JournalFiles::of(tree.fileset(), a.state_dir.as_deref());
+    let fs = tree.fileset();
+    let files = JournalFiles::of(&fs.name, &fs.id, &fs.fs_root, a.state_dir.as_deref());
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
     std::thread::spawn(move || {

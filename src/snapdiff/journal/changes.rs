@@ -15,7 +15,7 @@ use super::{BARRIER_PREFIX, JournalError, JournalFiles, Line};
 use crate::snapdiff::build::GenerationSource;
 use crate::snapdiff::manifest::ManifestError;
 use crate::snapdiff::paths::DirTable;
-use crate::snapdiff::provider::{Changed, ChangesQuery, ChangesRead};
+use crate::snapdiff::provider::changes::{Changed, ChangesQuery, ChangesRead};
 use crate::snapdiff::record::Record;
 use crate::sys::fanotify::{self, Fid, mask};
 use crate::sys::{self, Base, DirReader, FileStat, StatMask};

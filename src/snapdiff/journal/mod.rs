@@ -269,11 +269,12 @@ pub struct JournalFiles {
 }
 
 impl JournalFiles {
-    /// The journal of `fileset`, in the state directory `state_dir`
-    /// (default `<filesystem root>/.rotate`, as for runs).
-    pub fn of(fileset: &crate::snapdiff::provider::Fileset, state_dir: Option<&Path>) -> JournalFiles {
-        let dir = state_dir.map_or_else(|| fileset.fs_root.join(".rotate"), Path::to_path_buf);
-        JournalFiles::new(&dir, &crate::snapdiff::state::state_key(&fileset.name, &fileset.id))
+    /// The journal of the fileset `name` (id `id`) on the filesystem at
+    /// `fs_root`, in the state directory `state_dir` (default
+    /// `<fs_root>/.rotate`, as for runs).
+    pub fn of(name: &str, id: &str, fs_root: &Path, state_dir: Option<&Path>) -> JournalFiles {
+        let dir = state_dir.map_or_else(|| fs_root.join(".rotate"), Path::to_path_buf);
+        JournalFiles::new(&dir, &crate::snapdiff::state::state_key(name, id))
     }
 
     /// The journal of the fileset with state key `key` in `dir`.

@@ -12,6 +12,7 @@
 pub mod btrfs;
 pub mod btrfs_changed;
 pub mod btrfs_tree;
+pub mod changes;
 pub mod gpfs;
 pub mod gpfs_iscan;
 pub mod kind;
@@ -20,10 +21,8 @@ pub mod none;
 pub use kind::{Kind, ProviderOptions, UnknownKind, open};
 
 use super::build::{GenerationSource, ManifestBuilder, WalkManifestError};
-use super::manifest::ManifestError;
-use super::paths::DirTable;
-use super::record::Record;
 pub use btrfs_changed::Changed;
+pub use changes::{ChangesQuery, ChangesRead, OldRecords};
 use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -103,48 +102,6 @@ pub trait Provider: Send + Sync {
     fn changed(&self, _query: ChangesQuery<'_>) -> Result<ChangesRead, ScanError> {
         Ok(ChangesRead::Unable("this provider reads whole snapshots".into()))
     }
-}
-
-/// What [`Provider::changed`] is asked: the changes in snapshot `new`
-/// (for `none`, the live tree) since snapshot `old`.
-pub struct ChangesQuery<'a> {
-    /// The baseline's snapshot.
-    pub old: &'a str,
-    /// The snapshot being read.
-    pub new: &'a str,
-    /// The baseline's point in the provider's own order (btrfs: the old
-    /// snapshot's `otransid`; GPFS: its snapshot id), from its manifest
-    /// header.
-    pub since: u64,
-    /// The baseline manifest's directory table.
-    pub old_dirs: &'a DirTable,
-    /// At most this many changed inodes: past it, [`ChangesRead::TooMany`].
-    pub limit: usize,
-    /// Inode numbers cutting the inode space into ranges read in parallel
-    /// (ascending; empty for one range).
-    pub split: &'a [u64],
-    /// The baseline's records of given inodes, for providers that see an
-    /// inode change but not all of its links (GPFS's inode scan, the
-    /// event journal).
-    pub old_records: &'a mut dyn OldRecords,
-}
-
-/// Looks up the baseline manifest's records of some inodes.
-pub trait OldRecords {
-    /// Every record (link) of each inode in `inos` (ascending), in
-    /// manifest order.
-    fn records_of(&mut self, inos: &[u64]) -> Result<Vec<Record>, ManifestError>;
-}
-
-/// What [`Provider::changed`] found.
-#[derive(Debug)]
-pub enum ChangesRead {
-    /// The changes.
-    Read(Changed),
-    /// More inodes changed than the limit: a full read is cheaper.
-    TooMany,
-    /// The changes cannot be read (why): read the whole snapshot.
-    Unable(String),
 }
 
 /// Why a snapshot could not be read into a manifest.

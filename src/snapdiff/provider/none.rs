@@ -45,7 +45,7 @@ impl NoSnapshots {
             path: root.as_os_str().as_bytes().to_vec(),
             fs_root: mount_point(&root)?,
         };
-        let files = JournalFiles::of(&fileset, state_dir);
+        let files = JournalFiles::of(&fileset.name, &fileset.id, &fileset.fs_root, state_dir);
         Ok(NoSnapshots {
             journal: files.exists().then_some(files),
             fileset,

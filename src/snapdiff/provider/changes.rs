@@ -1,0 +1,51 @@
+//! What a read of changes is asked and what it answers
+//! ([`super::Provider::changed`]), apart from the providers, so that the
+//! readers of changes (the btrfs tree search, GPFS's inode scan, the
+//! event journal) share these types without depending on each other.
+
+pub use super::btrfs_changed::Changed;
+use crate::snapdiff::manifest::ManifestError;
+use crate::snapdiff::paths::DirTable;
+use crate::snapdiff::record::Record;
+
+/// What [`super::Provider::changed`] is asked: the changes in snapshot `new`
+/// (for `none`, the live tree) since snapshot `old`.
+pub struct ChangesQuery<'a> {
+    /// The baseline's snapshot.
+    pub old: &'a str,
+    /// The snapshot being read.
+    pub new: &'a str,
+    /// The baseline's point in the provider's own order (btrfs: the old
+    /// snapshot's `otransid`; GPFS: its snapshot id), from its manifest
+    /// header.
+    pub since: u64,
+    /// The baseline manifest's directory table.
+    pub old_dirs: &'a DirTable,
+    /// At most this many changed inodes: past it, [`ChangesRead::TooMany`].
+    pub limit: usize,
+    /// Inode numbers cutting the inode space into ranges read in parallel
+    /// (ascending; empty for one range).
+    pub split: &'a [u64],
+    /// The baseline's records of given inodes, for providers that see an
+    /// inode change but not all of its links (GPFS's inode scan, the
+    /// event journal).
+    pub old_records: &'a mut dyn OldRecords,
+}
+
+/// Looks up the baseline manifest's records of some inodes.
+pub trait OldRecords {
+    /// Every record (link) of each inode in `inos` (ascending), in
+    /// manifest order.
+    fn records_of(&mut self, inos: &[u64]) -> Result<Vec<Record>, ManifestError>;
+}
+
+/// What [`super::Provider::changed`] found.
+#[derive(Debug)]
+pub enum ChangesRead {
+    /// The changes.
+    Read(Changed),
+    /// More inodes changed than the limit: a full read is cheaper.
+    TooMany,
+    /// The changes cannot be read (why): read the whole snapshot.
+    Unable(String),
+}
