@@ -271,19 +271,27 @@ pub fn changed(root: &Path, events: Vec<Line>, q: ChangesQuery<'_>) -> Result<Ch
                 && !created.contains(ino)
         })
         .collect();
-    for dir in walk_in {
-        if let Some(fd) = handles
-            .get(&dir)
-            .and_then(|h| open_handle(mount, h, libc::O_RDONLY | libc::O_DIRECTORY))
-        {
-            match read_subtree(fd, dir, root_st.dev, &mut seen).map_err(io_err(root))? {
-                Some(n) => examined += n,
-                None => return Ok(ChangesRead::Unable(FOREIGN.into())),
+    // Reads the directories `dirs` whole into `seen`; `false` at another
+    // filesystem or subvolume inside one of them.
+    let read_whole = |dirs: Vec<u64>, seen: &mut Seen, examined: &mut u64| -> Result<bool, ChangesError> {
+        for dir in dirs {
+            if let Some(fd) = handles
+                .get(&dir)
+                .and_then(|h| open_handle(mount, h, libc::O_RDONLY | libc::O_DIRECTORY))
+            {
+                match read_subtree(fd, dir, root_st.dev, seen).map_err(io_err(root))? {
+                    Some(n) => *examined += n,
+                    None => return Ok(false),
+                }
             }
         }
-        if seen.stat.len() > q.limit {
-            return Ok(ChangesRead::TooMany);
-        }
+        Ok(true)
+    };
+    if !read_whole(walk_in, &mut seen, &mut examined)? {
+        return Ok(ChangesRead::Unable(FOREIGN.into()));
+    }
+    if seen.stat.len() > q.limit {
+        return Ok(ChangesRead::TooMany);
     }
     let resolve = Resolve {
         root: root_ino,
@@ -307,16 +315,8 @@ pub fn changed(root: &Path, events: Vec<Line>, q: ChangesQuery<'_>) -> Result<Ch
     // left with them, unless it has links inside too.
     let left = inside_only(root_ino, q.old_dirs, &mut records, &old, &mut gone);
     if !left.is_empty() {
-        for dir in left {
-            if let Some(fd) = handles
-                .get(&dir)
-                .and_then(|h| open_handle(mount, h, libc::O_RDONLY | libc::O_DIRECTORY))
-            {
-                match read_subtree(fd, dir, root_st.dev, &mut seen).map_err(io_err(root))? {
-                    Some(n) => examined += n,
-                    None => return Ok(ChangesRead::Unable(FOREIGN.into())),
-                }
-            }
+        if !read_whole(left, &mut seen, &mut examined)? {
+            return Ok(ChangesRead::Unable(FOREIGN.into()));
         }
         let known: FxHashSet<u64> = first.iter().copied().collect();
         let mut more: Vec<u64> = seen.stat.keys().copied().filter(|i| !known.contains(i)).collect();
