@@ -9,7 +9,7 @@ use super::paths::DirTable;
 use super::record::Record;
 use super::view::Entries;
 use crate::entry::Entry;
-use crate::sys::StatMask;
+use crate::sys::{FileStat, StatMask, Timestamp};
 use crate::walk::{SnapshotDirs, Walk, WalkEvent, WalkOptions};
 use std::io::{self, Write};
 use std::path::Path;
@@ -166,12 +166,49 @@ pub enum GenerationSource {
 }
 
 impl GenerationSource {
+    /// What a walk must `statx` for records of this source.
+    pub const fn stat_mask(self) -> StatMask {
+        match self {
+            GenerationSource::Inode => StatMask::ALL,
+            GenerationSource::Btime => StatMask::ALL.union(StatMask::BTIME),
+        }
+    }
+
     /// The name recorded in manifest headers.
     pub fn as_str(self) -> &'static str {
         match self {
             GenerationSource::Inode => "inode",
             GenerationSource::Btime => "btime",
         }
+    }
+}
+
+/// A birth time as a record's generation: `seconds << 30 | nanoseconds`.
+pub fn btime_generation(t: Timestamp) -> u64 {
+    ((t.sec as u64) << 30) | u64::from(t.nsec)
+}
+
+/// The generation [`GenerationSource::Btime`] gives the inode `st`
+/// describes (0 where the filesystem keeps no birth time).
+pub fn stat_btime_generation(st: &FileStat) -> u64 {
+    st.btime.map_or(0, btime_generation)
+}
+
+/// The record of the link `name` in directory `parent` of the inode `st`
+/// describes.
+pub fn record_from_stat(st: &FileStat, generation: u64, parent: u64, name: Vec<u8>) -> Record {
+    Record {
+        ino: st.ino,
+        generation,
+        parent,
+        name,
+        mode: st.mode,
+        size: st.size,
+        mtime: st.mtime,
+        ctime: st.ctime,
+        uid: st.uid,
+        gid: st.gid,
+        nlink: st.nlink,
     }
 }
 
@@ -185,22 +222,11 @@ pub fn record_from_entry(e: &Entry, source: GenerationSource) -> Option<Record> 
         let at = e.path.iter().rposition(|&b| b == b'/').map_or(0, |i| i + 1);
         e.path[at..].to_vec()
     };
-    Some(Record {
-        ino: m.ino,
-        generation: match source {
-            GenerationSource::Inode => e.generation.map_or(0, u64::from),
-            GenerationSource::Btime => m.btime.map_or(0, |b| ((b.sec as u64) << 30) | u64::from(b.nsec)),
-        },
-        parent: e.parent,
-        name,
-        mode: m.mode,
-        size: m.size,
-        mtime: m.mtime,
-        ctime: m.ctime,
-        uid: m.uid,
-        gid: m.gid,
-        nlink: m.nlink,
-    })
+    let generation = match source {
+        GenerationSource::Inode => e.generation.map_or(0, u64::from),
+        GenerationSource::Btime => stat_btime_generation(m),
+    };
+    Some(record_from_stat(m, generation, e.parent, name))
 }
 
 /// Why a walk could not produce a complete manifest.
@@ -232,10 +258,7 @@ pub fn manifest_walk_options(threads: usize, source: GenerationSource) -> WalkOp
         one_file_system: true,
         follow_links: false,
         stat: true,
-        stat_mask: match source {
-            GenerationSource::Inode => StatMask::ALL,
-            GenerationSource::Btime => StatMask::ALL.union(StatMask::BTIME),
-        },
+        stat_mask: source.stat_mask(),
         generation: source == GenerationSource::Inode,
         skip_snapshots: SnapshotDirs::AtRoot,
         ..WalkOptions::default()

@@ -476,7 +476,7 @@ impl<'a> BaselineRecords<'a> {
             .into_iter()
             .filter(|r| inos.binary_search(&r.ino).is_ok())
             .collect();
-        out.sort_by(|a, b| (a.ino, a.generation, a.parent, &a.name).cmp(&(b.ino, b.generation, b.parent, &b.name)));
+        out.sort();
         Some(out)
     }
 }

@@ -21,7 +21,7 @@ impl StatMask {
     /// Birth time (`STATX_BTIME`), where the filesystem records it.
     pub const BTIME: StatMask = StatMask(libc::STATX_BTIME);
     /// The fields of both masks.
-    pub fn union(self, other: StatMask) -> StatMask {
+    pub const fn union(self, other: StatMask) -> StatMask {
         StatMask(self.0 | other.0)
     }
 

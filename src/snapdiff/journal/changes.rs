@@ -12,7 +12,7 @@
 //! it was watched as part of the fileset.
 
 use super::{BARRIER_PREFIX, JournalError, JournalFiles, Line};
-use crate::snapdiff::build::GenerationSource;
+use crate::snapdiff::build::{GenerationSource, record_from_stat, stat_btime_generation};
 use crate::snapdiff::manifest::ManifestError;
 use crate::snapdiff::paths::DirTable;
 use crate::snapdiff::provider::changes::{Changed, ChangesQuery, ChangesRead};
@@ -29,6 +29,9 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
+
+/// What the run stats: what a walk of the `none` provider stats.
+const STAT: StatMask = GenerationSource::Btime.stat_mask();
 
 /// How long a run waits for the writer to journal its barrier.
 pub const BARRIER_WAIT: Duration = Duration::from_secs(5);
@@ -217,7 +220,7 @@ pub fn changed(root: &Path, events: Vec<Line>, q: ChangesQuery<'_>) -> Result<Ch
             .or_insert_with(|| open_handle(mount, fid, libc::O_RDONLY | libc::O_DIRECTORY));
         let Some(fd) = fd else { continue };
         let Ok(c) = CString::new(name.clone()) else { continue };
-        match sys::stat_at(Base::Dir(fd.as_fd()), &c, false, stat_mask()) {
+        match sys::stat_at(Base::Dir(fd.as_fd()), &c, false, STAT) {
             // Another filesystem or subvolume inside the fileset: a walk
             // reports its root entry under that filesystem's own inode
             // number, which may be one of the fileset's (256 on btrfs).
@@ -249,7 +252,7 @@ pub fn changed(root: &Path, events: Vec<Line>, q: ChangesQuery<'_>) -> Result<Ch
             && let Some(st) = handles
                 .get(&ino)
                 .and_then(|h| open_handle(mount, h, libc::O_PATH))
-                .and_then(|fd| sys::stat_fd(fd.as_fd(), stat_mask()).ok())
+                .and_then(|fd| sys::stat_fd(fd.as_fd(), STAT).ok())
                 .filter(|st| st.ino == ino)
         {
             seen.stat.insert(ino, st);
@@ -293,11 +296,6 @@ pub fn changed(root: &Path, events: Vec<Line>, q: ChangesQuery<'_>) -> Result<Ch
     if seen.stat.len() > q.limit {
         return Ok(ChangesRead::TooMany);
     }
-    let resolve = Resolve {
-        root: root_ino,
-        touched: &entries,
-        seen: &seen,
-    };
     let first: Vec<u64> = changed
         .iter()
         .copied()
@@ -309,7 +307,7 @@ pub fn changed(root: &Path, events: Vec<Line>, q: ChangesQuery<'_>) -> Result<Ch
     for r in q.old_records.records_of(&first)? {
         old.entry(r.ino).or_default().push(r);
     }
-    let mut records = resolve.records(&first, &old);
+    let mut records = records_now(root_ino, &entries, &seen, &first, &old);
     let mut gone = Vec::new();
     // Directories that were inside and now are outside: what they hold
     // left with them, unless it has links inside too.
@@ -324,17 +322,12 @@ pub fn changed(root: &Path, events: Vec<Line>, q: ChangesQuery<'_>) -> Result<Ch
         for r in q.old_records.records_of(&more)? {
             old.entry(r.ino).or_default().push(r);
         }
-        let resolve = Resolve {
-            root: root_ino,
-            touched: &entries,
-            seen: &seen,
-        };
-        records.extend(resolve.records(&more, &old));
+        records.extend(records_now(root_ino, &entries, &seen, &more, &old));
         gone.clear();
         inside_only(root_ino, q.old_dirs, &mut records, &old, &mut gone);
     }
-    records.sort_by(|a, b| (a.ino, a.generation, a.parent, &a.name).cmp(&(b.ino, b.generation, b.parent, &b.name)));
-    records.dedup_by(|a, b| a.key() == b.key() && a.parent == b.parent && a.name == b.name);
+    records.sort();
+    records.dedup_by(|a, b| a.key() == b.key() && a.same_link(b));
     gone.sort_unstable();
     gone.dedup();
     Ok(ChangesRead::Read(Changed {
@@ -359,38 +352,34 @@ impl Seen {
     }
 }
 
-/// Turns what is seen now and the baseline's links into complete link
-/// sets.
-struct Resolve<'a> {
+/// The records of `inos` that exist now (`seen`): the baseline's links of
+/// the same inode (generation) that no event touched, and the links seen
+/// holding it now. The fileset's `root` has the root's one record.
+fn records_now(
     root: u64,
-    touched: &'a BTreeMap<(u64, Vec<u8>), Fid>,
-    seen: &'a Seen,
-}
-
-impl Resolve<'_> {
-    /// The records of `inos` that exist now: the baseline's links of the
-    /// same inode (generation) that no event touched, and the links seen
-    /// holding it now.
-    fn records(&self, inos: &[u64], old: &FxHashMap<u64, Vec<Record>>) -> Vec<Record> {
-        let mut out = Vec::new();
-        for ino in inos {
-            let Some(st) = self.seen.stat.get(ino) else { continue };
-            let generation = generation_of(st);
-            if *ino == self.root {
-                out.push(record(*ino, generation, 0, Vec::new(), st));
-                continue;
-            }
-            for r in old.get(ino).into_iter().flatten() {
-                if r.generation == generation && !self.touched.contains_key(&(r.parent, r.name.clone())) {
-                    out.push(record(*ino, generation, r.parent, r.name.clone(), st));
-                }
-            }
-            for (parent, name) in self.seen.links.get(ino).into_iter().flatten() {
-                out.push(record(*ino, generation, *parent, name.clone(), st));
+    touched: &BTreeMap<(u64, Vec<u8>), Fid>,
+    seen: &Seen,
+    inos: &[u64],
+    old: &FxHashMap<u64, Vec<Record>>,
+) -> Vec<Record> {
+    let mut out = Vec::new();
+    for ino in inos {
+        let Some(st) = seen.stat.get(ino) else { continue };
+        let generation = stat_btime_generation(st);
+        if *ino == root {
+            out.push(record_from_stat(st, generation, 0, Vec::new()));
+            continue;
+        }
+        for r in old.get(ino).into_iter().flatten() {
+            if r.generation == generation && !touched.contains_key(&(r.parent, r.name.clone())) {
+                out.push(record_from_stat(st, generation, r.parent, r.name.clone()));
             }
         }
-        out
+        for (parent, name) in seen.links.get(ino).into_iter().flatten() {
+            out.push(record_from_stat(st, generation, *parent, name.clone()));
+        }
     }
+    out
 }
 
 /// Keeps the links whose directory is inside the fileset (reaches the
@@ -478,7 +467,7 @@ fn read_subtree(fd: OwnedFd, dir: u64, dev: u64, seen: &mut Seen) -> io::Result<
         let mut rd = DirReader::new(fd.as_fd(), &mut buf);
         while rd.read_batch(|e| names.push(e.name.to_owned()))? {}
         for name in names {
-            let st = match sys::stat_at(Base::Dir(fd.as_fd()), &name, false, stat_mask()) {
+            let st = match sys::stat_at(Base::Dir(fd.as_fd()), &name, false, STAT) {
                 Ok(st) => st,
                 Err(e) if is_gone(&e) => continue,
                 Err(e) => return Err(e),
@@ -498,32 +487,6 @@ fn read_subtree(fd: OwnedFd, dir: u64, dev: u64, seen: &mut Seen) -> io::Result<
         }
     }
     Ok(Some(read))
-}
-
-fn stat_mask() -> StatMask {
-    StatMask::ALL.union(StatMask::BTIME)
-}
-
-/// The generation a walk of the `none` provider records (the birth time).
-fn generation_of(st: &FileStat) -> u64 {
-    debug_assert_eq!(GenerationSource::Btime.as_str(), "btime");
-    st.btime.map_or(0, |b| ((b.sec as u64) << 30) | u64::from(b.nsec))
-}
-
-fn record(ino: u64, generation: u64, parent: u64, name: Vec<u8>, st: &FileStat) -> Record {
-    Record {
-        ino,
-        generation,
-        parent,
-        name,
-        mode: st.mode,
-        size: st.size,
-        mtime: st.mtime,
-        ctime: st.ctime,
-        uid: st.uid,
-        gid: st.gid,
-        nlink: st.nlink,
-    }
 }
 
 fn open_handle(mount: BorrowedFd<'_>, fid: &Fid, flags: i32) -> Option<OwnedFd> {

@@ -6,7 +6,7 @@ use super::{BARRIER_PREFIX, JournalError, JournalFiles, Line, MAGIC, ROTATE_BYTE
 use crate::sys::fanotify::{self, Fanotify, mask};
 use std::ffi::CString;
 use std::fs::{File, OpenOptions};
-use std::io::{self, BufRead, BufReader, Seek, SeekFrom, Write};
+use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
@@ -188,8 +188,9 @@ impl Output {
     /// Opens the journal for appending; the sequence goes on from its
     /// last record (or the previous file's).
     fn open(files: &JournalFiles) -> Result<Output, JournalError> {
-        let mut last = last_seq(&files.previous)?;
-        last = last.max(last_seq(&files.current)?);
+        let (_, before) = tail(&files.previous)?;
+        // A writer killed mid-line left part of a line: it is cut off.
+        let (mut len, last) = tail(&files.current)?;
         let mut file = OpenOptions::new()
             .create(true)
             .append(true)
@@ -197,8 +198,6 @@ impl Output {
             .open(&files.current)
             .map_err(|e| JournalError::io(&files.current, e))?;
         let io_err = |e| JournalError::io(&files.current, e);
-        // A writer killed mid-line left part of a line: cut it off.
-        let mut len = whole_lines(&files.current)?;
         file.set_len(len).map_err(io_err)?;
         if len == 0 {
             file.write_all(format!("{MAGIC}\n").as_bytes()).map_err(io_err)?;
@@ -207,7 +206,7 @@ impl Output {
         Ok(Output {
             file: std::io::BufWriter::with_capacity(1 << 20, file),
             path: files.current.clone(),
-            seq: last,
+            seq: last.max(before),
             len,
         })
     }
@@ -241,48 +240,27 @@ impl Output {
     }
 }
 
-/// The length of `path` up to its last newline (0 if it does not exist).
-fn whole_lines(path: &Path) -> Result<u64, JournalError> {
+/// The end of the last whole line of `path` and that line's sequence
+/// number (both 0 if it does not exist or holds none). Only the last
+/// 64 KiB is read: a line is well under 1 KiB.
+fn tail(path: &Path) -> Result<(u64, u64), JournalError> {
+    let io_err = |e| JournalError::io(path, e);
     let mut file = match File::open(path) {
         Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
-        Err(e) => return Err(JournalError::io(path, e)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((0, 0)),
+        Err(e) => return Err(io_err(e)),
     };
-    let len = file.metadata().map_err(|e| JournalError::io(path, e))?.len();
+    let len = file.metadata().map_err(io_err)?.len();
     let from = len.saturating_sub(64 << 10);
-    file.seek(SeekFrom::Start(from))
-        .map_err(|e| JournalError::io(path, e))?;
-    let mut tail = Vec::new();
-    io::Read::read_to_end(&mut file, &mut tail).map_err(|e| JournalError::io(path, e))?;
-    Ok(tail
-        .iter()
-        .rposition(|&b| b == b'\n')
-        .map_or(from, |i| from + i as u64 + 1))
-}
-
-/// The sequence number of the last whole line of `path` (0 if none).
-fn last_seq(path: &Path) -> Result<u64, JournalError> {
-    let file = match File::open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
-        Err(e) => return Err(JournalError::io(path, e)),
+    file.seek(SeekFrom::Start(from)).map_err(io_err)?;
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes).map_err(io_err)?;
+    let Some(end) = bytes.iter().rposition(|&b| b == b'\n') else {
+        return Ok((from, 0));
     };
-    let len = file.metadata().map_err(|e| JournalError::io(path, e))?.len();
-    let mut rd = BufReader::new(file);
-    // The last lines are within the last 64 KiB (a line is < 1 KiB).
-    rd.seek(SeekFrom::Start(len.saturating_sub(64 << 10)))
-        .map_err(|e| JournalError::io(path, e))?;
-    let mut last = 0;
-    let mut buf = Vec::new();
-    loop {
-        buf.clear();
-        if rd.read_until(b'\n', &mut buf).map_err(|e| JournalError::io(path, e))? == 0 {
-            return Ok(last);
-        }
-        if buf.pop() == Some(b'\n')
-            && let Ok(l) = Line::parse(&buf)
-        {
-            last = l.seq();
-        }
-    }
+    let last = bytes[..end]
+        .rsplit(|&b| b == b'\n')
+        .find_map(|l| Line::parse(l).ok())
+        .map_or(0, |l| l.seq());
+    Ok((from + end as u64 + 1, last))
 }

@@ -4,7 +4,7 @@
 //! inode through the VFS. On a fresh snapshot that is several times faster
 //! than a walk, and deleting the snapshot later has no caches to tear down.
 
-use crate::snapdiff::build::ManifestBuilder;
+use crate::snapdiff::build::{ManifestBuilder, btime_generation};
 use crate::snapdiff::record::Record;
 use crate::sys::Timestamp;
 use crate::sys::btrfs::{SEARCH_HEADER, SUBVOL_ROOT_INO, SearchBuf, SearchKey, tree_search};
@@ -234,7 +234,7 @@ fn inode_item(ino: u64, b: &[u8]) -> Result<Record, TreeError> {
     let otime = time(b, 148);
     Ok(Record {
         ino,
-        generation: ((otime.sec as u64) << 30) | u64::from(otime.nsec),
+        generation: btime_generation(otime),
         parent: 0,
         name: Vec::new(),
         mode: le32(b, 52),

@@ -246,8 +246,7 @@ pub fn changed_since(
         let r = w.olds.get(&root).and_then(|r| r.first()).cloned().unwrap_or_default();
         out.records.push(record(&a, r.parent, r.name));
     }
-    out.records
-        .sort_by(|a, b| (a.ino, a.generation, a.parent, &a.name).cmp(&(b.ino, b.generation, b.parent, &b.name)));
+    out.records.sort();
     out.gone = gone.into_iter().collect();
     Ok(Some(out))
 }
