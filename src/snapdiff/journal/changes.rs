@@ -105,7 +105,7 @@ pub fn window(files: &JournalFiles, since: u64, until: u64) -> Result<Result<Vec
     let mut lines = Vec::new();
     let mut found_since = false;
     let mut gap: Option<String> = None;
-    for path in [&files.previous, &files.current] {
+    for path in files.holding_from(since)? {
         JournalFiles::read_file(path, 0, since.saturating_sub(1), |l| {
             let seq = l.seq();
             if seq == since && matches!(l, Line::Barrier { .. }) {

@@ -293,6 +293,33 @@ impl JournalFiles {
         self.current.exists()
     }
 
+    /// The files that can hold record `seq` and those after it, oldest
+    /// first: the current file alone when it starts at or before `seq`,
+    /// else the one before it too.
+    pub fn holding_from(&self, seq: u64) -> Result<Vec<&Path>, JournalError> {
+        let first = match File::open(&self.current) {
+            Ok(f) => {
+                let mut rd = BufReader::new(f);
+                let mut line = Vec::new();
+                let mut first = None;
+                // The magic line, then the first record.
+                for _ in 0..2 {
+                    line.clear();
+                    rd.read_until(b'\n', &mut line)
+                        .map_err(|e| JournalError::io(&self.current, e))?;
+                    first = seq_of(line.strip_suffix(b"\n").unwrap_or(&line));
+                }
+                first
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(e) => return Err(JournalError::io(&self.current, e)),
+        };
+        Ok(match first {
+            Some(f) if f <= seq => vec![&self.current],
+            _ => vec![&self.previous, &self.current],
+        })
+    }
+
     /// Reads the lines of `path` (none if it does not exist) from byte
     /// `offset` on, handing each whose sequence number is above `after`
     /// to `f` (the others are not parsed). A line `offset` cuts is
@@ -414,5 +441,17 @@ mod tests {
         ] {
             assert!(Line::parse(bad.as_bytes()).is_err(), "{bad:?} parsed");
         }
+    }
+
+    #[test]
+    fn the_file_before_is_read_only_when_the_current_one_starts_later() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = JournalFiles::new(dir.path(), "k");
+        let both = vec![files.previous.as_path(), files.current.as_path()];
+        assert_eq!(files.holding_from(3).unwrap(), both);
+        std::fs::write(&files.current, format!("{MAGIC}\nB 10 t\nO 11\n")).unwrap();
+        assert_eq!(files.holding_from(10).unwrap(), vec![files.current.as_path()]);
+        assert_eq!(files.holding_from(12).unwrap(), vec![files.current.as_path()]);
+        assert_eq!(files.holding_from(9).unwrap(), both);
     }
 }
