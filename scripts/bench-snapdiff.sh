@@ -91,9 +91,11 @@ moved = 0
 if kind in ("uniform", "journal"):
     for d in rnd.sample(leaves, max(1, len(leaves) // 1000)):
         target = rnd.choice(leaves)
-        if target.startswith(d) or not os.path.exists(d) or not os.path.exists(target):
+        dest = os.path.join(target, f"moved-{moved}")
+        # A second run of the script on the same tree may find dest taken.
+        if target.startswith(d) or not os.path.exists(d) or not os.path.exists(target) or os.path.exists(dest):
             continue
-        os.rename(d, os.path.join(target, f"moved-{moved}"))
+        os.rename(d, dest)
         moved += 1
 print(f"{kind}: files {n}: deleted {len(deleted)}, updated {len(updated)}, created {k}, dirs moved {moved}")
 PY

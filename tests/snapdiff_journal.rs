@@ -456,6 +456,63 @@ fn a_run_examines_what_the_events_name_not_the_tree() {
 }
 
 #[test]
+fn deleted_files_are_proved_gone_by_the_baseline_without_opening_their_handles() {
+    let Some((_fs, j)) = ext4() else { return };
+    let many = j.fileset.join("many");
+    fs::create_dir(&many).unwrap();
+    for f in 0..40 {
+        fs::write(many.join(format!("f{f}")), b"x").unwrap();
+    }
+    // Two links inside; one inside and one outside the fileset.
+    fs::write(j.fileset.join("hl-a"), b"a").unwrap();
+    fs::hard_link(j.fileset.join("hl-a"), j.fileset.join("d/hl-b")).unwrap();
+    fs::write(j.fileset.join("hl-x"), b"x").unwrap();
+    fs::hard_link(j.fileset.join("hl-x"), j.outside.join("hl-x-out")).unwrap();
+    j.run_and_compare("first run");
+    for f in 0..40 {
+        fs::remove_file(many.join(format!("f{f}"))).unwrap();
+    }
+    // Neither of these is gone: `hl-b` still holds one, and `hl-x-out`,
+    // outside, the other (which leaves the fileset, as a move out would).
+    fs::remove_file(j.fileset.join("hl-a")).unwrap();
+    fs::remove_file(j.fileset.join("hl-x")).unwrap();
+    let trace = j.state.join("handles.trace");
+    let out = output(
+        Command::new("strace")
+            .args(["-f", "-e", "trace=open_by_handle_at", "-o"])
+            .arg(&trace)
+            .args([FERRY, "snapdiff", "--provider", "none", "--changes-limit", "1"])
+            .args(["--dry-run", "--summary", "--state-dir"])
+            .arg(&j.state)
+            .arg(&j.fileset),
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("\"read\":\"changes\""),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("\"deleted\":42"),
+        "40 files, hl-x (left the fileset) and the link hl-a: {text}"
+    );
+    // The directories the deletes touched and the two inodes with a link
+    // the events did not touch are opened; of the deleted files' stale
+    // handles none (what is stale is the state directory's barrier files,
+    // on the same filesystem: a few).
+    let trace = fs::read_to_string(&trace).unwrap();
+    let opens: Vec<&str> = trace.lines().filter(|l| l.contains("open_by_handle_at(")).collect();
+    let stale = trace.lines().filter(|l| l.contains("ESTALE")).count();
+    assert!(
+        opens.len() <= 10 && stale <= 4,
+        "{} handles opened, {stale} stale:\n{trace}",
+        opens.len()
+    );
+    j.run_and_compare("after the deletes");
+}
+
+#[test]
 fn a_queue_overflow_leads_to_a_full_walk_that_misses_nothing() {
     let Some((_fs, mut j)) = ext4() else { return };
     j.run_and_compare("first run");

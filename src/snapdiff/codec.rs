@@ -63,6 +63,44 @@ fn get_u64_slow(buf: &mut &[u8]) -> Result<u64, CodecError> {
     })
 }
 
+/// Advances `buf` past `n` LEB128 values, eight bytes at a time (a value
+/// ends at a byte without its top bit), for a lookup passing over records
+/// it does not want. Unlike [`get_u64`] it does not check that each value
+/// fits in 64 bits: what it passes over is never used.
+#[inline]
+pub fn skip_n(buf: &mut &[u8], mut n: u32) -> Result<(), CodecError> {
+    const TOP: u64 = 0x8080_8080_8080_8080;
+    let mut at = 0;
+    while n > 0 {
+        let Some(word) = buf.get(at..at + 8) else {
+            // The last bytes, one at a time.
+            for (i, &b) in buf[at..].iter().enumerate() {
+                if b < 0x80 {
+                    n -= 1;
+                    if n == 0 {
+                        *buf = &buf[at + i + 1..];
+                        return Ok(());
+                    }
+                }
+            }
+            return Err(CodecError::Truncated);
+        };
+        let mut ends = !u64::from_le_bytes(word.try_into().expect("8 bytes")) & TOP;
+        let here = ends.count_ones();
+        if here >= n {
+            // The n-th end in this word.
+            for _ in 1..n {
+                ends &= ends - 1;
+            }
+            *buf = &buf[at + ends.trailing_zeros() as usize / 8 + 1..];
+            return Ok(());
+        }
+        n -= here;
+        at += 8;
+    }
+    Ok(())
+}
+
 /// Reads a value written by [`put_i64`].
 #[inline]
 pub fn get_i64(buf: &mut &[u8]) -> Result<i64, CodecError> {
@@ -120,5 +158,31 @@ mod tests {
             Err(CodecError::Overflow)
         );
         assert_eq!(get_bytes(&mut &[1u8][..], 2), Err(CodecError::Truncated));
+    }
+
+    #[test]
+    fn skip_n_passes_exactly_n_values() {
+        let values = [0, 1, 127, 128, 300, 1 << 35, u64::MAX, 5, 0x7f, 1 << 14];
+        for n in 0..=values.len() as u32 {
+            for pad in 0..9 {
+                let mut b = Vec::new();
+                for v in values {
+                    put_u64(&mut b, v);
+                }
+                b.extend(std::iter::repeat_n(0x42, pad));
+                let mut want = &b[..];
+                for _ in 0..n {
+                    get_u64(&mut want).unwrap();
+                }
+                let mut s = &b[..];
+                skip_n(&mut s, n).unwrap();
+                assert_eq!(s, want, "n {n} pad {pad}");
+            }
+        }
+        let mut b = Vec::new();
+        put_u64(&mut b, 1 << 40);
+        for cut in 0..b.len() {
+            assert_eq!(skip_n(&mut &b[..cut], 1), Err(CodecError::Truncated));
+        }
     }
 }

@@ -310,6 +310,17 @@ impl Ctx<'_> {
 
     /// A file for a manifest being written, under a temporary name in the
     /// state directory (so that committing it is a rename).
+    /// A run's manifest file, written out: on disk to stay (synced), or,
+    /// in a dry run, only to be measured and removed (not synced: on
+    /// btrfs the sync was a tenth of a dry run that read the journal).
+    fn finished(&self, w: BufWriter<NamedTempFile>) -> io::Result<NamedTempFile> {
+        if self.opts.dry_run {
+            w.into_inner().map_err(|e| e.into_error())
+        } else {
+            synced(w)
+        }
+    }
+
     fn temp(&self) -> io::Result<BufWriter<NamedTempFile>> {
         let file = tempfile::Builder::new()
             .prefix(&self.state.manifest_temp_prefix())
@@ -473,7 +484,7 @@ impl Ctx<'_> {
                     .collect()
             })
             .unwrap_or_default();
-        let mut old_records = BaselineRecords::new(&self.state, last);
+        let mut old_records = BaselineRecords::new(&self.state, last, self.opts.threads);
         let query = ChangesQuery {
             old: last,
             new: snap,
@@ -569,7 +580,7 @@ impl Ctx<'_> {
         let summary = run_diff(self, old, new, Some(&mut w), sink)?;
         let (out, counts) = w.finish()?;
         let built = Built::Delta {
-            file: synced(out)?,
+            file: self.finished(out)?,
             entries: entries(&summary),
             records: counts.entries + counts.tombstones,
         };
@@ -783,7 +794,7 @@ fn diff_into(
         }
         old => {
             let (w, _) = builder.write(ctx.temp()?, &header)?;
-            let file = synced(w)?;
+            let file = ctx.finished(w)?;
             let new = Listing::read(ManifestReader::new(BufReader::with_capacity(1 << 20, file.reopen()?))?)?;
             let old = match old {
                 Some(v) => listing(v)?,

@@ -446,21 +446,29 @@ pub fn compact_file(path: &Path, lock_threshold: std::time::Duration) -> Result<
 }
 
 /// A baseline manifest as [`OldRecords`]: each lookup opens the view afresh
-/// and jumps through its block index to the inodes asked for. What it
-/// found is kept, so that the run's diff need not decode it again.
+/// and jumps through its block index to the inodes asked for, on up to
+/// `threads` threads (each its own view and a contiguous share of the
+/// inodes: scattered inodes touch every block, so a lookup is CPU work in
+/// proportion to the manifest). What it found is kept, so that the run's
+/// diff need not decode it again.
 pub struct BaselineRecords<'a> {
     state: &'a StateDir,
     snap: &'a str,
+    threads: usize,
     asked: FxHashSet<u64>,
     found: Vec<Record>,
 }
 
+/// Fewer inodes than this per thread are looked up on one thread.
+const LOOKUPS_PER_THREAD: usize = 1024;
+
 impl<'a> BaselineRecords<'a> {
-    /// The manifest of `snap` in `state`.
-    pub fn new(state: &'a StateDir, snap: &'a str) -> Self {
+    /// The manifest of `snap` in `state`, read on up to `threads` threads.
+    pub fn new(state: &'a StateDir, snap: &'a str, threads: usize) -> Self {
         BaselineRecords {
             state,
             snap,
+            threads: threads.max(1),
             asked: FxHashSet::default(),
             found: Vec::new(),
         }
@@ -479,16 +487,60 @@ impl<'a> BaselineRecords<'a> {
         out.sort();
         Some(out)
     }
-}
 
-impl OldRecords for BaselineRecords<'_> {
-    fn records_of(&mut self, inos: &[u64]) -> Result<Vec<Record>, ManifestError> {
-        let mut only = OnlyInodes::new(self.state.open_view(self.snap)?, inos.to_vec());
+    /// The records of `inos` (ascending) in `view`.
+    fn look_up(view: View, inos: &[u64]) -> Result<Vec<Record>, ManifestError> {
+        let mut only = OnlyInodes::new(view, inos.to_vec());
         let mut out = Vec::new();
         let mut r = Record::default();
         while only.read_entry(&mut r)? {
             out.push(r.clone());
         }
+        Ok(out)
+    }
+}
+
+impl OldRecords for BaselineRecords<'_> {
+    fn records_of(&mut self, inos: &[u64]) -> Result<Vec<Record>, ManifestError> {
+        let view = self.state.open_view(self.snap)?;
+        let threads = self.threads.min(inos.len() / LOOKUPS_PER_THREAD).max(1);
+        let out = match (inos.first(), view.max_ino()) {
+            (Some(&lo), Some(top)) if threads > 1 && top > lo => {
+                // Even shares of the manifest's inode range (what a thread
+                // reads), not of the inodes asked for: new inodes above
+                // the manifest's range cost nothing to look up.
+                let mut parts = Vec::with_capacity(threads);
+                let mut rest = inos;
+                for i in 1..threads as u64 {
+                    let cut = lo + (top - lo) * i / threads as u64;
+                    let (part, after) = rest.split_at(rest.partition_point(|&x| x < cut));
+                    parts.push(part);
+                    rest = after;
+                }
+                parts.push(rest);
+                let mut views = vec![view];
+                for _ in 1..threads {
+                    views.push(self.state.open_view(self.snap)?);
+                }
+                let found: Vec<Result<Vec<Record>, ManifestError>> = std::thread::scope(|sc| {
+                    let handles: Vec<_> = views
+                        .into_iter()
+                        .zip(parts)
+                        .map(|(v, part)| sc.spawn(move || Self::look_up(v, part)))
+                        .collect();
+                    handles
+                        .into_iter()
+                        .map(|h| h.join().expect("a lookup thread panicked"))
+                        .collect()
+                });
+                let mut out = Vec::new();
+                for f in found {
+                    out.extend(f?);
+                }
+                out
+            }
+            _ => Self::look_up(view, inos)?,
+        };
         self.asked.extend(inos.iter().copied());
         self.found.extend(out.iter().cloned());
         Ok(out)

@@ -31,8 +31,7 @@ impl<R: Read + Seek> Entries for ManifestReader<R> {
     }
 
     fn skip_to(&mut self, key: (u64, u64)) -> Result<(), ManifestError> {
-        ManifestReader::skip_to(self, key);
-        Ok(())
+        ManifestReader::skip_to(self, key)
     }
 }
 
@@ -81,7 +80,7 @@ impl<R: Read + Seek> Member<R> {
 
     fn skip_to(&mut self, key: (u64, u64)) -> Result<(), ManifestError> {
         if self.has_head && self.head.key() < key {
-            self.rd.skip_to(key);
+            self.rd.skip_to(key)?;
             loop {
                 self.has_head = self.rd.read_entry(&mut self.head)?;
                 if !self.has_head || self.head.key() >= key {

@@ -443,11 +443,14 @@ impl<R: Read + Seek> ManifestReader<R> {
     }
 
     /// Moves the entries cursor forward so that the next record read is the
-    /// first whose key is at least `key`'s block: blocks that end before
-    /// `key` (by the index) are not read. The caller still skips records
-    /// below `key` in that block. Never moves backwards; in a version 1
-    /// file (no first keys) it does nothing.
-    pub fn skip_to(&mut self, key: (u64, u64)) {
+    /// first whose key is at least `key`: blocks that end before `key` (by
+    /// the index) are not read, and the records before it in its block are
+    /// passed over reading only their keys ([`Record::skip_below`]). Never moves
+    /// backwards; in a version 1 file (no first keys) it does nothing.
+    pub fn skip_to(&mut self, key: (u64, u64)) -> Result<(), ManifestError> {
+        if self.version == 1 {
+            return Ok(());
+        }
         let slot = Section::Entries.slot();
         let order = &self.order[slot];
         let c = &mut self.cursors[slot];
@@ -466,6 +469,23 @@ impl<R: Read + Seek> ManifestReader<R> {
             c.left = 0;
             c.skipped = true;
         }
+        if self.cursors[slot].left == 0 && !self.load_next(Section::Entries)? {
+            return Ok(());
+        }
+        let c = &mut self.cursors[slot];
+        while c.left > 0 {
+            let mut buf = &c.block[c.pos..];
+            let before = buf.len();
+            let below =
+                Record::skip_below(c.prev_ino, &mut buf, key).map_err(|e| ManifestError::corrupt(c.number, e))?;
+            let Some(ino) = below else { break };
+            c.pos += before - buf.len();
+            c.left -= 1;
+            c.prev_ino = ino;
+            c.skipped = true;
+            check_block_end(c)?;
+        }
+        Ok(())
     }
 
     /// The next directory record, or `None` after the last one.
