@@ -9,7 +9,7 @@ use super::extsort::MERGE_MEMORY;
 use super::manifest::{Header, Kind, ManifestError, ManifestReader, ManifestWriter};
 use super::provider::{ChangesQuery, ChangesRead, Provider, ScanError, SnapshotError, with_retries};
 use super::set::{self, BaselineRecords, Compaction, new_id};
-use super::state::{AcquireError, Lock, LockInfo, StateDir, hostname, synced, write_atomic};
+use super::state::{AcquireError, Lock, LockInfo, StateDir, hostname, synced, write_atomic, written};
 use super::view::{Entries, InMemory, OnlyInodes, View};
 use crate::config::defaults;
 use crate::task::status::now_iso8601;
@@ -310,17 +310,6 @@ impl Ctx<'_> {
 
     /// A file for a manifest being written, under a temporary name in the
     /// state directory (so that committing it is a rename).
-    /// A run's manifest file, written out: on disk to stay (synced), or,
-    /// in a dry run, only to be measured and removed (not synced: on
-    /// btrfs the sync was a tenth of a dry run that read the journal).
-    fn finished(&self, w: BufWriter<NamedTempFile>) -> io::Result<NamedTempFile> {
-        if self.opts.dry_run {
-            w.into_inner().map_err(|e| e.into_error())
-        } else {
-            synced(w)
-        }
-    }
-
     fn temp(&self) -> io::Result<BufWriter<NamedTempFile>> {
         let file = tempfile::Builder::new()
             .prefix(&self.state.manifest_temp_prefix())
@@ -580,7 +569,7 @@ impl Ctx<'_> {
         let summary = run_diff(self, old, new, Some(&mut w), sink)?;
         let (out, counts) = w.finish()?;
         let built = Built::Delta {
-            file: self.finished(out)?,
+            file: written(out, !self.opts.dry_run)?,
             entries: entries(&summary),
             records: counts.entries + counts.tombstones,
         };
@@ -794,7 +783,7 @@ fn diff_into(
         }
         old => {
             let (w, _) = builder.write(ctx.temp()?, &header)?;
-            let file = ctx.finished(w)?;
+            let file = written(w, !ctx.opts.dry_run)?;
             let new = Listing::read(ManifestReader::new(BufReader::with_capacity(1 << 20, file.reopen()?))?)?;
             let old = match old {
                 Some(v) => listing(v)?,

@@ -342,6 +342,20 @@ pub(super) fn synced(w: std::io::BufWriter<tempfile::NamedTempFile>) -> io::Resu
     Ok(file)
 }
 
+/// A run's manifest file written out: synced when it is `durable`, or, in
+/// a dry run that only measures it and removes it, not (on btrfs the sync
+/// was a tenth of a dry run that read the event journal).
+pub(super) fn written(
+    w: std::io::BufWriter<tempfile::NamedTempFile>,
+    durable: bool,
+) -> io::Result<tempfile::NamedTempFile> {
+    if durable {
+        synced(w)
+    } else {
+        w.into_inner().map_err(|e| e.into_error())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
