@@ -190,6 +190,17 @@ fn tree(root: &Path) -> (Vec<PathBuf>, Vec<PathBuf>) {
     (dirs, other)
 }
 
+/// The `examined` count of a run's `--summary`.
+fn examined_in(summary: &str) -> u64 {
+    let at = summary.find("\"examined\":").expect("an examined field") + 11;
+    summary[at..]
+        .split(|c: char| !c.is_ascii_digit())
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
 fn awkward_name(rng: &mut Rng, n: u64) -> Vec<u8> {
     let mut name = match rng.below(5) {
         0 => b"line\nbreak-".to_vec(),
@@ -426,13 +437,7 @@ fn a_run_examines_what_the_events_name_not_the_tree() {
     let out = j.snapdiff(&["--dry-run", "--summary"]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("\"read\":\"changes\""), "{text}");
-    let at = text.find("\"examined\":").unwrap() + 11;
-    let examined: u64 = text[at..]
-        .split(|c: char| !c.is_ascii_digit())
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let examined = examined_in(&text);
     assert!((4..=20).contains(&examined), "examined {examined}: {text}");
     // A directory that comes in from outside is read whole: its 30 entries.
     let came = j.outside.join("came");
@@ -444,13 +449,7 @@ fn a_run_examines_what_the_events_name_not_the_tree() {
     fs::rename(&came, j.fileset.join("came")).unwrap();
     let out = j.snapdiff(&["--dry-run", "--summary"]);
     let text = String::from_utf8_lossy(&out.stdout);
-    let at = text.find("\"examined\":").unwrap() + 11;
-    let examined: u64 = text[at..]
-        .split(|c: char| !c.is_ascii_digit())
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let examined = examined_in(&text);
     assert!((31..=40).contains(&examined), "examined {examined}: {text}");
     j.run_and_compare("the move in");
 }

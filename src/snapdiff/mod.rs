@@ -14,6 +14,7 @@ pub mod inspect;
 pub mod journal;
 pub mod manifest;
 pub mod output;
+pub mod parallel;
 pub mod paths;
 pub mod provider;
 pub mod record;

@@ -473,7 +473,7 @@ impl Ctx<'_> {
                     .collect()
             })
             .unwrap_or_default();
-        let mut old_records = BaselineRecords::new(&self.state, last, self.opts.threads);
+        let mut old_records = BaselineRecords::new(&self.state, last, &split);
         let query = ChangesQuery {
             old: last,
             new: snap,

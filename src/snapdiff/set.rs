@@ -14,6 +14,7 @@
 //! earlier versions, which therefore still load).
 
 use super::manifest::{Header, Kind, ManifestError, ManifestReader, ManifestWriter};
+use super::parallel::each_on_a_thread;
 use super::provider::OldRecords;
 use super::record::Record;
 use super::state::{StateDir, write_atomic};
@@ -446,29 +447,31 @@ pub fn compact_file(path: &Path, lock_threshold: std::time::Duration) -> Result<
 }
 
 /// A baseline manifest as [`OldRecords`]: each lookup opens the view afresh
-/// and jumps through its block index to the inodes asked for, on up to
-/// `threads` threads (each its own view and a contiguous share of the
-/// inodes: scattered inodes touch every block, so a lookup is CPU work in
+/// and jumps through its block index to the inodes asked for, one thread
+/// (and view) per share of the inode space the run's cut points give
+/// (scattered inodes touch every block, so a lookup is CPU work in
 /// proportion to the manifest). What it found is kept, so that the run's
 /// diff need not decode it again.
 pub struct BaselineRecords<'a> {
     state: &'a StateDir,
     snap: &'a str,
-    threads: usize,
+    split: &'a [u64],
     asked: FxHashSet<u64>,
     found: Vec<Record>,
 }
 
-/// Fewer inodes than this per thread are looked up on one thread.
+/// Fewer inodes than this per range are looked up on one thread.
 const LOOKUPS_PER_THREAD: usize = 1024;
 
 impl<'a> BaselineRecords<'a> {
-    /// The manifest of `snap` in `state`, read on up to `threads` threads.
-    pub fn new(state: &'a StateDir, snap: &'a str, threads: usize) -> Self {
+    /// The manifest of `snap` in `state`, read on one thread per range of
+    /// inode numbers that the ascending cut points `split` bound (the
+    /// run's, as [`super::provider::ChangesQuery::split`]).
+    pub fn new(state: &'a StateDir, snap: &'a str, split: &'a [u64]) -> Self {
         BaselineRecords {
             state,
             snap,
-            threads: threads.max(1),
+            split,
             asked: FxHashSet::default(),
             found: Vec::new(),
         }
@@ -503,43 +506,29 @@ impl<'a> BaselineRecords<'a> {
 impl OldRecords for BaselineRecords<'_> {
     fn records_of(&mut self, inos: &[u64]) -> Result<Vec<Record>, ManifestError> {
         let view = self.state.open_view(self.snap)?;
-        let threads = self.threads.min(inos.len() / LOOKUPS_PER_THREAD).max(1);
-        let out = match (inos.first(), view.max_ino()) {
-            (Some(&lo), Some(top)) if threads > 1 && top > lo => {
-                // Even shares of the manifest's inode range (what a thread
-                // reads), not of the inodes asked for: new inodes above
-                // the manifest's range cost nothing to look up.
-                let mut parts = Vec::with_capacity(threads);
-                let mut rest = inos;
-                for i in 1..threads as u64 {
-                    let cut = lo + (top - lo) * i / threads as u64;
-                    let (part, after) = rest.split_at(rest.partition_point(|&x| x < cut));
-                    parts.push(part);
-                    rest = after;
-                }
-                parts.push(rest);
-                let mut views = vec![view];
-                for _ in 1..threads {
-                    views.push(self.state.open_view(self.snap)?);
-                }
-                let found: Vec<Result<Vec<Record>, ManifestError>> = std::thread::scope(|sc| {
-                    let handles: Vec<_> = views
-                        .into_iter()
-                        .zip(parts)
-                        .map(|(v, part)| sc.spawn(move || Self::look_up(v, part)))
-                        .collect();
-                    handles
-                        .into_iter()
-                        .map(|h| h.join().expect("a lookup thread panicked"))
-                        .collect()
-                });
-                let mut out = Vec::new();
-                for f in found {
-                    out.extend(f?);
-                }
-                out
+        let out = if inos.len() < LOOKUPS_PER_THREAD * (self.split.len() + 1) {
+            Self::look_up(view, inos)?
+        } else {
+            // The inodes asked for in each range; new inodes above the
+            // manifest's range cost nothing to look up.
+            let mut parts = Vec::with_capacity(self.split.len() + 1);
+            let mut rest = inos;
+            for &cut in self.split {
+                let (part, after) = rest.split_at(rest.partition_point(|&x| x < cut));
+                parts.push(part);
+                rest = after;
             }
-            _ => Self::look_up(view, inos)?,
+            parts.push(rest);
+            let mut views = vec![view];
+            for _ in 1..parts.len() {
+                views.push(self.state.open_view(self.snap)?);
+            }
+            let found = each_on_a_thread(views.into_iter().zip(parts), |(v, part)| Self::look_up(v, part));
+            let mut out = Vec::new();
+            for f in found {
+                out.extend(f?);
+            }
+            out
         };
         self.asked.extend(inos.iter().copied());
         self.found.extend(out.iter().cloned());

@@ -15,6 +15,7 @@
 use super::{BARRIER_PREFIX, JournalError, JournalFiles, Line};
 use crate::snapdiff::build::{GenerationSource, record_from_stat, stat_btime_generation};
 use crate::snapdiff::manifest::ManifestError;
+use crate::snapdiff::parallel::each_on_a_thread;
 use crate::snapdiff::paths::DirTable;
 use crate::snapdiff::provider::changes::{Changed, ChangesQuery, ChangesRead, OldRecords};
 use crate::snapdiff::record::Record;
@@ -372,10 +373,11 @@ fn look_up_new(
 fn unlinked(old: &[Record], touched: &Touched<'_>) -> bool {
     let Some(first) = old.first() else { return false };
     !first.is_dir()
-        && old
-            .iter()
-            .all(|r| r.generation == first.generation && r.nlink == old.len() as u64)
-        && old.iter().all(|r| touched.contains(&(r.parent, r.name.as_slice())))
+        && old.iter().all(|r| {
+            r.generation == first.generation
+                && r.nlink == old.len() as u64
+                && touched.contains(&(r.parent, r.name.as_slice()))
+        })
 }
 
 /// The entries the events touched, as (directory, name), to ask about
@@ -449,13 +451,7 @@ fn stat_entries(
         parts.push(part);
         rest = after;
     }
-    let parts: Vec<_> = std::thread::scope(|sc| {
-        let handles: Vec<_> = parts.into_iter().map(|part| sc.spawn(move || one(part))).collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("a stat thread panicked"))
-            .collect()
-    });
+    let parts = each_on_a_thread(parts, one);
     let (mut out, mut dirs) = (Vec::with_capacity(all.len()), Vec::new());
     for p in parts {
         let (o, d) = p?;

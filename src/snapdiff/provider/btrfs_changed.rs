@@ -24,6 +24,7 @@ use super::btrfs_tree::{
     BUFFER, DIR_INDEX, INODE_EXTREF, INODE_ITEM, INODE_REF, Item, LAST_FREE_OBJECTID, Pending, SMALL_BUFFER, TreeError,
     all_inodes, flush, inode_transid, le16, le64, search,
 };
+use crate::snapdiff::parallel::each_on_a_thread;
 use crate::snapdiff::paths::DirTable;
 use crate::snapdiff::record::Record;
 use crate::sys::btrfs::{SUBVOL_ROOT_INO, SearchBuf, SearchKey};
@@ -74,20 +75,9 @@ pub fn changed_since(
             .filter(|&b| b > SUBVOL_ROOT_INO && b <= LAST_FREE_OBJECTID),
     );
     bounds.dedup();
-    let parts: Vec<Result<RangeFound, TreeError>> = std::thread::scope(|sc| {
-        let found = &found;
-        let handles: Vec<_> = bounds
-            .iter()
-            .enumerate()
-            .map(|(i, &lo)| {
-                let hi = bounds.get(i + 1).map_or(LAST_FREE_OBJECTID, |&b| b - 1);
-                sc.spawn(move || changed_in(new, since, lo, hi, limit, found))
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
-            .collect()
+    let parts: Vec<Result<RangeFound, TreeError>> = each_on_a_thread(bounds.iter().enumerate(), |(i, &lo)| {
+        let hi = bounds.get(i + 1).map_or(LAST_FREE_OBJECTID, |&b| b - 1);
+        changed_in(new, since, lo, hi, limit, &found)
     });
     if found.load(Ordering::Relaxed) > limit {
         return Ok(None);

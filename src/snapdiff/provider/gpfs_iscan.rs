@@ -22,6 +22,7 @@
 
 use super::btrfs_changed::Changed;
 use crate::snapdiff::manifest::ManifestError;
+use crate::snapdiff::parallel::each_on_a_thread;
 use crate::snapdiff::paths::DirTable;
 use crate::snapdiff::record::Record;
 use crate::sys::Timestamp;
@@ -390,27 +391,15 @@ fn scan(
         scans.push((sc, bounds.get(i + 1).copied().unwrap_or(0)));
     }
     let found = AtomicUsize::new(0);
-    let parts: Vec<Result<Vec<InodeAttr>, IscanError>> = std::thread::scope(|sc| {
-        let found = &found;
-        let handles: Vec<_> = scans
-            .into_iter()
-            .map(|(mut s, term)| {
-                sc.spawn(move || {
-                    let mut out = Vec::new();
-                    while let Some(a) = call(|| "gpfs_next_inode64".into(), path, s.next_inode(term))? {
-                        out.push(a);
-                        if found.fetch_add(1, Ordering::Relaxed) >= limit {
-                            break;
-                        }
-                    }
-                    Ok(out)
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
-            .collect()
+    let parts: Vec<Result<Vec<InodeAttr>, IscanError>> = each_on_a_thread(scans, |(mut s, term)| {
+        let mut out = Vec::new();
+        while let Some(a) = call(|| "gpfs_next_inode64".into(), path, s.next_inode(term))? {
+            out.push(a);
+            if found.fetch_add(1, Ordering::Relaxed) >= limit {
+                break;
+            }
+        }
+        Ok(out)
     });
     if found.load(Ordering::Relaxed) > limit {
         return Ok(None);
