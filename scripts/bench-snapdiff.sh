@@ -16,18 +16,20 @@
 #              reads only what the journal points at
 #
 # Then the bytes of manifest a committed run writes (its delta) and peak
-# RSS with the memory budget below the manifest size.
+# RSS against the memory budget: MEM_LIMIT (below what the read of
+# changes holds: the run falls back to a full read, which spills) and
+# 128M (the read of changes fits), each marked within or OVER.
 #
 #   scripts/bench-snapdiff.sh [WORKDIR]     (root; default /work/bench-snapdiff)
 #
-# Environment: FILES (1000000), RUNS (5), MEM_LIMIT (16M), THREADS (2),
+# Environment: FILES (1000000), RUNS (5), MEM_LIMIT (48M), THREADS (2),
 # SETS ("uniform clustered tiny"), COLD (1: also cold runs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 work=${1:-/work/bench-snapdiff}
 files=${FILES:-1000000}
 runs=${RUNS:-5}
-mem=${MEM_LIMIT:-16M}
+mem=${MEM_LIMIT:-48M}
 threads=${THREADS:-2}
 sets=${SETS:-uniform clustered tiny journal}
 cold=${COLD:-1}
@@ -52,6 +54,20 @@ if [ ! -d "$fs" ]; then
   sync
 fi
 rm -rf "$state"
+# Peak RSS of a command against budget $1 (K/M/G), labelled $2.
+peak() {
+  local budget=$1 label=$2; shift 2
+  local kb
+  /usr/bin/time -f %M -o "$work/peak.kb" "$@" >/dev/null 2>&1 || true
+  kb=$(tail -1 "$work/peak.kb")
+  python3 -c '
+import sys
+b, label, kb = sys.argv[1], sys.argv[2], int(sys.argv[3])
+limit = int(b[:-1]) * {"K": 1, "M": 1024, "G": 1024 * 1024}[b[-1]]
+verdict = "within" if kb <= limit else "OVER"
+print(f"{label}, mem-limit {b}: peak RSS {kb / 1024:.1f} MiB: {verdict}")
+' "$budget" "$label" "$kb"
+}
 sd() { "$ferry" snapdiff --provider btrfs --state-dir "$state" -j "$threads" "$@" "$fs"; }
 echo "bench-snapdiff: baseline run"
 sd --summary >/dev/null
@@ -117,8 +133,9 @@ journal_bench() {
   hyperfine --warmup 1 --runs "$runs" --export-markdown "$work/snapdiff-journal-warm.md" \
     -n "ferry snapdiff --provider none (journal, warm)" "$ferry snapdiff ${jd[*]} --dry-run --summary $fs" \
     -n "ferry scan (full rescan, warm)" "$ferry scan -j $threads --summary $fs"
-  /usr/bin/time -v "$ferry" snapdiff "${jd[@]}" --dry-run --summary --mem-limit "$mem" "$fs" 2>&1 >/dev/null \
-    | grep -E "Maximum resident|Elapsed" | sed "s/^/journal, mem-limit $mem: /"
+  for m in "$mem" 128M; do
+    peak "$m" journal "$ferry" snapdiff "${jd[@]}" --dry-run --summary --mem-limit "$m" "$fs"
+  done
   ls -l "$jstate"
   kill "$jpid"
   wait "$jpid" || true
@@ -135,6 +152,10 @@ for set in $sets; do
   change "$set"
   echo "bench-snapdiff: one dry run (counts)"
   sd --dry-run --summary
+  # Snapshots deleted so far (the baseline's rotation, the dry run's) are
+  # freed by the btrfs cleaner in the background: let it finish first, or
+  # the first set's runs time the cleaner (3x slower tiny runs).
+  btrfs subvolume sync "$mnt"
   hyperfine --warmup 1 --runs "$runs" --export-markdown "$work/snapdiff-$set-warm.md" \
     -n "ferry snapdiff ($set, warm)" "$ferry snapdiff --provider btrfs --state-dir $state -j $threads --dry-run --summary $fs" \
     -n "ferry scan (full rescan, warm)" "$ferry scan -j $threads --summary $fs"
@@ -145,9 +166,11 @@ for set in $sets; do
       -n "ferry scan (full rescan, cold)" "$ferry scan -j $threads --summary $fs"
   fi
   if [ "$set" = uniform ]; then
-    for m in "$mem" 1G; do
-      /usr/bin/time -v "$ferry" snapdiff --provider btrfs --state-dir "$state" -j "$threads" --dry-run --summary \
-        --mem-limit "$m" "$fs" 2>&1 >/dev/null | grep -E "Maximum resident|Elapsed" | sed "s/^/mem-limit $m: /"
+    for m in "$mem" 128M; do
+      peak "$m" "btrfs $set" "$ferry" snapdiff --provider btrfs --state-dir "$state" -j "$threads" --dry-run \
+        --summary --mem-limit "$m" "$fs"
+      peak "$m" "btrfs $set --full" "$ferry" snapdiff --provider btrfs --state-dir "$state" -j "$threads" \
+        --dry-run --summary --full --mem-limit "$m" "$fs"
     done
     /usr/bin/time -v "$ferry" scan -j "$threads" --summary "$fs" 2>&1 >/dev/null | grep -E "Maximum resident|Elapsed" | sed "s/^/scan: /"
   fi

@@ -527,6 +527,32 @@ fn a_dry_run_leaves_no_trace_and_the_next_run_reports_the_same() {
 }
 
 #[test]
+fn a_memory_budget_that_cannot_hold_the_run_is_refused_before_any_snapshot() {
+    let Some(s) = subvolume() else { return };
+    let snap1 = baseline_and_changes(&s);
+    let before = s.state_files();
+
+    // 18 MiB for the program and 3 MiB per thread: 66 MiB; with the
+    // directory tables (a few KiB here), the least sort and the merge's
+    // buffers (12 MiB), 79M is the least that holds it.
+    let o = s.run("snapdiff", &["-j", "16", "--mem-limit", "64M"]);
+    assert_code(&o, 2);
+    let e = stderr(&o);
+    assert!(
+        e.contains("the program and its 16 threads take 66 MiB") && e.contains("give --mem-limit 79M or more"),
+        "{e}"
+    );
+    assert_eq!(s.state_files(), before, "no lock or manifest left behind");
+    assert_eq!(s.snapshots(), BTreeSet::from([snap1.clone()]), "no snapshot taken");
+
+    let o = s.run("snapdiff", &["-j", "16", "--mem-limit", "79M", "--dry-run"]);
+    assert_code(&o, 0);
+    let o = s.run("snapdiff", &["--mem-limit", "35M"]);
+    assert_code(&o, 2);
+    assert!(stderr(&o).contains("at least 37748736 bytes (36M)"), "{}", stderr(&o));
+}
+
+#[test]
 fn held_runs_rotate_or_roll_back_on_rotate() {
     let Some(s) = subvolume() else { return };
     let snap0 = baseline_and_changes(&s);

@@ -11,11 +11,12 @@ use ferry::entry::Fields;
 use ferry::snapdiff::inspect::{DumpMode, dump_path};
 use ferry::snapdiff::journal::{self, JournalFiles};
 use ferry::snapdiff::manifest::ManifestError;
+use ferry::snapdiff::memory::MIN_MEMORY;
 use ferry::snapdiff::output::{ChangeWriter, DEFAULT_FIELDS, ExtraFields, write_report};
 use ferry::snapdiff::provider::none::NoSnapshots;
 use ferry::snapdiff::provider::{Kind, Provider};
 use ferry::snapdiff::request::{FilesetRequest, RotateRequest, SnapdiffRequest};
-use ferry::snapdiff::run::{MIN_MEMORY, SnapdiffError, SnapdiffOptions, rotate, snapdiff};
+use ferry::snapdiff::run::{SnapdiffError, SnapdiffOptions, rotate, snapdiff};
 use ferry::snapdiff::set::{CompactError, compact_file};
 use ferry::snapdiff::state::AcquireError;
 use std::io::{self, BufWriter};
@@ -206,10 +207,14 @@ pub struct SnapdiffCmd {
     #[arg(long)]
     hold: bool,
 
-    /// Memory budget (K, M, G suffixes; at least 16M): sorting manifests
-    /// and changes spills to disk in the state directory beyond it, less
-    /// 8 MiB kept for the rest of the process. Directory tables (about 50
-    /// bytes per directory) come on top.
+    /// Memory budget of the whole run (K, M, G suffixes; at least 36M):
+    /// its peak resident set stays within it. 18 MiB are kept for the
+    /// program, 3 MiB per thread (-j), 4 MiB for merging spilled runs, 200 bytes per directory of the last
+    /// run for the directory tables; sorting manifests and changes spills to disk
+    /// in the state directory beyond the rest, and a read of changes gives
+    /// way to a full read when the changes would not fit. A budget that
+    /// cannot hold the directory tables is refused before any snapshot is
+    /// taken, saying how much would do.
     #[arg(long, value_name = "BYTES", default_value_t = ByteSize(defaults::SNAPDIFF_MEMORY), value_parser = mem_limit)]
     mem_limit: ByteSize,
 
@@ -364,7 +369,7 @@ pub fn run_snapdiff(a: SnapdiffCmd) -> Result<(), Failure> {
     };
     let threads = a.concurrency.threads.unwrap_or_else(defaults::walk_threads);
     let mut opts = a.fileset.tune(request.options(a.fileset.lock_threshold(), threads));
-    opts.set_memory(a.mem_limit.0);
+    opts.memory = a.mem_limit.0;
     opts.dry_run = a.dry_run;
     if !(0.0..=1.0).contains(&a.changes_limit) {
         return Err(Failure::setup(format!(

@@ -39,7 +39,7 @@ pub const MERGE_MEMORY: usize = FAN_IN * RUN_BUFFER;
 /// does not refuse one. (Relative paths longer than `PATH_MAX`, possible in
 /// very deep trees, need a bigger budget.) The index quarter then holds 170
 /// items per run. `ferry snapdiff` never comes near it (`--mem-limit` is at
-/// least 16M); library callers and tests may go this low to make sorts
+/// least 36M); library callers and tests may go this low to make sorts
 /// spill on small inputs.
 pub const MIN_BUDGET: usize = 16 * 1024;
 

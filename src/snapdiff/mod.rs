@@ -13,6 +13,7 @@ pub mod extsort;
 pub mod inspect;
 pub mod journal;
 pub mod manifest;
+pub mod memory;
 pub mod output;
 pub mod parallel;
 pub mod paths;

@@ -5,8 +5,8 @@
 
 use super::build::ManifestBuilder;
 use super::diff::{Change, DeltaWriter, DiffOptions, DiffSummary, Listing, diff};
-use super::extsort::MERGE_MEMORY;
 use super::manifest::{Header, Kind, ManifestError, ManifestReader, ManifestWriter};
+use super::memory::{BudgetError, CHANGE_MEMORY, Memory};
 use super::provider::{ChangesQuery, ChangesRead, Provider, ScanError, SnapshotError, with_retries};
 use super::set::{self, BaselineRecords, Compaction, new_id};
 use super::state::{AcquireError, Lock, LockInfo, StateDir, hostname, synced, write_atomic, written};
@@ -67,8 +67,9 @@ pub struct SnapdiffOptions {
     pub retry_timeout: Duration,
     /// Diff settings.
     pub diff: DiffOptions,
-    /// Memory for sorting the new manifest before it spills to disk.
-    pub mem_limit: usize,
+    /// The run's memory budget in bytes (`--mem-limit`): the whole
+    /// process's peak resident set stays within it (see [`Memory`]).
+    pub memory: usize,
     /// Walker threads.
     pub threads: usize,
     /// Diff, but leave no trace: the new snapshot is deleted and the state
@@ -101,7 +102,7 @@ impl Default for SnapdiffOptions {
             lock_threshold: defaults::LOCK_THRESHOLD,
             retry_timeout: defaults::SNAPSHOT_RETRY_TIMEOUT,
             diff: DiffOptions::default(),
-            mem_limit: defaults::SNAPDIFF_MEMORY,
+            memory: defaults::SNAPDIFF_MEMORY,
             threads: defaults::walk_threads(),
             dry_run: false,
             hold: false,
@@ -110,24 +111,6 @@ impl Default for SnapdiffOptions {
             full: false,
             changes_limit: CHANGES_LIMIT,
         }
-    }
-}
-
-/// Memory a run needs besides its sorts: code, I/O and search buffers.
-pub const MEM_RESERVE: usize = 8 << 20;
-
-/// The smallest memory budget a run accepts.
-pub const MIN_MEMORY: usize = 2 * MEM_RESERVE;
-
-impl SnapdiffOptions {
-    /// Gives the run `total` bytes of memory. The new snapshot's records
-    /// are sorted first and then merged into the diff while it orders the
-    /// changes, so the sort may use all of it less [`MEM_RESERVE`], and the
-    /// diff that less the merge's buffers.
-    pub fn set_memory(&mut self, total: usize) {
-        let sort = total.saturating_sub(MEM_RESERVE);
-        self.mem_limit = sort;
-        self.diff.mem_limit = sort.saturating_sub(MERGE_MEMORY);
     }
 }
 
@@ -203,12 +186,6 @@ pub enum ReadMethod {
 /// changed: a full read is cheaper then (the study's ~40 %).
 pub const CHANGES_LIMIT: f64 = 0.4;
 
-/// Memory a read of changes holds per changed inode (its attributes and
-/// links while found, then its records; massif: ~15 MB at 30,000): the
-/// memory budget caps how many it reads before it reads the whole
-/// snapshot instead, which spills.
-const CHANGE_MEMORY: usize = 400;
-
 /// Why a run failed. Every failure rolls back: the new snapshot is
 /// deleted and the last-snap file is untouched.
 #[derive(Debug, thiserror::Error)]
@@ -248,6 +225,9 @@ pub enum SnapdiffError {
     /// State files could not be read or written.
     #[error("{0}")]
     Io(#[from] io::Error),
+    /// `--mem-limit` cannot hold the run.
+    #[error("{0}")]
+    Memory(#[from] BudgetError),
     /// `rotate` found no held run.
     #[error("no held run for this fileset ({0} does not exist)")]
     NotHeld(String),
@@ -268,6 +248,7 @@ struct Pending {
 struct Ctx<'a> {
     provider: &'a dyn Provider,
     opts: &'a SnapdiffOptions,
+    memory: Memory,
     state: StateDir,
     log: &'a mut dyn FnMut(&str),
 }
@@ -288,7 +269,7 @@ impl Ctx<'_> {
     /// Reads `snapshot` (or the live tree) into a sorted builder, with the
     /// header of the manifest it makes.
     fn scan(&mut self, snapshot: Option<&str>) -> Result<(ManifestBuilder, Header), SnapdiffError> {
-        let mut b = ManifestBuilder::new(self.opts.mem_limit, &self.state.dir);
+        let mut b = ManifestBuilder::new(self.memory.sort, &self.state.dir);
         self.provider.scan(snapshot, &mut b, self.opts.threads)?;
         let header = Header {
             root: self.provider.fileset().path.clone(),
@@ -388,10 +369,10 @@ impl Ctx<'_> {
         Ok(())
     }
 
-    /// The baseline: the last synced snapshot's manifest, rebuilt from the
-    /// snapshot itself if it is lost.
-    fn baseline(&mut self, last: &str) -> Result<View, SnapdiffError> {
-        match self.state.open_view(last) {
+    /// The baseline: the last synced snapshot's manifest (`opened`, as
+    /// opening it went), rebuilt from the snapshot itself if it is lost.
+    fn baseline(&mut self, last: &str, opened: Result<View, ManifestError>) -> Result<View, SnapdiffError> {
+        match opened {
             Ok(v) => return Ok(v),
             Err(ManifestError::Io(e)) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(e.into()),
@@ -459,7 +440,8 @@ impl Ctx<'_> {
         } else {
             (prev_entries as f64 * self.opts.changes_limit) as usize
         };
-        let limit = by_share.min(self.opts.mem_limit / CHANGE_MEMORY);
+        let held = self.memory.sort / CHANGE_MEMORY;
+        let limit = by_share.min(held);
         let old_dirs = old.dir_table()?;
         // Ranges of about equal numbers of inodes, one per thread (inode
         // numbers are handed out in increasing order, so an even cut of
@@ -480,15 +462,19 @@ impl Ctx<'_> {
             since,
             old_dirs: &old_dirs,
             limit,
+            held,
             split: &split,
             old_records: &mut old_records,
         };
         let changed = match self.provider.changed(query)? {
             ChangesRead::Read(c) => c,
             ChangesRead::TooMany => {
+                // What the read held is free again, but resident unless
+                // handed back: the full read must not hold both.
+                crate::sys::trim_heap();
                 let msg = format!(
-                    "more than {limit} inodes changed ({:.0} % of the fileset, or what --mem-limit holds): \
-                     reading the whole {}",
+                    "more than {limit} inodes changed ({:.0} % of the fileset, or what --mem-limit holds), \
+                     or more than {held} events journaled (what --mem-limit holds): reading the whole {}",
                     self.opts.changes_limit * 100.0,
                     self.whole()
                 );
@@ -496,6 +482,7 @@ impl Ctx<'_> {
                 return Ok(ChangesDiff::ReadAll(Some(old)));
             }
             ChangesRead::Unable(why) => {
+                crate::sys::trim_heap();
                 let msg = format!("{why}: reading the whole {}", self.whole());
                 (self.log)(&msg);
                 return Ok(ChangesDiff::ReadAll(Some(old)));
@@ -670,16 +657,24 @@ pub fn snapdiff(
         },
         opts.lock_threshold,
     )?;
+    let last = state.last_snapshot()?;
+    // The budget holds the baseline's directory tables: it is checked
+    // against them before anything is rebuilt or snapshotted.
+    let opened = last.as_deref().map(|s| state.open_view(s));
+    let dirs = match &opened {
+        Some(Ok(v)) => v.dir_records(),
+        _ => 0,
+    };
     let mut ctx = Ctx {
         provider,
         opts,
+        memory: Memory::fit(opts.memory, opts.threads, dirs)?,
         state,
         log,
     };
-    let last = ctx.state.last_snapshot()?;
-    let old = match &last {
-        None => None,
-        Some(s) => Some(ctx.baseline(s)?),
+    let old = match (&last, opened) {
+        (Some(s), Some(opened)) => Some(ctx.baseline(s, opened)?),
+        _ => None,
     };
 
     let mut name = format!(
@@ -854,7 +849,11 @@ fn run_diff(
     delta: Option<&mut DeltaWriter<BufWriter<NamedTempFile>>>,
     sink: &mut dyn ChangeSink,
 ) -> Result<DiffSummary, SnapdiffError> {
-    let (changes, summary) = diff(old, new, &ctx.opts.diff, &ctx.state.dir, delta)?;
+    let opts = DiffOptions {
+        mem_limit: ctx.memory.diff,
+        ..ctx.opts.diff.clone()
+    };
+    let (changes, summary) = diff(old, new, &opts, &ctx.state.dir, delta)?;
     let own = own_state(&ctx.provider.fileset().path, &ctx.state.dir);
     let ours = |p: &[u8]| {
         own.as_deref()
@@ -919,6 +918,7 @@ fn replay(
     let mut ctx = Ctx {
         provider,
         opts,
+        memory: Memory::fit(opts.memory, opts.threads, new.dir_records())?,
         state,
         log,
     };
@@ -955,6 +955,7 @@ pub fn rotate(
     let mut ctx = Ctx {
         provider,
         opts,
+        memory: Memory::fit(opts.memory, opts.threads, 0)?,
         state,
         log,
     };

@@ -153,6 +153,12 @@ impl<R: Read + Seek> View<R> {
         self.members.iter().filter_map(|m| m.rd.last_block_ino()).max()
     }
 
+    /// Directory records in the view's files: its directories, and at
+    /// most as many again as its deltas changed.
+    pub fn dir_records(&self) -> u64 {
+        self.members.iter().map(|m| m.rd.counts().dirs).sum()
+    }
+
     /// The newest file's header (kind base: it describes the whole view).
     pub fn header(&self) -> &Header {
         &self.header

@@ -4,8 +4,8 @@
 //! calls directly (no libc, no `errno` in the walker's hot path), so most of
 //! them hold no `unsafe` at all. What rustix does not offer is written by
 //! hand here, each `unsafe` block with its SAFETY comment: the btrfs
-//! ioctls, `FS_IOC_GETVERSION` and `F_SETLEASE` (nix offers none of these
-//! either), and IBM's `libgpfs.so`, loaded with `dlopen` ([`gpfs_lib`]).
+//! ioctls, `FS_IOC_GETVERSION`, `F_SETLEASE` and `malloc_trim` (nix offers
+//! none of these either), and IBM's `libgpfs.so`, loaded with `dlopen` ([`gpfs_lib`]).
 //! This module is the only place in the crate with `unsafe` code.
 //! Every wrapper takes borrowed file descriptors and C strings, returns
 //! `std::io::Result`, and leaves policy (what to retry, what to count as a
@@ -17,6 +17,7 @@ pub mod fanotify;
 mod file;
 mod fsops;
 pub mod gpfs_lib;
+mod heap;
 mod limits;
 mod stat;
 mod xattr;
@@ -28,6 +29,7 @@ pub use file::{
 pub use fsops::{
     chown_at, create_at, link_at, mkdir_at, read_link_at, rename, rename_at, set_times_at, symlink_at, unlink_at,
 };
+pub use heap::trim_heap;
 pub use limits::raise_nofile_limit;
 pub use stat::{FileStat, StatMask, Timestamp, inode_generation, stat_at, stat_fd};
 pub use xattr::list_xattrs;

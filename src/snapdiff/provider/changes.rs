@@ -22,7 +22,13 @@ pub struct ChangesQuery<'a> {
     /// The baseline manifest's directory table.
     pub old_dirs: &'a DirTable,
     /// At most this many changed inodes: past it, [`ChangesRead::TooMany`].
+    /// It is what the memory budget holds, or the share of the fileset
+    /// past which a full read is cheaper.
     pub limit: usize,
+    /// At most this many items (changed inodes, journaled events) held in
+    /// memory at once, whatever their share of the fileset: the memory
+    /// budget's part of `limit`.
+    pub held: usize,
     /// Inode numbers cutting the inode space into ranges read in parallel
     /// (ascending; empty for one range).
     pub split: &'a [u64],
@@ -44,7 +50,9 @@ pub trait OldRecords {
 pub enum ChangesRead {
     /// The changes.
     Read(Changed),
-    /// More inodes changed than the limit: a full read is cheaper.
+    /// More inodes changed than the limit (or more events were journaled
+    /// than memory holds): a full read is cheaper, or the only one within
+    /// the memory budget.
     TooMany,
     /// The changes cannot be read (why): read the whole snapshot.
     Unable(String),

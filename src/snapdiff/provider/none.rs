@@ -102,6 +102,11 @@ impl Provider for NoSnapshots {
             Some(Err(why)) => return Ok(ChangesRead::Unable(why.clone())),
             None => return Ok(ChangesRead::Unable("the run has no position in the journal".into())),
         };
+        // The window's sequence numbers bound its events, which the read
+        // holds in memory before it knows how many inodes they touch.
+        if until.saturating_sub(q.since) > q.held as u64 {
+            return Ok(ChangesRead::TooMany);
+        }
         match journal::changes::window(j, q.since, until)? {
             Err(gap) => Ok(ChangesRead::Unable(gap)),
             Ok(events) => Ok(journal::changes::changed(
