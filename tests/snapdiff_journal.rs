@@ -512,6 +512,48 @@ fn deleted_files_are_proved_gone_by_the_baseline_without_opening_their_handles()
 }
 
 #[test]
+fn more_events_than_the_memory_budget_holds_lead_to_a_full_walk_that_misses_nothing() {
+    let Some((_fs, j)) = ext4() else { return };
+    let dir = j.fileset.join("renamed");
+    fs::create_dir(&dir).unwrap();
+    for f in 0..500 {
+        fs::write(dir.join(format!("f{f}.0")), b"x").unwrap();
+    }
+    j.run_and_compare("first run");
+    // 500 files renamed 18 times each, every time to a name never used
+    // before: about 10,500 journal records (12 renames made 7,000), well
+    // under the kernel's queue of 16,384, on 501 inodes.
+    for f in 0..500 {
+        for k in 0..18 {
+            fs::rename(dir.join(format!("f{f}.{k}")), dir.join(format!("f{f}.{}", k + 1))).unwrap();
+        }
+    }
+    // The default budget holds them: the run reads what they name.
+    assert_eq!(j.read_method(), "changes");
+    // 37M leaves 9 MiB past the program, two threads and the merge, less
+    // the directory tables: about 6,100 events of 1.5 KiB, fewer than the
+    // window holds (and more than the 501 inodes they touch).
+    let budget = ["--mem-limit", "37M", "-j", "2"];
+    let dry = j.snapdiff(&[&["--dry-run", "--summary"][..], &budget[..]].concat());
+    let text = String::from_utf8_lossy(&dry.stdout);
+    assert!(text.contains("\"read\":\"full\""), "{text}");
+    let log = String::from_utf8_lossy(&dry.stderr);
+    assert!(
+        log.contains("events journaled"),
+        "the run must say why it walked: {log}"
+    );
+    let full = j.snapdiff(&["--dry-run", "--full"]);
+    let run = j.snapdiff(&budget);
+    assert!(
+        full.stdout == run.stdout,
+        "the run within 37M and a full walk disagree\n--- full walk\n{}\n--- run\n{}",
+        String::from_utf8_lossy(&full.stdout),
+        String::from_utf8_lossy(&run.stdout)
+    );
+    assert!(run.stdout.split(|&b| b == b'\n').filter(|l| !l.is_empty()).count() >= 500);
+}
+
+#[test]
 fn a_queue_overflow_leads_to_a_full_walk_that_misses_nothing() {
     let Some((_fs, mut j)) = ext4() else { return };
     j.run_and_compare("first run");
