@@ -209,12 +209,13 @@ pub struct SnapdiffCmd {
 
     /// Memory budget of the whole run (K, M, G suffixes; at least 36M):
     /// its peak resident set stays within it. 18 MiB are kept for the
-    /// program, 3 MiB per thread (-j), 4 MiB for merging spilled runs, 200 bytes per directory of the last
-    /// run for the directory tables; sorting manifests and changes spills to disk
-    /// in the state directory beyond the rest, and a read of changes gives
-    /// way to a full read when the changes would not fit. A budget that
-    /// cannot hold the directory tables is refused before any snapshot is
-    /// taken, saying how much would do.
+    /// program, 3 MiB per thread (-j), 4 MiB for merging spilled runs and
+    /// 200 bytes per directory of the last run for the directory tables;
+    /// sorting manifests and changes spills to disk in the state
+    /// directory beyond the rest, and a read of changes gives way to a
+    /// full read when the changes would not fit. A budget that cannot hold
+    /// the threads and the directory tables is refused before any
+    /// snapshot is taken, saying how much would do.
     #[arg(long, value_name = "BYTES", default_value_t = ByteSize(defaults::SNAPDIFF_MEMORY), value_parser = mem_limit)]
     mem_limit: ByteSize,
 
