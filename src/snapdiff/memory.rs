@@ -79,8 +79,9 @@ impl Memory {
 /// links and handles while found, then its old and new records. The
 /// journal's read holds the most: 57 MB over the program's for 39,000
 /// changed inodes (peak RSS 72.4 MB for the benchmark's uniform 1 %, 15 MB
-/// for its 0.01 %). The memory budget caps how many it reads before it
-/// reads the whole snapshot instead, which spills.
+/// for its 0.01 %). The memory budget caps how many it reads, and how
+/// many journaled events the journal's read takes in, before it reads the
+/// whole snapshot instead, which spills.
 pub const CHANGE_MEMORY: usize = 1536;
 
 /// A memory budget too small for the run, with what would do.
