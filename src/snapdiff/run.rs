@@ -466,22 +466,20 @@ impl Ctx<'_> {
             split: &split,
             old_records: &mut old_records,
         };
-        let changed = match self.provider.changed(query)? {
-            ChangesRead::Read(c) => c,
-            ChangesRead::TooMany => {
+        let read = match self.provider.changed(query)? {
+            ChangesRead::Read(c) => Ok(c),
+            ChangesRead::TooMany => Err(format!(
+                "more than {limit} inodes changed ({:.0} % of the fileset, or what --mem-limit holds), \
+                 or more than {held} events journaled (what --mem-limit holds)",
+                self.opts.changes_limit * 100.0
+            )),
+            ChangesRead::Unable(why) => Err(why),
+        };
+        let changed = match read {
+            Ok(c) => c,
+            Err(why) => {
                 // What the read held is free again, but resident unless
                 // handed back: the full read must not hold both.
-                crate::sys::trim_heap();
-                let msg = format!(
-                    "more than {limit} inodes changed ({:.0} % of the fileset, or what --mem-limit holds), \
-                     or more than {held} events journaled (what --mem-limit holds): reading the whole {}",
-                    self.opts.changes_limit * 100.0,
-                    self.whole()
-                );
-                (self.log)(&msg);
-                return Ok(ChangesDiff::ReadAll(Some(old)));
-            }
-            ChangesRead::Unable(why) => {
                 crate::sys::trim_heap();
                 let msg = format!("{why}: reading the whole {}", self.whole());
                 (self.log)(&msg);
