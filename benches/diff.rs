@@ -63,6 +63,7 @@ fn manifest(n: u64, changed: bool) -> Vec<u8> {
         generation: "inode".into(),
         kind: Kind::Base,
         otransid: None,
+        journal: None,
         id: String::new(),
     };
     let dir_rec = |d: u64| {

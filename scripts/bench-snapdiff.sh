@@ -14,6 +14,10 @@
 #              event journal (`ferry journal` running; the change made
 #              while it runs): `ferry snapdiff --provider none`, which
 #              reads only what the journal points at
+#   btrfs-journal  the uniform set again on btrfs, with `ferry journal`
+#              running on the subvolume: the btrfs provider reads from its
+#              snapshot only the inodes the journal's events name
+#   tiny-journal   the tiny set the same way
 #
 # Then the bytes of manifest a committed run writes (its delta) and peak
 # RSS against the memory budget: MEM_LIMIT (below what the read of
@@ -23,7 +27,8 @@
 #   scripts/bench-snapdiff.sh [WORKDIR]     (root; default /work/bench-snapdiff)
 #
 # Environment: FILES (1000000), RUNS (5), MEM_LIMIT (48M), THREADS (2),
-# SETS ("uniform clustered tiny"), COLD (1: also cold runs).
+# SETS ("uniform clustered tiny journal btrfs-journal tiny-journal"),
+# COLD (1: also cold runs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 work=${1:-/work/bench-snapdiff}
@@ -31,7 +36,7 @@ files=${FILES:-1000000}
 runs=${RUNS:-5}
 mem=${MEM_LIMIT:-48M}
 threads=${THREADS:-2}
-sets=${SETS:-uniform clustered tiny journal}
+sets=${SETS:-uniform clustered tiny journal btrfs-journal tiny-journal}
 cold=${COLD:-1}
 for t in hyperfine mkfs.btrfs /usr/bin/time python3; do
   command -v "$t" >/dev/null || { echo "bench-snapdiff: needs $t" >&2; exit 1; }
@@ -89,7 +94,7 @@ if kind == "clustered":
     files = [f for f in files if os.path.dirname(f) in chosen]
     dirs = sorted(chosen)
     k = n // 100
-elif kind == "tiny":
+elif kind.startswith("tiny"):
     k = n // 10000
 else:
     k = n // 100
@@ -104,7 +109,7 @@ for i in range(k):
     with open(os.path.join(rnd.choice(dirs), f"created-{kind}-{i}"), "wb") as h:
         h.write(b"new")
 moved = 0
-if kind in ("uniform", "journal"):
+if kind in ("uniform", "journal", "btrfs-journal"):
     for d in rnd.sample(leaves, max(1, len(leaves) // 1000)):
         target = rnd.choice(leaves)
         dest = os.path.join(target, f"moved-{moved}")
@@ -143,9 +148,44 @@ journal_bench() {
   sd --summary >/dev/null
 }
 
+# The btrfs provider guided by the journal: change set $1 (the uniform
+# set's changes, or the tiny set's), made while the writer runs on the
+# subvolume, whose journal the runs (state directory $state) find and read.
+btrfs_journal_bench() {
+  local set=$1
+  "$ferry" journal --state-dir "$state" "$fs" 2>"$work/journal.log" &
+  local jpid=$!
+  for _ in $(seq 100); do grep -q journaling "$work/journal.log" && break; sleep 0.1; done
+  echo "bench-snapdiff: $set baseline (records the journal position)"
+  sd --summary >/dev/null
+  change "$set"
+  echo "bench-snapdiff: one dry run (counts)"
+  sd --dry-run --summary
+  btrfs subvolume sync "$mnt"
+  hyperfine --warmup 1 --runs "$runs" --export-markdown "$work/snapdiff-$set-warm.md" \
+    -n "ferry snapdiff ($set: btrfs guided by the journal, warm)" "$ferry snapdiff --provider btrfs --state-dir $state -j $threads --dry-run --summary $fs" \
+    -n "ferry scan (full rescan, warm)" "$ferry scan -j $threads --summary $fs"
+  for m in "$mem" 128M; do
+    peak "$m" "$set: btrfs guided by the journal" "$ferry" snapdiff --provider btrfs --state-dir "$state" -j "$threads" \
+      --dry-run --summary --mem-limit "$m" "$fs"
+  done
+  echo "bench-snapdiff: committed run of $set (bytes of manifest written)"
+  sd --summary | python3 -c 'import json,sys; r=json.load(sys.stdin); print({k: r.get(k) for k in ("read","examined","entries","manifest_bytes","manifest_seconds","diff_seconds")})'
+  kill "$jpid"
+  wait "$jpid" || true
+  rm -f "$state"/journal.*
+  # The sets that follow start from a run that read every change (one
+  # guided by the journal may only be followed by such a run).
+  sd --summary >/dev/null
+}
+
 for set in $sets; do
   if [ "$set" = journal ]; then
     journal_bench
+    continue
+  fi
+  if [ "$set" = btrfs-journal ] || [ "$set" = tiny-journal ]; then
+    btrfs_journal_bench "$set"
     continue
   fi
   echo "bench-snapdiff: change set $set"

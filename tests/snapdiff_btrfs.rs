@@ -12,7 +12,8 @@
 //! difference between the replica and the subvolume, and every path must
 //! have the same type, mode, owner, group, size, mtime (not for symlinks)
 //! and hard-link structure. Each case reads snapshots with btrfs's tree
-//! search or `--walk`, with or without `--no-condense-moves`.
+//! search, or `--walk`, or guided by the event journal (`ferry journal`
+//! running on the subvolume), with or without `--no-condense-moves`.
 //!
 //! `FERRY_PROPTEST_CASES=1000` runs a longer hunt (20 cases by default).
 //!
@@ -332,6 +333,8 @@ struct Case {
     /// Read snapshots by walking them (`--walk`) instead of btrfs's tree
     /// search.
     walk: bool,
+    /// The event journal's writer, when runs are guided by it.
+    journal: Option<btrfs::JournalWriter>,
     /// Also give moved directories the attributes of their `moved` record
     /// (beyond the contract; see `restore_moved_dirs` in `run_case`).
     restore_moved_dirs: bool,
@@ -362,6 +365,7 @@ impl Case {
             stage,
             condense,
             walk: false,
+            journal: None,
             restore_moved_dirs: false,
             clock: 0,
             staged: 0,
@@ -663,13 +667,18 @@ impl Case {
             );
             Ok(out.stdout)
         };
-        let fast = self.condense && !self.walk && fs::read_dir(&self.state).is_ok_and(|mut d| d.next().is_some());
+        let baseline = fs::read_dir(&self.state).is_ok_and(|d| {
+            d.filter_map(Result::ok)
+                .any(|e| e.file_name().as_bytes().starts_with(b"ferry.lastsnap."))
+        });
+        let fast = self.condense && !self.walk && baseline;
         let full = if fast {
             let summary: serde_json::Value =
                 serde_json::from_slice(&run(&["--dry-run", "--summary"])?).map_err(|e| format!("summary: {e}"))?;
+            let want = if self.journal.is_some() { "journal" } else { "changes" };
             ensure!(
-                summary["read"] == "changes",
-                "a run with a baseline read {}",
+                summary["read"] == want,
+                "a run with a baseline read {}, not {want}",
                 summary["read"]
             );
             Some(run(&["--dry-run", "--full"])?)
@@ -1009,17 +1018,33 @@ impl Case {
     }
 }
 
+/// How a case reads snapshots.
+#[derive(Clone, Copy, Debug)]
+enum Read {
+    /// btrfs's tree search (changes since the last snapshot's transaction).
+    Tree,
+    /// `--walk`.
+    Walk,
+    /// Guided by the event journal.
+    Journal,
+}
+
 /// One case: round 0 builds a tree that the first run reports as created;
 /// each later round changes it. After every run the replica must match.
 fn run_case(
     btr: &LoopBtrfs,
     n: usize,
-    (condense, walk): (bool, bool),
+    (condense, read): (bool, Read),
     rounds: &[Vec<Op>],
     stats: &mut BTreeMap<String, usize>,
 ) -> Result<(), String> {
     let mut case = Case::new(btr, n, condense);
-    case.walk = walk;
+    match read {
+        Read::Tree => {}
+        Read::Walk => case.walk = true,
+        Read::Journal => case.journal = Some(btrfs::JournalWriter::start(&case.state, &case.live)),
+    }
+    *stats.entry(format!("cases read {read:?}")).or_default() += 1;
     // With --no-condense-moves, the entries of a moved directory are moved
     // out and back in, which changes its mtime on a real filesystem, and no
     // `updated` record restores it (the directory itself did not change):
@@ -1031,7 +1056,9 @@ fn run_case(
         let mut did: Vec<String> = ops.iter().map(|op| case.apply_op(op)).collect();
         did.extend(case.make_changes_visible());
         case.log.push(format!("round {i}:\n    {}", did.join("\n    ")));
-        let changes = case.round(&format!("case {n} (condense_moves {condense}, walk {walk}), round {i}"))?;
+        let changes = case.round(&format!(
+            "case {n} (condense_moves {condense}, read {read:?}), round {i}"
+        ))?;
         for c in &changes {
             let hard_link = c.kind != "directory" && c.nlink > 1;
             let key = format!(
@@ -1070,9 +1097,13 @@ fn applying_the_diff_to_a_replica_reproduces_each_snapshot() {
         failure_persistence: None,
         ..Config::default()
     });
-    // (--no-condense-moves or not, --walk or not), the first round, the rest.
+    // (--no-condense-moves or not, how snapshots are read), the first
+    // round, the rest.
     let strategy = (
-        (any::<bool>(), any::<bool>()),
+        (
+            any::<bool>(),
+            prop_oneof![Just(Read::Tree), Just(Read::Walk), Just(Read::Journal)],
+        ),
         prop::collection::vec(creating_op(), 10..30),
         prop::collection::vec(prop::collection::vec(op(), 5..40), 2..5),
     );
@@ -1100,6 +1131,7 @@ fn applying_the_diff_to_a_replica_reproduces_each_snapshot() {
         "deleted directory",
         "updated file",
         "created file (hard-linked)",
+        "cases read Journal",
     ] {
         assert!(seen(k) > 0, "no {k} change in {cases} cases: the generator is too weak");
     }

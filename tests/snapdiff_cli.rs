@@ -951,7 +951,21 @@ fn a_kill_at_any_step_of_a_commit_or_a_compaction_loses_nothing() {
 /// directory moved with a file deleted inside it.
 #[test]
 fn reading_changes_settles_deletes_and_links_as_a_full_read_does() {
+    settles_deletes_and_links(false);
+}
+
+/// The same, with the read of changes guided by the event journal
+/// (`ferry journal` running on the subvolume): only the inodes its events
+/// name are read from the snapshot, and what is gone is what they name
+/// that the snapshot lacks.
+#[test]
+fn a_read_guided_by_the_journal_settles_deletes_and_links_as_a_full_read_does() {
+    settles_deletes_and_links(true);
+}
+
+fn settles_deletes_and_links(journal: bool) {
     let Some(s) = subvolume() else { return };
+    let _writer = journal.then(|| common::btrfs::JournalWriter::start(&s.state, &s.root));
     mkdir(&s.p("a"));
     mkdir(&s.p("a/b"));
     mkdir(&s.p("a/b/c"));
@@ -985,7 +999,7 @@ fn reading_changes_settles_deletes_and_links_as_a_full_read_does() {
     let full = s.run("snapdiff", &["--dry-run", "--full"]);
     assert_code(&full, 0);
     let r = summary_of(&s.run("snapdiff", &["--dry-run", "--summary"]));
-    assert_eq!(r["read"], "changes", "{r}");
+    assert_eq!(r["read"], if journal { "journal" } else { "changes" }, "{r}");
     // The diff joined only the changed inodes, not the 200-odd of the tree.
     assert!(r["summary"]["records"].as_u64().unwrap() < 60, "{r}");
     let changes = s.run("snapdiff", &[]);
@@ -1022,6 +1036,80 @@ fn reading_changes_settles_deletes_and_links_as_a_full_read_does() {
     // `m/gone` is reported by its old path, under the directory's old name.
     assert_eq!(got, want);
     assert_records_match_disk(&s.set_path(&s.lastsnap().unwrap()), &disk(&s));
+}
+
+/// The event journal guides a btrfs run only from a position the last
+/// run recorded, and a run guided by it may be followed only by a read
+/// that sees every change: an event can come in after the snapshot that
+/// holds its change, and the tree search from that snapshot's
+/// transaction would miss it. So: no position recorded, the tree search;
+/// then the journal; then, with the writer gone, the whole snapshot
+/// (saying why); then, from a run that recorded no position, the tree
+/// search again. Each run reports exactly its changes.
+#[test]
+fn after_a_run_guided_by_the_journal_a_journal_that_cannot_guide_means_a_full_read() {
+    let Some(s) = subvolume() else { return };
+    many_files(&s.p("bulk"), 40);
+    s.snapdiff(&[]);
+    let method = |s: &Sub| -> (String, String) {
+        let o = s.run("snapdiff", &["--dry-run", "--summary"]);
+        let r = summary_of(&o);
+        (r["read"].as_str().unwrap().to_string(), stderr(&o))
+    };
+    let step = |s: &Sub, want: &str, change: &str, path: &str| {
+        let (read, log) = method(s);
+        assert_eq!(read, want, "{log}");
+        let (changes, _) = s.snapdiff(&[]);
+        let got: Vec<(String, Vec<u8>)> = changes
+            .into_iter()
+            .filter(|c| c.state != "updated")
+            .map(|c| (c.state, c.path))
+            .collect();
+        assert_eq!(got, [(change.to_string(), bytes(&s.p(path)))], "read {want}");
+        log
+    };
+    let writer = btrfs::JournalWriter::start(&s.state, &s.root);
+    write(&s.p("a"), b"a");
+    step(&s, "changes", "created", "a");
+    write(&s.p("b"), b"b");
+    step(&s, "journal", "created", "b");
+    drop(writer);
+    fs::remove_file(s.p("a")).unwrap();
+    let log = step(&s, "full", "deleted", "a");
+    assert!(
+        log.contains("the journal writer is not running")
+            && log.contains("the last run was guided by the event journal")
+            && log.contains("reading the whole snapshot"),
+        "{log}"
+    );
+    write(&s.p("c"), b"c");
+    step(&s, "changes", "created", "c");
+}
+
+/// Two subvolumes of one name on one filesystem (`fs1` and `other/fs1`),
+/// both with the root inode 256, keep journals of their own: a writer of
+/// the other one must not guide this one's runs, whose windows in the
+/// other's journal would hold none of its changes.
+#[test]
+fn the_journal_of_another_subvolume_of_the_same_name_does_not_guide_a_run() {
+    let Some(s) = subvolume() else { return };
+    fs::create_dir(s.fs.path().join("other")).unwrap();
+    let other = fs::canonicalize(s.fs.subvolume("other/fs1")).unwrap();
+    let _writer = btrfs::JournalWriter::start(&s.state, &other);
+    many_files(&s.p("bulk"), 40);
+    s.snapdiff(&[]);
+    write(&s.p("a"), b"a");
+    s.snapdiff(&[]);
+    write(&s.p("b"), b"b");
+    let r = summary_of(&s.run("snapdiff", &["--dry-run", "--summary"]));
+    assert_eq!(r["read"], "changes", "{r}");
+    let (changes, _) = s.snapdiff(&[]);
+    let created: Vec<&[u8]> = changes
+        .iter()
+        .filter(|c| c.state == "created")
+        .map(|c| c.path.as_slice())
+        .collect();
+    assert_eq!(created, [bytes(&s.p("b")).as_slice()]);
 }
 
 /// Inode numbers used again, on btrfs (issue 18; only the model test

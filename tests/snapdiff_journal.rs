@@ -317,7 +317,7 @@ fn rounds(j: &Journaled, seed: u64, rounds: u64) {
         }
         assert_eq!(
             j.read_method(),
-            "changes",
+            "journal",
             "round {round}: the run did not read the journal"
         );
         j.run_and_compare(&format!("round {round}"));
@@ -392,7 +392,7 @@ fn journal_guided_runs_on_a_btrfs_subvolume_report_what_a_full_walk_reports() {
                 10_000 + round * 100 + k as u64,
             );
         }
-        assert_eq!(j.read_method(), "changes", "round {round}");
+        assert_eq!(j.read_method(), "journal", "round {round}");
         j.run_and_compare(&format!("round {round}"));
     }
     // Snapshots in the fileset's `.snapshots` (subvolumes, whose root is
@@ -407,7 +407,7 @@ fn journal_guided_runs_on_a_btrfs_subvolume_report_what_a_full_walk_reports() {
     );
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     fs::write(j.fileset.join("next-to-a-snapshot"), b"n").unwrap();
-    assert_eq!(j.read_method(), "changes", "a snapshot in .snapshots");
+    assert_eq!(j.read_method(), "journal", "a snapshot in .snapshots");
     j.run_and_compare("a snapshot in .snapshots");
     // A subvolume inside the fileset: the run says why it walks.
     let nested = j.fileset.join("nested");
@@ -436,7 +436,7 @@ fn a_run_examines_what_the_events_name_not_the_tree() {
     fs::write(j.fileset.join("bulk-7/new"), b"n").unwrap();
     let out = j.snapdiff(&["--dry-run", "--summary"]);
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("\"read\":\"changes\""), "{text}");
+    assert!(text.contains("\"read\":\"journal\""), "{text}");
     let examined = examined_in(&text);
     assert!((4..=20).contains(&examined), "examined {examined}: {text}");
     // A directory that comes in from outside is read whole: its 30 entries.
@@ -488,7 +488,7 @@ fn deleted_files_are_proved_gone_by_the_baseline_without_opening_their_handles()
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
-        text.contains("\"read\":\"changes\""),
+        text.contains("\"read\":\"journal\""),
         "{text}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
@@ -529,7 +529,7 @@ fn more_events_than_the_memory_budget_holds_lead_to_a_full_walk_that_misses_noth
         }
     }
     // The default budget holds them: the run reads what they name.
-    assert_eq!(j.read_method(), "changes");
+    assert_eq!(j.read_method(), "journal");
     // 37M leaves 9 MiB past the program, two threads and the merge, less
     // the directory tables: about 6,100 events of 1.5 KiB, fewer than the
     // window holds (and more than the 501 inodes they touch).
@@ -573,7 +573,7 @@ fn a_queue_overflow_leads_to_a_full_walk_that_misses_nothing() {
     assert!(log.contains("overflowed"), "the run must say why it walked: {log}");
     // The journal goes on: the next run reads only the changes again.
     fs::write(j.fileset.join("after"), b"a").unwrap();
-    assert_eq!(j.read_method(), "changes");
+    assert_eq!(j.read_method(), "journal");
     j.run_and_compare("after the overflow's run");
 }
 
@@ -593,7 +593,7 @@ fn changes_made_while_the_journal_is_stopped_are_found_by_a_full_walk() {
     let log = j.run_and_compare("writer restarted");
     assert!(log.contains("restarted"), "{log}");
     fs::remove_file(j.fileset.join("e/unseen")).unwrap();
-    assert_eq!(j.read_method(), "changes");
+    assert_eq!(j.read_method(), "journal");
     j.run_and_compare("journal again");
     // No writer at all: the run walks and says why, and so does the next
     // one, which has no position to start from.
@@ -606,7 +606,7 @@ fn changes_made_while_the_journal_is_stopped_are_found_by_a_full_walk() {
     let log = j.run_and_compare("after a run without a writer");
     assert!(log.contains("no position"), "{log}");
     fs::write(j.fileset.join("e/seen"), b"s").unwrap();
-    assert_eq!(j.read_method(), "changes");
+    assert_eq!(j.read_method(), "journal");
     j.run_and_compare("journal once more");
 }
 
@@ -632,7 +632,7 @@ fn the_agent_keeps_the_journal_and_an_agent_stopped_while_files_change_is_a_gap(
     for n in 0..8 {
         change(&mut rng, &j.fileset, &j.outside, n);
     }
-    assert_eq!(j.read_method(), "changes", "the agent's journal must be read");
+    assert_eq!(j.read_method(), "journal", "the agent's journal must be read");
     j.run_and_compare("with the agent's journal");
     // The agent stops (as for an upgrade), files change, it comes back.
     assert!(agent.stop().success());
@@ -644,6 +644,6 @@ fn the_agent_keeps_the_journal_and_an_agent_stopped_while_files_change_is_a_gap(
     let log = j.run_and_compare("agent restarted");
     assert!(log.contains("restarted"), "{log}");
     change(&mut rng, &j.fileset, &j.outside, 200);
-    assert_eq!(j.read_method(), "changes");
+    assert_eq!(j.read_method(), "journal");
     j.run_and_compare("journal again");
 }

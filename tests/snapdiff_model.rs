@@ -327,6 +327,7 @@ impl Fs {
             generation: "inode".into(),
             kind: Kind::Base,
             otransid: None,
+            journal: None,
             id: format!("m{}", self.clock),
         };
         (b.write(Vec::new(), &header).unwrap().0, spilled)

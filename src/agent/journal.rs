@@ -3,8 +3,7 @@
 //! started again after a failure (each start is a gap the next snapdiff
 //! of that fileset walks over, and says so) and stopped at shutdown.
 
-use crate::snapdiff::journal::{JournalFiles, writer};
-use crate::snapdiff::provider::Provider;
+use crate::snapdiff::journal::writer;
 use crate::snapdiff::provider::none::NoSnapshots;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -44,8 +43,7 @@ fn keep(path: &Path, state_dir: Option<&Path>, stop: &AtomicBool) {
         let result = NoSnapshots::open(path, state_dir)
             .map_err(|e| e.to_string())
             .and_then(|tree| {
-                let fs = tree.fileset();
-                let files = JournalFiles::of(&fs.name, &fs.id, &fs.fs_root, state_dir);
+                let files = tree.journal_files().clone();
                 let mut log = |m: &str| info!(fileset = %path.display(), "{m}");
                 writer::run(path, &files, stop, &mut log).map_err(|e| e.to_string())
             });

@@ -9,7 +9,7 @@ use ferry::config::gpfs::parse_nodes;
 use ferry::config::{BadValue, GpfsSettings, defaults};
 use ferry::entry::Fields;
 use ferry::snapdiff::inspect::{DumpMode, dump_path};
-use ferry::snapdiff::journal::{self, JournalFiles};
+use ferry::snapdiff::journal;
 use ferry::snapdiff::manifest::ManifestError;
 use ferry::snapdiff::memory::MIN_MEMORY;
 use ferry::snapdiff::output::{ChangeWriter, DEFAULT_FIELDS, ExtraFields, write_report};
@@ -275,8 +275,8 @@ pub struct ManifestCmd {
     compact: bool,
 }
 
-/// Keep an event journal of a fileset without snapshots, so that its
-/// snapdiff runs look only where files changed.
+/// Keep an event journal of a fileset, so that its snapdiff runs look
+/// only where files changed.
 ///
 /// Watches the whole filesystem holding FILESET with fanotify (create,
 /// delete, move, attribute, modify and close-write events; never open or
@@ -284,10 +284,12 @@ pub struct ManifestCmd {
 /// <state dir>/journal.name.<fileset>.id.<id>, synced every second. While
 /// it runs, `ferry snapdiff --provider none` of the fileset (with the same
 /// --state-dir) reads only the entries the events since the last run
-/// name, instead of walking the whole tree. Any gap makes the next run
-/// walk the whole tree and say why: the kernel's queue overflowed, the
-/// journal was not running (stopped, crashed, rebooted), the filesystem
-/// was remounted.
+/// name, instead of walking the whole tree; of a btrfs subvolume,
+/// `--provider btrfs` reads from its snapshot only the inodes they name,
+/// instead of every tree leaf written since. Any gap makes the next run
+/// read the whole tree or snapshot and say why: the kernel's queue
+/// overflowed, the journal was not running (stopped, crashed, rebooted),
+/// the filesystem was remounted.
 ///
 /// Needs root (CAP_SYS_ADMIN), Linux 5.17 or later, and a filesystem
 /// whose file handles carry inode numbers (btrfs, ext4, xfs). Changes made
@@ -311,8 +313,7 @@ pub fn run_journal(a: JournalCmd) -> Result<(), Failure> {
     use std::sync::atomic::{AtomicBool, Ordering};
     let tree = NoSnapshots::open(&a.fileset, a.state_dir.as_deref())
         .map_err(|e| Failure::setup(format!("{}: {e}", a.fileset.display())))?;
-    let fs = tree.fileset();
-    let files = JournalFiles::of(&fs.name, &fs.id, &fs.fs_root, a.state_dir.as_deref());
+    let files = tree.journal_files().clone();
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
     std::thread::spawn(move || {

@@ -19,6 +19,7 @@ pub mod parallel;
 pub mod paths;
 pub mod provider;
 pub mod record;
+pub mod report;
 pub mod request;
 pub mod run;
 pub mod set;

@@ -8,9 +8,10 @@ use super::diff::{Change, DeltaWriter, DiffOptions, DiffSummary, Listing, diff};
 use super::manifest::{Header, Kind, ManifestError, ManifestReader, ManifestWriter};
 use super::memory::{BudgetError, CHANGE_MEMORY, Memory};
 use super::provider::{ChangesQuery, ChangesRead, Provider, ScanError, SnapshotError, with_retries};
+pub use super::report::{ReadMethod, RunEnd, SnapdiffReport};
 use super::set::{self, BaselineRecords, Compaction, new_id};
 use super::state::{AcquireError, Lock, LockInfo, StateDir, hostname, synced, write_atomic, written};
-use super::view::{Entries, InMemory, OnlyInodes, View};
+use super::view::{Entries, InMemory, View};
 use crate::config::defaults;
 use crate::task::status::now_iso8601;
 use serde::{Deserialize, Serialize};
@@ -112,74 +113,6 @@ impl Default for SnapdiffOptions {
             changes_limit: CHANGES_LIMIT,
         }
     }
-}
-
-/// How a run ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum RunEnd {
-    /// The new snapshot is now the last synced one.
-    Rotated,
-    /// Nothing changed on disk (`--dry-run`).
-    DryRun,
-    /// Waiting for `rotate` (`--hold`).
-    Held,
-    /// The new snapshot was discarded; the next run diffs from the old one.
-    RolledBack,
-}
-
-/// What a run did.
-#[derive(Clone, Debug, Serialize)]
-pub struct SnapdiffReport {
-    /// Provider kind.
-    pub provider: &'static str,
-    /// Fileset name.
-    pub fileset: String,
-    /// Fileset id.
-    pub fileset_id: String,
-    /// The baseline snapshot (`None` on a first run).
-    pub old_snapshot: Option<String>,
-    /// The snapshot taken by this run.
-    pub new_snapshot: String,
-    /// No baseline: everything is `created`.
-    pub first_run: bool,
-    /// Counts of changes.
-    pub summary: DiffSummary,
-    /// How it ended.
-    pub outcome: RunEnd,
-    /// Things that went wrong without failing the run (an old snapshot
-    /// that could not be deleted).
-    pub warnings: Vec<String>,
-    /// When it started.
-    pub started: String,
-    /// Seconds spent reading the snapshot into a manifest.
-    pub manifest_seconds: f64,
-    /// Seconds spent diffing and writing changes.
-    pub diff_seconds: f64,
-    /// Entries in the new manifest.
-    pub entries: u64,
-    /// Bytes of manifest this run wrote: a delta (in proportion to the
-    /// change) once there is a baseline, a whole base otherwise.
-    pub manifest_bytes: u64,
-    /// The compaction that followed the rotation, if the deltas had grown.
-    pub compaction: Option<Compaction>,
-    /// How the snapshot was read: `full` (every inode) or `changes` (only
-    /// what changed since the last synced snapshot).
-    pub read: ReadMethod,
-    /// Inodes the read examined: all of them for a full read, about the
-    /// changed ones for a read of changes.
-    pub examined: u64,
-}
-
-/// How a run read its snapshot.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ReadMethod {
-    /// Every inode, then a diff of whole manifests.
-    #[default]
-    Full,
-    /// Only what changed since the last synced snapshot.
-    Changes,
 }
 
 /// A read of changes gives up past this share of the fileset's entries
@@ -284,6 +217,7 @@ impl Ctx<'_> {
                 Some(s) => self.provider.snapshot_transid(s)?,
                 None => None,
             },
+            journal: snapshot.and_then(|s| self.provider.snapshot_journal(s)),
             id: new_id(),
         };
         Ok((b, header))
@@ -460,6 +394,7 @@ impl Ctx<'_> {
             old: last,
             new: snap,
             since,
+            since_journal: old.header().journal,
             old_dirs: &old_dirs,
             limit,
             held,
@@ -488,6 +423,11 @@ impl Ctx<'_> {
         };
         *seconds = t.elapsed().as_secs_f64();
         let examined = changed.examined;
+        let method = if changed.journal {
+            ReadMethod::Journal
+        } else {
+            ReadMethod::Changes
+        };
         let mut inos: Vec<u64> = changed
             .records
             .iter()
@@ -511,15 +451,20 @@ impl Ctx<'_> {
             created_unix: jiff::Timestamp::now().as_second(),
             kind: Kind::Delta,
             otransid: self.provider.snapshot_transid(snap)?,
+            journal: self.provider.snapshot_journal(snap),
             id: new_id(),
             ..old_header.clone()
         };
         // The provider may have looked these up already (the journal
-        // does): then they are not decoded again.
-        let entries: Box<dyn Entries> = match old_records.cached(&inos) {
-            Some(records) => Box::new(InMemory(records.into_iter())),
-            None => Box::new(OnlyInodes::new(old, inos)),
+        // does): then they are not decoded again. Otherwise they are
+        // looked up now, each of the run's threads taking a range of the
+        // inodes (a third of a read guided by the journal went to
+        // decoding them on one thread).
+        let records = match old_records.cached(&inos) {
+            Some(records) => records,
+            None => old_records.look_up_all(&inos)?,
         };
+        let entries: Box<dyn Entries> = Box::new(InMemory(records.into_iter()));
         let old = Listing {
             header: old_header,
             dirs: old_dirs,
@@ -536,7 +481,7 @@ impl Ctx<'_> {
         let (summary, built) = self.diff_to_delta(old, new, &header, sink, |s| {
             prev_entries - s.old_records + s.new_records
         })?;
-        Ok(ChangesDiff::Done(summary, built, examined))
+        Ok(ChangesDiff::Done(summary, built, (method, examined)))
     }
 
     /// Diffs `old` against `new`, handing the changes to `sink` and writing
@@ -565,8 +510,8 @@ impl Ctx<'_> {
 /// How [`Ctx::read_changes`] ended.
 enum ChangesDiff {
     /// It read the changes and diffed them: the counts, the delta, and
-    /// the inode items it examined.
-    Done(DiffSummary, Built, u64),
+    /// how it read them, with the inode items it examined.
+    Done(DiffSummary, Built, (ReadMethod, u64)),
     /// Read the whole snapshot instead; the baseline is handed back.
     ReadAll(Option<View>),
 }
@@ -691,8 +636,8 @@ pub fn snapdiff(
     let result = ctx
         .read_changes(old, last.as_deref(), &name, sink, &mut manifest_seconds)
         .and_then(|done| match done {
-            ChangesDiff::Done(summary, built, examined) => {
-                read = (ReadMethod::Changes, examined);
+            ChangesDiff::Done(summary, built, how) => {
+                read = how;
                 Ok((summary, built))
             }
             ChangesDiff::ReadAll(old) => {
@@ -784,49 +729,6 @@ fn diff_into(
             };
             let summary = run_diff(ctx, old, new, None, sink)?;
             Ok((summary, Built::Base(file)))
-        }
-    }
-}
-
-impl SnapdiffReport {
-    /// The run as a task's result reports it (`status.snapdiff`).
-    pub fn task_status(&self) -> serde_json::Value {
-        serde_json::json!({
-            "snapshot": self.new_snapshot,
-            "previous_snapshot": self.old_snapshot,
-            "first_run": self.first_run,
-            "outcome": self.outcome,
-            "warnings": self.warnings,
-        })
-    }
-
-    /// A report with no changes counted and no timings yet.
-    fn new(
-        provider: &dyn Provider,
-        old_snapshot: Option<String>,
-        new_snapshot: String,
-        outcome: RunEnd,
-        started: String,
-    ) -> Self {
-        let fs = provider.fileset();
-        SnapdiffReport {
-            provider: provider.kind(),
-            fileset: fs.name.clone(),
-            fileset_id: fs.id.clone(),
-            first_run: old_snapshot.is_none(),
-            old_snapshot,
-            new_snapshot,
-            summary: DiffSummary::default(),
-            outcome,
-            warnings: Vec::new(),
-            started,
-            manifest_seconds: 0.0,
-            diff_seconds: 0.0,
-            entries: 0,
-            manifest_bytes: 0,
-            compaction: None,
-            read: ReadMethod::Full,
-            examined: 0,
         }
     }
 }

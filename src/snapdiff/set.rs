@@ -67,6 +67,10 @@ pub struct ManifestSet {
     /// file may not carry (a run that found nothing adds no delta).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub otransid: Option<u64>,
+    /// The snapshot's position in the event journal, where one was kept
+    /// (see [`super::manifest::Header::journal`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub journal: Option<u64>,
     /// When the snapshot was taken (ISO 8601).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub created: Option<String>,
@@ -105,6 +109,9 @@ impl ManifestSet {
         if self.otransid.is_some() {
             header.otransid = self.otransid;
         }
+        // The newest file may be an older run's, whose position this
+        // snapshot's (or its lack of one) replaces.
+        header.journal = self.journal;
         if let (Some(c), Some(u)) = (&self.created, self.created_unix) {
             header.created = c.clone();
             header.created_unix = u;
@@ -214,6 +221,7 @@ impl StateDir {
             deltas,
             entries,
             otransid: h.otransid,
+            journal: h.journal,
             created: Some(h.created),
             created_unix: Some(h.created_unix),
         })
@@ -503,8 +511,10 @@ impl<'a> BaselineRecords<'a> {
     }
 }
 
-impl OldRecords for BaselineRecords<'_> {
-    fn records_of(&mut self, inos: &[u64]) -> Result<Vec<Record>, ManifestError> {
+impl BaselineRecords<'_> {
+    /// The records of `inos` (ascending), in manifest order, looked up
+    /// without keeping them (what the run's diff reads itself).
+    pub fn look_up_all(&self, inos: &[u64]) -> Result<Vec<Record>, ManifestError> {
         let view = self.state.open_view(self.snap)?;
         let out = if inos.len() < LOOKUPS_PER_THREAD * (self.split.len() + 1) {
             Self::look_up(view, inos)?
@@ -530,6 +540,13 @@ impl OldRecords for BaselineRecords<'_> {
             }
             out
         };
+        Ok(out)
+    }
+}
+
+impl OldRecords for BaselineRecords<'_> {
+    fn records_of(&mut self, inos: &[u64]) -> Result<Vec<Record>, ManifestError> {
+        let out = self.look_up_all(inos)?;
         self.asked.extend(inos.iter().copied());
         self.found.extend(out.iter().cloned());
         Ok(out)

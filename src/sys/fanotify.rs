@@ -36,9 +36,12 @@ pub mod mask {
     pub const Q_OVERFLOW: u64 = 0x0000_4000;
     /// The event is about a directory.
     pub const ONDIR: u64 = 0x4000_0000;
+    /// The events that change a directory's entries (and so its own
+    /// size and times).
+    pub const ENTRIES: u64 = MOVED_FROM | MOVED_TO | CREATE | DELETE;
     /// Every event the journal asks for: changes of entries, data and
     /// metadata, on files and directories; never open or access.
-    pub const JOURNAL: u64 = MODIFY | CLOSE_WRITE | ATTRIB | MOVED_FROM | MOVED_TO | CREATE | DELETE | ONDIR;
+    pub const JOURNAL: u64 = MODIFY | CLOSE_WRITE | ATTRIB | ENTRIES | ONDIR;
 }
 
 const FAN_EVENT_INFO_TYPE_FID: u8 = 1;

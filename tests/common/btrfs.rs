@@ -239,3 +239,56 @@ pub fn parse_changes(stdout: &[u8]) -> Vec<ChangeLine> {
         .map(ChangeLine::parse)
         .collect()
 }
+
+/// A running `ferry journal` (the event journal's writer) for a fileset,
+/// stopped when dropped.
+pub struct JournalWriter(std::process::Child);
+
+impl JournalWriter {
+    /// Starts the writer of `fileset` with its journal in `state` and
+    /// waits until it journals (its session line is written).
+    pub fn start(state: &Path, fileset: &Path) -> JournalWriter {
+        std::fs::create_dir_all(state).unwrap();
+        let child = Command::new(FERRY)
+            .arg("journal")
+            .arg("--state-dir")
+            .arg(state)
+            .arg(fileset)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut w = JournalWriter(child);
+        let started = || {
+            std::fs::read_dir(state).unwrap().filter_map(Result::ok).any(|e| {
+                let n = e.file_name();
+                n.as_bytes().starts_with(b"journal.")
+                    && !n.as_bytes().ends_with(b".lock")
+                    && std::fs::read(e.path())
+                        .unwrap_or_default()
+                        .windows(3)
+                        .any(|w| w == b"\nS ")
+            })
+        };
+        let end = std::time::Instant::now() + Duration::from_secs(30);
+        while !started() {
+            if let Some(st) = w.0.try_wait().unwrap() {
+                panic!("ferry journal exited with {st}");
+            }
+            assert!(
+                std::time::Instant::now() < end,
+                "ferry journal did not start within 30 s"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        w
+    }
+}
+
+impl Drop for JournalWriter {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

@@ -22,6 +22,7 @@ use crate::snapdiff::record::Record;
 use crate::sys::fanotify::{self, Fid, mask};
 use crate::sys::{self, Base, DirReader, FileStat, StatMask};
 use rustc_hash::{FxHashMap, FxHashSet};
+use std::collections::HashMap;
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::CString;
 use std::fs::File;
@@ -30,6 +31,7 @@ use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// What the run stats: what a walk of the `none` provider stats.
@@ -70,9 +72,35 @@ pub fn barrier(files: &JournalFiles) -> Result<u64, String> {
     found
 }
 
+/// Each run's position in a journal, by the name of its snapshot: the
+/// barrier taken for it, or why it has none. What both providers that
+/// read a journal (`none`, `btrfs`) keep between taking a snapshot and
+/// reading its changes.
+#[derive(Default)]
+pub struct Positions(Mutex<HashMap<String, Result<u64, String>>>);
+
+impl Positions {
+    /// Fixes snapshot `name`'s position in the journal `files`: a barrier,
+    /// now.
+    pub fn fix(&self, files: &JournalFiles, name: &str) {
+        let at = barrier(files);
+        self.0.lock().unwrap().insert(name.to_string(), at);
+    }
+
+    /// Snapshot `name`'s position, or why it has none.
+    pub fn of(&self, name: &str) -> Result<u64, String> {
+        match self.0.lock().unwrap().get(name) {
+            Some(at) => at.clone(),
+            None => Err("the run has no position in the journal".into()),
+        }
+    }
+}
+
 fn wait_for_barrier(files: &JournalFiles, token: &str, mut from: u64) -> Result<u64, String> {
     let start = Instant::now();
-    let mut pause = Duration::from_millis(1);
+    // The writer journals a barrier within a millisecond or two of its
+    // creation: look often at first.
+    let mut pause = Duration::from_micros(250);
     loop {
         let mut seen = None;
         // A rotation starts the file over.
@@ -105,13 +133,17 @@ fn wait_for_barrier(files: &JournalFiles, token: &str, mut from: u64) -> Result<
 /// The events between two barriers, or why the journal has a gap there.
 pub fn window(files: &JournalFiles, since: u64, until: u64) -> Result<Result<Vec<Line>, String>, JournalError> {
     let mut lines = Vec::new();
-    let mut found_since = false;
+    let (mut found_since, mut found_until) = (false, false);
     let mut gap: Option<String> = None;
     for path in files.holding_from(since)? {
-        JournalFiles::read_file(path, 0, since.saturating_sub(1), |l| {
+        let from = super::offset_before(path, since);
+        JournalFiles::read_file(path, from, since.saturating_sub(1), |l| {
             let seq = l.seq();
             if seq == since && matches!(l, Line::Barrier { .. }) {
                 found_since = true;
+            }
+            if seq == until && matches!(l, Line::Barrier { .. }) {
+                found_until = true;
             }
             if seq <= since || seq > until || gap.is_some() {
                 return;
@@ -135,10 +167,46 @@ pub fn window(files: &JournalFiles, since: u64, until: u64) -> Result<Result<Vec
             "the journal no longer holds the last run's position ({since})"
         )));
     }
+    // The writer may have rotated the journal between the reads of its
+    // two files: then the window's end was not read, nor the events
+    // before it.
+    if gap.is_none() && !found_until {
+        gap = Some(format!(
+            "the journal was rotated while the run read it (its position {until} was not found)"
+        ));
+    }
     Ok(match gap {
         Some(g) => Err(g),
         None => Ok(lines),
     })
+}
+
+/// The inodes of btrfs subvolume `subvolume` (its tree id; any
+/// filesystem's inodes for `None`) that `events` name, ascending: each
+/// event's object, and the directory an entry was created in, deleted
+/// from or moved into or out of, or whose own attributes changed. What
+/// the btrfs provider reads again from its snapshot when the journal
+/// narrows its search.
+pub fn named_inodes(events: &[Line], subvolume: Option<u64>) -> Vec<u64> {
+    let ours = |f: &Fid| f.btrfs_root() == subvolume;
+    let mut out = Vec::with_capacity(events.len());
+    for l in events {
+        let Line::Event {
+            mask: m, dir, target, ..
+        } = l
+        else {
+            continue;
+        };
+        out.extend(target.as_ref().filter(|t| ours(t)).and_then(Fid::ino));
+        if let Some((d, name)) = dir.as_ref().filter(|(d, _)| ours(d))
+            && (name == b"." || m & mask::ENTRIES != 0)
+        {
+            out.extend(d.ino());
+        }
+    }
+    out.sort_unstable();
+    out.dedup();
+    out
 }
 
 /// What changed in the live tree at `root` between two barriers, from the
@@ -201,7 +269,7 @@ pub fn changed(root: &Path, events: Vec<Line>, q: ChangesQuery<'_>) -> Result<Ch
             handles.insert(dir_ino, dir);
             continue;
         }
-        if m & (mask::CREATE | mask::DELETE | mask::MOVED_FROM | mask::MOVED_TO) != 0 {
+        if m & mask::ENTRIES != 0 {
             // The directory's own times and size changed with its entries.
             changed.insert(dir_ino);
             handles.entry(dir_ino).or_insert_with(|| dir.clone());
@@ -336,6 +404,7 @@ pub fn changed(root: &Path, events: Vec<Line>, q: ChangesQuery<'_>) -> Result<Ch
         records,
         gone,
         examined,
+        journal: true,
     }))
 }
 
@@ -635,4 +704,26 @@ pub enum ChangesError {
     /// The baseline manifest could not be read.
     #[error("{0}")]
     Manifest(#[from] ManifestError),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::snapdiff::journal::MAGIC;
+
+    /// A writer that rotates the journal between the reads of its two
+    /// files leaves the window's end unread: a gap, not a short window.
+    #[test]
+    fn a_window_whose_end_was_not_read_is_a_gap() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = JournalFiles::new(dir.path(), "k");
+        let event = "E 11 100 - - -\n";
+        std::fs::write(&files.previous, format!("{MAGIC}\nB 10 t\n{event}")).unwrap();
+        // The current file, just started over, does not hold it yet.
+        std::fs::write(&files.current, format!("{MAGIC}\n")).unwrap();
+        let gap = window(&files, 10, 20).unwrap().unwrap_err();
+        assert!(gap.contains("rotated while the run read it"), "{gap}");
+        std::fs::write(&files.current, format!("{MAGIC}\nB 20 u\n")).unwrap();
+        assert_eq!(window(&files, 10, 20).unwrap().unwrap().len(), 1);
+    }
 }

@@ -32,9 +32,11 @@
 pub mod changes;
 pub mod writer;
 
+use crate::sys;
 use crate::sys::fanotify::Fid;
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom};
+use std::os::fd::BorrowedFd;
 use std::path::{Path, PathBuf};
 
 /// The first line of a journal file.
@@ -285,6 +287,28 @@ impl JournalFiles {
         JournalFiles::new(&dir, &crate::snapdiff::state::state_key(name, id))
     }
 
+    /// The journal of the directory tree named `name` whose root directory
+    /// is open as `root`, on the filesystem at `fs_root` (see
+    /// [`JournalFiles::of`]): keyed by the root's inode number and, on
+    /// btrfs, its subvolume's id too. Inode numbers repeat in every btrfs
+    /// subvolume (each one's root is 256), so two subvolumes of one name
+    /// (`/srv/a/data`, `/srv/b/data`) would otherwise share a journal, and
+    /// the runs of one would read the other's windows as empty.
+    pub fn of_tree(
+        name: &str,
+        root: BorrowedFd<'_>,
+        fs_root: &Path,
+        state_dir: Option<&Path>,
+    ) -> io::Result<JournalFiles> {
+        let ino = sys::stat_fd(root, sys::StatMask::ALL)?.ino;
+        let id = if sys::btrfs::is_btrfs(root)? {
+            format!("{ino}.subvolume.{}", sys::btrfs::subvolume_id(root)?)
+        } else {
+            ino.to_string()
+        };
+        Ok(JournalFiles::of(name, &id, fs_root, state_dir))
+    }
+
     /// The journal of the fileset with state key `key` in `dir`.
     pub fn new(dir: &Path, key: &str) -> JournalFiles {
         let current = dir.join(format!("journal.{key}"));
@@ -386,6 +410,44 @@ impl JournalFiles {
 }
 
 /// The sequence number of a journal line, without parsing the rest.
+/// A byte offset of `path` at or before the line with sequence number
+/// `seq`, found by bisection (the lines' numbers only grow), so that a run
+/// reads its window without passing over every line before it: the
+/// journal keeps up to 64 MiB of older lines. 0 when the file cannot be
+/// read (the reader then reports why) or the line is near its start.
+pub fn offset_before(path: &Path, seq: u64) -> u64 {
+    /// Bisection stops within this many bytes; the reader passes over
+    /// the rest by sequence number.
+    const NEAR: u64 = 64 << 10;
+    let Ok(mut file) = File::open(path) else { return 0 };
+    let Ok(len) = file.metadata().map(|m| m.len()) else {
+        return 0;
+    };
+    let (mut lo, mut hi) = (0u64, len);
+    let mut buf = vec![0u8; 4096];
+    while hi - lo > NEAR {
+        let mid = lo + (hi - lo) / 2;
+        // The first whole line after `mid`.
+        let first = file
+            .seek(SeekFrom::Start(mid))
+            .and_then(|_| file.read(&mut buf))
+            .ok()
+            .and_then(|n| {
+                let chunk = &buf[..n];
+                let start = chunk.iter().position(|&b| b == b'\n')? + 1;
+                let end = start + chunk[start..].iter().position(|&b| b == b'\n')?;
+                seq_of(&chunk[start..end])
+            });
+        match first {
+            Some(s) if s < seq => lo = mid,
+            Some(_) => hi = mid,
+            // A line longer than the chunk, or a read error: stop here.
+            None => break,
+        }
+    }
+    lo
+}
+
 fn seq_of(line: &[u8]) -> Option<u64> {
     let rest = line.get(2..)?;
     let end = rest.iter().position(|&b| b == b' ').unwrap_or(rest.len());
@@ -461,5 +523,38 @@ mod tests {
         assert_eq!(files.holding_from(10).unwrap(), vec![files.current.as_path()]);
         assert_eq!(files.holding_from(12).unwrap(), vec![files.current.as_path()]);
         assert_eq!(files.holding_from(9).unwrap(), both);
+    }
+
+    #[test]
+    fn a_window_is_found_by_bisection_not_by_reading_every_line_before_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal");
+        let mut text = format!("{MAGIC}\n");
+        let mut at = 0;
+        for seq in 1..=40_000u64 {
+            if seq == 30_000 {
+                at = text.len() as u64;
+            }
+            text.push_str(
+                &Line::Barrier {
+                    seq,
+                    token: format!("t{seq}"),
+                }
+                .encode(),
+            );
+        }
+        std::fs::write(&path, &text).unwrap();
+        let from = offset_before(&path, 30_000);
+        // At or before the line, and within the bisection's last step.
+        assert!(from <= at && at - from <= 2 * (64 << 10), "{from} {at}");
+        assert!(from > 0);
+        let mut first = None;
+        JournalFiles::read_file(&path, from, 29_999, |l| {
+            first.get_or_insert(l.seq());
+        })
+        .unwrap();
+        assert_eq!(first, Some(30_000));
+        assert_eq!(offset_before(&path, 1), 0);
+        assert_eq!(offset_before(&dir.path().join("none"), 5), 0);
     }
 }

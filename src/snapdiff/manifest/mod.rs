@@ -130,6 +130,11 @@ pub struct Header {
     /// The btrfs transaction that created the snapshot (its `otransid`):
     /// everything changed after it has a newer transid.
     pub otransid: Option<u64>,
+    /// The position in the fileset's event journal just before the
+    /// snapshot was taken (btrfs with `ferry journal` running): the next
+    /// run reads the journal from here. (Without snapshots, `none` keeps
+    /// its position in `otransid`, as it has no transactions.)
+    pub journal: Option<u64>,
     /// A unique id, by which a manifest set names this file.
     pub id: String,
 }
@@ -150,6 +155,8 @@ struct HeaderJson<'a> {
     kind: Kind,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     otransid: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    journal: Option<u64>,
     #[serde(default)]
     id: String,
 }
@@ -265,6 +272,7 @@ impl<W: Write> ManifestWriter<W> {
             generation: header.generation.clone(),
             kind: header.kind,
             otransid: header.otransid,
+            journal: header.journal,
             id: header.id.clone(),
         })
         .map_err(|e| ManifestError::Header(e.to_string()))?;
@@ -444,6 +452,7 @@ pub(crate) mod tests {
             generation: "inode".into(),
             kind: Kind::Base,
             otransid: Some(77),
+            journal: None,
             id: "t1".into(),
         }
     }

@@ -90,6 +90,7 @@ impl<R: Read + Seek> ManifestReader<R> {
             generation: h.generation,
             kind: h.kind,
             otransid: h.otransid,
+            journal: h.journal,
             id: h.id,
         };
         let start = (8 + 4 + 4 + len + HASH_LEN) as u64;

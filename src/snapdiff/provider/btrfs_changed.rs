@@ -22,7 +22,7 @@
 
 use super::btrfs_tree::{
     BUFFER, DIR_INDEX, INODE_EXTREF, INODE_ITEM, INODE_REF, Item, LAST_FREE_OBJECTID, Pending, SMALL_BUFFER, TreeError,
-    all_inodes, flush, inode_transid, le16, le64, search,
+    all_inodes, flush, inode_transid, le16, le64, search, search_by,
 };
 use crate::snapdiff::parallel::each_on_a_thread;
 use crate::snapdiff::paths::DirTable;
@@ -45,6 +45,8 @@ pub struct Changed {
     pub gone: Vec<u64>,
     /// Inode items the search returned (changed or not): the work done.
     pub examined: u64,
+    /// Found where the event journal's events pointed.
+    pub journal: bool,
 }
 
 /// Finds what changed in the snapshot at `new` since the one at `old`,
@@ -61,8 +63,6 @@ pub fn changed_since(
     limit: usize,
     split: &[u64],
 ) -> Result<Option<Changed>, TreeError> {
-    let mut buf = SearchBuf::new(SMALL_BUFFER);
-    let mut out = Changed::default();
     // 1. Changed inodes, with the links that came back with them: one
     // search per inode range, each on its own thread (the ranges' leaves
     // are disjoint, so each thread reads its own part of the tree).
@@ -88,20 +88,114 @@ pub fn changed_since(
         bounds,
         maps: Vec::with_capacity(parts.len()),
     };
+    let mut examined = 0;
     for part in parts {
-        let (map, examined) = part?;
-        out.examined += examined;
+        let (map, n) = part?;
+        examined += n;
         changed.maps.push(map);
     }
+    links_and_losses(new, changed, Losses::InDirectories { old, old_dirs }, examined).map(Some)
+}
+
+/// Reads the inodes `inos` (ascending) that an event journal named, as
+/// they are in the snapshot at `new`: the search of step 1 narrowed to
+/// the inodes the journal points at, one targeted search each, on
+/// `threads` threads. An inode is read whatever its transid: its event
+/// can come in after the snapshot that holds its change (see
+/// [`crate::snapdiff::provider::btrfs`]), and a record read again
+/// unchanged diffs as nothing. Step 2 is as in [`changed_since`]; step 3
+/// is not needed, since every unlink, rename and rmdir names the inode
+/// it took away: a named inode the new snapshot lacks is gone.
+pub fn changed_among(new: BorrowedFd<'_>, inos: &[u64], threads: usize) -> Result<Changed, TreeError> {
+    let inos: Vec<u64> = inos
+        .iter()
+        .copied()
+        .filter(|&i| (SUBVOL_ROOT_INO..=LAST_FREE_OBJECTID).contains(&i))
+        .collect();
+    let per = inos.len().div_ceil(threads.max(1)).max(1);
+    let chunks: Vec<&[u64]> = inos.chunks(per).collect();
+    let mut bounds: Vec<u64> = chunks.iter().map(|c| c[0]).collect();
+    let parts = each_on_a_thread(
+        chunks,
+        |chunk| -> Result<(BTreeMap<u64, Pending>, Vec<u64>), TreeError> {
+            let mut buf = SearchBuf::new(SMALL_BUFFER);
+            let (mut found, mut absent) = (BTreeMap::new(), Vec::new());
+            for &ino in chunk {
+                let mut p = Pending {
+                    ino,
+                    ..Pending::default()
+                };
+                // Its item and (mostly) one back reference; more are asked
+                // for only while its link count says some are missing.
+                search_by(new, inode_and_refs(ino), &mut buf, 2, |item| {
+                    p.add(item)?;
+                    Ok(!p.complete())
+                })?;
+                if p.attrs.is_some() {
+                    found.insert(ino, p);
+                } else {
+                    absent.push(ino);
+                }
+            }
+            Ok((found, absent))
+        },
+    );
+    // `ByRange` looks up by the range's first inode: the first range
+    // starts at the root.
+    let mut maps = Vec::with_capacity(parts.len() + 1);
+    if bounds.first() != Some(&SUBVOL_ROOT_INO) {
+        bounds.insert(0, SUBVOL_ROOT_INO);
+        maps.push(BTreeMap::new());
+    }
+    let mut gone = Vec::new();
+    for part in parts {
+        let (map, absent) = part?;
+        maps.push(map);
+        gone.extend(absent);
+    }
+    links_and_losses(new, ByRange { bounds, maps }, Losses::Named(gone), inos.len() as u64)
+}
+
+/// How step 3 finds the inodes that are gone.
+enum Losses<'a> {
+    /// From the entries the changed directories lost since the snapshot
+    /// at `old` (whose manifest's directory table is `old_dirs`).
+    InDirectories {
+        old: BorrowedFd<'a>,
+        old_dirs: &'a DirTable,
+    },
+    /// These inodes (ascending), which the new snapshot lacks.
+    Named(Vec<u64>),
+}
+
+/// Steps 2 and 3 of [`changed_since`] on the changed inodes step 1 found
+/// (`examined`: the inode items it looked at), and the result.
+fn links_and_losses(
+    new: BorrowedFd<'_>,
+    mut changed: ByRange,
+    losses: Losses<'_>,
+    examined: u64,
+) -> Result<Changed, TreeError> {
+    let mut buf = SearchBuf::new(SMALL_BUFFER);
+    let mut out = Changed {
+        examined,
+        ..Changed::default()
+    };
     // 2. Complete link sets.
     for p in changed.maps.iter_mut().flat_map(|m| m.values_mut()) {
-        let Some(attrs) = &p.attrs else { continue };
-        let want = if attrs.is_dir() { 1 } else { attrs.nlink as usize };
+        let Some(want) = p.links_wanted() else { continue };
         if p.ino != SUBVOL_ROOT_INO && p.links.len() != want {
             p.links.clear();
             refs_of(new, p, &mut buf)?;
         }
     }
+    let (old, old_dirs) = match losses {
+        Losses::Named(gone) => {
+            out.gone = gone;
+            return finish(changed, out);
+        }
+        Losses::InDirectories { old, old_dirs } => (old, old_dirs),
+    };
     // 3. Entries that went from directories that changed.
     let mut gone = BTreeSet::new();
     let mut dirs: Vec<u64> = changed
@@ -152,11 +246,27 @@ pub fn changed_since(
         }
     }
     out.gone = gone.into_iter().filter(|i| !changed.contains_key(i)).collect();
+    finish(changed, out)
+}
+
+/// `out` with the changed inodes' records. An inode left with no link in
+/// the fileset is gone from it: an orphan (unlinked, still open when the
+/// snapshot was taken), or one whose links are all under `.snapshots`,
+/// which walks skip.
+fn finish(changed: ByRange, mut out: Changed) -> Result<Changed, TreeError> {
     let mut skip = Vec::new();
-    for (_, mut p) in changed.maps.into_iter().flatten() {
-        flush(&mut p, &mut skip, &mut out.records)?;
+    let mut unlinked = Vec::new();
+    for (ino, mut p) in changed.maps.into_iter().flatten() {
+        if flush(&mut p, &mut skip, &mut out.records)? == 0 && ino != SUBVOL_ROOT_INO {
+            unlinked.push(ino);
+        }
     }
-    Ok(Some(out))
+    if !unlinked.is_empty() {
+        out.gone.extend(unlinked);
+        out.gone.sort_unstable();
+        out.gone.dedup();
+    }
+    Ok(out)
 }
 
 /// What step 1 found in one range: the changed inodes, and how many inode
@@ -236,6 +346,15 @@ fn one_inode(ino: u64, kind: u32) -> SearchKey {
         max_offset: u64::MAX,
         max_transid: u64::MAX,
         ..SearchKey::default()
+    }
+}
+
+/// An inode's item and its back references (the types between them hold
+/// nothing a record needs, and nothing else).
+fn inode_and_refs(ino: u64) -> SearchKey {
+    SearchKey {
+        max_type: INODE_EXTREF,
+        ..one_inode(ino, INODE_ITEM)
     }
 }
 

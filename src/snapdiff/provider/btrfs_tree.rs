@@ -68,13 +68,29 @@ pub(super) struct Item<'a> {
 /// in key order; `each` returns `false` to stop early.
 pub(super) fn search(
     dir: BorrowedFd<'_>,
+    key: SearchKey,
+    buf: &mut SearchBuf,
+    each: impl FnMut(&Item<'_>) -> Result<bool, TreeError>,
+) -> Result<(), TreeError> {
+    search_by(dir, key, buf, u32::MAX, each)
+}
+
+/// [`search`], asking the kernel for at most `per_call` items at a time.
+/// The kernel passes over every item to the end of the leaf that holds
+/// the range's last key, unless it has found `per_call` items: a search
+/// of one inode's few items that says how many it expects ends where
+/// they do, instead of at the end of the leaf (a third of the time of a
+/// read guided by the event journal went to those passes).
+pub(super) fn search_by(
+    dir: BorrowedFd<'_>,
     mut key: SearchKey,
     buf: &mut SearchBuf,
+    per_call: u32,
     mut each: impl FnMut(&Item<'_>) -> Result<bool, TreeError>,
 ) -> Result<(), TreeError> {
     let end = (key.max_objectid, key.max_type, key.max_offset);
     loop {
-        key.nr_items = u32::MAX;
+        key.nr_items = per_call;
         let (n, buf) = tree_search(dir, &mut key, buf)?;
         if n == 0 {
             return Ok(());
@@ -143,6 +159,20 @@ pub(super) struct Pending {
 }
 
 impl Pending {
+    /// How many links its item says it has: a directory one (its link
+    /// count counts its subdirectories; the root's is to itself), a file
+    /// its link count. `None` before its item came in.
+    pub fn links_wanted(&self) -> Option<usize> {
+        self.attrs
+            .as_ref()
+            .map(|a| if a.is_dir() { 1 } else { a.nlink as usize })
+    }
+
+    /// Whether its item and every link it has came in.
+    pub fn complete(&self) -> bool {
+        self.links_wanted().is_some_and(|want| self.links.len() >= want)
+    }
+
     /// Takes in one item of inode `ino` (attributes or back references).
     pub fn add(&mut self, item: &Item<'_>) -> Result<(), TreeError> {
         let objectid = item.objectid;

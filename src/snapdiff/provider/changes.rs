@@ -19,6 +19,9 @@ pub struct ChangesQuery<'a> {
     /// snapshot's `otransid`; GPFS: its snapshot id), from its manifest
     /// header.
     pub since: u64,
+    /// The baseline's position in the event journal, where it has one
+    /// beside `since` ([`super::Provider::snapshot_journal`]).
+    pub since_journal: Option<u64>,
     /// The baseline manifest's directory table.
     pub old_dirs: &'a DirTable,
     /// At most this many changed inodes: past it, [`ChangesRead::TooMany`].

@@ -62,7 +62,7 @@ pub struct ProviderOptions {
     pub walk: bool,
     /// How to reach GPFS.
     pub gpfs: crate::config::GpfsSettings,
-    /// The runs' state directory, where `none` finds its event journal
+    /// The runs' state directory, where `none` and `btrfs` find the event journal
     /// (default `<filesystem root>/.rotate`).
     pub state_dir: Option<std::path::PathBuf>,
 }
@@ -70,10 +70,10 @@ pub struct ProviderOptions {
 /// Opens the fileset at `path` with provider `kind`.
 pub fn open(kind: Kind, path: &Path, opts: &ProviderOptions) -> io::Result<Box<dyn Provider>> {
     Ok(match kind {
-        Kind::Btrfs => Box::new(btrfs::Btrfs::open(path, opts.walk)?),
+        Kind::Btrfs => Box::new(btrfs::Btrfs::open(path, opts.walk, opts.state_dir.as_deref())?),
         Kind::Gpfs => Box::new(gpfs::Gpfs::open(path, &opts.gpfs, opts.walk)?),
         Kind::None => Box::new(none::NoSnapshots::open(path, opts.state_dir.as_deref())?),
-        Kind::Auto => match btrfs::Btrfs::open(path, opts.walk) {
+        Kind::Auto => match btrfs::Btrfs::open(path, opts.walk, opts.state_dir.as_deref()) {
             Ok(b) => Box::new(b),
             Err(_) => Box::new(none::NoSnapshots::open(path, opts.state_dir.as_deref())?),
         },

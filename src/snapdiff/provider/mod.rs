@@ -91,6 +91,13 @@ pub trait Provider: Send + Sync {
     fn snapshot_transid(&self, _name: &str) -> io::Result<Option<u64>> {
         Ok(None)
     }
+    /// Snapshot `name`'s position in the fileset's event journal, where
+    /// the provider keeps one beside its own (btrfs with `ferry journal`
+    /// running): recorded in the manifest, so that the next run reads the
+    /// journal from there.
+    fn snapshot_journal(&self, _name: &str) -> Option<u64> {
+        None
+    }
     /// Whether [`Provider::changed`] can read only what changed (btrfs
     /// reading its tree, GPFS's incremental inode scan; not when told to
     /// walk).

@@ -11,23 +11,24 @@
 
 use super::{ChangesQuery, ChangesRead, Fileset, Provider, ScanError, SnapshotError, base_name, mount_point};
 use crate::snapdiff::build::{GenerationSource, ManifestBuilder, walk_into};
+use crate::snapdiff::journal::changes::Positions;
 use crate::snapdiff::journal::{self, JournalFiles};
-use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::io;
+use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
-use std::sync::Mutex;
 
 /// A directory tree without snapshots.
 pub struct NoSnapshots {
     fileset: Fileset,
-    /// The event journal, where one was ever written.
-    journal: Option<JournalFiles>,
-    /// Each run's position in the journal (its "snapshot"), or why it has
-    /// none.
-    positions: Mutex<HashMap<String, Result<u64, String>>>,
+    /// Where its event journal is (or would be) kept.
+    files: JournalFiles,
+    /// Whether an event journal was ever written there.
+    journaled: bool,
+    /// Each run's position in the journal (its "snapshot").
+    positions: Positions,
 }
 
 impl NoSnapshots {
@@ -45,12 +46,25 @@ impl NoSnapshots {
             path: root.as_os_str().as_bytes().to_vec(),
             fs_root: mount_point(&root)?,
         };
-        let files = JournalFiles::of(&fileset.name, &fileset.id, &fileset.fs_root, state_dir);
+        let dir = std::fs::File::open(&root)?;
+        let files = JournalFiles::of_tree(&fileset.name, dir.as_fd(), &fileset.fs_root, state_dir)?;
         Ok(NoSnapshots {
-            journal: files.exists().then_some(files),
+            journaled: files.exists(),
+            files,
             fileset,
-            positions: Mutex::new(HashMap::new()),
+            positions: Positions::default(),
         })
+    }
+
+    /// Where the tree's event journal is kept, or would be: what `ferry
+    /// journal` writes and the runs read.
+    pub fn journal_files(&self) -> &JournalFiles {
+        &self.files
+    }
+
+    /// The event journal, where one was ever written.
+    fn journal(&self) -> Option<&JournalFiles> {
+        self.journaled.then_some(&self.files)
     }
 }
 
@@ -73,34 +87,27 @@ impl Provider for NoSnapshots {
 
     /// With a journal, fixes the run's position in it (a barrier).
     fn create_snapshot(&self, name: &str) -> Result<(), SnapshotError> {
-        if let Some(j) = &self.journal {
-            let at = journal::changes::barrier(j);
-            self.positions.lock().unwrap().insert(name.to_string(), at);
+        if let Some(j) = self.journal() {
+            self.positions.fix(j, name);
         }
         Ok(())
     }
 
     fn snapshot_transid(&self, name: &str) -> io::Result<Option<u64>> {
-        Ok(self
-            .positions
-            .lock()
-            .unwrap()
-            .get(name)
-            .and_then(|p| p.as_ref().ok().copied()))
+        Ok(self.positions.of(name).ok())
     }
 
     fn reads_changes(&self) -> bool {
-        self.journal.is_some()
+        self.journaled
     }
 
     fn changed(&self, q: ChangesQuery<'_>) -> Result<ChangesRead, ScanError> {
-        let Some(j) = &self.journal else {
+        let Some(j) = self.journal() else {
             return Ok(ChangesRead::Unable("no event journal is kept for this fileset".into()));
         };
-        let until = match self.positions.lock().unwrap().get(q.new) {
-            Some(Ok(at)) => *at,
-            Some(Err(why)) => return Ok(ChangesRead::Unable(why.clone())),
-            None => return Ok(ChangesRead::Unable("the run has no position in the journal".into())),
+        let until = match self.positions.of(q.new) {
+            Ok(at) => at,
+            Err(why) => return Ok(ChangesRead::Unable(why)),
         };
         // The window's sequence numbers bound its events, which the read
         // holds in memory before it knows how many inodes they touch.
