@@ -494,6 +494,51 @@ fn a_task_type_pauses_once_resumes_once_and_its_row_goes_once_resumed_and_forgot
     }
 }
 
+/// A pausing job becomes `PAUSED` only when no task of it runs and it was
+/// asked to pause at or before the time the hub gives: a job caught
+/// between two tasks is not settled before the starts of tasks taken
+/// just before the pause can come in.
+#[test]
+fn a_pausing_job_settles_only_once_asked_long_enough_ago_and_idle() {
+    use ferry::hub::store::holds::Hold;
+    use ferry::hub::store::results::Started;
+    for db in both() {
+        rt().block_on(async {
+            let store = Store::open(&db.url).await.unwrap();
+            let id = job_with_root(&store, "root-p").await;
+            let before = ferry::hub::store::now_us();
+            assert!(matches!(store.pause_job(id).await.unwrap(), Hold::Done(_)));
+            let state = |store: Store| async move { store.job(id).await.unwrap().unwrap().state };
+            // Idle, but asked after the time given: still pausing.
+            assert_eq!(store.settle_pauses(before - 1).await.unwrap(), 0, "{}", db.engine);
+            assert_eq!(state(store.clone()).await, "PAUSING");
+            // A task that started in the meantime keeps it pausing too.
+            store
+                .mark_started(&[Started {
+                    task_id: "root-p".into(),
+                    root_id: "root-p".into(),
+                    parent_id: None,
+                    tasktype: "dynamo.tasks.recursive_navigate".into(),
+                    node: "n0".into(),
+                    at: before,
+                }])
+                .await
+                .unwrap();
+            let later = ferry::hub::store::now_us() + 1;
+            assert_eq!(store.settle_pauses(later).await.unwrap(), 0, "{}", db.engine);
+            assert_eq!(state(store.clone()).await, "PAUSING");
+            // The walk ends with a child still to come: nothing runs.
+            let walk = FileCounts {
+                found: 1,
+                ..Default::default()
+            };
+            store.ingest(&[result("root-p", None, id, 1, 1, walk)]).await.unwrap();
+            assert_eq!(store.settle_pauses(later).await.unwrap(), 1, "{}", db.engine);
+            assert_eq!(state(store.clone()).await, "PAUSED");
+        });
+    }
+}
+
 /// A bidirectional sync's job on both engines: its counted results leave
 /// it open at each stage (the hub advances it), its events are recorded
 /// once however often they are delivered, a stage advances once, the

@@ -66,6 +66,15 @@ const PARKING_KEPT: Duration = Duration::from_secs(3600);
 /// `PAUSED`, parking queues to empty.
 const HOLD_CHECK_EVERY: Duration = Duration::from_secs(2);
 
+/// How long a job stays `PAUSING` at least, even with no task running.
+/// A task an agent took from its queue just before the pause reached it
+/// still runs, and its start reaches the store through the monitor, which
+/// writes once a second ([`crate::hub::monitor::FLUSH`]); a job settled
+/// before that would be `PAUSED` with a task running (seen in CI: a job
+/// paused between two of its 20-file tasks was `PAUSED` in its own pause
+/// response).
+const PAUSE_SETTLE: Duration = Duration::from_secs(5);
+
 fn until(ttl: Duration) -> u64 {
     jiff::Timestamp::now().as_second() as u64 + ttl.as_secs()
 }
@@ -310,7 +319,8 @@ pub async fn snapshots(
 pub async fn unparking(store: Store, settings: HubSettings, sessions: watch::Receiver<Option<Arc<Session>>>) {
     loop {
         tokio::time::sleep(HOLD_CHECK_EVERY).await;
-        match store.settle_pauses().await {
+        let asked_by = now_us() - PAUSE_SETTLE.as_micros() as i64;
+        match store.settle_pauses(asked_by).await {
             Ok(0) => {}
             Ok(n) => info!(jobs = n, "paused: no task of these jobs runs any more"),
             Err(e) => warn!(error = %e, "cannot settle pausing jobs"),

@@ -27,7 +27,9 @@ impl Store {
     pub async fn pause_job(&self, id: i64) -> Result<Hold, StoreError> {
         self.change_hold(
             id,
-            "UPDATE jobs SET state = 'PAUSING', parked = 1 WHERE id = $1 AND state IN ('PENDING', 'STARTED') RETURNING state",
+            "UPDATE jobs SET state = 'PAUSING', parked = 1, pausing_since = $2
+             WHERE id = $1 AND state IN ('PENDING', 'STARTED') RETURNING state",
+            Some(super::now_us()),
         )
         .await
     }
@@ -39,14 +41,19 @@ impl Store {
             id,
             "UPDATE jobs SET state = CASE WHEN started IS NULL THEN 'PENDING' ELSE 'STARTED' END
              WHERE id = $1 AND state IN ('PAUSING', 'PAUSED') RETURNING state",
+            None,
         )
         .await
     }
 
-    async fn change_hold(&self, id: i64, update: &str) -> Result<Hold, StoreError> {
+    /// Runs `update` on job `id` (`$1`), with `at` as `$2` when given.
+    async fn change_hold(&self, id: i64, update: &str, at: Option<i64>) -> Result<Hold, StoreError> {
         let mut tx = self.write().await?;
-        let changed = sqlx::query(update)
-            .bind(id)
+        let mut query = sqlx::query(update).bind(id);
+        if let Some(at) = at {
+            query = query.bind(at);
+        }
+        let changed = query
             .fetch_optional(&mut *tx)
             .await
             .map_err(db("change a job's hold"))?;
@@ -84,16 +91,20 @@ impl Store {
         Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
     }
 
-    /// `PAUSING` jobs none of whose tasks runs any more become `PAUSED`
-    /// (a task that started is counted `STARTED` until its result is
-    /// in). Returns how many did.
-    pub async fn settle_pauses(&self) -> Result<u64, StoreError> {
+    /// `PAUSING` jobs asked to pause at or before `asked_by` (microseconds)
+    /// none of whose tasks runs any more become `PAUSED` (a task that
+    /// started is counted `STARTED` until its result is in). The caller
+    /// leaves time for the starts of tasks taken just before the pause to
+    /// come in: without it a job between two tasks looks idle. Returns how
+    /// many did.
+    pub async fn settle_pauses(&self, asked_by: i64) -> Result<u64, StoreError> {
         let mut tx = self.write().await?;
         let done: Vec<NewEvent> = sqlx::query(
-            "UPDATE jobs SET state = 'PAUSED' WHERE state = 'PAUSING' AND NOT EXISTS
+            "UPDATE jobs SET state = 'PAUSED' WHERE state = 'PAUSING' AND COALESCE(pausing_since, 0) <= $1 AND NOT EXISTS
                (SELECT 1 FROM job_task_stats s WHERE s.job_id = jobs.id AND s.state = 'STARTED' AND s.n > 0)
              RETURNING id",
         )
+        .bind(asked_by)
         .fetch_all(&mut *tx)
         .await
         .map_err(db("settle pauses"))?
