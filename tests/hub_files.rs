@@ -48,13 +48,7 @@ fn files(s: &HubSite, id: i64, category: &str) -> Value {
 /// discovery_options): its name and id.
 fn workflow(s: &HubSite, patch: Value) -> (String, Value) {
     let name = s.workflow("dynamo.tasks.migrate", json!({"premigrate": true}));
-    let id = s.api("GET", "/api/workflows/?page_size=0", None, 200)["results"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|w| w["name"] == name.as_str())
-        .unwrap()["id"]
-        .clone();
+    let id = s.workflow_id(&name);
     let w = s.api("PATCH", &format!("/api/workflows/{id}/"), Some(patch.clone()), 200);
     for (k, v) in patch.as_object().unwrap() {
         assert_eq!(&w[k], v, "{w}");

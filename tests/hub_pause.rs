@@ -262,6 +262,24 @@ fn draining_one_of_two_agents_mid_job_moves_every_new_task_to_the_other() {
     let done = s.wait_job(id, Duration::from_secs(300));
     assert_eq!(done["state"], "SUCCESS", "{done}");
     assert_eq!(done["counts"]["processed"], 20_000, "{done}");
+    // Tasks running on n0 when it was drained finish there and are not run
+    // again on n1: a drain must not close the channel their messages are
+    // unacknowledged on.
+    let mut started = std::collections::HashMap::<String, usize>::new();
+    for log in [s.log("agent0.log"), s.log("agent1.log")] {
+        for line in log.lines().filter(|l| l.contains("task started id=")) {
+            let id = line
+                .split("task started id=")
+                .nth(1)
+                .unwrap()
+                .split(' ')
+                .next()
+                .unwrap();
+            *started.entry(id.to_string()).or_default() += 1;
+        }
+    }
+    let twice: Vec<_> = started.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "tasks started twice: {twice:?}");
     let all = s.api("GET", &format!("/api/tasks/?job_id={id}&page_size=0"), None, 200)["results"]
         .as_array()
         .unwrap()

@@ -8,6 +8,7 @@
 //! so what was lost is always visible to the caller.
 
 use super::celery::{HeaderValue, Outgoing};
+pub use super::tasks::QueueCounts;
 use super::tasks::{ChildSink, Inbox, SinkError};
 use futures::StreamExt;
 use lapin::options::{
@@ -58,15 +59,6 @@ pub struct Session {
     pub conn: Connection,
     publish: Channel,
     declared: Mutex<HashSet<String>>,
-}
-
-/// What a queue holds now, as the broker answers a declare.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct QueueCounts {
-    /// Messages ready (not those delivered and unacknowledged).
-    pub messages: u32,
-    /// Consumers.
-    pub consumers: u32,
 }
 
 /// Queue `queue`'s counts, asked on `ch` with a passive declare, which
@@ -444,6 +436,14 @@ impl ChildSink for BrokerSink {
             });
         };
         self.publish(&to, false, &document, result_properties(task_id))
+    }
+
+    fn queue_counts(&mut self, queue: &str) -> Option<QueueCounts> {
+        let session = self.session.clone();
+        self.handle
+            .block_on(async move { session.counts_of(queue).await })
+            .ok()
+            .flatten()
     }
 
     fn subscribe(&mut self, queue: &str) -> Result<Box<dyn Inbox>, SinkError> {

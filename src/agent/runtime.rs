@@ -354,11 +354,12 @@ async fn start_consumers(agent: &Arc<Agent>, session: &Arc<Session>) -> lapin::R
             )
             .await?;
         let agent2 = agent.clone();
+        let held = channel.clone();
         let task = tokio::spawn(async move {
             while let Some(d) = consumer.next().await {
                 match d {
                     Ok(d) => {
-                        tokio::spawn(handle(agent2.clone(), index, d));
+                        tokio::spawn(handle(agent2.clone(), index, d, held.clone()));
                     }
                     Err(e) => {
                         debug!(error = %e, queue = %agent2.consumers[index].spec.queue, "consumer ended");
@@ -439,7 +440,15 @@ impl Drop for Inflight {
 }
 
 /// Handles one delivery of consumer `index`, from decoding to the ack.
-async fn handle(agent: Arc<Agent>, index: usize, d: Delivery) {
+///
+/// `_channel` is the delivery's channel, held until the delivery is
+/// answered: lapin closes a channel when its last handle is dropped, and
+/// the broker then requeues every unacknowledged message on it. A drain
+/// drops the consumer's own handle while tasks still run; without this one
+/// their messages went back to the queue and another node ran them at the
+/// same time (seen in `hub_pause`'s drain test as a batch whose files were
+/// locked by the other run).
+async fn handle(agent: Arc<Agent>, index: usize, d: Delivery, _channel: Channel) {
     let _inflight = Inflight::new(&agent);
     let consumer = &agent.consumers[index];
     let arrived = std::time::Instant::now();

@@ -239,6 +239,9 @@ pub struct AgentSettings {
     /// core count by default; 64 to 256 on a parallel filesystem, where each
     /// call waits on the network.
     pub walk_threads: usize,
+    /// How long a discovery walks alone before it gives subtrees to the
+    /// site's other nodes (`walk_split_after`, seconds, or `off`: never).
+    pub walk_split_after: Option<Duration>,
     /// Where to serve Prometheus metrics (`metrics_listen`), if anywhere.
     pub metrics_listen: Option<std::net::SocketAddr>,
     /// Longest wait for one delete or move batch of a snapdiff to be
@@ -254,9 +257,10 @@ pub struct AgentSettings {
     /// Where this site mounts what the other sites' paths name
     /// (`path_map`; empty: the same paths everywhere).
     pub path_map: PathMap,
-    /// Filesets without snapshots whose event journal the agent keeps
-    /// while it runs (`journal`, comma-separated paths), so that their
-    /// snapdiffs look only where files changed.
+    /// Filesets whose event journal the agent keeps while it runs
+    /// (`journal`, comma-separated paths), so that their snapdiffs look
+    /// only where files changed (`none`), or read only the inodes that
+    /// changed from their snapshots (btrfs).
     pub journal: Vec<std::path::PathBuf>,
     /// Where those journals are kept (`journal_state_dir`; default each
     /// filesystem's `.rotate`, as for snapdiff runs: it must be the
@@ -278,6 +282,7 @@ impl Default for AgentSettings {
             confirm_window: 1024,
             control_wait: defaults::CONTROL_WAIT,
             walk_threads: defaults::walk_threads(),
+            walk_split_after: Some(defaults::WALK_SPLIT_AFTER),
             metrics_listen: None,
             snapdiff_stream_timeout: defaults::SNAPDIFF_STREAM_TIMEOUT,
             endpoint_check_interval: defaults::ENDPOINT_CHECK_INTERVAL,
@@ -290,7 +295,7 @@ impl Default for AgentSettings {
 }
 
 /// The `[settings]` keys [`AgentSettings::read`] knows.
-pub const AGENT_KEYS: &str = "broker_url, node_name, file_batch_size, file_batch_gb, enable_auto_file_batch_sizing, lock_threshold, heartbeat, heartbeat_interval, task_events, max_message_bytes, confirm_window, control_wait, walk_threads, metrics_listen, snapdiff_stream_timeout, endpoint_check_interval, endpoint_check_grace, path_map, journal, journal_state_dir, worker, discovery, custom, interactive, settings";
+pub const AGENT_KEYS: &str = "broker_url, node_name, file_batch_size, file_batch_gb, enable_auto_file_batch_sizing, lock_threshold, heartbeat, heartbeat_interval, task_events, max_message_bytes, confirm_window, control_wait, walk_threads, walk_split_after, metrics_listen, snapdiff_stream_timeout, endpoint_check_interval, endpoint_check_grace, path_map, journal, journal_state_dir, worker, discovery, custom, interactive, settings";
 
 impl AgentSettings {
     /// Reads the agent's keys from `[settings]`.
@@ -362,6 +367,14 @@ impl AgentSettings {
         if let Some(n) = s.take_parsed("walk_threads", parse_count)? {
             a.walk_threads = n;
         }
+        if let Some(d) = s.take_parsed("walk_split_after", |t| match t {
+            "off" => Ok(None),
+            t => parse_whole_seconds(t)
+                .map(Some)
+                .map_err(|_| BadValue::expected("a whole number of seconds, or off", t)),
+        })? {
+            a.walk_split_after = d;
+        }
         a.metrics_listen = s.take_parsed("metrics_listen", |t| {
             t.parse()
                 .map_err(|_| BadValue::expected("an address such as 127.0.0.1:9464", t))
@@ -382,6 +395,7 @@ impl AgentSettings {
 #[cfg(test)]
 mod tests {
     use crate::config::Config;
+    use std::time::Duration;
 
     #[test]
     fn consumers_follow_the_seed() {
@@ -410,6 +424,14 @@ mod tests {
     }
 
     #[test]
+    fn walks_split_after_ten_seconds_unless_told() {
+        let after = |text: &str| Config::parse("t.conf", text).unwrap().agent.walk_split_after;
+        assert_eq!(after("[settings]\n"), Some(Duration::from_secs(10)));
+        assert_eq!(after("[settings]\nwalk_split_after = 0\n"), Some(Duration::ZERO));
+        assert_eq!(after("[settings]\nwalk_split_after = off\n"), None);
+    }
+
+    #[test]
     fn errors_name_the_line() {
         let cases = [
             ("[settings]\nsite=a\ncustom = maybe\n", 3, "`custom`"),
@@ -423,6 +445,7 @@ mod tests {
             ("[settings]\nfile_batch_gb = -1\n", 2, "GB"),
             ("[settings]\nsite=a\n[Queue q]\n[Queue q]\n", 4, "twice"),
             ("[settings]\ncustom = {\"threads\": 0}\n", 2, "above 0"),
+            ("[settings]\nwalk_split_after = soon\n", 2, "or off"),
         ];
         for (text, line, msg) in cases {
             let e = Config::parse("t.conf", text).unwrap_err();

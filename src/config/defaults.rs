@@ -80,6 +80,19 @@ pub const ENDPOINT_CHECK_GRACE: Duration = Duration::from_secs(3600);
 /// running them; without a hub the wait only delays the start this long.
 pub const CONTROL_WAIT: Duration = Duration::from_secs(2);
 
+/// How long a discovery walks alone before it may give subtrees to the
+/// other nodes of its site (`walk_split_after`, seconds; `off` never
+/// splits). A walk that ends sooner is not worth its pieces (a message,
+/// a task and a part-filled batch each); one of a billion files walks for
+/// an hour, and ten seconds of it on one node is lost in the noise.
+pub const WALK_SPLIT_AFTER: Duration = Duration::from_secs(10);
+
+/// How often a walk that may split sends the directories it handed over
+/// and asks its discovery queue how many consumers could take more: often
+/// enough that a piece reaches an idle node within a tenth of a second,
+/// seldom enough that one walk's questions cost the broker nothing.
+pub const WALK_SPLIT_POLL: Duration = Duration::from_millis(100);
+
 /// How often the agent checks and repairs its endpoints
 /// (`endpoint_check_interval`; 0 turns it off).
 pub const ENDPOINT_CHECK_INTERVAL: Duration = Duration::from_secs(86_400);

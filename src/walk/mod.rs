@@ -17,10 +17,12 @@
 //! [`WalkError`] with the path and errno and counted; the walk goes on.
 
 mod event;
+mod handoff;
 mod options;
 mod worker;
 
 pub use event::{Op, WalkError, WalkEvent};
+pub use handoff::Handoff;
 pub use options::{MIN_GETDENTS_BUFFER, SnapshotDirs, WalkOptions};
 
 use crate::task::{Summary, SummaryCounters};
@@ -45,6 +47,17 @@ impl Walk {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 format!("getdents buffer must be at least {MIN_GETDENTS_BUFFER} bytes"),
+            ));
+        }
+        // A piece walks from depth 0 with no ancestors: depth limits,
+        // snapshot directories at the root, and loop detection through
+        // followed links would all mean something else there.
+        if opts.handoff.is_some()
+            && (opts.max_depth.is_some() || opts.follow_links || opts.skip_snapshots == SnapshotDirs::AtRoot)
+        {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "a walk that hands directories over cannot have a depth limit, follow links or skip snapshots only at its root",
             ));
         }
         let (tx, rx) = crossbeam_channel::bounded(opts.channel_chunks.max(1));

@@ -1,8 +1,10 @@
 //! How a walk is asked for: its options and their defaults.
 
+use super::Handoff;
 use crate::config::defaults;
 use crate::rules::Filter;
 use crate::sys::StatMask;
+use std::sync::Arc;
 
 /// How to walk.
 #[derive(Clone, Debug)]
@@ -32,6 +34,12 @@ pub struct WalkOptions {
     pub chunk_entries: usize,
     /// Most chunks waiting for the consumer.
     pub channel_chunks: usize,
+    /// Report the roots themselves (on by default). Off for a piece of a
+    /// split walk, whose roots its parent walk already reported.
+    pub report_roots: bool,
+    /// Where the walk gives directories away instead of walking them
+    /// (distributed discovery); `None` walks everything here.
+    pub handoff: Option<Arc<Handoff>>,
 }
 
 impl Default for WalkOptions {
@@ -49,6 +57,8 @@ impl Default for WalkOptions {
             getdents_buffer: defaults::GETDENTS_BUFFER,
             chunk_entries: 1024,
             channel_chunks: 64,
+            report_roots: true,
+            handoff: None,
         }
     }
 }

@@ -490,6 +490,17 @@ impl HubSite {
         name
     }
 
+    /// The id of the workflow named `name`.
+    pub fn workflow_id(&self, name: &str) -> serde_json::Value {
+        self.api("GET", "/api/workflows/?page_size=0", None, 200)["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|w| w["name"] == name)
+            .unwrap()["id"]
+            .clone()
+    }
+
     /// Creates the site `name` through the API (before any agent of it
     /// heart-beats, or a second site).
     pub fn create_site(&self, name: &str) {

@@ -10,6 +10,7 @@
 pub mod agent;
 pub mod btrfs;
 pub mod hub;
+pub mod latencyfs;
 pub mod loopfs;
 pub mod ops;
 pub mod proxy;

@@ -55,6 +55,9 @@ pub struct TaskEnv {
     pub batch: BatchLimits,
     /// Metadata calls in flight per discovery walk.
     pub walk_threads: usize,
+    /// How long a discovery walks alone before it may give subtrees to
+    /// the site's other nodes; `None` never.
+    pub walk_split_after: Option<Duration>,
     /// Age after which a snapdiff lock is stale.
     pub lock_threshold: Duration,
     /// Longest wait for news from a snapdiff's delete and move handlers.
@@ -79,6 +82,7 @@ impl TaskEnv {
             node: node.to_string(),
             batch: BatchLimits::from_settings(&settings.batch),
             walk_threads: settings.walk_threads,
+            walk_split_after: settings.walk_split_after,
             lock_threshold: settings.lock_threshold,
             stream_timeout: settings.snapdiff_stream_timeout,
             cancel,
@@ -250,6 +254,19 @@ pub trait ChildSink {
     /// published: what a task reports besides its result and must not be
     /// lost (a bidirectional snapdiff's change events).
     fn report(&mut self, task_id: &str, document: Vec<u8>) -> Result<(), SinkError>;
+    /// What `queue` holds now: ready messages and consumers; `None` when
+    /// the broker cannot say. A walk asks its discovery queue before it
+    /// gives subtrees away.
+    fn queue_counts(&mut self, queue: &str) -> Option<QueueCounts>;
+}
+
+/// What a queue holds now, as the broker answers a declare.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct QueueCounts {
+    /// Messages ready (not those delivered and unacknowledged).
+    pub messages: u32,
+    /// Consumers.
+    pub consumers: u32,
 }
 
 /// Messages streamed to a task.
@@ -303,6 +320,8 @@ pub(crate) mod memory {
         /// attributes of `to/x`, under the name asked. `None`: nobody
         /// answers.
         pub(crate) other_site: Option<(Vec<u8>, Vec<u8>)>,
+        /// What every queue holds, as the broker would answer.
+        pub(crate) queue: Option<QueueCounts>,
     }
 
     impl Memory {
@@ -404,6 +423,10 @@ pub(crate) mod memory {
             self.reported.push(document);
             Ok(())
         }
+
+        fn queue_counts(&mut self, _queue: &str) -> Option<QueueCounts> {
+            self.queue
+        }
     }
 
     /// A task message as a Celery client sends it: task `task`, id `id`,
@@ -432,6 +455,7 @@ pub(crate) mod memory {
             node: "ferry@test".into(),
             batch: BatchLimits::from_seed(batch_size, 0.0, false),
             walk_threads: 2,
+            walk_split_after: None,
             lock_threshold: Duration::from_secs(60),
             stream_timeout,
             cancel: Cancel::new(|| false),

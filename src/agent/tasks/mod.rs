@@ -18,9 +18,12 @@ pub mod ops;
 pub mod publish;
 pub mod rules;
 pub mod snapdiff;
+pub mod split;
 pub mod sync_state;
 
-pub use context::{Cancel, ChildSink, EXC_MODULE, Inbox, Input, Published, SinkError, TaskEnv, TaskError, TaskOutput};
+pub use context::{
+    Cancel, ChildSink, EXC_MODULE, Inbox, Input, Published, QueueCounts, SinkError, TaskEnv, TaskError, TaskOutput,
+};
 
 use super::celery::{self, TaskMessage, TaskState};
 use crate::ops::{OpContext, Operation};

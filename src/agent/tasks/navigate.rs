@@ -12,10 +12,27 @@
 //!   next run takes it.
 //! - `dry_run`: nothing is published; the result's `status.plan` says,
 //!   per rule, how many entries and bytes its actions would have taken.
+//!
+//! A long walk is split over the site's nodes (distributed discovery):
+//! once it has walked alone for `walk_split_after`, and while its
+//! discovery queue has fewer pieces waiting than consumers besides this
+//! agent, it shares the directories it finds with them and sends them to
+//! that queue as pieces ([`super::split`]): the same task on those
+//! directories with `below: true` (walk what is below them; the parent
+//! reported the directories themselves). A piece is a child of the walk
+//! that sent it, so the hub counts it and its batches like any child, and
+//! a piece may split again. Each directory is read by exactly one walk:
+//! a directory handed over is not descended into here
+//! ([`crate::walk::Handoff`]).
+//! Rules, filters and batch limits travel unchanged in the piece's
+//! arguments; each piece cuts its own batches, so a split walk sends at
+//! most one part-filled batch per rule and piece more than one walk
+//! would.
 
 use super::context::{ChildSink, Input, SinkError, TaskEnv, TaskError, TaskOutput};
-use super::publish::{Batches, Publisher};
+use super::publish::{BELOW, Batches, Publisher};
 use super::rules::{self, BatchArgs, Rule, RuleArgs};
+use super::split::Split;
 use crate::config::PathMap;
 use crate::entry::{Entry, Fields, FileType};
 use crate::task::status::{Status, now_iso8601};
@@ -46,6 +63,11 @@ pub struct NavigateArgs {
     /// Count what the rules would take; publish nothing.
     #[serde(default)]
     pub dry_run: bool,
+    /// The paths are directories a split walk handed over: their own
+    /// entries were reported by that walk, only what is below them is
+    /// walked here ([`BELOW`]).
+    #[serde(default)]
+    pub below: bool,
 }
 
 /// What a dry run found for one rule.
@@ -147,6 +169,9 @@ pub fn recursive_navigate(
     let mut missing = 0u64;
     for r in &input.paths {
         match std::fs::symlink_metadata(OsStr::from_bytes(&r.path)) {
+            // A handed-over directory removed since: a race with a user,
+            // as for any entry that vanishes during a walk.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && args.below => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && args.skip_missing => {
                 missing += 1;
                 nav.entry(&Entry {
@@ -161,9 +186,16 @@ pub fn recursive_navigate(
             _ => walk_roots.push(r.path.clone()),
         }
     }
+    // A dry run's plan is one walk's; it is never split.
+    let mut split = match env.walk_split_after {
+        Some(after) if !args.dry_run => Some(Split::new(after)),
+        _ => None,
+    };
     let mut opts = WalkOptions {
         threads: env.walk_threads,
         stat,
+        report_roots: !args.below,
+        handoff: split.as_ref().map(Split::handoff),
         ..WalkOptions::default()
     };
     // One rule's patterns prune the walk itself, unless this site maps
@@ -175,6 +207,9 @@ pub fn recursive_navigate(
     }
     let mut summary = Summary::default();
     if !walk_roots.is_empty() {
+        if let Some(split) = &mut split {
+            split.poll(&mut nav.publisher, env)?;
+        }
         let mut walk = Walk::start(walk_roots, opts).map_err(|source| TaskError::Walk {
             context: "cannot start the walk",
             source,
@@ -190,6 +225,9 @@ pub fn recursive_navigate(
                     let wire = env.paths.to_wire(&e.path);
                     fail(wire.as_deref().unwrap_or(&e.path), e.to_string(), &mut failures)
                 }
+            }
+            if let Some(split) = &mut split {
+                split.poll(&mut nav.publisher, env)?;
             }
             if reported.elapsed() >= env.progress_every {
                 let doc = progress_document(&input.msg.id, input.jobid, &nav);
@@ -207,6 +245,10 @@ pub fn recursive_navigate(
             context: "the walk failed",
             source,
         })?;
+        // What the walk handed over after the last poll.
+        if let Some(split) = &mut split {
+            split.send(&mut nav.publisher, env)?;
+        }
     }
     nav.finish()?;
     summary.files += missing;
@@ -217,6 +259,10 @@ pub fn recursive_navigate(
     counts["failures"] = failed.into();
     counts["aborted"] = nav.young.into();
     counts["children"] = children.count.into();
+    // The hub keeps a job's walks open by these: pieces sent, less this
+    // walk when it is a piece (`hub::store::results`).
+    counts["pieces"] = split.as_ref().map_or(0, Split::pieces).into();
+    counts["piece"] = args.below.into();
     let mut details = b"{\"failures\":[".to_vec();
     details.extend_from_slice(&failures);
     details.extend_from_slice(b"],\"aborted\":[");
@@ -229,7 +275,8 @@ pub fn recursive_navigate(
         .raw("details", &details)
         .string("started", &started)
         .value("has_dynamic_children", &(children.count > 0))
-        .value("cancelled", &cancelled);
+        .value("cancelled", &cancelled)
+        .value(BELOW, &args.below);
     if let Some(plan) = &nav.plan {
         let plan: Vec<serde_json::Value> = rules
             .iter()
@@ -358,6 +405,7 @@ mod tests {
     use crate::agent::tasks::{Kind, Request};
     use crate::batch::BatchLimits;
     use crate::task::{PathObject, TaskName, parse_paths};
+    use std::os::unix::ffi::OsStringExt;
     use std::time::Duration;
 
     fn input_paths(m: &TaskMessage) -> Result<Vec<PathObject>, crate::task::ArgumentError> {
@@ -512,6 +560,95 @@ mod tests {
             let e = run(bad.clone()).unwrap_err();
             assert_eq!(e.exception().0, "InvalidArguments", "{bad}: {e}");
         }
+    }
+
+    /// Runs `first` and every piece it (or a piece) sends, as the site's
+    /// other agents would; returns each walk's result and every batch.
+    fn split_walk(first: TaskMessage, consumers: u32) -> (Vec<serde_json::Value>, Vec<TaskMessage>) {
+        let mut env = env();
+        env.walk_split_after = Some(Duration::ZERO);
+        let (mut results, mut batches, mut todo) = (Vec::new(), Vec::new(), vec![first]);
+        while let Some(msg) = todo.pop() {
+            let mut sink = Memory {
+                queue: Some(crate::agent::tasks::QueueCounts { messages: 0, consumers }),
+                ..Memory::default()
+            };
+            let out = navigate(&msg, &env, &mut sink).unwrap();
+            results.push(serde_json::from_slice(&out.result).unwrap());
+            for (queue, m) in sink.sent {
+                match m.task.as_str() {
+                    "dynamo.tasks.recursive_navigate" => {
+                        assert_eq!(queue, "s1.default#discovery");
+                        assert_eq!(m.kwarg("below").map(|v| v.get()), Some("true"));
+                        todo.push(m)
+                    }
+                    _ => batches.push(m),
+                }
+            }
+        }
+        (results, batches)
+    }
+
+    #[test]
+    fn a_split_walk_reads_every_directory_once_and_batches_every_file_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("tree");
+        let mut files = Vec::new();
+        let mut dirs = 1;
+        for a in 0..8 {
+            for b in 0..8 {
+                let d = root.join(format!("d{a}")).join(format!("e{b}"));
+                std::fs::create_dir_all(&d).unwrap();
+                dirs += 1 + (b == 0) as u64;
+                for name in [b"f\nnewline".as_slice(), b"g\xff", b"h"] {
+                    let p = d.join(OsStr::from_bytes(name));
+                    std::fs::write(&p, b"x").unwrap();
+                    files.push(p.into_os_string().into_vec());
+                }
+            }
+        }
+        std::fs::create_dir(root.join("d0/empty")).unwrap();
+        dirs += 1;
+        let kwargs = serde_json::json!({
+            "paths": [root.to_str().unwrap()], "jobid": 3,
+            "filter_rules": [{"state": "all", "type": "file", "action": [{"name": "dynamo.tasks.stat_paths"}]}],
+        });
+        let (results, batches) = split_walk(message(kwargs.clone()), 4);
+        assert!(results.len() > 1, "the walk was not split");
+        let mut batched: Vec<Vec<u8>> = batches
+            .iter()
+            .flat_map(|m| input_paths(m).unwrap().into_iter().map(|p| p.path))
+            .collect();
+        batched.sort();
+        files.sort();
+        assert_eq!(batched, files, "each file in exactly one batch");
+        let sum = |key: &str| -> u64 {
+            results
+                .iter()
+                .map(|r| r["status"]["summary"][key].as_u64().unwrap())
+                .sum()
+        };
+        assert_eq!(
+            (sum("files"), sum("dirs"), sum("empty_dirs")),
+            (files.len() as u64, dirs, 1)
+        );
+        // Every walk but the first is a piece, announced by its parent,
+        // and each says it is one.
+        assert_eq!(sum("pieces") as usize, results.len() - 1);
+        let pieces = results.iter().filter(|r| r["status"]["below"] == true).count();
+        let said = results
+            .iter()
+            .filter(|r| r["status"]["summary"]["piece"] == true)
+            .count();
+        assert_eq!((pieces, said), (results.len() - 1, results.len() - 1));
+        // What the hub keeps open (pieces, less one per piece) is zero.
+        assert_eq!(sum("pieces") as usize, said);
+        for b in &batches {
+            assert_eq!(b.kwarg("jobid").map(|v| v.get()), Some("3"));
+        }
+        // With no other consumer on the queue, the same walk stays whole.
+        let (results, _) = split_walk(message(kwargs), 1);
+        assert_eq!(results.len(), 1);
     }
 
     #[test]

@@ -23,6 +23,11 @@ use crate::task::names::function_of;
 use crate::task::path_object::OrderedMap;
 use serde_json::value::RawValue;
 
+/// The keyword argument that makes a walk a piece of a split one: its
+/// paths are directories whose own entries the parent walk reported, and
+/// only what is below them is walked.
+pub const BELOW: &str = "below";
+
 /// Publishes the child tasks of one parent task and remembers their ids.
 pub struct Publisher<'a> {
     parent: &'a TaskMessage,
@@ -158,10 +163,38 @@ impl<'a> Publisher<'a> {
     /// arguments and chain. `None` when the job is cancelled and it was not
     /// sent.
     pub fn retry(&mut self, queue: &str, paths: &[u8], eta: jiff::Timestamp) -> Result<Option<String>, SinkError> {
-        let members = object_text(self.parent.kwargs.iter().filter(|(k, _)| k != "paths" && k != "jobid"));
-        let kwargs = kwargs_with(&members[1..members.len() - 1], self.jobid, Some(paths));
+        let kwargs = kwargs_with(&self.own_members(""), self.jobid, Some(paths));
         let (parent, node) = (self.parent, self.node);
         self.publish(queue, |id| retry_task(id, parent, &kwargs, &parent.chain, node, eta))
+    }
+
+    /// The parent's own keyword arguments but `paths`, `jobid` and `also`,
+    /// as object members without braces.
+    fn own_members(&self, also: &str) -> String {
+        let members = object_text(
+            self.parent
+                .kwargs
+                .iter()
+                .filter(|(k, _)| k != "paths" && k != "jobid" && k != also),
+        );
+        members[1..members.len() - 1].to_string()
+    }
+
+    /// Sends a piece of the parent's walk to `queue`: the parent task
+    /// again, with its own keyword arguments, on `paths` (encoded path
+    /// objects separated by commas: directories the parent's walk handed
+    /// over) and with `below: true`, since the parent reported the
+    /// directories themselves. `None` when the job is cancelled and it was
+    /// not sent.
+    pub fn piece(&mut self, queue: &str, paths: &[u8]) -> Result<Option<String>, SinkError> {
+        let parent = self.parent;
+        let inner = self.own_members(BELOW);
+        let own = match inner.is_empty() {
+            true => format!("\"{BELOW}\":true"),
+            false => format!("{inner},\"{BELOW}\":true"),
+        };
+        let kwargs = kwargs_with(&own, self.jobid, Some(paths));
+        self.send(&parent.task, queue, &kwargs, &parent.chain)
     }
 
     /// Children published so far.

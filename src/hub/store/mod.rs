@@ -179,6 +179,8 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (7, include_str!("migrations/0007_events.sql")),
     (9, include_str!("migrations/0009_tasktype_pauses.sql")),
     (10, include_str!("migrations/0010_bisync.sql")),
+    (11, include_str!("migrations/0011_split_walks.sql")),
+    (12, include_str!("migrations/0012_pausing_since.sql")),
 ];
 
 impl Store {

@@ -59,10 +59,16 @@ pub struct FileCounts {
     /// Failed.
     #[serde(default)]
     pub failures: i64,
+    /// Walks of a split discovery this result opens less the one it
+    /// closes: a discovery's pieces, less one when it is itself a piece.
+    /// The job's walk is complete when its sum comes back to zero.
+    #[serde(default)]
+    pub walks: i64,
 }
 
 impl FileCounts {
     fn add(&mut self, o: &FileCounts) {
+        self.walks += o.walks;
         self.found += o.found;
         self.processed += o.processed;
         self.skipped += o.skipped;
@@ -391,8 +397,9 @@ impl Store {
                 "UPDATE jobs SET received = received + $2, expected = expected + $3, orphans = orphans + $4,
                    tasks_failed = tasks_failed + $5, files_found = files_found + $6, files_processed = files_processed + $7,
                    files_skipped = files_skipped + $8, files_aborted = files_aborted + $9, files_failures = files_failures + $10,
-                   dir_walk_complete = CASE WHEN $11 = 1 THEN 1 ELSE dir_walk_complete END,
-                   started = CASE WHEN started IS NULL AND $12 = 1 THEN $13 ELSE started END
+                   dir_walk_complete = CASE WHEN $11 = 1 AND walks_open + $14 = 0 THEN 1 ELSE dir_walk_complete END,
+                   started = CASE WHEN started IS NULL AND $12 = 1 THEN $13 ELSE started END,
+                   walks_open = walks_open + $14
                  WHERE id = $1",
             )
             .bind(job)
@@ -408,6 +415,7 @@ impl Store {
             .bind(d.walked as i64)
             .bind(d.acted as i64)
             .bind(now)
+            .bind(d.files.walks)
             .execute(&mut *tx)
             .await
             .map_err(db("count a job's results"))?;
@@ -886,6 +894,10 @@ struct Summary {
     failures: i64,
     #[serde(default)]
     children: Option<i64>,
+    #[serde(default)]
+    pieces: i64,
+    #[serde(default)]
+    piece: bool,
 }
 
 impl Summary {
@@ -899,6 +911,7 @@ impl Summary {
             skipped: self.skipped,
             aborted: self.aborted,
             failures: self.failures,
+            walks: self.pieces - self.piece as i64,
         }
     }
 }
@@ -919,5 +932,32 @@ mod tests {
         assert!(!announced(&id(other, 0), Some(&hex), 2));
         assert!(!announced(&id(run, 0), None, 2));
         assert!(announced(&uuid::Uuid::new_v4().to_string(), Some(&hex), 0));
+    }
+
+    #[test]
+    fn a_split_walk_opens_a_walk_per_piece_and_each_piece_closes_its_own() {
+        // A root that sent 2 pieces, one of which sent 1 more, as the
+        // agent writes their summaries (navigate.rs).
+        let summaries = [
+            r#"{"files":5,"children":4,"pieces":2,"piece":false}"#,
+            r#"{"files":3,"children":2,"pieces":1,"piece":true}"#,
+            r#"{"files":2,"children":1,"pieces":0,"piece":true}"#,
+            r#"{"files":4,"children":1,"pieces":0,"piece":true}"#,
+        ];
+        let walks: Vec<i64> = summaries.iter().map(|s| counts(s).walks).collect();
+        assert_eq!(walks, [2, 0, -1, -1]);
+        // Open after each result, in the order a hub counts them (a child
+        // only after its parent): never zero before the last.
+        let open: Vec<i64> = walks
+            .iter()
+            .scan(0, |o, w| {
+                *o += w;
+                Some(*o)
+            })
+            .collect();
+        assert_eq!(open, [2, 2, 1, 0]);
+        // An unsplit walk and an operation open nothing.
+        assert_eq!(counts(r#"{"files":5,"children":1}"#).walks, 0);
+        assert_eq!(counts(r#"{"processed":3}"#).walks, 0);
     }
 }
