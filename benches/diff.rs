@@ -134,7 +134,7 @@ fn bench_diff(c: &mut Criterion) {
     let spill = tempfile::tempdir().unwrap();
     let opts = DiffOptions::default();
     let run = || {
-        let (changes, sum) = diff::<Vec<u8>>(listing(&old), listing(&new), &opts, spill.path(), None).unwrap();
+        let (changes, sum) = diff::<Vec<u8>>(listing(&old), listing(&new), &opts, spill.path(), None, None).unwrap();
         let mut count = 0u64;
         for c in changes {
             black_box(c.unwrap());

@@ -554,6 +554,17 @@ fn converges(v: Variant, rounds: usize) {
             "round {round} ({did:#?}): B differs from A's snapshot:\n{diff}"
         );
     }
+    // Nothing changed since: the next sync finds nothing to do, although
+    // the last one stamped each file it sent with its location on A,
+    // which moved their ctimes after the snapshot.
+    let job = r.sync(v.hydrate);
+    assert_eq!(job["state"], "SUCCESS", "{job}");
+    let c = &job["counts"];
+    assert_eq!(
+        (&c["files_found"], &c["processed"], &c["skipped"]),
+        (&json!(0), &json!(0), &json!(0)),
+        "a sync after no change: {job}"
+    );
 }
 
 /// The first sync of a tree with files, directories, symlinks, hard
@@ -879,21 +890,28 @@ fn site_sync_throughput() {
             .unwrap();
         assert!(out.status.success(), "rsync: {}", String::from_utf8_lossy(&out.stderr));
     };
+    // Files `check_sync_state` found already in step on B (job count
+    // `skipped`).
+    let found = std::cell::Cell::new(Value::Null);
     let sync = || {
         let job = r.sync(true);
         assert_eq!(job["state"], "SUCCESS", "{job}\n{}", r.failures(&job));
+        found.set(job["counts"]["skipped"].clone());
     };
     let ferry_first = timed(&mut || sync());
     let rsync_first = timed(&mut || rsync(&copy));
-    // The run after the first finds every file sent changed: the first
-    // run's xattrs (location, state) on A changed their ctimes. Timed on
-    // its own, with nothing changed; the measured run comes after it.
+    // The run after the first, with nothing changed: the first run's
+    // xattrs (location, state) on A moved the ctimes of every file it
+    // sent, which the diff tells from a user's change (snapdiff's
+    // `own_xattrs`). Timed on its own; the measured run comes after it.
     let ferry_settle = timed(&mut || sync());
+    let settle_checked = found.take();
     for i in (0..n).step_by(100 / percent) {
         let f = r.a.join(format!("d{}/f{i}", i % dirs));
         std::fs::write(f, body(&mut rng)).unwrap();
     }
     let ferry_again = timed(&mut || sync());
+    let again_checked = found.take();
     let rsync_again = timed(&mut || rsync(&copy));
     assert!(r.differences().is_empty(), "B differs from A's snapshot");
     if std::env::var_os("FERRY_BENCH_KEEP_LOGS").is_some() {
@@ -906,8 +924,8 @@ fn site_sync_throughput() {
             "files": n, "kib_each": kb, "mib": mb,
             "first": {"ferry_s": ferry_first, "rsync_s": rsync_first, "ferry_mib_s": mb / ferry_first,
                       "ratio_rsync_over_ferry": rsync_first / ferry_first},
-            "settle_after_first": {"ferry_s": ferry_settle},
-            "rewritten": {"percent": percent, "ferry_s": ferry_again, "rsync_s": rsync_again,
+            "settle_after_first": {"ferry_s": ferry_settle, "found_in_sync": settle_checked},
+            "rewritten": {"percent": percent, "ferry_s": ferry_again, "rsync_s": rsync_again, "found_in_sync": again_checked,
                       "ratio_rsync_over_ferry": rsync_again / ferry_again},
         })
     );

@@ -949,6 +949,69 @@ fn a_kill_at_any_step_of_a_commit_or_a_compaction_loses_nothing() {
 /// deleted, one of its links deleted, a directory deleted after some of
 /// its children moved out (and a deep tree deleted whole), a swap, and a
 /// directory moved with a file deleted inside it.
+/// A migrate stamps a file's location and state in ferry's own xattrs
+/// after the snapshot its run sent it from, which moves the file's ctime:
+/// the next run counts it unchanged, on the read of changes as on the full
+/// read, while a user's xattr, a chmod or a write beside it are reported.
+/// With --every-ctime the stamped files are updates again; with another
+/// --xattr-prefix, that prefix is ferry's.
+#[test]
+fn a_ctime_moved_by_ferrys_own_xattrs_alone_is_no_change_and_a_users_xattr_is() {
+    let Some(s) = subvolume() else { return };
+    many_files(&s.p("bulk"), 50);
+    for f in ["user-xattr", "chmod", "write", "site-xattr"] {
+        write(&s.p(f), b"x");
+    }
+    mkdir(&s.p("made"));
+    s.snapdiff(&[]);
+
+    let stamped: Vec<PathBuf> = (0..10)
+        .map(|i| s.p(&format!("bulk/file-with-a-rather-long-name-{i:05}")))
+        .chain([s.p("made")])
+        .collect();
+    for p in &stamped {
+        xattr::set(p, "user.ferry.loc.archive", b"some/key").unwrap();
+        xattr::set(p, "user.ferry.state", b"migrated").unwrap();
+    }
+    xattr::set(s.p("user-xattr"), "user.project", b"climate").unwrap();
+    xattr::set(s.p("site-xattr"), "user.site.mark", b"1").unwrap();
+    fs::set_permissions(s.p("chmod"), fs::Permissions::from_mode(0o600)).unwrap();
+    write(&s.p("write"), b"xy");
+
+    let updated = |args: &[&str]| {
+        let mut all = vec!["--dry-run"];
+        all.extend_from_slice(args);
+        let (changes, _) = s.snapdiff(&all);
+        assert!(changes.iter().all(|c| c.state == "updated"), "{changes:?}");
+        changes.into_iter().map(|c| c.path).collect::<BTreeSet<_>>()
+    };
+    let users: BTreeSet<Vec<u8>> = ["user-xattr", "chmod", "write", "site-xattr"]
+        .iter()
+        .map(|p| bytes(&s.p(p)))
+        .collect();
+    let r = summary_of(&s.run("snapdiff", &["--dry-run", "--summary"]));
+    assert_eq!(r["read"], "changes", "{r}");
+    assert_eq!(
+        (&r["summary"]["own_xattrs_only"], &r["summary"]["updated"]),
+        (&serde_json::json!(11), &serde_json::json!(4)),
+        "{r}"
+    );
+    assert_eq!(updated(&[]), users, "the read of changes");
+    assert_eq!(updated(&["--full"]), users, "the full read");
+    let every: BTreeSet<Vec<u8>> = users.iter().cloned().chain(stamped.iter().map(|p| bytes(p))).collect();
+    assert_eq!(updated(&["--every-ctime"]), every);
+    let mut site = every.clone();
+    site.remove(&bytes(&s.p("site-xattr")));
+    assert_eq!(
+        updated(&["--xattr-prefix", "user.site."]),
+        site,
+        "with another prefix, user.ferry. is a user's and user.site. is ferry's"
+    );
+    // Committed, the stamps are in the manifest: the next run sees nothing.
+    s.snapdiff(&[]);
+    assert_eq!(updated(&[]), BTreeSet::new());
+}
+
 #[test]
 fn reading_changes_settles_deletes_and_links_as_a_full_read_does() {
     settles_deletes_and_links(false);

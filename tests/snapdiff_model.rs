@@ -569,6 +569,7 @@ fn run(seed: bool, rounds: Vec<Vec<Op>>, mem_limit: usize) -> Spills {
             &opts,
             spill.path(),
             None,
+            None,
         )
         .unwrap();
         spills.diffs.push(summary.spilled_runs);
@@ -600,6 +601,7 @@ fn run(seed: bool, rounds: Vec<Vec<Op>>, mem_limit: usize) -> Spills {
             &opts,
             spill.path(),
             Some(&mut w),
+            None,
         )
         .unwrap();
         let delta_changes: Vec<Change> = delta_changes.map(Result::unwrap).collect();

@@ -6,7 +6,7 @@ use super::args::{ByteSize, Concurrency, ConfigArg, GpfsArgs, OutputArgs, byte_s
 use super::exit::Failure;
 use clap::Args;
 use ferry::config::gpfs::parse_nodes;
-use ferry::config::{BadValue, GpfsSettings, defaults};
+use ferry::config::{BadValue, GpfsSettings, defaults, parse_xattr_prefix};
 use ferry::entry::Fields;
 use ferry::snapdiff::inspect::{DumpMode, dump_path};
 use ferry::snapdiff::journal;
@@ -196,6 +196,18 @@ pub struct SnapdiffCmd {
     #[arg(long)]
     full: bool,
 
+    /// Prefix of ferry's own xattrs (the configuration's xattr_prefix): a
+    /// file whose ctime alone changed, and whose other xattrs are the same
+    /// in both snapshots, is unchanged (migrate stamping its location moved
+    /// the ctime).
+    #[arg(long, value_name = "PREFIX", default_value = defaults::XATTR_PREFIX, value_parser = parse_xattr_prefix)]
+    xattr_prefix: String,
+
+    /// Report every file whose ctime changed as updated, also when only
+    /// ferry's own xattrs did.
+    #[arg(long)]
+    every_ctime: bool,
+
     /// Share of the fileset (0 to 1) that may have changed before a read of
     /// changes gives up and reads the whole snapshot (1: never).
     #[arg(long, value_name = "FRACTION", default_value_t = ferry::snapdiff::run::CHANGES_LIMIT)]
@@ -380,6 +392,7 @@ pub fn run_snapdiff(a: SnapdiffCmd) -> Result<(), Failure> {
         )));
     }
     opts.changes_limit = a.changes_limit;
+    opts.own_xattrs = (!a.every_ctime).then(|| a.xattr_prefix.clone());
     let root = provider.fileset().path.clone();
     let stdout = BufWriter::with_capacity(256 * 1024, io::stdout().lock());
     let mut writer = match a.output.format(fields) {

@@ -8,7 +8,8 @@
 //! with `metadata_only`, also when it moved or its links changed: those
 //! change the ctime too, so it cannot tell them from an xattr change made
 //! in the same interval, which a sync replaying only the move would lose
-//! (`docs/snapdiff.md`). A reused inode
+//! (`docs/snapdiff.md`). An inode whose ctime alone changed is asked about
+//! first ([`OwnChanges`]): ferry's own xattrs move it too. A reused inode
 //! number has another generation, so it is a delete and a create.
 //!
 //! Changes come out in the order that makes applying them safe:
@@ -127,6 +128,9 @@ pub struct DiffSummary {
     pub unchanged: u64,
     /// Changes left out by `skip_old_ctimes`.
     pub skipped_old_ctime: u64,
+    /// Inodes whose ctime alone changed, by ferry's own xattrs (counted
+    /// unchanged, see [`OwnChanges`]).
+    pub own_xattrs_only: u64,
     /// Records read from the old and new manifests.
     pub records: u64,
     /// Of which from the new one.
@@ -357,15 +361,29 @@ fn put_group<W: Write>(w: &mut DeltaWriter<W>, records: &[Record]) -> Result<(),
     records.iter().try_for_each(|r| w.push_entry(r))
 }
 
+/// Tells whether an inode whose only change is its ctime changed nothing
+/// but the xattrs ferry itself writes (its location and state, after the
+/// snapshot the run that sent it was taken from), given its path in the
+/// old and the new tree. Such an inode is unchanged: reported, a sync
+/// would check again every file the last run sent
+/// ([`super::own_xattrs`]).
+pub trait OwnChanges {
+    /// True when only ferry's own xattrs differ; false when anything else
+    /// may have (also when it cannot tell).
+    fn only_own(&self, old: &[u8], new: &[u8]) -> bool;
+}
+
 /// Diffs two manifests: returns the changes in apply order and the counts.
 /// Changes are ordered within `opts.mem_limit`, spilling to `spill_dir`.
-/// With `delta`, every group that differs is written to it as well.
+/// With `delta`, every group that differs is written to it as well. With
+/// `own`, an inode whose only change is its ctime is asked about first.
 pub fn diff<W: Write>(
     old: Listing<'_>,
     new: Listing<'_>,
     opts: &DiffOptions,
     spill_dir: &Path,
     mut delta: Option<&mut DeltaWriter<W>>,
+    own: Option<&dyn OwnChanges>,
 ) -> Result<(Changes, DiffSummary), DiffError> {
     let (ro, rn) = (old.header.root_ino, new.header.root_ino);
     if ro != rn {
@@ -392,6 +410,7 @@ pub fn diff<W: Write>(
         seq: 0,
         sum: DiffSummary::default(),
         path: Vec::new(),
+        own,
     };
     old.advance()?;
     new.advance()?;
@@ -438,7 +457,7 @@ pub fn diff<W: Write>(
     d.finish()
 }
 
-struct Differ {
+struct Differ<'a> {
     res: Resolver,
     out: ExternalSorter<Ordered>,
     opts: DiffOptions,
@@ -446,9 +465,10 @@ struct Differ {
     seq: u64,
     sum: DiffSummary,
     path: Vec<u8>,
+    own: Option<&'a dyn OwnChanges>,
 }
 
-impl Differ {
+impl Differ<'_> {
     fn path(&mut self, ns: Namespace, r: &Record) -> Result<Vec<u8>, OrphanError> {
         self.path.clear();
         self.res.link_path(ns, r.parent, &r.name, &mut self.path)?;
@@ -531,7 +551,12 @@ impl Differ {
         let links_changed = !old_only.is_empty() || !new_only.is_empty();
         let (o, n) = (&old[0], &new[0]);
         let data = !o.is_dir() && !o.same_data(n);
-        let meta = !o.same_ownership(n) || (o.is_dir() && o.mtime != n.mtime) || o.ctime != n.ctime;
+        let attrs = !o.same_ownership(n) || (o.is_dir() && o.mtime != n.mtime);
+        let mut meta = attrs || o.ctime != n.ctime;
+        if meta && !attrs && !data && !links_changed && o.nlink == n.nlink && self.only_own(o, n)? {
+            self.sum.own_xattrs_only += 1;
+            meta = false;
+        }
         let pairs = old_only.len().min(new_only.len());
         for (from, to) in old_only.drain(..pairs).zip(new_only.drain(..pairs)) {
             self.emit(ChangeState::Moved, to, Some(from), false)?;
@@ -558,6 +583,17 @@ impl Differ {
             }
         }
         Ok(())
+    }
+
+    /// Whether `own` says that only ferry's own xattrs changed (`o` and `n`
+    /// are the same link).
+    fn only_own(&mut self, o: &Record, n: &Record) -> Result<bool, DiffError> {
+        let Some(own) = self.own else {
+            return Ok(false);
+        };
+        let old = self.path(Namespace::Old, o)?;
+        let new = self.path(Namespace::New, n)?;
+        Ok(own.only_own(&old, &new))
     }
 
     /// A link at the same place: with `condense_moves` off, an entry under
@@ -611,6 +647,18 @@ mod tests {
     use crate::snapdiff::record::tests::file;
 
     fn manifest(generation: u64, source: &str) -> Vec<u8> {
+        manifest_of(
+            generation,
+            source,
+            Record {
+                generation,
+                ..file(300, 256, b"f")
+            },
+        )
+    }
+
+    /// A manifest of the root and `f`.
+    fn manifest_of(generation: u64, source: &str, f: Record) -> Vec<u8> {
         let spill = tempfile::tempdir().unwrap();
         let mut b = ManifestBuilder::new(1 << 20, spill.path());
         let root = Record {
@@ -619,11 +667,7 @@ mod tests {
             ..file(256, 0, b"")
         };
         b.push(&root).unwrap();
-        b.push(&Record {
-            generation,
-            ..file(300, 256, b"f")
-        })
-        .unwrap();
+        b.push(&f).unwrap();
         let h = Header {
             root: b"/r".to_vec(),
             root_ino: 256,
@@ -640,8 +684,86 @@ mod tests {
     fn states(old: &[u8], new: &[u8]) -> Vec<(ChangeState, Vec<u8>)> {
         let spill = tempfile::tempdir().unwrap();
         let read = |b| Listing::read(ManifestReader::new(io::Cursor::new(b)).unwrap()).unwrap();
-        let (changes, _) = diff::<Vec<u8>>(read(old), read(new), &DiffOptions::default(), spill.path(), None).unwrap();
+        let (changes, _) =
+            diff::<Vec<u8>>(read(old), read(new), &DiffOptions::default(), spill.path(), None, None).unwrap();
         changes.map(|c| c.unwrap()).map(|c| (c.state, c.path)).collect()
+    }
+
+    /// Answers `own` and records what it was asked.
+    struct Own {
+        own: bool,
+        asked: std::cell::RefCell<Vec<(Vec<u8>, Vec<u8>)>>,
+    }
+
+    impl OwnChanges for Own {
+        fn only_own(&self, old: &[u8], new: &[u8]) -> bool {
+            self.asked.borrow_mut().push((old.to_vec(), new.to_vec()));
+            self.own
+        }
+    }
+
+    #[test]
+    fn a_ctime_alone_changed_by_ferrys_own_xattrs_is_no_change_and_nothing_else_is_asked() {
+        let f = file(300, 256, b"f");
+        let old = manifest_of(0, "btime", f.clone());
+        let later = |r: Record| Record {
+            ctime: crate::sys::Timestamp {
+                sec: f.ctime.sec + 5,
+                nsec: 0,
+            },
+            ..r
+        };
+        let run = |new: &[u8], own: bool| {
+            let spill = tempfile::tempdir().unwrap();
+            let read = |b| Listing::read(ManifestReader::new(io::Cursor::new(b)).unwrap()).unwrap();
+            let own = Own {
+                own,
+                asked: Default::default(),
+            };
+            let (changes, sum) = diff::<Vec<u8>>(
+                read(&old[..]),
+                read(new),
+                &DiffOptions::default(),
+                spill.path(),
+                None,
+                Some(&own),
+            )
+            .unwrap();
+            let changes: Vec<_> = changes
+                .map(|c| c.unwrap())
+                .map(|c| (c.state, c.metadata_only))
+                .collect();
+            (changes, sum, own.asked.into_inner())
+        };
+        let ctime_only = manifest_of(0, "btime", later(f.clone()));
+        let (changes, sum, asked) = run(&ctime_only, true);
+        assert_eq!(changes, vec![]);
+        assert_eq!((sum.own_xattrs_only, sum.unchanged, sum.updated), (1, 2, 0));
+        assert_eq!(asked, vec![(b"f".to_vec(), b"f".to_vec())]);
+        let (changes, sum, _) = run(&ctime_only, false);
+        assert_eq!(changes, vec![(ChangeState::Updated, true)]);
+        assert_eq!(sum.own_xattrs_only, 0);
+        // The mode changed too, or the data: never asked.
+        let chmod = manifest_of(
+            0,
+            "btime",
+            Record {
+                mode: f.mode ^ 0o020,
+                ..later(f.clone())
+            },
+        );
+        let (changes, _, asked) = run(&chmod, true);
+        assert_eq!((changes, asked), (vec![(ChangeState::Updated, true)], vec![]));
+        let write = manifest_of(
+            0,
+            "btime",
+            Record {
+                size: f.size + 1,
+                ..later(f.clone())
+            },
+        );
+        let (changes, _, asked) = run(&write, true);
+        assert_eq!((changes, asked), (vec![(ChangeState::Updated, false)], vec![]));
     }
 
     #[test]

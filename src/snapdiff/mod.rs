@@ -15,6 +15,7 @@ pub mod journal;
 pub mod manifest;
 pub mod memory;
 pub mod output;
+pub mod own_xattrs;
 pub mod parallel;
 pub mod paths;
 pub mod provider;

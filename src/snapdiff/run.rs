@@ -4,9 +4,10 @@
 //! and older ones are deleted) or roll back.
 
 use super::build::ManifestBuilder;
-use super::diff::{Change, DeltaWriter, DiffOptions, DiffSummary, Listing, diff};
+use super::diff::{Change, DeltaWriter, DiffOptions, DiffSummary, Listing, OwnChanges, diff};
 use super::manifest::{Header, Kind, ManifestError, ManifestReader, ManifestWriter};
 use super::memory::{BudgetError, CHANGE_MEMORY, Memory};
+use super::own_xattrs::OwnXattrs;
 use super::provider::{ChangesQuery, ChangesRead, Provider, ScanError, SnapshotError, with_retries};
 pub use super::report::{ReadMethod, RunEnd, SnapdiffReport};
 use super::set::{self, BaselineRecords, Compaction, new_id};
@@ -93,6 +94,11 @@ pub struct SnapdiffOptions {
     /// Share of the fileset's entries past which a read of changes gives
     /// up for a full read ([`CHANGES_LIMIT`]; 1 never gives up).
     pub changes_limit: f64,
+    /// The prefix of ferry's own xattrs (the configuration's
+    /// `xattr_prefix`): an inode whose ctime alone changed, and whose other
+    /// xattrs are the same in both snapshots, is unchanged
+    /// ([`super::own_xattrs`]). `None` reports every ctime change.
+    pub own_xattrs: Option<String>,
 }
 
 impl Default for SnapdiffOptions {
@@ -111,6 +117,7 @@ impl Default for SnapdiffOptions {
             owner: None,
             full: false,
             changes_limit: CHANGES_LIMIT,
+            own_xattrs: Some(defaults::XATTR_PREFIX.into()),
         }
     }
 }
@@ -742,6 +749,19 @@ fn own_state(fileset: &[u8], state: &Path) -> Option<Vec<u8>> {
     (!rest.is_empty()).then(|| rest.to_vec())
 }
 
+/// The check of ctime-only changes against both snapshots, when the run
+/// has both (a provider with snapshots, a baseline of the same provider
+/// that names its snapshot) and ferry's prefix is known.
+fn own_xattrs(ctx: &Ctx<'_>, old: &Header, new: &Header) -> Option<OwnXattrs> {
+    let prefix = ctx.opts.own_xattrs.as_deref()?;
+    if old.provider != new.provider {
+        return None;
+    }
+    let old = ctx.provider.snapshot_root(old.snapshot.as_deref()?)?;
+    let new = ctx.provider.snapshot_root(new.snapshot.as_deref()?)?;
+    Some(OwnXattrs::new(prefix, &old, &new))
+}
+
 fn run_diff(
     ctx: &mut Ctx<'_>,
     old: Listing<'_>,
@@ -753,7 +773,9 @@ fn run_diff(
         mem_limit: ctx.memory.diff,
         ..ctx.opts.diff.clone()
     };
-    let (changes, summary) = diff(old, new, &opts, &ctx.state.dir, delta)?;
+    let own = own_xattrs(ctx, &old.header, &new.header);
+    let own = own.as_ref().map(|o| o as &dyn OwnChanges);
+    let (changes, summary) = diff(old, new, &opts, &ctx.state.dir, delta, own)?;
     let own = own_state(&ctx.provider.fileset().path, &ctx.state.dir);
     let ours = |p: &[u8]| {
         own.as_deref()

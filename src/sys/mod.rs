@@ -32,7 +32,7 @@ pub use fsops::{
 pub use heap::trim_heap;
 pub use limits::raise_nofile_limit;
 pub use stat::{FileStat, StatMask, Timestamp, inode_generation, stat_at, stat_fd};
-pub use xattr::list_xattrs;
+pub use xattr::{get_xattr, list_xattrs};
 
 use std::os::fd::BorrowedFd;
 

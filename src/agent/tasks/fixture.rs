@@ -5,7 +5,7 @@
 use crate::agent::tasks::context::memory::{Memory, env, message};
 use crate::agent::tasks::snapdiff::snapdiff_task;
 use crate::agent::tasks::{Kind, Request, TaskError};
-use crate::config::GpfsSettings;
+use crate::config::Config;
 use crate::task::TaskName;
 use std::time::Duration;
 
@@ -54,7 +54,8 @@ impl Fileset {
         };
         let mut env = env(2, Duration::from_millis(10));
         env.cancel = sink.cancel();
-        let out = snapdiff_task(&input, &args, &env, &GpfsSettings::default(), sink)?;
+        let config = Config::parse("fixture", "[settings]\nsite = s1\n").unwrap();
+        let out = snapdiff_task(&input, &args, &env, &config, sink)?;
         assert_eq!(out.children.ids.len(), sink.sent.len());
         Ok(serde_json::from_slice(&out.result).unwrap())
     }

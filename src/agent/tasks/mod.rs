@@ -252,7 +252,7 @@ fn run_kind(
 ) -> Result<TaskOutput, TaskError> {
     match kind {
         Kind::Navigate(args) => navigate::recursive_navigate(&input, &args, env, sink),
-        Kind::Snapdiff(args) => snapdiff::snapdiff_task(&input, &args, env, &ops.config.gpfs, sink),
+        Kind::Snapdiff(args) => snapdiff::snapdiff_task(&input, &args, env, &ops.config, sink),
         Kind::Rotate(args) => snapdiff::rotate_task(&input, &args, env, &ops.config.gpfs),
         Kind::CheckSync { args, max_tries } => sync_state::check_sync_state(input, &args, max_tries, env, ops, sink),
         Kind::Browse(args) => {

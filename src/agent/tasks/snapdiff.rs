@@ -41,7 +41,7 @@ use super::context::{ChildSink, Inbox, Input, Published, SinkError, TaskEnv, Tas
 use super::publish::{Batches, Publisher};
 use super::rules::{self, BatchArgs, Rule, RuleArgs};
 use crate::batch::BatchLimits;
-use crate::config::GpfsSettings;
+use crate::config::{Config, GpfsSettings};
 use crate::entry::Fields;
 use crate::entry::FileType;
 use crate::snapdiff::diff::{Change, ChangeState};
@@ -77,12 +77,13 @@ pub struct SnapdiffArgs {
     pub batch: BatchArgs,
 }
 
-/// Runs `dynamo.tasks.snapdiff`.
+/// Runs `dynamo.tasks.snapdiff` (`config`: the GPFS settings and ferry's
+/// xattr prefix, whose changes alone are not changes).
 pub fn snapdiff_task(
     input: &Input<'_>,
     args: &SnapdiffArgs,
     env: &TaskEnv,
-    gpfs: &GpfsSettings,
+    config: &Config,
     sink: &mut dyn ChildSink,
 ) -> Result<TaskOutput, TaskError> {
     let started = now_iso8601();
@@ -90,8 +91,11 @@ pub fn snapdiff_task(
     let rules = args.rules.compile(&env.site, &env.queue)?;
     let limits = args.batch.apply(env.batch)?;
     let sd = &args.request;
-    let prov = sd.fileset.open(Path::new(OsStr::from_bytes(&root.path)), gpfs)?;
+    let prov = sd
+        .fileset
+        .open(Path::new(OsStr::from_bytes(&root.path)), &config.gpfs)?;
     let mut opts = sd.options(env.lock_threshold, env.walk_threads);
+    opts.own_xattrs = Some(config.settings.xattr_prefix.clone());
     if sd.collect {
         return super::collect::collect_task(input, env, prov.as_ref(), &opts, sink, started);
     }

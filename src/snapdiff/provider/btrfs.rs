@@ -191,6 +191,10 @@ impl Provider for Btrfs {
         }
     }
 
+    fn snapshot_root(&self, name: &str) -> Option<PathBuf> {
+        Some(self.snapshots_dir().join(name))
+    }
+
     fn scan(&self, snapshot: Option<&str>, builder: &mut ManifestBuilder, threads: usize) -> Result<(), ScanError> {
         let dir = match snapshot {
             Some(s) => self.snapshots_dir().join(s),

@@ -308,6 +308,10 @@ impl Provider for Gpfs {
         }
     }
 
+    fn snapshot_root(&self, name: &str) -> Option<PathBuf> {
+        Some(self.snapshot_dir(name))
+    }
+
     fn scan(&self, snapshot: Option<&str>, builder: &mut ManifestBuilder, threads: usize) -> Result<(), ScanError> {
         let dir = match snapshot {
             Some(s) => self.snapshot_dir(s),

@@ -82,6 +82,11 @@ pub trait Provider: Send + Sync {
     fn delete_snapshot(&self, name: &str) -> Result<(), SnapshotError>;
     /// The fileset's snapshots, by name.
     fn snapshots(&self) -> io::Result<Vec<String>>;
+    /// Where the fileset's relative paths are found in snapshot `name`
+    /// (`None` for a provider without snapshots).
+    fn snapshot_root(&self, _name: &str) -> Option<PathBuf> {
+        None
+    }
     /// Reads snapshot `snapshot` (or the live tree, for `None`) into
     /// `builder`, walking with `threads` threads where it walks.
     fn scan(&self, snapshot: Option<&str>, builder: &mut ManifestBuilder, threads: usize) -> Result<(), ScanError>;
