@@ -23,8 +23,13 @@
 #   FIND_DIRS=5             GNU find is single-threaded (one round trip at
 #                           a time): it walks only the first FIND_DIRS
 #                           top-level directories, and its rate is compared
-#   TOOLS="ferry fd jwalk find ferry-base"  (default: all available)
+#   TOOLS="ferry fd jwalk find dwalk pfind ferry-base"  (default: all
+#                           available)
 #   BASELINE=/path/to/ferry another ferry build, run as tool ferry-base
+#   HPC=/work/hpc/install   where mpiFileUtils' dwalk and IO500's pfind are
+#                           installed (bin/dwalk, bin/pfind; built from their
+#                           public sources as docs/benchmarks.md says); each
+#                           runs as OTHER_THREADS MPI ranks (mpirun -np)
 #   OUT=BENCH_DIR/latency-FILES
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -43,13 +48,15 @@ FIND_DIRS=${FIND_DIRS:-5}
 OUT=${OUT:-$BENCH_DIR/latency-$FILES}
 BASELINE=${BASELINE:-}
 TOOLS=${TOOLS:-}
+HPC=${HPC:-/work/hpc/install}
 
 die() {
   echo "bench-latency: $*" >&2
   exit 1
 }
 wanted() {
-  [[ $1 != ferry-base || -n $BASELINE ]] && [[ -z $TOOLS || " $TOOLS " == *" $1 "* ]]
+  [[ $1 != ferry-base || -n $BASELINE ]] && [[ -z $TOOLS || " $TOOLS " == *" $1 "* ]] &&
+    [[ $1 != dwalk && $1 != pfind || -x $HPC/bin/$1 ]]
 }
 
 [[ $(id -u) == 0 ]] || die "mounting latencyfs needs root"
@@ -72,6 +79,7 @@ OUT=$(realpath "$OUT")
 MNT=$OUT/mnt
 mkdir -p "$MNT"
 mountpoint -q "$MNT" && umount -l "$MNT"
+touch -d 2000-01-01 "$OUT/old-stamp"
 
 {
   echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
@@ -82,6 +90,9 @@ mountpoint -q "$MNT" && umount -l "$MNT"
   [[ -z $BASELINE ]] || echo "ferry-base: $("$BASE_FERRY" --version), $BASE_FERRY"
   echo "fd: $([[ -n $FD ]] && "$FD" --version || echo 'not installed')"
   echo "find: $(find --version | head -1)"
+  for t in dwalk pfind; do
+    if wanted "$t"; then echo "$t: $HPC/bin/$t, $(mpirun --version | head -1), ranks: $OTHER_THREADS"; fi
+  done
   echo "latencyfs: latency ${LATENCY} ms, servers $SERVERS"
   echo "files: $FILES, ferry -j: $THREADS ($RUNS runs), fd and jwalk -j: $OTHER_THREADS ($OTHER_RUNS runs)"
 } | tee "$OUT/machine.txt" >&2
@@ -135,6 +146,12 @@ command_for() {
     fd) CMD=("$FD" -u -j "$j" --changed-before 2100-01-01 . "$@") ;;
     jwalk) CMD=("$JWALK" --threads "$j" --stat "$@") ;;
     find) CMD=(find "$@" -printf '%s %p\n') ;;
+    # One MPI rank per thread; ranks yield when idle (two cores hold them
+    # all). dwalk lstats every entry by default.
+    dwalk) CMD=(mpirun --allow-run-as-root --oversubscribe --mca mpi_yield_when_idle 1 -np "$j" "$HPC/bin/dwalk" "$@") ;;
+    # pfind lstats files only for a test that needs it: -newer with a file
+    # older than the tree matches every file and stats each.
+    pfind) CMD=(mpirun --allow-run-as-root --oversubscribe --mca mpi_yield_when_idle 1 -np "$j" "$HPC/bin/pfind" "$@" -newer "$OUT/old-stamp" -s 0 -C) ;;
   esac
 }
 
@@ -175,12 +192,12 @@ RESULTS=$OUT/results.tsv
 printf 'shape\ttool\tthreads\tentries\tseconds\tentries_per_s\tof_limit\trequests_per_entry\tmean_in_flight\n' >"$RESULTS"
 for shape in $SHAPES; do
   tree=$(tree_for "$shape")
-  for tool in ferry ferry-base fd jwalk find; do
+  for tool in ferry ferry-base fd jwalk dwalk pfind find; do
     wanted "$tool" || continue
     [[ $tool != fd || -n $FD ]] || continue
     threads=$THREADS runs=$RUNS
     case $tool in
-      fd | jwalk) threads=$OTHER_THREADS runs=$OTHER_RUNS ;;
+      fd | jwalk | dwalk | pfind) threads=$OTHER_THREADS runs=$OTHER_RUNS ;;
       find) threads=1 runs=$OTHER_RUNS ;;
     esac
     mapfile -t roots < <(roots_for "$tool" "$tree")
@@ -224,7 +241,7 @@ done
       for (sh in shapes) for (j in js) {
         f = rate[sh "/ferry/" j]; if (f == "") continue
         line = ""
-        split("ferry-base fd jwalk", others, " ")
+        split("ferry-base fd jwalk dwalk pfind", others, " ")
         for (k in others) { o = rate[sh "/" others[k] "/" j]; if (o != "") line = line sprintf(" %s %.2fx", others[k], f / o) }
         o = rate[sh "/find/1"]; if (o != "") line = line sprintf(" find %.1fx", f / o)
         printf "- %s -j %s:%s\n", sh, j, line
