@@ -149,8 +149,8 @@ command_for() {
     # One MPI rank per thread; ranks yield when idle (two cores hold them
     # all). dwalk lstats every entry by default.
     dwalk) CMD=(mpirun --allow-run-as-root --oversubscribe --mca mpi_yield_when_idle 1 -np "$j" "$HPC/bin/dwalk" "$@") ;;
-    # pfind lstats files only for a test that needs it: -newer with a file
-    # older than the tree matches every file and stats each.
+    # pfind lstats files only for a test that needs it: with -newer it
+    # lstats every file, whatever it matches.
     pfind) CMD=(mpirun --allow-run-as-root --oversubscribe --mca mpi_yield_when_idle 1 -np "$j" "$HPC/bin/pfind" "$@" -newer "$OUT/old-stamp" -s 0 -C) ;;
   esac
 }

@@ -81,8 +81,9 @@ struct Pending {
 ///
 /// Entries of many small directories share one chunk: a job starts with
 /// what its thread carried over from the previous job (see [`CARRY`]) and
-/// sends only when the chunk is full or the thread has no queued work left,
-/// instead of one channel send (and consumer wake-up) per directory.
+/// sends only when the chunk is full, the thread has no queued work left
+/// or the filesystem is slow ([`Shared::end_job`]), instead of one channel
+/// send (and consumer wake-up) per directory.
 struct Chunk<'a> {
     entries: Vec<Entry>,
     summary: Summary,
@@ -222,15 +223,25 @@ impl Shared {
         }
     }
 
-    /// Ends a job: sends its chunk if it is full or this thread has nothing
-    /// queued (it may go idle, and its entries must not wait), otherwise
-    /// carries it over to the thread's next job.
+    /// Ends a job: sends its chunk if it is full, this thread has nothing
+    /// queued (it may go idle, and its entries must not wait) or the
+    /// filesystem is slow, otherwise carries it over to the thread's next
+    /// job.
+    ///
+    /// On a slow filesystem every job is a few round trips, so a send per
+    /// job costs nothing beside them, while carrying delays the first
+    /// entries: with 16 threads that always have directories queued, no
+    /// thread sent before it had gathered a full chunk, about 90 small
+    /// directories (measured on latencyfs at 2 ms: the first 100-file
+    /// batch of a recursive_navigate 78 ms after the task was sent, and 192
+    /// ms at 5 ms; see docs/benchmarks.md).
     ///
     /// [`Chunk::resume`] emptied the carry when the job began, and jobs do
     /// not nest on a thread (rayon runs another job only inside a `join` or
     /// `scope` wait, which no job makes), so nothing is overwritten here.
     fn end_job(&self, mut chunk: Chunk<'_>) {
         if chunk.entries.len() >= self.opts.chunk_entries
+            || self.slow.load(Relaxed)
             || rayon_core::current_thread_has_pending_tasks() != Some(true)
         {
             self.flush(&mut chunk);
