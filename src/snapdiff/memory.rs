@@ -40,13 +40,13 @@ pub const DIR_MEMORY: usize = 200;
 /// program's, the threads' and the directory tables' memory and the
 /// merge's buffers, and the diff as much again once the sort is merged.
 /// A read of changes holds the changed inodes in memory
-/// instead, [`CHANGE_MEMORY`] each, within the sort's share.
+/// instead, [`CHANGE_MEMORY`] each, within the same share. One share: the
+/// stages that use it come one after the other.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Memory {
-    /// For sorting the new manifest (and for a read of changes).
-    pub sort: usize,
-    /// For ordering the changes.
-    pub diff: usize,
+    /// For sorting the new manifest or holding a read of changes, then
+    /// for ordering the changes.
+    pub work: usize,
 }
 
 impl Memory {
@@ -70,8 +70,9 @@ impl Memory {
                 dirs,
             });
         }
-        let sort = total - reserve - tables - MERGE_MEMORY;
-        Ok(Memory { sort, diff: sort })
+        Ok(Memory {
+            work: total - reserve - tables - MERGE_MEMORY,
+        })
     }
 }
 
@@ -115,14 +116,8 @@ mod tests {
     fn the_sort_gets_what_the_program_threads_tables_and_merge_leave() {
         let m = Memory::fit(64 << 20, 2, 10_000).unwrap();
         let expect = (64 << 20) - PROGRAM_MEMORY - 2 * THREAD_MEMORY - 10_000 * DIR_MEMORY - MERGE_MEMORY;
-        assert_eq!(
-            m,
-            Memory {
-                sort: expect,
-                diff: expect
-            }
-        );
-        assert!(Memory::fit(MIN_MEMORY, 2, 0).unwrap().sort == MIN_SORT);
+        assert_eq!(m, Memory { work: expect });
+        assert!(Memory::fit(MIN_MEMORY, 2, 0).unwrap().work == MIN_SORT);
     }
 
     #[test]

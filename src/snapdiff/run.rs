@@ -209,7 +209,7 @@ impl Ctx<'_> {
     /// Reads `snapshot` (or the live tree) into a sorted builder, with the
     /// header of the manifest it makes.
     fn scan(&mut self, snapshot: Option<&str>) -> Result<(ManifestBuilder, Header), SnapdiffError> {
-        let mut b = ManifestBuilder::new(self.memory.sort, &self.state.dir);
+        let mut b = ManifestBuilder::new(self.memory.work, &self.state.dir);
         self.provider.scan(snapshot, &mut b, self.opts.threads)?;
         let header = Header {
             root: self.provider.fileset().path.clone(),
@@ -381,7 +381,7 @@ impl Ctx<'_> {
         } else {
             (prev_entries as f64 * self.opts.changes_limit) as usize
         };
-        let held = self.memory.sort / CHANGE_MEMORY;
+        let held = self.memory.work / CHANGE_MEMORY;
         let limit = by_share.min(held);
         let old_dirs = old.dir_table()?;
         // Ranges of about equal numbers of inodes, one per thread (inode
@@ -770,7 +770,7 @@ fn run_diff(
     sink: &mut dyn ChangeSink,
 ) -> Result<DiffSummary, SnapdiffError> {
     let opts = DiffOptions {
-        mem_limit: ctx.memory.diff,
+        mem_limit: ctx.memory.work,
         ..ctx.opts.diff.clone()
     };
     let own = own_xattrs(ctx, &old.header, &new.header);
@@ -879,7 +879,7 @@ pub fn rotate(
         opts,
         // Rotating sorts nothing (compaction merges with fixed buffers):
         // no budget to check, so a held run can always be finished.
-        memory: Memory { sort: 0, diff: 0 },
+        memory: Memory { work: 0 },
         state,
         log,
     };
