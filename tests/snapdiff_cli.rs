@@ -1012,6 +1012,55 @@ fn a_ctime_moved_by_ferrys_own_xattrs_alone_is_no_change_and_a_users_xattr_is() 
     assert_eq!(updated(&[]), BTreeSet::new());
 }
 
+/// A rename moves an inode's ctime too: a renamed file or directory whose
+/// xattrs stayed is only moved, one whose user xattr changed in the same
+/// interval is moved and updated; with --every-ctime every renamed entry
+/// is updated too, as before the xattrs were compared.
+#[test]
+fn a_renamed_entry_is_updated_too_only_when_its_xattrs_changed() {
+    let Some(s) = subvolume() else { return };
+    write(&s.p("plain"), b"p");
+    write(&s.p("tagged"), b"t");
+    mkdir(&s.p("dir"));
+    write(&s.p("dir/in"), b"i");
+    s.snapdiff(&[]);
+    fs::rename(s.p("plain"), s.p("plain2")).unwrap();
+    fs::rename(s.p("tagged"), s.p("tagged2")).unwrap();
+    xattr::set(s.p("tagged2"), "user.tag", b"1").unwrap();
+    fs::rename(s.p("dir"), s.p("dir2")).unwrap();
+    let got = |args: &[&str]| {
+        let mut all = vec!["--dry-run"];
+        all.extend_from_slice(args);
+        let (changes, _) = s.snapdiff(&all);
+        let root = bytes(&s.root);
+        changes
+            .into_iter()
+            .filter(|c| c.path != root)
+            .map(|c| (c.state, c.path))
+            .collect::<BTreeSet<_>>()
+    };
+    let set = |v: &[(&str, &str)]| -> BTreeSet<(String, Vec<u8>)> {
+        v.iter().map(|(st, p)| (st.to_string(), bytes(&s.p(p)))).collect()
+    };
+    let want = set(&[
+        ("moved", "plain2"),
+        ("moved", "tagged2"),
+        ("updated", "tagged2"),
+        ("moved", "dir2"),
+    ]);
+    assert_eq!(got(&[]), want, "the read of changes");
+    assert_eq!(got(&["--full"]), want, "the full read");
+    let every = set(&[
+        ("moved", "plain2"),
+        ("updated", "plain2"),
+        ("moved", "tagged2"),
+        ("updated", "tagged2"),
+        ("moved", "dir2"),
+        ("updated", "dir2"),
+    ]);
+    assert_eq!(got(&["--every-ctime"]), every);
+}
+
 #[test]
 fn reading_changes_settles_deletes_and_links_as_a_full_read_does() {
     settles_deletes_and_links(false);

@@ -8,8 +8,9 @@
 //! with `metadata_only`, also when it moved or its links changed: those
 //! change the ctime too, so it cannot tell them from an xattr change made
 //! in the same interval, which a sync replaying only the move would lose
-//! (`docs/snapdiff.md`). An inode whose ctime alone changed is asked about
-//! first ([`OwnChanges`]): ferry's own xattrs move it too. A reused inode
+//! (`docs/snapdiff.md`). Unless [`OwnChanges`] tells: an inode whose ctime
+//! alone changed (a rename, a link, ferry's own xattrs) is asked about
+//! first, and is no update when its other xattrs stayed. A reused inode
 //! number has another generation, so it is a delete and a create.
 //!
 //! Changes come out in the order that makes applying them safe:
@@ -128,8 +129,8 @@ pub struct DiffSummary {
     pub unchanged: u64,
     /// Changes left out by `skip_old_ctimes`.
     pub skipped_old_ctime: u64,
-    /// Inodes whose ctime alone changed, by ferry's own xattrs (counted
-    /// unchanged, see [`OwnChanges`]).
+    /// Inodes in place whose ctime alone changed, by ferry's own xattrs
+    /// (counted unchanged, see [`OwnChanges`]).
     pub own_xattrs_only: u64,
     /// Records read from the old and new manifests.
     pub records: u64,
@@ -361,12 +362,13 @@ fn put_group<W: Write>(w: &mut DeltaWriter<W>, records: &[Record]) -> Result<(),
     records.iter().try_for_each(|r| w.push_entry(r))
 }
 
-/// Tells whether an inode whose only change is its ctime changed nothing
-/// but the xattrs ferry itself writes (its location and state, after the
-/// snapshot the run that sent it was taken from), given its path in the
-/// old and the new tree. Such an inode is unchanged: reported, a sync
-/// would check again every file the last run sent
-/// ([`super::own_xattrs`]).
+/// Tells whether an inode whose ctime alone changed kept its xattrs, apart
+/// from the ones ferry itself writes, given a path of it in the old and
+/// the new tree. Then the ctime moved for a rename, a link, or ferry's own
+/// stamps (its location and state, after the snapshot the run that sent
+/// it was taken from), and the inode needs no update: reported, a sync
+/// would check again every file the last run sent, and send the
+/// attributes of every renamed one ([`super::own_xattrs`]).
 pub trait OwnChanges {
     /// True when only ferry's own xattrs differ; false when anything else
     /// may have (also when it cannot tell).
@@ -376,7 +378,7 @@ pub trait OwnChanges {
 /// Diffs two manifests: returns the changes in apply order and the counts.
 /// Changes are ordered within `opts.mem_limit`, spilling to `spill_dir`.
 /// With `delta`, every group that differs is written to it as well. With
-/// `own`, an inode whose only change is its ctime is asked about first.
+/// `own`, an inode whose ctime alone changed is asked about first.
 pub fn diff<W: Write>(
     old: Listing<'_>,
     new: Listing<'_>,
@@ -553,8 +555,10 @@ impl Differ<'_> {
         let data = !o.is_dir() && !o.same_data(n);
         let attrs = !o.same_ownership(n) || (o.is_dir() && o.mtime != n.mtime);
         let mut meta = attrs || o.ctime != n.ctime;
-        if meta && !attrs && !data && !links_changed && o.nlink == n.nlink && self.only_own(o, n)? {
-            self.sum.own_xattrs_only += 1;
+        // A rename or a link changes the ctime too: asked the same way,
+        // a moved or relinked entry whose xattrs stayed is only moved.
+        if meta && !attrs && !data && self.only_own(o, n)? {
+            self.sum.own_xattrs_only += u64::from(!links_changed);
             meta = false;
         }
         let pairs = old_only.len().min(new_only.len());
@@ -586,7 +590,7 @@ impl Differ<'_> {
     }
 
     /// Whether `own` says that only ferry's own xattrs changed (`o` and `n`
-    /// are the same link).
+    /// are links of the same inode, in the old and the new tree).
     fn only_own(&mut self, o: &Record, n: &Record) -> Result<bool, DiffError> {
         let Some(own) = self.own else {
             return Ok(false);
@@ -703,7 +707,7 @@ mod tests {
     }
 
     #[test]
-    fn a_ctime_alone_changed_by_ferrys_own_xattrs_is_no_change_and_nothing_else_is_asked() {
+    fn a_ctime_alone_changed_by_ferrys_own_xattrs_or_a_rename_is_no_update_and_nothing_else_is_asked() {
         let f = file(300, 256, b"f");
         let old = manifest_of(0, "btime", f.clone());
         let later = |r: Record| Record {
@@ -764,6 +768,22 @@ mod tests {
         );
         let (changes, _, asked) = run(&write, true);
         assert_eq!((changes, asked), (vec![(ChangeState::Updated, false)], vec![]));
+        // Renamed: its ctime moved with it. Asked across the rename; with
+        // its xattrs kept it is only moved, else moved and updated.
+        let renamed = manifest_of(
+            0,
+            "btime",
+            Record {
+                name: b"g".to_vec(),
+                ..later(f.clone())
+            },
+        );
+        let (changes, sum, asked) = run(&renamed, true);
+        assert_eq!(changes, vec![(ChangeState::Moved, false)]);
+        assert_eq!((sum.own_xattrs_only, sum.updated), (0, 0));
+        assert_eq!(asked, vec![(b"f".to_vec(), b"g".to_vec())]);
+        let (changes, _, _) = run(&renamed, false);
+        assert_eq!(changes, vec![(ChangeState::Moved, false), (ChangeState::Updated, true)]);
     }
 
     #[test]
