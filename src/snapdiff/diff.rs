@@ -9,8 +9,8 @@
 //! change the ctime too, so it cannot tell them from an xattr change made
 //! in the same interval, which a sync replaying only the move would lose
 //! (`docs/snapdiff.md`). Unless [`OwnChanges`] tells: an inode whose ctime
-//! alone changed (a rename, a link, ferry's own xattrs) is asked about
-//! first, and is no update when its other xattrs stayed. A reused inode
+//! alone changed (a rename, ferry's own xattrs; not a link gained or lost)
+//! is asked about first, and is no update when its other xattrs stayed. A reused inode
 //! number has another generation, so it is a delete and a create.
 //!
 //! Changes come out in the order that makes applying them safe:
@@ -364,7 +364,7 @@ fn put_group<W: Write>(w: &mut DeltaWriter<W>, records: &[Record]) -> Result<(),
 
 /// Tells whether an inode whose ctime alone changed kept its xattrs, apart
 /// from the ones ferry itself writes, given a path of it in the old and
-/// the new tree. Then the ctime moved for a rename, a link, or ferry's own
+/// the new tree. Then the ctime moved for a rename or ferry's own
 /// stamps (its location and state, after the snapshot the run that sent
 /// it was taken from), and the inode needs no update: reported, a sync
 /// would check again every file the last run sent, and send the
@@ -555,9 +555,13 @@ impl Differ<'_> {
         let data = !o.is_dir() && !o.same_data(n);
         let attrs = !o.same_ownership(n) || (o.is_dir() && o.mtime != n.mtime);
         let mut meta = attrs || o.ctime != n.ctime;
-        // A rename or a link changes the ctime too: asked the same way,
-        // a moved or relinked entry whose xattrs stayed is only moved.
-        if meta && !attrs && !data && self.only_own(o, n)? {
+        // A rename changes the ctime too: asked the same way, a renamed
+        // entry whose xattrs stayed is only moved. Not one that gained or
+        // lost a link: the destination keeps its hard-link groups whole
+        // through the update of every link (seen: a link added in the
+        // same round as its directory's rename left the new name out of
+        // its group on a site that maps its paths).
+        if meta && !attrs && !data && o.nlink == n.nlink && self.only_own(o, n)? {
             self.sum.own_xattrs_only += u64::from(!links_changed);
             meta = false;
         }
