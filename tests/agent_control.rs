@@ -254,16 +254,10 @@ fn tasks_of_a_cancelled_job_are_revoked_and_other_jobs_run() {
     assert!(agent.stop().success(), "{}", agent.log());
 }
 
-/// Held by the tests that send control snapshots or wait for one: the
-/// control exchange is a fanout to every agent on the broker, so the
-/// neighbour's snapshot would let an agent waiting for its own start
-/// taking its tasks (seen with a hub of another test run on the same
-/// broker).
-static SNAPSHOTS: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
 #[test]
 fn an_agent_started_after_a_cancel_learns_it_from_a_snapshot() {
-    let _alone = SNAPSHOTS.lock().unwrap_or_else(|e| e.into_inner());
+    // It sends snapshots, which an agent waiting for its own must not take.
+    let _shared = common::agent::control_shared();
     if !broker_or_skip() {
         return;
     }
@@ -317,7 +311,7 @@ fn an_agent_started_after_a_cancel_learns_it_from_a_snapshot() {
 
 #[test]
 fn an_agent_waits_for_a_snapshot_before_it_takes_tasks_queued_while_it_was_away() {
-    let _alone = SNAPSHOTS.lock().unwrap_or_else(|e| e.into_inner());
+    let _alone = common::agent::control_alone();
     if !broker_or_skip() {
         return;
     }

@@ -58,14 +58,9 @@ fn online(s: &HubSite) -> (Vec<String>, String) {
     (names, site["health"].as_str().unwrap_or("").to_string())
 }
 
-/// Tests share the broker's control exchange, and every hub answers any
-/// node's worker-online with its snapshot: a test about what a node's
-/// first snapshot does holds this alone, the others share it.
-static HUBS: std::sync::RwLock<()> = std::sync::RwLock::new(());
-
 #[test]
 fn nodes_that_stop_beating_go_offline_and_the_site_degrades() {
-    let _shared = HUBS.read().unwrap_or_else(|e| e.into_inner());
+    let _shared = common::agent::control_shared();
     if !common::agent::broker_or_skip() {
         return;
     }
@@ -145,7 +140,7 @@ fn nodes_that_stop_beating_go_offline_and_the_site_degrades() {
 
 #[test]
 fn a_hub_killed_three_times_while_results_stream_counts_every_file_once() {
-    let _shared = HUBS.read().unwrap_or_else(|e| e.into_inner());
+    let _shared = common::agent::control_shared();
     if !common::agent::broker_or_skip() {
         return;
     }
@@ -221,7 +216,7 @@ fn a_hub_killed_three_times_while_results_stream_counts_every_file_once() {
 
 #[test]
 fn an_agent_killed_mid_walk_leaves_exact_counts() {
-    let _shared = HUBS.read().unwrap_or_else(|e| e.into_inner());
+    let _shared = common::agent::control_shared();
     if !common::agent::broker_or_skip() {
         return;
     }
@@ -283,7 +278,7 @@ fn an_agent_killed_mid_walk_leaves_exact_counts() {
 
 #[test]
 fn a_celery_client_drives_the_same_agents_and_the_hub_records_none_of_it() {
-    let _shared = HUBS.read().unwrap_or_else(|e| e.into_inner());
+    let _shared = common::agent::control_shared();
     if !common::agent::broker_or_skip() {
         return;
     }
@@ -317,7 +312,7 @@ fn a_job_cancelled_during_discovery_ends_cancelled_with_every_task_terminal() {
     // test's answer, which does not name this job, let agent 2 start
     // taking tasks before this hub's (seen in CI: a batch of the
     // cancelled job ran).
-    let _alone = HUBS.write().unwrap_or_else(|e| e.into_inner());
+    let _alone = common::agent::control_alone();
     if !common::agent::broker_or_skip() {
         return;
     }
@@ -392,7 +387,7 @@ fn a_job_cancelled_during_discovery_ends_cancelled_with_every_task_terminal() {
 
 #[test]
 fn a_result_the_database_refuses_is_set_aside_and_the_rest_of_its_batch_filed() {
-    let _shared = HUBS.read().unwrap_or_else(|e| e.into_inner());
+    let _shared = common::agent::control_shared();
     if !common::agent::broker_or_skip() {
         return;
     }

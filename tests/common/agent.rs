@@ -371,3 +371,23 @@ pub fn python(script: &Path, args: &[&str]) -> String {
     );
     String::from_utf8(out.stdout).unwrap()
 }
+
+/// The broker's control exchange is a fanout to every agent on it, and
+/// every hub answers any node's worker-online with its snapshot: the
+/// snapshot one test sends, or its hub's answer, reaches the agents of
+/// every other test running beside it. A test about what a node's first
+/// snapshot does holds this alone ([`control_alone`]); a test that runs a
+/// hub or sends snapshots shares it ([`control_shared`]). Seen without
+/// it: an agent waiting for its hub's snapshot started taking tasks on a
+/// neighbour's, and ran a task of a job cancelled while it was away.
+static CONTROL: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+/// Holds [`CONTROL`] alone for the guard's life.
+pub fn control_alone() -> std::sync::RwLockWriteGuard<'static, ()> {
+    CONTROL.write().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Shares [`CONTROL`] for the guard's life.
+pub fn control_shared() -> std::sync::RwLockReadGuard<'static, ()> {
+    CONTROL.read().unwrap_or_else(|e| e.into_inner())
+}
