@@ -396,3 +396,76 @@ fn a_discovery_holds_back_its_children_while_their_queue_is_full() {
     assert_eq!(done["counts"]["processed"], 10_000, "{done}");
     assert_eq!(done["counts"]["results_counted"], done["counts"]["results_expected"]);
 }
+
+/// The hub's move of parked tasks back to their queues, on RabbitMQ: more
+/// messages than its window of unconfirmed moves, to two queues; each
+/// arrives once with its body and headers but without the return address;
+/// a message naming no queue stops the move and stays parked.
+#[test]
+fn unpark_moves_every_parked_message_back_once_without_its_return_address() {
+    use common::agent::{BROKER, Client, rt};
+    use lapin::types::{AMQPValue, LongString};
+    if !common::agent::broker_or_skip() {
+        return;
+    }
+    let tag = uuid::Uuid::new_v4().simple().to_string();
+    let park = format!("u{tag}.hub.parked.1");
+    let back = [format!("u{tag}.a"), format!("u{tag}.b")];
+    let n = 700;
+    let moved = rt().block_on(async {
+        let c = Client::connect().await;
+        for i in 0..n {
+            let to = AMQPValue::LongString(LongString::from(back[i % 2].as_str()));
+            let id = AMQPValue::LongString(LongString::from(format!("id{i}").as_str()));
+            c.publish_raw(
+                &park,
+                &[("x-ferry-queue", to), ("id", id)],
+                format!("body{i}").as_bytes(),
+                false,
+            )
+            .await;
+        }
+        let id = AMQPValue::LongString(LongString::from("lost"));
+        c.publish_raw(&park, &[("id", id)], b"no way back", false).await;
+        let session = ferry::agent::broker::Session::connect(BROKER, "unpark-test")
+            .await
+            .unwrap();
+        ferry::hub::control::unpark(&session, &park).await.unwrap()
+    });
+    assert_eq!(moved, n as u64);
+    assert_eq!(depth(&back[0]), n as u32 / 2);
+    assert_eq!(depth(&back[1]), n as u32 / 2);
+    assert_eq!(depth(&park), 1, "the message naming no queue was not left parked");
+    let got = rt().block_on(async {
+        let c = Client::connect().await;
+        let mut got = Vec::new();
+        for q in &back {
+            loop {
+                let m =
+                    c.ch.basic_get(q.as_str().into(), lapin::options::BasicGetOptions { no_ack: true })
+                        .await
+                        .unwrap();
+                let Some(m) = m else { break };
+                let h = m.delivery.properties.headers().clone().unwrap_or_default();
+                assert!(!h.inner().contains_key("x-ferry-queue"), "the return address stayed");
+                let id = match h.inner().get("id") {
+                    Some(AMQPValue::LongString(s)) => s.to_string(),
+                    other => panic!("id header lost: {other:?}"),
+                };
+                got.push((q.clone(), id, String::from_utf8(m.delivery.data.clone()).unwrap()));
+            }
+            c.ch.queue_delete(q.as_str().into(), Default::default()).await.unwrap();
+        }
+        c.ch.queue_delete(park.as_str().into(), Default::default())
+            .await
+            .unwrap();
+        got
+    });
+    let mut want: Vec<(String, String, String)> = (0..n)
+        .map(|i| (back[i % 2].clone(), format!("id{i}"), format!("body{i}")))
+        .collect();
+    want.sort();
+    let mut got = got;
+    got.sort();
+    assert_eq!(got, want);
+}

@@ -417,14 +417,21 @@ async fn drop_parking(session: &Session, park: &str) -> Result<(), BrokerError> 
     Ok(())
 }
 
+/// How many parked messages [`unpark`] has republished and not yet seen
+/// confirmed. One at a time, each move waits a broker round trip: 2,000
+/// parked tasks took 12 s on CI (stop 33's `hub_pause` run), and the
+/// agents had finished the job before the resume was answered.
+const UNPARK_WINDOW: usize = 256;
+
 /// Moves every message in parking queue `park` back to the queue named by
 /// its `x-ferry-queue` header (the agent that parked it set it), headers
 /// and properties otherwise unchanged: each republished with the broker's
 /// confirmation before it is acknowledged here, so a crash in between
 /// leaves a copy, never none (a task that arrives twice runs once: the
 /// agents answer a redelivered id from memory, and the hub counts a
-/// result once). A message without the header is left where it is.
-/// Returns how many were moved.
+/// result once). Up to [`UNPARK_WINDOW`] moves are in flight at once. A
+/// message without the header is left where it is. Returns how many were
+/// moved.
 pub async fn unpark(session: &Session, park: &str) -> Result<u64, BrokerError> {
     let ch = session.channel().await?;
     // A queue that is not there has nothing to move.
@@ -435,7 +442,7 @@ pub async fn unpark(session: &Session, park: &str) -> Result<u64, BrokerError> {
         let _ = ch.close(200, "empty".into()).await;
         return Ok(0);
     }
-    ch.basic_qos(500, Default::default()).await?;
+    ch.basic_qos(UNPARK_WINDOW as u16 * 2, Default::default()).await?;
     let mut consumer = ch
         .basic_consume(
             park.into(),
@@ -444,16 +451,18 @@ pub async fn unpark(session: &Session, park: &str) -> Result<u64, BrokerError> {
             FieldTable::default(),
         )
         .await?;
+    let mut taken = 0;
     let mut moved = 0;
+    let mut in_flight = std::collections::VecDeque::with_capacity(UNPARK_WINDOW);
     // Take what is there now; messages parked meanwhile wait for the next
     // round.
-    while moved < u64::from(depth) {
+    while taken < u64::from(depth) {
         let next = tokio::time::timeout(Duration::from_secs(2), consumer.next()).await;
         let Ok(Some(d)) = next else {
             break;
         };
         let d = d?;
-        let mut headers = d.properties.headers().clone().unwrap_or_default();
+        let headers = d.properties.headers().clone().unwrap_or_default();
         let queue = match headers.inner().get("x-ferry-queue") {
             Some(AMQPValue::LongString(q)) => String::from_utf8_lossy(q.as_bytes()).into_owned(),
             Some(AMQPValue::ShortString(q)) => q.as_str().to_string(),
@@ -473,13 +482,29 @@ pub async fn unpark(session: &Session, park: &str) -> Result<u64, BrokerError> {
                 kept.insert(k.clone(), v.clone());
             }
         }
-        headers = kept;
-        let props = d.properties.clone().with_headers(headers);
+        let props = d.properties.clone().with_headers(kept);
         session.declare_queue(&queue).await?;
-        session.publish_confirmed("", &queue, &d.data, props).await?;
-        d.ack(BasicAckOptions::default()).await?;
-        moved += 1;
+        let confirm = session.publish("", &queue, &d.data, props).await?;
+        in_flight.push_back((confirm, d.acker));
+        taken += 1;
+        if in_flight.len() >= UNPARK_WINDOW {
+            moved += settle_oldest(&mut in_flight).await?;
+        }
+    }
+    while !in_flight.is_empty() {
+        moved += settle_oldest(&mut in_flight).await?;
     }
     let _ = ch.close(200, "moved".into()).await;
     Ok(moved)
+}
+
+/// Waits for the oldest of [`unpark`]'s republished messages to be
+/// confirmed, then acknowledges its parked copy. Returns 1.
+async fn settle_oldest(
+    in_flight: &mut std::collections::VecDeque<(lapin::PublisherConfirm, lapin::Acker)>,
+) -> Result<u64, BrokerError> {
+    let (confirm, acker) = in_flight.pop_front().expect("in flight");
+    crate::agent::broker::confirmed(confirm.await)?;
+    acker.ack(BasicAckOptions::default()).await?;
+    Ok(1)
 }

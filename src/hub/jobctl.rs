@@ -13,6 +13,7 @@ use crate::hub::store::holds::Hold;
 use crate::hub::store::jobs::{Job, Owner, state};
 use crate::hub::store::{Store, StoreError};
 use crate::hub::submit::{Submission, SubmitError};
+use std::sync::Arc;
 use tracing::{info, warn};
 
 /// Why a job action was not carried out.
@@ -128,13 +129,15 @@ pub async fn pause(
 }
 
 /// Resumes paused job `id`: the agents stop parking its tasks, and what
-/// they parked goes back to the queues it came from (at once when there
-/// is a broker, else within seconds of its return). Only a `PAUSING` or
-/// `PAUSED` job resumes.
+/// they parked goes back to the queues it came from, moved in the
+/// background (at once when there is a broker, else within seconds of its
+/// return): the answer is the job as resumed, not as it is once thousands
+/// of parked tasks have moved and run. Only a `PAUSING` or `PAUSED` job
+/// resumes.
 pub async fn resume(
     store: &Store,
     settings: &HubSettings,
-    session: Option<&Session>,
+    session: Option<Arc<Session>>,
     id: i64,
 ) -> Result<Job, JobCtlError> {
     let roots = match store.resume_job(id).await? {
@@ -142,21 +145,24 @@ pub async fn resume(
         Hold::Missing => return Err(JobCtlError::NotFound(id)),
         Hold::Refused(st) => return Err(conflict(id, st, "only a PAUSING or PAUSED job can be resumed")),
     };
+    let job = store.job(id).await?.ok_or(JobCtlError::NotFound(id))?;
     match session {
         Some(session) => {
-            if let Err(e) = control::publish(session, &control::resume_message(&roots)).await {
+            if let Err(e) = control::publish(&session, &control::resume_message(&roots)).await {
                 warn!(job = id, error = %e, "cannot send the resume now; the agents' holds expire on their own");
             }
             let park = settings.parking_queue(id);
-            match control::unpark(session, &park).await {
-                Ok(n) => info!(job = id, tasks = n, "parked tasks moved back to their queues"),
-                Err(e) => warn!(job = id, error = %e, "cannot move parked tasks back now; within seconds"),
-            }
+            tokio::spawn(async move {
+                match control::unpark(&session, &park).await {
+                    Ok(n) => info!(job = id, tasks = n, "parked tasks moved back to their queues"),
+                    Err(e) => warn!(job = id, error = %e, "cannot move parked tasks back now; within seconds"),
+                }
+            });
         }
         None => warn!(job = id, "no broker: the resume goes out when it returns"),
     }
     info!(job = id, "job resumed");
-    store.job(id).await?.ok_or(JobCtlError::NotFound(id))
+    Ok(job)
 }
 
 /// Submits finished job `id` again as a new job for `owner`: the same

@@ -12,6 +12,7 @@ use crate::hub::control::{self, TypeHeld};
 use crate::hub::store::tasktypes::TypePause;
 use crate::hub::store::{Store, StoreError};
 use crate::task::TaskName;
+use std::sync::Arc;
 use tracing::{info, warn};
 
 /// A task type's state in a conflict: paused.
@@ -140,13 +141,14 @@ pub async fn pause(
 }
 
 /// Resumes paused task type `name`: the agents stop parking its tasks,
-/// and what they parked goes back to the queues it came from (at once
-/// when there is a broker, else within seconds of its return). A type not
-/// paused is a conflict.
+/// and what they parked goes back to the queues it came from, moved in the
+/// background (at once when there is a broker, else within seconds of its
+/// return), so the answer does not wait for thousands of moves. A type
+/// not paused is a conflict.
 pub async fn resume(
     store: &Store,
     settings: &HubSettings,
-    session: Option<&Session>,
+    session: Option<Arc<Session>>,
     name: &str,
     by: &str,
 ) -> Result<TaskType, TypeCtlError> {
@@ -158,20 +160,25 @@ pub async fn resume(
             why: "it is not paused",
         });
     }
+    let answer = get(store, settings, session.as_deref(), name).await;
     match session {
         Some(session) => {
             let held = [TypeHeld::new(settings, task.as_str())];
             let msg = control::tasktype_resume_message(&held);
-            if let Err(e) = control::publish(session, &msg).await {
+            if let Err(e) = control::publish(&session, &msg).await {
                 warn!(task = name, error = %e, "cannot send the resume now; the agents' holds expire on their own");
             }
-            match control::unpark(session, &held[0].park).await {
-                Ok(n) => info!(task = name, tasks = n, "parked tasks moved back to their queues"),
-                Err(e) => warn!(task = name, error = %e, "cannot move parked tasks back now; within seconds"),
-            }
+            let [TypeHeld { park, .. }] = held;
+            let name = name.to_string();
+            tokio::spawn(async move {
+                match control::unpark(&session, &park).await {
+                    Ok(n) => info!(task = name, tasks = n, "parked tasks moved back to their queues"),
+                    Err(e) => warn!(task = name, error = %e, "cannot move parked tasks back now; within seconds"),
+                }
+            });
         }
         None => warn!(task = name, "no broker: the resume goes out when it returns"),
     }
     info!(task = name, user = by, "task type resumed");
-    get(store, settings, session, name).await
+    answer
 }

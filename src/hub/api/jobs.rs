@@ -462,7 +462,7 @@ async fn pause(s: State, _c: Caller, base: Base, Id(id): Id) -> ApiResult<Respon
     responses((status = 201, body = JobOut), (status = 409, body = Conflict), (status = 401, body = Detail), (status = 404, body = Detail)))]
 async fn resume(s: State, _c: Caller, base: Base, Id(id): Id) -> ApiResult<Response> {
     let session = s.session.borrow().clone();
-    let j = crate::hub::jobctl::resume(&s.store, &s.settings, session.as_deref(), id).await?;
+    let j = crate::hub::jobctl::resume(&s.store, &s.settings, session, id).await?;
     Ok((StatusCode::CREATED, Json(job_out(&s, &base, &j).await?)).into_response())
 }
 

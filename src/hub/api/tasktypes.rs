@@ -109,6 +109,6 @@ async fn pause(s: State, c: Caller, base: Base, Key(name): Key, Body(f): Body<Ty
     responses((status = 201, body = TaskTypeOut), (status = 409, body = Conflict), (status = 401, body = Detail), (status = 404, body = Detail)))]
 async fn resume(s: State, c: Caller, base: Base, Key(name): Key) -> ApiResult<Response> {
     let session = s.session.borrow().clone();
-    let t = typectl::resume(&s.store, &s.settings, session.as_deref(), &name, &c.username).await?;
+    let t = typectl::resume(&s.store, &s.settings, session, &name, &c.username).await?;
     Ok((StatusCode::CREATED, Json(out(&base, &t))).into_response())
 }

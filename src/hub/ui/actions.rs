@@ -112,7 +112,7 @@ pub async fn run(s: &ApiState, who: &Session, id: i64, action: &Action) -> Resul
         "pause" => jobctl::pause(&s.store, &s.settings, session.as_deref(), id)
             .await
             .map(|_| Outcome::Job),
-        "resume" => jobctl::resume(&s.store, &s.settings, session.as_deref(), id)
+        "resume" => jobctl::resume(&s.store, &s.settings, session, id)
             .await
             .map(|_| Outcome::Job),
         "resubmit" | "resubmit-failed" => {

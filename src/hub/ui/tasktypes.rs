@@ -67,9 +67,19 @@ async fn act(
     Form(f): Form<PauseForm>,
 ) -> UiResult<Response> {
     let broker = s.session.borrow().clone();
-    let (store, settings, broker) = (&s.store, &s.settings, broker.as_deref());
+    let (store, settings) = (&s.store, &s.settings);
     let done = match action.as_str() {
-        "pause" => typectl::pause(store, settings, broker, &name, f.reason.trim(), &session.username).await,
+        "pause" => {
+            typectl::pause(
+                store,
+                settings,
+                broker.as_deref(),
+                &name,
+                f.reason.trim(),
+                &session.username,
+            )
+            .await
+        }
         "resume" => typectl::resume(store, settings, broker, &name, &session.username).await,
         _ => return Err(UiError::not_found(&format!("action {action:?}"))),
     };
