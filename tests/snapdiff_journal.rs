@@ -647,3 +647,87 @@ fn the_agent_keeps_the_journal_and_an_agent_stopped_while_files_change_is_a_gap(
     assert_eq!(j.read_method(), "journal");
     j.run_and_compare("journal again");
 }
+
+/// `ferry snapdiff --provider none` of `fileset` with state in `state`
+/// (the filesystem's `.rotate` when `None`): its stdout.
+fn none_run(fileset: &Path, state: Option<&Path>) -> Vec<u8> {
+    let mut c = Command::new(FERRY);
+    c.args(["snapdiff", "--provider", "none"]);
+    if let Some(s) = state {
+        c.arg("--state-dir").arg(s);
+    }
+    let out = output(c.arg(fileset));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    out.stdout
+}
+
+/// The last-snap files in state directory `dir`.
+fn lastsnaps(dir: &Path) -> usize {
+    fs::read_dir(dir)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .as_bytes()
+                .starts_with(b"ferry.lastsnap.")
+        })
+        .count()
+}
+
+#[test]
+fn trees_of_one_name_and_root_inode_keep_their_own_run_state() {
+    if !common::require_root("loop filesystems") {
+        return;
+    }
+    // Two btrfs subvolumes called `data` (each one's root is inode 256),
+    // state in the filesystem's own `.rotate`.
+    let Some(btr) = LoopBtrfs::new(256) else { return };
+    let mut trees = Vec::new();
+    for side in ["a", "b"] {
+        fs::create_dir(btr.path().join(side)).unwrap();
+        let t = btr.subvolume(&format!("{side}/data"));
+        fs::write(t.join(format!("only-in-{side}")), side).unwrap();
+        trees.push(t);
+    }
+    // Two ext4 filesystems, each with a `fileset` of the same inode
+    // number, state in one directory on neither.
+    let (e1, e2) = (LoopFs::ext4(64).unwrap(), LoopFs::ext4(64).unwrap());
+    let shared = tempfile::tempdir().unwrap();
+    let mut ext = Vec::new();
+    for (fs_, side) in [(&e1, "c"), (&e2, "d")] {
+        let t = fs_.path().join("fileset");
+        fs::create_dir(&t).unwrap();
+        fs::write(t.join(format!("only-in-{side}")), side).unwrap();
+        ext.push(t);
+    }
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(
+        fs::metadata(&ext[0]).unwrap().ino(),
+        fs::metadata(&ext[1]).unwrap().ino(),
+        "the set-up needs one inode number"
+    );
+    let cases: [(&PathBuf, Option<&Path>); 4] = [
+        (&trees[0], None),
+        (&trees[1], None),
+        (&ext[0], Some(shared.path())),
+        (&ext[1], Some(shared.path())),
+    ];
+    for (t, state) in cases {
+        let first = String::from_utf8_lossy(&none_run(t, state)).into_owned();
+        assert!(first.contains("only-in-"), "{}: {first}", t.display());
+    }
+    // Unchanged, each is diffed against its own manifest: nothing to say
+    // (against the other's, its file would be new and the other's gone).
+    for (t, state) in cases {
+        let again = none_run(t, state);
+        assert!(
+            again.is_empty(),
+            "{} was diffed against another tree's state: {}",
+            t.display(),
+            String::from_utf8_lossy(&again)
+        );
+    }
+    assert_eq!(lastsnaps(&btr.path().join(".rotate")), 2);
+    assert_eq!(lastsnaps(shared.path()), 2);
+}

@@ -37,6 +37,8 @@ use crate::sys::fanotify::Fid;
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom};
 use std::os::fd::BorrowedFd;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 /// The first line of a journal file.
@@ -265,6 +267,47 @@ impl JournalError {
     }
 }
 
+/// The id by which a directory tree's journal, and the `none` provider's
+/// run state, are known in their state directory (the name is the other
+/// half of the key): the root's inode number; on btrfs its subvolume's id
+/// too, as inode numbers repeat in every subvolume (each one's root is
+/// 256), so two subvolumes of one name (`/srv/a/data`, `/srv/b/data`)
+/// would otherwise share a journal and a manifest, and one's runs would
+/// diff against the other's; and where the state directory is on another
+/// filesystem than the tree (`state_dir` set, perhaps shared by trees of
+/// several filesystems, whose inode numbers repeat), a digest of the
+/// tree's path, which no two trees have at once.
+pub fn tree_id(root: BorrowedFd<'_>, path: &Path, state_dir: Option<&Path>) -> io::Result<String> {
+    let st = sys::stat_fd(root, sys::StatMask::ALL)?;
+    let mut id = if sys::btrfs::is_btrfs(root)? {
+        format!("{}.subvolume.{}", st.ino, sys::btrfs::subvolume_id(root)?)
+    } else {
+        st.ino.to_string()
+    };
+    if let Some(dir) = state_dir
+        && elsewhere(dir, st.dev)?
+    {
+        let digest = blake3::hash(path.as_os_str().as_bytes()).to_hex();
+        id.push_str(&format!(".path.{}", &digest[..16]));
+    }
+    Ok(id)
+}
+
+/// Whether state directory `dir` (or, while it does not exist yet, the
+/// nearest directory above it that does) is on another filesystem than
+/// device `dev`.
+fn elsewhere(dir: &Path, dev: u64) -> io::Result<bool> {
+    let mut at = Some(dir);
+    while let Some(d) = at {
+        match std::fs::metadata(d) {
+            Ok(m) => return Ok(m.dev() != dev),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => at = d.parent(),
+            Err(e) => return Err(io::Error::new(e.kind(), format!("{}: {e}", d.display()))),
+        }
+    }
+    Ok(true)
+}
+
 /// The files of one fileset's journal in a state directory.
 #[derive(Clone, Debug)]
 pub struct JournalFiles {
@@ -287,25 +330,17 @@ impl JournalFiles {
         JournalFiles::new(&dir, &crate::snapdiff::state::state_key(name, id))
     }
 
-    /// The journal of the directory tree named `name` whose root directory
-    /// is open as `root`, on the filesystem at `fs_root` (see
-    /// [`JournalFiles::of`]): keyed by the root's inode number and, on
-    /// btrfs, its subvolume's id too. Inode numbers repeat in every btrfs
-    /// subvolume (each one's root is 256), so two subvolumes of one name
-    /// (`/srv/a/data`, `/srv/b/data`) would otherwise share a journal, and
-    /// the runs of one would read the other's windows as empty.
+    /// The journal of the directory tree named `name` at `path`, whose
+    /// root directory is open as `root`, on the filesystem at `fs_root`
+    /// (see [`JournalFiles::of`]), keyed by [`tree_id`].
     pub fn of_tree(
         name: &str,
         root: BorrowedFd<'_>,
+        path: &Path,
         fs_root: &Path,
         state_dir: Option<&Path>,
     ) -> io::Result<JournalFiles> {
-        let ino = sys::stat_fd(root, sys::StatMask::ALL)?.ino;
-        let id = if sys::btrfs::is_btrfs(root)? {
-            format!("{ino}.subvolume.{}", sys::btrfs::subvolume_id(root)?)
-        } else {
-            ino.to_string()
-        };
+        let id = tree_id(root, path, state_dir)?;
         Ok(JournalFiles::of(name, &id, fs_root, state_dir))
     }
 

@@ -82,7 +82,7 @@ impl Btrfs {
             fs_root: mount_point(&root)?,
         };
         // Where `ferry journal` of the subvolume keeps it.
-        let files = JournalFiles::of_tree(&fileset.name, fd.as_fd(), &fileset.fs_root, state_dir)?;
+        let files = JournalFiles::of_tree(&fileset.name, fd.as_fd(), &root, &fileset.fs_root, state_dir)?;
         Ok(Btrfs {
             fileset,
             root,

@@ -17,7 +17,6 @@ use std::ffi::OsStr;
 use std::io;
 use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 /// A directory tree without snapshots.
@@ -40,14 +39,15 @@ impl NoSnapshots {
         if !meta.is_dir() {
             return Err(io::Error::other(format!("{} is not a directory", root.display())));
         }
+        let dir = std::fs::File::open(&root)?;
+        // The journal's id: run state and journal share one key.
         let fileset = Fileset {
             name: base_name(&root),
-            id: meta.ino().to_string(),
+            id: journal::tree_id(dir.as_fd(), &root, state_dir)?,
             path: root.as_os_str().as_bytes().to_vec(),
             fs_root: mount_point(&root)?,
         };
-        let dir = std::fs::File::open(&root)?;
-        let files = JournalFiles::of_tree(&fileset.name, dir.as_fd(), &fileset.fs_root, state_dir)?;
+        let files = JournalFiles::of(&fileset.name, &fileset.id, &fileset.fs_root, state_dir);
         Ok(NoSnapshots {
             journaled: files.exists(),
             files,
