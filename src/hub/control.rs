@@ -419,7 +419,7 @@ async fn drop_parking(session: &Session, park: &str) -> Result<(), BrokerError> 
 
 /// How many parked messages [`unpark`] has republished and not yet seen
 /// confirmed. One at a time, each move waits a broker round trip: 2,000
-/// parked tasks took 12 s on CI (`hub_pause` on CI, 2026-12-07), and the
+/// parked tasks took 12 s in `hub_pause` on CI (2026-12-07), and the
 /// agents had finished the job before the resume was answered.
 const UNPARK_WINDOW: usize = 256;
 
