@@ -64,6 +64,7 @@ fn manifest(n: u64, changed: bool) -> Vec<u8> {
         kind: Kind::Base,
         otransid: None,
         journal: None,
+        barrier: None,
         id: String::new(),
     };
     let dir_rec = |d: u64| {

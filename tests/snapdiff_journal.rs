@@ -731,3 +731,42 @@ fn trees_of_one_name_and_root_inode_keep_their_own_run_state() {
     assert_eq!(lastsnaps(&btr.path().join(".rotate")), 2);
     assert_eq!(lastsnaps(shared.path()), 2);
 }
+
+#[test]
+fn a_barrier_of_the_last_runs_number_but_not_its_token_leads_to_a_full_walk() {
+    let Some((_fs, j)) = ext4() else { return };
+    j.run_and_compare("first run");
+    // The journal now holds, at the last run's number, a barrier that is
+    // not the last run's (as a journal that started over could): its
+    // token is overwritten in place, the same length, under the writer.
+    let journal = fs::read_dir(&j.state)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| {
+            let n = p.file_name().unwrap().as_bytes();
+            n.starts_with(b"journal.") && !n.ends_with(b".lock") && !n.ends_with(b".1")
+        })
+        .unwrap();
+    let text = fs::read(&journal).unwrap();
+    let at = text
+        .split(|&b| b == b'\n')
+        .filter(|l| l.starts_with(b"B "))
+        .last()
+        .map(|l| l.as_ptr() as usize - text.as_ptr() as usize)
+        .expect("the first run's barrier");
+    let line_end = at + text[at..].iter().position(|&b| b == b'\n').unwrap();
+    let token_at = at + 2 + text[at + 2..].iter().position(|&b| b == b' ').unwrap() + 1;
+    {
+        use std::io::{Seek, SeekFrom, Write};
+        let mut f = fs::OpenOptions::new().write(true).open(&journal).unwrap();
+        f.seek(SeekFrom::Start(token_at as u64)).unwrap();
+        f.write_all(&vec![b'x'; line_end - token_at]).unwrap();
+    }
+    fs::write(j.fileset.join("after-the-barrier"), b"a").unwrap();
+    assert_eq!(j.read_method(), "full", "a barrier of another token opened the window");
+    let log = j.run_and_compare("a barrier not the last run's");
+    assert!(log.contains("no longer holds the last run's position"), "{log}");
+    fs::write(j.fileset.join("next"), b"n").unwrap();
+    assert_eq!(j.read_method(), "journal");
+    j.run_and_compare("journal again");
+}

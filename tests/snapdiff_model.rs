@@ -328,6 +328,7 @@ impl Fs {
             kind: Kind::Base,
             otransid: None,
             journal: None,
+            barrier: None,
             id: format!("m{}", self.clock),
         };
         (b.write(Vec::new(), &header).unwrap().0, spilled)

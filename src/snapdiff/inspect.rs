@@ -134,7 +134,7 @@ fn print(
             Kind::Delta => "delta",
         };
         let text = format!(
-            "{{\"format\":\"ferry-manifest\",\"kind\":\"{kind}\",\"files\":{},\"root\":{},\"root_ino\":{},\"provider\":{},\"snapshot\":{},\"created\":{},\"otransid\":{},\"journal\":{},\"entries\":{entries},\"directories\":{dirs},\"non_directories\":{files_n},\"bytes\":{bytes},\"tombstones\":{tombstones}}}\n",
+            "{{\"format\":\"ferry-manifest\",\"kind\":\"{kind}\",\"files\":{},\"root\":{},\"root_ino\":{},\"provider\":{},\"snapshot\":{},\"created\":{},\"otransid\":{},\"journal\":{},\"barrier\":{},\"entries\":{entries},\"directories\":{dirs},\"non_directories\":{files_n},\"bytes\":{bytes},\"tombstones\":{tombstones}}}\n",
             files.unwrap_or(1),
             String::from_utf8_lossy(&root),
             h.root_ino,
@@ -143,6 +143,7 @@ fn print(
             serde_json::to_string(&h.created).map_err(io::Error::other)?,
             serde_json::to_string(&h.otransid).map_err(io::Error::other)?,
             serde_json::to_string(&h.journal).map_err(io::Error::other)?,
+            serde_json::to_string(&h.barrier).map_err(io::Error::other)?,
         );
         out.write_all(text.as_bytes())?;
     }

@@ -225,6 +225,7 @@ impl Ctx<'_> {
                 None => None,
             },
             journal: snapshot.and_then(|s| self.provider.snapshot_journal(s)),
+            barrier: snapshot.and_then(|s| self.provider.snapshot_barrier(s)),
             id: new_id(),
         };
         Ok((b, header))
@@ -402,6 +403,7 @@ impl Ctx<'_> {
             new: snap,
             since,
             since_journal: old.header().journal,
+            since_barrier: old.header().barrier.as_deref(),
             old_dirs: &old_dirs,
             limit,
             held,
@@ -459,6 +461,7 @@ impl Ctx<'_> {
             kind: Kind::Delta,
             otransid: self.provider.snapshot_transid(snap)?,
             journal: self.provider.snapshot_journal(snap),
+            barrier: self.provider.snapshot_barrier(snap),
             id: new_id(),
             ..old_header.clone()
         };
@@ -654,6 +657,7 @@ pub fn snapdiff(
                 // journal) is the live tree's.
                 if header.otransid.is_none() {
                     header.otransid = provider.snapshot_transid(&name)?;
+                    header.barrier = provider.snapshot_barrier(&name);
                 }
                 read.1 = builder.len();
                 manifest_seconds += t.elapsed().as_secs_f64();

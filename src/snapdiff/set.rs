@@ -71,6 +71,10 @@ pub struct ManifestSet {
     /// (see [`super::manifest::Header::journal`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub journal: Option<u64>,
+    /// The token of the barrier at that position (see
+    /// [`super::manifest::Header::barrier`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub barrier: Option<String>,
     /// When the snapshot was taken (ISO 8601).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub created: Option<String>,
@@ -112,6 +116,7 @@ impl ManifestSet {
         // The newest file may be an older run's, whose position this
         // snapshot's (or its lack of one) replaces.
         header.journal = self.journal;
+        header.barrier = self.barrier.clone();
         if let (Some(c), Some(u)) = (&self.created, self.created_unix) {
             header.created = c.clone();
             header.created_unix = u;
@@ -222,6 +227,7 @@ impl StateDir {
             entries,
             otransid: h.otransid,
             journal: h.journal,
+            barrier: h.barrier,
             created: Some(h.created),
             created_unix: Some(h.created_unix),
         })

@@ -40,11 +40,25 @@ const STAT: StatMask = GenerationSource::Btime.stat_mask();
 /// How long a run waits for the writer to journal its barrier.
 pub const BARRIER_WAIT: Duration = Duration::from_secs(5);
 
+/// A run's position in the journal: its barrier's sequence number and
+/// token. The token is what proves, next run, that a barrier of that
+/// number is this one: a journal started over (its files removed, or lost
+/// unsynced in a crash and the sequence taken up again lower) can hold
+/// another barrier of the same number, after a gap its window would not
+/// see.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Position {
+    /// The barrier's sequence number.
+    pub seq: u64,
+    /// The token in its barrier file's name.
+    pub token: String,
+}
+
 /// Fixes a run's position in the journal: creates a barrier file in the
 /// state directory and waits for the writer to journal it. `Err(why)` when
 /// the journal cannot give one (no writer, or a writer that does not see
 /// the state directory's filesystem).
-pub fn barrier(files: &JournalFiles) -> Result<u64, String> {
+pub fn barrier(files: &JournalFiles) -> Result<Position, String> {
     match File::options().append(true).open(&files.lock) {
         Ok(lock) => match sys::try_lock_exclusive(&lock) {
             Ok(true) => return Err("the journal writer is not running".into()),
@@ -69,7 +83,7 @@ pub fn barrier(files: &JournalFiles) -> Result<u64, String> {
         .map_err(|e| format!("cannot create the journal barrier {}: {e}", path.display()))?;
     let found = wait_for_barrier(files, &token, from);
     let _ = std::fs::remove_file(&path);
-    found
+    found.map(|seq| Position { seq, token })
 }
 
 /// Each run's position in a journal, by the name of its snapshot: the
@@ -77,7 +91,7 @@ pub fn barrier(files: &JournalFiles) -> Result<u64, String> {
 /// read a journal (`none`, `btrfs`) keep between taking a snapshot and
 /// reading its changes.
 #[derive(Default)]
-pub struct Positions(Mutex<HashMap<String, Result<u64, String>>>);
+pub struct Positions(Mutex<HashMap<String, Result<Position, String>>>);
 
 impl Positions {
     /// Fixes snapshot `name`'s position in the journal `files`: a barrier,
@@ -88,7 +102,7 @@ impl Positions {
     }
 
     /// Snapshot `name`'s position, or why it has none.
-    pub fn of(&self, name: &str) -> Result<u64, String> {
+    pub fn of(&self, name: &str) -> Result<Position, String> {
         match self.0.lock().unwrap().get(name) {
             Some(at) => at.clone(),
             None => Err("the run has no position in the journal".into()),
@@ -130,8 +144,17 @@ fn wait_for_barrier(files: &JournalFiles, token: &str, mut from: u64) -> Result<
     }
 }
 
-/// The events between two barriers, or why the journal has a gap there.
-pub fn window(files: &JournalFiles, since: u64, until: u64) -> Result<Result<Vec<Line>, String>, JournalError> {
+/// The events between two barriers, or why the journal has a gap there:
+/// from the barrier numbered `since` (with token `since_token`, where the
+/// baseline recorded one: manifests written before tokens were kept did
+/// not) to the run's own, `until`.
+pub fn window(
+    files: &JournalFiles,
+    since: u64,
+    since_token: Option<&str>,
+    until: &Position,
+) -> Result<Result<Vec<Line>, String>, JournalError> {
+    let (until, until_token) = (until.seq, until.token.as_str());
     let mut lines = Vec::new();
     let (mut found_since, mut found_until) = (false, false);
     let mut gap: Option<String> = None;
@@ -139,11 +162,13 @@ pub fn window(files: &JournalFiles, since: u64, until: u64) -> Result<Result<Vec
         let from = super::offset_before(path, since);
         JournalFiles::read_file(path, from, since.saturating_sub(1), |l| {
             let seq = l.seq();
-            if seq == since && matches!(l, Line::Barrier { .. }) {
-                found_since = true;
-            }
-            if seq == until && matches!(l, Line::Barrier { .. }) {
-                found_until = true;
+            if let Line::Barrier { token, .. } = &l {
+                if seq == since && since_token.is_none_or(|t| t == token) {
+                    found_since = true;
+                }
+                if seq == until && token == until_token {
+                    found_until = true;
+                }
             }
             if seq <= since || seq > until || gap.is_some() {
                 return;
@@ -721,9 +746,42 @@ mod tests {
         std::fs::write(&files.previous, format!("{MAGIC}\nB 10 t\n{event}")).unwrap();
         // The current file, just started over, does not hold it yet.
         std::fs::write(&files.current, format!("{MAGIC}\n")).unwrap();
-        let gap = window(&files, 10, 20).unwrap().unwrap_err();
+        let until = Position {
+            seq: 20,
+            token: "u".into(),
+        };
+        let gap = window(&files, 10, Some("t"), &until).unwrap().unwrap_err();
         assert!(gap.contains("rotated while the run read it"), "{gap}");
         std::fs::write(&files.current, format!("{MAGIC}\nB 20 u\n")).unwrap();
-        assert_eq!(window(&files, 10, 20).unwrap().unwrap().len(), 1);
+        assert_eq!(window(&files, 10, Some("t"), &until).unwrap().unwrap().len(), 1);
+    }
+
+    /// A journal that started over holds a barrier of the last run's
+    /// number that is not the last run's: its token tells, and the
+    /// changes made while the journal was gone are not skipped.
+    #[test]
+    fn a_barrier_of_the_last_runs_number_but_another_token_is_a_gap() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = JournalFiles::new(dir.path(), "k");
+        // Started over at 1 after the last run's barrier (10, token `t`)
+        // was lost; a later run's barrier took number 10 again.
+        let lines = "S 1 boot 7\nE 2 100 - - -\nB 10 other\nE 11 100 - - -\nB 20 u\n";
+        std::fs::write(&files.current, format!("{MAGIC}\n{lines}")).unwrap();
+        let until = Position {
+            seq: 20,
+            token: "u".into(),
+        };
+        let gap = window(&files, 10, Some("t"), &until).unwrap().unwrap_err();
+        assert!(gap.contains("no longer holds the last run's position"), "{gap}");
+        // The baseline's own barrier, or a baseline from before tokens
+        // were kept, opens the window.
+        assert_eq!(window(&files, 10, Some("other"), &until).unwrap().unwrap().len(), 1);
+        assert_eq!(window(&files, 10, None, &until).unwrap().unwrap().len(), 1);
+        // The run's own barrier is known by its token too.
+        let not_ours = Position {
+            seq: 20,
+            token: "v".into(),
+        };
+        assert!(window(&files, 10, None, &not_ours).unwrap().is_err());
     }
 }

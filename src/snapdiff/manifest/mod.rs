@@ -135,6 +135,10 @@ pub struct Header {
     /// run reads the journal from here. (Without snapshots, `none` keeps
     /// its position in `otransid`, as it has no transactions.)
     pub journal: Option<u64>,
+    /// The token of the barrier at that position (in `journal`, or for
+    /// `none` in `otransid`), which tells it from another barrier of the
+    /// same number in a journal that started over.
+    pub barrier: Option<String>,
     /// A unique id, by which a manifest set names this file.
     pub id: String,
 }
@@ -157,6 +161,8 @@ struct HeaderJson<'a> {
     otransid: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     journal: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    barrier: Option<String>,
     #[serde(default)]
     id: String,
 }
@@ -273,6 +279,7 @@ impl<W: Write> ManifestWriter<W> {
             kind: header.kind,
             otransid: header.otransid,
             journal: header.journal,
+            barrier: header.barrier.clone(),
             id: header.id.clone(),
         })
         .map_err(|e| ManifestError::Header(e.to_string()))?;
@@ -453,6 +460,7 @@ pub(crate) mod tests {
             kind: Kind::Base,
             otransid: Some(77),
             journal: None,
+            barrier: None,
             id: "t1".into(),
         }
     }

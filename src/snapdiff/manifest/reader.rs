@@ -91,6 +91,7 @@ impl<R: Read + Seek> ManifestReader<R> {
             kind: h.kind,
             otransid: h.otransid,
             journal: h.journal,
+            barrier: h.barrier,
             id: h.id,
         };
         let start = (8 + 4 + 4 + len + HASH_LEN) as u64;

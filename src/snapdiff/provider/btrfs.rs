@@ -166,7 +166,11 @@ impl Provider for Btrfs {
     }
 
     fn snapshot_journal(&self, name: &str) -> Option<u64> {
-        self.positions.of(name).ok()
+        self.positions.of(name).ok().map(|p| p.seq)
+    }
+
+    fn snapshot_barrier(&self, name: &str) -> Option<String> {
+        self.positions.of(name).ok().map(|p| p.token)
     }
 
     fn reads_changes(&self) -> bool {
@@ -237,10 +241,10 @@ impl Btrfs {
             Ok(at) => at,
             Err(why) => return unable(&why),
         };
-        if until.saturating_sub(since) > q.held as u64 {
+        if until.seq.saturating_sub(since) > q.held as u64 {
             return Ok(ChangesRead::TooMany);
         }
-        let events = match journal::changes::window(j, since, until)? {
+        let events = match journal::changes::window(j, since, q.since_barrier, &until)? {
             Ok(events) => events,
             Err(gap) => return unable(&gap),
         };

@@ -22,6 +22,9 @@ pub struct ChangesQuery<'a> {
     /// The baseline's position in the event journal, where it has one
     /// beside `since` ([`super::Provider::snapshot_journal`]).
     pub since_journal: Option<u64>,
+    /// The token of the baseline's barrier in the event journal, where its
+    /// manifest recorded one ([`super::Provider::snapshot_barrier`]).
+    pub since_barrier: Option<&'a str>,
     /// The baseline manifest's directory table.
     pub old_dirs: &'a DirTable,
     /// At most this many changed inodes: past it, [`ChangesRead::TooMany`].

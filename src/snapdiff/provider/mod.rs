@@ -103,6 +103,13 @@ pub trait Provider: Send + Sync {
     fn snapshot_journal(&self, _name: &str) -> Option<u64> {
         None
     }
+    /// The token of the barrier that fixed snapshot `name`'s position in
+    /// the event journal (`none`, btrfs with `ferry journal` running):
+    /// recorded in the manifest, so that the next run knows that barrier
+    /// from another of the same number.
+    fn snapshot_barrier(&self, _name: &str) -> Option<String> {
+        None
+    }
     /// Whether [`Provider::changed`] can read only what changed (btrfs
     /// reading its tree, GPFS's incremental inode scan; not when told to
     /// walk).

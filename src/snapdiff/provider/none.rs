@@ -94,7 +94,11 @@ impl Provider for NoSnapshots {
     }
 
     fn snapshot_transid(&self, name: &str) -> io::Result<Option<u64>> {
-        Ok(self.positions.of(name).ok())
+        Ok(self.positions.of(name).ok().map(|p| p.seq))
+    }
+
+    fn snapshot_barrier(&self, name: &str) -> Option<String> {
+        self.positions.of(name).ok().map(|p| p.token)
     }
 
     fn reads_changes(&self) -> bool {
@@ -111,10 +115,10 @@ impl Provider for NoSnapshots {
         };
         // The window's sequence numbers bound its events, which the read
         // holds in memory before it knows how many inodes they touch.
-        if until.saturating_sub(q.since) > q.held as u64 {
+        if until.seq.saturating_sub(q.since) > q.held as u64 {
             return Ok(ChangesRead::TooMany);
         }
-        match journal::changes::window(j, q.since, until)? {
+        match journal::changes::window(j, q.since, q.since_barrier, &until)? {
             Err(gap) => Ok(ChangesRead::Unable(gap)),
             Ok(events) => Ok(journal::changes::changed(
                 Path::new(OsStr::from_bytes(&self.fileset.path)),
