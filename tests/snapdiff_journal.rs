@@ -750,8 +750,7 @@ fn a_barrier_of_the_last_runs_number_but_not_its_token_leads_to_a_full_walk() {
     let text = fs::read(&journal).unwrap();
     let at = text
         .split(|&b| b == b'\n')
-        .filter(|l| l.starts_with(b"B "))
-        .last()
+        .rfind(|l| l.starts_with(b"B "))
         .map(|l| l.as_ptr() as usize - text.as_ptr() as usize)
         .expect("the first run's barrier");
     let line_end = at + text[at..].iter().position(|&b| b == b'\n').unwrap();

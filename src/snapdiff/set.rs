@@ -149,8 +149,9 @@ impl ManifestSet {
 
 /// What is on disk for a snapshot's manifest.
 pub enum Stored {
-    /// A set file.
-    Set(ManifestSet),
+    /// A set file (boxed: it is most of the enum's size, and rare beside a
+    /// path).
+    Set(Box<ManifestSet>),
     /// A base of its own.
     Base(PathBuf),
 }
@@ -172,7 +173,7 @@ impl StateDir {
     pub fn stored(&self, snap: &str) -> Result<Stored, ManifestError> {
         let path = self.set_path(snap);
         match ManifestSet::read(&path) {
-            Ok(Some(set)) => Ok(Stored::Set(set)),
+            Ok(Some(set)) => Ok(Stored::Set(Box::new(set))),
             Ok(None) => Err(ManifestError::Header(format!("{}: not a manifest set", path.display()))),
             Err(ManifestError::Io(e)) if e.kind() == io::ErrorKind::NotFound => {
                 let base = self.manifest_path(snap);
