@@ -170,3 +170,63 @@ fn a_big_directory_on_a_slow_filesystem_is_stat_ed_by_the_whole_pool() {
         "the directory's stats were not spread over the pool: {stats:?}"
     );
 }
+
+/// The place of a child task among its parent's children, from its id
+/// (`agent::celery::ChildId`: the low 62 bits of the UUID's second half).
+fn child_seq(task_id: &str) -> u64 {
+    let hex: String = task_id.chars().filter(|c| *c != '-').collect();
+    u64::from_str_radix(&hex[16..], 16).unwrap() & (u64::MAX >> 2)
+}
+
+#[test]
+fn a_walk_on_a_slow_filesystem_sends_its_first_batch_before_it_is_full() {
+    use common::hub::{HubSite, sqlite};
+    if !latencyfs::available() || !common::agent::broker_or_skip() {
+        return;
+    }
+    let s = HubSite::running(sqlite(), 1, "");
+    s.batch_size(100);
+    // 30 directories of 7 files: a batch of 100 needs 15 of them, each a
+    // few round trips away.
+    let src = s.data().join("src");
+    for d in 0..30 {
+        let dir = src.join(format!("d{d:02}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        for f in 0..7 {
+            std::fs::write(dir.join(format!("f{f}")), b"x").unwrap();
+        }
+    }
+    let mnt = s.data().join("slow");
+    let m = Mount::new(&src, &mnt, &["--latency", "2"]);
+    let w = s.workflow("dynamo.tasks.stat_paths", serde_json::json!({}));
+    let id = s.submit(&w, &mnt)["id"].as_i64().unwrap();
+    let done = s.wait_job(id, Duration::from_secs(120));
+    assert_eq!(done["state"], "SUCCESS", "{done}");
+    assert_eq!(done["counts"]["processed"], 210, "{done}");
+    let tasks = s.api(
+        "GET",
+        &format!("/api/tasks/?job_id={id}&tasktype=dynamo.tasks.stat_paths&page_size=0"),
+        None,
+        200,
+    );
+    let tasks = tasks["results"].as_array().unwrap();
+    let first = tasks
+        .iter()
+        .find(|t| child_seq(t["task_id"].as_str().unwrap()) == 0)
+        .expect("the walk's first child");
+    let first = s.api("GET", &format!("/api/tasks/{}/", first["id"]), None, 200);
+    let n = first["summary"]["processed"].as_u64().unwrap();
+    assert!(
+        n > 0 && n < 100,
+        "the first batch waited to be full ({n} files): {first}"
+    );
+    // Only the first goes early: the others fill up as before.
+    let mut sizes: Vec<u64> = Vec::new();
+    for t in tasks {
+        let t = s.api("GET", &format!("/api/tasks/{}/", t["id"]), None, 200);
+        sizes.push(t["summary"]["processed"].as_u64().unwrap());
+    }
+    assert_eq!(sizes.iter().sum::<u64>(), 210, "{sizes:?}");
+    assert_eq!(sizes.len() as u64, 1 + (210 - n).div_ceil(100), "{sizes:?}");
+    drop(m);
+}

@@ -37,6 +37,7 @@ pub struct Walk {
     rx: Option<Receiver<WalkEvent>>,
     counters: Arc<SummaryCounters>,
     cancel: Arc<AtomicBool>,
+    slow: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -70,7 +71,8 @@ impl Walk {
             .stack_size(16 << 20)
             .build()
             .map_err(io::Error::other)?;
-        let shared = worker::Shared::new(opts, tx, counters.clone(), cancel.clone());
+        let slow = Arc::new(AtomicBool::new(false));
+        let shared = worker::Shared::new(opts, tx, counters.clone(), cancel.clone(), slow.clone());
         let thread = std::thread::Builder::new()
             .name("ferry-walk".into())
             .spawn(move || shared.run(&pool, roots))?;
@@ -78,8 +80,17 @@ impl Walk {
             rx: Some(rx),
             counters,
             cancel,
+            slow,
             thread: Some(thread),
         })
+    }
+
+    /// Whether the walk has found its filesystem slow: each stat a round
+    /// trip to a metadata server (GPFS, NFS, Lustre), so that entries are
+    /// sent directory by directory rather than in large chunks. A consumer
+    /// may then send what it has sooner, as the next entries are far off.
+    pub fn slow(&self) -> bool {
+        self.slow.load(Ordering::Relaxed)
     }
 
     /// Live counts, for progress displays; final once the walk has ended.

@@ -26,7 +26,7 @@ pub(super) struct Shared {
     stat_jobs: AtomicUsize,
     /// Whether stats here are round trips to a server (see [`SLOW_STAT`]):
     /// then every buffer's stats are spread over the pool in small jobs.
-    slow: AtomicBool,
+    slow: Arc<AtomicBool>,
     /// Directory descriptors kept open for their children.
     open_dirs: AtomicUsize,
     fd_budget: usize,
@@ -162,6 +162,7 @@ impl Shared {
         tx: Sender<WalkEvent>,
         counters: Arc<SummaryCounters>,
         cancel: Arc<AtomicBool>,
+        slow: Arc<AtomicBool>,
     ) -> Shared {
         let limit = usize::try_from(sys::raise_nofile_limit()).unwrap_or(usize::MAX);
         let fd_budget = (limit.saturating_sub(64) / 2).clamp(16, 16_384);
@@ -176,7 +177,7 @@ impl Shared {
             counters,
             cancel,
             stat_jobs: AtomicUsize::new(0),
-            slow: AtomicBool::new(false),
+            slow,
             open_dirs: AtomicUsize::new(0),
             fd_budget,
             mask,

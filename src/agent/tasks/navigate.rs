@@ -214,11 +214,20 @@ pub fn recursive_navigate(
             context: "cannot start the walk",
             source,
         })?;
-        for ev in walk.by_ref() {
+        // On a slow filesystem the walk's first batch goes out with the
+        // first entries that fill one at all: a full batch may need many
+        // directories, each a few round trips away, and the job's first
+        // operations wait for it. A piece's first batch is no job's first.
+        let mut first_sent = args.below;
+        while let Some(ev) = walk.next() {
             match ev {
                 WalkEvent::Entries(entries) => {
                     for e in &entries {
                         nav.entry(e)?;
+                    }
+                    if !first_sent && walk.slow() {
+                        nav.finish()?;
+                        first_sent = nav.publisher.sent() > 0;
                     }
                 }
                 WalkEvent::Error(e) => {
