@@ -452,7 +452,6 @@ pub async fn unpark(session: &Session, park: &str) -> Result<u64, BrokerError> {
         )
         .await?;
     let mut taken = 0;
-    let mut moved = 0;
     let mut in_flight = std::collections::VecDeque::with_capacity(UNPARK_WINDOW);
     // Take what is there now; messages parked meanwhile wait for the next
     // round.
@@ -488,23 +487,25 @@ pub async fn unpark(session: &Session, park: &str) -> Result<u64, BrokerError> {
         in_flight.push_back((confirm, d.acker));
         taken += 1;
         if in_flight.len() >= UNPARK_WINDOW {
-            moved += settle_oldest(&mut in_flight).await?;
+            settle_oldest(&mut in_flight).await?;
         }
     }
+    // Every message taken is moved once its confirm is in: a failure
+    // returns before.
     while !in_flight.is_empty() {
-        moved += settle_oldest(&mut in_flight).await?;
+        settle_oldest(&mut in_flight).await?;
     }
     let _ = ch.close(200, "moved".into()).await;
-    Ok(moved)
+    Ok(taken)
 }
 
 /// Waits for the oldest of [`unpark`]'s republished messages to be
-/// confirmed, then acknowledges its parked copy. Returns 1.
+/// confirmed, then acknowledges its parked copy.
 async fn settle_oldest(
     in_flight: &mut std::collections::VecDeque<(lapin::PublisherConfirm, lapin::Acker)>,
-) -> Result<u64, BrokerError> {
+) -> Result<(), BrokerError> {
     let (confirm, acker) = in_flight.pop_front().expect("in flight");
     crate::agent::broker::confirmed(confirm.await)?;
     acker.ack(BasicAckOptions::default()).await?;
-    Ok(1)
+    Ok(())
 }
