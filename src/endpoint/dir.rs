@@ -35,11 +35,12 @@ use super::throttle::Throttle;
 use super::transfer::{EndpointError, PartPool, RemoteObject, TransferError, check_range, hash_beside};
 use crate::entry::FileType;
 use crate::sys::{
-    Base, create_at, lock_exclusive, mkdir_at, open_file_at, rename_at, syncfs, try_lock_exclusive, unlink_at,
+    Base, create_at, lock_exclusive, mkdir_at, open_file_at, open_nofollow_at, rename_at, syncfs, try_lock_exclusive,
+    unlink_at,
 };
 use crate::walk::{SnapshotDirs, Walk, WalkEvent, WalkOptions};
 use bytes::Bytes;
-use std::ffi::{CString, OsStr};
+use std::ffi::{CStr, CString, OsStr};
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::fd::AsFd;
@@ -345,21 +346,49 @@ impl DirStore {
     /// Renames the staged sidecar, if any, to `<key>#m`, then the staged
     /// object to `key`: the object's arrival commits it with its metadata.
     /// An object replaced in place loses a sidecar it no longer names.
+    ///
+    /// The object being replaced is held open across the renames. Its
+    /// blocks are freed when its last reference goes, and without this
+    /// handle that is inside `rename`, under the two directories' locks
+    /// and the filesystem-wide lock of a rename across directories (every
+    /// staged object comes from `#staging/`): freeing a large object, or a
+    /// filesystem mounted with `discard` (which trims each freed extent
+    /// synchronously), then stalls every other commit on the endpoint.
+    /// With it the freeing is this call's `close`, outside any lock. On a
+    /// 2-core VM's ext4 with `discard`, 2,000 objects replaced by 10
+    /// threads: 31 % of the threads' waits were those trims, and most of
+    /// the rest waited on the locks they held (perf `sched_switch`).
     fn commit(&self, staged: &mut Staged, key: &str) -> Result<(), EndpointError> {
-        self.make_parents(key)?;
         let key_c = c_name(key);
         let side_c = c_name(&format!("{key}{SIDECAR_SUFFIX}"));
+        let replaced = open_nofollow_at(self.base(), &key_c).ok();
         if let Some(side) = &staged.sidecar {
-            rename_at(self.base(), &c_name(side), self.base(), &side_c, false)
+            self.rename_into(&c_name(side), &side_c, key)
                 .map_err(|e| self.io_err("committing the metadata sidecar of", key, e))?;
             staged.sidecar = Some(format!("{key}{SIDECAR_SUFFIX}"));
         }
-        rename_at(self.base(), &c_name(&staged.name), self.base(), &key_c, false)
+        self.rename_into(&c_name(&staged.name), &key_c, key)
             .map_err(|e| self.io_err("committing", key, e))?;
-        if staged.sidecar.is_none() {
+        // Looked up first: an unlink takes the directory's lock even to
+        // find nothing, and a sidecar is rare.
+        if staged.sidecar.is_none() && open_nofollow_at(self.base(), &side_c).is_ok() {
             let _ = unlink_at(self.base(), &side_c, false);
         }
+        drop(replaced);
         Ok(())
+    }
+
+    /// Renames `from` to `to` (the object or sidecar of `key`), making the
+    /// directories above `key` only when the rename finds one missing: a
+    /// `mkdir` of a directory that exists still takes its parent's lock.
+    fn rename_into(&self, from: &CStr, to: &CStr, key: &str) -> io::Result<()> {
+        match rename_at(self.base(), from, self.base(), to, false) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound && key.contains('/') => {
+                self.make_parents(key)?;
+                rename_at(self.base(), from, self.base(), to, false)
+            }
+            other => other,
+        }
     }
 
     /// Best effort after a failed write: what is left is staging debris a
@@ -372,12 +401,11 @@ impl DirStore {
     }
 
     /// Makes the directories above `key`.
-    fn make_parents(&self, key: &str) -> Result<(), EndpointError> {
+    fn make_parents(&self, key: &str) -> io::Result<()> {
         let mut end = 0;
         while let Some(i) = key[end..].find('/') {
             end += i;
-            let dir = &key[..end];
-            mkdir_at(self.base(), &c_name(dir), 0o755).map_err(|e| self.io_err("creating directory", dir, e))?;
+            mkdir_at(self.base(), &c_name(&key[..end]), 0o755)?;
             end += 1;
         }
         Ok(())
@@ -710,5 +738,54 @@ mod tests {
         assert!(!is_legacy_staging("#LLL#0123456789"));
         assert!(!is_legacy_staging("x#m"));
         assert!(!is_legacy_staging("x#"));
+    }
+
+    fn meta(xattr_bytes: usize) -> ObjectMeta {
+        ObjectMeta {
+            size: 5,
+            hash: blake3::hash(b"hello"),
+            mode: 0o100644,
+            uid: 0,
+            gid: 0,
+            mtime: crate::sys::Timestamp { sec: 1, nsec: 0 },
+            atime: crate::sys::Timestamp { sec: 1, nsec: 0 },
+            xattrs: vec![(b"user.big".to_vec(), vec![b'x'; xattr_bytes])],
+            path: None,
+            kind: Default::default(),
+            link: None,
+        }
+    }
+
+    /// A commit renames first and makes the key's directories only when
+    /// that fails; an object replaced by one whose metadata fits its
+    /// xattrs loses the sidecar the old one had, and one replaced by an
+    /// object with a sidecar gets the new sidecar.
+    #[test]
+    fn commits_make_missing_directories_and_replace_sidecars() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DirStore::open("t", dir.path(), "user.ferry.object".into()).unwrap();
+        let mut src = tempfile::tempfile().unwrap();
+        src.write_all(b"hello").unwrap();
+        let side = dir.path().join("a/b/c#m");
+        // Metadata past any filesystem's xattr room goes to a sidecar.
+        store.upload("a/b/c", &src, meta(70_000)).unwrap();
+        assert!(side.exists(), "a sidecar for 70 kB of metadata");
+        let big = store.head("a/b/c").unwrap().unwrap().meta.unwrap().unwrap();
+        assert_eq!(big.xattrs[0].1.len(), 70_000);
+        store.upload("a/b/c", &src, meta(10)).unwrap();
+        assert!(!side.exists(), "the replaced object's sidecar is gone");
+        let small = store.head("a/b/c").unwrap().unwrap().meta.unwrap().unwrap();
+        assert_eq!(small.xattrs[0].1.len(), 10);
+        store.upload("a/b/c", &src, meta(70_000)).unwrap();
+        assert!(side.exists());
+        let again = store.head("a/b/c").unwrap().unwrap().meta.unwrap().unwrap();
+        assert_eq!(again.xattrs[0].1.len(), 70_000);
+        // A key at the top needs no directory; one deeper gets them all.
+        store.upload("top", &src, meta(10)).unwrap();
+        store.upload("x/y/z/w", &src, meta(10)).unwrap();
+        assert_eq!(std::fs::read(dir.path().join("x/y/z/w")).unwrap(), b"hello");
+        assert_eq!(std::fs::read(dir.path().join("top")).unwrap(), b"hello");
+        // Nothing left staged.
+        assert_eq!(std::fs::read_dir(dir.path().join(STAGING)).unwrap().count(), 0);
     }
 }
