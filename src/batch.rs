@@ -5,7 +5,8 @@
 //! limit is reached first closes the batch. A single file larger than the
 //! data limit travels alone. For streaming, a batch may also be capped by
 //! its encoded message size. With dynamic sizing the path limit grows with
-//! the number of paths discovered so far (see `docs/batching.md`).
+//! the number of paths discovered so far, or follows the run's total when
+//! it is known before the first path (a snapdiff's; see `docs/batching.md`).
 
 use crate::config::BatchSettings;
 
@@ -78,6 +79,7 @@ pub struct Batcher<T> {
     data: u64,
     message: usize,
     discovered: u64,
+    expected: u64,
 }
 
 impl<T> Batcher<T> {
@@ -89,7 +91,20 @@ impl<T> Batcher<T> {
             data: 0,
             message: 0,
             discovered: 0,
+            expected: 0,
         }
+    }
+
+    /// Tells the batcher the run hands out at least `total` paths, so that
+    /// dynamic sizing follows the total from the first batch on. The
+    /// seed's sizing is by "the total number of files being processed": a
+    /// walk learns it only as it goes (and sizes by the count so far), but
+    /// a snapdiff knows its number of changes before it hands out the
+    /// first, and 2,000 changes then go in 20 batches of 100 rather than
+    /// 25 of 40 and 10 of 100 (every batch is a task at each step of a
+    /// workflow, each with its own flush at the endpoint and destination).
+    pub fn expect(&mut self, total: u64) {
+        self.expected = self.expected.max(total);
     }
 
     /// Adds one item carrying `data_bytes` of file data and `message_bytes`
@@ -97,7 +112,7 @@ impl<T> Batcher<T> {
     /// current one if the item does not fit, and the new one as soon as it
     /// is full, so a full batch never waits for the next item.
     pub fn push(&mut self, item: T, data_bytes: u64, message_bytes: usize, mut emit: impl FnMut(Vec<T>)) {
-        let max_paths = self.limits.paths_limit(self.discovered);
+        let max_paths = self.limits.paths_limit(self.discovered.max(self.expected));
         self.discovered += 1;
         let over_data = self
             .limits
@@ -210,5 +225,25 @@ mod tests {
         let got = run(l, &vec![0; 1_200]);
         assert_eq!(got[..25], [40; 25]);
         assert_eq!(got[25..], [100, 100]);
+    }
+
+    #[test]
+    fn a_known_total_sizes_every_batch() {
+        let mut b = Batcher::new(BatchLimits::from_seed(40, 0.0, true));
+        b.expect(2_000);
+        let mut got = Vec::new();
+        for i in 0..2_000 {
+            b.push(i, 0, 0, |batch| got.push(batch.len()));
+        }
+        got.extend(b.finish().map(|v| v.len()));
+        assert_eq!(got, vec![100; 20]);
+        // Without dynamic sizing the configured size stays exact.
+        let mut fixed = Batcher::new(BatchLimits::from_seed(40, 0.0, false));
+        fixed.expect(2_000);
+        let mut sizes = Vec::new();
+        for i in 0..100 {
+            fixed.push(i, 0, 0, |batch| sizes.push(batch.len()));
+        }
+        assert_eq!(sizes, vec![40, 40]);
     }
 }

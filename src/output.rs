@@ -40,6 +40,14 @@ impl<W: Write> EntryWriter<W> {
         }
     }
 
+    /// Sizes batches for at least `total` entries ([`Batcher::expect`]);
+    /// nothing for the other formats.
+    pub fn expect(&mut self, total: u64) {
+        if let Some(b) = &mut self.batcher {
+            b.expect(total);
+        }
+    }
+
     /// Writes one entry (a batch is written once it is full).
     pub fn write(&mut self, e: &Entry) -> io::Result<()> {
         self.write_with(e, |_| {})

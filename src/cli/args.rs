@@ -81,8 +81,9 @@ pub struct OutputArgs {
     #[arg(long, default_value_t = defaults::FILE_BATCH_GB, value_name = "GB")]
     pub file_batch_gb: f64,
 
-    /// Grow the batch size with the number of paths found so far (seed
-    /// setting enable_auto_file_batch_sizing, on by default for the agent;
+    /// Grow the batch size with the number of paths found so far, or for
+    /// snapdiff with its number of changes (seed setting
+    /// enable_auto_file_batch_sizing, on by default for the agent;
     /// opt-in here so that --file-batch-size N means exactly N; see
     /// docs/batching.md).
     #[arg(long)]

@@ -187,6 +187,10 @@ pub fn write_change_keys(c: &Change, source: Option<&[u8]>, extra: ExtraFields, 
 }
 
 impl<W: Write> ChangeSink for ChangeWriter<W> {
+    fn expect(&mut self, total: u64) {
+        self.out.expect(total);
+    }
+
     fn change(&mut self, c: &Change) -> io::Result<()> {
         self.write(c)
     }

@@ -25,6 +25,10 @@ use tempfile::NamedTempFile;
 /// Where a run's changes go. `finish` must make them durable (or
 /// delivered): the run rotates only after it succeeds.
 pub trait ChangeSink {
+    /// Told once, before the first change, how many changes the run hands
+    /// over (at most: changes of the run's own state files are left out),
+    /// for sinks that size batches by the total.
+    fn expect(&mut self, _total: u64) {}
     /// Takes one change, in apply order.
     fn change(&mut self, c: &Change) -> io::Result<()>;
     /// Called once after the last change, before the run rotates.
@@ -33,6 +37,12 @@ pub trait ChangeSink {
 
 /// Writing nothing (a summary-only run) is a sink too.
 impl<S: ChangeSink> ChangeSink for Option<S> {
+    fn expect(&mut self, total: u64) {
+        if let Some(s) = self {
+            s.expect(total);
+        }
+    }
+
     fn change(&mut self, c: &Change) -> io::Result<()> {
         self.as_mut().map_or(Ok(()), |s| s.change(c))
     }
@@ -780,6 +790,7 @@ fn run_diff(
     let own = own_xattrs(ctx, &old.header, &new.header);
     let own = own.as_ref().map(|o| o as &dyn OwnChanges);
     let (changes, summary) = diff(old, new, &opts, &ctx.state.dir, delta, own)?;
+    sink.expect(summary.created + summary.updated + summary.moved + summary.deleted);
     let own = own_state(&ctx.provider.fileset().path, &ctx.state.dir);
     let ours = |p: &[u8]| {
         own.as_deref()

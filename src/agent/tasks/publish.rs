@@ -244,6 +244,8 @@ pub enum ChainError {
 pub struct Batches<K> {
     limits: BatchLimits,
     open: Vec<(K, Batcher<Vec<u8>>)>,
+    /// The run's known total, for every batcher ([`Batcher::expect`]).
+    expected: u64,
 }
 
 impl<K: Copy + PartialEq> Batches<K> {
@@ -252,6 +254,7 @@ impl<K: Copy + PartialEq> Batches<K> {
         Batches {
             limits,
             open: Vec::new(),
+            expected: 0,
         }
     }
 
@@ -261,6 +264,16 @@ impl<K: Copy + PartialEq> Batches<K> {
         Batches {
             limits,
             open: keys.into_iter().map(|k| (k, Batcher::new(limits))).collect(),
+            expected: 0,
+        }
+    }
+
+    /// Sizes every batch, open or to come, for a run of at least `total`
+    /// paths ([`Batcher::expect`]).
+    pub fn expect(&mut self, total: u64) {
+        self.expected = self.expected.max(total);
+        for (_, b) in &mut self.open {
+            b.expect(total);
         }
     }
 
@@ -278,7 +291,9 @@ impl<K: Copy + PartialEq> Batches<K> {
         let i = match self.open.iter().position(|(k, _)| *k == key) {
             Some(i) => i,
             None => {
-                self.open.push((key, Batcher::new(self.limits)));
+                let mut b = Batcher::new(self.limits);
+                b.expect(self.expected);
+                self.open.push((key, b));
                 self.open.len() - 1
             }
         };

@@ -124,6 +124,7 @@ pub fn snapdiff_task(
         extra: sd.extra_fields,
         batches: Batches::new(limits),
         limits,
+        expected: 0,
         held: Held::default(),
         stream_failures: 0,
         streamed: 0,
@@ -367,6 +368,9 @@ struct Phases<'a> {
     batches: Batches<(usize, ChangeState)>,
     /// The batch limits, for the held steps' batches.
     limits: BatchLimits,
+    /// The run's number of changes, which sizes every batch
+    /// ([`ChangeSink::expect`]).
+    expected: u64,
     /// Deletes and moves waiting for their step.
     held: Held,
     inbox: Box<dyn Inbox>,
@@ -564,6 +568,7 @@ impl Phases<'_> {
     /// waiting for each batch's handler before the next goes out.
     fn one_batch_at_a_time(&mut self, spool: &mut Spool, keep: impl Fn(&[u8]) -> bool) -> Result<(), Halt> {
         let mut batches: Batches<usize> = Batches::new(self.limits);
+        batches.expect(self.expected);
         spool.drain(|h| {
             if keep(&h.path) {
                 batches.push(h.rule, h.obj, h.size, &mut |rule, b| self.delete_and_wait(rule, b))?;
@@ -594,6 +599,11 @@ impl Phases<'_> {
 }
 
 impl ChangeSink for Phases<'_> {
+    fn expect(&mut self, total: u64) {
+        self.expected = total;
+        self.batches.expect(total);
+    }
+
     fn change(&mut self, c: &Change) -> io::Result<()> {
         let r = self.take(c);
         self.keep(r)
@@ -682,6 +692,26 @@ mod tests {
         )
         .unwrap();
         assert!(moved[0].path.ends_with(b"/b2") && moved[0].source.as_ref().unwrap().ends_with(b"/b"));
+    }
+
+    /// With the seed's dynamic sizing a run's batches follow its number of
+    /// changes from the first batch on: 1,200 created files go in 12
+    /// batches of 100, where sizing by the count so far would send 25 of
+    /// 40 and 2 of 100.
+    #[test]
+    fn dynamic_batches_are_sized_by_the_runs_number_of_changes() {
+        let names: Vec<String> = (0..1_200).map(|i| format!("f{i}")).collect();
+        let fs = Fileset::new(&names.iter().map(String::as_str).collect::<Vec<_>>());
+        let mut sink = Memory::default();
+        let r = fs
+            .run(
+                &mut sink,
+                serde_json::json!({"file_batch_size": 40, "enable_auto_file_batch_sizing": true}),
+            )
+            .unwrap();
+        // The files and the fileset's root.
+        assert_eq!(r["status"]["summary"]["created"], 1_201, "{r}");
+        assert_eq!(tasks(&sink), vec![("dynamo.tasks.migrate".to_string(), 100); 12]);
     }
 
     /// The paths of each child, relative to the fileset, by task.
