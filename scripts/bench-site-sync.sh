@@ -12,8 +12,12 @@
 #   # 1 % of 200,000 files changed:
 #   FERRY_BENCH_FILES=200000 FERRY_BENCH_KB=1 FERRY_BENCH_DIRS=2000 FERRY_BENCH_PERCENT=1 \
 #     FERRY_BENCH_FS_MB=8192 scripts/bench-site-sync.sh
-# The rig's btrfs image (FERRY_BENCH_FS_MB, 1 GiB by default) holds A, B
-# and rsync's copy: keep files x size x 3 well under it.
+# Sites A and B are on two btrfs images (FERRY_BENCH_FS_MB each, 1 GiB by
+# default; FERRY_BENCH_ONE_FS=1 puts both on one); B's also holds rsync's
+# copy: keep files x size x 2 well under it. FERRY_BENCH_BATCH=N fixes the
+# site's batch size (no dynamic sizing). ferry's time is each job's own
+# span at the hub (created to completed); each timed run, ferry's or
+# rsync's, starts after a `sync`.
 #
 # Needs root, RabbitMQ (scripts/rabbitmq-up) and btrfs-progs.
 set -euo pipefail
