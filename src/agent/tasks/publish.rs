@@ -268,6 +268,16 @@ impl<K: Copy + PartialEq> Batches<K> {
         }
     }
 
+    /// Empty batches of another key with these limits and this expected
+    /// total: a later step of the same run, sized as this one.
+    pub fn like<J>(&self) -> Batches<J> {
+        Batches {
+            limits: self.limits,
+            open: Vec::new(),
+            expected: self.expected,
+        }
+    }
+
     /// Sizes every batch, open or to come, for a run of at least `total`
     /// paths ([`Batcher::expect`]).
     pub fn expect(&mut self, total: u64) {

@@ -40,7 +40,6 @@
 use super::context::{ChildSink, Inbox, Input, Published, SinkError, TaskEnv, TaskError, TaskOutput};
 use super::publish::{Batches, Publisher};
 use super::rules::{self, BatchArgs, Rule, RuleArgs};
-use crate::batch::BatchLimits;
 use crate::config::{Config, GpfsSettings};
 use crate::entry::Fields;
 use crate::entry::FileType;
@@ -123,8 +122,6 @@ pub fn snapdiff_task(
         },
         extra: sd.extra_fields,
         batches: Batches::new(limits),
-        limits,
-        expected: 0,
         held: Held::default(),
         stream_failures: 0,
         streamed: 0,
@@ -364,13 +361,9 @@ impl From<SinkError> for Halt {
 /// A snapdiff's changes into child tasks, in two phases.
 struct Phases<'a> {
     children: Children<'a>,
-    /// Batches by (rule, state): a batch never mixes states.
+    /// Batches by (rule, state): a batch never mixes states. The held
+    /// steps' batches are sized like them ([`Batches::like`]).
     batches: Batches<(usize, ChangeState)>,
-    /// The batch limits, for the held steps' batches.
-    limits: BatchLimits,
-    /// The run's number of changes, which sizes every batch
-    /// ([`ChangeSink::expect`]).
-    expected: u64,
     /// Deletes and moves waiting for their step.
     held: Held,
     inbox: Box<dyn Inbox>,
@@ -567,8 +560,7 @@ impl Phases<'_> {
     /// Publishes the deletes in `spool` that `keep` selects in batches,
     /// waiting for each batch's handler before the next goes out.
     fn one_batch_at_a_time(&mut self, spool: &mut Spool, keep: impl Fn(&[u8]) -> bool) -> Result<(), Halt> {
-        let mut batches: Batches<usize> = Batches::new(self.limits);
-        batches.expect(self.expected);
+        let mut batches: Batches<usize> = self.batches.like();
         spool.drain(|h| {
             if keep(&h.path) {
                 batches.push(h.rule, h.obj, h.size, &mut |rule, b| self.delete_and_wait(rule, b))?;
@@ -600,7 +592,6 @@ impl Phases<'_> {
 
 impl ChangeSink for Phases<'_> {
     fn expect(&mut self, total: u64) {
-        self.expected = total;
         self.batches.expect(total);
     }
 
