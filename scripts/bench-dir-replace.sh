@@ -30,12 +30,13 @@ for i in range(n):
     print(json.dumps({"path": f"{d}/f{i}"}))
 EOF
 done
-run() { # binary-name binary
-  local root="$dir/$1"
-  "$2" premigrate --config "$root/ferry.conf" --no-progress --overwrite --from "$root/list.json" > /dev/null
+# Premigrates with binary $2 the files of copy $1 (old or new).
+run() {
+  "$2" premigrate --config "$dir/$1/ferry.conf" --no-progress --overwrite --from "$dir/$1/list.json" > /dev/null
 }
 run old "$old"
 run new "$new"
+TIMEFORMAT='%R s, %U s user, %S s system'
 for r in $(seq "$rounds"); do
   for b in old new; do
     bin=$old
@@ -45,7 +46,7 @@ import json, os, sys
 for l in open(sys.argv[1]):
     open(json.loads(l)["path"], "wb").write(os.urandom(1024))' "$dir/$b/list.json"
     sync
-    /usr/bin/time -f "$b round $r: %e s, %U s user, %S s system" \
-      "$bin" premigrate --config "$dir/$b/ferry.conf" --no-progress --overwrite --from "$dir/$b/list.json" > /dev/null
+    printf '%s round %s: ' "$b" "$r" >&2
+    time run "$b" "$bin"
   done
 done
