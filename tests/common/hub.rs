@@ -605,6 +605,19 @@ impl HubSite {
         }
     }
 
+    /// Sends agent `i` a signal by name (`STOP`, `CONT`, …) and leaves it
+    /// running: a stopped agent holds its deliveries unacknowledged until it
+    /// is continued or killed.
+    pub fn signal_agent(&self, i: usize, sig: &str) {
+        let c = self.agents[i].as_ref().expect("the agent runs");
+        let ok = Command::new("kill")
+            .args([&format!("-{sig}"), &c.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill -{sig} agent {i}");
+    }
+
     /// A log file's text.
     pub fn log(&self, name: &str) -> String {
         std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default()
