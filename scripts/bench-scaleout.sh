@@ -23,6 +23,8 @@
 #                       10 GB (file_batch_gb), so every file is stat'ed,
 #                       as on a site that limits batches by size
 #   OUT=BENCH_DIR/scaleout-FILES
+#   FERRY=path          a ferry binary to run instead of building this tree's
+#                       (to compare two builds, one after the other)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export LC_ALL=C
@@ -48,9 +50,12 @@ python3 -c 'import amqp' 2>/dev/null || die "python3's amqp (installed with cele
 scripts/rabbitmq-up >/dev/null
 
 echo "== building release binaries" >&2
-cargo build --release --quiet --bin ferry
+if [[ -z ${FERRY:-} ]]; then
+  cargo build --release --quiet --bin ferry
+  FERRY=${CARGO_TARGET_DIR:-target}/release/ferry
+fi
+FERRY=$(realpath "$FERRY")
 cargo build --release --quiet --locked --manifest-path tests/latencyfs/Cargo.toml
-FERRY=$(realpath "${CARGO_TARGET_DIR:-target}/release/ferry")
 LATENCYFS=$(realpath tests/latencyfs/target/release/latencyfs)
 
 mkdir -p "$BENCH_DIR" "$OUT"

@@ -50,9 +50,14 @@ impl Handoff {
         std::mem::take(&mut *self.handed.lock().expect("handoff"))
     }
 
+    /// How many directories were handed over and not yet taken.
+    pub fn waiting(&self) -> usize {
+        self.handed.lock().expect("handoff").len()
+    }
+
     /// Hands `path` over if others share the work and it is their turn;
     /// whether it did.
-    pub(super) fn offer(&self, path: &[u8]) -> bool {
+    pub(crate) fn offer(&self, path: &[u8]) -> bool {
         let others = self.others.load(Relaxed);
         if others == 0 {
             return false;

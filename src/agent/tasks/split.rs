@@ -55,14 +55,23 @@ impl Split {
     /// the next time, the walk shares the directories it finds with that
     /// many. Handed directories are sent once a period, not as they come,
     /// so that a big directory's subdirectories go out together in a few
-    /// big pieces rather than one by one.
+    /// big pieces rather than one by one. The exception is the walk's
+    /// first hand-over: it goes out as soon as every other consumer can
+    /// have a directory of it, so the job's first piece does not wait a
+    /// period (a walk that splits at once hands over most of its root's
+    /// directories in the root's first read; docs/benchmarks.md,
+    /// "Scale-out").
     pub fn poll(&mut self, publisher: &mut Publisher<'_>, env: &TaskEnv) -> Result<(), SinkError> {
         let now = Instant::now();
-        if now < self.from
-            || self
-                .asked
-                .is_some_and(|at| now.duration_since(at) < crate::config::defaults::WALK_SPLIT_POLL)
+        if now < self.from {
+            return Ok(());
+        }
+        if let Some(at) = self.asked
+            && now.duration_since(at) < crate::config::defaults::WALK_SPLIT_POLL
         {
+            if self.pieces == 0 && self.room > 0 && self.handoff.waiting() >= self.room {
+                self.send(publisher, env)?;
+            }
             return Ok(());
         }
         self.send(publisher, env)?;
@@ -99,5 +108,70 @@ impl Split {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::agent::tasks::QueueCounts;
+    use crate::agent::tasks::context::memory::{self, Memory};
+    use crate::config::defaults::WALK_SPLIT_POLL;
+    use crate::task::TaskName;
+
+    #[test]
+    fn the_first_hand_over_goes_out_once_every_other_consumer_can_have_a_directory() {
+        let msg = memory::message(
+            TaskName::RecursiveNavigate,
+            "walk",
+            serde_json::json!({"paths": ["/t"]}),
+        );
+        let env = memory::env(3, Duration::from_secs(1));
+        let mut sink = Memory {
+            queue: Some(QueueCounts {
+                messages: 0,
+                consumers: 4,
+            }),
+            ..Memory::default()
+        };
+        let mut publisher = Publisher::new(&msg, &env, None, &mut sink);
+        let mut split = Split::new(Duration::ZERO);
+        let handoff = split.handoff();
+        // The first poll asks the queue: three others could take a piece.
+        split.poll(&mut publisher, &env).unwrap();
+        let asked = Instant::now();
+        // Of the first four directories found, one stays: two handed over
+        // are too few for three others, and wait.
+        for d in [b"/t/a", b"/t/b", b"/t/c"] {
+            handoff.offer(d);
+        }
+        split.poll(&mut publisher, &env).unwrap();
+        assert_eq!((split.pieces(), handoff.waiting()), (0, 2));
+        // A third: each other consumer gets one at once, within the period.
+        handoff.offer(b"/t/d");
+        split.poll(&mut publisher, &env).unwrap();
+        assert_eq!((split.pieces(), handoff.waiting()), (3, 0));
+        // After the first, hand-overs wait for the period again.
+        for d in [b"/t/e", b"/t/f", b"/t/g", b"/t/h"] {
+            handoff.offer(d);
+        }
+        split.poll(&mut publisher, &env).unwrap();
+        if asked.elapsed() < WALK_SPLIT_POLL {
+            assert_eq!((split.pieces(), handoff.waiting()), (3, 3));
+        }
+        drop(publisher);
+        let pieces: Vec<_> = sink
+            .sent
+            .iter()
+            .map(|(q, m)| (q.as_str(), m.kwarg("paths").unwrap().get()))
+            .collect();
+        assert_eq!(
+            pieces,
+            [
+                ("s1.default#discovery", r#"[{"path":"/t/b"}]"#),
+                ("s1.default#discovery", r#"[{"path":"/t/c"}]"#),
+                ("s1.default#discovery", r#"[{"path":"/t/d"}]"#),
+            ]
+        );
     }
 }
