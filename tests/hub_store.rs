@@ -186,6 +186,64 @@ fn a_job_ends_when_every_announced_result_is_counted() {
     }
 }
 
+/// A walk's result as the agent sends it: `summary` for a success, none
+/// (`{}`) for a failure.
+fn walk(task_id: &str, parent: Option<&str>, jobid: i64, children: i64, run: u64, summary: Option<&str>) -> Finished {
+    Finished {
+        tasktype: "dynamo.tasks.recursive_navigate".into(),
+        queue: Some("s1.default#discovery".into()),
+        state: if summary.is_some() { "SUCCESS" } else { "FAILURE" },
+        summary: summary.unwrap_or("{}").into(),
+        discovery: true,
+        ..result(task_id, parent, jobid, children, run, FileCounts::default())
+    }
+}
+
+#[test]
+fn a_failed_piece_closes_its_walk_so_the_walk_completes_before_the_job() {
+    for db in both() {
+        rt().block_on(async {
+            let store = Store::open(&db.url).await.unwrap();
+            let root = uuid::Uuid::new_v4().to_string();
+            let job = job_with_root(&store, &root).await;
+            let (run, run1) = (ChildId::new_run(), ChildId::new_run());
+            let child = |run, seq| ChildId { run, seq }.to_uuid();
+            // The root sent three pieces and a batch; piece 1 a batch of
+            // its own. Piece 3 fails before its parent's result comes (held
+            // in the database), piece 2 after it (counted at once), and
+            // piece 1 succeeds last.
+            let p3 = child(run, 2);
+            store.ingest(&[walk(&p3, Some(&root), job, 0, 0, None)]).await.unwrap();
+            let summary = r#"{"files":4,"children":4,"pieces":3,"piece":false}"#;
+            store
+                .ingest(&[walk(&root, None, job, 4, run, Some(summary))])
+                .await
+                .unwrap();
+            let p2 = child(run, 1);
+            store.ingest(&[walk(&p2, Some(&root), job, 0, 0, None)]).await.unwrap();
+            let j = store.job(job).await.unwrap().unwrap();
+            assert!(!j.dir_walk_complete, "{}: piece 1 is still walking", db.engine);
+            let summary = r#"{"files":5,"children":1,"pieces":0,"piece":true}"#;
+            let p1 = child(run, 0);
+            let r = store
+                .ingest(&[walk(&p1, Some(&root), job, 1, run1, Some(summary))])
+                .await
+                .unwrap();
+            assert!(r.finished_jobs.is_empty(), "{}", db.engine);
+            // Every walk closed, the batches still to come: the walk is
+            // complete, the job is not.
+            let j = store.job(job).await.unwrap().unwrap();
+            assert_eq!(
+                (j.dir_walk_complete, j.received, j.expected, j.files_found),
+                (true, 4, 6, 9),
+                "{}",
+                db.engine
+            );
+            assert!(j.completed.is_none(), "{}", db.engine);
+        })
+    }
+}
+
 #[test]
 fn failed_files_fail_the_job_and_are_recorded() {
     for db in both() {

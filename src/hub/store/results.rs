@@ -188,6 +188,9 @@ struct Counted {
     run: Option<String>,
     files: FileCounts,
     discovery: bool,
+    /// A `recursive_navigate`: its children that are walks too are the
+    /// pieces of a split walk.
+    walk: bool,
 }
 
 /// A result of the batch that will be written, and its verdict so far.
@@ -234,6 +237,12 @@ const ORPHAN: i64 = 2;
 /// Whether a task is a walk whose result ends a job's discovery.
 pub fn is_discovery(tasktype: &str) -> bool {
     TaskName::parse(tasktype).is_some_and(|t| DISCOVERY_TASKS.contains(&t))
+}
+
+/// Whether a task is a `recursive_navigate`, the discovery that splits
+/// into pieces (walks sent by a walk).
+fn is_walk(tasktype: &str) -> bool {
+    TaskName::parse(tasktype) == Some(TaskName::RecursiveNavigate)
 }
 
 /// The tasks that discover (walk or diff) rather than act.
@@ -322,6 +331,7 @@ impl Store {
                     _ => ORPHAN,
                 })
             };
+            let below_walk = parent.is_some_and(|p| is_walk(&p.tasktype));
             let row = t.rows.len();
             t.rows.push(Pending { r, job_id, counted: 0 });
             known.insert(
@@ -338,7 +348,7 @@ impl Store {
                 },
             );
             match verdict {
-                Some(v) => settle(&mut tx, self.engine, row, v, &mut t, &mut known).await?,
+                Some(v) => settle(&mut tx, self.engine, (row, v, below_walk), &mut t, &mut known).await?,
                 None => {
                     t.out.held += 1;
                     if let Some(p) = &r.parent_id {
@@ -640,24 +650,23 @@ const ORPHAN_AT: usize = 1;
 /// Most held children read and released by one statement.
 const RELEASE_CHUNK: i64 = 5_000;
 
-/// Gives row `first` of the batch verdict `v`, and every result held
-/// below it theirs: rows of this batch in memory (they are written
+/// Gives row `first.0` of the batch verdict `first.1`, and every result
+/// held below it theirs: rows of this batch in memory (they are written
 /// after), rows of earlier batches in the database, a chunk at a time
 /// (a walk's result can release millions of children that finished
-/// before it).
+/// before it). `first.2`: the row's parent is a walk ([`is_walk`]).
 async fn settle(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     engine: Engine,
-    first: usize,
-    v: i64,
+    first: (usize, i64, bool),
     t: &mut Tally<'_>,
     known: &mut FxHashMap<String, Known>,
 ) -> Result<(), StoreError> {
     // Tasks with a verdict whose held children are still to be found.
     let mut stack: Vec<(Counted, i64)> = Vec::new();
-    let mut rows = vec![(first, v)];
+    let mut rows = vec![first];
     loop {
-        while let Some((i, v)) = rows.pop() {
+        while let Some((i, v, below_walk)) = rows.pop() {
             t.rows[i].counted = v;
             let r = t.rows[i].r;
             let me = Counted {
@@ -666,8 +675,9 @@ async fn settle(
                 state: r.state.to_string(),
                 children_count: r.children_count,
                 run: r.run.clone(),
-                files: counts(&r.summary),
+                files: task_counts(&r.summary, below_walk && is_walk(&r.tasktype)),
                 discovery: r.discovery,
+                walk: is_walk(&r.tasktype),
             };
             if let Some(k) = known.get_mut(&r.task_id) {
                 k.counted = v;
@@ -682,7 +692,7 @@ async fn settle(
         };
         // Its children held in this batch.
         for i in t.held.remove(&parent.task_id).unwrap_or_default() {
-            rows.push((i, verdict_below(&parent, v, &t.rows[i].r.task_id)));
+            rows.push((i, verdict_below(&parent, v, &t.rows[i].r.task_id), parent.walk));
         }
         // And in earlier ones.
         let mut after = String::new();
@@ -704,14 +714,17 @@ async fn settle(
             // Ids counted, then ids orphaned.
             let mut by_verdict: [Vec<String>; 2] = [Vec::new(), Vec::new()];
             for h in &held {
+                let tasktype = h.get::<String, _>(6);
+                let summary = h.get::<Option<String>, _>(5);
                 let child = Counted {
                     task_id: h.get(0),
                     job_id: h.get(1),
                     state: h.get(2),
                     children_count: h.get(3),
                     run: h.get(4),
-                    files: counts(h.get::<Option<String>, _>(5).as_deref().unwrap_or("{}")),
-                    discovery: is_discovery(&h.get::<String, _>(6)),
+                    files: task_counts(summary.as_deref().unwrap_or("{}"), parent.walk && is_walk(&tasktype)),
+                    discovery: is_discovery(&tasktype),
+                    walk: is_walk(&tasktype),
                 };
                 let cv = verdict_below(&parent, v, &child.task_id);
                 t.count(&child, cv);
@@ -877,6 +890,20 @@ pub fn counts(summary: &str) -> FileCounts {
     serde_json::from_str::<Summary>(summary)
         .map(|s| s.counts())
         .unwrap_or_default()
+}
+
+/// A counted task's file counts: its summary's, and for a piece of a
+/// split walk (`piece`: a walk sent by a walk) that failed or
+/// was revoked, and so wrote no summary, the walk it closes all the same:
+/// otherwise the job's walk would stay open, and `dir_walk_complete`
+/// false, until the job ends.
+fn task_counts(summary: &str, piece: bool) -> FileCounts {
+    let parsed = serde_json::from_str::<Summary>(summary).ok();
+    let mut c = parsed.as_ref().map(Summary::counts).unwrap_or_default();
+    if piece && !parsed.is_some_and(|s| s.children.is_some()) {
+        c.walks = -1;
+    }
+    c
 }
 
 /// A summary's counts, as the agent writes them.
