@@ -900,7 +900,7 @@ pub fn counts(summary: &str) -> FileCounts {
 fn task_counts(summary: &str, piece: bool) -> FileCounts {
     let parsed = serde_json::from_str::<Summary>(summary).ok();
     let mut c = parsed.as_ref().map(Summary::counts).unwrap_or_default();
-    if piece && !parsed.is_some_and(|s| s.children.is_some()) {
+    if piece && parsed.is_none_or(|s| s.children.is_none()) {
         c.walks = -1;
     }
     c
