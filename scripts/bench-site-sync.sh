@@ -14,7 +14,11 @@
 #     FERRY_BENCH_FS_MB=8192 scripts/bench-site-sync.sh
 # Sites A and B are on two btrfs images (FERRY_BENCH_FS_MB each, 1 GiB by
 # default; FERRY_BENCH_ONE_FS=1 puts both on one); B's also holds rsync's
-# copy: keep files x size x 2 well under it. FERRY_BENCH_BATCH=N fixes the
+# copy: keep files x size x 2 well under it. The directory endpoint is on
+# an ext4 image of its own of the same size (FERRY_BENCH_EP_ON_ROOT=1 puts
+# it on the host's filesystem, beside the hub's database and the broker's
+# queues, which each of its flushes then writes too; 2026-12-07,
+# docs/benchmarks.md). FERRY_BENCH_BATCH=N fixes the
 # site's batch size (no dynamic sizing). ferry's time is each job's own
 # span at the hub (created to completed); each timed run, ferry's or
 # rsync's, starts after a `sync`.

@@ -29,6 +29,7 @@ mod common;
 use common::Rng;
 use common::btrfs::LoopBtrfs;
 use common::hub::{HubSite, sqlite};
+use common::loopfs::LoopFs;
 use common::proxy::Proxy;
 use serde_json::{Value, json};
 use std::ffi::OsStr;
@@ -40,6 +41,9 @@ use std::time::Duration;
 /// Two sites and their filesets.
 struct Rig {
     s: HubSite,
+    /// The directory endpoint's own filesystem (`Variant::ep_fs`), dropped
+    /// after the agents that use it.
+    _ep_fs: Option<LoopFs>,
     /// Site B's name (site A's is `s.site`).
     b_site: String,
     /// Site A's fileset as the host sees it.
@@ -71,6 +75,11 @@ struct Variant {
     /// two clusters' filesystems are: a flush on one site does not stall
     /// the other's writes. Otherwise both share one image.
     two_fs: bool,
+    /// The directory endpoint is on an ext4 of its own (of `fs_mb`), as an
+    /// archive is storage of its own: its flushes do not also write what
+    /// the hub's database, the broker and every test keep on the host's
+    /// filesystem. Otherwise it is in the hub's scratch directory.
+    ep_fs: bool,
 }
 
 /// The rig for `v`.
@@ -84,6 +93,16 @@ fn rig(v: Variant) -> Option<Rig> {
     let fs_b = if v.two_fs { Some(LoopBtrfs::new(mb)?) } else { None };
     let (a, b) = (fs.subvolume("a"), fs_b.as_ref().unwrap_or(&fs).subvolume("b"));
     let mut s = HubSite::new(sqlite(), 2, "");
+    let ep_fs = match v.ep_fs && !v.s3 {
+        true => Some(LoopFs::ext4(mb)?),
+        false => None,
+    };
+    if let Some(fs) = &ep_fs {
+        // Not the top: it holds ext4's `lost+found`.
+        let store = fs.path().join("archive");
+        std::fs::create_dir(&store).unwrap();
+        s.archive = Some(format!("type = directory\npath = {}\n", store.display()));
+    }
     let mut proxy = None;
     if let Some(server) = &s3 {
         let bucket = server.unique_bucket("hub-sites");
@@ -123,6 +142,7 @@ fn rig(v: Variant) -> Option<Rig> {
     }
     Some(Rig {
         s,
+        _ep_fs: ep_fs,
         b_site,
         a,
         b,
@@ -862,6 +882,8 @@ fn site_sync_survives_a_killed_destination_and_an_endpoint_away_for_30_s() {
 /// `rsync -aHAX --delete`. Sites A and B are on two btrfs images of
 /// `FERRY_BENCH_FS_MB` MiB each (1024), as two clusters are; B's holds
 /// rsync's copy too. `FERRY_BENCH_ONE_FS` puts both sites on one image.
+/// The directory endpoint is on an ext4 image of its own, of the same
+/// size; `FERRY_BENCH_EP_ON_ROOT` puts it in the hub's scratch directory.
 #[test]
 #[ignore = "benchmark: run by scripts/bench-site-sync.sh"]
 fn site_sync_throughput() {
@@ -875,6 +897,7 @@ fn site_sync_throughput() {
         hydrate: true,
         fs_mb: env("FERRY_BENCH_FS_MB", 1024) as u64,
         two_fs: std::env::var_os("FERRY_BENCH_ONE_FS").is_none(),
+        ep_fs: std::env::var_os("FERRY_BENCH_EP_ON_ROOT").is_none(),
         ..Variant::default()
     }) else {
         return;
