@@ -719,3 +719,61 @@ fn a_sync_run_stays_open_through_its_stages_and_keeps_its_latest_two_runs_events
         });
     }
 }
+
+/// A bidirectional run's decisions reach their own events, every field,
+/// across several multi-row statements (more than one chunk of them).
+#[test]
+fn a_sync_runs_decisions_are_each_written_to_their_own_event() {
+    use ferry::hub::store::bisync::{Advance, Decided, EventsDoc, NewSyncRun};
+    for db in both() {
+        rt().block_on(async {
+            let store = Store::open(&db.url).await.unwrap();
+            let root = uuid::Uuid::new_v4().to_string();
+            let sync = NewSyncRun {
+                site2: "s2".into(),
+                queue2: "default".into(),
+                fileset: "/data".into(),
+            };
+            let job = job_of(&store, &root, Some(sync)).await;
+            let n = 1_201;
+            let doc = EventsDoc {
+                job,
+                site: "s1".into(),
+                run: "00000000000000aa".into(),
+                seq: 0,
+                events: (0..n)
+                    .map(|i| format!(r#"{{"path":"/data/f{i}","state":"created"}}"#))
+                    .collect(),
+            };
+            store.record_sync_events(&[doc]).await.unwrap();
+            let events = store.sync_events(job, "s1", Some("00000000000000aa")).await.unwrap();
+            assert_eq!(events.len(), n, "{}", db.engine);
+            let names = ["send", "drop", "delete", "refuse"];
+            let decided: Vec<Decided> = events
+                .iter()
+                .enumerate()
+                .map(|(i, e)| Decided {
+                    id: e.id,
+                    decision: names[i % names.len()],
+                    target: (i % 3 == 0).then(|| format!("\"/data/moved/f{i}\"")),
+                    note: (i % 5 == 0).then(|| format!("why {i}: it's \"quoted\"")),
+                })
+                .collect();
+            let step = Advance {
+                decided: &decided,
+                ..Advance::default()
+            };
+            assert!(store.advance_sync(job, 0, 1, &step).await.unwrap());
+            let stored = store.sync_events(job, "s1", None).await.unwrap();
+            assert_eq!(stored.len(), n, "{}: every event decided", db.engine);
+            for (s, d) in stored.iter().zip(&decided) {
+                assert_eq!(
+                    (s.id, s.decision.as_deref(), &s.target, &s.note),
+                    (d.id, Some(d.decision), &d.target, &d.note),
+                    "{}",
+                    db.engine
+                );
+            }
+        });
+    }
+}
