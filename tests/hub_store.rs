@@ -66,6 +66,17 @@ async fn job_of(store: &Store, root: &str, sync: Option<ferry::hub::store::bisyn
         .unwrap()
 }
 
+/// A bidirectional sync's job between sites s1 and s2 of `/data`, with
+/// the root task `root`.
+async fn sync_job(store: &Store, root: &str) -> i64 {
+    let sync = ferry::hub::store::bisync::NewSyncRun {
+        site2: "s2".into(),
+        queue2: "default".into(),
+        fileset: "/data".into(),
+    };
+    job_of(store, root, Some(sync)).await
+}
+
 fn result(task_id: &str, parent: Option<&str>, jobid: i64, children: i64, run: u64, files: FileCounts) -> Finished {
     let discovery = parent.is_none();
     Finished {
@@ -605,19 +616,14 @@ fn a_pausing_job_settles_only_once_asked_long_enough_ago_and_idle() {
 /// to the last run that committed both sites' snapshots).
 #[test]
 fn a_sync_run_stays_open_through_its_stages_and_keeps_its_latest_two_runs_events() {
-    use ferry::hub::store::bisync::{Advance, DONE, EventsDoc, Listed, NewSyncRun};
+    use ferry::hub::store::bisync::{Advance, DONE, EventsDoc, Listed};
     for db in both() {
         rt().block_on(async {
             let store = Store::open(&db.url).await.unwrap();
             let mut jobs = Vec::new();
             for _ in 0..4 {
                 let root = uuid::Uuid::new_v4().to_string();
-                let sync = NewSyncRun {
-                    site2: "s2".into(),
-                    queue2: "default".into(),
-                    fileset: "/data".into(),
-                };
-                let job = job_of(&store, &root, Some(sync)).await;
+                let job = sync_job(&store, &root).await;
                 let doc = EventsDoc {
                     job,
                     site: "s1".into(),
@@ -724,17 +730,11 @@ fn a_sync_run_stays_open_through_its_stages_and_keeps_its_latest_two_runs_events
 /// across several multi-row statements (more than one chunk of them).
 #[test]
 fn a_sync_runs_decisions_are_each_written_to_their_own_event() {
-    use ferry::hub::store::bisync::{Advance, Decided, EventsDoc, NewSyncRun};
+    use ferry::hub::store::bisync::{Advance, Decided, EventsDoc};
     for db in both() {
         rt().block_on(async {
             let store = Store::open(&db.url).await.unwrap();
-            let root = uuid::Uuid::new_v4().to_string();
-            let sync = NewSyncRun {
-                site2: "s2".into(),
-                queue2: "default".into(),
-                fileset: "/data".into(),
-            };
-            let job = job_of(&store, &root, Some(sync)).await;
+            let job = sync_job(&store, &uuid::Uuid::new_v4().to_string()).await;
             let n = 1_201;
             let doc = EventsDoc {
                 job,
