@@ -64,6 +64,25 @@ pub fn tuples(engine: Engine, rows: usize, cols: usize) -> String {
         .join(", ")
 }
 
+/// [`tuples`] whose values are cast to `types`, one a column: for a
+/// `VALUES` list read as a table (`UPDATE … FROM (VALUES …)`), where
+/// PostgreSQL takes an untyped parameter as text, which it would not
+/// compare with a number.
+pub fn typed_tuples(engine: Engine, rows: usize, types: &[&str]) -> String {
+    let cols = types.len();
+    (0..rows)
+        .map(|r| {
+            let typed: Vec<String> = types
+                .iter()
+                .enumerate()
+                .map(|(c, t)| format!("CAST({} AS {t})", placeholders(engine, r * cols + c + 1, 1)))
+                .collect();
+            format!("({})", typed.join(", "))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// A task row as counting and starting read it.
 #[derive(Clone, Debug)]
 pub struct Known {

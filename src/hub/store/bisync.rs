@@ -7,7 +7,7 @@ use super::events::{self, NewEvent};
 use super::jobs::RootTask;
 use super::ledger::finish_if_done;
 pub use super::sync_run::NewSyncRun;
-use super::{Engine, Store, StoreError, batch, db, now_us};
+use super::{Store, StoreError, batch, db, now_us};
 use sqlx::Row;
 
 /// The stage a run's job is at once every stage is done: the ingest may
@@ -131,26 +131,6 @@ pub struct PastRun {
     /// The sites whose snapshot it committed: asked to rotate, and the
     /// rotation succeeded. Changes since are diffed against that one.
     pub committed: Vec<String>,
-}
-
-/// `rows` rows of a VALUES list of decisions (id, decision, target,
-/// note), typed: PostgreSQL takes an untyped parameter in VALUES as text,
-/// which it would not compare with an id.
-fn decision_rows(engine: Engine, rows: usize) -> String {
-    let p = |i: usize| batch::placeholders(engine, i, 1);
-    (0..rows)
-        .map(|r| {
-            let i = r * 4 + 1;
-            format!(
-                "(CAST({} AS BIGINT), CAST({} AS TEXT), CAST({} AS TEXT), CAST({} AS TEXT))",
-                p(i),
-                p(i + 1),
-                p(i + 2),
-                p(i + 3)
-            )
-        })
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 impl Store {
@@ -405,7 +385,7 @@ impl Store {
             let sql = format!(
                 "UPDATE sync_events SET decision = v.column2, target = v.column3, note = v.column4
                  FROM (VALUES {}) AS v WHERE sync_events.id = v.column1",
-                decision_rows(self.engine, chunk.len())
+                batch::typed_tuples(self.engine, chunk.len(), &["BIGINT", "TEXT", "TEXT", "TEXT"])
             );
             let mut q = batch::statement(&sql, chunk.len());
             for d in chunk {

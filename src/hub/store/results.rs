@@ -669,15 +669,16 @@ async fn settle(
         while let Some((i, v, below_walk)) = rows.pop() {
             t.rows[i].counted = v;
             let r = t.rows[i].r;
+            let walk = is_walk(&r.tasktype);
             let me = Counted {
                 task_id: r.task_id.clone(),
                 job_id: t.rows[i].job_id,
                 state: r.state.to_string(),
                 children_count: r.children_count,
                 run: r.run.clone(),
-                files: task_counts(&r.summary, below_walk && is_walk(&r.tasktype)),
+                files: task_counts(&r.summary, below_walk && walk),
                 discovery: r.discovery,
-                walk: is_walk(&r.tasktype),
+                walk,
             };
             if let Some(k) = known.get_mut(&r.task_id) {
                 k.counted = v;
@@ -716,15 +717,16 @@ async fn settle(
             for h in &held {
                 let tasktype = h.get::<String, _>(6);
                 let summary = h.get::<Option<String>, _>(5);
+                let walk = is_walk(&tasktype);
                 let child = Counted {
                     task_id: h.get(0),
                     job_id: h.get(1),
                     state: h.get(2),
                     children_count: h.get(3),
                     run: h.get(4),
-                    files: task_counts(summary.as_deref().unwrap_or("{}"), parent.walk && is_walk(&tasktype)),
+                    files: task_counts(summary.as_deref().unwrap_or("{}"), parent.walk && walk),
                     discovery: is_discovery(&tasktype),
-                    walk: is_walk(&tasktype),
+                    walk,
                 };
                 let cv = verdict_below(&parent, v, &child.task_id);
                 t.count(&child, cv);
