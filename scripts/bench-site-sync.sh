@@ -7,6 +7,7 @@
 #
 #   scripts/bench-site-sync.sh
 #   FERRY_BENCH_FILES=1000 FERRY_BENCH_KB=256 scripts/bench-site-sync.sh
+#   FERRY_BENCH_ROUNDS=5 ...   # five rewrite-and-sync rounds after one first sync
 #   # 1 GiB in 4 files:
 #   FERRY_BENCH_FILES=4 FERRY_BENCH_KB=262144 FERRY_BENCH_FS_MB=4096 scripts/bench-site-sync.sh
 #   # 1 % of 200,000 files changed:

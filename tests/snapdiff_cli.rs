@@ -1016,6 +1016,80 @@ fn a_ctime_moved_by_ferrys_own_xattrs_alone_is_no_change_and_a_users_xattr_is() 
 /// xattrs stayed is only moved, one whose user xattr changed in the same
 /// interval is moved and updated; with --every-ctime every renamed entry
 /// is updated too, as before the xattrs were compared.
+/// The check of ctime-only changes reads xattrs from the two snapshots'
+/// btrfs trees by inode number, and answers as the read by path does:
+/// ferry's stamps ignored, a user's value, a new name and a removed name
+/// seen, long values and many names per file read whole.
+#[test]
+fn the_own_xattrs_check_reads_btrfs_trees_by_inode_and_agrees_with_paths() {
+    use ferry::snapdiff::diff::OwnChanges;
+    use ferry::snapdiff::own_xattrs::OwnXattrs;
+    let Some(s) = subvolume() else { return };
+    let names = ["stamped", "value", "added", "removed", "many"];
+    for f in names {
+        write(&s.p(f), b"x");
+        xattr::set(s.p(f), "user.keep", &[7u8; 3000]).unwrap();
+    }
+    for i in 0..40 {
+        xattr::set(s.p("many"), format!("user.n{i:02}"), format!("v{i}").as_bytes()).unwrap();
+    }
+    xattr::set(s.p("removed"), "user.gone", b"1").unwrap();
+    let snaps = s.fs.path().join("snaps");
+    fs::create_dir_all(&snaps).unwrap();
+    let snap = |name: &str| {
+        let to = snaps.join(name);
+        let o = output(
+            Command::new("btrfs")
+                .args(["subvolume", "snapshot", "-r"])
+                .arg(&s.root)
+                .arg(&to),
+        );
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        to
+    };
+    let old = snap("old");
+    for f in names {
+        xattr::set(s.p(f), "user.ferry.state", b"stamped").unwrap();
+    }
+    xattr::set(s.p("value"), "user.keep", &[8u8; 3000]).unwrap();
+    xattr::set(s.p("added"), "user.new", b"").unwrap();
+    xattr::remove(s.p("removed"), "user.gone").unwrap();
+    let new = snap("new");
+    let trees = OwnXattrs::new("user.ferry.", &old, &new);
+    let paths = OwnXattrs::by_paths("user.ferry.", &old, &new);
+    assert!(trees.reads_trees(), "two btrfs snapshots, as root");
+    assert!(!paths.reads_trees());
+    let mut answers = BTreeMap::new();
+    for f in names.iter().chain(&[""]) {
+        let ino = if f.is_empty() {
+            256
+        } else {
+            fs::metadata(s.p(f)).unwrap().ino()
+        };
+        let by_tree = trees.only_own(ino, f.as_bytes(), f.as_bytes());
+        assert_eq!(by_tree, paths.only_own(ino, f.as_bytes(), f.as_bytes()), "{f:?}");
+        answers.insert(*f, by_tree);
+    }
+    let expect: BTreeMap<&str, bool> = [
+        ("", true),
+        ("stamped", true),
+        ("many", true),
+        ("value", false),
+        ("added", false),
+        ("removed", false),
+    ]
+    .into();
+    assert_eq!(answers, expect);
+    // An inode the trees do not hold cannot be read: a change, as a path
+    // that is not there is.
+    let ghost = fs::metadata(s.p("stamped")).unwrap().ino() + 1000;
+    assert!(!trees.only_own(ghost, b"", b""), "no such inode");
+    for snap in [&old, &new] {
+        let o = output(Command::new("btrfs").args(["subvolume", "delete"]).arg(snap));
+        assert!(o.status.success());
+    }
+}
+
 #[test]
 fn a_renamed_entry_is_updated_too_only_when_its_xattrs_changed() {
     let Some(s) = subvolume() else { return };

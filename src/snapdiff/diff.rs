@@ -370,9 +370,10 @@ fn put_group<W: Write>(w: &mut DeltaWriter<W>, records: &[Record]) -> Result<(),
 /// would check again every file the last run sent, and send the
 /// attributes of every renamed one ([`super::own_xattrs`]).
 pub trait OwnChanges {
-    /// True when only ferry's own xattrs differ; false when anything else
-    /// may have (also when it cannot tell).
-    fn only_own(&self, old: &[u8], new: &[u8]) -> bool;
+    /// True when only ferry's own xattrs differ between inode `ino` at
+    /// path `old` in the old tree and at `new` in the new one; false when
+    /// anything else may have (also when it cannot tell).
+    fn only_own(&self, ino: u64, old: &[u8], new: &[u8]) -> bool;
 }
 
 /// Diffs two manifests: returns the changes in apply order and the counts.
@@ -601,7 +602,7 @@ impl Differ<'_> {
         };
         let old = self.path(Namespace::Old, o)?;
         let new = self.path(Namespace::New, n)?;
-        Ok(own.only_own(&old, &new))
+        Ok(own.only_own(n.ino, &old, &new))
     }
 
     /// A link at the same place: with `condense_moves` off, an entry under
@@ -704,7 +705,7 @@ mod tests {
     }
 
     impl OwnChanges for Own {
-        fn only_own(&self, old: &[u8], new: &[u8]) -> bool {
+        fn only_own(&self, _ino: u64, old: &[u8], new: &[u8]) -> bool {
             self.asked.borrow_mut().push((old.to_vec(), new.to_vec()));
             self.own
         }
