@@ -726,6 +726,75 @@ fn a_sync_run_stays_open_through_its_stages_and_keeps_its_latest_two_runs_events
     }
 }
 
+/// A bidirectional run's listed files (conflicts it refused or skipped)
+/// are each one row of the job's files, across several multi-row
+/// statements; a path listed twice keeps its last listing, as one upsert
+/// at a time left it; the job counts every listing.
+#[test]
+fn a_sync_runs_listed_files_are_each_one_row_and_a_path_listed_twice_keeps_its_last() {
+    use ferry::hub::store::bisync::{Advance, Listed};
+    use ferry::hub::store::jobs::{Bind, Filter, Page};
+    for db in both() {
+        rt().block_on(async {
+            let store = Store::open(&db.url).await.unwrap();
+            let job = sync_job(&store, &uuid::Uuid::new_v4().to_string()).await;
+            let n = 1_201;
+            let mut listed: Vec<Listed> = (0..n)
+                .map(|i| Listed {
+                    path: format!("\"/data/f{i}\""),
+                    state: if i % 2 == 0 { "failures" } else { "skipped" },
+                    message: format!("why {i}: it's \"quoted\""),
+                })
+                .collect();
+            // Again in the same statement (PostgreSQL refuses an upsert
+            // that meets a key twice).
+            listed.insert(
+                10,
+                Listed {
+                    path: "\"/data/f7\"".into(),
+                    state: "failures",
+                    message: "listed again".into(),
+                },
+            );
+            let step = Advance {
+                listed: &listed,
+                ..Advance::default()
+            };
+            assert!(store.advance_sync(job, 0, 1, &step).await.unwrap());
+            let mut only_this = Filter::default();
+            only_this.cmp("job_id", "=", Bind::Int(job));
+            let (count, files) = store
+                .file_records(&only_this, Page { offset: 0, limit: None })
+                .await
+                .unwrap();
+            assert_eq!(count, n as i64, "{}: one row a path", db.engine);
+            let by_path: std::collections::HashMap<&str, _> = files.iter().map(|f| (f.path.as_str(), f)).collect();
+            for (i, l) in listed.iter().filter(|l| l.message != "listed again").enumerate() {
+                let f = by_path[l.path.as_str()];
+                let (state, message) = if i == 7 {
+                    ("failures", "listed again")
+                } else {
+                    (l.state, l.message.as_str())
+                };
+                assert_eq!(
+                    (
+                        f.state.as_str(),
+                        f.message.as_str(),
+                        f.code.as_deref(),
+                        f.task_id.as_str()
+                    ),
+                    (state, serde_json::to_string(&[message]).unwrap().as_str(), None, ""),
+                    "{}: {}",
+                    db.engine,
+                    l.path
+                );
+            }
+            let j = store.job(job).await.unwrap().unwrap();
+            assert_eq!((j.files_failures, j.files_skipped), (602, 600), "{}", db.engine);
+        });
+    }
+}
+
 /// A bidirectional run's decisions reach their own events, every field,
 /// across several multi-row statements (more than one chunk of them).
 #[test]

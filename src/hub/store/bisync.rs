@@ -8,6 +8,7 @@ use super::jobs::RootTask;
 use super::ledger::finish_if_done;
 pub use super::sync_run::NewSyncRun;
 use super::{Store, StoreError, batch, db, now_us};
+use rustc_hash::FxHashMap;
 use sqlx::Row;
 
 /// The stage a run's job is at once every stage is done: the ingest may
@@ -395,22 +396,38 @@ impl Store {
         }
         super::jobs::insert_roots(&mut tx, job, step.roots, now).await?;
         let failures = step.listed.iter().filter(|l| l.state == "failures").count() as i64;
+        // One row per path, the last listing winning as it would one
+        // upsert at a time (PostgreSQL refuses an upsert that meets one key
+        // twice), in multi-row statements: a run can list a conflict for
+        // each of its changes.
+        let mut last: FxHashMap<&str, &Listed> = FxHashMap::default();
+        let mut order = Vec::with_capacity(step.listed.len());
         for l in step.listed {
-            let message = serde_json::to_string(&[&l.message]).expect("json");
-            sqlx::query(
-                "INSERT INTO jobstats (job_id, path, state, code, message, task_id, at, reason) VALUES ($1, $2, $3, NULL, $4, '', $5, $6)
+            if last.insert(&l.path, l).is_none() {
+                order.push(l.path.as_str());
+            }
+        }
+        for chunk in order.chunks(batch::CHUNK) {
+            let sql = format!(
+                "INSERT INTO jobstats (job_id, path, state, code, message, task_id, at, reason) VALUES {}
                  ON CONFLICT (job_id, path) DO UPDATE SET state = excluded.state, message = excluded.message,
                    at = excluded.at, reason = excluded.reason",
-            )
-            .bind(job)
-            .bind(&l.path)
-            .bind(l.state)
-            .bind(&message)
-            .bind(now)
-            .bind(&l.message)
-            .execute(&mut *tx)
-            .await
-            .map_err(db("list a sync conflict"))?;
+                batch::tuples(self.engine, chunk.len(), 8)
+            );
+            let mut q = batch::statement(&sql, chunk.len());
+            for path in chunk {
+                let l = last[path];
+                q = q
+                    .bind(job)
+                    .bind(&l.path)
+                    .bind(l.state)
+                    .bind(None::<String>)
+                    .bind(serde_json::to_string(&[&l.message]).expect("json"))
+                    .bind("")
+                    .bind(now)
+                    .bind(&l.message);
+            }
+            q.execute(&mut *tx).await.map_err(db("list sync conflicts"))?;
         }
         sqlx::query(
             "UPDATE jobs SET roots = roots + $2, expected = expected + $2, files_failures = files_failures + $3,
