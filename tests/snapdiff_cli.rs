@@ -1012,10 +1012,6 @@ fn a_ctime_moved_by_ferrys_own_xattrs_alone_is_no_change_and_a_users_xattr_is() 
     assert_eq!(updated(&[]), BTreeSet::new());
 }
 
-/// A rename moves an inode's ctime too: a renamed file or directory whose
-/// xattrs stayed is only moved, one whose user xattr changed in the same
-/// interval is moved and updated; with --every-ctime every renamed entry
-/// is updated too, as before the xattrs were compared.
 /// The check of ctime-only changes reads xattrs from the two snapshots'
 /// btrfs trees by inode number, and answers as the read by path does:
 /// ferry's stamps ignored, a user's value, a new name and a removed name
@@ -1090,6 +1086,10 @@ fn the_own_xattrs_check_reads_btrfs_trees_by_inode_and_agrees_with_paths() {
     }
 }
 
+/// A rename moves an inode's ctime too: a renamed file or directory whose
+/// xattrs stayed is only moved, one whose user xattr changed in the same
+/// interval is moved and updated; with --every-ctime every renamed entry
+/// is updated too, as before the xattrs were compared.
 #[test]
 fn a_renamed_entry_is_updated_too_only_when_its_xattrs_changed() {
     let Some(s) = subvolume() else { return };
