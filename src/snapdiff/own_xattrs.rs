@@ -64,13 +64,12 @@ impl OwnXattrs {
     /// xattrs whose names start with `prefix`: from the btrfs trees where
     /// it can ([`Read::Trees`]), else by path.
     pub fn new(prefix: &str, old: &Path, new: &Path) -> OwnXattrs {
-        let read = trees(old, new).unwrap_or_else(|| Read::Paths {
-            old: old.to_path_buf(),
-            new: new.to_path_buf(),
-        });
-        OwnXattrs {
-            prefix: prefix.as_bytes().to_vec(),
-            read,
+        match trees(old, new) {
+            Some(read) => OwnXattrs {
+                prefix: prefix.as_bytes().to_vec(),
+                read,
+            },
+            None => OwnXattrs::by_paths(prefix, old, new),
         }
     }
 
@@ -127,10 +126,10 @@ impl OwnXattrs {
 /// roots whose trees this process may search.
 fn trees(old: &Path, new: &Path) -> Option<Read> {
     let open = |p: &Path| -> Option<OwnedFd> {
-        let fd = OwnedFd::from(std::fs::File::open(p).ok()?);
+        let f = std::fs::File::open(p).ok()?;
         let root =
-            is_btrfs(fd.as_fd()).ok()? && std::os::unix::fs::MetadataExt::ino(&p.metadata().ok()?) == SUBVOL_ROOT_INO;
-        root.then_some(fd)
+            is_btrfs(f.as_fd()).ok()? && std::os::unix::fs::MetadataExt::ino(&f.metadata().ok()?) == SUBVOL_ROOT_INO;
+        root.then(|| f.into())
     };
     let (old, new) = (open(old)?, open(new)?);
     let mut buf = SearchBuf::new(TREE_BUFFER);

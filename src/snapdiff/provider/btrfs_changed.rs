@@ -22,7 +22,7 @@
 
 use super::btrfs_tree::{
     BUFFER, DIR_INDEX, INODE_EXTREF, INODE_ITEM, INODE_REF, Item, LAST_FREE_OBJECTID, Pending, SMALL_BUFFER, TreeError,
-    all_inodes, flush, inode_transid, le16, le64, search, search_by,
+    all_inodes, dir_item, flush, inode_transid, one_inode, search, search_by,
 };
 use crate::snapdiff::parallel::each_on_a_thread;
 use crate::snapdiff::paths::DirTable;
@@ -336,19 +336,6 @@ fn changed_in(
     Ok((changed, examined))
 }
 
-/// Keys of one type of one inode.
-fn one_inode(ino: u64, kind: u32) -> SearchKey {
-    SearchKey {
-        min_objectid: ino,
-        max_objectid: ino,
-        min_type: kind,
-        max_type: kind,
-        max_offset: u64::MAX,
-        max_transid: u64::MAX,
-        ..SearchKey::default()
-    }
-}
-
 /// An inode's item and its back references (the types between them hold
 /// nothing a record needs, and nothing else).
 fn inode_and_refs(ino: u64) -> SearchKey {
@@ -376,18 +363,10 @@ fn refs_of(dir: BorrowedFd<'_>, p: &mut Pending, buf: &mut SearchBuf) -> Result<
 fn entries(fd: BorrowedFd<'_>, dir_ino: u64, buf: &mut SearchBuf) -> Result<Vec<(Vec<u8>, u64, bool)>, TreeError> {
     let mut out = Vec::new();
     search(fd, one_inode(dir_ino, DIR_INDEX), buf, |item| {
-        let d = item.data;
-        // struct btrfs_dir_item: location key (objectid u64, type u8,
-        // offset u64), transid u64, data_len u16, name_len u16, type u8.
-        if d.len() < 30 {
-            return Err(TreeError::Malformed("dir index", dir_ino));
-        }
-        let (child, kind) = (le64(d, 0), d[8]);
-        let n = le16(d, 27);
-        let name = d.get(30..30 + n).ok_or(TreeError::Malformed("dir index", dir_ino))?;
-        if kind != ROOT_ITEM && child <= LAST_FREE_OBJECTID {
+        let (e, _) = dir_item(item.data).ok_or(TreeError::Malformed("dir index", dir_ino))?;
+        if e.location_type != ROOT_ITEM && e.location <= LAST_FREE_OBJECTID {
             // BTRFS_FT_DIR is 2.
-            out.push((name.to_vec(), child, d[29] == 2));
+            out.push((e.name.to_vec(), e.location, e.file_type == 2));
         }
         Ok(true)
     })?;

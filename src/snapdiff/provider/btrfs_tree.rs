@@ -67,6 +67,51 @@ pub(super) struct Item<'a> {
     pub data: &'a [u8],
 }
 
+/// Keys of one type of one inode.
+pub(super) fn one_inode(ino: u64, kind: u32) -> SearchKey {
+    SearchKey {
+        min_objectid: ino,
+        max_objectid: ino,
+        min_type: kind,
+        max_type: kind,
+        max_offset: u64::MAX,
+        max_transid: u64::MAX,
+        ..SearchKey::default()
+    }
+}
+
+/// One `struct btrfs_dir_item` (a directory entry, or an xattr): location
+/// key (objectid u64, type u8, offset u64), transid u64, data_len u16,
+/// name_len u16, type u8, then the name and the data.
+pub(super) struct DirItem<'a> {
+    /// The location key's objectid: the entry's inode (or subvolume).
+    pub location: u64,
+    /// The location key's type (`ROOT_ITEM` for a subvolume).
+    pub location_type: u8,
+    /// The entry's file type (`BTRFS_FT_DIR` is 2).
+    pub file_type: u8,
+    /// The name.
+    pub name: &'a [u8],
+    /// The data: an xattr's value; empty for a directory entry.
+    pub data: &'a [u8],
+}
+
+/// The dir item at the start of `d` and the bytes after it (an xattr item
+/// packs one per name with the same hash); `None` when it does not fit.
+pub(super) fn dir_item(d: &[u8]) -> Option<(DirItem<'_>, &[u8])> {
+    let head = d.get(..30)?;
+    let (data_len, name_len) = (le16(head, 25), le16(head, 27));
+    let end = 30 + name_len + data_len;
+    let item = DirItem {
+        location: le64(head, 0),
+        location_type: head[8],
+        file_type: head[29],
+        name: d.get(30..30 + name_len)?,
+        data: d.get(30 + name_len..end)?,
+    };
+    Some((item, &d[end..]))
+}
+
 /// An inode's extended attributes: (name, value) pairs.
 pub type Xattrs = Vec<(Vec<u8>, Vec<u8>)>;
 
@@ -81,13 +126,8 @@ pub fn xattrs(dir: BorrowedFd<'_>, ino: u64, buf: &mut SearchBuf) -> Result<Opti
     // From the inode item (that it exists) to the xattr items: the back
     // references between them are few and in the same leaf.
     let key = SearchKey {
-        min_objectid: ino,
-        max_objectid: ino,
-        min_type: INODE_ITEM,
         max_type: XATTR_ITEM,
-        max_offset: u64::MAX,
-        max_transid: u64::MAX,
-        ..SearchKey::default()
+        ..one_inode(ino, INODE_ITEM)
     };
     let (mut found, mut out) = (false, Vec::new());
     search(dir, key, buf, |item| {
@@ -95,18 +135,12 @@ pub fn xattrs(dir: BorrowedFd<'_>, ino: u64, buf: &mut SearchBuf) -> Result<Opti
         if item.kind != XATTR_ITEM {
             return Ok(true);
         }
-        // One struct btrfs_dir_item per name with this hash: location key
-        // (17 bytes), transid u64, data_len u16, name_len u16, type u8,
-        // then the name and the value.
+        // One dir item per name with this hash.
         let mut d = item.data;
         while !d.is_empty() {
-            let head = d.get(..30).ok_or(TreeError::Malformed("xattr", ino))?;
-            let (value_len, name_len) = (le16(head, 25), le16(head, 27));
-            let name = d.get(30..30 + name_len).ok_or(TreeError::Malformed("xattr", ino))?;
-            let end = 30 + name_len + value_len;
-            let value = d.get(30 + name_len..end).ok_or(TreeError::Malformed("xattr", ino))?;
-            out.push((name.to_vec(), value.to_vec()));
-            d = &d[end..];
+            let (x, rest) = dir_item(d).ok_or(TreeError::Malformed("xattr", ino))?;
+            out.push((x.name.to_vec(), x.data.to_vec()));
+            d = rest;
         }
         Ok(true)
     })?;
