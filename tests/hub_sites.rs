@@ -880,7 +880,8 @@ fn site_sync_survives_a_killed_destination_and_an_endpoint_away_for_30_s() {
 /// changed (the diff reads the xattrs the first run set), then
 /// `FERRY_BENCH_ROUNDS` (1) rounds of one sync after `FERRY_BENCH_PERCENT`
 /// % (10) of the files were rewritten, each against
-/// `rsync -aHAX --delete` (`rewritten` in the output: one entry a round). Sites A and B are on two btrfs images of
+/// `rsync -aHAX --delete` (`rewritten` in the output: one entry a round).
+/// Sites A and B are on two btrfs images of
 /// `FERRY_BENCH_FS_MB` MiB each (1024), as two clusters are; B's holds
 /// rsync's copy too. `FERRY_BENCH_ONE_FS` puts both sites on one image.
 /// The directory endpoint is on an ext4 image of its own, of the same
@@ -956,7 +957,7 @@ fn site_sync_throughput() {
     let ferry_settle = sync();
     let settle_checked = found.take();
     // Each round rewrites the same files with new content, then times a
-    // sync and rsync; `FERRY_BENCH_ROUNDS` rounds (1) after one first sync.
+    // sync and rsync.
     let rounds = env("FERRY_BENCH_ROUNDS", 1).max(1);
     let mut again = Vec::with_capacity(rounds);
     for _ in 0..rounds {
@@ -971,7 +972,7 @@ fn site_sync_throughput() {
         // rounds: a walk of the snapshot would fill the dentry cache under
         // it, which the next run's deletion of that snapshot then prunes
         // (0.36 CPU-seconds of 2 cores for 200,000 entries, 2026-12-07).
-        assert_eq!(r.rsync_with(&r.a, &r.b, &[]), "", "B differs from A");
+        assert_eq!(r.both_ways_differences(), "", "B differs from A");
         again.push(
             json!({"percent": percent, "ferry_s": ferry_s, "rsync_s": rsync_s, "counts": counts,
                           "ratio_rsync_over_ferry": rsync_s / ferry_s}),
