@@ -420,7 +420,8 @@ impl DirStore {
         let mut f = self
             .open_object(key)?
             .ok_or_else(|| self.err(format!("no object at {key}")))?;
-        let mut buf = vec![0u8; 1 << 20];
+        let size = f.metadata().map_err(|e| self.io_err("stat", key, e))?.len();
+        let mut buf = super::read_buffer(size);
         loop {
             let n = f.read(&mut buf).map_err(|e| self.io_err("reading", key, e))?;
             if n == 0 {

@@ -380,7 +380,7 @@ impl S3Store {
         let result = self.rt.block_on(self.store.get(key)).map_err(|e| self.err(e))?;
         match result.payload {
             GetResultPayload::File(mut f, path) => {
-                let mut buf = vec![0u8; 1 << 20];
+                let mut buf = super::read_buffer(result.meta.size);
                 loop {
                     let n = f
                         .read(&mut buf)

@@ -329,8 +329,10 @@ fn transfer(staged: &Staged, file: &File, from: u64, to: u64, mode: Mode) -> Res
         // exactly the non-zero blocks: copy them in the kernel.
         return copy_extents(tmp, file, from, to).map_err(io_err);
     }
-    let mut want = vec![0u8; CHUNK];
-    let mut have = vec![0u8; if mode == Mode::Fill { 0 } else { CHUNK }];
+    // No bigger than the range: a buffer is zeroed when it is made.
+    let chunk = CHUNK.min(to.saturating_sub(from) as usize);
+    let mut want = vec![0u8; chunk];
+    let mut have = vec![0u8; if mode == Mode::Fill { 0 } else { chunk }];
     let mut off = from;
     while off < to {
         let n = CHUNK.min((to - off) as usize);
