@@ -32,7 +32,7 @@
 use super::key::{self, SIDECAR_SUFFIX};
 use super::meta::{MetaDoc, MetaError, ObjectMeta};
 use super::throttle::Throttle;
-use super::transfer::{EndpointError, PartPool, RemoteObject, TransferError, check_range, hash_beside};
+use super::transfer::{EndpointError, PartPool, RemoteObject, TransferError, check_range, hash_beside, read_buffer};
 use crate::entry::FileType;
 use crate::sys::{
     Base, create_at, lock_exclusive, mkdir_at, open_file_at, open_nofollow_at, rename_at, syncfs, try_lock_exclusive,
@@ -421,7 +421,7 @@ impl DirStore {
             .open_object(key)?
             .ok_or_else(|| self.err(format!("no object at {key}")))?;
         let size = f.metadata().map_err(|e| self.io_err("stat", key, e))?.len();
-        let mut buf = super::read_buffer(size);
+        let mut buf = read_buffer(size);
         loop {
             let n = f.read(&mut buf).map_err(|e| self.io_err("reading", key, e))?;
             if n == 0 {

@@ -379,15 +379,6 @@ impl Endpoint {
     }
 }
 
-/// The buffer a download of an object of `size` bytes reads into: a read of
-/// at most 1 MiB, but never larger than the object (and its end of file).
-/// A buffer is zeroed when it is made, and a fixed 1 MiB one cost every
-/// 1 KiB file a 1 MiB `memset`: 1.7 % of a site-sync round's CPU on both
-/// cores, 2,000 files rewritten (`perf`; docs/benchmarks.md, "Site sync").
-fn read_buffer(size: u64) -> Vec<u8> {
-    vec![0u8; size.saturating_add(1).clamp(4096, 1 << 20) as usize]
-}
-
 /// The most keys one [`Endpoint::list`] page holds (S3's page).
 pub const LIST_PAGE: usize = 1000;
 

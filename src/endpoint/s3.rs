@@ -16,7 +16,7 @@
 use super::key::{self, SIDECAR_SUFFIX};
 use super::meta::{MetaDoc, MetaError, ObjectMeta};
 use super::throttle::Throttle;
-use super::transfer::{EndpointError, PartPool, RemoteObject, TransferError, check_range, hash_beside};
+use super::transfer::{EndpointError, PartPool, RemoteObject, TransferError, check_range, hash_beside, read_buffer};
 use crate::config::endpoint::StoreConfig;
 use crate::sys::Timestamp;
 use bytes::Bytes;
@@ -380,7 +380,7 @@ impl S3Store {
         let result = self.rt.block_on(self.store.get(key)).map_err(|e| self.err(e))?;
         match result.payload {
             GetResultPayload::File(mut f, path) => {
-                let mut buf = super::read_buffer(result.meta.size);
+                let mut buf = read_buffer(result.meta.size);
                 loop {
                     let n = f
                         .read(&mut buf)
