@@ -36,11 +36,10 @@ use super::split::Split;
 use crate::config::PathMap;
 use crate::entry::{Entry, Fields, FileType};
 use crate::task::status::{Status, now_iso8601};
-use crate::task::{PathObject, Summary, surrogate, write_entry};
+use crate::task::{Summary, surrogate, write_entry};
 use crate::walk::{Op, Walk, WalkError, WalkEvent, WalkOptions};
+use rustc_hash::FxHashSet;
 use serde::Deserialize;
-use std::ffi::OsStr;
-use std::os::unix::ffi::OsStrExt;
 
 /// Most failed paths listed in a discovery result's details; all are counted.
 pub const MAX_LISTED_FAILURES: usize = 10_000;
@@ -165,34 +164,18 @@ pub fn recursive_navigate(
         }
     };
 
-    let mut walk_roots = Vec::new();
+    let walk_roots: Vec<Vec<u8>> = input.paths.iter().map(|r| r.path.clone()).collect();
     let mut missing = 0u64;
-    // Only a missing root changes anything here; the walk stats the others.
-    // A piece's roots are not looked up first: on a filesystem whose every
-    // lookup is a round trip that delayed a piece of 68 roots by 180 ms of
-    // its 340 (latencyfs at 2 ms; docs/benchmarks.md, "Scale-out"). The
-    // walk reports those that vanished, and they are passed over below.
-    let gone = if args.skip_missing && !args.below {
-        vanished(&input.paths, env.walk_threads)
+    // Roots are not looked up before the walk, which stats them in
+    // parallel: on a filesystem whose every lookup is a round trip, looking
+    // up a piece's 68 roots one by one took 180 ms of its 340 (latencyfs at
+    // 2 ms; docs/benchmarks.md, "Scale-out"). A root the walk finds missing
+    // is taken as a file with `skip_missing`, and passed over by a piece.
+    let roots: FxHashSet<&[u8]> = if args.below || args.skip_missing {
+        input.paths.iter().map(|r| r.path.as_slice()).collect()
     } else {
-        vec![false; input.paths.len()]
+        FxHashSet::default()
     };
-    for (r, gone) in input.paths.iter().zip(gone) {
-        match gone {
-            true => {
-                missing += 1;
-                nav.entry(&Entry {
-                    path: r.path.clone(),
-                    file_type: FileType::File,
-                    ino: 0,
-                    parent: 0,
-                    meta: None,
-                    generation: None,
-                })?;
-            }
-            _ => walk_roots.push(r.path.clone()),
-        }
-    }
     // A dry run's plan is one walk's; it is never split.
     let mut split = match env.walk_split_after {
         Some(after) if !args.dry_run => Some(Split::new(after)),
@@ -239,7 +222,18 @@ pub fn recursive_navigate(
                 }
                 // A handed-over directory removed since: a race with a
                 // user, as for any entry that vanishes during a walk.
-                WalkEvent::Error(e) if args.below && vanished_root(&e, &input.paths) => {}
+                WalkEvent::Error(e) if args.below && missing_root(&e, &roots) => {}
+                WalkEvent::Error(e) if args.skip_missing && missing_root(&e, &roots) => {
+                    missing += 1;
+                    nav.entry(&Entry {
+                        path: e.path,
+                        file_type: FileType::File,
+                        ino: 0,
+                        parent: 0,
+                        meta: None,
+                        generation: None,
+                    })?;
+                }
                 WalkEvent::Error(e) => {
                     let wire = env.paths.to_wire(&e.path);
                     fail(wire.as_deref().unwrap_or(&e.path), e.to_string(), &mut failures)
@@ -340,34 +334,12 @@ struct Navigation<'a> {
     paths: &'a PathMap,
 }
 
-/// Appends `{"path": ..., "message": [why]}` to a JSON list's items.
 /// Whether the walk failed on one of its `roots` because it does not exist.
-fn vanished_root(e: &WalkError, roots: &[PathObject]) -> bool {
-    e.op == Op::Stat && e.errno() == Some(libc::ENOENT) && roots.iter().any(|r| r.path == e.path)
+fn missing_root(e: &WalkError, roots: &FxHashSet<&[u8]>) -> bool {
+    e.op == Op::Stat && e.errno() == Some(libc::ENOENT) && roots.contains(e.path.as_slice())
 }
 
-/// Which of `paths` do not exist, looked up `threads` at a time (each
-/// lookup may be a round trip to a metadata server).
-fn vanished(paths: &[PathObject], threads: usize) -> Vec<bool> {
-    let gone = |p: &PathObject| {
-        std::fs::symlink_metadata(OsStr::from_bytes(&p.path)).is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound)
-    };
-    let share = paths.len().div_ceil(threads.max(1)).max(1);
-    if share >= paths.len() {
-        return paths.iter().map(gone).collect();
-    }
-    std::thread::scope(|s| {
-        let parts: Vec<_> = paths
-            .chunks(share)
-            .map(|part| s.spawn(move || part.iter().map(gone).collect::<Vec<_>>()))
-            .collect();
-        parts
-            .into_iter()
-            .flat_map(|h| h.join().expect("a lookup thread panicked"))
-            .collect()
-    })
-}
-
+/// Appends `{"path": ..., "message": [why]}` to a JSON list's items.
 fn list_path(out: &mut Vec<u8>, path: &[u8], why: &str) {
     if !out.is_empty() {
         out.push(b',');

@@ -7,7 +7,8 @@ use crate::agent::tasks::rules::{Context, Routing, RuleSpec};
 use crate::agent::tasks::{Kind, Request};
 use crate::batch::BatchLimits;
 use crate::task::{PathObject, TaskName, parse_paths};
-use std::os::unix::ffi::OsStringExt;
+use std::ffi::OsStr;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::time::Duration;
 
 fn input_paths(m: &TaskMessage) -> Result<Vec<PathObject>, crate::task::ArgumentError> {
