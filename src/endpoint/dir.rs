@@ -41,7 +41,7 @@ use crate::sys::{
 use crate::walk::{SnapshotDirs, Walk, WalkEvent, WalkOptions};
 use bytes::Bytes;
 use std::ffi::{CStr, CString, OsStr};
-use std::fs::File;
+use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
@@ -138,13 +138,14 @@ impl DirStore {
         self.err(format!("{what} {}/{rel}: {e}", self.path.display()))
     }
 
-    /// Opens the object at `key`: `None` if there is no regular file there.
-    fn open_object(&self, key: &str) -> Result<Option<File>, EndpointError> {
+    /// Opens the object at `key`, with what `fstat` said of it: `None` if
+    /// there is no regular file there.
+    fn open_object(&self, key: &str) -> Result<Option<(File, fs::Metadata)>, EndpointError> {
         match open_file_at(self.base(), &c_name(key)) {
             Ok(fd) => {
                 let f = File::from(fd);
                 let md = f.metadata().map_err(|e| self.io_err("stat", key, e))?;
-                Ok(md.is_file().then_some(f))
+                Ok(md.is_file().then_some((f, md)))
             }
             Err(e) if is_absent(&e) => Ok(None),
             Err(e) => Err(self.io_err("opening", key, e)),
@@ -154,7 +155,7 @@ impl DirStore {
     /// The bytes of the sidecar of `key`, if there is one.
     fn read_sidecar(&self, key: &str) -> Result<Option<Vec<u8>>, EndpointError> {
         let name = format!("{key}{SIDECAR_SUFFIX}");
-        let Some(f) = self.open_object(&name)? else {
+        let Some((f, _)) = self.open_object(&name)? else {
             return Ok(None);
         };
         let mut buf = Vec::new();
@@ -190,10 +191,9 @@ impl DirStore {
 
     /// What the store holds at `key`.
     pub fn head(&self, key: &str) -> Result<Option<RemoteObject>, EndpointError> {
-        let Some(f) = self.open_object(key)? else {
+        let Some((f, md)) = self.open_object(key)? else {
             return Ok(None);
         };
-        let md = f.metadata().map_err(|e| self.io_err("stat", key, e))?;
         let meta = self.metadata(&f, key)?;
         Ok(Some(RemoteObject {
             size: md.len(),
@@ -265,10 +265,10 @@ impl DirStore {
     /// a copy of an object that does not match its metadata fails and
     /// leaves nothing at `to`. Durable after [`DirStore::sync`].
     pub fn copy(&self, from: &str, to: &str) -> Result<(), TransferError> {
-        let src = self
+        let (src, md) = self
             .open_object(from)?
             .ok_or_else(|| self.err(format!("no object at {from}")))?;
-        let size = src.metadata().map_err(|e| self.io_err("stat", from, e))?.len();
+        let size = md.len();
         let doc = match src.get_xattr(&self.meta_xattr) {
             Ok(v) => v,
             Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => None,
@@ -417,11 +417,10 @@ impl DirStore {
         key: &str,
         deliver: &mut dyn FnMut(&[u8]) -> Result<(), TransferError>,
     ) -> Result<(), TransferError> {
-        let mut f = self
+        let (mut f, md) = self
             .open_object(key)?
             .ok_or_else(|| self.err(format!("no object at {key}")))?;
-        let size = f.metadata().map_err(|e| self.io_err("stat", key, e))?.len();
-        let mut buf = read_buffer(size);
+        let mut buf = read_buffer(md.len());
         loop {
             let n = f.read(&mut buf).map_err(|e| self.io_err("reading", key, e))?;
             if n == 0 {
@@ -433,7 +432,7 @@ impl DirStore {
 
     /// The first `len` bytes of the object at `key`.
     pub fn read_head(&self, key: &str, len: u64) -> Result<Bytes, EndpointError> {
-        let f = self
+        let (f, _) = self
             .open_object(key)?
             .ok_or_else(|| self.err(format!("no object at {key}")))?;
         let mut buf = vec![0u8; len as usize];
@@ -452,11 +451,10 @@ impl DirStore {
         end: u64,
         deliver: &mut dyn FnMut(&[u8]) -> Result<(), TransferError>,
     ) -> Result<(), TransferError> {
-        let f = self
+        let (f, md) = self
             .open_object(key)?
             .ok_or_else(|| self.err(format!("no object at {key}")))?;
-        let size = f.metadata().map_err(|e| self.io_err("stat", key, e))?.len();
-        check_range(start, end, size).map_err(|m| self.err(format!("{key}: {m}")))?;
+        check_range(start, end, md.len()).map_err(|m| self.err(format!("{key}: {m}")))?;
         let mut buf = vec![0u8; CHUNK.min(end - start) as usize];
         let mut off = start;
         while off < end {
@@ -621,7 +619,7 @@ impl DirStore {
         if dir == STAGING {
             // A staged sidecar lives as long as its object's upload does.
             let upload = rel.strip_suffix(SIDECAR_SUFFIX).unwrap_or(rel);
-            let Some(f) = self.open_object(upload)? else {
+            let Some((f, _)) = self.open_object(upload)? else {
                 return Ok(Some(FoundKind::Staging { live: false }));
             };
             let free = try_lock_exclusive(&f).map_err(|e| self.io_err("locking", upload, e))?;
@@ -635,7 +633,7 @@ impl DirStore {
         {
             let orphan = match self.open_object(object)? {
                 None => true,
-                Some(f) => match self.read_doc(&f, object)? {
+                Some((f, _)) => match self.read_doc(&f, object)? {
                     // A pointer names its sidecar by hash; the sidecar of a
                     // filesystem without xattrs is named by its place.
                     Some(Ok(ptr @ MetaDoc::Sidecar { .. })) => match self.read_sidecar(object)? {
@@ -649,7 +647,7 @@ impl DirStore {
             };
             return Ok(Some(FoundKind::Sidecar { orphan }));
         }
-        let Some(f) = self.open_object(rel)? else {
+        let Some((f, _)) = self.open_object(rel)? else {
             return Ok(None);
         };
         Ok(Some(FoundKind::Object(self.metadata(&f, rel)?)))
