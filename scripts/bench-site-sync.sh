@@ -20,7 +20,9 @@
 # it on the host's filesystem, beside the hub's database and the broker's
 # queues, which each of its flushes then writes too; 2026-12-07,
 # docs/benchmarks.md). FERRY_BENCH_BATCH=N fixes the
-# site's batch size (no dynamic sizing). ferry's time is each job's own
+# site's batch size (no dynamic sizing); FERRY_BENCH_BATCHES=dyn,100 sets
+# it for each round in turn (dyn: the default dynamic sizing), so that two
+# sizings compare in one run. ferry's time is each job's own
 # span at the hub (created to completed); each timed run, ferry's or
 # rsync's, starts after a `sync`.
 #

@@ -886,6 +886,8 @@ fn site_sync_survives_a_killed_destination_and_an_endpoint_away_for_30_s() {
 /// rsync's copy too. `FERRY_BENCH_ONE_FS` puts both sites on one image.
 /// The directory endpoint is on an ext4 image of its own, of the same
 /// size; `FERRY_BENCH_EP_ON_ROOT` puts it in the hub's scratch directory.
+/// `FERRY_BENCH_BATCH=N` fixes the site's batch size; `FERRY_BENCH_BATCHES`
+/// (`dyn,250`, say) sets it for each round in turn (`batch` in the output).
 #[test]
 #[ignore = "benchmark: run by scripts/bench-site-sync.sh"]
 fn site_sync_throughput() {
@@ -959,8 +961,21 @@ fn site_sync_throughput() {
     // Each round rewrites the same files with new content, then times a
     // sync and rsync.
     let rounds = env("FERRY_BENCH_ROUNDS", 1).max(1);
+    // `FERRY_BENCH_BATCHES=dyn,250`: the site's batch sizing for each round
+    // in turn (`dyn` the default dynamic sizing, a number a fixed size), so
+    // that two sizings compare in one run.
+    let batches: Vec<Option<u64>> = std::env::var("FERRY_BENCH_BATCHES")
+        .map(|v| v.split(',').map(|b| b.parse().ok()).collect())
+        .unwrap_or_default();
     let mut again = Vec::with_capacity(rounds);
-    for _ in 0..rounds {
+    for round in 0..rounds {
+        let batch = batches.get(round % batches.len().max(1)).copied().flatten();
+        if !batches.is_empty() {
+            match batch {
+                Some(n) => r.s.batch_size(n),
+                None => r.s.dynamic_batches(),
+            }
+        }
         for i in (0..n).step_by(100 / percent) {
             let f = r.a.join(format!("d{}/f{i}", i % dirs));
             std::fs::write(f, body(&mut rng)).unwrap();
@@ -974,7 +989,7 @@ fn site_sync_throughput() {
         // (0.36 CPU-seconds of 2 cores for 200,000 entries, 2026-12-07).
         assert_eq!(r.both_ways_differences(), "", "B differs from A");
         again.push(
-            json!({"percent": percent, "ferry_s": ferry_s, "rsync_s": rsync_s, "counts": counts,
+            json!({"percent": percent, "ferry_s": ferry_s, "rsync_s": rsync_s, "counts": counts, "batch": batch,
                           "ratio_rsync_over_ferry": rsync_s / ferry_s}),
         );
     }

@@ -218,6 +218,43 @@ fn reverse_stub_flushes_a_window_with_two_syncfs_not_an_fsync_per_file() {
     );
 }
 
+/// A hydrated file whose written data ends at its size is not truncated
+/// to that size (a filesystem transaction for nothing); one that ends in
+/// a hole (zero blocks are left unwritten) is, and reads back whole.
+#[test]
+fn reverse_stub_truncates_only_a_file_whose_data_ends_short_of_its_size() {
+    let a = Env::dir();
+    let b = site_b(&a);
+    let mut tail_hole = vec![7u8; 4096];
+    tail_hole.extend_from_slice(&[0u8; 8192]);
+    let contents: Vec<Vec<u8>> = (0..8u8)
+        .map(|i| vec![i + 1; 5000])
+        .chain([vec![0u8; 8192], tail_hole])
+        .collect();
+    let on_a: Vec<PathBuf> = (0..contents.len())
+        .map(|i| a.path(format!("t{i}").as_bytes()))
+        .collect();
+    for (p, c) in on_a.iter().zip(&contents) {
+        std::fs::write(p, c).unwrap();
+    }
+    a.premigrate(&["--jsonl"], &on_a)
+        .assert_all("processed", contents.len());
+    let on_b: Vec<PathBuf> = (0..contents.len())
+        .map(|i| b.path(format!("t{i}").as_bytes()))
+        .collect();
+    let n = syscalls(
+        &b,
+        "reverse-stub",
+        &["--endpoint", EP, "--hydrate"],
+        &on_b,
+        &["ftruncate"],
+    );
+    assert_eq!(n, [2], "only the two files that end in a hole");
+    for (p, c) in on_b.iter().zip(&contents) {
+        assert_eq!(&std::fs::read(p).unwrap(), c, "{}", p.display());
+    }
+}
+
 // ---------------------------------------------------------------------------
 // Relocating moved stubs
 

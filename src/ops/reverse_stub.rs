@@ -670,7 +670,14 @@ impl Job<'_> {
             write_sparse(f, 0, &head).map_err(|e| failure("writing", e))?;
             head.len() as u64
         };
-        f.set_len(meta.size).map_err(|e| failure("setting the size", e))?;
+        // A whole file's writes usually end at its size already; a
+        // truncate to the same size still costs a filesystem transaction
+        // (btrfs: 4.5 % of a 2,000-file `ferry reverse-stub`'s CPU), so it
+        // is made only for a stub or a file that ends in a hole.
+        let size = f.metadata().map_err(|e| failure("stat", e))?.len();
+        if size != meta.size {
+            f.set_len(meta.size).map_err(|e| failure("setting the size", e))?;
+        }
         let x = &self.ctx.xattrs;
         let io = |e| failure("setting metadata", e);
         fchown(f, Some(meta.uid), Some(meta.gid)).map_err(io)?;

@@ -472,6 +472,17 @@ impl HubSite {
         );
     }
 
+    /// Gives the site back its default batch sizing: dynamic, from the
+    /// seed's `file_batch_size`.
+    pub fn dynamic_batches(&self) {
+        self.api(
+            "PATCH",
+            &format!("/api/sites/{}/", self.site_id()),
+            Some(serde_json::json!({"file_batch_size": ferry::config::defaults::FILE_BATCH_SIZE, "enable_auto_file_batch_sizing": true})),
+            200,
+        );
+    }
+
     /// Creates a workflow running `action` (a task name, with `kwargs`) on
     /// every file a recursive discovery finds; returns its name.
     pub fn workflow(&self, action: &str, kwargs: serde_json::Value) -> String {

@@ -686,9 +686,9 @@ mod tests {
     }
 
     /// With the seed's dynamic sizing a run's batches follow its number of
-    /// changes from the first batch on: 1,200 created files go in 12
-    /// batches of 100, where sizing by the count so far would send 25 of
-    /// 40 and 2 of 100.
+    /// changes from the first batch on: 1,200 created files go in 4
+    /// batches of 250 and one of 200, where sizing by the count so far
+    /// would send 25 of 40 and one of 200.
     #[test]
     fn dynamic_batches_are_sized_by_the_runs_number_of_changes() {
         let names: Vec<String> = (0..1_200).map(|i| format!("f{i}")).collect();
@@ -702,7 +702,9 @@ mod tests {
             .unwrap();
         // The files and the fileset's root.
         assert_eq!(r["status"]["summary"]["created"], 1_201, "{r}");
-        assert_eq!(tasks(&sink), vec![("dynamo.tasks.migrate".to_string(), 100); 12]);
+        let mut want = vec![("dynamo.tasks.migrate".to_string(), 250); 4];
+        want.push(("dynamo.tasks.migrate".to_string(), 200));
+        assert_eq!(tasks(&sink), want);
     }
 
     /// The paths of each child, relative to the fileset, by task.
