@@ -36,6 +36,10 @@ fn a_recursive_premigrate_runs_through_two_agents_on_both_engines() {
         for b in &bad {
             std::fs::set_permissions(b, std::fs::Permissions::from_mode(0o000)).unwrap();
         }
+        // Batches of 80, fixed: 125 of them or more (a walk split between
+        // the agents ends a batch per piece) and the discovery make more
+        // than one page of 100 (the dynamic sizing would make 62 tasks).
+        s.batch_size(80);
         let out = s.python("e2e.py", &[root.to_str().unwrap()]);
         let job = &out["job"];
         let counts = &job["counts"];
@@ -49,8 +53,6 @@ fn a_recursive_premigrate_runs_through_two_agents_on_both_engines() {
         assert_eq!(counts["failures"], 5, "{engine}");
         assert_eq!(counts["results_counted"], counts["results_expected"], "{engine}");
         assert_eq!(job["dir_walk_complete"], true);
-        // 10,000 files in batches that grow from 40 (the site's default
-        // dynamic sizing), and the discovery: more than one page of 100.
         let tasks = out["pages"]["0"]["count"].as_i64().unwrap();
         assert!(tasks > 101, "{engine}: {tasks} tasks");
         assert_eq!(out["pages"]["19"]["results"], 20, "{engine}: page_size 19 → 20");
