@@ -78,12 +78,15 @@ fn runs(s: &HubSite, id: i64) -> Vec<Value> {
     v
 }
 
-/// Waits until schedule `id` has `n` runs or more (panics after `limit`).
+/// Waits until schedule `id` has `n` runs or more, none of them still
+/// `pending` (panics after `limit`).
 fn wait_runs(s: &HubSite, id: i64, n: usize, limit: Duration) -> Vec<Value> {
     let t0 = Instant::now();
     loop {
         let r = runs(s, id);
-        if r.len() >= n {
+        // A run is recorded `pending` and becomes `started` (or `failed`)
+        // once its job is written, a moment later: wait for that too.
+        if r.len() >= n && r.iter().all(|x| x["outcome"] != "pending") {
             return r;
         }
         assert!(
