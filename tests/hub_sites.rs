@@ -965,7 +965,17 @@ fn site_sync_throughput() {
     // in turn (`dyn` the default dynamic sizing, a number a fixed size), so
     // that two sizings compare in one run.
     let batches: Vec<Option<u64>> = std::env::var("FERRY_BENCH_BATCHES")
-        .map(|v| v.split(',').map(|b| b.parse().ok()).collect())
+        .map(|v| {
+            v.split(',')
+                .map(|b| match b {
+                    "dyn" => None,
+                    n => Some(
+                        n.parse()
+                            .unwrap_or_else(|_| panic!("FERRY_BENCH_BATCHES: {b:?} is neither `dyn` nor a batch size")),
+                    ),
+                })
+                .collect()
+        })
         .unwrap_or_default();
     let mut again = Vec::with_capacity(rounds);
     for round in 0..rounds {

@@ -464,21 +464,21 @@ impl HubSite {
 
     /// Sets this site's batch size, without dynamic sizing.
     pub fn batch_size(&self, n: u64) {
-        self.api(
-            "PATCH",
-            &format!("/api/sites/{}/", self.site_id()),
-            Some(serde_json::json!({"file_batch_size": n, "enable_auto_file_batch_sizing": false})),
-            200,
-        );
+        self.batch_sizing(n, false);
     }
 
     /// Gives the site back its default batch sizing: dynamic, from the
     /// seed's `file_batch_size`.
     pub fn dynamic_batches(&self) {
+        self.batch_sizing(ferry::config::defaults::FILE_BATCH_SIZE as u64, true);
+    }
+
+    /// Sets this site's `file_batch_size` and `enable_auto_file_batch_sizing`.
+    fn batch_sizing(&self, n: u64, dynamic: bool) {
         self.api(
             "PATCH",
             &format!("/api/sites/{}/", self.site_id()),
-            Some(serde_json::json!({"file_batch_size": ferry::config::defaults::FILE_BATCH_SIZE, "enable_auto_file_batch_sizing": true})),
+            Some(serde_json::json!({"file_batch_size": n, "enable_auto_file_batch_sizing": dynamic})),
             200,
         );
     }
