@@ -244,7 +244,7 @@ impl Btrfs {
         if until.seq.saturating_sub(since) > q.held as u64 {
             return Ok(ChangesRead::TooMany);
         }
-        let events = match journal::changes::window(j, since, q.since_barrier, &until)? {
+        let events = match journal::changes::window(j, since, q.since_barrier, &until, q.split.len() + 1)? {
             Ok(events) => events,
             Err(gap) => return unable(&gap),
         };
