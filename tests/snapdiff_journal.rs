@@ -455,6 +455,35 @@ fn a_run_examines_what_the_events_name_not_the_tree() {
     j.run_and_compare("the move in");
 }
 
+/// A dry run's `open_by_handle_at` calls (`strace -f`), and its summary,
+/// which must say it read the journal.
+fn traced_handle_opens(j: &Journaled) -> (String, String) {
+    let trace = j.state.join("handles.trace");
+    let out = output(
+        Command::new("strace")
+            .args(["-f", "-e", "trace=open_by_handle_at", "-o"])
+            .arg(&trace)
+            .args([FERRY, "snapdiff", "--provider", "none", "--changes-limit", "1"])
+            .args(["--dry-run", "--summary", "--state-dir"])
+            .arg(&j.state)
+            .arg(&j.fileset),
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        text.contains("\"read\":\"journal\""),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (fs::read_to_string(&trace).unwrap(), text)
+}
+
+/// How many handles a dry run opens, and its summary.
+fn handle_opens(j: &Journaled) -> (usize, String) {
+    let (trace, text) = traced_handle_opens(j);
+    (trace.lines().filter(|l| l.contains("open_by_handle_at(")).count(), text)
+}
+
 #[test]
 fn deleted_files_are_proved_gone_by_the_baseline_without_opening_their_handles() {
     let Some((_fs, j)) = ext4() else { return };
@@ -476,23 +505,7 @@ fn deleted_files_are_proved_gone_by_the_baseline_without_opening_their_handles()
     // outside, the other (which leaves the fileset, as a move out would).
     fs::remove_file(j.fileset.join("hl-a")).unwrap();
     fs::remove_file(j.fileset.join("hl-x")).unwrap();
-    let trace = j.state.join("handles.trace");
-    let out = output(
-        Command::new("strace")
-            .args(["-f", "-e", "trace=open_by_handle_at", "-o"])
-            .arg(&trace)
-            .args([FERRY, "snapdiff", "--provider", "none", "--changes-limit", "1"])
-            .args(["--dry-run", "--summary", "--state-dir"])
-            .arg(&j.state)
-            .arg(&j.fileset),
-    );
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        text.contains("\"read\":\"journal\""),
-        "{text}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (trace, text) = traced_handle_opens(&j);
     assert!(
         text.contains("\"deleted\":42"),
         "40 files, hl-x (left the fileset) and the link hl-a: {text}"
@@ -501,7 +514,6 @@ fn deleted_files_are_proved_gone_by_the_baseline_without_opening_their_handles()
     // the events did not touch are opened; of the deleted files' stale
     // handles none (what is stale is the state directory's barrier files,
     // on the same filesystem: a few).
-    let trace = fs::read_to_string(&trace).unwrap();
     let opens: Vec<&str> = trace.lines().filter(|l| l.contains("open_by_handle_at(")).collect();
     let stale = trace.lines().filter(|l| l.contains("ESTALE")).count();
     assert!(
@@ -510,26 +522,6 @@ fn deleted_files_are_proved_gone_by_the_baseline_without_opening_their_handles()
         opens.len()
     );
     j.run_and_compare("after the deletes");
-}
-
-/// The `open_by_handle_at` calls of a dry run (`strace -f`), with the
-/// run's summary.
-fn handle_opens(j: &Journaled) -> (usize, String) {
-    let trace = j.state.join("handles.trace");
-    let out = output(
-        Command::new("strace")
-            .args(["-f", "-e", "trace=open_by_handle_at", "-o"])
-            .arg(&trace)
-            .args([FERRY, "snapdiff", "--provider", "none", "--changes-limit", "1"])
-            .args(["--dry-run", "--summary", "--state-dir"])
-            .arg(&j.state)
-            .arg(&j.fileset),
-    );
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(text.contains("\"read\":\"journal\""), "{text}");
-    let trace = fs::read_to_string(&trace).unwrap();
-    (trace.lines().filter(|l| l.contains("open_by_handle_at(")).count(), text)
 }
 
 #[test]
