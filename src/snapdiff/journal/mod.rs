@@ -444,8 +444,12 @@ impl JournalFiles {
             }
             first_line = 2;
         }
-        let parts =
-            crate::snapdiff::parallel::each_on_a_thread(split_lines(text, threads), |part| parse_part(part, after));
+        let parts = match split_lines(text, threads).as_slice() {
+            // A run's barrier is looked for every few hundred
+            // microseconds: one part is parsed here, not on a new thread.
+            [one] => vec![parse_part(one, after)],
+            parts => crate::snapdiff::parallel::each_on_a_thread(parts, |part| parse_part(part, after)),
+        };
         let mut line = first_line;
         for part in parts {
             if let Some((at, problem)) = part.error {
