@@ -83,6 +83,26 @@ impl DirTable {
             .map(|&(p, off, len)| (p, &self.names[off as usize..(off + len) as usize]))
     }
 
+    /// The path of directory `ino` relative to the root (empty for the
+    /// root itself), climbing this table alone; `None` for a directory it
+    /// does not reach the root from. [`Resolver::dir_path`] caches what it
+    /// builds, for the many lookups of a diff; this is for a few.
+    pub fn path(&self, ino: u64) -> Option<Vec<u8>> {
+        let mut names = Vec::new();
+        let mut d = ino;
+        while d != self.root {
+            let (parent, name) = self.get(d)?;
+            // A loop in a damaged table.
+            if names.len() >= MAX_DEPTH.min(self.len()) {
+                return None;
+            }
+            names.push(name);
+            d = parent;
+        }
+        names.reverse();
+        Some(names.join(&b'/'))
+    }
+
     /// The generation of a directory (0 when unknown).
     pub fn generation(&self, ino: u64) -> u64 {
         self.generations.get(&ino).copied().unwrap_or(0)
@@ -265,5 +285,37 @@ pub fn depth(rel: &[u8]) -> u32 {
         0
     } else {
         1 + rel.iter().filter(|&&b| b == b'/').count() as u32
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::snapdiff::record::Record;
+
+    fn dir(ino: u64, parent: u64, name: &[u8]) -> Record {
+        Record {
+            ino,
+            parent,
+            name: name.to_vec(),
+            mode: libc::S_IFDIR | 0o755,
+            ..Record::default()
+        }
+    }
+
+    #[test]
+    fn a_directory_path_is_built_from_the_table_alone_and_a_loop_has_none() {
+        let mut t = DirTable::with_root(256);
+        for r in [dir(300, 256, b"a"), dir(301, 300, b"b c"), dir(302, 301, b"\xff")] {
+            t.insert(&r).unwrap();
+        }
+        assert_eq!(t.path(302).as_deref(), Some(&b"a/b c/\xff"[..]));
+        assert_eq!(t.path(300).as_deref(), Some(&b"a"[..]));
+        assert_eq!(t.path(256).as_deref(), Some(&b""[..]));
+        assert_eq!(t.path(999), None);
+        // 400 and 401 each other's parent: never reaches the root.
+        t.insert(&dir(400, 401, b"x")).unwrap();
+        t.insert(&dir(401, 400, b"y")).unwrap();
+        assert_eq!(t.path(400), None);
     }
 }

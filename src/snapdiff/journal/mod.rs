@@ -435,7 +435,7 @@ impl JournalFiles {
             first_line += 1;
         }
         if first_line == 1 && !text.is_empty() {
-            if take_line(&mut text) != format!("{MAGIC}\n").as_bytes() {
+            if take_line(&mut text).strip_suffix(b"\n") != Some(MAGIC.as_bytes()) {
                 return Err(JournalError::Corrupt {
                     path: path.to_path_buf(),
                     line: 1,

@@ -244,7 +244,7 @@ impl Btrfs {
         if until.seq.saturating_sub(since) > q.held as u64 {
             return Ok(ChangesRead::TooMany);
         }
-        let events = match journal::changes::window(j, since, q.since_barrier, &until, q.split.len() + 1)? {
+        let events = match journal::changes::window(j, since, q.since_barrier, &until, q.threads())? {
             Ok(events) => events,
             Err(gap) => return unable(&gap),
         };
@@ -252,7 +252,7 @@ impl Btrfs {
         if inos.len() > q.limit {
             return Ok(ChangesRead::TooMany);
         }
-        let mut changed = match changed_among(new, &inos, q.split.len() + 1) {
+        let mut changed = match changed_among(new, &inos, q.threads()) {
             Ok(c) => c,
             Err(TreeError::Io(e)) if e.raw_os_error() == Some(libc::EPERM) => return unable(NO_SEARCH),
             Err(e) => return Err(e.into()),

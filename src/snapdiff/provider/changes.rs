@@ -44,6 +44,13 @@ pub struct ChangesQuery<'a> {
     pub old_records: &'a mut dyn OldRecords,
 }
 
+impl ChangesQuery<'_> {
+    /// How many threads the read may use: one per range of `split`.
+    pub fn threads(&self) -> usize {
+        self.split.len() + 1
+    }
+}
+
 /// Looks up the baseline manifest's records of some inodes.
 pub trait OldRecords {
     /// Every record (link) of each inode in `inos` (ascending), in

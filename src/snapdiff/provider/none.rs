@@ -118,7 +118,7 @@ impl Provider for NoSnapshots {
         if until.seq.saturating_sub(q.since) > q.held as u64 {
             return Ok(ChangesRead::TooMany);
         }
-        match journal::changes::window(j, q.since, q.since_barrier, &until, q.split.len() + 1)? {
+        match journal::changes::window(j, q.since, q.since_barrier, &until, q.threads())? {
             Err(gap) => Ok(ChangesRead::Unable(gap)),
             Ok(events) => Ok(journal::changes::changed(
                 Path::new(OsStr::from_bytes(&self.fileset.path)),
