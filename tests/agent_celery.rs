@@ -490,6 +490,12 @@ fn rabbitmqctl(arg: &str) {
     );
 }
 
+/// How long the broker stays stopped: longer than a client's connect
+/// timeout (kombu's 4 s), so the Celery client's first reconnect fails and
+/// it must subscribe to its reply queue again once the broker is back (the
+/// case that left it reading nothing: tests/agent/client.py).
+const BROKER_DOWN: Duration = Duration::from_secs(6);
+
 /// Restarts the broker's application; starts it again even if the test
 /// panics in between.
 fn restart_broker() {
@@ -501,7 +507,7 @@ fn restart_broker() {
     }
     let _restart = Restart;
     rabbitmqctl("stop_app");
-    std::thread::sleep(Duration::from_secs(2));
+    std::thread::sleep(BROKER_DOWN);
 }
 
 /// How long the agent may go without finishing or starting a task while
@@ -751,6 +757,12 @@ fn hundred_thousand_files_survive_broker_restart_and_agent_kill() {
         report["seconds_seed"].as_f64().unwrap_or(0.0),
         report["retries"].as_array().map_or(0, Vec::len),
         report["retries"]
+    );
+    // The restart reached the client too, which read on after it.
+    let client_said = std::fs::read_to_string(client_log(&agent)).unwrap_or_default();
+    assert!(
+        client_said.contains("reading results again after a lost connection"),
+        "the client never subscribed again after the broker restart:\n{client_said}"
     );
 
     // The seed's result.

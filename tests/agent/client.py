@@ -32,6 +32,7 @@ Strings that hold surrogate escapes (non-UTF-8 file names) are reported as
 import json
 import logging
 import os
+import socket
 import sys
 import time
 
@@ -52,10 +53,61 @@ class AckingResultConsumer(ResultConsumer):
     """Consumes results with acknowledgements, acknowledging each once it is
     recorded. Celery's consumer uses no_ack, so results the broker already
     pushed to the client are lost if the connection drops before they are
-    read (a broker restart resets it); these are redelivered instead."""
+    read (a broker restart resets it); these are redelivered instead.
+
+    It also subscribes again after a lost connection, whatever Celery
+    version runs it. Celery 5.7's own reconnect (celery#10179) gives up when
+    the broker is still down (connect_timeout, 4 s), leaving a connection
+    object that kombu later reconnects implicitly, with no consumer on it:
+    the client then waits for ever while its results pile up in the reply
+    queue (seen with a broker down for 5-6 s). Older versions never
+    subscribe again at all."""
+
+    _queues = ()
+    _lost = False
 
     def start(self, initial_task_id, no_ack=True, **kwargs):
         super().start(initial_task_id, no_ack=False, **kwargs)
+        self._queues = list(self._consumer.queues)
+
+    def consume_from(self, task_id):
+        super().consume_from(task_id)
+        self._queues = list(self._consumer.queues)
+
+    def drain_events(self, timeout=None):
+        if self._connection is None:
+            if timeout:
+                time.sleep(timeout)
+            return None
+        if self._lost:
+            self._subscribe_again()
+        conn = self._connection
+        try:
+            return conn.drain_events(timeout=timeout)
+        except socket.timeout:
+            raise
+        except conn.connection_errors + conn.channel_errors:
+            # Subscribed again before the next read; until that works
+            # (the broker is back), every read raises.
+            self._lost = True
+            raise
+
+    def _subscribe_again(self):
+        """A new connection and a consumer on the queues read so far;
+        raises, and stays lost, while the broker is unreachable."""
+        old, self._connection = self._connection, None
+        try:
+            old.collect()
+        except Exception:
+            pass
+        conn = self.app.connection()
+        self._connection = conn
+        consumer = self.Consumer(
+            conn.default_channel, self._queues,
+            callbacks=[self.on_state_change], no_ack=False, accept=self.accept)
+        consumer.consume()
+        self._consumer, self._lost = consumer, False
+        log("reading results again after a lost connection")
 
     def on_state_change(self, meta, message):
         super().on_state_change(meta, message)
@@ -158,7 +210,8 @@ def main():
         logging.basicConfig(stream=f, level=logging.WARNING, format="[celery %(asctime)s] %(levelname)s %(name)s: %(message)s")
     t0 = time.time()
     deadline = t0 + spec.get("timeout", 600)
-    backend = DurableRPC if spec.get("durable_reply") else "rpc://"
+    # By name, which every Celery 5 loads (5.5 takes no class here).
+    backend = "__main__:DurableRPC" if spec.get("durable_reply") else "rpc://"
     app = Celery(broker=spec["broker"], backend=backend)
     app.conf.result_expires = 3600
     col = Collector(deadline, spec.get("stop_file"))
