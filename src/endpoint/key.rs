@@ -87,6 +87,15 @@ pub enum KeyError {
     /// The path has a `.` or `..` component, so its place is ambiguous.
     #[error("path has a '.' or '..' component")]
     DotComponent,
+    /// A key given relative to the prefix (as an import names objects)
+    /// is not a valid object key.
+    #[error("{key:?} is no object key: {reason}")]
+    NotAKey {
+        /// The key as given.
+        key: String,
+        /// What the object store said of it.
+        reason: String,
+    },
 }
 
 /// The key of `path` (absolute) for an endpoint whose local `root`

@@ -125,13 +125,16 @@ impl Endpoint {
 
     /// The store key of `rel`, a key relative to the endpoint's prefix (as
     /// an import names objects).
-    pub fn store_key(&self, rel: &str) -> Result<ObjPath, String> {
+    pub fn store_key(&self, rel: &str) -> Result<ObjPath, KeyError> {
         let full = if self.prefix.is_empty() {
             rel.to_string()
         } else {
             format!("{}/{rel}", self.prefix)
         };
-        ObjPath::parse(&full).map_err(|e| format!("{rel:?} is no object key: {e}"))
+        ObjPath::parse(&full).map_err(|e| KeyError::NotAKey {
+            key: rel.to_string(),
+            reason: e.to_string(),
+        })
     }
 
     /// The path relative to the endpoint's root of the object at `key`:

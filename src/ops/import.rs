@@ -167,7 +167,7 @@ impl Job<'_> {
         if !rel.ends_with('/') && !rel.is_empty() {
             let key = match full(rel) {
                 Ok(k) => k,
-                Err(e) => return Outcome::failed(e),
+                Err(e) => return Outcome::failed(e.to_string()),
             };
             match target.head(&key) {
                 Ok(Some(_)) => return self.object(&key, parent),

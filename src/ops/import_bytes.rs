@@ -103,7 +103,7 @@ struct Job {
 impl Job {
     fn one(&self, input: &[u8]) -> Result<u64, Outcome> {
         let (rel, parent) = input_key(input)?;
-        let key = self.target.store_key(rel).map_err(Outcome::failed)?;
+        let key = self.target.store_key(rel).map_err(|e| Outcome::failed(e.to_string()))?;
         let obj = self
             .target
             .head(&key)

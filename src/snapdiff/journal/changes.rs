@@ -31,8 +31,8 @@ use std::io;
 use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::path::Path;
-use std::sync::Mutex;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// What the run stats: what a walk of the `none` provider stats.
@@ -56,22 +56,21 @@ pub struct Position {
 }
 
 /// Fixes a run's position in the journal: creates a barrier file in the
-/// state directory and waits for the writer to journal it. `Err(why)` when
+/// state directory and waits for the writer to journal it. `Err(gap)` when
 /// the journal cannot give one (no writer, or a writer that does not see
 /// the state directory's filesystem).
-pub fn barrier(files: &JournalFiles) -> Result<Position, String> {
+pub fn barrier(files: &JournalFiles) -> Result<Position, Gap> {
+    let lock_err = |source| Gap::Lock {
+        lock: files.lock.clone(),
+        source: Arc::new(source),
+    };
     match File::options().append(true).open(&files.lock) {
         Ok(lock) => match sys::try_lock_exclusive(&lock) {
-            Ok(true) => return Err("the journal writer is not running".into()),
+            Ok(true) => return Err(Gap::WriterStopped),
             Ok(false) => {}
-            Err(e) => return Err(format!("{}: {e}", files.lock.display())),
+            Err(e) => return Err(lock_err(e)),
         },
-        Err(e) => {
-            return Err(format!(
-                "the journal writer is not running ({}: {e})",
-                files.lock.display()
-            ));
-        }
+        Err(e) => return Err(lock_err(e)),
     }
     let token = format!("{}-{}", std::process::id(), jiff::Timestamp::now().as_nanosecond());
     // Only what the writer appends from here on can hold the barrier.
@@ -81,18 +80,21 @@ pub fn barrier(files: &JournalFiles) -> Result<Position, String> {
         .write(true)
         .create_new(true)
         .open(&path)
-        .map_err(|e| format!("cannot create the journal barrier {}: {e}", path.display()))?;
+        .map_err(|e| Gap::BarrierFile {
+            path: path.clone(),
+            source: Arc::new(e),
+        })?;
     let found = wait_for_barrier(files, &token, from);
     let _ = std::fs::remove_file(&path);
     found.map(|seq| Position { seq, token })
 }
 
 /// Each run's position in a journal, by the name of its snapshot: the
-/// barrier taken for it, or why it has none. What both providers that
+/// barrier taken for it, or the gap that left it none. What both providers that
 /// read a journal (`none`, `btrfs`) keep between taking a snapshot and
 /// reading its changes.
 #[derive(Default)]
-pub struct Positions(Mutex<HashMap<String, Result<Position, String>>>);
+pub struct Positions(Mutex<HashMap<String, Result<Position, Gap>>>);
 
 impl Positions {
     /// Fixes snapshot `name`'s position in the journal `files`: a barrier,
@@ -103,15 +105,15 @@ impl Positions {
     }
 
     /// Snapshot `name`'s position, or why it has none.
-    pub fn of(&self, name: &str) -> Result<Position, String> {
+    pub fn of(&self, name: &str) -> Result<Position, Gap> {
         match self.0.lock().unwrap().get(name) {
             Some(at) => at.clone(),
-            None => Err("the run has no position in the journal".into()),
+            None => Err(Gap::NoPosition),
         }
     }
 }
 
-fn wait_for_barrier(files: &JournalFiles, token: &str, mut from: u64) -> Result<u64, String> {
+fn wait_for_barrier(files: &JournalFiles, token: &str, mut from: u64) -> Result<u64, Gap> {
     let start = Instant::now();
     // The writer journals a barrier within a millisecond or two of its
     // creation: look often at first.
@@ -129,16 +131,12 @@ fn wait_for_barrier(files: &JournalFiles, token: &str, mut from: u64) -> Result<
                 seen = Some(seq);
             }
         })
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| Gap::Read(Arc::new(e)))?;
         if let Some(seq) = seen {
             return Ok(seq);
         }
         if start.elapsed() >= BARRIER_WAIT {
-            return Err(format!(
-                "the journal writer did not record the barrier within {} s (is the state directory {} on the fileset's filesystem?)",
-                BARRIER_WAIT.as_secs(),
-                files.dir.display()
-            ));
+            return Err(Gap::BarrierLate { dir: files.dir.clone() });
         }
         std::thread::sleep(pause);
         pause = (pause * 2).min(Duration::from_millis(20));
@@ -155,11 +153,11 @@ pub fn window(
     since_token: Option<&str>,
     until: &Position,
     threads: usize,
-) -> Result<Result<Vec<Line>, String>, JournalError> {
+) -> Result<Result<Vec<Line>, Gap>, JournalError> {
     let (until, until_token) = (until.seq, until.token.as_str());
     let mut lines = Vec::new();
     let (mut found_since, mut found_until) = (false, false);
-    let mut gap: Option<String> = None;
+    let mut gap: Option<Gap> = None;
     for path in files.holding_from(since)? {
         let from = super::offset_before(path, since);
         JournalFiles::read_file(path, from, since.saturating_sub(1), threads, |l| {
@@ -176,31 +174,21 @@ pub fn window(
                 return;
             }
             match l {
-                Line::Session { boot, .. } => {
-                    gap = Some(format!(
-                        "the journal writer restarted (boot {boot}) since the last run: changes may have gone unseen"
-                    ))
-                }
-                Line::Overflow { .. } => {
-                    gap = Some("the kernel's event queue overflowed since the last run: changes were lost".into())
-                }
+                Line::Session { boot, .. } => gap = Some(Gap::WriterRestarted { boot }),
+                Line::Overflow { .. } => gap = Some(Gap::Overflow),
                 Line::Event { .. } => lines.push(l),
                 Line::Barrier { .. } => {}
             }
         })?;
     }
     if !found_since {
-        return Ok(Err(format!(
-            "the journal no longer holds the last run's position ({since})"
-        )));
+        return Ok(Err(Gap::PositionLost { since }));
     }
     // The writer may have rotated the journal between the reads of its
     // two files: then the window's end was not read, nor the events
     // before it.
     if gap.is_none() && !found_until {
-        gap = Some(format!(
-            "the journal was rotated while the run read it (its position {until} was not found)"
-        ));
+        gap = Some(Gap::Rotated { until });
     }
     Ok(match gap {
         Some(g) => Err(g),
@@ -764,6 +752,72 @@ fn is_gone(e: &io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ESTALE | libc::ENOTDIR))
 }
 
+/// Why the journal cannot guide a run, which then walks the whole tree
+/// and says this. Cloned: a snapshot's position (or its gap) is asked for
+/// again by each read of its changes.
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum Gap {
+    /// The writer's lock is free: nothing is journaling.
+    #[error("the journal writer is not running")]
+    WriterStopped,
+    /// The writer's lock could not be opened or tried (a missing lock file
+    /// means no writer ever ran here).
+    #[error("the journal writer is not running ({}: {source})", lock.display())]
+    Lock {
+        /// The lock file.
+        lock: PathBuf,
+        /// Why.
+        source: Arc<io::Error>,
+    },
+    /// The run's barrier file could not be created.
+    #[error("cannot create the journal barrier {}: {source}", path.display())]
+    BarrierFile {
+        /// The barrier file.
+        path: PathBuf,
+        /// Why.
+        source: Arc<io::Error>,
+    },
+    /// The writer did not journal the barrier within [`BARRIER_WAIT`].
+    #[error(
+        "the journal writer did not record the barrier within {} s (is the state directory {} on the fileset's filesystem?)",
+        BARRIER_WAIT.as_secs(),
+        dir.display()
+    )]
+    BarrierLate {
+        /// The state directory the barrier was created in.
+        dir: PathBuf,
+    },
+    /// The journal could not be read while waiting for the barrier.
+    #[error(transparent)]
+    Read(Arc<JournalError>),
+    /// No barrier was taken for the run's snapshot.
+    #[error("the run has no position in the journal")]
+    NoPosition,
+    /// A writer started between the two barriers.
+    #[error("the journal writer restarted (boot {boot}) since the last run: changes may have gone unseen")]
+    WriterRestarted {
+        /// The new writer's boot id.
+        boot: String,
+    },
+    /// The kernel's queue overflowed between the two barriers.
+    #[error("the kernel's event queue overflowed since the last run: changes were lost")]
+    Overflow,
+    /// The baseline's barrier is no longer in the journal (rotated out,
+    /// or the journal started over).
+    #[error("the journal no longer holds the last run's position ({since})")]
+    PositionLost {
+        /// The baseline's barrier number.
+        since: u64,
+    },
+    /// The run's own barrier was not found: the journal rotated between
+    /// the reads of its two files.
+    #[error("the journal was rotated while the run read it (its position {until} was not found)")]
+    Rotated {
+        /// The run's barrier number.
+        until: u64,
+    },
+}
+
 /// Why the changes the journal points at could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum ChangesError {
@@ -800,7 +854,7 @@ mod tests {
             token: "u".into(),
         };
         let gap = window(&files, 10, Some("t"), &until, 1).unwrap().unwrap_err();
-        assert!(gap.contains("rotated while the run read it"), "{gap}");
+        assert!(matches!(gap, Gap::Rotated { until: 20 }), "{gap}");
         std::fs::write(&files.current, format!("{MAGIC}\nB 20 u\n")).unwrap();
         assert_eq!(window(&files, 10, Some("t"), &until, 1).unwrap().unwrap().len(), 1);
     }
@@ -821,7 +875,7 @@ mod tests {
             token: "u".into(),
         };
         let gap = window(&files, 10, Some("t"), &until, 1).unwrap().unwrap_err();
-        assert!(gap.contains("no longer holds the last run's position"), "{gap}");
+        assert!(matches!(gap, Gap::PositionLost { since: 10 }), "{gap}");
         // The baseline's own barrier, or a baseline from before tokens
         // were kept, opens the window.
         assert_eq!(window(&files, 10, Some("other"), &until, 1).unwrap().unwrap().len(), 1);
@@ -831,6 +885,7 @@ mod tests {
             seq: 20,
             token: "v".into(),
         };
-        assert!(window(&files, 10, None, &not_ours, 1).unwrap().is_err());
+        let gap = window(&files, 10, None, &not_ours, 1).unwrap().unwrap_err();
+        assert!(matches!(gap, Gap::Rotated { until: 20 }), "{gap}");
     }
 }

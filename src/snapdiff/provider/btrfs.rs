@@ -233,20 +233,20 @@ impl Btrfs {
         let Some(j) = &self.journal else {
             return unable("the event journal is no longer kept");
         };
-        if let Err(why) = self.positions.of(q.new) {
-            return unable(&why);
+        if let Err(gap) = self.positions.of(q.new) {
+            return unable(&gap.to_string());
         }
         // The window ends after the snapshot.
         let until = match journal::changes::barrier(j) {
             Ok(at) => at,
-            Err(why) => return unable(&why),
+            Err(gap) => return unable(&gap.to_string()),
         };
         if until.seq.saturating_sub(since) > q.held as u64 {
             return Ok(ChangesRead::TooMany);
         }
         let events = match journal::changes::window(j, since, q.since_barrier, &until, q.threads())? {
             Ok(events) => events,
-            Err(gap) => return unable(&gap),
+            Err(gap) => return unable(&gap.to_string()),
         };
         let inos = journal::changes::named_inodes(&events, Some(self.subvolume));
         if inos.len() > q.limit {

@@ -111,7 +111,7 @@ impl Provider for NoSnapshots {
         };
         let until = match self.positions.of(q.new) {
             Ok(at) => at,
-            Err(why) => return Ok(ChangesRead::Unable(why)),
+            Err(gap) => return Ok(ChangesRead::Unable(gap.to_string())),
         };
         // The window's sequence numbers bound its events, which the read
         // holds in memory before it knows how many inodes they touch.
@@ -119,7 +119,7 @@ impl Provider for NoSnapshots {
             return Ok(ChangesRead::TooMany);
         }
         match journal::changes::window(j, q.since, q.since_barrier, &until, q.threads())? {
-            Err(gap) => Ok(ChangesRead::Unable(gap)),
+            Err(gap) => Ok(ChangesRead::Unable(gap.to_string())),
             Ok(events) => Ok(journal::changes::changed(
                 Path::new(OsStr::from_bytes(&self.fileset.path)),
                 events,
