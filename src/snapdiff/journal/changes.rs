@@ -60,17 +60,24 @@ pub struct Position {
 /// the journal cannot give one (no writer, or a writer that does not see
 /// the state directory's filesystem).
 pub fn barrier(files: &JournalFiles) -> Result<Position, Gap> {
-    let lock_err = |source| Gap::Lock {
-        lock: files.lock.clone(),
-        source: Arc::new(source),
-    };
+    let lock = files.lock.clone();
     match File::options().append(true).open(&files.lock) {
-        Ok(lock) => match sys::try_lock_exclusive(&lock) {
+        Ok(file) => match sys::try_lock_exclusive(&file) {
             Ok(true) => return Err(Gap::WriterStopped),
             Ok(false) => {}
-            Err(e) => return Err(lock_err(e)),
+            Err(e) => {
+                return Err(Gap::Lock {
+                    lock,
+                    source: Arc::new(e),
+                });
+            }
         },
-        Err(e) => return Err(lock_err(e)),
+        Err(e) => {
+            return Err(Gap::NoLock {
+                lock,
+                source: Arc::new(e),
+            });
+        }
     }
     let token = format!("{}-{}", std::process::id(), jiff::Timestamp::now().as_nanosecond());
     // Only what the writer appends from here on can hold the barrier.
@@ -90,9 +97,9 @@ pub fn barrier(files: &JournalFiles) -> Result<Position, Gap> {
 }
 
 /// Each run's position in a journal, by the name of its snapshot: the
-/// barrier taken for it, or the gap that left it none. What both providers that
-/// read a journal (`none`, `btrfs`) keep between taking a snapshot and
-/// reading its changes.
+/// barrier taken for it, or the gap that left it none. What both
+/// providers that read a journal (`none`, `btrfs`) keep between taking a
+/// snapshot and reading its changes.
 #[derive(Default)]
 pub struct Positions(Mutex<HashMap<String, Result<Position, Gap>>>);
 
@@ -760,9 +767,17 @@ pub enum Gap {
     /// The writer's lock is free: nothing is journaling.
     #[error("the journal writer is not running")]
     WriterStopped,
-    /// The writer's lock could not be opened or tried (a missing lock file
-    /// means no writer ever ran here).
+    /// The writer's lock could not be opened (a missing lock file means
+    /// no writer ever ran here).
     #[error("the journal writer is not running ({}: {source})", lock.display())]
+    NoLock {
+        /// The lock file.
+        lock: PathBuf,
+        /// Why.
+        source: Arc<io::Error>,
+    },
+    /// The writer's lock could not be tried.
+    #[error("cannot tell whether the journal writer runs ({}: {source})", lock.display())]
     Lock {
         /// The lock file.
         lock: PathBuf,
