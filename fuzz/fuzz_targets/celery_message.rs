@@ -15,7 +15,9 @@ fn header(v: &serde_json::Value) -> HeaderValue {
     match v {
         serde_json::Value::Null => HeaderValue::Null,
         serde_json::Value::Bool(b) => HeaderValue::Bool(*b),
-        serde_json::Value::Number(n) => n.as_i64().map_or(HeaderValue::Float(n.as_f64().unwrap_or(0.0)), HeaderValue::Int),
+        serde_json::Value::Number(n) => n
+            .as_i64()
+            .map_or(HeaderValue::Float(n.as_f64().unwrap_or(0.0)), HeaderValue::Int),
         serde_json::Value::String(s) => HeaderValue::Str(s.clone()),
         serde_json::Value::Array(a) => HeaderValue::List(a.iter().map(header).collect()),
         serde_json::Value::Object(o) => HeaderValue::Table(o.iter().map(|(k, v)| (k.clone(), header(v))).collect()),
@@ -24,18 +26,21 @@ fn header(v: &serde_json::Value) -> HeaderValue {
 
 fuzz_target!(|data: &[u8]| {
     // Layout: <flags byte> <headers JSON> 0xFF <body>.
-    let Some((&flags, rest)) = data.split_first() else { return };
+    let Some((&flags, rest)) = data.split_first() else {
+        return;
+    };
     let (head, body) = match rest.iter().position(|&b| b == 0xFF) {
         Some(i) => (&rest[..i], &rest[i + 1..]),
         None => (rest, &[][..]),
     };
-    let mut headers: Vec<(String, HeaderValue)> = match serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(head) {
-        Ok(m) => m.iter().map(|(k, v)| (k.clone(), header(v))).collect(),
-        Err(_) => vec![
-            ("task".into(), HeaderValue::Str("dynamo.tasks.migrate".into())),
-            ("id".into(), HeaderValue::Str("f".into())),
-        ],
-    };
+    let mut headers: Vec<(String, HeaderValue)> =
+        match serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(head) {
+            Ok(m) => m.iter().map(|(k, v)| (k.clone(), header(v))).collect(),
+            Err(_) => vec![
+                ("task".into(), HeaderValue::Str("dynamo.tasks.migrate".into())),
+                ("id".into(), HeaderValue::Str("f".into())),
+            ],
+        };
     if flags & 1 != 0 {
         headers.push(("compression".into(), HeaderValue::Str("application/x-gzip".into())));
     }
@@ -58,10 +63,17 @@ fuzz_target!(|data: &[u8]| {
         // succeeds; it never panics.
         let _ = Request::decode(&msg);
         let kw = msg.kwargs_object(&[]);
-        assert!(serde_json::from_str::<Box<serde_json::value::RawValue>>(&kw).is_ok(), "{kw}");
+        assert!(
+            serde_json::from_str::<Box<serde_json::value::RawValue>>(&kw).is_ok(),
+            "{kw}"
+        );
         let out = child_task("c".into(), "dynamo.tasks.stat_paths", &kw, &msg, &msg.chain, "fuzz@h");
         let again = decode(
-            &Incoming { headers: &out.headers, body: &out.body, ..Default::default() },
+            &Incoming {
+                headers: &out.headers,
+                body: &out.body,
+                ..Default::default()
+            },
             usize::MAX,
         )
         .expect("ferry's own child messages decode");
@@ -71,7 +83,10 @@ fuzz_target!(|data: &[u8]| {
         if let Some(rules) = msg.kwarg("filter_rules")
             && let Ok(specs) = serde_json::from_str::<Vec<RuleSpec>>(rules.get())
         {
-            let routing = Routing { site: "s".into(), queue: "default".into() };
+            let routing = Routing {
+                site: "s".into(),
+                queue: "default".into(),
+            };
             let _ = compile(&specs, &Context::default(), &routing);
         }
     }

@@ -26,16 +26,22 @@ fn types(t: &[TypePaused]) -> Vec<serde_json::Value> {
 }
 
 fn kinds(t: &[TaskType]) -> Vec<serde_json::Value> {
-    t.iter().map(|t| serde_json::json!({"task": t.task, "reply_to": t.reply_to})).collect()
+    t.iter()
+        .map(|t| serde_json::json!({"task": t.task, "reply_to": t.reply_to}))
+        .collect()
 }
 
 fn drains(d: &[Drained]) -> Vec<serde_json::Value> {
-    d.iter().map(|n| serde_json::json!({"node": n.node, "until": n.until})).collect()
+    d.iter()
+        .map(|n| serde_json::json!({"node": n.node, "until": n.until}))
+        .collect()
 }
 
 fuzz_target!(|data: &[u8]| {
     // Layout: <flags byte> <body>; the flags choose the content type.
-    let Some((&flags, body)) = data.split_first() else { return };
+    let Some((&flags, body)) = data.split_first() else {
+        return;
+    };
     let content_type = match flags & 3 {
         0 => None,
         1 => Some("application/json"),
@@ -49,10 +55,18 @@ fuzz_target!(|data: &[u8]| {
         ControlMessage::Cancel(c) => (c, &[], &[], &[]),
         ControlMessage::Pause { holds, tasktypes } => (&[], holds, &[], tasktypes),
         ControlMessage::Drain(d) => (&[], &[], d, &[]),
-        ControlMessage::Snapshot { cancel, pause, drain, tasktypes } => (cancel, pause, drain, tasktypes),
+        ControlMessage::Snapshot {
+            cancel,
+            pause,
+            drain,
+            tasktypes,
+        } => (cancel, pause, drain, tasktypes),
         ControlMessage::Resume { roots, tasktypes } => {
             assert!(roots.iter().all(|x| !x.is_empty()), "{msg:?}");
-            assert!(tasktypes.iter().all(|t| !t.task.is_empty() && !t.reply_to.is_empty()), "{msg:?}");
+            assert!(
+                tasktypes.iter().all(|t| !t.task.is_empty() && !t.reply_to.is_empty()),
+                "{msg:?}"
+            );
             (&[], &[], &[], &[])
         }
         ControlMessage::Undrain(r) => {
@@ -61,12 +75,17 @@ fuzz_target!(|data: &[u8]| {
         }
     };
     assert!(
-        tasktypes.iter().all(|t| !t.tasktype.task.is_empty() && !t.tasktype.reply_to.is_empty() && !t.park.is_empty()),
+        tasktypes
+            .iter()
+            .all(|t| !t.tasktype.task.is_empty() && !t.tasktype.reply_to.is_empty() && !t.park.is_empty()),
         "{msg:?}"
     );
     assert!(drain.iter().all(|d| !d.node.is_empty()), "{msg:?}");
     assert!(cancel.iter().all(|c| !c.root.is_empty()), "{msg:?}");
-    assert!(pause.iter().all(|p| !p.root.is_empty() && !p.park.is_empty()), "{msg:?}");
+    assert!(
+        pause.iter().all(|p| !p.root.is_empty() && !p.park.is_empty()),
+        "{msg:?}"
+    );
 
     let written = match &msg {
         ControlMessage::Cancel(e) => {
@@ -83,8 +102,16 @@ fuzz_target!(|data: &[u8]| {
         }
         ControlMessage::Drain(d) => serde_json::json!({"op": "drain", "nodes": drains(d)}),
         ControlMessage::Undrain(n) => serde_json::json!({"op": "undrain", "nodes": n}),
-        ControlMessage::Snapshot { cancel, pause, drain, tasktypes } => {
-            let list: Vec<_> = cancel.iter().map(|c| serde_json::json!({"root": c.root, "until": c.until})).collect();
+        ControlMessage::Snapshot {
+            cancel,
+            pause,
+            drain,
+            tasktypes,
+        } => {
+            let list: Vec<_> = cancel
+                .iter()
+                .map(|c| serde_json::json!({"root": c.root, "until": c.until}))
+                .collect();
             serde_json::json!({"op": "snapshot", "cancel": list, "pause": holds(pause), "drain": drains(drain),
                 "tasktypes": types(tasktypes)})
         }
@@ -94,14 +121,34 @@ fuzz_target!(|data: &[u8]| {
 
     let set = ControlSet::default();
     let added = set.apply(&msg, NOW);
-    let live: HashSet<&str> = cancel.iter().filter(|c| c.until >= NOW).map(|c| c.root.as_str()).collect();
-    let parked: HashSet<&str> = pause.iter().filter(|p| p.until >= NOW).map(|p| p.root.as_str()).collect();
-    let drained: HashSet<&str> = drain.iter().filter(|d| d.until >= NOW).map(|d| d.node.as_str()).collect();
-    let typed: HashSet<&TaskType> = tasktypes.iter().filter(|t| t.until >= NOW).map(|t| &t.tasktype).collect();
+    let live: HashSet<&str> = cancel
+        .iter()
+        .filter(|c| c.until >= NOW)
+        .map(|c| c.root.as_str())
+        .collect();
+    let parked: HashSet<&str> = pause
+        .iter()
+        .filter(|p| p.until >= NOW)
+        .map(|p| p.root.as_str())
+        .collect();
+    let drained: HashSet<&str> = drain
+        .iter()
+        .filter(|d| d.until >= NOW)
+        .map(|d| d.node.as_str())
+        .collect();
+    let typed: HashSet<&TaskType> = tasktypes
+        .iter()
+        .filter(|t| t.until >= NOW)
+        .map(|t| &t.tasktype)
+        .collect();
     if matches!(msg, ControlMessage::Resume { .. } | ControlMessage::Undrain(_)) {
         assert_eq!(added, 0, "nothing to resume in an empty set");
     } else {
-        assert_eq!(added, live.len() + parked.len() + drained.len() + typed.len(), "{msg:?}");
+        assert_eq!(
+            added,
+            live.len() + parked.len() + drained.len() + typed.len(),
+            "{msg:?}"
+        );
     }
     for d in drain {
         assert_eq!(set.is_drained(&d.node, NOW), drained.contains(d.node.as_str()), "{d:?}");
@@ -116,6 +163,10 @@ fuzz_target!(|data: &[u8]| {
     for t in tasktypes {
         // A root no message names: only the type's pause parks it.
         let k = &t.tasktype;
-        assert_eq!(set.parking("", &k.task, Some(&k.reply_to), NOW).is_some(), typed.contains(k), "{t:?}");
+        assert_eq!(
+            set.parking("", &k.task, Some(&k.reply_to), NOW).is_some(),
+            typed.contains(k),
+            "{t:?}"
+        );
     }
 });

@@ -17,11 +17,20 @@ fuzz_target!(|data: &[u8]| {
             let _ = PathObject::parse(p.get().as_bytes());
         }
     }
-    let Ok(v) = serde_json::from_slice::<serde_json::Value>(data) else { return };
-    let Ok(fields) = parse_fields(v.get("fields").unwrap_or(&serde_json::json!([]))) else { return };
-    let Ok(rules) = parse_rules(v.get("filter_rules").unwrap_or(&serde_json::json!([])), &fields) else { return };
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(data) else {
+        return;
+    };
+    let Ok(fields) = parse_fields(v.get("fields").unwrap_or(&serde_json::json!([]))) else {
+        return;
+    };
+    let Ok(rules) = parse_rules(v.get("filter_rules").unwrap_or(&serde_json::json!([])), &fields) else {
+        return;
+    };
     let given = v.get("values").and_then(|x| x.as_object()).cloned().unwrap_or_default();
-    let known = Known { sites: &["s1".into()], queues: &["default".into()] };
+    let known = Known {
+        sites: &["s1".into()],
+        queues: &["default".into()],
+    };
     if let Ok(mut values) = resolve_fields(&fields, &given, &known) {
         // Every declared field with some value: what parse_rules checked.
         for f in &fields {

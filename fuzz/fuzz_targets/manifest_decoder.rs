@@ -59,7 +59,7 @@ fuzz_target!(|data: &[u8]| {
     // A jump lands on the block holding the key; reading on finds it.
     if let Some(target) = all.get(all.len() / 2) {
         let mut rd = ManifestReader::new(Cursor::new(&bytes[..])).unwrap();
-        rd.skip_to(target.key());
+        rd.skip_to(target.key()).unwrap();
         let mut r = Record::default();
         while rd.read_entry(&mut r).unwrap() && r.key() < target.key() {}
         assert_eq!(r.key(), target.key());

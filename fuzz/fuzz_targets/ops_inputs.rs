@@ -6,9 +6,9 @@
 //! to a valid object key or a clear key error.
 #![no_main]
 
-use ferry::ops::xattrs::HsmState;
 use ferry::endpoint::key::{KEY_MAX, PLAIN_MAX, key_for};
 use ferry::endpoint::{MetaDoc, ObjectMeta};
+use ferry::ops::xattrs::HsmState;
 use ferry::task::input::{InputFormat, PathReader};
 use libfuzzer_sys::fuzz_target;
 
