@@ -8,51 +8,48 @@
 
 use std::path::{Path, PathBuf};
 
-#[allow(unused_attributes)] // the target's #![no_main], for libFuzzer's build
-#[path = "../fuzz/fuzz_targets/batcher.rs"]
-mod batcher;
-#[allow(unused_attributes)] // the target's #![no_main], for libFuzzer's build
-#[path = "../fuzz/fuzz_targets/celery_message.rs"]
-mod celery_message;
-#[allow(unused_attributes)] // the target's #![no_main], for libFuzzer's build
-#[path = "../fuzz/fuzz_targets/config_file.rs"]
-mod config_file;
-#[allow(unused_attributes)] // the target's #![no_main], for libFuzzer's build
-#[path = "../fuzz/fuzz_targets/control_message.rs"]
-mod control_message;
-#[allow(unused_attributes)] // the target's #![no_main], for libFuzzer's build
-#[path = "../fuzz/fuzz_targets/glob_filter.rs"]
-mod glob_filter;
-#[allow(unused_attributes)] // the target's #![no_main], for libFuzzer's build
-#[path = "../fuzz/fuzz_targets/hub_request.rs"]
-mod hub_request;
-#[allow(unused_attributes)] // the target's #![no_main], for libFuzzer's build
-#[path = "../fuzz/fuzz_targets/hub_results.rs"]
-mod hub_results;
-#[allow(unused_attributes)] // the target's #![no_main], for libFuzzer's build
-#[path = "../fuzz/fuzz_targets/journal.rs"]
-mod journal;
-#[allow(unused_attributes)] // the target's #![no_main], for libFuzzer's build
-#[path = "../fuzz/fuzz_targets/manifest_decoder.rs"]
-mod manifest_decoder;
-#[allow(unused_attributes)] // the target's #![no_main], for libFuzzer's build
-#[path = "../fuzz/fuzz_targets/ops_inputs.rs"]
-mod ops_inputs;
-#[allow(unused_attributes)] // the target's #![no_main], for libFuzzer's build
-#[path = "../fuzz/fuzz_targets/path_object.rs"]
-mod path_object;
-#[allow(unused_attributes)] // the target's #![no_main], for libFuzzer's build
-#[path = "../fuzz/fuzz_targets/policy_list.rs"]
-mod policy_list;
-#[allow(unused_attributes)] // the target's #![no_main], for libFuzzer's build
-#[path = "../fuzz/fuzz_targets/s3_upload_list.rs"]
-mod s3_upload_list;
-#[allow(unused_attributes)] // the target's #![no_main], for libFuzzer's build
-#[path = "../fuzz/fuzz_targets/site_inputs.rs"]
-mod site_inputs;
-#[allow(unused_attributes)] // the target's #![no_main], for libFuzzer's build
-#[path = "../fuzz/fuzz_targets/surrogate_codec.rs"]
-mod surrogate_codec;
+/// Declares each target's module (its file in `fuzz/fuzz_targets/`), a
+/// replay test for it in `replay::`, and [`TARGETS`], their names.
+macro_rules! targets {
+    ($($t:ident: $file:literal,)*) => {
+        $(
+            #[allow(unused_attributes)] // the target's #![no_main], for libFuzzer's build
+            #[path = $file]
+            mod $t;
+        )*
+
+        /// Every target listed.
+        const TARGETS: &[&str] = &[$(stringify!($t)),*];
+
+        /// One test per target.
+        mod replay {
+            $(
+                #[test]
+                fn $t() {
+                    super::replay(stringify!($t), super::$t::run);
+                }
+            )*
+        }
+    };
+}
+
+targets! {
+    batcher: "../fuzz/fuzz_targets/batcher.rs",
+    celery_message: "../fuzz/fuzz_targets/celery_message.rs",
+    config_file: "../fuzz/fuzz_targets/config_file.rs",
+    control_message: "../fuzz/fuzz_targets/control_message.rs",
+    glob_filter: "../fuzz/fuzz_targets/glob_filter.rs",
+    hub_request: "../fuzz/fuzz_targets/hub_request.rs",
+    hub_results: "../fuzz/fuzz_targets/hub_results.rs",
+    journal: "../fuzz/fuzz_targets/journal.rs",
+    manifest_decoder: "../fuzz/fuzz_targets/manifest_decoder.rs",
+    ops_inputs: "../fuzz/fuzz_targets/ops_inputs.rs",
+    path_object: "../fuzz/fuzz_targets/path_object.rs",
+    policy_list: "../fuzz/fuzz_targets/policy_list.rs",
+    s3_upload_list: "../fuzz/fuzz_targets/s3_upload_list.rs",
+    site_inputs: "../fuzz/fuzz_targets/site_inputs.rs",
+    surrogate_codec: "../fuzz/fuzz_targets/surrogate_codec.rs",
+}
 
 /// The inputs kept for `target`, regressions first, each set in name order.
 fn inputs(target: &str) -> Vec<PathBuf> {
@@ -92,66 +89,18 @@ fn replay(target: &str, run: fn(&[u8]) -> bool) {
     );
 }
 
-/// One test per target.
-mod replay {
-    #[test]
-    fn batcher() {
-        super::replay("batcher", super::batcher::run);
-    }
-    #[test]
-    fn celery_message() {
-        super::replay("celery_message", super::celery_message::run);
-    }
-    #[test]
-    fn config_file() {
-        super::replay("config_file", super::config_file::run);
-    }
-    #[test]
-    fn control_message() {
-        super::replay("control_message", super::control_message::run);
-    }
-    #[test]
-    fn glob_filter() {
-        super::replay("glob_filter", super::glob_filter::run);
-    }
-    #[test]
-    fn hub_request() {
-        super::replay("hub_request", super::hub_request::run);
-    }
-    #[test]
-    fn hub_results() {
-        super::replay("hub_results", super::hub_results::run);
-    }
-    #[test]
-    fn journal() {
-        super::replay("journal", super::journal::run);
-    }
-    #[test]
-    fn manifest_decoder() {
-        super::replay("manifest_decoder", super::manifest_decoder::run);
-    }
-    #[test]
-    fn ops_inputs() {
-        super::replay("ops_inputs", super::ops_inputs::run);
-    }
-    #[test]
-    fn path_object() {
-        super::replay("path_object", super::path_object::run);
-    }
-    #[test]
-    fn policy_list() {
-        super::replay("policy_list", super::policy_list::run);
-    }
-    #[test]
-    fn s3_upload_list() {
-        super::replay("s3_upload_list", super::s3_upload_list::run);
-    }
-    #[test]
-    fn site_inputs() {
-        super::replay("site_inputs", super::site_inputs::run);
-    }
-    #[test]
-    fn surrogate_codec() {
-        super::replay("surrogate_codec", super::surrogate_codec::run);
-    }
+/// A target added to `fuzz/fuzz_targets/` and not listed above would go
+/// unreplayed (`scripts/fuzz` replays whatever `cargo fuzz list` shows).
+#[test]
+fn every_fuzz_target_is_replayed() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/fuzz_targets");
+    let mut files: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter_map(|n| n.strip_suffix(".rs").map(str::to_string))
+        .collect();
+    files.sort();
+    let mut listed: Vec<&str> = TARGETS.to_vec();
+    listed.sort();
+    assert_eq!(files, listed);
 }

@@ -63,16 +63,10 @@ class AckingResultConsumer(ResultConsumer):
     queue (seen with a broker down for 5-6 s). Older versions never
     subscribe again at all."""
 
-    _queues = ()
     _lost = False
 
     def start(self, initial_task_id, no_ack=True, **kwargs):
         super().start(initial_task_id, no_ack=False, **kwargs)
-        self._queues = list(self._consumer.queues)
-
-    def consume_from(self, task_id):
-        super().consume_from(task_id)
-        self._queues = list(self._consumer.queues)
 
     def drain_events(self, timeout=None):
         if self._connection is None:
@@ -93,8 +87,9 @@ class AckingResultConsumer(ResultConsumer):
             raise
 
     def _subscribe_again(self):
-        """A new connection and a consumer on the queues read so far;
+        """A new connection and a consumer on the queues the lost one read;
         raises, and stays lost, while the broker is unreachable."""
+        queues = list(self._consumer.queues)
         old, self._connection = self._connection, None
         try:
             old.collect()
@@ -103,7 +98,7 @@ class AckingResultConsumer(ResultConsumer):
         conn = self.app.connection()
         self._connection = conn
         consumer = self.Consumer(
-            conn.default_channel, self._queues,
+            conn.default_channel, queues,
             callbacks=[self.on_state_change], no_ack=False, accept=self.accept)
         consumer.consume()
         self._consumer, self._lost = consumer, False

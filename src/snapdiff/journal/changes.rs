@@ -60,21 +60,20 @@ pub struct Position {
 /// the journal cannot give one (no writer, or a writer that does not see
 /// the state directory's filesystem).
 pub fn barrier(files: &JournalFiles) -> Result<Position, Gap> {
-    let lock = files.lock.clone();
     match File::options().append(true).open(&files.lock) {
         Ok(file) => match sys::try_lock_exclusive(&file) {
             Ok(true) => return Err(Gap::WriterStopped),
             Ok(false) => {}
             Err(e) => {
                 return Err(Gap::Lock {
-                    lock,
+                    lock: files.lock.clone(),
                     source: Arc::new(e),
                 });
             }
         },
         Err(e) => {
             return Err(Gap::NoLock {
-                lock,
+                lock: files.lock.clone(),
                 source: Arc::new(e),
             });
         }
